@@ -1,0 +1,120 @@
+/* The wire protocol: the one place that encodes and decodes messages.
+ *
+ * A message is a ZeroMQ multipart message: [body][payload 0][payload 1]...
+ * (a ROUTER socket adds the peer identity frame in front). The body is a
+ * MessagePack map with the protocol version ("v") and the command ("cmd");
+ * large binary payloads (images, encoder states, audio) travel as their own
+ * frames, never inside the map. Every field is validated on decode: type,
+ * length, enum and size; anything malformed is rejected with an NR_E* code
+ * and a message. proto/PROTOCOL.md documents every command and field. */
+#ifndef NR_PROTO_H
+#define NR_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NR_PROTO_VERSION 1
+
+#define NR_PROTO_ID_MAX 64          /* job id bytes: [A-Za-z0-9._:-] */
+#define NR_PROTO_NAME_MAX 32        /* stage and worker-name bytes: [a-z0-9_-] */
+#define NR_PROTO_ROUTE_MAX 8        /* stages in a route */
+#define NR_PROTO_KV_MAX 64          /* entries in a key/value map */
+#define NR_PROTO_KEY_MAX 64         /* bytes in a key */
+#define NR_PROTO_VALUE_MAX 16384    /* bytes in a value */
+#define NR_PROTO_MESSAGE_MAX 1024   /* bytes in an error message */
+#define NR_PROTO_BODY_MAX 262144    /* bytes in the MessagePack body */
+#define NR_PROTO_FRAMES_MAX 4       /* payload frames after the body */
+#define NR_PROTO_PAYLOAD_MAX (64u << 20) /* bytes in all payload frames together */
+
+typedef enum {
+    NR_CMD_NONE = 0,
+    /* worker <-> broker */
+    NR_CMD_READY,      /* worker: stage, capacity, name, kv (model, device ...) */
+    NR_CMD_HEARTBEAT,  /* both ways; a busy worker keeps sending them */
+    NR_CMD_JOB,        /* broker: id, stage, attempt, deadline_ms, kv = options, frame 0 = input */
+    NR_CMD_RESULT,     /* worker: id, stage, attempt, kv = results, frame 0 = output */
+    NR_CMD_FAIL,       /* worker: id, stage, attempt, code, message, retry */
+    NR_CMD_DISCONNECT, /* both ways */
+    /* client -> broker; the broker answers each with REPLY echoing seq */
+    NR_CMD_SUBMIT,     /* seq, id (may be empty: broker makes one), route, kv = options, frame 0 = input */
+    NR_CMD_STATUS,     /* seq, id */
+    NR_CMD_FETCH,      /* seq, id, stage: whose output frame to return */
+    NR_CMD_CANCEL,     /* seq, id */
+    NR_CMD_STATS,      /* seq */
+    NR_CMD_REPLY,      /* broker: seq, id, code, message, kv (job record or stats), frames */
+    NR_CMD_COUNT
+} nr_cmd_t;
+
+typedef struct {
+    char *key;   /* NUL-terminated, owned */
+    char *value; /* NUL-terminated, owned */
+} nr_kv_t;
+
+typedef struct {
+    uint8_t *data; /* owned */
+    size_t size;
+} nr_frame_t;
+
+/* A decoded or to-be-encoded message. Fields a command does not use stay
+ * zero/empty and are not put on the wire. Strings are NUL-terminated. */
+typedef struct {
+    nr_cmd_t cmd;
+    uint64_t seq;                     /* client request number, echoed in REPLY */
+    char id[NR_PROTO_ID_MAX + 1];     /* job id */
+    char stage[NR_PROTO_NAME_MAX + 1];
+    char name[NR_PROTO_NAME_MAX + 1]; /* READY: worker name for logs */
+    uint32_t attempt;                 /* JOB/RESULT/FAIL: lease number, for idempotency */
+    uint32_t capacity;                /* READY: jobs the worker can hold at once (1..1024) */
+    uint32_t deadline_ms;             /* JOB: time the worker has for it */
+    int32_t code;                     /* FAIL/REPLY: 0 or an NR_E* code */
+    int retry;                        /* FAIL: 1 if another attempt may succeed */
+    char message[NR_PROTO_MESSAGE_MAX + 1]; /* FAIL/REPLY: error detail */
+    char route[NR_PROTO_ROUTE_MAX][NR_PROTO_NAME_MAX + 1]; /* SUBMIT */
+    uint32_t route_len;
+    nr_kv_t *kv; /* options, results, job record or stats; owned */
+    uint32_t kv_len;
+    nr_frame_t frames[NR_PROTO_FRAMES_MAX];
+    uint32_t frames_len;
+} nr_msg_t;
+
+/* Name of a command ("READY"), or "?" for an unknown one. */
+const char *nr_proto_cmd_name(nr_cmd_t cmd);
+
+/* Resets a message to empty (all zero). Call before first use. */
+void nr_proto_msg_init(nr_msg_t *self);
+/* Frees what the message owns and resets it; safe to call twice. */
+void nr_proto_msg_clear(nr_msg_t *self);
+
+/* Adds a copy of key/value; NR_ETOOBIG past the limits above. */
+int nr_proto_kv_add(nr_msg_t *self, const char *key, const char *value);
+/* Value for key, or NULL. The pointer is the message's. */
+const char *nr_proto_kv_get(const nr_msg_t *self, const char *key);
+/* Adds a copy of a payload frame (size may be 0). */
+int nr_proto_frame_add(nr_msg_t *self, const void *data, size_t size);
+/* Adds a payload frame, taking ownership of *data (set to NULL). */
+int nr_proto_frame_take(nr_msg_t *self, uint8_t **data, size_t size);
+
+/* Encodes the body of `msg` (not its frames) into a malloc'd buffer the
+ * caller frees. Validates the message first, like decode does. */
+int nr_proto_encode(const nr_msg_t *msg, uint8_t **body, size_t *size, char *err, size_t errlen);
+
+/* Decodes a body into `msg` (which must be init'ed or cleared) and checks
+ * every field the command needs. Returns 0, or NR_EPROTO / NR_EVERSION /
+ * NR_ETOOBIG with a message in err; `msg` is left cleared on error.
+ * Frames are added separately with nr_proto_frame_add. */
+int nr_proto_decode(const uint8_t *body, size_t size, nr_msg_t *msg, char *err, size_t errlen);
+
+/* Sends msg on a ZeroMQ socket. When `identity` is not NULL (ROUTER
+ * sockets) it goes first. Returns 0, NR_EIO (errno kept) or an encode error. */
+int nr_proto_send(void *socket, const void *identity, size_t identity_size, const nr_msg_t *msg,
+                  char *err, size_t errlen);
+
+/* Receives one whole multipart message (blocking unless the socket has a
+ * receive timeout). With a ROUTER socket pass an identity buffer (at least
+ * 256 bytes) and receive its size. On a malformed message every part is
+ * still read off the socket (nothing is left half-read), the identity is
+ * still returned so the caller can answer, and the error is returned. */
+int nr_proto_recv(void *socket, uint8_t *identity, size_t *identity_size, nr_msg_t *msg,
+                  char *err, size_t errlen);
+
+#endif
