@@ -1,0 +1,64 @@
+/* Image decoding: JPEG, PNG and WebP bytes (detected by magic bytes) to
+ * 8-bit RGB, with EXIF orientation applied, the way PIL's
+ * Image.open(...).convert("RGB") (plus ImageOps.exif_transpose) sees them. */
+#ifndef NR_MODELS_IMAGE_H
+#define NR_MODELS_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    NR_IMAGE_UNKNOWN = 0,
+    NR_IMAGE_JPEG,
+    NR_IMAGE_PNG,
+    NR_IMAGE_WEBP
+} nr_image_format_t;
+
+/* A decoded image: width*height*3 bytes, RGB, row-major, no padding. */
+typedef struct {
+    int width;
+    int height;
+    unsigned char *data;       /* (height, width, 3); owned by the image */
+    nr_image_format_t format;  /* the format it was decoded from */
+    int orientation;           /* EXIF orientation found (1..8; 1 when none); already applied */
+} nr_image_t;
+
+typedef struct {
+    size_t max_bytes;     /* largest input accepted, in bytes (default 64 MiB) */
+    uint64_t max_pixels;  /* decompression-bomb limit on width*height, checked from the
+                             header before any pixel buffer is allocated (default 50e6) */
+    int apply_exif;       /* apply the EXIF orientation tag (default 1) */
+} nr_image_params_t;
+
+nr_image_params_t nr_image_default_params(void);
+
+/* Format from the first bytes (never from a file name); NR_IMAGE_UNKNOWN if none. */
+nr_image_format_t nr_image_detect(const void *data, size_t size);
+/* "jpeg", "png", "webp" or "unknown". */
+const char *nr_image_format_name(nr_image_format_t format);
+
+/* Allocates a zeroed width x height RGB image; NULL on bad size or no memory. */
+nr_image_t *nr_image_new(int width, int height);
+
+/* Decodes `size` bytes at `data` into a new RGB image stored in *out.
+ * params may be NULL (defaults). Returns 0, or on error leaves *out NULL,
+ * writes the detail into err and returns:
+ *   NR_ENOTIMAGE  not JPEG/PNG/WebP (unknown magic bytes, empty input)
+ *   NR_EIMAGE     truncated or corrupt data, zero-sized image
+ *   NR_EIMAGEBOMB more than params->max_pixels pixels
+ *   NR_ETOOBIG    more than params->max_bytes bytes of input
+ *   NR_ENOMEM, NR_EINVAL.
+ * Grey, grey+alpha, RGBA (alpha dropped, not blended), palette, 16-bit
+ * (high byte kept), CMYK/YCCK JPEG (Adobe inverted CMYK, as PIL) all give RGB.
+ * A corrupt or missing EXIF block is ignored (orientation 1). */
+int nr_image_decode(const void *data, size_t size, const nr_image_params_t *params, nr_image_t **out,
+                    char *err, size_t errlen);
+
+/* Frees the image and sets *img to NULL; safe on NULL and twice. */
+void nr_image_destroy(nr_image_t **img);
+
+/* Applies EXIF orientation 1..8 to `img` in place (used by nr_image_decode;
+ * exposed for tests). Returns 0 or NR_EINVAL / NR_ENOMEM. */
+int nr_image_orient(nr_image_t *img, int orientation);
+
+#endif
