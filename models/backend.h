@@ -1,0 +1,119 @@
+/* The compute backend interface: a table of function pointers plus a
+ * context pointer (as ggml's backends). Model code (vit.c, gpt2.c,
+ * generate.c) calls only these; the CPU backend lives in models/cpu/, a CUDA
+ * backend later in models/cuda/. All float pointers passed to ops are in the
+ * backend's memory (nr_backend_alloc / upload); sizes are in elements;
+ * matrices are row-major. Every op returns 0 or a negative NR_E* code. */
+#ifndef NR_MODELS_BACKEND_H
+#define NR_MODELS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    NR_OP_MATMUL = 0,   /* y = x W (+ y) */
+    NR_OP_ADD_BIAS,     /* y[m,:] += b */
+    NR_OP_ADD,          /* y += x (residual) */
+    NR_OP_LAYERNORM,    /* y = (x - mean) / sqrt(var + eps) * g + b, per row */
+    NR_OP_GELU,         /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
+    NR_OP_GELU_TANH,    /* gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    NR_OP_SOFTMAX,      /* per row, in place */
+    NR_OP_ATTENTION,    /* multi-head scaled dot-product attention */
+    NR_OP_EMBED,        /* token + position embeddings */
+    NR_OP_PATCH_EMBED,  /* ViT embeddings: conv 16x16/16 (im2col + gemm), CLS, positions */
+    NR_OP_COPY,         /* device-to-device copy */
+    NR_OP_COUNT
+} nr_op_t;
+
+/* Weight layouts for matmul. x is [M, K], y is [M, N]. */
+typedef enum {
+    NR_W_OUT_IN = 0, /* W stored [N, K] (torch Linear, lm_head): y = x W^T */
+    NR_W_IN_OUT = 1  /* W stored [K, N] (GPT-2 Conv1D):          y = x W   */
+} nr_wlayout_t;
+
+/* Attention over `batch` independent sequences with `n_head` heads of size
+ * `head_dim`. For batch entry b, head h, query row i:
+ *   q = q + b*q_bstride + i*q_rstride + h*head_dim      (head_dim floats)
+ *   key/value row j (j < n_kv) at k/v + kb*kv_bstride + j*kv_rstride + h*head_dim,
+ *   where kb = kv_index ? kv_index[b] : b   (lets beams share encoder K/V)
+ *   out row at out + b*o_bstride + i*o_rstride + h*head_dim.
+ * causal: query i (absolute position q_pos0 + i) sees keys j <= q_pos0 + i.
+ * scale multiplies q.k (1/sqrt(head_dim) for ViT and GPT-2).
+ * kv_index is a host array of `batch` ints (the backend copies it if needed). */
+typedef struct {
+    int batch, n_head, head_dim;
+    int n_q, n_kv;
+    int causal, q_pos0;
+    float scale;
+    const float *q;
+    const float *k;
+    const float *v;
+    float *out;
+    size_t q_bstride, q_rstride;
+    size_t kv_bstride, kv_rstride;
+    size_t o_bstride, o_rstride;
+    const int *kv_index;
+} nr_attn_args_t;
+
+/* ViT embeddings for `batch` images: pixels [batch, C, H, W] (CHW floats),
+ * w [D, C, P, P], b [D], cls [D], pos [(1 + (H/P)*(W/P)), D]. Writes
+ * out [batch, 1 + (H/P)*(W/P), D]: row 0 = cls + pos[0], row 1 + (py*(W/P)+px)
+ * = conv patch (py, px) + b + pos[row] (row-major patch order). */
+typedef struct {
+    int batch, channels, height, width, patch, dim;
+    const float *pixels;
+    const float *w;
+    const float *b;
+    const float *cls;
+    const float *pos;
+    float *out;
+} nr_patch_args_t;
+
+typedef struct nr_backend_ops {
+    const char *name;
+    /* 1 when the op is implemented (the caller can fall back to the CPU). */
+    int (*supports_op)(void *ctx, nr_op_t op);
+    void (*destroy)(void *ctx);
+
+    /* Memory: device buffers (host memory for the CPU backend). */
+    void *(*alloc)(void *ctx, size_t bytes);
+    void (*free)(void *ctx, void *ptr);
+    int (*upload)(void *ctx, void *dst, const void *src, size_t bytes);   /* host -> backend */
+    int (*download)(void *ctx, void *dst, const void *src, size_t bytes); /* backend -> host */
+    int (*copy)(void *ctx, void *dst, const void *src, size_t bytes);     /* backend -> backend */
+    int (*synchronize)(void *ctx);
+
+    /* y[M,N] = x[M,K] W (+ y when accumulate); x rows are ldx floats apart,
+     * y rows ldy floats apart. */
+    int (*matmul)(void *ctx, float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout,
+                  int M, int N, int K, int accumulate);
+    int (*add_bias)(void *ctx, float *y, const float *b, int M, int N);
+    int (*add)(void *ctx, float *y, const float *x, size_t n);
+    int (*layernorm)(void *ctx, float *y, const float *x, const float *g, const float *b, int M, int N, float eps);
+    int (*gelu)(void *ctx, float *x, size_t n, int tanh_form);
+    int (*softmax)(void *ctx, float *x, int rows, int cols);
+    int (*attention)(void *ctx, const nr_attn_args_t *a);
+    /* out[i,:] = wte[ids[i],:] + wpe[pos[i],:] for i < n; ids/pos are host
+     * arrays, checked against vocab / n_positions (NR_EINVAL when outside). */
+    int (*embed)(void *ctx, float *out, const float *wte, const float *wpe, const int *ids, const int *pos, int n,
+                 int dim, int vocab, int n_positions);
+    int (*patch_embed)(void *ctx, const nr_patch_args_t *a);
+} nr_backend_ops_t;
+
+typedef struct nr_backend {
+    const nr_backend_ops_t *ops;
+    void *ctx;
+    int host_memory; /* 1 when backend buffers are ordinary host memory (CPU) */
+} nr_backend_t;
+
+/* Backend by name: "cpu" (always), "cuda:N" when built with NR_CUDA. NULL
+ * with a message in err when the name is unknown or the device fails.
+ * num_threads <= 0 means all cores. */
+nr_backend_t *nr_backend_new(const char *device, int num_threads, char *err, size_t errlen);
+/* Frees the backend; sets *b to NULL; safe twice. */
+void nr_backend_destroy(nr_backend_t **b);
+
+/* Convenience: allocates and uploads `bytes` from host; NULL on failure. */
+void *nr_backend_upload_new(nr_backend_t *b, const void *host, size_t bytes);
+
+#endif

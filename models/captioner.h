@@ -1,0 +1,86 @@
+/* Captioner: a Hugging Face VisionEncoderDecoder (ViT + GPT-2) checkpoint
+ * folder loaded once, then
+ *   vision stage: pixels (or image bytes) -> encoder states (-> "NRS1" frame)
+ *   text stage:   encoder states (or frame) -> token ids (-> caption text)
+ * Every entry point takes a batch of n images / captions; n = 1 is the
+ * plain case. The captioner is read-only after load: several threads may
+ * call it at once (each call has its own scratch memory). */
+#ifndef NR_MODELS_CAPTIONER_H
+#define NR_MODELS_CAPTIONER_H
+
+#include <stddef.h>
+
+#include "models/config.h"
+
+typedef struct nr_captioner nr_captioner_t;
+
+typedef struct {
+    const char *device; /* "cpu" (default) or "cuda:N" */
+    int num_threads;    /* CPU threads; <= 0 all cores (default 0) */
+    int load_encoder;   /* load the ViT (default 1; a text-only worker sets 0) */
+    int load_decoder;   /* load GPT-2 + tokenizer (default 1; a vision-only worker sets 0) */
+} nr_captioner_params_t;
+
+nr_captioner_params_t nr_captioner_default_params(void);
+
+/* Loads dir/config.json, generation_config.json (optional),
+ * model.safetensors (a folder with only pytorch_model.bin is an NR_EMODEL
+ * error that says how to convert it, see models/MODELS.md) and, for the
+ * decoder, the tokenizer files. Returns 0 and *out, or NR_EMODEL (file and
+ * tensor named in err), NR_EDEVICE, NR_ENOMEM, NR_EINVAL. */
+int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_captioner_t **out, char *err,
+                      size_t errlen);
+void nr_captioner_destroy(nr_captioner_t **c);
+
+/* Model name for results ("vit-gpt2-image-captioning": the folder's base name). */
+const char *nr_captioner_name(const nr_captioner_t *c);
+const nr_model_config_t *nr_captioner_config(const nr_captioner_t *c);
+/* Generation settings from the checkpoint (generation_config.json over
+ * config.json over transformers' defaults): copy, change fields, pass on. */
+nr_gen_config_t nr_captioner_gen_defaults(const nr_captioner_t *c);
+/* Encoder output shape per image: seq (197) and hidden (768). */
+void nr_captioner_states_shape(const nr_captioner_t *c, int *seq, int *hidden);
+/* Input shape per image: channels, height, width (3, 224, 224). */
+void nr_captioner_pixels_shape(const nr_captioner_t *c, int *channels, int *height, int *width);
+
+/* Vision: pixels [n, C, H, W] (host floats, already preprocessed) ->
+ * states [n, seq, hidden] (host). Returns 0, NR_EINVAL, NR_EUNSUPPORTED
+ * (encoder not loaded), NR_ENOMEM, NR_EDEVICE. */
+int nr_captioner_encode(const nr_captioner_t *c, const float *pixels, int n, float *states, char *err,
+                        size_t errlen);
+
+/* Vision from image bytes (JPEG/PNG/WebP): decode + preprocess with the
+ * checkpoint's preprocessor_config.json, then encode, for n images at once.
+ * status[i] gets 0 or the image's own error (NR_ENOTIMAGE, NR_EIMAGE,
+ * NR_EIMAGEBOMB ...); states of failed images are left zero. Returns 0 when
+ * the batch ran (check status[]), else an error for the whole call
+ * (NR_EUNSUPPORTED when built without the image module). */
+int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes, const size_t *sizes, int n,
+                               float *states, int *status, char *err, size_t errlen);
+
+/* Text: states [n, seq, hidden] (host) -> ids. ids holds n * gen->max_length
+ * ints: caption i at ids + i*max_length, start token first, eos included
+ * when generated (as transformers returns them); lens[i] its count.
+ * gen NULL: checkpoint defaults. Returns 0, NR_EOPTION (bad settings, text
+ * in err), NR_EUNSUPPORTED (decoder not loaded), NR_ENOMEM, NR_EDEVICE. */
+int nr_captioner_generate(const nr_captioner_t *c, const float *states, int n, const nr_gen_config_t *gen, int *ids,
+                          int *lens, char *err, size_t errlen);
+
+/* Text with detokenization: captions[i] gets a new UTF-8 string (caller
+ * frees with free()), special tokens skipped and spaces cleaned up as
+ * transformers' batch_decode(skip_special_tokens=True) then strip();
+ * n_tokens[i] (may be NULL) the number of generated tokens. Same errors,
+ * plus NR_EUNSUPPORTED when built without the tokenizer module. */
+int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, const nr_gen_config_t *gen,
+                         char **captions, int *n_tokens, char *err, size_t errlen);
+
+/* One image's states [seq, hidden] -> a new "NRS1" frame (models/states.h),
+ * F32. Returns 0, NR_ENOMEM. */
+int nr_captioner_states_to_frame(const nr_captioner_t *c, const float *states, unsigned char **frame, size_t *len);
+/* A frame -> states [seq, hidden] written to `states` (host, seq*hidden
+ * floats), checking the frame is valid and matches this model's shape
+ * ([seq, hidden] or [1, seq, hidden]). Returns 0 or NR_EPROTO (reason in err). */
+int nr_captioner_frame_to_states(const nr_captioner_t *c, const void *frame, size_t len, float *states, char *err,
+                                 size_t errlen);
+
+#endif

@@ -1,0 +1,70 @@
+/* Model configuration from a Hugging Face checkpoint folder: config.json
+ * (VisionEncoderDecoder with a ViT encoder and a GPT-2 decoder, or either
+ * alone), generation_config.json. Every size comes from these files. */
+#ifndef NR_MODELS_CONFIG_H
+#define NR_MODELS_CONFIG_H
+
+#include <stddef.h>
+
+typedef enum { NR_ACT_GELU = 0, NR_ACT_GELU_TANH = 1 } nr_act_t;
+
+typedef struct {
+    int hidden_size;          /* D */
+    int num_hidden_layers;
+    int num_attention_heads;
+    int intermediate_size;
+    int image_size;
+    int patch_size;
+    int num_channels;
+    float layer_norm_eps;
+    nr_act_t hidden_act;      /* "gelu" exact; gelu_new / gelu_pytorch_tanh tanh form */
+    int qkv_bias;
+} nr_vit_config_t;
+
+typedef struct {
+    int n_embd;
+    int n_layer;
+    int n_head;
+    int n_inner;              /* 4 * n_embd when null */
+    int n_positions;
+    int vocab_size;
+    float layer_norm_epsilon;
+    nr_act_t activation_function;
+    int add_cross_attention;
+    int scale_attn_weights;   /* divide by sqrt(head_dim) (default 1) */
+} nr_gpt2_config_t;
+
+/* Generation settings: transformers' names and meanings. max_length counts
+ * the decoder start token. */
+typedef struct {
+    int max_length;           /* default 20 (transformers) */
+    int num_beams;            /* 1 = greedy */
+    float length_penalty;     /* default 1.0 */
+    int early_stopping;       /* 1 = true, 0 = false (heuristic), -1 = "never" */
+    int decoder_start_token_id;
+    int bos_token_id;
+    int eos_token_id;         /* -1: none */
+    int pad_token_id;
+} nr_gen_config_t;
+
+typedef struct {
+    nr_vit_config_t vit;
+    nr_gpt2_config_t gpt2;
+    nr_gen_config_t gen;
+} nr_model_config_t;
+
+nr_gen_config_t nr_gen_config_default(void);
+
+/* Reads dir/config.json (model_type vision-encoder-decoder with encoder vit
+ * and decoder gpt2) then dir/generation_config.json when present (its keys
+ * override config.json's). Validates every size (positive, heads divide
+ * hidden, image divisible by patch, known activation). Returns 0,
+ * NR_EMODEL (file and key named in err), NR_ENOMEM. */
+int nr_model_config_load(const char *dir, nr_model_config_t *cfg, char *err, size_t errlen);
+
+/* The same from JSON text already in memory (gen_json may be NULL);
+ * `what` names the source in messages. */
+int nr_model_config_parse(const char *config_json, const char *gen_json, const char *what, nr_model_config_t *cfg,
+                          char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,30 @@
+/* Caption generation over a GPT-2 decoder: greedy search and beam search
+ * with the semantics of Hugging Face transformers' generate()
+ * (GreedySearch, BeamSearchScorer / BeamHypotheses). Several captions
+ * (one per encoder output) are decoded together as one batch. */
+#ifndef NR_MODELS_GENERATE_H
+#define NR_MODELS_GENERATE_H
+
+#include <stddef.h>
+
+#include "models/config.h"
+#include "models/gpt2.h"
+
+/* Decodes n captions from enc [n, enc_len, D] (backend memory).
+ * gen: max_length (counts the start token), num_beams (1 greedy),
+ * length_penalty, early_stopping, decoder_start/eos/pad ids.
+ * Writes caption i's ids (start token first, the eos included when
+ * generated, as transformers returns them) to ids + i*gen->max_length and
+ * its count to lens[i]. Beam search scores a finished hypothesis as
+ * sum(logprobs) / L^length_penalty with L = number of generated tokens
+ * excluding the start token (the eos counts when present) -- the rule of
+ * transformers >= 4.38 (see models/MODELS.md).
+ * Returns 0, NR_EINVAL (bad settings), NR_ENOMEM or a backend error. */
+int nr_generate(const nr_gpt2_t *m, const float *enc, int n, int enc_len, const nr_gen_config_t *gen, int *ids,
+                int *lens, char *err, size_t errlen);
+
+/* Checks gen against the decoder (ids inside the vocabulary, max_length
+ * within n_positions, num_beams 1..64). Returns 0 or NR_EOPTION. */
+int nr_generate_check(const nr_gpt2_t *m, const nr_gen_config_t *gen, char *err, size_t errlen);
+
+#endif

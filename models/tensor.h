@@ -1,0 +1,50 @@
+/* Tensors: a dtype, up to 4 dimensions and a pointer to the data. Model
+ * weights and activations are F32; F16/BF16/I64 appear only in files. */
+#ifndef NR_MODELS_TENSOR_H
+#define NR_MODELS_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NR_TENSOR_MAX_DIMS 4
+
+typedef enum { NR_DTYPE_F32 = 0, NR_DTYPE_F16 = 1, NR_DTYPE_BF16 = 2, NR_DTYPE_I64 = 3, NR_DTYPE_COUNT } nr_dtype_t;
+
+typedef struct {
+    nr_dtype_t dtype;
+    int ndim;
+    int64_t shape[NR_TENSOR_MAX_DIMS];
+    void *data;  /* host or backend memory, per the owner of the tensor */
+    int owned;   /* 1 when nr_tensor_destroy frees data with free() */
+} nr_tensor_t;
+
+/* Bytes per element (4, 2, 2, 8); 0 for an unknown dtype. */
+size_t nr_dtype_size(nr_dtype_t dtype);
+/* "F32", "F16", "BF16", "I64"; "?" for an unknown dtype. */
+const char *nr_dtype_name(nr_dtype_t dtype);
+/* Dtype from its safetensors name; -1 when unknown. */
+int nr_dtype_from_name(const char *name);
+
+/* Product of the shape (1 for ndim 0). */
+int64_t nr_tensor_numel(const nr_tensor_t *t);
+
+/* A new host tensor with zeroed, 64-byte aligned data of the given shape;
+ * NULL on bad shape or no memory. */
+nr_tensor_t *nr_tensor_new(nr_dtype_t dtype, int ndim, const int64_t *shape);
+/* Frees the tensor (and its data when owned); sets *t to NULL; safe twice. */
+void nr_tensor_destroy(nr_tensor_t **t);
+
+/* Element conversions (round-to-nearest-even, as PyTorch). */
+float nr_f16_to_f32(uint16_t h);
+float nr_bf16_to_f32(uint16_t h);
+uint16_t nr_f32_to_f16(float f);
+uint16_t nr_f32_to_bf16(float f);
+
+/* Converts n little-endian elements of `dtype` at src to F32 at dst (dst
+ * may be unaligned-free memory; src may be unaligned). I64 converts by value. */
+void nr_convert_to_f32(float *dst, const void *src, nr_dtype_t dtype, size_t n);
+
+/* 64-byte aligned host allocation (free with free()); NULL on failure or n 0. */
+void *nr_aligned_alloc(size_t bytes);
+
+#endif
