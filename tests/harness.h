@@ -1,0 +1,141 @@
+/* Test harness: real processes for tests. Free loopback ports, temporary
+ * folders, a real redis-server as a child process, any program spawned with
+ * its own arguments and environment and its output in a log file, and the
+ * programs of the build found through NR_BUILD_DIR.
+ *
+ * Everything here is for tests: functions return 0 or a negative NR_E*
+ * code (or NULL) and put the detail in nr_harness_error(); nothing exits.
+ * Children are started so that they die with the test process (Linux
+ * PR_SET_PDEATHSIG), so a test that Criterion kills on a timeout leaves no
+ * redis-server or broker behind. */
+#ifndef NR_TESTS_HARNESS_H
+#define NR_TESTS_HARNESS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Detail of the last error in this thread ("" when none). */
+const char *nr_harness_error(void);
+
+/* ---- files and folders ---- */
+
+/* Makes a fresh folder $TMPDIR/nr-<tag>-XXXXXX (tag may be NULL) and
+ * returns its path (the caller frees it), or NULL. */
+char *nr_harness_tempdir(const char *tag);
+/* Removes a folder and everything under it (like rm -rf); 0 or NR_EIO. */
+int nr_harness_rmtree(const char *path);
+/* Reads a whole file into a malloc'd buffer with a NUL after the data
+ * (not counted in *size); NULL when it cannot be read. */
+char *nr_harness_read_file(const char *path, size_t *size);
+/* Writes size bytes to path (created or truncated); 0 or NR_EIO. */
+int nr_harness_write_file(const char *path, const void *data, size_t size);
+/* Prints the last `max_bytes` of a file to stderr between marker lines
+ * (for a failing test: what did the broker say?). */
+void nr_harness_dump_log(const char *path, size_t max_bytes);
+/* malloc'd "dir/name" (printf-style name); NULL on no memory. */
+char *nr_harness_path(const char *dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- build and source folders ---- */
+
+/* $NR_BUILD_DIR/bin/<name> when that file is executable (caller frees),
+ * else NULL with the reason in nr_harness_error(). */
+char *nr_harness_program(const char *name);
+/* $NR_SOURCE_DIR/<relative> when it exists (caller frees), else NULL. */
+char *nr_harness_source_path(const char *relative);
+
+/* ---- TCP ---- */
+
+/* A TCP port on 127.0.0.1 that is free now (bound and released), or a
+ * negative NR_E* code. Two calls in a row never return the same port. */
+int nr_harness_free_port(void);
+/* Waits until 127.0.0.1:port accepts a connection: 0, or NR_ETIMEDOUT. */
+int nr_harness_wait_port(int port, int timeout_ms);
+/* Sleeps ms milliseconds (restarted on signals). */
+void nr_harness_sleep_ms(int ms);
+/* Milliseconds on the monotonic clock. */
+long long nr_harness_now_ms(void);
+
+/* ---- processes ---- */
+
+typedef struct nr_harness_proc_t nr_harness_proc_t;
+
+/* Starts argv[0] (a path, or a name looked up in PATH) with argv (NULL-
+ * terminated). The child gets this process's environment plus `env`
+ * ("KEY=VALUE" strings, NULL-terminated, may be NULL), which override
+ * variables of the same name; "KEY" alone (no '=') removes KEY. stdin is
+ * /dev/null; stdout and stderr are appended to `log_path` (created), or
+ * inherited when log_path is NULL. The child gets SIGKILL when this
+ * process dies. Returns NULL when the program cannot be started (missing,
+ * not executable: the exec error is detected, not just a fast exit). */
+nr_harness_proc_t *nr_harness_spawn(const char *const argv[], const char *const env[],
+                                    const char *log_path);
+/* Process id of the child. */
+pid_t nr_harness_proc_pid(const nr_harness_proc_t *self);
+/* Log file of the child, or NULL. */
+const char *nr_harness_proc_log(const nr_harness_proc_t *self);
+/* 1 while the child has not exited (reaps it when it has). */
+int nr_harness_proc_running(nr_harness_proc_t *self);
+/* Sends a signal; 0, or NR_ESTATE when the child has already exited. */
+int nr_harness_proc_kill(nr_harness_proc_t *self, int sig);
+/* Waits up to timeout_ms (< 0: forever) for the child to exit. Returns 0
+ * and the raw wait status in *status (may be NULL), or NR_ETIMEDOUT. */
+int nr_harness_proc_wait(nr_harness_proc_t *self, int timeout_ms, int *status);
+/* Sends sig, waits up to timeout_ms, then SIGKILL and waits. Returns 0
+ * and the wait status in *status (may be NULL). */
+int nr_harness_proc_stop(nr_harness_proc_t *self, int sig, int timeout_ms, int *status);
+/* Exit code when the child exited normally, -1 otherwise; signal number
+ * when it was killed by a signal, 0 otherwise (from a wait status). */
+int nr_harness_exit_code(int status);
+int nr_harness_exit_signal(int status);
+/* Kills the child (SIGKILL) if it still runs, reaps it, frees; safe twice. */
+void nr_harness_proc_destroy(nr_harness_proc_t **self_p);
+
+/* Runs a program to the end (spawn + wait). Returns 0 with the wait status
+ * in *status, NR_ETIMEDOUT (the child is killed) or a spawn error. */
+int nr_harness_run(const char *const argv[], const char *const env[], const char *log_path,
+                   int timeout_ms, int *status);
+
+/* ---- redis-server ---- */
+
+typedef struct {
+    int port;                /* 0: pick a free one */
+    int appendonly;          /* 1: appendonly yes (appendfsync always), 0: no */
+    const char *dir;         /* data folder; NULL: a fresh temporary one, removed on destroy */
+    const char *const *args; /* extra redis-server arguments ("--maxmemory", "10mb", NULL) or NULL */
+    const char *program;     /* redis-server binary; NULL: "redis-server" from PATH */
+    int timeout_ms;          /* how long start waits for PING (default 10000) */
+} nr_harness_redis_params_t;
+
+typedef struct nr_harness_redis_t nr_harness_redis_t;
+
+/* Defaults: port 0, appendonly 1, fresh dir, no extra args. */
+void nr_harness_redis_default_params(nr_harness_redis_params_t *params);
+/* Starts redis-server bound to 127.0.0.1 (log in <dir>/redis.log) and waits
+ * until it answers PING; NULL on failure (the log is dumped to stderr). */
+nr_harness_redis_t *nr_harness_redis_new(const nr_harness_redis_params_t *params);
+int nr_harness_redis_port(const nr_harness_redis_t *self);
+/* "redis://127.0.0.1:<port>" */
+const char *nr_harness_redis_url(const nr_harness_redis_t *self);
+const char *nr_harness_redis_dir(const nr_harness_redis_t *self);
+/* 1 when the server runs and answers PING. */
+int nr_harness_redis_alive(nr_harness_redis_t *self);
+/* Stops the server, keeping the data folder: SIGTERM (redis writes its AOF
+ * / RDB and exits), or SIGKILL when hard is 1 (a crash). 0 or an error. */
+int nr_harness_redis_stop(nr_harness_redis_t *self, int hard);
+/* Starts it again on the same port and folder (the AOF is loaded); waits
+ * for PING (a loading server answers -LOADING, which is waited out). */
+int nr_harness_redis_start(nr_harness_redis_t *self);
+/* Stops (SIGTERM) and removes the folder if the harness made it; safe twice. */
+void nr_harness_redis_destroy(nr_harness_redis_t **self_p);
+
+/* Sends one command (argv, argc arguments) to 127.0.0.1:port and reads the
+ * reply as text into out (out_size bytes, NUL-terminated, cut if needed):
+ * a status or bulk string as is, an integer in decimal, nil as "(nil)",
+ * an array as its elements one per line. Returns 0, or NR_EREDIS when the
+ * reply is an error (its text is in out), NR_ECONNECT or NR_EIO. */
+int nr_harness_redis_command(int port, int argc, const char *const argv[], char *out,
+                             size_t out_size);
+/* PING: 0 when the answer is PONG. */
+int nr_harness_redis_ping(int port);
+
+#endif
