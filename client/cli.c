@@ -1,0 +1,328 @@
+/* The `narrate` command line: global settings from the config table, then a
+ * command and its own options. */
+#include "client/cli.h"
+#include "client/client.h"
+#include "common/config.h"
+#include "common/error.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_ENV_PREFIX "NARRATOR_"
+
+static const nr_config_option_t s_settings[] = {
+    {"broker", NR_CONFIG_STRING, 0, 0, NR_CLI_DEFAULT_BROKER, offsetof(nr_cli_t, broker),
+     sizeof(((nr_cli_t *)0)->broker), "broker client endpoint"},
+    {"timeout", NR_CONFIG_INT, 1, NR_CLI_TIMEOUT_MAX, "10", offsetof(nr_cli_t, timeout), 0,
+     "seconds to wait for the broker's answer, and for a job at a stage no worker serves"},
+    {"json", NR_CONFIG_BOOL, 0, 0, "false", offsetof(nr_cli_t, json), 0,
+     "print one JSON object per result on stdout"},
+    {"quiet", NR_CONFIG_BOOL, 0, 0, "false", offsetof(nr_cli_t, quiet), 0,
+     "print errors only (no progress, no per-item lines)"},
+    NR_CONFIG_END,
+};
+
+static const struct {
+    const char *name;
+    nr_cli_command_t command;
+} s_commands[] = {
+    {"speak", NR_CLI_SPEAK}, {"submit", NR_CLI_SUBMIT}, {"status", NR_CLI_STATUS},
+    {"wait", NR_CLI_WAIT},   {"get", NR_CLI_GET},       {"cancel", NR_CLI_CANCEL},
+    {"stats", NR_CLI_STATS}, {"help", NR_CLI_HELP},
+};
+
+void nr_cli_usage(FILE *out) {
+    fputs(
+        "usage: narrate [global options] COMMAND [options] [arguments]\n"
+        "\n"
+        "Turns images into spoken captions with a narrator cluster (narrator-broker\n"
+        "plus vision, text and speech workers).\n"
+        "\n"
+        "Commands:\n"
+        "  speak TEXT -o FILE.wav [--voice V]\n"
+        "        synthesize TEXT (route \"speech\"), wait for it and write the WAV file\n"
+        "  submit FILE|FOLDER... [-o DIR] [--window N] [--no-wait] [--id-from content|random]\n"
+        "         [--route R] [--voice V] [--beams N] [--max-length N]\n"
+        "        caption and narrate images (.jpg .jpeg .png .webp; folders are searched\n"
+        "        recursively, in sorted order; files named directly are always taken).\n"
+        "        For each finished image writes DIR/<stem>.txt (caption), <stem>.wav and\n"
+        "        <stem>.json (record). Job ids are a content hash of image + route +\n"
+        "        options, so submitting again skips finished work.\n"
+        "          -o, --output DIR     output folder (default: .; created if missing)\n"
+        "          --window N           jobs in flight at once (1..1024, default 8)\n"
+        "          --no-wait            submit, print the job ids and return\n"
+        "          --id-from content|random   how job ids are made (default content)\n"
+        "          --route R            stages, comma-separated (default vision,text,speech)\n"
+        "          --voice V            speech voice (worker default if not given)\n"
+        "          --beams N            beam search width (1..16, default: the model's)\n"
+        "          --max-length N       caption length limit in tokens (1..1024)\n"
+        "  status ID               print the job record\n"
+        "  wait ID [--timeout S]   wait until the job is done, failed or cancelled\n"
+        "                          (S: 1..604800 seconds; default no limit)\n"
+        "  get ID [-o DIR]         write a finished job's outputs as DIR/<ID>.txt/.wav/.json\n"
+        "  cancel ID               cancel a job that is not finished\n"
+        "  stats                   print queue lengths, live workers and job counts\n"
+        "  help                    print this help\n"
+        "\n"
+        "Global options (also accepted after the command):\n"
+        "  --broker ENDPOINT   broker client endpoint (default tcp://127.0.0.1:5555;\n"
+        "                      env NARRATOR_BROKER)\n"
+        "  --timeout S         seconds to wait for the broker's answer, and for a job\n"
+        "                      queued at a stage that no worker serves (1..86400,\n"
+        "                      default 10; env NARRATOR_TIMEOUT)\n"
+        "  --json              one JSON object per result on stdout (env NARRATOR_JSON)\n"
+        "  --quiet             errors only (env NARRATOR_QUIET)\n"
+        "  --config FILE       read 'name = value' settings from FILE (env NARRATOR_CONFIG)\n"
+        "  --help              print this help\n"
+        "\n"
+        "Exit codes:\n"
+        "  0  everything asked for is done\n"
+        "  1  some job failed or was cancelled (or its outputs could not be written)\n"
+        "  2  usage error (bad command line, unreadable input)\n"
+        "  3  cannot reach the broker\n"
+        "  4  timed out\n"
+        "  5  no such job\n",
+        out);
+}
+
+/* Parses a whole decimal number in min..max into *out. */
+static int s_number(const char *opt, const char *text, long min, long max, long *out, char *err,
+                    size_t errlen) {
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end != '\0')
+        return nr_seterr(err, errlen, NR_EINVAL, "%s needs a whole number, got '%s'", opt, text);
+    if (v < min || v > max)
+        return nr_seterr(err, errlen, NR_EINVAL, "%s must be in %ld..%ld, got %ld", opt, min, max, v);
+    *out = v;
+    return 0;
+}
+
+static int s_voice(const char *text, char *out, char *err, size_t errlen) {
+    size_t n = strlen(text);
+    if (n == 0 || n > NR_CLI_VOICE_MAX)
+        return nr_seterr(err, errlen, NR_EINVAL, "--voice must be 1..%d characters", NR_CLI_VOICE_MAX);
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return nr_seterr(err, errlen, NR_EINVAL,
+                             "--voice '%s': only letters, digits, '_', '-' and '.' are allowed", text);
+    }
+    memcpy(out, text, n + 1);
+    return 0;
+}
+
+static int s_route(const char *text, char *out, char *err, size_t errlen) {
+    size_t n = strlen(text), names = 0, len = 0;
+    if (n == 0 || n > NR_CLI_ROUTE_MAX) goto bad;
+    for (size_t i = 0; i <= n; i++) {
+        char c = text[i];
+        if (c == ',' || c == '\0') {
+            if (len == 0 || len > 32 /* NR_PROTO_NAME_MAX */) goto bad;
+            names++;
+            len = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-') {
+            len++;
+        } else {
+            goto bad;
+        }
+    }
+    if (names > 8 /* NR_PROTO_ROUTE_MAX */) goto bad;
+    memcpy(out, text, n + 1);
+    return 0;
+bad:
+    return nr_seterr(err, errlen, NR_EINVAL,
+                     "--route '%s': give 1..8 stage names of [a-z0-9_-], comma-separated", text);
+}
+
+/* Matches argv[*i] against option `name` ("--window") or `alt` ("-o"),
+ * in the forms "--name value" and "--name=value". On a match stores the
+ * value (or NULL when the option takes none) and returns 1; returns
+ * NR_EINVAL when the value is missing, 0 when argv[*i] is another option. */
+static int s_opt(int argc, char **argv, int *i, const char *name, const char *alt, int has_value,
+                 const char **value, char *err, size_t errlen) {
+    const char *arg = argv[*i];
+    size_t n = strlen(name);
+    int exact = !strcmp(arg, name) || (alt && !strcmp(arg, alt));
+    int joined = has_value && !strncmp(arg, name, n) && arg[n] == '=';
+    if (!exact && !joined) return 0;
+    *value = NULL;
+    if (!has_value) return 1;
+    if (joined) {
+        *value = arg + n + 1;
+    } else if (*i + 1 < argc) {
+        *value = argv[++*i];
+    } else {
+        return nr_seterr(err, errlen, NR_EINVAL, "option %s needs a value", name);
+    }
+    if (!**value) return nr_seterr(err, errlen, NR_EINVAL, "option %s needs a non-empty value", name);
+    return 1;
+}
+
+static int s_check_id(const char *id, char *err, size_t errlen) {
+    if (!nr_client_id_valid(id))
+        return nr_seterr(err, errlen, NR_EINVAL,
+                         "bad job id '%s': 1..64 characters of letters, digits, '.', '_', ':', '-'", id);
+    return 0;
+}
+
+int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen) {
+    if (!self || argc < 1 || !argv) return NR_EINVAL;
+    memset(self, 0, sizeof *self);
+    if (err && errlen) err[0] = '\0';
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) break;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            self->command = NR_CLI_HELP;
+            return 0;
+        }
+    }
+    int first = argc;
+    int rc = nr_config_load(s_settings, self, S_ENV_PREFIX, argc, argv, &first, err, errlen);
+    if (rc == 1) {
+        self->command = NR_CLI_HELP;
+        return 0;
+    }
+    if (rc) return rc;
+    if (first >= argc)
+        return nr_seterr(err, errlen, NR_EINVAL, "no command given (see narrate --help)");
+    const char *word = argv[first];
+    for (size_t k = 0; k < sizeof s_commands / sizeof s_commands[0]; k++)
+        if (!strcmp(word, s_commands[k].name)) self->command = s_commands[k].command;
+    if (self->command == NR_CLI_NONE)
+        return nr_seterr(err, errlen, NR_EINVAL, "unknown command '%s' (see narrate --help)", word);
+    if (self->command == NR_CLI_HELP) return 0;
+
+    snprintf(self->route, sizeof self->route, "%s",
+             self->command == NR_CLI_SPEAK ? NR_CLI_SPEECH_ROUTE : NR_CLI_DEFAULT_ROUTE);
+    self->window = NR_CLI_DEFAULT_WINDOW;
+    self->paths = calloc((size_t)argc, sizeof *self->paths);
+    if (!self->paths) return NR_ENOMEM;
+
+    nr_cli_command_t cmd = self->command;
+    int only_positional = 0;
+    size_t positional = 0;
+    const char *id = NULL;
+    for (int i = first + 1; i < argc; i++) {
+        const char *arg = argv[i], *v;
+        if (only_positional || arg[0] != '-' || !strcmp(arg, "-")) {
+            if (cmd == NR_CLI_SUBMIT) {
+                self->paths[self->n_paths++] = arg;
+            } else if (cmd == NR_CLI_SPEAK && positional == 0) {
+                self->text = arg;
+            } else if ((cmd == NR_CLI_STATUS || cmd == NR_CLI_WAIT || cmd == NR_CLI_GET ||
+                        cmd == NR_CLI_CANCEL) && positional == 0) {
+                id = arg;
+            } else {
+                return nr_seterr(err, errlen, NR_EINVAL, "%s: unexpected argument '%s'", word, arg);
+            }
+            positional++;
+            continue;
+        }
+        if (!strcmp(arg, "--")) {
+            only_positional = 1;
+            continue;
+        }
+        /* Global settings are accepted after the command too; `wait` has its
+         * own --timeout. */
+        if ((rc = s_opt(argc, argv, &i, "--json", NULL, 0, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            self->json = 1;
+        } else if ((rc = s_opt(argc, argv, &i, "--quiet", "-q", 0, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            self->quiet = 1;
+        } else if ((rc = s_opt(argc, argv, &i, "--broker", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if (strlen(v) >= sizeof self->broker)
+                return nr_seterr(err, errlen, NR_EINVAL, "--broker is too long");
+            memcpy(self->broker, v, strlen(v) + 1);
+        } else if ((rc = s_opt(argc, argv, &i, "--timeout", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if (cmd == NR_CLI_WAIT)
+                rc = s_number("--timeout", v, 1, NR_CLI_WAIT_MAX, &self->wait_timeout, err, errlen);
+            else
+                rc = s_number("--timeout", v, 1, NR_CLI_TIMEOUT_MAX, &self->timeout, err, errlen);
+            if (rc) return rc;
+        } else if ((cmd == NR_CLI_SPEAK || cmd == NR_CLI_SUBMIT || cmd == NR_CLI_GET) &&
+                   (rc = s_opt(argc, argv, &i, "--output", "-o", 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            self->output = v;
+        } else if ((cmd == NR_CLI_SPEAK || cmd == NR_CLI_SUBMIT) &&
+                   (rc = s_opt(argc, argv, &i, "--voice", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if ((rc = s_voice(v, self->voice, err, errlen))) return rc;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--window", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if ((rc = s_number("--window", v, 1, NR_CLI_WINDOW_MAX, &self->window, err, errlen)))
+                return rc;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--no-wait", NULL, 0, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            self->no_wait = 1;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--id-from", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if (!strcmp(v, "content")) self->id_random = 0;
+            else if (!strcmp(v, "random")) self->id_random = 1;
+            else
+                return nr_seterr(err, errlen, NR_EINVAL,
+                                 "--id-from must be 'content' or 'random', got '%s'", v);
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--route", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if ((rc = s_route(v, self->route, err, errlen))) return rc;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--beams", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if ((rc = s_number("--beams", v, 1, NR_CLI_BEAMS_MAX, &self->beams, err, errlen)))
+                return rc;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--max-length", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if ((rc = s_number("--max-length", v, 1, NR_CLI_LENGTH_MAX, &self->max_length, err,
+                               errlen)))
+                return rc;
+        } else {
+            return nr_seterr(err, errlen, NR_EINVAL, "%s: unknown option '%s' (see narrate --help)",
+                             word, arg);
+        }
+    }
+
+    switch (cmd) {
+    case NR_CLI_SPEAK:
+        if (!self->text) return nr_seterr(err, errlen, NR_EINVAL, "speak: give the TEXT to say");
+        if (!*self->text) return nr_seterr(err, errlen, NR_EINVAL, "speak: the TEXT is empty");
+        if (!self->output)
+            return nr_seterr(err, errlen, NR_EINVAL, "speak: give the output file with -o FILE.wav");
+        break;
+    case NR_CLI_SUBMIT:
+        if (self->n_paths == 0)
+            return nr_seterr(err, errlen, NR_EINVAL, "submit: give at least one FILE or FOLDER");
+        if (!self->output) self->output = ".";
+        break;
+    case NR_CLI_STATUS:
+    case NR_CLI_WAIT:
+    case NR_CLI_GET:
+    case NR_CLI_CANCEL:
+        if (!id) return nr_seterr(err, errlen, NR_EINVAL, "%s: give the job ID", word);
+        if ((rc = s_check_id(id, err, errlen))) return rc;
+        self->id = id;
+        if (cmd == NR_CLI_GET && !self->output) self->output = ".";
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+void nr_cli_clear(nr_cli_t *self) {
+    if (!self) return;
+    free(self->paths);
+    self->paths = NULL;
+    self->n_paths = 0;
+}

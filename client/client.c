@@ -1,0 +1,275 @@
+/* The client library: request/reply with the broker over a DEALER socket. */
+#include "client/client.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#define S_ENDPOINT_MAX 256
+#define S_BUSY_FIRST_MS 100
+#define S_BUSY_MAX_MS 2000
+
+struct nr_client_t {
+    void *ctx;                      /* ZeroMQ context, owned */
+    void *sock;                     /* DEALER, NULL until (re)connected */
+    char endpoint[S_ENDPOINT_MAX];
+    int timeout_ms;                 /* per request */
+    int busy_wait_ms;               /* total NR_EBUSY retry time in submit */
+    uint64_t seq;                   /* last request number */
+    char err[NR_PROTO_MESSAGE_MAX + S_ENDPOINT_MAX + 128];
+};
+
+static int64_t s_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void s_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static void s_close(nr_client_t *self) {
+    if (self->sock) {
+        zmq_close(self->sock);
+        self->sock = NULL;
+    }
+}
+
+/* Makes a fresh DEALER socket and connects it. ZMQ_IMMEDIATE makes a send
+ * wait (up to the timeout) for a live connection instead of queueing, so an
+ * absent broker shows up as a failed send. Returns 0 or NR_EINVAL (bad
+ * endpoint) / NR_EIO, with the detail in self->err. */
+static int s_connect(nr_client_t *self) {
+    s_close(self);
+    self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
+    if (!self->sock)
+        return nr_seterr(self->err, sizeof self->err, NR_EIO, "cannot make a ZeroMQ socket: %s",
+                         zmq_strerror(errno));
+    int zero = 0, one = 1, ivl = 100, ivl_max = 1000;
+    zmq_setsockopt(self->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(self->sock, ZMQ_IMMEDIATE, &one, sizeof one);
+    zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &self->timeout_ms, sizeof self->timeout_ms);
+    zmq_setsockopt(self->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(self->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    if (zmq_connect(self->sock, self->endpoint) != 0) {
+        int e = errno;
+        s_close(self);
+        return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad broker endpoint '%s': %s",
+                         self->endpoint, zmq_strerror(e));
+    }
+    return 0;
+}
+
+nr_client_t *nr_client_new(const char *endpoint, int timeout_ms) {
+    if (!endpoint || !*endpoint || strlen(endpoint) >= S_ENDPOINT_MAX || timeout_ms <= 0)
+        return NULL;
+    if (sodium_init() < 0) return NULL;
+    nr_client_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    snprintf(self->endpoint, sizeof self->endpoint, "%s", endpoint);
+    self->timeout_ms = timeout_ms;
+    /* Start numbering somewhere random, so replies meant for an earlier
+     * client process that had the same identity can never match. */
+    self->seq = ((uint64_t)randombytes_random() << 20) + 1;
+    self->ctx = zmq_ctx_new();
+    if (!self->ctx) goto err;
+    if (s_connect(self) != 0) goto err;
+    return self;
+err:
+    nr_client_destroy(&self);
+    return NULL;
+}
+
+void nr_client_destroy(nr_client_t **self_p) {
+    if (!self_p || !*self_p) return;
+    nr_client_t *self = *self_p;
+    s_close(self);
+    if (self->ctx) zmq_ctx_term(self->ctx);
+    free(self);
+    *self_p = NULL;
+}
+
+const char *nr_client_endpoint(const nr_client_t *self) { return self ? self->endpoint : ""; }
+const char *nr_client_error(const nr_client_t *self) { return self ? self->err : ""; }
+
+void nr_client_set_timeout(nr_client_t *self, int timeout_ms) {
+    if (!self || timeout_ms <= 0) return;
+    self->timeout_ms = timeout_ms;
+    if (self->sock)
+        zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &self->timeout_ms, sizeof self->timeout_ms);
+}
+
+void nr_client_set_busy_wait(nr_client_t *self, int max_wait_ms) {
+    if (self) self->busy_wait_ms = max_wait_ms > 0 ? max_wait_ms : 0;
+}
+
+static int s_unreachable(nr_client_t *self) {
+    s_close(self); /* a fresh socket next time; nothing stale stays queued */
+    return nr_seterr(self->err, sizeof self->err, NR_ECONNECT,
+                     "cannot reach the broker at %s: is narrator-broker running?", self->endpoint);
+}
+
+int nr_client_request(nr_client_t *self, nr_msg_t *request, nr_msg_t *reply) {
+    if (!self || !request || !reply) return NR_EINVAL;
+    self->err[0] = '\0';
+    nr_proto_msg_clear(reply);
+    if (!self->sock) {
+        int rc = s_connect(self);
+        if (rc) return rc;
+    }
+    uint64_t seq = ++self->seq;
+    request->seq = seq;
+    char perr[NR_PROTO_MESSAGE_MAX + 1] = "";
+    int rc = nr_proto_send(self->sock, NULL, 0, request, perr, sizeof perr);
+    if (rc == NR_EIO) {
+        nr_log(NR_LOG_DEBUG, "send to %s failed: %s (%s)", self->endpoint, perr, zmq_strerror(errno));
+        return s_unreachable(self);
+    }
+    if (rc) return nr_seterr(self->err, sizeof self->err, rc, "cannot send %s: %s",
+                             nr_proto_cmd_name(request->cmd), *perr ? perr : nr_strerror(rc));
+
+    int64_t deadline = s_now_ms() + self->timeout_ms;
+    for (;;) {
+        int64_t left = deadline - s_now_ms();
+        if (left <= 0) break;
+        zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(&item, 1, (long)left);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            s_close(self);
+            return nr_seterr(self->err, sizeof self->err, NR_EIO, "poll failed: %s",
+                             zmq_strerror(errno));
+        }
+        if (n == 0) break;
+        nr_proto_msg_clear(reply);
+        rc = nr_proto_recv(self->sock, NULL, NULL, reply, perr, sizeof perr);
+        if (rc) {
+            nr_log(NR_LOG_WARN, "dropped a malformed message from the broker: %s", perr);
+            nr_proto_msg_clear(reply);
+            continue;
+        }
+        if (reply->cmd != NR_CMD_REPLY || reply->seq != seq) {
+            nr_log(NR_LOG_DEBUG, "dropped a stale %s (seq %llu, waiting for %llu)",
+                   nr_proto_cmd_name(reply->cmd), (unsigned long long)reply->seq,
+                   (unsigned long long)seq);
+            nr_proto_msg_clear(reply);
+            continue;
+        }
+        if (reply->code != 0)
+            nr_seterr(self->err, sizeof self->err, reply->code, "%s",
+                      reply->message[0] ? reply->message : nr_strerror(reply->code));
+        return reply->code;
+    }
+    /* No answer in time: the reply may still come later, so drop this socket
+     * (and with it anything late) and connect afresh for the next request. */
+    nr_proto_msg_clear(reply);
+    s_close(self);
+    return nr_seterr(self->err, sizeof self->err, NR_ETIMEDOUT,
+                     "no answer from the broker at %s within %d ms: is narrator-broker running?",
+                     self->endpoint, self->timeout_ms);
+}
+
+/* Splits "a,b,c" into msg->route; NR_EINVAL on an empty or too long name. */
+static int s_set_route(nr_client_t *self, nr_msg_t *msg, const char *route) {
+    msg->route_len = 0;
+    const char *p = route;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 0 || len > NR_PROTO_NAME_MAX || msg->route_len >= NR_PROTO_ROUTE_MAX)
+            return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad route '%s'", route);
+        memcpy(msg->route[msg->route_len], p, len);
+        msg->route[msg->route_len][len] = '\0';
+        msg->route_len++;
+        if (!comma) break;
+        p = comma + 1;
+        if (!*p) return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad route '%s'", route);
+    }
+    if (msg->route_len == 0)
+        return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "empty route");
+    return 0;
+}
+
+int nr_client_submit(nr_client_t *self, const char *id, const char *route,
+                     const nr_kv_t *options, size_t n_options, const void *input, size_t size,
+                     nr_msg_t *reply) {
+    if (!self || !route || !reply || (size && !input) || (n_options && !options)) return NR_EINVAL;
+    nr_msg_t msg;
+    nr_proto_msg_init(&msg);
+    msg.cmd = NR_CMD_SUBMIT;
+    int rc = 0;
+    if (id && *id) {
+        if (!nr_client_id_valid(id)) {
+            rc = nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad job id '%s'", id);
+            goto done;
+        }
+        memcpy(msg.id, id, strlen(id) + 1);
+    }
+    if ((rc = s_set_route(self, &msg, route))) goto done;
+    for (size_t i = 0; i < n_options; i++)
+        if ((rc = nr_proto_kv_add(&msg, options[i].key, options[i].value))) {
+            nr_seterr(self->err, sizeof self->err, rc, "too many or too long options");
+            goto done;
+        }
+    if ((rc = nr_proto_frame_add(&msg, input, size))) {
+        nr_seterr(self->err, sizeof self->err, rc, "cannot attach the input (%zu bytes)", size);
+        goto done;
+    }
+    int64_t give_up = s_now_ms() + self->busy_wait_ms;
+    int backoff = S_BUSY_FIRST_MS;
+    for (;;) {
+        rc = nr_client_request(self, &msg, reply);
+        if (rc != NR_EBUSY || s_now_ms() >= give_up) break;
+        int wait = backoff / 2 + (int)randombytes_uniform((uint32_t)backoff / 2 + 1);
+        int64_t left = give_up - s_now_ms();
+        if (wait > left) wait = (int)left;
+        nr_log(NR_LOG_DEBUG, "broker busy, retrying in %d ms", wait);
+        s_sleep_ms(wait);
+        if (backoff < S_BUSY_MAX_MS) backoff *= 2;
+    }
+done:
+    nr_proto_msg_clear(&msg);
+    return rc;
+}
+
+static int s_simple(nr_client_t *self, nr_cmd_t cmd, const char *id, const char *stage,
+                    nr_msg_t *reply) {
+    if (!self || !reply) return NR_EINVAL;
+    if (cmd != NR_CMD_STATS && !nr_client_id_valid(id))
+        return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad job id '%s'", id ? id : "");
+    if (stage && (!*stage || strlen(stage) > NR_PROTO_NAME_MAX))
+        return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad stage name '%s'", stage);
+    nr_msg_t msg;
+    nr_proto_msg_init(&msg);
+    msg.cmd = cmd;
+    if (id) memcpy(msg.id, id, strlen(id) + 1);
+    if (stage) memcpy(msg.stage, stage, strlen(stage) + 1);
+    int rc = nr_client_request(self, &msg, reply);
+    nr_proto_msg_clear(&msg);
+    return rc;
+}
+
+int nr_client_status(nr_client_t *self, const char *id, nr_msg_t *reply) {
+    return s_simple(self, NR_CMD_STATUS, id, NULL, reply);
+}
+
+int nr_client_fetch(nr_client_t *self, const char *id, const char *stage, nr_msg_t *reply) {
+    if (!stage) return NR_EINVAL;
+    return s_simple(self, NR_CMD_FETCH, id, stage, reply);
+}
+
+int nr_client_cancel(nr_client_t *self, const char *id, nr_msg_t *reply) {
+    return s_simple(self, NR_CMD_CANCEL, id, NULL, reply);
+}
+
+int nr_client_stats(nr_client_t *self, nr_msg_t *reply) {
+    return s_simple(self, NR_CMD_STATS, NULL, NULL, reply);
+}

@@ -1,0 +1,84 @@
+/* The client library: request/reply with narrator-broker over one ZeroMQ
+ * DEALER socket, through proto/ only (never Redis).
+ *
+ * Every request carries a sequence number; the reply with that number is
+ * the answer, and any other (a late reply to a request that timed out) is
+ * dropped. A request that gets no answer in time returns NR_ECONNECT when
+ * the broker could not be reached at all, NR_ETIMEDOUT when it was reached
+ * but did not answer; either way the socket is closed and a fresh one is
+ * connected, so a lost reply never wedges the client.
+ *
+ * Replies: the functions below fill `reply` (which must be init'ed with
+ * nr_proto_msg_init; it is cleared first) and return the broker's code:
+ * 0, or a negative NR_E* code such as NR_ENOTFOUND or NR_EBUSY, with the
+ * broker's message available from nr_client_error(). */
+#ifndef NR_CLIENT_H
+#define NR_CLIENT_H
+
+#include "proto/proto.h"
+
+#include <stddef.h>
+
+typedef struct nr_client_t nr_client_t;
+
+#define NR_CLIENT_ID_HEX 32 /* characters in a content-hash job id */
+
+/* Connects to `endpoint` ("tcp://127.0.0.1:5555"); `timeout_ms` (> 0) is
+ * how long one request waits for its reply. Returns NULL when the endpoint
+ * is malformed or ZeroMQ cannot make a socket (nothing is sent yet, so an
+ * absent broker is only noticed by the first request). */
+nr_client_t *nr_client_new(const char *endpoint, int timeout_ms);
+/* Closes the socket and frees the client; safe to call twice. */
+void nr_client_destroy(nr_client_t **self_p);
+
+/* The endpoint the client talks to. */
+const char *nr_client_endpoint(const nr_client_t *self);
+/* Detail of the last error ("cannot reach the broker at tcp://...: is
+ * narrator-broker running?", or the broker's message); "" when none. */
+const char *nr_client_error(const nr_client_t *self);
+/* Changes the per-request timeout (> 0 ms). */
+void nr_client_set_timeout(nr_client_t *self, int timeout_ms);
+/* How long nr_client_submit keeps retrying a NR_EBUSY reply, with
+ * exponential backoff and jitter (100 ms doubling to 2 s); 0 (the default)
+ * returns NR_EBUSY at once. */
+void nr_client_set_busy_wait(nr_client_t *self, int max_wait_ms);
+
+/* Sends `request` (its seq is set here) and waits for the matching REPLY.
+ * Returns the transport error (NR_ECONNECT, NR_ETIMEDOUT, NR_EIO, an encode
+ * error) or else the reply's code. */
+int nr_client_request(nr_client_t *self, nr_msg_t *request, nr_msg_t *reply);
+
+/* SUBMIT: `id` may be NULL or "" (the broker makes one); `route` is a
+ * comma-separated list of stages ("vision,text,speech"); `options` holds
+ * `n_options` key/value pairs; `input` is frame 0. The reply's kv is the
+ * job record; "existing" = "1" when the id was already known and not
+ * failed or cancelled (nothing new was queued). */
+int nr_client_submit(nr_client_t *self, const char *id, const char *route,
+                     const nr_kv_t *options, size_t n_options, const void *input, size_t size,
+                     nr_msg_t *reply);
+/* STATUS: the reply's kv is the job record (see CONTRACTS/PROTOCOL). */
+int nr_client_status(nr_client_t *self, const char *id, nr_msg_t *reply);
+/* FETCH: the reply's kv is the job record, frame 0 the stage's output. */
+int nr_client_fetch(nr_client_t *self, const char *id, const char *stage, nr_msg_t *reply);
+/* CANCEL: the reply's kv is the job record after the cancel. */
+int nr_client_cancel(nr_client_t *self, const char *id, nr_msg_t *reply);
+/* STATS: the reply's kv holds queue.<stage>, workers.<stage>, jobs.<state>. */
+int nr_client_stats(nr_client_t *self, nr_msg_t *reply);
+
+/* Content-hash job id: BLAKE2b-128 (libsodium crypto_generichash, 16-byte
+ * digest) written as 32 lower-case hex characters into out[33], over
+ *   "narrator-id-v1" 0x00, the input size as 8 bytes little-endian, the
+ *   input bytes, the route, 0x00, then for each option in byte order of its
+ *   key: key 0x00 value 0x00.
+ * The same input, route and options always give the same id; the order the
+ * options are given in does not matter. Returns 0, NR_EINVAL or NR_ENOMEM. */
+int nr_client_content_id(const void *input, size_t size, const char *route,
+                         const nr_kv_t *options, size_t n_options, char out[NR_CLIENT_ID_HEX + 1]);
+/* A random job id (32 hex characters from libsodium's randombytes). */
+int nr_client_random_id(char out[NR_CLIENT_ID_HEX + 1]);
+
+/* 1 when `id` is a valid job id for the wire (1..NR_PROTO_ID_MAX bytes of
+ * [A-Za-z0-9._:-]), else 0. */
+int nr_client_id_valid(const char *id);
+
+#endif

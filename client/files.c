@@ -1,0 +1,174 @@
+/* Input files for `narrate submit`: folder walking and whole-file reads. */
+#include "client/files.h"
+#include "common/error.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#define S_DEPTH_MAX 64
+
+void nr_files_init(nr_files_t *self) { memset(self, 0, sizeof *self); }
+
+void nr_files_clear(nr_files_t *self) {
+    if (!self) return;
+    for (size_t i = 0; i < self->len; i++) free(self->paths[i]);
+    free(self->paths);
+    memset(self, 0, sizeof *self);
+}
+
+int nr_files_is_image_name(const char *name) {
+    static const char *const exts[] = {".jpg", ".jpeg", ".png", ".webp"};
+    if (!name) return 0;
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    size_t n = strlen(base);
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+        size_t e = strlen(exts[i]);
+        if (n > e && strcasecmp(base + n - e, exts[i]) == 0) return 1;
+    }
+    return 0;
+}
+
+static int s_push(nr_files_t *self, char *path) {
+    if (self->len == self->cap) {
+        size_t cap = self->cap ? self->cap * 2 : 16;
+        char **p = realloc(self->paths, cap * sizeof *p);
+        if (!p) return NR_ENOMEM;
+        self->paths = p;
+        self->cap = cap;
+    }
+    self->paths[self->len++] = path;
+    return 0;
+}
+
+static int s_cmp(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char *s_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    while (a > 1 && dir[a - 1] == '/') a--;
+    char *p = malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    size_t n = a;
+    if (!(a == 1 && dir[0] == '/')) p[n++] = '/';
+    memcpy(p + n, name, b + 1);
+    return p;
+}
+
+static int s_walk(nr_files_t *self, const char *dir, int depth, char *err, size_t errlen) {
+    if (depth > S_DEPTH_MAX)
+        return nr_seterr(err, errlen, NR_EIO, "cannot read %s: folders nested too deep", dir);
+    DIR *d = opendir(dir);
+    if (!d) return nr_seterr(err, errlen, NR_EIO, "cannot read %s: %s", dir, strerror(errno));
+    size_t start = self->len;
+    char **subdirs = NULL;
+    size_t n_sub = 0, cap_sub = 0;
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (errno = 0, e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue; /* ".", "..", hidden files */
+        char *path = s_join(dir, e->d_name);
+        if (!path) { rc = NR_ENOMEM; break; }
+        struct stat st;
+        if (lstat(path, &st) != 0) {
+            rc = nr_seterr(err, errlen, NR_EIO, "cannot read %s: %s", path, strerror(errno));
+            free(path);
+            break;
+        }
+        if (S_ISLNK(st.st_mode)) {
+            /* Follow links to files, never to folders (no loops). */
+            if (stat(path, &st) != 0 || S_ISDIR(st.st_mode)) { free(path); continue; }
+        }
+        if (S_ISDIR(st.st_mode)) {
+            if (n_sub == cap_sub) {
+                size_t cap = cap_sub ? cap_sub * 2 : 8;
+                char **p = realloc(subdirs, cap * sizeof *p);
+                if (!p) { free(path); rc = NR_ENOMEM; break; }
+                subdirs = p;
+                cap_sub = cap;
+            }
+            subdirs[n_sub++] = path;
+        } else if (S_ISREG(st.st_mode) && nr_files_is_image_name(e->d_name)) {
+            if ((rc = s_push(self, path))) free(path);
+        } else {
+            free(path);
+        }
+    }
+    if (rc == 0 && errno != 0 && e == NULL)
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot read %s: %s", dir, strerror(errno));
+    closedir(d);
+    if (rc == 0 && n_sub) qsort(subdirs, n_sub, sizeof *subdirs, s_cmp);
+    for (size_t i = 0; i < n_sub; i++) {
+        if (rc == 0) rc = s_walk(self, subdirs[i], depth + 1, err, errlen);
+        free(subdirs[i]);
+    }
+    free(subdirs);
+    if (rc == 0 && self->len - start > 1)
+        qsort(self->paths + start, self->len - start, sizeof *self->paths, s_cmp);
+    if (rc == NR_ENOMEM) nr_seterr(err, errlen, NR_ENOMEM, "out of memory listing %s", dir);
+    return rc;
+}
+
+int nr_files_collect(nr_files_t *self, const char *path, char *err, size_t errlen) {
+    if (!self || !path || !*path) return nr_seterr(err, errlen, NR_EINVAL, "empty path");
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return nr_seterr(err, errlen, NR_EIO, "cannot read %s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return s_walk(self, path, 0, err, errlen);
+    if (!S_ISREG(st.st_mode))
+        return nr_seterr(err, errlen, NR_EIO, "cannot read %s: not a file or folder", path);
+    char *copy = strdup(path);
+    if (!copy || s_push(self, copy)) {
+        free(copy);
+        return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+int nr_files_read(const char *path, size_t max, uint8_t **data, size_t *size, char *err,
+                  size_t errlen) {
+    *data = NULL;
+    *size = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return nr_seterr(err, errlen, NR_EIO, "cannot read %s: %s", path, strerror(errno));
+    size_t cap = 65536, len = 0;
+    uint8_t *buf = malloc(cap);
+    int rc = 0;
+    if (!buf) { rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory reading %s", path); goto done; }
+    for (;;) {
+        if (len == cap) {
+            if (cap > max) break;
+            size_t ncap = cap * 2;
+            if (ncap > max + 1) ncap = max + 1;
+            uint8_t *p = realloc(buf, ncap);
+            if (!p) { rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory reading %s", path); goto done; }
+            buf = p;
+            cap = ncap;
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) {
+            if (ferror(f)) rc = nr_seterr(err, errlen, NR_EIO, "cannot read %s: read error", path);
+            break;
+        }
+        if (len > max) break;
+    }
+    if (rc == 0 && len > max)
+        rc = nr_seterr(err, errlen, NR_ETOOBIG, "%s is larger than %zu bytes", path, max);
+done:
+    fclose(f);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *data = buf;
+    *size = len;
+    return 0;
+}

@@ -1,0 +1,35 @@
+/* Input files for `narrate submit`: collecting images from files and
+ * folders, and reading them. */
+#ifndef NR_CLIENT_FILES_H
+#define NR_CLIENT_FILES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    char **paths; /* owned, each malloc'd */
+    size_t len, cap;
+} nr_files_t;
+
+void nr_files_init(nr_files_t *self);
+/* Frees every path; safe to call twice. */
+void nr_files_clear(nr_files_t *self);
+
+/* 1 when `name` ends in .jpg, .jpeg, .png or .webp (any case), else 0. */
+int nr_files_is_image_name(const char *name);
+
+/* Adds `path`: a file is taken as it is (whatever its name: the worker
+ * judges its content); a folder is searched recursively for image files
+ * (by name, see above), skipping names that start with '.' and not
+ * following links to folders; what one folder gives is added in sorted
+ * (byte) order of the full path. Returns 0, or NR_EIO / NR_ENOMEM with a
+ * message in err ("cannot read photos/x: Permission denied"). */
+int nr_files_collect(nr_files_t *self, const char *path, char *err, size_t errlen);
+
+/* Reads a whole file of at most `max` bytes into a malloc'd buffer (the
+ * caller frees it; size 0 gives a valid 1-byte buffer). Returns 0, NR_EIO,
+ * NR_ETOOBIG or NR_ENOMEM with a message in err. */
+int nr_files_read(const char *path, size_t max, uint8_t **data, size_t *size, char *err,
+                  size_t errlen);
+
+#endif

@@ -1,0 +1,80 @@
+/* Job ids: validation, content hashes and random ids. */
+#include "client/client.h"
+#include "common/error.h"
+
+#include <sodium.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int nr_client_id_valid(const char *id) {
+    if (!id) return 0;
+    size_t n = strlen(id);
+    if (n == 0 || n > NR_PROTO_ID_MAX) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int s_kv_cmp(const void *a, const void *b) {
+    const nr_kv_t *x = *(const nr_kv_t *const *)a, *y = *(const nr_kv_t *const *)b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : strcmp(x->value, y->value);
+}
+
+static void s_hex(const unsigned char *bytes, size_t n, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+int nr_client_content_id(const void *input, size_t size, const char *route,
+                         const nr_kv_t *options, size_t n_options, char out[NR_CLIENT_ID_HEX + 1]) {
+    if (!out || !route || (size && !input) || (n_options && !options)) return NR_EINVAL;
+    for (size_t i = 0; i < n_options; i++)
+        if (!options[i].key || !options[i].value) return NR_EINVAL;
+    if (sodium_init() < 0) return NR_EINTERNAL;
+    const nr_kv_t **sorted = NULL;
+    if (n_options) {
+        sorted = malloc(n_options * sizeof *sorted);
+        if (!sorted) return NR_ENOMEM;
+        for (size_t i = 0; i < n_options; i++) sorted[i] = &options[i];
+        qsort(sorted, n_options, sizeof *sorted, s_kv_cmp);
+    }
+    crypto_generichash_state st;
+    unsigned char digest[NR_CLIENT_ID_HEX / 2];
+    crypto_generichash_init(&st, NULL, 0, sizeof digest);
+    static const char tag[] = "narrator-id-v1"; /* hashed with its NUL */
+    crypto_generichash_update(&st, (const unsigned char *)tag, sizeof tag);
+    unsigned char len[8];
+    for (int i = 0; i < 8; i++) len[i] = (unsigned char)((uint64_t)size >> (8 * i));
+    crypto_generichash_update(&st, len, sizeof len);
+    if (size) crypto_generichash_update(&st, input, size);
+    crypto_generichash_update(&st, (const unsigned char *)route, strlen(route) + 1);
+    for (size_t i = 0; i < n_options; i++) {
+        crypto_generichash_update(&st, (const unsigned char *)sorted[i]->key,
+                                  strlen(sorted[i]->key) + 1);
+        crypto_generichash_update(&st, (const unsigned char *)sorted[i]->value,
+                                  strlen(sorted[i]->value) + 1);
+    }
+    crypto_generichash_final(&st, digest, sizeof digest);
+    free(sorted);
+    s_hex(digest, sizeof digest, out);
+    return 0;
+}
+
+int nr_client_random_id(char out[NR_CLIENT_ID_HEX + 1]) {
+    if (!out) return NR_EINVAL;
+    if (sodium_init() < 0) return NR_EINTERNAL;
+    unsigned char bytes[NR_CLIENT_ID_HEX / 2];
+    randombytes_buf(bytes, sizeof bytes);
+    s_hex(bytes, sizeof bytes, out);
+    return 0;
+}

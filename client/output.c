@@ -1,0 +1,409 @@
+/* Writing results safely: sanitized names, atomic writes, JSON records. */
+#include "client/output.h"
+#include "common/error.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Length of the valid UTF-8 sequence at s (2..4 bytes, no surrogates, no
+ * overlongs), or 0 if there is none; the code point goes to *cp_out. */
+static size_t s_utf8_len(const unsigned char *s, uint32_t *cp_out) {
+    unsigned char c = s[0];
+    size_t n;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) { n = 2; cp = c & 0x1F; }
+    else if (c >= 0xE0 && c <= 0xEF) { n = 3; cp = c & 0x0F; }
+    else if (c >= 0xF0 && c <= 0xF4) { n = 4; cp = c & 0x07; }
+    else return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return 0;
+    if (cp >= 0xD800 && cp <= 0xDFFF) return 0;
+    if (cp_out) *cp_out = cp;
+    return n;
+}
+
+int nr_output_stem(const char *path, char *out, size_t size) {
+    if (!out || size <= NR_OUTPUT_STEM_MAX) return NR_EINVAL;
+    if (!path) path = "";
+    /* Last component, ignoring trailing slashes. */
+    size_t end = strlen(path);
+    while (end > 0 && path[end - 1] == '/') end--;
+    size_t start = end;
+    while (start > 0 && path[start - 1] != '/') start--;
+    /* Drop the extension (a dot that is not the first byte). */
+    size_t stop = end;
+    for (size_t i = end; i > start + 1; i--)
+        if (path[i - 1] == '.') { stop = i - 1; break; }
+    size_t n = 0;
+    const unsigned char *s = (const unsigned char *)path;
+    for (size_t i = start; i < stop;) {
+        unsigned char c = s[i];
+        size_t len = 1;
+        uint32_t cp = 0;
+        int keep;
+        if (c < 0x80) {
+            keep = isalnum(c) || c == '-' || c == '_' || c == '.';
+        } else {
+            len = s_utf8_len(s + i, &cp);
+            /* Keep letters beyond ASCII, not C1 controls or NBSP. */
+            keep = len > 0 && i + len <= stop && cp >= 0xA1;
+            if (!keep) len = 1;
+        }
+        if (n + len > NR_OUTPUT_STEM_MAX) break;
+        if (keep) {
+            memcpy(out + n, s + i, len);
+            n += len;
+        } else {
+            out[n++] = '_';
+        }
+        i += len;
+    }
+    out[n] = '\0';
+    if (n == 0) {
+        snprintf(out, size, "image");
+    } else if (out[0] == '.') {
+        out[0] = '_';
+    }
+    return 0;
+}
+
+/* A set of lower-cased names, open addressing. */
+typedef struct {
+    char **slots;
+    size_t cap;
+} s_set_t;
+
+static uint64_t s_hash(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)tolower((unsigned char)*s)) * 1099511628211ULL;
+    return h;
+}
+
+static int s_ieq(const char *a, const char *b) {
+    for (; *a && *b; a++, b++)
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b)) return 0;
+    return *a == *b;
+}
+
+/* Returns 1 if `name` was already there, 0 after adding it. */
+static int s_set_add(s_set_t *set, char *name) {
+    size_t i = (size_t)(s_hash(name) & (set->cap - 1));
+    while (set->slots[i]) {
+        if (s_ieq(set->slots[i], name)) return 1;
+        i = (i + 1) & (set->cap - 1);
+    }
+    set->slots[i] = name;
+    return 0;
+}
+
+int nr_output_unique_stems(const char *const *paths, size_t n, char **stems) {
+    s_set_t set = {NULL, 16};
+    while (set.cap < 2 * n + 2) set.cap *= 2;
+    set.slots = calloc(set.cap, sizeof *set.slots);
+    if (!set.slots) return NR_ENOMEM;
+    size_t done = 0;
+    char base[NR_OUTPUT_STEM_MAX + 1];
+    for (; done < n; done++) {
+        nr_output_stem(paths[done], base, sizeof base);
+        size_t cap = strlen(base) + 24;
+        char *stem = malloc(cap);
+        if (!stem) goto err;
+        snprintf(stem, cap, "%s", base);
+        for (unsigned k = 2; s_set_add(&set, stem); k++) snprintf(stem, cap, "%s-%u", base, k);
+        stems[done] = stem;
+    }
+    free(set.slots);
+    return 0;
+err:
+    for (size_t i = 0; i < done; i++) {
+        free(stems[i]);
+        stems[i] = NULL;
+    }
+    free(set.slots);
+    return NR_ENOMEM;
+}
+
+int nr_output_name_safe(const char *name) {
+    if (!name || !*name || name[0] == '.') return 0;
+    size_t n = strlen(name);
+    return n < 255 && !strchr(name, '/');
+}
+
+int nr_output_mkdir(const char *dir, char *err, size_t errlen) {
+    if (!dir || !*dir) return nr_seterr(err, errlen, NR_EINVAL, "empty output folder name");
+    char *path = strdup(dir);
+    if (!path) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    int rc = 0;
+    for (char *p = path + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+                rc = nr_seterr(err, errlen, NR_EIO, "cannot create folder %s: %s", path, strerror(errno));
+                break;
+            }
+            *p = saved;
+            if (!saved) break;
+        }
+    }
+    struct stat st;
+    if (rc == 0 && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot use %s as the output folder: not a folder", dir);
+    free(path);
+    return rc;
+}
+
+/* Writes data into a new temporary file next to `final`, then renames it. */
+static int s_write_atomic(const char *dir, const char *final, const void *data, size_t size,
+                          char *err, size_t errlen) {
+    size_t n = strlen(dir) + 32;
+    char *tmp = malloc(n);
+    if (!tmp) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    snprintf(tmp, n, "%s/.narrate-XXXXXX", dir);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int rc = nr_seterr(err, errlen, NR_EIO, "cannot write in %s: %s", dir, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    const uint8_t *p = data;
+    size_t left = size;
+    int rc = 0;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", final, strerror(errno));
+            break;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    mode_t mask = umask(0);
+    umask(mask);
+    if (rc == 0 && fchmod(fd, 0666 & ~mask) != 0)
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", final, strerror(errno));
+    if (close(fd) != 0 && rc == 0)
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", final, strerror(errno));
+    if (rc == 0 && rename(tmp, final) != 0)
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", final, strerror(errno));
+    if (rc) unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+int nr_output_write(const char *dir, const char *name, const void *data, size_t size, char *err,
+                    size_t errlen) {
+    if (!dir || !*dir || !nr_output_name_safe(name) || (size && !data))
+        return nr_seterr(err, errlen, NR_EINVAL, "unsafe output file name '%s'", name ? name : "");
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *final = malloc(n);
+    if (!final) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    snprintf(final, n, "%s/%s", dir, name);
+    int rc = s_write_atomic(dir, final, data, size, err, errlen);
+    free(final);
+    return rc;
+}
+
+int nr_output_write_path(const char *path, const void *data, size_t size, char *err,
+                         size_t errlen) {
+    if (!path || !*path || (size && !data))
+        return nr_seterr(err, errlen, NR_EINVAL, "empty output file name");
+    char *dir = strdup(path);
+    if (!dir) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, strlen(path) + 1, ".");
+    else if (slash == dir) slash[1] = '\0';
+    else *slash = '\0';
+    int rc = s_write_atomic(dir, path, data, size, err, errlen);
+    free(dir);
+    return rc;
+}
+
+void nr_output_buf_clear(nr_output_buf_t *self) {
+    free(self->data);
+    memset(self, 0, sizeof *self);
+}
+
+static int s_reserve(nr_output_buf_t *self, size_t more) {
+    if (self->failed) return -1;
+    if (self->len + more + 1 <= self->cap) return 0;
+    size_t cap = self->cap ? self->cap : 256;
+    while (cap < self->len + more + 1) cap *= 2;
+    char *p = realloc(self->data, cap);
+    if (!p) {
+        self->failed = 1;
+        return -1;
+    }
+    self->data = p;
+    self->cap = cap;
+    return 0;
+}
+
+static void s_putn(nr_output_buf_t *self, const char *s, size_t n) {
+    if (s_reserve(self, n)) return;
+    memcpy(self->data + self->len, s, n);
+    self->len += n;
+    self->data[self->len] = '\0';
+}
+
+void nr_output_buf_puts(nr_output_buf_t *self, const char *s) { s_putn(self, s, strlen(s)); }
+
+void nr_output_buf_printf(nr_output_buf_t *self, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || s_reserve(self, (size_t)n)) return;
+    va_start(ap, fmt);
+    vsnprintf(self->data + self->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    self->len += (size_t)n;
+}
+
+void nr_output_buf_json_string(nr_output_buf_t *self, const char *s) {
+    if (!s) {
+        nr_output_buf_puts(self, "null");
+        return;
+    }
+    nr_output_buf_puts(self, "\"");
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            s_putn(self, esc, 2);
+            p++;
+        } else if (c < 0x20 || c == 0x7F) {
+            switch (c) {
+            case '\n': nr_output_buf_puts(self, "\\n"); break;
+            case '\r': nr_output_buf_puts(self, "\\r"); break;
+            case '\t': nr_output_buf_puts(self, "\\t"); break;
+            default: nr_output_buf_printf(self, "\\u%04x", c); break;
+            }
+            p++;
+        } else if (c < 0x80) {
+            s_putn(self, (const char *)p, 1);
+            p++;
+        } else {
+            size_t n = s_utf8_len(p, NULL);
+            if (n) {
+                s_putn(self, (const char *)p, n);
+                p += n;
+            } else {
+                nr_output_buf_puts(self, "\xEF\xBF\xBD");
+                p++;
+            }
+        }
+    }
+    nr_output_buf_puts(self, "\"");
+}
+
+static const char *s_get(const nr_msg_t *m, const char *key) {
+    if (!m) return NULL;
+    for (uint32_t i = 0; i < m->kv_len; i++)
+        if (m->kv[i].key && !strcmp(m->kv[i].key, key)) return m->kv[i].value;
+    return NULL;
+}
+
+/* A JSON number when `v` is a plain integer, else a string (or null). */
+static void s_json_value(nr_output_buf_t *b, const char *v) {
+    int numeric = v && *v && strlen(v) < 19;
+    for (const char *p = v; numeric && *p; p++)
+        if (!isdigit((unsigned char)*p) && !(p == v && *p == '-' && p[1])) numeric = 0;
+    if (numeric && v[0] == '0' && v[1]) numeric = 0;
+    if (numeric && v[0] == '-' && v[1] == '0') numeric = 0;
+    if (numeric) nr_output_buf_puts(b, v);
+    else nr_output_buf_json_string(b, v);
+}
+
+static void s_field(nr_output_buf_t *b, const char *name, const char *value, int number) {
+    nr_output_buf_printf(b, ",\"%s\":", name);
+    if (number) s_json_value(b, value);
+    else nr_output_buf_json_string(b, value);
+}
+
+/* Writes {"stage": value of "<stage>.<suffix>", ...} over the route's stages. */
+static void s_per_stage(nr_output_buf_t *b, const char *name, const nr_msg_t *r, const char *route,
+                        const char *suffix) {
+    nr_output_buf_printf(b, ",\"%s\":{", name);
+    int first = 1;
+    const char *p = route ? route : "";
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char key[NR_PROTO_KEY_MAX + 1], stage[NR_PROTO_NAME_MAX + 1];
+        if (len > 0 && len <= NR_PROTO_NAME_MAX) {
+            memcpy(stage, p, len);
+            stage[len] = '\0';
+            snprintf(key, sizeof key, "%s.%s", stage, suffix);
+            const char *v = s_get(r, key);
+            if (v) {
+                nr_output_buf_printf(b, "%s", first ? "" : ",");
+                nr_output_buf_json_string(b, stage);
+                nr_output_buf_puts(b, ":");
+                s_json_value(b, v);
+                first = 0;
+            }
+        }
+        if (!comma) break;
+        p = comma + 1;
+    }
+    nr_output_buf_puts(b, "}");
+}
+
+void nr_output_record_json(nr_output_buf_t *b, const char *id, const nr_msg_t *r,
+                           const nr_output_extra_t *extra) {
+    const char *rid = s_get(r, "id");
+    const char *route = s_get(r, "route");
+    int local = extra && extra->error;
+    nr_output_buf_puts(b, "{\"id\":");
+    nr_output_buf_json_string(b, rid ? rid : id);
+    s_field(b, "source", extra ? extra->source : NULL, 0);
+    s_field(b, "state", local ? "failed" : s_get(r, "state"), 0);
+    s_field(b, "stage", s_get(r, "stage"), 0);
+    s_field(b, "route", route, 0);
+    s_field(b, "caption", s_get(r, "text.caption"), 0);
+    nr_output_buf_puts(b, ",\"model\":{\"vision\":");
+    nr_output_buf_json_string(b, s_get(r, "vision.model"));
+    nr_output_buf_puts(b, ",\"text\":");
+    nr_output_buf_json_string(b, s_get(r, "text.model"));
+    nr_output_buf_puts(b, "}");
+    s_field(b, "voice", s_get(r, "speech.voice"), 0);
+    s_field(b, "duration_ms", s_get(r, "speech.duration_ms"), 1);
+    s_per_stage(b, "timings_ms", r, route, "ms");
+    s_per_stage(b, "attempts", r, route, "attempts");
+    const char *error = local ? extra->error : s_get(r, "error");
+    const char *message = local ? extra->error_message : s_get(r, "error_message");
+    s_field(b, "error", error && *error ? error : NULL, 0);
+    s_field(b, "error_message", message && *message ? message : NULL, 0);
+    s_field(b, "created_ms", s_get(r, "created_ms"), 1);
+    s_field(b, "updated_ms", s_get(r, "updated_ms"), 1);
+    nr_output_buf_puts(b, ",\"options\":{");
+    int first = 1;
+    for (uint32_t i = 0; r && i < r->kv_len; i++) {
+        if (strncmp(r->kv[i].key, "opt.", 4) != 0) continue;
+        nr_output_buf_puts(b, first ? "" : ",");
+        nr_output_buf_json_string(b, r->kv[i].key + 4);
+        nr_output_buf_puts(b, ":");
+        nr_output_buf_json_string(b, r->kv[i].value);
+        first = 0;
+    }
+    nr_output_buf_puts(b, "},\"files\":[");
+    for (size_t i = 0; extra && extra->files && extra->files[i]; i++) {
+        nr_output_buf_puts(b, i ? "," : "");
+        nr_output_buf_json_string(b, extra->files[i]);
+    }
+    nr_output_buf_puts(b, "]}");
+}

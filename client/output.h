@@ -1,0 +1,73 @@
+/* Writing results safely: output names that always stay inside the output
+ * folder, atomic file writes, and the JSON record of a job. */
+#ifndef NR_CLIENT_OUTPUT_H
+#define NR_CLIENT_OUTPUT_H
+
+#include "proto/proto.h"
+
+#include <stddef.h>
+
+#define NR_OUTPUT_STEM_MAX 100 /* bytes in a stem, before any "-N" suffix */
+
+/* Makes a safe file stem from an input path: its last component without the
+ * extension; every byte other than ASCII letters, digits, '-', '_', '.' and
+ * valid non-ASCII UTF-8 characters becomes '_'; a leading '.' becomes '_'
+ * (so never "." or ".." or a hidden file); at most NR_OUTPUT_STEM_MAX bytes
+ * (cut at a character boundary); "image" when nothing is left. The result
+ * never holds '/' and is never empty. `size` must be > NR_OUTPUT_STEM_MAX. */
+int nr_output_stem(const char *path, char *out, size_t size);
+
+/* Gives each of `n` paths a unique stem (compared without regard to ASCII
+ * case): the first keeps its stem, later ones get "-2", "-3" ... Fills
+ * stems[i] with malloc'd strings the caller frees. Returns 0 or NR_ENOMEM
+ * (then nothing needs freeing). */
+int nr_output_unique_stems(const char *const *paths, size_t n, char **stems);
+
+/* 1 when `name` is safe to create inside a folder: not empty, no '/', no
+ * NUL, does not start with '.', shorter than 255 bytes. */
+int nr_output_name_safe(const char *name);
+
+/* Creates `dir` and its parents as needed (like mkdir -p). */
+int nr_output_mkdir(const char *dir, char *err, size_t errlen);
+
+/* Writes `data` to dir/name atomically (a temporary file in dir, then
+ * rename, which replaces a link rather than writing through it). `name`
+ * must pass nr_output_name_safe, else NR_EINVAL. Returns 0 or NR_EIO. */
+int nr_output_write(const char *dir, const char *name, const void *data, size_t size, char *err,
+                    size_t errlen);
+/* Same for a whole path chosen by the user (narrate speak -o FILE). */
+int nr_output_write_path(const char *path, const void *data, size_t size, char *err,
+                         size_t errlen);
+
+/* A growing text buffer; `failed` is set when memory ran out. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+    int failed;
+} nr_output_buf_t;
+
+void nr_output_buf_clear(nr_output_buf_t *self);
+void nr_output_buf_puts(nr_output_buf_t *self, const char *s);
+void nr_output_buf_printf(nr_output_buf_t *self, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Appends s as a JSON string (quoted, escaped; invalid UTF-8 becomes
+ * U+FFFD), or null when s is NULL. */
+void nr_output_buf_json_string(nr_output_buf_t *self, const char *s);
+
+/* What the client adds to a job record for the JSON it writes. */
+typedef struct {
+    const char *source;        /* input path, or NULL */
+    const char *const *files;  /* output files written (names), NULL-ended, or NULL */
+    const char *error;         /* a local failure's wire name (overrides the record), or NULL */
+    const char *error_message; /* its message */
+} nr_output_extra_t;
+
+/* Appends one JSON object (no newline) for a job record (REPLY kv):
+ * id, source, state, stage, route, caption, model {vision, text}, voice,
+ * duration_ms, timings_ms {stage: ms}, attempts {stage: n}, error,
+ * error_message, created_ms, updated_ms, options {key: value}, files [..].
+ * A local error sets state "failed". `record` may be NULL (id only). */
+void nr_output_record_json(nr_output_buf_t *buf, const char *id, const nr_msg_t *record,
+                           const nr_output_extra_t *extra);
+
+#endif

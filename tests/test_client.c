@@ -1,0 +1,715 @@
+/* Unit tests for client/: `narrate` argument parsing, content-hash job ids,
+ * output names that stay inside the output folder, safe writes, JSON
+ * records and image collection from folders. No broker is needed. */
+#include "client/cli.h"
+#include "client/client.h"
+#include "client/files.h"
+#include "client/output.h"
+#include "common/error.h"
+
+#include <criterion/criterion.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void s_clean_env(void) {
+    unsetenv("NARRATOR_BROKER");
+    unsetenv("NARRATOR_TIMEOUT");
+    unsetenv("NARRATOR_JSON");
+    unsetenv("NARRATOR_QUIET");
+    unsetenv("NARRATOR_CONFIG");
+}
+
+/* Parses a NULL-ended argument list (after "narrate"). */
+#define PARSE(cli, err, ...)                                                                  \
+    ({                                                                                        \
+        char *argv_[] = {"narrate", __VA_ARGS__, NULL};                                       \
+        nr_cli_parse((cli), (int)(sizeof argv_ / sizeof argv_[0]) - 1, argv_, (err),          \
+                     sizeof(err));                                                            \
+    })
+
+/* Expects a usage error whose message contains `needle`. */
+#define EXPECT_USAGE(needle, ...)                                                             \
+    do {                                                                                      \
+        nr_cli_t c_;                                                                          \
+        char e_[512];                                                                         \
+        int rc_ = PARSE(&c_, e_, __VA_ARGS__);                                                \
+        cr_expect_eq(rc_, NR_EINVAL, "expected a usage error for: %s", #__VA_ARGS__);         \
+        if (rc_ == NR_EINVAL)                                                                 \
+            cr_expect(strstr(e_, needle) != NULL, "message '%s' lacks '%s'", e_, needle);     \
+        nr_cli_clear(&c_);                                                                    \
+    } while (0)
+
+TestSuite(cli, .init = s_clean_env);
+
+Test(cli, help_anywhere) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "--help"), 0);
+    cr_expect_eq(c.command, NR_CLI_HELP);
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "help"), 0);
+    cr_expect_eq(c.command, NR_CLI_HELP);
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "submit", "--help"), 0);
+    cr_expect_eq(c.command, NR_CLI_HELP);
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "-h"), 0);
+    cr_expect_eq(c.command, NR_CLI_HELP);
+    nr_cli_clear(&c);
+}
+
+Test(cli, usage_documents_exit_codes) {
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    nr_cli_usage(f);
+    fclose(f);
+    cr_assert(text);
+    for (int code = 0; code <= 5; code++) {
+        char needle[8];
+        snprintf(needle, sizeof needle, "  %d  ", code);
+        cr_expect(strstr(text, needle), "usage lacks exit code %d", code);
+    }
+    const char *words[] = {"speak", "submit", "status", "wait", "get", "cancel", "stats",
+                           "--broker", "--timeout", "--json", "--quiet", "--window", "--no-wait",
+                           "--id-from", "--route", "--voice", "--beams", "--max-length"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        cr_expect(strstr(text, words[i]), "usage lacks %s", words[i]);
+    free(text);
+}
+
+Test(cli, no_or_unknown_command) {
+    nr_cli_t c;
+    char e[512];
+    char *argv[] = {"narrate", NULL};
+    cr_expect_eq(nr_cli_parse(&c, 1, argv, e, sizeof e), NR_EINVAL);
+    cr_expect(strstr(e, "no command"));
+    nr_cli_clear(&c);
+    EXPECT_USAGE("unknown command 'frobnicate'", "frobnicate");
+    EXPECT_USAGE("no command", "--json");
+    EXPECT_USAGE("unknown option --bogus", "--bogus", "stats");
+}
+
+Test(cli, globals_defaults) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "stats"), 0, "%s", e);
+    cr_expect_eq(c.command, NR_CLI_STATS);
+    cr_expect_str_eq(c.broker, "tcp://127.0.0.1:5555");
+    cr_expect_eq(c.timeout, 10);
+    cr_expect_eq(c.json, 0);
+    cr_expect_eq(c.quiet, 0);
+    nr_cli_clear(&c);
+}
+
+Test(cli, globals_before_and_after_command) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "--broker", "tcp://10.0.0.1:7000", "--timeout", "3", "--json",
+                       "--quiet", "stats"), 0, "%s", e);
+    cr_expect_str_eq(c.broker, "tcp://10.0.0.1:7000");
+    cr_expect_eq(c.timeout, 3);
+    cr_expect_eq(c.json, 1);
+    cr_expect_eq(c.quiet, 1);
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "status", "job1", "--json", "--broker=tcp://h:1", "--timeout=7", "-q"),
+                 0, "%s", e);
+    cr_expect_str_eq(c.broker, "tcp://h:1");
+    cr_expect_eq(c.timeout, 7);
+    cr_expect_eq(c.json, 1);
+    cr_expect_eq(c.quiet, 1);
+    cr_expect_str_eq(c.id, "job1");
+    nr_cli_clear(&c);
+}
+
+Test(cli, broker_from_environment_and_flag_wins) {
+    nr_cli_t c;
+    char e[512];
+    setenv("NARRATOR_BROKER", "tcp://env:5555", 1);
+    setenv("NARRATOR_TIMEOUT", "42", 1);
+    cr_assert_eq(PARSE(&c, e, "stats"), 0, "%s", e);
+    cr_expect_str_eq(c.broker, "tcp://env:5555");
+    cr_expect_eq(c.timeout, 42);
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "--broker", "tcp://flag:1", "stats"), 0, "%s", e);
+    cr_expect_str_eq(c.broker, "tcp://flag:1");
+    nr_cli_clear(&c);
+    setenv("NARRATOR_TIMEOUT", "zero", 1);
+    EXPECT_USAGE("NARRATOR_TIMEOUT", "stats");
+}
+
+Test(cli, timeout_out_of_range) {
+    EXPECT_USAGE("timeout", "--timeout", "0", "stats");
+    EXPECT_USAGE("timeout", "--timeout", "86401", "stats");
+    EXPECT_USAGE("timeout", "--timeout", "ten", "stats");
+    EXPECT_USAGE("--timeout must be in", "stats", "--timeout", "-1");
+    EXPECT_USAGE("needs a whole number", "stats", "--timeout", "3s");
+    EXPECT_USAGE("needs a value", "stats", "--timeout");
+    EXPECT_USAGE("needs a value", "--timeout");
+    EXPECT_USAGE("needs a value", "stats", "--broker");
+}
+
+Test(cli, speak) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "speak", "Hello there", "-o", "out.wav", "--voice", "kal16"), 0, "%s", e);
+    cr_expect_eq(c.command, NR_CLI_SPEAK);
+    cr_expect_str_eq(c.text, "Hello there");
+    cr_expect_str_eq(c.output, "out.wav");
+    cr_expect_str_eq(c.voice, "kal16");
+    cr_expect_str_eq(c.route, "speech");
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "speak", "--output=a.wav", "hi"), 0, "%s", e);
+    cr_expect_str_eq(c.output, "a.wav");
+    cr_expect_str_eq(c.voice, "");
+    nr_cli_clear(&c);
+    /* "--" lets the text start with a dash. */
+    cr_assert_eq(PARSE(&c, e, "speak", "-o", "x.wav", "--", "-dash-"), 0, "%s", e);
+    cr_expect_str_eq(c.text, "-dash-");
+    nr_cli_clear(&c);
+}
+
+Test(cli, speak_errors) {
+    EXPECT_USAGE("-o FILE.wav", "speak", "hello");
+    EXPECT_USAGE("give the TEXT", "speak", "-o", "x.wav");
+    EXPECT_USAGE("TEXT is empty", "speak", "", "-o", "x.wav");
+    EXPECT_USAGE("unexpected argument 'two'", "speak", "one", "two", "-o", "x.wav");
+    EXPECT_USAGE("needs a value", "speak", "hi", "-o");
+    EXPECT_USAGE("--voice", "speak", "hi", "-o", "x.wav", "--voice", "../evil");
+    EXPECT_USAGE("--voice", "speak", "hi", "-o", "x.wav", "--voice",
+                 "a-voice-name-that-is-far-too-long-to-be-real");
+    EXPECT_USAGE("unknown option '--window'", "speak", "hi", "-o", "x.wav", "--window", "3");
+}
+
+Test(cli, submit_defaults) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "submit", "photos"), 0, "%s", e);
+    cr_expect_eq(c.command, NR_CLI_SUBMIT);
+    cr_assert_eq(c.n_paths, 1);
+    cr_expect_str_eq(c.paths[0], "photos");
+    cr_expect_str_eq(c.output, ".");
+    cr_expect_eq(c.window, 8);
+    cr_expect_eq(c.no_wait, 0);
+    cr_expect_eq(c.id_random, 0);
+    cr_expect_str_eq(c.route, "vision,text,speech");
+    cr_expect_eq(c.beams, 0);
+    cr_expect_eq(c.max_length, 0);
+    cr_expect_str_eq(c.voice, "");
+    nr_cli_clear(&c);
+}
+
+Test(cli, submit_all_options) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "submit", "a.jpg", "dir", "-o", "out", "--window", "3", "--no-wait",
+                       "--id-from", "random", "--route", "vision,text", "--voice", "slt",
+                       "--beams", "4", "--max-length=20", "--", "-b.png"),
+                 0, "%s", e);
+    cr_assert_eq(c.n_paths, 3);
+    cr_expect_str_eq(c.paths[0], "a.jpg");
+    cr_expect_str_eq(c.paths[1], "dir");
+    cr_expect_str_eq(c.paths[2], "-b.png");
+    cr_expect_str_eq(c.output, "out");
+    cr_expect_eq(c.window, 3);
+    cr_expect_eq(c.no_wait, 1);
+    cr_expect_eq(c.id_random, 1);
+    cr_expect_str_eq(c.route, "vision,text");
+    cr_expect_str_eq(c.voice, "slt");
+    cr_expect_eq(c.beams, 4);
+    cr_expect_eq(c.max_length, 20);
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "submit", "x", "--id-from", "content"), 0, "%s", e);
+    cr_expect_eq(c.id_random, 0);
+    nr_cli_clear(&c);
+}
+
+Test(cli, submit_errors) {
+    EXPECT_USAGE("at least one FILE", "submit");
+    EXPECT_USAGE("at least one FILE", "submit", "-o", "out");
+    EXPECT_USAGE("--window must be in 1..1024", "submit", "x", "--window", "0");
+    EXPECT_USAGE("--window must be in 1..1024", "submit", "x", "--window", "1025");
+    EXPECT_USAGE("--window needs a whole number", "submit", "x", "--window", "eight");
+    EXPECT_USAGE("--window needs a whole number", "submit", "x", "--window", "99999999999999999999");
+    EXPECT_USAGE("needs a value", "submit", "x", "--window");
+    EXPECT_USAGE("needs a non-empty value", "submit", "x", "--window=");
+    EXPECT_USAGE("--beams must be in 1..16", "submit", "x", "--beams", "0");
+    EXPECT_USAGE("--beams must be in 1..16", "submit", "x", "--beams", "17");
+    EXPECT_USAGE("--max-length must be in 1..1024", "submit", "x", "--max-length", "2000");
+    EXPECT_USAGE("--id-from must be", "submit", "x", "--id-from", "name");
+    EXPECT_USAGE("--route", "submit", "x", "--route", "Vision");
+    EXPECT_USAGE("--route", "submit", "x", "--route", "vision,,text");
+    EXPECT_USAGE("--route", "submit", "x", "--route", "vision,");
+    EXPECT_USAGE("--route", "submit", "x", "--route", "a,b,c,d,e,f,g,h,i");
+    EXPECT_USAGE("--route", "submit", "x", "--route", "vision;rm");
+    EXPECT_USAGE("unknown option '--frob'", "submit", "x", "--frob");
+    EXPECT_USAGE("unknown option '-x'", "submit", "x", "-x");
+}
+
+Test(cli, id_commands) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "status", "abc:1.2_x-y"), 0, "%s", e);
+    cr_expect_eq(c.command, NR_CLI_STATUS);
+    cr_expect_str_eq(c.id, "abc:1.2_x-y");
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "wait", "j1"), 0, "%s", e);
+    cr_expect_eq(c.command, NR_CLI_WAIT);
+    cr_expect_eq(c.wait_timeout, 0);
+    cr_expect_eq(c.timeout, 10);
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "--timeout", "5", "wait", "j1", "--timeout", "600"), 0, "%s", e);
+    cr_expect_eq(c.wait_timeout, 600);
+    cr_expect_eq(c.timeout, 5);
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "get", "j1", "-o", "outdir"), 0, "%s", e);
+    cr_expect_eq(c.command, NR_CLI_GET);
+    cr_expect_str_eq(c.output, "outdir");
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "get", "j1"), 0, "%s", e);
+    cr_expect_str_eq(c.output, ".");
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "cancel", "j1"), 0, "%s", e);
+    cr_expect_eq(c.command, NR_CLI_CANCEL);
+    nr_cli_clear(&c);
+}
+
+Test(cli, id_command_errors) {
+    EXPECT_USAGE("give the job ID", "status");
+    EXPECT_USAGE("give the job ID", "wait");
+    EXPECT_USAGE("give the job ID", "get", "-o", "x");
+    EXPECT_USAGE("give the job ID", "cancel");
+    EXPECT_USAGE("bad job id", "status", "../../etc");
+    EXPECT_USAGE("bad job id", "cancel", "a b");
+    EXPECT_USAGE("bad job id", "get",
+                 "x123456789012345678901234567890123456789012345678901234567890123456");
+    EXPECT_USAGE("unexpected argument 'two'", "status", "one", "two");
+    EXPECT_USAGE("unexpected argument 'x'", "stats", "x");
+    EXPECT_USAGE("--timeout must be in 1..604800", "wait", "j", "--timeout", "0");
+    EXPECT_USAGE("--timeout must be in 1..604800", "wait", "j", "--timeout", "604801");
+    EXPECT_USAGE("unknown option '--output'", "status", "j", "--output", "x");
+    EXPECT_USAGE("unknown option '--window'", "cancel", "j", "--window", "2");
+}
+
+/* ---- job ids ------------------------------------------------------------ */
+
+Test(jobid, content_hash_golden_and_stable) {
+    char a[NR_CLIENT_ID_HEX + 1], b[NR_CLIENT_ID_HEX + 1];
+    nr_kv_t opts[] = {{"voice", "kal"}, {"num_beams", "4"}};
+    cr_assert_eq(nr_client_content_id("abc", 3, "vision,text,speech", opts, 2, a), 0);
+    /* Same as Python: blake2b(digest_size=16) over the documented bytes. */
+    cr_expect_str_eq(a, "af1e99e2f5951021a6e7be65a524d144");
+    cr_assert_eq(nr_client_content_id("abc", 3, "vision,text,speech", opts, 2, b), 0);
+    cr_expect_str_eq(a, b);
+    cr_expect_eq(strlen(a), 32);
+    cr_expect(nr_client_id_valid(a));
+    cr_assert_eq(nr_client_content_id("", 0, "speech", NULL, 0, a), 0);
+    cr_expect_str_eq(a, "ab84aafcd424d873ebbc6311d8cb1828");
+}
+
+Test(jobid, option_order_does_not_matter) {
+    char a[NR_CLIENT_ID_HEX + 1], b[NR_CLIENT_ID_HEX + 1];
+    nr_kv_t x[] = {{"voice", "kal"}, {"num_beams", "4"}, {"max_length", "20"}};
+    nr_kv_t y[] = {{"max_length", "20"}, {"voice", "kal"}, {"num_beams", "4"}};
+    cr_assert_eq(nr_client_content_id("img", 3, "vision,text,speech", x, 3, a), 0);
+    cr_assert_eq(nr_client_content_id("img", 3, "vision,text,speech", y, 3, b), 0);
+    cr_expect_str_eq(a, b);
+}
+
+Test(jobid, differs_when_anything_differs) {
+    char base[NR_CLIENT_ID_HEX + 1], other[NR_CLIENT_ID_HEX + 1];
+    nr_kv_t opts[] = {{"num_beams", "4"}};
+    nr_kv_t beams5[] = {{"num_beams", "5"}};
+    nr_kv_t voice[] = {{"num_beams", "4"}, {"voice", "slt"}};
+    nr_kv_t renamed[] = {{"num_beam", "s4"}};
+    cr_assert_eq(nr_client_content_id("img", 3, "vision,text,speech", opts, 1, base), 0);
+    nr_client_content_id("imh", 3, "vision,text,speech", opts, 1, other);
+    cr_expect_str_neq(base, other, "input bytes");
+    nr_client_content_id("img", 3, "vision,text", opts, 1, other);
+    cr_expect_str_neq(base, other, "route");
+    nr_client_content_id("img", 3, "vision,text,speech", beams5, 1, other);
+    cr_expect_str_neq(base, other, "option value");
+    nr_client_content_id("img", 3, "vision,text,speech", voice, 2, other);
+    cr_expect_str_neq(base, other, "extra option");
+    nr_client_content_id("img", 3, "vision,text,speech", renamed, 1, other);
+    cr_expect_str_neq(base, other, "key/value boundary");
+    nr_client_content_id("img", 3, "vision,text,speech", NULL, 0, other);
+    cr_expect_str_neq(base, other, "no options");
+    /* Input and route cannot trade bytes: the input size is hashed. */
+    char p[NR_CLIENT_ID_HEX + 1], q[NR_CLIENT_ID_HEX + 1];
+    nr_client_content_id("ab", 2, "c", NULL, 0, p);
+    nr_client_content_id("a", 1, "bc", NULL, 0, q);
+    cr_expect_str_neq(p, q);
+}
+
+Test(jobid, random_ids_and_validation) {
+    char a[NR_CLIENT_ID_HEX + 1], b[NR_CLIENT_ID_HEX + 1];
+    cr_assert_eq(nr_client_random_id(a), 0);
+    cr_assert_eq(nr_client_random_id(b), 0);
+    cr_expect_str_neq(a, b);
+    cr_expect(nr_client_id_valid(a));
+    cr_expect_eq(nr_client_content_id(NULL, 3, "x", NULL, 0, a), NR_EINVAL);
+    cr_expect(nr_client_id_valid("A-z_0.9:x"));
+    cr_expect(!nr_client_id_valid(""));
+    cr_expect(!nr_client_id_valid(NULL));
+    cr_expect(!nr_client_id_valid("a/b"));
+    cr_expect(!nr_client_id_valid("a b"));
+    char longid[NR_PROTO_ID_MAX + 2];
+    memset(longid, 'a', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    cr_expect(!nr_client_id_valid(longid));
+    longid[NR_PROTO_ID_MAX] = '\0';
+    cr_expect(nr_client_id_valid(longid));
+}
+
+Test(jobid, client_new_rejects_bad_arguments) {
+    cr_expect_null(nr_client_new(NULL, 1000));
+    cr_expect_null(nr_client_new("", 1000));
+    cr_expect_null(nr_client_new("tcp://127.0.0.1:5555", 0));
+    cr_expect_null(nr_client_new("not an endpoint", 1000));
+    nr_client_t *c = nr_client_new("tcp://127.0.0.1:5555", 1000);
+    cr_assert_not_null(c);
+    cr_expect_str_eq(nr_client_endpoint(c), "tcp://127.0.0.1:5555");
+    nr_client_destroy(&c);
+    cr_expect_null(c);
+    nr_client_destroy(&c);
+}
+
+/* ---- output names and writes ------------------------------------------- */
+
+static void s_stem(const char *path, const char *expected) {
+    char out[NR_OUTPUT_STEM_MAX + 1];
+    cr_assert_eq(nr_output_stem(path, out, sizeof out), 0);
+    cr_expect_str_eq(out, expected, "stem of '%s'", path);
+}
+
+Test(output, stems) {
+    s_stem("photos/cat.jpg", "cat");
+    s_stem("cat.tar.gz", "cat.tar");
+    s_stem("/abs/path/x.png", "x");
+    s_stem("../../etc/passwd", "passwd");
+    s_stem("..", "_");
+    s_stem(".", "_");
+    s_stem("...", "_.");
+    s_stem("", "image");
+    s_stem("dir/", "dir");
+    s_stem(".hidden.jpg", "_hidden");
+    s_stem("a b;rm -rf ~.jpg", "a_b_rm_-rf__");
+    s_stem("x\ny\tz.jpg", "x_y_z");
+    s_stem("..\\..\\win.jpg", "_._.._win");
+    s_stem("caf\xc3\xa9.jpg", "caf\xc3\xa9");                /* UTF-8 kept */
+    s_stem("\xff\xfe\xc3.jpg", "___");                         /* invalid UTF-8 */
+    s_stem("\xe2\x80\xae" "gpj.exe", "\xe2\x80\xae" "gpj");    /* U+202E is printable UTF-8 */
+}
+
+Test(output, stems_are_always_safe) {
+    const char *evil[] = {"..", "../..", "/", "//", "./.", "a/../../b", "/etc/passwd",
+                          "..%2f..%2fx.jpg", "-rf.jpg", "~/.ssh/id_rsa", "\x01\x02.png",
+                          "a\xc0\xaf" "b.png", "nul\\..\\x", ".jpg", "..jpg", " .png"};
+    for (size_t i = 0; i < sizeof evil / sizeof evil[0]; i++) {
+        char out[NR_OUTPUT_STEM_MAX + 1];
+        cr_assert_eq(nr_output_stem(evil[i], out, sizeof out), 0);
+        cr_expect(nr_output_name_safe(out), "'%s' gave unsafe stem '%s'", evil[i], out);
+        cr_expect(strcmp(out, ".") && strcmp(out, ".."));
+    }
+    char longname[600];
+    memset(longname, 'x', sizeof longname);
+    memcpy(longname + 400, "\xc3\xa9\xc3\xa9\xc3\xa9", 6);
+    strcpy(longname + 590, ".jpg");
+    char out[NR_OUTPUT_STEM_MAX + 1];
+    nr_output_stem(longname, out, sizeof out);
+    cr_expect_leq(strlen(out), NR_OUTPUT_STEM_MAX);
+    /* A cut never splits a UTF-8 character. */
+    char at[NR_OUTPUT_STEM_MAX + 1];
+    memset(longname, 'y', 99);
+    memcpy(longname + 99, "\xc3\xa9z.png", 8);
+    nr_output_stem(longname, at, sizeof at);
+    cr_expect_eq(strlen(at), 99);
+}
+
+Test(output, unique_stems) {
+    const char *paths[] = {"a/cat.jpg", "b/cat.png", "c/CAT.webp", "cat-2.jpg", "dog.jpg", "../cat.jpg"};
+    char *stems[6];
+    cr_assert_eq(nr_output_unique_stems(paths, 6, stems), 0);
+    cr_expect_str_eq(stems[0], "cat");
+    cr_expect_str_eq(stems[1], "cat-2");
+    cr_expect_str_eq(stems[2], "CAT-3");
+    cr_expect_str_eq(stems[3], "cat-2-2");
+    cr_expect_str_eq(stems[4], "dog");
+    cr_expect_str_eq(stems[5], "cat-4");
+    for (int i = 0; i < 6; i++) free(stems[i]);
+}
+
+Test(output, name_safe) {
+    cr_expect(nr_output_name_safe("cat.txt"));
+    cr_expect(!nr_output_name_safe(""));
+    cr_expect(!nr_output_name_safe(NULL));
+    cr_expect(!nr_output_name_safe("."));
+    cr_expect(!nr_output_name_safe(".."));
+    cr_expect(!nr_output_name_safe("../x"));
+    cr_expect(!nr_output_name_safe("a/b"));
+    cr_expect(!nr_output_name_safe("/etc/passwd"));
+    cr_expect(!nr_output_name_safe(".bashrc"));
+}
+
+static int s_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static char s_tmp[256];
+
+static void s_make_tmp(void) {
+    snprintf(s_tmp, sizeof s_tmp, "/tmp/nr-test-client-XXXXXX");
+    cr_assert_not_null(mkdtemp(s_tmp));
+}
+
+static void s_remove_tmp(void) {
+    if (s_tmp[0]) nftw(s_tmp, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void s_put(const char *rel, const char *content) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", s_tmp, rel);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "cannot create %s", path);
+    fputs(content, f);
+    fclose(f);
+}
+
+static char *s_slurp(const char *path) {
+    uint8_t *data;
+    size_t size;
+    char err[256];
+    if (nr_files_read(path, 1 << 20, &data, &size, err, sizeof err)) return NULL;
+    char *s = malloc(size + 1);
+    memcpy(s, data, size);
+    s[size] = '\0';
+    free(data);
+    return s;
+}
+
+TestSuite(write, .init = s_make_tmp, .fini = s_remove_tmp);
+
+Test(write, atomic_write_and_refusals) {
+    char err[512], dir[300], path[400];
+    snprintf(dir, sizeof dir, "%s/out/deep/er", s_tmp);
+    cr_assert_eq(nr_output_mkdir(dir, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(nr_output_mkdir(dir, err, sizeof err), 0, "mkdir twice: %s", err);
+    cr_assert_eq(nr_output_write(dir, "cat.txt", "a cat\n", 6, err, sizeof err), 0, "%s", err);
+    snprintf(path, sizeof path, "%s/cat.txt", dir);
+    char *got = s_slurp(path);
+    cr_assert_not_null(got);
+    cr_expect_str_eq(got, "a cat\n");
+    free(got);
+    cr_expect_eq(nr_output_write(dir, "../escape.txt", "x", 1, err, sizeof err), NR_EINVAL);
+    cr_expect_eq(nr_output_write(dir, "a/b.txt", "x", 1, err, sizeof err), NR_EINVAL);
+    cr_expect_eq(nr_output_write(dir, "/etc/x", "x", 1, err, sizeof err), NR_EINVAL);
+    cr_expect_eq(nr_output_write(dir, ".hidden", "x", 1, err, sizeof err), NR_EINVAL);
+    snprintf(path, sizeof path, "%s/out/deep/escape.txt", s_tmp);
+    cr_expect_neq(access(path, F_OK), 0);
+    /* Nothing temporary is left behind. */
+    cr_assert_eq(nr_output_write(dir, "empty.wav", NULL, 0, err, sizeof err), 0, "%s", err);
+    nr_files_t files;
+    nr_files_init(&files);
+    char all[300];
+    snprintf(all, sizeof all, "%s/out", s_tmp);
+    /* Count every entry, including hidden temporaries. */
+    int count = 0;
+    FILE *p;
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "ls -A %s", dir);
+    p = popen(cmd, "r");
+    char line[256];
+    while (p && fgets(line, sizeof line, p)) count++;
+    if (p) pclose(p);
+    cr_expect_eq(count, 2);
+    nr_files_clear(&files);
+}
+
+Test(write, replaces_a_link_instead_of_writing_through_it) {
+    char err[512], link[300], target[300];
+    snprintf(target, sizeof target, "%s/target", s_tmp);
+    snprintf(link, sizeof link, "%s/evil.txt", s_tmp);
+    s_put("target", "precious");
+    cr_assert_eq(symlink(target, link), 0);
+    cr_assert_eq(nr_output_write(s_tmp, "evil.txt", "caption", 7, err, sizeof err), 0, "%s", err);
+    char *t = s_slurp(target), *l = s_slurp(link);
+    cr_expect_str_eq(t, "precious");
+    cr_expect_str_eq(l, "caption");
+    struct stat st;
+    cr_assert_eq(lstat(link, &st), 0);
+    cr_expect(S_ISREG(st.st_mode));
+    free(t);
+    free(l);
+}
+
+Test(write, write_path_and_mkdir_over_file) {
+    char err[512], path[300];
+    snprintf(path, sizeof path, "%s/speech.wav", s_tmp);
+    cr_assert_eq(nr_output_write_path(path, "RIFF", 4, err, sizeof err), 0, "%s", err);
+    char *got = s_slurp(path);
+    cr_expect_str_eq(got, "RIFF");
+    free(got);
+    cr_expect_eq(nr_output_mkdir(path, err, sizeof err), NR_EIO);
+    snprintf(path, sizeof path, "%s/no/such/dir/x.wav", s_tmp);
+    cr_expect_eq(nr_output_write_path(path, "x", 1, err, sizeof err), NR_EIO);
+}
+
+/* ---- JSON ---------------------------------------------------------------- */
+
+Test(output, json_string_escaping) {
+    nr_output_buf_t b = {0};
+    nr_output_buf_json_string(&b, "a\"b\\c\nd\te\x01 caf\xc3\xa9 \xff!");
+    cr_assert_not_null(b.data);
+    cr_expect_str_eq(b.data, "\"a\\\"b\\\\c\\nd\\te\\u0001 caf\xc3\xa9 \xef\xbf\xbd!\"");
+    nr_output_buf_clear(&b);
+    nr_output_buf_json_string(&b, NULL);
+    cr_expect_str_eq(b.data, "null");
+    nr_output_buf_clear(&b);
+}
+
+Test(output, record_json) {
+    nr_kv_t kv[] = {
+        {"id", "abc"},           {"state", "done"},         {"stage", "speech"},
+        {"route", "vision,text,speech"},                    {"text.caption", "a \"cat\""},
+        {"vision.model", "vit"}, {"text.model", "gpt2"},    {"vision.ms", "12"},
+        {"text.ms", "30"},       {"speech.ms", "7"},        {"vision.attempts", "1"},
+        {"text.attempts", "2"},  {"speech.attempts", "1"},  {"speech.voice", "kal"},
+        {"speech.duration_ms", "1500"},                      {"opt.num_beams", "4"},
+        {"error", ""},           {"created_ms", "1700000000000"},
+    };
+    nr_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.kv = kv;
+    m.kv_len = sizeof kv / sizeof kv[0];
+    const char *files[] = {"abc.txt", "abc.wav", NULL};
+    nr_output_extra_t extra = {"in/cat.jpg", files, NULL, NULL};
+    nr_output_buf_t b = {0};
+    nr_output_record_json(&b, "abc", &m, &extra);
+    cr_assert_not_null(b.data);
+    const char *want[] = {
+        "{\"id\":\"abc\"", "\"source\":\"in/cat.jpg\"", "\"state\":\"done\"",
+        "\"caption\":\"a \\\"cat\\\"\"", "\"model\":{\"vision\":\"vit\",\"text\":\"gpt2\"}",
+        "\"timings_ms\":{\"vision\":12,\"text\":30,\"speech\":7}",
+        "\"attempts\":{\"vision\":1,\"text\":2,\"speech\":1}", "\"error\":null",
+        "\"duration_ms\":1500", "\"created_ms\":1700000000000", "\"options\":{\"num_beams\":\"4\"}",
+        "\"files\":[\"abc.txt\",\"abc.wav\"]", "\"voice\":\"kal\""};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        cr_expect(strstr(b.data, want[i]), "record lacks %s: %s", want[i], b.data);
+    nr_output_buf_clear(&b);
+
+    nr_output_extra_t local = {"in/cat.jpg", NULL, "no_worker", "no worker serves stage vision"};
+    kv[1].value = "queued";
+    nr_output_record_json(&b, "abc", &m, &local);
+    cr_expect(strstr(b.data, "\"state\":\"failed\""), "%s", b.data);
+    cr_expect(strstr(b.data, "\"error\":\"no_worker\""), "%s", b.data);
+    cr_expect(strstr(b.data, "\"files\":[]"), "%s", b.data);
+    nr_output_buf_clear(&b);
+    nr_output_record_json(&b, "only-id", NULL, NULL);
+    cr_expect(strstr(b.data, "{\"id\":\"only-id\",\"source\":null"), "%s", b.data);
+    nr_output_buf_clear(&b);
+}
+
+/* ---- input files ---------------------------------------------------------- */
+
+TestSuite(files, .init = s_make_tmp, .fini = s_remove_tmp);
+
+Test(files, image_names) {
+    cr_expect(nr_files_is_image_name("a.jpg"));
+    cr_expect(nr_files_is_image_name("dir.png/a.JPEG"));
+    cr_expect(nr_files_is_image_name("x.WebP"));
+    cr_expect(nr_files_is_image_name("x.png"));
+    cr_expect(!nr_files_is_image_name("x.gif"));
+    cr_expect(!nr_files_is_image_name(".jpg"));
+    cr_expect(!nr_files_is_image_name("x.jpg.bak"));
+    cr_expect(!nr_files_is_image_name("jpg"));
+    cr_expect(!nr_files_is_image_name(NULL));
+}
+
+Test(files, folders_recursed_sorted_filtered) {
+    char path[400], err[512];
+    snprintf(path, sizeof path, "%s/sub", s_tmp);
+    mkdir(path, 0777);
+    snprintf(path, sizeof path, "%s/sub/deeper", s_tmp);
+    mkdir(path, 0777);
+    snprintf(path, sizeof path, "%s/.git", s_tmp);
+    mkdir(path, 0777);
+    s_put("b.jpg", "b");
+    s_put("a.PNG", "a");
+    s_put("notes.txt", "n");
+    s_put(".hidden.jpg", "h");
+    s_put(".git/x.jpg", "g");
+    s_put("z.jpeg.bak", "z");
+    s_put("sub/c.webp", "c");
+    s_put("sub/deeper/d.jpeg", "d");
+    s_put("sub/deeper/0.jpg", "0");
+    char target[400];
+    snprintf(target, sizeof target, "%s/sub", s_tmp);
+    snprintf(path, sizeof path, "%s/loop", s_tmp);
+    cr_assert_eq(symlink(target, path), 0); /* a link to a folder: not followed */
+    snprintf(target, sizeof target, "%s/a.PNG", s_tmp);
+    snprintf(path, sizeof path, "%s/lnk.jpg", s_tmp);
+    cr_assert_eq(symlink(target, path), 0); /* a link to a file: taken */
+
+    nr_files_t f;
+    nr_files_init(&f);
+    cr_assert_eq(nr_files_collect(&f, s_tmp, err, sizeof err), 0, "%s", err);
+    const char *want[] = {"a.PNG", "b.jpg", "lnk.jpg", "sub/c.webp", "sub/deeper/0.jpg",
+                          "sub/deeper/d.jpeg"};
+    cr_assert_eq(f.len, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < f.len; i++) {
+        snprintf(path, sizeof path, "%s/%s", s_tmp, want[i]);
+        cr_expect_str_eq(f.paths[i], path);
+    }
+    /* A file named directly is taken whatever its name; lists append. */
+    snprintf(path, sizeof path, "%s/notes.txt", s_tmp);
+    cr_assert_eq(nr_files_collect(&f, path, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(f.len, 7);
+    cr_expect_str_eq(f.paths[6], path);
+    nr_files_clear(&f);
+    nr_files_clear(&f);
+}
+
+Test(files, trailing_slash_and_missing_path) {
+    char path[400], err[512];
+    s_put("x.jpg", "x");
+    snprintf(path, sizeof path, "%s/", s_tmp);
+    nr_files_t f;
+    nr_files_init(&f);
+    cr_assert_eq(nr_files_collect(&f, path, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(f.len, 1);
+    snprintf(path, sizeof path, "%s/x.jpg", s_tmp);
+    cr_expect_str_eq(f.paths[0], path);
+    snprintf(path, sizeof path, "%s/missing", s_tmp);
+    cr_expect_eq(nr_files_collect(&f, path, err, sizeof err), NR_EIO);
+    cr_expect(strstr(err, "missing"), "%s", err);
+    cr_expect(strstr(err, "No such file"), "%s", err);
+    cr_expect_eq(f.len, 1);
+    nr_files_clear(&f);
+}
+
+Test(files, read_whole_and_limits) {
+    char path[400], err[512];
+    s_put("data.bin", "0123456789");
+    s_put("empty.jpg", "");
+    snprintf(path, sizeof path, "%s/data.bin", s_tmp);
+    uint8_t *data;
+    size_t size;
+    cr_assert_eq(nr_files_read(path, 10, &data, &size, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(size, 10);
+    cr_expect_eq(memcmp(data, "0123456789", 10), 0);
+    free(data);
+    cr_expect_eq(nr_files_read(path, 9, &data, &size, err, sizeof err), NR_ETOOBIG);
+    cr_expect_null(data);
+    snprintf(path, sizeof path, "%s/empty.jpg", s_tmp);
+    cr_assert_eq(nr_files_read(path, 10, &data, &size, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(size, 0);
+    free(data);
+    snprintf(path, sizeof path, "%s/nope", s_tmp);
+    cr_expect_eq(nr_files_read(path, 10, &data, &size, err, sizeof err), NR_EIO);
+}
