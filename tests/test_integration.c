@@ -1,0 +1,727 @@
+/* Integration tests: a real redis-server, a real narrator-broker and real
+ * worker processes per test, on free loopback ports, driven through the
+ * nr_client library (and the real `narrate` binary where the CLI is what
+ * is tested). Faults are real too: SIGKILL of workers and of the broker,
+ * SIGTERM, garbage on both broker sockets.
+ *
+ * Every assertion is about outcomes (states, error codes, attempt counts,
+ * output bytes); waits have generous limits but nothing asserts a time.
+ * On a failed check the tails of every process's log are printed. */
+#include "client/client.h"
+#include "common/error.h"
+#include "proto/proto.h"
+#include "tests/harness.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define S_MAX_PROCS 16
+#define S_WAIT_MS 120000 /* the most any one wait may take before the test fails */
+#define S_MAX_ATTEMPTS "3"
+
+typedef struct {
+    char *dir;
+    nr_harness_redis_t *redis;
+    nr_harness_proc_t *broker;
+    int broker_starts;
+    int client_port, worker_port;
+    char client_ep[64], worker_ep[64];
+    char *broker_bin, *test_bin, *speech_bin, *narrate_bin;
+    nr_harness_proc_t *workers[S_MAX_PROCS];
+    int n_workers;
+    nr_client_t *client;
+} s_cluster_t;
+
+static s_cluster_t C; /* Criterion runs each test in its own process */
+
+/* ---- diagnostics ---- */
+
+static void s_dump_logs(void) {
+    if (C.redis) {
+        char *log = nr_harness_path(nr_harness_redis_dir(C.redis), "redis.log");
+        nr_harness_dump_log(log, 2000);
+        free(log);
+    }
+    if (!C.dir) return;
+    for (int i = 0; i < C.broker_starts; i++) {
+        char *log = nr_harness_path(C.dir, "broker-%d.log", i);
+        nr_harness_dump_log(log, 6000);
+        free(log);
+    }
+    for (int i = 0; i < C.n_workers; i++) {
+        char *log = nr_harness_path(C.dir, "worker-%d.log", i);
+        nr_harness_dump_log(log, 3000);
+        free(log);
+    }
+}
+
+/* cr_assert that prints every log first when it fails. */
+#define s_require(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            s_dump_logs();                                                                         \
+            cr_assert_fail(__VA_ARGS__);                                                           \
+        }                                                                                          \
+    } while (0)
+
+/* ---- the cluster ---- */
+
+static void s_broker_start(void) {
+    char redis_port[16], log_name[32];
+    snprintf(redis_port, sizeof redis_port, "%d", nr_harness_redis_port(C.redis));
+    snprintf(log_name, sizeof log_name, "broker-%d.log", C.broker_starts++);
+    char *log = nr_harness_path(C.dir, "%s", log_name);
+    const char *argv[] = {C.broker_bin,
+                          "--clients", C.client_ep,
+                          "--workers", C.worker_ep,
+                          "--redis-host", "127.0.0.1",
+                          "--redis-port", redis_port,
+                          "--max-attempts", S_MAX_ATTEMPTS,
+                          "--retry-backoff-ms", "50",
+                          "--log-level", "debug",
+                          NULL};
+    C.broker = nr_harness_spawn(argv, NULL, log);
+    free(log);
+    s_require(C.broker != NULL, "broker did not start: %s", nr_harness_error());
+    int rc = nr_harness_wait_port(C.client_port, 20000);
+    if (rc == 0) rc = nr_harness_wait_port(C.worker_port, 20000);
+    s_require(rc == 0, "broker is not listening: %s", nr_harness_error());
+}
+
+/* Stops the broker with sig (SIGKILL, SIGTERM) and returns its wait status. */
+static int s_broker_stop(int sig) {
+    int status = 0;
+    cr_assert_eq(nr_harness_proc_stop(C.broker, sig, 30000, &status), 0);
+    nr_harness_proc_destroy(&C.broker);
+    return status;
+}
+
+static void s_setup(void) {
+    memset(&C, 0, sizeof C);
+    C.broker_bin = nr_harness_program("narrator-broker");
+    if (!C.broker_bin) cr_skip_test("narrator-broker is not built: %s", nr_harness_error());
+    C.test_bin = nr_harness_program("narrator-worker-test");
+    C.speech_bin = nr_harness_program("narrator-worker-speech");
+    C.narrate_bin = nr_harness_program("narrate");
+    C.dir = nr_harness_tempdir("it");
+    cr_assert_not_null(C.dir, "%s", nr_harness_error());
+    nr_harness_redis_params_t rp;
+    nr_harness_redis_default_params(&rp);
+    C.redis = nr_harness_redis_new(&rp);
+    cr_assert_not_null(C.redis, "redis-server did not start: %s", nr_harness_error());
+    C.client_port = nr_harness_free_port();
+    C.worker_port = nr_harness_free_port();
+    cr_assert(C.client_port > 0 && C.worker_port > 0);
+    snprintf(C.client_ep, sizeof C.client_ep, "tcp://127.0.0.1:%d", C.client_port);
+    snprintf(C.worker_ep, sizeof C.worker_ep, "tcp://127.0.0.1:%d", C.worker_port);
+    s_broker_start();
+    C.client = nr_client_new(C.client_ep, 3000);
+    cr_assert_not_null(C.client);
+    nr_client_set_busy_wait(C.client, 60000);
+}
+
+static void s_teardown(void) {
+    nr_client_destroy(&C.client);
+    for (int i = 0; i < C.n_workers; i++) {
+        if (C.workers[i]) nr_harness_proc_stop(C.workers[i], SIGTERM, 5000, NULL);
+        nr_harness_proc_destroy(&C.workers[i]);
+    }
+    if (C.broker) nr_harness_proc_stop(C.broker, SIGTERM, 10000, NULL);
+    nr_harness_proc_destroy(&C.broker);
+    nr_harness_redis_destroy(&C.redis);
+    if (C.dir && !getenv("NR_TEST_KEEP")) nr_harness_rmtree(C.dir);
+    free(C.dir);
+    free(C.broker_bin);
+    free(C.test_bin);
+    free(C.speech_bin);
+    free(C.narrate_bin);
+    memset(&C, 0, sizeof C);
+}
+
+/* Starts a worker program; returns its index in C.workers. */
+static int s_worker_start(const char *bin, const char *name, const char *const *extra) {
+    cr_assert_lt(C.n_workers, S_MAX_PROCS);
+    int index = C.n_workers++;
+    char *log = nr_harness_path(C.dir, "worker-%d.log", index);
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = bin;
+    argv[n++] = "--broker";
+    argv[n++] = C.worker_ep;
+    argv[n++] = "--name";
+    argv[n++] = name;
+    argv[n++] = "--heartbeat-ms";
+    argv[n++] = "200";
+    argv[n++] = "--reconnect-ms";
+    argv[n++] = "100";
+    argv[n++] = "--reconnect-max-ms";
+    argv[n++] = "1000";
+    argv[n++] = "--log-level";
+    argv[n++] = "debug";
+    for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    C.workers[index] = nr_harness_spawn(argv, NULL, log);
+    free(log);
+    s_require(C.workers[index] != NULL, "worker %s did not start: %s", name, nr_harness_error());
+    return index;
+}
+
+static int s_test_worker(const char *name) {
+    if (!C.test_bin) cr_skip_test("narrator-worker-test is not built");
+    return s_worker_start(C.test_bin, name, NULL);
+}
+
+static int s_speech_worker(const char *name) {
+    if (!C.speech_bin) cr_skip_test("narrator-worker-speech is not built");
+    return s_worker_start(C.speech_bin, name, NULL);
+}
+
+/* An integer from a reply's kv, or -1. */
+static long s_kv_long(const nr_msg_t *msg, const char *key) {
+    const char *v = nr_proto_kv_get(msg, key);
+    return v ? strtol(v, NULL, 10) : -1;
+}
+
+static const char *s_kv(const nr_msg_t *msg, const char *key) {
+    const char *v = nr_proto_kv_get(msg, key);
+    return v ? v : "";
+}
+
+/* Waits until STATS reports at least n live workers for stage. */
+static void s_wait_workers(const char *stage, long n) {
+    char key[64];
+    snprintf(key, sizeof key, "workers.%s", stage);
+    long long end = nr_harness_now_ms() + S_WAIT_MS;
+    long have = -1;
+    while (nr_harness_now_ms() < end) {
+        nr_msg_t reply;
+        nr_proto_msg_init(&reply);
+        if (nr_client_stats(C.client, &reply) == 0) have = s_kv_long(&reply, key);
+        nr_proto_msg_clear(&reply);
+        if (have >= n) return;
+        nr_harness_sleep_ms(50);
+    }
+    s_require(0, "stage %s has %ld live workers, wanted %ld", stage, have, n);
+}
+
+/* Submits one job (id may be NULL); `options` is "k1", "v1", "k2", "v2", ..., NULL.
+ * Returns the job id in id_out (NR_PROTO_ID_MAX + 1 bytes). */
+static void s_submit(const char *id, const char *route, const char *const *options,
+                     const void *input, size_t size, char *id_out) {
+    nr_kv_t kv[16];
+    size_t n = 0;
+    for (size_t i = 0; options && options[i] && options[i + 1] && n < 16; i += 2, n++) {
+        kv[n].key = (char *)options[i];
+        kv[n].value = (char *)options[i + 1];
+    }
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    int rc = NR_ETIMEDOUT;
+    long long end = nr_harness_now_ms() + S_WAIT_MS;
+    /* A broker restarting under us is answered by retrying; SUBMIT with an
+     * id is idempotent, so a lost reply does no harm. */
+    while (nr_harness_now_ms() < end) {
+        rc = nr_client_submit(C.client, id, route, kv, n, input, size, &reply);
+        if (rc != NR_ECONNECT && rc != NR_ETIMEDOUT) break;
+        nr_harness_sleep_ms(100);
+    }
+    s_require(rc == 0, "submit %s: %s (%s)", id ? id : "(new)", nr_strerror(rc),
+              nr_client_error(C.client));
+    snprintf(id_out, NR_PROTO_ID_MAX + 1, "%s", s_kv(&reply, "id"));
+    nr_proto_msg_clear(&reply);
+    s_require(id_out[0] != '\0', "the SUBMIT reply carries no id");
+}
+
+/* STATUS, retrying through broker restarts. Returns the broker's code. */
+static int s_status(const char *id, nr_msg_t *record) {
+    int rc = NR_ETIMEDOUT;
+    long long end = nr_harness_now_ms() + S_WAIT_MS;
+    while (nr_harness_now_ms() < end) {
+        rc = nr_client_status(C.client, id, record);
+        if (rc != NR_ECONNECT && rc != NR_ETIMEDOUT) return rc;
+        nr_harness_sleep_ms(100);
+    }
+    return rc;
+}
+
+static int s_is_final(const char *state) {
+    return !strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled");
+}
+
+/* Waits until the job is in `state` (or, with state NULL, any final one);
+ * leaves the record in *record. */
+static void s_wait_state(const char *id, const char *state, nr_msg_t *record) {
+    long long end = nr_harness_now_ms() + S_WAIT_MS;
+    const char *now = "";
+    while (nr_harness_now_ms() < end) {
+        int rc = s_status(id, record);
+        s_require(rc == 0, "status %s: %s (%s)", id, nr_strerror(rc), nr_client_error(C.client));
+        now = s_kv(record, "state");
+        if (state ? !strcmp(now, state) : s_is_final(now)) return;
+        if (state && s_is_final(now)) break;
+        nr_harness_sleep_ms(50);
+    }
+    s_require(0, "job %s is %s (error %s: %s), wanted %s", id, now, s_kv(record, "error"),
+              s_kv(record, "error_message"), state ? state : "a final state");
+}
+
+/* ---- WAV ---- */
+
+static uint32_t s_le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint16_t s_le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+/* Checks a 16-bit PCM mono WAV with real sound; returns NULL or what is wrong. */
+static const char *s_check_wav(const uint8_t *wav, size_t size, char *why, size_t whylen) {
+    if (size < 44 || memcmp(wav, "RIFF", 4) || memcmp(wav + 8, "WAVE", 4)) return "not RIFF/WAVE";
+    if (s_le32(wav + 4) != size - 8) {
+        snprintf(why, whylen, "RIFF size %u, file %zu bytes", s_le32(wav + 4), size);
+        return why;
+    }
+    size_t pos = 12;
+    int have_fmt = 0;
+    while (pos + 8 <= size) {
+        uint32_t len = s_le32(wav + pos + 4);
+        const uint8_t *body = wav + pos + 8;
+        if (len > size - pos - 8) return "chunk runs past the end of the file";
+        if (!memcmp(wav + pos, "fmt ", 4)) {
+            if (len < 16) return "fmt chunk too short";
+            if (s_le16(body) != 1) return "not PCM";
+            if (s_le16(body + 2) != 1) return "not mono";
+            if (s_le32(body + 4) < 8000 || s_le32(body + 4) > 48000) return "odd sample rate";
+            if (s_le16(body + 14) != 16) return "not 16-bit";
+            have_fmt = 1;
+        } else if (!memcmp(wav + pos, "data", 4)) {
+            if (!have_fmt) return "data before fmt";
+            if (len < 2 || len % 2) return "empty or odd data chunk";
+            size_t n = len / 2, loud = 0;
+            int peak = 0;
+            for (size_t i = 0; i < n; i++) {
+                int v = (int16_t)s_le16(body + 2 * i);
+                if (v < 0) v = -v;
+                if (v > peak) peak = v;
+                if (v > 500) loud++;
+            }
+            if (peak < 1000 || loud < n / 100) {
+                snprintf(why, whylen, "silent: peak %d, %zu of %zu samples above 500", peak, loud, n);
+                return why;
+            }
+            return NULL;
+        }
+        pos += 8 + len + (len & 1);
+    }
+    return "no data chunk";
+}
+
+/* ---- tests ---- */
+
+TestSuite(integration, .init = s_setup, .fini = s_teardown, .timeout = 280);
+
+/* (a) 200 `speak` jobs over three speech workers: all DONE, each WAV valid
+ * and not silent, and the workers shared the work. */
+Test(integration, speak_200_jobs_three_speech_workers) {
+    s_speech_worker("speech-a");
+    s_speech_worker("speech-b");
+    s_speech_worker("speech-c");
+    s_wait_workers("speech", 3);
+    enum { N = 200 };
+    static char ids[N][NR_PROTO_ID_MAX + 1];
+    for (int i = 0; i < N; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "Job number %d: a cat sits on the warm window sill.", i);
+        s_submit(NULL, "speech", NULL, text, strlen(text), ids[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        nr_msg_t record;
+        nr_proto_msg_init(&record);
+        s_wait_state(ids[i], "done", &record);
+        s_require(s_kv_long(&record, "speech.duration_ms") > 0, "job %d: no speech.duration_ms", i);
+        nr_proto_msg_clear(&record);
+
+        nr_msg_t reply;
+        nr_proto_msg_init(&reply);
+        int rc = nr_client_fetch(C.client, ids[i], "speech", &reply);
+        s_require(rc == 0, "fetch %s: %s", ids[i], nr_client_error(C.client));
+        s_require(reply.frames_len == 1, "fetch %s: %u frames", ids[i], reply.frames_len);
+        char why[128];
+        const char *bad = s_check_wav(reply.frames[0].data, reply.frames[0].size, why, sizeof why);
+        s_require(bad == NULL, "job %d WAV (%zu bytes): %s", i, reply.frames[0].size, bad);
+        nr_proto_msg_clear(&reply);
+    }
+    nr_msg_t stats;
+    nr_proto_msg_init(&stats);
+    cr_assert_eq(nr_client_stats(C.client, &stats), 0);
+    s_require(s_kv_long(&stats, "jobs.done") >= N, "jobs.done = %s", s_kv(&stats, "jobs.done"));
+    nr_proto_msg_clear(&stats);
+    for (int i = 0; i < C.n_workers; i++) {
+        cr_assert(nr_harness_proc_running(C.workers[i]), "speech worker %d died", i);
+    }
+}
+
+/* (b) A worker SIGKILLed while it holds a job: the job finishes on another
+ * worker, with its attempts counted. */
+Test(integration, worker_killed_mid_job_job_finishes_elsewhere) {
+    int a = s_test_worker("test-a");
+    s_wait_workers("test", 1);
+    const char *opts[] = {"behave", "sleep:2000", NULL};
+    char id[NR_PROTO_ID_MAX + 1];
+    s_submit("kill-me-1", "test", opts, "hello", 5, id);
+    nr_msg_t record;
+    nr_proto_msg_init(&record);
+    s_wait_state(id, "running", &record);
+    cr_assert_eq(nr_harness_proc_kill(C.workers[a], SIGKILL), 0);
+    nr_harness_proc_wait(C.workers[a], 10000, NULL);
+    s_test_worker("test-b");
+    s_wait_state(id, NULL, &record);
+    s_require(!strcmp(s_kv(&record, "state"), "done"), "state %s error %s: %s", s_kv(&record, "state"),
+              s_kv(&record, "error"), s_kv(&record, "error_message"));
+    s_require(s_kv_long(&record, "attempts") >= 2, "attempts = %s", s_kv(&record, "attempts"));
+    nr_proto_msg_clear(&record);
+
+    /* The output is the echo of the input, from the second worker. */
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    cr_assert_eq(nr_client_fetch(C.client, id, "test", &reply), 0, "%s", nr_client_error(C.client));
+    cr_assert_eq(reply.frames_len, 1);
+    cr_assert_eq(reply.frames[0].size, 5);
+    cr_assert_eq(memcmp(reply.frames[0].data, "hello", 5), 0);
+    nr_proto_msg_clear(&reply);
+}
+
+/* (b') A job that kills its worker every time (behave=crash) uses up its
+ * attempts, one dead worker each, and ends FAILED attempts_exhausted. */
+Test(integration, crashing_job_fails_after_attempt_limit) {
+    int n = atoi(S_MAX_ATTEMPTS);
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "crash-%d", i);
+        s_test_worker(name);
+    }
+    s_wait_workers("test", n);
+    const char *opts[] = {"behave", "crash", NULL};
+    char id[NR_PROTO_ID_MAX + 1];
+    s_submit("crash-1", "test", opts, "x", 1, id);
+    nr_msg_t record;
+    nr_proto_msg_init(&record);
+    s_wait_state(id, "failed", &record);
+    s_require(!strcmp(s_kv(&record, "error"), "attempts_exhausted"), "error %s: %s",
+              s_kv(&record, "error"), s_kv(&record, "error_message"));
+    s_require(s_kv_long(&record, "attempts") == n, "attempts = %s", s_kv(&record, "attempts"));
+    nr_proto_msg_clear(&record);
+    int dead = 0;
+    for (int i = 0; i < C.n_workers; i++) dead += !nr_harness_proc_running(C.workers[i]);
+    cr_assert_eq(dead, n, "each attempt killed one worker");
+}
+
+/* (c) The broker SIGKILLed and restarted (same Redis) in the middle of a
+ * run: every job still finishes, exactly once. */
+Test(integration, broker_killed_and_restarted_mid_run) {
+    s_test_worker("test-a");
+    s_test_worker("test-b");
+    s_wait_workers("test", 2);
+    enum { N = 60 };
+    static char ids[N][NR_PROTO_ID_MAX + 1];
+    const char *opts[] = {"behave", "sleep:50", NULL};
+    for (int i = 0; i < N; i++) {
+        char id[32], input[32];
+        snprintf(id, sizeof id, "bk-%d", i);
+        snprintf(input, sizeof input, "input %d", i);
+        s_submit(id, "test", opts, input, strlen(input), ids[i]);
+    }
+    /* Kill it once some, but not all, jobs are done. */
+    long long end = nr_harness_now_ms() + S_WAIT_MS;
+    int done_before = 0;
+    while (nr_harness_now_ms() < end) {
+        nr_msg_t stats;
+        nr_proto_msg_init(&stats);
+        if (nr_client_stats(C.client, &stats) == 0) done_before = (int)s_kv_long(&stats, "jobs.done");
+        nr_proto_msg_clear(&stats);
+        if (done_before >= 5) break;
+        nr_harness_sleep_ms(20);
+    }
+    s_broker_stop(SIGKILL);
+    s_broker_start();
+    for (int i = 0; i < N; i++) {
+        nr_msg_t record;
+        nr_proto_msg_init(&record);
+        s_wait_state(ids[i], "done", &record);
+        char want[32];
+        snprintf(want, sizeof want, "input %d", i);
+        nr_proto_msg_clear(&record);
+        nr_msg_t reply;
+        nr_proto_msg_init(&reply);
+        cr_assert_eq(nr_client_fetch(C.client, ids[i], "test", &reply), 0);
+        cr_assert_eq(reply.frames_len, 1);
+        s_require(reply.frames[0].size == strlen(want) &&
+                      !memcmp(reply.frames[0].data, want, strlen(want)),
+                  "job %s has someone else's output", ids[i]);
+        nr_proto_msg_clear(&reply);
+    }
+    /* Exactly once: Redis counted N jobs done, no more, and re-submitting
+     * a finished id queues nothing new. */
+    char out[64];
+    const char *hget[] = {"HGET", "narrator:stats", "done"};
+    cr_assert_eq(nr_harness_redis_command(nr_harness_redis_port(C.redis), 3, hget, out, sizeof out), 0);
+    s_require(atol(out) == N, "narrator:stats done = %s, wanted %d", out, N);
+    char again[NR_PROTO_ID_MAX + 1];
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    nr_kv_t kv = {"behave", "sleep:50"};
+    cr_assert_eq(nr_client_submit(C.client, ids[0], "test", &kv, 1, "input 0", 7, &reply), 0);
+    cr_assert_str_eq(s_kv(&reply, "existing"), "1");
+    cr_assert_str_eq(s_kv(&reply, "state"), "done");
+    snprintf(again, sizeof again, "%s", s_kv(&reply, "id"));
+    cr_assert_str_eq(again, ids[0]);
+    nr_proto_msg_clear(&reply);
+}
+
+/* Sends a raw multipart message (n frames) on a DEALER socket, without waiting. */
+static void s_raw_send(void *sock, const void *const *frames, const size_t *sizes, int n) {
+    for (int i = 0; i < n; i++) {
+        int rc = zmq_send(sock, frames[i], sizes[i], (i + 1 < n ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
+        (void)rc; /* a peer that hung up on us is fine */
+    }
+}
+
+/* MessagePack map {"v": version, "cmd": cmd} with an optional extra pair. */
+static size_t s_mp_header(uint8_t *buf, int version, const char *cmd) {
+    size_t n = 0;
+    buf[n++] = 0x82;
+    buf[n++] = 0xa1;
+    buf[n++] = 'v';
+    buf[n++] = (uint8_t)version;
+    buf[n++] = 0xa3;
+    memcpy(buf + n, "cmd", 3);
+    n += 3;
+    size_t len = strlen(cmd);
+    buf[n++] = (uint8_t)(0xa0 | len);
+    memcpy(buf + n, cmd, len);
+    return n + len;
+}
+
+static void s_garbage(const char *endpoint) {
+    void *ctx = zmq_ctx_new();
+    for (int round = 0; round < 3; round++) {
+        void *s = zmq_socket(ctx, ZMQ_DEALER);
+        int linger = 0;
+        zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+        cr_assert_eq(zmq_connect(s, endpoint), 0);
+        uint8_t junk[512];
+        for (size_t i = 0; i < sizeof junk; i++) junk[i] = (uint8_t)(i * 131 + round * 7);
+        const void *f1[] = {junk};
+        size_t s1[] = {sizeof junk};
+        s_raw_send(s, f1, s1, 1);
+        s_raw_send(s, (const void *[]){""}, (size_t[]){0}, 1); /* empty body */
+        uint8_t nomap[] = {0x93, 0x01, 0x02, 0x03};         /* an array, not a map */
+        s_raw_send(s, (const void *[]){nomap}, (size_t[]){sizeof nomap}, 1);
+        uint8_t trunc[] = {0x82, 0xa1, 'v', 0x01, 0xa3, 'c'}; /* cut short */
+        s_raw_send(s, (const void *[]){trunc}, (size_t[]){sizeof trunc}, 1);
+        uint8_t hdr[64];
+        size_t hn = s_mp_header(hdr, 99, "STATS"); /* wrong version */
+        s_raw_send(s, (const void *[]){hdr}, (size_t[]){hn}, 1);
+        hn = s_mp_header(hdr, 1, "NOSUCHCMD");
+        s_raw_send(s, (const void *[]){hdr}, (size_t[]){hn}, 1);
+        hn = s_mp_header(hdr, 1, "RESULT"); /* missing every field */
+        s_raw_send(s, (const void *[]){hdr}, (size_t[]){hn}, 1);
+        /* Many frames: far past NR_PROTO_FRAMES_MAX. */
+        const void *many[200];
+        size_t many_sizes[200];
+        for (int i = 0; i < 200; i++) {
+            many[i] = junk;
+            many_sizes[i] = 16;
+        }
+        s_raw_send(s, many, many_sizes, 200);
+        if (round == 0) {
+            /* A 100 MB frame, past every limit. */
+            size_t big_size = 100u << 20;
+            uint8_t *big = malloc(big_size);
+            cr_assert_not_null(big);
+            memset(big, 0xc1, big_size); /* 0xc1 is never valid MessagePack */
+            s_raw_send(s, (const void *[]){big}, (size_t[]){big_size}, 1);
+            s_raw_send(s, (const void *[]){hdr, big}, (size_t[]){hn, big_size}, 2);
+            nr_harness_sleep_ms(500); /* let ZeroMQ push it out before closing */
+            free(big);
+        }
+        nr_harness_sleep_ms(50);
+        zmq_close(s);
+    }
+    zmq_ctx_term(ctx);
+}
+
+/* (d) Garbage and oversized frames on both broker sockets while jobs keep
+ * completing; the broker and workers keep running. */
+Test(integration, garbage_on_both_sockets_while_jobs_complete) {
+    s_test_worker("test-a");
+    s_test_worker("test-b");
+    s_wait_workers("test", 2);
+    enum { N = 30 };
+    static char ids[N][NR_PROTO_ID_MAX + 1];
+    const char *opts[] = {"behave", "sleep:20", NULL};
+    for (int i = 0; i < N; i++) {
+        char input[32];
+        snprintf(input, sizeof input, "payload %d", i);
+        s_submit(NULL, "test", opts, input, strlen(input), ids[i]);
+        if (i == N / 3) s_garbage(C.client_ep);
+        if (i == 2 * N / 3) s_garbage(C.worker_ep);
+    }
+    for (int i = 0; i < N; i++) {
+        nr_msg_t record;
+        nr_proto_msg_init(&record);
+        s_wait_state(ids[i], "done", &record);
+        nr_proto_msg_clear(&record);
+    }
+    s_require(nr_harness_proc_running(C.broker), "the broker died");
+    for (int i = 0; i < C.n_workers; i++) cr_assert(nr_harness_proc_running(C.workers[i]));
+    /* And it still answers new work. */
+    char id[NR_PROTO_ID_MAX + 1];
+    s_submit(NULL, "test", NULL, "after", 5, id);
+    nr_msg_t record;
+    nr_proto_msg_init(&record);
+    s_wait_state(id, "done", &record);
+    nr_proto_msg_clear(&record);
+}
+
+/* (e) Cancel of a queued job and of a running one: both end CANCELLED, and
+ * the running job's late result does not revive it. */
+Test(integration, cancel_queued_and_running) {
+    int w = s_test_worker("test-a");
+    s_wait_workers("test", 1);
+    const char *slow[] = {"behave", "sleep:3000", NULL};
+    char running[NR_PROTO_ID_MAX + 1], queued[NR_PROTO_ID_MAX + 1];
+    s_submit("cancel-running", "test", slow, "r", 1, running);
+    nr_msg_t record;
+    nr_proto_msg_init(&record);
+    s_wait_state(running, "running", &record);
+    /* The only worker is busy (capacity 1), so this one waits in the queue. */
+    s_submit("cancel-queued", "test", slow, "q", 1, queued);
+    cr_assert_eq(s_status(queued, &record), 0);
+    cr_assert_str_eq(s_kv(&record, "state"), "queued");
+
+    cr_assert_eq(nr_client_cancel(C.client, queued, &record), 0, "%s", nr_client_error(C.client));
+    cr_assert_str_eq(s_kv(&record, "state"), "cancelled");
+    cr_assert_eq(nr_client_cancel(C.client, running, &record), 0, "%s", nr_client_error(C.client));
+    cr_assert_str_eq(s_kv(&record, "state"), "cancelled");
+    long long cancelled_at = nr_harness_now_ms();
+
+    /* A job submitted after both runs on the same worker, which means the
+     * cancelled job's sleep (and its late RESULT) is over by then. */
+    char after[NR_PROTO_ID_MAX + 1];
+    s_submit("cancel-after", "test", NULL, "a", 1, after);
+    s_wait_state(after, "done", &record);
+    /* Also wait out the sleep itself, in case the worker took the new job
+     * on a second thread: by then its RESULT for the cancelled job is sent. */
+    long long left = cancelled_at + 3500 - nr_harness_now_ms();
+    if (left > 0) nr_harness_sleep_ms((int)left);
+    nr_harness_sleep_ms(500);
+    cr_assert_eq(s_status(running, &record), 0);
+    s_require(!strcmp(s_kv(&record, "state"), "cancelled"), "cancelled job is now %s",
+              s_kv(&record, "state"));
+    cr_assert_eq(s_status(queued, &record), 0);
+    cr_assert_str_eq(s_kv(&record, "state"), "cancelled");
+    /* Cancelling a finished job is refused and changes nothing. */
+    int rc = nr_client_cancel(C.client, after, &record);
+    cr_assert_neq(rc, 0, "cancel of a done job succeeded");
+    cr_assert_eq(s_status(after, &record), 0);
+    cr_assert_str_eq(s_kv(&record, "state"), "done");
+    nr_proto_msg_clear(&record);
+    cr_assert(nr_harness_proc_running(C.workers[w]));
+}
+
+/* (f) behave=fail (retryable) ends FAILED attempts_exhausted after the
+ * limit, with the worker's reason kept; behave=fail-final fails at once
+ * with its own code. */
+Test(integration, failing_jobs) {
+    s_test_worker("test-a");
+    s_test_worker("test-b");
+    s_wait_workers("test", 2);
+    const char *fail[] = {"behave", "fail", NULL};
+    const char *final[] = {"behave", "fail-final", NULL};
+    char a[NR_PROTO_ID_MAX + 1], b[NR_PROTO_ID_MAX + 1];
+    s_submit("fails-always", "test", fail, "x", 1, a);
+    s_submit("fails-final", "test", final, "y", 1, b);
+
+    nr_msg_t record;
+    nr_proto_msg_init(&record);
+    s_wait_state(a, NULL, &record);
+    s_require(!strcmp(s_kv(&record, "state"), "failed"), "state %s", s_kv(&record, "state"));
+    s_require(!strcmp(s_kv(&record, "error"), "attempts_exhausted"), "error %s: %s",
+              s_kv(&record, "error"), s_kv(&record, "error_message"));
+    s_require(s_kv_long(&record, "attempts") == atoi(S_MAX_ATTEMPTS), "attempts = %s",
+              s_kv(&record, "attempts"));
+    s_require(strlen(s_kv(&record, "error_message")) > 0, "no reason in error_message");
+
+    s_wait_state(b, NULL, &record);
+    s_require(!strcmp(s_kv(&record, "state"), "failed"), "state %s", s_kv(&record, "state"));
+    s_require(strcmp(s_kv(&record, "error"), "attempts_exhausted") && *s_kv(&record, "error"),
+              "fail-final gave error '%s'", s_kv(&record, "error"));
+    s_require(s_kv_long(&record, "attempts") == 1, "fail-final took %s attempts",
+              s_kv(&record, "attempts"));
+    nr_proto_msg_clear(&record);
+}
+
+/* A 1x1 PNG: `narrate submit` sends files as they are, and nothing decodes
+ * it here because no vision worker runs. */
+static const uint8_t s_png[] = {
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+    0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x90,
+    0x77, 0x53, 0xde, 0x00, 0x00, 0x00, 0x0c, 0x49, 0x44, 0x41, 0x54, 0x08, 0xd7, 0x63, 0xf8,
+    0xcf, 0xc0, 0x00, 0x00, 0x03, 0x01, 0x01, 0x00, 0x18, 0xdd, 0x8d, 0xb0, 0x00, 0x00, 0x00,
+    0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82};
+
+/* (g) `narrate submit` of an image when no vision worker runs: a clear
+ * "no worker serves stage vision" and exit code 1 (the job counts as
+ * failed, see narrate --help), within its short --timeout. */
+Test(integration, narrate_submit_without_vision_worker) {
+    if (!C.narrate_bin) cr_skip_test("narrate is not built");
+    char *png = nr_harness_path(C.dir, "pixel.png");
+    cr_assert_eq(nr_harness_write_file(png, s_png, sizeof s_png), 0);
+    char *out = nr_harness_path(C.dir, "out");
+    char *log = nr_harness_path(C.dir, "narrate.log");
+    const char *argv[] = {C.narrate_bin, "--broker", C.client_ep, "--timeout", "2", "submit", png,
+                          "-o", out, NULL};
+    int status = 0;
+    cr_assert_eq(nr_harness_run(argv, NULL, log, 60000, &status), 0, "%s", nr_harness_error());
+    char *text = nr_harness_read_file(log, NULL);
+    cr_assert_not_null(text);
+    s_require(strstr(text, "no worker serves stage vision") != NULL, "narrate said: %s", text);
+    s_require(nr_harness_exit_code(status) == 1, "exit code %d; narrate said: %s",
+              nr_harness_exit_code(status), text);
+    free(text);
+    free(log);
+    free(out);
+    free(png);
+}
+
+/* (h) SIGTERM: the broker exits 0; a restarted broker resumes the pending
+ * jobs from Redis and they finish. */
+Test(integration, broker_sigterm_exits_zero_and_restart_resumes) {
+    enum { N = 10 };
+    static char ids[N][NR_PROTO_ID_MAX + 1];
+    for (int i = 0; i < N; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "resume-%d", i);
+        s_submit(id, "test", NULL, id, strlen(id), ids[i]);
+    }
+    nr_msg_t record;
+    nr_proto_msg_init(&record);
+    cr_assert_eq(s_status(ids[0], &record), 0);
+    cr_assert_str_eq(s_kv(&record, "state"), "queued");
+    int status = s_broker_stop(SIGTERM);
+    s_require(nr_harness_exit_code(status) == 0, "broker exit status %d (signal %d)",
+              nr_harness_exit_code(status), nr_harness_exit_signal(status));
+    s_broker_start();
+    s_test_worker("test-a");
+    for (int i = 0; i < N; i++) {
+        s_wait_state(ids[i], "done", &record);
+        s_require(s_kv_long(&record, "attempts") == 1, "job %s attempts %s", ids[i],
+                  s_kv(&record, "attempts"));
+    }
+    nr_proto_msg_clear(&record);
+}
