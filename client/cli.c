@@ -132,6 +132,13 @@ static int s_route(const char *text, char *out, char *err, size_t errlen) {
         }
     }
     if (names > 8 /* NR_PROTO_ROUTE_MAX */) goto bad;
+    /* No stage twice: compare each name with every later one. */
+    for (const char *a = text; a; a = strchr(a, ',') ? strchr(a, ',') + 1 : NULL) {
+        size_t la = strcspn(a, ",");
+        for (const char *b = strchr(a, ','); b; b = strchr(b + 1, ','))
+            if (strcspn(b + 1, ",") == la && !strncmp(a, b + 1, la))
+                return nr_seterr(err, errlen, NR_EINVAL, "--route '%s' names a stage twice", text);
+    }
     memcpy(out, text, n + 1);
     return 0;
 bad:

@@ -156,7 +156,10 @@ int nr_client_request(nr_client_t *self, nr_msg_t *request, nr_msg_t *reply) {
             nr_proto_msg_clear(reply);
             continue;
         }
-        if (reply->cmd != NR_CMD_REPLY || reply->seq != seq) {
+        /* A request the broker could not decode is answered with seq 0; with
+         * one request in flight at a time, that answer is this request's. */
+        int undecodable = reply->cmd == NR_CMD_REPLY && reply->seq == 0 && reply->code != 0;
+        if (reply->cmd != NR_CMD_REPLY || (reply->seq != seq && !undecodable)) {
             nr_log(NR_LOG_DEBUG, "dropped a stale %s (seq %llu, waiting for %llu)",
                    nr_proto_cmd_name(reply->cmd), (unsigned long long)reply->seq,
                    (unsigned long long)seq);
@@ -186,6 +189,10 @@ static int s_set_route(nr_client_t *self, nr_msg_t *msg, const char *route) {
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
         if (len == 0 || len > NR_PROTO_NAME_MAX || msg->route_len >= NR_PROTO_ROUTE_MAX)
             return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad route '%s'", route);
+        for (uint32_t k = 0; k < msg->route_len; k++)
+            if (strlen(msg->route[k]) == len && !strncmp(msg->route[k], p, len))
+                return nr_seterr(self->err, sizeof self->err, NR_EINVAL,
+                                 "route '%s' names a stage twice", route);
         memcpy(msg->route[msg->route_len], p, len);
         msg->route[msg->route_len][len] = '\0';
         msg->route_len++;

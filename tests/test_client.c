@@ -226,6 +226,9 @@ Test(cli, submit_all_options) {
     cr_assert_eq(PARSE(&c, e, "submit", "x", "--id-from", "content"), 0, "%s", e);
     cr_expect_eq(c.id_random, 0);
     nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "submit", "x", "--route", "speech,speec,spee"), 0, "%s", e);
+    cr_expect_str_eq(c.route, "speech,speec,spee");
+    nr_cli_clear(&c);
 }
 
 Test(cli, submit_errors) {
@@ -246,6 +249,8 @@ Test(cli, submit_errors) {
     EXPECT_USAGE("--route", "submit", "x", "--route", "vision,");
     EXPECT_USAGE("--route", "submit", "x", "--route", "a,b,c,d,e,f,g,h,i");
     EXPECT_USAGE("--route", "submit", "x", "--route", "vision;rm");
+    EXPECT_USAGE("names a stage twice", "submit", "x", "--route", "vision,text,vision");
+    EXPECT_USAGE("names a stage twice", "submit", "x", "--route", "text,text");
     EXPECT_USAGE("unknown option '--frob'", "submit", "x", "--frob");
     EXPECT_USAGE("unknown option '-x'", "submit", "x", "-x");
 }
