@@ -1,0 +1,77 @@
+/* The broker's logic: client requests, worker messages, dispatch by credit,
+ * heartbeats, leases, deadlines, retries and the record in the store. It
+ * owns no socket: messages go out through a send callback and time comes in
+ * as an argument, so tests drive it directly. */
+#ifndef NR_BROKER_H
+#define NR_BROKER_H
+
+#include "broker/job.h"
+#include "broker/store.h"
+#include "proto/proto.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { NR_BROKER_CLIENTS = 0, NR_BROKER_WORKERS = 1 } nr_broker_side_t;
+
+/* Sends msg to the peer `identity` on one side. The broker keeps ownership
+ * of msg. Returns 0 or a negative code (the broker logs it). */
+typedef int (*nr_broker_send_fn)(void *ctx, nr_broker_side_t side, const uint8_t *identity,
+                                 size_t identity_size, const nr_msg_t *msg);
+
+typedef struct {
+    long heartbeat_ms;        /* both ways */
+    long heartbeat_liveness;  /* a worker is dead after this many missed heartbeats */
+    long job_deadline_ms;     /* per stage default */
+    char stage_deadlines[256];/* "vision=30000,text=60000": overrides per stage */
+    long max_attempts;        /* per stage */
+    long queue_bound;         /* queued jobs at a route's first stage before SUBMIT gets NR_EBUSY */
+    long retry_backoff_ms;    /* first retry delay; doubles per attempt, with jitter */
+    long retry_backoff_max_ms;
+    unsigned seed;            /* jitter; 0 picks one */
+} nr_broker_params_t;
+
+typedef struct nr_broker nr_broker_t;
+
+void nr_broker_default_params(nr_broker_params_t *params);
+/* New broker, or NULL (bad params or out of memory; err says which). The
+ * store is borrowed and may be NULL (memory only, for tests). */
+nr_broker_t *nr_broker_new(const nr_broker_params_t *params, nr_store_t *store,
+                           nr_broker_send_fn send, void *send_ctx, char *err, size_t errlen);
+void nr_broker_destroy(nr_broker_t **p);
+
+/* Connects the store and resumes every unfinished job it holds (running
+ * ones go back to queued, attempts kept). With Redis down this returns
+ * NR_EREDIS and the broker resumes when tick() gets it back. */
+int nr_broker_start(nr_broker_t *self, int64_t now);
+
+/* Handles one decoded client request; answers with REPLY. The broker may
+ * take payload frames out of msg. */
+void nr_broker_client_message(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
+                              nr_msg_t *msg, int64_t now);
+/* Answers a client message that failed to decode with an error REPLY. */
+void nr_broker_client_error(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
+                            int code, const char *message);
+/* Handles one decoded worker message. */
+void nr_broker_worker_message(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
+                              nr_msg_t *msg, int64_t now);
+
+/* Sends heartbeats, buries silent workers, requeues jobs past their
+ * deadline, reconnects the store and flushes unsaved state, dispatches.
+ * Returns the time by which it wants to be called again. */
+int64_t nr_broker_tick(nr_broker_t *self, int64_t now);
+
+/* Stops accepting SUBMIT (answered NR_EBUSY). */
+void nr_broker_stop_accepting(nr_broker_t *self);
+/* Shutdown: DISCONNECT to every worker, running jobs back to queued in the
+ * store (attempts kept), last flush of unsaved state. */
+void nr_broker_shutdown(nr_broker_t *self, int64_t now);
+
+/* For tests and logs. */
+nr_broker_job_t *nr_broker_find_job(nr_broker_t *self, const char *id);
+size_t nr_broker_queued(nr_broker_t *self, const char *stage);
+size_t nr_broker_workers(nr_broker_t *self, const char *stage);
+/* Credit left on the worker with this identity, or -1 if unknown. */
+long nr_broker_worker_credit_of(nr_broker_t *self, const uint8_t *identity, size_t size);
+
+#endif

@@ -1,0 +1,261 @@
+/* narrator-broker: settings, sockets, signals and the poll loop around the
+ * broker logic in broker.c. */
+#include "broker/broker.h"
+#include "broker/store.h"
+#include "common/config.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "proto/proto.h"
+
+#include <zmq.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+
+#define S_ENV_PREFIX "NARRATOR_BROKER_"
+
+typedef struct {
+    char client_endpoint[256];
+    char worker_endpoint[256];
+    char redis_host[256];
+    long redis_port;
+    char redis_password[256];
+    char redis_prefix[64];
+    long heartbeat_ms;
+    long heartbeat_liveness;
+    long job_deadline_ms;
+    char stage_deadlines[256];
+    long max_attempts;
+    long queue_bound;
+    long retry_backoff_ms;
+    long retention_s;
+    char log_level[16];
+} s_settings_t;
+
+#define S_OPT(name, type, min, max, def, field, help)                                         \
+    {name, type, min, max, def, offsetof(s_settings_t, field),                                \
+     type == NR_CONFIG_STRING ? sizeof(((s_settings_t *)0)->field) : 0, help}
+
+static const nr_config_option_t s_options[] = {
+    S_OPT("client-endpoint", NR_CONFIG_STRING, 0, 0, "tcp://127.0.0.1:5555", client_endpoint,
+          "ZeroMQ endpoint to bind for clients"),
+    S_OPT("worker-endpoint", NR_CONFIG_STRING, 0, 0, "tcp://127.0.0.1:5556", worker_endpoint,
+          "ZeroMQ endpoint to bind for workers"),
+    S_OPT("redis-host", NR_CONFIG_STRING, 0, 0, "127.0.0.1", redis_host, "Redis host"),
+    S_OPT("redis-port", NR_CONFIG_INT, 1, 65535, "6379", redis_port, "Redis port"),
+    S_OPT("redis-password", NR_CONFIG_STRING, 0, 0, "", redis_password,
+          "Redis password (config file or environment only, never a flag)"),
+    S_OPT("redis-prefix", NR_CONFIG_STRING, 0, 0, "narrator", redis_prefix,
+          "prefix of every Redis key"),
+    S_OPT("heartbeat-ms", NR_CONFIG_INT, 10, 600000, "1000", heartbeat_ms,
+          "heartbeat interval, both ways"),
+    S_OPT("heartbeat-liveness", NR_CONFIG_INT, 1, 100, "3", heartbeat_liveness,
+          "missed heartbeats before a worker is dead"),
+    S_OPT("job-deadline-ms", NR_CONFIG_INT, 1, 86400000, "60000", job_deadline_ms,
+          "time a worker has for one stage of a job"),
+    S_OPT("stage-deadlines", NR_CONFIG_STRING, 0, 0, "", stage_deadlines,
+          "per-stage deadlines overriding job-deadline-ms, e.g. vision=30000,text=60000"),
+    S_OPT("max-attempts", NR_CONFIG_INT, 1, 100, "3", max_attempts,
+          "attempts per stage before a job fails with attempts_exhausted"),
+    S_OPT("queue-bound", NR_CONFIG_INT, 1, 100000000, "1000", queue_bound,
+          "queued jobs at a route's first stage before SUBMIT is refused as busy"),
+    S_OPT("retry-backoff-ms", NR_CONFIG_INT, 0, 3600000, "1000", retry_backoff_ms,
+          "first retry delay; doubles per attempt up to 32x, with jitter"),
+    S_OPT("retention-s", NR_CONFIG_INT, 1, 31536000, "86400", retention_s,
+          "TTL of inputs and outputs once a job finishes"),
+    S_OPT("log-level", NR_CONFIG_STRING, 0, 0, "info", log_level, "error, warn, info or debug"),
+    NR_CONFIG_END,
+};
+
+static volatile sig_atomic_t s_stop = 0;
+
+static void s_on_signal(int sig) {
+    (void)sig;
+    s_stop = 1;
+}
+
+static int64_t s_now_ms(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+typedef struct {
+    void *clients, *workers;
+} s_sockets_t;
+
+static int s_send(void *ctx, nr_broker_side_t side, const uint8_t *identity, size_t size,
+                  const nr_msg_t *msg) {
+    s_sockets_t *sk = ctx;
+    char err[256];
+    int rc = nr_proto_send(side == NR_BROKER_CLIENTS ? sk->clients : sk->workers, identity, size,
+                           msg, err, sizeof err);
+    if (rc) nr_log(NR_LOG_DEBUG, "send: %s", err);
+    return rc;
+}
+
+static void *s_bind(void *zctx, const char *endpoint) {
+    void *s = zmq_socket(zctx, ZMQ_ROUTER);
+    if (!s) return NULL;
+    int linger = 1000, one = 1, hwm = 100000;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    /* Unroutable replies (peer gone) fail with EHOSTUNREACH instead of vanishing. */
+    zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    int timeout = 0;
+    zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+    if (zmq_bind(s, endpoint)) {
+        nr_log(NR_LOG_ERROR, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+int main(int argc, char **argv) {
+    nr_log_set_component("broker");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) break;
+        if (!strncmp(argv[i], "--redis-password", 16) &&
+            (argv[i][16] == '\0' || argv[i][16] == '=')) {
+            fprintf(stderr, "narrator-broker: --redis-password is refused on the command line "
+                            "(other users can read it); put redis-password in the --config file "
+                            "or set " S_ENV_PREFIX "REDIS_PASSWORD\n");
+            return 2;
+        }
+    }
+    s_settings_t st;
+    memset(&st, 0, sizeof st);
+    char err[512];
+    int first = 0;
+    int rc = nr_config_load(s_options, &st, S_ENV_PREFIX, argc, argv, &first, err, sizeof err);
+    if (rc == 1) {
+        printf("Usage: narrator-broker [options]\n"
+               "Routes jobs between narrate clients and stage workers; records them in Redis.\n\n");
+        nr_config_print_help(stdout, s_options, S_ENV_PREFIX);
+        return 0;
+    }
+    if (rc) {
+        fprintf(stderr, "narrator-broker: %s\n", err);
+        return 2;
+    }
+    if (first < argc) {
+        fprintf(stderr, "narrator-broker: unexpected argument '%s' (see --help)\n", argv[first]);
+        return 2;
+    }
+    if (nr_log_set_level(st.log_level)) {
+        fprintf(stderr, "narrator-broker: log-level must be error, warn, info or debug\n");
+        return 2;
+    }
+
+    nr_store_params_t sp;
+    nr_store_default_params(&sp);
+    snprintf(sp.host, sizeof sp.host, "%s", st.redis_host);
+    sp.port = st.redis_port;
+    snprintf(sp.password, sizeof sp.password, "%s", st.redis_password);
+    snprintf(sp.prefix, sizeof sp.prefix, "%s", st.redis_prefix);
+    sp.retention_s = st.retention_s;
+    memset(st.redis_password, 0, sizeof st.redis_password);
+
+    nr_broker_params_t bp;
+    nr_broker_default_params(&bp);
+    bp.heartbeat_ms = st.heartbeat_ms;
+    bp.heartbeat_liveness = st.heartbeat_liveness;
+    bp.job_deadline_ms = st.job_deadline_ms;
+    snprintf(bp.stage_deadlines, sizeof bp.stage_deadlines, "%s", st.stage_deadlines);
+    bp.max_attempts = st.max_attempts;
+    bp.queue_bound = st.queue_bound;
+    bp.retry_backoff_ms = st.retry_backoff_ms;
+    if (bp.retry_backoff_max_ms < bp.retry_backoff_ms * 32) bp.retry_backoff_max_ms = bp.retry_backoff_ms * 32;
+
+    int status = 1;
+    nr_store_t *store = NULL;
+    nr_broker_t *broker = NULL;
+    s_sockets_t sk = {NULL, NULL};
+    void *zctx = zmq_ctx_new();
+    if (!zctx) goto done;
+    sk.clients = s_bind(zctx, st.client_endpoint);
+    sk.workers = sk.clients ? s_bind(zctx, st.worker_endpoint) : NULL;
+    if (!sk.workers) goto done;
+    store = nr_store_new(&sp);
+    broker = store ? nr_broker_new(&bp, store, s_send, &sk, err, sizeof err) : NULL;
+    if (!broker) {
+        nr_log(NR_LOG_ERROR, "%s", store ? err : "out of memory");
+        goto done;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    nr_log(NR_LOG_INFO, "clients on %s, workers on %s, redis %s:%ld prefix '%s'",
+           st.client_endpoint, st.worker_endpoint, sp.host, sp.port, sp.prefix);
+    nr_broker_start(broker, s_now_ms()); /* Redis down: logged, retried by tick */
+
+    uint8_t identity[256];
+    size_t identity_size;
+    nr_msg_t msg;
+    nr_proto_msg_init(&msg);
+    while (!s_stop) {
+        int64_t now = s_now_ms();
+        int64_t wake = nr_broker_tick(broker, now);
+        long timeout = wake > now ? (long)(wake - now) : 0;
+        if (timeout > bp.heartbeat_ms) timeout = bp.heartbeat_ms;
+        zmq_pollitem_t items[2] = {{sk.clients, 0, ZMQ_POLLIN, 0}, {sk.workers, 0, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(items, 2, timeout);
+        if (n < 0) {
+            if (zmq_errno() == EINTR) continue;
+            nr_log(NR_LOG_ERROR, "zmq_poll: %s", zmq_strerror(zmq_errno()));
+            break;
+        }
+        /* Up to a batch from each side per turn, so neither starves the other. */
+        for (int side = 0; side < 2; side++) {
+            if (!(items[side].revents & ZMQ_POLLIN)) continue;
+            for (int k = 0; k < 64 && !s_stop; k++) {
+                int events = 0;
+                size_t elen = sizeof events;
+                if (k > 0 && (zmq_getsockopt(items[side].socket, ZMQ_EVENTS, &events, &elen) ||
+                              !(events & ZMQ_POLLIN)))
+                    break;
+                identity_size = 0;
+                nr_proto_msg_clear(&msg);
+                rc = nr_proto_recv(items[side].socket, identity, &identity_size, &msg, err,
+                                   sizeof err);
+                now = s_now_ms();
+                if (rc == NR_EIO) {
+                    if (zmq_errno() == EAGAIN || zmq_errno() == EINTR) break;
+                    nr_log(NR_LOG_WARN, "receive: %s", err);
+                    break;
+                }
+                if (side == 0) {
+                    if (rc) nr_broker_client_error(broker, identity, identity_size, rc, err);
+                    else nr_broker_client_message(broker, identity, identity_size, &msg, now);
+                } else {
+                    if (rc) nr_log(NR_LOG_WARN, "malformed worker message dropped: %s", err);
+                    else nr_broker_worker_message(broker, identity, identity_size, &msg, now);
+                }
+            }
+        }
+    }
+    nr_proto_msg_clear(&msg);
+    nr_log(NR_LOG_INFO, "signal received: stopping");
+    nr_broker_stop_accepting(broker);
+    nr_broker_shutdown(broker, s_now_ms());
+    status = 0;
+done:
+    nr_broker_destroy(&broker);
+    nr_store_destroy(&store);
+    if (sk.clients) zmq_close(sk.clients);
+    if (sk.workers) zmq_close(sk.workers);
+    if (zctx) zmq_ctx_term(zctx);
+    return status;
+}

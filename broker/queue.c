@@ -1,0 +1,174 @@
+/* Per-stage job queues, workers and their leases (credit). */
+#include "broker/queue.h"
+#include "common/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+nr_broker_stage_t *nr_broker_stage_new(const char *name, long deadline_ms) {
+    nr_broker_stage_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    snprintf(self->name, sizeof self->name, "%s", name);
+    self->deadline_ms = deadline_ms;
+    return self;
+}
+
+void nr_broker_stage_destroy(nr_broker_stage_t **p) {
+    if (!p || !*p) return;
+    nr_broker_stage_t *self = *p;
+    while (self->workers) {
+        nr_broker_worker_t *w = self->workers;
+        self->workers = w->next;
+        nr_broker_worker_destroy(&w);
+    }
+    while (self->head) nr_broker_stage_remove(self, self->head);
+    free(self);
+    *p = NULL;
+}
+
+void nr_broker_stage_push(nr_broker_stage_t *self, nr_broker_job_t *job, int front) {
+    if (job->in_queue) return;
+    job->in_queue = 1;
+    if (front) {
+        job->qprev = NULL;
+        job->qnext = self->head;
+        if (self->head) self->head->qprev = job;
+        else self->tail = job;
+        self->head = job;
+    } else {
+        job->qnext = NULL;
+        job->qprev = self->tail;
+        if (self->tail) self->tail->qnext = job;
+        else self->head = job;
+        self->tail = job;
+    }
+    self->queued++;
+}
+
+void nr_broker_stage_remove(nr_broker_stage_t *self, nr_broker_job_t *job) {
+    if (!job->in_queue) return;
+    if (job->qprev) job->qprev->qnext = job->qnext;
+    else self->head = job->qnext;
+    if (job->qnext) job->qnext->qprev = job->qprev;
+    else self->tail = job->qprev;
+    job->qprev = job->qnext = NULL;
+    job->in_queue = 0;
+    self->queued--;
+}
+
+nr_broker_job_t *nr_broker_stage_next_ready(nr_broker_stage_t *self, int64_t now) {
+    for (nr_broker_job_t *j = self->head; j; j = j->qnext)
+        if (j->ready_ms <= now) return j;
+    return NULL;
+}
+
+int64_t nr_broker_stage_next_ready_ms(const nr_broker_stage_t *self) {
+    int64_t t = INT64_MAX;
+    for (const nr_broker_job_t *j = self->head; j; j = j->qnext)
+        if (j->ready_ms < t) t = j->ready_ms;
+    return t;
+}
+
+nr_broker_worker_t *nr_broker_stage_pick_worker(nr_broker_stage_t *self) {
+    nr_broker_worker_t *best = NULL;
+    for (nr_broker_worker_t *w = self->workers; w; w = w->next) {
+        uint32_t c = nr_broker_worker_credit(w);
+        if (c == 0) continue;
+        if (!best) {
+            best = w;
+            continue;
+        }
+        uint32_t bc = nr_broker_worker_credit(best);
+        if (c > bc || (c == bc && w->last_dispatch < best->last_dispatch)) best = w;
+    }
+    return best;
+}
+
+void nr_broker_stage_add_worker(nr_broker_stage_t *self, nr_broker_worker_t *worker) {
+    worker->stage = self;
+    worker->next = self->workers;
+    self->workers = worker;
+    self->workers_len++;
+}
+
+void nr_broker_stage_remove_worker(nr_broker_stage_t *self, nr_broker_worker_t *worker) {
+    for (nr_broker_worker_t **pp = &self->workers; *pp; pp = &(*pp)->next) {
+        if (*pp == worker) {
+            *pp = worker->next;
+            worker->next = NULL;
+            worker->stage = NULL;
+            self->workers_len--;
+            return;
+        }
+    }
+}
+
+nr_broker_worker_t *nr_broker_worker_new(const uint8_t *identity, size_t size, const char *name,
+                                         uint32_t capacity) {
+    if (size > NR_BROKER_IDENTITY_MAX || capacity == 0 || capacity > 1024) return NULL;
+    nr_broker_worker_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    memcpy(self->identity, identity, size);
+    self->identity_size = size;
+    char hex[9] = "";
+    for (size_t i = 0; i < 4 && i < size; i++)
+        snprintf(hex + 2 * i, sizeof hex - 2 * i, "%02x", identity[size - 1 - i]);
+    snprintf(self->label, sizeof self->label, "%s/%s", name && *name ? name : "worker", hex);
+    if (nr_broker_worker_set_capacity(self, capacity)) {
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+void nr_broker_worker_destroy(nr_broker_worker_t **p) {
+    if (!p || !*p) return;
+    free((*p)->leases);
+    free(*p);
+    *p = NULL;
+}
+
+int nr_broker_worker_set_capacity(nr_broker_worker_t *self, uint32_t capacity) {
+    uint32_t slots = capacity > self->leases_len ? capacity : self->leases_len;
+    nr_broker_lease_t *l = realloc(self->leases, (slots ? slots : 1) * sizeof *l);
+    if (!l) return NR_ENOMEM;
+    self->leases = l;
+    self->capacity = capacity;
+    return 0;
+}
+
+uint32_t nr_broker_worker_credit(const nr_broker_worker_t *self) {
+    return self->leases_len >= self->capacity ? 0 : self->capacity - self->leases_len;
+}
+
+int nr_broker_worker_add_lease(nr_broker_worker_t *self, nr_broker_job_t *job, uint32_t attempt,
+                               int64_t expires_ms) {
+    if (nr_broker_worker_credit(self) == 0) return NR_EBUSY;
+    nr_broker_lease_t *l = &self->leases[self->leases_len++];
+    snprintf(l->id, sizeof l->id, "%s", job->id);
+    l->attempt = attempt;
+    l->expires_ms = expires_ms;
+    l->job = job;
+    return 0;
+}
+
+nr_broker_lease_t *nr_broker_worker_find_lease(nr_broker_worker_t *self, const char *id,
+                                               uint32_t attempt) {
+    for (uint32_t i = 0; i < self->leases_len; i++)
+        if (self->leases[i].attempt == attempt && !strcmp(self->leases[i].id, id))
+            return &self->leases[i];
+    return NULL;
+}
+
+void nr_broker_worker_drop_lease(nr_broker_worker_t *self, nr_broker_lease_t *lease) {
+    size_t i = (size_t)(lease - self->leases);
+    if (i >= self->leases_len) return;
+    self->leases[i] = self->leases[self->leases_len - 1];
+    self->leases_len--;
+}
+
+void nr_broker_worker_revoke(nr_broker_worker_t *self, const nr_broker_job_t *job) {
+    for (uint32_t i = 0; i < self->leases_len; i++)
+        if (self->leases[i].job == job) self->leases[i].job = NULL;
+}

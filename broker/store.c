@@ -1,0 +1,552 @@
+/* All of the broker's Redis I/O (hiredis, synchronous, pipelined). */
+#include "broker/store.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <hiredis/hiredis.h>
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#define S_BACKOFF_MIN_MS 1000
+#define S_BACKOFF_MAX_MS 32000
+
+struct nr_store {
+    nr_store_params_t params;
+    redisContext *ctx;
+    int checked;         /* config warnings done */
+    int64_t retry_ms;    /* next reconnect attempt */
+    int64_t backoff_ms;
+    char err[512];
+};
+
+/* A growing argv for one command. */
+typedef struct {
+    const char *argv[160];
+    size_t len[160];
+    char bufs[160][96]; /* storage for formatted numbers and keys */
+    int argc;
+} s_cmd_t;
+
+static int64_t s_now_ms(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void s_arg(s_cmd_t *c, const void *data, size_t len) {
+    if (c->argc >= 160) return;
+    c->argv[c->argc] = data;
+    c->len[c->argc] = len;
+    c->argc++;
+}
+
+static void s_str(s_cmd_t *c, const char *s) { s_arg(c, s, strlen(s)); }
+
+static void s_fmt(s_cmd_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void s_fmt(s_cmd_t *c, const char *fmt, ...) {
+    if (c->argc >= 160) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->bufs[c->argc], sizeof c->bufs[0], fmt, ap);
+    va_end(ap);
+    s_str(c, c->bufs[c->argc]);
+}
+
+void nr_store_default_params(nr_store_params_t *p) {
+    memset(p, 0, sizeof *p);
+    snprintf(p->host, sizeof p->host, "127.0.0.1");
+    p->port = 6379;
+    snprintf(p->prefix, sizeof p->prefix, "narrator");
+    p->retention_s = 86400;
+    p->timeout_ms = 2000;
+    p->events_max = 100000;
+}
+
+nr_store_t *nr_store_new(const nr_store_params_t *params) {
+    nr_store_t *self = calloc(1, sizeof *self);
+    if (!self) return NULL;
+    if (params) self->params = *params;
+    else nr_store_default_params(&self->params);
+    self->backoff_ms = S_BACKOFF_MIN_MS;
+    return self;
+}
+
+void nr_store_destroy(nr_store_t **p) {
+    if (!p || !*p) return;
+    if ((*p)->ctx) redisFree((*p)->ctx);
+    free(*p);
+    *p = NULL;
+}
+
+int nr_store_is_up(const nr_store_t *self) { return self && self->ctx != NULL; }
+const char *nr_store_error(const nr_store_t *self) { return self->err; }
+
+int64_t nr_store_next_retry_ms(const nr_store_t *self) {
+    return self->ctx ? INT64_MAX : self->retry_ms;
+}
+
+/* Drops the connection after an error and schedules a reconnect. */
+static int s_down(nr_store_t *self, const char *what) {
+    if (self->ctx) {
+        snprintf(self->err, sizeof self->err, "%s: %s", what,
+                 self->ctx->errstr[0] ? self->ctx->errstr : "connection lost");
+        nr_log(NR_LOG_ERROR, "redis %s:%ld unreachable (%s); retrying in %" PRId64 " ms, "
+               "SUBMIT refused meanwhile", self->params.host, self->params.port, self->err,
+               self->backoff_ms);
+        redisFree(self->ctx);
+        self->ctx = NULL;
+    }
+    self->retry_ms = s_now_ms() + self->backoff_ms;
+    return NR_EREDIS;
+}
+
+/* Runs one command and returns its reply (caller frees), or NULL. */
+static redisReply *s_run(nr_store_t *self, s_cmd_t *c) {
+    if (!self->ctx) return NULL;
+    redisReply *r = redisCommandArgv(self->ctx, c->argc, c->argv, c->len);
+    if (!r) s_down(self, c->argv[0]);
+    return r;
+}
+
+static void s_check_config(nr_store_t *self) {
+    static const char *names[] = {"maxmemory-policy", "appendonly"};
+    static const char *want[] = {"noeviction", "yes"};
+    for (int i = 0; i < 2; i++) {
+        s_cmd_t c = {.argc = 0};
+        s_str(&c, "CONFIG");
+        s_str(&c, "GET");
+        s_str(&c, names[i]);
+        redisReply *r = s_run(self, &c);
+        if (!r) return;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[1]->type == REDIS_REPLY_STRING) {
+            if (strcmp(r->element[1]->str, want[i]))
+                nr_log(NR_LOG_WARN, "redis %s is '%s', not '%s': the job record is not durable "
+                       "(set %s %s)", names[i], r->element[1]->str, want[i], names[i], want[i]);
+        } else {
+            nr_log(NR_LOG_WARN, "cannot read redis %s (CONFIG GET refused?): check it is %s",
+                   names[i], want[i]);
+        }
+        freeReplyObject(r);
+    }
+    self->checked = 1;
+}
+
+int nr_store_connect(nr_store_t *self) {
+    if (self->ctx) return 0;
+    struct timeval tv = {self->params.timeout_ms / 1000, (self->params.timeout_ms % 1000) * 1000};
+    redisContext *ctx = redisConnectWithTimeout(self->params.host, (int)self->params.port, tv);
+    if (!ctx || ctx->err) {
+        snprintf(self->err, sizeof self->err, "connect %s:%ld: %s", self->params.host,
+                 self->params.port, ctx ? ctx->errstr : "out of memory");
+        if (ctx) redisFree(ctx);
+        goto err;
+    }
+    redisSetTimeout(ctx, tv);
+    self->ctx = ctx;
+    s_cmd_t c = {.argc = 0};
+    if (self->params.password[0]) {
+        s_str(&c, "AUTH");
+        s_str(&c, self->params.password);
+    } else {
+        s_str(&c, "PING");
+    }
+    redisReply *r = s_run(self, &c);
+    if (!r) goto err;
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(self->err, sizeof self->err, "%s: %s", c.argv[0], r->str);
+        freeReplyObject(r);
+        redisFree(self->ctx);
+        self->ctx = NULL;
+        goto err;
+    }
+    freeReplyObject(r);
+    nr_log(NR_LOG_INFO, "redis %s:%ld connected (prefix '%s')", self->params.host,
+           self->params.port, self->params.prefix);
+    self->backoff_ms = S_BACKOFF_MIN_MS;
+    if (!self->checked) s_check_config(self);
+    return self->ctx ? 0 : NR_EREDIS;
+err:
+    nr_log(NR_LOG_ERROR, "redis unreachable: %s; retrying in %" PRId64 " ms", self->err,
+           self->backoff_ms);
+    self->retry_ms = s_now_ms() + self->backoff_ms;
+    self->backoff_ms = self->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS
+                                                               : self->backoff_ms * 2;
+    return NR_EREDIS;
+}
+
+int nr_store_maintain(nr_store_t *self, int64_t now) {
+    if (self->ctx || now < self->retry_ms) return 0;
+    return nr_store_connect(self) == 0 ? 1 : 0;
+}
+
+/* Appends a command to the pipeline; counts it. */
+static void s_append(nr_store_t *self, s_cmd_t *c, int *queued) {
+    if (redisAppendCommandArgv(self->ctx, c->argc, c->argv, c->len) == REDIS_OK) (*queued)++;
+}
+
+int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const uint8_t *out,
+                  size_t out_size, const char *counter) {
+    if (out_index >= 0 && out_index < NR_PROTO_ROUTE_MAX && out) {
+        /* Written below from `out`; a stale kept copy is replaced. */
+        free(job->unsaved[out_index]);
+        job->unsaved[out_index] = NULL;
+    }
+    job->dirty = 1;
+    if (!self->ctx) goto err;
+    const char *P = self->params.prefix;
+    const int final = nr_job_is_final(job);
+    const long ttl = self->params.retention_s;
+    int queued = 0;
+    s_cmd_t *c = malloc(sizeof *c);
+    if (!c) goto err;
+    char key[256], route[512];
+
+#define S_BEGIN() (c->argc = 0)
+    S_BEGIN();
+    s_str(c, "MULTI");
+    s_append(self, c, &queued);
+    snprintf(key, sizeof key, "%s:job:%s", P, job->id);
+    if (job->reset) {
+        S_BEGIN();
+        s_str(c, "DEL");
+        s_str(c, key);
+        s_append(self, c, &queued);
+    }
+    S_BEGIN();
+    s_str(c, "HSET");
+    s_str(c, key);
+    s_str(c, "id"), s_str(c, job->id);
+    s_str(c, "state"), s_str(c, nr_job_state_name(job->state));
+    s_str(c, "stage"), s_str(c, nr_broker_job_stage(job));
+    s_str(c, "stage_index"), s_fmt(c, "%" PRIu32, job->stage_index);
+    nr_broker_job_route_string(job, route, sizeof route);
+    s_str(c, "route"), s_str(c, route);
+    s_str(c, "attempts"), s_fmt(c, "%" PRIu32, job->attempts);
+    s_str(c, "error"), s_str(c, job->error ? nr_errname(job->error) : "");
+    s_str(c, "error_message"), s_str(c, job->error_message);
+    s_str(c, "created_ms"), s_fmt(c, "%" PRId64, job->created_ms);
+    s_str(c, "updated_ms"), s_fmt(c, "%" PRId64, job->updated_ms);
+    s_append(self, c, &queued);
+    /* Fields in batches, so any number fits the argv. */
+    for (uint32_t i = 0; i < job->fields_len;) {
+        S_BEGIN();
+        s_str(c, "HSET");
+        s_str(c, key);
+        for (; i < job->fields_len && c->argc < 150; i++) {
+            s_str(c, job->fields[i].key);
+            s_str(c, job->fields[i].value);
+        }
+        s_append(self, c, &queued);
+    }
+    if (job->input_unsaved && job->input) {
+        S_BEGIN();
+        s_str(c, "SET");
+        s_fmt(c, "%s:input:%s", P, job->id);
+        s_arg(c, job->input, job->input_size);
+        if (final) s_str(c, "EX"), s_fmt(c, "%ld", ttl);
+        s_append(self, c, &queued);
+    }
+    for (uint32_t i = 0; i < job->route_len; i++) {
+        const uint8_t *data = NULL;
+        size_t size = 0;
+        if ((int)i == out_index && out) data = out, size = out_size;
+        else if (job->unsaved[i]) data = job->unsaved[i], size = job->unsaved_size[i];
+        else if ((int)i == out_index) data = (const uint8_t *)"", size = 0;
+        if (!data) continue;
+        S_BEGIN();
+        s_str(c, "SET");
+        s_fmt(c, "%s:out:%s:%s", P, job->route[i], job->id);
+        s_arg(c, data, size);
+        if (final) s_str(c, "EX"), s_fmt(c, "%ld", ttl);
+        s_append(self, c, &queued);
+    }
+    for (uint32_t i = 0; i < job->route_len; i++) {
+        S_BEGIN();
+        if (!final && i == job->stage_index) {
+            s_str(c, "ZADD");
+            s_fmt(c, "%s:pending:%s", P, job->route[i]);
+            s_str(c, "NX");
+            s_fmt(c, "%" PRId64, job->updated_ms);
+        } else {
+            s_str(c, "ZREM");
+            s_fmt(c, "%s:pending:%s", P, job->route[i]);
+        }
+        s_str(c, job->id);
+        s_append(self, c, &queued);
+    }
+    if (!final) {
+        S_BEGIN();
+        s_str(c, "SADD");
+        s_fmt(c, "%s:stages", P);
+        s_str(c, nr_broker_job_stage(job));
+        s_append(self, c, &queued);
+    } else {
+        S_BEGIN();
+        s_str(c, "EXPIRE");
+        s_fmt(c, "%s:input:%s", P, job->id);
+        s_fmt(c, "%ld", ttl);
+        s_append(self, c, &queued);
+        for (uint32_t i = 0; i < job->route_len; i++) {
+            S_BEGIN();
+            s_str(c, "EXPIRE");
+            s_fmt(c, "%s:out:%s:%s", P, job->route[i], job->id);
+            s_fmt(c, "%ld", ttl);
+            s_append(self, c, &queued);
+        }
+    }
+    S_BEGIN();
+    s_str(c, "XADD");
+    s_fmt(c, "%s:events", P);
+    s_str(c, "MAXLEN"), s_str(c, "~"), s_fmt(c, "%ld", self->params.events_max);
+    s_str(c, "*");
+    s_str(c, "id"), s_str(c, job->id);
+    s_str(c, "state"), s_str(c, nr_job_state_name(job->state));
+    s_str(c, "stage"), s_str(c, nr_broker_job_stage(job));
+    s_str(c, "attempts"), s_fmt(c, "%" PRIu32, job->attempts);
+    s_str(c, "error"), s_str(c, job->error ? nr_errname(job->error) : "");
+    s_append(self, c, &queued);
+    if (counter) {
+        S_BEGIN();
+        s_str(c, "HINCRBY");
+        s_fmt(c, "%s:stats", P);
+        s_str(c, counter);
+        s_str(c, "1");
+        s_append(self, c, &queued);
+    }
+    S_BEGIN();
+    s_str(c, "EXEC");
+    s_append(self, c, &queued);
+#undef S_BEGIN
+    free(c);
+
+    /* Read every reply; any error (EXECABORT, OOM ...) fails the save. */
+    int failed = 0;
+    for (int i = 0; i < queued; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(self->ctx, (void **)&r) != REDIS_OK || !r) {
+            s_down(self, "MULTI/EXEC");
+            goto err;
+        }
+        if (r->type == REDIS_REPLY_ERROR && !failed) {
+            failed = 1;
+            snprintf(self->err, sizeof self->err, "saving job %s: %s", job->id, r->str);
+        }
+        if (i == queued - 1 && r->type == REDIS_REPLY_ARRAY) {
+            for (size_t k = 0; k < r->elements; k++) {
+                if (r->element[k]->type == REDIS_REPLY_ERROR && !failed) {
+                    failed = 1;
+                    snprintf(self->err, sizeof self->err, "saving job %s: %s", job->id,
+                             r->element[k]->str);
+                }
+            }
+        } else if (i == queued - 1 && r->type == REDIS_REPLY_NIL && !failed) {
+            failed = 1;
+            snprintf(self->err, sizeof self->err, "saving job %s: transaction aborted", job->id);
+        }
+        freeReplyObject(r);
+    }
+    if (failed) {
+        nr_log(NR_LOG_ERROR, "redis: %s", self->err);
+        goto err;
+    }
+    job->dirty = 0;
+    job->reset = 0;
+    job->input_unsaved = 0;
+    for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) {
+        free(job->unsaved[i]);
+        job->unsaved[i] = NULL;
+        job->unsaved_size[i] = 0;
+    }
+    return 0;
+err:
+    if (out_index >= 0 && out_index < NR_PROTO_ROUTE_MAX && out) {
+        uint8_t *copy = malloc(out_size ? out_size : 1);
+        if (copy) {
+            memcpy(copy, out, out_size);
+            job->unsaved[out_index] = copy;
+            job->unsaved_size[out_index] = out_size;
+        } else {
+            nr_log(NR_LOG_ERROR, "job %s: out of memory keeping an unsaved output", job->id);
+        }
+    }
+    return NR_EREDIS;
+}
+
+static int s_parse_u32(const char *s, uint32_t *out) {
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (end == s || *end || v > UINT32_MAX) return NR_EINVAL;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int nr_store_load(nr_store_t *self, const char *id, nr_broker_job_t **out) {
+    *out = NULL;
+    s_cmd_t c = {.argc = 0};
+    s_str(&c, "HGETALL");
+    s_fmt(&c, "%s:job:%s", self->params.prefix, id);
+    redisReply *r = s_run(self, &c);
+    if (!r) return NR_EREDIS;
+    int rc = 0;
+    nr_broker_job_t *job = NULL;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        rc = NR_EREDIS;
+        goto done;
+    }
+    if (r->elements == 0) {
+        rc = NR_ENOTFOUND;
+        goto done;
+    }
+    job = nr_broker_job_new(id);
+    if (!job) {
+        rc = NR_ENOMEM;
+        goto done;
+    }
+    int have_route = 0, have_state = 0;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!k || !v) continue;
+        if (!strcmp(k, "id") || !strcmp(k, "stage")) continue;
+        if (!strcmp(k, "state")) {
+            int s = nr_job_state_parse(v);
+            if (s >= 0) job->state = (nr_job_state_t)s, have_state = 1;
+        } else if (!strcmp(k, "route")) {
+            have_route = nr_broker_job_parse_route(job, v) == 0;
+        } else if (!strcmp(k, "stage_index")) {
+            s_parse_u32(v, &job->stage_index);
+        } else if (!strcmp(k, "attempts")) {
+            s_parse_u32(v, &job->attempts);
+        } else if (!strcmp(k, "error")) {
+            job->error = *v ? nr_errcode(v) : 0;
+        } else if (!strcmp(k, "error_message")) {
+            snprintf(job->error_message, sizeof job->error_message, "%s", v);
+        } else if (!strcmp(k, "created_ms")) {
+            job->created_ms = strtoll(v, NULL, 10);
+        } else if (!strcmp(k, "updated_ms")) {
+            job->updated_ms = strtoll(v, NULL, 10);
+        } else if (nr_broker_job_set(job, k, v)) {
+            rc = NR_ENOMEM;
+            goto done;
+        }
+    }
+    if (!have_route || !have_state || job->stage_index >= job->route_len) {
+        snprintf(self->err, sizeof self->err, "job %s: record in redis is incomplete", id);
+        nr_log(NR_LOG_WARN, "redis: %s", self->err);
+        if (!have_route) {
+            rc = NR_ENOTFOUND;
+            goto done;
+        }
+        if (job->stage_index >= job->route_len) job->stage_index = job->route_len - 1;
+    }
+done:
+    freeReplyObject(r);
+    if (rc) nr_broker_job_destroy(&job);
+    *out = job;
+    return rc;
+}
+
+int nr_store_get_blob(nr_store_t *self, const char *id, const char *stage, uint8_t **data,
+                      size_t *size) {
+    *data = NULL;
+    *size = 0;
+    s_cmd_t c = {.argc = 0};
+    s_str(&c, "GET");
+    if (stage) s_fmt(&c, "%s:out:%s:%s", self->params.prefix, stage, id);
+    else s_fmt(&c, "%s:input:%s", self->params.prefix, id);
+    redisReply *r = s_run(self, &c);
+    if (!r) return NR_EREDIS;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_NIL) {
+        rc = NR_ENOTFOUND;
+    } else if (r->type != REDIS_REPLY_STRING) {
+        rc = NR_EREDIS;
+    } else {
+        *data = malloc(r->len ? r->len : 1);
+        if (!*data) rc = NR_ENOMEM;
+        else memcpy(*data, r->str, r->len), *size = r->len;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+typedef struct {
+    char id[NR_PROTO_ID_MAX + 1];
+    double score;
+} s_pending_t;
+
+static int s_by_score(const void *a, const void *b) {
+    const s_pending_t *x = a, *y = b;
+    return x->score < y->score ? -1 : x->score > y->score ? 1 : strcmp(x->id, y->id);
+}
+
+int nr_store_pending(nr_store_t *self, void (*fn)(const char *id, void *arg), void *arg) {
+    s_cmd_t c = {.argc = 0};
+    s_str(&c, "SMEMBERS");
+    s_fmt(&c, "%s:stages", self->params.prefix);
+    redisReply *stages = s_run(self, &c);
+    if (!stages) return NR_EREDIS;
+    int rc = 0;
+    s_pending_t *list = NULL;
+    size_t n = 0, cap = 0;
+    if (stages->type != REDIS_REPLY_ARRAY) rc = NR_EREDIS;
+    for (size_t s = 0; !rc && s < stages->elements; s++) {
+        if (stages->element[s]->type != REDIS_REPLY_STRING) continue;
+        c.argc = 0;
+        s_str(&c, "ZRANGE");
+        s_fmt(&c, "%s:pending:%s", self->params.prefix, stages->element[s]->str);
+        s_str(&c, "0"), s_str(&c, "-1"), s_str(&c, "WITHSCORES");
+        redisReply *r = s_run(self, &c);
+        if (!r) {
+            rc = NR_EREDIS;
+            break;
+        }
+        for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+            if (!r->element[i]->str || r->element[i]->len > NR_PROTO_ID_MAX) continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 256;
+                s_pending_t *l = realloc(list, cap * sizeof *l);
+                if (!l) {
+                    rc = NR_ENOMEM;
+                    break;
+                }
+                list = l;
+            }
+            snprintf(list[n].id, sizeof list[n].id, "%s", r->element[i]->str);
+            list[n].score = r->element[i + 1]->str ? strtod(r->element[i + 1]->str, NULL) : 0;
+            n++;
+        }
+        freeReplyObject(r);
+    }
+    freeReplyObject(stages);
+    if (!rc) {
+        qsort(list, n, sizeof *list, s_by_score);
+        for (size_t i = 0; i < n; i++) fn(list[i].id, arg);
+    }
+    free(list);
+    return rc;
+}
+
+int nr_store_stats(nr_store_t *self, nr_msg_t *msg) {
+    s_cmd_t c = {.argc = 0};
+    s_str(&c, "HGETALL");
+    s_fmt(&c, "%s:stats", self->params.prefix);
+    redisReply *r = s_run(self, &c);
+    if (!r) return NR_EREDIS;
+    char key[128];
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        if (!r->element[i]->str || !r->element[i + 1]->str) continue;
+        const char *name = r->element[i]->str;
+        int per_state = !strcmp(name, "done") || !strcmp(name, "failed") ||
+                        !strcmp(name, "cancelled");
+        snprintf(key, sizeof key, "%s.%s", per_state ? "jobs" : "total", name);
+        nr_proto_kv_add(msg, key, r->element[i + 1]->str);
+    }
+    freeReplyObject(r);
+    return 0;
+}
