@@ -1,4 +1,4 @@
 # client/: CLI parsing, job ids, output names, file collection (no broker needed).
 if(TARGET nr_narrate)
-  nr_add_test(test_client SOURCES test_client.c LIBS nr_narrate nr_client LABELS unit)
+  nr_add_test(test_client SOURCES test_client.c LIBS nr_narrate nr_client Threads::Threads LABELS unit)
 endif()

@@ -1,6 +1,8 @@
 /* Unit tests for client/: `narrate` argument parsing, content-hash job ids,
  * output names that stay inside the output folder, safe writes, JSON
- * records and image collection from folders. No broker is needed. */
+ * records, image collection from folders, and the client library's
+ * request/reply (seq matching, timeouts, reconnect, busy retry) against an
+ * in-process fake ROUTER. No narrator-broker is needed. */
 #include "client/cli.h"
 #include "client/client.h"
 #include "client/files.h"
@@ -9,11 +11,13 @@
 
 #include <criterion/criterion.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zmq.h>
 
 static void s_clean_env(void) {
     unsetenv("NARRATOR_BROKER");
@@ -717,4 +721,222 @@ Test(files, read_whole_and_limits) {
     free(data);
     snprintf(path, sizeof path, "%s/nope", s_tmp);
     cr_expect_eq(nr_files_read(path, 10, &data, &size, err, sizeof err), NR_EIO);
+}
+
+/* ---- the client library against an in-process fake broker ---------------- */
+
+/* A ROUTER on a free loopback port, run by a thread that answers `count`
+ * requests by a script: drop the first `drop`, answer SUBMIT with NR_EBUSY
+ * `busy` times, send a stale reply before each real one when `stale`, answer
+ * everything with seq 0 and NR_EPROTO when `seq0`. A real answer echoes what
+ * arrived: kv cmd, id, stage, route, every option as opt.<key>, frame size. */
+typedef struct {
+    void *ctx, *sock;
+    char endpoint[64];
+    int count, drop, busy, stale, seq0;
+    int seen;
+    pthread_t thread;
+} s_fake_t;
+
+static void *s_fake_run(void *arg) {
+    s_fake_t *f = arg;
+    for (int n = 0; n < f->count; n++) {
+        uint8_t ident[256];
+        size_t idn = 0;
+        nr_msg_t m, r;
+        char err[256];
+        nr_proto_msg_init(&m);
+        nr_proto_msg_init(&r);
+        if (nr_proto_recv(f->sock, ident, &idn, &m, err, sizeof err)) break;
+        f->seen++;
+        if (n < f->drop) {
+            nr_proto_msg_clear(&m);
+            continue;
+        }
+        r.cmd = NR_CMD_REPLY;
+        r.seq = m.seq;
+        if (f->stale) {
+            r.seq = m.seq - 1;
+            r.code = NR_ENOTFOUND;
+            nr_proto_send(f->sock, ident, idn, &r, err, sizeof err);
+            r.seq = m.seq;
+            r.code = 0;
+        }
+        if (f->seq0) {
+            r.seq = 0;
+            r.code = NR_EPROTO;
+            snprintf(r.message, sizeof r.message, "cannot decode");
+        } else if (m.cmd == NR_CMD_SUBMIT && f->busy > 0) {
+            f->busy--;
+            r.code = NR_EBUSY;
+            snprintf(r.message, sizeof r.message, "queue full");
+        } else if (!strcmp(m.id, "missing")) {
+            r.code = NR_ENOTFOUND;
+            snprintf(r.message, sizeof r.message, "no job missing");
+        } else {
+            char route[300] = "", size[32];
+            for (uint32_t i = 0; i < m.route_len; i++) {
+                if (i) strcat(route, ",");
+                strcat(route, m.route[i]);
+            }
+            nr_proto_kv_add(&r, "cmd", nr_proto_cmd_name(m.cmd));
+            nr_proto_kv_add(&r, "id", m.id);
+            nr_proto_kv_add(&r, "stage", m.stage);
+            nr_proto_kv_add(&r, "route", route);
+            for (uint32_t i = 0; i < m.kv_len; i++) {
+                char key[80];
+                snprintf(key, sizeof key, "opt.%s", m.kv[i].key);
+                nr_proto_kv_add(&r, key, m.kv[i].value);
+            }
+            snprintf(size, sizeof size, "%zu", m.frames_len ? m.frames[0].size : (size_t)0);
+            nr_proto_kv_add(&r, "input_size", size);
+            if (m.cmd == NR_CMD_FETCH) nr_proto_frame_add(&r, "RIFF", 4);
+        }
+        nr_proto_send(f->sock, ident, idn, &r, err, sizeof err);
+        nr_proto_msg_clear(&m);
+        nr_proto_msg_clear(&r);
+    }
+    return NULL;
+}
+
+static void s_fake_start(s_fake_t *f) {
+    f->ctx = zmq_ctx_new();
+    f->sock = zmq_socket(f->ctx, ZMQ_ROUTER);
+    int zero = 0, wait_ms = 20000;
+    zmq_setsockopt(f->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(f->sock, ZMQ_RCVTIMEO, &wait_ms, sizeof wait_ms);
+    cr_assert_eq(zmq_bind(f->sock, "tcp://127.0.0.1:*"), 0);
+    size_t n = sizeof f->endpoint;
+    cr_assert_eq(zmq_getsockopt(f->sock, ZMQ_LAST_ENDPOINT, f->endpoint, &n), 0);
+    cr_assert_eq(pthread_create(&f->thread, NULL, s_fake_run, f), 0);
+}
+
+static void s_fake_stop(s_fake_t *f) {
+    pthread_join(f->thread, NULL);
+    zmq_close(f->sock);
+    zmq_ctx_term(f->ctx);
+}
+
+Test(transport, requests_carry_their_fields) {
+    s_fake_t f = {.count = 5};
+    s_fake_start(&f);
+    nr_client_t *c = nr_client_new(f.endpoint, 5000);
+    cr_assert_not_null(c);
+    nr_msg_t r;
+    nr_proto_msg_init(&r);
+    nr_kv_t opts[] = {{"num_beams", "4"}, {"voice", "kal"}};
+    cr_assert_eq(nr_client_submit(c, "job-1", "vision,text,speech", opts, 2, "IMAGE", 5, &r), 0,
+                 "%s", nr_client_error(c));
+    cr_expect_str_eq(nr_proto_kv_get(&r, "cmd"), "SUBMIT");
+    cr_expect_str_eq(nr_proto_kv_get(&r, "id"), "job-1");
+    cr_expect_str_eq(nr_proto_kv_get(&r, "route"), "vision,text,speech");
+    cr_expect_str_eq(nr_proto_kv_get(&r, "opt.num_beams"), "4");
+    cr_expect_str_eq(nr_proto_kv_get(&r, "opt.voice"), "kal");
+    cr_expect_str_eq(nr_proto_kv_get(&r, "input_size"), "5");
+    cr_assert_eq(nr_client_status(c, "job-1", &r), 0);
+    cr_expect_str_eq(nr_proto_kv_get(&r, "cmd"), "STATUS");
+    cr_assert_eq(nr_client_fetch(c, "job-1", "speech", &r), 0);
+    cr_expect_str_eq(nr_proto_kv_get(&r, "cmd"), "FETCH");
+    cr_expect_str_eq(nr_proto_kv_get(&r, "stage"), "speech");
+    cr_assert_eq(r.frames_len, 1);
+    cr_expect_eq(memcmp(r.frames[0].data, "RIFF", 4), 0);
+    cr_assert_eq(nr_client_cancel(c, "job-1", &r), 0);
+    cr_expect_str_eq(nr_proto_kv_get(&r, "cmd"), "CANCEL");
+    cr_assert_eq(nr_client_stats(c, &r), 0);
+    cr_expect_str_eq(nr_proto_kv_get(&r, "cmd"), "STATS");
+    /* Bad arguments never reach the wire. */
+    cr_expect_eq(nr_client_status(c, "../x", &r), NR_EINVAL);
+    cr_expect_eq(nr_client_submit(c, "ok", "vision,,text", NULL, 0, "x", 1, &r), NR_EINVAL);
+    cr_expect_eq(nr_client_submit(c, "ok", "text,text", NULL, 0, "x", 1, &r), NR_EINVAL);
+    nr_proto_msg_clear(&r);
+    nr_client_destroy(&c);
+    s_fake_stop(&f);
+    cr_expect_eq(f.seen, 5);
+}
+
+Test(transport, broker_errors_and_stale_replies) {
+    s_fake_t f = {.count = 2, .stale = 1};
+    s_fake_start(&f);
+    nr_client_t *c = nr_client_new(f.endpoint, 5000);
+    nr_msg_t r;
+    nr_proto_msg_init(&r);
+    /* The stale NR_ENOTFOUND sent first is dropped; the real answer wins. */
+    cr_assert_eq(nr_client_status(c, "job-2", &r), 0, "%s", nr_client_error(c));
+    cr_expect_str_eq(nr_proto_kv_get(&r, "id"), "job-2");
+    cr_expect_eq(nr_client_status(c, "missing", &r), NR_ENOTFOUND);
+    cr_expect_str_eq(nr_client_error(c), "no job missing");
+    nr_proto_msg_clear(&r);
+    nr_client_destroy(&c);
+    s_fake_stop(&f);
+}
+
+Test(transport, lost_reply_times_out_and_reconnects) {
+    s_fake_t f = {.count = 3, .drop = 1};
+    s_fake_start(&f);
+    nr_client_t *c = nr_client_new(f.endpoint, 300);
+    nr_msg_t r;
+    nr_proto_msg_init(&r);
+    cr_expect_eq(nr_client_stats(c, &r), NR_ETIMEDOUT);
+    cr_expect(strstr(nr_client_error(c), f.endpoint), "%s", nr_client_error(c));
+    cr_expect(strstr(nr_client_error(c), "is narrator-broker running?"), "%s", nr_client_error(c));
+    nr_client_set_timeout(c, 5000);
+    cr_expect_eq(nr_client_stats(c, &r), 0, "%s", nr_client_error(c));
+    cr_expect_eq(nr_client_status(c, "job-3", &r), 0, "%s", nr_client_error(c));
+    cr_expect_str_eq(nr_proto_kv_get(&r, "id"), "job-3");
+    nr_proto_msg_clear(&r);
+    nr_client_destroy(&c);
+    s_fake_stop(&f);
+}
+
+Test(transport, busy_is_retried_when_asked) {
+    s_fake_t f = {.count = 4, .busy = 3};
+    s_fake_start(&f);
+    nr_client_t *c = nr_client_new(f.endpoint, 5000);
+    nr_msg_t r;
+    nr_proto_msg_init(&r);
+    cr_expect_eq(nr_client_submit(c, "b", "speech", NULL, 0, "hi", 2, &r), NR_EBUSY);
+    cr_expect_str_eq(nr_client_error(c), "queue full");
+    nr_client_set_busy_wait(c, 20000);
+    cr_expect_eq(nr_client_submit(c, "b", "speech", NULL, 0, "hi", 2, &r), 0, "%s",
+                 nr_client_error(c));
+    cr_expect_str_eq(nr_proto_kv_get(&r, "cmd"), "SUBMIT");
+    nr_proto_msg_clear(&r);
+    nr_client_destroy(&c);
+    s_fake_stop(&f);
+    cr_expect_eq(f.seen, 4);
+}
+
+Test(transport, undecodable_request_answer_with_seq_zero) {
+    s_fake_t f = {.count = 1, .seq0 = 1};
+    s_fake_start(&f);
+    nr_client_t *c = nr_client_new(f.endpoint, 5000);
+    nr_msg_t r;
+    nr_proto_msg_init(&r);
+    cr_expect_eq(nr_client_stats(c, &r), NR_EPROTO);
+    cr_expect_str_eq(nr_client_error(c), "cannot decode");
+    nr_proto_msg_clear(&r);
+    nr_client_destroy(&c);
+    s_fake_stop(&f);
+}
+
+Test(transport, nobody_listening_is_unreachable) {
+    /* Take a free port, then free it again: nothing listens there. */
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_ROUTER);
+    char ep[64];
+    size_t n = sizeof ep;
+    cr_assert_eq(zmq_bind(s, "tcp://127.0.0.1:*"), 0);
+    zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &n);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    nr_client_t *c = nr_client_new(ep, 300);
+    cr_assert_not_null(c);
+    nr_msg_t r;
+    nr_proto_msg_init(&r);
+    cr_expect_eq(nr_client_stats(c, &r), NR_ECONNECT);
+    char want[200];
+    snprintf(want, sizeof want, "cannot reach the broker at %s: is narrator-broker running?", ep);
+    cr_expect_str_eq(nr_client_error(c), want);
+    cr_expect_eq(nr_client_status(c, "x", &r), NR_ECONNECT, "a second try fails the same way");
+    nr_proto_msg_clear(&r);
+    nr_client_destroy(&c);
 }
