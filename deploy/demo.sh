@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The narrator demo, from a fresh checkout to spoken captions:
+#   1. installs the Debian packages (deploy/install-deps.sh),
+#   2. builds everything (cmake -B build, Release),
+#   3. gets five public-domain sample photos from Debian's python3-skimage
+#      package (apt-get download + dpkg -x, cached in .cache/),
+#   4. gets a captioning model (models/fetch.sh; without network it uses the
+#      project's tiny generated checkpoint, whose captions are random words),
+#   5. starts a local cluster (redis, broker, speech + vision + text workers),
+#   6. runs `narrate submit <photos> -o out/` and prints the captions and the
+#      paths of the WAV and JSON files.
+# The cluster is left running; the last lines say how to stop it.
+#
+# Environment: NARRATOR_BUILD_DIR (default build), NARRATOR_RUN_DIR (default
+# run), NARRATOR_OUT_DIR (default out), NARRATOR_JOBS (build jobs, default
+# the number of CPUs), NARRATOR_SKIP_DEPS=1 (do not run install-deps.sh),
+# NARRATOR_CLIENT_PORT / NARRATOR_WORKER_PORT / NARRATOR_REDIS_PORT (ports of
+# the local cluster: 5555, 5556, 6390).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+build_dir="${NARRATOR_BUILD_DIR:-$root/build}"
+run_dir="${NARRATOR_RUN_DIR:-$root/run}"
+out_dir="${NARRATOR_OUT_DIR:-$root/out}"
+cache="$root/.cache"
+jobs="${NARRATOR_JOBS:-$(nproc 2>/dev/null || echo 2)}"
+model_repo="nlpconnect/vit-gpt2-image-captioning"
+photos=(chelsea.png coffee.png astronaut.png rocket.jpg motorcycle_left.png)
+
+say() { printf '\n==> %s\n' "$*"; }
+
+say "1/6 Debian packages"
+if [ "${NARRATOR_SKIP_DEPS:-0}" = 1 ]; then
+  echo "skipped (NARRATOR_SKIP_DEPS=1)"
+else
+  deploy/install-deps.sh
+fi
+
+say "2/6 build ($build_dir, Release)"
+if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+  cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release
+fi
+cmake --build "$build_dir" -j "$jobs"
+
+say "3/6 sample photos"
+photo_dir="$cache/photos"
+mkdir -p "$photo_dir"
+have_all=1
+for p in "${photos[@]}"; do [ -s "$photo_dir/$p" ] || have_all=0; done
+if [ $have_all = 0 ]; then
+  deb_dir="$cache/debs"
+  mkdir -p "$deb_dir"
+  if ! ls "$deb_dir"/python3-skimage_*.deb >/dev/null 2>&1; then
+    (cd "$deb_dir" && apt-get download python3-skimage) ||
+      echo "could not download python3-skimage (apt-get update may help)"
+  fi
+  deb="$(ls "$deb_dir"/python3-skimage_*.deb 2>/dev/null | head -1 || true)"
+  if [ -n "$deb" ]; then
+    rm -rf "$cache/skimage-deb"
+    dpkg -x "$deb" "$cache/skimage-deb"
+    for p in "${photos[@]}"; do
+      src="$(find "$cache/skimage-deb" -path "*skimage/data/$p" | head -1)"
+      [ -n "$src" ] && cp "$src" "$photo_dir/$p"
+    done
+    rm -rf "$cache/skimage-deb"
+  fi
+fi
+inputs=()
+for p in "${photos[@]}"; do [ -s "$photo_dir/$p" ] && inputs+=("$photo_dir/$p"); done
+if [ ${#inputs[@]} -eq 0 ]; then
+  echo "no sample photos could be fetched; using the test images in tests/fixtures/images"
+  for f in "$root"/tests/fixtures/images/*.jpg "$root"/tests/fixtures/images/*.webp; do
+    case "$f" in *bad_*) continue ;; esac
+    [ -s "$f" ] && inputs+=("$f")
+  done
+fi
+printf '  %s\n' "${inputs[@]}"
+
+say "4/6 captioning model"
+model_dir="$root/models/cache/$model_repo"
+if [ -f "$model_dir/model.safetensors" ] && [ -f "$model_dir/config.json" ]; then
+  echo "using $model_dir"
+elif [ -x "$root/models/fetch.sh" ] && "$root/models/fetch.sh" "$model_repo" "$root/models/cache" &&
+  [ -f "$model_dir/config.json" ]; then
+  echo "fetched $model_repo into $model_dir"
+else
+  model_dir="$root/tests/fixtures/vit-gpt2-tiny"
+  echo "no network: using the project's own small generated checkpoint tests/fixtures/vit-gpt2-tiny;"
+  echo "captions will be random words"
+fi
+
+say "5/6 local cluster"
+bin="$build_dir/bin"
+deploy/local-cluster.sh start --run-dir "$run_dir" --build-dir "$build_dir" --model-dir "$model_dir" \
+  --workers "speech=2 vision=1 text=1"
+export NARRATOR_BROKER="tcp://127.0.0.1:${NARRATOR_CLIENT_PORT:-5555}"
+
+say "6/6 narrate"
+mkdir -p "$out_dir"
+if [ -x "$bin/narrator-worker-vision" ] && [ -x "$bin/narrator-worker-text" ]; then
+  echo "\$ narrate submit ${#inputs[@]} photos -o $out_dir"
+  status=0
+  "$bin/narrate" --timeout 120 submit "${inputs[@]}" -o "$out_dir" || status=$?
+  echo
+  echo "Captions:"
+  for f in "${inputs[@]}"; do
+    stem="$(basename "${f%.*}")"
+    if [ -f "$out_dir/$stem.txt" ]; then
+      printf '  %-22s "%s"\n' "$(basename "$f")" "$(cat "$out_dir/$stem.txt")"
+      printf '  %-22s %s\n' "" "$out_dir/$stem.wav"
+      printf '  %-22s %s\n' "" "$out_dir/$stem.json"
+    else
+      printf '  %-22s (no result; see the messages above)\n' "$(basename "$f")"
+    fi
+  done
+  [ $status -eq 0 ] || echo "narrate submit exited with $status (see narrate --help for exit codes)"
+else
+  echo "The vision and text workers are not built yet (no narrator-worker-vision /"
+  echo "narrator-worker-text in $bin), so images cannot be captioned; showing"
+  echo "the speech stage alone instead:"
+  text="Hello from narrator. This sentence went through the broker to a speech worker."
+  echo "\$ narrate speak \"$text\" -o $out_dir/hello.wav"
+  status=0
+  "$bin/narrate" --timeout 60 speak "$text" -o "$out_dir/hello.wav" || status=$?
+  [ $status -eq 0 ] && echo "  wrote $out_dir/hello.wav" || echo "narrate speak exited with $status"
+fi
+
+echo
+echo "The cluster is still running (logs in $run_dir/logs):"
+echo "  $bin/narrate stats                          queues and workers"
+echo "  deploy/local-cluster.sh status --run-dir $run_dir"
+echo "  deploy/local-cluster.sh stop --run-dir $run_dir    stop it"
+exit "$status"
