@@ -512,6 +512,7 @@ static void s_flush_done(nr_worker_t *self) {
         pthread_mutex_unlock(&self->mu);
         if (!it) return;
         char err[S_ERRLEN] = "";
+        atomic_fetch_add(&self->jobs_done, 1); /* before the send: a peer may look at once */
         int rc = nr_proto_send(self->sock, NULL, 0, &it->reply, err, sizeof err);
         if (rc && rc != NR_EIO && it->reply.cmd == NR_CMD_RESULT) {
             /* The result itself is not sendable (too big, bad kv): fail the job. */
@@ -522,7 +523,6 @@ static void s_flush_done(nr_worker_t *self) {
             rc = nr_proto_send(self->sock, NULL, 0, &it->reply, err, sizeof err);
         }
         if (rc) nr_log(NR_LOG_WARN, "job %s: reply lost: %s", it->job.id, *err ? err : nr_strerror(rc));
-        atomic_fetch_add(&self->jobs_done, 1);
         s_item_destroy(&it);
     }
 }
