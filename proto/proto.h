@@ -25,6 +25,7 @@
 #define NR_PROTO_BODY_MAX 262144    /* bytes in the MessagePack body */
 #define NR_PROTO_FRAMES_MAX 4       /* payload frames after the body */
 #define NR_PROTO_PAYLOAD_MAX (64u << 20) /* bytes in all payload frames together */
+#define NR_PROTO_FIELDS_MAX 32      /* keys in the body map, known and unknown */
 
 typedef enum {
     NR_CMD_NONE = 0,
@@ -85,13 +86,16 @@ void nr_proto_msg_init(nr_msg_t *self);
 /* Frees what the message owns and resets it; safe to call twice. */
 void nr_proto_msg_clear(nr_msg_t *self);
 
-/* Adds a copy of key/value; NR_ETOOBIG past the limits above. */
+/* Adds a copy of key/value; NR_ETOOBIG past the limits above. Keys are
+ * [A-Za-z0-9._:-] (else NR_EINVAL); adding a key already present replaces
+ * its value, since keys on the wire must be unique. */
 int nr_proto_kv_add(nr_msg_t *self, const char *key, const char *value);
 /* Value for key, or NULL. The pointer is the message's. */
 const char *nr_proto_kv_get(const nr_msg_t *self, const char *key);
 /* Adds a copy of a payload frame (size may be 0). */
 int nr_proto_frame_add(nr_msg_t *self, const void *data, size_t size);
-/* Adds a payload frame, taking ownership of *data (set to NULL). */
+/* Adds a payload frame, taking ownership of *data (set to NULL), even when
+ * it fails (then the data is freed). */
 int nr_proto_frame_take(nr_msg_t *self, uint8_t **data, size_t size);
 
 /* Encodes the body of `msg` (not its frames) into a malloc'd buffer the
@@ -113,7 +117,9 @@ int nr_proto_send(void *socket, const void *identity, size_t identity_size, cons
  * receive timeout). With a ROUTER socket pass an identity buffer (at least
  * 256 bytes) and receive its size. On a malformed message every part is
  * still read off the socket (nothing is left half-read), the identity is
- * still returned so the caller can answer, and the error is returned. */
+ * still returned so the caller can answer, and the error is returned.
+ * A receive timeout (ZMQ_RCVTIMEO) gives NR_ETIMEDOUT; other socket errors
+ * NR_EIO with errno kept. */
 int nr_proto_recv(void *socket, uint8_t *identity, size_t *identity_size, nr_msg_t *msg,
                   char *err, size_t errlen);
 
