@@ -79,10 +79,12 @@ void nr_cli_usage(FILE *out) {
         "\n"
         "Exit codes:\n"
         "  0  everything asked for is done\n"
-        "  1  some job failed or was cancelled (or its outputs could not be written)\n"
+        "  1  some job failed or was cancelled, its outputs could not be written, or\n"
+        "     (submit, speak) it sat at a stage no worker serves for over --timeout\n"
         "  2  usage error (bad command line, unreadable input)\n"
         "  3  cannot reach the broker\n"
-        "  4  timed out\n"
+        "  4  timed out: no answer from the broker, or `wait` gave up (its --timeout\n"
+        "     ran out, or no worker serves the job's stage for over --timeout)\n"
         "  5  no such job\n",
         out);
 }

@@ -4,11 +4,13 @@
  *
  * Exit codes of `narrate` (a script can rely on them):
  *   0  NR_EXIT_OK        everything asked for is done
- *   1  NR_EXIT_FAILED    some job failed (or was cancelled, or its outputs
- *                        could not be written)
+ *   1  NR_EXIT_FAILED    some job failed, was cancelled, its outputs could
+ *                        not be written, or (submit, speak) it sat at a stage
+ *                        no worker serves for longer than --timeout
  *   2  NR_EXIT_USAGE     bad command line or unreadable input files
  *   3  NR_EXIT_CONNECT   cannot reach the broker
- *   4  NR_EXIT_TIMEOUT   timed out (no answer, or `wait --timeout` ran out)
+ *   4  NR_EXIT_TIMEOUT   timed out: no answer from the broker, or `wait` gave
+ *                        up (its --timeout, or no worker serves the stage)
  *   5  NR_EXIT_NOTFOUND  no such job */
 #ifndef NR_CLIENT_CLI_H
 #define NR_CLIENT_CLI_H

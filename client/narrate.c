@@ -3,12 +3,16 @@
  * Exit codes (see client/cli.h, and `narrate --help`):
  *   0  everything asked for is done
  *   1  some job failed or was cancelled, or its outputs could not be written
+ *      (or no worker serves its stage, see below)
  *   2  usage error: bad command line, unreadable input files
  *   3  cannot reach the broker
- *   4  timed out: the broker did not answer, `wait --timeout` ran out, or a
- *      job sat at a stage no worker serves for longer than --timeout
- *      (`submit` counts such a job as failed instead: exit 1)
- *   5  no such job */
+ *   4  timed out: the broker did not answer, or `wait` gave up (its
+ *      --timeout ran out, or the job sat at a stage no worker serves for
+ *      longer than the global --timeout)
+ *   5  no such job
+ * `submit` and `speak` count a job that sits at a stage no worker serves for
+ * longer than --timeout as failed (exit 1), with the message "no worker
+ * serves stage vision (is narrator-worker-vision running?)". */
 #include "client/cli.h"
 #include "client/client.h"
 #include "client/files.h"
@@ -249,8 +253,9 @@ done:
 }
 
 /* Polls a job until it is final. Returns 0 with the final record in
- * `record`, or an error (NR_ETIMEDOUT for --timeout or a stage that no
- * worker serves) with a message in err. */
+ * `record`, or an error with a message in err: NR_ETIMEDOUT when limit_s
+ * (0 = none) ran out, NR_ENOWORKER when the job sat at a stage with no live
+ * worker for longer than --timeout, or the client's error. */
 static int s_wait_final(s_app_t *app, const char *id, long limit_s, nr_msg_t *record, char *err,
                         size_t errlen) {
     int64_t start = s_now_ms();
@@ -264,7 +269,7 @@ static int s_wait_final(s_app_t *app, const char *id, long limit_s, nr_msg_t *re
                       !strcmp(state, "cancelled")))
             return 0;
         if (s_noworker_check(&noworker, record, app->cli->timeout, err, errlen))
-            return NR_ETIMEDOUT;
+            return NR_ENOWORKER;
         if (limit_s > 0 && s_now_ms() - start >= limit_s * 1000)
             return nr_seterr(err, errlen, NR_ETIMEDOUT, "job %s is still %s after %ld s", id,
                              state ? state : "unknown", limit_s);
@@ -281,7 +286,7 @@ static int s_cmd_status(s_app_t *app) {
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int rc = nr_client_status(app->client, app->cli->id, &reply);
-    if (rc) s_errorf(app, "%s", nr_client_error(app->client));
+    if (rc) s_errorf(app, "job %s: %s", app->cli->id, nr_client_error(app->client));
     else s_print_kv(app, &reply);
     nr_proto_msg_clear(&reply);
     return s_exit_code(rc);
@@ -339,7 +344,8 @@ static int s_cmd_wait(s_app_t *app) {
     int code;
     if (rc) {
         s_errorf(app, "%s", err);
-        code = s_exit_code(rc);
+        /* `wait` only watches: a job nobody serves is a wait that gave up. */
+        code = rc == NR_ENOWORKER ? NR_EXIT_TIMEOUT : s_exit_code(rc);
     } else {
         code = s_report_final(app, app->cli->id, &record);
     }
@@ -354,7 +360,7 @@ static int s_cmd_get(s_app_t *app) {
     int code = NR_EXIT_OK;
     int rc = nr_client_status(app->client, app->cli->id, &record);
     if (rc) {
-        s_errorf(app, "%s", nr_client_error(app->client));
+        s_errorf(app, "job %s: %s", app->cli->id, nr_client_error(app->client));
         code = s_exit_code(rc);
         goto done;
     }
@@ -473,8 +479,8 @@ static void s_draw_bar(s_run_t *run) {
     for (size_t i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
     bar[width] = '\0';
     double secs = (double)(s_now_ms() - run->started) / 1000.0;
-    fprintf(stderr, "\r\033[K[%s] %zu/%zu done %zu failed %zu in flight  %.0fs", bar, finished,
-            run->n, run->failed, run->inflight, secs);
+    fprintf(stderr, "\r\033[K[%s] %zu/%zu  (%zu done, %zu failed, %zu in flight)  %.0fs", bar,
+            finished, run->n, run->done, run->failed, run->inflight, secs);
     fflush(stderr);
     app->bar_drawn = 1;
 }
