@@ -172,9 +172,23 @@ static void s_jpeg_emit_message(j_common_ptr cinfo, int level) {
     if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) s_jpeg_error_exit(cinfo);
 }
 
+/* A progressive JPEG can hold thousands of tiny scans that each re-walk
+ * the whole image (a CPU bomb); libjpeg-turbo's advice is to cap them. */
+#define S_JPEG_MAX_SCANS 1000
+
+static void s_jpeg_progress(j_common_ptr cinfo) {
+    j_decompress_ptr d = (j_decompress_ptr)cinfo;
+    if (d->input_scan_number > S_JPEG_MAX_SCANS) {
+        s_jpeg_err_t *e = (s_jpeg_err_t *)cinfo->err;
+        snprintf(e->msg, sizeof(e->msg), "more than %d progressive scans", S_JPEG_MAX_SCANS);
+        longjmp(e->jmp, 1);
+    }
+}
+
 static int s_decode_jpeg(const unsigned char *data, size_t size, const nr_image_params_t *p, nr_image_t **out,
                          char *err, size_t errlen) {
     struct jpeg_decompress_struct cinfo;
+    struct jpeg_progress_mgr progress;
     s_jpeg_err_t jerr;
     /* volatile: modified between setjmp and a possible longjmp. */
     nr_image_t *volatile img = NULL;
@@ -191,6 +205,9 @@ static int s_decode_jpeg(const unsigned char *data, size_t size, const nr_image_
         goto done;
     }
     jpeg_create_decompress(&cinfo);
+    memset(&progress, 0, sizeof(progress));
+    progress.progress_monitor = s_jpeg_progress;
+    cinfo.progress = &progress;
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
     jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(&cinfo, TRUE);
