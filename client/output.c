@@ -33,6 +33,21 @@ static size_t s_utf8_len(const unsigned char *s, uint32_t *cp_out) {
     return n;
 }
 
+/* Non-ASCII code points kept in file names: not C1 controls, NBSP or soft
+ * hyphen, not the spaces, zero-width and bidirectional controls of General
+ * Punctuation (U+202E could make "gpj.exe" look like "exe.jpg"), not
+ * variation selectors, BOM, private use or specials. */
+static int s_cp_ok(uint32_t cp) {
+    if (cp < 0xA1 || cp == 0xAD) return 0;
+    if (cp >= 0x2000 && cp <= 0x206F) return 0;
+    if (cp == 0x3000 || cp == 0xFEFF) return 0;
+    if (cp >= 0xFE00 && cp <= 0xFE0F) return 0;
+    if (cp >= 0xE000 && cp <= 0xF8FF) return 0;
+    if (cp >= 0xFFF0 && cp <= 0xFFFF) return 0;
+    if (cp >= 0xE0000) return 0; /* tags, variation selectors supplement, private use */
+    return 1;
+}
+
 int nr_output_stem(const char *path, char *out, size_t size) {
     if (!out || size <= NR_OUTPUT_STEM_MAX) return NR_EINVAL;
     if (!path) path = "";
@@ -53,14 +68,14 @@ int nr_output_stem(const char *path, char *out, size_t size) {
         uint32_t cp = 0;
         int keep;
         if (c < 0x80) {
-            keep = isalnum(c) || c == '-' || c == '_' || c == '.';
+            keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '-' || c == '_' || c == '.';
         } else {
             len = s_utf8_len(s + i, &cp);
-            /* Keep letters beyond ASCII, not C1 controls or NBSP. */
-            keep = len > 0 && i + len <= stop && cp >= 0xA1;
-            if (!keep) len = 1;
+            if (len == 0 || i + len > stop) len = 1; /* invalid: one '_' per byte */
+            keep = len > 1 && s_cp_ok(cp);
         }
-        if (n + len > NR_OUTPUT_STEM_MAX) break;
+        if (n + (keep ? len : 1) > NR_OUTPUT_STEM_MAX) break;
         if (keep) {
             memcpy(out + n, s + i, len);
             n += len;

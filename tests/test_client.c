@@ -412,13 +412,15 @@ Test(output, stems) {
     s_stem("..\\..\\win.jpg", "_._.._win");
     s_stem("caf\xc3\xa9.jpg", "caf\xc3\xa9");                /* UTF-8 kept */
     s_stem("\xff\xfe\xc3.jpg", "___");                         /* invalid UTF-8 */
-    s_stem("\xe2\x80\xae" "gpj.exe", "\xe2\x80\xae" "gpj");    /* U+202E is printable UTF-8 */
+    s_stem("\xe2\x80\xae" "gpj.exe", "_gpj");        /* U+202E, right-to-left override */
+    s_stem("a\xe2\x80\x8b" "b.png", "a_b");           /* U+200B, zero width space */
+    s_stem("\xe6\x97\xa5\xe6\x9c\xac.jpg", "\xe6\x97\xa5\xe6\x9c\xac"); /* CJK kept */
 }
 
 Test(output, stems_are_always_safe) {
     const char *evil[] = {"..", "../..", "/", "//", "./.", "a/../../b", "/etc/passwd",
                           "..%2f..%2fx.jpg", "-rf.jpg", "~/.ssh/id_rsa", "\x01\x02.png",
-                          "a\xc0\xaf" "b.png", "nul\\..\\x", ".jpg", "..jpg", " .png"};
+                          "a\300\257b.png", "nul\\..\\x", ".jpg", "..jpg", " .png"};
     for (size_t i = 0; i < sizeof evil / sizeof evil[0]; i++) {
         char out[NR_OUTPUT_STEM_MAX + 1];
         cr_assert_eq(nr_output_stem(evil[i], out, sizeof out), 0);
