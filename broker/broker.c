@@ -392,6 +392,11 @@ static void s_on_ready(nr_broker_t *self, const uint8_t *identity, size_t size, 
  * answer is current, NULL (logged) when it is stale. */
 static nr_broker_job_t *s_take_answer(nr_broker_t *self, nr_broker_worker_t *w,
                                       const nr_msg_t *msg) {
+    if (strcmp(msg->stage, w->stage->name)) {
+        nr_log(NR_LOG_WARN, "%s for job %s names stage %s but worker %s serves %s: dropped",
+               nr_proto_cmd_name(msg->cmd), msg->id, msg->stage, w->label, w->stage->name);
+        return NULL;
+    }
     nr_broker_lease_t *l = nr_broker_worker_find_lease(w, msg->id, msg->attempt);
     nr_broker_job_t *job = l ? l->job : NULL;
     if (l) nr_broker_worker_drop_lease(w, l);

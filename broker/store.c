@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #define S_BACKOFF_MIN_MS 1000
 #define S_BACKOFF_MAX_MS 32000
@@ -31,12 +30,6 @@ typedef struct {
     char bufs[160][96]; /* storage for formatted numbers and keys */
     int argc;
 } s_cmd_t;
-
-static int64_t s_now_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 static void s_arg(s_cmd_t *c, const void *data, size_t len) {
     if (c->argc >= 160) return;
@@ -95,13 +88,12 @@ static int s_down(nr_store_t *self, const char *what) {
     if (self->ctx) {
         snprintf(self->err, sizeof self->err, "%s: %s", what,
                  self->ctx->errstr[0] ? self->ctx->errstr : "connection lost");
-        nr_log(NR_LOG_ERROR, "redis %s:%ld unreachable (%s); retrying in %" PRId64 " ms, "
-               "SUBMIT refused meanwhile", self->params.host, self->params.port, self->err,
-               self->backoff_ms);
+        nr_log(NR_LOG_ERROR, "redis %s:%ld unreachable (%s); retrying with backoff, "
+               "SUBMIT refused meanwhile", self->params.host, self->params.port, self->err);
         redisFree(self->ctx);
         self->ctx = NULL;
     }
-    self->retry_ms = s_now_ms() + self->backoff_ms;
+    self->retry_ms = 0; /* maintain() schedules the reconnect on its clock */
     return NR_EREDIS;
 }
 
@@ -172,16 +164,22 @@ int nr_store_connect(nr_store_t *self) {
     if (!self->checked) s_check_config(self);
     return self->ctx ? 0 : NR_EREDIS;
 err:
-    nr_log(NR_LOG_ERROR, "redis unreachable: %s; retrying in %" PRId64 " ms", self->err,
-           self->backoff_ms);
-    self->retry_ms = s_now_ms() + self->backoff_ms;
-    self->backoff_ms = self->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS
-                                                               : self->backoff_ms * 2;
+    nr_log(NR_LOG_ERROR, "redis unreachable: %s; retrying in %" PRId64 " ms (SUBMIT refused "
+           "meanwhile)", self->err, self->backoff_ms);
+    self->retry_ms = 0;
     return NR_EREDIS;
 }
 
 int nr_store_maintain(nr_store_t *self, int64_t now) {
-    if (self->ctx || now < self->retry_ms) return 0;
+    if (self->ctx) return 0;
+    if (self->retry_ms == 0) {
+        self->retry_ms = now + self->backoff_ms;
+        self->backoff_ms = self->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS
+                                                                   : self->backoff_ms * 2;
+        return 0;
+    }
+    if (now < self->retry_ms) return 0;
+    self->retry_ms = 0;
     return nr_store_connect(self) == 0 ? 1 : 0;
 }
 

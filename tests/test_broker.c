@@ -1,0 +1,879 @@
+/* Tests of the broker logic (nr_broker_core): dispatch by credit, leases,
+ * attempts, retries, deadlines, cancel, bounds, resubmission, malformed
+ * input; without sockets (messages are captured from the send callback and
+ * time is passed in). The store tests run against a real redis-server. */
+#include "broker/broker.h"
+#include "broker/job.h"
+#include "broker/queue.h"
+#include "broker/store.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "proto/proto.h"
+#include "tests/harness.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- capture of what the broker sends ---- */
+
+#define S_CAP_MAX 512
+
+typedef struct {
+    nr_broker_side_t side;
+    char peer[64];
+    nr_msg_t msg;
+} s_sent_t;
+
+static s_sent_t s_sent[S_CAP_MAX];
+static int s_nsent;
+
+static void s_sent_clear(void) {
+    for (int i = 0; i < s_nsent; i++) nr_proto_msg_clear(&s_sent[i].msg);
+    s_nsent = 0;
+}
+
+static int s_capture(void *ctx, nr_broker_side_t side, const uint8_t *identity, size_t size,
+                     const nr_msg_t *msg) {
+    (void)ctx;
+    cr_assert_lt(s_nsent, S_CAP_MAX);
+    s_sent_t *o = &s_sent[s_nsent++];
+    o->side = side;
+    snprintf(o->peer, sizeof o->peer, "%.*s", (int)size, (const char *)identity);
+    o->msg = *msg;
+    o->msg.kv = NULL;
+    o->msg.kv_len = 0;
+    memset(o->msg.frames, 0, sizeof o->msg.frames);
+    o->msg.frames_len = 0;
+    for (uint32_t i = 0; i < msg->kv_len; i++) nr_proto_kv_add(&o->msg, msg->kv[i].key, msg->kv[i].value);
+    for (uint32_t i = 0; i < msg->frames_len; i++)
+        nr_proto_frame_add(&o->msg, msg->frames[i].data, msg->frames[i].size);
+    return 0;
+}
+
+/* The last message of cmd sent to peer (NULL: any peer), or NULL. */
+static nr_msg_t *s_last(const char *peer, nr_cmd_t cmd) {
+    for (int i = s_nsent - 1; i >= 0; i--)
+        if (s_sent[i].msg.cmd == cmd && (!peer || !strcmp(s_sent[i].peer, peer)))
+            return &s_sent[i].msg;
+    return NULL;
+}
+
+static int s_count(const char *peer, nr_cmd_t cmd) {
+    int n = 0;
+    for (int i = 0; i < s_nsent; i++)
+        if (s_sent[i].msg.cmd == cmd && (!peer || !strcmp(s_sent[i].peer, peer))) n++;
+    return n;
+}
+
+static const char *s_kv(const nr_msg_t *m, const char *key) {
+    const char *v = m ? nr_proto_kv_get(m, key) : NULL;
+    return v ? v : "";
+}
+
+/* ---- driving the broker ---- */
+
+static nr_broker_t *s_new(nr_store_t *store, void (*tweak)(nr_broker_params_t *)) {
+    nr_broker_params_t p;
+    nr_broker_default_params(&p);
+    p.seed = 42;
+    p.retry_backoff_ms = 100;
+    p.retry_backoff_max_ms = 400;
+    if (tweak) tweak(&p);
+    char err[256];
+    nr_broker_t *b = nr_broker_new(&p, store, s_capture, NULL, err, sizeof err);
+    cr_assert_not_null(b, "%s", err);
+    return b;
+}
+
+static void s_ready(nr_broker_t *b, const char *w, const char *stage, uint32_t cap, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_READY;
+    snprintf(m.stage, sizeof m.stage, "%s", stage);
+    snprintf(m.name, sizeof m.name, "%s", w);
+    m.capacity = cap;
+    nr_broker_worker_message(b, (const uint8_t *)w, strlen(w), &m, now);
+    nr_proto_msg_clear(&m);
+}
+
+static void s_worker_cmd(nr_broker_t *b, const char *w, nr_cmd_t cmd, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = cmd;
+    nr_broker_worker_message(b, (const uint8_t *)w, strlen(w), &m, now);
+    nr_proto_msg_clear(&m);
+}
+
+/* Submits and returns the REPLY (valid until the next s_sent_clear). */
+static nr_msg_t *s_submit_opts(nr_broker_t *b, const char *id, const char *route,
+                               const char *input, const char *opt_key, const char *opt_value,
+                               int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_SUBMIT;
+    m.seq = 7;
+    snprintf(m.id, sizeof m.id, "%s", id);
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", route);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        snprintf(m.route[m.route_len++], sizeof m.route[0], "%s", t);
+    if (opt_key) nr_proto_kv_add(&m, opt_key, opt_value);
+    if (input) nr_proto_frame_add(&m, input, strlen(input));
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
+    nr_proto_msg_clear(&m);
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_not_null(rep);
+    cr_assert_eq(rep->seq, 7u);
+    return rep;
+}
+
+static nr_msg_t *s_submit(nr_broker_t *b, const char *id, const char *route, const char *input,
+                          int64_t now) {
+    return s_submit_opts(b, id, route, input, NULL, NULL, now);
+}
+
+static nr_msg_t *s_client(nr_broker_t *b, nr_cmd_t cmd, const char *id, const char *stage,
+                          int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = cmd;
+    m.seq = 9;
+    if (id) snprintf(m.id, sizeof m.id, "%s", id);
+    if (stage) snprintf(m.stage, sizeof m.stage, "%s", stage);
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
+    nr_proto_msg_clear(&m);
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_not_null(rep);
+    cr_assert_eq(rep->seq, 9u);
+    return rep;
+}
+
+static void s_result(nr_broker_t *b, const char *w, const char *id, const char *stage,
+                     uint32_t attempt, const char *output, const char *key, const char *value,
+                     int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_RESULT;
+    snprintf(m.id, sizeof m.id, "%s", id);
+    snprintf(m.stage, sizeof m.stage, "%s", stage);
+    m.attempt = attempt;
+    if (key) nr_proto_kv_add(&m, key, value);
+    nr_proto_frame_add(&m, output, strlen(output));
+    nr_broker_worker_message(b, (const uint8_t *)w, strlen(w), &m, now);
+    nr_proto_msg_clear(&m);
+}
+
+static void s_fail(nr_broker_t *b, const char *w, const char *id, const char *stage,
+                   uint32_t attempt, int code, int retry, const char *message, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_FAIL;
+    snprintf(m.id, sizeof m.id, "%s", id);
+    snprintf(m.stage, sizeof m.stage, "%s", stage);
+    m.attempt = attempt;
+    m.code = code;
+    m.retry = retry;
+    snprintf(m.message, sizeof m.message, "%s", message);
+    nr_broker_worker_message(b, (const uint8_t *)w, strlen(w), &m, now);
+    nr_proto_msg_clear(&m);
+}
+
+static long s_credit(nr_broker_t *b, const char *w) {
+    return nr_broker_worker_credit_of(b, (const uint8_t *)w, strlen(w));
+}
+
+static void s_setup(void) { nr_log_set_level("error"); }
+static void s_teardown(void) { s_sent_clear(); }
+
+TestSuite(broker, .init = s_setup, .fini = s_teardown);
+
+/* ---- logic without a store ---- */
+
+Test(broker, route_parse_and_record) {
+    nr_broker_job_t *j = nr_broker_job_new("j1");
+    cr_assert_eq(nr_broker_job_parse_route(j, "vision,text,speech"), 0);
+    cr_assert_eq(j->route_len, 3u);
+    cr_assert_str_eq(nr_broker_job_stage(j), "vision");
+    cr_assert_eq(nr_broker_job_parse_route(j, ""), NR_EINVAL);
+    cr_assert_eq(nr_broker_job_parse_route(j, "Vision"), NR_EINVAL);
+    cr_assert_eq(nr_broker_job_parse_route(j, "a,,b"), NR_EINVAL);
+    cr_assert_eq(nr_broker_job_parse_route(j, "a,b,c,d,e,f,g,h,i"), NR_EINVAL);
+    cr_assert_eq(nr_broker_job_set(j, "opt.voice", "kal"), 0);
+    cr_assert_eq(nr_broker_job_set(j, "opt.voice", "awb"), 0);
+    cr_assert_str_eq(nr_broker_job_get(j, "opt.voice"), "awb");
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    nr_broker_job_record(j, &m, 2);
+    cr_assert_str_eq(s_kv(&m, "state"), "queued");
+    cr_assert_str_eq(s_kv(&m, "stage_workers"), "2");
+    cr_assert_str_eq(s_kv(&m, "opt.voice"), "awb");
+    nr_proto_msg_clear(&m);
+    nr_broker_job_destroy(&j);
+    nr_broker_job_destroy(&j);
+}
+
+Test(broker, job_table_grows_and_removes) {
+    nr_broker_jobs_t *t = nr_broker_jobs_new();
+    char id[32];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof id, "job-%d", i);
+        cr_assert_eq(nr_broker_jobs_add(t, nr_broker_job_new(id)), 0);
+    }
+    cr_assert_eq(nr_broker_jobs_count(t), 1000u);
+    nr_broker_job_t *dup = nr_broker_job_new("job-5");
+    cr_assert_eq(nr_broker_jobs_add(t, dup), NR_EINVAL);
+    nr_broker_job_destroy(&dup);
+    nr_broker_job_t *j = nr_broker_jobs_find(t, "job-500");
+    cr_assert_not_null(j);
+    nr_broker_jobs_remove(t, j);
+    nr_broker_job_destroy(&j);
+    cr_assert_null(nr_broker_jobs_find(t, "job-500"));
+    cr_assert_not_null(nr_broker_jobs_find(t, "job-999"));
+    cr_assert_eq(nr_broker_jobs_count(t), 999u);
+    nr_broker_jobs_destroy(&t);
+    nr_broker_jobs_destroy(&t);
+}
+
+Test(broker, worker_credit_and_leases) {
+    nr_broker_worker_t *w = nr_broker_worker_new((const uint8_t *)"w", 1, "w", 2);
+    nr_broker_job_t *a = nr_broker_job_new("a"), *b = nr_broker_job_new("b");
+    cr_assert_eq(nr_broker_worker_credit(w), 2u);
+    cr_assert_eq(nr_broker_worker_add_lease(w, a, 1, 100), 0);
+    cr_assert_eq(nr_broker_worker_add_lease(w, b, 1, 100), 0);
+    cr_assert_eq(nr_broker_worker_credit(w), 0u);
+    cr_assert_eq(nr_broker_worker_add_lease(w, a, 2, 100), NR_EBUSY);
+    cr_assert_null(nr_broker_worker_find_lease(w, "a", 2));
+    nr_broker_worker_revoke(w, a);
+    nr_broker_lease_t *l = nr_broker_worker_find_lease(w, "a", 1);
+    cr_assert_not_null(l);
+    cr_assert_null(l->job, "revoked lease keeps its slot without the job");
+    cr_assert_eq(nr_broker_worker_credit(w), 0u);
+    nr_broker_worker_drop_lease(w, l);
+    cr_assert_eq(nr_broker_worker_credit(w), 1u);
+    cr_assert_eq(nr_broker_worker_find_lease(w, "b", 1)->job, b);
+    cr_assert_null(nr_broker_worker_new((const uint8_t *)"w", 1, "w", 0));
+    nr_broker_worker_destroy(&w);
+    nr_broker_worker_destroy(&w);
+    nr_broker_job_destroy(&a);
+    nr_broker_job_destroy(&b);
+}
+
+Test(broker, dispatch_by_credit_and_route_moves_output_to_next_stage) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "v1", "vision", 2, 0);
+    s_ready(b, "t1", "text", 1, 0);
+    for (int i = 0; i < 3; i++) {
+        char id[16], in[16];
+        snprintf(id, sizeof id, "j%d", i);
+        snprintf(in, sizeof in, "image-%d", i);
+        nr_msg_t *rep = s_submit_opts(b, id, "vision,text", in, "num_beams", "4", 1);
+        cr_assert_eq(rep->code, 0, "%s", rep->message);
+        cr_assert_str_eq(s_kv(rep, "state"), "queued");
+        cr_assert_str_eq(s_kv(rep, "opt.num_beams"), "4");
+    }
+    /* Capacity 2: two jobs out, one waits. */
+    cr_assert_eq(s_count("v1", NR_CMD_JOB), 2);
+    cr_assert_eq(s_credit(b, "v1"), 0);
+    cr_assert_eq(nr_broker_queued(b, "vision"), 1u);
+    nr_msg_t *job = s_last("v1", NR_CMD_JOB);
+    cr_assert_str_eq(job->stage, "vision");
+    cr_assert_eq(job->attempt, 1u);
+    cr_assert_eq(job->deadline_ms, 60000u);
+    cr_assert_str_eq(s_kv(job, "num_beams"), "4", "options travel without the opt. prefix");
+    cr_assert_eq(job->frames_len, 1u);
+    char first[NR_PROTO_ID_MAX + 1];
+    snprintf(first, sizeof first, "%s", s_sent[1].msg.id);
+    cr_assert_eq(s_sent[1].msg.cmd, NR_CMD_JOB);
+
+    /* The result frees credit (third job goes out) and moves to text. */
+    s_result(b, "v1", first, "vision", 1, "STATES", "model", "vit", 5);
+    cr_assert_eq(s_count("v1", NR_CMD_JOB), 3);
+    nr_msg_t *tj = s_last("t1", NR_CMD_JOB);
+    cr_assert_not_null(tj);
+    cr_assert_str_eq(tj->id, first);
+    cr_assert_str_eq(tj->stage, "text");
+    cr_assert_eq(tj->attempt, 1u);
+    cr_assert_eq(tj->frames[0].size, 6u);
+    cr_assert_eq(memcmp(tj->frames[0].data, "STATES", 6), 0);
+    s_result(b, "t1", first, "text", 1, "a cat", "caption", "a cat", 6);
+
+    nr_msg_t *st = s_client(b, NR_CMD_STATUS, first, NULL, 7);
+    cr_assert_eq(st->code, 0);
+    cr_assert_str_eq(s_kv(st, "state"), "done");
+    cr_assert_str_eq(s_kv(st, "stage"), "text");
+    cr_assert_str_eq(s_kv(st, "text.caption"), "a cat");
+    cr_assert_str_eq(s_kv(st, "vision.model"), "vit");
+    cr_assert_str_eq(s_kv(st, "vision.attempts"), "1");
+    cr_assert_str_eq(s_kv(st, "route"), "vision,text");
+    nr_msg_t *f = s_client(b, NR_CMD_FETCH, first, "vision", 8);
+    cr_assert_eq(f->code, 0, "%s", f->message);
+    cr_assert_eq(f->frames_len, 1u);
+    cr_assert_eq(memcmp(f->frames[0].data, "STATES", 6), 0);
+    f = s_client(b, NR_CMD_FETCH, first, "text", 8);
+    cr_assert_eq(memcmp(f->frames[0].data, "a cat", 5), 0);
+    f = s_client(b, NR_CMD_FETCH, first, "speech", 8);
+    cr_assert_eq(f->code, NR_ENOTFOUND);
+
+    nr_msg_t *stats = s_client(b, NR_CMD_STATS, NULL, NULL, 9);
+    cr_assert_str_eq(s_kv(stats, "queue.vision"), "0");
+    cr_assert_str_eq(s_kv(stats, "running.vision"), "2");
+    cr_assert_str_eq(s_kv(stats, "workers.vision"), "1");
+    cr_assert_str_eq(s_kv(stats, "workers.text"), "1");
+    cr_assert_str_eq(s_kv(stats, "jobs.done"), "1");
+    cr_assert_str_eq(s_kv(stats, "jobs.running"), "2");
+    nr_broker_destroy(&b);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, status_reports_stage_workers_zero_when_nobody_serves) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_submit(b, "x", "vision", "img", 0);
+    nr_msg_t *st = s_client(b, NR_CMD_STATUS, "x", NULL, 1);
+    cr_assert_str_eq(s_kv(st, "stage_workers"), "0");
+    cr_assert_str_eq(s_kv(st, "state"), "queued");
+    st = s_client(b, NR_CMD_STATUS, "nope", NULL, 1);
+    cr_assert_eq(st->code, NR_ENOTFOUND);
+    /* A worker arriving later gets the queued job. */
+    s_ready(b, "v", "vision", 1, 2);
+    cr_assert_eq(s_count("v", NR_CMD_JOB), 1);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, stale_and_unknown_answers_are_dropped) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "w", "speech", 1, 0);
+    s_submit(b, "s1", "speech", "hello", 0);
+    cr_assert_eq(s_count("w", NR_CMD_JOB), 1);
+    /* Wrong attempt: dropped, job still running. */
+    s_result(b, "w", "s1", "speech", 7, "WAV", NULL, NULL, 1);
+    cr_assert_eq(nr_broker_find_job(b, "s1")->state, NR_JOB_RUNNING);
+    cr_assert_eq(s_credit(b, "w"), 0);
+    /* Unknown id and wrong stage: dropped. */
+    s_result(b, "w", "zz", "speech", 1, "WAV", NULL, NULL, 1);
+    s_result(b, "w", "s1", "text", 1, "WAV", NULL, NULL, 1);
+    cr_assert_eq(nr_broker_find_job(b, "s1")->state, NR_JOB_RUNNING);
+    /* From a worker that never said READY: told to DISCONNECT, no effect. */
+    s_result(b, "ghost", "s1", "speech", 1, "WAV", NULL, NULL, 1);
+    cr_assert_eq(s_count("ghost", NR_CMD_DISCONNECT), 1);
+    cr_assert_eq(nr_broker_find_job(b, "s1")->state, NR_JOB_RUNNING);
+    s_result(b, "w", "s1", "speech", 1, "WAV", NULL, NULL, 2);
+    cr_assert_eq(nr_broker_find_job(b, "s1")->state, NR_JOB_DONE);
+    /* A duplicate of the accepted result changes nothing. */
+    s_result(b, "w", "s1", "speech", 1, "OTHER", NULL, NULL, 3);
+    nr_msg_t *f = s_client(b, NR_CMD_FETCH, "s1", "speech", 4);
+    cr_assert_eq(memcmp(f->frames[0].data, "WAV", 3), 0);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, missed_heartbeats_requeue_then_attempts_exhausted) {
+    nr_broker_t *b = s_new(NULL, NULL); /* heartbeat 1000 ms x 3, max 3 attempts */
+    s_submit(b, "h", "vision", "img", 0);
+    int64_t now = 0;
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        char w[16];
+        snprintf(w, sizeof w, "w%d", attempt);
+        now += 1000; /* past any backoff */
+        s_ready(b, w, "vision", 1, now);
+        nr_broker_tick(b, now);
+        nr_msg_t *job = s_last(w, NR_CMD_JOB);
+        cr_assert_not_null(job, "attempt %d dispatched", attempt);
+        cr_assert_eq(job->attempt, (uint32_t)attempt);
+        /* The broker heartbeats the worker while it is silent. */
+        nr_broker_tick(b, now + 1000);
+        cr_assert_geq(s_count(w, NR_CMD_HEARTBEAT), 1);
+        now += 3001; /* 3 heartbeats missed */
+        nr_broker_tick(b, now);
+        cr_assert_eq(nr_broker_workers(b, "vision"), 0u, "worker %s buried", w);
+    }
+    nr_msg_t *st = s_client(b, NR_CMD_STATUS, "h", NULL, now);
+    cr_assert_str_eq(s_kv(st, "state"), "failed");
+    cr_assert_str_eq(s_kv(st, "error"), "attempts_exhausted");
+    cr_assert(strstr(s_kv(st, "error_message"), "unreachable"), "last error kept: %s",
+              s_kv(st, "error_message"));
+    cr_assert_str_eq(s_kv(st, "attempts"), "3");
+    nr_broker_destroy(&b);
+}
+
+Test(broker, heartbeats_keep_a_busy_worker_alive) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "w", "text", 1, 0);
+    s_submit(b, "t", "text", "states", 0);
+    for (int64_t now = 500; now < 10000; now += 500) {
+        s_worker_cmd(b, "w", NR_CMD_HEARTBEAT, now);
+        nr_broker_tick(b, now);
+    }
+    cr_assert_eq(nr_broker_workers(b, "text"), 1u);
+    cr_assert_eq(nr_broker_find_job(b, "t")->state, NR_JOB_RUNNING);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, disconnect_requeues_to_another_worker_with_backoff) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "a", "speech", 1, 0);
+    s_submit(b, "d", "speech", "hi", 0);
+    cr_assert_eq(s_count("a", NR_CMD_JOB), 1);
+    s_ready(b, "b", "speech", 1, 10);
+    s_worker_cmd(b, "a", NR_CMD_DISCONNECT, 20);
+    /* Backoff (50..100 ms at attempt 1): not yet. */
+    nr_broker_tick(b, 21);
+    cr_assert_eq(s_count("b", NR_CMD_JOB), 0);
+    nr_broker_job_t *j = nr_broker_find_job(b, "d");
+    cr_assert_eq(j->state, NR_JOB_QUEUED);
+    cr_assert_eq(j->error, NR_ECONNECT);
+    cr_assert_geq(j->ready_ms, 20 + 50);
+    cr_assert_leq(j->ready_ms, 20 + 100);
+    nr_broker_tick(b, 200);
+    nr_msg_t *job = s_last("b", NR_CMD_JOB);
+    cr_assert_not_null(job);
+    cr_assert_eq(job->attempt, 2u);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, deadline_requeues_and_late_result_is_dropped) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "slow", "vision", 1, 0);
+    s_submit(b, "dl", "vision", "img", 0);
+    s_ready(b, "fast", "vision", 1, 0);
+    /* Keep both alive past the 60 s deadline. */
+    int64_t now = 0;
+    for (; now <= 61500; now += 500) {
+        s_worker_cmd(b, "slow", NR_CMD_HEARTBEAT, now);
+        s_worker_cmd(b, "fast", NR_CMD_HEARTBEAT, now);
+        nr_broker_tick(b, now);
+    }
+    nr_broker_job_t *j = nr_broker_find_job(b, "dl");
+    nr_msg_t *job = s_last("fast", NR_CMD_JOB);
+    cr_assert_not_null(job, "requeued after the deadline and sent to the free worker");
+    cr_assert_eq(job->attempt, 2u);
+    cr_assert_str_eq(nr_errname(j->error), "deadline_exceeded");
+    /* The slow worker's slot stays taken until it answers. */
+    cr_assert_eq(s_credit(b, "slow"), 0);
+    s_result(b, "slow", "dl", "vision", 1, "LATE", NULL, NULL, now);
+    cr_assert_eq(j->state, NR_JOB_RUNNING, "late result of attempt 1 dropped");
+    cr_assert_eq(s_credit(b, "slow"), 1);
+    s_result(b, "fast", "dl", "vision", 2, "GOOD", NULL, NULL, now + 1);
+    cr_assert_eq(j->state, NR_JOB_DONE);
+    nr_msg_t *f = s_client(b, NR_CMD_FETCH, "dl", "vision", now + 2);
+    cr_assert_eq(memcmp(f->frames[0].data, "GOOD", 4), 0);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, fail_without_retry_fails_at_once_with_its_code) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "v", "vision", 1, 0);
+    s_submit(b, "bad", "vision,text,speech", "not an image", 0);
+    s_fail(b, "v", "bad", "vision", 1, NR_ENOTIMAGE, 0, "no JPEG/PNG/WebP signature", 1);
+    nr_msg_t *st = s_client(b, NR_CMD_STATUS, "bad", NULL, 2);
+    cr_assert_str_eq(s_kv(st, "state"), "failed");
+    cr_assert_str_eq(s_kv(st, "error"), "not_an_image");
+    cr_assert_str_eq(s_kv(st, "error_message"), "no JPEG/PNG/WebP signature");
+    cr_assert_str_eq(s_kv(st, "attempts"), "1");
+    cr_assert_eq(s_credit(b, "v"), 1);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, retryable_fail_retries_then_exhausts) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "v", "vision", 1, 0);
+    s_submit(b, "r", "vision", "img", 0);
+    int64_t now = 0;
+    for (uint32_t a = 1; a <= 3; a++) {
+        nr_msg_t *job = s_last("v", NR_CMD_JOB);
+        cr_assert_eq(job->attempt, a);
+        s_fail(b, "v", "r", "vision", a, NR_EDEVICE, 1, "cuda out of memory", now);
+        now += 1000;
+        s_worker_cmd(b, "v", NR_CMD_HEARTBEAT, now);
+        nr_broker_tick(b, now);
+    }
+    nr_msg_t *st = s_client(b, NR_CMD_STATUS, "r", NULL, now);
+    cr_assert_str_eq(s_kv(st, "state"), "failed");
+    cr_assert_str_eq(s_kv(st, "error"), "attempts_exhausted");
+    cr_assert(strstr(s_kv(st, "error_message"), "device_error: cuda out of memory"), "%s",
+              s_kv(st, "error_message"));
+    nr_broker_destroy(&b);
+}
+
+Test(broker, cancel_queued_and_running_jobs) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "w", "speech", 1, 0);
+    s_submit(b, "run", "speech", "a", 0);
+    s_submit(b, "wait", "speech", "b", 0);
+    nr_msg_t *rep = s_client(b, NR_CMD_CANCEL, "wait", NULL, 1);
+    cr_assert_eq(rep->code, 0);
+    cr_assert_str_eq(s_kv(rep, "state"), "cancelled");
+    cr_assert_eq(nr_broker_queued(b, "speech"), 0u);
+    rep = s_client(b, NR_CMD_CANCEL, "run", NULL, 2);
+    cr_assert_str_eq(s_kv(rep, "state"), "cancelled");
+    cr_assert_str_eq(s_kv(rep, "error"), "cancelled");
+    /* Late result dropped; the slot comes back then. */
+    cr_assert_eq(s_credit(b, "w"), 0);
+    s_result(b, "w", "run", "speech", 1, "WAV", NULL, NULL, 3);
+    cr_assert_eq(nr_broker_find_job(b, "run")->state, NR_JOB_CANCELLED);
+    cr_assert_eq(s_credit(b, "w"), 1);
+    rep = s_client(b, NR_CMD_CANCEL, "run", NULL, 4);
+    cr_assert_eq(rep->code, NR_ESTATE);
+    rep = s_client(b, NR_CMD_CANCEL, "none", NULL, 4);
+    cr_assert_eq(rep->code, NR_ENOTFOUND);
+    nr_broker_destroy(&b);
+}
+
+static void s_bound2(nr_broker_params_t *p) { p->queue_bound = 2; }
+
+Test(broker, queue_bound_refuses_submit_with_busy) {
+    nr_broker_t *b = s_new(NULL, s_bound2);
+    cr_assert_eq(s_submit(b, "q1", "vision", "a", 0)->code, 0);
+    cr_assert_eq(s_submit(b, "q2", "vision", "b", 0)->code, 0);
+    nr_msg_t *rep = s_submit(b, "q3", "vision", "c", 0);
+    cr_assert_eq(rep->code, NR_EBUSY);
+    cr_assert_null(nr_broker_find_job(b, "q3"));
+    /* Another first stage has its own queue. */
+    cr_assert_eq(s_submit(b, "q4", "speech", "d", 0)->code, 0);
+    /* Once a worker takes one, there is room again. */
+    s_ready(b, "w", "vision", 1, 1);
+    cr_assert_eq(s_submit(b, "q3", "vision", "c", 2)->code, 0);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, resubmit_returns_existing_and_reruns_failed) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "w", "speech", 1, 0);
+    s_submit(b, "same", "speech", "hello", 0);
+    nr_msg_t *rep = s_submit(b, "same", "speech", "hello", 1);
+    cr_assert_eq(rep->code, 0);
+    cr_assert_str_eq(s_kv(rep, "existing"), "1");
+    cr_assert_str_eq(s_kv(rep, "state"), "running");
+    cr_assert_eq(s_count("w", NR_CMD_JOB), 1);
+    s_fail(b, "w", "same", "speech", 1, NR_ETEXT, 0, "bad text", 2);
+    rep = s_submit(b, "same", "speech", "hello again", 3);
+    cr_assert_eq(rep->code, 0);
+    cr_assert_str_eq(s_kv(rep, "existing"), "");
+    nr_msg_t *job = s_last("w", NR_CMD_JOB);
+    cr_assert_eq(s_count("w", NR_CMD_JOB), 2);
+    cr_assert_eq(job->attempt, 1u, "a rerun starts its attempts afresh");
+    cr_assert_eq(memcmp(job->frames[0].data, "hello again", 11), 0);
+    /* No id: the broker makes one. */
+    rep = s_submit(b, "", "speech", "x", 4);
+    cr_assert_eq(rep->code, 0);
+    cr_assert_eq(strlen(rep->id), 32u);
+    cr_assert_str_eq(s_kv(rep, "id"), rep->id);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, bad_client_requests_get_error_replies) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    nr_broker_client_error(b, (const uint8_t *)"client", 6, NR_EPROTO, "garbage body");
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_eq(rep->code, NR_EPROTO);
+    cr_assert_eq(rep->seq, 0u);
+    cr_assert_str_eq(rep->message, "garbage body");
+    cr_assert_eq(s_submit(b, "noinput", "vision", NULL, 0)->code, NR_EINVAL);
+    cr_assert_eq(s_submit(b, "noroute", "", "x", 0)->code, NR_EINVAL);
+    rep = s_client(b, NR_CMD_HEARTBEAT, NULL, NULL, 0);
+    cr_assert_eq(rep->code, NR_EPROTO);
+    /* A worker-side READY with a bad capacity is dropped. */
+    s_ready(b, "w", "vision", 0, 0);
+    cr_assert_eq(nr_broker_workers(b, "vision"), 0u);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, shutdown_disconnects_workers_and_requeues_running) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "w", "speech", 2, 0);
+    s_submit(b, "a", "speech", "a", 0);
+    s_submit(b, "b", "speech", "b", 0);
+    nr_broker_shutdown(b, 5);
+    cr_assert_eq(s_count("w", NR_CMD_DISCONNECT), 1);
+    cr_assert_eq(nr_broker_find_job(b, "a")->state, NR_JOB_QUEUED);
+    cr_assert_eq(nr_broker_find_job(b, "a")->attempts, 1u, "attempt kept");
+    cr_assert_eq(nr_broker_queued(b, "speech"), 2u);
+    cr_assert_eq(s_submit(b, "c", "speech", "c", 6)->code, NR_EBUSY);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, stage_deadlines_override_the_default) {
+    nr_broker_params_t p;
+    nr_broker_default_params(&p);
+    snprintf(p.stage_deadlines, sizeof p.stage_deadlines, "vision=5000,text=x");
+    char err[256];
+    cr_assert_null(nr_broker_new(&p, NULL, s_capture, NULL, err, sizeof err));
+    snprintf(p.stage_deadlines, sizeof p.stage_deadlines, "vision=5000,text=7000");
+    nr_broker_t *b = nr_broker_new(&p, NULL, s_capture, NULL, err, sizeof err);
+    cr_assert_not_null(b, "%s", err);
+    s_ready(b, "t", "text", 1, 0);
+    s_ready(b, "s", "speech", 1, 0);
+    s_submit(b, "x", "text", "a", 0);
+    s_submit(b, "y", "speech", "a", 0);
+    cr_assert_eq(s_last("t", NR_CMD_JOB)->deadline_ms, 7000u);
+    cr_assert_eq(s_last("s", NR_CMD_JOB)->deadline_ms, 60000u);
+    nr_broker_destroy(&b);
+}
+
+/* ---- with a real redis-server ---- */
+
+static nr_harness_redis_t *s_redis;
+static nr_store_t *s_store;
+
+static nr_store_t *s_store_new(int port) {
+    nr_store_params_t sp;
+    nr_store_default_params(&sp);
+    sp.port = port;
+    sp.timeout_ms = 500;
+    snprintf(sp.prefix, sizeof sp.prefix, "t");
+    nr_store_t *st = nr_store_new(&sp);
+    cr_assert_not_null(st);
+    return st;
+}
+
+static void s_redis_setup(void) {
+    nr_log_set_level("error");
+    nr_harness_redis_params_t rp;
+    nr_harness_redis_default_params(&rp);
+    rp.appendonly = 0;
+    s_redis = nr_harness_redis_new(&rp);
+    cr_assert_not_null(s_redis, "redis-server: %s", nr_harness_error());
+    s_store = s_store_new(nr_harness_redis_port(s_redis));
+}
+
+static void s_redis_teardown(void) {
+    s_sent_clear();
+    nr_store_destroy(&s_store);
+    nr_harness_redis_destroy(&s_redis);
+}
+
+static void s_redis_cmd(char *out, size_t size, int argc, const char *const argv[]) {
+    int rc = nr_harness_redis_command(nr_harness_redis_port(s_redis), argc, argv, out, size);
+    cr_assert_eq(rc, 0, "%s: %s", argv[0], out);
+}
+
+static void s_hget(const char *id, const char *field, char *out, size_t size) {
+    char key[128];
+    snprintf(key, sizeof key, "t:job:%s", id);
+    const char *argv[] = {"HGET", key, field};
+    s_redis_cmd(out, size, 3, argv);
+}
+
+TestSuite(store, .init = s_redis_setup, .fini = s_redis_teardown, .timeout = 60);
+
+Test(store, submit_writes_record_input_pending_and_event) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    nr_msg_t *rep = s_submit_opts(b, "r1", "vision,text", "IMG", "max_length", "16", 1000);
+    cr_assert_eq(rep->code, 0, "%s", rep->message);
+    char out[4096];
+    s_hget("r1", "state", out, sizeof out);
+    cr_assert_str_eq(out, "queued");
+    s_hget("r1", "route", out, sizeof out);
+    cr_assert_str_eq(out, "vision,text");
+    s_hget("r1", "opt.max_length", out, sizeof out);
+    cr_assert_str_eq(out, "16");
+    const char *get[] = {"GET", "t:input:r1"};
+    s_redis_cmd(out, sizeof out, 2, get);
+    cr_assert_str_eq(out, "IMG");
+    const char *ttl[] = {"TTL", "t:input:r1"};
+    s_redis_cmd(out, sizeof out, 2, ttl);
+    cr_assert_str_eq(out, "-1", "no TTL while unfinished");
+    const char *zs[] = {"ZSCORE", "t:pending:vision", "r1"};
+    s_redis_cmd(out, sizeof out, 3, zs);
+    cr_assert_str_eq(out, "1000");
+    const char *xl[] = {"XLEN", "t:events"};
+    s_redis_cmd(out, sizeof out, 2, xl);
+    cr_assert_str_eq(out, "1");
+    const char *stats[] = {"HGET", "t:stats", "submitted"};
+    s_redis_cmd(out, sizeof out, 3, stats);
+    cr_assert_str_eq(out, "1");
+
+    /* Through both stages: outputs stored, TTLs set, pending emptied. */
+    s_ready(b, "v", "vision", 1, 1001);
+    s_result(b, "v", "r1", "vision", 1, "STATES", "model", "vit", 1002);
+    s_hget("r1", "stage", out, sizeof out);
+    cr_assert_str_eq(out, "text");
+    const char *zv[] = {"ZSCORE", "t:pending:vision", "r1"};
+    s_redis_cmd(out, sizeof out, 3, zv);
+    cr_assert_str_eq(out, "(nil)");
+    const char *zt[] = {"ZSCORE", "t:pending:text", "r1"};
+    s_redis_cmd(out, sizeof out, 3, zt);
+    cr_assert_str_neq(out, "(nil)");
+    s_ready(b, "t", "text", 1, 1003);
+    s_result(b, "t", "r1", "text", 1, "a dog", "caption", "a dog", 1004);
+    cr_assert_null(nr_broker_find_job(b, "r1"), "a stored finished job leaves memory");
+    s_hget("r1", "state", out, sizeof out);
+    cr_assert_str_eq(out, "done");
+    s_hget("r1", "text.caption", out, sizeof out);
+    cr_assert_str_eq(out, "a dog");
+    const char *go[] = {"GET", "t:out:vision:r1"};
+    s_redis_cmd(out, sizeof out, 2, go);
+    cr_assert_str_eq(out, "STATES");
+    const char *to[] = {"TTL", "t:out:text:r1"};
+    s_redis_cmd(out, sizeof out, 2, to);
+    cr_assert_gt(atol(out), 0);
+    s_redis_cmd(out, sizeof out, 2, ttl);
+    cr_assert_gt(atol(out), 0, "input expires once finished");
+    s_redis_cmd(out, sizeof out, 3, zt);
+    cr_assert_str_eq(out, "(nil)");
+
+    /* STATUS / FETCH / resubmit served from Redis. */
+    nr_msg_t *st = s_client(b, NR_CMD_STATUS, "r1", NULL, 1005);
+    cr_assert_eq(st->code, 0);
+    cr_assert_str_eq(s_kv(st, "state"), "done");
+    cr_assert_str_eq(s_kv(st, "vision.model"), "vit");
+    nr_msg_t *f = s_client(b, NR_CMD_FETCH, "r1", "text", 1006);
+    cr_assert_eq(f->code, 0, "%s", f->message);
+    cr_assert_eq(memcmp(f->frames[0].data, "a dog", 5), 0);
+    rep = s_submit(b, "r1", "vision,text", "IMG", 1007);
+    cr_assert_str_eq(s_kv(rep, "existing"), "1");
+    cr_assert_str_eq(s_kv(rep, "state"), "done");
+    nr_msg_t *stt = s_client(b, NR_CMD_STATS, NULL, NULL, 1008);
+    cr_assert_str_eq(s_kv(stt, "jobs.done"), "1");
+    cr_assert_str_eq(s_kv(stt, "total.submitted"), "1");
+    cr_assert_str_eq(s_kv(stt, "redis"), "up");
+    nr_broker_destroy(&b);
+}
+
+Test(store, restarted_broker_resumes_queued_and_running_jobs) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0);
+    s_ready(b, "v", "vision", 1, 0);
+    s_submit(b, "run", "vision,text", "IMG-A", 10);
+    s_submit(b, "wait", "vision,text", "IMG-B", 20);
+    s_submit(b, "mid", "text", "STATES-C", 30);
+    cr_assert_eq(nr_broker_find_job(b, "run")->state, NR_JOB_RUNNING);
+    /* A crash: the broker goes away without a word. */
+    nr_broker_destroy(&b);
+    s_sent_clear();
+    nr_store_t *st2 = s_store_new(nr_harness_redis_port(s_redis));
+    b = s_new(st2, NULL);
+    cr_assert_eq(nr_broker_start(b, 100), 0);
+    nr_broker_job_t *run = nr_broker_find_job(b, "run");
+    cr_assert_not_null(run);
+    cr_assert_eq(run->state, NR_JOB_QUEUED);
+    cr_assert_eq(run->attempts, 1u, "attempt kept");
+    cr_assert_eq(nr_broker_queued(b, "vision"), 2u);
+    cr_assert_eq(nr_broker_queued(b, "text"), 1u);
+    char out[64];
+    s_hget("run", "state", out, sizeof out);
+    cr_assert_str_eq(out, "queued");
+    /* Inputs come back from Redis at dispatch, oldest first. */
+    s_ready(b, "v2", "vision", 2, 101);
+    cr_assert_eq(s_count("v2", NR_CMD_JOB), 2);
+    cr_assert_str_eq(s_sent[0].msg.id, "run");
+    cr_assert_eq(s_sent[0].msg.attempt, 2u);
+    cr_assert_eq(memcmp(s_sent[0].msg.frames[0].data, "IMG-A", 5), 0);
+    cr_assert_eq(memcmp(s_sent[1].msg.frames[0].data, "IMG-B", 5), 0);
+    s_ready(b, "t", "text", 1, 102);
+    nr_msg_t *tj = s_last("t", NR_CMD_JOB);
+    cr_assert_eq(memcmp(tj->frames[0].data, "STATES-C", 8), 0);
+    /* The old broker's worker answering the new broker is told to re-register. */
+    s_result(b, "v", "run", "vision", 1, "X", NULL, NULL, 103);
+    cr_assert_eq(s_count("v", NR_CMD_DISCONNECT), 1);
+    nr_broker_destroy(&b);
+    nr_store_destroy(&st2);
+}
+
+Test(store, redis_down_refuses_submit_keeps_results_and_flushes_on_return) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0);
+    s_ready(b, "w", "speech", 1, 0);
+    s_submit(b, "keep", "speech", "hello", 1);
+    cr_assert_eq(nr_harness_redis_stop(s_redis, 0), 0);
+    /* A result arrives while Redis is away: accepted and kept. */
+    s_result(b, "w", "keep", "speech", 1, "RIFF-WAV", "duration_ms", "900", 2);
+    cr_assert(!nr_store_is_up(s_store));
+    nr_broker_job_t *j = nr_broker_find_job(b, "keep");
+    cr_assert_not_null(j, "an unsaved finished job stays in memory");
+    cr_assert_eq(j->state, NR_JOB_DONE);
+    cr_assert(j->dirty);
+    nr_msg_t *rep = s_submit(b, "new", "speech", "x", 3);
+    cr_assert_eq(rep->code, NR_EREDIS);
+    cr_assert(strstr(rep->message, "redis"), "%s", rep->message);
+    nr_msg_t *st = s_client(b, NR_CMD_STATUS, "keep", NULL, 4);
+    cr_assert_eq(st->code, 0, "status of a job in memory still works");
+    nr_msg_t *f = s_client(b, NR_CMD_FETCH, "keep", "speech", 4);
+    cr_assert_eq(f->code, 0, "unsaved output still served: %s", f->message);
+    nr_msg_t *stats = s_client(b, NR_CMD_STATS, NULL, NULL, 4);
+    cr_assert_str_eq(s_kv(stats, "redis"), "down");
+    /* Redis comes back (no persistence here: the old record is gone, the
+     * kept state is written again). */
+    cr_assert_eq(nr_harness_redis_start(s_redis), 0, "%s", nr_harness_error());
+    int64_t t = nr_harness_now_ms() + 40000;
+    while (nr_harness_now_ms() < t && !nr_store_is_up(s_store)) {
+        nr_broker_tick(b, nr_harness_now_ms() + 100000);
+        nr_harness_sleep_ms(50);
+    }
+    cr_assert(nr_store_is_up(s_store));
+    cr_assert_null(nr_broker_find_job(b, "keep"), "flushed and evicted");
+    char out[64];
+    s_hget("keep", "state", out, sizeof out);
+    cr_assert_str_eq(out, "done");
+    s_hget("keep", "speech.duration_ms", out, sizeof out);
+    cr_assert_str_eq(out, "900");
+    const char *get[] = {"GET", "t:out:speech:keep"};
+    s_redis_cmd(out, sizeof out, 2, get);
+    cr_assert_str_eq(out, "RIFF-WAV");
+    cr_assert_eq(s_submit(b, "new", "speech", "x", 5)->code, 0);
+    nr_broker_destroy(&b);
+}
+
+Test(store, start_with_redis_down_resumes_when_it_appears) {
+    int port = nr_harness_redis_port(s_redis);
+    nr_broker_t *b = s_new(s_store, NULL);
+    s_submit(b, "early", "speech", "x", 0); /* not started: refused */
+    cr_assert_eq(s_last("client", NR_CMD_REPLY)->code, NR_EREDIS);
+    cr_assert_eq(nr_broker_start(b, 0), 0);
+    s_submit(b, "p", "speech", "x", 0);
+    nr_broker_destroy(&b);
+    cr_assert_eq(nr_harness_redis_stop(s_redis, 0), 0);
+    nr_store_t *st2 = s_store_new(port);
+    b = s_new(st2, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), NR_EREDIS);
+    cr_assert_eq(s_submit(b, "q", "speech", "x", 1)->code, NR_EREDIS);
+    (void)port;
+    nr_broker_destroy(&b);
+    nr_store_destroy(&st2);
+}
+
+Test(store, load_of_unknown_and_stale_pending_entries) {
+    cr_assert_eq(nr_store_connect(s_store), 0);
+    nr_broker_job_t *j = NULL;
+    cr_assert_eq(nr_store_load(s_store, "nothing", &j), NR_ENOTFOUND);
+    cr_assert_null(j);
+    uint8_t *data = NULL;
+    size_t n = 0;
+    cr_assert_eq(nr_store_get_blob(s_store, "nothing", NULL, &data, &n), NR_ENOTFOUND);
+    /* A pending entry whose job is already done (say a crash between two
+     * writes of an older version) is cleaned up at start. */
+    char out[64];
+    const char *sadd[] = {"SADD", "t:stages", "speech"};
+    s_redis_cmd(out, sizeof out, 3, sadd);
+    const char *zadd[] = {"ZADD", "t:pending:speech", "5", "old"};
+    s_redis_cmd(out, sizeof out, 4, zadd);
+    const char *hset[] = {"HSET", "t:job:old", "id", "old", "state", "done", "route", "speech",
+                          "stage_index", "0", "attempts", "1"};
+    s_redis_cmd(out, sizeof out, 12, hset);
+    const char *zadd2[] = {"ZADD", "t:pending:speech", "6", "ghost"};
+    s_redis_cmd(out, sizeof out, 4, zadd2);
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0);
+    cr_assert_null(nr_broker_find_job(b, "old"));
+    cr_assert_eq(nr_broker_queued(b, "speech"), 0u);
+    const char *zs[] = {"ZSCORE", "t:pending:speech", "old"};
+    s_redis_cmd(out, sizeof out, 3, zs);
+    cr_assert_str_eq(out, "(nil)");
+    /* A queued job whose input vanished fails clearly at dispatch. */
+    const char *hset2[] = {"HSET", "t:job:lost", "id", "lost", "state", "queued", "route",
+                           "speech", "stage_index", "0", "attempts", "0"};
+    s_redis_cmd(out, sizeof out, 12, hset2);
+    const char *zadd3[] = {"ZADD", "t:pending:speech", "7", "lost"};
+    s_redis_cmd(out, sizeof out, 4, zadd3);
+    nr_broker_destroy(&b);
+    b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0);
+    s_ready(b, "w", "speech", 1, 1);
+    s_hget("lost", "state", out, sizeof out);
+    cr_assert_str_eq(out, "failed");
+    s_hget("lost", "error", out, sizeof out);
+    cr_assert_str_eq(out, "internal_error");
+    cr_assert_eq(s_count("w", NR_CMD_JOB), 0);
+    nr_broker_destroy(&b);
+}
