@@ -936,3 +936,64 @@ Test(program, help_and_bad_flags) {
     cr_assert_eq(nr_harness_exit_code(status), 2);
     free(prog);
 }
+
+Test(program, speech_worker_end_to_end) {
+    s_broker_t b;
+    s_broker_open(&b);
+    char *prog = nr_harness_program("narrator-worker-speech");
+    cr_assert_not_null(prog, "%s", nr_harness_error());
+    const char *argv[] = {prog, "--broker", b.endpoint, "--log-level", "warn", NULL};
+    nr_harness_proc_t *p = nr_harness_spawn(argv, NULL, NULL);
+    free(prog);
+    cr_assert_not_null(p, "%s", nr_harness_error());
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    s_expect(&b, NR_CMD_READY, &m, 1);
+    cr_assert_str_eq(m.stage, "speech");
+    cr_assert_eq(m.capacity, 1, "Flite is serialized: capacity 1 by default");
+    cr_assert_str_eq(nr_proto_kv_get(&m, "model"), "flite");
+
+    nr_msg_t job;
+    nr_proto_msg_init(&job);
+    job.cmd = NR_CMD_JOB;
+    snprintf(job.id, sizeof job.id, "say-1");
+    snprintf(job.stage, sizeof job.stage, "speech");
+    job.attempt = 2;
+    cr_assert_eq(nr_proto_kv_add(&job, "voice", "awb"), 0);
+    cr_assert_eq(nr_proto_frame_add(&job, s_sentence, strlen(s_sentence)), 0);
+    char err[256];
+    cr_assert_eq(nr_proto_send(b.router, b.identity, b.identity_size, &job, err, sizeof err), 0);
+    s_expect(&b, NR_CMD_RESULT, &m, 1);
+    cr_assert_str_eq(m.id, "say-1");
+    cr_assert_eq(m.attempt, 2);
+    cr_assert_str_eq(nr_proto_kv_get(&m, "voice"), "awb");
+    cr_assert_str_eq(nr_proto_kv_get(&m, "sample_rate"), "16000");
+    cr_assert_eq(m.frames_len, 1);
+    nr_wav_info_t w;
+    cr_assert_eq(nr_wav_parse(m.frames[0].data, m.frames[0].size, &w), 0);
+    cr_assert_eq((long)(w.num_samples * 1000 / 16000), atol(nr_proto_kv_get(&m, "duration_ms")));
+
+    /* Not UTF-8: a final failure, and the worker goes on. */
+    nr_proto_msg_clear(&job);
+    job.cmd = NR_CMD_JOB;
+    snprintf(job.id, sizeof job.id, "say-2");
+    snprintf(job.stage, sizeof job.stage, "speech");
+    job.attempt = 1;
+    cr_assert_eq(nr_proto_frame_add(&job, "\xFF\xFE", 2), 0);
+    cr_assert_eq(nr_proto_send(b.router, b.identity, b.identity_size, &job, err, sizeof err), 0);
+    s_expect(&b, NR_CMD_FAIL, &m, 1);
+    cr_assert_str_eq(m.id, "say-2");
+    cr_assert_eq(m.code, NR_ETEXT);
+    cr_assert_eq(m.retry, 0);
+    cr_assert(strstr(m.message, "UTF-8"), "%s", m.message);
+
+    cr_assert_eq(nr_harness_proc_kill(p, SIGTERM), 0);
+    s_expect(&b, NR_CMD_DISCONNECT, &m, 1);
+    int status = 0;
+    cr_assert_eq(nr_harness_proc_wait(p, 10000, &status), 0);
+    cr_assert_eq(nr_harness_exit_code(status), 0);
+    nr_harness_proc_destroy(&p);
+    nr_proto_msg_clear(&job);
+    nr_proto_msg_clear(&m);
+    s_broker_close(&b);
+}
