@@ -485,23 +485,43 @@ static void s_draw_bar(s_run_t *run) {
     app->bar_drawn = 1;
 }
 
+/* Counts a job as failed, says why on stderr, and writes its record as
+ * DIR/<stem>.json (and prints it with --json). `local` marks a failure
+ * found here (unreadable file, no worker, outputs not written) rather than
+ * a final state from the broker; its error then overrides the record's. */
 static void s_job_failed(s_run_t *run, s_job_t *job, const char *id, const nr_msg_t *record,
-                         const char *error, const char *message) {
+                         int local, const char *error, const char *message) {
     s_app_t *app = run->app;
+    const nr_cli_t *cli = app->cli;
     if (job->state == S_INFLIGHT) run->inflight--;
     job->state = S_FAILED;
     run->failed++;
-    if (app->cli->json) {
-        nr_output_buf_t b = {0};
-        nr_output_extra_t extra = {job->path, NULL, error, message};
+    s_errorf(app, "%s: failed: %s%s%s%s", job->path, s_or(message, "unknown error"),
+             error ? " (" : "", error ? error : "", error ? ")" : "");
+    nr_output_buf_t b = {0};
+    char name[NR_OUTPUT_STEM_MAX + 40], path[4096], err[1024];
+    snprintf(name, sizeof name, "%s.json", job->stem);
+    snprintf(path, sizeof path, "%s/%s", cli->output, name);
+    const char *files[2] = {NULL, NULL};
+    nr_output_extra_t extra = {job->path, files, local ? error : NULL, local ? message : NULL};
+    int written = 0;
+    if (!cli->no_wait) {
+        nr_output_record_json(&b, id, record, &extra);
+        nr_output_buf_puts(&b, "\n");
+        if (!b.failed && nr_output_write(cli->output, name, b.data, b.len, err, sizeof err) == 0)
+            written = 1;
+        else if (!b.failed)
+            s_errorf(app, "%s", err);
+        nr_output_buf_clear(&b);
+    }
+    if (cli->json) {
+        files[0] = written ? path : NULL;
         nr_output_record_json(&b, id, record, &extra);
         s_clear_bar(app);
         if (!b.failed) printf("%s\n", b.data);
         fflush(stdout);
         nr_output_buf_clear(&b);
     }
-    s_errorf(app, "%s: failed: %s%s%s%s", job->path, s_or(message, "unknown error"),
-             error ? " (" : "", error ? error : "", error ? ")" : "");
 }
 
 /* Acts on a job record from SUBMIT or STATUS. */
@@ -514,7 +534,7 @@ static void s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
         int rc = s_write_outputs(app, job->id, record, app->cli->output, job->stem, job->path, &line,
                                  err, sizeof err);
         if (rc) {
-            s_job_failed(run, job, job->id, record, nr_errname(rc), err);
+            s_job_failed(run, job, job->id, record, 1, nr_errname(rc), err);
             return;
         }
         if (job->state == S_INFLIGHT) run->inflight--;
@@ -535,14 +555,14 @@ static void s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
         return;
     }
     if (!strcmp(state, "failed") || !strcmp(state, "cancelled")) {
-        s_job_failed(run, job, job->id, record,
+        s_job_failed(run, job, job->id, record, 0,
                      s_or(nr_proto_kv_get(record, "error"),
                           !strcmp(state, "cancelled") ? nr_errname(NR_ECANCELLED) : "failed"),
                      s_or(nr_proto_kv_get(record, "error_message"), state));
         return;
     }
     if (s_noworker_check(&job->noworker, record, app->cli->timeout, err, sizeof err)) {
-        s_job_failed(run, job, job->id, record, nr_errname(NR_ENOWORKER), err);
+        s_job_failed(run, job, job->id, record, 1, nr_errname(NR_ENOWORKER), err);
         return;
     }
 }
@@ -561,7 +581,7 @@ static int s_submit_next(s_run_t *run) {
     int rc = nr_files_read(job->path, NR_PROTO_PAYLOAD_MAX, &data, &size, err, sizeof err);
     if (rc) {
         run->next++;
-        s_job_failed(run, job, "", NULL, nr_errname(rc), err);
+        s_job_failed(run, job, "", NULL, 1, nr_errname(rc), err);
         return 0;
     }
     if (cli->id_random) rc = nr_client_random_id(job->id);
@@ -569,7 +589,7 @@ static int s_submit_next(s_run_t *run) {
     if (rc) {
         free(data);
         run->next++;
-        s_job_failed(run, job, "", NULL, nr_errname(rc), "cannot make a job id");
+        s_job_failed(run, job, "", NULL, 1, nr_errname(rc), "cannot make a job id");
         return 0;
     }
     nr_msg_t reply;
@@ -582,7 +602,7 @@ static int s_submit_next(s_run_t *run) {
     }
     run->next++;
     if (rc) {
-        s_job_failed(run, job, job->id, NULL, nr_errname(rc), nr_client_error(app->client));
+        s_job_failed(run, job, job->id, NULL, 1, nr_errname(rc), nr_client_error(app->client));
     } else if (cli->no_wait) {
         job->state = S_DONE;
         run->done++;
@@ -683,7 +703,7 @@ static int s_cmd_submit(s_app_t *app) {
                     fatal = rc;
                     goto stop;
                 }
-                if (rc) s_job_failed(&run, job, job->id, NULL, nr_errname(rc),
+                if (rc) s_job_failed(&run, job, job->id, NULL, 1, nr_errname(rc),
                                      nr_client_error(app->client));
                 else s_job_update(&run, job, &reply);
                 nr_proto_msg_clear(&reply);
