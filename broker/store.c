@@ -523,7 +523,7 @@ int nr_store_pending(nr_store_t *self, void (*fn)(const char *id, void *arg), vo
     }
     freeReplyObject(stages);
     if (!rc) {
-        qsort(list, n, sizeof *list, s_by_score);
+        if (n) qsort(list, n, sizeof *list, s_by_score);
         for (size_t i = 0; i < n; i++) fn(list[i].id, arg);
     }
     free(list);
