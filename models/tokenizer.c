@@ -575,12 +575,104 @@ static int s_push(int **ids, size_t *n, size_t *cap, int id) {
     return 0;
 }
 
+/* Words up to this many bytes use the reference algorithm as written in
+ * GPT-2's encoder.py (find the lowest-rank pair, merge all its occurrences
+ * left to right, repeat: quadratic); longer ones use a heap of pairs, which
+ * gives the same result whenever a merge never creates a pair of lower rank
+ * than itself (true of GPT-2's merges.txt, where a token exists before any
+ * merge that uses it) in O(n log n), so a long word cannot stall a worker. */
+#ifndef S_BPE_HEAP_MIN
+#define S_BPE_HEAP_MIN 128
+#endif
+
+typedef struct {
+    int rank, pos;
+} s_heap_t;
+
+static int s_heap_less(const s_heap_t *a, const s_heap_t *b) {
+    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
+}
+
+static void s_heap_push(s_heap_t *h, size_t *n, s_heap_t v) {
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!s_heap_less(&v, &h[p])) break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = v;
+}
+
+static s_heap_t s_heap_pop(s_heap_t *h, size_t *n) {
+    s_heap_t top = h[0], v = h[--(*n)];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && s_heap_less(&h[c + 1], &h[c])) c++;
+        if (!s_heap_less(&h[c], &v)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n) h[i] = v;
+    return top;
+}
+
+/* Heap BPE: sym[] ids, nxt/prv links; m symbols. Returns the symbol count
+ * compacted into sym[], or -1 on no memory. */
+static long s_bpe_heap(const nr_tokenizer_t *t, int *sym, size_t m) {
+    int *nxt = malloc(sizeof(int) * m), *prv = malloc(sizeof(int) * m);
+    s_heap_t *h = malloc(sizeof(s_heap_t) * 3 * m);
+    size_t hn = 0;
+    if (!nxt || !prv || !h) {
+        free(nxt);
+        free(prv);
+        free(h);
+        return -1;
+    }
+    for (size_t i = 0; i < m; i++) {
+        nxt[i] = i + 1 < m ? (int)i + 1 : -1;
+        prv[i] = (int)i - 1;
+    }
+    for (size_t i = 0; i + 1 < m; i++) {
+        const s_slot_t *s = s_merge_find(t, sym[i], sym[i + 1]);
+        if (s) s_heap_push(h, &hn, (s_heap_t){s->rank, (int)i});
+    }
+    while (hn > 0) {
+        s_heap_t top = s_heap_pop(h, &hn);
+        int i = top.pos, j;
+        if (sym[i] < 0 || (j = nxt[i]) < 0) continue;
+        const s_slot_t *s = s_merge_find(t, sym[i], sym[j]);
+        if (!s || s->rank != top.rank) continue; /* stale entry */
+        sym[i] = s->id;
+        sym[j] = -1;
+        nxt[i] = nxt[j];
+        if (nxt[j] >= 0) prv[nxt[j]] = i;
+        if (prv[i] >= 0 && (s = s_merge_find(t, sym[prv[i]], sym[i])))
+            s_heap_push(h, &hn, (s_heap_t){s->rank, prv[i]});
+        if (nxt[i] >= 0 && (s = s_merge_find(t, sym[i], sym[nxt[i]]))) s_heap_push(h, &hn, (s_heap_t){s->rank, i});
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < m; i++)
+        if (sym[i] >= 0) sym[o++] = sym[i];
+    free(nxt);
+    free(prv);
+    free(h);
+    return (long)o;
+}
+
 /* BPE over word bytes; appends the ids. sym is scratch of at least n ints. */
 static int s_bpe(const nr_tokenizer_t *t, const unsigned char *w, size_t n, int *sym, int **ids, size_t *nids,
                  size_t *cap) {
     size_t m = n;
     for (size_t i = 0; i < n; i++) sym[i] = t->byte_id[w[i]];
-    while (m > 1) {
+    if (n >= S_BPE_HEAP_MIN) {
+        long k = s_bpe_heap(t, sym, n);
+        if (k < 0) return NR_ENOMEM;
+        m = (size_t)k;
+    }
+    while (m > 1 && n < S_BPE_HEAP_MIN) {
         int best = -1, best_rank = 0x7fffffff;
         int a = 0, b = 0;
         for (size_t i = 0; i + 1 < m; i++) {
