@@ -32,6 +32,11 @@ typedef struct {
  * Returns 0 and *out, or NR_EMODEL (with the file and tensor named in err),
  * NR_EIO (cannot open/map), NR_ENOMEM. Never crashes on a bad file. */
 int nr_safetensors_open(const char *path, nr_safetensors_t **out, char *err, size_t errlen);
+/* The same over bytes in memory (not copied: they must outlive the
+ * reader; `name` is used in messages). */
+int nr_safetensors_open_memory(const void *data, size_t size, const char *name, nr_safetensors_t **out, char *err,
+                               size_t errlen);
+/* Unmaps and frees; sets *st to NULL; safe twice. */
 void nr_safetensors_close(nr_safetensors_t **st);
 
 const char *nr_safetensors_path(const nr_safetensors_t *st);

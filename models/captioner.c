@@ -1,0 +1,322 @@
+/* Captioner: one VisionEncoderDecoder checkpoint folder, loaded once; the
+ * vision and text stages' entry points (see captioner.h). */
+#include "models/captioner.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "models/backend.h"
+#include "models/generate.h"
+#include "models/gpt2.h"
+#include "models/safetensors.h"
+#include "models/states.h"
+#include "models/vit.h"
+#ifdef NR_HAVE_TOKENIZER
+#include "models/tokenizer.h"
+#endif
+#ifdef NR_HAVE_IMAGE
+#include "models/image.h"
+#include "models/preprocess.h"
+#endif
+
+/* Images per encoder call: bounds the activation memory of a big batch. */
+#define S_ENCODE_CHUNK 8
+
+struct nr_captioner {
+    char *dir;
+    char name[256];
+    nr_model_config_t cfg;
+    nr_backend_t *be;
+    nr_safetensors_t *st;
+    nr_vit_t *vit;
+    nr_gpt2_t *gpt2;
+#ifdef NR_HAVE_TOKENIZER
+    nr_tokenizer_t *tok;
+#endif
+#ifdef NR_HAVE_IMAGE
+    nr_preprocess_params_t pp;
+#endif
+};
+
+nr_captioner_params_t nr_captioner_default_params(void) {
+    nr_captioner_params_t p = {.device = "cpu", .num_threads = 0, .load_encoder = 1, .load_decoder = 1};
+    return p;
+}
+
+static int s_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_captioner_t **out, char *err,
+                      size_t errlen) {
+    if (!out || !dir) return nr_seterr(err, errlen, NR_EINVAL, "captioner: no checkpoint folder");
+    *out = NULL;
+    nr_captioner_params_t p = params ? *params : nr_captioner_default_params();
+    nr_captioner_t *c = calloc(1, sizeof(*c));
+    if (!c || !(c->dir = strdup(dir))) {
+        free(c);
+        return nr_seterr(err, errlen, NR_ENOMEM, "captioner: out of memory");
+    }
+    /* name = base name of the folder, without trailing slashes */
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    size_t b = dl;
+    while (b > 0 && dir[b - 1] != '/') b--;
+    snprintf(c->name, sizeof c->name, "%.*s", (int)(dl - b), dir + b);
+    int rc;
+    char path[4096];
+    if ((rc = nr_model_config_load(dir, &c->cfg, err, errlen))) goto fail;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (!s_exists(path)) {
+        char bin[4096];
+        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+        if (s_exists(bin))
+            rc = nr_seterr(err, errlen, NR_EMODEL,
+                           "%s: only pytorch_model.bin found; narrator reads model.safetensors: convert it once "
+                           "(see models/MODELS.md, \"Converting a .bin-only checkpoint\")",
+                           dir);
+        else
+            rc = nr_seterr(err, errlen, NR_EMODEL, "%s: missing (fetch the checkpoint with models/fetch.sh)", path);
+        goto fail;
+    }
+    if ((rc = nr_safetensors_open(path, &c->st, err, errlen))) goto fail;
+    c->be = nr_backend_new(p.device, p.num_threads, err, errlen);
+    if (!c->be) {
+        rc = NR_EDEVICE;
+        goto fail;
+    }
+    if (p.load_encoder && (rc = nr_vit_load(&c->cfg.vit, c->st, "encoder.", c->be, &c->vit, err, errlen))) goto fail;
+    if (p.load_decoder && (rc = nr_gpt2_load(&c->cfg.gpt2, c->st, "decoder.", c->be, &c->gpt2, err, errlen)))
+        goto fail;
+#ifdef NR_HAVE_TOKENIZER
+    if (p.load_decoder && (rc = nr_tokenizer_load(dir, &c->tok, err, errlen))) goto fail;
+#endif
+#ifdef NR_HAVE_IMAGE
+    c->pp = nr_preprocess_default_params();
+    c->pp.width = c->pp.height = c->cfg.vit.image_size;
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+    if (p.load_encoder && s_exists(path) && (rc = nr_preprocess_load_config(path, &c->pp, err, errlen))) goto fail;
+    if (p.load_encoder && (c->pp.width != c->cfg.vit.image_size || c->pp.height != c->cfg.vit.image_size)) {
+        rc = nr_seterr(err, errlen, NR_EMODEL, "%s: size %dx%d does not match the encoder's image_size %d", path,
+                       c->pp.width, c->pp.height, c->cfg.vit.image_size);
+        goto fail;
+    }
+#endif
+    nr_log(NR_LOG_INFO, "models: loaded %s (vit %dx%d, gpt2 %dx%d, device %s)", c->name,
+           c->cfg.vit.num_hidden_layers, c->cfg.vit.hidden_size, c->cfg.gpt2.n_layer, c->cfg.gpt2.n_embd,
+           p.device ? p.device : "cpu");
+    *out = c;
+    return 0;
+fail:
+    nr_captioner_destroy(&c);
+    return rc;
+}
+
+void nr_captioner_destroy(nr_captioner_t **pc) {
+    if (!pc || !*pc) return;
+    nr_captioner_t *c = *pc;
+    nr_vit_destroy(&c->vit);
+    nr_gpt2_destroy(&c->gpt2);
+#ifdef NR_HAVE_TOKENIZER
+    nr_tokenizer_destroy(&c->tok);
+#endif
+    nr_backend_destroy(&c->be);
+    nr_safetensors_close(&c->st);
+    free(c->dir);
+    free(c);
+    *pc = NULL;
+}
+
+const char *nr_captioner_name(const nr_captioner_t *c) { return c->name; }
+const nr_model_config_t *nr_captioner_config(const nr_captioner_t *c) { return &c->cfg; }
+nr_gen_config_t nr_captioner_gen_defaults(const nr_captioner_t *c) { return c->cfg.gen; }
+
+void nr_captioner_states_shape(const nr_captioner_t *c, int *seq, int *hidden) {
+    int g = c->cfg.vit.image_size / c->cfg.vit.patch_size;
+    if (seq) *seq = 1 + g * g;
+    if (hidden) *hidden = c->cfg.vit.hidden_size;
+}
+
+void nr_captioner_pixels_shape(const nr_captioner_t *c, int *channels, int *height, int *width) {
+    if (channels) *channels = c->cfg.vit.num_channels;
+    if (height) *height = c->cfg.vit.image_size;
+    if (width) *width = c->cfg.vit.image_size;
+}
+
+/* Host buffer -> backend buffer (the same pointer on a host-memory backend). */
+static float *s_to_backend(const nr_captioner_t *c, const float *host, size_t floats) {
+    if (c->be->host_memory) return (float *)(uintptr_t)host;
+    return nr_backend_upload_new(c->be, host, floats * sizeof(float));
+}
+static void s_release(const nr_captioner_t *c, const float *host, float *dev) {
+    if (dev && dev != host) c->be->ops->free(c->be->ctx, dev);
+}
+
+int nr_captioner_encode(const nr_captioner_t *c, const float *pixels, int n, float *states, char *err,
+                        size_t errlen) {
+    if (!c || !pixels || !states || n <= 0) return nr_seterr(err, errlen, NR_EINVAL, "encode: bad arguments");
+    if (!c->vit) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "encode: the encoder is not loaded");
+    int C, H, W, S, D;
+    nr_captioner_pixels_shape(c, &C, &H, &W);
+    nr_captioner_states_shape(c, &S, &D);
+    const size_t in1 = (size_t)C * H * W, out1 = (size_t)S * D;
+    for (int i0 = 0; i0 < n; i0 += S_ENCODE_CHUNK) {
+        int k = n - i0 < S_ENCODE_CHUNK ? n - i0 : S_ENCODE_CHUNK;
+        const float *px = pixels + (size_t)i0 * in1;
+        float *dpx = s_to_backend(c, px, (size_t)k * in1);
+        float *dout = c->be->host_memory ? states + (size_t)i0 * out1
+                                         : c->be->ops->alloc(c->be->ctx, (size_t)k * out1 * sizeof(float));
+        int rc = (!dpx || !dout) ? NR_ENOMEM : nr_vit_forward(c->vit, dpx, k, dout);
+        if (rc == 0 && !c->be->host_memory)
+            rc = c->be->ops->download(c->be->ctx, states + (size_t)i0 * out1, dout, (size_t)k * out1 * sizeof(float));
+        s_release(c, px, dpx);
+        if (!c->be->host_memory && dout) c->be->ops->free(c->be->ctx, dout);
+        if (rc) return nr_seterr(err, errlen, rc == NR_ENOMEM ? NR_ENOMEM : NR_EDEVICE, "encode: %s", nr_strerror(rc));
+    }
+    return 0;
+}
+
+int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes, const size_t *sizes, int n,
+                               float *states, int *status, char *err, size_t errlen) {
+#ifndef NR_HAVE_IMAGE
+    (void)c;
+    (void)bytes;
+    (void)sizes;
+    (void)n;
+    (void)states;
+    (void)status;
+    return nr_seterr(err, errlen, NR_EUNSUPPORTED, "encode_images: built without the image module");
+#else
+    if (!c || !bytes || !sizes || !states || !status || n <= 0)
+        return nr_seterr(err, errlen, NR_EINVAL, "encode_images: bad arguments");
+    if (!c->vit) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "encode_images: the encoder is not loaded");
+    int C, H, W, S, D;
+    nr_captioner_pixels_shape(c, &C, &H, &W);
+    nr_captioner_states_shape(c, &S, &D);
+    const size_t in1 = (size_t)C * H * W, out1 = (size_t)S * D;
+    float *px = calloc((size_t)n * in1, sizeof(float));
+    int *idx = malloc((size_t)n * sizeof(int));
+    if (!px || !idx) {
+        free(px);
+        free(idx);
+        return nr_seterr(err, errlen, NR_ENOMEM, "encode_images: out of memory");
+    }
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        nr_image_t *img = NULL;
+        char ierr[256] = "";
+        status[i] = nr_image_decode(bytes[i], sizes[i], NULL, &img, ierr, sizeof ierr);
+        if (status[i] == 0) status[i] = nr_preprocess_image(img, &c->pp, px + (size_t)ok * in1, in1);
+        nr_image_destroy(&img);
+        memset(states + (size_t)i * out1, 0, out1 * sizeof(float));
+        if (status[i] == 0) idx[ok++] = i;
+        else if (n == 1)
+            nr_seterr(err, errlen, status[i], "%s", ierr);
+    }
+    int rc = 0;
+    if (ok > 0) {
+        float *tmp = malloc((size_t)ok * out1 * sizeof(float));
+        rc = tmp ? nr_captioner_encode(c, px, ok, tmp, err, errlen) : NR_ENOMEM;
+        if (rc == 0)
+            for (int j = 0; j < ok; j++)
+                memcpy(states + (size_t)idx[j] * out1, tmp + (size_t)j * out1, out1 * sizeof(float));
+        free(tmp);
+    }
+    free(px);
+    free(idx);
+    return rc;
+#endif
+}
+
+int nr_captioner_generate(const nr_captioner_t *c, const float *states, int n, const nr_gen_config_t *gen, int *ids,
+                          int *lens, char *err, size_t errlen) {
+    if (!c || !states || !ids || !lens || n <= 0) return nr_seterr(err, errlen, NR_EINVAL, "generate: bad arguments");
+    if (!c->gpt2) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "generate: the decoder is not loaded");
+    nr_gen_config_t g = gen ? *gen : c->cfg.gen;
+    int S, D;
+    nr_captioner_states_shape(c, &S, &D);
+    float *dst = s_to_backend(c, states, (size_t)n * S * D);
+    if (!dst) return nr_seterr(err, errlen, NR_ENOMEM, "generate: out of memory");
+    int rc = nr_generate(c->gpt2, dst, n, S, &g, ids, lens, err, errlen);
+    s_release(c, states, dst);
+    return rc;
+}
+
+int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, const nr_gen_config_t *gen,
+                         char **captions, int *n_tokens, char *err, size_t errlen) {
+#ifndef NR_HAVE_TOKENIZER
+    (void)c;
+    (void)states;
+    (void)n;
+    (void)gen;
+    (void)captions;
+    (void)n_tokens;
+    return nr_seterr(err, errlen, NR_EUNSUPPORTED, "caption: built without the tokenizer module");
+#else
+    if (!c || !captions || n <= 0) return nr_seterr(err, errlen, NR_EINVAL, "caption: bad arguments");
+    nr_gen_config_t g = gen ? *gen : c->cfg.gen;
+    for (int i = 0; i < n; i++) captions[i] = NULL;
+    int *ids = malloc((size_t)n * (g.max_length > 0 ? g.max_length : 1) * sizeof(int));
+    int *lens = malloc((size_t)n * sizeof(int));
+    int rc = (!ids || !lens) ? nr_seterr(err, errlen, NR_ENOMEM, "caption: out of memory") : 0;
+    if (!rc) rc = nr_captioner_generate(c, states, n, &g, ids, lens, err, errlen);
+    for (int i = 0; i < n && rc == 0; i++) {
+        char *text = NULL;
+        size_t tl = 0;
+        rc = nr_tokenizer_decode(c->tok, ids + (size_t)i * g.max_length, (size_t)lens[i],
+                                 NR_TOKENIZER_SKIP_SPECIAL | NR_TOKENIZER_CLEANUP, &text, &tl, err, errlen);
+        if (rc) break;
+        /* strip(), as the model card's post-processing */
+        size_t a = 0;
+        while (a < tl && isspace((unsigned char)text[a])) a++;
+        while (tl > a && isspace((unsigned char)text[tl - 1])) tl--;
+        memmove(text, text + a, tl - a);
+        text[tl - a] = 0;
+        captions[i] = text;
+        if (n_tokens) {
+            int k = lens[i] - 1;
+            if (k > 0 && ids[(size_t)i * g.max_length + lens[i] - 1] == g.eos_token_id) k--;
+            n_tokens[i] = k;
+        }
+    }
+    if (rc)
+        for (int i = 0; i < n; i++) {
+            free(captions[i]);
+            captions[i] = NULL;
+        }
+    free(ids);
+    free(lens);
+    return rc;
+#endif
+}
+
+int nr_captioner_states_to_frame(const nr_captioner_t *c, const float *states, unsigned char **frame, size_t *len) {
+    int S, D;
+    nr_captioner_states_shape(c, &S, &D);
+    int64_t shape[2] = {S, D};
+    return nr_states_encode(states, 2, shape, NR_DTYPE_F32, frame, len);
+}
+
+int nr_captioner_frame_to_states(const nr_captioner_t *c, const void *frame, size_t len, float *states, char *err,
+                                 size_t errlen) {
+    nr_tensor_t *t = NULL;
+    int rc = nr_states_decode(frame, len, &t, err, errlen);
+    if (rc) return rc;
+    int S, D;
+    nr_captioner_states_shape(c, &S, &D);
+    int ok = (t->ndim == 2 && t->shape[0] == S && t->shape[1] == D) ||
+             (t->ndim == 3 && t->shape[0] == 1 && t->shape[1] == S && t->shape[2] == D);
+    if (!ok) {
+        rc = nr_seterr(err, errlen, NR_EPROTO, "encoder states: shape does not match the model ([%d, %d] expected)", S, D);
+    } else {
+        memcpy(states, t->data, (size_t)S * D * sizeof(float));
+    }
+    nr_tensor_destroy(&t);
+    return rc;
+}

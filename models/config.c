@@ -1,0 +1,273 @@
+/* Model configuration: config.json / generation_config.json via cJSON. */
+#include "models/config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+
+nr_gen_config_t nr_gen_config_default(void) {
+    nr_gen_config_t g = {.max_length = 20,
+                         .num_beams = 1,
+                         .length_penalty = 1.0f,
+                         .early_stopping = 0,
+                         .decoder_start_token_id = -1,
+                         .bos_token_id = -1,
+                         .eos_token_id = -1,
+                         .pad_token_id = -1};
+    return g;
+}
+
+/* Reads a whole file into a NUL-terminated buffer; NULL when absent. */
+static char *s_read_file(const char *path, size_t max, int *missing) {
+    *missing = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *missing = errno == ENOENT;
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            if (cap > max + 8192) break;
+            char *nb = realloc(buf, cap);
+            if (!nb) break;
+            buf = nb;
+        }
+        size_t r = fread(buf + len, 1, cap - len - 1, f);
+        len += r;
+        if (r == 0) {
+            fclose(f);
+            buf[len] = 0;
+            return buf;
+        }
+    }
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+/* Integer key: returns 1 when present and valid, 0 when absent, -1 when bad. */
+static int s_int(const cJSON *o, const char *key, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e9) return -1;
+    *out = (int)v->valuedouble;
+    return 1;
+}
+
+static int s_float(const cJSON *o, const char *key, float *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return -1;
+    *out = (float)v->valuedouble;
+    return 1;
+}
+
+static int s_bool(const cJSON *o, const char *key, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (cJSON_IsBool(v)) {
+        *out = cJSON_IsTrue(v);
+        return 1;
+    }
+    return -1;
+}
+
+static int s_act(const char *name, nr_act_t *out) {
+    if (!name) return -1;
+    if (strcmp(name, "gelu") == 0) *out = NR_ACT_GELU;
+    else if (strcmp(name, "gelu_new") == 0 || strcmp(name, "gelu_pytorch_tanh") == 0 || strcmp(name, "gelu_fast") == 0)
+        *out = NR_ACT_GELU_TANH;
+    else
+        return -1;
+    return 0;
+}
+
+#define REQ_INT(obj, key, field, what)                                                                      \
+    do {                                                                                                    \
+        int r_ = s_int(obj, key, &(field));                                                                 \
+        if (r_ <= 0 || (field) <= 0)                                                                        \
+            return nr_seterr(err, errlen, NR_EMODEL, "%s: %s.%s %s", src, what, key,                        \
+                             r_ == 0 ? "is missing" : "must be a positive integer");                        \
+    } while (0)
+
+#define OPT_INT(obj, key, field, what)                                                                      \
+    do {                                                                                                    \
+        if (s_int(obj, key, &(field)) < 0)                                                                  \
+            return nr_seterr(err, errlen, NR_EMODEL, "%s: %s.%s must be an integer", src, what, key);      \
+    } while (0)
+
+static int s_vit(const cJSON *e, const char *src, nr_vit_config_t *v, char *err, size_t errlen) {
+    const char *what = "encoder";
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(e, "model_type");
+    if (cJSON_IsString(mt) && strcmp(mt->valuestring, "vit") != 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: encoder model_type \"%s\" is not supported (vit is)", src,
+                         mt->valuestring);
+    memset(v, 0, sizeof(*v));
+    REQ_INT(e, "hidden_size", v->hidden_size, what);
+    REQ_INT(e, "num_hidden_layers", v->num_hidden_layers, what);
+    REQ_INT(e, "num_attention_heads", v->num_attention_heads, what);
+    REQ_INT(e, "intermediate_size", v->intermediate_size, what);
+    REQ_INT(e, "image_size", v->image_size, what);
+    REQ_INT(e, "patch_size", v->patch_size, what);
+    v->num_channels = 3;
+    OPT_INT(e, "num_channels", v->num_channels, what);
+    v->layer_norm_eps = 1e-12f;
+    if (s_float(e, "layer_norm_eps", &v->layer_norm_eps) < 0 || v->layer_norm_eps < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: encoder.layer_norm_eps must be a number >= 0", src);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(e, "hidden_act");
+    v->hidden_act = NR_ACT_GELU;
+    if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &v->hidden_act) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: encoder.hidden_act must be gelu, gelu_new or gelu_pytorch_tanh", src);
+    v->qkv_bias = 1;
+    if (s_bool(e, "qkv_bias", &v->qkv_bias) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: encoder.qkv_bias must be true or false", src);
+    if (v->hidden_size % v->num_attention_heads)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: encoder.hidden_size %d is not divisible by num_attention_heads %d",
+                         src, v->hidden_size, v->num_attention_heads);
+    if (v->image_size % v->patch_size)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: encoder.image_size %d is not divisible by patch_size %d", src,
+                         v->image_size, v->patch_size);
+    if (v->num_channels <= 0 || v->image_size > 4096)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: encoder.num_channels / image_size out of range", src);
+    return 0;
+}
+
+static int s_gpt2(const cJSON *d, const char *src, nr_gpt2_config_t *g, char *err, size_t errlen) {
+    const char *what = "decoder";
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(d, "model_type");
+    if (cJSON_IsString(mt) && strcmp(mt->valuestring, "gpt2") != 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder model_type \"%s\" is not supported (gpt2 is)", src,
+                         mt->valuestring);
+    memset(g, 0, sizeof(*g));
+    REQ_INT(d, "n_embd", g->n_embd, what);
+    REQ_INT(d, "n_layer", g->n_layer, what);
+    REQ_INT(d, "n_head", g->n_head, what);
+    REQ_INT(d, "n_positions", g->n_positions, what);
+    REQ_INT(d, "vocab_size", g->vocab_size, what);
+    g->n_inner = 0;
+    OPT_INT(d, "n_inner", g->n_inner, what);
+    if (g->n_inner <= 0) g->n_inner = 4 * g->n_embd;
+    g->layer_norm_epsilon = 1e-5f;
+    if (s_float(d, "layer_norm_epsilon", &g->layer_norm_epsilon) < 0 || g->layer_norm_epsilon < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.layer_norm_epsilon must be a number >= 0", src);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(d, "activation_function");
+    g->activation_function = NR_ACT_GELU_TANH;
+    if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &g->activation_function) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.activation_function must be gelu_new, gelu or gelu_pytorch_tanh",
+                         src);
+    g->add_cross_attention = 0;
+    if (s_bool(d, "add_cross_attention", &g->add_cross_attention) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.add_cross_attention must be true or false", src);
+    g->scale_attn_weights = 1;
+    if (s_bool(d, "scale_attn_weights", &g->scale_attn_weights) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.scale_attn_weights must be true or false", src);
+    if (g->n_embd % g->n_head)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.n_embd %d is not divisible by n_head %d", src, g->n_embd,
+                         g->n_head);
+    return 0;
+}
+
+/* Generation keys from one JSON object over *gen. */
+static int s_gen(const cJSON *o, const char *src, nr_gen_config_t *gen, char *err, size_t errlen) {
+    const char *what = "generation";
+    OPT_INT(o, "max_length", gen->max_length, what);
+    OPT_INT(o, "num_beams", gen->num_beams, what);
+    OPT_INT(o, "decoder_start_token_id", gen->decoder_start_token_id, what);
+    OPT_INT(o, "bos_token_id", gen->bos_token_id, what);
+    OPT_INT(o, "pad_token_id", gen->pad_token_id, what);
+    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(o, "eos_token_id");
+    if (cJSON_IsArray(eos) && cJSON_GetArraySize(eos) > 0) eos = eos->child; /* first of a list */
+    if (eos && !cJSON_IsNull(eos)) {
+        if (!cJSON_IsNumber(eos))
+            return nr_seterr(err, errlen, NR_EMODEL, "%s: eos_token_id must be an integer", src);
+        gen->eos_token_id = (int)eos->valuedouble;
+    }
+    if (s_float(o, "length_penalty", &gen->length_penalty) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: length_penalty must be a number", src);
+    const cJSON *es = cJSON_GetObjectItemCaseSensitive(o, "early_stopping");
+    if (cJSON_IsBool(es)) gen->early_stopping = cJSON_IsTrue(es);
+    else if (cJSON_IsString(es) && strcmp(es->valuestring, "never") == 0) gen->early_stopping = -1;
+    else if (es && !cJSON_IsNull(es))
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: early_stopping must be true, false or \"never\"", src);
+    return 0;
+}
+
+int nr_model_config_parse(const char *config_json, const char *gen_json, const char *what, nr_model_config_t *cfg,
+                          char *err, size_t errlen) {
+    char src[512];
+    snprintf(src, sizeof src, "%s/config.json", what ? what : ".");
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->gen = nr_gen_config_default();
+    cJSON *root = config_json ? cJSON_Parse(config_json) : NULL;
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: not a JSON object", src);
+    }
+    int rc = 0;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    const cJSON *enc = cJSON_GetObjectItemCaseSensitive(root, "encoder");
+    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
+    if (!cJSON_IsString(mt) || strcmp(mt->valuestring, "vision-encoder-decoder") != 0 || !cJSON_IsObject(enc) ||
+        !cJSON_IsObject(dec)) {
+        rc = nr_seterr(err, errlen, NR_EMODEL,
+                       "%s: model_type must be vision-encoder-decoder with encoder and decoder objects", src);
+        goto out;
+    }
+    if ((rc = s_vit(enc, src, &cfg->vit, err, errlen)) != 0) goto out;
+    if ((rc = s_gpt2(dec, src, &cfg->gpt2, err, errlen)) != 0) goto out;
+    if (cfg->vit.hidden_size != cfg->gpt2.n_embd) {
+        rc = nr_seterr(err, errlen, NR_EMODEL,
+                       "%s: encoder.hidden_size %d != decoder.n_embd %d (an encoder-decoder projection is not supported)",
+                       src, cfg->vit.hidden_size, cfg->gpt2.n_embd);
+        goto out;
+    }
+    /* Generation defaults: decoder config, then top-level config, then generation_config.json. */
+    if ((rc = s_gen(dec, src, &cfg->gen, err, errlen)) != 0) goto out;
+    if ((rc = s_gen(root, src, &cfg->gen, err, errlen)) != 0) goto out;
+    if (gen_json) {
+        char gsrc[512];
+        snprintf(gsrc, sizeof gsrc, "%s/generation_config.json", what ? what : ".");
+        cJSON *g = cJSON_Parse(gen_json);
+        if (!g || !cJSON_IsObject(g)) {
+            cJSON_Delete(g);
+            rc = nr_seterr(err, errlen, NR_EMODEL, "%s: not a JSON object", gsrc);
+            goto out;
+        }
+        rc = s_gen(g, gsrc, &cfg->gen, err, errlen);
+        cJSON_Delete(g);
+        if (rc) goto out;
+    }
+    if (cfg->gen.decoder_start_token_id < 0) cfg->gen.decoder_start_token_id = cfg->gen.bos_token_id;
+    if (cfg->gen.pad_token_id < 0) cfg->gen.pad_token_id = cfg->gen.eos_token_id;
+    if (cfg->gen.decoder_start_token_id < 0 || cfg->gen.decoder_start_token_id >= cfg->gpt2.vocab_size) {
+        rc = nr_seterr(err, errlen, NR_EMODEL, "%s: decoder_start_token_id missing or outside the vocabulary", src);
+        goto out;
+    }
+out:
+    cJSON_Delete(root);
+    return rc;
+}
+
+int nr_model_config_load(const char *dir, nr_model_config_t *cfg, char *err, size_t errlen) {
+    char path[4096];
+    int missing = 0;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *cj = s_read_file(path, 16u << 20, &missing);
+    if (!cj) return nr_seterr(err, errlen, NR_EMODEL, "%s: %s", path, missing ? "missing" : "cannot read");
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    char *gj = s_read_file(path, 16u << 20, &missing);
+    int rc = 0;
+    if (!gj && !missing) rc = nr_seterr(err, errlen, NR_EMODEL, "%s: cannot read", path);
+    else rc = nr_model_config_parse(cj, gj, dir, cfg, err, errlen);
+    free(cj);
+    free(gj);
+    return rc;
+}

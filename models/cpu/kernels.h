@@ -1,0 +1,22 @@
+/* CPU kernels shared by the CPU backend and its op-level tests. Plain loops
+ * written so that gcc/clang vectorize them (no libm calls in hot loops:
+ * exp/erf/tanh are polynomial approximations with relative error < 2e-7). */
+#ifndef NR_MODELS_CPU_KERNELS_H
+#define NR_MODELS_CPU_KERNELS_H
+
+#include <stddef.h>
+
+#include "models/backend.h"
+
+float nr_cpu_expf(float x);
+void nr_cpu_layernorm(float *y, const float *x, const float *g, const float *b, int M, int N, float eps);
+void nr_cpu_gelu(float *x, size_t n, int tanh_form);
+void nr_cpu_softmax(float *x, int rows, int cols);
+void nr_cpu_add(float *y, const float *x, size_t n);
+void nr_cpu_add_bias(float *y, const float *b, int M, int N);
+int nr_cpu_attention(const nr_attn_args_t *a);
+int nr_cpu_patch_embed(const nr_patch_args_t *a);
+void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M, int N,
+                   int K, int accumulate);
+
+#endif

@@ -1,0 +1,291 @@
+/* Greedy and beam search over the GPT-2 decoder, following transformers'
+ * generate(): GreedySearch, and BeamSearchScorer + BeamHypotheses with
+ * early_stopping True / False / "never". */
+#include "models/generate.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+
+int nr_generate_check(const nr_gpt2_t *m, const nr_gen_config_t *g, char *err, size_t errlen) {
+    const nr_gpt2_config_t *c = nr_gpt2_config(m);
+    if (g->max_length < 2 || g->max_length > c->n_positions)
+        return nr_seterr(err, errlen, NR_EOPTION, "max_length %d outside 2..%d", g->max_length, c->n_positions);
+    if (g->num_beams < 1 || g->num_beams > 64)
+        return nr_seterr(err, errlen, NR_EOPTION, "num_beams %d outside 1..64", g->num_beams);
+    if (g->decoder_start_token_id < 0 || g->decoder_start_token_id >= c->vocab_size)
+        return nr_seterr(err, errlen, NR_EOPTION, "decoder_start_token_id %d outside the vocabulary",
+                         g->decoder_start_token_id);
+    if (g->eos_token_id >= c->vocab_size || g->pad_token_id >= c->vocab_size)
+        return nr_seterr(err, errlen, NR_EOPTION, "eos/pad token id outside the vocabulary");
+    if (!isfinite(g->length_penalty))
+        return nr_seterr(err, errlen, NR_EOPTION, "length_penalty must be finite");
+    return 0;
+}
+
+/* ---- greedy ---- */
+
+static int s_greedy(const nr_gpt2_t *m, const float *enc, int n, int enc_len, const nr_gen_config_t *g, int *ids,
+                    int *lens) {
+    const int V = nr_gpt2_config(m)->vocab_size, T = g->max_length;
+    nr_gpt2_state_t *s = nr_gpt2_state_new(m, n, T, n, enc_len);
+    float *logits = malloc((size_t)n * V * sizeof(float));
+    int *cur = malloc((size_t)n * sizeof(int));
+    int *done = calloc((size_t)n, sizeof(int));
+    int rc = (!s || !logits || !cur || !done) ? NR_ENOMEM : 0;
+    if (rc) goto out;
+    if ((rc = nr_gpt2_set_encoder(m, s, enc, NULL))) goto out;
+    const int pad = g->pad_token_id >= 0 ? g->pad_token_id : (g->eos_token_id >= 0 ? g->eos_token_id : 0);
+    for (int i = 0; i < n; i++) {
+        ids[(size_t)i * T] = g->decoder_start_token_id;
+        lens[i] = 1;
+        cur[i] = g->decoder_start_token_id;
+    }
+    for (int len = 1; len < T; len++) {
+        if ((rc = nr_gpt2_step(m, s, cur, 1, logits, 0))) goto out;
+        int all_done = 1;
+        for (int i = 0; i < n; i++) {
+            if (done[i]) {
+                cur[i] = pad;
+                continue;
+            }
+            const float *lr = logits + (size_t)i * V;
+            int best = 0;
+            for (int v = 1; v < V; v++)
+                if (lr[v] > lr[best]) best = v;
+            ids[(size_t)i * T + len] = best;
+            lens[i] = len + 1;
+            cur[i] = best;
+            if (best == g->eos_token_id) done[i] = 1;
+            if (!done[i]) all_done = 0;
+        }
+        if (all_done) break;
+    }
+out:
+    nr_gpt2_state_destroy(&s);
+    free(logits);
+    free(cur);
+    free(done);
+    return rc;
+}
+
+/* ---- beam search ---- */
+
+typedef struct {
+    float score;
+    int len;
+    int *tok; /* len ids, start token first, no eos */
+} s_hyp_t;
+
+typedef struct {
+    s_hyp_t *h; /* up to num_beams + 1 */
+    int n;
+    float worst;
+    int done;
+} s_hyps_t;
+
+/* BeamHypotheses.add: score = sum_logprobs / gen_len^length_penalty. */
+static void s_hyps_add(s_hyps_t *hs, int K, float lp, const int *tok, int len, float sum_logprobs, int gen_len) {
+    float score = sum_logprobs / powf((float)gen_len, lp);
+    if (hs->n < K || score > hs->worst) {
+        s_hyp_t *h = &hs->h[hs->n++];
+        h->score = score;
+        h->len = len;
+        memcpy(h->tok, tok, (size_t)len * sizeof(int));
+        if (hs->n > K) {
+            /* drop the worst (first among equals, as Python's sorted()) */
+            int wi = 0;
+            for (int i = 1; i < hs->n; i++)
+                if (hs->h[i].score < hs->h[wi].score) wi = i;
+            int *keep = hs->h[wi].tok;
+            for (int i = wi; i < hs->n - 1; i++) hs->h[i] = hs->h[i + 1];
+            hs->n--;
+            hs->h[hs->n].tok = keep;
+            float w = INFINITY;
+            for (int i = 0; i < hs->n; i++) w = hs->h[i].score < w ? hs->h[i].score : w;
+            hs->worst = w;
+        } else {
+            hs->worst = score < hs->worst ? score : hs->worst;
+        }
+    }
+}
+
+/* Stop test after a step (tests/fixtures/README.md, "Beam search rule"):
+ * best_running is the raw score of the best beam still running; cur_len
+ * counts the start token and the token just chosen. */
+static int s_hyps_is_done(const s_hyps_t *hs, int K, const nr_gen_config_t *g, float best_running, int cur_len) {
+    if (hs->n < K) return 0;
+    if (g->early_stopping == 1) return 1;
+    float denom;
+    if (g->early_stopping == 0 || g->length_penalty <= 0)
+        denom = powf((float)(cur_len - 1), g->length_penalty);
+    else
+        denom = powf((float)(g->max_length - 1), g->length_penalty);
+    return best_running / denom <= hs->worst;
+}
+
+static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, const nr_gen_config_t *g, int *ids,
+                  int *lens) {
+    const int V = nr_gpt2_config(m)->vocab_size, T = g->max_length, K = g->num_beams, R = n * K, C = 2 * K;
+    nr_gpt2_state_t *s = nr_gpt2_state_new(m, R, T, n, enc_len);
+    float *logits = malloc((size_t)R * V * sizeof(float));
+    float *bscore = malloc((size_t)R * sizeof(float));
+    float *nscore = malloc((size_t)R * sizeof(float));
+    int *seq = malloc((size_t)R * T * sizeof(int));
+    int *nseq = malloc((size_t)R * T * sizeof(int));
+    int *cur = malloc((size_t)R * sizeof(int));
+    int *src = malloc((size_t)R * sizeof(int));
+    int *encix = malloc((size_t)R * sizeof(int));
+    float *cs = malloc((size_t)C * sizeof(float));
+    int *ct = malloc((size_t)C * sizeof(int));
+    s_hyps_t *hyps = calloc((size_t)n, sizeof(s_hyps_t));
+    int *tokpool = malloc((size_t)n * (K + 1) * T * sizeof(int));
+    int rc = (!s || !logits || !bscore || !nscore || !seq || !nseq || !cur || !src || !encix || !cs || !ct || !hyps ||
+              !tokpool)
+                 ? NR_ENOMEM
+                 : 0;
+    if (rc) goto out;
+    for (int i = 0; i < n; i++) {
+        hyps[i].h = calloc((size_t)K + 1, sizeof(s_hyp_t));
+        if (!hyps[i].h) {
+            rc = NR_ENOMEM;
+            goto out;
+        }
+        for (int k = 0; k <= K; k++) hyps[i].h[k].tok = tokpool + ((size_t)i * (K + 1) + k) * T;
+        hyps[i].worst = 1e9f;
+    }
+    for (int r = 0; r < R; r++) encix[r] = r / K;
+    if ((rc = nr_gpt2_set_encoder(m, s, enc, encix))) goto out;
+    const int pad = g->pad_token_id >= 0 ? g->pad_token_id : (g->eos_token_id >= 0 ? g->eos_token_id : 0);
+    for (int r = 0; r < R; r++) {
+        seq[(size_t)r * T] = g->decoder_start_token_id;
+        cur[r] = g->decoder_start_token_id;
+        bscore[r] = (r % K == 0) ? 0.0f : -1e9f;
+    }
+    int len = 1;
+    for (;;) {
+        if ((rc = nr_gpt2_step(m, s, cur, 1, logits, 0))) goto out;
+        /* log_softmax per row, plus the beam's running score */
+        for (int r = 0; r < R; r++) {
+            float *lr = logits + (size_t)r * V;
+            float mx = lr[0];
+            for (int v = 1; v < V; v++) mx = lr[v] > mx ? lr[v] : mx;
+            float sum = 0.0f;
+            for (int v = 0; v < V; v++) sum += expf(lr[v] - mx);
+            float lse = logf(sum);
+            for (int v = 0; v < V; v++) lr[v] = (lr[v] - mx - lse) + bscore[r];
+        }
+        int all_done = 1;
+        for (int i = 0; i < n; i++) {
+            s_hyps_t *hs = &hyps[i];
+            if (hs->done) {
+                for (int k = 0; k < K; k++) {
+                    int r = i * K + k;
+                    nscore[r] = 0.0f;
+                    cur[r] = pad;
+                    src[r] = i * K;
+                }
+                continue;
+            }
+            /* top 2K over (K beams x V tokens), in descending order */
+            int nc = 0;
+            for (int k = 0; k < K; k++) {
+                const float *lr = logits + (size_t)(i * K + k) * V;
+                for (int v = 0; v < V; v++) {
+                    float x = lr[v];
+                    if (nc == C && !(x > cs[C - 1])) continue;
+                    int p = nc < C ? nc++ : C - 1;
+                    while (p > 0 && x > cs[p - 1]) {
+                        cs[p] = cs[p - 1];
+                        ct[p] = ct[p - 1];
+                        p--;
+                    }
+                    cs[p] = x;
+                    ct[p] = k * V + v;
+                }
+            }
+            int filled = 0;
+            for (int c = 0; c < nc && filled < K; c++) {
+                int beam = ct[c] / V, tok = ct[c] % V, r = i * K + beam;
+                if (g->eos_token_id >= 0 && tok == g->eos_token_id) {
+                    if (c >= K) continue; /* not among the top num_beams */
+                    s_hyps_add(hs, K, g->length_penalty, seq + (size_t)r * T, len, cs[c], len);
+                } else {
+                    int dst = i * K + filled++;
+                    nscore[dst] = cs[c];
+                    cur[dst] = tok;
+                    src[dst] = r;
+                }
+            }
+            for (; filled < K; filled++) { /* cannot happen with vocab > 2K; keep rows valid */
+                int dst = i * K + filled;
+                nscore[dst] = -1e9f;
+                cur[dst] = pad;
+                src[dst] = i * K;
+            }
+            hs->done = s_hyps_is_done(hs, K, g, nscore[i * K], len + 1);
+            if (!hs->done) all_done = 0;
+        }
+        /* reorder sequences and cache, append the chosen tokens */
+        for (int r = 0; r < R; r++) {
+            memcpy(nseq + (size_t)r * T, seq + (size_t)src[r] * T, (size_t)len * sizeof(int));
+            nseq[(size_t)r * T + len] = cur[r];
+            bscore[r] = nscore[r];
+        }
+        int *t = seq;
+        seq = nseq;
+        nseq = t;
+        len++;
+        if ((rc = nr_gpt2_reorder(m, s, src))) goto out;
+        if (all_done || len >= T) break;
+    }
+    /* finalize: unfinished captions take all their beams as hypotheses */
+    for (int i = 0; i < n; i++) {
+        s_hyps_t *hs = &hyps[i];
+        if (!hs->done)
+            for (int k = 0; k < K; k++) {
+                int r = i * K + k;
+                s_hyps_add(hs, K, g->length_penalty, seq + (size_t)r * T, len, bscore[r], len - 1);
+            }
+        /* best = last of a stable ascending sort: highest score, latest among equals */
+        int bi = 0;
+        for (int k = 1; k < hs->n; k++)
+            if (hs->h[k].score >= hs->h[bi].score) bi = k;
+        const s_hyp_t *b = &hs->h[bi];
+        memcpy(ids + (size_t)i * T, b->tok, (size_t)b->len * sizeof(int));
+        lens[i] = b->len;
+        if (b->len < T && g->eos_token_id >= 0) ids[(size_t)i * T + lens[i]++] = g->eos_token_id;
+    }
+out:
+    nr_gpt2_state_destroy(&s);
+    if (hyps)
+        for (int i = 0; i < n; i++) free(hyps[i].h);
+    free(hyps);
+    free(tokpool);
+    free(logits);
+    free(bscore);
+    free(nscore);
+    free(seq);
+    free(nseq);
+    free(cur);
+    free(src);
+    free(encix);
+    free(cs);
+    free(ct);
+    return rc;
+}
+
+int nr_generate(const nr_gpt2_t *m, const float *enc, int n, int enc_len, const nr_gen_config_t *gen, int *ids,
+                int *lens, char *err, size_t errlen) {
+    if (!m || !enc || n <= 0 || enc_len <= 0 || !gen || !ids || !lens)
+        return nr_seterr(err, errlen, NR_EINVAL, "generate: bad arguments");
+    int rc = nr_generate_check(m, gen, err, errlen);
+    if (rc) return rc;
+    rc = gen->num_beams == 1 ? s_greedy(m, enc, n, enc_len, gen, ids, lens)
+                             : s_beam(m, enc, n, enc_len, gen, ids, lens);
+    if (rc) return nr_seterr(err, errlen, rc, "generate: %s", nr_strerror(rc));
+    return 0;
+}

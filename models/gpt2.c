@@ -1,0 +1,374 @@
+/* GPT-2 decoder with cross-attention and a KV cache. Follows transformers'
+ * models/gpt2/modeling_gpt2.py (Conv1D weights [in, out]: y = x W + b). */
+#include "models/gpt2.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "models/weights.h"
+
+#define I64(x) ((int64_t)(x))
+
+typedef struct {
+    float *ln1_g, *ln1_b;       /* (D) */
+    float *attn_w, *attn_b;     /* (D, 3D), (3D): c_attn Q|K|V */
+    float *aproj_w, *aproj_b;   /* (D, D), (D) */
+    float *lnx_g, *lnx_b;       /* (D) ln_cross_attn */
+    float *xq_w, *xq_b;         /* (D, D), (D): crossattention.q_attn */
+    float *xkv_w, *xkv_b;       /* (D, 2D), (2D): crossattention.c_attn K|V */
+    float *xproj_w, *xproj_b;   /* (D, D), (D) */
+    float *ln2_g, *ln2_b;       /* (D) */
+    float *fc_w, *fc_b;         /* (D, I), (I) */
+    float *mproj_w, *mproj_b;   /* (I, D), (D) */
+} s_layer_t;
+
+struct nr_gpt2 {
+    nr_gpt2_config_t cfg;
+    nr_backend_t *be;
+    nr_wstore_t ws;
+    float *wte;            /* (V, D) */
+    float *wpe;            /* (n_positions, D) */
+    float *lnf_g, *lnf_b;  /* (D) */
+    float *lm_head;        /* (V, D): wte when tied */
+    s_layer_t *layers;
+};
+
+struct nr_gpt2_state {
+    int rows, max_len, n_enc, enc_len, len, cap_tok; /* cap_tok: rows*tokens the scratch holds */
+    float **kc, **vc;  /* per layer (rows, max_len, D) */
+    float **xkv;       /* per layer (n_enc, enc_len, 2D) */
+    int *enc_index;    /* (rows) host */
+    int *tmp_index;
+    float *x, *h, *qkv, *att, *mlp, *logit_rows, *logits; /* scratch */
+    float *tmp_cache;
+    const nr_gpt2_t *m;
+};
+
+int nr_gpt2_load(const nr_gpt2_config_t *cfg, const nr_safetensors_t *st, const char *prefix, nr_backend_t *be,
+                 nr_gpt2_t **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (!cfg->add_cross_attention)
+        return nr_seterr(err, errlen, NR_EMODEL, "decoder config: add_cross_attention must be true for captioning");
+    nr_gpt2_t *m = calloc(1, sizeof(*m));
+    if (!m) return nr_seterr(err, errlen, NR_ENOMEM, "gpt2: out of memory");
+    m->cfg = *cfg;
+    m->be = be;
+    m->ws = (nr_wstore_t){.be = be, .st = st, .prefix = prefix ? prefix : ""};
+    nr_wstore_t *ws = &m->ws;
+    const int D = cfg->n_embd, V = cfg->vocab_size, I = cfg->n_inner;
+    int rc;
+    if ((rc = nr_wstore_get(ws, "transformer.wte.weight", &m->wte, err, errlen, 2, I64(V), I64(D))) ||
+        (rc = nr_wstore_get(ws, "transformer.wpe.weight", &m->wpe, err, errlen, 2, I64(cfg->n_positions), I64(D))) ||
+        (rc = nr_wstore_get(ws, "transformer.ln_f.weight", &m->lnf_g, err, errlen, 1, I64(D))) ||
+        (rc = nr_wstore_get(ws, "transformer.ln_f.bias", &m->lnf_b, err, errlen, 1, I64(D))))
+        goto fail;
+    if (nr_wstore_has(ws, "lm_head.weight")) {
+        if ((rc = nr_wstore_get(ws, "lm_head.weight", &m->lm_head, err, errlen, 2, I64(V), I64(D)))) goto fail;
+    } else {
+        m->lm_head = m->wte;
+    }
+    m->layers = calloc((size_t)cfg->n_layer, sizeof(s_layer_t));
+    if (!m->layers) {
+        rc = nr_seterr(err, errlen, NR_ENOMEM, "gpt2: out of memory");
+        goto fail;
+    }
+    for (int l = 0; l < cfg->n_layer; l++) {
+        s_layer_t *L = &m->layers[l];
+        char nm[160];
+#define W(field, suffix, nd, ...)                                                                 \
+    do {                                                                                          \
+        snprintf(nm, sizeof nm, "transformer.h.%d.%s", l, suffix);                                \
+        if ((rc = nr_wstore_get(ws, nm, &L->field, err, errlen, nd, __VA_ARGS__))) goto fail;     \
+    } while (0)
+        W(ln1_g, "ln_1.weight", 1, I64(D));
+        W(ln1_b, "ln_1.bias", 1, I64(D));
+        W(attn_w, "attn.c_attn.weight", 2, I64(D), I64(3 * D));
+        W(attn_b, "attn.c_attn.bias", 1, I64(3 * D));
+        W(aproj_w, "attn.c_proj.weight", 2, I64(D), I64(D));
+        W(aproj_b, "attn.c_proj.bias", 1, I64(D));
+        W(lnx_g, "ln_cross_attn.weight", 1, I64(D));
+        W(lnx_b, "ln_cross_attn.bias", 1, I64(D));
+        W(xq_w, "crossattention.q_attn.weight", 2, I64(D), I64(D));
+        W(xq_b, "crossattention.q_attn.bias", 1, I64(D));
+        W(xkv_w, "crossattention.c_attn.weight", 2, I64(D), I64(2 * D));
+        W(xkv_b, "crossattention.c_attn.bias", 1, I64(2 * D));
+        W(xproj_w, "crossattention.c_proj.weight", 2, I64(D), I64(D));
+        W(xproj_b, "crossattention.c_proj.bias", 1, I64(D));
+        W(ln2_g, "ln_2.weight", 1, I64(D));
+        W(ln2_b, "ln_2.bias", 1, I64(D));
+        W(fc_w, "mlp.c_fc.weight", 2, I64(D), I64(I));
+        W(fc_b, "mlp.c_fc.bias", 1, I64(I));
+        W(mproj_w, "mlp.c_proj.weight", 2, I64(I), I64(D));
+        W(mproj_b, "mlp.c_proj.bias", 1, I64(D));
+#undef W
+    }
+    *out = m;
+    return 0;
+fail:
+    nr_gpt2_destroy(&m);
+    return rc;
+}
+
+void nr_gpt2_destroy(nr_gpt2_t **pm) {
+    if (!pm || !*pm) return;
+    nr_wstore_free(&(*pm)->ws);
+    free((*pm)->layers);
+    free(*pm);
+    *pm = NULL;
+}
+
+const nr_gpt2_config_t *nr_gpt2_config(const nr_gpt2_t *m) { return &m->cfg; }
+
+static void s_bfree(const nr_gpt2_t *m, void *p) {
+    if (p) m->be->ops->free(m->be->ctx, p);
+}
+
+void nr_gpt2_state_destroy(nr_gpt2_state_t **ps) {
+    if (!ps || !*ps) return;
+    nr_gpt2_state_t *s = *ps;
+    const nr_gpt2_t *m = s->m;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        if (s->kc) s_bfree(m, s->kc[l]);
+        if (s->vc) s_bfree(m, s->vc[l]);
+        if (s->xkv) s_bfree(m, s->xkv[l]);
+    }
+    free(s->kc);
+    free(s->vc);
+    free(s->xkv);
+    free(s->enc_index);
+    free(s->tmp_index);
+    s_bfree(m, s->x);
+    s_bfree(m, s->h);
+    s_bfree(m, s->qkv);
+    s_bfree(m, s->att);
+    s_bfree(m, s->mlp);
+    s_bfree(m, s->logit_rows);
+    s_bfree(m, s->logits);
+    s_bfree(m, s->tmp_cache);
+    free(s);
+    *ps = NULL;
+}
+
+/* Scratch for rows*ntok tokens. */
+static int s_scratch(nr_gpt2_state_t *s, int ntok) {
+    const nr_gpt2_t *m = s->m;
+    if (s->cap_tok >= s->rows * ntok) return 0;
+    const int D = m->cfg.n_embd, I = m->cfg.n_inner, V = m->cfg.vocab_size;
+    size_t T = (size_t)s->rows * ntok;
+    void *ctx = m->be->ctx;
+    const nr_backend_ops_t *o = m->be->ops;
+    s_bfree(m, s->x);
+    s_bfree(m, s->h);
+    s_bfree(m, s->qkv);
+    s_bfree(m, s->att);
+    s_bfree(m, s->mlp);
+    s_bfree(m, s->logits);
+    s->x = o->alloc(ctx, T * D * sizeof(float));
+    s->h = o->alloc(ctx, T * D * sizeof(float));
+    s->qkv = o->alloc(ctx, T * 3 * D * sizeof(float));
+    s->att = o->alloc(ctx, T * D * sizeof(float));
+    s->mlp = o->alloc(ctx, T * I * sizeof(float));
+    s->logits = o->alloc(ctx, T * V * sizeof(float));
+    if (!s->x || !s->h || !s->qkv || !s->att || !s->mlp || !s->logits) {
+        s->cap_tok = 0;
+        return NR_ENOMEM;
+    }
+    s->cap_tok = (int)T;
+    return 0;
+}
+
+nr_gpt2_state_t *nr_gpt2_state_new(const nr_gpt2_t *m, int rows, int max_len, int n_enc, int enc_len) {
+    if (!m || rows <= 0 || max_len <= 0 || max_len > m->cfg.n_positions || n_enc <= 0 || enc_len <= 0) return NULL;
+    nr_gpt2_state_t *s = calloc(1, sizeof(*s));
+    if (!s) return NULL;
+    s->m = m;
+    s->rows = rows;
+    s->max_len = max_len;
+    s->n_enc = n_enc;
+    s->enc_len = enc_len;
+    const int D = m->cfg.n_embd, Lr = m->cfg.n_layer;
+    void *ctx = m->be->ctx;
+    const nr_backend_ops_t *o = m->be->ops;
+    s->kc = calloc((size_t)Lr, sizeof(float *));
+    s->vc = calloc((size_t)Lr, sizeof(float *));
+    s->xkv = calloc((size_t)Lr, sizeof(float *));
+    s->enc_index = calloc((size_t)rows, sizeof(int));
+    s->tmp_index = calloc((size_t)rows, sizeof(int));
+    if (!s->kc || !s->vc || !s->xkv || !s->enc_index || !s->tmp_index) goto fail;
+    for (int l = 0; l < Lr; l++) {
+        s->kc[l] = o->alloc(ctx, (size_t)rows * max_len * D * sizeof(float));
+        s->vc[l] = o->alloc(ctx, (size_t)rows * max_len * D * sizeof(float));
+        s->xkv[l] = o->alloc(ctx, (size_t)n_enc * enc_len * 2 * D * sizeof(float));
+        if (!s->kc[l] || !s->vc[l] || !s->xkv[l]) goto fail;
+    }
+    s->tmp_cache = o->alloc(ctx, (size_t)rows * max_len * D * sizeof(float));
+    s->logit_rows = o->alloc(ctx, (size_t)rows * D * sizeof(float));
+    if (!s->tmp_cache || !s->logit_rows) goto fail;
+    for (int r = 0; r < rows; r++) s->enc_index[r] = r < n_enc ? r : 0;
+    if (s_scratch(s, 1) != 0) goto fail;
+    return s;
+fail:
+    nr_gpt2_state_destroy(&s);
+    return NULL;
+}
+
+int nr_gpt2_state_len(const nr_gpt2_state_t *s) { return s->len; }
+
+#define CK(call)                                                                                  \
+    do {                                                                                          \
+        if ((rc = (call)) != 0) return rc;                                                        \
+    } while (0)
+
+int nr_gpt2_set_encoder(const nr_gpt2_t *m, nr_gpt2_state_t *s, const float *enc, const int *enc_index) {
+    if (!m || !s || !enc) return NR_EINVAL;
+    const int D = m->cfg.n_embd;
+    const nr_backend_ops_t *o = m->be->ops;
+    void *ctx = m->be->ctx;
+    int rc;
+    for (int r = 0; r < s->rows; r++) {
+        int e = enc_index ? enc_index[r] : r;
+        if (e < 0 || e >= s->n_enc) return NR_EINVAL;
+        s->enc_index[r] = e;
+    }
+    const int M = s->n_enc * s->enc_len;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const s_layer_t *L = &m->layers[l];
+        CK(o->matmul(ctx, s->xkv[l], 2 * D, enc, D, L->xkv_w, NR_W_IN_OUT, M, 2 * D, D, 0));
+        CK(o->add_bias(ctx, s->xkv[l], L->xkv_b, M, 2 * D));
+    }
+    s->len = 0;
+    return 0;
+}
+
+int nr_gpt2_step(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *ids, int n_tok, float *logits, int all_logits) {
+    if (!m || !s || !ids || !logits || n_tok <= 0) return NR_EINVAL;
+    if (s->len + n_tok > s->max_len) return NR_EINVAL;
+    const nr_gpt2_config_t *c = &m->cfg;
+    const int D = c->n_embd, H = c->n_head, hd = D / H, I = c->n_inner, V = c->vocab_size, R = s->rows;
+    const int M = R * n_tok, pos0 = s->len;
+    const nr_backend_ops_t *o = m->be->ops;
+    void *ctx = m->be->ctx;
+    int rc;
+    CK(s_scratch(s, n_tok));
+    int *pos = malloc((size_t)M * sizeof(int));
+    if (!pos) return NR_ENOMEM;
+    for (int i = 0; i < M; i++) pos[i] = pos0 + i % n_tok;
+    rc = o->embed(ctx, s->x, m->wte, m->wpe, ids, pos, M, D, V, c->n_positions);
+    free(pos);
+    if (rc) return rc;
+    const float scale = c->scale_attn_weights ? 1.0f / sqrtf((float)hd) : 1.0f;
+    const int tanh_form = c->activation_function == NR_ACT_GELU_TANH;
+    const float eps = c->layer_norm_epsilon;
+    for (int l = 0; l < c->n_layer; l++) {
+        const s_layer_t *L = &m->layers[l];
+        /* Causal self-attention with the cache. */
+        CK(o->layernorm(ctx, s->h, s->x, L->ln1_g, L->ln1_b, M, D, eps));
+        CK(o->matmul(ctx, s->qkv, 3 * D, s->h, D, L->attn_w, NR_W_IN_OUT, M, 3 * D, D, 0));
+        CK(o->add_bias(ctx, s->qkv, L->attn_b, M, 3 * D));
+        for (int r = 0; r < R; r++) {
+            for (int t = 0; t < n_tok; t++) {
+                const float *src = s->qkv + (size_t)(r * n_tok + t) * 3 * D;
+                size_t dst = ((size_t)r * s->max_len + pos0 + t) * D;
+                CK(o->copy(ctx, s->kc[l] + dst, src + D, (size_t)D * sizeof(float)));
+                CK(o->copy(ctx, s->vc[l] + dst, src + 2 * D, (size_t)D * sizeof(float)));
+            }
+        }
+        nr_attn_args_t sa = {.batch = R,
+                             .n_head = H,
+                             .head_dim = hd,
+                             .n_q = n_tok,
+                             .n_kv = pos0 + n_tok,
+                             .causal = 1,
+                             .q_pos0 = pos0,
+                             .scale = scale,
+                             .q = s->qkv,
+                             .k = s->kc[l],
+                             .v = s->vc[l],
+                             .out = s->att,
+                             .q_bstride = (size_t)n_tok * 3 * D,
+                             .q_rstride = (size_t)3 * D,
+                             .kv_bstride = (size_t)s->max_len * D,
+                             .kv_rstride = (size_t)D,
+                             .o_bstride = (size_t)n_tok * D,
+                             .o_rstride = (size_t)D};
+        CK(o->attention(ctx, &sa));
+        CK(o->matmul(ctx, s->x, D, s->att, D, L->aproj_w, NR_W_IN_OUT, M, D, D, 1));
+        CK(o->add_bias(ctx, s->x, L->aproj_b, M, D));
+        /* Cross-attention to the encoder states. */
+        CK(o->layernorm(ctx, s->h, s->x, L->lnx_g, L->lnx_b, M, D, eps));
+        CK(o->matmul(ctx, s->qkv, D, s->h, D, L->xq_w, NR_W_IN_OUT, M, D, D, 0));
+        CK(o->add_bias(ctx, s->qkv, L->xq_b, M, D));
+        nr_attn_args_t xa = {.batch = R,
+                             .n_head = H,
+                             .head_dim = hd,
+                             .n_q = n_tok,
+                             .n_kv = s->enc_len,
+                             .causal = 0,
+                             .scale = scale,
+                             .q = s->qkv,
+                             .k = s->xkv[l],
+                             .v = s->xkv[l] + D,
+                             .out = s->att,
+                             .q_bstride = (size_t)n_tok * D,
+                             .q_rstride = (size_t)D,
+                             .kv_bstride = (size_t)s->enc_len * 2 * D,
+                             .kv_rstride = (size_t)2 * D,
+                             .o_bstride = (size_t)n_tok * D,
+                             .o_rstride = (size_t)D,
+                             .kv_index = s->enc_index};
+        CK(o->attention(ctx, &xa));
+        CK(o->matmul(ctx, s->x, D, s->att, D, L->xproj_w, NR_W_IN_OUT, M, D, D, 1));
+        CK(o->add_bias(ctx, s->x, L->xproj_b, M, D));
+        /* MLP. */
+        CK(o->layernorm(ctx, s->h, s->x, L->ln2_g, L->ln2_b, M, D, eps));
+        CK(o->matmul(ctx, s->mlp, I, s->h, D, L->fc_w, NR_W_IN_OUT, M, I, D, 0));
+        CK(o->add_bias(ctx, s->mlp, L->fc_b, M, I));
+        CK(o->gelu(ctx, s->mlp, (size_t)M * I, tanh_form));
+        CK(o->matmul(ctx, s->x, D, s->mlp, I, L->mproj_w, NR_W_IN_OUT, M, D, I, 1));
+        CK(o->add_bias(ctx, s->x, L->mproj_b, M, D));
+    }
+    s->len += n_tok;
+    int out_rows;
+    if (all_logits || n_tok == 1) {
+        CK(o->layernorm(ctx, s->h, s->x, m->lnf_g, m->lnf_b, M, D, eps));
+        out_rows = M;
+    } else {
+        for (int r = 0; r < R; r++)
+            CK(o->layernorm(ctx, s->h + (size_t)r * D, s->x + (size_t)(r * n_tok + n_tok - 1) * D, m->lnf_g, m->lnf_b,
+                            1, D, eps));
+        out_rows = R;
+    }
+    CK(o->matmul(ctx, s->logits, V, s->h, D, m->lm_head, NR_W_OUT_IN, out_rows, V, D, 0));
+    CK(o->download(ctx, logits, s->logits, (size_t)out_rows * V * sizeof(float)));
+    return o->synchronize(ctx);
+}
+
+int nr_gpt2_reorder(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src) {
+    if (!m || !s || !src) return NR_EINVAL;
+    const int D = m->cfg.n_embd, R = s->rows;
+    const nr_backend_ops_t *o = m->be->ops;
+    void *ctx = m->be->ctx;
+    int identity = 1;
+    for (int r = 0; r < R; r++) {
+        if (src[r] < 0 || src[r] >= R) return NR_EINVAL;
+        if (src[r] != r) identity = 0;
+    }
+    if (identity || s->len == 0) goto idx;
+    const size_t row = (size_t)s->max_len * D, used = (size_t)s->len * D * sizeof(float);
+    int rc;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        float *caches[2] = {s->kc[l], s->vc[l]};
+        for (int k = 0; k < 2; k++) {
+            for (int r = 0; r < R; r++) CK(o->copy(ctx, s->tmp_cache + r * row, caches[k] + (size_t)src[r] * row, used));
+            for (int r = 0; r < R; r++) CK(o->copy(ctx, caches[k] + r * row, s->tmp_cache + r * row, used));
+        }
+    }
+idx:
+    for (int r = 0; r < R; r++) s->tmp_index[r] = s->enc_index[src[r]];
+    memcpy(s->enc_index, s->tmp_index, (size_t)R * sizeof(int));
+    return 0;
+}

@@ -1,0 +1,121 @@
+/* Internal weight store: see weights.h. */
+#include "models/weights.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "models/tensor.h"
+
+static int s_keep(nr_wstore_t *ws, void *p) {
+    if (ws->n == ws->cap) {
+        size_t nc = ws->cap ? ws->cap * 2 : 64;
+        void **nb = realloc(ws->bufs, nc * sizeof(void *));
+        if (!nb) return NR_ENOMEM;
+        ws->bufs = nb;
+        ws->cap = nc;
+    }
+    ws->bufs[ws->n++] = p;
+    return 0;
+}
+
+int nr_wstore_has(const nr_wstore_t *ws, const char *name) {
+    char full[512];
+    snprintf(full, sizeof full, "%s%s", ws->prefix, name);
+    return nr_safetensors_find(ws->st, full) != NULL;
+}
+
+float *nr_wstore_alloc(nr_wstore_t *ws, size_t floats) {
+    float *p = ws->be->ops->alloc(ws->be->ctx, floats * sizeof(float));
+    if (!p) return NULL;
+    if (s_keep(ws, p) != 0) {
+        ws->be->ops->free(ws->be->ctx, p);
+        return NULL;
+    }
+    return p;
+}
+
+/* Host F32 buffer -> backend buffer (takes ownership of host). */
+static int s_place(nr_wstore_t *ws, float *host, size_t floats, float **out) {
+    if (ws->be->host_memory) {
+        if (s_keep(ws, host) != 0) {
+            free(host);
+            return NR_ENOMEM;
+        }
+        *out = host;
+        return 0;
+    }
+    float *dev = nr_backend_upload_new(ws->be, host, floats * sizeof(float));
+    free(host);
+    if (!dev) return NR_EDEVICE;
+    if (s_keep(ws, dev) != 0) {
+        ws->be->ops->free(ws->be->ctx, dev);
+        return NR_ENOMEM;
+    }
+    *out = dev;
+    return 0;
+}
+
+int nr_wstore_get(nr_wstore_t *ws, const char *name, float **out, char *err, size_t errlen, int ndim, ...) {
+    char full[512];
+    snprintf(full, sizeof full, "%s%s", ws->prefix, name);
+    int64_t shape[NR_TENSOR_MAX_DIMS] = {0};
+    va_list ap;
+    va_start(ap, ndim);
+    for (int i = 0; i < ndim && i < NR_TENSOR_MAX_DIMS; i++) shape[i] = va_arg(ap, int64_t);
+    va_end(ap);
+    const nr_st_tensor_t *t = nr_safetensors_find(ws->st, full);
+    if (t && t->dtype == NR_DTYPE_F32 && ws->be->host_memory && ((uintptr_t)t->data % 4) == 0) {
+        /* Zero-copy: point into the mapping after the shape check. */
+        int ok = t->ndim == ndim;
+        for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+        if (ok) {
+            *out = (float *)(uintptr_t)t->data;
+            return 0;
+        }
+    }
+    float *host = NULL;
+    int rc = nr_safetensors_load_f32(ws->st, full, ndim, shape, &host, err, errlen);
+    if (rc) return rc;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    rc = s_place(ws, host, (size_t)n, out);
+    if (rc) return nr_seterr(err, errlen, rc, "%s: tensor %s: cannot place in backend memory", nr_safetensors_path(ws->st), full);
+    return 0;
+}
+
+int nr_wstore_concat_rows(nr_wstore_t *ws, const char *const *names, const int64_t *rows, int count, int64_t cols,
+                          float **out, char *err, size_t errlen) {
+    int64_t total = 0;
+    for (int i = 0; i < count; i++) total += rows[i];
+    float *host = nr_aligned_alloc((size_t)(total * cols) * sizeof(float));
+    if (!host) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    int64_t off = 0;
+    for (int i = 0; i < count; i++) {
+        char full[512];
+        snprintf(full, sizeof full, "%s%s", ws->prefix, names[i]);
+        int64_t shape[2] = {rows[i], cols};
+        int nd = cols == 1 ? 1 : 2;
+        float *part = NULL;
+        int rc = nr_safetensors_load_f32(ws->st, full, nd, shape, &part, err, errlen);
+        if (rc) {
+            free(host);
+            return rc;
+        }
+        memcpy(host + off * cols, part, (size_t)(rows[i] * cols) * sizeof(float));
+        free(part);
+        off += rows[i];
+    }
+    int rc = s_place(ws, host, (size_t)(total * cols), out);
+    if (rc) return nr_seterr(err, errlen, rc, "%s: cannot place fused weights", nr_safetensors_path(ws->st));
+    return 0;
+}
+
+void nr_wstore_free(nr_wstore_t *ws) {
+    for (size_t i = 0; i < ws->n; i++) ws->be->ops->free(ws->be->ctx, ws->bufs[i]);
+    free(ws->bufs);
+    ws->bufs = NULL;
+    ws->n = ws->cap = 0;
+}

@@ -1,0 +1,33 @@
+/* Internal: loading named weights from a safetensors file into a backend,
+ * with shape checks; zero-copy for aligned F32 on host-memory backends. */
+#ifndef NR_MODELS_WEIGHTS_H
+#define NR_MODELS_WEIGHTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "models/backend.h"
+#include "models/safetensors.h"
+
+typedef struct {
+    nr_backend_t *be;
+    const nr_safetensors_t *st;
+    const char *prefix;
+    void **bufs; /* backend buffers owned by the model */
+    size_t n, cap;
+} nr_wstore_t;
+
+/* prefix + name, with the given shape (up to 4 dims, ndim args follow).
+ * Returns 0 and *out (backend memory), NR_EMODEL, NR_ENOMEM. */
+int nr_wstore_get(nr_wstore_t *ws, const char *name, float **out, char *err, size_t errlen, int ndim, ...);
+/* 1 when prefix + name exists in the file. */
+int nr_wstore_has(const nr_wstore_t *ws, const char *name);
+/* Concatenates several [rows_i, cols] host-F32 tensors along rows into one
+ * new backend buffer (for fused Q|K|V); each shape is checked. */
+int nr_wstore_concat_rows(nr_wstore_t *ws, const char *const *names, const int64_t *rows, int count, int64_t cols,
+                          float **out, char *err, size_t errlen);
+/* A new backend scratch buffer owned by the store. */
+float *nr_wstore_alloc(nr_wstore_t *ws, size_t floats);
+void nr_wstore_free(nr_wstore_t *ws);
+
+#endif
