@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -941,4 +942,65 @@ Test(transport, nobody_listening_is_unreachable) {
     cr_expect_eq(nr_client_status(c, "x", &r), NR_ECONNECT, "a second try fails the same way");
     nr_proto_msg_clear(&r);
     nr_client_destroy(&c);
+}
+
+/* ---- the narrate program's exit codes ------------------------------------ */
+
+/* Runs narrate with `args` (a shell-quoted string), stdout+stderr into a
+ * buffer; returns the exit status. */
+static int s_narrate(const char *args, char *out, size_t outlen) {
+    const char *build = getenv("NR_BUILD_DIR");
+    if (!build) cr_skip_test("NR_BUILD_DIR is not set (run through ctest)");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "env -u NARRATOR_BROKER -u NARRATOR_CONFIG %s/bin/narrate %s 2>&1",
+             build, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+Test(program, help_and_usage_errors) {
+    char out[16384];
+    cr_expect_eq(s_narrate("--help", out, sizeof out), 0);
+    cr_expect(strstr(out, "Exit codes"), "%s", out);
+    cr_expect_eq(s_narrate("", out, sizeof out), 2);
+    cr_expect(strstr(out, "narrate: no command given"), "%s", out);
+    cr_expect_eq(s_narrate("submit", out, sizeof out), 2);
+    cr_expect_eq(s_narrate("submit x --window 0", out, sizeof out), 2);
+    cr_expect(strstr(out, "--window must be in 1..1024"), "%s", out);
+    cr_expect_eq(s_narrate("--broker not-an-endpoint stats", out, sizeof out), 2);
+    cr_expect_eq(s_narrate("--timeout 1 submit /nonexistent/dir", out, sizeof out), 2);
+    cr_expect(strstr(out, "cannot read /nonexistent/dir"), "%s", out);
+}
+
+Test(program, unreachable_broker_exits_3) {
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_ROUTER);
+    char ep[64], args[256], out[4096];
+    size_t n = sizeof ep;
+    cr_assert_eq(zmq_bind(s, "tcp://127.0.0.1:*"), 0);
+    zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &n);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    snprintf(args, sizeof args, "--broker %s --timeout 1 stats", ep);
+    cr_expect_eq(s_narrate(args, out, sizeof out), 3);
+    cr_expect(strstr(out, "cannot reach the broker at tcp://127.0.0.1:"), "%s", out);
+    cr_expect(strstr(out, "is narrator-broker running?"), "%s", out);
+}
+
+Test(program, unknown_job_exits_5) {
+    s_fake_t f = {.count = 3};
+    s_fake_start(&f);
+    char args[256], out[4096];
+    snprintf(args, sizeof args, "--broker %s status missing", f.endpoint);
+    cr_expect_eq(s_narrate(args, out, sizeof out), 5);
+    cr_expect(strstr(out, "job missing: no job missing"), "%s", out);
+    snprintf(args, sizeof args, "--broker %s cancel missing", f.endpoint);
+    cr_expect_eq(s_narrate(args, out, sizeof out), 5);
+    snprintf(args, sizeof args, "--broker %s --json stats", f.endpoint);
+    cr_expect_eq(s_narrate(args, out, sizeof out), 0);
+    cr_expect(strstr(out, "\"cmd\":\"STATS\""), "%s", out);
+    s_fake_stop(&f);
 }
