@@ -420,12 +420,23 @@ done:
 
 /* ---- WebP ------------------------------------------------------------------ */
 
+static const char *s_webp_status(VP8StatusCode st) {
+    switch (st) {
+    case VP8_STATUS_OUT_OF_MEMORY: return "out of memory";
+    case VP8_STATUS_INVALID_PARAM: return "invalid parameter";
+    case VP8_STATUS_BITSTREAM_ERROR: return "bitstream error";
+    case VP8_STATUS_UNSUPPORTED_FEATURE: return "unsupported feature";
+    case VP8_STATUS_NOT_ENOUGH_DATA: return "truncated data";
+    default: return "decoder error";
+    }
+}
+
 static int s_decode_webp(const unsigned char *data, size_t size, const nr_image_params_t *p, nr_image_t **out,
                          char *err, size_t errlen) {
     WebPBitstreamFeatures f;
     VP8StatusCode st = WebPGetFeatures(data, size, &f);
     if (st != VP8_STATUS_OK)
-        return nr_seterr(err, errlen, NR_EIMAGE, "corrupt or truncated WebP (status %d)", (int)st);
+        return nr_seterr(err, errlen, NR_EIMAGE, "corrupt or truncated WebP: %s", s_webp_status(st));
     int c = s_check_size("WebP", (uint64_t)(f.width > 0 ? f.width : 0), (uint64_t)(f.height > 0 ? f.height : 0), p,
                          err, errlen);
     if (c < 0) return c;
@@ -433,23 +444,32 @@ static int s_decode_webp(const unsigned char *data, size_t size, const nr_image_
     nr_image_t *img = nr_image_new(f.width, f.height);
     if (!img) return nr_seterr(err, errlen, NR_ENOMEM, "no memory for a %dx%d WebP", f.width, f.height);
     size_t n = (size_t)f.width * f.height;
-    if (f.has_alpha) {
-        /* Straight (not premultiplied) RGBA, then alpha dropped, as PIL. */
-        unsigned char *rgba = malloc(n * 4);
-        if (!rgba) {
-            nr_image_destroy(&img);
-            return nr_seterr(err, errlen, NR_ENOMEM, "no memory for a %dx%d WebP", f.width, f.height);
-        }
-        if (!WebPDecodeRGBAInto(data, size, rgba, n * 4, f.width * 4)) {
-            free(rgba);
-            nr_image_destroy(&img);
-            return nr_seterr(err, errlen, NR_EIMAGE, "corrupt or truncated WebP");
-        }
-        for (size_t i = 0; i < n; i++) memcpy(img->data + 3 * i, rgba + 4 * i, 3);
-        free(rgba);
-    } else if (!WebPDecodeRGBInto(data, size, img->data, n * 3, f.width * 3)) {
+    /* With alpha: straight (not premultiplied) RGBA, then alpha dropped, as PIL. */
+    const int ch = f.has_alpha ? 4 : 3;
+    unsigned char *buf = ch == 3 ? img->data : malloc(n * 4);
+    if (!buf) {
         nr_image_destroy(&img);
-        return nr_seterr(err, errlen, NR_EIMAGE, "corrupt or truncated WebP");
+        return nr_seterr(err, errlen, NR_ENOMEM, "no memory for a %dx%d WebP", f.width, f.height);
+    }
+    WebPDecoderConfig cfg;
+    if (!WebPInitDecoderConfig(&cfg)) {
+        if (buf != img->data) free(buf);
+        nr_image_destroy(&img);
+        return nr_seterr(err, errlen, NR_EINTERNAL, "libwebp version mismatch");
+    }
+    cfg.output.colorspace = ch == 4 ? MODE_RGBA : MODE_RGB;
+    cfg.output.is_external_memory = 1;
+    cfg.output.u.RGBA.rgba = buf;
+    cfg.output.u.RGBA.stride = f.width * ch;
+    cfg.output.u.RGBA.size = n * (size_t)ch;
+    st = WebPDecode(data, size, &cfg);
+    WebPFreeDecBuffer(&cfg.output);
+    if (st == VP8_STATUS_OK && ch == 4)
+        for (size_t i = 0; i < n; i++) memcpy(img->data + 3 * i, buf + 4 * i, 3);
+    if (buf != img->data) free(buf);
+    if (st != VP8_STATUS_OK) {
+        nr_image_destroy(&img);
+        return nr_seterr(err, errlen, NR_EIMAGE, "corrupt or truncated WebP: %s", s_webp_status(st));
     }
     int orientation = 1;
     if (p->apply_exif) {
@@ -489,6 +509,13 @@ int nr_image_decode(const void *data, size_t size, const nr_image_params_t *para
     case NR_IMAGE_WEBP: return s_decode_webp(data, size, &p, out, err, errlen);
     default: {
         const unsigned char *d = data;
+        const char *other = size >= 6 && (memcmp(d, "GIF87a", 6) == 0 || memcmp(d, "GIF89a", 6) == 0) ? "GIF"
+                            : size >= 2 && memcmp(d, "BM", 2) == 0                                      ? "BMP"
+                            : size >= 4 && (memcmp(d, "II*", 4) == 0 || memcmp(d, "MM\0*", 4) == 0)   ? "TIFF"
+                            : size >= 12 && memcmp(d + 4, "ftyp", 4) == 0                               ? "HEIF/AVIF"
+                                                                                                        : NULL;
+        if (other)
+            return nr_seterr(err, errlen, NR_ENOTIMAGE, "%s images are not supported (JPEG, PNG and WebP are)", other);
         return nr_seterr(err, errlen, NR_ENOTIMAGE,
                          "not a JPEG, PNG or WebP image (first bytes %02x %02x %02x %02x, %zu bytes)", d[0],
                          size > 1 ? d[1] : 0, size > 2 ? d[2] : 0, size > 3 ? d[3] : 0, size);
