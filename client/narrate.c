@@ -372,9 +372,13 @@ static int s_cmd_get(s_app_t *app) {
         code = NR_EXIT_FAILED;
         goto done;
     }
-    char *line = NULL;
-    rc = s_write_outputs(app, app->cli->id, &record, app->cli->output, app->cli->id, NULL, &line,
-                         err, sizeof err);
+    /* The id is the stem: ids are [A-Za-z0-9._:-], so only a leading '.'
+     * ("..", ".x") needs changing to stay a plain, visible name. */
+    char stem[NR_PROTO_ID_MAX + 1], *line = NULL;
+    snprintf(stem, sizeof stem, "%s", app->cli->id);
+    if (stem[0] == '.') stem[0] = '_';
+    rc = s_write_outputs(app, app->cli->id, &record, app->cli->output, stem, NULL, &line, err,
+                         sizeof err);
     if (rc) {
         s_errorf(app, "job %s: %s", app->cli->id, err);
         code = s_exit_code(rc) == NR_EXIT_OK ? NR_EXIT_FAILED : s_exit_code(rc);
