@@ -997,3 +997,26 @@ Test(program, speech_worker_end_to_end) {
     nr_proto_msg_clear(&m);
     s_broker_close(&b);
 }
+
+Test(runtime, bad_endpoint_and_bad_settings_are_reported) {
+    s_broker_t b;
+    s_broker_open(&b);
+    nr_worker_settings_t s = s_settings(&b);
+    snprintf(s.broker, sizeof s.broker, "nonsense://here");
+    nr_worker_stage_t stage = nr_worker_stage_default();
+    stage.name = "test";
+    stage.run = s_test_run;
+    char err[256] = "";
+    nr_worker_t *w = nr_worker_new(&stage, &s, err, sizeof err);
+    cr_assert_not_null(w, "%s", err);
+    cr_assert_eq(nr_worker_run(w), NR_EINVAL);
+    nr_worker_destroy(&w);
+    s = s_settings(&b);
+    snprintf(s.name, sizeof s.name, "Bad Name");
+    cr_assert_null(nr_worker_new(&stage, &s, err, sizeof err));
+    cr_assert(strstr(err, "Bad Name"), "%s", err);
+    s = s_settings(&b);
+    stage.run = NULL;
+    cr_assert_null(nr_worker_new(&stage, &s, err, sizeof err));
+    s_broker_close(&b);
+}

@@ -476,9 +476,9 @@ static int s_connect(nr_worker_t *self) {
     zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
     if (zmq_connect(self->sock, self->settings.broker) != 0) {
-        nr_log(NR_LOG_ERROR, "connect %s: %s", self->settings.broker, zmq_strerror(errno));
+        nr_log(NR_LOG_ERROR, "bad broker endpoint '%s': %s", self->settings.broker, zmq_strerror(errno));
         s_close_socket(self, 0);
-        return NR_ECONNECT;
+        return NR_EINVAL; /* a bad endpoint does not get better with retries */
     }
     nr_msg_t m;
     nr_proto_msg_init(&m);
@@ -656,10 +656,15 @@ int nr_worker_run(nr_worker_t *self) {
             s_fail_pending(self, "worker is shutting down");
         }
         if (!self->sock && now >= link.reconnect_at) {
-            if (s_connect(self) == 0) {
+            int crc = s_connect(self);
+            if (crc == 0) {
                 link.last_recv = now;
                 link.healthy = 0;
                 next_hb = now + hb;
+            } else if (crc == NR_EINVAL) {
+                rc = crc;
+                self->stop_requested = 1;
+                break;
             } else {
                 link.reconnect_at = now + link.delay;
                 link.delay = link.delay * 2 > self->settings.reconnect_max_ms
