@@ -301,7 +301,7 @@ Test(image, limits_are_configurable) {
  * (run under ASan in the sanitizer build). */
 Test(image, every_truncation_is_an_error) {
     const char *files[] = {"exif_none.jpg", "chelsea_5x5.png", "exif_webp_o3.webp", "rocket_cmyk.jpg",
-                           "coffee_palette4bit.png", "astronaut_rgba_webp.webp"};
+                           "coffee_palette4bit.png", "astronaut_rgba_webp.webp", "astronaut_interlaced.png"};
     for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
         size_t n;
         char *d = s_load(files[f], &n);
