@@ -116,7 +116,9 @@ static int s_send(nr_broker_t *self, nr_broker_side_t side, const uint8_t *ident
     return rc;
 }
 
-static void s_send_cmd(nr_broker_t *self, nr_broker_worker_t *w, nr_cmd_t cmd) {
+static void s_send_cmd(nr_broker_t *self, nr_broker_worker_t *w, nr_cmd_t cmd, int64_t now) {
+    w->sent = 1;
+    w->heartbeat_ms = now + self->params.heartbeat_ms;
     nr_msg_t m;
     nr_proto_msg_init(&m);
     m.cmd = cmd;
@@ -507,8 +509,15 @@ void nr_broker_worker_message(nr_broker_t *self, const uint8_t *identity, size_t
         return;
     }
     w->expires_ms = now + self->params.heartbeat_ms * self->params.heartbeat_liveness;
+    int sent_before = w->sent;
+    w->sent = 0;
     switch (msg->cmd) {
     case NR_CMD_HEARTBEAT:
+        /* Answer in kind unless something else went out since its last
+         * message: a worker with a shorter interval than ours then still
+         * hears from us once per its interval. */
+        if (!sent_before) s_send_cmd(self, w, NR_CMD_HEARTBEAT, now);
+        w->sent = 0;
         break;
     case NR_CMD_RESULT:
         s_on_result(self, w, msg, now);
@@ -557,6 +566,8 @@ static int s_dispatch_one(nr_broker_t *self, nr_broker_stage_t *s, nr_broker_job
     s->running++;
     nr_broker_worker_add_lease(w, job, job->attempts, job->deadline_ms + s->deadline_ms);
     w->last_dispatch = ++self->dispatch_seq;
+    w->sent = 1;
+    w->heartbeat_ms = now + self->params.heartbeat_ms;
 
     char key[NR_PROTO_NAME_MAX + 16], num[32];
     snprintf(key, sizeof key, "%s.attempts", s->name);
@@ -940,8 +951,7 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
                     continue;
                 }
                 if (now >= w->heartbeat_ms) {
-                    s_send_cmd(self, w, NR_CMD_HEARTBEAT);
-                    w->heartbeat_ms = now + self->params.heartbeat_ms;
+                    s_send_cmd(self, w, NR_CMD_HEARTBEAT, now);
                 }
                 for (uint32_t i = w->leases_len; i-- > 0;) {
                     nr_broker_lease_t *l = &w->leases[i];
@@ -980,7 +990,7 @@ void nr_broker_shutdown(nr_broker_t *self, int64_t now) {
     for (nr_broker_stage_t *s = self->stages; s; s = s->next) {
         while (s->workers) {
             nr_broker_worker_t *w = s->workers;
-            s_send_cmd(self, w, NR_CMD_DISCONNECT);
+            s_send_cmd(self, w, NR_CMD_DISCONNECT, now);
             for (uint32_t i = 0; i < w->leases_len; i++) {
                 nr_broker_job_t *job = w->leases[i].job;
                 if (!job || job->state != NR_JOB_RUNNING) continue;

@@ -33,6 +33,7 @@ struct nr_broker_worker {
     int64_t expires_ms;     /* dead when nothing was heard by then */
     int64_t heartbeat_ms;   /* next heartbeat to send */
     uint64_t last_dispatch; /* dispatch sequence, to rotate among equals */
+    int sent;               /* sent something since the worker's last message */
     nr_broker_worker_t *next;
 };
 

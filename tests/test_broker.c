@@ -409,6 +409,19 @@ Test(broker, heartbeats_keep_a_busy_worker_alive) {
     nr_broker_destroy(&b);
 }
 
+Test(broker, worker_heartbeats_are_answered_unless_something_else_went_out) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "w", "speech", 1, 0);
+    s_worker_cmd(b, "w", NR_CMD_HEARTBEAT, 200);
+    cr_assert_eq(s_count("w", NR_CMD_HEARTBEAT), 1);
+    s_worker_cmd(b, "w", NR_CMD_HEARTBEAT, 400);
+    cr_assert_eq(s_count("w", NR_CMD_HEARTBEAT), 2);
+    s_submit(b, "j", "speech", "x", 500); /* a JOB goes out */
+    s_worker_cmd(b, "w", NR_CMD_HEARTBEAT, 600);
+    cr_assert_eq(s_count("w", NR_CMD_HEARTBEAT), 2, "the JOB was proof of life enough");
+    nr_broker_destroy(&b);
+}
+
 Test(broker, disconnect_requeues_to_another_worker_with_backoff) {
     nr_broker_t *b = s_new(NULL, NULL);
     s_ready(b, "a", "speech", 1, 0);
