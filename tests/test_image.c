@@ -429,3 +429,67 @@ Test(preprocess, bad_arguments) {
     cr_assert_eq(nr_preprocess_resize(NULL, 2, 2, dst, 2, 2, NR_RESAMPLE_BILINEAR), NR_EINVAL);
     cr_assert_eq(nr_preprocess_image(NULL, NULL, NULL, 0), NR_EINVAL);
 }
+
+/* End to end on the full photos behind the checkpoint fixture: decode +
+ * preprocess (with the checkpoint's preprocessor_config.json) must equal
+ * batch.pixel_values in tests/fixtures/vit-gpt2-tiny-reference.safetensors
+ * (written by make_fixtures.py with PIL). The photos are not committed:
+ * this runs when python3-skimage's data folder is found ($NR_SKIMAGE_DATA or
+ * /usr/lib/python3/dist-packages/skimage/data) and is skipped otherwise. */
+Test(image, full_photos_match_checkpoint_reference) {
+    const char *dirs[] = {getenv("NR_SKIMAGE_DATA"), "/usr/lib/python3/dist-packages/skimage/data"};
+    const char *dir = NULL;
+    char path[4096];
+    for (int i = 0; i < 2 && !dir; i++) {
+        if (!dirs[i]) continue;
+        snprintf(path, sizeof(path), "%s/chelsea.png", dirs[i]);
+        if (access(path, R_OK) == 0) dir = dirs[i];
+    }
+    if (!dir) cr_skip_test("skimage photos not found (set NR_SKIMAGE_DATA)");
+    const char *src = getenv("NR_SOURCE_DIR");
+    snprintf(path, sizeof(path), "%s/tests/fixtures/vit-gpt2-tiny-reference.safetensors", src ? src : ".");
+    size_t n;
+    char *st = s_read(path, &n);
+    if (!st) cr_skip_test("no %s", path);
+    uint64_t hlen;
+    memcpy(&hlen, st, 8);
+    cr_assert_lt(hlen, n);
+    char *hdr = malloc(hlen + 1);
+    memcpy(hdr, st + 8, hlen);
+    hdr[hlen] = '\0';
+    cJSON *h = cJSON_Parse(hdr);
+    free(hdr);
+    const cJSON *pv = cJSON_GetObjectItem(h, "batch.pixel_values");
+    cr_assert_not_null(pv);
+    size_t off = (size_t)cJSON_GetArrayItem(cJSON_GetObjectItem(pv, "data_offsets"), 0)->valuedouble;
+    const float *ref = (const float *)(st + 8 + hlen + off);
+    nr_preprocess_params_t p = nr_preprocess_default_params();
+    char err[512] = "", cfg[4096];
+    snprintf(cfg, sizeof(cfg), "%s/tests/fixtures/vit-gpt2-tiny/preprocessor_config.json", src ? src : ".");
+    cr_assert_eq(nr_preprocess_load_config(cfg, &p, err, sizeof(err)), 0, "%s", err);
+    const char *photos[] = {"chelsea.png", "coffee.png", "astronaut.png"};
+    const size_t count = (size_t)3 * 224 * 224;
+    float *out = malloc(count * sizeof(float));
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, photos[i]);
+        size_t len;
+        char *d = s_read(path, &len);
+        cr_assert_not_null(d);
+        nr_image_t *img = NULL;
+        cr_assert_eq(nr_image_decode(d, len, NULL, &img, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(nr_preprocess_image(img, &p, out, count), 0);
+        double maxd = 0;
+        for (size_t k = 0; k < count; k++) {
+            float r;
+            memcpy(&r, ref + i * count + k, sizeof(r));
+            maxd = fmax(maxd, fabs((double)out[k] - r));
+        }
+        cr_expect_leq(maxd, 1e-6, "%s: max abs diff %g", photos[i], maxd);
+        cr_log_info("%s (%dx%d): max abs diff %g", photos[i], img->width, img->height, maxd);
+        nr_image_destroy(&img);
+        free(d);
+    }
+    free(out);
+    cJSON_Delete(h);
+    free(st);
+}
