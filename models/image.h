@@ -1,6 +1,16 @@
 /* Image decoding: JPEG, PNG and WebP bytes (detected by magic bytes) to
  * 8-bit RGB, with EXIF orientation applied, the way PIL's
- * Image.open(...).convert("RGB") (plus ImageOps.exif_transpose) sees them. */
+ * ImageOps.exif_transpose(Image.open(...)).convert("RGB") sees them
+ * (bit-identical to Debian's python3-pil 9.4 on every fixture in
+ * tests/fixtures/images, which shares libjpeg-turbo/libpng/libwebp with it).
+ *
+ * Details: EXIF orientation is read from IFD0 of a JPEG APP1 "Exif" segment,
+ * a PNG eXIf chunk or a WebP EXIF chunk. Every 4-channel JPEG (CMYK, YCCK)
+ * is read as Adobe-inverted CMYK and converted with PIL's cmyk2rgb. One
+ * deliberate difference: a 16-bit greyscale PNG keeps the high byte (PIL
+ * 9.4 clips its mode "I" values to 0..255, which turns most of the image
+ * white). Animated WebP, GIF, BMP, TIFF and HEIF are refused.
+ * No global state: safe to call from several threads at once. */
 #ifndef NR_MODELS_IMAGE_H
 #define NR_MODELS_IMAGE_H
 
