@@ -1020,3 +1020,127 @@ Test(runtime, bad_endpoint_and_bad_settings_are_reported) {
     cr_assert_null(nr_worker_new(&stage, &s, err, sizeof err));
     s_broker_close(&b);
 }
+
+/* Per-thread setup: each handler thread gets its own context. */
+typedef struct {
+    int index;
+    char label[16];
+} s_thread_state_t;
+
+static atomic_int s_inits, s_finis;
+
+static int s_thread_init(void *ctx, int index, void **thread_ctx, char *err, size_t errlen) {
+    if (ctx && !strcmp((const char *)ctx, "fail"))
+        return nr_seterr(err, errlen, NR_EDEVICE, "no such device cuda:%d", index);
+    s_thread_state_t *st = calloc(1, sizeof *st);
+    st->index = index;
+    snprintf(st->label, sizeof st->label, "%d", index);
+    *thread_ctx = st;
+    atomic_fetch_add(&s_inits, 1);
+    return 0;
+}
+
+static void s_thread_fini(void *ctx, void *thread_ctx) {
+    (void)ctx;
+    free(thread_ctx);
+    atomic_fetch_add(&s_finis, 1);
+}
+
+static int s_thread_run(void *tctx, const nr_msg_t *job, nr_msg_t *result, char *err, size_t errlen) {
+    s_thread_state_t *st = tctx;
+    nr_harness_sleep_ms(200); /* so that jobs overlap and spread over threads */
+    (void)job;
+    (void)err;
+    (void)errlen;
+    return nr_proto_kv_add(result, "thread", st->label);
+}
+
+Test(runtime, thread_init_gives_each_handler_thread_its_context) {
+    s_broker_t b;
+    s_broker_open(&b);
+    nr_worker_settings_t s = s_settings(&b);
+    s.capacity = 3;
+    nr_worker_stage_t stage = nr_worker_stage_default();
+    stage.name = "test";
+    stage.run = s_thread_run;
+    stage.thread_init = s_thread_init;
+    stage.thread_fini = s_thread_fini;
+    atomic_store(&s_inits, 0);
+    atomic_store(&s_finis, 0);
+    s_worker_t t;
+    char err[256] = "";
+    t.w = nr_worker_new(&stage, &s, err, sizeof err);
+    cr_assert_not_null(t.w, "%s", err);
+    cr_assert_eq(pthread_create(&t.thread, NULL, s_worker_thread, &t), 0);
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    s_expect(&b, NR_CMD_READY, &m, 1);
+    cr_assert_eq(atomic_load(&s_inits), 3, "thread_init ran on all threads before READY");
+    const char *ids[] = {"t0", "t1", "t2"};
+    for (int i = 0; i < 3; i++) s_send_job(&b, ids[i], "test", 1, NULL, "x");
+    for (int i = 0; i < 3; i++) {
+        s_expect(&b, NR_CMD_RESULT, &m, 1);
+        const char *th = nr_proto_kv_get(&m, "thread");
+        cr_assert_not_null(th);
+        cr_assert(!strcmp(th, "0") || !strcmp(th, "1") || !strcmp(th, "2"), "thread %s", th);
+    }
+    nr_proto_msg_clear(&m);
+    cr_assert_eq(s_worker_finish(&t), 0);
+    cr_assert_eq(atomic_load(&s_finis), 3);
+    s_broker_close(&b);
+}
+
+Test(runtime, thread_init_failure_stops_before_connecting) {
+    s_broker_t b;
+    s_broker_open(&b);
+    nr_worker_settings_t s = s_settings(&b);
+    s.capacity = 2;
+    nr_worker_stage_t stage = nr_worker_stage_default();
+    stage.name = "test";
+    stage.run = s_thread_run;
+    stage.ctx = "fail";
+    stage.thread_init = s_thread_init;
+    stage.thread_fini = s_thread_fini;
+    char err[256] = "";
+    nr_worker_t *w = nr_worker_new(&stage, &s, err, sizeof err);
+    cr_assert_not_null(w, "%s", err);
+    cr_assert_eq(nr_worker_run(w), NR_EDEVICE);
+    nr_worker_destroy(&w);
+    /* Nothing reached the broker. */
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    size_t idlen = sizeof b.identity;
+    cr_assert_neq(nr_proto_recv(b.router, b.identity, &idlen, &m, err, sizeof err), 0);
+    s_broker_close(&b);
+}
+
+Test(runtime, jobs_far_beyond_credit_are_handed_back) {
+    s_broker_t b;
+    s_broker_open(&b);
+    nr_worker_settings_t s = s_settings(&b);
+    s.capacity = 1;
+    s_worker_t t;
+    s_worker_start(&t, &s, 0);
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    s_expect(&b, NR_CMD_READY, &m, 1);
+    atomic_store(&s_started, 0);
+    s_send_job(&b, "run", "test", 1, "sleep:600", "x");
+    while (atomic_load(&s_started) == 0) nr_harness_sleep_ms(5);
+    /* Capacity 1: two more may wait (a reconnect can overlap), the third not. */
+    s_send_job(&b, "w1", "test", 1, "echo", "x");
+    s_send_job(&b, "w2", "test", 1, "echo", "x");
+    s_send_job(&b, "over", "test", 1, "echo", "x");
+    s_expect(&b, NR_CMD_FAIL, &m, 1);
+    cr_assert_str_eq(m.id, "over");
+    cr_assert_eq(m.code, NR_EBUSY);
+    cr_assert_eq(m.retry, 1);
+    const char *order[] = {"run", "w1", "w2"};
+    for (int i = 0; i < 3; i++) {
+        s_expect(&b, NR_CMD_RESULT, &m, 1);
+        cr_assert_str_eq(m.id, order[i]);
+    }
+    nr_proto_msg_clear(&m);
+    cr_assert_eq(s_worker_finish(&t), 0);
+    s_broker_close(&b);
+}

@@ -52,6 +52,8 @@ struct nr_worker_t {
     nr_worker_run_fn run;
     nr_worker_run_batch_fn run_batch;
     nr_worker_retryable_fn retryable;
+    nr_worker_thread_init_fn thread_init;
+    nr_worker_thread_fini_fn thread_fini;
     nr_worker_settings_t settings;
     char name[NR_PROTO_NAME_MAX + 1];
     int capacity;   /* credit announced in READY */
@@ -67,6 +69,10 @@ struct nr_worker_t {
     int quit;         /* handler threads: leave when nothing is pending */
     pthread_t *threads;
     int threads_started;
+    int next_index;   /* handler thread numbers, 0.. */
+    int inited;       /* handler threads past thread_init */
+    int init_rc;      /* first thread_init failure */
+    char init_err[256];
     int abandoned;    /* grace ran out: threads left running */
 
     int pipe[2];                        /* wakes the socket thread */
@@ -160,6 +166,9 @@ static void s_finish(nr_worker_t *self, s_item_t *it, int code, const char *err,
             if (nr_proto_kv_add(&it->reply, "ms", buf) != 0)
                 nr_log(NR_LOG_DEBUG, "job %s: no room for kv ms", it->job.id);
         }
+        if (it->job.deadline_ms && ms > (long long)it->job.deadline_ms)
+            nr_log(NR_LOG_WARN, "job %s took %lld ms, past its %u ms deadline", it->job.id, ms,
+                   (unsigned)it->job.deadline_ms);
         nr_log(NR_LOG_DEBUG, "job %s attempt %u done in %lld ms", it->job.id,
                (unsigned)it->job.attempt, ms);
     } else {
@@ -194,6 +203,22 @@ static void *s_handler_thread(void *arg) {
     for (int i = 0; i < batch; i++) errs[i] = errbuf + (size_t)i * S_ERRLEN;
 
     pthread_mutex_lock(&self->mu);
+    int index = self->next_index++;
+    pthread_mutex_unlock(&self->mu);
+    void *tctx = self->ctx;
+    char ierr[256] = "";
+    int irc = self->thread_init ? self->thread_init(self->ctx, index, &tctx, ierr, sizeof ierr) : 0;
+    pthread_mutex_lock(&self->mu);
+    self->inited++;
+    if (irc && !self->init_rc) {
+        self->init_rc = irc < 0 && irc >= NR_ERRNO_MIN ? irc : NR_EINTERNAL;
+        snprintf(self->init_err, sizeof self->init_err, "%s", *ierr ? ierr : nr_strerror(irc));
+    }
+    pthread_cond_broadcast(&self->cond);
+    if (irc) {
+        pthread_mutex_unlock(&self->mu);
+        goto out_noinit;
+    }
     for (;;) {
         while (!self->quit && !self->pending.head) pthread_cond_wait(&self->cond, &self->mu);
         if (!self->pending.head) break; /* quit and nothing left */
@@ -219,7 +244,7 @@ static void *s_handler_thread(void *arg) {
         long long t0 = s_now_ms();
         if (n == 1 && (batch == 1 || !self->run_batch)) {
             errs[0][0] = '\0';
-            codes[0] = self->run(self->ctx, &items[0]->job, &items[0]->reply, errs[0], S_ERRLEN);
+            codes[0] = self->run(tctx, &items[0]->job, &items[0]->reply, errs[0], S_ERRLEN);
         } else {
             for (int i = 0; i < n; i++) {
                 jobs[i] = &items[i]->job;
@@ -227,7 +252,7 @@ static void *s_handler_thread(void *arg) {
                 codes[i] = 0;
                 errs[i][0] = '\0';
             }
-            self->run_batch(self->ctx, jobs, (size_t)n, results, codes, errs, S_ERRLEN);
+            self->run_batch(tctx, jobs, (size_t)n, results, codes, errs, S_ERRLEN);
         }
         long long ms = s_now_ms() - t0;
         for (int i = 0; i < n; i++) s_finish(self, items[i], codes[i], errs[i], ms);
@@ -238,6 +263,8 @@ static void *s_handler_thread(void *arg) {
         s_wake(self);
     }
     pthread_mutex_unlock(&self->mu);
+    if (self->thread_fini) self->thread_fini(self->ctx, tctx);
+out_noinit:
 out:
     free(items);
     free(jobs);
@@ -362,6 +389,8 @@ nr_worker_t *nr_worker_new(const nr_worker_stage_t *stage, const nr_worker_setti
     self->run = stage->run;
     self->run_batch = stage->run_batch;
     self->retryable = stage->retryable ? stage->retryable : nr_worker_retryable;
+    self->thread_init = stage->thread_init;
+    self->thread_fini = stage->thread_fini;
     self->settings = *settings;
     if (*settings->name) snprintf(self->name, sizeof self->name, "%s", settings->name);
     else s_default_name(self->name, sizeof self->name, stage->name);
@@ -599,10 +628,19 @@ static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
         } else {
             nr_log(NR_LOG_DEBUG, "job %s attempt %u received", m->id, (unsigned)m->attempt);
             pthread_mutex_lock(&self->mu);
-            s_list_push(&self->pending, it);
-            pthread_cond_signal(&self->cond);
+            /* The broker keeps to our credit; twice that waiting means it
+             * does not (or a reconnect overlapped running jobs twice). */
+            int full = self->pending.len >= (size_t)self->capacity * 2;
+            if (!full) {
+                s_list_push(&self->pending, it);
+                pthread_cond_signal(&self->cond);
+                it = NULL;
+            }
             pthread_mutex_unlock(&self->mu);
-            it = NULL;
+            if (full) {
+                nr_log(NR_LOG_WARN, "job %s: over capacity %d, handed back", m->id, self->capacity);
+                s_make_fail(&it->reply, m, NR_EBUSY, 1, "worker over capacity");
+            }
         }
         if (it) {
             pthread_mutex_lock(&self->mu);
@@ -637,6 +675,15 @@ int nr_worker_run(nr_worker_t *self) {
             return NR_EINTERNAL;
         }
         self->threads_started++;
+    }
+    /* Stage setup on every handler thread (CUDA device, run state) first. */
+    pthread_mutex_lock(&self->mu);
+    while (self->inited < self->threads_started) pthread_cond_wait(&self->cond, &self->mu);
+    int irc = self->init_rc;
+    pthread_mutex_unlock(&self->mu);
+    if (irc) {
+        nr_log(NR_LOG_ERROR, "handler thread setup failed: %s", self->init_err);
+        return irc;
     }
     const long long hb = self->settings.heartbeat_ms;
     const long long dead_after = hb * self->settings.heartbeat_liveness;

@@ -97,6 +97,16 @@ typedef void (*nr_worker_run_batch_fn)(void *ctx, const nr_msg_t *const *jobs, s
 /* 1 if another attempt may succeed for this error code, 0 if it is final. */
 typedef int (*nr_worker_retryable_fn)(int code);
 
+/* Optional per-thread setup, run on each handler thread (index 0..threads-1)
+ * before it takes a job: the place for cudaSetDevice, CUDA streams, or a
+ * per-thread run state (KV cache, scratch buffers). Store the context that
+ * run / run_batch get on this thread in *thread_ctx (it starts as ctx).
+ * Returns 0, or an NR_E* code with a message: nr_worker_run then returns
+ * that code before connecting. thread_fini undoes it when the thread ends. */
+typedef int (*nr_worker_thread_init_fn)(void *ctx, int index, void **thread_ctx, char *err,
+                                        size_t errlen);
+typedef void (*nr_worker_thread_fini_fn)(void *ctx, void *thread_ctx);
+
 typedef struct {
     const char *name;                 /* stage: "vision", "text", "speech" */
     int capacity;                     /* default capacity when the setting is 0 */
@@ -104,6 +114,8 @@ typedef struct {
     nr_worker_run_fn run;             /* required */
     nr_worker_run_batch_fn run_batch; /* optional; used when batch-size > 1 */
     nr_worker_retryable_fn retryable; /* optional; default nr_worker_retryable */
+    nr_worker_thread_init_fn thread_init; /* optional */
+    nr_worker_thread_fini_fn thread_fini; /* optional */
     const char *model;                /* READY kv "model" (may be NULL) */
     const char *version;              /* READY kv "version" (NULL = narrator's) */
 } nr_worker_stage_t;
