@@ -107,7 +107,7 @@ static int s_parse(nr_safetensors_t *st, char *err, size_t errlen) {
         }
         int d = nr_dtype_from_name(dt->valuestring);
         if (d < 0) {
-            rc = nr_seterr(err, errlen, NR_EMODEL, "%s: tensor %s: unsupported dtype %s (F32, F16, BF16, I64 are)", p,
+            rc = nr_seterr(err, errlen, NR_EMODEL, "%s: tensor %s: unknown dtype %s", p,
                            name, dt->valuestring);
             goto out;
         }
@@ -279,6 +279,9 @@ int nr_safetensors_load_f32(const nr_safetensors_t *st, const char *name, int nd
     *out = NULL;
     const nr_st_tensor_t *t = nr_safetensors_find(st, name);
     if (!t) return nr_seterr(err, errlen, NR_EMODEL, "%s: missing tensor %s", st->path, name);
+    if (t->dtype != NR_DTYPE_F32 && t->dtype != NR_DTYPE_F16 && t->dtype != NR_DTYPE_BF16)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: tensor %s: dtype %s is not a weight dtype (F32, F16, BF16)",
+                         st->path, name, nr_dtype_name(t->dtype));
     if (ndim >= 0) {
         int ok = t->ndim == ndim;
         for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];

@@ -26,7 +26,8 @@ typedef struct {
 
 /* Opens and validates `path`: 8-byte little-endian header length within
  * the file and NR_SAFETENSORS_MAX_HEADER, well-formed JSON object, each
- * entry with a known dtype (F32, F16, BF16, I64), at most 4 dims,
+ * entry with a known safetensors dtype (weights must be F32, F16 or BF16;
+ * BOOL/U8/I64... buffers are validated and skipped), at most 4 dims,
  * shape x dtype size == end - begin, ranges inside the data section and not
  * overlapping, no truncation. __metadata__ is allowed and skipped.
  * Returns 0 and *out, or NR_EMODEL (with the file and tensor named in err),

@@ -10,6 +10,15 @@ size_t nr_dtype_size(nr_dtype_t dtype) {
     case NR_DTYPE_F16: return 2;
     case NR_DTYPE_BF16: return 2;
     case NR_DTYPE_I64: return 8;
+    case NR_DTYPE_F64: return 8;
+    case NR_DTYPE_I32: return 4;
+    case NR_DTYPE_I16: return 2;
+    case NR_DTYPE_I8: return 1;
+    case NR_DTYPE_U64: return 8;
+    case NR_DTYPE_U32: return 4;
+    case NR_DTYPE_U16: return 2;
+    case NR_DTYPE_U8: return 1;
+    case NR_DTYPE_BOOL: return 1;
     default: return 0;
     }
 }
@@ -20,6 +29,15 @@ const char *nr_dtype_name(nr_dtype_t dtype) {
     case NR_DTYPE_F16: return "F16";
     case NR_DTYPE_BF16: return "BF16";
     case NR_DTYPE_I64: return "I64";
+    case NR_DTYPE_F64: return "F64";
+    case NR_DTYPE_I32: return "I32";
+    case NR_DTYPE_I16: return "I16";
+    case NR_DTYPE_I8: return "I8";
+    case NR_DTYPE_U64: return "U64";
+    case NR_DTYPE_U32: return "U32";
+    case NR_DTYPE_U16: return "U16";
+    case NR_DTYPE_U8: return "U8";
+    case NR_DTYPE_BOOL: return "BOOL";
     default: return "?";
     }
 }
@@ -160,13 +178,26 @@ void nr_convert_to_f32(float *dst, const void *src, nr_dtype_t dtype, size_t n) 
             dst[i] = nr_bf16_to_f32(h);
         }
         break;
-    case NR_DTYPE_I64:
-        for (size_t i = 0; i < n; i++) {
-            int64_t v;
-            memcpy(&v, p + 8 * i, 8);
-            dst[i] = (float)v;
-        }
+#define CONV(T, sz)                                                                               \
+    for (size_t i = 0; i < n; i++) {                                                              \
+        T v;                                                                                      \
+        memcpy(&v, p + (sz) * i, sz);                                                             \
+        dst[i] = (float)v;                                                                        \
+    }                                                                                             \
+    break
+    case NR_DTYPE_I64: CONV(int64_t, 8);
+    case NR_DTYPE_F64: CONV(double, 8);
+    case NR_DTYPE_I32: CONV(int32_t, 4);
+    case NR_DTYPE_I16: CONV(int16_t, 2);
+    case NR_DTYPE_I8: CONV(int8_t, 1);
+    case NR_DTYPE_U64: CONV(uint64_t, 8);
+    case NR_DTYPE_U32: CONV(uint32_t, 4);
+    case NR_DTYPE_U16: CONV(uint16_t, 2);
+    case NR_DTYPE_U8: CONV(uint8_t, 1);
+    case NR_DTYPE_BOOL:
+        for (size_t i = 0; i < n; i++) dst[i] = p[i] ? 1.0f : 0.0f;
         break;
+#undef CONV
     default: memset(dst, 0, n * 4); break;
     }
 }

@@ -8,7 +8,25 @@
 
 #define NR_TENSOR_MAX_DIMS 4
 
-typedef enum { NR_DTYPE_F32 = 0, NR_DTYPE_F16 = 1, NR_DTYPE_BF16 = 2, NR_DTYPE_I64 = 3, NR_DTYPE_COUNT } nr_dtype_t;
+/* The safetensors dtypes. Model weights use F32/F16/BF16 (I64 for token
+ * ids); the others occur in checkpoints as buffers (GPT-2's attn.bias is
+ * BOOL or U8) and are validated but never used as weights. */
+typedef enum {
+    NR_DTYPE_F32 = 0,
+    NR_DTYPE_F16 = 1,
+    NR_DTYPE_BF16 = 2,
+    NR_DTYPE_I64 = 3,
+    NR_DTYPE_F64,
+    NR_DTYPE_I32,
+    NR_DTYPE_I16,
+    NR_DTYPE_I8,
+    NR_DTYPE_U64,
+    NR_DTYPE_U32,
+    NR_DTYPE_U16,
+    NR_DTYPE_U8,
+    NR_DTYPE_BOOL,
+    NR_DTYPE_COUNT
+} nr_dtype_t;
 
 typedef struct {
     nr_dtype_t dtype;
@@ -18,9 +36,9 @@ typedef struct {
     int owned;   /* 1 when nr_tensor_destroy frees data with free() */
 } nr_tensor_t;
 
-/* Bytes per element (4, 2, 2, 8); 0 for an unknown dtype. */
+/* Bytes per element; 0 for an unknown dtype. */
 size_t nr_dtype_size(nr_dtype_t dtype);
-/* "F32", "F16", "BF16", "I64"; "?" for an unknown dtype. */
+/* The safetensors name ("F32", "BF16", "BOOL" ...); "?" for an unknown dtype. */
 const char *nr_dtype_name(nr_dtype_t dtype);
 /* Dtype from its safetensors name; -1 when unknown. */
 int nr_dtype_from_name(const char *name);
@@ -41,7 +59,7 @@ uint16_t nr_f32_to_f16(float f);
 uint16_t nr_f32_to_bf16(float f);
 
 /* Converts n little-endian elements of `dtype` at src to F32 at dst (dst
- * may be unaligned-free memory; src may be unaligned). I64 converts by value. */
+ * src may be unaligned). Integer and BOOL dtypes convert by value. */
 void nr_convert_to_f32(float *dst, const void *src, nr_dtype_t dtype, size_t n);
 
 /* 64-byte aligned host allocation (free with free()); NULL on failure or n 0. */

@@ -1,0 +1,6 @@
+# Tests for the inference engine (models/: safetensors, config, CPU kernels,
+# ViT, GPT-2, generation, states frame, captioner) against the tiny
+# checkpoint and PyTorch reference outputs in tests/fixtures/. Label: model.
+if(TARGET nr_models)
+  nr_add_test(test_models SOURCES test_models.c LIBS nr_models nr_common m LABELS model TIMEOUT 300)
+endif()

@@ -1,0 +1,949 @@
+/* Tests for models/: the CPU kernels op by op against naive loops, the
+ * safetensors reader on good and corrupt files, config checks, the NRS1
+ * frame, and the tiny ViT-GPT2 checkpoint against the PyTorch reference
+ * (tests/fixtures/README.md): encoder states and logits within
+ * |a - b| <= 1e-4 + 1e-4 |b|, greedy and beam ids exact, batched == unbatched. */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "models/backend.h"
+#include "models/captioner.h"
+#include "models/config.h"
+#include "models/cpu/kernels.h"
+#include "models/generate.h"
+#include "models/gpt2.h"
+#include "models/safetensors.h"
+#include "models/states.h"
+#include "models/tensor.h"
+#include "models/vit.h"
+
+#define TOL_ABS 1e-4
+#define TOL_REL 1e-4
+
+static const char *s_src(void) {
+    const char *s = getenv("NR_SOURCE_DIR");
+    return s ? s : ".";
+}
+
+static void s_path(char *buf, size_t n, const char *rel) { snprintf(buf, n, "%s/%s", s_src(), rel); }
+
+static unsigned char *s_read(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (size) *size = (size_t)n;
+    return buf;
+}
+
+static void s_write(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "cannot write %s", path);
+    cr_assert_eq(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+/* Max over elements of |a-b| / (TOL_ABS + TOL_REL |b|): <= 1 passes. */
+static double s_err(const float *a, const float *b, size_t n, size_t *worst) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]) / (TOL_ABS + TOL_REL * fabs((double)b[i]));
+        if (!(e <= m)) {
+            m = isnan(e) ? INFINITY : e;
+            if (worst) *worst = i;
+        }
+    }
+    return m;
+}
+
+static uint64_t s_rng = 88172645463325252ull;
+static float s_rand(void) {
+    s_rng ^= s_rng << 13;
+    s_rng ^= s_rng >> 7;
+    s_rng ^= s_rng << 17;
+    return (float)((s_rng >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+static float *s_randv(size_t n, float scale) {
+    float *v = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) v[i] = s_rand() * scale;
+    return v;
+}
+
+/* ------------------------------------------------------------------ */
+/* CPU kernels, through the backend interface, against naive loops     */
+/* ------------------------------------------------------------------ */
+
+static nr_backend_t *s_cpu(void) {
+    char err[256];
+    nr_backend_t *b = nr_backend_new("cpu", 2, err, sizeof err);
+    cr_assert_not_null(b, "%s", err);
+    return b;
+}
+
+Test(models_ops, supports_every_op) {
+    nr_backend_t *b = s_cpu();
+    for (int op = 0; op < NR_OP_COUNT; op++) cr_assert(b->ops->supports_op(b->ctx, (nr_op_t)op));
+    cr_assert(b->host_memory);
+    nr_backend_destroy(&b);
+    nr_backend_destroy(&b);
+    char err[256];
+    cr_assert_null(nr_backend_new("tpu:0", 1, err, sizeof err));
+}
+
+Test(models_ops, matmul_layouts_strides_accumulate) {
+    nr_backend_t *b = s_cpu();
+    const int M = 7, N = 33, K = 19, ldx = 21, ldy = 40;
+    float *x = s_randv((size_t)M * ldx, 1), *w = s_randv((size_t)N * K, 1);
+    for (int layout = 0; layout < 2; layout++)
+        for (int acc = 0; acc < 2; acc++) {
+            float *y = s_randv((size_t)M * ldy, 1);
+            float *ref = malloc((size_t)M * ldy * sizeof(float));
+            memcpy(ref, y, (size_t)M * ldy * sizeof(float));
+            for (int m = 0; m < M; m++)
+                for (int n = 0; n < N; n++) {
+                    double s = acc ? ref[m * ldy + n] : 0;
+                    for (int k = 0; k < K; k++)
+                        s += (double)x[m * ldx + k] * (layout == NR_W_OUT_IN ? w[n * K + k] : w[k * N + n]);
+                    ref[m * ldy + n] = (float)s;
+                }
+            cr_assert_eq(b->ops->matmul(b->ctx, y, ldy, x, ldx, w, (nr_wlayout_t)layout, M, N, K, acc), 0);
+            cr_assert_leq(s_err(y, ref, (size_t)M * ldy, NULL), 1.0, "layout %d acc %d", layout, acc);
+            free(y);
+            free(ref);
+        }
+    free(x);
+    free(w);
+    nr_backend_destroy(&b);
+}
+
+Test(models_ops, layernorm_bias_add) {
+    nr_backend_t *b = s_cpu();
+    const int M = 5, N = 77;
+    float *x = s_randv((size_t)M * N, 3), *g = s_randv(N, 1), *bb = s_randv(N, 1);
+    for (int i = 0; i < M * N; i++) x[i] += 2.0f; /* non-zero mean */
+    float *y = malloc((size_t)M * N * sizeof(float)), *ref = malloc((size_t)M * N * sizeof(float));
+    for (int m = 0; m < M; m++) {
+        double mean = 0, var = 0;
+        for (int i = 0; i < N; i++) mean += x[m * N + i];
+        mean /= N;
+        for (int i = 0; i < N; i++) var += (x[m * N + i] - mean) * (x[m * N + i] - mean);
+        var /= N;
+        for (int i = 0; i < N; i++) ref[m * N + i] = (float)((x[m * N + i] - mean) / sqrt(var + 1e-5) * g[i] + bb[i]);
+    }
+    cr_assert_eq(b->ops->layernorm(b->ctx, y, x, g, bb, M, N, 1e-5f), 0);
+    cr_assert_leq(s_err(y, ref, (size_t)M * N, NULL), 0.1);
+    /* in place */
+    cr_assert_eq(b->ops->layernorm(b->ctx, x, x, g, bb, M, N, 1e-5f), 0);
+    cr_assert_leq(s_err(x, ref, (size_t)M * N, NULL), 0.1);
+    memcpy(ref, y, (size_t)M * N * sizeof(float));
+    for (int m = 0; m < M; m++)
+        for (int i = 0; i < N; i++) ref[m * N + i] += bb[i];
+    cr_assert_eq(b->ops->add_bias(b->ctx, y, bb, M, N), 0);
+    cr_assert_leq(s_err(y, ref, (size_t)M * N, NULL), 0.01);
+    for (int i = 0; i < M * N; i++) ref[i] += x[i];
+    cr_assert_eq(b->ops->add(b->ctx, y, x, (size_t)M * N), 0);
+    cr_assert_leq(s_err(y, ref, (size_t)M * N, NULL), 0.01);
+    free(x);
+    free(g);
+    free(bb);
+    free(y);
+    free(ref);
+    nr_backend_destroy(&b);
+}
+
+Test(models_ops, gelu_both_forms_and_exp) {
+    nr_backend_t *b = s_cpu();
+    const int n = 20001;
+    float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float)), *ref = malloc(n * sizeof(float));
+    for (int i = 0; i < n; i++) x[i] = -12.0f + 24.0f * (float)i / (n - 1);
+    for (int form = 0; form < 2; form++) {
+        for (int i = 0; i < n; i++) {
+            double v = x[i];
+            ref[i] = form ? (float)(0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))))
+                          : (float)(0.5 * v * (1 + erf(v / sqrt(2.0))));
+        }
+        memcpy(y, x, n * sizeof(float));
+        cr_assert_eq(b->ops->gelu(b->ctx, y, n, form), 0);
+        /* absolute error below 1e-6 (|gelu| up to 12) */
+        double m = 0;
+        for (int i = 0; i < n; i++) m = fmax(m, fabs((double)y[i] - ref[i]));
+        cr_assert_lt(m, 2e-6, "form %d max abs error %g", form, m);
+    }
+    double m = 0;
+    for (float v = -80.0f; v < 80.0f; v += 0.01f) m = fmax(m, fabs(nr_cpu_expf(v) / exp(v) - 1));
+    cr_assert_lt(m, 5e-7, "exp relative error %g", m);
+    free(x);
+    free(y);
+    free(ref);
+    nr_backend_destroy(&b);
+}
+
+Test(models_ops, softmax) {
+    nr_backend_t *b = s_cpu();
+    const int R = 4, C = 1000;
+    float *x = s_randv((size_t)R * C, 20), *ref = malloc((size_t)R * C * sizeof(float));
+    for (int r = 0; r < R; r++) {
+        double mx = -1e30, s = 0;
+        for (int i = 0; i < C; i++) mx = fmax(mx, x[r * C + i]);
+        for (int i = 0; i < C; i++) s += exp(x[r * C + i] - mx);
+        for (int i = 0; i < C; i++) ref[r * C + i] = (float)(exp(x[r * C + i] - mx) / s);
+    }
+    cr_assert_eq(b->ops->softmax(b->ctx, x, R, C), 0);
+    cr_assert_leq(s_err(x, ref, (size_t)R * C, NULL), 0.05);
+    free(x);
+    free(ref);
+    nr_backend_destroy(&b);
+}
+
+/* Naive attention with the same argument conventions. */
+static void s_attn_ref(const nr_attn_args_t *a) {
+    double *sc = malloc((size_t)a->n_kv * sizeof(double));
+    for (int b = 0; b < a->batch; b++) {
+        int kb = a->kv_index ? a->kv_index[b] : b;
+        for (int h = 0; h < a->n_head; h++)
+            for (int i = 0; i < a->n_q; i++) {
+                const float *q = a->q + b * a->q_bstride + i * a->q_rstride + h * a->head_dim;
+                int lim = a->causal ? a->q_pos0 + i + 1 : a->n_kv;
+                if (lim > a->n_kv) lim = a->n_kv;
+                double mx = -1e300, s = 0;
+                for (int j = 0; j < lim; j++) {
+                    const float *k = a->k + kb * a->kv_bstride + j * a->kv_rstride + h * a->head_dim;
+                    double d = 0;
+                    for (int e = 0; e < a->head_dim; e++) d += (double)q[e] * k[e];
+                    sc[j] = d * a->scale;
+                    mx = fmax(mx, sc[j]);
+                }
+                for (int j = 0; j < lim; j++) s += (sc[j] = exp(sc[j] - mx));
+                float *o = a->out + b * a->o_bstride + i * a->o_rstride + h * a->head_dim;
+                for (int e = 0; e < a->head_dim; e++) {
+                    double acc = 0;
+                    for (int j = 0; j < lim; j++)
+                        acc += sc[j] / s * a->v[kb * a->kv_bstride + j * a->kv_rstride + h * a->head_dim + e];
+                    o[e] = (float)acc;
+                }
+            }
+    }
+    free(sc);
+}
+
+static void s_attn_case(int batch, int n_q, int n_kv, int causal, int q_pos0, int use_index) {
+    nr_backend_t *b = s_cpu();
+    const int H = 3, hd = 16, D = H * hd;
+    int idx[4] = {1, 0, 1, 0};
+    int nkvb = use_index ? 2 : batch;
+    float *q = s_randv((size_t)batch * n_q * 3 * D, 1);
+    float *kv = s_randv((size_t)nkvb * n_kv * 2 * D, 1);
+    float *out = calloc((size_t)batch * n_q * D, sizeof(float)), *ref = calloc((size_t)batch * n_q * D, sizeof(float));
+    nr_attn_args_t a = {.batch = batch, .n_head = H, .head_dim = hd, .n_q = n_q, .n_kv = n_kv, .causal = causal,
+                        .q_pos0 = q_pos0, .scale = 0.25f, .q = q, .k = kv, .v = kv + D, .out = out,
+                        .q_bstride = (size_t)n_q * 3 * D, .q_rstride = 3 * D, .kv_bstride = (size_t)n_kv * 2 * D,
+                        .kv_rstride = 2 * D, .o_bstride = (size_t)n_q * D, .o_rstride = D,
+                        .kv_index = use_index ? idx : NULL};
+    cr_assert_eq(b->ops->attention(b->ctx, &a), 0);
+    a.out = ref;
+    s_attn_ref(&a);
+    cr_assert_leq(s_err(out, ref, (size_t)batch * n_q * D, NULL), 0.1, "batch %d n_q %d n_kv %d causal %d", batch, n_q,
+                  n_kv, causal);
+    free(q);
+    free(kv);
+    free(out);
+    free(ref);
+    nr_backend_destroy(&b);
+}
+
+Test(models_ops, attention_noncausal_gemm_path) { s_attn_case(2, 50, 50, 0, 0, 0); }
+Test(models_ops, attention_cross_with_kv_index) { s_attn_case(4, 1, 37, 0, 0, 1); }
+Test(models_ops, attention_causal_prefill) { s_attn_case(2, 6, 6, 1, 0, 0); }
+Test(models_ops, attention_causal_cached_step) { s_attn_case(3, 1, 9, 1, 8, 0); }
+Test(models_ops, attention_causal_chunk_after_cache) { s_attn_case(2, 20, 25, 1, 5, 0); }
+
+Test(models_ops, embed_and_bounds) {
+    nr_backend_t *b = s_cpu();
+    const int V = 10, P = 8, D = 5;
+    float *wte = s_randv(V * D, 1), *wpe = s_randv(P * D, 1), out[3 * 5];
+    int ids[3] = {9, 0, 4}, pos[3] = {0, 7, 3};
+    cr_assert_eq(b->ops->embed(b->ctx, out, wte, wpe, ids, pos, 3, D, V, P), 0);
+    for (int i = 0; i < 3; i++)
+        for (int d = 0; d < D; d++) cr_assert_float_eq(out[i * D + d], wte[ids[i] * D + d] + wpe[pos[i] * D + d], 1e-7);
+    ids[1] = 10;
+    cr_assert_eq(b->ops->embed(b->ctx, out, wte, wpe, ids, pos, 3, D, V, P), NR_EINVAL);
+    ids[1] = 0;
+    pos[0] = 8;
+    cr_assert_eq(b->ops->embed(b->ctx, out, wte, wpe, ids, pos, 3, D, V, P), NR_EINVAL);
+    free(wte);
+    free(wpe);
+    nr_backend_destroy(&b);
+}
+
+Test(models_ops, patch_embed_vs_naive_conv) {
+    nr_backend_t *b = s_cpu();
+    const int B = 2, C = 3, Hh = 32, W = 48, P = 16, D = 6, np = (Hh / P) * (W / P);
+    float *px = s_randv((size_t)B * C * Hh * W, 1), *w = s_randv((size_t)D * C * P * P, 0.1f), *bias = s_randv(D, 1);
+    float *cls = s_randv(D, 1), *pos = s_randv((size_t)(np + 1) * D, 1);
+    float *out = malloc((size_t)B * (np + 1) * D * sizeof(float)), *ref = malloc((size_t)B * (np + 1) * D * sizeof(float));
+    for (int bb = 0; bb < B; bb++) {
+        for (int d = 0; d < D; d++) ref[(size_t)bb * (np + 1) * D + d] = cls[d] + pos[d];
+        for (int py = 0; py < Hh / P; py++)
+            for (int pxx = 0; pxx < W / P; pxx++)
+                for (int d = 0; d < D; d++) {
+                    double s = bias[d];
+                    for (int c = 0; c < C; c++)
+                        for (int ky = 0; ky < P; ky++)
+                            for (int kx = 0; kx < P; kx++)
+                                s += (double)w[((d * C + c) * P + ky) * P + kx] *
+                                     px[(((size_t)bb * C + c) * Hh + py * P + ky) * W + pxx * P + kx];
+                    int row = 1 + py * (W / P) + pxx;
+                    ref[((size_t)bb * (np + 1) + row) * D + d] = (float)(s + pos[row * D + d]);
+                }
+    }
+    nr_patch_args_t a = {.batch = B, .channels = C, .height = Hh, .width = W, .patch = P, .dim = D, .pixels = px,
+                         .w = w, .b = bias, .cls = cls, .pos = pos, .out = out};
+    cr_assert_eq(b->ops->patch_embed(b->ctx, &a), 0);
+    cr_assert_leq(s_err(out, ref, (size_t)B * (np + 1) * D, NULL), 0.1);
+    free(px);
+    free(w);
+    free(bias);
+    free(cls);
+    free(pos);
+    free(out);
+    free(ref);
+    nr_backend_destroy(&b);
+}
+
+Test(models_ops, f16_bf16_conversions) {
+    cr_assert_eq(nr_f16_to_f32(0x3c00), 1.0f);
+    cr_assert_eq(nr_f16_to_f32(0xc000), -2.0f);
+    cr_assert_eq(nr_f16_to_f32(0x0001), ldexpf(1.0f, -24));
+    cr_assert(isinf(nr_f16_to_f32(0x7c00)));
+    cr_assert_eq(nr_bf16_to_f32(0x3f80), 1.0f);
+    for (uint32_t h = 0; h < 0x7c00; h++) cr_assert_eq(nr_f32_to_f16(nr_f16_to_f32((uint16_t)h)), h, "f16 %x", h);
+    cr_assert_eq(nr_f32_to_bf16(1.0f), 0x3f80);
+}
+
+/* ------------------------------------------------------------------ */
+/* safetensors                                                         */
+/* ------------------------------------------------------------------ */
+
+static char s_tmp[256];
+
+static void s_mktmp(void) {
+    snprintf(s_tmp, sizeof s_tmp, "/tmp/nr_test_models_XXXXXX");
+    cr_assert_not_null(mkdtemp(s_tmp));
+}
+
+/* Writes header JSON + data as a safetensors file and opens it. */
+static int s_open_raw(const char *json, const void *data, size_t dlen, uint64_t hlen_override, char *err, size_t errlen) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/raw.safetensors", s_tmp);
+    size_t jl = strlen(json);
+    unsigned char *buf = malloc(8 + jl + dlen);
+    uint64_t hl = hlen_override ? hlen_override : jl;
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(hl >> (8 * i));
+    memcpy(buf + 8, json, jl);
+    if (dlen) memcpy(buf + 8 + jl, data, dlen);
+    s_write(path, buf, 8 + jl + dlen);
+    free(buf);
+    nr_safetensors_t *st = NULL;
+    int rc = nr_safetensors_open(path, &st, err, errlen);
+    cr_assert((rc == 0) == (st != NULL));
+    nr_safetensors_close(&st);
+    nr_safetensors_close(&st);
+    return rc;
+}
+
+Test(models_safetensors, good_small_file_and_write_roundtrip) {
+    s_mktmp();
+    float a[6] = {1, 2, 3, 4, 5, 6};
+    uint16_t h[2] = {0x3c00, 0x4000}, bf[2] = {0x3f80, 0xc000};
+    int64_t ids[2] = {7, -1};
+    nr_st_tensor_t t[4] = {{.name = "a", .dtype = NR_DTYPE_F32, .ndim = 2, .shape = {2, 3}, .data = a, .nbytes = 24},
+                           {.name = "h", .dtype = NR_DTYPE_F16, .ndim = 1, .shape = {2}, .data = h, .nbytes = 4},
+                           {.name = "b", .dtype = NR_DTYPE_BF16, .ndim = 1, .shape = {2}, .data = bf, .nbytes = 4},
+                           {.name = "i", .dtype = NR_DTYPE_I64, .ndim = 1, .shape = {2}, .data = ids, .nbytes = 16}};
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/ok.safetensors", s_tmp);
+    cr_assert_eq(nr_safetensors_write(path, t, 4, err, sizeof err), 0, "%s", err);
+    nr_safetensors_t *st = NULL;
+    cr_assert_eq(nr_safetensors_open(path, &st, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(nr_safetensors_count(st), 4);
+    float *f = NULL;
+    int64_t sh[2] = {2, 3};
+    cr_assert_eq(nr_safetensors_load_f32(st, "a", 2, sh, &f, err, sizeof err), 0);
+    cr_assert_eq(f[5], 6.0f);
+    free(f);
+    cr_assert_eq(nr_safetensors_load_f32(st, "h", -1, NULL, &f, err, sizeof err), 0);
+    cr_assert_eq(f[1], 2.0f);
+    free(f);
+    cr_assert_eq(nr_safetensors_load_f32(st, "b", -1, NULL, &f, err, sizeof err), 0);
+    cr_assert_eq(f[1], -2.0f);
+    free(f);
+    int64_t bad[2] = {3, 2};
+    cr_assert_eq(nr_safetensors_load_f32(st, "a", 2, bad, &f, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "ok.safetensors") && strstr(err, "tensor a"), "%s", err);
+    cr_assert_eq(nr_safetensors_load_f32(st, "zz", -1, NULL, &f, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "missing tensor zz"), "%s", err);
+    cr_assert_eq(nr_safetensors_load_f32(st, "i", -1, NULL, &f, err, sizeof err), NR_EMODEL);
+    nr_safetensors_close(&st);
+}
+
+Test(models_safetensors, rejects_bad_headers) {
+    s_mktmp();
+    char err[512];
+    float d[4] = {0};
+    /* shorter than the length field */
+    char path[512];
+    snprintf(path, sizeof path, "%s/short.safetensors", s_tmp);
+    s_write(path, "abc", 3);
+    nr_safetensors_t *st = NULL;
+    cr_assert_eq(nr_safetensors_open(path, &st, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "short.safetensors"), "%s", err);
+    /* empty file, missing file */
+    s_write(path, "", 0);
+    cr_assert_eq(nr_safetensors_open(path, &st, err, sizeof err), NR_EMODEL);
+    snprintf(path, sizeof path, "%s/none.safetensors", s_tmp);
+    cr_assert_neq(nr_safetensors_open(path, &st, err, sizeof err), 0);
+    /* header length beyond the file, and absurd */
+    cr_assert_eq(s_open_raw("{}", NULL, 0, 1000, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "header length"), "%s", err);
+    cr_assert_eq(s_open_raw("{}", NULL, 0, UINT64_MAX, err, sizeof err), NR_EMODEL);
+    cr_assert_eq(s_open_raw("{}", NULL, 0, 0, err, sizeof err), 0, "%s", err);
+    /* bad JSON */
+    cr_assert_eq(s_open_raw("{\"a\": {\"dtype\": \"F32\", ", NULL, 0, 0, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "JSON"), "%s", err);
+    cr_assert_eq(s_open_raw("[1, 2]   ", NULL, 0, 0, err, sizeof err), NR_EMODEL);
+    cr_assert_eq(s_open_raw("{} x", NULL, 0, 0, err, sizeof err), NR_EMODEL);
+    /* unknown dtype, shape mismatch, bad offsets */
+    cr_assert_eq(s_open_raw("{\"a\":{\"dtype\":\"F99\",\"shape\":[4],\"data_offsets\":[0,16]}}", d, 16, 0, err,
+                            sizeof err),
+                 NR_EMODEL);
+    cr_assert(strstr(err, "tensor a") && strstr(err, "dtype"), "%s", err);
+    cr_assert_eq(s_open_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,16]}}", d, 16, 0, err,
+                            sizeof err),
+                 NR_EMODEL);
+    cr_assert(strstr(err, "tensor a") && strstr(err, "shape"), "%s", err);
+    cr_assert_eq(s_open_raw("{\"a\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[0,16]}}", d, 16, 0, err,
+                            sizeof err),
+                 NR_EMODEL);
+    cr_assert_eq(s_open_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[4,20]}}", d, 16, 0, err,
+                            sizeof err),
+                 NR_EMODEL);
+    cr_assert(strstr(err, "outside"), "%s", err);
+    cr_assert_eq(s_open_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,0]}}", d, 16, 0, err,
+                            sizeof err),
+                 NR_EMODEL);
+    cr_assert_eq(s_open_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[0,16]}}", d, 16, 0, err,
+                            sizeof err),
+                 NR_EMODEL);
+    cr_assert_eq(s_open_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,4],\"data_offsets\":[0,16]}}", d, 16, 0,
+                            err, sizeof err),
+                 NR_EMODEL);
+    cr_assert_eq(s_open_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[4]}}", d, 16, 0, err, sizeof err), NR_EMODEL);
+    cr_assert_eq(s_open_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,1e30]}}", d, 16, 0, err,
+                            sizeof err),
+                 NR_EMODEL);
+    /* overlapping tensors */
+    cr_assert_eq(s_open_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                            "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+                            d, 16, 0, err, sizeof err),
+                 NR_EMODEL);
+    cr_assert(strstr(err, "overlap"), "%s", err);
+    /* duplicate names */
+    cr_assert_eq(s_open_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                            "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+                            d, 16, 0, err, sizeof err),
+                 NR_EMODEL);
+    /* 0-dim, BOOL buffers and metadata are fine */
+    cr_assert_eq(s_open_raw("{\"__metadata__\":{\"format\":\"pt\"},\"m\":{\"dtype\":\"F32\",\"shape\":[],"
+                            "\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"BOOL\",\"shape\":[2,2],\"data_offsets\":[4,8]}}",
+                            d, 8, 0, err, sizeof err),
+                 0, "%s", err);
+}
+
+/* Copies the fixture checkpoint into s_tmp/ckpt, returns the safetensors
+ * bytes; the caller may rewrite model.safetensors or config.json. */
+static unsigned char *s_copy_ckpt(size_t *size, char *dir, size_t dn) {
+    s_mktmp();
+    snprintf(dir, dn, "%s/ckpt", s_tmp);
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    const char *files[] = {"config.json", "generation_config.json", "preprocessor_config.json", "vocab.json",
+                           "merges.txt"};
+    char src[1024], dst[1024];
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        size_t n;
+        snprintf(src, sizeof src, "%s/tests/fixtures/vit-gpt2-tiny/%s", s_src(), files[i]);
+        unsigned char *b = s_read(src, &n);
+        cr_assert_not_null(b, "cannot read %s", src);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        s_write(dst, b, n);
+        free(b);
+    }
+    snprintf(src, sizeof src, "%s/tests/fixtures/vit-gpt2-tiny/model.safetensors", s_src());
+    unsigned char *b = s_read(src, size);
+    cr_assert_not_null(b, "cannot read %s", src);
+    return b;
+}
+
+static int s_load_dir(const char *dir, char *err, size_t errlen) {
+    nr_captioner_t *c = NULL;
+    int rc = nr_captioner_load(dir, NULL, &c, err, errlen);
+    cr_assert((rc == 0) == (c != NULL));
+    nr_captioner_destroy(&c);
+    return rc;
+}
+
+static void s_put_model(const char *dir, const unsigned char *b, size_t n) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    s_write(p, b, n);
+}
+
+/* Finds `needle` in the header of a safetensors image. */
+static unsigned char *s_find_hdr(unsigned char *b, size_t n, const char *needle) {
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = (hl << 8) | b[i];
+    size_t nl = strlen(needle);
+    for (size_t i = 8; i + nl <= 8 + hl && i + nl <= n; i++)
+        if (memcmp(b + i, needle, nl) == 0) return b + i;
+    return NULL;
+}
+
+Test(models_safetensors, corrupt_checkpoints_are_clear_errors) {
+    size_t n;
+    char dir[512], err[1024];
+    unsigned char *good = s_copy_ckpt(&n, dir, sizeof dir);
+    unsigned char *b = malloc(n);
+    s_put_model(dir, good, n);
+    cr_assert_eq(s_load_dir(dir, err, sizeof err), 0, "%s", err);
+    /* truncated at several points */
+    size_t cuts[] = {4, 8, 100, n / 2, n - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        s_put_model(dir, good, cuts[i]);
+        cr_assert_eq(s_load_dir(dir, err, sizeof err), NR_EMODEL, "cut %zu", cuts[i]);
+        cr_assert(strstr(err, "model.safetensors"), "%s", err);
+    }
+    /* bad header length */
+    memcpy(b, good, n);
+    b[6] = 0x7f;
+    s_put_model(dir, b, n);
+    cr_assert_eq(s_load_dir(dir, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "header length"), "%s", err);
+    /* bad JSON */
+    memcpy(b, good, n);
+    b[8] = 'x';
+    s_put_model(dir, b, n);
+    cr_assert_eq(s_load_dir(dir, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "JSON"), "%s", err);
+    /* dtype/shape mismatch: one F32 tensor relabelled F16 (same header length) */
+    memcpy(b, good, n);
+    unsigned char *p = s_find_hdr(b, n, "\"encoder.layernorm.weight\":{\"dtype\":\"F32\"");
+    if (!p) p = s_find_hdr(b, n, "\"encoder.layernorm.weight\": {\"dtype\": \"F32\"");
+    cr_assert_not_null(p, "fixture header layout changed");
+    unsigned char *f = (unsigned char *)strstr((char *)p, "F32");
+    f[1] = '1';
+    f[2] = '6';
+    s_put_model(dir, b, n);
+    cr_assert_eq(s_load_dir(dir, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "encoder.layernorm.weight"), "%s", err);
+    /* missing tensor: renamed in place */
+    memcpy(b, good, n);
+    p = s_find_hdr(b, n, "\"encoder.layernorm.weight\"");
+    cr_assert_not_null(p);
+    p[18] = 'X';
+    s_put_model(dir, b, n);
+    cr_assert_eq(s_load_dir(dir, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "missing tensor encoder.layernorm.weight"), "%s", err);
+    /* out-of-range offsets: the first data_offsets end pushed past the file */
+    memcpy(b, good, n);
+    p = s_find_hdr(b, n, "data_offsets");
+    cr_assert_not_null(p);
+    unsigned char *q = (unsigned char *)strchr((char *)p, ',');
+    cr_assert_not_null(q);
+    q++;
+    while (*q == ' ') q++;
+    unsigned char *e = q;
+    while (*e >= '0' && *e <= '9') e++;
+    /* replace the end offset with 9s of the same width plus a leading 9 via width: all nines */
+    for (unsigned char *k = q; k < e; k++) *k = '9';
+    s_put_model(dir, b, n);
+    cr_assert_eq(s_load_dir(dir, err, sizeof err), NR_EMODEL);
+    /* pytorch_model.bin only */
+    char mp[1024];
+    snprintf(mp, sizeof mp, "%s/model.safetensors", dir);
+    unlink(mp);
+    snprintf(mp, sizeof mp, "%s/pytorch_model.bin", dir);
+    s_write(mp, "PK", 2);
+    cr_assert_eq(s_load_dir(dir, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "pytorch_model.bin") && strstr(err, "convert"), "%s", err);
+    free(b);
+    free(good);
+}
+
+Test(models_config, shape_mismatch_and_bad_config_rejected) {
+    size_t n;
+    char dir[512], err[1024], cp[1024];
+    unsigned char *good = s_copy_ckpt(&n, dir, sizeof dir);
+    s_put_model(dir, good, n);
+    snprintf(cp, sizeof cp, "%s/config.json", dir);
+    size_t cn;
+    unsigned char *cfg = s_read(cp, &cn);
+    cr_assert_not_null(cfg);
+    cfg = realloc(cfg, cn + 1);
+    cfg[cn] = 0;
+    /* intermediate_size 64 -> 48: every MLP weight shape is wrong */
+    char *k = strstr((char *)cfg, "\"intermediate_size\": 64");
+    cr_assert_not_null(k, "fixture config layout changed");
+    char *mod = strdup((char *)cfg);
+    memcpy(mod + (k - (char *)cfg), "\"intermediate_size\": 48", 23);
+    s_write(cp, mod, strlen(mod));
+    cr_assert_eq(s_load_dir(dir, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "intermediate.dense") && strstr(err, "config.json"), "%s", err);
+    /* heads that do not divide the hidden size */
+    strcpy(mod, (char *)cfg);
+    k = strstr(mod, "\"n_head\": 4");
+    cr_assert_not_null(k);
+    k[10] = '3';
+    s_write(cp, mod, strlen(mod));
+    cr_assert_eq(s_load_dir(dir, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "n_head"), "%s", err);
+    /* not JSON */
+    s_write(cp, "{nope", 5);
+    cr_assert_eq(s_load_dir(dir, err, sizeof err), NR_EMODEL);
+    cr_assert(strstr(err, "config.json"), "%s", err);
+    free(mod);
+    free(cfg);
+    free(good);
+}
+
+Test(models_config, reads_fixture_config) {
+    char dir[1024], err[512];
+    s_path(dir, sizeof dir, "tests/fixtures/vit-gpt2-tiny");
+    nr_model_config_t c;
+    cr_assert_eq(nr_model_config_load(dir, &c, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(c.vit.hidden_size, 32);
+    cr_assert_eq(c.vit.num_hidden_layers, 2);
+    cr_assert_eq(c.vit.intermediate_size, 64);
+    cr_assert_eq(c.vit.hidden_act, NR_ACT_GELU);
+    cr_assert_float_eq(c.vit.layer_norm_eps, 1e-12f, 1e-20);
+    cr_assert_eq(c.gpt2.n_inner, 128);
+    cr_assert_eq(c.gpt2.vocab_size, 50257);
+    cr_assert_eq(c.gpt2.activation_function, NR_ACT_GELU_TANH);
+    cr_assert_eq(c.gen.max_length, 16);
+    cr_assert_eq(c.gen.num_beams, 4);
+    cr_assert_eq(c.gen.early_stopping, 1);
+    cr_assert_eq(c.gen.decoder_start_token_id, 50256);
+    cr_assert_eq(c.gen.eos_token_id, 50256);
+}
+
+/* ------------------------------------------------------------------ */
+/* States frame                                                        */
+/* ------------------------------------------------------------------ */
+
+Test(models_states, roundtrip_and_rejections) {
+    float d[6] = {1, -2, 3.5f, 0, 1e-3f, 65504};
+    int64_t sh[2] = {2, 3};
+    unsigned char *f = NULL;
+    size_t n = 0;
+    char err[256];
+    for (int dt = 0; dt < 3; dt++) {
+        cr_assert_eq(nr_states_encode(d, 2, sh, (nr_dtype_t)dt, &f, &n), 0);
+        cr_assert_eq(memcmp(f, "NRS1", 4), 0);
+        nr_tensor_t *t = NULL;
+        cr_assert_eq(nr_states_decode(f, n, &t, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(t->ndim, 2);
+        cr_assert_eq(t->shape[1], 3);
+        for (int i = 0; i < 6; i++)
+            cr_assert_float_eq(((float *)t->data)[i], d[i], fabsf(d[i]) * (dt ? 1e-2f : 0) + 1e-6f);
+        nr_tensor_destroy(&t);
+        nr_tensor_destroy(&t);
+        if (dt == 0) {
+            cr_assert_eq(nr_states_decode(f, n - 1, &t, err, sizeof err), NR_EPROTO);
+            cr_assert_eq(nr_states_decode(f, 11, &t, err, sizeof err), NR_EPROTO);
+            f[0] = 'X';
+            cr_assert_eq(nr_states_decode(f, n, &t, err, sizeof err), NR_EPROTO);
+            f[0] = 'N';
+            f[8] = 9;
+            cr_assert_eq(nr_states_decode(f, n, &t, err, sizeof err), NR_EPROTO);
+            f[8] = 2;
+            f[4] = 3; /* I64: not a states dtype */
+            cr_assert_eq(nr_states_decode(f, n, &t, err, sizeof err), NR_EPROTO);
+            f[4] = 0;
+            f[12 + 7] = 0x80; /* huge dimension */
+            cr_assert_eq(nr_states_decode(f, n, &t, err, sizeof err), NR_EPROTO);
+            cr_assert_null(t);
+        }
+        free(f);
+    }
+    cr_assert_eq(nr_states_decode(NULL, 0, &(nr_tensor_t *){NULL}, err, sizeof err), NR_EPROTO);
+}
+
+/* ------------------------------------------------------------------ */
+/* The tiny checkpoint against the PyTorch reference                   */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    nr_safetensors_t *ref;
+    nr_captioner_t *cap;
+} s_fix_t;
+
+static s_fix_t s_fix(void) {
+    s_fix_t f = {0};
+    char path[1024], err[1024];
+    s_path(path, sizeof path, "tests/fixtures/vit-gpt2-tiny-reference.safetensors");
+    cr_assert_eq(nr_safetensors_open(path, &f.ref, err, sizeof err), 0, "%s", err);
+    s_path(path, sizeof path, "tests/fixtures/vit-gpt2-tiny");
+    cr_assert_eq(nr_captioner_load(path, NULL, &f.cap, err, sizeof err), 0, "%s", err);
+    return f;
+}
+static void s_fix_free(s_fix_t *f) {
+    nr_captioner_destroy(&f->cap);
+    nr_safetensors_close(&f->ref);
+}
+
+static float *s_ref(s_fix_t *f, const char *name, size_t *count) {
+    const nr_st_tensor_t *t = nr_safetensors_find(f->ref, name);
+    cr_assert_not_null(t, "reference tensor %s missing", name);
+    size_t n = t->nbytes / nr_dtype_size(t->dtype);
+    float *v = malloc(n * sizeof(float));
+    nr_convert_to_f32(v, t->data, t->dtype, n);
+    if (count) *count = n;
+    return v;
+}
+
+static int *s_ref_ids(s_fix_t *f, const char *name, int *count) {
+    size_t n;
+    float *v = s_ref(f, name, &n);
+    int *ids = malloc(n * sizeof(int));
+    for (size_t i = 0; i < n; i++) ids[i] = (int)v[i];
+    free(v);
+    *count = (int)n;
+    return ids;
+}
+
+Test(models_fixture, encoder_hidden_states) {
+    s_fix_t f = s_fix();
+    size_t np, ns;
+    float *px = s_ref(&f, "encoder.pixel_values", &np), *want = s_ref(&f, "encoder.hidden_states", &ns);
+    float *got = malloc(ns * sizeof(float));
+    char err[512];
+    cr_assert_eq(nr_captioner_encode(f.cap, px, 1, got, err, sizeof err), 0, "%s", err);
+    size_t w = 0;
+    double e = s_err(got, want, ns, &w);
+    fprintf(stderr, "encoder.hidden_states: max normalized error %.3g (tolerance 1e-4 + 1e-4|ref|)\n", e);
+    cr_assert_leq(e, 1.0, "element %zu: %g vs %g", w, got[w], want[w]);
+    free(px);
+    free(want);
+    free(got);
+    s_fix_free(&f);
+}
+
+Test(models_fixture, encoder_batch_equals_unbatched) {
+    s_fix_t f = s_fix();
+    size_t np, ns;
+    float *px = s_ref(&f, "batch.pixel_values", &np), *want = s_ref(&f, "batch.hidden_states", &ns);
+    float *got = malloc(ns * sizeof(float)), *one = malloc(ns / 3 * sizeof(float));
+    char err[512];
+    cr_assert_eq(nr_captioner_encode(f.cap, px, 3, got, err, sizeof err), 0, "%s", err);
+    double e = s_err(got, want, ns, NULL);
+    fprintf(stderr, "batch.hidden_states: max normalized error %.3g\n", e);
+    cr_assert_leq(e, 1.0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(nr_captioner_encode(f.cap, px + i * (np / 3), 1, one, err, sizeof err), 0);
+        double d = 0;
+        for (size_t k = 0; k < ns / 3; k++) d = fmax(d, fabs(one[k] - got[i * (ns / 3) + k]));
+        cr_assert_leq(d, 1e-5, "image %d: batched vs unbatched differ by %g", i, d);
+    }
+    free(px);
+    free(want);
+    free(got);
+    free(one);
+    s_fix_free(&f);
+}
+
+/* The decoder on its own, loaded from the fixture file. */
+static nr_gpt2_t *s_gpt2(nr_backend_t **be, nr_safetensors_t **st) {
+    char dir[1024], path[1100], err[1024];
+    s_path(dir, sizeof dir, "tests/fixtures/vit-gpt2-tiny");
+    nr_model_config_t cfg;
+    cr_assert_eq(nr_model_config_load(dir, &cfg, err, sizeof err), 0, "%s", err);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    cr_assert_eq(nr_safetensors_open(path, st, err, sizeof err), 0, "%s", err);
+    *be = s_cpu();
+    nr_gpt2_t *m = NULL;
+    cr_assert_eq(nr_gpt2_load(&cfg.gpt2, *st, "decoder.", *be, &m, err, sizeof err), 0, "%s", err);
+    return m;
+}
+
+Test(models_fixture, decoder_logits_full_and_cached) {
+    s_fix_t f = s_fix();
+    nr_backend_t *be;
+    nr_safetensors_t *st;
+    nr_gpt2_t *m = s_gpt2(&be, &st);
+    size_t ns, nl;
+    int T;
+    float *enc = s_ref(&f, "encoder.hidden_states", &ns), *want = s_ref(&f, "decoder.logits", &nl);
+    int *ids = s_ref_ids(&f, "decoder.input_ids", &T);
+    const int V = 50257;
+    cr_assert_eq(nl, (size_t)T * V);
+    float *got = malloc(nl * sizeof(float));
+    /* all T tokens at once */
+    nr_gpt2_state_t *s = nr_gpt2_state_new(m, 1, 16, 1, 197);
+    cr_assert_not_null(s);
+    cr_assert_eq(nr_gpt2_set_encoder(m, s, enc, NULL), 0);
+    cr_assert_eq(nr_gpt2_step(m, s, ids, T, got, 1), 0);
+    double e = s_err(got, want, nl, NULL);
+    fprintf(stderr, "decoder.logits (one pass): max normalized error %.3g\n", e);
+    cr_assert_leq(e, 1.0);
+    /* token by token through the KV cache */
+    cr_assert_eq(nr_gpt2_set_encoder(m, s, enc, NULL), 0);
+    for (int t = 0; t < T; t++) cr_assert_eq(nr_gpt2_step(m, s, ids + t, 1, got + (size_t)t * V, 0), 0);
+    e = s_err(got, want, nl, NULL);
+    fprintf(stderr, "decoder.logits (KV cache, step by step): max normalized error %.3g\n", e);
+    cr_assert_leq(e, 1.0);
+    /* prefix of 4, then 2 at once, last-token logits only */
+    cr_assert_eq(nr_gpt2_set_encoder(m, s, enc, NULL), 0);
+    cr_assert_eq(nr_gpt2_step(m, s, ids, 4, got, 0), 0);
+    cr_assert_leq(s_err(got, want + 3 * V, V, NULL), 1.0);
+    cr_assert_eq(nr_gpt2_step(m, s, ids + 4, 2, got, 0), 0);
+    cr_assert_leq(s_err(got, want + 5 * V, V, NULL), 1.0);
+    /* bad ids and a full cache are errors, not crashes */
+    int bad = V;
+    cr_assert_eq(nr_gpt2_set_encoder(m, s, enc, NULL), 0);
+    cr_assert_eq(nr_gpt2_step(m, s, &bad, 1, got, 0), NR_EINVAL);
+    int many[17] = {0};
+    cr_assert_eq(nr_gpt2_step(m, s, many, 17, got, 0), NR_EINVAL);
+    nr_gpt2_state_destroy(&s);
+    nr_gpt2_state_destroy(&s);
+    free(enc);
+    free(want);
+    free(ids);
+    free(got);
+    nr_gpt2_destroy(&m);
+    nr_backend_destroy(&be);
+    nr_safetensors_close(&st);
+    s_fix_free(&f);
+}
+
+static void s_check_ids(const int *got, int gn, const int *want, int wn, const char *what) {
+    char g[512] = "", w[512] = "";
+    for (int i = 0; i < gn; i++) snprintf(g + strlen(g), sizeof g - strlen(g), " %d", got[i]);
+    for (int i = 0; i < wn; i++) snprintf(w + strlen(w), sizeof w - strlen(w), " %d", want[i]);
+    cr_assert(gn == wn && memcmp(got, want, (size_t)wn * sizeof(int)) == 0, "%s: got%s, want%s", what, g, w);
+}
+
+Test(models_fixture, greedy_and_beam_ids) {
+    s_fix_t f = s_fix();
+    size_t ns;
+    int gn, bn;
+    float *enc = s_ref(&f, "encoder.hidden_states", &ns);
+    int *greedy = s_ref_ids(&f, "generate.greedy_ids", &gn), *beam = s_ref_ids(&f, "generate.beam4_ids", &bn);
+    nr_gen_config_t g = nr_captioner_gen_defaults(f.cap);
+    cr_assert_eq(g.num_beams, 4);
+    cr_assert_eq(g.max_length, 16);
+    int ids[16], len;
+    char err[512];
+    cr_assert_eq(nr_captioner_generate(f.cap, enc, 1, &g, ids, &len, err, sizeof err), 0, "%s", err);
+    s_check_ids(ids, len, beam, bn, "beam4");
+    g.num_beams = 1;
+    cr_assert_eq(nr_captioner_generate(f.cap, enc, 1, &g, ids, &len, err, sizeof err), 0, "%s", err);
+    s_check_ids(ids, len, greedy, gn, "greedy");
+    /* the encoder computed here gives the same ids */
+    size_t np;
+    float *px = s_ref(&f, "encoder.pixel_values", &np), *mine = malloc(ns * sizeof(float));
+    cr_assert_eq(nr_captioner_encode(f.cap, px, 1, mine, err, sizeof err), 0);
+    cr_assert_eq(nr_captioner_generate(f.cap, mine, 1, &g, ids, &len, err, sizeof err), 0);
+    s_check_ids(ids, len, greedy, gn, "greedy from own encoder");
+    g.num_beams = 4;
+    cr_assert_eq(nr_captioner_generate(f.cap, mine, 1, &g, ids, &len, err, sizeof err), 0);
+    s_check_ids(ids, len, beam, bn, "beam4 from own encoder");
+    /* bad options */
+    g.max_length = 1000;
+    cr_assert_eq(nr_captioner_generate(f.cap, enc, 1, &g, ids, &len, err, sizeof err), NR_EOPTION);
+    g.max_length = 16;
+    g.num_beams = 0;
+    cr_assert_eq(nr_captioner_generate(f.cap, enc, 1, &g, ids, &len, err, sizeof err), NR_EOPTION);
+    free(px);
+    free(mine);
+    free(enc);
+    free(greedy);
+    free(beam);
+    s_fix_free(&f);
+}
+
+Test(models_fixture, batched_generation_equals_unbatched) {
+    s_fix_t f = s_fix();
+    size_t ns;
+    float *enc = s_ref(&f, "batch.hidden_states", &ns);
+    const size_t one = ns / 3;
+    char err[512];
+    int settings[][3] = {{1, 16, 1}, {4, 16, 1}, {3, 5, 1}, {2, 16, 0}, {3, 9, -1}};
+    for (size_t k = 0; k < sizeof settings / sizeof *settings; k++) {
+        nr_gen_config_t g = nr_captioner_gen_defaults(f.cap);
+        g.num_beams = settings[k][0];
+        g.max_length = settings[k][1];
+        g.early_stopping = settings[k][2];
+        int *ids = malloc(3 * (size_t)g.max_length * sizeof(int)), lens[3];
+        int *ids1 = malloc((size_t)g.max_length * sizeof(int)), len1;
+        cr_assert_eq(nr_captioner_generate(f.cap, enc, 3, &g, ids, lens, err, sizeof err), 0, "%s", err);
+        for (int i = 0; i < 3; i++) {
+            cr_assert_eq(nr_captioner_generate(f.cap, enc + i * one, 1, &g, ids1, &len1, err, sizeof err), 0);
+            char what[64];
+            snprintf(what, sizeof what, "beams %d max %d es %d image %d", g.num_beams, g.max_length, g.early_stopping, i);
+            s_check_ids(ids + (size_t)i * g.max_length, lens[i], ids1, len1, what);
+            cr_assert_eq(ids1[0], 50256);
+            cr_assert_leq(len1, g.max_length);
+        }
+        free(ids);
+        free(ids1);
+    }
+    free(enc);
+    s_fix_free(&f);
+}
+
+Test(models_fixture, frames_and_captions) {
+    s_fix_t f = s_fix();
+    size_t ns;
+    float *enc = s_ref(&f, "encoder.hidden_states", &ns), *back = malloc(ns * sizeof(float));
+    unsigned char *fr = NULL;
+    size_t fl = 0;
+    char err[512];
+    cr_assert_eq(nr_captioner_states_to_frame(f.cap, enc, &fr, &fl), 0);
+    cr_assert_eq(nr_captioner_frame_to_states(f.cap, fr, fl, back, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(memcmp(enc, back, ns * sizeof(float)), 0);
+    int64_t sh[2] = {196, 32};
+    unsigned char *bad = NULL;
+    size_t bl;
+    cr_assert_eq(nr_states_encode(enc, 2, sh, NR_DTYPE_F32, &bad, &bl), 0);
+    cr_assert_eq(nr_captioner_frame_to_states(f.cap, bad, bl, back, err, sizeof err), NR_EPROTO);
+    free(bad);
+    free(fr);
+    char *cap[1] = {NULL};
+    int nt[1];
+    int rc = nr_captioner_caption(f.cap, enc, 1, NULL, cap, nt, err, sizeof err);
+    if (rc == NR_EUNSUPPORTED) {
+        cr_log_warn("caption: built without the tokenizer (%s)", err);
+    } else {
+        cr_assert_eq(rc, 0, "%s", err);
+        cr_assert_not_null(cap[0]);
+        cr_assert_eq(nt[0], 7); /* beam4: 9 ids = start + 7 + eos */
+        fprintf(stderr, "tiny-model caption: \"%s\"\n", cap[0]);
+        free(cap[0]);
+    }
+    free(enc);
+    free(back);
+    s_fix_free(&f);
+}
