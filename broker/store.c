@@ -20,6 +20,7 @@ struct nr_store {
     int checked;         /* config warnings done */
     int64_t retry_ms;    /* next reconnect attempt */
     int64_t backoff_ms;
+    int64_t ping_ms;     /* next liveness check while idle */
     char err[512];
 };
 
@@ -171,7 +172,16 @@ err:
 }
 
 int nr_store_maintain(nr_store_t *self, int64_t now) {
-    if (self->ctx) return 0;
+    if (self->ctx) {
+        /* A PING now and then, so an idle broker notices a lost Redis too. */
+        if (now < self->ping_ms) return 0;
+        self->ping_ms = now + 5000;
+        s_cmd_t c = {.argc = 0};
+        s_str(&c, "PING");
+        redisReply *r = s_run(self, &c);
+        if (r) freeReplyObject(r);
+        return 0;
+    }
     if (self->retry_ms == 0) {
         self->retry_ms = now + self->backoff_ms;
         self->backoff_ms = self->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS
