@@ -1144,3 +1144,39 @@ Test(runtime, jobs_far_beyond_credit_are_handed_back) {
     cr_assert_eq(s_worker_finish(&t), 0);
     s_broker_close(&b);
 }
+
+Test(program, settings_from_file_environment_and_flags) {
+    s_broker_t b;
+    s_broker_open(&b);
+    char *dir = nr_harness_tempdir("worker");
+    cr_assert_not_null(dir);
+    char *conf = nr_harness_path(dir, "worker.conf");
+    const char text[] = "# test worker\nstage = from-file\ncapacity = 5\nname = file-name\n";
+    cr_assert_eq(nr_harness_write_file(conf, text, sizeof text - 1), 0);
+    char *prog = nr_harness_program("narrator-worker-test");
+    cr_assert_not_null(prog);
+    char env_broker[300];
+    snprintf(env_broker, sizeof env_broker, "NARRATOR_WORKER_BROKER=%s", b.endpoint);
+    /* file < environment < flags */
+    const char *env[] = {env_broker, "NARRATOR_WORKER_CAPACITY=4", "NARRATOR_WORKER_NAME=env-name",
+                         "NARRATOR_WORKER_LOG_LEVEL=warn", NULL};
+    const char *argv[] = {prog, "--config", conf, "--name", "flag-name", NULL};
+    nr_harness_proc_t *p = nr_harness_spawn(argv, env, NULL);
+    cr_assert_not_null(p, "%s", nr_harness_error());
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    s_expect(&b, NR_CMD_READY, &m, 1);
+    cr_assert_str_eq(m.stage, "from-file");
+    cr_assert_eq(m.capacity, 4);
+    cr_assert_str_eq(m.name, "flag-name");
+    int status = 0;
+    cr_assert_eq(nr_harness_proc_stop(p, SIGTERM, 10000, &status), 0);
+    cr_assert_eq(nr_harness_exit_code(status), 0);
+    nr_harness_proc_destroy(&p);
+    nr_harness_rmtree(dir);
+    free(dir);
+    free(conf);
+    free(prog);
+    nr_proto_msg_clear(&m);
+    s_broker_close(&b);
+}
