@@ -432,6 +432,19 @@ static int s_test_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *er
     else if (!strcmp(behave, "fail")) return nr_seterr(err, errlen, NR_EINTERNAL, "asked to fail");
     else if (!strcmp(behave, "fail-final")) return nr_seterr(err, errlen, NR_EOPTION, "asked to fail for good");
     else if (!strcmp(behave, "bad-code")) return 42; /* not an NR_E* code */
+    else if (!strcmp(behave, "big-kv")) {
+        /* Each value fits, the body (> NR_PROTO_BODY_MAX) does not. */
+        char *v = malloc(16001);
+        memset(v, 'v', 16000);
+        v[16000] = '\0';
+        for (int i = 0; i < 20; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "k%d", i);
+            nr_proto_kv_add(result, key, v);
+        }
+        free(v);
+        return 0;
+    }
     nr_proto_kv_add(result, "echo", "1");
     if (job->frames_len) nr_proto_frame_add(result, job->frames[0].data, job->frames[0].size);
     return 0;
@@ -610,6 +623,13 @@ Test(runtime, handler_errors_fail_the_job_with_the_right_retry_flag) {
     s_expect(&b, NR_CMD_FAIL, &m, 1);
     cr_assert_eq(m.code, NR_EINTERNAL, "a code outside NR_E* becomes internal_error");
 
+    /* A result too big to encode becomes a final FAIL. */
+    s_send_job(&b, "big", "test", 1, "big-kv", "x");
+    s_expect(&b, NR_CMD_FAIL, &m, 1);
+    cr_assert_str_eq(m.id, "big");
+    cr_assert_eq(m.code, NR_ETOOBIG);
+    cr_assert_eq(m.retry, 0);
+
     /* A job for another stage is refused, retryably. */
     s_send_job(&b, "f4", "vision", 1, "echo", "x");
     s_expect(&b, NR_CMD_FAIL, &m, 1);
@@ -620,7 +640,7 @@ Test(runtime, handler_errors_fail_the_job_with_the_right_retry_flag) {
     s_send_job(&b, "ok", "test", 1, "echo", "still here");
     s_expect(&b, NR_CMD_RESULT, &m, 1);
     cr_assert_str_eq(m.id, "ok");
-    cr_assert_eq(nr_worker_jobs_done(t.w), 5);
+    cr_assert_eq(nr_worker_jobs_done(t.w), 6);
     nr_proto_msg_clear(&m);
     cr_assert_eq(s_worker_finish(&t), 0);
     s_broker_close(&b);

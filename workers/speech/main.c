@@ -14,8 +14,8 @@ typedef struct {
 
 static const nr_config_option_t s_options[] = {
     NR_WORKER_CONFIG_OPTIONS(s_settings_t, worker),
-    {"max-text-bytes", NR_CONFIG_INT, 1, 1000000, "4000", offsetof(s_settings_t, max_text_bytes), 0,
-     "longest text accepted, in bytes"},
+    {"max-text-bytes", NR_CONFIG_INT, 1, 30000, "4000", offsetof(s_settings_t, max_text_bytes), 0,
+     "longest text accepted, in bytes (30000 keeps the WAV under the 64 MiB payload limit)"},
     {"voice", NR_CONFIG_STRING, 0, 0, "slt", offsetof(s_settings_t, voice),
      sizeof(((s_settings_t *)0)->voice), "default voice: slt, kal, kal16, awb or rms"},
     NR_CONFIG_END};
