@@ -557,14 +557,24 @@ static int s_dispatch_one(nr_broker_t *self, nr_broker_stage_t *s, nr_broker_job
         }
         if (rc) return rc;
     }
+    /* The stage's deadline, or the job's own option deadline_ms. */
+    long deadline = s->deadline_ms;
+    const char *opt = nr_broker_job_get(job, "opt.deadline_ms");
+    if (opt) {
+        char *end;
+        long v = strtol(opt, &end, 10);
+        if (end != opt && !*end && v > 0 && v <= 86400000) deadline = v;
+    }
     nr_broker_stage_remove(s, job);
     job->attempts++;
     job->state = NR_JOB_RUNNING;
     job->worker = w;
     job->updated_ms = now;
-    job->deadline_ms = now + s->deadline_ms;
+    job->deadline_ms = now + deadline;
     s->running++;
-    nr_broker_worker_add_lease(w, job, job->attempts, job->deadline_ms + s->deadline_ms);
+    /* A revoked lease keeps the worker's slot until it answers, or for one
+     * more deadline at most. */
+    nr_broker_worker_add_lease(w, job, job->attempts, job->deadline_ms + deadline);
     w->last_dispatch = ++self->dispatch_seq;
     w->sent = 1;
     w->heartbeat_ms = now + self->params.heartbeat_ms;
@@ -581,7 +591,7 @@ static int s_dispatch_one(nr_broker_t *self, nr_broker_stage_t *s, nr_broker_job
     snprintf(m.id, sizeof m.id, "%s", job->id);
     snprintf(m.stage, sizeof m.stage, "%s", s->name);
     m.attempt = job->attempts;
-    m.deadline_ms = (uint32_t)s->deadline_ms;
+    m.deadline_ms = (uint32_t)deadline;
     for (uint32_t i = 0; i < job->fields_len; i++)
         if (!strncmp(job->fields[i].key, "opt.", 4))
             nr_proto_kv_add(&m, job->fields[i].key + 4, job->fields[i].value);
@@ -957,8 +967,8 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
                     nr_broker_lease_t *l = &w->leases[i];
                     if (l->job && now > l->job->deadline_ms) {
                         char text[160];
-                        snprintf(text, sizeof text, "stage %s deadline of %ld ms passed on worker %s",
-                                 s->name, s->deadline_ms, w->label);
+                        snprintf(text, sizeof text, "stage %s deadline passed on worker %s",
+                                 s->name, w->label);
                         nr_broker_job_t *job = l->job;
                         s_retry(self, job, NR_EDEADLINE, text, now);
                     } else if (!l->job && now > l->expires_ms) {

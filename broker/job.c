@@ -162,8 +162,9 @@ void nr_broker_job_record(const nr_broker_job_t *job, nr_msg_t *msg, long stage_
         snprintf(buf, sizeof buf, "%ld", stage_workers);
         nr_proto_kv_add(msg, "stage_workers", buf);
     }
+    /* A field the message cannot carry (too many, key too long) is left out. */
     for (uint32_t i = 0; i < job->fields_len; i++)
-        if (nr_proto_kv_add(msg, job->fields[i].key, job->fields[i].value)) break;
+        nr_proto_kv_add(msg, job->fields[i].key, job->fields[i].value);
 }
 
 /* The table: chained hashing on FNV-1a, doubling at load 1. */

@@ -620,6 +620,10 @@ Test(broker, stage_deadlines_override_the_default) {
     s_submit(b, "y", "speech", "a", 0);
     cr_assert_eq(s_last("t", NR_CMD_JOB)->deadline_ms, 7000u);
     cr_assert_eq(s_last("s", NR_CMD_JOB)->deadline_ms, 60000u);
+    /* A job's own deadline_ms option wins over the stage's. */
+    s_ready(b, "s2", "speech", 1, 0);
+    s_submit_opts(b, "z", "speech", "a", "deadline_ms", "1500", 1);
+    cr_assert_eq(s_last("s2", NR_CMD_JOB)->deadline_ms, 1500u);
     nr_broker_destroy(&b);
 }
 
