@@ -869,6 +869,9 @@ static void s_on_stats(nr_broker_t *self, const uint8_t *identity, size_t size, 
     snprintf(num, sizeof num, "%zu", workers);
     nr_proto_kv_add(&rep, "workers", num);
     nr_proto_kv_add(&rep, "redis", !self->store ? "none" : nr_store_is_up(self->store) ? "up" : "down");
+    nr_proto_kv_add(&rep, "jobs.done", "0");
+    nr_proto_kv_add(&rep, "jobs.failed", "0");
+    nr_proto_kv_add(&rep, "jobs.cancelled", "0");
     if (!self->store || nr_store_stats(self->store, &rep)) {
         snprintf(num, sizeof num, "%" PRIu64, self->count_done);
         nr_proto_kv_add(&rep, "jobs.done", num);

@@ -332,6 +332,10 @@ Test(broker, status_reports_stage_workers_zero_when_nobody_serves) {
     s_submit(b, "x", "vision", "img", 0);
     nr_msg_t *st = s_client(b, NR_CMD_STATUS, "x", NULL, 1);
     cr_assert_str_eq(s_kv(st, "stage_workers"), "0");
+    nr_msg_t *stats = s_client(b, NR_CMD_STATS, NULL, NULL, 1);
+    cr_assert_str_eq(s_kv(stats, "queue.vision"), "1");
+    cr_assert_str_eq(s_kv(stats, "workers.vision"), "0");
+    cr_assert_str_eq(s_kv(stats, "jobs.done"), "0");
     cr_assert_str_eq(s_kv(st, "state"), "queued");
     st = s_client(b, NR_CMD_STATUS, "nope", NULL, 1);
     cr_assert_eq(st->code, NR_ENOTFOUND);
