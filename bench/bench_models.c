@@ -1,0 +1,239 @@
+/* bench_models: times the ViT-B/16 encoder (images/s) and the GPT-2
+ * decoder with cross-attention (ms/token, greedy = 1 row, beam = 4 rows) at
+ * the sizes of nlpconnect/vit-gpt2-image-captioning, with random weights
+ * built in memory as a safetensors image (no file, no download).
+ *   bench_models [--threads N] [--batch N] [--iters N] [--tokens N]
+ * Compare with bench/bench_models_torch.py (same sizes, same steps). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/error.h"
+#include "models/backend.h"
+#include "models/config.h"
+#include "models/gpt2.h"
+#include "models/safetensors.h"
+#include "models/tensor.h"
+#include "models/vit.h"
+
+typedef struct {
+    char name[128];
+    int ndim;
+    int64_t shape[4];
+    float fill; /* 0: random N-ish(0, 0.02); else constant */
+} s_spec_t;
+
+static s_spec_t *s_specs;
+static size_t s_n, s_cap;
+
+static void s_add(const char *name, float fill, int ndim, int64_t a, int64_t b, int64_t c, int64_t d) {
+    if (s_n == s_cap) {
+        s_cap = s_cap ? 2 * s_cap : 512;
+        s_specs = realloc(s_specs, s_cap * sizeof(*s_specs));
+    }
+    s_spec_t *s = &s_specs[s_n++];
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->ndim = ndim;
+    s->shape[0] = a;
+    s->shape[1] = b;
+    s->shape[2] = c;
+    s->shape[3] = d;
+    s->fill = fill;
+}
+
+static uint64_t s_rng = 0x9E3779B97F4A7C15ull;
+static float s_rand(void) {
+    s_rng ^= s_rng << 13;
+    s_rng ^= s_rng >> 7;
+    s_rng ^= s_rng << 17;
+    return ((float)(s_rng >> 40) * (1.0f / 16777216.0f) - 0.5f) * 0.07f; /* std ~0.02 */
+}
+
+/* Builds the safetensors bytes: header padded so the data is 64-byte aligned. */
+static unsigned char *s_build(size_t *size) {
+    size_t hcap = 1 << 20, hl = 0, off = 0;
+    char *h = malloc(hcap);
+    hl += (size_t)snprintf(h + hl, hcap - hl, "{");
+    for (size_t i = 0; i < s_n; i++) {
+        size_t n = 1;
+        for (int d = 0; d < s_specs[i].ndim; d++) n *= (size_t)s_specs[i].shape[d];
+        hl += (size_t)snprintf(h + hl, hcap - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[", i ? "," : "", s_specs[i].name);
+        for (int d = 0; d < s_specs[i].ndim; d++)
+            hl += (size_t)snprintf(h + hl, hcap - hl, "%s%lld", d ? "," : "", (long long)s_specs[i].shape[d]);
+        hl += (size_t)snprintf(h + hl, hcap - hl, "],\"data_offsets\":[%zu,%zu]}", off, off + 4 * n);
+        off += 4 * n;
+    }
+    hl += (size_t)snprintf(h + hl, hcap - hl, "}");
+    size_t padded = ((8 + hl + 63) & ~(size_t)63) - 8;
+    *size = 8 + padded + off;
+    unsigned char *buf = nr_aligned_alloc(*size);
+    if (!buf) return NULL;
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    memcpy(buf + 8, h, hl);
+    memset(buf + 8 + hl, ' ', padded - hl);
+    float *data = (float *)(buf + 8 + padded);
+    size_t k = 0;
+    for (size_t i = 0; i < s_n; i++) {
+        size_t n = 1;
+        for (int d = 0; d < s_specs[i].ndim; d++) n *= (size_t)s_specs[i].shape[d];
+        for (size_t j = 0; j < n; j++) data[k++] = s_specs[i].fill != 0 ? s_specs[i].fill : s_rand();
+    }
+    free(h);
+    return buf;
+}
+
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv) {
+    int threads = 0, batch = 4, iters = 3, tokens = 16;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: bench_models [--threads N] [--batch N] [--iters N] [--tokens N]\n"
+                   "  ViT-B/16 encoder images/s (batch 1 and --batch) and GPT-2 decoder ms/token\n"
+                   "  (1 row greedy, 4 rows beam), random weights in memory.\n");
+            return 0;
+        }
+        if (i + 1 >= argc) break;
+        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[++i]);
+    }
+    const char *cfg_json =
+        "{\"model_type\":\"vision-encoder-decoder\",\"decoder_start_token_id\":50256,\"eos_token_id\":50256,"
+        "\"encoder\":{\"model_type\":\"vit\",\"hidden_size\":768,\"num_hidden_layers\":12,\"num_attention_heads\":12,"
+        "\"intermediate_size\":3072,\"image_size\":224,\"patch_size\":16,\"num_channels\":3,\"layer_norm_eps\":1e-12,"
+        "\"hidden_act\":\"gelu\"},"
+        "\"decoder\":{\"model_type\":\"gpt2\",\"n_embd\":768,\"n_layer\":12,\"n_head\":12,\"n_positions\":1024,"
+        "\"vocab_size\":50257,\"layer_norm_epsilon\":1e-5,\"activation_function\":\"gelu_new\","
+        "\"add_cross_attention\":true}}";
+    char err[1024];
+    nr_model_config_t cfg;
+    if (nr_model_config_parse(cfg_json, NULL, "bench", &cfg, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    const int D = 768, I = 3072, L = 12, V = 50257;
+    char n[128];
+    s_add("encoder.embeddings.patch_embeddings.projection.weight", 0, 4, D, 3, 16, 16);
+    s_add("encoder.embeddings.patch_embeddings.projection.bias", 0, 1, D, 0, 0, 0);
+    s_add("encoder.embeddings.cls_token", 0, 3, 1, 1, D, 0);
+    s_add("encoder.embeddings.position_embeddings", 0, 3, 1, 197, D, 0);
+    s_add("encoder.layernorm.weight", 1, 1, D, 0, 0, 0);
+    s_add("encoder.layernorm.bias", 0, 1, D, 0, 0, 0);
+    const char *vl[][3] = {{"attention.attention.query", "D", "D"}, {"attention.attention.key", "D", "D"},
+                           {"attention.attention.value", "D", "D"}, {"attention.output.dense", "D", "D"},
+                           {"intermediate.dense", "I", "D"},         {"output.dense", "D", "I"}};
+    for (int l = 0; l < L; l++) {
+        for (int k = 0; k < 6; k++) {
+            int64_t o = vl[k][1][0] == 'I' ? I : D, in = vl[k][2][0] == 'I' ? I : D;
+            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.weight", l, vl[k][0]);
+            s_add(n, 0, 2, o, in, 0, 0);
+            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.bias", l, vl[k][0]);
+            s_add(n, 0, 1, o, 0, 0, 0);
+        }
+        const char *lns[] = {"layernorm_before", "layernorm_after"};
+        for (int k = 0; k < 2; k++) {
+            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.weight", l, lns[k]);
+            s_add(n, 1, 1, D, 0, 0, 0);
+            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.bias", l, lns[k]);
+            s_add(n, 0, 1, D, 0, 0, 0);
+        }
+    }
+    s_add("decoder.transformer.wte.weight", 0, 2, V, D, 0, 0);
+    s_add("decoder.transformer.wpe.weight", 0, 2, 1024, D, 0, 0);
+    s_add("decoder.transformer.ln_f.weight", 1, 1, D, 0, 0, 0);
+    s_add("decoder.transformer.ln_f.bias", 0, 1, D, 0, 0, 0);
+    struct {
+        const char *n;
+        int64_t in, out;
+    } gl[] = {{"attn.c_attn", D, 3 * D},         {"attn.c_proj", D, D},           {"crossattention.q_attn", D, D},
+              {"crossattention.c_attn", D, 2 * D}, {"crossattention.c_proj", D, D}, {"mlp.c_fc", D, I},
+              {"mlp.c_proj", I, D}};
+    for (int l = 0; l < L; l++) {
+        for (int k = 0; k < 7; k++) {
+            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.weight", l, gl[k].n);
+            s_add(n, 0, 2, gl[k].in, gl[k].out, 0, 0);
+            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.bias", l, gl[k].n);
+            s_add(n, 0, 1, gl[k].out, 0, 0, 0);
+        }
+        const char *lns[] = {"ln_1", "ln_cross_attn", "ln_2"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.weight", l, lns[k]);
+            s_add(n, 1, 1, D, 0, 0, 0);
+            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.bias", l, lns[k]);
+            s_add(n, 0, 1, D, 0, 0, 0);
+        }
+    }
+    size_t size;
+    unsigned char *buf = s_build(&size);
+    nr_safetensors_t *st = NULL;
+    if (!buf || nr_safetensors_open_memory(buf, size, "random-weights", &st, err, sizeof err)) {
+        fprintf(stderr, "bench: %s\n", buf ? err : "out of memory");
+        return 1;
+    }
+    nr_backend_t *be = nr_backend_new("cpu", threads, err, sizeof err);
+    nr_vit_t *vit = NULL;
+    nr_gpt2_t *gpt2 = NULL;
+    if (!be || nr_vit_load(&cfg.vit, st, "encoder.", be, &vit, err, sizeof err) ||
+        nr_gpt2_load(&cfg.gpt2, st, "decoder.", be, &gpt2, err, sizeof err)) {
+        fprintf(stderr, "bench: %s\n", err);
+        return 1;
+    }
+    printf("bench_models: weights %.0f MB F32, threads %d\n", size / 1e6, threads);
+    /* ViT */
+    const int S = 197;
+    float *px = malloc((size_t)batch * 3 * 224 * 224 * sizeof(float));
+    float *states = malloc((size_t)batch * S * D * sizeof(float));
+    for (size_t i = 0; i < (size_t)batch * 3 * 224 * 224; i++) px[i] = s_rand() * 30;
+    int bs[2] = {1, batch};
+    for (int k = 0; k < 2; k++) {
+        nr_vit_forward(vit, px, bs[k], states); /* warm-up */
+        double t0 = s_now();
+        for (int it = 0; it < iters; it++) nr_vit_forward(vit, px, bs[k], states);
+        double dt = (s_now() - t0) / iters;
+        printf("vit-b16 encoder  batch %d: %8.1f ms/batch  %6.2f images/s\n", bs[k], dt * 1e3, bs[k] / dt);
+    }
+    /* GPT-2: 1 row (greedy) and 4 rows (beam 4) cross-attending one image */
+    int rows_list[2] = {1, 4};
+    float *logits = malloc((size_t)4 * V * sizeof(float));
+    for (int k = 0; k < 2; k++) {
+        int rows = rows_list[k];
+        nr_gpt2_state_t *s = nr_gpt2_state_new(gpt2, rows, tokens + 1, 1, S);
+        int ids[4] = {50256, 50256, 50256, 50256}, zero[4] = {0, 0, 0, 0};
+        double best = 1e9;
+        for (int rep = 0; rep < 2; rep++) {
+            nr_gpt2_set_encoder(gpt2, s, states, zero);
+            double t0 = s_now();
+            for (int t = 0; t < tokens; t++) {
+                nr_gpt2_step(gpt2, s, ids, 1, logits, 0);
+                for (int r = 0; r < rows; r++) ids[r] = (int)((t * 7919 + r * 104729) % V);
+            }
+            double dt = (s_now() - t0) / tokens;
+            best = dt < best ? dt : best;
+        }
+        double t0 = s_now();
+        nr_gpt2_set_encoder(gpt2, s, states, zero);
+        double tx = s_now() - t0;
+        printf("gpt2 decoder     rows %d: %8.2f ms/token (step of all rows), cross K/V setup %.1f ms\n", rows,
+               best * 1e3, tx * 1e3);
+        nr_gpt2_state_destroy(&s);
+    }
+    free(logits);
+    free(px);
+    free(states);
+    nr_vit_destroy(&vit);
+    nr_gpt2_destroy(&gpt2);
+    nr_backend_destroy(&be);
+    nr_safetensors_close(&st);
+    free(buf);
+    free(s_specs);
+    return 0;
+}

@@ -1,0 +1,149 @@
+#!/usr/bin/python3
+"""PyTorch counterpart of bench_models.c: ViT-B/16 encoder images/s and the
+GPT-2 decoder with cross-attention ms/token (1 row and 4 rows, KV cache),
+random weights, the sizes of nlpconnect/vit-gpt2-image-captioning, written
+like transformers' modeling_vit.py / modeling_gpt2.py (eager attention).
+    /usr/bin/python3 bench/bench_models_torch.py [--threads N] [--batch N] [--iters N] [--tokens N]
+"""
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+D, H, I, L, V, S = 768, 12, 3072, 12, 50257, 197
+HD = D // H
+
+
+def sdpa(q, k, v):
+    # eager attention as transformers does on torch < 2.0 (no fused sdpa in 1.13)
+    w = torch.matmul(q, k.transpose(-1, -2)) * (HD ** -0.5)
+    return torch.matmul(torch.softmax(w, dim=-1), v)
+
+
+def lin(o, i):
+    return torch.randn(o, i) * 0.02, torch.randn(o) * 0.02
+
+
+def vit_weights():
+    w = {"patch": torch.randn(D, 3, 16, 16) * 0.02, "patch_b": torch.zeros(D),
+         "cls": torch.randn(1, 1, D) * 0.02, "pos": torch.randn(1, S, D) * 0.02,
+         "lnf": (torch.ones(D), torch.zeros(D)), "layers": []}
+    for _ in range(L):
+        w["layers"].append({"q": lin(D, D), "k": lin(D, D), "v": lin(D, D), "o": lin(D, D),
+                            "fc1": lin(I, D), "fc2": lin(D, I),
+                            "ln1": (torch.ones(D), torch.zeros(D)), "ln2": (torch.ones(D), torch.zeros(D))})
+    return w
+
+
+def vit_forward(w, px):
+    B = px.shape[0]
+    x = F.conv2d(px, w["patch"], w["patch_b"], stride=16).flatten(2).transpose(1, 2)
+    x = torch.cat([w["cls"].expand(B, -1, -1), x], dim=1) + w["pos"]
+    for l in w["layers"]:
+        h = F.layer_norm(x, (D,), *l["ln1"], eps=1e-12)
+        q = F.linear(h, *l["q"]).view(B, S, H, HD).transpose(1, 2)
+        k = F.linear(h, *l["k"]).view(B, S, H, HD).transpose(1, 2)
+        v = F.linear(h, *l["v"]).view(B, S, H, HD).transpose(1, 2)
+        a = sdpa(q, k, v).transpose(1, 2).reshape(B, S, D)
+        x = x + F.linear(a, *l["o"])
+        h = F.layer_norm(x, (D,), *l["ln2"], eps=1e-12)
+        x = x + F.linear(F.gelu(F.linear(h, *l["fc1"])), *l["fc2"])
+    return F.layer_norm(x, (D,), *w["lnf"], eps=1e-12)
+
+
+def conv1d(i, o):
+    return torch.randn(i, o) * 0.02, torch.randn(o) * 0.02
+
+
+def gpt2_weights():
+    w = {"wte": torch.randn(V, D) * 0.02, "wpe": torch.randn(1024, D) * 0.02,
+         "lnf": (torch.ones(D), torch.zeros(D)), "layers": []}
+    for _ in range(L):
+        w["layers"].append({"attn": conv1d(D, 3 * D), "aproj": conv1d(D, D), "xq": conv1d(D, D),
+                            "xkv": conv1d(D, 2 * D), "xproj": conv1d(D, D), "fc": conv1d(D, I),
+                            "mproj": conv1d(I, D), "ln1": (torch.ones(D), torch.zeros(D)),
+                            "lnx": (torch.ones(D), torch.zeros(D)), "ln2": (torch.ones(D), torch.zeros(D))})
+    return w
+
+
+def c1d(x, wb):
+    w, b = wb
+    return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[1])
+
+
+def heads(x):
+    B, T, _ = x.shape
+    return x.view(B, T, H, HD).transpose(1, 2)
+
+
+def gpt2_cross_kv(w, enc):
+    return [tuple(heads(t) for t in c1d(enc, l["xkv"]).split(D, dim=2)) for l in w["layers"]]
+
+
+def gpt2_step(w, ids, pos, cache, xkv):
+    B = ids.shape[0]
+    x = w["wte"][ids] + w["wpe"][pos]
+    for li, l in enumerate(w["layers"]):
+        h = F.layer_norm(x, (D,), *l["ln1"], eps=1e-5)
+        q, k, v = c1d(h, l["attn"]).split(D, dim=2)
+        q, k, v = heads(q), heads(k), heads(v)
+        if cache[li] is not None:
+            k = torch.cat([cache[li][0], k], dim=2)
+            v = torch.cat([cache[li][1], v], dim=2)
+        cache[li] = (k, v)
+        a = sdpa(q, k, v).transpose(1, 2).reshape(B, 1, D)
+        x = x + c1d(a, l["aproj"])
+        h = F.layer_norm(x, (D,), *l["lnx"], eps=1e-5)
+        q = heads(c1d(h, l["xq"]))
+        xk, xv = xkv[li]
+        a = sdpa(q, xk.expand(B, -1, -1, -1), xv.expand(B, -1, -1, -1))
+        x = x + c1d(a.transpose(1, 2).reshape(B, 1, D), l["xproj"])
+        h = F.layer_norm(x, (D,), *l["ln2"], eps=1e-5)
+        x = x + c1d(F.gelu(c1d(h, l["fc"]), approximate="tanh"), l["mproj"])
+    x = F.layer_norm(x, (D,), *w["lnf"], eps=1e-5)
+    return F.linear(x, w["wte"])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=16)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    print(f"bench_models_torch: torch {torch.__version__}, threads {torch.get_num_threads()}")
+    with torch.inference_mode():
+        vw = vit_weights()
+        px = torch.randn(a.batch, 3, 224, 224)
+        for bs in (1, a.batch):
+            vit_forward(vw, px[:bs])
+            t0 = time.perf_counter()
+            for _ in range(a.iters):
+                enc = vit_forward(vw, px[:bs])
+            dt = (time.perf_counter() - t0) / a.iters
+            print(f"vit-b16 encoder  batch {bs}: {dt * 1e3:8.1f} ms/batch  {bs / dt:6.2f} images/s")
+        del vw
+        gw = gpt2_weights()
+        enc = enc[:1]
+        for rows in (1, 4):
+            best = 1e9
+            for _ in range(2):
+                t0 = time.perf_counter()
+                xkv = gpt2_cross_kv(gw, enc)
+                tx = time.perf_counter() - t0
+                cache = [None] * L
+                ids = torch.full((rows, 1), 50256, dtype=torch.long)
+                t0 = time.perf_counter()
+                for t in range(a.tokens):
+                    gpt2_step(gw, ids, torch.full((rows, 1), t, dtype=torch.long), cache, xkv)
+                    ids = torch.tensor([[(t * 7919 + r * 104729) % V] for r in range(rows)])
+                best = min(best, (time.perf_counter() - t0) / a.tokens)
+            print(f"gpt2 decoder     rows {rows}: {best * 1e3:8.2f} ms/token (step of all rows), "
+                  f"cross K/V setup {tx * 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
