@@ -110,20 +110,22 @@ static int64_t s_backoff(nr_broker_t *self, uint32_t attempts) {
 static int s_send(nr_broker_t *self, nr_broker_side_t side, const uint8_t *identity, size_t size,
                   const nr_msg_t *msg) {
     int rc = self->send(self->send_ctx, side, identity, size, msg);
-    if (rc)
+    if (rc && rc != NR_ECONNECT)
         nr_log(NR_LOG_WARN, "sending %s to a %s failed: %s", nr_proto_cmd_name(msg->cmd),
                side == NR_BROKER_CLIENTS ? "client" : "worker", nr_strerror(rc));
     return rc;
 }
 
-static void s_send_cmd(nr_broker_t *self, nr_broker_worker_t *w, nr_cmd_t cmd, int64_t now) {
+/* Returns s_send's code: NR_ECONNECT means the worker is gone. */
+static int s_send_cmd(nr_broker_t *self, nr_broker_worker_t *w, nr_cmd_t cmd, int64_t now) {
     w->sent = 1;
     w->heartbeat_ms = now + self->params.heartbeat_ms;
     nr_msg_t m;
     nr_proto_msg_init(&m);
     m.cmd = cmd;
-    s_send(self, NR_BROKER_WORKERS, w->identity, w->identity_size, &m);
+    int rc = s_send(self, NR_BROKER_WORKERS, w->identity, w->identity_size, &m);
     nr_proto_msg_clear(&m);
+    return rc;
 }
 
 static void s_reply(nr_broker_t *self, const uint8_t *identity, size_t size, const nr_msg_t *req,
@@ -601,10 +603,11 @@ static int s_dispatch_one(nr_broker_t *self, nr_broker_stage_t *s, nr_broker_job
     m.frames_len = 1;
     nr_log(NR_LOG_DEBUG, "job %s: %s attempt %" PRIu32 " to %s", job->id, s->name, job->attempts,
            w->label);
-    s_send(self, NR_BROKER_WORKERS, w->identity, w->identity_size, &m);
+    int rc = s_send(self, NR_BROKER_WORKERS, w->identity, w->identity_size, &m);
     m.frames[0].data = NULL;
     m.frames_len = 0;
     nr_proto_msg_clear(&m);
+    if (rc == NR_ECONNECT) s_worker_delete(self, w, NR_ECONNECT, "is gone (unroutable)", now);
     return 0;
 }
 
@@ -963,8 +966,12 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
                     w = next;
                     continue;
                 }
-                if (now >= w->heartbeat_ms) {
-                    s_send_cmd(self, w, NR_CMD_HEARTBEAT, now);
+                if (now >= w->heartbeat_ms &&
+                    s_send_cmd(self, w, NR_CMD_HEARTBEAT, now) == NR_ECONNECT) {
+                    nr_log(NR_LOG_WARN, "worker %s is gone (unroutable)", w->label);
+                    s_worker_delete(self, w, NR_ECONNECT, "is gone (unroutable)", now);
+                    w = next;
+                    continue;
                 }
                 for (uint32_t i = w->leases_len; i-- > 0;) {
                     nr_broker_lease_t *l = &w->leases[i];

@@ -15,7 +15,8 @@
 typedef enum { NR_BROKER_CLIENTS = 0, NR_BROKER_WORKERS = 1 } nr_broker_side_t;
 
 /* Sends msg to the peer `identity` on one side. The broker keeps ownership
- * of msg. Returns 0 or a negative code (the broker logs it). */
+ * of msg. Returns 0, NR_ECONNECT when the peer is gone (a worker is then
+ * removed and its jobs requeued at once), or another negative code (logged). */
 typedef int (*nr_broker_send_fn)(void *ctx, nr_broker_side_t side, const uint8_t *identity,
                                  size_t identity_size, const nr_msg_t *msg);
 

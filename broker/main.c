@@ -94,6 +94,7 @@ static int s_send(void *ctx, nr_broker_side_t side, const uint8_t *identity, siz
     char err[256];
     int rc = nr_proto_send(side == NR_BROKER_CLIENTS ? sk->clients : sk->workers, identity, size,
                            msg, err, sizeof err);
+    if (rc == NR_EIO && errno == EHOSTUNREACH) return NR_ECONNECT; /* peer gone */
     if (rc) nr_log(NR_LOG_DEBUG, "send: %s", err);
     return rc;
 }

@@ -28,6 +28,7 @@ typedef struct {
 
 static s_sent_t s_sent[S_CAP_MAX];
 static int s_nsent;
+static const char *s_gone; /* sends to this peer fail with NR_ECONNECT */
 
 static void s_sent_clear(void) {
     for (int i = 0; i < s_nsent; i++) nr_proto_msg_clear(&s_sent[i].msg);
@@ -41,6 +42,10 @@ static int s_capture(void *ctx, nr_broker_side_t side, const uint8_t *identity, 
     s_sent_t *o = &s_sent[s_nsent++];
     o->side = side;
     snprintf(o->peer, sizeof o->peer, "%.*s", (int)size, (const char *)identity);
+    if (s_gone && !strcmp(o->peer, s_gone)) {
+        s_nsent--;
+        return NR_ECONNECT;
+    }
     o->msg = *msg;
     o->msg.kv = NULL;
     o->msg.kv_len = 0;
@@ -185,7 +190,10 @@ static long s_credit(nr_broker_t *b, const char *w) {
 }
 
 static void s_setup(void) { nr_log_set_level("error"); }
-static void s_teardown(void) { s_sent_clear(); }
+static void s_teardown(void) {
+    s_sent_clear();
+    s_gone = NULL;
+}
 
 TestSuite(broker, .init = s_setup, .fini = s_teardown);
 
@@ -423,6 +431,22 @@ Test(broker, worker_heartbeats_are_answered_unless_something_else_went_out) {
     s_submit(b, "j", "speech", "x", 500); /* a JOB goes out */
     s_worker_cmd(b, "w", NR_CMD_HEARTBEAT, 600);
     cr_assert_eq(s_count("w", NR_CMD_HEARTBEAT), 2, "the JOB was proof of life enough");
+    nr_broker_destroy(&b);
+}
+
+Test(broker, unroutable_worker_is_removed_and_its_job_requeued) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "ok", "speech", 1, 0);
+    s_ready(b, "gone", "speech", 1, 0);
+    s_gone = "gone";
+    s_submit(b, "u", "speech", "x", 1); /* to "gone" (least recently used): fails */
+    s_submit(b, "v", "speech", "y", 1);
+    cr_assert_eq(nr_broker_workers(b, "speech"), 1u);
+    nr_broker_tick(b, 1000);
+    cr_assert_eq(s_count("ok", NR_CMD_JOB), 1);
+    nr_broker_job_t *j = nr_broker_find_job(b, "u");
+    cr_assert_eq(j->error, NR_ECONNECT);
+    cr_assert_eq(j->attempts, 1u);
     nr_broker_destroy(&b);
 }
 
