@@ -152,7 +152,7 @@ EOF
   wait_up redis redis_ping
 
   start_service broker "$bin/narrator-broker" \
-    --clients "tcp://127.0.0.1:$client_port" --workers "tcp://127.0.0.1:$worker_port" \
+    --client-endpoint "tcp://127.0.0.1:$client_port" --worker-endpoint "tcp://127.0.0.1:$worker_port" \
     --redis-host 127.0.0.1 --redis-port "$redis_port"
   wait_up broker port_open "$client_port"
   wait_up broker port_open "$worker_port"

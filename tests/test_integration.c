@@ -78,12 +78,13 @@ static void s_broker_start(void) {
     snprintf(log_name, sizeof log_name, "broker-%d.log", C.broker_starts++);
     char *log = nr_harness_path(C.dir, "%s", log_name);
     const char *argv[] = {C.broker_bin,
-                          "--clients", C.client_ep,
-                          "--workers", C.worker_ep,
+                          "--client-endpoint", C.client_ep,
+                          "--worker-endpoint", C.worker_ep,
                           "--redis-host", "127.0.0.1",
                           "--redis-port", redis_port,
                           "--max-attempts", S_MAX_ATTEMPTS,
                           "--retry-backoff-ms", "50",
+                          "--heartbeat-ms", "250",
                           "--log-level", "debug",
                           NULL};
     C.broker = nr_harness_spawn(argv, NULL, log);
@@ -157,7 +158,7 @@ static int s_worker_start(const char *bin, const char *name, const char *const *
     argv[n++] = "--name";
     argv[n++] = name;
     argv[n++] = "--heartbeat-ms";
-    argv[n++] = "200";
+    argv[n++] = "250";
     argv[n++] = "--reconnect-ms";
     argv[n++] = "100";
     argv[n++] = "--reconnect-max-ms";
@@ -400,7 +401,7 @@ Test(integration, worker_killed_mid_job_job_finishes_elsewhere) {
 Test(integration, crashing_job_fails_after_attempt_limit) {
     int n = atoi(S_MAX_ATTEMPTS);
     for (int i = 0; i < n; i++) {
-        char name[16];
+        char name[32];
         snprintf(name, sizeof name, "crash-%d", i);
         s_test_worker(name);
     }
@@ -428,7 +429,7 @@ Test(integration, broker_killed_and_restarted_mid_run) {
     s_wait_workers("test", 2);
     enum { N = 60 };
     static char ids[N][NR_PROTO_ID_MAX + 1];
-    const char *opts[] = {"behave", "sleep:50", NULL};
+    const char *opts[] = {"behave", "sleep:100", NULL};
     for (int i = 0; i < N; i++) {
         char id[32], input[32];
         snprintf(id, sizeof id, "bk-%d", i);
@@ -446,6 +447,7 @@ Test(integration, broker_killed_and_restarted_mid_run) {
         if (done_before >= 5) break;
         nr_harness_sleep_ms(20);
     }
+    s_require(done_before >= 5 && done_before < N, "%d of %d done before the kill", done_before, N);
     s_broker_stop(SIGKILL);
     s_broker_start();
     for (int i = 0; i < N; i++) {
@@ -473,7 +475,7 @@ Test(integration, broker_killed_and_restarted_mid_run) {
     char again[NR_PROTO_ID_MAX + 1];
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
-    nr_kv_t kv = {"behave", "sleep:50"};
+    nr_kv_t kv = {"behave", "sleep:100"};
     cr_assert_eq(nr_client_submit(C.client, ids[0], "test", &kv, 1, "input 0", 7, &reply), 0);
     cr_assert_str_eq(s_kv(&reply, "existing"), "1");
     cr_assert_str_eq(s_kv(&reply, "state"), "done");
@@ -506,7 +508,10 @@ static size_t s_mp_header(uint8_t *buf, int version, const char *cmd) {
     return n + len;
 }
 
-static void s_garbage(const char *endpoint) {
+/* Sends garbage on endpoint. With `replies` (the client socket) it also
+ * collects the broker's answers: counts of REPLY codes NR_EVERSION and
+ * NR_EPROTO in replies[0] and replies[1]. */
+static void s_garbage(const char *endpoint, int *replies) {
     void *ctx = zmq_ctx_new();
     for (int round = 0; round < 3; round++) {
         void *s = zmq_socket(ctx, ZMQ_DEALER);
@@ -549,6 +554,22 @@ static void s_garbage(const char *endpoint) {
             nr_harness_sleep_ms(500); /* let ZeroMQ push it out before closing */
             free(big);
         }
+        if (replies) {
+            int timeout = 2000;
+            zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+            for (;;) {
+                nr_msg_t reply;
+                nr_proto_msg_init(&reply);
+                char err[256];
+                int rc = nr_proto_recv(s, NULL, NULL, &reply, err, sizeof err);
+                if (rc == NR_ETIMEDOUT || rc == NR_EIO) break;
+                if (rc == 0 && reply.cmd == NR_CMD_REPLY) {
+                    replies[0] += reply.code == NR_EVERSION;
+                    replies[1] += reply.code == NR_EPROTO;
+                }
+                nr_proto_msg_clear(&reply);
+            }
+        }
         nr_harness_sleep_ms(50);
         zmq_close(s);
     }
@@ -564,13 +585,17 @@ Test(integration, garbage_on_both_sockets_while_jobs_complete) {
     enum { N = 30 };
     static char ids[N][NR_PROTO_ID_MAX + 1];
     const char *opts[] = {"behave", "sleep:20", NULL};
+    int replies[2] = {0, 0};
     for (int i = 0; i < N; i++) {
         char input[32];
         snprintf(input, sizeof input, "payload %d", i);
         s_submit(NULL, "test", opts, input, strlen(input), ids[i]);
-        if (i == N / 3) s_garbage(C.client_ep);
-        if (i == 2 * N / 3) s_garbage(C.worker_ep);
+        if (i == N / 3) s_garbage(C.client_ep, replies);
+        if (i == 2 * N / 3) s_garbage(C.worker_ep, NULL);
     }
+    /* A client that sent junk hears why: wrong version, malformed. */
+    s_require(replies[0] > 0 && replies[1] > 0, "REPLYs to junk: %d unsupported_version, %d malformed",
+              replies[0], replies[1]);
     for (int i = 0; i < N; i++) {
         nr_msg_t record;
         nr_proto_msg_init(&record);
