@@ -728,7 +728,8 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
     nr_broker_job_take_input(job, &msg->frames[0].data, msg->frames[0].size);
     if (!job->input && !(job->input = calloc(1, 1))) goto nomem;
     nr_broker_jobs_add(self->jobs, job);
-    if (s_save(self, job, -1, NULL, 0, "submitted")) {
+    if (self->store ? nr_store_save(self->store, job, -1, NULL, 0, "submitted")
+                    : s_save(self, job, -1, NULL, 0, NULL)) {
         /* Not acknowledged, so not kept. */
         nr_broker_jobs_remove(self->jobs, job);
         nr_broker_job_destroy(&job);

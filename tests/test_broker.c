@@ -822,6 +822,9 @@ Test(store, redis_down_refuses_submit_keeps_results_and_flushes_on_return) {
     s_ready(b, "w", "speech", 1, 0);
     s_submit(b, "keep", "speech", "hello", 1);
     cr_assert_eq(nr_harness_redis_stop(s_redis, 0), 0);
+    /* The first write finds Redis gone: not acknowledged, not kept. */
+    cr_assert_eq(s_submit(b, "lost", "speech", "x", 2)->code, NR_EREDIS);
+    cr_assert_null(nr_broker_find_job(b, "lost"));
     /* A result arrives while Redis is away: accepted and kept. */
     s_result(b, "w", "keep", "speech", 1, "RIFF-WAV", "duration_ms", "900", 2);
     cr_assert(!nr_store_is_up(s_store));
