@@ -925,3 +925,33 @@ Test(store, load_of_unknown_and_stale_pending_entries) {
     cr_assert_eq(s_count("w", NR_CMD_JOB), 0);
     nr_broker_destroy(&b);
 }
+
+/* With AOF on (appendfsync always), an acknowledged SUBMIT survives a Redis
+ * crash and a broker restart. */
+Test(store, acknowledged_submit_survives_redis_crash_with_aof) {
+    nr_store_destroy(&s_store);
+    nr_harness_redis_destroy(&s_redis);
+    nr_harness_redis_params_t rp;
+    nr_harness_redis_default_params(&rp);
+    rp.appendonly = 1;
+    s_redis = nr_harness_redis_new(&rp);
+    cr_assert_not_null(s_redis, "%s", nr_harness_error());
+    s_store = s_store_new(nr_harness_redis_port(s_redis));
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0);
+    cr_assert_eq(s_submit(b, "durable", "vision,text", "IMG", 1)->code, 0);
+    nr_broker_destroy(&b);
+    cr_assert_eq(nr_harness_redis_stop(s_redis, 1), 0);
+    cr_assert_eq(nr_harness_redis_start(s_redis), 0, "%s", nr_harness_error());
+    nr_store_t *st2 = s_store_new(nr_harness_redis_port(s_redis));
+    b = s_new(st2, NULL);
+    cr_assert_eq(nr_broker_start(b, 10), 0);
+    cr_assert_eq(nr_broker_queued(b, "vision"), 1u);
+    s_ready(b, "v", "vision", 1, 11);
+    nr_msg_t *job = s_last("v", NR_CMD_JOB);
+    cr_assert_not_null(job);
+    cr_assert_str_eq(job->id, "durable");
+    cr_assert_eq(memcmp(job->frames[0].data, "IMG", 3), 0);
+    nr_broker_destroy(&b);
+    nr_store_destroy(&st2);
+}
