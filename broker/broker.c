@@ -454,7 +454,7 @@ static void s_on_result(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg,
     if (job->stage_index + 1 >= job->route_len) {
         job->state = NR_JOB_DONE;
         self->count_done++;
-        nr_log(NR_LOG_INFO, "job %s done", job->id);
+        nr_log(NR_LOG_DEBUG, "job %s done", job->id);
         s_save(self, job, out_index, out ? out : (const uint8_t *)"", out_size, "done");
         free(out);
         free(job->input);
