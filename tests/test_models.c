@@ -947,3 +947,48 @@ Test(models_fixture, frames_and_captions) {
     free(back);
     s_fix_free(&f);
 }
+
+#ifdef NR_HAVE_IMAGE
+#include "models/image.h"
+#include "models/preprocess.h"
+
+Test(models_fixture, encode_images_batch_with_a_bad_image) {
+    s_fix_t f = s_fix();
+    char p1[1024], p2[1024], err[512];
+    s_path(p1, sizeof p1, "tests/fixtures/images/chelsea_317x211.jpg");
+    s_path(p2, sizeof p2, "tests/fixtures/images/bad_truncated.jpg");
+    size_t n1, n2;
+    unsigned char *b1 = s_read(p1, &n1), *b2 = s_read(p2, &n2);
+    cr_assert(b1 && b2);
+    const void *bytes[3] = {b1, b2, b1};
+    size_t sizes[3] = {n1, n2, n1};
+    const size_t one = 197 * 32;
+    float *states = malloc(3 * one * sizeof(float)), *want = malloc(one * sizeof(float));
+    int status[3];
+    cr_assert_eq(nr_captioner_encode_images(f.cap, bytes, sizes, 3, states, status, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(status[0], 0);
+    cr_assert_neq(status[1], 0);
+    cr_assert_eq(status[2], 0);
+    for (size_t i = 0; i < one; i++) cr_assert_eq(states[one + i], 0.0f);
+    /* the same as decode + preprocess + encode by hand */
+    nr_image_t *img = NULL;
+    cr_assert_eq(nr_image_decode(b1, n1, NULL, &img, err, sizeof err), 0, "%s", err);
+    float *px = malloc(3 * 224 * 224 * sizeof(float));
+    nr_preprocess_params_t pp = nr_preprocess_default_params();
+    char cfgp[1024];
+    s_path(cfgp, sizeof cfgp, "tests/fixtures/vit-gpt2-tiny/preprocessor_config.json");
+    cr_assert_eq(nr_preprocess_load_config(cfgp, &pp, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(nr_preprocess_image(img, &pp, px, 3 * 224 * 224), 0);
+    cr_assert_eq(nr_captioner_encode(f.cap, px, 1, want, err, sizeof err), 0);
+    double d = 0;
+    for (size_t i = 0; i < one; i++) d = fmax(d, fmax(fabs(states[i] - want[i]), fabs(states[2 * one + i] - want[i])));
+    cr_assert_leq(d, 1e-5, "batched image path differs by %g", d);
+    nr_image_destroy(&img);
+    free(px);
+    free(states);
+    free(want);
+    free(b1);
+    free(b2);
+    s_fix_free(&f);
+}
+#endif
