@@ -619,6 +619,12 @@ static int s_decode_head(const msgpack_object_map *map, nr_cmd_t *cmd, char *err
             return 0;
         }
     }
+    /* Echo the name only when it is short and harmless to log. */
+    bool plain = c->via.str.size <= 16;
+    for (uint32_t i = 0; plain && i < c->via.str.size; i++) plain = s_id_char((unsigned char)c->via.str.ptr[i]);
+    if (plain && c->via.str.size)
+        return nr_seterr(err, errlen, NR_EPROTO, "field 'cmd': unknown command '%.*s'", (int)c->via.str.size,
+                         c->via.str.ptr);
     return nr_seterr(err, errlen, NR_EPROTO, "field 'cmd': unknown command");
 }
 

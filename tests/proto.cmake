@@ -7,7 +7,10 @@ if(NR_FUZZ)
   if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
     message(WARNING "NR_FUZZ needs clang (libFuzzer); fuzz targets skipped")
   else()
-    add_executable(fuzz_proto fuzz/fuzz_proto.c)
+    # proto.c is compiled again into the target so that the code under test
+    # carries the fuzzer's coverage instrumentation; the linker then takes
+    # nr_proto_* from that copy and only the dependencies from nr_proto.
+    add_executable(fuzz_proto fuzz/fuzz_proto.c ${CMAKE_SOURCE_DIR}/proto/proto.c)
     target_link_libraries(fuzz_proto PRIVATE nr_proto)
     target_compile_options(fuzz_proto PRIVATE -fsanitize=fuzzer,address,undefined)
     target_link_options(fuzz_proto PRIVATE -fsanitize=fuzzer,address,undefined)

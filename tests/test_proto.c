@@ -479,6 +479,9 @@ Test(proto, rejects_unknown_or_missing_cmd) {
         cr_assert(strstr(s_reject(sb.data, sb.size, NR_EPROTO), "cmd"));
         msgpack_sbuffer_destroy(&sb);
     }
+    msgpack_sbuffer sb = s_replace(NR_CMD_HEARTBEAT, "cmd", p_cmd_unknown);
+    cr_assert(strstr(s_reject(sb.data, sb.size, NR_EPROTO), "'FROBNICATE'"), "%s", s_err);
+    msgpack_sbuffer_destroy(&sb);
 }
 
 Test(proto, rejects_missing_required_fields) {

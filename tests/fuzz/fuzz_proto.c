@@ -1,7 +1,12 @@
 /* libFuzzer target for the body decoder. Whatever the input, decoding must
  * either fail cleanly or give a message that encodes without error and
  * decodes back to the same bytes (encode and decode share one validator).
- * Build: cmake -DNR_FUZZ=ON with CC=clang; run: build/fuzz/fuzz_proto. */
+ * Build: CC=clang cmake -S . -B build-fuzz -DNR_FUZZ=ON &&
+ *        cmake --build build-fuzz --target fuzz_proto
+ * Run:   mkdir -p /tmp/corpus && build-fuzz/fuzz/fuzz_proto -max_total_time=60 \
+ *        /tmp/corpus tests/fuzz/corpus
+ * (tests/fuzz/corpus holds one valid body per command as seeds; new inputs
+ * go to the first folder.) */
 #include "proto/proto.h"
 
 #include <stdint.h>
