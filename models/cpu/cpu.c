@@ -106,6 +106,7 @@ nr_backend_t *nr_cpu_backend_new(int num_threads) {
     }
     c->num_threads = num_threads;
     openblas_set_num_threads(num_threads);
+    nr_cpu_pool_init(num_threads);
     b->ops = &s_ops;
     b->ctx = c;
     b->host_memory = 1;

@@ -7,6 +7,9 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,9 +119,227 @@ void nr_cpu_add_bias(float *y, const float *b, int M, int N) {
     }
 }
 
+/* Skinny matmuls (decode steps: M = rows of a batch, 1..8): stream each
+ * weight once instead of packing it as sgemm does (packing a 2304 x 768
+ * matrix to multiply one row costs more than the multiply). */
+#define S_SKINNY_MAX 8
+#define S_NB 64
+
+static inline __attribute__((always_inline)) void s_skinny_in_out(float *y, size_t ldy, const float *x, size_t ldx,
+                                                                  const float *w, int M, int N, int K, size_t ldw,
+                                                                  int acc) {
+    for (int n0 = 0; n0 < N; n0 += S_NB) {
+        const int nb = N - n0 < S_NB ? N - n0 : S_NB;
+        float a[S_SKINNY_MAX][S_NB];
+        for (int m = 0; m < M; m++)
+            for (int j = 0; j < S_NB; j++) a[m][j] = (acc && j < nb) ? y[m * ldy + n0 + j] : 0.0f;
+        if (nb == S_NB) {
+            for (int k = 0; k < K; k++) {
+                const float *wr = w + (size_t)k * ldw + n0;
+                for (int m = 0; m < M; m++) {
+                    const float xm = x[m * ldx + k];
+                    for (int j = 0; j < S_NB; j++) a[m][j] += xm * wr[j];
+                }
+            }
+        } else {
+            for (int k = 0; k < K; k++) {
+                const float *wr = w + (size_t)k * ldw + n0;
+                for (int m = 0; m < M; m++) {
+                    const float xm = x[m * ldx + k];
+                    for (int j = 0; j < nb; j++) a[m][j] += xm * wr[j];
+                }
+            }
+        }
+        for (int m = 0; m < M; m++)
+            for (int j = 0; j < nb; j++) y[m * ldy + n0 + j] = a[m][j];
+    }
+}
+
+static inline __attribute__((always_inline)) void s_skinny_out_in(float *y, size_t ldy, const float *x, size_t ldx,
+                                                                  const float *w, int M, int N, int K, int acc) {
+    for (int n = 0; n < N; n++) {
+        const float *wr = w + (size_t)n * K;
+        for (int m = 0; m < M; m++) {
+            const float *xr = x + m * ldx;
+            float s[16] = {0};
+            int k = 0;
+            for (; k + 16 <= K; k += 16)
+                for (int j = 0; j < 16; j++) s[j] += xr[k + j] * wr[k + j];
+            float t = 0.0f;
+            for (; k < K; k++) t += xr[k] * wr[k];
+            for (int j = 0; j < 16; j++) t += s[j];
+            y[m * ldy + n] = acc ? y[m * ldy + n] + t : t;
+        }
+    }
+}
+
+#define S_SKINNY_CASE(MM)                                                                          \
+    case MM:                                                                                       \
+        if (layout == NR_W_IN_OUT) s_skinny_in_out(y, ldy, x, ldx, w, MM, N, K, ldw, accumulate);      \
+        else s_skinny_out_in(y, ldy, x, ldx, w, MM, N, K, accumulate);                            \
+        return 1
+
+/* 1 when handled; ldw is the IN_OUT weight row stride. */
+static int s_skinny_ldw(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
+                        int N, int K, size_t ldw, int accumulate) {
+    switch (M) {
+        S_SKINNY_CASE(1);
+        S_SKINNY_CASE(2);
+        S_SKINNY_CASE(3);
+        S_SKINNY_CASE(4);
+        S_SKINNY_CASE(5);
+        S_SKINNY_CASE(6);
+        S_SKINNY_CASE(7);
+        S_SKINNY_CASE(8);
+    default: return 0;
+    }
+}
+
+static int s_skinny(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
+                    int N, int K, int accumulate) {
+    return s_skinny_ldw(y, ldy, x, ldx, w, layout, M, N, K, (size_t)N, accumulate);
+}
+
+static void s_skinny_strided(float *y, size_t ldy, const float *x, size_t ldx, const float *w, int M, int N, int K,
+                             size_t ldw, int acc) {
+    s_skinny_ldw(y, ldy, x, ldx, w, NR_W_IN_OUT, M, N, K, ldw, acc);
+}
+
+/* ---- a tiny thread pool for the streaming (skinny) matmul ----
+ * Decode-step matmuls are memory-bound: splitting the weight columns over
+ * the cores raises the bandwidth. Workers spin briefly, then sleep on a
+ * condition variable; sgemm calls (OpenBLAS's own threads) never overlap a
+ * pool job, so the two never compete for the cores. One job at a time: a
+ * second caller that finds the pool busy runs its job on its own thread. */
+typedef void (*s_task_fn)(void *arg, int part, int nparts);
+
+static struct {
+    pthread_mutex_t use, m;
+    pthread_cond_t cv, done;
+    int n;                 /* threads including the caller */
+    pthread_t th[63];
+    atomic_uint gen;
+    atomic_int remaining;
+    s_task_fn fn;
+    void *arg;
+} s_pool = {.use = PTHREAD_MUTEX_INITIALIZER, .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
+            .done = PTHREAD_COND_INITIALIZER, .n = 1};
+static pthread_once_t s_pool_once = PTHREAD_ONCE_INIT;
+static int s_pool_want = 1;
+
+static void *s_worker(void *p) {
+    int id = (int)(intptr_t)p;
+    unsigned seen = 0;
+    for (;;) {
+        unsigned g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&s_pool.gen, memory_order_acquire)) == seen && spins < 20000) {
+            spins++;
+            __builtin_ia32_pause();
+        }
+        if (g == seen) {
+            pthread_mutex_lock(&s_pool.m);
+            while ((g = atomic_load_explicit(&s_pool.gen, memory_order_acquire)) == seen)
+                pthread_cond_wait(&s_pool.cv, &s_pool.m);
+            pthread_mutex_unlock(&s_pool.m);
+        }
+        seen = g;
+        s_pool.fn(s_pool.arg, id, s_pool.n);
+        if (atomic_fetch_sub_explicit(&s_pool.remaining, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&s_pool.m);
+            pthread_cond_signal(&s_pool.done);
+            pthread_mutex_unlock(&s_pool.m);
+        }
+    }
+    return NULL;
+}
+
+static void s_pool_init(void) {
+    int n = s_pool_want < 1 ? 1 : s_pool_want > 64 ? 64 : s_pool_want;
+    int started = 1;
+    for (int i = 1; i < n; i++) {
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&s_pool.th[i - 1], &at, s_worker, (void *)(intptr_t)i) == 0) started++;
+        pthread_attr_destroy(&at);
+        if (started != i + 1) break;
+    }
+    s_pool.n = started;
+}
+
+void nr_cpu_pool_init(int threads) {
+    s_pool_want = threads;
+    pthread_once(&s_pool_once, s_pool_init);
+}
+
+static void s_run(s_task_fn fn, void *arg) {
+    if (s_pool.n <= 1 || pthread_mutex_trylock(&s_pool.use) != 0) {
+        fn(arg, 0, 1);
+        return;
+    }
+    s_pool.fn = fn;
+    s_pool.arg = arg;
+    atomic_store_explicit(&s_pool.remaining, s_pool.n - 1, memory_order_release);
+    pthread_mutex_lock(&s_pool.m);
+    atomic_fetch_add_explicit(&s_pool.gen, 1, memory_order_acq_rel);
+    pthread_cond_broadcast(&s_pool.cv);
+    pthread_mutex_unlock(&s_pool.m);
+    fn(arg, 0, s_pool.n);
+    int spins = 0;
+    while (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0 && spins < 200000) {
+        spins++;
+        __builtin_ia32_pause();
+    }
+    if (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0) {
+        pthread_mutex_lock(&s_pool.m);
+        while (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0)
+            pthread_cond_wait(&s_pool.done, &s_pool.m);
+        pthread_mutex_unlock(&s_pool.m);
+    }
+    pthread_mutex_unlock(&s_pool.use);
+}
+
+typedef struct {
+    float *y;
+    size_t ldy;
+    const float *x;
+    size_t ldx;
+    const float *w;
+    nr_wlayout_t layout;
+    int M, N, K, acc;
+} s_mm_t;
+
+static int s_skinny(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
+                    int N, int K, int accumulate);
+
+static void s_mm_part(void *p, int part, int nparts) {
+    const s_mm_t *a = p;
+    /* split N in multiples of S_NB */
+    int chunks = (a->N + S_NB - 1) / S_NB;
+    int c0 = (int)((long)chunks * part / nparts), c1 = (int)((long)chunks * (part + 1) / nparts);
+    int n0 = c0 * S_NB, n1 = c1 * S_NB < a->N ? c1 * S_NB : a->N;
+    if (n1 <= n0) return;
+    const float *w = a->layout == NR_W_IN_OUT ? a->w + n0 : a->w + (size_t)n0 * a->K;
+    /* IN_OUT keeps its row stride N: pass through a strided view */
+    if (a->layout == NR_W_IN_OUT) {
+        s_skinny_strided(a->y + n0, a->ldy, a->x, a->ldx, w, a->M, n1 - n0, a->K, a->N, a->acc);
+    } else {
+        s_skinny(a->y + n0, a->ldy, a->x, a->ldx, w, a->layout, a->M, n1 - n0, a->K, a->acc);
+    }
+}
+
+int nr_cpu_skinny_max = S_SKINNY_MAX;
+
 void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M, int N,
                    int K, int accumulate) {
     if (M <= 0 || N <= 0 || K <= 0) return;
+    if (M <= nr_cpu_skinny_max && M <= S_SKINNY_MAX) {
+        s_mm_t a = {y, ldy, x, ldx, w, layout, M, N, K, accumulate};
+        if ((size_t)N * K >= 65536) s_run(s_mm_part, &a);
+        else s_mm_part(&a, 0, 1);
+        return;
+    }
     if (layout == NR_W_OUT_IN)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, (int)ldx, w, K, accumulate ? 1.0f : 0.0f,
                     y, (int)ldy);
