@@ -728,10 +728,9 @@ int nr_proto_recv(void *socket, uint8_t *identity, size_t *identity_size, nr_msg
     while (more) {
         if (zmq_msg_recv(&part, socket, 0) < 0) {
             int saved = errno;
-            if (parts == 0 && saved == EAGAIN)
-                rc = nr_seterr(err, errlen, NR_ETIMEDOUT, "recv: timed out");
-            else
-                rc = nr_seterr(err, errlen, NR_EIO, "recv: %s", zmq_strerror(saved));
+            /* A timeout is NR_EIO with errno EAGAIN, like any socket error:
+             * callers already tell EAGAIN/EINTR apart by errno. */
+            rc = nr_seterr(err, errlen, NR_EIO, "recv: %s", zmq_strerror(saved));
             for (size_t i = 0; i < nframes; i++) free(frames[i].data);
             zmq_msg_close(&part);
             zmq_msg_close(&body);

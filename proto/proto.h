@@ -118,8 +118,8 @@ int nr_proto_send(void *socket, const void *identity, size_t identity_size, cons
  * 256 bytes) and receive its size. On a malformed message every part is
  * still read off the socket (nothing is left half-read), the identity is
  * still returned so the caller can answer, and the error is returned.
- * A receive timeout (ZMQ_RCVTIMEO) gives NR_ETIMEDOUT; other socket errors
- * NR_EIO with errno kept. */
+ * Socket errors give NR_EIO with errno kept (EAGAIN for a ZMQ_RCVTIMEO
+ * timeout, EINTR for a signal). */
 int nr_proto_recv(void *socket, uint8_t *identity, size_t *identity_size, nr_msg_t *msg,
                   char *err, size_t errlen);
 
