@@ -52,7 +52,9 @@ if [ $have_all = 0 ]; then
   deb_dir="$cache/debs"
   mkdir -p "$deb_dir"
   if ! ls "$deb_dir"/python3-skimage_*.deb >/dev/null 2>&1; then
-    (cd "$deb_dir" && apt-get download python3-skimage) ||
+    # (apt-get warns that it downloads "unsandboxed as root" into a folder
+    # its _apt user cannot write; that is harmless here.)
+    (cd "$deb_dir" && apt-get download python3-skimage 2>&1 | grep -v unsandboxed) ||
       echo "could not download python3-skimage (apt-get update may help)"
   fi
   deb="$(ls "$deb_dir"/python3-skimage_*.deb 2>/dev/null | head -1 || true)"
@@ -128,7 +130,7 @@ fi
 
 echo
 echo "The cluster is still running (logs in $run_dir/logs):"
-echo "  $bin/narrate stats                          queues and workers"
+echo "  NARRATOR_BROKER=$NARRATOR_BROKER $bin/narrate stats    queues and workers"
 echo "  deploy/local-cluster.sh status --run-dir $run_dir"
 echo "  deploy/local-cluster.sh stop --run-dir $run_dir    stop it"
 exit "$status"

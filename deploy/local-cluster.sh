@@ -5,7 +5,9 @@
 #
 #   deploy/local-cluster.sh start  [options]   start what is not running yet
 #   deploy/local-cluster.sh stop   [options]   SIGTERM everything, wait for it
-#   deploy/local-cluster.sh status [options]   list what runs
+#   deploy/local-cluster.sh status [options]   list what runs (exit 0: all up,
+#                                              1: something is down, 3: nothing runs)
+#   deploy/local-cluster.sh restart [options]  stop, then start
 #
 # Options:
 #   --run-dir DIR        run folder (default: run/ in the repository)
@@ -56,6 +58,7 @@ case "$action" in start|stop|status|restart) ;; -h|--help|help) usage; exit 0 ;;
 
 mkdir -p "$run_dir"
 run_dir="$(cd "$run_dir" && pwd)"
+if [ -d "$build_dir" ]; then build_dir="$(cd "$build_dir" && pwd)"; fi
 logs="$run_dir/logs"
 bin="$build_dir/bin"
 
@@ -120,8 +123,8 @@ redis_ping() { redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null | grep -
 
 # Live workers the broker counts for a stage (narrate stats), or 0.
 live_workers() {
-  "$bin/narrate" --broker "tcp://127.0.0.1:$client_port" --timeout 2 stats 2>/dev/null |
-    tr ' ,' '\n\n' | sed -n "s/^\"\{0,1\}workers\.$1\"\{0,1\}[=:]\"\{0,1\}\([0-9]*\).*/\1/p" | head -1
+  "$bin/narrate" --broker "tcp://127.0.0.1:$client_port" --timeout 2 --json stats 2>/dev/null |
+    grep -o "\"workers\.$1\":\"[0-9]*\"" | grep -o '[0-9]*"$' | tr -d '"' | head -1 || true
 }
 workers_at_least() { local n; n="$(live_workers "$1")"; [ "${n:-0}" -ge "$2" ]; }
 
