@@ -40,6 +40,7 @@ struct nr_captioner {
 #endif
 #ifdef NR_HAVE_IMAGE
     nr_preprocess_params_t pp;
+    nr_image_params_t ip; /* decode limits (params max_image_bytes / max_image_pixels) */
 #endif
 };
 
@@ -98,6 +99,9 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
     if (p.load_decoder && (rc = nr_tokenizer_load(dir, &c->tok, err, errlen))) goto fail;
 #endif
 #ifdef NR_HAVE_IMAGE
+    c->ip = nr_image_default_params();
+    if (p.max_image_bytes) c->ip.max_bytes = p.max_image_bytes;
+    if (p.max_image_pixels) c->ip.max_pixels = p.max_image_pixels;
     c->pp = nr_preprocess_default_params();
     c->pp.width = c->pp.height = c->cfg.vit.image_size;
     snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
@@ -211,7 +215,7 @@ int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes
     for (int i = 0; i < n; i++) {
         nr_image_t *img = NULL;
         char ierr[256] = "";
-        status[i] = nr_image_decode(bytes[i], sizes[i], NULL, &img, ierr, sizeof ierr);
+        status[i] = nr_image_decode(bytes[i], sizes[i], &c->ip, &img, ierr, sizeof ierr);
         if (status[i] == 0) status[i] = nr_preprocess_image(img, &c->pp, px + (size_t)ok * in1, in1);
         nr_image_destroy(&img);
         memset(states + (size_t)i * out1, 0, out1 * sizeof(float));

@@ -9,6 +9,7 @@
 #define NR_MODELS_CAPTIONER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "models/config.h"
 
@@ -19,6 +20,8 @@ typedef struct {
     int num_threads;    /* CPU threads; <= 0 all cores (default 0) */
     int load_encoder;   /* load the ViT (default 1; a text-only worker sets 0) */
     int load_decoder;   /* load GPT-2 + tokenizer (default 1; a vision-only worker sets 0) */
+    size_t max_image_bytes;  /* encode_images: largest image input (0 = the image module's default) */
+    uint64_t max_image_pixels; /* encode_images: width*height limit (0 = the image module's default) */
 } nr_captioner_params_t;
 
 nr_captioner_params_t nr_captioner_default_params(void);
