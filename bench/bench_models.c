@@ -26,6 +26,8 @@ typedef struct {
     float fill; /* 0: random N-ish(0, 0.02); else constant */
 } s_spec_t;
 
+char *openblas_get_corename(void);
+
 static s_spec_t *s_specs;
 static size_t s_n, s_cap;
 
@@ -187,7 +189,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench: %s\n", err);
         return 1;
     }
-    printf("bench_models: weights %.0f MB F32, threads %d\n", size / 1e6, threads);
+    printf("bench_models: weights %.0f MB F32, threads %d, OpenBLAS kernels %s\n", size / 1e6, threads,
+           openblas_get_corename());
     /* ViT */
     const int S = 197;
     float *px = malloc((size_t)batch * 3 * 224 * 224 * sizeof(float));

@@ -6,6 +6,7 @@ like transformers' modeling_vit.py / modeling_gpt2.py (eager attention).
     /usr/bin/python3 bench/bench_models_torch.py [--threads N] [--batch N] [--iters N] [--tokens N]
 """
 import argparse
+import os
 import time
 
 import torch
@@ -114,7 +115,8 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    print(f"bench_models_torch: torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"bench_models_torch: torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     with torch.inference_mode():
         vw = vit_weights()
         px = torch.randn(a.batch, 3, 224, 224)
