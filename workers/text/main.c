@@ -1,0 +1,262 @@
+/* narrator-worker-text: the text stage; encoder states ("NRS1" frame from
+ * the vision stage) in, the caption as UTF-8 bytes out.
+ *
+ * The checkpoint folder (--model) is loaded once at start, decoder and
+ * tokenizer only. Job options num_beams (1..16) and max_length (1..1024)
+ * override the checkpoint's generation defaults; a bad option or a frame
+ * that is malformed or of another model's shape fails the job for good.
+ * With --batch-size B > 1 up to B jobs are decoded together, grouped by
+ * their generation settings (one nr_captioner_caption call per group). */
+#include "common/error.h"
+#include "common/log.h"
+#include "models/captioner.h"
+#include "workers/worker.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_BEAMS_MAX 16
+#define S_LENGTH_MAX 1024
+#define S_CAPTION_KV_MAX 16000 /* kv values are capped at NR_PROTO_VALUE_MAX; the frame has it all */
+
+typedef struct {
+    nr_worker_settings_t worker;
+    char model[1024];
+    long threads;
+    long num_beams;
+    long max_length;
+} s_settings_t;
+
+static const nr_config_option_t s_options[] = {
+    NR_WORKER_CONFIG_OPTIONS(s_settings_t, worker),
+    {"model", NR_CONFIG_STRING, 0, 0, "", offsetof(s_settings_t, model), sizeof(((s_settings_t *)0)->model),
+     "checkpoint folder (Hugging Face VisionEncoderDecoder layout; required)"},
+    {"threads", NR_CONFIG_INT, 0, 1024, "0", offsetof(s_settings_t, threads), 0,
+     "CPU threads for the decoder (0 = all cores)"},
+    {"num-beams", NR_CONFIG_INT, 0, S_BEAMS_MAX, "0", offsetof(s_settings_t, num_beams), 0,
+     "default beam width when a job gives none (0 = the checkpoint's generation_config)"},
+    {"max-length", NR_CONFIG_INT, 0, S_LENGTH_MAX, "0", offsetof(s_settings_t, max_length), 0,
+     "default max_length (tokens, start token included) when a job gives none (0 = the checkpoint's)"},
+    NR_CONFIG_END};
+
+static const char s_usage[] =
+    "Text stage worker: decodes each job's encoder states (input frame 0, an NRS1 frame\n"
+    "from the vision stage) into a caption with the checkpoint's GPT-2 decoder (greedy or\n"
+    "beam search) and writes it as UTF-8 (output frame 0). Job options: num_beams (1..16),\n"
+    "max_length (1..1024, start token included; at most the model's n_positions); unset\n"
+    "ones come from the checkpoint's generation_config.json. Results: caption, model,\n"
+    "tokens, num_beams, max_length. A bad option (bad_option) or a malformed states frame\n"
+    "(malformed_message) fails its job for good. --model DIR is required (or\n"
+    "NARRATOR_WORKER_MODEL). With --batch-size B > 1 up to B captions with the same\n"
+    "settings are decoded together (capacity defaults to B).";
+
+typedef struct {
+    nr_captioner_t *cap;
+    nr_gen_config_t defaults; /* checkpoint defaults with this worker's --num-beams / --max-length */
+    size_t states_floats;     /* seq * hidden per caption */
+} s_text_t;
+
+/* Reads an integer job option in [lo, hi]; absent leaves *out. NR_EOPTION. */
+static int s_option(const nr_msg_t *job, const char *key, long lo, long hi, int *out, char *err, size_t errlen) {
+    const char *v = nr_proto_kv_get(job, key);
+    if (!v) return 0;
+    char *end = NULL;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!v[0] || *end || errno || v[0] == ' ' || v[0] == '+')
+        return nr_seterr(err, errlen, NR_EOPTION, "option %s=\"%.64s\" is not an integer", key, v);
+    if (x < lo || x > hi) return nr_seterr(err, errlen, NR_EOPTION, "option %s=%ld outside %ld..%ld", key, x, lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+/* A job's generation settings: the defaults with its options over them. */
+static int s_settings(const s_text_t *t, const nr_msg_t *job, nr_gen_config_t *gen, char *err, size_t errlen) {
+    *gen = t->defaults;
+    int rc = s_option(job, "num_beams", 1, S_BEAMS_MAX, &gen->num_beams, err, errlen);
+    if (rc == 0) rc = s_option(job, "max_length", 1, S_LENGTH_MAX, &gen->max_length, err, errlen);
+    if (rc == 0) {
+        int limit = nr_captioner_config(t->cap)->gpt2.n_positions;
+        if (gen->max_length > limit)
+            rc = nr_seterr(err, errlen, NR_EOPTION, "max_length %d is more than this model's n_positions %d",
+                           gen->max_length, limit);
+    }
+    return rc;
+}
+
+/* Checks a job's input and settings; fills states (states_floats floats). */
+static int s_prepare(const s_text_t *t, const nr_msg_t *job, nr_gen_config_t *gen, float *states, char *err,
+                     size_t errlen) {
+    int rc = s_settings(t, job, gen, err, errlen);
+    if (rc) return rc;
+    if (job->frames_len < 1)
+        return nr_seterr(err, errlen, NR_EPROTO, "no input frame (expected encoder states from the vision stage)");
+    char detail[512] = "";
+    rc = nr_captioner_frame_to_states(t->cap, job->frames[0].data, job->frames[0].size, states, detail, sizeof detail);
+    if (rc) return nr_seterr(err, errlen, rc, "bad encoder states frame: %s", detail);
+    return 0;
+}
+
+/* Fills a result with a caption: frame 0 and the kv. */
+static int s_result(const s_text_t *t, const nr_gen_config_t *gen, const char *caption, int tokens,
+                    nr_msg_t *result, char *err, size_t errlen) {
+    size_t len = strlen(caption);
+    size_t kvlen = len;
+    if (kvlen > S_CAPTION_KV_MAX) { /* cut at a UTF-8 character boundary */
+        kvlen = S_CAPTION_KV_MAX;
+        while (kvlen > 0 && ((unsigned char)caption[kvlen] & 0xC0) == 0x80) kvlen--;
+    }
+    char *kv = malloc(kvlen + 1);
+    if (!kv) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    memcpy(kv, caption, kvlen);
+    kv[kvlen] = 0;
+    char ntok[24], beams[24], length[24];
+    snprintf(ntok, sizeof ntok, "%d", tokens);
+    snprintf(beams, sizeof beams, "%d", gen->num_beams);
+    snprintf(length, sizeof length, "%d", gen->max_length);
+    int rc = nr_proto_kv_add(result, "caption", kv);
+    if (rc == 0) rc = nr_proto_kv_add(result, "model", nr_captioner_name(t->cap));
+    if (rc == 0) rc = nr_proto_kv_add(result, "tokens", ntok);
+    if (rc == 0) rc = nr_proto_kv_add(result, "num_beams", beams);
+    if (rc == 0) rc = nr_proto_kv_add(result, "max_length", length);
+    if (rc == 0) rc = nr_proto_frame_add(result, caption, len);
+    free(kv);
+    if (rc) return nr_seterr(err, errlen, rc, "cannot build the result");
+    return 0;
+}
+
+static int s_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, size_t errlen) {
+    const s_text_t *t = ctx;
+    float *states = malloc(t->states_floats * sizeof(float));
+    if (!states) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    nr_gen_config_t gen;
+    int rc = s_prepare(t, job, &gen, states, err, errlen);
+    if (rc == 0) {
+        char *caption = NULL;
+        int tokens = 0;
+        char detail[512] = "";
+        rc = nr_captioner_caption(t->cap, states, 1, &gen, &caption, &tokens, detail, sizeof detail);
+        if (rc)
+            nr_seterr(err, errlen, rc, "%s", detail);
+        else
+            rc = s_result(t, &gen, caption, tokens, result, err, errlen);
+        free(caption);
+    }
+    free(states);
+    return rc;
+}
+
+static int s_same(const nr_gen_config_t *a, const nr_gen_config_t *b) {
+    return a->num_beams == b->num_beams && a->max_length == b->max_length;
+}
+
+static void s_run_batch(void *ctx, const nr_msg_t *const *jobs, size_t n, nr_msg_t *const *results, int *codes,
+                        char *const *errs, size_t errlen) {
+    const s_text_t *t = ctx;
+    nr_gen_config_t *gens = calloc(n, sizeof(*gens));
+    float *states = malloc(n * t->states_floats * sizeof(float)); /* job i at slot i */
+    float *group = malloc(n * t->states_floats * sizeof(float));  /* one group, packed */
+    size_t *members = calloc(n, sizeof(*members));
+    int *done = calloc(n, sizeof(*done));
+    int *tokens = calloc(n, sizeof(*tokens));
+    char **captions = calloc(n, sizeof(*captions));
+    if (!gens || !states || !group || !members || !done || !tokens || !captions) {
+        for (size_t i = 0; i < n; i++) codes[i] = nr_seterr(errs[i], errlen, NR_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        codes[i] = s_prepare(t, jobs[i], &gens[i], states + i * t->states_floats, errs[i], errlen);
+        done[i] = codes[i] != 0;
+    }
+    for (size_t first = 0; first < n; first++) {
+        if (done[first]) continue;
+        size_t k = 0;
+        for (size_t i = first; i < n; i++) {
+            if (done[i] || !s_same(&gens[first], &gens[i])) continue;
+            memcpy(group + k * t->states_floats, states + i * t->states_floats, t->states_floats * sizeof(float));
+            members[k++] = i;
+            done[i] = 1;
+        }
+        char detail[512] = "";
+        int rc = nr_captioner_caption(t->cap, group, (int)k, &gens[first], captions, tokens, detail, sizeof detail);
+        for (size_t j = 0; j < k; j++) {
+            size_t i = members[j];
+            if (rc)
+                codes[i] = nr_seterr(errs[i], errlen, rc, "%s", detail);
+            else
+                codes[i] = s_result(t, &gens[i], captions[j], tokens[j], results[i], errs[i], errlen);
+            free(captions[j]);
+            captions[j] = NULL;
+        }
+        nr_log(NR_LOG_DEBUG, "batch of %zu: %zu decoded together (num_beams %d, max_length %d)", n, k,
+               gens[first].num_beams, gens[first].max_length);
+    }
+out:
+    free(gens);
+    free(states);
+    free(group);
+    free(members);
+    free(done);
+    free(tokens);
+    free(captions);
+}
+
+int main(int argc, char **argv) {
+    s_settings_t settings;
+    int rc = nr_worker_config_load(s_options, &settings, argc, argv, "narrator-worker-text", s_usage);
+    if (rc == 1) return 0;
+    if (rc) return 2;
+    nr_log_set_component("worker-text");
+    if (!settings.model[0]) {
+        fprintf(stderr, "narrator-worker-text: no model: give --model DIR (a checkpoint folder) or set "
+                        "NARRATOR_WORKER_MODEL\n");
+        return 2;
+    }
+    if (nr_log_set_level(settings.worker.log_level) != 0) {
+        fprintf(stderr, "narrator-worker-text: bad --log-level \"%s\" (error, warn, info or debug)\n",
+                settings.worker.log_level);
+        return 2;
+    }
+    nr_captioner_params_t params = nr_captioner_default_params();
+    params.device = settings.worker.device;
+    params.num_threads = (int)settings.threads;
+    params.load_encoder = 0;
+    params.load_decoder = 1;
+    char err[1024] = "";
+    s_text_t text = {0};
+    rc = nr_captioner_load(settings.model, &params, &text.cap, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "narrator-worker-text: cannot load the model from %s: %s (%s)\n", settings.model, err,
+                nr_errname(rc));
+        return 2;
+    }
+    text.defaults = nr_captioner_gen_defaults(text.cap);
+    if (settings.num_beams > 0) text.defaults.num_beams = (int)settings.num_beams;
+    if (settings.max_length > 0) text.defaults.max_length = (int)settings.max_length;
+    int seq = 0, hidden = 0;
+    nr_captioner_states_shape(text.cap, &seq, &hidden);
+    text.states_floats = (size_t)seq * (size_t)hidden;
+    int n_positions = nr_captioner_config(text.cap)->gpt2.n_positions;
+    if (text.defaults.max_length < 2 || text.defaults.max_length > n_positions) {
+        fprintf(stderr, "narrator-worker-text: max_length %d is outside 2..%d (the model's n_positions)\n",
+                text.defaults.max_length, n_positions);
+        nr_captioner_destroy(&text.cap);
+        return 2;
+    }
+    nr_worker_stage_t stage = nr_worker_stage_default();
+    stage.name = "text";
+    stage.capacity = settings.worker.batch_size > 1 ? (int)settings.worker.batch_size : 1;
+    stage.ctx = &text;
+    stage.run = s_run;
+    stage.run_batch = s_run_batch;
+    stage.model = nr_captioner_name(text.cap);
+    nr_log(NR_LOG_INFO, "model %s: states [%d, %d], num_beams %d, max_length %d, device %s",
+           nr_captioner_name(text.cap), seq, hidden, text.defaults.num_beams, text.defaults.max_length,
+           settings.worker.device);
+    rc = nr_worker_main(&stage, &settings.worker);
+    if (rc == 0) nr_captioner_destroy(&text.cap);
+    return rc;
+}

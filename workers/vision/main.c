@@ -1,0 +1,202 @@
+/* narrator-worker-vision: the vision stage; image bytes (JPEG/PNG/WebP) in,
+ * the ViT encoder's states out as one "NRS1" frame (models/states.h).
+ *
+ * The checkpoint folder (--model) is loaded once at start, encoder only.
+ * A job whose input is not a usable image fails alone and for good
+ * (not_an_image, bad_image, image_too_large, too_large); the worker keeps
+ * serving. With --batch-size B > 1 the runtime hands over up to B jobs at
+ * once and their images go through the encoder in one call. */
+#include "common/error.h"
+#include "common/log.h"
+#include "models/captioner.h"
+#include "workers/worker.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    nr_worker_settings_t worker;
+    char model[1024];
+    long threads;
+    long max_input_bytes;
+    long max_pixels;
+} s_settings_t;
+
+static const nr_config_option_t s_options[] = {
+    NR_WORKER_CONFIG_OPTIONS(s_settings_t, worker),
+    {"model", NR_CONFIG_STRING, 0, 0, "", offsetof(s_settings_t, model), sizeof(((s_settings_t *)0)->model),
+     "checkpoint folder (Hugging Face VisionEncoderDecoder layout; required)"},
+    {"threads", NR_CONFIG_INT, 0, 1024, "0", offsetof(s_settings_t, threads), 0,
+     "CPU threads for the encoder (0 = all cores)"},
+    {"max-input-bytes", NR_CONFIG_INT, 1, 64L << 20, "67108864", offsetof(s_settings_t, max_input_bytes), 0,
+     "largest image file accepted, in bytes (larger: too_large)"},
+    {"max-pixels", NR_CONFIG_INT, 1, 1000000000L, "50000000", offsetof(s_settings_t, max_pixels), 0,
+     "largest width*height accepted, checked before decoding (larger: image_too_large)"},
+    NR_CONFIG_END};
+
+static const char s_usage[] =
+    "Vision stage worker: decodes each job's image (input frame 0: JPEG, PNG or WebP),\n"
+    "preprocesses it as the checkpoint's image processor does and runs the ViT encoder;\n"
+    "the output (frame 0) is the encoder states as an NRS1 frame for the text stage.\n"
+    "Results: model, image_bytes, ms. A bad image fails its job (not_an_image, bad_image,\n"
+    "image_too_large, too_large; final) and the worker keeps serving.\n"
+    "--model DIR is required (or NARRATOR_WORKER_MODEL). With --batch-size B > 1 up to\n"
+    "B images are encoded in one call (capacity defaults to B).";
+
+typedef struct {
+    nr_captioner_t *cap;
+    size_t states_floats; /* seq * hidden per image */
+} s_vision_t;
+
+/* The input check every job gets before decoding: a frame that is there. */
+static int s_input(const nr_msg_t *job, char *err, size_t errlen) {
+    if (job->frames_len < 1) return nr_seterr(err, errlen, NR_ENOTIMAGE, "no input frame (expected image bytes)");
+    if (job->frames[0].size == 0) return nr_seterr(err, errlen, NR_ENOTIMAGE, "empty input (expected image bytes)");
+    return 0;
+}
+
+/* Fills a job's result from its encoder states: frame 0 and the kv. */
+static int s_result(const s_vision_t *v, const nr_msg_t *job, const float *states, nr_msg_t *result, char *err,
+                    size_t errlen) {
+    unsigned char *frame = NULL;
+    size_t len = 0;
+    int rc = nr_captioner_states_to_frame(v->cap, states, &frame, &len);
+    if (rc) return nr_seterr(err, errlen, rc, "cannot make the states frame");
+    char bytes[32];
+    snprintf(bytes, sizeof bytes, "%zu", job->frames[0].size);
+    rc = nr_proto_kv_add(result, "model", nr_captioner_name(v->cap));
+    if (rc == 0) rc = nr_proto_kv_add(result, "image_bytes", bytes);
+    if (rc == 0) rc = nr_proto_frame_take(result, &frame, len);
+    free(frame); /* NULL when taken */
+    if (rc) return nr_seterr(err, errlen, rc, "cannot build the result");
+    return 0;
+}
+
+/* One image's decode error with its detail: encode_images on that image
+ * alone (decoding fails before the encoder runs, so this is cheap). */
+static int s_image_error(const s_vision_t *v, const nr_msg_t *job, float *scratch, int code, char *err,
+                         size_t errlen) {
+    const void *bytes[1] = {job->frames[0].data};
+    size_t sizes[1] = {job->frames[0].size};
+    int status[1] = {0};
+    char detail[512] = "";
+    int rc = nr_captioner_encode_images(v->cap, bytes, sizes, 1, scratch, status, detail, sizeof detail);
+    if (rc == 0 && status[0] != 0 && detail[0]) return nr_seterr(err, errlen, status[0], "%s", detail);
+    return nr_seterr(err, errlen, code, "%s", nr_strerror(code));
+}
+
+static int s_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, size_t errlen) {
+    const s_vision_t *v = ctx;
+    int rc = s_input(job, err, errlen);
+    if (rc) return rc;
+    float *states = malloc(v->states_floats * sizeof(float));
+    if (!states) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    const void *bytes[1] = {job->frames[0].data};
+    size_t sizes[1] = {job->frames[0].size};
+    int status[1] = {0};
+    char detail[512] = "";
+    rc = nr_captioner_encode_images(v->cap, bytes, sizes, 1, states, status, detail, sizeof detail);
+    if (rc) {
+        rc = nr_seterr(err, errlen, rc, "%s", detail);
+    } else if (status[0]) {
+        rc = nr_seterr(err, errlen, status[0], "%s", detail[0] ? detail : nr_strerror(status[0]));
+    } else {
+        rc = s_result(v, job, states, result, err, errlen);
+    }
+    free(states);
+    return rc;
+}
+
+static void s_run_batch(void *ctx, const nr_msg_t *const *jobs, size_t n, nr_msg_t *const *results, int *codes,
+                        char *const *errs, size_t errlen) {
+    const s_vision_t *v = ctx;
+    const void **bytes = calloc(n, sizeof(*bytes));
+    size_t *sizes = calloc(n, sizeof(*sizes));
+    size_t *which = calloc(n, sizeof(*which)); /* batch slot -> job index */
+    int *status = calloc(n, sizeof(*status));
+    float *states = malloc((n + 1) * v->states_floats * sizeof(float)); /* + 1: scratch */
+    if (!bytes || !sizes || !which || !status || !states) {
+        for (size_t i = 0; i < n; i++) codes[i] = nr_seterr(errs[i], errlen, NR_ENOMEM, "out of memory");
+        goto out;
+    }
+    int k = 0;
+    for (size_t i = 0; i < n; i++) {
+        codes[i] = s_input(jobs[i], errs[i], errlen);
+        if (codes[i]) continue;
+        bytes[k] = jobs[i]->frames[0].data;
+        sizes[k] = jobs[i]->frames[0].size;
+        which[k++] = i;
+    }
+    if (k > 0) {
+        char detail[512] = "";
+        int rc = nr_captioner_encode_images(v->cap, bytes, sizes, k, states, status, detail, sizeof detail);
+        float *scratch = states + (size_t)n * v->states_floats;
+        for (int j = 0; j < k; j++) {
+            size_t i = which[j];
+            if (rc)
+                codes[i] = nr_seterr(errs[i], errlen, rc, "%s", detail);
+            else if (status[j])
+                codes[i] = s_image_error(v, jobs[i], scratch, status[j], errs[i], errlen);
+            else
+                codes[i] = s_result(v, jobs[i], states + (size_t)j * v->states_floats, results[i], errs[i], errlen);
+        }
+        nr_log(NR_LOG_DEBUG, "batch of %zu: %d encoded together", n, k);
+    }
+out:
+    free(bytes);
+    free(sizes);
+    free(which);
+    free(status);
+    free(states);
+}
+
+int main(int argc, char **argv) {
+    s_settings_t settings;
+    int rc = nr_worker_config_load(s_options, &settings, argc, argv, "narrator-worker-vision", s_usage);
+    if (rc == 1) return 0;
+    if (rc) return 2;
+    nr_log_set_component("worker-vision");
+    if (!settings.model[0]) {
+        fprintf(stderr, "narrator-worker-vision: no model: give --model DIR (a checkpoint folder) or set "
+                        "NARRATOR_WORKER_MODEL\n");
+        return 2;
+    }
+    if (nr_log_set_level(settings.worker.log_level) != 0) {
+        fprintf(stderr, "narrator-worker-vision: bad --log-level \"%s\" (error, warn, info or debug)\n",
+                settings.worker.log_level);
+        return 2;
+    }
+    nr_captioner_params_t params = nr_captioner_default_params();
+    params.device = settings.worker.device;
+    params.num_threads = (int)settings.threads;
+    params.load_encoder = 1;
+    params.load_decoder = 0;
+    params.max_image_bytes = (size_t)settings.max_input_bytes;
+    params.max_image_pixels = (uint64_t)settings.max_pixels;
+    char err[1024] = "";
+    s_vision_t vision = {0};
+    rc = nr_captioner_load(settings.model, &params, &vision.cap, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "narrator-worker-vision: cannot load the model from %s: %s (%s)\n", settings.model, err,
+                nr_errname(rc));
+        return 2;
+    }
+    int seq = 0, hidden = 0;
+    nr_captioner_states_shape(vision.cap, &seq, &hidden);
+    vision.states_floats = (size_t)seq * (size_t)hidden;
+    nr_worker_stage_t stage = nr_worker_stage_default();
+    stage.name = "vision";
+    /* One handler thread that takes whole batches when batching is on. */
+    stage.capacity = settings.worker.batch_size > 1 ? (int)settings.worker.batch_size : 1;
+    stage.ctx = &vision;
+    stage.run = s_run;
+    stage.run_batch = s_run_batch;
+    stage.model = nr_captioner_name(vision.cap);
+    nr_log(NR_LOG_INFO, "model %s: states [%d, %d] per image, device %s", nr_captioner_name(vision.cap), seq, hidden,
+           settings.worker.device);
+    rc = nr_worker_main(&stage, &settings.worker);
+    if (rc == 0) nr_captioner_destroy(&vision.cap); /* otherwise a handler may still be using it */
+    return rc;
+}
