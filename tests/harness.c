@@ -360,6 +360,7 @@ nr_harness_proc_t *nr_harness_spawn(const char *const argv[], const char *const 
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(127);
+        setpgid(0, 0); /* its own group, so a hard stop also ends its children */
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -375,6 +376,7 @@ nr_harness_proc_t *nr_harness_spawn(const char *const argv[], const char *const 
         (void)w;
         _exit(127);
     }
+    setpgid(pid, pid); /* also here, so the group exists before we return */
     close(pipe_fd[1]);
     pipe_fd[1] = -1;
     int child_errno = 0;
@@ -457,7 +459,11 @@ int nr_harness_proc_stop(nr_harness_proc_t *self, int sig, int timeout_ms, int *
     if (!self) return s_fail(NR_EINVAL, "no process");
     if (!s_reap(self, 0)) {
         kill(self->pid, sig);
-        if (nr_harness_proc_wait(self, timeout_ms, status) == 0) return 0;
+        if (nr_harness_proc_wait(self, timeout_ms, status) == 0) {
+            kill(-self->pid, SIGKILL); /* anything it left behind in its group */
+            return 0;
+        }
+        kill(-self->pid, SIGKILL);
         kill(self->pid, SIGKILL);
     }
     return nr_harness_proc_wait(self, -1, status);
@@ -471,6 +477,7 @@ void nr_harness_proc_destroy(nr_harness_proc_t **self_p) {
     if (!self_p || !*self_p) return;
     nr_harness_proc_t *self = *self_p;
     if (!s_reap(self, 0)) {
+        kill(-self->pid, SIGKILL);
         kill(self->pid, SIGKILL);
         s_reap(self, 1);
     }

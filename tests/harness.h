@@ -65,8 +65,11 @@ typedef struct nr_harness_proc_t nr_harness_proc_t;
  * variables of the same name; "KEY" alone (no '=') removes KEY. stdin is
  * /dev/null; stdout and stderr are appended to `log_path` (created), or
  * inherited when log_path is NULL. The child gets SIGKILL when this
- * process dies. Returns NULL when the program cannot be started (missing,
- * not executable: the exec error is detected, not just a fast exit). */
+ * process dies. It runs in its own process group: nr_harness_proc_stop's
+ * SIGKILL and nr_harness_proc_destroy end the whole group (a shell and its
+ * children), while nr_harness_proc_kill signals the child alone. Returns
+ * NULL when the program cannot be started (missing, not executable: the
+ * exec error is detected, not just a fast exit). */
 nr_harness_proc_t *nr_harness_spawn(const char *const argv[], const char *const env[],
                                     const char *log_path);
 /* Process id of the child. */
@@ -80,8 +83,9 @@ int nr_harness_proc_kill(nr_harness_proc_t *self, int sig);
 /* Waits up to timeout_ms (< 0: forever) for the child to exit. Returns 0
  * and the raw wait status in *status (may be NULL), or NR_ETIMEDOUT. */
 int nr_harness_proc_wait(nr_harness_proc_t *self, int timeout_ms, int *status);
-/* Sends sig, waits up to timeout_ms, then SIGKILL and waits. Returns 0
- * and the wait status in *status (may be NULL). */
+/* Sends sig, waits up to timeout_ms, then SIGKILL and waits; then SIGKILLs
+ * whatever is left in the child's process group. Returns 0 and the wait
+ * status in *status (may be NULL). */
 int nr_harness_proc_stop(nr_harness_proc_t *self, int sig, int timeout_ms, int *status);
 /* Exit code when the child exited normally, -1 otherwise; signal number
  * when it was killed by a signal, 0 otherwise (from a wait status). */
