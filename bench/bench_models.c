@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "models/backend.h"
 #include "models/config.h"
+#include "models/generate.h"
 #include "models/gpt2.h"
 #include "models/safetensors.h"
 #include "models/tensor.h"
@@ -205,12 +206,13 @@ int main(int argc, char **argv) {
         printf("vit-b16 encoder  batch %d: %8.1f ms/batch  %6.2f images/s\n", bs[k], dt * 1e3, bs[k] / dt);
     }
     /* GPT-2: 1 row (greedy) and 4 rows (beam 4) cross-attending one image */
-    int rows_list[2] = {1, 4};
-    float *logits = malloc((size_t)4 * V * sizeof(float));
-    for (int k = 0; k < 2; k++) {
+    int rows_list[3] = {1, 4, 16};
+    float *logits = malloc((size_t)16 * V * sizeof(float));
+    for (int k = 0; k < 3; k++) {
         int rows = rows_list[k];
         nr_gpt2_state_t *s = nr_gpt2_state_new(gpt2, rows, tokens + 1, 1, S);
-        int ids[4] = {50256, 50256, 50256, 50256}, zero[4] = {0, 0, 0, 0};
+        int ids[16], zero[16] = {0};
+        for (int r = 0; r < 16; r++) ids[r] = 50256;
         double best = 1e9;
         for (int rep = 0; rep < 2; rep++) {
             nr_gpt2_set_encoder(gpt2, s, states, zero);
@@ -228,6 +230,22 @@ int main(int argc, char **argv) {
         printf("gpt2 decoder     rows %d: %8.2f ms/token (step of all rows), cross K/V setup %.1f ms\n", rows,
                best * 1e3, tx * 1e3);
         nr_gpt2_state_destroy(&s);
+    }
+    /* whole captions: greedy and beam 4, max_length 16 (random weights never
+     * say eos, so every step runs) */
+    for (int beams = 1; beams <= 4; beams += 3) {
+        nr_gen_config_t g = cfg.gen;
+        g.num_beams = beams;
+        g.max_length = 16;
+        g.early_stopping = 1;
+        int out_ids[16], out_len;
+        double t0 = s_now();
+        if (nr_generate(gpt2, states, 1, S, &g, out_ids, &out_len, err, sizeof err)) {
+            fprintf(stderr, "bench: %s\n", err);
+            return 1;
+        }
+        printf("caption          beams %d: %8.1f ms (max_length 16, %d ids, cross K/V included)\n", beams,
+               (s_now() - t0) * 1e3, out_len);
     }
     free(logits);
     free(px);

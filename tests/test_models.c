@@ -135,12 +135,14 @@ static void s_matmul_case(nr_backend_t *b, int M, int N, int K, int ldx, int ldy
 Test(models_ops, matmul_layouts_strides_accumulate) {
     nr_backend_t *b = s_cpu();
     /* streaming kernel (M <= 8), single-threaded and split over the pool,
-     * with tails that are not multiples of 64; sgemm for larger M */
+     * with tails that are not multiples of 64 and row groups; sgemm above 32 rows */
     s_matmul_case(b, 7, 33, 19, 21, 40);
     s_matmul_case(b, 1, 300, 250, 250, 300);
     s_matmul_case(b, 3, 577, 130, 131, 600);
     s_matmul_case(b, 8, 129, 700, 700, 129);
     s_matmul_case(b, 20, 70, 90, 95, 71);
+    s_matmul_case(b, 13, 200, 400, 400, 200);
+    s_matmul_case(b, 40, 70, 90, 95, 71);
     int saved = nr_cpu_skinny_max;
     nr_cpu_skinny_max = 0; /* the same small shapes through sgemm */
     s_matmul_case(b, 3, 577, 130, 131, 600);

@@ -119,7 +119,7 @@ void nr_cpu_add_bias(float *y, const float *b, int M, int N) {
     }
 }
 
-/* Skinny matmuls (decode steps: M = rows of a batch, 1..8): stream each
+/* Skinny matmuls (decode steps: M = rows of a batch, 1..32): stream each
  * weight once instead of packing it as sgemm does (packing a 2304 x 768
  * matrix to multiply one row costs more than the multiply). */
 #define S_SKINNY_MAX 8
@@ -315,26 +315,30 @@ static int s_skinny(float *y, size_t ldy, const float *x, size_t ldx, const floa
 
 static void s_mm_part(void *p, int part, int nparts) {
     const s_mm_t *a = p;
-    /* split N in multiples of S_NB */
+    /* split N in multiples of S_NB; within a part, walk S_NB-column blocks
+     * and run every group of up to 8 rows on a block while it is in cache */
     int chunks = (a->N + S_NB - 1) / S_NB;
     int c0 = (int)((long)chunks * part / nparts), c1 = (int)((long)chunks * (part + 1) / nparts);
-    int n0 = c0 * S_NB, n1 = c1 * S_NB < a->N ? c1 * S_NB : a->N;
-    if (n1 <= n0) return;
-    const float *w = a->layout == NR_W_IN_OUT ? a->w + n0 : a->w + (size_t)n0 * a->K;
-    /* IN_OUT keeps its row stride N: pass through a strided view */
-    if (a->layout == NR_W_IN_OUT) {
-        s_skinny_strided(a->y + n0, a->ldy, a->x, a->ldx, w, a->M, n1 - n0, a->K, a->N, a->acc);
-    } else {
-        s_skinny(a->y + n0, a->ldy, a->x, a->ldx, w, a->layout, a->M, n1 - n0, a->K, a->acc);
+    for (int c = c0; c < c1; c++) {
+        int n0 = c * S_NB, nb = a->N - n0 < S_NB ? a->N - n0 : S_NB;
+        for (int m0 = 0; m0 < a->M; m0 += S_SKINNY_MAX) {
+            int mb = a->M - m0 < S_SKINNY_MAX ? a->M - m0 : S_SKINNY_MAX;
+            const float *x = a->x + (size_t)m0 * a->ldx;
+            float *y = a->y + (size_t)m0 * a->ldy + n0;
+            if (a->layout == NR_W_IN_OUT)
+                s_skinny_strided(y, a->ldy, x, a->ldx, a->w + n0, mb, nb, a->K, a->N, a->acc);
+            else
+                s_skinny(y, a->ldy, x, a->ldx, a->w + (size_t)n0 * a->K, NR_W_OUT_IN, mb, nb, a->K, a->acc);
+        }
     }
 }
 
-int nr_cpu_skinny_max = S_SKINNY_MAX;
+int nr_cpu_skinny_max = 4 * S_SKINNY_MAX;
 
 void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M, int N,
                    int K, int accumulate) {
     if (M <= 0 || N <= 0 || K <= 0) return;
-    if (M <= nr_cpu_skinny_max && M <= S_SKINNY_MAX) {
+    if (M <= nr_cpu_skinny_max && M <= 4 * S_SKINNY_MAX) {
         s_mm_t a = {y, ldy, x, ldx, w, layout, M, N, K, accumulate};
         if ((size_t)N * K >= 65536) s_run(s_mm_part, &a);
         else s_mm_part(&a, 0, 1);

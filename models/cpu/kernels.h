@@ -17,7 +17,7 @@ void nr_cpu_add_bias(float *y, const float *b, int M, int N);
 int nr_cpu_attention(const nr_attn_args_t *a);
 int nr_cpu_patch_embed(const nr_patch_args_t *a);
 /* Rows up to which matmul uses the streaming kernel instead of sgemm
- * (default 8; 0 = always sgemm; for tests and benchmarks). */
+ * (default 32; 0 = always sgemm; for tests and benchmarks). */
 extern int nr_cpu_skinny_max;
 /* Starts the kernel thread pool once (threads including the caller). */
 void nr_cpu_pool_init(int threads);
