@@ -7,6 +7,9 @@
 
 #include "common/error.h"
 #include "models/cpu/cpu.h"
+#ifdef NR_HAVE_CUDA
+#include "models/cuda/backend_cuda.h"
+#endif
 
 nr_backend_t *nr_backend_new(const char *device, int num_threads, char *err, size_t errlen) {
     if (!device || !*device || strcmp(device, "cpu") == 0) {
@@ -15,8 +18,29 @@ nr_backend_t *nr_backend_new(const char *device, int num_threads, char *err, siz
         return b;
     }
     if (strncmp(device, "cuda", 4) == 0) {
-        nr_seterr(err, errlen, NR_EUNSUPPORTED, "device %s: this build has no CUDA backend yet", device);
+        /* "cuda" (device 0) or "cuda:N" with N decimal digits. */
+        const char *p = device + 4;
+        long idx = 0;
+        if (*p == ':') {
+            p++;
+            if (!*p) idx = -1;
+            for (; *p && idx >= 0; p++) idx = (*p >= '0' && *p <= '9' && idx < 100000) ? idx * 10 + (*p - '0') : -1;
+        } else if (*p) {
+            idx = -1;
+        }
+        if (idx < 0) {
+            nr_seterr(err, errlen, NR_EINVAL, "unknown device \"%s\" (cpu or cuda:N)", device);
+            return NULL;
+        }
+#ifdef NR_HAVE_CUDA
+        return nr_backend_cuda_new((int)idx, err, errlen);
+#else
+        nr_seterr(err, errlen, NR_EUNSUPPORTED,
+                  "device %s: this build has no CUDA backend (built without NR_CUDA; rebuild with -DNR_CUDA=ON "
+                  "and the CUDA toolkit, or use --device cpu)",
+                  device);
         return NULL;
+#endif
     }
     nr_seterr(err, errlen, NR_EINVAL, "unknown device \"%s\" (cpu or cuda:N)", device);
     return NULL;
