@@ -173,7 +173,12 @@ EOF
     fi
     extra=()
     if [ "$stage" = vision ] || [ "$stage" = text ]; then
-      [ -n "$model_dir" ] && extra+=(--model-dir "$model_dir")
+      if [ -n "$model_dir" ]; then
+        extra+=(--model "$model_dir")
+      elif [ -z "${NARRATOR_WORKER_MODEL:-}" ]; then
+        [ "$count" -gt 0 ] && echo "  $stage: no --model-dir given (nor NARRATOR_WORKER_MODEL); not started"
+        continue
+      fi
     fi
     for ((i = 1; i <= count; i++)); do
       name="worker-$stage-$i"

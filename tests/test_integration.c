@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -181,6 +182,21 @@ static int s_test_worker(const char *name) {
 static int s_speech_worker(const char *name) {
     if (!C.speech_bin) cr_skip_test("narrator-worker-speech is not built");
     return s_worker_start(C.speech_bin, name, NULL);
+}
+
+/* A vision or text worker on the tiny fixture checkpoint, one thread. */
+static int s_model_worker(const char *stage, const char *name) {
+    char prog[64];
+    snprintf(prog, sizeof prog, "narrator-worker-%s", stage);
+    char *bin = nr_harness_program(prog);
+    if (!bin) cr_skip_test("%s is not built", prog);
+    char *model = nr_harness_source_path("tests/fixtures/vit-gpt2-tiny");
+    cr_assert_not_null(model, "%s", nr_harness_error());
+    const char *extra[] = {"--model", model, "--threads", "1", NULL};
+    int index = s_worker_start(bin, name, extra);
+    free(model);
+    free(bin);
+    return index;
 }
 
 /* An integer from a reply's kv, or -1. */
@@ -751,4 +767,145 @@ Test(integration, broker_sigterm_exits_zero_and_restart_resumes) {
                   s_kv(&record, "attempts"));
     }
     nr_proto_msg_clear(&record);
+}
+
+/* Copies a fixture image into dir; returns 0. */
+static void s_copy_fixture(const char *name, const char *dir) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "tests/fixtures/images/%s", name);
+    char *src = nr_harness_source_path(rel);
+    cr_assert_not_null(src, "%s", nr_harness_error());
+    size_t size = 0;
+    char *data = nr_harness_read_file(src, &size);
+    cr_assert_not_null(data);
+    char *dst = nr_harness_path(dir, "%s", name);
+    cr_assert_eq(nr_harness_write_file(dst, data, size), 0);
+    free(dst);
+    free(data);
+    free(src);
+}
+
+/* Runs narrate with the test broker; returns its exit code, output in *text. */
+static int s_narrate(const char *const *args, const char *log_name, char **text) {
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = C.narrate_bin;
+    argv[n++] = "--broker";
+    argv[n++] = C.client_ep;
+    for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    char *log = nr_harness_path(C.dir, "%s", log_name);
+    int status = 0;
+    cr_assert_eq(nr_harness_run(argv, NULL, log, 240000, &status), 0, "%s", nr_harness_error());
+    *text = nr_harness_read_file(log, NULL);
+    free(log);
+    cr_assert_not_null(*text);
+    return nr_harness_exit_code(status);
+}
+
+static long s_redis_stat(const char *field) {
+    char out[64];
+    const char *argv[] = {"HGET", "narrator:stats", field};
+    cr_assert_eq(nr_harness_redis_command(nr_harness_redis_port(C.redis), 3, argv, out, sizeof out), 0);
+    return strcmp(out, "(nil)") ? atol(out) : 0;
+}
+
+/* The whole route with real programs: `narrate submit` of a folder of
+ * images through vision, text and speech workers on the tiny fixture
+ * checkpoint; captions, valid WAVs and JSON records come out; a second
+ * run submits nothing new; a corrupt image fails alone with bad_image. */
+Test(integration, narrate_submit_full_route_tiny_checkpoint) {
+    if (!C.narrate_bin) cr_skip_test("narrate is not built");
+    s_model_worker("vision", "vision-a");
+    s_model_worker("text", "text-a");
+    s_speech_worker("speech-a");
+    s_wait_workers("vision", 1);
+    s_wait_workers("text", 1);
+    s_wait_workers("speech", 1);
+    char *in = nr_harness_path(C.dir, "in");
+    char *out = nr_harness_path(C.dir, "out");
+    cr_assert_eq(mkdir(in, 0755), 0);
+    const char *images[] = {"chelsea_317x211.jpg", "rocket_palette_trns.png", "astronaut_rgba_webp.webp"};
+    const char *stems[] = {"chelsea_317x211", "rocket_palette_trns", "astronaut_rgba_webp"};
+    for (int i = 0; i < 3; i++) s_copy_fixture(images[i], in);
+
+    const char *args[] = {"--timeout", "60", "submit", in, "-o", out, "--max-length", "8", NULL};
+    char *text = NULL;
+    int code = s_narrate(args, "narrate-1.log", &text);
+    s_require(code == 0, "narrate submit exited %d: %s", code, text);
+    free(text);
+    for (int i = 0; i < 3; i++) {
+        char *txt = nr_harness_path(out, "%s.txt", stems[i]);
+        char *wav = nr_harness_path(out, "%s.wav", stems[i]);
+        char *json = nr_harness_path(out, "%s.json", stems[i]);
+        size_t size = 0;
+        char *caption = nr_harness_read_file(txt, &size);
+        s_require(caption && size > 0, "%s: no caption", txt);
+        char *audio = nr_harness_read_file(wav, &size);
+        s_require(audio != NULL, "%s: missing", wav);
+        char why[128];
+        const char *bad = s_check_wav((const uint8_t *)audio, size, why, sizeof why);
+        s_require(bad == NULL, "%s: %s", wav, bad);
+        char *record = nr_harness_read_file(json, NULL);
+        s_require(record && strstr(record, "\"done\""), "%s: %s", json, record ? record : "missing");
+        free(record);
+        free(audio);
+        free(caption);
+        free(json);
+        free(wav);
+        free(txt);
+    }
+    long submitted = s_redis_stat("submitted");
+    s_require(submitted == 3, "narrator:stats submitted = %ld", submitted);
+
+    /* Again: same content ids, so nothing new is queued, and it succeeds. */
+    code = s_narrate(args, "narrate-2.log", &text);
+    s_require(code == 0, "second narrate submit exited %d: %s", code, text);
+    free(text);
+    s_require(s_redis_stat("submitted") == 3, "resubmission queued new jobs: submitted = %ld",
+              s_redis_stat("submitted"));
+
+    /* A corrupt image fails alone, with its reason; the worker lives on. */
+    char *bad_dir = nr_harness_path(C.dir, "bad");
+    cr_assert_eq(mkdir(bad_dir, 0755), 0);
+    s_copy_fixture("bad_truncated_header.jpg", bad_dir);
+    s_copy_fixture("rocket_223x225.jpg", bad_dir);
+    const char *bad_args[] = {"--timeout", "60", "submit", bad_dir, "-o", out, "--max-length", "8", NULL};
+    code = s_narrate(bad_args, "narrate-3.log", &text);
+    s_require(code == 1, "narrate with a bad image exited %d: %s", code, text);
+    s_require(strstr(text, "bad_image") || strstr(text, "not_an_image"), "narrate said: %s", text);
+    free(text);
+    char *good = nr_harness_path(out, "rocket_223x225.txt");
+    s_require(access(good, F_OK) == 0, "the good image next to the bad one has no caption");
+    free(good);
+    for (int i = 0; i < C.n_workers; i++) s_require(nr_harness_proc_running(C.workers[i]), "worker %d died", i);
+    free(bad_dir);
+    free(out);
+    free(in);
+}
+
+/* Redis SIGKILLed mid-run and restarted (AOF, fsync always): the broker
+ * reconnects and every acknowledged job still finishes. */
+Test(integration, redis_killed_and_restarted_mid_run) {
+    s_test_worker("test-a");
+    s_test_worker("test-b");
+    s_wait_workers("test", 2);
+    enum { N = 40 };
+    static char ids[N][NR_PROTO_ID_MAX + 1];
+    const char *opts[] = {"behave", "sleep:100", NULL};
+    for (int i = 0; i < N; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "rk-%d", i);
+        s_submit(id, "test", opts, id, strlen(id), ids[i]);
+    }
+    cr_assert_eq(nr_harness_redis_stop(C.redis, 1), 0);
+    nr_harness_sleep_ms(500); /* let the broker notice */
+    cr_assert_eq(nr_harness_redis_start(C.redis), 0, "%s", nr_harness_error());
+    for (int i = 0; i < N; i++) {
+        nr_msg_t record;
+        nr_proto_msg_init(&record);
+        s_wait_state(ids[i], "done", &record);
+        nr_proto_msg_clear(&record);
+    }
+    s_require(nr_harness_proc_running(C.broker), "the broker died with Redis");
 }
