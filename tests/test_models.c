@@ -1011,3 +1011,51 @@ Test(models_fixture, encode_images_batch_with_a_bad_image) {
     s_fix_free(&f);
 }
 #endif
+
+#include <cjson/cJSON.h>
+
+/* Beam search against the reference over 72 settings (tests/models_beam_cases.json,
+ * written by tests/make_models_beam_cases.py from reference_vit_gpt2.py). */
+Test(models_fixture, beam_settings_match_reference) {
+    s_fix_t f = s_fix();
+    char path[1024], err[512];
+    s_path(path, sizeof path, "tests/models_beam_cases.json");
+    size_t n;
+    unsigned char *txt = s_read(path, &n);
+    cr_assert_not_null(txt, "cannot read %s", path);
+    txt = realloc(txt, n + 1);
+    txt[n] = 0;
+    cJSON *root = cJSON_Parse((char *)txt);
+    cr_assert_not_null(root);
+    size_t ns;
+    float *enc = s_ref(&f, "batch.hidden_states", &ns);
+    int checked = 0, mismatched = 0;
+    cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(root, "cases")) {
+        nr_gen_config_t g = nr_captioner_gen_defaults(f.cap);
+        g.num_beams = cJSON_GetObjectItem(c, "num_beams")->valueint;
+        g.length_penalty = (float)cJSON_GetObjectItem(c, "length_penalty")->valuedouble;
+        g.early_stopping = cJSON_GetObjectItem(c, "early_stopping")->valueint;
+        g.max_length = cJSON_GetObjectItem(c, "max_length")->valueint;
+        int ids[3 * 16], lens[3];
+        cr_assert_eq(nr_captioner_generate(f.cap, enc, 3, &g, ids, lens, err, sizeof err), 0, "%s", err);
+        cJSON *want = cJSON_GetObjectItem(c, "ids");
+        for (int i = 0; i < 3; i++) {
+            cJSON *w = cJSON_GetArrayItem(want, i);
+            int wn = cJSON_GetArraySize(w), wv[16];
+            for (int k = 0; k < wn && k < 16; k++) wv[k] = cJSON_GetArrayItem(w, k)->valueint;
+            char what[128];
+            snprintf(what, sizeof what, "beams %d lp %g es %d max %d image %d", g.num_beams, g.length_penalty,
+                     g.early_stopping, g.max_length, i);
+            if (lens[i] != wn || memcmp(ids + i * g.max_length, wv, (size_t)wn * sizeof(int)) != 0) mismatched++;
+            s_check_ids(ids + i * g.max_length, lens[i], wv, wn, what);
+            checked++;
+        }
+    }
+    fprintf(stderr, "beam search: %d reference cases, %d mismatched\n", checked, mismatched);
+    cr_assert_eq(checked, 216);
+    cJSON_Delete(root);
+    free(txt);
+    free(enc);
+    s_fix_free(&f);
+}
