@@ -172,6 +172,10 @@ static int s_gpt2(const cJSON *d, const char *src, nr_gpt2_config_t *g, char *er
     if (g->n_embd % g->n_head)
         return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.n_embd %d is not divisible by n_head %d", src, g->n_embd,
                          g->n_head);
+    int by_layer = 0;
+    if (s_bool(d, "scale_attn_by_inverse_layer_idx", &by_layer) < 0 || by_layer)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.scale_attn_by_inverse_layer_idx true is not supported",
+                         src);
     return 0;
 }
 
