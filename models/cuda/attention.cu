@@ -9,17 +9,18 @@
  *      every G-th key (G = threads / head_dim groups), partial sums meet in
  *      shared memory.
  * Causal rows stop at key q_pos0 + i; kv_index[b] picks the K/V entry (beams
- * of one image share the encoder's). Shared memory: head_dim + n_kv + 32 +
+ * of one image share the encoder's; the parameters are __grid_constant__ so
+ * the inline index table is read in place, never copied per thread). Shared memory: head_dim + n_kv + 32 +
  * threads floats; long contexts beyond the opt-in limit are refused. */
 #include "models/cuda/attention.cuh"
 #include "models/cuda/common.cuh"
 
-static __global__ void k_attention(nr_cuda_attn_t a) {
+static __global__ void k_attention(const __grid_constant__ nr_cuda_attn_t a) {
     extern __shared__ float sm[];
     const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int hd = a.head_dim, tid = threadIdx.x, nt = blockDim.x;
     const int lane = tid & 31, warp = tid >> 5, nw = nt >> 5;
-    const size_t kb = (size_t)(a.kv_index ? a.kv_index[b] : b);
+    const size_t kb = (size_t)(a.use_inline ? a.kv_inline[b] : a.kv_index ? a.kv_index[b] : b);
     const float *q = a.q + (size_t)b * a.q_bstride + (size_t)i * a.q_rstride + (size_t)h * hd;
     const float *kbase = a.k + kb * a.kv_bstride + (size_t)h * hd;
     const float *vbase = a.v + kb * a.kv_bstride + (size_t)h * hd;

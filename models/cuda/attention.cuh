@@ -10,8 +10,13 @@
 extern "C" {
 #endif
 
+/* kv_index entries carried in the launch parameters themselves (no copy,
+ * no stream sync for a pageable host array): batches up to this size. */
+#define NR_CUDA_INLINE_KV 512
+
 /* The fields of nr_attn_args_t (models/backend.h), all pointers in device
- * memory, kv_index a device array of `batch` ints or NULL. */
+ * memory. The K/V entry of batch b is kv_inline[b] when use_inline, else
+ * kv_index[b] (a device array) when kv_index, else b. */
 typedef struct {
     int batch, n_head, head_dim, n_q, n_kv, causal, q_pos0;
     float scale;
@@ -19,6 +24,8 @@ typedef struct {
     float *out;
     size_t q_bstride, q_rstride, kv_bstride, kv_rstride, o_bstride, o_rstride;
     const int *kv_index;
+    int use_inline;
+    int kv_inline[NR_CUDA_INLINE_KV];
 } nr_cuda_attn_t;
 
 /* Dynamic shared memory one launch needs, in bytes. */

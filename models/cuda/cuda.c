@@ -42,6 +42,7 @@ typedef struct {
     size_t fscratch_n;
     int *iscratch;    /* device ints (token ids, positions, kv_index) */
     size_t iscratch_n;
+    nr_cuda_tokens_t tokens; /* embed's inline ids/positions (lock held) */
     char err[512];
 } s_cuda_t;
 
@@ -307,7 +308,10 @@ static int s_attention(void *ctx, const nr_attn_args_t *a) {
                         .kv_index = NULL};
     int rc = s_enter(c);
     if (rc) return rc;
-    if (a->kv_index) {
+    if (a->kv_index && a->batch <= NR_CUDA_INLINE_KV) {
+        k.use_inline = 1;
+        memcpy(k.kv_inline, a->kv_index, (size_t)a->batch * sizeof(int));
+    } else if (a->kv_index) {
         if ((rc = s_scratch(c, (void **)&c->iscratch, &c->iscratch_n, (size_t)a->batch, sizeof(int)))) goto out;
         /* Pageable source: returns once the ids are staged, so the host array
          * may change at once; the kernel after it sees them (stream order). */
@@ -331,6 +335,13 @@ static int s_embed(void *ctx, float *out, const float *wte, const float *wpe, co
     if (n == 0) return 0;
     int rc = s_enter(c);
     if (rc) return rc;
+    if (n <= NR_CUDA_INLINE_TOKENS) {
+        /* Decode steps: ids and positions ride in the launch parameters. */
+        memcpy(c->tokens.ids, ids, (size_t)n * sizeof(int));
+        memcpy(c->tokens.pos, pos, (size_t)n * sizeof(int));
+        S_CK(c, "embed kernel", nr_cuda_embed_inline(out, wte, wpe, &c->tokens, n, dim, c->stream));
+        goto out;
+    }
     if ((rc = s_scratch(c, (void **)&c->iscratch, &c->iscratch_n, 2 * (size_t)n, sizeof(int)))) goto out;
     /* ids then positions; the caller's arrays are pageable host memory, so
      * the copies have read them when cudaMemcpyAsync returns. */
