@@ -1,5 +1,6 @@
 /* Broker logic: requests, dispatch by credit, leases, retries, the record. */
 #include "broker/broker.h"
+#include "broker/broker_metrics.h"
 #include "broker/queue.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -26,6 +27,7 @@ struct nr_broker {
     unsigned rand_state;
     /* Counters since start, for STATS when the store cannot answer. */
     uint64_t count_done, count_failed, count_cancelled;
+    nr_metrics_t *metrics;     /* borrowed; NULL = no metrics (broker_metrics.h) */
 };
 
 static int s_save(nr_broker_t *self, nr_broker_job_t *job, int out_index, const uint8_t *out,
@@ -199,6 +201,8 @@ static void s_fail(nr_broker_t *self, nr_broker_job_t *job, int code, const char
     free(job->input);
     job->input = NULL;
     self->count_failed++;
+    nr_metrics_add(self->metrics, NR_BM_FAILURES, 1, "stage", nr_broker_job_stage(job), "code",
+                   nr_errname(code), NULL);
     nr_log(NR_LOG_INFO, "job %s failed at %s: %s: %s", job->id, nr_broker_job_stage(job),
            nr_errname(code), message);
     s_save(self, job, -1, NULL, 0, "failed");
@@ -224,6 +228,7 @@ static void s_retry(nr_broker_t *self, nr_broker_job_t *job, int code, const cha
     job->updated_ms = now;
     job->ready_ms = now + s_backoff(self, job->attempts);
     if (s) nr_broker_stage_push(s, job, 0);
+    nr_metrics_add(self->metrics, NR_BM_RETRIES, 1, "stage", nr_broker_job_stage(job), NULL);
     nr_log(NR_LOG_INFO, "job %s: %s attempt %" PRIu32 " failed (%s: %s); retry in %" PRId64 " ms",
            job->id, nr_broker_job_stage(job), job->attempts, nr_errname(code), message,
            job->ready_ms - now);
@@ -448,6 +453,9 @@ static void s_on_result(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg,
         msg->frames[0].data = NULL;
     }
     int out_index = (int)job->stage_index;
+    /* updated_ms is the dispatch time while a job runs. */
+    nr_metrics_observe(self->metrics, NR_BM_STAGE_DURATION, (double)(now - job->updated_ms) / 1000.0,
+                       "stage", stage, NULL);
     job->updated_ms = now;
     job->error = 0;
     job->error_message[0] = '\0';
@@ -568,6 +576,10 @@ static int s_dispatch_one(nr_broker_t *self, nr_broker_stage_t *s, nr_broker_job
         if (end != opt && !*end && v > 0 && v <= 86400000) deadline = v;
     }
     nr_broker_stage_remove(s, job);
+    /* updated_ms is the time a queued job entered its queue. */
+    nr_metrics_observe(self->metrics, NR_BM_QUEUE_WAIT,
+                       (double)(now > job->updated_ms ? now - job->updated_ms : 0) / 1000.0,
+                       "stage", s->name, NULL);
     job->attempts++;
     job->state = NR_JOB_RUNNING;
     job->worker = w;
@@ -737,6 +749,7 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
         return;
     }
     nr_broker_stage_push(first, job, 0);
+    nr_metrics_add(self->metrics, NR_BM_SUBMITTED, 1, NULL);
     nr_log(NR_LOG_DEBUG, "job %s submitted (%s, %zu bytes)%s", job->id, msg->route[0],
            job->input_size, reset ? ", rerun" : "");
     s_reply_job(self, identity, size, msg, job, 0, reset ? "rerun" : NULL, 0);
@@ -1060,4 +1073,34 @@ size_t nr_broker_workers(nr_broker_t *self, const char *stage) {
 long nr_broker_worker_credit_of(nr_broker_t *self, const uint8_t *identity, size_t size) {
     nr_broker_worker_t *w = s_worker(self, identity, size);
     return w ? (long)nr_broker_worker_credit(w) : -1;
+}
+
+/* ---- metrics (broker_metrics.h) ----------------------------------------- */
+
+void nr_broker_set_metrics(nr_broker_t *self, nr_metrics_t *metrics) { self->metrics = metrics; }
+
+void nr_broker_each_stage(nr_broker_t *self,
+                          void (*fn)(const char *stage, size_t queued, size_t running,
+                                     size_t workers, void *arg),
+                          void *arg) {
+    for (nr_broker_stage_t *s = self->stages; s; s = s->next)
+        fn(s->name, s->queued, s->running, s->workers_len, arg);
+}
+
+void nr_broker_final_counts(nr_broker_t *self, uint64_t *done, uint64_t *failed,
+                            uint64_t *cancelled) {
+    *done = self->count_done;
+    *failed = self->count_failed;
+    *cancelled = self->count_cancelled;
+    if (!self->store || !nr_store_is_up(self->store)) return;
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    if (!nr_store_stats(self->store, &m)) {
+        const char *v;
+        *done = *failed = *cancelled = 0;
+        if ((v = nr_proto_kv_get(&m, "jobs.done"))) *done = strtoull(v, NULL, 10);
+        if ((v = nr_proto_kv_get(&m, "jobs.failed"))) *failed = strtoull(v, NULL, 10);
+        if ((v = nr_proto_kv_get(&m, "jobs.cancelled"))) *cancelled = strtoull(v, NULL, 10);
+    }
+    nr_proto_msg_clear(&m);
 }

@@ -1,6 +1,8 @@
 /* narrator-broker: settings, sockets, signals and the poll loop around the
  * broker logic in broker.c. */
 #include "broker/broker.h"
+#include "broker/broker_metrics.h"
+#include "broker/metrics_http.h"
 #include "broker/store.h"
 #include "common/config.h"
 #include "common/error.h"
@@ -11,6 +13,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,6 +37,7 @@ typedef struct {
     long retry_backoff_ms;
     long retention_s;
     char log_level[16];
+    char metrics_listen[256];
 } s_settings_t;
 
 #define S_OPT(name, type, min, max, def, field, help)                                         \
@@ -68,6 +72,8 @@ static const nr_config_option_t s_options[] = {
     S_OPT("retention-s", NR_CONFIG_INT, 1, 31536000, "86400", retention_s,
           "TTL of inputs and outputs once a job finishes"),
     S_OPT("log-level", NR_CONFIG_STRING, 0, 0, "info", log_level, "error, warn, info or debug"),
+    S_OPT("metrics-listen", NR_CONFIG_STRING, 0, 0, "", metrics_listen,
+          "host:port serving Prometheus /metrics over HTTP, e.g. 127.0.0.1:9464; empty = off"),
     NR_CONFIG_END,
 };
 
@@ -87,6 +93,19 @@ static int64_t s_now_ms(void) {
 typedef struct {
     void *clients, *workers;
 } s_sockets_t;
+
+/* What the metrics listener needs to render a scrape. */
+typedef struct {
+    nr_broker_t *broker;
+    nr_store_t *store;
+    nr_metrics_t *metrics;
+} s_scrape_t;
+
+static char *s_render(void *ctx, size_t *len) {
+    s_scrape_t *sc = ctx;
+    nr_broker_metrics_collect(sc->broker, sc->store, sc->metrics);
+    return nr_metrics_render(sc->metrics, len);
+}
 
 static int s_send(void *ctx, nr_broker_side_t side, const uint8_t *identity, size_t size,
                   const nr_msg_t *msg) {
@@ -178,6 +197,9 @@ int main(int argc, char **argv) {
     nr_store_t *store = NULL;
     nr_broker_t *broker = NULL;
     s_sockets_t sk = {NULL, NULL};
+    nr_metrics_t *metrics = NULL;
+    nr_metrics_http_t *http = NULL;
+    s_scrape_t scrape = {NULL, NULL, NULL};
     void *zctx = zmq_ctx_new();
     if (!zctx) goto done;
     sk.clients = s_bind(zctx, st.client_endpoint);
@@ -188,6 +210,21 @@ int main(int argc, char **argv) {
     if (!broker) {
         nr_log(NR_LOG_ERROR, "%s", store ? err : "out of memory");
         goto done;
+    }
+    if (st.metrics_listen[0]) {
+        metrics = nr_metrics_new();
+        if (!metrics || nr_broker_metrics_define(metrics)) {
+            nr_log(NR_LOG_ERROR, "cannot set up metrics (out of memory)");
+            goto done;
+        }
+        scrape = (s_scrape_t){broker, store, metrics};
+        http = nr_metrics_http_new(st.metrics_listen, s_render, &scrape, err, sizeof err);
+        if (!http) {
+            nr_log(NR_LOG_ERROR, "%s", err);
+            goto done;
+        }
+        nr_broker_set_metrics(broker, metrics);
+        nr_log(NR_LOG_INFO, "metrics on http://%s/metrics", st.metrics_listen);
     }
 
     struct sigaction sa;
@@ -211,12 +248,26 @@ int main(int argc, char **argv) {
         int64_t wake = nr_broker_tick(broker, now);
         long timeout = wake > now ? (long)(wake - now) : 0;
         if (timeout > bp.heartbeat_ms) timeout = bp.heartbeat_ms;
-        zmq_pollitem_t items[2] = {{sk.clients, 0, ZMQ_POLLIN, 0}, {sk.workers, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(items, 2, timeout);
+        zmq_pollitem_t items[2 + 1 + NR_METRICS_HTTP_CONNS] = {{sk.clients, 0, ZMQ_POLLIN, 0},
+                                                               {sk.workers, 0, ZMQ_POLLIN, 0}};
+        int nitems = 2;
+        if (http) {
+            int fds[1 + NR_METRICS_HTTP_CONNS], wr[1 + NR_METRICS_HTTP_CONNS];
+            size_t nf = nr_metrics_http_fds(http, fds, wr, 1 + NR_METRICS_HTTP_CONNS);
+            for (size_t i = 0; i < nf; i++)
+                items[nitems++] = (zmq_pollitem_t){NULL, fds[i], wr[i] ? ZMQ_POLLOUT : ZMQ_POLLIN, 0};
+            if (nr_metrics_http_busy(http) && timeout > 1000) timeout = 1000;
+        }
+        int n = zmq_poll(items, nitems, timeout);
         if (n < 0) {
             if (zmq_errno() == EINTR) continue;
             nr_log(NR_LOG_ERROR, "zmq_poll: %s", zmq_strerror(zmq_errno()));
             break;
+        }
+        if (http) {
+            int ready = nr_metrics_http_busy(http);
+            for (int i = 2; i < nitems; i++) ready |= items[i].revents != 0;
+            if (ready) nr_metrics_http_service(http, s_now_ms());
         }
         /* Up to a batch from each side per turn, so neither starves the other. */
         for (int side = 0; side < 2; side++) {
@@ -238,10 +289,16 @@ int main(int argc, char **argv) {
                     break;
                 }
                 if (side == 0) {
-                    if (rc) nr_broker_client_error(broker, identity, identity_size, rc, err);
+                    if (rc) {
+                        nr_metrics_add(metrics, NR_BM_REJECTED, 1, "socket", "clients", NULL);
+                        nr_broker_client_error(broker, identity, identity_size, rc, err);
+                    }
                     else nr_broker_client_message(broker, identity, identity_size, &msg, now);
                 } else {
-                    if (rc) nr_log(NR_LOG_WARN, "malformed worker message dropped: %s", err);
+                    if (rc) {
+                        nr_metrics_add(metrics, NR_BM_REJECTED, 1, "socket", "workers", NULL);
+                        nr_log(NR_LOG_WARN, "malformed worker message dropped: %s", err);
+                    }
                     else nr_broker_worker_message(broker, identity, identity_size, &msg, now);
                 }
             }
@@ -253,7 +310,9 @@ int main(int argc, char **argv) {
     nr_broker_shutdown(broker, s_now_ms());
     status = 0;
 done:
+    nr_metrics_http_destroy(&http);
     nr_broker_destroy(&broker);
+    nr_metrics_destroy(&metrics);
     nr_store_destroy(&store);
     if (sk.clients) zmq_close(sk.clients);
     if (sk.workers) zmq_close(sk.workers);

@@ -53,6 +53,9 @@ int nr_store_maintain(nr_store_t *self, int64_t now);
 int64_t nr_store_next_retry_ms(const nr_store_t *self);
 /* Last error text. */
 const char *nr_store_error(const nr_store_t *self);
+/* Failed Redis operations so far (lost connections, failed connects,
+ * commands answered with an error), for metrics. */
+uint64_t nr_store_errors(const nr_store_t *self);
 
 /* Writes the job's whole state in one MULTI/EXEC round trip: the hash, its
  * pending-set membership, the input if unsaved, the output `out` of route
