@@ -10,7 +10,14 @@ packages=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev
   flite1-dev
   libcriterion-dev redis-server
+  libmicrohttpd-dev libcurl4-openssl-dev
 )
+# The browser test of the gateway's web page (tests/web) needs Chromium
+# (about 140 MB to download, 350 MB installed), so it is opt-in:
+# NARRATOR_BROWSER_TESTS=1 deploy/install-deps.sh, then npm ci in tests/web.
+if [ "${NARRATOR_BROWSER_TESTS:-0}" = 1 ]; then
+  packages+=(chromium)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

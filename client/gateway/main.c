@@ -1,0 +1,128 @@
+/* narrator-gateway: settings and signals around the HTTP gateway in
+ * gateway.c. Serves until SIGTERM or SIGINT, then closes every connection
+ * and exits 0. */
+#include "client/gateway/gateway.h"
+#include "common/config.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "proto/proto.h"
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#define S_ENV_PREFIX "NARRATOR_GATEWAY_"
+
+#ifndef NR_GATEWAY_STATIC_DIR
+#define NR_GATEWAY_STATIC_DIR ""
+#endif
+
+typedef struct {
+    char listen_address[NR_GATEWAY_ADDRESS_MAX];
+    long port;
+    char broker[NR_GATEWAY_ENDPOINT_MAX];
+    long max_body_bytes;
+    long request_timeout_ms;
+    long connection_timeout_s;
+    char static_dir[NR_GATEWAY_PATH_MAX];
+    long threads;
+    long max_connections;
+    long recent_jobs;
+    char log_level[16];
+} s_settings_t;
+
+#define S_OPT(name, type, min, max, def, field, help)                                         \
+    {name, type, min, max, def, offsetof(s_settings_t, field),                                \
+     type == NR_CONFIG_STRING ? sizeof(((s_settings_t *)0)->field) : 0, help}
+
+static const nr_config_option_t s_options[] = {
+    S_OPT("listen-address", NR_CONFIG_STRING, 0, 0, "127.0.0.1", listen_address,
+          "numeric IPv4 or IPv6 address to listen on (0.0.0.0 or :: for every interface)"),
+    S_OPT("port", NR_CONFIG_INT, 0, 65535, "8080", port, "TCP port to listen on (0: any free port)"),
+    S_OPT("broker", NR_CONFIG_STRING, 0, 0, "tcp://127.0.0.1:5555", broker,
+          "narrator-broker client endpoint"),
+    S_OPT("max-body-bytes", NR_CONFIG_INT, 1024, (long)NR_PROTO_PAYLOAD_MAX, "20971520",
+          max_body_bytes, "largest request body (image or text); larger gets 413"),
+    S_OPT("request-timeout-ms", NR_CONFIG_INT, 100, 600000, "5000", request_timeout_ms,
+          "how long one broker request may take before 503 (unreachable) or 504 (no answer)"),
+    S_OPT("connection-timeout-s", NR_CONFIG_INT, 0, 86400, "30", connection_timeout_s,
+          "idle HTTP connections are closed after this (0: never)"),
+    S_OPT("static-dir", NR_CONFIG_STRING, 0, 0, NR_GATEWAY_STATIC_DIR, static_dir,
+          "folder of the web page served at / (\"\": no page)"),
+    S_OPT("threads", NR_CONFIG_INT, 1, 256, "4", threads,
+          "HTTP threads, each with its own broker connection"),
+    S_OPT("max-connections", NR_CONFIG_INT, 1, 100000, "256", max_connections,
+          "open HTTP connections at most"),
+    S_OPT("recent-jobs", NR_CONFIG_INT, 1, 1000000, "200", recent_jobs,
+          "jobs GET /v1/jobs remembers (in memory, newest first)"),
+    S_OPT("log-level", NR_CONFIG_STRING, 0, 0, "info", log_level, "error, warn, info or debug"),
+    NR_CONFIG_END,
+};
+
+int main(int argc, char **argv) {
+    nr_log_set_component("gateway");
+    s_settings_t st;
+    memset(&st, 0, sizeof st);
+    char err[1024];
+    int first = 0;
+    int rc = nr_config_load(s_options, &st, S_ENV_PREFIX, argc, argv, &first, err, sizeof err);
+    if (rc == 1) {
+        printf("Usage: narrator-gateway [options]\n"
+               "HTTP/JSON gateway to narrator-broker and the web page (see client/gateway/API.md).\n"
+               "Settings come from --config FILE, then " S_ENV_PREFIX "* variables, then flags.\n\n");
+        nr_config_print_help(stdout, s_options, S_ENV_PREFIX);
+        return 0;
+    }
+    if (rc) {
+        fprintf(stderr, "narrator-gateway: %s\n", err);
+        return 2;
+    }
+    if (first < argc) {
+        fprintf(stderr, "narrator-gateway: unexpected argument '%s' (see --help)\n", argv[first]);
+        return 2;
+    }
+    if (nr_log_set_level(st.log_level)) {
+        fprintf(stderr, "narrator-gateway: log-level must be error, warn, info or debug\n");
+        return 2;
+    }
+
+    nr_gateway_params_t gp;
+    nr_gateway_default_params(&gp);
+    snprintf(gp.listen_address, sizeof gp.listen_address, "%s", st.listen_address);
+    gp.port = (int)st.port;
+    snprintf(gp.broker_endpoint, sizeof gp.broker_endpoint, "%s", st.broker);
+    gp.max_body_bytes = (size_t)st.max_body_bytes;
+    gp.request_timeout_ms = (int)st.request_timeout_ms;
+    gp.connection_timeout_s = (int)st.connection_timeout_s;
+    snprintf(gp.static_dir, sizeof gp.static_dir, "%s", st.static_dir);
+    gp.threads = (int)st.threads;
+    gp.max_connections = (int)st.max_connections;
+    gp.recent_jobs = (int)st.recent_jobs;
+
+    /* Block the stop signals before any thread starts, so that only
+     * sigwait below receives them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    nr_gateway_t *gw = nr_gateway_new(&gp, err, sizeof err);
+    if (!gw) {
+        nr_log(NR_LOG_ERROR, "%s", err);
+        return 1;
+    }
+    nr_log(NR_LOG_INFO, "listening on http://%s%s%s:%d/ (broker %s, %d threads, max body %zu bytes%s%s)",
+           strchr(gp.listen_address, ':') ? "[" : "", gp.listen_address,
+           strchr(gp.listen_address, ':') ? "]" : "", nr_gateway_port(gw), gp.broker_endpoint,
+           gp.threads, gp.max_body_bytes, gp.static_dir[0] ? ", page from " : ", no web page",
+           gp.static_dir);
+    int sig = 0;
+    while (sigwait(&stop, &sig) != 0) {}
+    nr_log(NR_LOG_INFO, "%s: closing connections and stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    nr_gateway_destroy(&gw);
+    nr_log(NR_LOG_INFO, "stopped");
+    return 0;
+}
