@@ -43,6 +43,9 @@ typedef struct nr_broker_job {
     int input_unsaved;     /* input not yet written to the store */
     int dirty;             /* state not yet written to the store */
     int reset;             /* the store's old record must be dropped first */
+    /* P:stats increments of saves that failed (Redis was down), written with
+     * the next save that succeeds; indexed by store.c's counter list. */
+    uint32_t unsaved_counts[8];
     nr_broker_worker_t *worker; /* running: the lease holder */
     /* Links: stage queue and the table. */
     struct nr_broker_job *qprev, *qnext;

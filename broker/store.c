@@ -196,6 +196,38 @@ int nr_store_maintain(nr_store_t *self, int64_t now) {
     return nr_store_connect(self) == 0 ? 1 : 0;
 }
 
+/* P:stats counters that a job can owe (job->unsaved_counts index). */
+static const char *const s_counters[] = {"submitted", "done", "failed", "cancelled", "retried"};
+#define S_N_COUNTERS (sizeof s_counters / sizeof s_counters[0])
+
+static int s_counter_index(const char *name) {
+    for (size_t i = 0; name && i < S_N_COUNTERS; i++)
+        if (!strcmp(s_counters[i], name)) return (int)i;
+    return -1;
+}
+
+/* A save that failed on a lost connection may still have been applied by
+ * Redis (EXEC ran, the reply was lost). Before writing a kept state again,
+ * look: when the stored record already has this job's state, attempts and
+ * updated_ms, that write landed, and writing it again would add a second
+ * event and count the transition twice. Returns 1 when it landed. */
+static int s_already_saved(nr_store_t *self, const nr_broker_job_t *job) {
+    redisReply *r = redisCommand(self->ctx, "HMGET %s:job:%s state attempts updated_ms",
+                                 self->params.prefix, job->id);
+    int landed = 0;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[2]->type == REDIS_REPLY_STRING) {
+        char attempts[32], updated[32];
+        snprintf(attempts, sizeof attempts, "%" PRIu32, job->attempts);
+        snprintf(updated, sizeof updated, "%" PRId64, job->updated_ms);
+        landed = !strcmp(r->element[0]->str, nr_job_state_name(job->state)) &&
+                 !strcmp(r->element[1]->str, attempts) && !strcmp(r->element[2]->str, updated);
+    }
+    if (r) freeReplyObject(r);
+    return landed;
+}
+
 /* Appends a command to the pipeline; counts it. */
 static void s_append(nr_store_t *self, s_cmd_t *c, int *queued) {
     if (redisAppendCommandArgv(self->ctx, c->argc, c->argv, c->len) == REDIS_OK) (*queued)++;
@@ -208,8 +240,13 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
         free(job->unsaved[out_index]);
         job->unsaved[out_index] = NULL;
     }
+    int owed = s_counter_index(counter);
+    /* SUBMIT is refused when its save fails, so it never owes a count. */
+    if (owed >= 0 && strcmp(counter, "submitted") != 0) job->unsaved_counts[owed]++;
+    int was_dirty = job->dirty;
     job->dirty = 1;
     if (!self->ctx) goto err;
+    if (was_dirty && !job->reset && s_already_saved(self, job)) goto saved;
     const char *P = self->params.prefix;
     const int final = nr_job_is_final(job);
     const long ttl = self->params.retention_s;
@@ -322,7 +359,18 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
     s_str(c, "attempts"), s_fmt(c, "%" PRIu32, job->attempts);
     s_str(c, "error"), s_str(c, job->error ? nr_errname(job->error) : "");
     s_append(self, c, &queued);
-    if (counter) {
+    for (size_t k = 0; k < S_N_COUNTERS; k++) {
+        uint32_t n = job->unsaved_counts[k];
+        if (!strcmp(s_counters[k], "submitted") && counter && !strcmp(counter, "submitted")) n = 1;
+        if (!n) continue;
+        S_BEGIN();
+        s_str(c, "HINCRBY");
+        s_fmt(c, "%s:stats", P);
+        s_str(c, s_counters[k]);
+        s_fmt(c, "%" PRIu32, n);
+        s_append(self, c, &queued);
+    }
+    if (counter && owed < 0) {
         S_BEGIN();
         s_str(c, "HINCRBY");
         s_fmt(c, "%s:stats", P);
@@ -367,6 +415,8 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
         nr_log(NR_LOG_ERROR, "redis: %s", self->err);
         goto err;
     }
+saved:
+    memset(job->unsaved_counts, 0, sizeof job->unsaved_counts);
     job->dirty = 0;
     job->reset = 0;
     job->input_unsaved = 0;
