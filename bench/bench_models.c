@@ -2,7 +2,7 @@
  * decoder with cross-attention (ms/token, greedy = 1 row, beam = 4 rows) at
  * the sizes of nlpconnect/vit-gpt2-image-captioning, with random weights
  * built in memory as a safetensors image (no file, no download).
- *   bench_models [--threads N] [--batch N] [--iters N] [--tokens N]
+ *   bench_models [--threads N] [--batch N] [--iters N] [--tokens N] [--blas]
  * Compare with bench/bench_models_torch.py (same sizes, same steps). */
 #include <math.h>
 #include <stdint.h>
@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "models/backend.h"
 #include "models/config.h"
+#include "models/cpu/kernels.h"
 #include "models/generate.h"
 #include "models/gpt2.h"
 #include "models/safetensors.h"
@@ -98,10 +99,14 @@ int main(int argc, char **argv) {
     int threads = 0, batch = 4, iters = 3, tokens = 16;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: bench_models [--threads N] [--batch N] [--iters N] [--tokens N]\n"
+            printf("usage: bench_models [--threads N] [--batch N] [--iters N] [--tokens N] [--blas]\n"
                    "  ViT-B/16 encoder images/s (batch 1 and --batch) and GPT-2 decoder ms/token\n"
                    "  (1 row greedy, 4 rows beam), random weights in memory.\n");
             return 0;
+        }
+        if (!strcmp(argv[i], "--blas")) {
+            nr_cpu_gemm_own = 0; /* OpenBLAS sgemm for every matmul above 32 rows */
+            continue;
         }
         if (i + 1 >= argc) break;
         if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
@@ -190,8 +195,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench: %s\n", err);
         return 1;
     }
-    printf("bench_models: weights %.0f MB F32, threads %d, OpenBLAS kernels %s\n", size / 1e6, threads,
-           openblas_get_corename());
+    printf("bench_models: weights %.0f MB F32, threads %d, large matmuls: %s (OpenBLAS kernels %s)\n", size / 1e6,
+           threads, nr_cpu_gemm_own ? "own AVX-512 GEMM if built for it" : "OpenBLAS sgemm", openblas_get_corename());
     /* ViT */
     const int S = 197;
     float *px = malloc((size_t)batch * 3 * 224 * 224 * sizeof(float));

@@ -143,6 +143,13 @@ Test(models_ops, matmul_layouts_strides_accumulate) {
     s_matmul_case(b, 20, 70, 90, 95, 71);
     s_matmul_case(b, 13, 200, 400, 400, 200);
     s_matmul_case(b, 40, 70, 90, 95, 71);
+    /* above 32 rows: the own AVX-512 GEMM when built for it (K blocks of
+     * 512 with accumulation, row and column tails), else sgemm */
+    s_matmul_case(b, 33, 50, 1100, 1100, 60);
+    s_matmul_case(b, 64, 96, 512, 512, 96);
+    nr_cpu_gemm_own = 0;
+    s_matmul_case(b, 33, 50, 1100, 1100, 60);
+    nr_cpu_gemm_own = 1;
     int saved = nr_cpu_skinny_max;
     nr_cpu_skinny_max = 0; /* the same small shapes through sgemm */
     s_matmul_case(b, 3, 577, 130, 131, 600);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "models/tensor.h"
 
 /* exp(x) for x in float range: Cephes-style range reduction + degree-6
  * polynomial, relative error ~1e-7; branch-free so loops vectorize. */
@@ -333,6 +334,129 @@ static void s_mm_part(void *p, int part, int nparts) {
     }
 }
 
+
+/* ---- own AVX-512 sgemm for M > 32 rows (ViT, cross-attention K/V) ----
+ * OpenBLAS 0.3.21 runs its AVX2 kernels on AMD Zen 4/5 (and the dev VM pins
+ * OPENBLAS_CORETYPE=Haswell), leaving half of the FMA width unused. This is
+ * a plain packed GEMM: A (activations) packed once per call into 8-row
+ * panels, each 32-column panel of W packed on the fly (from either layout),
+ * an 8x32 register-blocked microkernel (16 zmm accumulators), column panels
+ * split over the pool. Used when compiled with AVX-512 (NR_NATIVE on such a
+ * CPU); otherwise sgemm. */
+int nr_cpu_gemm_own = 1;
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define S_MR 8
+#define S_NR 32
+#define S_KC 512
+
+static inline __attribute__((always_inline)) void s_kern(const float *ap, const float *bp, int kc, __m512 c[S_MR][2]) {
+    for (int k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(bp + (size_t)k * S_NR), b1 = _mm512_loadu_ps(bp + (size_t)k * S_NR + 16);
+        for (int i = 0; i < S_MR; i++) {
+            __m512 a = _mm512_set1_ps(ap[(size_t)k * S_MR + i]);
+            c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
+            c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+        }
+    }
+}
+
+typedef struct {
+    float *y;
+    size_t ldy;
+    const float *ap; /* packed A: [mp/8][K][8] */
+    const float *w;
+    nr_wlayout_t layout;
+    int M, N, K, acc;
+} s_gemm_t;
+
+static void s_gemm_part(void *p, int part, int nparts) {
+    const s_gemm_t *g = p;
+    const int K = g->K, N = g->N, M = g->M;
+    const int panels = (N + S_NR - 1) / S_NR;
+    const int p0 = (int)((long)panels * part / nparts), p1 = (int)((long)panels * (part + 1) / nparts);
+    if (p1 <= p0) return;
+    float *bp = nr_aligned_alloc((size_t)S_KC * S_NR * sizeof(float));
+    if (!bp) return; /* cannot happen for 64 KiB; the caller checked memory up front */
+    for (int pn = p0; pn < p1; pn++) {
+        const int n0 = pn * S_NR, nv = N - n0 < S_NR ? N - n0 : S_NR;
+        for (int k0 = 0; k0 < K; k0 += S_KC) {
+            const int kc = K - k0 < S_KC ? K - k0 : S_KC;
+            /* pack W[k0:k0+kc, n0:n0+32] as [kc][32], zero-padded */
+            if (g->layout == NR_W_IN_OUT) {
+                for (int k = 0; k < kc; k++) {
+                    const float *src = g->w + (size_t)(k0 + k) * N + n0;
+                    float *dst = bp + (size_t)k * S_NR;
+                    int j = 0;
+                    for (; j < nv; j++) dst[j] = src[j];
+                    for (; j < S_NR; j++) dst[j] = 0.0f;
+                }
+            } else {
+                for (int j = 0; j < S_NR; j++) {
+                    if (j < nv) {
+                        const float *src = g->w + (size_t)(n0 + j) * K + k0;
+                        for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = src[k];
+                    } else {
+                        for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = 0.0f;
+                    }
+                }
+            }
+            const int first = k0 == 0;
+            for (int m0 = 0; m0 < M; m0 += S_MR) {
+                const int mv = M - m0 < S_MR ? M - m0 : S_MR;
+                __m512 c[S_MR][2];
+                for (int i = 0; i < S_MR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+                s_kern(g->ap + ((size_t)(m0 / S_MR) * K + k0) * S_MR, bp, kc, c);
+                /* y = (acc or not first block ? y : 0) + c, valid part only */
+                __mmask16 m0k = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
+                __mmask16 m1k = (__mmask16)(nv >= 32 ? 0xffff : nv > 16 ? (1u << (nv - 16)) - 1 : 0);
+                for (int i = 0; i < mv; i++) {
+                    float *yr = g->y + (size_t)(m0 + i) * g->ldy + n0;
+                    __m512 r0 = c[i][0], r1 = c[i][1];
+                    if (g->acc || !first) {
+                        r0 = _mm512_add_ps(r0, _mm512_maskz_loadu_ps(m0k, yr));
+                        r1 = _mm512_add_ps(r1, _mm512_maskz_loadu_ps(m1k, yr + 16));
+                    }
+                    _mm512_mask_storeu_ps(yr, m0k, r0);
+                    _mm512_mask_storeu_ps(yr + 16, m1k, r1);
+                }
+            }
+        }
+    }
+    free(bp);
+}
+
+/* 1 when done; 0 to fall back to sgemm (no memory). */
+static int s_gemm_own(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
+                      int N, int K, int accumulate) {
+    const int mp = (M + S_MR - 1) / S_MR * S_MR;
+    float *ap = nr_aligned_alloc((size_t)mp * K * sizeof(float));
+    float *probe = nr_aligned_alloc((size_t)S_KC * S_NR * sizeof(float));
+    if (!ap || !probe) {
+        free(ap);
+        free(probe);
+        return 0;
+    }
+    free(probe);
+    for (int m0 = 0; m0 < mp; m0 += S_MR) {
+        float *dst = ap + (size_t)(m0 / S_MR) * K * S_MR;
+        for (int i = 0; i < S_MR; i++) {
+            if (m0 + i < M) {
+                const float *src = x + (size_t)(m0 + i) * ldx;
+                for (int k = 0; k < K; k++) dst[(size_t)k * S_MR + i] = src[k];
+            } else {
+                for (int k = 0; k < K; k++) dst[(size_t)k * S_MR + i] = 0.0f;
+            }
+        }
+    }
+    s_gemm_t g = {y, ldy, ap, w, layout, M, N, K, accumulate};
+    s_run(s_gemm_part, &g);
+    free(ap);
+    return 1;
+}
+#endif
+
 int nr_cpu_skinny_max = 4 * S_SKINNY_MAX;
 
 void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M, int N,
@@ -344,6 +468,9 @@ void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float
         else s_mm_part(&a, 0, 1);
         return;
     }
+#if defined(__AVX512F__)
+    if (nr_cpu_gemm_own && s_gemm_own(y, ldy, x, ldx, w, layout, M, N, K, accumulate)) return;
+#endif
     if (layout == NR_W_OUT_IN)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, (int)ldx, w, K, accumulate ? 1.0f : 0.0f,
                     y, (int)ldy);

@@ -19,6 +19,9 @@ int nr_cpu_patch_embed(const nr_patch_args_t *a);
 /* Rows up to which matmul uses the streaming kernel instead of sgemm
  * (default 32; 0 = always sgemm; for tests and benchmarks). */
 extern int nr_cpu_skinny_max;
+/* 1 (default): matmuls above the streaming size use the own AVX-512 GEMM
+ * when compiled for AVX-512; 0: OpenBLAS sgemm (for tests and benchmarks). */
+extern int nr_cpu_gemm_own;
 /* Starts the kernel thread pool once (threads including the caller). */
 void nr_cpu_pool_init(int threads);
 void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M, int N,
