@@ -1,0 +1,1008 @@
+/* narrator-gateway against a real cluster: a real redis-server,
+ * narrator-broker, narrator-worker-speech (and the vision and text workers
+ * on the tiny checkpoint when they are built) and the narrator-gateway
+ * program, all on free loopback ports, driven with real HTTP requests
+ * through libcurl.
+ *
+ * Assertions are about outcomes (status codes, JSON error names, job
+ * states, WAV bytes, Prometheus text); waits have generous limits but no
+ * time is asserted. On a failed check every process's log tail is printed. */
+#include "client/client.h"
+#include "common/error.h"
+#include "tests/harness.h"
+
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <curl/curl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#define S_WAIT_MS 120000
+#define S_MAX_BODY "65536" /* the gateway's --max-body-bytes in these tests */
+#define S_MAX_WORKERS 8
+
+typedef struct {
+    char *dir;
+    nr_harness_redis_t *redis;
+    nr_harness_proc_t *broker, *gateway;
+    nr_harness_proc_t *workers[S_MAX_WORKERS];
+    int n_workers;
+    int client_port, worker_port, http_port;
+    char client_ep[64], worker_ep[64], base[64];
+    char *broker_bin, *gateway_bin;
+} s_cluster_t;
+
+static s_cluster_t C;
+
+/* ---- diagnostics ---- */
+
+static void s_dump_logs(void) {
+    if (!C.dir) return;
+    static const char *const names[] = {"broker.log", "gateway.log", NULL};
+    for (int i = 0; names[i]; i++) {
+        char *log = nr_harness_path(C.dir, "%s", names[i]);
+        nr_harness_dump_log(log, 5000);
+        free(log);
+    }
+    for (int i = 0; i < C.n_workers; i++) {
+        char *log = nr_harness_path(C.dir, "worker-%d.log", i);
+        nr_harness_dump_log(log, 3000);
+        free(log);
+    }
+}
+
+#define s_require(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            s_dump_logs();                                                                         \
+            cr_assert_fail(__VA_ARGS__);                                                           \
+        }                                                                                          \
+    } while (0)
+
+/* ---- the cluster ---- */
+
+static void s_start_broker(void) {
+    char redis_port[16];
+    snprintf(redis_port, sizeof redis_port, "%d", nr_harness_redis_port(C.redis));
+    char *log = nr_harness_path(C.dir, "broker.log");
+    const char *argv[] = {C.broker_bin, "--client-endpoint", C.client_ep, "--worker-endpoint",
+                          C.worker_ep, "--redis-host", "127.0.0.1", "--redis-port", redis_port,
+                          "--heartbeat-ms", "250", "--retry-backoff-ms", "50", "--log-level",
+                          "debug", NULL};
+    C.broker = nr_harness_spawn(argv, NULL, log);
+    free(log);
+    s_require(C.broker != NULL, "broker did not start: %s", nr_harness_error());
+    int rc = nr_harness_wait_port(C.client_port, 20000);
+    if (rc == 0) rc = nr_harness_wait_port(C.worker_port, 20000);
+    s_require(rc == 0, "broker is not listening: %s", nr_harness_error());
+}
+
+/* Starts narrator-gateway for `broker_ep` with extra flags (NULL-ended). */
+static void s_start_gateway(const char *broker_ep, const char *const *extra) {
+    C.http_port = nr_harness_free_port();
+    cr_assert_gt(C.http_port, 0);
+    snprintf(C.base, sizeof C.base, "http://127.0.0.1:%d", C.http_port);
+    char port[16];
+    snprintf(port, sizeof port, "%d", C.http_port);
+    char *log = nr_harness_path(C.dir, "gateway.log");
+    char *page = nr_harness_source_path("client/gateway/static");
+    const char *argv[40];
+    int n = 0;
+    argv[n++] = C.gateway_bin;
+    argv[n++] = "--port";
+    argv[n++] = port;
+    argv[n++] = "--broker";
+    argv[n++] = broker_ep;
+    argv[n++] = "--max-body-bytes";
+    argv[n++] = S_MAX_BODY;
+    argv[n++] = "--log-level";
+    argv[n++] = "debug";
+    if (page) {
+        argv[n++] = "--static-dir";
+        argv[n++] = page;
+    }
+    for (int i = 0; extra && extra[i] && n < 38; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    C.gateway = nr_harness_spawn(argv, NULL, log);
+    free(log);
+    free(page);
+    s_require(C.gateway != NULL, "gateway did not start: %s", nr_harness_error());
+    s_require(nr_harness_wait_port(C.http_port, 20000) == 0, "gateway is not listening: %s",
+              nr_harness_error());
+}
+
+static void s_start_worker(const char *stage) {
+    char prog[64];
+    snprintf(prog, sizeof prog, "narrator-worker-%s", stage);
+    char *bin = nr_harness_program(prog);
+    if (!bin) cr_skip_test("%s is not built", prog);
+    cr_assert_lt(C.n_workers, S_MAX_WORKERS);
+    char *model = nr_harness_source_path("tests/fixtures/vit-gpt2-tiny");
+    int index = C.n_workers++;
+    char *log = nr_harness_path(C.dir, "worker-%d.log", index);
+    char name[32];
+    snprintf(name, sizeof name, "%s-%d", stage, index);
+    const char *argv[24];
+    int n = 0;
+    argv[n++] = bin;
+    argv[n++] = "--broker";
+    argv[n++] = C.worker_ep;
+    argv[n++] = "--name";
+    argv[n++] = name;
+    argv[n++] = "--heartbeat-ms";
+    argv[n++] = "250";
+    argv[n++] = "--log-level";
+    argv[n++] = "debug";
+    if (strcmp(stage, "speech")) {
+        cr_assert_not_null(model, "%s", nr_harness_error());
+        argv[n++] = "--model";
+        argv[n++] = model;
+        argv[n++] = "--threads";
+        argv[n++] = "1";
+    }
+    argv[n] = NULL;
+    C.workers[index] = nr_harness_spawn(argv, NULL, log);
+    free(log);
+    free(model);
+    free(bin);
+    s_require(C.workers[index] != NULL, "%s did not start: %s", prog, nr_harness_error());
+}
+
+/* redis + broker + gateway; workers are started by each test. */
+static void s_setup(void) {
+    memset(&C, 0, sizeof C);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    C.broker_bin = nr_harness_program("narrator-broker");
+    if (!C.broker_bin) cr_skip_test("narrator-broker is not built: %s", nr_harness_error());
+    C.gateway_bin = nr_harness_program("narrator-gateway");
+    if (!C.gateway_bin) cr_skip_test("narrator-gateway is not built: %s", nr_harness_error());
+    C.dir = nr_harness_tempdir("gw");
+    cr_assert_not_null(C.dir, "%s", nr_harness_error());
+    nr_harness_redis_params_t rp;
+    nr_harness_redis_default_params(&rp);
+    rp.appendonly = 0;
+    C.redis = nr_harness_redis_new(&rp);
+    cr_assert_not_null(C.redis, "redis-server did not start: %s", nr_harness_error());
+    C.client_port = nr_harness_free_port();
+    C.worker_port = nr_harness_free_port();
+    cr_assert(C.client_port > 0 && C.worker_port > 0);
+    snprintf(C.client_ep, sizeof C.client_ep, "tcp://127.0.0.1:%d", C.client_port);
+    snprintf(C.worker_ep, sizeof C.worker_ep, "tcp://127.0.0.1:%d", C.worker_port);
+    s_start_broker();
+}
+
+static void s_teardown(void) {
+    if (C.gateway) nr_harness_proc_stop(C.gateway, SIGTERM, 10000, NULL);
+    nr_harness_proc_destroy(&C.gateway);
+    for (int i = 0; i < C.n_workers; i++) {
+        if (C.workers[i]) nr_harness_proc_stop(C.workers[i], SIGTERM, 5000, NULL);
+        nr_harness_proc_destroy(&C.workers[i]);
+    }
+    if (C.broker) nr_harness_proc_stop(C.broker, SIGTERM, 10000, NULL);
+    nr_harness_proc_destroy(&C.broker);
+    nr_harness_redis_destroy(&C.redis);
+    if (C.dir && !getenv("NR_TEST_KEEP")) nr_harness_rmtree(C.dir);
+    free(C.dir);
+    free(C.broker_bin);
+    free(C.gateway_bin);
+    curl_global_cleanup();
+    memset(&C, 0, sizeof C);
+}
+
+/* ---- HTTP ---- */
+
+typedef struct {
+    long status;
+    char *body; /* NUL-terminated */
+    size_t size;
+    char content_type[128];
+    char retry_after[32];
+    char allow[64];
+    char location[128];
+    cJSON *json; /* the body parsed, when it is JSON */
+    int curl_error;
+} s_resp_t;
+
+typedef struct {
+    const char *method; /* NULL: GET */
+    const char *path;
+    const char *content_type;
+    const void *body;
+    size_t size;
+    int chunked;                     /* send the body with Transfer-Encoding: chunked */
+    const char *const *form;         /* multipart: name, value, ... (value "@file:type" uploads) */
+    const void *file;                /* multipart: bytes of the "@" part */
+    size_t file_size;
+} s_req_t;
+
+static size_t s_on_body(char *data, size_t size, size_t nmemb, void *userp) {
+    s_resp_t *r = userp;
+    size_t n = size * nmemb;
+    char *p = realloc(r->body, r->size + n + 1);
+    if (!p) return 0;
+    memcpy(p + r->size, data, n);
+    r->body = p;
+    r->size += n;
+    r->body[r->size] = '\0';
+    return n;
+}
+
+static void s_header_value(const char *line, size_t n, const char *name, char *out, size_t outlen) {
+    size_t k = strlen(name);
+    if (n <= k || strncasecmp(line, name, k) || line[k] != ':') return;
+    const char *v = line + k + 1;
+    size_t len = n - k - 1;
+    while (len && (*v == ' ' || *v == '\t')) v++, len--;
+    while (len && (v[len - 1] == '\r' || v[len - 1] == '\n' || v[len - 1] == ' ')) len--;
+    if (len >= outlen) len = outlen - 1;
+    memcpy(out, v, len);
+    out[len] = '\0';
+}
+
+static size_t s_on_header(char *line, size_t size, size_t nmemb, void *userp) {
+    s_resp_t *r = userp;
+    size_t n = size * nmemb;
+    s_header_value(line, n, "Content-Type", r->content_type, sizeof r->content_type);
+    s_header_value(line, n, "Retry-After", r->retry_after, sizeof r->retry_after);
+    s_header_value(line, n, "Allow", r->allow, sizeof r->allow);
+    s_header_value(line, n, "Location", r->location, sizeof r->location);
+    return n;
+}
+
+typedef struct {
+    const uint8_t *data;
+    size_t size, pos;
+} s_upload_t;
+
+static size_t s_on_read(char *buf, size_t size, size_t nmemb, void *userp) {
+    s_upload_t *u = userp;
+    size_t n = size * nmemb;
+    if (n > 1000) n = 1000; /* many small chunks */
+    if (n > u->size - u->pos) n = u->size - u->pos;
+    memcpy(buf, u->data + u->pos, n);
+    u->pos += n;
+    return n;
+}
+
+static s_resp_t s_http(const s_req_t *q) {
+    s_resp_t r;
+    memset(&r, 0, sizeof r);
+    CURL *curl = curl_easy_init();
+    cr_assert_not_null(curl);
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", C.base, q->path);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, s_on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &r);
+    struct curl_slist *headers = curl_slist_append(NULL, "Expect:");
+    char ctype[160];
+    curl_mime *mime = NULL;
+    s_upload_t up = {q->body, q->size, 0};
+    if (q->content_type) {
+        snprintf(ctype, sizeof ctype, "Content-Type: %s", q->content_type);
+        headers = curl_slist_append(headers, ctype);
+    }
+    if (q->form) {
+        mime = curl_mime_init(curl);
+        for (int i = 0; q->form[i] && q->form[i + 1]; i += 2) {
+            curl_mimepart *part = curl_mime_addpart(mime);
+            curl_mime_name(part, q->form[i]);
+            const char *v = q->form[i + 1];
+            if (v[0] == '@') { /* "@filename:type" */
+                char name[128];
+                snprintf(name, sizeof name, "%s", v + 1);
+                char *colon = strchr(name, ':');
+                if (colon) *colon = '\0';
+                curl_mime_data(part, q->file, q->file_size);
+                curl_mime_filename(part, name);
+                if (colon && colon[1]) curl_mime_type(part, colon + 1);
+            } else {
+                curl_mime_data(part, v, CURL_ZERO_TERMINATED);
+            }
+        }
+        curl_easy_setopt(curl, CURLOPT_MIMEPOST, mime);
+    } else if (q->chunked) {
+        headers = curl_slist_append(headers, "Transfer-Encoding: chunked");
+        curl_easy_setopt(curl, CURLOPT_POST, 1L);
+        curl_easy_setopt(curl, CURLOPT_READFUNCTION, s_on_read);
+        curl_easy_setopt(curl, CURLOPT_READDATA, &up);
+    } else if (q->body || (q->method && !strcmp(q->method, "POST"))) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, q->body ? q->body : "");
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->size);
+    }
+    if (q->method && strcmp(q->method, "POST")) curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, q->method);
+    if (q->method && !strcmp(q->method, "HEAD")) curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    CURLcode rc = curl_easy_perform(curl);
+    r.curl_error = (int)rc;
+    if (rc == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(headers);
+    curl_mime_free(mime);
+    curl_easy_cleanup(curl);
+    if (!r.body) r.body = calloc(1, 1);
+    if (!strncmp(r.content_type, "application/json", 16)) r.json = cJSON_Parse(r.body);
+    return r;
+}
+
+static void s_resp_free(s_resp_t *r) {
+    free(r->body);
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+static s_resp_t s_get(const char *path) {
+    s_req_t q = {.path = path};
+    return s_http(&q);
+}
+
+static const char *s_jstr(const cJSON *j, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double s_jnum(const cJSON *j, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+/* The response is a JSON error with this status and wire name. */
+static void s_expect_error(s_resp_t *r, long status, const char *error, const char *what) {
+    s_require(r->curl_error == 0, "%s: curl error %d (%s)", what, r->curl_error,
+              curl_easy_strerror((CURLcode)r->curl_error));
+    s_require(r->status == status, "%s: HTTP %ld, wanted %ld: %s", what, r->status, status, r->body);
+    s_require(r->json != NULL, "%s: body is not JSON (%s): %s", what, r->content_type, r->body);
+    const char *e = s_jstr(r->json, "error"), *m = s_jstr(r->json, "message");
+    s_require(e && !strcmp(e, error), "%s: error '%s', wanted '%s'", what, e ? e : "(none)", error);
+    s_require(m && *m, "%s: the error has no message", what);
+}
+
+/* POST /v1/speak; returns the job id (33 bytes). */
+static void s_speak(const char *text, const char *query, char id[NR_PROTO_ID_MAX + 1]) {
+    char path[128];
+    snprintf(path, sizeof path, "/v1/speak%s", query ? query : "");
+    s_req_t q = {.method = "POST", .path = path, .content_type = "text/plain; charset=utf-8",
+                 .body = text, .size = strlen(text)};
+    s_resp_t r = s_http(&q);
+    s_require(r.status == 202 && r.json, "speak: HTTP %ld: %s", r.status, r.body);
+    const char *v = s_jstr(r.json, "id");
+    s_require(v && strlen(v) == NR_CLIENT_ID_HEX, "speak: bad id in %s", r.body);
+    snprintf(id, NR_PROTO_ID_MAX + 1, "%s", v);
+    s_resp_free(&r);
+}
+
+/* Polls GET /v1/jobs/{id} until the job is final; returns its record. */
+static cJSON *s_wait_final(const char *id) {
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    long long end = nr_harness_now_ms() + S_WAIT_MS;
+    char last[2048] = "";
+    while (nr_harness_now_ms() < end) {
+        s_resp_t r = s_get(path);
+        s_require(r.status == 200 && r.json, "GET %s: HTTP %ld: %s", path, r.status, r.body);
+        const char *state = s_jstr(r.json, "state");
+        if (state && (!strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled"))) {
+            cJSON *j = r.json;
+            r.json = NULL;
+            s_resp_free(&r);
+            return j;
+        }
+        snprintf(last, sizeof last, "%s", r.body);
+        s_resp_free(&r);
+        nr_harness_sleep_ms(100);
+    }
+    s_require(0, "job %s did not finish: %s", id, last);
+    return NULL;
+}
+
+/* Waits until /readyz says `stage` has at least one worker. */
+static void s_wait_stage(const char *stage) {
+    long long end = nr_harness_now_ms() + S_WAIT_MS;
+    while (nr_harness_now_ms() < end) {
+        s_resp_t r = s_get("/readyz");
+        cJSON *w = r.json ? cJSON_GetObjectItemCaseSensitive(r.json, "workers") : NULL;
+        double n = w ? s_jnum(w, stage) : -1;
+        s_resp_free(&r);
+        if (n >= 1) return;
+        nr_harness_sleep_ms(100);
+    }
+    s_require(0, "no %s worker registered with the broker", stage);
+}
+
+/* ---- WAV ---- */
+
+static uint32_t s_le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint16_t s_le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+/* NULL when wav is a 16-bit PCM mono WAV with sound in it, else what is wrong. */
+static const char *s_check_wav(const uint8_t *wav, size_t size) {
+    if (size < 44 || memcmp(wav, "RIFF", 4) || memcmp(wav + 8, "WAVE", 4)) return "not RIFF/WAVE";
+    if (s_le32(wav + 4) != size - 8) return "RIFF size does not match the body";
+    size_t pos = 12;
+    int have_fmt = 0;
+    while (pos + 8 <= size) {
+        uint32_t len = s_le32(wav + pos + 4);
+        const uint8_t *body = wav + pos + 8;
+        if (len > size - pos - 8) return "chunk runs past the end";
+        if (!memcmp(wav + pos, "fmt ", 4)) {
+            if (len < 16 || s_le16(body) != 1 || s_le16(body + 2) != 1 || s_le16(body + 14) != 16)
+                return "not 16-bit PCM mono";
+            have_fmt = 1;
+        } else if (!memcmp(wav + pos, "data", 4)) {
+            if (!have_fmt) return "data before fmt";
+            if (len < 2 || len % 2) return "empty or odd data chunk";
+            int peak = 0;
+            for (size_t i = 0; i < len / 2; i++) {
+                int v = (int16_t)s_le16(body + 2 * i);
+                if (abs(v) > peak) peak = abs(v);
+            }
+            return peak < 1000 ? "silent" : NULL;
+        }
+        pos += 8 + len + (len & 1);
+    }
+    return "no data chunk";
+}
+
+static void s_expect_audio(const char *id) {
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s/audio", id);
+    s_resp_t r = s_get(path);
+    s_require(r.status == 200, "GET %s: HTTP %ld: %s", path, r.status, r.body);
+    s_require(!strcmp(r.content_type, "audio/wav"), "audio Content-Type '%s'", r.content_type);
+    const char *bad = s_check_wav((const uint8_t *)r.body, r.size);
+    s_require(bad == NULL, "audio of %s (%zu bytes): %s", id, r.size, bad);
+    s_resp_free(&r);
+}
+
+static char *s_fixture(const char *name, size_t *size) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "tests/fixtures/images/%s", name);
+    char *path = nr_harness_source_path(rel);
+    cr_assert_not_null(path, "fixture %s: %s", name, nr_harness_error());
+    char *data = nr_harness_read_file(path, size);
+    free(path);
+    cr_assert_not_null(data, "cannot read fixture %s", name);
+    return data;
+}
+
+/* ---- tests ---- */
+
+TestSuite(gateway, .init = s_setup, .fini = s_teardown, .timeout = 280);
+
+Test(gateway, speak_done_audio_is_wav_and_resubmit_is_existing) {
+    s_start_worker("speech");
+    s_start_gateway(C.client_ep, NULL);
+    const char *text = "The gateway speaks through narrator.";
+    char id[NR_PROTO_ID_MAX + 1];
+    s_speak(text, "?voice=kal", id);
+
+    /* The id is the content hash narrate would use. */
+    char want[NR_CLIENT_ID_HEX + 1];
+    nr_kv_t opt = {(char *)"voice", (char *)"kal"};
+    cr_assert_eq(nr_client_content_id(text, strlen(text), "speech", &opt, 1, want), 0);
+    s_require(!strcmp(id, want), "id %s, narrate's would be %s", id, want);
+
+    cJSON *rec = s_wait_final(id);
+    s_require(!strcmp(s_jstr(rec, "state"), "done"), "job state %s", s_jstr(rec, "state"));
+    cJSON *opts = cJSON_GetObjectItemCaseSensitive(rec, "options");
+    s_require(opts && s_jstr(opts, "voice") && !strcmp(s_jstr(opts, "voice"), "kal"),
+              "options not in the record");
+    cJSON *stages = cJSON_GetObjectItemCaseSensitive(rec, "stages");
+    cJSON *speech = stages ? cJSON_GetObjectItemCaseSensitive(stages, "speech") : NULL;
+    s_require(speech && s_jnum(speech, "duration_ms") > 0, "no speech.duration_ms in the record");
+    cJSON *timings = cJSON_GetObjectItemCaseSensitive(rec, "timings");
+    s_require(timings && s_jnum(timings, "speech_ms") >= 0 && s_jnum(timings, "total_ms") >= 0,
+              "no timings in the record");
+    cJSON_Delete(rec);
+    s_expect_audio(id);
+
+    /* A HEAD of the audio answers like GET, without a body. */
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s/audio", id);
+    s_req_t head = {.method = "HEAD", .path = path};
+    s_resp_t r = s_http(&head);
+    s_require(r.status == 200 && r.size == 0, "HEAD audio: HTTP %ld, %zu bytes", r.status, r.size);
+    s_resp_free(&r);
+
+    /* A speech job has no caption. */
+    snprintf(path, sizeof path, "/v1/jobs/%s/caption", id);
+    r = s_get(path);
+    s_expect_error(&r, 404, "not_found", "caption of a speech job");
+    s_resp_free(&r);
+
+    /* The same text and voice again: the same job, existing. */
+    s_req_t again = {.method = "POST", .path = "/v1/speak?voice=kal", .content_type = "text/plain",
+                     .body = text, .size = strlen(text)};
+    r = s_http(&again);
+    s_require(r.status == 202 && r.json, "resubmit: HTTP %ld: %s", r.status, r.body);
+    s_require(!strcmp(s_jstr(r.json, "id"), id), "resubmit gave another id: %s", r.body);
+    s_require(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r.json, "existing")),
+              "resubmit is not existing: %s", r.body);
+    s_require(!strcmp(r.location, path) || strstr(r.location, id), "Location '%s'", r.location);
+    s_resp_free(&r);
+
+    /* GET /v1/jobs lists it once. */
+    r = s_get("/v1/jobs");
+    s_require(r.status == 200 && r.json, "GET /v1/jobs: HTTP %ld: %s", r.status, r.body);
+    cJSON *jobs = cJSON_GetObjectItemCaseSensitive(r.json, "jobs");
+    s_require(cJSON_GetArraySize(jobs) == 1, "recent jobs: %s", r.body);
+    s_require(!strcmp(s_jstr(cJSON_GetArrayItem(jobs, 0), "id"), id), "recent jobs: %s", r.body);
+    s_resp_free(&r);
+}
+
+Test(gateway, image_to_caption_and_audio) {
+    s_start_worker("vision");
+    s_start_worker("text");
+    s_start_worker("speech");
+    s_start_gateway(C.client_ep, NULL);
+    s_wait_stage("vision");
+    s_wait_stage("text");
+    s_wait_stage("speech");
+
+    size_t size = 0;
+    char *jpeg = s_fixture("chelsea_317x211.jpg", &size);
+    /* Raw body. */
+    s_req_t q = {.method = "POST", .path = "/v1/jobs?max_length=8", .content_type = "image/jpeg",
+                 .body = jpeg, .size = size};
+    s_resp_t r = s_http(&q);
+    s_require(r.status == 202 && r.json, "POST /v1/jobs: HTTP %ld: %s", r.status, r.body);
+    char id[NR_PROTO_ID_MAX + 1];
+    snprintf(id, sizeof id, "%s", s_jstr(r.json, "id"));
+    s_resp_free(&r);
+    /* Multipart, as the web page sends it, with other options: another job. */
+    const char *form[] = {"image", "@chelsea.jpg:image/jpeg", "beams", "2", "max_length", "8",
+                          "voice", "slt", NULL};
+    s_req_t m = {.method = "POST", .path = "/v1/jobs", .form = form, .file = jpeg, .file_size = size};
+    r = s_http(&m);
+    s_require(r.status == 202 && r.json, "multipart POST: HTTP %ld: %s", r.status, r.body);
+    char id2[NR_PROTO_ID_MAX + 1];
+    snprintf(id2, sizeof id2, "%s", s_jstr(r.json, "id"));
+    s_require(strcmp(id, id2), "different options gave the same id");
+    s_resp_free(&r);
+    free(jpeg);
+
+    const char *ids[] = {id, id2};
+    for (int i = 0; i < 2; i++) {
+        cJSON *rec = s_wait_final(ids[i]);
+        const char *state = s_jstr(rec, "state");
+        s_require(!strcmp(state, "done"), "job %s: %s (%s)", ids[i], state,
+                  s_jstr(rec, "error_message") ? s_jstr(rec, "error_message") : "");
+        const char *caption = s_jstr(rec, "caption");
+        s_require(caption && *caption, "job %s has no caption", ids[i]);
+        cJSON *timings = cJSON_GetObjectItemCaseSensitive(rec, "timings");
+        s_require(s_jnum(timings, "vision_ms") >= 0 && s_jnum(timings, "text_ms") >= 0,
+                  "timings missing");
+        char path[128];
+        snprintf(path, sizeof path, "/v1/jobs/%s/caption", ids[i]);
+        r = s_get(path);
+        s_require(r.status == 200 && !strncmp(r.content_type, "text/plain", 10),
+                  "GET caption: HTTP %ld (%s)", r.status, r.content_type);
+        s_require(!strncmp(r.body, caption, strlen(caption)), "caption '%s' vs record '%s'", r.body,
+                  caption);
+        s_resp_free(&r);
+        cJSON_Delete(rec);
+        s_expect_audio(ids[i]);
+    }
+    cJSON *rec = s_wait_final(id2);
+    cJSON *opts = cJSON_GetObjectItemCaseSensitive(rec, "options");
+    s_require(s_jstr(opts, "num_beams") && !strcmp(s_jstr(opts, "num_beams"), "2"),
+              "form option beams did not reach the job");
+    cJSON_Delete(rec);
+
+    /* A corrupt image fails its job with the vision worker's reason. */
+    char *bad = s_fixture("bad_truncated_header.jpg", &size);
+    s_req_t b = {.method = "POST", .path = "/v1/jobs", .content_type = "image/jpeg", .body = bad,
+                 .size = size};
+    r = s_http(&b);
+    free(bad);
+    s_require(r.status == 202 && r.json, "POST bad image: HTTP %ld: %s", r.status, r.body);
+    snprintf(id, sizeof id, "%s", s_jstr(r.json, "id"));
+    s_resp_free(&r);
+    rec = s_wait_final(id);
+    s_require(!strcmp(s_jstr(rec, "state"), "failed") && s_jstr(rec, "error"),
+              "bad image job: %s", s_jstr(rec, "state"));
+    cJSON_Delete(rec);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s/audio", id);
+    r = s_get(path);
+    s_expect_error(&r, 409, "bad_state", "audio of a failed job");
+    s_resp_free(&r);
+}
+
+Test(gateway, audio_409_until_done_and_cancel) {
+    s_start_gateway(C.client_ep, NULL); /* no speech worker: the job stays queued */
+    char id[NR_PROTO_ID_MAX + 1];
+    s_speak("nobody will say this", NULL, id);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s/audio", id);
+    s_resp_t r = s_get(path);
+    s_expect_error(&r, 409, "bad_state", "audio of a queued job");
+    s_require(r.retry_after[0], "409 for a job not done yet has no Retry-After");
+    s_resp_free(&r);
+
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    r = s_get(path);
+    s_require(r.status == 200 && r.json, "GET job: HTTP %ld", r.status);
+    s_require(!strcmp(s_jstr(r.json, "state"), "queued"), "state %s", s_jstr(r.json, "state"));
+    s_require(s_jnum(r.json, "stage_workers") == 0, "stage_workers %g", s_jnum(r.json, "stage_workers"));
+    s_resp_free(&r);
+
+    s_req_t del = {.method = "DELETE", .path = path};
+    r = s_http(&del);
+    s_require(r.status == 200 && r.json && !strcmp(s_jstr(r.json, "state"), "cancelled"),
+              "DELETE: HTTP %ld: %s", r.status, r.body);
+    s_resp_free(&r);
+    r = s_http(&del);
+    s_expect_error(&r, 409, "bad_state", "second DELETE");
+    s_resp_free(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%s/audio", id);
+    r = s_get(path);
+    s_expect_error(&r, 409, "bad_state", "audio of a cancelled job");
+    s_resp_free(&r);
+    s_req_t del_unknown = {.method = "DELETE", .path = "/v1/jobs/no-such-job"};
+    r = s_http(&del_unknown);
+    s_expect_error(&r, 404, "not_found", "DELETE of an unknown job");
+    s_resp_free(&r);
+}
+
+Test(gateway, bad_requests_get_status_and_json_error) {
+    s_start_gateway(C.client_ep, NULL);
+    size_t png_size = 0;
+    char *png = s_fixture("astronaut_rgba.png", &png_size);
+    size_t big_size = 100000; /* past S_MAX_BODY */
+    char *big = calloc(1, big_size);
+    cr_assert_not_null(big);
+    const char bad_utf8[] = "caf\xc3";
+    const char *no_image_form[] = {"voice", "kal", NULL};
+    const char *text_part_form[] = {"image", "@notes.txt:text/plain", NULL};
+    const char *bad_option_form[] = {"image", "@a.png:image/png", "beams", "zero", NULL};
+    const char *unknown_field_form[] = {"image", "@a.png:image/png", "colour", "red", NULL};
+    const char *big_form[] = {"image", "@big.png:image/png", NULL};
+    const char *two_images_form[] = {"image", "@a.png:image/png", "image", "@a.png:image/png", NULL};
+    static const char multipart_no_boundary[] = "--x\r\nContent-Disposition: form-data\r\n\r\nhi\r\n--x--\r\n";
+    struct {
+        s_req_t q;
+        long status;
+        const char *error;
+        const char *what;
+    } cases[] = {
+        {{.method = "POST", .path = "/v1/jobs", .content_type = "application/pdf", .body = png, .size = png_size},
+         415, "not_an_image", "pdf body"},
+        {{.method = "POST", .path = "/v1/jobs", .content_type = "text/plain", .body = "hi", .size = 2},
+         415, "not_an_image", "text body"},
+        {{.method = "POST", .path = "/v1/jobs?beams=99", .content_type = "image/png", .body = png, .size = png_size},
+         400, "bad_option", "beams out of range"},
+        {{.method = "POST", .path = "/v1/jobs?max_length=x", .content_type = "image/png", .body = png, .size = png_size},
+         400, "bad_option", "max_length not a number"},
+        {{.method = "POST", .path = "/v1/jobs?voice=a%20b", .content_type = "image/png", .body = png, .size = png_size},
+         400, "bad_option", "voice with a space"},
+        {{.method = "POST", .path = "/v1/jobs?nope=1", .content_type = "image/png", .body = png, .size = png_size},
+         400, "bad_option", "unknown option"},
+        {{.method = "POST", .path = "/v1/jobs", .content_type = "image/png", .body = "", .size = 0},
+         400, "invalid_argument", "empty image"},
+        {{.method = "POST", .path = "/v1/jobs", .content_type = "image/png", .body = big, .size = big_size},
+         413, "too_large", "body over max-body-bytes (Content-Length)"},
+        {{.method = "POST", .path = "/v1/jobs", .content_type = "image/png", .body = big, .size = big_size, .chunked = 1},
+         413, "too_large", "chunked body over max-body-bytes"},
+        {{.method = "POST", .path = "/v1/jobs", .form = big_form, .file = big, .file_size = big_size},
+         413, "too_large", "multipart over max-body-bytes"},
+        {{.method = "POST", .path = "/v1/jobs", .content_type = "multipart/form-data",
+          .body = multipart_no_boundary, .size = sizeof multipart_no_boundary - 1},
+         400, "invalid_argument", "multipart without a boundary"},
+        {{.method = "POST", .path = "/v1/jobs", .content_type = "multipart/form-data; boundary=x",
+          .body = "this is not multipart at all", .size = 28},
+         400, "invalid_argument", "malformed multipart"},
+        {{.method = "POST", .path = "/v1/jobs", .form = no_image_form}, 400, "invalid_argument",
+         "multipart without an image field"},
+        {{.method = "POST", .path = "/v1/jobs", .form = text_part_form, .file = "hello", .file_size = 5},
+         415, "not_an_image", "multipart text part"},
+        {{.method = "POST", .path = "/v1/jobs", .form = bad_option_form, .file = png, .file_size = png_size},
+         400, "bad_option", "multipart bad option"},
+        {{.method = "POST", .path = "/v1/jobs", .form = unknown_field_form, .file = png, .file_size = png_size},
+         400, "bad_option", "multipart unknown field"},
+        {{.method = "POST", .path = "/v1/jobs", .form = two_images_form, .file = png, .file_size = png_size},
+         400, "invalid_argument", "multipart with two images"},
+        {{.method = "POST", .path = "/v1/speak", .content_type = "image/png", .body = png, .size = png_size},
+         415, "unsupported", "speak with an image"},
+        {{.method = "POST", .path = "/v1/speak", .content_type = "text/plain", .body = "", .size = 0},
+         400, "bad_text", "speak nothing"},
+        {{.method = "POST", .path = "/v1/speak", .content_type = "text/plain", .body = bad_utf8, .size = 4},
+         400, "bad_text", "speak bad UTF-8"},
+        {{.method = "POST", .path = "/v1/speak?beams=2", .content_type = "text/plain", .body = "hi", .size = 2},
+         400, "bad_option", "speak with an image option"},
+        {{.method = "POST", .path = "/v1/speak", .content_type = "text/plain", .body = big, .size = big_size},
+         413, "too_large", "speak too long"},
+        {{.path = "/v1/nothing"}, 404, "not_found", "unknown API route"},
+        {{.path = "/v1/jobs/abc/frames"}, 404, "not_found", "unknown job sub-resource"},
+        {{.path = "/v1/jobs/no-such-job"}, 404, "not_found", "unknown job"},
+        {{.path = "/v1/jobs/no-such-job/audio"}, 404, "not_found", "audio of an unknown job"},
+        {{.path = "/v1/jobs/no-such-job/caption"}, 404, "not_found", "caption of an unknown job"},
+        {{.path = "/v1/jobs/bad%20id"}, 400, "invalid_argument", "malformed job id"},
+        {{.path = "/no-such-page.html"}, 404, "not_found", "unknown page"},
+        {{.path = "/../../etc/passwd"}, 404, "not_found", "path traversal"},
+        {{.path = "/.hidden"}, 404, "not_found", "dot file"},
+        {{.method = "PUT", .path = "/v1/jobs"}, 405, "unsupported", "PUT /v1/jobs"},
+        {{.method = "GET", .path = "/v1/speak"}, 405, "unsupported", "GET /v1/speak"},
+        {{.method = "POST", .path = "/v1/jobs/abc", .content_type = "image/png", .body = png, .size = png_size},
+         405, "unsupported", "POST to a job"},
+        {{.method = "DELETE", .path = "/healthz"}, 405, "unsupported", "DELETE /healthz"},
+        {{.method = "DELETE", .path = "/v1/jobs/abc/audio"}, 405, "unsupported", "DELETE audio"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_resp_t r = s_http(&cases[i].q);
+        s_expect_error(&r, cases[i].status, cases[i].error, cases[i].what);
+        if (cases[i].status == 405) s_require(r.allow[0], "%s: 405 without Allow", cases[i].what);
+        s_resp_free(&r);
+    }
+    /* The gateway still serves after all that, and nothing reached the queue. */
+    s_resp_t r = s_get("/readyz");
+    s_require(r.status == 200 && r.json, "readyz after bad requests: HTTP %ld", r.status);
+    cJSON *queues = cJSON_GetObjectItemCaseSensitive(r.json, "queues");
+    s_require(s_jnum(queues, "vision") <= 0 && s_jnum(queues, "speech") <= 0,
+              "bad requests were queued: %s", r.body);
+    s_resp_free(&r);
+    free(big);
+    free(png);
+}
+
+Test(gateway, broker_down_is_503_with_the_endpoint) {
+    s_start_worker("speech");
+    const char *fast[] = {"--request-timeout-ms", "1000", NULL};
+    s_start_gateway(C.client_ep, fast);
+    s_wait_stage("speech");
+    s_resp_t r = s_get("/readyz");
+    s_require(r.status == 200, "readyz with a broker: HTTP %ld", r.status);
+    s_resp_free(&r);
+
+    int status = 0;
+    cr_assert_eq(nr_harness_proc_stop(C.broker, SIGTERM, 10000, &status), 0);
+    nr_harness_proc_destroy(&C.broker);
+
+    char want[160];
+    snprintf(want, sizeof want, "cannot reach narrator-broker at %s: is it running?", C.client_ep);
+    s_req_t q = {.method = "POST", .path = "/v1/speak", .content_type = "text/plain", .body = "hello",
+                 .size = 5};
+    r = s_http(&q);
+    s_expect_error(&r, 503, "unreachable", "speak with the broker down");
+    s_require(strstr(s_jstr(r.json, "message"), want), "message: %s", s_jstr(r.json, "message"));
+    s_require(r.retry_after[0], "503 without Retry-After");
+    s_resp_free(&r);
+    r = s_get("/readyz");
+    s_expect_error(&r, 503, "unreachable", "readyz with the broker down");
+    s_resp_free(&r);
+    r = s_get("/v1/jobs/some-job");
+    s_expect_error(&r, 503, "unreachable", "status with the broker down");
+    s_resp_free(&r);
+    r = s_get("/healthz");
+    s_require(r.status == 200, "healthz with the broker down: HTTP %ld", r.status);
+    s_resp_free(&r);
+
+    /* The broker comes back: so does the gateway, without a restart. */
+    s_start_broker();
+    long long end = nr_harness_now_ms() + S_WAIT_MS;
+    long got = 0;
+    while (nr_harness_now_ms() < end && got != 200) {
+        r = s_get("/readyz");
+        got = r.status;
+        s_resp_free(&r);
+        if (got != 200) nr_harness_sleep_ms(200);
+    }
+    s_require(got == 200, "readyz after the broker restart: HTTP %ld", got);
+    r = s_get("/metrics");
+    s_require(strstr(r.body, "narrator_gateway_broker_errors_total{error=\"unreachable\"} "),
+              "metrics lack the unreachable counter");
+    s_require(!strstr(r.body, "narrator_gateway_broker_errors_total{error=\"unreachable\"} 0\n"),
+              "unreachable errors were not counted");
+    s_resp_free(&r);
+}
+
+Test(gateway, silent_broker_is_504) {
+    /* A ROUTER that reads requests and never answers. */
+    void *ctx = zmq_ctx_new();
+    void *router = zmq_socket(ctx, ZMQ_ROUTER);
+    int port = nr_harness_free_port();
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    cr_assert_eq(zmq_bind(router, ep), 0);
+    const char *fast[] = {"--request-timeout-ms", "500", NULL};
+    s_start_gateway(ep, fast);
+    s_resp_t r = s_get("/v1/jobs/some-job");
+    s_expect_error(&r, 504, "timed_out", "status with a silent broker");
+    s_require(strstr(s_jstr(r.json, "message"), ep), "message lacks the endpoint: %s", r.body);
+    s_resp_free(&r);
+    r = s_get("/readyz");
+    s_expect_error(&r, 504, "timed_out", "readyz with a silent broker");
+    s_resp_free(&r);
+    int linger = 0;
+    zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
+/* A minimal Prometheus text-format (0.0.4) check: every line is a comment
+ * or `name{label="value",...} number`, names and labels well formed, every
+ * sample's family has a TYPE, histograms cumulative with +Inf = count. */
+static const char *s_check_prometheus(char *text, char *why, size_t whylen) {
+    char types[64][96];
+    int n_types = 0;
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '#') {
+            char kind[16], name[96], type[32];
+            if (sscanf(line, "# %15s %95s %31s", kind, name, type) < 2) return "bad comment line";
+            if (!strcmp(kind, "TYPE")) {
+                if (strcmp(type, "counter") && strcmp(type, "gauge") && strcmp(type, "histogram") &&
+                    strcmp(type, "summary") && strcmp(type, "untyped"))
+                    return "unknown TYPE";
+                if (n_types < 64) snprintf(types[n_types++], sizeof types[0], "%s", name);
+            }
+            continue;
+        }
+        const char *p = line;
+        char name[96];
+        size_t n = 0;
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' || *p == ':'))
+            goto bad;
+        while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+               *p == '_' || *p == ':') {
+            if (n + 1 < sizeof name) name[n++] = *p;
+            p++;
+        }
+        name[n] = '\0';
+        if (*p == '{') {
+            p++;
+            while (*p != '}') {
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_')) goto bad;
+                while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_') p++;
+                if (*p++ != '=' || *p++ != '"') goto bad;
+                while (*p && *p != '"') {
+                    if (*p == '\\') p++;
+                    if (*p) p++;
+                }
+                if (*p++ != '"') goto bad;
+                if (*p == ',') p++;
+                else if (*p != '}') goto bad;
+            }
+            p++;
+        }
+        if (*p++ != ' ') goto bad;
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || (*end && *end != ' ') || isnan(v)) goto bad;
+        int typed = 0;
+        for (int i = 0; i < n_types && !typed; i++) {
+            size_t k = strlen(types[i]);
+            if (!strncmp(name, types[i], k) &&
+                (!name[k] || !strcmp(name + k, "_bucket") || !strcmp(name + k, "_sum") ||
+                 !strcmp(name + k, "_count")))
+                typed = 1;
+        }
+        if (!typed) {
+            snprintf(why, whylen, "sample without a TYPE: %s", line);
+            return why;
+        }
+        continue;
+    bad:
+        snprintf(why, whylen, "not a Prometheus sample line: '%s'", line);
+        return why;
+    }
+    return NULL;
+}
+
+/* The value of the first sample line starting with prefix, or -1. */
+static double s_sample(const char *text, const char *prefix) {
+    const char *p = strstr(text, prefix);
+    while (p && p != text && p[-1] != '\n') p = strstr(p + 1, prefix);
+    if (!p) return -1;
+    p += strlen(prefix);
+    while (*p && *p != ' ') p++;
+    return strtod(p, NULL);
+}
+
+Test(gateway, metrics_are_prometheus_text) {
+    s_start_worker("speech");
+    s_start_gateway(C.client_ep, NULL);
+    for (int i = 0; i < 3; i++) {
+        s_resp_t r = s_get("/healthz");
+        s_require(r.status == 200, "healthz: HTTP %ld", r.status);
+        s_resp_free(&r);
+    }
+    s_resp_t r = s_get("/v1/nothing");
+    s_resp_free(&r);
+    char id[NR_PROTO_ID_MAX + 1];
+    s_speak("count me", NULL, id);
+    cJSON_Delete(s_wait_final(id));
+
+    r = s_get("/metrics");
+    s_require(r.status == 200, "metrics: HTTP %ld", r.status);
+    s_require(!strncmp(r.content_type, "text/plain", 10) && strstr(r.content_type, "version=0.0.4"),
+              "metrics Content-Type '%s'", r.content_type);
+    char *copy = strdup(r.body);
+    char why[512];
+    const char *bad = s_check_prometheus(copy, why, sizeof why);
+    free(copy);
+    s_require(bad == NULL, "%s\n%s", bad, r.body);
+    s_require(s_sample(r.body, "narrator_gateway_requests_total{route=\"/healthz\",method=\"GET\",code=\"200\"}") == 3,
+              "healthz count:\n%s", r.body);
+    s_require(s_sample(r.body, "narrator_gateway_requests_total{route=\"unknown\",method=\"GET\",code=\"404\"}") == 1,
+              "404 count:\n%s", r.body);
+    s_require(s_sample(r.body, "narrator_gateway_requests_total{route=\"/v1/speak\",method=\"POST\",code=\"202\"}") == 1,
+              "speak count:\n%s", r.body);
+    s_require(s_sample(r.body, "narrator_gateway_request_duration_seconds_count{route=\"/healthz\"}") == 3,
+              "healthz histogram count:\n%s", r.body);
+    s_require(s_sample(r.body, "narrator_gateway_request_duration_seconds_bucket{route=\"/healthz\",le=\"+Inf\"}") == 3,
+              "healthz +Inf bucket:\n%s", r.body);
+    s_require(s_sample(r.body, "narrator_gateway_request_bytes_total") >= 8, "bytes in:\n%s", r.body);
+    s_require(s_sample(r.body, "narrator_gateway_response_bytes_total") > 0, "bytes out:\n%s", r.body);
+    s_require(s_sample(r.body, "narrator_gateway_broker_errors_total{error=\"unreachable\"}") == 0,
+              "broker errors:\n%s", r.body);
+    s_resp_free(&r);
+}
+
+Test(gateway, page_health_and_readiness) {
+    s_start_worker("speech");
+    s_start_gateway(C.client_ep, NULL);
+    s_wait_stage("speech");
+    s_resp_t r = s_get("/");
+    s_require(r.status == 200 && !strncmp(r.content_type, "text/html", 9), "GET /: HTTP %ld (%s)",
+              r.status, r.content_type);
+    s_require(strstr(r.body, "/app.js") && strstr(r.body, "<audio"), "index.html: %.200s", r.body);
+    s_resp_free(&r);
+    r = s_get("/app.js");
+    s_require(r.status == 200 && strstr(r.content_type, "javascript"), "app.js: HTTP %ld (%s)",
+              r.status, r.content_type);
+    s_resp_free(&r);
+    r = s_get("/style.css");
+    s_require(r.status == 200 && !strncmp(r.content_type, "text/css", 8), "style.css: HTTP %ld",
+              r.status);
+    s_resp_free(&r);
+    r = s_get("/healthz");
+    s_require(r.status == 200 && r.json && !strcmp(s_jstr(r.json, "status"), "ok"), "healthz: %s",
+              r.body);
+    s_require(s_jnum(r.json, "max_body_bytes") == atof(S_MAX_BODY), "healthz: %s", r.body);
+    s_resp_free(&r);
+    r = s_get("/readyz");
+    s_require(r.status == 200 && r.json && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r.json, "ready")),
+              "readyz: HTTP %ld: %s", r.status, r.body);
+    cJSON *workers = cJSON_GetObjectItemCaseSensitive(r.json, "workers");
+    s_require(s_jnum(workers, "speech") == 1, "readyz workers: %s", r.body);
+    cJSON *missing = cJSON_GetObjectItemCaseSensitive(r.json, "stages_without_workers");
+    int has_vision = 0, has_speech = 0;
+    cJSON *item;
+    cJSON_ArrayForEach(item, missing) {
+        if (cJSON_IsString(item) && !strcmp(item->valuestring, "vision")) has_vision = 1;
+        if (cJSON_IsString(item) && !strcmp(item->valuestring, "speech")) has_speech = 1;
+    }
+    s_require(has_vision && !has_speech, "stages_without_workers: %s", r.body);
+    s_resp_free(&r);
+}
+
+Test(gateway, sigterm_exits_zero_and_help) {
+    s_start_gateway(C.client_ep, NULL);
+    int status = 0;
+    cr_assert_eq(nr_harness_proc_stop(C.gateway, SIGTERM, 10000, &status), 0);
+    nr_harness_proc_destroy(&C.gateway);
+    s_require(nr_harness_exit_code(status) == 0, "gateway exit status %d (signal %d)",
+              nr_harness_exit_code(status), nr_harness_exit_signal(status));
+    char *log = nr_harness_path(C.dir, "help.log");
+    const char *help[] = {C.gateway_bin, "--help", NULL};
+    cr_assert_eq(nr_harness_run(help, NULL, log, 10000, &status), 0);
+    s_require(nr_harness_exit_code(status) == 0, "--help exited %d", nr_harness_exit_code(status));
+    char *text = nr_harness_read_file(log, NULL);
+    s_require(text && strstr(text, "--max-body-bytes") && strstr(text, "NARRATOR_GATEWAY_BROKER"),
+              "--help: %s", text ? text : "");
+    free(text);
+    const char *bad[] = {C.gateway_bin, "--port", "99999", NULL};
+    cr_assert_eq(nr_harness_run(bad, NULL, log, 10000, &status), 0);
+    s_require(nr_harness_exit_code(status) == 2, "--port 99999 exited %d", nr_harness_exit_code(status));
+    free(log);
+}
