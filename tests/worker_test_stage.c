@@ -5,7 +5,9 @@
  *   fail            retryable failure (NR_EINTERNAL, retry=1)
  *   fail-final      final failure (NR_EOPTION, retry=0)
  *   crash           SIGKILL itself mid-job (for requeue tests)
- * Unknown behaviours fail with NR_EOPTION (final). */
+ * Unknown behaviours fail with NR_EOPTION (final). The setting `behave`
+ * (flag --behave) is used for jobs that carry no such option, so a script
+ * that submits with `narrate` can still ask for a slow job. */
 #include "common/error.h"
 #include "workers/worker.h"
 
@@ -21,12 +23,15 @@
 typedef struct {
     nr_worker_settings_t worker;
     char stage[NR_PROTO_NAME_MAX + 1];
+    char behave[64];
 } s_settings_t;
 
 static const nr_config_option_t s_options[] = {
     NR_WORKER_CONFIG_OPTIONS(s_settings_t, worker),
     {"stage", NR_CONFIG_STRING, 0, 0, "test", offsetof(s_settings_t, stage),
      sizeof(((s_settings_t *)0)->stage), "stage name to serve"},
+    {"behave", NR_CONFIG_STRING, 0, 0, "echo", offsetof(s_settings_t, behave),
+     sizeof(((s_settings_t *)0)->behave), "behaviour of jobs without a behave option"},
     NR_CONFIG_END};
 
 static void s_sleep_ms(long ms) {
@@ -36,9 +41,8 @@ static void s_sleep_ms(long ms) {
 }
 
 static int s_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, size_t errlen) {
-    (void)ctx;
     const char *behave = nr_proto_kv_get(job, "behave");
-    if (!behave || !*behave) behave = "echo";
+    if (!behave || !*behave) behave = ctx ? (const char *)ctx : "echo";
     if (!strncmp(behave, "sleep:", 6)) {
         char *end;
         long ms = strtol(behave + 6, &end, 10);
@@ -75,6 +79,7 @@ int main(int argc, char **argv) {
     nr_worker_stage_t stage = nr_worker_stage_default();
     stage.name = settings.stage;
     stage.run = s_run;
+    stage.ctx = settings.behave;
     stage.model = "test";
     return nr_worker_main(&stage, &settings.worker);
 }
