@@ -310,8 +310,11 @@ static void s_attn_case(int batch, int H, int hd, int n_q, int n_kv, int causal,
     s_pair_free(&p);
 }
 
-Test(cuda_ops, attention_vit_like) { s_attn_case(2, 4, 64, 197, 197, 0, 0, 0); }
-Test(cuda_ops, attention_noncausal_small_heads) { s_attn_case(2, 3, 8, 50, 50, 0, 0, 0); }
+/* Non-causal with n_q >= 16 and no kv_index: the gemm path (cuBLAS + softmax). */
+Test(cuda_ops, attention_vit_like_gemm_path) { s_attn_case(2, 4, 64, 197, 197, 0, 0, 0); }
+Test(cuda_ops, attention_noncausal_small_heads_gemm_path) { s_attn_case(3, 3, 8, 50, 50, 0, 0, 0); }
+/* Everything else: the fused kernel. */
+Test(cuda_ops, attention_noncausal_fused) { s_attn_case(2, 4, 64, 15, 197, 0, 0, 0); }
 Test(cuda_ops, attention_cross_with_kv_index) { s_attn_case(8, 4, 8, 1, 197, 0, 0, 1); }
 Test(cuda_ops, attention_causal_prefill) { s_attn_case(2, 3, 16, 6, 6, 1, 0, 0); }
 Test(cuda_ops, attention_causal_cached_step) { s_attn_case(3, 12, 64, 1, 9, 1, 8, 0); }
@@ -320,7 +323,10 @@ Test(cuda_ops, attention_wide_heads) {
     s_attn_case(1, 2, 256, 3, 40, 0, 0, 0);
     s_attn_case(1, 1, 300, 2, 33, 1, 31, 0);
 }
-Test(cuda_ops, attention_long_context) { s_attn_case(1, 2, 64, 2, 4000, 1, 3998, 0); }
+Test(cuda_ops, attention_long_context) {
+    s_attn_case(1, 2, 64, 2, 4000, 1, 3998, 0);
+    s_attn_case(1, 1, 32, 1, 14000, 0, 0, 0); /* scores need more than 48 KB of shared memory */
+}
 
 Test(cuda_ops, embed_and_bounds) {
     s_pair_t p = s_pair();

@@ -1,6 +1,10 @@
 /* The CUDA backend: the nr_backend_ops_t table over device memory on one
  * non-blocking stream, cuBLAS for matmul (and the patch-embedding gemm),
  * the project's kernels (one .cu/.cuh pair per op family) for the rest.
+ * Attention: the fused kernel (attention.cu) for decode steps, causal
+ * prefill and cross-attention with kv_index; long non-causal rows (the
+ * encoder, n_q >= 16) go through two cuBLAS strided-batched gemms per head
+ * around the softmax kernel instead, as the CPU backend does with sgemm.
  *
  * Every op takes the backend's lock for the time it enqueues work (the
  * cuBLAS handle and the device scratch buffers are shared, and enqueue
@@ -42,6 +46,9 @@ typedef struct {
     size_t fscratch_n;
     int *iscratch;    /* device ints (token ids, positions, kv_index) */
     size_t iscratch_n;
+    float *ascratch;  /* device floats (attention scores, gemm path) */
+    size_t ascratch_n;
+    int attn_gemm_min_q; /* non-causal attention with this many query rows or more: gemm path */
     nr_cuda_tokens_t tokens; /* embed's inline ids/positions (lock held) */
     char err[512];
 } s_cuda_t;
@@ -274,6 +281,36 @@ out:
     return rc;
 }
 
+/* Attention as two strided-batched gemms per head around the softmax
+ * kernel (the encoder's case: long non-causal rows, no kv_index): scores
+ * for all images of one head at once into scratch [batch, n_q, n_kv], then
+ * out = P V. Row-major as column-major: S^T = K Q^T (A = K, op T), O^T =
+ * V^T P^T (A = V, B = P, both op N). Called with the lock held. */
+static int s_attention_gemm(s_cuda_t *c, const nr_attn_args_t *a) {
+    int rc;
+    const size_t per = (size_t)a->n_q * a->n_kv;
+    if ((rc = s_scratch(c, (void **)&c->ascratch, &c->ascratch_n, per * a->batch, sizeof(float)))) return rc;
+    const float one = 1.0f, zero = 0.0f;
+    for (int h = 0; h < a->n_head; h++) {
+        const size_t ho = (size_t)h * a->head_dim;
+        S_CKB(c, "attention: scores (cublasGemmStridedBatchedEx)",
+              cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, a->n_kv, a->n_q, a->head_dim, &a->scale,
+                                         a->k + ho, CUDA_R_32F, (int)a->kv_rstride, (long long)a->kv_bstride,
+                                         a->q + ho, CUDA_R_32F, (int)a->q_rstride, (long long)a->q_bstride, &zero,
+                                         c->ascratch, CUDA_R_32F, a->n_kv, (long long)per, a->batch,
+                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        S_CK(c, "attention: softmax kernel", nr_cuda_softmax(c->ascratch, a->batch * a->n_q, a->n_kv, c->stream));
+        S_CKB(c, "attention: weighted sum (cublasGemmStridedBatchedEx)",
+              cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, a->head_dim, a->n_q, a->n_kv, &one,
+                                         a->v + ho, CUDA_R_32F, (int)a->kv_rstride, (long long)a->kv_bstride,
+                                         c->ascratch, CUDA_R_32F, a->n_kv, (long long)per, &zero, a->out + ho,
+                                         CUDA_R_32F, (int)a->o_rstride, (long long)a->o_bstride, a->batch,
+                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+out:
+    return rc;
+}
+
 static int s_attention(void *ctx, const nr_attn_args_t *a) {
     s_cuda_t *c = ctx;
     if (!a || a->batch <= 0 || a->n_head <= 0 || a->head_dim <= 0 || a->n_q <= 0 || a->n_kv <= 0 || a->q_pos0 < 0)
@@ -281,6 +318,16 @@ static int s_attention(void *ctx, const nr_attn_args_t *a) {
     if (a->kv_index)
         for (int b = 0; b < a->batch; b++)
             if (a->kv_index[b] < 0) return s_bad(c, "attention: negative kv_index");
+    if (a->q_rstride > INT_MAX || a->kv_rstride > INT_MAX || a->o_rstride > INT_MAX)
+        return s_bad(c, "attention: row strides too large");
+    if (!a->causal && !a->kv_index && a->n_q >= c->attn_gemm_min_q &&
+        (size_t)a->batch * a->n_q * a->n_kv <= ((size_t)1 << 28)) {
+        int rc = s_enter(c);
+        if (rc) return rc;
+        rc = s_attention_gemm(c, a);
+        s_leave(c);
+        return rc;
+    }
     if (nr_cuda_attention_smem(a->head_dim, a->n_kv) > c->max_smem) {
         snprintf(c->err, sizeof c->err, "%s: attention: %d keys x head_dim %d need more shared memory than %zu bytes",
                  c->name, a->n_kv, a->head_dim, c->max_smem);
@@ -392,6 +439,7 @@ static void s_destroy(void *ctx) {
         if (c->stream) (void)cudaStreamSynchronize(c->stream);
         (void)s_dev_free(c, c->fscratch);
         (void)s_dev_free(c, c->iscratch);
+        (void)s_dev_free(c, c->ascratch);
         if (c->blas) (void)cublasDestroy(c->blas);
         if (c->stream) {
             (void)cudaStreamSynchronize(c->stream);
@@ -476,6 +524,7 @@ nr_backend_t *nr_backend_cuda_new(int device_index, char *err, size_t errlen) {
         return NULL;
     }
     c->device = device_index;
+    c->attn_gemm_min_q = 16; /* as the CPU backend's sgemm path */
     snprintf(c->name, sizeof c->name, "cuda:%d", device_index);
     pthread_mutex_init(&c->lock, NULL);
     int rc = 0, v = 0;
