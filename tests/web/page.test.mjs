@@ -1,0 +1,255 @@
+// Browser test of the narrator-gateway web page, end to end against a real
+// local cluster: redis-server, narrator-broker, the speech worker (and the
+// vision and text workers on the tiny checkpoint when they are built) and
+// narrator-gateway, all on free loopback ports. playwright-core drives
+// Debian's chromium (/usr/bin/chromium, or $NR_CHROMIUM) headless: pick a
+// photo, upload it, wait for the caption, check the image's alt text is the
+// caption and that the <audio> element's src loads as audio/wav; drop an
+// image on the drop box; speak a text; upload a non-image and read the
+// error; check every form control has a label.
+//
+// Exits 0 when it passes, 1 when it fails, 77 (ctest: skipped) with a
+// message when node_modules (npm ci here), chromium or a program is missing.
+// Environment: NR_SOURCE_DIR, NR_BUILD_DIR (ctest sets both), NR_TEST_KEEP=1
+// keeps the temporary folder with the logs.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, openSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const source = process.env.NR_SOURCE_DIR || path.resolve(here, '../..');
+const build = process.env.NR_BUILD_DIR || path.join(source, 'build');
+const chromiumPath = process.env.NR_CHROMIUM || '/usr/bin/chromium';
+const WAIT_MS = 120000;
+
+function skip(why) {
+  console.log('SKIP: ' + why);
+  process.exit(77);
+}
+
+let chromium;
+try {
+  ({ chromium } = await import('playwright-core'));
+} catch (e) {
+  skip('playwright-core is not installed (run `npm ci` in tests/web): ' + e.message);
+}
+if (!existsSync(chromiumPath)) skip(chromiumPath + ' is missing (apt-get install -y chromium)');
+const bin = (name) => path.join(build, 'bin', name);
+for (const p of ['narrator-broker', 'narrator-gateway', 'narrator-worker-speech'])
+  if (!existsSync(bin(p))) skip(bin(p) + ' is not built');
+const haveModel = existsSync(bin('narrator-worker-vision')) && existsSync(bin('narrator-worker-text'));
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'nr-web-'));
+const children = [];
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function start(name, program, args) {
+  const log = openSync(path.join(dir, name + '.log'), 'a');
+  const child = spawn(program, args, { stdio: ['ignore', log, log] });
+  child.name = name;
+  children.push(child);
+  child.on('error', (e) => console.error(name + ': ' + e.message));
+  return child;
+}
+
+async function waitPort(port, what) {
+  const end = Date.now() + 20000;
+  while (Date.now() < end) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.on('connect', () => { s.destroy(); resolve(true); });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(what + ' is not listening on port ' + port);
+}
+
+function dumpLogs() {
+  for (const child of children) {
+    const file = path.join(dir, child.name + '.log');
+    if (!existsSync(file)) continue;
+    const text = readFileSync(file, 'utf8');
+    console.error('---- ' + child.name + ' (last 3000 bytes) ----\n' + text.slice(-3000));
+  }
+}
+
+async function stopAll() {
+  await Promise.all(children.map((c) => new Promise((resolve) => {
+    if (c.exitCode !== null || c.signalCode !== null) return resolve();
+    const timer = setTimeout(() => { c.kill('SIGKILL'); }, 5000);
+    c.on('exit', () => { clearTimeout(timer); resolve(); });
+    c.kill('SIGTERM');
+  })));
+}
+
+function check(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+let browser;
+let failed = false;
+try {
+  // ---- the cluster ----
+  const [redisPort, clientPort, workerPort, httpPort] =
+    [await freePort(), await freePort(), await freePort(), await freePort()];
+  start('redis', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'no', '--dir', dir]);
+  await waitPort(redisPort, 'redis-server');
+  const clientEp = 'tcp://127.0.0.1:' + clientPort, workerEp = 'tcp://127.0.0.1:' + workerPort;
+  start('broker', bin('narrator-broker'), ['--client-endpoint', clientEp, '--worker-endpoint', workerEp,
+    '--redis-host', '127.0.0.1', '--redis-port', String(redisPort), '--heartbeat-ms', '250']);
+  await waitPort(clientPort, 'narrator-broker');
+  const model = path.join(source, 'tests/fixtures/vit-gpt2-tiny');
+  start('speech', bin('narrator-worker-speech'), ['--broker', workerEp, '--heartbeat-ms', '250']);
+  if (haveModel) {
+    for (const stage of ['vision', 'text'])
+      start(stage, bin('narrator-worker-' + stage), ['--broker', workerEp, '--heartbeat-ms', '250',
+        '--model', model, '--threads', '1']);
+  } else {
+    console.log('note: narrator-worker-vision/text are not built; only the speech path is tested');
+  }
+  start('gateway', bin('narrator-gateway'), ['--port', String(httpPort), '--broker', clientEp,
+    '--static-dir', path.join(source, 'client/gateway/static'), '--log-level', 'debug']);
+  await waitPort(httpPort, 'narrator-gateway');
+  const base = 'http://127.0.0.1:' + httpPort;
+
+  // ---- the browser ----
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  const page = await browser.newPage();
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error') pageErrors.push('console: ' + m.text()); });
+  await page.goto(base + '/');
+  check((await page.title()).includes('narrator'), 'page title: ' + await page.title());
+
+  // Every form control has a label (accessible name from a <label>).
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll('input, select, textarea')]
+      .filter((el) => !el.labels || el.labels.length === 0).map((el) => el.id || el.name));
+  check(unlabelled.length === 0, 'controls without a label: ' + unlabelled.join(', '));
+
+  // Waits for the job box to reach a final state; returns it.
+  async function waitJob() {
+    await page.waitForFunction(() => ['done', 'failed', 'cancelled'].includes(
+      document.getElementById('job').dataset.state), null, { timeout: WAIT_MS });
+    return page.$eval('#job', (el) => el.dataset.state);
+  }
+
+  // The <audio> element's src loads: metadata with a duration, and the URL
+  // answers audio/wav.
+  async function checkAudio() {
+    const src = await page.$eval('#audio', (a) => a.getAttribute('src') || '');
+    check(/^\/v1\/jobs\/[0-9a-f]{32}\/audio$/.test(src), 'audio src: ' + src);
+    const info = await page.evaluate(() => new Promise((resolve) => {
+      const a = document.getElementById('audio');
+      const done = () => resolve({ duration: a.duration, error: a.error && a.error.code, ready: a.readyState });
+      if (a.readyState >= 1) return done();
+      a.addEventListener('loadedmetadata', done, { once: true });
+      a.addEventListener('error', done, { once: true });
+      setTimeout(done, 30000);
+    }));
+    check(!info.error && info.ready >= 1 && info.duration > 0,
+      'audio did not load: ' + JSON.stringify(info));
+    const head = await page.evaluate(async (u) => {
+      const r = await fetch(u);
+      const b = new Uint8Array(await r.arrayBuffer());
+      return { status: r.status, type: r.headers.get('content-type'),
+               riff: String.fromCharCode(...b.slice(0, 4)), size: b.length };
+    }, src);
+    check(head.status === 200 && head.type === 'audio/wav' && head.riff === 'RIFF' && head.size > 44,
+      'audio fetch: ' + JSON.stringify(head));
+  }
+
+  if (haveModel) {
+    // Pick a photo and submit the form with the keyboard.
+    const photo = path.join(source, 'tests/fixtures/images/chelsea_317x211.jpg');
+    await page.setInputFiles('#image', photo);
+    await page.fill('#max_length', '8');
+    await page.focus('#submit');
+    await page.keyboard.press('Enter');
+    const state = await waitJob();
+    const status = await page.textContent('#job-status');
+    check(state === 'done', 'image job ended ' + state + ': ' + status + ' / ' +
+      (await page.textContent('#error')));
+    const caption = (await page.textContent('#caption')).trim();
+    check(caption && caption !== '(not written yet)', 'no caption shown: ' + caption);
+    const alt = await page.getAttribute('#preview', 'alt');
+    check(alt === caption, 'image alt "' + alt + '" is not the caption "' + caption + '"');
+    const stages = await page.$$eval('#stages li', (lis) => lis.map((li) => li.dataset.stage + ':' + li.dataset.state));
+    check(stages.join(' ') === 'vision:done text:done speech:done', 'stages: ' + stages.join(' '));
+    await checkAudio();
+    console.log('ok: photo -> caption "' + caption + '" -> audio');
+
+    // Drop another photo on the drop box.
+    const png = readFileSync(path.join(source, 'tests/fixtures/images/astronaut_rgba.png')).toString('base64');
+    const firstId = await page.$eval('#audio', (a) => a.dataset.job);
+    await page.evaluate((b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], 'astronaut.png', { type: 'image/png' }));
+      document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }, png);
+    await page.waitForFunction((id) => {
+      const a = document.getElementById('audio');
+      return a.dataset.job && a.dataset.job !== id;
+    }, firstId, { timeout: WAIT_MS });
+    check(await waitJob() === 'done', 'dropped image job did not finish');
+    await checkAudio();
+    console.log('ok: dropped image -> caption "' + (await page.textContent('#caption')).trim() + '"');
+  }
+
+  // Speak a text.
+  await page.fill('#speak-text', 'Hello from the narrator web page.');
+  await page.selectOption('#voice', 'kal');
+  await page.click('#speak');
+  await page.waitForFunction(() => document.getElementById('stages').textContent.includes('speech'),
+    null, { timeout: WAIT_MS });
+  check(await waitJob() === 'done', 'speak job did not finish: ' + await page.textContent('#job-status'));
+  await checkAudio();
+  console.log('ok: speak -> audio');
+
+  // A file that is not an image: the gateway's 415 is shown in the alert box.
+  await page.setInputFiles('#image', { name: 'notes.txt', mimeType: 'text/plain',
+    buffer: Buffer.from('not a picture') });
+  await page.click('#submit');
+  await page.waitForSelector('#error:not([hidden])', { timeout: WAIT_MS });
+  const error = await page.textContent('#error');
+  check(error.includes('not_an_image') && error.includes('415'), 'error shown: ' + error);
+  check(await page.getAttribute('#error', 'role') === 'alert', 'the error box is not an alert');
+  console.log('ok: non-image upload -> "' + error.trim() + '"');
+
+  const serious = pageErrors.filter((e) => !e.includes('415'));
+  check(serious.length === 0, 'page errors: ' + serious.join('; '));
+  console.log('PASS');
+} catch (e) {
+  failed = true;
+  console.error('FAIL: ' + (e && e.stack ? e.stack : e));
+  dumpLogs();
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  await stopAll();
+  if (!process.env.NR_TEST_KEEP) rmSync(dir, { recursive: true, force: true });
+  else console.log('logs kept in ' + dir);
+}
+process.exit(failed ? 1 : 0);
