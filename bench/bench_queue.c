@@ -1,0 +1,524 @@
+/* bench_queue: the queue overhead of narrator, measured end to end.
+ *
+ * For each worker count it starts its own redis-server (AOF on,
+ * noeviction), narrator-broker and that many narrator-worker-test
+ * processes (one job at a time each), then:
+ *   1. throughput: N jobs submitted through the client library with a window
+ *      of W jobs in flight; a job is finished when its "done" entry appears
+ *      in the broker's Redis event stream (P:events, read with XREAD BLOCK
+ *      on a second thread, so completion costs the broker nothing);
+ *   2. latency: S jobs one at a time, submit to "done" event;
+ *   3. a durability check: every job's hash in Redis says state=done and
+ *      the event stream holds its queued, running and done entries.
+ * The job is the test stage's `behave` option: echo (a no-op) by default,
+ * sleep:<ms> for a fixed service time. One JSON object per setting goes to
+ * stdout; logs of every process stay in the run folder on failure.
+ *
+ *   bench_queue --workers 1,2,4,8 --jobs 5000 --window 64 --latency 300
+ *
+ * This is a benchmark, not a test: nothing here is run by ctest. */
+#include "client/client.h"
+#include "common/error.h"
+#include "proto/proto.h"
+#include "tests/harness.h"
+
+#include <hiredis/hiredis.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define S_MAX_WORKERS 64
+#define S_STAGE "test"
+
+typedef struct {
+    int workers[32];
+    int n_settings;
+    int jobs;
+    int window;
+    int latency;
+    int warmup;
+    int payload;
+    char behave[64];
+    char appendfsync[16];
+    char broker[PATH_MAX];
+    char worker[PATH_MAX];
+    char label[64];
+    int keep;
+} s_args_t;
+
+typedef struct {
+    int ok;
+    double jobs_per_s;
+    double p50, p99, mean;          /* one job at a time, ms */
+    double load_p50, load_p99;      /* under the window, ms */
+    long durable_done, events;
+    char error[512];
+} s_result_t;
+
+/* ---- small helpers ---- */
+
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int s_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Percentile q (0..1) of a sorted array, nearest rank. */
+static double s_pct(const double *v, int n, double q) {
+    if (n <= 0) return 0;
+    int i = (int)(q * n);
+    if (i >= n) i = n - 1;
+    return v[i];
+}
+
+static void s_usage(FILE *f) {
+    fprintf(f,
+            "Usage: bench_queue [options]\n"
+            "Queue overhead of narrator: its own redis-server, narrator-broker and N\n"
+            "narrator-worker-test workers; jobs/s with a window, then one-job latency.\n\n"
+            "  --workers LIST       worker counts, comma-separated (default 1,2,4,8)\n"
+            "  --jobs N             jobs in the throughput run (default 5000)\n"
+            "  --window W           jobs in flight (default 64; 0 = 8 x workers)\n"
+            "  --latency S          single-job samples (default 300; 0 skips)\n"
+            "  --warmup N           jobs before measuring (default 200)\n"
+            "  --payload BYTES      input frame size (default 16)\n"
+            "  --behave B           echo | sleep:<ms> (default echo)\n"
+            "  --appendfsync P      redis AOF policy: everysec | always (default everysec)\n"
+            "  --broker PATH        narrator-broker binary (default: next to this program)\n"
+            "  --worker PATH        narrator-worker-test binary (default: next to this program)\n"
+            "  --label NAME         name in the output (default narrator)\n"
+            "  --keep               keep the run folder (logs) after success\n");
+}
+
+static int s_parse_args(int argc, char **argv, s_args_t *a) {
+    memset(a, 0, sizeof *a);
+    a->workers[0] = 1, a->workers[1] = 2, a->workers[2] = 4, a->workers[3] = 8;
+    a->n_settings = 4;
+    a->jobs = 5000;
+    a->window = 64;
+    a->latency = 300;
+    a->warmup = 200;
+    a->payload = 16;
+    snprintf(a->behave, sizeof a->behave, "echo");
+    snprintf(a->appendfsync, sizeof a->appendfsync, "everysec");
+    snprintf(a->label, sizeof a->label, "narrator");
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return -1;
+    self[n] = '\0';
+    char *dir = dirname(self);
+    snprintf(a->broker, sizeof a->broker, "%s/narrator-broker", dir);
+    snprintf(a->worker, sizeof a->worker, "%s/narrator-worker-test", dir);
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            s_usage(stdout);
+            exit(0); /* a program's main, not library code */
+        }
+        if (!strcmp(o, "--keep")) {
+            a->keep = 1;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "bench_queue: %s needs a value (see --help)\n", o);
+            return -1;
+        }
+        i++;
+        if (!strcmp(o, "--workers")) {
+            a->n_settings = 0;
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *t = strtok(buf, ","); t && a->n_settings < 32; t = strtok(NULL, ",")) {
+                int w = atoi(t);
+                if (w < 1 || w > S_MAX_WORKERS) {
+                    fprintf(stderr, "bench_queue: worker count %s out of 1..%d\n", t, S_MAX_WORKERS);
+                    return -1;
+                }
+                a->workers[a->n_settings++] = w;
+            }
+        } else if (!strcmp(o, "--jobs")) a->jobs = atoi(v);
+        else if (!strcmp(o, "--window")) a->window = atoi(v);
+        else if (!strcmp(o, "--latency")) a->latency = atoi(v);
+        else if (!strcmp(o, "--warmup")) a->warmup = atoi(v);
+        else if (!strcmp(o, "--payload")) a->payload = atoi(v);
+        else if (!strcmp(o, "--behave")) snprintf(a->behave, sizeof a->behave, "%s", v);
+        else if (!strcmp(o, "--appendfsync")) snprintf(a->appendfsync, sizeof a->appendfsync, "%s", v);
+        else if (!strcmp(o, "--broker")) snprintf(a->broker, sizeof a->broker, "%s", v);
+        else if (!strcmp(o, "--worker")) snprintf(a->worker, sizeof a->worker, "%s", v);
+        else if (!strcmp(o, "--label")) snprintf(a->label, sizeof a->label, "%s", v);
+        else {
+            fprintf(stderr, "bench_queue: unknown option %s (see --help)\n", o);
+            return -1;
+        }
+    }
+    if (a->jobs < 1 || a->window < 0 || a->latency < 0 || a->warmup < 0 || a->payload < 0 ||
+        a->payload > (1 << 26) || a->n_settings == 0) {
+        fprintf(stderr, "bench_queue: bad numbers (see --help)\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the event stream ---- */
+
+/* Last entry id of the stream, or "0-0". */
+static void s_stream_tail(redisContext *rc, char *out, size_t size) {
+    snprintf(out, size, "0-0");
+    redisReply *r = redisCommand(rc, "XREVRANGE narrator:events + - COUNT 1");
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+        r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements >= 1)
+        snprintf(out, size, "%s", r->element[0]->element[0]->str);
+    if (r) freeReplyObject(r);
+}
+
+/* Calls fn(job id, state) for each entry after *last (updated), waiting up
+ * to block_ms. Returns entries read, or -1 on a Redis error. */
+static int s_stream_read(redisContext *rc, char *last, size_t last_size, int block_ms,
+                         void (*fn)(const char *id, const char *state, void *arg), void *arg) {
+    redisReply *r = redisCommand(rc, "XREAD COUNT 1024 BLOCK %d STREAMS narrator:events %s",
+                                 block_ms, last);
+    if (!r) return -1;
+    int n = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+        redisReply *entries = r->element[0]->element[1];
+        for (size_t i = 0; i < entries->elements; i++) {
+            redisReply *e = entries->element[i];
+            snprintf(last, last_size, "%s", e->element[0]->str);
+            redisReply *kv = e->element[1];
+            const char *id = NULL, *state = NULL;
+            for (size_t k = 0; k + 1 < kv->elements; k += 2) {
+                if (!strcmp(kv->element[k]->str, "id")) id = kv->element[k + 1]->str;
+                else if (!strcmp(kv->element[k]->str, "state")) state = kv->element[k + 1]->str;
+            }
+            if (id && state) fn(id, state, arg);
+            n++;
+        }
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        n = -1;
+    }
+    freeReplyObject(r);
+    return n;
+}
+
+/* ---- one setting ---- */
+
+typedef struct {
+    const char *prefix; /* job ids are <prefix><index> */
+    size_t prefix_len;
+    int total;
+    double *submitted; /* submit time per job */
+    double *latency;   /* submit to done, ms */
+    int done, failed;
+    double last_done;
+    sem_t slots;
+    redisContext *rc;
+    char last[64];
+    int stop;
+    int error;
+} s_flow_t;
+
+static void s_on_event(const char *id, const char *state, void *arg) {
+    s_flow_t *f = arg;
+    if (strncmp(id, f->prefix, f->prefix_len)) return;
+    int done = !strcmp(state, "done");
+    if (!done && strcmp(state, "failed") && strcmp(state, "cancelled")) return;
+    int i = atoi(id + f->prefix_len);
+    if (i < 0 || i >= f->total) return;
+    double now = s_now();
+    f->latency[i] = (now - f->submitted[i]) * 1e3;
+    if (done) f->done++;
+    else f->failed++;
+    f->last_done = now;
+    sem_post(&f->slots);
+}
+
+static void *s_reader(void *arg) {
+    s_flow_t *f = arg;
+    while (!f->stop && f->done + f->failed < f->total) {
+        if (s_stream_read(f->rc, f->last, sizeof f->last, 200, s_on_event, f) < 0) {
+            f->error = 1;
+            break;
+        }
+    }
+    return NULL;
+}
+
+static int s_submit(nr_client_t *client, const char *id, const s_args_t *a, const uint8_t *input,
+                    nr_msg_t *reply) {
+    nr_kv_t opt = {(char *)"behave", (char *)a->behave};
+    int rc = nr_client_submit(client, id, S_STAGE, &opt, 1, input, (size_t)a->payload, reply);
+    if (rc) fprintf(stderr, "bench_queue: submit %s: %s (%s)\n", id, nr_strerror(rc),
+                    nr_client_error(client));
+    return rc;
+}
+
+/* Runs `total` jobs with `window` in flight; fills the flow's times. */
+static int s_flow(nr_client_t *client, int port, const s_args_t *a, const char *prefix, int total,
+                  int window, const uint8_t *input, double *elapsed, s_flow_t *f) {
+    memset(f, 0, sizeof *f);
+    f->prefix = prefix;
+    f->prefix_len = strlen(prefix);
+    f->total = total;
+    f->submitted = calloc((size_t)total, sizeof(double));
+    f->latency = calloc((size_t)total, sizeof(double));
+    struct timeval tv = {5, 0};
+    f->rc = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (!f->submitted || !f->latency || !f->rc || f->rc->err) return NR_ENOMEM;
+    s_stream_tail(f->rc, f->last, sizeof f->last);
+    sem_init(&f->slots, 0, (unsigned)window);
+    pthread_t th;
+    if (pthread_create(&th, NULL, s_reader, f)) return NR_ENOMEM;
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    int rc = 0;
+    double t0 = s_now();
+    for (int i = 0; i < total && !rc; i++) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 60;
+        while (sem_timedwait(&f->slots, &until) != 0) {
+            if (errno == ETIMEDOUT || f->error) {
+                rc = NR_ETIMEDOUT;
+                break;
+            }
+        }
+        if (rc) break;
+        char id[64];
+        snprintf(id, sizeof id, "%s%d", prefix, i);
+        f->submitted[i] = s_now();
+        rc = s_submit(client, id, a, input, &reply);
+    }
+    /* Wait for the rest (the reader ends when all are in, or 60 s idle). */
+    double idle_since = s_now();
+    int seen = -1;
+    while (!rc && !f->error && __atomic_load_n(&f->done, __ATOMIC_SEQ_CST) +
+                                       __atomic_load_n(&f->failed, __ATOMIC_SEQ_CST) < total) {
+        int now_seen = f->done + f->failed;
+        if (now_seen != seen) seen = now_seen, idle_since = s_now();
+        if (s_now() - idle_since > 60) {
+            rc = NR_ETIMEDOUT;
+            break;
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    f->stop = 1;
+    pthread_join(th, NULL);
+    if (!rc && f->error) rc = NR_EREDIS;
+    if (!rc && f->failed) rc = NR_EINTERNAL;
+    *elapsed = f->last_done - t0;
+    nr_proto_msg_clear(&reply);
+    sem_destroy(&f->slots);
+    return rc;
+}
+
+static void s_flow_free(s_flow_t *f) {
+    free(f->submitted);
+    free(f->latency);
+    if (f->rc) redisFree(f->rc);
+    memset(f, 0, sizeof *f);
+}
+
+/* Waits until STATS says `workers` workers serve the stage. */
+static int s_wait_workers(nr_client_t *client, int workers, int timeout_ms) {
+    long long end = nr_harness_now_ms() + timeout_ms;
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    int rc = NR_ETIMEDOUT;
+    while (nr_harness_now_ms() < end) {
+        if (nr_client_stats(client, &reply) == 0) {
+            const char *w = nr_proto_kv_get(&reply, "workers." S_STAGE);
+            if (w && atoi(w) >= workers) {
+                rc = 0;
+                break;
+            }
+        }
+        nr_harness_sleep_ms(50);
+    }
+    nr_proto_msg_clear(&reply);
+    return rc;
+}
+
+/* Counts jobs <prefix>0..n-1 whose hash says state=done (pipelined HGET). */
+static long s_count_done(redisContext *rc, const char *prefix, int n) {
+    long done = 0;
+    for (int base = 0; base < n; base += 1000) {
+        int m = n - base < 1000 ? n - base : 1000;
+        for (int i = 0; i < m; i++)
+            redisAppendCommand(rc, "HGET narrator:job:%s%d state", prefix, base + i);
+        for (int i = 0; i < m; i++) {
+            redisReply *r = NULL;
+            if (redisGetReply(rc, (void **)&r) != REDIS_OK) return -1;
+            if (r->type == REDIS_REPLY_STRING && !strcmp(r->str, "done")) done++;
+            freeReplyObject(r);
+        }
+    }
+    return done;
+}
+
+static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
+    memset(res, 0, sizeof *res);
+    char *dir = nr_harness_tempdir("bench");
+    nr_harness_redis_t *redis = NULL;
+    nr_harness_proc_t *broker = NULL, *procs[S_MAX_WORKERS] = {0};
+    nr_client_t *client = NULL;
+    uint8_t *input = NULL;
+    s_flow_t flow;
+    memset(&flow, 0, sizeof flow);
+    if (!dir) {
+        snprintf(res->error, sizeof res->error, "tempdir: %s", nr_harness_error());
+        return;
+    }
+    nr_harness_redis_params_t rp;
+    nr_harness_redis_default_params(&rp);
+    const char *extra[] = {"--appendfsync", a->appendfsync, NULL};
+    rp.args = extra;
+    redis = nr_harness_redis_new(&rp);
+    if (!redis) {
+        snprintf(res->error, sizeof res->error, "redis: %s", nr_harness_error());
+        goto done;
+    }
+    int cport = nr_harness_free_port(), wport = nr_harness_free_port();
+    char cep[64], wep[64], rport[16];
+    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", cport);
+    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", wport);
+    snprintf(rport, sizeof rport, "%d", nr_harness_redis_port(redis));
+    char *blog = nr_harness_path(dir, "broker.log");
+    const char *bargv[] = {a->broker, "--client-endpoint", cep, "--worker-endpoint", wep,
+                           "--redis-port", rport, "--queue-bound", "1000000",
+                           "--log-level", "warn", NULL};
+    broker = nr_harness_spawn(bargv, NULL, blog);
+    free(blog);
+    if (!broker || nr_harness_wait_port(cport, 10000) || nr_harness_wait_port(wport, 10000)) {
+        snprintf(res->error, sizeof res->error, "broker: %s", nr_harness_error());
+        goto done;
+    }
+    for (int i = 0; i < workers; i++) {
+        char *wlog = nr_harness_path(dir, "worker-%d.log", i);
+        char name[32];
+        snprintf(name, sizeof name, "bench-%d", i);
+        const char *wargv[] = {a->worker, "--broker", wep, "--stage", S_STAGE, "--name", name,
+                               "--capacity", "1", "--log-level", "warn", NULL};
+        procs[i] = nr_harness_spawn(wargv, NULL, wlog);
+        free(wlog);
+        if (!procs[i]) {
+            snprintf(res->error, sizeof res->error, "worker: %s", nr_harness_error());
+            goto done;
+        }
+    }
+    client = nr_client_new(cep, 30000);
+    if (!client || s_wait_workers(client, workers, 15000)) {
+        snprintf(res->error, sizeof res->error, "workers did not register in 15 s");
+        goto done;
+    }
+    input = malloc((size_t)a->payload + 1);
+    if (!input) goto done;
+    for (int i = 0; i < a->payload; i++) input[i] = (uint8_t)(i * 131 + 7);
+    int window = a->window ? a->window : 8 * workers;
+    int port = nr_harness_redis_port(redis);
+    double elapsed = 0;
+    int rc;
+    if (a->warmup > 0) {
+        rc = s_flow(client, port, a, "w", a->warmup, window, input, &elapsed, &flow);
+        s_flow_free(&flow);
+        if (rc) {
+            snprintf(res->error, sizeof res->error, "warmup: %s", nr_strerror(rc));
+            goto done;
+        }
+    }
+    /* 1. throughput */
+    rc = s_flow(client, port, a, "t", a->jobs, window, input, &elapsed, &flow);
+    if (rc) {
+        snprintf(res->error, sizeof res->error, "throughput run: %s (%d done, %d failed)",
+                 nr_strerror(rc), flow.done, flow.failed);
+        goto done;
+    }
+    res->jobs_per_s = a->jobs / elapsed;
+    qsort(flow.latency, (size_t)a->jobs, sizeof(double), s_cmp_double);
+    res->load_p50 = s_pct(flow.latency, a->jobs, 0.50);
+    res->load_p99 = s_pct(flow.latency, a->jobs, 0.99);
+    res->durable_done = s_count_done(flow.rc, "t", a->jobs);
+    {
+        redisReply *r = redisCommand(flow.rc, "XLEN narrator:events");
+        if (r && r->type == REDIS_REPLY_INTEGER) res->events = r->integer;
+        if (r) freeReplyObject(r);
+    }
+    s_flow_free(&flow);
+    /* 2. latency, one job at a time */
+    if (a->latency > 0) {
+        rc = s_flow(client, port, a, "l", a->latency, 1, input, &elapsed, &flow);
+        if (rc) {
+            snprintf(res->error, sizeof res->error, "latency run: %s", nr_strerror(rc));
+            goto done;
+        }
+        double sum = 0;
+        for (int i = 0; i < a->latency; i++) sum += flow.latency[i];
+        res->mean = sum / a->latency;
+        qsort(flow.latency, (size_t)a->latency, sizeof(double), s_cmp_double);
+        res->p50 = s_pct(flow.latency, a->latency, 0.50);
+        res->p99 = s_pct(flow.latency, a->latency, 0.99);
+        s_flow_free(&flow);
+    }
+    res->ok = 1;
+done:
+    s_flow_free(&flow);
+    free(input);
+    nr_client_destroy(&client);
+    for (int i = 0; i < workers; i++) {
+        if (procs[i]) nr_harness_proc_stop(procs[i], SIGTERM, 5000, NULL);
+        nr_harness_proc_destroy(&procs[i]);
+    }
+    if (broker) nr_harness_proc_stop(broker, SIGTERM, 5000, NULL);
+    if (!res->ok) {
+        fprintf(stderr, "bench_queue: %d workers failed: %s\n", workers, res->error);
+        if (broker) nr_harness_dump_log(nr_harness_proc_log(broker), 3000);
+    }
+    nr_harness_proc_destroy(&broker);
+    nr_harness_redis_destroy(&redis);
+    if (res->ok && !a->keep) nr_harness_rmtree(dir);
+    else fprintf(stderr, "bench_queue: logs kept in %s\n", dir);
+    free(dir);
+}
+
+int main(int argc, char **argv) {
+    s_args_t a;
+    if (s_parse_args(argc, argv, &a)) return 2;
+    signal(SIGPIPE, SIG_IGN);
+    int failures = 0;
+    for (int s = 0; s < a.n_settings; s++) {
+        s_result_t r;
+        s_run_setting(&a, a.workers[s], &r);
+        if (!r.ok) {
+            printf("{\"system\": \"%s\", \"workers\": %d, \"behave\": \"%s\", \"error\": \"%s\"}\n",
+                   a.label, a.workers[s], a.behave, r.error);
+            failures++;
+            continue;
+        }
+        printf("{\"system\": \"%s\", \"workers\": %d, \"behave\": \"%s\", \"jobs\": %d, "
+               "\"window\": %d, \"appendfsync\": \"%s\", \"jobs_per_s\": %.1f, "
+               "\"latency_p50_ms\": %.3f, \"latency_p99_ms\": %.3f, \"latency_mean_ms\": %.3f, "
+               "\"loaded_p50_ms\": %.3f, \"loaded_p99_ms\": %.3f, \"durable_done\": %ld, "
+               "\"events\": %ld}\n",
+               a.label, a.workers[s], a.behave, a.jobs, a.window ? a.window : 8 * a.workers[s],
+               a.appendfsync, r.jobs_per_s, r.p50, r.p99, r.mean, r.load_p50, r.load_p99,
+               r.durable_done, r.events);
+        fflush(stdout);
+    }
+    return failures ? 1 : 0;
+}
