@@ -683,6 +683,8 @@ Test(stages, text_bad_options_fail) {
     const char *o5[] = {"max_length", "1025", NULL};
     const char *o6[] = {"max_length", "100", NULL}; /* more than the tiny model's n_positions 64 */
     const char *o7[] = {"num_beams", "4", "max_length", "", NULL};
+    const char *o8[] = {"num_beams", " 4", NULL};
+    const char *o9[] = {"max_length", "1", NULL}; /* the start token alone: the engine wants 2 or more */
     s_expect_fail("text", o1, frame, len, "text", "bad_option", "num_beams=0");
     s_expect_fail("text", o2, frame, len, "text", "bad_option", "num_beams=17");
     s_expect_fail("text", o3, frame, len, "text", "bad_option", "num_beams=two");
@@ -690,6 +692,8 @@ Test(stages, text_bad_options_fail) {
     s_expect_fail("text", o5, frame, len, "text", "bad_option", "max_length=1025");
     s_expect_fail("text", o6, frame, len, "text", "bad_option", "max_length=100");
     s_expect_fail("text", o7, frame, len, "text", "bad_option", "max_length=''");
+    s_expect_fail("text", o8, frame, len, "text", "bad_option", "num_beams=' 4'");
+    s_expect_fail("text", o9, frame, len, "text", "bad_option", "max_length=1");
     /* the whole route: vision passes, text refuses */
     char *path = s_image_path("rocket_223x225.jpg");
     size_t size = 0;

@@ -66,7 +66,7 @@ static int s_option(const nr_msg_t *job, const char *key, long lo, long hi, int 
     char *end = NULL;
     errno = 0;
     long x = strtol(v, &end, 10);
-    if (!v[0] || *end || errno || v[0] == ' ' || v[0] == '+')
+    if (!((v[0] >= '0' && v[0] <= '9') || v[0] == '-') || *end || errno) /* strtol would skip spaces, '+' */
         return nr_seterr(err, errlen, NR_EOPTION, "option %s=\"%.64s\" is not an integer", key, v);
     if (x < lo || x > hi) return nr_seterr(err, errlen, NR_EOPTION, "option %s=%ld outside %ld..%ld", key, x, lo, hi);
     *out = (int)x;
