@@ -18,22 +18,37 @@ nr_backend_t *nr_backend_new(const char *device, int num_threads, char *err, siz
         return b;
     }
     if (strncmp(device, "cuda", 4) == 0) {
-        /* "cuda" (device 0) or "cuda:N" with N decimal digits. */
+        /* "cuda" (device 0), "cuda:N", or "cuda:N:PRECISION" (f32, tf32, bf16, f16). */
         const char *p = device + 4;
         long idx = 0;
+        char prec[16] = "f32";
         if (*p == ':') {
             p++;
-            if (!*p) idx = -1;
-            for (; *p && idx >= 0; p++) idx = (*p >= '0' && *p <= '9' && idx < 100000) ? idx * 10 + (*p - '0') : -1;
+            if (*p < '0' || *p > '9') idx = -1;
+            for (; *p >= '0' && *p <= '9' && idx >= 0; p++) idx = idx < 100000 ? idx * 10 + (*p - '0') : -1;
+            if (*p == ':' && strlen(p + 1) > 0 && strlen(p + 1) < sizeof prec) {
+                snprintf(prec, sizeof prec, "%s", p + 1);
+            } else if (*p) {
+                idx = -1;
+            }
         } else if (*p) {
             idx = -1;
         }
         if (idx < 0) {
-            nr_seterr(err, errlen, NR_EINVAL, "unknown device \"%s\" (cpu or cuda:N)", device);
+            nr_seterr(err, errlen, NR_EINVAL, "unknown device \"%s\" (cpu, cuda:N or cuda:N:f32|tf32|bf16|f16)",
+                      device);
             return NULL;
         }
 #ifdef NR_HAVE_CUDA
-        return nr_backend_cuda_new((int)idx, err, errlen);
+        nr_cuda_params_t cp = nr_cuda_default_params();
+        int pr = nr_cuda_precision_from_name(prec);
+        if (pr < 0) {
+            nr_seterr(err, errlen, NR_EINVAL, "device %s: unknown precision \"%s\" (f32, tf32, bf16 or f16)", device,
+                      prec);
+            return NULL;
+        }
+        cp.precision = (nr_cuda_precision_t)pr;
+        return nr_backend_cuda_new_params((int)idx, &cp, err, errlen);
 #else
         nr_seterr(err, errlen, NR_EUNSUPPORTED,
                   "device %s: this build has no CUDA backend (built without NR_CUDA; rebuild with -DNR_CUDA=ON "

@@ -128,6 +128,13 @@ Test(cuda_setup, device_names_and_clear_errors) {
     cr_assert_null(nr_backend_new("cuda:99999", 0, err, sizeof err));
     cr_assert(strstr(err, "cuda:99999") != NULL, "%s", err);
     cr_assert_null(nr_backend_cuda_new(-1, err, sizeof err));
+    cr_assert_null(nr_backend_new("cuda:0:f8", 0, err, sizeof err));
+    cr_assert(strstr(err, "unknown precision") != NULL, "%s", err);
+    cr_assert_null(nr_backend_new("cuda:0:", 0, err, sizeof err));
+    cr_assert_eq(nr_cuda_precision_from_name("bf16"), NR_CUDA_BF16);
+    cr_assert_eq(nr_cuda_precision_from_name("tf32"), NR_CUDA_TF32);
+    cr_assert_eq(nr_cuda_precision_from_name("f64"), -1);
+    cr_assert_str_eq(nr_cuda_precision_name(NR_CUDA_F16), "f16");
     int n = nr_cuda_device_count(why, sizeof why);
     cr_assert_geq(n, 0);
     if (n == 0) {
@@ -207,6 +214,57 @@ Test(cuda_ops, matmul_layouts_strides_accumulate) {
     s_matmul_case(&p, 4, 768, 3072, 3072, 768);
     s_matmul_case(&p, 2, 50257, 32, 32, 50257); /* lm_head-like */
     s_pair_free(&p);
+}
+
+/* ||a - b|| / ||b|| */
+static double s_rel_l2(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* TF32 / BF16 / F16 matmul against the CPU's F32, by relative L2 error:
+ * the rounding of 10 (tf32, f16) or 7 (bf16) mantissa bits. */
+Test(cuda_ops, matmul_reduced_precision) {
+    s_need_gpu();
+    const char *dev[3] = {"cuda:0:tf32", "cuda:0:bf16", "cuda:0:f16"};
+    const double tol[3] = {3e-3, 1.5e-2, 3e-3};
+    char err[512];
+    nr_backend_t *cpu = nr_backend_new("cpu", 2, err, sizeof err);
+    cr_assert_not_null(cpu, "%s", err);
+    const int M = 33, N = 300, K = 768, ldx = 800, ldy = 310;
+    for (int p = 0; p < 3; p++) {
+        nr_backend_t *g = nr_backend_new(dev[p], 0, err, sizeof err);
+        cr_assert_not_null(g, "%s", err);
+        for (int round = 0; round < 2; round++) { /* round 1: W freed and remade (no stale copy) */
+            float *x = s_randv((size_t)M * ldx, 1), *w = s_randv((size_t)N * K, 1);
+            float *dx = s_up(g, x, (size_t)M * ldx), *dw = s_up(g, w, (size_t)N * K);
+            for (int layout = 0; layout < 2; layout++) {
+                float *y = s_randv((size_t)M * ldy, 1);
+                float *dy = s_up(g, y, (size_t)M * ldy);
+                cr_assert_eq(cpu->ops->matmul(cpu->ctx, y, ldy, x, ldx, w, (nr_wlayout_t)layout, M, N, K, 1), 0);
+                cr_assert_eq(g->ops->matmul(g->ctx, dy, ldy, dx, ldx, dw, (nr_wlayout_t)layout, M, N, K, 1), 0, "%s",
+                             nr_backend_cuda_last_error(g));
+                float *got = s_down(g, dy, (size_t)M * ldy);
+                double e = s_rel_l2(got, y, (size_t)M * ldy);
+                fprintf(stderr, "%s matmul layout %d: relative L2 error %.3g\n", dev[p], layout, e);
+                cr_assert_leq(e, tol[p], "%s layout %d round %d: relative L2 error %g", dev[p], layout, round, e);
+                free(got);
+                free(y);
+                s_dfree(g, dy);
+            }
+            s_dfree(g, dx);
+            s_dfree(g, dw);
+            free(x);
+            free(w);
+        }
+        nr_backend_destroy(&g);
+    }
+    nr_backend_destroy(&cpu);
 }
 
 Test(cuda_ops, add_bias_add_layernorm) {
@@ -484,6 +542,42 @@ Test(cuda_fixture, encoder_states_vs_reference_and_cpu) {
     free(bwant);
     free(bgot);
     s_fix_free(&f);
+}
+
+/* The encoder in each reduced precision: states near the reference (relative
+ * L2), and the decoder still produces captions. */
+Test(cuda_fixture, reduced_precision_encoder_and_captions) {
+    s_need_gpu();
+    const char *dev[3] = {"cuda:0:tf32", "cuda:0:bf16", "cuda:0:f16"};
+    const double tol[3] = {3e-3, 2e-2, 3e-3};
+    char path[1024], err[1024];
+    nr_safetensors_t *ref = NULL;
+    s_path(path, sizeof path, "tests/fixtures/vit-gpt2-tiny-reference.safetensors");
+    cr_assert_eq(nr_safetensors_open(path, &ref, err, sizeof err), 0, "%s", err);
+    s_fix_t f = {.ref = ref};
+    size_t np, ns;
+    float *px = s_ref(&f, "encoder.pixel_values", &np), *want = s_ref(&f, "encoder.hidden_states", &ns);
+    float *got = malloc(ns * sizeof(float));
+    s_path(path, sizeof path, "tests/fixtures/vit-gpt2-tiny");
+    for (int p = 0; p < 3; p++) {
+        nr_captioner_params_t cp = nr_captioner_default_params();
+        cp.device = dev[p];
+        nr_captioner_t *cap = NULL;
+        cr_assert_eq(nr_captioner_load(path, &cp, &cap, err, sizeof err), 0, "%s", err);
+        cr_assert_eq(nr_captioner_encode(cap, px, 1, got, err, sizeof err), 0, "%s", err);
+        double e = s_rel_l2(got, want, ns);
+        fprintf(stderr, "%s encoder.hidden_states: relative L2 error %.3g\n", dev[p], e);
+        cr_assert_leq(e, tol[p], "%s: %g", dev[p], e);
+        int ids[16], len;
+        nr_gen_config_t g = nr_captioner_gen_defaults(cap);
+        cr_assert_eq(nr_captioner_generate(cap, got, 1, &g, ids, &len, err, sizeof err), 0, "%s", err);
+        cr_assert(len >= 2 && ids[0] == 50256);
+        nr_captioner_destroy(&cap);
+    }
+    free(px);
+    free(want);
+    free(got);
+    nr_safetensors_close(&ref);
 }
 
 Test(cuda_fixture, decoder_logits_full_and_cached) {

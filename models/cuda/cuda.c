@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "models/cuda/add.cuh"
 #include "models/cuda/attention.cuh"
+#include "models/cuda/convert.cuh"
 #include "models/cuda/embed.cuh"
 #include "models/cuda/gelu.cuh"
 #include "models/cuda/layernorm.cuh"
@@ -49,6 +50,16 @@ typedef struct {
     float *ascratch;  /* device floats (attention scores, gemm path) */
     size_t ascratch_n;
     int attn_gemm_min_q; /* non-causal attention with this many query rows or more: gemm path */
+    nr_cuda_precision_t precision;
+    cublasComputeType_t compute; /* F32 gemms: 32F, or 32F_FAST_TF32 */
+    struct s_wcache {
+        const float *w; /* the F32 weight buffer (key) */
+        void *h;        /* its F16/BF16 copy */
+        size_t n;
+    } *wc;              /* reduced-precision weight copies (BF16 / F16) */
+    size_t wc_n, wc_cap;
+    void *xh;           /* activations converted for the reduced-precision matmul */
+    size_t xh_n;
     nr_cuda_tokens_t tokens; /* embed's inline ids/positions (lock held) */
     char err[512];
 } s_cuda_t;
@@ -140,6 +151,12 @@ static void *s_alloc(void *ctx, size_t bytes) {
 static void s_free(void *ctx, void *p) {
     s_cuda_t *c = ctx;
     if (!p || s_enter(c)) return;
+    for (size_t i = 0; i < c->wc_n; i++)
+        if (c->wc[i].w == p) { /* the buffer's reduced-precision copy goes with it */
+            (void)s_dev_free(c, c->wc[i].h);
+            c->wc[i] = c->wc[--c->wc_n];
+            break;
+        }
     cudaError_t e = s_dev_free(c, p);
     if (e != cudaSuccess) s_fail(c, "free", e);
     s_leave(c);
@@ -208,8 +225,59 @@ static int s_gemm(s_cuda_t *c, float *y, size_t ldy, const float *x, size_t ldx,
     const cublasOperation_t ta = layout == NR_W_OUT_IN ? CUBLAS_OP_T : CUBLAS_OP_N;
     const int lda = layout == NR_W_OUT_IN ? K : N;
     cublasStatus_t st = cublasGemmEx(c->blas, ta, CUBLAS_OP_N, N, M, K, &alpha, w, CUDA_R_32F, lda, x, CUDA_R_32F,
-                                     (int)ldx, &beta, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                                     (int)ldx, &beta, y, CUDA_R_32F, (int)ldy, c->compute, CUBLAS_GEMM_DEFAULT);
     return st == CUBLAS_STATUS_SUCCESS ? 0 : s_fail_blas(c, "matmul (cublasGemmEx)", st);
+}
+
+/* The reduced-precision copy of weight w (N*K floats), made on first use.
+ * Called with the lock held; NULL on error (message set). */
+static void *s_weight_half(s_cuda_t *c, const float *w, size_t n) {
+    const int bf16 = c->precision == NR_CUDA_BF16;
+    for (size_t i = 0; i < c->wc_n; i++)
+        if (c->wc[i].w == w && c->wc[i].n == n) return c->wc[i].h;
+    if (c->wc_n == c->wc_cap) {
+        size_t nc = c->wc_cap ? 2 * c->wc_cap : 256;
+        struct s_wcache *nw = realloc(c->wc, nc * sizeof(*nw));
+        if (!nw) {
+            snprintf(c->err, sizeof c->err, "%s: matmul: out of host memory", c->name);
+            return NULL;
+        }
+        c->wc = nw;
+        c->wc_cap = nc;
+    }
+    cudaError_t e;
+    void *h = s_dev_alloc(c, n * 2, &e);
+    if (!h) {
+        s_fail(c, "matmul: allocating a reduced-precision weight copy", e);
+        return NULL;
+    }
+    e = nr_cuda_to_half(h, w, 1, n, n, bf16, c->stream);
+    if (e != cudaSuccess) {
+        s_fail(c, "matmul: weight conversion kernel", e);
+        (void)s_dev_free(c, h);
+        return NULL;
+    }
+    c->wc[c->wc_n++] = (struct s_wcache){.w = w, .h = h, .n = n};
+    return h;
+}
+
+/* y = x W with W and x in F16/BF16, F32 accumulation and output. */
+static int s_gemm_half(s_cuda_t *c, float *y, size_t ldy, const float *x, size_t ldx, const float *w,
+                       nr_wlayout_t layout, int M, int N, int K, float beta) {
+    const int bf16 = c->precision == NR_CUDA_BF16;
+    const cudaDataType_t ht = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+    void *wh = s_weight_half(c, w, (size_t)N * K);
+    if (!wh) return NR_EDEVICE;
+    int rc = s_scratch(c, &c->xh, &c->xh_n, (size_t)M * K, 2);
+    if (rc) return rc;
+    cudaError_t e = nr_cuda_to_half(c->xh, x, (size_t)M, (size_t)K, ldx, bf16, c->stream);
+    if (e != cudaSuccess) return s_fail(c, "matmul: activation conversion kernel", e);
+    const float alpha = 1.0f;
+    const cublasOperation_t ta = layout == NR_W_OUT_IN ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const int lda = layout == NR_W_OUT_IN ? K : N;
+    cublasStatus_t st = cublasGemmEx(c->blas, ta, CUBLAS_OP_N, N, M, K, &alpha, wh, ht, lda, c->xh, ht, K, &beta, y,
+                                     CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return st == CUBLAS_STATUS_SUCCESS ? 0 : s_fail_blas(c, "matmul (cublasGemmEx, F16/BF16)", st);
 }
 
 static int s_matmul(void *ctx, float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout,
@@ -223,7 +291,10 @@ static int s_matmul(void *ctx, float *y, size_t ldy, const float *x, size_t ldx,
     if (!y || !x || !w) return s_bad(c, "matmul: NULL pointer");
     int rc = s_enter(c);
     if (rc) return rc;
-    rc = s_gemm(c, y, ldy, x, ldx, w, layout, M, N, K, accumulate ? 1.0f : 0.0f);
+    if (c->precision == NR_CUDA_BF16 || c->precision == NR_CUDA_F16)
+        rc = s_gemm_half(c, y, ldy, x, ldx, w, layout, M, N, K, accumulate ? 1.0f : 0.0f);
+    else
+        rc = s_gemm(c, y, ldy, x, ldx, w, layout, M, N, K, accumulate ? 1.0f : 0.0f);
     s_leave(c);
     return rc;
 }
@@ -298,14 +369,14 @@ static int s_attention_gemm(s_cuda_t *c, const nr_attn_args_t *a) {
                                          a->k + ho, CUDA_R_32F, (int)a->kv_rstride, (long long)a->kv_bstride,
                                          a->q + ho, CUDA_R_32F, (int)a->q_rstride, (long long)a->q_bstride, &zero,
                                          c->ascratch, CUDA_R_32F, a->n_kv, (long long)per, a->batch,
-                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                         c->compute, CUBLAS_GEMM_DEFAULT));
         S_CK(c, "attention: softmax kernel", nr_cuda_softmax(c->ascratch, a->batch * a->n_q, a->n_kv, c->stream));
         S_CKB(c, "attention: weighted sum (cublasGemmStridedBatchedEx)",
               cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, a->head_dim, a->n_q, a->n_kv, &one,
                                          a->v + ho, CUDA_R_32F, (int)a->kv_rstride, (long long)a->kv_bstride,
                                          c->ascratch, CUDA_R_32F, a->n_kv, (long long)per, &zero, a->out + ho,
                                          CUDA_R_32F, (int)a->o_rstride, (long long)a->o_bstride, a->batch,
-                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                         c->compute, CUBLAS_GEMM_DEFAULT));
     }
 out:
     return rc;
@@ -420,7 +491,7 @@ static int s_patch_embed(void *ctx, const nr_patch_args_t *a) {
         S_CKB(c, "patch_embed: cublasGemmStridedBatchedEx",
               cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, D, np, kk, &alpha, a->w, CUDA_R_32F, kk, 0,
                                          c->fscratch, CUDA_R_32F, kk, (long long)np * kk, &beta, a->out + D,
-                                         CUDA_R_32F, D, (long long)(np + 1) * D, a->batch, CUBLAS_COMPUTE_32F,
+                                         CUDA_R_32F, D, (long long)(np + 1) * D, a->batch, c->compute,
                                          CUBLAS_GEMM_DEFAULT));
     }
     S_CK(c, "patch_embed: finishing kernel",
@@ -440,6 +511,8 @@ static void s_destroy(void *ctx) {
         (void)s_dev_free(c, c->fscratch);
         (void)s_dev_free(c, c->iscratch);
         (void)s_dev_free(c, c->ascratch);
+        (void)s_dev_free(c, c->xh);
+        for (size_t i = 0; i < c->wc_n; i++) (void)s_dev_free(c, c->wc[i].h);
         if (c->blas) (void)cublasDestroy(c->blas);
         if (c->stream) {
             (void)cudaStreamSynchronize(c->stream);
@@ -448,6 +521,7 @@ static void s_destroy(void *ctx) {
     }
     (void)cudaGetLastError();
     pthread_mutex_destroy(&c->lock);
+    free(c->wc);
     free(c);
 }
 
@@ -503,7 +577,34 @@ const char *nr_backend_cuda_last_error(const nr_backend_t *b) {
     return ((const s_cuda_t *)b->ctx)->err;
 }
 
+nr_cuda_params_t nr_cuda_default_params(void) {
+    nr_cuda_params_t p = {.precision = NR_CUDA_F32};
+    return p;
+}
+
+static const char *const s_prec_names[] = {"f32", "tf32", "bf16", "f16"};
+
+int nr_cuda_precision_from_name(const char *name) {
+    for (int i = 0; name && i < 4; i++)
+        if (strcmp(name, s_prec_names[i]) == 0) return i;
+    return -1;
+}
+
+const char *nr_cuda_precision_name(nr_cuda_precision_t p) {
+    return (int)p >= 0 && (int)p < 4 ? s_prec_names[p] : "?";
+}
+
 nr_backend_t *nr_backend_cuda_new(int device_index, char *err, size_t errlen) {
+    return nr_backend_cuda_new_params(device_index, NULL, err, errlen);
+}
+
+nr_backend_t *nr_backend_cuda_new_params(int device_index, const nr_cuda_params_t *params, char *err,
+                                         size_t errlen) {
+    const nr_cuda_params_t prm = params ? *params : nr_cuda_default_params();
+    if ((int)prm.precision < 0 || (int)prm.precision > NR_CUDA_F16) {
+        nr_seterr(err, errlen, NR_EINVAL, "cuda:%d: unknown precision %d", device_index, (int)prm.precision);
+        return NULL;
+    }
     char why[256] = "";
     int count = nr_cuda_device_count(why, sizeof why);
     if (count == 0) {
@@ -525,14 +626,17 @@ nr_backend_t *nr_backend_cuda_new(int device_index, char *err, size_t errlen) {
     }
     c->device = device_index;
     c->attn_gemm_min_q = 16; /* as the CPU backend's sgemm path */
-    snprintf(c->name, sizeof c->name, "cuda:%d", device_index);
+    c->precision = prm.precision;
+    c->compute = prm.precision == NR_CUDA_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    snprintf(c->name, sizeof c->name, "cuda:%d%s%s", device_index, prm.precision ? ":" : "",
+             prm.precision ? nr_cuda_precision_name(prm.precision) : "");
     pthread_mutex_init(&c->lock, NULL);
     int rc = 0, v = 0;
     S_CK(c, "cudaSetDevice", cudaSetDevice(device_index));
     S_CK(c, "cudaStreamCreateWithFlags", cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     S_CKB(c, "cublasCreate", cublasCreate(&c->blas));
     S_CKB(c, "cublasSetStream", cublasSetStream(c->blas, c->stream));
-    /* Plain F32 gemm: no TF32 (tolerances are those of F32). */
+    /* Plain F32 gemm unless asked: no TF32 (tolerances are those of F32). */
     S_CKB(c, "cublasSetMathMode", cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
     S_CK(c, "cudaDeviceGetAttribute (shared memory)",
          cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_index));
@@ -554,8 +658,8 @@ nr_backend_t *nr_backend_cuda_new(int device_index, char *err, size_t errlen) {
     b->host_memory = 0;
     char desc[256] = "";
     nr_cuda_device_describe(device_index, desc, sizeof desc);
-    nr_log(NR_LOG_INFO, "models: cuda:%d: %s, stream-ordered allocator %s", device_index, desc,
-           c->pools ? "on" : "off");
+    nr_log(NR_LOG_INFO, "models: %s: %s, matmul %s, stream-ordered allocator %s", c->name, desc,
+           nr_cuda_precision_name(c->precision), c->pools ? "on" : "off");
     return b;
 out:
     nr_seterr(err, errlen, rc, "%s", c->err);
