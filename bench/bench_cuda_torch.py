@@ -13,7 +13,7 @@ narrator's nr_gpt2_step does (--logits-on-device to skip that copy).
     /usr/bin/python3 bench/bench_cuda_torch.py [--device cuda:0] [--modes eager,compile]
         [--batches 1,2,4,8,16,32,64] [--iters 10] [--warmup 3] [--tokens 16]
         [--attn sdpa|math] [--compile-mode default|reduce-overhead|max-autotune]
-        [--json FILE] [--compare narrator.json] [--tf32] [--small]
+        [--json FILE] [--compare narrator.json] [--tf32] [--autocast bf16|f16] [--small]
 
 --compare reads bench_cuda --json output and prints narrator vs PyTorch side
 by side. --small (tiny sizes) is a smoke test for machines with no GPU.
@@ -244,6 +244,8 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--compare")
     ap.add_argument("--tf32", action="store_true")
+    ap.add_argument("--autocast", choices=["bf16", "f16"],
+                    help="matmuls under torch.autocast (compare with bench_cuda --device cuda:0:bf16 / :f16)")
     ap.add_argument("--logits-on-device", action="store_true")
     ap.add_argument("--small", action="store_true")
     a = ap.parse_args()
@@ -266,9 +268,13 @@ def main():
     torch.manual_seed(0)
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"bench_cuda_torch: torch {torch.__version__} on {a.device} ({gpu}), tf32 {a.tf32}, attention {a.attn}, "
-          f"iters {a.iters} (median), warmup {a.warmup}, tokens {a.tokens}")
+          f"autocast {a.autocast or 'off'}, iters {a.iters} (median), warmup {a.warmup}, tokens {a.tokens}")
     results = []
-    with torch.inference_mode():
+    import contextlib
+    amp = contextlib.nullcontext()
+    if a.autocast:
+        amp = torch.autocast(dev.type, dtype=torch.bfloat16 if a.autocast == "bf16" else torch.float16)
+    with torch.inference_mode(), amp:
         vw, gw = vit_weights(dev), gpt2_weights(dev)
         px = torch.randn(max(a.batches), 3, P["IMG"], P["IMG"], device=dev)
         for mode in a.modes.split(","):
