@@ -129,12 +129,13 @@ def make_step(w, how):
         for li, l in enumerate(w["layers"]):
             h = F.layer_norm(x, (D,), *l["ln1"], eps=1e-5)
             q, k, v = c1d(h, l["attn"]).split(D, dim=2)
-            kc[li].index_copy_(2, pos, heads(k))
-            vc[li].index_copy_(2, pos, heads(v))
-            a = attention(heads(q), kc[li], vc[li], mask, how).transpose(1, 2).reshape(R, 1, D)
+            kc[li].index_copy_(2, pos, heads(k).to(kc[li].dtype))
+            vc[li].index_copy_(2, pos, heads(v).to(vc[li].dtype))
+            a = attention(heads(q).to(kc[li].dtype), kc[li], vc[li], mask.to(kc[li].dtype), how)
+            a = a.transpose(1, 2).reshape(R, 1, D)
             x = x + c1d(a, l["aproj"])
             h = F.layer_norm(x, (D,), *l["lnx"], eps=1e-5)
-            a = attention(heads(c1d(h, l["xq"])), xkv[li][0], xkv[li][1], None, how)
+            a = attention(heads(c1d(h, l["xq"])).to(xkv[li][0].dtype), xkv[li][0], xkv[li][1], None, how)
             x = x + c1d(a.transpose(1, 2).reshape(R, 1, D), l["xproj"])
             h = F.layer_norm(x, (D,), *l["ln2"], eps=1e-5)
             x = x + c1d(F.gelu(c1d(h, l["fc"]), approximate="tanh"), l["mproj"])
@@ -191,8 +192,9 @@ def run_mode(mode, a, dev, vw, gw, px):
                 xkv = cross_kv(gw, enc, encix)
                 sync(dev)
                 tx = time.perf_counter() - t0
-                kc = [torch.zeros(R, H, T, HD, device=dev) for _ in range(P["L"])]
-                vc = [torch.zeros(R, H, T, HD, device=dev) for _ in range(P["L"])]
+                cdt = xkv[0][0].dtype  # the autocast dtype for matmul outputs, else float32
+                kc = [torch.zeros(R, H, T, HD, device=dev, dtype=cdt) for _ in range(P["L"])]
+                vc = [torch.zeros(R, H, T, HD, device=dev, dtype=cdt) for _ in range(P["L"])]
                 ids = torch.full((R, 1), P["V"] - 1, dtype=torch.long, device=dev)
                 ts = []
                 for j in range(a.tokens):
