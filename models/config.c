@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,7 +66,7 @@ static int s_int(const cJSON *o, const char *key, int *out) {
 static int s_float(const cJSON *o, const char *key, float *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return -1;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || fabs(v->valuedouble) > FLT_MAX) return -1;
     *out = (float)v->valuedouble;
     return 1;
 }
@@ -190,7 +191,8 @@ static int s_gen(const cJSON *o, const char *src, nr_gen_config_t *gen, char *er
     const cJSON *eos = cJSON_GetObjectItemCaseSensitive(o, "eos_token_id");
     if (cJSON_IsArray(eos) && cJSON_GetArraySize(eos) > 0) eos = eos->child; /* first of a list */
     if (eos && !cJSON_IsNull(eos)) {
-        if (!cJSON_IsNumber(eos))
+        /* Range-checked before the cast (found by tests/fuzz/fuzz_config: 5e119). */
+        if (!cJSON_IsNumber(eos) || eos->valuedouble != floor(eos->valuedouble) || fabs(eos->valuedouble) > 1e9)
             return nr_seterr(err, errlen, NR_EMODEL, "%s: eos_token_id must be an integer", src);
         gen->eos_token_id = (int)eos->valuedouble;
     }

@@ -9,6 +9,7 @@
  * the vertical pass needs), rounded and clipped to uint8, then vertical. */
 #include "models/preprocess.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -288,14 +289,16 @@ static char *s_read_file(const char *path, size_t max, size_t *len) {
 }
 
 static int s_json_triple(const cJSON *a, float v[3]) {
+    /* Out-of-range doubles are refused before the cast (undefined behaviour). */
     if (cJSON_IsNumber(a)) {
+        if (!(fabs(a->valuedouble) <= FLT_MAX)) return -1;
         v[0] = v[1] = v[2] = (float)a->valuedouble;
         return 0;
     }
     if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != 3) return -1;
     for (int i = 0; i < 3; i++) {
         const cJSON *e = cJSON_GetArrayItem(a, i);
-        if (!cJSON_IsNumber(e)) return -1;
+        if (!cJSON_IsNumber(e) || !(fabs(e->valuedouble) <= FLT_MAX)) return -1;
         v[i] = (float)e->valuedouble;
     }
     return 0;
