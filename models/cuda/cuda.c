@@ -177,6 +177,23 @@ static int s_scratch(s_cuda_t *c, void **buf, size_t *have, size_t need, size_t 
     return 0;
 }
 
+/* Waits for the work enqueued so far without holding the lock (other
+ * threads keep enqueuing meanwhile): an event recorded under the lock, the
+ * wait after it. Called with the lock held; returns with it released. */
+static int s_wait_unlock(s_cuda_t *c, const char *what) {
+    cudaEvent_t ev = NULL;
+    cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventRecord(ev, c->stream);
+    s_leave(c);
+    if (e == cudaSuccess) e = cudaEventSynchronize(ev);
+    if (ev) (void)cudaEventDestroy(ev);
+    if (e == cudaSuccess) return 0;
+    pthread_mutex_lock(&c->lock);
+    int rc = s_fail(c, what, e);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
 static int s_memcpy(void *ctx, void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind, int wait,
                     const char *what) {
     s_cuda_t *c = ctx;
@@ -185,7 +202,7 @@ static int s_memcpy(void *ctx, void *dst, const void *src, size_t bytes, enum cu
     int rc = s_enter(c);
     if (rc) return rc;
     S_CK(c, what, cudaMemcpyAsync(dst, src, bytes, kind, c->stream));
-    if (wait) S_CK(c, what, cudaStreamSynchronize(c->stream));
+    if (wait) return s_wait_unlock(c, what);
 out:
     s_leave(c);
     return rc;
@@ -207,10 +224,7 @@ static int s_sync(void *ctx) {
     s_cuda_t *c = ctx;
     int rc = s_enter(c);
     if (rc) return rc;
-    S_CK(c, "synchronize (an earlier kernel failed)", cudaStreamSynchronize(c->stream));
-out:
-    s_leave(c);
-    return rc;
+    return s_wait_unlock(c, "synchronize (an earlier kernel or copy failed)");
 }
 
 /* ---- ops ---- */
