@@ -157,6 +157,8 @@ typedef struct {
 
 /* ---- small helpers ---- */
 
+static const char *s_or(const char *s, const char *fallback) { return s ? s : fallback; }
+
 static long long s_wall_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -903,11 +905,11 @@ static enum MHD_Result s_handle_status(struct MHD_Connection *conn, s_req_t *req
                                        : nr_client_status(c, req->id, &reply);
     s_metric_broker(req->gw, rc);
     if (rc == NR_ESTATE) {
-        const char *state = nr_proto_kv_get(&reply, "state");
+        char state[32];
+        snprintf(state, sizeof state, "%s", s_or(nr_proto_kv_get(&reply, "state"), "final"));
         nr_proto_msg_clear(&reply);
         return s_send_error(conn, req, MHD_HTTP_CONFLICT, rc, NULL,
-                            "job '%s' is already %s and cannot be cancelled", req->id,
-                            state ? state : "final");
+                            "job '%s' is already %s and cannot be cancelled", req->id, state);
     }
     if (rc) {
         nr_proto_msg_clear(&reply);
@@ -1331,11 +1333,12 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         size_t size = *upload_data_size;
         *upload_data_size = 0;
         req->bytes_in += size;
-        if (req->deferred) return MHD_YES; /* a body where none is taken: dropped */
+        if (req->bytes_in > gw->params.max_body_bytes) req->too_big = 1; /* whatever the body is */
         if (req->too_big) {
             req->dropped += size;
             return req->dropped > S_DRAIN_MAX ? MHD_NO : MHD_YES; /* hang up on a flood */
         }
+        if (req->deferred) return MHD_YES; /* a body where none is taken: dropped */
         if (req->body_kind == S_BODY_MULTIPART) {
             if (req->opt_status || req->pp_failed) return MHD_YES; /* answered at the end */
             if (MHD_post_process(req->pp, upload_data, size) != MHD_YES && !req->opt_status &&

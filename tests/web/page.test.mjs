@@ -220,11 +220,13 @@ try {
   }
 
   // Speak a text.
+  const before = await page.getAttribute('#record-link', 'href');
   await page.fill('#speak-text', 'Hello from the narrator web page.');
   await page.selectOption('#voice', 'kal');
   await page.click('#speak');
-  await page.waitForFunction(() => document.getElementById('stages').textContent.includes('speech'),
-    null, { timeout: WAIT_MS });
+  // The page shows the new job once its record link changes.
+  await page.waitForFunction((old) => document.getElementById('record-link').getAttribute('href') !== old,
+    before, { timeout: WAIT_MS });
   check(await waitJob() === 'done', 'speak job did not finish: ' + await page.textContent('#job-status'));
   await checkAudio();
   console.log('ok: speak -> audio');
