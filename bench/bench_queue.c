@@ -54,6 +54,7 @@ typedef struct {
     char worker[PATH_MAX];
     char label[64];
     int keep;
+    int clients;
 } s_args_t;
 
 typedef struct {
@@ -94,6 +95,7 @@ static void s_usage(FILE *f) {
             "  --workers LIST       worker counts, comma-separated (default 1,2,4,8)\n"
             "  --jobs N             jobs in the throughput run (default 5000)\n"
             "  --window W           jobs in flight (default 64; 0 = 8 x workers)\n"
+            "  --clients K          submitting clients (threads) sharing the window (default 1, max 16)\n"
             "  --latency S          single-job samples (default 300; 0 skips)\n"
             "  --warmup N           jobs before measuring (default 200)\n"
             "  --payload BYTES      input frame size (default 16)\n"
@@ -114,6 +116,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
     a->latency = 300;
     a->warmup = 200;
     a->payload = 16;
+    a->clients = 1;
     snprintf(a->behave, sizeof a->behave, "echo");
     snprintf(a->appendfsync, sizeof a->appendfsync, "everysec");
     snprintf(a->label, sizeof a->label, "narrator");
@@ -154,6 +157,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
             }
         } else if (!strcmp(o, "--jobs")) a->jobs = atoi(v);
         else if (!strcmp(o, "--window")) a->window = atoi(v);
+        else if (!strcmp(o, "--clients")) a->clients = atoi(v);
         else if (!strcmp(o, "--latency")) a->latency = atoi(v);
         else if (!strcmp(o, "--warmup")) a->warmup = atoi(v);
         else if (!strcmp(o, "--payload")) a->payload = atoi(v);
@@ -168,7 +172,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         }
     }
     if (a->jobs < 1 || a->window < 0 || a->latency < 0 || a->warmup < 0 || a->payload < 0 ||
-        a->payload > (1 << 26) || a->n_settings == 0) {
+        a->payload > (1 << 26) || a->n_settings == 0 || a->clients < 1 || a->clients > 16) {
         fprintf(stderr, "bench_queue: bad numbers (see --help)\n");
         return -1;
     }
@@ -268,9 +272,57 @@ static int s_submit(nr_client_t *client, const char *id, const s_args_t *a, cons
     return rc;
 }
 
-/* Runs `total` jobs with `window` in flight; fills the flow's times. */
-static int s_flow(nr_client_t *client, int port, const s_args_t *a, const char *prefix, int total,
-                  int window, const uint8_t *input, double *elapsed, s_flow_t *f) {
+/* One submitting client: takes the next job index while a window slot is free. */
+typedef struct {
+    s_flow_t *f;
+    const s_args_t *a;
+    const char *endpoint;
+    const uint8_t *input;
+    int *next;
+    int rc;
+} s_submitter_t;
+
+static void *s_submitter(void *arg) {
+    s_submitter_t *s = arg;
+    s_flow_t *f = s->f;
+    nr_client_t *client = nr_client_new(s->endpoint, 30000);
+    if (!client) {
+        s->rc = NR_ENOMEM;
+        return NULL;
+    }
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    for (;;) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 60;
+        while (sem_timedwait(&f->slots, &until) != 0) {
+            if (errno == ETIMEDOUT || f->error) {
+                s->rc = NR_ETIMEDOUT;
+                break;
+            }
+        }
+        if (s->rc) break;
+        int i = __atomic_fetch_add(s->next, 1, __ATOMIC_SEQ_CST);
+        if (i >= f->total) {
+            sem_post(&f->slots);
+            break;
+        }
+        char id[64];
+        snprintf(id, sizeof id, "%s%d", f->prefix, i);
+        f->submitted[i] = s_now();
+        if ((s->rc = s_submit(client, id, s->a, s->input, &reply))) break;
+    }
+    nr_proto_msg_clear(&reply);
+    nr_client_destroy(&client);
+    return NULL;
+}
+
+/* Runs `total` jobs with `window` in flight from `clients` submitting
+ * clients (threads); fills the flow's times. */
+static int s_flow(const char *endpoint, int clients, int port, const s_args_t *a,
+                  const char *prefix, int total, int window, const uint8_t *input,
+                  double *elapsed, s_flow_t *f) {
     memset(f, 0, sizeof *f);
     f->prefix = prefix;
     f->prefix_len = strlen(prefix);
@@ -282,29 +334,24 @@ static int s_flow(nr_client_t *client, int port, const s_args_t *a, const char *
     if (!f->submitted || !f->latency || !f->rc || f->rc->err) return NR_ENOMEM;
     s_stream_tail(f->rc, f->last, sizeof f->last);
     sem_init(&f->slots, 0, (unsigned)window);
-    pthread_t th;
+    pthread_t th, sub[16];
+    s_submitter_t subs[16];
+    if (clients < 1) clients = 1;
+    if (clients > 16) clients = 16;
     if (pthread_create(&th, NULL, s_reader, f)) return NR_ENOMEM;
-    nr_msg_t reply;
-    nr_proto_msg_init(&reply);
-    int rc = 0;
+    int next = 0, started = 0, rc = 0;
     double t0 = s_now();
-    for (int i = 0; i < total && !rc; i++) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 60;
-        while (sem_timedwait(&f->slots, &until) != 0) {
-            if (errno == ETIMEDOUT || f->error) {
-                rc = NR_ETIMEDOUT;
-                break;
-            }
-        }
-        if (rc) break;
-        char id[64];
-        snprintf(id, sizeof id, "%s%d", prefix, i);
-        f->submitted[i] = s_now();
-        rc = s_submit(client, id, a, input, &reply);
+    for (int k = 0; k < clients; k++) {
+        subs[k] = (s_submitter_t){f, a, endpoint, input, &next, 0};
+        if (pthread_create(&sub[k], NULL, s_submitter, &subs[k])) break;
+        started++;
     }
-    /* Wait for the rest (the reader ends when all are in, or 60 s idle). */
+    for (int k = 0; k < started; k++) {
+        pthread_join(sub[k], NULL);
+        if (!rc && subs[k].rc) rc = subs[k].rc;
+    }
+    if (!started) rc = NR_ENOMEM;
+    /* Wait for the rest (60 s without progress is a failure). */
     double idle_since = s_now();
     int seen = -1;
     while (!rc && !f->error && __atomic_load_n(&f->done, __ATOMIC_SEQ_CST) +
@@ -323,7 +370,6 @@ static int s_flow(nr_client_t *client, int port, const s_args_t *a, const char *
     if (!rc && f->error) rc = NR_EREDIS;
     if (!rc && f->failed) rc = NR_EINTERNAL;
     *elapsed = f->last_done - t0;
-    nr_proto_msg_clear(&reply);
     sem_destroy(&f->slots);
     return rc;
 }
@@ -435,7 +481,7 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
     double elapsed = 0;
     int rc;
     if (a->warmup > 0) {
-        rc = s_flow(client, port, a, "w", a->warmup, window, input, &elapsed, &flow);
+        rc = s_flow(cep, a->clients, port, a, "w", a->warmup, window, input, &elapsed, &flow);
         s_flow_free(&flow);
         if (rc) {
             snprintf(res->error, sizeof res->error, "warmup: %s", nr_strerror(rc));
@@ -443,7 +489,7 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
         }
     }
     /* 1. throughput */
-    rc = s_flow(client, port, a, "t", a->jobs, window, input, &elapsed, &flow);
+    rc = s_flow(cep, a->clients, port, a, "t", a->jobs, window, input, &elapsed, &flow);
     if (rc) {
         snprintf(res->error, sizeof res->error, "throughput run: %s (%d done, %d failed)",
                  nr_strerror(rc), flow.done, flow.failed);
@@ -462,7 +508,7 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
     s_flow_free(&flow);
     /* 2. latency, one job at a time */
     if (a->latency > 0) {
-        rc = s_flow(client, port, a, "l", a->latency, 1, input, &elapsed, &flow);
+        rc = s_flow(cep, 1, port, a, "l", a->latency, 1, input, &elapsed, &flow);
         if (rc) {
             snprintf(res->error, sizeof res->error, "latency run: %s", nr_strerror(rc));
             goto done;
@@ -511,12 +557,12 @@ int main(int argc, char **argv) {
             continue;
         }
         printf("{\"system\": \"%s\", \"workers\": %d, \"behave\": \"%s\", \"jobs\": %d, "
-               "\"window\": %d, \"appendfsync\": \"%s\", \"jobs_per_s\": %.1f, "
+               "\"window\": %d, \"clients\": %d, \"appendfsync\": \"%s\", \"jobs_per_s\": %.1f, "
                "\"latency_p50_ms\": %.3f, \"latency_p99_ms\": %.3f, \"latency_mean_ms\": %.3f, "
                "\"loaded_p50_ms\": %.3f, \"loaded_p99_ms\": %.3f, \"durable_done\": %ld, "
                "\"events\": %ld}\n",
                a.label, a.workers[s], a.behave, a.jobs, a.window ? a.window : 8 * a.workers[s],
-               a.appendfsync, r.jobs_per_s, r.p50, r.p99, r.mean, r.load_p50, r.load_p99,
+               a.clients, a.appendfsync, r.jobs_per_s, r.p50, r.p99, r.mean, r.load_p50, r.load_p99,
                r.durable_done, r.events);
         fflush(stdout);
     }

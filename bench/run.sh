@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench/run.sh: the whole benchmark suite in one command, with a table at the end.
+#
+#   bench/run.sh [--build DIR] [--quick] [--baseline-broker PATH] [--out DIR]
+#
+# 1. Queue overhead: no-op jobs through narrator (bench_queue) and Celery
+#    (bench/celery/bench_celery.py), interleaved per worker count (1 2 4 8)
+#    so both see the same moment and cores; each starts its own redis-server
+#    with the same settings (AOF on, appendfsync everysec, noeviction).
+#    --baseline-broker adds a row per worker count for another
+#    narrator-broker binary (before/after a broker change, same run).
+# 2. Scaling: workers with a fixed service time (behave=sleep:<ms>), 1..16,
+#    against the ideal N x single-worker throughput.
+# 3. Models: bench_models and its PyTorch twin when bench_models is built.
+# Not part of the test suite; takes about 5 minutes (--quick: about 1).
+# Needs: a Release build with bench_queue (cmake --build DIR --target
+# bench_queue bench_models), redis-server, /usr/bin/python3 with celery.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+build="$root/build-bench"
+quick=0
+baseline=""
+out=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --build) build=$(cd "$2" && pwd); shift 2 ;;
+        --quick) quick=1; shift ;;
+        --baseline-broker) baseline="$2"; shift 2 ;;
+        --out) out="$2"; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+bin="$build/bin"
+if [ ! -x "$bin/bench_queue" ]; then
+    echo "run.sh: $bin/bench_queue not built: cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release &&" \
+         "cmake --build build-bench --target bench_queue -j2" >&2
+    exit 2
+fi
+py=/usr/bin/python3
+[ -n "$out" ] || out=$(mktemp -d /tmp/narrator-bench-XXXXXX)
+mkdir -p "$out"
+results="$out/results.jsonl"
+: > "$results"
+
+if [ "$quick" = 1 ]; then
+    njobs=1000; cjobs=500; lat=100; scale_jobs=25; scale_workers="1 4 16"
+else
+    njobs=10000; cjobs=3000; lat=500; scale_jobs=60; scale_workers="1 2 4 8 12 16"
+fi
+
+{
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "commit: $(git -C "$root" rev-parse --short HEAD) $(git -C "$root" status --porcelain broker bench | wc -l) local changes in broker/ bench/"
+    echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "redis: $(redis-server --version | cut -d' ' -f3)"
+} | tee "$out/machine.txt"
+
+echo "== queue overhead (no-op jobs) =="
+for w in 1 2 4 8; do
+    "$bin/bench_queue" --workers "$w" --jobs "$njobs" --window 64 --latency "$lat" | tee -a "$results"
+    if [ -n "$baseline" ]; then
+        "$bin/bench_queue" --workers "$w" --jobs "$njobs" --window 64 --latency "$lat" \
+            --broker "$baseline" --label narrator-baseline | tee -a "$results"
+    fi
+    "$py" "$here/celery/bench_celery.py" --workers "$w" --jobs "$cjobs" \
+        --latency-samples "$lat" 2>>"$out/celery.err" | tee -a "$results"
+done
+
+echo "== scaling (fixed service time) =="
+for ms in 20 2; do
+    for w in $scale_workers; do
+        "$bin/bench_queue" --workers "$w" --jobs $((scale_jobs * w * (ms == 2 ? 4 : 1))) \
+            --window $((4 * w)) --latency 0 --warmup $((2 * w)) --behave "sleep:$ms" \
+            --label "narrator-sleep$ms" | tee -a "$results"
+    done
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
+
+if [ -x "$bin/bench_models" ]; then
+    echo "== models (ViT-B/16 encoder, GPT-2 decoder; random weights) =="
+    iters=3; [ "$quick" = 1 ] && iters=1
+    "$bin/bench_models" --iters "$iters" --tokens 16 --batch 4 | tee "$out/models-narrator.txt" || true
+    "$py" "$here/bench_models_torch.py" --threads 1 --iters "$iters" --tokens 16 --batch 4 \
+        | tee "$out/models-torch.txt" || true
+fi
+
+"$py" - "$results" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+def get(system, w, behave="echo"):
+    for r in rows:
+        if r.get("system") == system and r.get("workers") == w and "error" not in r:
+            return r
+    return None
+print("\nQueue overhead, no-op jobs (jobs/s with 64 in flight; latency of one job at a time, ms)")
+print(f"{'workers':>7} | {'narrator jobs/s':>15} | {'celery jobs/s':>13} | {'ratio':>6} | "
+      f"{'narrator p50/p99':>16} | {'celery p50/p99':>15} | {'p50 ratio':>9} | durable")
+for w in (1, 2, 4, 8):
+    n, c = get("narrator", w), get("celery", w)
+    if not n or not c:
+        print(f"{w:>7} | missing: {'narrator' if not n else 'celery'}")
+        continue
+    print(f"{w:>7} | {n['jobs_per_s']:>15.0f} | {c['jobs_per_s']:>13.0f} | "
+          f"{n['jobs_per_s'] / c['jobs_per_s']:>5.1f}x | "
+          f"{n['latency_p50_ms']:>7.3f}/{n['latency_p99_ms']:<8.3f} | "
+          f"{c['latency_p50_ms']:>6.3f}/{c['latency_p99_ms']:<8.3f} | "
+          f"{c['latency_p50_ms'] / n['latency_p50_ms']:>8.1f}x | "
+          f"{n['durable_done']}/{n['jobs']} done in redis")
+    b = get("narrator-baseline", w)
+    if b:
+        print(f"{'':>7} | baseline broker: {b['jobs_per_s']:.0f} jobs/s, p50 {b['latency_p50_ms']:.3f} ms "
+              f"-> this broker {n['jobs_per_s'] / b['jobs_per_s']:.2f}x jobs/s")
+for ms in (20, 2):
+    sys_name = f"narrator-sleep{ms}"
+    pts = sorted((r["workers"], r["jobs_per_s"]) for r in rows if r.get("system") == sys_name and "error" not in r)
+    if not pts:
+        continue
+    single = dict(pts).get(1)
+    print(f"\nScaling, service time {ms} ms (ideal = N x 1-worker figure)")
+    print(f"{'workers':>7} | {'jobs/s':>8} | {'ideal':>8} | {'efficiency':>10}")
+    for w, j in pts:
+        ideal = single * w if single else float('nan')
+        print(f"{w:>7} | {j:>8.0f} | {ideal:>8.0f} | {j / ideal * 100:>9.0f}%")
+EOF
+echo "results: $out"
