@@ -66,14 +66,21 @@ static void s_dump_logs(void) {
 
 /* ---- the cluster ---- */
 
-static void s_start_broker(void) {
+static void s_start_broker_with(const char *const *extra);
+static void s_start_broker(void) { s_start_broker_with(NULL); }
+
+/* Starts the broker with extra flags (NULL-ended, may be NULL). */
+static void s_start_broker_with(const char *const *extra) {
     char redis_port[16];
     snprintf(redis_port, sizeof redis_port, "%d", nr_harness_redis_port(C.redis));
     char *log = nr_harness_path(C.dir, "broker.log");
-    const char *argv[] = {C.broker_bin, "--client-endpoint", C.client_ep, "--worker-endpoint",
-                          C.worker_ep, "--redis-host", "127.0.0.1", "--redis-port", redis_port,
-                          "--heartbeat-ms", "250", "--retry-backoff-ms", "50", "--log-level",
-                          "debug", NULL};
+    const char *argv[32] = {C.broker_bin, "--client-endpoint", C.client_ep, "--worker-endpoint",
+                            C.worker_ep, "--redis-host", "127.0.0.1", "--redis-port", redis_port,
+                            "--heartbeat-ms", "250", "--retry-backoff-ms", "50", "--log-level",
+                            "debug", NULL};
+    int n = 15;
+    for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
     C.broker = nr_harness_spawn(argv, NULL, log);
     free(log);
     s_require(C.broker != NULL, "broker did not start: %s", nr_harness_error());
@@ -1005,4 +1012,86 @@ Test(gateway, sigterm_exits_zero_and_help) {
     cr_assert_eq(nr_harness_run(bad, NULL, log, 10000, &status), 0);
     s_require(nr_harness_exit_code(status) == 2, "--port 99999 exited %d", nr_harness_exit_code(status));
     free(log);
+}
+
+Test(gateway, full_queue_is_429_with_retry_after) {
+    /* A queue bound of 1 and no speech worker: the second job finds it full. */
+    int status = 0;
+    cr_assert_eq(nr_harness_proc_stop(C.broker, SIGTERM, 10000, &status), 0);
+    nr_harness_proc_destroy(&C.broker);
+    const char *bound[] = {"--queue-bound", "1", NULL};
+    s_start_broker_with(bound);
+    s_start_gateway(C.client_ep, NULL);
+    char id[NR_PROTO_ID_MAX + 1];
+    s_speak("the first one fits", NULL, id);
+    s_req_t q = {.method = "POST", .path = "/v1/speak", .content_type = "text/plain",
+                 .body = "the second does not", .size = 19};
+    s_resp_t r = s_http(&q);
+    s_expect_error(&r, 429, "busy", "speak into a full queue");
+    s_require(r.retry_after[0], "429 without Retry-After");
+    s_resp_free(&r);
+    r = s_get("/metrics");
+    s_require(s_sample(r.body, "narrator_gateway_broker_errors_total{error=\"busy\"}") == 1,
+              "busy not counted:\n%s", r.body);
+    s_resp_free(&r);
+}
+
+/* Many requests at once over the thread pool (each pool thread has its own
+ * broker client): every submit is answered, every job finishes. */
+Test(gateway, concurrent_requests_over_the_thread_pool) {
+    s_start_worker("speech");
+    const char *threads[] = {"--threads", "3", NULL};
+    s_start_gateway(C.client_ep, threads);
+    enum { N = 24 };
+    CURLM *multi = curl_multi_init();
+    cr_assert_not_null(multi);
+    CURL *easy[N];
+    s_resp_t resp[N];
+    char texts[N][64];
+    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: text/plain");
+    char url[128];
+    snprintf(url, sizeof url, "%s/v1/speak", C.base);
+    for (int i = 0; i < N; i++) {
+        memset(&resp[i], 0, sizeof resp[i]);
+        snprintf(texts[i], sizeof texts[i], "concurrent request number %d", i);
+        easy[i] = curl_easy_init();
+        curl_easy_setopt(easy[i], CURLOPT_URL, url);
+        curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, texts[i]);
+        curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, s_on_body);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &resp[i]);
+        curl_easy_setopt(easy[i], CURLOPT_TIMEOUT, 60L);
+        curl_multi_add_handle(multi, easy[i]);
+    }
+    int running = 1;
+    while (running) {
+        curl_multi_perform(multi, &running);
+        if (running) curl_multi_poll(multi, NULL, 0, 1000, NULL);
+    }
+    char ids[N][NR_PROTO_ID_MAX + 1];
+    for (int i = 0; i < N; i++) {
+        long code = 0;
+        curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &code);
+        cJSON *j = resp[i].body ? cJSON_Parse(resp[i].body) : NULL;
+        s_require(code == 202 && j && s_jstr(j, "id"), "request %d: HTTP %ld: %s", i, code,
+                  resp[i].body ? resp[i].body : "");
+        snprintf(ids[i], sizeof ids[i], "%s", s_jstr(j, "id"));
+        for (int k = 0; k < i; k++) s_require(strcmp(ids[k], ids[i]), "two texts got one id");
+        cJSON_Delete(j);
+        free(resp[i].body);
+        curl_multi_remove_handle(multi, easy[i]);
+        curl_easy_cleanup(easy[i]);
+    }
+    curl_slist_free_all(headers);
+    curl_multi_cleanup(multi);
+    for (int i = 0; i < N; i++) {
+        cJSON *rec = s_wait_final(ids[i]);
+        s_require(!strcmp(s_jstr(rec, "state"), "done"), "job %d: %s", i, s_jstr(rec, "state"));
+        cJSON_Delete(rec);
+    }
+    s_expect_audio(ids[N - 1]);
+    s_resp_t r = s_get("/v1/jobs");
+    s_require(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "jobs")) == N,
+              "recent jobs: %s", r.body);
+    s_resp_free(&r);
 }
