@@ -128,6 +128,47 @@ static void s_setup(void) {
     nr_client_set_busy_wait(C.client, 60000);
 }
 
+/* The name of a log that reports a sanitizer error (ASan, UBSan, LSan in a
+ * -DNR_SANITIZE=ON build), or NULL. Returns a malloc'd path. */
+static char *s_sanitizer_report(void) {
+    static const char *marks[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"};
+    char *found = NULL;
+    for (int i = 0; i < C.broker_starts + C.n_workers && !found; i++) {
+        char *log = i < C.broker_starts ? nr_harness_path(C.dir, "broker-%d.log", i)
+                                        : nr_harness_path(C.dir, "worker-%d.log", i - C.broker_starts);
+        char *text = log ? nr_harness_read_file(log, NULL) : NULL;
+        for (size_t m = 0; text && m < sizeof marks / sizeof *marks && !found; m++) {
+            if (strstr(text, marks[m])) found = log;
+        }
+        free(text);
+        if (!found) free(log);
+    }
+    return found;
+}
+
+/* The end of every test: stops the workers and the broker cleanly
+ * (SIGTERM), then checks that the broker exited 0 and that no process
+ * reported a sanitizer error (in a -DNR_SANITIZE=ON build). Assertions in
+ * a Criterion .fini do not fail the test, so this runs in the test body. */
+static void s_end(void) {
+    for (int i = 0; i < C.n_workers; i++) {
+        if (C.workers[i]) nr_harness_proc_stop(C.workers[i], SIGTERM, 10000, NULL);
+    }
+    if (C.broker) {
+        int status = 0;
+        nr_harness_proc_stop(C.broker, SIGTERM, 20000, &status);
+        nr_harness_proc_destroy(&C.broker);
+        s_require(nr_harness_exit_code(status) == 0,
+                  "the broker's clean stop exited with status %d (signal %d)",
+                  nr_harness_exit_code(status), nr_harness_exit_signal(status));
+    }
+    char *report = s_sanitizer_report();
+    if (report) {
+        nr_harness_dump_log(report, 12000);
+        cr_assert_fail("a sanitizer reported an error in %s", report);
+    }
+}
+
 static void s_teardown(void) {
     nr_client_destroy(&C.client);
     for (int i = 0; i < C.n_workers; i++) {
@@ -380,6 +421,7 @@ Test(integration, speak_200_jobs_three_speech_workers) {
     for (int i = 0; i < C.n_workers; i++) {
         cr_assert(nr_harness_proc_running(C.workers[i]), "speech worker %d died", i);
     }
+    s_end();
 }
 
 /* (b) A worker SIGKILLed while it holds a job: the job finishes on another
@@ -410,6 +452,7 @@ Test(integration, worker_killed_mid_job_job_finishes_elsewhere) {
     cr_assert_eq(reply.frames[0].size, 5);
     cr_assert_eq(memcmp(reply.frames[0].data, "hello", 5), 0);
     nr_proto_msg_clear(&reply);
+    s_end();
 }
 
 /* (b') A job that kills its worker every time (behave=crash) uses up its
@@ -435,6 +478,7 @@ Test(integration, crashing_job_fails_after_attempt_limit) {
     int dead = 0;
     for (int i = 0; i < C.n_workers; i++) dead += !nr_harness_proc_running(C.workers[i]);
     cr_assert_eq(dead, n, "each attempt killed one worker");
+    s_end();
 }
 
 /* (c) The broker SIGKILLed and restarted (same Redis) in the middle of a
@@ -498,6 +542,7 @@ Test(integration, broker_killed_and_restarted_mid_run) {
     snprintf(again, sizeof again, "%s", s_kv(&reply, "id"));
     cr_assert_str_eq(again, ids[0]);
     nr_proto_msg_clear(&reply);
+    s_end();
 }
 
 /* Sends a raw multipart message (n frames) on a DEALER socket, without waiting. */
@@ -627,6 +672,7 @@ Test(integration, garbage_on_both_sockets_while_jobs_complete) {
     nr_proto_msg_init(&record);
     s_wait_state(id, "done", &record);
     nr_proto_msg_clear(&record);
+    s_end();
 }
 
 /* (e) Cancel of a queued job and of a running one: both end CANCELLED, and
@@ -673,6 +719,7 @@ Test(integration, cancel_queued_and_running) {
     cr_assert_str_eq(s_kv(&record, "state"), "done");
     nr_proto_msg_clear(&record);
     cr_assert(nr_harness_proc_running(C.workers[w]));
+    s_end();
 }
 
 /* (f) behave=fail (retryable) ends FAILED attempts_exhausted after the
@@ -707,6 +754,7 @@ Test(integration, failing_jobs) {
     s_require(s_kv_long(&record, "attempts") == 1, "fail-final took %s attempts",
               s_kv(&record, "attempts"));
     nr_proto_msg_clear(&record);
+    s_end();
 }
 
 /* A 1x1 PNG: `narrate submit` sends files as they are, and nothing decodes
@@ -740,6 +788,7 @@ Test(integration, narrate_submit_without_vision_worker) {
     free(log);
     free(out);
     free(png);
+    s_end();
 }
 
 /* (h) SIGTERM: the broker exits 0; a restarted broker resumes the pending
@@ -767,6 +816,7 @@ Test(integration, broker_sigterm_exits_zero_and_restart_resumes) {
                   s_kv(&record, "attempts"));
     }
     nr_proto_msg_clear(&record);
+    s_end();
 }
 
 /* Copies a fixture image into dir; returns 0. */
@@ -882,6 +932,7 @@ Test(integration, narrate_submit_full_route_tiny_checkpoint) {
     free(bad_dir);
     free(out);
     free(in);
+    s_end();
 }
 
 /* Redis SIGKILLed mid-run and restarted (AOF, fsync always): the broker
@@ -908,4 +959,5 @@ Test(integration, redis_killed_and_restarted_mid_run) {
         nr_proto_msg_clear(&record);
     }
     s_require(nr_harness_proc_running(C.broker), "the broker died with Redis");
+    s_end();
 }
