@@ -938,6 +938,40 @@ static enum MHD_Result s_not_done(struct MHD_Connection *conn, s_req_t *req, con
                         state ? state : "unknown", stage ? stage : "?", what);
 }
 
+/* A Range header of one byte range over `size` bytes: 1 with the inclusive
+ * [*first, *last], 0 when there is none or it is not one we serve (several
+ * ranges, another unit, malformed: the whole file is sent), -1 when it is
+ * unsatisfiable (starts past the end). */
+static int s_parse_range(const char *header, size_t size, size_t *first, size_t *last) {
+    if (!header || strncmp(header, "bytes=", 6) || strchr(header, ',')) return 0;
+    const char *p = header + 6;
+    char *end;
+    if (*p == '-') { /* the last N bytes */
+        errno = 0;
+        unsigned long long n = strtoull(p + 1, &end, 10);
+        if (errno || end == p + 1 || *end) return 0;
+        if (n == 0 || size == 0) return -1;
+        *first = n >= size ? 0 : size - (size_t)n;
+        *last = size - 1;
+        return 1;
+    }
+    if (*p < '0' || *p > '9') return 0;
+    errno = 0;
+    unsigned long long a = strtoull(p, &end, 10);
+    if (errno || *end != '-') return 0;
+    p = end + 1;
+    unsigned long long b = (unsigned long long)size - 1;
+    if (*p) {
+        b = strtoull(p, &end, 10);
+        if (errno || *end || b < a) return 0;
+    }
+    if (a >= size) return -1;
+    if (b >= size) b = size - 1;
+    *first = (size_t)a;
+    *last = (size_t)b;
+    return 1;
+}
+
 static enum MHD_Result s_handle_audio(struct MHD_Connection *conn, s_req_t *req) {
     nr_client_t *c = s_client(req->gw);
     if (!c) return s_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, NR_ENOMEM, NULL,
@@ -976,10 +1010,33 @@ static enum MHD_Result s_handle_audio(struct MHD_Connection *conn, s_req_t *req)
             size_t size = reply.frames[0].size;
             reply.frames[0].data = NULL; /* the response owns it now */
             reply.frames[0].size = 0;
-            char disposition[160];
+            char disposition[160], content_range[96];
             snprintf(disposition, sizeof disposition, "inline; filename=\"%s.wav\"", req->id);
-            const char *const h[] = {"Content-Disposition", disposition, NULL};
-            ret = s_send(conn, req, MHD_HTTP_OK, "audio/wav", wav, size, h);
+            size_t first = 0, last = 0;
+            int range = s_parse_range(
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE), size,
+                &first, &last);
+            if (range < 0) {
+                free(wav);
+                snprintf(content_range, sizeof content_range, "bytes */%zu", size);
+                const char *const h[] = {"Content-Range", content_range, NULL};
+                ret = s_send_error(conn, req, MHD_HTTP_RANGE_NOT_SATISFIABLE, NR_EINVAL, h,
+                                   "the audio of job '%s' has %zu bytes: the range asked for is "
+                                   "outside it",
+                                   req->id, size);
+            } else if (range > 0) {
+                /* One byte range (what media elements ask for): 206 with that slice. */
+                size_t n = last - first + 1;
+                memmove(wav, wav + first, n);
+                snprintf(content_range, sizeof content_range, "bytes %zu-%zu/%zu", first, last, size);
+                const char *const h[] = {"Content-Disposition", disposition, "Accept-Ranges", "bytes",
+                                         "Content-Range", content_range, NULL};
+                ret = s_send(conn, req, MHD_HTTP_PARTIAL_CONTENT, "audio/wav", wav, n, h);
+            } else {
+                const char *const h[] = {"Content-Disposition", disposition, "Accept-Ranges", "bytes",
+                                         NULL};
+                ret = s_send(conn, req, MHD_HTTP_OK, "audio/wav", wav, size, h);
+            }
         }
     }
     nr_proto_msg_clear(&reply);

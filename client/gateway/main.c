@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define S_ENV_PREFIX "NARRATOR_GATEWAY_"
 
@@ -96,6 +97,16 @@ int main(int argc, char **argv) {
     gp.request_timeout_ms = (int)st.request_timeout_ms;
     gp.connection_timeout_s = (int)st.connection_timeout_s;
     snprintf(gp.static_dir, sizeof gp.static_dir, "%s", st.static_dir);
+    /* The built-in default is the source tree's page; an installed binary
+     * without it serves the API alone (a static-dir given explicitly must
+     * exist, and nr_gateway_new says so). */
+    struct stat sb;
+    if (gp.static_dir[0] && !strcmp(gp.static_dir, NR_GATEWAY_STATIC_DIR) &&
+        (stat(gp.static_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
+        nr_log(NR_LOG_WARN, "no web page: the default static-dir %s is missing (set static-dir)",
+               gp.static_dir);
+        gp.static_dir[0] = '\0';
+    }
     gp.threads = (int)st.threads;
     gp.max_connections = (int)st.max_connections;
     gp.recent_jobs = (int)st.recent_jobs;
