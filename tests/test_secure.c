@@ -1,0 +1,176 @@
+/* proto/secure: CURVE key files and the ZAP allow-list, over real ZeroMQ
+ * sockets (tcp on loopback): an allowed client is served, a client whose
+ * key is not in the allow-list and a plain-text client are refused before
+ * any message reaches the server. The end-to-end test with the real broker,
+ * a worker and clients is in the `secure_cluster` suite. */
+#include "common/error.h"
+#include "proto/proto.h"
+#include "proto/secure.h"
+#include "tests/harness.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zmq.h>
+
+static char *s_dir;
+
+static void s_setup(void) {
+    if (!nr_secure_available()) cr_skip_test("this libzmq has no CURVE");
+    s_dir = nr_harness_tempdir("secure");
+    cr_assert_not_null(s_dir);
+}
+
+static void s_teardown(void) {
+    if (s_dir && !getenv("NR_TEST_KEEP")) nr_harness_rmtree(s_dir);
+    free(s_dir);
+    s_dir = NULL;
+}
+
+/* Makes DIR/<name>.key and .pub; returns the .key path (caller frees). */
+static char *s_keys(const char *dir, const char *name, char pub[NR_SECURE_KEY_Z85 + 1]) {
+    char sec[NR_SECURE_KEY_Z85 + 1], err[256];
+    cr_assert_eq(nr_secure_keypair(pub, sec), 0);
+    char *base = nr_harness_path(dir, "%s", name);
+    cr_assert_eq(nr_secure_write_keypair(base, pub, sec, err, sizeof err), 0, "%s", err);
+    char *key = nr_harness_path(dir, "%s.key", name);
+    free(base);
+    return key;
+}
+
+TestSuite(secure, .init = s_setup, .fini = s_teardown, .timeout = 60);
+
+Test(secure, key_files_round_trip_and_bad_ones_are_refused) {
+    char pub[NR_SECURE_KEY_Z85 + 1], got[NR_SECURE_KEY_Z85 + 1], sec[NR_SECURE_KEY_Z85 + 1], err[512];
+    char *key = s_keys(s_dir, "a", pub);
+    cr_assert_eq(nr_secure_read_keyfile(key, got, sec, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(got, pub);
+    char *pubfile = nr_harness_path(s_dir, "a.pub");
+    cr_assert_eq(nr_secure_read_public(pubfile, got, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(got, pub);
+    cr_assert_eq(nr_secure_read_public(pub, got, err, sizeof err), 0, "a Z85 key given directly");
+    /* Never overwritten. */
+    char *base = nr_harness_path(s_dir, "a");
+    cr_assert_eq(nr_secure_write_keypair(base, pub, sec, err, sizeof err), NR_ESTATE);
+    /* A secret key file others can read is refused. */
+    chmod(key, 0644);
+    cr_assert_eq(nr_secure_read_keyfile(key, got, NULL, err, sizeof err), NR_EINVAL);
+    cr_assert(strstr(err, "chmod 600"), "%s", err);
+    /* A public key that does not belong to the secret key. */
+    char other_pub[NR_SECURE_KEY_Z85 + 1], other_sec[NR_SECURE_KEY_Z85 + 1];
+    cr_assert_eq(nr_secure_keypair(other_pub, other_sec), 0);
+    char *forged = nr_harness_path(s_dir, "forged.key");
+    char text[256];
+    snprintf(text, sizeof text, "public-key = %s\nsecret-key = %s\n", other_pub, sec);
+    cr_assert_eq(nr_harness_write_file(forged, text, strlen(text)), 0);
+    chmod(forged, 0600);
+    cr_assert_eq(nr_secure_read_keyfile(forged, got, NULL, err, sizeof err), NR_EINVAL);
+    cr_assert(strstr(err, "does not belong"), "%s", err);
+    /* Garbage, short keys, missing files. */
+    const char *junk = "public-key = short\nsecret-key = alsoshort\n";
+    cr_assert_eq(nr_harness_write_file(forged, junk, strlen(junk)), 0);
+    cr_assert_eq(nr_secure_read_keyfile(forged, got, NULL, err, sizeof err), NR_EINVAL);
+    cr_assert_eq(nr_secure_read_public(forged, got, err, sizeof err), NR_EINVAL);
+    cr_assert_eq(nr_secure_read_keyfile("/nonexistent/x.key", got, NULL, err, sizeof err), NR_EIO);
+    cr_assert_neq(nr_secure_read_public("not-a-key", got, err, sizeof err), 0);
+    /* Half-configured settings are an error, none is "off". */
+    nr_secure_settings_t s;
+    memset(&s, 0, sizeof s);
+    cr_assert_eq(nr_secure_enabled(&s, 1, err, sizeof err), 0);
+    snprintf(s.secret_key_file, sizeof s.secret_key_file, "%s", key);
+    cr_assert_eq(nr_secure_enabled(&s, 1, err, sizeof err), NR_EINVAL);
+    cr_assert_eq(nr_secure_enabled(&s, 0, err, sizeof err), NR_EINVAL);
+    snprintf(s.allow_dir, sizeof s.allow_dir, "%s", s_dir);
+    cr_assert_eq(nr_secure_enabled(&s, 1, err, sizeof err), 1);
+    free(key);
+    free(pubfile);
+    free(base);
+    free(forged);
+}
+
+/* Connects a DEALER (CURVE with key_file unless NULL), sends one message
+ * and returns 1 when the server's ROUTER received it within 1.5 s. */
+static int s_try(void *ctx, void *server, const char *endpoint, const char *key_file, const char *server_pub) {
+    void *c = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(c, ZMQ_LINGER, &linger, sizeof linger);
+    if (key_file) {
+        nr_secure_settings_t s;
+        memset(&s, 0, sizeof s);
+        snprintf(s.secret_key_file, sizeof s.secret_key_file, "%s", key_file);
+        snprintf(s.server_key, sizeof s.server_key, "%s", server_pub);
+        char err[256];
+        cr_assert_eq(nr_secure_client(c, &s, err, sizeof err), 0, "%s", err);
+    }
+    cr_assert_eq(zmq_connect(c, endpoint), 0);
+    zmq_send(c, "hello", 5, ZMQ_DONTWAIT);
+    zmq_pollitem_t item = {server, 0, ZMQ_POLLIN, 0};
+    int got = zmq_poll(&item, 1, 1500) > 0;
+    if (got) {
+        char buf[64];
+        int more = 1;
+        size_t ms = sizeof more;
+        while (more) {
+            zmq_recv(server, buf, sizeof buf, 0);
+            zmq_getsockopt(server, ZMQ_RCVMORE, &more, &ms);
+        }
+    }
+    zmq_close(c);
+    return got;
+}
+
+Test(secure, allow_list_admits_known_keys_only) {
+    char *allow = nr_harness_path(s_dir, "allow");
+    cr_assert_eq(mkdir(allow, 0755), 0);
+    char server_pub[NR_SECURE_KEY_Z85 + 1], a_pub[NR_SECURE_KEY_Z85 + 1], b_pub[NR_SECURE_KEY_Z85 + 1];
+    char *server_key = s_keys(s_dir, "broker", server_pub);
+    char *a_key = s_keys(allow, "client-a", a_pub); /* its .pub lands in the allow-list */
+    char *b_key = s_keys(s_dir, "client-b", b_pub); /* not allowed */
+    /* The allow-list must not hold secret files: move client-a.key out. */
+    char *a_key2 = nr_harness_path(s_dir, "client-a.key");
+    cr_assert_eq(rename(a_key, a_key2), 0);
+
+    void *ctx = zmq_ctx_new();
+    char err[256];
+    nr_secure_zap_t *zap = nr_secure_zap_new(ctx, allow, err, sizeof err);
+    cr_assert_not_null(zap, "%s", err);
+    void *server = zmq_socket(ctx, ZMQ_ROUTER);
+    nr_secure_settings_t ss;
+    memset(&ss, 0, sizeof ss);
+    snprintf(ss.secret_key_file, sizeof ss.secret_key_file, "%s", server_key);
+    snprintf(ss.allow_dir, sizeof ss.allow_dir, "%s", allow);
+    cr_assert_eq(nr_secure_server(server, &ss, err, sizeof err), 0, "%s", err);
+    int port = nr_harness_free_port();
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
+    cr_assert_eq(zmq_bind(server, endpoint), 0);
+
+    cr_assert(s_try(ctx, server, endpoint, a_key2, server_pub), "the allowed client was not served");
+    cr_assert_not(s_try(ctx, server, endpoint, b_key, server_pub), "a client with an unknown key got through");
+    cr_assert_not(s_try(ctx, server, endpoint, NULL, NULL), "a plain-text client got through");
+    /* A client that has the wrong server key cannot finish the handshake. */
+    cr_assert_not(s_try(ctx, server, endpoint, a_key2, a_pub), "wrong server key accepted");
+    /* Adding b's .pub to the folder admits it at once (read per connection). */
+    char *b_pub_src = nr_harness_path(s_dir, "client-b.pub");
+    char *b_pub_dst = nr_harness_path(allow, "client-b.pub");
+    cr_assert_eq(rename(b_pub_src, b_pub_dst), 0);
+    cr_assert(s_try(ctx, server, endpoint, b_key, server_pub), "newly allowed client refused");
+    long accepted = 0, refused = 0;
+    nr_secure_zap_counts(zap, &accepted, &refused);
+    cr_assert_geq(accepted, 2);
+    cr_assert_geq(refused, 1);
+    cr_log_info("ZAP: %ld accepted, %ld refused", accepted, refused);
+    zmq_close(server);
+    nr_secure_zap_destroy(&zap);
+    nr_secure_zap_destroy(&zap);
+    zmq_ctx_term(ctx);
+    free(allow);
+    free(server_key);
+    free(a_key);
+    free(a_key2);
+    free(b_key);
+    free(b_pub_src);
+    free(b_pub_dst);
+}
