@@ -17,9 +17,11 @@
 #   --model-dir DIR      checkpoint folder for the vision and text workers
 #   --redis-port N       (default 6390)   --client-port N (default 5555)
 #   --worker-port N      (default 5556)
+#   --gateway-port N     narrator-gateway's HTTP port when it is built
+#                        (default 8080; 0: do not start the gateway)
 # Environment: NARRATOR_RUN_DIR, NARRATOR_BUILD_DIR, NARRATOR_MODEL_DIR,
-# NARRATOR_REDIS_PORT, NARRATOR_CLIENT_PORT, NARRATOR_WORKER_PORT (defaults
-# for the options above); NARRATOR_BROKER_* / NARRATOR_WORKER_* settings
+# NARRATOR_REDIS_PORT, NARRATOR_CLIENT_PORT, NARRATOR_WORKER_PORT,
+# NARRATOR_GATEWAY_PORT (defaults for the options above); NARRATOR_BROKER_* / NARRATOR_WORKER_* settings
 # pass through to the programs.
 #
 # Safe to call twice: start skips what already runs, stop what does not.
@@ -33,6 +35,7 @@ workers_spec="speech=2 vision=1 text=1"
 redis_port="${NARRATOR_REDIS_PORT:-6390}"
 client_port="${NARRATOR_CLIENT_PORT:-5555}"
 worker_port="${NARRATOR_WORKER_PORT:-5556}"
+gateway_port="${NARRATOR_GATEWAY_PORT:-8080}"
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 die() { echo "local-cluster: $*" >&2; exit 1; }
@@ -49,6 +52,7 @@ while [ $# -gt 0 ]; do
     --redis-port) redis_port="$2"; shift 2 ;;
     --client-port) client_port="$2"; shift 2 ;;
     --worker-port) worker_port="$2"; shift 2 ;;
+    --gateway-port) gateway_port="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "local-cluster: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -97,8 +101,16 @@ start_service() {
   mkdir -p "$logs"
   echo "=== $(date -u +%FT%TZ) start: $*" >>"$logs/$name.log"
   setsid "$@" >>"$logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$run_dir/$name.pid"
+  local pid=$!
+  echo "$pid" >"$run_dir/$name.pid"
   echo "$1" >"$run_dir/$name.exe"
+  # Until the forked shell has exec'd the program, its command line is not
+  # the program's yet; wait for that so running_pid recognises it.
+  for _ in $(seq 1 50); do
+    running_pid "$name" >/dev/null && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
   started+=("$name")
 }
 
@@ -144,6 +156,7 @@ do_start() {
 redis_port=$redis_port
 client_port=$client_port
 worker_port=$worker_port
+gateway_port=$gateway_port
 build_dir=$build_dir
 bin=$build_dir/bin
 EOF
@@ -187,6 +200,12 @@ EOF
     done
     [ "$count" -gt 0 ] && wait_up "worker-$stage-$count" workers_at_least "$stage" "$count"
   done
+  if [ "$gateway_port" != 0 ] && [ -x "$bin/narrator-gateway" ]; then
+    start_service gateway "$bin/narrator-gateway" --listen-address 127.0.0.1 --port "$gateway_port" \
+      --broker "tcp://127.0.0.1:$client_port"
+    wait_up gateway port_open "$gateway_port"
+    echo "  web page and HTTP API: http://127.0.0.1:$gateway_port/"
+  fi
   [ ${#skipped[@]} -eq 0 ] || echo "  not built, skipped: ${skipped[*]} (no narrator-worker-<stage> in $bin)"
   echo "local-cluster: up. clients: tcp://127.0.0.1:$client_port  workers: tcp://127.0.0.1:$worker_port  redis: 127.0.0.1:$redis_port"
   echo "  logs: $logs/<name>.log   pids: $run_dir/<name>.pid"
@@ -218,7 +237,7 @@ do_stop() {
   # then Redis last (SIGTERM makes it write the AOF out).
   for name in $(services | grep '^worker-' || true); do any=1; stop_one "$name" & done
   wait
-  for name in broker redis; do
+  for name in gateway broker redis; do
     [ -f "$run_dir/$name.pid" ] || continue
     any=1
     stop_one "$name"
