@@ -10,6 +10,7 @@ packages=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev
   flite1-dev
   libcriterion-dev redis-server
+  python3-yaml
   libmicrohttpd-dev libcurl4-openssl-dev
 )
 # The browser test of the gateway's web page (tests/web) needs Chromium

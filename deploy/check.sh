@@ -1,0 +1,492 @@
+#!/usr/bin/env bash
+# deploy/check.sh: checks the deployment files against the programs of a build.
+#
+#   deploy/check.sh [--build-dir DIR]     (default: $NR_BUILD_DIR, else build/)
+#
+# What it checks (each line of output is PASS, FAIL or SKIP with a reason):
+#  1. systemd units (deploy/systemd): `systemd-analyze verify` on copies whose
+#     ExecStart points at the built programs (any complaint fails); when
+#     systemd-analyze is missing, a parse check instead (said so). Then the
+#     house rules: User=narrator, NoNewPrivileges, ProtectSystem=strict,
+#     PrivateTmp, Restart=on-failure, an existing --config file, every flag
+#     known to the program.
+#  2. YAML: compose.yaml and deploy/k8s/*.yaml parse (python3-yaml).
+#  3. deploy/config/*.conf: each file is run through its program
+#     (`<program> --config FILE --help`, which validates every key and value
+#     and exits 2 on a bad one; narrate: `narrate --config FILE help`), and a
+#     copy with an unknown key must be refused (the check really checks).
+#     redis.conf: redis-server starts with it (port and folder overridden)
+#     and reports appendonly yes, maxmemory-policy noeviction.
+#  4. compose.yaml: every narrator command is a built program, every flag is
+#     in its --help, NARRATOR_* variables are ones it reads, --config files
+#     exist in deploy/config (the image copies them to /etc/narrator), vision
+#     and text reserve an nvidia GPU, redis runs with AOF and noeviction.
+#  5. Kubernetes: `kubectl kustomize deploy/k8s` renders (when kubectl is
+#     installed; otherwise the files listed in kustomization.yaml are read),
+#     then required fields (apiVersion, kind, metadata.name), selectors that
+#     match their pod labels, containers with image and cpu/memory requests
+#     and limits, no privilege escalation, commands and flags as in 4,
+#     ConfigMap and PVC references that exist, Service selectors and target
+#     ports that match a workload, GPU requests and a nodeSelector for vision
+#     and text, Redis with a volume claim, AOF and noeviction, and each .conf
+#     in the ConfigMap validated by its program as in 3.
+#  6. Dockerfile: FROM debian:12, every COPY source exists.
+# Exit status: 0 when nothing failed, 1 otherwise.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build_dir="${NR_BUILD_DIR:-$root/build}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build-dir) build_dir="$2"; shift 2 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "check.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+done
+[ -d "$build_dir" ] && build_dir="$(cd "$build_dir" && pwd)"
+[ -x /usr/bin/python3 ] || { echo "check.sh: /usr/bin/python3 is needed" >&2; exit 2; }
+/usr/bin/python3 -c 'import yaml' 2>/dev/null ||
+  { echo "check.sh: python3-yaml is needed (apt-get install python3-yaml)" >&2; exit 2; }
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+# ---- 1a. systemd-analyze verify (shell side; the rules are in python) ----
+units_report="$tmp/units.txt"
+if command -v systemd-analyze >/dev/null 2>&1; then
+  mkdir -p "$tmp/units"
+  for f in "$root"/deploy/systemd/*.service "$root"/deploy/systemd/*.target; do
+    name="$(basename "$f")"
+    # A template is verified as one instance of it.
+    case "$name" in *@.service) name="${name%@.service}@0.service" ;; esac
+    sed "s#/usr/local/bin/#$build_dir/bin/#g" "$f" >"$tmp/units/$name"
+  done
+  if (cd "$tmp/units" && systemd-analyze verify ./*.service ./*.target) >"$units_report" 2>&1; then :; fi
+  echo "verify" >"$tmp/units.mode"
+else
+  echo "parse" >"$tmp/units.mode"
+fi
+
+export NR_CHECK_ROOT="$root" NR_CHECK_BIN="$build_dir/bin" NR_CHECK_TMP="$tmp"
+exec /usr/bin/python3 - <<'PYEOF'
+import configparser, glob, os, re, shutil, socket, subprocess, sys, time
+import yaml
+
+root = os.environ["NR_CHECK_ROOT"]
+bindir = os.environ["NR_CHECK_BIN"]
+tmp = os.environ["NR_CHECK_TMP"]
+counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
+
+def report(status, what, why=""):
+    counts[status] += 1
+    print(f"{status} {what}" + (f": {why}" if why else ""))
+
+def rel(p):
+    return os.path.relpath(p, root)
+
+# ---- programs and their settings (from --help) ----
+PROGRAMS = ["narrator-broker", "narrator-worker-vision", "narrator-worker-text",
+            "narrator-worker-speech", "narrator-gateway", "narrate"]
+_help = {}
+
+def program_path(prog):
+    p = os.path.join(bindir, prog)
+    return p if os.access(p, os.X_OK) else None
+
+def program_help(prog):
+    """(flags, envs) the program documents in --help, or None if not built."""
+    if prog in _help:
+        return _help[prog]
+    path = program_path(prog)
+    if not path:
+        _help[prog] = None
+        return None
+    out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=30).stdout
+    flags = set(re.findall(r"(?m)^\s+(--[a-z0-9][a-z0-9-]*)", out))
+    flags |= set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", out)) if prog == "narrate" else set()
+    envs = set(re.findall(r"\benv (NARRATOR_[A-Z0-9_]+)", out))
+    _help[prog] = (flags, envs)
+    return _help[prog]
+
+def check_config_text(prog, text, what):
+    """Runs the settings text through the program; also checks a copy with
+    an unknown key is refused. Returns True when checked and fine."""
+    path = program_path(prog)
+    if not path:
+        report("SKIP", what, f"{prog} is not built in {bindir}")
+        return False
+    f = os.path.join(tmp, "cfg-" + re.sub(r"[^a-z0-9.-]", "_", what) + ".conf")
+    with open(f, "w") as fh:
+        fh.write(text)
+    argv = [path, "--config", f] + (["help"] if prog == "narrate" else ["--help"])
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        report("FAIL", what, f"{prog} refuses it: {r.stderr.strip()}")
+        return False
+    bad = f + ".bad"
+    with open(bad, "w") as fh:
+        fh.write(text + "\nno-such-setting-xyz = 1\n")
+    argv[2] = bad
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if r.returncode == 0:
+        report("FAIL", what, f"{prog} --config accepts an unknown key, so this check proves nothing")
+        return False
+    report("PASS", what, f"every key accepted by {prog}")
+    return True
+
+def check_command(argv, what, config_dir_ok):
+    """A container/unit command: program built, flags known, --config exists."""
+    if not argv:
+        report("FAIL", what, "no command")
+        return
+    prog = os.path.basename(argv[0])
+    if prog == "redis-server":
+        args = " ".join(argv)
+        ok = re.search(r"appendonly\"?\s+\"?yes", args) and "noeviction" in args
+        if "--appendonly" in argv or "/etc/narrator/redis.conf" in argv:
+            if "/etc/narrator/redis.conf" in argv:
+                ok = True  # the file itself is checked in section 3
+        report("PASS" if ok else "FAIL", what, "redis with AOF and noeviction" if ok
+               else "redis must run with appendonly yes and maxmemory-policy noeviction")
+        return
+    if prog not in PROGRAMS:
+        report("FAIL", what, f"'{prog}' is not a narrator program ({', '.join(PROGRAMS)})")
+        return
+    h = program_help(prog)
+    if h is None:
+        report("SKIP", what, f"{prog} is not built in {bindir}")
+        return
+    flags, _ = h
+    unknown = [a.split("=")[0] for a in argv[1:] if a.startswith("--")
+               and a.split("=")[0] not in flags]
+    if unknown:
+        report("FAIL", what, f"{prog} has no flag {', '.join(unknown)}")
+        return
+    if "--config" in argv:
+        i = argv.index("--config")
+        cfg = argv[i + 1] if i + 1 < len(argv) else ""
+        name = os.path.basename(cfg)
+        if not cfg.startswith("/etc/narrator/") or name not in config_dir_ok:
+            report("FAIL", what, f"--config {cfg} is not one of /etc/narrator/{{{','.join(sorted(config_dir_ok))}}}")
+            return
+    report("PASS", what, f"{prog}, flags known")
+
+def check_env(prog, names, what):
+    h = program_help(prog) if prog in PROGRAMS else None
+    if h is None:
+        return
+    _, envs = h
+    bad = [n for n in names if n.startswith("NARRATOR_") and n not in envs]
+    report("FAIL" if bad else "PASS", what + " environment",
+           f"{prog} reads no {', '.join(bad)}" if bad else f"{len(names)} variable(s) known to {prog}")
+
+CONFIG_PROGRAM = {"broker.conf": "narrator-broker", "worker-vision.conf": "narrator-worker-vision",
+                  "worker-text.conf": "narrator-worker-text", "worker-speech.conf": "narrator-worker-speech",
+                  "gateway.conf": "narrator-gateway", "narrate.conf": "narrate"}
+config_files = {os.path.basename(p) for p in glob.glob(os.path.join(root, "deploy/config/*.conf"))}
+
+# ---- 1. systemd units ----
+print("== systemd units (deploy/systemd)")
+mode = open(os.path.join(tmp, "units.mode")).read().strip()
+unit_files = sorted(glob.glob(os.path.join(root, "deploy/systemd/*.service")) +
+                    glob.glob(os.path.join(root, "deploy/systemd/*.target")))
+if mode == "verify":
+    out = open(os.path.join(tmp, "units.txt")).read().strip()
+    report("FAIL" if out else "PASS", "systemd-analyze verify (%d units)" % len(unit_files),
+           out.replace("\n", " | ") if out else "no complaints")
+else:
+    report("SKIP", "systemd-analyze verify", "systemd-analyze is not installed; parse check only")
+SECTIONS = {"Unit", "Service", "Install"}
+for f in unit_files:
+    what = rel(f)
+    cp = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",),
+                                   comment_prefixes=("#", ";"), empty_lines_in_values=False)
+    cp.optionxform = str
+    try:
+        cp.read(f)
+    except configparser.Error as e:
+        report("FAIL", what, f"does not parse: {e}")
+        continue
+    extra = set(cp.sections()) - SECTIONS
+    if extra:
+        report("FAIL", what, f"unknown sections {extra}")
+        continue
+    if f.endswith(".target"):
+        report("PASS", what, "parses")
+        continue
+    s = cp["Service"] if cp.has_section("Service") else {}
+    want = {"User": "narrator", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+            "PrivateTmp": "yes", "Restart": "on-failure", "ProtectHome": "yes"}
+    wrong = [f"{k}={s.get(k)} (want {v})" for k, v in want.items() if s.get(k) != v]
+    if not cp.has_section("Install") or "WantedBy" not in cp["Install"]:
+        wrong.append("no [Install] WantedBy")
+    if wrong:
+        report("FAIL", what, "; ".join(wrong))
+        continue
+    report("PASS", what + " hardening", "User=narrator, NoNewPrivileges, ProtectSystem=strict, PrivateTmp, Restart=on-failure")
+    argv = s.get("ExecStart", "").split()
+    check_command(argv, what + " ExecStart", config_files | {"redis.conf"})
+
+# ---- 2. YAML ----
+print("== YAML")
+yaml_files = [os.path.join(root, "deploy/compose.yaml")] + sorted(glob.glob(os.path.join(root, "deploy/k8s/*.yaml")))
+docs = {}
+for f in yaml_files:
+    try:
+        with open(f) as fh:
+            docs[f] = [d for d in yaml.safe_load_all(fh) if d is not None]
+        report("PASS", rel(f), f"{len(docs[f])} document(s)")
+    except (OSError, yaml.YAMLError) as e:
+        report("FAIL", rel(f), f"not valid YAML: {e}")
+
+# ---- 3. config files ----
+print("== settings files (deploy/config)")
+for name in sorted(config_files):
+    f = os.path.join(root, "deploy/config", name)
+    if name == "redis.conf":
+        continue
+    prog = CONFIG_PROGRAM.get(name)
+    if not prog:
+        report("FAIL", rel(f), "no program reads it (expected one of %s)" % ", ".join(CONFIG_PROGRAM))
+        continue
+    check_config_text(prog, open(f).read(), rel(f))
+missing = [n for n in CONFIG_PROGRAM if n not in config_files]
+report("FAIL" if missing else "PASS", "deploy/config coverage",
+       f"missing {missing}" if missing else "a settings file for every program")
+
+redis_conf = os.path.join(root, "deploy/config/redis.conf")
+if not os.path.exists(redis_conf):
+    report("FAIL", "deploy/config/redis.conf", "missing")
+elif not shutil.which("redis-server"):
+    report("SKIP", "deploy/config/redis.conf", "redis-server is not installed")
+else:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    d = os.path.join(tmp, "redis"); os.makedirs(d)
+    # The file's own data folder is checked when read: point it here.
+    conf = os.path.join(d, "redis.conf")
+    with open(conf, "w") as fh:
+        fh.write(re.sub(r"(?m)^dir .*$", "dir " + d, open(redis_conf).read()))
+    p = subprocess.Popen(["redis-server", conf, "--port", str(port), "--dir", d,
+                          "--bind", "127.0.0.1", "--daemonize", "no", "--supervised", "no",
+                          "--logfile", os.path.join(d, "log")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    got = {}
+    for _ in range(100):
+        if p.poll() is not None:
+            break
+        try:
+            for key in ("appendonly", "maxmemory-policy"):
+                r = subprocess.run(["redis-cli", "-p", str(port), "config", "get", key],
+                                   capture_output=True, text=True, timeout=5)
+                lines = r.stdout.split()
+                if len(lines) == 2:
+                    got[key] = lines[1]
+            if len(got) == 2:
+                break
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(0.1)
+    if p.poll() is None:
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True, timeout=10)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        ok = got.get("appendonly") == "yes" and got.get("maxmemory-policy") == "noeviction"
+        report("PASS" if ok else "FAIL", "deploy/config/redis.conf",
+               "redis-server runs it with appendonly yes, noeviction" if ok else f"redis reports {got}")
+    else:
+        err = p.stderr.read().strip() if p.stderr else ""
+        log = open(os.path.join(d, "log")).read() if os.path.exists(os.path.join(d, "log")) else ""
+        report("FAIL", "deploy/config/redis.conf", "redis-server refuses it: " + (err or log)[-300:])
+
+# ---- 4. compose ----
+print("== compose (deploy/compose.yaml)")
+def subst(v):
+    """${VAR:-default} -> default (what compose uses when VAR is unset)."""
+    if isinstance(v, str):
+        return re.sub(r"\$\{[A-Z0-9_]+(?::?-([^}]*))?\}", lambda m: m.group(1) or "", v)
+    if isinstance(v, list):
+        return [subst(x) for x in v]
+    if isinstance(v, dict):
+        return {k: subst(x) for k, x in v.items()}
+    return v
+compose_docs = docs.get(os.path.join(root, "deploy/compose.yaml"))
+if compose_docs:
+    c = subst(compose_docs[0])
+    services = c.get("services", {})
+    for name, svc in services.items():
+        what = f"compose service {name}"
+        if "image" not in svc and "build" not in svc:
+            report("FAIL", what, "no image or build")
+            continue
+        cmd = svc.get("command")
+        if isinstance(cmd, str):
+            cmd = cmd.split()
+        if not cmd:
+            report("FAIL", what, "no command (the image's default is the broker)")
+            continue
+        check_command(cmd, what, config_files)
+        env = svc.get("environment") or {}
+        names = list(env) if isinstance(env, dict) else [e.split("=")[0] for e in env]
+        if names:
+            check_env(os.path.basename(cmd[0]), names, what)
+        if name in ("vision", "text"):
+            devs = (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
+            ok = any(d.get("driver") == "nvidia" and "gpu" in (d.get("capabilities") or []) for d in devs)
+            report("PASS" if ok else "FAIL", what + " GPU", "reserves an nvidia GPU" if ok
+                   else "needs deploy.resources.reservations.devices with driver nvidia")
+        b = svc.get("build")
+        if isinstance(b, dict):
+            ctx = os.path.normpath(os.path.join(root, "deploy", b.get("context", ".")))
+            df = os.path.join(ctx, b.get("dockerfile", "Dockerfile"))
+            report("PASS" if os.path.exists(df) else "FAIL", what + " build",
+                   rel(df) + (" exists" if os.path.exists(df) else " is missing"))
+    stages = {"redis", "broker", "vision", "text", "speech", "gateway"} - set(services)
+    report("FAIL" if stages else "PASS", "compose services",
+           f"missing {stages}" if stages else "redis, broker, vision, text, speech, gateway")
+
+# ---- 5. Kubernetes ----
+print("== Kubernetes (deploy/k8s)")
+k8s_dir = os.path.join(root, "deploy/k8s")
+objects = None
+kubectl = shutil.which("kubectl")
+if kubectl:
+    r = subprocess.run([kubectl, "kustomize", k8s_dir], capture_output=True, text=True, timeout=120)
+    if r.returncode == 0:
+        objects = [d for d in yaml.safe_load_all(r.stdout) if d]
+        report("PASS", "kubectl kustomize deploy/k8s", f"renders {len(objects)} objects")
+    else:
+        report("FAIL", "kubectl kustomize deploy/k8s", r.stderr.strip()[-500:])
+if objects is None:
+    if not kubectl:
+        report("SKIP", "kubectl kustomize", "kubectl is not installed; reading the files kustomization.yaml lists")
+    try:
+        kz = yaml.safe_load(open(os.path.join(k8s_dir, "kustomization.yaml")))
+        objects = []
+        for res in kz.get("resources", []):
+            objects += [d for d in yaml.safe_load_all(open(os.path.join(k8s_dir, res))) if d]
+    except (OSError, yaml.YAMLError) as e:
+        report("FAIL", "deploy/k8s/kustomization.yaml", str(e))
+        objects = []
+by_kind = {}
+for o in objects:
+    by_kind.setdefault(o.get("kind"), []).append(o)
+configmaps = {o["metadata"]["name"]: o for o in by_kind.get("ConfigMap", []) if o.get("metadata")}
+pvcs = {o["metadata"]["name"] for o in by_kind.get("PersistentVolumeClaim", []) if o.get("metadata")}
+workloads = by_kind.get("Deployment", []) + by_kind.get("StatefulSet", [])
+for o in objects:
+    missing = [k for k in ("apiVersion", "kind") if not o.get(k)]
+    if not (o.get("metadata") or {}).get("name"):
+        missing.append("metadata.name")
+    if missing:
+        report("FAIL", f"{o.get('kind')} {(o.get('metadata') or {}).get('name')}", f"missing {missing}")
+namespaces = {(o.get("metadata") or {}).get("namespace") for o in objects if o.get("kind") != "Namespace"}
+if kubectl and objects:
+    report("PASS" if namespaces == {"narrator"} else "FAIL", "k8s namespace",
+           "every object in namespace narrator" if namespaces == {"narrator"} else f"namespaces {namespaces}")
+
+def check_container(c, what, gpu):
+    problems = []
+    if not c.get("image"):
+        problems.append("no image")
+    res = c.get("resources") or {}
+    for part in ("requests", "limits"):
+        for r in ("cpu", "memory"):
+            if r not in (res.get(part) or {}):
+                problems.append(f"no resources.{part}.{r}")
+    if gpu and str((res.get("limits") or {}).get("nvidia.com/gpu", "")) == "":
+        problems.append("no resources.limits nvidia.com/gpu")
+    sc = c.get("securityContext") or {}
+    if sc.get("allowPrivilegeEscalation") is not False:
+        problems.append("allowPrivilegeEscalation is not false")
+    report("FAIL" if problems else "PASS", what, "; ".join(problems) if problems
+           else "image, cpu/memory requests and limits" + (", GPU" if gpu else "") + ", no escalation")
+
+for w in workloads:
+    name = w["metadata"]["name"]
+    what = f"{w['kind']} {name}"
+    spec = w.get("spec") or {}
+    tpl = spec.get("template") or {}
+    labels = (tpl.get("metadata") or {}).get("labels") or {}
+    sel = (spec.get("selector") or {}).get("matchLabels") or {}
+    if not sel or any(labels.get(k) != v for k, v in sel.items()):
+        report("FAIL", what, f"selector {sel} does not match pod labels {labels}")
+    pod = tpl.get("spec") or {}
+    gpu = name in ("narrator-worker-vision", "narrator-worker-text")
+    if gpu and not pod.get("nodeSelector"):
+        report("FAIL", what, "a GPU stage needs a nodeSelector")
+    for v in pod.get("volumes") or []:
+        if "configMap" in v and v["configMap"].get("name") not in configmaps:
+            report("FAIL", what, f"ConfigMap {v['configMap'].get('name')} does not exist")
+        if "persistentVolumeClaim" in v and v["persistentVolumeClaim"].get("claimName") not in pvcs:
+            report("FAIL", what, f"PVC {v['persistentVolumeClaim'].get('claimName')} does not exist")
+    for c in pod.get("containers") or []:
+        cwhat = f"{what} container {c.get('name')}"
+        check_container(c, cwhat, gpu)
+        cmd = (c.get("command") or []) + (c.get("args") or [])
+        check_command(cmd, cwhat + " command",
+                      {k for cm in configmaps.values() for k in (cm.get("data") or {})})
+        names = [e["name"] for e in c.get("env") or [] if "name" in e]
+        if names and cmd:
+            check_env(os.path.basename(cmd[0]), names, cwhat)
+    if name == "narrator-redis":
+        ok = w["kind"] == "StatefulSet" and spec.get("volumeClaimTemplates")
+        report("PASS" if ok else "FAIL", what + " storage", "StatefulSet with a volume claim"
+               if ok else "Redis needs a StatefulSet with volumeClaimTemplates")
+    if name == "narrator-broker":
+        ok = spec.get("replicas", 1) == 1 and (spec.get("strategy") or {}).get("type") == "Recreate"
+        report("PASS" if ok else "FAIL", what + " single", "one replica, Recreate" if ok
+               else "the broker must be one replica with strategy Recreate")
+for svc in by_kind.get("Service", []):
+    what = f"Service {svc['metadata']['name']}"
+    sel = (svc.get("spec") or {}).get("selector") or {}
+    match = [w for w in workloads if sel and all(
+        ((w["spec"]["template"].get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in sel.items())]
+    if not match:
+        report("FAIL", what, f"selector {sel} matches no workload")
+        continue
+    ports = {p.get("name") for w in match for c in w["spec"]["template"]["spec"]["containers"]
+             for p in c.get("ports") or []}
+    ports |= {p.get("containerPort") for w in match for c in w["spec"]["template"]["spec"]["containers"]
+              for p in c.get("ports") or []}
+    bad = [p.get("targetPort") for p in svc["spec"].get("ports") or [] if p.get("targetPort", p.get("port")) not in ports]
+    report("FAIL" if bad else "PASS", what, f"target ports {bad} not in the pods" if bad
+           else f"selects {', '.join(w['metadata']['name'] for w in match)}, ports exist")
+for cmname, cm in configmaps.items():
+    for key, text in (cm.get("data") or {}).items():
+        prog = CONFIG_PROGRAM.get(key)
+        if not prog:
+            report("FAIL", f"ConfigMap {cmname} {key}", "no program reads it")
+            continue
+        check_config_text(prog, text, f"ConfigMap {cmname} {key}")
+for need in ("Namespace", "StatefulSet", "Deployment", "Service", "ConfigMap", "PersistentVolumeClaim"):
+    if need not in by_kind:
+        report("FAIL", "k8s kinds", f"no {need}")
+
+# ---- 6. Dockerfile ----
+print("== Dockerfile (deploy/Dockerfile)")
+df = os.path.join(root, "deploy/Dockerfile")
+if not os.path.exists(df):
+    report("FAIL", "deploy/Dockerfile", "missing")
+else:
+    text = open(df).read()
+    args = dict(re.findall(r"(?m)^ARG (\w+)=(\S+)", text))
+    froms = [re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), f)
+             for f in re.findall(r"(?m)^FROM (\S+)", text)]
+    ok = froms and all(f.startswith("debian:12") for f in froms)
+    report("PASS" if ok else "FAIL", "Dockerfile base", f"FROM {', '.join(froms)}")
+    missing = []
+    for src in re.findall(r"(?m)^COPY (?!--from)(\S+)", text):
+        if not os.path.exists(os.path.join(root, src)):
+            missing.append(src)
+    report("FAIL" if missing else "PASS", "Dockerfile COPY sources",
+           f"missing {missing}" if missing else "all exist in the repository")
+    ign = os.path.join(root, "deploy/Dockerfile.dockerignore")
+    ok = os.path.exists(ign) and "build-*" in open(ign).read()
+    report("PASS" if ok else "FAIL", "Dockerfile.dockerignore", "build folders excluded" if ok
+           else "deploy/Dockerfile.dockerignore must exclude build folders")
+
+print(f"== {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
+sys.exit(1 if counts["FAIL"] else 0)
+PYEOF
