@@ -21,6 +21,10 @@ static const nr_config_option_t s_settings[] = {
      "print one JSON object per result on stdout"},
     {"quiet", NR_CONFIG_BOOL, 0, 0, "false", offsetof(nr_cli_t, quiet), 0,
      "print errors only (no progress, no per-item lines)"},
+    {"curve-server-key", NR_CONFIG_STRING, 0, 0, "", offsetof(nr_cli_t, curve_server_key),
+     sizeof(((nr_cli_t *)0)->curve_server_key), "CURVE: the broker's public key (Z85 or .pub file)"},
+    {"curve-secret-key-file", NR_CONFIG_STRING, 0, 0, "", offsetof(nr_cli_t, curve_secret_key_file),
+     sizeof(((nr_cli_t *)0)->curve_secret_key_file), "CURVE: this client's key file (narrator-keygen)"},
     NR_CONFIG_END,
 };
 
@@ -75,6 +79,11 @@ void nr_cli_usage(FILE *out) {
         "  --json              one JSON object per result on stdout (env NARRATOR_JSON)\n"
         "  --quiet             errors only (env NARRATOR_QUIET)\n"
         "  --config FILE       read 'name = value' settings from FILE (env NARRATOR_CONFIG)\n"
+        "  --curve-server-key KEY        CURVE encryption + authentication: the broker's\n"
+        "                      public key, Z85 text or a .pub file (before the command;\n"
+        "                      env NARRATOR_CURVE_SERVER_KEY); with\n"
+        "  --curve-secret-key-file FILE  this client's key file from narrator-keygen\n"
+        "                      (env NARRATOR_CURVE_SECRET_KEY_FILE)\n"
         "  --help              print this help\n"
         "\n"
         "Exit codes:\n"

@@ -60,6 +60,8 @@ typedef struct {
                       may sit at a stage no worker serves */
     int json;      /* one JSON object per result on stdout */
     int quiet;     /* no progress, no per-item lines; errors only */
+    char curve_server_key[512];      /* CURVE: broker's public key (Z85 or .pub path) */
+    char curve_secret_key_file[512]; /* CURVE: this client's NAME.key */
 
     nr_cli_command_t command;
     /* speak */

@@ -1,5 +1,6 @@
 /* The client library: request/reply with the broker over a DEALER socket. */
 #include "client/client.h"
+#include "proto/secure.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -23,6 +24,8 @@ struct nr_client_t {
     int busy_wait_ms;               /* total NR_EBUSY retry time in submit */
     uint64_t seq;                   /* last request number */
     char err[NR_PROTO_MESSAGE_MAX + S_ENDPOINT_MAX + 128];
+    int curve;                      /* CURVE on (proto/secure.h) */
+    nr_secure_settings_t secure;
 };
 
 static int64_t s_now_ms(void) {
@@ -59,6 +62,13 @@ static int s_connect(nr_client_t *self) {
     zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &self->timeout_ms, sizeof self->timeout_ms);
     zmq_setsockopt(self->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(self->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    if (self->curve) {
+        int rc = nr_secure_client(self->sock, &self->secure, self->err, sizeof self->err);
+        if (rc) {
+            s_close(self);
+            return rc;
+        }
+    }
     if (zmq_connect(self->sock, self->endpoint) != 0) {
         int e = errno;
         s_close(self);
@@ -95,6 +105,28 @@ void nr_client_destroy(nr_client_t **self_p) {
     if (self->ctx) zmq_ctx_term(self->ctx);
     free(self);
     *self_p = NULL;
+}
+
+int nr_client_set_curve(nr_client_t *self, const char *server_key, const char *secret_key_file) {
+    if (!self) return NR_EINVAL;
+    nr_secure_settings_t sec;
+    memset(&sec, 0, sizeof sec);
+    if ((server_key && strlen(server_key) >= sizeof sec.server_key) ||
+        (secret_key_file && strlen(secret_key_file) >= sizeof sec.secret_key_file))
+        return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "CURVE key path too long");
+    snprintf(sec.server_key, sizeof sec.server_key, "%s", server_key ? server_key : "");
+    snprintf(sec.secret_key_file, sizeof sec.secret_key_file, "%s", secret_key_file ? secret_key_file : "");
+    int on = nr_secure_enabled(&sec, 0, self->err, sizeof self->err);
+    if (on < 0) return on;
+    if (on) {
+        char pub[NR_SECURE_KEY_Z85 + 1];
+        int rc = nr_secure_read_keyfile(sec.secret_key_file, pub, NULL, self->err, sizeof self->err);
+        if (!rc) rc = nr_secure_read_public(sec.server_key, pub, self->err, sizeof self->err);
+        if (rc) return rc;
+    }
+    self->secure = sec;
+    self->curve = on;
+    return s_connect(self);
 }
 
 const char *nr_client_endpoint(const nr_client_t *self) { return self ? self->endpoint : ""; }

@@ -31,6 +31,16 @@ nr_client_t *nr_client_new(const char *endpoint, int timeout_ms);
 /* Closes the socket and frees the client; safe to call twice. */
 void nr_client_destroy(nr_client_t **self_p);
 
+/* CURVE (proto/secure.h): encrypts the link and authenticates this client
+ * to a broker that runs with --curve-allow-dir. `server_key` is the
+ * broker's public key (Z85 text or a .pub file), `secret_key_file` this
+ * client's NAME.key from narrator-keygen; both NULL/"" turns CURVE off.
+ * The keys are checked now; the socket is made again with them. Returns 0,
+ * NR_EINVAL (one without the other, bad or unreadable key file: detail in
+ * nr_client_error) or NR_EUNSUPPORTED (libzmq without CURVE). A broker that
+ * refuses the key is never reached: requests fail with NR_ECONNECT. */
+int nr_client_set_curve(nr_client_t *self, const char *server_key, const char *secret_key_file);
+
 /* The endpoint the client talks to. */
 const char *nr_client_endpoint(const nr_client_t *self);
 /* Detail of the last error ("cannot reach the broker at tcp://...: is

@@ -773,6 +773,13 @@ int main(int argc, char **argv) {
         nr_cli_clear(&cli);
         return NR_EXIT_USAGE;
     }
+    if ((cli.curve_server_key[0] || cli.curve_secret_key_file[0]) &&
+        nr_client_set_curve(app.client, cli.curve_server_key, cli.curve_secret_key_file) != 0) {
+        fprintf(stderr, "narrate: %s\n", nr_client_error(app.client));
+        nr_client_destroy(&app.client);
+        nr_cli_clear(&cli);
+        return NR_EXIT_USAGE;
+    }
     int code;
     switch (cli.command) {
     case NR_CLI_SPEAK: code = s_cmd_speak(&app); break;

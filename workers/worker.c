@@ -8,6 +8,7 @@
  * the stop request from the signal handler). So a worker whose handlers are
  * all busy keeps heartbeating and never looks dead to the broker. */
 #include "workers/worker.h"
+#include "proto/secure.h"
 
 #include "common/error.h"
 #include "common/log.h"
@@ -57,6 +58,7 @@ struct nr_worker_t {
     nr_worker_settings_t settings;
     char name[NR_PROTO_NAME_MAX + 1];
     int capacity;   /* credit announced in READY */
+    int curve;      /* CURVE settings given (proto/secure.h) */
     int batch;      /* jobs per handler call (1 unless batching) */
     int nthreads;
 
@@ -416,6 +418,23 @@ nr_worker_t *nr_worker_new(const nr_worker_stage_t *stage, const nr_worker_setti
     snprintf(comp, sizeof comp, "worker-%s", self->stage);
     nr_log_set_component(comp);
 
+    {
+        /* CURVE (proto/secure.h): both settings or neither; keys checked now. */
+        nr_secure_settings_t sec;
+        memset(&sec, 0, sizeof sec);
+        snprintf(sec.server_key, sizeof sec.server_key, "%s", settings->curve_server_key);
+        snprintf(sec.secret_key_file, sizeof sec.secret_key_file, "%s", settings->curve_secret_key_file);
+        int on = nr_secure_enabled(&sec, 0, err, errlen);
+        if (on < 0) goto err;
+        if (on) {
+            char pub[NR_SECURE_KEY_Z85 + 1];
+            if (nr_secure_read_keyfile(sec.secret_key_file, pub, NULL, err, errlen) ||
+                nr_secure_read_public(sec.server_key, pub, err, errlen))
+                goto err;
+            self->curve = 1;
+        }
+    }
+
     if (pipe(self->pipe) != 0) {
         nr_seterr(err, errlen, NR_EIO, "pipe: %s", strerror(errno));
         goto err;
@@ -504,6 +523,19 @@ static int s_connect(nr_worker_t *self) {
     int linger = 0, sndtimeo = (int)self->settings.heartbeat_ms;
     zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(self->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    if (self->curve) {
+        char err[512];
+        nr_secure_settings_t sec;
+        memset(&sec, 0, sizeof sec);
+        snprintf(sec.server_key, sizeof sec.server_key, "%s", self->settings.curve_server_key);
+        snprintf(sec.secret_key_file, sizeof sec.secret_key_file, "%s", self->settings.curve_secret_key_file);
+        int rc = nr_secure_client(self->sock, &sec, err, sizeof err);
+        if (rc) {
+            nr_log(NR_LOG_ERROR, "%s", err);
+            s_close_socket(self, 0);
+            return NR_EINVAL; /* bad keys do not get better with retries */
+        }
+    }
     if (zmq_connect(self->sock, self->settings.broker) != 0) {
         nr_log(NR_LOG_ERROR, "bad broker endpoint '%s': %s", self->settings.broker, zmq_strerror(errno));
         s_close_socket(self, 0);

@@ -45,6 +45,8 @@ typedef struct {
     long batch_wait_ms;               /* how long to wait for a batch to fill */
     char device[32];                  /* "cpu" or "cuda:N"; the stage interprets it */
     char log_level[16];               /* error|warn|info|debug */
+    char curve_server_key[512];       /* broker's public key (Z85 or .pub path); "" = no CURVE */
+    char curve_secret_key_file[512];  /* this worker's NAME.key (narrator-keygen) */
 } nr_worker_settings_t;
 
 #define NR_WORKER_ENV_PREFIX "NARRATOR_WORKER_"
@@ -75,7 +77,13 @@ typedef struct {
     {"device", NR_CONFIG_STRING, 0, 0, "cpu", offsetof(type, member.device),                       \
      sizeof(((type *)0)->member.device), "compute device: cpu or cuda:N"},                         \
     {"log-level", NR_CONFIG_STRING, 0, 0, "info", offsetof(type, member.log_level),                \
-     sizeof(((type *)0)->member.log_level), "error, warn, info or debug"}
+     sizeof(((type *)0)->member.log_level), "error, warn, info or debug"},                         \
+    {"curve-server-key", NR_CONFIG_STRING, 0, 0, "", offsetof(type, member.curve_server_key),      \
+     sizeof(((type *)0)->member.curve_server_key),                                                 \
+     "CURVE: the broker's public key (Z85 text or a .pub file); with curve-secret-key-file"},      \
+    {"curve-secret-key-file", NR_CONFIG_STRING, 0, 0, "",                                          \
+     offsetof(type, member.curve_secret_key_file), sizeof(((type *)0)->member.curve_secret_key_file), \
+     "CURVE: this worker's key file from narrator-keygen (mode 0600)"}
 
 /* Handles one job. Reads options with nr_proto_kv_get(job, "voice"), the
  * input from job->frames[0] (check job->frames_len), adds results with
