@@ -856,6 +856,44 @@ Test(stages, batched_workers_equal_library) {
     }
 }
 
+/* --capacity 3 without batching: three handler threads share one loaded
+ * model; every caption still equals the library's. */
+Test(stages, concurrent_handlers_equal_library) {
+    const char *vision[] = {"--model", C.model_dir, "--threads", "1", "--capacity", "3", NULL};
+    const char *text[] = {"--model", C.model_dir, "--threads", "1", "--capacity", "3", NULL};
+    s_worker_start(C.vision_bin, "vision-c3", vision);
+    s_worker_start(C.text_bin, "text-c3", text);
+    s_wait_workers("vision", 1);
+    s_wait_workers("text", 1);
+    const char *names[] = {"chelsea_317x211.jpg", "rocket_223x225.jpg", "astronaut_50x40_up.jpg", "coffee_la.png",
+                           "rocket_grey.jpg",     "chelsea_grey.png",   "rocket_cmyk.jpg",        "exif_o6.jpg",
+                           "chelsea_palette.png"};
+    const int n = (int)(sizeof names / sizeof names[0]);
+    char ids[9][NR_PROTO_ID_MAX + 1];
+    for (int i = 0; i < n; i++) {
+        char *path = s_image_path(names[i]);
+        size_t size = 0;
+        char *bytes = nr_harness_read_file(path, &size);
+        cr_assert_not_null(bytes, "%s", path);
+        const char *opts[] = {"num_beams", i % 3 ? "4" : "1", NULL};
+        s_submit("vision,text", opts, bytes, size, ids[i]);
+        free(bytes);
+        free(path);
+    }
+    for (int i = 0; i < n; i++) {
+        nr_msg_t rec;
+        nr_proto_msg_init(&rec);
+        s_wait_final(ids[i], &rec);
+        s_require(!strcmp(s_kv(&rec, "state"), "done"), "%s: %s (%s)", names[i], s_kv(&rec, "state"),
+                  s_kv(&rec, "error_message"));
+        char *want = s_lib_caption(names[i], i % 3 ? 4 : 1, 0);
+        s_require(!strcmp(s_kv(&rec, "text.caption"), want), "%s: caption \"%s\" != library \"%s\"", names[i],
+                  s_kv(&rec, "text.caption"), want);
+        free(want);
+        nr_proto_msg_clear(&rec);
+    }
+}
+
 /* ---- start-up failures (no cluster) ---- */
 
 static void s_start_setup(void) {
