@@ -70,6 +70,12 @@ for w in 1 2 4 8; do
         --latency-samples "$lat" 2>>"$out/celery.err" | tee -a "$results"
 done
 
+echo "== large payload (256 KiB input per job, 4 workers) =="
+"$bin/bench_queue" --workers 4 --jobs $((njobs / 10)) --window 64 --latency $((lat / 5)) \
+    --payload 262144 --label narrator-256k | tee -a "$results"
+"$py" "$here/celery/bench_celery.py" --workers 4 --jobs $((cjobs / 5)) --latency-samples $((lat / 5)) \
+    --payload 262144 2>>"$out/celery.err" | sed 's/"system": "celery"/"system": "celery-256k"/' | tee -a "$results"
+
 echo "== scaling (fixed service time) =="
 for ms in 20 2; do
     for w in $scale_workers; do
@@ -114,6 +120,11 @@ for w in (1, 2, 4, 8):
     if b:
         print(f"{'':>7} | baseline broker: {b['jobs_per_s']:.0f} jobs/s, p50 {b['latency_p50_ms']:.3f} ms "
               f"-> this broker {n['jobs_per_s'] / b['jobs_per_s']:.2f}x jobs/s")
+n, c = get("narrator-256k", 4), get("celery-256k", 4)
+if n and c:
+    print(f"\n256 KiB input per job, 4 workers: narrator {n['jobs_per_s']:.0f} jobs/s, p50 {n['latency_p50_ms']:.3f} ms; "
+          f"celery {c['jobs_per_s']:.0f} jobs/s, p50 {c['latency_p50_ms']:.3f} ms; "
+          f"ratio {n['jobs_per_s'] / c['jobs_per_s']:.1f}x jobs/s, {c['latency_p50_ms'] / n['latency_p50_ms']:.1f}x p50")
 for ms in (20, 2):
     sys_name = f"narrator-sleep{ms}"
     pts = sorted((r["workers"], r["jobs_per_s"]) for r in rows if r.get("system") == sys_name and "error" not in r)

@@ -15,6 +15,7 @@ while a task is unacked and only polls again on a timer (seconds; celery
 issues #4378, #7718), which is what made the first draft report ~3 jobs/s.
 """
 import argparse
+import gc
 import importlib
 import json
 import os
@@ -96,6 +97,9 @@ def run(args, workers, tmp):
             lat.append((time.perf_counter() - t) * 1e3)
         stored = int(noop_tasks.app.backend.client.eval(
             "return #redis.call('keys', 'celery-task-meta-*')", 0))
+        # Results unsubscribe when collected; do it while redis still runs.
+        r = None
+        gc.collect()
     finally:
         worker.terminate()
         try:
