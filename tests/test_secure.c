@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <zmq.h>
 
 static char *s_dir;
@@ -173,4 +174,148 @@ Test(secure, allow_list_admits_known_keys_only) {
     free(b_key);
     free(b_pub_src);
     free(b_pub_dst);
+}
+
+/* ---- the real broker with CURVE ---- */
+
+#include "client/client.h"
+
+static long s_stat(nr_client_t *c, const char *key) {
+    nr_msg_t r;
+    nr_proto_msg_init(&r);
+    long v = -1;
+    if (nr_client_stats(c, &r) == 0) {
+        const char *s = nr_proto_kv_get(&r, key);
+        v = s ? strtol(s, NULL, 10) : -1;
+    }
+    nr_proto_msg_clear(&r);
+    return v;
+}
+
+/* Broker with --curve-*; an allowed worker and client run a job; a client
+ * and a worker with keys not in the allow-list, and a plain client, are
+ * refused (and the broker logs it). */
+Test(secure, broker_with_curve_serves_allowed_and_refuses_others, .timeout = 120) {
+    char *broker_bin = nr_harness_program("narrator-broker");
+    char *worker_bin = nr_harness_program("narrator-worker-test");
+    if (!broker_bin || !worker_bin) cr_skip_test("programs not built: %s", nr_harness_error());
+    {
+        char *help = nr_harness_path(s_dir, "help.txt");
+        const char *hargv[] = {broker_bin, "--help", NULL};
+        int hs = 0;
+        cr_assert_eq(nr_harness_run(hargv, NULL, help, 10000, &hs), 0);
+        char *text = nr_harness_read_file(help, NULL);
+        int has = text && strstr(text, "curve-allow-dir");
+        free(text);
+        free(help);
+        if (!has) cr_skip_test("this narrator-broker has no --curve-allow-dir");
+    }
+    char *allow = nr_harness_path(s_dir, "allow");
+    cr_assert_eq(mkdir(allow, 0755), 0);
+    char broker_pub[NR_SECURE_KEY_Z85 + 1], pub[NR_SECURE_KEY_Z85 + 1];
+    char *broker_key = s_keys(s_dir, "broker", broker_pub);
+    char *broker_pubfile = nr_harness_path(s_dir, "broker.pub");
+    char *worker_key = s_keys(s_dir, "worker", pub);
+    char *client_key = s_keys(s_dir, "client", pub);
+    char *stranger_key = s_keys(s_dir, "stranger", pub);
+    char *rogue_worker_key = s_keys(s_dir, "rogue", pub);
+    const char *allowed[] = {"worker", "client"};
+    for (int i = 0; i < 2; i++) {
+        char *src = nr_harness_path(s_dir, "%s.pub", allowed[i]);
+        char *dst = nr_harness_path(allow, "%s.pub", allowed[i]);
+        cr_assert_eq(rename(src, dst), 0);
+        free(src);
+        free(dst);
+    }
+    nr_harness_redis_params_t rp;
+    nr_harness_redis_default_params(&rp);
+    rp.appendonly = 0;
+    nr_harness_redis_t *redis = nr_harness_redis_new(&rp);
+    cr_assert_not_null(redis, "%s", nr_harness_error());
+    int cport = nr_harness_free_port(), wport = nr_harness_free_port();
+    char cep[64], wep[64], rport[16];
+    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", cport);
+    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", wport);
+    snprintf(rport, sizeof rport, "%d", nr_harness_redis_port(redis));
+    char *blog = nr_harness_path(s_dir, "broker.log");
+    const char *bargv[] = {broker_bin, "--client-endpoint", cep, "--worker-endpoint", wep,
+                           "--redis-port", rport, "--heartbeat-ms", "250",
+                           "--curve-secret-key-file", broker_key, "--curve-allow-dir", allow, NULL};
+    nr_harness_proc_t *broker = nr_harness_spawn(bargv, NULL, blog);
+    cr_assert_not_null(broker);
+    cr_assert_eq(nr_harness_wait_port(cport, 20000), 0);
+    char *wlog = nr_harness_path(s_dir, "worker.log");
+    const char *wargv[] = {worker_bin, "--broker", wep, "--name", "good", "--heartbeat-ms", "250",
+                           "--curve-server-key", broker_pubfile, "--curve-secret-key-file", worker_key, NULL};
+    nr_harness_proc_t *worker = nr_harness_spawn(wargv, NULL, wlog);
+    const char *rargv[] = {worker_bin, "--broker", wep, "--name", "rogue", "--heartbeat-ms", "250",
+                           "--curve-server-key", broker_pub, "--curve-secret-key-file", rogue_worker_key, NULL};
+    nr_harness_proc_t *rogue = nr_harness_spawn(rargv, NULL, wlog);
+    cr_assert(worker && rogue);
+
+    nr_client_t *good = nr_client_new(cep, 2000);
+    cr_assert_eq(nr_client_set_curve(good, broker_pubfile, client_key), 0, "%s", nr_client_error(good));
+    long long end = nr_harness_now_ms() + 30000;
+    while (nr_harness_now_ms() < end && s_stat(good, "workers.test") < 1) nr_harness_sleep_ms(50);
+    cr_assert_eq(s_stat(good, "workers.test"), 1, "the allowed worker did not register (or the rogue did)");
+    nr_msg_t r;
+    nr_proto_msg_init(&r);
+    cr_assert_eq(nr_client_submit(good, "sec-1", "test", NULL, 0, "secret input", 12, &r), 0, "%s",
+                 nr_client_error(good));
+    const char *state = "";
+    while (nr_harness_now_ms() < end) {
+        cr_assert_eq(nr_client_status(good, "sec-1", &r), 0);
+        state = nr_proto_kv_get(&r, "state");
+        if (state && !strcmp(state, "done")) break;
+        nr_harness_sleep_ms(50);
+    }
+    cr_assert_str_eq(state, "done");
+    cr_assert_eq(nr_client_fetch(good, "sec-1", "test", &r), 0);
+    cr_assert(r.frames_len == 1 && r.frames[0].size == 12 && !memcmp(r.frames[0].data, "secret input", 12));
+
+    /* A client whose key is not allowed, and one with no CURVE at all. */
+    nr_client_t *stranger = nr_client_new(cep, 1500);
+    cr_assert_eq(nr_client_set_curve(stranger, broker_pub, stranger_key), 0);
+    int rc = nr_client_status(stranger, "sec-1", &r);
+    cr_assert(rc == NR_ECONNECT || rc == NR_ETIMEDOUT, "a stranger got an answer (%d)", rc);
+    nr_client_t *plain = nr_client_new(cep, 1500);
+    rc = nr_client_status(plain, "sec-1", &r);
+    cr_assert(rc == NR_ECONNECT || rc == NR_ETIMEDOUT, "a plain-text client got an answer (%d)", rc);
+    /* Half-configured: refused at once. */
+    cr_assert_eq(nr_client_set_curve(plain, broker_pub, NULL), NR_EINVAL);
+    /* The rogue worker never registered; the broker logged the refusals. */
+    cr_assert_eq(s_stat(good, "workers.test"), 1);
+    nr_proto_msg_clear(&r);
+    char *text = nr_harness_read_file(blog, NULL);
+    cr_assert_not_null(text);
+    cr_assert(strstr(text, "curve: refused") != NULL, "no refusal logged:\n%s", text);
+    cr_assert(strstr(text, "secret input") == NULL);
+    free(text);
+    /* A broker started with one CURVE flag only refuses to start (exit 2). */
+    const char *half[] = {broker_bin, "--client-endpoint", "tcp://127.0.0.1:1", "--curve-allow-dir", allow, NULL};
+    int status = 0;
+    cr_assert_eq(nr_harness_run(half, NULL, NULL, 20000, &status), 0);
+    cr_assert_eq(nr_harness_exit_code(status), 2);
+
+    nr_client_destroy(&good);
+    nr_client_destroy(&stranger);
+    nr_client_destroy(&plain);
+    nr_harness_proc_stop(worker, SIGTERM, 5000, NULL);
+    nr_harness_proc_stop(rogue, SIGTERM, 5000, NULL);
+    nr_harness_proc_stop(broker, SIGTERM, 10000, NULL);
+    nr_harness_proc_destroy(&worker);
+    nr_harness_proc_destroy(&rogue);
+    nr_harness_proc_destroy(&broker);
+    nr_harness_redis_destroy(&redis);
+    free(broker_bin);
+    free(worker_bin);
+    free(allow);
+    free(broker_key);
+    free(broker_pubfile);
+    free(worker_key);
+    free(client_key);
+    free(stranger_key);
+    free(rogue_worker_key);
+    free(blog);
+    free(wlog);
 }
