@@ -1066,3 +1066,48 @@ Test(models_fixture, beam_settings_match_reference) {
     free(enc);
     s_fix_free(&f);
 }
+
+#include <pthread.h>
+
+typedef struct {
+    const nr_captioner_t *cap;
+    const float *px, *enc;
+    float states[197 * 32];
+    int ids[16], len, rc;
+} s_thr_t;
+
+static void *s_thr(void *p) {
+    s_thr_t *t = p;
+    char err[256];
+    for (int i = 0; i < 5 && t->rc == 0; i++) {
+        t->rc = nr_captioner_encode(t->cap, t->px, 1, t->states, err, sizeof err);
+        if (t->rc == 0) t->rc = nr_captioner_generate(t->cap, t->enc, 1, NULL, t->ids, &t->len, err, sizeof err);
+    }
+    return NULL;
+}
+
+/* One captioner, four threads at once: the same results as one thread
+ * (bit for bit: the pool only splits output columns). */
+Test(models_fixture, concurrent_calls_share_one_captioner) {
+    s_fix_t f = s_fix();
+    size_t np, ns;
+    float *px = s_ref(&f, "encoder.pixel_values", &np), *enc = s_ref(&f, "encoder.hidden_states", &ns);
+    s_thr_t one = {.cap = f.cap, .px = px, .enc = enc};
+    s_thr(&one);
+    cr_assert_eq(one.rc, 0);
+    s_thr_t t[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        t[i] = (s_thr_t){.cap = f.cap, .px = px, .enc = enc};
+        cr_assert_eq(pthread_create(&th[i], NULL, s_thr, &t[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(t[i].rc, 0);
+        cr_assert_eq(memcmp(t[i].states, one.states, sizeof one.states), 0, "thread %d states differ", i);
+        s_check_ids(t[i].ids, t[i].len, one.ids, one.len, "concurrent beam");
+    }
+    free(px);
+    free(enc);
+    s_fix_free(&f);
+}
