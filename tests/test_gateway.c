@@ -490,6 +490,31 @@ static char *s_fixture(const char *name, size_t *size) {
     return data;
 }
 
+/* The end of every test: the gateway stops cleanly on SIGTERM (exit 0) and
+ * its log holds no sanitizer report (in a -DNR_SANITIZE=ON build).
+ * Assertions in a Criterion .fini do not fail a test, so this runs in the
+ * test body. */
+static void s_end(void) {
+    if (C.gateway) {
+        int status = 0;
+        nr_harness_proc_stop(C.gateway, SIGTERM, 20000, &status);
+        nr_harness_proc_destroy(&C.gateway);
+        s_require(nr_harness_exit_code(status) == 0, "the gateway's SIGTERM stop exited %d (signal %d)",
+                  nr_harness_exit_code(status), nr_harness_exit_signal(status));
+    }
+    static const char *const marks[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                        "runtime error:"};
+    char *log = nr_harness_path(C.dir, "gateway.log");
+    char *text = log ? nr_harness_read_file(log, NULL) : NULL;
+    for (size_t m = 0; text && m < sizeof marks / sizeof marks[0]; m++)
+        if (strstr(text, marks[m])) {
+            nr_harness_dump_log(log, 12000);
+            cr_assert_fail("a sanitizer reported an error in %s", log);
+        }
+    free(text);
+    free(log);
+}
+
 /* ---- tests ---- */
 
 TestSuite(gateway, .init = s_setup, .fini = s_teardown, .timeout = 280);
@@ -579,6 +604,7 @@ Test(gateway, speak_done_audio_is_wav_and_resubmit_is_existing) {
     s_require(cJSON_GetArraySize(jobs) == 1, "recent jobs: %s", r.body);
     s_require(!strcmp(s_jstr(cJSON_GetArrayItem(jobs, 0), "id"), id), "recent jobs: %s", r.body);
     s_resp_free(&r);
+    s_end();
 }
 
 Test(gateway, image_to_caption_and_audio) {
@@ -658,6 +684,7 @@ Test(gateway, image_to_caption_and_audio) {
     r = s_get(path);
     s_expect_error(&r, 409, "bad_state", "audio of a failed job");
     s_resp_free(&r);
+    s_end();
 }
 
 Test(gateway, audio_409_until_done_and_cancel) {
@@ -694,6 +721,7 @@ Test(gateway, audio_409_until_done_and_cancel) {
     r = s_http(&del_unknown);
     s_expect_error(&r, 404, "not_found", "DELETE of an unknown job");
     s_resp_free(&r);
+    s_end();
 }
 
 Test(gateway, bad_requests_get_status_and_json_error) {
@@ -794,6 +822,7 @@ Test(gateway, bad_requests_get_status_and_json_error) {
     s_resp_free(&r);
     free(big);
     free(png);
+    s_end();
 }
 
 Test(gateway, broker_down_is_503_with_the_endpoint) {
@@ -845,6 +874,7 @@ Test(gateway, broker_down_is_503_with_the_endpoint) {
     s_require(!strstr(r.body, "narrator_gateway_broker_errors_total{error=\"unreachable\"} 0\n"),
               "unreachable errors were not counted");
     s_resp_free(&r);
+    s_end();
 }
 
 Test(gateway, silent_broker_is_504) {
@@ -868,6 +898,7 @@ Test(gateway, silent_broker_is_504) {
     zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(router);
     zmq_ctx_term(ctx);
+    s_end();
 }
 
 /* A minimal Prometheus text-format (0.0.4) check: every line is a comment
@@ -987,6 +1018,7 @@ Test(gateway, metrics_are_prometheus_text) {
     s_require(s_sample(r.body, "narrator_gateway_broker_errors_total{error=\"unreachable\"}") == 0,
               "broker errors:\n%s", r.body);
     s_resp_free(&r);
+    s_end();
 }
 
 Test(gateway, page_health_and_readiness) {
@@ -1025,6 +1057,7 @@ Test(gateway, page_health_and_readiness) {
     }
     s_require(has_vision && !has_speech, "stages_without_workers: %s", r.body);
     s_resp_free(&r);
+    s_end();
 }
 
 Test(gateway, sigterm_exits_zero_and_help) {
@@ -1046,6 +1079,7 @@ Test(gateway, sigterm_exits_zero_and_help) {
     cr_assert_eq(nr_harness_run(bad, NULL, log, 10000, &status), 0);
     s_require(nr_harness_exit_code(status) == 2, "--port 99999 exited %d", nr_harness_exit_code(status));
     free(log);
+    s_end();
 }
 
 Test(gateway, full_queue_is_429_with_retry_after) {
@@ -1068,6 +1102,7 @@ Test(gateway, full_queue_is_429_with_retry_after) {
     s_require(s_sample(r.body, "narrator_gateway_broker_errors_total{error=\"busy\"}") == 1,
               "busy not counted:\n%s", r.body);
     s_resp_free(&r);
+    s_end();
 }
 
 /* Many requests at once over the thread pool (each pool thread has its own
@@ -1128,4 +1163,5 @@ Test(gateway, concurrent_requests_over_the_thread_pool) {
     s_require(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "jobs")) == N,
               "recent jobs: %s", r.body);
     s_resp_free(&r);
+    s_end();
 }
