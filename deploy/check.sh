@@ -9,7 +9,8 @@
 #     systemd-analyze is missing, a parse check instead (said so). Then the
 #     house rules: User=narrator, NoNewPrivileges, ProtectSystem=strict,
 #     PrivateTmp, Restart=on-failure, an existing --config file, every flag
-#     known to the program.
+#     known to the program; narrator.sysusers applied to an empty root
+#     (systemd-sysusers --root) creates the narrator account.
 #  2. YAML: compose.yaml and deploy/k8s/*.yaml parse (python3-yaml).
 #  3. deploy/config/*.conf: each file is run through its program
 #     (`<program> --config FILE --help`, which validates every key and value
@@ -226,6 +227,20 @@ for f in unit_files:
     report("PASS", what + " hardening", "User=narrator, NoNewPrivileges, ProtectSystem=strict, PrivateTmp, Restart=on-failure")
     argv = s.get("ExecStart", "").split()
     check_command(argv, what + " ExecStart", config_files | {"redis.conf"})
+
+sysusers = os.path.join(root, "deploy/systemd/narrator.sysusers")
+if not shutil.which("systemd-sysusers"):
+    report("SKIP", rel(sysusers), "systemd-sysusers is not installed")
+else:
+    r_root = os.path.join(tmp, "sysroot")
+    os.makedirs(os.path.join(r_root, "etc"))
+    r = subprocess.run(["systemd-sysusers", "--root=" + r_root, sysusers],
+                       capture_output=True, text=True, timeout=30)
+    pw = os.path.join(r_root, "etc/passwd")
+    ok = r.returncode == 0 and os.path.exists(pw) and re.search(
+        r"(?m)^narrator:x:\d+:\d+:[^:]*:[^:]*:/usr/sbin/nologin$", open(pw).read())
+    report("PASS" if ok else "FAIL", rel(sysusers), "creates the narrator account (no login shell)"
+           if ok else (r.stderr.strip() or "no narrator account created"))
 
 # ---- 2. YAML ----
 print("== YAML")
