@@ -3,6 +3,7 @@
 #include "models/captioner.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
