@@ -32,6 +32,12 @@
 #     and text, Redis with a volume claim, AOF and noeviction, and each .conf
 #     in the ConfigMap validated by its program as in 3.
 #  6. Dockerfile: FROM debian:12, every COPY source exists.
+#  7. A smoke run of the example settings with real processes: redis-server
+#     (redis.conf), the broker (broker.conf), one worker per stage (their
+#     .conf, with the tiny test checkpoint on the CPU), the gateway
+#     (gateway.conf, /healthz), and `narrate --config narrate.conf submit`
+#     of one image through the whole route; /metrics must show it done.
+#     Ports, folders, model and device are overridden by flags.
 # Exit status: 0 when nothing failed, 1 otherwise.
 set -euo pipefail
 
@@ -501,6 +507,134 @@ else:
     ok = os.path.exists(ign) and "build-*" in open(ign).read()
     report("PASS" if ok else "FAIL", "Dockerfile.dockerignore", "build folders excluded" if ok
            else "deploy/Dockerfile.dockerignore must exclude build folders")
+
+# ---- 7. smoke run of the example settings ----
+# Some values are only checked when a program starts (stage-deadlines, the
+# metrics address, the model folder): run the example files for real, with
+# ports, folders, the model and the device overridden by flags (flags win
+# over the file), and narrate one image through gateway-free CLI submit.
+print("== smoke run (deploy/config with real processes)")
+def free_port():
+    sk = socket.socket(); sk.bind(("127.0.0.1", 0)); port = sk.getsockname()[1]; sk.close()
+    return port
+
+def wait_port(port, proc, seconds=20):
+    end = time.time() + seconds
+    while time.time() < end and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+def http_get(port, path):
+    sk = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sk.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while True:
+        chunk = sk.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sk.close()
+    return data.decode("utf-8", "replace")
+
+needed = ["narrator-broker", "narrator-worker-vision", "narrator-worker-text",
+          "narrator-worker-speech", "narrator-gateway", "narrate"]
+missing = [p for p in needed if not program_path(p)]
+model = os.path.join(root, "tests/fixtures/vit-gpt2-tiny")
+image = os.path.join(root, "tests/fixtures/images/astronaut_rgba.png")
+if missing:
+    report("SKIP", "smoke run", f"not built: {', '.join(missing)}")
+elif not shutil.which("redis-server") or not os.path.isdir(model) or not os.path.exists(image):
+    report("SKIP", "smoke run", "needs redis-server and tests/fixtures (tiny checkpoint, an image)")
+else:
+    procs = []
+    d = os.path.join(tmp, "smoke"); os.makedirs(d)
+    logs = {}
+    def start(name, argv):
+        log = open(os.path.join(d, name + ".log"), "w")
+        logs[name] = log.name
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+        procs.append(p)
+        return p
+    def tail(name):
+        try:
+            return " | ".join(open(logs[name]).read().strip().splitlines()[-4:])
+        except (OSError, KeyError):
+            return ""
+    rport, cport, wport, mport, gport = (free_port() for _ in range(5))
+    cfg = lambda n: os.path.join(root, "deploy/config", n)
+    try:
+        conf = os.path.join(d, "redis.conf")
+        with open(conf, "w") as fh:
+            fh.write(re.sub(r"(?m)^dir .*$", "dir " + d, open(cfg("redis.conf")).read()))
+        redis = start("redis", ["redis-server", conf, "--port", str(rport), "--bind", "127.0.0.1",
+                                "--supervised", "no", "--daemonize", "no"])
+        if not wait_port(rport, redis):
+            raise RuntimeError("redis-server did not start: " + tail("redis"))
+        broker = start("broker", [program_path("narrator-broker"), "--config", cfg("broker.conf"),
+                                  "--redis-port", str(rport),
+                                  "--client-endpoint", f"tcp://127.0.0.1:{cport}",
+                                  "--worker-endpoint", f"tcp://127.0.0.1:{wport}",
+                                  "--metrics-listen", f"127.0.0.1:{mport}"])
+        if not wait_port(mport, broker) or not wait_port(cport, broker):
+            raise RuntimeError("the broker did not start with broker.conf: " + tail("broker"))
+        wflags = ["--broker", f"tcp://127.0.0.1:{wport}"]
+        mflags = ["--model", model, "--device", "cpu", "--threads", "1"]
+        start("vision", [program_path("narrator-worker-vision"), "--config", cfg("worker-vision.conf")] + wflags + mflags)
+        start("text", [program_path("narrator-worker-text"), "--config", cfg("worker-text.conf")] + wflags + mflags)
+        start("speech", [program_path("narrator-worker-speech"), "--config", cfg("worker-speech.conf")] + wflags)
+        gateway = start("gateway", [program_path("narrator-gateway"), "--config", cfg("gateway.conf"),
+                                    "--broker", f"tcp://127.0.0.1:{cport}", "--listen-address", "127.0.0.1",
+                                    "--port", str(gport), "--static-dir", os.path.join(root, "client/gateway/static")])
+        if not wait_port(gport, gateway):
+            raise RuntimeError("the gateway did not start with gateway.conf: " + tail("gateway"))
+        r = http_get(gport, "/healthz")
+        report("PASS" if r.startswith("HTTP/1.1 200") else "FAIL", "smoke: gateway.conf",
+               "gateway up, /healthz 200" if r.startswith("HTTP/1.1 200") else r[:200])
+        # Every stage has a live worker (from the metrics endpoint).
+        end = time.time() + 60
+        text = ""
+        while time.time() < end:
+            text = http_get(mport, "/metrics")
+            live = {st: re.search(r'(?m)^narrator_workers\{stage="%s"\} (\d+)' % st, text) for st in ("vision", "text", "speech")}
+            if all(m and int(m.group(1)) > 0 for m in live.values()):
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("workers did not all register: " + " ; ".join(
+                f"{n}: {tail(n)}" for n in ("vision", "text", "speech")))
+        report("PASS", "smoke: worker-vision/text/speech.conf", "one live worker per stage")
+        out = os.path.join(d, "out")
+        r = subprocess.run([program_path("narrate"), "--config", cfg("narrate.conf"),
+                            "--broker", f"tcp://127.0.0.1:{cport}", "submit", image, "-o", out],
+                           capture_output=True, text=True, timeout=180)
+        stem = os.path.splitext(os.path.basename(image))[0]
+        ok = r.returncode == 0 and os.path.getsize(os.path.join(out, stem + ".wav")) > 44 \
+            and os.path.exists(os.path.join(out, stem + ".txt"))
+        report("PASS" if ok else "FAIL", "smoke: narrate.conf + full route",
+               "narrate submit wrote the caption and the WAV" if ok
+               else f"narrate exit {r.returncode}: {r.stderr.strip()[-300:]}")
+        text = http_get(mport, "/metrics")
+        m = re.search(r'(?m)^narrator_jobs\{state="done"\} (\d+)', text)
+        ok = m and int(m.group(1)) == 1 and "narrator_stage_duration_seconds_count{stage=\"speech\"} 1" in text
+        report("PASS" if ok else "FAIL", "smoke: broker.conf + /metrics",
+               "one job done, durations recorded per stage" if ok else text[-500:])
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        report("FAIL", "smoke run", str(e))
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 print(f"== {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
 sys.exit(1 if counts["FAIL"] else 0)
