@@ -24,7 +24,8 @@
 #     and text reserve an nvidia GPU, redis runs with AOF and noeviction.
 #  5. Kubernetes: `kubectl kustomize deploy/k8s` renders (when kubectl is
 #     installed; otherwise the files listed in kustomization.yaml are read),
-#     then required fields (apiVersion, kind, metadata.name), selectors that
+#     then required fields (apiVersion, kind, metadata.name), known field
+#     names in workload, pod and container specs (typos), selectors that
 #     match their pod labels, containers with image and cpu/memory requests
 #     and limits, no privilege escalation, commands and flags as in 4,
 #     ConfigMap and PVC references that exist, Service selectors and target
@@ -407,7 +408,28 @@ if kubectl and objects:
     report("PASS" if namespaces == {"narrator"} else "FAIL", "k8s namespace",
            "every object in namespace narrator" if namespaces == {"narrator"} else f"namespaces {namespaces}")
 
+# Field names of the API objects used here (core/v1 and apps/v1), to catch
+# typos that a render alone lets through (no API server to validate against).
+POD_KEYS = {"containers", "initContainers", "volumes", "nodeSelector", "tolerations", "affinity",
+            "securityContext", "terminationGracePeriodSeconds", "serviceAccountName",
+            "automountServiceAccountToken", "priorityClassName", "restartPolicy", "hostname",
+            "imagePullSecrets", "topologySpreadConstraints", "dnsPolicy", "runtimeClassName"}
+CONTAINER_KEYS = {"name", "image", "command", "args", "env", "envFrom", "ports", "resources",
+                  "securityContext", "volumeMounts", "readinessProbe", "livenessProbe",
+                  "startupProbe", "workingDir", "imagePullPolicy", "lifecycle", "stdin", "tty",
+                  "terminationMessagePath", "terminationMessagePolicy"}
+WORKLOAD_SPEC_KEYS = {"replicas", "selector", "template", "strategy", "serviceName",
+                      "volumeClaimTemplates", "updateStrategy", "podManagementPolicy",
+                      "minReadySeconds", "revisionHistoryLimit", "progressDeadlineSeconds",
+                      "persistentVolumeClaimRetentionPolicy"}
+
+def check_keys(obj, allowed, what):
+    bad = sorted(set(obj or {}) - allowed)
+    if bad:
+        report("FAIL", what, f"unknown field(s) {bad}")
+
 def check_container(c, what, gpu):
+    check_keys(c, CONTAINER_KEYS, what + " fields")
     problems = []
     if not c.get("image"):
         problems.append("no image")
@@ -434,6 +456,8 @@ for w in workloads:
     if not sel or any(labels.get(k) != v for k, v in sel.items()):
         report("FAIL", what, f"selector {sel} does not match pod labels {labels}")
     pod = tpl.get("spec") or {}
+    check_keys(spec, WORKLOAD_SPEC_KEYS, what + " spec fields")
+    check_keys(pod, POD_KEYS, what + " pod fields")
     gpu = name in ("narrator-worker-vision", "narrator-worker-text")
     if gpu and not pod.get("nodeSelector"):
         report("FAIL", what, "a GPU stage needs a nodeSelector")
