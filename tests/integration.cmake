@@ -17,4 +17,9 @@ if(TARGET nr_client)
     endforeach()
   endfunction()
   cmake_language(DEFER CALL nr_integration_deps)
+
+  # deploy/local-cluster.sh itself, with real processes on free ports.
+  add_test(NAME local_cluster COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/local_cluster_test.sh
+    ${CMAKE_BINARY_DIR})
+  set_tests_properties(local_cluster PROPERTIES LABELS integration TIMEOUT 300 SKIP_RETURN_CODE 77)
 endif()
