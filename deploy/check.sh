@@ -16,6 +16,8 @@
 #     (`<program> --config FILE --help`, which validates every key and value
 #     and exits 2 on a bad one; narrate: `narrate --config FILE help`), and a
 #     copy with an unknown key must be refused (the check really checks).
+#     Each file must also list every setting its program's --help shows
+#     (set, or commented out as "# key = ...").
 #     redis.conf: redis-server starts with it (port and folder overridden)
 #     and reports appendonly yes, maxmemory-policy noeviction.
 #  4. compose.yaml: every narrator command is a built program, every flag is
@@ -272,6 +274,22 @@ for name in sorted(config_files):
         report("FAIL", rel(f), "no program reads it (expected one of %s)" % ", ".join(CONFIG_PROGRAM))
         continue
     check_config_text(prog, open(f).read(), rel(f))
+# Each example file lists every setting of its program (set, or commented
+# out as "# key = ..."), so a new setting cannot go undocumented here.
+for name, prog in CONFIG_PROGRAM.items():
+    f = os.path.join(root, "deploy/config", name)
+    path = program_path(prog)
+    if not os.path.exists(f) or not path:
+        continue
+    out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=30).stdout
+    if prog == "narrate":
+        out = out.split("Global options", 1)[-1]
+    keys = set(re.findall(r"(?m)^\s+--([a-z0-9][a-z0-9-]*)", out)) - {"config", "help"}
+    text = open(f).read()
+    absent = sorted(k for k in keys if not re.search(r"(?m)^#?\s*%s\s*=" % re.escape(k), text))
+    report("FAIL" if absent else "PASS", rel(f) + " completeness",
+           f"does not mention {', '.join(absent)} (set it or add '# key = ...')" if absent
+           else f"all {len(keys)} settings of {prog} listed")
 missing = [n for n in CONFIG_PROGRAM if n not in config_files]
 report("FAIL" if missing else "PASS", "deploy/config coverage",
        f"missing {missing}" if missing else "a settings file for every program")
