@@ -56,41 +56,47 @@ static int s_greedy(const nr_gpt2_t *m, const float *enc, int n, int enc_len, co
     nr_gpt2_state_t *s = nr_gpt2_state_new(m, n, T, n, enc_len);
     float *logits = malloc((size_t)n * V * sizeof(float));
     int *cur = malloc((size_t)n * sizeof(int));
-    int *done = calloc((size_t)n, sizeof(int));
-    int rc = (!s || !logits || !cur || !done) ? NR_ENOMEM : 0;
+    int *cap = malloc((size_t)n * sizeof(int)); /* caption of each row */
+    int *keep = malloc((size_t)n * sizeof(int));
+    int rc = (!s || !logits || !cur || !cap || !keep) ? NR_ENOMEM : 0;
     if (rc) goto out;
     if ((rc = nr_gpt2_set_encoder(m, s, enc, NULL))) goto out;
-    const int pad = g->pad_token_id >= 0 ? g->pad_token_id : (g->eos_token_id >= 0 ? g->eos_token_id : 0);
     for (int i = 0; i < n; i++) {
         ids[(size_t)i * T] = g->decoder_start_token_id;
         lens[i] = 1;
         cur[i] = g->decoder_start_token_id;
+        cap[i] = i;
     }
-    for (int len = 1; len < T; len++) {
+    int rows = n;
+    for (int len = 1; len < T && rows > 0; len++) {
         if ((rc = nr_gpt2_step(m, s, cur, 1, logits, 0))) goto out;
-        int all_done = 1;
-        for (int i = 0; i < n; i++) {
-            if (done[i]) {
-                cur[i] = pad;
-                continue;
-            }
-            const float *lr = logits + (size_t)i * V;
+        int kept = 0;
+        for (int r = 0; r < rows; r++) {
+            const float *lr = logits + (size_t)r * V;
             int best = 0;
             for (int v = 1; v < V; v++)
                 if (lr[v] > lr[best]) best = v;
+            int i = cap[r];
             ids[(size_t)i * T + len] = best;
             lens[i] = len + 1;
-            cur[i] = best;
-            if (best == g->eos_token_id) done[i] = 1;
-            if (!done[i]) all_done = 0;
+            if (best != g->eos_token_id) { /* still running: stays in the batch */
+                keep[kept] = r;
+                cur[kept] = best;
+                cap[kept] = i;
+                kept++;
+            }
         }
-        if (all_done) break;
+        /* finished captions leave the batch (transformers keeps stepping them
+         * with pad tokens; their results are the same) */
+        if (kept > 0 && kept < rows && (rc = nr_gpt2_select(m, s, keep, kept))) goto out;
+        rows = kept;
     }
 out:
     nr_gpt2_state_destroy(&s);
     free(logits);
     free(cur);
-    free(done);
+    free(cap);
+    free(keep);
     return rc;
 }
 
@@ -187,11 +193,18 @@ static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, cons
         cur[r] = g->decoder_start_token_id;
         bscore[r] = (r % K == 0) ? 0.0f : -1e9f;
     }
-    int len = 1;
+    int *act = malloc((size_t)n * sizeof(int)); /* captions still decoding; row r is act[r / K], beam r % K */
+    if (!act) {
+        rc = NR_ENOMEM;
+        goto out;
+    }
+    for (int i = 0; i < n; i++) act[i] = i;
+    int na = n, len = 1;
     for (;;) {
-        if ((rc = nr_gpt2_step(m, s, cur, 1, logits, 0))) goto out;
+        const int rows = na * K;
+        if ((rc = nr_gpt2_step(m, s, cur, 1, logits, 0))) break;
         /* log_softmax per row, plus the beam's running score */
-        for (int r = 0; r < R; r++) {
+        for (int r = 0; r < rows; r++) {
             float *lr = logits + (size_t)r * V;
             float mx = lr[0];
             for (int v = 1; v < V; v++) mx = lr[v] > mx ? lr[v] : mx;
@@ -204,22 +217,12 @@ static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, cons
             float lse = logf(sum);
             for (int v = 0; v < V; v++) lr[v] = (lr[v] - mx - lse) + bscore[r];
         }
-        int all_done = 1;
-        for (int i = 0; i < n; i++) {
-            s_hyps_t *hs = &hyps[i];
-            if (hs->done) {
-                for (int k = 0; k < K; k++) {
-                    int r = i * K + k;
-                    nscore[r] = 0.0f;
-                    cur[r] = pad;
-                    src[r] = i * K;
-                }
-                continue;
-            }
+        for (int j = 0; j < na; j++) {
+            s_hyps_t *hs = &hyps[act[j]];
             /* top 2K over (K beams x V tokens), in descending order */
             int nc = 0;
             for (int k = 0; k < K; k++) {
-                const float *lr = logits + (size_t)(i * K + k) * V;
+                const float *lr = logits + (size_t)(j * K + k) * V;
                 for (int v = 0; v < V; v++) {
                     float x = lr[v];
                     if (nc == C && !(x > cs[C - 1])) continue;
@@ -235,47 +238,60 @@ static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, cons
             }
             int filled = 0;
             for (int c = 0; c < nc && filled < K; c++) {
-                int beam = ct[c] / V, tok = ct[c] % V, r = i * K + beam;
+                int beam = ct[c] / V, tok = ct[c] % V, r = j * K + beam;
                 if (g->eos_token_id >= 0 && tok == g->eos_token_id) {
                     if (c >= K) continue; /* not among the top num_beams */
                     s_hyps_add(hs, K, g->length_penalty, seq + (size_t)r * T, len, cs[c], len);
                 } else {
-                    int dst = i * K + filled++;
+                    int dst = j * K + filled++;
                     nscore[dst] = cs[c];
                     cur[dst] = tok;
                     src[dst] = r;
                 }
             }
             for (; filled < K; filled++) { /* cannot happen with vocab > 2K; keep rows valid */
-                int dst = i * K + filled;
+                int dst = j * K + filled;
                 nscore[dst] = -1e9f;
                 cur[dst] = pad;
-                src[dst] = i * K;
+                src[dst] = j * K;
             }
-            hs->done = s_hyps_is_done(hs, K, g, nscore[i * K], len + 1);
-            if (!hs->done) all_done = 0;
+            hs->done = s_hyps_is_done(hs, K, g, nscore[j * K], len + 1);
         }
-        /* reorder sequences and cache, append the chosen tokens */
-        for (int r = 0; r < R; r++) {
-            memcpy(nseq + (size_t)r * T, seq + (size_t)src[r] * T, (size_t)len * sizeof(int));
-            nseq[(size_t)r * T + len] = cur[r];
-            bscore[r] = nscore[r];
+        /* keep the captions still running (finished ones leave the batch:
+         * transformers keeps stepping them with pad tokens, which changes no
+         * result), reorder sequences and cache, append the chosen tokens */
+        int nr = 0, nna = 0;
+        for (int j = 0; j < na; j++) {
+            if (hyps[act[j]].done) continue;
+            for (int k = 0; k < K; k++, nr++) {
+                int r = j * K + k;
+                memcpy(nseq + (size_t)nr * T, seq + (size_t)src[r] * T, (size_t)len * sizeof(int));
+                nseq[(size_t)nr * T + len] = cur[r];
+                bscore[nr] = nscore[r];
+                cur[nr] = cur[r];
+                src[nr] = src[r];
+            }
+            act[nna++] = act[j];
         }
         int *t = seq;
         seq = nseq;
         nseq = t;
         len++;
-        if ((rc = nr_gpt2_reorder(m, s, src))) goto out;
-        if (all_done || len >= T) break;
+        na = nna;
+        if (na == 0) break;
+        if ((rc = nr_gpt2_select(m, s, src, nr))) break;
+        if (len >= T) break;
     }
-    /* finalize: unfinished captions take all their beams as hypotheses */
+    /* finalize: captions still running take all their beams as hypotheses */
+    for (int j = 0; j < na && rc == 0; j++)
+        for (int k = 0; k < K; k++) {
+            int r = j * K + k;
+            s_hyps_add(&hyps[act[j]], K, g->length_penalty, seq + (size_t)r * T, len, bscore[r], len - 1);
+        }
+    free(act);
+    if (rc) goto out;
     for (int i = 0; i < n; i++) {
         s_hyps_t *hs = &hyps[i];
-        if (!hs->done)
-            for (int k = 0; k < K; k++) {
-                int r = i * K + k;
-                s_hyps_add(hs, K, g->length_penalty, seq + (size_t)r * T, len, bscore[r], len - 1);
-            }
         /* best = last of a stable ascending sort: highest score, latest among equals */
         int bi = 0;
         for (int k = 1; k < hs->n; k++)

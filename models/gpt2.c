@@ -38,7 +38,7 @@ struct nr_gpt2 {
 };
 
 struct nr_gpt2_state {
-    int rows, max_len, n_enc, enc_len, len, cap_tok; /* cap_tok: rows*tokens the scratch holds */
+    int rows, max_rows, max_len, n_enc, enc_len, len, cap_tok; /* cap_tok: rows*tokens the scratch holds */
     float **kc, **vc;  /* per layer (rows, max_len, D) */
     float **xkv;       /* per layer (n_enc, enc_len, 2D) */
     int *enc_index;    /* (rows) host */
@@ -186,7 +186,7 @@ nr_gpt2_state_t *nr_gpt2_state_new(const nr_gpt2_t *m, int rows, int max_len, in
     nr_gpt2_state_t *s = calloc(1, sizeof(*s));
     if (!s) return NULL;
     s->m = m;
-    s->rows = rows;
+    s->rows = s->max_rows = rows;
     s->max_len = max_len;
     s->n_enc = n_enc;
     s->enc_len = enc_len;
@@ -229,6 +229,7 @@ int nr_gpt2_set_encoder(const nr_gpt2_t *m, nr_gpt2_state_t *s, const float *enc
     const nr_backend_ops_t *o = m->be->ops;
     void *ctx = m->be->ctx;
     int rc;
+    s->rows = s->max_rows;
     for (int r = 0; r < s->rows; r++) {
         int e = enc_index ? enc_index[r] : r;
         if (e < 0 || e >= s->n_enc) return NR_EINVAL;
@@ -347,28 +348,37 @@ int nr_gpt2_step(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *ids, int n_t
     return o->synchronize(ctx);
 }
 
-int nr_gpt2_reorder(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src) {
-    if (!m || !s || !src) return NR_EINVAL;
+int nr_gpt2_select(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src, int new_rows) {
+    if (!m || !s || !src || new_rows <= 0 || new_rows > s->rows) return NR_EINVAL;
     const int D = m->cfg.n_embd, R = s->rows;
     const nr_backend_ops_t *o = m->be->ops;
     void *ctx = m->be->ctx;
-    int identity = 1;
-    for (int r = 0; r < R; r++) {
+    int identity = new_rows == R;
+    for (int r = 0; r < new_rows; r++) {
         if (src[r] < 0 || src[r] >= R) return NR_EINVAL;
         if (src[r] != r) identity = 0;
     }
-    if (identity || s->len == 0) goto idx;
-    const size_t row = (size_t)s->max_len * D, used = (size_t)s->len * D * sizeof(float);
-    int rc;
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        float *caches[2] = {s->kc[l], s->vc[l]};
-        for (int k = 0; k < 2; k++) {
-            for (int r = 0; r < R; r++) CK(o->copy(ctx, s->tmp_cache + r * row, caches[k] + (size_t)src[r] * row, used));
-            for (int r = 0; r < R; r++) CK(o->copy(ctx, caches[k] + r * row, s->tmp_cache + r * row, used));
+    if (!identity && s->len > 0) {
+        const size_t row = (size_t)s->max_len * D, used = (size_t)s->len * D * sizeof(float);
+        int rc;
+        for (int l = 0; l < m->cfg.n_layer; l++) {
+            float *caches[2] = {s->kc[l], s->vc[l]};
+            for (int k = 0; k < 2; k++) {
+                for (int r = 0; r < new_rows; r++)
+                    CK(o->copy(ctx, s->tmp_cache + r * row, caches[k] + (size_t)src[r] * row, used));
+                for (int r = 0; r < new_rows; r++) CK(o->copy(ctx, caches[k] + r * row, s->tmp_cache + r * row, used));
+            }
         }
     }
-idx:
-    for (int r = 0; r < R; r++) s->tmp_index[r] = s->enc_index[src[r]];
-    memcpy(s->enc_index, s->tmp_index, (size_t)R * sizeof(int));
+    for (int r = 0; r < new_rows; r++) s->tmp_index[r] = s->enc_index[src[r]];
+    memcpy(s->enc_index, s->tmp_index, (size_t)new_rows * sizeof(int));
+    s->rows = new_rows;
     return 0;
 }
+
+int nr_gpt2_reorder(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src) {
+    if (!s) return NR_EINVAL;
+    return nr_gpt2_select(m, s, src, s->rows);
+}
+
+int nr_gpt2_state_rows(const nr_gpt2_state_t *s) { return s->rows; }

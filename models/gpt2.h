@@ -34,7 +34,8 @@ int nr_gpt2_state_len(const nr_gpt2_state_t *s);
 
 /* Computes every layer's cross-attention K/V from enc [n_enc, enc_len, D]
  * (backend memory) and sets which encoder output each row attends to
- * (enc_index[rows], host; NULL: row r uses r). Resets the cache length to 0. */
+ * (enc_index[rows], host; NULL: row r uses r). Resets the cache length to 0
+ * and the batch to all rows. */
 int nr_gpt2_set_encoder(const nr_gpt2_t *m, nr_gpt2_state_t *s, const float *enc, const int *enc_index);
 
 /* Runs n_tok new tokens per row (ids [rows, n_tok], host) at positions
@@ -46,5 +47,10 @@ int nr_gpt2_step(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *ids, int n_t
 /* Beam reordering: row r of the cache becomes old row src[r] (host array of
  * rows ints). Also moves each row's encoder index. */
 int nr_gpt2_reorder(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src);
+/* Keeps new_rows rows (new_rows <= rows): row r becomes old row src[r]; the
+ * state then has new_rows rows, so finished captions leave the batch. */
+int nr_gpt2_select(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src, int new_rows);
+/* Rows in the batch now. */
+int nr_gpt2_state_rows(const nr_gpt2_state_t *s);
 
 #endif
