@@ -70,6 +70,10 @@ for w in 1 2 4 8; do
         --latency-samples "$lat" 2>>"$out/celery.err" | tee -a "$results"
 done
 
+echo "== 8 workers, 4 submitting clients (is one synchronous client the limit?) =="
+"$bin/bench_queue" --workers 8 --clients 4 --jobs "$njobs" --window 64 --latency 0 \
+    --label narrator-4clients | tee -a "$results"
+
 echo "== large payload (256 KiB input per job, 4 workers) =="
 "$bin/bench_queue" --workers 4 --jobs $((njobs / 10)) --window 64 --latency $((lat / 5)) \
     --payload 262144 --label narrator-256k | tee -a "$results"
@@ -120,6 +124,9 @@ for w in (1, 2, 4, 8):
     if b:
         print(f"{'':>7} | baseline broker: {b['jobs_per_s']:.0f} jobs/s, p50 {b['latency_p50_ms']:.3f} ms "
               f"-> this broker {n['jobs_per_s'] / b['jobs_per_s']:.2f}x jobs/s")
+m = get("narrator-4clients", 8)
+if m:
+    print(f"\n8 workers, 4 submitting clients sharing the window of 64: narrator {m['jobs_per_s']:.0f} jobs/s")
 n, c = get("narrator-256k", 4), get("celery-256k", 4)
 if n and c:
     print(f"\n256 KiB input per job, 4 workers: narrator {n['jobs_per_s']:.0f} jobs/s, p50 {n['latency_p50_ms']:.3f} ms; "
