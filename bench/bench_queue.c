@@ -63,6 +63,7 @@ typedef struct {
     double p50, p99, mean;          /* one job at a time, ms */
     double load_p50, load_p99;      /* under the window, ms */
     long durable_done, events;
+    double us_broker, us_redis, us_workers, us_client; /* CPU per job, throughput run */
     char error[512];
 } s_result_t;
 
@@ -177,6 +178,23 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         return -1;
     }
     return 0;
+}
+
+/* CPU seconds (user + system, all threads) a process has used so far. */
+static double s_cpu_s(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (!p) return 0;
+    unsigned long ut = 0, st = 0;
+    /* fields after the name: state(3) ... utime(14) stime(15) */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* ---- the event stream ---- */
@@ -498,8 +516,25 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
             goto done;
         }
     }
-    /* 1. throughput */
+    /* 1. throughput, with the CPU each process spent on it */
+    pid_t rpid = 0;
+    {
+        redisContext *rc0 = redisConnect("127.0.0.1", port);
+        redisReply *r = rc0 ? redisCommand(rc0, "INFO server") : NULL;
+        const char *pp = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "process_id:") : NULL;
+        if (pp) rpid = (pid_t)atoi(pp + 11);
+        if (r) freeReplyObject(r);
+        if (rc0) redisFree(rc0);
+    }
+    double c0[4] = {s_cpu_s(nr_harness_proc_pid(broker)), rpid ? s_cpu_s(rpid) : 0, 0, s_cpu_s(getpid())};
+    for (int i = 0; i < workers; i++) c0[2] += s_cpu_s(nr_harness_proc_pid(procs[i]));
     rc = s_flow(cep, a->clients, port, a, "t", a->jobs, window, input, &elapsed, &flow);
+    double c1[4] = {s_cpu_s(nr_harness_proc_pid(broker)), rpid ? s_cpu_s(rpid) : 0, 0, s_cpu_s(getpid())};
+    for (int i = 0; i < workers; i++) c1[2] += s_cpu_s(nr_harness_proc_pid(procs[i]));
+    res->us_broker = (c1[0] - c0[0]) * 1e6 / a->jobs;
+    res->us_redis = (c1[1] - c0[1]) * 1e6 / a->jobs;
+    res->us_workers = (c1[2] - c0[2]) * 1e6 / a->jobs;
+    res->us_client = (c1[3] - c0[3]) * 1e6 / a->jobs;
     if (rc) {
         snprintf(res->error, sizeof res->error, "throughput run: %s (%d done, %d failed)",
                  nr_strerror(rc), flow.done, flow.failed);
@@ -570,10 +605,11 @@ int main(int argc, char **argv) {
                "\"window\": %d, \"clients\": %d, \"appendfsync\": \"%s\", \"jobs_per_s\": %.1f, "
                "\"latency_p50_ms\": %.3f, \"latency_p99_ms\": %.3f, \"latency_mean_ms\": %.3f, "
                "\"loaded_p50_ms\": %.3f, \"loaded_p99_ms\": %.3f, \"durable_done\": %ld, "
-               "\"events\": %ld}\n",
+               "\"events\": %ld, \"cpu_us_per_job\": {\"broker\": %.0f, \"redis\": %.0f, "
+               "\"workers\": %.0f, \"client\": %.0f}}\n",
                a.label, a.workers[s], a.behave, a.jobs, a.window ? a.window : 8 * a.workers[s],
                a.clients, a.appendfsync, r.jobs_per_s, r.p50, r.p99, r.mean, r.load_p50, r.load_p99,
-               r.durable_done, r.events);
+               r.durable_done, r.events, r.us_broker, r.us_redis, r.us_workers, r.us_client);
         fflush(stdout);
     }
     return failures ? 1 : 0;

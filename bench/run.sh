@@ -124,6 +124,14 @@ for w in (1, 2, 4, 8):
     if b:
         print(f"{'':>7} | baseline broker: {b['jobs_per_s']:.0f} jobs/s, p50 {b['latency_p50_ms']:.3f} ms "
               f"-> this broker {n['jobs_per_s'] / b['jobs_per_s']:.2f}x jobs/s")
+print("\nnarrator CPU per job in the throughput run (us): broker / redis / workers (all) / client")
+for w in (1, 2, 4, 8):
+    for name in ("narrator", "narrator-baseline"):
+        n = get(name, w)
+        if n and "cpu_us_per_job" in n:
+            c = n["cpu_us_per_job"]
+            print(f"{w:>7} | {name:<17} | {c['broker']:>4} / {c['redis']:>4} / {c['workers']:>4} / {c['client']:>4}"
+                  f"  = {c['broker'] + c['redis'] + c['workers'] + c['client']:>4} us")
 m = get("narrator-4clients", 8)
 if m:
     print(f"\n8 workers, 4 submitting clients sharing the window of 64: narrator {m['jobs_per_s']:.0f} jobs/s")
