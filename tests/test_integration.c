@@ -187,6 +187,14 @@ static void s_teardown(void) {
     memset(&C, 0, sizeof C);
 }
 
+/* Skips the rest of a test whose program is not built. Criterion runs no
+ * .fini after a skip, so this cleans up first. */
+#define s_skip(...)                                                                                \
+    do {                                                                                           \
+        s_teardown();                                                                              \
+        cr_skip_test(__VA_ARGS__);                                                                 \
+    } while (0)
+
 /* Starts a worker program; returns its index in C.workers. */
 static int s_worker_start(const char *bin, const char *name, const char *const *extra) {
     cr_assert_lt(C.n_workers, S_MAX_PROCS);
@@ -216,12 +224,12 @@ static int s_worker_start(const char *bin, const char *name, const char *const *
 }
 
 static int s_test_worker(const char *name) {
-    if (!C.test_bin) cr_skip_test("narrator-worker-test is not built");
+    if (!C.test_bin) s_skip("narrator-worker-test is not built");
     return s_worker_start(C.test_bin, name, NULL);
 }
 
 static int s_speech_worker(const char *name) {
-    if (!C.speech_bin) cr_skip_test("narrator-worker-speech is not built");
+    if (!C.speech_bin) s_skip("narrator-worker-speech is not built");
     return s_worker_start(C.speech_bin, name, NULL);
 }
 
@@ -230,7 +238,7 @@ static int s_model_worker(const char *stage, const char *name) {
     char prog[64];
     snprintf(prog, sizeof prog, "narrator-worker-%s", stage);
     char *bin = nr_harness_program(prog);
-    if (!bin) cr_skip_test("%s is not built", prog);
+    if (!bin) s_skip("%s is not built", prog);
     char *model = nr_harness_source_path("tests/fixtures/vit-gpt2-tiny");
     cr_assert_not_null(model, "%s", nr_harness_error());
     const char *extra[] = {"--model", model, "--threads", "1", NULL};
@@ -772,7 +780,7 @@ static const uint8_t s_png[] = {
  * "no worker serves stage vision" and exit code 1 (the job counts as
  * failed, see narrate --help), within its short --timeout. */
 Test(integration, narrate_submit_without_vision_worker) {
-    if (!C.narrate_bin) cr_skip_test("narrate is not built");
+    if (!C.narrate_bin) s_skip("narrate is not built");
     char *png = nr_harness_path(C.dir, "pixel.png");
     cr_assert_eq(nr_harness_write_file(png, s_png, sizeof s_png), 0);
     char *out = nr_harness_path(C.dir, "out");
@@ -867,7 +875,7 @@ static long s_redis_stat(const char *field) {
  * checkpoint; captions, valid WAVs and JSON records come out; a second
  * run submits nothing new; a corrupt image fails alone with bad_image. */
 Test(integration, narrate_submit_full_route_tiny_checkpoint) {
-    if (!C.narrate_bin) cr_skip_test("narrate is not built");
+    if (!C.narrate_bin) s_skip("narrate is not built");
     s_model_worker("vision", "vision-a");
     s_model_worker("text", "text-a");
     s_speech_worker("speech-a");
