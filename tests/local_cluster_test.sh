@@ -15,10 +15,14 @@ done
 command -v redis-server >/dev/null || { echo "SKIP: no redis-server"; exit 77; }
 
 run="$(mktemp -d "${TMPDIR:-/tmp}/nr-lc-XXXXXX")"
-read -r -a ports <<<"$(python3 -c 'import socket
-ss=[socket.socket() for _ in range(4)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')"
+# Four distinct ports that nothing listens on (random, in 20000..59999).
+ports=()
+while [ ${#ports[@]} -lt 4 ]; do
+  p=$((20000 + RANDOM % 40000))
+  [[ " ${ports[*]} " == *" $p "* ]] && continue
+  (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+  ports+=("$p")
+done
 export NARRATOR_REDIS_PORT="${ports[0]}" NARRATOR_CLIENT_PORT="${ports[1]}"
 export NARRATOR_WORKER_PORT="${ports[2]}" NARRATOR_GATEWAY_PORT="${ports[3]}"
 export NARRATOR_BROKER="tcp://127.0.0.1:${ports[1]}"
