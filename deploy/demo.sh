@@ -54,7 +54,7 @@ if [ $have_all = 0 ]; then
   if ! ls "$deb_dir"/python3-skimage_*.deb >/dev/null 2>&1; then
     # (apt-get warns that it downloads "unsandboxed as root" into a folder
     # its _apt user cannot write; that is harmless here.)
-    (cd "$deb_dir" && apt-get download python3-skimage 2>&1 | grep -v unsandboxed) ||
+    (cd "$deb_dir" && apt-get download python3-skimage 2>&1 | { grep -v unsandboxed || true; }) ||
       echo "could not download python3-skimage (apt-get update may help)"
   fi
   deb="$(ls "$deb_dir"/python3-skimage_*.deb 2>/dev/null | head -1 || true)"
