@@ -12,8 +12,18 @@
 #endif
 
 nr_backend_t *nr_backend_new(const char *device, int num_threads, char *err, size_t errlen) {
-    if (!device || !*device || strcmp(device, "cpu") == 0) {
-        nr_backend_t *b = nr_cpu_backend_new(num_threads);
+    if (!device || !*device || strcmp(device, "cpu") == 0 || strncmp(device, "cpu:", 4) == 0) {
+        /* "cpu" (F32) or "cpu:PRECISION" (f32, bf16, int8): the matmul weight precision. */
+        int pr = NR_CPU_F32;
+        if (device && strncmp(device, "cpu:", 4) == 0) {
+            pr = nr_cpu_precision_from_name(device + 4);
+            if (pr < 0) {
+                nr_seterr(err, errlen, NR_EINVAL, "device %s: unknown precision \"%s\" (cpu:f32, cpu:bf16 or cpu:int8)",
+                          device, device + 4);
+                return NULL;
+            }
+        }
+        nr_backend_t *b = nr_cpu_backend_new_precision(num_threads, (nr_cpu_precision_t)pr);
         if (!b) nr_seterr(err, errlen, NR_ENOMEM, "cpu backend: out of memory");
         return b;
     }
@@ -35,7 +45,7 @@ nr_backend_t *nr_backend_new(const char *device, int num_threads, char *err, siz
             idx = -1;
         }
         if (idx < 0) {
-            nr_seterr(err, errlen, NR_EINVAL, "unknown device \"%s\" (cpu, cuda:N or cuda:N:f32|tf32|bf16|f16)",
+            nr_seterr(err, errlen, NR_EINVAL, "unknown device \"%s\" (cpu[:f32|bf16|int8], cuda:N or cuda:N:f32|tf32|bf16|f16)",
                       device);
             return NULL;
         }
@@ -57,7 +67,7 @@ nr_backend_t *nr_backend_new(const char *device, int num_threads, char *err, siz
         return NULL;
 #endif
     }
-    nr_seterr(err, errlen, NR_EINVAL, "unknown device \"%s\" (cpu or cuda:N)", device);
+    nr_seterr(err, errlen, NR_EINVAL, "unknown device \"%s\" (cpu, cpu:bf16, cpu:int8 or cuda:N)", device);
     return NULL;
 }
 

@@ -7,6 +7,7 @@
  * up threads that would compete with OpenBLAS's (no OpenMP). */
 #include "models/cpu/cpu.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -15,6 +16,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "models/cpu/kernels.h"
+#include "models/cpu/lowp.h"
 #include "models/tensor.h"
 
 void openblas_set_num_threads(int num_threads);
@@ -41,12 +43,81 @@ static void s_check_blas_core(void) {
         nr_log(NR_LOG_DEBUG, "models: OpenBLAS kernels: %s", core);
 }
 
+/* A converted copy of one matmul weight, keyed by its F32 pointer and shape. */
+typedef struct {
+    const float *w;
+    int layout, N, K;
+    nr_cpu_bf16w_t bf;
+    nr_cpu_i8w_t i8;
+} s_conv_t;
+
 typedef struct {
     int num_threads;
+    nr_cpu_precision_t precision;
+    pthread_mutex_t mu; /* guards conv */
+    s_conv_t **conv;
+    size_t n_conv, cap_conv;
 } s_cpu_t;
 
+/* Rows up to which the INT8 precision uses INT8 weights. */
+#define S_INT8_MAX_ROWS 64
+
 static int s_supports(void *ctx, nr_op_t op) { return op >= 0 && op < NR_OP_COUNT; }
-static void s_destroy(void *ctx) { free(ctx); }
+static void s_destroy(void *ctx) {
+    s_cpu_t *c = ctx;
+    for (size_t i = 0; i < c->n_conv; i++) {
+        nr_cpu_bf16w_free(&c->conv[i]->bf);
+        nr_cpu_i8w_free(&c->conv[i]->i8);
+        free(c->conv[i]);
+    }
+    free(c->conv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+/* The converted copy of w for the backend's precision, made on first use
+ * (under the lock, so concurrent callers convert a weight once). NULL when
+ * out of memory. Weights are read-only after load, so a pointer names one
+ * weight for the backend's lifetime. */
+static const s_conv_t *s_converted(s_cpu_t *c, const float *w, nr_wlayout_t layout, int N, int K) {
+    const s_conv_t *found = NULL;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n_conv; i++) {
+        const s_conv_t *e = c->conv[i];
+        if (e->w == w && e->layout == (int)layout && e->N == N && e->K == K) {
+            found = e;
+            break;
+        }
+    }
+    if (!found && c->n_conv == c->cap_conv) {
+        size_t nc = c->cap_conv ? 2 * c->cap_conv : 256;
+        s_conv_t **nv = realloc(c->conv, nc * sizeof(*nv));
+        if (nv) {
+            c->conv = nv;
+            c->cap_conv = nc;
+        }
+    }
+    if (!found && c->n_conv < c->cap_conv) {
+        s_conv_t *e = calloc(1, sizeof(*e));
+        int rc = NR_ENOMEM;
+        if (e) {
+            e->w = w;
+            e->layout = (int)layout;
+            e->N = N;
+            e->K = K;
+            rc = c->precision == NR_CPU_BF16 ? nr_cpu_bf16w_make(&e->bf, w, layout, N, K)
+                                             : nr_cpu_i8w_make(&e->i8, w, layout, N, K);
+        }
+        if (rc == 0) {
+            c->conv[c->n_conv++] = e;
+            found = e;
+        } else {
+            free(e);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return found;
+}
 static void *s_alloc(void *ctx, size_t bytes) { return nr_aligned_alloc(bytes ? bytes : 64); }
 static void s_free(void *ctx, void *p) { free(p); }
 static int s_copy(void *ctx, void *dst, const void *src, size_t bytes) {
@@ -58,6 +129,14 @@ static int s_sync(void *ctx) { return 0; }
 static int s_matmul(void *ctx, float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout,
                     int M, int N, int K, int accumulate) {
     if (M < 0 || N < 0 || K < 0) return NR_EINVAL;
+    s_cpu_t *c = ctx;
+    if (M == 0 || N == 0 || K == 0) return 0;
+    if (c->precision == NR_CPU_BF16 || (c->precision == NR_CPU_INT8 && M <= S_INT8_MAX_ROWS)) {
+        const s_conv_t *e = s_converted(c, w, layout, N, K);
+        if (!e) return NR_ENOMEM;
+        if (c->precision == NR_CPU_BF16) return nr_cpu_matmul_bf16(y, ldy, x, ldx, &e->bf, M, accumulate);
+        return nr_cpu_matmul_i8(y, ldy, x, ldx, &e->i8, M, accumulate);
+    }
     nr_cpu_matmul(y, ldy, x, ldx, w, layout, M, N, K, accumulate);
     return 0;
 }
@@ -116,7 +195,22 @@ static const nr_backend_ops_t s_ops = {
     .patch_embed = s_patch_embed,
 };
 
-nr_backend_t *nr_cpu_backend_new(int num_threads) {
+int nr_cpu_precision_from_name(const char *name) {
+    if (!name) return -1;
+    if (strcmp(name, "f32") == 0) return NR_CPU_F32;
+    if (strcmp(name, "bf16") == 0) return NR_CPU_BF16;
+    if (strcmp(name, "int8") == 0) return NR_CPU_INT8;
+    return -1;
+}
+
+const char *nr_cpu_precision_name(nr_cpu_precision_t p) {
+    return p == NR_CPU_BF16 ? "bf16" : p == NR_CPU_INT8 ? "int8" : "f32";
+}
+
+nr_backend_t *nr_cpu_backend_new(int num_threads) { return nr_cpu_backend_new_precision(num_threads, NR_CPU_F32); }
+
+nr_backend_t *nr_cpu_backend_new_precision(int num_threads, nr_cpu_precision_t precision) {
+    if (precision != NR_CPU_F32 && precision != NR_CPU_BF16 && precision != NR_CPU_INT8) return NULL;
     nr_backend_t *b = calloc(1, sizeof(*b));
     s_cpu_t *c = calloc(1, sizeof(*c));
     if (!b || !c) {
@@ -129,6 +223,12 @@ nr_backend_t *nr_cpu_backend_new(int num_threads) {
         num_threads = n > 0 ? (int)n : 1;
     }
     c->num_threads = num_threads;
+    c->precision = precision;
+    pthread_mutex_init(&c->mu, NULL);
+    nr_cpu_lowp_init();
+    if (precision == NR_CPU_BF16)
+        nr_log(NR_LOG_DEBUG, "models: cpu bf16 matmuls via %s",
+               nr_cpu_use_avx512bf16 ? "AVX-512 BF16 (vdpbf16ps)" : "plain C (no AVX-512 BF16 on this CPU)");
     openblas_set_num_threads(num_threads);
     nr_cpu_pool_init(num_threads);
     s_check_blas_core();

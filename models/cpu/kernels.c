@@ -301,6 +301,8 @@ static void s_run(s_task_fn fn, void *arg) {
     pthread_mutex_unlock(&s_pool.use);
 }
 
+void nr_cpu_run(nr_cpu_task_fn fn, void *arg) { s_run(fn, arg); }
+
 typedef struct {
     float *y;
     size_t ldy;

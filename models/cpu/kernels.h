@@ -24,6 +24,10 @@ extern int nr_cpu_skinny_max;
 extern int nr_cpu_gemm_own;
 /* Starts the kernel thread pool once (threads including the caller). */
 void nr_cpu_pool_init(int threads);
+/* Runs fn(arg, part, nparts) on the pool (parts 0..nparts-1, the caller
+ * takes part 0); a caller that finds the pool busy runs fn(arg, 0, 1). */
+typedef void (*nr_cpu_task_fn)(void *arg, int part, int nparts);
+void nr_cpu_run(nr_cpu_task_fn fn, void *arg);
 void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M, int N,
                    int K, int accumulate);
 
