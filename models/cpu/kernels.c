@@ -429,6 +429,40 @@ static void s_gemm_part(void *p, int part, int nparts) {
     free(bp);
 }
 
+/* Packs x into 8-row panels [mp/8][K][8] (zero rows past M); part of the
+ * panels, so the pool shares the packing. Values are copied, not changed. */
+typedef struct {
+    float *ap;
+    const float *x;
+    size_t ldx;
+    int M, K;
+} s_apack_t;
+
+static void s_apack_part(void *p, int part, int nparts) {
+    const s_apack_t *a = p;
+    const int panels = (a->M + S_MR - 1) / S_MR, K = a->K;
+    const int q0 = (int)((long)panels * part / nparts), q1 = (int)((long)panels * (part + 1) / nparts);
+    for (int q = q0; q < q1; q++) {
+        float *dst = a->ap + (size_t)q * K * S_MR;
+        const int m0 = q * S_MR;
+        if (m0 + S_MR <= a->M) {
+            const float *r[S_MR];
+            for (int i = 0; i < S_MR; i++) r[i] = a->x + (size_t)(m0 + i) * a->ldx;
+            for (int k = 0; k < K; k++)
+                for (int i = 0; i < S_MR; i++) dst[(size_t)k * S_MR + i] = r[i][k];
+            continue;
+        }
+        for (int i = 0; i < S_MR; i++) {
+            if (m0 + i < a->M) {
+                const float *src = a->x + (size_t)(m0 + i) * a->ldx;
+                for (int k = 0; k < K; k++) dst[(size_t)k * S_MR + i] = src[k];
+            } else {
+                for (int k = 0; k < K; k++) dst[(size_t)k * S_MR + i] = 0.0f;
+            }
+        }
+    }
+}
+
 /* 1 when done; 0 to fall back to sgemm (no memory). */
 static int s_gemm_own(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
                       int N, int K, int accumulate) {
@@ -441,17 +475,9 @@ static int s_gemm_own(float *y, size_t ldy, const float *x, size_t ldx, const fl
         return 0;
     }
     free(probe);
-    for (int m0 = 0; m0 < mp; m0 += S_MR) {
-        float *dst = ap + (size_t)(m0 / S_MR) * K * S_MR;
-        for (int i = 0; i < S_MR; i++) {
-            if (m0 + i < M) {
-                const float *src = x + (size_t)(m0 + i) * ldx;
-                for (int k = 0; k < K; k++) dst[(size_t)k * S_MR + i] = src[k];
-            } else {
-                for (int k = 0; k < K; k++) dst[(size_t)k * S_MR + i] = 0.0f;
-            }
-        }
-    }
+    s_apack_t pk = {ap, x, ldx, M, K};
+    if (mp >= 8 * S_MR) s_run(s_apack_part, &pk);
+    else s_apack_part(&pk, 0, 1);
     s_gemm_t g = {y, ldy, ap, w, layout, M, N, K, accumulate};
     s_run(s_gemm_part, &g);
     free(ap);

@@ -138,6 +138,14 @@ static void s_bf_pack(void *arg, int part, int nparts) {
     const int q0 = (int)((long)mp * part / nparts), q1 = (int)((long)mp * (part + 1) / nparts);
     for (int q = q0; q < q1; q++) {
         uint32_t *dst = a->ap + (size_t)q * P * 8;
+        if (q * 8 + 8 <= a->M && K % 2 == 0) {
+            const float *r[8];
+            for (int i = 0; i < 8; i++) r[i] = a->x + (size_t)(q * 8 + i) * a->ldx;
+            for (int p = 0; p < P; p++)
+                for (int i = 0; i < 8; i++)
+                    dst[(size_t)p * 8 + i] = s_bf16_bits(r[i][2 * p]) | (s_bf16_bits(r[i][2 * p + 1]) << 16);
+            continue;
+        }
         for (int i = 0; i < 8; i++) {
             const int m = q * 8 + i;
             if (m >= a->M) {
@@ -216,11 +224,15 @@ static void s_bf_part(void *arg, int part, int nparts) {
     const s_bf_t *a = arg;
     const nr_cpu_bf16w_t *w = a->w;
     const int p0 = (int)((long)w->panels * part / nparts), p1 = (int)((long)w->panels * (part + 1) / nparts);
+    /* 64-row blocks of x stay in L2 while this part's weight panels stream
+     * past them (a weight panel is reused by the 8 row panels of a block) */
+    for (int mb = 0; mb < a->M; mb += 64)
     for (int pn = p0; pn < p1; pn++) {
         const int n0 = pn * 32, nv = w->N - n0 < 32 ? w->N - n0 : 32;
         const uint16_t *bp = w->w + (size_t)pn * w->P * 64;
-        for (int m0 = 0; m0 < a->M; m0 += 8) {
-            const int mv = a->M - m0 < 8 ? a->M - m0 : 8;
+        const int mend = a->M - mb < 64 ? a->M : mb + 64;
+        for (int m0 = mb; m0 < mend; m0 += 8) {
+            const int mv = mend - m0 < 8 ? mend - m0 : 8;
             const uint32_t *ap = a->ap + (size_t)(m0 / 8) * w->P * 8;
             float *y = a->y + (size_t)m0 * a->ldy + n0;
 #if S_X86
