@@ -3,7 +3,7 @@
 # PyTorch script on the same machine, same checkpoint, same photos, same settings.
 #
 #   bench/e2e.sh [--build DIR] [--images N] [--beams N] [--max-length N] [--window N]
-#                [--torch-threads "1 2"] [--rounds N] [--out DIR] [--quick]
+#                [--torch-threads "1 2"] [--torch-procs N] [--rounds N] [--out DIR] [--quick]
 #                [--no-torch] [--no-narrator]
 #
 # 1. A ViT-B/16 + GPT-2 checkpoint at the real sizes with random weights, in the
@@ -19,7 +19,10 @@
 #    records), broker-side stage time and queue wait (the broker's Prometheus
 #    histograms, before/after difference), CPU seconds and peak memory (VmHWM) of
 #    every process.
-# 4. PyTorch: bench/e2e_torch.py with each --torch-threads value (default "1 2").
+# 4. PyTorch: bench/e2e_torch.py with each --torch-threads value (default "1 2"),
+#    then (extra row, not the script the ratio is about) --torch-procs copies of it
+#    at once (default 2, one per core, threads 1), each on its share of the images,
+#    timed together from a common start (0: skip).
 # --rounds R repeats 3 and 4 alternately R times (default 1). --quick: 4 images,
 # greedy, torch threads 1 (a smoke test). Prints a table; results (JSON) in --out.
 # Worker settings (2 cores): vision --threads 1 --batch-size 1; text --threads 1
@@ -39,6 +42,7 @@ beams=4
 maxlen=16
 window=16
 tthreads="1 2"
+tprocs=2
 rounds=1
 out=""
 do_torch=1
@@ -51,9 +55,10 @@ while [ $# -gt 0 ]; do
         --max-length) maxlen="$2"; shift 2 ;;
         --window) window="$2"; shift 2 ;;
         --torch-threads) tthreads="$2"; shift 2 ;;
+        --torch-procs) tprocs="$2"; shift 2 ;;
         --rounds) rounds="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
-        --quick) nimg=4; beams=1; tthreads=1; shift ;;
+        --quick) nimg=4; beams=1; tthreads=1; tprocs=0; shift ;;
         --no-torch) do_torch=0; shift ;;
         --no-narrator) do_narrator=0; shift ;;
         -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -130,7 +135,8 @@ cp "$photos/chelsea.png" "$photos/rocket.jpg" "$warmdir/"
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 30000))
+        p=$((12000 + RANDOM % 18000))   # below the ephemeral range (32768-)
+        ss -Htan "sport = :$p" 2>/dev/null | grep -q . && continue
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
     done
 }
@@ -225,10 +231,45 @@ run_torch() {
     tail -1 "$results" | cut -c1-400
 }
 
+run_torch_procs() {
+    local np="$1" round="$2" k pids=() ok
+    rm -f "$out"/torch-ready.* "$out/torch-go" "$out"/torch-proc*.json
+    for ((k = 0; k < np; k++)); do
+        "$py" "$here/e2e_torch.py" --model "$model" --threads 1 --beams "$beams" --max-length "$maxlen" \
+            --warmup 2 --out "$out/torch-out" --shard "$k/$np" --ready "$out/torch-ready.$k" \
+            --go "$out/torch-go" --json "$out/torch-proc$k.json" "$imgdir" >/dev/null &
+        pids+=($!)
+    done
+    for _ in $(seq 1 6000); do   # 10 minutes at most for loading and warming up
+        ok=1
+        for ((k = 0; k < np; k++)); do [ -e "$out/torch-ready.$k" ] || ok=0; done
+        [ "$ok" = 1 ] && break
+        for k in "${pids[@]}"; do kill -0 "$k" 2>/dev/null || ok=2; done
+        [ "$ok" = 2 ] && break
+        sleep 0.1
+    done
+    touch "$out/torch-go"
+    for k in "${pids[@]}"; do wait "$k"; done
+    "$py" - "$np" "$round" "$out"/torch-proc*.json >>"$results" <<'EOF'
+import json, sys
+np_, rnd, rs = int(sys.argv[1]), int(sys.argv[2]), [json.load(open(p)) for p in sys.argv[3:]]
+n = sum(r["images"] for r in rs)
+wall = max(r["wall_s"] for r in rs)
+res = {"round": rnd, "system": "pytorch-%dprocs-threads1" % np_, "procs": np_, "images": n, "wall_s": wall,
+       "images_per_min": round(60 * n / wall, 2), "ms_per_image": round(1000 * wall / n, 1),
+       "stage_ms": {k: round(sum(r["stage_ms"][k] * r["images"] for r in rs) / n, 1) for k in rs[0]["stage_ms"]},
+       "peak_mb": round(sum(r["peak_mb"] for r in rs), 1), "peak_mb_each": [r["peak_mb"] for r in rs],
+       "captions": [c for r in rs for c in r["captions"]]}
+print(json.dumps(res))
+EOF
+    tail -1 "$results" | cut -c1-400
+}
+
 for ((r = 1; r <= rounds; r++)); do
     if [ "$do_narrator" = 1 ]; then echo "== narrator, round $r =="; run_narrator "$r"; fi
     if [ "$do_torch" = 1 ]; then
         for th in $tthreads; do echo "== PyTorch, threads $th, round $r =="; run_torch "$th" "$r"; done
+        if [ "$tprocs" -gt 1 ]; then echo "== PyTorch, $tprocs processes at once, round $r =="; run_torch_procs "$tprocs" "$r"; fi
     fi
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
@@ -241,26 +282,39 @@ def best(system):
     return max(rs, key=lambda r: r["images_per_min"]) if rs else None
 n = best("narrator")
 ts = sorted({r["system"] for r in rows if r["system"].startswith("pytorch")})
+single = [t for t in ts if "procs" not in t]
 print("\nEnd to end (best of %d round(s)): images/min over the whole route" % max(r["round"] for r in rows))
-print("%-20s | %10s | %9s | %s" % ("system", "images/min", "ms/image", "per image (ms)"))
+print("%-24s | %10s | %9s | %s" % ("system", "images/min", "ms/image", "stage ms per image (PyTorch: one after the other)"))
 if n:
-    print("%-20s | %10.1f | %9.0f | worker vision %s, text %s, speech %s; queue wait vision %s, text %s, speech %s;"
-          " latency p50 %s ms" % ("narrator", n["images_per_min"], n["ms_per_image"], *n["worker_ms"].values(),
-                                  *n["queue_wait_ms"].values(), n["latency_ms"]["p50"]))
+    print("%-24s | %10.1f | %9.0f | pipelined, see below; job latency p50 %s ms, max %s ms" %
+          ("narrator", n["images_per_min"], n["ms_per_image"], n["latency_ms"]["p50"], n["latency_ms"]["max"]))
 for t in ts:
     r = best(t)
     s = r["stage_ms"]
-    print("%-20s | %10.1f | %9.0f | preprocess %s, vision %s, text %s, speech %s" %
+    print("%-24s | %10.1f | %9.0f | preprocess %s, vision %s, text %s, speech %s" %
           (t, r["images_per_min"], r["ms_per_image"], s["preprocess"], s["vision"], s["text"], s["speech"]))
 if n:
-    print("\nnarrator processes: peak memory (VmHWM) and CPU seconds in the timed run")
+    print("\nnarrator per stage (ms): worker = handler time per job (a batch's time for each of its jobs);"
+          " broker = dispatch to result; queue wait = queued to dispatched; CPU = the stage's process CPU per image")
+    print("%-8s | %8s | %8s | %10s | %8s" % ("stage", "worker", "broker", "queue wait", "CPU"))
+    for st in ("vision", "text", "speech"):
+        cpu = sum(p["cpu_s"] for k, p in n["procs"].items() if k.startswith("worker-" + st))
+        print("%-8s | %8s | %8s | %10s | %8.0f" % (st, n["worker_ms"][st], n["broker_stage_ms"][st],
+                                                 n["queue_wait_ms"][st], 1000 * cpu / n["done"]))
+    print("\nnarrator processes: peak memory (VmHWM) and CPU seconds in the timed run (%d images, %.1f s)" %
+          (n["done"], n["wall_s"]))
     for name, p in sorted(n["procs"].items()):
-        print("  %-18s %8.1f MB  %7.2f s" % (name, p["peak_mb"], p["cpu_s"]))
-    print("  %-18s %8.1f MB" % ("total", sum(p["peak_mb"] for p in n["procs"].values())))
+        print("  %-24s %8.1f MB  %7.2f s" % (name, p["peak_mb"], p["cpu_s"]))
+    print("  %-24s %8.1f MB  %7.2f s" % ("total", sum(p["peak_mb"] for p in n["procs"].values()),
+                                       sum(p["cpu_s"] for p in n["procs"].values())))
     for t in ts:
-        print("  %-18s %8.1f MB (one process)" % (t, best(t)["peak_mb"]))
-    if ts:
-        bt = max((best(t) for t in ts), key=lambda r: r["images_per_min"])
+        print("  %-24s %8.1f MB (%s)" % (t, best(t)["peak_mb"], "all processes" if "procs" in t else "one process"))
+    for t in ts:
+        if "procs" in t:
+            print("\nnarrator / %s (PyTorch on every core, sharded by hand): %.2fx" %
+                  (t, n["images_per_min"] / best(t)["images_per_min"]))
+    if single:
+        bt = max((best(t) for t in single), key=lambda r: r["images_per_min"])
         print("\nratio: narrator %.1f images/min / %s %.1f images/min = %.2fx" %
               (n["images_per_min"], bt["system"], bt["images_per_min"], n["images_per_min"] / bt["images_per_min"]))
         same = sum(1 for c in bt["captions"] if n["captions"].get(c["image"]) == c["caption"])

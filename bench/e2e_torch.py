@@ -13,11 +13,14 @@ baseline of bench/e2e.sh. One process, one image at a time:
      flite_text_to_wave + cst_wave_save_riff writes OUT/<n>.wav.
 
     /usr/bin/python3 bench/e2e_torch.py --model DIR [--threads 1] [--beams 4]
-        [--max-length 16] [--warmup 1] [--out DIR] [--json FILE] IMAGE|FOLDER...
+        [--max-length 16] [--warmup 1] [--out DIR] [--json FILE] [--shard K/N --ready F --go F]
+        IMAGE|FOLDER...
 
 Prints one JSON object (images/min over the timed images, per-stage mean ms, peak
 memory VmHWM, captions) and writes it to --json. The model load is not timed (narrator's
 workers load theirs before the timed run too); --warmup images run first, untimed.
+Several copies at once (bench/e2e.sh --torch-procs): each takes --shard K/N of the
+images, creates --ready once warmed up, and starts timing when --go exists.
 """
 
 import argparse
@@ -171,10 +174,16 @@ def main():
     ap.add_argument("--out", default="")
     ap.add_argument("--json", default="")
     ap.add_argument("--label", default="")
+    ap.add_argument("--shard", default="0/1", help="K/N: take images K, K+N, K+2N ... (several copies at once)")
+    ap.add_argument("--ready", default="", help="file to create once loaded and warmed up")
+    ap.add_argument("--go", default="", help="file to wait for before the timed run")
     ap.add_argument("inputs", nargs="+")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     files = images(a.inputs)
+    k, n_shards = (int(x) for x in a.shard.split("/"))
+    warm_files = files[:a.warmup]
+    files = files[k::n_shards]
     if not files:
         sys.exit("e2e_torch: no images")
     out = a.out or "/tmp/e2e-torch-out"
@@ -202,13 +211,18 @@ def main():
                 ids = ref.greedy(ck, enc, a.max_length, gs["start"], gs["eos"])[0]
         caption = tok.decode(ids)
         t.append(time.perf_counter())
-        samples = tts.say(caption, os.path.join(out, "%04d.wav" % i))
+        stem = os.path.splitext(os.path.basename(path))[0] if i >= 0 else "warmup%d" % -i
+        samples = tts.say(caption, os.path.join(out, stem + ".wav"))
         t.append(time.perf_counter())
         ntok = len(ids) - 1 - (1 if ids[-1] == gs["eos"] and len(ids) > 1 else 0)
         return [1000 * (t[k + 1] - t[k]) for k in range(4)], caption, ntok, samples
 
-    for i in range(min(a.warmup, len(files))):
-        one(-1 - i, files[i])
+    for i, path in enumerate(warm_files):
+        one(-1 - i, path)
+    if a.ready:
+        open(a.ready, "w").close()
+    while a.go and not os.path.exists(a.go):
+        time.sleep(0.005)
     stage = np.zeros(4)
     rows = []
     t0 = time.perf_counter()
@@ -222,7 +236,7 @@ def main():
     res = {
         "system": a.label or "pytorch-threads%d" % a.threads, "torch": torch.__version__,
         "threads": a.threads, "num_beams": a.beams, "max_length": a.max_length,
-        "images": n, "wall_s": round(wall, 3), "images_per_min": round(60.0 * n / wall, 2),
+        "shard": a.shard, "images": n, "wall_s": round(wall, 3), "images_per_min": round(60.0 * n / wall, 2),
         "ms_per_image": round(1000 * wall / n, 1),
         "stage_ms": {k: round(v / n, 1) for k, v in zip(("preprocess", "vision", "text", "speech"), stage)},
         "load_s": round(load_s, 2), "rss_after_load_mb": round(rss_loaded / 1024, 1),
