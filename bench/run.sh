@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: the whole benchmark suite in one command, with a table at the end.
 #
-#   bench/run.sh [--build DIR] [--quick] [--baseline-broker PATH] [--out DIR]
+#   bench/run.sh [--build DIR] [--quick] [--baseline-broker PATH] [--out DIR] [--e2e]
 #
 # 1. Queue overhead: no-op jobs through narrator (bench_queue) and Celery
 #    (bench/celery/bench_celery.py), interleaved per worker count (1 2 4 8)
@@ -12,6 +12,7 @@
 # 2. Scaling: workers with a fixed service time (behave=sleep:<ms>), 1..16,
 #    against the ideal N x single-worker throughput.
 # 3. Models: bench_models and its PyTorch twin when bench_models is built.
+# 4. --e2e: bench/e2e.sh (image -> caption -> speech vs PyTorch; build-e2e; ~5 min).
 # Not part of the test suite; takes about 5 minutes (--quick: about 1).
 # Needs: a Release build with bench_queue (cmake --build DIR --target
 # bench_queue bench_models), redis-server, /usr/bin/python3 with celery.
@@ -23,13 +24,15 @@ build="$root/build-bench"
 quick=0
 baseline=""
 out=""
+e2e=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --build) build=$(cd "$2" && pwd); shift 2 ;;
         --quick) quick=1; shift ;;
         --baseline-broker) baseline="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --e2e) e2e=1; shift ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -153,3 +156,4 @@ for ms in (20, 2):
         print(f"{w:>7} | {j:>8.0f} | {ideal:>8.0f} | {j / ideal * 100:>9.0f}%")
 EOF
 echo "results: $out"
+if [ "$e2e" = 1 ]; then "$here/e2e.sh" --out "$out/e2e" $([ "$quick" = 1 ] && echo --quick); fi
