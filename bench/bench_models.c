@@ -265,6 +265,7 @@ int main(int argc, char **argv) {
     for (char *save = NULL, *prec = strtok_r(plist, ",", &save); prec; prec = strtok_r(NULL, ",", &save)) {
         char dev[32];
         snprintf(dev, sizeof dev, "cpu:%s", prec);
+        double tl = s_now();
         nr_backend_t *be = nr_backend_new(dev, threads, err, sizeof err);
         nr_vit_t *vit = NULL;
         nr_gpt2_t *gpt2 = NULL;
@@ -273,7 +274,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench: %s\n", err);
             return 1;
         }
-        printf("== precision %s (device %s)\n", prec, dev);
+        printf("== precision %s (device %s): load %.0f ms (weights converted at load)\n", prec, dev,
+               (s_now() - tl) * 1e3);
         /* ViT */
         int bs[2] = {1, batch};
         double bound = !strcmp(prec, "bf16") ? g_bf : (g_own > g_blas ? g_own : g_blas);

@@ -87,6 +87,12 @@ typedef struct nr_backend_ops {
      * y rows ldy floats apart. */
     int (*matmul)(void *ctx, float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout,
                   int M, int N, int K, int accumulate);
+    /* Optional (NULL: nothing to prepare). Called at load once per matmul
+     * weight with the number of rows it will be multiplied by (1 for decode
+     * steps; the sequence length for the encoder and cross-attention K/V),
+     * so a backend with a reduced weight precision converts it before the
+     * first request. 0 or NR_ENOMEM. */
+    int (*prepare_matmul)(void *ctx, const float *w, nr_wlayout_t layout, int N, int K, int rows);
     int (*add_bias)(void *ctx, float *y, const float *b, int M, int N);
     int (*add)(void *ctx, float *y, const float *x, size_t n);
     int (*layernorm)(void *ctx, float *y, const float *x, const float *g, const float *b, int M, int N, float eps);

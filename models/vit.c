@@ -97,6 +97,14 @@ int nr_vit_load(const nr_vit_config_t *cfg, const nr_safetensors_t *st, const ch
         W(w2, "output.dense.weight", 2, I64(D), I64(I));
         W(b2, "output.dense.bias", 1, I64(D));
 #undef W
+        if (be->ops->prepare_matmul &&
+            ((rc = be->ops->prepare_matmul(be->ctx, L->wqkv, NR_W_OUT_IN, 3 * D, D, m->seq)) ||
+             (rc = be->ops->prepare_matmul(be->ctx, L->wo, NR_W_OUT_IN, D, D, m->seq)) ||
+             (rc = be->ops->prepare_matmul(be->ctx, L->w1, NR_W_OUT_IN, I, D, m->seq)) ||
+             (rc = be->ops->prepare_matmul(be->ctx, L->w2, NR_W_OUT_IN, D, I, m->seq)))) {
+            nr_seterr(err, errlen, rc, "vit: layer %d: cannot convert weights for the backend", l);
+            goto fail;
+        }
     }
     *out = m;
     return 0;

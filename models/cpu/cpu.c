@@ -140,6 +140,13 @@ static int s_matmul(void *ctx, float *y, size_t ldy, const float *x, size_t ldx,
     nr_cpu_matmul(y, ldy, x, ldx, w, layout, M, N, K, accumulate);
     return 0;
 }
+static int s_prepare(void *ctx, const float *w, nr_wlayout_t layout, int N, int K, int rows) {
+    s_cpu_t *c = ctx;
+    if (N <= 0 || K <= 0) return NR_EINVAL;
+    if (c->precision == NR_CPU_BF16 || (c->precision == NR_CPU_INT8 && rows <= S_INT8_MAX_ROWS))
+        return s_converted(c, w, layout, N, K) ? 0 : NR_ENOMEM;
+    return 0;
+}
 static int s_add_bias(void *ctx, float *y, const float *b, int M, int N) {
     nr_cpu_add_bias(y, b, M, N);
     return 0;
@@ -185,6 +192,7 @@ static const nr_backend_ops_t s_ops = {
     .copy = s_copy,
     .synchronize = s_sync,
     .matmul = s_matmul,
+    .prepare_matmul = s_prepare,
     .add_bias = s_add_bias,
     .add = s_add,
     .layernorm = s_layernorm,
