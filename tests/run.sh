@@ -10,7 +10,8 @@
 #
 # Environment: NARRATOR_BUILD_DIR (default build/), NARRATOR_JOBS (build
 # jobs, default the number of CPUs), NARRATOR_BUILD_TYPE (for a fresh
-# build folder; default RelWithDebInfo).
+# build folder; default RelWithDebInfo), NARRATOR_CMAKE_ARGS (more cmake
+# options for a fresh build folder, e.g. "-DNR_SANITIZE=ON").
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +23,8 @@ case "${1:-}" in
 esac
 
 if [ ! -f "$build_dir/CMakeCache.txt" ]; then
-  cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE="${NARRATOR_BUILD_TYPE:-RelWithDebInfo}"
+  cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE="${NARRATOR_BUILD_TYPE:-RelWithDebInfo}" \
+    ${NARRATOR_CMAKE_ARGS:-}
 fi
 cmake --build "$build_dir" -j "$jobs"
 exec ctest --test-dir "$build_dir" --output-on-failure "$@"
