@@ -148,6 +148,7 @@ static void s_setup(void) {
     cr_assert_not_null(C.dir, "%s", nr_harness_error());
     nr_harness_redis_params_t rp;
     nr_harness_redis_default_params(&rp); /* appendonly yes, appendfsync always */
+    rp.timeout_ms = 120000;               /* a soak's AOF takes a while to load */
     C.redis = nr_harness_redis_new(&rp);
     cr_assert_not_null(C.redis, "redis-server did not start: %s", nr_harness_error());
     C.client_port = nr_harness_free_port();
@@ -373,8 +374,17 @@ static long s_finished(void) {
     return v;
 }
 
+static long long s_last_broker_kill, s_last_redis_restart;
+
 static void s_chaos_step(unsigned *seed) {
     int pick = rand_r(seed) % 100;
+    /* The broker and Redis take seconds to come back (Redis reloads its
+     * AOF, which grows to hundreds of MB in a soak): at most one broker
+     * kill per 3 s and one Redis restart per 10 s, so the system spends
+     * its time working under faults rather than restarting. */
+    long long now = nr_harness_now_ms();
+    if (pick >= 65 && pick < 80 && now - s_last_broker_kill < 3000) pick = rand_r(seed) % 65;
+    if (pick >= 80 && now - s_last_redis_restart < 10000) pick = rand_r(seed) % 65;
     /* Force each kind of fault at least twice. */
     if (C.broker_kills < 2 && C.worker_kills > 4) pick = 70;
     if (C.redis_term + C.redis_kill < 2 && C.worker_kills > 8) pick = 90;
@@ -397,6 +407,7 @@ static void s_chaos_step(unsigned *seed) {
         nr_harness_proc_stop(C.broker, SIGKILL, 5000, NULL);
         nr_harness_proc_destroy(&C.broker);
         C.broker_kills++;
+        s_last_broker_kill = nr_harness_now_ms();
         nr_harness_sleep_ms(rand_r(seed) % 300);
         s_broker_start();
         C.restarts++;
@@ -407,6 +418,7 @@ static void s_chaos_step(unsigned *seed) {
         else C.redis_term++;
         nr_harness_sleep_ms(200 + rand_r(seed) % 800);
         s_require(nr_harness_redis_start(C.redis) == 0, "redis restart: %s", nr_harness_error());
+        s_last_redis_restart = nr_harness_now_ms();
         C.restarts++;
     }
 }
