@@ -274,8 +274,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench: %s\n", err);
             return 1;
         }
-        printf("== precision %s (device %s): load %.0f ms (weights converted at load)\n", prec, dev,
-               (s_now() - tl) * 1e3);
+        printf("== precision %s (device %s): load %.0f ms%s\n", prec, dev, (s_now() - tl) * 1e3,
+               strcmp(prec, "f32") ? " (weights converted at load)" : "");
         /* ViT */
         int bs[2] = {1, batch};
         double bound = !strcmp(prec, "bf16") ? g_bf : (g_own > g_blas ? g_own : g_blas);
