@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "proto/proto.h"
+#include "proto/secure.h"
 
 #include <zmq.h>
 
@@ -38,6 +39,8 @@ typedef struct {
     long retention_s;
     char log_level[16];
     char metrics_listen[256];
+    char curve_secret_key_file[512];
+    char curve_allow_dir[512];
 } s_settings_t;
 
 #define S_OPT(name, type, min, max, def, field, help)                                         \
@@ -74,6 +77,10 @@ static const nr_config_option_t s_options[] = {
     S_OPT("log-level", NR_CONFIG_STRING, 0, 0, "info", log_level, "error, warn, info or debug"),
     S_OPT("metrics-listen", NR_CONFIG_STRING, 0, 0, "", metrics_listen,
           "host:port serving Prometheus /metrics over HTTP, e.g. 127.0.0.1:9464; empty = off"),
+    S_OPT("curve-secret-key-file", NR_CONFIG_STRING, 0, 0, "", curve_secret_key_file,
+          "CURVE: the broker's key file from narrator-keygen (mode 0600); with curve-allow-dir"),
+    S_OPT("curve-allow-dir", NR_CONFIG_STRING, 0, 0, "", curve_allow_dir,
+          "CURVE: folder of NAME.pub files of the clients and workers let in (others refused, logged)"),
     NR_CONFIG_END,
 };
 
@@ -118,9 +125,15 @@ static int s_send(void *ctx, nr_broker_side_t side, const uint8_t *identity, siz
     return rc;
 }
 
-static void *s_bind(void *zctx, const char *endpoint) {
+static void *s_bind(void *zctx, const char *endpoint, const nr_secure_settings_t *secure) {
     void *s = zmq_socket(zctx, ZMQ_ROUTER);
     if (!s) return NULL;
+    char err[512];
+    if (secure && nr_secure_server(s, secure, err, sizeof err)) {
+        nr_log(NR_LOG_ERROR, "%s", err);
+        zmq_close(s);
+        return NULL;
+    }
     int linger = 1000, one = 1, hwm = 100000;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     /* Unroutable replies (peer gone) fail with EHOSTUNREACH instead of vanishing. */
@@ -173,6 +186,17 @@ int main(int argc, char **argv) {
         return 2;
     }
 
+    /* CURVE + ZAP on both sockets (proto/secure.h): both settings or none. */
+    nr_secure_settings_t secure;
+    memset(&secure, 0, sizeof secure);
+    snprintf(secure.secret_key_file, sizeof secure.secret_key_file, "%s", st.curve_secret_key_file);
+    snprintf(secure.allow_dir, sizeof secure.allow_dir, "%s", st.curve_allow_dir);
+    int curve = nr_secure_enabled(&secure, 1, err, sizeof err);
+    if (curve < 0) {
+        fprintf(stderr, "narrator-broker: %s\n", err);
+        return 2;
+    }
+
     nr_store_params_t sp;
     nr_store_default_params(&sp);
     snprintf(sp.host, sizeof sp.host, "%s", st.redis_host);
@@ -200,10 +224,19 @@ int main(int argc, char **argv) {
     nr_metrics_t *metrics = NULL;
     nr_metrics_http_t *http = NULL;
     s_scrape_t scrape = {NULL, NULL, NULL};
+    nr_secure_zap_t *zap = NULL;
     void *zctx = zmq_ctx_new();
     if (!zctx) goto done;
-    sk.clients = s_bind(zctx, st.client_endpoint);
-    sk.workers = sk.clients ? s_bind(zctx, st.worker_endpoint) : NULL;
+    if (curve) {
+        zap = nr_secure_zap_new(zctx, secure.allow_dir, err, sizeof err);
+        if (!zap) {
+            nr_log(NR_LOG_ERROR, "%s", err);
+            goto done;
+        }
+        nr_log(NR_LOG_INFO, "CURVE on: peers allowed from %s", secure.allow_dir);
+    }
+    sk.clients = s_bind(zctx, st.client_endpoint, curve ? &secure : NULL);
+    sk.workers = sk.clients ? s_bind(zctx, st.worker_endpoint, curve ? &secure : NULL) : NULL;
     if (!sk.workers) goto done;
     store = nr_store_new(&sp);
     broker = store ? nr_broker_new(&bp, store, s_send, &sk, err, sizeof err) : NULL;
@@ -316,6 +349,7 @@ done:
     nr_store_destroy(&store);
     if (sk.clients) zmq_close(sk.clients);
     if (sk.workers) zmq_close(sk.workers);
+    nr_secure_zap_destroy(&zap);
     if (zctx) zmq_ctx_term(zctx);
     return status;
 }
