@@ -2,7 +2,7 @@
  * decoder with cross-attention (ms/token, greedy = 1 row, beam = 4 rows) at
  * the sizes of nlpconnect/vit-gpt2-image-captioning, with random weights
  * built in memory as a safetensors image (no file, no download).
- *   bench_models [--threads N] [--batch N] [--iters N] [--tokens N] [--precision f32,bf16,int8] [--blas]
+ *   bench_models [--threads N] [--batch N] [--iters N] [--tokens N] [--precision f32,bf16,int8] [--blas] [--dump FILE]
  * One run measures each weight precision (devices cpu:f32, cpu:bf16,
  * cpu:int8) and the GEMM bounds (OpenBLAS sgemm, own F32 GEMM, BF16 GEMM)
  * at the encoder's MLP shape.
@@ -140,9 +140,11 @@ static double s_gemm_gflops(int which, int M, int N, int K) {
 int main(int argc, char **argv) {
     int threads = 0, batch = 8, iters = 3, tokens = 16;
     char precs[64] = "f32,bf16,int8";
+    const char *dump = NULL; /* --dump FILE: encoder states + one step's logits (to compare builds bit for bit) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: bench_models [--threads N] [--batch N] [--iters N] [--tokens N] [--precision LIST] [--blas]\n"
+                   "                    [--dump FILE]  (encoder states + one decode step's logits, to compare builds)\n"
                    "  ViT-B/16 encoder images/s (batch 1 and --batch, default 8) with achieved GFLOP/s against\n"
                    "  the GEMMs measured in the same run, and GPT-2 decoder ms/token (1 row greedy, 4 rows beam,\n"
                    "  and per caption with 1, 4, 16 captions decoded together), random weights in memory,\n"
@@ -160,6 +162,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--precision")) snprintf(precs, sizeof precs, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--dump")) dump = argv[++i];
     }
     if (batch < 1 || iters < 1 || tokens < 1 || tokens > 1000) {
         fprintf(stderr, "bench: bad --batch/--iters/--tokens\n");
@@ -291,6 +294,19 @@ int main(int argc, char **argv) {
             double gf = vflops * bs[k] / best / 1e9;
             printf("vit-b16 encoder  batch %d: %8.1f ms/batch  %6.2f images/s  %6.1f GFLOP/s = %3.0f%% of the %s GEMM\n",
                    bs[k], best * 1e3, bs[k] / best, gf, 100.0 * gf / bound, !strcmp(prec, "bf16") ? "BF16" : "F32");
+        }
+        if (dump) {
+            FILE *f = fopen(dump, "wb");
+            nr_gpt2_state_t *s = nr_gpt2_state_new(gpt2, 4, 4, 4, S);
+            int ids[4] = {50256, 50256, 50256, 50256}, eidx[4] = {0, 1 % batch, 2 % batch, 3 % batch};
+            if (!f || !s || nr_gpt2_set_encoder(gpt2, s, states, eidx) || nr_gpt2_step(gpt2, s, ids, 1, logits, 0)) {
+                fprintf(stderr, "bench: --dump failed\n");
+                return 1;
+            }
+            fwrite(states, sizeof(float), (size_t)batch * S * D, f);
+            fwrite(logits, sizeof(float), (size_t)4 * V, f);
+            fclose(f);
+            nr_gpt2_state_destroy(&s);
         }
         for (int i = 1; i < 16; i++)
             if (i >= batch) memcpy(states + (size_t)i * S * D, states + (size_t)(i % batch) * S * D, (size_t)S * D * sizeof(float));
