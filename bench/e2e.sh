@@ -19,9 +19,12 @@
 #    records), broker-side stage time and queue wait (the broker's Prometheus
 #    histograms, before/after difference), CPU seconds and peak memory (VmHWM) of
 #    every process.
-# 4. PyTorch: bench/e2e_torch.py with each --torch-threads value (default "1 2"),
+# 4. PyTorch: bench/e2e_torch.py with each --torch-threads value (default "1 2 2:blas1";
+#    N:blas1 = torch.set_num_threads(N) with OPENBLAS_NUM_THREADS=1; without it
+#    Debian's torch (OpenBLAS, pthreads) also runs OpenBLAS's own threads, 2 here),
 #    then (extra row, not the script the ratio is about) --torch-procs copies of it
-#    at once (default 2, one per core, threads 1), each on its share of the images,
+#    at once (default 2, one per core: threads 1, OPENBLAS_NUM_THREADS=1), each on
+#    its share of the images,
 #    timed together from a common start (0: skip).
 # --rounds R repeats 3 and 4 alternately R times (default 1). --quick: 4 images,
 # greedy, torch threads 1 (a smoke test). Prints a table; results (JSON) in --out.
@@ -41,7 +44,7 @@ nimg=32
 beams=4
 maxlen=16
 window=16
-tthreads="1 2"
+tthreads="1 2 2:blas1"
 tprocs=2
 rounds=1
 out=""
@@ -61,7 +64,7 @@ while [ $# -gt 0 ]; do
         --quick) nimg=4; beams=1; tthreads=1; tprocs=0; shift ;;
         --no-torch) do_torch=0; shift ;;
         --no-narrator) do_narrator=0; shift ;;
-        -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "e2e.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -224,9 +227,10 @@ EOF
 }
 
 run_torch() {
-    local th="$1" round="$2"
-    "$py" "$here/e2e_torch.py" --model "$model" --threads "$th" --beams "$beams" --max-length "$maxlen" \
-        --warmup 2 --out "$out/torch-out" --label "pytorch-threads$th" "$imgdir" \
+    local th="${1%%:*}" round="$2" label="pytorch-threads${1%%:*}" envs=()
+    case "$1" in *:blas1) envs=(OPENBLAS_NUM_THREADS=1); label="$label-openblas1" ;; esac
+    env "${envs[@]}" "$py" "$here/e2e_torch.py" --model "$model" --threads "$th" --beams "$beams" \
+        --max-length "$maxlen" --warmup 2 --out "$out/torch-out" --label "$label" "$imgdir" \
         | sed "s/^{/{\"round\": $round, /" >>"$results"
     tail -1 "$results" | cut -c1-400
 }
@@ -235,7 +239,8 @@ run_torch_procs() {
     local np="$1" round="$2" k pids=() ok
     rm -f "$out"/torch-ready.* "$out/torch-go" "$out"/torch-proc*.json
     for ((k = 0; k < np; k++)); do
-        "$py" "$here/e2e_torch.py" --model "$model" --threads 1 --beams "$beams" --max-length "$maxlen" \
+        OPENBLAS_NUM_THREADS=1 "$py" "$here/e2e_torch.py" --model "$model" --threads 1 --beams "$beams" \
+            --max-length "$maxlen" \
             --warmup 2 --out "$out/torch-out" --shard "$k/$np" --ready "$out/torch-ready.$k" \
             --go "$out/torch-go" --json "$out/torch-proc$k.json" "$imgdir" >/dev/null &
         pids+=($!)
@@ -255,7 +260,7 @@ import json, sys
 np_, rnd, rs = int(sys.argv[1]), int(sys.argv[2]), [json.load(open(p)) for p in sys.argv[3:]]
 n = sum(r["images"] for r in rs)
 wall = max(r["wall_s"] for r in rs)
-res = {"round": rnd, "system": "pytorch-%dprocs-threads1" % np_, "procs": np_, "images": n, "wall_s": wall,
+res = {"round": rnd, "system": "pytorch-%dprocs-threads1-openblas1" % np_, "procs": np_, "images": n, "wall_s": wall,
        "images_per_min": round(60 * n / wall, 2), "ms_per_image": round(1000 * wall / n, 1),
        "stage_ms": {k: round(sum(r["stage_ms"][k] * r["images"] for r in rs) / n, 1) for k in rs[0]["stage_ms"]},
        "peak_mb": round(sum(r["peak_mb"] for r in rs), 1), "peak_mb_each": [r["peak_mb"] for r in rs],
@@ -284,14 +289,14 @@ n = best("narrator")
 ts = sorted({r["system"] for r in rows if r["system"].startswith("pytorch")})
 single = [t for t in ts if "procs" not in t]
 print("\nEnd to end (best of %d round(s)): images/min over the whole route" % max(r["round"] for r in rows))
-print("%-24s | %10s | %9s | %s" % ("system", "images/min", "ms/image", "stage ms per image (PyTorch: one after the other)"))
+print("%-34s | %10s | %9s | %s" % ("system", "images/min", "ms/image", "stage ms per image (PyTorch: one after the other)"))
 if n:
-    print("%-24s | %10.1f | %9.0f | pipelined, see below; job latency p50 %s ms, max %s ms" %
+    print("%-34s | %10.1f | %9.0f | pipelined, see below; job latency p50 %s ms, max %s ms" %
           ("narrator", n["images_per_min"], n["ms_per_image"], n["latency_ms"]["p50"], n["latency_ms"]["max"]))
 for t in ts:
     r = best(t)
     s = r["stage_ms"]
-    print("%-24s | %10.1f | %9.0f | preprocess %s, vision %s, text %s, speech %s" %
+    print("%-34s | %10.1f | %9.0f | preprocess %s, vision %s, text %s, speech %s" %
           (t, r["images_per_min"], r["ms_per_image"], s["preprocess"], s["vision"], s["text"], s["speech"]))
 if n:
     print("\nnarrator per stage (ms): worker = handler time per job (a batch's time for each of its jobs);"
@@ -304,11 +309,11 @@ if n:
     print("\nnarrator processes: peak memory (VmHWM) and CPU seconds in the timed run (%d images, %.1f s)" %
           (n["done"], n["wall_s"]))
     for name, p in sorted(n["procs"].items()):
-        print("  %-24s %8.1f MB  %7.2f s" % (name, p["peak_mb"], p["cpu_s"]))
-    print("  %-24s %8.1f MB  %7.2f s" % ("total", sum(p["peak_mb"] for p in n["procs"].values()),
+        print("  %-34s %8.1f MB  %7.2f s" % (name, p["peak_mb"], p["cpu_s"]))
+    print("  %-34s %8.1f MB  %7.2f s" % ("total", sum(p["peak_mb"] for p in n["procs"].values()),
                                        sum(p["cpu_s"] for p in n["procs"].values())))
     for t in ts:
-        print("  %-24s %8.1f MB (%s)" % (t, best(t)["peak_mb"], "all processes" if "procs" in t else "one process"))
+        print("  %-34s %8.1f MB (%s)" % (t, best(t)["peak_mb"], "all processes" if "procs" in t else "one process"))
     for t in ts:
         if "procs" in t:
             print("\nnarrator / %s (PyTorch on every core, sharded by hand): %.2fx" %
