@@ -2,6 +2,6 @@
 # normalize; fixtures from tests/fixtures/make_images.py) and models/tokenizer
 # (GPT-2 BPE against tests/fixtures/tokenizer_cases.json). Label: model.
 if(TARGET nr_models)
-  nr_add_test(test_image SOURCES test_image.c LIBS nr_models nr_common cjson m LABELS model TIMEOUT 300)
-  nr_add_test(test_tokenizer SOURCES test_tokenizer.c LIBS nr_models nr_common cjson LABELS model TIMEOUT 120)
+  nr_add_test(test_image SOURCES test_image.c LIBS nr_models nr_test_harness nr_common cjson m LABELS model TIMEOUT 300)
+  nr_add_test(test_tokenizer SOURCES test_tokenizer.c LIBS nr_models nr_test_harness nr_common cjson LABELS model TIMEOUT 120)
 endif()

@@ -14,23 +14,7 @@
 #include "common/error.h"
 #include "models/image.h"
 #include "models/preprocess.h"
-
-static char *s_read(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[n] = '\0';
-    if (size) *size = (size_t)n;
-    return buf;
-}
+#include "tests/harness.h"
 
 static char *s_fixture(const char *name) {
     const char *src = getenv("NR_SOURCE_DIR");
@@ -42,7 +26,7 @@ static char *s_fixture(const char *name) {
 }
 
 static char *s_load(const char *name, size_t *size) {
-    char *d = s_read(s_fixture(name), size);
+    char *d = nr_harness_read_file(s_fixture(name), size);
     cr_assert_not_null(d, "cannot read fixture %s (NR_SOURCE_DIR set?)", s_fixture(name));
     return d;
 }
@@ -449,7 +433,7 @@ Test(image, full_photos_match_checkpoint_reference) {
     const char *src = getenv("NR_SOURCE_DIR");
     snprintf(path, sizeof(path), "%s/tests/fixtures/vit-gpt2-tiny-reference.safetensors", src ? src : ".");
     size_t n;
-    char *st = s_read(path, &n);
+    char *st = nr_harness_read_file(path, &n);
     if (!st) cr_skip_test("no %s", path);
     uint64_t hlen;
     memcpy(&hlen, st, 8);
@@ -473,7 +457,7 @@ Test(image, full_photos_match_checkpoint_reference) {
     for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, photos[i]);
         size_t len;
-        char *d = s_read(path, &len);
+        char *d = nr_harness_read_file(path, &len);
         cr_assert_not_null(d);
         nr_image_t *img = NULL;
         cr_assert_eq(nr_image_decode(d, len, NULL, &img, err, sizeof(err)), 0, "%s", err);

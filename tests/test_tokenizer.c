@@ -13,27 +13,11 @@
 
 #include "common/error.h"
 #include "models/tokenizer.h"
+#include "tests/harness.h"
 
 static const char *s_src(void) {
     const char *s = getenv("NR_SOURCE_DIR");
     return s ? s : ".";
-}
-
-static char *s_read(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[n] = '\0';
-    if (size) *size = (size_t)n;
-    return buf;
 }
 
 static void s_write(const char *path, const char *text) {
@@ -55,7 +39,7 @@ static nr_tokenizer_t *s_gpt2(void) {
 static cJSON *s_cases(void) {
     char path[4096];
     snprintf(path, sizeof(path), "%s/tests/fixtures/tokenizer_cases.json", s_src());
-    char *text = s_read(path, NULL);
+    char *text = nr_harness_read_file(path, NULL);
     cr_assert_not_null(text, "cannot read %s", path);
     cJSON *j = cJSON_Parse(text);
     free(text);
@@ -219,7 +203,7 @@ Test(tokenizer, missing_or_corrupt_files_are_bad_model) {
     {
         char p[4096];
         snprintf(p, sizeof(p), "%s/tests/fixtures/vit-gpt2-tiny/vocab.json", s_src());
-        src_vocab = s_read(p, NULL);
+        src_vocab = nr_harness_read_file(p, NULL);
         cr_assert_not_null(src_vocab);
     }
     s_write(v, src_vocab);
@@ -262,9 +246,9 @@ Test(tokenizer, missing_or_corrupt_files_are_bad_model) {
 Test(tokenizer, tokenizer_json) {
     char p[4096];
     snprintf(p, sizeof(p), "%s/tests/fixtures/vit-gpt2-tiny/vocab.json", s_src());
-    char *vt = s_read(p, NULL);
+    char *vt = nr_harness_read_file(p, NULL);
     snprintf(p, sizeof(p), "%s/tests/fixtures/vit-gpt2-tiny/merges.txt", s_src());
-    char *mt = s_read(p, NULL);
+    char *mt = nr_harness_read_file(p, NULL);
     cr_assert(vt && mt);
     char dir[] = "/tmp/nr-tokj-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
