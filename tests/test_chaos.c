@@ -341,7 +341,15 @@ static void *s_submitter(void *arg) {
         int rc = NR_ETIMEDOUT;
         /* SUBMIT with an id is idempotent: retry through broker and Redis
          * restarts until it is acknowledged. */
+        int tries = 0;
         while (nr_harness_now_ms() < end) {
+            /* A retry after a lost reply must not resubmit a job that the
+             * first try created and that has FAILED since: SUBMIT of a
+             * failed id runs it again (by design). So look first. */
+            if (tries++ > 0 && nr_client_status(client, id, &reply) == 0) {
+                rc = 0;
+                break;
+            }
             rc = nr_client_submit(client, id, s_is_speech(i) ? "speech" : "test", &kv,
                                   s_is_speech(i) ? 0 : 1, input, strlen(input), &reply);
             if (rc == 0) break;
