@@ -810,3 +810,82 @@ void nr_harness_redis_destroy(nr_harness_redis_t **self_p) {
     free(self);
     *self_p = NULL;
 }
+
+/* ---- a cluster ---- */
+
+int nr_harness_cluster_start(nr_harness_cluster_t *self, const char *tag,
+                             const nr_harness_redis_params_t *redis_params) {
+    memset(self, 0, sizeof *self);
+    self->dir = nr_harness_tempdir(tag);
+    if (!self->dir) return NR_EIO;
+    nr_harness_redis_params_t defaults;
+    nr_harness_redis_default_params(&defaults);
+    self->redis = nr_harness_redis_new(redis_params ? redis_params : &defaults);
+    if (!self->redis) return s_fail(NR_EIO, "redis-server did not start: %s", nr_harness_error());
+    self->client_port = nr_harness_free_port();
+    self->worker_port = nr_harness_free_port();
+    if (self->client_port <= 0 || self->worker_port <= 0)
+        return s_fail(NR_EIO, "no free port: %s", nr_harness_error());
+    snprintf(self->client_ep, sizeof self->client_ep, "tcp://127.0.0.1:%d", self->client_port);
+    snprintf(self->worker_ep, sizeof self->worker_ep, "tcp://127.0.0.1:%d", self->worker_port);
+    return 0;
+}
+
+int nr_harness_cluster_spawn_broker(nr_harness_cluster_t *self, const char *program,
+                                    const char *log_name, const char *const *extra) {
+    char redis_port[16];
+    snprintf(redis_port, sizeof redis_port, "%d", nr_harness_redis_port(self->redis));
+    const char *argv[48] = {program, "--client-endpoint", self->client_ep, "--worker-endpoint",
+                            self->worker_ep, "--redis-host", "127.0.0.1", "--redis-port", redis_port};
+    int n = 9;
+    for (int i = 0; extra && extra[i]; i++) {
+        if (n >= 47) return s_fail(NR_EINVAL, "too many broker flags");
+        argv[n++] = extra[i];
+    }
+    argv[n] = NULL;
+    char *log = nr_harness_path(self->dir, "%s", log_name);
+    if (!log) return s_fail(NR_ENOMEM, "no memory");
+    self->broker = nr_harness_spawn(argv, NULL, log);
+    free(log);
+    if (!self->broker) return s_fail(NR_EIO, "broker did not start: %s", nr_harness_error());
+    int rc = nr_harness_wait_port(self->client_port, 20000);
+    if (rc == 0) rc = nr_harness_wait_port(self->worker_port, 20000);
+    if (rc) return s_fail(rc, "broker is not listening: %s", nr_harness_error());
+    return 0;
+}
+
+int nr_harness_cluster_spawn_worker(nr_harness_cluster_t *self, const char *program,
+                                    const char *name, const char *const *extra) {
+    if (self->n_workers >= NR_HARNESS_MAX_WORKERS)
+        return s_fail(NR_EINVAL, "more than %d workers", NR_HARNESS_MAX_WORKERS);
+    const char *argv[64] = {program, "--broker", self->worker_ep, "--name", name};
+    int n = 5;
+    const char *const *lists[2] = {self->worker_args, extra};
+    for (int l = 0; l < 2; l++) {
+        for (int i = 0; lists[l] && lists[l][i]; i++) {
+            if (n >= 63) return s_fail(NR_EINVAL, "too many worker flags");
+            argv[n++] = lists[l][i];
+        }
+    }
+    argv[n] = NULL;
+    int index = self->n_workers++; /* counted even when it fails: its log may say why */
+    char *log = nr_harness_path(self->dir, "worker-%d.log", index);
+    if (!log) return s_fail(NR_ENOMEM, "no memory");
+    self->workers[index] = nr_harness_spawn(argv, NULL, log);
+    free(log);
+    if (!self->workers[index]) return s_fail(NR_EIO, "worker %s did not start: %s", name, nr_harness_error());
+    return index;
+}
+
+void nr_harness_cluster_stop(nr_harness_cluster_t *self) {
+    for (int i = 0; i < self->n_workers; i++) {
+        if (self->workers[i]) nr_harness_proc_stop(self->workers[i], SIGTERM, 5000, NULL);
+        nr_harness_proc_destroy(&self->workers[i]);
+    }
+    if (self->broker) nr_harness_proc_stop(self->broker, SIGTERM, 10000, NULL);
+    nr_harness_proc_destroy(&self->broker);
+    nr_harness_redis_destroy(&self->redis);
+    if (self->dir && !getenv("NR_TEST_KEEP")) nr_harness_rmtree(self->dir);
+    free(self->dir);
+    memset(self, 0, sizeof *self);
+}

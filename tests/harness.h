@@ -142,4 +142,47 @@ int nr_harness_redis_command(int port, int argc, const char *const argv[], char 
 /* PING: 0 when the answer is PONG. */
 int nr_harness_redis_ping(int port);
 
+/* ---- a cluster: redis-server, narrator-broker and workers ---- */
+
+#define NR_HARNESS_MAX_WORKERS 16
+
+/* The processes of one integration test, on free loopback ports, with
+ * their logs in one temporary folder. Tests keep it in a static struct
+ * (Criterion runs each test in its own process) and read its fields. */
+typedef struct {
+    char *dir;                      /* temporary folder for the logs */
+    nr_harness_redis_t *redis;
+    nr_harness_proc_t *broker;      /* NULL until spawn_broker */
+    int client_port, worker_port;
+    char client_ep[64], worker_ep[64]; /* "tcp://127.0.0.1:<port>" */
+    /* Flags every worker gets after --broker and --name (NULL-ended,
+     * borrowed, may be NULL); set after start. */
+    const char *const *worker_args;
+    nr_harness_proc_t *workers[NR_HARNESS_MAX_WORKERS];
+    int n_workers;
+} nr_harness_cluster_t;
+
+/* Clears self, makes the folder $TMPDIR/nr-<tag>-XXXXXX, starts a
+ * redis-server with redis_params (NULL: the defaults) and picks the
+ * broker's two ports. Returns 0 or an error (detail in nr_harness_error());
+ * on error, nr_harness_cluster_stop cleans up what was started. */
+int nr_harness_cluster_start(nr_harness_cluster_t *self, const char *tag,
+                             const nr_harness_redis_params_t *redis_params);
+/* Starts the broker `program` on the cluster's endpoints and Redis, with
+ * extra flags (NULL-ended, may be NULL) and its output in <dir>/<log_name>,
+ * and waits until both endpoints accept connections. 0 or an error (the
+ * broker may then be running but not listening: self->broker is set). */
+int nr_harness_cluster_spawn_broker(nr_harness_cluster_t *self, const char *program,
+                                    const char *log_name, const char *const *extra);
+/* Starts the worker `program` with --broker <worker_ep> --name <name>, then
+ * self->worker_args, then extra (NULL-ended, may be NULL); its output goes
+ * to <dir>/worker-<index>.log. Returns its index in self->workers, or a
+ * negative error (no room, too many flags, not started). */
+int nr_harness_cluster_spawn_worker(nr_harness_cluster_t *self, const char *program,
+                                    const char *name, const char *const *extra);
+/* Stops the workers (SIGTERM, 5 s) and the broker (SIGTERM, 10 s), stops
+ * Redis, removes the folder unless NR_TEST_KEEP is set, and clears self;
+ * safe twice and after a failed start. */
+void nr_harness_cluster_stop(nr_harness_cluster_t *self);
+
 #endif

@@ -27,15 +27,9 @@
 #define S_MAX_ATTEMPTS "3"
 
 typedef struct {
-    char *dir;
-    nr_harness_redis_t *redis;
-    nr_harness_proc_t *broker;
+    nr_harness_cluster_t cl; /* redis, broker, workers, folder */
     int broker_starts;
-    int client_port, worker_port;
-    char client_ep[64], worker_ep[64];
     char *broker_bin, *test_bin, *speech_bin, *narrate_bin;
-    nr_harness_proc_t *workers[S_MAX_PROCS];
-    int n_workers;
     nr_client_t *client;
 } s_cluster_t;
 
@@ -44,19 +38,19 @@ static s_cluster_t C; /* Criterion runs each test in its own process */
 /* ---- diagnostics ---- */
 
 static void s_dump_logs(void) {
-    if (C.redis) {
-        char *log = nr_harness_path(nr_harness_redis_dir(C.redis), "redis.log");
+    if (C.cl.redis) {
+        char *log = nr_harness_path(nr_harness_redis_dir(C.cl.redis), "redis.log");
         nr_harness_dump_log(log, 2000);
         free(log);
     }
-    if (!C.dir) return;
+    if (!C.cl.dir) return;
     for (int i = 0; i < C.broker_starts; i++) {
-        char *log = nr_harness_path(C.dir, "broker-%d.log", i);
+        char *log = nr_harness_path(C.cl.dir, "broker-%d.log", i);
         nr_harness_dump_log(log, 6000);
         free(log);
     }
-    for (int i = 0; i < C.n_workers; i++) {
-        char *log = nr_harness_path(C.dir, "worker-%d.log", i);
+    for (int i = 0; i < C.cl.n_workers; i++) {
+        char *log = nr_harness_path(C.cl.dir, "worker-%d.log", i);
         nr_harness_dump_log(log, 3000);
         free(log);
     }
@@ -74,33 +68,19 @@ static void s_dump_logs(void) {
 /* ---- the cluster ---- */
 
 static void s_broker_start(void) {
-    char redis_port[16], log_name[32];
-    snprintf(redis_port, sizeof redis_port, "%d", nr_harness_redis_port(C.redis));
+    char log_name[32];
     snprintf(log_name, sizeof log_name, "broker-%d.log", C.broker_starts++);
-    char *log = nr_harness_path(C.dir, "%s", log_name);
-    const char *argv[] = {C.broker_bin,
-                          "--client-endpoint", C.client_ep,
-                          "--worker-endpoint", C.worker_ep,
-                          "--redis-host", "127.0.0.1",
-                          "--redis-port", redis_port,
-                          "--max-attempts", S_MAX_ATTEMPTS,
-                          "--retry-backoff-ms", "50",
-                          "--heartbeat-ms", "250",
-                          "--log-level", "debug",
-                          NULL};
-    C.broker = nr_harness_spawn(argv, NULL, log);
-    free(log);
-    s_require(C.broker != NULL, "broker did not start: %s", nr_harness_error());
-    int rc = nr_harness_wait_port(C.client_port, 20000);
-    if (rc == 0) rc = nr_harness_wait_port(C.worker_port, 20000);
-    s_require(rc == 0, "broker is not listening: %s", nr_harness_error());
+    const char *extra[] = {"--max-attempts", S_MAX_ATTEMPTS, "--retry-backoff-ms", "50",
+                           "--heartbeat-ms", "250", "--log-level", "debug", NULL};
+    s_require(nr_harness_cluster_spawn_broker(&C.cl, C.broker_bin, log_name, extra) == 0, "%s",
+              nr_harness_error());
 }
 
 /* Stops the broker with sig (SIGKILL, SIGTERM) and returns its wait status. */
 static int s_broker_stop(int sig) {
     int status = 0;
-    cr_assert_eq(nr_harness_proc_stop(C.broker, sig, 30000, &status), 0);
-    nr_harness_proc_destroy(&C.broker);
+    cr_assert_eq(nr_harness_proc_stop(C.cl.broker, sig, 30000, &status), 0);
+    nr_harness_proc_destroy(&C.cl.broker);
     return status;
 }
 
@@ -111,19 +91,13 @@ static void s_setup(void) {
     C.test_bin = nr_harness_program("narrator-worker-test");
     C.speech_bin = nr_harness_program("narrator-worker-speech");
     C.narrate_bin = nr_harness_program("narrate");
-    C.dir = nr_harness_tempdir("it");
-    cr_assert_not_null(C.dir, "%s", nr_harness_error());
-    nr_harness_redis_params_t rp;
-    nr_harness_redis_default_params(&rp);
-    C.redis = nr_harness_redis_new(&rp);
-    cr_assert_not_null(C.redis, "redis-server did not start: %s", nr_harness_error());
-    C.client_port = nr_harness_free_port();
-    C.worker_port = nr_harness_free_port();
-    cr_assert(C.client_port > 0 && C.worker_port > 0);
-    snprintf(C.client_ep, sizeof C.client_ep, "tcp://127.0.0.1:%d", C.client_port);
-    snprintf(C.worker_ep, sizeof C.worker_ep, "tcp://127.0.0.1:%d", C.worker_port);
+    cr_assert_eq(nr_harness_cluster_start(&C.cl, "it", NULL), 0, "%s", nr_harness_error());
+    static const char *const worker_args[] = {"--heartbeat-ms", "250", "--reconnect-ms", "100",
+                                              "--reconnect-max-ms", "1000", "--log-level", "debug",
+                                              NULL};
+    C.cl.worker_args = worker_args;
     s_broker_start();
-    C.client = nr_client_new(C.client_ep, 3000);
+    C.client = nr_client_new(C.cl.client_ep, 3000);
     cr_assert_not_null(C.client);
     nr_client_set_busy_wait(C.client, 60000);
 }
@@ -133,9 +107,9 @@ static void s_setup(void) {
 static char *s_sanitizer_report(void) {
     static const char *marks[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"};
     char *found = NULL;
-    for (int i = 0; i < C.broker_starts + C.n_workers && !found; i++) {
-        char *log = i < C.broker_starts ? nr_harness_path(C.dir, "broker-%d.log", i)
-                                        : nr_harness_path(C.dir, "worker-%d.log", i - C.broker_starts);
+    for (int i = 0; i < C.broker_starts + C.cl.n_workers && !found; i++) {
+        char *log = i < C.broker_starts ? nr_harness_path(C.cl.dir, "broker-%d.log", i)
+                                        : nr_harness_path(C.cl.dir, "worker-%d.log", i - C.broker_starts);
         char *text = log ? nr_harness_read_file(log, NULL) : NULL;
         for (size_t m = 0; text && m < sizeof marks / sizeof *marks && !found; m++) {
             if (strstr(text, marks[m])) found = log;
@@ -151,13 +125,13 @@ static char *s_sanitizer_report(void) {
  * reported a sanitizer error (in a -DNR_SANITIZE=ON build). Assertions in
  * a Criterion .fini do not fail the test, so this runs in the test body. */
 static void s_end(void) {
-    for (int i = 0; i < C.n_workers; i++) {
-        if (C.workers[i]) nr_harness_proc_stop(C.workers[i], SIGTERM, 10000, NULL);
+    for (int i = 0; i < C.cl.n_workers; i++) {
+        if (C.cl.workers[i]) nr_harness_proc_stop(C.cl.workers[i], SIGTERM, 10000, NULL);
     }
-    if (C.broker) {
+    if (C.cl.broker) {
         int status = 0;
-        nr_harness_proc_stop(C.broker, SIGTERM, 20000, &status);
-        nr_harness_proc_destroy(&C.broker);
+        nr_harness_proc_stop(C.cl.broker, SIGTERM, 20000, &status);
+        nr_harness_proc_destroy(&C.cl.broker);
         s_require(nr_harness_exit_code(status) == 0,
                   "the broker's clean stop exited with status %d (signal %d)",
                   nr_harness_exit_code(status), nr_harness_exit_signal(status));
@@ -171,15 +145,7 @@ static void s_end(void) {
 
 static void s_teardown(void) {
     nr_client_destroy(&C.client);
-    for (int i = 0; i < C.n_workers; i++) {
-        if (C.workers[i]) nr_harness_proc_stop(C.workers[i], SIGTERM, 5000, NULL);
-        nr_harness_proc_destroy(&C.workers[i]);
-    }
-    if (C.broker) nr_harness_proc_stop(C.broker, SIGTERM, 10000, NULL);
-    nr_harness_proc_destroy(&C.broker);
-    nr_harness_redis_destroy(&C.redis);
-    if (C.dir && !getenv("NR_TEST_KEEP")) nr_harness_rmtree(C.dir);
-    free(C.dir);
+    nr_harness_cluster_stop(&C.cl);
     free(C.broker_bin);
     free(C.test_bin);
     free(C.speech_bin);
@@ -195,31 +161,11 @@ static void s_teardown(void) {
         cr_skip_test(__VA_ARGS__);                                                                 \
     } while (0)
 
-/* Starts a worker program; returns its index in C.workers. */
+/* Starts a worker program; returns its index in C.cl.workers. */
 static int s_worker_start(const char *bin, const char *name, const char *const *extra) {
-    cr_assert_lt(C.n_workers, S_MAX_PROCS);
-    int index = C.n_workers++;
-    char *log = nr_harness_path(C.dir, "worker-%d.log", index);
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = bin;
-    argv[n++] = "--broker";
-    argv[n++] = C.worker_ep;
-    argv[n++] = "--name";
-    argv[n++] = name;
-    argv[n++] = "--heartbeat-ms";
-    argv[n++] = "250";
-    argv[n++] = "--reconnect-ms";
-    argv[n++] = "100";
-    argv[n++] = "--reconnect-max-ms";
-    argv[n++] = "1000";
-    argv[n++] = "--log-level";
-    argv[n++] = "debug";
-    for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
-    argv[n] = NULL;
-    C.workers[index] = nr_harness_spawn(argv, NULL, log);
-    free(log);
-    s_require(C.workers[index] != NULL, "worker %s did not start: %s", name, nr_harness_error());
+    cr_assert_lt(C.cl.n_workers, S_MAX_PROCS);
+    int index = nr_harness_cluster_spawn_worker(&C.cl, bin, name, extra);
+    s_require(index >= 0, "%s", nr_harness_error());
     return index;
 }
 
@@ -426,8 +372,8 @@ Test(integration, speak_200_jobs_three_speech_workers) {
     cr_assert_eq(nr_client_stats(C.client, &stats), 0);
     s_require(s_kv_long(&stats, "jobs.done") >= N, "jobs.done = %s", s_kv(&stats, "jobs.done"));
     nr_proto_msg_clear(&stats);
-    for (int i = 0; i < C.n_workers; i++) {
-        cr_assert(nr_harness_proc_running(C.workers[i]), "speech worker %d died", i);
+    for (int i = 0; i < C.cl.n_workers; i++) {
+        cr_assert(nr_harness_proc_running(C.cl.workers[i]), "speech worker %d died", i);
     }
     s_end();
 }
@@ -443,8 +389,8 @@ Test(integration, worker_killed_mid_job_job_finishes_elsewhere) {
     nr_msg_t record;
     nr_proto_msg_init(&record);
     s_wait_state(id, "running", &record);
-    cr_assert_eq(nr_harness_proc_kill(C.workers[a], SIGKILL), 0);
-    nr_harness_proc_wait(C.workers[a], 10000, NULL);
+    cr_assert_eq(nr_harness_proc_kill(C.cl.workers[a], SIGKILL), 0);
+    nr_harness_proc_wait(C.cl.workers[a], 10000, NULL);
     s_test_worker("test-b");
     s_wait_state(id, NULL, &record);
     s_require(!strcmp(s_kv(&record, "state"), "done"), "state %s error %s: %s", s_kv(&record, "state"),
@@ -486,7 +432,7 @@ Test(integration, crashing_job_fails_after_attempt_limit) {
     s_require(s_kv_long(&record, "attempts") == n, "attempts = %s", s_kv(&record, "attempts"));
     nr_proto_msg_clear(&record);
     int dead = 0;
-    for (int i = 0; i < C.n_workers; i++) dead += !nr_harness_proc_running(C.workers[i]);
+    for (int i = 0; i < C.cl.n_workers; i++) dead += !nr_harness_proc_running(C.cl.workers[i]);
     cr_assert_eq(dead, n, "each attempt killed one worker");
     s_end();
 }
@@ -540,7 +486,7 @@ Test(integration, broker_killed_and_restarted_mid_run) {
      * a finished id queues nothing new. */
     char out[64];
     const char *hget[] = {"HGET", "narrator:stats", "done"};
-    cr_assert_eq(nr_harness_redis_command(nr_harness_redis_port(C.redis), 3, hget, out, sizeof out), 0);
+    cr_assert_eq(nr_harness_redis_command(nr_harness_redis_port(C.cl.redis), 3, hget, out, sizeof out), 0);
     s_require(atol(out) == N, "narrator:stats done = %s, wanted %d", out, N);
     char again[NR_PROTO_ID_MAX + 1];
     nr_msg_t reply;
@@ -661,8 +607,8 @@ Test(integration, garbage_on_both_sockets_while_jobs_complete) {
         char input[32];
         snprintf(input, sizeof input, "payload %d", i);
         s_submit(NULL, "test", opts, input, strlen(input), ids[i]);
-        if (i == N / 3) s_garbage(C.client_ep, replies);
-        if (i == 2 * N / 3) s_garbage(C.worker_ep, NULL);
+        if (i == N / 3) s_garbage(C.cl.client_ep, replies);
+        if (i == 2 * N / 3) s_garbage(C.cl.worker_ep, NULL);
     }
     /* A client that sent junk hears why: wrong version, malformed. */
     s_require(replies[0] > 0 && replies[1] > 0, "REPLYs to junk: %d unsupported_version, %d malformed",
@@ -673,8 +619,8 @@ Test(integration, garbage_on_both_sockets_while_jobs_complete) {
         s_wait_state(ids[i], "done", &record);
         nr_proto_msg_clear(&record);
     }
-    s_require(nr_harness_proc_running(C.broker), "the broker died");
-    for (int i = 0; i < C.n_workers; i++) cr_assert(nr_harness_proc_running(C.workers[i]));
+    s_require(nr_harness_proc_running(C.cl.broker), "the broker died");
+    for (int i = 0; i < C.cl.n_workers; i++) cr_assert(nr_harness_proc_running(C.cl.workers[i]));
     /* And it still answers new work. */
     char id[NR_PROTO_ID_MAX + 1];
     s_submit(NULL, "test", NULL, "after", 5, id);
@@ -728,7 +674,7 @@ Test(integration, cancel_queued_and_running) {
     cr_assert_eq(s_status(after, &record), 0);
     cr_assert_str_eq(s_kv(&record, "state"), "done");
     nr_proto_msg_clear(&record);
-    cr_assert(nr_harness_proc_running(C.workers[w]));
+    cr_assert(nr_harness_proc_running(C.cl.workers[w]));
     s_end();
 }
 
@@ -781,11 +727,11 @@ static const uint8_t s_png[] = {
  * failed, see narrate --help), within its short --timeout. */
 Test(integration, narrate_submit_without_vision_worker) {
     if (!C.narrate_bin) s_skip("narrate is not built");
-    char *png = nr_harness_path(C.dir, "pixel.png");
+    char *png = nr_harness_path(C.cl.dir, "pixel.png");
     cr_assert_eq(nr_harness_write_file(png, s_png, sizeof s_png), 0);
-    char *out = nr_harness_path(C.dir, "out");
-    char *log = nr_harness_path(C.dir, "narrate.log");
-    const char *argv[] = {C.narrate_bin, "--broker", C.client_ep, "--timeout", "2", "submit", png,
+    char *out = nr_harness_path(C.cl.dir, "out");
+    char *log = nr_harness_path(C.cl.dir, "narrate.log");
+    const char *argv[] = {C.narrate_bin, "--broker", C.cl.client_ep, "--timeout", "2", "submit", png,
                           "-o", out, NULL};
     int status = 0;
     cr_assert_eq(nr_harness_run(argv, NULL, log, 60000, &status), 0, "%s", nr_harness_error());
@@ -851,10 +797,10 @@ static int s_narrate(const char *const *args, const char *log_name, char **text)
     int n = 0;
     argv[n++] = C.narrate_bin;
     argv[n++] = "--broker";
-    argv[n++] = C.client_ep;
+    argv[n++] = C.cl.client_ep;
     for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
     argv[n] = NULL;
-    char *log = nr_harness_path(C.dir, "%s", log_name);
+    char *log = nr_harness_path(C.cl.dir, "%s", log_name);
     int status = 0;
     cr_assert_eq(nr_harness_run(argv, NULL, log, 240000, &status), 0, "%s", nr_harness_error());
     *text = nr_harness_read_file(log, NULL);
@@ -866,7 +812,7 @@ static int s_narrate(const char *const *args, const char *log_name, char **text)
 static long s_redis_stat(const char *field) {
     char out[64];
     const char *argv[] = {"HGET", "narrator:stats", field};
-    cr_assert_eq(nr_harness_redis_command(nr_harness_redis_port(C.redis), 3, argv, out, sizeof out), 0);
+    cr_assert_eq(nr_harness_redis_command(nr_harness_redis_port(C.cl.redis), 3, argv, out, sizeof out), 0);
     return strcmp(out, "(nil)") ? atol(out) : 0;
 }
 
@@ -882,8 +828,8 @@ Test(integration, narrate_submit_full_route_tiny_checkpoint) {
     s_wait_workers("vision", 1);
     s_wait_workers("text", 1);
     s_wait_workers("speech", 1);
-    char *in = nr_harness_path(C.dir, "in");
-    char *out = nr_harness_path(C.dir, "out");
+    char *in = nr_harness_path(C.cl.dir, "in");
+    char *out = nr_harness_path(C.cl.dir, "out");
     cr_assert_eq(mkdir(in, 0755), 0);
     const char *images[] = {"chelsea_317x211.jpg", "rocket_palette_trns.png", "astronaut_rgba_webp.webp"};
     const char *stems[] = {"chelsea_317x211", "rocket_palette_trns", "astronaut_rgba_webp"};
@@ -926,7 +872,7 @@ Test(integration, narrate_submit_full_route_tiny_checkpoint) {
               s_redis_stat("submitted"));
 
     /* A corrupt image fails alone, with its reason; the worker lives on. */
-    char *bad_dir = nr_harness_path(C.dir, "bad");
+    char *bad_dir = nr_harness_path(C.cl.dir, "bad");
     cr_assert_eq(mkdir(bad_dir, 0755), 0);
     s_copy_fixture("bad_truncated_header.jpg", bad_dir);
     s_copy_fixture("rocket_223x225.jpg", bad_dir);
@@ -938,7 +884,7 @@ Test(integration, narrate_submit_full_route_tiny_checkpoint) {
     char *good = nr_harness_path(out, "rocket_223x225.txt");
     s_require(access(good, F_OK) == 0, "the good image next to the bad one has no caption");
     free(good);
-    for (int i = 0; i < C.n_workers; i++) s_require(nr_harness_proc_running(C.workers[i]), "worker %d died", i);
+    for (int i = 0; i < C.cl.n_workers; i++) s_require(nr_harness_proc_running(C.cl.workers[i]), "worker %d died", i);
     free(bad_dir);
     free(out);
     free(in);
@@ -959,15 +905,15 @@ Test(integration, redis_killed_and_restarted_mid_run) {
         snprintf(id, sizeof id, "rk-%d", i);
         s_submit(id, "test", opts, id, strlen(id), ids[i]);
     }
-    cr_assert_eq(nr_harness_redis_stop(C.redis, 1), 0);
+    cr_assert_eq(nr_harness_redis_stop(C.cl.redis, 1), 0);
     nr_harness_sleep_ms(500); /* let the broker notice */
-    cr_assert_eq(nr_harness_redis_start(C.redis), 0, "%s", nr_harness_error());
+    cr_assert_eq(nr_harness_redis_start(C.cl.redis), 0, "%s", nr_harness_error());
     for (int i = 0; i < N; i++) {
         nr_msg_t record;
         nr_proto_msg_init(&record);
         s_wait_state(ids[i], "done", &record);
         nr_proto_msg_clear(&record);
     }
-    s_require(nr_harness_proc_running(C.broker), "the broker died with Redis");
+    s_require(nr_harness_proc_running(C.cl.broker), "the broker died with Redis");
     s_end();
 }
