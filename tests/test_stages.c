@@ -34,15 +34,9 @@
 #define S_MODEL_NAME "vit-gpt2-tiny"
 
 typedef struct {
-    char *dir;
-    nr_harness_redis_t *redis;
-    nr_harness_proc_t *broker;
-    int client_port, worker_port;
-    char client_ep[64], worker_ep[64];
+    nr_harness_cluster_t cl; /* redis, broker, workers, folder */
     char *broker_bin, *vision_bin, *text_bin, *speech_bin, *narrate_bin;
     char *model_dir, *images_dir;
-    nr_harness_proc_t *workers[S_MAX_PROCS];
-    int n_workers;
     nr_client_t *client;
     nr_captioner_t *cap; /* the library, in-process: the reference */
     size_t states_floats;
@@ -53,16 +47,16 @@ static s_cluster_t C; /* Criterion runs each test in its own process */
 /* ---- diagnostics ---- */
 
 static void s_dump_logs(void) {
-    if (!C.dir) return;
-    char *log = nr_harness_path(C.dir, "broker.log");
+    if (!C.cl.dir) return;
+    char *log = nr_harness_path(C.cl.dir, "broker.log");
     nr_harness_dump_log(log, 4000);
     free(log);
-    for (int i = 0; i < C.n_workers; i++) {
-        log = nr_harness_path(C.dir, "worker-%d.log", i);
+    for (int i = 0; i < C.cl.n_workers; i++) {
+        log = nr_harness_path(C.cl.dir, "worker-%d.log", i);
         nr_harness_dump_log(log, 3000);
         free(log);
     }
-    log = nr_harness_path(C.dir, "narrate.log");
+    log = nr_harness_path(C.cl.dir, "narrate.log");
     nr_harness_dump_log(log, 3000);
     free(log);
 }
@@ -104,48 +98,24 @@ static void s_setup(void) {
     int seq = 0, hidden = 0;
     nr_captioner_states_shape(C.cap, &seq, &hidden);
     C.states_floats = (size_t)seq * hidden;
-    C.dir = nr_harness_tempdir("stages");
-    cr_assert_not_null(C.dir, "%s", nr_harness_error());
     nr_harness_redis_params_t rp;
     nr_harness_redis_default_params(&rp);
     rp.appendonly = 0;
-    C.redis = nr_harness_redis_new(&rp);
-    cr_assert_not_null(C.redis, "redis-server did not start: %s", nr_harness_error());
-    C.client_port = nr_harness_free_port();
-    C.worker_port = nr_harness_free_port();
-    cr_assert(C.client_port > 0 && C.worker_port > 0);
-    snprintf(C.client_ep, sizeof C.client_ep, "tcp://127.0.0.1:%d", C.client_port);
-    snprintf(C.worker_ep, sizeof C.worker_ep, "tcp://127.0.0.1:%d", C.worker_port);
-    char redis_port[16];
-    snprintf(redis_port, sizeof redis_port, "%d", nr_harness_redis_port(C.redis));
-    char *log = nr_harness_path(C.dir, "broker.log");
-    const char *argv[] = {C.broker_bin,    "--client-endpoint", C.client_ep, "--worker-endpoint",
-                          C.worker_ep,     "--redis-host",      "127.0.0.1", "--redis-port",
-                          redis_port,      "--heartbeat-ms",    "250",       "--log-level",
-                          "debug",         NULL};
-    C.broker = nr_harness_spawn(argv, NULL, log);
-    free(log);
-    s_require(C.broker != NULL, "broker did not start: %s", nr_harness_error());
-    int rc = nr_harness_wait_port(C.client_port, 20000);
-    if (rc == 0) rc = nr_harness_wait_port(C.worker_port, 20000);
-    s_require(rc == 0, "broker is not listening: %s", nr_harness_error());
-    C.client = nr_client_new(C.client_ep, 5000);
+    cr_assert_eq(nr_harness_cluster_start(&C.cl, "stages", &rp), 0, "%s", nr_harness_error());
+    static const char *const worker_args[] = {"--heartbeat-ms", "250", "--log-level", "debug", NULL};
+    C.cl.worker_args = worker_args;
+    const char *broker_args[] = {"--heartbeat-ms", "250", "--log-level", "debug", NULL};
+    s_require(nr_harness_cluster_spawn_broker(&C.cl, C.broker_bin, "broker.log", broker_args) == 0,
+              "%s", nr_harness_error());
+    C.client = nr_client_new(C.cl.client_ep, 5000);
     cr_assert_not_null(C.client);
     nr_client_set_busy_wait(C.client, 60000);
 }
 
 static void s_teardown(void) {
     nr_client_destroy(&C.client);
-    for (int i = 0; i < C.n_workers; i++) {
-        if (C.workers[i]) nr_harness_proc_stop(C.workers[i], SIGTERM, 5000, NULL);
-        nr_harness_proc_destroy(&C.workers[i]);
-    }
-    if (C.broker) nr_harness_proc_stop(C.broker, SIGTERM, 10000, NULL);
-    nr_harness_proc_destroy(&C.broker);
-    nr_harness_redis_destroy(&C.redis);
-    if (C.dir && !getenv("NR_TEST_KEEP")) nr_harness_rmtree(C.dir);
+    nr_harness_cluster_stop(&C.cl);
     nr_captioner_destroy(&C.cap);
-    free(C.dir);
     free(C.broker_bin);
     free(C.vision_bin);
     free(C.text_bin);
@@ -158,25 +128,9 @@ static void s_teardown(void) {
 
 /* Starts a worker program with the common flags plus `extra` (NULL-ended). */
 static int s_worker_start(const char *bin, const char *name, const char *const *extra) {
-    cr_assert_lt(C.n_workers, S_MAX_PROCS);
-    int index = C.n_workers++;
-    char *log = nr_harness_path(C.dir, "worker-%d.log", index);
-    const char *argv[40];
-    int n = 0;
-    argv[n++] = bin;
-    argv[n++] = "--broker";
-    argv[n++] = C.worker_ep;
-    argv[n++] = "--name";
-    argv[n++] = name;
-    argv[n++] = "--heartbeat-ms";
-    argv[n++] = "250";
-    argv[n++] = "--log-level";
-    argv[n++] = "debug";
-    for (int i = 0; extra && extra[i] && n < 39; i++) argv[n++] = extra[i];
-    argv[n] = NULL;
-    C.workers[index] = nr_harness_spawn(argv, NULL, log);
-    free(log);
-    s_require(C.workers[index] != NULL, "worker %s did not start: %s", name, nr_harness_error());
+    cr_assert_lt(C.cl.n_workers, S_MAX_PROCS);
+    int index = nr_harness_cluster_spawn_worker(&C.cl, bin, name, extra);
+    s_require(index >= 0, "%s", nr_harness_error());
     return index;
 }
 
@@ -278,7 +232,7 @@ static unsigned char *s_lib_frame(const char *name, size_t *len) {
 
 /* Copies fixture images into a fresh folder under the test dir. */
 static char *s_input_dir(const char *tag, const char *const *names) {
-    char *dir = nr_harness_path(C.dir, "in-%s", tag);
+    char *dir = nr_harness_path(C.cl.dir, "in-%s", tag);
     cr_assert_eq(mkdir(dir, 0755), 0);
     for (int i = 0; names[i]; i++) {
         char *src = s_image_path(names[i]);
@@ -296,12 +250,12 @@ static char *s_input_dir(const char *tag, const char *const *names) {
 
 /* Runs `narrate --broker EP submit IN -o OUT [extra...]`; returns its exit code. */
 static int s_narrate_submit(const char *in, const char *out, const char *const *extra) {
-    char *log = nr_harness_path(C.dir, "narrate.log");
+    char *log = nr_harness_path(C.cl.dir, "narrate.log");
     const char *argv[32];
     int n = 0;
     argv[n++] = C.narrate_bin;
     argv[n++] = "--broker";
-    argv[n++] = C.client_ep;
+    argv[n++] = C.cl.client_ep;
     argv[n++] = "--timeout";
     argv[n++] = "60";
     argv[n++] = "submit";
@@ -543,7 +497,7 @@ static const char *const s_good[] = {"chelsea_317x211.jpg", "rocket_223x225.jpg"
 Test(stages, narrate_submit_captions_equal_library) {
     s_stage_workers(1);
     char *in = s_input_dir("good", s_good);
-    char *out = nr_harness_path(C.dir, "out");
+    char *out = nr_harness_path(C.cl.dir, "out");
     int code = s_narrate_submit(in, out, NULL);
     s_require(code == 0, "narrate submit exited %d", code);
     for (int i = 0; s_good[i]; i++) {
@@ -562,7 +516,7 @@ Test(stages, bad_images_fail_alone) {
     const char *names[] = {"chelsea_317x211.jpg", "bad_truncated.jpg", "rocket_223x225.jpg", "bad_garbage.jpg",
                            "bomb_60000x60000.jpg", "bad_truncated.png", NULL};
     char *in = s_input_dir("mixed", names);
-    char *out = nr_harness_path(C.dir, "out");
+    char *out = nr_harness_path(C.cl.dir, "out");
     int code = s_narrate_submit(in, out, NULL);
     s_require(code == 1, "narrate submit with failing images exited %d, wanted 1", code);
     for (int i = 0; i < 3; i += 2) {
@@ -574,7 +528,7 @@ Test(stages, bad_images_fail_alone) {
     s_check_failed(out, "bad_garbage.jpg", "not_an_image");
     s_check_failed(out, "bomb_60000x60000.jpg", "image_too_large");
     s_check_failed(out, "bad_truncated.png", "bad_image");
-    s_require(nr_harness_proc_running(C.workers[0]), "the vision worker died");
+    s_require(nr_harness_proc_running(C.cl.workers[0]), "the vision worker died");
     /* and it still serves: a good image after the bad ones */
     const char *again[] = {"astronaut_50x40_up.jpg", NULL};
     char *in2 = s_input_dir("again", again);
@@ -598,7 +552,7 @@ Test(stages, greedy_and_beam4_equal_library) {
         int nb, ml;
     } cases[] = {{"1", NULL, 1, 0}, {"4", NULL, 4, 0}, {"1", "8", 1, 8}, {"3", "12", 3, 12}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        char *out = nr_harness_path(C.dir, "out-%zu", c);
+        char *out = nr_harness_path(C.cl.dir, "out-%zu", c);
         const char *extra[] = {"--beams", cases[c].beams, cases[c].length ? "--max-length" : NULL, cases[c].length,
                                NULL};
         int code = s_narrate_submit(in, out, extra);
@@ -742,7 +696,7 @@ Test(stages, forged_states_frames_fail) {
     memcpy(forged, frame, len);
     memset(forged + 12, 0xff, 8);
     s_expect_fail("text", NULL, forged, len, "text", "malformed_message", "huge shape");
-    s_require(nr_harness_proc_running(C.workers[1]), "the text worker died");
+    s_require(nr_harness_proc_running(C.cl.workers[1]), "the text worker died");
     char *caption = s_text_caption(frame, len, NULL);
     char *lib = s_lib_caption("chelsea_317x211.jpg", 0, 0);
     s_require(!strcmp(caption, lib), "text stage \"%s\" != library \"%s\"", caption, lib);
@@ -772,7 +726,7 @@ Test(stages, vision_job_errors) {
         free(bytes);
         free(path);
     }
-    s_require(nr_harness_proc_running(C.workers[0]), "the vision worker died");
+    s_require(nr_harness_proc_running(C.cl.workers[0]), "the vision worker died");
 }
 
 /* --max-pixels and --max-input-bytes reach the image decoder. */
@@ -847,7 +801,7 @@ Test(stages, batched_workers_equal_library) {
     }
     /* the batch handlers ran (batch sizes themselves depend on timing) */
     for (int w = 0; w < 2; w++) {
-        char *log = nr_harness_read_file(nr_harness_proc_log(C.workers[w]), NULL);
+        char *log = nr_harness_read_file(nr_harness_proc_log(C.cl.workers[w]), NULL);
         cr_assert_not_null(log);
         s_require(strstr(log, "batch 4)") != NULL, "worker %d did not announce batch 4", w);
         s_require(strstr(log, w == 0 ? "encoded together" : "decoded together") != NULL,
@@ -900,13 +854,12 @@ static void s_start_setup(void) {
     memset(&C, 0, sizeof C);
     s_programs();
     if (!C.vision_bin || !C.text_bin) cr_skip_test("the stage programs are not built: %s", nr_harness_error());
-    C.dir = nr_harness_tempdir("stages-start");
-    cr_assert_not_null(C.dir);
+    C.cl.dir = nr_harness_tempdir("stages-start");
+    cr_assert_not_null(C.cl.dir);
 }
 
 static void s_start_teardown(void) {
-    if (C.dir && !getenv("NR_TEST_KEEP")) nr_harness_rmtree(C.dir);
-    free(C.dir);
+    nr_harness_cluster_stop(&C.cl); /* only its folder was made */
     free(C.broker_bin);
     free(C.vision_bin);
     free(C.text_bin);
@@ -920,7 +873,7 @@ static void s_start_teardown(void) {
 /* Runs a stage program with args; asserts it exits with a code != 0 (not a
  * signal) and that its output holds `needle`. */
 static void s_expect_start_failure(const char *bin, const char *const *args, const char *needle) {
-    char *log = nr_harness_path(C.dir, "start.log");
+    char *log = nr_harness_path(C.cl.dir, "start.log");
     unlink(log);
     const char *argv[16];
     int n = 0;
@@ -945,7 +898,7 @@ static void s_expect_start_failure(const char *bin, const char *const *args, con
 TestSuite(stages_start, .init = s_start_setup, .fini = s_start_teardown, .timeout = 120);
 
 Test(stages_start, missing_model_folder) {
-    char *missing = nr_harness_path(C.dir, "no-such-model");
+    char *missing = nr_harness_path(C.cl.dir, "no-such-model");
     const char *args[] = {"--model", missing, NULL};
     s_expect_start_failure(C.vision_bin, args, "config.json");
     s_expect_start_failure(C.text_bin, args, "config.json");
@@ -960,7 +913,7 @@ Test(stages_start, missing_model_folder) {
 /* A copy of the tiny checkpoint with one file replaced by content (NULL:
  * removed; S_TRUNCATE: cut to its first 1000 bytes). */
 static char *s_broken_model(const char *tag, const char *file, const char *content) {
-    char *dir = nr_harness_path(C.dir, "model-%s", tag);
+    char *dir = nr_harness_path(C.cl.dir, "model-%s", tag);
     cr_assert_eq(mkdir(dir, 0755), 0);
     const char *files[] = {"config.json", "generation_config.json", "model.safetensors", "vocab.json", "merges.txt",
                            "preprocessor_config.json", NULL};
@@ -1009,7 +962,7 @@ Test(stages_start, corrupt_model_files) {
 Test(stages_start, help_and_bad_flags) {
     const char *bins[] = {C.vision_bin, C.text_bin};
     for (int b = 0; b < 2; b++) {
-        char *log = nr_harness_path(C.dir, "help.log");
+        char *log = nr_harness_path(C.cl.dir, "help.log");
         const char *argv[] = {bins[b], "--help", NULL};
         int status = 0;
         cr_assert_eq(nr_harness_run(argv, NULL, log, 30000, &status), 0);
