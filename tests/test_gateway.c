@@ -27,13 +27,10 @@
 #define S_MAX_WORKERS 8
 
 typedef struct {
-    char *dir;
-    nr_harness_redis_t *redis;
-    nr_harness_proc_t *broker, *gateway;
-    nr_harness_proc_t *workers[S_MAX_WORKERS];
-    int n_workers;
-    int client_port, worker_port, http_port;
-    char client_ep[64], worker_ep[64], base[64];
+    nr_harness_cluster_t cl; /* redis, broker, workers, folder */
+    nr_harness_proc_t *gateway;
+    int http_port;
+    char base[64];
     char *broker_bin, *gateway_bin;
 } s_cluster_t;
 
@@ -42,15 +39,15 @@ static s_cluster_t C;
 /* ---- diagnostics ---- */
 
 static void s_dump_logs(void) {
-    if (!C.dir) return;
+    if (!C.cl.dir) return;
     static const char *const names[] = {"broker.log", "gateway.log", NULL};
     for (int i = 0; names[i]; i++) {
-        char *log = nr_harness_path(C.dir, "%s", names[i]);
+        char *log = nr_harness_path(C.cl.dir, "%s", names[i]);
         nr_harness_dump_log(log, 5000);
         free(log);
     }
-    for (int i = 0; i < C.n_workers; i++) {
-        char *log = nr_harness_path(C.dir, "worker-%d.log", i);
+    for (int i = 0; i < C.cl.n_workers; i++) {
+        char *log = nr_harness_path(C.cl.dir, "worker-%d.log", i);
         nr_harness_dump_log(log, 3000);
         free(log);
     }
@@ -71,22 +68,12 @@ static void s_start_broker(void) { s_start_broker_with(NULL); }
 
 /* Starts the broker with extra flags (NULL-ended, may be NULL). */
 static void s_start_broker_with(const char *const *extra) {
-    char redis_port[16];
-    snprintf(redis_port, sizeof redis_port, "%d", nr_harness_redis_port(C.redis));
-    char *log = nr_harness_path(C.dir, "broker.log");
-    const char *argv[32] = {C.broker_bin, "--client-endpoint", C.client_ep, "--worker-endpoint",
-                            C.worker_ep, "--redis-host", "127.0.0.1", "--redis-port", redis_port,
-                            "--heartbeat-ms", "250", "--retry-backoff-ms", "50", "--log-level",
-                            "debug", NULL};
-    int n = 15;
-    for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
-    argv[n] = NULL;
-    C.broker = nr_harness_spawn(argv, NULL, log);
-    free(log);
-    s_require(C.broker != NULL, "broker did not start: %s", nr_harness_error());
-    int rc = nr_harness_wait_port(C.client_port, 20000);
-    if (rc == 0) rc = nr_harness_wait_port(C.worker_port, 20000);
-    s_require(rc == 0, "broker is not listening: %s", nr_harness_error());
+    const char *args[32] = {"--heartbeat-ms", "250", "--retry-backoff-ms", "50", "--log-level", "debug"};
+    int n = 6;
+    for (int i = 0; extra && extra[i] && n < 31; i++) args[n++] = extra[i];
+    args[n] = NULL;
+    s_require(nr_harness_cluster_spawn_broker(&C.cl, C.broker_bin, "broker.log", args) == 0, "%s",
+              nr_harness_error());
 }
 
 /* Starts narrator-gateway for `broker_ep` with extra flags (NULL-ended). */
@@ -96,7 +83,7 @@ static void s_start_gateway(const char *broker_ep, const char *const *extra) {
     snprintf(C.base, sizeof C.base, "http://127.0.0.1:%d", C.http_port);
     char port[16];
     snprintf(port, sizeof port, "%d", C.http_port);
-    char *log = nr_harness_path(C.dir, "gateway.log");
+    char *log = nr_harness_path(C.cl.dir, "gateway.log");
     char *page = nr_harness_source_path("client/gateway/static");
     const char *argv[40];
     int n = 0;
@@ -128,36 +115,16 @@ static void s_start_worker(const char *stage) {
     snprintf(prog, sizeof prog, "narrator-worker-%s", stage);
     char *bin = nr_harness_program(prog);
     if (!bin) cr_skip_test("%s is not built", prog);
-    cr_assert_lt(C.n_workers, S_MAX_WORKERS);
+    cr_assert_lt(C.cl.n_workers, S_MAX_WORKERS);
     char *model = nr_harness_source_path("tests/fixtures/vit-gpt2-tiny");
-    int index = C.n_workers++;
-    char *log = nr_harness_path(C.dir, "worker-%d.log", index);
     char name[32];
-    snprintf(name, sizeof name, "%s-%d", stage, index);
-    const char *argv[24];
-    int n = 0;
-    argv[n++] = bin;
-    argv[n++] = "--broker";
-    argv[n++] = C.worker_ep;
-    argv[n++] = "--name";
-    argv[n++] = name;
-    argv[n++] = "--heartbeat-ms";
-    argv[n++] = "250";
-    argv[n++] = "--log-level";
-    argv[n++] = "debug";
-    if (strcmp(stage, "speech")) {
-        cr_assert_not_null(model, "%s", nr_harness_error());
-        argv[n++] = "--model";
-        argv[n++] = model;
-        argv[n++] = "--threads";
-        argv[n++] = "1";
-    }
-    argv[n] = NULL;
-    C.workers[index] = nr_harness_spawn(argv, NULL, log);
-    free(log);
+    snprintf(name, sizeof name, "%s-%d", stage, C.cl.n_workers);
+    const char *model_args[] = {"--model", model, "--threads", "1", NULL};
+    if (strcmp(stage, "speech")) cr_assert_not_null(model, "%s", nr_harness_error());
+    int index = nr_harness_cluster_spawn_worker(&C.cl, bin, name, strcmp(stage, "speech") ? model_args : NULL);
     free(model);
     free(bin);
-    s_require(C.workers[index] != NULL, "%s did not start: %s", prog, nr_harness_error());
+    s_require(index >= 0, "%s did not start: %s", prog, nr_harness_error());
 }
 
 /* redis + broker + gateway; workers are started by each test. */
@@ -168,33 +135,19 @@ static void s_setup(void) {
     if (!C.broker_bin) cr_skip_test("narrator-broker is not built: %s", nr_harness_error());
     C.gateway_bin = nr_harness_program("narrator-gateway");
     if (!C.gateway_bin) cr_skip_test("narrator-gateway is not built: %s", nr_harness_error());
-    C.dir = nr_harness_tempdir("gw");
-    cr_assert_not_null(C.dir, "%s", nr_harness_error());
     nr_harness_redis_params_t rp;
     nr_harness_redis_default_params(&rp);
     rp.appendonly = 0;
-    C.redis = nr_harness_redis_new(&rp);
-    cr_assert_not_null(C.redis, "redis-server did not start: %s", nr_harness_error());
-    C.client_port = nr_harness_free_port();
-    C.worker_port = nr_harness_free_port();
-    cr_assert(C.client_port > 0 && C.worker_port > 0);
-    snprintf(C.client_ep, sizeof C.client_ep, "tcp://127.0.0.1:%d", C.client_port);
-    snprintf(C.worker_ep, sizeof C.worker_ep, "tcp://127.0.0.1:%d", C.worker_port);
+    cr_assert_eq(nr_harness_cluster_start(&C.cl, "gw", &rp), 0, "%s", nr_harness_error());
+    static const char *const worker_args[] = {"--heartbeat-ms", "250", "--log-level", "debug", NULL};
+    C.cl.worker_args = worker_args;
     s_start_broker();
 }
 
 static void s_teardown(void) {
     if (C.gateway) nr_harness_proc_stop(C.gateway, SIGTERM, 10000, NULL);
     nr_harness_proc_destroy(&C.gateway);
-    for (int i = 0; i < C.n_workers; i++) {
-        if (C.workers[i]) nr_harness_proc_stop(C.workers[i], SIGTERM, 5000, NULL);
-        nr_harness_proc_destroy(&C.workers[i]);
-    }
-    if (C.broker) nr_harness_proc_stop(C.broker, SIGTERM, 10000, NULL);
-    nr_harness_proc_destroy(&C.broker);
-    nr_harness_redis_destroy(&C.redis);
-    if (C.dir && !getenv("NR_TEST_KEEP")) nr_harness_rmtree(C.dir);
-    free(C.dir);
+    nr_harness_cluster_stop(&C.cl);
     free(C.broker_bin);
     free(C.gateway_bin);
     curl_global_cleanup();
@@ -504,7 +457,7 @@ static void s_end(void) {
     }
     static const char *const marks[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                                         "runtime error:"};
-    char *log = nr_harness_path(C.dir, "gateway.log");
+    char *log = nr_harness_path(C.cl.dir, "gateway.log");
     char *text = log ? nr_harness_read_file(log, NULL) : NULL;
     for (size_t m = 0; text && m < sizeof marks / sizeof marks[0]; m++)
         if (strstr(text, marks[m])) {
@@ -521,7 +474,7 @@ TestSuite(gateway, .init = s_setup, .fini = s_teardown, .timeout = 280);
 
 Test(gateway, speak_done_audio_is_wav_and_resubmit_is_existing) {
     s_start_worker("speech");
-    s_start_gateway(C.client_ep, NULL);
+    s_start_gateway(C.cl.client_ep, NULL);
     const char *text = "The gateway speaks through narrator.";
     char id[NR_PROTO_ID_MAX + 1];
     s_speak(text, "?voice=kal", id);
@@ -611,7 +564,7 @@ Test(gateway, image_to_caption_and_audio) {
     s_start_worker("vision");
     s_start_worker("text");
     s_start_worker("speech");
-    s_start_gateway(C.client_ep, NULL);
+    s_start_gateway(C.cl.client_ep, NULL);
     s_wait_stage("vision");
     s_wait_stage("text");
     s_wait_stage("speech");
@@ -688,7 +641,7 @@ Test(gateway, image_to_caption_and_audio) {
 }
 
 Test(gateway, audio_409_until_done_and_cancel) {
-    s_start_gateway(C.client_ep, NULL); /* no speech worker: the job stays queued */
+    s_start_gateway(C.cl.client_ep, NULL); /* no speech worker: the job stays queued */
     char id[NR_PROTO_ID_MAX + 1];
     s_speak("nobody will say this", NULL, id);
     char path[128];
@@ -725,7 +678,7 @@ Test(gateway, audio_409_until_done_and_cancel) {
 }
 
 Test(gateway, bad_requests_get_status_and_json_error) {
-    s_start_gateway(C.client_ep, NULL);
+    s_start_gateway(C.cl.client_ep, NULL);
     size_t png_size = 0;
     char *png = s_fixture("astronaut_rgba.png", &png_size);
     size_t big_size = 100000; /* past S_MAX_BODY */
@@ -828,18 +781,18 @@ Test(gateway, bad_requests_get_status_and_json_error) {
 Test(gateway, broker_down_is_503_with_the_endpoint) {
     s_start_worker("speech");
     const char *fast[] = {"--request-timeout-ms", "1000", NULL};
-    s_start_gateway(C.client_ep, fast);
+    s_start_gateway(C.cl.client_ep, fast);
     s_wait_stage("speech");
     s_resp_t r = s_get("/readyz");
     s_require(r.status == 200, "readyz with a broker: HTTP %ld", r.status);
     s_resp_free(&r);
 
     int status = 0;
-    cr_assert_eq(nr_harness_proc_stop(C.broker, SIGTERM, 10000, &status), 0);
-    nr_harness_proc_destroy(&C.broker);
+    cr_assert_eq(nr_harness_proc_stop(C.cl.broker, SIGTERM, 10000, &status), 0);
+    nr_harness_proc_destroy(&C.cl.broker);
 
     char want[160];
-    snprintf(want, sizeof want, "cannot reach narrator-broker at %s: is it running?", C.client_ep);
+    snprintf(want, sizeof want, "cannot reach narrator-broker at %s: is it running?", C.cl.client_ep);
     s_req_t q = {.method = "POST", .path = "/v1/speak", .content_type = "text/plain", .body = "hello",
                  .size = 5};
     r = s_http(&q);
@@ -982,7 +935,7 @@ static double s_sample(const char *text, const char *prefix) {
 
 Test(gateway, metrics_are_prometheus_text) {
     s_start_worker("speech");
-    s_start_gateway(C.client_ep, NULL);
+    s_start_gateway(C.cl.client_ep, NULL);
     for (int i = 0; i < 3; i++) {
         s_resp_t r = s_get("/healthz");
         s_require(r.status == 200, "healthz: HTTP %ld", r.status);
@@ -1023,7 +976,7 @@ Test(gateway, metrics_are_prometheus_text) {
 
 Test(gateway, page_health_and_readiness) {
     s_start_worker("speech");
-    s_start_gateway(C.client_ep, NULL);
+    s_start_gateway(C.cl.client_ep, NULL);
     s_wait_stage("speech");
     s_resp_t r = s_get("/");
     s_require(r.status == 200 && !strncmp(r.content_type, "text/html", 9), "GET /: HTTP %ld (%s)",
@@ -1061,13 +1014,13 @@ Test(gateway, page_health_and_readiness) {
 }
 
 Test(gateway, sigterm_exits_zero_and_help) {
-    s_start_gateway(C.client_ep, NULL);
+    s_start_gateway(C.cl.client_ep, NULL);
     int status = 0;
     cr_assert_eq(nr_harness_proc_stop(C.gateway, SIGTERM, 10000, &status), 0);
     nr_harness_proc_destroy(&C.gateway);
     s_require(nr_harness_exit_code(status) == 0, "gateway exit status %d (signal %d)",
               nr_harness_exit_code(status), nr_harness_exit_signal(status));
-    char *log = nr_harness_path(C.dir, "help.log");
+    char *log = nr_harness_path(C.cl.dir, "help.log");
     const char *help[] = {C.gateway_bin, "--help", NULL};
     cr_assert_eq(nr_harness_run(help, NULL, log, 10000, &status), 0);
     s_require(nr_harness_exit_code(status) == 0, "--help exited %d", nr_harness_exit_code(status));
@@ -1085,11 +1038,11 @@ Test(gateway, sigterm_exits_zero_and_help) {
 Test(gateway, full_queue_is_429_with_retry_after) {
     /* A queue bound of 1 and no speech worker: the second job finds it full. */
     int status = 0;
-    cr_assert_eq(nr_harness_proc_stop(C.broker, SIGTERM, 10000, &status), 0);
-    nr_harness_proc_destroy(&C.broker);
+    cr_assert_eq(nr_harness_proc_stop(C.cl.broker, SIGTERM, 10000, &status), 0);
+    nr_harness_proc_destroy(&C.cl.broker);
     const char *bound[] = {"--queue-bound", "1", NULL};
     s_start_broker_with(bound);
-    s_start_gateway(C.client_ep, NULL);
+    s_start_gateway(C.cl.client_ep, NULL);
     char id[NR_PROTO_ID_MAX + 1];
     s_speak("the first one fits", NULL, id);
     s_req_t q = {.method = "POST", .path = "/v1/speak", .content_type = "text/plain",
@@ -1110,7 +1063,7 @@ Test(gateway, full_queue_is_429_with_retry_after) {
 Test(gateway, concurrent_requests_over_the_thread_pool) {
     s_start_worker("speech");
     const char *threads[] = {"--threads", "3", NULL};
-    s_start_gateway(C.client_ep, threads);
+    s_start_gateway(C.cl.client_ep, threads);
     enum { N = 24 };
     CURLM *multi = curl_multi_init();
     cr_assert_not_null(multi);
