@@ -26,19 +26,16 @@
 #define S_WAIT_MS 120000
 
 static struct {
-    char *dir;
-    nr_harness_redis_t *redis;
-    nr_harness_proc_t *broker, *workers[2];
-    int client_port, worker_port, metrics_port;
-    char client_ep[64], worker_ep[64];
+    nr_harness_cluster_t cl; /* redis, broker, two workers, folder */
+    int metrics_port;
     nr_client_t *client;
 } C;
 
 static void s_dump(void) {
-    if (!C.dir) return;
+    if (!C.cl.dir) return;
     const char *names[] = {"broker.log", "worker-0.log", "worker-1.log"};
     for (int i = 0; i < 3; i++) {
-        char *p = nr_harness_path(C.dir, "%s", names[i]);
+        char *p = nr_harness_path(C.cl.dir, "%s", names[i]);
         nr_harness_dump_log(p, 4000);
         free(p);
     }
@@ -61,58 +58,33 @@ static void s_setup(void) {
         free(broker);
         cr_skip_test("narrator-worker-test is not built: %s", nr_harness_error());
     }
-    C.dir = nr_harness_tempdir("metrics");
-    cr_assert_not_null(C.dir);
-    nr_harness_redis_params_t rp;
-    nr_harness_redis_default_params(&rp);
-    C.redis = nr_harness_redis_new(&rp);
-    cr_assert_not_null(C.redis, "redis-server did not start: %s", nr_harness_error());
-    C.client_port = nr_harness_free_port();
-    C.worker_port = nr_harness_free_port();
+    cr_assert_eq(nr_harness_cluster_start(&C.cl, "metrics", NULL), 0, "%s", nr_harness_error());
     C.metrics_port = nr_harness_free_port();
-    cr_assert(C.client_port > 0 && C.worker_port > 0 && C.metrics_port > 0);
-    snprintf(C.client_ep, sizeof C.client_ep, "tcp://127.0.0.1:%d", C.client_port);
-    snprintf(C.worker_ep, sizeof C.worker_ep, "tcp://127.0.0.1:%d", C.worker_port);
-    char redis_port[16], metrics[64];
-    snprintf(redis_port, sizeof redis_port, "%d", nr_harness_redis_port(C.redis));
+    cr_assert(C.metrics_port > 0);
+    char metrics[64];
     snprintf(metrics, sizeof metrics, "127.0.0.1:%d", C.metrics_port);
-    const char *bargv[] = {broker, "--client-endpoint", C.client_ep, "--worker-endpoint",
-                           C.worker_ep, "--redis-port", redis_port, "--max-attempts", "3",
-                           "--retry-backoff-ms", "20", "--heartbeat-ms", "250",
+    const char *bargs[] = {"--max-attempts", "3", "--retry-backoff-ms", "20", "--heartbeat-ms", "250",
                            "--metrics-listen", metrics, "--log-level", "debug", NULL};
-    char *log = nr_harness_path(C.dir, "broker.log");
-    C.broker = nr_harness_spawn(bargv, NULL, log);
-    free(log);
-    s_require(C.broker != NULL, "broker did not start: %s", nr_harness_error());
+    s_require(nr_harness_cluster_spawn_broker(&C.cl, broker, "broker.log", bargs) == 0, "%s",
+              nr_harness_error());
     s_require(nr_harness_wait_port(C.metrics_port, 20000) == 0, "no metrics listener");
-    s_require(nr_harness_wait_port(C.client_port, 20000) == 0, "broker not listening");
+    static const char *const wargs[] = {"--heartbeat-ms", "250", "--stage", "test", NULL};
+    C.cl.worker_args = wargs;
     for (int i = 0; i < 2; i++) {
         char name[16];
         snprintf(name, sizeof name, "mtest%d", i);
-        const char *wargv[] = {worker, "--broker", C.worker_ep, "--name", name,
-                               "--heartbeat-ms", "250", "--stage", "test", NULL};
-        log = nr_harness_path(C.dir, "worker-%d.log", i);
-        C.workers[i] = nr_harness_spawn(wargv, NULL, log);
-        free(log);
-        s_require(C.workers[i] != NULL, "worker did not start");
+        s_require(nr_harness_cluster_spawn_worker(&C.cl, worker, name, NULL) >= 0, "%s",
+                  nr_harness_error());
     }
     free(broker);
     free(worker);
-    C.client = nr_client_new(C.client_ep, 5000);
+    C.client = nr_client_new(C.cl.client_ep, 5000);
     cr_assert_not_null(C.client);
 }
 
 static void s_teardown(void) {
     nr_client_destroy(&C.client);
-    for (int i = 0; i < 2; i++) {
-        if (C.workers[i]) nr_harness_proc_stop(C.workers[i], SIGTERM, 5000, NULL);
-        nr_harness_proc_destroy(&C.workers[i]);
-    }
-    if (C.broker) nr_harness_proc_stop(C.broker, SIGTERM, 10000, NULL);
-    nr_harness_proc_destroy(&C.broker);
-    nr_harness_redis_destroy(&C.redis);
-    if (C.dir && !getenv("NR_TEST_KEEP")) nr_harness_rmtree(C.dir);
-    free(C.dir);
+    nr_harness_cluster_stop(&C.cl);
     memset(&C, 0, sizeof C);
 }
 
@@ -267,7 +239,7 @@ static void s_send_garbage(void) {
     int linger = 0, timeout = 10000;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    cr_assert_eq(zmq_connect(s, C.client_ep), 0);
+    cr_assert_eq(zmq_connect(s, C.cl.client_ep), 0);
     cr_assert_eq(zmq_send(s, "\xc1\xc1garbage", 9, 0), 9);
     char buf[512];
     s_require(zmq_recv(s, buf, sizeof buf, 0) >= 0, "no error REPLY to garbage");
@@ -353,7 +325,7 @@ Test(metrics_it, counts_match_what_ran, .init = s_setup, .fini = s_teardown, .ti
 
     /* Redis dies: the broker notices (a PING when idle at the latest) and
      * the metrics say so. */
-    cr_assert_eq(nr_harness_redis_stop(C.redis, 1), 0);
+    cr_assert_eq(nr_harness_redis_stop(C.cl.redis, 1), 0);
     long long end = nr_harness_now_ms() + S_WAIT_MS;
     double up = 1;
     while (nr_harness_now_ms() < end) {
