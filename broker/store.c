@@ -23,6 +23,11 @@ struct nr_store {
     int64_t ping_ms;     /* next liveness check while idle */
     char err[512];
     uint64_t errors;     /* failed operations, for metrics */
+    /* Stage names SADDed to P:stages on this connection (not sent again
+     * until the connection is lost or a save fails). */
+    char stages_known[NR_PROTO_ROUTE_MAX][NR_PROTO_NAME_MAX + 1];
+    int n_stages_known;
+    void *cmd;           /* s_cmd_t reused by nr_store_save */
 };
 
 /* A growing argv for one command. */
@@ -74,6 +79,7 @@ nr_store_t *nr_store_new(const nr_store_params_t *params) {
 void nr_store_destroy(nr_store_t **p) {
     if (!p || !*p) return;
     if ((*p)->ctx) redisFree((*p)->ctx);
+    free((*p)->cmd);
     free(*p);
     *p = NULL;
 }
@@ -96,6 +102,7 @@ static int s_down(nr_store_t *self, const char *what) {
         redisFree(self->ctx);
         self->ctx = NULL;
     }
+    self->n_stages_known = 0;
     self->retry_ms = 0; /* maintain() schedules the reconnect on its clock */
     return NR_EREDIS;
 }
@@ -251,8 +258,14 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
     const int final = nr_job_is_final(job);
     const long ttl = self->params.retention_s;
     int queued = 0;
-    s_cmd_t *c = malloc(sizeof *c);
-    if (!c) goto err;
+    if (!self->cmd && !(self->cmd = malloc(sizeof(s_cmd_t)))) goto err;
+    s_cmd_t *c = self->cmd;
+    const char *stage_name = nr_broker_job_stage(job);
+    int stage_known = 0;
+    for (int k = 0; k < self->n_stages_known && !stage_known; k++)
+        stage_known = !strcmp(self->stages_known[k], stage_name);
+    unsigned wrote_out = 0; /* outputs SET (with their TTL when final) below */
+    int wrote_input = 0;
     char key[256], route[512];
 
 #define S_BEGIN() (c->argc = 0)
@@ -280,18 +293,19 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
     s_str(c, "error_message"), s_str(c, job->error_message);
     s_str(c, "created_ms"), s_fmt(c, "%" PRId64, job->created_ms);
     s_str(c, "updated_ms"), s_fmt(c, "%" PRId64, job->updated_ms);
-    s_append(self, c, &queued);
-    /* Fields in batches, so any number fits the argv. */
-    for (uint32_t i = 0; i < job->fields_len;) {
-        S_BEGIN();
-        s_str(c, "HSET");
-        s_str(c, key);
-        for (; i < job->fields_len && c->argc < 150; i++) {
-            s_str(c, job->fields[i].key);
-            s_str(c, job->fields[i].value);
+    /* The job's own fields go into the same HSET while they fit, so any
+     * number fits the argv but a usual job is one command. */
+    for (uint32_t i = 0; i < job->fields_len; i++) {
+        if (c->argc >= 150) {
+            s_append(self, c, &queued);
+            S_BEGIN();
+            s_str(c, "HSET");
+            s_str(c, key);
         }
-        s_append(self, c, &queued);
+        s_str(c, job->fields[i].key);
+        s_str(c, job->fields[i].value);
     }
+    s_append(self, c, &queued);
     if (job->input_unsaved && job->input) {
         S_BEGIN();
         s_str(c, "SET");
@@ -299,6 +313,7 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
         s_arg(c, job->input, job->input_size);
         if (final) s_str(c, "EX"), s_fmt(c, "%ld", ttl);
         s_append(self, c, &queued);
+        wrote_input = 1;
     }
     for (uint32_t i = 0; i < job->route_len; i++) {
         const uint8_t *data = NULL;
@@ -313,6 +328,7 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
         s_arg(c, data, size);
         if (final) s_str(c, "EX"), s_fmt(c, "%ld", ttl);
         s_append(self, c, &queued);
+        wrote_out |= 1u << i;
     }
     for (uint32_t i = 0; i < job->route_len; i++) {
         S_BEGIN();
@@ -329,18 +345,23 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
         s_append(self, c, &queued);
     }
     if (!final) {
-        S_BEGIN();
-        s_str(c, "SADD");
-        s_fmt(c, "%s:stages", P);
-        s_str(c, nr_broker_job_stage(job));
-        s_append(self, c, &queued);
+        if (!stage_known) {
+            S_BEGIN();
+            s_str(c, "SADD");
+            s_fmt(c, "%s:stages", P);
+            s_str(c, stage_name);
+            s_append(self, c, &queued);
+        }
     } else {
-        S_BEGIN();
-        s_str(c, "EXPIRE");
-        s_fmt(c, "%s:input:%s", P, job->id);
-        s_fmt(c, "%ld", ttl);
-        s_append(self, c, &queued);
+        if (!wrote_input) {
+            S_BEGIN();
+            s_str(c, "EXPIRE");
+            s_fmt(c, "%s:input:%s", P, job->id);
+            s_fmt(c, "%ld", ttl);
+            s_append(self, c, &queued);
+        }
         for (uint32_t i = 0; i < job->route_len; i++) {
+            if (wrote_out & (1u << i)) continue;
             S_BEGIN();
             s_str(c, "EXPIRE");
             s_fmt(c, "%s:out:%s:%s", P, job->route[i], job->id);
@@ -382,7 +403,6 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
     s_str(c, "EXEC");
     s_append(self, c, &queued);
 #undef S_BEGIN
-    free(c);
 
     /* Read every reply; any error (EXECABORT, OOM ...) fails the save. */
     int failed = 0;
@@ -411,9 +431,15 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
         freeReplyObject(r);
     }
     if (failed) {
+        self->n_stages_known = 0; /* the SADD may not have happened */
         self->errors++;
         nr_log(NR_LOG_ERROR, "redis: %s", self->err);
         goto err;
+    }
+    if (!final && !stage_known && self->n_stages_known < NR_PROTO_ROUTE_MAX) {
+        snprintf(self->stages_known[self->n_stages_known], sizeof self->stages_known[0], "%s",
+                 stage_name);
+        self->n_stages_known++;
     }
 saved:
     memset(job->unsaved_counts, 0, sizeof job->unsaved_counts);

@@ -955,3 +955,58 @@ Test(store, acknowledged_submit_survives_redis_crash_with_aof) {
     nr_broker_destroy(&b);
     nr_store_destroy(&st2);
 }
+
+/* nr_store_save sends SADD P:stages once per stage and connection, and the
+ * job's own fields in the record's HSET: a Redis that comes back empty
+ * gets the stage again, and a record with every option is complete. */
+Test(store, stages_set_rewritten_after_reconnect_and_many_fields_saved) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0);
+    cr_assert_eq(s_submit(b, "s1", "speech", "x", 1)->code, 0);
+    char out[4096];
+    const char *ism[] = {"SISMEMBER", "t:stages", "speech"};
+    s_redis_cmd(out, sizeof out, 3, ism);
+    cr_assert_str_eq(out, "1");
+    /* Redis restarts without persistence: the set is gone. */
+    cr_assert_eq(nr_harness_redis_stop(s_redis, 0), 0);
+    cr_assert_eq(nr_harness_redis_start(s_redis), 0, "%s", nr_harness_error());
+    int64_t t = nr_harness_now_ms() + 40000;
+    while (nr_harness_now_ms() < t) {
+        nr_msg_t *rep = s_submit(b, "s2", "speech", "x", 2);
+        if (rep->code == 0) break;
+        nr_broker_tick(b, nr_harness_now_ms() + 100000);
+        nr_harness_sleep_ms(50);
+    }
+    s_redis_cmd(out, sizeof out, 3, ism);
+    cr_assert_str_eq(out, "1", "stage added again after the reconnect");
+
+    /* The most options a SUBMIT may carry: the record's HSET spills over. */
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_SUBMIT;
+    m.seq = 7;
+    snprintf(m.id, sizeof m.id, "many");
+    snprintf(m.route[m.route_len++], sizeof m.route[0], "speech");
+    for (int i = 0; i < NR_PROTO_KV_MAX; i++) {
+        char k[32], v[32];
+        snprintf(k, sizeof k, "k%02d", i);
+        snprintf(v, sizeof v, "v%02d", i);
+        cr_assert_eq(nr_proto_kv_add(&m, k, v), 0);
+    }
+    nr_proto_frame_add(&m, "x", 1);
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, 3);
+    nr_proto_msg_clear(&m);
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_not_null(rep);
+    cr_assert_eq(rep->code, 0, "%s", rep->message);
+    const char *hlen[] = {"HLEN", "t:job:many"};
+    s_redis_cmd(out, sizeof out, 2, hlen);
+    cr_assert_geq(atol(out), 10 + NR_PROTO_KV_MAX, "every field stored (HLEN %s)", out);
+    s_hget("many", "opt.k00", out, sizeof out);
+    cr_assert_str_eq(out, "v00");
+    s_hget("many", "opt.k63", out, sizeof out);
+    cr_assert_str_eq(out, "v63");
+    s_hget("many", "state", out, sizeof out);
+    cr_assert_str_eq(out, "queued");
+    nr_broker_destroy(&b);
+}
