@@ -67,7 +67,10 @@ static int s_field(const char *text, const char *name, char out[NR_SECURE_KEY_Z8
         while (p < line + len && (*p == ' ' || *p == '\t')) p++;
         if (p + nlen <= line + len && !strncmp(p, name, nlen)) {
             p += nlen;
-            while (p < line + len && (*p == ' ' || *p == '\t' || *p == '=')) p++;
+            /* "name = key": one '=' only, since '=' is also a Z85 digit. */
+            while (p < line + len && (*p == ' ' || *p == '\t')) p++;
+            if (p < line + len && *p == '=') p++;
+            while (p < line + len && (*p == ' ' || *p == '\t')) p++;
             const char *q = line + len;
             while (q > p && (q[-1] == ' ' || q[-1] == '\t' || q[-1] == '\r')) q--;
             if ((size_t)(q - p) == NR_SECURE_KEY_Z85) {
