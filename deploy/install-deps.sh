@@ -12,6 +12,7 @@ packages=(
   libcriterion-dev redis-server
   python3-yaml
   libmicrohttpd-dev libcurl4-openssl-dev
+  clang iproute2
 )
 # The browser test of the gateway's web page (tests/web) needs Chromium
 # (about 140 MB to download, 350 MB installed), so it is opt-in:
