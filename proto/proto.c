@@ -770,6 +770,9 @@ int nr_proto_recv(void *socket, uint8_t *identity, size_t *identity_size, nr_msg
     if (rc == 0) {
         memcpy(msg->frames, frames, nframes * sizeof frames[0]);
         msg->frames_len = (uint32_t)nframes;
+        const char *who = zmq_msg_gets(&body, "User-Id");
+        if (!who || !*who) who = zmq_msg_gets(&body, "Peer-Address");
+        if (who) snprintf(msg->peer, sizeof msg->peer, "%s", who);
     } else {
         for (size_t i = 0; i < nframes; i++) free(frames[i].data);
         nr_proto_msg_clear(msg);

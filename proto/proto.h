@@ -22,6 +22,7 @@
 #define NR_PROTO_KEY_MAX 64         /* bytes in a key */
 #define NR_PROTO_VALUE_MAX 16384    /* bytes in a value */
 #define NR_PROTO_MESSAGE_MAX 1024   /* bytes in an error message */
+#define NR_PROTO_PEER_MAX 64        /* bytes of nr_msg_t.peer (longer names are cut) */
 #define NR_PROTO_BODY_MAX 262144    /* bytes in the MessagePack body */
 #define NR_PROTO_FRAMES_MAX 4       /* payload frames after the body */
 #define NR_PROTO_PAYLOAD_MAX (64u << 20) /* bytes in all payload frames together */
@@ -76,6 +77,10 @@ typedef struct {
     uint32_t kv_len;
     nr_frame_t frames[NR_PROTO_FRAMES_MAX];
     uint32_t frames_len;
+    /* Filled by nr_proto_recv, never sent: who sent it, for per-client
+     * limits and logs. The CURVE key name the ZAP handler admitted, else
+     * the peer's IP address (TCP), else empty. */
+    char peer[NR_PROTO_PEER_MAX + 1];
 } nr_msg_t;
 
 /* Name of a command ("READY"), or "?" for an unknown one. */

@@ -1074,6 +1074,47 @@ Test(proto_zmq, send_recv_roundtrip_both_ways) {
     s_unpair(&p);
 }
 
+/* nr_proto_recv says who sent a message: the peer's address over TCP
+ * (a CURVE key name with ZAP: tests/test_secure.c), nothing over inproc;
+ * it is never put on the wire. */
+Test(proto_zmq, recv_names_the_peer) {
+    pair_t p;
+    s_pair(&p);
+    char err[ERRLEN];
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_HEARTBEAT;
+    snprintf(m.peer, sizeof m.peer, "forged");
+    cr_assert_eq(nr_proto_send(p.dealer, NULL, 0, &m, err, sizeof err), 0, "%s", err);
+    uint8_t id[256];
+    size_t idn = 0;
+    cr_assert_eq(nr_proto_recv(p.router, id, &idn, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_str_empty(m.peer, "inproc peer: '%s'", m.peer);
+    s_unpair(&p);
+
+    void *ctx = zmq_ctx_new();
+    void *router = zmq_socket(ctx, ZMQ_ROUTER), *dealer = zmq_socket(ctx, ZMQ_DEALER);
+    int timeout = 5000, linger = 0;
+    zmq_setsockopt(router, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof linger);
+    cr_assert_eq(zmq_bind(router, "tcp://127.0.0.1:*"), 0);
+    char ep[128];
+    size_t epn = sizeof ep;
+    cr_assert_eq(zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, ep, &epn), 0);
+    cr_assert_eq(zmq_connect(dealer, ep), 0);
+    nr_proto_msg_clear(&m);
+    m.cmd = NR_CMD_HEARTBEAT;
+    cr_assert_eq(nr_proto_send(dealer, NULL, 0, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(nr_proto_recv(router, id, &idn, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(m.peer, "127.0.0.1");
+    nr_proto_msg_clear(&m);
+    cr_assert_str_empty(m.peer);
+    zmq_close(router);
+    zmq_close(dealer);
+    zmq_ctx_term(ctx);
+}
+
 Test(proto_zmq, malformed_message_keeps_identity_and_stream) {
     pair_t p;
     s_pair(&p);
