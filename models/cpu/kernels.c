@@ -341,7 +341,7 @@ static void s_mm_part(void *p, int part, int nparts) {
  * OpenBLAS 0.3.21 runs its AVX2 kernels on AMD Zen 4/5 (and the dev VM pins
  * OPENBLAS_CORETYPE=Haswell), leaving half of the FMA width unused. This is
  * a plain packed GEMM: A (activations) packed once per call into 8-row
- * panels, each 32-column panel of W packed on the fly (from either layout),
+ * panels, blocks of 32-column panels of W packed on the fly (from either layout),
  * an 8x32 register-blocked microkernel (16 zmm accumulators), column panels
  * split over the pool. Used when compiled with AVX-512 (NR_NATIVE on such a
  * CPU); otherwise sgemm. */
@@ -352,6 +352,7 @@ int nr_cpu_gemm_own = 1;
 #define S_MR 8
 #define S_NR 32
 #define S_KC 512
+#define S_NPB 8 /* weight panels packed together: 8 x 512 x 32 floats = 512 KiB */
 
 static inline __attribute__((always_inline)) void s_kern(const float *ap, const float *bp, int kc, __m512 c[S_MR][2]) {
     for (int k = 0; k < kc; k++) {
@@ -373,55 +374,71 @@ typedef struct {
     int M, N, K, acc;
 } s_gemm_t;
 
+/* Packs W[k0:k0+kc, n0:n0+32] as [kc][32], zero-padded past N. */
+static void s_wpack(float *bp, const s_gemm_t *g, int n0, int k0, int kc) {
+    const int N = g->N, K = g->K, nv = N - n0 < S_NR ? N - n0 : S_NR;
+    if (g->layout == NR_W_IN_OUT) {
+        for (int k = 0; k < kc; k++) {
+            const float *src = g->w + (size_t)(k0 + k) * N + n0;
+            float *dst = bp + (size_t)k * S_NR;
+            int j = 0;
+            for (; j < nv; j++) dst[j] = src[j];
+            for (; j < S_NR; j++) dst[j] = 0.0f;
+        }
+    } else {
+        for (int j = 0; j < S_NR; j++) {
+            if (j < nv) {
+                const float *src = g->w + (size_t)(n0 + j) * K + k0;
+                for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = src[k];
+            } else {
+                for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Loop order (GotoBLAS-like): S_NPB weight panels x S_KC rows of K are packed
+ * into one block that stays in L2 (512 KiB), then every 8-row panel of A
+ * runs against all of them while it sits in L1. Packing one panel at a time
+ * streamed all of A from L3 once per 32 columns, which made the 1576-row
+ * (8-image) encoder slower per image than one image. The summation order
+ * per output is unchanged (k in order within a block, blocks added in
+ * order), so results are bit-identical. */
 static void s_gemm_part(void *p, int part, int nparts) {
     const s_gemm_t *g = p;
     const int K = g->K, N = g->N, M = g->M;
     const int panels = (N + S_NR - 1) / S_NR;
     const int p0 = (int)((long)panels * part / nparts), p1 = (int)((long)panels * (part + 1) / nparts);
     if (p1 <= p0) return;
-    float *bp = nr_aligned_alloc((size_t)S_KC * S_NR * sizeof(float));
-    if (!bp) return; /* cannot happen for 64 KiB; the caller checked memory up front */
-    for (int pn = p0; pn < p1; pn++) {
-        const int n0 = pn * S_NR, nv = N - n0 < S_NR ? N - n0 : S_NR;
+    float *bp = nr_aligned_alloc((size_t)S_NPB * S_KC * S_NR * sizeof(float));
+    if (!bp) return; /* the caller checked that this much memory is there */
+    for (int pb = p0; pb < p1; pb += S_NPB) {
+        const int nb = p1 - pb < S_NPB ? p1 - pb : S_NPB;
         for (int k0 = 0; k0 < K; k0 += S_KC) {
             const int kc = K - k0 < S_KC ? K - k0 : S_KC;
-            /* pack W[k0:k0+kc, n0:n0+32] as [kc][32], zero-padded */
-            if (g->layout == NR_W_IN_OUT) {
-                for (int k = 0; k < kc; k++) {
-                    const float *src = g->w + (size_t)(k0 + k) * N + n0;
-                    float *dst = bp + (size_t)k * S_NR;
-                    int j = 0;
-                    for (; j < nv; j++) dst[j] = src[j];
-                    for (; j < S_NR; j++) dst[j] = 0.0f;
-                }
-            } else {
-                for (int j = 0; j < S_NR; j++) {
-                    if (j < nv) {
-                        const float *src = g->w + (size_t)(n0 + j) * K + k0;
-                        for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = src[k];
-                    } else {
-                        for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = 0.0f;
-                    }
-                }
-            }
+            for (int q = 0; q < nb; q++) s_wpack(bp + (size_t)q * S_KC * S_NR, g, (pb + q) * S_NR, k0, kc);
             const int first = k0 == 0;
             for (int m0 = 0; m0 < M; m0 += S_MR) {
                 const int mv = M - m0 < S_MR ? M - m0 : S_MR;
-                __m512 c[S_MR][2];
-                for (int i = 0; i < S_MR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
-                s_kern(g->ap + ((size_t)(m0 / S_MR) * K + k0) * S_MR, bp, kc, c);
-                /* y = (acc or not first block ? y : 0) + c, valid part only */
-                __mmask16 m0k = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
-                __mmask16 m1k = (__mmask16)(nv >= 32 ? 0xffff : nv > 16 ? (1u << (nv - 16)) - 1 : 0);
-                for (int i = 0; i < mv; i++) {
-                    float *yr = g->y + (size_t)(m0 + i) * g->ldy + n0;
-                    __m512 r0 = c[i][0], r1 = c[i][1];
-                    if (g->acc || !first) {
-                        r0 = _mm512_add_ps(r0, _mm512_maskz_loadu_ps(m0k, yr));
-                        r1 = _mm512_add_ps(r1, _mm512_maskz_loadu_ps(m1k, yr + 16));
+                const float *ap = g->ap + ((size_t)(m0 / S_MR) * K + k0) * S_MR;
+                for (int q = 0; q < nb; q++) {
+                    const int n0 = (pb + q) * S_NR, nv = N - n0 < S_NR ? N - n0 : S_NR;
+                    __m512 c[S_MR][2];
+                    for (int i = 0; i < S_MR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+                    s_kern(ap, bp + (size_t)q * S_KC * S_NR, kc, c);
+                    /* y = (acc or not first block ? y : 0) + c, valid part only */
+                    __mmask16 m0k = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
+                    __mmask16 m1k = (__mmask16)(nv >= 32 ? 0xffff : nv > 16 ? (1u << (nv - 16)) - 1 : 0);
+                    for (int i = 0; i < mv; i++) {
+                        float *yr = g->y + (size_t)(m0 + i) * g->ldy + n0;
+                        __m512 r0 = c[i][0], r1 = c[i][1];
+                        if (g->acc || !first) {
+                            r0 = _mm512_add_ps(r0, _mm512_maskz_loadu_ps(m0k, yr));
+                            r1 = _mm512_add_ps(r1, _mm512_maskz_loadu_ps(m1k, yr + 16));
+                        }
+                        _mm512_mask_storeu_ps(yr, m0k, r0);
+                        _mm512_mask_storeu_ps(yr + 16, m1k, r1);
                     }
-                    _mm512_mask_storeu_ps(yr, m0k, r0);
-                    _mm512_mask_storeu_ps(yr + 16, m1k, r1);
                 }
             }
         }
@@ -468,7 +485,7 @@ static int s_gemm_own(float *y, size_t ldy, const float *x, size_t ldx, const fl
                       int N, int K, int accumulate) {
     const int mp = (M + S_MR - 1) / S_MR * S_MR;
     float *ap = nr_aligned_alloc((size_t)mp * K * sizeof(float));
-    float *probe = nr_aligned_alloc((size_t)S_KC * S_NR * sizeof(float));
+    float *probe = nr_aligned_alloc((size_t)S_NPB * S_KC * S_NR * sizeof(float));
     if (!ap || !probe) {
         free(ap);
         free(probe);
