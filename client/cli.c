@@ -70,7 +70,8 @@ void nr_cli_usage(FILE *out) {
         "  stats                   print queue lengths, live workers and job counts\n"
         "  help                    print this help\n"
         "\n"
-        "Global options (also accepted after the command):\n"
+        "Global options (before or after the command; after it they win over the same\n"
+        "option before it, except `wait --timeout`, which is wait's own):\n"
         "  --broker ENDPOINT   broker client endpoint (default tcp://127.0.0.1:5555;\n"
         "                      env NARRATOR_BROKER)\n"
         "  --timeout S         seconds to wait for the broker's answer, and for a job\n"
@@ -80,8 +81,8 @@ void nr_cli_usage(FILE *out) {
         "  --quiet             errors only (env NARRATOR_QUIET)\n"
         "  --config FILE       read 'name = value' settings from FILE (env NARRATOR_CONFIG)\n"
         "  --curve-server-key KEY        CURVE encryption + authentication: the broker's\n"
-        "                      public key, Z85 text or a .pub file (before the command;\n"
-        "                      env NARRATOR_CURVE_SERVER_KEY); with\n"
+        "                      public key, Z85 text or a .pub file\n"
+        "                      (env NARRATOR_CURVE_SERVER_KEY); with\n"
         "  --curve-secret-key-file FILE  this client's key file from narrator-keygen\n"
         "                      (env NARRATOR_CURVE_SECRET_KEY_FILE)\n"
         "  --help              print this help\n"
@@ -181,6 +182,77 @@ static int s_opt(int argc, char **argv, int *i, const char *name, const char *al
     return 1;
 }
 
+/* A global setting of the s_settings table given after the command:
+ * "--name value", "--name=value", and for a boolean "--name", "--name=V"
+ * and "--no-name". Values are checked as nr_config_load checks them before
+ * the command. Returns 1 when argv[*i] was one (stored), 0 when it is not
+ * a global setting, or NR_EINVAL. */
+static int s_global(nr_cli_t *self, int argc, char **argv, int *i, char *err, size_t errlen) {
+    const char *arg = argv[*i];
+    if (strncmp(arg, "--", 2) || !arg[2]) return 0;
+    const char *name = arg + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    const nr_config_option_t *o = NULL;
+    int negated = 0;
+    for (const nr_config_option_t *t = s_settings; t->name && !o; t++)
+        if (strlen(t->name) == len && !strncmp(t->name, name, len)) o = t;
+    if (!o && !eq && len > 3 && !strncmp(name, "no-", 3))
+        for (const nr_config_option_t *t = s_settings; t->name && !o; t++)
+            if (t->type == NR_CONFIG_BOOL && strlen(t->name) == len - 3 &&
+                !strncmp(t->name, name + 3, len - 3)) {
+                o = t;
+                negated = 1;
+            }
+    if (!o) return 0;
+    char *field = (char *)self + o->offset;
+    if (o->type == NR_CONFIG_BOOL) {
+        int v = !negated;
+        if (eq) {
+            const char *x = eq + 1;
+            if (!strcmp(x, "1") || !strcmp(x, "true") || !strcmp(x, "yes") || !strcmp(x, "on")) v = 1;
+            else if (!strcmp(x, "0") || !strcmp(x, "false") || !strcmp(x, "no") || !strcmp(x, "off")) v = 0;
+            else return nr_seterr(err, errlen, NR_EINVAL, "--%s must be true or false, got '%s'", o->name, x);
+        }
+        *(int *)field = v;
+        return 1;
+    }
+    const char *value;
+    if (eq) value = eq + 1;
+    else if (*i + 1 < argc) value = argv[++*i];
+    else return nr_seterr(err, errlen, NR_EINVAL, "option --%s needs a value", o->name);
+    if (o->type == NR_CONFIG_INT) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", o->name);
+        int rc = s_number(flag, value, o->min, o->max, (long *)field, err, errlen);
+        return rc ? rc : 1;
+    }
+    if (strlen(value) >= o->size)
+        return nr_seterr(err, errlen, NR_EINVAL, "--%s is too long (at most %zu bytes)", o->name,
+                         o->size - 1);
+    memcpy(field, value, strlen(value) + 1);
+    return 1;
+}
+
+/* The value of the last "--config FILE" / "--config=FILE" after the command
+ * (argv[first]) and before any "--", or NULL; NR_EINVAL in *rc when it has
+ * no value. */
+static const char *s_config_after(int argc, char **argv, int first, int *rc, char *err, size_t errlen) {
+    const char *path = NULL;
+    *rc = 0;
+    for (int i = first + 1; i < argc && strcmp(argv[i], "--"); i++) {
+        if (!strncmp(argv[i], "--config=", 9)) {
+            path = argv[i] + 9;
+        } else if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) {
+                *rc = nr_seterr(err, errlen, NR_EINVAL, "option --config needs a value");
+                return NULL;
+            }
+            path = argv[++i];
+        }
+    }
+    return path;
+}
+
 static int s_check_id(const char *id, char *err, size_t errlen) {
     if (!nr_client_id_valid(id))
         return nr_seterr(err, errlen, NR_EINVAL,
@@ -208,6 +280,29 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
     if (rc) return rc;
     if (first >= argc)
         return nr_seterr(err, errlen, NR_EINVAL, "no command given (see narrate --help)");
+    /* A --config after the command is read as if it stood just before it
+     * (a file is the lowest layer, under the environment and the flags):
+     * load again with it moved there. */
+    const char *late_config = s_config_after(argc, argv, first, &rc, err, errlen);
+    if (rc) return rc;
+    if (late_config) {
+        char **moved = calloc((size_t)argc + 3, sizeof *moved);
+        if (!moved) return NR_ENOMEM;
+        int n = 0;
+        for (int i = 0; i < first; i++) moved[n++] = argv[i];
+        moved[n++] = (char *)"--config";
+        moved[n++] = (char *)late_config;
+        for (int i = first; i < argc; i++) moved[n++] = argv[i];
+        moved[n] = NULL;
+        int moved_first = n;
+        rc = nr_config_load(s_settings, self, S_ENV_PREFIX, n, moved, &moved_first, err, errlen);
+        free(moved);
+        if (rc == 1) { /* cannot happen: --help was looked for above */
+            self->command = NR_CLI_HELP;
+            return 0;
+        }
+        if (rc) return rc;
+    }
     const char *word = argv[first];
     for (size_t k = 0; k < sizeof s_commands / sizeof s_commands[0]; k++)
         if (!strcmp(word, s_commands[k].name)) self->command = s_commands[k].command;
@@ -245,26 +340,19 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
             only_positional = 1;
             continue;
         }
-        /* Global settings are accepted after the command too; `wait` has its
-         * own --timeout. */
-        if ((rc = s_opt(argc, argv, &i, "--json", NULL, 0, &v, err, errlen))) {
+        /* Every global setting (s_settings) is accepted after the command
+         * too; `wait` has its own --timeout, and --config was read above. */
+        if (cmd == NR_CLI_WAIT && (rc = s_opt(argc, argv, &i, "--timeout", NULL, 1, &v, err, errlen))) {
             if (rc < 0) return rc;
-            self->json = 1;
-        } else if ((rc = s_opt(argc, argv, &i, "--quiet", "-q", 0, &v, err, errlen))) {
+            if ((rc = s_number("--timeout", v, 1, NR_CLI_WAIT_MAX, &self->wait_timeout, err, errlen)))
+                return rc;
+        } else if ((rc = s_opt(argc, argv, &i, "--config", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+        } else if ((rc = s_global(self, argc, argv, &i, err, errlen))) {
+            if (rc < 0) return rc;
+        } else if ((rc = s_opt(argc, argv, &i, "-q", NULL, 0, &v, err, errlen))) {
             if (rc < 0) return rc;
             self->quiet = 1;
-        } else if ((rc = s_opt(argc, argv, &i, "--broker", NULL, 1, &v, err, errlen))) {
-            if (rc < 0) return rc;
-            if (strlen(v) >= sizeof self->broker)
-                return nr_seterr(err, errlen, NR_EINVAL, "--broker is too long");
-            memcpy(self->broker, v, strlen(v) + 1);
-        } else if ((rc = s_opt(argc, argv, &i, "--timeout", NULL, 1, &v, err, errlen))) {
-            if (rc < 0) return rc;
-            if (cmd == NR_CLI_WAIT)
-                rc = s_number("--timeout", v, 1, NR_CLI_WAIT_MAX, &self->wait_timeout, err, errlen);
-            else
-                rc = s_number("--timeout", v, 1, NR_CLI_TIMEOUT_MAX, &self->timeout, err, errlen);
-            if (rc) return rc;
         } else if ((cmd == NR_CLI_SPEAK || cmd == NR_CLI_SUBMIT || cmd == NR_CLI_GET) &&
                    (rc = s_opt(argc, argv, &i, "--output", "-o", 1, &v, err, errlen))) {
             if (rc < 0) return rc;

@@ -791,6 +791,13 @@ int main(int argc, char **argv) {
     case NR_CLI_STATS: code = s_cmd_stats(&app); break;
     default: code = NR_EXIT_USAGE; break;
     }
+    /* A broker that refuses this client's CURVE key never completes the
+     * handshake, which reads as "cannot reach": say so. */
+    if (code == NR_EXIT_CONNECT && cli.curve_server_key[0])
+        fprintf(stderr,
+                "narrate: with CURVE, a broker that refuses this client's key looks unreachable "
+                "too: check that curve-server-key is the broker's public key and that this "
+                "client's .pub file is in the broker's curve-allow-dir\n");
     fflush(stdout);
     nr_client_destroy(&app.client);
     nr_cli_clear(&cli);

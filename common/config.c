@@ -108,9 +108,18 @@ int nr_config_load(const nr_config_option_t *table, void *settings, const char *
     s_env_name(env, sizeof env, env_prefix, "config");
     if (getenv(env) && *getenv(env)) config_path = getenv(env);
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--config") && i + 1 < argc) config_path = argv[i + 1];
-        else if (!strncmp(argv[i], "--config=", 9)) config_path = argv[i] + 9;
-        if (argv[i][0] != '-') break;
+        const char *arg = argv[i];
+        if (arg[0] != '-' || arg[1] != '-' || !strcmp(arg, "--")) break; /* as the flag loop below */
+        if (!strcmp(arg, "--config")) {
+            if (i + 1 < argc) config_path = argv[++i];
+        } else if (!strncmp(arg, "--config=", 9)) {
+            config_path = arg + 9;
+        } else if (!strchr(arg, '=')) {
+            /* Step over the value of "--name value", so a --config after
+             * it is still found (it once was not: the file was ignored). */
+            const nr_config_option_t *o = s_find(table, arg + 2, strlen(arg + 2));
+            if (o && o->type != NR_CONFIG_BOOL) i++;
+        }
     }
     if (config_path && (rc = s_load_file(table, settings, config_path, err, errlen))) return rc;
 

@@ -26,6 +26,8 @@ static void s_clean_env(void) {
     unsetenv("NARRATOR_JSON");
     unsetenv("NARRATOR_QUIET");
     unsetenv("NARRATOR_CONFIG");
+    unsetenv("NARRATOR_CURVE_SERVER_KEY");
+    unsetenv("NARRATOR_CURVE_SECRET_KEY_FILE");
 }
 
 /* Parses a NULL-ended argument list (after "narrate"). */
@@ -156,6 +158,119 @@ Test(cli, timeout_out_of_range) {
     EXPECT_USAGE("needs a value", "stats", "--timeout");
     EXPECT_USAGE("needs a value", "--timeout");
     EXPECT_USAGE("needs a value", "stats", "--broker");
+}
+
+/* Every global setting works on either side of the command (the CURVE ones
+ * once worked only before it); after it, it wins over the same one before. */
+Test(cli, curve_and_every_global_after_the_command) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "status", "j1", "--curve-server-key", "broker.pub",
+                       "--curve-secret-key-file", "client.key"), 0, "%s", e);
+    cr_expect_str_eq(c.curve_server_key, "broker.pub");
+    cr_expect_str_eq(c.curve_secret_key_file, "client.key");
+    cr_expect_str_eq(c.id, "j1");
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "--curve-server-key", "before.pub", "--curve-secret-key-file=a.key",
+                       "stats", "--curve-server-key=after.pub"), 0, "%s", e);
+    cr_expect_str_eq(c.curve_server_key, "after.pub");
+    cr_expect_str_eq(c.curve_secret_key_file, "a.key");
+    nr_cli_clear(&c);
+    /* Submit's own options and globals mixed, after the files. */
+    cr_assert_eq(PARSE(&c, e, "submit", "a.jpg", "--curve-secret-key-file", "k.key", "--window", "2",
+                       "b.jpg", "--curve-server-key", "s.pub", "--broker", "tcp://x:1"), 0, "%s", e);
+    cr_expect_eq(c.n_paths, 2);
+    cr_expect_eq(c.window, 2);
+    cr_expect_str_eq(c.curve_server_key, "s.pub");
+    cr_expect_str_eq(c.curve_secret_key_file, "k.key");
+    cr_expect_str_eq(c.broker, "tcp://x:1");
+    nr_cli_clear(&c);
+    /* An empty value turns CURVE off again (as in a config file). */
+    cr_assert_eq(PARSE(&c, e, "--curve-server-key", "s.pub", "stats", "--curve-server-key="), 0, "%s", e);
+    cr_expect_str_eq(c.curve_server_key, "");
+    nr_cli_clear(&c);
+    /* Booleans as before the command: --name, --name=V, --no-name. */
+    cr_assert_eq(PARSE(&c, e, "--json", "--quiet", "stats", "--json=false", "--no-quiet"), 0, "%s", e);
+    cr_expect_eq(c.json, 0);
+    cr_expect_eq(c.quiet, 0);
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "stats", "--json=yes", "--quiet"), 0, "%s", e);
+    cr_expect_eq(c.json, 1);
+    cr_expect_eq(c.quiet, 1);
+    nr_cli_clear(&c);
+    /* wait keeps its own --timeout; the global one before it still applies. */
+    cr_assert_eq(PARSE(&c, e, "--timeout", "4", "wait", "j", "--timeout", "90", "--curve-server-key",
+                       "k"), 0, "%s", e);
+    cr_expect_eq(c.timeout, 4);
+    cr_expect_eq(c.wait_timeout, 90);
+    cr_expect_str_eq(c.curve_server_key, "k");
+    nr_cli_clear(&c);
+    /* From the environment, and a flag after the command wins over it. */
+    setenv("NARRATOR_CURVE_SERVER_KEY", "env.pub", 1);
+    cr_assert_eq(PARSE(&c, e, "stats"), 0, "%s", e);
+    cr_expect_str_eq(c.curve_server_key, "env.pub");
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "stats", "--curve-server-key", "flag.pub"), 0, "%s", e);
+    cr_expect_str_eq(c.curve_server_key, "flag.pub");
+    nr_cli_clear(&c);
+    unsetenv("NARRATOR_CURVE_SERVER_KEY");
+    /* "--" ends the options: what follows is the text, not a setting. */
+    cr_assert_eq(PARSE(&c, e, "speak", "-o", "x.wav", "--", "--curve-server-key"), 0, "%s", e);
+    cr_expect_str_eq(c.text, "--curve-server-key");
+    cr_expect_str_eq(c.curve_server_key, "");
+    nr_cli_clear(&c);
+}
+
+Test(cli, global_errors_after_the_command) {
+    EXPECT_USAGE("option --curve-server-key needs a value", "status", "j", "--curve-server-key");
+    EXPECT_USAGE("option --curve-secret-key-file needs a value", "stats", "--curve-secret-key-file");
+    char long_key[700];
+    memset(long_key, 'k', sizeof long_key - 1);
+    long_key[sizeof long_key - 1] = '\0';
+    EXPECT_USAGE("--curve-server-key is too long", "stats", "--curve-server-key", long_key);
+    EXPECT_USAGE("--json must be true or false", "stats", "--json=maybe");
+    EXPECT_USAGE("unknown option '--no-broker'", "stats", "--no-broker");
+    EXPECT_USAGE("option --config needs a value", "stats", "--config");
+}
+
+/* --config before or after the command, and after other flags. */
+Test(cli, config_file_on_either_side) {
+    char dir[] = "/tmp/nr-test-cli-config-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/narrate.conf", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("timeout = 9\ncurve-server-key = /etc/narrator/broker.pub\n"
+          "curve-secret-key-file = /etc/narrator/client.key\n", f);
+    fclose(f);
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "--config", path, "stats"), 0, "%s", e);
+    cr_expect_eq(c.timeout, 9);
+    cr_expect_str_eq(c.curve_server_key, "/etc/narrator/broker.pub");
+    cr_expect_str_eq(c.curve_secret_key_file, "/etc/narrator/client.key");
+    nr_cli_clear(&c);
+    /* After a flag with a value (the file was once skipped there). */
+    cr_assert_eq(PARSE(&c, e, "--broker", "tcp://h:2", "--config", path, "stats"), 0, "%s", e);
+    cr_expect_eq(c.timeout, 9);
+    cr_expect_str_eq(c.broker, "tcp://h:2");
+    nr_cli_clear(&c);
+    /* After the command: still the lowest layer, under every flag. */
+    cr_assert_eq(PARSE(&c, e, "--timeout", "3", "status", "j", "--config", path), 0, "%s", e);
+    cr_expect_eq(c.timeout, 3);
+    cr_expect_str_eq(c.curve_server_key, "/etc/narrator/broker.pub");
+    cr_expect_str_eq(c.id, "j");
+    nr_cli_clear(&c);
+    char joined[160];
+    snprintf(joined, sizeof joined, "--config=%s", path);
+    cr_assert_eq(PARSE(&c, e, "stats", joined, "--curve-server-key", "flag.pub"), 0, "%s", e);
+    cr_expect_eq(c.timeout, 9);
+    cr_expect_str_eq(c.curve_server_key, "flag.pub");
+    nr_cli_clear(&c);
+    EXPECT_USAGE("cannot open config file /nonexistent.conf", "stats", "--config", "/nonexistent.conf");
+    unlink(path);
+    rmdir(dir);
 }
 
 Test(cli, speak) {
@@ -974,6 +1089,20 @@ Test(program, help_and_usage_errors) {
     cr_expect_eq(s_narrate("--broker not-an-endpoint stats", out, sizeof out), 2);
     cr_expect_eq(s_narrate("--timeout 1 submit /nonexistent/dir", out, sizeof out), 2);
     cr_expect(strstr(out, "cannot read /nonexistent/dir"), "%s", out);
+}
+
+/* The CURVE flags after the command reach the client: a key file that
+ * cannot be read is a usage error naming it (not "unknown option"). */
+Test(program, curve_flags_after_the_command) {
+    char out[4096];
+    cr_expect_eq(s_narrate("stats --curve-server-key /nonexistent/broker.pub "
+                           "--curve-secret-key-file /nonexistent/client.key",
+                           out, sizeof out),
+                 2);
+    cr_expect(strstr(out, "/nonexistent/client.key"), "%s", out);
+    cr_expect(!strstr(out, "unknown option"), "%s", out);
+    cr_expect_eq(s_narrate("status j1 --curve-server-key /nonexistent/broker.pub", out, sizeof out), 2);
+    cr_expect(strstr(out, "curve-secret-key-file"), "%s", out);
 }
 
 Test(program, unreachable_broker_exits_3) {
