@@ -802,6 +802,9 @@ Test(gateway, broker_down_is_503_with_the_endpoint) {
     s_resp_free(&r);
     r = s_get("/readyz");
     s_expect_error(&r, 503, "unreachable", "readyz with the broker down");
+    s_require(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(r.json, "ready")),
+              "readyz with the broker down lacks \"ready\": false: %s", r.body);
+    s_require(strstr(s_jstr(r.json, "message"), want), "readyz message: %s", s_jstr(r.json, "message"));
     s_resp_free(&r);
     r = s_get("/v1/jobs/some-job");
     s_expect_error(&r, 503, "unreachable", "status with the broker down");

@@ -333,3 +333,344 @@ Test(secure, broker_with_curve_serves_allowed_and_refuses_others, .timeout = 120
     free(blog);
     free(wlog);
 }
+
+/* ---- narrator-gateway with CURVE ---- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* One HTTP/1.0 request to 127.0.0.1:port. Returns the status code (-1 when
+ * there is no answer) and the body in *body (malloc'd, NUL-terminated). */
+static int s_http(int port, const char *method, const char *path, const char *type, const char *data,
+                  char **body) {
+    *body = NULL;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct timeval tv = {60, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    char head[512];
+    size_t n = data ? strlen(data) : 0;
+    int len = snprintf(head, sizeof head,
+                       "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+                       method, path, type ? type : "text/plain", n);
+    cr_assert(write(fd, head, (size_t)len) == len);
+    if (n) cr_assert(write(fd, data, n) == (ssize_t)n);
+    size_t cap = 65536, got = 0;
+    char *buf = malloc(cap + 1);
+    cr_assert_not_null(buf);
+    for (;;) {
+        if (got == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+            cr_assert_not_null(buf);
+        }
+        ssize_t r = read(fd, buf + got, cap - got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[got] = '\0';
+    int status = -1;
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1) status = -1;
+    char *sep = strstr(buf, "\r\n\r\n");
+    *body = strdup(sep ? sep + 4 : "");
+    free(buf);
+    return status;
+}
+
+/* GET path until its status is `want` and the body holds `needle` (NULL:
+ * any), for up to 30 s. Returns the last status; *body is the last body. */
+static int s_http_until(int port, const char *path, int want, const char *needle, char **body) {
+    long long end = nr_harness_now_ms() + 30000;
+    int status = -1;
+    *body = NULL;
+    for (;;) {
+        free(*body);
+        status = s_http(port, "GET", path, NULL, NULL, body);
+        if ((status == want && (!needle || strstr(*body, needle))) || nr_harness_now_ms() > end) break;
+        nr_harness_sleep_ms(100);
+    }
+    return status;
+}
+
+/* Starts narrator-gateway for `broker_ep` on a free port with `extra` flags
+ * and `env`; returns it (running and listening) and the port in *port. */
+static nr_harness_proc_t *s_gateway(const char *bin, const char *broker_ep, const char *const *extra,
+                                    const char *const *env, const char *log, int *port) {
+    *port = nr_harness_free_port();
+    char p[16];
+    snprintf(p, sizeof p, "%d", *port);
+    const char *argv[32] = {bin, "--port", p, "--broker", broker_ep, "--request-timeout-ms", "1500",
+                            "--static-dir", "", "--log-level", "debug"};
+    int n = 11;
+    for (int i = 0; extra && extra[i] && n < 31; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    nr_harness_proc_t *gw = nr_harness_spawn(argv, env, log);
+    cr_assert_not_null(gw, "%s", nr_harness_error());
+    if (nr_harness_wait_port(*port, 20000) != 0) {
+        nr_harness_dump_log(log, 4000);
+        cr_assert_fail("the gateway is not listening");
+    }
+    return gw;
+}
+
+/* The gateway's CURVE settings are checked at start: half of them, a key
+ * file others can read, a missing file and a malformed broker key are each
+ * a clear error and exit 2, before anything listens. */
+Test(secure, gateway_refuses_bad_curve_settings_at_start) {
+    char *gw_bin = nr_harness_program("narrator-gateway");
+    if (!gw_bin) cr_skip_test("narrator-gateway is not built: %s", nr_harness_error());
+    char broker_pub[NR_SECURE_KEY_Z85 + 1], pub[NR_SECURE_KEY_Z85 + 1];
+    char *broker_key = s_keys(s_dir, "broker", broker_pub);
+    char *broker_pubfile = nr_harness_path(s_dir, "broker.pub");
+    char *gw_key = s_keys(s_dir, "gw", pub);
+    char *open_key = s_keys(s_dir, "open", pub);
+    chmod(open_key, 0644);
+    char *log = nr_harness_path(s_dir, "start.log");
+    struct {
+        const char *server, *secret, *want;
+    } cases[] = {
+        {broker_pubfile, NULL, "CURVE needs both curve-server-key and curve-secret-key-file"},
+        {NULL, gw_key, "CURVE needs both curve-server-key and curve-secret-key-file"},
+        {broker_pubfile, open_key, "chmod 600"},
+        {broker_pubfile, "/nonexistent/gw.key", "curve-secret-key-file: /nonexistent/gw.key"},
+        {"not-a-key", gw_key, "curve-server-key: not-a-key"},
+        {NULL, NULL, NULL}, /* --help lists the settings */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *argv[16] = {gw_bin, "--port", "1", "--static-dir", ""};
+        int n = 5;
+        if (cases[i].server) {
+            argv[n++] = "--curve-server-key";
+            argv[n++] = cases[i].server;
+        }
+        if (cases[i].secret) {
+            argv[n++] = "--curve-secret-key-file";
+            argv[n++] = cases[i].secret;
+        }
+        if (!cases[i].want) argv[n++] = "--help";
+        argv[n] = NULL;
+        unlink(log);
+        int status = 0;
+        cr_assert_eq(nr_harness_run(argv, NULL, log, 20000, &status), 0);
+        char *text = nr_harness_read_file(log, NULL);
+        cr_assert_not_null(text);
+        if (cases[i].want) {
+            cr_expect_eq(nr_harness_exit_code(status), 2, "case %zu: exit %d\n%s", i,
+                         nr_harness_exit_code(status), text);
+            cr_expect(strstr(text, cases[i].want), "case %zu: no '%s' in:\n%s", i, cases[i].want, text);
+        } else {
+            cr_expect_eq(nr_harness_exit_code(status), 0, "case %zu:\n%s", i, text);
+            cr_expect(strstr(text, "--curve-secret-key-file") &&
+                          strstr(text, "NARRATOR_GATEWAY_CURVE_SERVER_KEY"),
+                      "--help lacks the CURVE settings:\n%s", text);
+        }
+        free(text);
+    }
+    /* The same checks for settings from the environment. */
+    const char *env[] = {"NARRATOR_GATEWAY_CURVE_SERVER_KEY=not-a-key",
+                         "NARRATOR_GATEWAY_CURVE_SECRET_KEY_FILE=/nonexistent/gw.key", NULL};
+    const char *argv[] = {gw_bin, "--port", "1", "--static-dir", "", NULL};
+    int status = 0;
+    unlink(log);
+    cr_assert_eq(nr_harness_run(argv, env, log, 20000, &status), 0);
+    cr_expect_eq(nr_harness_exit_code(status), 2);
+    char *text = nr_harness_read_file(log, NULL);
+    cr_expect(text && strstr(text, "curve-secret-key-file: /nonexistent/gw.key"), "%s", text ? text : "");
+    free(text);
+    free(gw_bin);
+    free(broker_key);
+    free(broker_pubfile);
+    free(gw_key);
+    free(open_key);
+    free(log);
+}
+
+/* A CURVE broker, a speech worker and gateways: the gateway whose key is
+ * allowed (settings from a config file) speaks a text over HTTP and serves
+ * the WAV; one with a key not in the allow-list (settings from the
+ * environment) answers 503 with a JSON error naming the refusal, on
+ * /readyz and on POST, and the broker logs it; adding its .pub lets it in
+ * without a restart. A plain-text gateway and one with the wrong server key
+ * are told what is wrong. */
+Test(secure, gateway_with_curve_serves_allowed_key_and_reports_refusal, .timeout = 180) {
+    char *broker_bin = nr_harness_program("narrator-broker");
+    char *speech_bin = nr_harness_program("narrator-worker-speech");
+    char *gw_bin = nr_harness_program("narrator-gateway");
+    if (!broker_bin || !speech_bin || !gw_bin) cr_skip_test("programs not built: %s", nr_harness_error());
+    char *allow = nr_harness_path(s_dir, "allow");
+    cr_assert_eq(mkdir(allow, 0755), 0);
+    char broker_pub[NR_SECURE_KEY_Z85 + 1], pub[NR_SECURE_KEY_Z85 + 1], stranger_pub[NR_SECURE_KEY_Z85 + 1];
+    char *broker_key = s_keys(s_dir, "broker", broker_pub);
+    char *broker_pubfile = nr_harness_path(s_dir, "broker.pub");
+    char *worker_key = s_keys(s_dir, "worker", pub);
+    char *gw_key = s_keys(s_dir, "gw", pub);
+    char *stranger_key = s_keys(s_dir, "stranger", stranger_pub);
+    const char *allowed[] = {"worker", "gw"};
+    for (int i = 0; i < 2; i++) {
+        char *src = nr_harness_path(s_dir, "%s.pub", allowed[i]);
+        char *dst = nr_harness_path(allow, "%s.pub", allowed[i]);
+        cr_assert_eq(rename(src, dst), 0);
+        free(src);
+        free(dst);
+    }
+    nr_harness_redis_params_t rp;
+    nr_harness_redis_default_params(&rp);
+    rp.appendonly = 0;
+    nr_harness_redis_t *redis = nr_harness_redis_new(&rp);
+    cr_assert_not_null(redis, "%s", nr_harness_error());
+    int cport = nr_harness_free_port(), wport = nr_harness_free_port();
+    char cep[64], wep[64], rport[16];
+    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", cport);
+    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", wport);
+    snprintf(rport, sizeof rport, "%d", nr_harness_redis_port(redis));
+    char *blog = nr_harness_path(s_dir, "broker.log");
+    const char *bargv[] = {broker_bin, "--client-endpoint", cep, "--worker-endpoint", wep,
+                           "--redis-port", rport, "--heartbeat-ms", "250",
+                           "--curve-secret-key-file", broker_key, "--curve-allow-dir", allow, NULL};
+    nr_harness_proc_t *broker = nr_harness_spawn(bargv, NULL, blog);
+    cr_assert_not_null(broker);
+    cr_assert_eq(nr_harness_wait_port(cport, 20000), 0);
+    char *wlog = nr_harness_path(s_dir, "worker.log");
+    const char *wargv[] = {speech_bin, "--broker", wep, "--name", "speech-1", "--heartbeat-ms", "250",
+                           "--curve-server-key", broker_pubfile, "--curve-secret-key-file", worker_key, NULL};
+    nr_harness_proc_t *worker = nr_harness_spawn(wargv, NULL, wlog);
+    cr_assert_not_null(worker);
+
+    /* The allowed gateway, its CURVE settings in a config file. */
+    char *conf = nr_harness_path(s_dir, "gateway.conf");
+    char text[2048];
+    snprintf(text, sizeof text, "curve-server-key = %s\ncurve-secret-key-file = %s\n", broker_pubfile, gw_key);
+    cr_assert_eq(nr_harness_write_file(conf, text, strlen(text)), 0);
+    char *glog = nr_harness_path(s_dir, "gateway.log");
+    const char *conf_args[] = {"--config", conf, NULL};
+    int gport = 0;
+    nr_harness_proc_t *gw = s_gateway(gw_bin, cep, conf_args, NULL, glog, &gport);
+    char *body = NULL;
+    int st = s_http_until(gport, "/readyz", 200, "\"speech\":1", &body);
+    if (st != 200) {
+        nr_harness_dump_log(glog, 4000);
+        nr_harness_dump_log(blog, 4000);
+        nr_harness_dump_log(wlog, 4000);
+    }
+    cr_assert_eq(st, 200, "readyz of the allowed gateway: %d %s", st, body);
+    cr_assert(strstr(body, "\"ready\":true"), "%s", body);
+    free(body);
+    st = s_http(gport, "POST", "/v1/speak", "text/plain; charset=utf-8", "a secret sentence", &body);
+    cr_assert_eq(st, 202, "speak: %d %s", st, body);
+    const char *idp = strstr(body, "\"id\":\"");
+    cr_assert_not_null(idp, "%s", body);
+    char id[80] = "", path[160];
+    sscanf(idp + 6, "%64[^\"]", id);
+    free(body);
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    st = s_http_until(gport, path, 200, "\"state\":\"done\"", &body);
+    cr_assert(st == 200 && strstr(body, "\"state\":\"done\""), "job %s: %d %s", id, st, body);
+    free(body);
+    snprintf(path, sizeof path, "/v1/jobs/%s/audio", id);
+    st = s_http(gport, "GET", path, NULL, NULL, &body);
+    cr_assert_eq(st, 200, "audio: %d", st);
+    cr_assert(!strncmp(body, "RIFF", 4), "the audio is not a WAV file");
+    free(body);
+    char *gtext = nr_harness_read_file(glog, NULL);
+    cr_assert(gtext && strstr(gtext, "CURVE on"), "the gateway did not log its CURVE state");
+    free(gtext);
+
+    /* A gateway whose key is not in the allow-list (settings from the
+     * environment, the broker's key as Z85 text). */
+    char env_key[128], env_file[700];
+    snprintf(env_key, sizeof env_key, "NARRATOR_GATEWAY_CURVE_SERVER_KEY=%s", broker_pub);
+    snprintf(env_file, sizeof env_file, "NARRATOR_GATEWAY_CURVE_SECRET_KEY_FILE=%s", stranger_key);
+    const char *env[] = {env_key, env_file, NULL};
+    char *slog = nr_harness_path(s_dir, "gateway-stranger.log");
+    int sport = 0;
+    nr_harness_proc_t *sgw = s_gateway(gw_bin, cep, NULL, env, slog, &sport);
+    st = s_http(sport, "GET", "/readyz", NULL, NULL, &body);
+    cr_assert_eq(st, 503, "readyz of the refused gateway: %d %s", st, body);
+    cr_assert(strstr(body, "\"ready\":false") && strstr(body, "\"error\":\"unreachable\""), "%s", body);
+    cr_assert(strstr(body, "refused this gateway's CURVE key") && strstr(body, stranger_pub) &&
+                  strstr(body, "curve-allow-dir"),
+              "readyz does not say the key was refused: %s", body);
+    free(body);
+    st = s_http(sport, "POST", "/v1/speak", "text/plain", "let me in", &body);
+    cr_assert_eq(st, 503, "speak through the refused gateway: %d %s", st, body);
+    cr_assert(strstr(body, "\"error\":\"unreachable\"") && strstr(body, "refused this gateway's CURVE key"),
+              "%s", body);
+    free(body);
+    char *btext = nr_harness_read_file(blog, NULL);
+    char want[128];
+    snprintf(want, sizeof want, "curve: refused CURVE peer %s", stranger_pub);
+    cr_assert(btext && strstr(btext, want), "the broker did not log the refusal of %s", stranger_pub);
+    cr_assert(!strstr(btext, "a secret sentence") && !strstr(btext, "let me in"));
+    free(btext);
+    /* Its .pub added to the folder: admitted without a restart. */
+    char *src = nr_harness_path(s_dir, "stranger.pub");
+    char *dst = nr_harness_path(allow, "stranger.pub");
+    cr_assert_eq(rename(src, dst), 0);
+    st = s_http_until(sport, "/readyz", 200, NULL, &body);
+    cr_assert_eq(st, 200, "readyz once the key is allowed: %d %s", st, body);
+    free(body);
+    free(src);
+    free(dst);
+
+    /* A plain-text gateway, and one that pins the wrong server key. */
+    char *plog = nr_harness_path(s_dir, "gateway-plain.log");
+    int pport = 0;
+    nr_harness_proc_t *pgw = s_gateway(gw_bin, cep, NULL, NULL, plog, &pport);
+    st = s_http(pport, "GET", "/readyz", NULL, NULL, &body);
+    cr_assert_eq(st, 503, "%d %s", st, body);
+    /* "requires CURVE" when the greeting's mechanism arrived before the
+     * broker hung up, "does it require CURVE" when it did not. */
+    cr_assert(strstr(body, "require") && strstr(body, "CURVE") && strstr(body, "curve-secret-key-file"),
+              "plain gateway: %s", body);
+    free(body);
+    char *xlog = nr_harness_path(s_dir, "gateway-wrongkey.log");
+    const char *wrong_args[] = {"--curve-server-key", stranger_pub, "--curve-secret-key-file", gw_key,
+                                NULL};
+    int xport = 0;
+    nr_harness_proc_t *xgw = s_gateway(gw_bin, cep, wrong_args, NULL, xlog, &xport);
+    st = s_http(xport, "GET", "/readyz", NULL, NULL, &body);
+    cr_assert_eq(st, 503, "%d %s", st, body);
+    cr_assert(strstr(body, "during the CURVE handshake") && strstr(body, "broker's public key"),
+              "wrong server key: %s", body);
+    free(body);
+
+    nr_harness_proc_t *procs[] = {xgw, pgw, sgw, gw, worker};
+    for (size_t i = 0; i < sizeof procs / sizeof procs[0]; i++) {
+        int status = 0;
+        nr_harness_proc_stop(procs[i], SIGTERM, 10000, &status);
+        if (i < 4) cr_expect_eq(nr_harness_exit_code(status), 0, "gateway %zu did not stop cleanly", i);
+        nr_harness_proc_destroy(&procs[i]);
+    }
+    nr_harness_proc_stop(broker, SIGTERM, 10000, NULL);
+    nr_harness_proc_destroy(&broker);
+    nr_harness_redis_destroy(&redis);
+    free(broker_bin);
+    free(speech_bin);
+    free(gw_bin);
+    free(allow);
+    free(broker_key);
+    free(broker_pubfile);
+    free(worker_key);
+    free(gw_key);
+    free(stranger_key);
+    free(blog);
+    free(wlog);
+    free(conf);
+    free(glog);
+    free(slog);
+    free(plog);
+    free(xlog);
+}

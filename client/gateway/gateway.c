@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "proto/proto.h"
+#include "proto/secure.h"
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
@@ -41,6 +42,8 @@
 #define S_PP_BUFFER 65536           /* MHD post processor buffer */
 #define S_STATUS_SLOTS 512          /* (route, method, status) counters */
 #define S_RETRY_AFTER "1"
+#define S_PROBE_MAX_MS 1000         /* longest handshake probe after an unreachable broker */
+#define S_PROBE_KEEP_MS 2000        /* a probe's outcome is reused this long */
 
 /* ---- routes and methods (metric labels) ---- */
 
@@ -110,6 +113,11 @@ struct nr_gateway_t {
     size_t n_recent;
     s_metrics_t metrics;
     int locks_ready;
+    int curve;                               /* CURVE settings given */
+    char curve_public[NR_SECURE_KEY_Z85 + 1]; /* this gateway's public key, for messages */
+    nr_gateway_probe_t probe;                /* last handshake probe (under lock) */
+    int probe_detail;
+    long long probe_ms;                      /* when it ran (monotonic), 0: never */
 };
 
 /* ---- one request ---- */
@@ -162,6 +170,12 @@ static const char *s_or(const char *s, const char *fallback) { return s ? s : fa
 static long long s_wall_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long long s_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -360,12 +374,26 @@ static char *s_metrics_text(nr_gateway_t *gw, size_t *size) {
 
 static _Thread_local nr_client_t *s_tls_client;
 static _Thread_local const nr_gateway_t *s_tls_owner;
+static _Thread_local char s_tls_client_err[600]; /* why this thread has no client */
+static _Thread_local int s_tls_client_code;       /* and its code */
 
-/* This thread's client, made on first use; NULL when none can be made. */
+/* This thread's client, made on first use with the gateway's CURVE
+ * settings; NULL when none can be made (the reason in s_tls_client_err). */
 static nr_client_t *s_client(nr_gateway_t *gw) {
     if (s_tls_client && s_tls_owner == gw) return s_tls_client;
+    snprintf(s_tls_client_err, sizeof s_tls_client_err, "out of memory");
+    s_tls_client_code = NR_ENOMEM;
     nr_client_t *c = nr_client_new(gw->params.broker_endpoint, gw->params.request_timeout_ms);
     if (!c) return NULL;
+    if (gw->curve &&
+        nr_client_set_curve(c, gw->params.curve_server_key, gw->params.curve_secret_key_file) != 0) {
+        /* The keys were checked at start: a key file changed since. */
+        snprintf(s_tls_client_err, sizeof s_tls_client_err, "CURVE settings: %s", nr_client_error(c));
+        s_tls_client_code = NR_EINVAL;
+        nr_log(NR_LOG_ERROR, "cannot make a broker client: %s", s_tls_client_err);
+        nr_client_destroy(&c);
+        return NULL;
+    }
     pthread_mutex_lock(&gw->lock);
     if (gw->n_clients == gw->cap_clients) {
         size_t cap = gw->cap_clients ? gw->cap_clients * 2 : 8;
@@ -472,11 +500,78 @@ static enum MHD_Result s_send_error(struct MHD_Connection *conn, s_req_t *req, u
     va_end(ap);
     cJSON *j = cJSON_CreateObject();
     if (!j) return MHD_NO;
+    if (req->route == S_R_READYZ) cJSON_AddBoolToObject(j, "ready", 0); /* for probes that read it */
     cJSON_AddStringToObject(j, "error", nr_errname(code));
     cJSON_AddStringToObject(j, "message", msg);
     if (status >= 500) nr_log(NR_LOG_WARN, "%u %s: %s", status, nr_errname(code), msg);
     else nr_log(NR_LOG_DEBUG, "%u %s: %s", status, nr_errname(code), msg);
     return s_send_json(conn, req, status, j, headers);
+}
+
+/* 503 when this thread could not make its broker client. */
+static enum MHD_Result s_no_client(struct MHD_Connection *conn, s_req_t *req) {
+    return s_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
+                        s_tls_client_code ? s_tls_client_code : NR_ENOMEM, NULL,
+                        "cannot make a broker client: %s", s_tls_client_err);
+}
+
+/* The reason an unreachable broker is unreachable, as a sentence for the
+ * 503 (see nr_gateway_probe). The probe's outcome is kept S_PROBE_KEEP_MS,
+ * so a burst of failing requests probes once. */
+static void s_unreachable_message(nr_gateway_t *gw, char *msg, size_t size) {
+    const nr_gateway_params_t *p = &gw->params;
+    long long now = s_mono_ms();
+    pthread_mutex_lock(&gw->lock);
+    int fresh = gw->probe_ms && now - gw->probe_ms < S_PROBE_KEEP_MS;
+    nr_gateway_probe_t probe = gw->probe;
+    int detail = gw->probe_detail;
+    pthread_mutex_unlock(&gw->lock);
+    if (!fresh) {
+        int ms = p->request_timeout_ms < S_PROBE_MAX_MS ? p->request_timeout_ms : S_PROBE_MAX_MS;
+        probe = nr_gateway_probe(p->broker_endpoint, p->curve_server_key, p->curve_secret_key_file, ms,
+                                 &detail);
+        pthread_mutex_lock(&gw->lock);
+        gw->probe = probe;
+        gw->probe_detail = detail;
+        gw->probe_ms = s_mono_ms();
+        pthread_mutex_unlock(&gw->lock);
+    }
+    switch (probe) {
+    case NR_GATEWAY_PROBE_REFUSED:
+        snprintf(msg, size,
+                 "narrator-broker at %s refused this gateway's CURVE key %s (ZAP status %d): put the "
+                 "gateway's .pub file in the broker's curve-allow-dir",
+                 p->broker_endpoint, gw->curve_public, detail);
+        break;
+    case NR_GATEWAY_PROBE_MECHANISM:
+        if (gw->curve)
+            snprintf(msg, size,
+                     "narrator-broker at %s refused this gateway's CURVE handshake: the broker does "
+                     "not use CURVE (start it with curve-secret-key-file and curve-allow-dir, or "
+                     "unset the gateway's curve settings)",
+                     p->broker_endpoint);
+        else
+            snprintf(msg, size,
+                     "narrator-broker at %s refused this gateway: the broker requires CURVE (set the "
+                     "gateway's curve-server-key and curve-secret-key-file; see SECURITY.md)",
+                     p->broker_endpoint);
+        break;
+    case NR_GATEWAY_PROBE_HANDSHAKE:
+        if (gw->curve)
+            snprintf(msg, size,
+                     "narrator-broker at %s closed the connection during the CURVE handshake: is "
+                     "curve-server-key (%s) the broker's public key?",
+                     p->broker_endpoint, p->curve_server_key);
+        else
+            snprintf(msg, size,
+                     "narrator-broker at %s closed the connection during the handshake: does it "
+                     "require CURVE (curve-server-key, curve-secret-key-file)?",
+                     p->broker_endpoint);
+        break;
+    default:
+        snprintf(msg, size, "cannot reach narrator-broker at %s: is it running?", p->broker_endpoint);
+        break;
+    }
 }
 
 /* Answers a failed broker request: the HTTP status that fits its code. */
@@ -487,10 +582,11 @@ static enum MHD_Result s_send_broker_error(struct MHD_Connection *conn, s_req_t 
     nr_client_t *c = s_tls_owner == gw ? s_tls_client : NULL;
     const char *detail = c ? nr_client_error(c) : "";
     switch (rc) {
-    case NR_ECONNECT:
-        return s_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, rc, retry,
-                            "cannot reach narrator-broker at %s: is it running?",
-                            gw->params.broker_endpoint);
+    case NR_ECONNECT: {
+        char msg[1024];
+        s_unreachable_message(gw, msg, sizeof msg);
+        return s_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, rc, retry, "%s", msg);
+    }
     case NR_ETIMEDOUT:
         return s_send_error(conn, req, MHD_HTTP_GATEWAY_TIMEOUT, rc, NULL,
                             "narrator-broker at %s did not answer %s within %d ms: is it running "
@@ -813,8 +909,7 @@ static enum MHD_Result s_handle_healthz(struct MHD_Connection *conn, s_req_t *re
 
 static enum MHD_Result s_handle_readyz(struct MHD_Connection *conn, s_req_t *req) {
     nr_client_t *c = s_client(req->gw);
-    if (!c) return s_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, NR_ENOMEM, NULL,
-                                "cannot make a broker client");
+    if (!c) return s_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int rc = nr_client_stats(c, &reply);
@@ -897,8 +992,7 @@ static enum MHD_Result s_handle_list(struct MHD_Connection *conn, s_req_t *req) 
 
 static enum MHD_Result s_handle_status(struct MHD_Connection *conn, s_req_t *req) {
     nr_client_t *c = s_client(req->gw);
-    if (!c) return s_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, NR_ENOMEM, NULL,
-                                "cannot make a broker client");
+    if (!c) return s_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int rc = req->method == S_M_DELETE ? nr_client_cancel(c, req->id, &reply)
@@ -974,8 +1068,7 @@ static int s_parse_range(const char *header, size_t size, size_t *first, size_t 
 
 static enum MHD_Result s_handle_audio(struct MHD_Connection *conn, s_req_t *req) {
     nr_client_t *c = s_client(req->gw);
-    if (!c) return s_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, NR_ENOMEM, NULL,
-                                "cannot make a broker client");
+    if (!c) return s_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int rc = nr_client_status(c, req->id, &reply);
@@ -1045,8 +1138,7 @@ static enum MHD_Result s_handle_audio(struct MHD_Connection *conn, s_req_t *req)
 
 static enum MHD_Result s_handle_caption(struct MHD_Connection *conn, s_req_t *req) {
     nr_client_t *c = s_client(req->gw);
-    if (!c) return s_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, NR_ENOMEM, NULL,
-                                "cannot make a broker client");
+    if (!c) return s_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int rc = nr_client_status(c, req->id, &reply);
@@ -1099,8 +1191,7 @@ static enum MHD_Result s_handle_submit(struct MHD_Connection *conn, s_req_t *req
                                 "cannot make a job id: %s", nr_strerror(rc));
     snprintf(req->id, sizeof req->id, "%s", id);
     nr_client_t *c = s_client(gw);
-    if (!c) return s_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, NR_ENOMEM, NULL,
-                                "cannot make a broker client");
+    if (!c) return s_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     rc = nr_client_submit(c, id, route, kv, n_kv, req->body, req->size, &reply);
@@ -1456,23 +1547,69 @@ void nr_gateway_default_params(nr_gateway_params_t *p) {
     p->recent_jobs = 200;
 }
 
-nr_gateway_t *nr_gateway_new(const nr_gateway_params_t *params, char *err, size_t errlen) {
-    if (!params) {
-        nr_seterr(err, errlen, NR_EINVAL, "no params");
-        return NULL;
-    }
-    const nr_gateway_params_t *p = params;
+/* The CURVE settings: both or neither, and keys that read. 0 when off,
+ * 1 when on (this gateway's public key in public_z85), or an error. */
+static int s_check_curve(const nr_gateway_params_t *p, char public_z85[NR_SECURE_KEY_Z85 + 1],
+                         char *err, size_t errlen) {
+    nr_secure_settings_t sec;
+    memset(&sec, 0, sizeof sec);
+    if (strnlen(p->curve_server_key, sizeof p->curve_server_key) >= sizeof sec.server_key ||
+        strnlen(p->curve_secret_key_file, sizeof p->curve_secret_key_file) >= sizeof sec.secret_key_file)
+        return nr_seterr(err, errlen, NR_EINVAL, "curve settings: a key or path is too long");
+    snprintf(sec.server_key, sizeof sec.server_key, "%s", p->curve_server_key);
+    snprintf(sec.secret_key_file, sizeof sec.secret_key_file, "%s", p->curve_secret_key_file);
+    char why[700];
+    int on = nr_secure_enabled(&sec, 0, why, sizeof why);
+    if (on < 0) return nr_seterr(err, errlen, on, "%s (set both, or neither for plain text)", why);
+    if (!on) return 0;
+    if (!nr_secure_available())
+        return nr_seterr(err, errlen, NR_EUNSUPPORTED,
+                         "curve settings are given but this libzmq cannot do CURVE");
+    char server[NR_SECURE_KEY_Z85 + 1];
+    int rc = nr_secure_read_keyfile(sec.secret_key_file, public_z85, NULL, why, sizeof why);
+    if (rc) return nr_seterr(err, errlen, NR_EINVAL, "curve-secret-key-file: %s", why);
+    rc = nr_secure_read_public(sec.server_key, server, why, sizeof why);
+    if (rc)
+        return nr_seterr(err, errlen, NR_EINVAL,
+                         "curve-server-key: %s (give the broker's public key: 40 Z85 characters "
+                         "or its .pub file)",
+                         why);
+    return 1;
+}
+
+int nr_gateway_check_params(const nr_gateway_params_t *p, char *err, size_t errlen) {
+    if (!p) return nr_seterr(err, errlen, NR_EINVAL, "no params");
     if (p->port < 0 || p->port > 65535 || p->max_body_bytes < 1 ||
         p->max_body_bytes > NR_PROTO_PAYLOAD_MAX || p->request_timeout_ms <= 0 ||
         p->connection_timeout_s < 0 || p->threads < 1 || p->threads > 256 ||
         p->max_connections < 1 || p->recent_jobs < 1 || p->recent_jobs > 1000000 ||
-        !p->broker_endpoint[0]) {
-        nr_seterr(err, errlen, NR_EINVAL,
-                  "bad gateway settings (port 0..65535, max-body-bytes 1..%u, threads 1..256, "
-                  "recent-jobs >= 1, a broker endpoint)",
-                  NR_PROTO_PAYLOAD_MAX);
-        return NULL;
+        !p->broker_endpoint[0])
+        return nr_seterr(err, errlen, NR_EINVAL,
+                         "bad gateway settings (port 0..65535, max-body-bytes 1..%u, threads 1..256, "
+                         "recent-jobs >= 1, a broker endpoint)",
+                         NR_PROTO_PAYLOAD_MAX);
+    struct in6_addr any;
+    if (inet_pton(AF_INET, p->listen_address, &any) != 1 &&
+        inet_pton(AF_INET6, p->listen_address, &any) != 1)
+        return nr_seterr(err, errlen, NR_EINVAL,
+                         "listen-address '%s' is not a numeric IPv4 or IPv6 address",
+                         p->listen_address);
+    if (p->static_dir[0]) {
+        struct stat st;
+        if (stat(p->static_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            return nr_seterr(err, errlen, NR_EINVAL, "static-dir '%s' is not a folder", p->static_dir);
     }
+    char pub[NR_SECURE_KEY_Z85 + 1];
+    int rc = s_check_curve(p, pub, err, errlen);
+    return rc < 0 ? rc : 0;
+}
+
+nr_gateway_t *nr_gateway_new(const nr_gateway_params_t *params, char *err, size_t errlen) {
+    if (nr_gateway_check_params(params, err, errlen)) return NULL;
+    const nr_gateway_params_t *p = params;
+    char curve_public[NR_SECURE_KEY_Z85 + 1] = "";
+    int curve = s_check_curve(p, curve_public, err, errlen);
+    if (curve < 0) return NULL;
     struct sockaddr_storage addr;
     memset(&addr, 0, sizeof addr);
     struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
@@ -1490,19 +1627,14 @@ nr_gateway_t *nr_gateway_new(const nr_gateway_params_t *params, char *err, size_
                   p->listen_address);
         return NULL;
     }
-    if (p->static_dir[0]) {
-        struct stat st;
-        if (stat(p->static_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            nr_seterr(err, errlen, NR_EINVAL, "static-dir '%s' is not a folder", p->static_dir);
-            return NULL;
-        }
-    }
     nr_gateway_t *self = calloc(1, sizeof *self);
     if (!self) {
         nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
         return NULL;
     }
     self->params = *p;
+    self->curve = curve;
+    memcpy(self->curve_public, curve_public, sizeof curve_public);
     self->started_ms = s_wall_ms();
     self->recent = calloc((size_t)p->recent_jobs, sizeof *self->recent);
     if (!self->recent) goto nomem;
@@ -1528,6 +1660,11 @@ nr_gateway_t *nr_gateway_new(const nr_gateway_params_t *params, char *err, size_
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->daemon, MHD_DAEMON_INFO_BIND_PORT);
     self->port = info ? info->port : p->port;
+    if (curve)
+        nr_log(NR_LOG_INFO,
+               "CURVE on: broker key %s; this gateway's public key is %s (the broker's "
+               "curve-allow-dir must hold it as a .pub file)",
+               p->curve_server_key, curve_public);
     return self;
 nomem:
     nr_seterr(err, errlen, NR_ENOMEM, "out of memory");

@@ -21,6 +21,7 @@ typedef struct nr_gateway_t nr_gateway_t;
 #define NR_GATEWAY_ADDRESS_MAX 64
 #define NR_GATEWAY_ENDPOINT_MAX 256
 #define NR_GATEWAY_PATH_MAX 1024
+#define NR_GATEWAY_KEY_MAX 512 /* a CURVE setting: Z85 key text or a file path */
 
 typedef struct {
     char listen_address[NR_GATEWAY_ADDRESS_MAX]; /* numeric IPv4 or IPv6 address */
@@ -33,12 +34,25 @@ typedef struct {
     int threads;                /* MHD pool threads, each with its own nr_client */
     int max_connections;
     int recent_jobs;            /* size of the GET /v1/jobs ring */
+    /* CURVE (proto/secure.h), as narrate's settings of the same names: the
+     * broker's public key (Z85 text or a .pub file) and this gateway's
+     * NAME.key from narrator-keygen. Both "" = plain text; one without the
+     * other is an error. Every per-thread nr_client uses them. */
+    char curve_server_key[NR_GATEWAY_KEY_MAX];
+    char curve_secret_key_file[NR_GATEWAY_KEY_MAX];
 } nr_gateway_params_t;
 
 /* Defaults: 127.0.0.1:8080, broker tcp://127.0.0.1:5555, 20 MiB bodies,
  * 5000 ms broker timeout, 30 s idle connections, no static folder,
  * 4 threads, 256 connections, 200 recent jobs. */
 void nr_gateway_default_params(nr_gateway_params_t *params);
+
+/* Checks the params without starting anything: ranges, the listen
+ * address, the static folder, and the CURVE settings (both or neither; the
+ * key file readable, mode 0600 and a valid pair; the broker's key valid;
+ * this libzmq able to do CURVE). Returns 0 or NR_EINVAL / NR_EUNSUPPORTED
+ * with the reason in err. nr_gateway_new calls it too. */
+int nr_gateway_check_params(const nr_gateway_params_t *params, char *err, size_t errlen);
 
 /* Checks the params, binds the listening socket and starts serving in
  * background threads. Returns NULL with the reason in err (bad address,
@@ -52,5 +66,23 @@ void nr_gateway_destroy(nr_gateway_t **self_p);
 /* The TCP port the gateway listens on (the chosen one when params.port
  * was 0), or 0. */
 int nr_gateway_port(const nr_gateway_t *self);
+
+/* Why a broker request failed with NR_ECONNECT, found by connecting one
+ * extra ZeroMQ socket to the broker (with the same CURVE settings) and
+ * watching its handshake; nothing is sent over it. */
+typedef enum {
+    NR_GATEWAY_PROBE_UNREACHABLE = 0, /* no TCP connection, or no answer in time */
+    NR_GATEWAY_PROBE_OK,              /* the handshake succeeded (the failure was passing) */
+    NR_GATEWAY_PROBE_REFUSED,         /* CURVE: the broker's ZAP handler refused this key */
+    NR_GATEWAY_PROBE_MECHANISM,       /* one side uses CURVE and the other does not */
+    NR_GATEWAY_PROBE_HANDSHAKE,       /* the broker hung up mid-handshake (wrong server key?) */
+} nr_gateway_probe_t;
+
+/* Probes `endpoint` for up to timeout_ms, with CURVE when both keys are
+ * set. Returns the outcome; `detail` gets the ZAP status code (REFUSED)
+ * or the libzmq error value, else 0. Never fails: trouble making the
+ * socket reads as UNREACHABLE. */
+nr_gateway_probe_t nr_gateway_probe(const char *endpoint, const char *curve_server_key,
+                                    const char *curve_secret_key_file, int timeout_ms, int *detail);
 
 #endif

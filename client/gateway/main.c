@@ -31,6 +31,8 @@ typedef struct {
     long max_connections;
     long recent_jobs;
     char log_level[16];
+    char curve_server_key[NR_GATEWAY_KEY_MAX];
+    char curve_secret_key_file[NR_GATEWAY_KEY_MAX];
 } s_settings_t;
 
 #define S_OPT(name, type, min, max, def, field, help)                                         \
@@ -58,6 +60,11 @@ static const nr_config_option_t s_options[] = {
     S_OPT("recent-jobs", NR_CONFIG_INT, 1, 1000000, "200", recent_jobs,
           "jobs GET /v1/jobs remembers (in memory, newest first)"),
     S_OPT("log-level", NR_CONFIG_STRING, 0, 0, "info", log_level, "error, warn, info or debug"),
+    /* The same settings, help and meaning as narrate's (client/cli.c). */
+    S_OPT("curve-server-key", NR_CONFIG_STRING, 0, 0, "", curve_server_key,
+          "CURVE: the broker's public key (Z85 or .pub file)"),
+    S_OPT("curve-secret-key-file", NR_CONFIG_STRING, 0, 0, "", curve_secret_key_file,
+          "CURVE: this client's key file (narrator-keygen)"),
     NR_CONFIG_END,
 };
 
@@ -110,6 +117,14 @@ int main(int argc, char **argv) {
     gp.threads = (int)st.threads;
     gp.max_connections = (int)st.max_connections;
     gp.recent_jobs = (int)st.recent_jobs;
+    snprintf(gp.curve_server_key, sizeof gp.curve_server_key, "%s", st.curve_server_key);
+    snprintf(gp.curve_secret_key_file, sizeof gp.curve_secret_key_file, "%s", st.curve_secret_key_file);
+    /* Bad settings (a CURVE key that does not read, one CURVE setting
+     * without the other) are usage errors, like a bad flag: exit 2. */
+    if (nr_gateway_check_params(&gp, err, sizeof err)) {
+        fprintf(stderr, "narrator-gateway: %s\n", err);
+        return 2;
+    }
 
     /* Block the stop signals before any thread starts, so that only
      * sigwait below receives them. */
