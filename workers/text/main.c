@@ -10,7 +10,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "models/captioner.h"
-#include "workers/worker.h"
+#include "workers/model.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -210,29 +210,11 @@ int main(int argc, char **argv) {
     if (rc == 1) return 0;
     if (rc) return 2;
     nr_log_set_component("worker-text");
-    if (!settings.model[0]) {
-        fprintf(stderr, "narrator-worker-text: no model: give --model DIR (a checkpoint folder) or set "
-                        "NARRATOR_WORKER_MODEL\n");
-        return 2;
-    }
-    if (nr_log_set_level(settings.worker.log_level) != 0) {
-        fprintf(stderr, "narrator-worker-text: bad --log-level \"%s\" (error, warn, info or debug)\n",
-                settings.worker.log_level);
-        return 2;
-    }
     nr_captioner_params_t params = nr_captioner_default_params();
-    params.device = settings.worker.device;
-    params.num_threads = (int)settings.threads;
     params.load_encoder = 0;
     params.load_decoder = 1;
-    char err[1024] = "";
     s_text_t text = {0};
-    rc = nr_captioner_load(settings.model, &params, &text.cap, err, sizeof err);
-    if (rc) {
-        fprintf(stderr, "narrator-worker-text: cannot load the model from %s: %s (%s)\n", settings.model, err,
-                nr_errname(rc));
-        return 2;
-    }
+    if (nr_worker_model_load("text", &settings.worker, settings.model, settings.threads, &params, &text.cap)) return 2;
     text.defaults = nr_captioner_gen_defaults(text.cap);
     if (settings.num_beams > 0) text.defaults.num_beams = (int)settings.num_beams;
     if (settings.max_length > 0) text.defaults.max_length = (int)settings.max_length;

@@ -9,7 +9,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "models/captioner.h"
-#include "workers/worker.h"
+#include "workers/model.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -158,31 +158,14 @@ int main(int argc, char **argv) {
     if (rc == 1) return 0;
     if (rc) return 2;
     nr_log_set_component("worker-vision");
-    if (!settings.model[0]) {
-        fprintf(stderr, "narrator-worker-vision: no model: give --model DIR (a checkpoint folder) or set "
-                        "NARRATOR_WORKER_MODEL\n");
-        return 2;
-    }
-    if (nr_log_set_level(settings.worker.log_level) != 0) {
-        fprintf(stderr, "narrator-worker-vision: bad --log-level \"%s\" (error, warn, info or debug)\n",
-                settings.worker.log_level);
-        return 2;
-    }
     nr_captioner_params_t params = nr_captioner_default_params();
-    params.device = settings.worker.device;
-    params.num_threads = (int)settings.threads;
     params.load_encoder = 1;
     params.load_decoder = 0;
     params.max_image_bytes = (size_t)settings.max_input_bytes;
     params.max_image_pixels = (uint64_t)settings.max_pixels;
-    char err[1024] = "";
     s_vision_t vision = {0};
-    rc = nr_captioner_load(settings.model, &params, &vision.cap, err, sizeof err);
-    if (rc) {
-        fprintf(stderr, "narrator-worker-vision: cannot load the model from %s: %s (%s)\n", settings.model, err,
-                nr_errname(rc));
+    if (nr_worker_model_load("vision", &settings.worker, settings.model, settings.threads, &params, &vision.cap))
         return 2;
-    }
     int seq = 0, hidden = 0;
     nr_captioner_states_shape(vision.cap, &seq, &hidden);
     vision.states_floats = (size_t)seq * (size_t)hidden;
