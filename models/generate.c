@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "models/fastmath.h"
 
 int nr_generate_check(const nr_gpt2_t *m, const nr_gen_config_t *g, char *err, size_t errlen) {
     const nr_gpt2_config_t *c = nr_gpt2_config(m);
@@ -25,27 +26,6 @@ int nr_generate_check(const nr_gpt2_t *m, const nr_gen_config_t *g, char *err, s
     if (!isfinite(g->length_penalty))
         return nr_seterr(err, errlen, NR_EOPTION, "length_penalty must be finite");
     return 0;
-}
-
-/* exp for log_softmax over the vocabulary (branch-free so the loop
- * vectorizes; relative error ~1e-7, as the CPU backend's). */
-static inline float s_exp(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500E-4f;
-    p = p * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    float e = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return e * scale;
 }
 
 /* ---- greedy ---- */
@@ -211,8 +191,8 @@ static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, cons
             float part[16] = {0}, sum = 0.0f;
             int v0 = 0;
             for (; v0 + 16 <= V; v0 += 16)
-                for (int j = 0; j < 16; j++) part[j] += s_exp(lr[v0 + j] - mx);
-            for (; v0 < V; v0++) sum += s_exp(lr[v0] - mx);
+                for (int j = 0; j < 16; j++) part[j] += nr_fast_expf(lr[v0 + j] - mx);
+            for (; v0 < V; v0++) sum += nr_fast_expf(lr[v0] - mx);
             for (int j = 0; j < 16; j++) sum += part[j];
             float lse = logf(sum);
             for (int v = 0; v < V; v++) lr[v] = (lr[v] - mx - lse) + bscore[r];

@@ -15,30 +15,10 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "models/fastmath.h"
 #include "models/tensor.h"
 
-/* exp(x) for x in float range: Cephes-style range reduction + degree-6
- * polynomial, relative error ~1e-7; branch-free so loops vectorize. */
-static inline float s_exp(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500E-4f;
-    p = p * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    float e = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return e * scale;
-}
-
-float nr_cpu_expf(float x) { return s_exp(x); }
+float nr_cpu_expf(float x) { return nr_fast_expf(x); }
 
 /* erf(x): Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7). */
 static inline float s_erf(float x) {
@@ -49,14 +29,14 @@ static inline float s_erf(float x) {
     p = p * t + 1.421413741f;
     p = p * t - 0.284496736f;
     p = p * t + 0.254829592f;
-    float y = 1.0f - p * t * s_exp(-ax * ax);
+    float y = 1.0f - p * t * nr_fast_expf(-ax * ax);
     return x < 0 ? -y : y;
 }
 
 static inline float s_tanh(float x) {
     float ax = fabsf(x);
     ax = ax > 9.0f ? 9.0f : ax;
-    float e = s_exp(2.0f * ax);
+    float e = nr_fast_expf(2.0f * ax);
     float y = 1.0f - 2.0f / (e + 1.0f);
     return x < 0 ? -y : y;
 }
@@ -101,7 +81,7 @@ void nr_cpu_softmax(float *x, int rows, int cols) {
         for (int i = 1; i < cols; i++) mx = p[i] > mx ? p[i] : mx;
         float s = 0.0f;
         for (int i = 0; i < cols; i++) {
-            p[i] = s_exp(p[i] - mx);
+            p[i] = nr_fast_expf(p[i] - mx);
             s += p[i];
         }
         float inv = 1.0f / s;
@@ -547,7 +527,7 @@ static void s_attn_direct(const nr_attn_args_t *a, int b, int h, float *scores) 
         }
         float sum = 0.0f;
         for (int j = 0; j < lim; j++) {
-            scores[j] = s_exp(scores[j] - mx);
+            scores[j] = nr_fast_expf(scores[j] - mx);
             sum += scores[j];
         }
         float inv = 1.0f / sum;
