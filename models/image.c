@@ -152,6 +152,19 @@ int nr_image_orient(nr_image_t *img, int orientation) {
     return 0;
 }
 
+/* The end every decoder shares: turns img upright by its EXIF orientation
+ * (1 = as stored) and records the orientation and the format. Returns 0 or
+ * a negative code with a message; img stays the caller's either way. */
+static int s_finish(nr_image_t *img, int orientation, nr_image_format_t format, char *err, size_t errlen) {
+    if (orientation != 1) {
+        int c = nr_image_orient(img, orientation);
+        if (c < 0) return nr_seterr(err, errlen, c, "cannot apply EXIF orientation %d", orientation);
+    }
+    img->orientation = orientation;
+    img->format = format;
+    return 0;
+}
+
 /* ---- JPEG ------------------------------------------------------------------ */
 
 typedef struct {
@@ -274,18 +287,10 @@ static int s_decode_jpeg(const unsigned char *data, size_t size, const nr_image_
         }
     }
     jpeg_finish_decompress(&cinfo);
-    if (orientation != 1) {
-        int c = nr_image_orient(img, orientation);
-        if (c < 0) {
-            rc = nr_seterr(err, errlen, c, "cannot apply EXIF orientation %d", orientation);
-            goto done;
-        }
-    }
-    img->orientation = orientation;
-    img->format = NR_IMAGE_JPEG;
+    rc = s_finish(img, orientation, NR_IMAGE_JPEG, err, errlen);
+    if (rc) goto done;
     *out = img;
     img = NULL;
-    rc = 0;
 done:
     jpeg_destroy_decompress(&cinfo);
     free(row);
@@ -395,18 +400,10 @@ static int s_decode_png(const unsigned char *data, size_t size, const nr_image_p
             orientation = s_exif_orientation_raw(exif, exif_len);
     }
 #endif
-    if (orientation != 1) {
-        int c = nr_image_orient(img, orientation);
-        if (c < 0) {
-            rc = nr_seterr(err, errlen, c, "cannot apply EXIF orientation %d", orientation);
-            goto done;
-        }
-    }
-    img->orientation = orientation;
-    img->format = NR_IMAGE_PNG;
+    rc = s_finish(img, orientation, NR_IMAGE_PNG, err, errlen);
+    if (rc) goto done;
     *out = img;
     img = NULL;
-    rc = 0;
 done:
     png_destroy_read_struct(&png, &info, NULL);
     free(rows);
@@ -484,12 +481,10 @@ static int s_decode_webp(const unsigned char *data, size_t size, const nr_image_
             WebPDemuxDelete(dmx);
         }
     }
-    if (orientation != 1 && (c = nr_image_orient(img, orientation)) < 0) {
+    if ((c = s_finish(img, orientation, NR_IMAGE_WEBP, err, errlen)) < 0) {
         nr_image_destroy(&img);
-        return nr_seterr(err, errlen, c, "cannot apply EXIF orientation %d", orientation);
+        return c;
     }
-    img->orientation = orientation;
-    img->format = NR_IMAGE_WEBP;
     *out = img;
     return 0;
 }
