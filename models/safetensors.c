@@ -180,9 +180,16 @@ out:
     return rc;
 }
 
-static int s_open_common(nr_safetensors_t *st, char *err, size_t errlen) {
+/* The end both opens share: parses the header; hands st over in *out, or
+ * frees it on error. */
+static int s_open_finish(nr_safetensors_t *st, nr_safetensors_t **out, char *err, size_t errlen) {
     int rc = s_parse(st, err, errlen);
-    return rc;
+    if (rc != 0) {
+        nr_safetensors_close(&st);
+        return rc;
+    }
+    *out = st;
+    return 0;
 }
 
 int nr_safetensors_open(const char *path, nr_safetensors_t **out, char *err, size_t errlen) {
@@ -214,13 +221,7 @@ int nr_safetensors_open(const char *path, nr_safetensors_t **out, char *err, siz
         st->mapped = 1;
     }
     close(fd);
-    int rc = s_open_common(st, err, errlen);
-    if (rc != 0) {
-        nr_safetensors_close(&st);
-        return rc;
-    }
-    *out = st;
-    return 0;
+    return s_open_finish(st, out, err, errlen);
 }
 
 int nr_safetensors_open_memory(const void *data, size_t size, const char *name, nr_safetensors_t **out, char *err,
@@ -234,13 +235,7 @@ int nr_safetensors_open_memory(const void *data, size_t size, const char *name, 
     }
     st->map = data;
     st->map_size = data ? size : 0;
-    int rc = s_open_common(st, err, errlen);
-    if (rc != 0) {
-        nr_safetensors_close(&st);
-        return rc;
-    }
-    *out = st;
-    return 0;
+    return s_open_finish(st, out, err, errlen);
 }
 
 void nr_safetensors_close(nr_safetensors_t **pst) {
