@@ -11,6 +11,8 @@
 
 #include "common/error.h"
 
+#define S_JSON_MAX ((size_t)16 << 20) /* config.json, generation_config.json */
+
 nr_gen_config_t nr_gen_config_default(void) {
     nr_gen_config_t g = {.max_length = 20,
                          .num_beams = 1,
@@ -23,35 +25,43 @@ nr_gen_config_t nr_gen_config_default(void) {
     return g;
 }
 
-/* Reads a whole file into a NUL-terminated buffer; NULL when absent. */
-static char *s_read_file(const char *path, size_t max, int *missing) {
-    *missing = 0;
+char *nr_model_read_file(const char *path, size_t max, size_t *len) {
     FILE *f = fopen(path, "rb");
-    if (!f) {
-        *missing = errno == ENOENT;
-        return NULL;
-    }
+    if (!f) return NULL;
     char *buf = NULL;
-    size_t len = 0, cap = 0;
+    size_t n = 0, cap = 0;
+    int e = 0;
     for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > max + 8192) break;
-            char *nb = realloc(buf, cap);
-            if (!nb) break;
+        if (cap - n < 2) {
+            size_t nc = cap ? cap * 2 : 8192;
+            char *nb = realloc(buf, nc);
+            if (!nb) {
+                e = ENOMEM;
+                break;
+            }
             buf = nb;
+            cap = nc;
         }
-        size_t r = fread(buf + len, 1, cap - len - 1, f);
-        len += r;
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (n > max) {
+            e = EFBIG;
+            break;
+        }
         if (r == 0) {
-            fclose(f);
-            buf[len] = 0;
-            return buf;
+            if (ferror(f)) e = EIO;
+            break;
         }
     }
     fclose(f);
-    free(buf);
-    return NULL;
+    if (e) {
+        free(buf);
+        errno = e;
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
 }
 
 /* Integer key: returns 1 when present and valid, 0 when absent, -1 when bad. */
@@ -264,14 +274,13 @@ out:
 
 int nr_model_config_load(const char *dir, nr_model_config_t *cfg, char *err, size_t errlen) {
     char path[4096];
-    int missing = 0;
     snprintf(path, sizeof path, "%s/config.json", dir);
-    char *cj = s_read_file(path, 16u << 20, &missing);
-    if (!cj) return nr_seterr(err, errlen, NR_EMODEL, "%s: %s", path, missing ? "missing" : "cannot read");
+    char *cj = nr_model_read_file(path, S_JSON_MAX, NULL);
+    if (!cj) return nr_seterr(err, errlen, NR_EMODEL, "%s: %s", path, errno == ENOENT ? "missing" : "cannot read");
     snprintf(path, sizeof path, "%s/generation_config.json", dir);
-    char *gj = s_read_file(path, 16u << 20, &missing);
+    char *gj = nr_model_read_file(path, S_JSON_MAX, NULL);
     int rc = 0;
-    if (!gj && !missing) rc = nr_seterr(err, errlen, NR_EMODEL, "%s: cannot read", path);
+    if (!gj && errno != ENOENT) rc = nr_seterr(err, errlen, NR_EMODEL, "%s: cannot read", path);
     else rc = nr_model_config_parse(cj, gj, dir, cfg, err, errlen);
     free(cj);
     free(gj);

@@ -55,6 +55,12 @@ typedef struct {
 
 nr_gen_config_t nr_gen_config_default(void);
 
+/* Reads a checkpoint file of at most max bytes into a new NUL-terminated
+ * buffer (the caller's; its length in *len when len is not NULL). Returns
+ * NULL with errno set: ENOENT when missing (as fopen sets it), EFBIG when
+ * larger than max, ENOMEM, EIO. */
+char *nr_model_read_file(const char *path, size_t max, size_t *len);
+
 /* Reads dir/config.json (model_type vision-encoder-decoder with encoder vit
  * and decoder gpt2) then dir/generation_config.json when present (its keys
  * override config.json's). Validates every size (positive, heads divide

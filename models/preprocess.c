@@ -19,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "common/error.h"
+#include "models/config.h"
 
 #define S_PRECISION_BITS (32 - 8 - 2)
 
@@ -261,33 +262,6 @@ int nr_preprocess_image(const nr_image_t *img, const nr_preprocess_params_t *par
 
 /* ---- preprocessor_config.json ---------------------------------------------- */
 
-static char *s_read_file(const char *path, size_t max, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 4096 + 1 > cap) {
-            if (cap > max) break;
-            cap = cap ? cap * 2 : 8192;
-            char *nb = realloc(buf, cap);
-            if (!nb) break;
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) {
-            fclose(f);
-            buf[n] = '\0';
-            if (len) *len = n;
-            return buf;
-        }
-    }
-    fclose(f);
-    free(buf);
-    return NULL;
-}
-
 static int s_json_triple(const cJSON *a, float v[3]) {
     /* Out-of-range doubles are refused before the cast (undefined behaviour). */
     if (cJSON_IsNumber(a)) {
@@ -315,7 +289,7 @@ static int s_json_flag(const cJSON *root, const char *key, int *out) {
 int nr_preprocess_load_config(const char *path, nr_preprocess_params_t *params, char *err, size_t errlen) {
     if (!path || !params) return nr_seterr(err, errlen, NR_EINVAL, "nr_preprocess_load_config: bad arguments");
     size_t len = 0;
-    char *text = s_read_file(path, (size_t)1 << 20, &len);
+    char *text = nr_model_read_file(path, (size_t)1 << 20, &len);
     if (!text) return nr_seterr(err, errlen, NR_EMODEL, "%s: cannot read (missing or over 1 MiB)", path);
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "common/error.h"
+#include "models/config.h"
 #include "models/tokenizer_unicode.h"
 
 #define S_MAX_FILE ((size_t)64 << 20)
@@ -167,37 +168,6 @@ static size_t s_pow2(size_t n) {
 }
 
 /* ---- loading ------------------------------------------------------------------ */
-
-static char *s_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    int ok = 0;
-    for (;;) {
-        if (n + 1 >= cap) {
-            if (cap >= S_MAX_FILE) break;
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap);
-            if (!nb) break;
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) {
-            ok = !ferror(f);
-            break;
-        }
-    }
-    fclose(f);
-    if (!ok) {
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
 
 /* Converts a vocab spelling (UTF-8 of mapped code points) to raw bytes in
  * out (at least strlen(s) bytes). Code points outside the byte map (only in
@@ -369,7 +339,7 @@ int nr_tokenizer_load_files(const char *vocab_path, const char *merges_path, nr_
     if (!vocab_path || !merges_path || !out) return nr_seterr(err, errlen, NR_EINVAL, "tokenizer: bad arguments");
     *out = NULL;
     size_t len = 0;
-    char *text = s_read_file(vocab_path, &len);
+    char *text = nr_model_read_file(vocab_path, S_MAX_FILE, &len);
     if (!text) return nr_seterr(err, errlen, NR_EMODEL, "%s: cannot read the vocabulary", vocab_path);
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
@@ -378,7 +348,7 @@ int nr_tokenizer_load_files(const char *vocab_path, const char *merges_path, nr_
     int rc = t ? s_load_vocab(t, root, vocab_path, err, errlen) : nr_seterr(err, errlen, NR_ENOMEM, "no memory");
     cJSON_Delete(root);
     if (rc == 0) {
-        text = s_read_file(merges_path, &len);
+        text = nr_model_read_file(merges_path, S_MAX_FILE, &len);
         if (!text) {
             rc = nr_seterr(err, errlen, NR_EMODEL, "%s: cannot read the merges", merges_path);
         } else {
@@ -398,7 +368,7 @@ int nr_tokenizer_load_json(const char *path, nr_tokenizer_t **out, char *err, si
     if (!path || !out) return nr_seterr(err, errlen, NR_EINVAL, "tokenizer: bad arguments");
     *out = NULL;
     size_t len = 0;
-    char *text = s_read_file(path, &len);
+    char *text = nr_model_read_file(path, S_MAX_FILE, &len);
     if (!text) return nr_seterr(err, errlen, NR_EMODEL, "%s: cannot read", path);
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
