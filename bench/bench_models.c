@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/random_weights.h"
 #include "common/error.h"
 #include "models/backend.h"
 #include "models/config.h"
@@ -27,73 +28,7 @@
 #include "models/tensor.h"
 #include "models/vit.h"
 
-typedef struct {
-    char name[128];
-    int ndim;
-    int64_t shape[4];
-    float fill; /* 0: random N-ish(0, 0.02); else constant */
-} s_spec_t;
-
 char *openblas_get_corename(void);
-
-static s_spec_t *s_specs;
-static size_t s_n, s_cap;
-
-static void s_add(const char *name, float fill, int ndim, int64_t a, int64_t b, int64_t c, int64_t d) {
-    if (s_n == s_cap) {
-        s_cap = s_cap ? 2 * s_cap : 512;
-        s_specs = realloc(s_specs, s_cap * sizeof(*s_specs));
-    }
-    s_spec_t *s = &s_specs[s_n++];
-    snprintf(s->name, sizeof s->name, "%s", name);
-    s->ndim = ndim;
-    s->shape[0] = a;
-    s->shape[1] = b;
-    s->shape[2] = c;
-    s->shape[3] = d;
-    s->fill = fill;
-}
-
-static uint64_t s_rng = 0x9E3779B97F4A7C15ull;
-static float s_rand(void) {
-    s_rng ^= s_rng << 13;
-    s_rng ^= s_rng >> 7;
-    s_rng ^= s_rng << 17;
-    return ((float)(s_rng >> 40) * (1.0f / 16777216.0f) - 0.5f) * 0.07f; /* std ~0.02 */
-}
-
-/* Builds the safetensors bytes: header padded so the data is 64-byte aligned. */
-static unsigned char *s_build(size_t *size) {
-    size_t hcap = 1 << 20, hl = 0, off = 0;
-    char *h = malloc(hcap);
-    hl += (size_t)snprintf(h + hl, hcap - hl, "{");
-    for (size_t i = 0; i < s_n; i++) {
-        size_t n = 1;
-        for (int d = 0; d < s_specs[i].ndim; d++) n *= (size_t)s_specs[i].shape[d];
-        hl += (size_t)snprintf(h + hl, hcap - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[", i ? "," : "", s_specs[i].name);
-        for (int d = 0; d < s_specs[i].ndim; d++)
-            hl += (size_t)snprintf(h + hl, hcap - hl, "%s%lld", d ? "," : "", (long long)s_specs[i].shape[d]);
-        hl += (size_t)snprintf(h + hl, hcap - hl, "],\"data_offsets\":[%zu,%zu]}", off, off + 4 * n);
-        off += 4 * n;
-    }
-    hl += (size_t)snprintf(h + hl, hcap - hl, "}");
-    size_t padded = ((8 + hl + 63) & ~(size_t)63) - 8;
-    *size = 8 + padded + off;
-    unsigned char *buf = nr_aligned_alloc(*size);
-    if (!buf) return NULL;
-    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    memcpy(buf + 8, h, hl);
-    memset(buf + 8 + hl, ' ', padded - hl);
-    float *data = (float *)(buf + 8 + padded);
-    size_t k = 0;
-    for (size_t i = 0; i < s_n; i++) {
-        size_t n = 1;
-        for (int d = 0; d < s_specs[i].ndim; d++) n *= (size_t)s_specs[i].shape[d];
-        for (size_t j = 0; j < n; j++) data[k++] = s_specs[i].fill != 0 ? s_specs[i].fill : s_rand();
-    }
-    free(h);
-    return buf;
-}
 
 static double s_now(void) {
     struct timespec ts;
@@ -114,8 +49,8 @@ static double s_gemm_gflops(int which, int M, int N, int K) {
     float *x = nr_aligned_alloc((size_t)M * K * sizeof(float)), *w = nr_aligned_alloc((size_t)N * K * sizeof(float));
     float *y = nr_aligned_alloc((size_t)M * N * sizeof(float));
     if (!x || !w || !y) return 0;
-    for (size_t i = 0; i < (size_t)M * K; i++) x[i] = s_rand();
-    for (size_t i = 0; i < (size_t)N * K; i++) w[i] = s_rand();
+    for (size_t i = 0; i < (size_t)M * K; i++) x[i] = nr_bench_rand();
+    for (size_t i = 0; i < (size_t)N * K; i++) w[i] = nr_bench_rand();
     nr_cpu_bf16w_t bw;
     if (which == 2 && nr_cpu_bf16w_make(&bw, w, NR_W_OUT_IN, N, K)) return 0;
     double best = 1e9;
@@ -168,80 +103,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench: bad --batch/--iters/--tokens\n");
         return 2;
     }
-    const char *cfg_json =
-        "{\"model_type\":\"vision-encoder-decoder\",\"decoder_start_token_id\":50256,\"eos_token_id\":50256,"
-        "\"encoder\":{\"model_type\":\"vit\",\"hidden_size\":768,\"num_hidden_layers\":12,\"num_attention_heads\":12,"
-        "\"intermediate_size\":3072,\"image_size\":224,\"patch_size\":16,\"num_channels\":3,\"layer_norm_eps\":1e-12,"
-        "\"hidden_act\":\"gelu\"},"
-        "\"decoder\":{\"model_type\":\"gpt2\",\"n_embd\":768,\"n_layer\":12,\"n_head\":12,\"n_positions\":1024,"
-        "\"vocab_size\":50257,\"layer_norm_epsilon\":1e-5,\"activation_function\":\"gelu_new\","
-        "\"add_cross_attention\":true}}";
     char err[1024];
     nr_model_config_t cfg;
-    if (nr_model_config_parse(cfg_json, NULL, "bench", &cfg, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return 1;
-    }
-    const int D = 768, I = 3072, L = 12, V = 50257;
-    char n[128];
-    s_add("encoder.embeddings.patch_embeddings.projection.weight", 0, 4, D, 3, 16, 16);
-    s_add("encoder.embeddings.patch_embeddings.projection.bias", 0, 1, D, 0, 0, 0);
-    s_add("encoder.embeddings.cls_token", 0, 3, 1, 1, D, 0);
-    s_add("encoder.embeddings.position_embeddings", 0, 3, 1, 197, D, 0);
-    s_add("encoder.layernorm.weight", 1, 1, D, 0, 0, 0);
-    s_add("encoder.layernorm.bias", 0, 1, D, 0, 0, 0);
-    const char *vl[][3] = {{"attention.attention.query", "D", "D"}, {"attention.attention.key", "D", "D"},
-                           {"attention.attention.value", "D", "D"}, {"attention.output.dense", "D", "D"},
-                           {"intermediate.dense", "I", "D"},         {"output.dense", "D", "I"}};
-    for (int l = 0; l < L; l++) {
-        for (int k = 0; k < 6; k++) {
-            int64_t o = vl[k][1][0] == 'I' ? I : D, in = vl[k][2][0] == 'I' ? I : D;
-            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.weight", l, vl[k][0]);
-            s_add(n, 0, 2, o, in, 0, 0);
-            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.bias", l, vl[k][0]);
-            s_add(n, 0, 1, o, 0, 0, 0);
-        }
-        const char *lns[] = {"layernorm_before", "layernorm_after"};
-        for (int k = 0; k < 2; k++) {
-            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.weight", l, lns[k]);
-            s_add(n, 1, 1, D, 0, 0, 0);
-            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.bias", l, lns[k]);
-            s_add(n, 0, 1, D, 0, 0, 0);
-        }
-    }
-    s_add("decoder.transformer.wte.weight", 0, 2, V, D, 0, 0);
-    s_add("decoder.transformer.wpe.weight", 0, 2, 1024, D, 0, 0);
-    s_add("decoder.transformer.ln_f.weight", 1, 1, D, 0, 0, 0);
-    s_add("decoder.transformer.ln_f.bias", 0, 1, D, 0, 0, 0);
-    struct {
-        const char *n;
-        int64_t in, out;
-    } gl[] = {{"attn.c_attn", D, 3 * D},         {"attn.c_proj", D, D},           {"crossattention.q_attn", D, D},
-              {"crossattention.c_attn", D, 2 * D}, {"crossattention.c_proj", D, D}, {"mlp.c_fc", D, I},
-              {"mlp.c_proj", I, D}};
-    for (int l = 0; l < L; l++) {
-        for (int k = 0; k < 7; k++) {
-            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.weight", l, gl[k].n);
-            s_add(n, 0, 2, gl[k].in, gl[k].out, 0, 0);
-            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.bias", l, gl[k].n);
-            s_add(n, 0, 1, gl[k].out, 0, 0, 0);
-        }
-        const char *lns[] = {"ln_1", "ln_cross_attn", "ln_2"};
-        for (int k = 0; k < 3; k++) {
-            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.weight", l, lns[k]);
-            s_add(n, 1, 1, D, 0, 0, 0);
-            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.bias", l, lns[k]);
-            s_add(n, 0, 1, D, 0, 0, 0);
-        }
-    }
     size_t size;
-    unsigned char *buf = s_build(&size);
+    unsigned char *buf = NULL;
     nr_safetensors_t *st = NULL;
-    if (!buf || nr_safetensors_open_memory(buf, size, "random-weights", &st, err, sizeof err)) {
-        fprintf(stderr, "bench: %s\n", buf ? err : "out of memory");
+    if (nr_bench_random_vit_gpt2(&cfg, &buf, &size, &st, err, sizeof err)) {
+        fprintf(stderr, "bench: %s\n", err);
         return 1;
     }
-    const int S = 197;
+    const int D = 768, I = 3072, L = 12, V = 50257, S = 197;
     /* the GEMM bounds, measured in this run at the ViT MLP shape of the batch */
     nr_backend_t *be0 = nr_backend_new("cpu", threads, err, sizeof err);
     if (!be0) {
@@ -262,7 +133,7 @@ int main(int argc, char **argv) {
     float *states = malloc((size_t)(batch > 16 ? batch : 16) * S * D * sizeof(float));
     float *logits = malloc((size_t)16 * V * sizeof(float));
     if (!px || !states || !logits) return 1;
-    for (size_t i = 0; i < (size_t)batch * 3 * 224 * 224; i++) px[i] = s_rand() * 30;
+    for (size_t i = 0; i < (size_t)batch * 3 * 224 * 224; i++) px[i] = nr_bench_rand() * 30;
     char plist[64];
     snprintf(plist, sizeof plist, "%s", precs);
     for (char *save = NULL, *prec = strtok_r(plist, ",", &save); prec; prec = strtok_r(NULL, ",", &save)) {
@@ -372,6 +243,5 @@ int main(int argc, char **argv) {
     free(states);
     nr_safetensors_close(&st);
     free(buf);
-    free(s_specs);
     return 0;
 }

@@ -1,6 +1,6 @@
 # bench_models: ViT-B/16 encoder images/s and GPT-2 decoder ms/token at real
 # sizes with random weights made in memory (see bench/bench_models.c).
 if(TARGET nr_models)
-  add_executable(bench_models ${CMAKE_CURRENT_SOURCE_DIR}/bench_models.c)
+  add_executable(bench_models ${CMAKE_CURRENT_SOURCE_DIR}/bench_models.c ${CMAKE_CURRENT_SOURCE_DIR}/random_weights.c)
   target_link_libraries(bench_models PRIVATE nr_models nr_common m)
 endif()

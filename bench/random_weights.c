@@ -1,0 +1,184 @@
+/* The benchmarks' random ViT-B/16 + GPT-2 checkpoint (see random_weights.h). */
+#include "bench/random_weights.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "models/tensor.h"
+
+#define S_D 768
+#define S_I 3072
+#define S_L 12
+#define S_V 50257
+#define S_SEQ 197
+
+static const char s_config[] =
+    "{\"model_type\":\"vision-encoder-decoder\",\"decoder_start_token_id\":50256,\"eos_token_id\":50256,"
+    "\"encoder\":{\"model_type\":\"vit\",\"hidden_size\":768,\"num_hidden_layers\":12,\"num_attention_heads\":12,"
+    "\"intermediate_size\":3072,\"image_size\":224,\"patch_size\":16,\"num_channels\":3,\"layer_norm_eps\":1e-12,"
+    "\"hidden_act\":\"gelu\"},"
+    "\"decoder\":{\"model_type\":\"gpt2\",\"n_embd\":768,\"n_layer\":12,\"n_head\":12,\"n_positions\":1024,"
+    "\"vocab_size\":50257,\"layer_norm_epsilon\":1e-5,\"activation_function\":\"gelu_new\","
+    "\"add_cross_attention\":true}}";
+
+typedef struct {
+    char name[128];
+    int ndim;
+    int64_t shape[4];
+    float fill; /* 0: random, std about 0.02; else this constant */
+} s_spec_t;
+
+typedef struct {
+    s_spec_t *v;
+    size_t n, cap;
+} s_specs_t;
+
+static uint64_t s_rng = 0x9E3779B97F4A7C15ull;
+
+float nr_bench_rand(void) {
+    s_rng ^= s_rng << 13;
+    s_rng ^= s_rng >> 7;
+    s_rng ^= s_rng << 17;
+    return ((float)(s_rng >> 40) * (1.0f / 16777216.0f) - 0.5f) * 0.07f; /* std ~0.02 */
+}
+
+static int s_add(s_specs_t *s, const char *name, float fill, int ndim, int64_t a, int64_t b, int64_t c, int64_t d) {
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? 2 * s->cap : 512;
+        s_spec_t *nv = realloc(s->v, nc * sizeof(*nv));
+        if (!nv) return NR_ENOMEM;
+        s->v = nv;
+        s->cap = nc;
+    }
+    s_spec_t *p = &s->v[s->n++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = ndim;
+    p->shape[0] = a;
+    p->shape[1] = b;
+    p->shape[2] = c;
+    p->shape[3] = d;
+    p->fill = fill;
+    return 0;
+}
+
+/* Every tensor of the checkpoint, with HF names, in file order. */
+static int s_specs_vit_gpt2(s_specs_t *s) {
+    const int D = S_D, I = S_I;
+    char n[160];
+    int rc = 0;
+    rc |= s_add(s, "encoder.embeddings.patch_embeddings.projection.weight", 0, 4, D, 3, 16, 16);
+    rc |= s_add(s, "encoder.embeddings.patch_embeddings.projection.bias", 0, 1, D, 0, 0, 0);
+    rc |= s_add(s, "encoder.embeddings.cls_token", 0, 3, 1, 1, D, 0);
+    rc |= s_add(s, "encoder.embeddings.position_embeddings", 0, 3, 1, S_SEQ, D, 0);
+    rc |= s_add(s, "encoder.layernorm.weight", 1, 1, D, 0, 0, 0);
+    rc |= s_add(s, "encoder.layernorm.bias", 0, 1, D, 0, 0, 0);
+    const char *vl[][3] = {{"attention.attention.query", "D", "D"}, {"attention.attention.key", "D", "D"},
+                           {"attention.attention.value", "D", "D"}, {"attention.output.dense", "D", "D"},
+                           {"intermediate.dense", "I", "D"},         {"output.dense", "D", "I"}};
+    for (int l = 0; l < S_L; l++) {
+        for (int k = 0; k < 6; k++) {
+            int64_t o = vl[k][1][0] == 'I' ? I : D, in = vl[k][2][0] == 'I' ? I : D;
+            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.weight", l, vl[k][0]);
+            rc |= s_add(s, n, 0, 2, o, in, 0, 0);
+            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.bias", l, vl[k][0]);
+            rc |= s_add(s, n, 0, 1, o, 0, 0, 0);
+        }
+        const char *lns[] = {"layernorm_before", "layernorm_after"};
+        for (int k = 0; k < 2; k++) {
+            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.weight", l, lns[k]);
+            rc |= s_add(s, n, 1, 1, D, 0, 0, 0);
+            snprintf(n, sizeof n, "encoder.encoder.layer.%d.%s.bias", l, lns[k]);
+            rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+        }
+    }
+    rc |= s_add(s, "decoder.transformer.wte.weight", 0, 2, S_V, D, 0, 0);
+    rc |= s_add(s, "decoder.transformer.wpe.weight", 0, 2, 1024, D, 0, 0);
+    rc |= s_add(s, "decoder.transformer.ln_f.weight", 1, 1, D, 0, 0, 0);
+    rc |= s_add(s, "decoder.transformer.ln_f.bias", 0, 1, D, 0, 0, 0);
+    struct {
+        const char *n;
+        int64_t in, out;
+    } gl[] = {{"attn.c_attn", D, 3 * D},           {"attn.c_proj", D, D},           {"crossattention.q_attn", D, D},
+              {"crossattention.c_attn", D, 2 * D}, {"crossattention.c_proj", D, D}, {"mlp.c_fc", D, I},
+              {"mlp.c_proj", I, D}};
+    for (int l = 0; l < S_L; l++) {
+        for (int k = 0; k < 7; k++) {
+            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.weight", l, gl[k].n);
+            rc |= s_add(s, n, 0, 2, gl[k].in, gl[k].out, 0, 0);
+            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.bias", l, gl[k].n);
+            rc |= s_add(s, n, 0, 1, gl[k].out, 0, 0, 0);
+        }
+        const char *lns[] = {"ln_1", "ln_cross_attn", "ln_2"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.weight", l, lns[k]);
+            rc |= s_add(s, n, 1, 1, D, 0, 0, 0);
+            snprintf(n, sizeof n, "decoder.transformer.h.%d.%s.bias", l, lns[k]);
+            rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+        }
+    }
+    return rc ? NR_ENOMEM : 0;
+}
+
+static size_t s_numel(const s_spec_t *s) {
+    size_t n = 1;
+    for (int d = 0; d < s->ndim; d++) n *= (size_t)s->shape[d];
+    return n;
+}
+
+/* The safetensors bytes; the header is padded so the data starts 64-byte
+ * aligned. NULL on no memory. */
+static unsigned char *s_build(const s_specs_t *s, size_t *size) {
+    size_t hcap = 1 << 20, hl = 0, off = 0;
+    char *h = malloc(hcap);
+    if (!h) return NULL;
+    hl += (size_t)snprintf(h + hl, hcap - hl, "{");
+    for (size_t i = 0; i < s->n && hl < hcap; i++) {
+        size_t n = s_numel(&s->v[i]);
+        hl += (size_t)snprintf(h + hl, hcap - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[", i ? "," : "",
+                               s->v[i].name);
+        for (int d = 0; d < s->v[i].ndim; d++)
+            hl += (size_t)snprintf(h + hl, hcap - hl, "%s%lld", d ? "," : "", (long long)s->v[i].shape[d]);
+        hl += (size_t)snprintf(h + hl, hcap - hl, "],\"data_offsets\":[%zu,%zu]}", off, off + 4 * n);
+        off += 4 * n;
+    }
+    hl += (size_t)snprintf(h + hl, hcap - hl, "}");
+    size_t padded = ((8 + hl + 63) & ~(size_t)63) - 8;
+    *size = 8 + padded + off;
+    unsigned char *buf = nr_aligned_alloc(*size);
+    if (!buf) {
+        free(h);
+        return NULL;
+    }
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    memcpy(buf + 8, h, hl);
+    memset(buf + 8 + hl, ' ', padded - hl);
+    float *data = (float *)(buf + 8 + padded);
+    size_t k = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        size_t n = s_numel(&s->v[i]);
+        for (size_t j = 0; j < n; j++) data[k++] = s->v[i].fill != 0 ? s->v[i].fill : nr_bench_rand();
+    }
+    free(h);
+    return buf;
+}
+
+int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_safetensors_t **st,
+                             char *err, size_t errlen) {
+    *buf = NULL;
+    *st = NULL;
+    int rc = nr_model_config_parse(s_config, NULL, "bench", cfg, err, errlen);
+    if (rc) return rc;
+    s_specs_t specs = {0};
+    if (s_specs_vit_gpt2(&specs) == 0) *buf = s_build(&specs, size);
+    free(specs.v);
+    if (!*buf) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    rc = nr_safetensors_open_memory(*buf, *size, "random-weights", st, err, errlen);
+    if (rc) {
+        free(*buf);
+        *buf = NULL;
+    }
+    return rc;
+}

@@ -1,0 +1,24 @@
+/* The benchmarks' model: a random checkpoint with the sizes of
+ * nlpconnect/vit-gpt2-image-captioning (ViT-B/16 encoder, GPT-2 decoder
+ * with cross-attention), built in memory as safetensors bytes, all F32
+ * (no file, no download). Shared by bench_models and bench_cuda. */
+#ifndef NR_BENCH_RANDOM_WEIGHTS_H
+#define NR_BENCH_RANDOM_WEIGHTS_H
+
+#include <stddef.h>
+
+#include "models/config.h"
+#include "models/safetensors.h"
+
+/* The next number of the process's one random sequence (xorshift64,
+ * uniform with std about 0.02): the weights take the first ones, so a
+ * program that draws its inputs after them gets the same inputs each run. */
+float nr_bench_rand(void);
+
+/* Parses the checkpoint's config into *cfg, builds the random weights in
+ * *buf (*size bytes; the caller frees it after closing *st) and opens them
+ * as *st. Returns 0, or an NR_E* code with a message in err. */
+int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_safetensors_t **st,
+                             char *err, size_t errlen);
+
+#endif
