@@ -1,7 +1,7 @@
 /* The compute backend interface: a table of function pointers plus a
  * context pointer (as ggml's backends). Model code (vit.c, gpt2.c,
- * generate.c) calls only these; the CPU backend lives in models/cpu/, a CUDA
- * backend later in models/cuda/. All float pointers passed to ops are in the
+ * generate.c) calls only these; the CPU backend lives in models/cpu/, the
+ * CUDA backend in models/cuda/. All float pointers passed to ops are in the
  * backend's memory (nr_backend_alloc / upload); sizes are in elements;
  * matrices are row-major. Every op returns 0 or a negative NR_E* code. */
 #ifndef NR_MODELS_BACKEND_H

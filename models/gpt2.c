@@ -232,8 +232,6 @@ fail:
     return NULL;
 }
 
-int nr_gpt2_state_len(const nr_gpt2_state_t *s) { return s->len; }
-
 #define CK(call)                                                                                  \
     do {                                                                                          \
         if ((rc = (call)) != 0) return rc;                                                        \
@@ -391,10 +389,3 @@ int nr_gpt2_select(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src, int n
     s->rows = new_rows;
     return 0;
 }
-
-int nr_gpt2_reorder(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src) {
-    if (!s) return NR_EINVAL;
-    return nr_gpt2_select(m, s, src, s->rows);
-}
-
-int nr_gpt2_state_rows(const nr_gpt2_state_t *s) { return s->rows; }

@@ -29,8 +29,6 @@ const nr_gpt2_config_t *nr_gpt2_config(const nr_gpt2_t *m);
  * (max_len > n_positions, no memory). */
 nr_gpt2_state_t *nr_gpt2_state_new(const nr_gpt2_t *m, int rows, int max_len, int n_enc, int enc_len);
 void nr_gpt2_state_destroy(nr_gpt2_state_t **s);
-/* Tokens already in the cache (same for every row). */
-int nr_gpt2_state_len(const nr_gpt2_state_t *s);
 
 /* Computes every layer's cross-attention K/V from enc [n_enc, enc_len, D]
  * (backend memory) and sets which encoder output each row attends to
@@ -44,13 +42,9 @@ int nr_gpt2_set_encoder(const nr_gpt2_t *m, nr_gpt2_state_t *s, const float *enc
  * last token's [rows, vocab]. Returns 0, NR_EINVAL (bad id, cache full). */
 int nr_gpt2_step(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *ids, int n_tok, float *logits, int all_logits);
 
-/* Beam reordering: row r of the cache becomes old row src[r] (host array of
- * rows ints). Also moves each row's encoder index. */
-int nr_gpt2_reorder(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src);
-/* Keeps new_rows rows (new_rows <= rows): row r becomes old row src[r]; the
+/* Beam reordering and shrinking: keeps new_rows rows (new_rows <= rows),
+ * row r becoming old row src[r] (host array) with its encoder index; the
  * state then has new_rows rows, so finished captions leave the batch. */
 int nr_gpt2_select(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src, int new_rows);
-/* Rows in the batch now. */
-int nr_gpt2_state_rows(const nr_gpt2_state_t *s);
 
 #endif

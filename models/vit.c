@@ -121,9 +121,6 @@ void nr_vit_destroy(nr_vit_t **pm) {
     *pm = NULL;
 }
 
-const nr_vit_config_t *nr_vit_config(const nr_vit_t *m) { return &m->cfg; }
-int nr_vit_seq_len(const nr_vit_t *m) { return m->seq; }
-
 #define CK(call)                                                                                  \
     do {                                                                                          \
         if ((rc = (call)) != 0) goto out;                                                         \

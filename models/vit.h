@@ -21,9 +21,6 @@ int nr_vit_load(const nr_vit_config_t *cfg, const nr_safetensors_t *st, const ch
                 nr_vit_t **out, char *err, size_t errlen);
 void nr_vit_destroy(nr_vit_t **m);
 
-const nr_vit_config_t *nr_vit_config(const nr_vit_t *m);
-/* 1 + (image_size / patch_size)^2 */
-int nr_vit_seq_len(const nr_vit_t *m);
 
 /* pixels [batch, C, H, W] and out [batch, seq, D], both in backend memory.
  * Returns 0, NR_EINVAL, NR_ENOMEM or a backend error. Thread-safe for

@@ -27,16 +27,6 @@ int nr_wstore_has(const nr_wstore_t *ws, const char *name) {
     return nr_safetensors_find(ws->st, full) != NULL;
 }
 
-float *nr_wstore_alloc(nr_wstore_t *ws, size_t floats) {
-    float *p = ws->be->ops->alloc(ws->be->ctx, floats * sizeof(float));
-    if (!p) return NULL;
-    if (s_keep(ws, p) != 0) {
-        ws->be->ops->free(ws->be->ctx, p);
-        return NULL;
-    }
-    return p;
-}
-
 /* Host F32 buffer -> backend buffer (takes ownership of host). */
 static int s_place(nr_wstore_t *ws, float *host, size_t floats, float **out) {
     if (ws->be->host_memory) {

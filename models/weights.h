@@ -26,8 +26,6 @@ int nr_wstore_has(const nr_wstore_t *ws, const char *name);
  * new backend buffer (for fused Q|K|V); each shape is checked. */
 int nr_wstore_concat_rows(nr_wstore_t *ws, const char *const *names, const int64_t *rows, int count, int64_t cols,
                           float **out, char *err, size_t errlen);
-/* A new backend scratch buffer owned by the store. */
-float *nr_wstore_alloc(nr_wstore_t *ws, size_t floats);
 void nr_wstore_free(nr_wstore_t *ws);
 
 #endif

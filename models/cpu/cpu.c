@@ -215,8 +215,6 @@ const char *nr_cpu_precision_name(nr_cpu_precision_t p) {
     return p == NR_CPU_BF16 ? "bf16" : p == NR_CPU_INT8 ? "int8" : "f32";
 }
 
-nr_backend_t *nr_cpu_backend_new(int num_threads) { return nr_cpu_backend_new_precision(num_threads, NR_CPU_F32); }
-
 nr_backend_t *nr_cpu_backend_new_precision(int num_threads, nr_cpu_precision_t precision) {
     if (precision != NR_CPU_F32 && precision != NR_CPU_BF16 && precision != NR_CPU_INT8) return NULL;
     nr_backend_t *b = calloc(1, sizeof(*b));

@@ -5,12 +5,6 @@
 
 #include "models/backend.h"
 
-/* A new CPU backend using num_threads threads (<= 0: all online cores).
- * OpenBLAS gets the same thread count; the own kernels run on a small
- * pthread pool of the same size, used only between BLAS calls so the two
- * never compete for cores. NULL on failure. */
-nr_backend_t *nr_cpu_backend_new(int num_threads);
-
 /* Weight precision of the matmuls. F32 (default): the F32 kernels, bit for
  * bit. BF16: every matmul weight packed once (on its first use) to BF16,
  * activations rounded to BF16 per call, F32 accumulation (AVX-512 BF16
@@ -23,8 +17,12 @@ typedef enum { NR_CPU_F32 = 0, NR_CPU_BF16 = 1, NR_CPU_INT8 = 2 } nr_cpu_precisi
 /* "f32", "bf16", "int8" -> the precision; -1 when unknown. */
 int nr_cpu_precision_from_name(const char *name);
 const char *nr_cpu_precision_name(nr_cpu_precision_t p);
-/* As nr_cpu_backend_new with a weight precision; the converted copies are
- * kept per weight pointer until the backend is destroyed. */
+/* A new CPU backend using num_threads threads (<= 0: all online cores) and
+ * the given weight precision. OpenBLAS gets the same thread count; the own
+ * kernels run on a small pthread pool of the same size, used only between
+ * BLAS calls so the two never compete for cores. Converted weight copies
+ * are kept per weight pointer until the backend is destroyed. NULL on
+ * failure. */
 nr_backend_t *nr_cpu_backend_new_precision(int num_threads, nr_cpu_precision_t precision);
 
 #endif
