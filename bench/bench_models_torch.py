@@ -13,70 +13,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-D, H, I, L, V, S = 768, 12, 3072, 12, 50257, 197
-HD = D // H
+# The model is bench_cuda_torch.py's (same weights layout, ViT forward,
+# GPT-2 Conv1D); attention "math" is the eager one transformers uses on
+# torch < 2.0 (no fused sdpa in 1.13).
+from bench_cuda_torch import P, attention, c1d, gpt2_weights, heads, make_vit, vit_weights
 
-
-def sdpa(q, k, v):
-    # eager attention as transformers does on torch < 2.0 (no fused sdpa in 1.13)
-    w = torch.matmul(q, k.transpose(-1, -2)) * (HD ** -0.5)
-    return torch.matmul(torch.softmax(w, dim=-1), v)
-
-
-def lin(o, i):
-    return torch.randn(o, i) * 0.02, torch.randn(o) * 0.02
-
-
-def vit_weights():
-    w = {"patch": torch.randn(D, 3, 16, 16) * 0.02, "patch_b": torch.zeros(D),
-         "cls": torch.randn(1, 1, D) * 0.02, "pos": torch.randn(1, S, D) * 0.02,
-         "lnf": (torch.ones(D), torch.zeros(D)), "layers": []}
-    for _ in range(L):
-        w["layers"].append({"q": lin(D, D), "k": lin(D, D), "v": lin(D, D), "o": lin(D, D),
-                            "fc1": lin(I, D), "fc2": lin(D, I),
-                            "ln1": (torch.ones(D), torch.zeros(D)), "ln2": (torch.ones(D), torch.zeros(D))})
-    return w
-
-
-def vit_forward(w, px):
-    B = px.shape[0]
-    x = F.conv2d(px, w["patch"], w["patch_b"], stride=16).flatten(2).transpose(1, 2)
-    x = torch.cat([w["cls"].expand(B, -1, -1), x], dim=1) + w["pos"]
-    for l in w["layers"]:
-        h = F.layer_norm(x, (D,), *l["ln1"], eps=1e-12)
-        q = F.linear(h, *l["q"]).view(B, S, H, HD).transpose(1, 2)
-        k = F.linear(h, *l["k"]).view(B, S, H, HD).transpose(1, 2)
-        v = F.linear(h, *l["v"]).view(B, S, H, HD).transpose(1, 2)
-        a = sdpa(q, k, v).transpose(1, 2).reshape(B, S, D)
-        x = x + F.linear(a, *l["o"])
-        h = F.layer_norm(x, (D,), *l["ln2"], eps=1e-12)
-        x = x + F.linear(F.gelu(F.linear(h, *l["fc1"])), *l["fc2"])
-    return F.layer_norm(x, (D,), *w["lnf"], eps=1e-12)
-
-
-def conv1d(i, o):
-    return torch.randn(i, o) * 0.02, torch.randn(o) * 0.02
-
-
-def gpt2_weights():
-    w = {"wte": torch.randn(V, D) * 0.02, "wpe": torch.randn(1024, D) * 0.02,
-         "lnf": (torch.ones(D), torch.zeros(D)), "layers": []}
-    for _ in range(L):
-        w["layers"].append({"attn": conv1d(D, 3 * D), "aproj": conv1d(D, D), "xq": conv1d(D, D),
-                            "xkv": conv1d(D, 2 * D), "xproj": conv1d(D, D), "fc": conv1d(D, I),
-                            "mproj": conv1d(I, D), "ln1": (torch.ones(D), torch.zeros(D)),
-                            "lnx": (torch.ones(D), torch.zeros(D)), "ln2": (torch.ones(D), torch.zeros(D))})
-    return w
-
-
-def c1d(x, wb):
-    w, b = wb
-    return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[1])
-
-
-def heads(x):
-    B, T, _ = x.shape
-    return x.view(B, T, H, HD).transpose(1, 2)
+D, H, I, L, V, S = (P[k] for k in ("D", "H", "I", "L", "V", "S"))
 
 
 def gpt2_cross_kv(w, enc):
@@ -94,12 +36,12 @@ def gpt2_step(w, ids, pos, cache, xkv):
             k = torch.cat([cache[li][0], k], dim=2)
             v = torch.cat([cache[li][1], v], dim=2)
         cache[li] = (k, v)
-        a = sdpa(q, k, v).transpose(1, 2).reshape(B, 1, D)
+        a = attention(q, k, v, None, "math").transpose(1, 2).reshape(B, 1, D)
         x = x + c1d(a, l["aproj"])
         h = F.layer_norm(x, (D,), *l["lnx"], eps=1e-5)
         q = heads(c1d(h, l["xq"]))
         xk, xv = xkv[li]
-        a = sdpa(q, xk.expand(B, -1, -1, -1), xv.expand(B, -1, -1, -1))
+        a = attention(q, xk.expand(B, -1, -1, -1), xv.expand(B, -1, -1, -1), None, "math")
         x = x + c1d(a.transpose(1, 2).reshape(B, 1, D), l["xproj"])
         h = F.layer_norm(x, (D,), *l["ln2"], eps=1e-5)
         x = x + c1d(F.gelu(c1d(h, l["fc"]), approximate="tanh"), l["mproj"])
@@ -125,19 +67,20 @@ def main():
     print(f"bench_models_torch: torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     with torch.inference_mode():
-        vw = vit_weights()
+        vw = vit_weights(torch.device("cpu"))
+        vit_forward = make_vit(vw, "math")
         px = torch.randn(a.batch, 3, 224, 224)
         for bs in (1, a.batch):
-            vit_forward(vw, px[:bs])
+            vit_forward(px[:bs])
             dt = 1e9
             for _ in range(a.iters):  # best of iters, as bench_models
                 t0 = time.perf_counter()
-                enc = vit_forward(vw, px[:bs])
+                enc = vit_forward(px[:bs])
                 dt = min(dt, time.perf_counter() - t0)
             print(f"vit-b16 encoder  batch {bs}: {dt * 1e3:8.1f} ms/batch  {bs / dt:6.2f} images/s  "
                   f"{vit_flops() * bs / dt / 1e9:6.1f} GFLOP/s")
-        del vw
-        gw = gpt2_weights()
+        del vw, vit_forward
+        gw = gpt2_weights(torch.device("cpu"))
         enc1 = enc[:1]
         # (rows, images): greedy, beam 4 (4 rows on one image), and 4 / 16
         # captions decoded together (one row each, each its own image)
