@@ -8,6 +8,7 @@
 #include "client/files.h"
 #include "client/output.h"
 #include "common/error.h"
+#include "proto/secure.h"
 
 #include <criterion/criterion.h>
 #include <ftw.h>
@@ -1103,6 +1104,42 @@ Test(program, curve_flags_after_the_command) {
     cr_expect(!strstr(out, "unknown option"), "%s", out);
     cr_expect_eq(s_narrate("status j1 --curve-server-key /nonexistent/broker.pub", out, sizeof out), 2);
     cr_expect(strstr(out, "curve-secret-key-file"), "%s", out);
+}
+
+/* With CURVE keys given after the command and no broker, exit 3 says
+ * that a refused key looks the same as an absent broker. */
+Test(program, curve_unreachable_exit_3_has_the_hint) {
+    if (!nr_secure_available()) cr_skip_test("this libzmq has no CURVE");
+    char dir[] = "/tmp/nr-test-cli-curve-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char pub[NR_SECURE_KEY_Z85 + 1], sec[NR_SECURE_KEY_Z85 + 1], base[128], err[256];
+    const char *names[] = {"broker", "client"};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(nr_secure_keypair(pub, sec), 0);
+        snprintf(base, sizeof base, "%s/%s", dir, names[i]);
+        cr_assert_eq(nr_secure_write_keypair(base, pub, sec, err, sizeof err), 0, "%s", err);
+    }
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_ROUTER);
+    char ep[64], args[512], out[4096];
+    size_t n = sizeof ep;
+    cr_assert_eq(zmq_bind(s, "tcp://127.0.0.1:*"), 0);
+    zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &n);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    snprintf(args, sizeof args,
+             "--broker %s --timeout 1 stats --curve-server-key %s/broker.pub --curve-secret-key-file "
+             "%s/client.key",
+             ep, dir, dir);
+    cr_expect_eq(s_narrate(args, out, sizeof out), 3);
+    cr_expect(strstr(out, "cannot reach the broker"), "%s", out);
+    cr_expect(strstr(out, "refuses this client's key looks unreachable"), "%s", out);
+    for (int i = 0; i < 2; i++) {
+        snprintf(base, sizeof base, "%s/%s.key", dir, names[i]);
+        unlink(base);
+        snprintf(base, sizeof base, "%s/%s.pub", dir, names[i]);
+        unlink(base);
+    }
+    rmdir(dir);
 }
 
 Test(program, unreachable_broker_exits_3) {
