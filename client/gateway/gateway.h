@@ -1,7 +1,9 @@
 /* narrator-gateway: an HTTP/JSON front end to narrator-broker.
  *
  * The gateway is a client of the broker like `narrate`: it talks to it only
- * through nr_client (client/client.h), never to Redis. It serves the JSON
+ * through nr_client (client/client.h), never to Redis (probe.c only
+ * watches a ZeroMQ handshake to explain a refusal; it sends nothing). With
+ * curve-* settings every link to the broker is CURVE. It serves the JSON
  * API documented in client/gateway/API.md, the static web page from a
  * folder, health and readiness checks and Prometheus metrics.
  *
