@@ -2,8 +2,9 @@
  * context pointer (as ggml's backends). Model code (vit.c, gpt2.c,
  * generate.c) calls only these; the CPU backend lives in models/cpu/, the
  * CUDA backend in models/cuda/. All float pointers passed to ops are in the
- * backend's memory (nr_backend_alloc / upload); sizes are in elements;
- * matrices are row-major. Every op returns 0 or a negative NR_E* code. */
+ * backend's memory (ops->alloc, then upload; or nr_backend_upload_new);
+ * sizes are in elements; matrices are row-major. Every op returns 0 or a
+ * negative NR_E* code. */
 #ifndef NR_MODELS_BACKEND_H
 #define NR_MODELS_BACKEND_H
 
