@@ -1,8 +1,10 @@
 /* proto/secure: CURVE key files and the ZAP allow-list, over real ZeroMQ
  * sockets (tcp on loopback): an allowed client is served, a client whose
  * key is not in the allow-list and a plain-text client are refused before
- * any message reaches the server. The end-to-end test with the real broker,
- * a worker and clients is in the `secure_cluster` suite. */
+ * any message reaches the server. Then the real broker with CURVE and a
+ * worker and clients, and the real narrator-gateway with CURVE (an allowed
+ * gateway speaks a text over HTTP; refused, plain and wrong-key gateways
+ * answer 503 saying why; bad settings stop it at start). */
 #include "common/error.h"
 #include "proto/proto.h"
 #include "proto/secure.h"
