@@ -12,6 +12,24 @@
 #include <string.h>
 #include <sys/random.h>
 
+/* A message held until the Redis writes it depends on are settled: a
+ * client REPLY (sent as is), the answer to a SUBMIT (built once its write
+ * is settled: acknowledged, or refused) and a JOB (built from the lease,
+ * which may have been revoked meanwhile). */
+typedef enum { S_OUT_REPLY, S_OUT_ACK, S_OUT_JOB } s_out_kind_t;
+
+typedef struct {
+    s_out_kind_t kind;
+    uint8_t identity[NR_BROKER_IDENTITY_MAX];
+    size_t identity_size;
+    nr_msg_t msg; /* REPLY: the reply; ACK: seq, id, message; JOB: id, attempt, deadline_ms */
+} s_out_t;
+
+typedef struct {
+    s_out_t *v;
+    size_t len, cap;
+} s_outbox_t;
+
 struct nr_broker {
     nr_broker_params_t params;
     nr_store_t *store; /* borrowed; NULL = memory only */
@@ -28,11 +46,17 @@ struct nr_broker {
     /* Counters since start, for STATS when the store cannot answer. */
     uint64_t count_done, count_failed, count_cancelled;
     nr_metrics_t *metrics;     /* borrowed; NULL = no metrics (broker_metrics.h) */
+    /* Group commit: what waits for the queued Redis writes (see s_commit). */
+    s_outbox_t out, spare;     /* spare: the outbox being sent, kept for reuse */
+    int depth;                 /* nested entry points; the outermost commits */
+    int committing;
+    int64_t now;               /* time of the current entry point */
 };
 
-static int s_save(nr_broker_t *self, nr_broker_job_t *job, int out_index, const uint8_t *out,
+static int s_save(nr_broker_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
                   size_t out_size, const char *counter);
 static void s_dispatch(nr_broker_t *self, nr_broker_stage_t *stage, int64_t now);
+static void s_commit(nr_broker_t *self);
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -118,6 +142,37 @@ static int s_send(nr_broker_t *self, nr_broker_side_t side, const uint8_t *ident
     return rc;
 }
 
+/* Makes room for one more held message. 0 or NR_ENOMEM. */
+static int s_reserve(nr_broker_t *self) {
+    s_outbox_t *o = &self->out;
+    if (o->len < o->cap) return 0;
+    size_t cap = o->cap ? o->cap * 2 : 64;
+    s_out_t *v = realloc(o->v, cap * sizeof *v);
+    if (!v) return NR_ENOMEM;
+    o->v = v;
+    o->cap = cap;
+    return 0;
+}
+
+/* Holds msg (taken: left empty) for a peer until the next commit. */
+static int s_post(nr_broker_t *self, s_out_kind_t kind, const uint8_t *identity, size_t size,
+                  nr_msg_t *msg) {
+    if (s_reserve(self)) return NR_ENOMEM;
+    s_out_t *e = &self->out.v[self->out.len++];
+    e->kind = kind;
+    e->identity_size = size < sizeof e->identity ? size : sizeof e->identity;
+    memcpy(e->identity, identity, e->identity_size);
+    e->msg = *msg;
+    nr_proto_msg_init(msg);
+    return 0;
+}
+
+static void s_outbox_free(s_outbox_t *o) {
+    for (size_t i = 0; i < o->len; i++) nr_proto_msg_clear(&o->v[i].msg);
+    free(o->v);
+    memset(o, 0, sizeof *o);
+}
+
 /* Returns s_send's code: NR_ECONNECT means the worker is gone. */
 static int s_send_cmd(nr_broker_t *self, nr_broker_worker_t *w, nr_cmd_t cmd, int64_t now) {
     w->sent = 1;
@@ -145,26 +200,32 @@ static void s_reply(nr_broker_t *self, const uint8_t *identity, size_t size, con
         vsnprintf(rep->message, sizeof rep->message, fmt, ap);
         va_end(ap);
     }
-    s_send(self, NR_BROKER_CLIENTS, identity, size, rep);
+    if (s_post(self, S_OUT_REPLY, identity, size, rep))
+        nr_log(NR_LOG_ERROR, "out of memory: %s reply dropped (the client retries)",
+               nr_errname(code));
 }
 
 /* A finished job that is safely stored leaves memory. */
 static void s_maybe_evict(nr_broker_t *self, nr_broker_job_t *job) {
-    if (!self->store || !nr_job_is_final(job) || job->dirty) return;
+    if (!self->store || !nr_job_is_final(job) || job->dirty || job->saving) return;
     nr_broker_jobs_remove(self->jobs, job);
     nr_broker_job_destroy(&job);
 }
 
-static int s_save(nr_broker_t *self, nr_broker_job_t *job, int out_index, const uint8_t *out,
+/* Queues the job's state change (and takes *out, the output of route index
+ * out_index); it is written at the next commit, before anything that
+ * depends on it is sent. Memory only: kept at once. */
+static int s_save(nr_broker_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
                   size_t out_size, const char *counter) {
     if (!self->store) {
         /* Memory only: keep outputs so FETCH works. */
-        if (out_index >= 0 && out_index < NR_PROTO_ROUTE_MAX && out) {
+        if (out && *out && out_index >= 0 && out_index < NR_PROTO_ROUTE_MAX) {
             free(job->unsaved[out_index]);
-            job->unsaved[out_index] = malloc(out_size ? out_size : 1);
-            if (job->unsaved[out_index]) memcpy(job->unsaved[out_index], out, out_size);
+            job->unsaved[out_index] = *out;
             job->unsaved_size[out_index] = out_size;
+            *out = NULL;
         }
+        if (out) free(*out), *out = NULL;
         job->dirty = job->input_unsaved = job->reset = 0;
         return 0;
     }
@@ -205,8 +266,7 @@ static void s_fail(nr_broker_t *self, nr_broker_job_t *job, int code, const char
                    nr_errname(code), NULL);
     nr_log(NR_LOG_INFO, "job %s failed at %s: %s: %s", job->id, nr_broker_job_stage(job),
            nr_errname(code), message);
-    s_save(self, job, -1, NULL, 0, "failed");
-    s_maybe_evict(self, job);
+    s_save(self, job, -1, NULL, 0, "failed"); /* leaves memory once written (s_on_saved) */
 }
 
 /* An attempt went wrong (worker lost, deadline, retryable FAIL): queue it
@@ -282,6 +342,11 @@ err:
 void nr_broker_destroy(nr_broker_t **p) {
     if (!p || !*p) return;
     nr_broker_t *self = *p;
+    /* Saves still queued point at jobs about to go (a broker dropped
+     * mid-batch, as tests do to mimic a crash). */
+    if (self->store) nr_store_discard(self->store);
+    s_outbox_free(&self->out);
+    s_outbox_free(&self->spare);
     while (self->stages) {
         nr_broker_stage_t *s = self->stages;
         self->stages = s->next;
@@ -312,9 +377,10 @@ static void s_recover_one(const char *id, void *arg) {
         return;
     }
     if (nr_job_is_final(job)) {
-        /* A stale pending entry: saving the final state removes it. */
+        /* A stale pending entry: saving the final state removes it (the job
+         * leaves memory once that is written). */
+        nr_broker_jobs_add(self->jobs, job);
         s_save(self, job, -1, NULL, 0, NULL);
-        nr_broker_job_destroy(&job);
         return;
     }
     if (job->state == NR_JOB_RUNNING) {
@@ -340,11 +406,32 @@ static int s_recover(nr_broker_t *self, int64_t now) {
     return 0;
 }
 
+/* Every entry point runs between s_enter and s_leave: the outermost
+ * s_leave commits (nr_broker_begin/commit make one batch of many). */
+static void s_enter(nr_broker_t *self, int64_t now) {
+    self->depth++;
+    self->now = now;
+}
+
+static void s_leave(nr_broker_t *self) {
+    if (self->depth > 0 && --self->depth == 0) s_commit(self);
+}
+
+void nr_broker_begin(nr_broker_t *self, int64_t now) { s_enter(self, now); }
+
+void nr_broker_commit(nr_broker_t *self, int64_t now) {
+    self->now = now;
+    s_leave(self);
+}
+
 int nr_broker_start(nr_broker_t *self, int64_t now) {
     if (!self->store) return 0;
     int rc = nr_store_connect(self->store);
     if (rc) return rc;
-    return s_recover(self, now);
+    s_enter(self, now);
+    rc = s_recover(self, now);
+    s_leave(self);
+    return rc;
 }
 
 void nr_broker_stop_accepting(nr_broker_t *self) { self->accepting = 0; }
@@ -452,6 +539,7 @@ static void s_on_result(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg,
         out_size = msg->frames[0].size;
         msg->frames[0].data = NULL;
     }
+    if (!out) out = calloc(1, 1); /* no frame: an empty output */
     int out_index = (int)job->stage_index;
     /* updated_ms is the dispatch time while a job runs. */
     nr_metrics_observe(self->metrics, NR_BM_STAGE_DURATION, (double)(now - job->updated_ms) / 1000.0,
@@ -463,20 +551,21 @@ static void s_on_result(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg,
         job->state = NR_JOB_DONE;
         self->count_done++;
         nr_log(NR_LOG_DEBUG, "job %s done", job->id);
-        s_save(self, job, out_index, out ? out : (const uint8_t *)"", out_size, "done");
-        free(out);
+        s_save(self, job, out_index, &out, out_size, "done"); /* takes out */
         free(job->input);
         job->input = NULL;
-        s_maybe_evict(self, job);
     } else {
         job->stage_index++;
         job->attempts = 0;
         job->state = NR_JOB_QUEUED;
         job->ready_ms = now;
         nr_log(NR_LOG_DEBUG, "job %s: %s done, next %s", job->id, stage, nr_broker_job_stage(job));
-        s_save(self, job, out_index, out ? out : (const uint8_t *)"", out_size, NULL);
-        if (!out) out = calloc(1, 1);
-        nr_broker_job_take_input(job, &out, out_size);
+        /* The output is saved and is the next stage's input: keep a copy
+         * (without memory for one, dispatch reads it back from Redis). */
+        uint8_t *input = out ? malloc(out_size ? out_size : 1) : NULL;
+        if (input) memcpy(input, out, out_size);
+        s_save(self, job, out_index, &out, out_size, NULL); /* takes out */
+        nr_broker_job_take_input(job, &input, out_size);
         nr_broker_stage_t *next = s_stage(self, nr_broker_job_stage(job), 1);
         if (next) {
             nr_broker_stage_push(next, job, 0);
@@ -498,8 +587,8 @@ static void s_on_fail(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg, i
     s_dispatch(self, s, now);
 }
 
-void nr_broker_worker_message(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
-                              nr_msg_t *msg, int64_t now) {
+static void s_worker_message(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
+                             nr_msg_t *msg, int64_t now) {
     nr_broker_worker_t *w = s_worker(self, identity, identity_size);
     if (msg->cmd == NR_CMD_READY) {
         s_on_ready(self, identity, identity_size, msg, w, now);
@@ -546,6 +635,13 @@ void nr_broker_worker_message(nr_broker_t *self, const uint8_t *identity, size_t
                w->label);
         break;
     }
+}
+
+void nr_broker_worker_message(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
+                              nr_msg_t *msg, int64_t now) {
+    s_enter(self, now);
+    s_worker_message(self, identity, identity_size, msg, now);
+    s_leave(self);
 }
 
 /* ---- dispatch --------------------------------------------------------- */
@@ -599,13 +695,39 @@ static int s_dispatch_one(nr_broker_t *self, nr_broker_stage_t *s, nr_broker_job
     nr_broker_job_set(job, key, num);
     s_save(self, job, -1, NULL, 0, NULL);
 
+    /* The JOB leaves once the running state is written (s_send_job). */
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    snprintf(m.id, sizeof m.id, "%s", job->id);
+    m.attempt = job->attempts;
+    m.deadline_ms = (uint32_t)deadline;
+    nr_log(NR_LOG_DEBUG, "job %s: %s attempt %" PRIu32 " to %s", job->id, s->name, job->attempts,
+           w->label);
+    if (s_post(self, S_OUT_JOB, w->identity, w->identity_size, &m))
+        nr_log(NR_LOG_ERROR, "out of memory: JOB %s not sent (its deadline requeues it)", job->id);
+    return 0;
+}
+
+/* Sends a held JOB, built from its lease: a lease revoked meanwhile
+ * (cancel, requeue) is dropped unsent, so the worker's slot is free. */
+static void s_send_job(nr_broker_t *self, s_out_t *e) {
+    nr_broker_worker_t *w = s_worker(self, e->identity, e->identity_size);
+    nr_broker_lease_t *l = w ? nr_broker_worker_find_lease(w, e->msg.id, e->msg.attempt) : NULL;
+    if (!l) return; /* the worker is gone and its jobs requeued */
+    nr_broker_stage_t *s = w->stage;
+    if (!l->job) {
+        nr_broker_worker_drop_lease(w, l);
+        s_dispatch(self, s, self->now);
+        return;
+    }
+    nr_broker_job_t *job = l->job;
     nr_msg_t m;
     nr_proto_msg_init(&m);
     m.cmd = NR_CMD_JOB;
     snprintf(m.id, sizeof m.id, "%s", job->id);
     snprintf(m.stage, sizeof m.stage, "%s", s->name);
-    m.attempt = job->attempts;
-    m.deadline_ms = (uint32_t)deadline;
+    m.attempt = e->msg.attempt;
+    m.deadline_ms = e->msg.deadline_ms;
     for (uint32_t i = 0; i < job->fields_len; i++)
         if (!strncmp(job->fields[i].key, "opt.", 4))
             nr_proto_kv_add(&m, job->fields[i].key + 4, job->fields[i].value);
@@ -613,14 +735,14 @@ static int s_dispatch_one(nr_broker_t *self, nr_broker_stage_t *s, nr_broker_job
     m.frames[0].data = job->input;
     m.frames[0].size = job->input_size;
     m.frames_len = 1;
-    nr_log(NR_LOG_DEBUG, "job %s: %s attempt %" PRIu32 " to %s", job->id, s->name, job->attempts,
-           w->label);
     int rc = s_send(self, NR_BROKER_WORKERS, w->identity, w->identity_size, &m);
     m.frames[0].data = NULL;
     m.frames_len = 0;
     nr_proto_msg_clear(&m);
-    if (rc == NR_ECONNECT) s_worker_delete(self, w, NR_ECONNECT, "is gone (unroutable)", now);
-    return 0;
+    if (rc == NR_ECONNECT) {
+        s_worker_delete(self, w, NR_ECONNECT, "is gone (unroutable)", self->now);
+        s_dispatch(self, s, self->now);
+    }
 }
 
 static void s_dispatch(nr_broker_t *self, nr_broker_stage_t *s, int64_t now) {
@@ -656,12 +778,24 @@ static void s_reply_error(nr_broker_t *self, const uint8_t *identity, size_t siz
     nr_proto_msg_clear(&rep);
 }
 
+/* The job held in memory with this id, or NULL. When its last change is
+ * still queued it is settled first, so the answer (or a second SUBMIT, or
+ * a CANCEL) sees what Redis holds. */
+static nr_broker_job_t *s_find_settled(nr_broker_t *self, const char *id) {
+    nr_broker_job_t *job = nr_broker_jobs_find(self->jobs, id);
+    if (job && (job->saving || job->submitting)) {
+        s_commit(self);
+        job = nr_broker_jobs_find(self->jobs, id);
+    }
+    return job;
+}
+
 /* Finds a job in memory or, failing that, in the store (*loaded is then the
  * caller's to destroy). Returns 0, NR_ENOTFOUND or NR_EREDIS. */
 static int s_lookup(nr_broker_t *self, const char *id, nr_broker_job_t **job,
                     nr_broker_job_t **loaded) {
     *loaded = NULL;
-    *job = nr_broker_jobs_find(self->jobs, id);
+    *job = s_find_settled(self, id);
     if (*job) return 0;
     if (!self->store) return NR_ENOTFOUND;
     int rc = nr_store_load(self->store, id, loaded);
@@ -692,48 +826,30 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
     }
     if (!msg->id[0]) s_random_id(self, msg->id, sizeof msg->id);
 
-    nr_broker_job_t *old = NULL, *loaded = NULL;
-    int rc = s_lookup(self, msg->id, &old, &loaded);
-    if (rc && rc != NR_ENOTFOUND) {
-        s_reply_error(self, identity, size, msg, rc, "cannot read the job record from redis");
-        return;
-    }
+    /* A job held here is answered here; for any other id Redis decides in
+     * the write itself (a guarded save, see s_ack), with no read first. */
+    nr_broker_job_t *old = s_find_settled(self, msg->id);
     if (old && old->state != NR_JOB_FAILED && old->state != NR_JOB_CANCELLED) {
-        nr_broker_stage_t *adopted_at = NULL;
-        if (loaded && !nr_job_is_final(loaded)) {
-            /* Unfinished in Redis but not held here: a SUBMIT whose write
-             * Redis applied although the broker saw it fail. Resume it as a
-             * restart would, or the job would wait for the next restart. */
-            s_recover_t r = {self, now, 0};
-            s_recover_one(msg->id, &r);
-            nr_broker_job_t *adopted = nr_broker_jobs_find(self->jobs, msg->id);
-            if (adopted) {
-                nr_log(NR_LOG_INFO, "job %s was unfinished in redis but not queued here: resumed", msg->id);
-                old = adopted;
-                adopted_at = s_stage(self, nr_broker_job_stage(adopted), 0);
-            }
-        }
         s_reply_job(self, identity, size, msg, old, 0, "job exists", 1);
-        nr_broker_job_destroy(&loaded);
-        if (adopted_at) s_dispatch(self, adopted_at, now);
         return;
     }
     nr_broker_stage_t *first = s_stage(self, msg->route[0], 1);
     if (!first) {
-        nr_broker_job_destroy(&loaded);
         s_reply_error(self, identity, size, msg, NR_ENOMEM, "out of memory");
         return;
     }
-    if (first->queued >= (size_t)self->params.queue_bound) {
-        nr_broker_job_destroy(&loaded);
+    if (first->queued + first->submitting >= (size_t)self->params.queue_bound) {
         snprintf(text, sizeof text, "queue of stage %s is full (%zu jobs); retry later",
                  first->name, first->queued);
         s_reply_error(self, identity, size, msg, NR_EBUSY, text);
         return;
     }
+    if (s_reserve(self)) {
+        s_reply_error(self, identity, size, msg, NR_ENOMEM, "out of memory");
+        return;
+    }
     int reset = old != NULL;
-    nr_broker_job_destroy(&loaded);
-    if (old && old == nr_broker_jobs_find(self->jobs, msg->id)) {
+    if (old) {
         nr_broker_jobs_remove(self->jobs, old);
         nr_broker_job_destroy(&old);
     }
@@ -751,28 +867,105 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
     job->created_ms = job->updated_ms = now;
     job->ready_ms = now;
     job->reset = reset;
+    job->guard = self->store && !reset ? NR_STORE_GUARD : 0;
     job->input_unsaved = 1;
     nr_broker_job_take_input(job, &msg->frames[0].data, msg->frames[0].size);
     if (!job->input && !(job->input = calloc(1, 1))) goto nomem;
     nr_broker_jobs_add(self->jobs, job);
-    if (self->store ? nr_store_save(self->store, job, -1, NULL, 0, "submitted")
-                    : s_save(self, job, -1, NULL, 0, NULL)) {
+    if (s_save(self, job, -1, NULL, 0, "submitted")) {
         /* Not acknowledged, so not kept. */
         nr_broker_jobs_remove(self->jobs, job);
         nr_broker_job_destroy(&job);
         s_reply_error(self, identity, size, msg, NR_EREDIS, "could not write the job to redis");
         return;
     }
-    nr_broker_stage_push(first, job, 0);
-    nr_metrics_add(self->metrics, NR_BM_SUBMITTED, 1, NULL);
-    nr_log(NR_LOG_DEBUG, "job %s submitted (%s, %zu bytes)%s", job->id, msg->route[0],
-           job->input_size, reset ? ", rerun" : "");
-    s_reply_job(self, identity, size, msg, job, 0, reset ? "rerun" : NULL, 0);
-    s_dispatch(self, first, now);
+    /* Acknowledged (and queued) by s_ack once the write is settled. */
+    job->submitting = 1;
+    first->submitting++;
+    nr_msg_t ack;
+    nr_proto_msg_init(&ack);
+    ack.seq = msg->seq;
+    snprintf(ack.id, sizeof ack.id, "%s", job->id);
+    if (reset) snprintf(ack.message, sizeof ack.message, "rerun");
+    s_post(self, S_OUT_ACK, identity, size, &ack); /* room reserved above */
     return;
 nomem:
     nr_broker_job_destroy(&job);
     s_reply_error(self, identity, size, msg, NR_ENOMEM, "out of memory");
+}
+
+/* Answers a SUBMIT whose id Redis found taken by a live job (the guarded
+ * write did nothing): that job's record with existing=1, as for a job held
+ * here. One unfinished in Redis but not held here is a SUBMIT whose write
+ * Redis applied although the broker saw it fail: it is resumed as a
+ * restart would, or it would wait for the next restart. */
+static void s_ack_existing(nr_broker_t *self, s_out_t *e, nr_msg_t *rep) {
+    nr_broker_job_t *loaded = NULL;
+    int rc = nr_store_load(self->store, e->msg.id, &loaded);
+    if (rc) {
+        rep->code = rc;
+        snprintf(rep->message, sizeof rep->message, "cannot read the job record from redis");
+        return;
+    }
+    nr_broker_job_t *shown = loaded;
+    nr_broker_stage_t *adopted_at = NULL;
+    if (!nr_job_is_final(loaded)) {
+        s_recover_t r = {self, self->now, 0};
+        s_recover_one(e->msg.id, &r);
+        nr_broker_job_t *adopted = nr_broker_jobs_find(self->jobs, e->msg.id);
+        if (adopted) {
+            nr_log(NR_LOG_INFO, "job %s was unfinished in redis but not queued here: resumed",
+                   e->msg.id);
+            shown = adopted;
+            adopted_at = s_stage(self, nr_broker_job_stage(adopted), 0);
+        }
+    }
+    nr_broker_job_record(shown, rep, s_stage_workers(self, nr_broker_job_stage(shown)));
+    nr_proto_kv_add(rep, "existing", "1");
+    snprintf(rep->message, sizeof rep->message, "job exists");
+    nr_broker_job_destroy(&loaded);
+    if (adopted_at) s_dispatch(self, adopted_at, self->now);
+}
+
+/* Answers a SUBMIT whose write is settled: acknowledged and queued; or
+ * refused and forgotten when the write failed; or, when Redis found the id
+ * taken, forgotten and answered with the job that has it. */
+static void s_ack(nr_broker_t *self, s_out_t *e) {
+    nr_broker_job_t *job = nr_broker_jobs_find(self->jobs, e->msg.id);
+    if (!job || !job->submitting) return; /* nothing else touches it: cannot happen */
+    nr_broker_stage_t *first = s_stage(self, job->route[0], 0);
+    if (first && first->submitting) first->submitting--;
+    job->submitting = 0;
+    nr_msg_t rep;
+    nr_proto_msg_init(&rep);
+    rep.cmd = NR_CMD_REPLY;
+    rep.seq = e->msg.seq;
+    snprintf(rep.id, sizeof rep.id, "%s", job->id);
+    if (job->dirty || job->saving || !first || job->guard == NR_STORE_EXISTS) {
+        int exists = job->guard == NR_STORE_EXISTS && !job->dirty && !job->saving;
+        nr_broker_jobs_remove(self->jobs, job);
+        nr_broker_job_destroy(&job);
+        if (exists) {
+            s_ack_existing(self, e, &rep);
+        } else {
+            rep.code = NR_EREDIS;
+            snprintf(rep.message, sizeof rep.message, "could not write the job to redis");
+        }
+        s_send(self, NR_BROKER_CLIENTS, e->identity, e->identity_size, &rep);
+        nr_proto_msg_clear(&rep);
+        return;
+    }
+    int rerun = e->msg.message[0] || job->guard == NR_STORE_REPLACED;
+    job->guard = 0;
+    nr_broker_stage_push(first, job, 0);
+    nr_metrics_add(self->metrics, NR_BM_SUBMITTED, 1, NULL);
+    nr_log(NR_LOG_DEBUG, "job %s submitted (%s, %zu bytes)%s", job->id, first->name,
+           job->input_size, rerun ? ", rerun" : "");
+    nr_broker_job_record(job, &rep, s_stage_workers(self, first->name));
+    if (rerun) snprintf(rep.message, sizeof rep.message, "rerun");
+    s_send(self, NR_BROKER_CLIENTS, e->identity, e->identity_size, &rep);
+    nr_proto_msg_clear(&rep);
+    s_dispatch(self, first, self->now);
 }
 
 static void s_on_status(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
@@ -871,8 +1064,7 @@ static void s_on_cancel(nr_broker_t *self, const uint8_t *identity, size_t size,
     self->count_cancelled++;
     nr_log(NR_LOG_INFO, "job %s cancelled at %s", job->id, nr_broker_job_stage(job));
     s_save(self, job, -1, NULL, 0, "cancelled");
-    s_reply_job(self, identity, size, msg, job, 0, NULL, 0);
-    s_maybe_evict(self, job);
+    s_reply_job(self, identity, size, msg, job, 0, NULL, 0); /* sent once written */
 }
 
 static void s_on_stats(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
@@ -918,6 +1110,7 @@ static void s_on_stats(nr_broker_t *self, const uint8_t *identity, size_t size, 
 
 void nr_broker_client_message(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
                               nr_msg_t *msg, int64_t now) {
+    s_enter(self, now);
     switch (msg->cmd) {
     case NR_CMD_SUBMIT:
         s_on_submit(self, identity, identity_size, msg, now);
@@ -940,38 +1133,89 @@ void nr_broker_client_message(nr_broker_t *self, const uint8_t *identity, size_t
         s_reply_error(self, identity, identity_size, msg, NR_EPROTO, text);
     }
     }
+    s_leave(self);
 }
 
 void nr_broker_client_error(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
                             int code, const char *message) {
     nr_log(NR_LOG_INFO, "malformed client message: %s", message);
+    s_enter(self, self->now);
     s_reply_error(self, identity, identity_size, NULL, code, message);
+    s_leave(self);
+}
+
+/* ---- group commit ------------------------------------------------------ */
+
+/* Called by the store for each save once its reply is read. */
+static void s_on_saved(nr_broker_job_t *job, int rc, void *arg) {
+    nr_broker_t *self = arg;
+    if (job->submitting) return; /* s_ack acknowledges or refuses it */
+    if (rc) {
+        self->need_flush = 1;
+        nr_log(NR_LOG_WARN, "job %s: state %s kept in memory until redis is back (%s)", job->id,
+               nr_job_state_name(job->state), nr_store_error(self->store));
+        return;
+    }
+    s_maybe_evict(self, job);
+}
+
+/* Sends what the outbox holds, in order. What this queues (the JOBs of
+ * jobs dispatched now) waits for the next round. */
+static void s_out_flush(nr_broker_t *self) {
+    s_outbox_t cur = self->out;
+    self->out = self->spare;
+    self->out.len = 0;
+    for (size_t i = 0; i < cur.len; i++) {
+        s_out_t *e = &cur.v[i];
+        if (e->kind == S_OUT_REPLY) s_send(self, NR_BROKER_CLIENTS, e->identity, e->identity_size, &e->msg);
+        else if (e->kind == S_OUT_ACK) s_ack(self, e);
+        else s_send_job(self, e);
+        nr_proto_msg_clear(&e->msg);
+    }
+    cur.len = 0;
+    self->spare = cur;
+}
+
+/* Group commit: every state change queued since the last commit is written
+ * in one pipelined round trip, each job is settled, and only then go the
+ * replies and JOBs that depend on them (an acknowledged SUBMIT is in Redis).
+ * Sending can queue more (the first dispatch of new jobs; the requeue when
+ * a worker turns out gone): repeat until nothing waits. */
+static void s_commit(nr_broker_t *self) {
+    if (self->committing) return;
+    self->committing = 1;
+    while ((self->store && nr_store_queued(self->store)) || self->out.len) {
+        if (self->store) nr_store_commit(self->store, s_on_saved, self);
+        s_out_flush(self);
+    }
+    self->committing = 0;
 }
 
 /* ---- timers ----------------------------------------------------------- */
 
+/* Writes again the jobs whose last write failed (s_on_saved raises
+ * need_flush again for any that fail once more). */
 static void s_flush(nr_broker_t *self) {
     if (!self->store || !nr_store_is_up(self->store)) return;
-    size_t n = nr_broker_jobs_count(self->jobs), saved = 0, left = 0;
+    size_t n = nr_broker_jobs_count(self->jobs), queued = 0;
     nr_broker_job_t **list = malloc((n ? n : 1) * sizeof *list);
     if (!list) return;
     n = nr_broker_jobs_list(self->jobs, list, n);
+    self->need_flush = 0;
     for (size_t i = 0; i < n; i++) {
         if (!list[i]->dirty) continue;
         if (s_save(self, list[i], -1, NULL, 0, NULL)) {
-            left++;
             if (!nr_store_is_up(self->store)) break;
         } else {
-            saved++;
-            s_maybe_evict(self, list[i]);
+            queued++;
         }
     }
     free(list);
-    if (!left && nr_store_is_up(self->store)) self->need_flush = 0;
-    if (saved) nr_log(NR_LOG_INFO, "wrote %zu job state(s) kept while redis was down", saved);
+    if (queued) nr_log(NR_LOG_INFO, "writing %zu job state(s) kept while redis was down", queued);
 }
 
 int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
+    s_enter(self, now);
     if (self->store && nr_store_maintain(self->store, now)) {
         /* After every reconnect, not only the first: a write whose reply
          * was lost with the connection (Redis applied a SUBMIT the broker
@@ -1030,6 +1274,7 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
             if (t > now && t < wake) wake = t;
         }
     }
+    s_leave(self);
     if (self->store) {
         int64_t t = nr_store_next_retry_ms(self->store);
         if (t < wake) wake = t;
@@ -1038,6 +1283,7 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
 }
 
 void nr_broker_shutdown(nr_broker_t *self, int64_t now) {
+    s_enter(self, now);
     self->accepting = 0;
     size_t requeued = 0;
     for (nr_broker_stage_t *s = self->stages; s; s = s->next) {
@@ -1060,7 +1306,9 @@ void nr_broker_shutdown(nr_broker_t *self, int64_t now) {
             nr_broker_worker_destroy(&w);
         }
     }
+    s_commit(self);
     if (self->need_flush) s_flush(self);
+    s_commit(self);
     size_t unsaved = 0;
     nr_broker_job_t **list = NULL;
     size_t n = nr_broker_jobs_count(self->jobs);
@@ -1073,6 +1321,7 @@ void nr_broker_shutdown(nr_broker_t *self, int64_t now) {
            unsaved ? "" : ", record complete");
     if (unsaved)
         nr_log(NR_LOG_ERROR, "shutdown: %zu job state(s) could not be written to redis", unsaved);
+    s_leave(self);
 }
 
 nr_broker_job_t *nr_broker_find_job(nr_broker_t *self, const char *id) {

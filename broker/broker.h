@@ -46,6 +46,15 @@ void nr_broker_destroy(nr_broker_t **p);
  * NR_EREDIS and the broker resumes when tick() gets it back. */
 int nr_broker_start(nr_broker_t *self, int64_t now);
 
+/* Group commit. Between begin and commit the broker handles any number of
+ * messages but writes nothing yet: their Redis writes are queued into one
+ * pipeline, and the replies and JOBs that depend on them are held. commit
+ * writes them all in one round trip, then sends what was held (a SUBMIT is
+ * acknowledged only once its write succeeded, refused if it failed). Every
+ * other entry point below is a batch of its own when called outside. */
+void nr_broker_begin(nr_broker_t *self, int64_t now);
+void nr_broker_commit(nr_broker_t *self, int64_t now);
+
 /* Handles one decoded client request; answers with REPLY. The broker may
  * take payload frames out of msg. */
 void nr_broker_client_message(nr_broker_t *self, const uint8_t *identity, size_t identity_size,

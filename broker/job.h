@@ -41,8 +41,12 @@ typedef struct nr_broker_job {
     uint8_t *unsaved[NR_PROTO_ROUTE_MAX];
     size_t unsaved_size[NR_PROTO_ROUTE_MAX];
     int input_unsaved;     /* input not yet written to the store */
-    int dirty;             /* state not yet written to the store */
+    int dirty;             /* state not yet written to the store, nor queued to be */
     int reset;             /* the store's old record must be dropped first */
+    int maybe_landed;      /* dirty after a lost reply: the write may have been applied */
+    uint32_t saving;       /* saves queued in the store's open pipeline (store.h) */
+    int submitting;        /* SUBMIT written but not yet acknowledged (broker.c) */
+    int guard;             /* first save only if the id is free: store.h NR_STORE_* */
     /* P:stats increments of saves that failed (Redis was down), written with
      * the next save that succeeds; indexed by store.c's counter list. */
     uint32_t unsaved_counts[8];

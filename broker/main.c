@@ -314,7 +314,9 @@ int main(int argc, char **argv) {
             for (int i = 2; i < nitems; i++) ready |= items[i].revents != 0;
             if (ready) nr_metrics_http_service(http, s_now_ms());
         }
-        /* Up to a batch from each side per turn, so neither starves the other. */
+        /* Up to a batch from each side per turn, so neither starves the
+         * other; their Redis writes go in one round trip at the commit. */
+        nr_broker_begin(broker, s_now_ms());
         for (int side = 0; side < 2; side++) {
             if (!(items[side].revents & ZMQ_POLLIN)) continue;
             for (int k = 0; k < 64 && !s_stop; k++) {
@@ -348,6 +350,7 @@ int main(int argc, char **argv) {
                 }
             }
         }
+        nr_broker_commit(broker, s_now_ms());
     }
     nr_proto_msg_clear(&msg);
     nr_log(NR_LOG_INFO, "signal received: stopping");

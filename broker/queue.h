@@ -41,6 +41,7 @@ struct nr_broker_stage {
     char name[NR_PROTO_NAME_MAX + 1];
     nr_broker_job_t *head, *tail; /* queued jobs, oldest first */
     size_t queued, running;
+    size_t submitting;            /* SUBMITs for this first stage awaiting their write */
     nr_broker_worker_t *workers;
     size_t workers_len;
     long deadline_ms;

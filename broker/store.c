@@ -28,7 +28,59 @@ struct nr_store {
     char stages_known[NR_PROTO_ROUTE_MAX][NR_PROTO_NAME_MAX + 1];
     int n_stages_known;
     void *cmd;           /* s_cmd_t reused by nr_store_save */
+    /* Saves queued since the last commit, in order; replies read for the
+     * first n_read of them. */
+    struct s_save *saves;
+    size_t n_saves, cap_saves, n_read;
+    /* A guarded save's commands, gathered as the arguments of one EVAL:
+     * each argument is a pointer that stays valid during the save, or
+     * (ptr NULL) bytes at `off` in the arena. */
+    int guarding, guard_nomem;
+    struct s_garg { const char *ptr; size_t off, len; } *gargs;
+    size_t n_gargs, cap_gargs;
+    char *arena;
+    size_t arena_len, arena_cap;
+    const char **gargv;
+    size_t *glen;
+    size_t cap_gargv;
 };
+
+/* The first save of a new job runs as this script, so that the check "is
+ * this id free?" and the write are one round trip: the SUBMIT needs no
+ * read first. KEYS[1] is the job hash; ARGV holds the save's commands, each
+ * as its argument count and then its arguments. A live job with that id is
+ * left alone (0); a failed or cancelled one is dropped first (2). */
+static const char s_guard_script[] =
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "local r = 1\n"
+    "if st then\n"
+    "  if st ~= 'failed' and st ~= 'cancelled' then return 0 end\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  r = 2\n"
+    "end\n"
+    "local i = 1\n"
+    "while i <= #ARGV do\n"
+    "  local n = tonumber(ARGV[i])\n"
+    "  redis.call(unpack(ARGV, i + 1, i + n))\n"
+    "  i = i + n + 1\n"
+    "end\n"
+    "return r\n";
+
+/* One queued save: its job, how many replies it waits for, and what it
+ * carries that the job must keep again if it fails. */
+struct s_save {
+    nr_broker_job_t *job;
+    int replies;         /* MULTI + commands + EXEC, or 1 (guarded); 0: nothing sent */
+    int guarded;         /* a SUBMIT's first save, run by s_guard_script */
+    long long guard_result;
+    int rc;              /* 0 or NR_EREDIS once read */
+    int unsure;          /* failed on a lost connection: may have been applied */
+    uint32_t counts[8]; /* by s_counters index */
+    uint8_t *outs[NR_PROTO_ROUTE_MAX];
+    size_t out_sizes[NR_PROTO_ROUTE_MAX];
+    int input, reset;
+};
+
 
 /* A growing argv for one command. */
 typedef struct {
@@ -79,6 +131,13 @@ nr_store_t *nr_store_new(const nr_store_params_t *params) {
 void nr_store_destroy(nr_store_t **p) {
     if (!p || !*p) return;
     if ((*p)->ctx) redisFree((*p)->ctx);
+    for (size_t i = 0; i < (*p)->n_saves; i++)
+        for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free((*p)->saves[i].outs[k]);
+    free((*p)->saves);
+    free((*p)->gargs);
+    free((*p)->arena);
+    free((*p)->gargv);
+    free((*p)->glen);
     free((*p)->cmd);
     free(*p);
     *p = NULL;
@@ -104,12 +163,21 @@ static int s_down(nr_store_t *self, const char *what) {
     }
     self->n_stages_known = 0;
     self->retry_ms = 0; /* maintain() schedules the reconnect on its clock */
+    /* Saves whose replies are lost with the connection failed, but Redis
+     * may have applied them. */
+    for (size_t k = self->n_read; k < self->n_saves; k++) {
+        self->saves[k].rc = NR_EREDIS;
+        self->saves[k].unsure = self->saves[k].replies > 0;
+    }
+    self->n_read = self->n_saves;
     return NR_EREDIS;
 }
 
+static int s_drain(nr_store_t *self);
+
 /* Runs one command and returns its reply (caller frees), or NULL. */
 static redisReply *s_run(nr_store_t *self, s_cmd_t *c) {
-    if (!self->ctx) return NULL;
+    if (s_drain(self) || !self->ctx) return NULL; /* queued saves first */
     redisReply *r = redisCommandArgv(self->ctx, c->argc, c->argv, c->len);
     if (!r) s_down(self, c->argv[0]);
     return r;
@@ -206,6 +274,7 @@ int nr_store_maintain(nr_store_t *self, int64_t now) {
 /* P:stats counters that a job can owe (job->unsaved_counts index). */
 static const char *const s_counters[] = {"submitted", "done", "failed", "cancelled", "retried"};
 #define S_N_COUNTERS (sizeof s_counters / sizeof s_counters[0])
+#define S_SUBMITTED 0
 
 static int s_counter_index(const char *name) {
     for (size_t i = 0; name && i < S_N_COUNTERS; i++)
@@ -219,6 +288,7 @@ static int s_counter_index(const char *name) {
  * updated_ms, that write landed, and writing it again would add a second
  * event and count the transition twice. Returns 1 when it landed. */
 static int s_already_saved(nr_store_t *self, const nr_broker_job_t *job) {
+    if (s_drain(self) || !self->ctx) return 0;
     redisReply *r = redisCommand(self->ctx, "HMGET %s:job:%s state attempts updated_ms",
                                  self->params.prefix, job->id);
     int landed = 0;
@@ -232,48 +302,195 @@ static int s_already_saved(nr_store_t *self, const nr_broker_job_t *job) {
                  !strcmp(r->element[1]->str, attempts) && !strcmp(r->element[2]->str, updated);
     }
     if (r) freeReplyObject(r);
+    else s_down(self, "HMGET");
     return landed;
 }
 
-/* Appends a command to the pipeline; counts it. */
+/* One argument of the guarded EVAL; `copy` puts its bytes in the arena
+ * (formatted numbers and keys live in the reused s_cmd_t). */
+static void s_garg(nr_store_t *self, const char *p, size_t len, int copy) {
+    if (self->n_gargs == self->cap_gargs) {
+        size_t cap = self->cap_gargs ? self->cap_gargs * 2 : 256;
+        struct s_garg *v = realloc(self->gargs, cap * sizeof *v);
+        if (!v) {
+            self->guard_nomem = 1;
+            return;
+        }
+        self->gargs = v, self->cap_gargs = cap;
+    }
+    struct s_garg *g = &self->gargs[self->n_gargs];
+    g->ptr = p, g->off = 0, g->len = len;
+    if (copy) {
+        if (self->arena_len + len > self->arena_cap) {
+            size_t cap = self->arena_cap ? self->arena_cap * 2 : 4096;
+            while (cap < self->arena_len + len) cap *= 2;
+            char *a = realloc(self->arena, cap);
+            if (!a) {
+                self->guard_nomem = 1;
+                return;
+            }
+            self->arena = a, self->arena_cap = cap;
+        }
+        memcpy(self->arena + self->arena_len, p, len);
+        g->ptr = NULL, g->off = self->arena_len;
+        self->arena_len += len;
+    }
+    self->n_gargs++;
+}
+
+/* Appends a command to the pipeline and counts it, or (guarded) adds it to
+ * the EVAL being gathered. */
 static void s_append(nr_store_t *self, s_cmd_t *c, int *queued) {
+    if (self->guarding) {
+        char n[16];
+        snprintf(n, sizeof n, "%d", c->argc);
+        s_garg(self, n, strlen(n), 1);
+        const char *lo = (const char *)c->bufs, *hi = lo + sizeof c->bufs;
+        for (int i = 0; i < c->argc; i++)
+            s_garg(self, c->argv[i], c->len[i], c->argv[i] >= lo && c->argv[i] < hi);
+        return;
+    }
     if (redisAppendCommandArgv(self->ctx, c->argc, c->argv, c->len) == REDIS_OK) (*queued)++;
 }
 
-int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const uint8_t *out,
+/* Appends the gathered EVAL for the job hash `key`. 0 or NR_ENOMEM. */
+static int s_guard_append(nr_store_t *self, const char *key, int *queued) {
+    size_t n = 4 + self->n_gargs;
+    if (!self->guard_nomem && n > self->cap_gargv) {
+        const char **v = realloc(self->gargv, n * sizeof *v);
+        size_t *l = v ? realloc(self->glen, n * sizeof *l) : NULL;
+        if (v) self->gargv = v;
+        if (l) self->glen = l, self->cap_gargv = n;
+        else self->guard_nomem = 1;
+    }
+    int rc = NR_ENOMEM;
+    if (!self->guard_nomem) {
+        const char *head[4] = {"EVAL", s_guard_script, "1", key};
+        for (int i = 0; i < 4; i++) self->gargv[i] = head[i], self->glen[i] = strlen(head[i]);
+        for (size_t i = 0; i < self->n_gargs; i++) {
+            const struct s_garg *g = &self->gargs[i];
+            self->gargv[4 + i] = g->ptr ? g->ptr : self->arena + g->off;
+            self->glen[4 + i] = g->len;
+        }
+        if (redisAppendCommandArgv(self->ctx, (int)n, self->gargv, self->glen) == REDIS_OK) {
+            (*queued)++;
+            rc = 0;
+        }
+    }
+    self->guarding = self->guard_nomem = 0;
+    self->n_gargs = self->arena_len = 0;
+    return rc;
+}
+
+/* A new queued save for job, or NULL (out of memory). */
+static struct s_save *s_save_new(nr_store_t *self, nr_broker_job_t *job) {
+    if (self->n_saves == self->cap_saves) {
+        size_t cap = self->cap_saves ? self->cap_saves * 2 : 64;
+        struct s_save *v = realloc(self->saves, cap * sizeof *v);
+        if (!v) return NULL;
+        self->saves = v;
+        self->cap_saves = cap;
+    }
+    struct s_save *s = &self->saves[self->n_saves++];
+    memset(s, 0, sizeof *s);
+    s->job = job;
+    return s;
+}
+
+/* Moves what the job kept from failed writes into save s: from here on it
+ * travels with s, and comes back to the job only if s fails. */
+static void s_take_kept(struct s_save *s, nr_broker_job_t *job) {
+    for (size_t k = 0; k < S_N_COUNTERS; k++) s->counts[k] += job->unsaved_counts[k];
+    memset(job->unsaved_counts, 0, sizeof job->unsaved_counts);
+    for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) {
+        s->outs[i] = job->unsaved[i], s->out_sizes[i] = job->unsaved_size[i];
+        job->unsaved[i] = NULL, job->unsaved_size[i] = 0;
+    }
+    s->input = job->input_unsaved;
+    s->reset = job->reset;
+    job->input_unsaved = job->reset = 0;
+    job->dirty = job->maybe_landed = 0;
+    job->saving++;
+}
+
+/* Gives the job back what failed save s carried. An output the job kept
+ * meanwhile (a later save that failed at once) is newer and stays. */
+static void s_give_back(struct s_save *s, nr_broker_job_t *job) {
+    for (size_t k = 0; k < S_N_COUNTERS; k++) job->unsaved_counts[k] += s->counts[k];
+    for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) {
+        if (!s->outs[i]) continue;
+        if (job->unsaved[i]) {
+            free(s->outs[i]);
+        } else {
+            job->unsaved[i] = s->outs[i], job->unsaved_size[i] = s->out_sizes[i];
+        }
+        s->outs[i] = NULL;
+    }
+    if (s->input) job->input_unsaved = 1;
+    if (s->reset) job->reset = 1;
+    /* Only a lost reply may have landed, and only if nothing earlier of
+     * this job surely failed (its data would be skipped with it). */
+    job->maybe_landed = s->unsure && (!job->dirty || job->maybe_landed);
+    job->dirty = 1;
+}
+
+int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
                   size_t out_size, const char *counter) {
-    if (out_index >= 0 && out_index < NR_PROTO_ROUTE_MAX && out) {
-        /* Written below from `out`; a stale kept copy is replaced. */
-        free(job->unsaved[out_index]);
-        job->unsaved[out_index] = NULL;
+    uint8_t *data = out ? *out : NULL;
+    if (out) *out = NULL;
+    if (data) {
+        if (out_index >= 0 && out_index < NR_PROTO_ROUTE_MAX) {
+            /* Written below with what the job kept; a stale kept copy is replaced. */
+            free(job->unsaved[out_index]);
+            job->unsaved[out_index] = data;
+            job->unsaved_size[out_index] = out_size;
+        } else {
+            free(data);
+            data = NULL;
+        }
     }
     int owed = s_counter_index(counter);
-    /* SUBMIT is refused when its save fails, so it never owes a count. */
-    if (owed >= 0 && strcmp(counter, "submitted") != 0) job->unsaved_counts[owed]++;
-    int was_dirty = job->dirty;
-    job->dirty = 1;
+    if (!self->ctx || (!self->cmd && !(self->cmd = malloc(sizeof(s_cmd_t))))) goto err;
+    /* Only a flush (no new output, no counter) can find its state landed;
+     * it then settles as saved at commit, dropping what the job kept. */
+    if (job->dirty && job->maybe_landed && !job->reset && !data && !counter &&
+        s_already_saved(self, job)) {
+        struct s_save *s = s_save_new(self, job);
+        if (!s) goto err;
+        s_take_kept(s, job);
+        for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) free(s->outs[i]), s->outs[i] = NULL;
+        memset(s->counts, 0, sizeof s->counts);
+        s->input = s->reset = 0;
+        return 0;
+    }
     if (!self->ctx) goto err;
-    if (was_dirty && !job->reset && s_already_saved(self, job)) goto saved;
+    struct s_save *s = s_save_new(self, job);
+    if (!s) goto err;
+    s_take_kept(s, job);
+    if (owed >= 0) s->counts[owed]++;
+    /* A new job's first save runs only if its id is free (s_guard_script). */
+    s->guarded = self->guarding = job->guard == NR_STORE_GUARD;
+
     const char *P = self->params.prefix;
     const int final = nr_job_is_final(job);
     const long ttl = self->params.retention_s;
     int queued = 0;
-    if (!self->cmd && !(self->cmd = malloc(sizeof(s_cmd_t)))) goto err;
     s_cmd_t *c = self->cmd;
     const char *stage_name = nr_broker_job_stage(job);
     int stage_known = 0;
     for (int k = 0; k < self->n_stages_known && !stage_known; k++)
         stage_known = !strcmp(self->stages_known[k], stage_name);
     unsigned wrote_out = 0; /* outputs SET (with their TTL when final) below */
-    int wrote_input = 0;
     char key[256], route[512];
 
 #define S_BEGIN() (c->argc = 0)
-    S_BEGIN();
-    s_str(c, "MULTI");
-    s_append(self, c, &queued);
+    if (!s->guarded) {
+        S_BEGIN();
+        s_str(c, "MULTI");
+        s_append(self, c, &queued);
+    }
     snprintf(key, sizeof key, "%s:job:%s", P, job->id);
-    if (job->reset) {
+    if (s->reset) {
         S_BEGIN();
         s_str(c, "DEL");
         s_str(c, key);
@@ -306,26 +523,20 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
         s_str(c, job->fields[i].value);
     }
     s_append(self, c, &queued);
-    if (job->input_unsaved && job->input) {
+    if (s->input && job->input) {
         S_BEGIN();
         s_str(c, "SET");
         s_fmt(c, "%s:input:%s", P, job->id);
         s_arg(c, job->input, job->input_size);
         if (final) s_str(c, "EX"), s_fmt(c, "%ld", ttl);
         s_append(self, c, &queued);
-        wrote_input = 1;
     }
     for (uint32_t i = 0; i < job->route_len; i++) {
-        const uint8_t *data = NULL;
-        size_t size = 0;
-        if ((int)i == out_index && out) data = out, size = out_size;
-        else if (job->unsaved[i]) data = job->unsaved[i], size = job->unsaved_size[i];
-        else if ((int)i == out_index) data = (const uint8_t *)"", size = 0;
-        if (!data) continue;
+        if (!s->outs[i]) continue;
         S_BEGIN();
         s_str(c, "SET");
         s_fmt(c, "%s:out:%s:%s", P, job->route[i], job->id);
-        s_arg(c, data, size);
+        s_arg(c, s->outs[i], s->out_sizes[i]);
         if (final) s_str(c, "EX"), s_fmt(c, "%ld", ttl);
         s_append(self, c, &queued);
         wrote_out |= 1u << i;
@@ -351,9 +562,15 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
             s_fmt(c, "%s:stages", P);
             s_str(c, stage_name);
             s_append(self, c, &queued);
+            /* Known from now on; any failed save forgets every stage. */
+            if (self->n_stages_known < NR_PROTO_ROUTE_MAX) {
+                snprintf(self->stages_known[self->n_stages_known], sizeof self->stages_known[0],
+                         "%s", stage_name);
+                self->n_stages_known++;
+            }
         }
     } else {
-        if (!wrote_input) {
+        if (!(s->input && job->input)) {
             S_BEGIN();
             s_str(c, "EXPIRE");
             s_fmt(c, "%s:input:%s", P, job->id);
@@ -381,89 +598,103 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const u
     s_str(c, "error"), s_str(c, job->error ? nr_errname(job->error) : "");
     s_append(self, c, &queued);
     for (size_t k = 0; k < S_N_COUNTERS; k++) {
-        uint32_t n = job->unsaved_counts[k];
-        if (!strcmp(s_counters[k], "submitted") && counter && !strcmp(counter, "submitted")) n = 1;
-        if (!n) continue;
+        if (!s->counts[k]) continue;
         S_BEGIN();
         s_str(c, "HINCRBY");
         s_fmt(c, "%s:stats", P);
         s_str(c, s_counters[k]);
-        s_fmt(c, "%" PRIu32, n);
+        s_fmt(c, "%" PRIu32, s->counts[k]);
         s_append(self, c, &queued);
     }
-    if (counter && owed < 0) {
+    if (s->guarded) {
+        if (s_guard_append(self, key, &queued)) {
+            /* Out of memory: not written, as if Redis were down. */
+            self->n_saves--;
+            job->saving--;
+            s_give_back(s, job);
+            return NR_EREDIS;
+        }
+    } else {
         S_BEGIN();
-        s_str(c, "HINCRBY");
-        s_fmt(c, "%s:stats", P);
-        s_str(c, counter);
-        s_str(c, "1");
+        s_str(c, "EXEC");
         s_append(self, c, &queued);
     }
-    S_BEGIN();
-    s_str(c, "EXEC");
-    s_append(self, c, &queued);
 #undef S_BEGIN
-
-    /* Read every reply; any error (EXECABORT, OOM ...) fails the save. */
-    int failed = 0;
-    for (int i = 0; i < queued; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(self->ctx, (void **)&r) != REDIS_OK || !r) {
-            s_down(self, "MULTI/EXEC");
-            goto err;
-        }
-        if (r->type == REDIS_REPLY_ERROR && !failed) {
-            failed = 1;
-            snprintf(self->err, sizeof self->err, "saving job %s: %s", job->id, r->str);
-        }
-        if (i == queued - 1 && r->type == REDIS_REPLY_ARRAY) {
-            for (size_t k = 0; k < r->elements; k++) {
-                if (r->element[k]->type == REDIS_REPLY_ERROR && !failed) {
-                    failed = 1;
-                    snprintf(self->err, sizeof self->err, "saving job %s: %s", job->id,
-                             r->element[k]->str);
-                }
-            }
-        } else if (i == queued - 1 && r->type == REDIS_REPLY_NIL && !failed) {
-            failed = 1;
-            snprintf(self->err, sizeof self->err, "saving job %s: transaction aborted", job->id);
-        }
-        freeReplyObject(r);
-    }
-    if (failed) {
-        self->n_stages_known = 0; /* the SADD may not have happened */
-        self->errors++;
-        nr_log(NR_LOG_ERROR, "redis: %s", self->err);
-        goto err;
-    }
-    if (!final && !stage_known && self->n_stages_known < NR_PROTO_ROUTE_MAX) {
-        snprintf(self->stages_known[self->n_stages_known], sizeof self->stages_known[0], "%s",
-                 stage_name);
-        self->n_stages_known++;
-    }
-saved:
-    memset(job->unsaved_counts, 0, sizeof job->unsaved_counts);
-    job->dirty = 0;
-    job->reset = 0;
-    job->input_unsaved = 0;
-    for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) {
-        free(job->unsaved[i]);
-        job->unsaved[i] = NULL;
-        job->unsaved_size[i] = 0;
-    }
+    s->replies = queued;
     return 0;
 err:
-    if (out_index >= 0 && out_index < NR_PROTO_ROUTE_MAX && out) {
-        uint8_t *copy = malloc(out_size ? out_size : 1);
-        if (copy) {
-            memcpy(copy, out, out_size);
-            job->unsaved[out_index] = copy;
-            job->unsaved_size[out_index] = out_size;
-        } else {
-            nr_log(NR_LOG_ERROR, "job %s: out of memory keeping an unsaved output", job->id);
-        }
-    }
+    /* Not written: the job keeps the state, its output and the count
+     * (SUBMIT is refused when its save fails, so it never owes one). */
+    if (owed >= 0 && owed != S_SUBMITTED) job->unsaved_counts[owed]++;
+    job->dirty = 1;
+    job->maybe_landed = 0;
     return NR_EREDIS;
+}
+
+/* Reads the replies of every save sent and not yet read; any error
+ * (EXECABORT, OOM ...) fails that save. A lost connection fails every
+ * save still unread (maybe applied). Returns 0 or NR_EREDIS (connection lost). */
+static int s_drain(nr_store_t *self) {
+    while (self->n_read < self->n_saves) {
+        struct s_save *s = &self->saves[self->n_read];
+        for (int i = 0; i < s->replies; i++) {
+            redisReply *r = NULL;
+            if (!self->ctx || redisGetReply(self->ctx, (void **)&r) != REDIS_OK || !r)
+                return s_down(self, "MULTI/EXEC"); /* fails every save still unread */
+            const char *bad = NULL;
+            if (r->type == REDIS_REPLY_ERROR) bad = r->str;
+            if (s->guarded) {
+                if (r->type == REDIS_REPLY_INTEGER) s->guard_result = r->integer;
+                else if (!bad) bad = "unexpected reply to the guarded write";
+            } else if (i == s->replies - 1 && r->type == REDIS_REPLY_ARRAY) {
+                for (size_t k = 0; k < r->elements && !bad; k++)
+                    if (r->element[k]->type == REDIS_REPLY_ERROR) bad = r->element[k]->str;
+            } else if (i == s->replies - 1 && r->type == REDIS_REPLY_NIL) {
+                bad = "transaction aborted";
+            }
+            if (bad && !s->rc) {
+                s->rc = NR_EREDIS;
+                snprintf(self->err, sizeof self->err, "saving job %s: %s", s->job->id, bad);
+                self->errors++;
+                nr_log(NR_LOG_ERROR, "redis: %s", self->err);
+            }
+            freeReplyObject(r);
+        }
+        self->n_read++;
+    }
+    return 0;
+}
+
+void nr_store_commit(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, void *arg),
+                     void *arg) {
+    s_drain(self);
+    size_t n = self->n_saves;
+    for (size_t i = 0; i < n; i++) {
+        struct s_save *s = &self->saves[i];
+        nr_broker_job_t *job = s->job;
+        if (s->rc) {
+            self->n_stages_known = 0; /* a SADD may not have happened */
+            s_give_back(s, job);
+        } else if (s->guarded) {
+            job->guard = s->guard_result == 1   ? NR_STORE_NEW
+                         : s->guard_result == 2 ? NR_STORE_REPLACED
+                                                : NR_STORE_EXISTS;
+            if (job->guard == NR_STORE_EXISTS) self->n_stages_known = 0; /* SADD skipped */
+        }
+        for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free(s->outs[k]);
+        if (job->saving) job->saving--;
+        if (fn) fn(job, s->rc, arg);
+    }
+    self->n_saves = self->n_read = 0;
+}
+
+size_t nr_store_queued(const nr_store_t *self) { return self ? self->n_saves : 0; }
+
+void nr_store_discard(nr_store_t *self) {
+    s_drain(self);
+    for (size_t i = 0; i < self->n_saves; i++)
+        for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free(self->saves[i].outs[k]);
+    self->n_saves = self->n_read = 0;
 }
 
 static int s_parse_u32(const char *s, uint32_t *out) {

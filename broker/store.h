@@ -12,7 +12,8 @@
  * Binary keys have no TTL while their job is unfinished and get the
  * retention TTL when it finishes; the job hashes are kept.
  *
- * The connection is synchronous with a short timeout. When Redis is
+ * The connection is synchronous with a short timeout; saves are pipelined
+ * (see nr_store_save). When Redis is
  * unreachable every call returns NR_EREDIS at once and
  * nr_store_maintain() reconnects with backoff (1 s doubling to 32 s). */
 #ifndef NR_BROKER_STORE_H
@@ -57,15 +58,44 @@ const char *nr_store_error(const nr_store_t *self);
  * commands answered with an error), for metrics. */
 uint64_t nr_store_errors(const nr_store_t *self);
 
-/* Writes the job's whole state in one MULTI/EXEC round trip: the hash, its
- * pending-set membership, the input if unsaved, the output `out` of route
- * index out_index (-1 for none) and any outputs kept from earlier failed
- * writes, TTLs when final, one event, and `counter` (+1 in P:stats, may be
- * NULL). On success job->dirty is cleared. On failure the job is marked
- * dirty, `out` is copied into the job so a later save writes it, and
- * NR_EREDIS is returned. */
-int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, const uint8_t *out,
+/* Group commit. A save queues one MULTI/EXEC with the job's whole state
+ * (the hash, its pending-set membership, the input if unsaved, the output
+ * *out of route index out_index (-1 for none) and any outputs kept from
+ * earlier failed writes, TTLs when final, one event, and `counter` (+1 in
+ * P:stats, may be NULL)) into one pipeline; nothing is sent until
+ * nr_store_commit, which sends every queued save at once and reads their
+ * replies, so N state changes cost one round trip. A read (load, get_blob,
+ * pending, stats) first sends and reads what is queued.
+ *
+ * nr_store_save takes ownership of *out (set to NULL; may be NULL). It
+ * returns 0 when the save is queued (job->saving is raised, job->dirty
+ * cleared: what the job kept from failed writes now travels with this save),
+ * or NR_EREDIS at once when Redis is down (the job is dirty and keeps the
+ * output for a later save). */
+int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
                   size_t out_size, const char *counter);
+/* A job whose job->guard is NR_STORE_GUARD when saved (a SUBMIT of an id
+ * not in the broker's memory) is written only if Redis holds no live job
+ * with that id, with no read first: Redis checks and writes in one script.
+ * Once committed without error, job->guard says what happened. */
+#define NR_STORE_GUARD 1    /* asked: write only if the id is free */
+#define NR_STORE_NEW 2      /* written: the id was unknown */
+#define NR_STORE_REPLACED 3 /* written over a failed or cancelled job's record */
+#define NR_STORE_EXISTS 4   /* not written: a live job has that id */
+
+/* Sends the queued saves, reads their replies and settles each job in queue
+ * order: on success nothing more is owed; on failure the job is dirty again
+ * and keeps what that save carried (outputs, counts, input) for a later
+ * save. After each save is settled, fn(job, rc, arg) is called with
+ * job->saving already lowered; fn may destroy the job when job->saving is 0
+ * and must not call the store. */
+void nr_store_commit(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, void *arg),
+                     void *arg);
+/* Saves queued and not yet settled by nr_store_commit. */
+size_t nr_store_queued(const nr_store_t *self);
+/* Sends and reads what is queued but settles no job (their jobs are about
+ * to be destroyed: a broker going away). */
+void nr_store_discard(nr_store_t *self);
 /* Loads the record of `id` into a new job (no input). NR_ENOTFOUND when there
  * is no such job, NR_EREDIS, NR_ENOMEM. */
 int nr_store_load(nr_store_t *self, const char *id, nr_broker_job_t **job);

@@ -1010,3 +1010,99 @@ Test(store, stages_set_rewritten_after_reconnect_and_many_fields_saved) {
     cr_assert_str_eq(out, "queued");
     nr_broker_destroy(&b);
 }
+
+/* A SUBMIT of input to route speech whose REPLY may be held (in a batch). */
+static void s_submit_held(nr_broker_t *b, const char *id, const char *input, uint64_t seq,
+                          int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_SUBMIT;
+    m.seq = seq;
+    snprintf(m.id, sizeof m.id, "%s", id);
+    snprintf(m.route[m.route_len++], sizeof m.route[0], "speech");
+    nr_proto_frame_add(&m, input, strlen(input));
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
+    nr_proto_msg_clear(&m);
+}
+
+/* Group commit: SUBMITs handled in one batch (nr_broker_begin/commit) go to
+ * Redis in one pipeline at the commit, and none is acknowledged before it;
+ * a broker that dies right after the acknowledgements loses none. A batch
+ * whose pipeline meets a dead Redis refuses every SUBMIT in it and keeps
+ * the other state changes for later. */
+Test(store, batch_of_submits_is_written_before_any_ack_and_survives_a_crash) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0);
+    s_sent_clear();
+    enum { N = 300 };
+    nr_broker_begin(b, 1);
+    for (int i = 0; i < N; i++) {
+        char id[16], in[32];
+        snprintf(id, sizeof id, "g%03d", i);
+        snprintf(in, sizeof in, "in-%03d", i);
+        s_submit_held(b, id, in, (uint64_t)i, 1);
+    }
+    cr_assert_eq(s_count("client", NR_CMD_REPLY), 0, "no acknowledgement before the write");
+    char out[256];
+    /* No SUBMIT reads Redis first (the write checks the id itself), so
+     * nothing at all is sent before the commit. */
+    const char *ex[] = {"EXISTS", "t:job:g000", "t:job:g299"};
+    s_redis_cmd(out, sizeof out, 3, ex);
+    cr_assert_str_eq(out, "0", "nothing sent before the commit");
+    nr_broker_commit(b, 2);
+    cr_assert_eq(s_count("client", NR_CMD_REPLY), N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(s_sent[i].msg.seq, (uint64_t)i, "replies in request order");
+        cr_assert_eq(s_sent[i].msg.code, 0, "%s", s_sent[i].msg.message);
+    }
+    const char *xl[] = {"XLEN", "t:events"};
+    s_redis_cmd(out, sizeof out, 2, xl);
+    cr_assert_eq(atoi(out), N, "one event per state change");
+    const char *st[] = {"HGET", "t:stats", "submitted"};
+    s_redis_cmd(out, sizeof out, 3, st);
+    cr_assert_eq(atoi(out), N);
+    /* A crash right after the acknowledgements. */
+    nr_broker_destroy(&b);
+    s_sent_clear();
+    nr_store_t *st2 = s_store_new(nr_harness_redis_port(s_redis));
+    b = s_new(st2, NULL);
+    cr_assert_eq(nr_broker_start(b, 3), 0);
+    cr_assert_eq(nr_broker_queued(b, "speech"), (size_t)N, "every acknowledged job resumed");
+    const char *in[] = {"GET", "t:input:g299"};
+    s_redis_cmd(out, sizeof out, 2, in);
+    cr_assert_str_eq(out, "in-299");
+
+    /* Results and SUBMITs in one batch, and Redis dies before the commit. */
+    s_ready(b, "w", "speech", 2, 4);
+    cr_assert_eq(s_count("w", NR_CMD_JOB), 2);
+    cr_assert_eq(nr_harness_redis_stop(s_redis, 0), 0);
+    s_sent_clear();
+    nr_broker_begin(b, 5);
+    s_result(b, "w", "g000", "speech", 1, "WAV-0", NULL, NULL, 5);
+    s_result(b, "w", "g001", "speech", 1, "WAV-1", NULL, NULL, 5);
+    s_submit_held(b, "late-1", "x", 1, 5);
+    s_submit_held(b, "late-2", "y", 2, 5);
+    nr_broker_commit(b, 6);
+    cr_assert_eq(s_count("client", NR_CMD_REPLY), 2);
+    for (int i = 0; i < s_nsent; i++)
+        if (!strcmp(s_sent[i].peer, "client"))
+            cr_assert_eq(s_sent[i].msg.code, NR_EREDIS, "refused: not written");
+    cr_assert_null(nr_broker_find_job(b, "late-1"));
+    cr_assert_null(nr_broker_find_job(b, "late-2"));
+    nr_broker_job_t *j = nr_broker_find_job(b, "g001");
+    cr_assert_not_null(j, "an unwritten result stays in memory");
+    cr_assert_eq(j->state, NR_JOB_DONE);
+    cr_assert(j->dirty);
+    cr_assert_eq(nr_harness_redis_start(s_redis), 0, "%s", nr_harness_error());
+    int64_t t = nr_harness_now_ms() + 40000;
+    while (nr_harness_now_ms() < t && (nr_broker_find_job(b, "g001") || !nr_store_is_up(st2))) {
+        nr_broker_tick(b, nr_harness_now_ms() + 100000);
+        nr_harness_sleep_ms(50);
+    }
+    cr_assert_null(nr_broker_find_job(b, "g001"), "written once Redis is back, then evicted");
+    const char *go[] = {"GET", "t:out:speech:g001"};
+    s_redis_cmd(out, sizeof out, 2, go);
+    cr_assert_str_eq(out, "WAV-1");
+    nr_broker_destroy(&b);
+    nr_store_destroy(&st2);
+}
