@@ -1061,6 +1061,33 @@ Test(gateway, full_queue_is_429_with_retry_after) {
     s_end();
 }
 
+/* client-rate: one client IP gets its burst, then 429 with Retry-After
+ * before its body is read; GETs are not limited; the refusal is counted. */
+Test(gateway, client_over_its_rate_is_429_with_retry_after) {
+    const char *limit[] = {"--client-rate", "1", "--client-burst", "2", NULL};
+    s_start_gateway(C.cl.client_ep, limit);
+    char id[NR_PROTO_ID_MAX + 1];
+    s_speak("first of the burst", NULL, id);
+    s_speak("second of the burst", NULL, id);
+    s_req_t q = {.method = "POST", .path = "/v1/speak", .content_type = "text/plain",
+                 .body = "one too many", .size = 12};
+    s_resp_t r = s_http(&q);
+    s_expect_error(&r, 429, "busy", "third speak within a second");
+    s_require(strstr(r.body, "127.0.0.1") && strstr(r.body, "client-rate"),
+              "the message names neither the client nor the setting: %s", r.body);
+    s_require(atoi(r.retry_after) >= 1, "429 without a Retry-After in seconds: '%s'", r.retry_after);
+    s_resp_free(&r);
+    r = s_get("/healthz");
+    s_require(r.status == 200, "GET limited too: HTTP %ld", r.status);
+    s_resp_free(&r);
+    r = s_get("/metrics");
+    s_require(s_sample(r.body, "narrator_gateway_rate_limited_total") == 1, "refusal not counted:\n%s", r.body);
+    s_resp_free(&r);
+    usleep(1100 * 1000); /* one token back */
+    s_speak("after the pause", NULL, id);
+    s_end();
+}
+
 /* Many requests at once over the thread pool (each pool thread has its own
  * broker client): every submit is answered, every job finishes. */
 Test(gateway, concurrent_requests_over_the_thread_pool) {

@@ -9,6 +9,7 @@
 #include "client/client.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/ratelimit.h"
 #include "proto/proto.h"
 #include "proto/secure.h"
 
@@ -42,6 +43,7 @@
 #define S_PP_BUFFER 65536           /* MHD post processor buffer */
 #define S_STATUS_SLOTS 512          /* (route, method, status) counters */
 #define S_RETRY_AFTER "1"
+#define S_RATE_CLIENTS 65536 /* client IPs tracked by the rate limit at once */
 #define S_PROBE_MAX_MS 1000         /* longest handshake probe after an unreachable broker */
 #define S_PROBE_KEEP_MS 2000        /* a probe's outcome is reused this long */
 
@@ -118,6 +120,7 @@ struct nr_gateway_t {
     nr_gateway_probe_t probe;                /* last handshake probe (under lock) */
     int probe_detail;
     long long probe_ms;                      /* when it ran (monotonic), 0: never */
+    nr_ratelimit_t *limit;                   /* POSTs per client IP; NULL: no limit */
 };
 
 /* ---- one request ---- */
@@ -183,6 +186,19 @@ static double s_elapsed_s(const struct timespec *since) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (double)(now.tv_sec - since->tv_sec) + (double)(now.tv_nsec - since->tv_nsec) / 1e9;
+}
+
+/* The HTTP client's IP address as text (the key of its rate limit). */
+static const char *s_client_ip(struct MHD_Connection *conn, char *out, size_t size) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = info ? info->client_addr : NULL;
+    out[0] = '\0';
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out, (socklen_t)size);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out, (socklen_t)size);
+    if (!out[0]) snprintf(out, size, "unknown");
+    return out;
 }
 
 /* "image/png; x=y" -> "image/png" into out (lower case). */
@@ -352,6 +368,11 @@ static char *s_metrics_text(nr_gateway_t *gw, size_t *size) {
                    m->broker_errors[c]);
     }
     pthread_mutex_unlock(&m->lock);
+    s_text_add(&t, "# HELP narrator_gateway_rate_limited_total POSTs refused with 429 because their "
+                   "client was over client-rate.\n"
+                   "# TYPE narrator_gateway_rate_limited_total counter\n"
+                   "narrator_gateway_rate_limited_total %ld\n",
+               nr_ratelimit_refused(gw->limit));
     pthread_mutex_lock(&gw->lock);
     size_t recent = gw->n_recent;
     pthread_mutex_unlock(&gw->lock);
@@ -1367,7 +1388,19 @@ static enum MHD_Result s_begin(struct MHD_Connection *conn, s_req_t *req, const 
     if (req->method != S_M_POST)
         return s_allow(conn, req, req->route == S_R_JOBS ? "GET, HEAD, POST" : "POST");
 
-    /* POST with a body: options, media type and declared size first. */
+    /* POST with a body: the client's rate, options, media type and
+     * declared size first, so a refused body is never read. */
+    int64_t retry_ms = 0;
+    char who[INET6_ADDRSTRLEN] = "";
+    if (gw->limit && !nr_ratelimit_take(gw->limit, s_client_ip(conn, who, sizeof who), s_mono_ms(), &retry_ms)) {
+        char after[24];
+        snprintf(after, sizeof after, "%lld", (long long)((retry_ms + 999) / 1000));
+        const char *const headers[] = {"Retry-After", after, NULL};
+        return s_send_error(conn, req, MHD_HTTP_TOO_MANY_REQUESTS, NR_EBUSY, headers,
+                            "client %s is over this gateway's limit of %d new jobs per second "
+                            "(burst %d, setting client-rate); retry in %lld ms",
+                            who, gw->params.client_rate, gw->params.client_burst, (long long)retry_ms);
+    }
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, s_query_arg, req);
     if (req->opt_status)
         return s_send_error(conn, req, req->opt_status, NR_EOPTION, NULL, "%s", req->opt_error);
@@ -1545,6 +1578,8 @@ void nr_gateway_default_params(nr_gateway_params_t *p) {
     p->threads = 4;
     p->max_connections = 256;
     p->recent_jobs = 200;
+    p->client_rate = 0;
+    p->client_burst = 20;
 }
 
 /* The CURVE settings: both or neither, and keys that read. 0 when off,
@@ -1583,10 +1618,10 @@ int nr_gateway_check_params(const nr_gateway_params_t *p, char *err, size_t errl
         p->max_body_bytes > NR_PROTO_PAYLOAD_MAX || p->request_timeout_ms <= 0 ||
         p->connection_timeout_s < 0 || p->threads < 1 || p->threads > 256 ||
         p->max_connections < 1 || p->recent_jobs < 1 || p->recent_jobs > 1000000 ||
-        !p->broker_endpoint[0])
+        p->client_rate < 0 || p->client_burst < 1 || !p->broker_endpoint[0])
         return nr_seterr(err, errlen, NR_EINVAL,
                          "bad gateway settings (port 0..65535, max-body-bytes 1..%u, threads 1..256, "
-                         "recent-jobs >= 1, a broker endpoint)",
+                         "recent-jobs >= 1, client-rate >= 0, client-burst >= 1, a broker endpoint)",
                          NR_PROTO_PAYLOAD_MAX);
     struct in6_addr any;
     if (inet_pton(AF_INET, p->listen_address, &any) != 1 &&
@@ -1644,6 +1679,12 @@ nr_gateway_t *nr_gateway_new(const nr_gateway_params_t *params, char *err, size_
         goto nomem;
     }
     self->locks_ready = 1;
+    if (p->client_rate > 0 &&
+        !(self->limit = nr_ratelimit_new(p->client_rate, p->client_burst, S_RATE_CLIENTS))) {
+        nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+        nr_gateway_destroy(&self);
+        return NULL;
+    }
     self->daemon = MHD_start_daemon(
         flags, (uint16_t)p->port, NULL, NULL, s_access, self, MHD_OPTION_EXTERNAL_LOGGER,
         s_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
@@ -1680,6 +1721,7 @@ void nr_gateway_destroy(nr_gateway_t **self_p) {
     for (size_t i = 0; i < self->n_clients; i++) nr_client_destroy(&self->clients[i]);
     free(self->clients);
     free(self->recent);
+    nr_ratelimit_destroy(&self->limit);
     if (self->locks_ready) {
         pthread_mutex_destroy(&self->lock);
         pthread_mutex_destroy(&self->metrics.lock);

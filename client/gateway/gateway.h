@@ -42,11 +42,17 @@ typedef struct {
      * other is an error. Every per-thread nr_client uses them. */
     char curve_server_key[NR_GATEWAY_KEY_MAX];
     char curve_secret_key_file[NR_GATEWAY_KEY_MAX];
+    /* Per HTTP client (its IP address) token bucket on POSTs: client_rate
+     * new jobs per second after a burst of client_burst; 0 = no limit.
+     * Over it: 429 with Retry-After, before the body is read. */
+    int client_rate;
+    int client_burst;
 } nr_gateway_params_t;
 
 /* Defaults: 127.0.0.1:8080, broker tcp://127.0.0.1:5555, 20 MiB bodies,
  * 5000 ms broker timeout, 30 s idle connections, no static folder,
- * 4 threads, 256 connections, 200 recent jobs. */
+ * 4 threads, 256 connections, 200 recent jobs, no rate limit (burst 20
+ * when one is set). */
 void nr_gateway_default_params(nr_gateway_params_t *params);
 
 /* Checks the params without starting anything: ranges, the listen

@@ -33,6 +33,8 @@ typedef struct {
     char log_level[16];
     char curve_server_key[NR_GATEWAY_KEY_MAX];
     char curve_secret_key_file[NR_GATEWAY_KEY_MAX];
+    long client_rate;
+    long client_burst;
 } s_settings_t;
 
 #define S_OPT(name, type, min, max, def, field, help)                                         \
@@ -65,6 +67,10 @@ static const nr_config_option_t s_options[] = {
           "CURVE: the broker's public key (Z85 or .pub file)"),
     S_OPT("curve-secret-key-file", NR_CONFIG_STRING, 0, 0, "", curve_secret_key_file,
           "CURVE: this client's key file (narrator-keygen)"),
+    S_OPT("client-rate", NR_CONFIG_INT, 0, 1000000, "0", client_rate,
+          "new jobs per second per client IP (POST), after client-burst; over it 429; 0: no limit"),
+    S_OPT("client-burst", NR_CONFIG_INT, 1, 1000000, "20", client_burst,
+          "new jobs a client IP may send at once before client-rate applies"),
     NR_CONFIG_END,
 };
 
@@ -117,6 +123,8 @@ int main(int argc, char **argv) {
     gp.threads = (int)st.threads;
     gp.max_connections = (int)st.max_connections;
     gp.recent_jobs = (int)st.recent_jobs;
+    gp.client_rate = (int)st.client_rate;
+    gp.client_burst = (int)st.client_burst;
     snprintf(gp.curve_server_key, sizeof gp.curve_server_key, "%s", st.curve_server_key);
     snprintf(gp.curve_secret_key_file, sizeof gp.curve_secret_key_file, "%s", st.curve_secret_key_file);
     /* Bad settings (a CURVE key that does not read, one CURVE setting
