@@ -10,6 +10,9 @@
  *   2. latency: S jobs one at a time, submit to "done" event;
  *   3. a durability check: every job's hash in Redis says state=done and
  *      the event stream holds its queued, running and done entries.
+ * Per setting it also reports the CPU each process spent per job (from
+ * /proc, robust to a busy machine) and Redis commands and socket reads per
+ * job (INFO stats; reads ~ round trips, the benchmark's own XREADs included).
  * The job is the test stage's `behave` option: echo (a no-op) by default,
  * sleep:<ms> for a fixed service time. One JSON object per setting goes to
  * stdout; logs of every process stay in the run folder on failure.
@@ -64,6 +67,8 @@ typedef struct {
     double load_p50, load_p99;      /* under the window, ms */
     long durable_done, events;
     double us_broker, us_redis, us_workers, us_client; /* CPU per job, throughput run */
+    double redis_cmds;   /* Redis commands per job in the throughput run (all clients) */
+    double redis_calls;  /* Redis socket reads per job: about one per round trip */
     char error[512];
 } s_result_t;
 
@@ -195,6 +200,18 @@ static double s_cpu_s(pid_t pid) {
     /* fields after the name: state(3) ... utime(14) stime(15) */
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) return 0;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* A counter from INFO stats ("total_commands_processed"), or -1. */
+static long long s_redis_stat(int port, const char *name) {
+    redisContext *rc = redisConnect("127.0.0.1", port);
+    redisReply *r = rc && !rc->err ? redisCommand(rc, "INFO stats") : NULL;
+    long long v = -1;
+    const char *p = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, name) : NULL;
+    if (p && p[strlen(name)] == ':') v = atoll(p + strlen(name) + 1);
+    if (r) freeReplyObject(r);
+    if (rc) redisFree(rc);
+    return v;
 }
 
 /* ---- the event stream ---- */
@@ -526,6 +543,8 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
         if (r) freeReplyObject(r);
         if (rc0) redisFree(rc0);
     }
+    long long cmds0 = s_redis_stat(port, "total_commands_processed");
+    long long reads0 = s_redis_stat(port, "total_reads_processed");
     double c0[4] = {s_cpu_s(nr_harness_proc_pid(broker)), rpid ? s_cpu_s(rpid) : 0, 0, s_cpu_s(getpid())};
     for (int i = 0; i < workers; i++) c0[2] += s_cpu_s(nr_harness_proc_pid(procs[i]));
     rc = s_flow(cep, a->clients, port, a, "t", a->jobs, window, input, &elapsed, &flow);
@@ -535,6 +554,12 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
     res->us_redis = (c1[1] - c0[1]) * 1e6 / a->jobs;
     res->us_workers = (c1[2] - c0[2]) * 1e6 / a->jobs;
     res->us_client = (c1[3] - c0[3]) * 1e6 / a->jobs;
+    /* Includes the benchmark's own XREADs of the event stream (a few per
+     * read batch) and these INFO calls. */
+    long long cmds1 = s_redis_stat(port, "total_commands_processed");
+    long long reads1 = s_redis_stat(port, "total_reads_processed");
+    res->redis_cmds = cmds0 >= 0 && cmds1 >= 0 ? (double)(cmds1 - cmds0) / a->jobs : -1;
+    res->redis_calls = reads0 >= 0 && reads1 >= 0 ? (double)(reads1 - reads0) / a->jobs : -1;
     if (rc) {
         snprintf(res->error, sizeof res->error, "throughput run: %s (%d done, %d failed)",
                  nr_strerror(rc), flow.done, flow.failed);
@@ -606,10 +631,12 @@ int main(int argc, char **argv) {
                "\"latency_p50_ms\": %.3f, \"latency_p99_ms\": %.3f, \"latency_mean_ms\": %.3f, "
                "\"loaded_p50_ms\": %.3f, \"loaded_p99_ms\": %.3f, \"durable_done\": %ld, "
                "\"events\": %ld, \"cpu_us_per_job\": {\"broker\": %.0f, \"redis\": %.0f, "
-               "\"workers\": %.0f, \"client\": %.0f}}\n",
+               "\"workers\": %.0f, \"client\": %.0f}, \"redis_cmds_per_job\": %.1f, "
+               "\"redis_reads_per_job\": %.2f}\n",
                a.label, a.workers[s], a.behave, a.jobs, a.window ? a.window : 8 * a.workers[s],
                a.clients, a.appendfsync, r.jobs_per_s, r.p50, r.p99, r.mean, r.load_p50, r.load_p99,
-               r.durable_done, r.events, r.us_broker, r.us_redis, r.us_workers, r.us_client);
+               r.durable_done, r.events, r.us_broker, r.us_redis, r.us_workers, r.us_client,
+               r.redis_cmds, r.redis_calls);
         fflush(stdout);
     }
     return failures ? 1 : 0;

@@ -73,9 +73,15 @@ for w in 1 2 4 8; do
         --latency-samples "$lat" 2>>"$out/celery.err" | tee -a "$results"
 done
 
-echo "== 8 workers, 4 submitting clients (is one synchronous client the limit?) =="
-"$bin/bench_queue" --workers 8 --clients 4 --jobs "$njobs" --window 64 --latency 0 \
-    --label narrator-4clients | tee -a "$results"
+echo "== 4 submitting clients sharing the window (one synchronous client waits for each ack) =="
+for w in 1 2 4 8; do
+    "$bin/bench_queue" --workers "$w" --clients 4 --jobs "$njobs" --window 64 --latency 0 \
+        --label narrator-4clients | tee -a "$results"
+    if [ -n "$baseline" ]; then
+        "$bin/bench_queue" --workers "$w" --clients 4 --jobs "$njobs" --window 64 --latency 0 \
+            --broker "$baseline" --label narrator-baseline-4clients | tee -a "$results"
+    fi
+done
 
 echo "== large payload (256 KiB input per job, 4 workers) =="
 "$bin/bench_queue" --workers 4 --jobs $((njobs / 10)) --window 64 --latency $((lat / 5)) \
@@ -133,11 +139,22 @@ for w in (1, 2, 4, 8):
         n = get(name, w)
         if n and "cpu_us_per_job" in n:
             c = n["cpu_us_per_job"]
+            extra = ""
+            if n.get("redis_cmds_per_job") is not None:
+                extra = f"; redis {n['redis_cmds_per_job']:.1f} commands, {n['redis_reads_per_job']:.2f} reads per job"
             print(f"{w:>7} | {name:<17} | {c['broker']:>4} / {c['redis']:>4} / {c['workers']:>4} / {c['client']:>4}"
-                  f"  = {c['broker'] + c['redis'] + c['workers'] + c['client']:>4} us")
-m = get("narrator-4clients", 8)
-if m:
-    print(f"\n8 workers, 4 submitting clients sharing the window of 64: narrator {m['jobs_per_s']:.0f} jobs/s")
+                  f"  = {c['broker'] + c['redis'] + c['workers'] + c['client']:>4} us{extra}")
+if get("narrator-4clients", 8):
+    print("\n4 submitting clients sharing the window of 64: jobs/s; CPU us/job broker / redis / workers / client")
+for w in (1, 2, 4, 8):
+    for name in ("narrator-4clients", "narrator-baseline-4clients"):
+        m = get(name, w)
+        if m:
+            c = m["cpu_us_per_job"]
+            print(f"{w:>7} | {name:<26} | {m['jobs_per_s']:>6.0f} jobs/s | "
+                  f"{c['broker']:>4} / {c['redis']:>4} / {c['workers']:>4} / {c['client']:>4}"
+                  + (f"; redis {m['redis_cmds_per_job']:.1f} commands, {m['redis_reads_per_job']:.2f} reads per job"
+                     if m.get("redis_cmds_per_job") is not None else ""))
 n, c = get("narrator-256k", 4), get("celery-256k", 4)
 if n and c:
     print(f"\n256 KiB input per job, 4 workers: narrator {n['jobs_per_s']:.0f} jobs/s, p50 {n['latency_p50_ms']:.3f} ms; "
