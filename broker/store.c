@@ -13,6 +13,7 @@
 
 #define S_BACKOFF_MIN_MS 1000
 #define S_BACKOFF_MAX_MS 32000
+#define S_GUARD_INLINE_MAX 4096 /* larger SUBMIT inputs stay out of the script */
 
 struct nr_store {
     nr_store_params_t params;
@@ -49,14 +50,22 @@ struct nr_store {
  * this id free?" and the write are one round trip: the SUBMIT needs no
  * read first. KEYS[1] is the job hash; ARGV holds the save's commands, each
  * as its argument count and then its arguments. A live job with that id is
- * left alone (0); a failed or cancelled one is dropped first (2). */
+ * left alone (0); a failed or cancelled one is dropped first (2). An input
+ * above S_GUARD_INLINE_MAX is not passed in (Lua would copy it): it is SET
+ * just before under the temporary name KEYS[2], which ARGV renames. */
 static const char s_guard_script[] =
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "local r = 1\n"
     "if st then\n"
-    "  if st ~= 'failed' and st ~= 'cancelled' then return 0 end\n"
+    "  if st ~= 'failed' and st ~= 'cancelled' then\n"
+    "    if KEYS[2] then redis.call('DEL', KEYS[2]) end\n"
+    "    return 0\n"
+    "  end\n"
     "  redis.call('DEL', KEYS[1])\n"
     "  r = 2\n"
+    "end\n"
+    "if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 0 then\n"
+    "  return redis.error_reply('the input was not stored')\n"
     "end\n"
     "local i = 1\n"
     "while i <= #ARGV do\n"
@@ -70,7 +79,7 @@ static const char s_guard_script[] =
  * carries that the job must keep again if it fails. */
 struct s_save {
     nr_broker_job_t *job;
-    int replies;         /* MULTI + commands + EXEC, or 1 (guarded); 0: nothing sent */
+    int replies;         /* MULTI + commands + EXEC, or SET + EVAL (guarded); 0: none sent */
     int guarded;         /* a SUBMIT's first save, run by s_guard_script */
     long long guard_result;
     int rc;              /* 0 or NR_EREDIS once read */
@@ -353,9 +362,10 @@ static void s_append(nr_store_t *self, s_cmd_t *c, int *queued) {
     if (redisAppendCommandArgv(self->ctx, c->argc, c->argv, c->len) == REDIS_OK) (*queued)++;
 }
 
-/* Appends the gathered EVAL for the job hash `key`. 0 or NR_ENOMEM. */
-static int s_guard_append(nr_store_t *self, const char *key, int *queued) {
-    size_t n = 4 + self->n_gargs;
+/* Appends the gathered EVAL for the job hash `key` and the temporary
+ * input key `tmp` (NULL: none). 0 or NR_ENOMEM. */
+static int s_guard_append(nr_store_t *self, const char *key, const char *tmp, int *queued) {
+    size_t n = 5 + self->n_gargs;
     if (!self->guard_nomem && n > self->cap_gargv) {
         const char **v = realloc(self->gargv, n * sizeof *v);
         size_t *l = v ? realloc(self->glen, n * sizeof *l) : NULL;
@@ -365,14 +375,16 @@ static int s_guard_append(nr_store_t *self, const char *key, int *queued) {
     }
     int rc = NR_ENOMEM;
     if (!self->guard_nomem) {
-        const char *head[4] = {"EVAL", s_guard_script, "1", key};
-        for (int i = 0; i < 4; i++) self->gargv[i] = head[i], self->glen[i] = strlen(head[i]);
+        const char *head[5] = {"EVAL", s_guard_script, tmp ? "2" : "1", key, tmp};
+        size_t h = tmp ? 5 : 4;
+        for (size_t i = 0; i < h; i++) self->gargv[i] = head[i], self->glen[i] = strlen(head[i]);
         for (size_t i = 0; i < self->n_gargs; i++) {
             const struct s_garg *g = &self->gargs[i];
-            self->gargv[4 + i] = g->ptr ? g->ptr : self->arena + g->off;
-            self->glen[4 + i] = g->len;
+            self->gargv[h + i] = g->ptr ? g->ptr : self->arena + g->off;
+            self->glen[h + i] = g->len;
         }
-        if (redisAppendCommandArgv(self->ctx, (int)n, self->gargv, self->glen) == REDIS_OK) {
+        if (redisAppendCommandArgv(self->ctx, (int)(h + self->n_gargs), self->gargv, self->glen) ==
+            REDIS_OK) {
             (*queued)++;
             rc = 0;
         }
@@ -523,7 +535,31 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
         s_str(c, job->fields[i].value);
     }
     s_append(self, c, &queued);
-    if (s->input && job->input) {
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s:input-new:%s", P, job->id);
+    const int tmp_input = s->guarded && s->input && job->input &&
+                          job->input_size > S_GUARD_INLINE_MAX;
+    if (tmp_input) {
+        /* Outside the script, under the temporary name (with a TTL in case
+         * the script never runs); the script renames it and drops the TTL. */
+        S_BEGIN();
+        s_str(c, "SET");
+        s_str(c, tmp);
+        s_arg(c, job->input, job->input_size);
+        s_str(c, "EX"), s_fmt(c, "%ld", ttl);
+        self->guarding = 0;
+        s_append(self, c, &queued);
+        self->guarding = 1;
+        S_BEGIN();
+        s_str(c, "RENAME");
+        s_str(c, tmp);
+        s_fmt(c, "%s:input:%s", P, job->id);
+        s_append(self, c, &queued);
+        S_BEGIN();
+        s_str(c, "PERSIST");
+        s_fmt(c, "%s:input:%s", P, job->id);
+        s_append(self, c, &queued);
+    } else if (s->input && job->input) {
         S_BEGIN();
         s_str(c, "SET");
         s_fmt(c, "%s:input:%s", P, job->id);
@@ -607,7 +643,7 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
         s_append(self, c, &queued);
     }
     if (s->guarded) {
-        if (s_guard_append(self, key, &queued)) {
+        if (s_guard_append(self, key, tmp_input ? tmp : NULL, &queued)) {
             /* Out of memory: not written, as if Redis were down. */
             self->n_saves--;
             job->saving--;
@@ -643,9 +679,11 @@ static int s_drain(nr_store_t *self) {
                 return s_down(self, "MULTI/EXEC"); /* fails every save still unread */
             const char *bad = NULL;
             if (r->type == REDIS_REPLY_ERROR) bad = r->str;
-            if (s->guarded) {
+            if (s->guarded && i == s->replies - 1) {
                 if (r->type == REDIS_REPLY_INTEGER) s->guard_result = r->integer;
                 else if (!bad) bad = "unexpected reply to the guarded write";
+            } else if (s->guarded) {
+                /* the temporary input's SET: an error fails the save */
             } else if (i == s->replies - 1 && r->type == REDIS_REPLY_ARRAY) {
                 for (size_t k = 0; k < r->elements && !bad; k++)
                     if (r->element[k]->type == REDIS_REPLY_ERROR) bad = r->element[k]->str;

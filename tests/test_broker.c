@@ -1106,3 +1106,38 @@ Test(store, batch_of_submits_is_written_before_any_ack_and_survives_a_crash) {
     nr_broker_destroy(&b);
     nr_store_destroy(&st2);
 }
+
+/* A SUBMIT's input above the size passed through the guard script is SET
+ * under a temporary name and renamed by it: stored without a TTL, no
+ * temporary key left, also when the id turns out taken. */
+Test(store, large_submit_input_is_renamed_into_place_by_the_guarded_write) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0);
+    static char big[20001];
+    for (size_t i = 0; i < sizeof big - 1; i++) big[i] = (char)('a' + i % 26);
+    cr_assert_eq(s_submit(b, "big", "speech", big, 1)->code, 0);
+    char out[32768];
+    const char *get[] = {"GET", "t:input:big"};
+    s_redis_cmd(out, sizeof out, 2, get);
+    cr_assert_str_eq(out, big);
+    const char *ttl[] = {"TTL", "t:input:big"};
+    s_redis_cmd(out, sizeof out, 2, ttl);
+    cr_assert_str_eq(out, "-1", "no TTL while unfinished");
+    const char *tmp[] = {"EXISTS", "t:input-new:big"};
+    s_redis_cmd(out, sizeof out, 2, tmp);
+    cr_assert_str_eq(out, "0");
+    s_ready(b, "w", "speech", 1, 2);
+    s_result(b, "w", "big", "speech", 1, "WAV", NULL, NULL, 3);
+    cr_assert_null(nr_broker_find_job(b, "big"), "done and evicted");
+    /* Again, from Redis: taken by a live (done) job, nothing written. */
+    nr_msg_t *rep = s_submit(b, "big", "speech", big, 4);
+    cr_assert_eq(rep->code, 0, "%s", rep->message);
+    cr_assert_str_eq(s_kv(rep, "existing"), "1");
+    cr_assert_str_eq(s_kv(rep, "state"), "done");
+    s_redis_cmd(out, sizeof out, 2, tmp);
+    cr_assert_str_eq(out, "0", "temporary input dropped");
+    const char *xl[] = {"XLEN", "t:events"};
+    s_redis_cmd(out, sizeof out, 2, xl);
+    cr_assert_str_eq(out, "3", "queued, running, done: the refused write added nothing");
+    nr_broker_destroy(&b);
+}
