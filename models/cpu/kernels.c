@@ -41,7 +41,13 @@ static inline float s_tanh(float x) {
     return x < 0 ? -y : y;
 }
 
-void nr_cpu_gelu(float *x, size_t n, int tanh_form) {
+/* Element-wise ops over the ViT's activations (197 x 3072 floats per image)
+ * run on the pool; a decode step's few rows stay on the caller. */
+typedef void (*s_task_fn)(void *arg, int part, int nparts);
+static void s_run(s_task_fn fn, void *arg);
+#define S_POOL_MIN_ELEMS 65536
+
+static void s_gelu_range(float *x, size_t n, int tanh_form) {
     if (tanh_form) {
         const float k = 0.7978845608028654f; /* sqrt(2/pi) */
         for (size_t i = 0; i < n; i++) {
@@ -56,10 +62,37 @@ void nr_cpu_gelu(float *x, size_t n, int tanh_form) {
     }
 }
 
-void nr_cpu_layernorm(float *y, const float *x, const float *g, const float *b, int M, int N, float eps) {
-    for (int m = 0; m < M; m++) {
-        const float *xr = x + (size_t)m * N;
-        float *yr = y + (size_t)m * N;
+typedef struct {
+    float *x;
+    size_t n;
+    int tanh_form;
+} s_gelu_t;
+
+static void s_gelu_part(void *p, int part, int nparts) {
+    const s_gelu_t *g = p;
+    const size_t i0 = g->n * (size_t)part / (size_t)nparts, i1 = g->n * (size_t)(part + 1) / (size_t)nparts;
+    s_gelu_range(g->x + i0, i1 - i0, g->tanh_form);
+}
+
+void nr_cpu_gelu(float *x, size_t n, int tanh_form) {
+    s_gelu_t g = {x, n, tanh_form};
+    if (n >= S_POOL_MIN_ELEMS) s_run(s_gelu_part, &g);
+    else s_gelu_range(x, n, tanh_form);
+}
+
+typedef struct {
+    float *y;
+    const float *x, *g, *b;
+    int M, N;
+    float eps;
+} s_rows_t;
+
+static void s_layernorm_part(void *p, int part, int nparts) {
+    const s_rows_t *a = p;
+    const int N = a->N, m0 = (int)((long)a->M * part / nparts), m1 = (int)((long)a->M * (part + 1) / nparts);
+    for (int m = m0; m < m1; m++) {
+        const float *xr = a->x + (size_t)m * N;
+        float *yr = a->y + (size_t)m * N;
         float sum = 0.0f;
         for (int i = 0; i < N; i++) sum += xr[i];
         float mean = sum / (float)N;
@@ -69,9 +102,15 @@ void nr_cpu_layernorm(float *y, const float *x, const float *g, const float *b, 
             var += d * d;
         }
         var /= (float)N;
-        float rs = 1.0f / sqrtf(var + eps);
-        for (int i = 0; i < N; i++) yr[i] = (xr[i] - mean) * rs * g[i] + b[i];
+        float rs = 1.0f / sqrtf(var + a->eps);
+        for (int i = 0; i < N; i++) yr[i] = (xr[i] - mean) * rs * a->g[i] + a->b[i];
     }
+}
+
+void nr_cpu_layernorm(float *y, const float *x, const float *g, const float *b, int M, int N, float eps) {
+    s_rows_t a = {y, x, g, b, M, N, eps};
+    if ((size_t)M * N >= S_POOL_MIN_ELEMS) s_run(s_layernorm_part, &a);
+    else s_layernorm_part(&a, 0, 1);
 }
 
 void nr_cpu_softmax(float *x, int rows, int cols) {
@@ -93,11 +132,19 @@ void nr_cpu_add(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-void nr_cpu_add_bias(float *y, const float *b, int M, int N) {
-    for (int m = 0; m < M; m++) {
-        float *yr = y + (size_t)m * N;
-        for (int i = 0; i < N; i++) yr[i] += b[i];
+static void s_add_bias_part(void *p, int part, int nparts) {
+    const s_rows_t *a = p;
+    const int N = a->N, m0 = (int)((long)a->M * part / nparts), m1 = (int)((long)a->M * (part + 1) / nparts);
+    for (int m = m0; m < m1; m++) {
+        float *yr = a->y + (size_t)m * N;
+        for (int i = 0; i < N; i++) yr[i] += a->b[i];
     }
+}
+
+void nr_cpu_add_bias(float *y, const float *b, int M, int N) {
+    s_rows_t a = {y, NULL, NULL, b, M, N, 0.0f};
+    if ((size_t)M * N >= S_POOL_MIN_ELEMS) s_run(s_add_bias_part, &a);
+    else s_add_bias_part(&a, 0, 1);
 }
 
 /* Skinny matmuls (decode steps: M = rows of a batch, 1..32): stream each
@@ -192,7 +239,6 @@ static void s_skinny_strided(float *y, size_t ldy, const float *x, size_t ldx, c
  * condition variable; sgemm calls (OpenBLAS's own threads) never overlap a
  * pool job, so the two never compete for the cores. One job at a time: a
  * second caller that finds the pool busy runs its job on its own thread. */
-typedef void (*s_task_fn)(void *arg, int part, int nparts);
 
 static struct {
     pthread_mutex_t use, m;
