@@ -655,6 +655,61 @@ Test(broker, stage_deadlines_override_the_default) {
     nr_broker_destroy(&b);
 }
 
+/* Group commit without a store: in one batch, a JOB whose lease is revoked
+ * before the commit (a CANCEL) is never sent and the worker's slot comes
+ * back; a second SUBMIT of an id first settles the first one, and is
+ * answered existing=1. */
+Test(broker, batch_drops_a_revoked_job_unsent_and_settles_a_duplicate_submit) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_submit(b, "c1", "speech", "a", 0);
+    nr_broker_begin(b, 1);
+    s_ready(b, "w", "speech", 1, 1);            /* c1 goes to w: held */
+    cr_assert_eq(s_count("w", NR_CMD_JOB), 0, "held until the commit");
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_CANCEL;
+    m.seq = 3;
+    snprintf(m.id, sizeof m.id, "c1");
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, 1);
+    nr_proto_msg_clear(&m);
+    for (int k = 0; k < 2; k++) {
+        nr_proto_msg_init(&m);
+        m.cmd = NR_CMD_SUBMIT;
+        m.seq = 10 + (uint64_t)k;
+        snprintf(m.id, sizeof m.id, "d1");
+        snprintf(m.route[m.route_len++], sizeof m.route[0], "speech");
+        nr_proto_frame_add(&m, "x", 1);
+        nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, 1);
+        nr_proto_msg_clear(&m);
+    }
+    nr_broker_commit(b, 2);
+    /* c1 was never sent; d1 took its slot once the revoked lease was dropped. */
+    nr_msg_t *job = s_last("w", NR_CMD_JOB);
+    cr_assert_not_null(job);
+    cr_assert_str_eq(job->id, "d1");
+    cr_assert_eq(s_count("w", NR_CMD_JOB), 1);
+    cr_assert_eq(nr_broker_find_job(b, "c1")->state, NR_JOB_CANCELLED);
+    int seen = 0;
+    for (int i = 0; i < s_nsent; i++) {
+        const nr_msg_t *r = &s_sent[i].msg;
+        if (r->cmd != NR_CMD_REPLY) continue;
+        if (r->seq == 3) {
+            cr_assert_str_eq(s_kv(r, "state"), "cancelled");
+            seen |= 1;
+        }
+        if (r->seq == 10) {
+            cr_assert_str_eq(s_kv(r, "existing"), "");
+            seen |= 2;
+        }
+        if (r->seq == 11) {
+            cr_assert_str_eq(s_kv(r, "existing"), "1");
+            seen |= 4;
+        }
+    }
+    cr_assert_eq(seen, 7, "every request answered");
+    nr_broker_destroy(&b);
+}
+
 /* ---- with a real redis-server ---- */
 
 static nr_harness_redis_t *s_redis;
