@@ -4,6 +4,7 @@
 #include "broker/queue.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/ratelimit.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -51,6 +52,7 @@ struct nr_broker {
     int depth;                 /* nested entry points; the outermost commits */
     int committing;
     int64_t now;               /* time of the current entry point */
+    nr_ratelimit_t *limit;     /* new jobs per client; NULL = no limit */
 };
 
 static int s_save(nr_broker_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
@@ -306,13 +308,15 @@ void nr_broker_default_params(nr_broker_params_t *p) {
     p->queue_bound = 1000;
     p->retry_backoff_ms = 1000;
     p->retry_backoff_max_ms = 32000;
+    p->client_burst = 100;
 }
 
 nr_broker_t *nr_broker_new(const nr_broker_params_t *params, nr_store_t *store,
                            nr_broker_send_fn send, void *send_ctx, char *err, size_t errlen) {
     if (!params || !send || params->heartbeat_ms < 1 || params->heartbeat_liveness < 1 ||
         params->job_deadline_ms < 1 || params->max_attempts < 1 || params->queue_bound < 1 ||
-        params->retry_backoff_ms < 0 || params->retry_backoff_max_ms < params->retry_backoff_ms) {
+        params->retry_backoff_ms < 0 || params->retry_backoff_max_ms < params->retry_backoff_ms ||
+        params->client_rate < 0 || params->client_burst < 1) {
         nr_seterr(err, errlen, NR_EINVAL, "broker parameters out of range");
         return NULL;
     }
@@ -332,6 +336,9 @@ nr_broker_t *nr_broker_new(const nr_broker_params_t *params, nr_store_t *store,
     }
     self->jobs = nr_broker_jobs_new();
     if (!self->jobs) goto err;
+    if (params->client_rate > 0 &&
+        !(self->limit = nr_ratelimit_new((double)params->client_rate, (double)params->client_burst, 65536)))
+        goto err;
     return self;
 err:
     nr_seterr(err, errlen, NR_ENOMEM, "creating the broker");
@@ -354,6 +361,7 @@ void nr_broker_destroy(nr_broker_t **p) {
         nr_broker_stage_destroy(&s);
     }
     nr_broker_jobs_destroy(&self->jobs);
+    nr_ratelimit_destroy(&self->limit);
     free(self);
     *p = NULL;
 }
@@ -831,6 +839,17 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
     nr_broker_job_t *old = s_find_settled(self, msg->id);
     if (old && old->state != NR_JOB_FAILED && old->state != NR_JOB_CANCELLED) {
         s_reply_job(self, identity, size, msg, old, 0, "job exists", 1);
+        return;
+    }
+    int64_t retry_ms = 0;
+    if (self->limit && !nr_ratelimit_take(self->limit, msg->peer, now, &retry_ms)) {
+        snprintf(text, sizeof text,
+                 "client %s is over its limit of %ld new jobs per second (burst %ld, setting "
+                 "client-rate); retry in %lld ms",
+                 msg->peer[0] ? msg->peer : "(local)", self->params.client_rate, self->params.client_burst,
+                 (long long)retry_ms);
+        if (self->metrics) nr_metrics_add(self->metrics, NR_BM_RATE_LIMITED, 1, NULL);
+        s_reply_error(self, identity, size, msg, NR_EBUSY, text);
         return;
     }
     nr_broker_stage_t *first = s_stage(self, msg->route[0], 1);

@@ -30,6 +30,8 @@ typedef struct {
     long retry_backoff_ms;    /* first retry delay; doubles per attempt, with jitter */
     long retry_backoff_max_ms;
     unsigned seed;            /* jitter; 0 picks one */
+    long client_rate;         /* new jobs per second per client (msg peer); 0 = no limit */
+    long client_burst;        /* new jobs a client may submit at once before client_rate applies */
 } nr_broker_params_t;
 
 typedef struct nr_broker nr_broker_t;

@@ -47,6 +47,8 @@ int nr_broker_metrics_define(nr_metrics_t *m) {
           NULL, 0);
     S_DEF(NR_BM_REDIS_UP, NR_METRIC_GAUGE, "1 when the broker's Redis connection is up, else 0",
           NULL, 0);
+    S_DEF(NR_BM_RATE_LIMITED, NR_METRIC_COUNTER,
+          "SUBMITs answered busy because their client was over client-rate", NULL, 0);
 #undef S_DEF
     if (rc) return rc;
     /* Series that exist from the start, so rate() and alerts see a zero. */
@@ -54,6 +56,7 @@ int nr_broker_metrics_define(nr_metrics_t *m) {
     nr_metrics_add(m, NR_BM_REJECTED, 0, "socket", "clients", NULL);
     nr_metrics_add(m, NR_BM_REJECTED, 0, "socket", "workers", NULL);
     nr_metrics_add(m, NR_BM_SUBMITTED, 0, NULL);
+    nr_metrics_add(m, NR_BM_RATE_LIMITED, 0, NULL);
     return 0;
 }
 

@@ -44,6 +44,8 @@ typedef struct {
     char metrics_listen[256];
     char curve_secret_key_file[512];
     char curve_allow_dir[512];
+    long client_rate;
+    long client_burst;
 } s_settings_t;
 
 #define S_OPT(name, type, min, max, def, field, help)                                         \
@@ -84,6 +86,11 @@ static const nr_config_option_t s_options[] = {
           "CURVE: the broker's key file from narrator-keygen (mode 0600); with curve-allow-dir"),
     S_OPT("curve-allow-dir", NR_CONFIG_STRING, 0, 0, "", curve_allow_dir,
           "CURVE: folder of NAME.pub files of the clients and workers let in (others refused, logged)"),
+    S_OPT("client-rate", NR_CONFIG_INT, 0, 1000000, "0", client_rate,
+          "new jobs per second per client (its CURVE key name, else its IP address), after client-burst; "
+          "over it SUBMIT is answered busy; 0: no limit"),
+    S_OPT("client-burst", NR_CONFIG_INT, 1, 1000000, "100", client_burst,
+          "new jobs a client may submit at once before client-rate applies"),
     NR_CONFIG_END,
 };
 
@@ -227,6 +234,8 @@ int main(int argc, char **argv) {
     bp.max_attempts = st.max_attempts;
     bp.queue_bound = st.queue_bound;
     bp.retry_backoff_ms = st.retry_backoff_ms;
+    bp.client_rate = st.client_rate;
+    bp.client_burst = st.client_burst;
     if (bp.retry_backoff_max_ms < bp.retry_backoff_ms * 32) bp.retry_backoff_max_ms = bp.retry_backoff_ms * 32;
 
     int status = 1;

@@ -577,6 +577,44 @@ Test(broker, queue_bound_refuses_submit_with_busy) {
     nr_broker_destroy(&b);
 }
 
+static void s_rate1_burst2(nr_broker_params_t *p) {
+    p->client_rate = 1;
+    p->client_burst = 2;
+}
+
+/* SUBMIT from a named peer (nr_proto_recv fills msg.peer from the link). */
+static nr_msg_t *s_submit_from(nr_broker_t *b, const char *peer, const char *id, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_SUBMIT;
+    m.seq = 7;
+    snprintf(m.id, sizeof m.id, "%s", id);
+    snprintf(m.route[m.route_len++], sizeof m.route[0], "speech");
+    snprintf(m.peer, sizeof m.peer, "%s", peer);
+    nr_proto_frame_add(&m, "text", 4);
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
+    nr_proto_msg_clear(&m);
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_not_null(rep);
+    return rep;
+}
+
+Test(broker, client_over_its_rate_gets_busy_and_others_are_served) {
+    nr_broker_t *b = s_new(NULL, s_rate1_burst2);
+    cr_assert_eq(s_submit_from(b, "alice", "a1", 1000)->code, 0);
+    cr_assert_eq(s_submit_from(b, "alice", "a2", 1000)->code, 0);
+    nr_msg_t *rep = s_submit_from(b, "alice", "a3", 1000);
+    cr_assert_eq(rep->code, NR_EBUSY);
+    cr_assert(strstr(rep->message, "alice") && strstr(rep->message, "client-rate"), "%s", rep->message);
+    cr_assert_null(nr_broker_find_job(b, "a3"), "a refused SUBMIT leaves nothing behind");
+    cr_assert_eq(s_submit_from(b, "bob", "b1", 1000)->code, 0, "another client has its own bucket");
+    rep = s_submit_from(b, "alice", "a1", 1000);
+    cr_assert_eq(rep->code, 0, "asking again for a job it has is not new work");
+    cr_assert_str_eq(s_kv(rep, "existing"), "1");
+    cr_assert_eq(s_submit_from(b, "alice", "a3", 2000)->code, 0, "a token is back after a second");
+    nr_broker_destroy(&b);
+}
+
 Test(broker, resubmit_returns_existing_and_reruns_failed) {
     nr_broker_t *b = s_new(NULL, NULL);
     s_ready(b, "w", "speech", 1, 0);

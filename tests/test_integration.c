@@ -747,6 +747,36 @@ Test(integration, narrate_submit_without_vision_worker) {
     s_end();
 }
 
+/* client-rate through real sockets: the broker keys the limit on the peer
+ * address nr_proto_recv reports (127.0.0.1 here), answers busy past the
+ * burst, and a client that waits gets in once a token is back. */
+Test(integration, client_rate_limit_is_per_peer_and_busy) {
+    s_broker_stop(SIGTERM);
+    char log_name[32];
+    snprintf(log_name, sizeof log_name, "broker-%d.log", C.broker_starts++);
+    const char *extra[] = {"--client-rate", "1", "--client-burst", "3", "--log-level", "debug", NULL};
+    s_require(nr_harness_cluster_spawn_broker(&C.cl, C.broker_bin, log_name, extra) == 0, "%s",
+              nr_harness_error());
+    nr_client_set_busy_wait(C.client, 0);
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "rate-%d", i);
+        s_require(nr_client_submit(C.client, id, "speech", NULL, 0, "hello", 5, &reply) == 0, "submit %d: %s", i,
+                  nr_client_error(C.client));
+    }
+    int rc = nr_client_submit(C.client, "rate-3", "speech", NULL, 0, "hello", 5, &reply);
+    s_require(rc == NR_EBUSY, "the 4th submit within a second: %d (%s)", rc, nr_client_error(C.client));
+    s_require(strstr(nr_client_error(C.client), "127.0.0.1") && strstr(nr_client_error(C.client), "client-rate"),
+              "the refusal does not name the client and the setting: %s", nr_client_error(C.client));
+    nr_client_set_busy_wait(C.client, 10000);
+    s_require(nr_client_submit(C.client, "rate-3", "speech", NULL, 0, "hello", 5, &reply) == 0,
+              "a waiting client is not let in: %s", nr_client_error(C.client));
+    nr_proto_msg_clear(&reply);
+    s_end();
+}
+
 /* (h) SIGTERM: the broker exits 0; a restarted broker resumes the pending
  * jobs from Redis and they finish. */
 Test(integration, broker_sigterm_exits_zero_and_restart_resumes) {
