@@ -58,6 +58,7 @@ typedef struct {
     char label[64];
     int keep;
     int clients;
+    int capacity; /* each worker's credit (Celery's prefetch is 4 per process) */
 } s_args_t;
 
 typedef struct {
@@ -102,6 +103,7 @@ static void s_usage(FILE *f) {
             "  --jobs N             jobs in the throughput run (default 5000)\n"
             "  --window W           jobs in flight (default 64; 0 = 8 x workers)\n"
             "  --clients K          submitting clients (threads) sharing the window (default 1, max 16)\n"
+            "  --capacity C         each worker's credit, jobs it holds at once (default 1)\n"
             "  --latency S          single-job samples (default 300; 0 skips)\n"
             "  --warmup N           jobs before measuring (default 200)\n"
             "  --payload BYTES      input frame size (default 16)\n"
@@ -123,6 +125,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
     a->warmup = 200;
     a->payload = 16;
     a->clients = 1;
+    a->capacity = 1;
     snprintf(a->behave, sizeof a->behave, "echo");
     snprintf(a->appendfsync, sizeof a->appendfsync, "everysec");
     snprintf(a->label, sizeof a->label, "narrator");
@@ -164,6 +167,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         } else if (!strcmp(o, "--jobs")) a->jobs = atoi(v);
         else if (!strcmp(o, "--window")) a->window = atoi(v);
         else if (!strcmp(o, "--clients")) a->clients = atoi(v);
+        else if (!strcmp(o, "--capacity")) a->capacity = atoi(v);
         else if (!strcmp(o, "--latency")) a->latency = atoi(v);
         else if (!strcmp(o, "--warmup")) a->warmup = atoi(v);
         else if (!strcmp(o, "--payload")) a->payload = atoi(v);
@@ -178,7 +182,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         }
     }
     if (a->jobs < 1 || a->window < 0 || a->latency < 0 || a->warmup < 0 || a->payload < 0 ||
-        a->payload > (1 << 26) || a->n_settings == 0 || a->clients < 1 || a->clients > 16) {
+        a->payload > (1 << 26) || a->n_settings == 0 || a->clients < 1 || a->clients > 16 || a->capacity < 1 || a->capacity > 1024) {
         fprintf(stderr, "bench_queue: bad numbers (see --help)\n");
         return -1;
     }
@@ -504,8 +508,10 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
         char *wlog = nr_harness_path(dir, "worker-%d.log", i);
         char name[32];
         snprintf(name, sizeof name, "bench-%d", i);
+        char capacity[16];
+        snprintf(capacity, sizeof capacity, "%d", a->capacity);
         const char *wargv[] = {a->worker, "--broker", wep, "--stage", S_STAGE, "--name", name,
-                               "--capacity", "1", "--log-level", "warn", NULL};
+                               "--capacity", capacity, "--log-level", "warn", NULL};
         procs[i] = nr_harness_spawn(wargv, NULL, wlog);
         free(wlog);
         if (!procs[i]) {

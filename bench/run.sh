@@ -83,6 +83,12 @@ for w in 1 2 4 8; do
     fi
 done
 
+echo "== prefetch: each worker holds 16 jobs (Celery prefetches 4 per process), 8 clients, window 256 =="
+for w in 1 2 4 8; do
+    "$bin/bench_queue" --workers "$w" --capacity 16 --clients 8 --jobs $((njobs * 2)) --window 256 \
+        --latency 0 --label narrator-prefetch | tee -a "$results"
+done
+
 echo "== large payload (256 KiB input per job, 4 workers) =="
 "$bin/bench_queue" --workers 4 --jobs $((njobs / 10)) --window 64 --latency $((lat / 5)) \
     --payload 262144 --label narrator-256k | tee -a "$results"
@@ -155,6 +161,16 @@ for w in (1, 2, 4, 8):
                   f"{c['broker']:>4} / {c['redis']:>4} / {c['workers']:>4} / {c['client']:>4}"
                   + (f"; redis {m['redis_cmds_per_job']:.1f} commands, {m['redis_reads_per_job']:.2f} reads per job"
                      if m.get("redis_cmds_per_job") is not None else ""))
+if get("narrator-prefetch", 1):
+    print("\nWorkers holding 16 jobs each, 8 submitting clients, window 256 (Celery rows as above: prefetch 4, all tasks sent at once)")
+for w in (1, 2, 4, 8):
+    m, c = get("narrator-prefetch", w), get("celery", w)
+    if m:
+        cu = m["cpu_us_per_job"]
+        print(f"{w:>7} | {m['jobs_per_s']:>6.0f} jobs/s"
+              + (f" = {m['jobs_per_s'] / c['jobs_per_s']:.1f}x celery" if c else "")
+              + f" | CPU us/job {cu['broker']} / {cu['redis']} / {cu['workers']} / {cu['client']}"
+              + f" | {m['durable_done']}/{m['jobs']} done in redis")
 n, c = get("narrator-256k", 4), get("celery-256k", 4)
 if n and c:
     print(f"\n256 KiB input per job, 4 workers: narrator {n['jobs_per_s']:.0f} jobs/s, p50 {n['latency_p50_ms']:.3f} ms; "
