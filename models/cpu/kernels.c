@@ -586,12 +586,13 @@ static void s_attn_direct(const nr_attn_args_t *a, int b, int h, float *scores) 
     }
 }
 
-/* Non-causal attention over many query rows (the ViT, cross-attention
- * prefill): (batch, head) pairs are spread over the pool; each head
- * transposes its K once, then per query row computes the scores, softmax
- * and the weighted sum of V in loops the compiler vectorizes over the
- * contiguous axis. Calling OpenBLAS here (two small sgemms per head) woke
- * its own threads, which then spun on a core the pool needed for the next
+/* Non-causal attention over 16 or more query rows (the ViT; decode steps
+ * with many rows): (batch, head) pairs are spread over the pool; each head
+ * transposes its K once, then computes scores, softmax and the weighted
+ * sum of V four query rows at a time with AVX-512 (each loaded K^T or V
+ * vector serves four rows), else a row at a time in loops the compiler
+ * vectorizes. Calling OpenBLAS here (two small sgemms per head) woke its
+ * own threads, which then spun on a core the pool needed for the next
  * GEMM: about 17% of the encoder's CPU samples. */
 typedef struct {
     const nr_attn_args_t *a;
