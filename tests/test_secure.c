@@ -208,6 +208,62 @@ static long s_stat(nr_client_t *c, const char *key) {
     return v;
 }
 
+/* A real redis-server and a CURVE broker whose allow-list holds the .pub
+ * files of `allowed` (key pairs made with s_keys in s_dir beforehand). */
+typedef struct {
+    nr_harness_redis_t *redis;
+    nr_harness_proc_t *broker;
+    char *allow, *broker_key, *broker_pubfile, *blog;
+    char broker_pub[NR_SECURE_KEY_Z85 + 1];
+    char cep[64], wep[64];
+} s_curve_broker_t;
+
+static void s_curve_broker_start(s_curve_broker_t *b, const char *broker_bin, const char *const *allowed,
+                                 const char *const *extra) {
+    memset(b, 0, sizeof *b);
+    b->allow = nr_harness_path(s_dir, "allow");
+    cr_assert_eq(mkdir(b->allow, 0755), 0);
+    b->broker_key = s_keys(s_dir, "broker", b->broker_pub);
+    b->broker_pubfile = nr_harness_path(s_dir, "broker.pub");
+    for (int i = 0; allowed[i]; i++) {
+        char *src = nr_harness_path(s_dir, "%s.pub", allowed[i]);
+        char *dst = nr_harness_path(b->allow, "%s.pub", allowed[i]);
+        cr_assert_eq(rename(src, dst), 0);
+        free(src);
+        free(dst);
+    }
+    nr_harness_redis_params_t rp;
+    nr_harness_redis_default_params(&rp);
+    rp.appendonly = 0;
+    b->redis = nr_harness_redis_new(&rp);
+    cr_assert_not_null(b->redis, "%s", nr_harness_error());
+    int cport = nr_harness_free_port(), wport = nr_harness_free_port();
+    char rport[16];
+    snprintf(b->cep, sizeof b->cep, "tcp://127.0.0.1:%d", cport);
+    snprintf(b->wep, sizeof b->wep, "tcp://127.0.0.1:%d", wport);
+    snprintf(rport, sizeof rport, "%d", nr_harness_redis_port(b->redis));
+    b->blog = nr_harness_path(s_dir, "broker.log");
+    const char *bargv[32] = {broker_bin, "--client-endpoint", b->cep, "--worker-endpoint", b->wep,
+                             "--redis-port", rport, "--heartbeat-ms", "250",
+                             "--curve-secret-key-file", b->broker_key, "--curve-allow-dir", b->allow};
+    int n = 13;
+    for (int i = 0; extra && extra[i] && n < 31; i++) bargv[n++] = extra[i];
+    bargv[n] = NULL;
+    b->broker = nr_harness_spawn(bargv, NULL, b->blog);
+    cr_assert_not_null(b->broker);
+    cr_assert_eq(nr_harness_wait_port(cport, 20000), 0);
+}
+
+static void s_curve_broker_stop(s_curve_broker_t *b) {
+    nr_harness_proc_stop(b->broker, SIGTERM, 10000, NULL);
+    nr_harness_proc_destroy(&b->broker);
+    nr_harness_redis_destroy(&b->redis);
+    free(b->allow);
+    free(b->broker_key);
+    free(b->broker_pubfile);
+    free(b->blog);
+}
+
 /* Broker with --curve-*; an allowed worker and client run a job; a client
  * and a worker with keys not in the allow-list, and a plain client, are
  * refused (and the broker logs it). */
@@ -226,40 +282,18 @@ Test(secure, broker_with_curve_serves_allowed_and_refuses_others, .timeout = 120
         free(help);
         if (!has) cr_skip_test("this narrator-broker has no --curve-allow-dir");
     }
-    char *allow = nr_harness_path(s_dir, "allow");
-    cr_assert_eq(mkdir(allow, 0755), 0);
-    char broker_pub[NR_SECURE_KEY_Z85 + 1], pub[NR_SECURE_KEY_Z85 + 1];
-    char *broker_key = s_keys(s_dir, "broker", broker_pub);
-    char *broker_pubfile = nr_harness_path(s_dir, "broker.pub");
+    char pub[NR_SECURE_KEY_Z85 + 1];
     char *worker_key = s_keys(s_dir, "worker", pub);
     char *client_key = s_keys(s_dir, "client", pub);
     char *stranger_key = s_keys(s_dir, "stranger", pub);
     char *rogue_worker_key = s_keys(s_dir, "rogue", pub);
-    const char *allowed[] = {"worker", "client"};
-    for (int i = 0; i < 2; i++) {
-        char *src = nr_harness_path(s_dir, "%s.pub", allowed[i]);
-        char *dst = nr_harness_path(allow, "%s.pub", allowed[i]);
-        cr_assert_eq(rename(src, dst), 0);
-        free(src);
-        free(dst);
-    }
-    nr_harness_redis_params_t rp;
-    nr_harness_redis_default_params(&rp);
-    rp.appendonly = 0;
-    nr_harness_redis_t *redis = nr_harness_redis_new(&rp);
-    cr_assert_not_null(redis, "%s", nr_harness_error());
-    int cport = nr_harness_free_port(), wport = nr_harness_free_port();
-    char cep[64], wep[64], rport[16];
-    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", cport);
-    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", wport);
-    snprintf(rport, sizeof rport, "%d", nr_harness_redis_port(redis));
-    char *blog = nr_harness_path(s_dir, "broker.log");
-    const char *bargv[] = {broker_bin, "--client-endpoint", cep, "--worker-endpoint", wep,
-                           "--redis-port", rport, "--heartbeat-ms", "250",
-                           "--curve-secret-key-file", broker_key, "--curve-allow-dir", allow, NULL};
-    nr_harness_proc_t *broker = nr_harness_spawn(bargv, NULL, blog);
-    cr_assert_not_null(broker);
-    cr_assert_eq(nr_harness_wait_port(cport, 20000), 0);
+    /* A rate limit of one new job per client and second: the limit must
+     * key on the CURVE key's name, which the link gives, not the address. */
+    const char *allowed[] = {"worker", "client", NULL};
+    const char *limit[] = {"--client-rate", "1", "--client-burst", "1", NULL};
+    s_curve_broker_t cb;
+    s_curve_broker_start(&cb, broker_bin, allowed, limit);
+    const char *cep = cb.cep, *wep = cb.wep, *broker_pub = cb.broker_pub, *broker_pubfile = cb.broker_pubfile;
     char *wlog = nr_harness_path(s_dir, "worker.log");
     const char *wargv[] = {worker_bin, "--broker", wep, "--name", "good", "--heartbeat-ms", "250",
                            "--curve-server-key", broker_pubfile, "--curve-secret-key-file", worker_key, NULL};
@@ -288,6 +322,10 @@ Test(secure, broker_with_curve_serves_allowed_and_refuses_others, .timeout = 120
     cr_assert_str_eq(state, "done");
     cr_assert_eq(nr_client_fetch(good, "sec-1", "test", &r), 0);
     cr_assert(r.frames_len == 1 && r.frames[0].size == 12 && !memcmp(r.frames[0].data, "secret input", 12));
+    nr_client_set_busy_wait(good, 0);
+    cr_assert_eq(nr_client_submit(good, "sec-2", "test", NULL, 0, "x", 1, &r), NR_EBUSY);
+    cr_assert(strstr(nr_client_error(good), "client client is over its limit"),
+              "the rate limit is not keyed on the CURVE key name: %s", nr_client_error(good));
 
     /* A client whose key is not allowed, and one with no CURVE at all. */
     nr_client_t *stranger = nr_client_new(cep, 1500);
@@ -302,13 +340,13 @@ Test(secure, broker_with_curve_serves_allowed_and_refuses_others, .timeout = 120
     /* The rogue worker never registered; the broker logged the refusals. */
     cr_assert_eq(s_stat(good, "workers.test"), 1);
     nr_proto_msg_clear(&r);
-    char *text = nr_harness_read_file(blog, NULL);
+    char *text = nr_harness_read_file(cb.blog, NULL);
     cr_assert_not_null(text);
     cr_assert(strstr(text, "curve: refused") != NULL, "no refusal logged:\n%s", text);
     cr_assert(strstr(text, "secret input") == NULL);
     free(text);
     /* A broker started with one CURVE flag only refuses to start (exit 2). */
-    const char *half[] = {broker_bin, "--client-endpoint", "tcp://127.0.0.1:1", "--curve-allow-dir", allow, NULL};
+    const char *half[] = {broker_bin, "--client-endpoint", "tcp://127.0.0.1:1", "--curve-allow-dir", cb.allow, NULL};
     int status = 0;
     cr_assert_eq(nr_harness_run(half, NULL, NULL, 20000, &status), 0);
     cr_assert_eq(nr_harness_exit_code(status), 2);
@@ -318,21 +356,15 @@ Test(secure, broker_with_curve_serves_allowed_and_refuses_others, .timeout = 120
     nr_client_destroy(&plain);
     nr_harness_proc_stop(worker, SIGTERM, 5000, NULL);
     nr_harness_proc_stop(rogue, SIGTERM, 5000, NULL);
-    nr_harness_proc_stop(broker, SIGTERM, 10000, NULL);
     nr_harness_proc_destroy(&worker);
     nr_harness_proc_destroy(&rogue);
-    nr_harness_proc_destroy(&broker);
-    nr_harness_redis_destroy(&redis);
+    s_curve_broker_stop(&cb);
     free(broker_bin);
     free(worker_bin);
-    free(allow);
-    free(broker_key);
-    free(broker_pubfile);
     free(worker_key);
     free(client_key);
     free(stranger_key);
     free(rogue_worker_key);
-    free(blog);
     free(wlog);
 }
 
@@ -512,39 +544,15 @@ Test(secure, gateway_with_curve_serves_allowed_key_and_reports_refusal, .timeout
     char *speech_bin = nr_harness_program("narrator-worker-speech");
     char *gw_bin = nr_harness_program("narrator-gateway");
     if (!broker_bin || !speech_bin || !gw_bin) cr_skip_test("programs not built: %s", nr_harness_error());
-    char *allow = nr_harness_path(s_dir, "allow");
-    cr_assert_eq(mkdir(allow, 0755), 0);
-    char broker_pub[NR_SECURE_KEY_Z85 + 1], pub[NR_SECURE_KEY_Z85 + 1], stranger_pub[NR_SECURE_KEY_Z85 + 1];
-    char *broker_key = s_keys(s_dir, "broker", broker_pub);
-    char *broker_pubfile = nr_harness_path(s_dir, "broker.pub");
+    char pub[NR_SECURE_KEY_Z85 + 1], stranger_pub[NR_SECURE_KEY_Z85 + 1];
     char *worker_key = s_keys(s_dir, "worker", pub);
     char *gw_key = s_keys(s_dir, "gw", pub);
     char *stranger_key = s_keys(s_dir, "stranger", stranger_pub);
-    const char *allowed[] = {"worker", "gw"};
-    for (int i = 0; i < 2; i++) {
-        char *src = nr_harness_path(s_dir, "%s.pub", allowed[i]);
-        char *dst = nr_harness_path(allow, "%s.pub", allowed[i]);
-        cr_assert_eq(rename(src, dst), 0);
-        free(src);
-        free(dst);
-    }
-    nr_harness_redis_params_t rp;
-    nr_harness_redis_default_params(&rp);
-    rp.appendonly = 0;
-    nr_harness_redis_t *redis = nr_harness_redis_new(&rp);
-    cr_assert_not_null(redis, "%s", nr_harness_error());
-    int cport = nr_harness_free_port(), wport = nr_harness_free_port();
-    char cep[64], wep[64], rport[16];
-    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", cport);
-    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", wport);
-    snprintf(rport, sizeof rport, "%d", nr_harness_redis_port(redis));
-    char *blog = nr_harness_path(s_dir, "broker.log");
-    const char *bargv[] = {broker_bin, "--client-endpoint", cep, "--worker-endpoint", wep,
-                           "--redis-port", rport, "--heartbeat-ms", "250",
-                           "--curve-secret-key-file", broker_key, "--curve-allow-dir", allow, NULL};
-    nr_harness_proc_t *broker = nr_harness_spawn(bargv, NULL, blog);
-    cr_assert_not_null(broker);
-    cr_assert_eq(nr_harness_wait_port(cport, 20000), 0);
+    const char *allowed[] = {"worker", "gw", NULL};
+    s_curve_broker_t cb;
+    s_curve_broker_start(&cb, broker_bin, allowed, NULL);
+    const char *cep = cb.cep, *wep = cb.wep, *broker_pub = cb.broker_pub, *broker_pubfile = cb.broker_pubfile;
+    const char *allow = cb.allow, *blog = cb.blog;
     char *wlog = nr_harness_path(s_dir, "worker.log");
     const char *wargv[] = {speech_bin, "--broker", wep, "--name", "speech-1", "--heartbeat-ms", "250",
                            "--curve-server-key", broker_pubfile, "--curve-secret-key-file", worker_key, NULL};
@@ -656,19 +664,13 @@ Test(secure, gateway_with_curve_serves_allowed_key_and_reports_refusal, .timeout
         if (i < 4) cr_expect_eq(nr_harness_exit_code(status), 0, "gateway %zu did not stop cleanly", i);
         nr_harness_proc_destroy(&procs[i]);
     }
-    nr_harness_proc_stop(broker, SIGTERM, 10000, NULL);
-    nr_harness_proc_destroy(&broker);
-    nr_harness_redis_destroy(&redis);
+    s_curve_broker_stop(&cb);
     free(broker_bin);
     free(speech_bin);
     free(gw_bin);
-    free(allow);
-    free(broker_key);
-    free(broker_pubfile);
     free(worker_key);
     free(gw_key);
     free(stranger_key);
-    free(blog);
     free(wlog);
     free(conf);
     free(glog);
