@@ -4,9 +4,11 @@
  * noeviction), narrator-broker and that many narrator-worker-test
  * processes (one job at a time each), then:
  *   1. throughput: N jobs submitted through the client library with a window
- *      of W jobs in flight; a job is finished when its "done" entry appears
- *      in the broker's Redis event stream (P:events, read with XREAD BLOCK
- *      on a second thread, so completion costs the broker nothing);
+ *      of W jobs in flight (each client sends the free slots, up to its
+ *      share of W, as one pipelined nr_client_submit_batch); a job is
+ *      finished when its "done" entry appears in the broker's Redis event
+ *      stream (P:events, read with XREAD BLOCK on a second thread, so
+ *      completion costs the broker nothing);
  *   2. latency: S jobs one at a time, submit to "done" event;
  *   3. a durability check: every job's hash in Redis says state=done and
  *      the event stream holds its queued, running and done entries.
@@ -311,35 +313,34 @@ static void *s_reader(void *arg) {
     return NULL;
 }
 
-static int s_submit(nr_client_t *client, const char *id, const s_args_t *a, const uint8_t *input,
-                    nr_msg_t *reply) {
-    nr_kv_t opt = {(char *)"behave", (char *)a->behave};
-    int rc = nr_client_submit(client, id, S_STAGE, &opt, 1, input, (size_t)a->payload, reply);
-    if (rc) fprintf(stderr, "bench_queue: submit %s: %s (%s)\n", id, nr_strerror(rc),
-                    nr_client_error(client));
-    return rc;
-}
-
-/* One submitting client: takes the next job index while a window slot is free. */
+/* One submitting client: waits for a free window slot, takes every other
+ * free one up to its share of the window, and submits that many jobs (the
+ * next indexes) in one pipelined batch. */
 typedef struct {
     s_flow_t *f;
     const s_args_t *a;
     const char *endpoint;
     const uint8_t *input;
     int *next;
+    int share; /* most jobs one batch puts in flight */
     int rc;
 } s_submitter_t;
 
 static void *s_submitter(void *arg) {
     s_submitter_t *s = arg;
     s_flow_t *f = s->f;
+    int share = s->share > 0 ? s->share : 1;
     nr_client_t *client = nr_client_new(s->endpoint, 30000);
-    if (!client) {
+    char (*ids)[64] = calloc((size_t)share, sizeof *ids);
+    nr_client_job_t *jobs = calloc((size_t)share, sizeof *jobs);
+    nr_msg_t *replies = calloc((size_t)share, sizeof *replies);
+    int *codes = calloc((size_t)share, sizeof *codes);
+    if (!client || !ids || !jobs || !replies || !codes) {
         s->rc = NR_ENOMEM;
-        return NULL;
+        goto done;
     }
-    nr_msg_t reply;
-    nr_proto_msg_init(&reply);
+    for (int k = 0; k < share; k++) nr_proto_msg_init(&replies[k]);
+    nr_kv_t opt = {(char *)"behave", (char *)s->a->behave};
     for (;;) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
@@ -351,17 +352,35 @@ static void *s_submitter(void *arg) {
             }
         }
         if (s->rc) break;
-        int i = __atomic_fetch_add(s->next, 1, __ATOMIC_SEQ_CST);
-        if (i >= f->total) {
-            sem_post(&f->slots);
+        int take = 1;
+        while (take < share && sem_trywait(&f->slots) == 0) take++;
+        int i = __atomic_fetch_add(s->next, take, __ATOMIC_SEQ_CST);
+        int n = i >= f->total ? 0 : (f->total - i < take ? f->total - i : take);
+        for (int k = n; k < take; k++) sem_post(&f->slots); /* slots past the last job */
+        if (n == 0) break;
+        for (int k = 0; k < n; k++) {
+            snprintf(ids[k], sizeof ids[k], "%s%d", f->prefix, i + k);
+            jobs[k] = (nr_client_job_t){ids[k], S_STAGE, &opt, 1, s->input, (size_t)s->a->payload};
+            f->submitted[i + k] = s_now();
+        }
+        s->rc = nr_client_submit_batch(client, jobs, (size_t)n, replies, codes);
+        if (s->rc) {
+            for (int k = 0; k < n; k++)
+                if (codes[k]) {
+                    fprintf(stderr, "bench_queue: submit %s: %s (%s)\n", ids[k],
+                            nr_strerror(codes[k]), replies[k].message);
+                    break;
+                }
             break;
         }
-        char id[64];
-        snprintf(id, sizeof id, "%s%d", f->prefix, i);
-        f->submitted[i] = s_now();
-        if ((s->rc = s_submit(client, id, s->a, s->input, &reply))) break;
     }
-    nr_proto_msg_clear(&reply);
+done:
+    if (replies)
+        for (int k = 0; k < share; k++) nr_proto_msg_clear(&replies[k]);
+    free(ids);
+    free(jobs);
+    free(replies);
+    free(codes);
     nr_client_destroy(&client);
     return NULL;
 }
@@ -391,7 +410,7 @@ static int s_flow(const char *endpoint, int clients, int port, const s_args_t *a
     int next = 0, started = 0, rc = 0;
     double t0 = s_now();
     for (int k = 0; k < clients; k++) {
-        subs[k] = (s_submitter_t){f, a, endpoint, input, &next, 0};
+        subs[k] = (s_submitter_t){f, a, endpoint, input, &next, (window + clients - 1) / clients, 0};
         if (pthread_create(&sub[k], NULL, s_submitter, &subs[k])) break;
         started++;
     }

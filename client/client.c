@@ -237,46 +237,263 @@ static int s_set_route(nr_client_t *self, nr_msg_t *msg, const char *route) {
     return 0;
 }
 
+/* Builds the SUBMIT for one job into msg (init'ed). Returns 0 or NR_EINVAL /
+ * NR_ETOOBIG with the detail in self->err; nothing is sent. */
+static int s_submit_msg(nr_client_t *self, const nr_client_job_t *job, nr_msg_t *msg) {
+    msg->cmd = NR_CMD_SUBMIT;
+    if (!job->route || (job->size && !job->input) || (job->n_options && !job->options))
+        return nr_seterr(self->err, sizeof self->err, NR_EINVAL,
+                         "bad job: no route, input or options missing");
+    if (job->id && *job->id) {
+        if (!nr_client_id_valid(job->id))
+            return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad job id '%s'", job->id);
+        memcpy(msg->id, job->id, strlen(job->id) + 1);
+    }
+    int rc = s_set_route(self, msg, job->route);
+    if (rc) return rc;
+    for (size_t i = 0; i < job->n_options; i++)
+        if ((rc = nr_proto_kv_add(msg, job->options[i].key, job->options[i].value)))
+            return nr_seterr(self->err, sizeof self->err, rc, "too many or too long options");
+    if ((rc = nr_proto_frame_add(msg, job->input, job->size)))
+        return nr_seterr(self->err, sizeof self->err, rc, "cannot attach the input (%zu bytes)",
+                         job->size);
+    return 0;
+}
+
+/* Puts a failure that did not come from the broker (a bad job, a transport
+ * error) into a job's reply: cmd stays NR_CMD_NONE, code and message set. */
+static void s_fail_reply(nr_msg_t *reply, int code, const char *message) {
+    nr_proto_msg_clear(reply);
+    reply->code = code;
+    if (!message || !*message) message = nr_strerror(code);
+    size_t len = strlen(message);
+    if (len > NR_PROTO_MESSAGE_MAX) len = NR_PROTO_MESSAGE_MAX;
+    memcpy(reply->message, message, len);
+    reply->message[len] = '\0';
+}
+
+/* One round of a batch: the jobs todo[0..n) are sent back to back, at most
+ * S_INFLIGHT_MAX unanswered at a time (so the broker's replies never pile
+ * up past ZeroMQ's high-water marks, where a ROUTER drops them), and their
+ * REPLYs matched by seq: todo[k] is sent with seq base + k. */
+#define S_INFLIGHT_MAX 256
+
+typedef struct {
+    const nr_client_job_t *jobs;
+    nr_msg_t *replies;
+    int *codes;
+    size_t *todo;     /* job indexes of this round, in send order */
+    size_t n;         /* entries in todo */
+    uint8_t *waiting; /* per todo entry: sent and not answered yet */
+    size_t sent;      /* todo entries sent (or failed before sending) */
+    size_t pending;   /* sent and not answered */
+    uint64_t base;    /* seq of todo[0] */
+} s_round_t;
+
+/* Ends the round for every job not answered yet (sent or not) with `code`
+ * and the detail in self->err. */
+static void s_round_fail(nr_client_t *self, s_round_t *r, int code) {
+    for (size_t k = 0; k < r->n; k++) {
+        if (k < r->sent && !r->waiting[k]) continue;
+        size_t j = r->todo[k];
+        r->codes[j] = code;
+        s_fail_reply(&r->replies[j], code, self->err);
+        if (k < r->sent) r->waiting[k] = 0;
+    }
+    r->sent = r->n;
+    r->pending = 0;
+}
+
+/* Gives todo entry k its answer (msg, moved in) and its code. */
+static void s_round_answer(s_round_t *r, size_t k, nr_msg_t *msg) {
+    size_t j = r->todo[k];
+    nr_proto_msg_clear(&r->replies[j]);
+    r->replies[j] = *msg;
+    nr_proto_msg_init(msg);
+    r->codes[j] = r->replies[j].code;
+    if (r->codes[j] && !r->replies[j].message[0])
+        s_fail_reply(&r->replies[j], r->codes[j], NULL);
+    r->waiting[k] = 0;
+    r->pending--;
+}
+
+/* Reads one message off the socket. Returns 1 when it answered a job of
+ * the round, 0 when it was dropped (malformed, stale), or NR_EPROTO when
+ * the broker could not decode one of several requests in flight: a REPLY
+ * with seq 0 cannot be attributed then, so rather than guess, every job not
+ * yet answered fails with NR_EPROTO and the socket is dropped (so no late
+ * answer to them can reach a later request). */
+static int s_round_recv(nr_client_t *self, s_round_t *r) {
+    nr_msg_t msg;
+    nr_proto_msg_init(&msg);
+    char perr[NR_PROTO_MESSAGE_MAX + 1] = "";
+    int rc = nr_proto_recv(self->sock, NULL, NULL, &msg, perr, sizeof perr);
+    if (rc) {
+        nr_log(NR_LOG_WARN, "dropped a malformed message from the broker: %s", perr);
+        nr_proto_msg_clear(&msg);
+        return 0;
+    }
+    if (msg.cmd == NR_CMD_REPLY && msg.seq == 0 && msg.code != 0 && r->pending > 0) {
+        if (r->pending == 1) { /* the only request in flight: it is its answer */
+            size_t k = 0;
+            while (!r->waiting[k]) k++;
+            s_round_answer(r, k, &msg);
+            return 1;
+        }
+        nr_seterr(self->err, sizeof self->err, NR_EPROTO,
+                  "the broker could not decode one of %zu SUBMITs in flight (%s); not knowing "
+                  "which, none of them is known to be queued",
+                  r->pending, msg.message[0] ? msg.message : nr_strerror(msg.code));
+        nr_proto_msg_clear(&msg);
+        s_close(self);
+        s_round_fail(self, r, NR_EPROTO);
+        return NR_EPROTO;
+    }
+    uint64_t k = msg.seq - r->base; /* wraps to huge below base */
+    if (msg.cmd != NR_CMD_REPLY || msg.seq < r->base || k >= r->sent || !r->waiting[k]) {
+        nr_log(NR_LOG_DEBUG, "dropped a stale %s (seq %llu)", nr_proto_cmd_name(msg.cmd),
+               (unsigned long long)msg.seq);
+        nr_proto_msg_clear(&msg);
+        return 0;
+    }
+    s_round_answer(r, (size_t)k, &msg);
+    return 1;
+}
+
+/* Runs one round. Every job of it ends with a code: the broker's, a local
+ * error, or the transport error this returns (NR_ECONNECT, NR_ETIMEDOUT,
+ * NR_EIO, NR_EPROTO, see s_round_recv) for all jobs not answered by then. */
+static int s_round(nr_client_t *self, s_round_t *r) {
+    r->sent = r->pending = 0;
+    int rc = self->sock ? 0 : s_connect(self);
+    if (rc) {
+        s_round_fail(self, r, rc);
+        return rc;
+    }
+    r->base = self->seq + 1;
+    char perr[NR_PROTO_MESSAGE_MAX + 1] = "";
+    int64_t deadline = s_now_ms() + self->timeout_ms;
+    while (r->sent < r->n || r->pending > 0) {
+        if (r->sent < r->n && r->pending < S_INFLIGHT_MAX) {
+            size_t k = r->sent++, j = r->todo[k];
+            r->waiting[k] = 0;
+            nr_msg_t msg;
+            nr_proto_msg_init(&msg);
+            msg.seq = ++self->seq; /* == base + k */
+            rc = s_submit_msg(self, &r->jobs[j], &msg);
+            if (!rc) {
+                rc = nr_proto_send(self->sock, NULL, 0, &msg, perr, sizeof perr);
+                if (rc == NR_EIO) {
+                    nr_proto_msg_clear(&msg);
+                    nr_log(NR_LOG_DEBUG, "send to %s failed: %s (%s)", self->endpoint, perr,
+                           zmq_strerror(errno));
+                    r->waiting[k] = 1;
+                    rc = s_unreachable(self);
+                    s_round_fail(self, r, rc);
+                    return rc;
+                }
+                if (rc) nr_seterr(self->err, sizeof self->err, rc, "cannot send SUBMIT: %s",
+                                  *perr ? perr : nr_strerror(rc));
+            }
+            nr_proto_msg_clear(&msg);
+            if (rc) { /* this job only; the others go on */
+                r->codes[j] = rc;
+                s_fail_reply(&r->replies[j], rc, self->err);
+                continue;
+            }
+            r->waiting[k] = 1;
+            r->pending++;
+            deadline = s_now_ms() + self->timeout_ms;
+            /* Read what has come back already, without waiting. */
+            int events = 0;
+            size_t len = sizeof events;
+            if (zmq_getsockopt(self->sock, ZMQ_EVENTS, &events, &len) != 0 || !(events & ZMQ_POLLIN))
+                continue;
+        } else {
+            int64_t left = deadline - s_now_ms();
+            if (left <= 0) break;
+            zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
+            int n = zmq_poll(&item, 1, (long)left);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                int e = errno;
+                s_close(self);
+                rc = nr_seterr(self->err, sizeof self->err, NR_EIO, "poll failed: %s",
+                               zmq_strerror(e));
+                s_round_fail(self, r, rc);
+                return rc;
+            }
+            if (n == 0) break;
+        }
+        rc = s_round_recv(self, r);
+        if (rc < 0) return rc;
+        if (rc > 0) deadline = s_now_ms() + self->timeout_ms; /* progress: wait afresh */
+    }
+    if (r->pending == 0 && r->sent == r->n) return 0;
+    /* No answer in time: the replies may still come later, so drop this
+     * socket (and with it anything late) and connect afresh next time. */
+    s_close(self);
+    rc = nr_seterr(self->err, sizeof self->err, NR_ETIMEDOUT,
+                   "no answer from the broker at %s within %d ms: is narrator-broker running?",
+                   self->endpoint, self->timeout_ms);
+    s_round_fail(self, r, rc);
+    return rc;
+}
+
+int nr_client_submit_batch(nr_client_t *self, const nr_client_job_t *jobs, size_t n,
+                           nr_msg_t *replies, int *codes) {
+    if (!self) return NR_EINVAL;
+    if (n == 0) return 0;
+    if (!jobs || !replies || !codes) return NR_EINVAL;
+    self->err[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        nr_proto_msg_clear(&replies[i]);
+        codes[i] = 0;
+    }
+    size_t *todo = malloc(n * sizeof *todo);
+    uint8_t *waiting = malloc(n);
+    int rc = 0;
+    if (!todo || !waiting) {
+        rc = nr_seterr(self->err, sizeof self->err, NR_ENOMEM, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            codes[i] = rc;
+            s_fail_reply(&replies[i], rc, self->err);
+        }
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) todo[i] = i;
+    s_round_t r = {jobs, replies, codes, todo, n, waiting, 0, 0, 0};
+    int64_t give_up = s_now_ms() + self->busy_wait_ms;
+    int backoff = S_BUSY_FIRST_MS;
+    for (;;) {
+        if ((rc = s_round(self, &r))) goto done; /* self->err says why */
+        size_t busy = 0;
+        for (size_t k = 0; k < r.n; k++)
+            if (codes[todo[k]] == NR_EBUSY) todo[busy++] = todo[k];
+        if (busy == 0 || s_now_ms() >= give_up) break;
+        r.n = busy;
+        int wait = backoff / 2 + (int)randombytes_uniform((uint32_t)backoff / 2 + 1);
+        int64_t left = give_up - s_now_ms();
+        if (wait > left) wait = (int)left;
+        nr_log(NR_LOG_DEBUG, "broker busy for %zu of %zu jobs, retrying in %d ms", busy, n, wait);
+        s_sleep_ms(wait);
+        if (backoff < S_BUSY_MAX_MS) backoff *= 2;
+    }
+    for (size_t i = 0; i < n && !rc; i++)
+        if (codes[i]) rc = nr_seterr(self->err, sizeof self->err, codes[i], "%s", replies[i].message);
+done:
+    free(todo);
+    free(waiting);
+    return rc;
+}
+
 int nr_client_submit(nr_client_t *self, const char *id, const char *route,
                      const nr_kv_t *options, size_t n_options, const void *input, size_t size,
                      nr_msg_t *reply) {
     if (!self || !route || !reply || (size && !input) || (n_options && !options)) return NR_EINVAL;
-    nr_msg_t msg;
-    nr_proto_msg_init(&msg);
-    msg.cmd = NR_CMD_SUBMIT;
-    int rc = 0;
-    if (id && *id) {
-        if (!nr_client_id_valid(id)) {
-            rc = nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad job id '%s'", id);
-            goto done;
-        }
-        memcpy(msg.id, id, strlen(id) + 1);
-    }
-    if ((rc = s_set_route(self, &msg, route))) goto done;
-    for (size_t i = 0; i < n_options; i++)
-        if ((rc = nr_proto_kv_add(&msg, options[i].key, options[i].value))) {
-            nr_seterr(self->err, sizeof self->err, rc, "too many or too long options");
-            goto done;
-        }
-    if ((rc = nr_proto_frame_add(&msg, input, size))) {
-        nr_seterr(self->err, sizeof self->err, rc, "cannot attach the input (%zu bytes)", size);
-        goto done;
-    }
-    int64_t give_up = s_now_ms() + self->busy_wait_ms;
-    int backoff = S_BUSY_FIRST_MS;
-    for (;;) {
-        rc = nr_client_request(self, &msg, reply);
-        if (rc != NR_EBUSY || s_now_ms() >= give_up) break;
-        int wait = backoff / 2 + (int)randombytes_uniform((uint32_t)backoff / 2 + 1);
-        int64_t left = give_up - s_now_ms();
-        if (wait > left) wait = (int)left;
-        nr_log(NR_LOG_DEBUG, "broker busy, retrying in %d ms", wait);
-        s_sleep_ms(wait);
-        if (backoff < S_BUSY_MAX_MS) backoff *= 2;
-    }
-done:
-    nr_proto_msg_clear(&msg);
-    return rc;
+    nr_client_job_t job = {id, route, options, n_options, input, size};
+    int code = 0;
+    return nr_client_submit_batch(self, &job, 1, reply, &code);
 }
 
 static int s_simple(nr_client_t *self, nr_cmd_t cmd, const char *id, const char *stage,

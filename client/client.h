@@ -62,10 +62,42 @@ int nr_client_request(nr_client_t *self, nr_msg_t *request, nr_msg_t *reply);
  * comma-separated list of stages ("vision,text,speech"); `options` holds
  * `n_options` key/value pairs; `input` is frame 0. The reply's kv is the
  * job record; "existing" = "1" when the id was already known and not
- * failed or cancelled (nothing new was queued). */
+ * failed or cancelled (nothing new was queued). This is
+ * nr_client_submit_batch with one job. */
 int nr_client_submit(nr_client_t *self, const char *id, const char *route,
                      const nr_kv_t *options, size_t n_options, const void *input, size_t size,
                      nr_msg_t *reply);
+/* One job of nr_client_submit_batch: the arguments of nr_client_submit.
+ * Borrowed: nothing is copied until the job's SUBMIT is built and sent. */
+typedef struct {
+    const char *id;         /* NULL or "": the broker makes one */
+    const char *route;      /* "vision,text,speech" */
+    const nr_kv_t *options; /* n_options key/value pairs */
+    size_t n_options;
+    const void *input;      /* frame 0, `size` bytes */
+    size_t size;
+} nr_client_job_t;
+
+/* Pipelined SUBMIT: sends the `n` jobs back to back on the one socket (at
+ * most 256 unanswered at a time) and collects their REPLYs, matched by seq
+ * in whatever order they come, so the broker can commit them together.
+ * Every job ends with its own result: codes[i] is 0 or a negative NR_E*
+ * code, and replies[i] (n messages, init'ed; cleared first) holds its REPLY,
+ * or for a failure that did not come from the broker (a bad id or route:
+ * NR_EINVAL; a transport error) code and message only, with cmd
+ * NR_CMD_NONE. NR_EBUSY answers are sent again, all together, with the
+ * backoff of nr_client_submit until its busy wait is spent; then they stay
+ * NR_EBUSY. The timeout is per reply: no reply for timeout_ms fails every
+ * job still unanswered with NR_ETIMEDOUT (NR_ECONNECT when the broker was
+ * never reached) and drops the socket, as nr_client_request does. A REPLY
+ * with seq 0 (a request the broker could not decode) cannot be attributed
+ * while several are in flight: every job still unanswered then fails with
+ * NR_EPROTO (not known to be queued; resubmitting an id is safe) and the
+ * socket is dropped. Returns the transport error that cut the batch short,
+ * else the first non-zero code in job order (0 when all are 0), with its
+ * detail in nr_client_error(). n = 0 returns 0. */
+int nr_client_submit_batch(nr_client_t *self, const nr_client_job_t *jobs, size_t n,
+                           nr_msg_t *replies, int *codes);
 /* STATUS: the reply's kv is the job record (see CONTRACTS/PROTOCOL). */
 int nr_client_status(nr_client_t *self, const char *id, nr_msg_t *reply);
 /* FETCH: the reply's kv is the job record, frame 0 the stage's output. */

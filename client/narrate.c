@@ -34,6 +34,7 @@
 #define S_BUSY_FIRST_MS 100
 #define S_BUSY_MAX_MS 2000
 #define S_CAPTION_MAX 65536
+#define S_BATCH_BYTES ((size_t)64 << 20) /* input read ahead for one SUBMIT batch */
 
 typedef struct {
     nr_cli_t *cli;
@@ -571,63 +572,94 @@ static void s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
     }
 }
 
-/* Reads, names and submits the next pending job. Returns 0 (submitted, or
- * failed locally), NR_EBUSY (try again later) or a fatal transport error. */
-static int s_submit_next(s_run_t *run) {
+/* Reads, names and submits the next pending jobs, up to `room` of them and
+ * about S_BATCH_BYTES of input, as one pipelined batch. A job refused busy,
+ * or not answered because the broker could not be reached, stays pending.
+ * Returns 0 (all submitted, or failed here), NR_EBUSY (try again later),
+ * NR_ENOMEM, or a fatal transport error (detail in nr_client_error). */
+static int s_submit_batch(s_run_t *run, size_t room) {
     s_app_t *app = run->app;
     const nr_cli_t *cli = app->cli;
-    s_job_t *job = &run->jobs[run->next];
     nr_kv_t opts[3];
     char beams[24], length[24], err[2048];
     size_t n_opts = s_options(cli, opts, beams, length);
-    uint8_t *data = NULL;
-    size_t size = 0;
-    int rc = nr_files_read(job->path, NR_PROTO_PAYLOAD_MAX, &data, &size, err, sizeof err);
-    if (rc) {
-        run->next++;
-        s_job_failed(run, job, "", NULL, 1, nr_errname(rc), err);
-        return 0;
+    size_t *which = calloc(room, sizeof *which);
+    uint8_t **data = calloc(room, sizeof *data);
+    nr_client_job_t *jobs = calloc(room, sizeof *jobs);
+    nr_msg_t *replies = calloc(room, sizeof *replies);
+    int *codes = calloc(room, sizeof *codes);
+    int ret = 0;
+    size_t n = 0, bytes = 0;
+    if (!which || !data || !jobs || !replies || !codes) {
+        ret = NR_ENOMEM;
+        goto done;
     }
-    if (cli->id_random) rc = nr_client_random_id(job->id);
-    else rc = nr_client_content_id(data, size, cli->route, opts, n_opts, job->id);
-    if (rc) {
-        free(data);
-        run->next++;
-        s_job_failed(run, job, "", NULL, 1, nr_errname(rc), "cannot make a job id");
-        return 0;
-    }
-    nr_msg_t reply;
-    nr_proto_msg_init(&reply);
-    rc = nr_client_submit(app->client, job->id, cli->route, opts, n_opts, data, size, &reply);
-    free(data);
-    if (rc == NR_EBUSY || rc == NR_ECONNECT || rc == NR_ETIMEDOUT) {
-        nr_proto_msg_clear(&reply);
-        return rc;
-    }
-    run->next++;
-    if (rc) {
-        s_job_failed(run, job, job->id, NULL, 1, nr_errname(rc), nr_client_error(app->client));
-    } else if (cli->no_wait) {
-        job->state = S_DONE;
-        run->done++;
-        if (cli->json) {
-            nr_output_buf_t b = {0};
-            nr_output_extra_t extra = {job->path, NULL, NULL, NULL};
-            nr_output_record_json(&b, job->id, &reply, &extra);
-            if (!b.failed) printf("%s\n", b.data);
-            nr_output_buf_clear(&b);
-        } else if (!cli->quiet) {
-            printf("%s %s\n", job->id, job->path);
+    for (size_t i = run->next; i < run->n && n < room && bytes < S_BATCH_BYTES; i++) {
+        s_job_t *job = &run->jobs[i];
+        if (job->state != S_PENDING) continue;
+        size_t size = 0;
+        int rc = nr_files_read(job->path, NR_PROTO_PAYLOAD_MAX, &data[n], &size, err, sizeof err);
+        if (rc) {
+            s_job_failed(run, job, "", NULL, 1, nr_errname(rc), err);
+            continue;
         }
-    } else {
-        job->state = S_INFLIGHT;
-        run->inflight++;
-        job->poll_ms = S_POLL_FIRST_MS;
-        job->next_poll = s_now_ms() + job->poll_ms;
-        s_job_update(run, job, &reply);
+        if (cli->id_random) rc = nr_client_random_id(job->id);
+        else rc = nr_client_content_id(data[n], size, cli->route, opts, n_opts, job->id);
+        if (rc) {
+            free(data[n]);
+            data[n] = NULL;
+            s_job_failed(run, job, "", NULL, 1, nr_errname(rc), "cannot make a job id");
+            continue;
+        }
+        which[n] = i;
+        jobs[n] = (nr_client_job_t){job->id, cli->route, opts, n_opts, data[n], size};
+        nr_proto_msg_init(&replies[n]);
+        bytes += size;
+        n++;
     }
-    nr_proto_msg_clear(&reply);
-    return 0;
+    if (n) nr_client_submit_batch(app->client, jobs, n, replies, codes); /* codes say it all */
+    for (size_t k = 0; k < n; k++) {
+        s_job_t *job = &run->jobs[which[k]];
+        nr_msg_t *reply = &replies[k];
+        int rc = codes[k];
+        if (rc == NR_ECONNECT || rc == NR_ETIMEDOUT) {
+            ret = rc;
+        } else if (rc == NR_EBUSY) {
+            if (!ret) ret = rc;
+        } else if (rc) {
+            s_job_failed(run, job, job->id, NULL, 1, nr_errname(rc), reply->message);
+        } else if (cli->no_wait) {
+            job->state = S_DONE;
+            run->done++;
+            if (cli->json) {
+                nr_output_buf_t b = {0};
+                nr_output_extra_t extra = {job->path, NULL, NULL, NULL};
+                nr_output_record_json(&b, job->id, reply, &extra);
+                if (!b.failed) printf("%s\n", b.data);
+                nr_output_buf_clear(&b);
+            } else if (!cli->quiet) {
+                printf("%s %s\n", job->id, job->path);
+            }
+        } else {
+            job->state = S_INFLIGHT;
+            run->inflight++;
+            job->poll_ms = S_POLL_FIRST_MS;
+            job->next_poll = s_now_ms() + job->poll_ms;
+            s_job_update(run, job, reply);
+        }
+    }
+    while (run->next < run->n && run->jobs[run->next].state != S_PENDING) run->next++;
+done:
+    for (size_t k = 0; k < n; k++) {
+        free(data[k]);
+        nr_proto_msg_clear(&replies[k]);
+    }
+    free(which);
+    free(data);
+    free(jobs);
+    free(replies);
+    free(codes);
+    return ret;
 }
 
 static int s_cmd_submit(s_app_t *app) {
@@ -674,7 +706,7 @@ static int s_cmd_submit(s_app_t *app) {
     int busy_backoff = S_BUSY_FIRST_MS, busy_noted = 0;
     while (run.done + run.failed < run.n) {
         while (run.next < run.n && run.inflight < (size_t)cli->window && s_now_ms() >= busy_until) {
-            int rc = s_submit_next(&run);
+            int rc = s_submit_batch(&run, (size_t)cli->window - run.inflight);
             if (rc == NR_EBUSY) {
                 if (!busy_noted && !cli->quiet) {
                     s_clear_bar(app);
@@ -686,7 +718,7 @@ static int s_cmd_submit(s_app_t *app) {
                 break;
             }
             if (rc) {
-                s_errorf(app, "%s", nr_client_error(app->client));
+                s_errorf(app, "%s", rc == NR_ENOMEM ? "out of memory" : nr_client_error(app->client));
                 fatal = rc;
                 goto stop;
             }

@@ -1,8 +1,9 @@
 /* Unit tests for client/: `narrate` argument parsing, content-hash job ids,
  * output names that stay inside the output folder, safe writes, JSON
  * records, image collection from folders, and the client library's
- * request/reply (seq matching, timeouts, reconnect, busy retry) against an
- * in-process fake ROUTER. No narrator-broker is needed. */
+ * request/reply (seq matching, timeouts, reconnect, busy retry) and its
+ * pipelined SUBMIT batches (per-job codes, answers in any order, busy
+ * retry, seq 0, timeout) against an in-process fake ROUTER. No narrator-broker is needed. */
 #include "client/cli.h"
 #include "client/client.h"
 #include "client/files.h"
@@ -847,74 +848,93 @@ Test(files, read_whole_and_limits) {
 /* A ROUTER on a free loopback port, run by a thread that answers `count`
  * requests by a script: drop the first `drop`, answer SUBMIT with NR_EBUSY
  * `busy` times, send a stale reply before each real one when `stale`, answer
- * everything with seq 0 and NR_EPROTO when `seq0`. A real answer echoes what
- * arrived: kv cmd, id, stage, route, every option as opt.<key>, frame size. */
+ * everything with seq 0 and NR_EPROTO when `seq0`, and with `hold` > 1 read
+ * that many requests before answering them, last first. A real answer
+ * echoes what arrived: kv cmd, id, stage, route, every option as
+ * opt.<key>, frame size. */
 typedef struct {
     void *ctx, *sock;
     char endpoint[64];
-    int count, drop, busy, stale, seq0;
+    int count, drop, busy, stale, seq0, hold;
     int seen;
     pthread_t thread;
 } s_fake_t;
 
+static void s_fake_answer(s_fake_t *f, int n, const uint8_t *ident, size_t idn, const nr_msg_t *m) {
+    nr_msg_t r;
+    char err[256];
+    nr_proto_msg_init(&r);
+    if (n < f->drop) return;
+    r.cmd = NR_CMD_REPLY;
+    r.seq = m->seq;
+    if (f->stale) {
+        r.seq = m->seq - 1;
+        r.code = NR_ENOTFOUND;
+        nr_proto_send(f->sock, ident, idn, &r, err, sizeof err);
+        r.seq = m->seq;
+        r.code = 0;
+    }
+    if (f->seq0) {
+        r.seq = 0;
+        r.code = NR_EPROTO;
+        snprintf(r.message, sizeof r.message, "cannot decode");
+    } else if (m->cmd == NR_CMD_SUBMIT && f->busy > 0) {
+        f->busy--;
+        r.code = NR_EBUSY;
+        snprintf(r.message, sizeof r.message, "queue full");
+    } else if (!strcmp(m->id, "missing")) {
+        r.code = NR_ENOTFOUND;
+        snprintf(r.message, sizeof r.message, "no job missing");
+    } else {
+        char route[300] = "", size[32];
+        for (uint32_t i = 0; i < m->route_len; i++) {
+            if (i) strcat(route, ",");
+            strcat(route, m->route[i]);
+        }
+        nr_proto_kv_add(&r, "cmd", nr_proto_cmd_name(m->cmd));
+        nr_proto_kv_add(&r, "id", m->id);
+        nr_proto_kv_add(&r, "stage", m->stage);
+        nr_proto_kv_add(&r, "route", route);
+        for (uint32_t i = 0; i < m->kv_len; i++) {
+            char key[80];
+            snprintf(key, sizeof key, "opt.%s", m->kv[i].key);
+            nr_proto_kv_add(&r, key, m->kv[i].value);
+        }
+        snprintf(size, sizeof size, "%zu", m->frames_len ? m->frames[0].size : (size_t)0);
+        nr_proto_kv_add(&r, "input_size", size);
+        if (m->cmd == NR_CMD_FETCH) nr_proto_frame_add(&r, "RIFF", 4);
+    }
+    nr_proto_send(f->sock, ident, idn, &r, err, sizeof err);
+    nr_proto_msg_clear(&r);
+}
+
 static void *s_fake_run(void *arg) {
     s_fake_t *f = arg;
-    for (int n = 0; n < f->count; n++) {
-        uint8_t ident[256];
-        size_t idn = 0;
-        nr_msg_t m, r;
+    int hold = f->hold > 1 ? f->hold : 1;
+    nr_msg_t *m = calloc((size_t)hold, sizeof *m);
+    uint8_t (*ident)[256] = calloc((size_t)hold, sizeof *ident);
+    size_t *idn = calloc((size_t)hold, sizeof *idn);
+    if (!m || !ident || !idn) goto done;
+    for (int n = 0; n < f->count;) {
+        int got = 0;
         char err[256];
-        nr_proto_msg_init(&m);
-        nr_proto_msg_init(&r);
-        if (nr_proto_recv(f->sock, ident, &idn, &m, err, sizeof err)) break;
-        f->seen++;
-        if (n < f->drop) {
-            nr_proto_msg_clear(&m);
-            continue;
+        while (got < hold && n + got < f->count) {
+            nr_proto_msg_init(&m[got]);
+            if (nr_proto_recv(f->sock, ident[got], &idn[got], &m[got], err, sizeof err)) break;
+            f->seen++;
+            got++;
         }
-        r.cmd = NR_CMD_REPLY;
-        r.seq = m.seq;
-        if (f->stale) {
-            r.seq = m.seq - 1;
-            r.code = NR_ENOTFOUND;
-            nr_proto_send(f->sock, ident, idn, &r, err, sizeof err);
-            r.seq = m.seq;
-            r.code = 0;
+        for (int k = got - 1; k >= 0; k--) {
+            s_fake_answer(f, n + k, ident[k], idn[k], &m[k]);
+            nr_proto_msg_clear(&m[k]);
         }
-        if (f->seq0) {
-            r.seq = 0;
-            r.code = NR_EPROTO;
-            snprintf(r.message, sizeof r.message, "cannot decode");
-        } else if (m.cmd == NR_CMD_SUBMIT && f->busy > 0) {
-            f->busy--;
-            r.code = NR_EBUSY;
-            snprintf(r.message, sizeof r.message, "queue full");
-        } else if (!strcmp(m.id, "missing")) {
-            r.code = NR_ENOTFOUND;
-            snprintf(r.message, sizeof r.message, "no job missing");
-        } else {
-            char route[300] = "", size[32];
-            for (uint32_t i = 0; i < m.route_len; i++) {
-                if (i) strcat(route, ",");
-                strcat(route, m.route[i]);
-            }
-            nr_proto_kv_add(&r, "cmd", nr_proto_cmd_name(m.cmd));
-            nr_proto_kv_add(&r, "id", m.id);
-            nr_proto_kv_add(&r, "stage", m.stage);
-            nr_proto_kv_add(&r, "route", route);
-            for (uint32_t i = 0; i < m.kv_len; i++) {
-                char key[80];
-                snprintf(key, sizeof key, "opt.%s", m.kv[i].key);
-                nr_proto_kv_add(&r, key, m.kv[i].value);
-            }
-            snprintf(size, sizeof size, "%zu", m.frames_len ? m.frames[0].size : (size_t)0);
-            nr_proto_kv_add(&r, "input_size", size);
-            if (m.cmd == NR_CMD_FETCH) nr_proto_frame_add(&r, "RIFF", 4);
-        }
-        nr_proto_send(f->sock, ident, idn, &r, err, sizeof err);
-        nr_proto_msg_clear(&m);
-        nr_proto_msg_clear(&r);
+        if (got < hold && n + got < f->count) break; /* a receive failed */
+        n += got;
     }
+done:
+    free(m);
+    free(ident);
+    free(idn);
     return NULL;
 }
 
@@ -1036,6 +1056,151 @@ Test(transport, undecodable_request_answer_with_seq_zero) {
     nr_proto_msg_clear(&r);
     nr_client_destroy(&c);
     s_fake_stop(&f);
+}
+
+/* A batch for the fake broker: jobs "job-<i>" with input "in <i>". */
+typedef struct {
+    char ids[128][16], inputs[128][16];
+    nr_client_job_t jobs[128];
+    nr_msg_t replies[128];
+    int codes[128];
+} s_batch_t;
+
+static s_batch_t *s_batch_new(int n) {
+    s_batch_t *b = calloc(1, sizeof *b);
+    cr_assert_not_null(b);
+    cr_assert_leq(n, 128);
+    for (int i = 0; i < n; i++) {
+        snprintf(b->ids[i], sizeof b->ids[i], "job-%d", i);
+        snprintf(b->inputs[i], sizeof b->inputs[i], "in %d", i);
+        b->jobs[i] = (nr_client_job_t){b->ids[i], "speech", NULL, 0, b->inputs[i], strlen(b->inputs[i])};
+        nr_proto_msg_init(&b->replies[i]);
+    }
+    return b;
+}
+
+static void s_batch_free(s_batch_t *b) {
+    for (int i = 0; i < 128; i++) nr_proto_msg_clear(&b->replies[i]);
+    free(b);
+}
+
+Test(transport, batch_of_100_answered_last_first) {
+    s_fake_t f = {.count = 100, .hold = 100};
+    s_fake_start(&f);
+    nr_client_t *c = nr_client_new(f.endpoint, 5000);
+    s_batch_t *b = s_batch_new(100);
+    nr_kv_t opt = {"voice", "kal"};
+    b->jobs[7].options = &opt;
+    b->jobs[7].n_options = 1;
+    cr_assert_eq(nr_client_submit_batch(c, b->jobs, 100, b->replies, b->codes), 0, "%s",
+                 nr_client_error(c));
+    for (int i = 0; i < 100; i++) {
+        cr_expect_eq(b->codes[i], 0, "job %d: %s", i, b->replies[i].message);
+        cr_expect_eq(b->replies[i].cmd, NR_CMD_REPLY);
+        cr_expect_str_eq(nr_proto_kv_get(&b->replies[i], "cmd"), "SUBMIT");
+        cr_expect_str_eq(nr_proto_kv_get(&b->replies[i], "id"), b->ids[i]);
+        char size[16];
+        snprintf(size, sizeof size, "%zu", strlen(b->inputs[i]));
+        cr_expect_str_eq(nr_proto_kv_get(&b->replies[i], "input_size"), size);
+    }
+    cr_expect_str_eq(nr_proto_kv_get(&b->replies[7], "opt.voice"), "kal");
+    cr_expect_null(nr_proto_kv_get(&b->replies[8], "opt.voice"));
+    cr_expect_eq(nr_client_submit_batch(c, b->jobs, 0, b->replies, b->codes), 0, "n = 0 does nothing");
+    cr_expect_eq(nr_client_submit_batch(c, NULL, 1, b->replies, b->codes), NR_EINVAL);
+    s_batch_free(b);
+    nr_client_destroy(&c);
+    s_fake_stop(&f);
+    cr_expect_eq(f.seen, 100);
+}
+
+Test(transport, batch_codes_per_job) {
+    s_fake_t f = {.count = 3, .hold = 3};
+    s_fake_start(&f);
+    nr_client_t *c = nr_client_new(f.endpoint, 5000);
+    s_batch_t *b = s_batch_new(5);
+    b->jobs[0].id = "../x";           /* never sent */
+    b->jobs[2].id = "missing";        /* the broker says NR_ENOTFOUND */
+    b->jobs[3].route = "speech,,text"; /* never sent */
+    cr_expect_eq(nr_client_submit_batch(c, b->jobs, 5, b->replies, b->codes), NR_EINVAL,
+                 "the first job's error");
+    cr_expect(strstr(nr_client_error(c), "bad job id"), "%s", nr_client_error(c));
+    const int want[5] = {NR_EINVAL, 0, NR_ENOTFOUND, NR_EINVAL, 0};
+    for (int i = 0; i < 5; i++)
+        cr_expect_eq(b->codes[i], want[i], "job %d: %d (%s)", i, b->codes[i], b->replies[i].message);
+    cr_expect_eq(b->replies[0].cmd, NR_CMD_NONE);
+    cr_expect_eq(b->replies[0].code, NR_EINVAL);
+    cr_expect(strstr(b->replies[0].message, "bad job id"), "%s", b->replies[0].message);
+    cr_expect(strstr(b->replies[3].message, "bad route"), "%s", b->replies[3].message);
+    cr_expect_eq(b->replies[2].cmd, NR_CMD_REPLY);
+    cr_expect_str_eq(b->replies[2].message, "no job missing");
+    cr_expect_str_eq(nr_proto_kv_get(&b->replies[1], "id"), "job-1");
+    cr_expect_str_eq(nr_proto_kv_get(&b->replies[4], "id"), "job-4");
+    s_batch_free(b);
+    nr_client_destroy(&c);
+    s_fake_stop(&f);
+    cr_expect_eq(f.seen, 3);
+}
+
+Test(transport, batch_busy_jobs_are_retried_when_asked) {
+    /* No busy wait: the busy answers (to the first two sent) stand. */
+    s_fake_t f = {.count = 6, .busy = 2};
+    s_fake_start(&f);
+    nr_client_t *c = nr_client_new(f.endpoint, 5000);
+    s_batch_t *b = s_batch_new(6);
+    cr_expect_eq(nr_client_submit_batch(c, b->jobs, 6, b->replies, b->codes), NR_EBUSY);
+    cr_expect_str_eq(nr_client_error(c), "queue full");
+    for (int i = 0; i < 6; i++)
+        cr_expect_eq(b->codes[i], i < 2 ? NR_EBUSY : 0, "job %d: %d", i, b->codes[i]);
+    cr_expect_str_eq(b->replies[0].message, "queue full");
+    nr_client_destroy(&c);
+    s_fake_stop(&f);
+    cr_expect_eq(f.seen, 6);
+    /* With a busy wait: those two are sent again and all six get in. */
+    s_fake_t g = {.count = 6 + 2, .busy = 2};
+    s_fake_start(&g);
+    c = nr_client_new(g.endpoint, 5000);
+    nr_client_set_busy_wait(c, 20000);
+    cr_expect_eq(nr_client_submit_batch(c, b->jobs, 6, b->replies, b->codes), 0, "%s",
+                 nr_client_error(c));
+    for (int i = 0; i < 6; i++) {
+        cr_expect_eq(b->codes[i], 0, "job %d: %d", i, b->codes[i]);
+        cr_expect_str_eq(nr_proto_kv_get(&b->replies[i], "id"), b->ids[i]);
+    }
+    s_batch_free(b);
+    nr_client_destroy(&c);
+    s_fake_stop(&g);
+    cr_expect_eq(g.seen, 6 + 2);
+}
+
+Test(transport, batch_with_an_undecodable_answer_fails_whole) {
+    s_fake_t f = {.count = 3, .hold = 3, .seq0 = 1};
+    s_fake_start(&f);
+    nr_client_t *c = nr_client_new(f.endpoint, 5000);
+    s_batch_t *b = s_batch_new(3);
+    cr_expect_eq(nr_client_submit_batch(c, b->jobs, 3, b->replies, b->codes), NR_EPROTO);
+    cr_expect(strstr(nr_client_error(c), "could not decode one of 3"), "%s", nr_client_error(c));
+    cr_expect(strstr(nr_client_error(c), "cannot decode"), "%s", nr_client_error(c));
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(b->codes[i], NR_EPROTO, "job %d: %d", i, b->codes[i]);
+        cr_expect_eq(b->replies[i].cmd, NR_CMD_NONE);
+    }
+    s_batch_free(b);
+    nr_client_destroy(&c);
+    s_fake_stop(&f);
+}
+
+Test(transport, batch_times_out_as_a_whole) {
+    s_fake_t f = {.count = 3, .drop = 3};
+    s_fake_start(&f);
+    nr_client_t *c = nr_client_new(f.endpoint, 300);
+    s_batch_t *b = s_batch_new(3);
+    cr_expect_eq(nr_client_submit_batch(c, b->jobs, 3, b->replies, b->codes), NR_ETIMEDOUT);
+    for (int i = 0; i < 3; i++) cr_expect_eq(b->codes[i], NR_ETIMEDOUT, "job %d", i);
+    cr_expect(strstr(nr_client_error(c), "no answer from the broker"), "%s", nr_client_error(c));
+    s_batch_free(b);
+    nr_client_destroy(&c);
+    s_fake_stop(&f);
+    cr_expect_eq(f.seen, 3);
 }
 
 Test(transport, nobody_listening_is_unreachable) {
