@@ -277,6 +277,11 @@ static void s_fail_reply(nr_msg_t *reply, int code, const char *message) {
  * up past ZeroMQ's high-water marks, where a ROUTER drops them), and their
  * REPLYs matched by seq: todo[k] is sent with seq base + k. */
 #define S_INFLIGHT_MAX 256
+/* And at most this much input unanswered (a job bigger than it goes alone):
+ * with 64 inputs of 256 KiB in flight the broker pipelined 16 MB to Redis
+ * per turn and jobs/s fell 12% against one at a time; small inputs still
+ * travel 256 at once. */
+#define S_INFLIGHT_BYTES (1u << 20)
 
 typedef struct {
     const nr_client_job_t *jobs;
@@ -287,6 +292,7 @@ typedef struct {
     uint8_t *waiting; /* per todo entry: sent and not answered yet */
     size_t sent;      /* todo entries sent (or failed before sending) */
     size_t pending;   /* sent and not answered */
+    size_t pending_bytes; /* their input bytes */
     uint64_t base;    /* seq of todo[0] */
 } s_round_t;
 
@@ -302,6 +308,7 @@ static void s_round_fail(nr_client_t *self, s_round_t *r, int code) {
     }
     r->sent = r->n;
     r->pending = 0;
+    r->pending_bytes = 0;
 }
 
 /* Gives todo entry k its answer (msg, moved in) and its code. */
@@ -315,6 +322,7 @@ static void s_round_answer(s_round_t *r, size_t k, nr_msg_t *msg) {
         s_fail_reply(&r->replies[j], r->codes[j], NULL);
     r->waiting[k] = 0;
     r->pending--;
+    r->pending_bytes -= r->jobs[j].size;
 }
 
 /* Reads one message off the socket. Returns 1 when it answered a job of
@@ -364,7 +372,7 @@ static int s_round_recv(nr_client_t *self, s_round_t *r) {
  * error, or the transport error this returns (NR_ECONNECT, NR_ETIMEDOUT,
  * NR_EIO, NR_EPROTO, see s_round_recv) for all jobs not answered by then. */
 static int s_round(nr_client_t *self, s_round_t *r) {
-    r->sent = r->pending = 0;
+    r->sent = r->pending = r->pending_bytes = 0;
     int rc = self->sock ? 0 : s_connect(self);
     if (rc) {
         s_round_fail(self, r, rc);
@@ -374,7 +382,9 @@ static int s_round(nr_client_t *self, s_round_t *r) {
     char perr[NR_PROTO_MESSAGE_MAX + 1] = "";
     int64_t deadline = s_now_ms() + self->timeout_ms;
     while (r->sent < r->n || r->pending > 0) {
-        if (r->sent < r->n && r->pending < S_INFLIGHT_MAX) {
+        if (r->sent < r->n &&
+            (r->pending == 0 || (r->pending < S_INFLIGHT_MAX &&
+                                 r->pending_bytes + r->jobs[r->todo[r->sent]].size <= S_INFLIGHT_BYTES))) {
             size_t k = r->sent++, j = r->todo[k];
             r->waiting[k] = 0;
             nr_msg_t msg;
@@ -403,6 +413,7 @@ static int s_round(nr_client_t *self, s_round_t *r) {
             }
             r->waiting[k] = 1;
             r->pending++;
+            r->pending_bytes += r->jobs[j].size;
             deadline = s_now_ms() + self->timeout_ms;
             /* Read what has come back already, without waiting. */
             int events = 0;
@@ -462,7 +473,7 @@ int nr_client_submit_batch(nr_client_t *self, const nr_client_job_t *jobs, size_
         goto done;
     }
     for (size_t i = 0; i < n; i++) todo[i] = i;
-    s_round_t r = {jobs, replies, codes, todo, n, waiting, 0, 0, 0};
+    s_round_t r = {.jobs = jobs, .replies = replies, .codes = codes, .todo = todo, .n = n, .waiting = waiting};
     int64_t give_up = s_now_ms() + self->busy_wait_ms;
     int backoff = S_BUSY_FIRST_MS;
     for (;;) {
