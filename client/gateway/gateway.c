@@ -1087,27 +1087,41 @@ static int s_parse_range(const char *header, size_t size, size_t *first, size_t 
     return 1;
 }
 
-static enum MHD_Result s_handle_audio(struct MHD_Connection *conn, s_req_t *req) {
+/* STATUS of req->id into *reply (initialized here). Returns the client, or
+ * NULL when there is none or the broker said no: then the error response is
+ * already queued in *ret and *reply is cleared. */
+static nr_client_t *s_job_status(struct MHD_Connection *conn, s_req_t *req, nr_msg_t *reply,
+                                 enum MHD_Result *ret) {
+    nr_proto_msg_init(reply);
     nr_client_t *c = s_client(req->gw);
-    if (!c) return s_no_client(conn, req);
-    nr_msg_t reply;
-    nr_proto_msg_init(&reply);
-    int rc = nr_client_status(c, req->id, &reply);
+    if (!c) {
+        *ret = s_no_client(conn, req);
+        return NULL;
+    }
+    int rc = nr_client_status(c, req->id, reply);
     s_metric_broker(req->gw, rc);
     if (rc) {
-        nr_proto_msg_clear(&reply);
-        return s_send_broker_error(conn, req, rc, "STATUS");
+        nr_proto_msg_clear(reply);
+        *ret = s_send_broker_error(conn, req, rc, "STATUS");
+        return NULL;
     }
+    return c;
+}
+
+static enum MHD_Result s_handle_audio(struct MHD_Connection *conn, s_req_t *req) {
+    nr_msg_t reply;
+    enum MHD_Result ret;
+    nr_client_t *c = s_job_status(conn, req, &reply, &ret);
+    if (!c) return ret;
     const char *route = nr_proto_kv_get(&reply, "route");
     const char *state = nr_proto_kv_get(&reply, "state");
-    enum MHD_Result ret;
     if (route && !strstr(route, "speech")) {
         ret = s_send_error(conn, req, MHD_HTTP_NOT_FOUND, NR_ENOTFOUND, NULL,
                            "job '%s' has no speech stage (route %s)", req->id, route);
     } else if (!state || strcmp(state, "done")) {
         ret = s_not_done(conn, req, &reply, "audio");
     } else {
-        rc = nr_client_fetch(c, req->id, "speech", &reply);
+        int rc = nr_client_fetch(c, req->id, "speech", &reply);
         s_metric_broker(req->gw, rc);
         if (rc) {
             ret = rc == NR_ENOTFOUND
@@ -1158,19 +1172,11 @@ static enum MHD_Result s_handle_audio(struct MHD_Connection *conn, s_req_t *req)
 }
 
 static enum MHD_Result s_handle_caption(struct MHD_Connection *conn, s_req_t *req) {
-    nr_client_t *c = s_client(req->gw);
-    if (!c) return s_no_client(conn, req);
     nr_msg_t reply;
-    nr_proto_msg_init(&reply);
-    int rc = nr_client_status(c, req->id, &reply);
-    s_metric_broker(req->gw, rc);
-    if (rc) {
-        nr_proto_msg_clear(&reply);
-        return s_send_broker_error(conn, req, rc, "STATUS");
-    }
+    enum MHD_Result ret;
+    if (!s_job_status(conn, req, &reply, &ret)) return ret;
     const char *route = nr_proto_kv_get(&reply, "route");
     const char *caption = nr_proto_kv_get(&reply, "text.caption");
-    enum MHD_Result ret;
     if (caption) {
         size_t n = strlen(caption);
         char *body = malloc(n + 2);
