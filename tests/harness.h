@@ -34,6 +34,17 @@ int nr_harness_write_file(const char *path, const void *data, size_t size);
 void nr_harness_dump_log(const char *path, size_t max_bytes);
 /* malloc'd "dir/name" (printf-style name); NULL on no memory. */
 char *nr_harness_path(const char *dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* For Criterion tests (criterion.h included before use): when cond is
+ * false, calls dump() so the test's logs reach stderr, then
+ * cr_assert_fail(...) with the given message. Each integration test wraps
+ * it as s_require(cond, ...) with its own log dumper. */
+#define NR_HARNESS_REQUIRE(dump, cond, ...)                                                        \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            dump();                                                                                \
+            cr_assert_fail(__VA_ARGS__);                                                           \
+        }                                                                                          \
+    } while (0)
 
 /* ---- build and source folders ---- */
 

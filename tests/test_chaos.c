@@ -73,13 +73,7 @@ static void s_dump_logs(void) {
     }
 }
 
-#define s_require(cond, ...)                                                                       \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            s_dump_logs();                                                                         \
-            cr_assert_fail(__VA_ARGS__);                                                           \
-        }                                                                                          \
-    } while (0)
+#define s_require(cond, ...) NR_HARNESS_REQUIRE(s_dump_logs, cond, __VA_ARGS__)
 
 static long s_env_long(const char *name, long def) {
     const char *v = getenv(name);

@@ -34,13 +34,7 @@ static void s_dump(void) {
     }
 }
 
-#define s_require(cond, ...)                                                                       \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            s_dump();                                                                              \
-            cr_assert_fail(__VA_ARGS__);                                                           \
-        }                                                                                          \
-    } while (0)
+#define s_require(cond, ...) NR_HARNESS_REQUIRE(s_dump, cond, __VA_ARGS__)
 
 /* Redis, a broker with `broker_extra` flags and one test-stage worker with
  * `worker_extra` flags (both NULL-ended, may be NULL). */

@@ -57,13 +57,7 @@ static void s_dump_logs(void) {
 }
 
 /* cr_assert that prints every log first when it fails. */
-#define s_require(cond, ...)                                                                       \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            s_dump_logs();                                                                         \
-            cr_assert_fail(__VA_ARGS__);                                                           \
-        }                                                                                          \
-    } while (0)
+#define s_require(cond, ...) NR_HARNESS_REQUIRE(s_dump_logs, cond, __VA_ARGS__)
 
 /* ---- the cluster ---- */
 

@@ -41,13 +41,7 @@ static void s_dump(void) {
     }
 }
 
-#define s_require(cond, ...)                                                                       \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            s_dump();                                                                              \
-            cr_assert_fail(__VA_ARGS__);                                                           \
-        }                                                                                          \
-    } while (0)
+#define s_require(cond, ...) NR_HARNESS_REQUIRE(s_dump, cond, __VA_ARGS__)
 
 static void s_setup(void) {
     memset(&C, 0, sizeof C);
