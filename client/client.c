@@ -149,6 +149,25 @@ static int s_unreachable(nr_client_t *self) {
                      "cannot reach the broker at %s: is narrator-broker running?", self->endpoint);
 }
 
+/* Waits until the socket has something to read or the deadline (ms) passes,
+ * polling again after EINTR. Returns 1 when there is something, 0 at the
+ * deadline, or NR_EIO when poll fails: then the socket is closed and
+ * self->err says why. */
+static int s_wait_in(nr_client_t *self, int64_t deadline) {
+    for (;;) {
+        int64_t left = deadline - s_now_ms();
+        if (left <= 0) return 0;
+        zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(&item, 1, (long)left);
+        if (n > 0) return 1;
+        if (n == 0) return 0;
+        if (errno == EINTR) continue;
+        int e = errno;
+        s_close(self);
+        return nr_seterr(self->err, sizeof self->err, NR_EIO, "poll failed: %s", zmq_strerror(e));
+    }
+}
+
 int nr_client_request(nr_client_t *self, nr_msg_t *request, nr_msg_t *reply) {
     if (!self || !request || !reply) return NR_EINVAL;
     self->err[0] = '\0';
@@ -170,17 +189,9 @@ int nr_client_request(nr_client_t *self, nr_msg_t *request, nr_msg_t *reply) {
 
     int64_t deadline = s_now_ms() + self->timeout_ms;
     for (;;) {
-        int64_t left = deadline - s_now_ms();
-        if (left <= 0) break;
-        zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
-        int n = zmq_poll(&item, 1, (long)left);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            s_close(self);
-            return nr_seterr(self->err, sizeof self->err, NR_EIO, "poll failed: %s",
-                             zmq_strerror(errno));
-        }
-        if (n == 0) break;
+        rc = s_wait_in(self, deadline);
+        if (rc < 0) return rc;
+        if (rc == 0) break;
         nr_proto_msg_clear(reply);
         rc = nr_proto_recv(self->sock, NULL, NULL, reply, perr, sizeof perr);
         if (rc) {
@@ -421,20 +432,12 @@ static int s_round(nr_client_t *self, s_round_t *r) {
             if (zmq_getsockopt(self->sock, ZMQ_EVENTS, &events, &len) != 0 || !(events & ZMQ_POLLIN))
                 continue;
         } else {
-            int64_t left = deadline - s_now_ms();
-            if (left <= 0) break;
-            zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
-            int n = zmq_poll(&item, 1, (long)left);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                int e = errno;
-                s_close(self);
-                rc = nr_seterr(self->err, sizeof self->err, NR_EIO, "poll failed: %s",
-                               zmq_strerror(e));
+            rc = s_wait_in(self, deadline);
+            if (rc < 0) {
                 s_round_fail(self, r, rc);
                 return rc;
             }
-            if (n == 0) break;
+            if (rc == 0) break;
         }
         rc = s_round_recv(self, r);
         if (rc < 0) return rc;
