@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -179,4 +180,28 @@ void nr_config_print_help(FILE *out, const nr_config_option_t *table, const char
     }
     fprintf(out, "  %-28s %s\n  %-28s %s\n", "--config FILE", "read settings from FILE",
             "--help", "print this help");
+}
+
+int nr_config_start(const nr_config_option_t *table, void *settings, const char *env_prefix,
+                    int argc, char **argv, const char *program, const char *usage_fmt, ...) {
+    char err[1024] = "";
+    int first = 0;
+    int rc = nr_config_load(table, settings, env_prefix, argc, argv, &first, err, sizeof err);
+    if (rc == 1) {
+        va_list ap;
+        va_start(ap, usage_fmt);
+        vprintf(usage_fmt, ap);
+        va_end(ap);
+        nr_config_print_help(stdout, table, env_prefix);
+        return 1;
+    }
+    if (rc) {
+        fprintf(stderr, "%s: %s\n", program, err);
+        return NR_EINVAL;
+    }
+    if (first < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", program, argv[first]);
+        return NR_EINVAL;
+    }
+    return 0;
 }

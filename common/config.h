@@ -36,4 +36,13 @@ int nr_config_load(const nr_config_option_t *table, void *settings, const char *
 /* Prints one line per setting: flag, default, environment name, help. */
 void nr_config_print_help(FILE *out, const nr_config_option_t *table, const char *env_prefix);
 
+/* The settings step at the start of a program's main: nr_config_load, and
+ * no arguments after the flags. On --help prints the usage (a printf format
+ * and its arguments) and then the table to stdout and returns 1 (exit 0).
+ * On a bad setting or a stray argument prints "<program>: <why>" to stderr
+ * and returns NR_EINVAL (exit 2). Otherwise returns 0. */
+int nr_config_start(const nr_config_option_t *table, void *settings, const char *env_prefix,
+                    int argc, char **argv, const char *program, const char *usage_fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+
 #endif

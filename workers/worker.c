@@ -305,25 +305,9 @@ nr_worker_stage_t nr_worker_stage_default(void) {
 
 int nr_worker_config_load(const nr_config_option_t *table, void *settings, int argc, char **argv,
                           const char *program, const char *usage) {
-    char err[512] = "";
-    int first = 0;
-    int rc = nr_config_load(table, settings, NR_WORKER_ENV_PREFIX, argc, argv, &first, err,
-                            sizeof err);
-    if (rc == 1) {
-        printf("usage: %s [options]\n", program);
-        if (usage && *usage) printf("%s\n", usage);
-        nr_config_print_help(stdout, table, NR_WORKER_ENV_PREFIX);
-        return 1;
-    }
-    if (rc) {
-        fprintf(stderr, "%s: %s\n", program, err);
-        return NR_EINVAL;
-    }
-    if (first < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", program, argv[first]);
-        return NR_EINVAL;
-    }
-    return 0;
+    int about = usage && *usage;
+    return nr_config_start(table, settings, NR_WORKER_ENV_PREFIX, argc, argv, program,
+                           "usage: %s [options]\n%s%s", program, about ? usage : "", about ? "\n" : "");
 }
 
 static int s_valid_name(const char *s) {

@@ -79,23 +79,13 @@ int main(int argc, char **argv) {
     s_settings_t st;
     memset(&st, 0, sizeof st);
     char err[1024];
-    int first = 0;
-    int rc = nr_config_load(s_options, &st, S_ENV_PREFIX, argc, argv, &first, err, sizeof err);
-    if (rc == 1) {
-        printf("Usage: narrator-gateway [options]\n"
-               "HTTP/JSON gateway to narrator-broker and the web page (see client/gateway/API.md).\n"
-               "Settings come from --config FILE, then " S_ENV_PREFIX "* variables, then flags.\n\n");
-        nr_config_print_help(stdout, s_options, S_ENV_PREFIX);
-        return 0;
-    }
-    if (rc) {
-        fprintf(stderr, "narrator-gateway: %s\n", err);
-        return 2;
-    }
-    if (first < argc) {
-        fprintf(stderr, "narrator-gateway: unexpected argument '%s' (see --help)\n", argv[first]);
-        return 2;
-    }
+    int rc = nr_config_start(
+        s_options, &st, S_ENV_PREFIX, argc, argv, "narrator-gateway",
+        "Usage: narrator-gateway [options]\n"
+        "HTTP/JSON gateway to narrator-broker and the web page (see client/gateway/API.md).\n"
+        "Settings come from --config FILE, then " S_ENV_PREFIX "* variables, then flags.\n\n");
+    if (rc == 1) return 0;
+    if (rc) return 2;
     if (nr_log_set_level(st.log_level)) {
         fprintf(stderr, "narrator-gateway: log-level must be error, warn, info or debug\n");
         return 2;
