@@ -379,6 +379,7 @@ int nr_cpu_gemm_own = 1;
 #define S_NR 32
 #define S_KC 512
 #define S_NPB 8 /* weight panels packed together: 8 x 512 x 32 floats = 512 KiB */
+#define S_BLOCK ((size_t)S_NPB * S_KC * S_NR)
 
 static inline __attribute__((always_inline)) void s_kern(const float *ap, const float *bp, int kc, __m512 c[S_MR][2]) {
     for (int k = 0; k < kc; k++) {
@@ -398,6 +399,7 @@ typedef struct {
     const float *w;
     nr_wlayout_t layout;
     int M, N, K, acc;
+    float *bp;       /* per part: S_NPB packed weight panels (S_BLOCK floats) */
 } s_gemm_t;
 
 /* Packs W[k0:k0+kc, n0:n0+32] as [kc][32], zero-padded past N. */
@@ -436,8 +438,7 @@ static void s_gemm_part(void *p, int part, int nparts) {
     const int panels = (N + S_NR - 1) / S_NR;
     const int p0 = (int)((long)panels * part / nparts), p1 = (int)((long)panels * (part + 1) / nparts);
     if (p1 <= p0) return;
-    float *bp = nr_aligned_alloc((size_t)S_NPB * S_KC * S_NR * sizeof(float));
-    if (!bp) return; /* the caller checked that this much memory is there */
+    float *bp = g->bp + (size_t)part * S_BLOCK;
     for (int pb = p0; pb < p1; pb += S_NPB) {
         const int nb = p1 - pb < S_NPB ? p1 - pb : S_NPB;
         for (int k0 = 0; k0 < K; k0 += S_KC) {
@@ -469,7 +470,6 @@ static void s_gemm_part(void *p, int part, int nparts) {
             }
         }
     }
-    free(bp);
 }
 
 /* Packs x into 8-row panels [mp/8][K][8] (zero rows past M); part of the
@@ -510,20 +510,21 @@ static void s_apack_part(void *p, int part, int nparts) {
 static int s_gemm_own(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
                       int N, int K, int accumulate) {
     const int mp = (M + S_MR - 1) / S_MR * S_MR;
+    const int parts = s_pool.n > 1 ? s_pool.n : 1;
     float *ap = nr_aligned_alloc((size_t)mp * K * sizeof(float));
-    float *probe = nr_aligned_alloc((size_t)S_NPB * S_KC * S_NR * sizeof(float));
-    if (!ap || !probe) {
+    float *bp = nr_aligned_alloc((size_t)parts * S_BLOCK * sizeof(float));
+    if (!ap || !bp) {
         free(ap);
-        free(probe);
+        free(bp);
         return 0;
     }
-    free(probe);
     s_apack_t pk = {ap, x, ldx, M, K};
     if (mp >= 8 * S_MR) s_run(s_apack_part, &pk);
     else s_apack_part(&pk, 0, 1);
-    s_gemm_t g = {y, ldy, ap, w, layout, M, N, K, accumulate};
+    s_gemm_t g = {y, ldy, ap, w, layout, M, N, K, accumulate, bp};
     s_run(s_gemm_part, &g);
     free(ap);
+    free(bp);
     return 1;
 }
 #endif
