@@ -848,7 +848,7 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
                  "client-rate); retry in %lld ms",
                  msg->peer[0] ? msg->peer : "(local)", self->params.client_rate, self->params.client_burst,
                  (long long)retry_ms);
-        if (self->metrics) nr_metrics_add(self->metrics, NR_BM_RATE_LIMITED, 1, NULL);
+        nr_metrics_add(self->metrics, NR_BM_RATE_LIMITED, 1, NULL);
         s_reply_error(self, identity, size, msg, NR_EBUSY, text);
         return;
     }
@@ -980,7 +980,7 @@ static void s_ack(nr_broker_t *self, s_out_t *e) {
     nr_metrics_add(self->metrics, NR_BM_SUBMITTED, 1, NULL);
     nr_log(NR_LOG_DEBUG, "job %s submitted (%s, %zu bytes)%s", job->id, first->name,
            job->input_size, rerun ? ", rerun" : "");
-    nr_broker_job_record(job, &rep, s_stage_workers(self, first->name));
+    nr_broker_job_record(job, &rep, (long)first->workers_len);
     if (rerun) snprintf(rep.message, sizeof rep.message, "rerun");
     s_send(self, NR_BROKER_CLIENTS, e->identity, e->identity_size, &rep);
     nr_proto_msg_clear(&rep);
