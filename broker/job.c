@@ -1,6 +1,7 @@
 /* Jobs in broker memory and the table that finds them by id. */
 #include "broker/job.h"
 #include "common/error.h"
+#include "common/hash.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -173,12 +174,6 @@ struct nr_broker_jobs {
     size_t nbuckets, count;
 };
 
-static size_t s_hash(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    return (size_t)h;
-}
-
 nr_broker_jobs_t *nr_broker_jobs_new(void) {
     nr_broker_jobs_t *self = calloc(1, sizeof *self);
     if (!self) return NULL;
@@ -208,7 +203,7 @@ void nr_broker_jobs_destroy(nr_broker_jobs_t **p) {
 }
 
 nr_broker_job_t *nr_broker_jobs_find(nr_broker_jobs_t *self, const char *id) {
-    for (nr_broker_job_t *j = self->buckets[s_hash(id) % self->nbuckets]; j; j = j->hnext)
+    for (nr_broker_job_t *j = self->buckets[nr_hash_str(id) % self->nbuckets]; j; j = j->hnext)
         if (!strcmp(j->id, id)) return j;
     return NULL;
 }
@@ -221,7 +216,7 @@ static void s_grow(nr_broker_jobs_t *self) {
         nr_broker_job_t *j = self->buckets[i];
         while (j) {
             nr_broker_job_t *next = j->hnext;
-            size_t h = s_hash(j->id) % n;
+            size_t h = nr_hash_str(j->id) % n;
             j->hnext = b[h];
             b[h] = j;
             j = next;
@@ -235,7 +230,7 @@ static void s_grow(nr_broker_jobs_t *self) {
 int nr_broker_jobs_add(nr_broker_jobs_t *self, nr_broker_job_t *job) {
     if (nr_broker_jobs_find(self, job->id)) return NR_EINVAL;
     if (self->count >= self->nbuckets) s_grow(self);
-    size_t h = s_hash(job->id) % self->nbuckets;
+    size_t h = nr_hash_str(job->id) % self->nbuckets;
     job->hnext = self->buckets[h];
     self->buckets[h] = job;
     self->count++;
@@ -243,7 +238,7 @@ int nr_broker_jobs_add(nr_broker_jobs_t *self, nr_broker_job_t *job) {
 }
 
 void nr_broker_jobs_remove(nr_broker_jobs_t *self, nr_broker_job_t *job) {
-    nr_broker_job_t **pp = &self->buckets[s_hash(job->id) % self->nbuckets];
+    nr_broker_job_t **pp = &self->buckets[nr_hash_str(job->id) % self->nbuckets];
     for (; *pp; pp = &(*pp)->hnext) {
         if (*pp == job) {
             *pp = job->hnext;

@@ -1,6 +1,7 @@
 /* Token buckets in an open-addressing hash table (linear probing,
  * backward-shift deletion), so a take is O(1) whatever the client count. */
 #include "common/ratelimit.h"
+#include "common/hash.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -21,12 +22,6 @@ struct nr_ratelimit {
     s_bucket_t *slots;
     long refused;
 };
-
-static uint64_t s_hash(const char *s) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
 
 nr_ratelimit_t *nr_ratelimit_new(double rate, double burst, size_t max_clients) {
     nr_ratelimit_t *self = calloc(1, sizeof *self);
@@ -67,7 +62,7 @@ static void s_remove(nr_ratelimit_t *self, size_t i) {
                 self->used--;
                 return;
             }
-            size_t home = s_hash(self->slots[j].key) & self->mask;
+            size_t home = nr_hash_str(self->slots[j].key) & self->mask;
             /* j's entry may move to i only if its home is not in (i, j]. */
             if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) break;
         }
@@ -89,7 +84,7 @@ static void s_evict_oldest(nr_ratelimit_t *self) {
 }
 
 static s_bucket_t *s_find_or_add(nr_ratelimit_t *self, const char *key, int64_t now_ms) {
-    size_t i = s_hash(key) & self->mask;
+    size_t i = nr_hash_str(key) & self->mask;
     while (self->slots[i].key[0]) {
         if (!strcmp(self->slots[i].key, key)) return &self->slots[i];
         i = (i + 1) & self->mask;

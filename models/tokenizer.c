@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "common/error.h"
+#include "common/hash.h"
 #include "models/config.h"
 #include "models/tokenizer_unicode.h"
 
@@ -117,13 +118,6 @@ static int s_put_utf8(char *o, uint32_t cp) {
 
 /* ---- hashing ------------------------------------------------------------------ */
 
-static uint64_t s_hash(const void *p, size_t n) {
-    const unsigned char *s = p;
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
-    return h;
-}
-
 static uint64_t s_mix(uint64_t k) {
     k ^= k >> 33;
     k *= 0xff51afd7ed558ccdull;
@@ -133,7 +127,7 @@ static uint64_t s_mix(uint64_t k) {
 
 static int s_vocab_find(const nr_tokenizer_t *t, const char *s, size_t n) {
     if (!t->vocab) return -1;
-    uint64_t h = s_hash(s, n);
+    uint64_t h = nr_hash_bytes(s, n);
     size_t mask = t->vocab_cap - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         const s_slot_t *sl = &t->vocab[i];
@@ -143,7 +137,7 @@ static int s_vocab_find(const nr_tokenizer_t *t, const char *s, size_t n) {
 }
 
 static void s_vocab_insert(nr_tokenizer_t *t, int id) {
-    uint64_t h = s_hash(t->pool + t->off[id], t->len[id]);
+    uint64_t h = nr_hash_bytes(t->pool + t->off[id], t->len[id]);
     size_t mask = t->vocab_cap - 1;
     size_t i = h & mask;
     while (t->vocab[i].id >= 0) i = (i + 1) & mask;
