@@ -24,6 +24,7 @@
 #include "models/states.h"
 #include "models/tensor.h"
 #include "models/vit.h"
+#include "tests/harness.h"
 
 #define TOL_ABS 1e-4
 #define TOL_REL 1e-4
@@ -34,22 +35,6 @@ static const char *s_src(void) {
 }
 
 static void s_path(char *buf, size_t n, const char *rel) { snprintf(buf, n, "%s/%s", s_src(), rel); }
-
-static unsigned char *s_read(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (size) *size = (size_t)n;
-    return buf;
-}
 
 static void s_write(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -512,14 +497,14 @@ static unsigned char *s_copy_ckpt(size_t *size, char *dir, size_t dn) {
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         size_t n;
         snprintf(src, sizeof src, "%s/tests/fixtures/vit-gpt2-tiny/%s", s_src(), files[i]);
-        unsigned char *b = s_read(src, &n);
+        unsigned char *b = (unsigned char *)nr_harness_read_file(src, &n);
         cr_assert_not_null(b, "cannot read %s", src);
         snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
         s_write(dst, b, n);
         free(b);
     }
     snprintf(src, sizeof src, "%s/tests/fixtures/vit-gpt2-tiny/model.safetensors", s_src());
-    unsigned char *b = s_read(src, size);
+    unsigned char *b = (unsigned char *)nr_harness_read_file(src, size);
     cr_assert_not_null(b, "cannot read %s", src);
     return b;
 }
@@ -626,7 +611,7 @@ Test(models_config, shape_mismatch_and_bad_config_rejected) {
     s_put_model(dir, good, n);
     snprintf(cp, sizeof cp, "%s/config.json", dir);
     size_t cn;
-    unsigned char *cfg = s_read(cp, &cn);
+    unsigned char *cfg = (unsigned char *)nr_harness_read_file(cp, &cn);
     cr_assert_not_null(cfg);
     cfg = realloc(cfg, cn + 1);
     cfg[cn] = 0;
@@ -984,7 +969,8 @@ Test(models_fixture, encode_images_batch_with_a_bad_image) {
     s_path(p1, sizeof p1, "tests/fixtures/images/chelsea_317x211.jpg");
     s_path(p2, sizeof p2, "tests/fixtures/images/bad_truncated.jpg");
     size_t n1, n2;
-    unsigned char *b1 = s_read(p1, &n1), *b2 = s_read(p2, &n2);
+    unsigned char *b1 = (unsigned char *)nr_harness_read_file(p1, &n1);
+    unsigned char *b2 = (unsigned char *)nr_harness_read_file(p2, &n2);
     cr_assert(b1 && b2);
     const void *bytes[3] = {b1, b2, b1};
     size_t sizes[3] = {n1, n2, n1};
@@ -1028,7 +1014,7 @@ Test(models_fixture, beam_settings_match_reference) {
     char path[1024], err[512];
     s_path(path, sizeof path, "tests/models_beam_cases.json");
     size_t n;
-    unsigned char *txt = s_read(path, &n);
+    unsigned char *txt = (unsigned char *)nr_harness_read_file(path, &n);
     cr_assert_not_null(txt, "cannot read %s", path);
     txt = realloc(txt, n + 1);
     txt[n] = 0;

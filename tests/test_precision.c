@@ -21,26 +21,11 @@
 #include "models/cpu/lowp.h"
 #include "models/safetensors.h"
 #include "models/tensor.h"
+#include "tests/harness.h"
 
 static const char *s_src(void) {
     const char *s = getenv("NR_SOURCE_DIR");
     return s ? s : ".";
-}
-
-static unsigned char *s_read(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (size) *size = (size_t)n;
-    return buf;
 }
 
 static uint64_t s_rng = 0x243F6A8885A308D3ull;
@@ -293,7 +278,7 @@ static void s_captions(const char *device, int beams, s_caps_t *out) {
     for (int i = 0; i < S_NPHOTO; i++) {
         char path[1200];
         snprintf(path, sizeof path, "%s/tests/fixtures/images/%s", s_src(), s_photos[i]);
-        bytes[i] = s_read(path, &sizes[i]);
+        bytes[i] = (unsigned char *)nr_harness_read_file(path, &sizes[i]);
         cr_assert_not_null(bytes[i], "%s", path);
     }
     cr_assert_eq(nr_captioner_encode_images(c, bytes, sizes, S_NPHOTO, states, status, err, sizeof err), 0, "%s", err);
