@@ -160,6 +160,15 @@ void nr_harness_dump_log(const char *path, size_t max_bytes) {
     free(text);
 }
 
+void nr_harness_dump_logs(const char *dir, const char *const names[], size_t max_bytes) {
+    if (!dir) return;
+    for (int i = 0; names[i]; i++) {
+        char *log = nr_harness_path(dir, "%s", names[i]);
+        nr_harness_dump_log(log, max_bytes);
+        free(log);
+    }
+}
+
 /* ---- build and source folders ---- */
 
 char *nr_harness_program(const char *name) {

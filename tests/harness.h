@@ -32,6 +32,9 @@ int nr_harness_write_file(const char *path, const void *data, size_t size);
 /* Prints the last `max_bytes` of a file to stderr between marker lines
  * (for a failing test: what did the broker say?). */
 void nr_harness_dump_log(const char *path, size_t max_bytes);
+/* nr_harness_dump_log of dir/<name> for each name of a NULL-ended list;
+ * does nothing when dir is NULL. */
+void nr_harness_dump_logs(const char *dir, const char *const names[], size_t max_bytes);
 /* malloc'd "dir/name" (printf-style name); NULL on no memory. */
 char *nr_harness_path(const char *dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* For Criterion tests (criterion.h included before use): when cond is

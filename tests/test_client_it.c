@@ -25,13 +25,8 @@ static struct {
 } C;
 
 static void s_dump(void) {
-    if (!C.cl.dir) return;
-    const char *names[] = {"broker.log", "worker-0.log", "narrate.log"};
-    for (int i = 0; i < 3; i++) {
-        char *p = nr_harness_path(C.cl.dir, "%s", names[i]);
-        nr_harness_dump_log(p, 4000);
-        free(p);
-    }
+    static const char *const names[] = {"broker.log", "worker-0.log", "narrate.log", NULL};
+    nr_harness_dump_logs(C.cl.dir, names, 4000);
 }
 
 #define s_require(cond, ...) NR_HARNESS_REQUIRE(s_dump, cond, __VA_ARGS__)

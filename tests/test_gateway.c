@@ -41,11 +41,7 @@ static s_cluster_t C;
 static void s_dump_logs(void) {
     if (!C.cl.dir) return;
     static const char *const names[] = {"broker.log", "gateway.log", NULL};
-    for (int i = 0; names[i]; i++) {
-        char *log = nr_harness_path(C.cl.dir, "%s", names[i]);
-        nr_harness_dump_log(log, 5000);
-        free(log);
-    }
+    nr_harness_dump_logs(C.cl.dir, names, 5000);
     for (int i = 0; i < C.cl.n_workers; i++) {
         char *log = nr_harness_path(C.cl.dir, "worker-%d.log", i);
         nr_harness_dump_log(log, 3000);
