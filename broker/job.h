@@ -47,6 +47,13 @@ typedef struct nr_broker_job {
     uint32_t saving;       /* saves queued in the store's open pipeline (store.h) */
     int submitting;        /* SUBMIT written but not yet acknowledged (broker.c) */
     int guard;             /* first save only if the id is free: store.h NR_STORE_* */
+    /* What the stored record holds (store.c keeps these): once a whole
+     * record has landed, a later save writes only what changed since. */
+    int record_saved;          /* a save landed, none failed or is in flight since */
+    uint32_t fields_saved;     /* fields[0, fields_saved) are stored as they are now */
+    uint32_t fields_edits;     /* bumped when a field is replaced or dropped */
+    uint32_t saved_stage_index;
+    int saved_error;
     /* P:stats increments of saves that failed (Redis was down), written with
      * the next save that succeeds; indexed by store.c's counter list. */
     uint32_t unsaved_counts[8];

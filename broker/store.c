@@ -88,6 +88,11 @@ struct s_save {
     uint8_t *outs[NR_PROTO_ROUTE_MAX];
     size_t out_sizes[NR_PROTO_ROUTE_MAX];
     int input, reset;
+    /* What the record holds once this save lands (job.h record_saved);
+     * writes_record 0: a settling save that writes nothing. */
+    int writes_record;
+    uint32_t fields_upto, fields_edits, stage_index;
+    int error;
 };
 
 
@@ -470,15 +475,26 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
         struct s_save *s = s_save_new(self, job);
         if (!s) goto err;
         s_take_kept(s, job);
+        job->record_saved = 0; /* what landed is not known field by field */
         for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) free(s->outs[i]), s->outs[i] = NULL;
         memset(s->counts, 0, sizeof s->counts);
         s->input = s->reset = 0;
         return 0;
     }
     if (!self->ctx) goto err;
+    /* Only what changed since the last landed save, when that one holds
+     * the whole record and nothing failed or is in flight since. */
+    const int delta = job->record_saved && !job->dirty && !job->saving && !job->reset &&
+                      job->guard != NR_STORE_GUARD;
     struct s_save *s = s_save_new(self, job);
     if (!s) goto err;
     s_take_kept(s, job);
+    s->writes_record = 1;
+    s->fields_upto = job->fields_len;
+    s->fields_edits = job->fields_edits;
+    s->stage_index = job->stage_index;
+    s->error = job->error;
+    const int stage_moved = !delta || job->stage_index != job->saved_stage_index;
     if (owed >= 0) s->counts[owed]++;
     /* A new job's first save runs only if its id is free (s_guard_script). */
     s->guarded = self->guarding = job->guard == NR_STORE_GUARD;
@@ -511,20 +527,26 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
     S_BEGIN();
     s_str(c, "HSET");
     s_str(c, key);
-    s_str(c, "id"), s_str(c, job->id);
     s_str(c, "state"), s_str(c, nr_job_state_name(job->state));
-    s_str(c, "stage"), s_str(c, nr_broker_job_stage(job));
-    s_str(c, "stage_index"), s_fmt(c, "%" PRIu32, job->stage_index);
-    nr_broker_job_route_string(job, route, sizeof route);
-    s_str(c, "route"), s_str(c, route);
     s_str(c, "attempts"), s_fmt(c, "%" PRIu32, job->attempts);
-    s_str(c, "error"), s_str(c, job->error ? nr_errname(job->error) : "");
-    s_str(c, "error_message"), s_str(c, job->error_message);
-    s_str(c, "created_ms"), s_fmt(c, "%" PRId64, job->created_ms);
     s_str(c, "updated_ms"), s_fmt(c, "%" PRId64, job->updated_ms);
+    if (stage_moved) {
+        s_str(c, "stage"), s_str(c, nr_broker_job_stage(job));
+        s_str(c, "stage_index"), s_fmt(c, "%" PRIu32, job->stage_index);
+    }
+    if (!delta || job->error || job->saved_error || job->error_message[0]) {
+        s_str(c, "error"), s_str(c, job->error ? nr_errname(job->error) : "");
+        s_str(c, "error_message"), s_str(c, job->error_message);
+    }
+    if (!delta) {
+        s_str(c, "id"), s_str(c, job->id);
+        nr_broker_job_route_string(job, route, sizeof route);
+        s_str(c, "route"), s_str(c, route);
+        s_str(c, "created_ms"), s_fmt(c, "%" PRId64, job->created_ms);
+    }
     /* The job's own fields go into the same HSET while they fit, so any
      * number fits the argv but a usual job is one command. */
-    for (uint32_t i = 0; i < job->fields_len; i++) {
+    for (uint32_t i = delta ? job->fields_saved : 0; i < job->fields_len; i++) {
         if (c->argc >= 150) {
             s_append(self, c, &queued);
             S_BEGIN();
@@ -577,7 +599,7 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
         s_append(self, c, &queued);
         wrote_out |= 1u << i;
     }
-    for (uint32_t i = 0; i < job->route_len; i++) {
+    for (uint32_t i = 0; i < job->route_len && (stage_moved || final); i++) {
         S_BEGIN();
         if (!final && i == job->stage_index) {
             s_str(c, "ZADD");
@@ -703,6 +725,19 @@ static int s_drain(nr_store_t *self) {
     return 0;
 }
 
+/* After save s settled: what the record now holds, for the next save. */
+static void s_note_record(const struct s_save *s, nr_broker_job_t *job) {
+    if (s->rc || !s->writes_record || (s->guarded && job->guard == NR_STORE_EXISTS)) {
+        job->record_saved = 0;
+        return;
+    }
+    job->record_saved = 1;
+    job->saved_stage_index = s->stage_index;
+    job->saved_error = s->error;
+    /* A field replaced or dropped after this save was queued is not in it. */
+    job->fields_saved = job->fields_edits == s->fields_edits ? s->fields_upto : 0;
+}
+
 void nr_store_commit(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, void *arg),
                      void *arg) {
     s_drain(self);
@@ -719,6 +754,7 @@ void nr_store_commit(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, 
                                                 : NR_STORE_EXISTS;
             if (job->guard == NR_STORE_EXISTS) self->n_stages_known = 0; /* SADD skipped */
         }
+        s_note_record(s, job);
         for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free(s->outs[k]);
         if (job->saving) job->saving--;
         if (fn) fn(job, s->rc, arg);

@@ -1234,3 +1234,84 @@ Test(store, large_submit_input_is_renamed_into_place_by_the_guarded_write) {
     cr_assert_str_eq(out, "3", "queued, running, done: the refused write added nothing");
     nr_broker_destroy(&b);
 }
+
+/* Every field of the job as the broker holds it (its STATUS reply, from
+ * memory) equals the stored record's, after saves that write only what
+ * changed. */
+static void s_record_matches(nr_broker_t *b, const char *id, int64_t now) {
+    nr_msg_t *st = s_client(b, NR_CMD_STATUS, id, NULL, now);
+    cr_assert_eq(st->code, 0, "%s", st->message);
+    cr_assert_not_null(nr_broker_find_job(b, id), "still in memory");
+    nr_msg_t copy;
+    nr_proto_msg_init(&copy);
+    for (uint32_t i = 0; i < st->kv_len; i++)
+        cr_assert_eq(nr_proto_kv_add(&copy, st->kv[i].key, st->kv[i].value), 0);
+    for (uint32_t i = 0; i < copy.kv_len; i++) {
+        if (!strcmp(copy.kv[i].key, "stage_workers")) continue;
+        char out[4096];
+        s_hget(id, copy.kv[i].key, out, sizeof out);
+        cr_assert_str_eq(out, copy.kv[i].value, "field %s: stored '%s', broker '%s'",
+                         copy.kv[i].key, out, copy.kv[i].value);
+    }
+    nr_proto_msg_clear(&copy);
+}
+
+Test(store, saves_of_changes_keep_the_whole_record) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    cr_assert_eq(s_submit_opts(b, "d1", "vision,text", "IMG", "max_length", "16", 10)->code, 0);
+    s_record_matches(b, "d1", 11);
+    s_ready(b, "v", "vision", 1, 12); /* running */
+    s_record_matches(b, "d1", 13);
+    s_fail(b, "v", "d1", "vision", 1, NR_EDEVICE, 1, "cuda out of memory", 14); /* queued, error */
+    s_record_matches(b, "d1", 15);
+    s_worker_cmd(b, "v", NR_CMD_HEARTBEAT, 2000);
+    nr_broker_tick(b, 2000); /* backoff over: running again, attempt 2 */
+    cr_assert_eq(s_last("v", NR_CMD_JOB)->attempt, 2u);
+    s_record_matches(b, "d1", 2001);
+    s_result(b, "v", "d1", "vision", 2, "STATES", "model", "vit", 2002); /* next stage */
+    s_record_matches(b, "d1", 2003);
+    char out[256];
+    const char *zv[] = {"ZSCORE", "t:pending:vision", "d1"};
+    s_redis_cmd(out, sizeof out, 3, zv);
+    cr_assert_str_eq(out, "(nil)");
+    const char *zt[] = {"ZSCORE", "t:pending:text", "d1"};
+    s_redis_cmd(out, sizeof out, 3, zt);
+    cr_assert_str_neq(out, "(nil)");
+    s_ready(b, "t", "text", 1, 2004);
+    s_record_matches(b, "d1", 2005);
+    const char *xl[] = {"XLEN", "t:events"};
+    s_redis_cmd(out, sizeof out, 2, xl);
+    cr_assert_str_eq(out, "6", "queued, running, queued, running, queued, running");
+    nr_broker_destroy(&b);
+}
+
+Test(store, a_field_changed_after_a_save_is_written_again) {
+    cr_assert_eq(nr_store_connect(s_store), 0, "%s", nr_store_error(s_store));
+    nr_broker_job_t *job = nr_broker_job_new("f1");
+    cr_assert_eq(nr_broker_job_parse_route(job, "speech"), 0);
+    cr_assert_eq(nr_broker_job_set(job, "opt.a", "1"), 0);
+    cr_assert_eq(nr_broker_job_set(job, "opt.b", "1"), 0);
+    cr_assert_eq(nr_store_save(s_store, job, -1, NULL, 0, NULL), 0);
+    nr_store_commit(s_store, NULL, NULL);
+    cr_assert(job->record_saved);
+    /* Replaced after a landed save: the next (partial) save writes it. */
+    cr_assert_eq(nr_broker_job_set(job, "opt.a", "2"), 0);
+    job->state = NR_JOB_RUNNING;
+    cr_assert_eq(nr_store_save(s_store, job, -1, NULL, 0, NULL), 0);
+    /* Replaced while that save is queued: not in it, so written later. */
+    cr_assert_eq(nr_broker_job_set(job, "opt.b", "3"), 0);
+    nr_store_commit(s_store, NULL, NULL);
+    char out[256];
+    s_hget("f1", "opt.a", out, sizeof out);
+    cr_assert_str_eq(out, "2");
+    s_hget("f1", "state", out, sizeof out);
+    cr_assert_str_eq(out, "running");
+    cr_assert_eq(nr_store_save(s_store, job, -1, NULL, 0, NULL), 0);
+    nr_store_commit(s_store, NULL, NULL);
+    s_hget("f1", "opt.b", out, sizeof out);
+    cr_assert_str_eq(out, "3");
+    s_hget("f1", "route", out, sizeof out);
+    cr_assert_str_eq(out, "speech");
+    nr_broker_job_destroy(&job);
+}
