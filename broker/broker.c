@@ -47,18 +47,22 @@ struct nr_broker {
     /* Counters since start, for STATS when the store cannot answer. */
     uint64_t count_done, count_failed, count_cancelled;
     nr_metrics_t *metrics;     /* borrowed; NULL = no metrics (broker_metrics.h) */
-    /* Group commit: what waits for the queued Redis writes (see s_commit). */
-    s_outbox_t out, spare;     /* spare: the outbox being sent, kept for reuse */
+    /* Group commit (see s_commit): out waits for the queued Redis writes,
+     * flight for the writes sent and not yet answered (pipelined). */
+    s_outbox_t out, flight, spare; /* spare: the outbox being sent, kept for reuse */
+    int64_t flight_ms;         /* when the writes in flight were sent */
     int depth;                 /* nested entry points; the outermost commits */
     int committing;
     int64_t now;               /* time of the current entry point */
     nr_ratelimit_t *limit;     /* new jobs per client; NULL = no limit */
 };
 
+#define S_FLIGHT_WAIT_MS 500 /* pipelined writes unanswered this long: wait for them */
+
 static int s_save(nr_broker_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
                   size_t out_size, const char *counter);
 static void s_dispatch(nr_broker_t *self, nr_broker_stage_t *stage, int64_t now);
-static void s_commit(nr_broker_t *self);
+static void s_commit(nr_broker_t *self, int wait);
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -353,6 +357,7 @@ void nr_broker_destroy(nr_broker_t **p) {
      * mid-batch, as tests do to mimic a crash). */
     if (self->store) nr_store_discard(self->store);
     s_outbox_free(&self->out);
+    s_outbox_free(&self->flight);
     s_outbox_free(&self->spare);
     while (self->stages) {
         nr_broker_stage_t *s = self->stages;
@@ -422,7 +427,7 @@ static void s_enter(nr_broker_t *self, int64_t now) {
 }
 
 static void s_leave(nr_broker_t *self) {
-    if (self->depth > 0 && --self->depth == 0) s_commit(self);
+    if (self->depth > 0 && --self->depth == 0) s_commit(self, !self->params.pipelined);
 }
 
 void nr_broker_begin(nr_broker_t *self, int64_t now) { s_enter(self, now); }
@@ -792,7 +797,7 @@ static void s_reply_error(nr_broker_t *self, const uint8_t *identity, size_t siz
 static nr_broker_job_t *s_find_settled(nr_broker_t *self, const char *id) {
     nr_broker_job_t *job = nr_broker_jobs_find(self->jobs, id);
     if (job && (job->saving || job->submitting)) {
-        s_commit(self);
+        s_commit(self, 1);
         job = nr_broker_jobs_find(self->jobs, id);
     }
     return job;
@@ -1178,12 +1183,12 @@ static void s_on_saved(nr_broker_job_t *job, int rc, void *arg) {
     s_maybe_evict(self, job);
 }
 
-/* Sends what the outbox holds, in order. What this queues (the JOBs of
- * jobs dispatched now) waits for the next round. */
-static void s_out_flush(nr_broker_t *self) {
-    s_outbox_t cur = self->out;
-    self->out = self->spare;
-    self->out.len = 0;
+/* Sends what *box holds, in order. What this queues (the JOBs of jobs
+ * dispatched now) goes to self->out and waits for the next round. */
+static void s_out_flush(nr_broker_t *self, s_outbox_t *box) {
+    s_outbox_t cur = *box;
+    *box = self->spare;
+    box->len = 0;
     for (size_t i = 0; i < cur.len; i++) {
         s_out_t *e = &cur.v[i];
         if (e->kind == S_OUT_REPLY) s_send(self, NR_BROKER_CLIENTS, e->identity, e->identity_size, &e->msg);
@@ -1195,19 +1200,39 @@ static void s_out_flush(nr_broker_t *self) {
     self->spare = cur;
 }
 
-/* Group commit: every state change queued since the last commit is written
+/* Group commit: every state change queued since the last send is written
  * in one pipelined round trip, each job is settled, and only then go the
  * replies and JOBs that depend on them (an acknowledged SUBMIT is in Redis).
  * Sending can queue more (the first dispatch of new jobs; the requeue when
- * a worker turns out gone): repeat until nothing waits. */
-static void s_commit(nr_broker_t *self) {
+ * a worker turns out gone): repeat until nothing waits. Without `wait`
+ * (params.pipelined) it returns while Redis has writes in flight, so the
+ * broker reads the next messages meanwhile (their writes go in the next
+ * round trip): a later call, when nr_broker_store_fd is readable, goes on. */
+static void s_commit(nr_broker_t *self, int wait) {
     if (self->committing) return;
     self->committing = 1;
-    while ((self->store && nr_store_queued(self->store)) || self->out.len) {
-        if (self->store) nr_store_commit(self->store, s_on_saved, self);
-        s_out_flush(self);
+    for (;;) {
+        if (self->store && nr_store_in_flight(self->store)) {
+            if (!wait && !nr_store_answered(self->store)) break;
+            nr_store_settle_sent(self->store, s_on_saved, self);
+            s_out_flush(self, &self->flight);
+        } else if (self->store && nr_store_queued(self->store)) {
+            nr_store_send(self->store);
+            s_outbox_t sent = self->out; /* flight is empty here */
+            self->out = self->flight;
+            self->flight = sent;
+            self->flight_ms = self->now;
+        } else if (self->out.len) {
+            s_out_flush(self, &self->out);
+        } else {
+            break;
+        }
     }
     self->committing = 0;
+}
+
+int nr_broker_store_fd(const nr_broker_t *self) {
+    return self->store ? nr_store_fd(self->store) : -1;
 }
 
 /* ---- timers ----------------------------------------------------------- */
@@ -1235,6 +1260,10 @@ static void s_flush(nr_broker_t *self) {
 
 int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
     s_enter(self, now);
+    /* Writes unanswered for a while: wait for them, so the store's timeout
+     * decides whether Redis is gone. */
+    if (self->store && nr_store_in_flight(self->store) && now - self->flight_ms > S_FLIGHT_WAIT_MS)
+        s_commit(self, 1);
     if (self->store && nr_store_maintain(self->store, now)) {
         /* After every reconnect, not only the first: a write whose reply
          * was lost with the connection (Redis applied a SUBMIT the broker
@@ -1325,9 +1354,9 @@ void nr_broker_shutdown(nr_broker_t *self, int64_t now) {
             nr_broker_worker_destroy(&w);
         }
     }
-    s_commit(self);
+    s_commit(self, 1);
     if (self->need_flush) s_flush(self);
-    s_commit(self);
+    s_commit(self, 1);
     size_t unsaved = 0;
     nr_broker_job_t **list = NULL;
     size_t n = nr_broker_jobs_count(self->jobs);

@@ -32,6 +32,7 @@ typedef struct {
     unsigned seed;            /* jitter; 0 picks one */
     long client_rate;         /* new jobs per second per client (msg peer); 0 = no limit */
     long client_burst;        /* new jobs a client may submit at once before client_rate applies */
+    int pipelined;            /* 1: commit does not wait for Redis (see nr_broker_commit) */
 } nr_broker_params_t;
 
 typedef struct nr_broker nr_broker_t;
@@ -56,6 +57,14 @@ int nr_broker_start(nr_broker_t *self, int64_t now);
  * other entry point below is a batch of its own when called outside. */
 void nr_broker_begin(nr_broker_t *self, int64_t now);
 void nr_broker_commit(nr_broker_t *self, int64_t now);
+/* With params.pipelined, commit sends the writes and returns at once; what
+ * depends on them goes out on a later commit (or tick) once Redis has
+ * answered, and the messages read meanwhile have their writes sent in the
+ * next round trip, so the broker and Redis work at the same time. Wait
+ * for this socket to be readable (-1: nothing in flight) and call
+ * begin/commit again. Requests that need a settled job (STATUS of a job
+ * being written, a second SUBMIT of it, shutdown) still wait. */
+int nr_broker_store_fd(const nr_broker_t *self);
 
 /* Handles one decoded client request; answers with REPLY. The broker may
  * take payload frames out of msg. */

@@ -226,6 +226,7 @@ int main(int argc, char **argv) {
     bp.retry_backoff_ms = st.retry_backoff_ms;
     bp.client_rate = st.client_rate;
     bp.client_burst = st.client_burst;
+    bp.pipelined = 1; /* the broker reads on while Redis writes */
     if (bp.retry_backoff_max_ms < bp.retry_backoff_ms * 32) bp.retry_backoff_max_ms = bp.retry_backoff_ms * 32;
 
     int status = 1;
@@ -292,9 +293,12 @@ int main(int argc, char **argv) {
         int64_t wake = nr_broker_tick(broker, now);
         long timeout = wake > now ? (long)(wake - now) : 0;
         if (timeout > bp.heartbeat_ms) timeout = bp.heartbeat_ms;
-        zmq_pollitem_t items[2 + 1 + NR_METRICS_HTTP_CONNS] = {{sk.clients, 0, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[2 + 2 + NR_METRICS_HTTP_CONNS] = {{sk.clients, 0, ZMQ_POLLIN, 0},
                                                                {sk.workers, 0, ZMQ_POLLIN, 0}};
         int nitems = 2;
+        int redis_fd = nr_broker_store_fd(broker); /* writes in flight: their answer */
+        if (redis_fd >= 0) items[nitems++] = (zmq_pollitem_t){NULL, redis_fd, ZMQ_POLLIN, 0};
+        const int first_http = nitems;
         if (http) {
             int fds[1 + NR_METRICS_HTTP_CONNS], wr[1 + NR_METRICS_HTTP_CONNS];
             size_t nf = nr_metrics_http_fds(http, fds, wr, 1 + NR_METRICS_HTTP_CONNS);
@@ -310,7 +314,7 @@ int main(int argc, char **argv) {
         }
         if (http) {
             int ready = nr_metrics_http_busy(http);
-            for (int i = 2; i < nitems; i++) ready |= items[i].revents != 0;
+            for (int i = first_http; i < nitems; i++) ready |= items[i].revents != 0;
             if (ready) nr_metrics_http_service(http, s_now_ms());
         }
         /* Up to a batch from each side per turn, so neither starves the

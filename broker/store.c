@@ -6,6 +6,7 @@
 #include <hiredis/hiredis.h>
 
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,14 +30,17 @@ struct nr_store {
     char stages_known[NR_PROTO_ROUTE_MAX][NR_PROTO_NAME_MAX + 1];
     int n_stages_known;
     void *cmd;           /* s_cmd_t reused by nr_store_save */
-    /* Saves queued since the last commit, in order; replies read for the
-     * first n_read of them. */
+    /* Saves not settled yet, in order: the first n_sent were sent by
+     * nr_store_send; replies are read for the first n_read of them, and
+     * read_k replies of the next one. */
     struct s_save *saves;
-    size_t n_saves, cap_saves, n_read;
+    size_t n_saves, cap_saves, n_sent, n_read;
+    int read_k;
     /* A guarded save's commands, gathered as the arguments of one EVAL:
      * each argument is a pointer that stays valid during the save, or
      * (ptr NULL) bytes at `off` in the arena. */
     int guarding, guard_nomem;
+    char guard_sha[48]; /* s_guard_script loaded on this connection ("": send it whole) */
     struct s_garg { const char *ptr; size_t off, len; } *gargs;
     size_t n_gargs, cap_gargs;
     char *arena;
@@ -176,6 +180,7 @@ static int s_down(nr_store_t *self, const char *what) {
         self->ctx = NULL;
     }
     self->n_stages_known = 0;
+    self->guard_sha[0] = '\0';
     self->retry_ms = 0; /* maintain() schedules the reconnect on its clock */
     /* Saves whose replies are lost with the connection failed, but Redis
      * may have applied them. */
@@ -184,6 +189,7 @@ static int s_down(nr_store_t *self, const char *what) {
         self->saves[k].unsure = self->saves[k].replies > 0;
     }
     self->n_read = self->n_saves;
+    self->read_k = 0;
     return NR_EREDIS;
 }
 
@@ -221,6 +227,24 @@ static void s_check_config(nr_store_t *self) {
     self->checked = 1;
 }
 
+/* Loads the guard script once per connection, so each guarded save sends
+ * its SHA1 (EVALSHA) instead of the whole script, which Redis would hash
+ * again on every call. Without it saves send the script (EVAL). */
+static void s_load_guard(nr_store_t *self) {
+    s_cmd_t c = {.argc = 0};
+    s_str(&c, "SCRIPT");
+    s_str(&c, "LOAD");
+    s_str(&c, s_guard_script);
+    redisReply *r = s_run(self, &c);
+    self->guard_sha[0] = '\0';
+    if (r && r->type == REDIS_REPLY_STRING && r->len < sizeof self->guard_sha)
+        snprintf(self->guard_sha, sizeof self->guard_sha, "%s", r->str);
+    else if (r)
+        nr_log(NR_LOG_WARN, "redis SCRIPT LOAD refused (%s): guarded writes send the script",
+               r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    if (r) freeReplyObject(r);
+}
+
 int nr_store_connect(nr_store_t *self) {
     if (self->ctx) return 0;
     struct timeval tv = {self->params.timeout_ms / 1000, (self->params.timeout_ms % 1000) * 1000};
@@ -254,6 +278,7 @@ int nr_store_connect(nr_store_t *self) {
            self->params.port, self->params.prefix);
     self->backoff_ms = S_BACKOFF_MIN_MS;
     if (!self->checked) s_check_config(self);
+    s_load_guard(self);
     return self->ctx ? 0 : NR_EREDIS;
 err:
     self->errors++;
@@ -380,7 +405,9 @@ static int s_guard_append(nr_store_t *self, const char *key, const char *tmp, in
     }
     int rc = NR_ENOMEM;
     if (!self->guard_nomem) {
-        const char *head[5] = {"EVAL", s_guard_script, tmp ? "2" : "1", key, tmp};
+        const int sha = self->guard_sha[0] != '\0';
+        const char *head[5] = {sha ? "EVALSHA" : "EVAL", sha ? self->guard_sha : s_guard_script,
+                               tmp ? "2" : "1", key, tmp};
         size_t h = tmp ? 5 : 4;
         for (size_t i = 0; i < h; i++) self->gargv[i] = head[i], self->glen[i] = strlen(head[i]);
         for (size_t i = 0; i < self->n_gargs; i++) {
@@ -689,40 +716,90 @@ err:
     return NR_EREDIS;
 }
 
-/* Reads the replies of every save sent and not yet read; any error
- * (EXECABORT, OOM ...) fails that save. A lost connection fails every
- * save still unread (maybe applied). Returns 0 or NR_EREDIS (connection lost). */
-static int s_drain(nr_store_t *self) {
-    while (self->n_read < self->n_saves) {
-        struct s_save *s = &self->saves[self->n_read];
-        for (int i = 0; i < s->replies; i++) {
-            redisReply *r = NULL;
-            if (!self->ctx || redisGetReply(self->ctx, (void **)&r) != REDIS_OK || !r)
-                return s_down(self, "MULTI/EXEC"); /* fails every save still unread */
-            const char *bad = NULL;
-            if (r->type == REDIS_REPLY_ERROR) bad = r->str;
-            if (s->guarded && i == s->replies - 1) {
-                if (r->type == REDIS_REPLY_INTEGER) s->guard_result = r->integer;
-                else if (!bad) bad = "unexpected reply to the guarded write";
-            } else if (s->guarded) {
-                /* the temporary input's SET: an error fails the save */
-            } else if (i == s->replies - 1 && r->type == REDIS_REPLY_ARRAY) {
-                for (size_t k = 0; k < r->elements && !bad; k++)
-                    if (r->element[k]->type == REDIS_REPLY_ERROR) bad = r->element[k]->str;
-            } else if (i == s->replies - 1 && r->type == REDIS_REPLY_NIL) {
-                bad = "transaction aborted";
-            }
-            if (bad && !s->rc) {
-                s->rc = NR_EREDIS;
-                snprintf(self->err, sizeof self->err, "saving job %s: %s", s->job->id, bad);
-                self->errors++;
-                nr_log(NR_LOG_ERROR, "redis: %s", self->err);
-            }
-            freeReplyObject(r);
-        }
-        self->n_read++;
+/* Takes reply r (freed here) for the next save still unread; any error
+ * (EXECABORT, OOM ...) fails that save. */
+static void s_consume(nr_store_t *self, redisReply *r) {
+    struct s_save *s = &self->saves[self->n_read];
+    const int i = self->read_k, last = i == s->replies - 1;
+    const char *bad = NULL;
+    if (r->type == REDIS_REPLY_ERROR) bad = r->str;
+    if (s->guarded && last) {
+        if (r->type == REDIS_REPLY_INTEGER) s->guard_result = r->integer;
+        else if (!bad) bad = "unexpected reply to the guarded write";
+    } else if (s->guarded) {
+        /* the temporary input's SET: an error fails the save */
+    } else if (last && r->type == REDIS_REPLY_ARRAY) {
+        for (size_t k = 0; k < r->elements && !bad; k++)
+            if (r->element[k]->type == REDIS_REPLY_ERROR) bad = r->element[k]->str;
+    } else if (last && r->type == REDIS_REPLY_NIL) {
+        bad = "transaction aborted";
     }
-    return 0;
+    if (bad && s->guarded && !strncmp(bad, "NOSCRIPT", 8))
+        self->guard_sha[0] = '\0'; /* flushed (SCRIPT FLUSH): send it whole from now on */
+    if (bad && !s->rc) {
+        s->rc = NR_EREDIS;
+        snprintf(self->err, sizeof self->err, "saving job %s: %s", s->job->id, bad);
+        self->errors++;
+        nr_log(NR_LOG_ERROR, "redis: %s", self->err);
+    }
+    freeReplyObject(r);
+    if (++self->read_k == s->replies) self->n_read++, self->read_k = 0;
+}
+
+/* Skips the saves that wait for no reply (settled without a write). */
+static void s_skip_silent(nr_store_t *self, size_t upto) {
+    while (self->n_read < upto && self->saves[self->n_read].replies == 0) self->n_read++;
+}
+
+/* Reads the replies of the first `upto` saves, waiting for them. A lost
+ * connection fails every save still unread (maybe applied). Returns 0 or
+ * NR_EREDIS (connection lost). */
+static int s_read_upto(nr_store_t *self, size_t upto) {
+    for (;;) {
+        s_skip_silent(self, upto);
+        if (self->n_read >= upto) return 0;
+        redisReply *r = NULL;
+        if (!self->ctx || redisGetReply(self->ctx, (void **)&r) != REDIS_OK || !r)
+            return s_down(self, "MULTI/EXEC"); /* fails every save still unread */
+        s_consume(self, r);
+    }
+}
+
+/* Reads the replies of every queued save (a read must come after them). */
+static int s_drain(nr_store_t *self) { return s_read_upto(self, self->n_saves); }
+
+void nr_store_send(nr_store_t *self) {
+    self->n_sent = self->n_saves;
+    int done = 0;
+    while (self->ctx && !done)
+        if (redisBufferWrite(self->ctx, &done) != REDIS_OK) s_down(self, "MULTI/EXEC");
+}
+
+int nr_store_fd(const nr_store_t *self) {
+    return self && self->ctx && self->n_read < self->n_sent ? self->ctx->fd : -1;
+}
+
+int nr_store_answered(nr_store_t *self) {
+    for (;;) {
+        s_skip_silent(self, self->n_sent);
+        if (self->n_read >= self->n_sent || !self->ctx) return 1;
+        redisReply *r = NULL;
+        if (redisGetReplyFromReader(self->ctx, (void **)&r) != REDIS_OK) {
+            s_down(self, "MULTI/EXEC");
+            return 1;
+        }
+        if (r) {
+            s_consume(self, r);
+            continue;
+        }
+        /* Nothing whole in the buffer: read once more only if that cannot block. */
+        struct pollfd p = {self->ctx->fd, POLLIN, 0};
+        if (poll(&p, 1, 0) != 1) return 0;
+        if (redisBufferRead(self->ctx) != REDIS_OK) {
+            s_down(self, "MULTI/EXEC");
+            return 1;
+        }
+    }
 }
 
 /* After save s settled: what the record now holds, for the next save. */
@@ -738,10 +815,10 @@ static void s_note_record(const struct s_save *s, nr_broker_job_t *job) {
     job->fields_saved = job->fields_edits == s->fields_edits ? s->fields_upto : 0;
 }
 
-void nr_store_commit(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, void *arg),
-                     void *arg) {
-    s_drain(self);
-    size_t n = self->n_saves;
+void nr_store_settle_sent(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, void *arg),
+                          void *arg) {
+    const size_t n = self->n_sent;
+    s_read_upto(self, n);
     for (size_t i = 0; i < n; i++) {
         struct s_save *s = &self->saves[i];
         nr_broker_job_t *job = s->job;
@@ -759,16 +836,28 @@ void nr_store_commit(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, 
         if (job->saving) job->saving--;
         if (fn) fn(job, s->rc, arg);
     }
-    self->n_saves = self->n_read = 0;
+    /* The saves queued after the send stay, first in line now. */
+    memmove(self->saves, self->saves + n, (self->n_saves - n) * sizeof *self->saves);
+    self->n_saves -= n;
+    self->n_read -= n;
+    self->n_sent = 0;
 }
 
-size_t nr_store_queued(const nr_store_t *self) { return self ? self->n_saves : 0; }
+void nr_store_commit(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, void *arg),
+                     void *arg) {
+    nr_store_send(self);
+    nr_store_settle_sent(self, fn, arg);
+}
+
+size_t nr_store_queued(const nr_store_t *self) { return self ? self->n_saves - self->n_sent : 0; }
+size_t nr_store_in_flight(const nr_store_t *self) { return self ? self->n_sent : 0; }
 
 void nr_store_discard(nr_store_t *self) {
     s_drain(self);
     for (size_t i = 0; i < self->n_saves; i++)
         for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free(self->saves[i].outs[k]);
-    self->n_saves = self->n_read = 0;
+    self->n_saves = self->n_read = self->n_sent = 0;
+    self->read_k = 0;
 }
 
 static int s_parse_u32(const char *s, uint32_t *out) {

@@ -12,6 +12,7 @@
 #include "tests/harness.h"
 
 #include <criterion/criterion.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@ typedef struct {
 static s_sent_t s_sent[S_CAP_MAX];
 static int s_nsent;
 static const char *s_gone; /* sends to this peer fail with NR_ECONNECT */
+static void (*s_on_send)(const nr_msg_t *msg); /* looks at each message as it leaves */
 
 static void s_sent_clear(void) {
     for (int i = 0; i < s_nsent; i++) nr_proto_msg_clear(&s_sent[i].msg);
@@ -54,6 +56,7 @@ static int s_capture(void *ctx, nr_broker_side_t side, const uint8_t *identity, 
     for (uint32_t i = 0; i < msg->kv_len; i++) nr_proto_kv_add(&o->msg, msg->kv[i].key, msg->kv[i].value);
     for (uint32_t i = 0; i < msg->frames_len; i++)
         nr_proto_frame_add(&o->msg, msg->frames[i].data, msg->frames[i].size);
+    if (s_on_send) s_on_send(msg);
     return 0;
 }
 
@@ -776,6 +779,7 @@ static void s_redis_setup(void) {
 
 static void s_redis_teardown(void) {
     s_sent_clear();
+    s_on_send = NULL;
     nr_store_destroy(&s_store);
     nr_harness_redis_destroy(&s_redis);
 }
@@ -1314,4 +1318,94 @@ Test(store, a_field_changed_after_a_save_is_written_again) {
     s_hget("f1", "route", out, sizeof out);
     cr_assert_str_eq(out, "speech");
     nr_broker_job_destroy(&job);
+}
+
+/* What leaves the broker is already in Redis: an acknowledged SUBMIT's
+ * record, a JOB's running state. */
+static void s_check_durable(const nr_msg_t *msg) {
+    char out[256];
+    if (msg->cmd == NR_CMD_REPLY && msg->code == 0 && msg->id[0]) {
+        s_hget(msg->id, "state", out, sizeof out);
+        cr_assert_str_neq(out, "(nil)", "SUBMIT %s acknowledged before its record landed", msg->id);
+    } else if (msg->cmd == NR_CMD_JOB) {
+        s_hget(msg->id, "state", out, sizeof out);
+        cr_assert_str_eq(out, "running", "JOB %s sent before its running state landed", msg->id);
+    }
+}
+
+static void s_pipelined(nr_broker_params_t *p) { p->pipelined = 1; }
+
+/* Waits for the writes in flight and lets the broker go on (main.c's loop). */
+static void s_turn(nr_broker_t *b, int64_t now) {
+    int fd = nr_broker_store_fd(b);
+    if (fd >= 0) {
+        struct pollfd p = {fd, POLLIN, 0};
+        poll(&p, 1, 1000);
+    }
+    nr_broker_begin(b, now);
+    nr_broker_commit(b, now);
+}
+
+Test(store, pipelined_commit_sends_nothing_before_its_write_lands) {
+    nr_broker_t *b = s_new(s_store, s_pipelined);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    s_on_send = s_check_durable;
+    s_ready(b, "w", "speech", 8, 1);
+    enum { N = 40 };
+    char id[N][16];
+    /* Two batches: the second is read while the first is in flight. */
+    for (int half = 0; half < 2; half++) {
+        nr_broker_begin(b, 2);
+        for (int i = half * N / 2; i < (half + 1) * N / 2; i++) {
+            snprintf(id[i], sizeof id[i], "p%02d", i);
+            s_submit_held(b, id[i], "x", (uint64_t)i, 2);
+        }
+        nr_broker_commit(b, 2);
+    }
+    int done = 0;
+    for (int turn = 0; turn < 1000 && done < N; turn++) {
+        /* Answer every JOB not answered yet. */
+        for (int i = 0; i < s_nsent; i++) {
+            nr_msg_t *m = &s_sent[i].msg;
+            if (m->cmd != NR_CMD_JOB || m->seq == 1) continue;
+            m->seq = 1; /* answered */
+            char output[32];
+            snprintf(output, sizeof output, "out-%s", m->id);
+            s_result(b, "w", m->id, "speech", m->attempt, output, "k", "v", 3);
+            done++;
+        }
+        s_turn(b, 3);
+    }
+    for (int k = 0; k < 100 && nr_broker_store_fd(b) >= 0; k++) s_turn(b, 3);
+    cr_assert_eq(done, N, "every job dispatched (%d)", done);
+    cr_assert_eq(s_count("client", NR_CMD_REPLY), N);
+    for (int i = 0; i < N; i++) {
+        char out[256];
+        s_hget(id[i], "state", out, sizeof out);
+        cr_assert_str_eq(out, "done", "%s", id[i]);
+        s_hget(id[i], "speech.k", out, sizeof out);
+        cr_assert_str_eq(out, "v");
+    }
+    nr_broker_destroy(&b);
+}
+
+/* The guard script goes by its SHA1; after a SCRIPT FLUSH the one SUBMIT
+ * that meets NOSCRIPT is refused (never acknowledged, the client retries)
+ * and the next is written with the script itself. */
+Test(store, submit_after_script_flush_is_refused_once_then_written) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    cr_assert_eq(s_submit(b, "g1", "speech", "x", 1)->code, 0);
+    char out[256];
+    const char *flush[] = {"SCRIPT", "FLUSH"};
+    s_redis_cmd(out, sizeof out, 2, flush);
+    nr_msg_t *rep = s_submit(b, "g2", "speech", "x", 2);
+    cr_assert_eq(rep->code, NR_EREDIS, "NOSCRIPT refuses the SUBMIT: %s", rep->message);
+    s_hget("g2", "state", out, sizeof out);
+    cr_assert_str_eq(out, "(nil)", "a refused SUBMIT leaves nothing");
+    rep = s_submit(b, "g2", "speech", "x", 3);
+    cr_assert_eq(rep->code, 0, "%s", rep->message);
+    s_hget("g2", "state", out, sizeof out);
+    cr_assert_str_eq(out, "queued");
+    nr_broker_destroy(&b);
 }

@@ -260,9 +260,13 @@ static void *s_handler_thread(void *arg) {
         for (int i = 0; i < n; i++) s_finish(self, items[i], codes[i], errs[i], ms);
 
         pthread_mutex_lock(&self->mu);
+        /* The socket thread sends every finished reply once woken, so only
+         * the first one into an empty list wakes it (and the last running
+         * job of a stopping worker, which it may be waiting for). */
+        int wake = !self->done.head;
         for (int i = 0; i < n; i++) s_list_push(&self->done, items[i]);
         self->busy -= n;
-        s_wake(self);
+        if (wake || (self->busy == 0 && self->stop_requested)) s_wake(self);
     }
     pthread_mutex_unlock(&self->mu);
     if (self->thread_fini) self->thread_fini(self->ctx, tctx);
