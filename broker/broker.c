@@ -839,8 +839,8 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
     }
     if (!msg->id[0]) s_random_id(self, msg->id, sizeof msg->id);
 
-    /* A job held here is answered here; for any other id Redis decides in
-     * the write itself (a guarded save, see s_ack), with no read first. */
+    /* A job held here is answered here; any other id is looked up in Redis
+     * first (a check in the turn's pipeline; the write follows in s_ack). */
     nr_broker_job_t *old = s_find_settled(self, msg->id);
     if (old && old->state != NR_JOB_FAILED && old->state != NR_JOB_CANCELLED) {
         s_reply_job(self, identity, size, msg, old, 0, "job exists", 1);
@@ -918,8 +918,8 @@ nomem:
     s_reply_error(self, identity, size, msg, NR_ENOMEM, "out of memory");
 }
 
-/* Answers a SUBMIT whose id Redis found taken by a live job (the guarded
- * write did nothing): that job's record with existing=1, as for a job held
+/* Answers a SUBMIT whose id Redis found taken by a live job (the check
+ * found it; nothing was written): that job's record with existing=1, as for a job held
  * here. One unfinished in Redis but not held here is a SUBMIT whose write
  * Redis applied although the broker saw it fail: it is resumed as a
  * restart would, or it would wait for the next restart. */
@@ -951,12 +951,28 @@ static void s_ack_existing(nr_broker_t *self, s_out_t *e, nr_msg_t *rep) {
     if (adopted_at) s_dispatch(self, adopted_at, self->now);
 }
 
-/* Answers a SUBMIT whose write is settled: acknowledged and queued; or
- * refused and forgotten when the write failed; or, when Redis found the id
- * taken, forgotten and answered with the job that has it. */
+/* Goes on with a SUBMIT whose save is settled. After the check of a new
+ * id: when free, writes the job and comes back here once that landed; when
+ * taken by a live job, forgets this one and answers with that job. After
+ * the write: acknowledged and queued, or refused and forgotten when the
+ * write failed. */
 static void s_ack(nr_broker_t *self, s_out_t *e) {
     nr_broker_job_t *job = nr_broker_jobs_find(self->jobs, e->msg.id);
     if (!job || !job->submitting) return; /* nothing else touches it: cannot happen */
+    if ((job->guard == NR_STORE_NEW || job->guard == NR_STORE_REPLACED) && !job->dirty &&
+        !job->saving) {
+        /* The id is free: write the job now, acknowledge once that landed. */
+        if (job->guard == NR_STORE_REPLACED) {
+            job->reset = 1;
+            snprintf(e->msg.message, sizeof e->msg.message, "rerun");
+        }
+        job->guard = 0;
+        if (!s_reserve(self) && !s_save(self, job, -1, NULL, 0, NULL)) {
+            s_post(self, S_OUT_ACK, e->identity, e->identity_size, &e->msg); /* room reserved */
+            return;
+        }
+        job->dirty = 1; /* not written: refused below */
+    }
     nr_broker_stage_t *first = s_stage(self, job->route[0], 0);
     if (first && first->submitting) first->submitting--;
     job->submitting = 0;
@@ -979,8 +995,7 @@ static void s_ack(nr_broker_t *self, s_out_t *e) {
         nr_proto_msg_clear(&rep);
         return;
     }
-    int rerun = e->msg.message[0] || job->guard == NR_STORE_REPLACED;
-    job->guard = 0;
+    int rerun = e->msg.message[0] != '\0';
     nr_broker_stage_push(first, job, 0);
     nr_metrics_add(self->metrics, NR_BM_SUBMITTED, 1, NULL);
     nr_log(NR_LOG_DEBUG, "job %s submitted (%s, %zu bytes)%s", job->id, first->name,

@@ -14,7 +14,6 @@
 
 #define S_BACKOFF_MIN_MS 1000
 #define S_BACKOFF_MAX_MS 32000
-#define S_GUARD_INLINE_MAX 4096 /* larger SUBMIT inputs stay out of the script */
 
 struct nr_store {
     nr_store_params_t params;
@@ -36,56 +35,15 @@ struct nr_store {
     struct s_save *saves;
     size_t n_saves, cap_saves, n_sent, n_read;
     int read_k;
-    /* A guarded save's commands, gathered as the arguments of one EVAL:
-     * each argument is a pointer that stays valid during the save, or
-     * (ptr NULL) bytes at `off` in the arena. */
-    int guarding, guard_nomem;
-    char guard_sha[48]; /* s_guard_script loaded on this connection ("": send it whole) */
-    struct s_garg { const char *ptr; size_t off, len; } *gargs;
-    size_t n_gargs, cap_gargs;
-    char *arena;
-    size_t arena_len, arena_cap;
-    const char **gargv;
-    size_t *glen;
-    size_t cap_gargv;
 };
-
-/* The first save of a new job runs as this script, so that the check "is
- * this id free?" and the write are one round trip: the SUBMIT needs no
- * read first. KEYS[1] is the job hash; ARGV holds the save's commands, each
- * as its argument count and then its arguments. A live job with that id is
- * left alone (0); a failed or cancelled one is dropped first (2). An input
- * above S_GUARD_INLINE_MAX is not passed in (Lua would copy it): it is SET
- * just before under the temporary name KEYS[2], which ARGV renames. */
-static const char s_guard_script[] =
-    "local st = redis.call('HGET', KEYS[1], 'state')\n"
-    "local r = 1\n"
-    "if st then\n"
-    "  if st ~= 'failed' and st ~= 'cancelled' then\n"
-    "    if KEYS[2] then redis.call('DEL', KEYS[2]) end\n"
-    "    return 0\n"
-    "  end\n"
-    "  redis.call('DEL', KEYS[1])\n"
-    "  r = 2\n"
-    "end\n"
-    "if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 0 then\n"
-    "  return redis.error_reply('the input was not stored')\n"
-    "end\n"
-    "local i = 1\n"
-    "while i <= #ARGV do\n"
-    "  local n = tonumber(ARGV[i])\n"
-    "  redis.call(unpack(ARGV, i + 1, i + n))\n"
-    "  i = i + n + 1\n"
-    "end\n"
-    "return r\n";
 
 /* One queued save: its job, how many replies it waits for, and what it
  * carries that the job must keep again if it fails. */
 struct s_save {
     nr_broker_job_t *job;
-    int replies;         /* MULTI + commands + EXEC, or SET + EVAL (guarded); 0: none sent */
-    int guarded;         /* a SUBMIT's first save, run by s_guard_script */
-    long long guard_result;
+    int replies;         /* MULTI + commands + EXEC, or 1 (check); 0: none sent */
+    int check;           /* is a new job's id free? (HGET of its state; see nr_store_save) */
+    int check_result;    /* NR_STORE_NEW, NR_STORE_REPLACED or NR_STORE_EXISTS */
     int rc;              /* 0 or NR_EREDIS once read */
     int unsure;          /* failed on a lost connection: may have been applied */
     uint32_t counts[8]; /* by s_counters index */
@@ -152,10 +110,6 @@ void nr_store_destroy(nr_store_t **p) {
     for (size_t i = 0; i < (*p)->n_saves; i++)
         for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free((*p)->saves[i].outs[k]);
     free((*p)->saves);
-    free((*p)->gargs);
-    free((*p)->arena);
-    free((*p)->gargv);
-    free((*p)->glen);
     free((*p)->cmd);
     free(*p);
     *p = NULL;
@@ -180,7 +134,6 @@ static int s_down(nr_store_t *self, const char *what) {
         self->ctx = NULL;
     }
     self->n_stages_known = 0;
-    self->guard_sha[0] = '\0';
     self->retry_ms = 0; /* maintain() schedules the reconnect on its clock */
     /* Saves whose replies are lost with the connection failed, but Redis
      * may have applied them. */
@@ -227,24 +180,6 @@ static void s_check_config(nr_store_t *self) {
     self->checked = 1;
 }
 
-/* Loads the guard script once per connection, so each guarded save sends
- * its SHA1 (EVALSHA) instead of the whole script, which Redis would hash
- * again on every call. Without it saves send the script (EVAL). */
-static void s_load_guard(nr_store_t *self) {
-    s_cmd_t c = {.argc = 0};
-    s_str(&c, "SCRIPT");
-    s_str(&c, "LOAD");
-    s_str(&c, s_guard_script);
-    redisReply *r = s_run(self, &c);
-    self->guard_sha[0] = '\0';
-    if (r && r->type == REDIS_REPLY_STRING && r->len < sizeof self->guard_sha)
-        snprintf(self->guard_sha, sizeof self->guard_sha, "%s", r->str);
-    else if (r)
-        nr_log(NR_LOG_WARN, "redis SCRIPT LOAD refused (%s): guarded writes send the script",
-               r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    if (r) freeReplyObject(r);
-}
-
 int nr_store_connect(nr_store_t *self) {
     if (self->ctx) return 0;
     struct timeval tv = {self->params.timeout_ms / 1000, (self->params.timeout_ms % 1000) * 1000};
@@ -278,7 +213,6 @@ int nr_store_connect(nr_store_t *self) {
            self->params.port, self->params.prefix);
     self->backoff_ms = S_BACKOFF_MIN_MS;
     if (!self->checked) s_check_config(self);
-    s_load_guard(self);
     return self->ctx ? 0 : NR_EREDIS;
 err:
     self->errors++;
@@ -345,85 +279,9 @@ static int s_already_saved(nr_store_t *self, const nr_broker_job_t *job) {
     return landed;
 }
 
-/* One argument of the guarded EVAL; `copy` puts its bytes in the arena
- * (formatted numbers and keys live in the reused s_cmd_t). */
-static void s_garg(nr_store_t *self, const char *p, size_t len, int copy) {
-    if (self->n_gargs == self->cap_gargs) {
-        size_t cap = self->cap_gargs ? self->cap_gargs * 2 : 256;
-        struct s_garg *v = realloc(self->gargs, cap * sizeof *v);
-        if (!v) {
-            self->guard_nomem = 1;
-            return;
-        }
-        self->gargs = v, self->cap_gargs = cap;
-    }
-    struct s_garg *g = &self->gargs[self->n_gargs];
-    g->ptr = p, g->off = 0, g->len = len;
-    if (copy) {
-        if (self->arena_len + len > self->arena_cap) {
-            size_t cap = self->arena_cap ? self->arena_cap * 2 : 4096;
-            while (cap < self->arena_len + len) cap *= 2;
-            char *a = realloc(self->arena, cap);
-            if (!a) {
-                self->guard_nomem = 1;
-                return;
-            }
-            self->arena = a, self->arena_cap = cap;
-        }
-        memcpy(self->arena + self->arena_len, p, len);
-        g->ptr = NULL, g->off = self->arena_len;
-        self->arena_len += len;
-    }
-    self->n_gargs++;
-}
-
-/* Appends a command to the pipeline and counts it, or (guarded) adds it to
- * the EVAL being gathered. */
+/* Appends a command to the pipeline and counts it. */
 static void s_append(nr_store_t *self, s_cmd_t *c, int *queued) {
-    if (self->guarding) {
-        char n[16];
-        snprintf(n, sizeof n, "%d", c->argc);
-        s_garg(self, n, strlen(n), 1);
-        const char *lo = (const char *)c->bufs, *hi = lo + sizeof c->bufs;
-        for (int i = 0; i < c->argc; i++)
-            s_garg(self, c->argv[i], c->len[i], c->argv[i] >= lo && c->argv[i] < hi);
-        return;
-    }
     if (redisAppendCommandArgv(self->ctx, c->argc, c->argv, c->len) == REDIS_OK) (*queued)++;
-}
-
-/* Appends the gathered EVAL for the job hash `key` and the temporary
- * input key `tmp` (NULL: none). 0 or NR_ENOMEM. */
-static int s_guard_append(nr_store_t *self, const char *key, const char *tmp, int *queued) {
-    size_t n = 5 + self->n_gargs;
-    if (!self->guard_nomem && n > self->cap_gargv) {
-        const char **v = realloc(self->gargv, n * sizeof *v);
-        size_t *l = v ? realloc(self->glen, n * sizeof *l) : NULL;
-        if (v) self->gargv = v;
-        if (l) self->glen = l, self->cap_gargv = n;
-        else self->guard_nomem = 1;
-    }
-    int rc = NR_ENOMEM;
-    if (!self->guard_nomem) {
-        const int sha = self->guard_sha[0] != '\0';
-        const char *head[5] = {sha ? "EVALSHA" : "EVAL", sha ? self->guard_sha : s_guard_script,
-                               tmp ? "2" : "1", key, tmp};
-        size_t h = tmp ? 5 : 4;
-        for (size_t i = 0; i < h; i++) self->gargv[i] = head[i], self->glen[i] = strlen(head[i]);
-        for (size_t i = 0; i < self->n_gargs; i++) {
-            const struct s_garg *g = &self->gargs[i];
-            self->gargv[h + i] = g->ptr ? g->ptr : self->arena + g->off;
-            self->glen[h + i] = g->len;
-        }
-        if (redisAppendCommandArgv(self->ctx, (int)(h + self->n_gargs), self->gargv, self->glen) ==
-            REDIS_OK) {
-            (*queued)++;
-            rc = 0;
-        }
-    }
-    self->guarding = self->guard_nomem = 0;
-    self->n_gargs = self->arena_len = 0;
-    return rc;
 }
 
 /* A new queued save for job, or NULL (out of memory). */
@@ -478,6 +336,31 @@ static void s_give_back(struct s_save *s, nr_broker_job_t *job) {
     job->dirty = 1;
 }
 
+/* The first step of a new job's first save: one HGET of the state of the
+ * record that has its id. Nothing is written: the broker then writes (or
+ * answers with the job that has the id) when it reads job->guard. The
+ * counter is owed to that write. */
+static int s_check(nr_store_t *self, nr_broker_job_t *job, int owed) {
+    struct s_save *s = s_save_new(self, job);
+    if (!s) return NR_EREDIS;
+    s->check = 1;
+    s_cmd_t *c = self->cmd;
+    c->argc = 0;
+    s_str(c, "HGET");
+    s_fmt(c, "%s:job:%s", self->params.prefix, job->id);
+    s_str(c, "state");
+    int queued = 0;
+    s_append(self, c, &queued);
+    if (!queued) {
+        self->n_saves--;
+        return NR_EREDIS;
+    }
+    s->replies = queued;
+    if (owed >= 0) job->unsaved_counts[owed]++;
+    job->saving++;
+    return 0;
+}
+
 int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
                   size_t out_size, const char *counter) {
     uint8_t *data = out ? *out : NULL;
@@ -509,10 +392,10 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
         return 0;
     }
     if (!self->ctx) goto err;
+    if (job->guard == NR_STORE_GUARD) return s_check(self, job, owed);
     /* Only what changed since the last landed save, when that one holds
      * the whole record and nothing failed or is in flight since. */
-    const int delta = job->record_saved && !job->dirty && !job->saving && !job->reset &&
-                      job->guard != NR_STORE_GUARD;
+    const int delta = job->record_saved && !job->dirty && !job->saving && !job->reset;
     struct s_save *s = s_save_new(self, job);
     if (!s) goto err;
     s_take_kept(s, job);
@@ -523,8 +406,6 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
     s->error = job->error;
     const int stage_moved = !delta || job->stage_index != job->saved_stage_index;
     if (owed >= 0) s->counts[owed]++;
-    /* A new job's first save runs only if its id is free (s_guard_script). */
-    s->guarded = self->guarding = job->guard == NR_STORE_GUARD;
 
     const char *P = self->params.prefix;
     const int final = nr_job_is_final(job);
@@ -539,11 +420,9 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
     char key[256], route[512];
 
 #define S_BEGIN() (c->argc = 0)
-    if (!s->guarded) {
-        S_BEGIN();
-        s_str(c, "MULTI");
-        s_append(self, c, &queued);
-    }
+    S_BEGIN();
+    s_str(c, "MULTI");
+    s_append(self, c, &queued);
     snprintf(key, sizeof key, "%s:job:%s", P, job->id);
     if (s->reset) {
         S_BEGIN();
@@ -584,31 +463,7 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
         s_str(c, job->fields[i].value);
     }
     s_append(self, c, &queued);
-    char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s:input-new:%s", P, job->id);
-    const int tmp_input = s->guarded && s->input && job->input &&
-                          job->input_size > S_GUARD_INLINE_MAX;
-    if (tmp_input) {
-        /* Outside the script, under the temporary name (with a TTL in case
-         * the script never runs); the script renames it and drops the TTL. */
-        S_BEGIN();
-        s_str(c, "SET");
-        s_str(c, tmp);
-        s_arg(c, job->input, job->input_size);
-        s_str(c, "EX"), s_fmt(c, "%ld", ttl);
-        self->guarding = 0;
-        s_append(self, c, &queued);
-        self->guarding = 1;
-        S_BEGIN();
-        s_str(c, "RENAME");
-        s_str(c, tmp);
-        s_fmt(c, "%s:input:%s", P, job->id);
-        s_append(self, c, &queued);
-        S_BEGIN();
-        s_str(c, "PERSIST");
-        s_fmt(c, "%s:input:%s", P, job->id);
-        s_append(self, c, &queued);
-    } else if (s->input && job->input) {
+    if (s->input && job->input) {
         S_BEGIN();
         s_str(c, "SET");
         s_fmt(c, "%s:input:%s", P, job->id);
@@ -691,19 +546,9 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
         s_fmt(c, "%" PRIu32, s->counts[k]);
         s_append(self, c, &queued);
     }
-    if (s->guarded) {
-        if (s_guard_append(self, key, tmp_input ? tmp : NULL, &queued)) {
-            /* Out of memory: not written, as if Redis were down. */
-            self->n_saves--;
-            job->saving--;
-            s_give_back(s, job);
-            return NR_EREDIS;
-        }
-    } else {
-        S_BEGIN();
-        s_str(c, "EXEC");
-        s_append(self, c, &queued);
-    }
+    S_BEGIN();
+    s_str(c, "EXEC");
+    s_append(self, c, &queued);
 #undef S_BEGIN
     s->replies = queued;
     return 0;
@@ -723,19 +568,19 @@ static void s_consume(nr_store_t *self, redisReply *r) {
     const int i = self->read_k, last = i == s->replies - 1;
     const char *bad = NULL;
     if (r->type == REDIS_REPLY_ERROR) bad = r->str;
-    if (s->guarded && last) {
-        if (r->type == REDIS_REPLY_INTEGER) s->guard_result = r->integer;
-        else if (!bad) bad = "unexpected reply to the guarded write";
-    } else if (s->guarded) {
-        /* the temporary input's SET: an error fails the save */
+    if (s->check) {
+        /* The state of the record that has this id, if any. */
+        if (r->type == REDIS_REPLY_NIL) s->check_result = NR_STORE_NEW;
+        else if (r->type == REDIS_REPLY_STRING)
+            s->check_result = !strcmp(r->str, "failed") || !strcmp(r->str, "cancelled")
+                                  ? NR_STORE_REPLACED : NR_STORE_EXISTS;
+        else if (!bad) bad = "unexpected reply to the id check";
     } else if (last && r->type == REDIS_REPLY_ARRAY) {
         for (size_t k = 0; k < r->elements && !bad; k++)
             if (r->element[k]->type == REDIS_REPLY_ERROR) bad = r->element[k]->str;
     } else if (last && r->type == REDIS_REPLY_NIL) {
         bad = "transaction aborted";
     }
-    if (bad && s->guarded && !strncmp(bad, "NOSCRIPT", 8))
-        self->guard_sha[0] = '\0'; /* flushed (SCRIPT FLUSH): send it whole from now on */
     if (bad && !s->rc) {
         s->rc = NR_EREDIS;
         snprintf(self->err, sizeof self->err, "saving job %s: %s", s->job->id, bad);
@@ -804,7 +649,7 @@ int nr_store_answered(nr_store_t *self) {
 
 /* After save s settled: what the record now holds, for the next save. */
 static void s_note_record(const struct s_save *s, nr_broker_job_t *job) {
-    if (s->rc || !s->writes_record || (s->guarded && job->guard == NR_STORE_EXISTS)) {
+    if (s->rc || !s->writes_record) {
         job->record_saved = 0;
         return;
     }
@@ -825,11 +670,8 @@ void nr_store_settle_sent(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int
         if (s->rc) {
             self->n_stages_known = 0; /* a SADD may not have happened */
             s_give_back(s, job);
-        } else if (s->guarded) {
-            job->guard = s->guard_result == 1   ? NR_STORE_NEW
-                         : s->guard_result == 2 ? NR_STORE_REPLACED
-                                                : NR_STORE_EXISTS;
-            if (job->guard == NR_STORE_EXISTS) self->n_stages_known = 0; /* SADD skipped */
+        } else if (s->check) {
+            job->guard = s->check_result;
         }
         s_note_record(s, job);
         for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free(s->outs[k]);

@@ -77,13 +77,17 @@ uint64_t nr_store_errors(const nr_store_t *self);
 int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
                   size_t out_size, const char *counter);
 /* A job whose job->guard is NR_STORE_GUARD when saved (a SUBMIT of an id
- * not in the broker's memory) is written only if Redis holds no live job
- * with that id, with no read first: Redis checks and writes in one script.
- * Once committed without error, job->guard says what happened. */
-#define NR_STORE_GUARD 1    /* asked: write only if the id is free */
-#define NR_STORE_NEW 2      /* written: the id was unknown */
-#define NR_STORE_REPLACED 3 /* written over a failed or cancelled job's record */
-#define NR_STORE_EXISTS 4   /* not written: a live job has that id */
+ * not in the broker's memory) is only checked: the save is one HGET of the
+ * state of the record that has the id, and writes nothing (its counter is
+ * owed to the next save). Once committed without error, job->guard says
+ * what Redis holds; the broker then writes the job with a second save
+ * (job->reset set when it replaces a failed or cancelled record), or
+ * answers with the live job that has the id. The broker is the record's
+ * only writer, so nothing comes between the check and the write. */
+#define NR_STORE_GUARD 1    /* asked: is the id free? */
+#define NR_STORE_NEW 2      /* free: no record has it */
+#define NR_STORE_REPLACED 3 /* free: a failed or cancelled job's record has it */
+#define NR_STORE_EXISTS 4   /* taken: a live job has it */
 
 /* Sends the queued saves, reads their replies and settles each job in queue
  * order: on success nothing more is owed; on failure the job is dirty again

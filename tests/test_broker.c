@@ -1204,10 +1204,9 @@ Test(store, batch_of_submits_is_written_before_any_ack_and_survives_a_crash) {
     nr_store_destroy(&st2);
 }
 
-/* A SUBMIT's input above the size passed through the guard script is SET
- * under a temporary name and renamed by it: stored without a TTL, no
- * temporary key left, also when the id turns out taken. */
-Test(store, large_submit_input_is_renamed_into_place_by_the_guarded_write) {
+/* A SUBMIT's large input is stored whole and without a TTL; a second
+ * SUBMIT of the id, found taken in Redis by the check, writes nothing. */
+Test(store, large_submit_input_is_stored_and_a_taken_id_writes_nothing) {
     nr_broker_t *b = s_new(s_store, NULL);
     cr_assert_eq(nr_broker_start(b, 0), 0);
     static char big[20001];
@@ -1220,9 +1219,6 @@ Test(store, large_submit_input_is_renamed_into_place_by_the_guarded_write) {
     const char *ttl[] = {"TTL", "t:input:big"};
     s_redis_cmd(out, sizeof out, 2, ttl);
     cr_assert_str_eq(out, "-1", "no TTL while unfinished");
-    const char *tmp[] = {"EXISTS", "t:input-new:big"};
-    s_redis_cmd(out, sizeof out, 2, tmp);
-    cr_assert_str_eq(out, "0");
     s_ready(b, "w", "speech", 1, 2);
     s_result(b, "w", "big", "speech", 1, "WAV", NULL, NULL, 3);
     cr_assert_null(nr_broker_find_job(b, "big"), "done and evicted");
@@ -1231,8 +1227,6 @@ Test(store, large_submit_input_is_renamed_into_place_by_the_guarded_write) {
     cr_assert_eq(rep->code, 0, "%s", rep->message);
     cr_assert_str_eq(s_kv(rep, "existing"), "1");
     cr_assert_str_eq(s_kv(rep, "state"), "done");
-    s_redis_cmd(out, sizeof out, 2, tmp);
-    cr_assert_str_eq(out, "0", "temporary input dropped");
     const char *xl[] = {"XLEN", "t:events"};
     s_redis_cmd(out, sizeof out, 2, xl);
     cr_assert_str_eq(out, "3", "queued, running, done: the refused write added nothing");
@@ -1386,26 +1380,5 @@ Test(store, pipelined_commit_sends_nothing_before_its_write_lands) {
         s_hget(id[i], "speech.k", out, sizeof out);
         cr_assert_str_eq(out, "v");
     }
-    nr_broker_destroy(&b);
-}
-
-/* The guard script goes by its SHA1; after a SCRIPT FLUSH the one SUBMIT
- * that meets NOSCRIPT is refused (never acknowledged, the client retries)
- * and the next is written with the script itself. */
-Test(store, submit_after_script_flush_is_refused_once_then_written) {
-    nr_broker_t *b = s_new(s_store, NULL);
-    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
-    cr_assert_eq(s_submit(b, "g1", "speech", "x", 1)->code, 0);
-    char out[256];
-    const char *flush[] = {"SCRIPT", "FLUSH"};
-    s_redis_cmd(out, sizeof out, 2, flush);
-    nr_msg_t *rep = s_submit(b, "g2", "speech", "x", 2);
-    cr_assert_eq(rep->code, NR_EREDIS, "NOSCRIPT refuses the SUBMIT: %s", rep->message);
-    s_hget("g2", "state", out, sizeof out);
-    cr_assert_str_eq(out, "(nil)", "a refused SUBMIT leaves nothing");
-    rep = s_submit(b, "g2", "speech", "x", 3);
-    cr_assert_eq(rep->code, 0, "%s", rep->message);
-    s_hget("g2", "state", out, sizeof out);
-    cr_assert_str_eq(out, "queued");
     nr_broker_destroy(&b);
 }
