@@ -329,6 +329,67 @@ static void s_run(s_task_fn fn, void *arg) {
 
 void nr_cpu_run(nr_cpu_task_fn fn, void *arg) { s_run(fn, arg); }
 
+/* ---- per-thread scratch (see kernels.h) ----
+ * The buffers hang off a _Thread_local pointer (no lock, no lookup on the
+ * hot path); a pthread key with a destructor frees them when the thread
+ * exits. If no key can be made (PTHREAD_KEYS_MAX reached), the scratch
+ * still works but a thread's buffers outlive it. */
+typedef struct {
+    void *p[NR_CPU_SCRATCH_COUNT];
+    size_t size[NR_CPU_SCRATCH_COUNT];
+} s_scratch_t;
+
+static _Thread_local s_scratch_t *s_scratch;
+static pthread_key_t s_scratch_key;
+static int s_scratch_key_ok;
+static pthread_once_t s_scratch_once = PTHREAD_ONCE_INIT;
+
+static void s_scratch_destroy(void *p) {
+    s_scratch_t *sc = p;
+    if (!sc) return;
+    for (int i = 0; i < NR_CPU_SCRATCH_COUNT; i++) free(sc->p[i]);
+    free(sc);
+    if (s_scratch == sc) s_scratch = NULL;
+}
+
+static void s_scratch_key_init(void) { s_scratch_key_ok = pthread_key_create(&s_scratch_key, s_scratch_destroy) == 0; }
+
+void *nr_cpu_scratch(nr_cpu_scratch_slot_t slot, size_t bytes) {
+    if ((int)slot < 0 || slot >= NR_CPU_SCRATCH_COUNT || bytes == 0) return NULL;
+    s_scratch_t *sc = s_scratch;
+    if (!sc) {
+        pthread_once(&s_scratch_once, s_scratch_key_init);
+        sc = calloc(1, sizeof(*sc));
+        if (!sc) return NULL;
+        if (s_scratch_key_ok) pthread_setspecific(s_scratch_key, sc);
+        s_scratch = sc;
+    }
+    if (sc->size[slot] >= bytes) return sc->p[slot];
+    /* grow by at least half, so sizes that creep up (attention over a
+     * growing KV cache) reallocate only a few times; the old contents are
+     * not needed, so free first and never hold both */
+    size_t want = sc->size[slot] + sc->size[slot] / 2;
+    want = want > bytes ? want : bytes;
+    want = (want + 4095) & ~(size_t)4095;
+    if (want < bytes) return NULL;
+    free(sc->p[slot]);
+    sc->p[slot] = nr_aligned_alloc(want);
+    if (!sc->p[slot] && want > bytes) { /* the headroom did not fit: try the exact size */
+        want = bytes;
+        sc->p[slot] = nr_aligned_alloc(want);
+    }
+    sc->size[slot] = sc->p[slot] ? want : 0;
+    return sc->p[slot];
+}
+
+void nr_cpu_scratch_free(void) {
+    s_scratch_t *sc = s_scratch;
+    if (!sc) return;
+    if (s_scratch_key_ok) pthread_setspecific(s_scratch_key, NULL);
+    s_scratch_destroy(sc);
+    s_scratch = NULL;
+}
+
 typedef struct {
     float *y;
     size_t ldy;
@@ -506,25 +567,20 @@ static void s_apack_part(void *p, int part, int nparts) {
     }
 }
 
-/* 1 when done; 0 to fall back to sgemm (no memory). */
+/* 1 when done; 0 to fall back to sgemm (no memory). The packed buffers
+ * are the calling thread's scratch, reused from call to call. */
 static int s_gemm_own(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
                       int N, int K, int accumulate) {
     const int mp = (M + S_MR - 1) / S_MR * S_MR;
     const int parts = s_pool.n > 1 ? s_pool.n : 1;
-    float *ap = nr_aligned_alloc((size_t)mp * K * sizeof(float));
-    float *bp = nr_aligned_alloc((size_t)parts * S_BLOCK * sizeof(float));
-    if (!ap || !bp) {
-        free(ap);
-        free(bp);
-        return 0;
-    }
+    float *ap = nr_cpu_scratch(NR_CPU_SCRATCH_GEMM_A, (size_t)mp * K * sizeof(float));
+    float *bp = nr_cpu_scratch(NR_CPU_SCRATCH_GEMM_B, (size_t)parts * S_BLOCK * sizeof(float));
+    if (!ap || !bp) return 0;
     s_apack_t pk = {ap, x, ldx, M, K};
     if (mp >= 8 * S_MR) s_run(s_apack_part, &pk);
     else s_apack_part(&pk, 0, 1);
     s_gemm_t g = {y, ldy, ap, w, layout, M, N, K, accumulate, bp};
     s_run(s_gemm_part, &g);
-    free(ap);
-    free(bp);
     return 1;
 }
 #endif
@@ -679,19 +735,17 @@ static void s_attn_heads_part(void *p, int part, int nparts) {
 int nr_cpu_attention(const nr_attn_args_t *a) {
     if (a->batch <= 0 || a->n_head <= 0 || a->head_dim <= 0 || a->n_q <= 0 || a->n_kv <= 0) return NR_EINVAL;
     if (a->causal || a->n_q < 16) { /* decode steps: a few rows against the cache */
-        float *s = malloc((size_t)a->n_kv * sizeof(float));
+        float *s = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)a->n_kv * sizeof(float));
         if (!s) return NR_ENOMEM;
         for (int b = 0; b < a->batch; b++)
             for (int h = 0; h < a->n_head; h++) s_attn_direct(a, b, h, s);
-        free(s);
         return 0;
     }
     const int parts = s_pool.n > 1 ? s_pool.n : 1;
     s_attn_t t = {a, NULL, (size_t)a->n_kv * (4 + (size_t)a->head_dim)};
-    t.scratch = malloc((size_t)parts * t.per_part * sizeof(float));
+    t.scratch = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)parts * t.per_part * sizeof(float));
     if (!t.scratch) return NR_ENOMEM;
     s_run(s_attn_heads_part, &t);
-    free(t.scratch);
     return 0;
 }
 
@@ -699,7 +753,7 @@ int nr_cpu_patch_embed(const nr_patch_args_t *a) {
     const int C = a->channels, H = a->height, W = a->width, P = a->patch, D = a->dim;
     if (a->batch <= 0 || P <= 0 || H % P || W % P || C <= 0 || D <= 0) return NR_EINVAL;
     const int gh = H / P, gw = W / P, np = gh * gw, kk = C * P * P;
-    float *col = malloc((size_t)np * kk * sizeof(float));
+    float *col = nr_cpu_scratch(NR_CPU_SCRATCH_COL, (size_t)np * kk * sizeof(float));
     if (!col) return NR_ENOMEM;
     for (int b = 0; b < a->batch; b++) {
         const float *img = a->pixels + (size_t)b * C * H * W;
@@ -722,6 +776,5 @@ int nr_cpu_patch_embed(const nr_patch_args_t *a) {
             for (int d = 0; d < D; d++) o[d] = (o[d] + a->b[d]) + p[d];
         }
     }
-    free(col);
     return 0;
 }

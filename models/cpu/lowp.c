@@ -250,7 +250,7 @@ int nr_cpu_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, const n
                        int accumulate) {
     if (M <= 0 || w->N <= 0 || w->K <= 0) return 0;
     const int mp = (M + 7) / 8;
-    uint32_t *ap = nr_aligned_alloc((size_t)mp * w->P * 8 * sizeof(uint32_t));
+    uint32_t *ap = nr_cpu_scratch(NR_CPU_SCRATCH_BF16_A, (size_t)mp * w->P * 8 * sizeof(uint32_t));
     if (!ap) return NR_ENOMEM;
     s_bf_t a = {y, ldy, x, ldx, ap, w, M, accumulate};
     const int big = (size_t)w->N * w->K >= 65536;
@@ -258,7 +258,6 @@ int nr_cpu_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, const n
     else s_bf_pack(&a, 0, 1);
     if (big) nr_cpu_run(s_bf_part, &a);
     else s_bf_part(&a, 0, 1);
-    free(ap);
     return 0;
 }
 

@@ -41,7 +41,8 @@ void nr_cpu_bf16w_free(nr_cpu_bf16w_t *w);
 int nr_cpu_i8w_make(nr_cpu_i8w_t *out, const float *w, nr_wlayout_t layout, int N, int K);
 void nr_cpu_i8w_free(nr_cpu_i8w_t *w);
 
-/* y[M,N] = x[M,K] W (+ y when accumulate). 0 or NR_ENOMEM. Any M. */
+/* y[M,N] = x[M,K] W (+ y when accumulate). 0 or NR_ENOMEM. Any M. The BF16
+ * matmul packs x into the calling thread's kernel scratch (kernels.h). */
 int nr_cpu_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, const nr_cpu_bf16w_t *w, int M,
                        int accumulate);
 int nr_cpu_matmul_i8(float *y, size_t ldy, const float *x, size_t ldx, const nr_cpu_i8w_t *w, int M, int accumulate);
