@@ -8,6 +8,8 @@
 #include "models/cpu/cpu.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -51,53 +53,106 @@ typedef struct {
     nr_cpu_i8w_t i8;
 } s_conv_t;
 
+/* The converted weights: an open-addressing table keyed by the weight
+ * pointer, read without a lock. Writers (under s_cpu_t.mu) only fill empty
+ * slots of a published table, each entry complete before its pointer is
+ * stored (release; readers load with acquire). A table more than half full
+ * is replaced by a copy twice its size; the old one stays allocated (a
+ * reader may still be walking it) until the backend is destroyed. */
+typedef struct s_tab {
+    size_t mask;                 /* slots - 1, slots a power of two */
+    struct s_tab *older;         /* the table this one replaced */
+    _Atomic(s_conv_t *) slot[];
+} s_tab_t;
+
 typedef struct {
     int num_threads;
     nr_cpu_precision_t precision;
-    pthread_mutex_t mu; /* guards conv */
-    s_conv_t **conv;
-    size_t n_conv, cap_conv;
+    pthread_mutex_t mu; /* serialises conversions and table writes */
+    _Atomic(s_tab_t *) tab;
+    size_t n_conv;      /* entries in tab (under mu) */
 } s_cpu_t;
 
 /* Rows up to which the INT8 precision uses INT8 weights. */
 #define S_INT8_MAX_ROWS 64
+#define S_TAB_MIN 256
 
 static int s_supports(void *ctx, nr_op_t op) { return op >= 0 && op < NR_OP_COUNT; }
 static void s_destroy(void *ctx) {
     s_cpu_t *c = ctx;
-    for (size_t i = 0; i < c->n_conv; i++) {
-        nr_cpu_bf16w_free(&c->conv[i]->bf);
-        nr_cpu_i8w_free(&c->conv[i]->i8);
-        free(c->conv[i]);
+    s_tab_t *t = atomic_load_explicit(&c->tab, memory_order_acquire);
+    for (size_t i = 0; t && i <= t->mask; i++) { /* the newest table holds every entry */
+        s_conv_t *e = atomic_load_explicit(&t->slot[i], memory_order_relaxed);
+        if (!e) continue;
+        nr_cpu_bf16w_free(&e->bf);
+        nr_cpu_i8w_free(&e->i8);
+        free(e);
     }
-    free(c->conv);
+    while (t) {
+        s_tab_t *older = t->older;
+        free(t);
+        t = older;
+    }
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
-/* The converted copy of w for the backend's precision, made on first use
- * (under the lock, so concurrent callers convert a weight once). NULL when
- * out of memory. Weights are read-only after load, so a pointer names one
+static size_t s_hash(const float *w) {
+    uint64_t h = (uint64_t)(uintptr_t)w * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h ^ (h >> 32));
+}
+
+/* The entry for (w, layout, N, K) in t, or NULL; lock-free. A table is
+ * never full, so the probe ends at an empty slot. */
+static const s_conv_t *s_find(const s_tab_t *t, const float *w, nr_wlayout_t layout, int N, int K) {
+    if (!t) return NULL;
+    for (size_t i = s_hash(w) & t->mask;; i = (i + 1) & t->mask) {
+        const s_conv_t *e = atomic_load_explicit(&t->slot[i], memory_order_acquire);
+        if (!e) return NULL;
+        if (e->w == w && e->layout == (int)layout && e->N == N && e->K == K) return e;
+    }
+}
+
+static void s_put(s_tab_t *t, s_conv_t *e) {
+    size_t i = s_hash(e->w) & t->mask;
+    while (atomic_load_explicit(&t->slot[i], memory_order_relaxed)) i = (i + 1) & t->mask;
+    atomic_store_explicit(&t->slot[i], e, memory_order_release);
+}
+
+/* Adds e under c->mu, first growing the table when it would be more than
+ * half full. NR_ENOMEM (e not added) when the larger table cannot be made. */
+static int s_insert(s_cpu_t *c, s_conv_t *e) {
+    s_tab_t *t = atomic_load_explicit(&c->tab, memory_order_relaxed);
+    if (!t || 2 * (c->n_conv + 1) > t->mask + 1) {
+        const size_t n = t ? 2 * (t->mask + 1) : S_TAB_MIN;
+        s_tab_t *nt = malloc(sizeof(*nt) + n * sizeof(nt->slot[0]));
+        if (!nt) return NR_ENOMEM;
+        nt->mask = n - 1;
+        nt->older = t;
+        for (size_t i = 0; i < n; i++) atomic_init(&nt->slot[i], NULL);
+        for (size_t i = 0; t && i <= t->mask; i++) {
+            s_conv_t *old = atomic_load_explicit(&t->slot[i], memory_order_relaxed);
+            if (old) s_put(nt, old);
+        }
+        atomic_store_explicit(&c->tab, nt, memory_order_release);
+        t = nt;
+    }
+    s_put(t, e);
+    c->n_conv++;
+    return 0;
+}
+
+/* The converted copy of w for the backend's precision, made on first use.
+ * Lookups take no lock; a miss takes the lock and looks again before
+ * converting, so concurrent callers convert a weight once. NULL when out
+ * of memory. Weights are read-only after load, so a pointer names one
  * weight for the backend's lifetime. */
 static const s_conv_t *s_converted(s_cpu_t *c, const float *w, nr_wlayout_t layout, int N, int K) {
-    const s_conv_t *found = NULL;
+    const s_conv_t *found = s_find(atomic_load_explicit(&c->tab, memory_order_acquire), w, layout, N, K);
+    if (found) return found;
     pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < c->n_conv; i++) {
-        const s_conv_t *e = c->conv[i];
-        if (e->w == w && e->layout == (int)layout && e->N == N && e->K == K) {
-            found = e;
-            break;
-        }
-    }
-    if (!found && c->n_conv == c->cap_conv) {
-        size_t nc = c->cap_conv ? 2 * c->cap_conv : 256;
-        s_conv_t **nv = realloc(c->conv, nc * sizeof(*nv));
-        if (nv) {
-            c->conv = nv;
-            c->cap_conv = nc;
-        }
-    }
-    if (!found && c->n_conv < c->cap_conv) {
+    found = s_find(atomic_load_explicit(&c->tab, memory_order_relaxed), w, layout, N, K);
+    if (!found) {
         s_conv_t *e = calloc(1, sizeof(*e));
         int rc = NR_ENOMEM;
         if (e) {
@@ -108,10 +163,12 @@ static const s_conv_t *s_converted(s_cpu_t *c, const float *w, nr_wlayout_t layo
             rc = c->precision == NR_CPU_BF16 ? nr_cpu_bf16w_make(&e->bf, w, layout, N, K)
                                              : nr_cpu_i8w_make(&e->i8, w, layout, N, K);
         }
+        if (rc == 0) rc = s_insert(c, e);
         if (rc == 0) {
-            c->conv[c->n_conv++] = e;
             found = e;
-        } else {
+        } else if (e) {
+            nr_cpu_bf16w_free(&e->bf);
+            nr_cpu_i8w_free(&e->i8);
             free(e);
         }
     }
@@ -231,6 +288,7 @@ nr_backend_t *nr_cpu_backend_new_precision(int num_threads, nr_cpu_precision_t p
     c->num_threads = num_threads;
     c->precision = precision;
     pthread_mutex_init(&c->mu, NULL);
+    atomic_init(&c->tab, NULL);
     nr_cpu_lowp_init();
     if (precision == NR_CPU_BF16)
         nr_log(NR_LOG_DEBUG, "models: cpu bf16 matmuls via %s",
