@@ -1332,7 +1332,10 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
     int64_t wake = self->next_timer_ms;
     for (nr_broker_stage_t *s = self->stages; s; s = s->next) {
         s_dispatch(self, s, now);
-        if (s->queued && s->workers_len) {
+        /* Jobs left queued while a worker has room wait out a retry
+         * backoff: wake when the first is due (not a scan per turn when
+         * every worker is simply full). */
+        if (s->queued && nr_broker_stage_pick_worker(s)) {
             int64_t t = nr_broker_stage_next_ready_ms(s);
             if (t > now && t < wake) wake = t;
         }
