@@ -31,6 +31,8 @@ typedef struct {
     size_t len, cap;
 } s_outbox_t;
 
+#define S_FLIGHTS_MAX 8 /* pipelined batches sent to Redis before the oldest is answered */
+
 struct nr_broker {
     nr_broker_params_t params;
     nr_store_t *store; /* borrowed; NULL = memory only */
@@ -47,10 +49,15 @@ struct nr_broker {
     /* Counters since start, for STATS when the store cannot answer. */
     uint64_t count_done, count_failed, count_cancelled;
     nr_metrics_t *metrics;     /* borrowed; NULL = no metrics (broker_metrics.h) */
-    /* Group commit (see s_commit): out waits for the queued Redis writes,
-     * flight for the writes sent and not yet answered (pipelined). */
-    s_outbox_t out, flight, spare; /* spare: the outbox being sent, kept for reuse */
-    int64_t flight_ms;         /* when the writes in flight were sent */
+    /* Group commit (see s_commit): out waits for the queued Redis writes;
+     * each flight, oldest first, for a batch sent and not yet answered. */
+    s_outbox_t out, spare;     /* spare: the outbox being sent, kept for reuse */
+    struct s_flight {
+        size_t saves;          /* how many saves the batch holds */
+        s_outbox_t out;        /* what waits for them */
+        int64_t sent_ms;
+    } flights[S_FLIGHTS_MAX];
+    size_t flight_first, flights_len; /* a ring */
     int depth;                 /* nested entry points; the outermost commits */
     int committing;
     int64_t now;               /* time of the current entry point */
@@ -357,7 +364,7 @@ void nr_broker_destroy(nr_broker_t **p) {
      * mid-batch, as tests do to mimic a crash). */
     if (self->store) nr_store_discard(self->store);
     s_outbox_free(&self->out);
-    s_outbox_free(&self->flight);
+    for (size_t i = 0; i < S_FLIGHTS_MAX; i++) s_outbox_free(&self->flights[i].out);
     s_outbox_free(&self->spare);
     while (self->stages) {
         nr_broker_stage_t *s = self->stages;
@@ -1220,25 +1227,40 @@ static void s_out_flush(nr_broker_t *self, s_outbox_t *box) {
  * replies and JOBs that depend on them (an acknowledged SUBMIT is in Redis).
  * Sending can queue more (the first dispatch of new jobs; the requeue when
  * a worker turns out gone): repeat until nothing waits. Without `wait`
- * (params.pipelined) it returns while Redis has writes in flight, so the
- * broker reads the next messages meanwhile (their writes go in the next
- * round trip): a later call, when nr_broker_store_fd is readable, goes on. */
+ * (params.pipelined) it sends the batch and returns while Redis has
+ * batches in flight, so the broker reads the next messages meanwhile and
+ * their batch follows at once (Redis answers in order); a later call, when
+ * nr_broker_store_fd is readable, settles what was answered. */
 static void s_commit(nr_broker_t *self, int wait) {
     if (self->committing) return;
     self->committing = 1;
     for (;;) {
-        if (self->store && nr_store_in_flight(self->store)) {
-            if (!wait && !nr_store_answered(self->store)) break;
-            nr_store_settle_sent(self->store, s_on_saved, self);
-            s_out_flush(self, &self->flight);
-        } else if (self->store && nr_store_queued(self->store)) {
-            nr_store_send(self->store);
-            s_outbox_t sent = self->out; /* flight is empty here */
-            self->out = self->flight;
-            self->flight = sent;
-            self->flight_ms = self->now;
-        } else if (self->out.len) {
-            s_out_flush(self, &self->out);
+        struct s_flight *f = &self->flights[self->flight_first];
+        if (self->flights_len &&
+            (wait || !self->store || nr_store_answered(self->store, f->saves))) {
+            if (self->store) nr_store_settle(self->store, f->saves, s_on_saved, self);
+            self->flight_first = (self->flight_first + 1) % S_FLIGHTS_MAX;
+            self->flights_len--;
+            s_out_flush(self, &f->out); /* may queue more: the next turn of the loop */
+        } else if (self->out.len || (self->store && nr_store_queued(self->store))) {
+            if (!self->flights_len && !(self->store && nr_store_queued(self->store))) {
+                s_out_flush(self, &self->out); /* waits for nothing */
+                continue;
+            }
+            if (self->flights_len == S_FLIGHTS_MAX) {
+                if (!wait) break; /* the next turn sends it */
+                continue;         /* (wait: the oldest is settled above) */
+            }
+            /* A batch (possibly of replies only, behind the batches in
+             * flight) with what waits for it. */
+            struct s_flight *t =
+                &self->flights[(self->flight_first + self->flights_len) % S_FLIGHTS_MAX];
+            t->saves = self->store ? nr_store_send(self->store) : 0;
+            t->sent_ms = self->now;
+            s_outbox_t waiting = self->out; /* t->out is empty here */
+            self->out = t->out;
+            t->out = waiting;
+            self->flights_len++;
         } else {
             break;
         }
@@ -1247,7 +1269,7 @@ static void s_commit(nr_broker_t *self, int wait) {
 }
 
 int nr_broker_store_fd(const nr_broker_t *self) {
-    return self->store ? nr_store_fd(self->store) : -1;
+    return self->store && self->flights_len ? nr_store_fd(self->store) : -1;
 }
 
 /* ---- timers ----------------------------------------------------------- */
@@ -1277,7 +1299,7 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
     s_enter(self, now);
     /* Writes unanswered for a while: wait for them, so the store's timeout
      * decides whether Redis is gone. */
-    if (self->store && nr_store_in_flight(self->store) && now - self->flight_ms > S_FLIGHT_WAIT_MS)
+    if (self->flights_len && now - self->flights[self->flight_first].sent_ms > S_FLIGHT_WAIT_MS)
         s_commit(self, 1);
     if (self->store && nr_store_maintain(self->store, now)) {
         /* After every reconnect, not only the first: a write whose reply

@@ -679,21 +679,24 @@ static int s_read_upto(nr_store_t *self, size_t upto) {
 /* Reads the replies of every queued save (a read must come after them). */
 static int s_drain(nr_store_t *self) { return s_read_upto(self, self->n_saves); }
 
-void nr_store_send(nr_store_t *self) {
+size_t nr_store_send(nr_store_t *self) {
+    const size_t n = self->n_saves - self->n_sent;
     self->n_sent = self->n_saves;
     int done = 0;
     while (self->ctx && !done)
         if (redisBufferWrite(self->ctx, &done) != REDIS_OK) s_down(self, "MULTI/EXEC");
+    return n;
 }
 
 int nr_store_fd(const nr_store_t *self) {
     return self && self->ctx && self->n_read < self->n_sent ? self->ctx->fd : -1;
 }
 
-int nr_store_answered(nr_store_t *self) {
+int nr_store_answered(nr_store_t *self, size_t n) {
+    if (n > self->n_sent) n = self->n_sent;
     for (;;) {
-        s_skip_silent(self, self->n_sent);
-        if (self->n_read >= self->n_sent || !self->ctx) return 1;
+        s_skip_silent(self, n);
+        if (self->n_read >= n || !self->ctx) return 1;
         redisReply *r = NULL;
         if (redisGetReplyFromReader(self->ctx, (void **)&r) != REDIS_OK) {
             s_down(self, "MULTI/EXEC");
@@ -726,9 +729,9 @@ static void s_note_record(const struct s_save *s, nr_broker_job_t *job) {
     job->fields_saved = job->fields_edits == s->fields_edits ? s->fields_upto : 0;
 }
 
-void nr_store_settle_sent(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, void *arg),
-                          void *arg) {
-    const size_t n = self->n_sent;
+void nr_store_settle(nr_store_t *self, size_t n, void (*fn)(nr_broker_job_t *job, int rc, void *arg),
+                     void *arg) {
+    if (n > self->n_sent) n = self->n_sent;
     s_read_upto(self, n);
     for (size_t i = 0; i < n; i++) {
         struct s_save *s = &self->saves[i];
@@ -748,17 +751,16 @@ void nr_store_settle_sent(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int
     memmove(self->saves, self->saves + n, (self->n_saves - n) * sizeof *self->saves);
     self->n_saves -= n;
     self->n_read -= n;
-    self->n_sent = 0;
+    self->n_sent -= n;
 }
 
 void nr_store_commit(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, void *arg),
                      void *arg) {
     nr_store_send(self);
-    nr_store_settle_sent(self, fn, arg);
+    nr_store_settle(self, self->n_sent, fn, arg);
 }
 
 size_t nr_store_queued(const nr_store_t *self) { return self ? self->n_saves - self->n_sent : 0; }
-size_t nr_store_in_flight(const nr_store_t *self) { return self ? self->n_sent : 0; }
 
 void nr_store_discard(nr_store_t *self) {
     s_drain(self);

@@ -101,20 +101,19 @@ void nr_store_commit(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, 
 size_t nr_store_queued(const nr_store_t *self);
 
 /* The same commit in two halves, so the broker works on while Redis
- * writes: nr_store_send sends every queued save; nr_store_answered reads
- * the replies that have come, never waiting, and returns 1 once every
- * sent save has its replies (or the connection is lost); while it says 0,
- * nr_store_fd is the socket to wait on (-1 when nothing is in flight).
- * nr_store_settle_sent waits for what is still missing and settles the
- * sent saves only, as nr_store_commit does; saves queued after the send
- * stay queued. nr_store_commit = nr_store_send + nr_store_settle_sent. */
-void nr_store_send(nr_store_t *self);
-int nr_store_answered(nr_store_t *self);
+ * writes: nr_store_send sends every queued save (returns how many; sends
+ * may follow each other before any is answered, Redis answers in order);
+ * nr_store_answered reads the replies that have come, never waiting, and
+ * returns 1 once the first n sent saves have theirs (or the connection is
+ * lost); meanwhile nr_store_fd is the socket to wait on (-1 when nothing
+ * is in flight). nr_store_settle waits for what is still missing of the
+ * first n sent saves and settles them, as nr_store_commit does; the rest
+ * stay. nr_store_commit = nr_store_send + nr_store_settle of all sent. */
+size_t nr_store_send(nr_store_t *self);
+int nr_store_answered(nr_store_t *self, size_t n);
 int nr_store_fd(const nr_store_t *self);
-void nr_store_settle_sent(nr_store_t *self, void (*fn)(nr_broker_job_t *job, int rc, void *arg),
-                          void *arg);
-/* Saves sent and not yet settled. */
-size_t nr_store_in_flight(const nr_store_t *self);
+void nr_store_settle(nr_store_t *self, size_t n, void (*fn)(nr_broker_job_t *job, int rc, void *arg),
+                     void *arg);
 /* Sends and reads what is queued but settles no job (their jobs are about
  * to be destroyed: a broker going away). */
 void nr_store_discard(nr_store_t *self);
