@@ -209,11 +209,17 @@ void nr_proto_msg_clear(nr_msg_t *self) {
     memset(self, 0, sizeof *self);
 }
 
-/* Appends an entry that already belongs to the message's allocator. */
+/* Appends an entry that already belongs to the message's allocator. The
+ * array's room is implied by its length (4, then powers of two), so a
+ * record of n entries costs about log n reallocations, not n. */
 static int s_kv_push(nr_msg_t *self, char *key, char *value) {
-    nr_kv_t *kv = realloc(self->kv, (self->kv_len + 1) * sizeof *kv);
-    if (!kv) return NR_ENOMEM;
-    self->kv = kv;
+    const uint32_t n = self->kv_len;
+    if (n == 0 || (n >= 4 && (n & (n - 1)) == 0)) {
+        nr_kv_t *kv = realloc(self->kv, (n ? 2 * (size_t)n : 4) * sizeof *kv);
+        if (!kv) return NR_ENOMEM;
+        self->kv = kv;
+    }
+    nr_kv_t *kv = self->kv;
     kv[self->kv_len].key = key;
     kv[self->kv_len].value = value;
     self->kv_len++;
