@@ -32,18 +32,28 @@ struct nr_store {
     char *resp;          /* one command in RESP, reused by s_append */
     size_t resp_cap;
     /* Saves not settled yet, in order: the first n_sent were sent by
-     * nr_store_send; replies are read for the first n_read of them, and
-     * read_k replies of the next one. */
+     * nr_store_send; replies are read for the first n_read of them. */
     struct s_save *saves;
     size_t n_saves, cap_saves, n_sent, n_read;
-    int read_k;
+    /* The saves since the last send share one transaction, MULTI ... EXEC,
+     * opened by their first command and closed (with their counters, one
+     * HINCRBY each) by the send or by a read that must come after them. */
+    struct s_tx {
+        size_t saves, cmds; /* saves in it; commands between MULTI and EXEC */
+        int multi;          /* MULTI/EXEC sent (0: its saves wrote nothing) */
+    } tx, *sent_txs;        /* tx: the open one; sent_txs: closed, oldest first */
+    size_t n_sent_txs, cap_sent_txs;
+    uint32_t tx_counts[8];  /* P:stats increments of the open transaction */
+    int rd_phase;           /* reading the oldest closed one: 0 MULTI, 1 QUEUED, 2 EXEC */
+    size_t rd_queued;
 };
 
 /* One queued save: its job, how many replies it waits for, and what it
  * carries that the job must keep again if it fails. */
 struct s_save {
     nr_broker_job_t *job;
-    int replies;         /* MULTI + commands + EXEC, or 1 (check); 0: none sent */
+    int replies;         /* its commands in the transaction (0: none sent) */
+    int applied;         /* its transaction ran (its counters were written) */
     int check;           /* is a new job's id free? (HGET of its state; see nr_store_save) */
     int check_result;    /* NR_STORE_NEW, NR_STORE_REPLACED or NR_STORE_EXISTS */
     int rc;              /* 0 or NR_EREDIS once read */
@@ -149,6 +159,7 @@ void nr_store_destroy(nr_store_t **p) {
     for (size_t i = 0; i < (*p)->n_saves; i++)
         for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free((*p)->saves[i].outs[k]);
     free((*p)->saves);
+    free((*p)->sent_txs);
     free((*p)->cmd);
     free((*p)->resp);
     free(*p);
@@ -182,7 +193,10 @@ static int s_down(nr_store_t *self, const char *what) {
         self->saves[k].unsure = self->saves[k].replies > 0;
     }
     self->n_read = self->n_saves;
-    self->read_k = 0;
+    memset(&self->tx, 0, sizeof self->tx);
+    memset(self->tx_counts, 0, sizeof self->tx_counts);
+    self->n_sent_txs = 0;
+    self->rd_phase = 0;
     return NR_EREDIS;
 }
 
@@ -319,10 +333,26 @@ static int s_already_saved(nr_store_t *self, const nr_broker_job_t *job) {
     return landed;
 }
 
+static void s_append_raw(nr_store_t *self, s_cmd_t *c, int *queued);
+
+/* Appends a save's command to the open transaction and counts it. */
+static void s_append(nr_store_t *self, s_cmd_t *c, int *queued) {
+    if (!self->tx.multi) {
+        static const char multi[] = "*1\r\n$5\r\nMULTI\r\n";
+        if (redisAppendFormattedCommand(self->ctx, multi, sizeof multi - 1) != REDIS_OK)
+            return; /* not queued: the save fails as if Redis were down */
+        self->tx.multi = 1;
+    }
+    int n = 0;
+    s_append_raw(self, c, &n);
+    self->tx.cmds += (size_t)n;
+    *queued += n;
+}
+
 /* Appends a command to the pipeline and counts it. It is written in RESP
  * here, as redisAppendCommandArgv would with its generic formatter (which
  * was a tenth of the broker's time). */
-static void s_append(nr_store_t *self, s_cmd_t *c, int *queued) {
+static void s_append_raw(nr_store_t *self, s_cmd_t *c, int *queued) {
     size_t need = 16;
     for (int i = 0; i < c->argc; i++) need += c->len[i] + 24;
     if (need > self->resp_cap) {
@@ -362,7 +392,49 @@ static struct s_save *s_save_new(nr_store_t *self, nr_broker_job_t *job) {
     struct s_save *s = &self->saves[self->n_saves++];
     memset(s, 0, sizeof *s);
     s->job = job;
+    self->tx.saves++;
     return s;
+}
+
+/* Takes back the last save, which queued no command. */
+static void s_save_drop_last(nr_store_t *self) {
+    self->n_saves--;
+    self->tx.saves--;
+}
+
+/* Closes the open transaction: its counters, then EXEC. 0, or NR_EREDIS
+ * when it cannot be queued (the connection is then given up, failing its
+ * saves). */
+static int s_close_tx(nr_store_t *self) {
+    if (!self->tx.saves) return 0;
+    if (self->n_sent_txs == self->cap_sent_txs) {
+        size_t cap = self->cap_sent_txs ? 2 * self->cap_sent_txs : 16;
+        struct s_tx *v = realloc(self->sent_txs, cap * sizeof *v);
+        if (!v) return s_down(self, "out of memory");
+        self->sent_txs = v, self->cap_sent_txs = cap;
+    }
+    if (self->tx.multi) {
+        s_cmd_t *c = self->cmd;
+        for (size_t k = 0; k < S_N_COUNTERS; k++) {
+            if (!self->tx_counts[k]) continue;
+            int n = 0;
+            c->argc = 0;
+            s_str(c, "HINCRBY");
+            s_key(c, self->params.prefix, ":stats", NULL);
+            s_str(c, s_counters[k]);
+            s_int(c, self->tx_counts[k]);
+            s_append_raw(self, c, &n);
+            if (!n) return s_down(self, "out of memory");
+            self->tx.cmds++;
+        }
+        static const char exec[] = "*1\r\n$4\r\nEXEC\r\n";
+        if (redisAppendFormattedCommand(self->ctx, exec, sizeof exec - 1) != REDIS_OK)
+            return s_down(self, "out of memory");
+    }
+    self->sent_txs[self->n_sent_txs++] = self->tx;
+    memset(&self->tx, 0, sizeof self->tx);
+    memset(self->tx_counts, 0, sizeof self->tx_counts);
+    return 0;
 }
 
 /* Moves what the job kept from failed writes into save s: from here on it
@@ -418,7 +490,7 @@ static int s_check(nr_store_t *self, nr_broker_job_t *job, int owed) {
     int queued = 0;
     s_append(self, c, &queued);
     if (!queued) {
-        self->n_saves--;
+        s_save_drop_last(self);
         return NR_EREDIS;
     }
     s->replies = queued;
@@ -486,9 +558,6 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
     char key[256], route[512];
 
 #define S_BEGIN() (c->argc = 0)
-    S_BEGIN();
-    s_str(c, "MULTI");
-    s_append(self, c, &queued);
     snprintf(key, sizeof key, "%s:job:%s", P, job->id);
     if (s->reset) {
         S_BEGIN();
@@ -603,18 +672,8 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
     s_str(c, "attempts"), s_int(c, job->attempts);
     s_str(c, "error"), s_str(c, job->error ? nr_errname(job->error) : "");
     s_append(self, c, &queued);
-    for (size_t k = 0; k < S_N_COUNTERS; k++) {
-        if (!s->counts[k]) continue;
-        S_BEGIN();
-        s_str(c, "HINCRBY");
-        s_key(c, P, ":stats", NULL);
-        s_str(c, s_counters[k]);
-        s_int(c, s->counts[k]);
-        s_append(self, c, &queued);
-    }
-    S_BEGIN();
-    s_str(c, "EXEC");
-    s_append(self, c, &queued);
+    /* Counted once per transaction, in the same MULTI/EXEC. */
+    for (size_t k = 0; k < S_N_COUNTERS; k++) self->tx_counts[k] += s->counts[k];
 #undef S_BEGIN
     s->replies = queued;
     return 0;
@@ -627,48 +686,89 @@ err:
     return NR_EREDIS;
 }
 
-/* Takes reply r (freed here) for the next save still unread; any error
- * (EXECABORT, OOM ...) fails that save. */
-static void s_consume(nr_store_t *self, redisReply *r) {
-    struct s_save *s = &self->saves[self->n_read];
-    const int i = self->read_k, last = i == s->replies - 1;
-    const char *bad = NULL;
-    if (r->type == REDIS_REPLY_ERROR) bad = r->str;
-    if (s->check) {
+/* Marks save s failed with `bad`. */
+static void s_fail_save(nr_store_t *self, struct s_save *s, const char *bad) {
+    if (s->rc) return;
+    s->rc = NR_EREDIS;
+    snprintf(self->err, sizeof self->err, "saving job %s: %s", s->job->id, bad);
+    self->errors++;
+    nr_log(NR_LOG_ERROR, "redis: %s", self->err);
+}
+
+/* One result of save s's commands, from its transaction's EXEC reply. */
+static void s_take_result(nr_store_t *self, struct s_save *s, const redisReply *r) {
+    if (r->type == REDIS_REPLY_ERROR) {
+        s_fail_save(self, s, r->str);
+    } else if (s->check) {
         /* The state of the record that has this id, if any. */
         if (r->type == REDIS_REPLY_NIL) s->check_result = NR_STORE_NEW;
         else if (r->type == REDIS_REPLY_STRING)
             s->check_result = !strcmp(r->str, "failed") || !strcmp(r->str, "cancelled")
                                   ? NR_STORE_REPLACED : NR_STORE_EXISTS;
-        else if (!bad) bad = "unexpected reply to the id check";
-    } else if (last && r->type == REDIS_REPLY_ARRAY) {
-        for (size_t k = 0; k < r->elements && !bad; k++)
-            if (r->element[k]->type == REDIS_REPLY_ERROR) bad = r->element[k]->str;
-    } else if (last && r->type == REDIS_REPLY_NIL) {
-        bad = "transaction aborted";
+        else s_fail_save(self, s, "unexpected reply to the id check");
     }
-    if (bad && !s->rc) {
-        s->rc = NR_EREDIS;
-        snprintf(self->err, sizeof self->err, "saving job %s: %s", s->job->id, bad);
-        self->errors++;
-        nr_log(NR_LOG_ERROR, "redis: %s", self->err);
+}
+
+/* Takes the EXEC reply r of the oldest closed transaction and settles the
+ * reading of its saves: each gets its commands' results; an aborted
+ * transaction (EXECABORT: a command refused when queued, e.g. OOM) fails
+ * them all. */
+static void s_take_exec(nr_store_t *self, const redisReply *r) {
+    const struct s_tx *t = &self->sent_txs[0];
+    const char *bad = r->type == REDIS_REPLY_ERROR ? r->str
+                      : r->type != REDIS_REPLY_ARRAY || r->elements != t->cmds
+                          ? "transaction aborted" : NULL;
+    size_t e = 0;
+    for (size_t i = 0; i < t->saves; i++) {
+        struct s_save *s = &self->saves[self->n_read + i];
+        if (bad) {
+            if (s->replies) s_fail_save(self, s, bad);
+            continue;
+        }
+        s->applied = 1;
+        for (int k = 0; k < s->replies; k++) s_take_result(self, s, r->element[e++]);
+    }
+    for (; !bad && e < r->elements; e++) /* the counters */
+        if (r->element[e]->type == REDIS_REPLY_ERROR)
+            nr_log(NR_LOG_ERROR, "redis: counting in %s:stats: %s", self->params.prefix,
+                   r->element[e]->str);
+}
+
+/* Takes reply r (freed here) of the oldest closed transaction: MULTI's
+ * +OK, a +QUEUED per command (an error there makes EXEC abort), then
+ * EXEC's. The transaction's saves are read once EXEC's reply is in. */
+static void s_consume(nr_store_t *self, redisReply *r) {
+    struct s_tx *t = &self->sent_txs[0];
+    if (self->rd_phase == 0) {
+        self->rd_phase = t->cmds ? 1 : 2;
+        self->rd_queued = 0;
+    } else if (self->rd_phase == 1) {
+        if (++self->rd_queued == t->cmds) self->rd_phase = 2;
+    } else {
+        s_take_exec(self, r);
+        self->n_read += t->saves;
+        memmove(self->sent_txs, self->sent_txs + 1, --self->n_sent_txs * sizeof *t);
+        self->rd_phase = 0;
     }
     freeReplyObject(r);
-    if (++self->read_k == s->replies) self->n_read++, self->read_k = 0;
 }
 
-/* Skips the saves that wait for no reply (settled without a write). */
-static void s_skip_silent(nr_store_t *self, size_t upto) {
-    while (self->n_read < upto && self->saves[self->n_read].replies == 0) self->n_read++;
+/* Skips the closed transactions that sent nothing (their saves wrote
+ * nothing: settled without a write). */
+static void s_skip_silent(nr_store_t *self) {
+    while (self->n_sent_txs && !self->sent_txs[0].multi) {
+        self->n_read += self->sent_txs[0].saves;
+        memmove(self->sent_txs, self->sent_txs + 1, --self->n_sent_txs * sizeof *self->sent_txs);
+    }
 }
 
-/* Reads the replies of the first `upto` saves, waiting for them. A lost
- * connection fails every save still unread (maybe applied). Returns 0 or
- * NR_EREDIS (connection lost). */
+/* Reads the replies of the first `upto` saves, waiting for them (their
+ * transactions are closed). A lost connection fails every save still
+ * unread (maybe applied). Returns 0 or NR_EREDIS (connection lost). */
 static int s_read_upto(nr_store_t *self, size_t upto) {
     for (;;) {
-        s_skip_silent(self, upto);
-        if (self->n_read >= upto) return 0;
+        s_skip_silent(self);
+        if (self->n_read >= upto || !self->n_sent_txs) return self->ctx ? 0 : NR_EREDIS;
         redisReply *r = NULL;
         if (!self->ctx || redisGetReply(self->ctx, (void **)&r) != REDIS_OK || !r)
             return s_down(self, "MULTI/EXEC"); /* fails every save still unread */
@@ -676,12 +776,17 @@ static int s_read_upto(nr_store_t *self, size_t upto) {
     }
 }
 
-/* Reads the replies of every queued save (a read must come after them). */
-static int s_drain(nr_store_t *self) { return s_read_upto(self, self->n_saves); }
+/* Closes the open transaction and reads the replies of every queued save
+ * (a read must come after them). */
+static int s_drain(nr_store_t *self) {
+    if (s_close_tx(self)) return NR_EREDIS;
+    return s_read_upto(self, self->n_saves);
+}
 
 size_t nr_store_send(nr_store_t *self) {
     const size_t n = self->n_saves - self->n_sent;
     self->n_sent = self->n_saves;
+    if (s_close_tx(self)) return n;
     int done = 0;
     while (self->ctx && !done)
         if (redisBufferWrite(self->ctx, &done) != REDIS_OK) s_down(self, "MULTI/EXEC");
@@ -695,8 +800,8 @@ int nr_store_fd(const nr_store_t *self) {
 int nr_store_answered(nr_store_t *self, size_t n) {
     if (n > self->n_sent) n = self->n_sent;
     for (;;) {
-        s_skip_silent(self, n);
-        if (self->n_read >= n || !self->ctx) return 1;
+        s_skip_silent(self);
+        if (self->n_read >= n || !self->ctx || !self->n_sent_txs) return 1;
         redisReply *r = NULL;
         if (redisGetReplyFromReader(self->ctx, (void **)&r) != REDIS_OK) {
             s_down(self, "MULTI/EXEC");
@@ -738,6 +843,9 @@ void nr_store_settle(nr_store_t *self, size_t n, void (*fn)(nr_broker_job_t *job
         nr_broker_job_t *job = s->job;
         if (s->rc) {
             self->n_stages_known = 0; /* a SADD may not have happened */
+            /* Its transaction ran (one of its commands failed): its counts
+             * were written with the transaction's, so they are not owed. */
+            if (s->applied) memset(s->counts, 0, sizeof s->counts);
             s_give_back(s, job);
         } else if (s->check) {
             job->guard = s->check_result;
@@ -767,7 +875,6 @@ void nr_store_discard(nr_store_t *self) {
     for (size_t i = 0; i < self->n_saves; i++)
         for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free(self->saves[i].outs[k]);
     self->n_saves = self->n_read = self->n_sent = 0;
-    self->read_k = 0;
 }
 
 static int s_parse_u32(const char *s, uint32_t *out) {

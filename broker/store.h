@@ -58,13 +58,14 @@ const char *nr_store_error(const nr_store_t *self);
  * commands answered with an error), for metrics. */
 uint64_t nr_store_errors(const nr_store_t *self);
 
-/* Group commit. A save queues one MULTI/EXEC with the job's state (the
+/* Group commit. A save queues the commands of the job's state (the
  * whole record the first time and after any failed save; afterwards only
  * what changed since the last landed save: job.h record_saved), its
  * pending-set membership, the input if unsaved, the output
  * *out of route index out_index (-1 for none) and any outputs kept from
  * earlier failed writes, TTLs when final, one event, and `counter` (+1 in
- * P:stats, may be NULL) into one pipeline; nothing is sent until
+ * P:stats, may be NULL) into the open transaction (MULTI ... EXEC, the
+ * counters summed into one HINCRBY each at its end); nothing is sent until
  * nr_store_commit, which sends every queued save at once and reads their
  * replies, so N state changes cost one round trip. A read (load, get_blob,
  * pending, stats) first sends and reads what is queued.

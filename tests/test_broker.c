@@ -1382,3 +1382,45 @@ Test(store, pipelined_commit_sends_nothing_before_its_write_lands) {
     }
     nr_broker_destroy(&b);
 }
+
+/* The saves of one round trip share a transaction; a command that fails
+ * inside it (here the job hash turned into a string) fails that job's
+ * save only, which is written again later, and every counter counts once. */
+Test(store, a_failed_command_fails_only_its_own_save_in_a_shared_transaction) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    cr_assert_eq(s_submit(b, "j1", "speech", "x", 1)->code, 0);
+    cr_assert_eq(s_submit(b, "j2", "speech", "y", 1)->code, 0);
+    char out[256];
+    const char *del[] = {"DEL", "t:job:j1"};
+    const char *spoil[] = {"SET", "t:job:j1", "not a hash"};
+    s_redis_cmd(out, sizeof out, 2, del);
+    s_redis_cmd(out, sizeof out, 3, spoil);
+    s_ready(b, "w", "speech", 2, 2); /* both dispatched: one transaction */
+    cr_assert_eq(s_count("w", NR_CMD_JOB), 2);
+    s_hget("j2", "state", out, sizeof out);
+    cr_assert_str_eq(out, "running");
+    const char *get[] = {"GET", "t:job:j1"};
+    s_redis_cmd(out, sizeof out, 2, get);
+    cr_assert_str_eq(out, "not a hash", "j1's write failed, j2's landed");
+    cr_assert(nr_broker_find_job(b, "j1")->dirty, "j1 keeps its state for a later write");
+    cr_assert(!nr_broker_find_job(b, "j2")->dirty, "j2's save stands");
+    s_redis_cmd(out, sizeof out, 2, del);
+    nr_broker_begin(b, 3);
+    s_result(b, "w", "j1", "speech", 1, "WAV1", NULL, NULL, 3);
+    s_result(b, "w", "j2", "speech", 1, "WAV2", NULL, NULL, 3);
+    nr_broker_commit(b, 3);
+    s_hget("j1", "state", out, sizeof out);
+    cr_assert_str_eq(out, "done");
+    s_hget("j1", "route", out, sizeof out);
+    cr_assert_str_eq(out, "speech", "written whole after the failure");
+    s_hget("j2", "state", out, sizeof out);
+    cr_assert_str_eq(out, "done");
+    const char *done[] = {"HGET", "t:stats", "done"};
+    s_redis_cmd(out, sizeof out, 3, done);
+    cr_assert_str_eq(out, "2");
+    const char *sub[] = {"HGET", "t:stats", "submitted"};
+    s_redis_cmd(out, sizeof out, 3, sub);
+    cr_assert_str_eq(out, "2");
+    nr_broker_destroy(&b);
+}
