@@ -926,8 +926,8 @@ nomem:
 }
 
 /* Answers a SUBMIT whose id Redis found taken by a live job (the check
- * found it; nothing was written): that job's record with existing=1, as for a job held
- * here. One unfinished in Redis but not held here is a SUBMIT whose write
+ * found it; nothing was written): that job's record with existing=1, as
+ * for a job held here. One unfinished in Redis but not held here is a SUBMIT whose write
  * Redis applied although the broker saw it fail: it is resumed as a
  * restart would, or it would wait for the next restart. */
 static void s_ack_existing(nr_broker_t *self, s_out_t *e, nr_msg_t *rep) {
@@ -1236,9 +1236,8 @@ static void s_commit(nr_broker_t *self, int wait) {
     self->committing = 1;
     for (;;) {
         struct s_flight *f = &self->flights[self->flight_first];
-        if (self->flights_len &&
-            (wait || !self->store || nr_store_answered(self->store, f->saves))) {
-            if (self->store) nr_store_settle(self->store, f->saves, s_on_saved, self);
+        if (self->flights_len && (wait || nr_store_answered(self->store, f->saves))) {
+            nr_store_settle(self->store, f->saves, s_on_saved, self); /* flights need a store */
             self->flight_first = (self->flight_first + 1) % S_FLIGHTS_MAX;
             self->flights_len--;
             s_out_flush(self, &f->out); /* may queue more: the next turn of the loop */

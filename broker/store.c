@@ -672,9 +672,15 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
     s_str(c, "attempts"), s_int(c, job->attempts);
     s_str(c, "error"), s_str(c, job->error ? nr_errname(job->error) : "");
     s_append(self, c, &queued);
+#undef S_BEGIN
+    if (!queued) { /* out of memory: not written, as if Redis were down */
+        s_save_drop_last(self);
+        job->saving--;
+        s_give_back(s, job);
+        return NR_EREDIS;
+    }
     /* Counted once per transaction, in the same MULTI/EXEC. */
     for (size_t k = 0; k < S_N_COUNTERS; k++) self->tx_counts[k] += s->counts[k];
-#undef S_BEGIN
     s->replies = queued;
     return 0;
 err:
