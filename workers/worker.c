@@ -266,7 +266,13 @@ static void *s_handler_thread(void *arg) {
         int wake = !self->done.head;
         for (int i = 0; i < n; i++) s_list_push(&self->done, items[i]);
         self->busy -= n;
-        if (wake || (self->busy == 0 && self->stop_requested)) s_wake(self);
+        wake = wake || (self->busy == 0 && self->stop_requested);
+        if (wake) {
+            /* Outside the lock, which the woken thread takes at once. */
+            pthread_mutex_unlock(&self->mu);
+            s_wake(self);
+            pthread_mutex_lock(&self->mu);
+        }
     }
     pthread_mutex_unlock(&self->mu);
     if (self->thread_fini) self->thread_fini(self->ctx, tctx);
@@ -653,10 +659,11 @@ static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
             int full = self->pending.len >= (size_t)self->capacity * 2;
             if (!full) {
                 s_list_push(&self->pending, it);
-                pthread_cond_signal(&self->cond);
                 it = NULL;
             }
             pthread_mutex_unlock(&self->mu);
+            /* Outside the lock, which the woken thread takes at once. */
+            if (!full) pthread_cond_signal(&self->cond);
             if (full) {
                 nr_log(NR_LOG_WARN, "job %s: over capacity %d, handed back", m->id, self->capacity);
                 s_make_fail(&it->reply, m, NR_EBUSY, 1, "worker over capacity");
