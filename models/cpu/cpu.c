@@ -1,10 +1,22 @@
-/* The CPU backend: the nr_backend_ops_t table over host memory, OpenBLAS
- * for matmul and the kernels in kernels.c for the rest.
+/* The CPU backend: the nr_backend_ops_t table over host memory, the
+ * kernels in kernels.c (matmul: own streaming kernel and AVX-512 GEMM,
+ * OpenBLAS sgemm where those do not apply) and, for the BF16 and INT8
+ * precisions, the reduced-precision matmuls in lowp.c.
  *
- * Threads: OpenBLAS (pthread build) is given num_threads threads; the own
- * kernels are single-threaded and run between BLAS calls, and attention
- * over long sequences is itself two sgemms per head, so nothing else spins
- * up threads that would compete with OpenBLAS's (no OpenMP). */
+ * Threads: OpenBLAS (pthread build) is given num_threads threads, and the
+ * first backend made starts the kernels' pool with as many (the pool is
+ * process-wide and started once; no OpenMP). A caller's pool jobs and its
+ * sgemm calls never overlap.
+ *
+ * Concurrent callers are allowed: several threads may call one backend's
+ * ops at once (the kernels keep per-thread scratch, see kernels.h), except
+ * destroy, which must come after the last call. Converted BF16/INT8
+ * weights live in a table keyed by the F32 weight pointer: lookups take no
+ * lock; the first use of a weight converts it under the backend's mutex,
+ * so racing callers convert it once; a full table is replaced by a larger
+ * copy and the old ones are kept until destroy. tests/test_kernels_mt.c
+ * checks that 4 callers, converting weights at first use, get the
+ * single-thread results bit for bit. */
 #include "models/cpu/cpu.h"
 
 #include <pthread.h>

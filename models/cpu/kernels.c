@@ -1,8 +1,23 @@
 /* CPU kernels: layer norm, GELU (erf and tanh forms), softmax, attention,
- * ViT patch embedding, and the sgemm wrapper. Single-threaded by design:
- * the heavy work is OpenBLAS sgemm (threaded by OpenBLAS itself), and
- * large attention goes through sgemm too, so no second thread pool competes
- * with OpenBLAS's for the cores. */
+ * ViT patch embedding, and matmul (a streaming kernel for a few rows, the
+ * own AVX-512 GEMM above that when compiled for AVX-512, else OpenBLAS
+ * sgemm).
+ *
+ * Threads: one process-wide pool (nr_cpu_pool_init, sized by the first CPU
+ * backend) runs the larger matmuls (lowp.c's too, through nr_cpu_run),
+ * non-causal attention over (batch, head) pairs and the element-wise ops
+ * over large activations; small work stays on the caller. The pool runs
+ * one job at a time: a caller that finds it busy runs its job on its own
+ * thread. Work is split by output element, so a result is the same bit for
+ * bit whichever threads computed it.
+ *
+ * Concurrent callers are allowed: any number of threads may call these
+ * kernels at once (tests/test_kernels_mt.c checks that 4 callers get the
+ * single-thread results bit for bit). Temporary buffers are the calling
+ * thread's own scratch (nr_cpu_scratch, kernels.h), kept between calls and
+ * freed when the thread exits; the pool's threads write only into the
+ * scratch of the caller whose job they run. The tuning globals
+ * nr_cpu_skinny_max and nr_cpu_gemm_own must not change while kernels run. */
 #include "models/cpu/kernels.h"
 
 #include <cblas.h>
