@@ -1424,3 +1424,46 @@ Test(store, a_failed_command_fails_only_its_own_save_in_a_shared_transaction) {
     cr_assert_str_eq(out, "2");
     nr_broker_destroy(&b);
 }
+
+/* Pipelined: a Redis that stops answering (CLIENT PAUSE) is waited for
+ * only so long: the SUBMIT in flight is refused once the store's timeout
+ * passes, and the broker takes SUBMITs again when Redis answers again. */
+Test(store, pipelined_broker_refuses_in_flight_submits_when_redis_hangs_then_recovers) {
+    nr_broker_t *b = s_new(s_store, s_pipelined);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    char out[256];
+    int64_t t0 = nr_harness_now_ms();
+    nr_broker_tick(b, t0); /* its idle PING is done: the next one is 5 s away */
+    const char *pause[] = {"CLIENT", "PAUSE", "1500", "ALL"};
+    s_redis_cmd(out, sizeof out, 4, pause);
+    nr_broker_begin(b, t0);
+    s_submit_held(b, "h1", "x", 11, t0);
+    nr_broker_commit(b, t0);
+    cr_assert_null(s_last("client", NR_CMD_REPLY), "not answered while its check is in flight");
+    nr_broker_tick(b, t0 + 600); /* in flight too long: waits, then gives up */
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_not_null(rep);
+    cr_assert_eq(rep->seq, 11u);
+    cr_assert_eq(rep->code, NR_EREDIS, "refused, not acknowledged: %s", rep->message);
+    cr_assert_null(nr_broker_find_job(b, "h1"));
+    /* Redis answers again: after the reconnect backoff SUBMIT works. */
+    int code = -1;
+    for (int i = 0; i < 100 && code != 0; i++) {
+        nr_harness_sleep_ms(50);
+        int64_t now = nr_harness_now_ms() + 60000; /* past any backoff */
+        nr_broker_tick(b, now);
+        s_sent_clear();
+        nr_broker_begin(b, now);
+        s_submit_held(b, "h2", "x", 12, now);
+        nr_broker_commit(b, now);
+        for (int k = 0; k < 20 && !s_last("client", NR_CMD_REPLY); k++) s_turn(b, now);
+        rep = s_last("client", NR_CMD_REPLY);
+        if (rep) code = rep->code;
+    }
+    cr_assert_eq(code, 0);
+    s_hget("h2", "state", out, sizeof out);
+    cr_assert_str_eq(out, "queued");
+    s_hget("h1", "state", out, sizeof out);
+    cr_assert_str_eq(out, "(nil)", "the refused SUBMIT wrote nothing");
+    nr_broker_destroy(&b);
+}
