@@ -59,6 +59,7 @@ typedef struct {
     char worker[PATH_MAX];
     char label[64];
     int keep;
+    int ipc;      /* ipc:// endpoints (one host) instead of TCP on loopback */
     int clients;
     int capacity; /* each worker's credit (Celery's prefetch is 4 per process) */
 } s_args_t;
@@ -114,7 +115,8 @@ static void s_usage(FILE *f) {
             "  --broker PATH        narrator-broker binary (default: next to this program)\n"
             "  --worker PATH        narrator-worker-test binary (default: next to this program)\n"
             "  --label NAME         name in the output (default narrator)\n"
-            "  --keep               keep the run folder (logs) after success\n");
+            "  --keep               keep the run folder (logs) after success\n"
+            "  --ipc                the broker's endpoints as ipc:// (Unix sockets) instead of TCP\n");
 }
 
 static int s_parse_args(int argc, char **argv, s_args_t *a) {
@@ -144,6 +146,10 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             s_usage(stdout);
             exit(0); /* a program's main, not library code */
+        }
+        if (!strcmp(o, "--ipc")) {
+            a->ipc = 1;
+            continue;
         }
         if (!strcmp(o, "--keep")) {
             a->keep = 1;
@@ -509,9 +515,14 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
         goto done;
     }
     int cport = nr_harness_free_port(), wport = nr_harness_free_port();
-    char cep[64], wep[64], rport[16];
-    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", cport);
-    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", wport);
+    char cep[PATH_MAX], wep[PATH_MAX], rport[16];
+    if (a->ipc) {
+        snprintf(cep, sizeof cep, "ipc://%s/clients.sock", dir);
+        snprintf(wep, sizeof wep, "ipc://%s/workers.sock", dir);
+    } else {
+        snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", cport);
+        snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", wport);
+    }
     snprintf(rport, sizeof rport, "%d", nr_harness_redis_port(redis));
     char *blog = nr_harness_path(dir, "broker.log");
     const char *bargv[] = {a->broker, "--client-endpoint", cep, "--worker-endpoint", wep,
@@ -519,7 +530,9 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
                            "--log-level", "warn", NULL};
     broker = nr_harness_spawn(bargv, NULL, blog);
     free(blog);
-    if (!broker || nr_harness_wait_port(cport, 10000) || nr_harness_wait_port(wport, 10000)) {
+    /* (ipc: the workers' registration below shows the broker is up) */
+    if (!broker ||
+        (!a->ipc && (nr_harness_wait_port(cport, 10000) || nr_harness_wait_port(wport, 10000)))) {
         snprintf(res->error, sizeof res->error, "broker: %s", nr_harness_error());
         goto done;
     }
@@ -652,14 +665,15 @@ int main(int argc, char **argv) {
             continue;
         }
         printf("{\"system\": \"%s\", \"workers\": %d, \"behave\": \"%s\", \"jobs\": %d, "
-               "\"window\": %d, \"clients\": %d, \"appendfsync\": \"%s\", \"jobs_per_s\": %.1f, "
+               "\"window\": %d, \"clients\": %d, \"transport\": \"%s\", \"appendfsync\": \"%s\", "
+               "\"jobs_per_s\": %.1f, "
                "\"latency_p50_ms\": %.3f, \"latency_p99_ms\": %.3f, \"latency_mean_ms\": %.3f, "
                "\"loaded_p50_ms\": %.3f, \"loaded_p99_ms\": %.3f, \"durable_done\": %ld, "
                "\"events\": %ld, \"cpu_us_per_job\": {\"broker\": %.0f, \"redis\": %.0f, "
                "\"workers\": %.0f, \"client\": %.0f}, \"redis_cmds_per_job\": %.1f, "
                "\"redis_reads_per_job\": %.2f}\n",
                a.label, a.workers[s], a.behave, a.jobs, a.window ? a.window : 8 * a.workers[s],
-               a.clients, a.appendfsync, r.jobs_per_s, r.p50, r.p99, r.mean, r.load_p50, r.load_p99,
+               a.clients, a.ipc ? "ipc" : "tcp", a.appendfsync, r.jobs_per_s, r.p50, r.p99, r.mean, r.load_p50, r.load_p99,
                r.durable_done, r.events, r.us_broker, r.us_redis, r.us_workers, r.us_client,
                r.redis_cmds, r.redis_calls);
         fflush(stdout);
