@@ -61,7 +61,8 @@ typedef struct {
     int keep;
     int ipc;      /* ipc:// endpoints (one host) instead of TCP on loopback */
     int clients;
-    int capacity; /* each worker's credit (Celery's prefetch is 4 per process) */
+    int capacity;    /* each worker's credit (Celery's prefetch is 4 per process) */
+    int concurrency; /* each worker's jobs running at once; 0 = its capacity */
 } s_args_t;
 
 typedef struct {
@@ -107,6 +108,7 @@ static void s_usage(FILE *f) {
             "  --window W           jobs in flight (default 64; 0 = 8 x workers)\n"
             "  --clients K          submitting clients (threads) sharing the window (default 1, max 16)\n"
             "  --capacity C         each worker's credit, jobs it holds at once (default 1)\n"
+            "  --concurrency N      each worker's jobs running at once (default 0 = capacity)\n"
             "  --latency S          single-job samples (default 300; 0 skips)\n"
             "  --warmup N           jobs before measuring (default 200)\n"
             "  --payload BYTES      input frame size (default 16)\n"
@@ -176,6 +178,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         else if (!strcmp(o, "--window")) a->window = atoi(v);
         else if (!strcmp(o, "--clients")) a->clients = atoi(v);
         else if (!strcmp(o, "--capacity")) a->capacity = atoi(v);
+        else if (!strcmp(o, "--concurrency")) a->concurrency = atoi(v);
         else if (!strcmp(o, "--latency")) a->latency = atoi(v);
         else if (!strcmp(o, "--warmup")) a->warmup = atoi(v);
         else if (!strcmp(o, "--payload")) a->payload = atoi(v);
@@ -190,7 +193,8 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         }
     }
     if (a->jobs < 1 || a->window < 0 || a->latency < 0 || a->warmup < 0 || a->payload < 0 ||
-        a->payload > (1 << 26) || a->n_settings == 0 || a->clients < 1 || a->clients > 16 || a->capacity < 1 || a->capacity > 1024) {
+        a->payload > (1 << 26) || a->n_settings == 0 || a->clients < 1 || a->clients > 16 || a->capacity < 1 || a->capacity > 1024 ||
+        a->concurrency < 0 || a->concurrency > 1024) {
         fprintf(stderr, "bench_queue: bad numbers (see --help)\n");
         return -1;
     }
@@ -540,10 +544,12 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
         char *wlog = nr_harness_path(dir, "worker-%d.log", i);
         char name[32];
         snprintf(name, sizeof name, "bench-%d", i);
-        char capacity[16];
+        char capacity[16], concurrency[16];
         snprintf(capacity, sizeof capacity, "%d", a->capacity);
+        snprintf(concurrency, sizeof concurrency, "%d", a->concurrency);
         const char *wargv[] = {a->worker, "--broker", wep, "--stage", S_STAGE, "--name", name,
-                               "--capacity", capacity, "--log-level", "warn", NULL};
+                               "--capacity", capacity, "--concurrency", concurrency,
+                               "--log-level", "warn", NULL};
         procs[i] = nr_harness_spawn(wargv, NULL, wlog);
         free(wlog);
         if (!procs[i]) {

@@ -422,13 +422,24 @@ static void s_send_job(s_broker_t *b, const char *id, const char *stage, uint32_
 /* The in-process test stage. */
 static atomic_int s_started;
 static atomic_int s_max_batch;
+static atomic_int s_running, s_max_running; /* handler calls inside sleep:<ms> */
+
+static void s_atomic_max(atomic_int *m, int v) {
+    int cur = atomic_load(m);
+    while (v > cur && !atomic_compare_exchange_weak(m, &cur, v)) {
+    }
+}
 
 static int s_test_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, size_t errlen) {
     (void)ctx;
     atomic_fetch_add(&s_started, 1);
     const char *behave = nr_proto_kv_get(job, "behave");
     if (!behave) behave = "echo";
-    if (!strncmp(behave, "sleep:", 6)) nr_harness_sleep_ms(atoi(behave + 6));
+    if (!strncmp(behave, "sleep:", 6)) {
+        s_atomic_max(&s_max_running, atomic_fetch_add(&s_running, 1) + 1);
+        nr_harness_sleep_ms(atoi(behave + 6));
+        atomic_fetch_sub(&s_running, 1);
+    }
     else if (!strcmp(behave, "fail")) return nr_seterr(err, errlen, NR_EINTERNAL, "asked to fail");
     else if (!strcmp(behave, "fail-final")) return nr_seterr(err, errlen, NR_EOPTION, "asked to fail for good");
     else if (!strcmp(behave, "bad-code")) return 42; /* not an NR_E* code */
@@ -452,9 +463,7 @@ static int s_test_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *er
 
 static void s_test_run_batch(void *ctx, const nr_msg_t *const *jobs, size_t n,
                              nr_msg_t *const *results, int *codes, char *const *errs, size_t errlen) {
-    int cur = atomic_load(&s_max_batch);
-    while ((int)n > cur && !atomic_compare_exchange_weak(&s_max_batch, &cur, (int)n)) {
-    }
+    s_atomic_max(&s_max_batch, (int)n);
     for (size_t i = 0; i < n; i++) codes[i] = s_test_run(ctx, jobs[i], results[i], errs[i], errlen);
 }
 
@@ -861,6 +870,42 @@ Test(runtime, batch_handler_gets_several_jobs) {
     nr_proto_msg_clear(&m);
     cr_assert_eq(s_worker_finish(&t), 0);
     s_broker_close(&b);
+}
+
+/* Capacity 4: four 100 ms jobs sent at once; returns how many ran at once
+ * and checks that all four came back. */
+static int s_most_running(int concurrency) {
+    s_broker_t b;
+    s_broker_open(&b);
+    nr_worker_settings_t s = s_settings(&b);
+    s.capacity = 4;
+    s.concurrency = concurrency;
+    s_worker_t t;
+    atomic_store(&s_max_running, 0);
+    s_worker_start(&t, &s, 0);
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    s_expect(&b, NR_CMD_READY, &m, 1);
+    cr_assert_eq(m.capacity, 4, "the credit is the capacity, whatever the concurrency");
+    const char *ids[] = {"c0", "c1", "c2", "c3"};
+    for (int i = 0; i < 4; i++) s_send_job(&b, ids[i], "test", 1, "sleep:100", ids[i]);
+    int seen = 0;
+    for (int k = 0; k < 4; k++) {
+        nr_proto_msg_clear(&m);
+        s_expect(&b, NR_CMD_RESULT, &m, 1);
+        seen |= 1 << (m.id[1] - '0');
+    }
+    cr_assert_eq(seen, 15, "every held job ran");
+    nr_proto_msg_clear(&m);
+    cr_assert_eq(s_worker_finish(&t), 0);
+    s_broker_close(&b);
+    return atomic_load(&s_max_running);
+}
+
+Test(runtime, concurrency_bounds_the_jobs_running_not_the_jobs_held) {
+    cr_assert_eq(s_most_running(1), 1, "concurrency 1: one job at a time");
+    cr_assert_eq(s_most_running(2), 2);
+    cr_assert_eq(s_most_running(0), 4, "concurrency 0: one handler per capacity slot");
 }
 
 /* ---- the narrator-worker-test program, as a real process ---- */

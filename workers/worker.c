@@ -402,6 +402,8 @@ nr_worker_t *nr_worker_new(const nr_worker_stage_t *stage, const nr_worker_setti
                     stage->name, settings->batch_size);
     }
     self->nthreads = (self->capacity + self->batch - 1) / self->batch;
+    if (settings->concurrency > 0 && settings->concurrency < self->nthreads)
+        self->nthreads = (int)settings->concurrency;
     if (self->settings.reconnect_ms < 1) self->settings.reconnect_ms = 1;
     if (self->settings.reconnect_max_ms < self->settings.reconnect_ms)
         self->settings.reconnect_max_ms = self->settings.reconnect_ms;

@@ -8,9 +8,12 @@
  * reconnect with backoff when the broker goes quiet, RESULT / FAIL replies
  * with the attempt echoed, and a clean stop on SIGTERM.
  *
- * Threads: the runtime starts ceil(capacity / batch) handler threads. With
- * capacity > 1 the handlers run concurrently, so `run` must be thread-safe
- * for the stage's ctx (or the stage keeps its own lock and documents it).
+ * Threads: the runtime starts ceil(capacity / batch) handler threads, or
+ * `concurrency` of them when that is set and smaller (the other jobs held
+ * wait, ready to start the moment a thread is free: Celery's prefetch). With
+ * more than one thread the handlers run concurrently, so `run` must be
+ * thread-safe for the stage's ctx (or the stage keeps its own lock and
+ * documents it).
  *
  *     static const nr_config_option_t s_options[] = {
  *         NR_WORKER_CONFIG_OPTIONS(my_settings_t, worker),
@@ -36,6 +39,7 @@ typedef struct {
     char broker[256];                 /* broker's worker endpoint */
     char name[NR_PROTO_NAME_MAX + 1]; /* worker name for logs; "" = stage-host-pid */
     long capacity;                    /* jobs held at once; 0 = the stage's default */
+    long concurrency;                 /* handler calls running at once; 0 = one per capacity slot */
     long heartbeat_ms;                /* heartbeat period, both ways */
     long heartbeat_liveness;          /* broker dead after this many silent periods */
     long reconnect_ms;                /* first reconnect delay, doubled each time */
@@ -60,6 +64,8 @@ typedef struct {
      sizeof(((type *)0)->member.name), "worker name [a-z0-9_-] (default: stage-host-pid)"},       \
     {"capacity", NR_CONFIG_INT, 0, 1024, "0", offsetof(type, member.capacity), 0,                  \
      "jobs held at once (credit); 0 = the stage's default"},                                       \
+    {"concurrency", NR_CONFIG_INT, 0, 1024, "0", offsetof(type, member.concurrency), 0,            \
+     "handler calls running at once; the other held jobs wait ready; 0 = capacity / batch-size"},   \
     {"heartbeat-ms", NR_CONFIG_INT, 10, 60000, "1000", offsetof(type, member.heartbeat_ms), 0,     \
      "heartbeat period in ms"},                                                                    \
     {"heartbeat-liveness", NR_CONFIG_INT, 1, 100, "3", offsetof(type, member.heartbeat_liveness), \
