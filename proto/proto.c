@@ -349,10 +349,39 @@ static int s_pack_field(msgpack_packer *pk, unsigned bit, const nr_msg_t *m) {
     }
 }
 
-int nr_proto_encode(const nr_msg_t *msg, uint8_t **body, size_t *size, char *err, size_t errlen) {
-    if (!msg || !body || !size) return nr_seterr(err, errlen, NR_EINVAL, "encode: NULL argument");
-    *body = NULL;
-    *size = 0;
+/* A body being packed: in `stack` (the caller's) until it outgrows it, so
+ * a usual message costs no allocation (msgpack's sbuffer starts at 8 KiB,
+ * which malloc serves from its slow, consolidating path). */
+#define S_BODY_STACK 2048
+typedef struct {
+    char *data;
+    size_t size, cap;
+    char stack[S_BODY_STACK];
+} s_body_t;
+#define S_BODY_INIT(b) {(b).stack, 0, S_BODY_STACK, {0}}
+
+static int s_body_write(void *arg, const char *buf, size_t len) {
+    s_body_t *b = arg;
+    if (len > b->cap - b->size) {
+        size_t cap = b->cap * 2;
+        while (len > cap - b->size) cap *= 2;
+        char *d = b->data == b->stack ? malloc(cap) : realloc(b->data, cap);
+        if (!d) return -1;
+        if (b->data == b->stack) memcpy(d, b->stack, b->size);
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->size, buf, len);
+    b->size += len;
+    return 0;
+}
+
+static void s_body_free(s_body_t *b) {
+    if (b->data != b->stack) free(b->data);
+}
+
+static int s_encode(const nr_msg_t *msg, s_body_t *out, char *err, size_t errlen) {
+    if (!msg) return nr_seterr(err, errlen, NR_EINVAL, "encode: NULL argument");
     if (!s_cmd_valid(msg->cmd)) return nr_seterr(err, errlen, NR_EPROTO, "unknown command %d", (int)msg->cmd);
     unsigned allows = s_cmds[msg->cmd].allows;
     unsigned extra = s_fields_set(msg) & ~allows;
@@ -369,10 +398,8 @@ int nr_proto_encode(const nr_msg_t *msg, uint8_t **body, size_t *size, char *err
     for (size_t i = 0; i < S_FIELD_COUNT; i++)
         if (wire & (1u << i)) entries++;
 
-    msgpack_sbuffer sbuf;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, out, s_body_write);
     rc = msgpack_pack_map(&pk, entries);
     if (rc == 0) rc = s_pack_cstr(&pk, "v");
     if (rc == 0) rc = msgpack_pack_uint32(&pk, NR_PROTO_VERSION);
@@ -383,21 +410,30 @@ int nr_proto_encode(const nr_msg_t *msg, uint8_t **body, size_t *size, char *err
         rc = s_pack_cstr(&pk, s_fields[i]);
         if (rc == 0) rc = s_pack_field(&pk, 1u << i, msg);
     }
-    if (rc != 0) {
-        msgpack_sbuffer_destroy(&sbuf);
-        return nr_seterr(err, errlen, NR_ENOMEM, "encode: out of memory");
-    }
-    if (sbuf.size > NR_PROTO_BODY_MAX) {
-        size_t n = sbuf.size;
-        msgpack_sbuffer_destroy(&sbuf);
-        return nr_seterr(err, errlen, NR_ETOOBIG, "body of %zu bytes, limit %d", n, NR_PROTO_BODY_MAX);
-    }
-    *size = sbuf.size;
-    *body = (uint8_t *)msgpack_sbuffer_release(&sbuf);
+    if (rc != 0) return nr_seterr(err, errlen, NR_ENOMEM, "encode: out of memory");
+    if (out->size > NR_PROTO_BODY_MAX)
+        return nr_seterr(err, errlen, NR_ETOOBIG, "body of %zu bytes, limit %d", out->size, NR_PROTO_BODY_MAX);
     return 0;
 }
 
+int nr_proto_encode(const nr_msg_t *msg, uint8_t **body, size_t *size, char *err, size_t errlen) {
+    if (!body || !size) return nr_seterr(err, errlen, NR_EINVAL, "encode: NULL argument");
+    *body = NULL;
+    *size = 0;
+    s_body_t b = S_BODY_INIT(b);
+    int rc = s_encode(msg, &b, err, errlen);
+    if (rc == 0 && !(*body = malloc(b.size))) rc = nr_seterr(err, errlen, NR_ENOMEM, "encode: out of memory");
+    if (rc == 0) {
+        memcpy(*body, b.data, b.size);
+        *size = b.size;
+    }
+    s_body_free(&b);
+    return rc;
+}
+
 /* ---- Decoding ----------------------------------------------------------- */
+
+#define S_ZONE_CHUNK 960 /* + msgpack's chunk header: within malloc's tcache sizes */
 
 static uint64_t s_be(const uint8_t *p, size_t n) {
     uint64_t v = 0;
@@ -643,18 +679,22 @@ int nr_proto_decode(const uint8_t *body, size_t size, nr_msg_t *msg, char *err, 
     int rc = s_scan(body, size, err, errlen);
     if (rc) return rc;
 
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
+    /* The objects go into a zone whose first chunk malloc serves from its
+     * per-thread cache (msgpack_unpack_next's starts at 8 KiB); strings
+     * stay in the body, not copied. */
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, S_ZONE_CHUNK)) return nr_seterr(err, errlen, NR_ENOMEM, "decode: out of memory");
+    msgpack_object root;
     size_t off = 0;
-    if (msgpack_unpack_next(&up, (const char *)body, size, &off) != MSGPACK_UNPACK_SUCCESS || off != size) {
+    if (msgpack_unpack((const char *)body, size, &off, &zone, &root) != MSGPACK_UNPACK_SUCCESS || off != size) {
         rc = nr_seterr(err, errlen, NR_EPROTO, "body is not valid MessagePack");
         goto done;
     }
-    if (up.data.type != MSGPACK_OBJECT_MAP) {
+    if (root.type != MSGPACK_OBJECT_MAP) {
         rc = nr_seterr(err, errlen, NR_EPROTO, "body must be a map");
         goto done;
     }
-    const msgpack_object_map *map = &up.data.via.map;
+    const msgpack_object_map *map = &root.via.map;
     nr_cmd_t cmd = NR_CMD_NONE;
     rc = s_decode_head(map, &cmd, err, errlen);
     if (rc) goto done;
@@ -674,7 +714,7 @@ int nr_proto_decode(const uint8_t *body, size_t size, nr_msg_t *msg, char *err, 
     }
     if (rc == 0) rc = s_check_msg(msg, wire, err, errlen);
 done:
-    msgpack_unpacked_destroy(&up);
+    msgpack_zone_destroy(&zone);
     if (rc) nr_proto_msg_clear(msg);
     return rc;
 }
@@ -690,26 +730,28 @@ int nr_proto_send(void *socket, const void *identity, size_t identity_size, cons
     for (uint32_t i = 0; i < msg->frames_len; i++)
         if (!msg->frames[i].data && msg->frames[i].size)
             return nr_seterr(err, errlen, NR_EINVAL, "send: payload frame %u has no data", i);
-    uint8_t *body = NULL;
-    size_t size = 0;
-    rc = nr_proto_encode(msg, &body, &size, err, errlen);
-    if (rc) return rc;
+    s_body_t body = S_BODY_INIT(body);
+    rc = s_encode(msg, &body, err, errlen);
+    if (rc) {
+        s_body_free(&body);
+        return rc;
+    }
 
     /* Once the first part is queued ZeroMQ delivers all or nothing, so an
      * error can only come from a part before anything was committed, or
      * from a closed context. */
     int saved = 0;
     if (identity && zmq_send(socket, identity, identity_size, ZMQ_SNDMORE) < 0) goto fail;
-    if (zmq_send(socket, body, size, msg->frames_len ? ZMQ_SNDMORE : 0) < 0) goto fail;
+    if (zmq_send(socket, body.data, body.size, msg->frames_len ? ZMQ_SNDMORE : 0) < 0) goto fail;
     for (uint32_t i = 0; i < msg->frames_len; i++) {
         const nr_frame_t *f = &msg->frames[i];
         if (zmq_send(socket, f->data, f->size, i + 1 < msg->frames_len ? ZMQ_SNDMORE : 0) < 0) goto fail;
     }
-    free(body);
+    s_body_free(&body);
     return 0;
 fail:
     saved = errno;
-    free(body);
+    s_body_free(&body);
     errno = saved;
     return nr_seterr(err, errlen, NR_EIO, "send: %s", zmq_strerror(saved));
 }
