@@ -7,6 +7,10 @@
 #    (bench/celery/bench_celery.py), interleaved per worker count (1 2 4 8)
 #    so both see the same moment and cores; each starts its own redis-server
 #    with the same settings (AOF on, appendfsync everysec, noeviction).
+#    Each narrator worker holds 4 jobs and runs 1 (--capacity 4
+#    --concurrency 1), as a Celery prefork process with prefetch 4 does; a
+#    second table holds 32 and runs 1 with 8 clients (narrator's best
+#    setting here), with Celery at prefetch 32 alongside.
 #    --baseline-broker adds a row per worker count for another
 #    narrator-broker binary (before/after a broker change, same run).
 # 2. Scaling: workers with a fixed service time (behave=sleep:<ms>), 1..16,
@@ -62,25 +66,16 @@ fi
     echo "redis: $(redis-server --version | cut -d' ' -f3)"
 } | tee "$out/machine.txt"
 
-echo "== queue overhead (no-op jobs) =="
+echo "== queue overhead (no-op jobs; each worker holds 4 and runs 1, as a Celery process with prefetch 4) =="
 for w in 1 2 4 8; do
-    "$bin/bench_queue" --workers "$w" --jobs "$njobs" --window 64 --latency "$lat" | tee -a "$results"
+    "$bin/bench_queue" --workers "$w" --capacity 4 --concurrency 1 --jobs "$njobs" --window 64 \
+        --latency "$lat" | tee -a "$results"
     if [ -n "$baseline" ]; then
-        "$bin/bench_queue" --workers "$w" --jobs "$njobs" --window 64 --latency "$lat" \
-            --broker "$baseline" --label narrator-baseline | tee -a "$results"
+        "$bin/bench_queue" --workers "$w" --capacity 4 --concurrency 1 --jobs "$njobs" --window 64 \
+            --latency "$lat" --broker "$baseline" --label narrator-baseline | tee -a "$results"
     fi
     "$py" "$here/celery/bench_celery.py" --workers "$w" --jobs "$cjobs" \
         --latency-samples "$lat" 2>>"$out/celery.err" | tee -a "$results"
-done
-
-echo "== 4 submitting clients sharing the window (one synchronous client waits for each ack) =="
-for w in 1 2 4 8; do
-    "$bin/bench_queue" --workers "$w" --clients 4 --jobs "$njobs" --window 64 --latency 0 \
-        --label narrator-4clients | tee -a "$results"
-    if [ -n "$baseline" ]; then
-        "$bin/bench_queue" --workers "$w" --clients 4 --jobs "$njobs" --window 64 --latency 0 \
-            --broker "$baseline" --label narrator-baseline-4clients | tee -a "$results"
-    fi
 done
 
 echo "== prefetch: each worker holds 32 jobs and runs one at a time, as a Celery prefork process runs one task and prefetches 4; 8 clients, window 512 =="
@@ -93,7 +88,7 @@ done
     2>>"$out/celery.err" | sed 's/"system": "celery"/"system": "celery-prefetch32"/' | tee -a "$results"
 
 echo "== large payload (256 KiB input per job, 4 workers) =="
-"$bin/bench_queue" --workers 4 --jobs $((njobs / 10)) --window 64 --latency $((lat / 5)) \
+"$bin/bench_queue" --workers 4 --capacity 4 --concurrency 1 --jobs $((njobs / 10)) --window 64 --latency $((lat / 5)) \
     --payload 262144 --label narrator-256k | tee -a "$results"
 "$py" "$here/celery/bench_celery.py" --workers 4 --jobs $((cjobs / 5)) --latency-samples $((lat / 5)) \
     --payload 262144 2>>"$out/celery.err" | sed 's/"system": "celery"/"system": "celery-256k"/' | tee -a "$results"
@@ -124,7 +119,8 @@ def get(system, w, behave="echo"):
         if r.get("system") == system and r.get("workers") == w and "error" not in r:
             return r
     return None
-print("\nQueue overhead, no-op jobs (jobs/s with 64 in flight; latency of one job at a time, ms)")
+print("\nQueue overhead, no-op jobs (workers holding 4 and running 1, as Celery's prefetch 4; one client,"
+      " 64 jobs in flight; latency of one job at a time, ms)")
 print(f"{'workers':>7} | {'narrator jobs/s':>15} | {'celery jobs/s':>13} | {'ratio':>6} | "
       f"{'narrator p50/p99':>16} | {'celery p50/p99':>15} | {'p50 ratio':>9} | durable")
 for w in (1, 2, 4, 8):
@@ -153,17 +149,6 @@ for w in (1, 2, 4, 8):
                 extra = f"; redis {n['redis_cmds_per_job']:.1f} commands, {n['redis_reads_per_job']:.2f} reads per job"
             print(f"{w:>7} | {name:<17} | {c['broker']:>4} / {c['redis']:>4} / {c['workers']:>4} / {c['client']:>4}"
                   f"  = {c['broker'] + c['redis'] + c['workers'] + c['client']:>4} us{extra}")
-if get("narrator-4clients", 8):
-    print("\n4 submitting clients sharing the window of 64: jobs/s; CPU us/job broker / redis / workers / client")
-for w in (1, 2, 4, 8):
-    for name in ("narrator-4clients", "narrator-baseline-4clients"):
-        m = get(name, w)
-        if m:
-            c = m["cpu_us_per_job"]
-            print(f"{w:>7} | {name:<26} | {m['jobs_per_s']:>6.0f} jobs/s | "
-                  f"{c['broker']:>4} / {c['redis']:>4} / {c['workers']:>4} / {c['client']:>4}"
-                  + (f"; redis {m['redis_cmds_per_job']:.1f} commands, {m['redis_reads_per_job']:.2f} reads per job"
-                     if m.get("redis_cmds_per_job") is not None else ""))
 if get("narrator-prefetch", 1):
     print("\nWorkers holding 32 jobs each and running one at a time, 8 submitting clients, window 512"
           " (Celery rows as above: prefetch 4, all tasks sent at once)")
