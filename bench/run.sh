@@ -9,8 +9,8 @@
 #    with the same settings (AOF on, appendfsync everysec, noeviction).
 #    Each narrator worker holds 4 jobs and runs 1 (--capacity 4
 #    --concurrency 1), as a Celery prefork process with prefetch 4 does; a
-#    second table holds 32 and runs 1 with 8 clients (narrator's best
-#    setting here), with Celery at prefetch 32 alongside.
+#    second table holds 64 and runs 1 with 8 clients (narrator's best
+#    setting here), with Celery at prefetch 64 alongside.
 #    --baseline-broker adds a row per worker count for another
 #    narrator-broker binary (before/after a broker change, same run).
 # 2. Scaling: workers with a fixed service time (behave=sleep:<ms>), 1..16,
@@ -78,14 +78,14 @@ for w in 1 2 4 8; do
         --latency-samples "$lat" 2>>"$out/celery.err" | tee -a "$results"
 done
 
-echo "== prefetch: each worker holds 32 jobs and runs one at a time, as a Celery prefork process runs one task and prefetches 4; 8 clients, window 512 =="
+echo "== prefetch: each worker holds 64 jobs and runs one at a time, as a Celery prefork process runs one task and prefetches 4; 8 clients, window 512 =="
 for w in 1 2 4 8; do
-    "$bin/bench_queue" --workers "$w" --capacity 32 --concurrency 1 --clients 8 --jobs $((njobs * 2)) \
+    "$bin/bench_queue" --workers "$w" --capacity 64 --concurrency 1 --clients 8 --jobs $((njobs * 2)) \
         --window 512 --latency 0 --label narrator-prefetch | tee -a "$results"
 done
-# Celery with the same deep prefetch, to show that its figure is not held back by prefetch 4.
-"$py" "$here/celery/bench_celery.py" --workers 4 --jobs "$cjobs" --latency-samples 0 --prefetch 32 \
-    2>>"$out/celery.err" | sed 's/"system": "celery"/"system": "celery-prefetch32"/' | tee -a "$results"
+# Celery with a deep prefetch too, to show that its figure is not held back by prefetch 4.
+"$py" "$here/celery/bench_celery.py" --workers 4 --jobs "$cjobs" --latency-samples 0 --prefetch 64 \
+    2>>"$out/celery.err" | sed 's/"system": "celery"/"system": "celery-prefetch64"/' | tee -a "$results"
 
 echo "== large payload (256 KiB input per job, 4 workers) =="
 "$bin/bench_queue" --workers 4 --capacity 4 --concurrency 1 --jobs $((njobs / 10)) --window 64 --latency $((lat / 5)) \
@@ -150,7 +150,7 @@ for w in (1, 2, 4, 8):
             print(f"{w:>7} | {name:<17} | {c['broker']:>4} / {c['redis']:>4} / {c['workers']:>4} / {c['client']:>4}"
                   f"  = {c['broker'] + c['redis'] + c['workers'] + c['client']:>4} us{extra}")
 if get("narrator-prefetch", 1):
-    print("\nWorkers holding 32 jobs each and running one at a time, 8 submitting clients, window 512"
+    print("\nWorkers holding 64 jobs each and running one at a time, 8 submitting clients, window 512"
           " (Celery rows as above: prefetch 4, all tasks sent at once)")
 for w in (1, 2, 4, 8):
     m, c = get("narrator-prefetch", w), get("celery", w)
@@ -160,9 +160,9 @@ for w in (1, 2, 4, 8):
               + (f" = {m['jobs_per_s'] / c['jobs_per_s']:.1f}x celery" if c else "")
               + f" | CPU us/job {cu['broker']} / {cu['redis']} / {cu['workers']} / {cu['client']}"
               + f" | {m['durable_done']}/{m['jobs']} done in redis")
-c32, c4 = get("celery-prefetch32", 4), get("celery", 4)
-if c32 and c4:
-    print(f"Celery, 4 workers, prefetch 32: {c32['jobs_per_s']:.0f} jobs/s (prefetch 4: {c4['jobs_per_s']:.0f})")
+c64, c4 = get("celery-prefetch64", 4), get("celery", 4)
+if c64 and c4:
+    print(f"Celery, 4 workers, prefetch 64: {c64['jobs_per_s']:.0f} jobs/s (prefetch 4: {c4['jobs_per_s']:.0f})")
 n, c = get("narrator-256k", 4), get("celery-256k", 4)
 if n and c:
     print(f"\n256 KiB input per job, 4 workers: narrator {n['jobs_per_s']:.0f} jobs/s, p50 {n['latency_p50_ms']:.3f} ms; "
