@@ -358,7 +358,12 @@ typedef struct {
     size_t size, cap;
     char stack[S_BODY_STACK];
 } s_body_t;
-#define S_BODY_INIT(b) {(b).stack, 0, S_BODY_STACK, {0}}
+
+static void s_body_init(s_body_t *b) { /* not an initializer: that would zero the 2 KiB */
+    b->data = b->stack;
+    b->size = 0;
+    b->cap = sizeof b->stack;
+}
 
 static int s_body_write(void *arg, const char *buf, size_t len) {
     s_body_t *b = arg;
@@ -420,7 +425,8 @@ int nr_proto_encode(const nr_msg_t *msg, uint8_t **body, size_t *size, char *err
     if (!body || !size) return nr_seterr(err, errlen, NR_EINVAL, "encode: NULL argument");
     *body = NULL;
     *size = 0;
-    s_body_t b = S_BODY_INIT(b);
+    s_body_t b;
+    s_body_init(&b);
     int rc = s_encode(msg, &b, err, errlen);
     if (rc == 0 && !(*body = malloc(b.size))) rc = nr_seterr(err, errlen, NR_ENOMEM, "encode: out of memory");
     if (rc == 0) {
@@ -730,7 +736,8 @@ int nr_proto_send(void *socket, const void *identity, size_t identity_size, cons
     for (uint32_t i = 0; i < msg->frames_len; i++)
         if (!msg->frames[i].data && msg->frames[i].size)
             return nr_seterr(err, errlen, NR_EINVAL, "send: payload frame %u has no data", i);
-    s_body_t body = S_BODY_INIT(body);
+    s_body_t body;
+    s_body_init(&body);
     rc = s_encode(msg, &body, err, errlen);
     if (rc) {
         s_body_free(&body);

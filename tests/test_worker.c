@@ -872,7 +872,7 @@ Test(runtime, batch_handler_gets_several_jobs) {
     s_broker_close(&b);
 }
 
-/* Capacity 4: four 100 ms jobs sent at once; returns how many ran at once
+/* Capacity 4: four 200 ms jobs sent at once; returns how many ran at once
  * and checks that all four came back. */
 static int s_most_running(int concurrency) {
     s_broker_t b;
@@ -888,7 +888,7 @@ static int s_most_running(int concurrency) {
     s_expect(&b, NR_CMD_READY, &m, 1);
     cr_assert_eq(m.capacity, 4, "the credit is the capacity, whatever the concurrency");
     const char *ids[] = {"c0", "c1", "c2", "c3"};
-    for (int i = 0; i < 4; i++) s_send_job(&b, ids[i], "test", 1, "sleep:100", ids[i]);
+    for (int i = 0; i < 4; i++) s_send_job(&b, ids[i], "test", 1, "sleep:200", ids[i]);
     int seen = 0;
     for (int k = 0; k < 4; k++) {
         nr_proto_msg_clear(&m);
