@@ -349,7 +349,6 @@ static void *s_submitter(void *arg) {
         s->rc = NR_ENOMEM;
         goto done;
     }
-    for (int k = 0; k < share; k++) nr_proto_msg_init(&replies[k]);
     nr_kv_t opt = {(char *)"behave", (char *)s->a->behave};
     for (;;) {
         struct timespec until;

@@ -68,7 +68,7 @@ struct nr_broker {
 
 static int s_save(nr_broker_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
                   size_t out_size, const char *counter);
-static void s_dispatch(nr_broker_t *self, nr_broker_stage_t *stage, int64_t now);
+static int s_dispatch(nr_broker_t *self, nr_broker_stage_t *stage, int64_t now);
 static void s_commit(nr_broker_t *self, int wait);
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -765,14 +765,16 @@ static void s_send_job(nr_broker_t *self, s_out_t *e) {
     }
 }
 
-static void s_dispatch(nr_broker_t *self, nr_broker_stage_t *s, int64_t now) {
-    if (!s) return;
+/* Hands ready jobs to workers with room. Returns 1 when a worker still
+ * has room (so the jobs left queued wait for a retry time), else 0. */
+static int s_dispatch(nr_broker_t *self, nr_broker_stage_t *s, int64_t now) {
+    if (!s) return 0;
     for (;;) {
         nr_broker_worker_t *w = nr_broker_stage_pick_worker(s);
-        if (!w) return;
+        if (!w) return 0;
         nr_broker_job_t *job = nr_broker_stage_next_ready(s, now);
-        if (!job) return;
-        if (s_dispatch_one(self, s, job, w, now)) return;
+        if (!job) return 1;
+        if (s_dispatch_one(self, s, job, w, now)) return nr_broker_stage_pick_worker(s) != NULL;
     }
 }
 
@@ -1241,8 +1243,8 @@ static void s_commit(nr_broker_t *self, int wait) {
             self->flight_first = (self->flight_first + 1) % S_FLIGHTS_MAX;
             self->flights_len--;
             s_out_flush(self, &f->out); /* may queue more: the next turn of the loop */
-        } else if (self->out.len || (self->store && nr_store_queued(self->store))) {
-            if (!self->flights_len && !(self->store && nr_store_queued(self->store))) {
+        } else if (self->out.len || nr_store_queued(self->store)) {
+            if (!self->flights_len && !nr_store_queued(self->store)) {
                 s_out_flush(self, &self->out); /* waits for nothing */
                 continue;
             }
@@ -1268,7 +1270,7 @@ static void s_commit(nr_broker_t *self, int wait) {
 }
 
 int nr_broker_store_fd(const nr_broker_t *self) {
-    return self->store && self->flights_len ? nr_store_fd(self->store) : -1;
+    return nr_store_fd(self->store); /* -1 when nothing sent waits for an answer */
 }
 
 /* ---- timers ----------------------------------------------------------- */
@@ -1352,11 +1354,10 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
     }
     int64_t wake = self->next_timer_ms;
     for (nr_broker_stage_t *s = self->stages; s; s = s->next) {
-        s_dispatch(self, s, now);
         /* Jobs left queued while a worker has room wait out a retry
          * backoff: wake when the first is due (not a scan per turn when
          * every worker is simply full). */
-        if (s->queued && nr_broker_stage_pick_worker(s)) {
+        if (s_dispatch(self, s, now) && s->queued) {
             int64_t t = nr_broker_stage_next_ready_ms(s);
             if (t > now && t < wake) wake = t;
         }

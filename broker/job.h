@@ -44,9 +44,9 @@ typedef struct nr_broker_job {
     int dirty;             /* state not yet written to the store, nor queued to be */
     int reset;             /* the store's old record must be dropped first */
     int maybe_landed;      /* dirty after a lost reply: the write may have been applied */
-    uint32_t saving;       /* saves queued in the store's open pipeline (store.h) */
+    uint32_t saving;       /* saves queued or in flight in the store, not settled (store.h) */
     int submitting;        /* SUBMIT written but not yet acknowledged (broker.c) */
-    int guard;             /* first save only if the id is free: store.h NR_STORE_* */
+    int guard;             /* new id: check it is free before the first write; store.h NR_STORE_* */
     /* What the stored record holds (store.c keeps these): once a whole
      * record has landed, a later save writes only what changed since. */
     int record_saved;          /* a save landed, none failed or is in flight since */

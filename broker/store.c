@@ -44,8 +44,7 @@ struct nr_store {
     } tx, *sent_txs;        /* tx: the open one; sent_txs: closed, oldest first */
     size_t n_sent_txs, cap_sent_txs;
     uint32_t tx_counts[8];  /* P:stats increments of the open transaction */
-    int rd_phase;           /* reading the oldest closed one: 0 MULTI, 1 QUEUED, 2 EXEC */
-    size_t rd_queued;
+    size_t rd_n;            /* replies read of the oldest closed one (MULTI, QUEUED..., EXEC) */
 };
 
 /* One queued save: its job, how many replies it waits for, and what it
@@ -62,9 +61,8 @@ struct s_save {
     uint8_t *outs[NR_PROTO_ROUTE_MAX];
     size_t out_sizes[NR_PROTO_ROUTE_MAX];
     int input, reset;
-    /* What the record holds once this save lands (job.h record_saved);
-     * writes_record 0: a settling save that writes nothing. */
-    int writes_record;
+    /* What the record holds once this save lands (job.h record_saved),
+     * when it writes the record: it sent commands and is no id check. */
     uint32_t fields_upto, fields_edits, stage_index;
     int error;
 };
@@ -196,7 +194,7 @@ static int s_down(nr_store_t *self, const char *what) {
     memset(&self->tx, 0, sizeof self->tx);
     memset(self->tx_counts, 0, sizeof self->tx_counts);
     self->n_sent_txs = 0;
-    self->rd_phase = 0;
+    self->rd_n = 0;
     return NR_EREDIS;
 }
 
@@ -537,7 +535,6 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
     struct s_save *s = s_save_new(self, job);
     if (!s) goto err;
     s_take_kept(s, job);
-    s->writes_record = 1;
     s->fields_upto = job->fields_len;
     s->fields_edits = job->fields_edits;
     s->stage_index = job->stage_index;
@@ -572,7 +569,7 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
     s_str(c, "attempts"), s_int(c, job->attempts);
     s_str(c, "updated_ms"), s_int(c, job->updated_ms);
     if (stage_moved) {
-        s_str(c, "stage"), s_str(c, nr_broker_job_stage(job));
+        s_str(c, "stage"), s_str(c, stage_name);
         s_str(c, "stage_index"), s_int(c, job->stage_index);
     }
     if (!delta || job->error || job->saved_error || job->error_message[0]) {
@@ -668,7 +665,7 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
     s_str(c, "*");
     s_str(c, "id"), s_str(c, job->id);
     s_str(c, "state"), s_str(c, nr_job_state_name(job->state));
-    s_str(c, "stage"), s_str(c, nr_broker_job_stage(job));
+    s_str(c, "stage"), s_str(c, stage_name);
     s_str(c, "attempts"), s_int(c, job->attempts);
     s_str(c, "error"), s_str(c, job->error ? nr_errname(job->error) : "");
     s_append(self, c, &queued);
@@ -745,16 +742,11 @@ static void s_take_exec(nr_store_t *self, const redisReply *r) {
  * EXEC's. The transaction's saves are read once EXEC's reply is in. */
 static void s_consume(nr_store_t *self, redisReply *r) {
     struct s_tx *t = &self->sent_txs[0];
-    if (self->rd_phase == 0) {
-        self->rd_phase = t->cmds ? 1 : 2;
-        self->rd_queued = 0;
-    } else if (self->rd_phase == 1) {
-        if (++self->rd_queued == t->cmds) self->rd_phase = 2;
-    } else {
+    if (self->rd_n++ == t->cmds + 1) { /* EXEC's, after MULTI's and t->cmds QUEUED */
         s_take_exec(self, r);
         self->n_read += t->saves;
         memmove(self->sent_txs, self->sent_txs + 1, --self->n_sent_txs * sizeof *t);
-        self->rd_phase = 0;
+        self->rd_n = 0;
     }
     freeReplyObject(r);
 }
@@ -829,7 +821,7 @@ int nr_store_answered(nr_store_t *self, size_t n) {
 
 /* After save s settled: what the record now holds, for the next save. */
 static void s_note_record(const struct s_save *s, nr_broker_job_t *job) {
-    if (s->rc || !s->writes_record) {
+    if (s->rc || !s->replies || s->check) {
         job->record_saved = 0;
         return;
     }

@@ -149,6 +149,29 @@ static int s_unreachable(nr_client_t *self) {
                      "cannot reach the broker at %s: is narrator-broker running?", self->endpoint);
 }
 
+/* No answer in time: the reply may still come later, so drop this socket
+ * (and with it anything late) and connect afresh next time. */
+static int s_timed_out(nr_client_t *self) {
+    s_close(self);
+    return nr_seterr(self->err, sizeof self->err, NR_ETIMEDOUT,
+                     "no answer from the broker at %s within %d ms: is narrator-broker running?",
+                     self->endpoint, self->timeout_ms);
+}
+
+/* Sends msg. Returns 0, NR_ECONNECT when the broker cannot be reached
+ * (the socket is dropped), or why msg cannot be sent; self->err says it. */
+static int s_send(nr_client_t *self, const nr_msg_t *msg) {
+    char perr[NR_PROTO_MESSAGE_MAX + 1] = "";
+    int rc = nr_proto_send(self->sock, NULL, 0, msg, perr, sizeof perr);
+    if (rc == NR_EIO) {
+        nr_log(NR_LOG_DEBUG, "send to %s failed: %s (%s)", self->endpoint, perr, zmq_strerror(errno));
+        return s_unreachable(self);
+    }
+    if (rc) return nr_seterr(self->err, sizeof self->err, rc, "cannot send %s: %s",
+                             nr_proto_cmd_name(msg->cmd), *perr ? perr : nr_strerror(rc));
+    return 0;
+}
+
 /* Waits until the socket has something to read or the deadline (ms) passes,
  * polling again after EINTR. Returns 1 when there is something, 0 at the
  * deadline, or NR_EIO when poll fails: then the socket is closed and
@@ -178,15 +201,10 @@ int nr_client_request(nr_client_t *self, nr_msg_t *request, nr_msg_t *reply) {
     }
     uint64_t seq = ++self->seq;
     request->seq = seq;
-    char perr[NR_PROTO_MESSAGE_MAX + 1] = "";
-    int rc = nr_proto_send(self->sock, NULL, 0, request, perr, sizeof perr);
-    if (rc == NR_EIO) {
-        nr_log(NR_LOG_DEBUG, "send to %s failed: %s (%s)", self->endpoint, perr, zmq_strerror(errno));
-        return s_unreachable(self);
-    }
-    if (rc) return nr_seterr(self->err, sizeof self->err, rc, "cannot send %s: %s",
-                             nr_proto_cmd_name(request->cmd), *perr ? perr : nr_strerror(rc));
+    int rc = s_send(self, request);
+    if (rc) return rc;
 
+    char perr[NR_PROTO_MESSAGE_MAX + 1] = "";
     int64_t deadline = s_now_ms() + self->timeout_ms;
     for (;;) {
         rc = s_wait_in(self, deadline);
@@ -214,13 +232,8 @@ int nr_client_request(nr_client_t *self, nr_msg_t *request, nr_msg_t *reply) {
                       reply->message[0] ? reply->message : nr_strerror(reply->code));
         return reply->code;
     }
-    /* No answer in time: the reply may still come later, so drop this socket
-     * (and with it anything late) and connect afresh for the next request. */
     nr_proto_msg_clear(reply);
-    s_close(self);
-    return nr_seterr(self->err, sizeof self->err, NR_ETIMEDOUT,
-                     "no answer from the broker at %s within %d ms: is narrator-broker running?",
-                     self->endpoint, self->timeout_ms);
+    return s_timed_out(self);
 }
 
 /* Splits "a,b,c" into msg->route; NR_EINVAL on an empty or too long name. */
@@ -277,10 +290,7 @@ static void s_fail_reply(nr_msg_t *reply, int code, const char *message) {
     nr_proto_msg_clear(reply);
     reply->code = code;
     if (!message || !*message) message = nr_strerror(code);
-    size_t len = strlen(message);
-    if (len > NR_PROTO_MESSAGE_MAX) len = NR_PROTO_MESSAGE_MAX;
-    memcpy(reply->message, message, len);
-    reply->message[len] = '\0';
+    snprintf(reply->message, sizeof reply->message, "%s", message);
 }
 
 /* One round of a batch: the jobs todo[0..n) are sent back to back, at most
@@ -308,18 +318,14 @@ typedef struct {
 } s_round_t;
 
 /* Ends the round for every job not answered yet (sent or not) with `code`
- * and the detail in self->err. */
+ * and the detail in self->err; the caller returns at once. */
 static void s_round_fail(nr_client_t *self, s_round_t *r, int code) {
     for (size_t k = 0; k < r->n; k++) {
         if (k < r->sent && !r->waiting[k]) continue;
         size_t j = r->todo[k];
         r->codes[j] = code;
         s_fail_reply(&r->replies[j], code, self->err);
-        if (k < r->sent) r->waiting[k] = 0;
     }
-    r->sent = r->n;
-    r->pending = 0;
-    r->pending_bytes = 0;
 }
 
 /* Gives todo entry k its answer (msg, moved in) and its code. */
@@ -390,7 +396,6 @@ static int s_round(nr_client_t *self, s_round_t *r) {
         return rc;
     }
     r->base = self->seq + 1;
-    char perr[NR_PROTO_MESSAGE_MAX + 1] = "";
     int64_t deadline = s_now_ms() + self->timeout_ms;
     while (r->sent < r->n || r->pending > 0) {
         if (r->sent < r->n &&
@@ -402,21 +407,13 @@ static int s_round(nr_client_t *self, s_round_t *r) {
             nr_proto_msg_init(&msg);
             msg.seq = ++self->seq; /* == base + k */
             rc = s_submit_msg(self, &r->jobs[j], &msg);
-            if (!rc) {
-                rc = nr_proto_send(self->sock, NULL, 0, &msg, perr, sizeof perr);
-                if (rc == NR_EIO) {
-                    nr_proto_msg_clear(&msg);
-                    nr_log(NR_LOG_DEBUG, "send to %s failed: %s (%s)", self->endpoint, perr,
-                           zmq_strerror(errno));
-                    r->waiting[k] = 1;
-                    rc = s_unreachable(self);
-                    s_round_fail(self, r, rc);
-                    return rc;
-                }
-                if (rc) nr_seterr(self->err, sizeof self->err, rc, "cannot send SUBMIT: %s",
-                                  *perr ? perr : nr_strerror(rc));
-            }
+            if (!rc) rc = s_send(self, &msg);
             nr_proto_msg_clear(&msg);
+            if (rc == NR_ECONNECT) { /* the broker is unreachable (s_submit_msg never says so) */
+                r->waiting[k] = 1;
+                s_round_fail(self, r, rc);
+                return rc;
+            }
             if (rc) { /* this job only; the others go on */
                 r->codes[j] = rc;
                 s_fail_reply(&r->replies[j], rc, self->err);
@@ -437,21 +434,17 @@ static int s_round(nr_client_t *self, s_round_t *r) {
                 s_round_fail(self, r, rc);
                 return rc;
             }
-            if (rc == 0) break;
+            if (rc == 0) {
+                rc = s_timed_out(self);
+                s_round_fail(self, r, rc);
+                return rc;
+            }
         }
         rc = s_round_recv(self, r);
         if (rc < 0) return rc;
         if (rc > 0) deadline = s_now_ms() + self->timeout_ms; /* progress: wait afresh */
     }
-    if (r->pending == 0 && r->sent == r->n) return 0;
-    /* No answer in time: the replies may still come later, so drop this
-     * socket (and with it anything late) and connect afresh next time. */
-    s_close(self);
-    rc = nr_seterr(self->err, sizeof self->err, NR_ETIMEDOUT,
-                   "no answer from the broker at %s within %d ms: is narrator-broker running?",
-                   self->endpoint, self->timeout_ms);
-    s_round_fail(self, r, rc);
-    return rc;
+    return 0;
 }
 
 int nr_client_submit_batch(nr_client_t *self, const nr_client_job_t *jobs, size_t n,
@@ -464,10 +457,10 @@ int nr_client_submit_batch(nr_client_t *self, const nr_client_job_t *jobs, size_
         nr_proto_msg_clear(&replies[i]);
         codes[i] = 0;
     }
-    size_t *todo = malloc(n * sizeof *todo);
-    uint8_t *waiting = malloc(n);
+    size_t *todo = malloc(n * (sizeof *todo + 1)); /* and the waiting flags after it */
+    uint8_t *waiting = todo ? (uint8_t *)(todo + n) : NULL;
     int rc = 0;
-    if (!todo || !waiting) {
+    if (!todo) {
         rc = nr_seterr(self->err, sizeof self->err, NR_ENOMEM, "out of memory");
         for (size_t i = 0; i < n; i++) {
             codes[i] = rc;
@@ -497,7 +490,6 @@ int nr_client_submit_batch(nr_client_t *self, const nr_client_job_t *jobs, size_
         if (codes[i]) rc = nr_seterr(self->err, sizeof self->err, codes[i], "%s", replies[i].message);
 done:
     free(todo);
-    free(waiting);
     return rc;
 }
 

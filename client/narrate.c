@@ -584,36 +584,34 @@ static int s_submit_batch(s_run_t *run, size_t room) {
     char beams[24], length[24], err[2048];
     size_t n_opts = s_options(cli, opts, beams, length);
     size_t *which = calloc(room, sizeof *which);
-    uint8_t **data = calloc(room, sizeof *data);
     nr_client_job_t *jobs = calloc(room, sizeof *jobs);
     nr_msg_t *replies = calloc(room, sizeof *replies);
     int *codes = calloc(room, sizeof *codes);
     int ret = 0;
     size_t n = 0, bytes = 0;
-    if (!which || !data || !jobs || !replies || !codes) {
+    if (!which || !jobs || !replies || !codes) {
         ret = NR_ENOMEM;
         goto done;
     }
     for (size_t i = run->next; i < run->n && n < room && bytes < S_BATCH_BYTES; i++) {
         s_job_t *job = &run->jobs[i];
         if (job->state != S_PENDING) continue;
+        uint8_t *data = NULL;
         size_t size = 0;
-        int rc = nr_files_read(job->path, NR_PROTO_PAYLOAD_MAX, &data[n], &size, err, sizeof err);
+        int rc = nr_files_read(job->path, NR_PROTO_PAYLOAD_MAX, &data, &size, err, sizeof err);
         if (rc) {
             s_job_failed(run, job, "", NULL, 1, nr_errname(rc), err);
             continue;
         }
         if (cli->id_random) rc = nr_client_random_id(job->id);
-        else rc = nr_client_content_id(data[n], size, cli->route, opts, n_opts, job->id);
+        else rc = nr_client_content_id(data, size, cli->route, opts, n_opts, job->id);
         if (rc) {
-            free(data[n]);
-            data[n] = NULL;
+            free(data);
             s_job_failed(run, job, "", NULL, 1, nr_errname(rc), "cannot make a job id");
             continue;
         }
         which[n] = i;
-        jobs[n] = (nr_client_job_t){job->id, cli->route, opts, n_opts, data[n], size};
-        nr_proto_msg_init(&replies[n]);
+        jobs[n] = (nr_client_job_t){job->id, cli->route, opts, n_opts, data, size}; /* owns data */
         bytes += size;
         n++;
     }
@@ -651,11 +649,10 @@ static int s_submit_batch(s_run_t *run, size_t room) {
     while (run->next < run->n && run->jobs[run->next].state != S_PENDING) run->next++;
 done:
     for (size_t k = 0; k < n; k++) {
-        free(data[k]);
+        free((void *)jobs[k].input);
         nr_proto_msg_clear(&replies[k]);
     }
     free(which);
-    free(data);
     free(jobs);
     free(replies);
     free(codes);

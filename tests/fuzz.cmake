@@ -16,7 +16,6 @@ if(NR_CUDA)
   message(WARNING "NR_FUZZ: configure the fuzz build with -DNR_CUDA=OFF; model fuzz targets skipped")
   return()
 endif()
-set(NR_FUZZ_SECONDS 15 CACHE STRING "seconds each fuzzer runs under ctest")
 set(NR_M ${CMAKE_SOURCE_DIR}/models)
 set(NR_FUZZ_safetensors_SOURCES ${NR_M}/safetensors.c ${NR_M}/tensor.c)
 set(NR_FUZZ_config_SOURCES ${NR_M}/config.c)
@@ -32,9 +31,5 @@ foreach(t safetensors config image tokenizer states)
   target_compile_options(fuzz_${t} PRIVATE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
   target_link_options(fuzz_${t} PRIVATE -fsanitize=fuzzer,address,undefined)
   set_target_properties(fuzz_${t} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
-  # New inputs go to the build folder's corpus; the seeds stay as they are.
-  add_test(NAME fuzz_${t}_short
-    COMMAND ${CMAKE_COMMAND} -E env ASAN_OPTIONS=detect_leaks=1
-      sh -c "mkdir -p '${CMAKE_BINARY_DIR}/fuzz/corpus-${t}' && exec '$<TARGET_FILE:fuzz_${t}>' -max_total_time=${NR_FUZZ_SECONDS} -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 '${CMAKE_BINARY_DIR}/fuzz/corpus-${t}' '${CMAKE_CURRENT_LIST_DIR}/fuzz/seeds/${t}'")
-  set_tests_properties(fuzz_${t}_short PROPERTIES LABELS fuzz TIMEOUT 120)
+  nr_add_fuzz_short(${t} ${CMAKE_CURRENT_LIST_DIR}/fuzz/seeds/${t})
 endforeach()

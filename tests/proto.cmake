@@ -15,12 +15,6 @@ if(NR_FUZZ)
     target_compile_options(fuzz_proto PRIVATE -fsanitize=fuzzer,address,undefined)
     target_link_options(fuzz_proto PRIVATE -fsanitize=fuzzer,address,undefined)
     set_target_properties(fuzz_proto PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
-    # A short run under ctest (label fuzz), as tests/fuzz.cmake does for the
-    # model parsers; new inputs go to the build folder, the corpus stays.
-    set(NR_FUZZ_SECONDS 15 CACHE STRING "seconds each fuzzer runs under ctest")
-    add_test(NAME fuzz_proto_short
-      COMMAND ${CMAKE_COMMAND} -E env ASAN_OPTIONS=detect_leaks=1
-        sh -c "mkdir -p '${CMAKE_BINARY_DIR}/fuzz/corpus-proto' && exec '$<TARGET_FILE:fuzz_proto>' -max_total_time=${NR_FUZZ_SECONDS} -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 '${CMAKE_BINARY_DIR}/fuzz/corpus-proto' '${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus'")
-    set_tests_properties(fuzz_proto_short PROPERTIES LABELS fuzz TIMEOUT 120)
+    nr_add_fuzz_short(proto ${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus)
   endif()
 endif()

@@ -142,6 +142,27 @@ static nr_msg_t *s_submit(nr_broker_t *b, const char *id, const char *route, con
     return s_submit_opts(b, id, route, input, NULL, NULL, now);
 }
 
+/* A SUBMIT of input to route speech from peer (NULL: none; nr_proto_recv
+ * fills msg.peer from the link), whose REPLY may be held (in a batch). */
+static void s_submit_peer(nr_broker_t *b, const char *peer, const char *id, const char *input,
+                          uint64_t seq, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_SUBMIT;
+    m.seq = seq;
+    snprintf(m.id, sizeof m.id, "%s", id);
+    snprintf(m.route[m.route_len++], sizeof m.route[0], "speech");
+    if (peer) snprintf(m.peer, sizeof m.peer, "%s", peer);
+    nr_proto_frame_add(&m, input, strlen(input));
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
+    nr_proto_msg_clear(&m);
+}
+
+static void s_submit_held(nr_broker_t *b, const char *id, const char *input, uint64_t seq,
+                          int64_t now) {
+    s_submit_peer(b, NULL, id, input, seq, now);
+}
+
 static nr_msg_t *s_client(nr_broker_t *b, nr_cmd_t cmd, const char *id, const char *stage,
                           int64_t now) {
     nr_msg_t m;
@@ -585,18 +606,9 @@ static void s_rate1_burst2(nr_broker_params_t *p) {
     p->client_burst = 2;
 }
 
-/* SUBMIT from a named peer (nr_proto_recv fills msg.peer from the link). */
+/* SUBMIT from a named peer, answered at once. */
 static nr_msg_t *s_submit_from(nr_broker_t *b, const char *peer, const char *id, int64_t now) {
-    nr_msg_t m;
-    nr_proto_msg_init(&m);
-    m.cmd = NR_CMD_SUBMIT;
-    m.seq = 7;
-    snprintf(m.id, sizeof m.id, "%s", id);
-    snprintf(m.route[m.route_len++], sizeof m.route[0], "speech");
-    snprintf(m.peer, sizeof m.peer, "%s", peer);
-    nr_proto_frame_add(&m, "text", 4);
-    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
-    nr_proto_msg_clear(&m);
+    s_submit_peer(b, peer, id, "text", 7, now);
     nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
     cr_assert_not_null(rep);
     return rep;
@@ -713,16 +725,7 @@ Test(broker, batch_drops_a_revoked_job_unsent_and_settles_a_duplicate_submit) {
     snprintf(m.id, sizeof m.id, "c1");
     nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, 1);
     nr_proto_msg_clear(&m);
-    for (int k = 0; k < 2; k++) {
-        nr_proto_msg_init(&m);
-        m.cmd = NR_CMD_SUBMIT;
-        m.seq = 10 + (uint64_t)k;
-        snprintf(m.id, sizeof m.id, "d1");
-        snprintf(m.route[m.route_len++], sizeof m.route[0], "speech");
-        nr_proto_frame_add(&m, "x", 1);
-        nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, 1);
-        nr_proto_msg_clear(&m);
-    }
+    for (int k = 0; k < 2; k++) s_submit_held(b, "d1", "x", 10 + (uint64_t)k, 1);
     nr_broker_commit(b, 2);
     /* c1 was never sent; d1 took its slot once the revoked lease was dropped. */
     nr_msg_t *job = s_last("w", NR_CMD_JOB);
@@ -1106,20 +1109,6 @@ Test(store, stages_set_rewritten_after_reconnect_and_many_fields_saved) {
     s_hget("many", "state", out, sizeof out);
     cr_assert_str_eq(out, "queued");
     nr_broker_destroy(&b);
-}
-
-/* A SUBMIT of input to route speech whose REPLY may be held (in a batch). */
-static void s_submit_held(nr_broker_t *b, const char *id, const char *input, uint64_t seq,
-                          int64_t now) {
-    nr_msg_t m;
-    nr_proto_msg_init(&m);
-    m.cmd = NR_CMD_SUBMIT;
-    m.seq = seq;
-    snprintf(m.id, sizeof m.id, "%s", id);
-    snprintf(m.route[m.route_len++], sizeof m.route[0], "speech");
-    nr_proto_frame_add(&m, input, strlen(input));
-    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
-    nr_proto_msg_clear(&m);
 }
 
 /* Group commit: SUBMITs handled in one batch (nr_broker_begin/commit) go to

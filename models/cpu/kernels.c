@@ -401,8 +401,7 @@ void nr_cpu_scratch_free(void) {
     s_scratch_t *sc = s_scratch;
     if (!sc) return;
     if (s_scratch_key_ok) pthread_setspecific(s_scratch_key, NULL);
-    s_scratch_destroy(sc);
-    s_scratch = NULL;
+    s_scratch_destroy(sc); /* and forgets it */
 }
 
 typedef struct {
@@ -587,7 +586,7 @@ static void s_apack_part(void *p, int part, int nparts) {
 static int s_gemm_own(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
                       int N, int K, int accumulate) {
     const int mp = (M + S_MR - 1) / S_MR * S_MR;
-    const int parts = s_pool.n > 1 ? s_pool.n : 1;
+    const int parts = s_pool.n; /* at least 1 */
     float *ap = nr_cpu_scratch(NR_CPU_SCRATCH_GEMM_A, (size_t)mp * K * sizeof(float));
     float *bp = nr_cpu_scratch(NR_CPU_SCRATCH_GEMM_B, (size_t)parts * S_BLOCK * sizeof(float));
     if (!ap || !bp) return 0;
@@ -756,7 +755,7 @@ int nr_cpu_attention(const nr_attn_args_t *a) {
             for (int h = 0; h < a->n_head; h++) s_attn_direct(a, b, h, s);
         return 0;
     }
-    const int parts = s_pool.n > 1 ? s_pool.n : 1;
+    const int parts = s_pool.n; /* at least 1 */
     s_attn_t t = {a, NULL, (size_t)a->n_kv * (4 + (size_t)a->head_dim)};
     t.scratch = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)parts * t.per_part * sizeof(float));
     if (!t.scratch) return NR_ENOMEM;
