@@ -9,8 +9,8 @@
 #    with the same settings (AOF on, appendfsync everysec, noeviction).
 #    Each narrator worker holds 4 jobs and runs 1 (--capacity 4
 #    --concurrency 1), as a Celery prefork process with prefetch 4 does; a
-#    second table holds 64 and runs 1 with 8 clients (narrator's best
-#    setting here), with Celery at prefetch 64 alongside.
+#    second table holds 256 and runs 1 with 8 clients (narrator's best
+#    setting here), 3 rounds interleaved with Celery, medians.
 #    --baseline-broker adds a row per worker count for another
 #    narrator-broker binary (before/after a broker change, same run).
 # 2. Scaling: workers with a fixed service time (behave=sleep:<ms>), 1..16,
@@ -53,9 +53,9 @@ results="$out/results.jsonl"
 : > "$results"
 
 if [ "$quick" = 1 ]; then
-    njobs=1000; cjobs=500; lat=100; scale_jobs=25; scale_workers="1 4 16"
+    njobs=1000; cjobs=500; lat=100; scale_jobs=25; scale_workers="1 4 16"; rounds=1
 else
-    njobs=10000; cjobs=3000; lat=500; scale_jobs=60; scale_workers="1 2 4 8 12 16"
+    njobs=10000; cjobs=3000; lat=500; scale_jobs=60; scale_workers="1 2 4 8 12 16"; rounds=3
 fi
 
 {
@@ -78,14 +78,20 @@ for w in 1 2 4 8; do
         --latency-samples "$lat" 2>>"$out/celery.err" | tee -a "$results"
 done
 
-echo "== prefetch: each worker holds 64 jobs and runs one at a time, as a Celery prefork process runs one task and prefetches 4; 8 clients, window 512 =="
-for w in 1 2 4 8; do
-    "$bin/bench_queue" --workers "$w" --capacity 64 --concurrency 1 --clients 8 --jobs $((njobs * 2)) \
-        --window 512 --latency 0 --label narrator-prefetch | tee -a "$results"
+echo "== best setting: each worker holds 256 jobs and runs one at a time; 8 clients, window 512;" \
+     "Celery alongside at prefetch 4; $rounds rounds, interleaved =="
+for r in $(seq 1 "$rounds"); do
+    for w in 1 2 4 8; do
+        "$bin/bench_queue" --workers "$w" --capacity 256 --concurrency 1 --clients 8 --jobs $((njobs * 2)) \
+            --window 512 --latency 0 --label narrator-best | sed "s/^{/{\"round\": $r, /" | tee -a "$results"
+        "$py" "$here/celery/bench_celery.py" --workers "$w" --jobs "$cjobs" --latency-samples 0 \
+            2>>"$out/celery.err" | sed "s/\"system\": \"celery\"/\"round\": $r, \"system\": \"celery-best\"/" \
+            | tee -a "$results"
+    done
 done
-# Celery with a deep prefetch too, to show that its figure is not held back by prefetch 4.
-"$py" "$here/celery/bench_celery.py" --workers 4 --jobs "$cjobs" --latency-samples 0 --prefetch 64 \
-    2>>"$out/celery.err" | sed 's/"system": "celery"/"system": "celery-prefetch64"/' | tee -a "$results"
+# Celery with as deep a prefetch, to show that its figure is not held back by prefetch 4.
+"$py" "$here/celery/bench_celery.py" --workers 4 --jobs "$cjobs" --latency-samples 0 --prefetch 256 \
+    2>>"$out/celery.err" | sed 's/"system": "celery"/"system": "celery-prefetch256"/' | tee -a "$results"
 
 echo "== large payload (256 KiB input per job, 4 workers) =="
 "$bin/bench_queue" --workers 4 --capacity 4 --concurrency 1 --jobs $((njobs / 10)) --window 64 --latency $((lat / 5)) \
@@ -149,20 +155,32 @@ for w in (1, 2, 4, 8):
                 extra = f"; redis {n['redis_cmds_per_job']:.1f} commands, {n['redis_reads_per_job']:.2f} reads per job"
             print(f"{w:>7} | {name:<17} | {c['broker']:>4} / {c['redis']:>4} / {c['workers']:>4} / {c['client']:>4}"
                   f"  = {c['broker'] + c['redis'] + c['workers'] + c['client']:>4} us{extra}")
-if get("narrator-prefetch", 1):
-    print("\nWorkers holding 64 jobs each and running one at a time, 8 submitting clients, window 512"
-          " (Celery rows as above: prefetch 4, all tasks sent at once)")
+best = {w: [r for r in rows if r.get("system") == "narrator-best" and r.get("workers") == w and "error" not in r]
+        for w in (1, 2, 4, 8)}
+if any(best.values()):
+    print("\nBest setting: workers holding 256 jobs each and running one at a time, 8 submitting clients,"
+          " window 512; Celery at prefetch 4 (all tasks sent at once) in the same rounds; medians over rounds,"
+          " and the lowest and highest ratio of one round's pair")
+    print(f"{'workers':>7} | {'narrator jobs/s':>15} | {'celery jobs/s':>13} | {'ratio':>6} | {'per round':>11} | "
+          f"CPU us/job broker / redis / workers / client | durable")
 for w in (1, 2, 4, 8):
-    m, c = get("narrator-prefetch", w), get("celery", w)
-    if m:
-        cu = m["cpu_us_per_job"]
-        print(f"{w:>7} | {m['jobs_per_s']:>6.0f} jobs/s"
-              + (f" = {m['jobs_per_s'] / c['jobs_per_s']:.1f}x celery" if c else "")
-              + f" | CPU us/job {cu['broker']} / {cu['redis']} / {cu['workers']} / {cu['client']}"
-              + f" | {m['durable_done']}/{m['jobs']} done in redis")
-c64, c4 = get("celery-prefetch64", 4), get("celery", 4)
-if c64 and c4:
-    print(f"Celery, 4 workers, prefetch 64: {c64['jobs_per_s']:.0f} jobs/s (prefetch 4: {c4['jobs_per_s']:.0f})")
+    ns = best[w]
+    cs = {r["round"]: r for r in rows if r.get("system") == "celery-best" and r.get("workers") == w and "error" not in r}
+    if not ns or not cs:
+        continue
+    med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+    n_med = med([r["jobs_per_s"] for r in ns])
+    c_med = med([r["jobs_per_s"] for r in cs.values()])
+    pairs = [r["jobs_per_s"] / cs[r["round"]]["jobs_per_s"] for r in ns if r["round"] in cs]
+    cu = {k: med([r["cpu_us_per_job"][k] for r in ns]) for k in ("broker", "redis", "workers", "client")}
+    durable = all(r["durable_done"] == r["jobs"] for r in ns)
+    print(f"{w:>7} | {n_med:>15.0f} | {c_med:>13.0f} | {n_med / c_med:>5.1f}x | "
+          f"{min(pairs):>4.1f}-{max(pairs):<4.1f}x | "
+          f"{cu['broker']:>4.0f} / {cu['redis']:>4.0f} / {cu['workers']:>4.0f} / {cu['client']:>4.0f}"
+          f" = {sum(cu.values()):>3.0f} | {'every job done in redis' if durable else 'NOT ALL DONE IN REDIS'}")
+c256, c4 = get("celery-prefetch256", 4), get("celery", 4)
+if c256 and c4:
+    print(f"Celery, 4 workers, prefetch 256: {c256['jobs_per_s']:.0f} jobs/s (prefetch 4: {c4['jobs_per_s']:.0f})")
 n, c = get("narrator-256k", 4), get("celery-256k", 4)
 if n and c:
     print(f"\n256 KiB input per job, 4 workers: narrator {n['jobs_per_s']:.0f} jobs/s, p50 {n['latency_p50_ms']:.3f} ms; "
