@@ -17,7 +17,7 @@
 #    against the ideal N x single-worker throughput.
 # 3. Models: bench_models and its PyTorch twin when bench_models is built.
 # 4. --e2e: bench/e2e.sh (image -> caption -> speech vs PyTorch; build-e2e; ~5 min).
-# Not part of the test suite; takes about 5 minutes (--quick: about 1).
+# Not part of the test suite; takes about 3 minutes (--quick: about 1).
 # Needs: a Release build with bench_queue (cmake --build DIR --target
 # bench_queue bench_models), redis-server, /usr/bin/python3 with celery.
 set -euo pipefail
