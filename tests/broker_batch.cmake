@@ -4,8 +4,5 @@
 if(TARGET nr_client)
   nr_add_test(test_broker_batch SOURCES test_broker_batch.c
     LIBS nr_test_harness nr_client nr_proto nr_common Threads::Threads
-    LABELS integration TIMEOUT 300)
-  if(TARGET narrator-broker)
-    add_dependencies(test_broker_batch narrator-broker)
-  endif()
+    LABELS integration PROGRAMS narrator-broker TIMEOUT 300)
 endif()

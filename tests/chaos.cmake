@@ -6,13 +6,6 @@ if(TARGET nr_client)
   find_package(Threads REQUIRED)
   nr_add_test(test_chaos SOURCES test_chaos.c
     LIBS nr_test_harness nr_client nr_proto nr_common PkgConfig::NR_CHAOS_HIREDIS Threads::Threads
-    LABELS integration TIMEOUT 600)
-  function(nr_chaos_deps)
-    foreach(prog narrator-broker narrator-worker-test narrator-worker-speech)
-      if(TARGET ${prog})
-        add_dependencies(test_chaos ${prog})
-      endif()
-    endforeach()
-  endfunction()
-  cmake_language(DEFER CALL nr_chaos_deps)
+    LABELS integration PROGRAMS narrator-broker narrator-worker-test narrator-worker-speech
+    TIMEOUT 600)
 endif()

@@ -10,17 +10,9 @@ if(TARGET nr_gateway)
     nr_add_test(test_gateway SOURCES test_gateway.c
       LIBS nr_test_harness nr_client nr_proto nr_common PkgConfig::NR_GWT_CURL
       PkgConfig::NR_GWT_ZMQ PkgConfig::NR_GWT_CJSON m
-      LABELS integration TIMEOUT 600)
-    # Build the programs it runs first (deferred: some are defined later).
-    function(nr_gateway_test_deps)
-      foreach(prog narrator-gateway narrator-broker narrator-worker-speech narrator-worker-vision
-                   narrator-worker-text)
-        if(TARGET ${prog})
-          add_dependencies(test_gateway ${prog})
-        endif()
-      endforeach()
-    endfunction()
-    cmake_language(DEFER CALL nr_gateway_test_deps)
+      LABELS integration TIMEOUT 600
+      PROGRAMS narrator-gateway narrator-broker narrator-worker-speech narrator-worker-vision
+               narrator-worker-text)
   else()
     message(STATUS "tests: libcurl4-openssl-dev missing; test_gateway is not built")
   endif()

@@ -6,17 +6,8 @@ if(TARGET nr_client)
   pkg_check_modules(NR_IT_ZMQ REQUIRED IMPORTED_TARGET libzmq)
   nr_add_test(test_integration SOURCES test_integration.c
     LIBS nr_test_harness nr_client nr_proto nr_common PkgConfig::NR_IT_ZMQ
-    LABELS integration TIMEOUT 900)
-  # Build the programs it runs first; deferred, since some are defined in
-  # test fragments included after this one.
-  function(nr_integration_deps)
-    foreach(prog narrator-broker narrator-worker-test narrator-worker-speech narrate)
-      if(TARGET ${prog})
-        add_dependencies(test_integration ${prog})
-      endif()
-    endforeach()
-  endfunction()
-  cmake_language(DEFER CALL nr_integration_deps)
+    LABELS integration TIMEOUT 900
+    PROGRAMS narrator-broker narrator-worker-test narrator-worker-speech narrate)
 
   # deploy/local-cluster.sh itself, with real processes on free ports.
   add_test(NAME local_cluster COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/local_cluster_test.sh

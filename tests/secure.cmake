@@ -5,14 +5,6 @@
 if(TARGET nr_client)
   pkg_check_modules(NR_SECURE_ZMQ REQUIRED IMPORTED_TARGET libzmq)
   nr_add_test(test_secure SOURCES test_secure.c LIBS nr_client nr_proto nr_test_harness PkgConfig::NR_SECURE_ZMQ
-    LABELS unit TIMEOUT 300)
-  function(nr_secure_deps)
-    foreach(prog narrator-broker narrator-worker-test narrator-keygen narrator-gateway
-                 narrator-worker-speech)
-      if(TARGET ${prog})
-        add_dependencies(test_secure ${prog})
-      endif()
-    endforeach()
-  endfunction()
-  cmake_language(DEFER CALL nr_secure_deps)
+    LABELS unit TIMEOUT 300
+    PROGRAMS narrator-broker narrator-worker-test narrator-keygen narrator-gateway narrator-worker-speech)
 endif()

@@ -5,13 +5,6 @@ if(TARGET nr_client AND TARGET nr_models AND TARGET narrator-worker-vision AND T
   pkg_check_modules(NR_STAGES_CJSON REQUIRED IMPORTED_TARGET libcjson)
   nr_add_test(test_stages SOURCES test_stages.c
     LIBS nr_test_harness nr_client nr_models nr_proto nr_common PkgConfig::NR_STAGES_CJSON m
-    LABELS integration TIMEOUT 900)
-  function(nr_stages_deps)
-    foreach(prog narrator-broker narrator-worker-vision narrator-worker-text narrator-worker-speech narrate)
-      if(TARGET ${prog})
-        add_dependencies(test_stages ${prog})
-      endif()
-    endforeach()
-  endfunction()
-  cmake_language(DEFER CALL nr_stages_deps)
+    LABELS integration TIMEOUT 900
+    PROGRAMS narrator-broker narrator-worker-vision narrator-worker-text narrator-worker-speech narrate)
 endif()
