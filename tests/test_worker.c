@@ -496,16 +496,21 @@ static nr_worker_settings_t s_settings(const s_broker_t *b) {
     return s;
 }
 
+static void s_worker_spawn(s_worker_t *t, const nr_worker_stage_t *stage,
+                           const nr_worker_settings_t *s) {
+    char err[256] = "";
+    t->w = nr_worker_new(stage, s, err, sizeof err);
+    cr_assert_not_null(t->w, "%s", err);
+    cr_assert_eq(pthread_create(&t->thread, NULL, s_worker_thread, t), 0);
+}
+
 static void s_worker_start(s_worker_t *t, const nr_worker_settings_t *s, int batch) {
     nr_worker_stage_t stage = nr_worker_stage_default();
     stage.name = "test";
     stage.run = s_test_run;
     if (batch) stage.run_batch = s_test_run_batch;
     stage.model = "echo-model";
-    char err[256] = "";
-    t->w = nr_worker_new(&stage, s, err, sizeof err);
-    cr_assert_not_null(t->w, "%s", err);
-    cr_assert_eq(pthread_create(&t->thread, NULL, s_worker_thread, t), 0);
+    s_worker_spawn(t, &stage, s);
 }
 
 static int s_worker_finish(s_worker_t *t) {
@@ -516,6 +521,27 @@ static int s_worker_finish(s_worker_t *t) {
     return t->rc;
 }
 
+/* Inits `ready` and waits for the worker's READY into it, answering
+ * heartbeats; `ready` is then the test's to check, reuse and clear. */
+static void s_expect_ready(s_broker_t *b, nr_msg_t *ready) {
+    nr_proto_msg_init(ready);
+    s_expect(b, NR_CMD_READY, ready, 1);
+}
+
+/* The usual start: the test stage (no batch handler) in a thread, READY read. */
+static void s_worker_up(s_broker_t *b, s_worker_t *t, const nr_worker_settings_t *s,
+                        nr_msg_t *ready) {
+    s_worker_start(t, s, 0);
+    s_expect_ready(b, ready);
+}
+
+/* The usual end: the worker stops cleanly (run returned 0), then the broker closes. */
+static void s_worker_down(s_broker_t *b, s_worker_t *t, nr_msg_t *m) {
+    nr_proto_msg_clear(m);
+    cr_assert_eq(s_worker_finish(t), 0);
+    s_broker_close(b);
+}
+
 Test(runtime, ready_announces_stage_capacity_and_kv) {
     s_broker_t b;
     s_broker_open(&b);
@@ -523,19 +549,15 @@ Test(runtime, ready_announces_stage_capacity_and_kv) {
     s.capacity = 3;
     snprintf(s.name, sizeof s.name, "unit-worker-1");
     s_worker_t t;
-    s_worker_start(&t, &s, 0);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_worker_up(&b, &t, &s, &m);
     cr_assert_str_eq(m.stage, "test");
     cr_assert_eq(m.capacity, 3);
     cr_assert_str_eq(m.name, "unit-worker-1");
     cr_assert_str_eq(nr_proto_kv_get(&m, "model"), "echo-model");
     cr_assert_str_eq(nr_proto_kv_get(&m, "device"), "cpu");
     cr_assert_not_null(nr_proto_kv_get(&m, "version"));
-    nr_proto_msg_clear(&m);
-    cr_assert_eq(s_worker_finish(&t), 0);
-    s_broker_close(&b);
+    s_worker_down(&b, &t, &m);
 }
 
 Test(runtime, default_name_and_capacity) {
@@ -544,15 +566,11 @@ Test(runtime, default_name_and_capacity) {
     nr_worker_settings_t s = s_settings(&b);
     s.capacity = 0; /* the stage's default: 1 */
     s_worker_t t;
-    s_worker_start(&t, &s, 0);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_worker_up(&b, &t, &s, &m);
     cr_assert_eq(m.capacity, 1);
     cr_assert(!strncmp(m.name, "test-", 5), "name %s", m.name);
-    nr_proto_msg_clear(&m);
-    cr_assert_eq(s_worker_finish(&t), 0);
-    s_broker_close(&b);
+    s_worker_down(&b, &t, &m);
 }
 
 Test(runtime, job_gets_result_with_attempt_echoed) {
@@ -560,10 +578,8 @@ Test(runtime, job_gets_result_with_attempt_echoed) {
     s_broker_open(&b);
     nr_worker_settings_t s = s_settings(&b);
     s_worker_t t;
-    s_worker_start(&t, &s, 0);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_worker_up(&b, &t, &s, &m);
     s_send_job(&b, "job-1", "test", 7, "echo", "hello frames");
     s_expect(&b, NR_CMD_RESULT, &m, 1);
     cr_assert_str_eq(m.id, "job-1");
@@ -574,10 +590,8 @@ Test(runtime, job_gets_result_with_attempt_echoed) {
     cr_assert_eq(m.frames_len, 1);
     cr_assert_eq(m.frames[0].size, 12);
     cr_assert(!memcmp(m.frames[0].data, "hello frames", 12));
-    nr_proto_msg_clear(&m);
-    cr_assert_eq(s_worker_finish(&t), 0);
+    s_worker_down(&b, &t, &m);
     cr_assert_eq(t.rc, 0);
-    s_broker_close(&b);
 }
 
 Test(runtime, heartbeats_keep_coming_while_a_slow_job_runs) {
@@ -587,10 +601,8 @@ Test(runtime, heartbeats_keep_coming_while_a_slow_job_runs) {
     s.heartbeat_ms = 50;
     s.capacity = 1;
     s_worker_t t;
-    s_worker_start(&t, &s, 0);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_worker_up(&b, &t, &s, &m);
     b.heartbeats = 0;
     s_send_job(&b, "slow", "test", 1, "sleep:1000", "x");
     s_expect(&b, NR_CMD_RESULT, &m, 1);
@@ -598,9 +610,7 @@ Test(runtime, heartbeats_keep_coming_while_a_slow_job_runs) {
     /* A 1 s job at a 50 ms period: far more than 3 heartbeats, none missed
      * for long. Only a lower bound, so a loaded machine cannot fail it. */
     cr_assert_geq(b.heartbeats, 4, "only %d heartbeats during a 1 s job", b.heartbeats);
-    nr_proto_msg_clear(&m);
-    cr_assert_eq(s_worker_finish(&t), 0);
-    s_broker_close(&b);
+    s_worker_down(&b, &t, &m);
 }
 
 Test(runtime, handler_errors_fail_the_job_with_the_right_retry_flag) {
@@ -608,10 +618,8 @@ Test(runtime, handler_errors_fail_the_job_with_the_right_retry_flag) {
     s_broker_open(&b);
     nr_worker_settings_t s = s_settings(&b);
     s_worker_t t;
-    s_worker_start(&t, &s, 0);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_worker_up(&b, &t, &s, &m);
 
     s_send_job(&b, "f1", "test", 2, "fail", "x");
     s_expect(&b, NR_CMD_FAIL, &m, 1);
@@ -650,9 +658,7 @@ Test(runtime, handler_errors_fail_the_job_with_the_right_retry_flag) {
     s_expect(&b, NR_CMD_RESULT, &m, 1);
     cr_assert_str_eq(m.id, "ok");
     cr_assert_eq(nr_worker_jobs_done(t.w), 6);
-    nr_proto_msg_clear(&m);
-    cr_assert_eq(s_worker_finish(&t), 0);
-    s_broker_close(&b);
+    s_worker_down(&b, &t, &m);
 }
 
 static void s_send_raw(s_broker_t *b, const void *const *parts, const size_t *sizes, int n) {
@@ -665,10 +671,8 @@ Test(runtime, malformed_messages_are_dropped) {
     s_broker_open(&b);
     nr_worker_settings_t s = s_settings(&b);
     s_worker_t t;
-    s_worker_start(&t, &s, 0);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_worker_up(&b, &t, &s, &m);
 
     /* Garbage body, an empty body, a MessagePack non-map, a map without
      * version, a JOB missing its id, too many frames. */
@@ -718,9 +722,7 @@ Test(runtime, malformed_messages_are_dropped) {
     cr_assert_str_eq(m.id, "after", "a malformed message got an answer");
     cr_assert_eq(m.attempt, 4);
     cr_assert_eq(nr_worker_jobs_done(t.w), 1);
-    nr_proto_msg_clear(&m);
-    cr_assert_eq(s_worker_finish(&t), 0);
-    s_broker_close(&b);
+    s_worker_down(&b, &t, &m);
 }
 
 Test(runtime, silent_broker_means_reconnect_and_ready_again) {
@@ -745,9 +747,7 @@ Test(runtime, silent_broker_means_reconnect_and_ready_again) {
     s_send_job(&b, "after-reconnect", "test", 1, "echo", "hi");
     s_expect(&b, NR_CMD_RESULT, &m, 1);
     cr_assert_str_eq(m.id, "after-reconnect");
-    nr_proto_msg_clear(&m);
-    cr_assert_eq(s_worker_finish(&t), 0);
-    s_broker_close(&b);
+    s_worker_down(&b, &t, &m);
 }
 
 Test(runtime, broker_disconnect_means_ready_again) {
@@ -755,19 +755,15 @@ Test(runtime, broker_disconnect_means_ready_again) {
     s_broker_open(&b);
     nr_worker_settings_t s = s_settings(&b);
     s_worker_t t;
-    s_worker_start(&t, &s, 0);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_worker_up(&b, &t, &s, &m);
     nr_msg_t d;
     nr_proto_msg_init(&d);
     d.cmd = NR_CMD_DISCONNECT;
     char err[256];
     cr_assert_eq(nr_proto_send(b.router, b.identity, b.identity_size, &d, err, sizeof err), 0);
     s_expect(&b, NR_CMD_READY, &m, 1);
-    nr_proto_msg_clear(&m);
-    cr_assert_eq(s_worker_finish(&t), 0);
-    s_broker_close(&b);
+    s_worker_down(&b, &t, &m);
 }
 
 Test(runtime, stop_finishes_running_job_then_disconnects) {
@@ -776,10 +772,8 @@ Test(runtime, stop_finishes_running_job_then_disconnects) {
     nr_worker_settings_t s = s_settings(&b);
     s.capacity = 1;
     s_worker_t t;
-    s_worker_start(&t, &s, 0);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_worker_up(&b, &t, &s, &m);
     atomic_store(&s_started, 0);
     s_send_job(&b, "running", "test", 1, "sleep:500", "x");
     s_send_job(&b, "queued", "test", 1, "echo", "y"); /* capacity 1: waits behind it */
@@ -807,10 +801,8 @@ Test(runtime, grace_period_bounds_the_stop) {
     s.capacity = 1;
     s.grace_ms = 100;
     s_worker_t t;
-    s_worker_start(&t, &s, 0);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_worker_up(&b, &t, &s, &m);
     atomic_store(&s_started, 0);
     s_send_job(&b, "long", "test", 1, "sleep:3000", "x");
     while (atomic_load(&s_started) == 0) nr_harness_sleep_ms(5);
@@ -835,8 +827,7 @@ Test(runtime, batch_handler_gets_several_jobs) {
     atomic_store(&s_max_batch, 0);
     s_worker_start(&t, &s, 1);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_expect_ready(&b, &m);
     cr_assert_str_eq(nr_proto_kv_get(&m, "batch_size"), "4");
     const char *ids[] = {"b0", "b1", "b2", "b3"};
     for (int i = 0; i < 4; i++) s_send_job(&b, ids[i], "test", (uint32_t)i + 1, i == 2 ? "fail-final" : "echo", ids[i]);
@@ -867,9 +858,7 @@ Test(runtime, batch_handler_gets_several_jobs) {
     }
     cr_assert_eq(seen, 15);
     cr_assert_gt(atomic_load(&s_max_batch), 1, "jobs sent together were batched");
-    nr_proto_msg_clear(&m);
-    cr_assert_eq(s_worker_finish(&t), 0);
-    s_broker_close(&b);
+    s_worker_down(&b, &t, &m);
 }
 
 /* Capacity 4: four 200 ms jobs sent at once; returns how many ran at once
@@ -882,10 +871,8 @@ static int s_most_running(int concurrency) {
     s.concurrency = concurrency;
     s_worker_t t;
     atomic_store(&s_max_running, 0);
-    s_worker_start(&t, &s, 0);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_worker_up(&b, &t, &s, &m);
     cr_assert_eq(m.capacity, 4, "the credit is the capacity, whatever the concurrency");
     const char *ids[] = {"c0", "c1", "c2", "c3"};
     for (int i = 0; i < 4; i++) s_send_job(&b, ids[i], "test", 1, "sleep:200", ids[i]);
@@ -896,9 +883,7 @@ static int s_most_running(int concurrency) {
         seen |= 1 << (m.id[1] - '0');
     }
     cr_assert_eq(seen, 15, "every held job ran");
-    nr_proto_msg_clear(&m);
-    cr_assert_eq(s_worker_finish(&t), 0);
-    s_broker_close(&b);
+    s_worker_down(&b, &t, &m);
     return atomic_load(&s_max_running);
 }
 
@@ -926,8 +911,7 @@ Test(program, sigterm_finishes_then_disconnects_and_exits_0) {
     s_broker_open(&b);
     nr_harness_proc_t *p = s_spawn_test_worker(&b);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_expect_ready(&b, &m);
     cr_assert_str_eq(m.stage, "echo-stage");
     cr_assert_eq(m.capacity, 2);
     s_send_job(&b, "e1", "echo-stage", 5, "echo", "abc");
@@ -978,8 +962,7 @@ Test(program, crash_behaviour_kills_the_process) {
     s_broker_open(&b);
     nr_harness_proc_t *p = s_spawn_test_worker(&b);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_expect_ready(&b, &m);
     s_send_job(&b, "boom", "echo-stage", 1, "crash", "abc");
     int status = 0;
     cr_assert_eq(nr_harness_proc_wait(p, 10000, &status), 0);
@@ -1012,8 +995,7 @@ Test(program, speech_worker_end_to_end) {
     free(prog);
     cr_assert_not_null(p, "%s", nr_harness_error());
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_expect_ready(&b, &m);
     cr_assert_str_eq(m.stage, "speech");
     cr_assert_eq(m.capacity, 1, "Flite is serialized: capacity 1 by default");
     cr_assert_str_eq(nr_proto_kv_get(&m, "model"), "flite");
@@ -1133,13 +1115,9 @@ Test(runtime, thread_init_gives_each_handler_thread_its_context) {
     atomic_store(&s_inits, 0);
     atomic_store(&s_finis, 0);
     s_worker_t t;
-    char err[256] = "";
-    t.w = nr_worker_new(&stage, &s, err, sizeof err);
-    cr_assert_not_null(t.w, "%s", err);
-    cr_assert_eq(pthread_create(&t.thread, NULL, s_worker_thread, &t), 0);
+    s_worker_spawn(&t, &stage, &s);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_expect_ready(&b, &m);
     cr_assert_eq(atomic_load(&s_inits), 3, "thread_init ran on all threads before READY");
     const char *ids[] = {"t0", "t1", "t2"};
     for (int i = 0; i < 3; i++) s_send_job(&b, ids[i], "test", 1, NULL, "x");
@@ -1185,10 +1163,8 @@ Test(runtime, jobs_far_beyond_credit_are_handed_back) {
     nr_worker_settings_t s = s_settings(&b);
     s.capacity = 1;
     s_worker_t t;
-    s_worker_start(&t, &s, 0);
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_worker_up(&b, &t, &s, &m);
     atomic_store(&s_started, 0);
     s_send_job(&b, "run", "test", 1, "sleep:600", "x");
     while (atomic_load(&s_started) == 0) nr_harness_sleep_ms(5);
@@ -1205,9 +1181,7 @@ Test(runtime, jobs_far_beyond_credit_are_handed_back) {
         s_expect(&b, NR_CMD_RESULT, &m, 1);
         cr_assert_str_eq(m.id, order[i]);
     }
-    nr_proto_msg_clear(&m);
-    cr_assert_eq(s_worker_finish(&t), 0);
-    s_broker_close(&b);
+    s_worker_down(&b, &t, &m);
 }
 
 Test(program, settings_from_file_environment_and_flags) {
@@ -1229,8 +1203,7 @@ Test(program, settings_from_file_environment_and_flags) {
     nr_harness_proc_t *p = nr_harness_spawn(argv, env, NULL);
     cr_assert_not_null(p, "%s", nr_harness_error());
     nr_msg_t m;
-    nr_proto_msg_init(&m);
-    s_expect(&b, NR_CMD_READY, &m, 1);
+    s_expect_ready(&b, &m);
     cr_assert_str_eq(m.stage, "from-file");
     cr_assert_eq(m.capacity, 4);
     cr_assert_str_eq(m.name, "flag-name");
