@@ -1,5 +1,6 @@
-/* Test harness: ports, folders, child processes and a real redis-server
- * for tests (see harness.h). Linux only (PR_SET_PDEATHSIG, /proc-free). */
+/* Test harness: ports, folders, child processes, a real redis-server and
+ * STATS/kv helpers for tests (see harness.h). Linux only
+ * (PR_SET_PDEATHSIG, /proc-free). */
 #include "tests/harness.h"
 
 #include "common/error.h"
@@ -897,4 +898,42 @@ void nr_harness_cluster_stop(nr_harness_cluster_t *self) {
     if (self->dir && !getenv("NR_TEST_KEEP")) nr_harness_rmtree(self->dir);
     free(self->dir);
     memset(self, 0, sizeof *self);
+}
+
+/* ---- asking the broker through nr_client ---- */
+
+const char *nr_harness_kv(const nr_msg_t *msg, const char *key) {
+    const char *v = nr_proto_kv_get(msg, key);
+    return v ? v : "";
+}
+
+long nr_harness_kv_long(const nr_msg_t *msg, const char *key) {
+    const char *v = nr_proto_kv_get(msg, key);
+    return v ? strtol(v, NULL, 10) : -1;
+}
+
+int nr_harness_job_final(const char *state) {
+    return !strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled");
+}
+
+long nr_harness_stat(nr_client_t *client, const char *key) {
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    long v = -1;
+    if (nr_client_stats(client, &reply) == 0) v = nr_harness_kv_long(&reply, key);
+    nr_proto_msg_clear(&reply);
+    return v;
+}
+
+long nr_harness_wait_workers(nr_client_t *client, const char *stage, long n, int timeout_ms) {
+    char key[64];
+    snprintf(key, sizeof key, "workers.%s", stage);
+    long long end = nr_harness_now_ms() + timeout_ms;
+    long have = -1;
+    while (nr_harness_now_ms() < end) {
+        have = nr_harness_stat(client, key);
+        if (have >= n) break;
+        nr_harness_sleep_ms(50);
+    }
+    return have;
 }

@@ -1,7 +1,9 @@
 /* Test harness: real processes for tests. Free loopback ports, temporary
  * folders, a real redis-server as a child process, any program spawned with
- * its own arguments and environment and its output in a log file, and the
- * programs of the build found through NR_BUILD_DIR.
+ * its own arguments and environment and its output in a log file, the
+ * programs of the build found through NR_BUILD_DIR, and the few questions
+ * every integration test asks a broker (reply kv values, STATS, live
+ * workers).
  *
  * Everything here is for tests: functions return 0 or a negative NR_E*
  * code (or NULL) and put the detail in nr_harness_error(); nothing exits.
@@ -10,6 +12,8 @@
  * redis-server or broker behind. */
 #ifndef NR_TESTS_HARNESS_H
 #define NR_TESTS_HARNESS_H
+
+#include "client/client.h"
 
 #include <stddef.h>
 #include <sys/types.h>
@@ -198,5 +202,22 @@ int nr_harness_cluster_spawn_worker(nr_harness_cluster_t *self, const char *prog
  * Redis, removes the folder unless NR_TEST_KEEP is set, and clears self;
  * safe twice and after a failed start. */
 void nr_harness_cluster_stop(nr_harness_cluster_t *self);
+
+/* ---- asking the broker through nr_client ---- */
+
+/* The value of key in a reply's kv, or "" when it has none. */
+const char *nr_harness_kv(const nr_msg_t *msg, const char *key);
+/* The value of key in a reply's kv as an integer, or -1 when it has none. */
+long nr_harness_kv_long(const nr_msg_t *msg, const char *key);
+/* 1 when a job in `state` will not change any more (done, failed, cancelled). */
+int nr_harness_job_final(const char *state);
+/* A STATS value as an integer, or -1 when the broker does not answer or
+ * has no such key. */
+long nr_harness_stat(nr_client_t *client, const char *key);
+/* Polls STATS until it counts at least n live workers for `stage`, for at
+ * most timeout_ms. Returns the last count seen (-1: no answer), which is
+ * below n when time ran out: the caller asserts, so that its message says
+ * what was wanted and its own logs are dumped. */
+long nr_harness_wait_workers(nr_client_t *client, const char *stage, long n, int timeout_ms);
 
 #endif

@@ -177,37 +177,10 @@ static void s_teardown(void) {
 
 /* ---- client helpers ---- */
 
-static long s_kv_long(const nr_msg_t *msg, const char *key) {
-    const char *v = nr_proto_kv_get(msg, key);
-    return v ? strtol(v, NULL, 10) : -1;
-}
-
-static const char *s_kv(const nr_msg_t *msg, const char *key) {
-    const char *v = nr_proto_kv_get(msg, key);
-    return v ? v : "";
-}
-
-/* STATS kv value, or -1 while the broker cannot answer. */
-static long s_stat(const char *key) {
-    nr_msg_t reply;
-    nr_proto_msg_init(&reply);
-    long v = -1;
-    if (nr_client_stats(C.client, &reply) == 0) v = s_kv_long(&reply, key);
-    nr_proto_msg_clear(&reply);
-    return v;
-}
-
+/* Waits until STATS reports at least n live workers for stage. */
 static void s_wait_workers(const char *stage, long n) {
-    char key[64];
-    snprintf(key, sizeof key, "workers.%s", stage);
-    long long end = nr_harness_now_ms() + S_WAIT_MS;
-    long have = -1;
-    while (nr_harness_now_ms() < end) {
-        have = s_stat(key);
-        if (have >= n) return;
-        nr_harness_sleep_ms(50);
-    }
-    s_require(0, "stage %s has %ld live workers, wanted %ld", stage, have, n);
+    long have = nr_harness_wait_workers(C.client, stage, n, S_WAIT_MS);
+    s_require(have >= n, "stage %s has %ld live workers, wanted %ld", stage, have, n);
 }
 
 /* ---- Redis, read directly (the record the broker wrote) ---- */
@@ -254,8 +227,7 @@ static long s_scan_events(redisContext *r, s_index_fn index_of, int *finals, int
             int j = id ? index_of(id) : -1;
             if (j < 0 || !state) continue;
             if (!strcmp(state, "queued")) queued_seen[j] = 1;
-            if (!strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled"))
-                finals[j]++;
+            if (nr_harness_job_final(state)) finals[j]++;
         }
         freeReplyObject(rep);
         if (n < 5000) break;
@@ -278,9 +250,7 @@ static int s_all_final_in_redis(void) {
             pending = 1;
             break;
         }
-        if (rep->type != REDIS_REPLY_STRING ||
-            (strcmp(rep->str, "done") && strcmp(rep->str, "failed") && strcmp(rep->str, "cancelled")))
-            pending++;
+        if (rep->type != REDIS_REPLY_STRING || !nr_harness_job_final(rep->str)) pending++;
         freeReplyObject(rep);
     }
     redisFree(r);
@@ -369,8 +339,8 @@ static long s_finished(void) {
     nr_proto_msg_init(&reply);
     long v = -1;
     if (nr_client_stats(C.client, &reply) == 0) {
-        v = s_kv_long(&reply, "jobs.done") + s_kv_long(&reply, "jobs.failed") +
-            s_kv_long(&reply, "jobs.cancelled");
+        v = nr_harness_kv_long(&reply, "jobs.done") + nr_harness_kv_long(&reply, "jobs.failed") +
+            nr_harness_kv_long(&reply, "jobs.cancelled");
     }
     nr_proto_msg_clear(&reply);
     return v;
@@ -578,23 +548,23 @@ Test(chaos, stopped_worker_is_dead_and_its_late_result_is_dropped) {
     long long end = nr_harness_now_ms() + S_WAIT_MS;
     while (nr_harness_now_ms() < end) {
         cr_assert_eq(nr_client_status(C.client, "stuck-1", &reply), 0);
-        if (!strcmp(s_kv(&reply, "state"), "running")) break;
+        if (!strcmp(nr_harness_kv(&reply, "state"), "running")) break;
         nr_harness_sleep_ms(20);
     }
-    s_require(!strcmp(s_kv(&reply, "state"), "running"), "job is %s", s_kv(&reply, "state"));
+    s_require(!strcmp(nr_harness_kv(&reply, "state"), "running"), "job is %s", nr_harness_kv(&reply, "state"));
     nr_harness_sleep_ms(100); /* the worker is inside its 1.5 s sleep */
     cr_assert_eq(nr_harness_proc_kill(C.workers[0], SIGSTOP), 0);
     s_worker_start(1, NULL);
     /* Declared dead (heartbeat 250 ms x 3), requeued, finished by worker 1. */
     while (nr_harness_now_ms() < end) {
         cr_assert_eq(nr_client_status(C.client, "stuck-1", &reply), 0);
-        if (!strcmp(s_kv(&reply, "state"), "done")) break;
+        if (!strcmp(nr_harness_kv(&reply, "state"), "done")) break;
         nr_harness_sleep_ms(20);
     }
-    s_require(!strcmp(s_kv(&reply, "state"), "done"), "job is %s", s_kv(&reply, "state"));
-    s_require(!strncmp(s_kv(&reply, "test.worker"), "test-1-", 7), "finished by '%s'",
-              s_kv(&reply, "test.worker"));
-    s_require(s_kv_long(&reply, "attempts") == 2, "attempts %s", s_kv(&reply, "attempts"));
+    s_require(!strcmp(nr_harness_kv(&reply, "state"), "done"), "job is %s", nr_harness_kv(&reply, "state"));
+    s_require(!strncmp(nr_harness_kv(&reply, "test.worker"), "test-1-", 7), "finished by '%s'",
+              nr_harness_kv(&reply, "test.worker"));
+    s_require(nr_harness_kv_long(&reply, "attempts") == 2, "attempts %s", nr_harness_kv(&reply, "attempts"));
     /* Continue the stopped worker: it finishes its sleep and sends its RESULT
      * for a lease the broker has revoked; the broker drops it and tells the
      * worker to reconnect, after which it serves again. */
@@ -613,9 +583,9 @@ Test(chaos, stopped_worker_is_dead_and_its_late_result_is_dropped) {
     free(text);
     s_require(sent_late, "the stopped worker's RESULT never reached the broker");
     cr_assert_eq(nr_client_status(C.client, "stuck-1", &reply), 0);
-    s_require(!strcmp(s_kv(&reply, "state"), "done"), "job is now %s", s_kv(&reply, "state"));
-    s_require(!strncmp(s_kv(&reply, "test.worker"), "test-1-", 7), "the late result replaced the record: worker '%s'",
-              s_kv(&reply, "test.worker"));
+    s_require(!strcmp(nr_harness_kv(&reply, "state"), "done"), "job is now %s", nr_harness_kv(&reply, "state"));
+    s_require(!strncmp(nr_harness_kv(&reply, "test.worker"), "test-1-", 7),
+              "the late result replaced the record: worker '%s'", nr_harness_kv(&reply, "test.worker"));
     s_require(nr_harness_proc_running(C.workers[0]), "the continued worker died");
     nr_proto_msg_clear(&reply);
     redisContext *r = s_redis();
@@ -642,9 +612,9 @@ Test(chaos, stopped_worker_is_dead_and_its_late_result_is_dropped) {
     s_require(rc == 0, "submit: %s", nr_client_error(C.client));
     while (nr_harness_now_ms() < end) {
         cr_assert_eq(nr_client_status(C.client, "stuck-2", &reply), 0);
-        if (!strcmp(s_kv(&reply, "state"), "done")) break;
+        if (!strcmp(nr_harness_kv(&reply, "state"), "done")) break;
         nr_harness_sleep_ms(20);
     }
-    s_require(!strcmp(s_kv(&reply, "state"), "done"), "job is %s", s_kv(&reply, "state"));
+    s_require(!strcmp(nr_harness_kv(&reply, "state"), "done"), "job is %s", nr_harness_kv(&reply, "state"));
     nr_proto_msg_clear(&reply);
 }

@@ -61,11 +61,6 @@ static void s_teardown(void) {
     memset(&C, 0, sizeof C);
 }
 
-static const char *s_kv(const nr_msg_t *msg, const char *key) {
-    const char *v = nr_proto_kv_get(msg, key);
-    return v ? v : "";
-}
-
 /* Waits until job `id` is done. */
 static void s_wait_done(const char *id) {
     long long end = nr_harness_now_ms() + S_WAIT_MS;
@@ -75,11 +70,11 @@ static void s_wait_done(const char *id) {
     while (nr_harness_now_ms() < end) {
         int rc = nr_client_status(C.client, id, &r);
         s_require(rc == 0, "status %s: %s (%s)", id, nr_strerror(rc), nr_client_error(C.client));
-        state = s_kv(&r, "state");
-        if (!strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled")) break;
+        state = nr_harness_kv(&r, "state");
+        if (nr_harness_job_final(state)) break;
         nr_harness_sleep_ms(50);
     }
-    s_require(!strcmp(state, "done"), "job %s is %s (%s)", id, state, s_kv(&r, "error_message"));
+    s_require(!strcmp(state, "done"), "job %s is %s (%s)", id, state, nr_harness_kv(&r, "error_message"));
     nr_proto_msg_clear(&r);
 }
 
@@ -106,11 +101,11 @@ Test(client_it, batch_of_100_acknowledged_with_their_ids) {
     for (int i = 0; i < N; i++) {
         s_require(codes[i] == 0, "job %d: %s", i, replies[i].message);
         s_require(replies[i].cmd == NR_CMD_REPLY, "job %d has no REPLY", i);
-        s_require(!strcmp(s_kv(&replies[i], "id"), ids[i]), "job %d answered as %s", i,
-                  s_kv(&replies[i], "id"));
-        s_require(strcmp(s_kv(&replies[i], "existing"), "1"), "job %d was not new", i);
-        s_require(!strcmp(s_kv(&replies[i], "route"), "test"), "job %d route %s", i,
-                  s_kv(&replies[i], "route"));
+        s_require(!strcmp(nr_harness_kv(&replies[i], "id"), ids[i]), "job %d answered as %s", i,
+                  nr_harness_kv(&replies[i], "id"));
+        s_require(strcmp(nr_harness_kv(&replies[i], "existing"), "1"), "job %d was not new", i);
+        s_require(!strcmp(nr_harness_kv(&replies[i], "route"), "test"), "job %d route %s", i,
+                  nr_harness_kv(&replies[i], "route"));
     }
     for (int i = 0; i < N; i++) s_wait_done(ids[i]);
     /* The outputs are each job's own input. */
@@ -155,11 +150,12 @@ Test(client_it, batch_mixes_valid_and_invalid_jobs) {
                   strstr(replies[1].message, "bad job id"),
               "job 1: %s", replies[1].message);
     s_require(strstr(replies[3].message, "bad route"), "job 3: %s", replies[3].message);
-    s_require(!strcmp(s_kv(&replies[0], "id"), "mix-0") && !strcmp(s_kv(&replies[2], "id"), "mix-2"),
-              "ids %s %s", s_kv(&replies[0], "id"), s_kv(&replies[2], "id"));
-    s_require(!strcmp(s_kv(&replies[4], "id"), "mix-0") && !strcmp(s_kv(&replies[4], "existing"), "1"),
+    s_require(!strcmp(nr_harness_kv(&replies[0], "id"), "mix-0") && !strcmp(nr_harness_kv(&replies[2], "id"), "mix-2"),
+              "ids %s %s", nr_harness_kv(&replies[0], "id"), nr_harness_kv(&replies[2], "id"));
+    s_require(!strcmp(nr_harness_kv(&replies[4], "id"), "mix-0") &&
+                  !strcmp(nr_harness_kv(&replies[4], "existing"), "1"),
               "a second mix-0 is not the same job");
-    const char *made = s_kv(&replies[5], "id");
+    const char *made = nr_harness_kv(&replies[5], "id");
     s_require(nr_client_id_valid(made) && strncmp(made, "mix-", 4), "the broker's id: '%s'", made);
     s_wait_done("mix-0");
     s_wait_done("mix-2");
@@ -207,7 +203,7 @@ Test(client_it, busy_answers_in_a_batch_are_retried) {
     rc = nr_client_submit_batch(C.client, jobs, N, replies, codes);
     s_require(rc == 0, "batch with a busy wait: %s (%s)", nr_strerror(rc), nr_client_error(C.client));
     for (int i = 0; i < N; i++)
-        s_require(codes[i] == 0 && !strcmp(s_kv(&replies[i], "id"), ids[i]), "job %d: %d %s", i,
+        s_require(codes[i] == 0 && !strcmp(nr_harness_kv(&replies[i], "id"), ids[i]), "job %d: %d %s", i,
                   codes[i], replies[i].message);
     /* 8 new ones: at most 3 fit at a time, so all 8 in means retries. */
     static char more[N][32];
@@ -218,8 +214,8 @@ Test(client_it, busy_answers_in_a_batch_are_retried) {
     rc = nr_client_submit_batch(C.client, jobs, N, replies, codes);
     s_require(rc == 0, "second batch: %s (%s)", nr_strerror(rc), nr_client_error(C.client));
     for (int i = 0; i < N; i++) {
-        s_require(codes[i] == 0 && !strcmp(s_kv(&replies[i], "id"), more[i]) &&
-                      strcmp(s_kv(&replies[i], "existing"), "1"),
+        s_require(codes[i] == 0 && !strcmp(nr_harness_kv(&replies[i], "id"), more[i]) &&
+                      strcmp(nr_harness_kv(&replies[i], "existing"), "1"),
                   "job %d: %d %s", i, codes[i], replies[i].message);
     }
     for (int i = 0; i < N; i++) {

@@ -347,7 +347,7 @@ static cJSON *s_wait_final(const char *id) {
         s_resp_t r = s_get(path);
         s_require(r.status == 200 && r.json, "GET %s: HTTP %ld: %s", path, r.status, r.body);
         const char *state = s_jstr(r.json, "state");
-        if (state && (!strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled"))) {
+        if (state && nr_harness_job_final(state)) {
             cJSON *j = r.json;
             r.json = NULL;
             s_resp_free(&r);

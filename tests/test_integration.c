@@ -188,32 +188,10 @@ static int s_model_worker(const char *stage, const char *name) {
     return index;
 }
 
-/* An integer from a reply's kv, or -1. */
-static long s_kv_long(const nr_msg_t *msg, const char *key) {
-    const char *v = nr_proto_kv_get(msg, key);
-    return v ? strtol(v, NULL, 10) : -1;
-}
-
-static const char *s_kv(const nr_msg_t *msg, const char *key) {
-    const char *v = nr_proto_kv_get(msg, key);
-    return v ? v : "";
-}
-
 /* Waits until STATS reports at least n live workers for stage. */
 static void s_wait_workers(const char *stage, long n) {
-    char key[64];
-    snprintf(key, sizeof key, "workers.%s", stage);
-    long long end = nr_harness_now_ms() + S_WAIT_MS;
-    long have = -1;
-    while (nr_harness_now_ms() < end) {
-        nr_msg_t reply;
-        nr_proto_msg_init(&reply);
-        if (nr_client_stats(C.client, &reply) == 0) have = s_kv_long(&reply, key);
-        nr_proto_msg_clear(&reply);
-        if (have >= n) return;
-        nr_harness_sleep_ms(50);
-    }
-    s_require(0, "stage %s has %ld live workers, wanted %ld", stage, have, n);
+    long have = nr_harness_wait_workers(C.client, stage, n, S_WAIT_MS);
+    s_require(have >= n, "stage %s has %ld live workers, wanted %ld", stage, have, n);
 }
 
 /* Submits one job (id may be NULL); `options` is "k1", "v1", "k2", "v2", ..., NULL.
@@ -239,7 +217,7 @@ static void s_submit(const char *id, const char *route, const char *const *optio
     }
     s_require(rc == 0, "submit %s: %s (%s)", id ? id : "(new)", nr_strerror(rc),
               nr_client_error(C.client));
-    snprintf(id_out, NR_PROTO_ID_MAX + 1, "%s", s_kv(&reply, "id"));
+    snprintf(id_out, NR_PROTO_ID_MAX + 1, "%s", nr_harness_kv(&reply, "id"));
     nr_proto_msg_clear(&reply);
     s_require(id_out[0] != '\0', "the SUBMIT reply carries no id");
 }
@@ -256,10 +234,6 @@ static int s_status(const char *id, nr_msg_t *record) {
     return rc;
 }
 
-static int s_is_final(const char *state) {
-    return !strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled");
-}
-
 /* Waits until the job is in `state` (or, with state NULL, any final one);
  * leaves the record in *record. */
 static void s_wait_state(const char *id, const char *state, nr_msg_t *record) {
@@ -268,13 +242,13 @@ static void s_wait_state(const char *id, const char *state, nr_msg_t *record) {
     while (nr_harness_now_ms() < end) {
         int rc = s_status(id, record);
         s_require(rc == 0, "status %s: %s (%s)", id, nr_strerror(rc), nr_client_error(C.client));
-        now = s_kv(record, "state");
-        if (state ? !strcmp(now, state) : s_is_final(now)) return;
-        if (state && s_is_final(now)) break;
+        now = nr_harness_kv(record, "state");
+        if (state ? !strcmp(now, state) : nr_harness_job_final(now)) return;
+        if (state && nr_harness_job_final(now)) break;
         nr_harness_sleep_ms(50);
     }
-    s_require(0, "job %s is %s (error %s: %s), wanted %s", id, now, s_kv(record, "error"),
-              s_kv(record, "error_message"), state ? state : "a final state");
+    s_require(0, "job %s is %s (error %s: %s), wanted %s", id, now, nr_harness_kv(record, "error"),
+              nr_harness_kv(record, "error_message"), state ? state : "a final state");
 }
 
 /* ---- WAV ---- */
@@ -348,7 +322,7 @@ Test(integration, speak_200_jobs_three_speech_workers) {
         nr_msg_t record;
         nr_proto_msg_init(&record);
         s_wait_state(ids[i], "done", &record);
-        s_require(s_kv_long(&record, "speech.duration_ms") > 0, "job %d: no speech.duration_ms", i);
+        s_require(nr_harness_kv_long(&record, "speech.duration_ms") > 0, "job %d: no speech.duration_ms", i);
         nr_proto_msg_clear(&record);
 
         nr_msg_t reply;
@@ -364,7 +338,7 @@ Test(integration, speak_200_jobs_three_speech_workers) {
     nr_msg_t stats;
     nr_proto_msg_init(&stats);
     cr_assert_eq(nr_client_stats(C.client, &stats), 0);
-    s_require(s_kv_long(&stats, "jobs.done") >= N, "jobs.done = %s", s_kv(&stats, "jobs.done"));
+    s_require(nr_harness_kv_long(&stats, "jobs.done") >= N, "jobs.done = %s", nr_harness_kv(&stats, "jobs.done"));
     nr_proto_msg_clear(&stats);
     for (int i = 0; i < C.cl.n_workers; i++) {
         cr_assert(nr_harness_proc_running(C.cl.workers[i]), "speech worker %d died", i);
@@ -387,11 +361,12 @@ Test(integration, worker_killed_mid_job_job_finishes_elsewhere) {
     nr_harness_proc_wait(C.cl.workers[a], 10000, NULL);
     s_test_worker("test-b");
     s_wait_state(id, NULL, &record);
-    s_require(!strcmp(s_kv(&record, "state"), "done"), "state %s error %s: %s", s_kv(&record, "state"),
-              s_kv(&record, "error"), s_kv(&record, "error_message"));
-    s_require(s_kv_long(&record, "attempts") == 2,
+    s_require(!strcmp(nr_harness_kv(&record, "state"), "done"), "state %s error %s: %s",
+              nr_harness_kv(&record, "state"), nr_harness_kv(&record, "error"),
+              nr_harness_kv(&record, "error_message"));
+    s_require(nr_harness_kv_long(&record, "attempts") == 2,
               "attempts = %s (one lease lost with the killed worker, one that finished)",
-              s_kv(&record, "attempts"));
+              nr_harness_kv(&record, "attempts"));
     nr_proto_msg_clear(&record);
 
     /* The output is the echo of the input, from the second worker. */
@@ -421,9 +396,9 @@ Test(integration, crashing_job_fails_after_attempt_limit) {
     nr_msg_t record;
     nr_proto_msg_init(&record);
     s_wait_state(id, "failed", &record);
-    s_require(!strcmp(s_kv(&record, "error"), "attempts_exhausted"), "error %s: %s",
-              s_kv(&record, "error"), s_kv(&record, "error_message"));
-    s_require(s_kv_long(&record, "attempts") == n, "attempts = %s", s_kv(&record, "attempts"));
+    s_require(!strcmp(nr_harness_kv(&record, "error"), "attempts_exhausted"), "error %s: %s",
+              nr_harness_kv(&record, "error"), nr_harness_kv(&record, "error_message"));
+    s_require(nr_harness_kv_long(&record, "attempts") == n, "attempts = %s", nr_harness_kv(&record, "attempts"));
     nr_proto_msg_clear(&record);
     int dead = 0;
     for (int i = 0; i < C.cl.n_workers; i++) dead += !nr_harness_proc_running(C.cl.workers[i]);
@@ -452,7 +427,7 @@ Test(integration, broker_killed_and_restarted_mid_run) {
     while (nr_harness_now_ms() < end) {
         nr_msg_t stats;
         nr_proto_msg_init(&stats);
-        if (nr_client_stats(C.client, &stats) == 0) done_before = (int)s_kv_long(&stats, "jobs.done");
+        if (nr_client_stats(C.client, &stats) == 0) done_before = (int)nr_harness_kv_long(&stats, "jobs.done");
         nr_proto_msg_clear(&stats);
         if (done_before >= 5) break;
         nr_harness_sleep_ms(20);
@@ -487,9 +462,9 @@ Test(integration, broker_killed_and_restarted_mid_run) {
     nr_proto_msg_init(&reply);
     nr_kv_t kv = {"behave", "sleep:100"};
     cr_assert_eq(nr_client_submit(C.client, ids[0], "test", &kv, 1, "input 0", 7, &reply), 0);
-    cr_assert_str_eq(s_kv(&reply, "existing"), "1");
-    cr_assert_str_eq(s_kv(&reply, "state"), "done");
-    snprintf(again, sizeof again, "%s", s_kv(&reply, "id"));
+    cr_assert_str_eq(nr_harness_kv(&reply, "existing"), "1");
+    cr_assert_str_eq(nr_harness_kv(&reply, "state"), "done");
+    snprintf(again, sizeof again, "%s", nr_harness_kv(&reply, "id"));
     cr_assert_str_eq(again, ids[0]);
     nr_proto_msg_clear(&reply);
     s_end();
@@ -639,12 +614,12 @@ Test(integration, cancel_queued_and_running) {
     /* The only worker is busy (capacity 1), so this one waits in the queue. */
     s_submit("cancel-queued", "test", slow, "q", 1, queued);
     cr_assert_eq(s_status(queued, &record), 0);
-    cr_assert_str_eq(s_kv(&record, "state"), "queued");
+    cr_assert_str_eq(nr_harness_kv(&record, "state"), "queued");
 
     cr_assert_eq(nr_client_cancel(C.client, queued, &record), 0, "%s", nr_client_error(C.client));
-    cr_assert_str_eq(s_kv(&record, "state"), "cancelled");
+    cr_assert_str_eq(nr_harness_kv(&record, "state"), "cancelled");
     cr_assert_eq(nr_client_cancel(C.client, running, &record), 0, "%s", nr_client_error(C.client));
-    cr_assert_str_eq(s_kv(&record, "state"), "cancelled");
+    cr_assert_str_eq(nr_harness_kv(&record, "state"), "cancelled");
     long long cancelled_at = nr_harness_now_ms();
 
     /* A job submitted after both runs on the same worker, which means the
@@ -658,15 +633,15 @@ Test(integration, cancel_queued_and_running) {
     if (left > 0) nr_harness_sleep_ms((int)left);
     nr_harness_sleep_ms(500);
     cr_assert_eq(s_status(running, &record), 0);
-    s_require(!strcmp(s_kv(&record, "state"), "cancelled"), "cancelled job is now %s",
-              s_kv(&record, "state"));
+    s_require(!strcmp(nr_harness_kv(&record, "state"), "cancelled"), "cancelled job is now %s",
+              nr_harness_kv(&record, "state"));
     cr_assert_eq(s_status(queued, &record), 0);
-    cr_assert_str_eq(s_kv(&record, "state"), "cancelled");
+    cr_assert_str_eq(nr_harness_kv(&record, "state"), "cancelled");
     /* Cancelling a finished job is refused and changes nothing. */
     int rc = nr_client_cancel(C.client, after, &record);
     cr_assert_neq(rc, 0, "cancel of a done job succeeded");
     cr_assert_eq(s_status(after, &record), 0);
-    cr_assert_str_eq(s_kv(&record, "state"), "done");
+    cr_assert_str_eq(nr_harness_kv(&record, "state"), "done");
     nr_proto_msg_clear(&record);
     cr_assert(nr_harness_proc_running(C.cl.workers[w]));
     s_end();
@@ -688,21 +663,21 @@ Test(integration, failing_jobs) {
     nr_msg_t record;
     nr_proto_msg_init(&record);
     s_wait_state(a, NULL, &record);
-    s_require(!strcmp(s_kv(&record, "state"), "failed"), "state %s", s_kv(&record, "state"));
-    s_require(!strcmp(s_kv(&record, "error"), "attempts_exhausted"), "error %s: %s",
-              s_kv(&record, "error"), s_kv(&record, "error_message"));
-    s_require(s_kv_long(&record, "attempts") == atoi(S_MAX_ATTEMPTS), "attempts = %s",
-              s_kv(&record, "attempts"));
-    s_require(strstr(s_kv(&record, "error_message"), "test failure (retryable)") != NULL,
-              "the worker's reason is lost: error_message '%s'", s_kv(&record, "error_message"));
+    s_require(!strcmp(nr_harness_kv(&record, "state"), "failed"), "state %s", nr_harness_kv(&record, "state"));
+    s_require(!strcmp(nr_harness_kv(&record, "error"), "attempts_exhausted"), "error %s: %s",
+              nr_harness_kv(&record, "error"), nr_harness_kv(&record, "error_message"));
+    s_require(nr_harness_kv_long(&record, "attempts") == atoi(S_MAX_ATTEMPTS), "attempts = %s",
+              nr_harness_kv(&record, "attempts"));
+    s_require(strstr(nr_harness_kv(&record, "error_message"), "test failure (retryable)") != NULL,
+              "the worker's reason is lost: error_message '%s'", nr_harness_kv(&record, "error_message"));
 
     s_wait_state(b, NULL, &record);
-    s_require(!strcmp(s_kv(&record, "state"), "failed"), "state %s", s_kv(&record, "state"));
+    s_require(!strcmp(nr_harness_kv(&record, "state"), "failed"), "state %s", nr_harness_kv(&record, "state"));
     /* narrator-worker-test fails fail-final with NR_EOPTION, retry=0. */
-    s_require(!strcmp(s_kv(&record, "error"), "bad_option"), "fail-final gave error '%s': %s",
-              s_kv(&record, "error"), s_kv(&record, "error_message"));
-    s_require(s_kv_long(&record, "attempts") == 1, "fail-final took %s attempts",
-              s_kv(&record, "attempts"));
+    s_require(!strcmp(nr_harness_kv(&record, "error"), "bad_option"), "fail-final gave error '%s': %s",
+              nr_harness_kv(&record, "error"), nr_harness_kv(&record, "error_message"));
+    s_require(nr_harness_kv_long(&record, "attempts") == 1, "fail-final took %s attempts",
+              nr_harness_kv(&record, "attempts"));
     nr_proto_msg_clear(&record);
     s_end();
 }
@@ -784,7 +759,7 @@ Test(integration, broker_sigterm_exits_zero_and_restart_resumes) {
     nr_msg_t record;
     nr_proto_msg_init(&record);
     cr_assert_eq(s_status(ids[0], &record), 0);
-    cr_assert_str_eq(s_kv(&record, "state"), "queued");
+    cr_assert_str_eq(nr_harness_kv(&record, "state"), "queued");
     int status = s_broker_stop(SIGTERM);
     s_require(nr_harness_exit_code(status) == 0, "broker exit status %d (signal %d)",
               nr_harness_exit_code(status), nr_harness_exit_signal(status));
@@ -792,8 +767,8 @@ Test(integration, broker_sigterm_exits_zero_and_restart_resumes) {
     s_test_worker("test-a");
     for (int i = 0; i < N; i++) {
         s_wait_state(ids[i], "done", &record);
-        s_require(s_kv_long(&record, "attempts") == 1, "job %s attempts %s", ids[i],
-                  s_kv(&record, "attempts"));
+        s_require(nr_harness_kv_long(&record, "attempts") == 1, "job %s attempts %s", ids[i],
+                  nr_harness_kv(&record, "attempts"));
     }
     nr_proto_msg_clear(&record);
     s_end();

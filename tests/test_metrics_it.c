@@ -193,32 +193,12 @@ static void s_wait_final(const char *id, const char *state) {
     while (nr_harness_now_ms() < end) {
         nr_msg_t r;
         nr_proto_msg_init(&r);
-        if (nr_client_status(C.client, id, &r) == 0) {
-            const char *s = nr_proto_kv_get(&r, "state");
-            snprintf(now, sizeof now, "%s", s ? s : "");
-        }
+        if (nr_client_status(C.client, id, &r) == 0) snprintf(now, sizeof now, "%s", nr_harness_kv(&r, "state"));
         nr_proto_msg_clear(&r);
-        if (!strcmp(now, "done") || !strcmp(now, "failed") || !strcmp(now, "cancelled")) break;
+        if (nr_harness_job_final(now)) break;
         nr_harness_sleep_ms(20);
     }
     s_require(!strcmp(now, state), "job %s is '%s', expected %s", id, now, state);
-}
-
-static void s_wait_workers(long n) {
-    long long end = nr_harness_now_ms() + S_WAIT_MS;
-    long have = -1;
-    while (nr_harness_now_ms() < end) {
-        nr_msg_t r;
-        nr_proto_msg_init(&r);
-        if (nr_client_stats(C.client, &r) == 0) {
-            const char *v = nr_proto_kv_get(&r, "workers.test");
-            have = v ? strtol(v, NULL, 10) : 0;
-        }
-        nr_proto_msg_clear(&r);
-        if (have >= n) return;
-        nr_harness_sleep_ms(50);
-    }
-    s_require(0, "%ld test workers, wanted %ld", have, n);
 }
 
 /* One malformed message to the clients socket (answered with an error). */
@@ -237,7 +217,8 @@ static void s_send_garbage(void) {
 }
 
 Test(metrics_it, counts_match_what_ran, .init = s_setup, .fini = s_teardown, .timeout = 300) {
-    s_wait_workers(2);
+    long workers = nr_harness_wait_workers(C.client, "test", 2, S_WAIT_MS);
+    s_require(workers >= 2, "%ld test workers, wanted 2", workers);
     /* Before any job: the families are there, the stage is known. */
     s_parse(s_scrape());
     s_expect("narrator_jobs_submitted_total", 0);

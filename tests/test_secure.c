@@ -196,18 +196,6 @@ Test(secure, allow_list_admits_known_keys_only) {
 
 #include "client/client.h"
 
-static long s_stat(nr_client_t *c, const char *key) {
-    nr_msg_t r;
-    nr_proto_msg_init(&r);
-    long v = -1;
-    if (nr_client_stats(c, &r) == 0) {
-        const char *s = nr_proto_kv_get(&r, key);
-        v = s ? strtol(s, NULL, 10) : -1;
-    }
-    nr_proto_msg_clear(&r);
-    return v;
-}
-
 /* A real redis-server and a CURVE broker whose allow-list holds the .pub
  * files of `allowed` (key pairs made with s_keys in s_dir beforehand). */
 typedef struct {
@@ -306,8 +294,8 @@ Test(secure, broker_with_curve_serves_allowed_and_refuses_others, .timeout = 120
     nr_client_t *good = nr_client_new(cep, 2000);
     cr_assert_eq(nr_client_set_curve(good, broker_pubfile, client_key), 0, "%s", nr_client_error(good));
     long long end = nr_harness_now_ms() + 30000;
-    while (nr_harness_now_ms() < end && s_stat(good, "workers.test") < 1) nr_harness_sleep_ms(50);
-    cr_assert_eq(s_stat(good, "workers.test"), 1, "the allowed worker did not register (or the rogue did)");
+    while (nr_harness_now_ms() < end && nr_harness_stat(good, "workers.test") < 1) nr_harness_sleep_ms(50);
+    cr_assert_eq(nr_harness_stat(good, "workers.test"), 1, "the allowed worker did not register (or the rogue did)");
     nr_msg_t r;
     nr_proto_msg_init(&r);
     cr_assert_eq(nr_client_submit(good, "sec-1", "test", NULL, 0, "secret input", 12, &r), 0, "%s",
@@ -338,7 +326,7 @@ Test(secure, broker_with_curve_serves_allowed_and_refuses_others, .timeout = 120
     /* Half-configured: refused at once. */
     cr_assert_eq(nr_client_set_curve(plain, broker_pub, NULL), NR_EINVAL);
     /* The rogue worker never registered; the broker logged the refusals. */
-    cr_assert_eq(s_stat(good, "workers.test"), 1);
+    cr_assert_eq(nr_harness_stat(good, "workers.test"), 1);
     nr_proto_msg_clear(&r);
     char *text = nr_harness_read_file(cb.blog, NULL);
     cr_assert_not_null(text);

@@ -128,30 +128,10 @@ static int s_worker_start(const char *bin, const char *name, const char *const *
     return index;
 }
 
-static long s_kv_long(const nr_msg_t *msg, const char *key) {
-    const char *v = nr_proto_kv_get(msg, key);
-    return v ? strtol(v, NULL, 10) : -1;
-}
-
-static const char *s_kv(const nr_msg_t *msg, const char *key) {
-    const char *v = nr_proto_kv_get(msg, key);
-    return v ? v : "";
-}
-
+/* Waits until STATS reports at least n live workers for stage. */
 static void s_wait_workers(const char *stage, long n) {
-    char key[64];
-    snprintf(key, sizeof key, "workers.%s", stage);
-    long long end = nr_harness_now_ms() + S_WAIT_MS;
-    long have = -1;
-    while (nr_harness_now_ms() < end) {
-        nr_msg_t reply;
-        nr_proto_msg_init(&reply);
-        if (nr_client_stats(C.client, &reply) == 0) have = s_kv_long(&reply, key);
-        nr_proto_msg_clear(&reply);
-        if (have >= n) return;
-        nr_harness_sleep_ms(50);
-    }
-    s_require(0, "stage %s has %ld live workers, wanted %ld", stage, have, n);
+    long have = nr_harness_wait_workers(C.client, stage, n, S_WAIT_MS);
+    s_require(have >= n, "stage %s has %ld live workers, wanted %ld", stage, have, n);
 }
 
 /* The three stage workers; batch > 1 turns on the batch handlers of vision
@@ -420,20 +400,16 @@ static void s_submit(const char *route, const char *const *options, const void *
     nr_proto_msg_clear(&reply);
 }
 
-static int s_is_final(const char *state) {
-    return !strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled");
-}
-
 /* Waits for a final state; the record is left in *record. */
 static void s_wait_final(const char *id, nr_msg_t *record) {
     long long end = nr_harness_now_ms() + S_WAIT_MS;
     while (nr_harness_now_ms() < end) {
         int rc = nr_client_status(C.client, id, record);
         s_require(rc == 0, "status %s: %s (%s)", id, nr_strerror(rc), nr_client_error(C.client));
-        if (s_is_final(s_kv(record, "state"))) return;
+        if (nr_harness_job_final(nr_harness_kv(record, "state"))) return;
         nr_harness_sleep_ms(20);
     }
-    s_require(0, "job %s is still %s", id, s_kv(record, "state"));
+    s_require(0, "job %s is still %s", id, nr_harness_kv(record, "state"));
 }
 
 /* Submits a job and asserts it fails at `stage` with `error`, first attempt. */
@@ -444,13 +420,14 @@ static void s_expect_fail(const char *route, const char *const *options, const v
     nr_msg_t rec;
     nr_proto_msg_init(&rec);
     s_wait_final(id, &rec);
-    s_require(!strcmp(s_kv(&rec, "state"), "failed"), "%s: state %s", what, s_kv(&rec, "state"));
-    s_require(!strcmp(s_kv(&rec, "stage"), stage), "%s: failed at %s", what, s_kv(&rec, "stage"));
-    s_require(!strcmp(s_kv(&rec, "error"), error), "%s: error %s (%s), wanted %s", what, s_kv(&rec, "error"),
-              s_kv(&rec, "error_message"), error);
-    s_require(s_kv(&rec, "error_message")[0] != '\0', "%s: no error message", what);
-    s_require(s_kv_long(&rec, "attempts") == 1, "%s: a final error took %s attempts", what, s_kv(&rec, "attempts"));
-    fprintf(stderr, "stages: %s -> %s: %s\n", what, error, s_kv(&rec, "error_message"));
+    s_require(!strcmp(nr_harness_kv(&rec, "state"), "failed"), "%s: state %s", what, nr_harness_kv(&rec, "state"));
+    s_require(!strcmp(nr_harness_kv(&rec, "stage"), stage), "%s: failed at %s", what, nr_harness_kv(&rec, "stage"));
+    s_require(!strcmp(nr_harness_kv(&rec, "error"), error), "%s: error %s (%s), wanted %s", what,
+              nr_harness_kv(&rec, "error"), nr_harness_kv(&rec, "error_message"), error);
+    s_require(nr_harness_kv(&rec, "error_message")[0] != '\0', "%s: no error message", what);
+    s_require(nr_harness_kv_long(&rec, "attempts") == 1, "%s: a final error took %s attempts", what,
+              nr_harness_kv(&rec, "attempts"));
+    fprintf(stderr, "stages: %s -> %s: %s\n", what, error, nr_harness_kv(&rec, "error_message"));
     nr_proto_msg_clear(&rec);
 }
 
@@ -462,11 +439,12 @@ static char *s_text_caption(const void *frame, size_t len, const char *const *op
     nr_msg_t rec;
     nr_proto_msg_init(&rec);
     s_wait_final(id, &rec);
-    s_require(!strcmp(s_kv(&rec, "state"), "done"), "text job %s (%s: %s)", s_kv(&rec, "state"), s_kv(&rec, "error"),
-              s_kv(&rec, "error_message"));
-    char *kv_caption = strdup(s_kv(&rec, "text.caption"));
-    s_require(!strcmp(s_kv(&rec, "text.model"), S_MODEL_NAME), "text.model %s", s_kv(&rec, "text.model"));
-    s_require(s_kv_long(&rec, "text.tokens") >= 0, "no text.tokens");
+    s_require(!strcmp(nr_harness_kv(&rec, "state"), "done"), "text job %s (%s: %s)", nr_harness_kv(&rec, "state"),
+              nr_harness_kv(&rec, "error"), nr_harness_kv(&rec, "error_message"));
+    char *kv_caption = strdup(nr_harness_kv(&rec, "text.caption"));
+    s_require(!strcmp(nr_harness_kv(&rec, "text.model"), S_MODEL_NAME), "text.model %s",
+              nr_harness_kv(&rec, "text.model"));
+    s_require(nr_harness_kv_long(&rec, "text.tokens") >= 0, "no text.tokens");
     nr_proto_msg_clear(&rec);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
@@ -584,11 +562,12 @@ Test(stages, vision_frame_and_text_caption_equal_library) {
     nr_msg_t rec;
     nr_proto_msg_init(&rec);
     s_wait_final(id, &rec);
-    s_require(!strcmp(s_kv(&rec, "state"), "done"), "vision job %s (%s)", s_kv(&rec, "state"),
-              s_kv(&rec, "error_message"));
-    s_require(!strcmp(s_kv(&rec, "vision.model"), S_MODEL_NAME), "vision.model %s", s_kv(&rec, "vision.model"));
-    s_require(s_kv_long(&rec, "vision.image_bytes") == (long)size, "vision.image_bytes %s",
-              s_kv(&rec, "vision.image_bytes"));
+    s_require(!strcmp(nr_harness_kv(&rec, "state"), "done"), "vision job %s (%s)", nr_harness_kv(&rec, "state"),
+              nr_harness_kv(&rec, "error_message"));
+    s_require(!strcmp(nr_harness_kv(&rec, "vision.model"), S_MODEL_NAME), "vision.model %s",
+              nr_harness_kv(&rec, "vision.model"));
+    s_require(nr_harness_kv_long(&rec, "vision.image_bytes") == (long)size, "vision.image_bytes %s",
+              nr_harness_kv(&rec, "vision.image_bytes"));
     nr_proto_msg_clear(&rec);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
@@ -746,8 +725,8 @@ Test(stages, vision_limits) {
             nr_msg_t rec;
             nr_proto_msg_init(&rec);
             s_wait_final(id, &rec);
-            s_require(!strcmp(s_kv(&rec, "state"), "done"), "%s: %s (%s)", cases[i].name, s_kv(&rec, "state"),
-                      s_kv(&rec, "error_message"));
+            s_require(!strcmp(nr_harness_kv(&rec, "state"), "done"), "%s: %s (%s)", cases[i].name,
+                      nr_harness_kv(&rec, "state"), nr_harness_kv(&rec, "error_message"));
             nr_proto_msg_clear(&rec);
         }
         free(bytes);
@@ -780,15 +759,17 @@ Test(stages, batched_workers_equal_library) {
         nr_proto_msg_init(&rec);
         s_wait_final(ids[i], &rec);
         if (!strcmp(names[i], "bad_truncated.jpg")) {
-            s_require(!strcmp(s_kv(&rec, "state"), "failed") && !strcmp(s_kv(&rec, "error"), "bad_image"),
-                      "%s: %s %s", names[i], s_kv(&rec, "state"), s_kv(&rec, "error"));
-            s_require(s_kv(&rec, "error_message")[0] != '\0', "no message for the bad image in a batch");
+            s_require(!strcmp(nr_harness_kv(&rec, "state"), "failed") &&
+                          !strcmp(nr_harness_kv(&rec, "error"), "bad_image"),
+                      "%s: %s %s", names[i], nr_harness_kv(&rec, "state"), nr_harness_kv(&rec, "error"));
+            s_require(nr_harness_kv(&rec, "error_message")[0] != '\0', "no message for the bad image in a batch");
         } else {
-            s_require(!strcmp(s_kv(&rec, "state"), "done"), "%s: %s (%s)", names[i], s_kv(&rec, "state"),
-                      s_kv(&rec, "error_message"));
+            s_require(!strcmp(nr_harness_kv(&rec, "state"), "done"), "%s: %s (%s)", names[i],
+                      nr_harness_kv(&rec, "state"), nr_harness_kv(&rec, "error_message"));
             char *want = s_lib_caption(names[i], i % 2 ? 1 : 4, 0);
-            s_require(!strcmp(s_kv(&rec, "text.caption"), want), "%s: batched caption \"%s\" != library \"%s\"",
-                      names[i], s_kv(&rec, "text.caption"), want);
+            s_require(!strcmp(nr_harness_kv(&rec, "text.caption"), want),
+                      "%s: batched caption \"%s\" != library \"%s\"", names[i], nr_harness_kv(&rec, "text.caption"),
+                      want);
             free(want);
         }
         nr_proto_msg_clear(&rec);
@@ -832,11 +813,11 @@ Test(stages, concurrent_handlers_equal_library) {
         nr_msg_t rec;
         nr_proto_msg_init(&rec);
         s_wait_final(ids[i], &rec);
-        s_require(!strcmp(s_kv(&rec, "state"), "done"), "%s: %s (%s)", names[i], s_kv(&rec, "state"),
-                  s_kv(&rec, "error_message"));
+        s_require(!strcmp(nr_harness_kv(&rec, "state"), "done"), "%s: %s (%s)", names[i], nr_harness_kv(&rec, "state"),
+                  nr_harness_kv(&rec, "error_message"));
         char *want = s_lib_caption(names[i], i % 3 ? 4 : 1, 0);
-        s_require(!strcmp(s_kv(&rec, "text.caption"), want), "%s: caption \"%s\" != library \"%s\"", names[i],
-                  s_kv(&rec, "text.caption"), want);
+        s_require(!strcmp(nr_harness_kv(&rec, "text.caption"), want), "%s: caption \"%s\" != library \"%s\"", names[i],
+                  nr_harness_kv(&rec, "text.caption"), want);
         free(want);
         nr_proto_msg_clear(&rec);
     }
