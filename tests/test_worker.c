@@ -402,21 +402,26 @@ static void s_expect(s_broker_t *b, nr_cmd_t cmd, nr_msg_t *msg, int beat) {
     }
 }
 
-static void s_send_job(s_broker_t *b, const char *id, const char *stage, uint32_t attempt,
-                       const char *behave, const char *input) {
+static void s_send_job_within(s_broker_t *b, const char *id, const char *stage, uint32_t attempt,
+                              const char *behave, const char *input, uint32_t deadline_ms) {
     nr_msg_t m;
     nr_proto_msg_init(&m);
     m.cmd = NR_CMD_JOB;
     snprintf(m.id, sizeof m.id, "%s", id);
     snprintf(m.stage, sizeof m.stage, "%s", stage);
     m.attempt = attempt;
-    m.deadline_ms = 60000;
+    m.deadline_ms = deadline_ms;
     if (behave) cr_assert_eq(nr_proto_kv_add(&m, "behave", behave), 0);
     cr_assert_eq(nr_proto_frame_add(&m, input, strlen(input)), 0);
     char err[256] = "";
     cr_assert_eq(nr_proto_send(b->router, b->identity, b->identity_size, &m, err, sizeof err), 0,
                  "%s", err);
     nr_proto_msg_clear(&m);
+}
+
+static void s_send_job(s_broker_t *b, const char *id, const char *stage, uint32_t attempt,
+                       const char *behave, const char *input) {
+    s_send_job_within(b, id, stage, attempt, behave, input, 60000);
 }
 
 /* The in-process test stage. */
@@ -891,6 +896,37 @@ Test(runtime, concurrency_bounds_the_jobs_running_not_the_jobs_held) {
     cr_assert_eq(s_most_running(1), 1, "concurrency 1: one job at a time");
     cr_assert_eq(s_most_running(2), 2);
     cr_assert_eq(s_most_running(0), 4, "concurrency 0: one handler per capacity slot");
+}
+
+/* A held job's deadline runs while it waits in the worker; one that passed
+ * before a handler was free is answered without being started. */
+Test(runtime, held_job_past_its_deadline_is_answered_not_started) {
+    s_broker_t b;
+    s_broker_open(&b);
+    nr_worker_settings_t s = s_settings(&b);
+    s.capacity = 3;
+    s.concurrency = 1;
+    s_worker_t t;
+    nr_msg_t m;
+    s_worker_up(&b, &t, &s, &m);
+    atomic_store(&s_started, 0);
+    s_send_job_within(&b, "busy", "test", 1, "sleep:400", "x", 60000);
+    s_send_job_within(&b, "stale", "test", 2, "echo", "x", 150); /* waits ~400 ms */
+    s_send_job_within(&b, "fresh", "test", 1, "echo", "x", 60000);
+    /* One handler takes them in order: busy runs, stale is answered when
+     * busy ends, then fresh runs. */
+    s_expect(&b, NR_CMD_RESULT, &m, 1);
+    cr_assert_str_eq(m.id, "busy");
+    s_expect(&b, NR_CMD_FAIL, &m, 1);
+    cr_assert_str_eq(m.id, "stale");
+    cr_assert_eq(m.code, NR_EDEADLINE);
+    cr_assert_eq(m.retry, 1, "the broker leases it again");
+    cr_assert_eq(m.attempt, 2);
+    cr_assert(strstr(m.message, "not started"), "%s", m.message);
+    s_expect(&b, NR_CMD_RESULT, &m, 1);
+    cr_assert_str_eq(m.id, "fresh");
+    cr_assert_eq(atomic_load(&s_started), 2, "the stale job never reached the handler");
+    s_worker_down(&b, &t, &m);
 }
 
 /* ---- the narrator-worker-test program, as a real process ---- */

@@ -37,6 +37,7 @@ typedef struct s_item {
     struct s_item *next;
     nr_msg_t job;
     nr_msg_t reply;
+    long long received_ms; /* when the JOB arrived: its lease runs from about then */
 } s_item_t;
 
 typedef struct {
@@ -189,6 +190,28 @@ static void s_deadline_ts(struct timespec *ts, long long at_ms) {
     ts->tv_nsec = (long)(at_ms % 1000) * 1000000L;
 }
 
+/* Takes the next waiting job to run (mu held), or NULL when none is left.
+ * A held job whose lease ran out while it waited (capacity above
+ * concurrency) is not started: the broker leases it again at its
+ * deadline, so this run would be thrown away. It is answered at once with
+ * a retryable NR_EDEADLINE FAIL (*answered set when the socket thread must
+ * be woken for it). */
+static s_item_t *s_pop_live(nr_worker_t *self, int *answered) {
+    s_item_t *it;
+    while ((it = s_list_pop(&self->pending))) {
+        long long waited = s_now_ms() - it->received_ms;
+        if (!it->job.deadline_ms || waited < (long long)it->job.deadline_ms) return it;
+        char msg[128];
+        snprintf(msg, sizeof msg, "not started: waited %lld ms in the worker, past its %u ms deadline",
+                 waited, (unsigned)it->job.deadline_ms);
+        nr_log(NR_LOG_WARN, "job %s attempt %u %s", it->job.id, (unsigned)it->job.attempt, msg);
+        s_make_fail(&it->reply, &it->job, NR_EDEADLINE, 1, msg);
+        *answered |= !self->done.head;
+        s_list_push(&self->done, it);
+    }
+    return NULL;
+}
+
 static void *s_handler_thread(void *arg) {
     nr_worker_t *self = arg;
     int batch = self->batch;
@@ -224,15 +247,26 @@ static void *s_handler_thread(void *arg) {
     for (;;) {
         while (!self->quit && !self->pending.head) pthread_cond_wait(&self->cond, &self->mu);
         if (!self->pending.head) break; /* quit and nothing left */
+        int answered = 0;
+        s_item_t *first = s_pop_live(self, &answered);
+        if (!first) { /* every waiting job had run out of time */
+            pthread_mutex_unlock(&self->mu);
+            if (answered) s_wake(self);
+            pthread_mutex_lock(&self->mu);
+            continue;
+        }
         int n = 0;
-        items[n++] = s_list_pop(&self->pending);
+        items[n++] = first;
         self->busy++;
         if (batch > 1) {
             long long until = s_now_ms() + self->settings.batch_wait_ms;
             while (n < batch) {
                 if (self->pending.head) {
-                    items[n++] = s_list_pop(&self->pending);
-                    self->busy++;
+                    s_item_t *it = s_pop_live(self, &answered);
+                    if (it) {
+                        items[n++] = it;
+                        self->busy++;
+                    }
                     continue;
                 }
                 if (self->quit || s_now_ms() >= until) break;
@@ -242,6 +276,7 @@ static void *s_handler_thread(void *arg) {
             }
         }
         pthread_mutex_unlock(&self->mu);
+        if (answered) s_wake(self);
 
         long long t0 = s_now_ms();
         if (n == 1 && (batch == 1 || !self->run_batch)) {
@@ -617,6 +652,7 @@ static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
     char err[S_ERRLEN] = "";
     int rc = nr_proto_recv(self->sock, NULL, NULL, &it->job, err, sizeof err);
     long long now = s_now_ms();
+    it->received_ms = now;
     if (rc == NR_EIO) {
         if (errno != EAGAIN && errno != EINTR)
             nr_log(NR_LOG_WARN, "receive failed: %s", zmq_strerror(errno));
