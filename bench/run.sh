@@ -171,7 +171,7 @@ for w in (1, 2, 4, 8):
     med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
     n_med = med([r["jobs_per_s"] for r in ns])
     c_med = med([r["jobs_per_s"] for r in cs.values()])
-    pairs = [r["jobs_per_s"] / cs[r["round"]]["jobs_per_s"] for r in ns if r["round"] in cs]
+    pairs = [r["jobs_per_s"] / cs[r["round"]]["jobs_per_s"] for r in ns if r["round"] in cs] or [float("nan")]
     cu = {k: med([r["cpu_us_per_job"][k] for r in ns]) for k in ("broker", "redis", "workers", "client")}
     durable = all(r["durable_done"] == r["jobs"] for r in ns)
     print(f"{w:>7} | {n_med:>15.0f} | {c_med:>13.0f} | {n_med / c_med:>5.1f}x | "

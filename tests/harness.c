@@ -931,7 +931,8 @@ long nr_harness_wait_workers(nr_client_t *client, const char *stage, long n, int
     long long end = nr_harness_now_ms() + timeout_ms;
     long have = -1;
     while (nr_harness_now_ms() < end) {
-        have = nr_harness_stat(client, key);
+        long v = nr_harness_stat(client, key);
+        if (v >= 0) have = v; /* a poll without an answer keeps the last count */
         if (have >= n) break;
         nr_harness_sleep_ms(50);
     }

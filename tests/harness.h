@@ -215,7 +215,7 @@ int nr_harness_job_final(const char *state);
  * has no such key. */
 long nr_harness_stat(nr_client_t *client, const char *key);
 /* Polls STATS until it counts at least n live workers for `stage`, for at
- * most timeout_ms. Returns the last count seen (-1: no answer), which is
+ * most timeout_ms. Returns the last count seen (-1: never answered), which is
  * below n when time ran out: the caller asserts, so that its message says
  * what was wanted and its own logs are dumped. */
 long nr_harness_wait_workers(nr_client_t *client, const char *stage, long n, int timeout_ms);

@@ -194,8 +194,6 @@ Test(secure, allow_list_admits_known_keys_only) {
 
 /* ---- the real broker with CURVE ---- */
 
-#include "client/client.h"
-
 /* A real redis-server and a CURVE broker whose allow-list holds the .pub
  * files of `allowed` (key pairs made with s_keys in s_dir beforehand). */
 typedef struct {

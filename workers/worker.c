@@ -193,23 +193,41 @@ static void s_deadline_ts(struct timespec *ts, long long at_ms) {
 /* Takes the next waiting job to run (mu held), or NULL when none is left.
  * A held job whose lease ran out while it waited (capacity above
  * concurrency) is not started: the broker leases it again at its
- * deadline, so this run would be thrown away. It is answered at once with
- * a retryable NR_EDEADLINE FAIL (*answered set when the socket thread must
- * be woken for it). */
-static s_item_t *s_pop_live(nr_worker_t *self, int *answered) {
+ * deadline, so this run would be thrown away. It goes to *stale, for
+ * s_answer_stale once the lock is released. */
+static s_item_t *s_pop_live(nr_worker_t *self, s_list_t *stale) {
     s_item_t *it;
+    long long now = s_now_ms();
     while ((it = s_list_pop(&self->pending))) {
-        long long waited = s_now_ms() - it->received_ms;
-        if (!it->job.deadline_ms || waited < (long long)it->job.deadline_ms) return it;
-        char msg[128];
-        snprintf(msg, sizeof msg, "not started: waited %lld ms in the worker, past its %u ms deadline",
-                 waited, (unsigned)it->job.deadline_ms);
-        nr_log(NR_LOG_WARN, "job %s attempt %u %s", it->job.id, (unsigned)it->job.attempt, msg);
-        s_make_fail(&it->reply, &it->job, NR_EDEADLINE, 1, msg);
-        *answered |= !self->done.head;
-        s_list_push(&self->done, it);
+        if (!it->job.deadline_ms || now - it->received_ms < (long long)it->job.deadline_ms) return it;
+        s_list_push(stale, it);
+        self->busy++; /* until answered: a stopping worker waits for it */
     }
     return NULL;
+}
+
+/* Answers the jobs s_pop_live set aside (mu not held) with a retryable
+ * NR_EDEADLINE FAIL each, and hands them to the socket thread. */
+static void s_answer_stale(nr_worker_t *self, s_list_t *stale) {
+    if (!stale->head) return;
+    long long now = s_now_ms();
+    for (s_item_t *it = stale->head; it; it = it->next) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "not started: waited %lld ms in the worker, past its %u ms deadline",
+                 now - it->received_ms, (unsigned)it->job.deadline_ms);
+        nr_log(NR_LOG_WARN, "job %s attempt %u %s", it->job.id, (unsigned)it->job.attempt, msg);
+        s_make_fail(&it->reply, &it->job, NR_EDEADLINE, 1, msg);
+    }
+    pthread_mutex_lock(&self->mu);
+    int wake = !self->done.head; /* as for finished jobs */
+    s_item_t *it;
+    while ((it = s_list_pop(stale))) {
+        s_list_push(&self->done, it);
+        self->busy--;
+    }
+    wake = wake || (self->busy == 0 && self->stop_requested);
+    pthread_mutex_unlock(&self->mu);
+    if (wake) s_wake(self);
 }
 
 static void *s_handler_thread(void *arg) {
@@ -247,11 +265,11 @@ static void *s_handler_thread(void *arg) {
     for (;;) {
         while (!self->quit && !self->pending.head) pthread_cond_wait(&self->cond, &self->mu);
         if (!self->pending.head) break; /* quit and nothing left */
-        int answered = 0;
-        s_item_t *first = s_pop_live(self, &answered);
+        s_list_t stale = {0};
+        s_item_t *first = s_pop_live(self, &stale);
         if (!first) { /* every waiting job had run out of time */
             pthread_mutex_unlock(&self->mu);
-            if (answered) s_wake(self);
+            s_answer_stale(self, &stale);
             pthread_mutex_lock(&self->mu);
             continue;
         }
@@ -262,7 +280,7 @@ static void *s_handler_thread(void *arg) {
             long long until = s_now_ms() + self->settings.batch_wait_ms;
             while (n < batch) {
                 if (self->pending.head) {
-                    s_item_t *it = s_pop_live(self, &answered);
+                    s_item_t *it = s_pop_live(self, &stale);
                     if (it) {
                         items[n++] = it;
                         self->busy++;
@@ -276,7 +294,7 @@ static void *s_handler_thread(void *arg) {
             }
         }
         pthread_mutex_unlock(&self->mu);
-        if (answered) s_wake(self);
+        s_answer_stale(self, &stale);
 
         long long t0 = s_now_ms();
         if (n == 1 && (batch == 1 || !self->run_batch)) {
