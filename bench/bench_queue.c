@@ -517,7 +517,7 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
         snprintf(res->error, sizeof res->error, "redis: %s", nr_harness_error());
         goto done;
     }
-    int cport = nr_harness_free_port(), wport = nr_harness_free_port();
+    int cport = a->ipc ? 0 : nr_harness_free_port(), wport = a->ipc ? 0 : nr_harness_free_port();
     char cep[PATH_MAX], wep[PATH_MAX], rport[16];
     if (a->ipc) {
         snprintf(cep, sizeof cep, "ipc://%s/clients.sock", dir);

@@ -118,7 +118,7 @@ if [ -x "$bin/bench_models" ]; then
 fi
 
 "$py" - "$results" <<'EOF'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 def get(system, w, behave="echo"):
     for r in rows:
@@ -168,11 +168,10 @@ for w in (1, 2, 4, 8):
     cs = {r["round"]: r for r in rows if r.get("system") == "celery-best" and r.get("workers") == w and "error" not in r}
     if not ns or not cs:
         continue
-    med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
-    n_med = med([r["jobs_per_s"] for r in ns])
-    c_med = med([r["jobs_per_s"] for r in cs.values()])
+    n_med = statistics.median([r["jobs_per_s"] for r in ns])
+    c_med = statistics.median([r["jobs_per_s"] for r in cs.values()])
     pairs = [r["jobs_per_s"] / cs[r["round"]]["jobs_per_s"] for r in ns if r["round"] in cs] or [float("nan")]
-    cu = {k: med([r["cpu_us_per_job"][k] for r in ns]) for k in ("broker", "redis", "workers", "client")}
+    cu = {k: statistics.median([r["cpu_us_per_job"][k] for r in ns]) for k in ("broker", "redis", "workers", "client")}
     durable = all(r["durable_done"] == r["jobs"] for r in ns)
     print(f"{w:>7} | {n_med:>15.0f} | {c_med:>13.0f} | {n_med / c_med:>5.1f}x | "
           f"{min(pairs):>4.1f}-{max(pairs):<4.1f}x | "

@@ -774,7 +774,7 @@ static int s_dispatch(nr_broker_t *self, nr_broker_stage_t *s, int64_t now) {
         if (!w) return 0;
         nr_broker_job_t *job = nr_broker_stage_next_ready(s, now);
         if (!job) return 1;
-        if (s_dispatch_one(self, s, job, w, now)) return nr_broker_stage_pick_worker(s) != NULL;
+        if (s_dispatch_one(self, s, job, w, now)) return 1; /* not leased: w still has room */
     }
 }
 

@@ -49,7 +49,7 @@ typedef struct nr_broker_job {
     int guard;             /* new id: check it is free before the first write; store.h NR_STORE_* */
     /* What the stored record holds (store.c keeps these): once a whole
      * record has landed, a later save writes only what changed since. */
-    int record_saved;          /* a save landed, none failed or is in flight since */
+    int record_saved;          /* a whole record landed and no save failed since */
     uint32_t fields_saved;     /* fields[0, fields_saved) are stored as they are now */
     uint32_t fields_edits;     /* bumped when a field is replaced or dropped */
     uint32_t saved_stage_index;

@@ -318,7 +318,7 @@ int main(int argc, char **argv) {
             if (ready) nr_metrics_http_service(http, s_now_ms());
         }
         /* Up to a batch from each side per turn, so neither starves the
-         * other; their Redis writes go in one round trip at the commit. */
+         * other; their Redis writes go out together at the commit. */
         nr_broker_begin(broker, s_now_ms());
         for (int side = 0; side < 2; side++) {
             if (!(items[side].revents & ZMQ_POLLIN)) continue;

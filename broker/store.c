@@ -404,7 +404,9 @@ static void s_save_drop_last(nr_store_t *self) {
  * when it cannot be queued (the connection is then given up, failing its
  * saves). */
 static int s_close_tx(nr_store_t *self) {
-    if (!self->tx.saves) return 0;
+    /* A MULTI whose only save was taken back is closed too, or the next
+     * transaction's MULTI would nest in it. */
+    if (!self->tx.saves && !self->tx.multi) return 0;
     if (self->n_sent_txs == self->cap_sent_txs) {
         size_t cap = self->cap_sent_txs ? 2 * self->cap_sent_txs : 16;
         struct s_tx *v = realloc(self->sent_txs, cap * sizeof *v);

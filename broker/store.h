@@ -12,10 +12,11 @@
  * Binary keys have no TTL while their job is unfinished and get the
  * retention TTL when it finishes; the job hashes are kept.
  *
- * The connection is synchronous with a short timeout; saves are pipelined
- * (see nr_store_save). When Redis is
- * unreachable every call returns NR_EREDIS at once and
- * nr_store_maintain() reconnects with backoff (1 s doubling to 32 s). */
+ * Reads are synchronous with a short timeout; saves are pipelined and may
+ * be answered while the broker works on (see nr_store_save and
+ * nr_store_send). When Redis is unreachable every call returns NR_EREDIS
+ * at once and nr_store_maintain() reconnects with backoff (1 s doubling
+ * to 32 s). */
 #ifndef NR_BROKER_STORE_H
 #define NR_BROKER_STORE_H
 
@@ -66,8 +67,8 @@ uint64_t nr_store_errors(const nr_store_t *self);
  * earlier failed writes, TTLs when final, one event, and `counter` (+1 in
  * P:stats, may be NULL) into the open transaction (MULTI ... EXEC, the
  * counters summed into one HINCRBY each at its end); nothing is sent until
- * nr_store_commit, which sends every queued save at once and reads their
- * replies, so N state changes cost one round trip. A read (load, get_blob,
+ * nr_store_send (or nr_store_commit), which sends every queued save at once,
+ * so N state changes cost one round trip. A read (load, get_blob,
  * pending, stats) first sends and reads what is queued.
  *
  * nr_store_save takes ownership of *out (set to NULL; may be NULL). It

@@ -439,8 +439,6 @@ int nr_proto_encode(const nr_msg_t *msg, uint8_t **body, size_t *size, char *err
 
 /* ---- Decoding ----------------------------------------------------------- */
 
-#define S_ZONE_CHUNK 960 /* + msgpack's chunk header: within malloc's tcache sizes */
-
 static uint64_t s_be(const uint8_t *p, size_t n) {
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++) v = v << 8 | p[i];
@@ -688,11 +686,13 @@ int nr_proto_decode(const uint8_t *body, size_t size, nr_msg_t *msg, char *err, 
     /* The objects go into a zone whose first chunk malloc serves from its
      * per-thread cache (msgpack_unpack_next's starts at 8 KiB); strings
      * stay in the body, not copied. */
+#define S_ZONE_CHUNK 960 /* + msgpack's chunk header: within malloc's tcache sizes */
     msgpack_zone zone;
     if (!msgpack_zone_init(&zone, S_ZONE_CHUNK)) return nr_seterr(err, errlen, NR_ENOMEM, "decode: out of memory");
     msgpack_object root;
     size_t off = 0;
-    if (msgpack_unpack((const char *)body, size, &off, &zone, &root) != MSGPACK_UNPACK_SUCCESS || off != size) {
+    /* SUCCESS means the whole body was one object (else EXTRA_BYTES). */
+    if (msgpack_unpack((const char *)body, size, &off, &zone, &root) != MSGPACK_UNPACK_SUCCESS) {
         rc = nr_seterr(err, errlen, NR_EPROTO, "body is not valid MessagePack");
         goto done;
     }

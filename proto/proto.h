@@ -73,7 +73,8 @@ typedef struct {
     char message[NR_PROTO_MESSAGE_MAX + 1]; /* FAIL/REPLY: error detail */
     char route[NR_PROTO_ROUTE_MAX][NR_PROTO_NAME_MAX + 1]; /* SUBMIT */
     uint32_t route_len;
-    nr_kv_t *kv; /* options, results, job record or stats; owned */
+    nr_kv_t *kv; /* options, results, job record or stats; owned; its room is implied by
+                  * kv_len, so it grows only through nr_proto_kv_add and decoding */
     uint32_t kv_len;
     nr_frame_t frames[NR_PROTO_FRAMES_MAX];
     uint32_t frames_len;

@@ -874,8 +874,7 @@ static int s_most_running(int concurrency) {
     for (int i = 0; i < 4; i++) s_send_job(&b, ids[i], "test", 1, "sleep:200", ids[i]);
     int seen = 0;
     for (int k = 0; k < 4; k++) {
-        nr_proto_msg_clear(&m);
-        s_expect(&b, NR_CMD_RESULT, &m, 1);
+        s_expect(&b, NR_CMD_RESULT, &m, 1); /* clears m first */
         seen |= 1 << (m.id[1] - '0');
     }
     cr_assert_eq(seen, 15, "every held job ran");

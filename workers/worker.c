@@ -206,6 +206,21 @@ static s_item_t *s_pop_live(nr_worker_t *self, s_list_t *stale) {
     return NULL;
 }
 
+/* Hands answered jobs, counted busy until now, to the socket thread (mu
+ * held). It sends every reply in the list once woken, so only the first
+ * one into an empty list wakes it (and the last running job of a stopping
+ * worker, which it may be waiting for). Returns whether to wake it; do that
+ * outside the lock, which the woken thread takes at once. */
+static int s_hand_over(nr_worker_t *self, s_list_t *answered) {
+    int wake = !self->done.head;
+    s_item_t *it;
+    while ((it = s_list_pop(answered))) {
+        s_list_push(&self->done, it);
+        self->busy--;
+    }
+    return wake || (self->busy == 0 && self->stop_requested);
+}
+
 /* Answers the jobs s_pop_live set aside (mu not held) with a retryable
  * NR_EDEADLINE FAIL each, and hands them to the socket thread. */
 static void s_answer_stale(nr_worker_t *self, s_list_t *stale) {
@@ -219,13 +234,7 @@ static void s_answer_stale(nr_worker_t *self, s_list_t *stale) {
         s_make_fail(&it->reply, &it->job, NR_EDEADLINE, 1, msg);
     }
     pthread_mutex_lock(&self->mu);
-    int wake = !self->done.head; /* as for finished jobs */
-    s_item_t *it;
-    while ((it = s_list_pop(stale))) {
-        s_list_push(&self->done, it);
-        self->busy--;
-    }
-    wake = wake || (self->busy == 0 && self->stop_requested);
+    int wake = s_hand_over(self, stale);
     pthread_mutex_unlock(&self->mu);
     if (wake) s_wake(self);
 }
@@ -310,18 +319,14 @@ static void *s_handler_thread(void *arg) {
             self->run_batch(tctx, jobs, (size_t)n, results, codes, errs, S_ERRLEN);
         }
         long long ms = s_now_ms() - t0;
-        for (int i = 0; i < n; i++) s_finish(self, items[i], codes[i], errs[i], ms);
+        s_list_t finished = {0};
+        for (int i = 0; i < n; i++) {
+            s_finish(self, items[i], codes[i], errs[i], ms);
+            s_list_push(&finished, items[i]);
+        }
 
         pthread_mutex_lock(&self->mu);
-        /* The socket thread sends every finished reply once woken, so only
-         * the first one into an empty list wakes it (and the last running
-         * job of a stopping worker, which it may be waiting for). */
-        int wake = !self->done.head;
-        for (int i = 0; i < n; i++) s_list_push(&self->done, items[i]);
-        self->busy -= n;
-        wake = wake || (self->busy == 0 && self->stop_requested);
-        if (wake) {
-            /* Outside the lock, which the woken thread takes at once. */
+        if (s_hand_over(self, &finished)) {
             pthread_mutex_unlock(&self->mu);
             s_wake(self);
             pthread_mutex_lock(&self->mu);

@@ -39,7 +39,7 @@ typedef struct {
     char broker[256];                 /* broker's worker endpoint */
     char name[NR_PROTO_NAME_MAX + 1]; /* worker name for logs; "" = stage-host-pid */
     long capacity;                    /* jobs held at once; 0 = the stage's default */
-    long concurrency;                 /* handler calls running at once; 0 = one per capacity slot */
+    long concurrency;                 /* handler calls running at once; 0 = capacity / batch size */
     long heartbeat_ms;                /* heartbeat period, both ways */
     long heartbeat_liveness;          /* broker dead after this many silent periods */
     long reconnect_ms;                /* first reconnect delay, doubled each time */

@@ -248,12 +248,10 @@ static void s_skinny_strided(float *y, size_t ldy, const float *x, size_t ldx, c
     s_skinny_ldw(y, ldy, x, ldx, w, NR_W_IN_OUT, M, N, K, ldw, acc);
 }
 
-/* ---- a tiny thread pool for the streaming (skinny) matmul ----
- * Decode-step matmuls are memory-bound: splitting the weight columns over
- * the cores raises the bandwidth. Workers spin briefly, then sleep on a
- * condition variable; sgemm calls (OpenBLAS's own threads) never overlap a
- * pool job, so the two never compete for the cores. One job at a time: a
- * second caller that finds the pool busy runs its job on its own thread. */
+/* ---- the thread pool (what it runs: the file's header) ----
+ * Workers spin briefly, then sleep on a condition variable; sgemm calls
+ * (OpenBLAS's own threads) never overlap a pool job, so the two never
+ * compete for the cores. */
 
 static struct {
     pthread_mutex_t use, m;
