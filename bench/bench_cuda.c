@@ -26,7 +26,7 @@
 #include "models/backend.h"
 #include "models/config.h"
 #include "models/gpt2.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "models/tensor.h"
 #include "models/vit.h"
 #ifdef NR_HAVE_CUDA

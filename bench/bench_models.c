@@ -24,7 +24,7 @@
 #include "models/cpu/lowp.h"
 #include "models/generate.h"
 #include "models/gpt2.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "models/tensor.h"
 #include "models/vit.h"
 

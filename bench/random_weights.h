@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 #include "models/config.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 
 /* The next number of the process's one random sequence (xorshift64,
  * uniform with std about 0.02): the weights take the first ones, so a

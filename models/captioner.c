@@ -14,7 +14,7 @@
 #include "models/backend.h"
 #include "models/generate.h"
 #include "models/gpt2.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "models/states.h"
 #include "models/vit.h"
 #ifdef NR_HAVE_TOKENIZER

@@ -10,7 +10,7 @@
 
 #include "models/backend.h"
 #include "models/config.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 
 typedef struct nr_gpt2 nr_gpt2_t;
 typedef struct nr_gpt2_state nr_gpt2_state_t;

@@ -36,6 +36,18 @@ typedef struct {
     int owned;   /* 1 when nr_tensor_destroy frees data with free() */
 } nr_tensor_t;
 
+/* A named tensor inside a checkpoint file (safetensors or torch zip): data
+ * points into the file's mapping or the reader's memory, read-only, maybe
+ * unaligned; it lives as long as the reader. nbytes = numel * dtype size. */
+typedef struct {
+    const char *name;
+    nr_dtype_t dtype;
+    int ndim;
+    int64_t shape[NR_TENSOR_MAX_DIMS];
+    const void *data;
+    size_t nbytes;
+} nr_named_tensor_t;
+
 /* Bytes per element; 0 for an unknown dtype. */
 size_t nr_dtype_size(nr_dtype_t dtype);
 /* The safetensors name ("F32", "BF16", "BOOL" ...); "?" for an unknown dtype. */

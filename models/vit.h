@@ -8,7 +8,7 @@
 
 #include "models/backend.h"
 #include "models/config.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 
 typedef struct nr_vit nr_vit_t;
 

@@ -56,7 +56,7 @@ int nr_wstore_get(nr_wstore_t *ws, const char *name, float **out, char *err, siz
     va_start(ap, ndim);
     for (int i = 0; i < ndim && i < NR_TENSOR_MAX_DIMS; i++) shape[i] = va_arg(ap, int64_t);
     va_end(ap);
-    const nr_st_tensor_t *t = nr_safetensors_find(ws->st, full);
+    const nr_named_tensor_t *t = nr_safetensors_find(ws->st, full);
     if (t && t->dtype == NR_DTYPE_F32 && ws->be->host_memory && ((uintptr_t)t->data % 4) == 0) {
         /* Zero-copy: point into the mapping after the shape check. */
         int ok = t->ndim == ndim;

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "models/backend.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 
 typedef struct {
     nr_backend_t *be;

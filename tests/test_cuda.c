@@ -24,7 +24,7 @@
 #include "models/config.h"
 #include "models/cuda/backend_cuda.h"
 #include "models/gpt2.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "models/tensor.h"
 
 /* Tolerances for F32 weights and activations. */
@@ -489,7 +489,7 @@ static void s_fix_free(s_fix_t *f) {
 }
 
 static float *s_ref(s_fix_t *f, const char *name, size_t *count) {
-    const nr_st_tensor_t *t = nr_safetensors_find(f->ref, name);
+    const nr_named_tensor_t *t = nr_safetensors_find(f->ref, name);
     cr_assert_not_null(t, "reference tensor %s missing", name);
     size_t n = t->nbytes / nr_dtype_size(t->dtype);
     float *v = malloc(n * sizeof(float));

@@ -20,7 +20,7 @@
 #include "models/cpu/kernels.h"
 #include "models/generate.h"
 #include "models/gpt2.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "models/states.h"
 #include "models/tensor.h"
 #include "models/vit.h"
@@ -382,7 +382,7 @@ Test(models_safetensors, good_small_file_and_write_roundtrip) {
     float a[6] = {1, 2, 3, 4, 5, 6};
     uint16_t h[2] = {0x3c00, 0x4000}, bf[2] = {0x3f80, 0xc000};
     int64_t ids[2] = {7, -1};
-    nr_st_tensor_t t[4] = {{.name = "a", .dtype = NR_DTYPE_F32, .ndim = 2, .shape = {2, 3}, .data = a, .nbytes = 24},
+    nr_named_tensor_t t[4] = {{.name = "a", .dtype = NR_DTYPE_F32, .ndim = 2, .shape = {2, 3}, .data = a, .nbytes = 24},
                            {.name = "h", .dtype = NR_DTYPE_F16, .ndim = 1, .shape = {2}, .data = h, .nbytes = 4},
                            {.name = "b", .dtype = NR_DTYPE_BF16, .ndim = 1, .shape = {2}, .data = bf, .nbytes = 4},
                            {.name = "i", .dtype = NR_DTYPE_I64, .ndim = 1, .shape = {2}, .data = ids, .nbytes = 16}};
@@ -726,7 +726,7 @@ static void s_fix_free(s_fix_t *f) {
 }
 
 static float *s_ref(s_fix_t *f, const char *name, size_t *count) {
-    const nr_st_tensor_t *t = nr_safetensors_find(f->ref, name);
+    const nr_named_tensor_t *t = nr_safetensors_find(f->ref, name);
     cr_assert_not_null(t, "reference tensor %s missing", name);
     size_t n = t->nbytes / nr_dtype_size(t->dtype);
     float *v = malloc(n * sizeof(float));

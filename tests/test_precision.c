@@ -19,7 +19,7 @@
 #include "models/cpu/cpu.h"
 #include "models/cpu/kernels.h"
 #include "models/cpu/lowp.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 #include "models/tensor.h"
 #include "tests/harness.h"
 

@@ -1,8 +1,8 @@
-/* libFuzzer target for the safetensors reader (models/safetensors.c): any
+/* libFuzzer target for the safetensors reader (models/io/safetensors.c): any
  * bytes as a file in memory. Opening must fail cleanly or give tensors whose
  * ranges lie inside the input; each weight must then convert to F32. */
 #include "common/error.h"
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     size_t n = nr_safetensors_count(st);
     for (size_t i = 0; i < n; i++) {
-        const nr_st_tensor_t *t = nr_safetensors_at(st, i);
+        const nr_named_tensor_t *t = nr_safetensors_at(st, i);
         if (!t || !t->name) abort();
         if (nr_safetensors_find(st, t->name) == NULL) abort();
         float *f = NULL;

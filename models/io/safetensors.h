@@ -13,16 +13,6 @@ typedef struct nr_safetensors nr_safetensors_t;
 /* Largest header accepted (bytes of JSON). */
 #define NR_SAFETENSORS_MAX_HEADER (100u * 1024u * 1024u)
 
-/* One tensor entry: data points into the mapping (read-only, maybe
- * unaligned); nbytes = numel * dtype size. */
-typedef struct {
-    const char *name;
-    nr_dtype_t dtype;
-    int ndim;
-    int64_t shape[NR_TENSOR_MAX_DIMS];
-    const void *data;
-    size_t nbytes;
-} nr_st_tensor_t;
 
 /* Opens and validates `path`: 8-byte little-endian header length within
  * the file and NR_SAFETENSORS_MAX_HEADER, well-formed JSON object, each
@@ -43,9 +33,9 @@ void nr_safetensors_close(nr_safetensors_t **st);
 const char *nr_safetensors_path(const nr_safetensors_t *st);
 size_t nr_safetensors_count(const nr_safetensors_t *st);
 /* Entry i (0 <= i < count), in the file's data order. */
-const nr_st_tensor_t *nr_safetensors_at(const nr_safetensors_t *st, size_t i);
+const nr_named_tensor_t *nr_safetensors_at(const nr_safetensors_t *st, size_t i);
 /* Entry by name; NULL when absent. */
-const nr_st_tensor_t *nr_safetensors_find(const nr_safetensors_t *st, const char *name);
+const nr_named_tensor_t *nr_safetensors_find(const nr_safetensors_t *st, const char *name);
 
 /* Looks `name` up, checks its shape equals shape[0..ndim) (ndim < 0: any
  * shape) and converts it to a new 64-byte aligned F32 buffer (*out, caller
@@ -56,6 +46,6 @@ int nr_safetensors_load_f32(const nr_safetensors_t *st, const char *name, int nd
 
 /* Writes a safetensors file (for tests and tools): n tensors with their
  * dtype/shape/data (data already in that dtype). Returns 0 or NR_EIO. */
-int nr_safetensors_write(const char *path, const nr_st_tensor_t *tensors, size_t n, char *err, size_t errlen);
+int nr_safetensors_write(const char *path, const nr_named_tensor_t *tensors, size_t n, char *err, size_t errlen);
 
 #endif

@@ -1,7 +1,7 @@
 /* safetensors reader: mmap + cJSON header parse + full validation. Layout:
  * u64 little-endian N, N bytes of JSON {name: {dtype, shape, data_offsets}},
  * then the data section; offsets are relative to the data section. */
-#include "models/safetensors.h"
+#include "models/io/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -21,13 +21,13 @@ struct nr_safetensors {
     const unsigned char *map;
     size_t map_size;
     int mapped;
-    nr_st_tensor_t *t;
+    nr_named_tensor_t *t;
     size_t n;
     char *names; /* all names, NUL-separated */
 };
 
 static int s_cmp_begin(const void *a, const void *b) {
-    const nr_st_tensor_t *x = a, *y = b;
+    const nr_named_tensor_t *x = a, *y = b;
     const unsigned char *px = x->data, *py = y->data;
     return px < py ? -1 : px > py ? 1 : 0;
 }
@@ -88,7 +88,7 @@ static int s_parse(nr_safetensors_t *st, char *err, size_t errlen) {
             continue;
         }
         const char *name = it->string;
-        nr_st_tensor_t *t = &st->t[k];
+        nr_named_tensor_t *t = &st->t[k];
         size_t nl = strlen(name) + 1;
         memcpy(np, name, nl);
         t->name = np;
@@ -251,11 +251,11 @@ void nr_safetensors_close(nr_safetensors_t **pst) {
 
 const char *nr_safetensors_path(const nr_safetensors_t *st) { return st->path; }
 size_t nr_safetensors_count(const nr_safetensors_t *st) { return st->n; }
-const nr_st_tensor_t *nr_safetensors_at(const nr_safetensors_t *st, size_t i) {
+const nr_named_tensor_t *nr_safetensors_at(const nr_safetensors_t *st, size_t i) {
     return i < st->n ? &st->t[i] : NULL;
 }
 
-const nr_st_tensor_t *nr_safetensors_find(const nr_safetensors_t *st, const char *name) {
+const nr_named_tensor_t *nr_safetensors_find(const nr_safetensors_t *st, const char *name) {
     for (size_t i = 0; i < st->n; i++)
         if (strcmp(st->t[i].name, name) == 0) return &st->t[i];
     return NULL;
@@ -272,7 +272,7 @@ static void s_shape_str(char *buf, size_t size, int ndim, const int64_t *shape) 
 int nr_safetensors_load_f32(const nr_safetensors_t *st, const char *name, int ndim, const int64_t *shape,
                             float **out, char *err, size_t errlen) {
     *out = NULL;
-    const nr_st_tensor_t *t = nr_safetensors_find(st, name);
+    const nr_named_tensor_t *t = nr_safetensors_find(st, name);
     if (!t) return nr_seterr(err, errlen, NR_EMODEL, "%s: missing tensor %s", st->path, name);
     if (t->dtype != NR_DTYPE_F32 && t->dtype != NR_DTYPE_F16 && t->dtype != NR_DTYPE_BF16)
         return nr_seterr(err, errlen, NR_EMODEL, "%s: tensor %s: dtype %s is not a weight dtype (F32, F16, BF16)",
@@ -296,7 +296,7 @@ int nr_safetensors_load_f32(const nr_safetensors_t *st, const char *name, int nd
     return 0;
 }
 
-int nr_safetensors_write(const char *path, const nr_st_tensor_t *tensors, size_t n, char *err, size_t errlen) {
+int nr_safetensors_write(const char *path, const nr_named_tensor_t *tensors, size_t n, char *err, size_t errlen) {
     cJSON *root = cJSON_CreateObject();
     if (!root) return nr_seterr(err, errlen, NR_ENOMEM, "%s: out of memory", path);
     uint64_t off = 0;
