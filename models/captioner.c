@@ -16,6 +16,7 @@
 #include "models/gpt2.h"
 #include "models/io/safetensors.h"
 #include "models/states.h"
+#include "models/weights.h"
 #include "models/vit.h"
 #ifdef NR_HAVE_TOKENIZER
 #include "models/tokenizer.h"
@@ -36,6 +37,8 @@ struct nr_captioner {
     nr_safetensors_t *st;
     nr_vit_t *vit;
     nr_gpt2_t *gpt2;
+    nr_wstore_t pws;         /* enc_to_dec_proj's weights, when the checkpoint has it */
+    float *proj_w, *proj_b;  /* (Dd, De) torch Linear, (Dd) */
 #ifdef NR_HAVE_TOKENIZER
     nr_tokenizer_t *tok;
 #endif
@@ -96,6 +99,21 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
     if (p.load_encoder && (rc = nr_vit_load(&c->cfg.vit, c->st, "encoder.", c->be, &c->vit, err, errlen))) goto fail;
     if (p.load_decoder && (rc = nr_gpt2_load(&c->cfg.gpt2, c->st, "decoder.", c->be, &c->gpt2, err, errlen)))
         goto fail;
+    if (p.load_decoder && c->cfg.enc_to_dec_proj) { /* part of the text side: the frame carries encoder states */
+        const int De = c->cfg.vit.hidden_size, Dd = c->cfg.gpt2.n_embd;
+        int S;
+        nr_captioner_states_shape(c, &S, NULL);
+        c->pws = (nr_wstore_t){.be = c->be, .st = c->st, .prefix = ""};
+        if ((rc = nr_wstore_get(&c->pws, "enc_to_dec_proj.weight", &c->proj_w, err, errlen, 2, (int64_t)Dd,
+                                (int64_t)De)) ||
+            (rc = nr_wstore_get(&c->pws, "enc_to_dec_proj.bias", &c->proj_b, err, errlen, 1, (int64_t)Dd)))
+            goto fail;
+        if (c->be->ops->prepare_matmul &&
+            (rc = c->be->ops->prepare_matmul(c->be->ctx, c->proj_w, NR_W_OUT_IN, Dd, De, S))) {
+            nr_seterr(err, errlen, rc, "captioner: cannot convert enc_to_dec_proj for the backend");
+            goto fail;
+        }
+    }
 #ifdef NR_HAVE_TOKENIZER
     if (p.load_decoder && (rc = nr_tokenizer_load(dir, &c->tok, err, errlen))) goto fail;
 #endif
@@ -113,9 +131,9 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
         goto fail;
     }
 #endif
-    nr_log(NR_LOG_INFO, "models: loaded %s (vit %dx%d, gpt2 %dx%d, device %s)", c->name,
+    nr_log(NR_LOG_INFO, "models: loaded %s (vit %dx%d, gpt2 %dx%d%s, device %s)", c->name,
            c->cfg.vit.num_hidden_layers, c->cfg.vit.hidden_size, c->cfg.gpt2.n_layer, c->cfg.gpt2.n_embd,
-           p.device ? p.device : "cpu");
+           c->cfg.enc_to_dec_proj ? ", enc_to_dec_proj" : "", p.device ? p.device : "cpu");
     *out = c;
     return 0;
 fail:
@@ -128,6 +146,7 @@ void nr_captioner_destroy(nr_captioner_t **pc) {
     nr_captioner_t *c = *pc;
     nr_vit_destroy(&c->vit);
     nr_gpt2_destroy(&c->gpt2);
+    if (c->pws.be) nr_wstore_free(&c->pws);
 #ifdef NR_HAVE_TOKENIZER
     nr_tokenizer_destroy(&c->tok);
 #endif
@@ -239,6 +258,43 @@ int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes
 #endif
 }
 
+/* enc_to_dec_proj over n encoder outputs (backend memory): a new backend
+ * buffer [n, S, n_embd] in *out. 0, NR_ENOMEM or a backend error. */
+static int s_project(const nr_captioner_t *c, const float *enc, int n, float **out) {
+    int S;
+    nr_captioner_states_shape(c, &S, NULL);
+    const int De = c->cfg.vit.hidden_size, Dd = c->cfg.gpt2.n_embd, M = n * S;
+    float *y = c->be->ops->alloc(c->be->ctx, (size_t)M * Dd * sizeof(float));
+    if (!y) return NR_ENOMEM;
+    int rc = c->be->ops->matmul(c->be->ctx, y, Dd, enc, De, c->proj_w, NR_W_OUT_IN, M, Dd, De, 0);
+    if (rc == 0) rc = c->be->ops->add_bias(c->be->ctx, y, c->proj_b, M, Dd);
+    if (rc) {
+        c->be->ops->free(c->be->ctx, y);
+        return rc;
+    }
+    *out = y;
+    return 0;
+}
+
+int nr_captioner_project(const nr_captioner_t *c, const float *states, int n, float *out, char *err, size_t errlen) {
+    if (!c || !states || !out || n <= 0) return nr_seterr(err, errlen, NR_EINVAL, "project: bad arguments");
+    int S, D;
+    nr_captioner_states_shape(c, &S, &D);
+    const size_t in = (size_t)n * S * D, outn = (size_t)n * S * c->cfg.gpt2.n_embd;
+    if (!c->cfg.enc_to_dec_proj) {
+        memcpy(out, states, in * sizeof(float));
+        return 0;
+    }
+    if (!c->proj_w) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "project: the decoder is not loaded");
+    float *dst = s_to_backend(c, states, in), *y = NULL;
+    int rc = dst ? s_project(c, dst, n, &y) : NR_ENOMEM;
+    if (rc == 0) rc = c->be->ops->download(c->be->ctx, out, y, outn * sizeof(float));
+    if (rc == 0) rc = c->be->ops->synchronize(c->be->ctx);
+    if (y) c->be->ops->free(c->be->ctx, y);
+    s_release(c, states, dst);
+    return rc ? nr_seterr(err, errlen, rc, "project: %s", nr_strerror(rc)) : 0;
+}
+
 int nr_captioner_generate(const nr_captioner_t *c, const float *states, int n, const nr_gen_config_t *gen, int *ids,
                           int *lens, char *err, size_t errlen) {
     if (!c || !states || !ids || !lens || n <= 0) return nr_seterr(err, errlen, NR_EINVAL, "generate: bad arguments");
@@ -246,9 +302,12 @@ int nr_captioner_generate(const nr_captioner_t *c, const float *states, int n, c
     nr_gen_config_t g = gen ? *gen : c->cfg.gen;
     int S, D;
     nr_captioner_states_shape(c, &S, &D);
-    float *dst = s_to_backend(c, states, (size_t)n * S * D);
+    float *dst = s_to_backend(c, states, (size_t)n * S * D), *proj = NULL;
     if (!dst) return nr_seterr(err, errlen, NR_ENOMEM, "generate: out of memory");
-    int rc = nr_generate(c->gpt2, dst, n, S, &g, ids, lens, err, errlen);
+    int rc = c->proj_w ? s_project(c, dst, n, &proj) : 0;
+    if (rc) rc = nr_seterr(err, errlen, rc, "generate: enc_to_dec_proj: %s", nr_strerror(rc));
+    else rc = nr_generate(c->gpt2, proj ? proj : dst, n, S, &g, ids, lens, err, errlen);
+    if (proj) c->be->ops->free(c->be->ctx, proj);
     s_release(c, states, dst);
     return rc;
 }

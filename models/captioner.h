@@ -69,6 +69,14 @@ int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes
 int nr_captioner_generate(const nr_captioner_t *c, const float *states, int n, const nr_gen_config_t *gen, int *ids,
                           int *lens, char *err, size_t errlen);
 
+/* What the decoder cross-attends: states [n, seq, hidden] (host, the
+ * encoder's output, as frames carry it) -> out [n, seq, n_embd] (host)
+ * through the checkpoint's enc_to_dec_proj (torch Linear), or a copy when
+ * it has none. nr_captioner_generate / _caption apply it themselves; the
+ * text side owns it, so frames stay the encoder's states. Returns 0,
+ * NR_EINVAL, NR_EUNSUPPORTED (decoder not loaded), NR_ENOMEM, NR_EDEVICE. */
+int nr_captioner_project(const nr_captioner_t *c, const float *states, int n, float *out, char *err, size_t errlen);
+
 /* Text with detokenization: captions[i] gets a new UTF-8 string (caller
  * frees with free()), special tokens skipped and spaces cleaned up as
  * transformers' batch_decode(skip_special_tokens=True) then strip();

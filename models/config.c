@@ -239,12 +239,26 @@ int nr_model_config_parse(const char *config_json, const char *gen_json, const c
     }
     if ((rc = s_vit(enc, src, &cfg->vit, err, errlen)) != 0) goto out;
     if ((rc = s_gpt2(dec, src, &cfg->gpt2, err, errlen)) != 0) goto out;
-    if (cfg->vit.hidden_size != cfg->gpt2.n_embd) {
-        rc = nr_seterr(err, errlen, NR_EMODEL,
-                       "%s: encoder.hidden_size %d != decoder.n_embd %d (an encoder-decoder projection is not supported)",
-                       src, cfg->vit.hidden_size, cfg->gpt2.n_embd);
+    /* VisionEncoderDecoderModel (modeling_vision_encoder_decoder.py): a
+     * decoder cross_attention_hidden_size must equal the encoder's
+     * hidden_size, and without one the encoder states go through
+     * enc_to_dec_proj when the two hidden sizes differ. GPT-2 ignores the
+     * key (its cross-attention c_attn is [n_embd, 2 n_embd]), so a width
+     * other than n_embd cannot run, in transformers either. */
+    int xa = 0, rx = s_int(dec, "cross_attention_hidden_size", &xa);
+    if (rx < 0 || (rx > 0 && xa <= 0)) {
+        rc = nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.cross_attention_hidden_size must be a positive integer",
+                       src);
         goto out;
     }
+    if (rx > 0 && (xa != cfg->vit.hidden_size || xa != cfg->gpt2.n_embd)) {
+        rc = nr_seterr(err, errlen, NR_EMODEL,
+                       "%s: decoder.cross_attention_hidden_size %d must equal encoder.hidden_size %d (transformers) and "
+                       "decoder.n_embd %d (GPT-2's cross-attention reads n_embd-wide states)",
+                       src, xa, cfg->vit.hidden_size, cfg->gpt2.n_embd);
+        goto out;
+    }
+    cfg->enc_to_dec_proj = rx == 0 && cfg->vit.hidden_size != cfg->gpt2.n_embd;
     /* Generation defaults: decoder config, then top-level config, then generation_config.json. */
     if ((rc = s_gen(dec, src, &cfg->gen, err, errlen)) != 0) goto out;
     if ((rc = s_gen(root, src, &cfg->gen, err, errlen)) != 0) goto out;

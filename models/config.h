@@ -51,6 +51,11 @@ typedef struct {
     nr_vit_config_t vit;
     nr_gpt2_config_t gpt2;
     nr_gen_config_t gen;
+    /* 1: VisionEncoderDecoderModel's enc_to_dec_proj, a Linear from the
+     * encoder's hidden_size to the decoder's n_embd, applied to the encoder
+     * states before the decoder sees them (the two sizes differ and the
+     * decoder config has no cross_attention_hidden_size). */
+    int enc_to_dec_proj;
 } nr_model_config_t;
 
 nr_gen_config_t nr_gen_config_default(void);
@@ -64,7 +69,11 @@ char *nr_model_read_file(const char *path, size_t max, size_t *len);
 /* Reads dir/config.json (model_type vision-encoder-decoder with encoder vit
  * and decoder gpt2) then dir/generation_config.json when present (its keys
  * override config.json's). Validates every size (positive, heads divide
- * hidden, image divisible by patch, known activation). Returns 0,
+ * hidden, image divisible by patch, known activation) and sets
+ * enc_to_dec_proj as transformers decides it; a decoder
+ * cross_attention_hidden_size other than the encoder's hidden_size (refused
+ * by transformers) or than n_embd (GPT-2's cross-attention reads only
+ * n_embd-wide states) is NR_EMODEL. Returns 0,
  * NR_EMODEL (file and key named in err), NR_ENOMEM. */
 int nr_model_config_load(const char *dir, nr_model_config_t *cfg, char *err, size_t errlen);
 

@@ -1,6 +1,6 @@
 /* Greedy and beam search over the GPT-2 decoder, following transformers'
- * generate(): GreedySearch, and BeamSearchScorer + BeamHypotheses with
- * early_stopping True / False / "never". */
+ * generate() as of v4.46: GreedySearch, and BeamSearchScorer +
+ * BeamHypotheses with early_stopping True / False / "never". */
 #include "models/generate.h"
 
 #include <math.h>
@@ -121,10 +121,12 @@ static void s_hyps_add(s_hyps_t *hs, int K, float lp, const int *tok, int len, f
     }
 }
 
-/* Stop test after a step (tests/fixtures/README.md, "Beam search rule"):
- * best_running is the raw score of the best beam still running; cur_len
+/* BeamHypotheses.is_done after a step (tests/fixtures/README.md, "Beam
+ * search rule"; transformers v4.46): best is the raw score of the step's
+ * best candidate of all 2K, an eos candidate included (BeamSearchScorer
+ * passes next_scores.max(), not the best beam that continues); cur_len
  * counts the start token and the token just chosen. */
-static int s_hyps_is_done(const s_hyps_t *hs, int K, const nr_gen_config_t *g, float best_running, int cur_len) {
+static int s_hyps_is_done(const s_hyps_t *hs, int K, const nr_gen_config_t *g, float best, int cur_len) {
     if (hs->n < K) return 0;
     if (g->early_stopping == 1) return 1;
     float denom;
@@ -132,7 +134,7 @@ static int s_hyps_is_done(const s_hyps_t *hs, int K, const nr_gen_config_t *g, f
         denom = powf((float)(cur_len - 1), g->length_penalty);
     else
         denom = powf((float)(g->max_length - 1), g->length_penalty);
-    return best_running / denom <= hs->worst;
+    return best / denom <= hs->worst;
 }
 
 static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, const nr_gen_config_t *g, int *ids,
@@ -235,7 +237,7 @@ static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, cons
                 cur[dst] = pad;
                 src[dst] = j * K;
             }
-            hs->done = s_hyps_is_done(hs, K, g, nscore[j * K], len + 1);
+            hs->done = s_hyps_is_done(hs, K, g, cs[0], len + 1); /* cs[0]: the best of the 2K */
         }
         /* keep the captions still running (finished ones leave the batch:
          * transformers keeps stepping them with pad tokens, which changes no

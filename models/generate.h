@@ -17,8 +17,10 @@
  * generated, as transformers returns them) to ids + i*gen->max_length and
  * its count to lens[i]. Beam search scores a finished hypothesis as
  * sum(logprobs) / L^length_penalty with L = number of generated tokens
- * excluding the start token (the eos counts when present) -- the rule of
- * transformers >= 4.38 (see models/MODELS.md).
+ * excluding the start token (the eos counts when present), and a caption
+ * stops by BeamHypotheses.is_done on the best of all 2*num_beams candidates
+ * of the step, eos included -- BeamSearchScorer of transformers v4.46
+ * (see models/MODELS.md, "Generation").
  * Returns 0, NR_EINVAL (bad settings), NR_ENOMEM or a backend error. */
 int nr_generate(const nr_gpt2_t *m, const float *enc, int n, int enc_len, const nr_gen_config_t *gen, int *ids,
                 int *lens, char *err, size_t errlen);
