@@ -219,6 +219,8 @@ static int s_add_tensor(nr_torchzip_t *tz, const char *name, const nr_pickle_val
     char key[80];
     snprintf(key, sizeof key, "data/%.*s", (int)sv->len, sv->s);
     const s_entry_t *e = NULL;
+    if (!s_entry(tz, key))
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: tensor %s: storage %s missing from the archive", p, name, key);
     int rc = s_stored(tz, key, &e, err, errlen);
     if (rc) return rc;
     size_t es = nr_dtype_size(v->dtype);
