@@ -23,9 +23,8 @@ typedef struct nr_torchzip nr_torchzip_t;
  * reader owns, and only if it has no more elements than its storage.
  * Values that are not tensors or dicts (ints, strings, _metadata) are
  * skipped; int keys (optimizer state) become decimal name parts. Anything
- * else (another
- * global, opcode, persistent id or shape, a compressed storage, big-endian
- * data, the legacy pre-1.6 format) is refused.
+ * else (another global, opcode, persistent id or shape, a compressed
+ * storage, big-endian data, the legacy pre-1.6 format) is refused.
  * Returns 0 and *out, or NR_EMODEL with the file and what was refused named
  * in err, NR_EIO (cannot open or map), NR_ENOMEM. Never crashes on a bad
  * file. */
