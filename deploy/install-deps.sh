@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libzmq3-dev libsodium-dev libhiredis-dev libmsgpack-dev
-  libopenblas-dev libcjson-dev
+  libopenblas-dev libcjson-dev libminizip-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev
   flite1-dev
   libcriterion-dev redis-server

@@ -1,5 +1,5 @@
 # Fuzzers (libFuzzer, clang, -DNR_FUZZ=ON; see tests/fuzz/README.md): the
-# safetensors reader, config.json reader, image decode path, tokenizer and
+# safetensors and torch zip readers, config.json reader, image decode path, tokenizer and
 # encoder-states frame parser. The code under test is compiled into each
 # target again so that it carries the fuzzer's coverage instrumentation
 # (as tests/proto.cmake does for proto.c). With NR_FUZZ on, ctest runs each
@@ -18,11 +18,12 @@ if(NR_CUDA)
 endif()
 set(NR_M ${CMAKE_SOURCE_DIR}/models)
 set(NR_FUZZ_safetensors_SOURCES ${NR_M}/io/safetensors.c ${NR_M}/tensor.c)
+set(NR_FUZZ_torchzip_SOURCES ${NR_M}/io/torchzip.c ${NR_M}/io/pickle.c ${NR_M}/tensor.c)
 set(NR_FUZZ_config_SOURCES ${NR_M}/config.c)
 set(NR_FUZZ_image_SOURCES ${NR_M}/image.c ${NR_M}/preprocess.c)
 set(NR_FUZZ_tokenizer_SOURCES ${NR_M}/tokenizer.c)
 set(NR_FUZZ_states_SOURCES ${NR_M}/states.c ${NR_M}/tensor.c)
-foreach(t safetensors config image tokenizer states)
+foreach(t safetensors torchzip config image tokenizer states)
   add_executable(fuzz_${t} ${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz_${t}.c ${NR_FUZZ_${t}_SOURCES})
   target_link_libraries(fuzz_${t} PRIVATE nr_models)
   target_include_directories(fuzz_${t} PRIVATE ${CMAKE_SOURCE_DIR})

@@ -18,9 +18,13 @@ typedef struct nr_torchzip nr_torchzip_t;
  * state dict (or a dict of state dicts, flattened to dotted names) of
  * tensors rebuilt from typed or untyped storages. Tensors sharing a storage
  * (tied weights) and views at a storage offset point into the same bytes;
- * every view is checked to lie inside its storage. Anything else (another
- * global, opcode, persistent id or shape, a compressed storage, big-endian
- * data, the legacy pre-1.6 format) is refused.
+ * every view is checked to lie inside its storage (overflow-safe). A view
+ * with non-row-major strides (a saved transpose) is copied into memory the
+ * reader owns, and only if it has no more elements than its storage.
+ * Values that are not tensors or dicts (ints, strings, _metadata) are
+ * skipped; int keys (optimizer state) become decimal name parts. Anything
+ * else (another global, opcode, persistent id or shape, a compressed
+ * storage, big-endian data, the legacy pre-1.6 format) is refused.
  * Returns 0 and *out, or NR_EMODEL with the file and what was refused named
  * in err, NR_EIO (cannot open or map), NR_ENOMEM. Never crashes on a bad
  * file. */
