@@ -9,7 +9,8 @@
 #     systemd-analyze is missing, a parse check instead (said so). Then the
 #     house rules: User=narrator, NoNewPrivileges, ProtectSystem=strict,
 #     PrivateTmp, Restart=on-failure, an existing --config file, every flag
-#     known to the program; narrator.sysusers applied to an empty root
+#     known to the program, Redis's files owner-only (UMask=0077,
+#     StateDirectoryMode=0700); narrator.sysusers applied to an empty root
 #     (systemd-sysusers --root) creates the narrator account.
 #  2. YAML: compose.yaml and deploy/k8s/*.yaml parse (python3-yaml).
 #  3. deploy/config/*.conf: each file is run through its program
@@ -18,12 +19,17 @@
 #     copy with an unknown key must be refused (the check really checks).
 #     Each file must also list every setting its program's --help shows
 #     (set, or commented out as "# key = ...").
-#     redis.conf: redis-server starts with it (port and folder overridden)
-#     and reports appendonly yes, maxmemory-policy noeviction.
+#     redis.conf: it sets requirepass; redis-server starts with it (port,
+#     folder and the password placeholder replaced), reports appendonly yes,
+#     maxmemory-policy noeviction, and answers PING without the password
+#     with NOAUTH.
 #  4. compose.yaml: every narrator command is a built program, every flag is
 #     in its --help, NARRATOR_* variables are ones it reads, --config files
 #     exist in deploy/config (the image copies them to /etc/narrator), vision
-#     and text reserve an nvidia GPU, redis runs with AOF and noeviction.
+#     and text reserve an nvidia GPU, redis runs with AOF and noeviction,
+#     and a password (requirepass on its standard input, not its command
+#     line, umask 077), which redis and the broker read from
+#     deploy/redis-password.env, a file git ignores.
 #  5. Kubernetes: `kubectl kustomize deploy/k8s` renders (when kubectl is
 #     installed; otherwise the files listed in kustomization.yaml are read),
 #     then required fields (apiVersion, kind, metadata.name), known field
@@ -32,11 +38,14 @@
 #     and limits, no privilege escalation, commands and flags as in 4,
 #     ConfigMap and PVC references that exist, Service selectors and target
 #     ports that match a workload, GPU requests and a nodeSelector for vision
-#     and text, Redis with a volume claim, AOF and noeviction, and each .conf
-#     in the ConfigMap validated by its program as in 3.
+#     and text, Redis with a volume claim, AOF, noeviction and a password as
+#     in 4, Redis and the broker reading it from the Secret narrator-redis
+#     (not optional), and each .conf in the ConfigMap validated by its
+#     program as in 3.
 #  6. Dockerfile: FROM debian:12, every COPY source exists.
 #  7. A smoke run of the example settings with real processes: redis-server
-#     (redis.conf), the broker (broker.conf), one worker per stage (their
+#     (redis.conf), the broker (broker.conf; both with one random password
+#     in place of the placeholder), one worker per stage (their
 #     .conf, with the tiny test checkpoint on the CPU), the gateway
 #     (gateway.conf, /healthz), and `narrate --config narrate.conf submit`
 #     of one image through the whole route; /metrics must show it done.
@@ -150,6 +159,12 @@ def check_command(argv, what, config_dir_ok):
         report("FAIL", what, "no command")
         return
     prog = os.path.basename(argv[0])
+    shell = False
+    # Redis started by a shell that hands it its password (compose, k8s):
+    # sh -c SCRIPT NAME ARGS..., where SCRIPT runs redis-server "$@".
+    if prog in ("sh", "bash") and len(argv) > 2 and argv[1] == "-c" and re.search(
+            r"(?m)^\s*exec redis-server\b", argv[2]):
+        prog, shell = "redis-server", True
     if prog == "redis-server":
         args = " ".join(argv)
         ok = re.search(r"appendonly\"?\s+\"?yes", args) and "noeviction" in args
@@ -158,6 +173,19 @@ def check_command(argv, what, config_dir_ok):
                 ok = True  # the file itself is checked in section 3
         report("PASS" if ok else "FAIL", what, "redis with AOF and noeviction" if ok
                else "redis must run with appendonly yes and maxmemory-policy noeviction")
+        # A password, and never on the command line (ps shows it): from
+        # redis.conf (section 3 checks it is set), or a config on stdin.
+        if "/etc/narrator/redis.conf" in argv:
+            ok, why = True, "requirepass from /etc/narrator/redis.conf"
+        elif "requirepass" in " ".join(argv[3:] if shell else argv[1:]):
+            ok, why = False, "requirepass on the command line, where ps shows it"
+        elif shell and re.search(
+                r"exec redis-server - .*<<\s*(\w+)\n\s*requirepass \S+\n", argv[2], re.S) \
+                and "umask 077" in argv[2]:
+            ok, why = True, "requirepass on stdin, umask 077 (data files 0600)"
+        else:
+            ok, why = False, "redis needs requirepass (not on its command line) and umask 077"
+        report("PASS" if ok else "FAIL", what + " password", why)
         return
     if prog not in PROGRAMS:
         report("FAIL", what, f"'{prog}' is not a narrator program ({', '.join(PROGRAMS)})")
@@ -234,6 +262,10 @@ for f in unit_files:
         report("FAIL", what, "; ".join(wrong))
         continue
     report("PASS", what + " hardening", "User=narrator, NoNewPrivileges, ProtectSystem=strict, PrivateTmp, Restart=on-failure")
+    if os.path.basename(f) == "narrator-redis.service":
+        ok = s.get("UMask") == "0077" and s.get("StateDirectoryMode") == "0700"
+        report("PASS" if ok else "FAIL", what + " data files", "UMask=0077, StateDirectoryMode=0700: AOF and RDB 0600"
+               if ok else "Redis's files need UMask=0077 and StateDirectoryMode=0700 (owner only)")
     argv = s.get("ExecStart", "").split()
     check_command(argv, what + " ExecStart", config_files | {"redis.conf"})
 
@@ -262,6 +294,16 @@ for f in yaml_files:
         report("PASS", rel(f), f"{len(docs[f])} document(s)")
     except (OSError, yaml.YAMLError) as e:
         report("FAIL", rel(f), f"not valid YAML: {e}")
+
+# The example files carry a placeholder password (redis.conf requirepass,
+# broker.conf redis-password); the runs below put one random password in
+# copies of both, as deploy/README.md tells the operator to.
+redis_password = os.urandom(32).hex()
+redis_env = dict(os.environ, REDISCLI_AUTH=redis_password)
+def set_redis_password(text):
+    return re.sub(r"(?m)^(\s*requirepass)\s+\S+.*$", r"\1 " + redis_password, text)
+def set_broker_password(text):
+    return re.sub(r"(?m)^(\s*redis-password\s*=).*$", r"\1 " + redis_password, text)
 
 # ---- 3. config files ----
 print("== settings files (deploy/config)")
@@ -302,10 +344,16 @@ elif not shutil.which("redis-server"):
 else:
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     d = os.path.join(tmp, "redis"); os.makedirs(d)
-    # The file's own data folder is checked when read: point it here.
+    # The file's own data folder is checked when read: point it here; and
+    # its password placeholder is replaced, as the README says to.
+    text = open(redis_conf).read()
+    if not re.search(r"(?m)^\s*requirepass\s+\S+", text):
+        report("FAIL", "deploy/config/redis.conf password", "no requirepass line: Redis would take anyone")
+    else:
+        report("PASS", "deploy/config/redis.conf password", "requirepass set (a placeholder to replace)")
     conf = os.path.join(d, "redis.conf")
     with open(conf, "w") as fh:
-        fh.write(re.sub(r"(?m)^dir .*$", "dir " + d, open(redis_conf).read()))
+        fh.write(set_redis_password(re.sub(r"(?m)^dir .*$", "dir " + d, text)))
     p = subprocess.Popen(["redis-server", conf, "--port", str(port), "--dir", d,
                           "--bind", "127.0.0.1", "--daemonize", "no", "--supervised", "no",
                           "--logfile", os.path.join(d, "log")],
@@ -317,7 +365,7 @@ else:
         try:
             for key in ("appendonly", "maxmemory-policy"):
                 r = subprocess.run(["redis-cli", "-p", str(port), "config", "get", key],
-                                   capture_output=True, text=True, timeout=5)
+                                   capture_output=True, text=True, timeout=5, env=redis_env)
                 lines = r.stdout.split()
                 if len(lines) == 2:
                     got[key] = lines[1]
@@ -327,7 +375,12 @@ else:
             pass
         time.sleep(0.1)
     if p.poll() is None:
-        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True, timeout=10)
+        r = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, timeout=5)
+        ok = "NOAUTH" in r.stdout + r.stderr
+        report("PASS" if ok else "FAIL", "deploy/config/redis.conf refuses strangers",
+               "PING without the password: NOAUTH" if ok else f"PING without the password: {r.stdout.strip()}")
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True, timeout=10,
+                       env=redis_env)
         try:
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -363,6 +416,9 @@ if compose_docs:
         cmd = svc.get("command")
         if isinstance(cmd, str):
             cmd = cmd.split()
+        ep = svc.get("entrypoint")
+        if ep:
+            cmd = (ep.split() if isinstance(ep, str) else list(ep)) + list(cmd or [])
         if not cmd:
             report("FAIL", what, "no command (the image's default is the broker)")
             continue
@@ -382,6 +438,17 @@ if compose_docs:
             df = os.path.join(ctx, b.get("dockerfile", "Dockerfile"))
             report("PASS" if os.path.exists(df) else "FAIL", what + " build",
                    rel(df) + (" exists" if os.path.exists(df) else " is missing"))
+    # Redis and the broker share one password file, kept out of git.
+    pw_env = "redis-password.env"
+    for name in ("redis", "broker"):
+        ef = (services.get(name) or {}).get("env_file") or []
+        ef = [ef] if isinstance(ef, str) else ef
+        ok = pw_env in [e if isinstance(e, str) else e.get("path") for e in ef]
+        report("PASS" if ok else "FAIL", f"compose service {name} Redis password",
+               f"env_file {pw_env}" if ok else f"needs env_file {pw_env} (NARRATOR_BROKER_REDIS_PASSWORD)")
+    ign = subprocess.run(["git", "-C", root, "check-ignore", "-q", "deploy/" + pw_env])
+    report("PASS" if ign.returncode == 0 else "FAIL", f"deploy/{pw_env} not in git",
+           "ignored by .gitignore" if ign.returncode == 0 else "add it to .gitignore")
     stages = {"redis", "broker", "vision", "text", "speech", "gateway"} - set(services)
     report("FAIL" if stages else "PASS", "compose services",
            f"missing {stages}" if stages else "redis, broker, vision, text, speech, gateway")
@@ -493,6 +560,14 @@ for w in workloads:
         names = [e["name"] for e in c.get("env") or [] if "name" in e]
         if names and cmd:
             check_env(os.path.basename(cmd[0]), names, cwhat)
+    if name in ("narrator-redis", "narrator-broker"):
+        refs = [e for c in pod.get("containers") or [] for e in c.get("env") or []
+                if e.get("name") == "NARRATOR_BROKER_REDIS_PASSWORD"]
+        ref = ((refs[0].get("valueFrom") or {}).get("secretKeyRef") or {}) if refs else {}
+        ok = ref.get("name") == "narrator-redis" and ref.get("key") == "password" and not ref.get("optional")
+        report("PASS" if ok else "FAIL", what + " Redis password",
+               "NARRATOR_BROKER_REDIS_PASSWORD from Secret narrator-redis (required)" if ok
+               else "needs NARRATOR_BROKER_REDIS_PASSWORD from secretKeyRef narrator-redis/password, not optional")
     if name == "narrator-redis":
         ok = w["kind"] == "StatefulSet" and spec.get("volumeClaimTemplates")
         report("PASS" if ok else "FAIL", what + " storage", "StatefulSet with a volume claim"
@@ -612,12 +687,15 @@ else:
     try:
         conf = os.path.join(d, "redis.conf")
         with open(conf, "w") as fh:
-            fh.write(re.sub(r"(?m)^dir .*$", "dir " + d, open(cfg("redis.conf")).read()))
+            fh.write(set_redis_password(re.sub(r"(?m)^dir .*$", "dir " + d, open(cfg("redis.conf")).read())))
+        bconf = os.path.join(d, "broker.conf")
+        with open(os.open(bconf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            fh.write(set_broker_password(open(cfg("broker.conf")).read()))
         redis = start("redis", ["redis-server", conf, "--port", str(rport), "--bind", "127.0.0.1",
                                 "--supervised", "no", "--daemonize", "no"])
         if not wait_port(rport, redis):
             raise RuntimeError("redis-server did not start: " + tail("redis"))
-        broker = start("broker", [program_path("narrator-broker"), "--config", cfg("broker.conf"),
+        broker = start("broker", [program_path("narrator-broker"), "--config", bconf,
                                   "--redis-port", str(rport),
                                   "--client-endpoint", f"tcp://127.0.0.1:{cport}",
                                   "--worker-endpoint", f"tcp://127.0.0.1:{wport}",

@@ -22,10 +22,22 @@
 # Environment: NARRATOR_RUN_DIR, NARRATOR_BUILD_DIR, NARRATOR_MODEL_DIR,
 # NARRATOR_REDIS_PORT, NARRATOR_CLIENT_PORT, NARRATOR_WORKER_PORT,
 # NARRATOR_GATEWAY_PORT (defaults for the options above); NARRATOR_BROKER_* / NARRATOR_WORKER_* settings
-# pass through to the programs.
+# pass through to the programs (but for the two named below).
 #
 # Safe to call twice: start skips what already runs, stop what does not.
+#
+# Redis asks for a password: start makes one (random, 64 hex characters) in
+# RUN/redis/password the first time and reuses it after. redis-server reads it
+# from RUN/redis/redis.conf (requirepass), the broker from RUN/broker.conf
+# (redis-password), so it is in no command line or environment (ps shows
+# neither); NARRATOR_BROKER_REDIS_PASSWORD and NARRATOR_BROKER_CONFIG are not
+# passed on. To use redis-cli on the cluster:
+#   REDISCLI_AUTH="$(cat run/redis/password)" redis-cli -p 6390 ...
+# Everything under RUN is its owner's only (umask 077): the password, the
+# settings files, the logs and Redis's AOF and RDB files (0600, in 0700
+# folders).
 set -euo pipefail
+umask 077
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 run_dir="${NARRATOR_RUN_DIR:-$root/run}"
@@ -131,7 +143,29 @@ wait_up() {
   return 1
 }
 
-redis_ping() { redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null | grep -q PONG; }
+# redis-cli authenticates from the environment (REDISCLI_AUTH), not -a,
+# which would put the password in its command line.
+redis_cli() {
+  REDISCLI_AUTH="$(cat "$run_dir/redis/password" 2>/dev/null || true)" \
+    redis-cli --no-auth-warning -h 127.0.0.1 -p "$redis_port" "$@"
+}
+redis_ping() { redis_cli ping 2>/dev/null | grep -q PONG; }
+
+# The cluster's Redis password, made once: 32 random bytes as hex (no
+# character that a config file would need quoted).
+redis_password() {
+  local f="$run_dir/redis/password" pw
+  if [ ! -s "$f" ]; then
+    pw="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+    [ ${#pw} -eq 64 ] || die "cannot read 32 random bytes from /dev/urandom"
+    printf '%s\n' "$pw" >"$f.tmp"
+    mv -f "$f.tmp" "$f"
+  fi
+  chmod 600 "$f"
+  pw="$(cat "$f")"
+  [[ "$pw" =~ ^[0-9a-f]{32,}$ ]] || die "$f does not hold a password (32 or more hex digits); remove it to make a new one"
+  printf '%s' "$pw"
+}
 
 # Live workers the broker counts for a stage (narrate stats), or 0.
 live_workers() {
@@ -161,13 +195,26 @@ build_dir=$build_dir
 bin=$build_dir/bin
 EOF
   echo "local-cluster: starting in $run_dir"
+  # Owner only, also for a run folder made by an older version of this
+  # script (its Redis files were world-readable).
   mkdir -p "$run_dir/redis"
-  start_service redis redis-server --port "$redis_port" --bind 127.0.0.1 --protected-mode yes \
-    --dir "$run_dir/redis" --appendonly yes --appendfsync everysec \
+  chmod 700 "$run_dir" "$run_dir/redis"
+  chmod -R go-rwx "$run_dir/redis"
+  local pw
+  pw="$(redis_password)"
+  # The password goes to redis-server and the broker in files only; the
+  # other settings stay flags, so ps shows them.
+  printf '# written by local-cluster.sh start\nrequirepass %s\n' "$pw" >"$run_dir/redis/redis.conf"
+  printf '# written by local-cluster.sh start (the Redis password)\nredis-password = %s\n' "$pw" \
+    >"$run_dir/broker.conf"
+  chmod 600 "$run_dir/redis/redis.conf" "$run_dir/broker.conf"
+  unset pw NARRATOR_BROKER_REDIS_PASSWORD NARRATOR_BROKER_CONFIG
+  start_service redis redis-server "$run_dir/redis/redis.conf" --port "$redis_port" --bind 127.0.0.1 \
+    --protected-mode yes --dir "$run_dir/redis" --appendonly yes --appendfsync everysec \
     --maxmemory-policy noeviction --daemonize no --logfile ""
   wait_up redis redis_ping
 
-  start_service broker "$bin/narrator-broker" \
+  start_service broker "$bin/narrator-broker" --config "$run_dir/broker.conf" \
     --client-endpoint "tcp://127.0.0.1:$client_port" --worker-endpoint "tcp://127.0.0.1:$worker_port" \
     --redis-host 127.0.0.1 --redis-port "$redis_port"
   wait_up broker port_open "$client_port"
@@ -208,6 +255,7 @@ EOF
   fi
   [ ${#skipped[@]} -eq 0 ] || echo "  not built, skipped: ${skipped[*]} (no narrator-worker-<stage> in $bin)"
   echo "local-cluster: up. clients: tcp://127.0.0.1:$client_port  workers: tcp://127.0.0.1:$worker_port  redis: 127.0.0.1:$redis_port"
+  echo "  redis password: $run_dir/redis/password (REDISCLI_AUTH=\"\$(cat $run_dir/redis/password)\" redis-cli -p $redis_port)"
   echo "  logs: $logs/<name>.log   pids: $run_dir/<name>.pid"
   echo "  stop: $0 stop --run-dir $run_dir"
 }

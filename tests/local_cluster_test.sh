@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # ctest local_cluster (LABELS integration): deploy/local-cluster.sh on free
-# ports in a temporary run folder: start (twice), status, a spoken text and
-# a captioned image through the cluster, a dead worker shown by status,
-# stop (twice), nothing left running.
+# ports in a temporary run folder: start (twice, same Redis password), status,
+# Redis refuses commands without the password, the password and Redis's files
+# readable by the owner only and in no started process's command line or
+# environment, a spoken text and a captioned image through the cluster, a
+# dead worker shown by status, stop (twice), nothing left running.
 #   tests/local_cluster_test.sh BUILD_DIR
 set -euo pipefail
 
@@ -40,10 +42,28 @@ fail() {
 cleanup() { "${lc[@]}" stop --run-dir "$run" >/dev/null 2>&1 || true; rm -rf "$run"; }
 trap cleanup EXIT
 
+# mode_of FILE: its permission bits in octal (600, 700 ...).
+mode_of() { stat -c %a "$1"; }
+
 "${lc[@]}" start "${opts[@]}" || fail "start"
+pwfile="$run/redis/password"
+[ -s "$pwfile" ] || fail "no Redis password in $pwfile"
+password="$(cat "$pwfile")"
+[ ${#password} -ge 32 ] || fail "the Redis password has ${#password} characters, wanted 32 or more"
 again="$("${lc[@]}" start "${opts[@]}")" || fail "second start"
 grep -q "already running" <<<"$again" || fail "second start did not find the cluster running: $again"
+[ "$(cat "$pwfile")" = "$password" ] || fail "the second start changed the Redis password"
 "${lc[@]}" status --run-dir "$run" || fail "status after start: exit $?"
+
+# Redis answers nothing without the password, everything with it (given
+# through the environment, never -a, which ps would show).
+noauth="$(redis-cli -p "${ports[0]}" config get maxmemory-policy 2>&1 || true)"
+grep -q NOAUTH <<<"$noauth" || fail "redis served a command without the password: $noauth"
+noauth="$(redis-cli -p "${ports[0]}" set nr-lc-probe 1 2>&1 || true)"
+grep -q NOAUTH <<<"$noauth" || fail "redis took a write without the password: $noauth"
+wrong="$(REDISCLI_AUTH=not-the-password redis-cli -p "${ports[0]}" ping 2>&1 || true)"
+! grep -q PONG <<<"$wrong" || fail "redis accepted a wrong password"
+export REDISCLI_AUTH="$password"
 [ "$(redis-cli -p "${ports[0]}" config get maxmemory-policy | tail -1)" = noeviction ] || fail "redis is not noeviction"
 [ "$(redis-cli -p "${ports[0]}" config get appendonly | tail -1)" = yes ] || fail "redis has no AOF"
 
@@ -60,6 +80,35 @@ fi
 if [ -x "$bin/narrator-gateway" ]; then
   (exec 3<>"/dev/tcp/127.0.0.1/${ports[3]}") 2>/dev/null || fail "the gateway does not listen"
 fi
+
+# Redis's files (password, config, AOF, RDB) are the owner's only: a job ran,
+# so the AOF holds its record; SAVE writes the RDB too.
+[ "$(redis-cli -p "${ports[0]}" save)" = OK ] || fail "redis SAVE"
+[ "$(mode_of "$run/redis")" = 700 ] || fail "$run/redis is mode $(mode_of "$run/redis"), wanted 700"
+datafiles="$(find "$run/redis" -mindepth 1 -type f)"
+grep -q '\.aof$' <<<"$datafiles" || fail "no AOF file under $run/redis: $datafiles"
+grep -q '\.rdb$' <<<"$datafiles" || fail "no RDB file under $run/redis: $datafiles"
+while IFS= read -r f; do
+  [ "$(mode_of "$f")" = 600 ] || fail "$f is mode $(mode_of "$f"), wanted 600"
+done <<<"$datafiles"
+while IFS= read -r d; do
+  [ "$(mode_of "$d")" = 700 ] || fail "folder $d is mode $(mode_of "$d"), wanted 700"
+done < <(find "$run/redis" -type d)
+[ "$(mode_of "$pwfile")" = 600 ] || fail "$pwfile is mode $(mode_of "$pwfile"), wanted 600"
+for f in "$run"/*.conf; do
+  [ -e "$f" ] || continue
+  [ "$(mode_of "$f")" = 600 ] || fail "$f is mode $(mode_of "$f"), wanted 600"
+done
+
+# The password is in no started process's command line (what ps shows every
+# user) nor its environment (what ps e shows).
+for pid in $(cat "$run"/*.pid); do
+  kill -0 "$pid" 2>/dev/null || fail "pid $pid from $(grep -l "^$pid\$" "$run"/*.pid) does not run"
+  ! ps -ww -o args= -p "$pid" | grep -qF -f "$pwfile" || fail "pid $pid shows the Redis password in ps"
+  ! ps eww -o args= -p "$pid" | grep -qF -f "$pwfile" || fail "pid $pid has the Redis password in its environment"
+  ! tr '\0' '\n' <"/proc/$pid/environ" | grep -qF -f "$pwfile" || fail "pid $pid has the Redis password in /proc/$pid/environ"
+done
+! ps -eww -o args= | grep -qF -f "$pwfile" || fail "some process shows the Redis password in ps"
 
 # A dead worker shows as DOWN, status exits 1.
 kill -KILL "$(cat "$run/worker-speech-1.pid")"
