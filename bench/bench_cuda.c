@@ -26,7 +26,7 @@
 #include "models/backend.h"
 #include "models/config.h"
 #include "models/gpt2.h"
-#include "models/io/safetensors.h"
+#include "models/io/checkpoint.h"
 #include "models/tensor.h"
 #include "models/vit.h"
 #ifdef NR_HAVE_CUDA
@@ -104,8 +104,8 @@ int main(int argc, char **argv) {
     nr_model_config_t cfg;
     size_t size = 0;
     unsigned char *buf = NULL;
-    nr_safetensors_t *st = NULL;
-    if (nr_bench_random_vit_gpt2(&cfg, &buf, &size, &st, err, sizeof err)) {
+    nr_checkpoint_t *ck = NULL;
+    if (nr_bench_random_vit_gpt2(&cfg, &buf, &size, &ck, err, sizeof err)) {
         fprintf(stderr, "bench_cuda: %s\n", err);
         return 1;
     }
@@ -116,8 +116,8 @@ int main(int argc, char **argv) {
     }
     nr_vit_t *vit = NULL;
     nr_gpt2_t *gpt2 = NULL;
-    if (nr_vit_load(&cfg.vit, st, "encoder.", be, &vit, err, sizeof err) ||
-        nr_gpt2_load(&cfg.gpt2, st, "decoder.", be, &gpt2, err, sizeof err)) {
+    if (nr_vit_load(&cfg.vit, ck, "encoder.", be, &vit, err, sizeof err) ||
+        nr_gpt2_load(&cfg.gpt2, ck, "decoder.", be, &gpt2, err, sizeof err)) {
         fprintf(stderr, "bench_cuda: %s\n", err);
         return 1;
     }
@@ -226,7 +226,7 @@ int main(int argc, char **argv) {
     nr_vit_destroy(&vit);
     nr_gpt2_destroy(&gpt2);
     nr_backend_destroy(&be);
-    nr_safetensors_close(&st);
+    nr_checkpoint_close(&ck);
     free(buf);
     return rc ? 1 : 0;
 }

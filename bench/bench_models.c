@@ -24,7 +24,7 @@
 #include "models/cpu/lowp.h"
 #include "models/generate.h"
 #include "models/gpt2.h"
-#include "models/io/safetensors.h"
+#include "models/io/checkpoint.h"
 #include "models/tensor.h"
 #include "models/vit.h"
 
@@ -107,8 +107,8 @@ int main(int argc, char **argv) {
     nr_model_config_t cfg;
     size_t size;
     unsigned char *buf = NULL;
-    nr_safetensors_t *st = NULL;
-    if (nr_bench_random_vit_gpt2(&cfg, &buf, &size, &st, err, sizeof err)) {
+    nr_checkpoint_t *ck = NULL;
+    if (nr_bench_random_vit_gpt2(&cfg, &buf, &size, &ck, err, sizeof err)) {
         fprintf(stderr, "bench: %s\n", err);
         return 1;
     }
@@ -143,8 +143,8 @@ int main(int argc, char **argv) {
         nr_backend_t *be = nr_backend_new(dev, threads, err, sizeof err);
         nr_vit_t *vit = NULL;
         nr_gpt2_t *gpt2 = NULL;
-        if (!be || nr_vit_load(&cfg.vit, st, "encoder.", be, &vit, err, sizeof err) ||
-            nr_gpt2_load(&cfg.gpt2, st, "decoder.", be, &gpt2, err, sizeof err)) {
+        if (!be || nr_vit_load(&cfg.vit, ck, "encoder.", be, &vit, err, sizeof err) ||
+            nr_gpt2_load(&cfg.gpt2, ck, "decoder.", be, &gpt2, err, sizeof err)) {
             fprintf(stderr, "bench: %s\n", err);
             return 1;
         }
@@ -241,7 +241,7 @@ int main(int argc, char **argv) {
     free(logits);
     free(px);
     free(states);
-    nr_safetensors_close(&st);
+    nr_checkpoint_close(&ck);
     free(buf);
     return 0;
 }

@@ -165,17 +165,17 @@ static unsigned char *s_build(const s_specs_t *s, size_t *size) {
     return buf;
 }
 
-int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_safetensors_t **st,
+int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck,
                              char *err, size_t errlen) {
     *buf = NULL;
-    *st = NULL;
+    *ck = NULL;
     int rc = nr_model_config_parse(s_config, NULL, "bench", cfg, err, errlen);
     if (rc) return rc;
     s_specs_t specs = {0};
     if (s_specs_vit_gpt2(&specs) == 0) *buf = s_build(&specs, size);
     free(specs.v);
     if (!*buf) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
-    rc = nr_safetensors_open_memory(*buf, *size, "random-weights", st, err, errlen);
+    rc = nr_checkpoint_open_memory(*buf, *size, "random-weights", ck, err, errlen);
     if (rc) {
         free(*buf);
         *buf = NULL;

@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 #include "models/config.h"
-#include "models/io/safetensors.h"
+#include "models/io/checkpoint.h"
 
 /* The next number of the process's one random sequence (xorshift64,
  * uniform with std about 0.02): the weights take the first ones, so a
@@ -16,9 +16,9 @@
 float nr_bench_rand(void);
 
 /* Parses the checkpoint's config into *cfg, builds the random weights in
- * *buf (*size bytes; the caller frees it after closing *st) and opens them
- * as *st. Returns 0, or an NR_E* code with a message in err. */
-int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_safetensors_t **st,
+ * *buf (*size bytes; the caller frees it after closing *ck) and opens them
+ * as *ck. Returns 0, or an NR_E* code with a message in err. */
+int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck,
                              char *err, size_t errlen);
 
 #endif

@@ -14,7 +14,7 @@
 #include "models/backend.h"
 #include "models/generate.h"
 #include "models/gpt2.h"
-#include "models/io/safetensors.h"
+#include "models/io/checkpoint.h"
 #include "models/states.h"
 #include "models/weights.h"
 #include "models/vit.h"
@@ -34,7 +34,7 @@ struct nr_captioner {
     char name[256];
     nr_model_config_t cfg;
     nr_backend_t *be;
-    nr_safetensors_t *st;
+    nr_checkpoint_t *ck;
     nr_vit_t *vit;
     nr_gpt2_t *gpt2;
     nr_wstore_t pws;         /* enc_to_dec_proj's weights, when the checkpoint has it */
@@ -77,33 +77,20 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
     int rc;
     char path[4096];
     if ((rc = nr_model_config_load(dir, &c->cfg, err, errlen))) goto fail;
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (!s_exists(path)) {
-        char bin[4096];
-        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
-        if (s_exists(bin))
-            rc = nr_seterr(err, errlen, NR_EMODEL,
-                           "%s: only pytorch_model.bin found; narrator reads model.safetensors: convert it once "
-                           "(see models/MODELS.md, \"Converting a .bin-only checkpoint\")",
-                           dir);
-        else
-            rc = nr_seterr(err, errlen, NR_EMODEL, "%s: missing (fetch the checkpoint with models/fetch.sh)", path);
-        goto fail;
-    }
-    if ((rc = nr_safetensors_open(path, &c->st, err, errlen))) goto fail;
+    if ((rc = nr_checkpoint_open_dir(dir, &c->ck, err, errlen))) goto fail;
     c->be = nr_backend_new(p.device, p.num_threads, err, errlen);
     if (!c->be) {
         rc = NR_EDEVICE;
         goto fail;
     }
-    if (p.load_encoder && (rc = nr_vit_load(&c->cfg.vit, c->st, "encoder.", c->be, &c->vit, err, errlen))) goto fail;
-    if (p.load_decoder && (rc = nr_gpt2_load(&c->cfg.gpt2, c->st, "decoder.", c->be, &c->gpt2, err, errlen)))
+    if (p.load_encoder && (rc = nr_vit_load(&c->cfg.vit, c->ck, "encoder.", c->be, &c->vit, err, errlen))) goto fail;
+    if (p.load_decoder && (rc = nr_gpt2_load(&c->cfg.gpt2, c->ck, "decoder.", c->be, &c->gpt2, err, errlen)))
         goto fail;
     if (p.load_decoder && c->cfg.enc_to_dec_proj) { /* part of the text side: the frame carries encoder states */
         const int De = c->cfg.vit.hidden_size, Dd = c->cfg.gpt2.n_embd;
         int S;
         nr_captioner_states_shape(c, &S, NULL);
-        c->pws = (nr_wstore_t){.be = c->be, .st = c->st, .prefix = ""};
+        c->pws = (nr_wstore_t){.be = c->be, .ck = c->ck, .prefix = ""};
         if ((rc = nr_wstore_get(&c->pws, "enc_to_dec_proj.weight", &c->proj_w, err, errlen, 2, (int64_t)Dd,
                                 (int64_t)De)) ||
             (rc = nr_wstore_get(&c->pws, "enc_to_dec_proj.bias", &c->proj_b, err, errlen, 1, (int64_t)Dd)))
@@ -151,7 +138,7 @@ void nr_captioner_destroy(nr_captioner_t **pc) {
     nr_tokenizer_destroy(&c->tok);
 #endif
     nr_backend_destroy(&c->be);
-    nr_safetensors_close(&c->st);
+    nr_checkpoint_close(&c->ck);
     free(c->dir);
     free(c);
     *pc = NULL;

@@ -26,9 +26,9 @@ typedef struct {
 
 nr_captioner_params_t nr_captioner_default_params(void);
 
-/* Loads dir/config.json, generation_config.json (optional),
- * model.safetensors (a folder with only pytorch_model.bin is an NR_EMODEL
- * error that says how to convert it, see models/MODELS.md) and, for the
+/* Loads dir/config.json, generation_config.json (optional), the weights
+ * in whichever form the folder holds them (nr_checkpoint_open_dir:
+ * safetensors, sharded or not, else pytorch_model.bin) and, for the
  * decoder, the tokenizer files. Returns 0 and *out, or NR_EMODEL (file and
  * tensor named in err), NR_EDEVICE, NR_ENOMEM, NR_EINVAL. */
 int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_captioner_t **out, char *err,

@@ -180,6 +180,9 @@ static int s_gpt2(const cJSON *d, const char *src, nr_gpt2_config_t *g, char *er
     g->scale_attn_weights = 1;
     if (s_bool(d, "scale_attn_weights", &g->scale_attn_weights) < 0)
         return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.scale_attn_weights must be true or false", src);
+    g->tie_word_embeddings = 1; /* PretrainedConfig's default */
+    if (s_bool(d, "tie_word_embeddings", &g->tie_word_embeddings) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.tie_word_embeddings must be true or false", src);
     if (g->n_embd % g->n_head)
         return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.n_embd %d is not divisible by n_head %d", src, g->n_embd,
                          g->n_head);

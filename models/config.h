@@ -32,6 +32,7 @@ typedef struct {
     nr_act_t activation_function;
     int add_cross_attention;
     int scale_attn_weights;   /* divide by sqrt(head_dim) (default 1) */
+    int tie_word_embeddings;  /* lm_head is wte (default 1), as transformers ties them */
 } nr_gpt2_config_t;
 
 /* Generation settings: transformers' names and meanings. max_length counts

@@ -48,7 +48,7 @@ struct nr_gpt2_state {
     const nr_gpt2_t *m;
 };
 
-int nr_gpt2_load(const nr_gpt2_config_t *cfg, const nr_safetensors_t *st, const char *prefix, nr_backend_t *be,
+int nr_gpt2_load(const nr_gpt2_config_t *cfg, const nr_checkpoint_t *ck, const char *prefix, nr_backend_t *be,
                  nr_gpt2_t **out, char *err, size_t errlen) {
     *out = NULL;
     if (!cfg->add_cross_attention)
@@ -57,7 +57,7 @@ int nr_gpt2_load(const nr_gpt2_config_t *cfg, const nr_safetensors_t *st, const 
     if (!m) return nr_seterr(err, errlen, NR_ENOMEM, "gpt2: out of memory");
     m->cfg = *cfg;
     m->be = be;
-    m->ws = (nr_wstore_t){.be = be, .st = st, .prefix = prefix ? prefix : ""};
+    m->ws = (nr_wstore_t){.be = be, .ck = ck, .prefix = prefix ? prefix : ""};
     nr_wstore_t *ws = &m->ws;
     const int D = cfg->n_embd, V = cfg->vocab_size, I = cfg->n_inner;
     int rc;
@@ -66,11 +66,12 @@ int nr_gpt2_load(const nr_gpt2_config_t *cfg, const nr_safetensors_t *st, const 
         (rc = nr_wstore_get(ws, "transformer.ln_f.weight", &m->lnf_g, err, errlen, 1, I64(D))) ||
         (rc = nr_wstore_get(ws, "transformer.ln_f.bias", &m->lnf_b, err, errlen, 1, I64(D))))
         goto fail;
-    if (nr_wstore_has(ws, "lm_head.weight")) {
-        if ((rc = nr_wstore_get(ws, "lm_head.weight", &m->lm_head, err, errlen, 2, I64(V), I64(D)))) goto fail;
-    } else {
+    /* Tied as transformers ties them: the file's lm_head (if any) is not
+     * read, and the Hub's safetensors conversion drops it anyway. */
+    if (cfg->tie_word_embeddings)
         m->lm_head = m->wte;
-    }
+    else if ((rc = nr_wstore_get(ws, "lm_head.weight", &m->lm_head, err, errlen, 2, I64(V), I64(D))))
+        goto fail;
     m->layers = calloc((size_t)cfg->n_layer, sizeof(s_layer_t));
     if (!m->layers) {
         rc = nr_seterr(err, errlen, NR_ENOMEM, "gpt2: out of memory");

@@ -1,7 +1,7 @@
 /* GPT-2 decoder with cross-attention (the decoder of a Hugging Face
  * VisionEncoderDecoder): causal self-attention with a KV cache,
  * cross-attention to encoder states (K/V computed once per caption), MLP,
- * final layer norm, lm_head tied to wte when absent. The model is shared and
+ * final layer norm, lm_head tied to wte unless tie_word_embeddings is false. The model is shared and
  * read-only; a state holds one batch of sequences (rows) being decoded. */
 #ifndef NR_MODELS_GPT2_H
 #define NR_MODELS_GPT2_H
@@ -10,16 +10,18 @@
 
 #include "models/backend.h"
 #include "models/config.h"
-#include "models/io/safetensors.h"
+#include "models/io/checkpoint.h"
 
 typedef struct nr_gpt2 nr_gpt2_t;
 typedef struct nr_gpt2_state nr_gpt2_state_t;
 
 /* Loads prefix + HF GPT-2 names ("decoder." in a VisionEncoderDecoder),
  * checking shapes against cfg; attn.bias / masked_bias buffers are ignored;
- * prefix + "lm_head.weight" is used when present, else wte. Returns 0,
+ * lm_head is wte when cfg->tie_word_embeddings (the file's copy, if any, is
+ * not read, as transformers ties them after loading), else prefix +
+ * "lm_head.weight", which must then be present. Returns 0,
  * NR_EMODEL (tensor named), NR_ENOMEM. */
-int nr_gpt2_load(const nr_gpt2_config_t *cfg, const nr_safetensors_t *st, const char *prefix, nr_backend_t *be,
+int nr_gpt2_load(const nr_gpt2_config_t *cfg, const nr_checkpoint_t *ck, const char *prefix, nr_backend_t *be,
                  nr_gpt2_t **out, char *err, size_t errlen);
 void nr_gpt2_destroy(nr_gpt2_t **m);
 const nr_gpt2_config_t *nr_gpt2_config(const nr_gpt2_t *m);

@@ -1,8 +1,11 @@
 /* Tensors: dtype helpers, F16/BF16 conversion and aligned host tensors. */
 #include "models/tensor.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/error.h"
 
 size_t nr_dtype_size(nr_dtype_t dtype) {
     switch (dtype) {
@@ -200,4 +203,37 @@ void nr_convert_to_f32(float *dst, const void *src, nr_dtype_t dtype, size_t n) 
 #undef CONV
     default: memset(dst, 0, n * 4); break;
     }
+}
+
+static void s_shape_str(char *buf, size_t size, int ndim, const int64_t *shape) {
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, size - o, "[");
+    for (int i = 0; i < ndim && o < size; i++)
+        o += (size_t)snprintf(buf + o, size - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (o < size) snprintf(buf + o, size - o, "]");
+}
+
+int nr_named_tensor_to_f32(const nr_named_tensor_t *t, const char *file, int ndim, const int64_t *shape, float **out,
+                           char *err, size_t errlen) {
+    *out = NULL;
+    if (t->dtype != NR_DTYPE_F32 && t->dtype != NR_DTYPE_F16 && t->dtype != NR_DTYPE_BF16)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: tensor %s: dtype %s is not a weight dtype (F32, F16, BF16)", file,
+                         t->name, nr_dtype_name(t->dtype));
+    if (ndim >= 0) {
+        int ok = t->ndim == ndim;
+        for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+        if (!ok) {
+            char a[128], b[128];
+            s_shape_str(a, sizeof a, ndim, shape);
+            s_shape_str(b, sizeof b, t->ndim, t->shape);
+            return nr_seterr(err, errlen, NR_EMODEL, "%s: tensor %s: shape %s does not match config.json (expected %s)",
+                             file, t->name, b, a);
+        }
+    }
+    size_t n = t->nbytes / nr_dtype_size(t->dtype);
+    float *f = nr_aligned_alloc(n ? n * sizeof(float) : 64);
+    if (!f) return nr_seterr(err, errlen, NR_ENOMEM, "%s: tensor %s: out of memory", file, t->name);
+    nr_convert_to_f32(f, t->data, t->dtype, n);
+    *out = f;
+    return 0;
 }

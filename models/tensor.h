@@ -74,6 +74,14 @@ uint16_t nr_f32_to_bf16(float f);
  * src may be unaligned). Integer and BOOL dtypes convert by value. */
 void nr_convert_to_f32(float *dst, const void *src, nr_dtype_t dtype, size_t n);
 
+/* Checks t's shape equals shape[0..ndim) (ndim < 0: any shape) and
+ * converts it (F32, F16, BF16) to a new 64-byte aligned F32 buffer (*out,
+ * caller frees with free()). `file` names the tensor's file in messages.
+ * Returns 0, NR_EMODEL (not a weight dtype, or shape mismatch: file,
+ * tensor, expected and found shapes in err), NR_ENOMEM. */
+int nr_named_tensor_to_f32(const nr_named_tensor_t *t, const char *file, int ndim, const int64_t *shape, float **out,
+                           char *err, size_t errlen);
+
 /* 64-byte aligned host allocation (free with free()); NULL on failure or n 0. */
 void *nr_aligned_alloc(size_t bytes);
 

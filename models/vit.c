@@ -35,14 +35,14 @@ struct nr_vit {
     int seq;
 };
 
-int nr_vit_load(const nr_vit_config_t *cfg, const nr_safetensors_t *st, const char *prefix, nr_backend_t *be,
+int nr_vit_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const char *prefix, nr_backend_t *be,
                 nr_vit_t **out, char *err, size_t errlen) {
     *out = NULL;
     nr_vit_t *m = calloc(1, sizeof(*m));
     if (!m) return nr_seterr(err, errlen, NR_ENOMEM, "vit: out of memory");
     m->cfg = *cfg;
     m->be = be;
-    m->ws = (nr_wstore_t){.be = be, .st = st, .prefix = prefix ? prefix : ""};
+    m->ws = (nr_wstore_t){.be = be, .ck = ck, .prefix = prefix ? prefix : ""};
     const int D = cfg->hidden_size, C = cfg->num_channels, P = cfg->patch_size, I = cfg->intermediate_size;
     const int g = cfg->image_size / P;
     m->seq = 1 + g * g;

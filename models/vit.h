@@ -8,16 +8,16 @@
 
 #include "models/backend.h"
 #include "models/config.h"
-#include "models/io/safetensors.h"
+#include "models/io/checkpoint.h"
 
 typedef struct nr_vit nr_vit_t;
 
 /* Loads weights named prefix + HF ViT names ("encoder." in a
  * VisionEncoderDecoder file, "" or "vit." alone), checking every shape
  * against cfg. Weights go to backend memory (zero-copy from the mapping for
- * aligned F32 on the CPU; `st` must then outlive the model). Returns 0,
+ * aligned F32 on the CPU; `ck` must then outlive the model). Returns 0,
  * NR_EMODEL (tensor named), NR_ENOMEM. */
-int nr_vit_load(const nr_vit_config_t *cfg, const nr_safetensors_t *st, const char *prefix, nr_backend_t *be,
+int nr_vit_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const char *prefix, nr_backend_t *be,
                 nr_vit_t **out, char *err, size_t errlen);
 void nr_vit_destroy(nr_vit_t **m);
 

@@ -24,7 +24,7 @@ static int s_keep(nr_wstore_t *ws, void *p) {
 int nr_wstore_has(const nr_wstore_t *ws, const char *name) {
     char full[512];
     snprintf(full, sizeof full, "%s%s", ws->prefix, name);
-    return nr_safetensors_find(ws->st, full) != NULL;
+    return nr_checkpoint_find(ws->ck, full) != NULL;
 }
 
 /* Host F32 buffer -> backend buffer (takes ownership of host). */
@@ -56,7 +56,7 @@ int nr_wstore_get(nr_wstore_t *ws, const char *name, float **out, char *err, siz
     va_start(ap, ndim);
     for (int i = 0; i < ndim && i < NR_TENSOR_MAX_DIMS; i++) shape[i] = va_arg(ap, int64_t);
     va_end(ap);
-    const nr_named_tensor_t *t = nr_safetensors_find(ws->st, full);
+    const nr_named_tensor_t *t = nr_checkpoint_find(ws->ck, full);
     if (t && t->dtype == NR_DTYPE_F32 && ws->be->host_memory && ((uintptr_t)t->data % 4) == 0) {
         /* Zero-copy: point into the mapping after the shape check. */
         int ok = t->ndim == ndim;
@@ -67,12 +67,12 @@ int nr_wstore_get(nr_wstore_t *ws, const char *name, float **out, char *err, siz
         }
     }
     float *host = NULL;
-    int rc = nr_safetensors_load_f32(ws->st, full, ndim, shape, &host, err, errlen);
+    int rc = nr_checkpoint_load_f32(ws->ck, full, ndim, shape, &host, err, errlen);
     if (rc) return rc;
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) n *= shape[i];
     rc = s_place(ws, host, (size_t)n, out);
-    if (rc) return nr_seterr(err, errlen, rc, "%s: tensor %s: cannot place in backend memory", nr_safetensors_path(ws->st), full);
+    if (rc) return nr_seterr(err, errlen, rc, "%s: tensor %s: cannot place in backend memory", nr_checkpoint_path(ws->ck), full);
     return 0;
 }
 
@@ -89,7 +89,7 @@ int nr_wstore_concat_rows(nr_wstore_t *ws, const char *const *names, const int64
         int64_t shape[2] = {rows[i], cols};
         int nd = cols == 1 ? 1 : 2;
         float *part = NULL;
-        int rc = nr_safetensors_load_f32(ws->st, full, nd, shape, &part, err, errlen);
+        int rc = nr_checkpoint_load_f32(ws->ck, full, nd, shape, &part, err, errlen);
         if (rc) {
             free(host);
             return rc;
@@ -99,7 +99,7 @@ int nr_wstore_concat_rows(nr_wstore_t *ws, const char *const *names, const int64
         off += rows[i];
     }
     int rc = s_place(ws, host, (size_t)(total * cols), out);
-    if (rc) return nr_seterr(err, errlen, rc, "%s: cannot place fused weights", nr_safetensors_path(ws->st));
+    if (rc) return nr_seterr(err, errlen, rc, "%s: cannot place fused weights", nr_checkpoint_path(ws->ck));
     return 0;
 }
 

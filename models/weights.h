@@ -1,4 +1,4 @@
-/* Internal: loading named weights from a safetensors file into a backend,
+/* Internal: loading named weights from a checkpoint into a backend,
  * with shape checks; zero-copy for aligned F32 on host-memory backends. */
 #ifndef NR_MODELS_WEIGHTS_H
 #define NR_MODELS_WEIGHTS_H
@@ -7,11 +7,11 @@
 #include <stdint.h>
 
 #include "models/backend.h"
-#include "models/io/safetensors.h"
+#include "models/io/checkpoint.h"
 
 typedef struct {
     nr_backend_t *be;
-    const nr_safetensors_t *st;
+    const nr_checkpoint_t *ck;
     const char *prefix;
     void **bufs; /* backend buffers owned by the model */
     size_t n, cap;

@@ -24,6 +24,7 @@
 #include "models/config.h"
 #include "models/cuda/backend_cuda.h"
 #include "models/gpt2.h"
+#include "models/io/checkpoint.h"
 #include "models/io/safetensors.h"
 #include "models/tensor.h"
 
@@ -582,17 +583,16 @@ Test(cuda_fixture, reduced_precision_encoder_and_captions) {
 
 Test(cuda_fixture, decoder_logits_full_and_cached) {
     s_fix_t f = s_fix();
-    char dir[1024], path[1100], err[1024];
+    char dir[1024], err[1024];
     s_path(dir, sizeof dir, "tests/fixtures/vit-gpt2-tiny");
     nr_model_config_t cfg;
     cr_assert_eq(nr_model_config_load(dir, &cfg, err, sizeof err), 0, "%s", err);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    nr_safetensors_t *st = NULL;
-    cr_assert_eq(nr_safetensors_open(path, &st, err, sizeof err), 0, "%s", err);
+    nr_checkpoint_t *ck = NULL;
+    cr_assert_eq(nr_checkpoint_open_dir(dir, &ck, err, sizeof err), 0, "%s", err);
     nr_backend_t *g = nr_backend_new("cuda:0", 0, err, sizeof err);
     cr_assert_not_null(g, "%s", err);
     nr_gpt2_t *m = NULL;
-    cr_assert_eq(nr_gpt2_load(&cfg.gpt2, st, "decoder.", g, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(nr_gpt2_load(&cfg.gpt2, ck, "decoder.", g, &m, err, sizeof err), 0, "%s", err);
     size_t ns, nl;
     int T;
     float *enc = s_ref(&f, "encoder.hidden_states", &ns), *want = s_ref(&f, "decoder.logits", &nl);
@@ -624,7 +624,7 @@ Test(cuda_fixture, decoder_logits_full_and_cached) {
     s_dfree(g, denc);
     nr_gpt2_destroy(&m);
     nr_backend_destroy(&g);
-    nr_safetensors_close(&st);
+    nr_checkpoint_close(&ck);
     free(enc);
     free(want);
     free(ids);

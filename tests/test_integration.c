@@ -173,18 +173,24 @@ static int s_speech_worker(const char *name) {
     return s_worker_start(C.speech_bin, name, NULL);
 }
 
-/* A vision or text worker on the tiny fixture checkpoint, one thread. */
-static int s_model_worker(const char *stage, const char *name) {
+/* A vision or text worker on checkpoint folder `model`, one thread. */
+static int s_model_worker_on(const char *stage, const char *name, const char *model) {
     char prog[64];
     snprintf(prog, sizeof prog, "narrator-worker-%s", stage);
     char *bin = nr_harness_program(prog);
     if (!bin) s_skip("%s is not built", prog);
-    char *model = nr_harness_source_path("tests/fixtures/vit-gpt2-tiny");
-    cr_assert_not_null(model, "%s", nr_harness_error());
     const char *extra[] = {"--model", model, "--threads", "1", NULL};
     int index = s_worker_start(bin, name, extra);
-    free(model);
     free(bin);
+    return index;
+}
+
+/* A vision or text worker on the tiny fixture checkpoint, one thread. */
+static int s_model_worker(const char *stage, const char *name) {
+    char *model = nr_harness_source_path("tests/fixtures/vit-gpt2-tiny");
+    cr_assert_not_null(model, "%s", nr_harness_error());
+    int index = s_model_worker_on(stage, name, model);
+    free(model);
     return index;
 }
 
@@ -887,6 +893,94 @@ Test(integration, narrate_submit_full_route_tiny_checkpoint) {
     free(bad_dir);
     free(out);
     free(in);
+    s_end();
+}
+
+/* A checkpoint folder under the cluster's folder: the tiny fixture's config
+ * and tokenizer files plus `weights` (fixture paths), linked. */
+static char *s_checkpoint_dir(const char *name, const char *const *weights) {
+    static const char *const side[] = {"config.json", "generation_config.json", "preprocessor_config.json",
+                                       "vocab.json", "merges.txt"};
+    char *dir = nr_harness_path(C.cl.dir, "%s", name);
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    char *fix = nr_harness_source_path("tests/fixtures/vit-gpt2-tiny");
+    cr_assert_not_null(fix, "%s", nr_harness_error());
+    for (size_t i = 0; i < sizeof side / sizeof side[0]; i++) {
+        char *src = nr_harness_path(fix, "%s", side[i]), *dst = nr_harness_path(dir, "%s", side[i]);
+        cr_assert_eq(symlink(src, dst), 0);
+        free(src);
+        free(dst);
+    }
+    for (size_t i = 0; weights[i]; i += 2) {
+        char *src = nr_harness_source_path(weights[i]), *dst = nr_harness_path(dir, "%s", weights[i + 1]);
+        cr_assert_not_null(src, "%s", nr_harness_error());
+        cr_assert_eq(symlink(src, dst), 0);
+        free(src);
+        free(dst);
+    }
+    free(fix);
+    return dir;
+}
+
+/* Captions of `narrate submit in -o out flag value` by vision
+ * and text workers on checkpoint folder `model`, stopped afterwards. */
+static void s_caption_with(const char *model, const char *in, const char *out, const char *flag, const char *value,
+                           char captions[][256]) {
+    int v = s_model_worker_on("vision", "vision-x", model);
+    int t = s_model_worker_on("text", "text-x", model);
+    s_wait_workers("vision", 1);
+    s_wait_workers("text", 1);
+    const char *args[] = {"--timeout", "60", "submit", in, "-o", out, flag, value, NULL};
+    char *text = NULL;
+    int code = s_narrate(args, "narrate-bin.log", &text);
+    s_require(code == 0, "narrate submit with %s exited %d: %s", model, code, text);
+    free(text);
+    static const char *const stems[] = {"chelsea_317x211", "rocket_palette_trns"};
+    for (int i = 0; i < 2; i++) {
+        char *txt = nr_harness_path(out, "%s.txt", stems[i]);
+        char *caption = nr_harness_read_file(txt, NULL);
+        s_require(caption && caption[0], "%s: no caption", txt);
+        snprintf(captions[i], 256, "%s", caption);
+        free(caption);
+        free(txt);
+    }
+    cr_assert_eq(nr_harness_proc_stop(C.cl.workers[v], SIGTERM, 10000, NULL), 0);
+    cr_assert_eq(nr_harness_proc_stop(C.cl.workers[t], SIGTERM, 10000, NULL), 0);
+}
+
+/* The Hub publishes most checkpoints as pytorch_model.bin: workers on the
+ * fixture's F16 .bin shards (tensors as views into one storage, written by
+ * torch.save) caption exactly as workers on the same values as safetensors. */
+Test(integration, bin_only_checkpoint_captions_as_its_safetensors_form) {
+    if (!C.narrate_bin) s_skip("narrate is not built");
+    s_speech_worker("speech-a");
+    s_wait_workers("speech", 1);
+    const char *bin_files[] = {"tests/fixtures/vit-gpt2-tiny-bin-f16/pytorch_model.bin.index.json",
+                               "pytorch_model.bin.index.json",
+                               "tests/fixtures/vit-gpt2-tiny-bin-f16/pytorch_model-00001-of-00002.bin",
+                               "pytorch_model-00001-of-00002.bin",
+                               "tests/fixtures/vit-gpt2-tiny-bin-f16/pytorch_model-00002-of-00002.bin",
+                               "pytorch_model-00002-of-00002.bin", NULL};
+    const char *st_files[] = {"tests/fixtures/vit-gpt2-tiny-f16.safetensors", "model.safetensors", NULL};
+    char *bin = s_checkpoint_dir("bin-f16", bin_files), *st = s_checkpoint_dir("st-f16", st_files);
+    char *in = nr_harness_path(C.cl.dir, "in");
+    cr_assert_eq(mkdir(in, 0755), 0);
+    s_copy_fixture("chelsea_317x211.jpg", in);
+    s_copy_fixture("rocket_palette_trns.png", in);
+    char *out_bin = nr_harness_path(C.cl.dir, "out-bin"), *out_st = nr_harness_path(C.cl.dir, "out-st");
+    char from_bin[2][256], from_st[2][256];
+    /* The same settings spelt two ways (the checkpoint's own num_beams 4),
+     * so the second run gets new job ids instead of the first run's results. */
+    s_caption_with(bin, in, out_bin, "--max-length", "16", from_bin);
+    s_caption_with(st, in, out_st, "--beams", "4", from_st);
+    for (int i = 0; i < 2; i++)
+        s_require(strcmp(from_bin[i], from_st[i]) == 0, "caption %d: \"%s\" from .bin, \"%s\" from safetensors", i,
+                  from_bin[i], from_st[i]);
+    free(out_st);
+    free(out_bin);
+    free(in);
+    free(st);
+    free(bin);
     s_end();
 }
 

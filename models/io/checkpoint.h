@@ -23,6 +23,11 @@ int nr_checkpoint_open_dir(const char *dir, nr_checkpoint_t **out, char *err, si
 /* One weights file: a .safetensors file, a torch zip (.bin, .pth) or an
  * index .json, told apart by content. Same returns. */
 int nr_checkpoint_open_file(const char *path, nr_checkpoint_t **out, char *err, size_t errlen);
+/* One weights file's bytes in memory (safetensors or torch zip; not
+ * copied: they must outlive the checkpoint; `name` is used in messages).
+ * Same returns. */
+int nr_checkpoint_open_memory(const void *data, size_t size, const char *name, nr_checkpoint_t **out, char *err,
+                              size_t errlen);
 /* Closes every file; sets *ck to NULL; safe twice. */
 void nr_checkpoint_close(nr_checkpoint_t **ck);
 
