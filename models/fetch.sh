@@ -326,7 +326,8 @@ repo_api="$endpoint/api/models/$repo"
 # (tab-separated; "-" where the API gives none), following the Link header's
 # next pages.
 list_tree() {
-  local url="$repo_api/tree/$(q "$1")?recursive=true" n=0
+  local url n=0
+  url="$repo_api/tree/$(q "$1")?recursive=true"
   : >"$2"
   while [ -n "$url" ]; do
     n=$((n + 1))
