@@ -4,7 +4,9 @@
 #   2. builds everything (cmake -B build, Release),
 #   3. gets five public-domain sample photos from Debian's python3-skimage
 #      package (apt-get download + dpkg -x, cached in .cache/),
-#   4. gets a captioning model (models/fetch.sh; without network it uses the
+#   4. gets a captioning model (models/fetch.sh; when that fails it says why,
+#      from fetch.sh's exit status: no network, not found, gated, a download
+#      that failed verification, unsupported weights; then it uses the
 #      project's tiny generated checkpoint, whose captions are random words),
 #   5. starts a local cluster (redis, broker, speech + vision + text workers),
 #   6. runs `narrate submit <photos> -o out/` and prints the captions and the
@@ -80,16 +82,36 @@ fi
 printf '  %s\n' "${inputs[@]}"
 
 say "4/6 captioning model"
+# fetch.sh verifies what is already there (sizes and sha256 against the Hub's
+# listing) and downloads only what is missing; its exit status says why it
+# could not, and the demo says that, not a guess.
 model_dir="$root/models/cache/$model_repo"
-if [ -f "$model_dir/model.safetensors" ] && [ -f "$model_dir/config.json" ]; then
-  echo "using $model_dir"
-elif [ -x "$root/models/fetch.sh" ] && "$root/models/fetch.sh" "$model_repo" "$root/models/cache" &&
-  [ -f "$model_dir/config.json" ]; then
-  echo "fetched $model_repo into $model_dir"
+have_model() {
+  [ -f "$1/config.json" ] && { [ -f "$1/model.safetensors" ] || [ -f "$1/model.safetensors.index.json" ] ||
+    [ -f "$1/pytorch_model.bin" ] || [ -f "$1/pytorch_model.bin.index.json" ]; }
+}
+fetch_rc=0
+"$root/models/fetch.sh" "$model_repo" "$model_dir" || fetch_rc=$?
+endpoint="${HF_ENDPOINT:-https://huggingface.co}"
+case $fetch_rc in
+  0) why="" ;;
+  2) why="the Hub ($endpoint) could not be reached (no network, or it keeps failing)" ;;
+  3) why="$model_repo was not found on $endpoint" ;;
+  4) why="$model_repo is gated or refused the token: accept the licence on its model page and set HF_TOKEN" ;;
+  5) why="the download of $model_repo failed verification (size or sha256 mismatch, or a truncated file); run the demo again to resume" ;;
+  6) why="$model_repo has no weights in a form narrator reads" ;;
+  *) why="models/fetch.sh failed (exit $fetch_rc; see its message above)" ;;
+esac
+if [ $fetch_rc -eq 0 ]; then
+  echo "using $model_repo in $model_dir"
+elif [ $fetch_rc -eq 2 ] && have_model "$model_dir"; then
+  echo "$why;"
+  echo "using the copy fetched earlier in $model_dir"
 else
   model_dir="$root/tests/fixtures/vit-gpt2-tiny"
-  echo "no network: using the project's own small generated checkpoint tests/fixtures/vit-gpt2-tiny;"
-  echo "captions will be random words"
+  echo "$why."
+  echo "Falling back to the project's own small generated checkpoint tests/fixtures/vit-gpt2-tiny:"
+  echo "captions will be random words."
 fi
 
 say "5/6 local cluster"

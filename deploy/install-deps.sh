@@ -10,7 +10,7 @@ packages=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev
   flite1-dev
   libcriterion-dev redis-server
-  python3-yaml
+  python3 python3-yaml curl ca-certificates
   libmicrohttpd-dev libcurl4-openssl-dev
   clang iproute2
 )
