@@ -112,9 +112,11 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
     c->pp.width = c->pp.height = c->cfg.vit.image_size;
     snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
     if (p.load_encoder && s_exists(path) && (rc = nr_preprocess_load_config(path, &c->pp, err, errlen))) goto fail;
-    if (p.load_encoder && (c->pp.width != c->cfg.vit.image_size || c->pp.height != c->cfg.vit.image_size)) {
-        rc = nr_seterr(err, errlen, NR_EMODEL, "%s: size %dx%d does not match the encoder's image_size %d", path,
-                       c->pp.width, c->pp.height, c->cfg.vit.image_size);
+    int pw = 0, ph = 0;
+    if (p.load_encoder && (nr_preprocess_fixed_size(&c->pp, &pw, &ph) != 0 || pw != c->cfg.vit.image_size ||
+                           ph != c->cfg.vit.image_size)) {
+        rc = nr_seterr(err, errlen, NR_EMODEL, "%s: output size %dx%d does not match the encoder's image_size %d "
+                       "(a size that follows the image is not supported)", path, pw, ph, c->cfg.vit.image_size);
         goto fail;
     }
 #endif

@@ -1,12 +1,15 @@
-/* Preprocessing: PIL-exact resize of 8-bit RGB, then rescale, normalize and
- * CHW float layout as transformers' ViTImageProcessor (slow, PIL path).
+/* Preprocessing: PIL-exact resize of 8-bit RGB, centre crop, then rescale,
+ * normalize and CHW float layout as transformers' slow (PIL) image
+ * processors: ViTImageProcessor, CLIPImageProcessor, BlipImageProcessor.
  *
  * The resize follows the algorithm of Pillow's libImaging/Resample.c: for
  * each axis, per output pixel, a window of filter taps centred on
  * (i + 0.5) * scale whose support grows with the scale when shrinking
  * (antialiasing); taps normalised to sum 1, then converted to fixed point
  * with 22 fractional bits. Horizontal pass first (only over the source rows
- * the vertical pass needs), rounded and clipped to uint8, then vertical. */
+ * the vertical pass needs), rounded and clipped to uint8, then vertical.
+ * Every output pixel depends only on its own taps, so a window of the
+ * resized image (the centre crop) is computed alone, bit for bit the same. */
 #include "models/preprocess.h"
 
 #include <float.h>
@@ -23,18 +26,51 @@
 
 #define S_PRECISION_BITS (32 - 8 - 2)
 
+/* transformers' image_utils OPENAI_CLIP_MEAN / OPENAI_CLIP_STD. */
+static const double s_clip_mean[3] = {0.48145466, 0.4578275, 0.40821073};
+static const double s_clip_std[3] = {0.26862954, 0.26130258, 0.27577711};
+
 nr_preprocess_params_t nr_preprocess_default_params(void) {
     nr_preprocess_params_t p;
+    memset(&p, 0, sizeof p);
+    p.processor = NR_PROCESSOR_OTHER;
     p.width = 224;
     p.height = 224;
+    p.shortest_edge = 0;
     p.resample = NR_RESAMPLE_BILINEAR;
     p.do_resize = 1;
+    p.do_center_crop = 0;
+    p.crop_width = 224;
+    p.crop_height = 224;
     p.do_rescale = 1;
     p.rescale_factor = 1.0 / 255.0;
     p.do_normalize = 1;
     for (int c = 0; c < 3; c++) {
         p.mean[c] = 0.5f;
         p.std[c] = 0.5f;
+    }
+    p.do_convert_rgb = 1;
+    return p;
+}
+
+nr_preprocess_params_t nr_preprocess_class_params(nr_processor_t processor) {
+    nr_preprocess_params_t p = nr_preprocess_default_params();
+    p.processor = processor;
+    switch (processor) {
+    case NR_PROCESSOR_CLIP:
+        p.shortest_edge = 224;
+        p.resample = NR_RESAMPLE_BICUBIC;
+        p.do_center_crop = 1;
+        break;
+    case NR_PROCESSOR_BLIP:
+        p.width = p.height = 384;
+        p.resample = NR_RESAMPLE_BICUBIC;
+        break;
+    default: return p;
+    }
+    for (int c = 0; c < 3; c++) {
+        p.mean[c] = (float)s_clip_mean[c];
+        p.std[c] = (float)s_clip_std[c];
     }
     return p;
 }
@@ -88,20 +124,22 @@ static int s_filter_for(nr_resample_t r, s_filter_t *f) {
     }
 }
 
-/* Taps for one axis: for output i, `first[i]` is the first source index and
+/* Taps for outputs o0 .. o0+n-1 of one axis resized from in_size to
+ * out_size: for window index i, `first[i]` is the first source index and
  * `count[i]` the number of taps, with fixed-point weights at w[i * ksize].
  * Returns ksize (> 0) or a negative code. */
-static int s_taps(int in_size, int out_size, const s_filter_t *f, int **first_out, int **count_out,
-                  int32_t **w_out) {
+static int s_taps(int in_size, int out_size, int o0, int n_out, const s_filter_t *f, int **first_out,
+                  int **count_out, int32_t **w_out) {
     const double scale = (double)(float)in_size / out_size; /* PIL: (double)(in1 - in0) / outSize, floats */
     const double filterscale = scale < 1.0 ? 1.0 : scale;
     const double support = f->support * filterscale;
+    if (!(support < 1 << 28)) return NR_EINVAL;
     const int ksize = (int)ceil(support) * 2 + 1;
-    if ((size_t)out_size > SIZE_MAX / sizeof(double) / (size_t)ksize) return NR_ENOMEM;
+    if ((size_t)n_out > SIZE_MAX / sizeof(double) / (size_t)ksize) return NR_ENOMEM;
     double *k = malloc(sizeof(double) * (size_t)ksize);
-    int32_t *w = calloc((size_t)out_size * ksize, sizeof(int32_t));
-    int *first = malloc(sizeof(int) * (size_t)out_size);
-    int *count = malloc(sizeof(int) * (size_t)out_size);
+    int32_t *w = calloc((size_t)n_out * ksize, sizeof(int32_t));
+    int *first = malloc(sizeof(int) * (size_t)n_out);
+    int *count = malloc(sizeof(int) * (size_t)n_out);
     if (!k || !w || !first || !count) {
         free(k);
         free(w);
@@ -110,8 +148,8 @@ static int s_taps(int in_size, int out_size, const s_filter_t *f, int **first_ou
         return NR_ENOMEM;
     }
     const double ss = 1.0 / filterscale;
-    for (int i = 0; i < out_size; i++) {
-        const double center = (i + 0.5) * scale;
+    for (int i = 0; i < n_out; i++) {
+        const double center = (o0 + i + 0.5) * scale;
         int lo = (int)(center - support + 0.5); /* truncation, as PIL */
         if (lo < 0) lo = 0;
         int hi = (int)(center + support + 0.5);
@@ -143,71 +181,69 @@ static inline unsigned char s_clip8(int32_t v) {
     return (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-int nr_preprocess_resize(const unsigned char *src, int sw, int sh, unsigned char *dst, int dw, int dh,
-                         nr_resample_t resample) {
+/* Writes the ww x wh window at (x0, y0) of src (sw x sh) resized to dw x dh
+ * into dst (ww x wh, packed). An axis whose size does not change is not
+ * filtered (as PIL skips that pass); the window is then a plain copy along
+ * it. The window must lie inside dw x dh. */
+static int s_resize_window(const unsigned char *src, int sw, int sh, int dw, int dh, int x0, int y0, int ww,
+                           int wh, nr_resample_t resample, unsigned char *dst) {
     s_filter_t f;
-    if (!src || !dst || sw <= 0 || sh <= 0 || dw <= 0 || dh <= 0) return NR_EINVAL;
     if (s_filter_for(resample, &f) < 0) return NR_EINVAL;
-    if (sw == dw && sh == dh) {
-        memcpy(dst, src, (size_t)sw * sh * 3);
-        return 0;
-    }
+    const int need_h = dw != sw, need_v = dh != sh;
     int *hfirst = NULL, *hcount = NULL, *vfirst = NULL, *vcount = NULL;
     int32_t *hw = NULL, *vw = NULL;
     unsigned char *tmp = NULL;
-    int rc = 0;
-    const int need_h = dw != sw, need_v = dh != sh;
-    int hk = s_taps(sw, dw, &f, &hfirst, &hcount, &hw);
-    if (hk < 0) return hk;
-    int vk = s_taps(sh, dh, &f, &vfirst, &vcount, &vw);
-    if (vk < 0) {
+    int rc = 0, hk = 0, vk = 0;
+    if (need_h && (hk = s_taps(sw, dw, x0, ww, &f, &hfirst, &hcount, &hw)) < 0) return hk;
+    if (need_v && (vk = s_taps(sh, dh, y0, wh, &f, &vfirst, &vcount, &vw)) < 0) {
         rc = vk;
         goto done;
     }
-    /* Horizontal pass over only the rows the vertical pass reads. */
-    const unsigned char *vin = src; /* input of the vertical pass */
-    int row0 = 0;
-    if (need_h) {
-        const int ylo = vfirst[0], yhi = vfirst[dh - 1] + vcount[dh - 1];
-        const int rows = yhi - ylo;
-        tmp = malloc((size_t)dw * (rows > 0 ? rows : 1) * 3);
-        if (!tmp) {
-            rc = NR_ENOMEM;
-            goto done;
+    /* Source rows the vertical pass reads (or the window's rows without one). */
+    const int ylo = need_v ? vfirst[0] : y0;
+    const int yhi = need_v ? vfirst[wh - 1] + vcount[wh - 1] : y0 + wh;
+    const int rows = yhi - ylo;
+    const size_t rowbytes = (size_t)ww * 3;
+    /* Horizontal pass (or the column copy) into tmp, rows ylo .. yhi-1. */
+    tmp = malloc(rowbytes * (size_t)(rows > 0 ? rows : 1));
+    if (!tmp) {
+        rc = NR_ENOMEM;
+        goto done;
+    }
+    for (int y = 0; y < rows; y++) {
+        const unsigned char *s = src + (size_t)(y + ylo) * sw * 3;
+        unsigned char *d = tmp + (size_t)y * rowbytes;
+        if (!need_h) {
+            memcpy(d, s + (size_t)x0 * 3, rowbytes);
+            continue;
         }
-        for (int y = 0; y < rows; y++) {
-            const unsigned char *s = src + (size_t)(y + ylo) * sw * 3;
-            unsigned char *d = tmp + (size_t)y * dw * 3;
-            for (int x = 0; x < dw; x++) {
-                const int32_t *k = hw + (size_t)x * hk;
-                const unsigned char *p = s + (size_t)hfirst[x] * 3;
-                int32_t a0 = 1 << (S_PRECISION_BITS - 1), a1 = a0, a2 = a0;
-                for (int t = 0; t < hcount[x]; t++) {
-                    a0 += p[3 * t] * k[t];
-                    a1 += p[3 * t + 1] * k[t];
-                    a2 += p[3 * t + 2] * k[t];
-                }
-                d[3 * x] = s_clip8(a0);
-                d[3 * x + 1] = s_clip8(a1);
-                d[3 * x + 2] = s_clip8(a2);
+        for (int x = 0; x < ww; x++) {
+            const int32_t *k = hw + (size_t)x * hk;
+            const unsigned char *p = s + (size_t)hfirst[x] * 3;
+            int32_t a0 = 1 << (S_PRECISION_BITS - 1), a1 = a0, a2 = a0;
+            for (int t = 0; t < hcount[x]; t++) {
+                a0 += p[3 * t] * k[t];
+                a1 += p[3 * t + 1] * k[t];
+                a2 += p[3 * t + 2] * k[t];
             }
-        }
-        vin = tmp;
-        row0 = ylo;
-        if (!need_v) {
-            memcpy(dst, tmp, (size_t)dw * dh * 3);
-            goto done;
+            d[3 * x] = s_clip8(a0);
+            d[3 * x + 1] = s_clip8(a1);
+            d[3 * x + 2] = s_clip8(a2);
         }
     }
-    /* Vertical pass; the width here is dw (== sw when no horizontal pass). */
-    for (int y = 0; y < dh; y++) {
+    if (!need_v) {
+        memcpy(dst, tmp, rowbytes * wh);
+        goto done;
+    }
+    /* Vertical pass. */
+    for (int y = 0; y < wh; y++) {
         const int32_t *k = vw + (size_t)y * vk;
-        const int y0 = vfirst[y] - row0;
-        unsigned char *d = dst + (size_t)y * dw * 3;
-        for (int x = 0; x < dw * 3; x += 3) {
+        const int r0 = vfirst[y] - ylo;
+        unsigned char *d = dst + (size_t)y * rowbytes;
+        for (size_t x = 0; x < rowbytes; x += 3) {
             int32_t a0 = 1 << (S_PRECISION_BITS - 1), a1 = a0, a2 = a0;
             for (int t = 0; t < vcount[y]; t++) {
-                const unsigned char *p = vin + ((size_t)(y0 + t) * dw) * 3 + x;
+                const unsigned char *p = tmp + (size_t)(r0 + t) * rowbytes + x;
                 a0 += p[0] * k[t];
                 a1 += p[1] * k[t];
                 a2 += p[2] * k[t];
@@ -228,6 +264,18 @@ done:
     return rc;
 }
 
+int nr_preprocess_resize(const unsigned char *src, int sw, int sh, unsigned char *dst, int dw, int dh,
+                         nr_resample_t resample) {
+    s_filter_t f;
+    if (!src || !dst || sw <= 0 || sh <= 0 || dw <= 0 || dh <= 0) return NR_EINVAL;
+    if (s_filter_for(resample, &f) < 0) return NR_EINVAL;
+    if (sw == dw && sh == dh) {
+        memcpy(dst, src, (size_t)sw * sh * 3);
+        return 0;
+    }
+    return s_resize_window(src, sw, sh, dw, dh, 0, 0, dw, dh, resample, dst);
+}
+
 void nr_preprocess_normalize(const unsigned char *rgb, int w, int h, const nr_preprocess_params_t *params,
                              float *chw) {
     const size_t plane = (size_t)w * h;
@@ -242,19 +290,115 @@ void nr_preprocess_normalize(const unsigned char *rgb, int w, int h, const nr_pr
     }
 }
 
+/* Resize size (rw, rh) of an in_w x in_h image, as transformers'
+ * get_resize_output_image_size: a fixed size, or with shortest_edge (its
+ * default_to_square=False case) the shorter side becomes shortest_edge and
+ * the longer int(shortest_edge * long / short), the division in double as
+ * Python's true division of two ints. A square counts as width <= height. */
+static int s_resize_size(const nr_preprocess_params_t *p, int in_w, int in_h, int *rw, int *rh) {
+    if (!p->do_resize) {
+        *rw = in_w;
+        *rh = in_h;
+        return 0;
+    }
+    if (p->shortest_edge <= 0) {
+        if (p->width <= 0 || p->height <= 0) return NR_EINVAL;
+        *rw = p->width;
+        *rh = p->height;
+        return 0;
+    }
+    const int short_side = in_w <= in_h ? in_w : in_h, long_side = in_w <= in_h ? in_h : in_w;
+    const double nl = (double)((int64_t)p->shortest_edge * long_side) / (double)short_side;
+    if (!(nl < 2147483648.0) || nl < 1) return NR_EINVAL;
+    const int new_long = (int)nl; /* int() truncates */
+    if (in_w <= in_h) {
+        *rw = p->shortest_edge;
+        *rh = new_long;
+    } else {
+        *rw = new_long;
+        *rh = p->shortest_edge;
+    }
+    return 0;
+}
+
+int nr_preprocess_output_size(const nr_preprocess_params_t *params, int in_w, int in_h, int *out_w, int *out_h) {
+    int rw, rh;
+    if (!params || !out_w || !out_h || in_w <= 0 || in_h <= 0) return NR_EINVAL;
+    int rc = s_resize_size(params, in_w, in_h, &rw, &rh);
+    if (rc < 0) return rc;
+    if (params->do_center_crop) {
+        if (params->crop_width <= 0 || params->crop_height <= 0) return NR_EINVAL;
+        rw = params->crop_width;
+        rh = params->crop_height;
+    }
+    *out_w = rw;
+    *out_h = rh;
+    return 0;
+}
+
+int nr_preprocess_fixed_size(const nr_preprocess_params_t *params, int *out_w, int *out_h) {
+    if (!params || !out_w || !out_h) return NR_EINVAL;
+    if (params->do_center_crop) return nr_preprocess_output_size(params, 1, 1, out_w, out_h);
+    if (params->do_resize && params->shortest_edge <= 0) return nr_preprocess_output_size(params, 1, 1, out_w, out_h);
+    return NR_EINVAL;
+}
+
+/* Floor division, as Python's // (for the crop offsets, which may be < 0). */
+static int s_floordiv2(int64_t a) { return (int)(a >= 0 ? a / 2 : -((-a + 1) / 2)); }
+
+int nr_preprocess_image_u8(const nr_image_t *img, const nr_preprocess_params_t *params, unsigned char *out,
+                           size_t out_count, int *out_w, int *out_h) {
+    int rw, rh, w, h;
+    if (!img || !img->data || !params || !out || img->width <= 0 || img->height <= 0) return NR_EINVAL;
+    if (s_resize_size(params, img->width, img->height, &rw, &rh) < 0) return NR_EINVAL;
+    if (nr_preprocess_output_size(params, img->width, img->height, &w, &h) < 0) return NR_EINVAL;
+    if (out_count / 3 / (size_t)w < (size_t)h) return NR_EINVAL;
+    /* transformers' center_crop: top = (rh - h) // 2, left = (rw - w) // 2;
+     * where the crop reaches outside the image (it pads the image with zeros
+     * by ceil((h - rh) / 2) first), output pixel (x, y) is resized pixel
+     * (x + left, y + top), or 0 outside the image. */
+    const int left = params->do_center_crop ? s_floordiv2((int64_t)rw - w) : 0;
+    const int top = params->do_center_crop ? s_floordiv2((int64_t)rh - h) : 0;
+    const int x0 = left > 0 ? left : 0, y0 = top > 0 ? top : 0; /* window in the resized image */
+    const int x1 = (int64_t)left + w < rw ? left + w : rw, y1 = (int64_t)top + h < rh ? top + h : rh;
+    const int ww = x1 - x0, wh = y1 - y0;
+    const int full = ww == w && wh == h;
+    if (!full) memset(out, 0, (size_t)w * h * 3);
+    if (out_w) *out_w = w;
+    if (out_h) *out_h = h;
+    if (ww <= 0 || wh <= 0) return 0;
+    unsigned char *win = out;
+    if (!full && !(win = malloc((size_t)ww * wh * 3))) return NR_ENOMEM;
+    int rc = 0;
+    if (rw == img->width && rh == img->height) {
+        for (int y = 0; y < wh; y++)
+            memcpy(win + (size_t)y * ww * 3, img->data + ((size_t)(y + y0) * img->width + x0) * 3, (size_t)ww * 3);
+    } else {
+        rc = s_resize_window(img->data, img->width, img->height, rw, rh, x0, y0, ww, wh, params->resample, win);
+    }
+    if (rc == 0 && !full) {
+        const int dx = x0 - left, dy = y0 - top; /* where the window lands in the output */
+        for (int y = 0; y < wh; y++)
+            memcpy(out + ((size_t)(y + dy) * w + dx) * 3, win + (size_t)y * ww * 3, (size_t)ww * 3);
+    }
+    if (win != out) free(win);
+    return rc;
+}
+
 int nr_preprocess_image(const nr_image_t *img, const nr_preprocess_params_t *params, float *out,
                         size_t out_count) {
+    int w, h;
     if (!img || !img->data || !params || !out) return NR_EINVAL;
-    const int w = params->do_resize ? params->width : img->width;
-    const int h = params->do_resize ? params->height : img->height;
-    if (w <= 0 || h <= 0 || out_count < (size_t)3 * w * h) return NR_EINVAL;
-    if (!params->do_resize || (w == img->width && h == img->height)) {
+    if (nr_preprocess_output_size(params, img->width, img->height, &w, &h) < 0) return NR_EINVAL;
+    if (out_count / 3 / (size_t)w < (size_t)h) return NR_EINVAL;
+    const int plain = !params->do_center_crop && (!params->do_resize || (w == img->width && h == img->height));
+    if (plain) { /* nothing to resize or crop */
         nr_preprocess_normalize(img->data, w, h, params, out);
         return 0;
     }
     unsigned char *tmp = malloc((size_t)w * h * 3);
     if (!tmp) return NR_ENOMEM;
-    int rc = nr_preprocess_resize(img->data, img->width, img->height, tmp, w, h, params->resample);
+    int rc = nr_preprocess_image_u8(img, params, tmp, (size_t)w * h * 3, NULL, NULL);
     if (rc == 0) nr_preprocess_normalize(tmp, w, h, params, out);
     free(tmp);
     return rc;
@@ -286,6 +430,80 @@ static int s_json_flag(const cJSON *root, const char *key, int *out) {
     return 0;
 }
 
+/* The processor class named by image_processor_type (which transformers'
+ * AutoImageProcessor reads first), else feature_extractor_type. */
+static nr_processor_t s_processor_of(const cJSON *root) {
+    static const struct {
+        const char *name;
+        nr_processor_t p;
+    } names[] = {
+        {"ViTImageProcessor", NR_PROCESSOR_VIT},   {"ViTImageProcessorFast", NR_PROCESSOR_VIT},
+        {"ViTFeatureExtractor", NR_PROCESSOR_VIT}, {"CLIPImageProcessor", NR_PROCESSOR_CLIP},
+        {"CLIPImageProcessorFast", NR_PROCESSOR_CLIP}, {"CLIPFeatureExtractor", NR_PROCESSOR_CLIP},
+        {"BlipImageProcessor", NR_PROCESSOR_BLIP}, {"BlipImageProcessorFast", NR_PROCESSOR_BLIP},
+    };
+    const char *keys[] = {"image_processor_type", "feature_extractor_type"};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, keys[k]);
+        if (!cJSON_IsString(e)) continue;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strcmp(e->valuestring, names[i].name) == 0) return names[i].p;
+        return NR_PROCESSOR_OTHER;
+    }
+    return NR_PROCESSOR_OTHER;
+}
+
+/* A JSON size side: a whole number in 1 .. 16384. */
+static int s_json_side(const cJSON *e, int *out) {
+    if (!cJSON_IsNumber(e) || !(e->valuedouble >= 1 && e->valuedouble <= 16384) ||
+        e->valuedouble != (double)(int)e->valuedouble)
+        return -1;
+    *out = (int)e->valuedouble;
+    return 0;
+}
+
+/* A size as transformers' get_size_dict reads it: an int (a square when
+ * square_int, else {shortest_edge}), a 2-list [height, width], or a dict of
+ * exactly {height, width} or {shortest_edge} (when shortest_ok). Sets
+ * *shortest (0 for a fixed size) and *w, *h. */
+static int s_json_size(const cJSON *e, int square_int, int shortest_ok, int *shortest, int *w, int *h) {
+    int a, b;
+    if (cJSON_IsNumber(e)) {
+        if (s_json_side(e, &a) < 0) return -1;
+        if (!square_int && !shortest_ok) return -1;
+        *shortest = square_int ? 0 : a;
+        if (square_int) *w = *h = a;
+        return 0;
+    }
+    if (cJSON_IsArray(e)) {
+        if (cJSON_GetArraySize(e) != 2 || s_json_side(cJSON_GetArrayItem(e, 0), &a) < 0 ||
+            s_json_side(cJSON_GetArrayItem(e, 1), &b) < 0)
+            return -1;
+        *shortest = 0;
+        *h = a;
+        *w = b;
+        return 0;
+    }
+    if (!cJSON_IsObject(e)) return -1;
+    const int n = cJSON_GetArraySize(e);
+    const cJSON *hh = cJSON_GetObjectItemCaseSensitive(e, "height");
+    const cJSON *ww = cJSON_GetObjectItemCaseSensitive(e, "width");
+    const cJSON *se = cJSON_GetObjectItemCaseSensitive(e, "shortest_edge");
+    if (n == 2 && hh && ww) {
+        if (s_json_side(hh, &a) < 0 || s_json_side(ww, &b) < 0) return -1;
+        *shortest = 0;
+        *h = a;
+        *w = b;
+        return 0;
+    }
+    if (n == 1 && se && shortest_ok) {
+        if (s_json_side(se, &a) < 0) return -1;
+        *shortest = a;
+        return 0;
+    }
+    return -1;
+}
+
 int nr_preprocess_load_config(const char *path, nr_preprocess_params_t *params, char *err, size_t errlen) {
     if (!path || !params) return nr_seterr(err, errlen, NR_EINVAL, "nr_preprocess_load_config: bad arguments");
     size_t len = 0;
@@ -297,26 +515,24 @@ int nr_preprocess_load_config(const char *path, nr_preprocess_params_t *params, 
         cJSON_Delete(root);
         return nr_seterr(err, errlen, NR_EMODEL, "%s: not a JSON object", path);
     }
-    nr_preprocess_params_t p = *params;
+    const nr_processor_t proc = s_processor_of(root);
+    nr_preprocess_params_t p = proc == NR_PROCESSOR_OTHER ? *params : nr_preprocess_class_params(proc);
+    p.processor = proc;
+    /* ViT and BLIP resize to {height, width} only and never crop; CLIP reads
+     * an int size as the shortest edge. */
+    const int crops = proc == NR_PROCESSOR_CLIP || proc == NR_PROCESSOR_OTHER;
     const char *bad = NULL;
     const cJSON *e;
-    if ((e = cJSON_GetObjectItemCaseSensitive(root, "size"))) {
-        if (cJSON_IsNumber(e)) {
-            p.width = p.height = e->valueint;
-        } else if (cJSON_IsObject(e)) {
-            const cJSON *hh = cJSON_GetObjectItemCaseSensitive(e, "height");
-            const cJSON *ww = cJSON_GetObjectItemCaseSensitive(e, "width");
-            if (cJSON_IsNumber(hh) && cJSON_IsNumber(ww)) {
-                p.height = hh->valueint;
-                p.width = ww->valueint;
-            } else {
-                bad = "size (only an int or {height, width} is supported)";
-            }
-        } else {
-            bad = "size";
-        }
-        if (!bad && (p.width <= 0 || p.height <= 0 || p.width > 16384 || p.height > 16384)) bad = "size";
+    if ((e = cJSON_GetObjectItemCaseSensitive(root, "size")) &&
+        s_json_size(e, proc != NR_PROCESSOR_CLIP, crops, &p.shortest_edge, &p.width, &p.height) < 0)
+        bad = crops ? "size (supported: an int, [height, width], {height, width} or {shortest_edge})"
+                    : "size (supported: an int, [height, width] or {height, width})";
+    if (!bad && crops && (e = cJSON_GetObjectItemCaseSensitive(root, "crop_size"))) {
+        int se = 0;
+        if (s_json_size(e, 1, 0, &se, &p.crop_width, &p.crop_height) < 0)
+            bad = "crop_size (supported: an int, [height, width] or {height, width})";
     }
+    if (!bad && crops && s_json_flag(root, "do_center_crop", &p.do_center_crop) < 0) bad = "do_center_crop";
     if (!bad && (e = cJSON_GetObjectItemCaseSensitive(root, "resample"))) {
         s_filter_t f;
         if (!cJSON_IsNumber(e) || s_filter_for((nr_resample_t)e->valueint, &f) < 0)
@@ -327,6 +543,7 @@ int nr_preprocess_load_config(const char *path, nr_preprocess_params_t *params, 
     if (!bad && s_json_flag(root, "do_resize", &p.do_resize) < 0) bad = "do_resize";
     if (!bad && s_json_flag(root, "do_rescale", &p.do_rescale) < 0) bad = "do_rescale";
     if (!bad && s_json_flag(root, "do_normalize", &p.do_normalize) < 0) bad = "do_normalize";
+    if (!bad && s_json_flag(root, "do_convert_rgb", &p.do_convert_rgb) < 0) bad = "do_convert_rgb";
     if (!bad && (e = cJSON_GetObjectItemCaseSensitive(root, "rescale_factor"))) {
         if (!cJSON_IsNumber(e) || !(e->valuedouble > 0))
             bad = "rescale_factor";

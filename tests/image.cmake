@@ -1,5 +1,6 @@
 # Tests for models/image + models/preprocess (decode, EXIF, PIL-exact resize,
-# normalize; fixtures from tests/fixtures/make_images.py) and models/tokenizer
+# normalize, CLIP/BLIP processors; fixtures from tests/fixtures/make_images.py
+# and make_processor_cases.py) and models/tokenizer
 # (GPT-2 BPE against tests/fixtures/tokenizer_cases.json). Label: model.
 if(TARGET nr_models)
   nr_add_test(test_image SOURCES test_image.c LIBS nr_models nr_test_harness nr_common cjson m LABELS model TIMEOUT 300)

@@ -361,3 +361,41 @@ Test(checkpoint, tie_word_embeddings_decides_lm_head) {
     free(st);
     free(dir);
 }
+
+/* The image processor's output must be the encoder's image_size: a CLIP
+ * crop of that size loads; a shortest-edge resize with no crop (a size
+ * that follows the image) and a crop of another size are refused. */
+Test(checkpoint, processor_output_must_fit_the_encoder) {
+    static const struct {
+        const char *json;
+        int rc;
+    } cases[] = {
+        {"{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": {\"shortest_edge\": 224}, "
+         "\"crop_size\": {\"height\": 224, \"width\": 224}, \"do_center_crop\": true}",
+         0},
+        {"{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": {\"shortest_edge\": 224}, "
+         "\"do_center_crop\": false}",
+         NR_EMODEL},
+        {"{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": {\"shortest_edge\": 256}, "
+         "\"crop_size\": {\"height\": 256, \"width\": 256}, \"do_center_crop\": true}",
+         NR_EMODEL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *dir = s_model_dir("proc");
+        char *st = s_fixture("tests/fixtures/vit-gpt2-tiny/model.safetensors");
+        s_link(st, dir, "model.safetensors");
+        char *pp = nr_harness_path(dir, "preprocessor_config.json");
+        cr_assert_eq(unlink(pp), 0);
+        FILE *f = fopen(pp, "w");
+        fputs(cases[i].json, f);
+        fclose(f);
+        char err[1024];
+        nr_captioner_t *c = NULL;
+        cr_assert_eq(nr_captioner_load(dir, NULL, &c, err, sizeof err), cases[i].rc, "case %zu: %s", i, err);
+        if (cases[i].rc) cr_assert(strstr(err, "image_size"), "case %zu: %s", i, err);
+        nr_captioner_destroy(&c);
+        free(pp);
+        free(st);
+        free(dir);
+    }
+}

@@ -1,6 +1,7 @@
 /* Tests for models/image (decode, EXIF, conversions, bad input) and
- * models/preprocess (PIL-exact resize, normalize), against the fixtures
- * written by tests/fixtures/make_images.py with Debian's PIL. */
+ * models/preprocess (PIL-exact resize, normalize, the CLIP and BLIP image
+ * processors), against the fixtures written by tests/fixtures/make_images.py
+ * and make_processor_cases.py with Debian's PIL. */
 #include <criterion/criterion.h>
 
 #include <math.h>
@@ -476,4 +477,310 @@ Test(image, full_photos_match_checkpoint_reference) {
     free(out);
     cJSON_Delete(h);
     free(st);
+}
+
+/* ---- CLIP / BLIP image processors against transformers ---------------------
+ * tests/fixtures/make_processor_cases.py runs an independent Python
+ * reference of transformers' slow CLIPImageProcessor / BlipImageProcessor
+ * (PIL + numpy) over the configs in tests/fixtures/processors/ and real
+ * photo crops of odd sizes; processor_reference.safetensors holds, per case,
+ * the uint8 image after resize + centre crop, per config the rescale +
+ * normalize of every uint8 value, and for one case the final floats. */
+
+typedef struct {
+    char *file; /* the whole .safetensors */
+    cJSON *header;
+    const unsigned char *data; /* start of the tensor data */
+} s_st_t;
+
+static void s_st_open(s_st_t *st, const char *path) {
+    size_t n;
+    st->file = nr_harness_read_file(path, &n);
+    cr_assert_not_null(st->file, "cannot read %s", path);
+    uint64_t hlen;
+    memcpy(&hlen, st->file, 8);
+    cr_assert_lt(hlen, n);
+    char *hdr = malloc(hlen + 1);
+    memcpy(hdr, st->file + 8, hlen);
+    hdr[hlen] = '\0';
+    st->header = cJSON_Parse(hdr);
+    free(hdr);
+    cr_assert_not_null(st->header);
+    st->data = (const unsigned char *)st->file + 8 + hlen;
+}
+
+/* The bytes of tensor `name`; checks its dtype and element count. */
+static const unsigned char *s_st_get(const s_st_t *st, const char *name, const char *dtype, size_t count) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(st->header, name);
+    cr_assert_not_null(t, "no tensor %s", name);
+    cr_assert_str_eq(cJSON_GetObjectItem(t, "dtype")->valuestring, dtype, "%s", name);
+    const cJSON *offs = cJSON_GetObjectItem(t, "data_offsets");
+    size_t a = (size_t)cJSON_GetArrayItem(offs, 0)->valuedouble, b = (size_t)cJSON_GetArrayItem(offs, 1)->valuedouble;
+    cr_assert_eq(b - a, count * (strcmp(dtype, "U8") == 0 ? 1 : 4), "%s: size", name);
+    return st->data + a;
+}
+
+static void s_fixtures_path(char *out, size_t n, const char *rel) {
+    const char *src = getenv("NR_SOURCE_DIR");
+    snprintf(out, n, "%s/tests/fixtures/%s", src ? src : ".", rel);
+}
+
+Test(processor, matches_transformers_reference) {
+    char path[4096], err[512] = "";
+    s_fixtures_path(path, sizeof path, "processor_cases.json");
+    char *text = nr_harness_read_file(path, NULL);
+    cr_assert_not_null(text, "cannot read %s", path);
+    cJSON *m = cJSON_Parse(text);
+    free(text);
+    s_st_t st;
+    s_fixtures_path(path, sizeof path, "processor_reference.safetensors");
+    s_st_open(&st, path);
+    const cJSON *c;
+    int ncases = 0, nfloat = 0;
+    size_t bytes = 0, floats = 0, pad_bytes = 0;
+    double max_err = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(m, "cases")) {
+        const char *cfg = cJSON_GetObjectItem(c, "config")->valuestring;
+        const char *image = cJSON_GetObjectItem(c, "image")->valuestring;
+        const int want_w = cJSON_GetObjectItem(c, "width")->valueint;
+        const int want_h = cJSON_GetObjectItem(c, "height")->valueint;
+        nr_preprocess_params_t p = nr_preprocess_default_params();
+        s_fixtures_path(path, sizeof path, cfg);
+        cr_assert_eq(nr_preprocess_load_config(path, &p, err, sizeof err), 0, "%s", err);
+        size_t len;
+        s_fixtures_path(path, sizeof path, image);
+        char *bytes_in = nr_harness_read_file(path, &len);
+        cr_assert_not_null(bytes_in, "%s", path);
+        nr_image_t *img = NULL;
+        cr_assert_eq(nr_image_decode(bytes_in, len, NULL, &img, err, sizeof err), 0, "%s: %s", image, err);
+        free(bytes_in);
+        cr_assert_eq(img->width, cJSON_GetObjectItem(c, "input_width")->valueint, "%s", image);
+        cr_assert_eq(img->height, cJSON_GetObjectItem(c, "input_height")->valueint, "%s", image);
+        int w = 0, h = 0;
+        cr_assert_eq(nr_preprocess_output_size(&p, img->width, img->height, &w, &h), 0);
+        cr_assert(w == want_w && h == want_h, "%s %s: output %dx%d, want %dx%d", cfg, image, w, h, want_w, want_h);
+        const size_t n = (size_t)w * h * 3;
+        /* uint8 after resize + crop: bit-exact. */
+        const unsigned char *ref = s_st_get(&st, cJSON_GetObjectItem(c, "u8")->valuestring, "U8", n);
+        unsigned char *u8 = malloc(n);
+        int ow = 0, oh = 0;
+        cr_assert_eq(nr_preprocess_image_u8(img, &p, u8, n - 1, &ow, &oh), NR_EINVAL, "small buffer must be refused");
+        cr_assert_eq(nr_preprocess_image_u8(img, &p, u8, n, &ow, &oh), 0);
+        cr_assert(ow == w && oh == h);
+        int maxdiff;
+        size_t bad = s_diff(u8, ref, n, &maxdiff);
+        cr_expect_eq(bad, 0, "%s %s: %zu of %zu bytes differ (max %d)", cfg, image, bad, n, maxdiff);
+        for (size_t i = 0; i < n; i++) pad_bytes += ref[i] == 0;
+        bytes += n;
+        /* Floats: every value is the reference's rescale + normalize of its
+         * uint8 (table), and, where stored, the reference's pixel_values. */
+        const float *table = (const float *)s_st_get(&st, cJSON_GetObjectItem(c, "table")->valuestring, "F32", 3 * 256);
+        const cJSON *f32 = cJSON_GetObjectItem(c, "f32");
+        const float *fref = f32 ? (const float *)s_st_get(&st, f32->valuestring, "F32", n) : NULL;
+        float *out = malloc(n * sizeof(float));
+        cr_assert_eq(nr_preprocess_image(img, &p, out, n - 1), NR_EINVAL);
+        cr_assert_eq(nr_preprocess_image(img, &p, out, n), 0);
+        const size_t plane = (size_t)w * h;
+        double case_err = 0;
+        for (int ch = 0; ch < 3; ch++) {
+            for (size_t i = 0; i < plane; i++) {
+                float t, got = out[ch * plane + i];
+                memcpy(&t, table + ch * 256 + ref[3 * i + ch], sizeof t);
+                case_err = fmax(case_err, fabs((double)got - t));
+                if (fref) {
+                    float r;
+                    memcpy(&r, fref + ch * plane + i, sizeof r);
+                    case_err = fmax(case_err, fabs((double)got - r));
+                }
+            }
+        }
+        cr_expect_leq(case_err, 1e-6, "%s %s: max abs float diff %g", cfg, image, case_err);
+        max_err = fmax(max_err, case_err);
+        floats += n;
+        nfloat += fref != NULL;
+        free(out);
+        free(u8);
+        nr_image_destroy(&img);
+        ncases++;
+    }
+    cr_assert_geq(ncases, 30);
+    cr_assert_geq(nfloat, 1);
+    cr_assert_gt(pad_bytes, 0, "the padding cases are missing");
+    cr_log_info("processors: %d cases, %zu uint8 values bit-exact, %zu floats, max abs float diff %g", ncases,
+                bytes, floats, max_err);
+    cJSON_Delete(st.header);
+    free(st.file);
+    cJSON_Delete(m);
+}
+
+/* Writes `json` to a temporary file and loads it over the defaults. */
+static int s_load_json(const char *json, nr_preprocess_params_t *p, char *err, size_t errlen) {
+    char path[] = "/tmp/nr-proc-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+    close(fd);
+    *p = nr_preprocess_default_params();
+    int rc = nr_preprocess_load_config(path, p, err, errlen);
+    unlink(path);
+    return rc;
+}
+
+Test(processor, config_classes) {
+    char path[4096], err[512] = "";
+    nr_preprocess_params_t p = nr_preprocess_default_params();
+    int w, h;
+    /* GIT (microsoft/git-base-coco): CLIPImageProcessor, 224 shortest edge, 224 crop. */
+    s_fixtures_path(path, sizeof path, "processors/git-base-coco.json");
+    cr_assert_eq(nr_preprocess_load_config(path, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.processor, NR_PROCESSOR_CLIP);
+    cr_assert(p.shortest_edge == 224 && p.do_center_crop && p.crop_width == 224 && p.crop_height == 224);
+    cr_assert_eq(p.resample, NR_RESAMPLE_BICUBIC);
+    cr_assert_float_eq(p.mean[0], 0.48145466f, 0);
+    cr_assert_float_eq(p.std[2], 0.27577711f, 0);
+    cr_assert_eq(nr_preprocess_fixed_size(&p, &w, &h), 0);
+    cr_assert(w == 224 && h == 224);
+    cr_assert_eq(nr_preprocess_output_size(&p, 1000, 20, &w, &h), 0);
+    cr_assert(w == 224 && h == 224);
+    p.do_center_crop = 0; /* then the size follows the image */
+    cr_assert_eq(nr_preprocess_fixed_size(&p, &w, &h), NR_EINVAL);
+    cr_assert_eq(nr_preprocess_output_size(&p, 1000, 20, &w, &h), 0);
+    cr_assert(w == 11200 && h == 224, "%dx%d", w, h);
+    cr_assert_eq(nr_preprocess_output_size(&p, 223, 225, &w, &h), 0);
+    cr_assert(w == 224 && h == 226, "%dx%d", w, h); /* int(224 * 225 / 223) */
+    cr_assert_eq(nr_preprocess_output_size(&p, 317, 211, &w, &h), 0);
+    cr_assert(w == 336 && h == 224, "%dx%d", w, h);
+    cr_assert_eq(nr_preprocess_output_size(&p, 0, 211, &w, &h), NR_EINVAL);
+    /* BLIP-base: 384 square, no crop. */
+    s_fixtures_path(path, sizeof path, "processors/blip-base.json");
+    cr_assert_eq(nr_preprocess_load_config(path, &p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(p.processor, NR_PROCESSOR_BLIP);
+    cr_assert(p.shortest_edge == 0 && !p.do_center_crop && p.width == 384 && p.height == 384);
+    cr_assert_eq(nr_preprocess_fixed_size(&p, &w, &h), 0);
+    cr_assert(w == 384 && h == 384);
+    /* Missing keys take the named class's defaults, not the caller's. */
+    cr_assert_eq(s_load_json("{\"image_processor_type\": \"BlipImageProcessor\"}", &p, err, sizeof err), 0, "%s", err);
+    cr_assert(p.width == 384 && p.height == 384 && p.resample == NR_RESAMPLE_BICUBIC);
+    cr_assert_float_eq(p.mean[1], 0.4578275f, 0);
+    cr_assert_eq(s_load_json("{\"image_processor_type\": \"CLIPImageProcessor\"}", &p, err, sizeof err), 0, "%s", err);
+    cr_assert(p.shortest_edge == 224 && p.do_center_crop && p.crop_width == 224 && p.resample == NR_RESAMPLE_BICUBIC);
+    /* Legacy CLIPFeatureExtractor: an int size is the shortest edge, an int crop a square. */
+    cr_assert_eq(s_load_json("{\"feature_extractor_type\": \"CLIPFeatureExtractor\", \"size\": 64, \"crop_size\": 56}",
+                             &p, err, sizeof err),
+                 0, "%s", err);
+    cr_assert(p.processor == NR_PROCESSOR_CLIP && p.shortest_edge == 64 && p.crop_width == 56 && p.crop_height == 56);
+    /* image_processor_type wins over feature_extractor_type. */
+    cr_assert_eq(s_load_json("{\"image_processor_type\": \"BlipImageProcessor\","
+                             " \"feature_extractor_type\": \"CLIPFeatureExtractor\", \"size\": 50}",
+                             &p, err, sizeof err),
+                 0, "%s", err);
+    cr_assert(p.processor == NR_PROCESSOR_BLIP && p.width == 50 && p.height == 50 && p.shortest_edge == 0);
+    /* CLIP with {height, width}: a fixed resize, then the crop. */
+    cr_assert_eq(s_load_json("{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": {\"height\": 30,"
+                             " \"width\": 40}, \"crop_size\": [20, 10], \"do_convert_rgb\": false}",
+                             &p, err, sizeof err),
+                 0, "%s", err);
+    cr_assert(p.shortest_edge == 0 && p.width == 40 && p.height == 30 && p.crop_width == 10 && p.crop_height == 20);
+    cr_assert_eq(p.do_convert_rgb, 0);
+    /* ViT and BLIP never crop and refuse a shortest edge, as transformers. */
+    cr_assert_eq(s_load_json("{\"image_processor_type\": \"ViTImageProcessor\", \"do_center_crop\": true,"
+                             " \"crop_size\": 100}",
+                             &p, err, sizeof err),
+                 0, "%s", err);
+    cr_assert(!p.do_center_crop && p.width == 224 && p.resample == NR_RESAMPLE_BILINEAR);
+    cr_assert_float_eq(p.mean[0], 0.5f, 0);
+    cr_assert_eq(s_load_json("{\"image_processor_type\": \"ViTImageProcessor\", \"size\": {\"shortest_edge\": 9}}",
+                             &p, err, sizeof err),
+                 NR_EMODEL);
+    cr_assert_eq(s_load_json("{\"image_processor_type\": \"BlipImageProcessor\", \"size\": {\"shortest_edge\": 9}}",
+                             &p, err, sizeof err),
+                 NR_EMODEL);
+    cr_assert_not_null(strstr(err, "size"), "%s", err);
+    /* Bad sizes. */
+    const char *bad[] = {"{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": {\"shortest_edge\": 0}}",
+                         "{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": {\"shortest_edge\": 224,"
+                         " \"longest_edge\": 500}}",
+                         "{\"image_processor_type\": \"CLIPImageProcessor\", \"crop_size\": {\"shortest_edge\": 9}}",
+                         "{\"image_processor_type\": \"CLIPImageProcessor\", \"crop_size\": [1, 2, 3]}",
+                         "{\"image_processor_type\": \"CLIPImageProcessor\", \"crop_size\": 99999}",
+                         "{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": 22.5}",
+                         "{\"image_processor_type\": \"CLIPImageProcessor\", \"do_center_crop\": 1}",
+                         "{\"image_processor_type\": \"CLIPImageProcessor\", \"do_convert_rgb\": \"yes\"}",
+                         "{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": {\"height\": 9}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        nr_preprocess_params_t q = nr_preprocess_default_params();
+        q.width = 77;
+        char qp[] = "/tmp/nr-proc-XXXXXX";
+        int fd = mkstemp(qp);
+        cr_assert_eq(write(fd, bad[i], strlen(bad[i])), (ssize_t)strlen(bad[i]));
+        close(fd);
+        cr_expect_eq(nr_preprocess_load_config(qp, &q, err, sizeof err), NR_EMODEL, "%s", bad[i]);
+        cr_expect_eq(q.width, 77, "params changed on error: %s", bad[i]);
+        unlink(qp);
+    }
+    /* The defaults (no class named) are ViT's, and unchanged. */
+    p = nr_preprocess_default_params();
+    cr_assert(p.processor == NR_PROCESSOR_OTHER && p.width == 224 && !p.do_center_crop && p.shortest_edge == 0);
+    cr_assert_eq(nr_preprocess_fixed_size(&p, &w, &h), 0);
+    p.do_resize = 0;
+    cr_assert_eq(nr_preprocess_fixed_size(&p, &w, &h), NR_EINVAL);
+}
+
+/* The crop window computed alone equals the full resize cropped, on random
+ * pixels and every filter, including crops that pad; and a 1 x 40000 image
+ * under GIT's settings (a 224 x 8960000 resize) costs only the crop. */
+Test(processor, window_equals_full_resize_then_crop) {
+    unsigned seed = 12345;
+    const nr_resample_t filters[] = {NR_RESAMPLE_BILINEAR, NR_RESAMPLE_BICUBIC, NR_RESAMPLE_LANCZOS,
+                                     NR_RESAMPLE_BOX, NR_RESAMPLE_HAMMING};
+    const int sizes[][5] = {/* sw, sh, shortest_edge, crop_w, crop_h */
+                            {37, 151, 100, 64, 64},  {151, 37, 23, 31, 17}, {300, 7, 9, 15, 9},
+                            {13, 11, 40, 45, 41},    {64, 64, 64, 65, 63},  {5, 800, 3, 3, 100},
+                            {211, 317, 224, 224, 224}};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        const int sw = sizes[s][0], sh = sizes[s][1];
+        nr_image_t *img = nr_image_new(sw, sh);
+        for (size_t i = 0; i < (size_t)sw * sh * 3; i++)
+            img->data[i] = (unsigned char)((seed = seed * 1103515245u + 12345u) >> 16);
+        for (size_t fi = 0; fi < sizeof filters / sizeof filters[0]; fi++) {
+            nr_preprocess_params_t p = nr_preprocess_class_params(NR_PROCESSOR_CLIP);
+            p.shortest_edge = sizes[s][2];
+            p.crop_width = sizes[s][3];
+            p.crop_height = sizes[s][4];
+            p.resample = filters[fi];
+            p.do_center_crop = 0;
+            int rw, rh, w, h;
+            cr_assert_eq(nr_preprocess_output_size(&p, sw, sh, &rw, &rh), 0);
+            unsigned char *full = malloc((size_t)rw * rh * 3);
+            cr_assert_eq(nr_preprocess_resize(img->data, sw, sh, full, rw, rh, p.resample), 0);
+            p.do_center_crop = 1;
+            cr_assert_eq(nr_preprocess_output_size(&p, sw, sh, &w, &h), 0);
+            unsigned char *got = malloc((size_t)w * h * 3);
+            cr_assert_eq(nr_preprocess_image_u8(img, &p, got, (size_t)w * h * 3, NULL, NULL), 0);
+            /* Python's floor division; zeros outside the resized image. */
+            const int top = (int)floor((rh - h) / 2.0), left = (int)floor((rw - w) / 2.0);
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                    for (int c = 0; c < 3; c++) {
+                        const int yy = y + top, xx = x + left;
+                        const unsigned char want =
+                            (yy >= 0 && yy < rh && xx >= 0 && xx < rw) ? full[((size_t)yy * rw + xx) * 3 + c] : 0;
+                        cr_assert_eq(got[((size_t)y * w + x) * 3 + c], want, "%dx%d filter %d at %d,%d", sw, sh,
+                                     (int)p.resample, x, y);
+                    }
+            free(full);
+            free(got);
+        }
+        nr_image_destroy(&img);
+    }
+    nr_image_t *thin = nr_image_new(1, 40000);
+    for (size_t i = 0; i < (size_t)40000 * 3; i++) thin->data[i] = (unsigned char)(i * 7);
+    nr_preprocess_params_t p = nr_preprocess_class_params(NR_PROCESSOR_CLIP);
+    int w, h;
+    cr_assert_eq(nr_preprocess_output_size(&p, 1, 40000, &w, &h), 0);
+    cr_assert(w == 224 && h == 224);
+    float *out = malloc(sizeof(float) * 3 * 224 * 224);
+    cr_assert_eq(nr_preprocess_image(thin, &p, out, 3 * 224 * 224), 0);
+    free(out);
+    nr_image_destroy(&thin);
 }
