@@ -3,6 +3,7 @@
 #include "broker/broker_metrics.h"
 #include "broker/queue.h"
 #include "common/error.h"
+#include "common/backoff.h"
 #include "common/log.h"
 #include "common/ratelimit.h"
 
@@ -139,11 +140,8 @@ static void s_random_id(nr_broker_t *self, char *out, size_t size) {
 
 /* Retry delay before attempt n+1: base * 2^(n-1), capped, half of it jittered. */
 static int64_t s_backoff(nr_broker_t *self, uint32_t attempts) {
-    int64_t d = self->params.retry_backoff_ms;
-    for (uint32_t i = 1; i < attempts && d < self->params.retry_backoff_max_ms; i++) d *= 2;
-    if (d > self->params.retry_backoff_max_ms) d = self->params.retry_backoff_max_ms;
-    if (d <= 1) return d;
-    return d / 2 + (int64_t)(rand_r(&self->rand_state) % (unsigned)(d / 2 + 1));
+    int64_t d = nr_backoff_nth(self->params.retry_backoff_ms, self->params.retry_backoff_max_ms, attempts);
+    return d <= 1 ? d : nr_backoff_jitter(d, (uint32_t)rand_r(&self->rand_state));
 }
 
 static int s_send(nr_broker_t *self, nr_broker_side_t side, const uint8_t *identity, size_t size,

@@ -4,6 +4,7 @@
 #include "broker/broker_metrics.h"
 #include "broker/metrics_http.h"
 #include "broker/store.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -21,7 +22,6 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/time.h>
 
 #define S_ENV_PREFIX "NARRATOR_BROKER_"
 
@@ -99,12 +99,6 @@ static volatile sig_atomic_t s_stop = 0;
 static void s_on_signal(int sig) {
     (void)sig;
     s_stop = 1;
-}
-
-static int64_t s_now_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 typedef struct {
@@ -282,14 +276,14 @@ int main(int argc, char **argv) {
 
     nr_log(NR_LOG_INFO, "clients on %s, workers on %s, redis %s:%ld prefix '%s'",
            st.client_endpoint, st.worker_endpoint, sp.host, sp.port, sp.prefix);
-    nr_broker_start(broker, s_now_ms()); /* Redis down: logged, retried by tick */
+    nr_broker_start(broker, nr_clock_wall_ms()); /* Redis down: logged, retried by tick */
 
     uint8_t identity[256];
     size_t identity_size;
     nr_msg_t msg;
     nr_proto_msg_init(&msg);
     while (!s_stop) {
-        int64_t now = s_now_ms();
+        int64_t now = nr_clock_wall_ms();
         int64_t wake = nr_broker_tick(broker, now);
         long timeout = wake > now ? (long)(wake - now) : 0;
         if (timeout > bp.heartbeat_ms) timeout = bp.heartbeat_ms;
@@ -315,11 +309,11 @@ int main(int argc, char **argv) {
         if (http) {
             int ready = nr_metrics_http_busy(http);
             for (int i = first_http; i < nitems; i++) ready |= items[i].revents != 0;
-            if (ready) nr_metrics_http_service(http, s_now_ms());
+            if (ready) nr_metrics_http_service(http, nr_clock_wall_ms());
         }
         /* Up to a batch from each side per turn, so neither starves the
          * other; their Redis writes go out together at the commit. */
-        nr_broker_begin(broker, s_now_ms());
+        nr_broker_begin(broker, nr_clock_wall_ms());
         for (int side = 0; side < 2; side++) {
             if (!(items[side].revents & ZMQ_POLLIN)) continue;
             for (int k = 0; k < 64 && !s_stop; k++) {
@@ -332,7 +326,7 @@ int main(int argc, char **argv) {
                 nr_proto_msg_clear(&msg);
                 rc = nr_proto_recv(items[side].socket, identity, &identity_size, &msg, err,
                                    sizeof err);
-                now = s_now_ms();
+                now = nr_clock_wall_ms();
                 if (rc == NR_EIO) {
                     if (zmq_errno() == EAGAIN || zmq_errno() == EINTR) break;
                     nr_log(NR_LOG_WARN, "receive: %s", err);
@@ -353,12 +347,12 @@ int main(int argc, char **argv) {
                 }
             }
         }
-        nr_broker_commit(broker, s_now_ms());
+        nr_broker_commit(broker, nr_clock_wall_ms());
     }
     nr_proto_msg_clear(&msg);
     nr_log(NR_LOG_INFO, "signal received: stopping");
     nr_broker_stop_accepting(broker);
-    nr_broker_shutdown(broker, s_now_ms());
+    nr_broker_shutdown(broker, nr_clock_wall_ms());
     status = 0;
 done:
     nr_metrics_http_destroy(&http);

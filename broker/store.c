@@ -1,5 +1,6 @@
 /* All of the broker's Redis I/O (hiredis, synchronous, pipelined). */
 #include "broker/store.h"
+#include "common/backoff.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -20,7 +21,7 @@ struct nr_store {
     redisContext *ctx;
     int checked;         /* config warnings done */
     int64_t retry_ms;    /* next reconnect attempt */
-    int64_t backoff_ms;
+    nr_backoff_t backoff;
     int64_t ping_ms;     /* next liveness check while idle */
     char err[512];
     uint64_t errors;     /* failed operations, for metrics */
@@ -147,7 +148,7 @@ nr_store_t *nr_store_new(const nr_store_params_t *params) {
     if (!self) return NULL;
     if (params) self->params = *params;
     else nr_store_default_params(&self->params);
-    self->backoff_ms = S_BACKOFF_MIN_MS;
+    nr_backoff_init(&self->backoff, S_BACKOFF_MIN_MS, S_BACKOFF_MAX_MS);
     return self;
 }
 
@@ -263,13 +264,13 @@ int nr_store_connect(nr_store_t *self) {
     freeReplyObject(r);
     nr_log(NR_LOG_INFO, "redis %s:%ld connected (prefix '%s')", self->params.host,
            self->params.port, self->params.prefix);
-    self->backoff_ms = S_BACKOFF_MIN_MS;
+    nr_backoff_reset(&self->backoff);
     if (!self->checked) s_check_config(self);
     return self->ctx ? 0 : NR_EREDIS;
 err:
     self->errors++;
     nr_log(NR_LOG_ERROR, "redis unreachable: %s; retrying in %" PRId64 " ms (SUBMIT refused "
-           "meanwhile)", self->err, self->backoff_ms);
+           "meanwhile)", self->err, self->backoff.delay_ms);
     self->retry_ms = 0;
     return NR_EREDIS;
 }
@@ -286,9 +287,7 @@ int nr_store_maintain(nr_store_t *self, int64_t now) {
         return 0;
     }
     if (self->retry_ms == 0) {
-        self->retry_ms = now + self->backoff_ms;
-        self->backoff_ms = self->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS
-                                                                   : self->backoff_ms * 2;
+        self->retry_ms = now + nr_backoff_next(&self->backoff);
         return 0;
     }
     if (now < self->retry_ms) return 0;

@@ -48,9 +48,14 @@ const char *nr_client_endpoint(const nr_client_t *self);
 const char *nr_client_error(const nr_client_t *self);
 /* Changes the per-request timeout (> 0 ms). */
 void nr_client_set_timeout(nr_client_t *self, int timeout_ms);
-/* How long nr_client_submit keeps retrying a NR_EBUSY reply, with
- * exponential backoff and jitter (100 ms doubling to 2 s); 0 (the default)
- * returns NR_EBUSY at once. */
+/* The backoff of a NR_EBUSY retry (here and in narrate's submit window):
+ * 100 ms doubling while under 2 s, so its last step is 3.2 s; each wait is
+ * jittered into [d/2, d] (common/backoff.h). */
+#define NR_CLIENT_BUSY_FIRST_MS 100
+#define NR_CLIENT_BUSY_MAX_MS 3200
+
+/* How long nr_client_submit keeps retrying a NR_EBUSY reply, with the
+ * backoff above; 0 (the default) returns NR_EBUSY at once. */
 void nr_client_set_busy_wait(nr_client_t *self, int max_wait_ms);
 
 /* Sends `request` (its seq is set here) and waits for the matching REPLY.

@@ -17,6 +17,8 @@
 #include "client/client.h"
 #include "client/files.h"
 #include "client/output.h"
+#include "common/backoff.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -31,8 +33,6 @@
 
 #define S_POLL_FIRST_MS 100
 #define S_POLL_MAX_MS 1000
-#define S_BUSY_FIRST_MS 100
-#define S_BUSY_MAX_MS 2000
 #define S_CAPTION_MAX 65536
 #define S_BATCH_BYTES ((size_t)64 << 20) /* input read ahead for one SUBMIT batch */
 
@@ -42,18 +42,6 @@ typedef struct {
     int tty; /* draw a progress bar on stderr */
     int bar_drawn;
 } s_app_t;
-
-static int64_t s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void s_sleep_ms(int64_t ms) {
-    if (ms <= 0) return;
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-}
 
 /* Exit code for an error code from the client library or broker. */
 static int s_exit_code(int rc) {
@@ -147,7 +135,7 @@ static int s_noworker_check(s_noworker_t *w, const nr_msg_t *record, long timeou
         w->since = 0;
         return 0;
     }
-    int64_t now = s_now_ms();
+    int64_t now = nr_clock_mono_ms();
     if (w->since == 0 || strcmp(w->stage, stage)) {
         w->since = now;
         snprintf(w->stage, sizeof w->stage, "%s", stage);
@@ -259,7 +247,7 @@ done:
  * worker for longer than --timeout, or the client's error. */
 static int s_wait_final(s_app_t *app, const char *id, long limit_s, nr_msg_t *record, char *err,
                         size_t errlen) {
-    int64_t start = s_now_ms();
+    int64_t start = nr_clock_mono_ms();
     int poll = S_POLL_FIRST_MS;
     s_noworker_t noworker = {0, ""};
     for (;;) {
@@ -271,10 +259,10 @@ static int s_wait_final(s_app_t *app, const char *id, long limit_s, nr_msg_t *re
             return 0;
         if (s_noworker_check(&noworker, record, app->cli->timeout, err, errlen))
             return NR_ENOWORKER;
-        if (limit_s > 0 && s_now_ms() - start >= limit_s * 1000)
+        if (limit_s > 0 && nr_clock_mono_ms() - start >= limit_s * 1000)
             return nr_seterr(err, errlen, NR_ETIMEDOUT, "job %s is still %s after %ld s", id,
                              state ? state : "unknown", limit_s);
-        s_sleep_ms(poll);
+        nr_clock_sleep_ms(poll);
         if (poll < S_POLL_MAX_MS) poll = poll * 3 / 2;
     }
 }
@@ -483,7 +471,7 @@ static void s_draw_bar(s_run_t *run) {
     char bar[64];
     for (size_t i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
     bar[width] = '\0';
-    double secs = (double)(s_now_ms() - run->started) / 1000.0;
+    double secs = (double)(nr_clock_mono_ms() - run->started) / 1000.0;
     fprintf(stderr, "\r\033[K[%s] %zu/%zu  (%zu done, %zu failed, %zu in flight)  %.0fs", bar,
             finished, run->n, run->done, run->failed, run->inflight, secs);
     fflush(stderr);
@@ -642,7 +630,7 @@ static int s_submit_batch(s_run_t *run, size_t room) {
             job->state = S_INFLIGHT;
             run->inflight++;
             job->poll_ms = S_POLL_FIRST_MS;
-            job->next_poll = s_now_ms() + job->poll_ms;
+            job->next_poll = nr_clock_mono_ms() + job->poll_ms;
             s_job_update(run, job, reply);
         }
     }
@@ -665,7 +653,7 @@ static int s_cmd_submit(s_app_t *app) {
     nr_files_init(&files);
     char err[2048];
     int code = NR_EXIT_OK, fatal = 0;
-    s_run_t run = {app, NULL, 0, 0, 0, 0, 0, s_now_ms()};
+    s_run_t run = {app, NULL, 0, 0, 0, 0, 0, nr_clock_mono_ms()};
     char **stems = NULL;
     for (size_t i = 0; i < cli->n_paths; i++) {
         int rc = nr_files_collect(&files, cli->paths[i], err, sizeof err);
@@ -700,9 +688,11 @@ static int s_cmd_submit(s_app_t *app) {
     }
 
     int64_t busy_until = 0;
-    int busy_backoff = S_BUSY_FIRST_MS, busy_noted = 0;
+    nr_backoff_t busy_backoff;
+    nr_backoff_init(&busy_backoff, NR_CLIENT_BUSY_FIRST_MS, NR_CLIENT_BUSY_MAX_MS);
+    int busy_noted = 0;
     while (run.done + run.failed < run.n) {
-        while (run.next < run.n && run.inflight < (size_t)cli->window && s_now_ms() >= busy_until) {
+        while (run.next < run.n && run.inflight < (size_t)cli->window && nr_clock_mono_ms() >= busy_until) {
             int rc = s_submit_batch(&run, (size_t)cli->window - run.inflight);
             if (rc == NR_EBUSY) {
                 if (!busy_noted && !cli->quiet) {
@@ -710,8 +700,8 @@ static int s_cmd_submit(s_app_t *app) {
                     fprintf(stderr, "narrate: the broker's queue is full; waiting and retrying\n");
                     busy_noted = 1;
                 }
-                busy_until = s_now_ms() + busy_backoff / 2 + rand() % (busy_backoff / 2 + 1);
-                if (busy_backoff < S_BUSY_MAX_MS) busy_backoff *= 2;
+                busy_until = nr_clock_mono_ms() + nr_backoff_jitter(nr_backoff_next(&busy_backoff),
+                                                                    (uint32_t)rand());
                 break;
             }
             if (rc) {
@@ -719,10 +709,10 @@ static int s_cmd_submit(s_app_t *app) {
                 fatal = rc;
                 goto stop;
             }
-            busy_backoff = S_BUSY_FIRST_MS;
+            nr_backoff_reset(&busy_backoff);
         }
         if (cli->no_wait && run.next == run.n) break;
-        int64_t now = s_now_ms(), wake = now + S_POLL_MAX_MS;
+        int64_t now = nr_clock_mono_ms(), wake = now + S_POLL_MAX_MS;
         for (size_t i = 0; i < run.n; i++) {
             s_job_t *job = &run.jobs[i];
             if (job->state != S_INFLIGHT) continue;
@@ -741,7 +731,7 @@ static int s_cmd_submit(s_app_t *app) {
                 else s_job_update(&run, job, &reply);
                 nr_proto_msg_clear(&reply);
                 if (job->poll_ms < S_POLL_MAX_MS) job->poll_ms = job->poll_ms * 3 / 2;
-                now = s_now_ms();
+                now = nr_clock_mono_ms();
                 job->next_poll = now + job->poll_ms;
             }
             if (job->state == S_INFLIGHT && job->next_poll < wake) wake = job->next_poll;
@@ -749,7 +739,7 @@ static int s_cmd_submit(s_app_t *app) {
         s_draw_bar(&run);
         if (run.next < run.n && run.inflight < (size_t)cli->window && busy_until < wake)
             wake = busy_until;
-        if (run.done + run.failed < run.n) s_sleep_ms(wake - s_now_ms());
+        if (run.done + run.failed < run.n) nr_clock_sleep_ms(wake - nr_clock_mono_ms());
     }
 stop:
     if (app->bar_drawn) {

@@ -10,6 +10,8 @@
 #include "workers/worker.h"
 #include "proto/secure.h"
 
+#include "common/backoff.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -91,12 +93,6 @@ struct nr_worker_t {
 static nr_worker_t *s_signal_worker;
 
 /* ---- small helpers ---------------------------------------------------- */
-
-static long long s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void s_list_push(s_list_t *l, s_item_t *it) {
     it->next = NULL;
@@ -197,7 +193,7 @@ static void s_deadline_ts(struct timespec *ts, long long at_ms) {
  * s_answer_stale once the lock is released. */
 static s_item_t *s_pop_live(nr_worker_t *self, s_list_t *stale) {
     s_item_t *it;
-    long long now = s_now_ms();
+    long long now = nr_clock_mono_ms();
     while ((it = s_list_pop(&self->pending))) {
         if (!it->job.deadline_ms || now - it->received_ms < (long long)it->job.deadline_ms) return it;
         s_list_push(stale, it);
@@ -225,7 +221,7 @@ static int s_hand_over(nr_worker_t *self, s_list_t *answered) {
  * NR_EDEADLINE FAIL each, and hands them to the socket thread. */
 static void s_answer_stale(nr_worker_t *self, s_list_t *stale) {
     if (!stale->head) return;
-    long long now = s_now_ms();
+    long long now = nr_clock_mono_ms();
     for (s_item_t *it = stale->head; it; it = it->next) {
         char msg[128];
         snprintf(msg, sizeof msg, "not started: waited %lld ms in the worker, past its %u ms deadline",
@@ -286,7 +282,7 @@ static void *s_handler_thread(void *arg) {
         items[n++] = first;
         self->busy++;
         if (batch > 1) {
-            long long until = s_now_ms() + self->settings.batch_wait_ms;
+            long long until = nr_clock_mono_ms() + self->settings.batch_wait_ms;
             while (n < batch) {
                 if (self->pending.head) {
                     s_item_t *it = s_pop_live(self, &stale);
@@ -296,7 +292,7 @@ static void *s_handler_thread(void *arg) {
                     }
                     continue;
                 }
-                if (self->quit || s_now_ms() >= until) break;
+                if (self->quit || nr_clock_mono_ms() >= until) break;
                 struct timespec ts;
                 s_deadline_ts(&ts, until);
                 pthread_cond_timedwait(&self->cond, &self->mu, &ts);
@@ -305,7 +301,7 @@ static void *s_handler_thread(void *arg) {
         pthread_mutex_unlock(&self->mu);
         s_answer_stale(self, &stale);
 
-        long long t0 = s_now_ms();
+        long long t0 = nr_clock_mono_ms();
         if (n == 1 && (batch == 1 || !self->run_batch)) {
             errs[0][0] = '\0';
             codes[0] = self->run(tctx, &items[0]->job, &items[0]->reply, errs[0], S_ERRLEN);
@@ -318,7 +314,7 @@ static void *s_handler_thread(void *arg) {
             }
             self->run_batch(tctx, jobs, (size_t)n, results, codes, errs, S_ERRLEN);
         }
-        long long ms = s_now_ms() - t0;
+        long long ms = nr_clock_mono_ms() - t0;
         s_list_t finished = {0};
         for (int i = 0; i < n; i++) {
             s_finish(self, items[i], codes[i], errs[i], ms);
@@ -656,7 +652,7 @@ static void s_fail_pending(nr_worker_t *self, const char *why) {
 typedef struct {
     long long last_recv;  /* last message from the broker */
     int healthy;          /* got a real message since connecting */
-    long long delay;      /* next reconnect delay */
+    nr_backoff_t delay;   /* reconnect delays */
     long long reconnect_at;
 } s_link_t;
 
@@ -674,7 +670,7 @@ static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
     }
     char err[S_ERRLEN] = "";
     int rc = nr_proto_recv(self->sock, NULL, NULL, &it->job, err, sizeof err);
-    long long now = s_now_ms();
+    long long now = nr_clock_mono_ms();
     it->received_ms = now;
     if (rc == NR_EIO) {
         if (errno != EAGAIN && errno != EINTR)
@@ -698,9 +694,7 @@ static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
         if (link->healthy) {
             s_drop_link(self, link, now, 0);
         } else {
-            s_drop_link(self, link, now, link->delay);
-            link->delay = link->delay * 2 > self->settings.reconnect_max_ms
-                              ? self->settings.reconnect_max_ms : link->delay * 2;
+            s_drop_link(self, link, now, nr_backoff_next(&link->delay));
         }
         s_item_destroy(&it);
         return;
@@ -743,7 +737,7 @@ static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
     }
     if (!link->healthy) {
         link->healthy = 1;
-        link->delay = self->settings.reconnect_ms;
+        nr_backoff_reset(&link->delay);
     }
     s_item_destroy(&it);
 }
@@ -775,14 +769,15 @@ int nr_worker_run(nr_worker_t *self) {
     }
     const long long hb = self->settings.heartbeat_ms;
     const long long dead_after = hb * self->settings.heartbeat_liveness;
-    s_link_t link = {0, 0, self->settings.reconnect_ms, s_now_ms()};
+    s_link_t link = {.reconnect_at = nr_clock_mono_ms()};
+    nr_backoff_init(&link.delay, self->settings.reconnect_ms, self->settings.reconnect_max_ms);
     long long next_hb = 0, stop_deadline = 0;
     int stopping = 0, rc = 0;
     nr_log(NR_LOG_INFO, "starting: stage %s, capacity %d, %d handler thread(s), broker %s",
            self->stage, self->capacity, self->nthreads, self->settings.broker);
 
     for (;;) {
-        long long now = s_now_ms();
+        long long now = nr_clock_mono_ms();
         if (self->stop_requested && !stopping) {
             stopping = 1;
             stop_deadline = now + self->settings.grace_ms;
@@ -801,9 +796,7 @@ int nr_worker_run(nr_worker_t *self) {
                 self->stop_requested = 1;
                 break;
             } else {
-                link.reconnect_at = now + link.delay;
-                link.delay = link.delay * 2 > self->settings.reconnect_max_ms
-                                 ? self->settings.reconnect_max_ms : link.delay * 2;
+                link.reconnect_at = now + nr_backoff_next(&link.delay);
             }
         }
         s_flush_done(self);
@@ -813,10 +806,8 @@ int nr_worker_run(nr_worker_t *self) {
         }
         if (self->sock && now - link.last_recv > dead_after) {
             nr_log(NR_LOG_WARN, "broker silent for %lld ms; reconnecting in %lld ms",
-                   now - link.last_recv, link.delay);
-            s_drop_link(self, &link, now, link.delay);
-            link.delay = link.delay * 2 > self->settings.reconnect_max_ms
-                             ? self->settings.reconnect_max_ms : link.delay * 2;
+                   now - link.last_recv, (long long)link.delay.delay_ms);
+            s_drop_link(self, &link, now, nr_backoff_next(&link.delay));
         }
         if (stopping) {
             pthread_mutex_lock(&self->mu);

@@ -7,6 +7,7 @@
  * answer. s_completed() records the metrics and frees the request state. */
 #include "client/gateway/gateway.h"
 #include "client/client.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/ratelimit.h"
@@ -138,7 +139,7 @@ typedef struct {
     s_method_t method;
     char method_text[16]; /* as sent, for messages */
     char id[NR_PROTO_ID_MAX + 1];
-    struct timespec start;
+    int64_t start_ns; /* monotonic */
     int responded; /* a response is queued */
     int deferred;  /* not a body-taking POST: answered when the request is complete */
     unsigned status;
@@ -170,23 +171,6 @@ typedef struct {
 
 static const char *s_or(const char *s, const char *fallback) { return s ? s : fallback; }
 
-static long long s_wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static long long s_mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static double s_elapsed_s(const struct timespec *since) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - since->tv_sec) + (double)(now.tv_nsec - since->tv_nsec) / 1e9;
-}
 
 /* The HTTP client's IP address as text (the key of its rate limit). */
 static const char *s_client_ip(struct MHD_Connection *conn, char *out, size_t size) {
@@ -456,7 +440,7 @@ static void s_recent_add(nr_gateway_t *gw, const char *id, const char *route, co
     snprintf(e->route, sizeof e->route, "%s", route);
     snprintf(e->name, sizeof e->name, "%s", name ? name : "");
     e->bytes = bytes;
-    e->submitted_ms = s_wall_ms();
+    e->submitted_ms = nr_clock_wall_ms();
     e->existing = existing;
     pthread_mutex_unlock(&gw->lock);
 }
@@ -541,7 +525,7 @@ static enum MHD_Result s_no_client(struct MHD_Connection *conn, s_req_t *req) {
  * so a burst of failing requests probes once. */
 static void s_unreachable_message(nr_gateway_t *gw, char *msg, size_t size) {
     const nr_gateway_params_t *p = &gw->params;
-    long long now = s_mono_ms();
+    long long now = nr_clock_mono_ms();
     pthread_mutex_lock(&gw->lock);
     int fresh = gw->probe_ms && now - gw->probe_ms < S_PROBE_KEEP_MS;
     nr_gateway_probe_t probe = gw->probe;
@@ -554,7 +538,7 @@ static void s_unreachable_message(nr_gateway_t *gw, char *msg, size_t size) {
         pthread_mutex_lock(&gw->lock);
         gw->probe = probe;
         gw->probe_detail = detail;
-        gw->probe_ms = s_mono_ms();
+        gw->probe_ms = nr_clock_mono_ms();
         pthread_mutex_unlock(&gw->lock);
     }
     switch (probe) {
@@ -924,7 +908,7 @@ static enum MHD_Result s_handle_healthz(struct MHD_Connection *conn, s_req_t *re
     cJSON_AddStringToObject(j, "status", "ok");
     cJSON_AddStringToObject(j, "broker", req->gw->params.broker_endpoint);
     cJSON_AddNumberToObject(j, "max_body_bytes", (double)req->gw->params.max_body_bytes);
-    cJSON_AddNumberToObject(j, "uptime_s", (double)((s_wall_ms() - req->gw->started_ms) / 1000));
+    cJSON_AddNumberToObject(j, "uptime_s", (double)((nr_clock_wall_ms() - req->gw->started_ms) / 1000));
     return s_send_json(conn, req, MHD_HTTP_OK, j, NULL);
 }
 
@@ -1398,7 +1382,7 @@ static enum MHD_Result s_begin(struct MHD_Connection *conn, s_req_t *req, const 
      * declared size first, so a refused body is never read. */
     int64_t retry_ms = 0;
     char who[INET6_ADDRSTRLEN] = "";
-    if (gw->limit && !nr_ratelimit_take(gw->limit, s_client_ip(conn, who, sizeof who), s_mono_ms(), &retry_ms)) {
+    if (gw->limit && !nr_ratelimit_take(gw->limit, s_client_ip(conn, who, sizeof who), nr_clock_mono_ms(), &retry_ms)) {
         char after[24];
         snprintf(after, sizeof after, "%lld", (long long)((retry_ms + 999) / 1000));
         const char *const headers[] = {"Retry-After", after, NULL};
@@ -1498,7 +1482,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         if (!req) return MHD_NO;
         *con_cls = req;
         req->gw = gw;
-        clock_gettime(CLOCK_MONOTONIC, &req->start);
+        req->start_ns = nr_clock_mono_ns();
         req->method = s_method(method);
         snprintf(req->method_text, sizeof req->method_text, "%s", method);
         s_route(req, url);
@@ -1550,7 +1534,7 @@ static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     s_req_t *req = *con_cls;
     if (!req) return;
     *con_cls = NULL;
-    double seconds = s_elapsed_s(&req->start);
+    double seconds = (double)(nr_clock_mono_ns() - req->start_ns) / 1e9;
     if (req->responded) {
         s_metric_status(gw, req->route, req->method, req->status, seconds, req->bytes_in,
                         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? req->bytes_out : 0);
@@ -1676,7 +1660,7 @@ nr_gateway_t *nr_gateway_new(const nr_gateway_params_t *params, char *err, size_
     self->params = *p;
     self->curve = curve;
     memcpy(self->curve_public, curve_public, sizeof curve_public);
-    self->started_ms = s_wall_ms();
+    self->started_ms = nr_clock_wall_ms();
     self->recent = calloc((size_t)p->recent_jobs, sizeof *self->recent);
     if (!self->recent) goto nomem;
     if (pthread_mutex_init(&self->lock, NULL)) goto nomem;
