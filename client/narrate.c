@@ -103,17 +103,17 @@ static size_t s_options(const nr_cli_t *cli, nr_kv_t *opts, char *beams, char *l
 /* Prints a kv map as "key: value" lines, or as one JSON object. */
 static void s_print_kv(const s_app_t *app, const nr_msg_t *m) {
     if (app->cli->json) {
-        nr_output_buf_t b = {0};
-        nr_output_buf_puts(&b, "{");
+        nr_buf_t b = {0};
+        nr_buf_puts(&b, "{");
         for (uint32_t i = 0; i < m->kv_len; i++) {
-            nr_output_buf_puts(&b, i ? "," : "");
-            nr_output_buf_json_string(&b, m->kv[i].key);
-            nr_output_buf_puts(&b, ":");
-            nr_output_buf_json_string(&b, m->kv[i].value);
+            nr_buf_puts(&b, i ? "," : "");
+            nr_output_json_string(&b, m->kv[i].key);
+            nr_buf_puts(&b, ":");
+            nr_output_json_string(&b, m->kv[i].value);
         }
-        nr_output_buf_puts(&b, "}");
+        nr_buf_puts(&b, "}");
         if (!b.failed) printf("%s\n", b.data);
-        nr_output_buf_clear(&b);
+        nr_buf_clear(&b);
     } else {
         for (uint32_t i = 0; i < m->kv_len; i++) printf("%s: %s\n", m->kv[i].key, m->kv[i].value);
     }
@@ -210,16 +210,16 @@ static int s_write_outputs(s_app_t *app, const char *id, const nr_msg_t *record,
         n_files++;
     }
     snprintf(names[n_files], sizeof names[0], "%s.json", stem);
-    nr_output_buf_t b = {0};
+    nr_buf_t b = {0};
     nr_output_extra_t extra = {source, files, NULL, NULL};
     nr_output_record_json(&b, id, record, &extra);
-    nr_output_buf_puts(&b, "\n");
+    nr_buf_puts(&b, "\n");
     if (b.failed) {
         rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
     } else {
         rc = nr_output_write(dir, names[n_files], b.data, b.len, err, errlen);
     }
-    nr_output_buf_clear(&b);
+    nr_buf_clear(&b);
     if (rc) goto done;
     files[n_files] = names[n_files];
     n_files++;
@@ -234,7 +234,7 @@ static int s_write_outputs(s_app_t *app, const char *id, const nr_msg_t *record,
         nr_output_extra_t x = {source, full, NULL, NULL};
         nr_output_record_json(&b, id, record, &x);
         *line = b.failed ? NULL : b.data;
-        if (b.failed) nr_output_buf_clear(&b);
+        if (b.failed) nr_buf_clear(&b);
     }
 done:
     nr_proto_msg_clear(&reply);
@@ -311,10 +311,10 @@ static int s_report_final(s_app_t *app, const char *id, const nr_msg_t *record) 
     const char *state = s_or(nr_proto_kv_get(record, "state"), "unknown");
     int ok = !strcmp(state, "done");
     if (app->cli->json) {
-        nr_output_buf_t b = {0};
+        nr_buf_t b = {0};
         nr_output_record_json(&b, id, record, NULL);
         if (!b.failed) printf("%s\n", b.data);
-        nr_output_buf_clear(&b);
+        nr_buf_clear(&b);
     } else if (ok && !app->cli->quiet) {
         printf("%s done\n", id);
     }
@@ -427,12 +427,12 @@ static int s_cmd_speak(s_app_t *app) {
         goto done;
     }
     if (cli->json) {
-        nr_output_buf_t b = {0};
+        nr_buf_t b = {0};
         const char *files[2] = {cli->output, NULL};
         nr_output_extra_t extra = {NULL, files, NULL, NULL};
         nr_output_record_json(&b, id, &reply, &extra);
         if (!b.failed) printf("%s\n", b.data);
-        nr_output_buf_clear(&b);
+        nr_buf_clear(&b);
     } else if (!cli->quiet) {
         printf("%s (%s ms of audio, job %s)\n", cli->output,
                s_or(nr_proto_kv_get(&reply, "speech.duration_ms"), "?"), id);
@@ -491,7 +491,7 @@ static void s_job_failed(s_run_t *run, s_job_t *job, const char *id, const nr_ms
     run->failed++;
     s_errorf(app, "%s: failed: %s%s%s%s", job->path, s_or(message, "unknown error"),
              error ? " (" : "", error ? error : "", error ? ")" : "");
-    nr_output_buf_t b = {0};
+    nr_buf_t b = {0};
     char name[NR_OUTPUT_STEM_MAX + 40], path[4096], err[1024];
     snprintf(name, sizeof name, "%s.json", job->stem);
     snprintf(path, sizeof path, "%s/%s", cli->output, name);
@@ -500,12 +500,12 @@ static void s_job_failed(s_run_t *run, s_job_t *job, const char *id, const nr_ms
     int written = 0;
     if (!cli->no_wait) {
         nr_output_record_json(&b, id, record, &extra);
-        nr_output_buf_puts(&b, "\n");
+        nr_buf_puts(&b, "\n");
         if (!b.failed && nr_output_write(cli->output, name, b.data, b.len, err, sizeof err) == 0)
             written = 1;
         else if (!b.failed)
             s_errorf(app, "%s", err);
-        nr_output_buf_clear(&b);
+        nr_buf_clear(&b);
     }
     if (cli->json) {
         files[0] = written ? path : NULL;
@@ -513,7 +513,7 @@ static void s_job_failed(s_run_t *run, s_job_t *job, const char *id, const nr_ms
         s_clear_bar(app);
         if (!b.failed) printf("%s\n", b.data);
         fflush(stdout);
-        nr_output_buf_clear(&b);
+        nr_buf_clear(&b);
     }
 }
 
@@ -618,11 +618,11 @@ static int s_submit_batch(s_run_t *run, size_t room) {
             job->state = S_DONE;
             run->done++;
             if (cli->json) {
-                nr_output_buf_t b = {0};
+                nr_buf_t b = {0};
                 nr_output_extra_t extra = {job->path, NULL, NULL, NULL};
                 nr_output_record_json(&b, job->id, reply, &extra);
                 if (!b.failed) printf("%s\n", b.data);
-                nr_output_buf_clear(&b);
+                nr_buf_clear(&b);
             } else if (!cli->quiet) {
                 printf("%s %s\n", job->id, job->path);
             }

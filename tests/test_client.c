@@ -692,14 +692,14 @@ Test(write, write_path_and_mkdir_over_file) {
 /* ---- JSON ---------------------------------------------------------------- */
 
 Test(output, json_string_escaping) {
-    nr_output_buf_t b = {0};
-    nr_output_buf_json_string(&b, "a\"b\\c\nd\te\x01 caf\xc3\xa9 \xff!");
+    nr_buf_t b = {0};
+    nr_output_json_string(&b, "a\"b\\c\nd\te\x01 caf\xc3\xa9 \xff!");
     cr_assert_not_null(b.data);
     cr_expect_str_eq(b.data, "\"a\\\"b\\\\c\\nd\\te\\u0001 caf\xc3\xa9 \xef\xbf\xbd!\"");
-    nr_output_buf_clear(&b);
-    nr_output_buf_json_string(&b, NULL);
+    nr_buf_clear(&b);
+    nr_output_json_string(&b, NULL);
     cr_expect_str_eq(b.data, "null");
-    nr_output_buf_clear(&b);
+    nr_buf_clear(&b);
 }
 
 Test(output, record_json) {
@@ -718,7 +718,7 @@ Test(output, record_json) {
     m.kv_len = sizeof kv / sizeof kv[0];
     const char *files[] = {"abc.txt", "abc.wav", NULL};
     nr_output_extra_t extra = {"in/cat.jpg", files, NULL, NULL};
-    nr_output_buf_t b = {0};
+    nr_buf_t b = {0};
     nr_output_record_json(&b, "abc", &m, &extra);
     cr_assert_not_null(b.data);
     const char *want[] = {
@@ -730,7 +730,7 @@ Test(output, record_json) {
         "\"files\":[\"abc.txt\",\"abc.wav\"]", "\"voice\":\"kal\""};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         cr_expect(strstr(b.data, want[i]), "record lacks %s: %s", want[i], b.data);
-    nr_output_buf_clear(&b);
+    nr_buf_clear(&b);
 
     nr_output_extra_t local = {"in/cat.jpg", NULL, "no_worker", "no worker serves stage vision"};
     kv[1].value = "queued";
@@ -738,10 +738,10 @@ Test(output, record_json) {
     cr_expect(strstr(b.data, "\"state\":\"failed\""), "%s", b.data);
     cr_expect(strstr(b.data, "\"error\":\"no_worker\""), "%s", b.data);
     cr_expect(strstr(b.data, "\"files\":[]"), "%s", b.data);
-    nr_output_buf_clear(&b);
+    nr_buf_clear(&b);
     nr_output_record_json(&b, "only-id", NULL, NULL);
     cr_expect(strstr(b.data, "{\"id\":\"only-id\",\"source\":null"), "%s", b.data);
-    nr_output_buf_clear(&b);
+    nr_buf_clear(&b);
 }
 
 /* ---- input files ---------------------------------------------------------- */

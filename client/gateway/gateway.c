@@ -7,10 +7,12 @@
  * answer. s_completed() records the metrics and frees the request state. */
 #include "client/gateway/gateway.h"
 #include "client/client.h"
+#include "common/buf.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/ratelimit.h"
+#include "common/utf8.h"
 #include "proto/proto.h"
 #include "proto/secure.h"
 
@@ -202,32 +204,9 @@ static int s_sniff_image(const uint8_t *d, size_t n) {
     return 0;
 }
 
+/* Text to speak: valid UTF-8 without a NUL byte. */
 static int s_utf8_valid(const uint8_t *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c == 0) return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp;
-        if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-        else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-        else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-        else return 0;
-        if (i + len > n) return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += len;
-    }
-    return 1;
+    return !memchr(s, 0, n) && nr_utf8_validate(s, n, NULL) == 0;
 }
 
 /* ---- metrics ---- */
@@ -267,49 +246,17 @@ static void s_metric_broker(nr_gateway_t *gw, int rc) {
     pthread_mutex_unlock(&m->lock);
 }
 
-typedef struct {
-    char *data;
-    size_t len, cap;
-    int failed;
-} s_text_t;
-
-static void s_text_add(s_text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void s_text_add(s_text_t *t, const char *fmt, ...) {
-    if (t->failed) return;
-    for (;;) {
-        size_t room = t->cap - t->len;
-        va_list ap;
-        va_start(ap, fmt);
-        int n = room ? vsnprintf(t->data + t->len, room, fmt, ap) : -2;
-        va_end(ap);
-        if (n >= 0 && (size_t)n < room) {
-            t->len += (size_t)n;
-            return;
-        }
-        size_t need = t->len + (n > 0 ? (size_t)n : 0) + 1;
-        size_t cap = t->cap ? t->cap * 2 : 4096;
-        while (cap < need) cap *= 2;
-        char *p = realloc(t->data, cap);
-        if (!p) {
-            t->failed = 1;
-            return;
-        }
-        t->data = p;
-        t->cap = cap;
-    }
-}
-
 static char *s_metrics_text(nr_gateway_t *gw, size_t *size) {
     s_metrics_t *m = &gw->metrics;
-    s_text_t t = {0};
+    nr_buf_t t = {0};
     pthread_mutex_lock(&m->lock);
-    s_text_add(&t, "# HELP narrator_gateway_requests_total HTTP requests answered, by route, method "
+    nr_buf_printf(&t, "# HELP narrator_gateway_requests_total HTTP requests answered, by route, method "
                    "and status code.\n# TYPE narrator_gateway_requests_total counter\n");
     for (size_t i = 0; i < m->n_statuses; i++)
-        s_text_add(&t, "narrator_gateway_requests_total{route=\"%s\",method=\"%s\",code=\"%u\"} %llu\n",
+        nr_buf_printf(&t, "narrator_gateway_requests_total{route=\"%s\",method=\"%s\",code=\"%u\"} %llu\n",
                    s_route_names[m->statuses[i].route], s_method_names[m->statuses[i].method],
                    m->statuses[i].status, m->statuses[i].count);
-    s_text_add(&t, "# HELP narrator_gateway_request_duration_seconds Time from request headers to "
+    nr_buf_printf(&t, "# HELP narrator_gateway_request_duration_seconds Time from request headers to "
                    "the end of the response, by route.\n"
                    "# TYPE narrator_gateway_request_duration_seconds histogram\n");
     for (int r = 0; r < S_R_COUNT; r++) {
@@ -317,42 +264,42 @@ static char *s_metrics_text(nr_gateway_t *gw, size_t *size) {
         unsigned long long cum = 0;
         for (size_t b = 0; b < S_NBUCKETS; b++) {
             cum += m->hist[r][b];
-            s_text_add(&t, "narrator_gateway_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+            nr_buf_printf(&t, "narrator_gateway_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
                        s_route_names[r], s_buckets[b], cum);
         }
-        s_text_add(&t, "narrator_gateway_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+        nr_buf_printf(&t, "narrator_gateway_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
                    s_route_names[r], m->hist_count[r]);
-        s_text_add(&t, "narrator_gateway_request_duration_seconds_sum{route=\"%s\"} %.6f\n",
+        nr_buf_printf(&t, "narrator_gateway_request_duration_seconds_sum{route=\"%s\"} %.6f\n",
                    s_route_names[r], m->hist_sum[r]);
-        s_text_add(&t, "narrator_gateway_request_duration_seconds_count{route=\"%s\"} %llu\n",
+        nr_buf_printf(&t, "narrator_gateway_request_duration_seconds_count{route=\"%s\"} %llu\n",
                    s_route_names[r], m->hist_count[r]);
     }
-    s_text_add(&t, "# HELP narrator_gateway_request_bytes_total Request body bytes received.\n"
+    nr_buf_printf(&t, "# HELP narrator_gateway_request_bytes_total Request body bytes received.\n"
                    "# TYPE narrator_gateway_request_bytes_total counter\n"
                    "narrator_gateway_request_bytes_total %llu\n",
                m->bytes_in);
-    s_text_add(&t, "# HELP narrator_gateway_response_bytes_total Response body bytes sent.\n"
+    nr_buf_printf(&t, "# HELP narrator_gateway_response_bytes_total Response body bytes sent.\n"
                    "# TYPE narrator_gateway_response_bytes_total counter\n"
                    "narrator_gateway_response_bytes_total %llu\n",
                m->bytes_out);
-    s_text_add(&t, "# HELP narrator_gateway_broker_requests_total Requests sent to narrator-broker.\n"
+    nr_buf_printf(&t, "# HELP narrator_gateway_broker_requests_total Requests sent to narrator-broker.\n"
                    "# TYPE narrator_gateway_broker_requests_total counter\n"
                    "narrator_gateway_broker_requests_total %llu\n",
                m->broker_requests);
-    s_text_add(&t, "# HELP narrator_gateway_broker_errors_total Broker requests that failed "
+    nr_buf_printf(&t, "# HELP narrator_gateway_broker_errors_total Broker requests that failed "
                    "(unreachable, timed_out, busy, ...), by error.\n"
                    "# TYPE narrator_gateway_broker_errors_total counter\n");
     static const int shown[] = {NR_ECONNECT, NR_ETIMEDOUT, NR_EBUSY};
     for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++) /* always present, even at 0 */
-        s_text_add(&t, "narrator_gateway_broker_errors_total{error=\"%s\"} %llu\n",
+        nr_buf_printf(&t, "narrator_gateway_broker_errors_total{error=\"%s\"} %llu\n",
                    nr_errname(shown[i]), m->broker_errors[-shown[i]]);
     for (int c = 1; c <= -NR_ERRNO_MIN; c++) {
         if (c == -NR_ECONNECT || c == -NR_ETIMEDOUT || c == -NR_EBUSY || !m->broker_errors[c]) continue;
-        s_text_add(&t, "narrator_gateway_broker_errors_total{error=\"%s\"} %llu\n", nr_errname(-c),
+        nr_buf_printf(&t, "narrator_gateway_broker_errors_total{error=\"%s\"} %llu\n", nr_errname(-c),
                    m->broker_errors[c]);
     }
     pthread_mutex_unlock(&m->lock);
-    s_text_add(&t, "# HELP narrator_gateway_rate_limited_total POSTs refused with 429 because their "
+    nr_buf_printf(&t, "# HELP narrator_gateway_rate_limited_total POSTs refused with 429 because their "
                    "client was over client-rate.\n"
                    "# TYPE narrator_gateway_rate_limited_total counter\n"
                    "narrator_gateway_rate_limited_total %ld\n",
@@ -360,19 +307,14 @@ static char *s_metrics_text(nr_gateway_t *gw, size_t *size) {
     pthread_mutex_lock(&gw->lock);
     size_t recent = gw->n_recent;
     pthread_mutex_unlock(&gw->lock);
-    s_text_add(&t, "# HELP narrator_gateway_recent_jobs Jobs held in the recent-jobs ring.\n"
+    nr_buf_printf(&t, "# HELP narrator_gateway_recent_jobs Jobs held in the recent-jobs ring.\n"
                    "# TYPE narrator_gateway_recent_jobs gauge\nnarrator_gateway_recent_jobs %zu\n",
                recent);
-    s_text_add(&t, "# HELP narrator_gateway_start_time_seconds Unix time the gateway started.\n"
+    nr_buf_printf(&t, "# HELP narrator_gateway_start_time_seconds Unix time the gateway started.\n"
                    "# TYPE narrator_gateway_start_time_seconds gauge\n"
                    "narrator_gateway_start_time_seconds %lld.%03lld\n",
                gw->started_ms / 1000, gw->started_ms % 1000);
-    if (t.failed) {
-        free(t.data);
-        return NULL;
-    }
-    *size = t.len;
-    return t.data;
+    return nr_buf_take(&t, size);
 }
 
 /* ---- per-thread broker clients ---- */
