@@ -4,7 +4,7 @@
 #ifndef NR_BROKER_BROKER_METRICS_H
 #define NR_BROKER_BROKER_METRICS_H
 
-#include "broker/metrics.h"
+#include "common/metrics.h"
 
 #include <stddef.h>
 #include <stdint.h>

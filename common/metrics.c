@@ -1,5 +1,5 @@
 /* Prometheus metrics registry and text-format renderer (see metrics.h). */
-#include "broker/metrics.h"
+#include "common/metrics.h"
 #include "common/buf.h"
 #include "common/error.h"
 
