@@ -117,13 +117,9 @@ static int s_voice(const char *text, char *out, char *err, size_t errlen) {
     size_t n = strlen(text);
     if (n == 0 || n > NR_CLI_VOICE_MAX)
         return nr_seterr(err, errlen, NR_EINVAL, "--voice must be 1..%d characters", NR_CLI_VOICE_MAX);
-    for (size_t i = 0; i < n; i++) {
-        char c = text[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-' || c == '.'))
-            return nr_seterr(err, errlen, NR_EINVAL,
-                             "--voice '%s': only letters, digits, '_', '-' and '.' are allowed", text);
-    }
+    if (!nr_client_voice_valid(text))
+        return nr_seterr(err, errlen, NR_EINVAL,
+                         "--voice '%s': only letters, digits, '_', '-' and '.' are allowed", text);
     memcpy(out, text, n + 1);
     return 0;
 }

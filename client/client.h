@@ -124,6 +124,40 @@ int nr_client_content_id(const void *input, size_t size, const char *route,
 /* A random job id (32 hex characters from libsodium's randombytes). */
 int nr_client_random_id(char out[NR_CLIENT_ID_HEX + 1]);
 
+/* Job options. The content-hash id covers them, so every caller (narrate,
+ * the gateway) must name and write them the same way: they go through
+ * nr_client_options() only. */
+#define NR_CLIENT_BEAMS_MAX 16L
+#define NR_CLIENT_LENGTH_MAX 1024L
+#define NR_CLIENT_VOICE_MAX 32
+
+typedef struct {
+    nr_kv_t kv[3]; /* num_beams, max_length, voice: those given, in that order */
+    size_t n;
+    char beams[24], length[24];
+} nr_client_options_t;
+
+/* Fills *out with the options to send and hash: "num_beams" and
+ * "max_length" in decimal when > 0, "voice" when not NULL or "". The kv
+ * borrow from *out and from `voice`, which must outlive them. */
+void nr_client_options(nr_client_options_t *out, long num_beams, long max_length,
+                       const char *voice);
+/* 1 when `voice` is 1..NR_CLIENT_VOICE_MAX letters, digits, '_', '-' or '.'. */
+int nr_client_voice_valid(const char *voice);
+
+/* The fields of a job record (the kv of a STATUS, CANCEL, FETCH or SUBMIT
+ * reply) that clients read. The strings borrow from the message and live
+ * as long as it does; NULL when absent. */
+typedef struct {
+    const char *id, *state, *stage, *route, *error, *error_message, *caption;
+    int existing;                     /* "existing" is "1" (a SUBMIT of a known job) */
+    int final;                        /* state is done, failed or cancelled */
+    long long created_ms, updated_ms; /* -1 when absent */
+} nr_client_record_t;
+
+/* Reads a reply's record into *out (reply may be NULL: all absent). */
+void nr_client_record(const nr_msg_t *reply, nr_client_record_t *out);
+
 /* 1 when `id` is a valid job id for the wire (1..NR_PROTO_ID_MAX bytes of
  * [A-Za-z0-9._:-]), else 0. */
 int nr_client_id_valid(const char *id);

@@ -85,21 +85,6 @@ static int s_route_has(const char *route, const char *stage) {
     return 0;
 }
 
-/* The job options the command line asks for (pointers into cli). */
-static size_t s_options(const nr_cli_t *cli, nr_kv_t *opts, char *beams, char *length) {
-    size_t n = 0;
-    if (cli->beams > 0) {
-        snprintf(beams, 24, "%ld", cli->beams);
-        opts[n++] = (nr_kv_t){(char *)"num_beams", beams};
-    }
-    if (cli->max_length > 0) {
-        snprintf(length, 24, "%ld", cli->max_length);
-        opts[n++] = (nr_kv_t){(char *)"max_length", length};
-    }
-    if (cli->voice[0]) opts[n++] = (nr_kv_t){(char *)"voice", (char *)cli->voice};
-    return n;
-}
-
 /* Prints a kv map as "key: value" lines, or as one JSON object. */
 static void s_print_kv(const s_app_t *app, const nr_msg_t *m) {
     if (app->cli->json) {
@@ -128,8 +113,9 @@ typedef struct {
 
 static int s_noworker_check(s_noworker_t *w, const nr_msg_t *record, long timeout_s, char *err,
                             size_t errlen) {
-    const char *state = nr_proto_kv_get(record, "state");
-    const char *stage = nr_proto_kv_get(record, "stage");
+    nr_client_record_t rec;
+    nr_client_record(record, &rec);
+    const char *state = rec.state, *stage = rec.stage;
     const char *workers = nr_proto_kv_get(record, "stage_workers");
     if (!state || strcmp(state, "queued") || !stage || !workers || strcmp(workers, "0")) {
         w->since = 0;
@@ -308,7 +294,9 @@ static int s_cmd_cancel(s_app_t *app) {
 
 /* Prints the final state of one job; returns its exit code. */
 static int s_report_final(s_app_t *app, const char *id, const nr_msg_t *record) {
-    const char *state = s_or(nr_proto_kv_get(record, "state"), "unknown");
+    nr_client_record_t rec;
+    nr_client_record(record, &rec);
+    const char *state = s_or(rec.state, "unknown");
     int ok = !strcmp(state, "done");
     if (app->cli->json) {
         nr_buf_t b = {0};
@@ -319,9 +307,8 @@ static int s_report_final(s_app_t *app, const char *id, const nr_msg_t *record) 
         printf("%s done\n", id);
     }
     if (!ok)
-        s_errorf(app, "job %s %s: %s: %s", id, state,
-                 s_or(nr_proto_kv_get(record, "error"), nr_errname(NR_ECANCELLED)),
-                 s_or(nr_proto_kv_get(record, "error_message"), state));
+        s_errorf(app, "job %s %s: %s: %s", id, state, s_or(rec.error, nr_errname(NR_ECANCELLED)),
+                 s_or(rec.error_message, state));
     return ok ? NR_EXIT_OK : NR_EXIT_FAILED;
 }
 
@@ -353,11 +340,12 @@ static int s_cmd_get(s_app_t *app) {
         code = s_exit_code(rc);
         goto done;
     }
-    const char *state = s_or(nr_proto_kv_get(&record, "state"), "unknown");
+    nr_client_record_t rec;
+    nr_client_record(&record, &rec);
+    const char *state = s_or(rec.state, "unknown");
     if (strcmp(state, "done")) {
         s_errorf(app, "job %s is %s, not done%s%s", app->cli->id, state,
-                 nr_proto_kv_get(&record, "error_message") ? ": " : "",
-                 s_or(nr_proto_kv_get(&record, "error_message"), ""));
+                 rec.error_message ? ": " : "", s_or(rec.error_message, ""));
         code = NR_EXIT_FAILED;
         goto done;
     }
@@ -384,20 +372,20 @@ done:
 
 static int s_cmd_speak(s_app_t *app) {
     const nr_cli_t *cli = app->cli;
-    nr_kv_t opts[3];
-    char beams[24], length[24], id[NR_CLIENT_ID_HEX + 1], err[2048];
-    size_t n_opts = s_options(cli, opts, beams, length);
+    nr_client_options_t opts;
+    nr_client_options(&opts, cli->beams, cli->max_length, cli->voice);
+    char id[NR_CLIENT_ID_HEX + 1], err[2048];
     size_t size = strlen(cli->text);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int code = NR_EXIT_OK;
-    int rc = nr_client_content_id(cli->text, size, NR_CLI_SPEECH_ROUTE, opts, n_opts, id);
+    int rc = nr_client_content_id(cli->text, size, NR_CLI_SPEECH_ROUTE, opts.kv, opts.n, id);
     if (rc) {
         s_errorf(app, "cannot make a job id: %s", nr_strerror(rc));
         return NR_EXIT_FAILED;
     }
     nr_client_set_busy_wait(app->client, (int)(cli->timeout * 1000 * 6));
-    rc = nr_client_submit(app->client, id, NR_CLI_SPEECH_ROUTE, opts, n_opts, cli->text, size, &reply);
+    rc = nr_client_submit(app->client, id, NR_CLI_SPEECH_ROUTE, opts.kv, opts.n, cli->text, size, &reply);
     if (rc) {
         s_errorf(app, "cannot submit: %s", nr_client_error(app->client));
         code = rc == NR_EBUSY ? NR_EXIT_TIMEOUT : s_exit_code(rc);
@@ -520,7 +508,9 @@ static void s_job_failed(s_run_t *run, s_job_t *job, const char *id, const nr_ms
 /* Acts on a job record from SUBMIT or STATUS. */
 static void s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
     s_app_t *app = run->app;
-    const char *state = s_or(nr_proto_kv_get(record, "state"), "");
+    nr_client_record_t rec;
+    nr_client_record(record, &rec);
+    const char *state = s_or(rec.state, "");
     char err[2048];
     if (!strcmp(state, "done")) {
         char *line = NULL;
@@ -539,9 +529,8 @@ static void s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
             fflush(stdout);
         } else if (!app->cli->quiet) {
             s_clear_bar(app);
-            const char *caption = nr_proto_kv_get(record, "text.caption");
             printf("done %s -> %s/%s%s%s\n", job->path, app->cli->output, job->stem,
-                   caption ? ": " : "", caption ? caption : "");
+                   rec.caption ? ": " : "", rec.caption ? rec.caption : "");
             fflush(stdout);
         }
         free(line);
@@ -549,9 +538,8 @@ static void s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
     }
     if (!strcmp(state, "failed") || !strcmp(state, "cancelled")) {
         s_job_failed(run, job, job->id, record, 0,
-                     s_or(nr_proto_kv_get(record, "error"),
-                          !strcmp(state, "cancelled") ? nr_errname(NR_ECANCELLED) : "failed"),
-                     s_or(nr_proto_kv_get(record, "error_message"), state));
+                     s_or(rec.error, !strcmp(state, "cancelled") ? nr_errname(NR_ECANCELLED) : "failed"),
+                     s_or(rec.error_message, state));
         return;
     }
     if (s_noworker_check(&job->noworker, record, app->cli->timeout, err, sizeof err)) {
@@ -568,9 +556,9 @@ static void s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
 static int s_submit_batch(s_run_t *run, size_t room) {
     s_app_t *app = run->app;
     const nr_cli_t *cli = app->cli;
-    nr_kv_t opts[3];
-    char beams[24], length[24], err[2048];
-    size_t n_opts = s_options(cli, opts, beams, length);
+    nr_client_options_t opts;
+    nr_client_options(&opts, cli->beams, cli->max_length, cli->voice);
+    char err[2048];
     size_t *which = calloc(room, sizeof *which);
     nr_client_job_t *jobs = calloc(room, sizeof *jobs);
     nr_msg_t *replies = calloc(room, sizeof *replies);
@@ -592,14 +580,14 @@ static int s_submit_batch(s_run_t *run, size_t room) {
             continue;
         }
         if (cli->id_random) rc = nr_client_random_id(job->id);
-        else rc = nr_client_content_id(data, size, cli->route, opts, n_opts, job->id);
+        else rc = nr_client_content_id(data, size, cli->route, opts.kv, opts.n, job->id);
         if (rc) {
             free(data);
             s_job_failed(run, job, "", NULL, 1, nr_errname(rc), "cannot make a job id");
             continue;
         }
         which[n] = i;
-        jobs[n] = (nr_client_job_t){job->id, cli->route, opts, n_opts, data, size}; /* owns data */
+        jobs[n] = (nr_client_job_t){job->id, cli->route, opts.kv, opts.n, data, size}; /* owns data */
         bytes += size;
         n++;
     }

@@ -36,9 +36,9 @@
 
 #define S_ROUTE_IMAGE "vision,text,speech"
 #define S_ROUTE_SPEECH "speech"
-#define S_VOICE_MAX 32
-#define S_BEAMS_MAX 16
-#define S_LENGTH_MAX 1024
+#define S_VOICE_MAX NR_CLIENT_VOICE_MAX
+#define S_BEAMS_MAX NR_CLIENT_BEAMS_MAX
+#define S_LENGTH_MAX NR_CLIENT_LENGTH_MAX
 #define S_FIELD_MAX 64              /* bytes in a small multipart field */
 #define S_NAME_MAX 128              /* bytes of an uploaded file name kept in the ring */
 #define S_STATIC_MAX (8u << 20)     /* largest static file served */
@@ -602,17 +602,14 @@ static long long s_kv_ll(const nr_msg_t *m, const char *key) {
 static cJSON *s_record_json(const nr_msg_t *rec, const char *fallback_id) {
     cJSON *j = cJSON_CreateObject();
     if (!j) return NULL;
-    const char *id = nr_proto_kv_get(rec, "id");
-    if (!id || !*id) id = fallback_id;
-    const char *state = nr_proto_kv_get(rec, "state");
-    const char *route = nr_proto_kv_get(rec, "route");
-    const char *error = nr_proto_kv_get(rec, "error");
-    const char *error_message = nr_proto_kv_get(rec, "error_message");
-    const char *caption = nr_proto_kv_get(rec, "text.caption");
+    nr_client_record_t r;
+    nr_client_record(rec, &r);
+    const char *id = r.id && *r.id ? r.id : fallback_id;
+    const char *state = r.state, *route = r.route, *error = r.error;
+    const char *error_message = r.error_message, *caption = r.caption;
     cJSON_AddStringToObject(j, "id", id);
     cJSON_AddStringToObject(j, "state", state ? state : "unknown");
-    const char *stage = nr_proto_kv_get(rec, "stage");
-    if (stage) cJSON_AddStringToObject(j, "stage", stage);
+    if (r.stage) cJSON_AddStringToObject(j, "stage", r.stage);
     cJSON *stages_list = cJSON_AddArrayToObject(j, "route");
     if (route && stages_list) {
         char buf[300];
@@ -620,8 +617,7 @@ static cJSON *s_record_json(const nr_msg_t *rec, const char *fallback_id) {
         for (char *save = NULL, *s = strtok_r(buf, ",", &save); s; s = strtok_r(NULL, ",", &save))
             cJSON_AddItemToArray(stages_list, cJSON_CreateString(s));
     }
-    const char *existing = nr_proto_kv_get(rec, "existing");
-    if (existing) cJSON_AddBoolToObject(j, "existing", !strcmp(existing, "1"));
+    if (nr_proto_kv_get(rec, "existing")) cJSON_AddBoolToObject(j, "existing", r.existing);
     if (error && *error) cJSON_AddStringToObject(j, "error", error);
     else cJSON_AddNullToObject(j, "error");
     if (error_message && *error_message) cJSON_AddStringToObject(j, "error_message", error_message);
@@ -661,10 +657,8 @@ static cJSON *s_record_json(const nr_msg_t *rec, const char *fallback_id) {
             snprintf(name, sizeof name, "%s_ms", s);
             if (ms >= 0) cJSON_AddNumberToObject(timings, name, (double)ms);
         }
-        long long c = s_kv_ll(rec, "created_ms"), u = s_kv_ll(rec, "updated_ms");
-        if (c > 0 && u >= c && state &&
-            (!strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled")))
-            cJSON_AddNumberToObject(timings, "total_ms", (double)(u - c));
+        if (r.created_ms > 0 && r.updated_ms >= r.created_ms && r.final)
+            cJSON_AddNumberToObject(timings, "total_ms", (double)(r.updated_ms - r.created_ms));
     }
     cJSON *links = cJSON_AddObjectToObject(j, "links");
     if (links) {
@@ -691,20 +685,13 @@ static int s_option(s_req_t *req, const char *key, const char *value, int allow_
     s_opts_t *o = &req->opts;
     if (!value) value = "";
     if (!strcmp(key, "voice")) {
-        size_t n = strlen(value);
-        if (n == 0 || n > S_VOICE_MAX) goto bad_voice;
-        for (size_t i = 0; i < n; i++) {
-            char c = value[i];
-            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '-' || c == '.'))
-                goto bad_voice;
+        if (!nr_client_voice_valid(value)) {
+            snprintf(req->opt_error, sizeof req->opt_error,
+                     "option 'voice' must be 1..%d letters, digits, '_', '-' or '.'", S_VOICE_MAX);
+            return MHD_HTTP_BAD_REQUEST;
         }
-        memcpy(o->voice, value, n + 1);
+        snprintf(o->voice, sizeof o->voice, "%s", value);
         return 0;
-    bad_voice:
-        snprintf(req->opt_error, sizeof req->opt_error,
-                 "option 'voice' must be 1..%d letters, digits, '_', '-' or '.'", S_VOICE_MAX);
-        return MHD_HTTP_BAD_REQUEST;
     }
     long *target = NULL, max = 0;
     if (allow_image_opts && !strcmp(key, "beams")) target = &o->beams, max = S_BEAMS_MAX;
@@ -733,22 +720,6 @@ static enum MHD_Result s_query_arg(void *cls, enum MHD_ValueKind kind, const cha
     if (req->opt_status) return MHD_NO;
     req->opt_status = s_option(req, key, value, req->route == S_R_JOBS);
     return req->opt_status ? MHD_NO : MHD_YES;
-}
-
-/* Options as the broker's kv, named and formatted as narrate does (so the
- * content-hash id is the same for the same input and options). */
-static size_t s_opts_kv(const s_opts_t *o, nr_kv_t kv[3], char beams[24], char length[24]) {
-    size_t n = 0;
-    if (o->beams > 0) {
-        snprintf(beams, 24, "%ld", o->beams);
-        kv[n++] = (nr_kv_t){(char *)"num_beams", beams};
-    }
-    if (o->max_length > 0) {
-        snprintf(length, 24, "%ld", o->max_length);
-        kv[n++] = (nr_kv_t){(char *)"max_length", length};
-    }
-    if (o->voice[0]) kv[n++] = (nr_kv_t){(char *)"voice", (char *)o->voice};
-    return n;
 }
 
 /* ---- request bodies ---- */
@@ -964,10 +935,9 @@ static enum MHD_Result s_handle_status(struct MHD_Connection *conn, s_req_t *req
 /* 409 for a job that is not done (yet): says what state it is in. */
 static enum MHD_Result s_not_done(struct MHD_Connection *conn, s_req_t *req, const nr_msg_t *rec,
                                   const char *what) {
-    const char *state = nr_proto_kv_get(rec, "state");
-    const char *error = nr_proto_kv_get(rec, "error");
-    const char *msg = nr_proto_kv_get(rec, "error_message");
-    const char *stage = nr_proto_kv_get(rec, "stage");
+    nr_client_record_t r;
+    nr_client_record(rec, &r);
+    const char *state = r.state, *error = r.error, *msg = r.error_message, *stage = r.stage;
     if (state && (!strcmp(state, "failed") || !strcmp(state, "cancelled")))
         return s_send_error(conn, req, MHD_HTTP_CONFLICT, NR_ESTATE, NULL,
                             "job '%s' is %s (%s%s%s): it has no %s", req->id, state,
@@ -1136,10 +1106,10 @@ static enum MHD_Result s_handle_submit(struct MHD_Connection *conn, s_req_t *req
     if (req->route == S_R_SPEAK && !s_utf8_valid(req->body, req->size))
         return s_send_error(conn, req, MHD_HTTP_BAD_REQUEST, NR_ETEXT, NULL,
                             "the text to speak is not valid UTF-8 (or holds a NUL byte)");
-    nr_kv_t kv[3];
-    char beams[24], length[24], id[NR_CLIENT_ID_HEX + 1];
-    size_t n_kv = s_opts_kv(&req->opts, kv, beams, length);
-    int rc = nr_client_content_id(req->body, req->size, route, kv, n_kv, id);
+    nr_client_options_t opts;
+    nr_client_options(&opts, req->opts.beams, req->opts.max_length, req->opts.voice);
+    char id[NR_CLIENT_ID_HEX + 1];
+    int rc = nr_client_content_id(req->body, req->size, route, opts.kv, opts.n, id);
     if (rc) return s_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, rc, NULL,
                                 "cannot make a job id: %s", nr_strerror(rc));
     snprintf(req->id, sizeof req->id, "%s", id);
@@ -1147,22 +1117,22 @@ static enum MHD_Result s_handle_submit(struct MHD_Connection *conn, s_req_t *req
     if (!c) return s_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
-    rc = nr_client_submit(c, id, route, kv, n_kv, req->body, req->size, &reply);
+    rc = nr_client_submit(c, id, route, opts.kv, opts.n, req->body, req->size, &reply);
     s_metric_broker(gw, rc);
     if (rc) {
         nr_proto_msg_clear(&reply);
         return s_send_broker_error(conn, req, rc, "SUBMIT");
     }
-    const char *existing = nr_proto_kv_get(&reply, "existing");
-    int is_existing = existing && !strcmp(existing, "1");
+    nr_client_record_t rec;
+    nr_client_record(&reply, &rec);
+    int is_existing = rec.existing;
     s_recent_add(gw, id, route, req->name, req->size, is_existing);
     cJSON *j = cJSON_CreateObject();
     if (!j) {
         nr_proto_msg_clear(&reply);
         return MHD_NO;
     }
-    const char *state = nr_proto_kv_get(&reply, "state");
-    const char *stage = nr_proto_kv_get(&reply, "stage");
+    const char *state = rec.state, *stage = rec.stage;
     char url[96];
     snprintf(url, sizeof url, "/v1/jobs/%s", id);
     cJSON_AddStringToObject(j, "id", id);
