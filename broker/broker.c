@@ -168,7 +168,7 @@ static void s_maybe_evict(nr_broker_t *self, nr_broker_job_t *job) {
  * out_index); it is written at the next commit, before anything that
  * depends on it is sent. Memory only: kept at once. */
 int nr_bk_save(nr_broker_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
-                  size_t out_size, const char *counter) {
+               size_t out_size, nr_store_counter_t counter) {
     if (!self->store) {
         /* Memory only: keep outputs so FETCH works. */
         if (out && *out && out_index >= 0 && out_index < NR_PROTO_ROUTE_MAX) {
@@ -218,7 +218,7 @@ void nr_bk_fail(nr_broker_t *self, nr_broker_job_t *job, int code, const char *m
                    nr_errname(code), NULL);
     nr_log(NR_LOG_INFO, "job %s failed at %s: %s: %s", job->id, nr_broker_job_stage(job),
            nr_errname(code), message);
-    nr_bk_save(self, job, -1, NULL, 0, "failed"); /* leaves memory once written (s_on_saved) */
+    nr_bk_save(self, job, -1, NULL, 0, NR_STORE_FAILED); /* leaves memory once written (s_on_saved) */
 }
 
 /* An attempt went wrong (worker lost, deadline, retryable FAIL): queue it
@@ -244,7 +244,7 @@ void nr_bk_retry(nr_broker_t *self, nr_broker_job_t *job, int code, const char *
     nr_log(NR_LOG_INFO, "job %s: %s attempt %" PRIu32 " failed (%s: %s); retry in %" PRId64 " ms",
            job->id, nr_broker_job_stage(job), job->attempts, nr_errname(code), message,
            job->ready_ms - now);
-    nr_bk_save(self, job, -1, NULL, 0, "retried");
+    nr_bk_save(self, job, -1, NULL, 0, NR_STORE_RETRIED);
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
@@ -333,14 +333,14 @@ void nr_bk_recover_one(const char *id, void *arg) {
         /* A stale pending entry: saving the final state removes it (the job
          * leaves memory once that is written). */
         nr_broker_jobs_add(self->jobs, job);
-        nr_bk_save(self, job, -1, NULL, 0, NULL);
+        nr_bk_save(self, job, -1, NULL, 0, NR_STORE_COUNT_NONE);
         return;
     }
     if (job->state == NR_JOB_RUNNING) {
         job->state = NR_JOB_QUEUED; /* attempts kept */
         job->updated_ms = r->now;
         nr_broker_jobs_add(self->jobs, job);
-        nr_bk_save(self, job, -1, NULL, 0, NULL);
+        nr_bk_save(self, job, -1, NULL, 0, NR_STORE_COUNT_NONE);
     } else {
         nr_broker_jobs_add(self->jobs, job);
     }
@@ -483,7 +483,7 @@ static void s_flush(nr_broker_t *self) {
     self->need_flush = 0;
     for (size_t i = 0; i < n; i++) {
         if (!list[i]->dirty) continue;
-        if (nr_bk_save(self, list[i], -1, NULL, 0, NULL)) {
+        if (nr_bk_save(self, list[i], -1, NULL, 0, NR_STORE_COUNT_NONE)) {
             if (!nr_store_is_up(self->store)) break;
         } else {
             queued++;
@@ -584,7 +584,7 @@ void nr_broker_shutdown(nr_broker_t *self, int64_t now) {
                 job->state = NR_JOB_QUEUED;
                 job->updated_ms = now;
                 nr_broker_stage_push(s, job, 1);
-                nr_bk_save(self, job, -1, NULL, 0, NULL);
+                nr_bk_save(self, job, -1, NULL, 0, NR_STORE_COUNT_NONE);
                 requeued++;
             }
             nr_broker_stage_remove_worker(s, w);

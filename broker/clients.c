@@ -138,7 +138,7 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
     nr_broker_job_take_input(job, &msg->frames[0].data, msg->frames[0].size);
     if (!job->input && !(job->input = calloc(1, 1))) goto nomem;
     nr_broker_jobs_add(self->jobs, job);
-    if (nr_bk_save(self, job, -1, NULL, 0, "submitted")) {
+    if (nr_bk_save(self, job, -1, NULL, 0, NR_STORE_SUBMITTED)) {
         /* Not acknowledged, so not kept. */
         nr_broker_jobs_remove(self->jobs, job);
         nr_broker_job_destroy(&job);
@@ -209,7 +209,7 @@ void nr_bk_ack(nr_broker_t *self, nr_bk_out_t *e) {
             snprintf(e->msg.message, sizeof e->msg.message, "rerun");
         }
         job->guard = 0;
-        if (!nr_bk_reserve(self) && !nr_bk_save(self, job, -1, NULL, 0, NULL)) {
+        if (!nr_bk_reserve(self) && !nr_bk_save(self, job, -1, NULL, 0, NR_STORE_COUNT_NONE)) {
             nr_bk_post(self, NR_BK_OUT_ACK, e->identity, e->identity_size, &e->msg); /* room reserved */
             return;
         }
@@ -344,7 +344,7 @@ static void s_on_cancel(nr_broker_t *self, const uint8_t *identity, size_t size,
     job->input = NULL;
     self->count_cancelled++;
     nr_log(NR_LOG_INFO, "job %s cancelled at %s", job->id, nr_broker_job_stage(job));
-    nr_bk_save(self, job, -1, NULL, 0, "cancelled");
+    nr_bk_save(self, job, -1, NULL, 0, NR_STORE_CANCELLED);
     s_reply_job(self, identity, size, msg, job, 0, NULL, 0); /* sent once written */
 }
 

@@ -111,7 +111,7 @@ void nr_bk_retry(nr_broker_t *self, nr_broker_job_t *job, int code, const char *
  * out_index); it is written at the next commit, before anything that
  * depends on it is sent. Memory only: kept at once. */
 int nr_bk_save(nr_broker_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
-               size_t out_size, const char *counter);
+               size_t out_size, nr_store_counter_t counter);
 int nr_bk_send(nr_broker_t *self, nr_broker_side_t side, const uint8_t *identity, size_t size,
                const nr_msg_t *msg);
 /* Returns nr_bk_send's code: NR_ECONNECT means the worker is gone. */

@@ -232,16 +232,11 @@ int nr_store_maintain(nr_store_t *self, int64_t now) {
     return nr_store_connect(self) == 0 ? 1 : 0;
 }
 
-/* P:stats counters that a job can owe (job->unsaved_counts index). */
-static const char *const s_counters[] = {"submitted", "done", "failed", "cancelled", "retried"};
-#define S_N_COUNTERS (sizeof s_counters / sizeof s_counters[0])
-#define S_SUBMITTED 0
-
-static int s_counter_index(const char *name) {
-    for (size_t i = 0; name && i < S_N_COUNTERS; i++)
-        if (!strcmp(s_counters[i], name)) return (int)i;
-    return -1;
-}
+/* Names in P:stats of the counters (nr_store_counter_t order), which index
+ * job->stored.unsaved_counts. */
+static const char *const s_counters[NR_STORE_COUNTERS] = {"submitted", "done", "failed",
+                                                          "cancelled", "retried"};
+#define S_N_COUNTERS ((size_t)NR_STORE_COUNTERS)
 
 /* A save that failed on a lost connection may still have been applied by
  * Redis (EXEC ran, the reply was lost). Before writing a kept state again,
@@ -376,8 +371,8 @@ int nr_st_close_tx(nr_store_t *self) {
 /* Moves what the job kept from failed writes into save s: from here on it
  * travels with s, and comes back to the job only if s fails. */
 static void s_take_kept(struct nr_st_save *s, nr_broker_job_t *job) {
-    for (size_t k = 0; k < S_N_COUNTERS; k++) s->counts[k] += job->unsaved_counts[k];
-    memset(job->unsaved_counts, 0, sizeof job->unsaved_counts);
+    for (size_t k = 0; k < S_N_COUNTERS; k++) s->counts[k] += job->stored.unsaved_counts[k];
+    memset(job->stored.unsaved_counts, 0, sizeof job->stored.unsaved_counts);
     for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) {
         s->outs[i] = job->unsaved[i], s->out_sizes[i] = job->unsaved_size[i];
         job->unsaved[i] = NULL, job->unsaved_size[i] = 0;
@@ -385,14 +380,14 @@ static void s_take_kept(struct nr_st_save *s, nr_broker_job_t *job) {
     s->input = job->input_unsaved;
     s->reset = job->reset;
     job->input_unsaved = job->reset = 0;
-    job->dirty = job->maybe_landed = 0;
+    job->dirty = job->stored.maybe_landed = 0;
     job->saving++;
 }
 
 /* Gives the job back what failed save s carried. An output the job kept
  * meanwhile (a later save that failed at once) is newer and stays. */
 void nr_st_give_back(struct nr_st_save *s, nr_broker_job_t *job) {
-    for (size_t k = 0; k < S_N_COUNTERS; k++) job->unsaved_counts[k] += s->counts[k];
+    for (size_t k = 0; k < S_N_COUNTERS; k++) job->stored.unsaved_counts[k] += s->counts[k];
     for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) {
         if (!s->outs[i]) continue;
         if (job->unsaved[i]) {
@@ -406,7 +401,7 @@ void nr_st_give_back(struct nr_st_save *s, nr_broker_job_t *job) {
     if (s->reset) job->reset = 1;
     /* Only a lost reply may have landed, and only if nothing earlier of
      * this job surely failed (its data would be skipped with it). */
-    job->maybe_landed = s->unsure && (!job->dirty || job->maybe_landed);
+    job->stored.maybe_landed = s->unsure && (!job->dirty || job->stored.maybe_landed);
     job->dirty = 1;
 }
 
@@ -430,91 +425,69 @@ static int s_check(nr_store_t *self, nr_broker_job_t *job, int owed) {
         return NR_EREDIS;
     }
     s->replies = queued;
-    if (owed >= 0) job->unsaved_counts[owed]++;
+    if (owed >= 0) job->stored.unsaved_counts[owed]++;
     job->saving++;
     return 0;
 }
 
-int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
-                  size_t out_size, const char *counter) {
-    uint8_t *data = out ? *out : NULL;
-    if (out) *out = NULL;
-    if (data) {
-        if (out_index >= 0 && out_index < NR_PROTO_ROUTE_MAX) {
-            /* Written below with what the job kept; a stale kept copy is replaced. */
-            free(job->unsaved[out_index]);
-            job->unsaved[out_index] = data;
-            job->unsaved_size[out_index] = out_size;
-        } else {
-            free(data);
-            data = NULL;
-        }
-    }
-    int owed = s_counter_index(counter);
-    if (!self->ctx || (!self->cmd && !(self->cmd = malloc(sizeof(nr_st_cmd_t))))) goto err;
-    /* Only a flush (no new output, no counter) can find its state landed;
-     * it then settles as saved at commit, dropping what the job kept. */
-    if (job->dirty && job->maybe_landed && !job->reset && !data && !counter &&
-        s_already_saved(self, job)) {
-        struct nr_st_save *s = s_save_new(self, job);
-        if (!s) goto err;
-        s_take_kept(s, job);
-        job->record_saved = 0; /* what landed is not known field by field */
-        for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) free(s->outs[i]), s->outs[i] = NULL;
-        memset(s->counts, 0, sizeof s->counts);
-        s->input = s->reset = 0;
-        return 0;
-    }
-    if (!self->ctx) goto err;
-    if (job->guard == NR_STORE_GUARD) return s_check(self, job, owed);
-    /* Only what changed since the last landed save, when that one holds
-     * the whole record and nothing failed or is in flight since. */
-    const int delta = job->record_saved && !job->dirty && !job->saving && !job->reset;
-    struct nr_st_save *s = s_save_new(self, job);
-    if (!s) goto err;
-    s_take_kept(s, job);
-    s->fields_upto = job->fields_len;
-    s->fields_edits = job->fields_edits;
-    s->stage_index = job->stage_index;
-    s->error = job->error;
-    const int stage_moved = !delta || job->stage_index != job->saved_stage_index;
-    if (owed >= 0) s->counts[owed]++;
+/* A save that could not be queued: the job keeps its state, its output
+ * and the count (SUBMIT is refused when its save fails, so it never owes
+ * one). Returns NR_EREDIS. */
+static int s_fail_err(nr_broker_job_t *job, int owed) {
+    if (owed >= 0 && owed != NR_STORE_SUBMITTED) job->stored.unsaved_counts[owed]++;
+    job->dirty = 1;
+    job->stored.maybe_landed = 0;
+    return NR_EREDIS;
+}
 
-    const char *P = self->params.prefix;
-    const int final = nr_job_is_final(job);
-    const long ttl = self->params.retention_s;
-    int queued = 0;
-    nr_st_cmd_t *c = self->cmd;
-    const char *stage_name = nr_broker_job_stage(job);
-    int stage_known = 0;
-    for (int k = 0; k < self->n_stages_known && !stage_known; k++)
-        stage_known = !strcmp(self->stages_known[k], stage_name);
-    unsigned wrote_out = 0; /* outputs SET (with their TTL when final) below */
-    char key[256], route[512];
+/* A save being written: the commands go into self->cmd one at a time and
+ * are appended to the open transaction; `queued` counts them. */
+typedef struct {
+    nr_store_t *self;
+    nr_broker_job_t *job;
+    struct nr_st_save *s;
+    nr_st_cmd_t *c;
+    const char *P;          /* key prefix */
+    const char *stage_name; /* the job's current stage */
+    char key[256];          /* P:job:<id> */
+    int delta;              /* only what changed since the last landed save */
+    int stage_moved;        /* the stage (and pending sets) need writing */
+    int final;
+    long ttl;
+    int queued;
+    unsigned wrote_out;     /* outputs SET here (with their TTL when final) */
+} s_write_t;
 
-#define S_BEGIN() (c->argc = 0)
-    snprintf(key, sizeof key, "%s:job:%s", P, job->id);
-    if (s->reset) {
-        S_BEGIN();
+static void s_begin(s_write_t *w) { w->c->argc = 0; }
+static void s_end(s_write_t *w) { s_append(w->self, w->c, &w->queued); }
+
+/* The job hash: DEL first when the old record must go, then one HSET (or
+ * more when the fields outgrow one argv) of what changed. */
+static void s_write_record(s_write_t *w) {
+    nr_broker_job_t *job = w->job;
+    nr_st_cmd_t *c = w->c;
+    if (w->s->reset) {
+        s_begin(w);
         nr_st_str(c, "DEL");
-        nr_st_str(c, key);
-        s_append(self, c, &queued);
+        nr_st_str(c, w->key);
+        s_end(w);
     }
-    S_BEGIN();
+    s_begin(w);
     nr_st_str(c, "HSET");
-    nr_st_str(c, key);
+    nr_st_str(c, w->key);
     nr_st_str(c, "state"), nr_st_str(c, nr_job_state_name(job->state));
     nr_st_str(c, "attempts"), s_int(c, job->attempts);
     nr_st_str(c, "updated_ms"), s_int(c, job->updated_ms);
-    if (stage_moved) {
-        nr_st_str(c, "stage"), nr_st_str(c, stage_name);
+    if (w->stage_moved) {
+        nr_st_str(c, "stage"), nr_st_str(c, w->stage_name);
         nr_st_str(c, "stage_index"), s_int(c, job->stage_index);
     }
-    if (!delta || job->error || job->saved_error || job->error_message[0]) {
+    if (!w->delta || job->error || job->stored.saved_error || job->error_message[0]) {
         nr_st_str(c, "error"), nr_st_str(c, job->error ? nr_errname(job->error) : "");
         nr_st_str(c, "error_message"), nr_st_str(c, job->error_message);
     }
-    if (!delta) {
+    if (!w->delta) {
+        char route[512];
         nr_st_str(c, "id"), nr_st_str(c, job->id);
         nr_broker_job_route_string(job, route, sizeof route);
         nr_st_str(c, "route"), nr_st_str(c, route);
@@ -522,93 +495,179 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
     }
     /* The job's own fields go into the same HSET while they fit, so any
      * number fits the argv but a usual job is one command. */
-    for (uint32_t i = delta ? job->fields_saved : 0; i < job->fields_len; i++) {
+    for (uint32_t i = w->delta ? job->stored.fields_saved : 0; i < job->fields_len; i++) {
         if (c->argc >= 150) {
-            s_append(self, c, &queued);
-            S_BEGIN();
+            s_end(w);
+            s_begin(w);
             nr_st_str(c, "HSET");
-            nr_st_str(c, key);
+            nr_st_str(c, w->key);
         }
         nr_st_str(c, job->fields[i].key);
         nr_st_str(c, job->fields[i].value);
     }
-    s_append(self, c, &queued);
-    if (s->input && job->input) {
-        S_BEGIN();
+    s_end(w);
+}
+
+/* The input when unsaved, and the outputs this save carries. */
+static void s_write_blobs(s_write_t *w) {
+    nr_broker_job_t *job = w->job;
+    nr_st_cmd_t *c = w->c;
+    if (w->s->input && job->input) {
+        s_begin(w);
         nr_st_str(c, "SET");
-        s_key(c, P, ":input:", job->id, NULL);
+        s_key(c, w->P, ":input:", job->id, NULL);
         s_arg(c, job->input, job->input_size);
-        if (final) nr_st_str(c, "EX"), s_int(c, ttl);
-        s_append(self, c, &queued);
+        if (w->final) nr_st_str(c, "EX"), s_int(c, w->ttl);
+        s_end(w);
     }
     for (uint32_t i = 0; i < job->route_len; i++) {
-        if (!s->outs[i]) continue;
-        S_BEGIN();
+        if (!w->s->outs[i]) continue;
+        s_begin(w);
         nr_st_str(c, "SET");
-        s_key(c, P, ":out:", job->route[i], ":", job->id, NULL);
-        s_arg(c, s->outs[i], s->out_sizes[i]);
-        if (final) nr_st_str(c, "EX"), s_int(c, ttl);
-        s_append(self, c, &queued);
-        wrote_out |= 1u << i;
+        s_key(c, w->P, ":out:", job->route[i], ":", job->id, NULL);
+        s_arg(c, w->s->outs[i], w->s->out_sizes[i]);
+        if (w->final) nr_st_str(c, "EX"), s_int(c, w->ttl);
+        s_end(w);
+        w->wrote_out |= 1u << i;
     }
-    for (uint32_t i = 0; i < job->route_len && (stage_moved || final); i++) {
-        S_BEGIN();
-        if (!final && i == job->stage_index) {
+}
+
+/* Pending-set membership when the stage moved or the job ended; the stage
+ * name in P:stages; the retention TTLs of a finished job's blobs. */
+static void s_write_pending(s_write_t *w) {
+    nr_store_t *self = w->self;
+    nr_broker_job_t *job = w->job;
+    nr_st_cmd_t *c = w->c;
+    for (uint32_t i = 0; i < job->route_len && (w->stage_moved || w->final); i++) {
+        s_begin(w);
+        if (!w->final && i == job->stage_index) {
             nr_st_str(c, "ZADD");
-            s_key(c, P, ":pending:", job->route[i], NULL);
+            s_key(c, w->P, ":pending:", job->route[i], NULL);
             nr_st_str(c, "NX");
             s_int(c, job->updated_ms);
         } else {
             nr_st_str(c, "ZREM");
-            s_key(c, P, ":pending:", job->route[i], NULL);
+            s_key(c, w->P, ":pending:", job->route[i], NULL);
         }
         nr_st_str(c, job->id);
-        s_append(self, c, &queued);
+        s_end(w);
     }
-    if (!final) {
-        if (!stage_known) {
-            S_BEGIN();
-            nr_st_str(c, "SADD");
-            s_key(c, P, ":stages", NULL);
-            nr_st_str(c, stage_name);
-            s_append(self, c, &queued);
-            /* Known from now on; any failed save forgets every stage. */
-            if (self->n_stages_known < NR_PROTO_ROUTE_MAX) {
-                snprintf(self->stages_known[self->n_stages_known], sizeof self->stages_known[0],
-                         "%s", stage_name);
-                self->n_stages_known++;
-            }
+    if (!w->final) {
+        int stage_known = 0;
+        for (int k = 0; k < self->n_stages_known && !stage_known; k++)
+            stage_known = !strcmp(self->stages_known[k], w->stage_name);
+        if (stage_known) return;
+        s_begin(w);
+        nr_st_str(c, "SADD");
+        s_key(c, w->P, ":stages", NULL);
+        nr_st_str(c, w->stage_name);
+        s_end(w);
+        /* Known from now on; any failed save forgets every stage. */
+        if (self->n_stages_known < NR_PROTO_ROUTE_MAX) {
+            snprintf(self->stages_known[self->n_stages_known], sizeof self->stages_known[0], "%s",
+                     w->stage_name);
+            self->n_stages_known++;
         }
-    } else {
-        if (!(s->input && job->input)) {
-            S_BEGIN();
-            nr_st_str(c, "EXPIRE");
-            s_key(c, P, ":input:", job->id, NULL);
-            s_int(c, ttl);
-            s_append(self, c, &queued);
-        }
-        for (uint32_t i = 0; i < job->route_len; i++) {
-            if (wrote_out & (1u << i)) continue;
-            S_BEGIN();
-            nr_st_str(c, "EXPIRE");
-            s_key(c, P, ":out:", job->route[i], ":", job->id, NULL);
-            s_int(c, ttl);
-            s_append(self, c, &queued);
-        }
+        return;
     }
-    S_BEGIN();
+    if (!(w->s->input && job->input)) {
+        s_begin(w);
+        nr_st_str(c, "EXPIRE");
+        s_key(c, w->P, ":input:", job->id, NULL);
+        s_int(c, w->ttl);
+        s_end(w);
+    }
+    for (uint32_t i = 0; i < job->route_len; i++) {
+        if (w->wrote_out & (1u << i)) continue;
+        s_begin(w);
+        nr_st_str(c, "EXPIRE");
+        s_key(c, w->P, ":out:", job->route[i], ":", job->id, NULL);
+        s_int(c, w->ttl);
+        s_end(w);
+    }
+}
+
+/* One event in P:events. */
+static void s_write_event(s_write_t *w) {
+    nr_broker_job_t *job = w->job;
+    nr_st_cmd_t *c = w->c;
+    s_begin(w);
     nr_st_str(c, "XADD");
-    s_key(c, P, ":events", NULL);
-    nr_st_str(c, "MAXLEN"), nr_st_str(c, "~"), s_int(c, self->params.events_max);
+    s_key(c, w->P, ":events", NULL);
+    nr_st_str(c, "MAXLEN"), nr_st_str(c, "~"), s_int(c, w->self->params.events_max);
     nr_st_str(c, "*");
     nr_st_str(c, "id"), nr_st_str(c, job->id);
     nr_st_str(c, "state"), nr_st_str(c, nr_job_state_name(job->state));
-    nr_st_str(c, "stage"), nr_st_str(c, stage_name);
+    nr_st_str(c, "stage"), nr_st_str(c, w->stage_name);
     nr_st_str(c, "attempts"), s_int(c, job->attempts);
     nr_st_str(c, "error"), nr_st_str(c, job->error ? nr_errname(job->error) : "");
-    s_append(self, c, &queued);
-#undef S_BEGIN
-    if (!queued) { /* out of memory: not written, as if Redis were down */
+    s_end(w);
+}
+
+/* The job keeps a new output (data, of route index out_index) until a save
+ * carries it; a stale kept copy is replaced. Returns data, or NULL when
+ * out_index is out of range (then data is freed). */
+static uint8_t *s_keep_output(nr_broker_job_t *job, int out_index, uint8_t *data, size_t size) {
+    if (!data) return NULL;
+    if (out_index < 0 || out_index >= NR_PROTO_ROUTE_MAX) {
+        free(data);
+        return NULL;
+    }
+    free(job->unsaved[out_index]);
+    job->unsaved[out_index] = data;
+    job->unsaved_size[out_index] = size;
+    return data;
+}
+
+/* A kept state whose write may have landed (its reply was lost) and did:
+ * queues a save that writes nothing and settles as saved at commit,
+ * dropping what the job kept. 0, or NR_EREDIS. */
+static int s_save_landed(nr_store_t *self, nr_broker_job_t *job) {
+    struct nr_st_save *s = s_save_new(self, job);
+    if (!s) return NR_EREDIS;
+    s_take_kept(s, job);
+    job->stored.record_saved = 0; /* what landed is not known field by field */
+    for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) free(s->outs[i]), s->outs[i] = NULL;
+    memset(s->counts, 0, sizeof s->counts);
+    s->input = s->reset = 0;
+    return 0;
+}
+
+int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
+                  size_t out_size, nr_store_counter_t counter) {
+    uint8_t *data = s_keep_output(job, out_index, out ? *out : NULL, out_size);
+    if (out) *out = NULL;
+    int owed = counter >= 0 && counter < NR_STORE_COUNTERS ? (int)counter : -1;
+    if (!self->ctx || (!self->cmd && !(self->cmd = malloc(sizeof(nr_st_cmd_t))))) goto err;
+    /* Only a flush (no new output, no counter) can find its state landed;
+     * it then settles as saved at commit, dropping what the job kept. */
+    if (job->dirty && job->stored.maybe_landed && !job->reset && !data && owed < 0 &&
+        s_already_saved(self, job))
+        return s_save_landed(self, job) ? s_fail_err(job, owed) : 0;
+    if (!self->ctx) goto err;
+    if (job->guard == NR_STORE_GUARD) return s_check(self, job, owed);
+    /* Only what changed since the last landed save, when that one holds
+     * the whole record and nothing failed or is in flight since. */
+    const int delta = job->stored.record_saved && !job->dirty && !job->saving && !job->reset;
+    struct nr_st_save *s = s_save_new(self, job);
+    if (!s) goto err;
+    s_take_kept(s, job);
+    s->fields_upto = job->fields_len;
+    s->fields_edits = job->stored.fields_edits;
+    s->stage_index = job->stage_index;
+    s->error = job->error;
+    if (owed >= 0) s->counts[owed]++;
+
+    s_write_t w = {.self = self, .job = job, .s = s, .c = self->cmd, .P = self->params.prefix,
+                   .stage_name = nr_broker_job_stage(job), .delta = delta,
+                   .stage_moved = !delta || job->stage_index != job->stored.saved_stage_index,
+                   .final = nr_job_is_final(job), .ttl = self->params.retention_s};
+    snprintf(w.key, sizeof w.key, "%s:job:%s", w.P, job->id);
+    s_write_record(&w);
+    s_write_blobs(&w);
+    s_write_pending(&w);
+    s_write_event(&w);
+    if (!w.queued) { /* out of memory: not written, as if Redis were down */
         s_save_drop_last(self);
         job->saving--;
         nr_st_give_back(s, job);
@@ -616,13 +675,8 @@ int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t
     }
     /* Counted once per transaction, in the same MULTI/EXEC. */
     for (size_t k = 0; k < S_N_COUNTERS; k++) self->tx_counts[k] += s->counts[k];
-    s->replies = queued;
+    s->replies = w.queued;
     return 0;
 err:
-    /* Not written: the job keeps the state, its output and the count
-     * (SUBMIT is refused when its save fails, so it never owes one). */
-    if (owed >= 0 && owed != S_SUBMITTED) job->unsaved_counts[owed]++;
-    job->dirty = 1;
-    job->maybe_landed = 0;
-    return NR_EREDIS;
+    return s_fail_err(job, owed);
 }

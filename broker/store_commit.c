@@ -143,14 +143,14 @@ int nr_store_answered(nr_store_t *self, size_t n) {
 /* After save s settled: what the record now holds, for the next save. */
 static void s_note_record(const struct nr_st_save *s, nr_broker_job_t *job) {
     if (s->rc || !s->replies || s->check) {
-        job->record_saved = 0;
+        job->stored.record_saved = 0;
         return;
     }
-    job->record_saved = 1;
-    job->saved_stage_index = s->stage_index;
-    job->saved_error = s->error;
+    job->stored.record_saved = 1;
+    job->stored.saved_stage_index = s->stage_index;
+    job->stored.saved_error = s->error;
     /* A field replaced or dropped after this save was queued is not in it. */
-    job->fields_saved = job->fields_edits == s->fields_edits ? s->fields_upto : 0;
+    job->stored.fields_saved = job->stored.fields_edits == s->fields_edits ? s->fields_upto : 0;
 }
 
 void nr_store_settle(nr_store_t *self, size_t n, void (*fn)(nr_broker_job_t *job, int rc, void *arg),

@@ -62,7 +62,7 @@ struct nr_st_save {
     uint8_t *outs[NR_PROTO_ROUTE_MAX];
     size_t out_sizes[NR_PROTO_ROUTE_MAX];
     int input, reset;
-    /* What the record holds once this save lands (job.h record_saved),
+    /* What the record holds once this save lands (job.h stored.record_saved),
      * when it writes the record: it sent commands and is no id check. */
     uint32_t fields_upto, fields_edits, stage_index;
     int error;

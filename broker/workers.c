@@ -126,7 +126,7 @@ static void s_on_result(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg,
         job->state = NR_JOB_DONE;
         self->count_done++;
         nr_log(NR_LOG_DEBUG, "job %s done", job->id);
-        nr_bk_save(self, job, out_index, &out, out_size, "done"); /* takes out */
+        nr_bk_save(self, job, out_index, &out, out_size, NR_STORE_DONE); /* takes out */
         free(job->input);
         job->input = NULL;
     } else {
@@ -139,7 +139,7 @@ static void s_on_result(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg,
          * (without memory for one, dispatch reads it back from Redis). */
         uint8_t *input = out ? malloc(out_size ? out_size : 1) : NULL;
         if (input) memcpy(input, out, out_size);
-        nr_bk_save(self, job, out_index, &out, out_size, NULL); /* takes out */
+        nr_bk_save(self, job, out_index, &out, out_size, NR_STORE_COUNT_NONE); /* takes out */
         nr_broker_job_take_input(job, &input, out_size);
         nr_broker_stage_t *next = nr_bk_stage(self, nr_broker_job_stage(job), 1);
         if (next) {
@@ -268,7 +268,7 @@ static int s_dispatch_one(nr_broker_t *self, nr_broker_stage_t *s, nr_broker_job
     snprintf(key, sizeof key, "%s.attempts", s->name);
     snprintf(num, sizeof num, "%" PRIu32, job->attempts);
     nr_broker_job_set(job, key, num);
-    nr_bk_save(self, job, -1, NULL, 0, NULL);
+    nr_bk_save(self, job, -1, NULL, 0, NR_STORE_COUNT_NONE);
 
     /* The JOB leaves once the running state is written (nr_bk_send_job). */
     nr_msg_t m;
