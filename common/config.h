@@ -33,6 +33,15 @@ typedef struct {
 int nr_config_load(const nr_config_option_t *table, void *settings, const char *env_prefix,
                    int argc, char **argv, int *first_arg, char *err, size_t errlen);
 
+/* Reads one flag of the table at argv[*i] as nr_config_load reads its
+ * flags: "--name value", "--name=value", and for a boolean "--name",
+ * "--name=V" and "--no-name". Returns 1 when it was one (stored; *i is
+ * moved past a separate value), 0 when argv[*i] is no flag of the table,
+ * or NR_EINVAL with "--name ..." in err. For programs that take the
+ * table's flags among their own (narrate after its command word). */
+int nr_config_flag(const nr_config_option_t *table, void *settings, int argc, char **argv, int *i,
+                   char *err, size_t errlen);
+
 /* Prints one line per setting: flag, default, environment name, help. */
 void nr_config_print_help(FILE *out, const nr_config_option_t *table, const char *env_prefix);
 
