@@ -11,7 +11,13 @@
  * Replies: the functions below fill `reply` (which must be init'ed with
  * nr_proto_msg_init; it is cleared first) and return the broker's code:
  * 0, or a negative NR_E* code such as NR_ENOTFOUND or NR_EBUSY, with the
- * broker's message available from nr_client_error(). */
+ * broker's message available from nr_client_error().
+ *
+ * Threads: a client is one ZeroMQ socket and is not thread-safe; give each
+ * thread its own (the gateway keeps one per thread). The free functions
+ * below (ids, options, records) are pure and thread-safe. Strings: a
+ * returned const char * is the client's or the message's (see each), never
+ * the caller's to free. */
 #ifndef NR_CLIENT_H
 #define NR_CLIENT_H
 
@@ -41,10 +47,11 @@ void nr_client_destroy(nr_client_t **self_p);
  * refuses the key is never reached: requests fail with NR_ECONNECT. */
 int nr_client_set_curve(nr_client_t *self, const char *server_key, const char *secret_key_file);
 
-/* The endpoint the client talks to. */
+/* The endpoint the client talks to (lives as long as the client). */
 const char *nr_client_endpoint(const nr_client_t *self);
 /* Detail of the last error ("cannot reach the broker at tcp://...: is
- * narrator-broker running?", or the broker's message); "" when none. */
+ * narrator-broker running?", or the broker's message); "" when none. The
+ * text is the client's and changes with its next request. */
 const char *nr_client_error(const nr_client_t *self);
 /* Changes the per-request timeout (> 0 ms). */
 void nr_client_set_timeout(nr_client_t *self, int timeout_ms);
