@@ -249,26 +249,27 @@ void nr_bk_ack(nr_broker_t *self, nr_bk_out_t *e) {
     nr_bk_dispatch(self, first, self->now);
 }
 
-static void s_on_status(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
-    nr_broker_job_t *job = NULL, *loaded = NULL;
-    int rc = s_lookup(self, msg->id, &job, &loaded);
-    if (rc) {
+/* s_lookup, answering the request with the error when it fails. */
+static int s_lookup_or_reply(nr_broker_t *self, const uint8_t *identity, size_t size,
+                             nr_msg_t *msg, nr_broker_job_t **job, nr_broker_job_t **loaded) {
+    int rc = s_lookup(self, msg->id, job, loaded);
+    if (rc)
         s_reply_error(self, identity, size, msg, rc,
                       rc == NR_ENOTFOUND ? "no such job" : "cannot read the job record from redis");
-        return;
-    }
+    return rc;
+}
+
+static void s_on_status(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
+    nr_broker_job_t *job = NULL, *loaded = NULL;
+    if (s_lookup_or_reply(self, identity, size, msg, &job, &loaded)) return;
     s_reply_job(self, identity, size, msg, job, 0, NULL, 0);
     nr_broker_job_destroy(&loaded);
 }
 
 static void s_on_fetch(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
     nr_broker_job_t *job = NULL, *loaded = NULL;
-    int rc = s_lookup(self, msg->id, &job, &loaded);
-    if (rc) {
-        s_reply_error(self, identity, size, msg, rc,
-                      rc == NR_ENOTFOUND ? "no such job" : "cannot read the job record from redis");
-        return;
-    }
+    if (s_lookup_or_reply(self, identity, size, msg, &job, &loaded)) return;
+    int rc;
     int index = -1;
     if (msg->stage[0]) {
         for (uint32_t i = 0; i < job->route_len; i++)
@@ -318,12 +319,7 @@ done:
 static void s_on_cancel(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg,
                         int64_t now) {
     nr_broker_job_t *job = NULL, *loaded = NULL;
-    int rc = s_lookup(self, msg->id, &job, &loaded);
-    if (rc) {
-        s_reply_error(self, identity, size, msg, rc,
-                      rc == NR_ENOTFOUND ? "no such job" : "cannot read the job record from redis");
-        return;
-    }
+    if (s_lookup_or_reply(self, identity, size, msg, &job, &loaded)) return;
     if (nr_job_is_final(job)) {
         s_reply_job(self, identity, size, msg, job, NR_ESTATE, "job has already finished", 0);
         nr_broker_job_destroy(&loaded);

@@ -276,7 +276,7 @@ enum MHD_Result nr_gw_handle_status(struct MHD_Connection *conn, nr_gw_req_t *re
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int rc = req->method == NR_GW_M_DELETE ? nr_client_cancel(c, req->id, &reply)
-                                       : nr_client_status(c, req->id, &reply);
+                                           : nr_client_status(c, req->id, &reply);
     nr_gw_metrics_broker(req->gw, rc);
     if (rc == NR_ESTATE) {
         char state[32];
