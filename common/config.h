@@ -24,6 +24,12 @@ typedef struct {
 
 #define NR_CONFIG_END {NULL, NR_CONFIG_INT, 0, 0, NULL, 0, 0, NULL}
 
+/* One row for `field` of the settings struct TYPE (the offset, and the size
+ * when it is a STRING's char array), so a table cannot get them wrong. */
+#define NR_CONFIG_OPT(TYPE, name, type, min, max, def, field, help)                           \
+    {name, type, min, max, def, offsetof(TYPE, field),                                        \
+     type == NR_CONFIG_STRING ? sizeof(((TYPE *)0)->field) : 0, help}
+
 /* Fills `settings` from the table (ended by NR_CONFIG_END). The config file
  * is taken from --config FILE or <env_prefix>CONFIG. Flags are read from
  * argv[1] on and stop at the first argument that is not a flag; its index is
