@@ -1,5 +1,6 @@
-/* What narrate.c (the commands) and narrate_submit.c (`submit`, with its
- * window of jobs in flight and its progress bar) share; not an API. */
+/* What narrate.c (main, the commands), narrate_submit.c (`submit`, with its
+ * window of jobs in flight and its progress bar) and narrate_report.c (the
+ * helpers both use) share; not an API. */
 #ifndef NR_CLIENT_NARRATE_H
 #define NR_CLIENT_NARRATE_H
 

@@ -1,7 +1,8 @@
 /* The gateway's insides, shared by its files (not an API: gateway.h is).
  *
  *   gateway.c   lifecycle, libmicrohttpd callbacks, routing
- *   handlers.c  the answers (JSON, errors) and the route handlers
+ *   respond.c   answers: bodies, JSON, the API's error object, 405
+ *   handlers.c  the job and health route handlers
  *   body.c      options (query and form fields), request bodies, multipart
  *   record.c    a job record as the API's JSON
  *   static.c    the web page's files
@@ -132,7 +133,7 @@ typedef struct {
 } nr_gw_req_t;
 
 
-/* ---- handlers.c: answers ---- */
+/* ---- respond.c ---- */
 
 /* Queues `data` (malloc'd; taken, also on failure) with status and type,
  * and the response headers given as name, value pairs ended by NULL. */
