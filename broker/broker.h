@@ -1,7 +1,13 @@
 /* The broker's logic: client requests, worker messages, dispatch by credit,
  * heartbeats, leases, deadlines, retries and the record in the store. It
  * owns no socket: messages go out through a send callback and time comes in
- * as an argument, so tests drive it directly. */
+ * as an argument, so tests drive it directly. This header is the broker's
+ * whole API (broker/main.c and broker_metrics.c use nothing else).
+ *
+ * Not thread-safe: one thread drives a broker (narrator-broker's poll
+ * loop). Messages passed in are borrowed for the call; the broker may take
+ * payload frames out of them. Pointers it returns (nr_broker_find_job)
+ * stay valid until the next call into the broker. */
 #ifndef NR_BROKER_H
 #define NR_BROKER_H
 
@@ -94,5 +100,19 @@ size_t nr_broker_queued(nr_broker_t *self, const char *stage);
 size_t nr_broker_workers(nr_broker_t *self, const char *stage);
 /* Credit left on the worker with this identity, or -1 if unknown. */
 long nr_broker_worker_credit_of(nr_broker_t *self, const uint8_t *identity, size_t size);
+
+/* Metrics (broker_metrics.h lists the families). Borrows the registry
+ * (NULL: none); the hooks then count into it. */
+typedef struct nr_metrics nr_metrics_t;
+void nr_broker_set_metrics(nr_broker_t *self, nr_metrics_t *metrics);
+/* Calls fn once per stage the broker knows. */
+void nr_broker_each_stage(nr_broker_t *self,
+                          void (*fn)(const char *stage, size_t queued, size_t running,
+                                     size_t workers, void *arg),
+                          void *arg);
+/* Jobs done, failed and cancelled: the store's counters when it answers,
+ * else the broker's own counts since start. */
+void nr_broker_final_counts(nr_broker_t *self, uint64_t *done, uint64_t *failed,
+                            uint64_t *cancelled);
 
 #endif

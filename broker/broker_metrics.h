@@ -1,16 +1,16 @@
 /* The broker's Prometheus metrics (broker/METRICS.md documents each):
  * family names, their definitions, the hooks broker.c calls and the
- * scrape-time collection of gauges. The registry itself is metrics.h. */
+ * scrape-time collection of gauges. The registry itself is common/metrics.h;
+ * the broker's hooks into it are in broker.h (nr_broker_set_metrics). */
 #ifndef NR_BROKER_BROKER_METRICS_H
 #define NR_BROKER_BROKER_METRICS_H
 
-#include "broker/metrics.h"
+#include "broker/broker.h"
+#include "common/metrics.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct nr_broker nr_broker_t;
-typedef struct nr_store nr_store_t;
 
 #define NR_BM_JOBS "narrator_jobs"
 #define NR_BM_QUEUE_DEPTH "narrator_queue_depth"
@@ -33,18 +33,5 @@ int nr_broker_metrics_define(nr_metrics_t *metrics);
  * broker's own counts since start while Redis is down), queue depth and
  * live workers per stage, Redis errors and whether Redis is up. */
 void nr_broker_metrics_collect(nr_broker_t *broker, nr_store_t *store, nr_metrics_t *metrics);
-
-/* Implemented in broker.c. */
-/* Borrows the registry (NULL: none); the hooks then count into it. */
-void nr_broker_set_metrics(nr_broker_t *self, nr_metrics_t *metrics);
-/* Calls fn once per stage the broker knows. */
-void nr_broker_each_stage(nr_broker_t *self,
-                          void (*fn)(const char *stage, size_t queued, size_t running,
-                                     size_t workers, void *arg),
-                          void *arg);
-/* Jobs done, failed and cancelled: the store's counters when it answers,
- * else the broker's own counts since start. */
-void nr_broker_final_counts(nr_broker_t *self, uint64_t *done, uint64_t *failed,
-                            uint64_t *cancelled);
 
 #endif

@@ -57,8 +57,8 @@ int nr_broker_job_set(nr_broker_job_t *job, const char *key, const char *value) 
         if (!strcmp(job->fields[i].key, key)) {
             free(job->fields[i].value);
             job->fields[i].value = v;
-            if (i < job->fields_saved) job->fields_saved = i;
-            job->fields_edits++;
+            if (i < job->stored.fields_saved) job->stored.fields_saved = i;
+            job->stored.fields_edits++;
             return 0;
         }
     }
@@ -96,8 +96,8 @@ void nr_broker_job_clear_fields(nr_broker_job_t *job, const char *prefix) {
         if (!strncmp(job->fields[i].key, prefix, plen)) {
             free(job->fields[i].key);
             free(job->fields[i].value);
-            if (out < job->fields_saved) job->fields_saved = out;
-            job->fields_edits++;
+            if (out < job->stored.fields_saved) job->stored.fields_saved = out;
+            job->stored.fields_edits++;
         } else {
             job->fields[out++] = job->fields[i];
         }

@@ -43,20 +43,24 @@ typedef struct nr_broker_job {
     int input_unsaved;     /* input not yet written to the store */
     int dirty;             /* state not yet written to the store, nor queued to be */
     int reset;             /* the store's old record must be dropped first */
-    int maybe_landed;      /* dirty after a lost reply: the write may have been applied */
     uint32_t saving;       /* saves queued or in flight in the store, not settled (store.h) */
     int submitting;        /* SUBMIT written but not yet acknowledged (broker.c) */
     int guard;             /* new id: check it is free before the first write; store.h NR_STORE_* */
-    /* What the stored record holds (store.c keeps these): once a whole
-     * record has landed, a later save writes only what changed since. */
-    int record_saved;          /* a whole record landed and no save failed since */
-    uint32_t fields_saved;     /* fields[0, fields_saved) are stored as they are now */
-    uint32_t fields_edits;     /* bumped when a field is replaced or dropped */
-    uint32_t saved_stage_index;
-    int saved_error;
-    /* P:stats increments of saves that failed (Redis was down), written with
-     * the next save that succeeds; indexed by store.c's counter list. */
-    uint32_t unsaved_counts[8];
+    /* The store's own bookkeeping (store.c alone writes it; job.c lowers
+     * fields_saved when it edits a field). */
+    struct {
+        int maybe_landed; /* dirty after a lost reply: the write may have been applied */
+        /* What the stored record holds: once a whole record has landed, a
+         * later save writes only what changed since. */
+        int record_saved;       /* a whole record landed and no save failed since */
+        uint32_t fields_saved;  /* fields[0, fields_saved) are stored as they are now */
+        uint32_t fields_edits;  /* bumped when a field is replaced or dropped */
+        uint32_t saved_stage_index;
+        int saved_error;
+        /* P:stats increments of saves that failed (Redis was down), written
+         * with the next save that succeeds; by nr_store_counter_t. */
+        uint32_t unsaved_counts[8];
+    } stored;
     nr_broker_worker_t *worker; /* running: the lease holder */
     /* Links: stage queue and the table. */
     struct nr_broker_job *qprev, *qnext;

@@ -4,6 +4,7 @@
 #include "broker/broker_metrics.h"
 #include "broker/metrics_http.h"
 #include "broker/store.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -21,7 +22,6 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/time.h>
 
 #define S_ENV_PREFIX "NARRATOR_BROKER_"
 
@@ -48,9 +48,7 @@ typedef struct {
     long client_burst;
 } s_settings_t;
 
-#define S_OPT(name, type, min, max, def, field, help)                                         \
-    {name, type, min, max, def, offsetof(s_settings_t, field),                                \
-     type == NR_CONFIG_STRING ? sizeof(((s_settings_t *)0)->field) : 0, help}
+#define S_OPT(...) NR_CONFIG_OPT(s_settings_t, __VA_ARGS__)
 
 static const nr_config_option_t s_options[] = {
     S_OPT("client-endpoint", NR_CONFIG_STRING, 0, 0, "tcp://127.0.0.1:5555", client_endpoint,
@@ -99,12 +97,6 @@ static volatile sig_atomic_t s_stop = 0;
 static void s_on_signal(int sig) {
     (void)sig;
     s_stop = 1;
-}
-
-static int64_t s_now_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 typedef struct {
@@ -160,6 +152,218 @@ static void *s_bind(void *zctx, const char *endpoint, const nr_secure_settings_t
     return s;
 }
 
+/* Reads the settings: file, environment, flags (a password flag refused).
+ * Returns -1 to go on, else the exit code (0 after --help). */
+static int s_settings(int argc, char **argv, s_settings_t *st) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) break;
+        if (!strncmp(argv[i], "--redis-password", 16) &&
+            (argv[i][16] == '\0' || argv[i][16] == '=')) {
+            fprintf(stderr, "narrator-broker: --redis-password is refused on the command line "
+                            "(other users can read it); put redis-password in the --config file "
+                            "or set " S_ENV_PREFIX "REDIS_PASSWORD\n");
+            return 2;
+        }
+    }
+    memset(st, 0, sizeof *st);
+    int rc = nr_config_start(s_options, st, S_ENV_PREFIX, argc, argv, "narrator-broker",
+                             "Usage: narrator-broker [options]\n"
+                             "Routes jobs between narrate clients and stage workers; records them "
+                             "in Redis.\n\n");
+    if (rc == 1) return 0;
+    if (rc) return 2;
+    if (nr_log_set_level(st->log_level)) {
+        fprintf(stderr, "narrator-broker: log-level must be error, warn, info or debug\n");
+        return 2;
+    }
+    return -1;
+}
+
+/* The store's and the broker's params from the settings (the Redis
+ * password is wiped from st once copied). */
+static void s_params(s_settings_t *st, nr_store_params_t *sp, nr_broker_params_t *bp) {
+    nr_store_default_params(sp);
+    snprintf(sp->host, sizeof sp->host, "%s", st->redis_host);
+    sp->port = st->redis_port;
+    snprintf(sp->password, sizeof sp->password, "%s", st->redis_password);
+    snprintf(sp->prefix, sizeof sp->prefix, "%s", st->redis_prefix);
+    sp->retention_s = st->retention_s;
+    memset(st->redis_password, 0, sizeof st->redis_password);
+
+    nr_broker_default_params(bp);
+    bp->heartbeat_ms = st->heartbeat_ms;
+    bp->heartbeat_liveness = st->heartbeat_liveness;
+    bp->job_deadline_ms = st->job_deadline_ms;
+    snprintf(bp->stage_deadlines, sizeof bp->stage_deadlines, "%s", st->stage_deadlines);
+    bp->max_attempts = st->max_attempts;
+    bp->queue_bound = st->queue_bound;
+    bp->retry_backoff_ms = st->retry_backoff_ms;
+    bp->client_rate = st->client_rate;
+    bp->client_burst = st->client_burst;
+    bp->pipelined = 1; /* the broker reads on while Redis writes */
+    if (bp->retry_backoff_max_ms < bp->retry_backoff_ms * 32)
+        bp->retry_backoff_max_ms = bp->retry_backoff_ms * 32;
+}
+
+/* Everything the running broker holds; s_close frees what s_open made. */
+typedef struct {
+    void *zctx;
+    nr_secure_zap_t *zap;
+    s_sockets_t sk;
+    nr_store_t *store;
+    nr_broker_t *broker;
+    nr_metrics_t *metrics;
+    nr_metrics_http_t *http;
+    s_scrape_t scrape;
+    long heartbeat_ms;
+} s_app_t;
+
+/* The Prometheus registry and its HTTP listener. 0, or -1 (logged). */
+static int s_open_metrics(s_app_t *app, const char *listen) {
+    char err[512];
+    app->metrics = nr_metrics_new();
+    if (!app->metrics || nr_broker_metrics_define(app->metrics)) {
+        nr_log(NR_LOG_ERROR, "cannot set up metrics (out of memory)");
+        return -1;
+    }
+    app->scrape = (s_scrape_t){app->broker, app->store, app->metrics};
+    app->http = nr_metrics_http_new(listen, s_render, &app->scrape, err, sizeof err);
+    if (!app->http) {
+        nr_log(NR_LOG_ERROR, "%s", err);
+        return -1;
+    }
+    nr_broker_set_metrics(app->broker, app->metrics);
+    nr_log(NR_LOG_INFO, "metrics on http://%s/metrics", listen);
+    return 0;
+}
+
+/* ZeroMQ, CURVE's ZAP handler, both sockets, the store, the broker and
+ * metrics. 0, or -1 (logged; s_close frees what was made). */
+static int s_open(s_app_t *app, const s_settings_t *st, const nr_secure_settings_t *secure,
+                  int curve, const nr_store_params_t *sp, const nr_broker_params_t *bp) {
+    char err[512];
+    app->heartbeat_ms = bp->heartbeat_ms;
+    app->zctx = zmq_ctx_new();
+    if (!app->zctx) return -1;
+    if (curve) {
+        app->zap = nr_secure_zap_new(app->zctx, secure->allow_dir, err, sizeof err);
+        if (!app->zap) {
+            nr_log(NR_LOG_ERROR, "%s", err);
+            return -1;
+        }
+        nr_log(NR_LOG_INFO, "CURVE on: peers allowed from %s", secure->allow_dir);
+    }
+    app->sk.clients = s_bind(app->zctx, st->client_endpoint, curve ? secure : NULL);
+    app->sk.workers = app->sk.clients ? s_bind(app->zctx, st->worker_endpoint, curve ? secure : NULL)
+                                      : NULL;
+    if (!app->sk.workers) return -1;
+    app->store = nr_store_new(sp);
+    app->broker = app->store ? nr_broker_new(bp, app->store, s_send, &app->sk, err, sizeof err) : NULL;
+    if (!app->broker) {
+        nr_log(NR_LOG_ERROR, "%s", app->store ? err : "out of memory");
+        return -1;
+    }
+    if (st->metrics_listen[0] && s_open_metrics(app, st->metrics_listen)) return -1;
+    return 0;
+}
+
+static void s_close(s_app_t *app) {
+    nr_metrics_http_destroy(&app->http);
+    nr_broker_destroy(&app->broker);
+    nr_metrics_destroy(&app->metrics);
+    nr_store_destroy(&app->store);
+    if (app->sk.clients) zmq_close(app->sk.clients);
+    if (app->sk.workers) zmq_close(app->sk.workers);
+    nr_secure_zap_destroy(&app->zap);
+    if (app->zctx) zmq_ctx_term(app->zctx);
+}
+
+static void s_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Reads up to a batch of messages from one side (0: clients, 1: workers)
+ * and hands each to the broker. */
+static void s_read_side(s_app_t *app, int side, void *socket, nr_msg_t *msg) {
+    uint8_t identity[256];
+    size_t identity_size;
+    char err[512];
+    for (int k = 0; k < 64 && !s_stop; k++) {
+        int events = 0;
+        size_t elen = sizeof events;
+        if (k > 0 && (zmq_getsockopt(socket, ZMQ_EVENTS, &events, &elen) || !(events & ZMQ_POLLIN)))
+            break;
+        identity_size = 0;
+        nr_proto_msg_clear(msg);
+        int rc = nr_proto_recv(socket, identity, &identity_size, msg, err, sizeof err);
+        int64_t now = nr_clock_wall_ms();
+        if (rc == NR_EIO) {
+            if (zmq_errno() == EAGAIN || zmq_errno() == EINTR) break;
+            nr_log(NR_LOG_WARN, "receive: %s", err);
+            break;
+        }
+        if (side == 0) {
+            if (rc) {
+                nr_metrics_add(app->metrics, NR_BM_REJECTED, 1, "socket", "clients", NULL);
+                nr_broker_client_error(app->broker, identity, identity_size, rc, err);
+            }
+            else nr_broker_client_message(app->broker, identity, identity_size, msg, now);
+        } else {
+            if (rc) {
+                nr_metrics_add(app->metrics, NR_BM_REJECTED, 1, "socket", "workers", NULL);
+                nr_log(NR_LOG_WARN, "malformed worker message dropped: %s", err);
+            }
+            else nr_broker_worker_message(app->broker, identity, identity_size, msg, now);
+        }
+    }
+}
+
+/* One turn of the loop: tick, wait on both sockets, Redis's answer and
+ * the metrics listener, then read. 0, or -1 when polling failed. */
+static int s_turn(s_app_t *app, nr_msg_t *msg) {
+    int64_t now = nr_clock_wall_ms();
+    int64_t wake = nr_broker_tick(app->broker, now);
+    long timeout = wake > now ? (long)(wake - now) : 0;
+    if (timeout > app->heartbeat_ms) timeout = app->heartbeat_ms;
+    zmq_pollitem_t items[2 + 2 + NR_METRICS_HTTP_CONNS] = {{app->sk.clients, 0, ZMQ_POLLIN, 0},
+                                                           {app->sk.workers, 0, ZMQ_POLLIN, 0}};
+    int nitems = 2;
+    int redis_fd = nr_broker_store_fd(app->broker); /* writes in flight: their answer */
+    if (redis_fd >= 0) items[nitems++] = (zmq_pollitem_t){NULL, redis_fd, ZMQ_POLLIN, 0};
+    const int first_http = nitems;
+    if (app->http) {
+        int fds[1 + NR_METRICS_HTTP_CONNS], wr[1 + NR_METRICS_HTTP_CONNS];
+        size_t nf = nr_metrics_http_fds(app->http, fds, wr, 1 + NR_METRICS_HTTP_CONNS);
+        for (size_t i = 0; i < nf; i++)
+            items[nitems++] = (zmq_pollitem_t){NULL, fds[i], wr[i] ? ZMQ_POLLOUT : ZMQ_POLLIN, 0};
+        if (nr_metrics_http_busy(app->http) && timeout > 1000) timeout = 1000;
+    }
+    int n = zmq_poll(items, nitems, timeout);
+    if (n < 0) {
+        if (zmq_errno() == EINTR) return 0;
+        nr_log(NR_LOG_ERROR, "zmq_poll: %s", zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    if (app->http) {
+        int ready = nr_metrics_http_busy(app->http);
+        for (int i = first_http; i < nitems; i++) ready |= items[i].revents != 0;
+        if (ready) nr_metrics_http_service(app->http, nr_clock_wall_ms());
+    }
+    /* Up to a batch from each side per turn, so neither starves the
+     * other; their Redis writes go out together at the commit. */
+    nr_broker_begin(app->broker, nr_clock_wall_ms());
+    for (int side = 0; side < 2; side++)
+        if (items[side].revents & ZMQ_POLLIN) s_read_side(app, side, items[side].socket, msg);
+    nr_broker_commit(app->broker, nr_clock_wall_ms());
+    return 0;
+}
+
 int main(int argc, char **argv) {
     nr_log_set_component("broker");
 #ifdef __GLIBC__
@@ -171,31 +375,12 @@ int main(int argc, char **argv) {
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
 #endif
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--")) break;
-        if (!strncmp(argv[i], "--redis-password", 16) &&
-            (argv[i][16] == '\0' || argv[i][16] == '=')) {
-            fprintf(stderr, "narrator-broker: --redis-password is refused on the command line "
-                            "(other users can read it); put redis-password in the --config file "
-                            "or set " S_ENV_PREFIX "REDIS_PASSWORD\n");
-            return 2;
-        }
-    }
     s_settings_t st;
-    memset(&st, 0, sizeof st);
-    char err[512];
-    int rc = nr_config_start(s_options, &st, S_ENV_PREFIX, argc, argv, "narrator-broker",
-                             "Usage: narrator-broker [options]\n"
-                             "Routes jobs between narrate clients and stage workers; records them "
-                             "in Redis.\n\n");
-    if (rc == 1) return 0;
-    if (rc) return 2;
-    if (nr_log_set_level(st.log_level)) {
-        fprintf(stderr, "narrator-broker: log-level must be error, warn, info or debug\n");
-        return 2;
-    }
+    int rc = s_settings(argc, argv, &st);
+    if (rc >= 0) return rc;
 
     /* CURVE + ZAP on both sockets (proto/secure.h): both settings or none. */
+    char err[512];
     nr_secure_settings_t secure;
     memset(&secure, 0, sizeof secure);
     snprintf(secure.secret_key_file, sizeof secure.secret_key_file, "%s", st.curve_secret_key_file);
@@ -205,169 +390,29 @@ int main(int argc, char **argv) {
         fprintf(stderr, "narrator-broker: %s\n", err);
         return 2;
     }
-
     nr_store_params_t sp;
-    nr_store_default_params(&sp);
-    snprintf(sp.host, sizeof sp.host, "%s", st.redis_host);
-    sp.port = st.redis_port;
-    snprintf(sp.password, sizeof sp.password, "%s", st.redis_password);
-    snprintf(sp.prefix, sizeof sp.prefix, "%s", st.redis_prefix);
-    sp.retention_s = st.retention_s;
-    memset(st.redis_password, 0, sizeof st.redis_password);
-
     nr_broker_params_t bp;
-    nr_broker_default_params(&bp);
-    bp.heartbeat_ms = st.heartbeat_ms;
-    bp.heartbeat_liveness = st.heartbeat_liveness;
-    bp.job_deadline_ms = st.job_deadline_ms;
-    snprintf(bp.stage_deadlines, sizeof bp.stage_deadlines, "%s", st.stage_deadlines);
-    bp.max_attempts = st.max_attempts;
-    bp.queue_bound = st.queue_bound;
-    bp.retry_backoff_ms = st.retry_backoff_ms;
-    bp.client_rate = st.client_rate;
-    bp.client_burst = st.client_burst;
-    bp.pipelined = 1; /* the broker reads on while Redis writes */
-    if (bp.retry_backoff_max_ms < bp.retry_backoff_ms * 32) bp.retry_backoff_max_ms = bp.retry_backoff_ms * 32;
+    s_params(&st, &sp, &bp);
 
     int status = 1;
-    nr_store_t *store = NULL;
-    nr_broker_t *broker = NULL;
-    s_sockets_t sk = {NULL, NULL};
-    nr_metrics_t *metrics = NULL;
-    nr_metrics_http_t *http = NULL;
-    s_scrape_t scrape = {NULL, NULL, NULL};
-    nr_secure_zap_t *zap = NULL;
-    void *zctx = zmq_ctx_new();
-    if (!zctx) goto done;
-    if (curve) {
-        zap = nr_secure_zap_new(zctx, secure.allow_dir, err, sizeof err);
-        if (!zap) {
-            nr_log(NR_LOG_ERROR, "%s", err);
-            goto done;
-        }
-        nr_log(NR_LOG_INFO, "CURVE on: peers allowed from %s", secure.allow_dir);
-    }
-    sk.clients = s_bind(zctx, st.client_endpoint, curve ? &secure : NULL);
-    sk.workers = sk.clients ? s_bind(zctx, st.worker_endpoint, curve ? &secure : NULL) : NULL;
-    if (!sk.workers) goto done;
-    store = nr_store_new(&sp);
-    broker = store ? nr_broker_new(&bp, store, s_send, &sk, err, sizeof err) : NULL;
-    if (!broker) {
-        nr_log(NR_LOG_ERROR, "%s", store ? err : "out of memory");
-        goto done;
-    }
-    if (st.metrics_listen[0]) {
-        metrics = nr_metrics_new();
-        if (!metrics || nr_broker_metrics_define(metrics)) {
-            nr_log(NR_LOG_ERROR, "cannot set up metrics (out of memory)");
-            goto done;
-        }
-        scrape = (s_scrape_t){broker, store, metrics};
-        http = nr_metrics_http_new(st.metrics_listen, s_render, &scrape, err, sizeof err);
-        if (!http) {
-            nr_log(NR_LOG_ERROR, "%s", err);
-            goto done;
-        }
-        nr_broker_set_metrics(broker, metrics);
-        nr_log(NR_LOG_INFO, "metrics on http://%s/metrics", st.metrics_listen);
-    }
-
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = s_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
+    s_app_t app;
+    memset(&app, 0, sizeof app);
+    if (s_open(&app, &st, &secure, curve, &sp, &bp)) goto done;
+    s_signals();
     nr_log(NR_LOG_INFO, "clients on %s, workers on %s, redis %s:%ld prefix '%s'",
            st.client_endpoint, st.worker_endpoint, sp.host, sp.port, sp.prefix);
-    nr_broker_start(broker, s_now_ms()); /* Redis down: logged, retried by tick */
+    nr_broker_start(app.broker, nr_clock_wall_ms()); /* Redis down: logged, retried by tick */
 
-    uint8_t identity[256];
-    size_t identity_size;
     nr_msg_t msg;
     nr_proto_msg_init(&msg);
-    while (!s_stop) {
-        int64_t now = s_now_ms();
-        int64_t wake = nr_broker_tick(broker, now);
-        long timeout = wake > now ? (long)(wake - now) : 0;
-        if (timeout > bp.heartbeat_ms) timeout = bp.heartbeat_ms;
-        zmq_pollitem_t items[2 + 2 + NR_METRICS_HTTP_CONNS] = {{sk.clients, 0, ZMQ_POLLIN, 0},
-                                                               {sk.workers, 0, ZMQ_POLLIN, 0}};
-        int nitems = 2;
-        int redis_fd = nr_broker_store_fd(broker); /* writes in flight: their answer */
-        if (redis_fd >= 0) items[nitems++] = (zmq_pollitem_t){NULL, redis_fd, ZMQ_POLLIN, 0};
-        const int first_http = nitems;
-        if (http) {
-            int fds[1 + NR_METRICS_HTTP_CONNS], wr[1 + NR_METRICS_HTTP_CONNS];
-            size_t nf = nr_metrics_http_fds(http, fds, wr, 1 + NR_METRICS_HTTP_CONNS);
-            for (size_t i = 0; i < nf; i++)
-                items[nitems++] = (zmq_pollitem_t){NULL, fds[i], wr[i] ? ZMQ_POLLOUT : ZMQ_POLLIN, 0};
-            if (nr_metrics_http_busy(http) && timeout > 1000) timeout = 1000;
-        }
-        int n = zmq_poll(items, nitems, timeout);
-        if (n < 0) {
-            if (zmq_errno() == EINTR) continue;
-            nr_log(NR_LOG_ERROR, "zmq_poll: %s", zmq_strerror(zmq_errno()));
-            break;
-        }
-        if (http) {
-            int ready = nr_metrics_http_busy(http);
-            for (int i = first_http; i < nitems; i++) ready |= items[i].revents != 0;
-            if (ready) nr_metrics_http_service(http, s_now_ms());
-        }
-        /* Up to a batch from each side per turn, so neither starves the
-         * other; their Redis writes go out together at the commit. */
-        nr_broker_begin(broker, s_now_ms());
-        for (int side = 0; side < 2; side++) {
-            if (!(items[side].revents & ZMQ_POLLIN)) continue;
-            for (int k = 0; k < 64 && !s_stop; k++) {
-                int events = 0;
-                size_t elen = sizeof events;
-                if (k > 0 && (zmq_getsockopt(items[side].socket, ZMQ_EVENTS, &events, &elen) ||
-                              !(events & ZMQ_POLLIN)))
-                    break;
-                identity_size = 0;
-                nr_proto_msg_clear(&msg);
-                rc = nr_proto_recv(items[side].socket, identity, &identity_size, &msg, err,
-                                   sizeof err);
-                now = s_now_ms();
-                if (rc == NR_EIO) {
-                    if (zmq_errno() == EAGAIN || zmq_errno() == EINTR) break;
-                    nr_log(NR_LOG_WARN, "receive: %s", err);
-                    break;
-                }
-                if (side == 0) {
-                    if (rc) {
-                        nr_metrics_add(metrics, NR_BM_REJECTED, 1, "socket", "clients", NULL);
-                        nr_broker_client_error(broker, identity, identity_size, rc, err);
-                    }
-                    else nr_broker_client_message(broker, identity, identity_size, &msg, now);
-                } else {
-                    if (rc) {
-                        nr_metrics_add(metrics, NR_BM_REJECTED, 1, "socket", "workers", NULL);
-                        nr_log(NR_LOG_WARN, "malformed worker message dropped: %s", err);
-                    }
-                    else nr_broker_worker_message(broker, identity, identity_size, &msg, now);
-                }
-            }
-        }
-        nr_broker_commit(broker, s_now_ms());
+    while (!s_stop && s_turn(&app, &msg) == 0) {
     }
     nr_proto_msg_clear(&msg);
     nr_log(NR_LOG_INFO, "signal received: stopping");
-    nr_broker_stop_accepting(broker);
-    nr_broker_shutdown(broker, s_now_ms());
+    nr_broker_stop_accepting(app.broker);
+    nr_broker_shutdown(app.broker, nr_clock_wall_ms());
     status = 0;
 done:
-    nr_metrics_http_destroy(&http);
-    nr_broker_destroy(&broker);
-    nr_metrics_destroy(&metrics);
-    nr_store_destroy(&store);
-    if (sk.clients) zmq_close(sk.clients);
-    if (sk.workers) zmq_close(sk.workers);
-    nr_secure_zap_destroy(&zap);
-    if (zctx) zmq_ctx_term(zctx);
+    s_close(&app);
     return status;
 }

@@ -1,6 +1,6 @@
 /* Minimal non-blocking HTTP listener for /metrics (see metrics_http.h). */
 #include "broker/metrics_http.h"
-#include "broker/metrics.h"
+#include "common/metrics.h"
 #include "common/error.h"
 #include "common/log.h"
 

@@ -16,7 +16,12 @@
  * be answered while the broker works on (see nr_store_save and
  * nr_store_send). When Redis is unreachable every call returns NR_EREDIS
  * at once and nr_store_maintain() reconnects with backoff (1 s doubling
- * to 32 s). */
+ * to 32 s).
+ *
+ * Not thread-safe: the store belongs to the broker's one thread. Strings
+ * it returns (nr_store_error) live until the next call into the store;
+ * blobs and jobs it hands out (nr_store_get_blob, nr_store_load) are the
+ * caller's. */
 #ifndef NR_BROKER_STORE_H
 #define NR_BROKER_STORE_H
 
@@ -59,13 +64,27 @@ const char *nr_store_error(const nr_store_t *self);
  * commands answered with an error), for metrics. */
 uint64_t nr_store_errors(const nr_store_t *self);
 
+/* The P:stats counters a save can raise by one (their names in Redis are
+ * the lower-case words: "submitted", "done", ...). An enum rather than a
+ * name, so a misspelt counter does not compile instead of counting
+ * nothing. */
+typedef enum {
+    NR_STORE_COUNT_NONE = -1,
+    NR_STORE_SUBMITTED = 0,
+    NR_STORE_DONE,
+    NR_STORE_FAILED,
+    NR_STORE_CANCELLED,
+    NR_STORE_RETRIED,
+    NR_STORE_COUNTERS
+} nr_store_counter_t;
+
 /* Group commit. A save queues the commands of the job's state (the
  * whole record the first time and after any failed save; afterwards only
- * what changed since the last landed save: job.h record_saved), its
+ * what changed since the last landed save: job.h stored.record_saved), its
  * pending-set membership, the input if unsaved, the output
  * *out of route index out_index (-1 for none) and any outputs kept from
  * earlier failed writes, TTLs when final, one event, and `counter` (+1 in
- * P:stats, may be NULL) into the open transaction (MULTI ... EXEC, the
+ * P:stats, or NR_STORE_COUNT_NONE) into the open transaction (MULTI ... EXEC, the
  * counters summed into one HINCRBY each at its end); nothing is sent until
  * nr_store_send (or nr_store_commit), which sends every queued save at once,
  * so N state changes cost one round trip. A read (load, get_blob,
@@ -77,7 +96,7 @@ uint64_t nr_store_errors(const nr_store_t *self);
  * or NR_EREDIS at once when Redis is down (the job is dirty and keeps the
  * output for a later save). */
 int nr_store_save(nr_store_t *self, nr_broker_job_t *job, int out_index, uint8_t **out,
-                  size_t out_size, const char *counter);
+                  size_t out_size, nr_store_counter_t counter);
 /* A job whose job->guard is NR_STORE_GUARD when saved (a SUBMIT of an id
  * not in the broker's memory) is only checked: the save is one HGET of the
  * state of the record that has the id, and writes nothing (its counter is

@@ -117,13 +117,9 @@ static int s_voice(const char *text, char *out, char *err, size_t errlen) {
     size_t n = strlen(text);
     if (n == 0 || n > NR_CLI_VOICE_MAX)
         return nr_seterr(err, errlen, NR_EINVAL, "--voice must be 1..%d characters", NR_CLI_VOICE_MAX);
-    for (size_t i = 0; i < n; i++) {
-        char c = text[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-' || c == '.'))
-            return nr_seterr(err, errlen, NR_EINVAL,
-                             "--voice '%s': only letters, digits, '_', '-' and '.' are allowed", text);
-    }
+    if (!nr_client_voice_valid(text))
+        return nr_seterr(err, errlen, NR_EINVAL,
+                         "--voice '%s': only letters, digits, '_', '-' and '.' are allowed", text);
     memcpy(out, text, n + 1);
     return 0;
 }
@@ -179,57 +175,6 @@ static int s_opt(int argc, char **argv, int *i, const char *name, const char *al
         return nr_seterr(err, errlen, NR_EINVAL, "option %s needs a value", name);
     }
     if (!**value) return nr_seterr(err, errlen, NR_EINVAL, "option %s needs a non-empty value", name);
-    return 1;
-}
-
-/* A global setting of the s_settings table given after the command:
- * "--name value", "--name=value", and for a boolean "--name", "--name=V"
- * and "--no-name". Values are checked as nr_config_load checks them before
- * the command. Returns 1 when argv[*i] was one (stored), 0 when it is not
- * a global setting, or NR_EINVAL. */
-static int s_global(nr_cli_t *self, int argc, char **argv, int *i, char *err, size_t errlen) {
-    const char *arg = argv[*i];
-    if (strncmp(arg, "--", 2) || !arg[2]) return 0;
-    const char *name = arg + 2, *eq = strchr(name, '=');
-    size_t len = eq ? (size_t)(eq - name) : strlen(name);
-    const nr_config_option_t *o = NULL;
-    int negated = 0;
-    for (const nr_config_option_t *t = s_settings; t->name && !o; t++)
-        if (strlen(t->name) == len && !strncmp(t->name, name, len)) o = t;
-    if (!o && !eq && len > 3 && !strncmp(name, "no-", 3))
-        for (const nr_config_option_t *t = s_settings; t->name && !o; t++)
-            if (t->type == NR_CONFIG_BOOL && strlen(t->name) == len - 3 &&
-                !strncmp(t->name, name + 3, len - 3)) {
-                o = t;
-                negated = 1;
-            }
-    if (!o) return 0;
-    char *field = (char *)self + o->offset;
-    if (o->type == NR_CONFIG_BOOL) {
-        int v = !negated;
-        if (eq) {
-            const char *x = eq + 1;
-            if (!strcmp(x, "1") || !strcmp(x, "true") || !strcmp(x, "yes") || !strcmp(x, "on")) v = 1;
-            else if (!strcmp(x, "0") || !strcmp(x, "false") || !strcmp(x, "no") || !strcmp(x, "off")) v = 0;
-            else return nr_seterr(err, errlen, NR_EINVAL, "--%s must be true or false, got '%s'", o->name, x);
-        }
-        *(int *)field = v;
-        return 1;
-    }
-    const char *value;
-    if (eq) value = eq + 1;
-    else if (*i + 1 < argc) value = argv[++*i];
-    else return nr_seterr(err, errlen, NR_EINVAL, "option --%s needs a value", o->name);
-    if (o->type == NR_CONFIG_INT) {
-        char flag[64];
-        snprintf(flag, sizeof flag, "--%s", o->name);
-        int rc = s_number(flag, value, o->min, o->max, (long *)field, err, errlen);
-        return rc ? rc : 1;
-    }
-    if (strlen(value) >= o->size)
-        return nr_seterr(err, errlen, NR_EINVAL, "--%s is too long (at most %zu bytes)", o->name,
-                         o->size - 1);
-    memcpy(field, value, strlen(value) + 1);
     return 1;
 }
 
@@ -348,7 +293,7 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
                 return rc;
         } else if ((rc = s_opt(argc, argv, &i, "--config", NULL, 1, &v, err, errlen))) {
             if (rc < 0) return rc;
-        } else if ((rc = s_global(self, argc, argv, &i, err, errlen))) {
+        } else if ((rc = nr_config_flag(s_settings, self, argc, argv, &i, err, errlen))) {
             if (rc < 0) return rc;
         } else if ((rc = s_opt(argc, argv, &i, "-q", NULL, 0, &v, err, errlen))) {
             if (rc < 0) return rc;

@@ -15,6 +15,8 @@
 #ifndef NR_CLIENT_CLI_H
 #define NR_CLIENT_CLI_H
 
+#include "client/client.h"
+
 #include <stddef.h>
 #include <stdio.h>
 
@@ -48,9 +50,9 @@ typedef enum {
 #define NR_CLI_TIMEOUT_MAX 86400L
 #define NR_CLI_WAIT_MAX 604800L
 #define NR_CLI_WINDOW_MAX 1024L
-#define NR_CLI_BEAMS_MAX 16L
-#define NR_CLI_LENGTH_MAX 1024L
-#define NR_CLI_VOICE_MAX 32
+#define NR_CLI_BEAMS_MAX NR_CLIENT_BEAMS_MAX
+#define NR_CLI_LENGTH_MAX NR_CLIENT_LENGTH_MAX
+#define NR_CLI_VOICE_MAX NR_CLIENT_VOICE_MAX
 #define NR_CLI_ROUTE_MAX 263 /* 8 names of 32 bytes and their commas */
 
 typedef struct {

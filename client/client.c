@@ -1,10 +1,13 @@
 /* The client library: request/reply with the broker over a DEALER socket. */
 #include "client/client.h"
 #include "proto/secure.h"
+#include "common/backoff.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <sodium.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,8 +16,6 @@
 #include <zmq.h>
 
 #define S_ENDPOINT_MAX 256
-#define S_BUSY_FIRST_MS 100
-#define S_BUSY_MAX_MS 2000
 
 struct nr_client_t {
     void *ctx;                      /* ZeroMQ context, owned */
@@ -27,17 +28,6 @@ struct nr_client_t {
     int curve;                      /* CURVE on (proto/secure.h) */
     nr_secure_settings_t secure;
 };
-
-static int64_t s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void s_sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-}
 
 static void s_close(nr_client_t *self) {
     if (self->sock) {
@@ -178,7 +168,7 @@ static int s_send(nr_client_t *self, const nr_msg_t *msg) {
  * self->err says why. */
 static int s_wait_in(nr_client_t *self, int64_t deadline) {
     for (;;) {
-        int64_t left = deadline - s_now_ms();
+        int64_t left = deadline - nr_clock_mono_ms();
         if (left <= 0) return 0;
         zmq_pollitem_t item = {self->sock, 0, ZMQ_POLLIN, 0};
         int n = zmq_poll(&item, 1, (long)left);
@@ -205,7 +195,7 @@ int nr_client_request(nr_client_t *self, nr_msg_t *request, nr_msg_t *reply) {
     if (rc) return rc;
 
     char perr[NR_PROTO_MESSAGE_MAX + 1] = "";
-    int64_t deadline = s_now_ms() + self->timeout_ms;
+    int64_t deadline = nr_clock_mono_ms() + self->timeout_ms;
     for (;;) {
         rc = s_wait_in(self, deadline);
         if (rc < 0) return rc;
@@ -396,7 +386,7 @@ static int s_round(nr_client_t *self, s_round_t *r) {
         return rc;
     }
     r->base = self->seq + 1;
-    int64_t deadline = s_now_ms() + self->timeout_ms;
+    int64_t deadline = nr_clock_mono_ms() + self->timeout_ms;
     while (r->sent < r->n || r->pending > 0) {
         if (r->sent < r->n &&
             (r->pending == 0 || (r->pending < S_INFLIGHT_MAX &&
@@ -422,7 +412,7 @@ static int s_round(nr_client_t *self, s_round_t *r) {
             r->waiting[k] = 1;
             r->pending++;
             r->pending_bytes += r->jobs[j].size;
-            deadline = s_now_ms() + self->timeout_ms;
+            deadline = nr_clock_mono_ms() + self->timeout_ms;
             /* Read what has come back already, without waiting. */
             int events = 0;
             size_t len = sizeof events;
@@ -442,7 +432,7 @@ static int s_round(nr_client_t *self, s_round_t *r) {
         }
         rc = s_round_recv(self, r);
         if (rc < 0) return rc;
-        if (rc > 0) deadline = s_now_ms() + self->timeout_ms; /* progress: wait afresh */
+        if (rc > 0) deadline = nr_clock_mono_ms() + self->timeout_ms; /* progress: wait afresh */
     }
     return 0;
 }
@@ -470,21 +460,22 @@ int nr_client_submit_batch(nr_client_t *self, const nr_client_job_t *jobs, size_
     }
     for (size_t i = 0; i < n; i++) todo[i] = i;
     s_round_t r = {.jobs = jobs, .replies = replies, .codes = codes, .todo = todo, .n = n, .waiting = waiting};
-    int64_t give_up = s_now_ms() + self->busy_wait_ms;
-    int backoff = S_BUSY_FIRST_MS;
+    int64_t give_up = nr_clock_mono_ms() + self->busy_wait_ms;
+    nr_backoff_t backoff;
+    nr_backoff_init(&backoff, NR_CLIENT_BUSY_FIRST_MS, NR_CLIENT_BUSY_MAX_MS);
     for (;;) {
         if ((rc = s_round(self, &r))) goto done; /* self->err says why */
         size_t busy = 0;
         for (size_t k = 0; k < r.n; k++)
             if (codes[todo[k]] == NR_EBUSY) todo[busy++] = todo[k];
-        if (busy == 0 || s_now_ms() >= give_up) break;
+        if (busy == 0 || nr_clock_mono_ms() >= give_up) break;
         r.n = busy;
-        int wait = backoff / 2 + (int)randombytes_uniform((uint32_t)backoff / 2 + 1);
-        int64_t left = give_up - s_now_ms();
-        if (wait > left) wait = (int)left;
-        nr_log(NR_LOG_DEBUG, "broker busy for %zu of %zu jobs, retrying in %d ms", busy, n, wait);
-        s_sleep_ms(wait);
-        if (backoff < S_BUSY_MAX_MS) backoff *= 2;
+        int64_t wait = nr_backoff_jitter(nr_backoff_next(&backoff), randombytes_random());
+        int64_t left = give_up - nr_clock_mono_ms();
+        if (wait > left) wait = left;
+        nr_log(NR_LOG_DEBUG, "broker busy for %zu of %zu jobs, retrying in %" PRId64 " ms", busy, n,
+               wait);
+        nr_clock_sleep_ms(wait);
     }
     for (size_t i = 0; i < n && !rc; i++)
         if (codes[i]) rc = nr_seterr(self->err, sizeof self->err, codes[i], "%s", replies[i].message);

@@ -11,7 +11,13 @@
  * Replies: the functions below fill `reply` (which must be init'ed with
  * nr_proto_msg_init; it is cleared first) and return the broker's code:
  * 0, or a negative NR_E* code such as NR_ENOTFOUND or NR_EBUSY, with the
- * broker's message available from nr_client_error(). */
+ * broker's message available from nr_client_error().
+ *
+ * Threads: a client is one ZeroMQ socket and is not thread-safe; give each
+ * thread its own (the gateway keeps one per thread). The free functions
+ * below (ids, options, records) are pure and thread-safe. Strings: a
+ * returned const char * is the client's or the message's (see each), never
+ * the caller's to free. */
 #ifndef NR_CLIENT_H
 #define NR_CLIENT_H
 
@@ -41,16 +47,22 @@ void nr_client_destroy(nr_client_t **self_p);
  * refuses the key is never reached: requests fail with NR_ECONNECT. */
 int nr_client_set_curve(nr_client_t *self, const char *server_key, const char *secret_key_file);
 
-/* The endpoint the client talks to. */
+/* The endpoint the client talks to (lives as long as the client). */
 const char *nr_client_endpoint(const nr_client_t *self);
 /* Detail of the last error ("cannot reach the broker at tcp://...: is
- * narrator-broker running?", or the broker's message); "" when none. */
+ * narrator-broker running?", or the broker's message); "" when none. The
+ * text is the client's and changes with its next request. */
 const char *nr_client_error(const nr_client_t *self);
 /* Changes the per-request timeout (> 0 ms). */
 void nr_client_set_timeout(nr_client_t *self, int timeout_ms);
-/* How long nr_client_submit keeps retrying a NR_EBUSY reply, with
- * exponential backoff and jitter (100 ms doubling to 2 s); 0 (the default)
- * returns NR_EBUSY at once. */
+/* The backoff of a NR_EBUSY retry (here and in narrate's submit window):
+ * 100 ms doubling while under 2 s, so its last step is 3.2 s; each wait is
+ * jittered into [d/2, d] (common/backoff.h). */
+#define NR_CLIENT_BUSY_FIRST_MS 100
+#define NR_CLIENT_BUSY_MAX_MS 3200
+
+/* How long nr_client_submit keeps retrying a NR_EBUSY reply, with the
+ * backoff above; 0 (the default) returns NR_EBUSY at once. */
 void nr_client_set_busy_wait(nr_client_t *self, int max_wait_ms);
 
 /* Sends `request` (its seq is set here) and waits for the matching REPLY.
@@ -118,6 +130,40 @@ int nr_client_content_id(const void *input, size_t size, const char *route,
                          const nr_kv_t *options, size_t n_options, char out[NR_CLIENT_ID_HEX + 1]);
 /* A random job id (32 hex characters from libsodium's randombytes). */
 int nr_client_random_id(char out[NR_CLIENT_ID_HEX + 1]);
+
+/* Job options. The content-hash id covers them, so every caller (narrate,
+ * the gateway) must name and write them the same way: they go through
+ * nr_client_options() only. */
+#define NR_CLIENT_BEAMS_MAX 16L
+#define NR_CLIENT_LENGTH_MAX 1024L
+#define NR_CLIENT_VOICE_MAX 32
+
+typedef struct {
+    nr_kv_t kv[3]; /* num_beams, max_length, voice: those given, in that order */
+    size_t n;
+    char beams[24], length[24];
+} nr_client_options_t;
+
+/* Fills *out with the options to send and hash: "num_beams" and
+ * "max_length" in decimal when > 0, "voice" when not NULL or "". The kv
+ * borrow from *out and from `voice`, which must outlive them. */
+void nr_client_options(nr_client_options_t *out, long num_beams, long max_length,
+                       const char *voice);
+/* 1 when `voice` is 1..NR_CLIENT_VOICE_MAX letters, digits, '_', '-' or '.'. */
+int nr_client_voice_valid(const char *voice);
+
+/* The fields of a job record (the kv of a STATUS, CANCEL, FETCH or SUBMIT
+ * reply) that clients read. The strings borrow from the message and live
+ * as long as it does; NULL when absent. */
+typedef struct {
+    const char *id, *state, *stage, *route, *error, *error_message, *caption;
+    int existing;                     /* "existing" is "1" (a SUBMIT of a known job) */
+    int final;                        /* state is done, failed or cancelled */
+    long long created_ms, updated_ms; /* -1 when absent */
+} nr_client_record_t;
+
+/* Reads a reply's record into *out (reply may be NULL: all absent). */
+void nr_client_record(const nr_msg_t *reply, nr_client_record_t *out);
 
 /* 1 when `id` is a valid job id for the wire (1..NR_PROTO_ID_MAX bytes of
  * [A-Za-z0-9._:-]), else 0. */

@@ -1,9 +1,11 @@
-/* Job ids: validation, content hashes and random ids. */
+/* Job ids (validation, content hashes, random ids), the job options they
+ * cover, and the job record of a reply. */
 #include "client/client.h"
 #include "common/error.h"
 
 #include <sodium.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,4 +79,54 @@ int nr_client_random_id(char out[NR_CLIENT_ID_HEX + 1]) {
     randombytes_buf(bytes, sizeof bytes);
     s_hex(bytes, sizeof bytes, out);
     return 0;
+}
+
+void nr_client_options(nr_client_options_t *out, long num_beams, long max_length,
+                       const char *voice) {
+    out->n = 0;
+    if (num_beams > 0) {
+        snprintf(out->beams, sizeof out->beams, "%ld", num_beams);
+        out->kv[out->n++] = (nr_kv_t){(char *)"num_beams", out->beams};
+    }
+    if (max_length > 0) {
+        snprintf(out->length, sizeof out->length, "%ld", max_length);
+        out->kv[out->n++] = (nr_kv_t){(char *)"max_length", out->length};
+    }
+    if (voice && voice[0]) out->kv[out->n++] = (nr_kv_t){(char *)"voice", (char *)voice};
+}
+
+int nr_client_voice_valid(const char *voice) {
+    size_t n = voice ? strlen(voice) : 0;
+    if (n == 0 || n > NR_CLIENT_VOICE_MAX) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = voice[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+static long long s_ll(const nr_msg_t *m, const char *key) {
+    const char *v = nr_proto_kv_get(m, key);
+    return v ? strtoll(v, NULL, 10) : -1;
+}
+
+void nr_client_record(const nr_msg_t *reply, nr_client_record_t *out) {
+    memset(out, 0, sizeof *out);
+    out->created_ms = out->updated_ms = -1;
+    if (!reply) return;
+    out->id = nr_proto_kv_get(reply, "id");
+    out->state = nr_proto_kv_get(reply, "state");
+    out->stage = nr_proto_kv_get(reply, "stage");
+    out->route = nr_proto_kv_get(reply, "route");
+    out->error = nr_proto_kv_get(reply, "error");
+    out->error_message = nr_proto_kv_get(reply, "error_message");
+    out->caption = nr_proto_kv_get(reply, "text.caption");
+    const char *existing = nr_proto_kv_get(reply, "existing");
+    out->existing = existing && !strcmp(existing, "1");
+    out->final = out->state && (!strcmp(out->state, "done") || !strcmp(out->state, "failed") ||
+                                !strcmp(out->state, "cancelled"));
+    out->created_ms = s_ll(reply, "created_ms");
+    out->updated_ms = s_ll(reply, "updated_ms");
 }

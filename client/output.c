@@ -1,6 +1,7 @@
 /* Writing results safely: sanitized names, atomic writes, JSON records. */
 #include "client/output.h"
 #include "common/error.h"
+#include "common/utf8.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -12,26 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-/* Length of the valid UTF-8 sequence at s (2..4 bytes, no surrogates, no
- * overlongs), or 0 if there is none; the code point goes to *cp_out. */
-static size_t s_utf8_len(const unsigned char *s, uint32_t *cp_out) {
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) { n = 2; cp = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) { n = 3; cp = c & 0x0F; }
-    else if (c >= 0xF0 && c <= 0xF4) { n = 4; cp = c & 0x07; }
-    else return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return 0;
-    if (cp >= 0xD800 && cp <= 0xDFFF) return 0;
-    if (cp_out) *cp_out = cp;
-    return n;
-}
 
 /* Non-ASCII code points kept in file names: not C1 controls, NBSP or soft
  * hyphen, not the spaces, zero-width and bidirectional controls of General
@@ -71,8 +52,8 @@ int nr_output_stem(const char *path, char *out, size_t size) {
             keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                    c == '-' || c == '_' || c == '.';
         } else {
-            len = s_utf8_len(s + i, &cp);
-            if (len == 0 || i + len > stop) len = 1; /* invalid: one '_' per byte */
+            len = nr_utf8_decode(s + i, stop - i, &cp, NULL);
+            if (len == 0) len = 1; /* invalid: one '_' per byte */
             keep = len > 1 && s_cp_ok(cp);
         }
         if (n + (keep ? len : 1) > NR_OUTPUT_STEM_MAX) break;
@@ -246,83 +227,43 @@ int nr_output_write_path(const char *path, const void *data, size_t size, char *
     return rc;
 }
 
-void nr_output_buf_clear(nr_output_buf_t *self) {
-    free(self->data);
-    memset(self, 0, sizeof *self);
-}
-
-static int s_reserve(nr_output_buf_t *self, size_t more) {
-    if (self->failed) return -1;
-    if (self->len + more + 1 <= self->cap) return 0;
-    size_t cap = self->cap ? self->cap : 256;
-    while (cap < self->len + more + 1) cap *= 2;
-    char *p = realloc(self->data, cap);
-    if (!p) {
-        self->failed = 1;
-        return -1;
-    }
-    self->data = p;
-    self->cap = cap;
-    return 0;
-}
-
-static void s_putn(nr_output_buf_t *self, const char *s, size_t n) {
-    if (s_reserve(self, n)) return;
-    memcpy(self->data + self->len, s, n);
-    self->len += n;
-    self->data[self->len] = '\0';
-}
-
-void nr_output_buf_puts(nr_output_buf_t *self, const char *s) { s_putn(self, s, strlen(s)); }
-
-void nr_output_buf_printf(nr_output_buf_t *self, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || s_reserve(self, (size_t)n)) return;
-    va_start(ap, fmt);
-    vsnprintf(self->data + self->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    self->len += (size_t)n;
-}
-
-void nr_output_buf_json_string(nr_output_buf_t *self, const char *s) {
+void nr_output_json_string(nr_buf_t *self, const char *s) {
     if (!s) {
-        nr_output_buf_puts(self, "null");
+        nr_buf_puts(self, "null");
         return;
     }
-    nr_output_buf_puts(self, "\"");
+    nr_buf_puts(self, "\"");
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
         unsigned char c = *p;
         if (c == '"' || c == '\\') {
             char esc[2] = {'\\', (char)c};
-            s_putn(self, esc, 2);
+            nr_buf_putn(self, esc, 2);
             p++;
         } else if (c < 0x20 || c == 0x7F) {
             switch (c) {
-            case '\n': nr_output_buf_puts(self, "\\n"); break;
-            case '\r': nr_output_buf_puts(self, "\\r"); break;
-            case '\t': nr_output_buf_puts(self, "\\t"); break;
-            default: nr_output_buf_printf(self, "\\u%04x", c); break;
+            case '\n': nr_buf_puts(self, "\\n"); break;
+            case '\r': nr_buf_puts(self, "\\r"); break;
+            case '\t': nr_buf_puts(self, "\\t"); break;
+            default: nr_buf_printf(self, "\\u%04x", c); break;
             }
             p++;
         } else if (c < 0x80) {
-            s_putn(self, (const char *)p, 1);
+            nr_buf_putn(self, (const char *)p, 1);
             p++;
         } else {
-            size_t n = s_utf8_len(p, NULL);
+            uint32_t cp;
+            size_t n = nr_utf8_decode(p, 4, &cp, NULL); /* stops at the NUL */
             if (n) {
-                s_putn(self, (const char *)p, n);
+                nr_buf_putn(self, (const char *)p, n);
                 p += n;
             } else {
-                nr_output_buf_puts(self, "\xEF\xBF\xBD");
+                nr_buf_puts(self, "\xEF\xBF\xBD");
                 p++;
             }
         }
     }
-    nr_output_buf_puts(self, "\"");
+    nr_buf_puts(self, "\"");
 }
 
 static const char *s_get(const nr_msg_t *m, const char *key) {
@@ -333,26 +274,26 @@ static const char *s_get(const nr_msg_t *m, const char *key) {
 }
 
 /* A JSON number when `v` is a plain integer, else a string (or null). */
-static void s_json_value(nr_output_buf_t *b, const char *v) {
+static void s_json_value(nr_buf_t *b, const char *v) {
     int numeric = v && *v && strlen(v) < 19;
     for (const char *p = v; numeric && *p; p++)
         if (!isdigit((unsigned char)*p) && !(p == v && *p == '-' && p[1])) numeric = 0;
     if (numeric && v[0] == '0' && v[1]) numeric = 0;
     if (numeric && v[0] == '-' && v[1] == '0') numeric = 0;
-    if (numeric) nr_output_buf_puts(b, v);
-    else nr_output_buf_json_string(b, v);
+    if (numeric) nr_buf_puts(b, v);
+    else nr_output_json_string(b, v);
 }
 
-static void s_field(nr_output_buf_t *b, const char *name, const char *value, int number) {
-    nr_output_buf_printf(b, ",\"%s\":", name);
+static void s_field(nr_buf_t *b, const char *name, const char *value, int number) {
+    nr_buf_printf(b, ",\"%s\":", name);
     if (number) s_json_value(b, value);
-    else nr_output_buf_json_string(b, value);
+    else nr_output_json_string(b, value);
 }
 
 /* Writes {"stage": value of "<stage>.<suffix>", ...} over the route's stages. */
-static void s_per_stage(nr_output_buf_t *b, const char *name, const nr_msg_t *r, const char *route,
+static void s_per_stage(nr_buf_t *b, const char *name, const nr_msg_t *r, const char *route,
                         const char *suffix) {
-    nr_output_buf_printf(b, ",\"%s\":{", name);
+    nr_buf_printf(b, ",\"%s\":{", name);
     int first = 1;
     const char *p = route ? route : "";
     while (*p) {
@@ -365,9 +306,9 @@ static void s_per_stage(nr_output_buf_t *b, const char *name, const nr_msg_t *r,
             snprintf(key, sizeof key, "%s.%s", stage, suffix);
             const char *v = s_get(r, key);
             if (v) {
-                nr_output_buf_printf(b, "%s", first ? "" : ",");
-                nr_output_buf_json_string(b, stage);
-                nr_output_buf_puts(b, ":");
+                nr_buf_printf(b, "%s", first ? "" : ",");
+                nr_output_json_string(b, stage);
+                nr_buf_puts(b, ":");
                 s_json_value(b, v);
                 first = 0;
             }
@@ -375,26 +316,26 @@ static void s_per_stage(nr_output_buf_t *b, const char *name, const nr_msg_t *r,
         if (!comma) break;
         p = comma + 1;
     }
-    nr_output_buf_puts(b, "}");
+    nr_buf_puts(b, "}");
 }
 
-void nr_output_record_json(nr_output_buf_t *b, const char *id, const nr_msg_t *r,
+void nr_output_record_json(nr_buf_t *b, const char *id, const nr_msg_t *r,
                            const nr_output_extra_t *extra) {
     const char *rid = s_get(r, "id");
     const char *route = s_get(r, "route");
     int local = extra && extra->error;
-    nr_output_buf_puts(b, "{\"id\":");
-    nr_output_buf_json_string(b, rid ? rid : id);
+    nr_buf_puts(b, "{\"id\":");
+    nr_output_json_string(b, rid ? rid : id);
     s_field(b, "source", extra ? extra->source : NULL, 0);
     s_field(b, "state", local ? "failed" : s_get(r, "state"), 0);
     s_field(b, "stage", s_get(r, "stage"), 0);
     s_field(b, "route", route, 0);
     s_field(b, "caption", s_get(r, "text.caption"), 0);
-    nr_output_buf_puts(b, ",\"model\":{\"vision\":");
-    nr_output_buf_json_string(b, s_get(r, "vision.model"));
-    nr_output_buf_puts(b, ",\"text\":");
-    nr_output_buf_json_string(b, s_get(r, "text.model"));
-    nr_output_buf_puts(b, "}");
+    nr_buf_puts(b, ",\"model\":{\"vision\":");
+    nr_output_json_string(b, s_get(r, "vision.model"));
+    nr_buf_puts(b, ",\"text\":");
+    nr_output_json_string(b, s_get(r, "text.model"));
+    nr_buf_puts(b, "}");
     s_field(b, "voice", s_get(r, "speech.voice"), 0);
     s_field(b, "duration_ms", s_get(r, "speech.duration_ms"), 1);
     s_per_stage(b, "timings_ms", r, route, "ms");
@@ -405,20 +346,20 @@ void nr_output_record_json(nr_output_buf_t *b, const char *id, const nr_msg_t *r
     s_field(b, "error_message", message && *message ? message : NULL, 0);
     s_field(b, "created_ms", s_get(r, "created_ms"), 1);
     s_field(b, "updated_ms", s_get(r, "updated_ms"), 1);
-    nr_output_buf_puts(b, ",\"options\":{");
+    nr_buf_puts(b, ",\"options\":{");
     int first = 1;
     for (uint32_t i = 0; r && i < r->kv_len; i++) {
         if (strncmp(r->kv[i].key, "opt.", 4) != 0) continue;
-        nr_output_buf_puts(b, first ? "" : ",");
-        nr_output_buf_json_string(b, r->kv[i].key + 4);
-        nr_output_buf_puts(b, ":");
-        nr_output_buf_json_string(b, r->kv[i].value);
+        nr_buf_puts(b, first ? "" : ",");
+        nr_output_json_string(b, r->kv[i].key + 4);
+        nr_buf_puts(b, ":");
+        nr_output_json_string(b, r->kv[i].value);
         first = 0;
     }
-    nr_output_buf_puts(b, "},\"files\":[");
+    nr_buf_puts(b, "},\"files\":[");
     for (size_t i = 0; extra && extra->files && extra->files[i]; i++) {
-        nr_output_buf_puts(b, i ? "," : "");
-        nr_output_buf_json_string(b, extra->files[i]);
+        nr_buf_puts(b, i ? "," : "");
+        nr_output_json_string(b, extra->files[i]);
     }
-    nr_output_buf_puts(b, "]}");
+    nr_buf_puts(b, "]}");
 }

@@ -3,6 +3,7 @@
 #ifndef NR_CLIENT_OUTPUT_H
 #define NR_CLIENT_OUTPUT_H
 
+#include "common/buf.h"
 #include "proto/proto.h"
 
 #include <stddef.h>
@@ -39,20 +40,9 @@ int nr_output_write(const char *dir, const char *name, const void *data, size_t 
 int nr_output_write_path(const char *path, const void *data, size_t size, char *err,
                          size_t errlen);
 
-/* A growing text buffer; `failed` is set when memory ran out. */
-typedef struct {
-    char *data;
-    size_t len, cap;
-    int failed;
-} nr_output_buf_t;
-
-void nr_output_buf_clear(nr_output_buf_t *self);
-void nr_output_buf_puts(nr_output_buf_t *self, const char *s);
-void nr_output_buf_printf(nr_output_buf_t *self, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 /* Appends s as a JSON string (quoted, escaped; invalid UTF-8 becomes
  * U+FFFD), or null when s is NULL. */
-void nr_output_buf_json_string(nr_output_buf_t *self, const char *s);
+void nr_output_json_string(nr_buf_t *buf, const char *s);
 
 /* What the client adds to a job record for the JSON it writes. */
 typedef struct {
@@ -67,7 +57,7 @@ typedef struct {
  * duration_ms, timings_ms {stage: ms}, attempts {stage: n}, error,
  * error_message, created_ms, updated_ms, options {key: value}, files [..].
  * A local error sets state "failed". `record` may be NULL (id only). */
-void nr_output_record_json(nr_output_buf_t *buf, const char *id, const nr_msg_t *record,
+void nr_output_record_json(nr_buf_t *buf, const char *id, const nr_msg_t *record,
                            const nr_output_extra_t *extra);
 
 #endif

@@ -15,21 +15,28 @@ static const nr_config_option_t *s_find(const nr_config_option_t *table, const c
     return NULL;
 }
 
-/* Stores `value` into the field of `o`; `origin` names where it came from. */
+/* Stores `value` into the field of `o`; `origin` names where it came from
+ * (a file line, an environment variable, or the flag itself, "--name":
+ * then the message starts with the flag alone). */
 static int s_set(const nr_config_option_t *o, void *settings, const char *value,
                  const char *origin, char *err, size_t errlen) {
     char *field = (char *)settings + o->offset;
+    const int flag = !strncmp(origin, "--", 2);
     switch (o->type) {
     case NR_CONFIG_INT: {
         char *end;
         errno = 0;
         long v = strtol(value, &end, 10);
         if (errno || end == value || *end != '\0')
-            return nr_seterr(err, errlen, NR_EINVAL, "%s: %s must be an integer, got '%s'", origin,
-                             o->name, value);
+            return flag ? nr_seterr(err, errlen, NR_EINVAL, "%s needs a whole number, got '%s'",
+                                    origin, value)
+                        : nr_seterr(err, errlen, NR_EINVAL, "%s: %s must be an integer, got '%s'",
+                                    origin, o->name, value);
         if (v < o->min || v > o->max)
-            return nr_seterr(err, errlen, NR_EINVAL, "%s: %s must be in %ld..%ld, got %ld", origin,
-                             o->name, o->min, o->max, v);
+            return flag ? nr_seterr(err, errlen, NR_EINVAL, "%s must be in %ld..%ld, got %ld", origin,
+                                    o->min, o->max, v)
+                        : nr_seterr(err, errlen, NR_EINVAL, "%s: %s must be in %ld..%ld, got %ld",
+                                    origin, o->name, o->min, o->max, v);
         *(long *)field = v;
         return 0;
     }
@@ -40,12 +47,18 @@ static int s_set(const nr_config_option_t *o, void *settings, const char *value,
         } else if (!strcmp(value, "0") || !strcmp(value, "false") || !strcmp(value, "no") ||
                    !strcmp(value, "off")) {
             *(int *)field = 0;
+        } else if (flag) {
+            return nr_seterr(err, errlen, NR_EINVAL, "%s must be true or false, got '%s'", origin,
+                             value);
         } else {
             return nr_seterr(err, errlen, NR_EINVAL, "%s: %s must be true or false, got '%s'",
                              origin, o->name, value);
         }
         return 0;
     case NR_CONFIG_STRING:
+        if (strlen(value) >= o->size && flag)
+            return nr_seterr(err, errlen, NR_EINVAL, "%s is too long (at most %zu bytes)", origin,
+                             o->size - 1);
         if (strlen(value) >= o->size)
             return nr_seterr(err, errlen, NR_EINVAL, "%s: %s is longer than %zu bytes", origin,
                              o->name, o->size - 1);
@@ -97,6 +110,35 @@ static int s_load_file(const nr_config_option_t *table, void *settings, const ch
     return rc;
 }
 
+int nr_config_flag(const nr_config_option_t *table, void *settings, int argc, char **argv, int *i,
+                   char *err, size_t errlen) {
+    const char *arg = argv[*i];
+    if (arg[0] != '-' || arg[1] != '-' || !arg[2]) return 0;
+    const char *name = arg + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    const nr_config_option_t *o = s_find(table, name, len);
+    if (!o) {
+        /* --no-NAME turns a boolean off. */
+        if (len > 3 && !strncmp(name, "no-", 3) && !eq) {
+            o = s_find(table, name + 3, len - 3);
+            if (o && o->type == NR_CONFIG_BOOL) {
+                *(int *)((char *)settings + o->offset) = 0;
+                return 1;
+            }
+        }
+        return 0;
+    }
+    const char *value;
+    if (eq) value = eq + 1;
+    else if (o->type == NR_CONFIG_BOOL) value = "true";
+    else if (*i + 1 < argc) value = argv[++*i];
+    else return nr_seterr(err, errlen, NR_EINVAL, "option --%s needs a value", o->name);
+    char origin[300];
+    snprintf(origin, sizeof origin, "--%s", o->name);
+    int rc = s_set(o, settings, value, origin, err, errlen);
+    return rc ? rc : 1;
+}
+
 int nr_config_load(const nr_config_option_t *table, void *settings, const char *env_prefix,
                    int argc, char **argv, int *first_arg, char *err, size_t errlen) {
     int rc;
@@ -142,26 +184,10 @@ int nr_config_load(const nr_config_option_t *table, void *settings, const char *
             if (!eq) i++;
             continue;
         }
-        const nr_config_option_t *o = s_find(table, name, len);
-        if (!o) {
-            /* --no-NAME turns a boolean off. */
-            if (len > 3 && !strncmp(name, "no-", 3) && !eq) {
-                o = s_find(table, name + 3, len - 3);
-                if (o && o->type == NR_CONFIG_BOOL) {
-                    *(int *)((char *)settings + o->offset) = 0;
-                    continue;
-                }
-            }
+        rc = nr_config_flag(table, settings, argc, argv, &i, err, errlen);
+        if (rc < 0) return rc;
+        if (rc == 0)
             return nr_seterr(err, errlen, NR_EINVAL, "unknown option --%.*s (see --help)", (int)len, name);
-        }
-        const char *value;
-        if (eq) value = eq + 1;
-        else if (o->type == NR_CONFIG_BOOL) value = "true";
-        else if (i + 1 < argc) value = argv[++i];
-        else return nr_seterr(err, errlen, NR_EINVAL, "option --%s needs a value", o->name);
-        char origin[300];
-        snprintf(origin, sizeof origin, "--%s", o->name);
-        if ((rc = s_set(o, settings, value, origin, err, errlen))) return rc;
     }
     if (first_arg) *first_arg = i;
     return 0;

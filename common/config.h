@@ -24,6 +24,12 @@ typedef struct {
 
 #define NR_CONFIG_END {NULL, NR_CONFIG_INT, 0, 0, NULL, 0, 0, NULL}
 
+/* One row for `field` of the settings struct TYPE (the offset, and the size
+ * when it is a STRING's char array), so a table cannot get them wrong. */
+#define NR_CONFIG_OPT(TYPE, name, type, min, max, def, field, help)                           \
+    {name, type, min, max, def, offsetof(TYPE, field),                                        \
+     type == NR_CONFIG_STRING ? sizeof(((TYPE *)0)->field) : 0, help}
+
 /* Fills `settings` from the table (ended by NR_CONFIG_END). The config file
  * is taken from --config FILE or <env_prefix>CONFIG. Flags are read from
  * argv[1] on and stop at the first argument that is not a flag; its index is
@@ -32,6 +38,15 @@ typedef struct {
  * message in err naming the bad setting and where it came from. */
 int nr_config_load(const nr_config_option_t *table, void *settings, const char *env_prefix,
                    int argc, char **argv, int *first_arg, char *err, size_t errlen);
+
+/* Reads one flag of the table at argv[*i] as nr_config_load reads its
+ * flags: "--name value", "--name=value", and for a boolean "--name",
+ * "--name=V" and "--no-name". Returns 1 when it was one (stored; *i is
+ * moved past a separate value), 0 when argv[*i] is no flag of the table,
+ * or NR_EINVAL with "--name ..." in err. For programs that take the
+ * table's flags among their own (narrate after its command word). */
+int nr_config_flag(const nr_config_option_t *table, void *settings, int argc, char **argv, int *i,
+                   char *err, size_t errlen);
 
 /* Prints one line per setting: flag, default, environment name, help. */
 void nr_config_print_help(FILE *out, const nr_config_option_t *table, const char *env_prefix);

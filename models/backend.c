@@ -11,6 +11,19 @@
 #include "models/cuda/backend_cuda.h"
 #endif
 
+/* The models run every op on the one backend they are given, with no per-op
+ * fallback: a backend is handed out only when it implements every op.
+ * Returns b, or NULL (b destroyed) with the missing op in err. */
+static nr_backend_t *s_complete(nr_backend_t *b, const char *device, char *err, size_t errlen) {
+    for (int op = 0; b && op < NR_OP_COUNT; op++) {
+        if (b->ops->supports_op(b->ctx, (nr_op_t)op)) continue;
+        nr_seterr(err, errlen, NR_EUNSUPPORTED, "device %s: the %s backend lacks op %d", device,
+                  b->ops->name, op);
+        nr_backend_destroy(&b);
+    }
+    return b;
+}
+
 nr_backend_t *nr_backend_new(const char *device, int num_threads, char *err, size_t errlen) {
     if (!device || !*device || strcmp(device, "cpu") == 0 || strncmp(device, "cpu:", 4) == 0) {
         /* "cpu" (F32) or "cpu:PRECISION" (f32, bf16, int8): the matmul weight precision. */
@@ -25,7 +38,7 @@ nr_backend_t *nr_backend_new(const char *device, int num_threads, char *err, siz
         }
         nr_backend_t *b = nr_cpu_backend_new_precision(num_threads, (nr_cpu_precision_t)pr);
         if (!b) nr_seterr(err, errlen, NR_ENOMEM, "cpu backend: out of memory");
-        return b;
+        return s_complete(b, device ? device : "cpu", err, errlen);
     }
     if (strncmp(device, "cuda", 4) == 0) {
         /* "cuda" (device 0), "cuda:N", or "cuda:N:PRECISION" (f32, tf32, bf16, f16). */
@@ -58,7 +71,7 @@ nr_backend_t *nr_backend_new(const char *device, int num_threads, char *err, siz
             return NULL;
         }
         cp.precision = (nr_cuda_precision_t)pr;
-        return nr_backend_cuda_new_params((int)idx, &cp, err, errlen);
+        return s_complete(nr_backend_cuda_new_params((int)idx, &cp, err, errlen), device, err, errlen);
 #else
         nr_seterr(err, errlen, NR_EUNSUPPORTED,
                   "device %s: this build has no CUDA backend (built without NR_CUDA; rebuild with -DNR_CUDA=ON "

@@ -72,7 +72,9 @@ typedef struct {
 
 typedef struct nr_backend_ops {
     const char *name;
-    /* 1 when the op is implemented (the caller can fall back to the CPU). */
+    /* 1 when the op is implemented. The models run every op on the one
+     * backend they are given and have no per-op CPU fallback, so
+     * nr_backend_new hands out only a backend that implements them all. */
     int (*supports_op)(void *ctx, nr_op_t op);
     void (*destroy)(void *ctx);
 

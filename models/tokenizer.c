@@ -11,6 +11,7 @@
 
 #include "common/error.h"
 #include "common/hash.h"
+#include "common/utf8.h"
 #include "models/config.h"
 #include "models/tokenizer_unicode.h"
 
@@ -51,69 +52,6 @@ static int s_unicode_to_byte(uint32_t cp) {
     if (i < 33) return (int)i;
     if (i < 67) return (int)(127 + i - 33);
     return 0xAD;
-}
-
-/* ---- UTF-8 ------------------------------------------------------------------ */
-
-/* Decodes one well-formed UTF-8 sequence at s[0..n); returns its length and
- * the code point, or 0 if it is not well formed (Unicode table 3-7). When
- * not well formed, *bad is the length of the maximal ill-formed subpart. */
-static int s_utf8(const unsigned char *s, size_t n, uint32_t *cp, int *bad) {
-    unsigned char c = s[0];
-    int need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    *bad = 1;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if (c >= 0xC2 && c <= 0xDF) need = 1;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        need = 2;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 3;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else {
-        return 0;
-    }
-    uint32_t v = c & (need == 1 ? 0x1F : need == 2 ? 0x0F : 0x07);
-    for (int i = 1; i <= need; i++) {
-        if ((size_t)i >= n) return 0;
-        unsigned char d = s[i];
-        if (d < lo || d > hi) return 0;
-        lo = 0x80;
-        hi = 0xBF;
-        v = (v << 6) | (d & 0x3F);
-        *bad = i + 1;
-    }
-    *cp = v;
-    return need + 1;
-}
-
-static int s_put_utf8(char *o, uint32_t cp) {
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 /* ---- hashing ------------------------------------------------------------------ */
@@ -171,17 +109,16 @@ static long s_unmap(const char *s, size_t n, char *out) {
     size_t i = 0, o = 0;
     while (i < n) {
         uint32_t cp;
-        int bad;
-        int k = s_utf8((const unsigned char *)s + i, n - i, &cp, &bad);
+        size_t k = nr_utf8_decode((const uint8_t *)s + i, n - i, &cp, NULL);
         if (k == 0) return -1;
         int b = s_unicode_to_byte(cp);
         if (b >= 0) {
             out[o++] = (char)b;
         } else {
-            memcpy(out + o, s + i, (size_t)k);
-            o += (size_t)k;
+            memcpy(out + o, s + i, k);
+            o += k;
         }
-        i += (size_t)k;
+        i += k;
     }
     return (long)o;
 }
@@ -680,14 +617,13 @@ int nr_tokenizer_encode(const nr_tokenizer_t *tok, const char *text, size_t len,
         goto done;
     }
     for (size_t i = 0; i < len;) {
-        int bad;
-        int k = s_utf8((const unsigned char *)text + i, len - i, &cps[n], &bad);
+        size_t k = nr_utf8_decode((const uint8_t *)text + i, len - i, &cps[n], NULL);
         if (k == 0) {
             rc = nr_seterr(err, errlen, NR_ETEXT, "encode: invalid UTF-8 at byte %zu", i);
             goto done;
         }
         pos[n++] = i;
-        i += (size_t)k;
+        i += k;
     }
     pos[n] = len;
     for (size_t i = 0; i < n;) {
@@ -760,15 +696,15 @@ int nr_tokenizer_decode(const nr_tokenizer_t *tok, const int *ids, size_t n_ids,
     size_t o = 0;
     for (size_t i = 0; i < r;) {
         uint32_t cp;
-        int bad;
-        int k = s_utf8((const unsigned char *)raw + i, r - i, &cp, &bad);
+        size_t bad;
+        size_t k = nr_utf8_decode((const uint8_t *)raw + i, r - i, &cp, &bad);
         if (k > 0) {
-            memcpy(out + o, raw + i, (size_t)k);
-            o += (size_t)k;
-            i += (size_t)k;
+            memcpy(out + o, raw + i, k);
+            o += k;
+            i += k;
         } else {
-            o += (size_t)s_put_utf8(out + o, 0xFFFD);
-            i += (size_t)bad;
+            o += nr_utf8_encode(0xFFFD, out + o);
+            i += bad;
         }
     }
     out[o] = '\0';

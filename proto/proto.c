@@ -1,4 +1,4 @@
-/* The wire protocol codec: MessagePack bodies, ZeroMQ multipart framing,
+/* The wire protocol codec: MessagePack bodies (ZeroMQ framing: transport.c)
  * and the one validator that both the encoder and the decoder run.
  *
  * Decoding happens in three steps: a structural scan of the raw bytes (so
@@ -7,7 +7,7 @@
  * copies the fields the command uses into an nr_msg_t. The finished message
  * then goes through s_check_msg(), the same function nr_proto_encode() runs
  * before it writes a byte, so the two sides cannot drift apart. */
-#include "proto/proto.h"
+#include "proto/proto_internal.h"
 
 #include "common/error.h"
 
@@ -17,7 +17,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
 
 /* Body fields other than "v" and "cmd"; bit i is s_fields[i]. */
 enum {
@@ -41,7 +40,6 @@ static const char *const s_fields[] = {
 #define S_FIELD_COUNT (sizeof s_fields / sizeof s_fields[0])
 
 #define S_CAPACITY_MAX 1024
-#define S_IDENTITY_MAX 255 /* ZeroMQ routing ids are 1..255 bytes */
 
 /* What each command may carry, what it must carry, and how many payload
  * frames may follow its body. Fields outside `allows` are ignored on
@@ -120,7 +118,7 @@ static int s_check_kv_entry(const char *key, const char *value, char *err, size_
     return rc;
 }
 
-static int s_check_frames(nr_cmd_t cmd, size_t count, size_t total, char *err, size_t errlen) {
+int nr_proto_check_frames(nr_cmd_t cmd, size_t count, size_t total, char *err, size_t errlen) {
     if (count > NR_PROTO_FRAMES_MAX)
         return nr_seterr(err, errlen, NR_ETOOBIG, "%zu payload frames, limit %d", count, NR_PROTO_FRAMES_MAX);
     if (total > NR_PROTO_PAYLOAD_MAX)
@@ -261,7 +259,7 @@ const char *nr_proto_kv_get(const nr_msg_t *self, const char *key) {
     return NULL;
 }
 
-static size_t s_payload_total(const nr_msg_t *self) {
+size_t nr_proto_payload_total(const nr_msg_t *self) {
     size_t total = 0;
     for (uint32_t i = 0; i < self->frames_len && i < NR_PROTO_FRAMES_MAX; i++) total += self->frames[i].size;
     return total;
@@ -275,7 +273,7 @@ int nr_proto_frame_take(nr_msg_t *self, uint8_t **data, size_t size) {
         free(owned);
         return NR_EINVAL;
     }
-    size_t total = s_payload_total(self);
+    size_t total = nr_proto_payload_total(self);
     if (self->frames_len >= NR_PROTO_FRAMES_MAX || total > NR_PROTO_PAYLOAD_MAX || size > NR_PROTO_PAYLOAD_MAX - total) {
         free(owned);
         return NR_ETOOBIG;
@@ -289,7 +287,7 @@ int nr_proto_frame_take(nr_msg_t *self, uint8_t **data, size_t size) {
 
 int nr_proto_frame_add(nr_msg_t *self, const void *data, size_t size) {
     if (!self || (!data && size)) return NR_EINVAL;
-    size_t total = s_payload_total(self);
+    size_t total = nr_proto_payload_total(self);
     if (self->frames_len >= NR_PROTO_FRAMES_MAX || total > NR_PROTO_PAYLOAD_MAX || size > NR_PROTO_PAYLOAD_MAX - total)
         return NR_ETOOBIG;
     uint8_t *copy = malloc(size ? size : 1);
@@ -349,24 +347,14 @@ static int s_pack_field(msgpack_packer *pk, unsigned bit, const nr_msg_t *m) {
     }
 }
 
-/* A body being packed: in `stack` (the caller's) until it outgrows it, so
- * a usual message costs no allocation (msgpack's sbuffer starts at 8 KiB,
- * which malloc serves from its slow, consolidating path). */
-#define S_BODY_STACK 2048
-typedef struct {
-    char *data;
-    size_t size, cap;
-    char stack[S_BODY_STACK];
-} s_body_t;
-
-static void s_body_init(s_body_t *b) { /* not an initializer: that would zero the 2 KiB */
+void nr_proto_body_init(nr_proto_body_t *b) { /* not an initializer: that would zero the 2 KiB */
     b->data = b->stack;
     b->size = 0;
     b->cap = sizeof b->stack;
 }
 
 static int s_body_write(void *arg, const char *buf, size_t len) {
-    s_body_t *b = arg;
+    nr_proto_body_t *b = arg;
     if (len > b->cap - b->size) {
         size_t cap = b->cap * 2;
         while (len > cap - b->size) cap *= 2;
@@ -381,11 +369,11 @@ static int s_body_write(void *arg, const char *buf, size_t len) {
     return 0;
 }
 
-static void s_body_free(s_body_t *b) {
+void nr_proto_body_free(nr_proto_body_t *b) {
     if (b->data != b->stack) free(b->data);
 }
 
-static int s_encode(const nr_msg_t *msg, s_body_t *out, char *err, size_t errlen) {
+int nr_proto_encode_body(const nr_msg_t *msg, nr_proto_body_t *out, char *err, size_t errlen) {
     if (!msg) return nr_seterr(err, errlen, NR_EINVAL, "encode: NULL argument");
     if (!s_cmd_valid(msg->cmd)) return nr_seterr(err, errlen, NR_EPROTO, "unknown command %d", (int)msg->cmd);
     unsigned allows = s_cmds[msg->cmd].allows;
@@ -425,15 +413,15 @@ int nr_proto_encode(const nr_msg_t *msg, uint8_t **body, size_t *size, char *err
     if (!body || !size) return nr_seterr(err, errlen, NR_EINVAL, "encode: NULL argument");
     *body = NULL;
     *size = 0;
-    s_body_t b;
-    s_body_init(&b);
-    int rc = s_encode(msg, &b, err, errlen);
+    nr_proto_body_t b;
+    nr_proto_body_init(&b);
+    int rc = nr_proto_encode_body(msg, &b, err, errlen);
     if (rc == 0 && !(*body = malloc(b.size))) rc = nr_seterr(err, errlen, NR_ENOMEM, "encode: out of memory");
     if (rc == 0) {
         memcpy(*body, b.data, b.size);
         *size = b.size;
     }
-    s_body_free(&b);
+    nr_proto_body_free(&b);
     return rc;
 }
 
@@ -722,117 +710,5 @@ int nr_proto_decode(const uint8_t *body, size_t size, nr_msg_t *msg, char *err, 
 done:
     msgpack_zone_destroy(&zone);
     if (rc) nr_proto_msg_clear(msg);
-    return rc;
-}
-
-/* ---- ZeroMQ ------------------------------------------------------------- */
-
-int nr_proto_send(void *socket, const void *identity, size_t identity_size, const nr_msg_t *msg, char *err,
-                  size_t errlen) {
-    if (!socket || !msg || (identity && (identity_size == 0 || identity_size > S_IDENTITY_MAX)))
-        return nr_seterr(err, errlen, NR_EINVAL, "send: bad argument");
-    int rc = s_check_frames(msg->cmd, msg->frames_len, s_payload_total(msg), err, errlen);
-    if (rc) return rc;
-    for (uint32_t i = 0; i < msg->frames_len; i++)
-        if (!msg->frames[i].data && msg->frames[i].size)
-            return nr_seterr(err, errlen, NR_EINVAL, "send: payload frame %u has no data", i);
-    s_body_t body;
-    s_body_init(&body);
-    rc = s_encode(msg, &body, err, errlen);
-    if (rc) {
-        s_body_free(&body);
-        return rc;
-    }
-
-    /* Once the first part is queued ZeroMQ delivers all or nothing, so an
-     * error can only come from a part before anything was committed, or
-     * from a closed context. */
-    int saved = 0;
-    if (identity && zmq_send(socket, identity, identity_size, ZMQ_SNDMORE) < 0) goto fail;
-    if (zmq_send(socket, body.data, body.size, msg->frames_len ? ZMQ_SNDMORE : 0) < 0) goto fail;
-    for (uint32_t i = 0; i < msg->frames_len; i++) {
-        const nr_frame_t *f = &msg->frames[i];
-        if (zmq_send(socket, f->data, f->size, i + 1 < msg->frames_len ? ZMQ_SNDMORE : 0) < 0) goto fail;
-    }
-    s_body_free(&body);
-    return 0;
-fail:
-    saved = errno;
-    s_body_free(&body);
-    errno = saved;
-    return nr_seterr(err, errlen, NR_EIO, "send: %s", zmq_strerror(saved));
-}
-
-int nr_proto_recv(void *socket, uint8_t *identity, size_t *identity_size, nr_msg_t *msg, char *err,
-                  size_t errlen) {
-    if (!socket || !msg || (identity && !identity_size))
-        return nr_seterr(err, errlen, NR_EINVAL, "recv: bad argument");
-    nr_proto_msg_clear(msg);
-    if (identity_size) *identity_size = 0;
-
-    zmq_msg_t part, body;
-    zmq_msg_init(&part);
-    zmq_msg_init(&body);
-    nr_frame_t frames[NR_PROTO_FRAMES_MAX];
-    size_t parts = 0, payloads = 0, nframes = 0, total = 0;
-    bool have_body = false, more = true;
-    int rc = 0;
-
-    /* Read every part, even after a problem, so the next call starts on a
-     * message boundary; payload beyond the limits is read and dropped. */
-    while (more) {
-        if (zmq_msg_recv(&part, socket, 0) < 0) {
-            int saved = errno;
-            /* A timeout is NR_EIO with errno EAGAIN, like any socket error:
-             * callers already tell EAGAIN/EINTR apart by errno. */
-            rc = nr_seterr(err, errlen, NR_EIO, "recv: %s", zmq_strerror(saved));
-            for (size_t i = 0; i < nframes; i++) free(frames[i].data);
-            zmq_msg_close(&part);
-            zmq_msg_close(&body);
-            errno = saved;
-            return rc;
-        }
-        more = zmq_msg_more(&part);
-        size_t n = zmq_msg_size(&part);
-        bool first = parts++ == 0;
-        if (identity && first) {
-            if (n == 0 || n > S_IDENTITY_MAX) {
-                rc = nr_seterr(err, errlen, NR_EPROTO, "identity frame of %zu bytes", n);
-            } else {
-                memcpy(identity, zmq_msg_data(&part), n);
-                *identity_size = n;
-            }
-        } else if (!have_body) {
-            zmq_msg_move(&body, &part);
-            have_body = true;
-        } else {
-            payloads++;
-            total += n;
-            if (rc || payloads > NR_PROTO_FRAMES_MAX || total > NR_PROTO_PAYLOAD_MAX) continue;
-            frames[nframes].data = malloc(n ? n : 1);
-            if (!frames[nframes].data) {
-                rc = nr_seterr(err, errlen, NR_ENOMEM, "recv: out of memory");
-                continue;
-            }
-            if (n) memcpy(frames[nframes].data, zmq_msg_data(&part), n);
-            frames[nframes++].size = n;
-        }
-    }
-    if (rc == 0 && !have_body) rc = nr_seterr(err, errlen, NR_EPROTO, "message has no body");
-    if (rc == 0) rc = s_check_frames(NR_CMD_NONE, payloads, total, err, errlen);
-    if (rc == 0) rc = nr_proto_decode(zmq_msg_data(&body), zmq_msg_size(&body), msg, err, errlen);
-    if (rc == 0) rc = s_check_frames(msg->cmd, payloads, total, err, errlen);
-    if (rc == 0) {
-        memcpy(msg->frames, frames, nframes * sizeof frames[0]);
-        msg->frames_len = (uint32_t)nframes;
-        const char *who = zmq_msg_gets(&body, "User-Id");
-        if (!who || !*who) who = zmq_msg_gets(&body, "Peer-Address");
-        if (who) snprintf(msg->peer, sizeof msg->peer, "%s", who);
-    } else {
-        for (size_t i = 0; i < nframes; i++) free(frames[i].data);
-        nr_proto_msg_clear(msg);
-    }
-    zmq_msg_close(&part);
-    zmq_msg_close(&body);
     return rc;
 }

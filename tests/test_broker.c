@@ -1274,13 +1274,13 @@ Test(store, a_field_changed_after_a_save_is_written_again) {
     cr_assert_eq(nr_broker_job_parse_route(job, "speech"), 0);
     cr_assert_eq(nr_broker_job_set(job, "opt.a", "1"), 0);
     cr_assert_eq(nr_broker_job_set(job, "opt.b", "1"), 0);
-    cr_assert_eq(nr_store_save(s_store, job, -1, NULL, 0, NULL), 0);
+    cr_assert_eq(nr_store_save(s_store, job, -1, NULL, 0, NR_STORE_COUNT_NONE), 0);
     nr_store_commit(s_store, NULL, NULL);
-    cr_assert(job->record_saved);
+    cr_assert(job->stored.record_saved);
     /* Replaced after a landed save: the next (partial) save writes it. */
     cr_assert_eq(nr_broker_job_set(job, "opt.a", "2"), 0);
     job->state = NR_JOB_RUNNING;
-    cr_assert_eq(nr_store_save(s_store, job, -1, NULL, 0, NULL), 0);
+    cr_assert_eq(nr_store_save(s_store, job, -1, NULL, 0, NR_STORE_COUNT_NONE), 0);
     /* Replaced while that save is queued: not in it, so written later. */
     cr_assert_eq(nr_broker_job_set(job, "opt.b", "3"), 0);
     nr_store_commit(s_store, NULL, NULL);
@@ -1289,7 +1289,7 @@ Test(store, a_field_changed_after_a_save_is_written_again) {
     cr_assert_str_eq(out, "2");
     s_hget("f1", "state", out, sizeof out);
     cr_assert_str_eq(out, "running");
-    cr_assert_eq(nr_store_save(s_store, job, -1, NULL, 0, NULL), 0);
+    cr_assert_eq(nr_store_save(s_store, job, -1, NULL, 0, NR_STORE_COUNT_NONE), 0);
     nr_store_commit(s_store, NULL, NULL);
     s_hget("f1", "opt.b", out, sizeof out);
     cr_assert_str_eq(out, "3");

@@ -473,6 +473,44 @@ Test(jobid, differs_when_anything_differs) {
     cr_expect_str_neq(p, q);
 }
 
+/* narrate and the gateway both encode options through nr_client_options:
+ * the names, the decimal form and the order are fixed, and absent options
+ * (0, "", NULL) are left out, so the same options give the same id. */
+Test(jobid, options_encoding_and_record) {
+    nr_client_options_t o;
+    nr_client_options(&o, 4, 0, "kal");
+    cr_assert_eq(o.n, 2);
+    cr_assert_str_eq(o.kv[0].key, "num_beams");
+    cr_assert_str_eq(o.kv[0].value, "4");
+    cr_assert_str_eq(o.kv[1].key, "voice");
+    cr_assert_str_eq(o.kv[1].value, "kal");
+    nr_client_options(&o, 0, 30, NULL);
+    cr_assert_eq(o.n, 1);
+    cr_assert_str_eq(o.kv[0].key, "max_length");
+    cr_assert_str_eq(o.kv[0].value, "30");
+    nr_client_options(&o, 0, 0, "");
+    cr_assert_eq(o.n, 0);
+    cr_assert(nr_client_voice_valid("kal_16k.v2"));
+    cr_assert(!nr_client_voice_valid(""));
+    cr_assert(!nr_client_voice_valid("a b"));
+    cr_assert(!nr_client_voice_valid("012345678901234567890123456789012"), "33 characters");
+
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    nr_client_record_t r;
+    nr_client_record(NULL, &r);
+    cr_assert(!r.state && r.created_ms == -1 && !r.final);
+    cr_assert_eq(nr_proto_kv_add(&m, "state", "cancelled"), 0);
+    cr_assert_eq(nr_proto_kv_add(&m, "existing", "1"), 0);
+    cr_assert_eq(nr_proto_kv_add(&m, "created_ms", "1000"), 0);
+    cr_assert_eq(nr_proto_kv_add(&m, "text.caption", "a cat"), 0);
+    nr_client_record(&m, &r);
+    cr_assert_str_eq(r.state, "cancelled");
+    cr_assert_str_eq(r.caption, "a cat");
+    cr_assert(r.final && r.existing && r.created_ms == 1000 && r.updated_ms == -1 && !r.route);
+    nr_proto_msg_clear(&m);
+}
+
 Test(jobid, random_ids_and_validation) {
     char a[NR_CLIENT_ID_HEX + 1], b[NR_CLIENT_ID_HEX + 1];
     cr_assert_eq(nr_client_random_id(a), 0);
@@ -692,14 +730,14 @@ Test(write, write_path_and_mkdir_over_file) {
 /* ---- JSON ---------------------------------------------------------------- */
 
 Test(output, json_string_escaping) {
-    nr_output_buf_t b = {0};
-    nr_output_buf_json_string(&b, "a\"b\\c\nd\te\x01 caf\xc3\xa9 \xff!");
+    nr_buf_t b = {0};
+    nr_output_json_string(&b, "a\"b\\c\nd\te\x01 caf\xc3\xa9 \xff!");
     cr_assert_not_null(b.data);
     cr_expect_str_eq(b.data, "\"a\\\"b\\\\c\\nd\\te\\u0001 caf\xc3\xa9 \xef\xbf\xbd!\"");
-    nr_output_buf_clear(&b);
-    nr_output_buf_json_string(&b, NULL);
+    nr_buf_clear(&b);
+    nr_output_json_string(&b, NULL);
     cr_expect_str_eq(b.data, "null");
-    nr_output_buf_clear(&b);
+    nr_buf_clear(&b);
 }
 
 Test(output, record_json) {
@@ -718,7 +756,7 @@ Test(output, record_json) {
     m.kv_len = sizeof kv / sizeof kv[0];
     const char *files[] = {"abc.txt", "abc.wav", NULL};
     nr_output_extra_t extra = {"in/cat.jpg", files, NULL, NULL};
-    nr_output_buf_t b = {0};
+    nr_buf_t b = {0};
     nr_output_record_json(&b, "abc", &m, &extra);
     cr_assert_not_null(b.data);
     const char *want[] = {
@@ -730,7 +768,7 @@ Test(output, record_json) {
         "\"files\":[\"abc.txt\",\"abc.wav\"]", "\"voice\":\"kal\""};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         cr_expect(strstr(b.data, want[i]), "record lacks %s: %s", want[i], b.data);
-    nr_output_buf_clear(&b);
+    nr_buf_clear(&b);
 
     nr_output_extra_t local = {"in/cat.jpg", NULL, "no_worker", "no worker serves stage vision"};
     kv[1].value = "queued";
@@ -738,10 +776,10 @@ Test(output, record_json) {
     cr_expect(strstr(b.data, "\"state\":\"failed\""), "%s", b.data);
     cr_expect(strstr(b.data, "\"error\":\"no_worker\""), "%s", b.data);
     cr_expect(strstr(b.data, "\"files\":[]"), "%s", b.data);
-    nr_output_buf_clear(&b);
+    nr_buf_clear(&b);
     nr_output_record_json(&b, "only-id", NULL, NULL);
     cr_expect(strstr(b.data, "{\"id\":\"only-id\",\"source\":null"), "%s", b.data);
-    nr_output_buf_clear(&b);
+    nr_buf_clear(&b);
 }
 
 /* ---- input files ---------------------------------------------------------- */

@@ -3,7 +3,7 @@
  * this process over real loopback sockets). The integration check against a
  * real broker is tests/test_metrics_it.c. */
 #include "broker/broker_metrics.h"
-#include "broker/metrics.h"
+#include "common/metrics.h"
 #include "broker/metrics_http.h"
 #include "common/error.h"
 

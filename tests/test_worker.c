@@ -8,7 +8,7 @@
 #include "proto/proto.h"
 #include "tests/harness.h"
 #include "workers/speech/speech.h"
-#include "workers/speech/utf8.h"
+#include "common/utf8.h"
 #include "workers/speech/wav.h"
 #include "workers/worker.h"
 
@@ -106,9 +106,9 @@ Test(utf8, accepts_valid_text) {
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         cr_assert_eq(s_valid(ok[i], strlen(ok[i]), NULL), 0, "case %zu", i);
     uint32_t cp = 0;
-    cr_assert_eq(nr_utf8_decode((const uint8_t *)"\xF0\x9F\x98\x80", 4, &cp), 4);
+    cr_assert_eq(nr_utf8_decode((const uint8_t *)"\xF0\x9F\x98\x80", 4, &cp, NULL), 4);
     cr_assert_eq(cp, 0x1F600);
-    cr_assert_eq(nr_utf8_decode((const uint8_t *)"\xF4\x8F\xBF\xBF", 4, &cp), 4);
+    cr_assert_eq(nr_utf8_decode((const uint8_t *)"\xF4\x8F\xBF\xBF", 4, &cp, NULL), 4);
     cr_assert_eq(cp, 0x10FFFF);
 }
 

@@ -27,3 +27,18 @@ int nr_worker_model_load(const char *stage, const nr_worker_settings_t *worker, 
                 nr_errname(rc));
     return rc;
 }
+
+int nr_worker_model_run(const char *stage, const nr_worker_settings_t *worker, nr_captioner_t **cap,
+                        void *ctx, nr_worker_run_fn run, nr_worker_run_batch_fn run_batch) {
+    nr_worker_stage_t st = nr_worker_stage_default();
+    st.name = stage;
+    /* One handler thread that takes whole batches when batching is on. */
+    st.capacity = worker->batch_size > 1 ? (int)worker->batch_size : 1;
+    st.ctx = ctx;
+    st.run = run;
+    st.run_batch = run_batch;
+    st.model = nr_captioner_name(*cap);
+    int rc = nr_worker_main(&st, worker);
+    if (rc == 0) nr_captioner_destroy(cap); /* otherwise a handler may still be using it */
+    return rc;
+}

@@ -16,4 +16,12 @@
 int nr_worker_model_load(const char *stage, const nr_worker_settings_t *worker, const char *dir, long threads,
                          nr_captioner_params_t *params, nr_captioner_t **cap);
 
+/* Runs a model stage named `stage` with its handlers (run, run_batch, ctx)
+ * through nr_worker_main: capacity batch_size when batching, else 1, and
+ * the checkpoint's name as the model. Destroys *cap afterwards, unless the
+ * worker left handler threads running (they may still use it). Returns
+ * nr_worker_main's code. */
+int nr_worker_model_run(const char *stage, const nr_worker_settings_t *worker, nr_captioner_t **cap,
+                        void *ctx, nr_worker_run_fn run, nr_worker_run_batch_fn run_batch);
+
 #endif

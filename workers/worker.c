@@ -7,9 +7,11 @@
  * mutex, and a byte on a pipe wakes the socket thread (the same pipe carries
  * the stop request from the signal handler). So a worker whose handlers are
  * all busy keeps heartbeating and never looks dead to the broker. */
-#include "workers/worker.h"
+#include "workers/worker_internal.h"
 #include "proto/secure.h"
 
+#include "common/backoff.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -30,75 +32,11 @@
 #define NR_VERSION "0.0.0"
 #endif
 
-#define S_ERRLEN (NR_PROTO_MESSAGE_MAX + 1)
-
-/* One job, from the broker's JOB to our RESULT or FAIL. */
-typedef struct s_item {
-    struct s_item *next;
-    nr_msg_t job;
-    nr_msg_t reply;
-    long long received_ms; /* when the JOB arrived: its lease runs from about then */
-} s_item_t;
-
-typedef struct {
-    s_item_t *head, *tail;
-    size_t len;
-} s_list_t;
-
-struct nr_worker_t {
-    /* What the stage gave us (strings copied). */
-    char stage[NR_PROTO_NAME_MAX + 1];
-    char model[NR_PROTO_VALUE_MAX > 256 ? 256 : NR_PROTO_VALUE_MAX];
-    char version[64];
-    void *ctx;
-    nr_worker_run_fn run;
-    nr_worker_run_batch_fn run_batch;
-    nr_worker_retryable_fn retryable;
-    nr_worker_thread_init_fn thread_init;
-    nr_worker_thread_fini_fn thread_fini;
-    nr_worker_settings_t settings;
-    char name[NR_PROTO_NAME_MAX + 1];
-    int capacity;   /* credit announced in READY */
-    int curve;      /* CURVE settings given (proto/secure.h) */
-    int batch;      /* jobs per handler call (1 unless batching) */
-    int nthreads;
-
-    /* Shared between the socket thread and the handler threads. */
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    s_list_t pending; /* received, not started */
-    s_list_t done;    /* replies to send */
-    int busy;         /* jobs inside a handler */
-    int quit;         /* handler threads: leave when nothing is pending */
-    pthread_t *threads;
-    int threads_started;
-    int next_index;   /* handler thread numbers, 0.. */
-    int inited;       /* handler threads past thread_init */
-    int init_rc;      /* first thread_init failure */
-    char init_err[256];
-    int abandoned;    /* grace ran out: threads left running */
-
-    int pipe[2];                        /* wakes the socket thread */
-    volatile sig_atomic_t stop_requested;
-    atomic_ulong jobs_done;
-    int ran;
-
-    /* Socket thread only. */
-    void *zctx;
-    void *sock;
-};
-
 static nr_worker_t *s_signal_worker;
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static long long s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void s_list_push(s_list_t *l, s_item_t *it) {
+void nr_wk_list_push(nr_wk_list_t *l, nr_wk_item_t *it) {
     it->next = NULL;
     if (l->tail) l->tail->next = it;
     else l->head = it;
@@ -106,8 +44,8 @@ static void s_list_push(s_list_t *l, s_item_t *it) {
     l->len++;
 }
 
-static s_item_t *s_list_pop(s_list_t *l) {
-    s_item_t *it = l->head;
+nr_wk_item_t *nr_wk_list_pop(nr_wk_list_t *l) {
+    nr_wk_item_t *it = l->head;
     if (!it) return NULL;
     l->head = it->next;
     if (!l->head) l->tail = NULL;
@@ -116,15 +54,15 @@ static s_item_t *s_list_pop(s_list_t *l) {
     return it;
 }
 
-static s_item_t *s_item_new(void) {
-    s_item_t *it = calloc(1, sizeof *it);
+static nr_wk_item_t *s_item_new(void) {
+    nr_wk_item_t *it = calloc(1, sizeof *it);
     if (!it) return NULL;
     nr_proto_msg_init(&it->job);
     nr_proto_msg_init(&it->reply);
     return it;
 }
 
-static void s_item_destroy(s_item_t **it_p) {
+static void s_item_destroy(nr_wk_item_t **it_p) {
     if (!it_p || !*it_p) return;
     nr_proto_msg_clear(&(*it_p)->job);
     nr_proto_msg_clear(&(*it_p)->reply);
@@ -132,7 +70,7 @@ static void s_item_destroy(s_item_t **it_p) {
     *it_p = NULL;
 }
 
-static void s_wake(nr_worker_t *self) {
+void nr_wk_wake(nr_worker_t *self) {
     int saved = errno;
     ssize_t n = write(self->pipe[1], "w", 1); /* a full pipe already wakes us */
     (void)n;
@@ -147,7 +85,7 @@ static void s_reply_head(nr_msg_t *reply, const nr_msg_t *job, nr_cmd_t cmd) {
     reply->attempt = job->attempt;
 }
 
-static void s_make_fail(nr_msg_t *reply, const nr_msg_t *job, int code, int retry,
+void nr_wk_make_fail(nr_msg_t *reply, const nr_msg_t *job, int code, int retry,
                         const char *message) {
     nr_proto_msg_clear(reply);
     s_reply_head(reply, job, NR_CMD_FAIL);
@@ -158,7 +96,7 @@ static void s_make_fail(nr_msg_t *reply, const nr_msg_t *job, int code, int retr
 }
 
 /* Turns a handler's outcome into the reply to send. */
-static void s_finish(nr_worker_t *self, s_item_t *it, int code, const char *err, long long ms) {
+void nr_wk_finish(nr_worker_t *self, nr_wk_item_t *it, int code, const char *err, long long ms) {
     if (code > 0 || code < NR_ERRNO_MIN) code = NR_EINTERNAL;
     if (code == 0) {
         s_reply_head(&it->reply, &it->job, NR_CMD_RESULT);
@@ -179,170 +117,8 @@ static void s_finish(nr_worker_t *self, s_item_t *it, int code, const char *err,
         nr_log(NR_LOG_WARN, "job %s attempt %u failed (%s, retry=%d): %s", it->job.id,
                (unsigned)it->job.attempt, nr_errname(code), retry,
                err && *err ? err : nr_strerror(code));
-        s_make_fail(&it->reply, &it->job, code, retry, err);
+        nr_wk_make_fail(&it->reply, &it->job, code, retry, err);
     }
-}
-
-/* ---- handler threads --------------------------------------------------- */
-
-static void s_deadline_ts(struct timespec *ts, long long at_ms) {
-    ts->tv_sec = (time_t)(at_ms / 1000);
-    ts->tv_nsec = (long)(at_ms % 1000) * 1000000L;
-}
-
-/* Takes the next waiting job to run (mu held), or NULL when none is left.
- * A held job whose lease ran out while it waited (capacity above
- * concurrency) is not started: the broker leases it again at its
- * deadline, so this run would be thrown away. It goes to *stale, for
- * s_answer_stale once the lock is released. */
-static s_item_t *s_pop_live(nr_worker_t *self, s_list_t *stale) {
-    s_item_t *it;
-    long long now = s_now_ms();
-    while ((it = s_list_pop(&self->pending))) {
-        if (!it->job.deadline_ms || now - it->received_ms < (long long)it->job.deadline_ms) return it;
-        s_list_push(stale, it);
-        self->busy++; /* until answered: a stopping worker waits for it */
-    }
-    return NULL;
-}
-
-/* Hands answered jobs, counted busy until now, to the socket thread (mu
- * held). It sends every reply in the list once woken, so only the first
- * one into an empty list wakes it (and the last running job of a stopping
- * worker, which it may be waiting for). Returns whether to wake it; do that
- * outside the lock, which the woken thread takes at once. */
-static int s_hand_over(nr_worker_t *self, s_list_t *answered) {
-    int wake = !self->done.head;
-    s_item_t *it;
-    while ((it = s_list_pop(answered))) {
-        s_list_push(&self->done, it);
-        self->busy--;
-    }
-    return wake || (self->busy == 0 && self->stop_requested);
-}
-
-/* Answers the jobs s_pop_live set aside (mu not held) with a retryable
- * NR_EDEADLINE FAIL each, and hands them to the socket thread. */
-static void s_answer_stale(nr_worker_t *self, s_list_t *stale) {
-    if (!stale->head) return;
-    long long now = s_now_ms();
-    for (s_item_t *it = stale->head; it; it = it->next) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "not started: waited %lld ms in the worker, past its %u ms deadline",
-                 now - it->received_ms, (unsigned)it->job.deadline_ms);
-        nr_log(NR_LOG_WARN, "job %s attempt %u %s", it->job.id, (unsigned)it->job.attempt, msg);
-        s_make_fail(&it->reply, &it->job, NR_EDEADLINE, 1, msg);
-    }
-    pthread_mutex_lock(&self->mu);
-    int wake = s_hand_over(self, stale);
-    pthread_mutex_unlock(&self->mu);
-    if (wake) s_wake(self);
-}
-
-static void *s_handler_thread(void *arg) {
-    nr_worker_t *self = arg;
-    int batch = self->batch;
-    s_item_t **items = calloc((size_t)batch, sizeof *items);
-    const nr_msg_t **jobs = calloc((size_t)batch, sizeof *jobs);
-    nr_msg_t **results = calloc((size_t)batch, sizeof *results);
-    int *codes = calloc((size_t)batch, sizeof *codes);
-    char **errs = calloc((size_t)batch, sizeof *errs);
-    char *errbuf = calloc((size_t)batch, S_ERRLEN);
-    if (!items || !jobs || !results || !codes || !errs || !errbuf) {
-        nr_log(NR_LOG_ERROR, "handler thread: out of memory");
-        goto out;
-    }
-    for (int i = 0; i < batch; i++) errs[i] = errbuf + (size_t)i * S_ERRLEN;
-
-    pthread_mutex_lock(&self->mu);
-    int index = self->next_index++;
-    pthread_mutex_unlock(&self->mu);
-    void *tctx = self->ctx;
-    char ierr[256] = "";
-    int irc = self->thread_init ? self->thread_init(self->ctx, index, &tctx, ierr, sizeof ierr) : 0;
-    pthread_mutex_lock(&self->mu);
-    self->inited++;
-    if (irc && !self->init_rc) {
-        self->init_rc = irc < 0 && irc >= NR_ERRNO_MIN ? irc : NR_EINTERNAL;
-        snprintf(self->init_err, sizeof self->init_err, "%s", *ierr ? ierr : nr_strerror(irc));
-    }
-    pthread_cond_broadcast(&self->cond);
-    if (irc) {
-        pthread_mutex_unlock(&self->mu);
-        goto out_noinit;
-    }
-    for (;;) {
-        while (!self->quit && !self->pending.head) pthread_cond_wait(&self->cond, &self->mu);
-        if (!self->pending.head) break; /* quit and nothing left */
-        s_list_t stale = {0};
-        s_item_t *first = s_pop_live(self, &stale);
-        if (!first) { /* every waiting job had run out of time */
-            pthread_mutex_unlock(&self->mu);
-            s_answer_stale(self, &stale);
-            pthread_mutex_lock(&self->mu);
-            continue;
-        }
-        int n = 0;
-        items[n++] = first;
-        self->busy++;
-        if (batch > 1) {
-            long long until = s_now_ms() + self->settings.batch_wait_ms;
-            while (n < batch) {
-                if (self->pending.head) {
-                    s_item_t *it = s_pop_live(self, &stale);
-                    if (it) {
-                        items[n++] = it;
-                        self->busy++;
-                    }
-                    continue;
-                }
-                if (self->quit || s_now_ms() >= until) break;
-                struct timespec ts;
-                s_deadline_ts(&ts, until);
-                pthread_cond_timedwait(&self->cond, &self->mu, &ts);
-            }
-        }
-        pthread_mutex_unlock(&self->mu);
-        s_answer_stale(self, &stale);
-
-        long long t0 = s_now_ms();
-        if (n == 1 && (batch == 1 || !self->run_batch)) {
-            errs[0][0] = '\0';
-            codes[0] = self->run(tctx, &items[0]->job, &items[0]->reply, errs[0], S_ERRLEN);
-        } else {
-            for (int i = 0; i < n; i++) {
-                jobs[i] = &items[i]->job;
-                results[i] = &items[i]->reply;
-                codes[i] = 0;
-                errs[i][0] = '\0';
-            }
-            self->run_batch(tctx, jobs, (size_t)n, results, codes, errs, S_ERRLEN);
-        }
-        long long ms = s_now_ms() - t0;
-        s_list_t finished = {0};
-        for (int i = 0; i < n; i++) {
-            s_finish(self, items[i], codes[i], errs[i], ms);
-            s_list_push(&finished, items[i]);
-        }
-
-        pthread_mutex_lock(&self->mu);
-        if (s_hand_over(self, &finished)) {
-            pthread_mutex_unlock(&self->mu);
-            s_wake(self);
-            pthread_mutex_lock(&self->mu);
-        }
-    }
-    pthread_mutex_unlock(&self->mu);
-    if (self->thread_fini) self->thread_fini(self->ctx, tctx);
-out_noinit:
-out:
-    free(items);
-    free(jobs);
-    free(results);
-    free(codes);
-    free(errs);
-    free(errbuf);
-    return NULL;
 }
 
 /* ---- public: settings and construction --------------------------------- */
@@ -516,7 +292,7 @@ err:
 void nr_worker_stop(nr_worker_t *self) {
     if (!self) return;
     self->stop_requested = 1;
-    if (self->pipe[1] >= 0) s_wake(self);
+    if (self->pipe[1] >= 0) nr_wk_wake(self);
 }
 
 static void s_on_signal(int sig) {
@@ -551,7 +327,7 @@ static void s_close_socket(nr_worker_t *self, int linger_ms) {
 /* Sends one message; a send error is logged and the message dropped (the
  * broker's lease requeues a job whose reply got lost). */
 static int s_send(nr_worker_t *self, const nr_msg_t *msg) {
-    char err[S_ERRLEN] = "";
+    char err[NR_WK_ERRLEN] = "";
     if (!self->sock) return NR_EIO;
     int rc = nr_proto_send(self->sock, NULL, 0, msg, err, sizeof err);
     if (rc) nr_log(NR_LOG_WARN, "send %s%s%s failed: %s", nr_proto_cmd_name(msg->cmd),
@@ -623,18 +399,18 @@ static int s_connect(nr_worker_t *self) {
 static void s_flush_done(nr_worker_t *self) {
     for (;;) {
         pthread_mutex_lock(&self->mu);
-        s_item_t *it = self->sock ? s_list_pop(&self->done) : NULL;
+        nr_wk_item_t *it = self->sock ? nr_wk_list_pop(&self->done) : NULL;
         pthread_mutex_unlock(&self->mu);
         if (!it) return;
-        char err[S_ERRLEN] = "";
+        char err[NR_WK_ERRLEN] = "";
         atomic_fetch_add(&self->jobs_done, 1); /* before the send: a peer may look at once */
         int rc = nr_proto_send(self->sock, NULL, 0, &it->reply, err, sizeof err);
         if (rc && rc != NR_EIO && it->reply.cmd == NR_CMD_RESULT) {
             /* The result itself is not sendable (too big, bad kv): fail the job. */
-            char msg[S_ERRLEN];
+            char msg[NR_WK_ERRLEN];
             snprintf(msg, sizeof msg, "result not sendable: %s", *err ? err : nr_strerror(rc));
             nr_log(NR_LOG_WARN, "job %s: %s", it->job.id, msg);
-            s_make_fail(&it->reply, &it->job, rc, self->retryable(rc), msg);
+            nr_wk_make_fail(&it->reply, &it->job, rc, self->retryable(rc), msg);
             rc = nr_proto_send(self->sock, NULL, 0, &it->reply, err, sizeof err);
         }
         if (rc) nr_log(NR_LOG_WARN, "job %s: reply lost: %s", it->job.id, *err ? err : nr_strerror(rc));
@@ -645,10 +421,10 @@ static void s_flush_done(nr_worker_t *self) {
 /* Fails every job not started yet with a retryable NR_EBUSY. */
 static void s_fail_pending(nr_worker_t *self, const char *why) {
     pthread_mutex_lock(&self->mu);
-    s_item_t *it;
-    while ((it = s_list_pop(&self->pending))) {
-        s_make_fail(&it->reply, &it->job, NR_EBUSY, 1, why);
-        s_list_push(&self->done, it);
+    nr_wk_item_t *it;
+    while ((it = nr_wk_list_pop(&self->pending))) {
+        nr_wk_make_fail(&it->reply, &it->job, NR_EBUSY, 1, why);
+        nr_wk_list_push(&self->done, it);
     }
     pthread_mutex_unlock(&self->mu);
 }
@@ -656,7 +432,7 @@ static void s_fail_pending(nr_worker_t *self, const char *why) {
 typedef struct {
     long long last_recv;  /* last message from the broker */
     int healthy;          /* got a real message since connecting */
-    long long delay;      /* next reconnect delay */
+    nr_backoff_t delay;   /* reconnect delays */
     long long reconnect_at;
 } s_link_t;
 
@@ -667,14 +443,14 @@ static void s_drop_link(nr_worker_t *self, s_link_t *link, long long now, long l
 
 /* Reads and handles one message from the broker. */
 static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
-    s_item_t *it = s_item_new();
+    nr_wk_item_t *it = s_item_new();
     if (!it) {
         nr_log(NR_LOG_ERROR, "out of memory receiving a message");
         return;
     }
-    char err[S_ERRLEN] = "";
+    char err[NR_WK_ERRLEN] = "";
     int rc = nr_proto_recv(self->sock, NULL, NULL, &it->job, err, sizeof err);
-    long long now = s_now_ms();
+    long long now = nr_clock_mono_ms();
     it->received_ms = now;
     if (rc == NR_EIO) {
         if (errno != EAGAIN && errno != EINTR)
@@ -698,20 +474,18 @@ static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
         if (link->healthy) {
             s_drop_link(self, link, now, 0);
         } else {
-            s_drop_link(self, link, now, link->delay);
-            link->delay = link->delay * 2 > self->settings.reconnect_max_ms
-                              ? self->settings.reconnect_max_ms : link->delay * 2;
+            s_drop_link(self, link, now, nr_backoff_next(&link->delay));
         }
         s_item_destroy(&it);
         return;
     case NR_CMD_JOB:
         if (self->stop_requested) {
-            s_make_fail(&it->reply, m, NR_EBUSY, 1, "worker is shutting down");
+            nr_wk_make_fail(&it->reply, m, NR_EBUSY, 1, "worker is shutting down");
         } else if (strcmp(m->stage, self->stage) != 0) {
             char msg[128];
             snprintf(msg, sizeof msg, "worker serves stage '%s', not '%s'", self->stage, m->stage);
             nr_log(NR_LOG_WARN, "job %s: %s", m->id, msg);
-            s_make_fail(&it->reply, m, NR_EINVAL, 1, msg);
+            nr_wk_make_fail(&it->reply, m, NR_EINVAL, 1, msg);
         } else {
             nr_log(NR_LOG_DEBUG, "job %s attempt %u received", m->id, (unsigned)m->attempt);
             pthread_mutex_lock(&self->mu);
@@ -719,7 +493,7 @@ static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
              * does not (or a reconnect overlapped running jobs twice). */
             int full = self->pending.len >= (size_t)self->capacity * 2;
             if (!full) {
-                s_list_push(&self->pending, it);
+                nr_wk_list_push(&self->pending, it);
                 it = NULL;
             }
             pthread_mutex_unlock(&self->mu);
@@ -727,12 +501,12 @@ static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
             if (!full) pthread_cond_signal(&self->cond);
             if (full) {
                 nr_log(NR_LOG_WARN, "job %s: over capacity %d, handed back", m->id, self->capacity);
-                s_make_fail(&it->reply, m, NR_EBUSY, 1, "worker over capacity");
+                nr_wk_make_fail(&it->reply, m, NR_EBUSY, 1, "worker over capacity");
             }
         }
         if (it) {
             pthread_mutex_lock(&self->mu);
-            s_list_push(&self->done, it);
+            nr_wk_list_push(&self->done, it);
             pthread_mutex_unlock(&self->mu);
             it = NULL;
         }
@@ -743,7 +517,7 @@ static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
     }
     if (!link->healthy) {
         link->healthy = 1;
-        link->delay = self->settings.reconnect_ms;
+        nr_backoff_reset(&link->delay);
     }
     s_item_destroy(&it);
 }
@@ -758,7 +532,7 @@ int nr_worker_run(nr_worker_t *self) {
     if (!self || self->ran) return NR_EINVAL;
     self->ran = 1;
     for (int i = 0; i < self->nthreads; i++) {
-        if (pthread_create(&self->threads[i], NULL, s_handler_thread, self) != 0) {
+        if (pthread_create(&self->threads[i], NULL, nr_wk_handler_thread, self) != 0) {
             nr_log(NR_LOG_ERROR, "cannot start handler thread: %s", strerror(errno));
             return NR_EINTERNAL;
         }
@@ -775,14 +549,15 @@ int nr_worker_run(nr_worker_t *self) {
     }
     const long long hb = self->settings.heartbeat_ms;
     const long long dead_after = hb * self->settings.heartbeat_liveness;
-    s_link_t link = {0, 0, self->settings.reconnect_ms, s_now_ms()};
+    s_link_t link = {.reconnect_at = nr_clock_mono_ms()};
+    nr_backoff_init(&link.delay, self->settings.reconnect_ms, self->settings.reconnect_max_ms);
     long long next_hb = 0, stop_deadline = 0;
     int stopping = 0, rc = 0;
     nr_log(NR_LOG_INFO, "starting: stage %s, capacity %d, %d handler thread(s), broker %s",
            self->stage, self->capacity, self->nthreads, self->settings.broker);
 
     for (;;) {
-        long long now = s_now_ms();
+        long long now = nr_clock_mono_ms();
         if (self->stop_requested && !stopping) {
             stopping = 1;
             stop_deadline = now + self->settings.grace_ms;
@@ -801,9 +576,7 @@ int nr_worker_run(nr_worker_t *self) {
                 self->stop_requested = 1;
                 break;
             } else {
-                link.reconnect_at = now + link.delay;
-                link.delay = link.delay * 2 > self->settings.reconnect_max_ms
-                                 ? self->settings.reconnect_max_ms : link.delay * 2;
+                link.reconnect_at = now + nr_backoff_next(&link.delay);
             }
         }
         s_flush_done(self);
@@ -813,10 +586,8 @@ int nr_worker_run(nr_worker_t *self) {
         }
         if (self->sock && now - link.last_recv > dead_after) {
             nr_log(NR_LOG_WARN, "broker silent for %lld ms; reconnecting in %lld ms",
-                   now - link.last_recv, link.delay);
-            s_drop_link(self, &link, now, link.delay);
-            link.delay = link.delay * 2 > self->settings.reconnect_max_ms
-                             ? self->settings.reconnect_max_ms : link.delay * 2;
+                   now - link.last_recv, (long long)link.delay.delay_ms);
+            s_drop_link(self, &link, now, nr_backoff_next(&link.delay));
         }
         if (stopping) {
             pthread_mutex_lock(&self->mu);
@@ -880,12 +651,12 @@ void nr_worker_destroy(nr_worker_t **self_p) {
     }
     pthread_mutex_lock(&self->mu);
     self->quit = 1;
-    s_item_t *it;
-    while ((it = s_list_pop(&self->pending))) s_item_destroy(&it); /* threads never saw them */
+    nr_wk_item_t *it;
+    while ((it = nr_wk_list_pop(&self->pending))) s_item_destroy(&it); /* threads never saw them */
     pthread_cond_broadcast(&self->cond);
     pthread_mutex_unlock(&self->mu);
     for (int i = 0; i < self->threads_started; i++) pthread_join(self->threads[i], NULL);
-    while ((it = s_list_pop(&self->done))) s_item_destroy(&it);
+    while ((it = nr_wk_list_pop(&self->done))) s_item_destroy(&it);
     s_close_socket(self, 0);
     if (self->zctx) zmq_ctx_term(self->zctx);
     for (int i = 0; i < 2; i++)

@@ -37,9 +37,7 @@ typedef struct {
     long client_burst;
 } s_settings_t;
 
-#define S_OPT(name, type, min, max, def, field, help)                                         \
-    {name, type, min, max, def, offsetof(s_settings_t, field),                                \
-     type == NR_CONFIG_STRING ? sizeof(((s_settings_t *)0)->field) : 0, help}
+#define S_OPT(...) NR_CONFIG_OPT(s_settings_t, __VA_ARGS__)
 
 static const nr_config_option_t s_options[] = {
     S_OPT("listen-address", NR_CONFIG_STRING, 0, 0, "127.0.0.1", listen_address,

@@ -6,6 +6,7 @@
  * proto/secure.c, as nr_client does) and a socket monitor reports the
  * handshake's outcome; no message is ever sent on it. */
 #include "client/gateway/gateway.h"
+#include "common/clock.h"
 #include "proto/secure.h"
 
 #include <stdint.h>
@@ -13,12 +14,6 @@
 #include <string.h>
 #include <time.h>
 #include <zmq.h>
-
-static long long s_mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Reads one monitor event (two frames: event id + value, then the
  * address). 0, or -1 when none could be read. */
@@ -65,9 +60,9 @@ nr_gateway_probe_t nr_gateway_probe(const char *endpoint, const char *curve_serv
         zmq_connect(sock, endpoint) != 0)
         goto done;
     int connected = 0;
-    long long deadline = s_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+    long long deadline = nr_clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
     for (;;) {
-        long long left = deadline - s_mono_ms();
+        long long left = deadline - nr_clock_mono_ms();
         if (left <= 0) break;
         zmq_pollitem_t item = {monitor, 0, ZMQ_POLLIN, 0};
         int n = zmq_poll(&item, 1, (long)left);

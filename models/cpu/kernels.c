@@ -3,8 +3,8 @@
  * own AVX-512 GEMM above that when compiled for AVX-512, else OpenBLAS
  * sgemm).
  *
- * Threads: one process-wide pool (nr_cpu_pool_init, sized by the first CPU
- * backend) runs the larger matmuls (lowp.c's too, through nr_cpu_run),
+ * Threads: one process-wide pool (pool.h: nr_cpu_pool_init, sized by the
+ * first CPU backend) runs the larger matmuls (lowp.c's too, through nr_cpu_run),
  * non-causal attention over (batch, head) pairs and the element-wise ops
  * over large activations; small work stays on the caller. The pool runs
  * one job at a time: a caller that finds it busy runs its job on its own
@@ -22,9 +22,7 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,8 +56,6 @@ static inline float s_tanh(float x) {
 
 /* Element-wise ops over the ViT's activations (197 x 3072 floats per image)
  * run on the pool; a decode step's few rows stay on the caller. */
-typedef void (*s_task_fn)(void *arg, int part, int nparts);
-static void s_run(s_task_fn fn, void *arg);
 #define S_POOL_MIN_ELEMS 65536
 
 static void s_gelu_range(float *x, size_t n, int tanh_form) {
@@ -91,7 +87,7 @@ static void s_gelu_part(void *p, int part, int nparts) {
 
 void nr_cpu_gelu(float *x, size_t n, int tanh_form) {
     s_gelu_t g = {x, n, tanh_form};
-    if (n >= S_POOL_MIN_ELEMS) s_run(s_gelu_part, &g);
+    if (n >= S_POOL_MIN_ELEMS) nr_cpu_run(s_gelu_part, &g);
     else s_gelu_range(x, n, tanh_form);
 }
 
@@ -124,7 +120,7 @@ static void s_layernorm_part(void *p, int part, int nparts) {
 
 void nr_cpu_layernorm(float *y, const float *x, const float *g, const float *b, int M, int N, float eps) {
     s_rows_t a = {y, x, g, b, M, N, eps};
-    if ((size_t)M * N >= S_POOL_MIN_ELEMS) s_run(s_layernorm_part, &a);
+    if ((size_t)M * N >= S_POOL_MIN_ELEMS) nr_cpu_run(s_layernorm_part, &a);
     else s_layernorm_part(&a, 0, 1);
 }
 
@@ -158,7 +154,7 @@ static void s_add_bias_part(void *p, int part, int nparts) {
 
 void nr_cpu_add_bias(float *y, const float *b, int M, int N) {
     s_rows_t a = {y, NULL, NULL, b, M, N, 0.0f};
-    if ((size_t)M * N >= S_POOL_MIN_ELEMS) s_run(s_add_bias_part, &a);
+    if ((size_t)M * N >= S_POOL_MIN_ELEMS) nr_cpu_run(s_add_bias_part, &a);
     else s_add_bias_part(&a, 0, 1);
 }
 
@@ -246,160 +242,6 @@ static int s_skinny(float *y, size_t ldy, const float *x, size_t ldx, const floa
 static void s_skinny_strided(float *y, size_t ldy, const float *x, size_t ldx, const float *w, int M, int N, int K,
                              size_t ldw, int acc) {
     s_skinny_ldw(y, ldy, x, ldx, w, NR_W_IN_OUT, M, N, K, ldw, acc);
-}
-
-/* ---- the thread pool (what it runs: the file's header) ----
- * Workers spin briefly, then sleep on a condition variable; sgemm calls
- * (OpenBLAS's own threads) never overlap a pool job, so the two never
- * compete for the cores. */
-
-static struct {
-    pthread_mutex_t use, m;
-    pthread_cond_t cv, done;
-    int n;                 /* threads including the caller */
-    pthread_t th[63];
-    atomic_uint gen;
-    atomic_int remaining;
-    s_task_fn fn;
-    void *arg;
-} s_pool = {.use = PTHREAD_MUTEX_INITIALIZER, .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
-            .done = PTHREAD_COND_INITIALIZER, .n = 1};
-static pthread_once_t s_pool_once = PTHREAD_ONCE_INIT;
-static int s_pool_want = 1;
-
-static void *s_worker(void *p) {
-    int id = (int)(intptr_t)p;
-    unsigned seen = 0;
-    for (;;) {
-        unsigned g;
-        int spins = 0;
-        while ((g = atomic_load_explicit(&s_pool.gen, memory_order_acquire)) == seen && spins < 20000) {
-            spins++;
-            __builtin_ia32_pause();
-        }
-        if (g == seen) {
-            pthread_mutex_lock(&s_pool.m);
-            while ((g = atomic_load_explicit(&s_pool.gen, memory_order_acquire)) == seen)
-                pthread_cond_wait(&s_pool.cv, &s_pool.m);
-            pthread_mutex_unlock(&s_pool.m);
-        }
-        seen = g;
-        s_pool.fn(s_pool.arg, id, s_pool.n);
-        if (atomic_fetch_sub_explicit(&s_pool.remaining, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&s_pool.m);
-            pthread_cond_signal(&s_pool.done);
-            pthread_mutex_unlock(&s_pool.m);
-        }
-    }
-    return NULL;
-}
-
-static void s_pool_init(void) {
-    int n = s_pool_want < 1 ? 1 : s_pool_want > 64 ? 64 : s_pool_want;
-    int started = 1;
-    for (int i = 1; i < n; i++) {
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&s_pool.th[i - 1], &at, s_worker, (void *)(intptr_t)i) == 0) started++;
-        pthread_attr_destroy(&at);
-        if (started != i + 1) break;
-    }
-    s_pool.n = started;
-}
-
-void nr_cpu_pool_init(int threads) {
-    s_pool_want = threads;
-    pthread_once(&s_pool_once, s_pool_init);
-}
-
-static void s_run(s_task_fn fn, void *arg) {
-    if (s_pool.n <= 1 || pthread_mutex_trylock(&s_pool.use) != 0) {
-        fn(arg, 0, 1);
-        return;
-    }
-    s_pool.fn = fn;
-    s_pool.arg = arg;
-    atomic_store_explicit(&s_pool.remaining, s_pool.n - 1, memory_order_release);
-    pthread_mutex_lock(&s_pool.m);
-    atomic_fetch_add_explicit(&s_pool.gen, 1, memory_order_acq_rel);
-    pthread_cond_broadcast(&s_pool.cv);
-    pthread_mutex_unlock(&s_pool.m);
-    fn(arg, 0, s_pool.n);
-    int spins = 0;
-    while (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0 && spins < 200000) {
-        spins++;
-        __builtin_ia32_pause();
-    }
-    if (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0) {
-        pthread_mutex_lock(&s_pool.m);
-        while (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0)
-            pthread_cond_wait(&s_pool.done, &s_pool.m);
-        pthread_mutex_unlock(&s_pool.m);
-    }
-    pthread_mutex_unlock(&s_pool.use);
-}
-
-void nr_cpu_run(nr_cpu_task_fn fn, void *arg) { s_run(fn, arg); }
-
-/* ---- per-thread scratch (see kernels.h) ----
- * The buffers hang off a _Thread_local pointer (no lock, no lookup on the
- * hot path); a pthread key with a destructor frees them when the thread
- * exits. If no key can be made (PTHREAD_KEYS_MAX reached), the scratch
- * still works but a thread's buffers outlive it. */
-typedef struct {
-    void *p[NR_CPU_SCRATCH_COUNT];
-    size_t size[NR_CPU_SCRATCH_COUNT];
-} s_scratch_t;
-
-static _Thread_local s_scratch_t *s_scratch;
-static pthread_key_t s_scratch_key;
-static int s_scratch_key_ok;
-static pthread_once_t s_scratch_once = PTHREAD_ONCE_INIT;
-
-static void s_scratch_destroy(void *p) {
-    s_scratch_t *sc = p;
-    if (!sc) return;
-    for (int i = 0; i < NR_CPU_SCRATCH_COUNT; i++) free(sc->p[i]);
-    free(sc);
-    if (s_scratch == sc) s_scratch = NULL;
-}
-
-static void s_scratch_key_init(void) { s_scratch_key_ok = pthread_key_create(&s_scratch_key, s_scratch_destroy) == 0; }
-
-void *nr_cpu_scratch(nr_cpu_scratch_slot_t slot, size_t bytes) {
-    if ((int)slot < 0 || slot >= NR_CPU_SCRATCH_COUNT || bytes == 0) return NULL;
-    s_scratch_t *sc = s_scratch;
-    if (!sc) {
-        pthread_once(&s_scratch_once, s_scratch_key_init);
-        sc = calloc(1, sizeof(*sc));
-        if (!sc) return NULL;
-        if (s_scratch_key_ok) pthread_setspecific(s_scratch_key, sc);
-        s_scratch = sc;
-    }
-    if (sc->size[slot] >= bytes) return sc->p[slot];
-    /* grow by at least half, so sizes that creep up (attention over a
-     * growing KV cache) reallocate only a few times; the old contents are
-     * not needed, so free first and never hold both */
-    size_t want = sc->size[slot] + sc->size[slot] / 2;
-    want = want > bytes ? want : bytes;
-    want = (want + 4095) & ~(size_t)4095;
-    if (want < bytes) return NULL;
-    free(sc->p[slot]);
-    sc->p[slot] = nr_aligned_alloc(want);
-    if (!sc->p[slot] && want > bytes) { /* the headroom did not fit: try the exact size */
-        want = bytes;
-        sc->p[slot] = nr_aligned_alloc(want);
-    }
-    sc->size[slot] = sc->p[slot] ? want : 0;
-    return sc->p[slot];
-}
-
-void nr_cpu_scratch_free(void) {
-    s_scratch_t *sc = s_scratch;
-    if (!sc) return;
-    if (s_scratch_key_ok) pthread_setspecific(s_scratch_key, NULL);
-    s_scratch_destroy(sc); /* and forgets it */
 }
 
 typedef struct {
@@ -584,15 +426,15 @@ static void s_apack_part(void *p, int part, int nparts) {
 static int s_gemm_own(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
                       int N, int K, int accumulate) {
     const int mp = (M + S_MR - 1) / S_MR * S_MR;
-    const int parts = s_pool.n; /* at least 1 */
+    const int parts = nr_cpu_pool_size(); /* at least 1 */
     float *ap = nr_cpu_scratch(NR_CPU_SCRATCH_GEMM_A, (size_t)mp * K * sizeof(float));
     float *bp = nr_cpu_scratch(NR_CPU_SCRATCH_GEMM_B, (size_t)parts * S_BLOCK * sizeof(float));
     if (!ap || !bp) return 0;
     s_apack_t pk = {ap, x, ldx, M, K};
-    if (mp >= 8 * S_MR) s_run(s_apack_part, &pk);
+    if (mp >= 8 * S_MR) nr_cpu_run(s_apack_part, &pk);
     else s_apack_part(&pk, 0, 1);
     s_gemm_t g = {y, ldy, ap, w, layout, M, N, K, accumulate, bp};
-    s_run(s_gemm_part, &g);
+    nr_cpu_run(s_gemm_part, &g);
     return 1;
 }
 #endif
@@ -604,7 +446,7 @@ void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float
     if (M <= 0 || N <= 0 || K <= 0) return;
     if (M <= nr_cpu_skinny_max && M <= 4 * S_SKINNY_MAX) {
         s_mm_t a = {y, ldy, x, ldx, w, layout, M, N, K, accumulate};
-        if ((size_t)N * K >= 65536) s_run(s_mm_part, &a);
+        if ((size_t)N * K >= 65536) nr_cpu_run(s_mm_part, &a);
         else s_mm_part(&a, 0, 1);
         return;
     }
@@ -753,11 +595,11 @@ int nr_cpu_attention(const nr_attn_args_t *a) {
             for (int h = 0; h < a->n_head; h++) s_attn_direct(a, b, h, s);
         return 0;
     }
-    const int parts = s_pool.n; /* at least 1 */
+    const int parts = nr_cpu_pool_size(); /* at least 1 */
     s_attn_t t = {a, NULL, (size_t)a->n_kv * (4 + (size_t)a->head_dim)};
     t.scratch = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)parts * t.per_part * sizeof(float));
     if (!t.scratch) return NR_ENOMEM;
-    s_run(s_attn_heads_part, &t);
+    nr_cpu_run(s_attn_heads_part, &t);
     return 0;
 }
 

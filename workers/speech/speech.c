@@ -4,7 +4,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "workers/speech/utf8.h"
+#include "common/utf8.h"
 #include "workers/speech/wav.h"
 
 #include <ctype.h>
@@ -141,7 +141,7 @@ char *nr_speech_fold_ascii(const uint8_t *text, size_t len) {
             continue;
         }
         uint32_t cp;
-        size_t n = nr_utf8_decode(text + i, len - i, &cp);
+        size_t n = nr_utf8_decode(text + i, len - i, &cp, NULL);
         if (n == 0) { /* not expected after validation: skip the byte */
             out[o++] = ' ';
             i++;

@@ -228,17 +228,8 @@ int main(int argc, char **argv) {
         nr_captioner_destroy(&text.cap);
         return 2;
     }
-    nr_worker_stage_t stage = nr_worker_stage_default();
-    stage.name = "text";
-    stage.capacity = settings.worker.batch_size > 1 ? (int)settings.worker.batch_size : 1;
-    stage.ctx = &text;
-    stage.run = s_run;
-    stage.run_batch = s_run_batch;
-    stage.model = nr_captioner_name(text.cap);
     nr_log(NR_LOG_INFO, "model %s: states [%d, %d], num_beams %d, max_length %d, device %s",
            nr_captioner_name(text.cap), seq, hidden, text.defaults.num_beams, text.defaults.max_length,
            settings.worker.device);
-    rc = nr_worker_main(&stage, &settings.worker);
-    if (rc == 0) nr_captioner_destroy(&text.cap);
-    return rc;
+    return nr_worker_model_run("text", &settings.worker, &text.cap, &text, s_run, s_run_batch);
 }

@@ -169,17 +169,7 @@ int main(int argc, char **argv) {
     int seq = 0, hidden = 0;
     nr_captioner_states_shape(vision.cap, &seq, &hidden);
     vision.states_floats = (size_t)seq * (size_t)hidden;
-    nr_worker_stage_t stage = nr_worker_stage_default();
-    stage.name = "vision";
-    /* One handler thread that takes whole batches when batching is on. */
-    stage.capacity = settings.worker.batch_size > 1 ? (int)settings.worker.batch_size : 1;
-    stage.ctx = &vision;
-    stage.run = s_run;
-    stage.run_batch = s_run_batch;
-    stage.model = nr_captioner_name(vision.cap);
     nr_log(NR_LOG_INFO, "model %s: states [%d, %d] per image, device %s", nr_captioner_name(vision.cap), seq, hidden,
            settings.worker.device);
-    rc = nr_worker_main(&stage, &settings.worker);
-    if (rc == 0) nr_captioner_destroy(&vision.cap); /* otherwise a handler may still be using it */
-    return rc;
+    return nr_worker_model_run("vision", &settings.worker, &vision.cap, &vision, s_run, s_run_batch);
 }

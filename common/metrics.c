@@ -1,5 +1,6 @@
 /* Prometheus metrics registry and text-format renderer (see metrics.h). */
-#include "broker/metrics.h"
+#include "common/metrics.h"
+#include "common/buf.h"
 #include "common/error.h"
 
 #include <math.h>
@@ -31,49 +32,10 @@ struct nr_metrics {
     s_family_t *head, *tail;
 };
 
-/* A growing text buffer; `failed` sticks after the first allocation error. */
-typedef struct {
-    char *data;
-    size_t len, cap;
-    int failed;
-} s_buf_t;
-
-static void s_buf_put(s_buf_t *b, const char *s, size_t n) {
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d) {
-            b->failed = 1;
-            return;
-        }
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void s_buf_str(s_buf_t *b, const char *s) { s_buf_put(b, s, strlen(s)); }
-
-static void s_buf_fmt(s_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void s_buf_fmt(s_buf_t *b, const char *fmt, ...) {
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n >= sizeof tmp) n = (int)sizeof tmp - 1;
-    s_buf_put(b, tmp, (size_t)n);
-}
-
-static void s_buf_double(s_buf_t *b, double v) {
+static void s_buf_double(nr_buf_t *b, double v) {
     char tmp[40];
     int n = nr_metrics_format_double(tmp, sizeof tmp, v);
-    s_buf_put(b, tmp, (size_t)n);
+    nr_buf_putn(b, tmp, (size_t)n);
 }
 
 /* ---- names, labels, numbers -------------------------------------------- */
@@ -112,33 +74,28 @@ size_t nr_metrics_bucket_index(const double *bounds, size_t n, double v) {
 /* Builds the canonical label string from name, value pairs ended by NULL.
  * Returns a malloc'd string or NULL (bad or too many labels, no memory). */
 static char *s_labels(va_list ap, int histogram) {
-    s_buf_t b = {0};
-    s_buf_put(&b, "", 0);
+    nr_buf_t b = {0};
     for (int i = 0;; i++) {
         const char *name = va_arg(ap, const char *);
         if (!name) break;
         const char *value = va_arg(ap, const char *);
         if (i >= NR_METRICS_LABELS_MAX || !value || !s_valid_name(name, 0) ||
             !strncmp(name, "__", 2) || (histogram && !strcmp(name, "le"))) {
-            free(b.data);
+            nr_buf_clear(&b);
             return NULL;
         }
-        if (i) s_buf_put(&b, ",", 1);
-        s_buf_str(&b, name);
-        s_buf_put(&b, "=\"", 2);
+        if (i) nr_buf_putn(&b, ",", 1);
+        nr_buf_puts(&b, name);
+        nr_buf_putn(&b, "=\"", 2);
         for (const char *p = value; *p; p++) {
-            if (*p == '\\') s_buf_put(&b, "\\\\", 2);
-            else if (*p == '"') s_buf_put(&b, "\\\"", 2);
-            else if (*p == '\n') s_buf_put(&b, "\\n", 2);
-            else s_buf_put(&b, p, 1);
+            if (*p == '\\') nr_buf_putn(&b, "\\\\", 2);
+            else if (*p == '"') nr_buf_putn(&b, "\\\"", 2);
+            else if (*p == '\n') nr_buf_putn(&b, "\\n", 2);
+            else nr_buf_putn(&b, p, 1);
         }
-        s_buf_put(&b, "\"", 1);
+        nr_buf_putn(&b, "\"", 1);
     }
-    if (b.failed) {
-        free(b.data);
-        return NULL;
-    }
-    return b.data;
+    return nr_buf_take(&b, NULL);
 }
 
 static s_family_t *s_family(const nr_metrics_t *self, const char *name) {
@@ -296,38 +253,37 @@ double nr_metrics_value(const nr_metrics_t *self, const char *name, ...) {
 /* ---- rendering ---------------------------------------------------------- */
 
 /* name{labels} or name{labels,extra} or name{extra} or name. */
-static void s_put_series_name(s_buf_t *b, const char *name, const char *suffix,
+static void s_put_series_name(nr_buf_t *b, const char *name, const char *suffix,
                               const char *labels, const char *extra) {
-    s_buf_str(b, name);
-    s_buf_str(b, suffix);
+    nr_buf_puts(b, name);
+    nr_buf_puts(b, suffix);
     if (!*labels && !extra) return;
-    s_buf_put(b, "{", 1);
-    s_buf_str(b, labels);
+    nr_buf_putn(b, "{", 1);
+    nr_buf_puts(b, labels);
     if (extra) {
-        if (*labels) s_buf_put(b, ",", 1);
-        s_buf_str(b, extra);
+        if (*labels) nr_buf_putn(b, ",", 1);
+        nr_buf_puts(b, extra);
     }
-    s_buf_put(b, "}", 1);
+    nr_buf_putn(b, "}", 1);
 }
 
 char *nr_metrics_render(const nr_metrics_t *self, size_t *len) {
     static const char *const types[] = {"counter", "gauge", "histogram"};
-    s_buf_t b = {0};
-    s_buf_put(&b, "", 0);
+    nr_buf_t b = {0};
     for (s_family_t *f = self ? self->head : NULL; f; f = f->next) {
-        s_buf_fmt(&b, "# HELP %s ", f->name);
+        nr_buf_printf(&b, "# HELP %s ", f->name);
         for (const char *p = f->help; *p; p++) {
-            if (*p == '\\') s_buf_put(&b, "\\\\", 2);
-            else if (*p == '\n') s_buf_put(&b, "\\n", 2);
-            else s_buf_put(&b, p, 1);
+            if (*p == '\\') nr_buf_putn(&b, "\\\\", 2);
+            else if (*p == '\n') nr_buf_putn(&b, "\\n", 2);
+            else nr_buf_putn(&b, p, 1);
         }
-        s_buf_fmt(&b, "\n# TYPE %s %s\n", f->name, types[f->type]);
+        nr_buf_printf(&b, "\n# TYPE %s %s\n", f->name, types[f->type]);
         for (s_series_t *s = f->head; s; s = s->next) {
             if (f->type != NR_METRIC_HISTOGRAM) {
                 s_put_series_name(&b, f->name, "", s->labels, NULL);
-                s_buf_put(&b, " ", 1);
+                nr_buf_putn(&b, " ", 1);
                 s_buf_double(&b, s->value);
-                s_buf_put(&b, "\n", 1);
+                nr_buf_putn(&b, "\n", 1);
                 continue;
             }
             uint64_t cumulative = 0;
@@ -338,20 +294,15 @@ char *nr_metrics_render(const nr_metrics_t *self, size_t *len) {
                 else snprintf(le + 4, sizeof le - 6, "+Inf");
                 strcat(le, "\"");
                 s_put_series_name(&b, f->name, "_bucket", s->labels, le);
-                s_buf_fmt(&b, " %llu\n", (unsigned long long)cumulative);
+                nr_buf_printf(&b, " %llu\n", (unsigned long long)cumulative);
             }
             s_put_series_name(&b, f->name, "_sum", s->labels, NULL);
-            s_buf_put(&b, " ", 1);
+            nr_buf_putn(&b, " ", 1);
             s_buf_double(&b, s->sum);
-            s_buf_put(&b, "\n", 1);
+            nr_buf_putn(&b, "\n", 1);
             s_put_series_name(&b, f->name, "_count", s->labels, NULL);
-            s_buf_fmt(&b, " %llu\n", (unsigned long long)s->count);
+            nr_buf_printf(&b, " %llu\n", (unsigned long long)s->count);
         }
     }
-    if (b.failed) {
-        free(b.data);
-        return NULL;
-    }
-    if (len) *len = b.len;
-    return b.data;
+    return nr_buf_take(&b, len);
 }

@@ -1,7 +1,9 @@
 /* Prometheus metrics: a small registry of counters, gauges and histograms
  * with labels, rendered in the Prometheus text exposition format 0.0.4.
- * No sockets here (broker/metrics_http.h serves it); single-threaded, like
- * the broker. broker/METRICS.md lists the metrics the broker exports.
+ * No sockets here (broker/metrics_http.h serves the broker's; the gateway
+ * answers GET /metrics itself). Not thread-safe: one thread at a time (the
+ * broker is single-threaded; the gateway holds a lock around every call).
+ * broker/METRICS.md and client/gateway/API.md list the metrics exported.
  *
  * Every function takes a NULL registry and then does nothing, so a caller
  * can write one-line hooks whether metrics are on or off. Labels are given
@@ -9,8 +11,8 @@
  *
  *     nr_metrics_add(m, "narrator_failures_total", 1, "stage", "text", "code", "bad_image", NULL);
  */
-#ifndef NR_BROKER_METRICS_H
-#define NR_BROKER_METRICS_H
+#ifndef NR_COMMON_METRICS_H
+#define NR_COMMON_METRICS_H
 
 #include <stddef.h>
 

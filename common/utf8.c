@@ -2,11 +2,12 @@
  * byte's range depends on the first, which excludes overlong forms
  * (C0, C1, E0 80..9F, F0 80..8F), surrogates (ED A0..BF) and code points
  * past U+10FFFF (F4 90..BF, F5..FF). */
-#include "workers/speech/utf8.h"
+#include "common/utf8.h"
 
 #include "common/error.h"
 
-size_t nr_utf8_decode(const uint8_t *s, size_t n, uint32_t *cp) {
+size_t nr_utf8_decode(const uint8_t *s, size_t n, uint32_t *cp, size_t *bad) {
+    if (bad) *bad = 1;
     if (n == 0) return 0;
     uint8_t b0 = s[0];
     if (b0 < 0x80) {
@@ -32,12 +33,12 @@ size_t nr_utf8_decode(const uint8_t *s, size_t n, uint32_t *cp) {
     } else {
         return 0; /* 80..C1 (stray continuation, overlong lead) or F5..FF */
     }
-    if (n < len) return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    c = (c << 6) | (s[1] & 0x3F);
-    for (size_t i = 2; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if (i >= n || s[i] < lo || s[i] > hi) return 0;
+        lo = 0x80;
+        hi = 0xBF;
         c = (c << 6) | (s[i] & 0x3F);
+        if (bad) *bad = i + 1;
     }
     *cp = c;
     return len;
@@ -51,7 +52,7 @@ int nr_utf8_validate(const uint8_t *s, size_t n, size_t *bad_at) {
             continue;
         }
         uint32_t cp;
-        size_t len = nr_utf8_decode(s + i, n - i, &cp);
+        size_t len = nr_utf8_decode(s + i, n - i, &cp, NULL);
         if (len == 0) {
             if (bad_at) *bad_at = i;
             return NR_ETEXT;
@@ -59,4 +60,27 @@ int nr_utf8_validate(const uint8_t *s, size_t n, size_t *bad_at) {
         i += len;
     }
     return 0;
+}
+
+size_t nr_utf8_encode(uint32_t cp, char out[4]) {
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
 }

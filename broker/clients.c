@@ -1,0 +1,423 @@
+/* Client requests: SUBMIT (checked, rate-limited, bounded, written before it
+ * is acknowledged), STATUS, FETCH, CANCEL and STATS. */
+#include "broker/internal.h"
+#include "broker/broker_metrics.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- clients ---------------------------------------------------------- */
+
+static void s_reply_job(nr_broker_t *self, const uint8_t *identity, size_t size,
+                        const nr_msg_t *req, const nr_broker_job_t *job, int code,
+                        const char *message, int existing) {
+    nr_msg_t rep;
+    nr_proto_msg_init(&rep);
+    snprintf(rep.id, sizeof rep.id, "%s", job->id);
+    nr_broker_job_record(job, &rep, nr_bk_stage_workers(self, nr_broker_job_stage(job)));
+    if (existing) nr_proto_kv_add(&rep, "existing", "1");
+    nr_bk_reply(self, identity, size, req, &rep, code, "%s", message ? message : "");
+    nr_proto_msg_clear(&rep);
+}
+
+static void s_reply_error(nr_broker_t *self, const uint8_t *identity, size_t size,
+                          const nr_msg_t *req, int code, const char *message) {
+    nr_msg_t rep;
+    nr_proto_msg_init(&rep);
+    nr_bk_reply(self, identity, size, req, &rep, code, "%s", message);
+    nr_proto_msg_clear(&rep);
+}
+
+/* The job held in memory with this id, or NULL. When its last change is
+ * still queued it is settled first, so the answer (or a second SUBMIT, or
+ * a CANCEL) sees what Redis holds. */
+static nr_broker_job_t *s_find_settled(nr_broker_t *self, const char *id) {
+    nr_broker_job_t *job = nr_broker_jobs_find(self->jobs, id);
+    if (job && (job->saving || job->submitting)) {
+        nr_bk_commit(self, 1);
+        job = nr_broker_jobs_find(self->jobs, id);
+    }
+    return job;
+}
+
+/* Finds a job in memory or, failing that, in the store (*loaded is then the
+ * caller's to destroy). Returns 0, NR_ENOTFOUND or NR_EREDIS. */
+static int s_lookup(nr_broker_t *self, const char *id, nr_broker_job_t **job,
+                    nr_broker_job_t **loaded) {
+    *loaded = NULL;
+    *job = s_find_settled(self, id);
+    if (*job) return 0;
+    if (!self->store) return NR_ENOTFOUND;
+    int rc = nr_store_load(self->store, id, loaded);
+    *job = *loaded;
+    return rc;
+}
+
+static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg,
+                        int64_t now) {
+    char text[NR_PROTO_MESSAGE_MAX];
+    if (!self->accepting) {
+        s_reply_error(self, identity, size, msg, NR_EBUSY, "broker is shutting down; retry later");
+        return;
+    }
+    if (self->store && (!nr_store_is_up(self->store) || !self->recovered)) {
+        snprintf(text, sizeof text, "redis unreachable (%s); retry later",
+                 nr_store_error(self->store));
+        s_reply_error(self, identity, size, msg, NR_EREDIS, text);
+        return;
+    }
+    if (msg->route_len == 0) {
+        s_reply_error(self, identity, size, msg, NR_EINVAL, "SUBMIT needs a route");
+        return;
+    }
+    if (msg->frames_len < 1) {
+        s_reply_error(self, identity, size, msg, NR_EINVAL, "SUBMIT needs the input as frame 0");
+        return;
+    }
+    if (!msg->id[0]) nr_bk_random_id(self, msg->id, sizeof msg->id);
+
+    /* A job held here is answered here; any other id is looked up in Redis
+     * first (a check in the turn's pipeline; the write follows in nr_bk_ack). */
+    nr_broker_job_t *old = s_find_settled(self, msg->id);
+    if (old && old->state != NR_JOB_FAILED && old->state != NR_JOB_CANCELLED) {
+        s_reply_job(self, identity, size, msg, old, 0, "job exists", 1);
+        return;
+    }
+    int64_t retry_ms = 0;
+    if (self->limit && !nr_ratelimit_take(self->limit, msg->peer, now, &retry_ms)) {
+        snprintf(text, sizeof text,
+                 "client %s is over its limit of %ld new jobs per second (burst %ld, setting "
+                 "client-rate); retry in %lld ms",
+                 msg->peer[0] ? msg->peer : "(local)", self->params.client_rate, self->params.client_burst,
+                 (long long)retry_ms);
+        nr_metrics_add(self->metrics, NR_BM_RATE_LIMITED, 1, NULL);
+        s_reply_error(self, identity, size, msg, NR_EBUSY, text);
+        return;
+    }
+    nr_broker_stage_t *first = nr_bk_stage(self, msg->route[0], 1);
+    if (!first) {
+        s_reply_error(self, identity, size, msg, NR_ENOMEM, "out of memory");
+        return;
+    }
+    if (first->queued + first->submitting >= (size_t)self->params.queue_bound) {
+        snprintf(text, sizeof text, "queue of stage %s is full (%zu jobs); retry later",
+                 first->name, first->queued);
+        s_reply_error(self, identity, size, msg, NR_EBUSY, text);
+        return;
+    }
+    if (nr_bk_reserve(self)) {
+        s_reply_error(self, identity, size, msg, NR_ENOMEM, "out of memory");
+        return;
+    }
+    int reset = old != NULL;
+    if (old) {
+        nr_broker_jobs_remove(self->jobs, old);
+        nr_broker_job_destroy(&old);
+    }
+
+    nr_broker_job_t *job = nr_broker_job_new(msg->id);
+    if (!job) goto nomem;
+    for (uint32_t i = 0; i < msg->route_len; i++)
+        snprintf(job->route[i], sizeof job->route[i], "%s", msg->route[i]);
+    job->route_len = msg->route_len;
+    char key[NR_PROTO_KEY_MAX + 8];
+    for (uint32_t i = 0; i < msg->kv_len; i++) {
+        snprintf(key, sizeof key, "opt.%s", msg->kv[i].key);
+        if (nr_broker_job_set(job, key, msg->kv[i].value)) goto nomem;
+    }
+    job->created_ms = job->updated_ms = now;
+    job->ready_ms = now;
+    job->reset = reset;
+    job->guard = self->store && !reset ? NR_STORE_GUARD : 0;
+    job->input_unsaved = 1;
+    nr_broker_job_take_input(job, &msg->frames[0].data, msg->frames[0].size);
+    if (!job->input && !(job->input = calloc(1, 1))) goto nomem;
+    nr_broker_jobs_add(self->jobs, job);
+    if (nr_bk_save(self, job, -1, NULL, 0, NR_STORE_SUBMITTED)) {
+        /* Not acknowledged, so not kept. */
+        nr_broker_jobs_remove(self->jobs, job);
+        nr_broker_job_destroy(&job);
+        s_reply_error(self, identity, size, msg, NR_EREDIS, "could not write the job to redis");
+        return;
+    }
+    /* Acknowledged (and queued) by nr_bk_ack once the write is settled. */
+    job->submitting = 1;
+    first->submitting++;
+    nr_msg_t ack;
+    nr_proto_msg_init(&ack);
+    ack.seq = msg->seq;
+    snprintf(ack.id, sizeof ack.id, "%s", job->id);
+    if (reset) snprintf(ack.message, sizeof ack.message, "rerun");
+    nr_bk_post(self, NR_BK_OUT_ACK, identity, size, &ack); /* room reserved above */
+    return;
+nomem:
+    nr_broker_job_destroy(&job);
+    s_reply_error(self, identity, size, msg, NR_ENOMEM, "out of memory");
+}
+
+/* Answers a SUBMIT whose id Redis found taken by a live job (the check
+ * found it; nothing was written): that job's record with existing=1, as
+ * for a job held here. One unfinished in Redis but not held here is a SUBMIT whose write
+ * Redis applied although the broker saw it fail: it is resumed as a
+ * restart would, or it would wait for the next restart. */
+static void s_ack_existing(nr_broker_t *self, nr_bk_out_t *e, nr_msg_t *rep) {
+    nr_broker_job_t *loaded = NULL;
+    int rc = nr_store_load(self->store, e->msg.id, &loaded);
+    if (rc) {
+        rep->code = rc;
+        snprintf(rep->message, sizeof rep->message, "cannot read the job record from redis");
+        return;
+    }
+    nr_broker_job_t *shown = loaded;
+    nr_broker_stage_t *adopted_at = NULL;
+    if (!nr_job_is_final(loaded)) {
+        nr_bk_recover_t r = {self, self->now, 0};
+        nr_bk_recover_one(e->msg.id, &r);
+        nr_broker_job_t *adopted = nr_broker_jobs_find(self->jobs, e->msg.id);
+        if (adopted) {
+            nr_log(NR_LOG_INFO, "job %s was unfinished in redis but not queued here: resumed",
+                   e->msg.id);
+            shown = adopted;
+            adopted_at = nr_bk_stage(self, nr_broker_job_stage(adopted), 0);
+        }
+    }
+    nr_broker_job_record(shown, rep, nr_bk_stage_workers(self, nr_broker_job_stage(shown)));
+    nr_proto_kv_add(rep, "existing", "1");
+    snprintf(rep->message, sizeof rep->message, "job exists");
+    nr_broker_job_destroy(&loaded);
+    if (adopted_at) nr_bk_dispatch(self, adopted_at, self->now);
+}
+
+/* Goes on with a SUBMIT whose save is settled. After the check of a new
+ * id: when free, writes the job and comes back here once that landed; when
+ * taken by a live job, forgets this one and answers with that job. After
+ * the write: acknowledged and queued, or refused and forgotten when the
+ * write failed. */
+void nr_bk_ack(nr_broker_t *self, nr_bk_out_t *e) {
+    nr_broker_job_t *job = nr_broker_jobs_find(self->jobs, e->msg.id);
+    if (!job || !job->submitting) return; /* nothing else touches it: cannot happen */
+    if ((job->guard == NR_STORE_NEW || job->guard == NR_STORE_REPLACED) && !job->dirty &&
+        !job->saving) {
+        /* The id is free: write the job now, acknowledge once that landed. */
+        if (job->guard == NR_STORE_REPLACED) {
+            job->reset = 1;
+            snprintf(e->msg.message, sizeof e->msg.message, "rerun");
+        }
+        job->guard = 0;
+        if (!nr_bk_reserve(self) && !nr_bk_save(self, job, -1, NULL, 0, NR_STORE_COUNT_NONE)) {
+            nr_bk_post(self, NR_BK_OUT_ACK, e->identity, e->identity_size, &e->msg); /* room reserved */
+            return;
+        }
+        job->dirty = 1; /* not written: refused below */
+    }
+    nr_broker_stage_t *first = nr_bk_stage(self, job->route[0], 0);
+    if (first && first->submitting) first->submitting--;
+    job->submitting = 0;
+    nr_msg_t rep;
+    nr_proto_msg_init(&rep);
+    rep.cmd = NR_CMD_REPLY;
+    rep.seq = e->msg.seq;
+    snprintf(rep.id, sizeof rep.id, "%s", job->id);
+    if (job->dirty || job->saving || !first || job->guard == NR_STORE_EXISTS) {
+        int exists = job->guard == NR_STORE_EXISTS && !job->dirty && !job->saving;
+        nr_broker_jobs_remove(self->jobs, job);
+        nr_broker_job_destroy(&job);
+        if (exists) {
+            s_ack_existing(self, e, &rep);
+        } else {
+            rep.code = NR_EREDIS;
+            snprintf(rep.message, sizeof rep.message, "could not write the job to redis");
+        }
+        nr_bk_send(self, NR_BROKER_CLIENTS, e->identity, e->identity_size, &rep);
+        nr_proto_msg_clear(&rep);
+        return;
+    }
+    int rerun = e->msg.message[0] != '\0';
+    nr_broker_stage_push(first, job, 0);
+    nr_metrics_add(self->metrics, NR_BM_SUBMITTED, 1, NULL);
+    nr_log(NR_LOG_DEBUG, "job %s submitted (%s, %zu bytes)%s", job->id, first->name,
+           job->input_size, rerun ? ", rerun" : "");
+    nr_broker_job_record(job, &rep, (long)first->workers_len);
+    if (rerun) snprintf(rep.message, sizeof rep.message, "rerun");
+    nr_bk_send(self, NR_BROKER_CLIENTS, e->identity, e->identity_size, &rep);
+    nr_proto_msg_clear(&rep);
+    nr_bk_dispatch(self, first, self->now);
+}
+
+/* s_lookup, answering the request with the error when it fails. */
+static int s_lookup_or_reply(nr_broker_t *self, const uint8_t *identity, size_t size,
+                             nr_msg_t *msg, nr_broker_job_t **job, nr_broker_job_t **loaded) {
+    int rc = s_lookup(self, msg->id, job, loaded);
+    if (rc)
+        s_reply_error(self, identity, size, msg, rc,
+                      rc == NR_ENOTFOUND ? "no such job" : "cannot read the job record from redis");
+    return rc;
+}
+
+static void s_on_status(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
+    nr_broker_job_t *job = NULL, *loaded = NULL;
+    if (s_lookup_or_reply(self, identity, size, msg, &job, &loaded)) return;
+    s_reply_job(self, identity, size, msg, job, 0, NULL, 0);
+    nr_broker_job_destroy(&loaded);
+}
+
+static void s_on_fetch(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
+    nr_broker_job_t *job = NULL, *loaded = NULL;
+    if (s_lookup_or_reply(self, identity, size, msg, &job, &loaded)) return;
+    int rc;
+    int index = -1;
+    if (msg->stage[0]) {
+        for (uint32_t i = 0; i < job->route_len; i++)
+            if (!strcmp(job->route[i], msg->stage)) index = (int)i;
+    } else {
+        index = job->state == NR_JOB_DONE ? (int)job->route_len - 1 : (int)job->stage_index - 1;
+    }
+    nr_msg_t rep;
+    nr_proto_msg_init(&rep);
+    snprintf(rep.id, sizeof rep.id, "%s", job->id);
+    if (index < 0) {
+        nr_bk_reply(self, identity, size, msg, &rep, NR_ENOTFOUND, "job %s has no output for stage '%s'",
+                    job->id, msg->stage);
+        goto done;
+    }
+    int finished = job->state == NR_JOB_DONE || (int)job->stage_index > index;
+    if (!finished) {
+        nr_bk_reply(self, identity, size, msg, &rep, NR_ENOTFOUND, "stage %s of job %s has not finished",
+                    job->route[index], job->id);
+        goto done;
+    }
+    nr_broker_job_record(job, &rep, nr_bk_stage_workers(self, nr_broker_job_stage(job)));
+    if (job->unsaved[index]) {
+        rc = nr_proto_frame_add(&rep, job->unsaved[index], job->unsaved_size[index]);
+    } else if (!self->store) {
+        rc = NR_ENOTFOUND;
+    } else {
+        uint8_t *data = NULL;
+        size_t n = 0;
+        rc = nr_store_get_blob(self->store, job->id, job->route[index], &data, &n);
+        if (!rc) rc = nr_proto_frame_take(&rep, &data, n);
+        free(data);
+    }
+    if (rc) {
+        nr_proto_msg_clear(&rep);
+        snprintf(rep.id, sizeof rep.id, "%s", job->id);
+        nr_bk_reply(self, identity, size, msg, &rep, rc, "output of stage %s: %s", job->route[index],
+                    rc == NR_ENOTFOUND ? "expired or missing" : nr_strerror(rc));
+        goto done;
+    }
+    nr_bk_reply(self, identity, size, msg, &rep, 0, NULL);
+done:
+    nr_proto_msg_clear(&rep);
+    nr_broker_job_destroy(&loaded);
+}
+
+static void s_on_cancel(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg,
+                        int64_t now) {
+    nr_broker_job_t *job = NULL, *loaded = NULL;
+    if (s_lookup_or_reply(self, identity, size, msg, &job, &loaded)) return;
+    if (nr_job_is_final(job)) {
+        s_reply_job(self, identity, size, msg, job, NR_ESTATE, "job has already finished", 0);
+        nr_broker_job_destroy(&loaded);
+        return;
+    }
+    if (loaded) {
+        /* Unfinished in the store but not in memory: not resumed yet. */
+        nr_broker_job_destroy(&loaded);
+        s_reply_error(self, identity, size, msg, NR_EREDIS, "job not resumed yet; retry later");
+        return;
+    }
+    nr_bk_release(self, job);
+    job->state = NR_JOB_CANCELLED;
+    job->error = NR_ECANCELLED;
+    snprintf(job->error_message, sizeof job->error_message, "cancelled by a client");
+    job->updated_ms = now;
+    free(job->input);
+    job->input = NULL;
+    self->count_cancelled++;
+    nr_log(NR_LOG_INFO, "job %s cancelled at %s", job->id, nr_broker_job_stage(job));
+    nr_bk_save(self, job, -1, NULL, 0, NR_STORE_CANCELLED);
+    s_reply_job(self, identity, size, msg, job, 0, NULL, 0); /* sent once written */
+}
+
+static void s_on_stats(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
+    nr_msg_t rep;
+    nr_proto_msg_init(&rep);
+    char key[NR_PROTO_KEY_MAX + 1], num[32];
+    size_t queued = 0, running = 0, workers = 0;
+    for (nr_broker_stage_t *s = self->stages; s; s = s->next) {
+        snprintf(key, sizeof key, "queue.%s", s->name);
+        snprintf(num, sizeof num, "%zu", s->queued);
+        nr_proto_kv_add(&rep, key, num);
+        snprintf(key, sizeof key, "running.%s", s->name);
+        snprintf(num, sizeof num, "%zu", s->running);
+        nr_proto_kv_add(&rep, key, num);
+        snprintf(key, sizeof key, "workers.%s", s->name);
+        snprintf(num, sizeof num, "%zu", s->workers_len);
+        nr_proto_kv_add(&rep, key, num);
+        queued += s->queued;
+        running += s->running;
+        workers += s->workers_len;
+    }
+    snprintf(num, sizeof num, "%zu", queued);
+    nr_proto_kv_add(&rep, "jobs.queued", num);
+    snprintf(num, sizeof num, "%zu", running);
+    nr_proto_kv_add(&rep, "jobs.running", num);
+    snprintf(num, sizeof num, "%zu", workers);
+    nr_proto_kv_add(&rep, "workers", num);
+    nr_proto_kv_add(&rep, "redis", !self->store ? "none" : nr_store_is_up(self->store) ? "up" : "down");
+    nr_proto_kv_add(&rep, "jobs.done", "0");
+    nr_proto_kv_add(&rep, "jobs.failed", "0");
+    nr_proto_kv_add(&rep, "jobs.cancelled", "0");
+    if (!self->store || nr_store_stats(self->store, &rep)) {
+        snprintf(num, sizeof num, "%" PRIu64, self->count_done);
+        nr_proto_kv_add(&rep, "jobs.done", num);
+        snprintf(num, sizeof num, "%" PRIu64, self->count_failed);
+        nr_proto_kv_add(&rep, "jobs.failed", num);
+        snprintf(num, sizeof num, "%" PRIu64, self->count_cancelled);
+        nr_proto_kv_add(&rep, "jobs.cancelled", num);
+    }
+    nr_bk_reply(self, identity, size, msg, &rep, 0, NULL);
+    nr_proto_msg_clear(&rep);
+}
+
+void nr_broker_client_message(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
+                              nr_msg_t *msg, int64_t now) {
+    nr_bk_enter(self, now);
+    switch (msg->cmd) {
+    case NR_CMD_SUBMIT:
+        s_on_submit(self, identity, identity_size, msg, now);
+        break;
+    case NR_CMD_STATUS:
+        s_on_status(self, identity, identity_size, msg);
+        break;
+    case NR_CMD_FETCH:
+        s_on_fetch(self, identity, identity_size, msg);
+        break;
+    case NR_CMD_CANCEL:
+        s_on_cancel(self, identity, identity_size, msg, now);
+        break;
+    case NR_CMD_STATS:
+        s_on_stats(self, identity, identity_size, msg);
+        break;
+    default: {
+        char text[96];
+        snprintf(text, sizeof text, "%s is not a client command", nr_proto_cmd_name(msg->cmd));
+        s_reply_error(self, identity, identity_size, msg, NR_EPROTO, text);
+    }
+    }
+    nr_bk_leave(self);
+}
+
+void nr_broker_client_error(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
+                            int code, const char *message) {
+    nr_log(NR_LOG_INFO, "malformed client message: %s", message);
+    nr_bk_enter(self, self->now);
+    s_reply_error(self, identity, identity_size, NULL, code, message);
+    nr_bk_leave(self);
+}
+

@@ -1,0 +1,185 @@
+/* What the broker reads back from Redis: a job's record, its input and
+ * outputs, the pending sets (at recovery) and the P:stats counters. */
+#include "broker/store_internal.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int s_parse_u32(const char *s, uint32_t *out) {
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (end == s || *end || v > UINT32_MAX) return NR_EINVAL;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int nr_store_load(nr_store_t *self, const char *id, nr_broker_job_t **out) {
+    *out = NULL;
+    nr_st_cmd_t c = {.argc = 0};
+    nr_st_str(&c, "HGETALL");
+    nr_st_fmt(&c, "%s:job:%s", self->params.prefix, id);
+    redisReply *r = nr_st_run(self, &c);
+    if (!r) return NR_EREDIS;
+    int rc = 0;
+    nr_broker_job_t *job = NULL;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        rc = NR_EREDIS;
+        goto done;
+    }
+    if (r->elements == 0) {
+        rc = NR_ENOTFOUND;
+        goto done;
+    }
+    job = nr_broker_job_new(id);
+    if (!job) {
+        rc = NR_ENOMEM;
+        goto done;
+    }
+    int have_route = 0, have_state = 0;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!k || !v) continue;
+        if (!strcmp(k, "id") || !strcmp(k, "stage")) continue;
+        if (!strcmp(k, "state")) {
+            int s = nr_job_state_parse(v);
+            if (s >= 0) job->state = (nr_job_state_t)s, have_state = 1;
+        } else if (!strcmp(k, "route")) {
+            have_route = nr_broker_job_parse_route(job, v) == 0;
+        } else if (!strcmp(k, "stage_index")) {
+            s_parse_u32(v, &job->stage_index);
+        } else if (!strcmp(k, "attempts")) {
+            s_parse_u32(v, &job->attempts);
+        } else if (!strcmp(k, "error")) {
+            job->error = *v ? nr_errcode(v) : 0;
+        } else if (!strcmp(k, "error_message")) {
+            snprintf(job->error_message, sizeof job->error_message, "%s", v);
+        } else if (!strcmp(k, "created_ms")) {
+            job->created_ms = strtoll(v, NULL, 10);
+        } else if (!strcmp(k, "updated_ms")) {
+            job->updated_ms = strtoll(v, NULL, 10);
+        } else if (nr_broker_job_set(job, k, v)) {
+            rc = NR_ENOMEM;
+            goto done;
+        }
+    }
+    if (!have_route || !have_state || job->stage_index >= job->route_len) {
+        snprintf(self->err, sizeof self->err, "job %s: record in redis is incomplete", id);
+        nr_log(NR_LOG_WARN, "redis: %s", self->err);
+        if (!have_route) {
+            rc = NR_ENOTFOUND;
+            goto done;
+        }
+        if (job->stage_index >= job->route_len) job->stage_index = job->route_len - 1;
+    }
+done:
+    freeReplyObject(r);
+    if (rc) nr_broker_job_destroy(&job);
+    *out = job;
+    return rc;
+}
+
+int nr_store_get_blob(nr_store_t *self, const char *id, const char *stage, uint8_t **data,
+                      size_t *size) {
+    *data = NULL;
+    *size = 0;
+    nr_st_cmd_t c = {.argc = 0};
+    nr_st_str(&c, "GET");
+    if (stage) nr_st_fmt(&c, "%s:out:%s:%s", self->params.prefix, stage, id);
+    else nr_st_fmt(&c, "%s:input:%s", self->params.prefix, id);
+    redisReply *r = nr_st_run(self, &c);
+    if (!r) return NR_EREDIS;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_NIL) {
+        rc = NR_ENOTFOUND;
+    } else if (r->type != REDIS_REPLY_STRING) {
+        rc = NR_EREDIS;
+    } else {
+        *data = malloc(r->len ? r->len : 1);
+        if (!*data) rc = NR_ENOMEM;
+        else memcpy(*data, r->str, r->len), *size = r->len;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+typedef struct {
+    char id[NR_PROTO_ID_MAX + 1];
+    double score;
+} s_pending_t;
+
+static int s_by_score(const void *a, const void *b) {
+    const s_pending_t *x = a, *y = b;
+    return x->score < y->score ? -1 : x->score > y->score ? 1 : strcmp(x->id, y->id);
+}
+
+int nr_store_pending(nr_store_t *self, void (*fn)(const char *id, void *arg), void *arg) {
+    nr_st_cmd_t c = {.argc = 0};
+    nr_st_str(&c, "SMEMBERS");
+    nr_st_fmt(&c, "%s:stages", self->params.prefix);
+    redisReply *stages = nr_st_run(self, &c);
+    if (!stages) return NR_EREDIS;
+    int rc = 0;
+    s_pending_t *list = NULL;
+    size_t n = 0, cap = 0;
+    if (stages->type != REDIS_REPLY_ARRAY) rc = NR_EREDIS;
+    for (size_t s = 0; !rc && s < stages->elements; s++) {
+        if (stages->element[s]->type != REDIS_REPLY_STRING) continue;
+        c.argc = 0;
+        nr_st_str(&c, "ZRANGE");
+        nr_st_fmt(&c, "%s:pending:%s", self->params.prefix, stages->element[s]->str);
+        nr_st_str(&c, "0"), nr_st_str(&c, "-1"), nr_st_str(&c, "WITHSCORES");
+        redisReply *r = nr_st_run(self, &c);
+        if (!r) {
+            rc = NR_EREDIS;
+            break;
+        }
+        for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+            if (!r->element[i]->str || r->element[i]->len > NR_PROTO_ID_MAX) continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 256;
+                s_pending_t *l = realloc(list, cap * sizeof *l);
+                if (!l) {
+                    rc = NR_ENOMEM;
+                    break;
+                }
+                list = l;
+            }
+            snprintf(list[n].id, sizeof list[n].id, "%s", r->element[i]->str);
+            list[n].score = r->element[i + 1]->str ? strtod(r->element[i + 1]->str, NULL) : 0;
+            n++;
+        }
+        freeReplyObject(r);
+    }
+    freeReplyObject(stages);
+    if (!rc) {
+        if (n) qsort(list, n, sizeof *list, s_by_score);
+        for (size_t i = 0; i < n; i++) fn(list[i].id, arg);
+    }
+    free(list);
+    return rc;
+}
+
+int nr_store_stats(nr_store_t *self, nr_msg_t *msg) {
+    nr_st_cmd_t c = {.argc = 0};
+    nr_st_str(&c, "HGETALL");
+    nr_st_fmt(&c, "%s:stats", self->params.prefix);
+    redisReply *r = nr_st_run(self, &c);
+    if (!r) return NR_EREDIS;
+    char key[128];
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        if (!r->element[i]->str || !r->element[i + 1]->str) continue;
+        const char *name = r->element[i]->str;
+        int per_state = !strcmp(name, "done") || !strcmp(name, "failed") ||
+                        !strcmp(name, "cancelled");
+        snprintf(key, sizeof key, "%s.%s", per_state ? "jobs" : "total", name);
+        nr_proto_kv_add(msg, key, r->element[i + 1]->str);
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+uint64_t nr_store_errors(const nr_store_t *self) { return self ? self->errors : 0; }

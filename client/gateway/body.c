@@ -1,0 +1,153 @@
+/* Request bodies: job options (query arguments and form fields), the body
+ * buffer bounded by max_body_bytes, and multipart/form-data parts through
+ * libmicrohttpd's post processor. */
+#include "client/gateway/internal.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void nr_gw_media_type(const char *header, char *out, size_t size) {
+    size_t n = 0;
+    if (header)
+        for (const char *p = header; *p && *p != ';' && n + 1 < size; p++)
+            if (*p != ' ' && *p != '\t') out[n++] = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+    out[n] = '\0';
+}
+
+int nr_gw_sniff_image(const uint8_t *d, size_t n) {
+    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return 1;
+    if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return 1;
+    if (n >= 12 && !memcmp(d, "RIFF", 4) && !memcmp(d + 8, "WEBP", 4)) return 1;
+    return 0;
+}
+
+/* ---- options ---- */
+
+/* Parses one option (query argument or form field). 0, or an HTTP status
+ * with the message in req->opt_error. */
+static int s_option(nr_gw_req_t *req, const char *key, const char *value, int allow_image_opts) {
+    nr_gw_opts_t *o = &req->opts;
+    if (!value) value = "";
+    if (!strcmp(key, "voice")) {
+        if (!nr_client_voice_valid(value)) {
+            snprintf(req->opt_error, sizeof req->opt_error,
+                     "option 'voice' must be 1..%d letters, digits, '_', '-' or '.'", NR_GW_VOICE_MAX);
+            return MHD_HTTP_BAD_REQUEST;
+        }
+        snprintf(o->voice, sizeof o->voice, "%s", value);
+        return 0;
+    }
+    long *target = NULL, max = 0;
+    if (allow_image_opts && !strcmp(key, "beams")) target = &o->beams, max = NR_GW_BEAMS_MAX;
+    else if (allow_image_opts && !strcmp(key, "max_length")) target = &o->max_length, max = NR_GW_LENGTH_MAX;
+    if (!target) {
+        snprintf(req->opt_error, sizeof req->opt_error, "unknown option '%.64s' (known: %s)", key,
+                 allow_image_opts ? "voice, beams, max_length" : "voice");
+        return MHD_HTTP_BAD_REQUEST;
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (errno || end == value || *end || v < 1 || v > max) {
+        snprintf(req->opt_error, sizeof req->opt_error,
+                 "option '%s' must be a whole number in 1..%ld, got '%.32s'", key, max, value);
+        return MHD_HTTP_BAD_REQUEST;
+    }
+    *target = v;
+    return 0;
+}
+
+enum MHD_Result nr_gw_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value) {
+    (void)kind;
+    nr_gw_req_t *req = cls;
+    if (req->opt_status) return MHD_NO;
+    req->opt_status = s_option(req, key, value, req->route == NR_GW_R_JOBS);
+    return req->opt_status ? MHD_NO : MHD_YES;
+}
+
+/* ---- request bodies ---- */
+
+int nr_gw_body_append(nr_gw_req_t *req, const char *data, size_t size) {
+    size_t max = req->gw->params.max_body_bytes;
+    if (req->too_big || size > max - req->size) {
+        req->too_big = 1;
+        return 0;
+    }
+    if (req->size + size > req->cap) {
+        size_t cap = req->cap ? req->cap : 65536;
+        while (cap < req->size + size) cap *= 2;
+        if (cap > max) cap = max;
+        uint8_t *p = realloc(req->body, cap);
+        if (!p) return NR_ENOMEM;
+        req->body = p;
+        req->cap = cap;
+    }
+    memcpy(req->body + req->size, data, size);
+    req->size += size;
+    return 0;
+}
+
+int nr_gw_flush_field(nr_gw_req_t *req) {
+    if (!req->field_key[0]) return 0;
+    req->field[req->field_len] = '\0';
+    int st = s_option(req, req->field_key, req->field, 1);
+    req->field_key[0] = '\0';
+    req->field_len = 0;
+    return st;
+}
+
+enum MHD_Result nr_gw_post_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *filename, const char *content_type,
+                                 const char *transfer_encoding, const char *data, uint64_t off,
+                                 size_t size) {
+    (void)kind;
+    (void)transfer_encoding;
+    nr_gw_req_t *req = cls;
+    if (!key) return MHD_YES;
+    if (!strcmp(key, "image")) {
+        if ((req->opt_status = nr_gw_flush_field(req))) return MHD_NO;
+        if (off == 0 && (req->size == 0 && !req->have_image)) {
+            req->have_image = 1;
+            nr_gw_media_type(content_type, req->image_type, sizeof req->image_type);
+            if (filename) {
+                size_t n = 0;
+                for (const char *p = filename; *p && n + 1 < sizeof req->name; p++)
+                    req->name[n++] = ((unsigned char)*p < 0x20 || *p == 0x7f) ? '_' : *p;
+                req->name[n] = '\0';
+            }
+        } else if (off == 0 && req->have_image && size > 0 && req->size > 0) {
+            req->opt_status = MHD_HTTP_BAD_REQUEST;
+            req->opt_code = NR_EINVAL;
+            snprintf(req->opt_error, sizeof req->opt_error, "the form has more than one 'image' field");
+            return MHD_NO;
+        }
+        if (size && nr_gw_body_append(req, data, size)) return MHD_NO;
+        return MHD_YES;
+    }
+    /* A small option field: gather its value, parse it when the next field starts. */
+    if (strcmp(key, req->field_key)) {
+        if ((req->opt_status = nr_gw_flush_field(req))) return MHD_NO;
+        if (strcmp(key, "voice") && strcmp(key, "beams") && strcmp(key, "max_length")) {
+            req->opt_status = MHD_HTTP_BAD_REQUEST;
+            snprintf(req->opt_error, sizeof req->opt_error,
+                     "unknown form field '%.64s' (known: image, voice, beams, max_length)", key);
+            return MHD_NO;
+        }
+        snprintf(req->field_key, sizeof req->field_key, "%s", key);
+        req->field_len = 0;
+    }
+    if (size > NR_GW_FIELD_MAX - req->field_len) {
+        req->opt_status = MHD_HTTP_BAD_REQUEST;
+        snprintf(req->opt_error, sizeof req->opt_error, "form field '%.64s' is longer than %d bytes",
+                 key, NR_GW_FIELD_MAX);
+        return MHD_NO;
+    }
+    memcpy(req->field + req->field_len, data, size);
+    req->field_len += size;
+    return MHD_YES;
+}

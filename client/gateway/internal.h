@@ -1,0 +1,229 @@
+/* The gateway's insides, shared by its files (not an API: gateway.h is).
+ *
+ *   gateway.c   lifecycle, libmicrohttpd callbacks, routing
+ *   respond.c   answers: bodies, JSON, the API's error object, 405
+ *   handlers.c  the job and health route handlers
+ *   body.c      options (query and form fields), request bodies, multipart
+ *   record.c    a job record as the API's JSON
+ *   static.c    the web page's files
+ *   pool.c      one broker client per libmicrohttpd thread
+ *   recent.c    the ring of recently submitted jobs (GET /v1/jobs)
+ *   metrics.c   the gateway's Prometheus families (GET /metrics)
+ *
+ * Threads: libmicrohttpd runs requests on a pool of threads. A request's
+ * nr_gw_req_t belongs to the thread serving it; the gateway's shared state
+ * is guarded by gw->lock (clients, the ring, the probe) and
+ * gw->metrics_lock (the registry). */
+#ifndef NR_CLIENT_GATEWAY_INTERNAL_H
+#define NR_CLIENT_GATEWAY_INTERNAL_H
+
+#include "client/client.h"
+#include "client/gateway/gateway.h"
+#include "common/metrics.h"
+#include "common/ratelimit.h"
+#include "proto/proto.h"
+#include "proto/secure.h"
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NR_GW_VOICE_MAX NR_CLIENT_VOICE_MAX
+#define NR_GW_BEAMS_MAX NR_CLIENT_BEAMS_MAX
+#define NR_GW_LENGTH_MAX NR_CLIENT_LENGTH_MAX
+#define NR_GW_FIELD_MAX 64 /* bytes in a small multipart field */
+#define NR_GW_NAME_MAX 128 /* bytes of an uploaded file name kept in the ring */
+
+/* Routes (metric labels: nr_gw_route_names). */
+typedef enum {
+    NR_GW_R_PAGE = 0, /* static files, "/" */
+    NR_GW_R_JOBS,
+    NR_GW_R_JOB,
+    NR_GW_R_AUDIO,
+    NR_GW_R_CAPTION,
+    NR_GW_R_SPEAK,
+    NR_GW_R_HEALTHZ,
+    NR_GW_R_READYZ,
+    NR_GW_R_METRICS,
+    NR_GW_R_UNKNOWN,
+    NR_GW_R_COUNT
+} nr_gw_route_t;
+
+
+typedef enum { NR_GW_M_GET = 0, NR_GW_M_HEAD, NR_GW_M_POST, NR_GW_M_DELETE, NR_GW_M_OTHER, NR_GW_M_COUNT } nr_gw_method_t;
+
+/* Route and method names, as metric labels and in messages. */
+extern const char *const nr_gw_route_names[NR_GW_R_COUNT];
+extern const char *const nr_gw_method_names[NR_GW_M_COUNT];
+
+typedef struct {
+    char id[NR_PROTO_ID_MAX + 1];
+    char route[32];
+    char name[NR_GW_NAME_MAX]; /* uploaded file name, or "" */
+    size_t bytes;
+    long long submitted_ms;
+    int existing;
+} nr_gw_recent_t;
+
+struct nr_gateway_t {
+    nr_gateway_params_t params;
+    struct MHD_Daemon *daemon;
+    int port;
+    long long started_ms;
+    pthread_mutex_t lock; /* clients and the recent ring */
+    nr_client_t **clients;
+    size_t n_clients, cap_clients;
+    nr_gw_recent_t *recent; /* oldest first */
+    size_t n_recent;
+    nr_metrics_t *metrics;   /* the gateway's families (metrics.c) */
+    pthread_mutex_t metrics_lock; /* the registry is not thread-safe */
+    int locks_ready;
+    int curve;                               /* CURVE settings given */
+    char curve_public[NR_SECURE_KEY_Z85 + 1]; /* this gateway's public key, for messages */
+    nr_gateway_probe_t probe;                /* last handshake probe (under lock) */
+    int probe_detail;
+    long long probe_ms;                      /* when it ran (monotonic), 0: never */
+    nr_ratelimit_t *limit;                   /* POSTs per client IP; NULL: no limit */
+};
+
+
+/* One request, from its headers to its completion. */
+typedef enum { NR_GW_BODY_NONE = 0, NR_GW_BODY_RAW, NR_GW_BODY_MULTIPART, NR_GW_BODY_TEXT } nr_gw_body_kind_t;
+
+typedef struct {
+    char voice[NR_GW_VOICE_MAX + 1];
+    long beams, max_length; /* 0: not given */
+} nr_gw_opts_t;
+
+typedef struct {
+    nr_gateway_t *gw;
+    nr_gw_route_t route;
+    nr_gw_method_t method;
+    char method_text[16]; /* as sent, for messages */
+    char id[NR_PROTO_ID_MAX + 1];
+    int64_t start_ns; /* monotonic */
+    int responded; /* a response is queued */
+    int deferred;  /* not a body-taking POST: answered when the request is complete */
+    unsigned status;
+    size_t bytes_out;
+    unsigned long long bytes_in;
+    /* body */
+    nr_gw_body_kind_t body_kind;
+    uint8_t *body;
+    size_t size, cap;
+    int too_big;            /* past max_body_bytes: the rest is dropped */
+    unsigned long long dropped;
+    nr_gw_opts_t opts;
+    int opt_status;         /* an option error found while reading the form */
+    int opt_code;
+    char opt_error[256];
+    /* multipart */
+    struct MHD_PostProcessor *pp;
+    int pp_failed;
+    int have_image;
+    int image_part_bad_type;
+    char image_type[96];
+    char name[NR_GW_NAME_MAX];
+    char field_key[NR_GW_FIELD_MAX];
+    char field[NR_GW_FIELD_MAX + 1];
+    size_t field_len;
+} nr_gw_req_t;
+
+
+/* ---- respond.c ---- */
+
+/* Queues `data` (malloc'd; taken, also on failure) with status and type,
+ * and the response headers given as name, value pairs ended by NULL. */
+enum MHD_Result nr_gw_send(struct MHD_Connection *conn, nr_gw_req_t *req, unsigned status,
+                           const char *type, void *data, size_t size, const char *const *headers);
+/* Sends `json` (taken) as the body, with a newline. */
+enum MHD_Result nr_gw_send_json(struct MHD_Connection *conn, nr_gw_req_t *req, unsigned status,
+                                cJSON *json, const char *const *headers);
+/* {"error": wire name of code, "message": ...} with the given status. */
+enum MHD_Result nr_gw_send_error(struct MHD_Connection *conn, nr_gw_req_t *req, unsigned status,
+                                 int code, const char *const *headers, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* 405 with an Allow header. */
+enum MHD_Result nr_gw_allow(struct MHD_Connection *conn, nr_gw_req_t *req, const char *allow);
+
+/* ---- handlers.c: routes ---- */
+
+enum MHD_Result nr_gw_handle_healthz(struct MHD_Connection *conn, nr_gw_req_t *req);
+enum MHD_Result nr_gw_handle_readyz(struct MHD_Connection *conn, nr_gw_req_t *req);
+enum MHD_Result nr_gw_handle_status(struct MHD_Connection *conn, nr_gw_req_t *req);
+enum MHD_Result nr_gw_handle_audio(struct MHD_Connection *conn, nr_gw_req_t *req);
+enum MHD_Result nr_gw_handle_caption(struct MHD_Connection *conn, nr_gw_req_t *req);
+/* SUBMIT of the gathered body: POST /v1/jobs and POST /v1/speak. */
+enum MHD_Result nr_gw_handle_submit(struct MHD_Connection *conn, nr_gw_req_t *req);
+
+/* ---- body.c ---- */
+
+/* MHD_get_connection_values callback: one query argument as an option. */
+enum MHD_Result nr_gw_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value);
+/* MHD post processor callback: the 'image' part and the option fields. */
+enum MHD_Result nr_gw_post_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *filename, const char *content_type,
+                                 const char *transfer_encoding, const char *data, uint64_t off,
+                                 size_t size);
+/* Appends to the body buffer; past max_body_bytes sets too_big instead.
+ * 0 or NR_ENOMEM. */
+int nr_gw_body_append(nr_gw_req_t *req, const char *data, size_t size);
+/* Parses the small form field gathered so far, if any. 0 or an HTTP status. */
+int nr_gw_flush_field(nr_gw_req_t *req);
+/* "image/png; x=y" -> "image/png" into out (lower case). */
+void nr_gw_media_type(const char *header, char *out, size_t size);
+/* 1 for JPEG, PNG or WebP magic bytes. */
+int nr_gw_sniff_image(const uint8_t *d, size_t n);
+
+/* ---- record.c ---- */
+
+/* The job record of a broker REPLY as the API's JSON object (the caller
+ * owns it), or NULL when out of memory. */
+cJSON *nr_gw_record_json(const nr_msg_t *rec, const char *fallback_id);
+
+/* ---- static.c ---- */
+
+/* GET of a file under params.static_dir. */
+enum MHD_Result nr_gw_handle_static(struct MHD_Connection *conn, nr_gw_req_t *req, const char *url);
+
+/* ---- pool.c ---- */
+
+/* This thread's broker client, made on first use with the gateway's CURVE
+ * settings; NULL when none can be made (nr_gw_client_failure says why). */
+nr_client_t *nr_gw_client(nr_gateway_t *gw);
+/* This thread's client of gw if it has one, else NULL (nothing is made). */
+nr_client_t *nr_gw_client_current(const nr_gateway_t *gw);
+/* Why this thread has no client (message; its code in *code). */
+const char *nr_gw_client_failure(int *code);
+/* Destroys every client made (after the threads are stopped). */
+void nr_gw_clients_destroy(nr_gateway_t *gw);
+
+/* ---- recent.c ---- */
+
+/* Adds a submitted job at the newest end (moved there when it is in the
+ * ring already; the oldest is dropped when the ring is full). */
+void nr_gw_recent_add(nr_gateway_t *gw, const char *id, const char *route, const char *name,
+                      size_t bytes, int existing);
+/* Jobs in the ring now. */
+size_t nr_gw_recent_count(nr_gateway_t *gw);
+/* GET /v1/jobs: the ring, newest first. */
+enum MHD_Result nr_gw_handle_list(struct MHD_Connection *conn, nr_gw_req_t *req);
+
+/* ---- metrics.c ---- */
+
+/* Defines the gateway's families in gw->metrics (made here). 0 or NR_ENOMEM. */
+int nr_gw_metrics_init(nr_gateway_t *gw);
+/* One answered request: its status, duration and bytes. */
+void nr_gw_metrics_request(nr_gateway_t *gw, nr_gw_route_t route, nr_gw_method_t method,
+                           unsigned status, double seconds, unsigned long long in, size_t out);
+/* One broker request and, when it failed for a reason other than an
+ * ordinary answer about the job (not found, wrong state), its error. */
+void nr_gw_metrics_broker(nr_gateway_t *gw, int rc);
+/* GET /metrics. */
+enum MHD_Result nr_gw_handle_metrics(struct MHD_Connection *conn, nr_gw_req_t *req);
+
+#endif

@@ -1,0 +1,55 @@
+/* What narrate.c (main, the commands), narrate_submit.c (`submit`, with its
+ * window of jobs in flight and its progress bar) and narrate_report.c (the
+ * helpers both use) share; not an API. */
+#ifndef NR_CLIENT_NARRATE_H
+#define NR_CLIENT_NARRATE_H
+
+#include "client/cli.h"
+#include "client/client.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NR_NARRATE_POLL_FIRST_MS 100
+#define NR_NARRATE_POLL_MAX_MS 1000
+
+typedef struct {
+    nr_cli_t *cli;
+    nr_client_t *client;
+    int tty; /* draw a progress bar on stderr */
+    int bar_drawn;
+} nr_narrate_app_t;
+
+/* Watches a queued job: nr_narrate_noworker_check returns 1 when it has
+ * sat at a stage with no live worker for longer than the timeout. */
+typedef struct {
+    int64_t since;
+    char stage[NR_PROTO_NAME_MAX + 1];
+} nr_narrate_noworker_t;
+
+/* Exit code for an error code from the client library or broker. */
+int nr_narrate_exit_code(int rc);
+
+void nr_narrate_clear_bar(nr_narrate_app_t *app);
+
+void nr_narrate_errorf(nr_narrate_app_t *app, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Watches a queued job: returns 1 when it has sat at a stage with no live
+ * worker for longer than the timeout (message in err), else 0. */
+int nr_narrate_noworker_check(nr_narrate_noworker_t *w, const nr_msg_t *record, long timeout_s,
+                              char *err, size_t errlen);
+
+/* Writes a finished job's outputs into dir as <stem>.txt/.wav/.json. On
+ * success, and when `line` is not NULL, it gets the JSON line for stdout
+ * (the caller frees it). Returns 0 or an error with a message in err. */
+int nr_narrate_write_outputs(nr_narrate_app_t *app, const char *id, const nr_msg_t *record,
+                             const char *dir, const char *stem, const char *source, char **line,
+                             char *err, size_t errlen);
+
+const char *nr_narrate_or(const char *s, const char *alt);
+
+/* `narrate submit`: returns the exit code. */
+int nr_narrate_cmd_submit(nr_narrate_app_t *app);
+
+#endif

@@ -1,0 +1,340 @@
+/* `narrate submit`: a window of jobs in flight over a file, a folder or a
+ * list, SUBMIT in batches, polling, outputs as jobs finish, a progress bar. */
+#include "client/narrate.h"
+#include "client/files.h"
+#include "client/output.h"
+#include "common/backoff.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define S_BATCH_BYTES ((size_t)64 << 20) /* input read ahead for one SUBMIT batch */
+
+typedef enum { S_PENDING = 0, S_INFLIGHT, S_DONE, S_FAILED } s_job_state_t;
+
+typedef struct {
+    const char *path;
+    char *stem;
+    char id[NR_PROTO_ID_MAX + 1];
+    s_job_state_t state;
+    int64_t next_poll;
+    int poll_ms;
+    nr_narrate_noworker_t noworker;
+} s_job_t;
+
+typedef struct {
+    nr_narrate_app_t *app;
+    s_job_t *jobs;
+    size_t n, next, inflight, done, failed;
+    int64_t started;
+} s_run_t;
+
+static void s_draw_bar(s_run_t *run) {
+    nr_narrate_app_t *app = run->app;
+    if (!app->tty) return;
+    size_t finished = run->done + run->failed, width = 30;
+    size_t fill = run->n ? finished * width / run->n : width;
+    char bar[64];
+    for (size_t i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    double secs = (double)(nr_clock_mono_ms() - run->started) / 1000.0;
+    fprintf(stderr, "\r\033[K[%s] %zu/%zu  (%zu done, %zu failed, %zu in flight)  %.0fs", bar,
+            finished, run->n, run->done, run->failed, run->inflight, secs);
+    fflush(stderr);
+    app->bar_drawn = 1;
+}
+
+/* Counts a job as failed, says why on stderr, and writes its record as
+ * DIR/<stem>.json (and prints it with --json). `local` marks a failure
+ * found here (unreadable file, no worker, outputs not written) rather than
+ * a final state from the broker; its error then overrides the record's. */
+static void s_job_failed(s_run_t *run, s_job_t *job, const char *id, const nr_msg_t *record,
+                         int local, const char *error, const char *message) {
+    nr_narrate_app_t *app = run->app;
+    const nr_cli_t *cli = app->cli;
+    if (job->state == S_INFLIGHT) run->inflight--;
+    job->state = S_FAILED;
+    run->failed++;
+    nr_narrate_errorf(app, "%s: failed: %s%s%s%s", job->path, nr_narrate_or(message, "unknown error"),
+             error ? " (" : "", error ? error : "", error ? ")" : "");
+    nr_buf_t b = {0};
+    char name[NR_OUTPUT_STEM_MAX + 40], path[4096], err[1024];
+    snprintf(name, sizeof name, "%s.json", job->stem);
+    snprintf(path, sizeof path, "%s/%s", cli->output, name);
+    const char *files[2] = {NULL, NULL};
+    nr_output_extra_t extra = {job->path, files, local ? error : NULL, local ? message : NULL};
+    int written = 0;
+    if (!cli->no_wait) {
+        nr_output_record_json(&b, id, record, &extra);
+        nr_buf_puts(&b, "\n");
+        if (!b.failed && nr_output_write(cli->output, name, b.data, b.len, err, sizeof err) == 0)
+            written = 1;
+        else if (!b.failed)
+            nr_narrate_errorf(app, "%s", err);
+        nr_buf_clear(&b);
+    }
+    if (cli->json) {
+        files[0] = written ? path : NULL;
+        nr_output_record_json(&b, id, record, &extra);
+        nr_narrate_clear_bar(app);
+        if (!b.failed) printf("%s\n", b.data);
+        fflush(stdout);
+        nr_buf_clear(&b);
+    }
+}
+
+/* Acts on a job record from SUBMIT or STATUS. */
+static void s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
+    nr_narrate_app_t *app = run->app;
+    nr_client_record_t rec;
+    nr_client_record(record, &rec);
+    const char *state = nr_narrate_or(rec.state, "");
+    char err[2048];
+    if (!strcmp(state, "done")) {
+        char *line = NULL;
+        int rc = nr_narrate_write_outputs(app, job->id, record, app->cli->output, job->stem, job->path, &line,
+                                 err, sizeof err);
+        if (rc) {
+            s_job_failed(run, job, job->id, record, 1, nr_errname(rc), err);
+            return;
+        }
+        if (job->state == S_INFLIGHT) run->inflight--;
+        job->state = S_DONE;
+        run->done++;
+        if (app->cli->json) {
+            nr_narrate_clear_bar(app);
+            printf("%s\n", line ? line : "{}");
+            fflush(stdout);
+        } else if (!app->cli->quiet) {
+            nr_narrate_clear_bar(app);
+            printf("done %s -> %s/%s%s%s\n", job->path, app->cli->output, job->stem,
+                   rec.caption ? ": " : "", rec.caption ? rec.caption : "");
+            fflush(stdout);
+        }
+        free(line);
+        return;
+    }
+    if (!strcmp(state, "failed") || !strcmp(state, "cancelled")) {
+        s_job_failed(run, job, job->id, record, 0,
+                     nr_narrate_or(rec.error, !strcmp(state, "cancelled") ? nr_errname(NR_ECANCELLED) : "failed"),
+                     nr_narrate_or(rec.error_message, state));
+        return;
+    }
+    if (nr_narrate_noworker_check(&job->noworker, record, app->cli->timeout, err, sizeof err)) {
+        s_job_failed(run, job, job->id, record, 1, nr_errname(NR_ENOWORKER), err);
+        return;
+    }
+}
+
+/* Reads, names and submits the next pending jobs, up to `room` of them and
+ * about S_BATCH_BYTES of input, as one pipelined batch. A job refused busy,
+ * or not answered because the broker could not be reached, stays pending.
+ * Returns 0 (all submitted, or failed here), NR_EBUSY (try again later),
+ * NR_ENOMEM, or a fatal transport error (detail in nr_client_error). */
+static int s_submit_batch(s_run_t *run, size_t room) {
+    nr_narrate_app_t *app = run->app;
+    const nr_cli_t *cli = app->cli;
+    nr_client_options_t opts;
+    nr_client_options(&opts, cli->beams, cli->max_length, cli->voice);
+    char err[2048];
+    size_t *which = calloc(room, sizeof *which);
+    nr_client_job_t *jobs = calloc(room, sizeof *jobs);
+    nr_msg_t *replies = calloc(room, sizeof *replies);
+    int *codes = calloc(room, sizeof *codes);
+    int ret = 0;
+    size_t n = 0, bytes = 0;
+    if (!which || !jobs || !replies || !codes) {
+        ret = NR_ENOMEM;
+        goto done;
+    }
+    for (size_t i = run->next; i < run->n && n < room && bytes < S_BATCH_BYTES; i++) {
+        s_job_t *job = &run->jobs[i];
+        if (job->state != S_PENDING) continue;
+        uint8_t *data = NULL;
+        size_t size = 0;
+        int rc = nr_files_read(job->path, NR_PROTO_PAYLOAD_MAX, &data, &size, err, sizeof err);
+        if (rc) {
+            s_job_failed(run, job, "", NULL, 1, nr_errname(rc), err);
+            continue;
+        }
+        if (cli->id_random) rc = nr_client_random_id(job->id);
+        else rc = nr_client_content_id(data, size, cli->route, opts.kv, opts.n, job->id);
+        if (rc) {
+            free(data);
+            s_job_failed(run, job, "", NULL, 1, nr_errname(rc), "cannot make a job id");
+            continue;
+        }
+        which[n] = i;
+        jobs[n] = (nr_client_job_t){job->id, cli->route, opts.kv, opts.n, data, size}; /* owns data */
+        bytes += size;
+        n++;
+    }
+    if (n) nr_client_submit_batch(app->client, jobs, n, replies, codes); /* codes say it all */
+    for (size_t k = 0; k < n; k++) {
+        s_job_t *job = &run->jobs[which[k]];
+        nr_msg_t *reply = &replies[k];
+        int rc = codes[k];
+        if (rc == NR_ECONNECT || rc == NR_ETIMEDOUT) {
+            ret = rc;
+        } else if (rc == NR_EBUSY) {
+            if (!ret) ret = rc;
+        } else if (rc) {
+            s_job_failed(run, job, job->id, NULL, 1, nr_errname(rc), reply->message);
+        } else if (cli->no_wait) {
+            job->state = S_DONE;
+            run->done++;
+            if (cli->json) {
+                nr_buf_t b = {0};
+                nr_output_extra_t extra = {job->path, NULL, NULL, NULL};
+                nr_output_record_json(&b, job->id, reply, &extra);
+                if (!b.failed) printf("%s\n", b.data);
+                nr_buf_clear(&b);
+            } else if (!cli->quiet) {
+                printf("%s %s\n", job->id, job->path);
+            }
+        } else {
+            job->state = S_INFLIGHT;
+            run->inflight++;
+            job->poll_ms = NR_NARRATE_POLL_FIRST_MS;
+            job->next_poll = nr_clock_mono_ms() + job->poll_ms;
+            s_job_update(run, job, reply);
+        }
+    }
+    while (run->next < run->n && run->jobs[run->next].state != S_PENDING) run->next++;
+done:
+    for (size_t k = 0; k < n; k++) {
+        free((void *)jobs[k].input);
+        nr_proto_msg_clear(&replies[k]);
+    }
+    free(which);
+    free(jobs);
+    free(replies);
+    free(codes);
+    return ret;
+}
+
+int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
+    const nr_cli_t *cli = app->cli;
+    nr_files_t files;
+    nr_files_init(&files);
+    char err[2048];
+    int code = NR_EXIT_OK, fatal = 0;
+    s_run_t run = {app, NULL, 0, 0, 0, 0, 0, nr_clock_mono_ms()};
+    char **stems = NULL;
+    for (size_t i = 0; i < cli->n_paths; i++) {
+        int rc = nr_files_collect(&files, cli->paths[i], err, sizeof err);
+        if (rc) {
+            nr_narrate_errorf(app, "%s", err);
+            code = NR_EXIT_USAGE;
+            goto done;
+        }
+    }
+    if (files.len == 0) {
+        nr_narrate_errorf(app, "no images (.jpg .jpeg .png .webp) found in the paths given");
+        code = NR_EXIT_USAGE;
+        goto done;
+    }
+    if (!cli->no_wait && nr_output_mkdir(cli->output, err, sizeof err)) {
+        nr_narrate_errorf(app, "%s", err);
+        code = NR_EXIT_USAGE;
+        goto done;
+    }
+    run.n = files.len;
+    run.jobs = calloc(files.len, sizeof *run.jobs);
+    stems = calloc(files.len, sizeof *stems);
+    if (!run.jobs || !stems ||
+        nr_output_unique_stems((const char *const *)files.paths, files.len, stems)) {
+        nr_narrate_errorf(app, "out of memory");
+        code = NR_EXIT_FAILED;
+        goto done;
+    }
+    for (size_t i = 0; i < files.len; i++) {
+        run.jobs[i].path = files.paths[i];
+        run.jobs[i].stem = stems[i];
+    }
+
+    int64_t busy_until = 0;
+    nr_backoff_t busy_backoff;
+    nr_backoff_init(&busy_backoff, NR_CLIENT_BUSY_FIRST_MS, NR_CLIENT_BUSY_MAX_MS);
+    int busy_noted = 0;
+    while (run.done + run.failed < run.n) {
+        while (run.next < run.n && run.inflight < (size_t)cli->window && nr_clock_mono_ms() >= busy_until) {
+            int rc = s_submit_batch(&run, (size_t)cli->window - run.inflight);
+            if (rc == NR_EBUSY) {
+                if (!busy_noted && !cli->quiet) {
+                    nr_narrate_clear_bar(app);
+                    fprintf(stderr, "narrate: the broker's queue is full; waiting and retrying\n");
+                    busy_noted = 1;
+                }
+                busy_until = nr_clock_mono_ms() + nr_backoff_jitter(nr_backoff_next(&busy_backoff),
+                                                                    (uint32_t)rand());
+                break;
+            }
+            if (rc) {
+                nr_narrate_errorf(app, "%s", rc == NR_ENOMEM ? "out of memory" : nr_client_error(app->client));
+                fatal = rc;
+                goto stop;
+            }
+            nr_backoff_reset(&busy_backoff);
+        }
+        if (cli->no_wait && run.next == run.n) break;
+        int64_t now = nr_clock_mono_ms(), wake = now + NR_NARRATE_POLL_MAX_MS;
+        for (size_t i = 0; i < run.n; i++) {
+            s_job_t *job = &run.jobs[i];
+            if (job->state != S_INFLIGHT) continue;
+            if (job->next_poll <= now) {
+                nr_msg_t reply;
+                nr_proto_msg_init(&reply);
+                int rc = nr_client_status(app->client, job->id, &reply);
+                if (rc == NR_ECONNECT || rc == NR_ETIMEDOUT) {
+                    nr_proto_msg_clear(&reply);
+                    nr_narrate_errorf(app, "%s", nr_client_error(app->client));
+                    fatal = rc;
+                    goto stop;
+                }
+                if (rc) s_job_failed(&run, job, job->id, NULL, 1, nr_errname(rc),
+                                     nr_client_error(app->client));
+                else s_job_update(&run, job, &reply);
+                nr_proto_msg_clear(&reply);
+                if (job->poll_ms < NR_NARRATE_POLL_MAX_MS) job->poll_ms = job->poll_ms * 3 / 2;
+                now = nr_clock_mono_ms();
+                job->next_poll = now + job->poll_ms;
+            }
+            if (job->state == S_INFLIGHT && job->next_poll < wake) wake = job->next_poll;
+        }
+        s_draw_bar(&run);
+        if (run.next < run.n && run.inflight < (size_t)cli->window && busy_until < wake)
+            wake = busy_until;
+        if (run.done + run.failed < run.n) nr_clock_sleep_ms(wake - nr_clock_mono_ms());
+    }
+stop:
+    if (app->bar_drawn) {
+        s_draw_bar(&run);
+        fputc('\n', stderr);
+        app->bar_drawn = 0;
+    }
+    if (fatal) {
+        if (run.inflight || run.next < run.n)
+            nr_narrate_errorf(app, "stopped with %zu of %zu images unfinished; run the same command again "
+                          "to resume", run.n - run.done - run.failed, run.n);
+        code = nr_narrate_exit_code(fatal);
+    } else {
+        code = run.failed ? NR_EXIT_FAILED : NR_EXIT_OK;
+    }
+    if (!cli->quiet && !cli->json)
+        fprintf(stderr, "narrate: %zu %s, %zu failed, of %zu images\n", run.done,
+                cli->no_wait ? "submitted" : "done", run.failed, run.n);
+done:
+    if (stems)
+        for (size_t i = 0; i < files.len; i++) free(stems[i]);
+    free(stems);
+    free(run.jobs);
+    nr_files_clear(&files);
+    return code;
+}
+

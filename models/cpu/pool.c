@@ -1,0 +1,165 @@
+/* The CPU kernels' thread pool and their per-thread scratch memory (see
+ * pool.h): what kernels.c and lowp.c run their larger loops on, apart from
+ * the loops themselves. */
+#include "models/cpu/pool.h"
+#include "models/tensor.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the thread pool ----
+ * Workers spin briefly, then sleep on a condition variable; sgemm calls
+ * (OpenBLAS's own threads) never overlap a pool job, so the two never
+ * compete for the cores. */
+
+static struct {
+    pthread_mutex_t use, m;
+    pthread_cond_t cv, done;
+    int n;                 /* threads including the caller */
+    pthread_t th[63];
+    atomic_uint gen;
+    atomic_int remaining;
+    nr_cpu_task_fn fn;
+    void *arg;
+} s_pool = {.use = PTHREAD_MUTEX_INITIALIZER, .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
+            .done = PTHREAD_COND_INITIALIZER, .n = 1};
+static pthread_once_t s_pool_once = PTHREAD_ONCE_INIT;
+static int s_pool_want = 1;
+
+static void *s_worker(void *p) {
+    int id = (int)(intptr_t)p;
+    unsigned seen = 0;
+    for (;;) {
+        unsigned g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&s_pool.gen, memory_order_acquire)) == seen && spins < 20000) {
+            spins++;
+            __builtin_ia32_pause();
+        }
+        if (g == seen) {
+            pthread_mutex_lock(&s_pool.m);
+            while ((g = atomic_load_explicit(&s_pool.gen, memory_order_acquire)) == seen)
+                pthread_cond_wait(&s_pool.cv, &s_pool.m);
+            pthread_mutex_unlock(&s_pool.m);
+        }
+        seen = g;
+        s_pool.fn(s_pool.arg, id, s_pool.n);
+        if (atomic_fetch_sub_explicit(&s_pool.remaining, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&s_pool.m);
+            pthread_cond_signal(&s_pool.done);
+            pthread_mutex_unlock(&s_pool.m);
+        }
+    }
+    return NULL;
+}
+
+static void s_pool_init(void) {
+    int n = s_pool_want < 1 ? 1 : s_pool_want > 64 ? 64 : s_pool_want;
+    int started = 1;
+    for (int i = 1; i < n; i++) {
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&s_pool.th[i - 1], &at, s_worker, (void *)(intptr_t)i) == 0) started++;
+        pthread_attr_destroy(&at);
+        if (started != i + 1) break;
+    }
+    s_pool.n = started;
+}
+
+void nr_cpu_pool_init(int threads) {
+    s_pool_want = threads;
+    pthread_once(&s_pool_once, s_pool_init);
+}
+
+int nr_cpu_pool_size(void) { return s_pool.n; }
+
+void nr_cpu_run(nr_cpu_task_fn fn, void *arg) {
+    if (s_pool.n <= 1 || pthread_mutex_trylock(&s_pool.use) != 0) {
+        fn(arg, 0, 1);
+        return;
+    }
+    s_pool.fn = fn;
+    s_pool.arg = arg;
+    atomic_store_explicit(&s_pool.remaining, s_pool.n - 1, memory_order_release);
+    pthread_mutex_lock(&s_pool.m);
+    atomic_fetch_add_explicit(&s_pool.gen, 1, memory_order_acq_rel);
+    pthread_cond_broadcast(&s_pool.cv);
+    pthread_mutex_unlock(&s_pool.m);
+    fn(arg, 0, s_pool.n);
+    int spins = 0;
+    while (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0 && spins < 200000) {
+        spins++;
+        __builtin_ia32_pause();
+    }
+    if (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0) {
+        pthread_mutex_lock(&s_pool.m);
+        while (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0)
+            pthread_cond_wait(&s_pool.done, &s_pool.m);
+        pthread_mutex_unlock(&s_pool.m);
+    }
+    pthread_mutex_unlock(&s_pool.use);
+}
+
+/* ---- per-thread scratch (see pool.h) ----
+ * The buffers hang off a _Thread_local pointer (no lock, no lookup on the
+ * hot path); a pthread key with a destructor frees them when the thread
+ * exits. If no key can be made (PTHREAD_KEYS_MAX reached), the scratch
+ * still works but a thread's buffers outlive it. */
+typedef struct {
+    void *p[NR_CPU_SCRATCH_COUNT];
+    size_t size[NR_CPU_SCRATCH_COUNT];
+} s_scratch_t;
+
+static _Thread_local s_scratch_t *s_scratch;
+static pthread_key_t s_scratch_key;
+static int s_scratch_key_ok;
+static pthread_once_t s_scratch_once = PTHREAD_ONCE_INIT;
+
+static void s_scratch_destroy(void *p) {
+    s_scratch_t *sc = p;
+    if (!sc) return;
+    for (int i = 0; i < NR_CPU_SCRATCH_COUNT; i++) free(sc->p[i]);
+    free(sc);
+    if (s_scratch == sc) s_scratch = NULL;
+}
+
+static void s_scratch_key_init(void) { s_scratch_key_ok = pthread_key_create(&s_scratch_key, s_scratch_destroy) == 0; }
+
+void *nr_cpu_scratch(nr_cpu_scratch_slot_t slot, size_t bytes) {
+    if ((int)slot < 0 || slot >= NR_CPU_SCRATCH_COUNT || bytes == 0) return NULL;
+    s_scratch_t *sc = s_scratch;
+    if (!sc) {
+        pthread_once(&s_scratch_once, s_scratch_key_init);
+        sc = calloc(1, sizeof(*sc));
+        if (!sc) return NULL;
+        if (s_scratch_key_ok) pthread_setspecific(s_scratch_key, sc);
+        s_scratch = sc;
+    }
+    if (sc->size[slot] >= bytes) return sc->p[slot];
+    /* grow by at least half, so sizes that creep up (attention over a
+     * growing KV cache) reallocate only a few times; the old contents are
+     * not needed, so free first and never hold both */
+    size_t want = sc->size[slot] + sc->size[slot] / 2;
+    want = want > bytes ? want : bytes;
+    want = (want + 4095) & ~(size_t)4095;
+    if (want < bytes) return NULL;
+    free(sc->p[slot]);
+    sc->p[slot] = nr_aligned_alloc(want);
+    if (!sc->p[slot] && want > bytes) { /* the headroom did not fit: try the exact size */
+        want = bytes;
+        sc->p[slot] = nr_aligned_alloc(want);
+    }
+    sc->size[slot] = sc->p[slot] ? want : 0;
+    return sc->p[slot];
+}
+
+void nr_cpu_scratch_free(void) {
+    s_scratch_t *sc = s_scratch;
+    if (!sc) return;
+    if (s_scratch_key_ok) pthread_setspecific(s_scratch_key, NULL);
+    s_scratch_destroy(sc); /* and forgets it */
+}
