@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/hash.h"
+#include "common/utf8.h"
 #include "models/config.h"
 #include "models/text/wordpiece_unicode.h"
 
@@ -181,61 +182,7 @@ static size_t s_nfc(const uint32_t *in, size_t n, uint32_t *out) {
 /* ---- UTF-8 ------------------------------------------------------------------ */
 
 /* Decodes one well-formed UTF-8 sequence; returns its length, 0 if ill-formed. */
-static int s_utf8(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned char c = s[0];
-    int need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if (c >= 0xC2 && c <= 0xDF) need = 1;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        need = 2;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 3;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else {
-        return 0;
-    }
-    uint32_t v = c & (need == 1 ? 0x1F : need == 2 ? 0x0F : 0x07);
-    for (int i = 1; i <= need; i++) {
-        if ((size_t)i >= n) return 0;
-        unsigned char d = s[i];
-        if (d < lo || d > hi) return 0;
-        lo = 0x80;
-        hi = 0xBF;
-        v = (v << 6) | (d & 0x3F);
-    }
-    *cp = v;
-    return need + 1;
-}
-
-static size_t s_put_utf8(char *o, uint32_t cp) {
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
+static int s_utf8(const unsigned char *s, size_t n, uint32_t *cp) { return (int)nr_utf8_decode(s, n, cp, NULL); }
 
 /* Code points of UTF-8 s[0..n) into a new array; NULL if not UTF-8 or no memory. */
 static uint32_t *s_cps(const char *s, size_t n, size_t *n_cp) {
@@ -347,15 +294,7 @@ static int s_grow(nr_wordpiece_t *t, int n) {
     return 0;
 }
 
-static int s_valid_utf8(const char *s, size_t n) {
-    uint32_t cp;
-    for (size_t i = 0; i < n;) {
-        int l = s_utf8((const unsigned char *)s + i, n - i, &cp);
-        if (!l) return 0;
-        i += (size_t)l;
-    }
-    return 1;
-}
+static int s_valid_utf8(const char *s, size_t n) { return nr_utf8_validate((const uint8_t *)s, n, NULL) == 0; }
 
 /* vocab.txt: one token a line (Python's universal newlines: \n, \r\n, \r). */
 static int s_load_vocab_txt(nr_wordpiece_t *t, const char *text, size_t len, const char *path, char *err,
@@ -794,7 +733,7 @@ static int s_word_utf8(s_out_t *o, const uint32_t *w, size_t k, size_t pre) {
     size_t p = pre;
     for (size_t i = 0; i < k; i++) {
         o->off[i] = p;
-        p += s_put_utf8(o->buf + p, w[i]);
+        p += nr_utf8_encode(w[i], o->buf + p);
     }
     o->off[k] = p;
     return 0;
