@@ -466,6 +466,7 @@ static void s_end(s_write_t *w) { s_append(w->self, w->c, &w->queued); }
 static void s_write_record(s_write_t *w) {
     nr_broker_job_t *job = w->job;
     nr_st_cmd_t *c = w->c;
+    char route[512]; /* argv keeps pointers: it must live until s_end */
     if (w->s->reset) {
         s_begin(w);
         nr_st_str(c, "DEL");
@@ -487,7 +488,6 @@ static void s_write_record(s_write_t *w) {
         nr_st_str(c, "error_message"), nr_st_str(c, job->error_message);
     }
     if (!w->delta) {
-        char route[512];
         nr_st_str(c, "id"), nr_st_str(c, job->id);
         nr_broker_job_route_string(job, route, sizeof route);
         nr_st_str(c, "route"), nr_st_str(c, route);

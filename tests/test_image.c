@@ -698,8 +698,8 @@ Test(processor, config_classes) {
     cr_assert_not_null(strstr(err, "size"), "%s", err);
     /* Bad sizes. */
     const char *bad[] = {"{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": {\"shortest_edge\": 0}}",
-                         "{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": {\"shortest_edge\": 224,"
-                         " \"longest_edge\": 500}}",
+                         ("{\"image_processor_type\": \"CLIPImageProcessor\", \"size\": {\"shortest_edge\": 224,"
+                          " \"longest_edge\": 500}}"),
                          "{\"image_processor_type\": \"CLIPImageProcessor\", \"crop_size\": {\"shortest_edge\": 9}}",
                          "{\"image_processor_type\": \"CLIPImageProcessor\", \"crop_size\": [1, 2, 3]}",
                          "{\"image_processor_type\": \"CLIPImageProcessor\", \"crop_size\": 99999}",
