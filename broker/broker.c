@@ -4,6 +4,7 @@
 #include "broker/internal.h"
 #include "broker/broker_metrics.h"
 #include "common/backoff.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -210,7 +211,7 @@ void nr_bk_fail(nr_broker_t *self, nr_broker_job_t *job, int code, const char *m
     job->state = NR_JOB_FAILED;
     job->error = code;
     snprintf(job->error_message, sizeof job->error_message, "%s", message);
-    job->updated_ms = now;
+    job->updated_ms = self->wall_ms;
     free(job->input);
     job->input = NULL;
     self->count_failed++;
@@ -237,7 +238,8 @@ void nr_bk_retry(nr_broker_t *self, nr_broker_job_t *job, int code, const char *
     job->state = NR_JOB_QUEUED;
     job->error = code;
     snprintf(job->error_message, sizeof job->error_message, "%s", message);
-    job->updated_ms = now;
+    job->updated_ms = self->wall_ms;
+    job->since_ms = now;
     job->ready_ms = now + s_backoff(self, job->attempts);
     if (s) nr_broker_stage_push(s, job, 0);
     nr_metrics_add(self->metrics, NR_BM_RETRIES, 1, "stage", nr_broker_job_stage(job), NULL);
@@ -338,13 +340,16 @@ void nr_bk_recover_one(const char *id, void *arg) {
     }
     if (job->state == NR_JOB_RUNNING) {
         job->state = NR_JOB_QUEUED; /* attempts kept */
-        job->updated_ms = r->now;
+        job->updated_ms = self->wall_ms;
         nr_broker_jobs_add(self->jobs, job);
         nr_bk_save(self, job, -1, NULL, 0, NR_STORE_COUNT_NONE);
     } else {
         nr_broker_jobs_add(self->jobs, job);
     }
+    /* Nothing of the old run's timers is stored (its lease died with it):
+     * the job is ready now, and waits in the queue from now on. */
     job->ready_ms = 0;
+    job->since_ms = r->now;
     nr_broker_stage_t *s = nr_bk_stage(self, nr_broker_job_stage(job), 1);
     if (s) nr_broker_stage_push(s, job, 0);
     r->resumed++;
@@ -364,6 +369,7 @@ static int s_recover(nr_broker_t *self, int64_t now) {
 void nr_bk_enter(nr_broker_t *self, int64_t now) {
     self->depth++;
     self->now = now;
+    self->wall_ms = nr_clock_wall_ms();
 }
 
 void nr_bk_leave(nr_broker_t *self) {
@@ -582,7 +588,7 @@ void nr_broker_shutdown(nr_broker_t *self, int64_t now) {
                 if (s->running) s->running--;
                 job->worker = NULL;
                 job->state = NR_JOB_QUEUED;
-                job->updated_ms = now;
+                job->updated_ms = self->wall_ms;
                 nr_broker_stage_push(s, job, 1);
                 nr_bk_save(self, job, -1, NULL, 0, NR_STORE_COUNT_NONE);
                 requeued++;

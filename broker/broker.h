@@ -4,6 +4,13 @@
  * as an argument, so tests drive it directly. This header is the broker's
  * whole API (broker/main.c and broker_metrics.c use nothing else).
  *
+ * Every `now` is monotonic milliseconds (nr_clock_mono_ms): heartbeats,
+ * leases, deadlines, backoff and rate limits run on it, so a step of the
+ * system clock neither revokes leases nor hides dead workers. The broker
+ * reads the wall clock itself only for the record's created_ms and
+ * updated_ms, which are stored and shown. No timer is stored: a restarted
+ * broker requeues leased jobs at once (attempts kept).
+ *
  * Not thread-safe: one thread drives a broker (narrator-broker's poll
  * loop). Messages passed in are borrowed for the call; the broker may take
  * payload frames out of them. Pointers it returns (nr_broker_find_job)

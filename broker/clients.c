@@ -130,8 +130,8 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
         snprintf(key, sizeof key, "opt.%s", msg->kv[i].key);
         if (nr_broker_job_set(job, key, msg->kv[i].value)) goto nomem;
     }
-    job->created_ms = job->updated_ms = now;
-    job->ready_ms = now;
+    job->created_ms = job->updated_ms = self->wall_ms;
+    job->ready_ms = job->since_ms = now;
     job->reset = reset;
     job->guard = self->store && !reset ? NR_STORE_GUARD : 0;
     job->input_unsaved = 1;
@@ -335,7 +335,7 @@ static void s_on_cancel(nr_broker_t *self, const uint8_t *identity, size_t size,
     job->state = NR_JOB_CANCELLED;
     job->error = NR_ECANCELLED;
     snprintf(job->error_message, sizeof job->error_message, "cancelled by a client");
-    job->updated_ms = now;
+    job->updated_ms = self->wall_ms;
     free(job->input);
     job->input = NULL;
     self->count_cancelled++;

@@ -63,7 +63,8 @@ struct nr_broker {
     size_t flight_first, flights_len; /* a ring */
     int depth;                 /* nested entry points; the outermost commits */
     int committing;
-    int64_t now;               /* time of the current entry point */
+    int64_t now;               /* time of the current entry point (monotonic: timers) */
+    int64_t wall_ms;           /* wall clock then (the record's created_ms/updated_ms) */
     nr_ratelimit_t *limit;     /* new jobs per client; NULL = no limit */
 };
 

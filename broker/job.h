@@ -28,9 +28,12 @@ typedef struct nr_broker_job {
     uint32_t attempts;     /* leases handed out for the current stage = wire attempt */
     int error;             /* 0 or NR_E* */
     char error_message[NR_PROTO_MESSAGE_MAX + 1];
+    /* Wall clock (Unix ms): stored in Redis and shown to people. */
     int64_t created_ms, updated_ms;
+    /* The broker's monotonic clock (its `now`): timers, never stored. */
     int64_t ready_ms;      /* queued: not dispatched before this (retry backoff) */
     int64_t deadline_ms;   /* running: the lease expires at this time */
+    int64_t since_ms;      /* queued: entered its queue; running: dispatched (metrics) */
     nr_kv_t *fields;       /* opt.<key>, <stage>.<key>: owned */
     uint32_t fields_len, fields_cap;
     /* Current stage's input when the broker has it in memory (NULL when it

@@ -302,7 +302,7 @@ static void s_read_side(s_app_t *app, int side, void *socket, nr_msg_t *msg) {
         identity_size = 0;
         nr_proto_msg_clear(msg);
         int rc = nr_proto_recv(socket, identity, &identity_size, msg, err, sizeof err);
-        int64_t now = nr_clock_wall_ms();
+        int64_t now = nr_clock_mono_ms();
         if (rc == NR_EIO) {
             if (zmq_errno() == EAGAIN || zmq_errno() == EINTR) break;
             nr_log(NR_LOG_WARN, "receive: %s", err);
@@ -327,7 +327,7 @@ static void s_read_side(s_app_t *app, int side, void *socket, nr_msg_t *msg) {
 /* One turn of the loop: tick, wait on both sockets, Redis's answer and
  * the metrics listener, then read. 0, or -1 when polling failed. */
 static int s_turn(s_app_t *app, nr_msg_t *msg) {
-    int64_t now = nr_clock_wall_ms();
+    int64_t now = nr_clock_mono_ms();
     int64_t wake = nr_broker_tick(app->broker, now);
     long timeout = wake > now ? (long)(wake - now) : 0;
     if (timeout > app->heartbeat_ms) timeout = app->heartbeat_ms;
@@ -353,14 +353,14 @@ static int s_turn(s_app_t *app, nr_msg_t *msg) {
     if (app->http) {
         int ready = nr_metrics_http_busy(app->http);
         for (int i = first_http; i < nitems; i++) ready |= items[i].revents != 0;
-        if (ready) nr_metrics_http_service(app->http, nr_clock_wall_ms());
+        if (ready) nr_metrics_http_service(app->http, nr_clock_mono_ms());
     }
     /* Up to a batch from each side per turn, so neither starves the
      * other; their Redis writes go out together at the commit. */
-    nr_broker_begin(app->broker, nr_clock_wall_ms());
+    nr_broker_begin(app->broker, nr_clock_mono_ms());
     for (int side = 0; side < 2; side++)
         if (items[side].revents & ZMQ_POLLIN) s_read_side(app, side, items[side].socket, msg);
-    nr_broker_commit(app->broker, nr_clock_wall_ms());
+    nr_broker_commit(app->broker, nr_clock_mono_ms());
     return 0;
 }
 
@@ -401,7 +401,7 @@ int main(int argc, char **argv) {
     s_signals();
     nr_log(NR_LOG_INFO, "clients on %s, workers on %s, redis %s:%ld prefix '%s'",
            st.client_endpoint, st.worker_endpoint, sp.host, sp.port, sp.prefix);
-    nr_broker_start(app.broker, nr_clock_wall_ms()); /* Redis down: logged, retried by tick */
+    nr_broker_start(app.broker, nr_clock_mono_ms()); /* Redis down: logged, retried by tick */
 
     nr_msg_t msg;
     nr_proto_msg_init(&msg);
@@ -410,7 +410,7 @@ int main(int argc, char **argv) {
     nr_proto_msg_clear(&msg);
     nr_log(NR_LOG_INFO, "signal received: stopping");
     nr_broker_stop_accepting(app.broker);
-    nr_broker_shutdown(app.broker, nr_clock_wall_ms());
+    nr_broker_shutdown(app.broker, nr_clock_mono_ms());
     status = 0;
 done:
     s_close(&app);

@@ -116,10 +116,11 @@ static void s_on_result(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg,
     }
     if (!out) out = calloc(1, 1); /* no frame: an empty output */
     int out_index = (int)job->stage_index;
-    /* updated_ms is the dispatch time while a job runs. */
-    nr_metrics_observe(self->metrics, NR_BM_STAGE_DURATION, (double)(now - job->updated_ms) / 1000.0,
+    /* since_ms is the dispatch time while a job runs. */
+    nr_metrics_observe(self->metrics, NR_BM_STAGE_DURATION, (double)(now - job->since_ms) / 1000.0,
                        "stage", stage, NULL);
-    job->updated_ms = now;
+    job->updated_ms = self->wall_ms;
+    job->since_ms = now;
     job->error = 0;
     job->error_message[0] = '\0';
     if (job->stage_index + 1 >= job->route_len) {
@@ -247,14 +248,15 @@ static int s_dispatch_one(nr_broker_t *self, nr_broker_stage_t *s, nr_broker_job
         if (end != opt && !*end && v > 0 && v <= 86400000) deadline = v;
     }
     nr_broker_stage_remove(s, job);
-    /* updated_ms is the time a queued job entered its queue. */
+    /* since_ms is the time a queued job entered its queue. */
     nr_metrics_observe(self->metrics, NR_BM_QUEUE_WAIT,
-                       (double)(now > job->updated_ms ? now - job->updated_ms : 0) / 1000.0,
+                       (double)(now > job->since_ms ? now - job->since_ms : 0) / 1000.0,
                        "stage", s->name, NULL);
     job->attempts++;
     job->state = NR_JOB_RUNNING;
     job->worker = w;
-    job->updated_ms = now;
+    job->updated_ms = self->wall_ms;
+    job->since_ms = now;
     job->deadline_ms = now + deadline;
     s->running++;
     /* A revoked lease keeps the worker's slot until it answers, or for one

@@ -13,6 +13,7 @@ packages=(
   python3 python3-yaml curl ca-certificates
   libmicrohttpd-dev libcurl4-openssl-dev
   clang iproute2
+  faketime
 )
 # The browser test of the gateway's web page (tests/web) needs Chromium
 # (about 140 MB to download, 350 MB installed), so it is opt-in:

@@ -13,4 +13,9 @@ if(TARGET nr_client)
   add_test(NAME local_cluster COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/local_cluster_test.sh
     ${CMAKE_BINARY_DIR})
   set_tests_properties(local_cluster PROPERTIES LABELS integration TIMEOUT 300 SKIP_RETURN_CODE 77)
+
+  # The broker's wall clock stepped by hours under libfaketime, jobs leased.
+  add_test(NAME clock_step COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/clock_step_test.sh
+    ${CMAKE_BINARY_DIR})
+  set_tests_properties(clock_step PROPERTIES LABELS integration TIMEOUT 120 SKIP_RETURN_CODE 77)
 endif()

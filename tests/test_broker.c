@@ -6,6 +6,7 @@
 #include "broker/job.h"
 #include "broker/queue.h"
 #include "broker/store.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "proto/proto.h"
@@ -804,7 +805,9 @@ TestSuite(store, .init = s_redis_setup, .fini = s_redis_teardown, .timeout = 60)
 Test(store, submit_writes_record_input_pending_and_event) {
     nr_broker_t *b = s_new(s_store, NULL);
     cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    int64_t wall0 = nr_clock_wall_ms();
     nr_msg_t *rep = s_submit_opts(b, "r1", "vision,text", "IMG", "max_length", "16", 1000);
+    int64_t wall1 = nr_clock_wall_ms();
     cr_assert_eq(rep->code, 0, "%s", rep->message);
     char out[4096];
     s_hget("r1", "state", out, sizeof out);
@@ -821,7 +824,11 @@ Test(store, submit_writes_record_input_pending_and_event) {
     cr_assert_str_eq(out, "-1", "no TTL while unfinished");
     const char *zs[] = {"ZSCORE", "t:pending:vision", "r1"};
     s_redis_cmd(out, sizeof out, 3, zs);
-    cr_assert_str_eq(out, "1000");
+    /* Stored times are wall clock (now, 1000, is the monotonic clock). */
+    long long score = strtoll(out, NULL, 10);
+    cr_assert(score >= wall0 && score <= wall1, "pending score %s is not the wall clock", out);
+    s_hget("r1", "created_ms", out, sizeof out);
+    cr_assert_eq(strtoll(out, NULL, 10), score);
     const char *xl[] = {"XLEN", "t:events"};
     s_redis_cmd(out, sizeof out, 2, xl);
     cr_assert_str_eq(out, "1");

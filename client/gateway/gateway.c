@@ -403,6 +403,7 @@ nr_gateway_t *nr_gateway_new(const nr_gateway_params_t *params, char *err, size_
     self->curve = curve;
     memcpy(self->curve_public, curve_public, sizeof curve_public);
     self->started_ms = nr_clock_wall_ms();
+    self->started_mono_ms = nr_clock_mono_ms();
     self->recent = calloc((size_t)p->recent_jobs, sizeof *self->recent);
     if (!self->recent) goto nomem;
     if (pthread_mutex_init(&self->lock, NULL)) goto nomem;

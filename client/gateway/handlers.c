@@ -150,7 +150,7 @@ enum MHD_Result nr_gw_handle_healthz(struct MHD_Connection *conn, nr_gw_req_t *r
     cJSON_AddStringToObject(j, "status", "ok");
     cJSON_AddStringToObject(j, "broker", req->gw->params.broker_endpoint);
     cJSON_AddNumberToObject(j, "max_body_bytes", (double)req->gw->params.max_body_bytes);
-    cJSON_AddNumberToObject(j, "uptime_s", (double)((nr_clock_wall_ms() - req->gw->started_ms) / 1000));
+    cJSON_AddNumberToObject(j, "uptime_s", (double)((nr_clock_mono_ms() - req->gw->started_mono_ms) / 1000));
     return nr_gw_send_json(conn, req, MHD_HTTP_OK, j, NULL);
 }
 

@@ -72,7 +72,8 @@ struct nr_gateway_t {
     nr_gateway_params_t params;
     struct MHD_Daemon *daemon;
     int port;
-    long long started_ms;
+    long long started_ms;      /* wall clock: process_start_time_seconds */
+    long long started_mono_ms; /* monotonic: uptime_s */
     pthread_mutex_t lock; /* clients and the recent ring */
     nr_client_t **clients;
     size_t n_clients, cap_clients;
