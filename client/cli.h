@@ -6,7 +6,9 @@
  *   0  NR_EXIT_OK        everything asked for is done
  *   1  NR_EXIT_FAILED    some job failed, was cancelled, its outputs could
  *                        not be written, or (submit, speak) it sat at a stage
- *                        no worker serves for longer than --timeout
+ *                        no worker serves for longer than --timeout; (submit)
+ *                        a subfolder could not be read and was skipped; or
+ *                        writing to stdout failed (a full disk, /dev/full)
  *   2  NR_EXIT_USAGE     bad command line or unreadable input files
  *   3  NR_EXIT_CONNECT   cannot reach the broker
  *   4  NR_EXIT_TIMEOUT   timed out: no answer from the broker, or `wait` gave

@@ -467,13 +467,13 @@ int nr_client_submit_batch(nr_client_t *self, const nr_client_job_t *jobs, size_
         if ((rc = s_round(self, &r))) goto done; /* self->err says why */
         size_t busy = 0;
         for (size_t k = 0; k < r.n; k++)
-            if (codes[todo[k]] == NR_EBUSY) todo[busy++] = todo[k];
+            if (nr_client_retryable(codes[todo[k]])) todo[busy++] = todo[k];
         if (busy == 0 || nr_clock_mono_ms() >= give_up) break;
         r.n = busy;
         int64_t wait = nr_backoff_jitter(nr_backoff_next(&backoff), randombytes_random());
         int64_t left = give_up - nr_clock_mono_ms();
         if (wait > left) wait = left;
-        nr_log(NR_LOG_DEBUG, "broker busy for %zu of %zu jobs, retrying in %" PRId64 " ms", busy, n,
+        nr_log(NR_LOG_DEBUG, "broker busy (or without redis) for %zu of %zu jobs, retrying in %" PRId64 " ms", busy, n,
                wait);
         nr_clock_sleep_ms(wait);
     }
@@ -483,6 +483,8 @@ done:
     free(todo);
     return rc;
 }
+
+int nr_client_retryable(int code) { return code == NR_EBUSY || code == NR_EREDIS; }
 
 int nr_client_submit(nr_client_t *self, const char *id, const char *route,
                      const nr_kv_t *options, size_t n_options, const void *input, size_t size,

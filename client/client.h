@@ -61,14 +61,22 @@ void nr_client_set_timeout(nr_client_t *self, int timeout_ms);
 #define NR_CLIENT_BUSY_FIRST_MS 100
 #define NR_CLIENT_BUSY_MAX_MS 3200
 
-/* How long nr_client_submit keeps retrying a NR_EBUSY reply, with the
- * backoff above; 0 (the default) returns NR_EBUSY at once. */
+/* How long nr_client_submit keeps retrying a NR_EBUSY or NR_EREDIS reply
+ * (see nr_client_retryable), with the backoff above; 0 (the default)
+ * returns it at once. */
 void nr_client_set_busy_wait(nr_client_t *self, int max_wait_ms);
 
 /* Sends `request` (its seq is set here) and waits for the matching REPLY.
  * Returns the transport error (NR_ECONNECT, NR_ETIMEDOUT, NR_EIO, an encode
  * error) or else the reply's code. */
 int nr_client_request(nr_client_t *self, nr_msg_t *request, nr_msg_t *reply);
+
+/* 1 for a broker answer that means "not now, send it again": NR_EBUSY
+ * (queue full, rate limit, shutting down) and NR_EREDIS (the broker cannot
+ * reach Redis: "redis unreachable (...); retry later", or a write that did
+ * not go through, so nothing was acknowledged). Resending is safe: a job
+ * the broker already holds answers "existing". */
+int nr_client_retryable(int code);
 
 /* SUBMIT: `id` may be NULL or "" (the broker makes one); `route` is a
  * comma-separated list of stages ("vision,text,speech"); `options` holds
@@ -97,9 +105,9 @@ typedef struct {
  * code, and replies[i] (n messages, init'ed; cleared first) holds its REPLY,
  * or for a failure that did not come from the broker (a bad id or route:
  * NR_EINVAL; a transport error) code and message only, with cmd
- * NR_CMD_NONE. NR_EBUSY answers are sent again, all together, with the
- * backoff of nr_client_submit until its busy wait is spent; then they stay
- * NR_EBUSY. The timeout is per reply: no reply for timeout_ms fails every
+ * NR_CMD_NONE. NR_EBUSY and NR_EREDIS answers are sent again, all together,
+ * with the backoff of nr_client_submit until its busy wait is spent; then
+ * they keep that code. The timeout is per reply: no reply for timeout_ms fails every
  * job still unanswered with NR_ETIMEDOUT (NR_ECONNECT when the broker was
  * never reached) and drops the socket, as nr_client_request does. A REPLY
  * with seq 0 (a request the broker could not decode) cannot be attributed

@@ -18,7 +18,22 @@ void nr_files_clear(nr_files_t *self) {
     if (!self) return;
     for (size_t i = 0; i < self->len; i++) free(self->paths[i]);
     free(self->paths);
+    for (size_t i = 0; i < self->n_skipped; i++) free(self->skipped[i]);
+    free(self->skipped);
     memset(self, 0, sizeof *self);
+}
+
+/* Notes a folder left out: "cannot read photos/x: Permission denied". */
+static int s_skip(nr_files_t *self, const char *dir, int e) {
+    char **p = realloc(self->skipped, (self->n_skipped + 1) * sizeof *p);
+    if (!p) return NR_ENOMEM;
+    self->skipped = p;
+    size_t n = strlen(dir) + 128;
+    char *msg = malloc(n);
+    if (!msg) return NR_ENOMEM;
+    snprintf(msg, n, "cannot read %s: %s", dir, strerror(e));
+    self->skipped[self->n_skipped++] = msg;
+    return 0;
 }
 
 int nr_files_is_image_name(const char *name) {
@@ -66,6 +81,10 @@ static int s_walk(nr_files_t *self, const char *dir, int depth, char *err, size_
     if (depth > S_DEPTH_MAX)
         return nr_seterr(err, errlen, NR_EIO, "cannot read %s: folders nested too deep", dir);
     DIR *d = opendir(dir);
+    if (!d && depth > 0) { /* a subfolder: left out, the rest goes on */
+        if (s_skip(self, dir, errno)) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+        return 0;
+    }
     if (!d) return nr_seterr(err, errlen, NR_EIO, "cannot read %s: %s", dir, strerror(errno));
     size_t start = self->len;
     char **subdirs = NULL;

@@ -9,6 +9,8 @@
 typedef struct {
     char **paths; /* owned, each malloc'd */
     size_t len, cap;
+    char **skipped; /* owned: why each subfolder left out could not be read */
+    size_t n_skipped;
 } nr_files_t;
 
 void nr_files_init(nr_files_t *self);
@@ -22,8 +24,11 @@ int nr_files_is_image_name(const char *name);
  * judges its content); a folder is searched recursively for image files
  * (by name, see above), skipping names that start with '.' and not
  * following links to folders; what one folder gives is added in sorted
- * (byte) order of the full path. Returns 0, or NR_EIO / NR_ENOMEM with a
- * message in err ("cannot read photos/x: Permission denied"). */
+ * (byte) order of the full path. A subfolder that cannot be opened (no
+ * permission) is left out and its reason added to self->skipped ("cannot
+ * read photos/x: Permission denied"); the rest is still collected. Returns
+ * 0, or NR_EIO / NR_ENOMEM with a message in err when `path` itself cannot
+ * be read. */
 int nr_files_collect(nr_files_t *self, const char *path, char *err, size_t errlen);
 
 /* Reads a whole file of at most `max` bytes into a malloc'd buffer (the

@@ -46,21 +46,35 @@ static void s_print_kv(const nr_narrate_app_t *app, const nr_msg_t *m) {
         if (!b.failed) printf("%s\n", b.data);
         nr_buf_clear(&b);
     } else {
-        for (uint32_t i = 0; i < m->kv_len; i++) printf("%s: %s\n", m->kv[i].key, m->kv[i].value);
+        for (uint32_t i = 0; i < m->kv_len; i++)
+            nr_narrate_linef(stdout, "%s: %s", m->kv[i].key, m->kv[i].value);
     }
 }
 
 /* Polls a job until it is final. Returns 0 with the final record in
  * `record`, or an error with a message in err: NR_ETIMEDOUT when limit_s
  * (0 = none) ran out, NR_ENOWORKER when the job sat at a stage with no live
- * worker for longer than --timeout, or the client's error. */
+ * worker for longer than --timeout, or the client's error. A "not now"
+ * answer (nr_client_retryable: the broker cannot reach Redis) is asked
+ * again, for at most 6 x --timeout in a row. */
 static int s_wait_final(nr_narrate_app_t *app, const char *id, long limit_s, nr_msg_t *record, char *err,
                         size_t errlen) {
     int64_t start = nr_clock_mono_ms();
     int poll = NR_NARRATE_POLL_FIRST_MS;
     nr_narrate_noworker_t noworker = {0, ""};
+    int64_t failing_since = 0;
     for (;;) {
         int rc = nr_client_status(app->client, id, record);
+        if (nr_client_retryable(rc)) {
+            int64_t now = nr_clock_mono_ms();
+            if (!failing_since) failing_since = now;
+            if (now - failing_since > NR_NARRATE_RETRY_FACTOR * app->cli->timeout * 1000)
+                return nr_seterr(err, errlen, rc, "%s", nr_client_error(app->client));
+            nr_clock_sleep_ms(poll);
+            if (poll < NR_NARRATE_POLL_MAX_MS) poll = poll * 3 / 2;
+            continue;
+        }
+        failing_since = 0;
         if (rc) return nr_seterr(err, errlen, rc, "%s", nr_client_error(app->client));
         const char *state = nr_proto_kv_get(record, "state");
         if (state && (!strcmp(state, "done") || !strcmp(state, "failed") ||
@@ -108,7 +122,8 @@ static int s_cmd_cancel(nr_narrate_app_t *app) {
     } else if (app->cli->json) {
         s_print_kv(app, &reply);
     } else if (!app->cli->quiet) {
-        printf("%s %s\n", app->cli->id, nr_narrate_or(nr_proto_kv_get(&reply, "state"), "cancelled"));
+        nr_narrate_linef(stdout, "%s %s", app->cli->id,
+                         nr_narrate_or(nr_proto_kv_get(&reply, "state"), "cancelled"));
     }
     nr_proto_msg_clear(&reply);
     return nr_narrate_exit_code(rc);
@@ -126,7 +141,7 @@ static int s_report_final(nr_narrate_app_t *app, const char *id, const nr_msg_t 
         if (!b.failed) printf("%s\n", b.data);
         nr_buf_clear(&b);
     } else if (ok && !app->cli->quiet) {
-        printf("%s done\n", id);
+        nr_narrate_linef(stdout, "%s done", id);
     }
     if (!ok)
         nr_narrate_errorf(app, "job %s %s: %s: %s", id, state, nr_narrate_or(rec.error, nr_errname(NR_ECANCELLED)),
@@ -184,7 +199,7 @@ static int s_cmd_get(nr_narrate_app_t *app) {
     } else if (app->cli->json) {
         printf("%s\n", line ? line : "{}");
     } else if (!app->cli->quiet) {
-        printf("%s written to %s\n", app->cli->id, app->cli->output);
+        nr_narrate_linef(stdout, "%s written to %s", app->cli->id, app->cli->output);
     }
     free(line);
 done:
@@ -206,11 +221,11 @@ static int s_cmd_speak(nr_narrate_app_t *app) {
         nr_narrate_errorf(app, "cannot make a job id: %s", nr_strerror(rc));
         return NR_EXIT_FAILED;
     }
-    nr_client_set_busy_wait(app->client, (int)(cli->timeout * 1000 * 6));
+    nr_client_set_busy_wait(app->client, (int)(cli->timeout * 1000 * NR_NARRATE_RETRY_FACTOR));
     rc = nr_client_submit(app->client, id, NR_CLI_SPEECH_ROUTE, opts.kv, opts.n, cli->text, size, &reply);
     if (rc) {
         nr_narrate_errorf(app, "cannot submit: %s", nr_client_error(app->client));
-        code = rc == NR_EBUSY ? NR_EXIT_TIMEOUT : nr_narrate_exit_code(rc);
+        code = nr_client_retryable(rc) ? NR_EXIT_TIMEOUT : nr_narrate_exit_code(rc);
         goto done;
     }
     rc = s_wait_final(app, id, 0, &reply, err, sizeof err);
@@ -224,6 +239,12 @@ static int s_cmd_speak(nr_narrate_app_t *app) {
         goto done;
     }
     rc = nr_client_fetch(app->client, id, "speech", &reply);
+    for (int64_t since = nr_clock_mono_ms();
+         nr_client_retryable(rc) &&
+         nr_clock_mono_ms() - since < NR_NARRATE_RETRY_FACTOR * cli->timeout * 1000;) {
+        nr_clock_sleep_ms(NR_NARRATE_POLL_MAX_MS);
+        rc = nr_client_fetch(app->client, id, "speech", &reply);
+    }
     if (rc || reply.frames_len == 0) {
         nr_narrate_errorf(app, "cannot fetch the audio of job %s: %s", id,
                  rc ? nr_client_error(app->client) : "the broker sent none");
@@ -236,16 +257,18 @@ static int s_cmd_speak(nr_narrate_app_t *app) {
         code = NR_EXIT_FAILED;
         goto done;
     }
+    /* With the audio on stdout, what is said about it goes to stderr. */
+    FILE *info = nr_output_is_stdout(cli->output) ? stderr : stdout;
     if (cli->json) {
         nr_buf_t b = {0};
         const char *files[2] = {cli->output, NULL};
         nr_output_extra_t extra = {NULL, files, NULL, NULL};
         nr_output_record_json(&b, id, &reply, &extra);
-        if (!b.failed) printf("%s\n", b.data);
+        if (!b.failed) fprintf(info, "%s\n", b.data);
         nr_buf_clear(&b);
     } else if (!cli->quiet) {
-        printf("%s (%s ms of audio, job %s)\n", cli->output,
-               nr_narrate_or(nr_proto_kv_get(&reply, "speech.duration_ms"), "?"), id);
+        nr_narrate_linef(info, "%s (%s ms of audio, job %s)", cli->output,
+                         nr_narrate_or(nr_proto_kv_get(&reply, "speech.duration_ms"), "?"), id);
     }
 done:
     nr_proto_msg_clear(&reply);
@@ -302,7 +325,8 @@ int main(int argc, char **argv) {
                 "narrate: with CURVE, a broker that refuses this client's key looks unreachable "
                 "too: check that curve-server-key is the broker's public key and that this "
                 "client's .pub file is in the broker's curve-allow-dir\n");
-    fflush(stdout);
+    /* Output that never arrived is a failure ("narrate stats > /dev/full"). */
+    if (nr_narrate_finish_stdout() && code == NR_EXIT_OK) code = NR_EXIT_FAILED;
     nr_client_destroy(&app.client);
     nr_cli_clear(&cli);
     return code;

@@ -9,9 +9,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define NR_NARRATE_POLL_FIRST_MS 100
 #define NR_NARRATE_POLL_MAX_MS 1000
+/* "Not now" answers (nr_client_retryable: queue full, Redis unreachable)
+ * are retried for at most this many times --timeout in a row. */
+#define NR_NARRATE_RETRY_FACTOR 6
 
 typedef struct {
     nr_cli_t *cli;
@@ -48,6 +52,15 @@ int nr_narrate_write_outputs(nr_narrate_app_t *app, const char *id, const nr_msg
                              char *err, size_t errlen);
 
 const char *nr_narrate_or(const char *s, const char *alt);
+
+/* Writes one plain-text line (a newline is added) to out with control
+ * characters escaped (nr_output_plain): every plain line that carries a
+ * file name, caption or message goes through here or nr_narrate_errorf. */
+void nr_narrate_linef(FILE *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Flushes and closes stdout; on a write error (a full disk, /dev/full)
+ * says so on stderr and returns 1, else 0. Called once, at exit. */
+int nr_narrate_finish_stdout(void);
 
 /* `narrate submit`: returns the exit code. */
 int nr_narrate_cmd_submit(nr_narrate_app_t *app);

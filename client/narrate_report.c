@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/log.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,14 +36,50 @@ void nr_narrate_clear_bar(nr_narrate_app_t *app) {
     }
 }
 
+/* Formats, escapes (nr_output_plain) and writes one line to out. */
+static void s_vline(FILE *out, const char *prefix, const char *fmt, va_list ap) {
+    char small[1024], *text = small;
+    va_list copy;
+    va_copy(copy, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    if (n >= (int)sizeof small && (text = malloc((size_t)n + 1)) != NULL)
+        vsnprintf(text, (size_t)n + 1, fmt, copy);
+    va_end(copy);
+    if (!text) text = small; /* out of memory: the line cut short */
+    nr_buf_t b = {0};
+    nr_buf_puts(&b, prefix);
+    nr_output_plain(&b, n < 0 ? "" : text);
+    nr_buf_puts(&b, "\n");
+    if (!b.failed) fputs(b.data, out);
+    nr_buf_clear(&b);
+    if (text != small) free(text);
+}
+
 void nr_narrate_errorf(nr_narrate_app_t *app, const char *fmt, ...) {
     nr_narrate_clear_bar(app);
     va_list ap;
     va_start(ap, fmt);
-    fputs("narrate: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    s_vline(stderr, "narrate: ", fmt, ap);
     va_end(ap);
+}
+
+void nr_narrate_linef(FILE *out, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    s_vline(out, "", fmt, ap);
+    va_end(ap);
+}
+
+int nr_narrate_finish_stdout(void) {
+    int bad = fflush(stdout) != 0 || ferror(stdout);
+    int e = errno;
+    if (fclose(stdout) != 0 && !bad) {
+        bad = 1;
+        e = errno;
+    }
+    if (!bad) return 0;
+    fprintf(stderr, "narrate: cannot write to standard output: %s\n", e ? strerror(e) : "write error");
+    return 1;
 }
 
 /* 1 when the comma-separated `route` names `stage`. */

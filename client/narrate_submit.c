@@ -32,7 +32,26 @@ typedef struct {
     s_job_t *jobs;
     size_t n, next, inflight, done, failed;
     int64_t started;
+    /* Redis-down answers (NR_EREDIS, retried): since when they came with no
+     * job submitted or finished in between (0: none since), and the last
+     * one's text. After NR_NARRATE_RETRY_FACTOR x --timeout the run stops. */
+    int64_t retry_since;
+    int redis_noted;
+    char retry_msg[NR_PROTO_MESSAGE_MAX + 1];
 } s_run_t;
+
+/* Notes a "not now" answer (say, Redis unreachable: the job is kept and
+ * asked about again). Says so once on stderr for Redis. */
+static void s_retry_note(s_run_t *run, int code, const char *message) {
+    if (code != NR_EREDIS) return; /* a full queue is waited out as long as it takes */
+    if (!run->retry_since) run->retry_since = nr_clock_mono_ms();
+    snprintf(run->retry_msg, sizeof run->retry_msg, "%s", nr_narrate_or(message, nr_strerror(code)));
+    if (code == NR_EREDIS && !run->redis_noted && !run->app->cli->quiet) {
+        nr_narrate_errorf(run->app, "the broker cannot use redis (%s); waiting and retrying",
+                          run->retry_msg);
+        run->redis_noted = 1;
+    }
+}
 
 static void s_draw_bar(s_run_t *run) {
     nr_narrate_app_t *app = run->app;
@@ -49,12 +68,16 @@ static void s_draw_bar(s_run_t *run) {
     app->bar_drawn = 1;
 }
 
-/* Counts a job as failed, says why on stderr, and writes its record as
- * DIR/<stem>.json (and prints it with --json). `local` marks a failure
- * found here (unreadable file, no worker, outputs not written) rather than
- * a final state from the broker; its error then overrides the record's. */
+/* Counts a job as failed, says why on stderr, and prints its record with
+ * --json. `local` marks a failure found here (unreadable file, refused
+ * SUBMIT, no worker, outputs not written) rather than a final state from
+ * the broker; its error then overrides the record's. `final` says the
+ * outcome cannot change any more (the broker's final state, or an input
+ * that never became a job): only then is the record written as
+ * DIR/<stem>.json, so a .json never says "failed" for a job that may yet
+ * finish (no worker now, outputs not fetched). */
 static void s_job_failed(s_run_t *run, s_job_t *job, const char *id, const nr_msg_t *record,
-                         int local, const char *error, const char *message) {
+                         int local, int final, const char *error, const char *message) {
     nr_narrate_app_t *app = run->app;
     const nr_cli_t *cli = app->cli;
     if (job->state == S_INFLIGHT) run->inflight--;
@@ -69,7 +92,7 @@ static void s_job_failed(s_run_t *run, s_job_t *job, const char *id, const nr_ms
     const char *files[2] = {NULL, NULL};
     nr_output_extra_t extra = {job->path, files, local ? error : NULL, local ? message : NULL};
     int written = 0;
-    if (!cli->no_wait) {
+    if (!cli->no_wait && final) {
         nr_output_record_json(&b, id, record, &extra);
         nr_buf_puts(&b, "\n");
         if (!b.failed && nr_output_write(cli->output, name, b.data, b.len, err, sizeof err) == 0)
@@ -88,8 +111,10 @@ static void s_job_failed(s_run_t *run, s_job_t *job, const char *id, const nr_ms
     }
 }
 
-/* Acts on a job record from SUBMIT or STATUS. */
-static void s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
+/* Acts on a job record from SUBMIT or STATUS. Returns 0, or the transport
+ * error (NR_ECONNECT, NR_ETIMEDOUT) that stops the run. A "not now" answer
+ * while fetching a done job's outputs leaves it in flight, asked again. */
+static int s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
     nr_narrate_app_t *app = run->app;
     nr_client_record_t rec;
     nr_client_record(record, &rec);
@@ -99,43 +124,52 @@ static void s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
         char *line = NULL;
         int rc = nr_narrate_write_outputs(app, job->id, record, app->cli->output, job->stem, job->path, &line,
                                  err, sizeof err);
+        if (nr_client_retryable(rc)) {
+            s_retry_note(run, rc, err);
+            return 0;
+        }
+        if (rc == NR_ECONNECT || rc == NR_ETIMEDOUT) {
+            nr_narrate_errorf(app, "%s", err);
+            return rc;
+        }
         if (rc) {
-            s_job_failed(run, job, job->id, record, 1, nr_errname(rc), err);
-            return;
+            s_job_failed(run, job, job->id, record, 1, 0, nr_errname(rc), err);
+            return 0;
         }
         if (job->state == S_INFLIGHT) run->inflight--;
         job->state = S_DONE;
         run->done++;
+        run->retry_since = 0;
         if (app->cli->json) {
             nr_narrate_clear_bar(app);
             printf("%s\n", line ? line : "{}");
             fflush(stdout);
         } else if (!app->cli->quiet) {
             nr_narrate_clear_bar(app);
-            printf("done %s -> %s/%s%s%s\n", job->path, app->cli->output, job->stem,
-                   rec.caption ? ": " : "", rec.caption ? rec.caption : "");
+            nr_narrate_linef(stdout, "done %s -> %s/%s%s%s", job->path, app->cli->output, job->stem,
+                             rec.caption ? ": " : "", rec.caption ? rec.caption : "");
             fflush(stdout);
         }
         free(line);
-        return;
+        return 0;
     }
     if (!strcmp(state, "failed") || !strcmp(state, "cancelled")) {
-        s_job_failed(run, job, job->id, record, 0,
+        s_job_failed(run, job, job->id, record, 0, 1,
                      nr_narrate_or(rec.error, !strcmp(state, "cancelled") ? nr_errname(NR_ECANCELLED) : "failed"),
                      nr_narrate_or(rec.error_message, state));
-        return;
+        return 0;
     }
-    if (nr_narrate_noworker_check(&job->noworker, record, app->cli->timeout, err, sizeof err)) {
-        s_job_failed(run, job, job->id, record, 1, nr_errname(NR_ENOWORKER), err);
-        return;
-    }
+    if (nr_narrate_noworker_check(&job->noworker, record, app->cli->timeout, err, sizeof err))
+        s_job_failed(run, job, job->id, record, 1, 0, nr_errname(NR_ENOWORKER), err);
+    return 0;
 }
 
 /* Reads, names and submits the next pending jobs, up to `room` of them and
- * about S_BATCH_BYTES of input, as one pipelined batch. A job refused busy,
- * or not answered because the broker could not be reached, stays pending.
- * Returns 0 (all submitted, or failed here), NR_EBUSY (try again later),
- * NR_ENOMEM, or a fatal transport error (detail in nr_client_error). */
+ * about S_BATCH_BYTES of input, as one pipelined batch. A job refused busy
+ * or for want of Redis (nr_client_retryable), or not answered because the
+ * broker could not be reached, stays pending. Returns 0 (all submitted, or
+ * failed here), NR_EBUSY / NR_EREDIS (try again later), NR_ENOMEM, or a
+ * fatal transport error (detail in nr_client_error). */
 static int s_submit_batch(s_run_t *run, size_t room) {
     nr_narrate_app_t *app = run->app;
     const nr_cli_t *cli = app->cli;
@@ -159,14 +193,14 @@ static int s_submit_batch(s_run_t *run, size_t room) {
         size_t size = 0;
         int rc = nr_files_read(job->path, NR_PROTO_PAYLOAD_MAX, &data, &size, err, sizeof err);
         if (rc) {
-            s_job_failed(run, job, "", NULL, 1, nr_errname(rc), err);
+            s_job_failed(run, job, "", NULL, 1, 1, nr_errname(rc), err);
             continue;
         }
         if (cli->id_random) rc = nr_client_random_id(job->id);
         else rc = nr_client_content_id(data, size, cli->route, opts.kv, opts.n, job->id);
         if (rc) {
             free(data);
-            s_job_failed(run, job, "", NULL, 1, nr_errname(rc), "cannot make a job id");
+            s_job_failed(run, job, "", NULL, 1, 1, nr_errname(rc), "cannot make a job id");
             continue;
         }
         which[n] = i;
@@ -181,11 +215,14 @@ static int s_submit_batch(s_run_t *run, size_t room) {
         int rc = codes[k];
         if (rc == NR_ECONNECT || rc == NR_ETIMEDOUT) {
             ret = rc;
-        } else if (rc == NR_EBUSY) {
+        } else if (nr_client_retryable(rc)) {
             if (!ret) ret = rc;
+            s_retry_note(run, rc, reply->message);
         } else if (rc) {
-            s_job_failed(run, job, job->id, NULL, 1, nr_errname(rc), reply->message);
+            /* Refused for good (bad input, too large): no job was made. */
+            s_job_failed(run, job, job->id, NULL, 1, 1, nr_errname(rc), reply->message);
         } else if (cli->no_wait) {
+            run->retry_since = 0;
             job->state = S_DONE;
             run->done++;
             if (cli->json) {
@@ -195,14 +232,16 @@ static int s_submit_batch(s_run_t *run, size_t room) {
                 if (!b.failed) printf("%s\n", b.data);
                 nr_buf_clear(&b);
             } else if (!cli->quiet) {
-                printf("%s %s\n", job->id, job->path);
+                nr_narrate_linef(stdout, "%s %s", job->id, job->path);
             }
         } else {
+            run->retry_since = 0;
             job->state = S_INFLIGHT;
             run->inflight++;
             job->poll_ms = NR_NARRATE_POLL_FIRST_MS;
             job->next_poll = nr_clock_mono_ms() + job->poll_ms;
-            s_job_update(run, job, reply);
+            int fatal = s_job_update(run, job, reply);
+            if (fatal && (!ret || nr_client_retryable(ret))) ret = fatal;
         }
     }
     while (run->next < run->n && run->jobs[run->next].state != S_PENDING) run->next++;
@@ -224,7 +263,7 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
     nr_files_init(&files);
     char err[2048];
     int code = NR_EXIT_OK, fatal = 0;
-    s_run_t run = {app, NULL, 0, 0, 0, 0, 0, nr_clock_mono_ms()};
+    s_run_t run = {.app = app, .started = nr_clock_mono_ms()};
     char **stems = NULL;
     for (size_t i = 0; i < cli->n_paths; i++) {
         int rc = nr_files_collect(&files, cli->paths[i], err, sizeof err);
@@ -234,6 +273,8 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
             goto done;
         }
     }
+    for (size_t i = 0; i < files.n_skipped; i++)
+        nr_narrate_errorf(app, "warning: %s; skipping that folder", files.skipped[i]);
     if (files.len == 0) {
         nr_narrate_errorf(app, "no images (.jpg .jpeg .png .webp) found in the paths given");
         code = NR_EXIT_USAGE;
@@ -265,8 +306,8 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
     while (run.done + run.failed < run.n) {
         while (run.next < run.n && run.inflight < (size_t)cli->window && nr_clock_mono_ms() >= busy_until) {
             int rc = s_submit_batch(&run, (size_t)cli->window - run.inflight);
-            if (rc == NR_EBUSY) {
-                if (!busy_noted && !cli->quiet) {
+            if (nr_client_retryable(rc)) {
+                if (rc == NR_EBUSY && !busy_noted && !cli->quiet) {
                     nr_narrate_clear_bar(app);
                     fprintf(stderr, "narrate: the broker's queue is full; waiting and retrying\n");
                     busy_noted = 1;
@@ -297,15 +338,29 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
                     fatal = rc;
                     goto stop;
                 }
-                if (rc) s_job_failed(&run, job, job->id, NULL, 1, nr_errname(rc),
-                                     nr_client_error(app->client));
-                else s_job_update(&run, job, &reply);
+                if (nr_client_retryable(rc)) /* not now: the job is asked about again */
+                    s_retry_note(&run, rc, nr_client_error(app->client));
+                else if (rc) /* the job's fate is unknown here: no .json */
+                    s_job_failed(&run, job, job->id, NULL, 1, 0, nr_errname(rc),
+                                 nr_client_error(app->client));
+                else if ((rc = s_job_update(&run, job, &reply))) {
+                    nr_proto_msg_clear(&reply);
+                    fatal = rc;
+                    goto stop;
+                }
                 nr_proto_msg_clear(&reply);
                 if (job->poll_ms < NR_NARRATE_POLL_MAX_MS) job->poll_ms = job->poll_ms * 3 / 2;
                 now = nr_clock_mono_ms();
                 job->next_poll = now + job->poll_ms;
             }
             if (job->state == S_INFLIGHT && job->next_poll < wake) wake = job->next_poll;
+        }
+        if (run.retry_since &&
+            nr_clock_mono_ms() - run.retry_since > NR_NARRATE_RETRY_FACTOR * cli->timeout * 1000) {
+            nr_narrate_errorf(app, "giving up: the broker has had no redis for %ld s: %s",
+                              NR_NARRATE_RETRY_FACTOR * cli->timeout, run.retry_msg);
+            fatal = NR_EREDIS;
+            goto stop;
         }
         s_draw_bar(&run);
         if (run.next < run.n && run.inflight < (size_t)cli->window && busy_until < wake)
@@ -324,11 +379,17 @@ stop:
                           "to resume", run.n - run.done - run.failed, run.n);
         code = nr_narrate_exit_code(fatal);
     } else {
-        code = run.failed ? NR_EXIT_FAILED : NR_EXIT_OK;
+        code = run.failed || files.n_skipped ? NR_EXIT_FAILED : NR_EXIT_OK;
     }
-    if (!cli->quiet && !cli->json)
-        fprintf(stderr, "narrate: %zu %s, %zu failed, of %zu images\n", run.done,
-                cli->no_wait ? "submitted" : "done", run.failed, run.n);
+    if (!cli->quiet && !cli->json) {
+        if (files.n_skipped)
+            fprintf(stderr, "narrate: %zu %s, %zu failed, of %zu images; %zu folder%s skipped\n",
+                    run.done, cli->no_wait ? "submitted" : "done", run.failed, run.n,
+                    files.n_skipped, files.n_skipped == 1 ? "" : "s");
+        else
+            fprintf(stderr, "narrate: %zu %s, %zu failed, of %zu images\n", run.done,
+                    cli->no_wait ? "submitted" : "done", run.failed, run.n);
+    }
 done:
     if (stems)
         for (size_t i = 0; i < files.len; i++) free(stems[i]);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -160,43 +161,102 @@ int nr_output_mkdir(const char *dir, char *err, size_t errlen) {
     return rc;
 }
 
-/* Writes data into a new temporary file next to `final`, then renames it. */
-static int s_write_atomic(const char *dir, const char *final, const void *data, size_t size,
-                          char *err, size_t errlen) {
-    size_t n = strlen(dir) + 32;
-    char *tmp = malloc(n);
-    if (!tmp) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
-    snprintf(tmp, n, "%s/.narrate-XXXXXX", dir);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int rc = nr_seterr(err, errlen, NR_EIO, "cannot write in %s: %s", dir, strerror(errno));
-        free(tmp);
-        return rc;
-    }
+/* Writes all of data to fd; 0 or -1 with errno set. */
+static int s_write_all(int fd, const void *data, size_t size) {
     const uint8_t *p = data;
-    size_t left = size;
-    int rc = 0;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
+    while (size > 0) {
+        ssize_t w = write(fd, p, size);
         if (w < 0) {
             if (errno == EINTR) continue;
-            rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", final, strerror(errno));
-            break;
+            return -1;
         }
         p += w;
-        left -= (size_t)w;
+        size -= (size_t)w;
     }
+    return 0;
+}
+
+/* What a name in a folder is now (lstat, links not followed). */
+typedef enum { S_NEW, S_REGULAR, S_LINK, S_OTHER } s_kind_t;
+
+static s_kind_t s_kind_at(int dirfd, const char *name, mode_t *mode) {
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return S_NEW;
+    *mode = st.st_mode;
+    if (S_ISREG(st.st_mode)) return S_REGULAR;
+    if (S_ISLNK(st.st_mode)) return S_LINK;
+    return S_OTHER;
+}
+
+static const char *s_kind_name(mode_t mode) {
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISSOCK(mode)) return "a socket";
+    if (S_ISDIR(mode)) return "a folder";
+    if (S_ISLNK(mode)) return "a symbolic link";
+    return "not a regular file";
+}
+
+/* Writes data into a new temporary file in the folder dirfd, then renames
+ * it to `name` there (renameat: the same folder whatever happens to its
+ * path meanwhile). What is at `name` must be nothing or a regular file, or
+ * a link when links_ok (the rename replaces the link itself, never what it
+ * points to); anything else (a device, a FIFO, a folder) is refused.
+ * `shown` is the path used in messages. */
+static int s_write_atomic(int dirfd, const char *name, int links_ok, const char *shown,
+                          const void *data, size_t size, char *err, size_t errlen) {
+    mode_t mode = 0;
+    s_kind_t kind = s_kind_at(dirfd, name, &mode);
+    if (kind == S_OTHER || (kind == S_LINK && !links_ok))
+        return nr_seterr(err, errlen, NR_EIO,
+                         "refusing to replace %s: it is %s, not a regular file", shown,
+                         s_kind_name(mode));
+    char tmp[64];
+    int fd = -1;
+    for (int tries = 0; fd < 0 && tries < 16; tries++) {
+        uint32_t r[2];
+        if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+            r[0] = (uint32_t)getpid() ^ (uint32_t)rand();
+            r[1] = (uint32_t)rand() + (uint32_t)tries;
+        }
+        snprintf(tmp, sizeof tmp, ".narrate-%08x%08x", r[0], r[1]);
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST) break;
+    }
+    if (fd < 0)
+        return nr_seterr(err, errlen, NR_EIO, "cannot write next to %s: %s", shown, strerror(errno));
+    int rc = 0;
+    if (s_write_all(fd, data, size) != 0)
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", shown, strerror(errno));
     mode_t mask = umask(0);
     umask(mask);
     if (rc == 0 && fchmod(fd, 0666 & ~mask) != 0)
-        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", final, strerror(errno));
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", shown, strerror(errno));
     if (close(fd) != 0 && rc == 0)
-        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", final, strerror(errno));
-    if (rc == 0 && rename(tmp, final) != 0)
-        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", final, strerror(errno));
-    if (rc) unlink(tmp);
-    free(tmp);
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", shown, strerror(errno));
+    /* Looked at again just before the rename: a device or FIFO put there
+     * since is still not replaced (the window left is the rename itself). */
+    if (rc == 0) {
+        kind = s_kind_at(dirfd, name, &mode);
+        if (kind == S_OTHER || (kind == S_LINK && !links_ok))
+            rc = nr_seterr(err, errlen, NR_EIO,
+                           "refusing to replace %s: it is %s, not a regular file", shown,
+                           s_kind_name(mode));
+    }
+    if (rc == 0 && renameat(dirfd, tmp, dirfd, name) != 0)
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", shown, strerror(errno));
+    if (rc) unlinkat(dirfd, tmp, 0);
     return rc;
+}
+
+/* Opens `dir` as a folder (O_DIRECTORY: anything else is refused). */
+static int s_open_dir(const char *dir, char *err, size_t errlen) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return nr_seterr(err, errlen, NR_EIO, "cannot use %s as the output folder: %s", dir,
+                         errno == ENOTDIR ? "not a folder" : strerror(errno));
+    return fd;
 }
 
 int nr_output_write(const char *dir, const char *name, const void *data, size_t size, char *err,
@@ -204,11 +264,37 @@ int nr_output_write(const char *dir, const char *name, const void *data, size_t 
     if (!dir || !*dir || !nr_output_name_safe(name) || (size && !data))
         return nr_seterr(err, errlen, NR_EINVAL, "unsafe output file name '%s'", name ? name : "");
     size_t n = strlen(dir) + strlen(name) + 2;
-    char *final = malloc(n);
-    if (!final) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
-    snprintf(final, n, "%s/%s", dir, name);
-    int rc = s_write_atomic(dir, final, data, size, err, errlen);
-    free(final);
+    char *shown = malloc(n);
+    if (!shown) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    snprintf(shown, n, "%s/%s", dir, name);
+    int rc = s_open_dir(dir, err, errlen);
+    if (rc >= 0) {
+        int dirfd = rc;
+        rc = s_write_atomic(dirfd, name, 1, shown, data, size, err, errlen);
+        close(dirfd);
+    }
+    free(shown);
+    return rc;
+}
+
+int nr_output_is_stdout(const char *path) {
+    return path && (!strcmp(path, "-") || !strcmp(path, "/dev/stdout"));
+}
+
+/* Streams data into an existing FIFO (waits for its reader, as a FIFO
+ * does); O_NOFOLLOW and the fstat check keep it to the FIFO looked at. */
+static int s_write_fifo(const char *path, const void *data, size_t size, char *err,
+                        size_t errlen) {
+    int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", path, strerror(errno));
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode))
+        rc = nr_seterr(err, errlen, NR_EIO, "refusing to write %s: it is no longer a FIFO", path);
+    else if (s_write_all(fd, data, size) != 0)
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", path, strerror(errno));
+    if (close(fd) != 0 && rc == 0)
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: %s", path, strerror(errno));
     return rc;
 }
 
@@ -216,15 +302,77 @@ int nr_output_write_path(const char *path, const void *data, size_t size, char *
                          size_t errlen) {
     if (!path || !*path || (size && !data))
         return nr_seterr(err, errlen, NR_EINVAL, "empty output file name");
+    if (nr_output_is_stdout(path)) {
+        fflush(stdout);
+        if (s_write_all(STDOUT_FILENO, data, size) != 0)
+            return nr_seterr(err, errlen, NR_EIO, "cannot write to standard output: %s",
+                             strerror(errno));
+        return 0;
+    }
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISFIFO(st.st_mode))
+        return s_write_fifo(path, data, size, err, errlen);
     char *dir = strdup(path);
     if (!dir) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
     char *slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, strlen(path) + 1, ".");
-    else if (slash == dir) slash[1] = '\0';
-    else *slash = '\0';
-    int rc = s_write_atomic(dir, path, data, size, err, errlen);
+    const char *name = path;
+    if (!slash) {
+        snprintf(dir, strlen(path) + 1, ".");
+    } else {
+        name = path + (slash - dir) + 1;
+        if (slash == dir) slash[1] = '\0';
+        else *slash = '\0';
+    }
+    int rc;
+    if (!*name || !strcmp(name, ".") || !strcmp(name, "..")) {
+        rc = nr_seterr(err, errlen, NR_EIO, "cannot write %s: it names a folder", path);
+    } else if ((rc = s_open_dir(dir, err, errlen)) >= 0) {
+        int dirfd = rc;
+        rc = s_write_atomic(dirfd, name, 0, path, data, size, err, errlen);
+        close(dirfd);
+    }
     free(dir);
     return rc;
+}
+
+/* Code points that change what a terminal shows: bidirectional
+ * embeddings, overrides and isolates. */
+static int s_cp_bidi(uint32_t cp) {
+    return (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069) || cp == 0x200E ||
+           cp == 0x200F || cp == 0x061C;
+}
+
+void nr_output_plain(nr_buf_t *self, const char *s) {
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    while (*p) {
+        unsigned char c = *p;
+        if (c == '\\') {
+            nr_buf_puts(self, "\\\\");
+            p++;
+        } else if (c < 0x20 || c == 0x7F) {
+            nr_buf_printf(self, "\\x%02x", c);
+            p++;
+        } else if (c < 0x80) {
+            nr_buf_putn(self, (const char *)p, 1);
+            p++;
+        } else {
+            uint32_t cp;
+            size_t n = nr_utf8_decode(p, 4, &cp, NULL); /* stops at the NUL */
+            if (n == 0) {
+                nr_buf_printf(self, "\\x%02x", c);
+                p++;
+            } else if (cp < 0xA0) { /* C1 controls (0x9B is CSI) */
+                for (size_t i = 0; i < n; i++) nr_buf_printf(self, "\\x%02x", p[i]);
+                p += n;
+            } else if (s_cp_bidi(cp)) {
+                nr_buf_printf(self, "\\u%04x", (unsigned)cp);
+                p += n;
+            } else {
+                nr_buf_putn(self, (const char *)p, n);
+                p += n;
+            }
+        }
+    }
 }
 
 void nr_output_json_string(nr_buf_t *self, const char *s) {

@@ -31,14 +31,31 @@ int nr_output_name_safe(const char *name);
 /* Creates `dir` and its parents as needed (like mkdir -p). */
 int nr_output_mkdir(const char *dir, char *err, size_t errlen);
 
-/* Writes `data` to dir/name atomically (a temporary file in dir, then
- * rename, which replaces a link rather than writing through it). `name`
- * must pass nr_output_name_safe, else NR_EINVAL. Returns 0 or NR_EIO. */
+/* Writes `data` to dir/name atomically: a temporary file in dir, then a
+ * rename in the same folder (openat/renameat on the folder opened once, so
+ * a folder swapped for a link meanwhile changes nothing). A link planted at
+ * dir/name is replaced, never written through; a device, FIFO, socket or
+ * folder there is refused. `name` must pass nr_output_name_safe, else
+ * NR_EINVAL; `dir` that is not a folder, or any failure: NR_EIO. */
 int nr_output_write(const char *dir, const char *name, const void *data, size_t size, char *err,
                     size_t errlen);
-/* Same for a whole path chosen by the user (narrate speak -o FILE). */
+/* Same for a whole path chosen by the user (narrate speak -o FILE), except
+ * what is at it now decides: nothing or a regular file is replaced
+ * atomically; a FIFO is opened and written into (streamed: it waits for a
+ * reader); "-" and "/dev/stdout" write to standard output; a symbolic
+ * link, device, socket or folder is refused (NR_EIO, "refusing to replace
+ * PATH: it is a character device, not a regular file"). */
 int nr_output_write_path(const char *path, const void *data, size_t size, char *err,
                          size_t errlen);
+/* 1 when `path` means standard output for nr_output_write_path. */
+int nr_output_is_stdout(const char *path);
+
+/* Appends s for plain (non-JSON) output on a terminal: C0 controls, DEL
+ * and invalid UTF-8 bytes as \xHH, C1 controls as the \xHH of their
+ * bytes, bidirectional controls as \uHHHH, a backslash as two, the rest
+ * as it is; NULL as "". So a file name or caption cannot move the cursor,
+ * recolour or clear the screen, or hide itself. */
+void nr_output_plain(nr_buf_t *buf, const char *s);
 
 /* Appends s as a JSON string (quoted, escaped; invalid UTF-8 becomes
  * U+FFFD), or null when s is NULL. */

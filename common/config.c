@@ -4,9 +4,15 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A config file is a few hundred bytes; past this it is not one. */
+#define S_FILE_MAX ((off_t)1 << 20)
 
 static const nr_config_option_t *s_find(const nr_config_option_t *table, const char *name,
                                         size_t len) {
@@ -84,12 +90,40 @@ static char *s_trim(char *s) {
 
 static int s_load_file(const nr_config_option_t *table, void *settings, const char *path,
                        char *err, size_t errlen) {
-    FILE *f = fopen(path, "r");
-    if (!f) return nr_seterr(err, errlen, NR_EINVAL, "cannot open config file %s", path);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
+     * refused below, as is a device such as /dev/zero that never ends). */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return nr_seterr(err, errlen, NR_EINVAL, "cannot open config file %s: %s", path,
+                         strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return nr_seterr(err, errlen, NR_EINVAL,
+                         "config file %s is not a regular file (a device, FIFO or folder)", path);
+    }
+    if (st.st_size > S_FILE_MAX) {
+        close(fd);
+        return nr_seterr(err, errlen, NR_EINVAL, "config file %s is larger than %lld bytes", path,
+                         (long long)S_FILE_MAX);
+    }
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        close(fd);
+        return nr_seterr(err, errlen, NR_ENOMEM, "cannot read config file %s: %s", path,
+                         strerror(errno));
+    }
     char line[4096], origin[512];
     int lineno = 0, rc = 0;
+    off_t total = 0;
     while (rc == 0 && fgets(line, sizeof line, f)) {
         lineno++;
+        total += (off_t)strlen(line);
+        if (total > S_FILE_MAX) { /* it grew while being read */
+            rc = nr_seterr(err, errlen, NR_EINVAL, "config file %s is larger than %lld bytes", path,
+                           (long long)S_FILE_MAX);
+            break;
+        }
         char *s = s_trim(line);
         if (*s == '\0' || *s == '#') continue;
         char *eq = strchr(s, '=');

@@ -12,12 +12,15 @@
 #include "proto/secure.h"
 
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -272,6 +275,28 @@ Test(cli, config_file_on_either_side) {
     nr_cli_clear(&c);
     EXPECT_USAGE("cannot open config file /nonexistent.conf", "stats", "--config", "/nonexistent.conf");
     unlink(path);
+    rmdir(dir);
+}
+
+/* A config file is read only when it is a regular file of at most 1 MiB:
+ * /dev/zero once spun forever (an endless line), a FIFO hung in open. */
+Test(cli, config_file_only_regular_and_small, .timeout = 30) {
+    char dir[] = "/tmp/nr-test-cli-config-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char fifo[128], big[128];
+    snprintf(fifo, sizeof fifo, "%s/fifo.conf", dir);
+    snprintf(big, sizeof big, "%s/big.conf", dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    FILE *f = fopen(big, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 40000; i++) fputs("# a comment line to make it large\n", f);
+    fclose(f);
+    EXPECT_USAGE("config file /dev/zero is not a regular file", "--config", "/dev/zero", "stats");
+    EXPECT_USAGE("is not a regular file", "stats", "--config", fifo);
+    EXPECT_USAGE("is not a regular file", "stats", "--config", dir);
+    EXPECT_USAGE("is larger than 1048576 bytes", "--config", big, "stats");
+    unlink(fifo);
+    unlink(big);
     rmdir(dir);
 }
 
@@ -727,7 +752,82 @@ Test(write, write_path_and_mkdir_over_file) {
     cr_expect_eq(nr_output_write_path(path, "x", 1, err, sizeof err), NR_EIO);
 }
 
+/* What `speak -o PATH` may do to PATH: a FIFO is written into (and stays a
+ * FIFO); a link, a device and a folder are refused and left as they were.
+ * All three were once replaced by a regular file. In an output folder, a
+ * FIFO or device at an output name is refused too. */
+Test(write, chosen_path_streams_fifos_and_refuses_links_and_devices) {
+    char err[512], fifo[300], link[300], target[300], dev[300], sub[300];
+    struct stat st;
+    snprintf(fifo, sizeof fifo, "%s/speech.wav", s_tmp);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    int rd = open(fifo, O_RDWR | O_NONBLOCK); /* a reader, so the writer does not wait */
+    cr_assert_geq(rd, 0);
+    cr_assert_eq(nr_output_write_path(fifo, "RIFF", 4, err, sizeof err), 0, "%s", err);
+    char got[8] = "";
+    cr_expect_eq(read(rd, got, sizeof got), 4);
+    cr_expect_eq(memcmp(got, "RIFF", 4), 0);
+    close(rd);
+    cr_assert_eq(lstat(fifo, &st), 0);
+    cr_expect(S_ISFIFO(st.st_mode), "the FIFO was replaced (mode %o)", st.st_mode);
+
+    snprintf(target, sizeof target, "%s/target", s_tmp);
+    snprintf(link, sizeof link, "%s/link.wav", s_tmp);
+    s_put("target", "precious");
+    cr_assert_eq(symlink(target, link), 0);
+    cr_expect_eq(nr_output_write_path(link, "RIFF", 4, err, sizeof err), NR_EIO);
+    cr_expect(strstr(err, "refusing to replace") && strstr(err, "symbolic link"), "%s", err);
+    cr_assert_eq(lstat(link, &st), 0);
+    cr_expect(S_ISLNK(st.st_mode), "the link was replaced");
+    char *t = s_slurp(target);
+    cr_expect_str_eq(t, "precious");
+    free(t);
+
+    /* A character device: our own null device node when we may make one
+     * (root), else /dev/null itself (which a non-root rename cannot touch). */
+    snprintf(dev, sizeof dev, "%s/null", s_tmp);
+    if (mknod(dev, S_IFCHR | 0666, makedev(1, 3)) != 0) {
+        cr_assert_neq(geteuid(), 0, "root but mknod failed");
+        snprintf(dev, sizeof dev, "/dev/null");
+    }
+    cr_expect_eq(nr_output_write_path(dev, "RIFF", 4, err, sizeof err), NR_EIO);
+    cr_expect(strstr(err, "character device"), "%s", err);
+    cr_assert_eq(lstat(dev, &st), 0);
+    cr_expect(S_ISCHR(st.st_mode), "the device node was replaced");
+
+    snprintf(sub, sizeof sub, "%s/folder.wav", s_tmp);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    cr_expect_eq(nr_output_write_path(sub, "RIFF", 4, err, sizeof err), NR_EIO);
+    cr_expect_eq(nr_output_write_path("/", "RIFF", 4, err, sizeof err), NR_EIO);
+
+    /* In an output folder: a FIFO at an output name is refused, not
+     * replaced (a link there is replaced: replaces_a_link_... above). */
+    snprintf(fifo, sizeof fifo, "%s/cat.json", s_tmp);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    cr_expect_eq(nr_output_write(s_tmp, "cat.json", "{}", 2, err, sizeof err), NR_EIO);
+    cr_expect(strstr(err, "FIFO"), "%s", err);
+    cr_assert_eq(lstat(fifo, &st), 0);
+    cr_expect(S_ISFIFO(st.st_mode));
+    /* The output folder must be a folder. */
+    cr_expect_eq(nr_output_write(target, "cat.txt", "x", 1, err, sizeof err), NR_EIO);
+    cr_expect(strstr(err, "not a folder"), "%s", err);
+}
+
 /* ---- JSON ---------------------------------------------------------------- */
+
+/* Plain output escapes what a terminal would act on; JSON escapes C0. */
+Test(output, plain_text_escapes_control_characters) {
+    nr_buf_t b = {0};
+    nr_output_plain(&b, "a\x1b[31mb\n\\\xc2\x9b\xff\xe2\x80\xae.png \xc3\xa9\x7f");
+    cr_expect_str_eq(b.data, "a\\x1b[31mb\\x0a\\\\\\xc2\\x9b\\xff\\u202e.png \xc3\xa9\\x7f");
+    nr_buf_clear(&b);
+    nr_output_plain(&b, NULL);
+    cr_expect_str_eq(b.data ? b.data : "", "");
+    nr_buf_clear(&b);
+    nr_output_json_string(&b, "\x1b[2J\x07");
+    cr_expect_str_eq(b.data, "\"\\u001b[2J\\u0007\"");
+    nr_buf_clear(&b);
+}
 
 Test(output, json_string_escaping) {
     nr_buf_t b = {0};
@@ -842,6 +942,46 @@ Test(files, folders_recursed_sorted_filtered) {
     nr_files_clear(&f);
 }
 
+/* A subfolder that cannot be opened is left out with its reason; the rest
+ * is collected (it once failed the whole walk). Root opens any folder, so
+ * the walk runs in a child as nobody. */
+Test(files, unreadable_subfolder_is_skipped) {
+    char dir[300];
+    cr_assert_eq(chmod(s_tmp, 0755), 0);
+    const char *subs[] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(dir, sizeof dir, "%s/%s", s_tmp, subs[i]);
+        cr_assert_eq(mkdir(dir, 0755), 0);
+    }
+    s_put("a/1.png", "x");
+    s_put("b/2.png", "x");
+    s_put("c/3.png", "x");
+    snprintf(dir, sizeof dir, "%s/b", s_tmp);
+    cr_assert_eq(chmod(dir, 0), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(10);
+        nr_files_t files;
+        nr_files_init(&files);
+        char err[512];
+        int code = 0;
+        if (nr_files_collect(&files, s_tmp, err, sizeof err) != 0) code = 1;
+        else if (files.len != 2) code = 2;
+        else if (!strstr(files.paths[0], "a/1.png") || !strstr(files.paths[1], "c/3.png")) code = 3;
+        else if (files.n_skipped != 1 || !strstr(files.skipped[0], "/b: Permission denied")) code = 4;
+        nr_files_clear(&files);
+        _exit(code);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    chmod(dir, 0755);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "child: 1 walk failed, 2 wrong count, 3 wrong files, 4 skip not noted, 10 setuid (got %d)",
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
 Test(files, trailing_slash_and_missing_path) {
     char path[400], err[512];
     s_put("x.jpg", "x");
@@ -889,11 +1029,14 @@ Test(files, read_whole_and_limits) {
  * everything with seq 0 and NR_EPROTO when `seq0`, and with `hold` > 1 read
  * that many requests before answering them, last first. A real answer
  * echoes what arrived: kv cmd, id, stage, route, every option as
- * opt.<key>, frame size. */
+ * opt.<key>, frame size; with `done`, state done, and with `caption`,
+ * text.caption (so `narrate speak` and `submit` run to the end). */
 typedef struct {
     void *ctx, *sock;
     char endpoint[64];
     int count, drop, busy, stale, seq0, hold;
+    int done;            /* records say state done */
+    const char *caption; /* and text.caption this, when not NULL */
     int seen;
     pthread_t thread;
 } s_fake_t;
@@ -940,6 +1083,8 @@ static void s_fake_answer(s_fake_t *f, int n, const uint8_t *ident, size_t idn, 
         }
         snprintf(size, sizeof size, "%zu", m->frames_len ? m->frames[0].size : (size_t)0);
         nr_proto_kv_add(&r, "input_size", size);
+        if (f->done) nr_proto_kv_add(&r, "state", "done");
+        if (f->caption) nr_proto_kv_add(&r, "text.caption", f->caption);
         if (m->cmd == NR_CMD_FETCH) nr_proto_frame_add(&r, "RIFF", 4);
     }
     nr_proto_send(f->sock, ident, idn, &r, err, sizeof err);
@@ -1266,19 +1411,24 @@ Test(transport, nobody_listening_is_unreachable) {
 /* ---- the narrate program's exit codes ------------------------------------ */
 
 /* Runs narrate with `args` (a shell-quoted string), stdout+stderr into a
- * buffer; returns the exit status. */
-static int s_narrate(const char *args, char *out, size_t outlen) {
+ * buffer, then the shell redirections `redir` ("" for none: ">/dev/full"
+ * sends stdout there, stderr still to the buffer); returns the exit status. */
+static int s_narrate_redir(const char *args, const char *redir, char *out, size_t outlen) {
     const char *build = getenv("NR_BUILD_DIR");
     if (!build) cr_skip_test("NR_BUILD_DIR is not set (run through ctest)");
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "env -u NARRATOR_BROKER -u NARRATOR_CONFIG %s/bin/narrate %s 2>&1",
-             build, args);
+    snprintf(cmd, sizeof cmd, "env -u NARRATOR_BROKER -u NARRATOR_CONFIG %s/bin/narrate %s 2>&1 %s",
+             build, args, redir);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
     size_t n = fread(out, 1, outlen - 1, p);
     out[n] = '\0';
     int status = pclose(p);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int s_narrate(const char *args, char *out, size_t outlen) {
+    return s_narrate_redir(args, "", out, outlen);
 }
 
 Test(program, help_and_usage_errors) {
@@ -1372,4 +1522,92 @@ Test(program, unknown_job_exits_5) {
     cr_expect_eq(s_narrate(args, out, sizeof out), 0);
     cr_expect(strstr(out, "\"cmd\":\"STATS\""), "%s", out);
     s_fake_stop(&f);
+}
+
+/* Output that could not be written is a failure: `narrate stats >
+ * /dev/full` once exited 0. */
+Test(program, stdout_write_error_exits_1) {
+    s_fake_t f = {.count = 2};
+    s_fake_start(&f);
+    char args[256], out[4096];
+    snprintf(args, sizeof args, "--broker %s stats", f.endpoint);
+    cr_expect_eq(s_narrate_redir(args, ">/dev/full", out, sizeof out), 1, "%s", out);
+    cr_expect(strstr(out, "narrate: cannot write to standard output: No space left on device"), "%s",
+              out);
+    snprintf(args, sizeof args, "--broker %s --json stats", f.endpoint);
+    cr_expect_eq(s_narrate_redir(args, ">/dev/full", out, sizeof out), 1, "%s", out);
+    s_fake_stop(&f);
+}
+
+/* `speak -o`: "-" streams the WAV to stdout (the summary goes to stderr);
+ * a FIFO is written into and stays a FIFO; a link is refused, exit 1, and
+ * left alone. The FIFO and the link were once replaced by regular files. */
+Test(program, speak_output_streams_or_refuses) {
+    char dir[] = "/tmp/nr-test-cli-speak-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    s_fake_t f = {.count = 9, .done = 1};
+    s_fake_start(&f);
+    char args[512], out[4096], fifo[128], link[128], target[128];
+    snprintf(args, sizeof args, "--broker %s speak hello -o -", f.endpoint);
+    cr_expect_eq(s_narrate(args, out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "RIFF"), "%s", out);
+
+    snprintf(fifo, sizeof fifo, "%s/out.wav", dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    int rd = open(fifo, O_RDWR | O_NONBLOCK);
+    cr_assert_geq(rd, 0);
+    snprintf(args, sizeof args, "--broker %s speak hello -o %s", f.endpoint, fifo);
+    cr_expect_eq(s_narrate(args, out, sizeof out), 0, "%s", out);
+    char got[8] = "";
+    cr_expect_eq(read(rd, got, sizeof got), 4, "nothing came through the FIFO: %s", out);
+    close(rd);
+    struct stat st;
+    cr_assert_eq(lstat(fifo, &st), 0);
+    cr_expect(S_ISFIFO(st.st_mode), "the FIFO was replaced");
+    unlink(fifo);
+
+    snprintf(target, sizeof target, "%s/target", dir);
+    snprintf(link, sizeof link, "%s/link.wav", dir);
+    FILE *t = fopen(target, "w");
+    cr_assert_not_null(t);
+    fputs("precious", t);
+    fclose(t);
+    cr_assert_eq(symlink(target, link), 0);
+    snprintf(args, sizeof args, "--broker %s speak hello -o %s", f.endpoint, link);
+    cr_expect_eq(s_narrate(args, out, sizeof out), 1, "%s", out);
+    cr_expect(strstr(out, "refusing to replace") && strstr(out, "symbolic link"), "%s", out);
+    cr_assert_eq(lstat(link, &st), 0);
+    cr_expect(S_ISLNK(st.st_mode), "the link was replaced");
+    unlink(link);
+    unlink(target);
+    s_fake_stop(&f);
+    rmdir(dir);
+}
+
+/* Plain output escapes control characters of file names and captions
+ * (an ESC in a name or caption once reached the terminal raw). */
+Test(program, plain_output_escapes_control_characters) {
+    char dir[] = "/tmp/nr-test-cli-escape-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char in[128], name[160], outdir[128];
+    snprintf(in, sizeof in, "%s/in", dir);
+    snprintf(outdir, sizeof outdir, "%s/out", dir);
+    cr_assert_eq(mkdir(in, 0700), 0);
+    snprintf(name, sizeof name, "%s/evil\x1b[2J.png", in);
+    FILE *img = fopen(name, "w");
+    cr_assert_not_null(img);
+    fputs("png", img);
+    fclose(img);
+    s_fake_t f = {.count = 1, .done = 1, .caption = "a \x1b]0;owned\x07 cat"};
+    s_fake_start(&f);
+    char args[512], out[8192];
+    snprintf(args, sizeof args, "--broker %s submit %s --route test -o %s", f.endpoint, in, outdir);
+    cr_expect_eq(s_narrate(args, out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "evil\\x1b[2J.png"), "%s", out);
+    cr_expect(strstr(out, "a \\x1b]0;owned\\x07 cat"), "%s", out);
+    cr_expect(!strchr(out, '\x1b'), "a raw ESC reached the output: %s", out);
+    s_fake_stop(&f);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_expect_eq(system(cmd), 0);
 }
