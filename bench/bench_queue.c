@@ -531,7 +531,9 @@ static void s_run_setting(const s_args_t *a, int workers, s_result_t *res) {
     const char *bargv[] = {a->broker, "--client-endpoint", cep, "--worker-endpoint", wep,
                            "--redis-port", rport, "--queue-bound", "1000000",
                            "--log-level", "warn", NULL};
-    broker = nr_harness_spawn(bargv, NULL, blog);
+    /* The stage served (in the environment: an older broker ignores it). */
+    const char *benv[] = {"NARRATOR_BROKER_STAGES=" S_STAGE, NULL};
+    broker = nr_harness_spawn(bargv, benv, blog);
     free(blog);
     /* (ipc: the workers' registration below shows the broker is up) */
     if (!broker ||

@@ -52,15 +52,53 @@ static int s_check_deadlines(const char *spec, char *err, size_t errlen) {
     return 0;
 }
 
-nr_broker_stage_t *nr_bk_stage(nr_broker_t *self, const char *name, int create) {
+nr_broker_stage_t *nr_bk_stage(nr_broker_t *self, const char *name) {
     for (nr_broker_stage_t *s = self->stages; s; s = s->next)
         if (!strcmp(s->name, name)) return s;
-    if (!create) return NULL;
-    nr_broker_stage_t *s = nr_broker_stage_new(name, s_stage_deadline(&self->params, name));
-    if (!s) return NULL;
-    s->next = self->stages;
-    self->stages = s;
-    return s;
+    return NULL;
+}
+
+const char *nr_bk_stage_list(const nr_broker_t *self) { return self->params.stages; }
+
+/* Checks params.stages: 1..NR_BROKER_STAGES_MAX stage names, no repeats. */
+static int s_check_stages(const char *spec, char *err, size_t errlen) {
+    size_t n = 0;
+    const char *s = spec;
+    do {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        if (len == 0 || len > NR_PROTO_NAME_MAX ||
+            strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-") < len)
+            return nr_seterr(err, errlen, NR_EINVAL,
+                             "stages: expected names of 1..%d characters [a-z0-9_-] separated by "
+                             "commas, got '%s'", NR_PROTO_NAME_MAX, spec);
+        for (const char *t = spec; t < s; t = strchr(t, ',') + 1)
+            if (!strncmp(t, s, len) && t[len] == ',')
+                return nr_seterr(err, errlen, NR_EINVAL, "stages: '%.*s' is listed twice",
+                                 (int)len, s);
+        if (++n > NR_BROKER_STAGES_MAX)
+            return nr_seterr(err, errlen, NR_EINVAL, "stages: more than %d", NR_BROKER_STAGES_MAX);
+        s = comma ? comma + 1 : NULL;
+    } while (s);
+    return 0;
+}
+
+/* Makes the known stages, in the order listed. 0 or NR_ENOMEM. */
+static int s_make_stages(nr_broker_t *self) {
+    nr_broker_stage_t **tail = &self->stages;
+    const char *s = self->params.stages;
+    while (s) {
+        const char *comma = strchr(s, ',');
+        char name[NR_PROTO_NAME_MAX + 1];
+        snprintf(name, sizeof name, "%.*s", (int)(comma ? (size_t)(comma - s) : strlen(s)), s);
+        nr_broker_stage_t *st = nr_broker_stage_new(name, s_stage_deadline(&self->params, name));
+        if (!st) return NR_ENOMEM;
+        st->unserved_since_ms = INT64_MIN; /* set by the first tick */
+        *tail = st;
+        tail = &st->next;
+        s = comma ? comma + 1 : NULL;
+    }
+    return 0;
 }
 
 nr_broker_worker_t *nr_bk_worker(nr_broker_t *self, const uint8_t *identity, size_t size) {
@@ -71,7 +109,7 @@ nr_broker_worker_t *nr_bk_worker(nr_broker_t *self, const uint8_t *identity, siz
 }
 
 long nr_bk_stage_workers(nr_broker_t *self, const char *name) {
-    nr_broker_stage_t *s = nr_bk_stage(self, name, 0);
+    nr_broker_stage_t *s = nr_bk_stage(self, name);
     return s ? (long)s->workers_len : 0;
 }
 
@@ -195,12 +233,12 @@ int nr_bk_save(nr_broker_t *self, nr_broker_job_t *job, int out_index, uint8_t *
  * it answers (or the lease's grace passes). */
 void nr_bk_release(nr_broker_t *self, nr_broker_job_t *job) {
     if (job->state == NR_JOB_RUNNING) {
-        nr_broker_stage_t *s = nr_bk_stage(self, nr_broker_job_stage(job), 0);
+        nr_broker_stage_t *s = nr_bk_stage(self, nr_broker_job_stage(job));
         if (s && s->running) s->running--;
         if (job->worker) nr_broker_worker_revoke(job->worker, job);
         job->worker = NULL;
     } else if (job->state == NR_JOB_QUEUED && job->in_queue) {
-        nr_broker_stage_t *s = nr_bk_stage(self, nr_broker_job_stage(job), 0);
+        nr_broker_stage_t *s = nr_bk_stage(self, nr_broker_job_stage(job));
         if (s) nr_broker_stage_remove(s, job);
     }
 }
@@ -233,8 +271,10 @@ void nr_bk_retry(nr_broker_t *self, nr_broker_job_t *job, int code, const char *
         nr_bk_fail(self, job, NR_EATTEMPTS, text, now);
         return;
     }
+    /* The next attempt goes to another worker when one has room. */
+    job->avoid_worker = job->worker ? job->worker->serial : 0;
     nr_bk_release(self, job);
-    nr_broker_stage_t *s = nr_bk_stage(self, nr_broker_job_stage(job), 1);
+    nr_broker_stage_t *s = nr_bk_stage(self, nr_broker_job_stage(job));
     job->state = NR_JOB_QUEUED;
     job->error = code;
     snprintf(job->error_message, sizeof job->error_message, "%s", message);
@@ -261,6 +301,12 @@ void nr_broker_default_params(nr_broker_params_t *p) {
     p->retry_backoff_ms = 1000;
     p->retry_backoff_max_ms = 32000;
     p->client_burst = 100;
+    snprintf(p->stages, sizeof p->stages, "vision,text,speech");
+    p->queue_bound_total = 10000;
+    p->unserved_timeout_ms = 600000;
+    p->max_worker_credit = 256;
+    p->worker_strikes = 3;
+    p->worker_cooldown_ms = 60000;
 }
 
 nr_broker_t *nr_broker_new(const nr_broker_params_t *params, nr_store_t *store,
@@ -268,11 +314,15 @@ nr_broker_t *nr_broker_new(const nr_broker_params_t *params, nr_store_t *store,
     if (!params || !send || params->heartbeat_ms < 1 || params->heartbeat_liveness < 1 ||
         params->job_deadline_ms < 1 || params->max_attempts < 1 || params->queue_bound < 1 ||
         params->retry_backoff_ms < 0 || params->retry_backoff_max_ms < params->retry_backoff_ms ||
-        params->client_rate < 0 || params->client_burst < 1) {
+        params->client_rate < 0 || params->client_burst < 1 || params->queue_bound_total < 1 ||
+        params->unserved_timeout_ms < 1 || params->max_worker_credit < 1 ||
+        params->max_worker_credit > 1024 || params->worker_strikes < 1 ||
+        params->worker_cooldown_ms < 0) {
         nr_seterr(err, errlen, NR_EINVAL, "broker parameters out of range");
         return NULL;
     }
     if (s_check_deadlines(params->stage_deadlines, err, errlen)) return NULL;
+    if (s_check_stages(params->stages, err, errlen)) return NULL;
     nr_broker_t *self = calloc(1, sizeof *self);
     if (!self) goto err;
     self->params = *params;
@@ -287,7 +337,7 @@ nr_broker_t *nr_broker_new(const nr_broker_params_t *params, nr_store_t *store,
             self->rand_state = 0x9e3779b9u;
     }
     self->jobs = nr_broker_jobs_new();
-    if (!self->jobs) goto err;
+    if (!self->jobs || s_make_stages(self)) goto err;
     if (params->client_rate > 0 &&
         !(self->limit = nr_ratelimit_new((double)params->client_rate, (double)params->client_burst, 65536)))
         goto err;
@@ -331,6 +381,16 @@ void nr_bk_recover_one(const char *id, void *arg) {
                    nr_strerror(rc));
         return;
     }
+    for (uint32_t i = job->stage_index; i < job->route_len && !nr_job_is_final(job); i++) {
+        if (nr_bk_stage(self, job->route[i])) continue;
+        /* Configured away since it was submitted: it would wait forever. */
+        char text[NR_PROTO_MESSAGE_MAX];
+        snprintf(text, sizeof text, "unknown stage '%s': this broker serves %s (setting stages)",
+                 job->route[i], nr_bk_stage_list(self));
+        nr_broker_jobs_add(self->jobs, job);
+        nr_bk_fail(self, job, NR_EINVAL, text, r->now);
+        return;
+    }
     if (nr_job_is_final(job)) {
         /* A stale pending entry: saving the final state removes it (the job
          * leaves memory once that is written). */
@@ -350,7 +410,7 @@ void nr_bk_recover_one(const char *id, void *arg) {
      * the job is ready now, and waits in the queue from now on. */
     job->ready_ms = 0;
     job->since_ms = r->now;
-    nr_broker_stage_t *s = nr_bk_stage(self, nr_broker_job_stage(job), 1);
+    nr_broker_stage_t *s = nr_bk_stage(self, nr_broker_job_stage(job));
     if (s) nr_broker_stage_push(s, job, 0);
     r->resumed++;
 }
@@ -499,6 +559,45 @@ static void s_flush(nr_broker_t *self) {
     if (queued) nr_log(NR_LOG_INFO, "writing %zu job state(s) kept while redis was down", queued);
 }
 
+/* A lease of w expired without an answer: after worker_strikes in a row
+ * the worker gets no new JOB for worker_cooldown_ms (or until it answers),
+ * so one that holds and never answers cannot burn every attempt. */
+static void s_strike(nr_broker_t *self, nr_broker_worker_t *w, int64_t now) {
+    if (++w->strikes < (uint32_t)self->params.worker_strikes || w->aside_until_ms > now ||
+        self->params.worker_cooldown_ms == 0)
+        return;
+    w->aside_until_ms = now + self->params.worker_cooldown_ms;
+    nr_metrics_add(self->metrics, NR_BM_WORKERS_SET_ASIDE, 1, "stage", w->stage->name, NULL);
+    nr_log(NR_LOG_WARN, "worker %s set aside for %ld ms: %" PRIu32 " leases in a row expired "
+           "without an answer (settings worker-strikes, worker-cooldown-ms)", w->label,
+           self->params.worker_cooldown_ms, w->strikes);
+}
+
+/* Fails the jobs that waited unserved-timeout-ms at a stage no live worker
+ * serves (counted from when they were queued or the last worker left,
+ * whichever is later): they would otherwise wait, and be kept, forever. */
+static void s_expire_unserved(nr_broker_t *self, nr_broker_stage_t *s, int64_t now) {
+    if (s->workers_len) {
+        s->unserved_since_ms = INT64_MIN;
+        return;
+    }
+    if (s->unserved_since_ms == INT64_MIN) s->unserved_since_ms = now;
+    if (now - s->unserved_since_ms < self->params.unserved_timeout_ms) return;
+    nr_broker_job_t *j = s->head;
+    while (j) {
+        nr_broker_job_t *next = j->qnext;
+        /* since_ms (monotonic): when a queued job entered its queue */
+        int64_t since = j->since_ms > s->unserved_since_ms ? j->since_ms : s->unserved_since_ms;
+        if (now - since >= self->params.unserved_timeout_ms) {
+            char text[NR_PROTO_MESSAGE_MAX];
+            snprintf(text, sizeof text, "no worker serves stage %s (waited %" PRId64 " ms; "
+                     "setting unserved-timeout-ms)", s->name, now - since);
+            nr_bk_fail(self, j, NR_ENOWORKER, text, now);
+        }
+        j = next;
+    }
+}
+
 int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
     nr_bk_enter(self, now);
     /* Writes unanswered for a while: wait for them, so the store's timeout
@@ -547,12 +646,14 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
                                  s->name, w->label);
                         nr_broker_job_t *job = l->job;
                         nr_bk_retry(self, job, NR_EDEADLINE, text, now);
+                        s_strike(self, w, now);
                     } else if (!l->job && now > l->expires_ms) {
                         nr_broker_worker_drop_lease(w, l);
                     }
                 }
                 w = next;
             }
+            s_expire_unserved(self, s, now);
         }
     }
     int64_t wake = self->next_timer_ms;
@@ -620,13 +721,21 @@ nr_broker_job_t *nr_broker_find_job(nr_broker_t *self, const char *id) {
 }
 
 size_t nr_broker_queued(nr_broker_t *self, const char *stage) {
-    nr_broker_stage_t *s = nr_bk_stage(self, stage, 0);
+    nr_broker_stage_t *s = nr_bk_stage(self, stage);
     return s ? s->queued : 0;
 }
 
 size_t nr_broker_workers(nr_broker_t *self, const char *stage) {
-    nr_broker_stage_t *s = nr_bk_stage(self, stage, 0);
+    nr_broker_stage_t *s = nr_bk_stage(self, stage);
     return s ? s->workers_len : 0;
+}
+
+size_t nr_broker_workers_set_aside(nr_broker_t *self, const char *stage) {
+    nr_broker_stage_t *s = nr_bk_stage(self, stage);
+    size_t n = 0;
+    for (nr_broker_worker_t *w = s ? s->workers : NULL; w; w = w->next)
+        n += w->aside_until_ms > self->now;
+    return n;
 }
 
 long nr_broker_worker_credit_of(nr_broker_t *self, const uint8_t *identity, size_t size) {

@@ -46,7 +46,20 @@ typedef struct {
     long client_rate;         /* new jobs per second per client (msg peer); 0 = no limit */
     long client_burst;        /* new jobs a client may submit at once before client_rate applies */
     int pipelined;            /* 1: commit does not wait for Redis (see nr_broker_commit) */
+    /* The stages this broker serves, "vision,text,speech": READY or SUBMIT
+     * naming another is refused (NR_EINVAL) and creates nothing. At most
+     * NR_BROKER_STAGES_MAX, so STATS always holds every entry. */
+    char stages[256];
+    long queue_bound_total;   /* queued jobs at all stages together before SUBMIT gets NR_EBUSY */
+    long unserved_timeout_ms; /* a job queued this long at a stage with no live worker fails
+                               * with NR_ENOWORKER */
+    long max_worker_credit;   /* a READY's capacity is cut to this */
+    long worker_strikes;      /* leases expiring in a row, without an answer, before a
+                               * worker is set aside */
+    long worker_cooldown_ms;  /* how long a set-aside worker gets no new JOB (or until it answers) */
 } nr_broker_params_t;
+
+#define NR_BROKER_STAGES_MAX 12 /* 4 STATS entries each, beside 16 for the totals */
 
 typedef struct nr_broker nr_broker_t;
 
@@ -105,6 +118,9 @@ void nr_broker_shutdown(nr_broker_t *self, int64_t now);
 nr_broker_job_t *nr_broker_find_job(nr_broker_t *self, const char *id);
 size_t nr_broker_queued(nr_broker_t *self, const char *stage);
 size_t nr_broker_workers(nr_broker_t *self, const char *stage);
+/* Workers set aside for leases that keep expiring (see worker_strikes):
+ * now, and since start. */
+size_t nr_broker_workers_set_aside(nr_broker_t *self, const char *stage);
 /* Credit left on the worker with this identity, or -1 if unknown. */
 long nr_broker_worker_credit_of(nr_broker_t *self, const uint8_t *identity, size_t size);
 

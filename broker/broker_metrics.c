@@ -49,6 +49,10 @@ int nr_broker_metrics_define(nr_metrics_t *m) {
           NULL, 0);
     S_DEF(NR_BM_RATE_LIMITED, NR_METRIC_COUNTER,
           "SUBMITs answered busy because their client was over client-rate", NULL, 0);
+    S_DEF(NR_BM_WORKERS_SET_ASIDE, NR_METRIC_COUNTER,
+          "Times a worker was set aside (no new jobs for worker-cooldown-ms) because "
+          "worker-strikes of its leases in a row expired without an answer",
+          NULL, 0);
 #undef S_DEF
     if (rc) return rc;
     /* Series that exist from the start, so rate() and alerts see a zero. */
@@ -71,6 +75,7 @@ static void s_stage(const char *stage, size_t queued, size_t running, size_t wor
     nr_metrics_set(c->m, NR_BM_WORKERS, (double)workers, "stage", stage, NULL);
     /* Counters of a stage exist as soon as the stage does. */
     nr_metrics_add(c->m, NR_BM_RETRIES, 0, "stage", stage, NULL);
+    nr_metrics_add(c->m, NR_BM_WORKERS_SET_ASIDE, 0, "stage", stage, NULL);
     c->queued += queued;
     c->running += running;
 }

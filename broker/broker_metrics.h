@@ -24,6 +24,7 @@
 #define NR_BM_SUBMITTED "narrator_jobs_submitted_total"
 #define NR_BM_REDIS_UP "narrator_redis_up"
 #define NR_BM_RATE_LIMITED "narrator_rate_limited_total"
+#define NR_BM_WORKERS_SET_ASIDE "narrator_workers_set_aside_total"
 
 /* Defines every family above in an empty registry. 0 or a negative code. */
 int nr_broker_metrics_define(nr_metrics_t *metrics);

@@ -79,6 +79,13 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
         s_reply_error(self, identity, size, msg, NR_EINVAL, "SUBMIT needs the input as frame 0");
         return;
     }
+    for (uint32_t i = 0; i < msg->route_len; i++) {
+        if (nr_bk_stage(self, msg->route[i])) continue;
+        snprintf(text, sizeof text, "unknown stage '%s' in the route: this broker serves %s",
+                 msg->route[i], nr_bk_stage_list(self));
+        s_reply_error(self, identity, size, msg, NR_EINVAL, text);
+        return;
+    }
     if (!msg->id[0]) nr_bk_random_id(self, msg->id, sizeof msg->id);
 
     /* A job held here is answered here; any other id is looked up in Redis
@@ -99,14 +106,18 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
         s_reply_error(self, identity, size, msg, NR_EBUSY, text);
         return;
     }
-    nr_broker_stage_t *first = nr_bk_stage(self, msg->route[0], 1);
-    if (!first) {
-        s_reply_error(self, identity, size, msg, NR_ENOMEM, "out of memory");
-        return;
-    }
+    nr_broker_stage_t *first = nr_bk_stage(self, msg->route[0]); /* known: checked above */
     if (first->queued + first->submitting >= (size_t)self->params.queue_bound) {
         snprintf(text, sizeof text, "queue of stage %s is full (%zu jobs); retry later",
                  first->name, first->queued);
+        s_reply_error(self, identity, size, msg, NR_EBUSY, text);
+        return;
+    }
+    size_t total = 0;
+    for (nr_broker_stage_t *s = self->stages; s; s = s->next) total += s->queued + s->submitting;
+    if (total >= (size_t)self->params.queue_bound_total) {
+        snprintf(text, sizeof text, "queues are full (%zu jobs at all stages, setting "
+                 "queue-bound-total); retry later", total);
         s_reply_error(self, identity, size, msg, NR_EBUSY, text);
         return;
     }
@@ -183,7 +194,7 @@ static void s_ack_existing(nr_broker_t *self, nr_bk_out_t *e, nr_msg_t *rep) {
             nr_log(NR_LOG_INFO, "job %s was unfinished in redis but not queued here: resumed",
                    e->msg.id);
             shown = adopted;
-            adopted_at = nr_bk_stage(self, nr_broker_job_stage(adopted), 0);
+            adopted_at = nr_bk_stage(self, nr_broker_job_stage(adopted));
         }
     }
     nr_broker_job_record(shown, rep, nr_bk_stage_workers(self, nr_broker_job_stage(shown)));
@@ -215,7 +226,7 @@ void nr_bk_ack(nr_broker_t *self, nr_bk_out_t *e) {
         }
         job->dirty = 1; /* not written: refused below */
     }
-    nr_broker_stage_t *first = nr_bk_stage(self, job->route[0], 0);
+    nr_broker_stage_t *first = nr_bk_stage(self, job->route[0]);
     if (first && first->submitting) first->submitting--;
     job->submitting = 0;
     nr_msg_t rep;
@@ -344,24 +355,19 @@ static void s_on_cancel(nr_broker_t *self, const uint8_t *identity, size_t size,
     s_reply_job(self, identity, size, msg, job, 0, NULL, 0); /* sent once written */
 }
 
+/* STATS: the totals first, then four entries per known stage; the known
+ * stages are at most NR_BROKER_STAGES_MAX, so every entry fits the reply's
+ * NR_PROTO_KV_MAX. */
 static void s_on_stats(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
     nr_msg_t rep;
     nr_proto_msg_init(&rep);
     char key[NR_PROTO_KEY_MAX + 1], num[32];
-    size_t queued = 0, running = 0, workers = 0;
+    size_t queued = 0, running = 0, workers = 0, aside = 0;
     for (nr_broker_stage_t *s = self->stages; s; s = s->next) {
-        snprintf(key, sizeof key, "queue.%s", s->name);
-        snprintf(num, sizeof num, "%zu", s->queued);
-        nr_proto_kv_add(&rep, key, num);
-        snprintf(key, sizeof key, "running.%s", s->name);
-        snprintf(num, sizeof num, "%zu", s->running);
-        nr_proto_kv_add(&rep, key, num);
-        snprintf(key, sizeof key, "workers.%s", s->name);
-        snprintf(num, sizeof num, "%zu", s->workers_len);
-        nr_proto_kv_add(&rep, key, num);
         queued += s->queued;
         running += s->running;
         workers += s->workers_len;
+        aside += nr_broker_workers_set_aside(self, s->name);
     }
     snprintf(num, sizeof num, "%zu", queued);
     nr_proto_kv_add(&rep, "jobs.queued", num);
@@ -369,6 +375,8 @@ static void s_on_stats(nr_broker_t *self, const uint8_t *identity, size_t size, 
     nr_proto_kv_add(&rep, "jobs.running", num);
     snprintf(num, sizeof num, "%zu", workers);
     nr_proto_kv_add(&rep, "workers", num);
+    snprintf(num, sizeof num, "%zu", aside);
+    nr_proto_kv_add(&rep, "workers_set_aside", num);
     nr_proto_kv_add(&rep, "redis", !self->store ? "none" : nr_store_is_up(self->store) ? "up" : "down");
     nr_proto_kv_add(&rep, "jobs.done", "0");
     nr_proto_kv_add(&rep, "jobs.failed", "0");
@@ -380,6 +388,20 @@ static void s_on_stats(nr_broker_t *self, const uint8_t *identity, size_t size, 
         nr_proto_kv_add(&rep, "jobs.failed", num);
         snprintf(num, sizeof num, "%" PRIu64, self->count_cancelled);
         nr_proto_kv_add(&rep, "jobs.cancelled", num);
+    }
+    for (nr_broker_stage_t *s = self->stages; s; s = s->next) {
+        snprintf(key, sizeof key, "queue.%s", s->name);
+        snprintf(num, sizeof num, "%zu", s->queued);
+        nr_proto_kv_add(&rep, key, num);
+        snprintf(key, sizeof key, "running.%s", s->name);
+        snprintf(num, sizeof num, "%zu", s->running);
+        nr_proto_kv_add(&rep, key, num);
+        snprintf(key, sizeof key, "workers.%s", s->name);
+        snprintf(num, sizeof num, "%zu", s->workers_len);
+        nr_proto_kv_add(&rep, key, num);
+        snprintf(key, sizeof key, "set_aside.%s", s->name);
+        snprintf(num, sizeof num, "%zu", nr_broker_workers_set_aside(self, s->name));
+        nr_proto_kv_add(&rep, key, num);
     }
     nr_bk_reply(self, identity, size, msg, &rep, 0, NULL);
     nr_proto_msg_clear(&rep);

@@ -66,6 +66,7 @@ struct nr_broker {
     int64_t now;               /* time of the current entry point (monotonic: timers) */
     int64_t wall_ms;           /* wall clock then (the record's created_ms/updated_ms) */
     nr_ratelimit_t *limit;     /* new jobs per client; NULL = no limit */
+    uint64_t worker_serial;    /* last nr_broker_worker_t.serial given */
 };
 
 typedef struct {
@@ -120,7 +121,10 @@ int nr_bk_send_cmd(nr_broker_t *self, nr_broker_worker_t *w, nr_cmd_t cmd, int64
 /* Sends a held JOB, built from its lease: a lease revoked meanwhile
  * (cancel, requeue) is dropped unsent, so the worker's slot is free. */
 void nr_bk_send_job(nr_broker_t *self, nr_bk_out_t *e);
-nr_broker_stage_t *nr_bk_stage(nr_broker_t *self, const char *name, int create);
+/* The known stage of that name (params.stages), or NULL. */
+nr_broker_stage_t *nr_bk_stage(nr_broker_t *self, const char *name);
+/* The known stages as "vision,text,speech", for error messages. */
+const char *nr_bk_stage_list(const nr_broker_t *self);
 long nr_bk_stage_workers(nr_broker_t *self, const char *name);
 nr_broker_worker_t *nr_bk_worker(nr_broker_t *self, const uint8_t *identity, size_t size);
 /* Removes a worker; jobs it held are retried. */

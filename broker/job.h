@@ -65,6 +65,7 @@ typedef struct nr_broker_job {
         uint32_t unsaved_counts[8];
     } stored;
     nr_broker_worker_t *worker; /* running: the lease holder */
+    uint64_t avoid_worker; /* serial of the worker of the last failed attempt (0: none) */
     /* Links: stage queue and the table. */
     struct nr_broker_job *qprev, *qnext;
     int in_queue;

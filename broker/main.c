@@ -46,6 +46,12 @@ typedef struct {
     char curve_allow_dir[512];
     long client_rate;
     long client_burst;
+    char stages[256];
+    long queue_bound_total;
+    long unserved_timeout_ms;
+    long max_worker_credit;
+    long worker_strikes;
+    long worker_cooldown_ms;
 } s_settings_t;
 
 #define S_OPT(...) NR_CONFIG_OPT(s_settings_t, __VA_ARGS__)
@@ -89,6 +95,20 @@ static const nr_config_option_t s_options[] = {
           "over it SUBMIT is answered busy; 0: no limit"),
     S_OPT("client-burst", NR_CONFIG_INT, 1, 1000000, "100", client_burst,
           "new jobs a client may submit at once before client-rate applies"),
+    S_OPT("stages", NR_CONFIG_STRING, 0, 0, "vision,text,speech", stages,
+          "the stages this broker serves, comma-separated (at most 12); READY or SUBMIT naming "
+          "another is refused"),
+    S_OPT("queue-bound-total", NR_CONFIG_INT, 1, 100000000, "10000", queue_bound_total,
+          "queued jobs at all stages together before SUBMIT is refused as busy"),
+    S_OPT("unserved-timeout-ms", NR_CONFIG_INT, 1, 604800000, "600000", unserved_timeout_ms,
+          "a job queued this long at a stage no live worker serves fails with no_worker"),
+    S_OPT("max-worker-credit", NR_CONFIG_INT, 1, 1024, "256", max_worker_credit,
+          "most jobs the broker leases to one worker at once, whatever capacity it announces"),
+    S_OPT("worker-strikes", NR_CONFIG_INT, 1, 1000, "3", worker_strikes,
+          "leases of a worker expiring in a row without an answer before it is set aside"),
+    S_OPT("worker-cooldown-ms", NR_CONFIG_INT, 0, 86400000, "60000", worker_cooldown_ms,
+          "how long a set-aside worker gets no new jobs (it is back at once when it answers); "
+          "0: never set aside"),
     NR_CONFIG_END,
 };
 
@@ -200,6 +220,12 @@ static void s_params(s_settings_t *st, nr_store_params_t *sp, nr_broker_params_t
     bp->retry_backoff_ms = st->retry_backoff_ms;
     bp->client_rate = st->client_rate;
     bp->client_burst = st->client_burst;
+    snprintf(bp->stages, sizeof bp->stages, "%s", st->stages);
+    bp->queue_bound_total = st->queue_bound_total;
+    bp->unserved_timeout_ms = st->unserved_timeout_ms;
+    bp->max_worker_credit = st->max_worker_credit;
+    bp->worker_strikes = st->worker_strikes;
+    bp->worker_cooldown_ms = st->worker_cooldown_ms;
     bp->pipelined = 1; /* the broker reads on while Redis writes */
     if (bp->retry_backoff_max_ms < bp->retry_backoff_ms * 32)
         bp->retry_backoff_max_ms = bp->retry_backoff_ms * 32;

@@ -70,19 +70,18 @@ int64_t nr_broker_stage_next_ready_ms(const nr_broker_stage_t *self) {
     return t;
 }
 
-nr_broker_worker_t *nr_broker_stage_pick_worker(nr_broker_stage_t *self) {
-    nr_broker_worker_t *best = NULL;
+nr_broker_worker_t *nr_broker_stage_pick_worker(nr_broker_stage_t *self, int64_t now,
+                                                uint64_t avoid) {
+    nr_broker_worker_t *best = NULL, *avoided = NULL;
     for (nr_broker_worker_t *w = self->workers; w; w = w->next) {
-        uint32_t c = nr_broker_worker_credit(w);
-        if (c == 0) continue;
-        if (!best) {
-            best = w;
+        if (nr_broker_worker_credit(w) == 0 || w->aside_until_ms > now) continue;
+        if (avoid && w->serial == avoid) {
+            avoided = w;
             continue;
         }
-        uint32_t bc = nr_broker_worker_credit(best);
-        if (c > bc || (c == bc && w->last_dispatch < best->last_dispatch)) best = w;
+        if (!best || w->last_dispatch < best->last_dispatch) best = w;
     }
-    return best;
+    return best ? best : avoided;
 }
 
 void nr_broker_stage_add_worker(nr_broker_stage_t *self, nr_broker_worker_t *worker) {

@@ -34,6 +34,9 @@ struct nr_broker_worker {
     int64_t heartbeat_ms;   /* next heartbeat to send */
     uint64_t last_dispatch; /* dispatch sequence, to rotate among equals */
     int sent;               /* sent something since the worker's last message */
+    uint64_t serial;        /* unique for the broker's life (a job's avoid_worker) */
+    uint32_t strikes;       /* leases expired in a row without an answer */
+    int64_t aside_until_ms; /* set aside: no new JOB before this (0: not set aside) */
     nr_broker_worker_t *next;
 };
 
@@ -42,6 +45,7 @@ struct nr_broker_stage {
     nr_broker_job_t *head, *tail; /* queued jobs, oldest first */
     size_t queued, running;
     size_t submitting;            /* SUBMITs for this first stage awaiting their write */
+    int64_t unserved_since_ms;    /* when its last live worker left (or the broker started) */
     nr_broker_worker_t *workers;
     size_t workers_len;
     long deadline_ms;
@@ -59,9 +63,11 @@ void nr_broker_stage_remove(nr_broker_stage_t *self, nr_broker_job_t *job);
 nr_broker_job_t *nr_broker_stage_next_ready(nr_broker_stage_t *self, int64_t now);
 /* Earliest ready time of a queued job, or INT64_MAX. */
 int64_t nr_broker_stage_next_ready_ms(const nr_broker_stage_t *self);
-/* The worker with the most free credit (least recently used among equals),
- * or NULL when no worker has credit. */
-nr_broker_worker_t *nr_broker_stage_pick_worker(nr_broker_stage_t *self);
+/* The least recently used worker with credit that is not set aside at
+ * `now` (round-robin, so jobs spread over the workers with room), other
+ * than the one whose serial is `avoid` when another has room; or NULL. */
+nr_broker_worker_t *nr_broker_stage_pick_worker(nr_broker_stage_t *self, int64_t now,
+                                                uint64_t avoid);
 void nr_broker_stage_add_worker(nr_broker_stage_t *self, nr_broker_worker_t *worker);
 void nr_broker_stage_remove_worker(nr_broker_stage_t *self, nr_broker_worker_t *worker);
 

@@ -35,6 +35,28 @@ static void s_on_ready(nr_broker_t *self, const uint8_t *identity, size_t size, 
                msg->capacity, msg->stage);
         return;
     }
+    nr_broker_stage_t *known = nr_bk_stage(self, msg->stage);
+    if (!known) {
+        /* Refused: made-up stages would fill STATS and memory. A worker
+         * already registered keeps its old registration. */
+        nr_msg_t m;
+        nr_proto_msg_init(&m);
+        m.cmd = NR_CMD_DISCONNECT;
+        snprintf(m.message, sizeof m.message,
+                 "%s: unknown stage '%s'; this broker serves %s (setting stages)",
+                 nr_errname(NR_EINVAL), msg->stage, nr_bk_stage_list(self));
+        nr_log(NR_LOG_WARN, "READY from %s refused: %s", msg->name[0] ? msg->name : "a worker",
+               m.message);
+        nr_bk_send(self, NR_BROKER_WORKERS, identity, size, &m);
+        nr_proto_msg_clear(&m);
+        return;
+    }
+    uint32_t capacity = msg->capacity;
+    if (capacity > (uint32_t)self->params.max_worker_credit) {
+        capacity = (uint32_t)self->params.max_worker_credit;
+        nr_log(NR_LOG_INFO, "worker %s asked for capacity %" PRIu32 ": given %" PRIu32
+               " (setting max-worker-credit)", msg->name, msg->capacity, capacity);
+    }
     if (w && strcmp(w->stage->name, msg->stage)) {
         nr_log(NR_LOG_INFO, "worker %s moves from stage %s to %s", w->label, w->stage->name,
                msg->stage);
@@ -42,18 +64,18 @@ static void s_on_ready(nr_broker_t *self, const uint8_t *identity, size_t size, 
         w = NULL;
     }
     if (w) {
-        nr_broker_worker_set_capacity(w, msg->capacity);
+        nr_broker_worker_set_capacity(w, capacity);
     } else {
-        nr_broker_stage_t *s = nr_bk_stage(self, msg->stage, 1);
-        w = s ? nr_broker_worker_new(identity, size, msg->name, msg->capacity) : NULL;
+        w = nr_broker_worker_new(identity, size, msg->name, capacity);
         if (!w) {
             nr_log(NR_LOG_ERROR, "out of memory registering a worker");
             return;
         }
-        nr_broker_stage_add_worker(s, w);
+        w->serial = ++self->worker_serial;
+        nr_broker_stage_add_worker(known, w);
         w->heartbeat_ms = now + self->params.heartbeat_ms;
         nr_log(NR_LOG_INFO, "worker %s ready for stage %s (capacity %" PRIu32 ")", w->label,
-               msg->stage, msg->capacity);
+               msg->stage, capacity);
     }
     w->expires_ms = now + self->params.heartbeat_ms * self->params.heartbeat_liveness;
     nr_bk_dispatch(self, w->stage, now);
@@ -70,7 +92,15 @@ static nr_broker_job_t *s_take_answer(nr_broker_t *self, nr_broker_worker_t *w,
     }
     nr_broker_lease_t *l = nr_broker_worker_find_lease(w, msg->id, msg->attempt);
     nr_broker_job_t *job = l ? l->job : NULL;
-    if (l) nr_broker_worker_drop_lease(w, l);
+    if (l) {
+        nr_broker_worker_drop_lease(w, l);
+        /* It answers (even late): no longer suspected of holding jobs. */
+        w->strikes = 0;
+        if (w->aside_until_ms) {
+            w->aside_until_ms = 0;
+            nr_log(NR_LOG_INFO, "worker %s answered: no longer set aside", w->label);
+        }
+    }
     if (!job) {
         nr_log(NR_LOG_INFO, "stale %s for job %s attempt %" PRIu32 " from %s dropped "
                "(lease revoked or unknown)", nr_proto_cmd_name(msg->cmd), msg->id, msg->attempt,
@@ -142,7 +172,7 @@ static void s_on_result(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg,
         if (input) memcpy(input, out, out_size);
         nr_bk_save(self, job, out_index, &out, out_size, NR_STORE_COUNT_NONE); /* takes out */
         nr_broker_job_take_input(job, &input, out_size);
-        nr_broker_stage_t *next = nr_bk_stage(self, nr_broker_job_stage(job), 1);
+        nr_broker_stage_t *next = nr_bk_stage(self, nr_broker_job_stage(job));
         if (next) {
             nr_broker_stage_push(next, job, 0);
             nr_bk_dispatch(self, next, now);
@@ -327,10 +357,11 @@ void nr_bk_send_job(nr_broker_t *self, nr_bk_out_t *e) {
 int nr_bk_dispatch(nr_broker_t *self, nr_broker_stage_t *s, int64_t now) {
     if (!s) return 0;
     for (;;) {
-        nr_broker_worker_t *w = nr_broker_stage_pick_worker(s);
-        if (!w) return 0;
+        if (!nr_broker_stage_pick_worker(s, now, 0)) return 0;
         nr_broker_job_t *job = nr_broker_stage_next_ready(s, now);
         if (!job) return 1;
+        /* A retry goes to another worker than the last one, when one has room. */
+        nr_broker_worker_t *w = nr_broker_stage_pick_worker(s, now, job->avoid_worker);
         if (s_dispatch_one(self, s, job, w, now)) return 1; /* not leased: w still has room */
     }
 }

@@ -77,7 +77,7 @@ LD_PRELOAD="$faketime_lib" FAKETIME_TIMESTAMP_FILE="$run/faketime" FAKETIME_NO_C
   FAKETIME_DONT_FAKE_MONOTONIC=1 \
   "$bin/narrator-broker" --client-endpoint "$NARRATOR_BROKER" \
   --worker-endpoint "$NARRATOR_WORKER_BROKER" --redis-port "$redis_port" \
-  --redis-prefix clockstep --heartbeat-ms 500 --heartbeat-liveness 4 \
+  --redis-prefix clockstep --stages test --heartbeat-ms 500 --heartbeat-liveness 4 \
   --job-deadline-ms 60000 >"$run/broker.log" 2>&1 &
 pids+=($!)
 broker_pid=$!

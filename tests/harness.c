@@ -845,9 +845,12 @@ int nr_harness_cluster_spawn_broker(nr_harness_cluster_t *self, const char *prog
                                     const char *log_name, const char *const *extra) {
     char redis_port[16];
     snprintf(redis_port, sizeof redis_port, "%d", nr_harness_redis_port(self->redis));
+    /* The tests' workers serve the stage "test" besides the real ones
+     * (a --stages in extra comes later and wins). */
     const char *argv[48] = {program, "--client-endpoint", self->client_ep, "--worker-endpoint",
-                            self->worker_ep, "--redis-host", "127.0.0.1", "--redis-port", redis_port};
-    int n = 9;
+                            self->worker_ep, "--redis-host", "127.0.0.1", "--redis-port", redis_port,
+                            "--stages", NR_HARNESS_STAGES};
+    int n = 11;
     for (int i = 0; extra && extra[i]; i++) {
         if (n >= 47) return s_fail(NR_EINVAL, "too many broker flags");
         argv[n++] = extra[i];

@@ -203,6 +203,10 @@ int nr_harness_cluster_spawn_worker(nr_harness_cluster_t *self, const char *prog
  * safe twice and after a failed start. */
 void nr_harness_cluster_stop(nr_harness_cluster_t *self);
 
+/* The stages a broker started by the harness serves: the real ones and
+ * narrator-worker-test's "test". */
+#define NR_HARNESS_STAGES "vision,text,speech,test"
+
 /* ---- asking the broker through nr_client ---- */
 
 /* The value of key in a reply's kv, or "" when it has none. */

@@ -6,6 +6,7 @@
 #include "broker/job.h"
 #include "broker/queue.h"
 #include "broker/store.h"
+#include "broker/broker_metrics.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -1456,5 +1457,215 @@ Test(store, pipelined_broker_refuses_in_flight_submits_when_redis_hangs_then_rec
     cr_assert_str_eq(out, "queued");
     s_hget("h1", "state", out, sizeof out);
     cr_assert_str_eq(out, "(nil)", "the refused SUBMIT wrote nothing");
+    nr_broker_destroy(&b);
+}
+
+/* ---- hostile peers (issue 16): made-up stages, a worker that never answers ---- */
+
+/* 25 READYs and 25 SUBMITs naming made-up stages are refused and create
+ * nothing; STATS still holds the totals and the real stages (before, each
+ * made-up stage took 3 of STATS' 64 entries and pushed workers, jobs.* and
+ * redis out of it). */
+Test(broker, made_up_stages_are_refused_and_stats_keeps_every_entry) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "v", "vision", 1, 0);
+    for (int i = 0; i < 25; i++) {
+        char w[32], stage[32], id[32];
+        snprintf(w, sizeof w, "fake-w%d", i);
+        snprintf(stage, sizeof stage, "fake-%d", i);
+        s_ready(b, w, stage, 1, 0);
+        nr_msg_t *d = s_last(w, NR_CMD_DISCONNECT);
+        cr_assert_not_null(d, "READY for %s is answered DISCONNECT", stage);
+        cr_assert(strstr(d->message, "unknown stage 'fake-"), "%s", d->message);
+        cr_assert_eq(nr_broker_workers(b, stage), 0u);
+        snprintf(id, sizeof id, "fake-job-%d", i);
+        nr_msg_t *rep = s_submit(b, id, i % 2 ? stage : "speech,fake-x", "x", 0);
+        cr_assert_eq(rep->code, NR_EINVAL, "SUBMIT to %s: %d %s", stage, rep->code, rep->message);
+        cr_assert(strstr(rep->message, "unknown stage 'fake-") &&
+                  strstr(rep->message, "vision,text,speech"), "%s", rep->message);
+        cr_assert_null(nr_broker_find_job(b, id));
+        s_sent_clear();
+    }
+    nr_msg_t *st = s_client(b, NR_CMD_STATS, NULL, NULL, 0);
+    cr_assert_str_eq(s_kv(st, "workers.vision"), "1");
+    cr_assert_str_eq(s_kv(st, "workers.text"), "0");
+    cr_assert_str_eq(s_kv(st, "workers.speech"), "0");
+    cr_assert_str_eq(s_kv(st, "queue.speech"), "0");
+    cr_assert_str_eq(s_kv(st, "workers"), "1");
+    cr_assert_str_eq(s_kv(st, "jobs.queued"), "0");
+    cr_assert_str_eq(s_kv(st, "redis"), "none");
+    for (uint32_t i = 0; i < st->kv_len; i++)
+        cr_assert_null(strstr(st->kv[i].key, "fake"), "STATS names %s", st->kv[i].key);
+    nr_broker_destroy(&b);
+}
+
+static void s_twelve_stages(nr_broker_params_t *p) {
+    snprintf(p->stages, sizeof p->stages, "a,b,c,d,e,f,g,h,i,j,k,l");
+}
+
+/* The stages setting is checked; its most stages still fit in STATS. */
+Test(broker, stages_setting_is_checked_and_stats_fits_the_most_stages) {
+    const char *bad[] = {"", "vision,", "Vision", "a,b,a", "a,b,c,d,e,f,g,h,i,j,k,l,m", NULL};
+    for (int i = 0; bad[i]; i++) {
+        nr_broker_params_t p;
+        nr_broker_default_params(&p);
+        snprintf(p.stages, sizeof p.stages, "%s", bad[i]);
+        char err[256] = "";
+        nr_broker_t *b = nr_broker_new(&p, NULL, s_capture, NULL, err, sizeof err);
+        cr_assert_null(b, "stages '%s' accepted", bad[i]);
+        cr_assert(strstr(err, "stages"), "%s", err);
+    }
+    nr_broker_t *b = s_new(NULL, s_twelve_stages);
+    for (int i = 0; i < 12; i++) {
+        char w[8], stage[2] = {(char)('a' + i), 0};
+        snprintf(w, sizeof w, "w%d", i);
+        s_ready(b, w, stage, 1, 0);
+    }
+    nr_msg_t *st = s_client(b, NR_CMD_STATS, NULL, NULL, 0);
+    cr_assert_str_eq(s_kv(st, "workers.l"), "1", "the last stage's entries are there");
+    cr_assert_str_eq(s_kv(st, "set_aside.l"), "0");
+    cr_assert_str_eq(s_kv(st, "workers"), "12");
+    cr_assert_str_eq(s_kv(st, "redis"), "none");
+    nr_broker_destroy(&b);
+}
+
+static void s_total3(nr_broker_params_t *p) {
+    p->queue_bound = 2;
+    p->queue_bound_total = 3;
+}
+
+/* queue-bound-total counts every stage: the per-stage bound alone let jobs
+ * spread over stages past any bound. */
+Test(broker, queue_bound_total_refuses_past_all_stages_together) {
+    nr_broker_t *b = s_new(NULL, s_total3);
+    cr_assert_eq(s_submit(b, "v1", "vision", "x", 0)->code, 0);
+    cr_assert_eq(s_submit(b, "v2", "vision", "x", 0)->code, 0);
+    cr_assert_eq(s_submit(b, "v3", "vision", "x", 0)->code, NR_EBUSY, "per-stage bound");
+    cr_assert_eq(s_submit(b, "t1", "text", "x", 0)->code, 0);
+    nr_msg_t *rep = s_submit(b, "s1", "speech", "x", 0);
+    cr_assert_eq(rep->code, NR_EBUSY, "4th queued job accepted: %s", rep->message);
+    cr_assert(strstr(rep->message, "queue-bound-total"), "%s", rep->message);
+    cr_assert_null(nr_broker_find_job(b, "s1"));
+    nr_broker_destroy(&b);
+}
+
+static void s_unserved5s(nr_broker_params_t *p) { p->unserved_timeout_ms = 5000; }
+
+/* A job queued at a stage no live worker serves fails with no_worker after
+ * unserved-timeout-ms (it used to wait, and be kept, forever); a stage with
+ * a worker keeps its queue; the time counts from when the last worker left. */
+Test(broker, job_at_an_unserved_stage_expires_with_no_worker) {
+    nr_broker_t *b = s_new(NULL, s_unserved5s);
+    s_ready(b, "v", "vision", 1, 0);
+    s_submit(b, "busy", "vision", "x", 0);
+    s_submit(b, "waits", "vision", "x", 0); /* queued behind it, served */
+    s_submit(b, "u1", "text", "x", 0);
+    s_submit(b, "u2", "text", "x", 3000);
+    int64_t now = 0;
+    for (; now <= 5200; now += 200) {
+        s_worker_cmd(b, "v", NR_CMD_HEARTBEAT, now);
+        nr_broker_tick(b, now);
+        if (now < 5000) cr_assert_eq(nr_broker_find_job(b, "u1")->state, NR_JOB_QUEUED, "at %ld", (long)now);
+    }
+    nr_broker_job_t *u1 = nr_broker_find_job(b, "u1");
+    cr_assert_eq(u1->state, NR_JOB_FAILED);
+    cr_assert_eq(u1->error, NR_ENOWORKER);
+    cr_assert(strstr(u1->error_message, "no worker serves stage text"), "%s", u1->error_message);
+    cr_assert_eq(nr_broker_find_job(b, "u2")->state, NR_JOB_QUEUED, "waited 2 s only");
+    cr_assert_eq(nr_broker_find_job(b, "waits")->state, NR_JOB_QUEUED, "vision has a worker");
+    /* A text worker comes and goes: u2 waits 5 s from then. */
+    s_ready(b, "t", "text", 1, now);
+    s_worker_cmd(b, "t", NR_CMD_DISCONNECT, now);
+    int64_t left = now;
+    cr_assert_eq(nr_broker_find_job(b, "u2")->state, NR_JOB_QUEUED);
+    cr_assert_eq(nr_broker_find_job(b, "u2")->attempts, 1u, "it ran on t and was requeued");
+    for (; now <= left + 5400; now += 200) {
+        s_worker_cmd(b, "v", NR_CMD_HEARTBEAT, now);
+        nr_broker_tick(b, now);
+        if (now < left + 4000)
+            cr_assert_eq(nr_broker_find_job(b, "u2")->state, NR_JOB_QUEUED, "at %ld", (long)now);
+    }
+    cr_assert_eq(nr_broker_find_job(b, "u2")->state, NR_JOB_FAILED);
+    cr_assert_eq(nr_broker_find_job(b, "waits")->state, NR_JOB_QUEUED);
+    nr_broker_destroy(&b);
+}
+
+static void s_short_deadline(nr_broker_params_t *p) { p->job_deadline_ms = 1000; }
+
+/* A worker announcing capacity 1024 that heartbeats but never answers,
+ * beside a real worker of capacity 1: its credit is cut to 256, jobs are
+ * spread, retries go to the real worker, and after 3 expired leases in a
+ * row it is set aside (log, metric, STATS). All 20 jobs finish done
+ * (before: it took all 3 attempts of every job, attempts_exhausted). */
+Test(broker, worker_that_never_answers_is_set_aside_and_jobs_finish_elsewhere) {
+    nr_metrics_t *m = nr_metrics_new();
+    cr_assert_not_null(m);
+    cr_assert_eq(nr_broker_metrics_define(m), 0);
+    nr_broker_t *b = s_new(NULL, s_short_deadline);
+    nr_broker_set_metrics(b, m);
+    s_ready(b, "real", "speech", 1, 0);
+    s_ready(b, "fake", "speech", 1024, 0);
+    cr_assert_eq(s_credit(b, "fake"), 256, "capacity cut to max-worker-credit");
+    enum { N = 20 };
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "j%d", i);
+        cr_assert_eq(s_submit(b, id, "speech", "x", 0)->code, 0);
+    }
+    int64_t now = 0;
+    int done = 0, to_real = 0;
+    for (; now <= 60000 && done < N; now += 100) {
+        s_worker_cmd(b, "fake", NR_CMD_HEARTBEAT, now);
+        s_worker_cmd(b, "real", NR_CMD_HEARTBEAT, now);
+        nr_broker_tick(b, now);
+        char ids[S_CAP_MAX][NR_PROTO_ID_MAX + 1];
+        uint32_t attempts[S_CAP_MAX];
+        int n = 0;
+        for (int i = 0; i < s_nsent; i++) {
+            if (s_sent[i].msg.cmd != NR_CMD_JOB || strcmp(s_sent[i].peer, "real")) continue;
+            snprintf(ids[n], sizeof ids[n], "%s", s_sent[i].msg.id);
+            attempts[n++] = s_sent[i].msg.attempt;
+        }
+        s_sent_clear();
+        to_real += n;
+        for (int i = 0; i < n; i++) s_result(b, "real", ids[i], "speech", attempts[i], "WAV", NULL, NULL, now);
+        done = 0;
+        for (int i = 0; i < N; i++) {
+            char id[16];
+            snprintf(id, sizeof id, "j%d", i);
+            nr_broker_job_t *j = nr_broker_find_job(b, id);
+            cr_assert_not_null(j);
+            cr_assert_neq(j->state, NR_JOB_FAILED, "%s failed: %s", id, j->error_message);
+            done += j->state == NR_JOB_DONE;
+        }
+    }
+    cr_assert_eq(done, N, "%d of %d done by %ld ms", done, N, (long)now);
+    cr_assert_eq(to_real, N, "the real worker ran each job once");
+    cr_assert_eq(nr_broker_workers_set_aside(b, "speech"), 1u);
+    cr_assert_eq(nr_metrics_value(m, NR_BM_WORKERS_SET_ASIDE, "stage", "speech", NULL), 1.0);
+    nr_msg_t *st = s_client(b, NR_CMD_STATS, NULL, NULL, now);
+    cr_assert_str_eq(s_kv(st, "set_aside.speech"), "1");
+    cr_assert_str_eq(s_kv(st, "workers_set_aside"), "1");
+    nr_broker_destroy(&b);
+    nr_metrics_destroy(&m);
+}
+
+/* The expiry of a job at an unserved stage is recorded in Redis: FAILED,
+ * no_worker, and it leaves the pending set. */
+Test(store, unserved_expiry_is_recorded_as_failed) {
+    nr_broker_t *b = s_new(s_store, s_unserved5s);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    cr_assert_eq(s_submit(b, "lost", "text", "x", 1000)->code, 0);
+    for (int64_t now = 1000; now <= 6400; now += 200) nr_broker_tick(b, now);
+    char out[4096];
+    s_hget("lost", "state", out, sizeof out);
+    cr_assert_str_eq(out, "failed");
+    s_hget("lost", "error", out, sizeof out);
+    cr_assert_str_eq(out, "no_worker");
+    s_hget("lost", "error_message", out, sizeof out);
+    cr_assert(strstr(out, "no worker serves stage text"), "%s", out);
+    const char *zs[] = {"ZSCORE", "t:pending:text", "lost"};
+    s_redis_cmd(out, sizeof out, 3, zs);
+    cr_assert_str_eq(out, "(nil)", "still pending: %s", out);
     nr_broker_destroy(&b);
 }

@@ -97,6 +97,7 @@ static void s_broker_start(void) {
                           "--queue-bound", "10000000",
                           "--job-deadline-ms", "60000",
                           "--log-level", "info",
+                          "--stages", NR_HARNESS_STAGES,
                           NULL};
     C.broker = nr_harness_spawn(argv, NULL, log);
     free(log);

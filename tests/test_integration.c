@@ -1010,3 +1010,120 @@ Test(integration, redis_killed_and_restarted_mid_run) {
     s_require(nr_harness_proc_running(C.cl.broker), "the broker died with Redis");
     s_end();
 }
+
+/* A raw DEALER that speaks the protocol through proto/: READY for stage
+ * with capacity, at endpoint. */
+static void *s_fake_worker(void *zctx, const char *stage, const char *name, uint32_t capacity) {
+    void *s = zmq_socket(zctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    cr_assert_eq(zmq_connect(s, C.cl.worker_ep), 0);
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_READY;
+    snprintf(m.stage, sizeof m.stage, "%s", stage);
+    snprintf(m.name, sizeof m.name, "%s", name);
+    m.capacity = capacity;
+    char err[256];
+    cr_assert_eq(nr_proto_send(s, NULL, 0, &m, err, sizeof err), 0, "%s", err);
+    nr_proto_msg_clear(&m);
+    return s;
+}
+
+/* Issue 16, through real sockets: 25 READYs and 25 SUBMITs with made-up
+ * stages are refused and STATS still reports the workers, jobs and redis;
+ * then a fake worker announcing capacity 1024 that heartbeats and never
+ * answers, beside a real test worker: all 20 jobs finish done, and the
+ * fake is set aside (before: the made-up stages pushed workers.* and redis
+ * out of STATS, and the fake took every attempt: attempts_exhausted). */
+Test(integration, made_up_stages_refused_and_a_worker_that_never_answers_set_aside) {
+    s_broker_stop(SIGTERM);
+    char log_name[32];
+    snprintf(log_name, sizeof log_name, "broker-%d.log", C.broker_starts++);
+    const char *extra[] = {"--max-attempts", S_MAX_ATTEMPTS, "--retry-backoff-ms", "50",
+                           "--heartbeat-ms", "250", "--job-deadline-ms", "1000",
+                           "--log-level", "debug", NULL};
+    s_require(nr_harness_cluster_spawn_broker(&C.cl, C.broker_bin, log_name, extra) == 0, "%s",
+              nr_harness_error());
+    s_test_worker("test-a");
+    s_wait_workers("test", 1);
+    void *zctx = zmq_ctx_new();
+    void *made_up[25];
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    for (int i = 0; i < 25; i++) {
+        char stage[32];
+        snprintf(stage, sizeof stage, "made-up-%d", i);
+        made_up[i] = s_fake_worker(zctx, stage, "liar", 1);
+        int rc = nr_client_submit(C.client, NULL, stage, NULL, 0, "x", 1, &reply);
+        s_require(rc == NR_EINVAL, "SUBMIT to %s: %s (%s)", stage, nr_strerror(rc), nr_client_error(C.client));
+        s_require(strstr(nr_client_error(C.client), "unknown stage"), "%s", nr_client_error(C.client));
+    }
+    nr_harness_sleep_ms(300);
+    s_require(nr_client_stats(C.client, &reply) == 0, "STATS: %s", nr_client_error(C.client));
+    s_require(!strcmp(nr_harness_kv(&reply, "redis"), "up"), "redis entry: '%s'", nr_harness_kv(&reply, "redis"));
+    s_require(nr_harness_kv_long(&reply, "workers.test") == 1, "workers.test %ld",
+              nr_harness_kv_long(&reply, "workers.test"));
+    s_require(nr_harness_kv_long(&reply, "workers.vision") == 0 && nr_harness_kv_long(&reply, "workers.speech") == 0,
+              "real stages missing from STATS");
+    s_require(nr_harness_kv_long(&reply, "jobs.queued") == 0 && nr_harness_kv_long(&reply, "workers") == 1,
+              "totals missing from STATS");
+    for (uint32_t i = 0; i < reply.kv_len; i++)
+        s_require(!strstr(reply.kv[i].key, "made-up"), "STATS names %s", reply.kv[i].key);
+    for (int i = 0; i < 25; i++) zmq_close(made_up[i]);
+
+    void *fake = s_fake_worker(zctx, "test", "fake", 1024);
+    s_wait_workers("test", 2);
+    enum { N = 20 };
+    static char ids[N][NR_PROTO_ID_MAX + 1];
+    for (int i = 0; i < N; i++) {
+        char input[32];
+        snprintf(input, sizeof input, "job %d", i);
+        s_submit(NULL, "test", NULL, input, strlen(input), ids[i]);
+    }
+    long long end = nr_harness_now_ms() + S_WAIT_MS, next_beat = 0, next_check = 0;
+    int done = 0, fake_jobs = 0;
+    while (done < N && nr_harness_now_ms() < end) {
+        zmq_pollitem_t it = {fake, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 50);
+        nr_msg_t m;
+        nr_proto_msg_init(&m);
+        char err[256];
+        while ((it.revents & ZMQ_POLLIN) &&
+               nr_proto_recv(fake, NULL, NULL, &m, err, sizeof err) == 0) {
+            fake_jobs += m.cmd == NR_CMD_JOB; /* held, never answered */
+            nr_proto_msg_clear(&m);
+            int events = 0;
+            size_t elen = sizeof events;
+            zmq_getsockopt(fake, ZMQ_EVENTS, &events, &elen);
+            if (!(events & ZMQ_POLLIN)) break;
+        }
+        long long now = nr_harness_now_ms();
+        if (now >= next_beat) {
+            m.cmd = NR_CMD_HEARTBEAT;
+            nr_proto_send(fake, NULL, 0, &m, err, sizeof err);
+            next_beat = now + 250;
+        }
+        nr_proto_msg_clear(&m);
+        if (now >= next_check) {
+            next_check = now + 300;
+            done = 0;
+            for (int i = 0; i < N; i++) {
+                s_require(s_status(ids[i], &reply) == 0, "status %s", ids[i]);
+                const char *state = nr_harness_kv(&reply, "state");
+                s_require(strcmp(state, "failed"), "job %s failed: %s: %s", ids[i],
+                          nr_harness_kv(&reply, "error"), nr_harness_kv(&reply, "error_message"));
+                done += !strcmp(state, "done");
+            }
+        }
+    }
+    s_require(done == N, "%d of %d jobs done", done, N);
+    s_require(fake_jobs >= 3, "the fake worker got %d jobs", fake_jobs);
+    s_require(nr_client_stats(C.client, &reply) == 0, "STATS: %s", nr_client_error(C.client));
+    s_require(nr_harness_kv_long(&reply, "set_aside.test") == 1, "set_aside.test %ld",
+              nr_harness_kv_long(&reply, "set_aside.test"));
+    nr_proto_msg_clear(&reply);
+    zmq_close(fake);
+    zmq_ctx_term(zctx);
+    s_end();
+}

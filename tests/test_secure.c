@@ -231,8 +231,9 @@ static void s_curve_broker_start(s_curve_broker_t *b, const char *broker_bin, co
     b->blog = nr_harness_path(s_dir, "broker.log");
     const char *bargv[32] = {broker_bin, "--client-endpoint", b->cep, "--worker-endpoint", b->wep,
                              "--redis-port", rport, "--heartbeat-ms", "250",
-                             "--curve-secret-key-file", b->broker_key, "--curve-allow-dir", b->allow};
-    int n = 13;
+                             "--curve-secret-key-file", b->broker_key, "--curve-allow-dir", b->allow,
+                             "--stages", NR_HARNESS_STAGES};
+    int n = 15;
     for (int i = 0; extra && extra[i] && n < 31; i++) bargv[n++] = extra[i];
     bargv[n] = NULL;
     b->broker = nr_harness_spawn(bargv, NULL, b->blog);

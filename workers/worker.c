@@ -470,7 +470,10 @@ static void s_handle_incoming(nr_worker_t *self, s_link_t *link) {
     case NR_CMD_HEARTBEAT:
         break;
     case NR_CMD_DISCONNECT:
-        nr_log(NR_LOG_INFO, "broker sent DISCONNECT; registering again");
+        if (m->message[0]) /* a refusal, e.g. a stage the broker does not serve */
+            nr_log(NR_LOG_WARN, "broker sent DISCONNECT: %s; registering again", m->message);
+        else
+            nr_log(NR_LOG_INFO, "broker sent DISCONNECT; registering again");
         if (link->healthy) {
             s_drop_link(self, link, now, 0);
         } else {

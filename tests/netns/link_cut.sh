@@ -68,7 +68,8 @@ for _ in $(seq 100); do [[ $(rcli ping 2>/dev/null) == PONG ]] && break; sleep 0
 
 ip netns exec "$ns_b" "$build/bin/narrator-broker" --client-endpoint tcp://127.0.0.1:5555 \
   --worker-endpoint tcp://10.77.2.1:5556 --redis-host 10.77.1.2 --redis-port 6379 \
-  --heartbeat-ms 250 --retry-backoff-ms 50 --log-level debug >"$tmp/broker.log" 2>&1 &
+  --heartbeat-ms 250 --retry-backoff-ms 50 --stages vision,text,speech,test \
+  --log-level debug >"$tmp/broker.log" 2>&1 &
 pids+=($!)
 ip netns exec "$ns_w" "$build/bin/narrator-worker-test" --broker tcp://10.77.2.1:5556 --name netns-w \
   --heartbeat-ms 250 --heartbeat-liveness 20 --reconnect-ms 100 --reconnect-max-ms 500 --behave sleep:3000 \
