@@ -203,11 +203,14 @@ static int s_host_allowed(const nr_gateway_t *gw, const char *value) {
     char host[NR_GW_HOST_MAX];
     int port;
     if (s_split_host(value, strlen(value), host, sizeof host, &port)) return 0;
-    if (!port) port = 80;
+    /* A Host without a port (the default port, or a client that leaves it
+     * out) is taken for any port of an allowed name: the name is what a
+     * rebinding page cannot fake. */
     unsigned char ip[16];
-    if (gw->any_ip_host && port == gw->port && s_host_ip(host, ip)) return 1;
+    if (gw->any_ip_host && (!port || port == gw->port) && s_host_ip(host, ip)) return 1;
     for (size_t i = 0; i < gw->n_hosts; i++)
-        if (s_host_equal(gw->hosts[i].host, host) && (!gw->hosts[i].port || gw->hosts[i].port == port))
+        if (s_host_equal(gw->hosts[i].host, host) &&
+            (!port || !gw->hosts[i].port || gw->hosts[i].port == port))
             return 1;
     return 0;
 }
