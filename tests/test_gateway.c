@@ -11,15 +11,21 @@
 #include "common/error.h"
 #include "tests/harness.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define S_WAIT_MS 120000
@@ -170,6 +176,7 @@ typedef struct {
     const void *file;                /* multipart: bytes of the "@" part */
     size_t file_size;
     const char *range;               /* a Range header value */
+    const char *const *headers;      /* more header lines ("Name: value"), NULL-ended */
 } s_req_t;
 
 static size_t s_on_body(char *data, size_t size, size_t nmemb, void *userp) {
@@ -249,6 +256,7 @@ static s_resp_t s_http(const s_req_t *q) {
         snprintf(range, sizeof range, "Range: %s", q->range);
         headers = curl_slist_append(headers, range);
     }
+    for (int i = 0; q->headers && q->headers[i]; i++) headers = curl_slist_append(headers, q->headers[i]);
     if (q->form) {
         mime = curl_mime_init(curl);
         for (int i = 0; q->form[i] && q->form[i + 1]; i += 2) {
@@ -1136,5 +1144,402 @@ Test(gateway, concurrent_requests_over_the_thread_pool) {
     s_require(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "jobs")) == N,
               "recent jobs: %s", r.body);
     s_resp_free(&r);
+    s_end();
+}
+
+/* ---- hostile clients (issue 16) ---- */
+
+/* A TCP connection to the gateway, or -1. */
+static int s_connect(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)C.http_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends raw bytes and reads until the gateway closes (or timeout_ms):
+ * everything it answered, NUL-terminated (the caller frees it). */
+static char *s_raw(const char *request, size_t size, int timeout_ms) {
+    int fd = s_connect();
+    s_require(fd >= 0, "cannot connect to the gateway: %s", strerror(errno));
+    size_t off = 0;
+    while (off < size) {
+        ssize_t n = send(fd, request + off, size - off, MSG_NOSIGNAL);
+        if (n <= 0) break; /* answered and closed early: read what came */
+        off += (size_t)n;
+    }
+    size_t cap = 4096, len = 0;
+    char *out = malloc(cap);
+    cr_assert_not_null(out);
+    long long end = nr_harness_now_ms() + timeout_ms;
+    for (;;) {
+        long long left = end - nr_harness_now_ms();
+        struct pollfd p = {fd, POLLIN, 0};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0) break;
+        if (len + 1024 > cap) {
+            cap *= 2;
+            out = realloc(out, cap);
+            cr_assert_not_null(out);
+        }
+        ssize_t n = recv(fd, out + len, cap - len - 1, 0);
+        if (n <= 0) break;
+        len += (size_t)n;
+    }
+    out[len] = '\0';
+    close(fd);
+    return out;
+}
+
+/* How many HTTP responses (status lines) a raw answer holds. */
+static int s_count_responses(const char *text) {
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, "HTTP/1.1 ")); p++) n++;
+    return n;
+}
+
+/* A raw answer's first response is this status with a JSON error body. */
+static void s_expect_raw_error(const char *answer, int status, const char *error, const char *what) {
+    char line[32];
+    snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
+    s_require(!strncmp(answer, line, strlen(line)), "%s: wanted %d, got: %.300s", what, status, answer);
+    s_require(strstr(answer, "application/json"), "%s: not JSON: %.300s", what, answer);
+    char want[64];
+    snprintf(want, sizeof want, "\"error\":\"%s\"", error);
+    s_require(strstr(answer, want), "%s: no %s in %.400s", what, want, answer);
+}
+
+/* DNS rebinding and cross-site pages: a Host that is not one of the
+ * gateway's names, an Origin that is not its own, and a cross-site POST
+ * or DELETE are 403 with a JSON error; its own names and origin, and the
+ * configured ones, are served. */
+Test(gateway, foreign_host_and_cross_origin_are_403) {
+    s_start_gateway(C.cl.client_ep, NULL);
+    char host_ok[64], origin_ok[80];
+    snprintf(host_ok, sizeof host_ok, "Host: localhost:%d", C.http_port);
+    snprintf(origin_ok, sizeof origin_ok, "Origin: http://127.0.0.1:%d", C.http_port);
+    const char *rebound[] = {"Host: attacker.example:8080", NULL};
+    const char *rebound_port[] = {"Host: 127.0.0.1:1", NULL};
+    const char *localhost[] = {host_ok, NULL};
+    const char *evil_origin[] = {"Origin: http://attacker.example", NULL};
+    const char *null_origin[] = {"Origin: null", NULL};
+    const char *own_origin[] = {origin_ok, "Sec-Fetch-Site: same-origin", NULL};
+    const char *cross_site[] = {"Sec-Fetch-Site: cross-site", NULL};
+    struct {
+        s_req_t q;
+        long status;
+        const char *what;
+    } cases[] = {
+        {{.path = "/healthz", .headers = rebound}, 403, "GET with a foreign Host"},
+        {{.path = "/v1/jobs/abc", .headers = rebound}, 403, "job status with a foreign Host"},
+        {{.path = "/", .headers = rebound}, 403, "the page with a foreign Host"},
+        {{.path = "/healthz", .headers = rebound_port}, 403, "Host with another port"},
+        {{.method = "POST", .path = "/v1/speak", .content_type = "text/plain", .body = "hi", .size = 2,
+          .headers = evil_origin}, 403, "POST from another origin"},
+        {{.method = "POST", .path = "/v1/speak", .content_type = "text/plain", .body = "hi", .size = 2,
+          .headers = null_origin}, 403, "POST from an opaque origin"},
+        {{.method = "DELETE", .path = "/v1/jobs/abc", .headers = evil_origin}, 403, "DELETE from another origin"},
+        {{.path = "/v1/jobs", .headers = evil_origin}, 403, "cross-origin read of the job list"},
+        {{.method = "POST", .path = "/v1/speak", .content_type = "text/plain", .body = "hi", .size = 2,
+          .headers = cross_site}, 403, "POST with Sec-Fetch-Site: cross-site"},
+        {{.method = "DELETE", .path = "/v1/jobs/abc", .headers = cross_site}, 403, "cross-site DELETE"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_resp_t r = s_http(&cases[i].q);
+        s_expect_error(&r, cases[i].status, "invalid_argument", cases[i].what);
+        s_resp_free(&r);
+    }
+    /* Nothing refused reached the queue; its own names and origin work. */
+    s_req_t q = {.path = "/healthz", .headers = localhost};
+    s_resp_t r = s_http(&q);
+    s_require(r.status == 200, "GET with Host localhost:port: HTTP %ld: %s", r.status, r.body);
+    s_resp_free(&r);
+    s_req_t get_cross = {.path = "/healthz", .headers = cross_site};
+    r = s_http(&get_cross);
+    s_require(r.status == 200, "a cross-site GET is not a state change: HTTP %ld", r.status);
+    s_resp_free(&r);
+    s_req_t own = {.method = "POST", .path = "/v1/speak", .content_type = "text/plain",
+                   .body = "same origin", .size = 11, .headers = own_origin};
+    r = s_http(&own);
+    s_require(r.status == 202, "POST from the page's own origin: HTTP %ld: %s", r.status, r.body);
+    s_resp_free(&r);
+    r = s_get("/readyz");
+    cJSON *queues = cJSON_GetObjectItemCaseSensitive(r.json, "queues");
+    s_require(s_jnum(queues, "speech") == 1, "refused POSTs were queued: %s", r.body);
+    s_resp_free(&r);
+
+    /* Configured names and origins. */
+    int status = 0;
+    nr_harness_proc_stop(C.gateway, SIGTERM, 10000, &status);
+    nr_harness_proc_destroy(&C.gateway);
+    const char *conf[] = {"--allowed-hosts", "narrator.example, [::1]:9", "--allowed-origins",
+                          "https://app.example", NULL};
+    s_start_gateway(C.cl.client_ep, conf);
+    const char *named[] = {"Host: NARRATOR.example", "Origin: https://narrator.example", NULL};
+    const char *app[] = {"Host: narrator.example:443", "Origin: https://app.example",
+                         "Sec-Fetch-Site: cross-site", NULL};
+    const char *loopback[] = {"Host: 127.0.0.1", NULL};
+    s_req_t a = {.method = "POST", .path = "/v1/speak", .content_type = "text/plain", .body = "named",
+                 .size = 5, .headers = named};
+    r = s_http(&a);
+    s_require(r.status == 202, "configured host, its own origin: HTTP %ld: %s", r.status, r.body);
+    s_resp_free(&r);
+    s_req_t b = {.method = "POST", .path = "/v1/speak", .content_type = "text/plain", .body = "app",
+                 .size = 3, .headers = app};
+    r = s_http(&b);
+    s_require(r.status == 202, "configured origin: HTTP %ld: %s", r.status, r.body);
+    s_resp_free(&r);
+    s_req_t c = {.path = "/healthz", .headers = loopback};
+    r = s_http(&c);
+    s_expect_error(&r, 403, "invalid_argument", "a default name once allowed-hosts is set");
+    s_resp_free(&r);
+    s_end();
+}
+
+/* Framing: two Content-Length headers (or one with Transfer-Encoding) are
+ * 400 and nothing after them is read as a second request; %00 in the
+ * target is 400; an option given twice (query or form) is 400 naming it. */
+Test(gateway, ambiguous_framing_nul_and_repeated_options_are_400) {
+    s_start_gateway(C.cl.client_ep, NULL);
+    char req[1024];
+    /* The second request hides in what the first Content-Length leaves. */
+    int n = snprintf(req, sizeof req,
+                     "POST /v1/speak HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: 5\r\nContent-Length: 66\r\n\r\nhello"
+                     "DELETE /v1/jobs/x HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 0\r\n\r\n",
+                     C.http_port, C.http_port);
+    char *answer = s_raw(req, (size_t)n, 10000);
+    s_expect_raw_error(answer, 400, "invalid_argument", "two Content-Length headers");
+    s_require(strstr(answer, "Content-Length"), "the message does not say why: %s", answer);
+    s_require(s_count_responses(answer) == 1, "the rest was read as a request: %s", answer);
+    free(answer);
+    n = snprintf(req, sizeof req,
+                 "POST /v1/speak HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: text/plain\r\n"
+                 "Content-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                 C.http_port);
+    answer = s_raw(req, (size_t)n, 10000);
+    s_expect_raw_error(answer, 400, "invalid_argument", "Content-Length with Transfer-Encoding");
+    free(answer);
+    n = snprintf(req, sizeof req,
+                 "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+                 C.http_port);
+    answer = s_raw(req, (size_t)n, 10000);
+    s_expect_raw_error(answer, 400, "invalid_argument", "a GET with two Content-Length headers");
+    free(answer);
+
+    const char *twice_form[] = {"voice", "ka", "voice", "l", "image", "@a.png:image/png", NULL};
+    const char *split_form[] = {"voice", "ka", "image", "@a.png:image/png", "voice", "l", NULL};
+    const char *query_and_form[] = {"voice", "kal", "image", "@a.png:image/png", NULL};
+    size_t png_size = 0;
+    char *png = s_fixture("astronaut_rgba.png", &png_size);
+    struct {
+        s_req_t q;
+        long status;
+        const char *error;
+        const char *named; /* in the message */
+        const char *what;
+    } cases[] = {
+        {{.path = "/v1/jobs/abc%00def"}, 400, "invalid_argument", "%00", "%00 in a job id"},
+        {{.path = "/index.html%00.png"}, 400, "invalid_argument", "%00", "%00 in a page path"},
+        {{.method = "POST", .path = "/v1/speak?voice=kal%00x", .content_type = "text/plain",
+          .body = "hi", .size = 2}, 400, "invalid_argument", "%00", "%00 in a query argument"},
+        {{.method = "POST", .path = "/v1/speak?voice=ka&voice=l", .content_type = "text/plain",
+          .body = "hi", .size = 2}, 400, "bad_option", "'voice'", "voice twice in the query"},
+        {{.method = "POST", .path = "/v1/jobs", .form = twice_form, .file = png, .file_size = png_size},
+         400, "bad_option", "'voice'", "voice twice in a form"},
+        {{.method = "POST", .path = "/v1/jobs", .form = split_form, .file = png, .file_size = png_size},
+         400, "bad_option", "'voice'", "voice twice in a form, apart"},
+        {{.method = "POST", .path = "/v1/jobs?voice=slt", .form = query_and_form, .file = png,
+          .file_size = png_size}, 400, "bad_option", "'voice'", "voice in the query and the form"},
+        {{.method = "POST", .path = "/v1/jobs?beams=2&beams=2", .content_type = "image/png", .body = png,
+          .size = png_size}, 400, "bad_option", "'beams'", "beams twice, the same value"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_resp_t r = s_http(&cases[i].q);
+        s_expect_error(&r, cases[i].status, cases[i].error, cases[i].what);
+        s_require(strstr(s_jstr(r.json, "message"), cases[i].named), "%s: the message does not name %s: %s",
+                  cases[i].what, cases[i].named, r.body);
+        s_resp_free(&r);
+    }
+    free(png);
+    s_resp_t r = s_get("/readyz");
+    cJSON *queues = cJSON_GetObjectItemCaseSensitive(r.json, "queues");
+    s_require(s_jnum(queues, "vision") <= 0 && s_jnum(queues, "speech") <= 0,
+              "refused requests were queued: %s", r.body);
+    s_resp_free(&r);
+    s_end();
+}
+
+/* Slow clients: 20 connections (every slot) that trickle a request head
+ * byte by byte, each byte well inside the idle timeout, are closed at the
+ * head deadline, and a normal request is served meanwhile. */
+Test(gateway, slow_heads_are_closed_at_the_head_deadline) {
+    enum { N = 20 };
+    const char *limits[] = {"--threads", "1", "--max-connections", "20", "--head-timeout-s", "2",
+                            "--connection-timeout-s", "30", NULL};
+    s_start_gateway(C.cl.client_ep, limits);
+    int fds[N];
+    int open_n = 0;
+    for (int i = 0; i < N; i++) {
+        fds[i] = s_connect();
+        s_require(fds[i] >= 0, "slow client %d cannot connect", i);
+        const char *line = "GET /healthz HTTP/1.1\r\n";
+        s_require(send(fds[i], line, strlen(line), MSG_NOSIGNAL) > 0, "slow client %d", i);
+        open_n++;
+    }
+    /* Trickle one byte per client every 250 ms until the gateway closes
+     * them (or 20 s: the idle timeout alone never would). */
+    int closed[N] = {0}, n_closed = 0;
+    long long end = nr_harness_now_ms() + 20000;
+    while (n_closed < N && nr_harness_now_ms() < end) {
+        for (int i = 0; i < N; i++) {
+            if (closed[i]) continue;
+            char buf[256];
+            ssize_t got = recv(fds[i], buf, sizeof buf, MSG_DONTWAIT);
+            if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+                send(fds[i], "X", 1, MSG_NOSIGNAL) < 0) {
+                closed[i] = 1;
+                n_closed++;
+            }
+        }
+        nr_harness_sleep_ms(250);
+    }
+    for (int i = 0; i < N; i++) close(fds[i]);
+    s_require(n_closed == N, "%d of %d slow clients still held their connection after 20 s", N - n_closed, N);
+    s_resp_t r = s_get("/healthz");
+    s_require(r.status == 200, "a normal request after the slow ones: HTTP %ld (curl %d)", r.status,
+              r.curl_error);
+    s_resp_free(&r);
+    r = s_get("/metrics");
+    s_require(s_sample(r.body, "narrator_gateway_head_timeouts_total") >= N, "head timeouts:\n%s", r.body);
+    s_resp_free(&r);
+    s_end();
+}
+
+/* The gateway's resident memory (kB) from /proc: VmRSS or VmHWM. */
+static long s_proc_kb(pid_t pid, const char *field) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    char *text = nr_harness_read_file(path, NULL);
+    if (!text) return -1;
+    const char *p = strstr(text, field);
+    long kb = p ? strtol(p + strlen(field) + 1, NULL, 10) : -1;
+    free(text);
+    return kb;
+}
+
+/* 50 concurrent uploads of 20 MiB: the bodies held in memory stay within
+ * max-buffered-bytes (the gateway's peak RSS is bounded), the uploads that
+ * do not fit get 503 busy with Retry-After before their body is read, and
+ * a normal request is served afterwards. Before the budget, every upload
+ * was buffered at once (about 1 GB). */
+Test(gateway, concurrent_large_uploads_stay_within_the_body_budget) {
+    enum { N = 50 };
+    const size_t body = 20u << 20;
+    const char *limits[] = {"--max-body-bytes", "20971520", "--max-buffered-bytes", "67108864",
+                            "--log-level", "info", NULL};
+    s_start_gateway(C.cl.client_ep, limits);
+    pid_t pid = nr_harness_proc_pid(C.gateway);
+    long base_kb = s_proc_kb(pid, "VmRSS:");
+    s_require(base_kb > 0, "cannot read the gateway's VmRSS");
+    char *data = malloc(body);
+    cr_assert_not_null(data);
+    memcpy(data, "\x89PNG\r\n\x1a\n", 8);
+    for (size_t i = 8; i < body; i++) data[i] = (char)(i * 131u >> 7);
+    CURLM *multi = curl_multi_init();
+    CURL *easy[N];
+    s_resp_t resp[N];
+    char url[128];
+    snprintf(url, sizeof url, "%s/v1/jobs", C.base);
+    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: image/png");
+    for (int i = 0; i < N; i++) {
+        memset(&resp[i], 0, sizeof resp[i]);
+        easy[i] = curl_easy_init();
+        curl_easy_setopt(easy[i], CURLOPT_URL, url);
+        curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, data);
+        curl_easy_setopt(easy[i], CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body);
+        curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, s_on_body);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &resp[i]);
+        curl_easy_setopt(easy[i], CURLOPT_HEADERFUNCTION, s_on_header);
+        curl_easy_setopt(easy[i], CURLOPT_HEADERDATA, &resp[i]);
+        curl_easy_setopt(easy[i], CURLOPT_TIMEOUT, 120L);
+        curl_multi_add_handle(multi, easy[i]);
+    }
+    long peak_kb = base_kb;
+    int running = 1;
+    while (running) {
+        curl_multi_perform(multi, &running);
+        long kb = s_proc_kb(pid, "VmRSS:");
+        if (kb > peak_kb) peak_kb = kb;
+        if (running) curl_multi_poll(multi, NULL, 0, 50, NULL);
+    }
+    long hwm_kb = s_proc_kb(pid, "VmHWM:");
+    if (hwm_kb > peak_kb) peak_kb = hwm_kb;
+    int accepted = 0, busy = 0;
+    for (int i = 0; i < N; i++) {
+        long code = 0;
+        curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &code);
+        cJSON *j = resp[i].body ? cJSON_Parse(resp[i].body) : NULL;
+        if (code == 202) {
+            accepted++;
+        } else {
+            s_require(code == 503 && j && s_jstr(j, "error") && !strcmp(s_jstr(j, "error"), "busy"),
+                      "upload %d: HTTP %ld: %s", i, code, resp[i].body ? resp[i].body : "");
+            s_require(resp[i].retry_after[0], "upload %d: 503 without Retry-After", i);
+            busy++;
+        }
+        cJSON_Delete(j);
+        free(resp[i].body);
+        curl_multi_remove_handle(multi, easy[i]);
+        curl_easy_cleanup(easy[i]);
+    }
+    curl_slist_free_all(headers);
+    curl_multi_cleanup(multi);
+    free(data);
+    cr_log_info("50 uploads of 20 MiB: %d accepted, %d busy; gateway RSS %ld kB before, peak %ld kB",
+                accepted, busy, base_kb, peak_kb);
+    s_require(accepted >= 1 && busy >= 1, "%d accepted, %d refused", accepted, busy);
+    /* 64 MiB of bodies plus the broker SUBMITs in flight; 1 GB before. */
+    s_require(peak_kb - base_kb < 256 * 1024, "the gateway grew from %ld to %ld kB", base_kb, peak_kb);
+    /* Each reservation is given back when its answer is sent. */
+    double held = -1;
+    for (long long until = nr_harness_now_ms() + 10000; held != 0 && nr_harness_now_ms() < until;) {
+        s_resp_t r = s_get("/metrics");
+        held = s_sample(r.body, "narrator_gateway_buffered_bytes");
+        s_resp_free(&r);
+        if (held != 0) nr_harness_sleep_ms(100);
+    }
+    s_require(held == 0, "%.0f body bytes still held after every answer", held);
+    char id[NR_PROTO_ID_MAX + 1];
+    s_speak("still serving after the flood", NULL, id);
+    s_end();
+}
+
+/* The speech text limit is the speech worker's max-text-bytes (4000 by
+ * default): the gateway takes a longer text (up to max-body-bytes) and the
+ * job fails with bad_text naming the limit. */
+Test(gateway, speech_text_over_the_worker_limit_fails_bad_text) {
+    s_start_worker("speech");
+    s_start_gateway(C.cl.client_ep, NULL);
+    char text[4002];
+    memset(text, 'a', 4001);
+    text[4001] = '\0';
+    char id[NR_PROTO_ID_MAX + 1];
+    s_speak(text, NULL, id);
+    cJSON *rec = s_wait_final(id);
+    const char *msg = s_jstr(rec, "error_message");
+    s_require(!strcmp(s_jstr(rec, "state"), "failed") && s_jstr(rec, "error") &&
+                  !strcmp(s_jstr(rec, "error"), "bad_text") && msg && strstr(msg, "4000"),
+              "4001 bytes: state %s, error %s: %s", s_jstr(rec, "state"),
+              s_jstr(rec, "error") ? s_jstr(rec, "error") : "-", msg ? msg : "");
+    cJSON_Delete(rec);
     s_end();
 }

@@ -1,6 +1,7 @@
-/* Request bodies: job options (query arguments and form fields), the body
- * buffer bounded by max_body_bytes, and multipart/form-data parts through
- * libmicrohttpd's post processor. */
+/* Request bodies: job options (query arguments and form fields, each given
+ * once), the body buffer bounded by max_body_bytes and grown as bytes
+ * arrive, the body budget shared by all requests (max_buffered_bytes), and
+ * multipart/form-data parts through libmicrohttpd's post processor. */
 #include "client/gateway/internal.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -27,11 +28,29 @@ int nr_gw_sniff_image(const uint8_t *d, size_t n) {
 
 /* ---- options ---- */
 
+/* The bit of a known option in nr_gw_opts_t.seen, or 0. */
+static unsigned s_option_bit(const char *key) {
+    return !strcmp(key, "voice") ? 1u : !strcmp(key, "beams") ? 2u : !strcmp(key, "max_length") ? 4u : 0u;
+}
+
+/* A repeated option (`voice=ka` and `voice=l`): 400 naming it. */
+static int s_repeated(nr_gw_req_t *req, const char *key) {
+    snprintf(req->opt_error, sizeof req->opt_error,
+             "option '%.64s' is given more than once (give each option once, as a query argument "
+             "or a form field)",
+             key);
+    req->opt_code = NR_EOPTION;
+    return MHD_HTTP_BAD_REQUEST;
+}
+
 /* Parses one option (query argument or form field). 0, or an HTTP status
  * with the message in req->opt_error. */
 static int s_option(nr_gw_req_t *req, const char *key, const char *value, int allow_image_opts) {
     nr_gw_opts_t *o = &req->opts;
     if (!value) value = "";
+    unsigned bit = s_option_bit(key);
+    if (bit && (o->seen & bit)) return s_repeated(req, key);
+    o->seen |= bit;
     if (!strcmp(key, "voice")) {
         if (!nr_client_voice_valid(value)) {
             snprintf(req->opt_error, sizeof req->opt_error,
@@ -72,16 +91,57 @@ enum MHD_Result nr_gw_query_arg(void *cls, enum MHD_ValueKind kind, const char *
 
 /* ---- request bodies ---- */
 
+int nr_gw_budget_reserve(nr_gw_req_t *req, size_t bytes) {
+    nr_gateway_t *gw = req->gw;
+    if (bytes <= req->reserved) return 0;
+    size_t more = bytes - req->reserved;
+    int rc = 0;
+    pthread_mutex_lock(&gw->lock);
+    if (more > gw->params.max_buffered_bytes - gw->buffered) {
+        rc = NR_EBUSY;
+    } else {
+        gw->buffered += more;
+        req->reserved = bytes;
+    }
+    pthread_mutex_unlock(&gw->lock);
+    return rc;
+}
+
+void nr_gw_budget_release(nr_gw_req_t *req) {
+    if (!req->reserved) return;
+    nr_gateway_t *gw = req->gw;
+    pthread_mutex_lock(&gw->lock);
+    gw->buffered -= req->reserved;
+    pthread_mutex_unlock(&gw->lock);
+    req->reserved = 0;
+}
+
+size_t nr_gw_budget_used(nr_gateway_t *gw) {
+    pthread_mutex_lock(&gw->lock);
+    size_t n = gw->buffered;
+    pthread_mutex_unlock(&gw->lock);
+    return n;
+}
+
 int nr_gw_body_append(nr_gw_req_t *req, const char *data, size_t size) {
     size_t max = req->gw->params.max_body_bytes;
-    if (req->too_big || size > max - req->size) {
+    if (req->too_big || req->busy) return 0;
+    if (size > max - req->size) {
         req->too_big = 1;
         return 0;
     }
     if (req->size + size > req->cap) {
+        /* Doubling from 64 KiB, within the reservation when the length was
+         * declared (reserved up front), else reserving as it grows. */
         size_t cap = req->cap ? req->cap : 65536;
         while (cap < req->size + size) cap *= 2;
         if (cap > max) cap = max;
+        if (req->declared && cap > req->reserved) cap = req->reserved;
+        if (cap < req->size + size) cap = req->size + size;
+        if (nr_gw_budget_reserve(req, cap)) {
+            req->busy = 1;
+            return 0;
+        }
         uint8_t *p = realloc(req->body, cap);
         if (!p) return NR_ENOMEM;
         req->body = p;
@@ -129,7 +189,13 @@ enum MHD_Result nr_gw_post_field(void *cls, enum MHD_ValueKind kind, const char 
         if (size && nr_gw_body_append(req, data, size)) return MHD_NO;
         return MHD_YES;
     }
-    /* A small option field: gather its value, parse it when the next field starts. */
+    /* A small option field: gather its value, parse it when the next field
+     * starts. The same name again from offset 0 after some of its value is
+     * a second field of that name, not more of the first. */
+    if (!strcmp(key, req->field_key) && off == 0 && req->field_len > 0) {
+        req->opt_status = s_repeated(req, key);
+        return MHD_NO;
+    }
     if (strcmp(key, req->field_key)) {
         if ((req->opt_status = nr_gw_flush_field(req))) return MHD_NO;
         if (strcmp(key, "voice") && strcmp(key, "beams") && strcmp(key, "max_length")) {

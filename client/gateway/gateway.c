@@ -29,6 +29,7 @@ const char *const nr_gw_method_names[NR_GW_M_COUNT] = {"GET", "HEAD", "POST", "D
 #define S_DRAIN_MAX (16u << 20) /* body bytes read and dropped past the limit */
 #define S_PP_BUFFER 65536       /* MHD post processor buffer */
 #define S_RATE_CLIENTS 65536    /* client IPs tracked by the rate limit at once */
+#define S_BUSY_RETRY_AFTER "1"  /* seconds, when the body budget is full */
 
 /* The HTTP client's IP address as text (the key of its rate limit). */
 static const char *s_client_ip(struct MHD_Connection *conn, char *out, size_t size) {
@@ -77,6 +78,16 @@ static nr_gw_method_t s_method(const char *m) {
     if (!strcmp(m, "POST")) return NR_GW_M_POST;
     if (!strcmp(m, "DELETE")) return NR_GW_M_DELETE;
     return NR_GW_M_OTHER;
+}
+
+/* 503 busy: the body budget cannot hold `bytes` more now. */
+static enum MHD_Result s_send_busy(struct MHD_Connection *conn, nr_gw_req_t *req, unsigned long long bytes) {
+    static const char *const retry[] = {"Retry-After", S_BUSY_RETRY_AFTER, NULL};
+    return nr_gw_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, NR_EBUSY, retry,
+                            "this gateway is holding as many request bodies as it may (%zu bytes, "
+                            "setting max-buffered-bytes); this %s%llu-byte body does not fit now: "
+                            "retry later",
+                            req->gw->params.max_buffered_bytes, bytes ? "" : "more than ", bytes);
 }
 
 /* First call of a request: answers what can be answered from the headers.
@@ -170,13 +181,11 @@ static enum MHD_Result s_begin(struct MHD_Connection *conn, nr_gw_req_t *req, co
                                 "the body (%s bytes) is larger than this gateway takes (%zu bytes, "
                                     "setting max-body-bytes)",
                                     clen, gw->params.max_body_bytes);
-        if (req->body_kind != NR_GW_BODY_MULTIPART && n > 0) {
-            req->body = malloc((size_t)n);
-            if (!req->body)
-                return nr_gw_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, NR_ENOMEM, NULL,
-                                        "out of memory for a %llu-byte body", n);
-            req->cap = (size_t)n;
-        }
+        /* The declared body is reserved now (a multipart image is at most
+         * the whole form) and allocated as it arrives. */
+        req->declared = 1;
+        if (n > 0 && nr_gw_budget_reserve(req, (size_t)n))
+            return s_send_busy(conn, req, n);
     }
     return MHD_YES;
 }
@@ -184,6 +193,7 @@ static enum MHD_Result s_begin(struct MHD_Connection *conn, nr_gw_req_t *req, co
 /* The whole body is in: check it and submit. */
 static enum MHD_Result s_finish(struct MHD_Connection *conn, nr_gw_req_t *req) {
     nr_gateway_t *gw = req->gw;
+    if (req->busy && !req->too_big) return s_send_busy(conn, req, req->reserved);
     if (req->too_big)
         return nr_gw_send_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, NR_ETOOBIG, NULL,
                                 "the body is larger than this gateway takes (%zu bytes, setting "
@@ -219,15 +229,24 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
     (void)version;
     nr_gateway_t *gw = cls;
     nr_gw_req_t *req = *con_cls;
-    if (!req) {
-        req = calloc(1, sizeof *req);
-        if (!req) return MHD_NO;
-        *con_cls = req;
-        req->gw = gw;
-        req->start_ns = nr_clock_mono_ns();
+    if (!req || !req->started) {
+        if (!req) { /* the URI log callback could not make it */
+            req = calloc(1, sizeof *req);
+            if (!req) return MHD_NO;
+            *con_cls = req;
+            req->gw = gw;
+            req->start_ns = nr_clock_mono_ns();
+        }
+        req->started = 1;
         req->method = s_method(method);
         snprintf(req->method_text, sizeof req->method_text, "%s", method);
         s_route(req, url);
+        nr_gw_conn_in_request(gw, conn, 1); /* the head is in: its deadline is met */
+        /* Framing, %00, Host and Origin: refused at once (the connection
+         * is closed after the answer, so a body is never read as a
+         * request). */
+        enum MHD_Result refused;
+        if (nr_gw_guard(conn, req, &refused)) return refused;
         /* A POST is checked now, so a refused body is never read. Anything
          * else is answered on the next call, once the request is complete:
          * libmicrohttpd closes the connection after a response queued
@@ -247,7 +266,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         *upload_data_size = 0;
         req->bytes_in += size;
         if (req->bytes_in > gw->params.max_body_bytes) req->too_big = 1; /* whatever the body is */
-        if (req->too_big) {
+        if (req->too_big || req->busy) {
             req->dropped += size;
             return req->dropped > S_DRAIN_MAX ? MHD_NO : MHD_YES; /* hang up on a flood */
         }
@@ -255,7 +274,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         if (req->body_kind == NR_GW_BODY_MULTIPART) {
             if (req->opt_status || req->pp_failed) return MHD_YES; /* answered at the end */
             if (MHD_post_process(req->pp, upload_data, size) != MHD_YES && !req->opt_status &&
-                !req->too_big)
+                !req->too_big && !req->busy)
                 req->pp_failed = 1;
         } else if (nr_gw_body_append(req, upload_data, size)) {
             return MHD_NO;
@@ -271,11 +290,11 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
 
 static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                         enum MHD_RequestTerminationCode toe) {
-    (void)conn;
     nr_gateway_t *gw = cls;
     nr_gw_req_t *req = *con_cls;
     if (!req) return;
     *con_cls = NULL;
+    nr_gw_conn_in_request(gw, conn, 0); /* the next request's head starts now */
     double seconds = (double)(nr_clock_mono_ns() - req->start_ns) / 1e9;
     if (req->responded) {
         nr_gw_metrics_request(gw, req->route, req->method, req->status, seconds, req->bytes_in,
@@ -285,7 +304,21 @@ static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (req->pp) MHD_destroy_post_processor(req->pp);
     free(req->body);
+    nr_gw_budget_release(req);
     free(req);
+}
+
+/* Called with the request target as sent, before libmicrohttpd decodes
+ * it: makes the request's state (its *con_cls), noting a %00 that decoding
+ * would turn into an early end of the path or of an argument. */
+static void *s_uri_log(void *cls, const char *uri, struct MHD_Connection *conn) {
+    (void)conn;
+    nr_gw_req_t *req = calloc(1, sizeof *req);
+    if (!req) return NULL;
+    req->gw = cls;
+    req->start_ns = nr_clock_mono_ns();
+    req->nul_in_target = uri && strstr(uri, "%00") != NULL;
+    return req;
 }
 
 static void s_mhd_log(void *cls, const char *fmt, va_list ap) {
@@ -312,6 +345,8 @@ void nr_gateway_default_params(nr_gateway_params_t *p) {
     p->recent_jobs = 200;
     p->client_rate = 0;
     p->client_burst = 20;
+    p->head_timeout_s = 10;
+    p->max_buffered_bytes = 64u << 20;
 }
 
 /* The CURVE settings: both or neither, and keys that read. 0 when off,
@@ -350,11 +385,20 @@ int nr_gateway_check_params(const nr_gateway_params_t *p, char *err, size_t errl
         p->max_body_bytes > NR_PROTO_PAYLOAD_MAX || p->request_timeout_ms <= 0 ||
         p->connection_timeout_s < 0 || p->threads < 1 || p->threads > 256 ||
         p->max_connections < 1 || p->recent_jobs < 1 || p->recent_jobs > 1000000 ||
-        p->client_rate < 0 || p->client_burst < 1 || !p->broker_endpoint[0])
+        p->client_rate < 0 || p->client_burst < 1 || !p->broker_endpoint[0] ||
+        p->head_timeout_s < 0 || p->head_timeout_s > 86400)
         return nr_seterr(err, errlen, NR_EINVAL,
                          "bad gateway settings (port 0..65535, max-body-bytes 1..%u, threads 1..256, "
-                         "recent-jobs >= 1, client-rate >= 0, client-burst >= 1, a broker endpoint)",
+                         "recent-jobs >= 1, client-rate >= 0, client-burst >= 1, head-timeout-s "
+                         "0..86400, a broker endpoint)",
                          NR_PROTO_PAYLOAD_MAX);
+    if (p->max_buffered_bytes < p->max_body_bytes)
+        return nr_seterr(err, errlen, NR_EINVAL,
+                         "max-buffered-bytes (%zu) is less than max-body-bytes (%zu): a body of the "
+                         "largest size could never be taken",
+                         p->max_buffered_bytes, p->max_body_bytes);
+    int grc = nr_gw_guard_check(p, err, errlen);
+    if (grc) return grc;
     struct in6_addr any;
     if (inet_pton(AF_INET, p->listen_address, &any) != 1 &&
         inet_pton(AF_INET6, p->listen_address, &any) != 1)
@@ -423,13 +467,24 @@ nr_gateway_t *nr_gateway_new(const nr_gateway_params_t *params, char *err, size_
         nr_gateway_destroy(&self);
         return NULL;
     }
+    /* The default hosts carry the configured port (any port when it is 0:
+     * the chosen one is not known yet, and nobody else knows it either). */
+    self->port = p->port;
+    int rc = nr_gw_guard_init(self, err, errlen);
+    if (!rc) rc = nr_gw_conns_start(self);
+    if (rc) {
+        if (rc == NR_ENOMEM) nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+        nr_gateway_destroy(&self);
+        return NULL;
+    }
     self->daemon = MHD_start_daemon(
         flags, (uint16_t)p->port, NULL, NULL, s_access, self, MHD_OPTION_EXTERNAL_LOGGER,
         s_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)p->threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)p->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)p->connection_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, s_completed, self,
-        MHD_OPTION_END);
+        MHD_OPTION_URI_LOG_CALLBACK, s_uri_log, self, MHD_OPTION_NOTIFY_CONNECTION,
+        nr_gw_conn_notify, self, MHD_OPTION_END);
     if (!self->daemon) {
         nr_seterr(err, errlen, NR_EIO,
                   "cannot listen on %s port %d (in use, or not an address of this host?)",
@@ -455,7 +510,10 @@ nomem:
 void nr_gateway_destroy(nr_gateway_t **self_p) {
     if (!self_p || !*self_p) return;
     nr_gateway_t *self = *self_p;
+    nr_gw_conns_stop_reaper(self);
     if (self->daemon) MHD_stop_daemon(self->daemon); /* joins every pool thread */
+    nr_gw_conns_destroy(self);
+    nr_gw_guard_destroy(self);
     nr_gw_clients_destroy(self);
     nr_metrics_destroy(&self->metrics);
     free(self->recent);

@@ -24,6 +24,7 @@ typedef struct nr_gateway_t nr_gateway_t;
 #define NR_GATEWAY_ENDPOINT_MAX 256
 #define NR_GATEWAY_PATH_MAX 1024
 #define NR_GATEWAY_KEY_MAX 512 /* a CURVE setting: Z85 key text or a file path */
+#define NR_GATEWAY_LIST_MAX 1024 /* a comma-separated list setting */
 
 typedef struct {
     char listen_address[NR_GATEWAY_ADDRESS_MAX]; /* numeric IPv4 or IPv6 address */
@@ -47,12 +48,34 @@ typedef struct {
      * Over it: 429 with Retry-After, before the body is read. */
     int client_rate;
     int client_burst;
+    /* Who may talk to the gateway from a browser (DNS rebinding, cross-site
+     * requests). allowed_hosts: Host header values, comma-separated
+     * ("name" any port, "name:port" that port, "*" any host); "" is the
+     * default: localhost, 127.0.0.1, [::1] and the listen address, each
+     * with the port, and any IP address with the port when listening on
+     * 0.0.0.0 or ::. allowed_origins: Origin values ("https://app.example")
+     * taken besides the gateway's own (an Origin whose host and port are
+     * the request's Host); "*" any. Refused: 403. */
+    char allowed_hosts[NR_GATEWAY_LIST_MAX];
+    char allowed_origins[NR_GATEWAY_LIST_MAX];
+    /* The whole request head (request line and headers) must arrive within
+     * this many seconds of the connection's start or of the previous
+     * answer on it, however it trickles in; past it the connection is
+     * closed. 0: no deadline (only connection_timeout_s, which each byte
+     * resets). */
+    int head_timeout_s;
+    /* Request body bytes held in memory by all connections together. A
+     * request whose declared body does not fit gets 503 busy with
+     * Retry-After before its body is read (a chunked one when it outgrows
+     * what is left). At least max_body_bytes. */
+    size_t max_buffered_bytes;
 } nr_gateway_params_t;
 
 /* Defaults: 127.0.0.1:8080, broker tcp://127.0.0.1:5555, 20 MiB bodies,
- * 5000 ms broker timeout, 30 s idle connections, no static folder,
- * 4 threads, 256 connections, 200 recent jobs, no rate limit (burst 20
- * when one is set). */
+ * 64 MiB buffered in all, 5000 ms broker timeout, 30 s idle connections,
+ * 10 s for a request head, no static folder, 4 threads, 256 connections,
+ * 200 recent jobs, no rate limit (burst 20 when one is set), the default
+ * hosts and no other origins. */
 void nr_gateway_default_params(nr_gateway_params_t *params);
 
 /* Checks the params without starting anything: ranges, the listen

@@ -9,11 +9,13 @@
  *   pool.c      one broker client per libmicrohttpd thread
  *   recent.c    the ring of recently submitted jobs (GET /v1/jobs)
  *   metrics.c   the gateway's Prometheus families (GET /metrics)
+ *   guard.c     a request head's framing, Host and Origin checks
+ *   conn.c      connections and the deadline for a request head
  *
  * Threads: libmicrohttpd runs requests on a pool of threads. A request's
  * nr_gw_req_t belongs to the thread serving it; the gateway's shared state
- * is guarded by gw->lock (clients, the ring, the probe) and
- * gw->metrics_lock (the registry). */
+ * is guarded by gw->lock (clients, the ring, the probe, the body budget),
+ * gw->metrics_lock (the registry) and gw->conns_lock (the connections). */
 #ifndef NR_CLIENT_GATEWAY_INTERNAL_H
 #define NR_CLIENT_GATEWAY_INTERNAL_H
 
@@ -36,6 +38,8 @@
 #define NR_GW_LENGTH_MAX NR_CLIENT_LENGTH_MAX
 #define NR_GW_FIELD_MAX 64 /* bytes in a small multipart field */
 #define NR_GW_NAME_MAX 128 /* bytes of an uploaded file name kept in the ring */
+#define NR_GW_HOST_MAX 256 /* bytes of a host name in allowed-hosts */
+#define NR_GW_ORIGIN_MAX 300 /* bytes of an origin in allowed-origins */
 
 /* Routes (metric labels: nr_gw_route_names). */
 typedef enum {
@@ -68,6 +72,13 @@ typedef struct {
     int existing;
 } nr_gw_recent_t;
 
+typedef struct {
+    char host[NR_GW_HOST_MAX]; /* lower case; IPv6 in brackets */
+    int port;                  /* 0: any */
+} nr_gw_host_t;
+
+typedef struct nr_gw_conn_t nr_gw_conn_t; /* conn.c */
+
 struct nr_gateway_t {
     nr_gateway_params_t params;
     struct MHD_Daemon *daemon;
@@ -88,6 +99,22 @@ struct nr_gateway_t {
     int probe_detail;
     long long probe_ms;                      /* when it ran (monotonic), 0: never */
     nr_ratelimit_t *limit;                   /* POSTs per client IP; NULL: no limit */
+    /* guard.c: allowed-hosts and allowed-origins, parsed */
+    nr_gw_host_t *hosts;
+    size_t n_hosts, cap_hosts;
+    int any_host;    /* "*" */
+    int any_ip_host; /* listening on every address: any IP literal with the port */
+    char (*origins)[NR_GW_ORIGIN_MAX];
+    size_t n_origins, cap_origins;
+    int any_origin;
+    size_t buffered; /* body bytes reserved by all requests (under lock) */
+    /* conn.c */
+    pthread_mutex_t conns_lock;
+    pthread_cond_t reaper_cond;
+    nr_gw_conn_t *conns;
+    pthread_t reaper;
+    int conns_ready, reaper_running, reaper_stop;
+    unsigned long long head_timeouts; /* connections closed for a slow head */
 };
 
 
@@ -97,6 +124,7 @@ typedef enum { NR_GW_BODY_NONE = 0, NR_GW_BODY_RAW, NR_GW_BODY_MULTIPART, NR_GW_
 typedef struct {
     char voice[NR_GW_VOICE_MAX + 1];
     long beams, max_length; /* 0: not given */
+    unsigned seen;          /* options given so far (bits of body.c's table), to refuse repeats */
 } nr_gw_opts_t;
 
 typedef struct {
@@ -106,6 +134,8 @@ typedef struct {
     char method_text[16]; /* as sent, for messages */
     char id[NR_PROTO_ID_MAX + 1];
     int64_t start_ns; /* monotonic */
+    int started;   /* s_access has seen it (the URI log callback makes it first) */
+    int nul_in_target; /* %00 in the path or query as sent */
     int responded; /* a response is queued */
     int deferred;  /* not a body-taking POST: answered when the request is complete */
     unsigned status;
@@ -116,6 +146,9 @@ typedef struct {
     uint8_t *body;
     size_t size, cap;
     int too_big;            /* past max_body_bytes: the rest is dropped */
+    int busy;               /* past the body budget (max_buffered_bytes): the rest is dropped */
+    size_t reserved;        /* bytes of the body budget this request holds */
+    int declared;           /* a Content-Length was given (and reserved up front) */
     unsigned long long dropped;
     nr_gw_opts_t opts;
     int opt_status;         /* an option error found while reading the form */
@@ -170,9 +203,17 @@ enum MHD_Result nr_gw_post_field(void *cls, enum MHD_ValueKind kind, const char 
                                  const char *filename, const char *content_type,
                                  const char *transfer_encoding, const char *data, uint64_t off,
                                  size_t size);
-/* Appends to the body buffer; past max_body_bytes sets too_big instead.
- * 0 or NR_ENOMEM. */
+/* Appends to the body buffer, grown as bytes arrive within the request's
+ * reservation; past max_body_bytes sets too_big, past what the body
+ * budget has left sets busy (the bytes are dropped). 0 or NR_ENOMEM. */
 int nr_gw_body_append(nr_gw_req_t *req, const char *data, size_t size);
+/* Makes req's share of the body budget at least `bytes`. 0, or NR_EBUSY
+ * when the budget (max_buffered_bytes) has not that much left. */
+int nr_gw_budget_reserve(nr_gw_req_t *req, size_t bytes);
+/* Gives req's share back. */
+void nr_gw_budget_release(nr_gw_req_t *req);
+/* Bytes reserved by all requests now. */
+size_t nr_gw_budget_used(nr_gateway_t *gw);
 /* Parses the small form field gathered so far, if any. 0 or an HTTP status. */
 int nr_gw_flush_field(nr_gw_req_t *req);
 /* "image/png; x=y" -> "image/png" into out (lower case). */
@@ -213,6 +254,36 @@ void nr_gw_recent_add(nr_gateway_t *gw, const char *id, const char *route, const
 size_t nr_gw_recent_count(nr_gateway_t *gw);
 /* GET /v1/jobs: the ring, newest first. */
 enum MHD_Result nr_gw_handle_list(struct MHD_Connection *conn, nr_gw_req_t *req);
+
+/* ---- guard.c ---- */
+
+/* Checks the allowed-hosts and allowed-origins settings. 0 or NR_EINVAL. */
+int nr_gw_guard_check(const nr_gateway_params_t *p, char *err, size_t errlen);
+/* Parses them into gw (after gw->port is known). 0, NR_EINVAL or NR_ENOMEM. */
+int nr_gw_guard_init(nr_gateway_t *gw, char *err, size_t errlen);
+void nr_gw_guard_destroy(nr_gateway_t *gw);
+/* The head's checks: one Content-Length (and not with Transfer-Encoding),
+ * one Host and Origin, no %00 in the target (400); the Host allowed, the
+ * Origin the gateway's own or allowed, no cross-site state change (403).
+ * Returns 1 with the refusal queued (its result in *ret), else 0. */
+int nr_gw_guard(struct MHD_Connection *conn, nr_gw_req_t *req, enum MHD_Result *ret);
+
+/* ---- conn.c ---- */
+
+/* MHD_OPTION_NOTIFY_CONNECTION callback (cls: the gateway). */
+void nr_gw_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                       enum MHD_ConnectionNotificationCode code);
+/* The connection's request head is complete (1), or its answer has ended
+ * and the next head's deadline starts now (0). */
+void nr_gw_conn_in_request(nr_gateway_t *gw, struct MHD_Connection *conn, int in_request);
+/* The lock and, when head_timeout_s > 0, the reaper thread. 0 or NR_ENOMEM. */
+int nr_gw_conns_start(nr_gateway_t *gw);
+/* Stops the reaper thread (before libmicrohttpd stops). */
+void nr_gw_conns_stop_reaper(nr_gateway_t *gw);
+/* After libmicrohttpd has stopped; safe when never started. */
+void nr_gw_conns_destroy(nr_gateway_t *gw);
+/* Connections closed for a head past the deadline, so far. */
+unsigned long long nr_gw_conns_head_timeouts(nr_gateway_t *gw);
 
 /* ---- metrics.c ---- */
 

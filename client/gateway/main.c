@@ -35,6 +35,10 @@ typedef struct {
     char curve_secret_key_file[NR_GATEWAY_KEY_MAX];
     long client_rate;
     long client_burst;
+    char allowed_hosts[NR_GATEWAY_LIST_MAX];
+    char allowed_origins[NR_GATEWAY_LIST_MAX];
+    long head_timeout_s;
+    long max_buffered_bytes;
 } s_settings_t;
 
 #define S_OPT(...) NR_CONFIG_OPT(s_settings_t, __VA_ARGS__)
@@ -47,10 +51,23 @@ static const nr_config_option_t s_options[] = {
           "narrator-broker client endpoint"),
     S_OPT("max-body-bytes", NR_CONFIG_INT, 1024, (long)NR_PROTO_PAYLOAD_MAX, "20971520",
           max_body_bytes, "largest request body (image or text); larger gets 413"),
+    S_OPT("max-buffered-bytes", NR_CONFIG_INT, 1024, 1L << 40, "67108864", max_buffered_bytes,
+          "request body bytes held by all connections together (at least max-body-bytes); a body "
+          "that does not fit gets 503 busy with Retry-After"),
     S_OPT("request-timeout-ms", NR_CONFIG_INT, 100, 600000, "5000", request_timeout_ms,
           "how long one broker request may take before 503 (unreachable) or 504 (no answer)"),
     S_OPT("connection-timeout-s", NR_CONFIG_INT, 0, 86400, "30", connection_timeout_s,
           "idle HTTP connections are closed after this (0: never)"),
+    S_OPT("head-timeout-s", NR_CONFIG_INT, 0, 86400, "10", head_timeout_s,
+          "a request's line and headers must all arrive within this, from the connection (or the "
+          "previous answer), however slowly they trickle; else the connection is closed (0: no limit)"),
+    S_OPT("allowed-hosts", NR_CONFIG_STRING, 0, 0, "", allowed_hosts,
+          "Host header values served, comma-separated (name, name:port, [v6]:port, *); \"\": "
+          "localhost, 127.0.0.1, [::1] and listen-address with the port (any IP address when "
+          "listening on all); others get 403"),
+    S_OPT("allowed-origins", NR_CONFIG_STRING, 0, 0, "", allowed_origins,
+          "Origin values taken besides the gateway's own (scheme://host[:port], comma-separated, "
+          "or *); other cross-origin requests get 403"),
     S_OPT("static-dir", NR_CONFIG_STRING, 0, 0, NR_GATEWAY_STATIC_DIR, static_dir,
           "folder of the web page served at / (\"\": no page)"),
     S_OPT("threads", NR_CONFIG_INT, 1, 256, "4", threads,
@@ -113,6 +130,10 @@ int main(int argc, char **argv) {
     gp.recent_jobs = (int)st.recent_jobs;
     gp.client_rate = (int)st.client_rate;
     gp.client_burst = (int)st.client_burst;
+    gp.head_timeout_s = (int)st.head_timeout_s;
+    gp.max_buffered_bytes = (size_t)st.max_buffered_bytes;
+    snprintf(gp.allowed_hosts, sizeof gp.allowed_hosts, "%s", st.allowed_hosts);
+    snprintf(gp.allowed_origins, sizeof gp.allowed_origins, "%s", st.allowed_origins);
     snprintf(gp.curve_server_key, sizeof gp.curve_server_key, "%s", st.curve_server_key);
     snprintf(gp.curve_secret_key_file, sizeof gp.curve_secret_key_file, "%s", st.curve_secret_key_file);
     /* Bad settings (a CURVE key that does not read, one CURVE setting

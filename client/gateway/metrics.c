@@ -16,6 +16,8 @@
 #define S_BROKER_ERRORS "narrator_gateway_broker_errors_total"
 #define S_RATE_LIMITED "narrator_gateway_rate_limited_total"
 #define S_RECENT "narrator_gateway_recent_jobs"
+#define S_BUFFERED "narrator_gateway_buffered_bytes"
+#define S_HEAD_TIMEOUTS "narrator_gateway_head_timeouts_total"
 #define S_START_TIME "narrator_gateway_start_time_seconds"
 
 static const double s_buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -40,6 +42,10 @@ int nr_gw_metrics_init(nr_gateway_t *gw) {
     S_DEF(S_RATE_LIMITED, NR_METRIC_COUNTER,
           "POSTs refused with 429 because their client was over client-rate.", NULL, 0);
     S_DEF(S_RECENT, NR_METRIC_GAUGE, "Jobs held in the recent-jobs ring.", NULL, 0);
+    S_DEF(S_BUFFERED, NR_METRIC_GAUGE,
+          "Request body bytes reserved now by all connections (at most max-buffered-bytes).", NULL, 0);
+    S_DEF(S_HEAD_TIMEOUTS, NR_METRIC_COUNTER,
+          "Connections closed because their request head took longer than head-timeout-s.", NULL, 0);
     S_DEF(S_START_TIME, NR_METRIC_GAUGE, "Unix time the gateway started.", NULL, 0);
 #undef S_DEF
     if (rc) {
@@ -54,6 +60,7 @@ int nr_gw_metrics_init(nr_gateway_t *gw) {
     for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++)
         nr_metrics_add(m, S_BROKER_ERRORS, 0, "error", nr_errname(shown[i]), NULL);
     nr_metrics_add(m, S_RATE_LIMITED, 0, NULL);
+    nr_metrics_add(m, S_HEAD_TIMEOUTS, 0, NULL);
     nr_metrics_set(m, S_START_TIME, (double)gw->started_ms / 1000.0, NULL);
     gw->metrics = m;
     return 0;
@@ -85,10 +92,15 @@ enum MHD_Result nr_gw_handle_metrics(struct MHD_Connection *conn, nr_gw_req_t *r
     nr_gateway_t *gw = req->gw;
     double refused = (double)nr_ratelimit_refused(gw->limit);
     double recent = (double)nr_gw_recent_count(gw);
+    double buffered = (double)nr_gw_budget_used(gw);
+    double head_timeouts = (double)nr_gw_conns_head_timeouts(gw);
     size_t size = 0;
     pthread_mutex_lock(&gw->metrics_lock);
     double have = nr_metrics_value(gw->metrics, S_RATE_LIMITED, NULL);
     if (refused > have) nr_metrics_add(gw->metrics, S_RATE_LIMITED, refused - have, NULL);
+    have = nr_metrics_value(gw->metrics, S_HEAD_TIMEOUTS, NULL);
+    if (head_timeouts > have) nr_metrics_add(gw->metrics, S_HEAD_TIMEOUTS, head_timeouts - have, NULL);
+    nr_metrics_set(gw->metrics, S_BUFFERED, buffered, NULL);
     nr_metrics_set(gw->metrics, S_RECENT, recent, NULL);
     char *text = nr_metrics_render(gw->metrics, &size);
     pthread_mutex_unlock(&gw->metrics_lock);
