@@ -75,6 +75,16 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
         s_reply_error(self, identity, size, msg, NR_EINVAL, "SUBMIT needs a route");
         return;
     }
+    if ((long)msg->kv_len > NR_BROKER_MAX_OPTIONS(msg->route_len)) {
+        /* The record would be cut and the job's results lost from it. */
+        snprintf(text, sizeof text,
+                 "SUBMIT has %" PRIu32 " options; a job of %" PRIu32 " stage(s) holds at most "
+                 "%ld (its record has %d fields: %d of the broker's, %d per stage for results)",
+                 msg->kv_len, msg->route_len, NR_BROKER_MAX_OPTIONS(msg->route_len),
+                 NR_PROTO_KV_MAX, NR_BROKER_RECORD_OWN, NR_BROKER_RECORD_PER_STAGE);
+        s_reply_error(self, identity, size, msg, NR_EOPTION, text);
+        return;
+    }
     if (msg->frames_len < 1) {
         s_reply_error(self, identity, size, msg, NR_EINVAL, "SUBMIT needs the input as frame 0");
         return;
@@ -415,7 +425,8 @@ void nr_broker_client_message(nr_broker_t *self, const uint8_t *identity, size_t
 
 void nr_broker_client_error(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
                             int code, const char *message) {
-    nr_log(NR_LOG_INFO, "malformed client message: %s", message);
+    static nr_log_limit_t limit; /* a flood of garbage is not a flood of log lines */
+    nr_log_limited(&limit, NR_LOG_INFO, "malformed client message: %s", message);
     nr_bk_enter(self, self->now);
     s_reply_error(self, identity, identity_size, NULL, code, message);
     nr_bk_leave(self);

@@ -305,7 +305,8 @@ static void s_read_side(s_app_t *app, int side, void *socket, nr_msg_t *msg) {
         int64_t now = nr_clock_wall_ms();
         if (rc == NR_EIO) {
             if (zmq_errno() == EAGAIN || zmq_errno() == EINTR) break;
-            nr_log(NR_LOG_WARN, "receive: %s", err);
+            static nr_log_limit_t limit;
+            nr_log_limited(&limit, NR_LOG_WARN, "receive: %s", err);
             break;
         }
         if (side == 0) {
@@ -317,7 +318,8 @@ static void s_read_side(s_app_t *app, int side, void *socket, nr_msg_t *msg) {
         } else {
             if (rc) {
                 nr_metrics_add(app->metrics, NR_BM_REJECTED, 1, "socket", "workers", NULL);
-                nr_log(NR_LOG_WARN, "malformed worker message dropped: %s", err);
+                static nr_log_limit_t limit; /* one line per garbage frame is a flood */
+                nr_log_limited(&limit, NR_LOG_WARN, "malformed worker message dropped: %s", err);
             }
             else nr_broker_worker_message(app->broker, identity, identity_size, msg, now);
         }
