@@ -266,7 +266,7 @@ nr_broker_t *nr_broker_new(const nr_broker_params_t *params, nr_store_t *store,
     if (!params || !send || params->heartbeat_ms < 1 || params->heartbeat_liveness < 1 ||
         params->job_deadline_ms < 1 || params->max_attempts < 1 || params->queue_bound < 1 ||
         params->retry_backoff_ms < 0 || params->retry_backoff_max_ms < params->retry_backoff_ms ||
-        params->client_rate < 0 || params->client_burst < 1) {
+        params->client_rate < 0 || params->client_burst < 1 || params->client_reply_bytes < 0) {
         nr_seterr(err, errlen, NR_EINVAL, "broker parameters out of range");
         return NULL;
     }
@@ -305,6 +305,8 @@ void nr_broker_destroy(nr_broker_t **p) {
     s_outbox_free(&self->out);
     for (size_t i = 0; i < NR_BK_FLIGHTS_MAX; i++) s_outbox_free(&self->flights[i].out);
     s_outbox_free(&self->spare);
+    for (size_t i = 0; i < self->fetches_len; i++)
+        nr_proto_msg_clear(&self->fetches[(self->fetch_first + i) % NR_STORE_READS_MAX].rep);
     while (self->stages) {
         nr_broker_stage_t *s = self->stages;
         self->stages = s->next;
@@ -367,7 +369,19 @@ void nr_bk_enter(nr_broker_t *self, int64_t now) {
 }
 
 void nr_bk_leave(nr_broker_t *self) {
-    if (self->depth > 0 && --self->depth == 0) nr_bk_commit(self, !self->params.pipelined);
+    if (self->depth > 0 && --self->depth == 0) {
+        if (self->fetches_len) nr_bk_fetch_answers(self, !self->params.pipelined);
+        nr_bk_commit(self, !self->params.pipelined);
+    }
+}
+
+void nr_broker_set_backlog(nr_broker_t *self, nr_broker_backlog_fn fn, void *ctx) {
+    self->backlog = fn;
+    self->backlog_ctx = ctx;
+}
+
+int nr_broker_fetch_fd(const nr_broker_t *self) {
+    return self->fetches_len ? nr_store_read_fd(self->store) : -1;
 }
 
 void nr_broker_begin(nr_broker_t *self, int64_t now) { nr_bk_enter(self, now); }
@@ -510,6 +524,19 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
     if (self->store && !self->recovered && nr_store_is_up(self->store)) s_recover(self, now);
     if (self->need_flush) s_flush(self);
 
+    /* A broker that was itself late (ticks further apart than a heartbeat
+     * interval, the longest it waits) did not read the heartbeats queued
+     * meanwhile: that silence is its own, not its workers', so their
+     * expiry moves by the stall. */
+    int64_t stall = self->last_tick_ms ? now - self->last_tick_ms - self->params.heartbeat_ms : 0;
+    if (stall > 0) {
+        static nr_log_limit_t limit;
+        if (stall >= self->params.heartbeat_ms)
+            nr_log_limited(&limit, NR_LOG_WARN, "the broker's loop stalled for %" PRId64
+                           " ms: workers' liveness extended by as much", stall);
+        for (nr_broker_stage_t *s = self->stages; s; s = s->next)
+            for (nr_broker_worker_t *w = s->workers; w; w = w->next) w->expires_ms += stall;
+    }
     int64_t period = self->params.heartbeat_ms / 4 > 10 ? self->params.heartbeat_ms / 4 : 10;
     if (now >= self->next_timer_ms) {
         self->next_timer_ms = now + period;
@@ -560,6 +587,7 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
         }
     }
     nr_bk_leave(self);
+    self->last_tick_ms = now;
     if (self->store) {
         int64_t t = nr_store_next_retry_ms(self->store);
         if (t < wake) wake = t;

@@ -39,6 +39,8 @@ typedef struct {
     long client_rate;         /* new jobs per second per client (msg peer); 0 = no limit */
     long client_burst;        /* new jobs a client may submit at once before client_rate applies */
     int pipelined;            /* 1: commit does not wait for Redis (see nr_broker_commit) */
+    long client_reply_bytes;  /* reply bytes a client may leave unread before it gets NR_EBUSY;
+                               * 0 = no limit (needs nr_broker_set_backlog) */
 } nr_broker_params_t;
 
 typedef struct nr_broker nr_broker_t;
@@ -100,6 +102,17 @@ size_t nr_broker_queued(nr_broker_t *self, const char *stage);
 size_t nr_broker_workers(nr_broker_t *self, const char *stage);
 /* Credit left on the worker with this identity, or -1 if unknown. */
 long nr_broker_worker_credit_of(nr_broker_t *self, const uint8_t *identity, size_t size);
+
+/* Bytes of replies queued for a client and not yet written to its
+ * connection (the transport counts them: main.c through libzmq's free
+ * callbacks). With params.client_reply_bytes set, a client over it gets
+ * NR_EBUSY instead of more replies, so one that sends FETCHes without
+ * reading cannot grow the broker without bound. fn NULL: not counted. */
+typedef size_t (*nr_broker_backlog_fn)(void *ctx, const uint8_t *identity, size_t identity_size);
+void nr_broker_set_backlog(nr_broker_t *self, nr_broker_backlog_fn fn, void *ctx);
+/* The socket to wait on for blob reads (FETCH) in flight; -1 when none.
+ * When it is readable, call begin/commit (or tick): they answer what came. */
+int nr_broker_fetch_fd(const nr_broker_t *self);
 
 /* Metrics (broker_metrics.h lists the families). Borrows the registry
  * (NULL: none); the hooks then count into it. */

@@ -419,8 +419,12 @@ Test(broker, missed_heartbeats_requeue_then_attempts_exhausted) {
         /* The broker heartbeats the worker while it is silent. */
         nr_broker_tick(b, now + 1000);
         cr_assert_geq(s_count(w, NR_CMD_HEARTBEAT), 1);
-        now += 3001; /* 3 heartbeats missed */
-        nr_broker_tick(b, now);
+        /* 3 heartbeats missed, the broker ticking as its loop does (a
+         * broker that was not ticked for that long blames itself). */
+        for (int64_t end = now + 3500; now < end;) {
+            now = now + 250 < end ? now + 250 : end;
+            nr_broker_tick(b, now);
+        }
         cr_assert_eq(nr_broker_workers(b, "vision"), 0u, "worker %s buried", w);
     }
     nr_msg_t *st = s_client(b, NR_CMD_STATUS, "h", NULL, now);
@@ -429,6 +433,33 @@ Test(broker, missed_heartbeats_requeue_then_attempts_exhausted) {
     cr_assert(strstr(s_kv(st, "error_message"), "unreachable"), "last error kept: %s",
               s_kv(st, "error_message"));
     cr_assert_str_eq(s_kv(st, "attempts"), "3");
+    nr_broker_destroy(&b);
+}
+
+/* A broker that was itself late (its loop held by other work for longer
+ * than the worker's liveness) does not bury a worker whose heartbeats wait
+ * unread: before, the first tick after a 5 s stall declared it lost and
+ * requeued its job. A worker silent after that is still buried. */
+Test(broker, a_stalled_broker_does_not_blame_its_workers) {
+    nr_broker_t *b = s_new(NULL, NULL); /* heartbeat 1000 ms x 3 */
+    s_ready(b, "w", "text", 1, 0);
+    s_submit(b, "t", "text", "states", 0);
+    int64_t now = 0;
+    for (; now <= 2000; now += 250) {
+        if (now % 1000 == 0) s_worker_cmd(b, "w", NR_CMD_HEARTBEAT, now);
+        nr_broker_tick(b, now);
+    }
+    now += 5000; /* the stall: no tick, no message read */
+    nr_broker_tick(b, now);
+    s_worker_cmd(b, "w", NR_CMD_HEARTBEAT, now); /* read after the tick, as the loop does */
+    cr_assert_eq(nr_broker_workers(b, "text"), 1u, "worker buried for the broker's own stall");
+    cr_assert_eq(nr_broker_find_job(b, "t")->state, NR_JOB_RUNNING);
+    cr_assert_eq(nr_broker_find_job(b, "t")->attempts, 1u);
+    for (int64_t end = now + 3500; now < end;) {
+        now += 250;
+        nr_broker_tick(b, now);
+    }
+    cr_assert_eq(nr_broker_workers(b, "text"), 0u, "a silent worker is still buried");
     nr_broker_destroy(&b);
 }
 
