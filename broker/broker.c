@@ -19,88 +19,6 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static long s_stage_deadline(const nr_broker_params_t *p, const char *name) {
-    size_t len = strlen(name);
-    const char *s = p->stage_deadlines;
-    while (s && *s) {
-        const char *eq = strchr(s, '=');
-        if (!eq) break;
-        if ((size_t)(eq - s) == len && !strncmp(s, name, len)) {
-            long v = strtol(eq + 1, NULL, 10);
-            if (v > 0) return v;
-        }
-        s = strchr(eq, ',');
-        if (s) s++;
-    }
-    return p->job_deadline_ms;
-}
-
-static int s_check_deadlines(const char *spec, char *err, size_t errlen) {
-    const char *s = spec;
-    while (s && *s) {
-        const char *eq = strchr(s, '=');
-        const char *comma = strchr(s, ',');
-        if (!eq || (comma && comma < eq) || eq == s)
-            return nr_seterr(err, errlen, NR_EINVAL, "stage-deadlines: expected stage=ms[,...]");
-        char *end;
-        long v = strtol(eq + 1, &end, 10);
-        if (v <= 0 || (end != comma && *end))
-            return nr_seterr(err, errlen, NR_EINVAL, "stage-deadlines: bad value after '%.*s='",
-                             (int)(eq - s), s);
-        s = comma ? comma + 1 : NULL;
-    }
-    return 0;
-}
-
-nr_broker_stage_t *nr_bk_stage(nr_broker_t *self, const char *name) {
-    for (nr_broker_stage_t *s = self->stages; s; s = s->next)
-        if (!strcmp(s->name, name)) return s;
-    return NULL;
-}
-
-const char *nr_bk_stage_list(const nr_broker_t *self) { return self->params.stages; }
-
-/* Checks params.stages: 1..NR_BROKER_STAGES_MAX stage names, no repeats. */
-static int s_check_stages(const char *spec, char *err, size_t errlen) {
-    size_t n = 0;
-    const char *s = spec;
-    do {
-        const char *comma = strchr(s, ',');
-        size_t len = comma ? (size_t)(comma - s) : strlen(s);
-        if (len == 0 || len > NR_PROTO_NAME_MAX ||
-            strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-") < len)
-            return nr_seterr(err, errlen, NR_EINVAL,
-                             "stages: expected names of 1..%d characters [a-z0-9_-] separated by "
-                             "commas, got '%s'", NR_PROTO_NAME_MAX, spec);
-        for (const char *t = spec; t < s; t = strchr(t, ',') + 1)
-            if (!strncmp(t, s, len) && t[len] == ',')
-                return nr_seterr(err, errlen, NR_EINVAL, "stages: '%.*s' is listed twice",
-                                 (int)len, s);
-        if (++n > NR_BROKER_STAGES_MAX)
-            return nr_seterr(err, errlen, NR_EINVAL, "stages: more than %d", NR_BROKER_STAGES_MAX);
-        s = comma ? comma + 1 : NULL;
-    } while (s);
-    return 0;
-}
-
-/* Makes the known stages, in the order listed. 0 or NR_ENOMEM. */
-static int s_make_stages(nr_broker_t *self) {
-    nr_broker_stage_t **tail = &self->stages;
-    const char *s = self->params.stages;
-    while (s) {
-        const char *comma = strchr(s, ',');
-        char name[NR_PROTO_NAME_MAX + 1];
-        snprintf(name, sizeof name, "%.*s", (int)(comma ? (size_t)(comma - s) : strlen(s)), s);
-        nr_broker_stage_t *st = nr_broker_stage_new(name, s_stage_deadline(&self->params, name));
-        if (!st) return NR_ENOMEM;
-        st->unserved_since_ms = INT64_MIN; /* set by the first tick */
-        *tail = st;
-        tail = &st->next;
-        s = comma ? comma + 1 : NULL;
-    }
-    return 0;
-}
-
 nr_broker_worker_t *nr_bk_worker(nr_broker_t *self, const uint8_t *identity, size_t size) {
     for (nr_broker_stage_t *s = self->stages; s; s = s->next)
         for (nr_broker_worker_t *w = s->workers; w; w = w->next)
@@ -317,12 +235,11 @@ nr_broker_t *nr_broker_new(const nr_broker_params_t *params, nr_store_t *store,
         params->client_rate < 0 || params->client_burst < 1 || params->queue_bound_total < 1 ||
         params->unserved_timeout_ms < 1 || params->max_worker_credit < 1 ||
         params->max_worker_credit > 1024 || params->worker_strikes < 1 ||
-        params->worker_cooldown_ms < 0) {
+        params->worker_cooldown_ms < 0 || params->client_reply_bytes < 0) {
         nr_seterr(err, errlen, NR_EINVAL, "broker parameters out of range");
         return NULL;
     }
-    if (s_check_deadlines(params->stage_deadlines, err, errlen)) return NULL;
-    if (s_check_stages(params->stages, err, errlen)) return NULL;
+    if (nr_bk_check_stage_settings(params, err, errlen)) return NULL;
     nr_broker_t *self = calloc(1, sizeof *self);
     if (!self) goto err;
     self->params = *params;
@@ -337,7 +254,7 @@ nr_broker_t *nr_broker_new(const nr_broker_params_t *params, nr_store_t *store,
             self->rand_state = 0x9e3779b9u;
     }
     self->jobs = nr_broker_jobs_new();
-    if (!self->jobs || s_make_stages(self)) goto err;
+    if (!self->jobs || nr_bk_make_stages(self)) goto err;
     if (params->client_rate > 0 &&
         !(self->limit = nr_ratelimit_new((double)params->client_rate, (double)params->client_burst, 65536)))
         goto err;
@@ -357,6 +274,8 @@ void nr_broker_destroy(nr_broker_t **p) {
     s_outbox_free(&self->out);
     for (size_t i = 0; i < NR_BK_FLIGHTS_MAX; i++) s_outbox_free(&self->flights[i].out);
     s_outbox_free(&self->spare);
+    for (size_t i = 0; i < self->fetches_len; i++)
+        nr_proto_msg_clear(&self->fetches[(self->fetch_first + i) % NR_STORE_READS_MAX].rep);
     while (self->stages) {
         nr_broker_stage_t *s = self->stages;
         self->stages = s->next;
@@ -433,7 +352,19 @@ void nr_bk_enter(nr_broker_t *self, int64_t now) {
 }
 
 void nr_bk_leave(nr_broker_t *self) {
-    if (self->depth > 0 && --self->depth == 0) nr_bk_commit(self, !self->params.pipelined);
+    if (self->depth > 0 && --self->depth == 0) {
+        if (self->fetches_len) nr_bk_fetch_answers(self, !self->params.pipelined);
+        nr_bk_commit(self, !self->params.pipelined);
+    }
+}
+
+void nr_broker_set_backlog(nr_broker_t *self, nr_broker_backlog_fn fn, void *ctx) {
+    self->backlog = fn;
+    self->backlog_ctx = ctx;
+}
+
+int nr_broker_fetch_fd(const nr_broker_t *self) {
+    return self->fetches_len ? nr_store_read_fd(self->store) : -1;
 }
 
 void nr_broker_begin(nr_broker_t *self, int64_t now) { nr_bk_enter(self, now); }
@@ -615,6 +546,19 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
     if (self->store && !self->recovered && nr_store_is_up(self->store)) s_recover(self, now);
     if (self->need_flush) s_flush(self);
 
+    /* A broker that was itself late (ticks further apart than a heartbeat
+     * interval, the longest it waits) did not read the heartbeats queued
+     * meanwhile: that silence is its own, not its workers', so their
+     * expiry moves by the stall. */
+    int64_t stall = self->last_tick_ms ? now - self->last_tick_ms - self->params.heartbeat_ms : 0;
+    if (stall > 0) {
+        static nr_log_limit_t limit;
+        if (stall >= self->params.heartbeat_ms)
+            nr_log_limited(&limit, NR_LOG_WARN, "the broker's loop stalled for %" PRId64
+                           " ms: workers' liveness extended by as much", stall);
+        for (nr_broker_stage_t *s = self->stages; s; s = s->next)
+            for (nr_broker_worker_t *w = s->workers; w; w = w->next) w->expires_ms += stall;
+    }
     int64_t period = self->params.heartbeat_ms / 4 > 10 ? self->params.heartbeat_ms / 4 : 10;
     if (now >= self->next_timer_ms) {
         self->next_timer_ms = now + period;
@@ -667,6 +611,7 @@ int64_t nr_broker_tick(nr_broker_t *self, int64_t now) {
         }
     }
     nr_bk_leave(self);
+    self->last_tick_ms = now;
     if (self->store) {
         int64_t t = nr_store_next_retry_ms(self->store);
         if (t < wake) wake = t;

@@ -57,6 +57,8 @@ typedef struct {
     long worker_strikes;      /* leases expiring in a row, without an answer, before a
                                * worker is set aside */
     long worker_cooldown_ms;  /* how long a set-aside worker gets no new JOB (or until it answers) */
+    long client_reply_bytes;  /* reply bytes a client may leave unread before it gets NR_EBUSY;
+                               * 0 = no limit (needs nr_broker_set_backlog) */
 } nr_broker_params_t;
 
 #define NR_BROKER_STAGES_MAX 12 /* 4 STATS entries each, beside 16 for the totals */
@@ -123,6 +125,17 @@ size_t nr_broker_workers(nr_broker_t *self, const char *stage);
 size_t nr_broker_workers_set_aside(nr_broker_t *self, const char *stage);
 /* Credit left on the worker with this identity, or -1 if unknown. */
 long nr_broker_worker_credit_of(nr_broker_t *self, const uint8_t *identity, size_t size);
+
+/* Bytes of replies queued for a client and not yet written to its
+ * connection (the transport counts them: main.c through libzmq's free
+ * callbacks). With params.client_reply_bytes set, a client over it gets
+ * NR_EBUSY instead of more replies, so one that sends FETCHes without
+ * reading cannot grow the broker without bound. fn NULL: not counted. */
+typedef size_t (*nr_broker_backlog_fn)(void *ctx, const uint8_t *identity, size_t identity_size);
+void nr_broker_set_backlog(nr_broker_t *self, nr_broker_backlog_fn fn, void *ctx);
+/* The socket to wait on for blob reads (FETCH) in flight; -1 when none.
+ * When it is readable, call begin/commit (or tick): they answer what came. */
+int nr_broker_fetch_fd(const nr_broker_t *self);
 
 /* Metrics (broker_metrics.h lists the families). Borrows the registry
  * (NULL: none); the hooks then count into it. */

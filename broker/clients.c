@@ -75,6 +75,16 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
         s_reply_error(self, identity, size, msg, NR_EINVAL, "SUBMIT needs a route");
         return;
     }
+    if ((long)msg->kv_len > NR_BROKER_MAX_OPTIONS(msg->route_len)) {
+        /* The record would be cut and the job's results lost from it. */
+        snprintf(text, sizeof text,
+                 "SUBMIT has %" PRIu32 " options; a job of %" PRIu32 " stage(s) holds at most "
+                 "%ld (its record has %d fields: %d of the broker's, %d per stage for results)",
+                 msg->kv_len, msg->route_len, NR_BROKER_MAX_OPTIONS(msg->route_len),
+                 NR_PROTO_KV_MAX, NR_BROKER_RECORD_OWN, NR_BROKER_RECORD_PER_STAGE);
+        s_reply_error(self, identity, size, msg, NR_EOPTION, text);
+        return;
+    }
     if (msg->frames_len < 1) {
         s_reply_error(self, identity, size, msg, NR_EINVAL, "SUBMIT needs the input as frame 0");
         return;
@@ -307,12 +317,32 @@ static void s_on_fetch(nr_broker_t *self, const uint8_t *identity, size_t size, 
         rc = nr_proto_frame_add(&rep, job->unsaved[index], job->unsaved_size[index]);
     } else if (!self->store) {
         rc = NR_ENOTFOUND;
+    } else if (self->fetches_len == NR_STORE_READS_MAX) {
+        rc = NR_EBUSY;
     } else {
-        uint8_t *data = NULL;
-        size_t n = 0;
-        rc = nr_store_get_blob(self->store, job->id, job->route[index], &data, &n);
-        if (!rc) rc = nr_proto_frame_take(&rep, &data, n);
-        free(data);
+        /* Read in the background: the REPLY goes once the blob came
+         * (nr_bk_fetch_answers), the loop serving workers meanwhile. */
+        uint64_t tag = ++self->fetch_tag;
+        rc = nr_store_read_blob(self->store, job->id, job->route[index], tag);
+        if (!rc) {
+            nr_bk_fetch_t *f =
+                &self->fetches[(self->fetch_first + self->fetches_len++) % NR_STORE_READS_MAX];
+            f->tag = tag;
+            f->identity_size = size < sizeof f->identity ? size : sizeof f->identity;
+            memcpy(f->identity, identity, f->identity_size);
+            snprintf(f->what, sizeof f->what, "stage %s", job->route[index]);
+            rep.cmd = NR_CMD_REPLY;
+            rep.seq = msg->seq;
+            f->rep = rep;
+            nr_proto_msg_init(&rep);
+            goto done;
+        }
+    }
+    if (rc == NR_EBUSY) {
+        nr_proto_msg_clear(&rep);
+        snprintf(rep.id, sizeof rep.id, "%s", job->id);
+        nr_bk_reply(self, identity, size, msg, &rep, rc, "too many outputs being read; retry later");
+        goto done;
     }
     if (rc) {
         nr_proto_msg_clear(&rep);
@@ -407,9 +437,71 @@ static void s_on_stats(nr_broker_t *self, const uint8_t *identity, size_t size, 
     nr_proto_msg_clear(&rep);
 }
 
+/* Sends a FETCH's REPLY whose blob came (or failed: rc), unless the client
+ * already has more unread than it may: then busy. */
+static void s_fetch_answer(nr_broker_t *self, nr_bk_fetch_t *f, int rc, uint8_t **data,
+                           size_t n) {
+    nr_msg_t *rep = &f->rep;
+    size_t queued = self->backlog && self->params.client_reply_bytes > 0
+                        ? self->backlog(self->backlog_ctx, f->identity, f->identity_size) : 0;
+    if (!rc && queued && queued + n > (size_t)self->params.client_reply_bytes) rc = NR_EBUSY;
+    if (!rc) rc = nr_proto_frame_take(rep, data, n);
+    if (rc) {
+        char id[sizeof rep->id];
+        memcpy(id, rep->id, sizeof id);
+        uint64_t seq = rep->seq;
+        nr_proto_msg_clear(rep);
+        rep->cmd = NR_CMD_REPLY;
+        rep->seq = seq;
+        memcpy(rep->id, id, sizeof id);
+        rep->code = rc;
+        if (rc == NR_EBUSY)
+            snprintf(rep->message, sizeof rep->message,
+                     "%zu bytes of replies to this client are unread (limit %ld, setting "
+                     "client-reply-bytes); read them and retry", queued,
+                     self->params.client_reply_bytes);
+        else
+            snprintf(rep->message, sizeof rep->message, "output of %s: %s", f->what,
+                     rc == NR_ENOTFOUND ? "expired or missing" : nr_strerror(rc));
+    }
+    nr_bk_send(self, NR_BROKER_CLIENTS, f->identity, f->identity_size, rep);
+    nr_proto_msg_clear(rep);
+}
+
+void nr_bk_fetch_answers(nr_broker_t *self, int wait) {
+    uint64_t tag;
+    int rc;
+    uint8_t *data;
+    size_t n;
+    while (self->fetches_len &&
+           nr_store_read_next(self->store, NR_BK_FETCH_TURN_BYTES, wait, &tag, &rc, &data, &n)) {
+        nr_bk_fetch_t *f = &self->fetches[self->fetch_first];
+        self->fetch_first = (self->fetch_first + 1) % NR_STORE_READS_MAX;
+        self->fetches_len--;
+        if (f->tag != tag) { /* cannot happen: both are in send order */
+            nr_log(NR_LOG_ERROR, "blob read %" PRIu64 " answered for %" PRIu64, tag, f->tag);
+            rc = NR_EINTERNAL;
+        }
+        s_fetch_answer(self, f, rc, &data, n);
+        free(data);
+    }
+}
+
 void nr_broker_client_message(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
                               nr_msg_t *msg, int64_t now) {
     nr_bk_enter(self, now);
+    size_t queued = self->backlog && self->params.client_reply_bytes > 0
+                        ? self->backlog(self->backlog_ctx, identity, identity_size) : 0;
+    if (queued >= (size_t)self->params.client_reply_bytes && queued) {
+        /* Its replies pile up in the broker: no more until it reads them. */
+        char text[200];
+        snprintf(text, sizeof text,
+                 "%zu bytes of replies to this client are unread (limit %ld, setting "
+                 "client-reply-bytes); read them and retry", queued, self->params.client_reply_bytes);
+        s_reply_error(self, identity, identity_size, msg, NR_EBUSY, text);
+        nr_bk_leave(self);
+        return;
+    }
     switch (msg->cmd) {
     case NR_CMD_SUBMIT:
         s_on_submit(self, identity, identity_size, msg, now);
@@ -437,7 +529,8 @@ void nr_broker_client_message(nr_broker_t *self, const uint8_t *identity, size_t
 
 void nr_broker_client_error(nr_broker_t *self, const uint8_t *identity, size_t identity_size,
                             int code, const char *message) {
-    nr_log(NR_LOG_INFO, "malformed client message: %s", message);
+    static nr_log_limit_t limit; /* a flood of garbage is not a flood of log lines */
+    nr_log_limited(&limit, NR_LOG_INFO, "malformed client message: %s", message);
     nr_bk_enter(self, self->now);
     s_reply_error(self, identity, identity_size, NULL, code, message);
     nr_bk_leave(self);

@@ -35,6 +35,17 @@ typedef struct {
 } nr_bk_outbox_t;
 
 #define NR_BK_FLIGHTS_MAX 8 /* pipelined batches sent to Redis before the oldest is answered */
+#define NR_BK_FETCH_TURN_BYTES (8u << 20) /* blob bytes read from Redis per loop turn */
+
+/* A FETCH whose output is being read from Redis (nr_store_read_blob): its
+ * REPLY but the frame, sent once the read is answered. */
+typedef struct {
+    uint64_t tag;
+    uint8_t identity[NR_BROKER_IDENTITY_MAX];
+    size_t identity_size;
+    char what[NR_PROTO_NAME_MAX + 8]; /* "stage <name>" for an error message */
+    nr_msg_t rep;
+} nr_bk_fetch_t;
 
 struct nr_broker {
     nr_broker_params_t params;
@@ -67,6 +78,13 @@ struct nr_broker {
     int64_t wall_ms;           /* wall clock then (the record's created_ms/updated_ms) */
     nr_ratelimit_t *limit;     /* new jobs per client; NULL = no limit */
     uint64_t worker_serial;    /* last nr_broker_worker_t.serial given */
+    /* FETCHes waiting for their blob, in the order the store answers. */
+    nr_bk_fetch_t fetches[NR_STORE_READS_MAX];
+    size_t fetch_first, fetches_len;
+    uint64_t fetch_tag;
+    nr_broker_backlog_fn backlog;  /* reply bytes queued per client; NULL = not counted */
+    void *backlog_ctx;
+    int64_t last_tick_ms;      /* end of the last tick: a longer gap is the broker's stall */
 };
 
 typedef struct {
@@ -85,6 +103,8 @@ typedef struct {
 void nr_bk_ack(nr_broker_t *self, nr_bk_out_t *e);
 void nr_bk_commit(nr_broker_t *self, int wait);
 int nr_bk_dispatch(nr_broker_t *self, nr_broker_stage_t *s, int64_t now);
+/* Answers the FETCHes whose blob came (all of them when wait). */
+void nr_bk_fetch_answers(nr_broker_t *self, int wait);
 /* Every entry point runs between nr_bk_enter and nr_bk_leave: the outermost
  * nr_bk_leave commits (nr_broker_begin/commit make one batch of many). */
 void nr_bk_enter(nr_broker_t *self, int64_t now);
@@ -121,6 +141,10 @@ int nr_bk_send_cmd(nr_broker_t *self, nr_broker_worker_t *w, nr_cmd_t cmd, int64
 /* Sends a held JOB, built from its lease: a lease revoked meanwhile
  * (cancel, requeue) is dropped unsent, so the worker's slot is free. */
 void nr_bk_send_job(nr_broker_t *self, nr_bk_out_t *e);
+/* Checks params' stages and stage-deadlines. 0 or NR_EINVAL (err says why). */
+int nr_bk_check_stage_settings(const nr_broker_params_t *params, char *err, size_t errlen);
+/* Makes the known stages, in the order listed. 0 or NR_ENOMEM. */
+int nr_bk_make_stages(nr_broker_t *self);
 /* The known stage of that name (params.stages), or NULL. */
 nr_broker_stage_t *nr_bk_stage(nr_broker_t *self, const char *name);
 /* The known stages as "vision,text,speech", for error messages. */

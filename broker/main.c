@@ -7,6 +7,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/error.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "proto/proto.h"
 #include "proto/secure.h"
@@ -18,6 +19,7 @@
 #include <malloc.h>
 #endif
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -52,6 +54,7 @@ typedef struct {
     long max_worker_credit;
     long worker_strikes;
     long worker_cooldown_ms;
+    long client_reply_bytes;
 } s_settings_t;
 
 #define S_OPT(...) NR_CONFIG_OPT(s_settings_t, __VA_ARGS__)
@@ -109,6 +112,9 @@ static const nr_config_option_t s_options[] = {
     S_OPT("worker-cooldown-ms", NR_CONFIG_INT, 0, 86400000, "60000", worker_cooldown_ms,
           "how long a set-aside worker gets no new jobs (it is back at once when it answers); "
           "0: never set aside"),
+    S_OPT("client-reply-bytes", NR_CONFIG_INT, 0, 1L << 40, "67108864", client_reply_bytes,
+          "bytes of replies a client may leave unread (queued in the broker) before its "
+          "requests are answered busy; 0: no limit"),
     NR_CONFIG_END,
 };
 
@@ -119,9 +125,23 @@ static void s_on_signal(int sig) {
     s_stop = 1;
 }
 
+#define S_BACKLOG_SLOTS 4096 /* clients whose unread reply bytes are counted apart */
+
+/* The sockets, and the bytes of replies queued in ZeroMQ per client
+ * identity (hashed into a slot; clients that share a slot share a limit),
+ * counted down by libzmq's I/O thread as it writes them. */
 typedef struct {
     void *clients, *workers;
+    _Atomic size_t *backlog; /* S_BACKLOG_SLOTS */
 } s_sockets_t;
+
+static _Atomic size_t *s_backlog_slot(s_sockets_t *sk, const uint8_t *identity, size_t size) {
+    return &sk->backlog[nr_hash_bytes(identity, size) % S_BACKLOG_SLOTS];
+}
+
+static size_t s_backlog(void *ctx, const uint8_t *identity, size_t size) {
+    return atomic_load(s_backlog_slot(ctx, identity, size));
+}
 
 /* What the metrics listener needs to render a scrape. */
 typedef struct {
@@ -140,8 +160,10 @@ static int s_send(void *ctx, nr_broker_side_t side, const uint8_t *identity, siz
                   const nr_msg_t *msg) {
     s_sockets_t *sk = ctx;
     char err[256];
-    int rc = nr_proto_send(side == NR_BROKER_CLIENTS ? sk->clients : sk->workers, identity, size,
-                           msg, err, sizeof err);
+    int rc = side == NR_BROKER_CLIENTS
+                 ? nr_proto_send_counted(sk->clients, identity, size, msg,
+                                         s_backlog_slot(sk, identity, size), err, sizeof err)
+                 : nr_proto_send(sk->workers, identity, size, msg, err, sizeof err);
     if (rc == NR_EIO && errno == EHOSTUNREACH) return NR_ECONNECT; /* peer gone */
     if (rc) nr_log(NR_LOG_DEBUG, "send: %s", err);
     return rc;
@@ -162,6 +184,11 @@ static void *s_bind(void *zctx, const char *endpoint, const nr_secure_settings_t
     zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    /* No valid frame is larger than the payload limit (bodies are far
+     * smaller): ZeroMQ drops a peer announcing a larger one before it
+     * allocates it (a 300 MiB frame used to be read whole, then refused). */
+    int64_t maxmsg = NR_PROTO_PAYLOAD_MAX;
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     int timeout = 0;
     zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
     if (zmq_bind(s, endpoint)) {
@@ -226,6 +253,7 @@ static void s_params(s_settings_t *st, nr_store_params_t *sp, nr_broker_params_t
     bp->max_worker_credit = st->max_worker_credit;
     bp->worker_strikes = st->worker_strikes;
     bp->worker_cooldown_ms = st->worker_cooldown_ms;
+    bp->client_reply_bytes = st->client_reply_bytes;
     bp->pipelined = 1; /* the broker reads on while Redis writes */
     if (bp->retry_backoff_max_ms < bp->retry_backoff_ms * 32)
         bp->retry_backoff_max_ms = bp->retry_backoff_ms * 32;
@@ -283,12 +311,15 @@ static int s_open(s_app_t *app, const s_settings_t *st, const nr_secure_settings
     app->sk.workers = app->sk.clients ? s_bind(app->zctx, st->worker_endpoint, curve ? secure : NULL)
                                       : NULL;
     if (!app->sk.workers) return -1;
+    app->sk.backlog = calloc(S_BACKLOG_SLOTS, sizeof *app->sk.backlog);
+    if (!app->sk.backlog) return -1;
     app->store = nr_store_new(sp);
     app->broker = app->store ? nr_broker_new(bp, app->store, s_send, &app->sk, err, sizeof err) : NULL;
     if (!app->broker) {
         nr_log(NR_LOG_ERROR, "%s", app->store ? err : "out of memory");
         return -1;
     }
+    nr_broker_set_backlog(app->broker, s_backlog, &app->sk);
     if (st->metrics_listen[0] && s_open_metrics(app, st->metrics_listen)) return -1;
     return 0;
 }
@@ -301,7 +332,8 @@ static void s_close(s_app_t *app) {
     if (app->sk.clients) zmq_close(app->sk.clients);
     if (app->sk.workers) zmq_close(app->sk.workers);
     nr_secure_zap_destroy(&app->zap);
-    if (app->zctx) zmq_ctx_term(app->zctx);
+    if (app->zctx) zmq_ctx_term(app->zctx); /* after it, libzmq counts nothing down */
+    free((void *)app->sk.backlog);
 }
 
 static void s_signals(void) {
@@ -314,13 +346,18 @@ static void s_signals(void) {
     signal(SIGPIPE, SIG_IGN);
 }
 
-/* Reads up to a batch of messages from one side (0: clients, 1: workers)
- * and hands each to the broker. */
+#define S_TURN_MESSAGES 64         /* messages read from one side per loop turn */
+#define S_TURN_BYTES (64u << 20)   /* payload bytes read from one side per loop turn */
+
+/* Reads up to a batch of messages (S_TURN_MESSAGES, S_TURN_BYTES) from one
+ * side (0: clients, 1: workers) and hands each to the broker, so one turn's
+ * work is bounded and neither side starves the other. */
 static void s_read_side(s_app_t *app, int side, void *socket, nr_msg_t *msg) {
     uint8_t identity[256];
     size_t identity_size;
     char err[512];
-    for (int k = 0; k < 64 && !s_stop; k++) {
+    size_t bytes = 0;
+    for (int k = 0; k < S_TURN_MESSAGES && bytes < S_TURN_BYTES && !s_stop; k++) {
         int events = 0;
         size_t elen = sizeof events;
         if (k > 0 && (zmq_getsockopt(socket, ZMQ_EVENTS, &events, &elen) || !(events & ZMQ_POLLIN)))
@@ -331,9 +368,11 @@ static void s_read_side(s_app_t *app, int side, void *socket, nr_msg_t *msg) {
         int64_t now = nr_clock_mono_ms();
         if (rc == NR_EIO) {
             if (zmq_errno() == EAGAIN || zmq_errno() == EINTR) break;
-            nr_log(NR_LOG_WARN, "receive: %s", err);
+            static nr_log_limit_t limit;
+            nr_log_limited(&limit, NR_LOG_WARN, "receive: %s", err);
             break;
         }
+        for (uint32_t i = 0; !rc && i < msg->frames_len; i++) bytes += msg->frames[i].size;
         if (side == 0) {
             if (rc) {
                 nr_metrics_add(app->metrics, NR_BM_REJECTED, 1, "socket", "clients", NULL);
@@ -343,7 +382,8 @@ static void s_read_side(s_app_t *app, int side, void *socket, nr_msg_t *msg) {
         } else {
             if (rc) {
                 nr_metrics_add(app->metrics, NR_BM_REJECTED, 1, "socket", "workers", NULL);
-                nr_log(NR_LOG_WARN, "malformed worker message dropped: %s", err);
+                static nr_log_limit_t limit; /* one line per garbage frame is a flood */
+                nr_log_limited(&limit, NR_LOG_WARN, "malformed worker message dropped: %s", err);
             }
             else nr_broker_worker_message(app->broker, identity, identity_size, msg, now);
         }
@@ -357,11 +397,13 @@ static int s_turn(s_app_t *app, nr_msg_t *msg) {
     int64_t wake = nr_broker_tick(app->broker, now);
     long timeout = wake > now ? (long)(wake - now) : 0;
     if (timeout > app->heartbeat_ms) timeout = app->heartbeat_ms;
-    zmq_pollitem_t items[2 + 2 + NR_METRICS_HTTP_CONNS] = {{app->sk.clients, 0, ZMQ_POLLIN, 0},
+    zmq_pollitem_t items[2 + 3 + NR_METRICS_HTTP_CONNS] = {{app->sk.clients, 0, ZMQ_POLLIN, 0},
                                                            {app->sk.workers, 0, ZMQ_POLLIN, 0}};
     int nitems = 2;
     int redis_fd = nr_broker_store_fd(app->broker); /* writes in flight: their answer */
     if (redis_fd >= 0) items[nitems++] = (zmq_pollitem_t){NULL, redis_fd, ZMQ_POLLIN, 0};
+    int fetch_fd = nr_broker_fetch_fd(app->broker); /* blob reads in flight */
+    if (fetch_fd >= 0) items[nitems++] = (zmq_pollitem_t){NULL, fetch_fd, ZMQ_POLLIN, 0};
     const int first_http = nitems;
     if (app->http) {
         int fds[1 + NR_METRICS_HTTP_CONNS], wr[1 + NR_METRICS_HTTP_CONNS];

@@ -93,6 +93,7 @@ nr_store_t *nr_store_new(const nr_store_params_t *params) {
 void nr_store_destroy(nr_store_t **p) {
     if (!p || !*p) return;
     if ((*p)->ctx) redisFree((*p)->ctx);
+    if ((*p)->rctx) redisFree((*p)->rctx);
     for (size_t i = 0; i < (*p)->n_saves; i++)
         for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free((*p)->saves[i].outs[k]);
     free((*p)->saves);

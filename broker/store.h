@@ -12,7 +12,8 @@
  * Binary keys have no TTL while their job is unfinished and get the
  * retention TTL when it finishes; the job hashes are kept.
  *
- * Reads are synchronous with a short timeout; saves are pipelined and may
+ * Reads are synchronous with a short timeout, but blobs (outputs, inputs)
+ * are read in the background (nr_store_read_blob); saves are pipelined and may
  * be answered while the broker works on (see nr_store_save and
  * nr_store_send). When Redis is unreachable every call returns NR_EREDIS
  * at once and nr_store_maintain() reconnects with backoff (1 s doubling
@@ -145,6 +146,23 @@ int nr_store_load(nr_store_t *self, const char *id, nr_broker_job_t **job);
  * *data is malloc'd (the caller frees it). NR_ENOTFOUND or NR_EREDIS. */
 int nr_store_get_blob(nr_store_t *self, const char *id, const char *stage, uint8_t **data,
                       size_t *size);
+/* Blob reads that never wait, for FETCH: a 32 MiB output read at once
+ * held the broker's loop for the whole transfer. nr_store_read_blob sends
+ * a GET of the job's input (stage NULL) or a stage's output on the store's
+ * second connection (opened on first use) and returns: 0, NR_EBUSY when
+ * NR_STORE_READS_MAX reads are in flight, or NR_EREDIS. nr_store_read_fd
+ * is the socket to wait on (-1: no read in flight). nr_store_read_next
+ * reads what has come, at most about max_bytes from the socket, and never
+ * waits unless `wait` (then up to the store's timeout): it returns 1 with
+ * the oldest read's tag, *rc (0, NR_ENOTFOUND or NR_EREDIS) and, when 0,
+ * *data (malloc'd, the caller's) and *size once its reply is whole; 0 when
+ * no reply is whole yet. A lost connection answers every read in flight
+ * with NR_EREDIS. */
+#define NR_STORE_READS_MAX 8
+int nr_store_read_blob(nr_store_t *self, const char *id, const char *stage, uint64_t tag);
+int nr_store_read_fd(const nr_store_t *self);
+int nr_store_read_next(nr_store_t *self, size_t max_bytes, int wait, uint64_t *tag, int *rc,
+                       uint8_t **data, size_t *size);
 /* Calls fn for every id in the pending sets, oldest first. */
 int nr_store_pending(nr_store_t *self, void (*fn)(const char *id, void *arg), void *arg);
 /* Adds the P:stats counters to msg: jobs.done|failed|cancelled, total.<other>. */

@@ -46,6 +46,12 @@ struct nr_store {
     size_t n_sent_txs, cap_sent_txs;
     uint32_t tx_counts[8];  /* P:stats increments of the open transaction */
     size_t rd_n;            /* replies read of the oldest closed one (MULTI, QUEUED..., EXEC) */
+    /* Blob reads (nr_store_read_blob) on a connection of their own, so a
+     * big output neither waits behind the saves nor holds them up: the
+     * tags of the GETs sent, oldest first (a ring). */
+    redisContext *rctx;
+    uint64_t read_tags[NR_STORE_READS_MAX];
+    size_t read_first, n_reads;
 };
 
 /* One queued save: its job, how many replies it waits for, and what it

@@ -5,6 +5,7 @@
 #include "common/log.h"
 
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,3 +184,110 @@ int nr_store_stats(nr_store_t *self, nr_msg_t *msg) {
 }
 
 uint64_t nr_store_errors(const nr_store_t *self) { return self ? self->errors : 0; }
+
+/* ---- blob reads in the background --------------------------------------- */
+
+/* Drops the read connection: every read in flight is answered NR_EREDIS. */
+static void s_read_down(nr_store_t *self, const char *what) {
+    self->errors++;
+    if (self->rctx) {
+        nr_log(NR_LOG_ERROR, "redis: reading blobs: %s: %s", what,
+               self->rctx->errstr[0] ? self->rctx->errstr : "connection lost");
+        redisFree(self->rctx);
+        self->rctx = NULL;
+    }
+}
+
+/* Opens the read connection (and authenticates). 0 or NR_EREDIS. */
+static int s_read_connect(nr_store_t *self) {
+    if (self->rctx) return 0;
+    struct timeval tv = {self->params.timeout_ms / 1000, (self->params.timeout_ms % 1000) * 1000};
+    redisContext *ctx = redisConnectWithTimeout(self->params.host, (int)self->params.port, tv);
+    if (!ctx || ctx->err) {
+        snprintf(self->err, sizeof self->err, "connect %s:%ld for reads: %s", self->params.host,
+                 self->params.port, ctx ? ctx->errstr : "out of memory");
+        if (ctx) redisFree(ctx);
+        self->errors++;
+        return NR_EREDIS;
+    }
+    redisSetTimeout(ctx, tv);
+    if (self->params.password[0]) {
+        redisReply *r = redisCommand(ctx, "AUTH %s", self->params.password);
+        int ok = r && r->type != REDIS_REPLY_ERROR;
+        if (r) freeReplyObject(r);
+        if (!ok) {
+            snprintf(self->err, sizeof self->err, "AUTH for reads refused");
+            redisFree(ctx);
+            self->errors++;
+            return NR_EREDIS;
+        }
+    }
+    self->rctx = ctx;
+    return 0;
+}
+
+int nr_store_read_blob(nr_store_t *self, const char *id, const char *stage, uint64_t tag) {
+    if (self->n_reads == NR_STORE_READS_MAX) return NR_EBUSY;
+    if (s_read_connect(self)) return NR_EREDIS;
+    nr_st_cmd_t c = {.argc = 0};
+    nr_st_str(&c, "GET");
+    if (stage) nr_st_fmt(&c, "%s:out:%s:%s", self->params.prefix, stage, id);
+    else nr_st_fmt(&c, "%s:input:%s", self->params.prefix, id);
+    if (redisAppendCommandArgv(self->rctx, c.argc, c.argv, c.len) != REDIS_OK) {
+        s_read_down(self, "GET");
+        return self->n_reads ? NR_EBUSY : NR_EREDIS; /* those in flight are answered first */
+    }
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(self->rctx, &done) != REDIS_OK) {
+            s_read_down(self, "GET");
+            return NR_EREDIS;
+        }
+    self->read_tags[(self->read_first + self->n_reads++) % NR_STORE_READS_MAX] = tag;
+    return 0;
+}
+
+int nr_store_read_fd(const nr_store_t *self) {
+    return self && self->rctx && self->n_reads ? self->rctx->fd : -1;
+}
+
+/* Hands out the oldest read with its result. */
+static int s_read_pop(nr_store_t *self, redisReply *r, uint64_t *tag, int *rc, uint8_t **data,
+                      size_t *size) {
+    *tag = self->read_tags[self->read_first];
+    self->read_first = (self->read_first + 1) % NR_STORE_READS_MAX;
+    self->n_reads--;
+    *data = NULL;
+    *size = 0;
+    if (!r) *rc = NR_EREDIS;
+    else if (r->type == REDIS_REPLY_NIL) *rc = NR_ENOTFOUND;
+    else if (r->type != REDIS_REPLY_STRING) *rc = NR_EREDIS;
+    else if (!(*data = malloc(r->len ? r->len : 1))) *rc = NR_ENOMEM;
+    else memcpy(*data, r->str, r->len), *size = r->len, *rc = 0;
+    if (r) freeReplyObject(r);
+    return 1;
+}
+
+int nr_store_read_next(nr_store_t *self, size_t max_bytes, int wait, uint64_t *tag, int *rc,
+                       uint8_t **data, size_t *size) {
+    size_t reads = max_bytes / 16384 + 1; /* hiredis reads 16 KiB a call */
+    for (;;) {
+        if (!self->n_reads) return 0;
+        if (!self->rctx) return s_read_pop(self, NULL, tag, rc, data, size);
+        redisReply *r = NULL;
+        if (redisGetReplyFromReader(self->rctx, (void **)&r) != REDIS_OK) {
+            s_read_down(self, "GET");
+            continue;
+        }
+        if (r) return s_read_pop(self, r, tag, rc, data, size);
+        if (!wait && !reads--) return 0; /* the rest on a later turn */
+        struct pollfd p = {self->rctx->fd, POLLIN, 0};
+        int n = poll(&p, 1, wait ? (int)self->params.timeout_ms : 0);
+        if (n != 1) {
+            if (!wait) return 0;
+            s_read_down(self, "GET timed out");
+            continue;
+        }
+        if (redisBufferRead(self->rctx) != REDIS_OK) s_read_down(self, "GET");
+    }
+}

@@ -31,7 +31,8 @@ void nr_bk_worker_delete(nr_broker_t *self, nr_broker_worker_t *w, int code,
 static void s_on_ready(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg,
                        nr_broker_worker_t *w, int64_t now) {
     if (msg->capacity < 1 || msg->capacity > 1024 || !msg->stage[0]) {
-        nr_log(NR_LOG_WARN, "READY with capacity %" PRIu32 " and stage '%s' dropped",
+        static nr_log_limit_t limit;
+        nr_log_limited(&limit, NR_LOG_WARN, "READY with capacity %" PRIu32 " and stage '%s' dropped",
                msg->capacity, msg->stage);
         return;
     }
@@ -204,7 +205,8 @@ static void s_worker_message(nr_broker_t *self, const uint8_t *identity, size_t 
         /* Unknown peer (for example after a broker restart): tell it to
          * start over with READY. */
         if (msg->cmd != NR_CMD_DISCONNECT) {
-            nr_log(NR_LOG_INFO, "%s from an unregistered worker: sent DISCONNECT",
+            static nr_log_limit_t limit;
+            nr_log_limited(&limit, NR_LOG_INFO, "%s from an unregistered worker: sent DISCONNECT",
                    nr_proto_cmd_name(msg->cmd));
             nr_msg_t m;
             nr_proto_msg_init(&m);
@@ -237,7 +239,8 @@ static void s_worker_message(nr_broker_t *self, const uint8_t *identity, size_t 
         nr_bk_dispatch(self, s, now);
         break;
     default:
-        nr_log(NR_LOG_WARN, "unexpected %s from worker %s dropped", nr_proto_cmd_name(msg->cmd),
+        static nr_log_limit_t limit;
+        nr_log_limited(&limit, NR_LOG_WARN, "unexpected %s from worker %s dropped", nr_proto_cmd_name(msg->cmd),
                w->label);
         break;
     }

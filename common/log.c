@@ -1,5 +1,6 @@
 /* Logging to stderr; one write() per line so lines from threads never mix. */
 #include "common/log.h"
+#include "common/clock.h"
 #include "common/error.h"
 
 #include <stdarg.h>
@@ -46,4 +47,23 @@ void nr_log_write(nr_log_level_t level, const char *fmt, ...) {
     line[len++] = '\n';
     ssize_t ignored = write(STDERR_FILENO, line, len);
     (void)ignored;
+}
+
+int nr_log_limit_pass(nr_log_limit_t *limit, nr_log_level_t level) {
+    int64_t now = nr_clock_mono_ms();
+    if (!limit->lines && !limit->suppressed) limit->window_ms = now;
+    if (now - limit->window_ms >= NR_LOG_LIMIT_MS) {
+        if (limit->suppressed)
+            nr_log_write(level, "suppressed %lu similar messages in the last %lld s",
+                         limit->suppressed, (long long)(now - limit->window_ms) / 1000);
+        limit->window_ms = now;
+        limit->lines = 0;
+        limit->suppressed = 0;
+    }
+    if (limit->lines >= NR_LOG_LIMIT_LINES) {
+        limit->suppressed++;
+        return 0;
+    }
+    limit->lines++;
+    return 1;
 }

@@ -10,6 +10,7 @@
 #ifndef NR_PROTO_H
 #define NR_PROTO_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -118,6 +119,13 @@ int nr_proto_decode(const uint8_t *body, size_t size, nr_msg_t *msg, char *err, 
  * sockets) it goes first. Returns 0, NR_EIO (errno kept) or an encode error. */
 int nr_proto_send(void *socket, const void *identity, size_t identity_size, const nr_msg_t *msg,
                   char *err, size_t errlen);
+/* nr_proto_send that counts what waits in ZeroMQ for the peer: the body's
+ * and payload frames' bytes are added to *queued when sent and taken off,
+ * from ZeroMQ's I/O thread, once it has written them to the connection or
+ * dropped them with it (ZeroMQ's queue limit counts messages, not bytes).
+ * The frames are handed over as copies, as nr_proto_send's are. */
+int nr_proto_send_counted(void *socket, const void *identity, size_t identity_size,
+                          const nr_msg_t *msg, _Atomic size_t *queued, char *err, size_t errlen);
 
 /* Receives one whole multipart message (blocking unless the socket has a
  * receive timeout). With a ROUTER socket pass an identity buffer (at least

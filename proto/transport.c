@@ -5,14 +5,70 @@
 #include "common/error.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
+/* What a counted part carries to its free callback. */
+typedef struct {
+    _Atomic size_t *queued;
+    size_t size;
+} s_counted_t;
+
+static void s_counted_free(void *data, void *hint) {
+    (void)data;
+    s_counted_t *c = hint;
+    atomic_fetch_sub(c->queued, c->size);
+    free(c); /* the data follows the header in the same block */
+}
+
+/* Sends one part: a plain copy, or (queued) a copy counted until ZeroMQ
+ * lets it go. */
+static int s_send_part(void *socket, const void *data, size_t size, int flags,
+                       _Atomic size_t *queued) {
+    if (!queued) return zmq_send(socket, data, size, flags);
+    s_counted_t *c = malloc(sizeof *c + (size ? size : 1));
+    if (!c) {
+        errno = ENOMEM;
+        return -1;
+    }
+    c->queued = queued;
+    c->size = size;
+    uint8_t *copy = (uint8_t *)(c + 1);
+    if (size) memcpy(copy, data, size);
+    zmq_msg_t m;
+    if (zmq_msg_init_data(&m, copy, size, s_counted_free, c)) {
+        free(c);
+        return -1;
+    }
+    atomic_fetch_add(queued, size);
+    if (zmq_msg_send(&m, socket, flags) < 0) {
+        int saved = errno;
+        zmq_msg_close(&m); /* gives the count back */
+        errno = saved;
+        return -1;
+    }
+    return (int)(size > INT32_MAX ? INT32_MAX : size);
+}
+
+static int s_send(void *socket, const void *identity, size_t identity_size, const nr_msg_t *msg,
+                  _Atomic size_t *queued, char *err, size_t errlen);
+
 int nr_proto_send(void *socket, const void *identity, size_t identity_size, const nr_msg_t *msg, char *err,
                   size_t errlen) {
+    return s_send(socket, identity, identity_size, msg, NULL, err, errlen);
+}
+
+int nr_proto_send_counted(void *socket, const void *identity, size_t identity_size,
+                          const nr_msg_t *msg, _Atomic size_t *queued, char *err, size_t errlen) {
+    return s_send(socket, identity, identity_size, msg, queued, err, errlen);
+}
+
+static int s_send(void *socket, const void *identity, size_t identity_size, const nr_msg_t *msg,
+                  _Atomic size_t *queued, char *err, size_t errlen) {
     if (!socket || !msg || (identity && (identity_size == 0 || identity_size > NR_PROTO_IDENTITY_MAX)))
         return nr_seterr(err, errlen, NR_EINVAL, "send: bad argument");
     int rc = nr_proto_check_frames(msg->cmd, msg->frames_len, nr_proto_payload_total(msg), err, errlen);
@@ -33,10 +89,12 @@ int nr_proto_send(void *socket, const void *identity, size_t identity_size, cons
      * from a closed context. */
     int saved = 0;
     if (identity && zmq_send(socket, identity, identity_size, ZMQ_SNDMORE) < 0) goto fail;
-    if (zmq_send(socket, body.data, body.size, msg->frames_len ? ZMQ_SNDMORE : 0) < 0) goto fail;
+    if (s_send_part(socket, body.data, body.size, msg->frames_len ? ZMQ_SNDMORE : 0, queued) < 0)
+        goto fail;
     for (uint32_t i = 0; i < msg->frames_len; i++) {
         const nr_frame_t *f = &msg->frames[i];
-        if (zmq_send(socket, f->data, f->size, i + 1 < msg->frames_len ? ZMQ_SNDMORE : 0) < 0) goto fail;
+        if (s_send_part(socket, f->data, f->size, i + 1 < msg->frames_len ? ZMQ_SNDMORE : 0, queued) < 0)
+            goto fail;
     }
     nr_proto_body_free(&body);
     return 0;
