@@ -262,6 +262,14 @@ int nr_model_config_parse(const char *config_json, const char *gen_json, const c
         goto out;
     }
     cfg->enc_to_dec_proj = rx == 0 && cfg->vit.hidden_size != cfg->gpt2.n_embd;
+    snprintf(cfg->family, sizeof cfg->family, "vit-gpt2");
+    cfg->num_channels = cfg->vit.num_channels;
+    cfg->image_size = cfg->vit.image_size;
+    cfg->states_seq = 1 + (cfg->vit.image_size / cfg->vit.patch_size) * (cfg->vit.image_size / cfg->vit.patch_size);
+    cfg->states_hidden = cfg->vit.hidden_size;
+    cfg->dec_hidden = cfg->gpt2.n_embd;
+    cfg->max_positions = cfg->gpt2.n_positions;
+    cfg->vocab_size = cfg->gpt2.vocab_size;
     /* Generation defaults: decoder config, then top-level config, then generation_config.json. */
     if ((rc = s_gen(dec, src, &cfg->gen, err, errlen)) != 0) goto out;
     if ((rc = s_gen(root, src, &cfg->gen, err, errlen)) != 0) goto out;

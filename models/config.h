@@ -1,6 +1,7 @@
 /* Model configuration from a Hugging Face checkpoint folder: config.json
- * (VisionEncoderDecoder with a ViT encoder and a GPT-2 decoder, or either
- * alone), generation_config.json. Every size comes from these files. */
+ * (its model_type picks the family, models/family.h: vision-encoder-decoder
+ * with a ViT encoder and a GPT-2 decoder), generation_config.json. Every
+ * size comes from these files. */
 #ifndef NR_MODELS_CONFIG_H
 #define NR_MODELS_CONFIG_H
 
@@ -49,6 +50,17 @@ typedef struct {
 } nr_gen_config_t;
 
 typedef struct {
+    /* Family-neutral: what the captioner and the workers need, whatever the
+     * family (set by the family's parser). */
+    char family[16];          /* registry name (models/family.h): "vit-gpt2" */
+    int num_channels;         /* encoder input: channels, image_size x image_size */
+    int image_size;
+    int states_seq;           /* vision stage output per image: [states_seq, states_hidden] */
+    int states_hidden;
+    int dec_hidden;           /* what the decoder reads per position (nr_captioner_project's width) */
+    int max_positions;        /* the decoder's limit on max_length */
+    int vocab_size;
+    /* Per family. */
     nr_vit_config_t vit;
     nr_gpt2_config_t gpt2;
     nr_gen_config_t gen;
@@ -68,7 +80,7 @@ nr_gen_config_t nr_gen_config_default(void);
 char *nr_model_read_file(const char *path, size_t max, size_t *len);
 
 /* Reads dir/config.json (model_type vision-encoder-decoder with encoder vit
- * and decoder gpt2) then dir/generation_config.json when present (its keys
+ * and decoder gpt2: family "vit-gpt2") then dir/generation_config.json when present (its keys
  * override config.json's). Validates every size (positive, heads divide
  * hidden, image divisible by patch, known activation) and sets
  * enc_to_dec_proj as transformers decides it; a decoder
