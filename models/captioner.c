@@ -17,6 +17,7 @@
 #include "models/generate.h"
 #include "models/io/checkpoint.h"
 #include "models/states.h"
+#include "models/text/wordpiece.h"
 #ifdef NR_HAVE_TOKENIZER
 #include "models/tokenizer.h"
 #endif
@@ -37,6 +38,7 @@ struct nr_captioner {
     const nr_family_ops_t *fam;
     void *fm;            /* the family's loaded model */
     int has_encoder, has_decoder;
+    nr_wordpiece_t *wp; /* BERT WordPiece (cfg.wordpiece: GIT), else tok below */
 #ifdef NR_HAVE_TOKENIZER
     nr_tokenizer_t *tok;
 #endif
@@ -89,8 +91,9 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
     c->has_encoder = p.load_encoder != 0;
     c->has_decoder = p.load_decoder != 0;
     if ((rc = c->fam->load(&c->cfg, c->ck, c->be, c->has_encoder, c->has_decoder, &c->fm, err, errlen))) goto fail;
+    if (p.load_decoder && c->cfg.wordpiece && (rc = nr_wordpiece_load(dir, &c->wp, err, errlen))) goto fail;
 #ifdef NR_HAVE_TOKENIZER
-    if (p.load_decoder && (rc = nr_tokenizer_load(dir, &c->tok, err, errlen))) goto fail;
+    if (p.load_decoder && !c->cfg.wordpiece && (rc = nr_tokenizer_load(dir, &c->tok, err, errlen))) goto fail;
 #endif
 #ifdef NR_HAVE_IMAGE
     c->ip = nr_image_default_params();
@@ -121,6 +124,7 @@ void nr_captioner_destroy(nr_captioner_t **pc) {
     if (!pc || !*pc) return;
     nr_captioner_t *c = *pc;
     if (c->fam && c->fm) c->fam->destroy(&c->fm);
+    nr_wordpiece_destroy(&c->wp);
 #ifdef NR_HAVE_TOKENIZER
     nr_tokenizer_destroy(&c->tok);
 #endif
@@ -294,8 +298,14 @@ int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, co
     for (int i = 0; i < n && rc == 0; i++) {
         char *text = NULL;
         size_t tl = 0;
-        rc = nr_tokenizer_decode(c->tok, ids + (size_t)i * g.max_length, (size_t)lens[i],
-                                 NR_TOKENIZER_SKIP_SPECIAL | NR_TOKENIZER_CLEANUP, &text, &tl, err, errlen);
+        if (c->wp) /* batch_decode(skip_special_tokens=True), clean-up as tokenizer_config.json says */
+            rc = nr_wordpiece_decode(c->wp, ids + (size_t)i * g.max_length, (size_t)lens[i],
+                                     NR_WORDPIECE_SKIP_SPECIAL |
+                                         (nr_wordpiece_cleanup_default(c->wp) ? NR_WORDPIECE_CLEANUP : 0u),
+                                     &text, &tl, err, errlen);
+        else
+            rc = nr_tokenizer_decode(c->tok, ids + (size_t)i * g.max_length, (size_t)lens[i],
+                                     NR_TOKENIZER_SKIP_SPECIAL | NR_TOKENIZER_CLEANUP, &text, &tl, err, errlen);
         if (rc) break;
         /* strip(), as the model card's post-processing */
         size_t a = 0;

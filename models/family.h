@@ -45,7 +45,8 @@ typedef struct nr_family_ops {
 } nr_family_ops_t;
 
 /* The families, each defined in its models/<family>.c. */
-extern const nr_family_ops_t nr_family_vit_gpt2;
+extern const nr_family_ops_t nr_family_vit_gpt2; /* vision-encoder-decoder: models/vit_gpt2.c */
+extern const nr_family_ops_t nr_family_git;      /* git: models/git.c */
 
 /* The family serving a config.json model_type, or NULL. */
 const nr_family_ops_t *nr_family_find(const char *model_type);
