@@ -224,8 +224,9 @@ int main(int argc, char **argv) {
             g.max_length = 16;
             g.early_stopping = 1;
             int n = cases[c][1], out_ids[16 * 16], out_len[16];
+            nr_decoder_t dec = nr_gpt2_decoder(gpt2);
             double t0 = s_now();
-            if (nr_generate(gpt2, states, n, S, &g, out_ids, out_len, err, sizeof err)) {
+            if (nr_generate(&dec, states, n, S, &g, out_ids, out_len, err, sizeof err)) {
                 fprintf(stderr, "bench: %s\n", err);
                 return 1;
             }

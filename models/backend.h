@@ -16,7 +16,7 @@ typedef enum {
     NR_OP_ADD_BIAS,     /* y[m,:] += b */
     NR_OP_ADD,          /* y += x (residual) */
     NR_OP_LAYERNORM,    /* y = (x - mean) / sqrt(var + eps) * g + b, per row */
-    NR_OP_GELU,         /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
+    NR_OP_GELU,         /* exact: 0.5 x (1 + erf(x / sqrt 2)); form 2: quick_gelu x * sigmoid(1.702 x) */
     NR_OP_GELU_TANH,    /* gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
     NR_OP_SOFTMAX,      /* per row, in place */
     NR_OP_ATTENTION,    /* multi-head scaled dot-product attention */
@@ -99,6 +99,8 @@ typedef struct nr_backend_ops {
     int (*add_bias)(void *ctx, float *y, const float *b, int M, int N);
     int (*add)(void *ctx, float *y, const float *x, size_t n);
     int (*layernorm)(void *ctx, float *y, const float *x, const float *g, const float *b, int M, int N, float eps);
+    /* In place; form 0 exact (erf), 1 tanh (gelu_new), 2 quick_gelu
+     * x * sigmoid(1.702 x) (CLIP, GIT's vision tower): nr_act_t's values. */
     int (*gelu)(void *ctx, float *x, size_t n, int tanh_form);
     int (*softmax)(void *ctx, float *x, int rows, int cols);
     int (*attention)(void *ctx, const nr_attn_args_t *a);

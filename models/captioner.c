@@ -1,5 +1,6 @@
-/* Captioner: one VisionEncoderDecoder checkpoint folder, loaded once; the
- * vision and text stages' entry points (see captioner.h). */
+/* Captioner: one checkpoint folder of any registered family, loaded once;
+ * the vision and text stages' entry points (see captioner.h). Everything
+ * family-specific goes through the family's table (models/family.h). */
 #include "models/captioner.h"
 
 #include <ctype.h>
@@ -12,12 +13,11 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "models/backend.h"
+#include "models/family.h"
 #include "models/generate.h"
-#include "models/gpt2.h"
 #include "models/io/checkpoint.h"
 #include "models/states.h"
-#include "models/weights.h"
-#include "models/vit.h"
+#include "models/text/wordpiece.h"
 #ifdef NR_HAVE_TOKENIZER
 #include "models/tokenizer.h"
 #endif
@@ -35,10 +35,10 @@ struct nr_captioner {
     nr_model_config_t cfg;
     nr_backend_t *be;
     nr_checkpoint_t *ck;
-    nr_vit_t *vit;
-    nr_gpt2_t *gpt2;
-    nr_wstore_t pws;         /* enc_to_dec_proj's weights, when the checkpoint has it */
-    float *proj_w, *proj_b;  /* (Dd, De) torch Linear, (Dd) */
+    const nr_family_ops_t *fam;
+    void *fm;            /* the family's loaded model */
+    int has_encoder, has_decoder;
+    nr_wordpiece_t *wp; /* BERT WordPiece (cfg.wordpiece: GIT), else tok below */
 #ifdef NR_HAVE_TOKENIZER
     nr_tokenizer_t *tok;
 #endif
@@ -83,46 +83,36 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
         rc = NR_EDEVICE;
         goto fail;
     }
-    if (p.load_encoder && (rc = nr_vit_load(&c->cfg.vit, c->ck, "encoder.", c->be, &c->vit, err, errlen))) goto fail;
-    if (p.load_decoder && (rc = nr_gpt2_load(&c->cfg.gpt2, c->ck, "decoder.", c->be, &c->gpt2, err, errlen)))
+    c->fam = nr_family_by_name(c->cfg.family);
+    if (!c->fam) {
+        rc = nr_seterr(err, errlen, NR_EMODEL, "%s/config.json: no family \"%s\" in this build", dir, c->cfg.family);
         goto fail;
-    if (p.load_decoder && c->cfg.enc_to_dec_proj) { /* part of the text side: the frame carries encoder states */
-        const int De = c->cfg.vit.hidden_size, Dd = c->cfg.gpt2.n_embd;
-        int S;
-        nr_captioner_states_shape(c, &S, NULL);
-        c->pws = (nr_wstore_t){.be = c->be, .ck = c->ck, .prefix = ""};
-        if ((rc = nr_wstore_get(&c->pws, "enc_to_dec_proj.weight", &c->proj_w, err, errlen, 2, (int64_t)Dd,
-                                (int64_t)De)) ||
-            (rc = nr_wstore_get(&c->pws, "enc_to_dec_proj.bias", &c->proj_b, err, errlen, 1, (int64_t)Dd)))
-            goto fail;
-        if (c->be->ops->prepare_matmul &&
-            (rc = c->be->ops->prepare_matmul(c->be->ctx, c->proj_w, NR_W_OUT_IN, Dd, De, S))) {
-            nr_seterr(err, errlen, rc, "captioner: cannot convert enc_to_dec_proj for the backend");
-            goto fail;
-        }
     }
+    c->has_encoder = p.load_encoder != 0;
+    c->has_decoder = p.load_decoder != 0;
+    if ((rc = c->fam->load(&c->cfg, c->ck, c->be, c->has_encoder, c->has_decoder, &c->fm, err, errlen))) goto fail;
+    if (p.load_decoder && c->cfg.wordpiece && (rc = nr_wordpiece_load(dir, &c->wp, err, errlen))) goto fail;
 #ifdef NR_HAVE_TOKENIZER
-    if (p.load_decoder && (rc = nr_tokenizer_load(dir, &c->tok, err, errlen))) goto fail;
+    if (p.load_decoder && !c->cfg.wordpiece && (rc = nr_tokenizer_load(dir, &c->tok, err, errlen))) goto fail;
 #endif
 #ifdef NR_HAVE_IMAGE
     c->ip = nr_image_default_params();
     if (p.max_image_bytes) c->ip.max_bytes = p.max_image_bytes;
     if (p.max_image_pixels) c->ip.max_pixels = p.max_image_pixels;
     c->pp = nr_preprocess_default_params();
-    c->pp.width = c->pp.height = c->cfg.vit.image_size;
+    c->pp.width = c->pp.height = c->cfg.image_size;
     snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
     if (p.load_encoder && s_exists(path) && (rc = nr_preprocess_load_config(path, &c->pp, err, errlen))) goto fail;
     int pw = 0, ph = 0;
-    if (p.load_encoder && (nr_preprocess_fixed_size(&c->pp, &pw, &ph) != 0 || pw != c->cfg.vit.image_size ||
-                           ph != c->cfg.vit.image_size)) {
+    if (p.load_encoder && (nr_preprocess_fixed_size(&c->pp, &pw, &ph) != 0 || pw != c->cfg.image_size ||
+                           ph != c->cfg.image_size)) {
         rc = nr_seterr(err, errlen, NR_EMODEL, "%s: output size %dx%d does not match the encoder's image_size %d "
-                       "(a size that follows the image is not supported)", path, pw, ph, c->cfg.vit.image_size);
+                       "(a size that follows the image is not supported)", path, pw, ph, c->cfg.image_size);
         goto fail;
     }
 #endif
-    nr_log(NR_LOG_INFO, "models: loaded %s (vit %dx%d, gpt2 %dx%d%s, device %s)", c->name,
-           c->cfg.vit.num_hidden_layers, c->cfg.vit.hidden_size, c->cfg.gpt2.n_layer, c->cfg.gpt2.n_embd,
-           c->cfg.enc_to_dec_proj ? ", enc_to_dec_proj" : "", p.device ? p.device : "cpu");
+    nr_log(NR_LOG_INFO, "models: loaded %s (family %s, states [%d, %d], vocabulary %d, device %s)", c->name,
+           c->fam->name, c->cfg.states_seq, c->cfg.states_hidden, c->cfg.vocab_size, p.device ? p.device : "cpu");
     *out = c;
     return 0;
 fail:
@@ -133,9 +123,8 @@ fail:
 void nr_captioner_destroy(nr_captioner_t **pc) {
     if (!pc || !*pc) return;
     nr_captioner_t *c = *pc;
-    nr_vit_destroy(&c->vit);
-    nr_gpt2_destroy(&c->gpt2);
-    if (c->pws.be) nr_wstore_free(&c->pws);
+    if (c->fam && c->fm) c->fam->destroy(&c->fm);
+    nr_wordpiece_destroy(&c->wp);
 #ifdef NR_HAVE_TOKENIZER
     nr_tokenizer_destroy(&c->tok);
 #endif
@@ -150,16 +139,18 @@ const char *nr_captioner_name(const nr_captioner_t *c) { return c->name; }
 const nr_model_config_t *nr_captioner_config(const nr_captioner_t *c) { return &c->cfg; }
 nr_gen_config_t nr_captioner_gen_defaults(const nr_captioner_t *c) { return c->cfg.gen; }
 
+const char *nr_captioner_family(const nr_captioner_t *c) { return c->fam->name; }
+int nr_captioner_max_positions(const nr_captioner_t *c) { return c->cfg.max_positions; }
+
 void nr_captioner_states_shape(const nr_captioner_t *c, int *seq, int *hidden) {
-    int g = c->cfg.vit.image_size / c->cfg.vit.patch_size;
-    if (seq) *seq = 1 + g * g;
-    if (hidden) *hidden = c->cfg.vit.hidden_size;
+    if (seq) *seq = c->cfg.states_seq;
+    if (hidden) *hidden = c->cfg.states_hidden;
 }
 
 void nr_captioner_pixels_shape(const nr_captioner_t *c, int *channels, int *height, int *width) {
-    if (channels) *channels = c->cfg.vit.num_channels;
-    if (height) *height = c->cfg.vit.image_size;
-    if (width) *width = c->cfg.vit.image_size;
+    if (channels) *channels = c->cfg.num_channels;
+    if (height) *height = c->cfg.image_size;
+    if (width) *width = c->cfg.image_size;
 }
 
 /* Host buffer -> backend buffer (the same pointer on a host-memory backend). */
@@ -174,7 +165,7 @@ static void s_release(const nr_captioner_t *c, const float *host, float *dev) {
 int nr_captioner_encode(const nr_captioner_t *c, const float *pixels, int n, float *states, char *err,
                         size_t errlen) {
     if (!c || !pixels || !states || n <= 0) return nr_seterr(err, errlen, NR_EINVAL, "encode: bad arguments");
-    if (!c->vit) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "encode: the encoder is not loaded");
+    if (!c->has_encoder) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "encode: the encoder is not loaded");
     int C, H, W, S, D;
     nr_captioner_pixels_shape(c, &C, &H, &W);
     nr_captioner_states_shape(c, &S, &D);
@@ -185,7 +176,7 @@ int nr_captioner_encode(const nr_captioner_t *c, const float *pixels, int n, flo
         float *dpx = s_to_backend(c, px, (size_t)k * in1);
         float *dout = c->be->host_memory ? states + (size_t)i0 * out1
                                          : c->be->ops->alloc(c->be->ctx, (size_t)k * out1 * sizeof(float));
-        int rc = (!dpx || !dout) ? NR_ENOMEM : nr_vit_forward(c->vit, dpx, k, dout);
+        int rc = (!dpx || !dout) ? NR_ENOMEM : c->fam->encode(c->fm, dpx, k, dout);
         if (rc == 0 && !c->be->host_memory)
             rc = c->be->ops->download(c->be->ctx, states + (size_t)i0 * out1, dout, (size_t)k * out1 * sizeof(float));
         s_release(c, px, dpx);
@@ -208,7 +199,7 @@ int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes
 #else
     if (!c || !bytes || !sizes || !states || !status || n <= 0)
         return nr_seterr(err, errlen, NR_EINVAL, "encode_images: bad arguments");
-    if (!c->vit) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "encode_images: the encoder is not loaded");
+    if (!c->has_encoder) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "encode_images: the encoder is not loaded");
     int C, H, W, S, D;
     nr_captioner_pixels_shape(c, &C, &H, &W);
     nr_captioner_states_shape(c, &S, &D);
@@ -247,38 +238,19 @@ int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes
 #endif
 }
 
-/* enc_to_dec_proj over n encoder outputs (backend memory): a new backend
- * buffer [n, S, n_embd] in *out. 0, NR_ENOMEM or a backend error. */
-static int s_project(const nr_captioner_t *c, const float *enc, int n, float **out) {
-    int S;
-    nr_captioner_states_shape(c, &S, NULL);
-    const int De = c->cfg.vit.hidden_size, Dd = c->cfg.gpt2.n_embd, M = n * S;
-    float *y = c->be->ops->alloc(c->be->ctx, (size_t)M * Dd * sizeof(float));
-    if (!y) return NR_ENOMEM;
-    int rc = c->be->ops->matmul(c->be->ctx, y, Dd, enc, De, c->proj_w, NR_W_OUT_IN, M, Dd, De, 0);
-    if (rc == 0) rc = c->be->ops->add_bias(c->be->ctx, y, c->proj_b, M, Dd);
-    if (rc) {
-        c->be->ops->free(c->be->ctx, y);
-        return rc;
-    }
-    *out = y;
-    return 0;
-}
-
 int nr_captioner_project(const nr_captioner_t *c, const float *states, int n, float *out, char *err, size_t errlen) {
     if (!c || !states || !out || n <= 0) return nr_seterr(err, errlen, NR_EINVAL, "project: bad arguments");
-    int S, D;
-    nr_captioner_states_shape(c, &S, &D);
-    const size_t in = (size_t)n * S * D, outn = (size_t)n * S * c->cfg.gpt2.n_embd;
-    if (!c->cfg.enc_to_dec_proj) {
-        memcpy(out, states, in * sizeof(float));
-        return 0;
-    }
-    if (!c->proj_w) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "project: the decoder is not loaded");
+    if (!c->has_decoder) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "project: the decoder is not loaded");
+    const size_t in = (size_t)n * c->cfg.states_seq * c->cfg.states_hidden;
     float *dst = s_to_backend(c, states, in), *y = NULL;
-    int rc = dst ? s_project(c, dst, n, &y) : NR_ENOMEM;
-    if (rc == 0) rc = c->be->ops->download(c->be->ctx, out, y, outn * sizeof(float));
-    if (rc == 0) rc = c->be->ops->synchronize(c->be->ctx);
+    int rc = dst ? c->fam->decoder_input(c->fm, dst, n, &y) : NR_ENOMEM;
+    if (rc == 0 && !y) {
+        memcpy(out, states, in * sizeof(float));
+    } else if (rc == 0) {
+        const size_t outn = (size_t)n * c->cfg.states_seq * c->cfg.dec_hidden;
+        rc = c->be->ops->download(c->be->ctx, out, y, outn * sizeof(float));
+        if (rc == 0) rc = c->be->ops->synchronize(c->be->ctx);
+    }
     if (y) c->be->ops->free(c->be->ctx, y);
     s_release(c, states, dst);
     return rc ? nr_seterr(err, errlen, rc, "project: %s", nr_strerror(rc)) : 0;
@@ -287,15 +259,19 @@ int nr_captioner_project(const nr_captioner_t *c, const float *states, int n, fl
 int nr_captioner_generate(const nr_captioner_t *c, const float *states, int n, const nr_gen_config_t *gen, int *ids,
                           int *lens, char *err, size_t errlen) {
     if (!c || !states || !ids || !lens || n <= 0) return nr_seterr(err, errlen, NR_EINVAL, "generate: bad arguments");
-    if (!c->gpt2) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "generate: the decoder is not loaded");
+    if (!c->has_decoder) return nr_seterr(err, errlen, NR_EUNSUPPORTED, "generate: the decoder is not loaded");
     nr_gen_config_t g = gen ? *gen : c->cfg.gen;
     int S, D;
     nr_captioner_states_shape(c, &S, &D);
     float *dst = s_to_backend(c, states, (size_t)n * S * D), *proj = NULL;
     if (!dst) return nr_seterr(err, errlen, NR_ENOMEM, "generate: out of memory");
-    int rc = c->proj_w ? s_project(c, dst, n, &proj) : 0;
-    if (rc) rc = nr_seterr(err, errlen, rc, "generate: enc_to_dec_proj: %s", nr_strerror(rc));
-    else rc = nr_generate(c->gpt2, proj ? proj : dst, n, S, &g, ids, lens, err, errlen);
+    int rc = c->fam->decoder_input(c->fm, dst, n, &proj);
+    if (rc) {
+        rc = nr_seterr(err, errlen, rc, "generate: decoder input: %s", nr_strerror(rc));
+    } else {
+        nr_decoder_t d = c->fam->decoder(c->fm);
+        rc = nr_generate(&d, proj ? proj : dst, n, S, &g, ids, lens, err, errlen);
+    }
     if (proj) c->be->ops->free(c->be->ctx, proj);
     s_release(c, states, dst);
     return rc;
@@ -322,8 +298,14 @@ int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, co
     for (int i = 0; i < n && rc == 0; i++) {
         char *text = NULL;
         size_t tl = 0;
-        rc = nr_tokenizer_decode(c->tok, ids + (size_t)i * g.max_length, (size_t)lens[i],
-                                 NR_TOKENIZER_SKIP_SPECIAL | NR_TOKENIZER_CLEANUP, &text, &tl, err, errlen);
+        if (c->wp) /* batch_decode(skip_special_tokens=True), clean-up as tokenizer_config.json says */
+            rc = nr_wordpiece_decode(c->wp, ids + (size_t)i * g.max_length, (size_t)lens[i],
+                                     NR_WORDPIECE_SKIP_SPECIAL |
+                                         (nr_wordpiece_cleanup_default(c->wp) ? NR_WORDPIECE_CLEANUP : 0u),
+                                     &text, &tl, err, errlen);
+        else
+            rc = nr_tokenizer_decode(c->tok, ids + (size_t)i * g.max_length, (size_t)lens[i],
+                                     NR_TOKENIZER_SKIP_SPECIAL | NR_TOKENIZER_CLEANUP, &text, &tl, err, errlen);
         if (rc) break;
         /* strip(), as the model card's post-processing */
         size_t a = 0;
@@ -353,20 +335,31 @@ int nr_captioner_states_to_frame(const nr_captioner_t *c, const float *states, u
     int S, D;
     nr_captioner_states_shape(c, &S, &D);
     int64_t shape[2] = {S, D};
-    return nr_states_encode(states, 2, shape, NR_DTYPE_F32, frame, len);
+    return nr_states_encode_family(c->fam->name, states, 2, shape, NR_DTYPE_F32, frame, len);
 }
 
 int nr_captioner_frame_to_states(const nr_captioner_t *c, const void *frame, size_t len, float *states, char *err,
                                  size_t errlen) {
     nr_tensor_t *t = NULL;
-    int rc = nr_states_decode(frame, len, &t, err, errlen);
+    char family[NR_STATES_FAMILY_MAX + 1];
+    int rc = nr_states_decode_family(frame, len, &t, family, sizeof family, err, errlen);
     if (rc) return rc;
     int S, D;
     nr_captioner_states_shape(c, &S, &D);
     int ok = (t->ndim == 2 && t->shape[0] == S && t->shape[1] == D) ||
              (t->ndim == 3 && t->shape[0] == 1 && t->shape[1] == S && t->shape[2] == D);
-    if (!ok) {
-        rc = nr_seterr(err, errlen, NR_EPROTO, "encoder states: shape does not match the model ([%d, %d] expected)", S, D);
+    if (strcmp(family, c->fam->name) != 0) {
+        rc = nr_seterr(err, errlen, NR_EPROTO,
+                       "encoder states: made by a %s model, this text worker runs %s (%s): route the job to a "
+                       "vision worker of the same model", family, c->fam->name, c->name);
+    } else if (!ok) {
+        char got[96] = "";
+        size_t o = 0;
+        for (int i = 0; i < t->ndim && o < sizeof got; i++)
+            o += (size_t)snprintf(got + o, sizeof got - o, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        rc = nr_seterr(err, errlen, NR_EPROTO,
+                       "encoder states: shape [%s] does not match the model ([%d, %d] expected for %s)", got, S, D,
+                       c->name);
     } else {
         memcpy(states, t->data, (size_t)S * D * sizeof(float));
     }

@@ -1,6 +1,8 @@
-/* Captioner: a Hugging Face VisionEncoderDecoder (ViT + GPT-2) checkpoint
- * folder loaded once, then
- *   vision stage: pixels (or image bytes) -> encoder states (-> "NRS1" frame)
+/* Captioner: a Hugging Face checkpoint folder of any registered family
+ * (models/family.h, picked by config.json's model_type: ViT-GPT2's
+ * vision-encoder-decoder, ...) loaded once, then
+ *   vision stage: pixels (or image bytes) -> encoder states (-> states frame
+ *                 naming the family, models/states.h)
  *   text stage:   encoder states (or frame) -> token ids (-> caption text)
  * Every entry point takes a batch of n images / captions; n = 1 is the
  * plain case. The captioner is read-only after load: several threads may
@@ -18,8 +20,8 @@ typedef struct nr_captioner nr_captioner_t;
 typedef struct {
     const char *device; /* "cpu" (default) or "cuda:N" */
     int num_threads;    /* CPU threads; <= 0 all cores (default 0) */
-    int load_encoder;   /* load the ViT (default 1; a text-only worker sets 0) */
-    int load_decoder;   /* load GPT-2 + tokenizer (default 1; a vision-only worker sets 0) */
+    int load_encoder;   /* load the vision side (default 1; a text-only worker sets 0) */
+    int load_decoder;   /* load the decoder + tokenizer (default 1; a vision-only worker sets 0) */
     size_t max_image_bytes;  /* encode_images: largest image input (0 = the image module's default) */
     uint64_t max_image_pixels; /* encode_images: width*height limit (0 = the image module's default) */
 } nr_captioner_params_t;
@@ -38,10 +40,14 @@ void nr_captioner_destroy(nr_captioner_t **c);
 /* Model name for results ("vit-gpt2-image-captioning": the folder's base name). */
 const char *nr_captioner_name(const nr_captioner_t *c);
 const nr_model_config_t *nr_captioner_config(const nr_captioner_t *c);
+/* The family's registry name ("vit-gpt2"): what states frames carry. */
+const char *nr_captioner_family(const nr_captioner_t *c);
+/* The decoder's position limit: the largest max_length it takes. */
+int nr_captioner_max_positions(const nr_captioner_t *c);
 /* Generation settings from the checkpoint (generation_config.json over
  * config.json over transformers' defaults): copy, change fields, pass on. */
 nr_gen_config_t nr_captioner_gen_defaults(const nr_captioner_t *c);
-/* Encoder output shape per image: seq (197) and hidden (768). */
+/* Vision stage output shape per image: seq and hidden ([197, 768] for ViT-B/16). */
 void nr_captioner_states_shape(const nr_captioner_t *c, int *seq, int *hidden);
 /* Input shape per image: channels, height, width (3, 224, 224). */
 void nr_captioner_pixels_shape(const nr_captioner_t *c, int *channels, int *height, int *width);
@@ -69,10 +75,10 @@ int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes
 int nr_captioner_generate(const nr_captioner_t *c, const float *states, int n, const nr_gen_config_t *gen, int *ids,
                           int *lens, char *err, size_t errlen);
 
-/* What the decoder cross-attends: states [n, seq, hidden] (host, the
- * encoder's output, as frames carry it) -> out [n, seq, n_embd] (host)
- * through the checkpoint's enc_to_dec_proj (torch Linear), or a copy when
- * it has none. nr_captioner_generate / _caption apply it themselves; the
+/* What the decoder reads: states [n, seq, hidden] (host, the vision
+ * stage's output, as frames carry it) -> out [n, seq, dec_hidden] (host):
+ * for ViT-GPT2 through the checkpoint's enc_to_dec_proj (torch Linear), or
+ * a copy when it has none or the family has no such step. nr_captioner_generate / _caption apply it themselves; the
  * text side owns it, so frames stay the encoder's states. Returns 0,
  * NR_EINVAL, NR_EUNSUPPORTED (decoder not loaded), NR_ENOMEM, NR_EDEVICE. */
 int nr_captioner_project(const nr_captioner_t *c, const float *states, int n, float *out, char *err, size_t errlen);
@@ -85,12 +91,14 @@ int nr_captioner_project(const nr_captioner_t *c, const float *states, int n, fl
 int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, const nr_gen_config_t *gen,
                          char **captions, int *n_tokens, char *err, size_t errlen);
 
-/* One image's states [seq, hidden] -> a new "NRS1" frame (models/states.h),
- * F32. Returns 0, NR_ENOMEM. */
+/* One image's states [seq, hidden] -> a new version 2 ("NRS2") frame
+ * naming this model's family (models/states.h), F32. Returns 0, NR_ENOMEM. */
 int nr_captioner_states_to_frame(const nr_captioner_t *c, const float *states, unsigned char **frame, size_t *len);
 /* A frame -> states [seq, hidden] written to `states` (host, seq*hidden
- * floats), checking the frame is valid and matches this model's shape
- * ([seq, hidden] or [1, seq, hidden]). Returns 0 or NR_EPROTO (reason in err). */
+ * floats), checking the frame is valid, names this model's family (a
+ * version 1 frame counts as vit-gpt2) and matches its shape ([seq, hidden]
+ * or [1, seq, hidden]). Returns 0 or NR_EPROTO (reason in err: the frame's
+ * family and this model's, or both shapes). */
 int nr_captioner_frame_to_states(const nr_captioner_t *c, const void *frame, size_t len, float *states, char *err,
                                  size_t errlen);
 

@@ -96,6 +96,8 @@ static int s_act(const char *name, nr_act_t *out) {
     if (strcmp(name, "gelu") == 0) *out = NR_ACT_GELU;
     else if (strcmp(name, "gelu_new") == 0 || strcmp(name, "gelu_pytorch_tanh") == 0 || strcmp(name, "gelu_fast") == 0)
         *out = NR_ACT_GELU_TANH;
+    else if (strcmp(name, "quick_gelu") == 0)
+        *out = NR_ACT_QUICK_GELU;
     else
         return -1;
     return 0;
@@ -219,6 +221,98 @@ static int s_gen(const cJSON *o, const char *src, nr_gen_config_t *gen, char *er
     return 0;
 }
 
+/* Integer with a default (GitConfig / GitVisionConfig's): absent keeps *v,
+ * present must be positive. */
+#define DEF_INT(obj, key, field, what)                                                                      \
+    do {                                                                                                    \
+        if (s_int(obj, key, &(field)) < 0 || (field) <= 0)                                                  \
+            return nr_seterr(err, errlen, NR_EMODEL, "%s: %s%s must be a positive integer", src, what, key); \
+    } while (0)
+
+/* model_type git (transformers' configuration_git.py: GitConfig with a
+ * GitVisionConfig under vision_config, each key defaulting as there). */
+static int s_git(const cJSON *root, const char *src, nr_model_config_t *cfg, char *err, size_t errlen) {
+    nr_git_config_t *g = &cfg->git;
+    nr_vit_config_t *v = &g->vision;
+    *v = (nr_vit_config_t){.hidden_size = 768, .num_hidden_layers = 12, .num_attention_heads = 12,
+                           .intermediate_size = 3072, .image_size = 224, .patch_size = 16, .num_channels = 3,
+                           .layer_norm_eps = 1e-5f, .hidden_act = NR_ACT_QUICK_GELU, .qkv_bias = 1};
+    const cJSON *vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config");
+    if (vc && !cJSON_IsNull(vc) && !cJSON_IsObject(vc))
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: vision_config must be an object", src);
+    if (cJSON_IsObject(vc)) {
+        const char *w = "vision_config.";
+        DEF_INT(vc, "hidden_size", v->hidden_size, w);
+        DEF_INT(vc, "num_hidden_layers", v->num_hidden_layers, w);
+        DEF_INT(vc, "num_attention_heads", v->num_attention_heads, w);
+        DEF_INT(vc, "intermediate_size", v->intermediate_size, w);
+        DEF_INT(vc, "image_size", v->image_size, w);
+        DEF_INT(vc, "patch_size", v->patch_size, w);
+        DEF_INT(vc, "num_channels", v->num_channels, w);
+        if (s_float(vc, "layer_norm_eps", &v->layer_norm_eps) < 0 || v->layer_norm_eps < 0)
+            return nr_seterr(err, errlen, NR_EMODEL, "%s: vision_config.layer_norm_eps must be a number >= 0", src);
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(vc, "hidden_act");
+        if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &v->hidden_act) < 0)
+            return nr_seterr(err, errlen, NR_EMODEL,
+                             "%s: vision_config.hidden_act must be quick_gelu, gelu, gelu_new or gelu_pytorch_tanh", src);
+    }
+    if (v->hidden_size % v->num_attention_heads || v->image_size % v->patch_size || v->image_size > 4096)
+        return nr_seterr(err, errlen, NR_EMODEL,
+                         "%s: vision_config: hidden_size %d / num_attention_heads %d or image_size %d / patch_size %d "
+                         "do not divide", src, v->hidden_size, v->num_attention_heads, v->image_size, v->patch_size);
+    g->hidden_size = 768;
+    g->num_hidden_layers = 6;
+    g->num_attention_heads = 12;
+    g->intermediate_size = 3072;
+    g->max_position_embeddings = 1024;
+    g->vocab_size = 30522;
+    g->layer_norm_eps = 1e-12f;
+    g->hidden_act = NR_ACT_GELU;
+    g->tie_word_embeddings = 0;
+    const char *w = "";
+    DEF_INT(root, "hidden_size", g->hidden_size, w);
+    DEF_INT(root, "num_hidden_layers", g->num_hidden_layers, w);
+    DEF_INT(root, "num_attention_heads", g->num_attention_heads, w);
+    DEF_INT(root, "intermediate_size", g->intermediate_size, w);
+    DEF_INT(root, "max_position_embeddings", g->max_position_embeddings, w);
+    DEF_INT(root, "vocab_size", g->vocab_size, w);
+    if (s_float(root, "layer_norm_eps", &g->layer_norm_eps) < 0 || g->layer_norm_eps < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: layer_norm_eps must be a number >= 0", src);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &g->hidden_act) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: hidden_act must be gelu, gelu_new, gelu_pytorch_tanh or quick_gelu",
+                         src);
+    if (s_bool(root, "tie_word_embeddings", &g->tie_word_embeddings) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: tie_word_embeddings must be true or false", src);
+    if (g->hidden_size % g->num_attention_heads)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: hidden_size %d is not divisible by num_attention_heads %d", src,
+                         g->hidden_size, g->num_attention_heads);
+    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(root, "position_embedding_type");
+    if (pe && !cJSON_IsNull(pe) && !(cJSON_IsString(pe) && strcmp(pe->valuestring, "absolute") == 0))
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: position_embedding_type other than absolute is not supported",
+                         src);
+    const cJSON *ni = cJSON_GetObjectItemCaseSensitive(root, "num_image_with_embedding");
+    if (ni && !cJSON_IsNull(ni))
+        return nr_seterr(err, errlen, NR_EMODEL,
+                         "%s: num_image_with_embedding (video GIT) is not supported: one image per caption", src);
+    int g1 = v->image_size / v->patch_size;
+    snprintf(cfg->family, sizeof cfg->family, "git");
+    cfg->wordpiece = 1;
+    cfg->num_channels = v->num_channels;
+    cfg->image_size = v->image_size;
+    cfg->states_seq = 1 + g1 * g1;
+    cfg->states_hidden = g->hidden_size; /* the vision stage sends the projected image tokens */
+    cfg->dec_hidden = g->hidden_size;
+    cfg->max_positions = g->max_position_embeddings;
+    cfg->vocab_size = g->vocab_size;
+    /* GitConfig's token ids: bos [CLS] 101, eos [SEP] 102, pad 0; the
+     * prompt of a caption is [bos] (the decoder-only start token). */
+    cfg->gen.bos_token_id = 101;
+    cfg->gen.eos_token_id = 102;
+    cfg->gen.pad_token_id = 0;
+    return 0;
+}
+
 int nr_model_config_parse(const char *config_json, const char *gen_json, const char *what, nr_model_config_t *cfg,
                           char *err, size_t errlen) {
     char src[512];
@@ -234,10 +328,15 @@ int nr_model_config_parse(const char *config_json, const char *gen_json, const c
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     const cJSON *enc = cJSON_GetObjectItemCaseSensitive(root, "encoder");
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
+    if (cJSON_IsString(mt) && strcmp(mt->valuestring, "git") == 0) {
+        if ((rc = s_git(root, src, cfg, err, errlen)) != 0) goto out;
+        if ((rc = s_gen(root, src, &cfg->gen, err, errlen)) != 0) goto out;
+        goto generation;
+    }
     if (!cJSON_IsString(mt) || strcmp(mt->valuestring, "vision-encoder-decoder") != 0 || !cJSON_IsObject(enc) ||
         !cJSON_IsObject(dec)) {
         rc = nr_seterr(err, errlen, NR_EMODEL,
-                       "%s: model_type must be vision-encoder-decoder with encoder and decoder objects", src);
+                       "%s: model_type must be vision-encoder-decoder (with encoder and decoder objects) or git", src);
         goto out;
     }
     if ((rc = s_vit(enc, src, &cfg->vit, err, errlen)) != 0) goto out;
@@ -262,9 +361,18 @@ int nr_model_config_parse(const char *config_json, const char *gen_json, const c
         goto out;
     }
     cfg->enc_to_dec_proj = rx == 0 && cfg->vit.hidden_size != cfg->gpt2.n_embd;
+    snprintf(cfg->family, sizeof cfg->family, "vit-gpt2");
+    cfg->num_channels = cfg->vit.num_channels;
+    cfg->image_size = cfg->vit.image_size;
+    cfg->states_seq = 1 + (cfg->vit.image_size / cfg->vit.patch_size) * (cfg->vit.image_size / cfg->vit.patch_size);
+    cfg->states_hidden = cfg->vit.hidden_size;
+    cfg->dec_hidden = cfg->gpt2.n_embd;
+    cfg->max_positions = cfg->gpt2.n_positions;
+    cfg->vocab_size = cfg->gpt2.vocab_size;
     /* Generation defaults: decoder config, then top-level config, then generation_config.json. */
     if ((rc = s_gen(dec, src, &cfg->gen, err, errlen)) != 0) goto out;
     if ((rc = s_gen(root, src, &cfg->gen, err, errlen)) != 0) goto out;
+generation:
     if (gen_json) {
         char gsrc[512];
         snprintf(gsrc, sizeof gsrc, "%s/generation_config.json", what ? what : ".");
@@ -280,7 +388,7 @@ int nr_model_config_parse(const char *config_json, const char *gen_json, const c
     }
     if (cfg->gen.decoder_start_token_id < 0) cfg->gen.decoder_start_token_id = cfg->gen.bos_token_id;
     if (cfg->gen.pad_token_id < 0) cfg->gen.pad_token_id = cfg->gen.eos_token_id;
-    if (cfg->gen.decoder_start_token_id < 0 || cfg->gen.decoder_start_token_id >= cfg->gpt2.vocab_size) {
+    if (cfg->gen.decoder_start_token_id < 0 || cfg->gen.decoder_start_token_id >= cfg->vocab_size) {
         rc = nr_seterr(err, errlen, NR_EMODEL, "%s: decoder_start_token_id missing or outside the vocabulary", src);
         goto out;
     }

@@ -1,12 +1,14 @@
 /* Model configuration from a Hugging Face checkpoint folder: config.json
- * (VisionEncoderDecoder with a ViT encoder and a GPT-2 decoder, or either
- * alone), generation_config.json. Every size comes from these files. */
+ * (its model_type picks the family, models/family.h: vision-encoder-decoder
+ * with a ViT encoder and a GPT-2 decoder), generation_config.json. Every
+ * size comes from these files. */
 #ifndef NR_MODELS_CONFIG_H
 #define NR_MODELS_CONFIG_H
 
 #include <stddef.h>
 
-typedef enum { NR_ACT_GELU = 0, NR_ACT_GELU_TANH = 1 } nr_act_t;
+/* Activations; the values are the backend gelu op's `form`. */
+typedef enum { NR_ACT_GELU = 0, NR_ACT_GELU_TANH = 1, NR_ACT_QUICK_GELU = 2 } nr_act_t;
 
 typedef struct {
     int hidden_size;          /* D */
@@ -17,7 +19,7 @@ typedef struct {
     int patch_size;
     int num_channels;
     float layer_norm_eps;
-    nr_act_t hidden_act;      /* "gelu" exact; gelu_new / gelu_pytorch_tanh tanh form */
+    nr_act_t hidden_act;      /* "gelu" exact; gelu_new / gelu_pytorch_tanh tanh form; quick_gelu (CLIP) */
     int qkv_bias;
 } nr_vit_config_t;
 
@@ -35,6 +37,22 @@ typedef struct {
     int tie_word_embeddings;  /* lm_head is wte (default 1), as transformers ties them */
 } nr_gpt2_config_t;
 
+/* GIT (GitForCausalLM): a CLIP vision tower (vision_config: no qkv_bias
+ * field, it always has biases), the visual projection, and a BERT-style
+ * decoder over [image tokens; text]. */
+typedef struct {
+    nr_vit_config_t vision;   /* hidden_act quick_gelu, layer_norm_eps 1e-5 by default */
+    int hidden_size;
+    int num_hidden_layers;
+    int num_attention_heads;
+    int intermediate_size;
+    int max_position_embeddings;
+    int vocab_size;
+    float layer_norm_eps;     /* 1e-12 by default */
+    nr_act_t hidden_act;      /* gelu by default */
+    int tie_word_embeddings;  /* output.weight is the word embeddings (default 0, GitConfig's) */
+} nr_git_config_t;
+
 /* Generation settings: transformers' names and meanings. max_length counts
  * the decoder start token. */
 typedef struct {
@@ -49,8 +67,21 @@ typedef struct {
 } nr_gen_config_t;
 
 typedef struct {
+    /* Family-neutral: what the captioner and the workers need, whatever the
+     * family (set by the family's parser). */
+    char family[16];          /* registry name (models/family.h): "vit-gpt2" */
+    int num_channels;         /* encoder input: channels, image_size x image_size */
+    int image_size;
+    int states_seq;           /* vision stage output per image: [states_seq, states_hidden] */
+    int states_hidden;
+    int dec_hidden;           /* what the decoder reads per position (nr_captioner_project's width) */
+    int max_positions;        /* the decoder's limit on max_length */
+    int vocab_size;
+    /* Per family. */
+    int wordpiece;            /* 1: BERT WordPiece tokenizer (vocab.txt), else GPT-2 byte-level BPE */
     nr_vit_config_t vit;
     nr_gpt2_config_t gpt2;
+    nr_git_config_t git;
     nr_gen_config_t gen;
     /* 1: VisionEncoderDecoderModel's enc_to_dec_proj, a Linear from the
      * encoder's hidden_size to the decoder's n_embd, applied to the encoder
@@ -68,7 +99,7 @@ nr_gen_config_t nr_gen_config_default(void);
 char *nr_model_read_file(const char *path, size_t max, size_t *len);
 
 /* Reads dir/config.json (model_type vision-encoder-decoder with encoder vit
- * and decoder gpt2) then dir/generation_config.json when present (its keys
+ * and decoder gpt2: family "vit-gpt2"; model_type git: family "git") then dir/generation_config.json when present (its keys
  * override config.json's). Validates every size (positive, heads divide
  * hidden, image divisible by patch, known activation) and sets
  * enc_to_dec_proj as transformers decides it; a decoder

@@ -1,4 +1,4 @@
-/* Greedy and beam search over the GPT-2 decoder, following transformers'
+/* Greedy and beam search over a decoder (models/decoder.h), following transformers'
  * generate() as of v4.46: GreedySearch, and BeamSearchScorer +
  * BeamHypotheses with early_stopping True / False / "never". */
 #include "models/generate.h"
@@ -12,16 +12,15 @@
 #include "common/error.h"
 #include "models/fastmath.h"
 
-int nr_generate_check(const nr_gpt2_t *m, const nr_gen_config_t *g, char *err, size_t errlen) {
-    const nr_gpt2_config_t *c = nr_gpt2_config(m);
-    if (g->max_length < 2 || g->max_length > c->n_positions)
-        return nr_seterr(err, errlen, NR_EOPTION, "max_length %d outside 2..%d", g->max_length, c->n_positions);
+int nr_generate_check(const nr_decoder_t *d, const nr_gen_config_t *g, char *err, size_t errlen) {
+    if (g->max_length < 2 || g->max_length > d->max_positions)
+        return nr_seterr(err, errlen, NR_EOPTION, "max_length %d outside 2..%d", g->max_length, d->max_positions);
     if (g->num_beams < 1 || g->num_beams > 64)
         return nr_seterr(err, errlen, NR_EOPTION, "num_beams %d outside 1..64", g->num_beams);
-    if (g->decoder_start_token_id < 0 || g->decoder_start_token_id >= c->vocab_size)
+    if (g->decoder_start_token_id < 0 || g->decoder_start_token_id >= d->vocab_size)
         return nr_seterr(err, errlen, NR_EOPTION, "decoder_start_token_id %d outside the vocabulary",
                          g->decoder_start_token_id);
-    if (g->eos_token_id >= c->vocab_size || g->pad_token_id >= c->vocab_size)
+    if (g->eos_token_id >= d->vocab_size || g->pad_token_id >= d->vocab_size)
         return nr_seterr(err, errlen, NR_EOPTION, "eos/pad token id outside the vocabulary");
     if (!isfinite(g->length_penalty))
         return nr_seterr(err, errlen, NR_EOPTION, "length_penalty must be finite");
@@ -30,17 +29,17 @@ int nr_generate_check(const nr_gpt2_t *m, const nr_gen_config_t *g, char *err, s
 
 /* ---- greedy ---- */
 
-static int s_greedy(const nr_gpt2_t *m, const float *enc, int n, int enc_len, const nr_gen_config_t *g, int *ids,
+static int s_greedy(const nr_decoder_t *d, const float *enc, int n, int enc_len, const nr_gen_config_t *g, int *ids,
                     int *lens) {
-    const int V = nr_gpt2_config(m)->vocab_size, T = g->max_length;
-    nr_gpt2_state_t *s = nr_gpt2_state_new(m, n, T, n, enc_len);
+    const int V = d->vocab_size, T = g->max_length;
+    void *s = d->ops->state_new(d->model, n, T, n, enc_len);
     float *logits = malloc((size_t)n * V * sizeof(float));
     int *cur = malloc((size_t)n * sizeof(int));
     int *cap = malloc((size_t)n * sizeof(int)); /* caption of each row */
     int *keep = malloc((size_t)n * sizeof(int));
     int rc = (!s || !logits || !cur || !cap || !keep) ? NR_ENOMEM : 0;
     if (rc) goto out;
-    if ((rc = nr_gpt2_set_encoder(m, s, enc, NULL))) goto out;
+    if ((rc = d->ops->set_encoder(d->model, s, enc, NULL))) goto out;
     for (int i = 0; i < n; i++) {
         ids[(size_t)i * T] = g->decoder_start_token_id;
         lens[i] = 1;
@@ -49,7 +48,7 @@ static int s_greedy(const nr_gpt2_t *m, const float *enc, int n, int enc_len, co
     }
     int rows = n;
     for (int len = 1; len < T && rows > 0; len++) {
-        if ((rc = nr_gpt2_step(m, s, cur, 1, logits, 0))) goto out;
+        if ((rc = d->ops->step(d->model, s, cur, 1, logits, 0))) goto out;
         int kept = 0;
         for (int r = 0; r < rows; r++) {
             const float *lr = logits + (size_t)r * V;
@@ -68,11 +67,11 @@ static int s_greedy(const nr_gpt2_t *m, const float *enc, int n, int enc_len, co
         }
         /* finished captions leave the batch (transformers keeps stepping them
          * with pad tokens; their results are the same) */
-        if (kept > 0 && kept < rows && (rc = nr_gpt2_select(m, s, keep, kept))) goto out;
+        if (kept > 0 && kept < rows && (rc = d->ops->select(d->model, s, keep, kept))) goto out;
         rows = kept;
     }
 out:
-    nr_gpt2_state_destroy(&s);
+    if (s) d->ops->state_destroy(&s);
     free(logits);
     free(cur);
     free(cap);
@@ -137,10 +136,10 @@ static int s_hyps_is_done(const s_hyps_t *hs, int K, const nr_gen_config_t *g, f
     return best / denom <= hs->worst;
 }
 
-static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, const nr_gen_config_t *g, int *ids,
+static int s_beam(const nr_decoder_t *d, const float *enc, int n, int enc_len, const nr_gen_config_t *g, int *ids,
                   int *lens) {
-    const int V = nr_gpt2_config(m)->vocab_size, T = g->max_length, K = g->num_beams, R = n * K, C = 2 * K;
-    nr_gpt2_state_t *s = nr_gpt2_state_new(m, R, T, n, enc_len);
+    const int V = d->vocab_size, T = g->max_length, K = g->num_beams, R = n * K, C = 2 * K;
+    void *s = d->ops->state_new(d->model, R, T, n, enc_len);
     float *logits = malloc((size_t)R * V * sizeof(float));
     float *bscore = malloc((size_t)R * sizeof(float));
     float *nscore = malloc((size_t)R * sizeof(float));
@@ -168,7 +167,7 @@ static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, cons
         hyps[i].worst = 1e9f;
     }
     for (int r = 0; r < R; r++) encix[r] = r / K;
-    if ((rc = nr_gpt2_set_encoder(m, s, enc, encix))) goto out;
+    if ((rc = d->ops->set_encoder(d->model, s, enc, encix))) goto out;
     const int pad = g->pad_token_id >= 0 ? g->pad_token_id : (g->eos_token_id >= 0 ? g->eos_token_id : 0);
     for (int r = 0; r < R; r++) {
         seq[(size_t)r * T] = g->decoder_start_token_id;
@@ -184,7 +183,7 @@ static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, cons
     int na = n, len = 1;
     for (;;) {
         const int rows = na * K;
-        if ((rc = nr_gpt2_step(m, s, cur, 1, logits, 0))) break;
+        if ((rc = d->ops->step(d->model, s, cur, 1, logits, 0))) break;
         /* log_softmax per row, plus the beam's running score */
         for (int r = 0; r < rows; r++) {
             float *lr = logits + (size_t)r * V;
@@ -261,7 +260,7 @@ static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, cons
         len++;
         na = nna;
         if (na == 0) break;
-        if ((rc = nr_gpt2_select(m, s, src, nr))) break;
+        if ((rc = d->ops->select(d->model, s, src, nr))) break;
         if (len >= T) break;
     }
     /* finalize: captions still running take all their beams as hypotheses */
@@ -284,7 +283,7 @@ static int s_beam(const nr_gpt2_t *m, const float *enc, int n, int enc_len, cons
         if (b->len < T && g->eos_token_id >= 0) ids[(size_t)i * T + lens[i]++] = g->eos_token_id;
     }
 out:
-    nr_gpt2_state_destroy(&s);
+    if (s) d->ops->state_destroy(&s);
     if (hyps)
         for (int i = 0; i < n; i++) free(hyps[i].h);
     free(hyps);
@@ -302,14 +301,14 @@ out:
     return rc;
 }
 
-int nr_generate(const nr_gpt2_t *m, const float *enc, int n, int enc_len, const nr_gen_config_t *gen, int *ids,
+int nr_generate(const nr_decoder_t *d, const float *enc, int n, int enc_len, const nr_gen_config_t *gen, int *ids,
                 int *lens, char *err, size_t errlen) {
-    if (!m || !enc || n <= 0 || enc_len <= 0 || !gen || !ids || !lens)
+    if (!d || !d->ops || !d->model || !enc || n <= 0 || enc_len <= 0 || !gen || !ids || !lens)
         return nr_seterr(err, errlen, NR_EINVAL, "generate: bad arguments");
-    int rc = nr_generate_check(m, gen, err, errlen);
+    int rc = nr_generate_check(d, gen, err, errlen);
     if (rc) return rc;
-    rc = gen->num_beams == 1 ? s_greedy(m, enc, n, enc_len, gen, ids, lens)
-                             : s_beam(m, enc, n, enc_len, gen, ids, lens);
+    rc = gen->num_beams == 1 ? s_greedy(d, enc, n, enc_len, gen, ids, lens)
+                             : s_beam(d, enc, n, enc_len, gen, ids, lens);
     if (rc) return nr_seterr(err, errlen, rc, "generate: %s", nr_strerror(rc));
     return 0;
 }

@@ -1,4 +1,5 @@
-/* Caption generation over a GPT-2 decoder: greedy search and beam search
+/* Caption generation over any family's decoder (models/decoder.h): greedy
+ * search and beam search
  * with the semantics of Hugging Face transformers' generate()
  * (GreedySearch, BeamSearchScorer / BeamHypotheses). Several captions
  * (one per encoder output) are decoded together as one batch. */
@@ -8,7 +9,7 @@
 #include <stddef.h>
 
 #include "models/config.h"
-#include "models/gpt2.h"
+#include "models/decoder.h"
 
 /* Decodes n captions from enc [n, enc_len, D] (backend memory).
  * gen: max_length (counts the start token), num_beams (1 greedy),
@@ -22,11 +23,11 @@
  * of the step, eos included -- BeamSearchScorer of transformers v4.46
  * (see models/MODELS.md, "Generation").
  * Returns 0, NR_EINVAL (bad settings), NR_ENOMEM or a backend error. */
-int nr_generate(const nr_gpt2_t *m, const float *enc, int n, int enc_len, const nr_gen_config_t *gen, int *ids,
+int nr_generate(const nr_decoder_t *d, const float *enc, int n, int enc_len, const nr_gen_config_t *gen, int *ids,
                 int *lens, char *err, size_t errlen);
 
 /* Checks gen against the decoder (ids inside the vocabulary, max_length
- * within n_positions, num_beams 1..64). Returns 0 or NR_EOPTION. */
-int nr_generate_check(const nr_gpt2_t *m, const nr_gen_config_t *gen, char *err, size_t errlen);
+ * within its max_positions, num_beams 1..64). Returns 0 or NR_EOPTION. */
+int nr_generate_check(const nr_decoder_t *d, const nr_gen_config_t *gen, char *err, size_t errlen);
 
 #endif

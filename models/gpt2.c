@@ -390,3 +390,36 @@ int nr_gpt2_select(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src, int n
     s->rows = new_rows;
     return 0;
 }
+
+/* ---- the decoder interface (models/decoder.h) ---- */
+
+static void *s_dec_state_new(const void *m, int rows, int max_len, int n_enc, int enc_len) {
+    return nr_gpt2_state_new(m, rows, max_len, n_enc, enc_len);
+}
+static void s_dec_state_destroy(void **s) {
+    nr_gpt2_state_t *st = *s;
+    nr_gpt2_state_destroy(&st);
+    *s = NULL;
+}
+static int s_dec_set_encoder(const void *m, void *s, const float *enc, const int *enc_index) {
+    return nr_gpt2_set_encoder(m, s, enc, enc_index);
+}
+static int s_dec_step(const void *m, void *s, const int *ids, int n_tok, float *logits, int all_logits) {
+    return nr_gpt2_step(m, s, ids, n_tok, logits, all_logits);
+}
+static int s_dec_select(const void *m, void *s, const int *src, int new_rows) {
+    return nr_gpt2_select(m, s, src, new_rows);
+}
+
+static const nr_decoder_ops_t s_decoder_ops = {.name = "gpt2",
+                                               .state_new = s_dec_state_new,
+                                               .state_destroy = s_dec_state_destroy,
+                                               .set_encoder = s_dec_set_encoder,
+                                               .step = s_dec_step,
+                                               .select = s_dec_select};
+
+nr_decoder_t nr_gpt2_decoder(const nr_gpt2_t *m) {
+    nr_decoder_t d = {.ops = &s_decoder_ops, .model = m, .vocab_size = m->cfg.vocab_size,
+                      .max_positions = m->cfg.n_positions};
+    return d;
+}

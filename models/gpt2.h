@@ -10,6 +10,7 @@
 
 #include "models/backend.h"
 #include "models/config.h"
+#include "models/decoder.h"
 #include "models/io/checkpoint.h"
 
 typedef struct nr_gpt2 nr_gpt2_t;
@@ -48,5 +49,8 @@ int nr_gpt2_step(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *ids, int n_t
  * row r becoming old row src[r] (host array) with its encoder index; the
  * state then has new_rows rows, so finished captions leave the batch. */
 int nr_gpt2_select(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src, int new_rows);
+
+/* The model as a decoder for models/generate.h (vocab_size, n_positions). */
+nr_decoder_t nr_gpt2_decoder(const nr_gpt2_t *m);
 
 #endif

@@ -310,12 +310,12 @@ Test(cuda_ops, add_bias_add_layernorm) {
 Test(cuda_ops, gelu_both_forms_and_softmax) {
     s_pair_t p = s_pair();
     const size_t n = 100003;
-    for (int form = 0; form < 2; form++) {
+    for (int form = 0; form < 3; form++) { /* erf, tanh, quick_gelu */
         float *x = s_randv(n, 8);
         float *dx = s_up(p.gpu, x, n);
         cr_assert_eq(p.cpu->ops->gelu(p.cpu->ctx, x, n, form), 0);
         cr_assert_eq(p.gpu->ops->gelu(p.gpu->ctx, dx, n, form), 0);
-        s_check(p.gpu, dx, x, n, form ? "gelu tanh" : "gelu erf");
+        s_check(p.gpu, dx, x, n, form == 2 ? "quick_gelu" : form ? "gelu tanh" : "gelu erf");
         s_dfree(p.gpu, dx);
         free(x);
     }

@@ -703,6 +703,42 @@ Test(models_states, roundtrip_and_rejections) {
     cr_assert_eq(nr_states_decode(NULL, 0, &(nr_tensor_t *){NULL}, err, sizeof err), NR_EPROTO);
 }
 
+
+/* Version 2 names the family; version 1 still decodes, as vit-gpt2. */
+Test(models_states, family_frames) {
+    float d[6] = {1, -2, 3.5f, 0, 1e-3f, 7};
+    int64_t sh[2] = {2, 3};
+    unsigned char *f = NULL;
+    size_t n = 0;
+    char err[256], fam[NR_STATES_FAMILY_MAX + 1];
+    nr_tensor_t *t = NULL;
+    cr_assert_eq(nr_states_encode_family("git", d, 2, sh, NR_DTYPE_F32, &f, &n), 0);
+    cr_assert_eq(memcmp(f, "NRS2", 4), 0);
+    cr_assert_eq(n, nr_states_frame_size(NR_DTYPE_F32, 2, sh) + 4 + 3);
+    cr_assert_eq(nr_states_decode_family(f, n, &t, fam, sizeof fam, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(fam, "git");
+    cr_assert_eq(t->shape[0], 2);
+    cr_assert_eq(memcmp(t->data, d, sizeof d), 0);
+    nr_tensor_destroy(&t);
+    cr_assert_eq(nr_states_decode_family(f, n - 1, &t, fam, sizeof fam, err, sizeof err), NR_EPROTO);
+    for (size_t cut = 0; cut < 24; cut++)
+        cr_assert_eq(nr_states_decode(f, cut, &t, err, sizeof err), NR_EPROTO, "cut %zu", cut);
+    f[4] = 200; /* family length over the limit */
+    cr_assert_eq(nr_states_decode(f, n, &t, err, sizeof err), NR_EPROTO);
+    f[4] = 3;
+    f[9] = 'I'; /* not a family name character */
+    cr_assert_eq(nr_states_decode(f, n, &t, err, sizeof err), NR_EPROTO);
+    cr_assert_null(t);
+    free(f);
+    cr_assert_eq(nr_states_encode_family("", d, 2, sh, NR_DTYPE_F32, &f, &n), NR_EINVAL);
+    cr_assert_eq(nr_states_encode_family("a b", d, 2, sh, NR_DTYPE_F32, &f, &n), NR_EINVAL);
+    cr_assert_eq(nr_states_encode_family(NULL, d, 2, sh, NR_DTYPE_F32, &f, &n), NR_EINVAL);
+    cr_assert_eq(nr_states_encode(d, 2, sh, NR_DTYPE_BF16, &f, &n), 0);
+    cr_assert_eq(nr_states_decode_family(f, n, &t, fam, sizeof fam, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(fam, "vit-gpt2");
+    nr_tensor_destroy(&t);
+    free(f);
+}
 /* ------------------------------------------------------------------ */
 /* The tiny checkpoint against the PyTorch reference                   */
 /* ------------------------------------------------------------------ */
@@ -940,6 +976,18 @@ Test(models_fixture, frames_and_captions) {
     size_t bl;
     cr_assert_eq(nr_states_encode(enc, 2, sh, NR_DTYPE_F32, &bad, &bl), 0);
     cr_assert_eq(nr_captioner_frame_to_states(f.cap, bad, bl, back, err, sizeof err), NR_EPROTO);
+    cr_assert(strstr(err, "[196, 32]") && strstr(err, "[197, 32]"), "%s", err);
+    free(bad);
+    /* a version 1 frame of the right shape is vit-gpt2's; another family's is refused */
+    cr_assert_str_eq(nr_captioner_family(f.cap), "vit-gpt2");
+    cr_assert_eq(memcmp(fr, "NRS2", 4), 0);
+    int64_t sh1[2] = {197, 32};
+    cr_assert_eq(nr_states_encode(enc, 2, sh1, NR_DTYPE_F32, &bad, &bl), 0);
+    cr_assert_eq(nr_captioner_frame_to_states(f.cap, bad, bl, back, err, sizeof err), 0, "%s", err);
+    free(bad);
+    cr_assert_eq(nr_states_encode_family("git", enc, 2, sh1, NR_DTYPE_F32, &bad, &bl), 0);
+    cr_assert_eq(nr_captioner_frame_to_states(f.cap, bad, bl, back, err, sizeof err), NR_EPROTO);
+    cr_assert(strstr(err, "git") && strstr(err, "vit-gpt2"), "%s", err);
     free(bad);
     free(fr);
     char *cap[1] = {NULL};

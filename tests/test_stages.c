@@ -193,7 +193,7 @@ static char *s_lib_caption(const char *name, int num_beams, int max_length) {
     return caption;
 }
 
-/* The library's NRS1 frame for an image (what the vision stage must send). */
+/* The library's states frame for an image (what the vision stage must send). */
 static unsigned char *s_lib_frame(const char *name, size_t *len) {
     float *states = s_lib_states(name);
     unsigned char *frame = NULL;
@@ -442,7 +442,7 @@ static char *s_text_caption(const void *frame, size_t len, const char *const *op
     s_require(!strcmp(nr_harness_kv(&rec, "state"), "done"), "text job %s (%s: %s)", nr_harness_kv(&rec, "state"),
               nr_harness_kv(&rec, "error"), nr_harness_kv(&rec, "error_message"));
     char *kv_caption = strdup(nr_harness_kv(&rec, "text.caption"));
-    s_require(!strcmp(nr_harness_kv(&rec, "text.model"), S_MODEL_NAME), "text.model %s",
+    s_require(!strcmp(nr_harness_kv(&rec, "text.model"), nr_captioner_name(C.cap)), "text.model %s",
               nr_harness_kv(&rec, "text.model"));
     s_require(nr_harness_kv_long(&rec, "text.tokens") >= 0, "no text.tokens");
     nr_proto_msg_clear(&rec);
@@ -653,8 +653,8 @@ Test(stages, forged_states_frames_fail) {
     memset(forged + len, 0, 4);
     s_expect_fail("text", NULL, forged, len + 4, "text", "malformed_message", "trailing bytes");
     memcpy(forged, frame, len);
-    forged[4] = 7; /* dtype */
-    s_expect_fail("text", NULL, forged, len, "text", "malformed_message", "unknown dtype");
+    forged[4] = 7; /* NRS2 family name length */
+    s_expect_fail("text", NULL, forged, len, "text", "malformed_message", "bad family length");
     memcpy(forged, frame, len);
     forged[0] = 'X'; /* magic */
     s_expect_fail("text", NULL, forged, len, "text", "malformed_message", "bad magic");
@@ -667,7 +667,7 @@ Test(stages, forged_states_frames_fail) {
     s_expect_fail("text", NULL, other, other_len, "text", "malformed_message", "shape [196, 32]");
     /* huge declared shape, tiny frame */
     memcpy(forged, frame, len);
-    memset(forged + 12, 0xff, 8);
+    memset(forged + 12 + 12, 0xff, 8); /* after "NRS2", the family fields (4 + 8) and dtype, ndim */
     s_expect_fail("text", NULL, forged, len, "text", "malformed_message", "huge shape");
     s_require(nr_harness_proc_running(C.cl.workers[1]), "the text worker died");
     char *caption = s_text_caption(frame, len, NULL);
@@ -954,4 +954,87 @@ Test(stages_start, help_and_bad_flags) {
     s_expect_start_failure(C.text_bin, a2, "max_length");
     const char *a3[] = {"--model", C.model_dir, "--max-pixels", "0", NULL};
     s_expect_start_failure(C.vision_bin, a3, "max-pixels");
+}
+
+/* ---- GIT: the same workers serve another family ---- */
+
+/* The cluster with the git-tiny checkpoint (family git) in the workers and
+ * the in-process reference. */
+static void s_setup_git(void) {
+    s_setup();
+    free(C.model_dir);
+    C.model_dir = nr_harness_source_path("tests/fixtures/git-tiny");
+    nr_captioner_destroy(&C.cap);
+    char err[512] = "";
+    nr_captioner_params_t params = nr_captioner_default_params();
+    params.num_threads = 1;
+    cr_assert_eq(nr_captioner_load(C.model_dir, &params, &C.cap, err, sizeof err), 0, "%s", err);
+    int seq = 0, hidden = 0;
+    nr_captioner_states_shape(C.cap, &seq, &hidden);
+    C.states_floats = (size_t)seq * hidden;
+}
+
+TestSuite(stages_git, .init = s_setup_git, .fini = s_teardown, .timeout = 280);
+
+/* Vision and text worker processes on a GIT checkpoint: the frame is the
+ * library's (NRS2, family git), the caption the library's, greedy and
+ * beam; a ViT-GPT2 frame of the same shape is refused. */
+Test(stages_git, workers_caption_with_git) {
+    s_stage_workers(1);
+    const char *name = "chelsea_317x211.jpg";
+    char *path = s_image_path(name);
+    size_t size = 0;
+    char *bytes = nr_harness_read_file(path, &size);
+    cr_assert_not_null(bytes);
+    char id[NR_PROTO_ID_MAX + 1];
+    s_submit("vision", NULL, bytes, size, id);
+    nr_msg_t rec;
+    nr_proto_msg_init(&rec);
+    s_wait_final(id, &rec);
+    s_require(!strcmp(nr_harness_kv(&rec, "state"), "done"), "vision job %s (%s)", nr_harness_kv(&rec, "state"),
+              nr_harness_kv(&rec, "error_message"));
+    s_require(!strcmp(nr_harness_kv(&rec, "vision.model"), "git-tiny"), "vision.model %s",
+              nr_harness_kv(&rec, "vision.model"));
+    nr_proto_msg_clear(&rec);
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    cr_assert_eq(nr_client_fetch(C.client, id, "vision", &reply), 0, "%s", nr_client_error(C.client));
+    size_t want_len = 0;
+    unsigned char *want = s_lib_frame(name, &want_len);
+    cr_assert_eq(reply.frames_len, 1);
+    s_require(reply.frames[0].size == want_len && !memcmp(reply.frames[0].data, want, want_len),
+              "vision frame (%zu bytes) differs from the library's (%zu)", (size_t)reply.frames[0].size, want_len);
+    s_require(!memcmp(want, "NRS2", 4) && !memcmp(want + 8, "git", 3), "frame does not name family git");
+    nr_proto_msg_clear(&reply);
+    const char *greedy[] = {"num_beams", "1", "max_length", "12", NULL};
+    const char *beam[] = {"num_beams", "3", "max_length", "12", NULL};
+    char *caption = s_text_caption(want, want_len, greedy);
+    char *lib = s_lib_caption(name, 1, 12);
+    s_require(!strcmp(caption, lib) && lib[0], "text stage \"%s\" != library \"%s\"", caption, lib);
+    free(caption);
+    free(lib);
+    caption = s_text_caption(want, want_len, beam);
+    lib = s_lib_caption(name, 3, 12);
+    s_require(!strcmp(caption, lib) && lib[0], "text stage (beam) \"%s\" != library \"%s\"", caption, lib);
+    free(caption);
+    free(lib);
+    /* the whole route through the broker */
+    s_submit("vision,text", greedy, bytes, size, id);
+    nr_proto_msg_init(&rec);
+    s_wait_final(id, &rec);
+    s_require(!strcmp(nr_harness_kv(&rec, "state"), "done"), "route %s (%s)", nr_harness_kv(&rec, "state"),
+              nr_harness_kv(&rec, "error_message"));
+    nr_proto_msg_clear(&rec);
+    /* a ViT-GPT2 frame (version 1) of git-tiny's shape [17, 36] */
+    int64_t shape[2] = {17, 36};
+    float *states = calloc(17 * 36, sizeof(float));
+    unsigned char *other = NULL;
+    size_t other_len = 0;
+    cr_assert_eq(nr_states_encode(states, 2, shape, NR_DTYPE_F32, &other, &other_len), 0);
+    s_expect_fail("text", NULL, other, other_len, "text", "malformed_message", "vit-gpt2 frame at a git worker");
+    free(states);
+    free(other);
+    free(want);
+    free(bytes);
+    free(path);
 }

@@ -59,7 +59,12 @@ static inline float s_tanh(float x) {
 #define S_POOL_MIN_ELEMS 65536
 
 static void s_gelu_range(float *x, size_t n, int tanh_form) {
-    if (tanh_form) {
+    if (tanh_form == 2) { /* quick_gelu: x * sigmoid(1.702 x), as torch computes it */
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            x[i] = v * (1.0f / (1.0f + expf(-1.702f * v)));
+        }
+    } else if (tanh_form) {
         const float k = 0.7978845608028654f; /* sqrt(2/pi) */
         for (size_t i = 0; i < n; i++) {
             float v = x[i];

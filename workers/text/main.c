@@ -1,5 +1,7 @@
-/* narrator-worker-text: the text stage; encoder states ("NRS1" frame from
- * the vision stage) in, the caption as UTF-8 bytes out.
+/* narrator-worker-text: the text stage; encoder states (a states frame from
+ * the vision stage, models/states.h) in, the caption as UTF-8 bytes out.
+ * Serves any captioner family (models/family.h); a frame from another
+ * family or of another shape fails its job with the reason.
  *
  * The checkpoint folder (--model) is loaded once at start, decoder and
  * tokenizer only. Job options num_beams (1..16) and max_length (1..1024)
@@ -33,7 +35,7 @@ typedef struct {
 static const nr_config_option_t s_options[] = {
     NR_WORKER_CONFIG_OPTIONS(s_settings_t, worker),
     {"model", NR_CONFIG_STRING, 0, 0, "", offsetof(s_settings_t, model), sizeof(((s_settings_t *)0)->model),
-     "checkpoint folder (Hugging Face VisionEncoderDecoder layout; required)"},
+     "checkpoint folder (Hugging Face layout of a supported family; required)"},
     {"threads", NR_CONFIG_INT, 0, 1024, "0", offsetof(s_settings_t, threads), 0,
      "CPU threads for the decoder (0 = all cores)"},
     {"num-beams", NR_CONFIG_INT, 0, S_BEAMS_MAX, "0", offsetof(s_settings_t, num_beams), 0,
@@ -43,12 +45,13 @@ static const nr_config_option_t s_options[] = {
     NR_CONFIG_END};
 
 static const char s_usage[] =
-    "Text stage worker: decodes each job's encoder states (input frame 0, an NRS1 frame\n"
-    "from the vision stage) into a caption with the checkpoint's GPT-2 decoder (greedy or\n"
-    "beam search) and writes it as UTF-8 (output frame 0). Job options: num_beams (1..16),\n"
-    "max_length (1..1024, start token included; at most the model's n_positions); unset\n"
-    "ones come from the checkpoint's generation_config.json. Results: caption, model,\n"
-    "tokens, num_beams, max_length. A bad option (bad_option) or a malformed states frame\n"
+    "Text stage worker: decodes each job's encoder states (input frame 0, a states frame\n"
+    "from the vision stage) into a caption with the checkpoint's decoder, whatever its\n"
+    "family (greedy or beam search), and writes it as UTF-8 (output frame 0). Job options:\n"
+    "num_beams (1..16), max_length (1..1024, start token included; at most the model's\n"
+    "position limit); unset ones come from the checkpoint's generation_config.json.\n"
+    "Results: caption, model, tokens, num_beams, max_length. A bad option (bad_option) or\n"
+    "a states frame that is malformed, from another family or of another shape\n"
     "(malformed_message) fails its job for good. --model DIR is required (or\n"
     "NARRATOR_WORKER_MODEL). With --batch-size B > 1 up to B captions with the same\n"
     "settings are decoded together (capacity defaults to B).";
@@ -79,9 +82,9 @@ static int s_settings(const s_text_t *t, const nr_msg_t *job, nr_gen_config_t *g
     int rc = s_option(job, "num_beams", 1, S_BEAMS_MAX, &gen->num_beams, err, errlen);
     if (rc == 0) rc = s_option(job, "max_length", 1, S_LENGTH_MAX, &gen->max_length, err, errlen);
     if (rc == 0) {
-        int limit = nr_captioner_config(t->cap)->gpt2.n_positions;
+        int limit = nr_captioner_max_positions(t->cap);
         if (gen->max_length > limit)
-            rc = nr_seterr(err, errlen, NR_EOPTION, "max_length %d is more than this model's n_positions %d",
+            rc = nr_seterr(err, errlen, NR_EOPTION, "max_length %d is more than this model's position limit %d",
                            gen->max_length, limit);
     }
     return rc;
@@ -221,7 +224,7 @@ int main(int argc, char **argv) {
     int seq = 0, hidden = 0;
     nr_captioner_states_shape(text.cap, &seq, &hidden);
     text.states_floats = (size_t)seq * (size_t)hidden;
-    int n_positions = nr_captioner_config(text.cap)->gpt2.n_positions;
+    int n_positions = nr_captioner_max_positions(text.cap);
     if (text.defaults.max_length < 2 || text.defaults.max_length > n_positions) {
         fprintf(stderr, "narrator-worker-text: max_length %d is outside 2..%d (the model's n_positions)\n",
                 text.defaults.max_length, n_positions);

@@ -1,5 +1,6 @@
 /* narrator-worker-vision: the vision stage; image bytes (JPEG/PNG/WebP) in,
- * the ViT encoder's states out as one "NRS1" frame (models/states.h).
+ * the image encoder's states out as one states frame naming the family
+ * (models/states.h). Serves any captioner family (models/family.h).
  *
  * The checkpoint folder (--model) is loaded once at start, encoder only.
  * A job whose input is not a usable image fails alone and for good
@@ -27,7 +28,7 @@ typedef struct {
 static const nr_config_option_t s_options[] = {
     NR_WORKER_CONFIG_OPTIONS(s_settings_t, worker),
     {"model", NR_CONFIG_STRING, 0, 0, "", offsetof(s_settings_t, model), sizeof(((s_settings_t *)0)->model),
-     "checkpoint folder (Hugging Face VisionEncoderDecoder layout; required)"},
+     "checkpoint folder (Hugging Face layout of a supported family; required)"},
     {"threads", NR_CONFIG_INT, 0, 1024, "0", offsetof(s_settings_t, threads), 0,
      "CPU threads for the encoder (0 = all cores)"},
     {"max-input-bytes", NR_CONFIG_INT, 1, 64L << 20, "67108864", offsetof(s_settings_t, max_input_bytes), 0,
@@ -38,8 +39,9 @@ static const nr_config_option_t s_options[] = {
 
 static const char s_usage[] =
     "Vision stage worker: decodes each job's image (input frame 0: JPEG, PNG or WebP),\n"
-    "preprocesses it as the checkpoint's image processor does and runs the ViT encoder;\n"
-    "the output (frame 0) is the encoder states as an NRS1 frame for the text stage.\n"
+    "preprocesses it as the checkpoint's image processor does and runs the image encoder\n"
+    "of the checkpoint's family; the output (frame 0) is the encoder states\n"
+    "as a states frame naming the family, for the text stage.\n"
     "Results: model, image_bytes, ms. A bad image fails its job (not_an_image, bad_image,\n"
     "image_too_large, too_large; final) and the worker keeps serving.\n"
     "--model DIR is required (or NARRATOR_WORKER_MODEL). With --batch-size B > 1 up to\n"
@@ -169,7 +171,7 @@ int main(int argc, char **argv) {
     int seq = 0, hidden = 0;
     nr_captioner_states_shape(vision.cap, &seq, &hidden);
     vision.states_floats = (size_t)seq * (size_t)hidden;
-    nr_log(NR_LOG_INFO, "model %s: states [%d, %d] per image, device %s", nr_captioner_name(vision.cap), seq, hidden,
-           settings.worker.device);
+    nr_log(NR_LOG_INFO, "model %s (%s): states [%d, %d] per image, device %s", nr_captioner_name(vision.cap),
+           nr_captioner_family(vision.cap), seq, hidden, settings.worker.device);
     return nr_worker_model_run("vision", &settings.worker, &vision.cap, &vision, s_run, s_run_batch);
 }

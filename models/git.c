@@ -1,0 +1,558 @@
+/* GIT: the decoder block (git.h) and the family "git" (model_type git):
+ * GitVisionModel (models/clip.h) + GitProjection (Linear + LayerNorm with
+ * the vision config's eps) on the vision side, so the states frame carries
+ * the projected image tokens; the decoder on the text side. Follows
+ * transformers' models/git/modeling_git.py (GitEmbeddings, GitSelfAttention,
+ * GitSelfOutput, GitIntermediate, GitOutput, GitModel.create_attention_mask,
+ * GitForCausalLM); there the image tokens go through every layer again at
+ * each step with the same result, here their keys/values are cached. */
+#include "models/git.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "models/clip.h"
+#include "models/family.h"
+#include "models/weights.h"
+
+#define I64(x) ((int64_t)(x))
+
+typedef struct {
+    float *wqkv, *bqkv;   /* (3D, D), (3D): attention.self.query|key|value */
+    float *wo, *bo;       /* (D, D), (D): attention.output.dense */
+    float *ln1_g, *ln1_b; /* (D) attention.output.LayerNorm */
+    float *w1, *b1;       /* (I, D), (I): intermediate.dense */
+    float *w2, *b2;       /* (D, I), (D): output.dense */
+    float *ln2_g, *ln2_b; /* (D) output.LayerNorm */
+} s_layer_t;
+
+struct nr_git_decoder {
+    nr_git_config_t cfg;
+    nr_backend_t *be;
+    nr_wstore_t ws;
+    float *wte;           /* (V, D) word_embeddings */
+    float *wpe;           /* (max_position_embeddings, D) */
+    float *emb_g, *emb_b; /* (D) embeddings.LayerNorm */
+    float *out_w, *out_b; /* (V, D), (V): output */
+    s_layer_t *layers;
+};
+
+typedef struct {
+    const nr_git_decoder_t *m;
+    int rows, max_rows, max_len, n_enc, enc_len, len, cap_tok;
+    size_t rs;            /* floats per row in a cache: (enc_len + max_len) * D */
+    float **kc, **vc;     /* per layer (rows, enc_len + max_len, D): image tokens, then text */
+    int *enc_index, *tmp_index;
+    float *x, *h, *qkv, *att, *mlp, *logits, *tmp_cache;
+} s_state_t;
+
+int nr_git_decoder_load(const nr_git_config_t *cfg, const nr_checkpoint_t *ck, nr_backend_t *be,
+                        nr_git_decoder_t **out, char *err, size_t errlen) {
+    *out = NULL;
+    nr_git_decoder_t *m = calloc(1, sizeof(*m));
+    if (!m) return nr_seterr(err, errlen, NR_ENOMEM, "git: out of memory");
+    m->cfg = *cfg;
+    m->be = be;
+    m->ws = (nr_wstore_t){.be = be, .ck = ck, .prefix = ""};
+    nr_wstore_t *ws = &m->ws;
+    const int D = cfg->hidden_size, V = cfg->vocab_size, I = cfg->intermediate_size;
+    int rc;
+    if ((rc = nr_wstore_get(ws, "git.embeddings.word_embeddings.weight", &m->wte, err, errlen, 2, I64(V), I64(D))) ||
+        (rc = nr_wstore_get(ws, "git.embeddings.position_embeddings.weight", &m->wpe, err, errlen, 2,
+                            I64(cfg->max_position_embeddings), I64(D))) ||
+        (rc = nr_wstore_get(ws, "git.embeddings.LayerNorm.weight", &m->emb_g, err, errlen, 1, I64(D))) ||
+        (rc = nr_wstore_get(ws, "git.embeddings.LayerNorm.bias", &m->emb_b, err, errlen, 1, I64(D))) ||
+        (rc = nr_wstore_get(ws, "output.bias", &m->out_b, err, errlen, 1, I64(V))))
+        goto fail;
+    if (cfg->tie_word_embeddings) m->out_w = m->wte;
+    else if ((rc = nr_wstore_get(ws, "output.weight", &m->out_w, err, errlen, 2, I64(V), I64(D)))) goto fail;
+    m->layers = calloc((size_t)cfg->num_hidden_layers, sizeof(s_layer_t));
+    if (!m->layers) {
+        rc = nr_seterr(err, errlen, NR_ENOMEM, "git: out of memory");
+        goto fail;
+    }
+    for (int l = 0; l < cfg->num_hidden_layers; l++) {
+        s_layer_t *L = &m->layers[l];
+        char n[6][160];
+        const char *proj[3] = {"query", "key", "value"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(n[k], sizeof n[k], "git.encoder.layer.%d.attention.self.%s.weight", l, proj[k]);
+            snprintf(n[3 + k], sizeof n[3 + k], "git.encoder.layer.%d.attention.self.%s.bias", l, proj[k]);
+        }
+        const char *wn[3] = {n[0], n[1], n[2]}, *bn[3] = {n[3], n[4], n[5]};
+        int64_t rows[3] = {D, D, D};
+        if ((rc = nr_wstore_concat_rows(ws, wn, rows, 3, D, &L->wqkv, err, errlen)) ||
+            (rc = nr_wstore_concat_rows(ws, bn, rows, 3, 1, &L->bqkv, err, errlen)))
+            goto fail;
+        char nm[160];
+#define W(field, suffix, nd, ...)                                                                 \
+    do {                                                                                          \
+        snprintf(nm, sizeof nm, "git.encoder.layer.%d.%s", l, suffix);                            \
+        if ((rc = nr_wstore_get(ws, nm, &L->field, err, errlen, nd, __VA_ARGS__))) goto fail;     \
+    } while (0)
+        W(wo, "attention.output.dense.weight", 2, I64(D), I64(D));
+        W(bo, "attention.output.dense.bias", 1, I64(D));
+        W(ln1_g, "attention.output.LayerNorm.weight", 1, I64(D));
+        W(ln1_b, "attention.output.LayerNorm.bias", 1, I64(D));
+        W(w1, "intermediate.dense.weight", 2, I64(I), I64(D));
+        W(b1, "intermediate.dense.bias", 1, I64(I));
+        W(w2, "output.dense.weight", 2, I64(D), I64(I));
+        W(b2, "output.dense.bias", 1, I64(D));
+        W(ln2_g, "output.LayerNorm.weight", 1, I64(D));
+        W(ln2_b, "output.LayerNorm.bias", 1, I64(D));
+#undef W
+        if (be->ops->prepare_matmul &&
+            ((rc = be->ops->prepare_matmul(be->ctx, L->wqkv, NR_W_OUT_IN, 3 * D, D, 1)) ||
+             (rc = be->ops->prepare_matmul(be->ctx, L->wo, NR_W_OUT_IN, D, D, 1)) ||
+             (rc = be->ops->prepare_matmul(be->ctx, L->w1, NR_W_OUT_IN, I, D, 1)) ||
+             (rc = be->ops->prepare_matmul(be->ctx, L->w2, NR_W_OUT_IN, D, I, 1)))) {
+            nr_seterr(err, errlen, rc, "git: layer %d: cannot convert weights for the backend", l);
+            goto fail;
+        }
+    }
+    if (be->ops->prepare_matmul && (rc = be->ops->prepare_matmul(be->ctx, m->out_w, NR_W_OUT_IN, V, D, 1))) {
+        nr_seterr(err, errlen, rc, "git: cannot convert output for the backend");
+        goto fail;
+    }
+    *out = m;
+    return 0;
+fail:
+    nr_git_decoder_destroy(&m);
+    return rc;
+}
+
+void nr_git_decoder_destroy(nr_git_decoder_t **pm) {
+    if (!pm || !*pm) return;
+    nr_wstore_free(&(*pm)->ws);
+    free((*pm)->layers);
+    free(*pm);
+    *pm = NULL;
+}
+
+static void s_bfree(const nr_git_decoder_t *m, void *p) {
+    if (p) m->be->ops->free(m->be->ctx, p);
+}
+
+static void s_state_destroy(void **ps) {
+    s_state_t *s = *ps;
+    if (!s) return;
+    const nr_git_decoder_t *m = s->m;
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        if (s->kc) s_bfree(m, s->kc[l]);
+        if (s->vc) s_bfree(m, s->vc[l]);
+    }
+    free(s->kc);
+    free(s->vc);
+    free(s->enc_index);
+    free(s->tmp_index);
+    s_bfree(m, s->x);
+    s_bfree(m, s->h);
+    s_bfree(m, s->qkv);
+    s_bfree(m, s->att);
+    s_bfree(m, s->mlp);
+    s_bfree(m, s->logits);
+    s_bfree(m, s->tmp_cache);
+    free(s);
+    *ps = NULL;
+}
+
+/* Scratch for `tokens` rows of activations. */
+static int s_scratch(s_state_t *s, int tokens) {
+    const nr_git_decoder_t *m = s->m;
+    if (s->cap_tok >= tokens) return 0;
+    const int D = m->cfg.hidden_size, I = m->cfg.intermediate_size, V = m->cfg.vocab_size;
+    const size_t T = (size_t)tokens;
+    const nr_backend_ops_t *o = m->be->ops;
+    void *ctx = m->be->ctx;
+    s_bfree(m, s->x);
+    s_bfree(m, s->h);
+    s_bfree(m, s->qkv);
+    s_bfree(m, s->att);
+    s_bfree(m, s->mlp);
+    s_bfree(m, s->logits);
+    s->x = o->alloc(ctx, T * D * sizeof(float));
+    s->h = o->alloc(ctx, T * D * sizeof(float));
+    s->qkv = o->alloc(ctx, T * 3 * D * sizeof(float));
+    s->att = o->alloc(ctx, T * D * sizeof(float));
+    s->mlp = o->alloc(ctx, T * I * sizeof(float));
+    s->logits = o->alloc(ctx, T * V * sizeof(float));
+    if (!s->x || !s->h || !s->qkv || !s->att || !s->mlp || !s->logits) {
+        s->cap_tok = 0;
+        return NR_ENOMEM;
+    }
+    s->cap_tok = tokens;
+    return 0;
+}
+
+static void *s_state_new(const void *model, int rows, int max_len, int n_enc, int enc_len) {
+    const nr_git_decoder_t *m = model;
+    if (!m || rows <= 0 || max_len <= 0 || max_len > m->cfg.max_position_embeddings || n_enc <= 0 || enc_len <= 0)
+        return NULL;
+    s_state_t *s = calloc(1, sizeof(*s));
+    if (!s) return NULL;
+    void *self = s;
+    s->m = m;
+    s->rows = s->max_rows = rows;
+    s->max_len = max_len;
+    s->n_enc = n_enc;
+    s->enc_len = enc_len;
+    const int D = m->cfg.hidden_size, Lr = m->cfg.num_hidden_layers;
+    s->rs = (size_t)(enc_len + max_len) * D;
+    const nr_backend_ops_t *o = m->be->ops;
+    void *ctx = m->be->ctx;
+    s->kc = calloc((size_t)Lr, sizeof(float *));
+    s->vc = calloc((size_t)Lr, sizeof(float *));
+    s->enc_index = calloc((size_t)rows, sizeof(int));
+    s->tmp_index = calloc((size_t)rows, sizeof(int));
+    if (!s->kc || !s->vc || !s->enc_index || !s->tmp_index) goto fail;
+    for (int l = 0; l < Lr; l++) {
+        s->kc[l] = o->alloc(ctx, (size_t)rows * s->rs * sizeof(float));
+        s->vc[l] = o->alloc(ctx, (size_t)rows * s->rs * sizeof(float));
+        if (!s->kc[l] || !s->vc[l]) goto fail;
+    }
+    s->tmp_cache = o->alloc(ctx, (size_t)rows * s->rs * sizeof(float));
+    if (!s->tmp_cache || s_scratch(s, rows) != 0) goto fail;
+    for (int r = 0; r < rows; r++) s->enc_index[r] = r < n_enc ? r : 0;
+    return s;
+fail:
+    s_state_destroy(&self);
+    return NULL;
+}
+
+#define CK(call)                                                                                  \
+    do {                                                                                          \
+        if ((rc = (call)) != 0) goto out;                                                         \
+    } while (0)
+
+/* The image tokens through the layers (attending to image tokens only):
+ * each layer's keys/values land in the cache of the first row using that
+ * encoder output, then are copied to the other rows. */
+static int s_set_encoder(const void *model, void *state, const float *enc, const int *enc_index) {
+    const nr_git_decoder_t *m = model;
+    s_state_t *s = state;
+    if (!m || !s || !enc) return NR_EINVAL;
+    const nr_git_config_t *c = &m->cfg;
+    const int D = c->hidden_size, H = c->num_attention_heads, hd = D / H, I = c->intermediate_size;
+    const int Si = s->enc_len, M = s->n_enc * Si;
+    const nr_backend_ops_t *o = m->be->ops;
+    void *ctx = m->be->ctx;
+    s->rows = s->max_rows;
+    s->len = 0;
+    int *first = malloc((size_t)s->n_enc * sizeof(int));
+    if (!first) return NR_ENOMEM;
+    for (int e = 0; e < s->n_enc; e++) first[e] = -1;
+    int rc = 0;
+    for (int r = 0; r < s->rows; r++) {
+        int e = enc_index ? enc_index[r] : r;
+        if (e < 0 || e >= s->n_enc) {
+            free(first);
+            return NR_EINVAL;
+        }
+        s->enc_index[r] = e;
+        if (first[e] < 0) first[e] = r;
+    }
+    for (int e = 0; e < s->n_enc; e++)
+        if (first[e] < 0) {
+            free(first);
+            return NR_EINVAL;
+        }
+    float *x = o->alloc(ctx, (size_t)M * D * sizeof(float));
+    float *q = o->alloc(ctx, (size_t)M * D * sizeof(float));
+    float *att = o->alloc(ctx, (size_t)M * D * sizeof(float));
+    float *mlp = o->alloc(ctx, (size_t)M * I * sizeof(float));
+    if (!x || !q || !att || !mlp) {
+        rc = NR_ENOMEM;
+        goto out;
+    }
+    CK(o->copy(ctx, x, enc, (size_t)M * D * sizeof(float)));
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const s_layer_t *L = &m->layers[l];
+        for (int e = 0; e < s->n_enc; e++) { /* K and V of the image tokens, straight into the cache */
+            float *kd = s->kc[l] + (size_t)first[e] * s->rs, *vd = s->vc[l] + (size_t)first[e] * s->rs;
+            const float *xe = x + (size_t)e * Si * D;
+            CK(o->matmul(ctx, kd, D, xe, D, L->wqkv + (size_t)D * D, NR_W_OUT_IN, Si, D, D, 0));
+            CK(o->add_bias(ctx, kd, L->bqkv + D, Si, D));
+            CK(o->matmul(ctx, vd, D, xe, D, L->wqkv + (size_t)2 * D * D, NR_W_OUT_IN, Si, D, D, 0));
+            CK(o->add_bias(ctx, vd, L->bqkv + 2 * D, Si, D));
+        }
+        if (l == c->num_hidden_layers - 1) break; /* the last layer's image outputs feed nothing */
+        CK(o->matmul(ctx, q, D, x, D, L->wqkv, NR_W_OUT_IN, M, D, D, 0));
+        CK(o->add_bias(ctx, q, L->bqkv, M, D));
+        nr_attn_args_t aa = {.batch = s->n_enc,
+                             .n_head = H,
+                             .head_dim = hd,
+                             .n_q = Si,
+                             .n_kv = Si,
+                             .causal = 0,
+                             .scale = 1.0f / sqrtf((float)hd),
+                             .q = q,
+                             .k = s->kc[l],
+                             .v = s->vc[l],
+                             .out = att,
+                             .q_bstride = (size_t)Si * D,
+                             .q_rstride = (size_t)D,
+                             .kv_bstride = s->rs,
+                             .kv_rstride = (size_t)D,
+                             .o_bstride = (size_t)Si * D,
+                             .o_rstride = (size_t)D,
+                             .kv_index = first};
+        CK(o->attention(ctx, &aa));
+        CK(o->matmul(ctx, x, D, att, D, L->wo, NR_W_OUT_IN, M, D, D, 1));
+        CK(o->add_bias(ctx, x, L->bo, M, D));
+        CK(o->layernorm(ctx, x, x, L->ln1_g, L->ln1_b, M, D, c->layer_norm_eps));
+        CK(o->matmul(ctx, mlp, I, x, D, L->w1, NR_W_OUT_IN, M, I, D, 0));
+        CK(o->add_bias(ctx, mlp, L->b1, M, I));
+        CK(o->gelu(ctx, mlp, (size_t)M * I, (int)c->hidden_act));
+        CK(o->matmul(ctx, x, D, mlp, I, L->w2, NR_W_OUT_IN, M, D, I, 1));
+        CK(o->add_bias(ctx, x, L->b2, M, D));
+        CK(o->layernorm(ctx, x, x, L->ln2_g, L->ln2_b, M, D, c->layer_norm_eps));
+    }
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        for (int r = 0; r < s->rows; r++) {
+            int r0 = first[s->enc_index[r]];
+            if (r0 == r) continue;
+            const size_t bytes = (size_t)Si * D * sizeof(float);
+            CK(o->copy(ctx, s->kc[l] + (size_t)r * s->rs, s->kc[l] + (size_t)r0 * s->rs, bytes));
+            CK(o->copy(ctx, s->vc[l] + (size_t)r * s->rs, s->vc[l] + (size_t)r0 * s->rs, bytes));
+        }
+    rc = o->synchronize(ctx);
+out:
+    free(first);
+    s_bfree(m, x);
+    s_bfree(m, q);
+    s_bfree(m, att);
+    s_bfree(m, mlp);
+    return rc;
+}
+
+static int s_step(const void *model, void *state, const int *ids, int n_tok, float *logits, int all_logits) {
+    const nr_git_decoder_t *m = model;
+    s_state_t *s = state;
+    if (!m || !s || !ids || !logits || n_tok <= 0) return NR_EINVAL;
+    if (s->len + n_tok > s->max_len) return NR_EINVAL;
+    const nr_git_config_t *c = &m->cfg;
+    const int D = c->hidden_size, H = c->num_attention_heads, hd = D / H, I = c->intermediate_size;
+    const int V = c->vocab_size, R = s->rows, M = R * n_tok, Si = s->enc_len, pos0 = s->len;
+    const nr_backend_ops_t *o = m->be->ops;
+    void *ctx = m->be->ctx;
+    const float eps = c->layer_norm_eps;
+    int rc = s_scratch(s, M);
+    if (rc) return rc;
+    int *pos = malloc((size_t)M * sizeof(int));
+    if (!pos) return NR_ENOMEM;
+    for (int i = 0; i < M; i++) pos[i] = pos0 + i % n_tok; /* text positions start at 0 after the image */
+    CK(o->embed(ctx, s->x, m->wte, m->wpe, ids, pos, M, D, V, c->max_position_embeddings));
+    CK(o->layernorm(ctx, s->x, s->x, m->emb_g, m->emb_b, M, D, eps));
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const s_layer_t *L = &m->layers[l];
+        CK(o->matmul(ctx, s->qkv, 3 * D, s->x, D, L->wqkv, NR_W_OUT_IN, M, 3 * D, D, 0));
+        CK(o->add_bias(ctx, s->qkv, L->bqkv, M, 3 * D));
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < n_tok; t++) {
+                const float *src = s->qkv + (size_t)(r * n_tok + t) * 3 * D;
+                const size_t at = (size_t)r * s->rs + (size_t)(Si + pos0 + t) * D;
+                CK(o->copy(ctx, s->kc[l] + at, src + D, (size_t)D * sizeof(float)));
+                CK(o->copy(ctx, s->vc[l] + at, src + 2 * D, (size_t)D * sizeof(float)));
+            }
+        /* GIT's mask for text queries: every image token, text causally. */
+        nr_attn_args_t sa = {.batch = R,
+                             .n_head = H,
+                             .head_dim = hd,
+                             .n_q = n_tok,
+                             .n_kv = Si + pos0 + n_tok,
+                             .causal = 1,
+                             .q_pos0 = Si + pos0,
+                             .scale = 1.0f / sqrtf((float)hd),
+                             .q = s->qkv,
+                             .k = s->kc[l],
+                             .v = s->vc[l],
+                             .out = s->att,
+                             .q_bstride = (size_t)n_tok * 3 * D,
+                             .q_rstride = (size_t)3 * D,
+                             .kv_bstride = s->rs,
+                             .kv_rstride = (size_t)D,
+                             .o_bstride = (size_t)n_tok * D,
+                             .o_rstride = (size_t)D};
+        CK(o->attention(ctx, &sa));
+        CK(o->matmul(ctx, s->x, D, s->att, D, L->wo, NR_W_OUT_IN, M, D, D, 1));
+        CK(o->add_bias(ctx, s->x, L->bo, M, D));
+        CK(o->layernorm(ctx, s->x, s->x, L->ln1_g, L->ln1_b, M, D, eps));
+        CK(o->matmul(ctx, s->mlp, I, s->x, D, L->w1, NR_W_OUT_IN, M, I, D, 0));
+        CK(o->add_bias(ctx, s->mlp, L->b1, M, I));
+        CK(o->gelu(ctx, s->mlp, (size_t)M * I, (int)c->hidden_act));
+        CK(o->matmul(ctx, s->x, D, s->mlp, I, L->w2, NR_W_OUT_IN, M, D, I, 1));
+        CK(o->add_bias(ctx, s->x, L->b2, M, D));
+        CK(o->layernorm(ctx, s->x, s->x, L->ln2_g, L->ln2_b, M, D, eps));
+    }
+    s->len += n_tok;
+    const float *hs = s->x;
+    int out_rows = M;
+    if (!all_logits && n_tok > 1) { /* only each row's last token */
+        for (int r = 0; r < R; r++)
+            CK(o->copy(ctx, s->h + (size_t)r * D, s->x + (size_t)(r * n_tok + n_tok - 1) * D, (size_t)D * sizeof(float)));
+        hs = s->h;
+        out_rows = R;
+    }
+    CK(o->matmul(ctx, s->logits, V, hs, D, m->out_w, NR_W_OUT_IN, out_rows, V, D, 0));
+    CK(o->add_bias(ctx, s->logits, m->out_b, out_rows, V));
+    CK(o->download(ctx, logits, s->logits, (size_t)out_rows * V * sizeof(float)));
+    rc = o->synchronize(ctx);
+out:
+    free(pos);
+    return rc;
+}
+
+/* Rows keeping their caption copy only the text part of the cache; a row
+ * taking another caption's place copies the image part too. */
+static int s_select(const void *model, void *state, const int *src, int new_rows) {
+    const nr_git_decoder_t *m = model;
+    s_state_t *s = state;
+    if (!m || !s || !src || new_rows <= 0 || new_rows > s->rows) return NR_EINVAL;
+    const int D = m->cfg.hidden_size, R = s->rows, Si = s->enc_len;
+    const nr_backend_ops_t *o = m->be->ops;
+    void *ctx = m->be->ctx;
+    int identity = new_rows == R, rc = 0;
+    for (int r = 0; r < new_rows; r++) {
+        if (src[r] < 0 || src[r] >= R) return NR_EINVAL;
+        if (src[r] != r) identity = 0;
+    }
+    if (!identity) {
+        for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+            float *caches[2] = {s->kc[l], s->vc[l]};
+            for (int k = 0; k < 2; k++) {
+                for (int r = 0; r < new_rows; r++) {
+                    size_t from = s->enc_index[src[r]] == s->enc_index[r] ? (size_t)Si * D : 0;
+                    size_t bytes = ((size_t)(Si + s->len) * D - from) * sizeof(float);
+                    if (src[r] == r || bytes == 0) continue;
+                    if ((rc = o->copy(ctx, s->tmp_cache + r * s->rs + from, caches[k] + src[r] * s->rs + from, bytes)))
+                        return rc;
+                }
+                for (int r = 0; r < new_rows; r++) {
+                    size_t from = s->enc_index[src[r]] == s->enc_index[r] ? (size_t)Si * D : 0;
+                    size_t bytes = ((size_t)(Si + s->len) * D - from) * sizeof(float);
+                    if (src[r] == r || bytes == 0) continue;
+                    if ((rc = o->copy(ctx, caches[k] + r * s->rs + from, s->tmp_cache + r * s->rs + from, bytes)))
+                        return rc;
+                }
+            }
+        }
+    }
+    for (int r = 0; r < new_rows; r++) s->tmp_index[r] = s->enc_index[src[r]];
+    memcpy(s->enc_index, s->tmp_index, (size_t)new_rows * sizeof(int));
+    s->rows = new_rows;
+    return 0;
+}
+
+static const nr_decoder_ops_t s_decoder_ops = {.name = "git",
+                                               .state_new = s_state_new,
+                                               .state_destroy = s_state_destroy,
+                                               .set_encoder = s_set_encoder,
+                                               .step = s_step,
+                                               .select = s_select};
+
+nr_decoder_t nr_git_decoder(const nr_git_decoder_t *m) {
+    nr_decoder_t d = {.ops = &s_decoder_ops, .model = m, .vocab_size = m->cfg.vocab_size,
+                      .max_positions = m->cfg.max_position_embeddings};
+    return d;
+}
+
+/* ---- the family ---- */
+
+typedef struct {
+    nr_model_config_t cfg;
+    nr_backend_t *be;
+    nr_clip_vision_t *clip;   /* vision side: git.image_encoder.vision_model */
+    nr_wstore_t pws;          /* git.visual_projection.visual_projection.{0,1} */
+    float *proj_w, *proj_b;   /* (D, Dv), (D) Linear */
+    float *pln_g, *pln_b;     /* (D) LayerNorm, eps = vision layer_norm_eps */
+    nr_git_decoder_t *dec;    /* text side */
+} s_git_t;
+
+static void s_destroy(void **self) {
+    s_git_t *f = *self;
+    if (!f) return;
+    nr_clip_vision_destroy(&f->clip);
+    if (f->pws.be) nr_wstore_free(&f->pws);
+    nr_git_decoder_destroy(&f->dec);
+    free(f);
+    *self = NULL;
+}
+
+static int s_load(const nr_model_config_t *cfg, const nr_checkpoint_t *ck, nr_backend_t *be, int load_encoder,
+                  int load_decoder, void **out, char *err, size_t errlen) {
+    *out = NULL;
+    s_git_t *f = calloc(1, sizeof(*f));
+    if (!f) return nr_seterr(err, errlen, NR_ENOMEM, "git: out of memory");
+    f->cfg = *cfg;
+    f->be = be;
+    void *self = f;
+    int rc = 0;
+    const int Dv = cfg->git.vision.hidden_size, D = cfg->git.hidden_size;
+    if (load_encoder) {
+        if ((rc = nr_clip_vision_load(&cfg->git.vision, ck, "git.image_encoder.vision_model.", be, &f->clip, err,
+                                      errlen)))
+            goto fail;
+        f->pws = (nr_wstore_t){.be = be, .ck = ck, .prefix = "git.visual_projection.visual_projection."};
+        if ((rc = nr_wstore_get(&f->pws, "0.weight", &f->proj_w, err, errlen, 2, I64(D), I64(Dv))) ||
+            (rc = nr_wstore_get(&f->pws, "0.bias", &f->proj_b, err, errlen, 1, I64(D))) ||
+            (rc = nr_wstore_get(&f->pws, "1.weight", &f->pln_g, err, errlen, 1, I64(D))) ||
+            (rc = nr_wstore_get(&f->pws, "1.bias", &f->pln_b, err, errlen, 1, I64(D))))
+            goto fail;
+        if (be->ops->prepare_matmul &&
+            (rc = be->ops->prepare_matmul(be->ctx, f->proj_w, NR_W_OUT_IN, D, Dv, cfg->states_seq))) {
+            nr_seterr(err, errlen, rc, "git: cannot convert the visual projection for the backend");
+            goto fail;
+        }
+    }
+    if (load_decoder && (rc = nr_git_decoder_load(&cfg->git, ck, be, &f->dec, err, errlen))) goto fail;
+    *out = f;
+    return 0;
+fail:
+    s_destroy(&self);
+    return rc;
+}
+
+/* GitVisionModel, then GitProjection: the projected image tokens. */
+static int s_encode(const void *self, const float *pixels, int n, float *states) {
+    const s_git_t *f = self;
+    if (!f->clip) return NR_EUNSUPPORTED;
+    const nr_backend_ops_t *o = f->be->ops;
+    void *ctx = f->be->ctx;
+    const int Dv = f->cfg.git.vision.hidden_size, D = f->cfg.git.hidden_size, M = n * f->cfg.states_seq;
+    float *vis = o->alloc(ctx, (size_t)M * Dv * sizeof(float));
+    if (!vis) return NR_ENOMEM;
+    int rc = nr_clip_vision_forward(f->clip, pixels, n, vis);
+    if (rc == 0) rc = o->matmul(ctx, states, D, vis, Dv, f->proj_w, NR_W_OUT_IN, M, D, Dv, 0);
+    if (rc == 0) rc = o->add_bias(ctx, states, f->proj_b, M, D);
+    if (rc == 0) rc = o->layernorm(ctx, states, states, f->pln_g, f->pln_b, M, D, f->cfg.git.vision.layer_norm_eps);
+    if (rc == 0) rc = o->synchronize(ctx);
+    o->free(ctx, vis);
+    return rc;
+}
+
+static int s_decoder_input(const void *self, const float *states, int n, float **out) {
+    const s_git_t *f = self;
+    (void)states;
+    (void)n;
+    *out = NULL; /* the frame already holds the projected image tokens */
+    return f->dec ? 0 : NR_EUNSUPPORTED;
+}
+
+static nr_decoder_t s_decoder(const void *self) {
+    const s_git_t *f = self;
+    nr_decoder_t d = {0};
+    if (f->dec) d = nr_git_decoder(f->dec);
+    return d;
+}
+
+const nr_family_ops_t nr_family_git = {.name = "git",
+                                       .model_type = "git",
+                                       .load = s_load,
+                                       .destroy = s_destroy,
+                                       .encode = s_encode,
+                                       .decoder_input = s_decoder_input,
+                                       .decoder = s_decoder};
