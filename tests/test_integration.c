@@ -228,13 +228,14 @@ static void s_submit(const char *id, const char *route, const char *const *optio
     s_require(id_out[0] != '\0', "the SUBMIT reply carries no id");
 }
 
-/* STATUS, retrying through broker restarts. Returns the broker's code. */
+/* STATUS, retrying through broker and Redis restarts. Returns the broker's code. */
 static int s_status(const char *id, nr_msg_t *record) {
     int rc = NR_ETIMEDOUT;
     long long end = nr_harness_now_ms() + S_WAIT_MS;
     while (nr_harness_now_ms() < end) {
         rc = nr_client_status(C.client, id, record);
-        if (rc != NR_ECONNECT && rc != NR_ETIMEDOUT) return rc;
+        /* Redis down is "retry later" too: a settled job is read from it. */
+        if (rc != NR_ECONNECT && rc != NR_ETIMEDOUT && !nr_client_retryable(rc)) return rc;
         nr_harness_sleep_ms(100);
     }
     return rc;
