@@ -315,7 +315,7 @@ int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, co
         text[tl - a] = 0;
         captions[i] = text;
         if (n_tokens) {
-            int k = lens[i] - 1;
+            int k = lens[i] - 1 - g.prompt_len; /* after the start token and the prompt */
             if (k > 0 && ids[(size_t)i * g.max_length + lens[i] - 1] == g.eos_token_id) k--;
             n_tokens[i] = k;
         }
@@ -329,6 +329,26 @@ int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, co
     free(lens);
     return rc;
 #endif
+}
+
+int nr_captioner_prompt_ids(const nr_captioner_t *c, const char *text, int **ids, int *n, char *err, size_t errlen) {
+    if (!c || !text || !ids || !n) return nr_seterr(err, errlen, NR_EINVAL, "prompt: bad arguments");
+    *ids = NULL;
+    *n = 0;
+    if (strcmp(c->fam->name, "blip") != 0 || !c->wp)
+        return nr_seterr(err, errlen, NR_EUNSUPPORTED, "prompt: %s (%s) takes no text prompt%s", c->name,
+                         c->fam->name, c->wp ? "" : " or its decoder is not loaded");
+    size_t k = 0;
+    int rc = nr_wordpiece_encode(c->wp, text, strlen(text), 0, ids, &k, err, errlen);
+    if (rc) return rc;
+    if (k > (size_t)c->cfg.max_positions - 2) {
+        free(*ids);
+        *ids = NULL;
+        return nr_seterr(err, errlen, NR_EOPTION, "prompt: %zu tokens, at most %d fit this model", k,
+                         c->cfg.max_positions - 2);
+    }
+    *n = (int)k;
+    return 0;
 }
 
 int nr_captioner_states_to_frame(const nr_captioner_t *c, const float *states, unsigned char **frame, size_t *len) {

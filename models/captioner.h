@@ -91,6 +91,17 @@ int nr_captioner_project(const nr_captioner_t *c, const float *states, int n, fl
 int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, const nr_gen_config_t *gen,
                          char **captions, int *n_tokens, char *err, size_t errlen);
 
+/* A text prompt for conditional captioning (BLIP: "a picture of") -> the
+ * ids that go in nr_gen_config_t.prompt_ids: the checkpoint's WordPiece
+ * encoding without [CLS] / [SEP], as BlipForConditionalGeneration.generate()
+ * uses the processor's input_ids (its [CLS] becomes the start token [DEC],
+ * its [SEP] is dropped). Captions then start with the prompt, as
+ * transformers decodes them. *ids is new (free()), *n its count (0 for an
+ * empty prompt: the same as none). Returns 0, NR_EUNSUPPORTED (a family
+ * without prompts, or the decoder not loaded), NR_ETEXT (invalid UTF-8),
+ * NR_EOPTION (more ids than max_positions - 2), NR_ENOMEM. */
+int nr_captioner_prompt_ids(const nr_captioner_t *c, const char *text, int **ids, int *n, char *err, size_t errlen);
+
 /* One image's states [seq, hidden] -> a new version 2 ("NRS2") frame
  * naming this model's family (models/states.h), F32. Returns 0, NR_ENOMEM. */
 int nr_captioner_states_to_frame(const nr_captioner_t *c, const float *states, unsigned char **frame, size_t *len);

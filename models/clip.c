@@ -1,6 +1,9 @@
-/* CLIP vision tower: follows transformers' GitVisionEmbeddings /
+/* CLIP-style vision towers: follows transformers' GitVisionEmbeddings /
  * GitVisionEncoderLayer / GitVisionTransformer (models/git/modeling_git.py,
- * copied there from models/clip/modeling_clip.py). */
+ * copied there from models/clip/modeling_clip.py) and BlipVisionEmbeddings /
+ * BlipAttention / BlipEncoderLayer / BlipVisionModel
+ * (models/blip/modeling_blip.py), which differ only in names, the patch
+ * bias and the missing pre-layernorm. */
 #include "models/clip.h"
 
 #include <math.h>
@@ -27,24 +30,29 @@ struct nr_clip_vision {
     nr_vit_config_t cfg;
     nr_backend_t *be;
     nr_wstore_t ws;
-    float *patch_w;           /* (D, C, P, P), no bias */
-    float *zero_b;            /* (D) zeros: the patch op adds a bias */
+    nr_vision_layout_t layout;
+    float *patch_w;           /* (D, C, P, P) */
+    float *patch_b;           /* (D): BLIP's patch_embedding.bias, or zeros (CLIP has none; the op adds one) */
+    float *zero_b;            /* the zeros above, owned */
     float *cls;               /* (D) class_embedding */
     float *pos;               /* (S, D) position_embedding.weight */
-    float *pre_g, *pre_b;     /* (D) pre_layrnorm */
+    float *pre_g, *pre_b;     /* (D) pre_layrnorm (CLIP only) */
     float *post_g, *post_b;   /* (D) post_layernorm */
     s_layer_t *layers;
     int seq;
 };
 
-int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const char *prefix, nr_backend_t *be,
-                        nr_clip_vision_t **out, char *err, size_t errlen) {
+int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const char *prefix,
+                        nr_vision_layout_t layout, nr_backend_t *be, nr_clip_vision_t **out, char *err,
+                        size_t errlen) {
     *out = NULL;
     nr_clip_vision_t *m = calloc(1, sizeof(*m));
     if (!m) return nr_seterr(err, errlen, NR_ENOMEM, "clip: out of memory");
     m->cfg = *cfg;
     m->be = be;
+    m->layout = layout;
     m->ws = (nr_wstore_t){.be = be, .ck = ck, .prefix = prefix ? prefix : ""};
+    const int blip = layout == NR_VISION_BLIP;
     const int D = cfg->hidden_size, C = cfg->num_channels, P = cfg->patch_size, I = cfg->intermediate_size;
     const int g = cfg->image_size / P;
     m->seq = 1 + g * g;
@@ -52,19 +60,28 @@ int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, c
     nr_wstore_t *ws = &m->ws;
     if ((rc = nr_wstore_get(ws, "embeddings.patch_embedding.weight", &m->patch_w, err, errlen, 4, I64(D), I64(C),
                             I64(P), I64(P))) ||
-        (rc = nr_wstore_get(ws, "embeddings.class_embedding", &m->cls, err, errlen, 1, I64(D))) ||
-        (rc = nr_wstore_get(ws, "embeddings.position_embedding.weight", &m->pos, err, errlen, 2, I64(m->seq),
-                            I64(D))) ||
-        (rc = nr_wstore_get(ws, "pre_layrnorm.weight", &m->pre_g, err, errlen, 1, I64(D))) ||
-        (rc = nr_wstore_get(ws, "pre_layrnorm.bias", &m->pre_b, err, errlen, 1, I64(D))) ||
+        /* CLIP: class_embedding (D), position_embedding an Embedding (S, D);
+         * BLIP: both Parameters, (1, 1, D) and (1, S, D), no ".weight" */
+        (!blip && (rc = nr_wstore_get(ws, "embeddings.class_embedding", &m->cls, err, errlen, 1, I64(D)))) ||
+        (!blip && (rc = nr_wstore_get(ws, "embeddings.position_embedding.weight", &m->pos, err, errlen, 2,
+                                      I64(m->seq), I64(D)))) ||
+        (blip && (rc = nr_wstore_get(ws, "embeddings.class_embedding", &m->cls, err, errlen, 3, I64(1), I64(1),
+                                     I64(D)))) ||
+        (blip && (rc = nr_wstore_get(ws, "embeddings.position_embedding", &m->pos, err, errlen, 3, I64(1),
+                                     I64(m->seq), I64(D)))) ||
+        (!blip && (rc = nr_wstore_get(ws, "pre_layrnorm.weight", &m->pre_g, err, errlen, 1, I64(D)))) ||
+        (!blip && (rc = nr_wstore_get(ws, "pre_layrnorm.bias", &m->pre_b, err, errlen, 1, I64(D)))) ||
+        (blip && (rc = nr_wstore_get(ws, "embeddings.patch_embedding.bias", &m->patch_b, err, errlen, 1, I64(D)))) ||
         (rc = nr_wstore_get(ws, "post_layernorm.weight", &m->post_g, err, errlen, 1, I64(D))) ||
         (rc = nr_wstore_get(ws, "post_layernorm.bias", &m->post_b, err, errlen, 1, I64(D))))
         goto fail;
-    float *zeros = calloc((size_t)D, sizeof(float));
-    m->zero_b = zeros ? nr_backend_upload_new(be, zeros, (size_t)D * sizeof(float)) : NULL;
-    free(zeros);
+    if (!blip) {
+        float *zeros = calloc((size_t)D, sizeof(float));
+        m->zero_b = m->patch_b = zeros ? nr_backend_upload_new(be, zeros, (size_t)D * sizeof(float)) : NULL;
+        free(zeros);
+    }
     m->layers = calloc((size_t)cfg->num_hidden_layers, sizeof(s_layer_t));
-    if (!m->zero_b || !m->layers) {
+    if (!m->patch_b || !m->layers) {
         rc = nr_seterr(err, errlen, NR_ENOMEM, "clip: out of memory");
         goto fail;
     }
@@ -72,17 +89,26 @@ int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, c
         s_layer_t *L = &m->layers[l];
         char n[6][160];
         const char *base = "encoder.layers.%d.%s";
-        const char *proj[3] = {"q_proj", "k_proj", "v_proj"};
-        for (int k = 0; k < 3; k++) {
-            snprintf(n[k], sizeof n[k], "encoder.layers.%d.self_attn.%s.weight", l, proj[k]);
-            snprintf(n[3 + k], sizeof n[3 + k], "encoder.layers.%d.self_attn.%s.bias", l, proj[k]);
-        }
-        const char *wn[3] = {n[0], n[1], n[2]}, *bn[3] = {n[3], n[4], n[5]};
-        int64_t rows[3] = {D, D, D};
-        if ((rc = nr_wstore_concat_rows(ws, wn, rows, 3, D, &L->wqkv, err, errlen)) ||
-            (rc = nr_wstore_concat_rows(ws, bn, rows, 3, 1, &L->bqkv, err, errlen)))
-            goto fail;
         char nm[160];
+        if (blip) { /* BlipAttention.qkv: one Linear (3D, D), rows query|key|value */
+            snprintf(nm, sizeof nm, "encoder.layers.%d.self_attn.qkv.weight", l);
+            if ((rc = nr_wstore_get(ws, nm, &L->wqkv, err, errlen, 2, I64(3 * D), I64(D)))) goto fail;
+            snprintf(nm, sizeof nm, "encoder.layers.%d.self_attn.qkv.bias", l);
+            if ((rc = nr_wstore_get(ws, nm, &L->bqkv, err, errlen, 1, I64(3 * D)))) goto fail;
+        } else {
+            const char *proj[3] = {"q_proj", "k_proj", "v_proj"};
+            for (int k = 0; k < 3; k++) {
+                snprintf(n[k], sizeof n[k], "encoder.layers.%d.self_attn.%s.weight", l, proj[k]);
+                snprintf(n[3 + k], sizeof n[3 + k], "encoder.layers.%d.self_attn.%s.bias", l, proj[k]);
+            }
+            const char *wn[3] = {n[0], n[1], n[2]}, *bn[3] = {n[3], n[4], n[5]};
+            int64_t rows[3] = {D, D, D};
+            if ((rc = nr_wstore_concat_rows(ws, wn, rows, 3, D, &L->wqkv, err, errlen)) ||
+                (rc = nr_wstore_concat_rows(ws, bn, rows, 3, 1, &L->bqkv, err, errlen)))
+                goto fail;
+        }
+        const char *oname = blip ? "self_attn.projection.weight" : "self_attn.out_proj.weight";
+        const char *obname = blip ? "self_attn.projection.bias" : "self_attn.out_proj.bias";
 #define W(field, suffix, nd, ...)                                                                 \
     do {                                                                                          \
         snprintf(nm, sizeof nm, base, l, suffix);                                                 \
@@ -90,8 +116,8 @@ int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, c
     } while (0)
         W(ln1_g, "layer_norm1.weight", 1, I64(D));
         W(ln1_b, "layer_norm1.bias", 1, I64(D));
-        W(wo, "self_attn.out_proj.weight", 2, I64(D), I64(D));
-        W(bo, "self_attn.out_proj.bias", 1, I64(D));
+        W(wo, oname, 2, I64(D), I64(D));
+        W(bo, obname, 1, I64(D));
         W(ln2_g, "layer_norm2.weight", 1, I64(D));
         W(ln2_b, "layer_norm2.bias", 1, I64(D));
         W(w1, "mlp.fc1.weight", 2, I64(I), I64(D));
@@ -155,12 +181,12 @@ int nr_clip_vision_forward(const nr_clip_vision_t *m, const float *pixels, int b
                           .dim = D,
                           .pixels = pixels,
                           .w = m->patch_w,
-                          .b = m->zero_b,
+                          .b = m->patch_b,
                           .cls = m->cls,
                           .pos = m->pos,
                           .out = x};
     CK(o->patch_embed(ctx, &pa));
-    CK(o->layernorm(ctx, x, x, m->pre_g, m->pre_b, M, D, c->layer_norm_eps));
+    if (m->pre_g) CK(o->layernorm(ctx, x, x, m->pre_g, m->pre_b, M, D, c->layer_norm_eps));
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const s_layer_t *L = &m->layers[l];
         CK(o->layernorm(ctx, h, x, L->ln1_g, L->ln1_b, M, D, c->layer_norm_eps));

@@ -1,8 +1,13 @@
-/* CLIP vision tower (transformers' CLIPVisionTransformer, as GIT's image
- * encoder GitVisionModel uses it): class embedding + patch conv without
- * bias + position embedding, pre_layrnorm, pre-LN layers (layer_norm1,
- * self_attn q/k/v/out_proj, layer_norm2, mlp fc1 -> activation -> fc2),
- * post_layernorm over every position. The model is shared and read-only. */
+/* CLIP-style pre-LN vision towers, in two tensor layouts:
+ *   NR_VISION_CLIP: transformers' CLIPVisionTransformer, as GIT's image
+ *     encoder GitVisionModel uses it: class embedding + patch conv without
+ *     bias + position embedding, pre_layrnorm, pre-LN layers (layer_norm1,
+ *     self_attn q_proj/k_proj/v_proj/out_proj, layer_norm2, mlp fc1 ->
+ *     activation -> fc2), post_layernorm over every position;
+ *   NR_VISION_BLIP: BlipVisionModel (models/blip/modeling_blip.py): the same
+ *     layers without pre_layrnorm, the patch conv with a bias, attention as
+ *     one fused `self_attn.qkv` Linear and `self_attn.projection`.
+ * The model is shared and read-only. */
 #ifndef NR_MODELS_CLIP_H
 #define NR_MODELS_CLIP_H
 
@@ -14,11 +19,15 @@
 
 typedef struct nr_clip_vision nr_clip_vision_t;
 
-/* Loads prefix + CLIP vision names ("git.image_encoder.vision_model." in a
- * GIT checkpoint), checking shapes against cfg (qkv_bias is ignored: CLIP
- * always has biases). Returns 0, NR_EMODEL (tensor named), NR_ENOMEM. */
-int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const char *prefix, nr_backend_t *be,
-                        nr_clip_vision_t **out, char *err, size_t errlen);
+typedef enum { NR_VISION_CLIP = 0, NR_VISION_BLIP = 1 } nr_vision_layout_t;
+
+/* Loads prefix + the layout's names ("git.image_encoder.vision_model." in a
+ * GIT checkpoint, "vision_model." in a BLIP one), checking shapes against
+ * cfg (qkv_bias is ignored: both always have biases). Returns 0, NR_EMODEL
+ * (tensor named), NR_ENOMEM. */
+int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const char *prefix,
+                        nr_vision_layout_t layout, nr_backend_t *be, nr_clip_vision_t **out, char *err,
+                        size_t errlen);
 void nr_clip_vision_destroy(nr_clip_vision_t **m);
 
 /* pixels [batch, C, H, W] -> out [batch, 1 + (H/P)^2, D] (last_hidden_state,

@@ -313,6 +313,103 @@ static int s_git(const cJSON *root, const char *src, nr_model_config_t *cfg, cha
     return 0;
 }
 
+/* model_type blip (transformers' configuration_blip.py: BlipConfig with a
+ * BlipVisionConfig under vision_config and a BlipTextConfig under
+ * text_config, each key defaulting as there). BlipConfig sets the text
+ * side's encoder_hidden_size to the vision hidden_size, so the
+ * cross-attention reads the vision states as they are. Generation:
+ * BlipForConditionalGeneration.generate() calls text_decoder.generate()
+ * with eos = text_config.sep_token_id, pad = text_config.pad_token_id and
+ * input_ids starting with text_config.bos_token_id; the other settings
+ * (max_length, num_beams ...) are the text decoder's, from text_config. */
+static int s_blip(const cJSON *root, const char *src, nr_model_config_t *cfg, char *err, size_t errlen) {
+    nr_blip_config_t *b = &cfg->blip;
+    nr_vit_config_t *v = &b->vision;
+    *v = (nr_vit_config_t){.hidden_size = 768, .num_hidden_layers = 12, .num_attention_heads = 12,
+                           .intermediate_size = 3072, .image_size = 384, .patch_size = 16, .num_channels = 3,
+                           .layer_norm_eps = 1e-5f, .hidden_act = NR_ACT_GELU, .qkv_bias = 1};
+    const cJSON *vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config");
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
+    if ((vc && !cJSON_IsNull(vc) && !cJSON_IsObject(vc)) || (tc && !cJSON_IsNull(tc) && !cJSON_IsObject(tc)))
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: vision_config and text_config must be objects", src);
+    if (cJSON_IsObject(vc)) {
+        const char *w = "vision_config.";
+        DEF_INT(vc, "hidden_size", v->hidden_size, w);
+        DEF_INT(vc, "num_hidden_layers", v->num_hidden_layers, w);
+        DEF_INT(vc, "num_attention_heads", v->num_attention_heads, w);
+        DEF_INT(vc, "intermediate_size", v->intermediate_size, w);
+        DEF_INT(vc, "image_size", v->image_size, w);
+        DEF_INT(vc, "patch_size", v->patch_size, w);
+        DEF_INT(vc, "num_channels", v->num_channels, w);
+        if (s_float(vc, "layer_norm_eps", &v->layer_norm_eps) < 0 || v->layer_norm_eps < 0)
+            return nr_seterr(err, errlen, NR_EMODEL, "%s: vision_config.layer_norm_eps must be a number >= 0", src);
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(vc, "hidden_act");
+        if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &v->hidden_act) < 0)
+            return nr_seterr(err, errlen, NR_EMODEL,
+                             "%s: vision_config.hidden_act must be gelu, gelu_new, gelu_pytorch_tanh or quick_gelu", src);
+    }
+    if (v->hidden_size % v->num_attention_heads || v->image_size % v->patch_size || v->image_size > 4096)
+        return nr_seterr(err, errlen, NR_EMODEL,
+                         "%s: vision_config: hidden_size %d / num_attention_heads %d or image_size %d / patch_size %d "
+                         "do not divide", src, v->hidden_size, v->num_attention_heads, v->image_size, v->patch_size);
+    *b = (nr_blip_config_t){.vision = *v, .hidden_size = 768, .num_hidden_layers = 12, .num_attention_heads = 8,
+                            .intermediate_size = 3072, .max_position_embeddings = 512, .vocab_size = 30524,
+                            .layer_norm_eps = 1e-12f, .hidden_act = NR_ACT_GELU, .tie_word_embeddings = 1,
+                            .bos_token_id = 30522, .sep_token_id = 102, .pad_token_id = 0};
+    static const cJSON s_empty = {0};
+    const cJSON *t = cJSON_IsObject(tc) ? tc : &s_empty;
+    const char *w = "text_config.";
+    DEF_INT(t, "hidden_size", b->hidden_size, w);
+    DEF_INT(t, "num_hidden_layers", b->num_hidden_layers, w);
+    DEF_INT(t, "num_attention_heads", b->num_attention_heads, w);
+    DEF_INT(t, "intermediate_size", b->intermediate_size, w);
+    DEF_INT(t, "max_position_embeddings", b->max_position_embeddings, w);
+    DEF_INT(t, "vocab_size", b->vocab_size, w);
+    if (s_float(t, "layer_norm_eps", &b->layer_norm_eps) < 0 || b->layer_norm_eps < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: text_config.layer_norm_eps must be a number >= 0", src);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(t, "hidden_act");
+    if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &b->hidden_act) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL,
+                         "%s: text_config.hidden_act must be gelu, gelu_new, gelu_pytorch_tanh or quick_gelu", src);
+    if (s_bool(t, "tie_word_embeddings", &b->tie_word_embeddings) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: text_config.tie_word_embeddings must be true or false", src);
+    if (s_int(t, "bos_token_id", &b->bos_token_id) < 0 || s_int(t, "sep_token_id", &b->sep_token_id) < 0 ||
+        s_int(t, "pad_token_id", &b->pad_token_id) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: text_config bos/sep/pad_token_id must be integers", src);
+    if (b->hidden_size % b->num_attention_heads)
+        return nr_seterr(err, errlen, NR_EMODEL,
+                         "%s: text_config.hidden_size %d is not divisible by num_attention_heads %d", src,
+                         b->hidden_size, b->num_attention_heads);
+    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(t, "position_embedding_type");
+    if (pe && !cJSON_IsNull(pe) && !(cJSON_IsString(pe) && strcmp(pe->valuestring, "absolute") == 0))
+        return nr_seterr(err, errlen, NR_EMODEL,
+                         "%s: text_config.position_embedding_type other than absolute is not supported", src);
+    int isdec = 1;
+    if (s_bool(t, "is_decoder", &isdec) < 0 || !isdec)
+        return nr_seterr(err, errlen, NR_EMODEL,
+                         "%s: text_config.is_decoder must be true (a captioner's text side is the decoder)", src);
+    if (b->bos_token_id < 0 || b->bos_token_id >= b->vocab_size || b->sep_token_id < 0 ||
+        b->sep_token_id >= b->vocab_size || b->pad_token_id < 0 || b->pad_token_id >= b->vocab_size)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: text_config bos/sep/pad_token_id outside the vocabulary", src);
+    int g1 = v->image_size / v->patch_size;
+    snprintf(cfg->family, sizeof cfg->family, "blip");
+    cfg->wordpiece = 1;
+    cfg->num_channels = v->num_channels;
+    cfg->image_size = v->image_size;
+    cfg->states_seq = 1 + g1 * g1;
+    cfg->states_hidden = v->hidden_size; /* the vision model's last_hidden_state */
+    cfg->dec_hidden = v->hidden_size;    /* the cross-attention reads it as it is */
+    cfg->max_positions = b->max_position_embeddings;
+    cfg->vocab_size = b->vocab_size;
+    int rc = s_gen(t, src, &cfg->gen, err, errlen);
+    if (rc) return rc;
+    cfg->gen.decoder_start_token_id = b->bos_token_id;
+    cfg->gen.bos_token_id = b->bos_token_id;
+    cfg->gen.eos_token_id = b->sep_token_id;
+    cfg->gen.pad_token_id = b->pad_token_id;
+    return 0;
+}
+
 int nr_model_config_parse(const char *config_json, const char *gen_json, const char *what, nr_model_config_t *cfg,
                           char *err, size_t errlen) {
     char src[512];
@@ -333,10 +430,16 @@ int nr_model_config_parse(const char *config_json, const char *gen_json, const c
         if ((rc = s_gen(root, src, &cfg->gen, err, errlen)) != 0) goto out;
         goto generation;
     }
+    if (cJSON_IsString(mt) && strcmp(mt->valuestring, "blip") == 0) {
+        /* no generation_config.json: text_decoder.generate() uses text_config's settings */
+        rc = s_blip(root, src, cfg, err, errlen);
+        goto out;
+    }
     if (!cJSON_IsString(mt) || strcmp(mt->valuestring, "vision-encoder-decoder") != 0 || !cJSON_IsObject(enc) ||
         !cJSON_IsObject(dec)) {
         rc = nr_seterr(err, errlen, NR_EMODEL,
-                       "%s: model_type must be vision-encoder-decoder (with encoder and decoder objects) or git", src);
+                       "%s: model_type must be vision-encoder-decoder (with encoder and decoder objects), git or blip",
+                       src);
         goto out;
     }
     if ((rc = s_vit(enc, src, &cfg->vit, err, errlen)) != 0) goto out;

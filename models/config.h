@@ -53,8 +53,27 @@ typedef struct {
     int tie_word_embeddings;  /* output.weight is the word embeddings (default 0, GitConfig's) */
 } nr_git_config_t;
 
+/* BLIP (BlipForConditionalGeneration): BLIP's ViT (vision_config) and the
+ * BERT language model with cross-attention in every layer (text_config);
+ * keys and defaults of transformers' BlipVisionConfig / BlipTextConfig. */
+typedef struct {
+    nr_vit_config_t vision;   /* 384 px, patch 16, gelu, layer_norm_eps 1e-5 by default */
+    int hidden_size;          /* text_config.* from here */
+    int num_hidden_layers;
+    int num_attention_heads;  /* 8 by default (the published checkpoints say 12) */
+    int intermediate_size;
+    int max_position_embeddings;
+    int vocab_size;           /* 30524: bert-base-uncased's 30522 + [DEC] + [ENC] */
+    float layer_norm_eps;     /* 1e-12 by default */
+    nr_act_t hidden_act;      /* gelu by default (layers and the prediction head's transform) */
+    int tie_word_embeddings;  /* cls.predictions.decoder.weight may be absent: use the word embeddings (default 1) */
+    int bos_token_id;         /* [DEC] 30522: replaces the processor's [CLS] */
+    int sep_token_id;         /* [SEP] 102: generation's eos */
+    int pad_token_id;         /* 0 */
+} nr_blip_config_t;
+
 /* Generation settings: transformers' names and meanings. max_length counts
- * the decoder start token. */
+ * the decoder start token (and the prompt, when there is one). */
 typedef struct {
     int max_length;           /* default 20 (transformers) */
     int num_beams;            /* 1 = greedy */
@@ -64,6 +83,12 @@ typedef struct {
     int bos_token_id;
     int eos_token_id;         /* -1: none */
     int pad_token_id;
+    /* Optional text prompt (BLIP's conditional captioning): ids that follow
+     * the start token in every caption, as transformers' generate() gets
+     * them in input_ids (decoder_prompt_len = 1 + prompt_len); borrowed, the
+     * caller keeps them alive for the call. NULL / 0: none. */
+    const int *prompt_ids;
+    int prompt_len;
 } nr_gen_config_t;
 
 typedef struct {
@@ -82,6 +107,7 @@ typedef struct {
     nr_vit_config_t vit;
     nr_gpt2_config_t gpt2;
     nr_git_config_t git;
+    nr_blip_config_t blip;
     nr_gen_config_t gen;
     /* 1: VisionEncoderDecoderModel's enc_to_dec_proj, a Linear from the
      * encoder's hidden_size to the decoder's n_embd, applied to the encoder
@@ -99,8 +125,11 @@ nr_gen_config_t nr_gen_config_default(void);
 char *nr_model_read_file(const char *path, size_t max, size_t *len);
 
 /* Reads dir/config.json (model_type vision-encoder-decoder with encoder vit
- * and decoder gpt2: family "vit-gpt2"; model_type git: family "git") then dir/generation_config.json when present (its keys
- * override config.json's). Validates every size (positive, heads divide
+ * and decoder gpt2: family "vit-gpt2"; model_type git: family "git";
+ * model_type blip: family "blip") then dir/generation_config.json when
+ * present (its keys override config.json's; not for blip, whose
+ * generation settings are text_config's, as transformers'
+ * text_decoder.generate() takes them). Validates every size (positive, heads divide
  * hidden, image divisible by patch, known activation) and sets
  * enc_to_dec_proj as transformers decides it; a decoder
  * cross_attention_hidden_size other than the encoder's hidden_size (refused

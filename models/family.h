@@ -25,7 +25,7 @@
 #include "models/io/checkpoint.h"
 
 typedef struct nr_family_ops {
-    const char *name;       /* "vit-gpt2", "git": in states frames, logs and docs */
+    const char *name;       /* "vit-gpt2", "git", "blip": in states frames, logs and docs */
     const char *model_type; /* config.json's model_type it serves */
     /* Loads the encoder side and/or the decoder side from ck into *out (the
      * family's own struct). Returns 0, NR_EMODEL (tensor named in err),
@@ -47,10 +47,11 @@ typedef struct nr_family_ops {
 /* The families, each defined in its models/<family>.c. */
 extern const nr_family_ops_t nr_family_vit_gpt2; /* vision-encoder-decoder: models/vit_gpt2.c */
 extern const nr_family_ops_t nr_family_git;      /* git: models/git.c */
+extern const nr_family_ops_t nr_family_blip;     /* blip: models/blip.c */
 
 /* The family serving a config.json model_type, or NULL. */
 const nr_family_ops_t *nr_family_find(const char *model_type);
-/* The family of a registry name ("vit-gpt2", "git"), or NULL. */
+/* The family of a registry name ("vit-gpt2", "git", "blip"), or NULL. */
 const nr_family_ops_t *nr_family_by_name(const char *name);
 /* The registered model_types, comma-separated, for messages. */
 const char *nr_family_model_types(void);

@@ -24,31 +24,52 @@ int nr_generate_check(const nr_decoder_t *d, const nr_gen_config_t *g, char *err
         return nr_seterr(err, errlen, NR_EOPTION, "eos/pad token id outside the vocabulary");
     if (!isfinite(g->length_penalty))
         return nr_seterr(err, errlen, NR_EOPTION, "length_penalty must be finite");
+    if (g->prompt_len < 0 || (g->prompt_len > 0 && !g->prompt_ids))
+        return nr_seterr(err, errlen, NR_EOPTION, "prompt: %d ids without an array", g->prompt_len);
+    for (int i = 0; i < g->prompt_len; i++)
+        if (g->prompt_ids[i] < 0 || g->prompt_ids[i] >= d->vocab_size)
+            return nr_seterr(err, errlen, NR_EOPTION, "prompt id %d outside the vocabulary", g->prompt_ids[i]);
+    if (g->max_length <= 1 + g->prompt_len)
+        return nr_seterr(err, errlen, NR_EOPTION, "max_length %d leaves no room after the start token and a prompt of %d",
+                         g->max_length, g->prompt_len);
     return 0;
+}
+
+/* The first tokens of every row: the start token, then the prompt. */
+static int *s_prefix(const nr_gen_config_t *g, int rows) {
+    const int P = 1 + g->prompt_len;
+    int *p = malloc((size_t)rows * P * sizeof(int));
+    if (!p) return NULL;
+    for (int r = 0; r < rows; r++) {
+        p[(size_t)r * P] = g->decoder_start_token_id;
+        for (int i = 1; i < P; i++) p[(size_t)r * P + i] = g->prompt_ids[i - 1];
+    }
+    return p;
 }
 
 /* ---- greedy ---- */
 
 static int s_greedy(const nr_decoder_t *d, const float *enc, int n, int enc_len, const nr_gen_config_t *g, int *ids,
                     int *lens) {
-    const int V = d->vocab_size, T = g->max_length;
+    const int V = d->vocab_size, T = g->max_length, P = 1 + g->prompt_len;
     void *s = d->ops->state_new(d->model, n, T, n, enc_len);
     float *logits = malloc((size_t)n * V * sizeof(float));
     int *cur = malloc((size_t)n * sizeof(int));
     int *cap = malloc((size_t)n * sizeof(int)); /* caption of each row */
     int *keep = malloc((size_t)n * sizeof(int));
-    int rc = (!s || !logits || !cur || !cap || !keep) ? NR_ENOMEM : 0;
+    int *pre = s_prefix(g, n);
+    int rc = (!s || !logits || !cur || !cap || !keep || !pre) ? NR_ENOMEM : 0;
     if (rc) goto out;
     if ((rc = d->ops->set_encoder(d->model, s, enc, NULL))) goto out;
     for (int i = 0; i < n; i++) {
-        ids[(size_t)i * T] = g->decoder_start_token_id;
-        lens[i] = 1;
-        cur[i] = g->decoder_start_token_id;
+        memcpy(ids + (size_t)i * T, pre + (size_t)i * P, (size_t)P * sizeof(int));
+        lens[i] = P;
         cap[i] = i;
     }
     int rows = n;
-    for (int len = 1; len < T && rows > 0; len++) {
-        if ((rc = d->ops->step(d->model, s, cur, 1, logits, 0))) goto out;
+    for (int len = P; len < T && rows > 0; len++) {
+        /* the first step reads the start token and the prompt at once */
+        if ((rc = d->ops->step(d->model, s, len == P ? pre : cur, len == P ? P : 1, logits, 0))) goto out;
         int kept = 0;
         for (int r = 0; r < rows; r++) {
             const float *lr = logits + (size_t)r * V;
@@ -76,6 +97,7 @@ out:
     free(cur);
     free(cap);
     free(keep);
+    free(pre);
     return rc;
 }
 
@@ -124,21 +146,22 @@ static void s_hyps_add(s_hyps_t *hs, int K, float lp, const int *tok, int len, f
  * search rule"; transformers v4.46): best is the raw score of the step's
  * best candidate of all 2K, an eos candidate included (BeamSearchScorer
  * passes next_scores.max(), not the best beam that continues); cur_len
- * counts the start token and the token just chosen. */
+ * counts the start token, the prompt and the token just chosen. */
 static int s_hyps_is_done(const s_hyps_t *hs, int K, const nr_gen_config_t *g, float best, int cur_len) {
     if (hs->n < K) return 0;
     if (g->early_stopping == 1) return 1;
+    const int prompt = 1 + g->prompt_len; /* decoder_prompt_len */
     float denom;
     if (g->early_stopping == 0 || g->length_penalty <= 0)
-        denom = powf((float)(cur_len - 1), g->length_penalty);
+        denom = powf((float)(cur_len - prompt), g->length_penalty);
     else
-        denom = powf((float)(g->max_length - 1), g->length_penalty);
+        denom = powf((float)(g->max_length - prompt), g->length_penalty);
     return best / denom <= hs->worst;
 }
 
 static int s_beam(const nr_decoder_t *d, const float *enc, int n, int enc_len, const nr_gen_config_t *g, int *ids,
                   int *lens) {
-    const int V = d->vocab_size, T = g->max_length, K = g->num_beams, R = n * K, C = 2 * K;
+    const int V = d->vocab_size, T = g->max_length, K = g->num_beams, R = n * K, C = 2 * K, P = 1 + g->prompt_len;
     void *s = d->ops->state_new(d->model, R, T, n, enc_len);
     float *logits = malloc((size_t)R * V * sizeof(float));
     float *bscore = malloc((size_t)R * sizeof(float));
@@ -152,8 +175,9 @@ static int s_beam(const nr_decoder_t *d, const float *enc, int n, int enc_len, c
     int *ct = malloc((size_t)C * sizeof(int));
     s_hyps_t *hyps = calloc((size_t)n, sizeof(s_hyps_t));
     int *tokpool = malloc((size_t)n * (K + 1) * T * sizeof(int));
+    int *pre = s_prefix(g, R);
     int rc = (!s || !logits || !bscore || !nscore || !seq || !nseq || !cur || !src || !encix || !cs || !ct || !hyps ||
-              !tokpool)
+              !tokpool || !pre)
                  ? NR_ENOMEM
                  : 0;
     if (rc) goto out;
@@ -170,8 +194,7 @@ static int s_beam(const nr_decoder_t *d, const float *enc, int n, int enc_len, c
     if ((rc = d->ops->set_encoder(d->model, s, enc, encix))) goto out;
     const int pad = g->pad_token_id >= 0 ? g->pad_token_id : (g->eos_token_id >= 0 ? g->eos_token_id : 0);
     for (int r = 0; r < R; r++) {
-        seq[(size_t)r * T] = g->decoder_start_token_id;
-        cur[r] = g->decoder_start_token_id;
+        memcpy(seq + (size_t)r * T, pre + (size_t)r * P, (size_t)P * sizeof(int));
         bscore[r] = (r % K == 0) ? 0.0f : -1e9f;
     }
     int *act = malloc((size_t)n * sizeof(int)); /* captions still decoding; row r is act[r / K], beam r % K */
@@ -180,10 +203,11 @@ static int s_beam(const nr_decoder_t *d, const float *enc, int n, int enc_len, c
         goto out;
     }
     for (int i = 0; i < n; i++) act[i] = i;
-    int na = n, len = 1;
+    int na = n, len = P;
     for (;;) {
         const int rows = na * K;
-        if ((rc = d->ops->step(d->model, s, cur, 1, logits, 0))) break;
+        /* the first step reads the start token and the prompt at once */
+        if ((rc = d->ops->step(d->model, s, len == P ? pre : cur, len == P ? P : 1, logits, 0))) break;
         /* log_softmax per row, plus the beam's running score */
         for (int r = 0; r < rows; r++) {
             float *lr = logits + (size_t)r * V;
@@ -222,7 +246,7 @@ static int s_beam(const nr_decoder_t *d, const float *enc, int n, int enc_len, c
                 int beam = ct[c] / V, tok = ct[c] % V, r = j * K + beam;
                 if (g->eos_token_id >= 0 && tok == g->eos_token_id) {
                     if (c >= K) continue; /* not among the top num_beams */
-                    s_hyps_add(hs, K, g->length_penalty, seq + (size_t)r * T, len, cs[c], len);
+                    s_hyps_add(hs, K, g->length_penalty, seq + (size_t)r * T, len, cs[c], len + 1 - P);
                 } else {
                     int dst = j * K + filled++;
                     nscore[dst] = cs[c];
@@ -267,7 +291,7 @@ static int s_beam(const nr_decoder_t *d, const float *enc, int n, int enc_len, c
     for (int j = 0; j < na && rc == 0; j++)
         for (int k = 0; k < K; k++) {
             int r = j * K + k;
-            s_hyps_add(&hyps[act[j]], K, g->length_penalty, seq + (size_t)r * T, len, bscore[r], len - 1);
+            s_hyps_add(&hyps[act[j]], K, g->length_penalty, seq + (size_t)r * T, len, bscore[r], len - P);
         }
     free(act);
     if (rc) goto out;
@@ -298,6 +322,7 @@ out:
     free(encix);
     free(cs);
     free(ct);
+    free(pre);
     return rc;
 }
 

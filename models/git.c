@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "models/bert.h"
 #include "models/clip.h"
 #include "models/family.h"
 #include "models/weights.h"
@@ -22,12 +23,8 @@
 #define I64(x) ((int64_t)(x))
 
 typedef struct {
-    float *wqkv, *bqkv;   /* (3D, D), (3D): attention.self.query|key|value */
-    float *wo, *bo;       /* (D, D), (D): attention.output.dense */
-    float *ln1_g, *ln1_b; /* (D) attention.output.LayerNorm */
-    float *w1, *b1;       /* (I, D), (I): intermediate.dense */
-    float *w2, *b2;       /* (D, I), (D): output.dense */
-    float *ln2_g, *ln2_b; /* (D) output.LayerNorm */
+    nr_bert_attn_t att;   /* attention.self.query|key|value (fused), attention.output.* */
+    nr_bert_ffn_t ffn;    /* intermediate.dense, output.dense, output.LayerNorm */
 } s_layer_t;
 
 struct nr_git_decoder {
@@ -77,42 +74,11 @@ int nr_git_decoder_load(const nr_git_config_t *cfg, const nr_checkpoint_t *ck, n
     }
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         s_layer_t *L = &m->layers[l];
-        char n[6][160];
-        const char *proj[3] = {"query", "key", "value"};
-        for (int k = 0; k < 3; k++) {
-            snprintf(n[k], sizeof n[k], "git.encoder.layer.%d.attention.self.%s.weight", l, proj[k]);
-            snprintf(n[3 + k], sizeof n[3 + k], "git.encoder.layer.%d.attention.self.%s.bias", l, proj[k]);
-        }
-        const char *wn[3] = {n[0], n[1], n[2]}, *bn[3] = {n[3], n[4], n[5]};
-        int64_t rows[3] = {D, D, D};
-        if ((rc = nr_wstore_concat_rows(ws, wn, rows, 3, D, &L->wqkv, err, errlen)) ||
-            (rc = nr_wstore_concat_rows(ws, bn, rows, 3, 1, &L->bqkv, err, errlen)))
-            goto fail;
-        char nm[160];
-#define W(field, suffix, nd, ...)                                                                 \
-    do {                                                                                          \
-        snprintf(nm, sizeof nm, "git.encoder.layer.%d.%s", l, suffix);                            \
-        if ((rc = nr_wstore_get(ws, nm, &L->field, err, errlen, nd, __VA_ARGS__))) goto fail;     \
-    } while (0)
-        W(wo, "attention.output.dense.weight", 2, I64(D), I64(D));
-        W(bo, "attention.output.dense.bias", 1, I64(D));
-        W(ln1_g, "attention.output.LayerNorm.weight", 1, I64(D));
-        W(ln1_b, "attention.output.LayerNorm.bias", 1, I64(D));
-        W(w1, "intermediate.dense.weight", 2, I64(I), I64(D));
-        W(b1, "intermediate.dense.bias", 1, I64(I));
-        W(w2, "output.dense.weight", 2, I64(D), I64(I));
-        W(b2, "output.dense.bias", 1, I64(D));
-        W(ln2_g, "output.LayerNorm.weight", 1, I64(D));
-        W(ln2_b, "output.LayerNorm.bias", 1, I64(D));
-#undef W
-        if (be->ops->prepare_matmul &&
-            ((rc = be->ops->prepare_matmul(be->ctx, L->wqkv, NR_W_OUT_IN, 3 * D, D, 1)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->wo, NR_W_OUT_IN, D, D, 1)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->w1, NR_W_OUT_IN, I, D, 1)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->w2, NR_W_OUT_IN, D, I, 1)))) {
-            nr_seterr(err, errlen, rc, "git: layer %d: cannot convert weights for the backend", l);
-            goto fail;
-        }
+        char pre[96];
+        snprintf(pre, sizeof pre, "git.encoder.layer.%d.attention.", l);
+        if ((rc = nr_bert_attn_load(ws, pre, D, 0, &L->att, err, errlen))) goto fail;
+        snprintf(pre, sizeof pre, "git.encoder.layer.%d.", l);
+        if ((rc = nr_bert_ffn_load(ws, pre, D, I, &L->ffn, err, errlen))) goto fail;
     }
     if (be->ops->prepare_matmul && (rc = be->ops->prepare_matmul(be->ctx, m->out_w, NR_W_OUT_IN, V, D, 1))) {
         nr_seterr(err, errlen, rc, "git: cannot convert output for the backend");
@@ -274,14 +240,14 @@ static int s_set_encoder(const void *model, void *state, const float *enc, const
         for (int e = 0; e < s->n_enc; e++) { /* K and V of the image tokens, straight into the cache */
             float *kd = s->kc[l] + (size_t)first[e] * s->rs, *vd = s->vc[l] + (size_t)first[e] * s->rs;
             const float *xe = x + (size_t)e * Si * D;
-            CK(o->matmul(ctx, kd, D, xe, D, L->wqkv + (size_t)D * D, NR_W_OUT_IN, Si, D, D, 0));
-            CK(o->add_bias(ctx, kd, L->bqkv + D, Si, D));
-            CK(o->matmul(ctx, vd, D, xe, D, L->wqkv + (size_t)2 * D * D, NR_W_OUT_IN, Si, D, D, 0));
-            CK(o->add_bias(ctx, vd, L->bqkv + 2 * D, Si, D));
+            CK(o->matmul(ctx, kd, D, xe, D, L->att.wq + (size_t)D * D, NR_W_OUT_IN, Si, D, D, 0));
+            CK(o->add_bias(ctx, kd, L->att.bq + D, Si, D));
+            CK(o->matmul(ctx, vd, D, xe, D, L->att.wq + (size_t)2 * D * D, NR_W_OUT_IN, Si, D, D, 0));
+            CK(o->add_bias(ctx, vd, L->att.bq + 2 * D, Si, D));
         }
         if (l == c->num_hidden_layers - 1) break; /* the last layer's image outputs feed nothing */
-        CK(o->matmul(ctx, q, D, x, D, L->wqkv, NR_W_OUT_IN, M, D, D, 0));
-        CK(o->add_bias(ctx, q, L->bqkv, M, D));
+        CK(o->matmul(ctx, q, D, x, D, L->att.wq, NR_W_OUT_IN, M, D, D, 0));
+        CK(o->add_bias(ctx, q, L->att.bq, M, D));
         nr_attn_args_t aa = {.batch = s->n_enc,
                              .n_head = H,
                              .head_dim = hd,
@@ -301,15 +267,8 @@ static int s_set_encoder(const void *model, void *state, const float *enc, const
                              .o_rstride = (size_t)D,
                              .kv_index = first};
         CK(o->attention(ctx, &aa));
-        CK(o->matmul(ctx, x, D, att, D, L->wo, NR_W_OUT_IN, M, D, D, 1));
-        CK(o->add_bias(ctx, x, L->bo, M, D));
-        CK(o->layernorm(ctx, x, x, L->ln1_g, L->ln1_b, M, D, c->layer_norm_eps));
-        CK(o->matmul(ctx, mlp, I, x, D, L->w1, NR_W_OUT_IN, M, I, D, 0));
-        CK(o->add_bias(ctx, mlp, L->b1, M, I));
-        CK(o->gelu(ctx, mlp, (size_t)M * I, (int)c->hidden_act));
-        CK(o->matmul(ctx, x, D, mlp, I, L->w2, NR_W_OUT_IN, M, D, I, 1));
-        CK(o->add_bias(ctx, x, L->b2, M, D));
-        CK(o->layernorm(ctx, x, x, L->ln2_g, L->ln2_b, M, D, c->layer_norm_eps));
+        CK(nr_bert_attn_output(m->be, &L->att, x, att, M, D, c->layer_norm_eps));
+        CK(nr_bert_ffn(m->be, &L->ffn, x, mlp, M, D, I, (int)c->hidden_act, c->layer_norm_eps));
     }
     for (int l = 0; l < c->num_hidden_layers; l++)
         for (int r = 0; r < s->rows; r++) {
@@ -349,8 +308,8 @@ static int s_step(const void *model, void *state, const int *ids, int n_tok, flo
     CK(o->layernorm(ctx, s->x, s->x, m->emb_g, m->emb_b, M, D, eps));
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const s_layer_t *L = &m->layers[l];
-        CK(o->matmul(ctx, s->qkv, 3 * D, s->x, D, L->wqkv, NR_W_OUT_IN, M, 3 * D, D, 0));
-        CK(o->add_bias(ctx, s->qkv, L->bqkv, M, 3 * D));
+        CK(o->matmul(ctx, s->qkv, 3 * D, s->x, D, L->att.wq, NR_W_OUT_IN, M, 3 * D, D, 0));
+        CK(o->add_bias(ctx, s->qkv, L->att.bq, M, 3 * D));
         for (int r = 0; r < R; r++)
             for (int t = 0; t < n_tok; t++) {
                 const float *src = s->qkv + (size_t)(r * n_tok + t) * 3 * D;
@@ -378,15 +337,8 @@ static int s_step(const void *model, void *state, const int *ids, int n_tok, flo
                              .o_bstride = (size_t)n_tok * D,
                              .o_rstride = (size_t)D};
         CK(o->attention(ctx, &sa));
-        CK(o->matmul(ctx, s->x, D, s->att, D, L->wo, NR_W_OUT_IN, M, D, D, 1));
-        CK(o->add_bias(ctx, s->x, L->bo, M, D));
-        CK(o->layernorm(ctx, s->x, s->x, L->ln1_g, L->ln1_b, M, D, eps));
-        CK(o->matmul(ctx, s->mlp, I, s->x, D, L->w1, NR_W_OUT_IN, M, I, D, 0));
-        CK(o->add_bias(ctx, s->mlp, L->b1, M, I));
-        CK(o->gelu(ctx, s->mlp, (size_t)M * I, (int)c->hidden_act));
-        CK(o->matmul(ctx, s->x, D, s->mlp, I, L->w2, NR_W_OUT_IN, M, D, I, 1));
-        CK(o->add_bias(ctx, s->x, L->b2, M, D));
-        CK(o->layernorm(ctx, s->x, s->x, L->ln2_g, L->ln2_b, M, D, eps));
+        CK(nr_bert_attn_output(m->be, &L->att, s->x, s->att, M, D, eps));
+        CK(nr_bert_ffn(m->be, &L->ffn, s->x, s->mlp, M, D, I, (int)c->hidden_act, eps));
     }
     s->len += n_tok;
     const float *hs = s->x;
@@ -493,8 +445,8 @@ static int s_load(const nr_model_config_t *cfg, const nr_checkpoint_t *ck, nr_ba
     int rc = 0;
     const int Dv = cfg->git.vision.hidden_size, D = cfg->git.hidden_size;
     if (load_encoder) {
-        if ((rc = nr_clip_vision_load(&cfg->git.vision, ck, "git.image_encoder.vision_model.", be, &f->clip, err,
-                                      errlen)))
+        if ((rc = nr_clip_vision_load(&cfg->git.vision, ck, "git.image_encoder.vision_model.", NR_VISION_CLIP, be,
+                                      &f->clip, err, errlen)))
             goto fail;
         f->pws = (nr_wstore_t){.be = be, .ck = ck, .prefix = "git.visual_projection.visual_projection."};
         if ((rc = nr_wstore_get(&f->pws, "0.weight", &f->proj_w, err, errlen, 2, I64(D), I64(Dv))) ||

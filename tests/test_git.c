@@ -110,7 +110,7 @@ Test(git, config_and_shapes) {
     cr_assert_eq(nr_model_config_parse("{\"model_type\":\"git\",\"position_embedding_type\":\"relative_key\"}", NULL,
                                        "x", &c, err, sizeof err),
                  NR_EMODEL);
-    cr_assert_eq(nr_model_config_parse("{\"model_type\":\"blip\"}", NULL, "x", &c, err, sizeof err), NR_EMODEL);
+    cr_assert_eq(nr_model_config_parse("{\"model_type\":\"blip-2\"}", NULL, "x", &c, err, sizeof err), NR_EMODEL);
 }
 
 Test(git, image_states_against_reference) {
