@@ -238,11 +238,12 @@ static void s_worker_message(nr_broker_t *self, const uint8_t *identity, size_t 
         nr_bk_worker_delete(self, w, NR_ECONNECT, "disconnected", now);
         nr_bk_dispatch(self, s, now);
         break;
-    default:
+    default: {
         static nr_log_limit_t limit;
         nr_log_limited(&limit, NR_LOG_WARN, "unexpected %s from worker %s dropped", nr_proto_cmd_name(msg->cmd),
-               w->label);
+                       w->label);
         break;
+    }
     }
 }
 
