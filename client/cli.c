@@ -50,7 +50,7 @@ void nr_cli_usage(FILE *out) {
         "        a new name or a regular file (replaced whole); a FIFO, or - for stdout,\n"
         "        is streamed into; a link, device or folder is refused\n"
         "  submit FILE|FOLDER... [-o DIR] [--window N] [--no-wait] [--id-from content|random]\n"
-        "         [--route R] [--voice V] [--beams N] [--max-length N]\n"
+        "         [--route R] [--voice V] [--beams N] [--max-length N] [--prompt TEXT]\n"
         "        caption and narrate images (.jpg .jpeg .png .webp; folders are searched\n"
         "        recursively, in sorted order; files named directly are always taken;\n"
         "        a subfolder that cannot be read is skipped with a warning, exit 1).\n"
@@ -65,6 +65,10 @@ void nr_cli_usage(FILE *out) {
         "          --voice V            speech voice (worker default if not given)\n"
         "          --beams N            beam search width (1..16, default: the model's)\n"
         "          --max-length N       caption length limit in tokens (1..1024)\n"
+        "          --prompt TEXT        the caption starts with TEXT (\"a picture of\"): BLIP's\n"
+        "                               conditional captioning; 1..256 bytes of UTF-8. A\n"
+        "                               captioner without prompts (vit-gpt2, git) fails\n"
+        "                               the job with bad_option\n"
         "  status ID               print the job record\n"
         "  wait ID [--timeout S]   wait until the job is done, failed or cancelled\n"
         "                          (S: 1..604800 seconds; default no limit)\n"
@@ -342,6 +346,13 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
             if ((rc = s_number("--max-length", v, 1, NR_CLI_LENGTH_MAX, &self->max_length, err,
                                errlen)))
                 return rc;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--prompt", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            char why[160] = "";
+            if (nr_client_prompt_check(v, why, sizeof why))
+                return nr_seterr(err, errlen, NR_EINVAL, "--prompt: %s", why);
+            self->prompt = v;
         } else {
             return nr_seterr(err, errlen, NR_EINVAL, "%s: unknown option '%s' (see narrate --help)",
                              word, arg);

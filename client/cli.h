@@ -76,6 +76,7 @@ typedef struct {
     char voice[NR_CLI_VOICE_MAX + 1];
     long beams;
     long max_length;
+    const char *prompt; /* submit: caption prompt (BLIP), borrowed from argv; NULL: none */
     /* submit */
     char route[NR_CLI_ROUTE_MAX + 1];
     long window;

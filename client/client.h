@@ -145,20 +145,29 @@ int nr_client_random_id(char out[NR_CLIENT_ID_HEX + 1]);
 #define NR_CLIENT_BEAMS_MAX 16L
 #define NR_CLIENT_LENGTH_MAX 1024L
 #define NR_CLIENT_VOICE_MAX 32
+#define NR_CLIENT_PROMPT_MAX 256 /* bytes of a caption prompt */
 
 typedef struct {
-    nr_kv_t kv[3]; /* num_beams, max_length, voice: those given, in that order */
+    nr_kv_t kv[4]; /* num_beams, max_length, voice, prompt: those given, in that order */
     size_t n;
     char beams[24], length[24];
 } nr_client_options_t;
 
 /* Fills *out with the options to send and hash: "num_beams" and
- * "max_length" in decimal when > 0, "voice" when not NULL or "". The kv
- * borrow from *out and from `voice`, which must outlive them. */
-void nr_client_options(nr_client_options_t *out, long num_beams, long max_length,
-                       const char *voice);
+ * "max_length" in decimal when > 0, "voice" and "prompt" (the text the
+ * caption starts from, BLIP's conditional captioning) when not NULL or "".
+ * The kv borrow from *out, `voice` and `prompt`, which must outlive them.
+ * Returns 0, or NR_EOPTION with the reason in err (a prompt that
+ * nr_client_prompt_check refuses, a voice nr_client_voice_valid refuses);
+ * *out is then empty. */
+int nr_client_options(nr_client_options_t *out, long num_beams, long max_length, const char *voice,
+                      const char *prompt, char *err, size_t errlen);
 /* 1 when `voice` is 1..NR_CLIENT_VOICE_MAX letters, digits, '_', '-' or '.'. */
 int nr_client_voice_valid(const char *voice);
+/* 0 when `prompt` is 1..NR_CLIENT_PROMPT_MAX bytes of valid UTF-8 without
+ * control characters (C0, DEL, C1: a prompt is one line of text); else
+ * NR_EOPTION with the reason in err ("prompt is 300 bytes, at most 256"). */
+int nr_client_prompt_check(const char *prompt, char *err, size_t errlen);
 
 /* The fields of a job record (the kv of a STATUS, CANCEL, FETCH or SUBMIT
  * reply) that clients read. The strings borrow from the message and live

@@ -2,6 +2,7 @@
  * cover, and the job record of a reply. */
 #include "client/client.h"
 #include "common/error.h"
+#include "common/utf8.h"
 
 #include <sodium.h>
 #include <stdint.h>
@@ -81,9 +82,16 @@ int nr_client_random_id(char out[NR_CLIENT_ID_HEX + 1]) {
     return 0;
 }
 
-void nr_client_options(nr_client_options_t *out, long num_beams, long max_length,
-                       const char *voice) {
+int nr_client_options(nr_client_options_t *out, long num_beams, long max_length, const char *voice,
+                      const char *prompt, char *err, size_t errlen) {
     out->n = 0;
+    if (voice && voice[0] && !nr_client_voice_valid(voice))
+        return nr_seterr(err, errlen, NR_EOPTION, "voice must be 1..%d letters, digits, '_', '-' or '.'",
+                         NR_CLIENT_VOICE_MAX);
+    if (prompt && prompt[0]) {
+        int rc = nr_client_prompt_check(prompt, err, errlen);
+        if (rc) return rc;
+    }
     if (num_beams > 0) {
         snprintf(out->beams, sizeof out->beams, "%ld", num_beams);
         out->kv[out->n++] = (nr_kv_t){(char *)"num_beams", out->beams};
@@ -93,6 +101,29 @@ void nr_client_options(nr_client_options_t *out, long num_beams, long max_length
         out->kv[out->n++] = (nr_kv_t){(char *)"max_length", out->length};
     }
     if (voice && voice[0]) out->kv[out->n++] = (nr_kv_t){(char *)"voice", (char *)voice};
+    if (prompt && prompt[0]) out->kv[out->n++] = (nr_kv_t){(char *)"prompt", (char *)prompt};
+    return 0;
+}
+
+int nr_client_prompt_check(const char *prompt, char *err, size_t errlen) {
+    size_t n = prompt ? strlen(prompt) : 0;
+    if (n == 0) return nr_seterr(err, errlen, NR_EOPTION, "prompt is empty");
+    if (n > NR_CLIENT_PROMPT_MAX)
+        return nr_seterr(err, errlen, NR_EOPTION, "prompt is %zu bytes, at most %d", n, NR_CLIENT_PROMPT_MAX);
+    size_t bad = 0;
+    if (nr_utf8_validate((const uint8_t *)prompt, n, &bad) != 0)
+        return nr_seterr(err, errlen, NR_EOPTION, "prompt is not valid UTF-8 (byte %zu)", bad);
+    for (size_t i = 0; i < n;) {
+        uint32_t cp = 0;
+        size_t used = nr_utf8_decode((const uint8_t *)prompt + i, n - i, &cp, NULL);
+        if (used == 0) used = 1;
+        if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F))
+            return nr_seterr(err, errlen, NR_EOPTION,
+                             "prompt holds a control character (U+%04X at byte %zu): give one line of text",
+                             (unsigned)cp, i);
+        i += used;
+    }
+    return 0;
 }
 
 int nr_client_voice_valid(const char *voice) {

@@ -210,8 +210,11 @@ done:
 static int s_cmd_speak(nr_narrate_app_t *app) {
     const nr_cli_t *cli = app->cli;
     nr_client_options_t opts;
-    nr_client_options(&opts, cli->beams, cli->max_length, cli->voice);
     char id[NR_CLIENT_ID_HEX + 1], err[2048];
+    if (nr_client_options(&opts, cli->beams, cli->max_length, cli->voice, NULL, err, sizeof err)) {
+        nr_narrate_errorf(app, "%s", err);
+        return NR_EXIT_USAGE;
+    }
     size_t size = strlen(cli->text);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);

@@ -174,8 +174,10 @@ static int s_submit_batch(s_run_t *run, size_t room) {
     nr_narrate_app_t *app = run->app;
     const nr_cli_t *cli = app->cli;
     nr_client_options_t opts;
-    nr_client_options(&opts, cli->beams, cli->max_length, cli->voice);
-    char err[2048];
+    char err[2048], opts_err[512] = "";
+    /* The command line was checked; a refusal here fails each job with it. */
+    int opts_rc = nr_client_options(&opts, cli->beams, cli->max_length, cli->voice, cli->prompt, opts_err,
+                                    sizeof opts_err);
     size_t *which = calloc(room, sizeof *which);
     nr_client_job_t *jobs = calloc(room, sizeof *jobs);
     nr_msg_t *replies = calloc(room, sizeof *replies);
@@ -189,6 +191,10 @@ static int s_submit_batch(s_run_t *run, size_t room) {
     for (size_t i = run->next; i < run->n && n < room && bytes < S_BATCH_BYTES; i++) {
         s_job_t *job = &run->jobs[i];
         if (job->state != S_PENDING) continue;
+        if (opts_rc) {
+            s_job_failed(run, job, "", NULL, 1, 1, nr_errname(opts_rc), opts_err);
+            continue;
+        }
         uint8_t *data = NULL;
         size_t size = 0;
         int rc = nr_files_read(job->path, NR_PROTO_PAYLOAD_MAX, &data, &size, err, sizeof err);

@@ -483,6 +483,10 @@ void nr_output_record_json(nr_buf_t *b, const char *id, const nr_msg_t *r,
     nr_output_json_string(b, s_get(r, "vision.model"));
     nr_buf_puts(b, ",\"text\":");
     nr_output_json_string(b, s_get(r, "text.model"));
+    nr_buf_puts(b, "},\"family\":{\"vision\":");
+    nr_output_json_string(b, s_get(r, "vision.family"));
+    nr_buf_puts(b, ",\"text\":");
+    nr_output_json_string(b, s_get(r, "text.family"));
     nr_buf_puts(b, "}");
     s_field(b, "voice", s_get(r, "speech.voice"), 0);
     s_field(b, "duration_ms", s_get(r, "speech.duration_ms"), 1);

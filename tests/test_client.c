@@ -378,6 +378,35 @@ Test(cli, submit_all_options) {
     nr_cli_clear(&c);
 }
 
+/* --prompt TEXT: BLIP's conditional captioning; checked here (1..256 bytes
+ * of UTF-8, one line) before anything is submitted. */
+Test(cli, submit_prompt) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "submit", "a.jpg", "--prompt", "a picture of"), 0, "%s", e);
+    cr_expect_str_eq(c.prompt, "a picture of");
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "submit", "a.jpg", "--prompt=une photo d\xc3\xa9t\xc3\xa9"), 0, "%s", e);
+    cr_expect_str_eq(c.prompt, "une photo d\xc3\xa9t\xc3\xa9");
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "submit", "a.jpg"), 0, "%s", e);
+    cr_expect_null(c.prompt);
+    nr_cli_clear(&c);
+    char longest[NR_CLIENT_PROMPT_MAX + 2];
+    memset(longest, 'a', NR_CLIENT_PROMPT_MAX);
+    longest[NR_CLIENT_PROMPT_MAX] = '\0';
+    cr_assert_eq(PARSE(&c, e, "submit", "a.jpg", "--prompt", longest), 0, "%s", e);
+    nr_cli_clear(&c);
+    longest[NR_CLIENT_PROMPT_MAX] = 'a';
+    longest[NR_CLIENT_PROMPT_MAX + 1] = '\0';
+    EXPECT_USAGE("prompt is 257 bytes, at most 256", "submit", "x", "--prompt", longest);
+    EXPECT_USAGE("not valid UTF-8", "submit", "x", "--prompt", "caf\xe9");
+    EXPECT_USAGE("control character", "submit", "x", "--prompt", "two\nlines");
+    EXPECT_USAGE("needs a non-empty value", "submit", "x", "--prompt=");
+    EXPECT_USAGE("needs a value", "submit", "x", "--prompt");
+    EXPECT_USAGE("unknown option '--prompt'", "speak", "hello", "-o", "a.wav", "--prompt", "a");
+}
+
 Test(cli, submit_errors) {
     EXPECT_USAGE("at least one FILE", "submit");
     EXPECT_USAGE("at least one FILE", "submit", "-o", "out");
@@ -501,19 +530,57 @@ Test(jobid, differs_when_anything_differs) {
 /* narrate and the gateway both encode options through nr_client_options:
  * the names, the decimal form and the order are fixed, and absent options
  * (0, "", NULL) are left out, so the same options give the same id. */
+/* The prompt option: encoded last, as given; refused by the one encoder
+ * when too long, not UTF-8 or holding a control character; and part of the
+ * content-hash id, so another prompt is another job. */
+Test(jobid, prompt_option) {
+    nr_client_options_t o;
+    char e[256] = "";
+    cr_assert_eq(nr_client_options(&o, 3, 20, "kal", "a picture of", e, sizeof e), 0, "%s", e);
+    cr_assert_eq(o.n, 4);
+    cr_assert_str_eq(o.kv[3].key, "prompt");
+    cr_assert_str_eq(o.kv[3].value, "a picture of");
+    char id_a[NR_CLIENT_ID_HEX + 1], id_b[NR_CLIENT_ID_HEX + 1], id_none[NR_CLIENT_ID_HEX + 1];
+    cr_assert_eq(nr_client_content_id("img", 3, "vision,text", o.kv, o.n, id_a), 0);
+    cr_assert_eq(nr_client_options(&o, 3, 20, "kal", "a photo of", e, sizeof e), 0, "%s", e);
+    cr_assert_eq(nr_client_content_id("img", 3, "vision,text", o.kv, o.n, id_b), 0);
+    cr_assert_eq(nr_client_options(&o, 3, 20, "kal", NULL, e, sizeof e), 0, "%s", e);
+    cr_assert_eq(o.n, 3);
+    cr_assert_eq(nr_client_content_id("img", 3, "vision,text", o.kv, o.n, id_none), 0);
+    cr_expect_str_neq(id_a, id_b, "another prompt, another job");
+    cr_expect_str_neq(id_a, id_none, "a prompt or none, another job");
+
+    char text[NR_CLIENT_PROMPT_MAX + 2];
+    memset(text, 'x', sizeof text);
+    text[NR_CLIENT_PROMPT_MAX] = '\0';
+    cr_expect_eq(nr_client_options(&o, 0, 0, NULL, text, e, sizeof e), 0, "256 bytes: %s", e);
+    text[NR_CLIENT_PROMPT_MAX] = 'x';
+    text[NR_CLIENT_PROMPT_MAX + 1] = '\0';
+    e[0] = '\0';
+    cr_expect_eq(nr_client_options(&o, 4, 0, NULL, text, e, sizeof e), NR_EOPTION);
+    cr_expect(strstr(e, "257 bytes, at most 256"), "%s", e);
+    cr_expect_eq(o.n, 0, "nothing encoded from refused options");
+    const char *bad[] = {"caf\xe9", "\xc0\xaf", "\xed\xa0\x80", "tab\there", "del\x7f", "c1\xc2\x85", NULL};
+    for (int i = 0; bad[i]; i++)
+        cr_expect_eq(nr_client_options(&o, 0, 0, NULL, bad[i], e, sizeof e), NR_EOPTION, "prompt %d accepted", i);
+    cr_expect_eq(nr_client_options(&o, 0, 0, "a b", NULL, e, sizeof e), NR_EOPTION, "a bad voice");
+    cr_expect_eq(nr_client_prompt_check("\xe2\x80\x9cpicture\xe2\x80\x9d of a", e, sizeof e), 0, "%s", e);
+}
+
 Test(jobid, options_encoding_and_record) {
     nr_client_options_t o;
-    nr_client_options(&o, 4, 0, "kal");
+    char e[256] = "";
+    cr_assert_eq(nr_client_options(&o, 4, 0, "kal", NULL, e, sizeof e), 0, "%s", e);
     cr_assert_eq(o.n, 2);
     cr_assert_str_eq(o.kv[0].key, "num_beams");
     cr_assert_str_eq(o.kv[0].value, "4");
     cr_assert_str_eq(o.kv[1].key, "voice");
     cr_assert_str_eq(o.kv[1].value, "kal");
-    nr_client_options(&o, 0, 30, NULL);
+    cr_assert_eq(nr_client_options(&o, 0, 30, NULL, "", e, sizeof e), 0, "%s", e);
     cr_assert_eq(o.n, 1);
     cr_assert_str_eq(o.kv[0].key, "max_length");
     cr_assert_str_eq(o.kv[0].value, "30");
-    nr_client_options(&o, 0, 0, "");
+    cr_assert_eq(nr_client_options(&o, 0, 0, "", NULL, e, sizeof e), 0, "%s", e);
     cr_assert_eq(o.n, 0);
     cr_assert(nr_client_voice_valid("kal_16k.v2"));
     cr_assert(!nr_client_voice_valid(""));
@@ -845,6 +912,7 @@ Test(output, record_json) {
         {"id", "abc"},           {"state", "done"},         {"stage", "speech"},
         {"route", "vision,text,speech"},                    {"text.caption", "a \"cat\""},
         {"vision.model", "vit"}, {"text.model", "gpt2"},    {"vision.ms", "12"},
+        {"vision.family", "vit-gpt2"}, {"text.family", "vit-gpt2"},
         {"text.ms", "30"},       {"speech.ms", "7"},        {"vision.attempts", "1"},
         {"text.attempts", "2"},  {"speech.attempts", "1"},  {"speech.voice", "kal"},
         {"speech.duration_ms", "1500"},                      {"opt.num_beams", "4"},
@@ -862,6 +930,7 @@ Test(output, record_json) {
     const char *want[] = {
         "{\"id\":\"abc\"", "\"source\":\"in/cat.jpg\"", "\"state\":\"done\"",
         "\"caption\":\"a \\\"cat\\\"\"", "\"model\":{\"vision\":\"vit\",\"text\":\"gpt2\"}",
+        "\"family\":{\"vision\":\"vit-gpt2\",\"text\":\"vit-gpt2\"}",
         "\"timings_ms\":{\"vision\":12,\"text\":30,\"speech\":7}",
         "\"attempts\":{\"vision\":1,\"text\":2,\"speech\":1}", "\"error\":null",
         "\"duration_ms\":1500", "\"created_ms\":1700000000000", "\"options\":{\"num_beams\":\"4\"}",

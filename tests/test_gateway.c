@@ -615,6 +615,16 @@ Test(gateway, image_to_caption_and_audio) {
     cJSON *opts = cJSON_GetObjectItemCaseSensitive(rec, "options");
     s_require(s_jstr(opts, "num_beams") && !strcmp(s_jstr(opts, "num_beams"), "2"),
               "form option beams did not reach the job");
+    /* The record names the model and its family, per stage. */
+    cJSON *stages = cJSON_GetObjectItemCaseSensitive(rec, "stages");
+    cJSON *text = stages ? cJSON_GetObjectItemCaseSensitive(stages, "text") : NULL;
+    cJSON *vision = stages ? cJSON_GetObjectItemCaseSensitive(stages, "vision") : NULL;
+    s_require(text && s_jstr(text, "model") && !strcmp(s_jstr(text, "model"), "vit-gpt2-tiny"),
+              "stages.text.model missing or wrong");
+    s_require(text && s_jstr(text, "family") && !strcmp(s_jstr(text, "family"), "vit-gpt2"),
+              "stages.text.family missing or wrong");
+    s_require(vision && s_jstr(vision, "family") && !strcmp(s_jstr(vision, "family"), "vit-gpt2"),
+              "stages.vision.family missing or wrong");
     cJSON_Delete(rec);
 
     /* A corrupt image fails its job with the vision worker's reason. */
@@ -635,6 +645,71 @@ Test(gateway, image_to_caption_and_audio) {
     r = s_get(path);
     s_expect_error(&r, 409, "bad_state", "audio of a failed job");
     s_resp_free(&r);
+    s_end();
+}
+
+/* The form field prompt (BLIP's conditional captioning) reaches the job as
+ * the option narrate sends (the same content-hash id), up to 256 bytes (more
+ * than other fields take); a ViT-GPT2 text worker fails that job with
+ * bad_option naming its family. Too long, or on /v1/speak: 400. */
+Test(gateway, form_prompt_reaches_the_text_worker) {
+    s_start_worker("vision");
+    s_start_worker("text");
+    s_start_gateway(C.cl.client_ep, NULL);
+    s_wait_stage("vision");
+    s_wait_stage("text");
+    size_t size = 0;
+    char *jpeg = s_fixture("chelsea_317x211.jpg", &size);
+    char prompt[NR_CLIENT_PROMPT_MAX + 2];
+    snprintf(prompt, sizeof prompt, "%s", "a picture of");
+    const char *form[] = {"image", "@chelsea.jpg:image/jpeg", "prompt", prompt, NULL};
+    s_req_t m = {.method = "POST", .path = "/v1/jobs", .form = form, .file = jpeg, .file_size = size};
+    s_resp_t r = s_http(&m);
+    s_require(r.status == 202 && r.json, "multipart POST with prompt: HTTP %ld: %s", r.status, r.body);
+    char id[NR_PROTO_ID_MAX + 1];
+    snprintf(id, sizeof id, "%s", s_jstr(r.json, "id"));
+    s_resp_free(&r);
+    nr_client_options_t o;
+    char e[256] = "";
+    cr_assert_eq(nr_client_options(&o, 0, 0, NULL, prompt, e, sizeof e), 0, "%s", e);
+    char want[NR_CLIENT_ID_HEX + 1];
+    cr_assert_eq(nr_client_content_id(jpeg, size, "vision,text,speech", o.kv, o.n, want), 0);
+    s_require(!strcmp(id, want), "id %s, narrate's with the prompt would be %s", id, want);
+    cJSON *rec = s_wait_final(id);
+    cJSON *opts = cJSON_GetObjectItemCaseSensitive(rec, "options");
+    s_require(s_jstr(opts, "prompt") && !strcmp(s_jstr(opts, "prompt"), "a picture of"),
+              "the prompt is not in the record's options");
+    const char *message = s_jstr(rec, "error_message");
+    s_require(!strcmp(s_jstr(rec, "state"), "failed") && !strcmp(s_jstr(rec, "stage"), "text") &&
+                  !strcmp(s_jstr(rec, "error"), "bad_option") && message &&
+                  strstr(message, "the vit-gpt2 captioner takes no prompt"),
+              "prompt job at a vit-gpt2 worker: %s at %s, %s (%s)", s_jstr(rec, "state"), s_jstr(rec, "stage"),
+              s_jstr(rec, "error"), message ? message : "");
+    cJSON_Delete(rec);
+
+    /* 256 bytes is accepted as a form field; 257 is refused before a job is made */
+    memset(prompt, 'a', NR_CLIENT_PROMPT_MAX);
+    prompt[NR_CLIENT_PROMPT_MAX] = '\0';
+    r = s_http(&m);
+    s_require(r.status == 202, "a 256-byte prompt: HTTP %ld: %s", r.status, r.body);
+    s_resp_free(&r);
+    prompt[NR_CLIENT_PROMPT_MAX] = 'a';
+    prompt[NR_CLIENT_PROMPT_MAX + 1] = '\0';
+    r = s_http(&m);
+    s_expect_error(&r, 400, "bad_option", "a 257-byte prompt");
+    s_resp_free(&r);
+    s_req_t q = {.method = "POST", .path = "/v1/jobs?prompt=caf%E9", .content_type = "image/jpeg", .body = jpeg,
+                 .size = size};
+    r = s_http(&q);
+    s_expect_error(&r, 400, "bad_option", "a prompt that is not UTF-8");
+    s_require(strstr(s_jstr(r.json, "message"), "UTF-8"), "message: %s", r.body);
+    s_resp_free(&r);
+    s_req_t sp = {.method = "POST", .path = "/v1/speak?prompt=a", .content_type = "text/plain", .body = "hi",
+                  .size = 2};
+    r = s_http(&sp);
+    s_expect_error(&r, 400, "bad_option", "a prompt to /v1/speak");
+    s_resp_free(&r);
+    free(jpeg);
     s_end();
 }
 
@@ -1337,6 +1412,7 @@ Test(gateway, ambiguous_framing_nul_and_repeated_options_are_400) {
     const char *twice_form[] = {"voice", "ka", "voice", "l", "image", "@a.png:image/png", NULL};
     const char *split_form[] = {"voice", "ka", "image", "@a.png:image/png", "voice", "l", NULL};
     const char *query_and_form[] = {"voice", "kal", "image", "@a.png:image/png", NULL};
+    const char *prompt_twice[] = {"prompt", "a picture", "image", "@a.png:image/png", "prompt", "of", NULL};
     size_t png_size = 0;
     char *png = s_fixture("astronaut_rgba.png", &png_size);
     struct {
@@ -1360,6 +1436,10 @@ Test(gateway, ambiguous_framing_nul_and_repeated_options_are_400) {
           .file_size = png_size}, 400, "bad_option", "'voice'", "voice in the query and the form"},
         {{.method = "POST", .path = "/v1/jobs?beams=2&beams=2", .content_type = "image/png", .body = png,
           .size = png_size}, 400, "bad_option", "'beams'", "beams twice, the same value"},
+        {{.method = "POST", .path = "/v1/jobs", .form = prompt_twice, .file = png, .file_size = png_size},
+         400, "bad_option", "'prompt' is given more than once", "prompt twice in a form"},
+        {{.method = "POST", .path = "/v1/jobs?prompt=a&prompt=a", .content_type = "image/png", .body = png,
+          .size = png_size}, 400, "bad_option", "'prompt' is given more than once", "prompt twice in the query"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         s_resp_t r = s_http(&cases[i].q);

@@ -1038,3 +1038,159 @@ Test(stages_git, workers_caption_with_git) {
     free(bytes);
     free(path);
 }
+
+/* The library's caption for states with a text prompt (NULL: none), with
+ * the checkpoint's generation defaults: the reference for prompt jobs. */
+static char *s_lib_caption_prompt(const float *states, const char *prompt) {
+    nr_gen_config_t g = nr_captioner_gen_defaults(C.cap);
+    int *ids = NULL, n = 0;
+    char err[512] = "";
+    if (prompt) cr_assert_eq(nr_captioner_prompt_ids(C.cap, prompt, &ids, &n, err, sizeof err), 0, "%s", err);
+    g.prompt_ids = ids;
+    g.prompt_len = n;
+    char *caption = NULL;
+    int rc = nr_captioner_caption(C.cap, states, 1, &g, &caption, NULL, err, sizeof err);
+    cr_assert_eq(rc, 0, "library caption: %s", err);
+    free(ids);
+    return caption;
+}
+
+/* A prompt job on the git-tiny workers fails for good with bad_option,
+ * saying that family takes no prompt; the worker keeps serving. */
+Test(stages_git, prompt_job_fails_naming_the_family) {
+    s_stage_workers(1);
+    size_t len = 0;
+    unsigned char *frame = s_lib_frame("chelsea_317x211.jpg", &len);
+    const char *opts[] = {"prompt", "a picture of", NULL};
+    char id[NR_PROTO_ID_MAX + 1];
+    s_submit("text", opts, frame, len, id);
+    nr_msg_t rec;
+    nr_proto_msg_init(&rec);
+    s_wait_final(id, &rec);
+    const char *message = nr_harness_kv(&rec, "error_message");
+    s_require(!strcmp(nr_harness_kv(&rec, "state"), "failed") && !strcmp(nr_harness_kv(&rec, "error"), "bad_option"),
+              "prompt at a git worker: %s %s (%s)", nr_harness_kv(&rec, "state"), nr_harness_kv(&rec, "error"),
+              message);
+    s_require(strstr(message, "the git captioner takes no prompt") != NULL, "message: %s", message);
+    s_require(nr_harness_kv_long(&rec, "attempts") == 1, "a final error took %s attempts",
+              nr_harness_kv(&rec, "attempts"));
+    nr_proto_msg_clear(&rec);
+    const char *plain[] = {"num_beams", "1", NULL};
+    char *caption = s_text_caption(frame, len, plain);
+    s_require(caption[0] != '\0', "no caption after the refused prompt");
+    free(caption);
+    free(frame);
+}
+
+/* ---- BLIP: conditional captioning through the workers ---- */
+
+static void s_setup_blip(void) {
+    s_setup();
+    free(C.model_dir);
+    C.model_dir = nr_harness_source_path("tests/fixtures/blip-tiny");
+    nr_captioner_destroy(&C.cap);
+    char err[512] = "";
+    nr_captioner_params_t params = nr_captioner_default_params();
+    params.num_threads = 1;
+    cr_assert_eq(nr_captioner_load(C.model_dir, &params, &C.cap, err, sizeof err), 0, "%s", err);
+    int seq = 0, hidden = 0;
+    nr_captioner_states_shape(C.cap, &seq, &hidden);
+    C.states_floats = (size_t)seq * hidden;
+}
+
+TestSuite(stages_blip, .init = s_setup_blip, .fini = s_teardown, .timeout = 280);
+
+/* `narrate submit --prompt` through vision and text workers on blip-tiny:
+ * the caption starts with the prompt and is the library's caption with
+ * that prompt, and the .json record names the model and the family. */
+Test(stages_blip, narrate_prompt_caption_equals_library) {
+    s_stage_workers(1);
+    const char *prompt = "there is a";
+    const char *names[] = {"chelsea_317x211.jpg", "rocket_223x225.jpg", NULL};
+    char *in = s_input_dir("blip", names);
+    char *out = nr_harness_path(C.cl.dir, "out-blip");
+    const char *extra[] = {"--route", "vision,text", "--prompt", prompt, NULL};
+    int code = s_narrate_submit(in, out, extra);
+    s_require(code == 0, "narrate submit --prompt exited %d", code);
+    for (int i = 0; names[i]; i++) {
+        float *states = s_lib_states(names[i]);
+        char *want = s_lib_caption_prompt(states, prompt);
+        char *none = s_lib_caption_prompt(states, NULL);
+        free(states);
+        s_require(!strncmp(want, "there is a ", strlen("there is a ")), "library caption \"%s\"", want);
+        s_require(strcmp(want, none) != 0, "the prompt changed nothing: \"%s\"", want);
+        size_t size = 0;
+        char *txt = s_out_file(out, names[i], "txt", &size);
+        s_require(txt && size == strlen(want) + 1 && !memcmp(txt, want, strlen(want)),
+                  "%s: caption \"%s\", library with the prompt \"%s\"", names[i], txt ? txt : "(none)", want);
+        free(txt);
+        char *json = s_out_file(out, names[i], "json", &size);
+        s_require(json != NULL, "%s: no .json", names[i]);
+        cJSON *rec = cJSON_Parse(json);
+        s_require(rec != NULL, "%s: .json does not parse: %s", names[i], json);
+        const cJSON *model = cJSON_GetObjectItemCaseSensitive(rec, "model");
+        const cJSON *family = cJSON_GetObjectItemCaseSensitive(rec, "family");
+        const cJSON *options = cJSON_GetObjectItemCaseSensitive(rec, "options");
+        s_require(s_json_str(model, "text") && !strcmp(s_json_str(model, "text"), "blip-tiny"), "model: %s", json);
+        s_require(s_json_str(family, "text") && !strcmp(s_json_str(family, "text"), "blip") &&
+                      s_json_str(family, "vision") && !strcmp(s_json_str(family, "vision"), "blip"),
+                  "family: %s", json);
+        s_require(s_json_str(options, "prompt") && !strcmp(s_json_str(options, "prompt"), prompt), "options: %s",
+                  json);
+        s_require(!strcmp(s_json_str(rec, "caption"), want), "record caption: %s", json);
+        cJSON_Delete(rec);
+        free(json);
+        free(want);
+        free(none);
+    }
+    free(in);
+    free(out);
+}
+
+/* Jobs with different prompts (and none) waiting together for a batching
+ * text worker: decoded in groups of the same prompt, each caption the
+ * library's with its own prompt. */
+Test(stages_blip, batch_groups_jobs_by_prompt) {
+    const char *names[] = {"chelsea_317x211.jpg", "rocket_223x225.jpg", "coffee_la.png", "astronaut_50x40_up.jpg"};
+    const char *prompts[] = {"there is a", "in the", NULL, "there is a"};
+    char ids[4][NR_PROTO_ID_MAX + 1];
+    for (int i = 0; i < 4; i++) {
+        size_t len = 0;
+        unsigned char *frame = s_lib_frame(names[i], &len);
+        const char *opts[] = {"prompt", prompts[i], NULL};
+        s_submit("text", prompts[i] ? opts : NULL, frame, len, ids[i]);
+        free(frame);
+    }
+    /* all four wait; the worker takes them as one batch of 4 */
+    const char *text[] = {"--model", C.model_dir, "--threads", "1", "--batch-size", "4", "--batch-wait-ms", "500",
+                          NULL};
+    int w = s_worker_start(C.text_bin, "text-b4", text);
+    for (int i = 0; i < 4; i++) {
+        nr_msg_t rec;
+        nr_proto_msg_init(&rec);
+        s_wait_final(ids[i], &rec);
+        s_require(!strcmp(nr_harness_kv(&rec, "state"), "done"), "%s: %s (%s)", names[i],
+                  nr_harness_kv(&rec, "state"), nr_harness_kv(&rec, "error_message"));
+        float *states = s_lib_states(names[i]);
+        char *want = s_lib_caption_prompt(states, prompts[i]);
+        free(states);
+        const char *got = nr_harness_kv(&rec, "text.caption");
+        s_require(!strcmp(got, want), "%s (prompt %s): caption \"%s\" != library \"%s\"", names[i],
+                  prompts[i] ? prompts[i] : "none", got, want);
+        if (prompts[i])
+            s_require(!strncmp(got, prompts[i], strlen(prompts[i])), "\"%s\" does not start with \"%s\"", got,
+                      prompts[i]);
+        s_require(!strcmp(nr_harness_kv(&rec, "text.family"), "blip"), "text.family %s",
+                  nr_harness_kv(&rec, "text.family"));
+        s_require(!strcmp(nr_harness_kv(&rec, "text.model"), "blip-tiny"), "text.model %s",
+                  nr_harness_kv(&rec, "text.model"));
+        free(want);
+        nr_proto_msg_clear(&rec);
+    }
+    char *log = nr_harness_read_file(nr_harness_proc_log(C.cl.workers[w]), NULL);
+    cr_assert_not_null(log);
+    s_require(strstr(log, "batch of 4: 2 decoded together") != NULL,
+              "the two jobs with the same prompt were not decoded as one group of a batch of 4");
+    s_require(strstr(log, "batch of 4: 1 decoded together") != NULL, "no group of one in the batch of 4");
+    free(log);
+}

@@ -30,7 +30,11 @@ int nr_gw_sniff_image(const uint8_t *d, size_t n) {
 
 /* The bit of a known option in nr_gw_opts_t.seen, or 0. */
 static unsigned s_option_bit(const char *key) {
-    return !strcmp(key, "voice") ? 1u : !strcmp(key, "beams") ? 2u : !strcmp(key, "max_length") ? 4u : 0u;
+    return !strcmp(key, "voice")        ? 1u
+           : !strcmp(key, "beams")      ? 2u
+           : !strcmp(key, "max_length") ? 4u
+           : !strcmp(key, "prompt")     ? 8u
+                                        : 0u;
 }
 
 /* A repeated option (`voice=ka` and `voice=l`): 400 naming it. */
@@ -60,12 +64,23 @@ static int s_option(nr_gw_req_t *req, const char *key, const char *value, int al
         snprintf(o->voice, sizeof o->voice, "%s", value);
         return 0;
     }
+    if (allow_image_opts && !strcmp(key, "prompt")) {
+        /* An empty field is no prompt: the web form sends one when left blank. */
+        char why[160] = "";
+        if (value[0] && nr_client_prompt_check(value, why, sizeof why)) {
+            snprintf(req->opt_error, sizeof req->opt_error, "option 'prompt': %s", why);
+            req->opt_code = NR_EOPTION;
+            return MHD_HTTP_BAD_REQUEST;
+        }
+        snprintf(o->prompt, sizeof o->prompt, "%s", value);
+        return 0;
+    }
     long *target = NULL, max = 0;
     if (allow_image_opts && !strcmp(key, "beams")) target = &o->beams, max = NR_GW_BEAMS_MAX;
     else if (allow_image_opts && !strcmp(key, "max_length")) target = &o->max_length, max = NR_GW_LENGTH_MAX;
     if (!target) {
         snprintf(req->opt_error, sizeof req->opt_error, "unknown option '%.64s' (known: %s)", key,
-                 allow_image_opts ? "voice, beams, max_length" : "voice");
+                 allow_image_opts ? "voice, beams, max_length, prompt" : "voice");
         return MHD_HTTP_BAD_REQUEST;
     }
     char *end;
@@ -198,10 +213,10 @@ enum MHD_Result nr_gw_post_field(void *cls, enum MHD_ValueKind kind, const char 
     }
     if (strcmp(key, req->field_key)) {
         if ((req->opt_status = nr_gw_flush_field(req))) return MHD_NO;
-        if (strcmp(key, "voice") && strcmp(key, "beams") && strcmp(key, "max_length")) {
+        if (!s_option_bit(key)) {
             req->opt_status = MHD_HTTP_BAD_REQUEST;
             snprintf(req->opt_error, sizeof req->opt_error,
-                     "unknown form field '%.64s' (known: image, voice, beams, max_length)", key);
+                     "unknown form field '%.64s' (known: image, voice, beams, max_length, prompt)", key);
             return MHD_NO;
         }
         snprintf(req->field_key, sizeof req->field_key, "%s", key);

@@ -400,9 +400,12 @@ enum MHD_Result nr_gw_handle_submit(struct MHD_Connection *conn, nr_gw_req_t *re
         return nr_gw_send_error(conn, req, MHD_HTTP_BAD_REQUEST, NR_ETEXT, NULL,
                                 "the text to speak is not valid UTF-8 (or holds a NUL byte)");
     nr_client_options_t opts;
-    nr_client_options(&opts, req->opts.beams, req->opts.max_length, req->opts.voice);
+    char why[256] = "";
+    int rc = nr_client_options(&opts, req->opts.beams, req->opts.max_length, req->opts.voice, req->opts.prompt,
+                               why, sizeof why);
+    if (rc) return nr_gw_send_error(conn, req, MHD_HTTP_BAD_REQUEST, rc, NULL, "%s", why);
     char id[NR_CLIENT_ID_HEX + 1];
-    int rc = nr_client_content_id(req->body, req->size, route, opts.kv, opts.n, id);
+    rc = nr_client_content_id(req->body, req->size, route, opts.kv, opts.n, id);
     if (rc) return nr_gw_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, rc, NULL,
                                     "cannot make a job id: %s", nr_strerror(rc));
     snprintf(req->id, sizeof req->id, "%s", id);

@@ -36,7 +36,8 @@
 #define NR_GW_VOICE_MAX NR_CLIENT_VOICE_MAX
 #define NR_GW_BEAMS_MAX NR_CLIENT_BEAMS_MAX
 #define NR_GW_LENGTH_MAX NR_CLIENT_LENGTH_MAX
-#define NR_GW_FIELD_MAX 64 /* bytes in a small multipart field */
+#define NR_GW_PROMPT_MAX NR_CLIENT_PROMPT_MAX
+#define NR_GW_FIELD_MAX NR_GW_PROMPT_MAX /* bytes in a small multipart field (the longest option: prompt) */
 #define NR_GW_NAME_MAX 128 /* bytes of an uploaded file name kept in the ring */
 #define NR_GW_HOST_MAX 256 /* bytes of a host name in allowed-hosts */
 #define NR_GW_ORIGIN_MAX 300 /* bytes of an origin in allowed-origins */
@@ -123,6 +124,7 @@ typedef enum { NR_GW_BODY_NONE = 0, NR_GW_BODY_RAW, NR_GW_BODY_MULTIPART, NR_GW_
 
 typedef struct {
     char voice[NR_GW_VOICE_MAX + 1];
+    char prompt[NR_GW_PROMPT_MAX + 1]; /* "": not given */
     long beams, max_length; /* 0: not given */
     unsigned seen;          /* options given so far (bits of body.c's table), to refuse repeats */
 } nr_gw_opts_t;

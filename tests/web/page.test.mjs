@@ -148,6 +148,12 @@ try {
     [...document.querySelectorAll('input, select, textarea')]
       .filter((el) => !el.labels || el.labels.length === 0).map((el) => el.id || el.name));
   check(unlabelled.length === 0, 'controls without a label: ' + unlabelled.join(', '));
+  // The caption prompt field (BLIP) is in the form, labelled like the others.
+  const promptLabel = await page.evaluate(() => {
+    const el = document.getElementById('prompt');
+    return el && el.name === 'prompt' && el.labels.length ? el.labels[0].textContent.trim() : null;
+  });
+  check(promptLabel === 'Caption starts with', 'prompt field label: ' + promptLabel);
 
   // Waits for the job box to reach a final state; returns it.
   async function waitJob() {

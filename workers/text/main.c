@@ -5,10 +5,14 @@
  *
  * The checkpoint folder (--model) is loaded once at start, decoder and
  * tokenizer only. Job options num_beams (1..16) and max_length (1..1024)
- * override the checkpoint's generation defaults; a bad option or a frame
- * that is malformed or of another model's shape fails the job for good.
- * With --batch-size B > 1 up to B jobs are decoded together, grouped by
- * their generation settings (one nr_captioner_caption call per group). */
+ * override the checkpoint's generation defaults; prompt (1..256 bytes of
+ * UTF-8) starts the caption with that text, for a family that takes one
+ * (blip: nr_captioner_prompt_ids), and the caption comes back with the
+ * prompt at its front, as transformers decodes it. A bad option (a prompt
+ * for a family without prompts included) or a frame that is malformed or
+ * of another model's shape fails the job for good. With --batch-size B > 1
+ * up to B jobs are decoded together, grouped by their generation settings
+ * and prompt (one nr_captioner_caption call per group). */
 #include "common/error.h"
 #include "common/log.h"
 #include "models/captioner.h"
@@ -22,6 +26,7 @@
 
 #define S_BEAMS_MAX 16
 #define S_LENGTH_MAX 1024
+#define S_PROMPT_MAX 256     /* bytes of the prompt option (NR_CLIENT_PROMPT_MAX) */
 #define S_CAPTION_KV_MAX 16000 /* kv values are capped at NR_PROTO_VALUE_MAX; the frame has it all */
 
 typedef struct {
@@ -48,13 +53,17 @@ static const char s_usage[] =
     "Text stage worker: decodes each job's encoder states (input frame 0, a states frame\n"
     "from the vision stage) into a caption with the checkpoint's decoder, whatever its\n"
     "family (greedy or beam search), and writes it as UTF-8 (output frame 0). Job options:\n"
-    "num_beams (1..16), max_length (1..1024, start token included; at most the model's\n"
-    "position limit); unset ones come from the checkpoint's generation_config.json.\n"
-    "Results: caption, model, tokens, num_beams, max_length. A bad option (bad_option) or\n"
+    "num_beams (1..16), max_length (1..1024, start token and prompt included; at most the\n"
+    "model's position limit); unset ones come from the checkpoint's generation settings;\n"
+    "prompt (1..256 bytes of UTF-8; blip only): the caption starts with it, as\n"
+    "transformers decodes it (\"a picture of a dog\"). Results: caption, model (the\n"
+    "checkpoint folder's name), family, tokens, num_beams, max_length. A bad option\n"
+    "(bad_option; a prompt for a family that takes none, \"the git captioner takes no\n"
+    "prompt\") or\n"
     "a states frame that is malformed, from another family or of another shape\n"
     "(malformed_message) fails its job for good. --model DIR is required (or\n"
     "NARRATOR_WORKER_MODEL). With --batch-size B > 1 up to B captions with the same\n"
-    "settings are decoded together (capacity defaults to B).";
+    "settings and prompt are decoded together (capacity defaults to B).";
 
 typedef struct {
     nr_captioner_t *cap;
@@ -76,7 +85,31 @@ static int s_option(const nr_msg_t *job, const char *key, long lo, long hi, int 
     return 0;
 }
 
-/* A job's generation settings: the defaults with its options over them. */
+/* The job option prompt -> gen->prompt_ids (new, the caller frees) and
+ * prompt_len; absent or "" leaves none. NR_EOPTION with the reason: a
+ * family that takes no prompt, a prompt too long or not UTF-8. */
+static int s_prompt(const s_text_t *t, const nr_msg_t *job, nr_gen_config_t *gen, char *err, size_t errlen) {
+    const char *v = nr_proto_kv_get(job, "prompt");
+    if (!v || !v[0]) return 0;
+    size_t len = strlen(v);
+    if (len > S_PROMPT_MAX)
+        return nr_seterr(err, errlen, NR_EOPTION, "option prompt is %zu bytes, at most %d", len, S_PROMPT_MAX);
+    int *ids = NULL, n = 0;
+    char detail[256] = "";
+    int rc = nr_captioner_prompt_ids(t->cap, v, &ids, &n, detail, sizeof detail);
+    if (rc == NR_EUNSUPPORTED)
+        return nr_seterr(err, errlen, NR_EOPTION,
+                         "the %s captioner takes no prompt (model %s; only the blip family does): "
+                         "submit without the prompt option",
+                         nr_captioner_family(t->cap), nr_captioner_name(t->cap));
+    if (rc) return nr_seterr(err, errlen, NR_EOPTION, "option prompt: %s", detail);
+    gen->prompt_ids = ids;
+    gen->prompt_len = n;
+    return 0;
+}
+
+/* A job's generation settings: the defaults with its options over them.
+ * gen->prompt_ids is new when set (the caller frees it, on error too). */
 static int s_settings(const s_text_t *t, const nr_msg_t *job, nr_gen_config_t *gen, char *err, size_t errlen) {
     *gen = t->defaults;
     int rc = s_option(job, "num_beams", 1, S_BEAMS_MAX, &gen->num_beams, err, errlen);
@@ -87,6 +120,12 @@ static int s_settings(const s_text_t *t, const nr_msg_t *job, nr_gen_config_t *g
             rc = nr_seterr(err, errlen, NR_EOPTION, "max_length %d is more than this model's position limit %d",
                            gen->max_length, limit);
     }
+    if (rc == 0) rc = s_prompt(t, job, gen, err, errlen);
+    if (rc == 0 && gen->prompt_len > 0 && gen->max_length <= 1 + gen->prompt_len)
+        rc = nr_seterr(err, errlen, NR_EOPTION,
+                       "max_length %d leaves no room for a caption after the start token and the prompt's %d "
+                       "tokens (give max_length %d or more)",
+                       gen->max_length, gen->prompt_len, gen->prompt_len + 2);
     return rc;
 }
 
@@ -122,6 +161,7 @@ static int s_result(const s_text_t *t, const nr_gen_config_t *gen, const char *c
     snprintf(length, sizeof length, "%d", gen->max_length);
     int rc = nr_proto_kv_add(result, "caption", kv);
     if (rc == 0) rc = nr_proto_kv_add(result, "model", nr_captioner_name(t->cap));
+    if (rc == 0) rc = nr_proto_kv_add(result, "family", nr_captioner_family(t->cap));
     if (rc == 0) rc = nr_proto_kv_add(result, "tokens", ntok);
     if (rc == 0) rc = nr_proto_kv_add(result, "num_beams", beams);
     if (rc == 0) rc = nr_proto_kv_add(result, "max_length", length);
@@ -135,7 +175,7 @@ static int s_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, si
     const s_text_t *t = ctx;
     float *states = malloc(t->states_floats * sizeof(float));
     if (!states) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
-    nr_gen_config_t gen;
+    nr_gen_config_t gen = t->defaults;
     int rc = s_prepare(t, job, &gen, states, err, errlen);
     if (rc == 0) {
         char *caption = NULL;
@@ -148,12 +188,15 @@ static int s_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, si
             rc = s_result(t, &gen, caption, tokens, result, err, errlen);
         free(caption);
     }
+    free((void *)gen.prompt_ids);
     free(states);
     return rc;
 }
 
+/* Whether two jobs decode in one call: the same settings and prompt. */
 static int s_same(const nr_gen_config_t *a, const nr_gen_config_t *b) {
-    return a->num_beams == b->num_beams && a->max_length == b->max_length;
+    return a->num_beams == b->num_beams && a->max_length == b->max_length && a->prompt_len == b->prompt_len &&
+           (a->prompt_len == 0 || !memcmp(a->prompt_ids, b->prompt_ids, (size_t)a->prompt_len * sizeof(int)));
 }
 
 static void s_run_batch(void *ctx, const nr_msg_t *const *jobs, size_t n, nr_msg_t *const *results, int *codes,
@@ -194,10 +237,11 @@ static void s_run_batch(void *ctx, const nr_msg_t *const *jobs, size_t n, nr_msg
             free(captions[j]);
             captions[j] = NULL;
         }
-        nr_log(NR_LOG_DEBUG, "batch of %zu: %zu decoded together (num_beams %d, max_length %d)", n, k,
-               gens[first].num_beams, gens[first].max_length);
+        nr_log(NR_LOG_DEBUG, "batch of %zu: %zu decoded together (num_beams %d, max_length %d, prompt of %d tokens)",
+               n, k, gens[first].num_beams, gens[first].max_length, gens[first].prompt_len);
     }
 out:
+    for (size_t i = 0; gens && i < n; i++) free((void *)gens[i].prompt_ids);
     free(gens);
     free(states);
     free(group);

@@ -42,7 +42,7 @@ static const char s_usage[] =
     "preprocesses it as the checkpoint's image processor does and runs the image encoder\n"
     "of the checkpoint's family; the output (frame 0) is the encoder states\n"
     "as a states frame naming the family, for the text stage.\n"
-    "Results: model, image_bytes, ms. A bad image fails its job (not_an_image, bad_image,\n"
+    "Results: model, family, image_bytes, ms. A bad image fails its job (not_an_image, bad_image,\n"
     "image_too_large, too_large; final) and the worker keeps serving.\n"
     "--model DIR is required (or NARRATOR_WORKER_MODEL). With --batch-size B > 1 up to\n"
     "B images are encoded in one call (capacity defaults to B).";
@@ -69,6 +69,7 @@ static int s_result(const s_vision_t *v, const nr_msg_t *job, const float *state
     char bytes[32];
     snprintf(bytes, sizeof bytes, "%zu", job->frames[0].size);
     rc = nr_proto_kv_add(result, "model", nr_captioner_name(v->cap));
+    if (rc == 0) rc = nr_proto_kv_add(result, "family", nr_captioner_family(v->cap));
     if (rc == 0) rc = nr_proto_kv_add(result, "image_bytes", bytes);
     if (rc == 0) rc = nr_proto_frame_take(result, &frame, len);
     free(frame); /* NULL when taken */
