@@ -99,10 +99,12 @@ int nr_broker_job_parse_route(nr_broker_job_t *job, const char *route);
  * message's limit are left out. */
 /* The record a REPLY carries holds at most NR_PROTO_KV_MAX fields: the
  * broker's own (id ... stage_workers, existing), then per stage of the
- * route its results (<stage>.attempts, .worker and up to four kv of the
- * worker's RESULT), and the submitted options in what is left. */
+ * route its results (<stage>.attempts, .worker and up to
+ * NR_BROKER_RESULT_KV_MAX kv of the worker's RESULT; a RESULT with more is
+ * refused), and the submitted options in what is left. */
 #define NR_BROKER_RECORD_OWN 11
-#define NR_BROKER_RECORD_PER_STAGE 6
+#define NR_BROKER_RESULT_KV_MAX 8
+#define NR_BROKER_RECORD_PER_STAGE (2 + NR_BROKER_RESULT_KV_MAX)
 #define NR_BROKER_MAX_OPTIONS(route_len)                                                       \
     (NR_PROTO_KV_MAX - NR_BROKER_RECORD_OWN - NR_BROKER_RECORD_PER_STAGE * (long)(route_len))
 void nr_broker_job_record(const nr_broker_job_t *job, nr_msg_t *msg, long stage_workers);

@@ -125,6 +125,17 @@ static void s_on_result(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg,
     nr_broker_stage_t *s = w->stage;
     if (s->running) s->running--;
     job->worker = NULL;
+    if (msg->kv_len > NR_BROKER_RESULT_KV_MAX) {
+        /* More than the record keeps for a stage: storing it would push the
+         * job's options or other results out of the record. The attempt is
+         * retried (on another worker when there is one), as a crash is. */
+        char text[96];
+        snprintf(text, sizeof text, "worker %s sent a result of %" PRIu32 " fields; at most %d are kept",
+                 w->label, msg->kv_len, NR_BROKER_RESULT_KV_MAX);
+        nr_bk_retry(self, job, NR_EPROTO, text, now);
+        nr_bk_dispatch(self, s, now);
+        return;
+    }
     const char *stage = msg->stage;
     char key[NR_PROTO_NAME_MAX + NR_PROTO_KEY_MAX + 2], num[32];
     for (uint32_t i = 0; i < msg->kv_len; i++) {

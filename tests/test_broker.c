@@ -593,6 +593,46 @@ Test(broker, retryable_fail_retries_then_exhausts) {
     nr_broker_destroy(&b);
 }
 
+/* A RESULT with more fields than the record keeps for a stage would push
+ * the job's options and other results out of it: the attempt is retried,
+ * the fields are not stored, and a RESULT of the most it keeps is. */
+Test(broker, result_with_more_fields_than_the_record_keeps_is_retried) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "v", "vision", 1, 0);
+    s_submit(b, "wide", "vision", "img", 0);
+    for (int pass = 0; pass < 2; pass++) {
+        nr_msg_t *job = s_last("v", NR_CMD_JOB);
+        cr_assert_not_null(job);
+        nr_msg_t m;
+        nr_proto_msg_init(&m);
+        m.cmd = NR_CMD_RESULT;
+        snprintf(m.id, sizeof m.id, "wide");
+        snprintf(m.stage, sizeof m.stage, "vision");
+        m.attempt = job->attempt;
+        for (int i = 0; i < NR_BROKER_RESULT_KV_MAX + !pass; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "f%d", i);
+            cr_assert_eq(nr_proto_kv_add(&m, k, "x"), 0);
+        }
+        nr_proto_frame_add(&m, "out", 3);
+        nr_broker_worker_message(b, (const uint8_t *)"v", 1, &m, 1 + pass * 100000);
+        nr_proto_msg_clear(&m);
+        nr_msg_t *st = s_client(b, NR_CMD_STATUS, "wide", NULL, 2 + pass * 100000);
+        if (!pass) {
+            cr_assert_str_eq(s_kv(st, "state"), "queued");
+            cr_assert_str_eq(s_kv(st, "error"), "malformed_message");
+            cr_assert(strstr(s_kv(st, "error_message"), "at most"), "%s", s_kv(st, "error_message"));
+            cr_assert_str_eq(s_kv(st, "vision.f0"), "");
+            s_worker_cmd(b, "v", NR_CMD_HEARTBEAT, 100000);
+            nr_broker_tick(b, 100000); /* past the retry backoff: leased again */
+        } else {
+            cr_assert_str_eq(s_kv(st, "state"), "done");
+            cr_assert_str_eq(s_kv(st, "vision.f7"), "x");
+        }
+    }
+    nr_broker_destroy(&b);
+}
+
 Test(broker, cancel_queued_and_running_jobs) {
     nr_broker_t *b = s_new(NULL, NULL);
     s_ready(b, "w", "speech", 1, 0);
