@@ -4,3 +4,10 @@ if(TARGET nr_models)
   add_executable(bench_models ${CMAKE_CURRENT_SOURCE_DIR}/bench_models.c ${CMAKE_CURRENT_SOURCE_DIR}/random_weights.c)
   target_link_libraries(bench_models PRIVATE nr_models nr_common m)
 endif()
+
+# bench_git: GIT-base sizes (microsoft/git-base-coco) with random weights:
+# encoder images/s, decode ms/token, a whole caption (see bench/bench_git.c).
+if(TARGET nr_models)
+  add_executable(bench_git ${CMAKE_CURRENT_SOURCE_DIR}/bench_git.c ${CMAKE_CURRENT_SOURCE_DIR}/random_weights.c)
+  target_link_libraries(bench_git PRIVATE nr_models nr_common m)
+endif()

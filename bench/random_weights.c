@@ -1,4 +1,5 @@
-/* The benchmarks' random ViT-B/16 + GPT-2 checkpoint (see random_weights.h). */
+/* The benchmarks' random checkpoints: ViT-B/16 + GPT-2 and GIT-base (see
+ * random_weights.h). */
 #include "bench/random_weights.h"
 
 #include <stdint.h>
@@ -23,6 +24,18 @@ static const char s_config[] =
     "\"decoder\":{\"model_type\":\"gpt2\",\"n_embd\":768,\"n_layer\":12,\"n_head\":12,\"n_positions\":1024,"
     "\"vocab_size\":50257,\"layer_norm_epsilon\":1e-5,\"activation_function\":\"gelu_new\","
     "\"add_cross_attention\":true}}";
+
+
+/* microsoft/git-base-coco's config.json, the keys narrator reads (the rest
+ * are GitConfig's defaults, which git-base-coco keeps): CLIP ViT-B/16 at
+ * 224 px, a 6-layer BERT-base-like decoder, vocab 30522. */
+static const char s_git_config[] =
+    "{\"model_type\":\"git\",\"hidden_size\":768,\"num_hidden_layers\":6,\"num_attention_heads\":12,"
+    "\"intermediate_size\":3072,\"max_position_embeddings\":1024,\"vocab_size\":30522,\"layer_norm_eps\":1e-12,"
+    "\"hidden_act\":\"gelu\",\"tie_word_embeddings\":false,\"bos_token_id\":101,\"eos_token_id\":102,"
+    "\"pad_token_id\":0,\"vision_config\":{\"hidden_size\":768,\"num_hidden_layers\":12,"
+    "\"num_attention_heads\":12,\"intermediate_size\":3072,\"image_size\":224,\"patch_size\":16,"
+    "\"num_channels\":3,\"layer_norm_eps\":1e-5,\"hidden_act\":\"quick_gelu\"}}";
 
 typedef struct {
     char name[128];
@@ -122,6 +135,76 @@ static int s_specs_vit_gpt2(s_specs_t *s) {
     return rc ? NR_ENOMEM : 0;
 }
 
+/* GitForCausalLM's tensors with microsoft/git-base-coco's names. */
+static int s_specs_git(s_specs_t *s) {
+    const int D = S_D, I = S_I, V = 30522;
+    char n[192];
+    int rc = 0;
+    const char *vm = "git.image_encoder.vision_model.";
+    snprintf(n, sizeof n, "%sembeddings.class_embedding", vm);
+    rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+    snprintf(n, sizeof n, "%sembeddings.patch_embedding.weight", vm);
+    rc |= s_add(s, n, 0, 4, D, 3, 16, 16);
+    snprintf(n, sizeof n, "%sembeddings.position_embedding.weight", vm);
+    rc |= s_add(s, n, 0, 2, S_SEQ, D, 0, 0);
+    const char *vln[] = {"pre_layrnorm", "post_layernorm"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(n, sizeof n, "%s%s.weight", vm, vln[k]);
+        rc |= s_add(s, n, 1, 1, D, 0, 0, 0);
+        snprintf(n, sizeof n, "%s%s.bias", vm, vln[k]);
+        rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+    }
+    const char *vl[][3] = {{"self_attn.q_proj", "D", "D"}, {"self_attn.k_proj", "D", "D"},
+                           {"self_attn.v_proj", "D", "D"}, {"self_attn.out_proj", "D", "D"},
+                           {"mlp.fc1", "I", "D"},          {"mlp.fc2", "D", "I"}};
+    for (int l = 0; l < S_L; l++) {
+        for (int k = 0; k < 6; k++) {
+            int64_t o = vl[k][1][0] == 'I' ? I : D, in = vl[k][2][0] == 'I' ? I : D;
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, vl[k][0]);
+            rc |= s_add(s, n, 0, 2, o, in, 0, 0);
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, vl[k][0]);
+            rc |= s_add(s, n, 0, 1, o, 0, 0, 0);
+        }
+        const char *lns[] = {"layer_norm1", "layer_norm2"};
+        for (int k = 0; k < 2; k++) {
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, lns[k]);
+            rc |= s_add(s, n, 1, 1, D, 0, 0, 0);
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, lns[k]);
+            rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+        }
+    }
+    rc |= s_add(s, "git.visual_projection.visual_projection.0.weight", 0, 2, D, D, 0, 0);
+    rc |= s_add(s, "git.visual_projection.visual_projection.0.bias", 0, 1, D, 0, 0, 0);
+    rc |= s_add(s, "git.visual_projection.visual_projection.1.weight", 1, 1, D, 0, 0, 0);
+    rc |= s_add(s, "git.visual_projection.visual_projection.1.bias", 0, 1, D, 0, 0, 0);
+    rc |= s_add(s, "git.embeddings.word_embeddings.weight", 0, 2, V, D, 0, 0);
+    rc |= s_add(s, "git.embeddings.position_embeddings.weight", 0, 2, 1024, D, 0, 0);
+    rc |= s_add(s, "git.embeddings.LayerNorm.weight", 1, 1, D, 0, 0, 0);
+    rc |= s_add(s, "git.embeddings.LayerNorm.bias", 0, 1, D, 0, 0, 0);
+    const char *tl[][3] = {{"attention.self.query", "D", "D"}, {"attention.self.key", "D", "D"},
+                           {"attention.self.value", "D", "D"}, {"attention.output.dense", "D", "D"},
+                           {"intermediate.dense", "I", "D"},   {"output.dense", "D", "I"}};
+    for (int l = 0; l < 6; l++) {
+        for (int k = 0; k < 6; k++) {
+            int64_t o = tl[k][1][0] == 'I' ? I : D, in = tl[k][2][0] == 'I' ? I : D;
+            snprintf(n, sizeof n, "git.encoder.layer.%d.%s.weight", l, tl[k][0]);
+            rc |= s_add(s, n, 0, 2, o, in, 0, 0);
+            snprintf(n, sizeof n, "git.encoder.layer.%d.%s.bias", l, tl[k][0]);
+            rc |= s_add(s, n, 0, 1, o, 0, 0, 0);
+        }
+        const char *lns[] = {"attention.output.LayerNorm", "output.LayerNorm"};
+        for (int k = 0; k < 2; k++) {
+            snprintf(n, sizeof n, "git.encoder.layer.%d.%s.weight", l, lns[k]);
+            rc |= s_add(s, n, 1, 1, D, 0, 0, 0);
+            snprintf(n, sizeof n, "git.encoder.layer.%d.%s.bias", l, lns[k]);
+            rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+        }
+    }
+    rc |= s_add(s, "output.weight", 0, 2, V, D, 0, 0);
+    rc |= s_add(s, "output.bias", 0, 1, V, 0, 0, 0);
+    return rc ? NR_ENOMEM : 0;
+}
+
 static size_t s_numel(const s_spec_t *s) {
     size_t n = 1;
     for (int d = 0; d < s->ndim; d++) n *= (size_t)s->shape[d];
@@ -165,14 +248,14 @@ static unsigned char *s_build(const s_specs_t *s, size_t *size) {
     return buf;
 }
 
-int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck,
-                             char *err, size_t errlen) {
+static int s_random(const char *config, int (*specs_fn)(s_specs_t *), nr_model_config_t *cfg, unsigned char **buf,
+                    size_t *size, nr_checkpoint_t **ck, char *err, size_t errlen) {
     *buf = NULL;
     *ck = NULL;
-    int rc = nr_model_config_parse(s_config, NULL, "bench", cfg, err, errlen);
+    int rc = nr_model_config_parse(config, NULL, "bench", cfg, err, errlen);
     if (rc) return rc;
     s_specs_t specs = {0};
-    if (s_specs_vit_gpt2(&specs) == 0) *buf = s_build(&specs, size);
+    if (specs_fn(&specs) == 0) *buf = s_build(&specs, size);
     free(specs.v);
     if (!*buf) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
     rc = nr_checkpoint_open_memory(*buf, *size, "random-weights", ck, err, errlen);
@@ -181,4 +264,14 @@ int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t
         *buf = NULL;
     }
     return rc;
+}
+
+int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck,
+                             char *err, size_t errlen) {
+    return s_random(s_config, s_specs_vit_gpt2, cfg, buf, size, ck, err, errlen);
+}
+
+int nr_bench_random_git(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck, char *err,
+                        size_t errlen) {
+    return s_random(s_git_config, s_specs_git, cfg, buf, size, ck, err, errlen);
 }

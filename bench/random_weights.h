@@ -1,4 +1,4 @@
-/* The benchmarks' model: a random checkpoint with the sizes of
+/* The benchmarks' models: a random checkpoint with the sizes of
  * nlpconnect/vit-gpt2-image-captioning (ViT-B/16 encoder, GPT-2 decoder
  * with cross-attention), built in memory as safetensors bytes, all F32
  * (no file, no download). Shared by bench_models and bench_cuda. */
@@ -20,5 +20,11 @@ float nr_bench_rand(void);
  * as *ck. Returns 0, or an NR_E* code with a message in err. */
 int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck,
                              char *err, size_t errlen);
+
+/* The same for microsoft/git-base-coco's sizes (model_type git: CLIP
+ * ViT-B/16 at 224 px, visual projection, 6-layer BERT-style decoder over
+ * [197 image tokens; text], vocab 30522; 708 MB F32) with its tensor names. */
+int nr_bench_random_git(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck, char *err,
+                        size_t errlen);
 
 #endif

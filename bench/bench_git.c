@@ -1,0 +1,186 @@
+/* bench_git: GIT-base (microsoft/git-base-coco sizes, random weights built
+ * in memory) through the family "git" as the workers run it:
+ *   - vision: CLIP ViT-B/16 + visual projection, images/s at batch 1 and B
+ *   - text: the image tokens' K/V through the 6 decoder layers (set_encoder,
+ *     once per caption), then decode steps over the text tokens only:
+ *     ms/token greedy (1 row) and beam 4 (4 rows, one image)
+ *   - a whole caption per image: encode + generate (max_length 20 = [CLS]
+ *     + 19 tokens; beam 4 and greedy)
+ * for each weight precision (devices cpu:f32, cpu:bf16, cpu:int8).
+ *   bench_git [--threads N] [--batch N] [--iters N] [--tokens N] [--precision f32,bf16,int8] [--rounds N]
+ * Every figure is the median of --iters timed runs after one warm-up; the
+ * last lines ("result PREC KEY VALUE") are for bench/bench_git.sh.
+ * PyTorch counterpart: bench/bench_git_torch.py. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench/random_weights.h"
+#include "common/error.h"
+#include "models/backend.h"
+#include "models/config.h"
+#include "models/cpu/lowp.h"
+#include "models/decoder.h"
+#include "models/family.h"
+#include "models/generate.h"
+#include "models/io/checkpoint.h"
+#include "models/tensor.h"
+
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int s_cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double s_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), s_cmp);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+#define MAXIT 64
+
+int main(int argc, char **argv) {
+    int threads = 0, batch = 8, iters = 3, tokens = 19;
+    char precs[64] = "f32,bf16,int8";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: bench_git [--threads N] [--batch N] [--iters N] [--tokens N] [--precision LIST]\n"
+                   "  GIT-base sizes, random weights: encoder (CLIP ViT-B/16 + projection) images/s at batch 1\n"
+                   "  and --batch (default 8); image K/V setup; decode ms/token greedy and beam 4 over --tokens\n"
+                   "  steps (default 19); a whole caption (encode + max_length 20, beam 4 and greedy) per image.\n"
+                   "  Medians of --iters (default 3) runs, for each precision in LIST (f32, bf16, int8).\n");
+            return 0;
+        }
+        if (i + 1 >= argc) break;
+        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--precision")) snprintf(precs, sizeof precs, "%s", argv[++i]);
+    }
+    if (batch < 1 || iters < 1 || iters > MAXIT || tokens < 1 || tokens > 1000) {
+        fprintf(stderr, "bench_git: bad --batch/--iters/--tokens\n");
+        return 2;
+    }
+    char err[1024];
+    nr_model_config_t cfg;
+    size_t size;
+    unsigned char *buf = NULL;
+    nr_checkpoint_t *ck = NULL;
+    if (nr_bench_random_git(&cfg, &buf, &size, &ck, err, sizeof err)) {
+        fprintf(stderr, "bench_git: %s\n", err);
+        return 1;
+    }
+    const int S = cfg.states_seq, D = cfg.states_hidden, V = cfg.vocab_size, IMG = cfg.image_size;
+    nr_cpu_lowp_init();
+    printf("bench_git: GIT-base sizes (CLIP ViT-B/16 %d px, %d image tokens, decoder %d layers x %d, vocab %d), "
+           "weights %.0f MB F32, threads %d, AVX-512 BF16 %s\n",
+           IMG, S, cfg.git.num_hidden_layers, cfg.git.hidden_size, V, size / 1e6, threads,
+           nr_cpu_use_avx512bf16 ? "yes" : "no");
+    const size_t npx = (size_t)3 * IMG * IMG;
+    float *px = malloc((size_t)batch * npx * sizeof(float));
+    float *states = nr_aligned_alloc((size_t)batch * S * D * sizeof(float));
+    float *logits = malloc((size_t)4 * V * sizeof(float));
+    if (!px || !states || !logits) return 1;
+    for (size_t i = 0; i < (size_t)batch * npx; i++) px[i] = nr_bench_rand() * 30;
+    char plist[64];
+    snprintf(plist, sizeof plist, "%s", precs);
+    for (char *save = NULL, *prec = strtok_r(plist, ",", &save); prec; prec = strtok_r(NULL, ",", &save)) {
+        char dev[32];
+        snprintf(dev, sizeof dev, "cpu:%s", prec);
+        double tl = s_now();
+        nr_backend_t *be = nr_backend_new(dev, threads, err, sizeof err);
+        void *fam = NULL;
+        if (!be || nr_family_git.load(&cfg, ck, be, 1, 1, &fam, err, sizeof err)) {
+            fprintf(stderr, "bench_git: %s\n", be ? err : "no backend");
+            return 1;
+        }
+        printf("== precision %s (device %s): load %.0f ms\n", prec, dev, (s_now() - tl) * 1e3);
+        double t[MAXIT];
+        /* vision: CLIP + projection */
+        int bs[2] = {1, batch};
+        double ips[2];
+        for (int k = 0; k < 2; k++) {
+            nr_family_git.encode(fam, px, bs[k], states); /* warm-up (and lazy weight conversions) */
+            for (int it = 0; it < iters; it++) {
+                double t0 = s_now();
+                if (nr_family_git.encode(fam, px, bs[k], states)) return 1;
+                t[it] = s_now() - t0;
+            }
+            double md = s_median(t, iters);
+            ips[k] = bs[k] / md;
+            printf("encoder (CLIP ViT-B/16 + projection) batch %d: %8.1f ms/batch  %6.2f images/s\n", bs[k], md * 1e3,
+                   ips[k]);
+        }
+        nr_decoder_t dec = nr_family_git.decoder(fam);
+        /* decode steps: greedy (1 row) and beam 4 (4 rows, one image) */
+        double setup = 0, msg[2];
+        int rows_list[2] = {1, 4};
+        for (int k = 0; k < 2; k++) {
+            int rows = rows_list[k];
+            void *s = dec.ops->state_new(dec.model, rows, tokens + 1, 1, S);
+            if (!s) return 1;
+            int ids[4], eidx[4] = {0, 0, 0, 0};
+            double ts[MAXIT], tx[MAXIT];
+            for (int it = -1; it < iters; it++) { /* it -1 warms up */
+                double t0 = s_now();
+                if (dec.ops->set_encoder(dec.model, s, states, eidx)) return 1;
+                double t1 = s_now();
+                for (int r = 0; r < rows; r++) ids[r] = cfg.gen.decoder_start_token_id;
+                for (int st = 0; st < tokens; st++) {
+                    if (dec.ops->step(dec.model, s, ids, 1, logits, 0)) return 1;
+                    for (int r = 0; r < rows; r++) ids[r] = 1000 + (int)((st * 7919 + r * 104729) % (V - 1000));
+                }
+                if (it >= 0) tx[it] = t1 - t0, ts[it] = (s_now() - t1) / tokens;
+            }
+            dec.ops->state_destroy(&s);
+            msg[k] = s_median(ts, iters);
+            if (k == 0) setup = s_median(tx, iters);
+            printf("decoder %s: %8.2f ms/token (step of %d row%s, %d steps), image K/V setup %.1f ms\n",
+                   rows == 1 ? "greedy" : "beam 4", msg[k] * 1e3, rows, rows > 1 ? "s" : "", tokens,
+                   s_median(tx, iters) * 1e3);
+        }
+        /* a whole caption per image: encode + generate, max_length 20 */
+        double cap[2];
+        int beams_list[2] = {4, 1};
+        for (int k = 0; k < 2; k++) {
+            nr_gen_config_t g = cfg.gen;
+            g.num_beams = beams_list[k];
+            g.max_length = 20;
+            g.early_stopping = 1;
+            int out_ids[20], out_len[1];
+            for (int it = -1; it < iters; it++) {
+                double t0 = s_now();
+                if (nr_family_git.encode(fam, px, 1, states) ||
+                    nr_generate(&dec, states, 1, S, &g, out_ids, out_len, err, sizeof err)) {
+                    fprintf(stderr, "bench_git: %s\n", err);
+                    return 1;
+                }
+                if (it >= 0) t[it] = s_now() - t0;
+            }
+            cap[k] = s_median(t, iters);
+            printf("caption (encode + generate), beams %d, max_length 20: %8.1f ms per image (%d ids)\n", g.num_beams,
+                   cap[k] * 1e3, out_len[0]);
+        }
+        printf("result %s enc_b1_ips %.3f\nresult %s enc_b%d_ips %.3f\nresult %s kv_setup_ms %.2f\n"
+               "result %s greedy_ms_tok %.3f\nresult %s beam4_ms_step %.3f\nresult %s caption_beam4_ms %.1f\n"
+               "result %s caption_greedy_ms %.1f\n",
+               prec, ips[0], prec, batch, ips[1], prec, setup * 1e3, prec, msg[0] * 1e3, prec, msg[1] * 1e3, prec,
+               cap[0] * 1e3, prec, cap[1] * 1e3);
+        fflush(stdout);
+        nr_family_git.destroy(&fam);
+        nr_backend_destroy(&be);
+    }
+    free(logits);
+    free(px);
+    free(states);
+    nr_checkpoint_close(&ck);
+    free(buf);
+    return 0;
+}
