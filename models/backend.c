@@ -100,3 +100,7 @@ void *nr_backend_upload_new(nr_backend_t *b, const void *host, size_t bytes) {
     }
     return p;
 }
+
+void nr_backend_free(const nr_backend_t *b, void *p) {
+    if (p) b->ops->free(b->ctx, p);
+}

@@ -126,5 +126,7 @@ void nr_backend_destroy(nr_backend_t **b);
 
 /* Convenience: allocates and uploads `bytes` from host; NULL on failure. */
 void *nr_backend_upload_new(nr_backend_t *b, const void *host, size_t bytes);
+/* Frees a buffer from b->ops->alloc; NULL is ignored. */
+void nr_backend_free(const nr_backend_t *b, void *p);
 
 #endif

@@ -17,6 +17,7 @@
 #include "models/bert.h"
 #include "models/clip.h"
 #include "models/family.h"
+#include "models/nn/dec_state.h"
 #include "models/weights.h"
 
 #define I64(x) ((int64_t)(x))
@@ -39,15 +40,6 @@ struct nr_blip_decoder {
     float *dec_w, *dec_b; /* (V, D) cls.predictions.decoder.weight (or wte), (V) cls.predictions.bias */
     s_layer_t *layers;
 };
-
-typedef struct {
-    const nr_blip_decoder_t *m;
-    int rows, max_rows, max_len, n_enc, enc_len, len, cap_tok;
-    float **kc, **vc;     /* per layer (rows, max_len, D): self-attention keys / values */
-    float **xkv;          /* per layer (n_enc, enc_len, 2D): cross-attention keys | values */
-    int *enc_index, *tmp_index;
-    float *x, *h, *qkv, *att, *mlp, *logits, *tmp_cache;
-} s_state_t;
 
 int nr_blip_decoder_load(const nr_blip_config_t *cfg, const nr_checkpoint_t *ck, nr_backend_t *be,
                          nr_blip_decoder_t **out, char *err, size_t errlen) {
@@ -118,216 +110,75 @@ void nr_blip_decoder_destroy(nr_blip_decoder_t **pm) {
     *pm = NULL;
 }
 
-static void s_bfree(const nr_blip_decoder_t *m, void *p) {
-    if (p) m->be->ops->free(m->be->ctx, p);
-}
-
-static void s_state_destroy(void **ps) {
-    s_state_t *s = *ps;
-    if (!s) return;
-    const nr_blip_decoder_t *m = s->m;
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
-        if (s->kc) s_bfree(m, s->kc[l]);
-        if (s->vc) s_bfree(m, s->vc[l]);
-        if (s->xkv) s_bfree(m, s->xkv[l]);
-    }
-    free(s->kc);
-    free(s->vc);
-    free(s->xkv);
-    free(s->enc_index);
-    free(s->tmp_index);
-    s_bfree(m, s->x);
-    s_bfree(m, s->h);
-    s_bfree(m, s->qkv);
-    s_bfree(m, s->att);
-    s_bfree(m, s->mlp);
-    s_bfree(m, s->logits);
-    s_bfree(m, s->tmp_cache);
-    free(s);
-    *ps = NULL;
-}
-
-/* Scratch for `tokens` rows of activations. */
-static int s_scratch(s_state_t *s, int tokens) {
-    const nr_blip_decoder_t *m = s->m;
-    if (s->cap_tok >= tokens) return 0;
-    const int D = m->cfg.hidden_size, I = m->cfg.intermediate_size, V = m->cfg.vocab_size;
-    const size_t T = (size_t)tokens;
-    const nr_backend_ops_t *o = m->be->ops;
-    void *ctx = m->be->ctx;
-    s_bfree(m, s->x);
-    s_bfree(m, s->h);
-    s_bfree(m, s->qkv);
-    s_bfree(m, s->att);
-    s_bfree(m, s->mlp);
-    s_bfree(m, s->logits);
-    s->x = o->alloc(ctx, T * D * sizeof(float));
-    s->h = o->alloc(ctx, T * D * sizeof(float));
-    s->qkv = o->alloc(ctx, T * 3 * D * sizeof(float));
-    s->att = o->alloc(ctx, T * D * sizeof(float));
-    s->mlp = o->alloc(ctx, T * I * sizeof(float));
-    s->logits = o->alloc(ctx, T * V * sizeof(float));
-    if (!s->x || !s->h || !s->qkv || !s->att || !s->mlp || !s->logits) {
-        s->cap_tok = 0;
-        return NR_ENOMEM;
-    }
-    s->cap_tok = tokens;
-    return 0;
-}
-
 static void *s_state_new(const void *model, int rows, int max_len, int n_enc, int enc_len) {
     const nr_blip_decoder_t *m = model;
-    if (!m || rows <= 0 || max_len <= 0 || max_len > m->cfg.max_position_embeddings || n_enc <= 0 || enc_len <= 0)
-        return NULL;
-    s_state_t *s = calloc(1, sizeof(*s));
-    if (!s) return NULL;
-    void *self = s;
-    s->m = m;
-    s->rows = s->max_rows = rows;
-    s->max_len = max_len;
-    s->n_enc = n_enc;
-    s->enc_len = enc_len;
-    const int D = m->cfg.hidden_size, Lr = m->cfg.num_hidden_layers;
-    const nr_backend_ops_t *o = m->be->ops;
-    void *ctx = m->be->ctx;
-    s->kc = calloc((size_t)Lr, sizeof(float *));
-    s->vc = calloc((size_t)Lr, sizeof(float *));
-    s->xkv = calloc((size_t)Lr, sizeof(float *));
-    s->enc_index = calloc((size_t)rows, sizeof(int));
-    s->tmp_index = calloc((size_t)rows, sizeof(int));
-    if (!s->kc || !s->vc || !s->xkv || !s->enc_index || !s->tmp_index) goto fail;
-    for (int l = 0; l < Lr; l++) {
-        s->kc[l] = o->alloc(ctx, (size_t)rows * max_len * D * sizeof(float));
-        s->vc[l] = o->alloc(ctx, (size_t)rows * max_len * D * sizeof(float));
-        s->xkv[l] = o->alloc(ctx, (size_t)n_enc * enc_len * 2 * D * sizeof(float));
-        if (!s->kc[l] || !s->vc[l] || !s->xkv[l]) goto fail;
-    }
-    s->tmp_cache = o->alloc(ctx, (size_t)rows * max_len * D * sizeof(float));
-    if (!s->tmp_cache || s_scratch(s, rows) != 0) goto fail;
-    for (int r = 0; r < rows; r++) s->enc_index[r] = r < n_enc ? r : 0;
-    return s;
-fail:
-    s_state_destroy(&self);
-    return NULL;
+    if (!m) return NULL;
+    const nr_dec_dims_t dims = {.n_layer = m->cfg.num_hidden_layers,
+                                .d_model = m->cfg.hidden_size,
+                                .d_ff = m->cfg.intermediate_size,
+                                .vocab = m->cfg.vocab_size,
+                                .max_positions = m->cfg.max_position_embeddings,
+                                .cross = 1};
+    return nr_dec_state_new(m->be, &dims, rows, max_len, n_enc, enc_len);
 }
 
 #define CK(call)                                                                                  \
     do {                                                                                          \
-        if ((rc = (call)) != 0) goto out;                                                         \
+        if ((rc = (call)) != 0) return rc;                                                        \
     } while (0)
 
 /* Cross-attention keys|values of every layer from the image states, once. */
 static int s_set_encoder(const void *model, void *state, const float *enc, const int *enc_index) {
     const nr_blip_decoder_t *m = model;
-    s_state_t *s = state;
+    nr_dec_state_t *s = state;
     if (!m || !s || !enc) return NR_EINVAL;
     const int D = m->cfg.hidden_size, Dv = m->cfg.vision.hidden_size, M = s->n_enc * s->enc_len;
     const nr_backend_ops_t *o = m->be->ops;
     void *ctx = m->be->ctx;
-    s->rows = s->max_rows;
-    for (int r = 0; r < s->rows; r++) {
-        int e = enc_index ? enc_index[r] : r;
-        if (e < 0 || e >= s->n_enc) return NR_EINVAL;
-        s->enc_index[r] = e;
-    }
-    int rc = 0;
+    int rc = nr_dec_state_bind(s, enc_index);
+    if (rc) return rc;
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         const nr_bert_attn_t *X = &m->layers[l].cross;
         CK(o->matmul(ctx, s->xkv[l], 2 * D, enc, Dv, X->wkv, NR_W_OUT_IN, M, 2 * D, Dv, 0));
         CK(o->add_bias(ctx, s->xkv[l], X->bkv, M, 2 * D));
     }
     s->len = 0;
-    rc = o->synchronize(ctx);
-out:
-    return rc;
+    return o->synchronize(ctx);
 }
 
 static int s_step(const void *model, void *state, const int *ids, int n_tok, float *logits, int all_logits) {
     const nr_blip_decoder_t *m = model;
-    s_state_t *s = state;
+    nr_dec_state_t *s = state;
     if (!m || !s || !ids || !logits || n_tok <= 0) return NR_EINVAL;
     if (s->len + n_tok > s->max_len) return NR_EINVAL;
     const nr_blip_config_t *c = &m->cfg;
     const int D = c->hidden_size, H = c->num_attention_heads, hd = D / H, I = c->intermediate_size;
-    const int V = c->vocab_size, R = s->rows, M = R * n_tok, pos0 = s->len;
+    const int V = c->vocab_size, M = s->rows * n_tok;
     const nr_backend_ops_t *o = m->be->ops;
     void *ctx = m->be->ctx;
     const float eps = c->layer_norm_eps, scale = 1.0f / sqrtf((float)hd);
-    int rc = s_scratch(s, M);
-    if (rc) return rc;
-    int *pos = malloc((size_t)M * sizeof(int));
-    if (!pos) return NR_ENOMEM;
-    for (int i = 0; i < M; i++) pos[i] = pos0 + i % n_tok; /* past_key_values_length + i */
-    CK(o->embed(ctx, s->x, m->wte, m->wpe, ids, pos, M, D, V, c->max_position_embeddings));
+    int rc;
+    CK(nr_dec_state_scratch(s, M));
+    CK(nr_dec_state_embed(s, m->wte, m->wpe, ids, n_tok, c->max_position_embeddings));
     CK(o->layernorm(ctx, s->x, s->x, m->emb_g, m->emb_b, M, D, eps));
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const s_layer_t *L = &m->layers[l];
         /* causal self-attention through the cache */
         CK(o->matmul(ctx, s->qkv, 3 * D, s->x, D, L->self.wq, NR_W_OUT_IN, M, 3 * D, D, 0));
         CK(o->add_bias(ctx, s->qkv, L->self.bq, M, 3 * D));
-        for (int r = 0; r < R; r++)
-            for (int t = 0; t < n_tok; t++) {
-                const float *src = s->qkv + (size_t)(r * n_tok + t) * 3 * D;
-                const size_t at = ((size_t)r * s->max_len + pos0 + t) * D;
-                CK(o->copy(ctx, s->kc[l] + at, src + D, (size_t)D * sizeof(float)));
-                CK(o->copy(ctx, s->vc[l] + at, src + 2 * D, (size_t)D * sizeof(float)));
-            }
-        nr_attn_args_t sa = {.batch = R,
-                             .n_head = H,
-                             .head_dim = hd,
-                             .n_q = n_tok,
-                             .n_kv = pos0 + n_tok,
-                             .causal = 1,
-                             .q_pos0 = pos0,
-                             .scale = scale,
-                             .q = s->qkv,
-                             .k = s->kc[l],
-                             .v = s->vc[l],
-                             .out = s->att,
-                             .q_bstride = (size_t)n_tok * 3 * D,
-                             .q_rstride = (size_t)3 * D,
-                             .kv_bstride = (size_t)s->max_len * D,
-                             .kv_rstride = (size_t)D,
-                             .o_bstride = (size_t)n_tok * D,
-                             .o_rstride = (size_t)D};
-        CK(o->attention(ctx, &sa));
+        CK(nr_dec_state_self_attention(s, l, n_tok, H, scale));
         CK(nr_bert_attn_output(m->be, &L->self, s->x, s->att, M, D, eps));
         /* cross-attention to the image states (every image token) */
         CK(o->matmul(ctx, s->h, D, s->x, D, L->cross.wq, NR_W_OUT_IN, M, D, D, 0));
         CK(o->add_bias(ctx, s->h, L->cross.bq, M, D));
-        nr_attn_args_t xa = {.batch = R,
-                             .n_head = H,
-                             .head_dim = hd,
-                             .n_q = n_tok,
-                             .n_kv = s->enc_len,
-                             .causal = 0,
-                             .scale = scale,
-                             .q = s->h,
-                             .k = s->xkv[l],
-                             .v = s->xkv[l] + D,
-                             .out = s->att,
-                             .q_bstride = (size_t)n_tok * D,
-                             .q_rstride = (size_t)D,
-                             .kv_bstride = (size_t)s->enc_len * 2 * D,
-                             .kv_rstride = (size_t)2 * D,
-                             .o_bstride = (size_t)n_tok * D,
-                             .o_rstride = (size_t)D,
-                             .kv_index = s->enc_index};
-        CK(o->attention(ctx, &xa));
+        CK(nr_dec_state_cross_attention(s, l, s->h, n_tok, H, scale));
         CK(nr_bert_attn_output(m->be, &L->cross, s->x, s->att, M, D, eps));
         CK(nr_bert_ffn(m->be, &L->ffn, s->x, s->mlp, M, D, I, (int)c->hidden_act, eps));
     }
     s->len += n_tok;
-    const float *hs = s->x;
-    int out_rows = M;
-    if (!all_logits && n_tok > 1) { /* only each row's last token */
-        for (int r = 0; r < R; r++)
-            CK(o->copy(ctx, s->h + (size_t)r * D, s->x + (size_t)(r * n_tok + n_tok - 1) * D,
-                       (size_t)D * sizeof(float)));
-        hs = s->h;
-        out_rows = R;
-    }
-    /* cls.predictions: transform (dense, act, LayerNorm), then decoder + bias */
+    const float *hs;
+    int out_rows;
+    CK(nr_dec_state_last_tokens(s, n_tok, all_logits, &hs, &out_rows));
     CK(o->matmul(ctx, s->att, D, hs, D, m->tr_w, NR_W_OUT_IN, out_rows, D, D, 0));
     CK(o->add_bias(ctx, s->att, m->tr_b, out_rows, D));
     CK(o->gelu(ctx, s->att, (size_t)out_rows * D, (int)c->hidden_act));
@@ -335,47 +186,18 @@ static int s_step(const void *model, void *state, const int *ids, int n_tok, flo
     CK(o->matmul(ctx, s->logits, V, s->att, D, m->dec_w, NR_W_OUT_IN, out_rows, V, D, 0));
     CK(o->add_bias(ctx, s->logits, m->dec_b, out_rows, V));
     CK(o->download(ctx, logits, s->logits, (size_t)out_rows * V * sizeof(float)));
-    rc = o->synchronize(ctx);
-out:
-    free(pos);
-    return rc;
+    return o->synchronize(ctx);
 }
 
 /* Beam reordering / finished captions leaving: the used part of each
  * self-attention cache follows its row; cross K/V stay per encoder output. */
 static int s_select(const void *model, void *state, const int *src, int new_rows) {
-    const nr_blip_decoder_t *m = model;
-    s_state_t *s = state;
-    if (!m || !s || !src || new_rows <= 0 || new_rows > s->rows) return NR_EINVAL;
-    const int D = m->cfg.hidden_size, R = s->rows;
-    const nr_backend_ops_t *o = m->be->ops;
-    void *ctx = m->be->ctx;
-    int identity = new_rows == R, rc = 0;
-    for (int r = 0; r < new_rows; r++) {
-        if (src[r] < 0 || src[r] >= R) return NR_EINVAL;
-        if (src[r] != r) identity = 0;
-    }
-    if (!identity && s->len > 0) {
-        const size_t row = (size_t)s->max_len * D, used = (size_t)s->len * D * sizeof(float);
-        for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
-            float *caches[2] = {s->kc[l], s->vc[l]};
-            for (int k = 0; k < 2; k++) {
-                for (int r = 0; r < new_rows; r++)
-                    if ((rc = o->copy(ctx, s->tmp_cache + r * row, caches[k] + (size_t)src[r] * row, used))) return rc;
-                for (int r = 0; r < new_rows; r++)
-                    if ((rc = o->copy(ctx, caches[k] + r * row, s->tmp_cache + r * row, used))) return rc;
-            }
-        }
-    }
-    for (int r = 0; r < new_rows; r++) s->tmp_index[r] = s->enc_index[src[r]];
-    memcpy(s->enc_index, s->tmp_index, (size_t)new_rows * sizeof(int));
-    s->rows = new_rows;
-    return 0;
+    return model ? nr_dec_state_select(state, src, new_rows) : NR_EINVAL;
 }
 
 static const nr_decoder_ops_t s_decoder_ops = {.name = "blip",
                                                .state_new = s_state_new,
-                                               .state_destroy = s_state_destroy,
+                                               .state_destroy = nr_dec_state_release,
                                                .set_encoder = s_set_encoder,
                                                .step = s_step,
                                                .select = s_select};

@@ -103,6 +103,13 @@ static int s_act(const char *name, nr_act_t *out) {
     return 0;
 }
 
+/* An activation name under `key` (absent keeps *out): 0, or -1 when it is
+ * not one s_act knows. */
+static int s_act_key(const cJSON *o, const char *key, nr_act_t *out) {
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(o, key);
+    return act ? s_act(cJSON_IsString(act) ? act->valuestring : NULL, out) : 0;
+}
+
 #define REQ_INT(obj, key, field, what)                                                                      \
     do {                                                                                                    \
         int r_ = s_int(obj, key, &(field));                                                                 \
@@ -135,9 +142,8 @@ static int s_vit(const cJSON *e, const char *src, nr_vit_config_t *v, char *err,
     v->layer_norm_eps = 1e-12f;
     if (s_float(e, "layer_norm_eps", &v->layer_norm_eps) < 0 || v->layer_norm_eps < 0)
         return nr_seterr(err, errlen, NR_EMODEL, "%s: encoder.layer_norm_eps must be a number >= 0", src);
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(e, "hidden_act");
     v->hidden_act = NR_ACT_GELU;
-    if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &v->hidden_act) < 0)
+    if (s_act_key(e, "hidden_act", &v->hidden_act) < 0)
         return nr_seterr(err, errlen, NR_EMODEL, "%s: encoder.hidden_act must be gelu, gelu_new or gelu_pytorch_tanh", src);
     v->qkv_bias = 1;
     if (s_bool(e, "qkv_bias", &v->qkv_bias) < 0)
@@ -171,9 +177,8 @@ static int s_gpt2(const cJSON *d, const char *src, nr_gpt2_config_t *g, char *er
     g->layer_norm_epsilon = 1e-5f;
     if (s_float(d, "layer_norm_epsilon", &g->layer_norm_epsilon) < 0 || g->layer_norm_epsilon < 0)
         return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.layer_norm_epsilon must be a number >= 0", src);
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(d, "activation_function");
     g->activation_function = NR_ACT_GELU_TANH;
-    if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &g->activation_function) < 0)
+    if (s_act_key(d, "activation_function", &g->activation_function) < 0)
         return nr_seterr(err, errlen, NR_EMODEL, "%s: decoder.activation_function must be gelu_new, gelu or gelu_pytorch_tanh",
                          src);
     g->add_cross_attention = 0;
@@ -229,17 +234,10 @@ static int s_gen(const cJSON *o, const char *src, nr_gen_config_t *gen, char *er
             return nr_seterr(err, errlen, NR_EMODEL, "%s: %s%s must be a positive integer", src, what, key); \
     } while (0)
 
-/* model_type git (transformers' configuration_git.py: GitConfig with a
- * GitVisionConfig under vision_config, each key defaulting as there). */
-static int s_git(const cJSON *root, const char *src, nr_model_config_t *cfg, char *err, size_t errlen) {
-    nr_git_config_t *g = &cfg->git;
-    nr_vit_config_t *v = &g->vision;
-    *v = (nr_vit_config_t){.hidden_size = 768, .num_hidden_layers = 12, .num_attention_heads = 12,
-                           .intermediate_size = 3072, .image_size = 224, .patch_size = 16, .num_channels = 3,
-                           .layer_norm_eps = 1e-5f, .hidden_act = NR_ACT_QUICK_GELU, .qkv_bias = 1};
-    const cJSON *vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config");
-    if (vc && !cJSON_IsNull(vc) && !cJSON_IsObject(vc))
-        return nr_seterr(err, errlen, NR_EMODEL, "%s: vision_config must be an object", src);
+/* The keys GitVisionConfig and BlipVisionConfig share, over v's defaults
+ * (vc NULL or not an object: the defaults as they are), then the checks
+ * that the sizes divide. */
+static int s_vision_config(const cJSON *vc, const char *src, nr_vit_config_t *v, char *err, size_t errlen) {
     if (cJSON_IsObject(vc)) {
         const char *w = "vision_config.";
         DEF_INT(vc, "hidden_size", v->hidden_size, w);
@@ -251,15 +249,84 @@ static int s_git(const cJSON *root, const char *src, nr_model_config_t *cfg, cha
         DEF_INT(vc, "num_channels", v->num_channels, w);
         if (s_float(vc, "layer_norm_eps", &v->layer_norm_eps) < 0 || v->layer_norm_eps < 0)
             return nr_seterr(err, errlen, NR_EMODEL, "%s: vision_config.layer_norm_eps must be a number >= 0", src);
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(vc, "hidden_act");
-        if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &v->hidden_act) < 0)
+        if (s_act_key(vc, "hidden_act", &v->hidden_act) < 0)
             return nr_seterr(err, errlen, NR_EMODEL,
-                             "%s: vision_config.hidden_act must be quick_gelu, gelu, gelu_new or gelu_pytorch_tanh", src);
+                             "%s: vision_config.hidden_act must be gelu, gelu_new, gelu_pytorch_tanh or quick_gelu", src);
     }
     if (v->hidden_size % v->num_attention_heads || v->image_size % v->patch_size || v->image_size > 4096)
         return nr_seterr(err, errlen, NR_EMODEL,
                          "%s: vision_config: hidden_size %d / num_attention_heads %d or image_size %d / patch_size %d "
                          "do not divide", src, v->hidden_size, v->num_attention_heads, v->image_size, v->patch_size);
+    return 0;
+}
+
+/* The BERT-style text settings GitConfig and BlipTextConfig share, as
+ * pointers into either config (S_TEXT_FIELDS). */
+typedef struct {
+    int *hidden_size, *num_hidden_layers, *num_attention_heads, *intermediate_size, *max_position_embeddings,
+        *vocab_size;
+    float *layer_norm_eps;
+    nr_act_t *hidden_act;
+    int *tie_word_embeddings;
+} s_text_fields_t;
+
+#define S_TEXT_FIELDS(c)                                                                                    \
+    {&(c)->hidden_size, &(c)->num_hidden_layers, &(c)->num_attention_heads, &(c)->intermediate_size,         \
+     &(c)->max_position_embeddings, &(c)->vocab_size, &(c)->layer_norm_eps, &(c)->hidden_act,                \
+     &(c)->tie_word_embeddings}
+
+/* Those keys under `o` (w: their prefix in messages, "" or "text_config."),
+ * over the defaults in place; then hidden_size must divide into the heads
+ * and position_embedding_type be absolute. */
+static int s_text_config(const cJSON *o, const char *w, const char *src, const s_text_fields_t *t, char *err,
+                         size_t errlen) {
+    DEF_INT(o, "hidden_size", *t->hidden_size, w);
+    DEF_INT(o, "num_hidden_layers", *t->num_hidden_layers, w);
+    DEF_INT(o, "num_attention_heads", *t->num_attention_heads, w);
+    DEF_INT(o, "intermediate_size", *t->intermediate_size, w);
+    DEF_INT(o, "max_position_embeddings", *t->max_position_embeddings, w);
+    DEF_INT(o, "vocab_size", *t->vocab_size, w);
+    if (s_float(o, "layer_norm_eps", t->layer_norm_eps) < 0 || *t->layer_norm_eps < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: %slayer_norm_eps must be a number >= 0", src, w);
+    if (s_act_key(o, "hidden_act", t->hidden_act) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: %shidden_act must be gelu, gelu_new, gelu_pytorch_tanh or quick_gelu",
+                         src, w);
+    if (s_bool(o, "tie_word_embeddings", t->tie_word_embeddings) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: %stie_word_embeddings must be true or false", src, w);
+    if (*t->hidden_size % *t->num_attention_heads)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: %shidden_size %d is not divisible by num_attention_heads %d", src,
+                         w, *t->hidden_size, *t->num_attention_heads);
+    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(o, "position_embedding_type");
+    if (pe && !cJSON_IsNull(pe) && !(cJSON_IsString(pe) && strcmp(pe->valuestring, "absolute") == 0))
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: %sposition_embedding_type other than absolute is not supported",
+                         src, w);
+    return 0;
+}
+
+/* What a GIT or BLIP config says of the family beside its own settings:
+ * the name, WordPiece, and the image and states sizes of its vision tower. */
+static void s_wordpiece_family(nr_model_config_t *cfg, const char *family, const nr_vit_config_t *v) {
+    int g1 = v->image_size / v->patch_size;
+    snprintf(cfg->family, sizeof cfg->family, "%s", family);
+    cfg->wordpiece = 1;
+    cfg->num_channels = v->num_channels;
+    cfg->image_size = v->image_size;
+    cfg->states_seq = 1 + g1 * g1;
+}
+
+/* model_type git (transformers' configuration_git.py: GitConfig with a
+ * GitVisionConfig under vision_config, each key defaulting as there). */
+static int s_git(const cJSON *root, const char *src, nr_model_config_t *cfg, char *err, size_t errlen) {
+    nr_git_config_t *g = &cfg->git;
+    nr_vit_config_t *v = &g->vision;
+    *v = (nr_vit_config_t){.hidden_size = 768, .num_hidden_layers = 12, .num_attention_heads = 12,
+                           .intermediate_size = 3072, .image_size = 224, .patch_size = 16, .num_channels = 3,
+                           .layer_norm_eps = 1e-5f, .hidden_act = NR_ACT_QUICK_GELU, .qkv_bias = 1};
+    const cJSON *vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config");
+    if (vc && !cJSON_IsNull(vc) && !cJSON_IsObject(vc))
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: vision_config must be an object", src);
+    int rc = s_vision_config(vc, src, v, err, errlen);
+    if (rc) return rc;
     g->hidden_size = 768;
     g->num_hidden_layers = 6;
     g->num_attention_heads = 12;
@@ -269,38 +336,13 @@ static int s_git(const cJSON *root, const char *src, nr_model_config_t *cfg, cha
     g->layer_norm_eps = 1e-12f;
     g->hidden_act = NR_ACT_GELU;
     g->tie_word_embeddings = 0;
-    const char *w = "";
-    DEF_INT(root, "hidden_size", g->hidden_size, w);
-    DEF_INT(root, "num_hidden_layers", g->num_hidden_layers, w);
-    DEF_INT(root, "num_attention_heads", g->num_attention_heads, w);
-    DEF_INT(root, "intermediate_size", g->intermediate_size, w);
-    DEF_INT(root, "max_position_embeddings", g->max_position_embeddings, w);
-    DEF_INT(root, "vocab_size", g->vocab_size, w);
-    if (s_float(root, "layer_norm_eps", &g->layer_norm_eps) < 0 || g->layer_norm_eps < 0)
-        return nr_seterr(err, errlen, NR_EMODEL, "%s: layer_norm_eps must be a number >= 0", src);
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-    if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &g->hidden_act) < 0)
-        return nr_seterr(err, errlen, NR_EMODEL, "%s: hidden_act must be gelu, gelu_new, gelu_pytorch_tanh or quick_gelu",
-                         src);
-    if (s_bool(root, "tie_word_embeddings", &g->tie_word_embeddings) < 0)
-        return nr_seterr(err, errlen, NR_EMODEL, "%s: tie_word_embeddings must be true or false", src);
-    if (g->hidden_size % g->num_attention_heads)
-        return nr_seterr(err, errlen, NR_EMODEL, "%s: hidden_size %d is not divisible by num_attention_heads %d", src,
-                         g->hidden_size, g->num_attention_heads);
-    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(root, "position_embedding_type");
-    if (pe && !cJSON_IsNull(pe) && !(cJSON_IsString(pe) && strcmp(pe->valuestring, "absolute") == 0))
-        return nr_seterr(err, errlen, NR_EMODEL, "%s: position_embedding_type other than absolute is not supported",
-                         src);
+    const s_text_fields_t tf = S_TEXT_FIELDS(g);
+    if ((rc = s_text_config(root, "", src, &tf, err, errlen))) return rc;
     const cJSON *ni = cJSON_GetObjectItemCaseSensitive(root, "num_image_with_embedding");
     if (ni && !cJSON_IsNull(ni))
         return nr_seterr(err, errlen, NR_EMODEL,
                          "%s: num_image_with_embedding (video GIT) is not supported: one image per caption", src);
-    int g1 = v->image_size / v->patch_size;
-    snprintf(cfg->family, sizeof cfg->family, "git");
-    cfg->wordpiece = 1;
-    cfg->num_channels = v->num_channels;
-    cfg->image_size = v->image_size;
-    cfg->states_seq = 1 + g1 * g1;
+    s_wordpiece_family(cfg, "git", v);
     cfg->states_hidden = g->hidden_size; /* the vision stage sends the projected image tokens */
     cfg->dec_hidden = g->hidden_size;
     cfg->max_positions = g->max_position_embeddings;
@@ -332,58 +374,19 @@ static int s_blip(const cJSON *root, const char *src, nr_model_config_t *cfg, ch
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
     if ((vc && !cJSON_IsNull(vc) && !cJSON_IsObject(vc)) || (tc && !cJSON_IsNull(tc) && !cJSON_IsObject(tc)))
         return nr_seterr(err, errlen, NR_EMODEL, "%s: vision_config and text_config must be objects", src);
-    if (cJSON_IsObject(vc)) {
-        const char *w = "vision_config.";
-        DEF_INT(vc, "hidden_size", v->hidden_size, w);
-        DEF_INT(vc, "num_hidden_layers", v->num_hidden_layers, w);
-        DEF_INT(vc, "num_attention_heads", v->num_attention_heads, w);
-        DEF_INT(vc, "intermediate_size", v->intermediate_size, w);
-        DEF_INT(vc, "image_size", v->image_size, w);
-        DEF_INT(vc, "patch_size", v->patch_size, w);
-        DEF_INT(vc, "num_channels", v->num_channels, w);
-        if (s_float(vc, "layer_norm_eps", &v->layer_norm_eps) < 0 || v->layer_norm_eps < 0)
-            return nr_seterr(err, errlen, NR_EMODEL, "%s: vision_config.layer_norm_eps must be a number >= 0", src);
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(vc, "hidden_act");
-        if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &v->hidden_act) < 0)
-            return nr_seterr(err, errlen, NR_EMODEL,
-                             "%s: vision_config.hidden_act must be gelu, gelu_new, gelu_pytorch_tanh or quick_gelu", src);
-    }
-    if (v->hidden_size % v->num_attention_heads || v->image_size % v->patch_size || v->image_size > 4096)
-        return nr_seterr(err, errlen, NR_EMODEL,
-                         "%s: vision_config: hidden_size %d / num_attention_heads %d or image_size %d / patch_size %d "
-                         "do not divide", src, v->hidden_size, v->num_attention_heads, v->image_size, v->patch_size);
+    int rc = s_vision_config(vc, src, v, err, errlen);
+    if (rc) return rc;
     *b = (nr_blip_config_t){.vision = *v, .hidden_size = 768, .num_hidden_layers = 12, .num_attention_heads = 8,
                             .intermediate_size = 3072, .max_position_embeddings = 512, .vocab_size = 30524,
                             .layer_norm_eps = 1e-12f, .hidden_act = NR_ACT_GELU, .tie_word_embeddings = 1,
                             .bos_token_id = 30522, .sep_token_id = 102, .pad_token_id = 0};
     static const cJSON s_empty = {0};
     const cJSON *t = cJSON_IsObject(tc) ? tc : &s_empty;
-    const char *w = "text_config.";
-    DEF_INT(t, "hidden_size", b->hidden_size, w);
-    DEF_INT(t, "num_hidden_layers", b->num_hidden_layers, w);
-    DEF_INT(t, "num_attention_heads", b->num_attention_heads, w);
-    DEF_INT(t, "intermediate_size", b->intermediate_size, w);
-    DEF_INT(t, "max_position_embeddings", b->max_position_embeddings, w);
-    DEF_INT(t, "vocab_size", b->vocab_size, w);
-    if (s_float(t, "layer_norm_eps", &b->layer_norm_eps) < 0 || b->layer_norm_eps < 0)
-        return nr_seterr(err, errlen, NR_EMODEL, "%s: text_config.layer_norm_eps must be a number >= 0", src);
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(t, "hidden_act");
-    if (act && s_act(cJSON_IsString(act) ? act->valuestring : NULL, &b->hidden_act) < 0)
-        return nr_seterr(err, errlen, NR_EMODEL,
-                         "%s: text_config.hidden_act must be gelu, gelu_new, gelu_pytorch_tanh or quick_gelu", src);
-    if (s_bool(t, "tie_word_embeddings", &b->tie_word_embeddings) < 0)
-        return nr_seterr(err, errlen, NR_EMODEL, "%s: text_config.tie_word_embeddings must be true or false", src);
+    const s_text_fields_t tf = S_TEXT_FIELDS(b);
+    if ((rc = s_text_config(t, "text_config.", src, &tf, err, errlen))) return rc;
     if (s_int(t, "bos_token_id", &b->bos_token_id) < 0 || s_int(t, "sep_token_id", &b->sep_token_id) < 0 ||
         s_int(t, "pad_token_id", &b->pad_token_id) < 0)
         return nr_seterr(err, errlen, NR_EMODEL, "%s: text_config bos/sep/pad_token_id must be integers", src);
-    if (b->hidden_size % b->num_attention_heads)
-        return nr_seterr(err, errlen, NR_EMODEL,
-                         "%s: text_config.hidden_size %d is not divisible by num_attention_heads %d", src,
-                         b->hidden_size, b->num_attention_heads);
-    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(t, "position_embedding_type");
-    if (pe && !cJSON_IsNull(pe) && !(cJSON_IsString(pe) && strcmp(pe->valuestring, "absolute") == 0))
-        return nr_seterr(err, errlen, NR_EMODEL,
-                         "%s: text_config.position_embedding_type other than absolute is not supported", src);
     int isdec = 1;
     if (s_bool(t, "is_decoder", &isdec) < 0 || !isdec)
         return nr_seterr(err, errlen, NR_EMODEL,
@@ -391,18 +394,12 @@ static int s_blip(const cJSON *root, const char *src, nr_model_config_t *cfg, ch
     if (b->bos_token_id < 0 || b->bos_token_id >= b->vocab_size || b->sep_token_id < 0 ||
         b->sep_token_id >= b->vocab_size || b->pad_token_id < 0 || b->pad_token_id >= b->vocab_size)
         return nr_seterr(err, errlen, NR_EMODEL, "%s: text_config bos/sep/pad_token_id outside the vocabulary", src);
-    int g1 = v->image_size / v->patch_size;
-    snprintf(cfg->family, sizeof cfg->family, "blip");
-    cfg->wordpiece = 1;
-    cfg->num_channels = v->num_channels;
-    cfg->image_size = v->image_size;
-    cfg->states_seq = 1 + g1 * g1;
+    s_wordpiece_family(cfg, "blip", v);
     cfg->states_hidden = v->hidden_size; /* the vision model's last_hidden_state */
     cfg->dec_hidden = v->hidden_size;    /* the cross-attention reads it as it is */
     cfg->max_positions = b->max_position_embeddings;
     cfg->vocab_size = b->vocab_size;
-    int rc = s_gen(t, src, &cfg->gen, err, errlen);
-    if (rc) return rc;
+    if ((rc = s_gen(t, src, &cfg->gen, err, errlen))) return rc;
     cfg->gen.decoder_start_token_id = b->bos_token_id;
     cfg->gen.bos_token_id = b->bos_token_id;
     cfg->gen.eos_token_id = b->sep_token_id;

@@ -18,6 +18,7 @@
 #include "models/bert.h"
 #include "models/clip.h"
 #include "models/family.h"
+#include "models/nn/dec_state.h"
 #include "models/weights.h"
 
 #define I64(x) ((int64_t)(x))
@@ -37,15 +38,6 @@ struct nr_git_decoder {
     float *out_w, *out_b; /* (V, D), (V): output */
     s_layer_t *layers;
 };
-
-typedef struct {
-    const nr_git_decoder_t *m;
-    int rows, max_rows, max_len, n_enc, enc_len, len, cap_tok;
-    size_t rs;            /* floats per row in a cache: (enc_len + max_len) * D */
-    float **kc, **vc;     /* per layer (rows, enc_len + max_len, D): image tokens, then text */
-    int *enc_index, *tmp_index;
-    float *x, *h, *qkv, *att, *mlp, *logits, *tmp_cache;
-} s_state_t;
 
 int nr_git_decoder_load(const nr_git_config_t *cfg, const nr_checkpoint_t *ck, nr_backend_t *be,
                         nr_git_decoder_t **out, char *err, size_t errlen) {
@@ -99,94 +91,16 @@ void nr_git_decoder_destroy(nr_git_decoder_t **pm) {
     *pm = NULL;
 }
 
-static void s_bfree(const nr_git_decoder_t *m, void *p) {
-    if (p) m->be->ops->free(m->be->ctx, p);
-}
-
-static void s_state_destroy(void **ps) {
-    s_state_t *s = *ps;
-    if (!s) return;
-    const nr_git_decoder_t *m = s->m;
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
-        if (s->kc) s_bfree(m, s->kc[l]);
-        if (s->vc) s_bfree(m, s->vc[l]);
-    }
-    free(s->kc);
-    free(s->vc);
-    free(s->enc_index);
-    free(s->tmp_index);
-    s_bfree(m, s->x);
-    s_bfree(m, s->h);
-    s_bfree(m, s->qkv);
-    s_bfree(m, s->att);
-    s_bfree(m, s->mlp);
-    s_bfree(m, s->logits);
-    s_bfree(m, s->tmp_cache);
-    free(s);
-    *ps = NULL;
-}
-
-/* Scratch for `tokens` rows of activations. */
-static int s_scratch(s_state_t *s, int tokens) {
-    const nr_git_decoder_t *m = s->m;
-    if (s->cap_tok >= tokens) return 0;
-    const int D = m->cfg.hidden_size, I = m->cfg.intermediate_size, V = m->cfg.vocab_size;
-    const size_t T = (size_t)tokens;
-    const nr_backend_ops_t *o = m->be->ops;
-    void *ctx = m->be->ctx;
-    s_bfree(m, s->x);
-    s_bfree(m, s->h);
-    s_bfree(m, s->qkv);
-    s_bfree(m, s->att);
-    s_bfree(m, s->mlp);
-    s_bfree(m, s->logits);
-    s->x = o->alloc(ctx, T * D * sizeof(float));
-    s->h = o->alloc(ctx, T * D * sizeof(float));
-    s->qkv = o->alloc(ctx, T * 3 * D * sizeof(float));
-    s->att = o->alloc(ctx, T * D * sizeof(float));
-    s->mlp = o->alloc(ctx, T * I * sizeof(float));
-    s->logits = o->alloc(ctx, T * V * sizeof(float));
-    if (!s->x || !s->h || !s->qkv || !s->att || !s->mlp || !s->logits) {
-        s->cap_tok = 0;
-        return NR_ENOMEM;
-    }
-    s->cap_tok = tokens;
-    return 0;
-}
-
 static void *s_state_new(const void *model, int rows, int max_len, int n_enc, int enc_len) {
     const nr_git_decoder_t *m = model;
-    if (!m || rows <= 0 || max_len <= 0 || max_len > m->cfg.max_position_embeddings || n_enc <= 0 || enc_len <= 0)
-        return NULL;
-    s_state_t *s = calloc(1, sizeof(*s));
-    if (!s) return NULL;
-    void *self = s;
-    s->m = m;
-    s->rows = s->max_rows = rows;
-    s->max_len = max_len;
-    s->n_enc = n_enc;
-    s->enc_len = enc_len;
-    const int D = m->cfg.hidden_size, Lr = m->cfg.num_hidden_layers;
-    s->rs = (size_t)(enc_len + max_len) * D;
-    const nr_backend_ops_t *o = m->be->ops;
-    void *ctx = m->be->ctx;
-    s->kc = calloc((size_t)Lr, sizeof(float *));
-    s->vc = calloc((size_t)Lr, sizeof(float *));
-    s->enc_index = calloc((size_t)rows, sizeof(int));
-    s->tmp_index = calloc((size_t)rows, sizeof(int));
-    if (!s->kc || !s->vc || !s->enc_index || !s->tmp_index) goto fail;
-    for (int l = 0; l < Lr; l++) {
-        s->kc[l] = o->alloc(ctx, (size_t)rows * s->rs * sizeof(float));
-        s->vc[l] = o->alloc(ctx, (size_t)rows * s->rs * sizeof(float));
-        if (!s->kc[l] || !s->vc[l]) goto fail;
-    }
-    s->tmp_cache = o->alloc(ctx, (size_t)rows * s->rs * sizeof(float));
-    if (!s->tmp_cache || s_scratch(s, rows) != 0) goto fail;
-    for (int r = 0; r < rows; r++) s->enc_index[r] = r < n_enc ? r : 0;
-    return s;
-fail:
-    s_state_destroy(&self);
-    return NULL;
+    if (!m) return NULL;
+    const nr_dec_dims_t dims = {.n_layer = m->cfg.num_hidden_layers,
+                                .d_model = m->cfg.hidden_size,
+                                .d_ff = m->cfg.intermediate_size,
+                                .vocab = m->cfg.vocab_size,
+                                .max_positions = m->cfg.max_position_embeddings,
+                                .image_prefix = 1};
+    return nr_dec_state_new(m->be, &dims, rows, max_len, n_enc, enc_len);
 }
 
 #define CK(call)                                                                                  \
@@ -199,28 +113,21 @@ fail:
  * encoder output, then are copied to the other rows. */
 static int s_set_encoder(const void *model, void *state, const float *enc, const int *enc_index) {
     const nr_git_decoder_t *m = model;
-    s_state_t *s = state;
+    nr_dec_state_t *s = state;
     if (!m || !s || !enc) return NR_EINVAL;
     const nr_git_config_t *c = &m->cfg;
     const int D = c->hidden_size, H = c->num_attention_heads, hd = D / H, I = c->intermediate_size;
     const int Si = s->enc_len, M = s->n_enc * Si;
     const nr_backend_ops_t *o = m->be->ops;
     void *ctx = m->be->ctx;
-    s->rows = s->max_rows;
     s->len = 0;
+    int rc = nr_dec_state_bind(s, enc_index);
+    if (rc) return rc;
     int *first = malloc((size_t)s->n_enc * sizeof(int));
     if (!first) return NR_ENOMEM;
     for (int e = 0; e < s->n_enc; e++) first[e] = -1;
-    int rc = 0;
-    for (int r = 0; r < s->rows; r++) {
-        int e = enc_index ? enc_index[r] : r;
-        if (e < 0 || e >= s->n_enc) {
-            free(first);
-            return NR_EINVAL;
-        }
-        s->enc_index[r] = e;
-        if (first[e] < 0) first[e] = r;
-    }
+    for (int r = 0; r < s->rows; r++)
+        if (first[s->enc_index[r]] < 0) first[s->enc_index[r]] = r;
     for (int e = 0; e < s->n_enc; e++)
         if (first[e] < 0) {
             free(first);
@@ -281,127 +188,57 @@ static int s_set_encoder(const void *model, void *state, const float *enc, const
     rc = o->synchronize(ctx);
 out:
     free(first);
-    s_bfree(m, x);
-    s_bfree(m, q);
-    s_bfree(m, att);
-    s_bfree(m, mlp);
+    nr_backend_free(m->be, x);
+    nr_backend_free(m->be, q);
+    nr_backend_free(m->be, att);
+    nr_backend_free(m->be, mlp);
     return rc;
 }
 
 static int s_step(const void *model, void *state, const int *ids, int n_tok, float *logits, int all_logits) {
     const nr_git_decoder_t *m = model;
-    s_state_t *s = state;
+    nr_dec_state_t *s = state;
     if (!m || !s || !ids || !logits || n_tok <= 0) return NR_EINVAL;
     if (s->len + n_tok > s->max_len) return NR_EINVAL;
     const nr_git_config_t *c = &m->cfg;
     const int D = c->hidden_size, H = c->num_attention_heads, hd = D / H, I = c->intermediate_size;
-    const int V = c->vocab_size, R = s->rows, M = R * n_tok, Si = s->enc_len, pos0 = s->len;
+    const int V = c->vocab_size, M = s->rows * n_tok;
     const nr_backend_ops_t *o = m->be->ops;
     void *ctx = m->be->ctx;
     const float eps = c->layer_norm_eps;
-    int rc = s_scratch(s, M);
-    if (rc) return rc;
-    int *pos = malloc((size_t)M * sizeof(int));
-    if (!pos) return NR_ENOMEM;
-    for (int i = 0; i < M; i++) pos[i] = pos0 + i % n_tok; /* text positions start at 0 after the image */
-    CK(o->embed(ctx, s->x, m->wte, m->wpe, ids, pos, M, D, V, c->max_position_embeddings));
+    int rc;
+    CK(nr_dec_state_scratch(s, M));
+    CK(nr_dec_state_embed(s, m->wte, m->wpe, ids, n_tok, c->max_position_embeddings));
     CK(o->layernorm(ctx, s->x, s->x, m->emb_g, m->emb_b, M, D, eps));
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const s_layer_t *L = &m->layers[l];
         CK(o->matmul(ctx, s->qkv, 3 * D, s->x, D, L->att.wq, NR_W_OUT_IN, M, 3 * D, D, 0));
         CK(o->add_bias(ctx, s->qkv, L->att.bq, M, 3 * D));
-        for (int r = 0; r < R; r++)
-            for (int t = 0; t < n_tok; t++) {
-                const float *src = s->qkv + (size_t)(r * n_tok + t) * 3 * D;
-                const size_t at = (size_t)r * s->rs + (size_t)(Si + pos0 + t) * D;
-                CK(o->copy(ctx, s->kc[l] + at, src + D, (size_t)D * sizeof(float)));
-                CK(o->copy(ctx, s->vc[l] + at, src + 2 * D, (size_t)D * sizeof(float)));
-            }
-        /* GIT's mask for text queries: every image token, text causally. */
-        nr_attn_args_t sa = {.batch = R,
-                             .n_head = H,
-                             .head_dim = hd,
-                             .n_q = n_tok,
-                             .n_kv = Si + pos0 + n_tok,
-                             .causal = 1,
-                             .q_pos0 = Si + pos0,
-                             .scale = 1.0f / sqrtf((float)hd),
-                             .q = s->qkv,
-                             .k = s->kc[l],
-                             .v = s->vc[l],
-                             .out = s->att,
-                             .q_bstride = (size_t)n_tok * 3 * D,
-                             .q_rstride = (size_t)3 * D,
-                             .kv_bstride = s->rs,
-                             .kv_rstride = (size_t)D,
-                             .o_bstride = (size_t)n_tok * D,
-                             .o_rstride = (size_t)D};
-        CK(o->attention(ctx, &sa));
+        CK(nr_dec_state_self_attention(s, l, n_tok, H, 1.0f / sqrtf((float)hd)));
         CK(nr_bert_attn_output(m->be, &L->att, s->x, s->att, M, D, eps));
         CK(nr_bert_ffn(m->be, &L->ffn, s->x, s->mlp, M, D, I, (int)c->hidden_act, eps));
     }
     s->len += n_tok;
-    const float *hs = s->x;
-    int out_rows = M;
-    if (!all_logits && n_tok > 1) { /* only each row's last token */
-        for (int r = 0; r < R; r++)
-            CK(o->copy(ctx, s->h + (size_t)r * D, s->x + (size_t)(r * n_tok + n_tok - 1) * D, (size_t)D * sizeof(float)));
-        hs = s->h;
-        out_rows = R;
-    }
+    const float *hs;
+    int out_rows;
+    CK(nr_dec_state_last_tokens(s, n_tok, all_logits, &hs, &out_rows));
     CK(o->matmul(ctx, s->logits, V, hs, D, m->out_w, NR_W_OUT_IN, out_rows, V, D, 0));
     CK(o->add_bias(ctx, s->logits, m->out_b, out_rows, V));
     CK(o->download(ctx, logits, s->logits, (size_t)out_rows * V * sizeof(float)));
     rc = o->synchronize(ctx);
 out:
-    free(pos);
     return rc;
 }
 
 /* Rows keeping their caption copy only the text part of the cache; a row
  * taking another caption's place copies the image part too. */
 static int s_select(const void *model, void *state, const int *src, int new_rows) {
-    const nr_git_decoder_t *m = model;
-    s_state_t *s = state;
-    if (!m || !s || !src || new_rows <= 0 || new_rows > s->rows) return NR_EINVAL;
-    const int D = m->cfg.hidden_size, R = s->rows, Si = s->enc_len;
-    const nr_backend_ops_t *o = m->be->ops;
-    void *ctx = m->be->ctx;
-    int identity = new_rows == R, rc = 0;
-    for (int r = 0; r < new_rows; r++) {
-        if (src[r] < 0 || src[r] >= R) return NR_EINVAL;
-        if (src[r] != r) identity = 0;
-    }
-    if (!identity) {
-        for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
-            float *caches[2] = {s->kc[l], s->vc[l]};
-            for (int k = 0; k < 2; k++) {
-                for (int r = 0; r < new_rows; r++) {
-                    size_t from = s->enc_index[src[r]] == s->enc_index[r] ? (size_t)Si * D : 0;
-                    size_t bytes = ((size_t)(Si + s->len) * D - from) * sizeof(float);
-                    if (src[r] == r || bytes == 0) continue;
-                    if ((rc = o->copy(ctx, s->tmp_cache + r * s->rs + from, caches[k] + src[r] * s->rs + from, bytes)))
-                        return rc;
-                }
-                for (int r = 0; r < new_rows; r++) {
-                    size_t from = s->enc_index[src[r]] == s->enc_index[r] ? (size_t)Si * D : 0;
-                    size_t bytes = ((size_t)(Si + s->len) * D - from) * sizeof(float);
-                    if (src[r] == r || bytes == 0) continue;
-                    if ((rc = o->copy(ctx, caches[k] + r * s->rs + from, s->tmp_cache + r * s->rs + from, bytes)))
-                        return rc;
-                }
-            }
-        }
-    }
-    for (int r = 0; r < new_rows; r++) s->tmp_index[r] = s->enc_index[src[r]];
-    memcpy(s->enc_index, s->tmp_index, (size_t)new_rows * sizeof(int));
-    s->rows = new_rows;
-    return 0;
+    return model ? nr_dec_state_select(state, src, new_rows) : NR_EINVAL;
 }
 
 static const nr_decoder_ops_t s_decoder_ops = {.name = "git",
                                                .state_new = s_state_new,
-                                               .state_destroy = s_state_destroy,
+                                               .state_destroy = nr_dec_state_release,
                                                .set_encoder = s_set_encoder,
                                                .step = s_step,
                                                .select = s_select};

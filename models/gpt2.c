@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "models/nn/dec_state.h"
 #include "models/weights.h"
 
 #define I64(x) ((int64_t)(x))
@@ -35,17 +36,6 @@ struct nr_gpt2 {
     float *lnf_g, *lnf_b;  /* (D) */
     float *lm_head;        /* (V, D): wte when tied */
     s_layer_t *layers;
-};
-
-struct nr_gpt2_state {
-    int rows, max_rows, max_len, n_enc, enc_len, len, cap_tok; /* cap_tok: rows*tokens the scratch holds */
-    float **kc, **vc;  /* per layer (rows, max_len, D) */
-    float **xkv;       /* per layer (n_enc, enc_len, 2D) */
-    int *enc_index;    /* (rows) host */
-    int *tmp_index;
-    float *x, *h, *qkv, *att, *mlp, *logit_rows, *logits; /* scratch */
-    float *tmp_cache;
-    const nr_gpt2_t *m;
 };
 
 int nr_gpt2_load(const nr_gpt2_config_t *cfg, const nr_checkpoint_t *ck, const char *prefix, nr_backend_t *be,
@@ -140,97 +130,17 @@ void nr_gpt2_destroy(nr_gpt2_t **pm) {
 
 const nr_gpt2_config_t *nr_gpt2_config(const nr_gpt2_t *m) { return &m->cfg; }
 
-static void s_bfree(const nr_gpt2_t *m, void *p) {
-    if (p) m->be->ops->free(m->be->ctx, p);
-}
-
-void nr_gpt2_state_destroy(nr_gpt2_state_t **ps) {
-    if (!ps || !*ps) return;
-    nr_gpt2_state_t *s = *ps;
-    const nr_gpt2_t *m = s->m;
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        if (s->kc) s_bfree(m, s->kc[l]);
-        if (s->vc) s_bfree(m, s->vc[l]);
-        if (s->xkv) s_bfree(m, s->xkv[l]);
-    }
-    free(s->kc);
-    free(s->vc);
-    free(s->xkv);
-    free(s->enc_index);
-    free(s->tmp_index);
-    s_bfree(m, s->x);
-    s_bfree(m, s->h);
-    s_bfree(m, s->qkv);
-    s_bfree(m, s->att);
-    s_bfree(m, s->mlp);
-    s_bfree(m, s->logit_rows);
-    s_bfree(m, s->logits);
-    s_bfree(m, s->tmp_cache);
-    free(s);
-    *ps = NULL;
-}
-
-/* Scratch for rows*ntok tokens. */
-static int s_scratch(nr_gpt2_state_t *s, int ntok) {
-    const nr_gpt2_t *m = s->m;
-    if (s->cap_tok >= s->rows * ntok) return 0;
-    const int D = m->cfg.n_embd, I = m->cfg.n_inner, V = m->cfg.vocab_size;
-    size_t T = (size_t)s->rows * ntok;
-    void *ctx = m->be->ctx;
-    const nr_backend_ops_t *o = m->be->ops;
-    s_bfree(m, s->x);
-    s_bfree(m, s->h);
-    s_bfree(m, s->qkv);
-    s_bfree(m, s->att);
-    s_bfree(m, s->mlp);
-    s_bfree(m, s->logits);
-    s->x = o->alloc(ctx, T * D * sizeof(float));
-    s->h = o->alloc(ctx, T * D * sizeof(float));
-    s->qkv = o->alloc(ctx, T * 3 * D * sizeof(float));
-    s->att = o->alloc(ctx, T * D * sizeof(float));
-    s->mlp = o->alloc(ctx, T * I * sizeof(float));
-    s->logits = o->alloc(ctx, T * V * sizeof(float));
-    if (!s->x || !s->h || !s->qkv || !s->att || !s->mlp || !s->logits) {
-        s->cap_tok = 0;
-        return NR_ENOMEM;
-    }
-    s->cap_tok = (int)T;
-    return 0;
-}
+void nr_gpt2_state_destroy(nr_gpt2_state_t **ps) { nr_dec_state_destroy(ps); }
 
 nr_gpt2_state_t *nr_gpt2_state_new(const nr_gpt2_t *m, int rows, int max_len, int n_enc, int enc_len) {
-    if (!m || rows <= 0 || max_len <= 0 || max_len > m->cfg.n_positions || n_enc <= 0 || enc_len <= 0) return NULL;
-    nr_gpt2_state_t *s = calloc(1, sizeof(*s));
-    if (!s) return NULL;
-    s->m = m;
-    s->rows = s->max_rows = rows;
-    s->max_len = max_len;
-    s->n_enc = n_enc;
-    s->enc_len = enc_len;
-    const int D = m->cfg.n_embd, Lr = m->cfg.n_layer;
-    void *ctx = m->be->ctx;
-    const nr_backend_ops_t *o = m->be->ops;
-    s->kc = calloc((size_t)Lr, sizeof(float *));
-    s->vc = calloc((size_t)Lr, sizeof(float *));
-    s->xkv = calloc((size_t)Lr, sizeof(float *));
-    s->enc_index = calloc((size_t)rows, sizeof(int));
-    s->tmp_index = calloc((size_t)rows, sizeof(int));
-    if (!s->kc || !s->vc || !s->xkv || !s->enc_index || !s->tmp_index) goto fail;
-    for (int l = 0; l < Lr; l++) {
-        s->kc[l] = o->alloc(ctx, (size_t)rows * max_len * D * sizeof(float));
-        s->vc[l] = o->alloc(ctx, (size_t)rows * max_len * D * sizeof(float));
-        s->xkv[l] = o->alloc(ctx, (size_t)n_enc * enc_len * 2 * D * sizeof(float));
-        if (!s->kc[l] || !s->vc[l] || !s->xkv[l]) goto fail;
-    }
-    s->tmp_cache = o->alloc(ctx, (size_t)rows * max_len * D * sizeof(float));
-    s->logit_rows = o->alloc(ctx, (size_t)rows * D * sizeof(float));
-    if (!s->tmp_cache || !s->logit_rows) goto fail;
-    for (int r = 0; r < rows; r++) s->enc_index[r] = r < n_enc ? r : 0;
-    if (s_scratch(s, 1) != 0) goto fail;
-    return s;
-fail:
-    nr_gpt2_state_destroy(&s);
-    return NULL;
+    if (!m) return NULL;
+    const nr_dec_dims_t dims = {.n_layer = m->cfg.n_layer,
+                                .d_model = m->cfg.n_embd,
+                                .d_ff = m->cfg.n_inner,
+                                .vocab = m->cfg.vocab_size,
+                                .max_positions = m->cfg.n_positions,
+                                .cross = 1};
+    return nr_dec_state_new(m->be, &dims, rows, max_len, n_enc, enc_len);
 }
 
 #define CK(call)                                                                                  \
@@ -244,12 +154,7 @@ int nr_gpt2_set_encoder(const nr_gpt2_t *m, nr_gpt2_state_t *s, const float *enc
     const nr_backend_ops_t *o = m->be->ops;
     void *ctx = m->be->ctx;
     int rc;
-    s->rows = s->max_rows;
-    for (int r = 0; r < s->rows; r++) {
-        int e = enc_index ? enc_index[r] : r;
-        if (e < 0 || e >= s->n_enc) return NR_EINVAL;
-        s->enc_index[r] = e;
-    }
+    if ((rc = nr_dec_state_bind(s, enc_index))) return rc;
     const int M = s->n_enc * s->enc_len;
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const s_layer_t *L = &m->layers[l];
@@ -265,17 +170,12 @@ int nr_gpt2_step(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *ids, int n_t
     if (s->len + n_tok > s->max_len) return NR_EINVAL;
     const nr_gpt2_config_t *c = &m->cfg;
     const int D = c->n_embd, H = c->n_head, hd = D / H, I = c->n_inner, V = c->vocab_size, R = s->rows;
-    const int M = R * n_tok, pos0 = s->len;
+    const int M = R * n_tok;
     const nr_backend_ops_t *o = m->be->ops;
     void *ctx = m->be->ctx;
     int rc;
-    CK(s_scratch(s, n_tok));
-    int *pos = malloc((size_t)M * sizeof(int));
-    if (!pos) return NR_ENOMEM;
-    for (int i = 0; i < M; i++) pos[i] = pos0 + i % n_tok;
-    rc = o->embed(ctx, s->x, m->wte, m->wpe, ids, pos, M, D, V, c->n_positions);
-    free(pos);
-    if (rc) return rc;
+    CK(nr_dec_state_scratch(s, M));
+    CK(nr_dec_state_embed(s, m->wte, m->wpe, ids, n_tok, c->n_positions));
     const float scale = c->scale_attn_weights ? 1.0f / sqrtf((float)hd) : 1.0f;
     const int tanh_form = c->activation_function == NR_ACT_GELU_TANH;
     const float eps = c->layer_norm_epsilon;
@@ -285,58 +185,14 @@ int nr_gpt2_step(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *ids, int n_t
         CK(o->layernorm(ctx, s->h, s->x, L->ln1_g, L->ln1_b, M, D, eps));
         CK(o->matmul(ctx, s->qkv, 3 * D, s->h, D, L->attn_w, NR_W_IN_OUT, M, 3 * D, D, 0));
         CK(o->add_bias(ctx, s->qkv, L->attn_b, M, 3 * D));
-        for (int r = 0; r < R; r++) {
-            for (int t = 0; t < n_tok; t++) {
-                const float *src = s->qkv + (size_t)(r * n_tok + t) * 3 * D;
-                size_t dst = ((size_t)r * s->max_len + pos0 + t) * D;
-                CK(o->copy(ctx, s->kc[l] + dst, src + D, (size_t)D * sizeof(float)));
-                CK(o->copy(ctx, s->vc[l] + dst, src + 2 * D, (size_t)D * sizeof(float)));
-            }
-        }
-        nr_attn_args_t sa = {.batch = R,
-                             .n_head = H,
-                             .head_dim = hd,
-                             .n_q = n_tok,
-                             .n_kv = pos0 + n_tok,
-                             .causal = 1,
-                             .q_pos0 = pos0,
-                             .scale = scale,
-                             .q = s->qkv,
-                             .k = s->kc[l],
-                             .v = s->vc[l],
-                             .out = s->att,
-                             .q_bstride = (size_t)n_tok * 3 * D,
-                             .q_rstride = (size_t)3 * D,
-                             .kv_bstride = (size_t)s->max_len * D,
-                             .kv_rstride = (size_t)D,
-                             .o_bstride = (size_t)n_tok * D,
-                             .o_rstride = (size_t)D};
-        CK(o->attention(ctx, &sa));
+        CK(nr_dec_state_self_attention(s, l, n_tok, H, scale));
         CK(o->matmul(ctx, s->x, D, s->att, D, L->aproj_w, NR_W_IN_OUT, M, D, D, 1));
         CK(o->add_bias(ctx, s->x, L->aproj_b, M, D));
         /* Cross-attention to the encoder states. */
         CK(o->layernorm(ctx, s->h, s->x, L->lnx_g, L->lnx_b, M, D, eps));
         CK(o->matmul(ctx, s->qkv, D, s->h, D, L->xq_w, NR_W_IN_OUT, M, D, D, 0));
         CK(o->add_bias(ctx, s->qkv, L->xq_b, M, D));
-        nr_attn_args_t xa = {.batch = R,
-                             .n_head = H,
-                             .head_dim = hd,
-                             .n_q = n_tok,
-                             .n_kv = s->enc_len,
-                             .causal = 0,
-                             .scale = scale,
-                             .q = s->qkv,
-                             .k = s->xkv[l],
-                             .v = s->xkv[l] + D,
-                             .out = s->att,
-                             .q_bstride = (size_t)n_tok * D,
-                             .q_rstride = (size_t)D,
-                             .kv_bstride = (size_t)s->enc_len * 2 * D,
-                             .kv_rstride = (size_t)2 * D,
-                             .o_bstride = (size_t)n_tok * D,
-                             .o_rstride = (size_t)D,
-                             .kv_index = s->enc_index};
-        CK(o->attention(ctx, &xa));
+        CK(nr_dec_state_cross_attention(s, l, s->qkv, n_tok, H, scale));
         CK(o->matmul(ctx, s->x, D, s->att, D, L->xproj_w, NR_W_IN_OUT, M, D, D, 1));
         CK(o->add_bias(ctx, s->x, L->xproj_b, M, D));
         /* MLP. */
@@ -364,42 +220,13 @@ int nr_gpt2_step(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *ids, int n_t
 }
 
 int nr_gpt2_select(const nr_gpt2_t *m, nr_gpt2_state_t *s, const int *src, int new_rows) {
-    if (!m || !s || !src || new_rows <= 0 || new_rows > s->rows) return NR_EINVAL;
-    const int D = m->cfg.n_embd, R = s->rows;
-    const nr_backend_ops_t *o = m->be->ops;
-    void *ctx = m->be->ctx;
-    int identity = new_rows == R;
-    for (int r = 0; r < new_rows; r++) {
-        if (src[r] < 0 || src[r] >= R) return NR_EINVAL;
-        if (src[r] != r) identity = 0;
-    }
-    if (!identity && s->len > 0) {
-        const size_t row = (size_t)s->max_len * D, used = (size_t)s->len * D * sizeof(float);
-        int rc;
-        for (int l = 0; l < m->cfg.n_layer; l++) {
-            float *caches[2] = {s->kc[l], s->vc[l]};
-            for (int k = 0; k < 2; k++) {
-                for (int r = 0; r < new_rows; r++)
-                    CK(o->copy(ctx, s->tmp_cache + r * row, caches[k] + (size_t)src[r] * row, used));
-                for (int r = 0; r < new_rows; r++) CK(o->copy(ctx, caches[k] + r * row, s->tmp_cache + r * row, used));
-            }
-        }
-    }
-    for (int r = 0; r < new_rows; r++) s->tmp_index[r] = s->enc_index[src[r]];
-    memcpy(s->enc_index, s->tmp_index, (size_t)new_rows * sizeof(int));
-    s->rows = new_rows;
-    return 0;
+    return m ? nr_dec_state_select(s, src, new_rows) : NR_EINVAL;
 }
 
 /* ---- the decoder interface (models/decoder.h) ---- */
 
 static void *s_dec_state_new(const void *m, int rows, int max_len, int n_enc, int enc_len) {
     return nr_gpt2_state_new(m, rows, max_len, n_enc, enc_len);
-}
-static void s_dec_state_destroy(void **s) {
-    nr_gpt2_state_t *st = *s;
-    nr_gpt2_state_destroy(&st);
-    *s = NULL;
 }
 static int s_dec_set_encoder(const void *m, void *s, const float *enc, const int *enc_index) {
     return nr_gpt2_set_encoder(m, s, enc, enc_index);
@@ -413,7 +240,7 @@ static int s_dec_select(const void *m, void *s, const int *src, int new_rows) {
 
 static const nr_decoder_ops_t s_decoder_ops = {.name = "gpt2",
                                                .state_new = s_dec_state_new,
-                                               .state_destroy = s_dec_state_destroy,
+                                               .state_destroy = nr_dec_state_release,
                                                .set_encoder = s_dec_set_encoder,
                                                .step = s_dec_step,
                                                .select = s_dec_select};

@@ -14,7 +14,7 @@
 #include "models/io/checkpoint.h"
 
 typedef struct nr_gpt2 nr_gpt2_t;
-typedef struct nr_gpt2_state nr_gpt2_state_t;
+typedef struct nr_dec_state nr_gpt2_state_t; /* models/nn/dec_state.h */
 
 /* Loads prefix + HF GPT-2 names ("decoder." in a VisionEncoderDecoder),
  * checking shapes against cfg; attn.bias / masked_bias buffers are ignored;

@@ -10,29 +10,16 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "models/nn/encoder.h"
 #include "models/weights.h"
 
 #define I64(x) ((int64_t)(x))
-
-typedef struct {
-    float *ln1_g, *ln1_b; /* (D) layernorm_before */
-    float *wqkv, *bqkv;   /* (3D, D), (3D): query|key|value fused */
-    float *wo, *bo;       /* (D, D), (D): attention.output.dense */
-    float *ln2_g, *ln2_b; /* (D) layernorm_after */
-    float *w1, *b1;       /* (I, D), (I): intermediate.dense */
-    float *w2, *b2;       /* (D, I), (D): output.dense */
-} s_layer_t;
 
 struct nr_vit {
     nr_vit_config_t cfg;
     nr_backend_t *be;
     nr_wstore_t ws;
-    float *patch_w, *patch_b; /* (D, C, P, P), (D) */
-    float *cls;               /* (1, 1, D) */
-    float *pos;               /* (1, S, D) */
-    float *lnf_g, *lnf_b;     /* (D) */
-    s_layer_t *layers;
-    int seq;
+    nr_enc_tower_t t; /* cls (1, 1, D), pos (1, S, D), post_g/b: layernorm; no pre-layernorm */
 };
 
 int nr_vit_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const char *prefix, nr_backend_t *be,
@@ -45,25 +32,26 @@ int nr_vit_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const cha
     m->ws = (nr_wstore_t){.be = be, .ck = ck, .prefix = prefix ? prefix : ""};
     const int D = cfg->hidden_size, C = cfg->num_channels, P = cfg->patch_size, I = cfg->intermediate_size;
     const int g = cfg->image_size / P;
-    m->seq = 1 + g * g;
+    m->t.seq = 1 + g * g;
     int rc;
     nr_wstore_t *ws = &m->ws;
-    if ((rc = nr_wstore_get(ws, "embeddings.patch_embeddings.projection.weight", &m->patch_w, err, errlen, 4, I64(D),
+    if ((rc = nr_wstore_get(ws, "embeddings.patch_embeddings.projection.weight", &m->t.patch_w, err, errlen, 4, I64(D),
                             I64(C), I64(P), I64(P))) ||
-        (rc = nr_wstore_get(ws, "embeddings.patch_embeddings.projection.bias", &m->patch_b, err, errlen, 1, I64(D))) ||
-        (rc = nr_wstore_get(ws, "embeddings.cls_token", &m->cls, err, errlen, 3, I64(1), I64(1), I64(D))) ||
-        (rc = nr_wstore_get(ws, "embeddings.position_embeddings", &m->pos, err, errlen, 3, I64(1), I64(m->seq),
+        (rc = nr_wstore_get(ws, "embeddings.patch_embeddings.projection.bias", &m->t.patch_b, err, errlen, 1, I64(D))) ||
+        (rc = nr_wstore_get(ws, "embeddings.cls_token", &m->t.cls, err, errlen, 3, I64(1), I64(1), I64(D))) ||
+        (rc = nr_wstore_get(ws, "embeddings.position_embeddings", &m->t.pos, err, errlen, 3, I64(1), I64(m->t.seq),
                             I64(D))) ||
-        (rc = nr_wstore_get(ws, "layernorm.weight", &m->lnf_g, err, errlen, 1, I64(D))) ||
-        (rc = nr_wstore_get(ws, "layernorm.bias", &m->lnf_b, err, errlen, 1, I64(D))))
+        (rc = nr_wstore_get(ws, "layernorm.weight", &m->t.post_g, err, errlen, 1, I64(D))) ||
+        (rc = nr_wstore_get(ws, "layernorm.bias", &m->t.post_b, err, errlen, 1, I64(D))))
         goto fail;
-    m->layers = calloc((size_t)cfg->num_hidden_layers, sizeof(s_layer_t));
-    if (!m->layers) {
+    m->t.gelu_form = cfg->hidden_act == NR_ACT_GELU_TANH;
+    m->t.layers = calloc((size_t)cfg->num_hidden_layers, sizeof(nr_enc_layer_t));
+    if (!m->t.layers) {
         rc = nr_seterr(err, errlen, NR_ENOMEM, "vit: out of memory");
         goto fail;
     }
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
-        s_layer_t *L = &m->layers[l];
+        nr_enc_layer_t *L = &m->t.layers[l];
         char n[8][160];
         const char *base = "encoder.layer.%d.%s";
         snprintf(n[0], sizeof n[0], base, l, "attention.attention.query.weight");
@@ -97,11 +85,7 @@ int nr_vit_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const cha
         W(w2, "output.dense.weight", 2, I64(D), I64(I));
         W(b2, "output.dense.bias", 1, I64(D));
 #undef W
-        if (be->ops->prepare_matmul &&
-            ((rc = be->ops->prepare_matmul(be->ctx, L->wqkv, NR_W_OUT_IN, 3 * D, D, m->seq)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->wo, NR_W_OUT_IN, D, D, m->seq)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->w1, NR_W_OUT_IN, I, D, m->seq)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->w2, NR_W_OUT_IN, D, I, m->seq)))) {
+        if ((rc = nr_enc_layer_prepare(be, L, D, I, m->t.seq))) {
             nr_seterr(err, errlen, rc, "vit: layer %d: cannot convert weights for the backend", l);
             goto fail;
         }
@@ -116,86 +100,11 @@ fail:
 void nr_vit_destroy(nr_vit_t **pm) {
     if (!pm || !*pm) return;
     nr_wstore_free(&(*pm)->ws);
-    free((*pm)->layers);
+    free((*pm)->t.layers);
     free(*pm);
     *pm = NULL;
 }
 
-#define CK(call)                                                                                  \
-    do {                                                                                          \
-        if ((rc = (call)) != 0) goto out;                                                         \
-    } while (0)
-
 int nr_vit_forward(const nr_vit_t *m, const float *pixels, int batch, float *out) {
-    if (!m || !pixels || !out || batch <= 0) return NR_EINVAL;
-    const nr_vit_config_t *c = &m->cfg;
-    const nr_backend_ops_t *o = m->be->ops;
-    void *ctx = m->be->ctx;
-    const int D = c->hidden_size, S = m->seq, I = c->intermediate_size, H = c->num_attention_heads;
-    const int M = batch * S;
-    int rc = 0;
-    float *h = o->alloc(ctx, (size_t)M * D * sizeof(float));
-    float *qkv = o->alloc(ctx, (size_t)M * 3 * D * sizeof(float));
-    float *att = o->alloc(ctx, (size_t)M * D * sizeof(float));
-    float *mlp = o->alloc(ctx, (size_t)M * I * sizeof(float));
-    if (!h || !qkv || !att || !mlp) {
-        rc = NR_ENOMEM;
-        goto out;
-    }
-    float *x = out; /* the residual stream lives in the output buffer */
-    nr_patch_args_t pa = {.batch = batch,
-                          .channels = c->num_channels,
-                          .height = c->image_size,
-                          .width = c->image_size,
-                          .patch = c->patch_size,
-                          .dim = D,
-                          .pixels = pixels,
-                          .w = m->patch_w,
-                          .b = m->patch_b,
-                          .cls = m->cls,
-                          .pos = m->pos,
-                          .out = x};
-    CK(o->patch_embed(ctx, &pa));
-    const int hd = D / H;
-    const int tanh_form = c->hidden_act == NR_ACT_GELU_TANH;
-    for (int l = 0; l < c->num_hidden_layers; l++) {
-        const s_layer_t *L = &m->layers[l];
-        CK(o->layernorm(ctx, h, x, L->ln1_g, L->ln1_b, M, D, c->layer_norm_eps));
-        CK(o->matmul(ctx, qkv, 3 * D, h, D, L->wqkv, NR_W_OUT_IN, M, 3 * D, D, 0));
-        if (L->bqkv) CK(o->add_bias(ctx, qkv, L->bqkv, M, 3 * D));
-        nr_attn_args_t aa = {.batch = batch,
-                             .n_head = H,
-                             .head_dim = hd,
-                             .n_q = S,
-                             .n_kv = S,
-                             .causal = 0,
-                             .scale = 1.0f / sqrtf((float)hd),
-                             .q = qkv,
-                             .k = qkv + D,
-                             .v = qkv + 2 * D,
-                             .out = att,
-                             .q_bstride = (size_t)S * 3 * D,
-                             .q_rstride = (size_t)3 * D,
-                             .kv_bstride = (size_t)S * 3 * D,
-                             .kv_rstride = (size_t)3 * D,
-                             .o_bstride = (size_t)S * D,
-                             .o_rstride = (size_t)D};
-        CK(o->attention(ctx, &aa));
-        CK(o->matmul(ctx, x, D, att, D, L->wo, NR_W_OUT_IN, M, D, D, 1));
-        CK(o->add_bias(ctx, x, L->bo, M, D));
-        CK(o->layernorm(ctx, h, x, L->ln2_g, L->ln2_b, M, D, c->layer_norm_eps));
-        CK(o->matmul(ctx, mlp, I, h, D, L->w1, NR_W_OUT_IN, M, I, D, 0));
-        CK(o->add_bias(ctx, mlp, L->b1, M, I));
-        CK(o->gelu(ctx, mlp, (size_t)M * I, tanh_form));
-        CK(o->matmul(ctx, x, D, mlp, I, L->w2, NR_W_OUT_IN, M, D, I, 1));
-        CK(o->add_bias(ctx, x, L->b2, M, D));
-    }
-    CK(o->layernorm(ctx, x, x, m->lnf_g, m->lnf_b, M, D, c->layer_norm_eps));
-    CK(o->synchronize(ctx));
-out:
-    if (h) o->free(ctx, h);
-    if (qkv) o->free(ctx, qkv);
-    if (att) o->free(ctx, att);
-    if (mlp) o->free(ctx, mlp);
-    return rc;
+    return m ? nr_enc_tower_forward(m->be, &m->cfg, &m->t, pixels, batch, out) : NR_EINVAL;
 }

@@ -20,15 +20,11 @@
 #include "models/io/checkpoint.h"
 #include "models/io/safetensors.h"
 #include "models/states.h"
+#include "model_ref.h"
 #include "models/text/wordpiece.h"
 
 #define TOL_ABS 1e-4
 #define TOL_REL 1e-4
-
-static const char *s_src(void) {
-    const char *s = getenv("NR_SOURCE_DIR");
-    return s ? s : ".";
-}
 
 typedef struct {
     const char *name;
@@ -41,9 +37,9 @@ typedef struct {
 static s_fix_t s_fix(const char *name) {
     s_fix_t f = {.name = name};
     char path[1200], err[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/%s-reference.safetensors", s_src(), name);
+    snprintf(path, sizeof path, "%s/tests/fixtures/%s-reference.safetensors", nr_test_src(), name);
     cr_assert_eq(nr_safetensors_open(path, &f.ref, err, sizeof err), 0, "%s", err);
-    snprintf(f.dir, sizeof f.dir, "%s/tests/fixtures/%s", s_src(), name);
+    snprintf(f.dir, sizeof f.dir, "%s/tests/fixtures/%s", nr_test_src(), name);
     cr_assert_eq(nr_captioner_load(f.dir, NULL, &f.cap, err, sizeof err), 0, "%s", err);
     f.max_length = strcmp(name, "blip-tiny") == 0 ? 12 : 10; /* reference_blip.py's FIXTURES */
     f.num_beams = 3;
@@ -55,37 +51,10 @@ static void s_fix_free(s_fix_t *f) {
     nr_safetensors_close(&f->ref);
 }
 
-static float *s_ref(const s_fix_t *f, const char *name, size_t *count) {
-    const nr_named_tensor_t *t = nr_safetensors_find(f->ref, name);
-    cr_assert_not_null(t, "reference tensor %s missing", name);
-    size_t n = t->nbytes / nr_dtype_size(t->dtype);
-    float *v = malloc(n * sizeof(float));
-    nr_convert_to_f32(v, t->data, t->dtype, n);
-    if (count) *count = n;
-    return v;
-}
-
-static int *s_ref_ids(const s_fix_t *f, const char *name, int *count) {
-    size_t n;
-    float *v = s_ref(f, name, &n);
-    int *ids = malloc((n ? n : 1) * sizeof(int));
-    for (size_t i = 0; i < n; i++) ids[i] = (int)v[i];
-    free(v);
-    *count = (int)n;
-    return ids;
-}
-
-/* Max of |a - b| / (TOL_ABS + TOL_REL |b|): <= 1 passes. */
+static float *s_ref(const s_fix_t *f, const char *name, size_t *count) { return nr_test_ref(f->ref, name, count); }
+static int *s_ref_ids(const s_fix_t *f, const char *name, int *count) { return nr_test_ref_ids(f->ref, name, count); }
 static double s_close(const float *a, const float *b, size_t n, double *max_abs) {
-    double worst = 0, ma = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        double q = d / (TOL_ABS + TOL_REL * fabs((double)b[i]));
-        if (!(q <= worst)) worst = q;
-        if (d > ma) ma = d;
-    }
-    if (max_abs) *max_abs = ma;
-    return worst;
+    return nr_test_close(a, b, n, TOL_ABS, TOL_REL, max_abs);
 }
 
 static const char *s_fixtures[] = {"blip-tiny", "blip-tiny-bin"};
@@ -93,7 +62,7 @@ static const char *s_fixtures[] = {"blip-tiny", "blip-tiny-bin"};
 Test(blip, config_and_shapes) {
     char path[1200], err[512];
     nr_model_config_t c;
-    snprintf(path, sizeof path, "%s/tests/fixtures/blip-tiny", s_src());
+    snprintf(path, sizeof path, "%s/tests/fixtures/blip-tiny", nr_test_src());
     cr_assert_eq(nr_model_config_load(path, &c, err, sizeof err), 0, "%s", err);
     cr_assert_str_eq(c.family, "blip");
     cr_assert_eq(c.wordpiece, 1);
@@ -354,7 +323,7 @@ Test(blip, generation_against_reference) {
  * families without prompts refuse one. */
 Test(blip, prompt_tokens) {
     char path[1200], err[512];
-    snprintf(path, sizeof path, "%s/tests/fixtures/blip-tokenizer", s_src());
+    snprintf(path, sizeof path, "%s/tests/fixtures/blip-tokenizer", nr_test_src());
     nr_wordpiece_t *wp = NULL;
     cr_assert_eq(nr_wordpiece_load(path, &wp, err, sizeof err), 0, "%s", err);
     cr_assert_eq(nr_wordpiece_special_id(wp, NR_WORDPIECE_BOS), 30522);
@@ -367,7 +336,7 @@ Test(blip, prompt_tokens) {
     cr_assert_eq(ids[2], 1997);
     free(ids);
     nr_wordpiece_destroy(&wp);
-    snprintf(path, sizeof path, "%s/tests/fixtures/git-tiny", s_src());
+    snprintf(path, sizeof path, "%s/tests/fixtures/git-tiny", nr_test_src());
     nr_captioner_t *git = NULL;
     cr_assert_eq(nr_captioner_load(path, NULL, &git, err, sizeof err), 0, "%s", err);
     int *p = NULL, pn = 0;
@@ -388,7 +357,7 @@ Test(blip, images_and_frames) {
         void *bytes[2];
         size_t sizes[2];
         for (int i = 0; i < 2; i++) {
-            snprintf(path, sizeof path, "%s/tests/fixtures/images/%s", s_src(), images[i]);
+            snprintf(path, sizeof path, "%s/tests/fixtures/images/%s", nr_test_src(), images[i]);
             FILE *fp = fopen(path, "rb");
             cr_assert_not_null(fp, "%s", path);
             fseek(fp, 0, SEEK_END);

@@ -19,14 +19,10 @@
 #include "models/io/checkpoint.h"
 #include "models/io/safetensors.h"
 #include "models/states.h"
+#include "model_ref.h"
 
 #define TOL_ABS 1e-4
 #define TOL_REL 1e-4
-
-static const char *s_src(void) {
-    const char *s = getenv("NR_SOURCE_DIR");
-    return s ? s : ".";
-}
 
 typedef struct {
     const char *name;
@@ -39,9 +35,9 @@ typedef struct {
 static s_fix_t s_fix(const char *name) {
     s_fix_t f = {.name = name};
     char path[1200], err[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/%s-reference.safetensors", s_src(), name);
+    snprintf(path, sizeof path, "%s/tests/fixtures/%s-reference.safetensors", nr_test_src(), name);
     cr_assert_eq(nr_safetensors_open(path, &f.ref, err, sizeof err), 0, "%s", err);
-    snprintf(f.dir, sizeof f.dir, "%s/tests/fixtures/%s", s_src(), name);
+    snprintf(f.dir, sizeof f.dir, "%s/tests/fixtures/%s", nr_test_src(), name);
     cr_assert_eq(nr_captioner_load(f.dir, NULL, &f.cap, err, sizeof err), 0, "%s", err);
     f.max_length = strcmp(name, "git-tiny") == 0 ? 12 : 10; /* reference_git.py's FIXTURES */
     f.num_beams = 3;
@@ -53,27 +49,9 @@ static void s_fix_free(s_fix_t *f) {
     nr_safetensors_close(&f->ref);
 }
 
-static float *s_ref(const s_fix_t *f, const char *name, size_t *count) {
-    const nr_named_tensor_t *t = nr_safetensors_find(f->ref, name);
-    cr_assert_not_null(t, "reference tensor %s missing", name);
-    size_t n = t->nbytes / nr_dtype_size(t->dtype);
-    float *v = malloc(n * sizeof(float));
-    nr_convert_to_f32(v, t->data, t->dtype, n);
-    if (count) *count = n;
-    return v;
-}
-
-/* Max of |a - b| / (TOL_ABS + TOL_REL |b|): <= 1 passes. */
+static float *s_ref(const s_fix_t *f, const char *name, size_t *count) { return nr_test_ref(f->ref, name, count); }
 static double s_close(const float *a, const float *b, size_t n, double *max_abs) {
-    double worst = 0, ma = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        double q = d / (TOL_ABS + TOL_REL * fabs((double)b[i]));
-        if (!(q <= worst)) worst = q;
-        if (d > ma) ma = d;
-    }
-    if (max_abs) *max_abs = ma;
-    return worst;
+    return nr_test_close(a, b, n, TOL_ABS, TOL_REL, max_abs);
 }
 
 static const char *s_fixtures[] = {"git-tiny", "git-tiny-bin"};
@@ -81,7 +59,7 @@ static const char *s_fixtures[] = {"git-tiny", "git-tiny-bin"};
 Test(git, config_and_shapes) {
     char path[1200], err[512];
     nr_model_config_t c;
-    snprintf(path, sizeof path, "%s/tests/fixtures/git-tiny", s_src());
+    snprintf(path, sizeof path, "%s/tests/fixtures/git-tiny", nr_test_src());
     cr_assert_eq(nr_model_config_load(path, &c, err, sizeof err), 0, "%s", err);
     cr_assert_str_eq(c.family, "git");
     cr_assert_eq(c.wordpiece, 1);
@@ -292,7 +270,7 @@ Test(git, images_and_frames) {
         void *bytes[2];
         size_t sizes[2];
         for (int i = 0; i < 2; i++) {
-            snprintf(path, sizeof path, "%s/tests/fixtures/images/%s", s_src(), images[i]);
+            snprintf(path, sizeof path, "%s/tests/fixtures/images/%s", nr_test_src(), images[i]);
             FILE *fp = fopen(path, "rb");
             cr_assert_not_null(fp, "%s", path);
             fseek(fp, 0, SEEK_END);

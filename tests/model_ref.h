@@ -1,0 +1,23 @@
+/* What the model tests against a PyTorch reference share (test_git.c,
+ * test_blip.c): the source folder, tensors of a reference file as floats
+ * or ids, and the normalized error of one array against another. For
+ * tests only: a missing tensor fails the test (Criterion). */
+#ifndef NR_TESTS_MODEL_REF_H
+#define NR_TESTS_MODEL_REF_H
+
+#include <stddef.h>
+
+#include "models/io/safetensors.h"
+
+/* NR_SOURCE_DIR, or "." */
+const char *nr_test_src(void);
+/* The reference tensor `name` as floats (the caller frees); its element
+ * count in *count when count is not NULL. */
+float *nr_test_ref(const nr_safetensors_t *ref, const char *name, size_t *count);
+/* The same as ints (token ids); the count in *count. */
+int *nr_test_ref_ids(const nr_safetensors_t *ref, const char *name, int *count);
+/* Max of |a - b| / (tol_abs + tol_rel |b|) over n values (<= 1 passes);
+ * the largest |a - b| in *max_abs when not NULL. */
+double nr_test_close(const float *a, const float *b, size_t n, double tol_abs, double tol_rel, double *max_abs);
+
+#endif
