@@ -101,7 +101,7 @@ typedef struct nr_backend_ops {
     int (*layernorm)(void *ctx, float *y, const float *x, const float *g, const float *b, int M, int N, float eps);
     /* In place; form 0 exact (erf), 1 tanh (gelu_new), 2 quick_gelu
      * x * sigmoid(1.702 x) (CLIP, GIT's vision tower): nr_act_t's values. */
-    int (*gelu)(void *ctx, float *x, size_t n, int tanh_form);
+    int (*gelu)(void *ctx, float *x, size_t n, int form);
     int (*softmax)(void *ctx, float *x, int rows, int cols);
     int (*attention)(void *ctx, const nr_attn_args_t *a);
     /* out[i,:] = wte[ids[i],:] + wpe[pos[i],:] for i < n; ids/pos are host

@@ -44,7 +44,7 @@ int nr_vit_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const cha
         (rc = nr_wstore_get(ws, "layernorm.weight", &m->t.post_g, err, errlen, 1, I64(D))) ||
         (rc = nr_wstore_get(ws, "layernorm.bias", &m->t.post_b, err, errlen, 1, I64(D))))
         goto fail;
-    m->t.gelu_form = cfg->hidden_act == NR_ACT_GELU_TANH;
+    m->t.gelu_form = (int)cfg->hidden_act; /* the gelu op's forms follow nr_act_t */
     m->t.layers = calloc((size_t)cfg->num_hidden_layers, sizeof(nr_enc_layer_t));
     if (!m->t.layers) {
         rc = nr_seterr(err, errlen, NR_ENOMEM, "vit: out of memory");

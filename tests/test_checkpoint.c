@@ -399,3 +399,37 @@ Test(checkpoint, processor_output_must_fit_the_encoder) {
         free(dir);
     }
 }
+
+/* A ViT encoder whose config says quick_gelu runs quick_gelu (it used to
+ * run the exact GELU for any hidden_act but the tanh forms). */
+Test(checkpoint, vit_hidden_act_quick_gelu_is_honoured) {
+    char *fix = s_fixture("tests/fixtures/vit-gpt2-tiny");
+    char *dir = s_model_dir("quick");
+    char *st = s_fixture("tests/fixtures/vit-gpt2-tiny/model.safetensors");
+    s_link(st, dir, "model.safetensors");
+    char *cfg_src = s_fixture("tests/fixtures/vit-gpt2-tiny/config.json");
+    char *cfg = nr_harness_read_file(cfg_src, NULL);
+    cr_assert_not_null(cfg);
+    char *act = strstr(cfg, "\"hidden_act\": \"gelu\"");
+    cr_assert_not_null(act, "the fixture's encoder hidden_act");
+    char *cfg_path = nr_harness_path(dir, "config.json");
+    cr_assert_eq(unlink(cfg_path), 0);
+    FILE *f = fopen(cfg_path, "w");
+    fprintf(f, "%.*s\"hidden_act\": \"quick_gelu\"%s", (int)(act - cfg), cfg, act + strlen("\"hidden_act\": \"gelu\""));
+    fclose(f);
+    s_run_t a = s_run(fix), b = s_run(dir);
+    int differ = memcmp(a.states, b.states, a.n_states * sizeof(float)) != 0;
+    cr_assert(differ, "quick_gelu gave the exact GELU's encoder states");
+    free(a.states);
+    free(b.states);
+    free(a.greedy);
+    free(b.greedy);
+    free(a.beam);
+    free(b.beam);
+    free(cfg_path);
+    free(cfg);
+    free(cfg_src);
+    free(st);
+    free(dir);
+    free(fix);
+}
