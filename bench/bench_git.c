@@ -1,16 +1,20 @@
-/* bench_git: GIT-base (microsoft/git-base-coco sizes, random weights built
- * in memory) through the family "git" as the workers run it:
- *   - vision: CLIP ViT-B/16 + visual projection, images/s at batch 1 and B
- *   - text: the image tokens' K/V through the 6 decoder layers (set_encoder,
- *     once per caption), then decode steps over the text tokens only:
+/* bench_git: GIT-base (microsoft/git-base-coco sizes) or, with --family blip
+ * (the target bench_blip defaults to it), BLIP-base
+ * (Salesforce/blip-image-captioning-base sizes), random weights built in
+ * memory, through the family "git" / "blip" as the workers run it:
+ *   - vision: GIT's CLIP ViT-B/16 + visual projection (224 px, 197 tokens),
+ *     BLIP's ViT-B/16 (384 px, 577 tokens); images/s at batch 1 and B
+ *   - text: set_encoder once per caption (GIT: the image tokens' K/V through
+ *     the 6 decoder layers; BLIP: the cross-attention K/V of the 12 layers
+ *     from the 577 image states), then decode steps over the text tokens:
  *     ms/token greedy (1 row) and beam 4 (4 rows, one image)
- *   - a whole caption per image: encode + generate (max_length 20 = [CLS]
- *     + 19 tokens; beam 4 and greedy)
+ *   - a whole caption per image: encode + generate (max_length 20 = the
+ *     start token + 19 tokens; beam 4 and greedy)
  * for each weight precision (devices cpu:f32, cpu:bf16, cpu:int8).
- *   bench_git [--threads N] [--batch N] [--iters N] [--tokens N] [--precision f32,bf16,int8] [--rounds N]
+ *   bench_git [--family git|blip] [--threads N] [--batch N] [--iters N] [--tokens N] [--precision f32,bf16,int8]
  * Every figure is the median of --iters timed runs after one warm-up; the
  * last lines ("result PREC KEY VALUE") are for bench/bench_git.sh.
- * PyTorch counterpart: bench/bench_git_torch.py. */
+ * PyTorch counterparts: bench/bench_git_torch.py, bench/bench_blip_torch.py. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,20 +49,27 @@ static double s_median(double *v, int n) {
 
 #define MAXIT 64
 
+#ifndef NR_BENCH_FAMILY
+#define NR_BENCH_FAMILY "git"
+#endif
+
 int main(int argc, char **argv) {
     int threads = 0, batch = 8, iters = 3, tokens = 19;
     char precs[64] = "f32,bf16,int8";
+    const char *family = NR_BENCH_FAMILY;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: bench_git [--threads N] [--batch N] [--iters N] [--tokens N] [--precision LIST]\n"
-                   "  GIT-base sizes, random weights: encoder (CLIP ViT-B/16 + projection) images/s at batch 1\n"
-                   "  and --batch (default 8); image K/V setup; decode ms/token greedy and beam 4 over --tokens\n"
+            printf("usage: bench_git [--family git|blip] [--threads N] [--batch N] [--iters N] [--tokens N] [--precision LIST]\n"
+                   "  GIT-base (default of bench_git) or BLIP-base (--family blip, default of bench_blip) sizes,\n"
+                   "  random weights: vision images/s at batch 1 and --batch (default 8); set_encoder (GIT: image\n"
+                   "  K/V, BLIP: cross K/V); decode ms/token greedy and beam 4 over --tokens\n"
                    "  steps (default 19); a whole caption (encode + max_length 20, beam 4 and greedy) per image.\n"
                    "  Medians of --iters (default 3) runs, for each precision in LIST (f32, bf16, int8).\n");
             return 0;
         }
         if (i + 1 >= argc) break;
-        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
+        if (!strcmp(argv[i], "--family")) family = argv[++i];
+        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[++i]);
@@ -68,21 +79,34 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_git: bad --batch/--iters/--tokens\n");
         return 2;
     }
+    const int blip = !strcmp(family, "blip");
+    if (!blip && strcmp(family, "git")) {
+        fprintf(stderr, "bench_git: --family must be git or blip\n");
+        return 2;
+    }
+    const nr_family_ops_t *F = blip ? &nr_family_blip : &nr_family_git;
     char err[1024];
     nr_model_config_t cfg;
     size_t size;
     unsigned char *buf = NULL;
     nr_checkpoint_t *ck = NULL;
-    if (nr_bench_random_git(&cfg, &buf, &size, &ck, err, sizeof err)) {
+    if ((blip ? nr_bench_random_blip : nr_bench_random_git)(&cfg, &buf, &size, &ck, err, sizeof err)) {
         fprintf(stderr, "bench_git: %s\n", err);
         return 1;
     }
     const int S = cfg.states_seq, D = cfg.states_hidden, V = cfg.vocab_size, IMG = cfg.image_size;
     nr_cpu_lowp_init();
-    printf("bench_git: GIT-base sizes (CLIP ViT-B/16 %d px, %d image tokens, decoder %d layers x %d, vocab %d), "
-           "weights %.0f MB F32, threads %d, AVX-512 BF16 %s\n",
-           IMG, S, cfg.git.num_hidden_layers, cfg.git.hidden_size, V, size / 1e6, threads,
-           nr_cpu_use_avx512bf16 ? "yes" : "no");
+    if (blip)
+        printf("bench_git: BLIP-base sizes (ViT-B/16 %d px, %d image tokens, text decoder %d layers x %d with "
+               "cross-attention, vocab %d), weights %.0f MB F32, threads %d, AVX-512 BF16 %s\n",
+               IMG, S, cfg.blip.num_hidden_layers, cfg.blip.hidden_size, V, size / 1e6, threads,
+               nr_cpu_use_avx512bf16 ? "yes" : "no");
+    else
+        printf("bench_git: GIT-base sizes (CLIP ViT-B/16 %d px, %d image tokens, decoder %d layers x %d, vocab %d), "
+               "weights %.0f MB F32, threads %d, AVX-512 BF16 %s\n",
+               IMG, S, cfg.git.num_hidden_layers, cfg.git.hidden_size, V, size / 1e6, threads,
+               nr_cpu_use_avx512bf16 ? "yes" : "no");
+    const char *vname = blip ? "ViT-B/16 384 px" : "CLIP ViT-B/16 + projection";
     const size_t npx = (size_t)3 * IMG * IMG;
     float *px = malloc((size_t)batch * npx * sizeof(float));
     float *states = nr_aligned_alloc((size_t)batch * S * D * sizeof(float));
@@ -97,7 +121,7 @@ int main(int argc, char **argv) {
         double tl = s_now();
         nr_backend_t *be = nr_backend_new(dev, threads, err, sizeof err);
         void *fam = NULL;
-        if (!be || nr_family_git.load(&cfg, ck, be, 1, 1, &fam, err, sizeof err)) {
+        if (!be || F->load(&cfg, ck, be, 1, 1, &fam, err, sizeof err)) {
             fprintf(stderr, "bench_git: %s\n", be ? err : "no backend");
             return 1;
         }
@@ -107,18 +131,17 @@ int main(int argc, char **argv) {
         int bs[2] = {1, batch};
         double ips[2];
         for (int k = 0; k < 2; k++) {
-            nr_family_git.encode(fam, px, bs[k], states); /* warm-up (and lazy weight conversions) */
+            F->encode(fam, px, bs[k], states); /* warm-up (and lazy weight conversions) */
             for (int it = 0; it < iters; it++) {
                 double t0 = s_now();
-                if (nr_family_git.encode(fam, px, bs[k], states)) return 1;
+                if (F->encode(fam, px, bs[k], states)) return 1;
                 t[it] = s_now() - t0;
             }
             double md = s_median(t, iters);
             ips[k] = bs[k] / md;
-            printf("encoder (CLIP ViT-B/16 + projection) batch %d: %8.1f ms/batch  %6.2f images/s\n", bs[k], md * 1e3,
-                   ips[k]);
+            printf("encoder (%s) batch %d: %8.1f ms/batch  %6.2f images/s\n", vname, bs[k], md * 1e3, ips[k]);
         }
-        nr_decoder_t dec = nr_family_git.decoder(fam);
+        nr_decoder_t dec = F->decoder(fam);
         /* decode steps: greedy (1 row) and beam 4 (4 rows, one image) */
         double setup = 0, msg[2];
         int rows_list[2] = {1, 4};
@@ -142,9 +165,9 @@ int main(int argc, char **argv) {
             dec.ops->state_destroy(&s);
             msg[k] = s_median(ts, iters);
             if (k == 0) setup = s_median(tx, iters);
-            printf("decoder %s: %8.2f ms/token (step of %d row%s, %d steps), image K/V setup %.1f ms\n",
+            printf("decoder %s: %8.2f ms/token (step of %d row%s, %d steps), %s K/V setup %.1f ms\n",
                    rows == 1 ? "greedy" : "beam 4", msg[k] * 1e3, rows, rows > 1 ? "s" : "", tokens,
-                   s_median(tx, iters) * 1e3);
+                   blip ? "cross" : "image", s_median(tx, iters) * 1e3);
         }
         /* a whole caption per image: encode + generate, max_length 20 */
         double cap[2];
@@ -157,7 +180,7 @@ int main(int argc, char **argv) {
             int out_ids[20], out_len[1];
             for (int it = -1; it < iters; it++) {
                 double t0 = s_now();
-                if (nr_family_git.encode(fam, px, 1, states) ||
+                if (F->encode(fam, px, 1, states) ||
                     nr_generate(&dec, states, 1, S, &g, out_ids, out_len, err, sizeof err)) {
                     fprintf(stderr, "bench_git: %s\n", err);
                     return 1;
@@ -174,7 +197,7 @@ int main(int argc, char **argv) {
                prec, ips[0], prec, batch, ips[1], prec, setup * 1e3, prec, msg[0] * 1e3, prec, msg[1] * 1e3, prec,
                cap[0] * 1e3, prec, cap[1] * 1e3);
         fflush(stdout);
-        nr_family_git.destroy(&fam);
+        F->destroy(&fam);
         nr_backend_destroy(&be);
     }
     free(logits);

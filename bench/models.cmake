@@ -11,3 +11,11 @@ if(TARGET nr_models)
   add_executable(bench_git ${CMAKE_CURRENT_SOURCE_DIR}/bench_git.c ${CMAKE_CURRENT_SOURCE_DIR}/random_weights.c)
   target_link_libraries(bench_git PRIVATE nr_models nr_common m)
 endif()
+
+# bench_blip: the same bench (bench_git.c) with BLIP-base sizes
+# (Salesforce/blip-image-captioning-base) as its default family.
+if(TARGET nr_models)
+  add_executable(bench_blip ${CMAKE_CURRENT_SOURCE_DIR}/bench_git.c ${CMAKE_CURRENT_SOURCE_DIR}/random_weights.c)
+  target_compile_definitions(bench_blip PRIVATE NR_BENCH_FAMILY="blip")
+  target_link_libraries(bench_blip PRIVATE nr_models nr_common m)
+endif()

@@ -1,4 +1,4 @@
-/* The benchmarks' random checkpoints: ViT-B/16 + GPT-2 and GIT-base (see
+/* The benchmarks' random checkpoints: ViT-B/16 + GPT-2, GIT-base and BLIP-base (see
  * random_weights.h). */
 #include "bench/random_weights.h"
 
@@ -36,6 +36,19 @@ static const char s_git_config[] =
     "\"pad_token_id\":0,\"vision_config\":{\"hidden_size\":768,\"num_hidden_layers\":12,"
     "\"num_attention_heads\":12,\"intermediate_size\":3072,\"image_size\":224,\"patch_size\":16,"
     "\"num_channels\":3,\"layer_norm_eps\":1e-5,\"hidden_act\":\"quick_gelu\"}}";
+
+/* Salesforce/blip-image-captioning-base's config.json, the keys narrator
+ * reads (text_config sets 12 heads over BlipTextConfig's 8): ViT-B/16 at
+ * 384 px (577 tokens), BERT-base text decoder with cross-attention in
+ * every layer, vocab 30524. */
+static const char s_blip_config[] =
+    "{\"model_type\":\"blip\",\"vision_config\":{\"hidden_size\":768,\"num_hidden_layers\":12,"
+    "\"num_attention_heads\":12,\"intermediate_size\":3072,\"image_size\":384,\"patch_size\":16,"
+    "\"num_channels\":3,\"layer_norm_eps\":1e-5,\"hidden_act\":\"gelu\"},"
+    "\"text_config\":{\"hidden_size\":768,\"num_hidden_layers\":12,\"num_attention_heads\":12,"
+    "\"intermediate_size\":3072,\"max_position_embeddings\":512,\"vocab_size\":30524,"
+    "\"encoder_hidden_size\":768,\"layer_norm_eps\":1e-12,\"hidden_act\":\"gelu\",\"is_decoder\":true,"
+    "\"bos_token_id\":30522,\"sep_token_id\":102,\"pad_token_id\":0}}";
 
 typedef struct {
     char name[128];
@@ -205,6 +218,84 @@ static int s_specs_git(s_specs_t *s) {
     return rc ? NR_ENOMEM : 0;
 }
 
+/* BlipForConditionalGeneration's tensors with blip-image-captioning-base's
+ * names, the ones models/blip.c and models/clip.c (NR_VISION_BLIP) read;
+ * the head's decoder weight stored as its own tensor, as the published
+ * file does. */
+static int s_specs_blip(s_specs_t *s) {
+    const int D = S_D, I = S_I, V = 30524, SEQ = 577;
+    char n[192];
+    int rc = 0;
+    const char *vm = "vision_model.";
+    snprintf(n, sizeof n, "%sembeddings.class_embedding", vm);
+    rc |= s_add(s, n, 0, 3, 1, 1, D, 0);
+    snprintf(n, sizeof n, "%sembeddings.patch_embedding.weight", vm);
+    rc |= s_add(s, n, 0, 4, D, 3, 16, 16);
+    snprintf(n, sizeof n, "%sembeddings.patch_embedding.bias", vm);
+    rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+    snprintf(n, sizeof n, "%sembeddings.position_embedding", vm);
+    rc |= s_add(s, n, 0, 3, 1, SEQ, D, 0);
+    const char *vl[][3] = {{"self_attn.qkv", "Q", "D"}, {"self_attn.projection", "D", "D"},
+                           {"mlp.fc1", "I", "D"},       {"mlp.fc2", "D", "I"}};
+    for (int l = 0; l < S_L; l++) {
+        for (int k = 0; k < 4; k++) {
+            int64_t o = vl[k][1][0] == 'I' ? I : vl[k][1][0] == 'Q' ? 3 * D : D, in = vl[k][2][0] == 'I' ? I : D;
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, vl[k][0]);
+            rc |= s_add(s, n, 0, 2, o, in, 0, 0);
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, vl[k][0]);
+            rc |= s_add(s, n, 0, 1, o, 0, 0, 0);
+        }
+        const char *lns[] = {"layer_norm1", "layer_norm2"};
+        for (int k = 0; k < 2; k++) {
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, lns[k]);
+            rc |= s_add(s, n, 1, 1, D, 0, 0, 0);
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, lns[k]);
+            rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+        }
+    }
+    snprintf(n, sizeof n, "%spost_layernorm.weight", vm);
+    rc |= s_add(s, n, 1, 1, D, 0, 0, 0);
+    snprintf(n, sizeof n, "%spost_layernorm.bias", vm);
+    rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+    const char *tb = "text_decoder.bert.";
+    snprintf(n, sizeof n, "%sembeddings.word_embeddings.weight", tb);
+    rc |= s_add(s, n, 0, 2, V, D, 0, 0);
+    snprintf(n, sizeof n, "%sembeddings.position_embeddings.weight", tb);
+    rc |= s_add(s, n, 0, 2, 512, D, 0, 0);
+    snprintf(n, sizeof n, "%sembeddings.LayerNorm.weight", tb);
+    rc |= s_add(s, n, 1, 1, D, 0, 0, 0);
+    snprintf(n, sizeof n, "%sembeddings.LayerNorm.bias", tb);
+    rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+    const char *tl[][3] = {{"attention.self.query", "D", "D"},      {"attention.self.key", "D", "D"},
+                           {"attention.self.value", "D", "D"},      {"attention.output.dense", "D", "D"},
+                           {"crossattention.self.query", "D", "D"}, {"crossattention.self.key", "D", "D"},
+                           {"crossattention.self.value", "D", "D"}, {"crossattention.output.dense", "D", "D"},
+                           {"intermediate.dense", "I", "D"},        {"output.dense", "D", "I"}};
+    for (int l = 0; l < S_L; l++) {
+        for (int k = 0; k < 10; k++) {
+            int64_t o = tl[k][1][0] == 'I' ? I : D, in = tl[k][2][0] == 'I' ? I : D;
+            snprintf(n, sizeof n, "%sencoder.layer.%d.%s.weight", tb, l, tl[k][0]);
+            rc |= s_add(s, n, 0, 2, o, in, 0, 0);
+            snprintf(n, sizeof n, "%sencoder.layer.%d.%s.bias", tb, l, tl[k][0]);
+            rc |= s_add(s, n, 0, 1, o, 0, 0, 0);
+        }
+        const char *lns[] = {"attention.output.LayerNorm", "crossattention.output.LayerNorm", "output.LayerNorm"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(n, sizeof n, "%sencoder.layer.%d.%s.weight", tb, l, lns[k]);
+            rc |= s_add(s, n, 1, 1, D, 0, 0, 0);
+            snprintf(n, sizeof n, "%sencoder.layer.%d.%s.bias", tb, l, lns[k]);
+            rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+        }
+    }
+    rc |= s_add(s, "text_decoder.cls.predictions.transform.dense.weight", 0, 2, D, D, 0, 0);
+    rc |= s_add(s, "text_decoder.cls.predictions.transform.dense.bias", 0, 1, D, 0, 0, 0);
+    rc |= s_add(s, "text_decoder.cls.predictions.transform.LayerNorm.weight", 1, 1, D, 0, 0, 0);
+    rc |= s_add(s, "text_decoder.cls.predictions.transform.LayerNorm.bias", 0, 1, D, 0, 0, 0);
+    rc |= s_add(s, "text_decoder.cls.predictions.decoder.weight", 0, 2, V, D, 0, 0);
+    rc |= s_add(s, "text_decoder.cls.predictions.bias", 0, 1, V, 0, 0, 0);
+    return rc ? NR_ENOMEM : 0;
+}
+
 static size_t s_numel(const s_spec_t *s) {
     size_t n = 1;
     for (int d = 0; d < s->ndim; d++) n *= (size_t)s->shape[d];
@@ -274,4 +365,9 @@ int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t
 int nr_bench_random_git(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck, char *err,
                         size_t errlen) {
     return s_random(s_git_config, s_specs_git, cfg, buf, size, ck, err, errlen);
+}
+
+int nr_bench_random_blip(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck, char *err,
+                         size_t errlen) {
+    return s_random(s_blip_config, s_specs_blip, cfg, buf, size, ck, err, errlen);
 }

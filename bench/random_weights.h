@@ -27,4 +27,11 @@ int nr_bench_random_vit_gpt2(nr_model_config_t *cfg, unsigned char **buf, size_t
 int nr_bench_random_git(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck, char *err,
                         size_t errlen);
 
+/* The same for Salesforce/blip-image-captioning-base's sizes (model_type
+ * blip: ViT-B/16 at 384 px, 577 tokens; BERT-base text decoder, 12 layers
+ * with cross-attention, vocab 30524; about 0.99 GB F32 with the head's
+ * decoder weight stored) with the tensor names models/blip.c reads. */
+int nr_bench_random_blip(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck, char *err,
+                         size_t errlen);
+
 #endif
