@@ -101,6 +101,10 @@ void *nr_backend_upload_new(nr_backend_t *b, const void *host, size_t bytes) {
     return p;
 }
 
+int nr_backend_prepare_matmul(const nr_backend_t *b, const float *w, nr_wlayout_t layout, int N, int K, int rows) {
+    return b->ops->prepare_matmul ? b->ops->prepare_matmul(b->ctx, w, layout, N, K, rows) : 0;
+}
+
 void nr_backend_free(const nr_backend_t *b, void *p) {
     if (p) b->ops->free(b->ctx, p);
 }

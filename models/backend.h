@@ -126,6 +126,8 @@ void nr_backend_destroy(nr_backend_t **b);
 
 /* Convenience: allocates and uploads `bytes` from host; NULL on failure. */
 void *nr_backend_upload_new(nr_backend_t *b, const void *host, size_t bytes);
+/* b->ops->prepare_matmul when the backend has it, else 0 (nothing to do). */
+int nr_backend_prepare_matmul(const nr_backend_t *b, const float *w, nr_wlayout_t layout, int N, int K, int rows);
 /* Frees a buffer from b->ops->alloc; NULL is ignored. */
 void nr_backend_free(const nr_backend_t *b, void *p);
 

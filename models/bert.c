@@ -45,10 +45,9 @@ int nr_bert_attn_load(nr_wstore_t *ws, const char *prefix, int D, int kv_dim, nr
     snprintf(nm, sizeof nm, "%soutput.LayerNorm.bias", prefix);
     if ((rc = nr_wstore_get(ws, nm, &a->ln_b, err, errlen, 1, I64(D)))) return rc;
     /* decode steps multiply a few rows; cross K/V the encoder's sequence */
-    if (be->ops->prepare_matmul &&
-        ((rc = be->ops->prepare_matmul(be->ctx, a->wq, NR_W_OUT_IN, kv_dim > 0 ? D : 3 * D, D, 1)) ||
-         (kv_dim > 0 && (rc = be->ops->prepare_matmul(be->ctx, a->wkv, NR_W_OUT_IN, 2 * D, kv_dim, 1 << 20))) ||
-         (rc = be->ops->prepare_matmul(be->ctx, a->wo, NR_W_OUT_IN, D, D, 1))))
+    if ((rc = nr_backend_prepare_matmul(be, a->wq, NR_W_OUT_IN, kv_dim > 0 ? D : 3 * D, D, 1)) ||
+        (kv_dim > 0 && (rc = nr_backend_prepare_matmul(be, a->wkv, NR_W_OUT_IN, 2 * D, kv_dim, 1 << 20))) ||
+        (rc = nr_backend_prepare_matmul(be, a->wo, NR_W_OUT_IN, D, D, 1)))
         return nr_seterr(err, errlen, rc, "%s: cannot convert weights for the backend", prefix);
     return 0;
 }
@@ -70,8 +69,8 @@ int nr_bert_ffn_load(nr_wstore_t *ws, const char *prefix, int D, int I, nr_bert_
     W(ln_g, "output.LayerNorm.weight", 1, I64(D));
     W(ln_b, "output.LayerNorm.bias", 1, I64(D));
 #undef W
-    if (be->ops->prepare_matmul && ((rc = be->ops->prepare_matmul(be->ctx, f->w1, NR_W_OUT_IN, I, D, 1)) ||
-                                    (rc = be->ops->prepare_matmul(be->ctx, f->w2, NR_W_OUT_IN, D, I, 1))))
+    if ((rc = nr_backend_prepare_matmul(be, f->w1, NR_W_OUT_IN, I, D, 1)) ||
+        (rc = nr_backend_prepare_matmul(be, f->w2, NR_W_OUT_IN, D, I, 1)))
         return nr_seterr(err, errlen, rc, "%s: cannot convert weights for the backend", prefix);
     return 0;
 }

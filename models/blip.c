@@ -90,8 +90,8 @@ int nr_blip_decoder_load(const nr_blip_config_t *cfg, const nr_checkpoint_t *ck,
         snprintf(pre, sizeof pre, "bert.encoder.layer.%d.", l);
         if ((rc = nr_bert_ffn_load(ws, pre, D, I, &L->ffn, err, errlen))) goto fail;
     }
-    if (be->ops->prepare_matmul && ((rc = be->ops->prepare_matmul(be->ctx, m->tr_w, NR_W_OUT_IN, D, D, 1)) ||
-                                    (rc = be->ops->prepare_matmul(be->ctx, m->dec_w, NR_W_OUT_IN, V, D, 1)))) {
+    if ((rc = nr_backend_prepare_matmul(be, m->tr_w, NR_W_OUT_IN, D, D, 1)) ||
+        (rc = nr_backend_prepare_matmul(be, m->dec_w, NR_W_OUT_IN, V, D, 1))) {
         nr_seterr(err, errlen, rc, "blip: cannot convert the prediction head for the backend");
         goto fail;
     }

@@ -72,7 +72,7 @@ int nr_git_decoder_load(const nr_git_config_t *cfg, const nr_checkpoint_t *ck, n
         snprintf(pre, sizeof pre, "git.encoder.layer.%d.", l);
         if ((rc = nr_bert_ffn_load(ws, pre, D, I, &L->ffn, err, errlen))) goto fail;
     }
-    if (be->ops->prepare_matmul && (rc = be->ops->prepare_matmul(be->ctx, m->out_w, NR_W_OUT_IN, V, D, 1))) {
+    if ((rc = nr_backend_prepare_matmul(be, m->out_w, NR_W_OUT_IN, V, D, 1))) {
         nr_seterr(err, errlen, rc, "git: cannot convert output for the backend");
         goto fail;
     }
@@ -291,8 +291,7 @@ static int s_load(const nr_model_config_t *cfg, const nr_checkpoint_t *ck, nr_ba
             (rc = nr_wstore_get(&f->pws, "1.weight", &f->pln_g, err, errlen, 1, I64(D))) ||
             (rc = nr_wstore_get(&f->pws, "1.bias", &f->pln_b, err, errlen, 1, I64(D))))
             goto fail;
-        if (be->ops->prepare_matmul &&
-            (rc = be->ops->prepare_matmul(be->ctx, f->proj_w, NR_W_OUT_IN, D, Dv, cfg->states_seq))) {
+        if ((rc = nr_backend_prepare_matmul(be, f->proj_w, NR_W_OUT_IN, D, Dv, cfg->states_seq))) {
             nr_seterr(err, errlen, rc, "git: cannot convert the visual projection for the backend");
             goto fail;
         }

@@ -97,19 +97,18 @@ int nr_gpt2_load(const nr_gpt2_config_t *cfg, const nr_checkpoint_t *ck, const c
         W(mproj_b, "mlp.c_proj.bias", 1, I64(D));
 #undef W
         /* decode-step weights see a few rows; cross-attention K/V the encoder's sequence */
-        if (be->ops->prepare_matmul &&
-            ((rc = be->ops->prepare_matmul(be->ctx, L->attn_w, NR_W_IN_OUT, 3 * D, D, 1)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->aproj_w, NR_W_IN_OUT, D, D, 1)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->xq_w, NR_W_IN_OUT, D, D, 1)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->xkv_w, NR_W_IN_OUT, 2 * D, D, 1 << 20)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->xproj_w, NR_W_IN_OUT, D, D, 1)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->fc_w, NR_W_IN_OUT, I, D, 1)) ||
-             (rc = be->ops->prepare_matmul(be->ctx, L->mproj_w, NR_W_IN_OUT, D, I, 1)))) {
+        if ((rc = nr_backend_prepare_matmul(be, L->attn_w, NR_W_IN_OUT, 3 * D, D, 1)) ||
+            (rc = nr_backend_prepare_matmul(be, L->aproj_w, NR_W_IN_OUT, D, D, 1)) ||
+            (rc = nr_backend_prepare_matmul(be, L->xq_w, NR_W_IN_OUT, D, D, 1)) ||
+            (rc = nr_backend_prepare_matmul(be, L->xkv_w, NR_W_IN_OUT, 2 * D, D, 1 << 20)) ||
+            (rc = nr_backend_prepare_matmul(be, L->xproj_w, NR_W_IN_OUT, D, D, 1)) ||
+            (rc = nr_backend_prepare_matmul(be, L->fc_w, NR_W_IN_OUT, I, D, 1)) ||
+            (rc = nr_backend_prepare_matmul(be, L->mproj_w, NR_W_IN_OUT, D, I, 1))) {
             nr_seterr(err, errlen, rc, "gpt2: layer %d: cannot convert weights for the backend", l);
             goto fail;
         }
     }
-    if (be->ops->prepare_matmul && (rc = be->ops->prepare_matmul(be->ctx, m->lm_head, NR_W_OUT_IN, V, D, 1))) {
+    if ((rc = nr_backend_prepare_matmul(be, m->lm_head, NR_W_OUT_IN, V, D, 1))) {
         nr_seterr(err, errlen, rc, "gpt2: cannot convert lm_head for the backend");
         goto fail;
     }

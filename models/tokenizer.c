@@ -13,6 +13,7 @@
 #include "common/hash.h"
 #include "common/utf8.h"
 #include "models/config.h"
+#include "models/text/cleanup.h"
 #include "models/tokenizer_unicode.h"
 
 #define S_MAX_FILE ((size_t)64 << 20)
@@ -649,22 +650,6 @@ done:
 
 /* ---- decoding -------------------------------------------------------------------- */
 
-/* Replaces every `from` with `to` (not longer) in s, in place; returns the new length. */
-static size_t s_replace_all(char *s, size_t n, const char *from, const char *to) {
-    size_t fl = strlen(from), tl = strlen(to), o = 0;
-    for (size_t i = 0; i < n;) {
-        if (i + fl <= n && memcmp(s + i, from, fl) == 0) {
-            memmove(s + o, to, tl);
-            o += tl;
-            i += fl;
-        } else {
-            s[o++] = s[i++];
-        }
-    }
-    s[o] = '\0';
-    return o;
-}
-
 int nr_tokenizer_decode(const nr_tokenizer_t *tok, const int *ids, size_t n_ids, unsigned flags, char **text,
                         size_t *len, char *err, size_t errlen) {
     if (!tok || !text || (!ids && n_ids)) return nr_seterr(err, errlen, NR_EINVAL, "decode: bad arguments");
@@ -709,12 +694,7 @@ int nr_tokenizer_decode(const nr_tokenizer_t *tok, const int *ids, size_t n_ids,
     }
     out[o] = '\0';
     free(raw);
-    if (flags & NR_TOKENIZER_CLEANUP) {
-        static const char *const pairs[][2] = {{" .", "."},   {" ?", "?"},     {" !", "!"},     {" ,", ","},
-                                               {" ' ", "'"},  {" n't", "n't"}, {" 'm", "'m"},   {" 's", "'s"},
-                                               {" 've", "'ve"}, {" 're", "'re"}};
-        for (size_t p = 0; p < sizeof(pairs) / sizeof(pairs[0]); p++) o = s_replace_all(out, o, pairs[p][0], pairs[p][1]);
-    }
+    if (flags & NR_TOKENIZER_CLEANUP) o = nr_text_clean_up_tokenization(out, o);
     *text = out;
     if (len) *len = o;
     return 0;

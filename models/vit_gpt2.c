@@ -49,8 +49,7 @@ static int s_load(const nr_model_config_t *cfg, const nr_checkpoint_t *ck, nr_ba
                                 (int64_t)De)) ||
             (rc = nr_wstore_get(&f->pws, "enc_to_dec_proj.bias", &f->proj_b, err, errlen, 1, (int64_t)Dd)))
             goto fail;
-        if (be->ops->prepare_matmul &&
-            (rc = be->ops->prepare_matmul(be->ctx, f->proj_w, NR_W_OUT_IN, Dd, De, cfg->states_seq))) {
+        if ((rc = nr_backend_prepare_matmul(be, f->proj_w, NR_W_OUT_IN, Dd, De, cfg->states_seq))) {
             nr_seterr(err, errlen, rc, "captioner: cannot convert enc_to_dec_proj for the backend");
             goto fail;
         }

@@ -27,6 +27,7 @@
 #include "models/io/checkpoint.h"
 #include "models/io/safetensors.h"
 #include "models/tensor.h"
+#include "tests/model_ref.h"
 
 /* Tolerances for F32 weights and activations. */
 #define TOL_ABS 1e-4
@@ -489,24 +490,8 @@ static void s_fix_free(s_fix_t *f) {
     nr_safetensors_close(&f->ref);
 }
 
-static float *s_ref(s_fix_t *f, const char *name, size_t *count) {
-    const nr_named_tensor_t *t = nr_safetensors_find(f->ref, name);
-    cr_assert_not_null(t, "reference tensor %s missing", name);
-    size_t n = t->nbytes / nr_dtype_size(t->dtype);
-    float *v = malloc(n * sizeof(float));
-    nr_convert_to_f32(v, t->data, t->dtype, n);
-    if (count) *count = n;
-    return v;
-}
-static int *s_ref_ids(s_fix_t *f, const char *name, int *count) {
-    size_t n;
-    float *v = s_ref(f, name, &n);
-    int *ids = malloc(n * sizeof(int));
-    for (size_t i = 0; i < n; i++) ids[i] = (int)v[i];
-    free(v);
-    *count = (int)n;
-    return ids;
-}
+static float *s_ref(s_fix_t *f, const char *name, size_t *count) { return nr_test_ref(f->ref, name, count); }
+static int *s_ref_ids(s_fix_t *f, const char *name, int *count) { return nr_test_ref_ids(f->ref, name, count); }
 static void s_check_ids(const int *got, int gn, const int *want, int wn, const char *what) {
     char g[512] = "", w[512] = "";
     for (int i = 0; i < gn; i++) snprintf(g + strlen(g), sizeof g - strlen(g), " %d", got[i]);

@@ -26,16 +26,12 @@
 #include "models/tensor.h"
 #include "models/vit.h"
 #include "tests/harness.h"
+#include "tests/model_ref.h"
 
 #define TOL_ABS 1e-4
 #define TOL_REL 1e-4
 
-static const char *s_src(void) {
-    const char *s = getenv("NR_SOURCE_DIR");
-    return s ? s : ".";
-}
-
-static void s_path(char *buf, size_t n, const char *rel) { snprintf(buf, n, "%s/%s", s_src(), rel); }
+static void s_path(char *buf, size_t n, const char *rel) { snprintf(buf, n, "%s/%s", nr_test_src(), rel); }
 
 static void s_write(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -497,14 +493,14 @@ static unsigned char *s_copy_ckpt(size_t *size, char *dir, size_t dn) {
     char src[1024], dst[1024];
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         size_t n;
-        snprintf(src, sizeof src, "%s/tests/fixtures/vit-gpt2-tiny/%s", s_src(), files[i]);
+        snprintf(src, sizeof src, "%s/tests/fixtures/vit-gpt2-tiny/%s", nr_test_src(), files[i]);
         unsigned char *b = (unsigned char *)nr_harness_read_file(src, &n);
         cr_assert_not_null(b, "cannot read %s", src);
         snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
         s_write(dst, b, n);
         free(b);
     }
-    snprintf(src, sizeof src, "%s/tests/fixtures/vit-gpt2-tiny/model.safetensors", s_src());
+    snprintf(src, sizeof src, "%s/tests/fixtures/vit-gpt2-tiny/model.safetensors", nr_test_src());
     unsigned char *b = (unsigned char *)nr_harness_read_file(src, size);
     cr_assert_not_null(b, "cannot read %s", src);
     return b;
@@ -762,25 +758,9 @@ static void s_fix_free(s_fix_t *f) {
     nr_safetensors_close(&f->ref);
 }
 
-static float *s_ref(s_fix_t *f, const char *name, size_t *count) {
-    const nr_named_tensor_t *t = nr_safetensors_find(f->ref, name);
-    cr_assert_not_null(t, "reference tensor %s missing", name);
-    size_t n = t->nbytes / nr_dtype_size(t->dtype);
-    float *v = malloc(n * sizeof(float));
-    nr_convert_to_f32(v, t->data, t->dtype, n);
-    if (count) *count = n;
-    return v;
-}
+static float *s_ref(s_fix_t *f, const char *name, size_t *count) { return nr_test_ref(f->ref, name, count); }
 
-static int *s_ref_ids(s_fix_t *f, const char *name, int *count) {
-    size_t n;
-    float *v = s_ref(f, name, &n);
-    int *ids = malloc(n * sizeof(int));
-    for (size_t i = 0; i < n; i++) ids[i] = (int)v[i];
-    free(v);
-    *count = (int)n;
-    return ids;
-}
+static int *s_ref_ids(s_fix_t *f, const char *name, int *count) { return nr_test_ref_ids(f->ref, name, count); }
 
 Test(models_fixture, encoder_hidden_states) {
     s_fix_t f = s_fix();

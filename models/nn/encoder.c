@@ -9,11 +9,10 @@
 
 int nr_enc_layer_prepare(const nr_backend_t *be, const nr_enc_layer_t *L, int D, int I, int rows) {
     int rc = 0;
-    if (be->ops->prepare_matmul &&
-        ((rc = be->ops->prepare_matmul(be->ctx, L->wqkv, NR_W_OUT_IN, 3 * D, D, rows)) ||
-         (rc = be->ops->prepare_matmul(be->ctx, L->wo, NR_W_OUT_IN, D, D, rows)) ||
-         (rc = be->ops->prepare_matmul(be->ctx, L->w1, NR_W_OUT_IN, I, D, rows)) ||
-         (rc = be->ops->prepare_matmul(be->ctx, L->w2, NR_W_OUT_IN, D, I, rows))))
+    if ((rc = nr_backend_prepare_matmul(be, L->wqkv, NR_W_OUT_IN, 3 * D, D, rows)) ||
+        (rc = nr_backend_prepare_matmul(be, L->wo, NR_W_OUT_IN, D, D, rows)) ||
+        (rc = nr_backend_prepare_matmul(be, L->w1, NR_W_OUT_IN, I, D, rows)) ||
+        (rc = nr_backend_prepare_matmul(be, L->w2, NR_W_OUT_IN, D, I, rows)))
         return rc;
     return 0;
 }

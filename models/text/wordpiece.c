@@ -16,6 +16,7 @@
 #include "common/hash.h"
 #include "common/utf8.h"
 #include "models/config.h"
+#include "models/text/cleanup.h"
 #include "models/text/wordpiece_unicode.h"
 
 #define S_MAX_FILE ((size_t)16 << 20) /* vocab.txt, tokenizer.json */
@@ -957,25 +958,9 @@ done:
 
 /* ---- decoding -------------------------------------------------------------------- */
 
-/* Replaces every `from` with `to` (not longer) in s[0..n), in place; returns the new length. */
-static size_t s_replace_all(char *s, size_t n, const char *from, const char *to) {
-    size_t fl = strlen(from), tl = strlen(to), o = 0;
-    for (size_t i = 0; i < n;) {
-        if (i + fl <= n && memcmp(s + i, from, fl) == 0) {
-            memmove(s + o, to, tl);
-            o += tl;
-            i += fl;
-        } else {
-            s[o++] = s[i++];
-        }
-    }
-    s[o] = '\0';
-    return o;
-}
-
 /* convert_tokens_to_string on s[from..*n): " ##" removed, then str.strip(). */
 static void s_convert(char *s, size_t from, size_t *n) {
-    size_t m = from + s_replace_all(s + from, *n - from, " ##", "");
+    size_t m = from + nr_text_replace_all(s + from, *n - from, " ##", "");
     size_t b = from, e = m;
     uint32_t c;
     int l;
@@ -1041,12 +1026,7 @@ int nr_wordpiece_decode(const nr_wordpiece_t *tok, const int *ids, size_t n_ids,
     }
     out[o] = '\0';
     if (in_cur) s_convert(out, cur, &o);
-    if (flags & NR_WORDPIECE_CLEANUP) {
-        static const char *const pairs[][2] = {{" .", "."},     {" ?", "?"},     {" !", "!"},   {" ,", ","},
-                                               {" ' ", "'"},    {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"},
-                                               {" 've", "'ve"}, {" 're", "'re"}};
-        for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) o = s_replace_all(out, o, pairs[p][0], pairs[p][1]);
-    }
+    if (flags & NR_WORDPIECE_CLEANUP) o = nr_text_clean_up_tokenization(out, o);
     *text = out;
     if (len) *len = o;
     return 0;
