@@ -1,5 +1,5 @@
 /* Client requests: SUBMIT (checked, rate-limited, bounded, written before it
- * is acknowledged), STATUS, FETCH, CANCEL and STATS. */
+ * is acknowledged), STATUS, FETCH, CANCEL, STATS and JOBS (a run's jobs). */
 #include "broker/internal.h"
 #include "broker/broker_metrics.h"
 #include "common/error.h"
@@ -102,6 +102,10 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
      * first (a check in the turn's pipeline; the write follows in nr_bk_ack). */
     nr_broker_job_t *old = s_find_settled(self, msg->id);
     if (old && old->state != NR_JOB_FAILED && old->state != NR_JOB_CANCELLED) {
+        if (msg->run[0] && self->store && nr_store_run_add(self->store, msg->run, old->id, old->created_ms)) {
+            s_reply_error(self, identity, size, msg, NR_EREDIS, "could not add the job to its run in redis");
+            return;
+        }
         s_reply_job(self, identity, size, msg, old, 0, "job exists", 1);
         return;
     }
@@ -151,6 +155,7 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
         snprintf(key, sizeof key, "opt.%s", msg->kv[i].key);
         if (nr_broker_job_set(job, key, msg->kv[i].value)) goto nomem;
     }
+    if (msg->run[0] && nr_broker_job_set(job, "run", msg->run)) goto nomem;
     job->created_ms = job->updated_ms = self->wall_ms;
     job->ready_ms = job->since_ms = now;
     job->reset = reset;
@@ -173,6 +178,7 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
     nr_proto_msg_init(&ack);
     ack.seq = msg->seq;
     snprintf(ack.id, sizeof ack.id, "%s", job->id);
+    snprintf(ack.run, sizeof ack.run, "%s", msg->run); /* for a job found existing meanwhile */
     if (reset) snprintf(ack.message, sizeof ack.message, "rerun");
     nr_bk_post(self, NR_BK_OUT_ACK, identity, size, &ack); /* room reserved above */
     return;
@@ -192,6 +198,12 @@ static void s_ack_existing(nr_broker_t *self, nr_bk_out_t *e, nr_msg_t *rep) {
     if (rc) {
         rep->code = rc;
         snprintf(rep->message, sizeof rep->message, "cannot read the job record from redis");
+        return;
+    }
+    if (e->msg.run[0] && nr_store_run_add(self->store, e->msg.run, e->msg.id, loaded->created_ms)) {
+        rep->code = NR_EREDIS;
+        snprintf(rep->message, sizeof rep->message, "could not add the job to its run in redis");
+        nr_broker_job_destroy(&loaded);
         return;
     }
     nr_broker_job_t *shown = loaded;
@@ -437,6 +449,47 @@ static void s_on_stats(nr_broker_t *self, const uint8_t *identity, size_t size, 
     nr_proto_msg_clear(&rep);
 }
 
+/* JOBS: one page of a run's jobs from Redis, in the order they joined it:
+ * "total", "next" (the next page's offset, when there is one), then per job
+ * its position in the run -> "<state> <id>". A job held here shows its state
+ * here (Redis may not have the latest yet). */
+static void s_on_jobs(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
+    if (!self->store) {
+        s_reply_error(self, identity, size, msg, NR_EUNSUPPORTED, "runs are kept in redis; this broker runs without it");
+        return;
+    }
+    nr_store_run_entry_t page[NR_BROKER_JOBS_PAGE];
+    size_t n = 0;
+    uint64_t total = 0;
+    int rc = nr_store_run_page(self->store, msg->run, msg->offset, NR_BROKER_JOBS_PAGE, page, &n, &total);
+    if (rc) {
+        s_reply_error(self, identity, size, msg, rc, "cannot read the run from redis");
+        return;
+    }
+    if (total == 0) {
+        s_reply_error(self, identity, size, msg, NR_ENOTFOUND, "no such run");
+        return;
+    }
+    nr_msg_t rep;
+    nr_proto_msg_init(&rep);
+    char key[32], value[NR_PROTO_ID_MAX + 24];
+    snprintf(value, sizeof value, "%" PRIu64, total);
+    nr_proto_kv_add(&rep, "total", value);
+    if (msg->offset + (uint64_t)n < total) {
+        snprintf(value, sizeof value, "%" PRIu64, msg->offset + (uint64_t)n);
+        nr_proto_kv_add(&rep, "next", value);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const nr_broker_job_t *held = nr_broker_jobs_find(self->jobs, page[i].id);
+        const char *state = held ? nr_job_state_name(held->state) : page[i].state[0] ? page[i].state : "unknown";
+        snprintf(key, sizeof key, "%" PRIu64, msg->offset + (uint64_t)i);
+        snprintf(value, sizeof value, "%s %s", state, page[i].id);
+        nr_proto_kv_add(&rep, key, value);
+    }
+    nr_bk_reply(self, identity, size, msg, &rep, 0, NULL);
+    nr_proto_msg_clear(&rep);
+}
+
 /* Sends a FETCH's REPLY whose blob came (or failed: rc), unless the client
  * already has more unread than it may: then busy. */
 static void s_fetch_answer(nr_broker_t *self, nr_bk_fetch_t *f, int rc, uint8_t **data,
@@ -517,6 +570,9 @@ void nr_broker_client_message(nr_broker_t *self, const uint8_t *identity, size_t
         break;
     case NR_CMD_STATS:
         s_on_stats(self, identity, identity_size, msg);
+        break;
+    case NR_CMD_JOBS:
+        s_on_jobs(self, identity, identity_size, msg);
         break;
     default: {
         char text[96];

@@ -1759,3 +1759,100 @@ Test(store, unserved_expiry_is_recorded_as_failed) {
     cr_assert_str_eq(out, "(nil)", "still pending: %s", out);
     nr_broker_destroy(&b);
 }
+
+/* A SUBMIT of input to route speech in a run; returns the REPLY. */
+static nr_msg_t *s_submit_run(nr_broker_t *b, const char *id, const char *run, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_SUBMIT;
+    m.seq = 7;
+    snprintf(m.id, sizeof m.id, "%s", id);
+    snprintf(m.run, sizeof m.run, "%s", run);
+    snprintf(m.route[m.route_len++], sizeof m.route[0], "speech");
+    nr_proto_frame_add(&m, id, strlen(id));
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
+    nr_proto_msg_clear(&m);
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_not_null(rep);
+    return rep;
+}
+
+static nr_msg_t *s_jobs(nr_broker_t *b, const char *run, uint32_t offset, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_JOBS;
+    m.seq = 11;
+    snprintf(m.run, sizeof m.run, "%s", run);
+    m.offset = offset;
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
+    nr_proto_msg_clear(&m);
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_not_null(rep);
+    cr_assert_eq(rep->seq, 11u);
+    return rep;
+}
+
+Test(store, a_run_lists_its_jobs_page_by_page) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    char id[16], key[16], want[64];
+    for (int i = 0; i < 120; i++) {
+        snprintf(id, sizeof id, "j%03d", i);
+        nr_msg_t *rep = s_submit_run(b, id, "batch-1", 1000 + i);
+        cr_assert_eq(rep->code, 0, "%s", rep->message);
+        cr_assert_str_eq(s_kv(rep, "run"), "batch-1");
+    }
+    /* Three pages: 50, 50, 20, each naming where the next begins. */
+    uint32_t offset = 0;
+    for (int page = 0; page < 3; page++) {
+        nr_msg_t *rep = s_jobs(b, "batch-1", offset, 2000);
+        cr_assert_eq(rep->code, 0, "%s", rep->message);
+        cr_assert_str_eq(s_kv(rep, "total"), "120");
+        uint32_t n = page < 2 ? 50 : 20;
+        cr_assert_eq(rep->kv_len, n + (page < 2 ? 2 : 1));
+        if (page < 2) {
+            snprintf(want, sizeof want, "%u", offset + n);
+            cr_assert_str_eq(s_kv(rep, "next"), want);
+        } else {
+            cr_assert_null(nr_proto_kv_get(rep, "next"), "the last page has no next");
+        }
+        for (uint32_t k = 0; k < n; k++) {
+            snprintf(key, sizeof key, "%u", offset + k);
+            snprintf(want, sizeof want, "queued j%03u", offset + k);
+            cr_assert_str_eq(s_kv(rep, key), want);
+        }
+        offset += n;
+    }
+    cr_assert_eq(s_jobs(b, "batch-1", 120, 2001)->kv_len, 1, "past the end: the total only");
+
+    /* A job finished and gone from memory shows its state from Redis. */
+    s_ready(b, "w", "speech", 1, 2002);
+    s_result(b, "w", "j000", "speech", 1, "WAV", "voice", "slt", 2003);
+    cr_assert_null(nr_broker_find_job(b, "j000"));
+    cr_assert_str_eq(s_kv(s_jobs(b, "batch-1", 0, 2004), "0"), "done j000");
+
+    /* Submitted again in another run, an existing job joins that run too
+     * and keeps its place (and record) in the first. */
+    nr_msg_t *rep = s_submit_run(b, "j000", "batch-2", 2005);
+    cr_assert_str_eq(s_kv(rep, "existing"), "1");
+    cr_assert_str_eq(s_kv(rep, "run"), "batch-1", "the record names the run that made the job");
+    rep = s_submit_run(b, "j005", "batch-2", 2006); /* held in memory: still queued */
+    cr_assert_str_eq(s_kv(rep, "existing"), "1");
+    rep = s_jobs(b, "batch-2", 0, 2007);
+    cr_assert_str_eq(s_kv(rep, "total"), "2");
+    cr_assert_str_eq(s_kv(rep, "0"), "done j000");
+    cr_assert_str_eq(s_kv(rep, "1"), "queued j005");
+    cr_assert_str_eq(s_kv(s_jobs(b, "batch-1", 0, 2008), "total"), "120");
+
+    rep = s_jobs(b, "no-such-run", 0, 2009);
+    cr_assert_eq(rep->code, NR_ENOTFOUND);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, runs_need_redis) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    nr_msg_t *rep = s_jobs(b, "batch-1", 0, 1000);
+    cr_assert_eq(rep->code, NR_EUNSUPPORTED);
+    cr_assert(strstr(rep->message, "redis"), "%s", rep->message);
+    nr_broker_destroy(&b);
+}
