@@ -182,6 +182,11 @@ typedef struct {
 } nr_store_run_entry_t;
 int nr_store_run_page(nr_store_t *self, const char *run, uint32_t offset, size_t max,
                       nr_store_run_entry_t *out, size_t *n, uint64_t *total);
+/* Sets fields of the record of an existing job (HSET, then a read back of
+ * nothing: the caller checked the job exists and is final, so no save of
+ * the broker's races it). For a person's review of a done job. 0 or
+ * NR_EREDIS. */
+int nr_store_set_fields(nr_store_t *self, const char *id, const nr_kv_t *fields, size_t n);
 /* Adds the P:stats counters to msg: jobs.done|failed|cancelled, total.<other>. */
 int nr_store_stats(nr_store_t *self, nr_msg_t *msg);
 

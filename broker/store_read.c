@@ -197,6 +197,21 @@ int nr_store_run_add(nr_store_t *self, const char *run, const char *id, int64_t 
     return rc;
 }
 
+int nr_store_set_fields(nr_store_t *self, const char *id, const nr_kv_t *fields, size_t n) {
+    nr_st_cmd_t c = {.argc = 0};
+    nr_st_str(&c, "HSET");
+    nr_st_fmt(&c, "%s:job:%s", self->params.prefix, id);
+    for (size_t i = 0; i < n && c.argc + 2 <= 150; i++) {
+        nr_st_str(&c, fields[i].key);
+        nr_st_str(&c, fields[i].value);
+    }
+    redisReply *r = nr_st_run(self, &c);
+    if (!r) return NR_EREDIS;
+    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : NR_EREDIS;
+    freeReplyObject(r);
+    return rc;
+}
+
 int nr_store_run_page(nr_store_t *self, const char *run, uint32_t offset, size_t max,
                       nr_store_run_entry_t *out, size_t *n, uint64_t *total) {
     *n = 0;

@@ -547,3 +547,22 @@ int nr_client_jobs(nr_client_t *self, const char *run, uint32_t offset, nr_msg_t
     nr_proto_msg_clear(&msg);
     return rc;
 }
+
+int nr_client_review(nr_client_t *self, const char *id, const char *caption, int approved,
+                     const char *speech_job, nr_msg_t *reply) {
+    if (!self || !reply) return NR_EINVAL;
+    if (!nr_client_id_valid(id))
+        return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad job id '%s'", id ? id : "");
+    nr_msg_t msg;
+    nr_proto_msg_init(&msg);
+    msg.cmd = NR_CMD_REVIEW;
+    memcpy(msg.id, id, strlen(id) + 1);
+    int rc = 0;
+    if (caption) rc = nr_proto_kv_add(&msg, "caption", caption);
+    if (!rc && approved >= 0) rc = nr_proto_kv_add(&msg, "approved", approved ? "1" : "0");
+    if (!rc && speech_job) rc = nr_proto_kv_add(&msg, "speech_job", speech_job);
+    if (rc) rc = nr_seterr(self->err, sizeof self->err, rc, "review of %s: a value is too long", id);
+    else rc = nr_client_request(self, &msg, reply);
+    nr_proto_msg_clear(&msg);
+    return rc;
+}

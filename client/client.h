@@ -131,6 +131,10 @@ int nr_client_stats(nr_client_t *self, nr_msg_t *reply);
  * "total", "next" (absent on the last page) and per job its position ->
  * "<state> <id>" (PROTOCOL.md). NR_ENOTFOUND for an unknown run. */
 int nr_client_jobs(nr_client_t *self, const char *run, uint32_t offset, nr_msg_t *reply);
+/* REVIEW of a done job: caption (NULL: unchanged), approved (-1: unchanged,
+ * 0, 1) and speech_job (NULL: none); the reply's kv is the record. */
+int nr_client_review(nr_client_t *self, const char *id, const char *caption, int approved,
+                     const char *speech_job, nr_msg_t *reply);
 /* A new run id: "run-" + UTC date and time + "-" + 8 random hex characters
  * ("run-20261206T071500Z-1a2b3c4d"), so runs sort by when they began. */
 int nr_client_new_run_id(char out[NR_PROTO_ID_MAX + 1]);

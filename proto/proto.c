@@ -69,6 +69,7 @@ static const struct {
     [NR_CMD_CANCEL] = {"CANCEL", F_SEQ | F_ID, F_SEQ | F_ID, 0},
     [NR_CMD_STATS] = {"STATS", F_SEQ, F_SEQ, 0},
     [NR_CMD_JOBS] = {"JOBS", F_SEQ | F_RUN | F_OFFSET, F_SEQ | F_RUN, 0},
+    [NR_CMD_REVIEW] = {"REVIEW", F_SEQ | F_ID | F_KV, F_SEQ | F_ID, 0},
     [NR_CMD_REPLY] = {"REPLY", F_SEQ | F_ID | F_CODE | F_MESSAGE | F_KV, F_SEQ | F_CODE, NR_PROTO_FRAMES_MAX},
 };
 

@@ -45,6 +45,7 @@ typedef enum {
     NR_CMD_CANCEL,     /* seq, id */
     NR_CMD_STATS,      /* seq */
     NR_CMD_JOBS,       /* seq, run, offset: one page of a run's jobs */
+    NR_CMD_REVIEW,     /* seq, id, kv = a person's review of a done job (caption, approved, speech_job) */
     NR_CMD_REPLY,      /* broker: seq, id, code, message, kv (job record or stats), frames */
     NR_CMD_COUNT
 } nr_cmd_t;

@@ -1595,7 +1595,7 @@ static void s_twelve_stages(nr_broker_params_t *p) {
 
 /* The stages setting is checked; its most stages still fit in STATS. */
 Test(broker, stages_setting_is_checked_and_stats_fits_the_most_stages) {
-    const char *bad[] = {"", "vision,", "Vision", "a,b,a", "a,b,c,d,e,f,g,h,i,j,k,l,m", NULL};
+    const char *bad[] = {"", "vision,", "Vision", "a,b,a", "a,b,c,d,e,f,g,h,i,j,k,l,m", "vision,input", NULL};
     for (int i = 0; bad[i]; i++) {
         nr_broker_params_t p;
         nr_broker_default_params(&p);
@@ -1854,5 +1854,60 @@ Test(broker, runs_need_redis) {
     nr_msg_t *rep = s_jobs(b, "batch-1", 0, 1000);
     cr_assert_eq(rep->code, NR_EUNSUPPORTED);
     cr_assert(strstr(rep->message, "redis"), "%s", rep->message);
+    nr_broker_destroy(&b);
+}
+
+static nr_msg_t *s_review(nr_broker_t *b, const char *id, const char *k1, const char *v1, const char *k2,
+                          const char *v2, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_REVIEW;
+    m.seq = 13;
+    snprintf(m.id, sizeof m.id, "%s", id);
+    if (k1) nr_proto_kv_add(&m, k1, v1);
+    if (k2) nr_proto_kv_add(&m, k2, v2);
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
+    nr_proto_msg_clear(&m);
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_not_null(rep);
+    cr_assert_eq(rep->seq, 13u);
+    return rep;
+}
+
+/* A person's review of a done job lands in its record beside the worker's
+ * caption (both kept); FETCH of stage "input" gives the submitted bytes. */
+Test(store, review_keeps_both_captions_and_fetch_input_reads_the_submitted_bytes) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    cr_assert_eq(s_submit_run(b, "rv1", "batch-r", 1000)->code, 0);
+    nr_msg_t *rep = s_review(b, "rv1", "approved", "1", NULL, NULL, 1001);
+    cr_assert_eq(rep->code, NR_ESTATE, "a queued job cannot be reviewed: %s", rep->message);
+    s_ready(b, "w", "speech", 1, 1002);
+    s_result(b, "w", "rv1", "speech", 1, "WAV", "caption", "a dgo on grass", 1003);
+
+    rep = s_client(b, NR_CMD_FETCH, "rv1", "input", 1004);
+    cr_assert_eq(rep->code, 0, "%s", rep->message);
+    cr_assert_eq(rep->frames_len, 1);
+    cr_assert_eq(rep->frames[0].size, 3);
+    cr_assert_eq(memcmp(rep->frames[0].data, "rv1", 3), 0);
+
+    rep = s_review(b, "rv1", "caption", "a dog on grass", "approved", "1", 1005);
+    cr_assert_eq(rep->code, 0, "%s", rep->message);
+    cr_assert_str_eq(s_kv(rep, "speech.caption"), "a dgo on grass", "the worker's caption stays");
+    cr_assert_str_eq(s_kv(rep, "review.caption"), "a dog on grass");
+    cr_assert_str_eq(s_kv(rep, "review.approved"), "1");
+    cr_assert_str_neq(s_kv(rep, "review.ms"), "");
+    char out[256];
+    s_hget("rv1", "review.caption", out, sizeof out);
+    cr_assert_str_eq(out, "a dog on grass");
+    rep = s_client(b, NR_CMD_STATUS, "rv1", NULL, 1006);
+    cr_assert_str_eq(s_kv(rep, "review.approved"), "1", "read back from redis");
+
+    cr_assert_eq(s_review(b, "rv1", "approved", "2", NULL, NULL, 1007)->code, NR_EINVAL);
+    cr_assert_eq(s_review(b, "rv1", "state", "done", NULL, NULL, 1008)->code, NR_EINVAL);
+    cr_assert_eq(s_review(b, "rv1", "caption", "bad \xff utf-8", NULL, NULL, 1009)->code, NR_EINVAL);
+    cr_assert_eq(s_review(b, "rv1", "speech_job", "no spaces", NULL, NULL, 1010)->code, NR_EINVAL);
+    cr_assert_eq(s_review(b, "rv1", NULL, NULL, NULL, NULL, 1011)->code, NR_EINVAL);
+    cr_assert_eq(s_review(b, "missing", "approved", "1", NULL, NULL, 1012)->code, NR_ENOTFOUND);
     nr_broker_destroy(&b);
 }

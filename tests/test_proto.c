@@ -32,6 +32,7 @@ static const char *s_allowed(nr_cmd_t cmd) {
     case NR_CMD_CANCEL: return " seq id ";
     case NR_CMD_STATS: return " seq ";
     case NR_CMD_JOBS: return " seq run offset ";
+    case NR_CMD_REVIEW: return " seq id kv ";
     case NR_CMD_REPLY: return " seq id code message kv ";
     default: return " ";
     }
@@ -49,6 +50,7 @@ static const char *s_required(nr_cmd_t cmd) {
     case NR_CMD_FETCH: return " seq id stage ";
     case NR_CMD_STATS: return " seq ";
     case NR_CMD_JOBS: return " seq run ";
+    case NR_CMD_REVIEW: return " seq id ";
     case NR_CMD_REPLY: return " seq code ";
     default: return " ";
     }
