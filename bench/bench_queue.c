@@ -369,7 +369,7 @@ static void *s_submitter(void *arg) {
         if (n == 0) break;
         for (int k = 0; k < n; k++) {
             snprintf(ids[k], sizeof ids[k], "%s%d", f->prefix, i + k);
-            jobs[k] = (nr_client_job_t){ids[k], S_STAGE, &opt, 1, s->input, (size_t)s->a->payload};
+            jobs[k] = (nr_client_job_t){ids[k], S_STAGE, &opt, 1, s->input, (size_t)s->a->payload, NULL};
             f->submitted[i + k] = s_now();
         }
         s->rc = nr_client_submit_batch(client, jobs, (size_t)n, replies, codes);

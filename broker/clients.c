@@ -1,9 +1,10 @@
 /* Client requests: SUBMIT (checked, rate-limited, bounded, written before it
- * is acknowledged), STATUS, FETCH, CANCEL and STATS. */
+ * is acknowledged), STATUS, FETCH, CANCEL, STATS and JOBS (a run's jobs). */
 #include "broker/internal.h"
 #include "broker/broker_metrics.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/utf8.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -12,6 +13,8 @@
 #include <string.h>
 
 /* ---- clients ---------------------------------------------------------- */
+
+#define S_ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
 
 static void s_reply_job(nr_broker_t *self, const uint8_t *identity, size_t size,
                         const nr_msg_t *req, const nr_broker_job_t *job, int code,
@@ -102,6 +105,10 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
      * first (a check in the turn's pipeline; the write follows in nr_bk_ack). */
     nr_broker_job_t *old = s_find_settled(self, msg->id);
     if (old && old->state != NR_JOB_FAILED && old->state != NR_JOB_CANCELLED) {
+        if (msg->run[0] && self->store && nr_store_run_add(self->store, msg->run, old->id, old->created_ms)) {
+            s_reply_error(self, identity, size, msg, NR_EREDIS, "could not add the job to its run in redis");
+            return;
+        }
         s_reply_job(self, identity, size, msg, old, 0, "job exists", 1);
         return;
     }
@@ -151,6 +158,7 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
         snprintf(key, sizeof key, "opt.%s", msg->kv[i].key);
         if (nr_broker_job_set(job, key, msg->kv[i].value)) goto nomem;
     }
+    if (msg->run[0] && nr_broker_job_set(job, "run", msg->run)) goto nomem;
     job->created_ms = job->updated_ms = self->wall_ms;
     job->ready_ms = job->since_ms = now;
     job->reset = reset;
@@ -173,6 +181,7 @@ static void s_on_submit(nr_broker_t *self, const uint8_t *identity, size_t size,
     nr_proto_msg_init(&ack);
     ack.seq = msg->seq;
     snprintf(ack.id, sizeof ack.id, "%s", job->id);
+    snprintf(ack.run, sizeof ack.run, "%s", msg->run); /* for a job found existing meanwhile */
     if (reset) snprintf(ack.message, sizeof ack.message, "rerun");
     nr_bk_post(self, NR_BK_OUT_ACK, identity, size, &ack); /* room reserved above */
     return;
@@ -192,6 +201,12 @@ static void s_ack_existing(nr_broker_t *self, nr_bk_out_t *e, nr_msg_t *rep) {
     if (rc) {
         rep->code = rc;
         snprintf(rep->message, sizeof rep->message, "cannot read the job record from redis");
+        return;
+    }
+    if (e->msg.run[0] && nr_store_run_add(self->store, e->msg.run, e->msg.id, loaded->created_ms)) {
+        rep->code = NR_EREDIS;
+        snprintf(rep->message, sizeof rep->message, "could not add the job to its run in redis");
+        nr_broker_job_destroy(&loaded);
         return;
     }
     nr_broker_job_t *shown = loaded;
@@ -287,11 +302,67 @@ static void s_on_status(nr_broker_t *self, const uint8_t *identity, size_t size,
     nr_broker_job_destroy(&loaded);
 }
 
+/* Reads a job's stored input (stage NULL) or output in the background for
+ * a FETCH whose REPLY, rep, is ready but for its frame: the REPLY goes once
+ * the blob came (nr_bk_fetch_answers), the loop serving workers meanwhile.
+ * Returns 0 (rep taken), NR_EBUSY or NR_EREDIS. */
+static int s_fetch_start(nr_broker_t *self, const uint8_t *identity, size_t size, const nr_msg_t *msg,
+                         nr_msg_t *rep, const char *id, const char *stage) {
+    uint64_t tag = ++self->fetch_tag;
+    int rc = nr_store_read_blob(self->store, id, stage, tag);
+    if (rc) return rc;
+    nr_bk_fetch_t *f = &self->fetches[(self->fetch_first + self->fetches_len++) % NR_STORE_READS_MAX];
+    f->tag = tag;
+    f->identity_size = size < sizeof f->identity ? size : sizeof f->identity;
+    memcpy(f->identity, identity, f->identity_size);
+    snprintf(f->what, sizeof f->what, stage ? "stage %s" : "input", stage);
+    rep->cmd = NR_CMD_REPLY;
+    rep->seq = msg->seq;
+    f->rep = *rep;
+    nr_proto_msg_init(rep);
+    return 0;
+}
+
+/* FETCH of stage "input": the job's submitted input, as Redis keeps it
+ * (until the retention after the job finished), or from memory while the
+ * first stage has it and there is no Redis. */
+static void s_fetch_input(nr_broker_t *self, const uint8_t *identity, size_t size, const nr_msg_t *msg,
+                          const nr_broker_job_t *job) {
+    nr_msg_t rep;
+    nr_proto_msg_init(&rep);
+    snprintf(rep.id, sizeof rep.id, "%s", job->id);
+    nr_broker_job_record(job, &rep, nr_bk_stage_workers(self, nr_broker_job_stage(job)));
+    int rc;
+    if (job->stage_index == 0 && job->input && (!self->store || job->input_unsaved)) {
+        rc = nr_proto_frame_add(&rep, job->input, job->input_size);
+    } else if (!self->store) {
+        rc = NR_ENOTFOUND;
+    } else if (self->fetches_len == NR_STORE_READS_MAX) {
+        rc = NR_EBUSY;
+    } else if (!(rc = s_fetch_start(self, identity, size, msg, &rep, job->id, NULL))) {
+        return;
+    }
+    if (rc) {
+        nr_proto_msg_clear(&rep);
+        snprintf(rep.id, sizeof rep.id, "%s", job->id);
+    }
+    nr_bk_reply(self, identity, size, msg, &rep, rc, "%s",
+                rc == NR_EBUSY ? "too many outputs being read; retry later"
+                : rc == NR_ENOTFOUND ? "the input of this job is no longer stored"
+                : rc ? nr_strerror(rc) : "");
+    nr_proto_msg_clear(&rep);
+}
+
 static void s_on_fetch(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
     nr_broker_job_t *job = NULL, *loaded = NULL;
     if (s_lookup_or_reply(self, identity, size, msg, &job, &loaded)) return;
     int rc;
     int index = -1;
+    if (!strcmp(msg->stage, "input")) {
+        s_fetch_input(self, identity, size, msg, job);
+        nr_broker_job_destroy(&loaded);
+        return;
+    }
     if (msg->stage[0]) {
         for (uint32_t i = 0; i < job->route_len; i++)
             if (!strcmp(job->route[i], msg->stage)) index = (int)i;
@@ -319,24 +390,8 @@ static void s_on_fetch(nr_broker_t *self, const uint8_t *identity, size_t size, 
         rc = NR_ENOTFOUND;
     } else if (self->fetches_len == NR_STORE_READS_MAX) {
         rc = NR_EBUSY;
-    } else {
-        /* Read in the background: the REPLY goes once the blob came
-         * (nr_bk_fetch_answers), the loop serving workers meanwhile. */
-        uint64_t tag = ++self->fetch_tag;
-        rc = nr_store_read_blob(self->store, job->id, job->route[index], tag);
-        if (!rc) {
-            nr_bk_fetch_t *f =
-                &self->fetches[(self->fetch_first + self->fetches_len++) % NR_STORE_READS_MAX];
-            f->tag = tag;
-            f->identity_size = size < sizeof f->identity ? size : sizeof f->identity;
-            memcpy(f->identity, identity, f->identity_size);
-            snprintf(f->what, sizeof f->what, "stage %s", job->route[index]);
-            rep.cmd = NR_CMD_REPLY;
-            rep.seq = msg->seq;
-            f->rep = rep;
-            nr_proto_msg_init(&rep);
-            goto done;
-        }
+    } else if (!(rc = s_fetch_start(self, identity, size, msg, &rep, job->id, job->route[index]))) {
+        goto done;
     }
     if (rc == NR_EBUSY) {
         nr_proto_msg_clear(&rep);
@@ -437,6 +492,105 @@ static void s_on_stats(nr_broker_t *self, const uint8_t *identity, size_t size, 
     nr_proto_msg_clear(&rep);
 }
 
+/* JOBS: one page of a run's jobs from Redis, in the order they joined it:
+ * "total", "next" (the next page's offset, when there is one), then per job
+ * its position in the run -> "<state> <id>". A job held here shows its state
+ * here (Redis may not have the latest yet). */
+static void s_on_jobs(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
+    if (!self->store) {
+        s_reply_error(self, identity, size, msg, NR_EUNSUPPORTED, "runs are kept in redis; this broker runs without it");
+        return;
+    }
+    nr_store_run_entry_t page[NR_BROKER_JOBS_PAGE];
+    size_t n = 0;
+    uint64_t total = 0;
+    int rc = nr_store_run_page(self->store, msg->run, msg->offset, NR_BROKER_JOBS_PAGE, page, &n, &total);
+    if (rc) {
+        s_reply_error(self, identity, size, msg, rc, "cannot read the run from redis");
+        return;
+    }
+    if (total == 0) {
+        s_reply_error(self, identity, size, msg, NR_ENOTFOUND, "no such run");
+        return;
+    }
+    nr_msg_t rep;
+    nr_proto_msg_init(&rep);
+    char key[32], value[NR_PROTO_ID_MAX + 24];
+    snprintf(value, sizeof value, "%" PRIu64, total);
+    nr_proto_kv_add(&rep, "total", value);
+    if (msg->offset + (uint64_t)n < total) {
+        snprintf(value, sizeof value, "%" PRIu64, msg->offset + (uint64_t)n);
+        nr_proto_kv_add(&rep, "next", value);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const nr_broker_job_t *held = nr_broker_jobs_find(self->jobs, page[i].id);
+        const char *state = held ? nr_job_state_name(held->state) : page[i].state[0] ? page[i].state : "unknown";
+        snprintf(key, sizeof key, "%" PRIu64, msg->offset + (uint64_t)i);
+        snprintf(value, sizeof value, "%s %s", state, page[i].id);
+        nr_proto_kv_add(&rep, key, value);
+    }
+    nr_bk_reply(self, identity, size, msg, &rep, 0, NULL);
+    nr_proto_msg_clear(&rep);
+}
+
+/* The review.* fields of a REVIEW's kv (caption, approved, speech_job), in
+ * out[0..4) with review.ms. Returns the count, or NR_EINVAL with why. */
+static int s_review_fields(const nr_msg_t *msg, int64_t wall_ms, nr_kv_t out[4], char ms[24], char *why,
+                           size_t whylen) {
+    int n = 0;
+    if (msg->kv_len == 0) return nr_seterr(why, whylen, NR_EINVAL, "REVIEW carries nothing to review");
+    for (uint32_t i = 0; i < msg->kv_len; i++) {
+        const char *k = msg->kv[i].key, *v = msg->kv[i].value;
+        if (!strcmp(k, "caption")) {
+            size_t len = strlen(v);
+            if (len == 0 || len > NR_BROKER_REVIEW_CAPTION_MAX || nr_utf8_validate((const uint8_t *)v, len, NULL))
+                return nr_seterr(why, whylen, NR_EINVAL, "review caption must be 1..%d bytes of UTF-8",
+                                 NR_BROKER_REVIEW_CAPTION_MAX);
+            out[n++] = (nr_kv_t){"review.caption", (char *)v};
+        } else if (!strcmp(k, "approved")) {
+            if (strcmp(v, "0") && strcmp(v, "1"))
+                return nr_seterr(why, whylen, NR_EINVAL, "review approved must be 0 or 1");
+            out[n++] = (nr_kv_t){"review.approved", (char *)v};
+        } else if (!strcmp(k, "speech_job")) {
+            if (!*v || strlen(v) > NR_PROTO_ID_MAX || strspn(v, S_ID_CHARS) != strlen(v))
+                return nr_seterr(why, whylen, NR_EINVAL, "review speech_job must be a job id");
+            out[n++] = (nr_kv_t){"review.speech_job", (char *)v};
+        } else {
+            return nr_seterr(why, whylen, NR_EINVAL, "REVIEW takes caption, approved and speech_job, not '%s'",
+                             k);
+        }
+    }
+    snprintf(ms, 24, "%" PRId64, wall_ms);
+    out[n++] = (nr_kv_t){"review.ms", ms};
+    return n;
+}
+
+/* REVIEW: a person's review of a done job (an edited caption, the job that
+ * speaks it, approval) stored beside the worker's results in its record;
+ * the answer is the record. */
+static void s_on_review(nr_broker_t *self, const uint8_t *identity, size_t size, nr_msg_t *msg) {
+    char why[160], ms[24];
+    nr_kv_t fields[4];
+    int n = s_review_fields(msg, self->wall_ms, fields, ms, why, sizeof why);
+    if (n < 0) {
+        s_reply_error(self, identity, size, msg, n, why);
+        return;
+    }
+    nr_broker_job_t *job = NULL, *loaded = NULL;
+    if (s_lookup_or_reply(self, identity, size, msg, &job, &loaded)) return;
+    if (job->state != NR_JOB_DONE) {
+        s_reply_job(self, identity, size, msg, job, NR_ESTATE, "only a done job can be reviewed", 0);
+    } else if (self->store && nr_store_set_fields(self->store, job->id, fields, (size_t)n)) {
+        s_reply_error(self, identity, size, msg, NR_EREDIS, "could not write the review to redis");
+    } else {
+        int rc = 0;
+        for (int i = 0; i < n && !rc; i++) rc = nr_broker_job_set(job, fields[i].key, fields[i].value);
+        if (rc) s_reply_error(self, identity, size, msg, rc, "out of memory");
+        else s_reply_job(self, identity, size, msg, job, 0, NULL, 0);
+    }
+    nr_broker_job_destroy(&loaded);
+}
+
 /* Sends a FETCH's REPLY whose blob came (or failed: rc), unless the client
  * already has more unread than it may: then busy. */
 static void s_fetch_answer(nr_broker_t *self, nr_bk_fetch_t *f, int rc, uint8_t **data,
@@ -517,6 +671,12 @@ void nr_broker_client_message(nr_broker_t *self, const uint8_t *identity, size_t
         break;
     case NR_CMD_STATS:
         s_on_stats(self, identity, identity_size, msg);
+        break;
+    case NR_CMD_JOBS:
+        s_on_jobs(self, identity, identity_size, msg);
+        break;
+    case NR_CMD_REVIEW:
+        s_on_review(self, identity, identity_size, msg);
         break;
     default: {
         char text[96];

@@ -102,12 +102,18 @@ int nr_broker_job_parse_route(nr_broker_job_t *job, const char *route);
  * route its results (<stage>.attempts, .worker and up to
  * NR_BROKER_RESULT_KV_MAX kv of the worker's RESULT; a RESULT with more is
  * refused), and the submitted options in what is left. */
-#define NR_BROKER_RECORD_OWN 11
+#define NR_BROKER_RECORD_OWN 16 /* with `run` and the four review.* fields */
 #define NR_BROKER_RESULT_KV_MAX 8
 #define NR_BROKER_RECORD_PER_STAGE (2 + NR_BROKER_RESULT_KV_MAX)
 #define NR_BROKER_MAX_OPTIONS(route_len)                                                       \
     (NR_PROTO_KV_MAX - NR_BROKER_RECORD_OWN - NR_BROKER_RECORD_PER_STAGE * (long)(route_len))
 void nr_broker_job_record(const nr_broker_job_t *job, nr_msg_t *msg, long stage_workers);
+
+/* Jobs in one page of a JOBS reply: "total", "next" and one entry each
+ * fit NR_PROTO_KV_MAX. */
+#define NR_BROKER_JOBS_PAGE 50
+/* Longest reviewed caption a REVIEW may store, in bytes. */
+#define NR_BROKER_REVIEW_CAPTION_MAX 2000
 
 /* A table of jobs by id. */
 typedef struct nr_broker_jobs nr_broker_jobs_t;

@@ -507,6 +507,18 @@ static void s_write_record(s_write_t *w) {
         nr_st_str(c, job->fields[i].value);
     }
     s_end(w);
+    /* A job submitted in a run joins the run's list with its whole record
+     * (NX: a rewrite after a failed save keeps its place). */
+    const char *run = nr_broker_job_get(job, "run");
+    if (!w->delta && run && *run) {
+        s_begin(w);
+        nr_st_str(c, "ZADD");
+        s_key(c, w->P, ":run:", run, NULL);
+        nr_st_str(c, "NX");
+        s_int(c, job->created_ms);
+        nr_st_str(c, job->id);
+        s_end(w);
+    }
 }
 
 /* The input when unsaved, and the outputs this save carries. */

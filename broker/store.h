@@ -9,6 +9,8 @@
  *   P:stages             set: every stage name that ever had a pending job
  *   P:events             stream (capped): id, state, stage, attempts, error
  *   P:stats              hash: counters submitted, done, failed, cancelled, retried
+ *   P:run:<run>          sorted set: ids of the jobs submitted in a run (SUBMIT's
+ *                        `run`), score = the job's created_ms; kept like job hashes
  * Binary keys have no TTL while their job is unfinished and get the
  * retention TTL when it finishes; the job hashes are kept.
  *
@@ -165,6 +167,26 @@ int nr_store_read_next(nr_store_t *self, size_t max_bytes, int wait, uint64_t *t
                        uint8_t **data, size_t *size);
 /* Calls fn for every id in the pending sets, oldest first. */
 int nr_store_pending(nr_store_t *self, void (*fn)(const char *id, void *arg), void *arg);
+/* Adds id to the jobs of run (score: when the job was created) unless it
+ * is there already: for a SUBMIT that found its job existing (a new job
+ * joins its run with its first save). 0 or NR_EREDIS. */
+int nr_store_run_add(nr_store_t *self, const char *run, const char *id, int64_t score);
+/* One page of a run, in the order its jobs joined: up to max ids from
+ * position offset and each one's stored state ("" when its record is
+ * gone), plus *total, the jobs in the run (0: no such run). One round
+ * trip for the page (SORT BY nosort ... GET), one for the count. 0,
+ * NR_EREDIS or NR_ENOMEM. */
+typedef struct {
+    char id[NR_PROTO_ID_MAX + 1];
+    char state[16];
+} nr_store_run_entry_t;
+int nr_store_run_page(nr_store_t *self, const char *run, uint32_t offset, size_t max,
+                      nr_store_run_entry_t *out, size_t *n, uint64_t *total);
+/* Sets fields of the record of an existing job (HSET, then a read back of
+ * nothing: the caller checked the job exists and is final, so no save of
+ * the broker's races it). For a person's review of a done job. 0 or
+ * NR_EREDIS. */
+int nr_store_set_fields(nr_store_t *self, const char *id, const nr_kv_t *fields, size_t n);
 /* Adds the P:stats counters to msg: jobs.done|failed|cancelled, total.<other>. */
 int nr_store_stats(nr_store_t *self, nr_msg_t *msg);
 

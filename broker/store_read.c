@@ -183,6 +183,75 @@ int nr_store_stats(nr_store_t *self, nr_msg_t *msg) {
     return 0;
 }
 
+int nr_store_run_add(nr_store_t *self, const char *run, const char *id, int64_t score) {
+    nr_st_cmd_t c = {.argc = 0};
+    nr_st_str(&c, "ZADD");
+    nr_st_fmt(&c, "%s:run:%s", self->params.prefix, run);
+    nr_st_str(&c, "NX");
+    nr_st_fmt(&c, "%lld", (long long)score);
+    nr_st_str(&c, id);
+    redisReply *r = nr_st_run(self, &c);
+    if (!r) return NR_EREDIS;
+    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : NR_EREDIS;
+    freeReplyObject(r);
+    return rc;
+}
+
+int nr_store_set_fields(nr_store_t *self, const char *id, const nr_kv_t *fields, size_t n) {
+    nr_st_cmd_t c = {.argc = 0};
+    nr_st_str(&c, "HSET");
+    nr_st_fmt(&c, "%s:job:%s", self->params.prefix, id);
+    for (size_t i = 0; i < n && c.argc + 2 <= 150; i++) {
+        nr_st_str(&c, fields[i].key);
+        nr_st_str(&c, fields[i].value);
+    }
+    redisReply *r = nr_st_run(self, &c);
+    if (!r) return NR_EREDIS;
+    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : NR_EREDIS;
+    freeReplyObject(r);
+    return rc;
+}
+
+int nr_store_run_page(nr_store_t *self, const char *run, uint32_t offset, size_t max,
+                      nr_store_run_entry_t *out, size_t *n, uint64_t *total) {
+    *n = 0;
+    *total = 0;
+    nr_st_cmd_t c = {.argc = 0};
+    nr_st_str(&c, "ZCARD");
+    nr_st_fmt(&c, "%s:run:%s", self->params.prefix, run);
+    redisReply *r = nr_st_run(self, &c);
+    if (!r) return NR_EREDIS;
+    if (r->type != REDIS_REPLY_INTEGER || r->integer < 0) {
+        freeReplyObject(r);
+        return NR_EREDIS;
+    }
+    *total = (uint64_t)r->integer;
+    freeReplyObject(r);
+    if (max == 0 || offset >= *total) return 0;
+    /* A sorted set sorted BY nosort keeps its own order, so LIMIT pages it
+     * and GET reads each job's state in the same round trip. */
+    c.argc = 0;
+    nr_st_str(&c, "SORT");
+    nr_st_fmt(&c, "%s:run:%s", self->params.prefix, run);
+    nr_st_str(&c, "BY"), nr_st_str(&c, "nosort");
+    nr_st_str(&c, "LIMIT"), nr_st_fmt(&c, "%" PRIu32, offset), nr_st_fmt(&c, "%zu", max);
+    nr_st_str(&c, "GET"), nr_st_str(&c, "#");
+    nr_st_str(&c, "GET"), nr_st_fmt(&c, "%s:job:*->state", self->params.prefix);
+    r = nr_st_run(self, &c);
+    if (!r) return NR_EREDIS;
+    int rc = r->type == REDIS_REPLY_ARRAY ? 0 : NR_EREDIS;
+    for (size_t i = 0; !rc && i + 1 < r->elements && *n < max; i += 2) {
+        const redisReply *id = r->element[i], *state = r->element[i + 1];
+        if (id->type != REDIS_REPLY_STRING || id->len == 0 || id->len > NR_PROTO_ID_MAX) continue;
+        nr_store_run_entry_t *e = &out[(*n)++];
+        snprintf(e->id, sizeof e->id, "%s", id->str);
+        snprintf(e->state, sizeof e->state, "%s",
+                 state->type == REDIS_REPLY_STRING && state->len < sizeof e->state ? state->str : "");
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
 uint64_t nr_store_errors(const nr_store_t *self) { return self ? self->errors : 0; }
 
 /* ---- blob reads in the background --------------------------------------- */

@@ -51,6 +51,7 @@ void nr_cli_usage(FILE *out) {
         "        is streamed into; a link, device or folder is refused\n"
         "  submit FILE|FOLDER... [-o DIR] [--window N] [--no-wait] [--id-from content|random]\n"
         "         [--route R] [--voice V] [--beams N] [--max-length N] [--prompt TEXT]\n"
+        "         [--run ID]\n"
         "        caption and narrate images (.jpg .jpeg .png .webp; folders are searched\n"
         "        recursively, in sorted order; files named directly are always taken;\n"
         "        a subfolder that cannot be read is skipped with a warning, exit 1).\n"
@@ -60,6 +61,9 @@ void nr_cli_usage(FILE *out) {
         "          -o, --output DIR     output folder (default: .; created if missing)\n"
         "          --window N           jobs in flight at once (1..1024, default 8)\n"
         "          --no-wait            submit, print the job ids and return\n"
+        "          --run ID             the run (batch) the jobs join: default a new one,\n"
+        "                               printed first (\"run run-20261206T071500Z-1a2b3c4d\");\n"
+        "                               give an earlier run's ID to add to it\n"
         "          --id-from content|random   how job ids are made (default content)\n"
         "          --route R            stages, comma-separated (default vision,text,speech)\n"
         "          --voice V            speech voice (worker default if not given)\n"
@@ -70,6 +74,7 @@ void nr_cli_usage(FILE *out) {
         "                               captioner without prompts (vit-gpt2, git) fails\n"
         "                               the job with bad_option\n"
         "  status ID               print the job record\n"
+        "  status --run ID         sum up a run: its jobs by state, and each failed one\n"
         "  wait ID [--timeout S]   wait until the job is done, failed or cancelled\n"
         "                          (S: 1..604800 seconds; default no limit)\n"
         "  get ID [-o DIR]         write a finished job's outputs as DIR/<ID>.txt/.wav/.json\n"
@@ -331,6 +336,13 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
             else
                 return nr_seterr(err, errlen, NR_EINVAL,
                                  "--id-from must be 'content' or 'random', got '%s'", v);
+        } else if ((cmd == NR_CLI_SUBMIT || cmd == NR_CLI_STATUS) &&
+                   (rc = s_opt(argc, argv, &i, "--run", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if (!nr_client_id_valid(v))
+                return nr_seterr(err, errlen, NR_EINVAL,
+                                 "--run: '%s' is not a run id (1..64 of A-Z a-z 0-9 . _ : -)", v);
+            self->run = v;
         } else if (cmd == NR_CLI_SUBMIT &&
                    (rc = s_opt(argc, argv, &i, "--route", NULL, 1, &v, err, errlen))) {
             if (rc < 0) return rc;
@@ -372,6 +384,10 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
         if (!self->output) self->output = ".";
         break;
     case NR_CLI_STATUS:
+        if (self->run && id)
+            return nr_seterr(err, errlen, NR_EINVAL, "status: give a job ID or --run ID, not both");
+        if (self->run) break;
+        /* fall through */
     case NR_CLI_WAIT:
     case NR_CLI_GET:
     case NR_CLI_CANCEL:

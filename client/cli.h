@@ -82,6 +82,7 @@ typedef struct {
     long window;
     int no_wait;
     int id_random; /* --id-from random; content hash otherwise */
+    const char *run; /* submit: the run to join (NULL: a new one); status: the run to sum up */
     const char **paths; /* owned array of pointers into argv */
     size_t n_paths;
     /* status, wait, get, cancel */

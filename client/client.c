@@ -263,6 +263,11 @@ static int s_submit_msg(nr_client_t *self, const nr_client_job_t *job, nr_msg_t 
             return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad job id '%s'", job->id);
         memcpy(msg->id, job->id, strlen(job->id) + 1);
     }
+    if (job->run && *job->run) {
+        if (!nr_client_id_valid(job->run))
+            return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad run id '%s'", job->run);
+        memcpy(msg->run, job->run, strlen(job->run) + 1);
+    }
     int rc = s_set_route(self, msg, job->route);
     if (rc) return rc;
     for (size_t i = 0; i < job->n_options; i++)
@@ -490,7 +495,7 @@ int nr_client_submit(nr_client_t *self, const char *id, const char *route,
                      const nr_kv_t *options, size_t n_options, const void *input, size_t size,
                      nr_msg_t *reply) {
     if (!self || !route || !reply || (size && !input) || (n_options && !options)) return NR_EINVAL;
-    nr_client_job_t job = {id, route, options, n_options, input, size};
+    nr_client_job_t job = {id, route, options, n_options, input, size, NULL};
     int code = 0;
     return nr_client_submit_batch(self, &job, 1, reply, &code);
 }
@@ -527,4 +532,37 @@ int nr_client_cancel(nr_client_t *self, const char *id, nr_msg_t *reply) {
 
 int nr_client_stats(nr_client_t *self, nr_msg_t *reply) {
     return s_simple(self, NR_CMD_STATS, NULL, NULL, reply);
+}
+
+int nr_client_jobs(nr_client_t *self, const char *run, uint32_t offset, nr_msg_t *reply) {
+    if (!self || !reply) return NR_EINVAL;
+    if (!nr_client_id_valid(run))
+        return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad run id '%s'", run ? run : "");
+    nr_msg_t msg;
+    nr_proto_msg_init(&msg);
+    msg.cmd = NR_CMD_JOBS;
+    memcpy(msg.run, run, strlen(run) + 1);
+    msg.offset = offset;
+    int rc = nr_client_request(self, &msg, reply);
+    nr_proto_msg_clear(&msg);
+    return rc;
+}
+
+int nr_client_review(nr_client_t *self, const char *id, const char *caption, int approved,
+                     const char *speech_job, nr_msg_t *reply) {
+    if (!self || !reply) return NR_EINVAL;
+    if (!nr_client_id_valid(id))
+        return nr_seterr(self->err, sizeof self->err, NR_EINVAL, "bad job id '%s'", id ? id : "");
+    nr_msg_t msg;
+    nr_proto_msg_init(&msg);
+    msg.cmd = NR_CMD_REVIEW;
+    memcpy(msg.id, id, strlen(id) + 1);
+    int rc = 0;
+    if (caption) rc = nr_proto_kv_add(&msg, "caption", caption);
+    if (!rc && approved >= 0) rc = nr_proto_kv_add(&msg, "approved", approved ? "1" : "0");
+    if (!rc && speech_job) rc = nr_proto_kv_add(&msg, "speech_job", speech_job);
+    if (rc) rc = nr_seterr(self->err, sizeof self->err, rc, "review of %s: a value is too long", id);
+    else rc = nr_client_request(self, &msg, reply);
+    nr_proto_msg_clear(&msg);
+    return rc;
 }

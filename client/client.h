@@ -96,6 +96,7 @@ typedef struct {
     size_t n_options;
     const void *input;      /* frame 0, `size` bytes */
     size_t size;
+    const char *run;        /* NULL or "": in no run; else the run (batch) it joins */
 } nr_client_job_t;
 
 /* Pipelined SUBMIT: sends the `n` jobs back to back on the one socket (at
@@ -126,6 +127,17 @@ int nr_client_fetch(nr_client_t *self, const char *id, const char *stage, nr_msg
 int nr_client_cancel(nr_client_t *self, const char *id, nr_msg_t *reply);
 /* STATS: the reply's kv holds queue.<stage>, workers.<stage>, jobs.<state>. */
 int nr_client_stats(nr_client_t *self, nr_msg_t *reply);
+/* JOBS: one page of run's jobs from position offset: the reply's kv holds
+ * "total", "next" (absent on the last page) and per job its position ->
+ * "<state> <id>" (PROTOCOL.md). NR_ENOTFOUND for an unknown run. */
+int nr_client_jobs(nr_client_t *self, const char *run, uint32_t offset, nr_msg_t *reply);
+/* REVIEW of a done job: caption (NULL: unchanged), approved (-1: unchanged,
+ * 0, 1) and speech_job (NULL: none); the reply's kv is the record. */
+int nr_client_review(nr_client_t *self, const char *id, const char *caption, int approved,
+                     const char *speech_job, nr_msg_t *reply);
+/* A new run id: "run-" + UTC date and time + "-" + 8 random hex characters
+ * ("run-20261206T071500Z-1a2b3c4d"), so runs sort by when they began. */
+int nr_client_new_run_id(char out[NR_PROTO_ID_MAX + 1]);
 
 /* Content-hash job id: BLAKE2b-128 (libsodium crypto_generichash, 16-byte
  * digest) written as 32 lower-case hex characters into out[33], over

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int nr_client_id_valid(const char *id) {
     if (!id) return 0;
@@ -160,4 +161,16 @@ void nr_client_record(const nr_msg_t *reply, nr_client_record_t *out) {
                                 !strcmp(out->state, "cancelled"));
     out->created_ms = s_ll(reply, "created_ms");
     out->updated_ms = s_ll(reply, "updated_ms");
+}
+
+int nr_client_new_run_id(char out[NR_PROTO_ID_MAX + 1]) {
+    time_t t = time(NULL);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm)) return NR_EINVAL;
+    uint8_t rnd[4];
+    randombytes_buf(rnd, sizeof rnd);
+    char date[32];
+    strftime(date, sizeof date, "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(out, NR_PROTO_ID_MAX + 1, "run-%s-%02x%02x%02x%02x", date, rnd[0], rnd[1], rnd[2], rnd[3]);
+    return 0;
 }

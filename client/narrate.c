@@ -314,7 +314,7 @@ int main(int argc, char **argv) {
     switch (cli.command) {
     case NR_CLI_SPEAK: code = s_cmd_speak(&app); break;
     case NR_CLI_SUBMIT: code = nr_narrate_cmd_submit(&app); break;
-    case NR_CLI_STATUS: code = s_cmd_status(&app); break;
+    case NR_CLI_STATUS: code = cli.run ? nr_narrate_cmd_run_status(&app) : s_cmd_status(&app); break;
     case NR_CLI_WAIT: code = s_cmd_wait(&app); break;
     case NR_CLI_GET: code = s_cmd_get(&app); break;
     case NR_CLI_CANCEL: code = s_cmd_cancel(&app); break;

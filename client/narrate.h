@@ -64,5 +64,9 @@ int nr_narrate_finish_stdout(void);
 
 /* `narrate submit`: returns the exit code. */
 int nr_narrate_cmd_submit(nr_narrate_app_t *app);
+/* `narrate status --run ID` (client/narrate_run.c): the run's jobs by state,
+ * each failed or cancelled one with its error. Exit 0, 1 when any failed or
+ * was cancelled, 5 for an unknown run. */
+int nr_narrate_cmd_run_status(nr_narrate_app_t *app);
 
 #endif

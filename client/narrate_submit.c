@@ -38,6 +38,7 @@ typedef struct {
     int64_t retry_since;
     int redis_noted;
     char retry_msg[NR_PROTO_MESSAGE_MAX + 1];
+    char run_id[NR_PROTO_ID_MAX + 1]; /* the run (batch) every job joins */
 } s_run_t;
 
 /* Notes a "not now" answer (say, Redis unreachable: the job is kept and
@@ -210,7 +211,7 @@ static int s_submit_batch(s_run_t *run, size_t room) {
             continue;
         }
         which[n] = i;
-        jobs[n] = (nr_client_job_t){job->id, cli->route, opts.kv, opts.n, data, size}; /* owns data */
+        jobs[n] = (nr_client_job_t){job->id, cli->route, opts.kv, opts.n, data, size, run->run_id}; /* owns data */
         bytes += size;
         n++;
     }
@@ -304,6 +305,9 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
         run.jobs[i].path = files.paths[i];
         run.jobs[i].stem = stems[i];
     }
+    if (cli->run) snprintf(run.run_id, sizeof run.run_id, "%s", cli->run);
+    else nr_client_new_run_id(run.run_id);
+    if (!cli->json && !cli->quiet) nr_narrate_linef(stdout, "run %s", run.run_id);
 
     int64_t busy_until = 0;
     nr_backoff_t busy_backoff;

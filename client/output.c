@@ -478,6 +478,7 @@ void nr_output_record_json(nr_buf_t *b, const char *id, const nr_msg_t *r,
     s_field(b, "state", local ? "failed" : s_get(r, "state"), 0);
     s_field(b, "stage", s_get(r, "stage"), 0);
     s_field(b, "route", route, 0);
+    s_field(b, "run", s_get(r, "run"), 0);
     s_field(b, "caption", s_get(r, "text.caption"), 0);
     nr_buf_puts(b, ",\"model\":{\"vision\":");
     nr_output_json_string(b, s_get(r, "vision.model"));

@@ -32,10 +32,13 @@ enum {
     F_MESSAGE = 1u << 9,
     F_ROUTE = 1u << 10,
     F_KV = 1u << 11,
+    F_RUN = 1u << 12,
+    F_OFFSET = 1u << 13,
 };
 
 static const char *const s_fields[] = {
     "seq", "id", "stage", "name", "attempt", "capacity", "deadline_ms", "code", "retry", "message", "route", "kv",
+    "run", "offset",
 };
 #define S_FIELD_COUNT (sizeof s_fields / sizeof s_fields[0])
 
@@ -60,11 +63,13 @@ static const struct {
     [NR_CMD_FAIL] = {"FAIL", F_ID | F_STAGE | F_ATTEMPT | F_CODE | F_MESSAGE | F_RETRY,
                      F_ID | F_STAGE | F_ATTEMPT | F_CODE, 0},
     [NR_CMD_DISCONNECT] = {"DISCONNECT", F_MESSAGE, 0, 0},
-    [NR_CMD_SUBMIT] = {"SUBMIT", F_SEQ | F_ID | F_ROUTE | F_KV, F_SEQ | F_ROUTE, NR_PROTO_FRAMES_MAX},
+    [NR_CMD_SUBMIT] = {"SUBMIT", F_SEQ | F_ID | F_ROUTE | F_KV | F_RUN, F_SEQ | F_ROUTE, NR_PROTO_FRAMES_MAX},
     [NR_CMD_STATUS] = {"STATUS", F_SEQ | F_ID, F_SEQ | F_ID, 0},
     [NR_CMD_FETCH] = {"FETCH", F_SEQ | F_ID | F_STAGE, F_SEQ | F_ID | F_STAGE, 0},
     [NR_CMD_CANCEL] = {"CANCEL", F_SEQ | F_ID, F_SEQ | F_ID, 0},
     [NR_CMD_STATS] = {"STATS", F_SEQ, F_SEQ, 0},
+    [NR_CMD_JOBS] = {"JOBS", F_SEQ | F_RUN | F_OFFSET, F_SEQ | F_RUN, 0},
+    [NR_CMD_REVIEW] = {"REVIEW", F_SEQ | F_ID | F_KV, F_SEQ | F_ID, 0},
     [NR_CMD_REPLY] = {"REPLY", F_SEQ | F_ID | F_CODE | F_MESSAGE | F_KV, F_SEQ | F_CODE, NR_PROTO_FRAMES_MAX},
 };
 
@@ -140,6 +145,8 @@ static int s_check_msg(const nr_msg_t *m, unsigned wire, char *err, size_t errle
 
     int rc = 0;
     if (wire & F_ID) rc = s_check_token("field 'id'", m->id, NR_PROTO_ID_MAX, s_id_char, err, errlen);
+    if (rc == 0 && (wire & F_RUN))
+        rc = s_check_token("field 'run'", m->run, NR_PROTO_ID_MAX, s_id_char, err, errlen);
     if (rc == 0 && (wire & F_STAGE))
         rc = s_check_token("field 'stage'", m->stage, NR_PROTO_NAME_MAX, s_name_char, err, errlen);
     if (rc == 0 && (wire & F_NAME))
@@ -313,6 +320,8 @@ static unsigned s_fields_set(const nr_msg_t *m) {
     if (m->message[0]) set |= F_MESSAGE;
     if (m->route_len) set |= F_ROUTE;
     if (m->kv_len) set |= F_KV;
+    if (m->run[0]) set |= F_RUN;
+    if (m->offset) set |= F_OFFSET;
     return set;
 }
 
@@ -327,6 +336,8 @@ static int s_pack_field(msgpack_packer *pk, unsigned bit, const nr_msg_t *m) {
     case F_ATTEMPT: return msgpack_pack_uint32(pk, m->attempt);
     case F_CAPACITY: return msgpack_pack_uint32(pk, m->capacity);
     case F_DEADLINE: return msgpack_pack_uint32(pk, m->deadline_ms);
+    case F_OFFSET: return msgpack_pack_uint32(pk, m->offset);
+    case F_RUN: return s_pack_cstr(pk, m->run);
     case F_CODE: return msgpack_pack_int32(pk, m->code);
     case F_RETRY: return m->retry ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
     case F_MESSAGE: return s_pack_cstr(pk, m->message);
@@ -570,6 +581,10 @@ static int s_decode_field(unsigned bit, const msgpack_object *o, nr_msg_t *m, ch
         rc = s_get_uint("deadline_ms", o, UINT32_MAX, &u, err, errlen);
         m->deadline_ms = (uint32_t)u;
         return rc;
+    case F_OFFSET:
+        rc = s_get_uint("offset", o, UINT32_MAX, &u, err, errlen);
+        m->offset = (uint32_t)u;
+        return rc;
     case F_CODE:
         if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 >= INT32_MIN) {
             m->code = (int32_t)o->via.i64;
@@ -584,6 +599,7 @@ static int s_decode_field(unsigned bit, const msgpack_object *o, nr_msg_t *m, ch
         m->retry = o->via.boolean ? 1 : 0;
         return 0;
     case F_ID: return s_copy_str("field 'id'", o, m->id, sizeof m->id, err, errlen);
+    case F_RUN: return s_copy_str("field 'run'", o, m->run, sizeof m->run, err, errlen);
     case F_STAGE: return s_copy_str("field 'stage'", o, m->stage, sizeof m->stage, err, errlen);
     case F_NAME: return s_copy_str("field 'name'", o, m->name, sizeof m->name, err, errlen);
     case F_MESSAGE: return s_copy_str("field 'message'", o, m->message, sizeof m->message, err, errlen);

@@ -39,11 +39,13 @@ typedef enum {
     NR_CMD_FAIL,       /* worker: id, stage, attempt, code, message, retry */
     NR_CMD_DISCONNECT, /* both ways */
     /* client -> broker; the broker answers each with REPLY echoing seq */
-    NR_CMD_SUBMIT,     /* seq, id (may be empty: broker makes one), route, kv = options, frame 0 = input */
+    NR_CMD_SUBMIT,     /* seq, id (may be empty: broker makes one), route, kv = options, run, frame 0 = input */
     NR_CMD_STATUS,     /* seq, id */
     NR_CMD_FETCH,      /* seq, id, stage: whose output frame to return */
     NR_CMD_CANCEL,     /* seq, id */
     NR_CMD_STATS,      /* seq */
+    NR_CMD_JOBS,       /* seq, run, offset: one page of a run's jobs */
+    NR_CMD_REVIEW,     /* seq, id, kv = a person's review of a done job (caption, approved, speech_job) */
     NR_CMD_REPLY,      /* broker: seq, id, code, message, kv (job record or stats), frames */
     NR_CMD_COUNT
 } nr_cmd_t;
@@ -64,6 +66,8 @@ typedef struct {
     nr_cmd_t cmd;
     uint64_t seq;                     /* client request number, echoed in REPLY */
     char id[NR_PROTO_ID_MAX + 1];     /* job id */
+    char run[NR_PROTO_ID_MAX + 1];    /* SUBMIT, JOBS: the run (batch) a job belongs to */
+    uint32_t offset;                  /* JOBS: position of the page's first job in the run */
     char stage[NR_PROTO_NAME_MAX + 1];
     char name[NR_PROTO_NAME_MAX + 1]; /* READY: worker name for logs */
     uint32_t attempt;                 /* JOB/RESULT/FAIL: lease number, for idempotency */

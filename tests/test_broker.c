@@ -1595,7 +1595,7 @@ static void s_twelve_stages(nr_broker_params_t *p) {
 
 /* The stages setting is checked; its most stages still fit in STATS. */
 Test(broker, stages_setting_is_checked_and_stats_fits_the_most_stages) {
-    const char *bad[] = {"", "vision,", "Vision", "a,b,a", "a,b,c,d,e,f,g,h,i,j,k,l,m", NULL};
+    const char *bad[] = {"", "vision,", "Vision", "a,b,a", "a,b,c,d,e,f,g,h,i,j,k,l,m", "vision,input", NULL};
     for (int i = 0; bad[i]; i++) {
         nr_broker_params_t p;
         nr_broker_default_params(&p);
@@ -1757,5 +1757,157 @@ Test(store, unserved_expiry_is_recorded_as_failed) {
     const char *zs[] = {"ZSCORE", "t:pending:text", "lost"};
     s_redis_cmd(out, sizeof out, 3, zs);
     cr_assert_str_eq(out, "(nil)", "still pending: %s", out);
+    nr_broker_destroy(&b);
+}
+
+/* A SUBMIT of input to route speech in a run; returns the REPLY. */
+static nr_msg_t *s_submit_run(nr_broker_t *b, const char *id, const char *run, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_SUBMIT;
+    m.seq = 7;
+    snprintf(m.id, sizeof m.id, "%s", id);
+    snprintf(m.run, sizeof m.run, "%s", run);
+    snprintf(m.route[m.route_len++], sizeof m.route[0], "speech");
+    nr_proto_frame_add(&m, id, strlen(id));
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
+    nr_proto_msg_clear(&m);
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_not_null(rep);
+    return rep;
+}
+
+static nr_msg_t *s_jobs(nr_broker_t *b, const char *run, uint32_t offset, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_JOBS;
+    m.seq = 11;
+    snprintf(m.run, sizeof m.run, "%s", run);
+    m.offset = offset;
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
+    nr_proto_msg_clear(&m);
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_not_null(rep);
+    cr_assert_eq(rep->seq, 11u);
+    return rep;
+}
+
+Test(store, a_run_lists_its_jobs_page_by_page) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    char id[16], key[16], want[64];
+    for (int i = 0; i < 120; i++) {
+        snprintf(id, sizeof id, "j%03d", i);
+        nr_msg_t *rep = s_submit_run(b, id, "batch-1", 1000 + i);
+        cr_assert_eq(rep->code, 0, "%s", rep->message);
+        cr_assert_str_eq(s_kv(rep, "run"), "batch-1");
+    }
+    /* Three pages: 50, 50, 20, each naming where the next begins. */
+    uint32_t offset = 0;
+    for (int page = 0; page < 3; page++) {
+        nr_msg_t *rep = s_jobs(b, "batch-1", offset, 2000);
+        cr_assert_eq(rep->code, 0, "%s", rep->message);
+        cr_assert_str_eq(s_kv(rep, "total"), "120");
+        uint32_t n = page < 2 ? 50 : 20;
+        cr_assert_eq(rep->kv_len, n + (page < 2 ? 2 : 1));
+        if (page < 2) {
+            snprintf(want, sizeof want, "%u", offset + n);
+            cr_assert_str_eq(s_kv(rep, "next"), want);
+        } else {
+            cr_assert_null(nr_proto_kv_get(rep, "next"), "the last page has no next");
+        }
+        for (uint32_t k = 0; k < n; k++) {
+            snprintf(key, sizeof key, "%u", offset + k);
+            snprintf(want, sizeof want, "queued j%03u", offset + k);
+            cr_assert_str_eq(s_kv(rep, key), want);
+        }
+        offset += n;
+    }
+    cr_assert_eq(s_jobs(b, "batch-1", 120, 2001)->kv_len, 1, "past the end: the total only");
+
+    /* A job finished and gone from memory shows its state from Redis. */
+    s_ready(b, "w", "speech", 1, 2002);
+    s_result(b, "w", "j000", "speech", 1, "WAV", "voice", "slt", 2003);
+    cr_assert_null(nr_broker_find_job(b, "j000"));
+    cr_assert_str_eq(s_kv(s_jobs(b, "batch-1", 0, 2004), "0"), "done j000");
+
+    /* Submitted again in another run, an existing job joins that run too
+     * and keeps its place (and record) in the first. */
+    nr_msg_t *rep = s_submit_run(b, "j000", "batch-2", 2005);
+    cr_assert_str_eq(s_kv(rep, "existing"), "1");
+    cr_assert_str_eq(s_kv(rep, "run"), "batch-1", "the record names the run that made the job");
+    rep = s_submit_run(b, "j005", "batch-2", 2006); /* held in memory: still queued */
+    cr_assert_str_eq(s_kv(rep, "existing"), "1");
+    rep = s_jobs(b, "batch-2", 0, 2007);
+    cr_assert_str_eq(s_kv(rep, "total"), "2");
+    cr_assert_str_eq(s_kv(rep, "0"), "done j000");
+    cr_assert_str_eq(s_kv(rep, "1"), "queued j005");
+    cr_assert_str_eq(s_kv(s_jobs(b, "batch-1", 0, 2008), "total"), "120");
+
+    rep = s_jobs(b, "no-such-run", 0, 2009);
+    cr_assert_eq(rep->code, NR_ENOTFOUND);
+    nr_broker_destroy(&b);
+}
+
+Test(broker, runs_need_redis) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    nr_msg_t *rep = s_jobs(b, "batch-1", 0, 1000);
+    cr_assert_eq(rep->code, NR_EUNSUPPORTED);
+    cr_assert(strstr(rep->message, "redis"), "%s", rep->message);
+    nr_broker_destroy(&b);
+}
+
+static nr_msg_t *s_review(nr_broker_t *b, const char *id, const char *k1, const char *v1, const char *k2,
+                          const char *v2, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_REVIEW;
+    m.seq = 13;
+    snprintf(m.id, sizeof m.id, "%s", id);
+    if (k1) nr_proto_kv_add(&m, k1, v1);
+    if (k2) nr_proto_kv_add(&m, k2, v2);
+    nr_broker_client_message(b, (const uint8_t *)"client", 6, &m, now);
+    nr_proto_msg_clear(&m);
+    nr_msg_t *rep = s_last("client", NR_CMD_REPLY);
+    cr_assert_not_null(rep);
+    cr_assert_eq(rep->seq, 13u);
+    return rep;
+}
+
+/* A person's review of a done job lands in its record beside the worker's
+ * caption (both kept); FETCH of stage "input" gives the submitted bytes. */
+Test(store, review_keeps_both_captions_and_fetch_input_reads_the_submitted_bytes) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    cr_assert_eq(s_submit_run(b, "rv1", "batch-r", 1000)->code, 0);
+    nr_msg_t *rep = s_review(b, "rv1", "approved", "1", NULL, NULL, 1001);
+    cr_assert_eq(rep->code, NR_ESTATE, "a queued job cannot be reviewed: %s", rep->message);
+    s_ready(b, "w", "speech", 1, 1002);
+    s_result(b, "w", "rv1", "speech", 1, "WAV", "caption", "a dgo on grass", 1003);
+
+    rep = s_client(b, NR_CMD_FETCH, "rv1", "input", 1004);
+    cr_assert_eq(rep->code, 0, "%s", rep->message);
+    cr_assert_eq(rep->frames_len, 1);
+    cr_assert_eq(rep->frames[0].size, 3);
+    cr_assert_eq(memcmp(rep->frames[0].data, "rv1", 3), 0);
+
+    rep = s_review(b, "rv1", "caption", "a dog on grass", "approved", "1", 1005);
+    cr_assert_eq(rep->code, 0, "%s", rep->message);
+    cr_assert_str_eq(s_kv(rep, "speech.caption"), "a dgo on grass", "the worker's caption stays");
+    cr_assert_str_eq(s_kv(rep, "review.caption"), "a dog on grass");
+    cr_assert_str_eq(s_kv(rep, "review.approved"), "1");
+    cr_assert_str_neq(s_kv(rep, "review.ms"), "");
+    char out[256];
+    s_hget("rv1", "review.caption", out, sizeof out);
+    cr_assert_str_eq(out, "a dog on grass");
+    rep = s_client(b, NR_CMD_STATUS, "rv1", NULL, 1006);
+    cr_assert_str_eq(s_kv(rep, "review.approved"), "1", "read back from redis");
+
+    cr_assert_eq(s_review(b, "rv1", "approved", "2", NULL, NULL, 1007)->code, NR_EINVAL);
+    cr_assert_eq(s_review(b, "rv1", "state", "done", NULL, NULL, 1008)->code, NR_EINVAL);
+    cr_assert_eq(s_review(b, "rv1", "caption", "bad \xff utf-8", NULL, NULL, 1009)->code, NR_EINVAL);
+    cr_assert_eq(s_review(b, "rv1", "speech_job", "no spaces", NULL, NULL, 1010)->code, NR_EINVAL);
+    cr_assert_eq(s_review(b, "rv1", NULL, NULL, NULL, NULL, 1011)->code, NR_EINVAL);
+    cr_assert_eq(s_review(b, "missing", "approved", "1", NULL, NULL, 1012)->code, NR_ENOTFOUND);
     nr_broker_destroy(&b);
 }

@@ -1325,7 +1325,7 @@ static s_batch_t *s_batch_new(int n) {
     for (int i = 0; i < n; i++) {
         snprintf(b->ids[i], sizeof b->ids[i], "job-%d", i);
         snprintf(b->inputs[i], sizeof b->inputs[i], "in %d", i);
-        b->jobs[i] = (nr_client_job_t){b->ids[i], "speech", NULL, 0, b->inputs[i], strlen(b->inputs[i])};
+        b->jobs[i] = (nr_client_job_t){b->ids[i], "speech", NULL, 0, b->inputs[i], strlen(b->inputs[i]), NULL};
         nr_proto_msg_init(&b->replies[i]);
     }
     return b;

@@ -93,7 +93,7 @@ Test(client_it, batch_of_100_acknowledged_with_their_ids) {
     for (int i = 0; i < N; i++) {
         snprintf(ids[i], sizeof ids[i], "batch-%03d", i);
         snprintf(inputs[i], sizeof inputs[i], "input %d", i);
-        jobs[i] = (nr_client_job_t){ids[i], "test", &opt, 1, inputs[i], strlen(inputs[i])};
+        jobs[i] = (nr_client_job_t){ids[i], "test", &opt, 1, inputs[i], strlen(inputs[i]), NULL};
         nr_proto_msg_init(&replies[i]);
     }
     int rc = nr_client_submit_batch(C.client, jobs, N, replies, codes);
@@ -127,13 +127,13 @@ Test(client_it, batch_of_100_acknowledged_with_their_ids) {
 Test(client_it, batch_mixes_valid_and_invalid_jobs) {
     s_start(NULL, NULL);
     nr_client_job_t jobs[] = {
-        {"mix-0", "test", NULL, 0, "a", 1},
-        {"bad id!", "test", NULL, 0, "b", 1},
-        {"mix-2", "test", NULL, 0, "c", 1},
-        {"mix-3", "test,,test", NULL, 0, "d", 1},
-        {"mix-0", "test", NULL, 0, "a", 1},
-        {NULL, "test", NULL, 0, "e", 1},
-        {"mix-6", NULL, NULL, 0, "f", 1},
+        {"mix-0", "test", NULL, 0, "a", 1, NULL},
+        {"bad id!", "test", NULL, 0, "b", 1, NULL},
+        {"mix-2", "test", NULL, 0, "c", 1, NULL},
+        {"mix-3", "test,,test", NULL, 0, "d", 1, NULL},
+        {"mix-0", "test", NULL, 0, "a", 1, NULL},
+        {NULL, "test", NULL, 0, "e", 1, NULL},
+        {"mix-6", NULL, NULL, 0, "f", 1, NULL},
     };
     enum { N = sizeof jobs / sizeof *jobs };
     nr_msg_t replies[N];
@@ -181,7 +181,7 @@ Test(client_it, busy_answers_in_a_batch_are_retried) {
     nr_kv_t opt = {"behave", "sleep:300"};
     for (int i = 0; i < N; i++) {
         snprintf(ids[i], sizeof ids[i], "busy-%d", i);
-        jobs[i] = (nr_client_job_t){ids[i], "test", &opt, 1, "x", 1};
+        jobs[i] = (nr_client_job_t){ids[i], "test", &opt, 1, "x", 1, NULL};
         nr_proto_msg_init(&replies[i]);
     }
     int rc = nr_client_submit_batch(C.client, jobs, N, replies, codes);
@@ -325,6 +325,75 @@ Test(client_it, narrate_submit_rides_out_a_redis_outage) {
         free(rec);
     }
     free(text);
+    free(log);
+    free(out);
+    free(in);
+    free(narrate);
+}
+
+/* Runs: `narrate submit` puts its jobs in a new run and says which first;
+ * `narrate status --run` counts them by state and lists each failed one
+ * with its error (exit 1 then), and an unknown run exits 5. */
+Test(client_it, narrate_status_sums_up_a_run) {
+    char *narrate = nr_harness_program("narrate");
+    if (!narrate) cr_skip_test("narrate is not built: %s", nr_harness_error());
+    s_start(NULL, NULL);
+    char *in = nr_harness_path(C.cl.dir, "in");
+    cr_assert_eq(mkdir(in, 0700), 0);
+    char *out = nr_harness_path(C.cl.dir, "out");
+    char *log = nr_harness_path(C.cl.dir, "narrate.log");
+    for (int i = 0; i < 3; i++) {
+        char *p = nr_harness_path(C.cl.dir, "in/run-%d.png", i);
+        char body[32];
+        snprintf(body, sizeof body, "run image %d", i);
+        cr_assert_eq(nr_harness_write_file(p, body, strlen(body)), 0, "%s", nr_harness_error());
+        free(p);
+    }
+    const char *submit[] = {narrate, "--broker", C.cl.client_ep, "submit", in, "--route", "test", "-o", out, NULL};
+    int status = 0;
+    cr_assert_eq(nr_harness_run(submit, NULL, log, 120000, &status), 0, "%s", nr_harness_error());
+    char *text = nr_harness_read_file(log, NULL);
+    s_require(text && nr_harness_exit_code(status) == 0, "narrate submit said: %s", text ? text : "");
+    char run[NR_PROTO_ID_MAX + 1] = "";
+    s_require(sscanf(text, "run %64s", run) == 1 && !strncmp(run, "run-", 4), "no run line first: %s", text);
+    free(text);
+
+    const char *sum[] = {narrate, "--broker", C.cl.client_ep, "status", "--run", run, NULL};
+    cr_assert_eq(nr_harness_run(sum, NULL, log, 60000, &status), 0, "%s", nr_harness_error());
+    text = nr_harness_read_file(log, NULL);
+    s_require(text && nr_harness_exit_code(status) == 0, "exit %d: %s", nr_harness_exit_code(status), text);
+    s_require(strstr(text, ": 3 jobs") && strstr(text, "  done      3"), "narrate status --run said: %s", text);
+    free(text);
+
+    /* A run with a job that fails for good, made with the library. */
+    nr_kv_t fail = {"behave", "fail-final"};
+    nr_client_job_t jobs[] = {{"mixed-ok", "test", NULL, 0, "a", 1, "mixed"},
+                              {"mixed-bad", "test", &fail, 1, "b", 1, "mixed"}};
+    nr_msg_t replies[2];
+    int codes[2];
+    for (int i = 0; i < 2; i++) nr_proto_msg_init(&replies[i]);
+    cr_assert_eq(nr_client_submit_batch(C.client, jobs, 2, replies, codes), 0);
+    cr_assert_eq(codes[0] | codes[1], 0);
+    s_wait_done("mixed-ok");
+    for (int i = 0; i < 2; i++) nr_proto_msg_clear(&replies[i]);
+    const char *mixed[] = {narrate, "--broker", C.cl.client_ep, "--json", "status", "--run", "mixed", NULL};
+    text = NULL;
+    for (long long end = nr_harness_now_ms() + S_WAIT_MS;;) { /* until the failing job has failed */
+        cr_assert_eq(nr_harness_run(mixed, NULL, log, 60000, &status), 0, "%s", nr_harness_error());
+        free(text);
+        text = nr_harness_read_file(log, NULL);
+        if (!text || strstr(text, "\"failed\":1") || nr_harness_now_ms() > end) break;
+        nr_harness_sleep_ms(50);
+    }
+    s_require(text && nr_harness_exit_code(status) == 1, "exit %d: %s", nr_harness_exit_code(status), text);
+    s_require(strstr(text, "\"total\":2") && strstr(text, "\"done\":1") && strstr(text, "\"failed\":1"),
+              "%s", text);
+    s_require(strstr(text, "\"id\":\"mixed-bad\"") && strstr(text, "\"error\":\"bad_option\""), "%s", text);
+    free(text);
+
+    const char *none[] = {narrate, "--broker", C.cl.client_ep, "status", "--run", "no-such-run", NULL};
+    cr_assert_eq(nr_harness_run(none, NULL, log, 60000, &status), 0, "%s", nr_harness_error());
+    s_require(nr_harness_exit_code(status) == 5, "unknown run: exit %d", nr_harness_exit_code(status));
     free(log);
     free(out);
     free(in);

@@ -1623,3 +1623,117 @@ Test(gateway, speech_text_over_the_worker_limit_fails_bad_text) {
     cJSON_Delete(rec);
     s_end();
 }
+
+/* The review step: a run's jobs with their records page by page, each
+ * job's submitted image, and a review that speaks an edited caption again
+ * (a new speech job) and keeps both captions and the approval. */
+Test(gateway, run_pages_images_and_reviews) {
+    s_start_worker("vision");
+    s_start_worker("text");
+    s_start_worker("speech");
+    s_start_gateway(C.cl.client_ep, NULL);
+    s_wait_stage("vision");
+    s_wait_stage("text");
+    s_wait_stage("speech");
+
+    size_t jpeg_size = 0, png_size = 0;
+    char *jpeg = s_fixture("chelsea_317x211.jpg", &jpeg_size);
+    char *png = s_fixture("astronaut_interlaced.png", &png_size);
+    nr_client_t *client = nr_client_new(C.cl.client_ep, 10000);
+    cr_assert_not_null(client);
+    nr_client_job_t jobs[] = {{"review-a", "vision,text,speech", NULL, 0, jpeg, jpeg_size, "gw-run"},
+                              {"review-b", "vision,text,speech", NULL, 0, png, png_size, "gw-run"}};
+    nr_msg_t replies[2];
+    int codes[2];
+    for (int i = 0; i < 2; i++) nr_proto_msg_init(&replies[i]);
+    cr_assert_eq(nr_client_submit_batch(client, jobs, 2, replies, codes), 0);
+    s_require(codes[0] == 0 && codes[1] == 0, "submits: %d %d", codes[0], codes[1]);
+    for (int i = 0; i < 2; i++) nr_proto_msg_clear(&replies[i]);
+    nr_client_destroy(&client);
+    cJSON *rec = s_wait_final("review-a");
+    s_require(!strcmp(s_jstr(rec, "state"), "done"), "review-a: %s", s_jstr(rec, "state"));
+    char original[512];
+    snprintf(original, sizeof original, "%s", s_jstr(rec, "caption"));
+    cJSON_Delete(rec);
+    cJSON_Delete(s_wait_final("review-b"));
+
+    s_resp_t r = s_get("/v1/runs/gw-run");
+    s_require(r.status == 200 && r.json, "GET run: HTTP %ld: %s", r.status, r.body);
+    s_require(s_jnum(r.json, "total") == 2, "total: %s", r.body);
+    cJSON *list = cJSON_GetObjectItemCaseSensitive(r.json, "jobs");
+    s_require(cJSON_GetArraySize(list) == 2, "jobs: %s", r.body);
+    s_require(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r.json, "next")), "one page: %s", r.body);
+    const cJSON *first = cJSON_GetArrayItem(list, 0);
+    s_require(!strcmp(s_jstr(first, "id"), "review-a") && !strcmp(s_jstr(first, "run"), "gw-run") &&
+                  !strcmp(s_jstr(first, "caption"), original),
+              "first job: %s", r.body);
+    s_resp_free(&r);
+
+    r = s_get("/v1/jobs/review-a/image");
+    s_require(r.status == 200 && !strcmp(r.content_type, "image/jpeg") && r.size == jpeg_size &&
+                  !memcmp(r.body, jpeg, jpeg_size),
+              "image: HTTP %ld, %s, %zu bytes", r.status, r.content_type, r.size);
+    s_resp_free(&r);
+    r = s_get("/v1/jobs/review-b/image");
+    s_require(r.status == 200 && !strcmp(r.content_type, "image/png"), "png: %s", r.content_type);
+    s_resp_free(&r);
+
+    const char *edit = "{\"caption\": \"a tabby cat on a wall\", \"approved\": true}";
+    s_req_t q = {.method = "POST", .path = "/v1/jobs/review-a/review", .content_type = "application/json",
+                 .body = edit, .size = strlen(edit)};
+    r = s_http(&q);
+    s_require(r.status == 200 && r.json, "review: HTTP %ld: %s", r.status, r.body);
+    cJSON *review = cJSON_GetObjectItemCaseSensitive(r.json, "review");
+    s_require(review && !strcmp(s_jstr(review, "caption"), "a tabby cat on a wall") &&
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(review, "approved")) &&
+                  s_jnum(review, "ms") > 0,
+              "review in the record: %s", r.body);
+    s_require(!strcmp(s_jstr(r.json, "caption"), original), "the worker's caption stays: %s", r.body);
+    char speech_job[NR_PROTO_ID_MAX + 1];
+    snprintf(speech_job, sizeof speech_job, "%s", s_jstr(review, "speech_job"));
+    s_resp_free(&r);
+    rec = s_wait_final(speech_job);
+    s_require(!strcmp(s_jstr(rec, "state"), "done"), "speech job: %s", s_jstr(rec, "state"));
+    cJSON_Delete(rec);
+    s_expect_audio(speech_job);
+
+    const char *unapprove = "{\"approved\": false}";
+    q.body = unapprove;
+    q.size = strlen(unapprove);
+    r = s_http(&q);
+    review = r.json ? cJSON_GetObjectItemCaseSensitive(r.json, "review") : NULL;
+    s_require(r.status == 200 && review && cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(review, "approved")) &&
+                  !strcmp(s_jstr(review, "caption"), "a tabby cat on a wall"),
+              "approval withdrawn, the edit kept: %s", r.body);
+    s_resp_free(&r);
+
+    static const char *const bad[] = {"[1]", "{}", "{\"caption\": 3}", "{\"approved\": \"yes\"}",
+                                      "{\"caption\": \"\"}", "{\"approved\": true, \"state\": \"x\"}", "not json"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        q.body = bad[i];
+        q.size = strlen(bad[i]);
+        r = s_http(&q);
+        s_expect_error(&r, 400, "invalid_argument", bad[i]);
+        s_resp_free(&r);
+    }
+    q.content_type = "text/plain";
+    q.body = edit;
+    q.size = strlen(edit);
+    r = s_http(&q);
+    s_expect_error(&r, 415, "unsupported", "review as text/plain");
+    s_resp_free(&r);
+    q.content_type = "application/json";
+    q.path = "/v1/jobs/no-such-job/review";
+    r = s_http(&q);
+    s_expect_error(&r, 404, "not_found", "review of an unknown job");
+    s_resp_free(&r);
+    r = s_get("/v1/runs/no-such-run");
+    s_expect_error(&r, 404, "not_found", "unknown run");
+    s_resp_free(&r);
+    r = s_get("/v1/runs/gw-run?offset=-1");
+    s_expect_error(&r, 400, "invalid_argument", "negative offset");
+    s_resp_free(&r);
+    free(jpeg);
+    free(png);
+    s_end();
+}

@@ -26,11 +26,13 @@ static const char *s_allowed(nr_cmd_t cmd) {
     case NR_CMD_RESULT: return " id stage attempt kv ";
     case NR_CMD_FAIL: return " id stage attempt code message retry ";
     case NR_CMD_DISCONNECT: return " message ";
-    case NR_CMD_SUBMIT: return " seq id route kv ";
+    case NR_CMD_SUBMIT: return " seq id route kv run ";
     case NR_CMD_STATUS: return " seq id ";
     case NR_CMD_FETCH: return " seq id stage ";
     case NR_CMD_CANCEL: return " seq id ";
     case NR_CMD_STATS: return " seq ";
+    case NR_CMD_JOBS: return " seq run offset ";
+    case NR_CMD_REVIEW: return " seq id kv ";
     case NR_CMD_REPLY: return " seq id code message kv ";
     default: return " ";
     }
@@ -47,6 +49,8 @@ static const char *s_required(nr_cmd_t cmd) {
     case NR_CMD_CANCEL: return " seq id ";
     case NR_CMD_FETCH: return " seq id stage ";
     case NR_CMD_STATS: return " seq ";
+    case NR_CMD_JOBS: return " seq run ";
+    case NR_CMD_REVIEW: return " seq id ";
     case NR_CMD_REPLY: return " seq code ";
     default: return " ";
     }
@@ -61,7 +65,8 @@ static bool s_has(const char *list, const char *field) {
 
 static const char *const s_all_fields[] = {"seq",     "id",       "stage",       "name",
                                            "attempt", "capacity", "deadline_ms", "code",
-                                           "retry",   "message",  "route",       "kv"};
+                                           "retry",   "message",  "route",       "kv",
+                                           "run",     "offset"};
 #define ALL_FIELDS (sizeof s_all_fields / sizeof s_all_fields[0])
 
 /* A message of `cmd` with every field it uses set to a non-default value. */
@@ -71,6 +76,8 @@ static void s_full(nr_msg_t *m, nr_cmd_t cmd) {
     const char *a = s_allowed(cmd);
     if (s_has(a, "seq")) m->seq = 0x1122334455667788ull;
     if (s_has(a, "id")) strcpy(m->id, "Job-1.2_3:abc");
+    if (s_has(a, "run")) strcpy(m->run, "run-2026.12.06_a:1");
+    if (s_has(a, "offset")) m->offset = 4000000000u;
     if (s_has(a, "stage")) strcpy(m->stage, "vision");
     if (s_has(a, "name")) strcpy(m->name, "gpu-node_7");
     if (s_has(a, "attempt")) m->attempt = 3;
@@ -98,6 +105,7 @@ static void s_minimal(nr_msg_t *m, nr_cmd_t cmd) {
     m->cmd = cmd;
     const char *r = s_required(cmd);
     if (s_has(r, "id")) strcpy(m->id, "j1");
+    if (s_has(r, "run")) strcpy(m->run, "r1");
     if (s_has(r, "stage")) strcpy(m->stage, "text");
     if (s_has(r, "capacity")) m->capacity = 1;
     if (s_has(r, "code")) m->code = cmd == NR_CMD_FAIL ? NR_EINTERNAL : 0;
@@ -111,6 +119,8 @@ static void s_assert_same(const nr_msg_t *a, const nr_msg_t *b) {
     cr_assert_eq(a->cmd, b->cmd);
     cr_assert_eq(a->seq, b->seq);
     cr_assert_str_eq(a->id, b->id);
+    cr_assert_str_eq(a->run, b->run);
+    cr_assert_eq(a->offset, b->offset);
     cr_assert_str_eq(a->stage, b->stage);
     cr_assert_str_eq(a->name, b->name);
     cr_assert_eq(a->attempt, b->attempt);
@@ -374,7 +384,7 @@ Test(proto, rejects_wrong_type_for_each_field) {
             if (!s_has(s_allowed((nr_cmd_t)c), field)) continue;
             bool numeric = strcmp(field, "seq") == 0 || strcmp(field, "attempt") == 0 ||
                            strcmp(field, "capacity") == 0 || strcmp(field, "deadline_ms") == 0 ||
-                           strcmp(field, "code") == 0;
+                           strcmp(field, "code") == 0 || strcmp(field, "offset") == 0;
             pack_fn wrong[6];
             size_t nwrong = 0;
             wrong[nwrong++] = p_nil;
@@ -563,6 +573,8 @@ Test(proto, rejects_overlong_strings) {
     s_reject_added(NR_CMD_READY, "name", buf, NR_PROTO_NAME_MAX + 1, NR_ETOOBIG);
     s_reject_added(NR_CMD_FAIL, "message", buf, NR_PROTO_MESSAGE_MAX + 1, NR_ETOOBIG);
     s_reject_added(NR_CMD_STATUS, "id", buf, 0, NR_EPROTO); /* empty */
+    s_reject_added(NR_CMD_JOBS, "run", buf, NR_PROTO_ID_MAX + 1, NR_ETOOBIG);
+    s_reject_added(NR_CMD_JOBS, "run", buf, 0, NR_EPROTO);
     s_reject_added(NR_CMD_FETCH, "stage", buf, 0, NR_EPROTO);
 }
 
@@ -615,8 +627,10 @@ Test(proto, kv_limits) {
 
 Test(proto, rejects_bad_charsets_and_nul) {
     const char *bad_ids[] = {"a b", "a/b", "caf\xc3\xa9", "a\nb", "{x}", "a\"b"};
-    for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++)
+    for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++) {
         s_reject_added(NR_CMD_CANCEL, "id", bad_ids[i], strlen(bad_ids[i]), NR_EPROTO);
+        s_reject_added(NR_CMD_SUBMIT, "run", bad_ids[i], strlen(bad_ids[i]), NR_EPROTO);
+    }
     const char *bad_names[] = {"Vision", "vi.sion", "a:b", "text ", "sp/eech"};
     for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
         s_reject_added(NR_CMD_FETCH, "stage", bad_names[i], strlen(bad_names[i]), NR_EPROTO);

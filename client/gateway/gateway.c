@@ -22,7 +22,8 @@
 
 const char *const nr_gw_route_names[NR_GW_R_COUNT] = {
     "static", "/v1/jobs", "/v1/jobs/{id}", "/v1/jobs/{id}/audio", "/v1/jobs/{id}/caption",
-    "/v1/speak", "/healthz", "/readyz", "/metrics", "unknown"};
+    "/v1/speak", "/healthz", "/readyz", "/metrics", "/v1/runs/{run}", "/v1/jobs/{id}/image",
+    "/v1/jobs/{id}/review", "unknown"};
 
 const char *const nr_gw_method_names[NR_GW_M_COUNT] = {"GET", "HEAD", "POST", "DELETE", "other"};
 
@@ -61,11 +62,20 @@ static void s_route(nr_gw_req_t *req, const char *url) {
         nr_gw_route_t r = !*rest                       ? NR_GW_R_JOB
                       : !strcmp(rest, "/audio")    ? NR_GW_R_AUDIO
                       : !strcmp(rest, "/caption")  ? NR_GW_R_CAPTION
+                      : !strcmp(rest, "/image")    ? NR_GW_R_IMAGE
+                      : !strcmp(rest, "/review")   ? NR_GW_R_REVIEW
                                                    : NR_GW_R_UNKNOWN;
         if (r != NR_GW_R_UNKNOWN && n > 0 && n <= NR_PROTO_ID_MAX) {
             memcpy(req->id, id, n);
             req->id[n] = '\0';
             req->route = r;
+        }
+    } else if (!strncmp(url, "/v1/runs/", 9)) {
+        const char *run = url + 9;
+        size_t n = strlen(run);
+        if (n > 0 && n <= NR_PROTO_ID_MAX && !strchr(run, '/')) {
+            memcpy(req->id, run, n + 1);
+            req->route = NR_GW_R_RUN;
         }
     } else if (strncmp(url, "/v1/", 4) && strcmp(url, "/v1")) {
         req->route = NR_GW_R_PAGE;
@@ -90,6 +100,29 @@ static enum MHD_Result s_send_busy(struct MHD_Connection *conn, nr_gw_req_t *req
                             req->gw->params.max_buffered_bytes, bytes ? "" : "more than ", bytes);
 }
 
+/* POST /v1/jobs/{id}/review: a small JSON body, read whole, then
+ * nr_gw_handle_review. */
+static enum MHD_Result s_begin_review(struct MHD_Connection *conn, nr_gw_req_t *req) {
+    const char *ctype = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    char media[96];
+    nr_gw_media_type(ctype, media, sizeof media);
+    if (strcmp(media, "application/json"))
+        return nr_gw_send_error(conn, req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, NR_EUNSUPPORTED, NULL,
+                                "POST /v1/jobs/{id}/review takes JSON (Content-Type application/json), "
+                                "not '%s'", media[0] ? media : "(none)");
+    const char *clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    unsigned long long n = clen ? strtoull(clen, NULL, 10) : 0;
+    if (n > NR_GW_REVIEW_BODY_MAX)
+        return nr_gw_send_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, NR_ETOOBIG, NULL,
+                                "a review is at most %d bytes of JSON", NR_GW_REVIEW_BODY_MAX);
+    req->body_kind = NR_GW_BODY_TEXT;
+    if (clen) {
+        req->declared = 1;
+        if (n > 0 && nr_gw_budget_reserve(req, (size_t)n)) return s_send_busy(conn, req, n);
+    }
+    return MHD_YES;
+}
+
 /* First call of a request: answers what can be answered from the headers.
  * Returns MHD_YES with req->responded 0 when the body is to be read. */
 static enum MHD_Result s_begin(struct MHD_Connection *conn, nr_gw_req_t *req, const char *url) {
@@ -106,15 +139,29 @@ static enum MHD_Result s_begin(struct MHD_Connection *conn, nr_gw_req_t *req, co
         return get ? nr_gw_handle_static(conn, req, url) : nr_gw_allow(conn, req, "GET, HEAD");
     case NR_GW_R_UNKNOWN:
         return nr_gw_send_error(conn, req, MHD_HTTP_NOT_FOUND, NR_ENOTFOUND, NULL,
-                            "no route %s (see /v1/jobs, /v1/speak, /healthz, /readyz, /metrics)",
+                            "no route %s (see /v1/jobs, /v1/runs, /v1/speak, /healthz, /readyz, /metrics)",
                                 url);
+    case NR_GW_R_RUN:
+        if (!nr_client_id_valid(req->id))
+            return nr_gw_send_error(conn, req, MHD_HTTP_BAD_REQUEST, NR_EINVAL, NULL,
+                                    "bad run id '%s': 1..%d characters of A-Z a-z 0-9 . _ : -",
+                                    req->id, NR_PROTO_ID_MAX);
+        return get ? nr_gw_handle_run(conn, req) : nr_gw_allow(conn, req, "GET, HEAD");
     case NR_GW_R_JOB:
     case NR_GW_R_AUDIO:
     case NR_GW_R_CAPTION:
+    case NR_GW_R_IMAGE:
+    case NR_GW_R_REVIEW:
         if (!nr_client_id_valid(req->id))
             return nr_gw_send_error(conn, req, MHD_HTTP_BAD_REQUEST, NR_EINVAL, NULL,
                                     "bad job id '%s': 1..%d characters of A-Z a-z 0-9 . _ : -",
                                     req->id, NR_PROTO_ID_MAX);
+        if (req->route == NR_GW_R_IMAGE)
+            return get ? nr_gw_handle_image(conn, req) : nr_gw_allow(conn, req, "GET, HEAD");
+        if (req->route == NR_GW_R_REVIEW) {
+            if (req->method != NR_GW_M_POST) return nr_gw_allow(conn, req, "POST");
+            break; /* rate-limited below: an edited caption is a new speech job */
+        }
         if (req->route == NR_GW_R_JOB) {
             if (get || req->method == NR_GW_M_DELETE) return nr_gw_handle_status(conn, req);
             return nr_gw_allow(conn, req, "GET, HEAD, DELETE");
@@ -144,6 +191,7 @@ static enum MHD_Result s_begin(struct MHD_Connection *conn, nr_gw_req_t *req, co
                                 "(burst %d, setting client-rate); retry in %lld ms",
                             who, gw->params.client_rate, gw->params.client_burst, (long long)retry_ms);
     }
+    if (req->route == NR_GW_R_REVIEW) return s_begin_review(conn, req);
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, nr_gw_query_arg, req);
     if (req->opt_status)
         return nr_gw_send_error(conn, req, req->opt_status, NR_EOPTION, NULL, "%s", req->opt_error);
@@ -199,6 +247,12 @@ static enum MHD_Result s_finish(struct MHD_Connection *conn, nr_gw_req_t *req) {
                                 "the body is larger than this gateway takes (%zu bytes, setting "
                                 "max-body-bytes)",
                                 gw->params.max_body_bytes);
+    if (req->route == NR_GW_R_REVIEW) {
+        if (req->size > NR_GW_REVIEW_BODY_MAX)
+            return nr_gw_send_error(conn, req, MHD_HTTP_CONTENT_TOO_LARGE, NR_ETOOBIG, NULL,
+                                    "a review is at most %d bytes of JSON", NR_GW_REVIEW_BODY_MAX);
+        return nr_gw_handle_review(conn, req);
+    }
     if (req->body_kind == NR_GW_BODY_MULTIPART) {
         if (!req->opt_status) req->opt_status = nr_gw_flush_field(req);
         if (req->opt_status)
@@ -251,7 +305,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
          * else is answered on the next call, once the request is complete:
          * libmicrohttpd closes the connection after a response queued
          * before that, and pages and pollers want keep-alive. */
-        if (req->method == NR_GW_M_POST && (req->route == NR_GW_R_JOBS || req->route == NR_GW_R_SPEAK))
+        if (req->method == NR_GW_M_POST &&
+            (req->route == NR_GW_R_JOBS || req->route == NR_GW_R_SPEAK || req->route == NR_GW_R_REVIEW))
             return s_begin(conn, req, url);
         req->deferred = 1;
         return MHD_YES;

@@ -100,8 +100,8 @@ static void s_unreachable_message(nr_gateway_t *gw, char *msg, size_t size) {
 }
 
 /* Answers a failed broker request: the HTTP status that fits its code. */
-static enum MHD_Result s_send_broker_error(struct MHD_Connection *conn, nr_gw_req_t *req, int rc,
-                                           const char *what) {
+enum MHD_Result nr_gw_send_broker_error(struct MHD_Connection *conn, nr_gw_req_t *req, int rc,
+                                        const char *what) {
     nr_gateway_t *gw = req->gw;
     static const char *const retry[] = {"Retry-After", S_RETRY_AFTER, NULL};
     nr_client_t *c = nr_gw_client_current(gw);
@@ -163,7 +163,7 @@ enum MHD_Result nr_gw_handle_readyz(struct MHD_Connection *conn, nr_gw_req_t *re
     nr_gw_metrics_broker(req->gw, rc);
     if (rc) {
         nr_proto_msg_clear(&reply);
-        return s_send_broker_error(conn, req, rc, "STATS");
+        return nr_gw_send_broker_error(conn, req, rc, "STATS");
     }
     cJSON *j = cJSON_CreateObject();
     if (!j) {
@@ -218,7 +218,7 @@ enum MHD_Result nr_gw_handle_status(struct MHD_Connection *conn, nr_gw_req_t *re
     }
     if (rc) {
         nr_proto_msg_clear(&reply);
-        return s_send_broker_error(conn, req, rc, req->method == NR_GW_M_DELETE ? "CANCEL" : "STATUS");
+        return nr_gw_send_broker_error(conn, req, rc, req->method == NR_GW_M_DELETE ? "CANCEL" : "STATUS");
     }
     cJSON *j = nr_gw_record_json(&reply, req->id);
     nr_proto_msg_clear(&reply);
@@ -291,7 +291,7 @@ static nr_client_t *s_job_status(struct MHD_Connection *conn, nr_gw_req_t *req, 
     nr_gw_metrics_broker(req->gw, rc);
     if (rc) {
         nr_proto_msg_clear(reply);
-        *ret = s_send_broker_error(conn, req, rc, "STATUS");
+        *ret = nr_gw_send_broker_error(conn, req, rc, "STATUS");
         return NULL;
     }
     return c;
@@ -318,7 +318,7 @@ enum MHD_Result nr_gw_handle_audio(struct MHD_Connection *conn, nr_gw_req_t *req
                                          "the audio of job '%s' is no longer stored (retention "
                                          "passed): submit it again",
                                          req->id)
-                      : s_send_broker_error(conn, req, rc, "FETCH");
+                      : nr_gw_send_broker_error(conn, req, rc, "FETCH");
         } else if (reply.frames_len == 0) {
             ret = nr_gw_send_error(conn, req, MHD_HTTP_BAD_GATEWAY, NR_EPROTO, NULL,
                                    "the broker sent no audio for job '%s'", req->id);
@@ -417,7 +417,7 @@ enum MHD_Result nr_gw_handle_submit(struct MHD_Connection *conn, nr_gw_req_t *re
     nr_gw_metrics_broker(gw, rc);
     if (rc) {
         nr_proto_msg_clear(&reply);
-        return s_send_broker_error(conn, req, rc, "SUBMIT");
+        return nr_gw_send_broker_error(conn, req, rc, "SUBMIT");
     }
     nr_client_record_t rec;
     nr_client_record(&reply, &rec);

@@ -77,6 +77,10 @@ cJSON *nr_gw_record_json(const nr_msg_t *rec, const char *fallback_id) {
             continue;
         if (!strncmp(k, "opt.", 4)) {
             if (options) cJSON_AddStringToObject(options, k + 4, v);
+        } else if (!strncmp(k, "review.", 7)) { /* a person's review: its own object */
+            cJSON *review = s_child(j, "review");
+            if (review && !strcmp(k + 7, "approved")) cJSON_AddBoolToObject(review, "approved", !strcmp(v, "1"));
+            else if (review) s_add_value(review, k + 7, v);
         } else if (dot && dot != k && dot[1]) {
             char name[NR_PROTO_KEY_MAX + 1];
             size_t n = (size_t)(dot - k);

@@ -6,14 +6,17 @@
 // photo, upload it, wait for the caption, check the image's alt text is the
 // caption and that the <audio> element's src loads as audio/wav; drop an
 // image on the drop box; speak a text; upload a non-image and read the
-// error; check every form control has a label.
+// error; check every form control has a label. With the model: review a
+// run that `narrate submit` made (gallery, only-failed filter, a caption
+// corrected and spoken again, approvals by mouse and keyboard, the export
+// downloaded), screenshots kept in NR_BUILD_DIR/test-output/.
 //
 // Exits 0 when it passes, 1 when it fails, 77 (ctest: skipped) with a
 // message when node_modules (npm ci here), chromium or a program is missing.
 // Environment: NR_SOURCE_DIR, NR_BUILD_DIR (ctest sets both), NR_TEST_KEEP=1
 // keeps the temporary folder with the logs.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, openSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, openSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -100,6 +103,102 @@ async function stopAll() {
 
 function check(cond, message) {
   if (!cond) throw new Error(message);
+}
+
+// The review view, on a run of three images (one corrupt) narrated by
+// `narrate submit` through the cluster.
+async function reviewRun(page, clientEp) {
+  const shots = path.join(build, 'test-output');
+  mkdirSync(shots, { recursive: true });
+  const tree = path.join(dir, 'archive');
+  mkdirSync(path.join(tree, 'a'), { recursive: true });
+  mkdirSync(path.join(tree, 'b'), { recursive: true });
+  const images = path.join(source, 'tests/fixtures/images');
+  copyFileSync(path.join(images, 'chelsea_317x211.jpg'), path.join(tree, 'a', 'cat.jpg'));
+  copyFileSync(path.join(images, 'astronaut_rgba.png'), path.join(tree, 'b', 'astronaut.png'));
+  copyFileSync(path.join(images, 'bad_truncated_header.jpg'), path.join(tree, 'b', 'broken.jpg'));
+  const out = spawnSync(bin('narrate'), ['--broker', clientEp, '--timeout', '60', 'submit', tree,
+    '--max-length', '8', '-o', path.join(dir, 'narrated')], { encoding: 'utf8', timeout: WAIT_MS });
+  const m = /^run (\S+)$/m.exec(out.stdout || '');
+  check(m && out.status === 1, 'narrate submit (one image is corrupt: exit 1): exit ' + out.status + ': ' +
+    out.stdout + out.stderr);
+  const run = m[1];
+
+  await page.fill('#run-id', run);
+  await page.click('#run-load');
+  await page.waitForFunction(() => document.querySelectorAll('#gallery li.card').length === 3, null,
+    { timeout: WAIT_MS });
+  const states = await page.$$eval('#gallery li.card', (lis) => lis.map((li) => li.dataset.state).sort());
+  check(states.join(' ') === 'done done failed', 'card states: ' + states.join(' '));
+  // Each done card shows its image as the browser decoded it.
+  await page.waitForFunction(() => [...document.querySelectorAll('#gallery li[data-state="done"] img')]
+    .every((img) => img.complete && img.naturalWidth > 0), null, { timeout: WAIT_MS });
+  await page.screenshot({ path: path.join(shots, 'review-gallery.png'), fullPage: true });
+
+  await page.check('#only-failed');
+  const visible = await page.$$eval('#gallery li.card', (lis) => lis.filter((li) => !li.hidden).map((li) => li.dataset.state));
+  check(visible.join(' ') === 'failed', 'only failed shown: ' + visible.join(' '));
+  const why = await page.textContent('#gallery li[data-state="failed"] .card-error');
+  check(/bad_image|not_an_image/.test(why), 'failed card says why: ' + why);
+  await page.uncheck('#only-failed');
+
+  // Correct the first done image's caption: spoken again, both kept.
+  const card = '#gallery li[data-state="done"]';
+  const id = await page.$eval(card, (li) => li.dataset.job);
+  const sel = '#gallery li[data-job="' + id + '"]';
+  await page.click(sel + ' button:has-text("Edit caption")');
+  const corrected = 'a tabby cat sitting on a wooden table';
+  await page.fill('#edit-' + id, corrected);
+  await page.click(sel + ' button:has-text("Save and speak")');
+  await page.waitForFunction(([s, text]) => {
+    const p = document.querySelector(s + ' .caption-text');
+    return p && p.textContent === text;
+  }, [sel, corrected], { timeout: WAIT_MS });
+  const edited = await page.textContent(sel + ' .edited');
+  check(edited.startsWith('Corrected; the model wrote: '), 'the model caption is kept: ' + edited);
+  const src = await page.getAttribute(sel + ' audio', 'src');
+  check(/^\/v1\/jobs\/[0-9a-f]{32}\/audio$/.test(src) && !src.includes(id), 'audio of the spoken correction: ' + src);
+  check(await page.getAttribute(sel + ' img', 'alt') === corrected, 'the image alt is the corrected caption');
+  // The corrected caption's speech job finishes and plays.
+  const audioOk = await page.evaluate(async (u) => {
+    const record = u.replace(/\/audio$/, '');
+    for (let i = 0; i < 600; i++) { // the record, not the audio: a 409 would be a console error
+      const r = await (await fetch(record)).json();
+      if (r.state === 'done') return (await fetch(u)).headers.get('content-type');
+      if (r.state === 'failed' || r.state === 'cancelled') return r.state;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    return 'never';
+  }, src);
+  check(audioOk === 'audio/wav', 'corrected audio: ' + audioOk);
+
+  // Approve it with the mouse and the other done image with the keyboard.
+  await page.click(sel + ' button[aria-pressed]');
+  await page.waitForSelector(sel + ' button[aria-pressed="true"]', { timeout: WAIT_MS });
+  const other = await page.$$eval('#gallery li[data-state="done"]', (lis, first) =>
+    lis.map((li) => li.dataset.job).find((j) => j !== first), id);
+  await page.focus('#gallery li[data-job="' + other + '"] button[aria-pressed]');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#gallery li[data-job="' + other + '"] button[aria-pressed="true"]', { timeout: WAIT_MS });
+  const summaryText = await page.textContent('#run-summary');
+  check(summaryText.includes('3 of 3 images loaded, 1 failed, 2 approved'), 'summary: ' + summaryText);
+
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll('#review input, #review textarea')]
+      .filter((el) => !el.labels || el.labels.length === 0).map((el) => el.id));
+  check(unlabelled.length === 0, 'review controls without a label: ' + unlabelled.join(', '));
+  await page.screenshot({ path: path.join(shots, 'review-approved.png'), fullPage: true });
+
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
+  const saved = path.join(dir, 'export.jsonl');
+  await download.saveAs(saved);
+  const lines = readFileSync(saved, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  check(lines.length === 2, 'exported lines: ' + lines.length);
+  const mine = lines.find((l) => l.id === id);
+  check(mine && mine.alt_text === corrected && mine.edited === true && mine.model_caption,
+    'export of the corrected image: ' + JSON.stringify(mine));
+  check(download.suggestedFilename() === 'alt-text-' + run + '.jsonl', 'file name: ' + download.suggestedFilename());
+  console.log('ok: review of run ' + run + ': filter, correction spoken, 2 approved, export');
 }
 
 let browser;
@@ -236,6 +335,8 @@ try {
   check(await waitJob() === 'done', 'speak job did not finish: ' + await page.textContent('#job-status'));
   await checkAudio();
   console.log('ok: speak -> audio');
+
+  if (haveModel && existsSync(bin('narrate'))) await reviewRun(page, clientEp);
 
   // A file that is not an image: the gateway's 415 is shown in the alert box.
   await page.setInputFiles('#image', { name: 'notes.txt', mimeType: 'text/plain',
