@@ -480,31 +480,40 @@ int nr_gemma_tokenizer_encode(const nr_gemma_tokenizer_t *tok, const char *text,
 
 /* ---- decoding -------------------------------------------------------------------------------- */
 
+/* A list of tokens: their bytes one after the other, and where each ends. */
 typedef struct {
-    s_buf_t *v;
+    s_buf_t bytes;
+    size_t *end;
     size_t n, cap;
 } s_toks_t;
 
 static void s_toks_free(s_toks_t *l) {
-    for (size_t i = 0; i < l->n; i++) free(l->v[i].s);
-    free(l->v);
+    free(l->bytes.s);
+    free(l->end);
     *l = (s_toks_t){0};
 }
 
-/* Appends a token (a copy of s[0..n)). */
-static int s_toks_add(s_toks_t *l, const char *s, size_t n) {
+static const char *s_tok(const s_toks_t *l, size_t i, size_t *n) {
+    size_t from = i ? l->end[i - 1] : 0;
+    *n = l->end[i] - from;
+    return l->bytes.s + from;
+}
+
+/* Closes the token made of the bytes appended since the previous one. */
+static int s_toks_close(s_toks_t *l) {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 32;
-        s_buf_t *p = realloc(l->v, cap * sizeof *p);
+        size_t *p = realloc(l->end, cap * sizeof *p);
         if (!p) return NR_ENOMEM;
-        l->v = p;
+        l->end = p;
         l->cap = cap;
     }
-    s_buf_t *b = &l->v[l->n];
-    *b = (s_buf_t){0};
-    if (s_buf_add(b, s, n)) return NR_ENOMEM;
-    l->n++;
+    l->end[l->n++] = l->bytes.n;
     return 0;
+}
+
+static int s_toks_add(s_toks_t *l, const char *s, size_t n) {
+    return s_buf_add(&l->bytes, s, n) ? NR_ENOMEM : s_toks_close(l);
 }
 
 static int s_hex(int c) {
@@ -516,10 +525,10 @@ static int s_hex(int c) {
 
 /* "<0xNN>" -> the byte, else -1. Two characters parsed as Rust's
  * u8::from_str_radix(_, 16) does (which also takes "+N"). */
-static int s_byte_token(const s_buf_t *b) {
-    if (b->n != 6 || memcmp(b->s, "<0x", 3) != 0 || b->s[5] != '>') return -1;
-    int hi = s_hex((uint8_t)b->s[3]), lo = s_hex((uint8_t)b->s[4]);
-    if (b->s[3] == '+' && lo >= 0) return lo;
+static int s_byte_token(const char *s, size_t n) {
+    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int hi = s_hex((uint8_t)s[3]), lo = s_hex((uint8_t)s[4]);
+    if (s[3] == '+' && lo >= 0) return lo;
     return hi >= 0 && lo >= 0 ? hi * 16 + lo : -1;
 }
 
@@ -537,24 +546,20 @@ static int s_flush_bytes(s_toks_t *out, s_buf_t *bytes) {
     return rc;
 }
 
-static int s_dec_step(const s_op_t *op, s_toks_t *in, s_toks_t *out) {
+static int s_dec_step(const s_op_t *op, const s_toks_t *in, s_toks_t *out) {
     int rc = 0;
-    if (op->kind == S_FUSE) {
-        s_buf_t all = {0};
-        for (size_t i = 0; i < in->n && !rc; i++) rc = s_buf_add(&all, in->v[i].s, in->v[i].n);
-        if (!rc) rc = s_toks_add(out, all.s ? all.s : "", all.n);
-        free(all.s);
-        return rc;
-    }
+    if (op->kind == S_FUSE) return in->n ? s_toks_add(out, in->bytes.s, in->bytes.n) : s_toks_add(out, "", 0);
     if (op->kind == S_BYTE_FALLBACK) {
         s_buf_t bytes = {0};
         for (size_t i = 0; i < in->n && !rc; i++) {
-            int b = s_byte_token(&in->v[i]);
+            size_t n;
+            const char *s = s_tok(in, i, &n);
+            int b = s_byte_token(s, n);
             if (b >= 0) {
                 char c = (char)b;
                 rc = s_buf_add(&bytes, &c, 1);
             } else if (!(rc = s_flush_bytes(out, &bytes))) {
-                rc = s_toks_add(out, in->v[i].s, in->v[i].n);
+                rc = s_toks_add(out, s, n);
             }
         }
         if (!rc) rc = s_flush_bytes(out, &bytes);
@@ -562,19 +567,18 @@ static int s_dec_step(const s_op_t *op, s_toks_t *in, s_toks_t *out) {
         return rc;
     }
     for (size_t i = 0; i < in->n && !rc; i++) {
-        const s_buf_t *b = &in->v[i];
+        size_t n;
+        const char *s = s_tok(in, i, &n);
         if (op->kind == S_REPLACE) {
-            s_buf_t r = {0};
-            rc = s_replace(b->s, b->n, op->pat, op->npat, op->content, op->ncontent, &r);
-            if (!rc) rc = s_toks_add(out, r.s ? r.s : "", r.n);
-            free(r.s);
+            rc = s_replace(s, n, op->pat, op->npat, op->content, op->ncontent, &out->bytes);
+            if (!rc) rc = s_toks_close(out);
             continue;
         }
         /* Strip: up to start leading and stop trailing copies of one character. */
-        size_t from = 0, to = b->n, c = op->ncontent;
-        for (int k = 0; k < op->start && from + c <= to && memcmp(b->s + from, op->content, c) == 0; k++) from += c;
-        for (int k = 0; k < op->stop && to >= from + c && memcmp(b->s + to - c, op->content, c) == 0; k++) to -= c;
-        rc = s_toks_add(out, b->s + from, to - from);
+        size_t from = 0, to = n, c = op->ncontent;
+        for (int k = 0; k < op->start && from + c <= to && memcmp(s + from, op->content, c) == 0; k++) from += c;
+        for (int k = 0; k < op->stop && to >= from + c && memcmp(s + to - c, op->content, c) == 0; k++) to -= c;
+        rc = s_toks_add(out, s + from, to - from);
     }
     return rc;
 }
@@ -615,10 +619,18 @@ int nr_gemma_tokenizer_decode(const nr_gemma_tokenizer_t *tok, const int *ids, s
         cur = next;
         next = (s_toks_t){0};
     }
+    /* The tokens' bytes lie one after the other: with a decoder the text is
+     * their concatenation, without one they are joined with spaces. */
     s_buf_t all = {0};
-    for (size_t i = 0; i < cur.n && !rc; i++) {
-        if (i > 0 && !tok->has_decoder) rc = s_buf_add(&all, " ", 1);
-        if (!rc) rc = s_buf_add(&all, cur.v[i].s, cur.v[i].n);
+    if (tok->has_decoder) {
+        all = cur.bytes;
+        cur.bytes = (s_buf_t){0};
+    }
+    for (size_t i = 0; i < cur.n && !rc && !tok->has_decoder; i++) {
+        size_t n;
+        const char *s = s_tok(&cur, i, &n);
+        if (i > 0) rc = s_buf_add(&all, " ", 1);
+        if (!rc) rc = s_buf_add(&all, s, n);
     }
     if (!rc && !all.s) rc = s_buf_add(&all, "", 0);
     s_toks_free(&cur);
