@@ -20,7 +20,7 @@
 #include "models/config.h"
 
 #define S_MAX_FILE ((size_t)256 << 20) /* the real file is about 34 MB */
-#define S_MAX_ID 16000000              /* ids beyond this are a corrupt file */
+#define S_MAX_ID 2000000               /* ids beyond this are a corrupt file (Gemma has 257k) */
 #define S_MAX_OPS 16                   /* steps of a normalizer or decoder sequence */
 
 /* ---- hash maps ------------------------------------------------------------------- */
