@@ -22,6 +22,7 @@
 #define S_MAX_FILE ((size_t)256 << 20) /* the real file is about 34 MB */
 #define S_MAX_ID 2000000               /* ids beyond this are a corrupt file (Gemma has 257k) */
 #define S_MAX_OPS 16                   /* steps of a normalizer or decoder sequence */
+#define S_MAX_GROWTH 64.0              /* how much a normalizer or decoder may lengthen text */
 
 /* ---- hash maps ------------------------------------------------------------------- */
 
@@ -791,6 +792,18 @@ static int s_parse_ops(const s_ctx_t *c, const cJSON *j, int decoder, s_op_t *op
     return rc;
 }
 
+/* The most a sequence of steps can multiply a text's length by: a Replace
+ * by content/pattern, a Prepend by 1 + its length (a piece is at least one
+ * byte). Bounded at load so that hostile steps cannot blow text up. */
+static double s_growth(const s_op_t *ops, int n) {
+    double g = 1.0;
+    for (int i = 0; i < n; i++) {
+        if (ops[i].kind == S_REPLACE && ops[i].ncontent > ops[i].npat) g *= (double)ops[i].ncontent / (double)ops[i].npat;
+        if (ops[i].kind == S_PREPEND) g *= 1.0 + (double)ops[i].ncontent;
+    }
+    return g;
+}
+
 static int s_parse_pre_tokenizer(nr_gemma_tokenizer_t *t, const s_ctx_t *c, const cJSON *j) {
     if (!j || cJSON_IsNull(j)) return 0;
     const cJSON *type = s_get(j, "type"), *beh = s_get(j, "behavior"), *inv = s_get(j, "invert");
@@ -861,7 +874,9 @@ static int s_parse_merges(nr_gemma_tokenizer_t *t, const s_ctx_t *c, const cJSON
     s_buf_t tmp = {0};
     int rank = 0;
     for (const cJSON *m = merges->child; m && rc == 0; m = m->next) {
-        if (cJSON_IsString(m)) { /* "a b"; "#version" lines are skipped, as upstream */
+        if (cJSON_IsString(m) != cJSON_IsString(merges->child)) { /* one form or the other, as upstream */
+            rc = S_BAD(c, "%s: model.merges[%d] mixes \"a b\" and [a, b] forms", c->path, rank);
+        } else if (cJSON_IsString(m)) { /* "a b"; "#version" lines are skipped, as upstream */
             const char *s = m->valuestring, *sp = strchr(s, ' ');
             if (strncmp(s, "#version", 8) == 0) continue;
             if (!sp || strchr(sp + 1, ' '))
@@ -1023,32 +1038,43 @@ static int s_parse(nr_gemma_tokenizer_t *t, const s_ctx_t *c, const cJSON *root)
     const cJSON *dec = s_get(root, "decoder");
     t->has_decoder = dec && !cJSON_IsNull(dec);
     if (t->has_decoder && (rc = s_parse_ops(c, dec, 1, t->dec, &t->n_dec))) return rc;
+    if (s_growth(t->norm, t->n_norm) > S_MAX_GROWTH || s_growth(t->dec, t->n_dec) > S_MAX_GROWTH)
+        return S_BAD(c, "%s: normalizer or decoder lengthens text more than %.0fx", c->path, S_MAX_GROWTH);
 
     if ((rc = s_parse_added(t, c, added))) return rc;
     if ((rc = s_trie_build(t, &t->raw_trie, 0)) || (rc = s_trie_build(t, &t->norm_trie, 1))) return rc;
     return 0;
 }
 
-int nr_gemma_tokenizer_load(const char *tokenizer_json_path, nr_gemma_tokenizer_t **out, char *err, size_t errlen) {
-    if (!tokenizer_json_path || !out) return nr_seterr(err, errlen, NR_EINVAL, "gemma tokenizer: bad argument");
+int nr_gemma_tokenizer_parse(const char *json, size_t len, const char *name, nr_gemma_tokenizer_t **out, char *err,
+                             size_t errlen) {
+    if (!json || !out) return nr_seterr(err, errlen, NR_EINVAL, "gemma tokenizer: bad argument");
     *out = NULL;
-    s_ctx_t c = {tokenizer_json_path, err, errlen};
-    size_t len = 0;
-    char *text = nr_model_read_file(tokenizer_json_path, S_MAX_FILE, &len);
-    if (!text)
-        return nr_seterr(err, errlen, NR_EMODEL, "%s: missing, unreadable or larger than %zu MB", tokenizer_json_path,
-                         S_MAX_FILE >> 20);
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!root) return nr_seterr(err, errlen, NR_EMODEL, "%s: not valid JSON", tokenizer_json_path);
+    if (!name) name = "tokenizer.json";
+    s_ctx_t c = {name, err, errlen};
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root) return nr_seterr(err, errlen, NR_EMODEL, "%s: not valid JSON", name);
     nr_gemma_tokenizer_t *t = calloc(1, sizeof *t);
     int rc = t ? s_parse(t, &c, root) : NR_ENOMEM;
     cJSON_Delete(root);
     if (rc) {
-        if (rc == NR_ENOMEM) nr_seterr(err, errlen, rc, "%s: out of memory", tokenizer_json_path);
+        if (rc == NR_ENOMEM) nr_seterr(err, errlen, rc, "%s: out of memory", name);
         nr_gemma_tokenizer_destroy(&t);
         return rc;
     }
     *out = t;
     return 0;
+}
+
+int nr_gemma_tokenizer_load(const char *tokenizer_json_path, nr_gemma_tokenizer_t **out, char *err, size_t errlen) {
+    if (!tokenizer_json_path || !out) return nr_seterr(err, errlen, NR_EINVAL, "gemma tokenizer: bad argument");
+    *out = NULL;
+    size_t len = 0;
+    char *text = nr_model_read_file(tokenizer_json_path, S_MAX_FILE, &len);
+    if (!text)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: missing, unreadable or larger than %zu MB", tokenizer_json_path,
+                         S_MAX_FILE >> 20);
+    int rc = nr_gemma_tokenizer_parse(text, len, tokenizer_json_path, out, err, errlen);
+    free(text);
+    return rc;
 }

@@ -3,7 +3,10 @@
  * only on invalid UTF-8 (NR_ETEXT), every id is in range, and decoding the
  * ids keeping special tokens gives the text back byte for byte (unless it
  * holds a literal "▁", which decodes as a space). Input as ids (every 2
- * bytes one id, any value): decoding fails only with NR_EINVAL. */
+ * bytes one id, any value): decoding fails only with NR_EINVAL. Input
+ * starting with '{' is also read as a tokenizer.json: it loads or fails with
+ * NR_EMODEL, and one that loads encodes and decodes a fixed text and the
+ * input itself without fault, every id in range. */
 #include "common/error.h"
 #include "models/text/gemma_tokenizer.h"
 
@@ -38,7 +41,39 @@ static int s_has_sp(const uint8_t *d, size_t n) {
     return 0;
 }
 
+static void s_hostile_file(const uint8_t *data, size_t size) {
+    nr_gemma_tokenizer_t *tok = NULL;
+    char err[512];
+    int rc = nr_gemma_tokenizer_parse((const char *)data, size, "fuzz.json", &tok, err, sizeof err);
+    if (rc != 0) {
+        if ((rc != NR_EMODEL && rc != NR_ENOMEM) || tok) abort();
+        return;
+    }
+    static const char fixed[] = "a b  c\n<bos>\xC3\xA9\xF0\x9F\x98\x80 <image>";
+    const char *texts[2] = {fixed, (const char *)data};
+    size_t lens[2] = {sizeof fixed - 1, size};
+    for (int k = 0; k < 2; k++) {
+        int *ids = NULL;
+        size_t n = 0;
+        rc = nr_gemma_tokenizer_encode(tok, texts[k], lens[k], &ids, &n, err, sizeof err);
+        if (rc == 0) {
+            for (size_t i = 0; i < n; i++)
+                if (ids[i] < 0 || ids[i] >= nr_gemma_tokenizer_vocab_size(tok)) abort();
+            for (unsigned f = 0; f < 2; f++) {
+                char *text = NULL;
+                if (nr_gemma_tokenizer_decode(tok, ids, n, f, &text, NULL, err, sizeof err) != 0) abort();
+                free(text);
+            }
+        } else if (rc != NR_ETEXT && rc != NR_ENOMEM) {
+            abort();
+        }
+        free(ids);
+    }
+    nr_gemma_tokenizer_destroy(&tok);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size && data[0] == '{') s_hostile_file(data, size);
     nr_gemma_tokenizer_t *tok = s_get();
     char err[512];
     int *ids = NULL;
