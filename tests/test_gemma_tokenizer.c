@@ -264,6 +264,13 @@ static void s_blowup(cJSON *j) {
                                                            "{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},\"content\":\"aaaaaaaaaa\"},"
                                                            "{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},\"content\":\"aaaaaaaaaa\"}]}"));
 }
+static void s_added_long(cJSON *j) {
+    char long_token[1100];
+    memset(long_token, 'x', sizeof long_token - 1);
+    long_token[sizeof long_token - 1] = '\0';
+    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "added_tokens"), 5), "content",
+                              cJSON_CreateString(long_token));
+}
 static void s_added_big(cJSON *j) {
     cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "added_tokens"), 0), "id", cJSON_CreateNumber(1e12));
 }
@@ -292,6 +299,7 @@ Test(gemma_tokenizer, malformed_files) {
         {"lstrip.json", s_lstrip, "lstrip"},
         {"added_mismatch.json", s_added_mismatch, "vocabulary gives"},
         {"added_big.json", s_added_big, "bad id"},
+        {"added_long.json", s_added_long, "longer than"},
         {"blowup.json", s_blowup, "lengthens text"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -23,6 +23,7 @@
 #define S_MAX_ID 2000000               /* ids beyond this are a corrupt file (Gemma has 257k) */
 #define S_MAX_OPS 16                   /* steps of a normalizer or decoder sequence */
 #define S_MAX_GROWTH 64.0              /* how much a normalizer or decoder may lengthen text */
+#define S_MAX_ADDED_LEN 1024           /* bytes of an added token: bounds matching work per text byte */
 
 /* ---- hash maps ------------------------------------------------------------------- */
 
@@ -941,6 +942,8 @@ static int s_parse_added(nr_gemma_tokenizer_t *t, const s_ctx_t *c, const cJSON 
         if (!cJSON_IsNumber(id) || id->valueint < 0 || id->valueint >= t->n_ids || !cJSON_IsString(content) ||
             !content->valuestring[0])
             return S_BAD(c, "%s: added_tokens[%zu]: bad id or content", c->path, t->n_added);
+        if (strlen(content->valuestring) > S_MAX_ADDED_LEN)
+            return S_BAD(c, "%s: added_tokens[%zu]: content longer than %d bytes", c->path, t->n_added, S_MAX_ADDED_LEN);
         const char *flags[] = {"single_word", "lstrip", "rstrip"};
         for (int k = 0; k < 3; k++)
             if (cJSON_IsTrue(s_get(e, flags[k])))

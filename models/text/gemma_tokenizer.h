@@ -14,7 +14,7 @@
  * Prepend or a Sequence of those; pre_tokenizer null or Split (String
  * pattern, MergedWithPrevious, not inverted); decoder null or Replace
  * (String), ByteFallback, Fuse, Strip or a Sequence of those; added tokens
- * without single_word / lstrip / rstrip; normalizer and decoder steps that
+ * of at most 1024 bytes without single_word / lstrip / rstrip; normalizer and decoder steps that
  * can lengthen text at most 64 times. The post-processor is not applied
  * (encode is add_special_tokens=False; the caller places <bos>).
  * A loaded tokenizer is read-only: share it between threads freely. */
