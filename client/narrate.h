@@ -65,4 +65,8 @@ int nr_narrate_finish_stdout(void);
 /* `narrate submit`: returns the exit code. */
 int nr_narrate_cmd_submit(nr_narrate_app_t *app);
 
+/* `narrate eval` (argv[0] is "eval"; its own options, no broker): returns
+ * the exit code. */
+int nr_narrate_cmd_eval(int argc, char **argv);
+
 #endif
