@@ -337,3 +337,177 @@ Test(eval, matches_pycocoevalcap_transcription) {
     cJSON_Delete(root);
     free(text);
 }
+
+/* ---- REFS and RESULTS files ---- */
+
+#include "client/eval/refs.h"
+#include "client/eval/runs.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char s_dir[] = "/tmp/nr-eval-XXXXXX";
+
+static void s_io_setup(void) {
+    strcpy(s_dir, "/tmp/nr-eval-XXXXXX");
+    cr_assert_not_null(mkdtemp(s_dir));
+}
+
+static void s_io_teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
+    cr_expect_eq(system(cmd), 0);
+}
+
+/* Writes dir/name; returns the malloc'd path. */
+static char *s_file(const char *name, const char *text) {
+    char *path = malloc(strlen(s_dir) + strlen(name) + 2);
+    sprintf(path, "%s/%s", s_dir, name);
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    mkdir(path, 0755);
+    *slash = '/';
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "%s", path);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* Loads REFS text expecting failure with `want` in the message. */
+static void s_refs_bad(const char *name, const char *text, const char *want) {
+    char *path = s_file(name, text), err[512] = "";
+    nr_evrefs_t *r = nr_evrefs_load(path, err, sizeof err);
+    cr_expect_null(r, "%s loaded", name);
+    cr_expect(strstr(err, want), "%s: '%s' lacks '%s'", name, err, want);
+    nr_evrefs_destroy(&r);
+    free(path);
+}
+
+Test(eval, refs_coco_and_tsv_keyed_by_base_name, .init = s_io_setup, .fini = s_io_teardown) {
+    char err[512];
+    char *coco = s_file("refs.json", "{\"images\":[{\"id\":1,\"file_name\":\"val/a.jpg\"},{\"id\":2,\"file_name\":"
+                                     "\"train/x.jpg\"},{\"id\":3,\"file_name\":\"val/x.jpg\"},{\"id\":4,\"file_name\":"
+                                     "\"b.jpg\"}],\"annotations\":[{\"image_id\":1,\"caption\":\"A cat.\"},"
+                                     "{\"image_id\":1,\"caption\":\"a kitten\"},{\"image_id\":2,\"caption\":\"x\"},"
+                                     "{\"image_id\":3,\"caption\":\"y\"}]}");
+    nr_evrefs_t *r = nr_evrefs_load(coco, err, sizeof err);
+    cr_assert_not_null(r, "%s", err);
+    cr_expect_str_eq(nr_evrefs_format(r), "coco");
+    const nr_evref_t *a = nr_evrefs_find(r, "a.jpg");
+    cr_assert_not_null(a);
+    cr_expect_eq(a->ncaptions, 2);
+    cr_expect_str_eq(a->captions[0], "A cat.");
+    cr_expect(nr_evrefs_find(r, "x.jpg")->ambiguous, "two images named x.jpg");
+    cr_expect_null(nr_evrefs_find(r, "b.jpg"), "an image without captions is not a reference");
+    cr_expect_eq(nr_evrefs_captions(r), 4);
+    nr_evrefs_destroy(&r);
+    nr_evrefs_destroy(&r); /* safe twice */
+    char *tsv = s_file("refs.tsv", "\xEF\xBB\xBF" "a.jpg\tone\ttwo\r\n\nd/a.jpg\tthree\n"
+                                   "a.jpg\tfour\nc.png\tfive\t\n");
+    r = nr_evrefs_load(tsv, err, sizeof err);
+    cr_assert_not_null(r, "%s", err);
+    cr_expect_str_eq(nr_evrefs_format(r), "tsv");
+    cr_expect(nr_evrefs_find(r, "a.jpg")->ambiguous, "a.jpg and d/a.jpg");
+    cr_expect_eq(nr_evrefs_find(r, "c.png")->ncaptions, 1);
+    nr_evrefs_destroy(&r);
+    free(coco), free(tsv);
+}
+
+Test(eval, refs_refuse_bad_files_with_the_reason, .init = s_io_setup, .fini = s_io_teardown) {
+    char err[512];
+    cr_expect_null(nr_evrefs_load(s_dir, err, sizeof err));
+    cr_expect(strstr(err, "not a regular file"), "%s", err);
+    cr_expect_null(nr_evrefs_load("/nonexistent/refs.json", err, sizeof err));
+    cr_expect(strstr(err, "cannot open refs"), "%s", err);
+    s_refs_bad("1.json", "{\"images\": [", "not valid JSON");
+    s_refs_bad("2.json", "{\"images\": []}", "needs arrays");
+    s_refs_bad("3.json", "{\"images\":[{\"id\":1}],\"annotations\":[]}", "images[0] needs");
+    s_refs_bad("4.json", "{\"images\":[{\"id\":1,\"file_name\":\"a\"},{\"id\":1,\"file_name\":\"b\"}],\"annotations\":[]}",
+               "appears twice");
+    s_refs_bad("5.json", "{\"images\":[{\"id\":1,\"file_name\":\"a\"}],\"annotations\":[{\"image_id\":9,\"caption\":\"x\"}]}",
+               "not in \"images\"");
+    s_refs_bad("6.json", "{\"images\":[{\"id\":1,\"file_name\":\"a\"}],\"annotations\":[{\"image_id\":1,\"caption\":3}]}",
+               "annotations[0] needs");
+    s_refs_bad("7.json", "{\"images\":[{\"id\":1,\"file_name\":\"a\"}],\"annotations\":[]}", "no captions");
+    s_refs_bad("8.tsv", "a.jpg caption without a tab\n", "line 1: expected FILE<TAB>CAPTION");
+    s_refs_bad("9.tsv", "a.jpg\tok\nb.jpg\tbad \xC3\x28 utf8\n", "not UTF-8");
+    char *many = malloc(70 * 8 + 16);
+    strcpy(many, "a.jpg");
+    for (int i = 0; i < 70; i++) strcat(many, "\tcaption");
+    s_refs_bad("10.tsv", many, "more than 64 captions");
+    free(many);
+    char *longcap = calloc(1, NR_EVTOK_MAX_BYTES + 16);
+    strcpy(longcap, "a.jpg\t");
+    memset(longcap + 6, 'w', NR_EVTOK_MAX_BYTES + 1);
+    s_refs_bad("11.tsv", longcap, "longer than");
+    free(longcap);
+}
+
+static void s_run_bad(const char *name, const char *text, const char *want) {
+    char *path = s_file(name, text), err[512] = "";
+    nr_evrun_t run;
+    cr_expect_neq(nr_evrun_load(path, &run, err, sizeof err), 0, "%s loaded", name);
+    cr_expect(strstr(err, want), "%s: '%s' lacks '%s'", name, err, want);
+    nr_evrun_clear(&run);
+    free(path);
+}
+
+Test(eval, runs_folders_records_and_manifests, .init = s_io_setup, .fini = s_io_teardown) {
+    char err[512];
+    free(s_file("out/a.json", "{\"id\":\"1\",\"source\":\"in/a.jpg\",\"state\":\"done\",\"caption\":\"a cat\","
+                              "\"files\":[\"a.txt\",\"a.wav\"]}"));
+    free(s_file("out/deep/b.json", "{\"id\":\"2\",\"source\":\"in/b.jpg\",\"state\":\"failed\",\"caption\":null,"
+                                   "\"error\":\"bad_image\",\"files\":[\"../../etc/x.wav\"]}"));
+    free(s_file("out/notes.json", "[1, 2, 3]"));
+    free(s_file("out/c.txt", "not json"));
+    char *out = malloc(strlen(s_dir) + 8);
+    sprintf(out, "%s/out", s_dir);
+    char link[4096];
+    snprintf(link, sizeof link, "%s/out/loop", s_dir);
+    cr_assert_eq(symlink(out, link), 0); /* not followed */
+    nr_evrun_t run;
+    cr_assert_eq(nr_evrun_load(out, &run, err, sizeof err), 0, "%s", err);
+    cr_expect_str_eq(run.kind, "folder");
+    cr_assert_eq(run.n, 2);
+    cr_expect_eq(run.ignored, 1);
+    cr_expect_str_eq(run.items[0].caption, "a cat");
+    cr_expect(strstr(run.items[0].audio, "/out/a.wav"), "%s", run.items[0].audio);
+    cr_expect_str_eq(run.items[1].state, "failed");
+    cr_expect_null(run.items[1].caption);
+    cr_expect_null(run.items[1].audio, "a '..' file name is refused");
+    nr_evrun_clear(&run);
+
+    char *csv = s_file("m/run.csv", "Source Path,Job ID,State,Caption,Model,Voice,Audio Path,Alt Text Action,Error\r\n"
+                                    "in/a.jpg,1,done,\"a cat, \"\"sitting\"\"\nhere\",m,slt,wav/a.wav,keep,\r\n"
+                                    "\r\nin/b.jpg,2,failed,,m,slt,,,bad_image\n");
+    cr_assert_eq(nr_evrun_load(csv, &run, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(run.n, 2);
+    cr_expect_str_eq(run.items[0].caption, "a cat, \"sitting\"\nhere");
+    cr_expect(strstr(run.items[0].audio, "/m/wav/a.wav") || !strcmp(run.items[0].audio, "wav/a.wav"), "%s",
+              run.items[0].audio);
+    cr_expect_str_eq(run.items[1].state, "failed");
+    cr_expect_str_eq(run.items[1].error, "bad_image");
+    nr_evrun_clear(&run);
+    char *jsonl = s_file("m/run.jsonl", "{\"source_path\":\"in/a.jpg\",\"caption\":\"a dog\",\"state\":\"done\","
+                                        "\"audio_path\":\"/abs/a.wav\"}\n\n{\"source\":\"in/b.jpg\",\"caption\":\"\"}\n");
+    cr_assert_eq(nr_evrun_load(jsonl, &run, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(run.n, 2);
+    cr_expect_str_eq(run.items[0].audio, "/abs/a.wav");
+    cr_expect_str_eq(run.items[1].caption, "");
+    nr_evrun_clear(&run);
+    free(out), free(csv), free(jsonl);
+}
+
+Test(eval, runs_refuse_bad_files_with_the_reason, .init = s_io_setup, .fini = s_io_teardown) {
+    s_run_bad("r.txt", "hello", "expected an output folder");
+    s_run_bad("r.csv", "file,notes\na.jpg,x\n", "needs a source path column and a caption column");
+    s_run_bad("r2.csv", "source,caption\na.jpg,\"never closed\n", "row 2: unterminated quote");
+    s_run_bad("r.jsonl", "{\"source\":\"a\",\"caption\":\"b\"}\n[1]\n", "line 2: not a JSON object");
+    s_run_bad("r.json", "{\"x\":1}", "not a narrate job record");
+    char err[512];
+    nr_evrun_t run;
+    cr_expect_neq(nr_evrun_load("/nonexistent/run", &run, err, sizeof err), 0);
+    cr_expect(strstr(err, "cannot open results"), "%s", err);
+    nr_evrun_clear(&run);
+}
