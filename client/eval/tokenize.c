@@ -23,7 +23,7 @@ static int s_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'
 
 /* Abbreviations whose final period PTB keeps (the common ones). */
 static const char *const s_abbrev[] = {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "etc",
-                                       "mt", "ft", "inc", "co", "ltd", "no", NULL};
+                                       "mt", "ft", "inc", "ltd", NULL};
 
 /* Copies text lower-cased, with the typographic quotes, dashes and
  * ellipsis PTB normalises mapped to their ASCII forms. */
