@@ -75,7 +75,7 @@ static nr_evref_t *s_image(nr_evrefs_t *self, const char *base) {
 /* Adds a caption; a message in err on failure. */
 static int s_caption(nr_evrefs_t *self, nr_evref_t *r, const char *text, size_t len, char *err, size_t errlen,
                      const char *where) {
-    if (!nr_utf8_validate((const uint8_t *)text, len, NULL) == 0 || memchr(text, '\0', len))
+    if (nr_utf8_validate((const uint8_t *)text, len, NULL) != 0 || memchr(text, '\0', len))
         return nr_seterr(err, errlen, NR_EINVAL, "%s: a caption of %s is not UTF-8 text", where, r->name);
     if (len > NR_EVTOK_MAX_BYTES)
         return nr_seterr(err, errlen, NR_ETOOBIG, "%s: a caption of %s is longer than %d bytes", where, r->name,
@@ -232,7 +232,7 @@ static int s_load_tsv(nr_evrefs_t *self, const char *path, char *text, char *err
                                  "refs %s line %zu: expected FILE<TAB>CAPTION[<TAB>CAPTION...]", path, line);
             }
             *tab = '\0';
-            if (!nr_utf8_validate((const uint8_t *)p, strlen(p), NULL) == 0 || !*nr_evrefs_base(p))
+            if (nr_utf8_validate((const uint8_t *)p, strlen(p), NULL) != 0 || !*nr_evrefs_base(p))
                 return nr_seterr(err, errlen, NR_EINVAL, "refs %s line %zu: bad file name", path, line);
             if (self->n >= NR_EVREFS_MAX_IMAGES && !nr_evrefs_find(self, nr_evrefs_base(p)))
                 return nr_seterr(err, errlen, NR_ETOOBIG, "refs %s: more than %d images", path, NR_EVREFS_MAX_IMAGES);
