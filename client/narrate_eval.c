@@ -85,15 +85,15 @@ static int s_parse(int argc, char **argv, s_args_t *a) {
             fputs(s_usage, stdout);
             return 1;
         } else if (o[0] == '-' && o[1]) {
-            return fprintf(stderr, "narrate eval: unknown option %s\n%s", o, s_usage), -1;
+            return fprintf(stderr, "narrate eval: unknown option %s (see narrate eval --help)\n", o), -1;
         } else if (a->nruns == S_MAX_RUNS) {
             return fprintf(stderr, "narrate eval: at most %d RESULTS\n", S_MAX_RUNS), -1;
         } else {
             a->results[a->nruns++] = o;
         }
     }
-    if (!a->refs_path) return fprintf(stderr, "narrate eval: --refs REFS is required\n%s", s_usage), -1;
-    if (!a->nruns) return fprintf(stderr, "narrate eval: name at least one RESULTS\n%s", s_usage), -1;
+    if (!a->refs_path) return fprintf(stderr, "narrate eval: --refs REFS is required (see narrate eval --help)\n"), -1;
+    if (!a->nruns) return fprintf(stderr, "narrate eval: name at least one RESULTS (see narrate eval --help)\n"), -1;
     if (strcmp(a->listener, "pocketsphinx") && strcmp(a->listener, "none"))
         return fprintf(stderr, "narrate eval: --listener is pocketsphinx or none, not '%s'\n", a->listener), -1;
     return 0;
