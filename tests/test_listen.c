@@ -100,7 +100,14 @@ Test(listen, wav_reader_mixes_to_mono_and_refuses_what_it_cannot_read) {
 
     cr_expect_eq(nr_audio_parse_wav((const uint8_t *)"hello world, not audio", 22, &a, err, sizeof err), NR_EINVAL);
     cr_expect(strstr(err, "not a WAV file"), "%s", err);
-    n = s_wav(buf, 3, 1, 16000, 32, stereo, sizeof stereo);
+    float fl[3] = {0.5f, 2.0f, NAN};
+    n = s_wav(buf, 3, 1, 24000, 32, fl, sizeof fl);
+    cr_assert_eq(nr_audio_parse_wav(buf, n, &a, err, sizeof err), 0, "%s", err);
+    cr_expect_float_eq(a.x[0], 0.5f, 1e-6);
+    cr_expect_float_eq(a.x[1], 1.0f, 1e-6);
+    cr_expect_float_eq(a.x[2], 0.0f, 1e-6);
+    nr_audio_clear(&a);
+    n = s_wav(buf, 3, 1, 16000, 24, stereo, 6);
     cr_expect_eq(nr_audio_parse_wav(buf, n, &a, err, sizeof err), NR_EINVAL);
     cr_expect(strstr(err, "unsupported WAV format"), "%s", err);
     n = s_wav(buf, 1, 1, 1000, 16, stereo, sizeof stereo);

@@ -31,13 +31,14 @@ int nr_audio_parse_wav(const uint8_t *buf, size_t size, nr_audio_t *out, char *e
         return nr_seterr(err, errlen, NR_EINVAL, "not a WAV file (no RIFF/WAVE header)");
     const uint8_t *fmt = NULL, *data = NULL;
     size_t data_size = 0;
+    uint32_t fmt_len = 0;
     for (size_t off = 12; off + 8 <= size;) {
         uint32_t len = s_u32(buf + off + 4);
         if (len > size - off - 8) {
             if (!memcmp(buf + off, "data", 4)) len = (uint32_t)(size - off - 8); /* streamed: size unknown */
             else return nr_seterr(err, errlen, NR_EINVAL, "WAV chunk runs past the end of the file");
         }
-        if (!memcmp(buf + off, "fmt ", 4) && len >= 16) fmt = buf + off + 8;
+        if (!memcmp(buf + off, "fmt ", 4) && len >= 16) fmt = buf + off + 8, fmt_len = len;
         if (!memcmp(buf + off, "data", 4)) {
             data = buf + off + 8;
             data_size = len;
@@ -48,10 +49,12 @@ int nr_audio_parse_wav(const uint8_t *buf, size_t size, nr_audio_t *out, char *e
     if (!fmt || !data) return nr_seterr(err, errlen, NR_EINVAL, "WAV file without a fmt or data chunk");
     uint16_t format = s_u16(fmt), channels = s_u16(fmt + 2), bits = s_u16(fmt + 14);
     uint32_t rate = s_u32(fmt + 4);
-    if (format != 1 || (bits != 8 && bits != 16) || channels < 1 || channels > 2)
+    if (format == 0xFFFE && fmt_len >= 40) format = s_u16(fmt + 24); /* WAVE_FORMAT_EXTENSIBLE: its sub-format */
+    int pcm = format == 1 && (bits == 8 || bits == 16), flt = format == 3 && bits == 32;
+    if ((!pcm && !flt) || channels < 1 || channels > 2)
         return nr_seterr(err, errlen, NR_EINVAL,
-                         "unsupported WAV format (%u, %u bits, %u channels): 8 or 16-bit PCM, mono or stereo",
-                         format, bits, channels);
+                         "unsupported WAV format (%u, %u bits, %u channels): 8 or 16-bit PCM or 32-bit float, "
+                         "mono or stereo", format, bits, channels);
     if (rate < NR_AUDIO_MIN_RATE || rate > NR_AUDIO_MAX_RATE)
         return nr_seterr(err, errlen, NR_EINVAL, "unsupported WAV sample rate %u Hz (%d..%d)", rate,
                          NR_AUDIO_MIN_RATE, NR_AUDIO_MAX_RATE);
@@ -64,7 +67,16 @@ int nr_audio_parse_wav(const uint8_t *buf, size_t size, nr_audio_t *out, char *e
         float sum = 0;
         for (uint16_t c = 0; c < channels; c++) {
             const uint8_t *p = data + i * frame + (size_t)c * bits / 8;
-            sum += bits == 8 ? ((float)p[0] - 128.0f) / 128.0f : (float)(int16_t)s_u16(p) / 32768.0f;
+            if (bits == 8) {
+                sum += ((float)p[0] - 128.0f) / 128.0f;
+            } else if (bits == 16) {
+                sum += (float)(int16_t)s_u16(p) / 32768.0f;
+            } else {
+                uint32_t u = s_u32(p);
+                float v;
+                memcpy(&v, &u, sizeof v);
+                sum += v >= -1.0f && v <= 1.0f ? v : v > 1.0f ? 1.0f : v < -1.0f ? -1.0f : 0.0f; /* NaN: 0 */
+            }
         }
         out->x[i] = sum / channels;
     }

@@ -1,5 +1,5 @@
-/* Audio for the listener: a bounded reader of PCM WAV files (8/16-bit,
- * mono or stereo, mixed down to mono) and a windowed-sinc resampler to the
+/* Audio for the listener: a bounded reader of WAV files (8/16-bit PCM or
+ * 32-bit float, mono or stereo, mixed down to mono) and a windowed-sinc resampler to the
  * 16 kHz the recogniser's acoustic model was trained on. */
 #ifndef NR_CLIENT_EVAL_AUDIO_H
 #define NR_CLIENT_EVAL_AUDIO_H
@@ -21,8 +21,9 @@ typedef struct {
 
 void nr_audio_clear(nr_audio_t *self);
 
-/* Parses a RIFF/WAVE buffer: format 1 (PCM) with 8 or 16 bits, 1 or 2
- * channels, rate NR_AUDIO_MIN_RATE..NR_AUDIO_MAX_RATE, at most
+/* Parses a RIFF/WAVE buffer: format 1 (PCM) with 8 or 16 bits or format 3
+ * (IEEE float, clamped to [-1, 1], NaN as 0) with 32 bits, also inside
+ * WAVE_FORMAT_EXTENSIBLE; 1 or 2 channels, rate NR_AUDIO_MIN_RATE..NR_AUDIO_MAX_RATE, at most
  * NR_AUDIO_MAX_SECONDS; chunks other than "fmt " and "data" are skipped.
  * 0, NR_EINVAL with a message in err (not such a file, sizes that
  * disagree, unsupported format), NR_ETOOBIG (too long) or NR_ENOMEM. */
