@@ -11,9 +11,12 @@
 #include "client/eval/wer.h"
 #include "client/narrate.h"
 #include "client/output.h"
+#include "common/buf.h"
 #include "common/error.h"
+#include "common/utf8.h"
 
 #include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +147,28 @@ static int s_listen(s_run_t *r, nr_listen_t *ear, const size_t *common, size_t n
     return 0;
 }
 
+/* A JSON string from outside text (paths, captions from a manifest): bytes
+ * that are not UTF-8 become U+FFFD, so the file stays valid JSON. */
+static cJSON *s_text(const char *s) {
+    if (!s) return cJSON_CreateNull();
+    size_t n = strlen(s);
+    if (nr_utf8_validate((const uint8_t *)s, n, NULL) == 0) return cJSON_CreateString(s);
+    nr_buf_t b = {0};
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t bad = 1, len = nr_utf8_decode((const uint8_t *)s + i, n - i, &cp, &bad);
+        if (len) nr_buf_putn(&b, s + i, len);
+        else nr_buf_puts(&b, "\xEF\xBF\xBD");
+        i += len ? len : bad;
+    }
+    char *fixed = nr_buf_take(&b, NULL);
+    cJSON *j = fixed ? cJSON_CreateString(fixed) : NULL;
+    free(fixed);
+    return j;
+}
+
+static void s_add_text(cJSON *obj, const char *key, const char *s) { cJSON_AddItemToObject(obj, key, s_text(s)); }
+
 static cJSON *s_metrics_json(const nr_evmetrics_t *m) {
     cJSON *o = cJSON_CreateObject();
     char key[16];
@@ -209,7 +234,7 @@ static void s_print_table(const s_run_t *runs, size_t nruns, const nr_evrefs_t *
 
 static cJSON *s_run_json(const s_run_t *r, const nr_evrefs_t *refs, const size_t *common, size_t ncommon) {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "path", r->run.path);
+    s_add_text(o, "path", r->run.path);
     cJSON_AddStringToObject(o, "kind", r->run.kind);
     cJSON_AddNumberToObject(o, "records", (double)r->run.n);
     cJSON_AddNumberToObject(o, "ignored_files", (double)r->run.ignored);
@@ -232,17 +257,17 @@ static cJSON *s_run_json(const s_run_t *r, const nr_evrefs_t *refs, const size_t
     for (size_t i = 0; i < ncommon; i++) {
         const nr_evitem_t *it = &r->run.items[r->match[common[i]]];
         cJSON *im = cJSON_CreateObject();
-        cJSON_AddStringToObject(im, "name", nr_evrefs_at(refs, common[i])->name);
-        cJSON_AddStringToObject(im, "source", it->source);
-        cJSON_AddStringToObject(im, "record", it->origin);
-        cJSON_AddStringToObject(im, "caption", it->caption);
-        cJSON_AddStringToObject(im, "tokens", r->tokens[i]);
+        s_add_text(im, "name", nr_evrefs_at(refs, common[i])->name);
+        s_add_text(im, "source", it->source);
+        s_add_text(im, "record", it->origin);
+        s_add_text(im, "caption", it->caption);
+        s_add_text(im, "tokens", r->tokens[i]);
         cJSON_AddNumberToObject(im, "references", (double)nr_evrefs_at(refs, common[i])->ncaptions);
         cJSON_AddItemToObject(im, "text", s_metrics_json(&r->text_img[i]));
-        if (it->audio) cJSON_AddStringToObject(im, "audio", it->audio);
+        if (it->audio) s_add_text(im, "audio", it->audio);
         else cJSON_AddNullToObject(im, "audio");
         if (r->transcript[i]) {
-            cJSON_AddStringToObject(im, "transcript", r->transcript[i]);
+            s_add_text(im, "transcript", r->transcript[i]);
             cJSON *sp = s_metrics_json(&r->speech_img[i]);
             cJSON_AddNumberToObject(sp, "wer", nr_wer_rate(r->edits[i], r->cands[i].n, r->heard[i].n));
             cJSON_AddItemToObject(im, "speech", sp);
@@ -250,7 +275,7 @@ static cJSON *s_run_json(const s_run_t *r, const nr_evrefs_t *refs, const size_t
             cJSON_AddNullToObject(im, "transcript");
             cJSON_AddNullToObject(im, "speech");
         }
-        if (r->listen_err[i]) cJSON_AddStringToObject(im, "listen_error", r->listen_err[i]);
+        if (r->listen_err[i]) s_add_text(im, "listen_error", r->listen_err[i]);
         cJSON_AddItemToArray(imgs, im);
     }
     return o;
@@ -385,13 +410,13 @@ int nr_narrate_cmd_eval(int argc, char **argv) {
     if (a.json_path) {
         root = cJSON_CreateObject();
         cJSON *rj = cJSON_AddObjectToObject(root, "refs");
-        cJSON_AddStringToObject(rj, "path", a.refs_path);
+        s_add_text(rj, "path", a.refs_path);
         cJSON_AddStringToObject(rj, "format", nr_evrefs_format(refs));
         cJSON_AddNumberToObject(rj, "images", (double)nref);
         cJSON_AddNumberToObject(rj, "captions", (double)nr_evrefs_captions(refs));
         cJSON *amb = cJSON_AddArrayToObject(rj, "ambiguous");
         for (size_t i = 0; i < nref; i++)
-            if (nr_evrefs_at(refs, i)->ambiguous) cJSON_AddItemToArray(amb, cJSON_CreateString(nr_evrefs_at(refs, i)->name));
+            if (nr_evrefs_at(refs, i)->ambiguous) cJSON_AddItemToArray(amb, s_text(nr_evrefs_at(refs, i)->name));
         cJSON *st = cJSON_AddObjectToObject(root, "settings");
         cJSON_AddStringToObject(st, "tokenizer", "ptb-like (client/EVAL.md)");
         cJSON_AddStringToObject(st, "bleu", "corpus, n=1..4, closest reference length (pycocoevalcap)");
