@@ -229,7 +229,7 @@ Test(eval_it, narrated_run_is_scored_and_heard) {
         for (char *q = caption; *q; q++)
             if (*q == '"') *q = '\'';
         fprintf(f, "%s/%s,id%d,done,\"%s\",tiny,slt,,keep,\n", in, images[i], i,
-                i == 0 ? "zebra zebra, zebra zebra zebra" : caption);
+                i == 0 ? "zebra zebra, zebra \xff zebra zebra" : caption);
         free(caption), free(txt);
     }
     fclose(f);
@@ -242,6 +242,9 @@ Test(eval_it, narrated_run_is_scored_and_heard) {
     s_require(s_num(j, S_PATH("differences", "0", "text", "rouge_l")) < 0, "ROUGE-L difference");
     s_require(cJSON_IsNull(s_at(j, S_PATH("runs", "1", "speech"))), "the manifest has no audio");
     s_require(cJSON_IsNull(s_at(j, S_PATH("differences", "0", "speech"))), "no speech difference");
+    const cJSON *cap = s_at(j, S_PATH("runs", "1", "images", "0", "caption"));
+    s_require(cJSON_IsString(cap) && strstr(cap->valuestring, "zebra \xEF\xBF\xBD zebra"),
+              "a byte that is not UTF-8 is written as U+FFFD");
     cJSON_Delete(j);
 
     /* --listener none: no transcripts; bad REFS: exit 2 with the reason. */
