@@ -282,6 +282,11 @@ int main(int argc, char **argv) {
     nr_cli_t cli;
     char err[1024];
     nr_log_set_component("narrate");
+    if (argc > 1 && !strcmp(argv[1], "eval")) { /* scoring needs no broker: its own options */
+        int code = nr_narrate_cmd_eval(argc - 1, argv + 1);
+        if (nr_narrate_finish_stdout() && code == NR_EXIT_OK) code = NR_EXIT_FAILED;
+        return code;
+    }
     int rc = nr_cli_parse(&cli, argc, argv, err, sizeof err);
     if (rc) {
         fprintf(stderr, "narrate: %s\n", rc == NR_ENOMEM ? "out of memory" : err);

@@ -69,4 +69,8 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app);
  * was cancelled, 5 for an unknown run. */
 int nr_narrate_cmd_run_status(nr_narrate_app_t *app);
 
+/* `narrate eval` (argv[0] is "eval"; its own options, no broker): returns
+ * the exit code. */
+int nr_narrate_cmd_eval(int argc, char **argv);
+
 #endif

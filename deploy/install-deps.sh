@@ -8,7 +8,7 @@ packages=(
   libzmq3-dev libsodium-dev libhiredis-dev libmsgpack-dev
   libopenblas-dev libcjson-dev libminizip-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev
-  flite1-dev
+  flite1-dev libpocketsphinx-dev pocketsphinx-en-us
   libcriterion-dev redis-server
   python3 python3-yaml curl ca-certificates
   libmicrohttpd-dev libcurl4-openssl-dev

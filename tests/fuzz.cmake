@@ -38,3 +38,15 @@ foreach(t safetensors torchzip config image tokenizer states wordpiece gemma_tok
   set_target_properties(fuzz_${t} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
   nr_add_fuzz_short(${t} ${CMAKE_CURRENT_LIST_DIR}/fuzz/seeds/${t})
 endforeach()
+
+# narrate eval: the WAV reader and resampler, the caption tokeniser and the
+# metrics (client/eval/), compiled in again for coverage.
+set(NR_E ${CMAKE_SOURCE_DIR}/client/eval)
+add_executable(fuzz_eval ${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz_eval.c ${NR_E}/audio.c ${NR_E}/tokenize.c
+  ${NR_E}/ngram.c ${NR_E}/bleu.c ${NR_E}/rouge.c ${NR_E}/cider.c ${NR_E}/wer.c)
+target_link_libraries(fuzz_eval PRIVATE nr_common m)
+target_include_directories(fuzz_eval PRIVATE ${CMAKE_SOURCE_DIR})
+target_compile_options(fuzz_eval PRIVATE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
+target_link_options(fuzz_eval PRIVATE -fsanitize=fuzzer,address,undefined)
+set_target_properties(fuzz_eval PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
+nr_add_fuzz_short(eval ${CMAKE_CURRENT_LIST_DIR}/fuzz/seeds/eval)
