@@ -18,6 +18,7 @@ void nr_files_clear(nr_files_t *self) {
     if (!self) return;
     for (size_t i = 0; i < self->len; i++) free(self->paths[i]);
     free(self->paths);
+    free(self->rel_at);
     for (size_t i = 0; i < self->n_skipped; i++) free(self->skipped[i]);
     free(self->skipped);
     memset(self, 0, sizeof *self);
@@ -49,14 +50,19 @@ int nr_files_is_image_name(const char *name) {
     return 0;
 }
 
-static int s_push(nr_files_t *self, char *path) {
+/* Adds path; its part relative to its root starts at path + rel_at. */
+static int s_push(nr_files_t *self, char *path, size_t rel_at) {
     if (self->len == self->cap) {
         size_t cap = self->cap ? self->cap * 2 : 16;
         char **p = realloc(self->paths, cap * sizeof *p);
         if (!p) return NR_ENOMEM;
         self->paths = p;
+        size_t *r = realloc(self->rel_at, cap * sizeof *r);
+        if (!r) return NR_ENOMEM;
+        self->rel_at = r;
         self->cap = cap;
     }
+    self->rel_at[self->len] = rel_at;
     self->paths[self->len++] = path;
     return 0;
 }
@@ -77,7 +83,8 @@ static char *s_join(const char *dir, const char *name) {
     return p;
 }
 
-static int s_walk(nr_files_t *self, const char *dir, int depth, char *err, size_t errlen) {
+static int s_walk(nr_files_t *self, const char *dir, size_t rel_at, int depth, char *err,
+                  size_t errlen) {
     if (depth > S_DEPTH_MAX)
         return nr_seterr(err, errlen, NR_EIO, "cannot read %s: folders nested too deep", dir);
     DIR *d = opendir(dir);
@@ -115,7 +122,7 @@ static int s_walk(nr_files_t *self, const char *dir, int depth, char *err, size_
             }
             subdirs[n_sub++] = path;
         } else if (S_ISREG(st.st_mode) && nr_files_is_image_name(e->d_name)) {
-            if ((rc = s_push(self, path))) free(path);
+            if ((rc = s_push(self, path, rel_at))) free(path);
         } else {
             free(path);
         }
@@ -125,7 +132,7 @@ static int s_walk(nr_files_t *self, const char *dir, int depth, char *err, size_
     closedir(d);
     if (rc == 0 && n_sub) qsort(subdirs, n_sub, sizeof *subdirs, s_cmp);
     for (size_t i = 0; i < n_sub; i++) {
-        if (rc == 0) rc = s_walk(self, subdirs[i], depth + 1, err, errlen);
+        if (rc == 0) rc = s_walk(self, subdirs[i], rel_at, depth + 1, err, errlen);
         free(subdirs[i]);
     }
     free(subdirs);
@@ -140,11 +147,19 @@ int nr_files_collect(nr_files_t *self, const char *path, char *err, size_t errle
     struct stat st;
     if (stat(path, &st) != 0)
         return nr_seterr(err, errlen, NR_EIO, "cannot read %s: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return s_walk(self, path, 0, err, errlen);
+    if (S_ISDIR(st.st_mode)) {
+        /* Paths found start with the folder's name (trailing '/' dropped)
+         * and one '/': what follows is relative to it. */
+        size_t a = strlen(path);
+        while (a > 1 && path[a - 1] == '/') a--;
+        size_t rel_at = a == 1 && path[0] == '/' ? 1 : a + 1;
+        return s_walk(self, path, rel_at, 0, err, errlen);
+    }
     if (!S_ISREG(st.st_mode))
         return nr_seterr(err, errlen, NR_EIO, "cannot read %s: not a file or folder", path);
     char *copy = strdup(path);
-    if (!copy || s_push(self, copy)) {
+    const char *base = strrchr(path, '/');
+    if (!copy || s_push(self, copy, base ? (size_t)(base + 1 - path) : 0)) {
         free(copy);
         return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
     }

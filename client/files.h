@@ -8,6 +8,8 @@
 
 typedef struct {
     char **paths; /* owned, each malloc'd */
+    size_t *rel_at; /* paths[i] + rel_at[i]: its path under the folder given
+                       ("a/b/001.jpg"), or its name for a file given itself */
     size_t len, cap;
     char **skipped; /* owned: why each subfolder left out could not be read */
     size_t n_skipped;
