@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define S_BATCH_BYTES ((size_t)64 << 20) /* input read ahead for one SUBMIT batch */
@@ -175,7 +176,11 @@ static void s_job_skipped(s_run_t *run, s_job_t *job) {
     nr_output_record_json(&b, "", NULL, &extra);
     char name[NR_OUTPUT_STEM_MAX + 40], err[1024];
     snprintf(name, sizeof name, "%s.json", job->stem);
-    if (!b.failed && !cli->no_wait) {
+    /* The record of an earlier run (with its caption) is kept. */
+    char old[4096];
+    snprintf(old, sizeof old, "%s/%s", job->dir, name);
+    struct stat st;
+    if (!b.failed && !cli->no_wait && lstat(old, &st) != 0) {
         nr_buf_puts(&b, "\n");
         if (nr_outtree_mkdir(cli->output, job->rel_dir, err, sizeof err) ||
             nr_output_write(job->dir, name, b.data, b.len, err, sizeof err))
