@@ -350,6 +350,30 @@ Test(cli, submit_defaults) {
     nr_cli_clear(&c);
 }
 
+Test(cli, submit_archive_options) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "submit", "tree", "--alt-text", "embed", "--in-place", "--overwrite",
+                       "--skip-described", "--manifest", "run.jsonl", "--manifest=run.CSV"),
+                 0, "%s", e);
+    cr_expect_eq(c.alt.mode, NR_ALTJOB_EMBED);
+    cr_expect_eq(c.alt.in_place, 1);
+    cr_expect_eq(c.alt.overwrite, 1);
+    cr_expect_eq(c.skip_described, 1);
+    cr_assert_eq(c.n_manifests, 2);
+    cr_expect_str_eq(c.manifests[0], "run.jsonl");
+    cr_expect_str_eq(c.manifests[1], "run.CSV");
+    nr_cli_clear(&c);
+    EXPECT_USAGE("--alt-text must be", "submit", "x", "--alt-text", "iptc");
+    EXPECT_USAGE("--in-place needs --alt-text", "submit", "x", "--in-place");
+    EXPECT_USAGE("--overwrite needs --alt-text", "submit", "x", "--overwrite");
+    EXPECT_USAGE("not --no-wait", "submit", "x", "--alt-text", "sidecar", "--no-wait");
+    EXPECT_USAGE(".jsonl or .csv", "submit", "x", "--manifest", "run.json");
+    EXPECT_USAGE("at most 4", "submit", "x", "--manifest", "1.csv", "--manifest", "2.csv",
+                 "--manifest", "3.csv", "--manifest", "4.csv", "--manifest", "5.csv");
+    EXPECT_USAGE("unknown option", "speak", "hi", "-o", "x.wav", "--alt-text", "sidecar");
+}
+
 Test(cli, submit_all_options) {
     nr_cli_t c;
     char e[512];
