@@ -52,7 +52,7 @@ void nr_cli_usage(FILE *out) {
         "  submit FILE|FOLDER... [-o DIR] [--window N] [--no-wait] [--id-from content|random]\n"
         "         [--route R] [--voice V] [--beams N] [--max-length N] [--prompt TEXT]\n"
         "         [--alt-text sidecar|embed [--in-place] [--overwrite]] [--skip-described]\n"
-        "         [--manifest RUN.jsonl] [--manifest RUN.csv]\n"
+        "         [--manifest RUN.jsonl] [--manifest RUN.csv] [--files-from LIST]\n"
         "        caption and narrate images (.jpg .jpeg .png .webp; folders are searched\n"
         "        recursively, in sorted order; files named directly are always taken;\n"
         "        a subfolder that cannot be read is skipped with a warning, exit 1).\n"
@@ -69,6 +69,9 @@ void nr_cli_usage(FILE *out) {
         "          --voice V            speech voice (worker default if not given)\n"
         "          --beams N            beam search width (1..16, default: the model's)\n"
         "          --max-length N       caption length limit in tokens (1..1024)\n"
+        "          --files-from LIST    also the files and folders listed in LIST, one a\n"
+        "                               line; outputs mirror each path as listed (less a\n"
+        "                               leading / or ./; .. becomes _.)\n"
         "          --alt-text sidecar   write the caption as IPTC alt text (XMP\n"
         "                               Iptc4xmpCore:AltTextAccessibility, x-default) in\n"
         "                               DIR/a/b/001.jpg.xmp\n"
@@ -377,6 +380,10 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
                 return nr_seterr(err, errlen, NR_EINVAL,
                                  "--alt-text must be 'sidecar', 'embed' or 'off', got '%s'", v);
         } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--files-from", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            self->files_from = v;
+        } else if (cmd == NR_CLI_SUBMIT &&
                    (rc = s_opt(argc, argv, &i, "--in-place", NULL, 0, &v, err, errlen))) {
             if (rc < 0) return rc;
             self->alt.in_place = 1;
@@ -419,8 +426,9 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
             return nr_seterr(err, errlen, NR_EINVAL, "speak: give the output file with -o FILE.wav");
         break;
     case NR_CLI_SUBMIT:
-        if (self->n_paths == 0)
-            return nr_seterr(err, errlen, NR_EINVAL, "submit: give at least one FILE or FOLDER");
+        if (self->n_paths == 0 && !self->files_from)
+            return nr_seterr(err, errlen, NR_EINVAL,
+                             "submit: give at least one FILE or FOLDER (or --files-from LIST)");
         if (!self->output) self->output = ".";
         if ((self->alt.in_place || self->alt.overwrite) && self->alt.mode == NR_ALTJOB_OFF)
             return nr_seterr(err, errlen, NR_EINVAL, "submit: %s needs --alt-text sidecar|embed",

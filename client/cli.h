@@ -86,6 +86,7 @@ typedef struct {
     int id_random; /* --id-from random; content hash otherwise */
     const char **paths; /* owned array of pointers into argv */
     size_t n_paths;
+    const char *files_from; /* --files-from LIST: more paths, one a line */
     nr_altjob_params_t alt; /* --alt-text sidecar|embed, --in-place, --overwrite */
     int skip_described;     /* no job for an image that has alt text */
     const char *manifests[NR_MANIFEST_FILES_MAX]; /* --manifest FILE (.jsonl, .csv) */

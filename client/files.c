@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,58 @@ int nr_files_collect(nr_files_t *self, const char *path, char *err, size_t errle
         return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
     }
     return 0;
+}
+
+/* Where the part of a listed path to mirror starts: after leading "/"
+ * and "./". */
+static size_t s_list_rel(const char *p) {
+    size_t i = 0;
+    for (;;) {
+        if (p[i] == '/') i++;
+        else if (p[i] == '.' && p[i + 1] == '/') i += 2;
+        else return i;
+    }
+}
+
+int nr_files_collect_list(nr_files_t *self, const char *list, char *err, size_t errlen) {
+    uint8_t *data;
+    size_t size;
+    int rc = nr_files_read(list, NR_FILES_LIST_MAX, &data, &size, err, errlen);
+    if (rc) return rc;
+    char *text = realloc(data, size + 1);
+    if (!text) {
+        free(data);
+        return nr_seterr(err, errlen, NR_ENOMEM, "out of memory reading %s", list);
+    }
+    data = (uint8_t *)text;
+    text[size] = '\0';
+    for (char *line = text, *next; rc == 0 && line && line < text + size; line = next) {
+        next = memchr(line, '\n', (size_t)(text + size - line));
+        if (next) *next++ = '\0';
+        size_t n = strlen(line);
+        if (n && line[n - 1] == '\r') line[--n] = '\0';
+        if (!n) continue;
+        size_t start = self->len, rel = s_list_rel(line);
+        struct stat st;
+        int bad = stat(line, &st) != 0 ? errno : 0;
+        if (!bad && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) bad = ENODEV;
+        if (bad) {
+            if (s_skip(self, line, bad)) rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+            continue;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            rc = s_walk(self, line, 0, 0, err, errlen);
+            for (size_t i = start; rc == 0 && i < self->len; i++) self->rel_at[i] = rel;
+        } else {
+            char *copy = strdup(line);
+            if (!copy || s_push(self, copy, rel)) {
+                free(copy);
+                rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+            }
+        }
+    }
+    free(data);
+    return rc;
 }
 
 int nr_files_read(const char *path, size_t max, uint8_t **data, size_t *size, char *err,

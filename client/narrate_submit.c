@@ -426,8 +426,13 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
             goto done;
         }
     }
+    if (cli->files_from && nr_files_collect_list(&files, cli->files_from, err, sizeof err)) {
+        nr_narrate_errorf(app, "%s", err);
+        code = NR_EXIT_USAGE;
+        goto done;
+    }
     for (size_t i = 0; i < files.n_skipped; i++)
-        nr_narrate_errorf(app, "warning: %s; skipping that folder", files.skipped[i]);
+        nr_narrate_errorf(app, "warning: %s; skipping it", files.skipped[i]);
     if (files.len == 0) {
         nr_narrate_errorf(app, "no images (.jpg .jpeg .png .webp) found in the paths given");
         code = NR_EXIT_USAGE;

@@ -364,6 +364,10 @@ Test(cli, submit_archive_options) {
     cr_expect_str_eq(c.manifests[0], "run.jsonl");
     cr_expect_str_eq(c.manifests[1], "run.CSV");
     nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "submit", "--files-from", "list.txt"), 0, "%s", e);
+    cr_expect_str_eq(c.files_from, "list.txt");
+    cr_expect_eq(c.n_paths, 0);
+    nr_cli_clear(&c);
     EXPECT_USAGE("--alt-text must be", "submit", "x", "--alt-text", "iptc");
     EXPECT_USAGE("--in-place needs --alt-text", "submit", "x", "--in-place");
     EXPECT_USAGE("--overwrite needs --alt-text", "submit", "x", "--overwrite");

@@ -159,3 +159,54 @@ Test(outtree, collect_gives_paths_under_the_root, .init = s_setup, .fini = s_tea
         cr_expect_str_eq(f.paths[i] + f.rel_at[i], want[i], "%s", f.paths[i]);
     nr_files_clear(&f);
 }
+
+/* A --files-from list: relative, "./", absolute and ".." entries, a
+ * folder, a missing file and blank lines. Outputs mirror each path as
+ * listed and stay inside; the missing one is skipped with its reason. */
+Test(outtree, list_file_entries_mirror_their_paths, .init = s_setup, .fini = s_teardown) {
+    char err[512];
+    cr_assert_eq(mkdir(s_path("root"), 0700), 0);
+    cr_assert_eq(mkdir(s_path("root/a"), 0700), 0);
+    cr_assert_eq(mkdir(s_path("root/a/b"), 0700), 0);
+    cr_assert_eq(mkdir(s_path("sub"), 0700), 0);
+    s_touch("root/a/b/001.jpg");
+    s_touch("root/a/001.jpg");
+    s_touch("outside.jpg");
+    cr_assert_eq(chdir(s_tmp), 0);
+    FILE *f = fopen("list.txt", "w");
+    cr_assert_not_null(f);
+    fprintf(f, "root/a/b/001.jpg\n./root/a/001.jpg\r\n\n%s/outside.jpg\nmissing.jpg\n"
+               "sub/../root/a/001.jpg\nroot/a/b\n", s_tmp);
+    fclose(f);
+    nr_files_t files;
+    nr_files_init(&files);
+    cr_assert_eq(nr_files_collect_list(&files, "list.txt", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(files.len, 5);
+    cr_assert_eq(files.n_skipped, 1);
+    cr_expect(strstr(files.skipped[0], "missing.jpg: No such file"), "%s", files.skipped[0]);
+    const char *rels[5];
+    for (size_t i = 0; i < 5; i++) rels[i] = files.paths[i] + files.rel_at[i];
+    cr_expect_str_eq(rels[0], "root/a/b/001.jpg");
+    cr_expect_str_eq(rels[1], "root/a/001.jpg");
+    char abs[600];
+    snprintf(abs, sizeof abs, "%s/outside.jpg", s_tmp + 1);
+    cr_expect_str_eq(rels[2], abs);
+    cr_expect_str_eq(rels[3], "sub/../root/a/001.jpg");
+    cr_expect_str_eq(rels[4], "root/a/b/001.jpg");
+    char *dirs[5], *names[5];
+    cr_assert_eq(nr_outtree_plan(rels, 5, dirs, names), 0);
+    cr_expect_str_eq(dirs[0], "root/a/b");
+    cr_expect_str_eq(dirs[1], "root/a");
+    cr_expect_str_eq(dirs[3], "sub/_./root/a");
+    /* The same file listed twice (directly, then in its folder) gets two
+     * names, never one output written by two jobs. */
+    cr_expect_str_eq(names[0], "001.jpg");
+    cr_expect_str_eq(dirs[4], "root/a/b");
+    cr_expect_str_eq(names[4], "001-2.jpg");
+    for (int i = 0; i < 5; i++) {
+        free(dirs[i]);
+        free(names[i]);
+    }
+    nr_files_clear(&files);
+    cr_expect_eq(nr_files_collect_list(&files, "nope.txt", err, sizeof err), NR_EIO);
+}
