@@ -537,7 +537,7 @@ stop:
         char extra[64] = "";
         if (run.skipped) snprintf(extra, sizeof extra, ", %zu skipped (described)", run.skipped);
         if (files.n_skipped)
-            fprintf(stderr, "narrate: %zu %s, %zu failed%s, of %zu images; %zu folder%s skipped\n",
+            fprintf(stderr, "narrate: %zu %s, %zu failed%s, of %zu images; %zu path%s skipped\n",
                     run.done, cli->no_wait ? "submitted" : "done", run.failed, extra, run.n,
                     files.n_skipped, files.n_skipped == 1 ? "" : "s");
         else

@@ -477,3 +477,32 @@ Test(manifest, csv_and_jsonl_rows, .init = s_setup, .fini = s_teardown) {
     const char *txt[] = {s_path("run.txt")};
     cr_expect_null(nr_manifest_new(txt, 1, err, sizeof err));
 }
+
+Test(altjob, in_place_writes_beside_or_into_the_original, .init = s_setup, .fini = s_teardown) {
+    s_make_gif(s_path("dot.gif"));
+    nr_altjob_params_t side = {NR_ALTJOB_SIDECAR, 1, 0}, embed = {NR_ALTJOB_EMBED, 1, 0};
+    nr_altjob_t j = {0};
+    nr_altjob_probe(&j, &side, s_path("dot.gif"), s_path("unused"), "dot.gif");
+    cr_expect_eq(nr_altjob_apply(&j, &side, s_path("dot.gif"), s_path("unused"), "dot.gif", "a dot"), 0);
+    cr_expect_str_eq(j.action, "written");
+    cr_expect_str_eq(j.file, s_path("dot.gif.xmp"));
+    nr_altjob_clear(&j);
+    char *t = s_indep_alt(s_path("dot.gif.xmp"));
+    cr_expect_str_eq(t ? t : "(none)", "a dot");
+    free(t);
+    /* Embedding in place now finds the sidecar beside it and keeps it. */
+    nr_altjob_probe(&j, &embed, s_path("dot.gif"), s_path("unused"), "dot.gif");
+    nr_altjob_apply(&j, &embed, s_path("dot.gif"), s_path("unused"), "dot.gif", "other words");
+    cr_expect_str_eq(j.action, "kept-existing");
+    cr_expect_str_eq(j.existing_at, "sidecar");
+    nr_altjob_clear(&j);
+    cr_assert_eq(unlink(s_path("dot.gif.xmp")), 0);
+    nr_altjob_probe(&j, &embed, s_path("dot.gif"), s_path("unused"), "dot.gif");
+    nr_altjob_apply(&j, &embed, s_path("dot.gif"), s_path("unused"), "dot.gif", "other words");
+    cr_expect_str_eq(j.action, "written");
+    nr_altjob_clear(&j);
+    t = s_indep_alt(s_path("dot.gif"));
+    cr_expect_str_eq(t ? t : "(none)", "other words");
+    free(t);
+    cr_expect_neq(access(s_path("unused"), F_OK), 0, "something was written under OUT");
+}
