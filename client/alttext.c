@@ -160,9 +160,13 @@ int nr_alttext_read_image(const char *path, char **text, char *err, size_t errle
     if (fd == -1) return nr_seterr(err, errlen, NR_EIO, "cannot read %s: %s", path, strerror(ENOENT));
     if (fd < 0) return fd;
     close(fd);
-    if (xmp_files_check_file_format(path) == XMP_FT_UNKNOWN) return 0;
-    XmpFilePtr xf = xmp_files_open_new(path, XMP_OPEN_READ | XMP_OPEN_ONLYXMP);
-    if (!xf) return 0; /* no handler: no XMP we can read */
+    /* A format exempi has no handler for (HEIC, AVIF, BMP) is scanned for
+     * an XMP packet, so a person's alt text there is seen too. */
+    XmpOpenFileOptions how = xmp_files_check_file_format(path) == XMP_FT_UNKNOWN
+                                 ? XMP_OPEN_READ | XMP_OPEN_USEPACKETSCANNING
+                                 : XMP_OPEN_READ | XMP_OPEN_ONLYXMP;
+    XmpFilePtr xf = xmp_files_open_new(path, how);
+    if (!xf) return 0; /* nothing exempi can read XMP from */
     XmpPtr xmp = xmp_new_empty();
     if (!xmp) {
         xmp_files_close(xf, XMP_CLOSE_NOOPTION);

@@ -26,8 +26,9 @@ int nr_alttext_cut(const char *caption, size_t max_chars, char **out, int *cut, 
                    size_t errlen);
 
 /* Reads the x-default alt text from the XMP embedded in the image at path.
- * *text is NULL when the image has no XMP or no alt text (also when exempi
- * knows no handler for its format), else malloc'd (at most
+ * *text is NULL when the image has no XMP or no alt text, else malloc'd
+ * (a format exempi has no handler for, such as HEIC, AVIF or BMP, is
+ * scanned for an XMP packet; at most
  * NR_ALTTEXT_TEXT_MAX bytes). XMP that exempi finds but cannot parse:
  * NR_EIMAGE ("malformed XMP"); an unreadable file: NR_EIO. */
 int nr_alttext_read_image(const char *path, char **text, char *err, size_t errlen);

@@ -300,6 +300,21 @@ Test(alttext, reads_a_human_alt_text_and_refuses_malformed_xmp, .init = s_setup,
     cr_expect_eq(nr_alttext_read_sidecar(s_path("dir.xmp"), &t, err, sizeof err), NR_EIO);
 }
 
+/* A format exempi has no handler for (here a BMP with an XMP packet in
+ * it, as some tools write) is scanned: the person's alt text is seen. */
+Test(alttext, packet_in_an_unknown_format_is_found, .init = s_setup, .fini = s_teardown) {
+    char buf[2048] = "BM";
+    size_t n = 2 + 52;
+    memset(buf + 2, 0, 52);
+    memcpy(buf + n, s_human_packet, strlen(s_human_packet));
+    n += strlen(s_human_packet);
+    s_write(s_path("scan.bmp"), buf, n);
+    char err[512], *t = NULL;
+    cr_assert_eq(nr_alttext_read_image(s_path("scan.bmp"), &t, err, sizeof err), 0, "%s", err);
+    cr_expect_str_eq(t ? t : "(none)", "A person wrote this & means it");
+    free(t);
+}
+
 Test(alttext, sidecar_keeps_other_properties, .init = s_setup, .fini = s_teardown) {
     static const char side[] =
         "<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF "
