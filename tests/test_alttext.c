@@ -468,9 +468,16 @@ Test(manifest, csv_and_jsonl_rows, .init = s_setup, .fini = s_teardown) {
     nr_manifest_row_t row = {"in/a,b.jpg", "id1", "done", "a \"big\" dog,\nrunning", "vit-gpt2",
                              "af", "out/a,b.jpg.wav", "written", NULL, NULL};
     cr_assert_eq(nr_manifest_add(m, &row, err, sizeof err), 0, "%s", err);
-    nr_manifest_destroy(&m);
-    nr_manifest_destroy(&m);
+    /* On disk at once, whole: a run killed now leaves a valid file. */
     size_t n;
+    char *now = (char *)s_read(s_path("run.jsonl"), &n);
+    cr_expect(n > 0 && now[n - 1] == '\n' && strstr(now, "\"job_id\":\"id1\""), "%s", now);
+    free(now);
+    now = (char *)s_read(s_path("run.csv"), &n);
+    cr_expect(n > 2 && !strcmp(now + n - 2, "\r\n") && strstr(now, "\"id1\""), "%s", now);
+    free(now);
+    nr_manifest_destroy(&m);
+    nr_manifest_destroy(&m);
     char *csv = (char *)s_read(s_path("run.csv"), &n);
     cr_expect_str_eq(csv,
                      "\"source\",\"job_id\",\"state\",\"caption\",\"model\",\"voice\",\"audio\","

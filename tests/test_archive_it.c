@@ -362,6 +362,31 @@ Test(archive_it, thousand_images_in_nested_folders) {
     char *jsonl = nr_harness_path(C.cl.dir, "run.jsonl"), *csv = nr_harness_path(C.cl.dir, "run.csv");
     const char *args[] = {"--alt-text", "sidecar", "--window", "64", "--quiet", "--manifest", jsonl,
                           "--manifest", csv, NULL};
+    /* A run killed part way leaves a manifest of whole rows. */
+    const char *argv[] = {C.narrate, "--broker", C.cl.client_ep, "submit", C.in, "-o", C.out,
+                          "--route", C.route, "--window", "4", "--quiet", "--manifest", jsonl, NULL};
+    char *klog = nr_harness_path(C.cl.dir, "narrate-killed.log");
+    nr_harness_proc_t *p = nr_harness_spawn(argv, NULL, klog);
+    cr_assert_not_null(p, "%s", nr_harness_error());
+    char *m = NULL;
+    for (long long end = nr_harness_now_ms() + 120000; nr_harness_now_ms() < end; nr_harness_sleep_ms(5)) {
+        free(m);
+        m = nr_harness_read_file(jsonl, NULL);
+        if (m && s_count(m, "\n") >= 20) break;
+    }
+    nr_harness_proc_kill(p, SIGKILL);
+    nr_harness_proc_wait(p, 10000, NULL);
+    nr_harness_proc_destroy(&p);
+    free(m);
+    m = nr_harness_read_file(jsonl, NULL);
+    size_t len = m ? strlen(m) : 0;
+    int rows = s_count(m, "\n");
+    s_require(rows >= 20 && m[len - 1] == '\n' && s_count(m, "{\"source\":") == rows &&
+                  s_count(m, "\"error_message\":null}\n") == rows,
+              "killed run's manifest (%d rows): ...%s", rows, m ? m + (len > 300 ? len - 300 : 0) : "");
+    free(m);
+    free(klog);
+
     char *log = NULL;
     int code = s_submit(C.out, args, &log);
     s_require(code == 0, "exit %d: %s", code, log);
@@ -378,7 +403,7 @@ Test(archive_it, thousand_images_in_nested_folders) {
                 snprintf(rel, sizeof rel, "y%d/roll_%d/%03d.%s.json", 2010 + a, b, k, exts[n % 3]);
                 s_require(s_exists(C.out, rel), "%s missing", rel);
             }
-    char *m = nr_harness_read_file(jsonl, NULL);
+    m = nr_harness_read_file(jsonl, NULL);
     s_require(m && s_count(m, "\n") == 1000 && s_count(m, "\"alt_text_action\":\"written\"") == 1000,
               "jsonl rows: %d", s_count(m, "\n"));
     free(m);
