@@ -65,6 +65,16 @@ void nr_altjob_probe(nr_altjob_t *self, const nr_altjob_params_t *p, const char 
     text = NULL;
     rc = nr_alttext_read_sidecar(path, &text, err, sizeof err);
     if (s_found(self, "sidecar", rc, text, err)) goto done;
+    /* Lightroom's form too: 001.xmp beside 001.jpg. */
+    char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    *dot = '\0';
+    dot = strrchr(path, '.');
+    if (dot && (!slash || dot > slash + 1)) {
+        memcpy(dot, ".xmp", 5);
+        text = NULL;
+        rc = nr_alttext_read_sidecar(path, &text, err, sizeof err);
+        if (s_found(self, "sidecar", rc, text, err)) goto done;
+    }
     text = NULL;
     rc = nr_alttext_read_image(src, &text, err, sizeof err);
     s_found(self, "image", rc, text, err);

@@ -6,7 +6,8 @@
  * Where existing alt text is looked for, first found wins:
  *   "output"  what this image's outputs already hold: OUT/.../NAME.xmp, and
  *             (embed) the copy OUT/.../NAME; a person may have edited them
- *   "sidecar" an XMP sidecar beside the original: SRC.xmp
+ *   "sidecar" an XMP sidecar beside the original: SRC.xmp (001.jpg.xmp),
+ *             then the stem's (001.xmp, as Lightroom writes it)
  *   "image"   the XMP embedded in the original
  * XMP found but unreadable (malformed, a link, too large) is never written
  * over: the action is "skipped" and the record says why. */

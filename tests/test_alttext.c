@@ -518,7 +518,11 @@ Test(altjob, in_place_writes_beside_or_into_the_original, .init = s_setup, .fini
     cr_expect_str_eq(j.action, "kept-existing");
     cr_expect_str_eq(j.existing_at, "sidecar");
     nr_altjob_clear(&j);
-    cr_assert_eq(unlink(s_path("dot.gif.xmp")), 0);
+    cr_assert_eq(rename(s_path("dot.gif.xmp"), s_path("dot.xmp")), 0); /* Lightroom's name */
+    nr_altjob_probe(&j, &embed, s_path("dot.gif"), s_path("unused"), "dot.gif");
+    cr_expect_str_eq(j.existing ? j.existing : "(none)", "a dot");
+    nr_altjob_clear(&j);
+    cr_assert_eq(unlink(s_path("dot.xmp")), 0);
     nr_altjob_probe(&j, &embed, s_path("dot.gif"), s_path("unused"), "dot.gif");
     nr_altjob_apply(&j, &embed, s_path("dot.gif"), s_path("unused"), "dot.gif", "other words");
     cr_expect_str_eq(j.action, "written");
