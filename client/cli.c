@@ -52,12 +52,16 @@ void nr_cli_usage(FILE *out) {
         "  submit FILE|FOLDER... [-o DIR] [--window N] [--no-wait] [--id-from content|random]\n"
         "         [--route R] [--voice V] [--beams N] [--max-length N] [--prompt TEXT]\n"
         "         [--run ID]\n"
+        "         [--alt-text sidecar|embed [--in-place] [--overwrite]] [--skip-described]\n"
+        "         [--manifest RUN.jsonl] [--manifest RUN.csv] [--files-from LIST]\n"
         "        caption and narrate images (.jpg .jpeg .png .webp; folders are searched\n"
         "        recursively, in sorted order; files named directly are always taken;\n"
         "        a subfolder that cannot be read is skipped with a warning, exit 1).\n"
-        "        For each finished image writes DIR/<stem>.txt (caption), <stem>.wav and\n"
-        "        <stem>.json (record). Job ids are a content hash of image + route +\n"
-        "        options, so submitting again skips finished work.\n"
+        "        The folder tree is mirrored under DIR: ROOT/a/b/001.jpg gives\n"
+        "        DIR/a/b/001.jpg.txt (caption), .wav (audio) and .json (record); a file\n"
+        "        named directly goes to DIR/<name>.*. Names are made safe; two that\n"
+        "        would meet get -2, -3 before the extension. Job ids are a content hash\n"
+        "        of image + route + options, so submitting again skips finished work.\n"
         "          -o, --output DIR     output folder (default: .; created if missing)\n"
         "          --window N           jobs in flight at once (1..1024, default 8)\n"
         "          --no-wait            submit, print the job ids and return\n"
@@ -69,6 +73,26 @@ void nr_cli_usage(FILE *out) {
         "          --voice V            speech voice (worker default if not given)\n"
         "          --beams N            beam search width (1..16, default: the model's)\n"
         "          --max-length N       caption length limit in tokens (1..1024)\n"
+        "          --files-from LIST    also the files and folders listed in LIST, one a\n"
+        "                               line; outputs mirror each path as listed (less a\n"
+        "                               leading / or ./; .. becomes _.)\n"
+        "          --alt-text sidecar   write the caption as IPTC alt text (XMP\n"
+        "                               Iptc4xmpCore:AltTextAccessibility, x-default) in\n"
+        "                               DIR/a/b/001.jpg.xmp\n"
+        "          --alt-text embed     write a copy DIR/a/b/001.jpg with the alt text in\n"
+        "                               its XMP (JPEG, PNG, TIFF, GIF; other formats get a\n"
+        "                               sidecar and the record says sidecar-fallback)\n"
+        "          --in-place           write into the original (embed) or beside it\n"
+        "                               (sidecar ROOT/a/b/001.jpg.xmp) instead of DIR\n"
+        "          --overwrite          replace alt text already there (default: keep it;\n"
+        "                               looked for in DIR's outputs, ROOT/..../X.xmp and\n"
+        "                               the image's own XMP). Alt text is cut to 250\n"
+        "                               characters at a word boundary\n"
+        "          --skip-described     submit no job for an image that has alt text\n"
+        "          --manifest FILE      one row per image (source, job id, state, caption,\n"
+        "                               model, voice, audio, alt text action, error) as\n"
+        "                               JSON Lines (.jsonl) or CSV (.csv); give both if\n"
+        "                               wanted. Written as images finish\n"
         "          --prompt TEXT        the caption starts with TEXT (\"a picture of\"): BLIP's\n"
         "                               conditional captioning; 1..256 bytes of UTF-8. A\n"
         "                               captioner without prompts (vit-gpt2, git) fails\n"
@@ -362,6 +386,41 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
                                errlen)))
                 return rc;
         } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--alt-text", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if (!strcmp(v, "sidecar")) self->alt.mode = NR_ALTJOB_SIDECAR;
+            else if (!strcmp(v, "embed")) self->alt.mode = NR_ALTJOB_EMBED;
+            else if (!strcmp(v, "off")) self->alt.mode = NR_ALTJOB_OFF;
+            else
+                return nr_seterr(err, errlen, NR_EINVAL,
+                                 "--alt-text must be 'sidecar', 'embed' or 'off', got '%s'", v);
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--files-from", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            self->files_from = v;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--in-place", NULL, 0, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            self->alt.in_place = 1;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--overwrite", NULL, 0, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            self->alt.overwrite = 1;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--skip-described", NULL, 0, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            self->skip_described = 1;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--manifest", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if (!nr_manifest_format(v))
+                return nr_seterr(err, errlen, NR_EINVAL,
+                                 "--manifest %s: the name must end in .jsonl or .csv", v);
+            if (self->n_manifests == NR_MANIFEST_FILES_MAX)
+                return nr_seterr(err, errlen, NR_EINVAL, "at most %d --manifest files",
+                                 NR_MANIFEST_FILES_MAX);
+            self->manifests[self->n_manifests++] = v;
+        } else if (cmd == NR_CLI_SUBMIT &&
                    (rc = s_opt(argc, argv, &i, "--prompt", NULL, 1, &v, err, errlen))) {
             if (rc < 0) return rc;
             char why[160] = "";
@@ -382,9 +441,16 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
             return nr_seterr(err, errlen, NR_EINVAL, "speak: give the output file with -o FILE.wav");
         break;
     case NR_CLI_SUBMIT:
-        if (self->n_paths == 0)
-            return nr_seterr(err, errlen, NR_EINVAL, "submit: give at least one FILE or FOLDER");
+        if (self->n_paths == 0 && !self->files_from)
+            return nr_seterr(err, errlen, NR_EINVAL,
+                             "submit: give at least one FILE or FOLDER (or --files-from LIST)");
         if (!self->output) self->output = ".";
+        if ((self->alt.in_place || self->alt.overwrite) && self->alt.mode == NR_ALTJOB_OFF)
+            return nr_seterr(err, errlen, NR_EINVAL, "submit: %s needs --alt-text sidecar|embed",
+                             self->alt.in_place ? "--in-place" : "--overwrite");
+        if (self->alt.mode != NR_ALTJOB_OFF && self->no_wait)
+            return nr_seterr(err, errlen, NR_EINVAL,
+                             "submit: --alt-text needs the captions, so not --no-wait");
         break;
     case NR_CLI_STATUS:
         if (self->run && id)

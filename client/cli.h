@@ -17,7 +17,9 @@
 #ifndef NR_CLIENT_CLI_H
 #define NR_CLIENT_CLI_H
 
+#include "client/altjob.h"
 #include "client/client.h"
+#include "client/manifest.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -85,6 +87,11 @@ typedef struct {
     const char *run; /* submit: the run to join (NULL: a new one); status: the run to sum up */
     const char **paths; /* owned array of pointers into argv */
     size_t n_paths;
+    const char *files_from; /* --files-from LIST: more paths, one a line */
+    nr_altjob_params_t alt; /* --alt-text sidecar|embed, --in-place, --overwrite */
+    int skip_described;     /* no job for an image that has alt text */
+    const char *manifests[NR_MANIFEST_FILES_MAX]; /* --manifest FILE (.jsonl, .csv) */
+    size_t n_manifests;
     /* status, wait, get, cancel */
     const char *id;
     long wait_timeout; /* wait: seconds, 0 = no limit */

@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@ void nr_files_clear(nr_files_t *self) {
     if (!self) return;
     for (size_t i = 0; i < self->len; i++) free(self->paths[i]);
     free(self->paths);
+    free(self->rel_at);
     for (size_t i = 0; i < self->n_skipped; i++) free(self->skipped[i]);
     free(self->skipped);
     memset(self, 0, sizeof *self);
@@ -49,14 +51,19 @@ int nr_files_is_image_name(const char *name) {
     return 0;
 }
 
-static int s_push(nr_files_t *self, char *path) {
+/* Adds path; its part relative to its root starts at path + rel_at. */
+static int s_push(nr_files_t *self, char *path, size_t rel_at) {
     if (self->len == self->cap) {
         size_t cap = self->cap ? self->cap * 2 : 16;
         char **p = realloc(self->paths, cap * sizeof *p);
         if (!p) return NR_ENOMEM;
         self->paths = p;
+        size_t *r = realloc(self->rel_at, cap * sizeof *r);
+        if (!r) return NR_ENOMEM;
+        self->rel_at = r;
         self->cap = cap;
     }
+    self->rel_at[self->len] = rel_at;
     self->paths[self->len++] = path;
     return 0;
 }
@@ -77,7 +84,8 @@ static char *s_join(const char *dir, const char *name) {
     return p;
 }
 
-static int s_walk(nr_files_t *self, const char *dir, int depth, char *err, size_t errlen) {
+static int s_walk(nr_files_t *self, const char *dir, size_t rel_at, int depth, char *err,
+                  size_t errlen) {
     if (depth > S_DEPTH_MAX)
         return nr_seterr(err, errlen, NR_EIO, "cannot read %s: folders nested too deep", dir);
     DIR *d = opendir(dir);
@@ -115,7 +123,7 @@ static int s_walk(nr_files_t *self, const char *dir, int depth, char *err, size_
             }
             subdirs[n_sub++] = path;
         } else if (S_ISREG(st.st_mode) && nr_files_is_image_name(e->d_name)) {
-            if ((rc = s_push(self, path))) free(path);
+            if ((rc = s_push(self, path, rel_at))) free(path);
         } else {
             free(path);
         }
@@ -125,7 +133,7 @@ static int s_walk(nr_files_t *self, const char *dir, int depth, char *err, size_
     closedir(d);
     if (rc == 0 && n_sub) qsort(subdirs, n_sub, sizeof *subdirs, s_cmp);
     for (size_t i = 0; i < n_sub; i++) {
-        if (rc == 0) rc = s_walk(self, subdirs[i], depth + 1, err, errlen);
+        if (rc == 0) rc = s_walk(self, subdirs[i], rel_at, depth + 1, err, errlen);
         free(subdirs[i]);
     }
     free(subdirs);
@@ -140,15 +148,75 @@ int nr_files_collect(nr_files_t *self, const char *path, char *err, size_t errle
     struct stat st;
     if (stat(path, &st) != 0)
         return nr_seterr(err, errlen, NR_EIO, "cannot read %s: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return s_walk(self, path, 0, err, errlen);
+    if (S_ISDIR(st.st_mode)) {
+        /* Paths found start with the folder's name (trailing '/' dropped)
+         * and one '/': what follows is relative to it. */
+        size_t a = strlen(path);
+        while (a > 1 && path[a - 1] == '/') a--;
+        size_t rel_at = a == 1 && path[0] == '/' ? 1 : a + 1;
+        return s_walk(self, path, rel_at, 0, err, errlen);
+    }
     if (!S_ISREG(st.st_mode))
         return nr_seterr(err, errlen, NR_EIO, "cannot read %s: not a file or folder", path);
     char *copy = strdup(path);
-    if (!copy || s_push(self, copy)) {
+    const char *base = strrchr(path, '/');
+    if (!copy || s_push(self, copy, base ? (size_t)(base + 1 - path) : 0)) {
         free(copy);
         return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
     }
     return 0;
+}
+
+/* Where the part of a listed path to mirror starts: after leading "/"
+ * and "./". */
+static size_t s_list_rel(const char *p) {
+    size_t i = 0;
+    for (;;) {
+        if (p[i] == '/') i++;
+        else if (p[i] == '.' && p[i + 1] == '/') i += 2;
+        else return i;
+    }
+}
+
+int nr_files_collect_list(nr_files_t *self, const char *list, char *err, size_t errlen) {
+    uint8_t *data;
+    size_t size;
+    int rc = nr_files_read(list, NR_FILES_LIST_MAX, &data, &size, err, errlen);
+    if (rc) return rc;
+    char *text = realloc(data, size + 1);
+    if (!text) {
+        free(data);
+        return nr_seterr(err, errlen, NR_ENOMEM, "out of memory reading %s", list);
+    }
+    data = (uint8_t *)text;
+    text[size] = '\0';
+    for (char *line = text, *next; rc == 0 && line && line < text + size; line = next) {
+        next = memchr(line, '\n', (size_t)(text + size - line));
+        if (next) *next++ = '\0';
+        size_t n = strlen(line);
+        if (n && line[n - 1] == '\r') line[--n] = '\0';
+        if (!n) continue;
+        size_t start = self->len, rel = s_list_rel(line);
+        struct stat st;
+        int bad = stat(line, &st) != 0 ? errno : 0;
+        if (!bad && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) bad = ENODEV;
+        if (bad) {
+            if (s_skip(self, line, bad)) rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+            continue;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            rc = s_walk(self, line, 0, 0, err, errlen);
+            for (size_t i = start; rc == 0 && i < self->len; i++) self->rel_at[i] = rel;
+        } else {
+            char *copy = strdup(line);
+            if (!copy || s_push(self, copy, rel)) {
+                free(copy);
+                rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+            }
+        }
+    }
+    free(data);
+    return rc;
 }
 
 int nr_files_read(const char *path, size_t max, uint8_t **data, size_t *size, char *err,

@@ -8,6 +8,8 @@
 
 typedef struct {
     char **paths; /* owned, each malloc'd */
+    size_t *rel_at; /* paths[i] + rel_at[i]: its path under the folder given
+                       ("a/b/001.jpg"), or its name for a file given itself */
     size_t len, cap;
     char **skipped; /* owned: why each subfolder left out could not be read */
     size_t n_skipped;
@@ -30,6 +32,17 @@ int nr_files_is_image_name(const char *name);
  * 0, or NR_EIO / NR_ENOMEM with a message in err when `path` itself cannot
  * be read. */
 int nr_files_collect(nr_files_t *self, const char *path, char *err, size_t errlen);
+
+/* Adds the paths listed in the file `list`, one a line (a trailing '\r'
+ * dropped, empty lines skipped; at most NR_FILES_LIST_MAX bytes). Each is
+ * taken as nr_files_collect takes it, with its part under the root being
+ * the whole path as listed, less leading "/" and "./" (so its outputs
+ * mirror the listed path; client/outtree.h keeps ".." inside). A listed
+ * path that cannot be read is left out with its reason in self->skipped.
+ * Returns 0, or NR_EIO / NR_ETOOBIG / NR_ENOMEM when the list itself
+ * cannot be read. */
+#define NR_FILES_LIST_MAX ((size_t)64 << 20)
+int nr_files_collect_list(nr_files_t *self, const char *list, char *err, size_t errlen);
 
 /* Reads a whole file of at most `max` bytes into a malloc'd buffer (the
  * caller frees it; size 0 gives a valid 1-byte buffer). Returns 0, NR_EIO,

@@ -191,8 +191,8 @@ static int s_cmd_get(nr_narrate_app_t *app) {
     char stem[NR_PROTO_ID_MAX + 1], *line = NULL;
     snprintf(stem, sizeof stem, "%s", app->cli->id);
     if (stem[0] == '.') stem[0] = '_';
-    rc = nr_narrate_write_outputs(app, app->cli->id, &record, app->cli->output, stem, NULL, &line, err,
-                         sizeof err);
+    rc = nr_narrate_write_outputs(app, app->cli->id, &record, app->cli->output, stem, NULL, NULL,
+                                  NULL, &line, err, sizeof err);
     if (rc) {
         nr_narrate_errorf(app, "job %s: %s", app->cli->id, err);
         code = nr_narrate_exit_code(rc) == NR_EXIT_OK ? NR_EXIT_FAILED : nr_narrate_exit_code(rc);
@@ -265,7 +265,7 @@ static int s_cmd_speak(nr_narrate_app_t *app) {
     if (cli->json) {
         nr_buf_t b = {0};
         const char *files[2] = {cli->output, NULL};
-        nr_output_extra_t extra = {NULL, files, NULL, NULL};
+        nr_output_extra_t extra = {NULL, files, NULL, NULL, NULL, NULL};
         nr_output_record_json(&b, id, &reply, &extra);
         if (!b.failed) fprintf(info, "%s\n", b.data);
         nr_buf_clear(&b);

@@ -44,12 +44,21 @@ void nr_narrate_errorf(nr_narrate_app_t *app, const char *fmt, ...)
 int nr_narrate_noworker_check(nr_narrate_noworker_t *w, const nr_msg_t *record, long timeout_s,
                               char *err, size_t errlen);
 
-/* Writes a finished job's outputs into dir as <stem>.txt/.wav/.json. On
- * success, and when `line` is not NULL, it gets the JSON line for stdout
- * (the caller frees it). Returns 0 or an error with a message in err. */
+/* A finished job's caption (the record's text.caption, else fetched),
+ * malloc'd into *caption; NULL when its route has no text stage. Returns
+ * 0 or an error (retryable ones included) with a message in err. */
+int nr_narrate_caption(nr_narrate_app_t *app, const char *id, const nr_msg_t *record,
+                       char **caption, char *err, size_t errlen);
+
+/* Writes a finished job's outputs into dir as <stem>.txt/.wav/.json;
+ * `caption` NULL: fetched (nr_narrate_caption); `json_extra`: members
+ * added to the record, or NULL. On success, and when `line` is not NULL,
+ * it gets the JSON line for stdout (the caller frees it). Returns 0 or an
+ * error with a message in err. */
 int nr_narrate_write_outputs(nr_narrate_app_t *app, const char *id, const nr_msg_t *record,
-                             const char *dir, const char *stem, const char *source, char **line,
-                             char *err, size_t errlen);
+                             const char *dir, const char *stem, const char *source,
+                             const char *caption, const char *json_extra, char **line, char *err,
+                             size_t errlen);
 
 const char *nr_narrate_or(const char *s, const char *alt);
 

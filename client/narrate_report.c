@@ -116,48 +116,66 @@ int nr_narrate_noworker_check(nr_narrate_noworker_t *w, const nr_msg_t *record, 
     return 1;
 }
 
-/* Writes a finished job's outputs into dir as <stem>.txt/.wav/.json. On
- * success, and when `line` is not NULL, it gets the JSON line for stdout
- * (the caller frees it). Returns 0 or an error with a message in err. */
-int nr_narrate_write_outputs(nr_narrate_app_t *app, const char *id, const nr_msg_t *record, const char *dir,
-                           const char *stem, const char *source, char **line, char *err,
-                           size_t errlen) {
+int nr_narrate_caption(nr_narrate_app_t *app, const char *id, const nr_msg_t *record,
+                       char **caption, char *err, size_t errlen) {
+    *caption = NULL;
+    const char *route = nr_proto_kv_get(record, "route");
+    if (!route) route = app->cli->route;
+    if (!s_route_has(route, "text")) return 0;
+    const char *have = nr_proto_kv_get(record, "text.caption");
+    if (have) {
+        *caption = strdup(have);
+        return *caption ? 0 : nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+    }
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    int rc = nr_client_fetch(app->client, id, "text", &reply);
+    if (rc) {
+        nr_seterr(err, errlen, rc, "cannot fetch the caption: %s", nr_client_error(app->client));
+    } else {
+        size_t n = reply.frames_len ? reply.frames[0].size : 0;
+        if (n > S_CAPTION_MAX) n = S_CAPTION_MAX;
+        char *text = malloc(n + 1);
+        if (!text) {
+            rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+        } else {
+            if (n) memcpy(text, reply.frames[0].data, n);
+            text[n] = '\0';
+            *caption = text;
+        }
+    }
+    nr_proto_msg_clear(&reply);
+    return rc;
+}
+
+int nr_narrate_write_outputs(nr_narrate_app_t *app, const char *id, const nr_msg_t *record,
+                             const char *dir, const char *stem, const char *source,
+                             const char *caption, const char *json_extra, char **line, char *err,
+                             size_t errlen) {
     const char *route = nr_proto_kv_get(record, "route");
     if (!route) route = app->cli->route;
     char names[3][NR_OUTPUT_STEM_MAX + 40];
     const char *files[4] = {NULL, NULL, NULL, NULL};
     size_t n_files = 0;
+    char *owned = NULL;
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int rc = nr_output_mkdir(dir, err, errlen);
     if (rc) goto done;
 
     if (s_route_has(route, "text")) {
-        const char *caption = nr_proto_kv_get(record, "text.caption");
-        char *owned = NULL;
         if (!caption) {
-            rc = nr_client_fetch(app->client, id, "text", &reply);
-            if (rc) {
-                nr_seterr(err, errlen, rc, "cannot fetch the caption: %s", nr_client_error(app->client));
-                goto done;
-            }
-            size_t n = reply.frames_len ? reply.frames[0].size : 0;
-            if (n > S_CAPTION_MAX) n = S_CAPTION_MAX;
-            owned = malloc(n + 1);
-            if (!owned) { rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory"); goto done; }
-            if (n) memcpy(owned, reply.frames[0].data, n);
-            owned[n] = '\0';
-            caption = owned;
+            if ((rc = nr_narrate_caption(app, id, record, &owned, err, errlen))) goto done;
+            caption = owned ? owned : "";
         }
         snprintf(names[n_files], sizeof names[0], "%s.txt", stem);
         size_t len = strlen(caption);
         char *text = malloc(len + 2);
-        if (!text) { free(owned); rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory"); goto done; }
+        if (!text) { rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory"); goto done; }
         memcpy(text, caption, len);
         text[len] = '\n';
         rc = nr_output_write(dir, names[n_files], text, len + 1, err, errlen);
         free(text);
-        free(owned);
         if (rc) goto done;
         files[n_files] = names[n_files];
         n_files++;
@@ -181,7 +199,7 @@ int nr_narrate_write_outputs(nr_narrate_app_t *app, const char *id, const nr_msg
     }
     snprintf(names[n_files], sizeof names[0], "%s.json", stem);
     nr_buf_t b = {0};
-    nr_output_extra_t extra = {source, files, NULL, NULL};
+    nr_output_extra_t extra = {source, files, NULL, NULL, NULL, json_extra};
     nr_output_record_json(&b, id, record, &extra);
     nr_buf_puts(&b, "\n");
     if (b.failed) {
@@ -201,12 +219,13 @@ int nr_narrate_write_outputs(nr_narrate_app_t *app, const char *id, const nr_msg
             snprintf(paths[i], sizeof paths[i], "%s/%s", dir, files[i]);
             full[i] = paths[i];
         }
-        nr_output_extra_t x = {source, full, NULL, NULL};
+        nr_output_extra_t x = {source, full, NULL, NULL, NULL, json_extra};
         nr_output_record_json(&b, id, record, &x);
         *line = b.failed ? NULL : b.data;
         if (b.failed) nr_buf_clear(&b);
     }
 done:
+    free(owned);
     nr_proto_msg_clear(&reply);
     return rc;
 }

@@ -1,25 +1,35 @@
 /* `narrate submit`: a window of jobs in flight over a file, a folder or a
- * list, SUBMIT in batches, polling, outputs as jobs finish, a progress bar. */
+ * list, SUBMIT in batches, polling, outputs as jobs finish (the input tree
+ * mirrored under -o, alt text, a manifest row each), a progress bar. */
 #include "client/narrate.h"
+#include "client/altjob.h"
 #include "client/files.h"
+#include "client/manifest.h"
 #include "client/output.h"
+#include "client/outtree.h"
 #include "common/backoff.h"
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/utf8.h"
 #include "common/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define S_BATCH_BYTES ((size_t)64 << 20) /* input read ahead for one SUBMIT batch */
 
-typedef enum { S_PENDING = 0, S_INFLIGHT, S_DONE, S_FAILED } s_job_state_t;
+typedef enum { S_PENDING = 0, S_INFLIGHT, S_DONE, S_FAILED, S_SKIPPED } s_job_state_t;
 
 typedef struct {
     const char *path;
-    char *stem;
+    char *rel_dir; /* output folder under -o: "" or "a/b" */
+    char *dir;     /* -o/rel_dir */
+    char *stem;    /* output name: "001.jpg" gives 001.jpg.txt ... */
+    nr_altjob_t alt;
+    int probed, alt_applied;
     char id[NR_PROTO_ID_MAX + 1];
     s_job_state_t state;
     int64_t next_poll;
@@ -30,8 +40,9 @@ typedef struct {
 typedef struct {
     nr_narrate_app_t *app;
     s_job_t *jobs;
-    size_t n, next, inflight, done, failed;
+    size_t n, next, inflight, done, failed, skipped, alt_failed;
     int64_t started;
+    nr_manifest_t *manifest;
     /* Redis-down answers (NR_EREDIS, retried): since when they came with no
      * job submitted or finished in between (0: none since), and the last
      * one's text. After NR_NARRATE_RETRY_FACTOR x --timeout the run stops. */
@@ -69,6 +80,42 @@ static void s_draw_bar(s_run_t *run) {
     app->bar_drawn = 1;
 }
 
+/* The job's alt_text member for its record, or NULL (alt text off and
+ * nothing looked for). The caller frees it. */
+static char *s_alt_json(const s_run_t *run, const s_job_t *job) {
+    const nr_cli_t *cli = run->app->cli;
+    if (cli->alt.mode == NR_ALTJOB_OFF && !job->probed) return NULL;
+    nr_buf_t b = {0};
+    nr_altjob_json(&b, &job->alt);
+    if (b.failed) return NULL;
+    return b.data;
+}
+
+/* Writes the job's manifest row (state: the record's, unless given). */
+static void s_manifest_row(s_run_t *run, const s_job_t *job, const nr_msg_t *record,
+                           const char *state, const char *caption, const char *error,
+                           const char *message) {
+    if (!run->manifest) return;
+    const nr_cli_t *cli = run->app->cli;
+    const char *model = nr_proto_kv_get(record, "text.model");
+    if (!model) model = nr_proto_kv_get(record, "vision.model");
+    char audio[4096] = "";
+    const char *route = nr_proto_kv_get(record, "route");
+    if (state && !strcmp(state, "done") && route && strstr(route, "speech"))
+        snprintf(audio, sizeof audio, "%s/%s.wav", job->dir, job->stem);
+    const char *action = job->alt.action;
+    if (!action && cli->alt.mode != NR_ALTJOB_OFF) action = "skipped";
+    if (!error && job->alt.action && !strcmp(job->alt.action, "failed")) {
+        error = "alt_text";
+        message = job->alt.note;
+    }
+    nr_manifest_row_t row = {job->path, job->id[0] ? job->id : NULL,
+                             state ? state : nr_proto_kv_get(record, "state"), caption, model,
+                             nr_proto_kv_get(record, "speech.voice"), audio, action, error, message};
+    char err[1024];
+    if (nr_manifest_add(run->manifest, &row, err, sizeof err)) nr_narrate_errorf(run->app, "%s", err);
+}
+
 /* Counts a job as failed, says why on stderr, and prints its record with
  * --json. `local` marks a failure found here (unreadable file, refused
  * SUBMIT, no worker, outputs not written) rather than a final state from
@@ -89,19 +136,24 @@ static void s_job_failed(s_run_t *run, s_job_t *job, const char *id, const nr_ms
     nr_buf_t b = {0};
     char name[NR_OUTPUT_STEM_MAX + 40], path[4096], err[1024];
     snprintf(name, sizeof name, "%s.json", job->stem);
-    snprintf(path, sizeof path, "%s/%s", cli->output, name);
+    snprintf(path, sizeof path, "%s/%s", job->dir, name);
     const char *files[2] = {NULL, NULL};
-    nr_output_extra_t extra = {job->path, files, local ? error : NULL, local ? message : NULL};
+    char *alt = s_alt_json(run, job);
+    nr_output_extra_t extra = {job->path, files, local ? error : NULL, local ? message : NULL,
+                               NULL, alt};
     int written = 0;
     if (!cli->no_wait && final) {
         nr_output_record_json(&b, id, record, &extra);
         nr_buf_puts(&b, "\n");
-        if (!b.failed && nr_output_write(cli->output, name, b.data, b.len, err, sizeof err) == 0)
+        if (!b.failed && nr_outtree_mkdir(cli->output, job->rel_dir, err, sizeof err) == 0 &&
+            nr_output_write(job->dir, name, b.data, b.len, err, sizeof err) == 0)
             written = 1;
         else if (!b.failed)
             nr_narrate_errorf(app, "%s", err);
         nr_buf_clear(&b);
     }
+    s_manifest_row(run, job, record, "failed", nr_proto_kv_get(record, "text.caption"), error,
+                   message);
     if (cli->json) {
         files[0] = written ? path : NULL;
         nr_output_record_json(&b, id, record, &extra);
@@ -110,6 +162,46 @@ static void s_job_failed(s_run_t *run, s_job_t *job, const char *id, const nr_ms
         fflush(stdout);
         nr_buf_clear(&b);
     }
+    free(alt);
+}
+
+/* An image left out by --skip-described: its record says why. */
+static void s_job_skipped(s_run_t *run, s_job_t *job) {
+    nr_narrate_app_t *app = run->app;
+    const nr_cli_t *cli = app->cli;
+    job->state = S_SKIPPED;
+    job->alt.action = "kept-existing";
+    run->skipped++;
+    char *alt = s_alt_json(run, job);
+    nr_buf_t b = {0};
+    nr_output_extra_t extra = {job->path, NULL, NULL, NULL, "skipped", alt};
+    nr_output_record_json(&b, "", NULL, &extra);
+    char name[NR_OUTPUT_STEM_MAX + 40], err[1024];
+    snprintf(name, sizeof name, "%s.json", job->stem);
+    /* The record of an earlier run (with its caption) is kept. */
+    char old[4096];
+    snprintf(old, sizeof old, "%s/%s", job->dir, name);
+    struct stat st;
+    if (!b.failed && !cli->no_wait && lstat(old, &st) != 0) {
+        nr_buf_puts(&b, "\n");
+        if (nr_outtree_mkdir(cli->output, job->rel_dir, err, sizeof err) ||
+            nr_output_write(job->dir, name, b.data, b.len, err, sizeof err))
+            nr_narrate_errorf(app, "%s", err);
+    }
+    nr_buf_clear(&b);
+    s_manifest_row(run, job, NULL, "skipped", NULL, NULL, NULL);
+    if (cli->json) {
+        nr_output_record_json(&b, "", NULL, &extra);
+        nr_narrate_clear_bar(app);
+        if (!b.failed) printf("%s\n", b.data);
+        fflush(stdout);
+        nr_buf_clear(&b);
+    } else if (!cli->quiet) {
+        nr_narrate_clear_bar(app);
+        nr_narrate_linef(stdout, "skipped %s: it has alt text (%s)", job->path,
+                         nr_narrate_or(job->alt.existing_at, "?"));
+    }
+    free(alt);
 }
 
 /* Acts on a job record from SUBMIT or STATUS. Returns 0, or the transport
@@ -122,21 +214,41 @@ static int s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
     const char *state = nr_narrate_or(rec.state, "");
     char err[2048];
     if (!strcmp(state, "done")) {
-        char *line = NULL;
-        int rc = nr_narrate_write_outputs(app, job->id, record, app->cli->output, job->stem, job->path, &line,
-                                 err, sizeof err);
+        const nr_cli_t *cli = app->cli;
+        char *line = NULL, *caption = NULL, *alt = NULL;
+        int rc = nr_narrate_caption(app, job->id, record, &caption, err, sizeof err);
+        if (!rc) rc = nr_outtree_mkdir(cli->output, job->rel_dir, err, sizeof err);
+        if (!rc && cli->alt.mode != NR_ALTJOB_OFF && !job->alt_applied) {
+            job->alt_applied = 1; /* once, even if the outputs are fetched again */
+            if (nr_altjob_apply(&job->alt, &cli->alt, job->path, job->dir, job->stem, caption)) {
+                run->alt_failed++;
+                nr_narrate_errorf(app, "%s: alt text not written: %s", job->path,
+                                  nr_narrate_or(job->alt.note, "unknown error"));
+            }
+        }
+        if (!rc) {
+            alt = s_alt_json(run, job);
+            rc = nr_narrate_write_outputs(app, job->id, record, job->dir, job->stem, job->path,
+                                          caption, alt, &line, err, sizeof err);
+        }
+        free(alt);
         if (nr_client_retryable(rc)) {
+            free(caption);
             s_retry_note(run, rc, err);
             return 0;
         }
         if (rc == NR_ECONNECT || rc == NR_ETIMEDOUT) {
+            free(caption);
             nr_narrate_errorf(app, "%s", err);
             return rc;
         }
         if (rc) {
+            free(caption);
             s_job_failed(run, job, job->id, record, 1, 0, nr_errname(rc), err);
             return 0;
         }
+        s_manifest_row(run, job, record, "done", caption, NULL, NULL);
+        free(caption);
         if (job->state == S_INFLIGHT) run->inflight--;
         job->state = S_DONE;
         run->done++;
@@ -147,7 +259,7 @@ static int s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
             fflush(stdout);
         } else if (!app->cli->quiet) {
             nr_narrate_clear_bar(app);
-            nr_narrate_linef(stdout, "done %s -> %s/%s%s%s", job->path, app->cli->output, job->stem,
+            nr_narrate_linef(stdout, "done %s -> %s/%s%s%s", job->path, job->dir, job->stem,
                              rec.caption ? ": " : "", rec.caption ? rec.caption : "");
             fflush(stdout);
         }
@@ -163,6 +275,25 @@ static int s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
     if (nr_narrate_noworker_check(&job->noworker, record, app->cli->timeout, err, sizeof err))
         s_job_failed(run, job, job->id, record, 1, 0, nr_errname(NR_ENOWORKER), err);
     return 0;
+}
+
+/* One job's options: the run's (what its id hashes) and "source", where
+ * the image lands under -o ("a/b/001.jpg"), for the record and the review
+ * page; not hashed, so moving an archive does not redo it. */
+typedef struct {
+    nr_kv_t kv[5];
+    char source[1024];
+} s_job_opts_t;
+
+static size_t s_job_options(s_job_opts_t *o, const nr_client_options_t *opts, const s_job_t *job) {
+    size_t n = opts->n;
+    memcpy(o->kv, opts->kv, n * sizeof *o->kv);
+    int len = snprintf(o->source, sizeof o->source, "%s%s%s", job->rel_dir, job->rel_dir[0] ? "/" : "",
+                       job->stem);
+    if (len > 0 && (size_t)len < sizeof o->source &&
+        nr_utf8_validate((const uint8_t *)o->source, (size_t)len, NULL) == 0)
+        o->kv[n++] = (nr_kv_t){"source", o->source};
+    return n;
 }
 
 /* Reads, names and submits the next pending jobs, up to `room` of them and
@@ -181,11 +312,12 @@ static int s_submit_batch(s_run_t *run, size_t room) {
                                     sizeof opts_err);
     size_t *which = calloc(room, sizeof *which);
     nr_client_job_t *jobs = calloc(room, sizeof *jobs);
+    s_job_opts_t *job_opts = calloc(room, sizeof *job_opts);
     nr_msg_t *replies = calloc(room, sizeof *replies);
     int *codes = calloc(room, sizeof *codes);
     int ret = 0;
     size_t n = 0, bytes = 0;
-    if (!which || !jobs || !replies || !codes) {
+    if (!which || !jobs || !job_opts || !replies || !codes) {
         ret = NR_ENOMEM;
         goto done;
     }
@@ -195,6 +327,14 @@ static int s_submit_batch(s_run_t *run, size_t room) {
         if (opts_rc) {
             s_job_failed(run, job, "", NULL, 1, 1, nr_errname(opts_rc), opts_err);
             continue;
+        }
+        if ((cli->alt.mode != NR_ALTJOB_OFF || cli->skip_described) && !job->probed) {
+            nr_altjob_probe(&job->alt, &cli->alt, job->path, job->dir, job->stem);
+            job->probed = 1;
+            if (cli->skip_described && job->alt.existing) {
+                s_job_skipped(run, job);
+                continue;
+            }
         }
         uint8_t *data = NULL;
         size_t size = 0;
@@ -211,7 +351,8 @@ static int s_submit_batch(s_run_t *run, size_t room) {
             continue;
         }
         which[n] = i;
-        jobs[n] = (nr_client_job_t){job->id, cli->route, opts.kv, opts.n, data, size, run->run_id}; /* owns data */
+        size_t n_opts = s_job_options(&job_opts[n], &opts, job);
+        jobs[n] = (nr_client_job_t){job->id, cli->route, job_opts[n].kv, n_opts, data, size, run->run_id}; /* owns data */
         bytes += size;
         n++;
     }
@@ -232,9 +373,10 @@ static int s_submit_batch(s_run_t *run, size_t room) {
             run->retry_since = 0;
             job->state = S_DONE;
             run->done++;
+            s_manifest_row(run, job, reply, NULL, NULL, NULL, NULL);
             if (cli->json) {
                 nr_buf_t b = {0};
-                nr_output_extra_t extra = {job->path, NULL, NULL, NULL};
+                nr_output_extra_t extra = {job->path, NULL, NULL, NULL, NULL, NULL};
                 nr_output_record_json(&b, job->id, reply, &extra);
                 if (!b.failed) printf("%s\n", b.data);
                 nr_buf_clear(&b);
@@ -259,9 +401,38 @@ done:
     }
     free(which);
     free(jobs);
+    free(job_opts);
     free(replies);
     free(codes);
     return ret;
+}
+
+/* Gives every image its place under -o (client/outtree.h). Returns an exit
+ * code. */
+static int s_plan(s_run_t *run, const nr_files_t *files) {
+    const char *out = run->app->cli->output;
+    const char **rels = calloc(files->len, sizeof *rels);
+    char **dirs = calloc(files->len, sizeof *dirs), **names = calloc(files->len, sizeof *names);
+    run->jobs = calloc(files->len, sizeof *run->jobs);
+    int ok = rels && dirs && names && run->jobs;
+    for (size_t i = 0; ok && i < files->len; i++) rels[i] = files->paths[i] + files->rel_at[i];
+    ok = ok && nr_outtree_plan(rels, files->len, dirs, names) == 0;
+    if (ok) run->n = files->len;
+    for (size_t i = 0; ok && i < files->len; i++) {
+        s_job_t *job = &run->jobs[i];
+        job->path = files->paths[i];
+        job->rel_dir = dirs[i];
+        job->stem = names[i];
+        size_t n = strlen(out) + strlen(dirs[i]) + 2;
+        if ((job->dir = malloc(n)) != NULL) snprintf(job->dir, n, "%s%s%s", out, *dirs[i] ? "/" : "", dirs[i]);
+        else ok = 0;
+    }
+    free(rels);
+    free(dirs);
+    free(names);
+    if (ok) return NR_EXIT_OK;
+    nr_narrate_errorf(run->app, "out of memory");
+    return NR_EXIT_FAILED;
 }
 
 int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
@@ -271,7 +442,6 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
     char err[2048];
     int code = NR_EXIT_OK, fatal = 0;
     s_run_t run = {.app = app, .started = nr_clock_mono_ms()};
-    char **stems = NULL;
     for (size_t i = 0; i < cli->n_paths; i++) {
         int rc = nr_files_collect(&files, cli->paths[i], err, sizeof err);
         if (rc) {
@@ -280,8 +450,13 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
             goto done;
         }
     }
+    if (cli->files_from && nr_files_collect_list(&files, cli->files_from, err, sizeof err)) {
+        nr_narrate_errorf(app, "%s", err);
+        code = NR_EXIT_USAGE;
+        goto done;
+    }
     for (size_t i = 0; i < files.n_skipped; i++)
-        nr_narrate_errorf(app, "warning: %s; skipping that folder", files.skipped[i]);
+        nr_narrate_errorf(app, "warning: %s; skipping it", files.skipped[i]);
     if (files.len == 0) {
         nr_narrate_errorf(app, "no images (.jpg .jpeg .png .webp) found in the paths given");
         code = NR_EXIT_USAGE;
@@ -292,18 +467,12 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
         code = NR_EXIT_USAGE;
         goto done;
     }
-    run.n = files.len;
-    run.jobs = calloc(files.len, sizeof *run.jobs);
-    stems = calloc(files.len, sizeof *stems);
-    if (!run.jobs || !stems ||
-        nr_output_unique_stems((const char *const *)files.paths, files.len, stems)) {
-        nr_narrate_errorf(app, "out of memory");
-        code = NR_EXIT_FAILED;
+    if ((code = s_plan(&run, &files)) != NR_EXIT_OK) goto done;
+    if (cli->n_manifests &&
+        !(run.manifest = nr_manifest_new(cli->manifests, cli->n_manifests, err, sizeof err))) {
+        nr_narrate_errorf(app, "%s", err);
+        code = NR_EXIT_USAGE;
         goto done;
-    }
-    for (size_t i = 0; i < files.len; i++) {
-        run.jobs[i].path = files.paths[i];
-        run.jobs[i].stem = stems[i];
     }
     if (cli->run) snprintf(run.run_id, sizeof run.run_id, "%s", cli->run);
     else nr_client_new_run_id(run.run_id);
@@ -313,7 +482,7 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
     nr_backoff_t busy_backoff;
     nr_backoff_init(&busy_backoff, NR_CLIENT_BUSY_FIRST_MS, NR_CLIENT_BUSY_MAX_MS);
     int busy_noted = 0;
-    while (run.done + run.failed < run.n) {
+    while (run.done + run.failed + run.skipped < run.n) {
         while (run.next < run.n && run.inflight < (size_t)cli->window && nr_clock_mono_ms() >= busy_until) {
             int rc = s_submit_batch(&run, (size_t)cli->window - run.inflight);
             if (nr_client_retryable(rc)) {
@@ -375,7 +544,7 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
         s_draw_bar(&run);
         if (run.next < run.n && run.inflight < (size_t)cli->window && busy_until < wake)
             wake = busy_until;
-        if (run.done + run.failed < run.n) nr_clock_sleep_ms(wake - nr_clock_mono_ms());
+        if (run.done + run.failed + run.skipped < run.n) nr_clock_sleep_ms(wake - nr_clock_mono_ms());
     }
 stop:
     if (app->bar_drawn) {
@@ -386,25 +555,31 @@ stop:
     if (fatal) {
         if (run.inflight || run.next < run.n)
             nr_narrate_errorf(app, "stopped with %zu of %zu images unfinished; run the same command again "
-                          "to resume", run.n - run.done - run.failed, run.n);
+                          "to resume", run.n - run.done - run.failed - run.skipped, run.n);
         code = nr_narrate_exit_code(fatal);
     } else {
-        code = run.failed || files.n_skipped ? NR_EXIT_FAILED : NR_EXIT_OK;
+        code = run.failed || run.alt_failed || files.n_skipped ? NR_EXIT_FAILED : NR_EXIT_OK;
     }
     if (!cli->quiet && !cli->json) {
+        char extra[64] = "";
+        if (run.skipped) snprintf(extra, sizeof extra, ", %zu skipped (described)", run.skipped);
         if (files.n_skipped)
-            fprintf(stderr, "narrate: %zu %s, %zu failed, of %zu images; %zu folder%s skipped\n",
-                    run.done, cli->no_wait ? "submitted" : "done", run.failed, run.n,
+            fprintf(stderr, "narrate: %zu %s, %zu failed%s, of %zu images; %zu path%s skipped\n",
+                    run.done, cli->no_wait ? "submitted" : "done", run.failed, extra, run.n,
                     files.n_skipped, files.n_skipped == 1 ? "" : "s");
         else
-            fprintf(stderr, "narrate: %zu %s, %zu failed, of %zu images\n", run.done,
-                    cli->no_wait ? "submitted" : "done", run.failed, run.n);
+            fprintf(stderr, "narrate: %zu %s, %zu failed%s, of %zu images\n", run.done,
+                    cli->no_wait ? "submitted" : "done", run.failed, extra, run.n);
     }
 done:
-    if (stems)
-        for (size_t i = 0; i < files.len; i++) free(stems[i]);
-    free(stems);
+    for (size_t i = 0; run.jobs && i < run.n; i++) {
+        free(run.jobs[i].rel_dir);
+        free(run.jobs[i].dir);
+        free(run.jobs[i].stem);
+        nr_altjob_clear(&run.jobs[i].alt);
+    }
     free(run.jobs);
+    nr_manifest_destroy(&run.manifest);
     nr_files_clear(&files);
     return code;
 }

@@ -30,6 +30,42 @@ static int s_cp_ok(uint32_t cp) {
     return 1;
 }
 
+int nr_output_safe_name(const char *name, size_t len, char *out, size_t size) {
+    if (!out || size <= NR_OUTPUT_STEM_MAX) return NR_EINVAL;
+    const unsigned char *s = (const unsigned char *)(name ? name : "");
+    if (!name) len = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = s[i];
+        size_t clen = 1;
+        uint32_t cp = 0;
+        int keep;
+        if (c < 0x80) {
+            keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '-' || c == '_' || c == '.';
+        } else {
+            clen = nr_utf8_decode(s + i, len - i, &cp, NULL);
+            if (clen == 0) clen = 1; /* invalid: one '_' per byte */
+            keep = clen > 1 && s_cp_ok(cp);
+        }
+        if (n + (keep ? clen : 1) > NR_OUTPUT_STEM_MAX) break;
+        if (keep) {
+            memcpy(out + n, s + i, clen);
+            n += clen;
+        } else {
+            out[n++] = '_';
+        }
+        i += clen;
+    }
+    out[n] = '\0';
+    if (n == 0) {
+        snprintf(out, size, "image");
+    } else if (out[0] == '.') {
+        out[0] = '_';
+    }
+    return 0;
+}
+
 int nr_output_stem(const char *path, char *out, size_t size) {
     if (!out || size <= NR_OUTPUT_STEM_MAX) return NR_EINVAL;
     if (!path) path = "";
@@ -42,93 +78,7 @@ int nr_output_stem(const char *path, char *out, size_t size) {
     size_t stop = end;
     for (size_t i = end; i > start + 1; i--)
         if (path[i - 1] == '.') { stop = i - 1; break; }
-    size_t n = 0;
-    const unsigned char *s = (const unsigned char *)path;
-    for (size_t i = start; i < stop;) {
-        unsigned char c = s[i];
-        size_t len = 1;
-        uint32_t cp = 0;
-        int keep;
-        if (c < 0x80) {
-            keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                   c == '-' || c == '_' || c == '.';
-        } else {
-            len = nr_utf8_decode(s + i, stop - i, &cp, NULL);
-            if (len == 0) len = 1; /* invalid: one '_' per byte */
-            keep = len > 1 && s_cp_ok(cp);
-        }
-        if (n + (keep ? len : 1) > NR_OUTPUT_STEM_MAX) break;
-        if (keep) {
-            memcpy(out + n, s + i, len);
-            n += len;
-        } else {
-            out[n++] = '_';
-        }
-        i += len;
-    }
-    out[n] = '\0';
-    if (n == 0) {
-        snprintf(out, size, "image");
-    } else if (out[0] == '.') {
-        out[0] = '_';
-    }
-    return 0;
-}
-
-/* A set of lower-cased names, open addressing. */
-typedef struct {
-    char **slots;
-    size_t cap;
-} s_set_t;
-
-static uint64_t s_hash(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)tolower((unsigned char)*s)) * 1099511628211ULL;
-    return h;
-}
-
-static int s_ieq(const char *a, const char *b) {
-    for (; *a && *b; a++, b++)
-        if (tolower((unsigned char)*a) != tolower((unsigned char)*b)) return 0;
-    return *a == *b;
-}
-
-/* Returns 1 if `name` was already there, 0 after adding it. */
-static int s_set_add(s_set_t *set, char *name) {
-    size_t i = (size_t)(s_hash(name) & (set->cap - 1));
-    while (set->slots[i]) {
-        if (s_ieq(set->slots[i], name)) return 1;
-        i = (i + 1) & (set->cap - 1);
-    }
-    set->slots[i] = name;
-    return 0;
-}
-
-int nr_output_unique_stems(const char *const *paths, size_t n, char **stems) {
-    s_set_t set = {NULL, 16};
-    while (set.cap < 2 * n + 2) set.cap *= 2;
-    set.slots = calloc(set.cap, sizeof *set.slots);
-    if (!set.slots) return NR_ENOMEM;
-    size_t done = 0;
-    char base[NR_OUTPUT_STEM_MAX + 1];
-    for (; done < n; done++) {
-        nr_output_stem(paths[done], base, sizeof base);
-        size_t cap = strlen(base) + 24;
-        char *stem = malloc(cap);
-        if (!stem) goto err;
-        snprintf(stem, cap, "%s", base);
-        for (unsigned k = 2; s_set_add(&set, stem); k++) snprintf(stem, cap, "%s-%u", base, k);
-        stems[done] = stem;
-    }
-    free(set.slots);
-    return 0;
-err:
-    for (size_t i = 0; i < done; i++) {
-        free(stems[i]);
-        stems[i] = NULL;
-    }
-    free(set.slots);
-    return NR_ENOMEM;
+    return nr_output_safe_name(path + start, stop - start, out, size);
 }
 
 int nr_output_name_safe(const char *name) {
@@ -475,7 +425,7 @@ void nr_output_record_json(nr_buf_t *b, const char *id, const nr_msg_t *r,
     nr_buf_puts(b, "{\"id\":");
     nr_output_json_string(b, rid ? rid : id);
     s_field(b, "source", extra ? extra->source : NULL, 0);
-    s_field(b, "state", local ? "failed" : s_get(r, "state"), 0);
+    s_field(b, "state", local ? "failed" : extra && extra->state ? extra->state : s_get(r, "state"), 0);
     s_field(b, "stage", s_get(r, "stage"), 0);
     s_field(b, "route", route, 0);
     s_field(b, "run", s_get(r, "run"), 0);
@@ -514,5 +464,7 @@ void nr_output_record_json(nr_buf_t *b, const char *id, const nr_msg_t *r,
         nr_buf_puts(b, i ? "," : "");
         nr_output_json_string(b, extra->files[i]);
     }
-    nr_buf_puts(b, "]}");
+    nr_buf_puts(b, "]");
+    if (extra && extra->json_extra) nr_buf_printf(b, ",%s", extra->json_extra);
+    nr_buf_puts(b, "}");
 }

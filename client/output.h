@@ -18,11 +18,9 @@
  * never holds '/' and is never empty. `size` must be > NR_OUTPUT_STEM_MAX. */
 int nr_output_stem(const char *path, char *out, size_t size);
 
-/* Gives each of `n` paths a unique stem (compared without regard to ASCII
- * case): the first keeps its stem, later ones get "-2", "-3" ... Fills
- * stems[i] with malloc'd strings the caller frees. Returns 0 or NR_ENOMEM
- * (then nothing needs freeing). */
-int nr_output_unique_stems(const char *const *paths, size_t n, char **stems);
+/* The same rules for the `len` bytes at `name` taken whole (one path
+ * component, extension kept): "a b.jpg" gives "a_b.jpg", ".." gives "_.". */
+int nr_output_safe_name(const char *name, size_t len, char *out, size_t size);
 
 /* 1 when `name` is safe to create inside a folder: not empty, no '/', no
  * NUL, does not start with '.', shorter than 255 bytes. */
@@ -67,6 +65,8 @@ typedef struct {
     const char *const *files;  /* output files written (names), NULL-ended, or NULL */
     const char *error;         /* a local failure's wire name (overrides the record), or NULL */
     const char *error_message; /* its message */
+    const char *state;         /* overrides the record's state ("skipped"), or NULL */
+    const char *json_extra;    /* more members ("alt_text":{..}), appended, or NULL */
 } nr_output_extra_t;
 
 /* Appends one JSON object (no newline) for a job record (REPLY kv):

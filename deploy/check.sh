@@ -732,7 +732,7 @@ else:
         r = subprocess.run([program_path("narrate"), "--config", cfg("narrate.conf"),
                             "--broker", f"tcp://127.0.0.1:{cport}", "submit", image, "-o", out],
                            capture_output=True, text=True, timeout=180)
-        stem = os.path.splitext(os.path.basename(image))[0]
+        stem = os.path.basename(image)  # outputs keep the whole name: cat.jpg.txt
         ok = r.returncode == 0 and os.path.getsize(os.path.join(out, stem + ".wav")) > 44 \
             and os.path.exists(os.path.join(out, stem + ".txt"))
         report("PASS" if ok else "FAIL", "smoke: narrate.conf + full route",

@@ -153,7 +153,7 @@ if [ -x "$bin/narrator-worker-vision" ] && [ -x "$bin/narrator-worker-text" ]; t
   echo
   echo "Captions:"
   for f in "${inputs[@]}"; do
-    stem="$(basename "${f%.*}")"
+    stem="$(basename "$f")" # outputs keep the image's whole name: cat.jpg.txt
     if [ -f "$out_dir/$stem.txt" ]; then
       printf '  %-22s "%s"\n' "$(basename "$f")" "$(cat "$out_dir/$stem.txt")"
       printf '  %-22s %s\n' "" "$out_dir/$stem.wav"

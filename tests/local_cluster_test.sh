@@ -73,7 +73,7 @@ export REDISCLI_AUTH="$password"
 if [ -x "$bin/narrator-worker-vision" ] && [ -x "$bin/narrator-worker-text" ]; then
   "$bin/narrate" --timeout 60 submit "$src/tests/fixtures/images/rocket_223x225.jpg" -o "$run/out" \
     --max-length 8 || fail "narrate submit"
-  if [ ! -s "$run/out/rocket_223x225.txt" ] || [ ! -s "$run/out/rocket_223x225.wav" ]; then
+  if [ ! -s "$run/out/rocket_223x225.jpg.txt" ] || [ ! -s "$run/out/rocket_223x225.jpg.wav" ]; then
     fail "no caption or audio for the image"
   fi
 fi

@@ -350,6 +350,34 @@ Test(cli, submit_defaults) {
     nr_cli_clear(&c);
 }
 
+Test(cli, submit_archive_options) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "submit", "tree", "--alt-text", "embed", "--in-place", "--overwrite",
+                       "--skip-described", "--manifest", "run.jsonl", "--manifest=run.CSV"),
+                 0, "%s", e);
+    cr_expect_eq(c.alt.mode, NR_ALTJOB_EMBED);
+    cr_expect_eq(c.alt.in_place, 1);
+    cr_expect_eq(c.alt.overwrite, 1);
+    cr_expect_eq(c.skip_described, 1);
+    cr_assert_eq(c.n_manifests, 2);
+    cr_expect_str_eq(c.manifests[0], "run.jsonl");
+    cr_expect_str_eq(c.manifests[1], "run.CSV");
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "submit", "--files-from", "list.txt"), 0, "%s", e);
+    cr_expect_str_eq(c.files_from, "list.txt");
+    cr_expect_eq(c.n_paths, 0);
+    nr_cli_clear(&c);
+    EXPECT_USAGE("--alt-text must be", "submit", "x", "--alt-text", "iptc");
+    EXPECT_USAGE("--in-place needs --alt-text", "submit", "x", "--in-place");
+    EXPECT_USAGE("--overwrite needs --alt-text", "submit", "x", "--overwrite");
+    EXPECT_USAGE("not --no-wait", "submit", "x", "--alt-text", "sidecar", "--no-wait");
+    EXPECT_USAGE(".jsonl or .csv", "submit", "x", "--manifest", "run.json");
+    EXPECT_USAGE("at most 4", "submit", "x", "--manifest", "1.csv", "--manifest", "2.csv",
+                 "--manifest", "3.csv", "--manifest", "4.csv", "--manifest", "5.csv");
+    EXPECT_USAGE("unknown option", "speak", "hi", "-o", "x.wav", "--alt-text", "sidecar");
+}
+
 Test(cli, submit_all_options) {
     nr_cli_t c;
     char e[512];
@@ -690,19 +718,6 @@ Test(output, stems_are_always_safe) {
     cr_expect_eq(strlen(at), 99);
 }
 
-Test(output, unique_stems) {
-    const char *paths[] = {"a/cat.jpg", "b/cat.png", "c/CAT.webp", "cat-2.jpg", "dog.jpg", "../cat.jpg"};
-    char *stems[6];
-    cr_assert_eq(nr_output_unique_stems(paths, 6, stems), 0);
-    cr_expect_str_eq(stems[0], "cat");
-    cr_expect_str_eq(stems[1], "cat-2");
-    cr_expect_str_eq(stems[2], "CAT-3");
-    cr_expect_str_eq(stems[3], "cat-2-2");
-    cr_expect_str_eq(stems[4], "dog");
-    cr_expect_str_eq(stems[5], "cat-4");
-    for (int i = 0; i < 6; i++) free(stems[i]);
-}
-
 Test(output, name_safe) {
     cr_expect(nr_output_name_safe("cat.txt"));
     cr_expect(!nr_output_name_safe(""));
@@ -923,7 +938,7 @@ Test(output, record_json) {
     m.kv = kv;
     m.kv_len = sizeof kv / sizeof kv[0];
     const char *files[] = {"abc.txt", "abc.wav", NULL};
-    nr_output_extra_t extra = {"in/cat.jpg", files, NULL, NULL};
+    nr_output_extra_t extra = {"in/cat.jpg", files, NULL, NULL, NULL, NULL};
     nr_buf_t b = {0};
     nr_output_record_json(&b, "abc", &m, &extra);
     cr_assert_not_null(b.data);
@@ -939,7 +954,8 @@ Test(output, record_json) {
         cr_expect(strstr(b.data, want[i]), "record lacks %s: %s", want[i], b.data);
     nr_buf_clear(&b);
 
-    nr_output_extra_t local = {"in/cat.jpg", NULL, "no_worker", "no worker serves stage vision"};
+    nr_output_extra_t local = {"in/cat.jpg", NULL, "no_worker", "no worker serves stage vision", NULL,
+                               NULL};
     kv[1].value = "queued";
     nr_output_record_json(&b, "abc", &m, &local);
     cr_expect(strstr(b.data, "\"state\":\"failed\""), "%s", b.data);

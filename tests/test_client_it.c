@@ -263,7 +263,7 @@ Test(client_it, narrate_submit_batches_its_window) {
     s_require(strstr(text, "queue is full; waiting and retrying"),
               "no SUBMIT was refused busy (queue bound 2, window 4): %s", text);
     for (int i = 0; i < N; i++) {
-        char *rec = nr_harness_path(out, "img-%d.json", i);
+        char *rec = nr_harness_path(out, "img-%d.png.json", i);
         char *json = nr_harness_read_file(rec, NULL);
         s_require(json && strstr(json, "\"done\""), "%s: %s", rec, json ? json : "(missing)");
         free(json);
@@ -318,7 +318,7 @@ Test(client_it, narrate_submit_rides_out_a_redis_outage) {
     s_require(strstr(text, "narrate: 40 done, 0 failed, of 40 images"), "narrate said: %s", text);
     s_require(strstr(text, "cannot use redis"), "redis was never missed (too fast?): %s", text);
     for (int i = 0; i < N; i++) {
-        char *rec = nr_harness_path(out, "img-%02d.json", i);
+        char *rec = nr_harness_path(out, "img-%02d.png.json", i);
         char *json = nr_harness_read_file(rec, NULL);
         s_require(json && strstr(json, "\"state\":\"done\""), "%s: %s", rec, json ? json : "(missing)");
         free(json);

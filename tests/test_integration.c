@@ -838,7 +838,7 @@ Test(integration, narrate_submit_full_route_tiny_checkpoint) {
     char *out = nr_harness_path(C.cl.dir, "out");
     cr_assert_eq(mkdir(in, 0755), 0);
     const char *images[] = {"chelsea_317x211.jpg", "rocket_palette_trns.png", "astronaut_rgba_webp.webp"};
-    const char *stems[] = {"chelsea_317x211", "rocket_palette_trns", "astronaut_rgba_webp"};
+    const char *const *stems = images; /* outputs keep the image's whole name */
     for (int i = 0; i < 3; i++) s_copy_fixture(images[i], in);
 
     const char *args[] = {"--timeout", "60", "submit", in, "-o", out, "--max-length", "8", NULL};
@@ -887,7 +887,7 @@ Test(integration, narrate_submit_full_route_tiny_checkpoint) {
     s_require(code == 1, "narrate with a bad image exited %d: %s", code, text);
     s_require(strstr(text, "bad_image") || strstr(text, "not_an_image"), "narrate said: %s", text);
     free(text);
-    char *good = nr_harness_path(out, "rocket_223x225.txt");
+    char *good = nr_harness_path(out, "rocket_223x225.jpg.txt");
     s_require(access(good, F_OK) == 0, "the good image next to the bad one has no caption");
     free(good);
     for (int i = 0; i < C.cl.n_workers; i++) s_require(nr_harness_proc_running(C.cl.workers[i]), "worker %d died", i);
@@ -936,7 +936,7 @@ static void s_caption_with(const char *model, const char *in, const char *out, c
     int code = s_narrate(args, "narrate-bin.log", &text);
     s_require(code == 0, "narrate submit with %s exited %d: %s", model, code, text);
     free(text);
-    static const char *const stems[] = {"chelsea_317x211", "rocket_palette_trns"};
+    static const char *const stems[] = {"chelsea_317x211.jpg", "rocket_palette_trns.png"};
     for (int i = 0; i < 2; i++) {
         char *txt = nr_harness_path(out, "%s.txt", stems[i]);
         char *caption = nr_harness_read_file(txt, NULL);

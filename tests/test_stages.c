@@ -245,12 +245,9 @@ static int s_narrate_submit(const char *in, const char *out, const char *const *
     return nr_harness_exit_code(status);
 }
 
-/* The stem narrate uses for a fixture name (its base name without the extension). */
-static void s_stem(const char *name, char *out, size_t size) {
-    snprintf(out, size, "%s", name);
-    char *dot = strrchr(out, '.');
-    if (dot) *dot = '\0';
-}
+/* The output name narrate uses for a fixture name: the whole name, so
+ * DIR/<name>.txt, .wav, .json. */
+static void s_stem(const char *name, char *out, size_t size) { snprintf(out, size, "%s", name); }
 
 static char *s_out_file(const char *out, const char *name, const char *ext, size_t *size) {
     char stem[256];
