@@ -132,7 +132,7 @@ Test(eval_it, narrated_run_is_scored_and_heard) {
     char *in = nr_harness_path(C.cl.dir, "in"), *out = nr_harness_path(C.cl.dir, "out");
     cr_assert_eq(mkdir(in, 0755), 0);
     const char *images[] = {"chelsea_317x211.jpg", "rocket_palette_trns.png", "astronaut_rgba_webp.webp"};
-    const char *stems[] = {"chelsea_317x211", "rocket_palette_trns", "astronaut_rgba_webp"};
+    const char *const *stems = images; /* outputs keep the whole image name: chelsea_317x211.jpg.txt */
     for (int i = 0; i < 3; i++) s_copy_fixture(images[i], in);
     char *text = NULL;
     const char *submit[] = {"--broker", C.cl.client_ep, "--timeout", "60", "submit", in, "-o", out,

@@ -106,7 +106,8 @@ function check(cond, message) {
 }
 
 // The review view, on a run of three images (one corrupt) narrated by
-// `narrate submit` through the cluster.
+// `narrate submit` through the cluster (max length 7: new jobs, not the
+// page's uploads, so their records name where narrate put them).
 async function reviewRun(page, clientEp) {
   const shots = path.join(build, 'test-output');
   mkdirSync(shots, { recursive: true });
@@ -118,7 +119,7 @@ async function reviewRun(page, clientEp) {
   copyFileSync(path.join(images, 'astronaut_rgba.png'), path.join(tree, 'b', 'astronaut.png'));
   copyFileSync(path.join(images, 'bad_truncated_header.jpg'), path.join(tree, 'b', 'broken.jpg'));
   const out = spawnSync(bin('narrate'), ['--broker', clientEp, '--timeout', '60', 'submit', tree,
-    '--max-length', '8', '-o', path.join(dir, 'narrated')], { encoding: 'utf8', timeout: WAIT_MS });
+    '--max-length', '7', '-o', path.join(dir, 'narrated')], { encoding: 'utf8', timeout: WAIT_MS });
   const m = /^run (\S+)$/m.exec(out.stdout || '');
   check(m && out.status === 1, 'narrate submit (one image is corrupt: exit 1): exit ' + out.status + ': ' +
     out.stdout + out.stderr);
@@ -128,6 +129,8 @@ async function reviewRun(page, clientEp) {
   await page.click('#run-load');
   await page.waitForFunction(() => document.querySelectorAll('#gallery li.card').length === 3, null,
     { timeout: WAIT_MS });
+  const headings = await page.$$eval('#gallery li.card h3', (hs) => hs.map((h) => h.textContent).sort());
+  check(headings.join(' ') === 'a/cat.jpg b/astronaut.png b/broken.jpg', 'card headings: ' + headings.join(' '));
   const states = await page.$$eval('#gallery li.card', (lis) => lis.map((li) => li.dataset.state).sort());
   check(states.join(' ') === 'done done failed', 'card states: ' + states.join(' '));
   // Each done card shows its image as the browser decoded it.
@@ -197,6 +200,9 @@ async function reviewRun(page, clientEp) {
   const mine = lines.find((l) => l.id === id);
   check(mine && mine.alt_text === corrected && mine.edited === true && mine.model_caption,
     'export of the corrected image: ' + JSON.stringify(mine));
+  // Each line names where narrate put the image's outputs.
+  const sources = lines.map((l) => l.source).sort();
+  check(sources.join(' ') === 'a/cat.jpg b/astronaut.png', 'exported sources: ' + sources.join(' '));
   check(download.suggestedFilename() === 'alt-text-' + run + '.jsonl', 'file name: ' + download.suggestedFilename());
   console.log('ok: review of run ' + run + ': filter, correction spoken, 2 approved, export');
 }
