@@ -53,6 +53,7 @@ typedef enum {
     NR_GW_R_HEALTHZ,
     NR_GW_R_READYZ,
     NR_GW_R_METRICS,
+    NR_GW_R_VOICES,
     NR_GW_R_UNKNOWN,
     NR_GW_R_COUNT
 } nr_gw_route_t;
@@ -189,6 +190,7 @@ enum MHD_Result nr_gw_allow(struct MHD_Connection *conn, nr_gw_req_t *req, const
 
 enum MHD_Result nr_gw_handle_healthz(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_readyz(struct MHD_Connection *conn, nr_gw_req_t *req);
+enum MHD_Result nr_gw_handle_voices(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_status(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_audio(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_caption(struct MHD_Connection *conn, nr_gw_req_t *req);

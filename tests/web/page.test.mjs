@@ -5,7 +5,8 @@
 // Debian's chromium (/usr/bin/chromium, or $NR_CHROMIUM) headless: pick a
 // photo, upload it, wait for the caption, check the image's alt text is the
 // caption and that the <audio> element's src loads as audio/wav; drop an
-// image on the drop box; speak a text; upload a non-image and read the
+// image on the drop box; read the voice list the live speech worker
+// offers; speak a text; upload a non-image and read the
 // error; check every form control has a label.
 //
 // Exits 0 when it passes, 1 when it fails, 77 (ctest: skipped) with a
@@ -228,6 +229,13 @@ try {
   // Speak a text.
   const before = await page.getAttribute('#record-link', 'href');
   await page.fill('#speak-text', 'Hello from the narrator web page.');
+  // The voice list comes from the live speech worker (GET /v1/voices):
+  // Flite's five voices after "worker default".
+  await page.waitForFunction(() => document.getElementById('voice').options.length > 1, null, { timeout: WAIT_MS });
+  const voices = await page.$$eval('#voice option', (os) => os.map((o) => o.value));
+  check(JSON.stringify(voices) === JSON.stringify(['', 'awb', 'kal', 'kal16', 'rms', 'slt']),
+    'voice list from the workers: ' + JSON.stringify(voices));
+  console.log('ok: voice list from the live worker: ' + voices.slice(1).join(', '));
   await page.selectOption('#voice', 'kal');
   await page.click('#speak');
   // The page shows the new job once its record link changes.

@@ -280,5 +280,31 @@
 
   fetch('/healthz').then((r) => r.json()).then((h) => { maxBody = h.max_body_bytes || 0; })
     .catch(() => showError('Cannot reach the gateway.'));
+
+  // The voice list comes from the live speech workers (GET /v1/voices), not
+  // from a fixed list; names are set as text, never as HTML.
+  async function loadVoices() {
+    const select = $('voice');
+    try {
+      const body = await (await api('/v1/voices')).json();
+      const voices = (body.stages && body.stages.speech) || [];
+      const chosen = select.value;
+      while (select.options.length > 1) select.remove(1);
+      for (const name of voices) {
+        if (typeof name !== 'string') continue;
+        const option = document.createElement('option');
+        option.value = name;
+        option.textContent = name;
+        select.appendChild(option);
+      }
+      if (voices.includes(chosen)) select.value = chosen;
+      $('voice-hint').textContent = voices.length
+        ? 'The voices the running speech workers offer.'
+        : 'No speech worker is running now; the worker default will be used.';
+    } catch (e) {
+      $('voice-hint').textContent = 'The voice list is not available: ' + e.message;
+    }
+  }
+  loadVoices();
   refreshRecent();
 })();
