@@ -460,6 +460,8 @@ const char *nr_g2p_espeak_voice(char lang) {
     }
 }
 
+#ifdef NR_HAVE_ESPEAK /* the rest of the phonemizer needs espeak-ng */
+
 /* Replaces every `from` with `to` in *s. Returns 0 or NR_ENOMEM. */
 static int s_replace(char **s, const char *from, const char *to) {
     if (!strstr(*s, from)) return 0;
@@ -536,8 +538,6 @@ static int s_map_other(char **ps) {
     for (size_t k = 0; k < sizeof pairs / sizeof pairs[0] && !rc; k++) rc = s_replace(ps, pairs[k][0], pairs[k][1]);
     return rc;
 }
-
-#ifdef NR_HAVE_ESPEAK
 
 static pthread_mutex_t s_espeak_mu = PTHREAD_MUTEX_INITIALIZER;
 static int s_espeak_state; /* 0 not tried, 1 ready, -1 failed */
