@@ -9,6 +9,7 @@ packages=(
   libopenblas-dev libcjson-dev libminizip-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev
   flite1-dev
+  libespeak-ng-dev
   libcriterion-dev redis-server
   python3 python3-yaml curl ca-certificates
   libmicrohttpd-dev libcurl4-openssl-dev
