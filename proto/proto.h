@@ -31,6 +31,9 @@
 #define NR_PROTO_VOICES_MAX 64      /* voices in a READY's kv "voices" */
 #define NR_PROTO_VOICES_BYTES 2048  /* bytes of that list */
 #define NR_PROTO_VOICE_NAME_MAX 32  /* bytes of one voice name: [A-Za-z0-9_.-] */
+#define NR_PROTO_SPEED_MIN 0.5      /* job option "speed" (speech) */
+#define NR_PROTO_SPEED_MAX 2.0
+#define NR_PROTO_SPEED_BYTES 16
 
 typedef enum {
     NR_CMD_NONE = 0,
@@ -95,6 +98,12 @@ int nr_proto_voice_name_valid(const char *v);
  * count), NR_EPROTO or NR_ETOOBIG with a message. Encode and decode run it
  * on every READY that carries the key. */
 int nr_proto_voices_check(const char *list, size_t *count, char *err, size_t errlen);
+
+/* Parses the speech job option "speed": NULL or "" -> 1.0; else a decimal
+ * number (starting with a digit, at most NR_PROTO_SPEED_BYTES) in
+ * NR_PROTO_SPEED_MIN..MAX. Returns 0 or NR_EOPTION with a message. The
+ * clients check it before SUBMIT, the speech worker again. */
+int nr_proto_speed_check(const char *s, float *speed, char *err, size_t errlen);
 
 /* Name of a command ("READY"), or "?" for an unknown one. */
 const char *nr_proto_cmd_name(nr_cmd_t cmd);

@@ -5,7 +5,6 @@
 #include "common/log.h"
 #include "workers/speech/kokoro_voice.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,18 +64,6 @@ const char *nr_speech_engine_voice_name(const nr_speech_engine_t *self, size_t i
     return self->kokoro ? nr_speech_kokoro_voice_name(self->kokoro, i) : nr_speech_voice_name(i);
 }
 
-int nr_speech_parse_speed(const char *s, float *speed, char *err, size_t errlen) {
-    *speed = 1.0f;
-    if (!s || !*s) return 0;
-    char *end = NULL;
-    double v = strlen(s) <= 16 && (s[0] >= '0' && s[0] <= '9') ? strtod(s, &end) : NAN;
-    if (!end || *end || !isfinite(v) || v < NR_SPEECH_SPEED_MIN || v > NR_SPEECH_SPEED_MAX)
-        return nr_seterr(err, errlen, NR_EOPTION, "speed must be a number from %.1f to %.1f, not '%.16s'",
-                         NR_SPEECH_SPEED_MIN, NR_SPEECH_SPEED_MAX, s);
-    *speed = (float)v;
-    return 0;
-}
-
 int nr_speech_engine_synthesize(nr_speech_engine_t *self, const uint8_t *text, size_t len, const char *voice,
                                 float speed, uint8_t **wav, size_t *wav_size, nr_speech_info_t *info, char *err,
                                 size_t errlen) {
@@ -89,7 +76,7 @@ int nr_speech_engine_run_job(void *ctx, const nr_msg_t *job, nr_msg_t *result, c
     nr_speech_engine_t *self = ctx;
     if (job->frames_len < 1) return nr_seterr(err, errlen, NR_ETEXT, "job has no text frame");
     float speed;
-    int rc = nr_speech_parse_speed(nr_proto_kv_get(job, "speed"), &speed, err, errlen);
+    int rc = nr_proto_speed_check(nr_proto_kv_get(job, "speed"), &speed, err, errlen);
     if (rc) return rc;
     uint8_t *wav = NULL;
     size_t wav_size = 0;

@@ -33,10 +33,6 @@ const char *nr_speech_engine_name(const nr_speech_engine_t *self);
 size_t nr_speech_engine_voice_count(const nr_speech_engine_t *self);
 const char *nr_speech_engine_voice_name(const nr_speech_engine_t *self, size_t i);
 
-/* Parses the job option "speed": NULL or "" -> 1.0; else a decimal number
- * in 0.5..2.0 (at most 16 bytes). Returns 0 or NR_EOPTION with a message. */
-int nr_speech_parse_speed(const char *s, float *speed, char *err, size_t errlen);
-
 int nr_speech_engine_synthesize(nr_speech_engine_t *self, const uint8_t *text, size_t len, const char *voice,
                                 float speed, uint8_t **wav, size_t *wav_size, nr_speech_info_t *info, char *err,
                                 size_t errlen);

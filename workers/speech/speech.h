@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/proto.h"
+
 
 typedef struct {
     size_t max_text_bytes;     /* longest accepted input, in bytes (default 4000) */
@@ -55,8 +57,8 @@ void nr_speech_destroy(nr_speech_t **self_p);
 char *nr_speech_fold_ascii(const uint8_t *text, size_t len);
 
 /* The job option "speed" (both engines): 0.5 (slower) .. 2.0 (faster). */
-#define NR_SPEECH_SPEED_MIN 0.5f
-#define NR_SPEECH_SPEED_MAX 2.0f
+#define NR_SPEECH_SPEED_MIN ((float)NR_PROTO_SPEED_MIN)
+#define NR_SPEECH_SPEED_MAX ((float)NR_PROTO_SPEED_MAX)
 
 /* The checks every engine makes on its text: not empty, at most max_bytes,
  * no NUL, valid UTF-8. Returns 0 or NR_ETEXT with a message. */

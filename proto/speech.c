@@ -1,10 +1,26 @@
-/* The READY kv "voices": the voices a worker offers, checked here so that
- * the broker and the gateway only ever see a bounded, well-formed list. */
+/* Speech fields checked in one place: the READY kv "voices" (the voices a
+ * worker offers, so that the broker and the gateway only ever see a
+ * bounded, well-formed list) and the job option "speed". */
 #include "proto/proto.h"
 
 #include "common/error.h"
 
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+int nr_proto_speed_check(const char *s, float *speed, char *err, size_t errlen) {
+    *speed = 1.0f;
+    if (!s || !*s) return 0;
+    char *end = NULL;
+    size_t n = strnlen(s, NR_PROTO_SPEED_BYTES + 1);
+    double v = n <= NR_PROTO_SPEED_BYTES && s[0] >= '0' && s[0] <= '9' ? strtod(s, &end) : NAN;
+    if (!end || *end || !isfinite(v) || v < NR_PROTO_SPEED_MIN || v > NR_PROTO_SPEED_MAX)
+        return nr_seterr(err, errlen, NR_EOPTION, "speed must be a number from %.1f to %.1f, not '%.16s'",
+                         NR_PROTO_SPEED_MIN, NR_PROTO_SPEED_MAX, s);
+    *speed = (float)v;
+    return 0;
+}
 
 int nr_proto_voice_name_valid(const char *v) {
     size_t n = v ? strnlen(v, NR_PROTO_VOICE_NAME_MAX + 1) : 0;
