@@ -3,6 +3,7 @@
  * and istftnet.c. */
 #include "models/speech/kokoro.h"
 
+#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <math.h>
@@ -587,6 +588,7 @@ int nr_kokoro_load(const char *dir, const nr_kokoro_params_t *params, nr_kokoro_
         return nr_seterr(err, errlen, NR_EINVAL, "kokoro: device '%s' not supported (cpu only)", params->device);
     nr_kokoro_t *k = calloc(1, sizeof *k);
     if (!k) return nr_seterr(err, errlen, NR_ENOMEM, "kokoro: out of memory");
+    if (params && params->num_threads > 0) openblas_set_num_threads(params->num_threads);
     char pth[4096];
     nr_checkpoint_t *ck = NULL;
     int rc = s_config(k, dir, err, errlen);
