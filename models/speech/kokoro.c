@@ -212,6 +212,7 @@ static int s_resblk(nr_kokoro_t *k, nr_ko_resblk_t *b, const char *prefix, int d
     if ((rc = s_conv(k, &b->conv2, S_SUB("conv2"), dout, dout, 3, 0, 1, 1, err, errlen))) return rc;
     if (din != dout && (rc = s_conv(k, &b->conv1x1, S_SUB("conv1x1"), dout, din, 1, 0, 1, 0, err, errlen))) return rc;
     if (up && (rc = s_conv(k, &b->pool, S_SUB("pool"), din, din, 3, 1, din, 1, err, errlen))) return rc;
+#undef S_SUB
     return 0;
 }
 
@@ -422,7 +423,7 @@ static int s_config(nr_kokoro_t *k, const char *dir, char *err, size_t errlen) {
     const cJSON *pl = cJSON_GetObjectItemCaseSensitive(root, "plbert"),
                 *is = cJSON_GetObjectItemCaseSensitive(root, "istftnet"),
                 *vocab = cJSON_GetObjectItemCaseSensitive(root, "vocab");
-    int rc = 0, nk = 0, nd = 0, nr = 0;
+    int rc = 0, nk = 0, nd = 0;
     if (!cJSON_IsObject(pl) || !cJSON_IsObject(is) || !cJSON_IsObject(vocab)) {
         rc = nr_seterr(err, errlen, NR_EMODEL, "%s: \"plbert\", \"istftnet\" and \"vocab\" objects required", path);
         goto out;
@@ -467,7 +468,6 @@ static int s_config(nr_kokoro_t *k, const char *dir, char *err, size_t errlen) {
                 goto out;
             }
     }
-    (void)nr;
     int nv = cJSON_GetArraySize(vocab);
     if (nv < 1 || !(k->vocab = calloc((size_t)nv, sizeof(s_sym_t)))) {
         rc = nv < 1 ? nr_seterr(err, errlen, NR_EMODEL, "%s: empty vocab", path)
