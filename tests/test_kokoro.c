@@ -309,6 +309,25 @@ Test(kokoro, hostile_files_are_bad_model_naming_the_tensor) {
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         cr_assert_eq(system(cmd), 0);
     }
+    /* config.json without the sub-objects, then with a bad size. */
+    static const char *configs[][2] = {
+        {"{\"n_token\": 178}", "\"plbert\", \"istftnet\" and \"vocab\" objects required"},
+        {"[1, 2]", "not a JSON object"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        char dir[256], err[512] = "", path[300], cmd[300];
+        s_hostile_dir(dir, sizeof dir, "missing.pth", NULL);
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fputs(configs[i][0], f);
+        fclose(f);
+        nr_kokoro_t *k = NULL;
+        cr_assert_eq(nr_kokoro_load(dir, NULL, &k, err, sizeof err), NR_EMODEL, "%s", err);
+        cr_assert(strstr(err, "config.json") && strstr(err, configs[i][1]), "%s", err);
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        cr_assert_eq(system(cmd), 0);
+    }
     char err[256];
     nr_kokoro_t *k = NULL;
     cr_assert_eq(nr_kokoro_load("/nonexistent/kokoro", NULL, &k, err, sizeof err), NR_EMODEL);

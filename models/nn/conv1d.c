@@ -31,9 +31,20 @@ int nr_conv1d(const float *x, int cin, int t, const float *w, const float *b, in
                 for (int j = 0; j < k; j++) {
                     float *row = col + ((size_t)c * k + j) * n;
                     const float *xc = x + (size_t)c * t;
-                    for (int o = 0; o < n; o++) {
-                        long src = (long)(t0 + o) * stride - pad + (long)j * dil;
-                        row[o] = src >= 0 && src < t ? xc[src] : 0.f;
+                    long off = (long)t0 * stride - pad + (long)j * dil; /* source of column 0 */
+                    if (stride == 1) { /* one contiguous run inside x, zeros around it */
+                        long lo = off < 0 ? -off : 0, hi = t - off;
+                        if (lo > n) lo = n;
+                        if (hi > n) hi = n;
+                        if (hi < lo) hi = lo;
+                        memset(row, 0, (size_t)lo * sizeof(float));
+                        if (hi > lo) memcpy(row + lo, xc + off + lo, (size_t)(hi - lo) * sizeof(float));
+                        memset(row + hi, 0, (size_t)(n - hi) * sizeof(float));
+                    } else {
+                        for (int o = 0; o < n; o++) {
+                            long src = off + (long)o * stride;
+                            row[o] = src >= 0 && src < t ? xc[src] : 0.f;
+                        }
                     }
                 }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, n, cin * k, 1.f, w, cin * k, col, n, 0.f,

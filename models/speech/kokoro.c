@@ -3,6 +3,7 @@
  * and istftnet.c. */
 #include "models/speech/kokoro.h"
 
+#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <math.h>
@@ -211,6 +212,7 @@ static int s_resblk(nr_kokoro_t *k, nr_ko_resblk_t *b, const char *prefix, int d
     if ((rc = s_conv(k, &b->conv2, S_SUB("conv2"), dout, dout, 3, 0, 1, 1, err, errlen))) return rc;
     if (din != dout && (rc = s_conv(k, &b->conv1x1, S_SUB("conv1x1"), dout, din, 1, 0, 1, 0, err, errlen))) return rc;
     if (up && (rc = s_conv(k, &b->pool, S_SUB("pool"), din, din, 3, 1, din, 1, err, errlen))) return rc;
+#undef S_SUB
     return 0;
 }
 
@@ -421,7 +423,7 @@ static int s_config(nr_kokoro_t *k, const char *dir, char *err, size_t errlen) {
     const cJSON *pl = cJSON_GetObjectItemCaseSensitive(root, "plbert"),
                 *is = cJSON_GetObjectItemCaseSensitive(root, "istftnet"),
                 *vocab = cJSON_GetObjectItemCaseSensitive(root, "vocab");
-    int rc = 0, nk = 0, nd = 0, nr = 0;
+    int rc = 0, nk = 0, nd = 0;
     if (!cJSON_IsObject(pl) || !cJSON_IsObject(is) || !cJSON_IsObject(vocab)) {
         rc = nr_seterr(err, errlen, NR_EMODEL, "%s: \"plbert\", \"istftnet\" and \"vocab\" objects required", path);
         goto out;
@@ -466,7 +468,6 @@ static int s_config(nr_kokoro_t *k, const char *dir, char *err, size_t errlen) {
                 goto out;
             }
     }
-    (void)nr;
     int nv = cJSON_GetArraySize(vocab);
     if (nv < 1 || !(k->vocab = calloc((size_t)nv, sizeof(s_sym_t)))) {
         rc = nv < 1 ? nr_seterr(err, errlen, NR_EMODEL, "%s: empty vocab", path)
@@ -587,6 +588,7 @@ int nr_kokoro_load(const char *dir, const nr_kokoro_params_t *params, nr_kokoro_
         return nr_seterr(err, errlen, NR_EINVAL, "kokoro: device '%s' not supported (cpu only)", params->device);
     nr_kokoro_t *k = calloc(1, sizeof *k);
     if (!k) return nr_seterr(err, errlen, NR_ENOMEM, "kokoro: out of memory");
+    if (params && params->num_threads > 0) openblas_set_num_threads(params->num_threads);
     char pth[4096];
     nr_checkpoint_t *ck = NULL;
     int rc = s_config(k, dir, err, errlen);

@@ -14,7 +14,7 @@ typedef struct nr_kokoro nr_kokoro_t;
 
 typedef struct {
     const char *device; /* "cpu" (the only device for now) */
-    int num_threads;    /* <= 0: all cores */
+    int num_threads;    /* OpenBLAS threads, set process-wide at load; <= 0: leave OpenBLAS's setting (all cores) */
 } nr_kokoro_params_t;
 
 nr_kokoro_params_t nr_kokoro_default_params(void);
