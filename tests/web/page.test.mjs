@@ -6,7 +6,7 @@
 // photo, upload it, wait for the caption, check the image's alt text is the
 // caption and that the <audio> element's src loads as audio/wav; drop an
 // image on the drop box; read the voice list the live speech worker
-// offers; speak a text; upload a non-image and read the
+// offers; speak a text with a voice and a speed; upload a non-image and read the
 // error; check every form control has a label.
 //
 // Exits 0 when it passes, 1 when it fails, 77 (ctest: skipped) with a
@@ -237,11 +237,16 @@ try {
     'voice list from the workers: ' + JSON.stringify(voices));
   console.log('ok: voice list from the live worker: ' + voices.slice(1).join(', '));
   await page.selectOption('#voice', 'kal');
+  await page.fill('#speed', '1.5');
   await page.click('#speak');
   // The page shows the new job once its record link changes.
   await page.waitForFunction((old) => document.getElementById('record-link').getAttribute('href') !== old,
     before, { timeout: WAIT_MS });
   check(await waitJob() === 'done', 'speak job did not finish: ' + await page.textContent('#job-status'));
+  // The record the page links to names the voice and speed it was given.
+  const record = await (await page.request.get(new URL(await page.getAttribute('#record-link', 'href'), page.url()).href)).json();
+  check(record.options && record.options.voice === 'kal' && record.options.speed === '1.5',
+    'speak options in the record: ' + JSON.stringify(record.options));
   await checkAudio();
   console.log('ok: speak -> audio');
 

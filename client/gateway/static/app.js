@@ -177,7 +177,7 @@
     }
     const data = new FormData();
     data.append('image', file, file.name);
-    for (const name of ['voice', 'beams', 'max_length', 'prompt']) {
+    for (const name of ['voice', 'speed', 'beams', 'max_length', 'prompt']) {
       const value = $(name).value.trim();
       if (value) data.append(name, value);
     }
@@ -230,8 +230,12 @@
       $('speak-text').focus();
       return;
     }
-    const voice = $('voice').value;
-    const query = voice ? '?voice=' + encodeURIComponent(voice) : '';
+    const params = new URLSearchParams();
+    for (const name of ['voice', 'speed']) {
+      const value = $(name).value.trim();
+      if (value) params.append(name, value);
+    }
+    const query = params.toString() ? '?' + params.toString() : '';
     try {
       const response = await api('/v1/speak' + query, {
         method: 'POST', headers: {'Content-Type': 'text/plain; charset=utf-8'}, body: text});
