@@ -14,6 +14,8 @@
 
 #include "common/error.h"
 #include "models/io/safetensors.h"
+#include "models/nn/conv1d.h"
+#include "models/nn/lstm.h"
 #include "models/speech/kokoro.h"
 #include "models/speech/kokoro_internal.h"
 
@@ -332,4 +334,123 @@ Test(kokoro, hostile_files_are_bad_model_naming_the_tensor) {
     nr_kokoro_t *k = NULL;
     cr_assert_eq(nr_kokoro_load("/nonexistent/kokoro", NULL, &k, err, sizeof err), NR_EMODEL);
     cr_assert(strstr(err, "/nonexistent/kokoro"), "%s", err);
+}
+
+/* The blocks under models/nn/ against direct double-precision loops. */
+static float s_rnd(unsigned *s) {
+    *s = *s * 1103515245u + 12345u;
+    return (float)((*s >> 8) & 0xffff) / 32768.f - 1.f;
+}
+
+Test(kokoro, conv_blocks_match_direct_loops) {
+    unsigned seed = 7;
+    /* Conv1d: stride 1 and 2, padding, dilation, more columns than one im2col chunk. */
+    static const int cfg[][6] = {{3, 5, 2500, 3, 1, 1}, {4, 2, 301, 7, 2, 3}, {2, 3, 50, 5, 3, 2}, {5, 4, 9, 1, 1, 0}};
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        int cin = cfg[c][0], cout = cfg[c][1], t = cfg[c][2], k = cfg[c][3], st = cfg[c][4], pad = cfg[c][5];
+        int dil = c == 1 ? 2 : 1, tout = nr_conv1d_out_len(t, k, st, pad, dil);
+        cr_assert_gt(tout, 0);
+        float *x = malloc(sizeof(float) * cin * t), *w = malloc(sizeof(float) * cout * cin * k),
+              *b = malloc(sizeof(float) * cout), *y = malloc(sizeof(float) * cout * tout);
+        for (int i = 0; i < cin * t; i++) x[i] = s_rnd(&seed);
+        for (int i = 0; i < cout * cin * k; i++) w[i] = s_rnd(&seed);
+        for (int i = 0; i < cout; i++) b[i] = s_rnd(&seed);
+        cr_assert_eq(nr_conv1d(x, cin, t, w, b, cout, k, st, pad, dil, y), 0);
+        double worst = 0;
+        for (int o = 0; o < cout; o++)
+            for (int j = 0; j < tout; j++) {
+                double acc = b[o];
+                for (int i = 0; i < cin; i++)
+                    for (int q = 0; q < k; q++) {
+                        long src = (long)j * st - pad + (long)q * dil;
+                        if (src >= 0 && src < t) acc += (double)w[(o * cin + i) * k + q] * x[i * t + src];
+                    }
+                worst = fmax(worst, fabs(acc - y[o * tout + j]));
+            }
+        cr_assert_lt(worst, 1e-4, "conv1d case %zu: %g", c, worst);
+        free(x);
+        free(w);
+        free(b);
+        free(y);
+    }
+    /* ConvTranspose1d, dense and depthwise. */
+    int cin = 3, cout = 4, t = 17, k = 12, st = 6, pad = 3, tout = (t - 1) * st - 2 * pad + k;
+    float *x = malloc(sizeof(float) * cin * t), *w = malloc(sizeof(float) * cin * cout * k),
+          *b = malloc(sizeof(float) * cout), *y = malloc(sizeof(float) * cout * tout);
+    for (int i = 0; i < cin * t; i++) x[i] = s_rnd(&seed);
+    for (int i = 0; i < cin * cout * k; i++) w[i] = s_rnd(&seed);
+    for (int i = 0; i < cout; i++) b[i] = s_rnd(&seed);
+    cr_assert_eq(nr_conv_transpose1d(x, cin, t, w, b, cout, k, st, pad, 0, y), 0);
+    double worst = 0;
+    for (int o = 0; o < cout; o++)
+        for (int j = 0; j < tout; j++) {
+            double acc = b[o];
+            for (int i = 0; i < cin; i++)
+                for (int s = 0; s < t; s++) {
+                    int q = j + pad - s * st;
+                    if (q >= 0 && q < k) acc += (double)w[(i * cout + o) * k + q] * x[i * t + s];
+                }
+            worst = fmax(worst, fabs(acc - y[o * tout + j]));
+        }
+    cr_assert_lt(worst, 1e-4, "conv_transpose1d: %g", worst);
+    int tdw = 2 * t; /* depthwise k 3, stride 2, pad 1, output_padding 1: twice the length */
+    nr_conv_transpose1d_dw(x, cin, t, w, b, 3, 2, 1, 1, y);
+    worst = 0;
+    for (int c = 0; c < cin; c++)
+        for (int j = 0; j < tdw; j++) {
+            double acc = b[c];
+            for (int s = 0; s < t; s++) {
+                int q = j + 1 - 2 * s;
+                if (q >= 0 && q < 3) acc += (double)w[c * 3 + q] * x[c * t + s];
+            }
+            worst = fmax(worst, fabs(acc - y[c * tdw + j]));
+        }
+    cr_assert_lt(worst, 1e-5, "depthwise conv_transpose1d: %g", worst);
+    free(x);
+    free(w);
+    free(b);
+    free(y);
+}
+
+Test(kokoro, lstm_matches_a_direct_loop) {
+    unsigned seed = 9;
+    int in = 5, h = 3, T = 7;
+    float *wih[2], *whh[2], *bias[2], x[35], y[42];
+    for (int d = 0; d < 2; d++) {
+        wih[d] = malloc(sizeof(float) * 4 * h * in);
+        whh[d] = malloc(sizeof(float) * 4 * h * h);
+        bias[d] = malloc(sizeof(float) * 4 * h);
+        for (int i = 0; i < 4 * h * in; i++) wih[d][i] = s_rnd(&seed);
+        for (int i = 0; i < 4 * h * h; i++) whh[d][i] = s_rnd(&seed);
+        for (int i = 0; i < 4 * h; i++) bias[d][i] = s_rnd(&seed);
+    }
+    for (int i = 0; i < T * in; i++) x[i] = s_rnd(&seed);
+    nr_lstm_t l = {in, h, {wih[0], wih[1]}, {whh[0], whh[1]}, {bias[0], bias[1]}};
+    cr_assert_eq(nr_lstm_bidir(&l, x, T, y), 0);
+    double worst = 0;
+    for (int d = 0; d < 2; d++) {
+        double hs[3] = {0}, cs[3] = {0};
+        for (int s = 0; s < T; s++) {
+            int t = d ? T - 1 - s : s;
+            double g[12];
+            for (int r = 0; r < 4 * h; r++) {
+                g[r] = bias[d][r];
+                for (int i = 0; i < in; i++) g[r] += (double)wih[d][r * in + i] * x[t * in + i];
+                for (int i = 0; i < h; i++) g[r] += (double)whh[d][r * h + i] * hs[i];
+            }
+            for (int i = 0; i < h; i++) {
+                double ig = 1 / (1 + exp(-g[i])), fg = 1 / (1 + exp(-g[h + i])), gg = tanh(g[2 * h + i]),
+                       og = 1 / (1 + exp(-g[3 * h + i]));
+                cs[i] = fg * cs[i] + ig * gg;
+                hs[i] = og * tanh(cs[i]);
+                worst = fmax(worst, fabs(hs[i] - y[t * 2 * h + d * h + i]));
+            }
+        }
+    }
+    cr_assert_lt(worst, 1e-5, "lstm: %g", worst);
+    for (int d = 0; d < 2; d++) {
+        free(wih[d]);
+        free(whh[d]);
+        free(bias[d]);
+    }
 }

@@ -110,20 +110,38 @@ static void s_hann(float *w, int n) {
     for (int i = 0; i < n; i++) w[i] = 0.5f + -0.5f * cosf((float)i * step);
 }
 
+/* cos and sin of 2 pi k n / nfft, k <= nfft/2, n < nfft (nfft <= 62). */
+typedef struct {
+    double c[32][64], s[32][64];
+} s_twiddle_t;
+
+static void s_twiddles(s_twiddle_t *tw, int nfft) {
+    for (int k = 0; k <= nfft / 2; k++)
+        for (int n = 0; n < nfft; n++) {
+            double a = 2.0 * M_PI * (double)k * n / nfft;
+            tw->c[k][n] = cos(a);
+            tw->s[k][n] = sin(a);
+        }
+}
+
 /* torch.stft(center, reflect padding, onesided) -> out[(nfft+2)][frames]:
  * magnitudes then angles. */
-static void s_stft(const float *x, size_t L, int nfft, int hop, const float *win, float *out, int frames) {
+static void s_stft(const float *x, size_t L, int nfft, int hop, const float *win, const s_twiddle_t *tw, float *out,
+                   int frames) {
     int half = nfft / 2, bins = half + 1;
+    double seg[64];
     for (int f = 0; f < frames; f++) {
+        for (int n = 0; n < nfft; n++) {
+            long p = (long)f * hop + n - half; /* reflect */
+            if (p < 0) p = -p;
+            if (p >= (long)L) p = 2 * ((long)L - 1) - p;
+            seg[n] = (double)x[p] * win[n];
+        }
         for (int k = 0; k < bins; k++) {
             double re = 0, im = 0;
             for (int n = 0; n < nfft; n++) {
-                long p = (long)f * hop + n - half; /* reflect */
-                if (p < 0) p = -p;
-                if (p >= (long)L) p = 2 * ((long)L - 1) - p;
-                double v = (double)x[p] * win[n], a = 2.0 * M_PI * (double)k * n / nfft;
-                re += v * cos(a);
-                im -= v * sin(a);
+                re += seg[n] * tw->c[k][n];
+                im -= seg[n] * tw->s[k][n];
             }
             if (k == 0 || k == half) im = 0.0; /* exactly real, as an FFT gives */
             float fr = (float)re, fi = (float)im;
@@ -134,30 +152,24 @@ static void s_stft(const float *x, size_t L, int nfft, int hop, const float *win
 }
 
 /* torch.istft(center) of mag * exp(i * phase), mag/phase [(nfft/2+1)][frames]. */
-static int s_istft(const float *mag, const float *phase, int frames, int nfft, int hop, const float *win, float *y) {
+static int s_istft(const float *mag, const float *phase, int frames, int nfft, int hop, const float *win,
+                   const s_twiddle_t *tw, float *y) {
     int half = nfft / 2, bins = half + 1;
     size_t total = (size_t)nfft + (size_t)hop * (frames - 1);
     double *buf = calloc(total * 2, sizeof(double));
-    float *fr = malloc((size_t)nfft * sizeof(float));
-    if (!buf || !fr) {
-        free(buf);
-        free(fr);
-        return NR_ENOMEM;
-    }
-    double *env = buf + total;
+    if (!buf) return NR_ENOMEM;
+    double *env = buf + total, re[32], im[32];
     for (int f = 0; f < frames; f++) {
-        for (int n = 0; n < nfft; n++) {
-            double acc = 0;
-            for (int k = 0; k < bins; k++) {
-                float mg = mag[(size_t)k * frames + f], p = phase[(size_t)k * frames + f];
-                double re = (double)(mg * cosf(p)), im = (double)(mg * sinf(p)), a = 2.0 * M_PI * (double)k * n / nfft;
-                if (k == 0 || k == half) acc += re * cos(a); /* c2r ignores their imaginary parts */
-                else acc += 2.0 * (re * cos(a) - im * sin(a));
-            }
-            fr[n] = (float)(acc / nfft);
+        for (int k = 0; k < bins; k++) {
+            float mg = mag[(size_t)k * frames + f], p = phase[(size_t)k * frames + f];
+            re[k] = (double)(mg * cosf(p));
+            im[k] = (double)(mg * sinf(p));
         }
         for (int n = 0; n < nfft; n++) {
-            buf[(size_t)f * hop + n] += (double)(fr[n] * win[n]);
+            double acc = re[0] + re[half] * tw->c[half][n]; /* c2r ignores their imaginary parts */
+            for (int k = 1; k < half; k++) acc += 2.0 * (re[k] * tw->c[k][n] - im[k] * tw->s[k][n]);
+            float fr = (float)(acc / nfft);
+            buf[(size_t)f * hop + n] += (double)(fr * win[n]);
             env[(size_t)f * hop + n] += (double)(win[n] * win[n]);
         }
     }
@@ -167,7 +179,6 @@ static int s_istft(const float *mag, const float *phase, int frames, int nfft, i
         y[i] = (float)(e > 1e-11 ? buf[i + half] / e : 0.0);
     }
     free(buf);
-    free(fr);
     return 0;
 }
 
@@ -192,13 +203,15 @@ int nr_ko_generator(const nr_ko_net_t *m, const float *x_in, int T2, const float
         if ((size_t)(nfft + 2) * Tf > cap) cap = (size_t)(nfft + 2) * Tf;
     }
     float win[64];
+    s_twiddle_t *tw = malloc(sizeof *tw);
     float *har_src = malloc(L * sizeof(float)), *har = malloc((size_t)(nfft + 2) * hframes * sizeof(float));
     float *x = malloc(cap * sizeof(float)), *xs = malloc(cap * sizeof(float)), *ns = malloc(cap * sizeof(float)),
           *acc = malloc(cap * sizeof(float)), *out = NULL;
-    if (!har_src || !har || !x || !xs || !ns || !acc) goto done;
+    if (!tw || !har_src || !har || !x || !xs || !ns || !acc) goto done;
+    s_twiddles(tw, nfft);
     if ((rc = s_source(m, f0, T2, scale, seed, har_src, L))) goto done;
     s_hann(win, nfft);
-    s_stft(har_src, L, nfft, m->hop, win, har, hframes);
+    s_stft(har_src, L, nfft, m->hop, win, tw, har, hframes);
     int T = T2, C = m->up_init;
     memcpy(x, x_in, (size_t)C * T * sizeof(float));
     for (int i = 0; i < m->n_ups; i++) {
@@ -256,7 +269,7 @@ int nr_ko_generator(const nr_ko_net_t *m, const float *x_in, int T2, const float
         rc = NR_ENOMEM;
         goto done;
     }
-    if ((rc = s_istft(ns, ns + (size_t)bins * T, T, nfft, m->hop, win, out))) goto done;
+    if ((rc = s_istft(ns, ns + (size_t)bins * T, T, nfft, m->hop, win, tw, out))) goto done;
     *pcm = out;
     *n_samples = n_out;
     out = NULL;
@@ -269,6 +282,7 @@ int nr_ko_generator(const nr_ko_net_t *m, const float *x_in, int T2, const float
         har = NULL;
     }
 done:
+    free(tw);
     free(out);
     free(har_src);
     free(har);
