@@ -19,3 +19,10 @@ if(TARGET nr_models)
   target_compile_definitions(bench_blip PRIVATE NR_BENCH_FAMILY="blip")
   target_link_libraries(bench_blip PRIVATE nr_models nr_common m)
 endif()
+
+# bench_kokoro: Kokoro-82M real-time factor on a model folder made by
+# bench/bench_kokoro.sh (random weights at the real sizes).
+if(TARGET nr_models)
+  add_executable(bench_kokoro ${CMAKE_CURRENT_SOURCE_DIR}/bench_kokoro.c)
+  target_link_libraries(bench_kokoro PRIVATE nr_models nr_common m)
+endif()

@@ -488,6 +488,14 @@ static void s_on_stats(nr_broker_t *self, const uint8_t *identity, size_t size, 
         snprintf(num, sizeof num, "%zu", nr_broker_workers_set_aside(self, s->name));
         nr_proto_kv_add(&rep, key, num);
     }
+    /* The voices each stage's live workers offer, while the reply has room
+     * (a speech stage in practice; proto bounds each worker's list). */
+    char voices[4 * NR_PROTO_VOICES_BYTES];
+    for (nr_broker_stage_t *s = self->stages; s && rep.kv_len < NR_PROTO_KV_MAX; s = s->next) {
+        if (nr_broker_stage_voices(s, voices, sizeof voices) || !*voices) continue;
+        snprintf(key, sizeof key, "voices.%s", s->name);
+        nr_proto_kv_add(&rep, key, voices);
+    }
     nr_bk_reply(self, identity, size, msg, &rep, 0, NULL);
     nr_proto_msg_clear(&rep);
 }

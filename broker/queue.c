@@ -124,6 +124,7 @@ nr_broker_worker_t *nr_broker_worker_new(const uint8_t *identity, size_t size, c
 void nr_broker_worker_destroy(nr_broker_worker_t **p) {
     if (!p || !*p) return;
     free((*p)->leases);
+    free((*p)->voices);
     free(*p);
     *p = NULL;
 }
@@ -170,4 +171,45 @@ void nr_broker_worker_drop_lease(nr_broker_worker_t *self, nr_broker_lease_t *le
 void nr_broker_worker_revoke(nr_broker_worker_t *self, const nr_broker_job_t *job) {
     for (uint32_t i = 0; i < self->leases_len; i++)
         if (self->leases[i].job == job) self->leases[i].job = NULL;
+}
+
+typedef struct {
+    const char *s;
+    size_t len;
+} s_name_t;
+
+static int s_name_cmp(const void *a, const void *b) {
+    const s_name_t *x = a, *y = b;
+    int c = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+int nr_broker_stage_voices(const nr_broker_stage_t *self, char *out, size_t cap) {
+    if (!cap) return 0;
+    out[0] = '\0';
+    size_t n = 0, o = 0;
+    for (const nr_broker_worker_t *w = self->workers; w; w = w->next)
+        if (w->voices) n += NR_PROTO_VOICES_MAX; /* proto allows no more per worker */
+    if (!n) return 0;
+    s_name_t *names = malloc(n * sizeof *names);
+    if (!names) return NR_ENOMEM;
+    n = 0;
+    for (const nr_broker_worker_t *w = self->workers; w; w = w->next) {
+        size_t k = 0;
+        for (const char *p = w->voices, *e; p && *p && k < NR_PROTO_VOICES_MAX; p = *e ? e + 1 : e, k++) {
+            e = p + strcspn(p, ",");
+            names[n++] = (s_name_t){p, (size_t)(e - p)};
+        }
+    }
+    qsort(names, n, sizeof *names, s_name_cmp);
+    for (size_t i = 0; i < n; i++) {
+        if (i && !s_name_cmp(&names[i], &names[i - 1])) continue;
+        if (o + names[i].len + 2 > cap) break;
+        if (o) out[o++] = ',';
+        memcpy(out + o, names[i].s, names[i].len);
+        o += names[i].len;
+        out[o] = '\0';
+    }
+    free(names);
+    return 0;
 }

@@ -37,6 +37,7 @@ struct nr_broker_worker {
     uint64_t serial;        /* unique for the broker's life (a job's avoid_worker) */
     uint32_t strikes;       /* leases expired in a row without an answer */
     int64_t aside_until_ms; /* set aside: no new JOB before this (0: not set aside) */
+    char *voices;           /* its READY kv "voices" (checked by proto), or NULL */
     nr_broker_worker_t *next;
 };
 
@@ -53,6 +54,10 @@ struct nr_broker_stage {
 };
 
 nr_broker_stage_t *nr_broker_stage_new(const char *name, long deadline_ms);
+/* The union of the voices the stage's workers advertise, sorted, joined by
+ * "," into out (cap bytes; names that do not fit are left out). "" when
+ * none. Returns 0 or NR_ENOMEM. */
+int nr_broker_stage_voices(const nr_broker_stage_t *self, char *out, size_t cap);
 /* Destroys the stage and its workers (not the jobs). */
 void nr_broker_stage_destroy(nr_broker_stage_t **p);
 /* Appends a job to the queue (or puts it first when `front`). */

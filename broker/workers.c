@@ -78,6 +78,10 @@ static void s_on_ready(nr_broker_t *self, const uint8_t *identity, size_t size, 
         nr_log(NR_LOG_INFO, "worker %s ready for stage %s (capacity %" PRIu32 ")", w->label,
                msg->stage, capacity);
     }
+    /* The voices it offers (proto checked the list); a new READY replaces them. */
+    const char *voices = nr_proto_kv_get(msg, "voices");
+    free(w->voices);
+    w->voices = voices && *voices ? strdup(voices) : NULL;
     w->expires_ms = now + self->params.heartbeat_ms * self->params.heartbeat_liveness;
     nr_bk_dispatch(self, w->stage, now);
 }

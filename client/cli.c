@@ -45,12 +45,12 @@ void nr_cli_usage(FILE *out) {
         "plus vision, text and speech workers).\n"
         "\n"
         "Commands:\n"
-        "  speak TEXT -o FILE.wav [--voice V]\n"
+        "  speak TEXT -o FILE.wav [--voice V] [--speed X]\n"
         "        synthesize TEXT (route \"speech\"), wait for it and write the WAV file:\n"
         "        a new name or a regular file (replaced whole); a FIFO, or - for stdout,\n"
         "        is streamed into; a link, device or folder is refused\n"
         "  submit FILE|FOLDER... [-o DIR] [--window N] [--no-wait] [--id-from content|random]\n"
-        "         [--route R] [--voice V] [--beams N] [--max-length N] [--prompt TEXT]\n"
+        "         [--route R] [--voice V] [--speed X] [--beams N] [--max-length N] [--prompt TEXT]\n"
         "         [--run ID]\n"
         "         [--alt-text sidecar|embed [--in-place] [--overwrite]] [--skip-described]\n"
         "         [--manifest RUN.jsonl] [--manifest RUN.csv] [--files-from LIST]\n"
@@ -71,6 +71,7 @@ void nr_cli_usage(FILE *out) {
         "          --id-from content|random   how job ids are made (default content)\n"
         "          --route R            stages, comma-separated (default vision,text,speech)\n"
         "          --voice V            speech voice (worker default if not given)\n"
+        "          --speed X            speaking pace, 0.5..2.0 (default 1)\n"
         "          --beams N            beam search width (1..16, default: the model's)\n"
         "          --max-length N       caption length limit in tokens (1..1024)\n"
         "          --files-from LIST    also the files and folders listed in LIST, one a\n"
@@ -346,6 +347,12 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
                    (rc = s_opt(argc, argv, &i, "--voice", NULL, 1, &v, err, errlen))) {
             if (rc < 0) return rc;
             if ((rc = s_voice(v, self->voice, err, errlen))) return rc;
+        } else if ((cmd == NR_CLI_SPEAK || cmd == NR_CLI_SUBMIT) &&
+                   (rc = s_opt(argc, argv, &i, "--speed", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            float speed;
+            if ((rc = nr_proto_speed_check(v, &speed, err, errlen))) return NR_EINVAL;
+            snprintf(self->speed, sizeof self->speed, "%s", v);
         } else if (cmd == NR_CLI_SUBMIT &&
                    (rc = s_opt(argc, argv, &i, "--window", NULL, 1, &v, err, errlen))) {
             if (rc < 0) return rc;

@@ -76,6 +76,7 @@ typedef struct {
     const char *output;
     /* speak and submit: job options; 0 / "" means "the worker's default" */
     char voice[NR_CLI_VOICE_MAX + 1];
+    char speed[24]; /* "" or as given, checked by nr_proto_speed_check */
     long beams;
     long max_length;
     const char *prompt; /* submit: caption prompt (BLIP), borrowed from argv; NULL: none */

@@ -160,9 +160,9 @@ int nr_client_random_id(char out[NR_CLIENT_ID_HEX + 1]);
 #define NR_CLIENT_PROMPT_MAX 256 /* bytes of a caption prompt */
 
 typedef struct {
-    nr_kv_t kv[4]; /* num_beams, max_length, voice, prompt: those given, in that order */
+    nr_kv_t kv[5]; /* num_beams, max_length, voice, prompt, speed: those given, in that order */
     size_t n;
-    char beams[24], length[24];
+    char beams[24], length[24], speed[24];
 } nr_client_options_t;
 
 /* Fills *out with the options to send and hash: "num_beams" and
@@ -174,6 +174,11 @@ typedef struct {
  * *out is then empty. */
 int nr_client_options(nr_client_options_t *out, long num_beams, long max_length, const char *voice,
                       const char *prompt, char *err, size_t errlen);
+/* Adds the speech option "speed" after nr_client_options(): NULL or "" adds
+ * nothing; else it must pass nr_proto_speed_check (0.5..2.0) and is
+ * written as "%g" ("1.50" -> "1.5", so equal speeds hash alike). Returns 0
+ * or NR_EOPTION with the reason. */
+int nr_client_options_speed(nr_client_options_t *out, const char *speed, char *err, size_t errlen);
 /* 1 when `voice` is 1..NR_CLIENT_VOICE_MAX letters, digits, '_', '-' or '.'. */
 int nr_client_voice_valid(const char *voice);
 /* 0 when `prompt` is 1..NR_CLIENT_PROMPT_MAX bytes of valid UTF-8 without

@@ -106,6 +106,16 @@ int nr_client_options(nr_client_options_t *out, long num_beams, long max_length,
     return 0;
 }
 
+int nr_client_options_speed(nr_client_options_t *out, const char *speed, char *err, size_t errlen) {
+    if (!speed || !*speed) return 0;
+    float v;
+    int rc = nr_proto_speed_check(speed, &v, err, errlen);
+    if (rc) return rc;
+    snprintf(out->speed, sizeof out->speed, "%g", (double)v);
+    out->kv[out->n++] = (nr_kv_t){(char *)"speed", out->speed};
+    return 0;
+}
+
 int nr_client_prompt_check(const char *prompt, char *err, size_t errlen) {
     size_t n = prompt ? strlen(prompt) : 0;
     if (n == 0) return nr_seterr(err, errlen, NR_EOPTION, "prompt is empty");

@@ -211,7 +211,8 @@ static int s_cmd_speak(nr_narrate_app_t *app) {
     const nr_cli_t *cli = app->cli;
     nr_client_options_t opts;
     char id[NR_CLIENT_ID_HEX + 1], err[2048];
-    if (nr_client_options(&opts, cli->beams, cli->max_length, cli->voice, NULL, err, sizeof err)) {
+    if (nr_client_options(&opts, cli->beams, cli->max_length, cli->voice, NULL, err, sizeof err) ||
+        nr_client_options_speed(&opts, cli->speed, err, sizeof err)) {
         nr_narrate_errorf(app, "%s", err);
         return NR_EXIT_USAGE;
     }

@@ -281,7 +281,7 @@ static int s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
  * the image lands under -o ("a/b/001.jpg"), for the record and the review
  * page; not hashed, so moving an archive does not redo it. */
 typedef struct {
-    nr_kv_t kv[5];
+    nr_kv_t kv[sizeof ((nr_client_options_t *)0)->kv / sizeof (nr_kv_t) + 1]; /* the run's, and source */
     char source[1024];
 } s_job_opts_t;
 
@@ -310,6 +310,7 @@ static int s_submit_batch(s_run_t *run, size_t room) {
     /* The command line was checked; a refusal here fails each job with it. */
     int opts_rc = nr_client_options(&opts, cli->beams, cli->max_length, cli->voice, cli->prompt, opts_err,
                                     sizeof opts_err);
+    if (!opts_rc) opts_rc = nr_client_options_speed(&opts, cli->speed, opts_err, sizeof opts_err);
     size_t *which = calloc(room, sizeof *which);
     nr_client_job_t *jobs = calloc(room, sizeof *jobs);
     s_job_opts_t *job_opts = calloc(room, sizeof *job_opts);

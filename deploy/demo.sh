@@ -12,7 +12,11 @@
 #      status: no network, not found, gated, a download that failed
 #      verification, unsupported weights; then it uses the project's tiny
 #      generated checkpoint, whose captions are random words),
-#   5. starts a local cluster (redis, broker, speech + vision + text workers),
+#   5. starts a local cluster (redis, broker, speech + vision + text workers;
+#      the speech workers speak with Kokoro-82M when models/fetch.sh
+#      hexgrad/Kokoro-82M has put it in models/cache/hexgrad/Kokoro-82M, or
+#      NARRATOR_KOKORO_DIR names its folder, and say so when they fall back
+#      to Flite),
 #   6. runs `narrate submit <photos> -o out/` and prints the captions and the
 #      paths of the WAV and JSON files.
 # The cluster is left running; the last lines say how to stop it.
@@ -138,10 +142,27 @@ else
   echo "captions will be random words."
 fi
 
+# The voice: Kokoro-82M when its folder is there (models/fetch.sh
+# hexgrad/Kokoro-82M puts it in models/cache/hexgrad/Kokoro-82M; the demo
+# does not download it by itself) and the build has espeak-ng; else Flite.
+kokoro_dir="${NARRATOR_KOKORO_DIR:-$root/models/cache/hexgrad/Kokoro-82M}"
+speech_args=()
+if ! [ -f "$kokoro_dir/config.json" ] || ! ls "$kokoro_dir"/*.pth >/dev/null 2>&1 ||
+   ! ls "$kokoro_dir"/voices/*.pt >/dev/null 2>&1; then
+  echo "voice: Flite. Kokoro-82M is not in $kokoro_dir (models/fetch.sh hexgrad/Kokoro-82M \"$kokoro_dir\""
+  echo "       fetches it, about 330 MB with its voices); falling back to Flite's robotic voice."
+elif ! grep -q '^NR_ESPEAK:BOOL=ON' "$build_dir/CMakeCache.txt" 2>/dev/null; then
+  echo "voice: Flite. Kokoro-82M is in $kokoro_dir, but this build has no espeak-ng (NR_ESPEAK=OFF;"
+  echo "       Debian: libespeak-ng-dev) to turn text into phonemes; falling back to Flite."
+else
+  echo "voice: Kokoro-82M from $kokoro_dir ($(ls "$kokoro_dir"/voices/*.pt | wc -l) voices; default af_heart)"
+  speech_args=(--speech-model "$kokoro_dir")
+fi
+
 say "5/6 local cluster"
 bin="$build_dir/bin"
 deploy/local-cluster.sh start --run-dir "$run_dir" --build-dir "$build_dir" --model-dir "$model_dir" \
-  --workers "speech=2 vision=1 text=1"
+  --workers "speech=2 vision=1 text=1" "${speech_args[@]}"
 export NARRATOR_BROKER="tcp://127.0.0.1:${NARRATOR_CLIENT_PORT:-5555}"
 
 say "6/6 narrate"

@@ -10,6 +10,7 @@ packages=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev
   libexempi-dev
   flite1-dev libpocketsphinx-dev pocketsphinx-en-us
+  libespeak-ng-dev
   libcriterion-dev redis-server
   python3 python3-yaml curl ca-certificates
   libmicrohttpd-dev libcurl4-openssl-dev

@@ -15,11 +15,15 @@
 #                        stages whose program is not built are skipped
 #   --build-dir DIR      where the programs are (default: build/ in the repository)
 #   --model-dir DIR      checkpoint folder for the vision and text workers
+#   --speech-model DIR   a Kokoro folder (config.json, kokoro-v1_0.pth, voices/):
+#                        the speech workers speak with Kokoro (--engine kokoro);
+#                        without it, with Flite
 #   --redis-port N       (default 6390)   --client-port N (default 5555)
 #   --worker-port N      (default 5556)
 #   --gateway-port N     narrator-gateway's HTTP port when it is built
 #                        (default 8080; 0: do not start the gateway)
 # Environment: NARRATOR_RUN_DIR, NARRATOR_BUILD_DIR, NARRATOR_MODEL_DIR,
+# NARRATOR_SPEECH_MODEL,
 # NARRATOR_REDIS_PORT, NARRATOR_CLIENT_PORT, NARRATOR_WORKER_PORT,
 # NARRATOR_GATEWAY_PORT (defaults for the options above); NARRATOR_BROKER_* / NARRATOR_WORKER_* settings
 # pass through to the programs (but for the two named below).
@@ -43,6 +47,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 run_dir="${NARRATOR_RUN_DIR:-$root/run}"
 build_dir="${NARRATOR_BUILD_DIR:-$root/build}"
 model_dir="${NARRATOR_MODEL_DIR:-}"
+speech_model="${NARRATOR_SPEECH_MODEL:-}"
 workers_spec="speech=2 vision=1 text=1"
 redis_port="${NARRATOR_REDIS_PORT:-6390}"
 client_port="${NARRATOR_CLIENT_PORT:-5555}"
@@ -61,6 +66,7 @@ while [ $# -gt 0 ]; do
     --workers) workers_spec="$2"; shift 2 ;;
     --build-dir) build_dir="$2"; shift 2 ;;
     --model-dir) model_dir="$2"; shift 2 ;;
+    --speech-model) speech_model="$2"; shift 2 ;;
     --redis-port) redis_port="$2"; shift 2 ;;
     --client-port) client_port="$2"; shift 2 ;;
     --worker-port) worker_port="$2"; shift 2 ;;
@@ -239,6 +245,9 @@ EOF
         [ "$count" -gt 0 ] && echo "  $stage: no --model-dir given (nor NARRATOR_WORKER_MODEL); not started"
         continue
       fi
+    fi
+    if [ "$stage" = speech ] && [ -n "$speech_model" ]; then
+      extra+=(--engine kokoro --model "$speech_model")
     fi
     for ((i = 1; i <= count; i++)); do
       name="worker-$stage-$i"

@@ -13,6 +13,9 @@
 # Hub's conversion pull request (open, by SFconvertbot, titled "Adding
 # `safetensors` variant of this model", whose parent is main's head); else
 # pytorch_model.bin (or pytorch_model.bin.index.json and its shards).
+# A Kokoro checkpoint (hexgrad/Kokoro-82M: kokoro-v1_0.pth, no
+# safetensors) comes with every voice pack of its voices/ folder:
+#   models/fetch.sh hexgrad/Kokoro-82M
 # Downloads resume from DIR/.NAME.part; each file is checked against the size
 # and sha256 (git blob id for small files) the API lists, JSON must parse,
 # and a file is moved into place only when complete and verified. A file
@@ -557,6 +560,19 @@ if ! pick "$work/main.tsv" "$sha" "$rev"; then
       if has "$wlist" pytorch_model.bin.index.json; then wfile=pytorch_model.bin.index.json; else wfile=pytorch_model.bin; fi
       say "$repo@$rev has no safetensors: fetching $wfile (narrator reads it without running code)"
     fi
+  elif [ $included -eq 0 ] && kpth=$(awk -F'\t' '$1 ~ /^kokoro-v[0-9_]+\.pth$/ { print $1 }' "$work/main.tsv" |
+      sort -V | tail -n 1) && [ -n "$kpth" ]; then
+    # Kokoro (hexgrad/Kokoro-82M): its .pth and every voice pack, nothing else.
+    nv=0
+    while IFS=$'\t' read -r p _; do
+      [[ "$p" == voices/*.pt ]] || continue
+      safe_path "$p" 1 || die $EX_BADFILE "refusing the listed path '$p': not a plain relative path"
+      add "$work/main.tsv" "$sha" "$p"
+      nv=$((nv + 1))
+    done <"$work/main.tsv"
+    [ $nv -gt 0 ] || die $EX_UNSUPPORTED "$repo@$rev has $kpth but no voices/*.pt: Kokoro needs its voice packs"
+    wlist=$work/main.tsv wsha=$sha wfrom=$rev wfile=$kpth
+    say "Kokoro checkpoint: fetching $kpth and $nv voice packs"
   elif [ $included -eq 0 ]; then
     others=$(awk -F'\t' '$1 !~ /\// && $1 ~ /\.(h5|msgpack|onnx|gguf|pth|pt|ckpt|bin|safetensors)$/ { printf "%s ", $1 }' "$work/main.tsv")
     die $EX_UNSUPPORTED "$repo@$rev has no weights narrator reads (model.safetensors, sharded safetensors," \

@@ -192,6 +192,10 @@ static int s_check_msg(const nr_msg_t *m, unsigned wire, char *err, size_t errle
             for (uint32_t j = 0; j < i; j++)
                 if (strcmp(m->kv[i].key, m->kv[j].key) == 0)
                     return nr_seterr(err, errlen, NR_EPROTO, "field 'kv': key '%s' appears twice", m->kv[i].key);
+            if (m->cmd == NR_CMD_READY && !strcmp(m->kv[i].key, "voices")) {
+                rc = nr_proto_voices_check(m->kv[i].value, NULL, err, errlen);
+                if (rc) return rc;
+            }
         }
     }
     return 0;

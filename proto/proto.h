@@ -28,6 +28,12 @@
 #define NR_PROTO_FRAMES_MAX 4       /* payload frames after the body */
 #define NR_PROTO_PAYLOAD_MAX (64u << 20) /* bytes in all payload frames together */
 #define NR_PROTO_FIELDS_MAX 32      /* keys in the body map, known and unknown */
+#define NR_PROTO_VOICES_MAX 64      /* voices in a READY's kv "voices" */
+#define NR_PROTO_VOICES_BYTES 2048  /* bytes of that list */
+#define NR_PROTO_VOICE_NAME_MAX 32  /* bytes of one voice name: [A-Za-z0-9_.-] */
+#define NR_PROTO_SPEED_MIN 0.5      /* job option "speed" (speech) */
+#define NR_PROTO_SPEED_MAX 2.0
+#define NR_PROTO_SPEED_BYTES 16
 
 typedef enum {
     NR_CMD_NONE = 0,
@@ -88,6 +94,20 @@ typedef struct {
      * the peer's IP address (TCP), else empty. */
     char peer[NR_PROTO_PEER_MAX + 1];
 } nr_msg_t;
+
+/* 1 when v is a voice name: 1..NR_PROTO_VOICE_NAME_MAX of [A-Za-z0-9_.-]. */
+int nr_proto_voice_name_valid(const char *v);
+/* Checks a READY's kv "voices": 1..NR_PROTO_VOICES_MAX distinct voice
+ * names joined by ",", at most NR_PROTO_VOICES_BYTES. Returns 0 (with the
+ * count), NR_EPROTO or NR_ETOOBIG with a message. Encode and decode run it
+ * on every READY that carries the key. */
+int nr_proto_voices_check(const char *list, size_t *count, char *err, size_t errlen);
+
+/* Parses the speech job option "speed": NULL or "" -> 1.0; else a decimal
+ * number (starting with a digit, at most NR_PROTO_SPEED_BYTES) in
+ * NR_PROTO_SPEED_MIN..MAX. Returns 0 or NR_EOPTION with a message. The
+ * clients check it before SUBMIT, the speech worker again. */
+int nr_proto_speed_check(const char *s, float *speed, char *err, size_t errlen);
 
 /* Name of a command ("READY"), or "?" for an unknown one. */
 const char *nr_proto_cmd_name(nr_cmd_t cmd);

@@ -11,7 +11,9 @@
 # from its .part); a connection cut mid-file (resumed in the same run); a
 # .part left by an earlier run; a server that ignores Range; the endpoint
 # down; an unknown repository and revision; TensorFlow-only weights; voices
-# through --include; ../ paths from the listing and an index; usage.
+# through --include; a Kokoro checkpoint (its .pth and voices/, nothing
+# else; none without voice packs); ../ paths from the listing and an index;
+# usage.
 #   tests/fetch_test.sh
 set -uo pipefail
 
@@ -245,7 +247,22 @@ d=$tmp/o/voices
 if run voices_include 0 --include 'voices/*.pt' --include '*.pth' fixture/voices "$d"; then
   same "$d" fixture/voices main config.json kokoro-v1_0.pth voices/af_heart.pt voices/am_adam.pt
 fi
-run voices_without_include 6 fixture/voices "$tmp/o/voices2" || true
+# Kokoro without options: the newest kokoro-v*.pth and every voice pack,
+# not the samples, docs or the older .pth.
+d=$tmp/o/voices2
+if run voices_without_include 0 fixture/voices "$d"; then
+  same "$d" fixture/voices main config.json kokoro-v1_0.pth voices/af_heart.pt voices/am_adam.pt
+  says "Kokoro checkpoint: fetching kokoro-v1_0.pth and 2 voice packs"
+fi
+d=$tmp/o/kokoro
+if run kokoro_layout 0 fixture/kokoro "$d"; then
+  same "$d" fixture/kokoro main config.json kokoro-v1_0.pth voices/af_heart.pt voices/bf_emma.pt voices/jf_alpha.pt
+  for f in kokoro-v0_19.pth samples DONATE.md README.md; do
+    [ ! -e "$d/$f" ] || fail "kokoro_layout: $f was fetched"
+  done
+fi
+if run kokoro_again 0 fixture/kokoro "$d"; then says "voices/bf_emma.pt: up to date"; fi
+if run kokoro_no_voices 6 fixture/kokoro-novoices "$tmp/o/kn"; then says "no voices/*.pt"; fi
 
 # ../ from an index and from the listing: refused, nothing written outside.
 if run hostile_index 5 fixture/hostile "$tmp/o/h/hostile"; then

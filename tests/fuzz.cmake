@@ -1,6 +1,6 @@
 # Fuzzers (libFuzzer, clang, -DNR_FUZZ=ON; see tests/fuzz/README.md): the
-# safetensors and torch zip readers, config.json reader, image decode path, tokenizers and
-# encoder-states frame parser. The code under test is compiled into each
+# safetensors and torch zip readers, config.json reader, image decode path, tokenizers,
+# encoder-states frame parser and the Kokoro G2P's text rules. The code under test is compiled into each
 # target again so that it carries the fuzzer's coverage instrumentation
 # (as tests/proto.cmake does for proto.c). With NR_FUZZ on, ctest runs each
 # for NR_FUZZ_SECONDS (default 15) from its seeds (LABELS fuzz).
@@ -50,3 +50,12 @@ target_compile_options(fuzz_eval PRIVATE -fsanitize=fuzzer,address,undefined -fn
 target_link_options(fuzz_eval PRIVATE -fsanitize=fuzzer,address,undefined)
 set_target_properties(fuzz_eval PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
 nr_add_fuzz_short(eval ${CMAKE_CURRENT_LIST_DIR}/fuzz/seeds/eval)
+# The Kokoro G2P's normalization, punctuation split and chunker, built
+# without espeak-ng (not ours to fuzz; it would also make each run slow).
+add_executable(fuzz_g2p ${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz_g2p.c ${NR_M}/speech/g2p.c)
+target_link_libraries(fuzz_g2p PRIVATE nr_common Threads::Threads)
+target_include_directories(fuzz_g2p PRIVATE ${CMAKE_SOURCE_DIR})
+target_compile_options(fuzz_g2p PRIVATE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
+target_link_options(fuzz_g2p PRIVATE -fsanitize=fuzzer,address,undefined)
+set_target_properties(fuzz_g2p PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
+nr_add_fuzz_short(g2p ${CMAKE_CURRENT_LIST_DIR}/fuzz/seeds/g2p)

@@ -4,7 +4,8 @@
 # Redis refuses commands without the password, the password and Redis's files
 # readable by the owner only and in no started process's command line or
 # environment, a spoken text and a captioned image through the cluster, a
-# dead worker shown by status, stop (twice), nothing left running.
+# dead worker shown by status, stop (twice), nothing left running; then
+# --speech-model: the speech worker speaks with Kokoro at 24 kHz.
 #   tests/local_cluster_test.sh BUILD_DIR
 set -euo pipefail
 
@@ -135,4 +136,15 @@ for pid in $pids; do
     fail "pid $pid still runs after stop"
   fi
 done
+# --speech-model: the speech workers speak with Kokoro (the tiny fixture)
+# at 24 kHz, when the build has espeak-ng.
+if grep -q '^NR_ESPEAK:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  "${lc[@]}" start --run-dir "$run" --build-dir "$build" --workers "speech=1" \
+    --speech-model "$src/tests/fixtures/kokoro-tiny" || fail "start with --speech-model"
+  "$bin/narrate" --timeout 60 speak "The local cluster speaks with Kokoro." -o "$run/kokoro.wav" ||
+    fail "narrate speak with kokoro"
+  rate=$(od -An -t u4 -j 24 -N 4 "$run/kokoro.wav" | tr -d ' ')
+  [ "$rate" = 24000 ] || fail "kokoro.wav is at $rate Hz, wanted 24000"
+  "${lc[@]}" stop --run-dir "$run" >/dev/null || fail "stop after kokoro"
+fi
 echo "local_cluster: ok"

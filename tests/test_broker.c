@@ -1911,3 +1911,43 @@ Test(store, review_keeps_both_captions_and_fetch_input_reads_the_submitted_bytes
     cr_assert_eq(s_review(b, "missing", "approved", "1", NULL, NULL, 1012)->code, NR_ENOTFOUND);
     nr_broker_destroy(&b);
 }
+
+static void s_ready_voices(nr_broker_t *b, const char *w, const char *voices) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_READY;
+    snprintf(m.stage, sizeof m.stage, "speech");
+    snprintf(m.name, sizeof m.name, "%s", w);
+    m.capacity = 1;
+    if (voices) cr_assert_eq(nr_proto_kv_add(&m, "voices", voices), 0);
+    nr_broker_worker_message(b, (const uint8_t *)w, strlen(w), &m, 0);
+    nr_proto_msg_clear(&m);
+}
+
+/* STATS reports the union of the voices the live workers of a stage
+ * advertised in READY: sorted, each once; a new READY replaces a worker's
+ * list and a worker that leaves takes its voices with it. */
+Test(broker, stats_lists_the_union_of_live_workers_voices) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "v", "vision", 1, 0);
+    s_ready_voices(b, "a", "slt,kal");
+    s_ready_voices(b, "k", "af_heart,kal,bf_emma");
+    s_ready_voices(b, "n", NULL);
+    nr_msg_t *st = s_client(b, NR_CMD_STATS, NULL, NULL, 0);
+    cr_assert_str_eq(s_kv(st, "voices.speech"), "af_heart,bf_emma,kal,slt");
+    cr_assert_null(nr_proto_kv_get(st, "voices.vision"));
+    cr_assert_str_eq(s_kv(st, "workers.speech"), "3");
+    s_sent_clear();
+    s_ready_voices(b, "a", "awb");
+    st = s_client(b, NR_CMD_STATS, NULL, NULL, 0);
+    cr_assert_str_eq(s_kv(st, "voices.speech"), "af_heart,awb,bf_emma,kal");
+    s_sent_clear();
+    s_worker_cmd(b, "k", NR_CMD_DISCONNECT, 0);
+    st = s_client(b, NR_CMD_STATS, NULL, NULL, 0);
+    cr_assert_str_eq(s_kv(st, "voices.speech"), "awb");
+    s_sent_clear();
+    s_worker_cmd(b, "a", NR_CMD_DISCONNECT, 0);
+    st = s_client(b, NR_CMD_STATS, NULL, NULL, 0);
+    cr_assert_null(nr_proto_kv_get(st, "voices.speech"));
+    nr_broker_destroy(&b);
+}

@@ -1696,3 +1696,39 @@ Test(program, plain_output_escapes_control_characters) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_expect_eq(system(cmd), 0);
 }
+
+/* The speech option speed: checked by proto's one rule (0.5..2.0),
+ * written in one form ("1.50" -> "1.5") after the other options, and part
+ * of the content-hash id; narrate refuses a bad --speed before sending. */
+Test(jobid, speed_option) {
+    nr_client_options_t o;
+    char e[256] = "";
+    char id_a[NR_CLIENT_ID_HEX + 1], id_b[NR_CLIENT_ID_HEX + 1], id_none[NR_CLIENT_ID_HEX + 1];
+    cr_assert_eq(nr_client_options(&o, 0, 0, "af_heart", NULL, e, sizeof e), 0, "%s", e);
+    cr_assert_eq(nr_client_content_id("hi", 2, "speech", o.kv, o.n, id_none), 0);
+    cr_assert_eq(nr_client_options_speed(&o, "1.50", e, sizeof e), 0, "%s", e);
+    cr_assert_eq(o.n, 2);
+    cr_assert_str_eq(o.kv[1].key, "speed");
+    cr_assert_str_eq(o.kv[1].value, "1.5");
+    cr_assert_eq(nr_client_content_id("hi", 2, "speech", o.kv, o.n, id_a), 0);
+    cr_assert_eq(nr_client_options(&o, 0, 0, "af_heart", NULL, e, sizeof e), 0, "%s", e);
+    cr_assert_eq(nr_client_options_speed(&o, "1.5", e, sizeof e), 0, "%s", e);
+    cr_assert_eq(nr_client_content_id("hi", 2, "speech", o.kv, o.n, id_b), 0);
+    cr_expect_str_eq(id_a, id_b, "the same speed written two ways is one job");
+    cr_expect_str_neq(id_a, id_none, "a speed or none, another job");
+    cr_assert_eq(nr_client_options_speed(&o, "", e, sizeof e), 0);
+    cr_assert_eq(nr_client_options_speed(&o, NULL, e, sizeof e), 0);
+    const char *bad[] = {"0.49", "2.001", "-1", "+1", ".5", "1e1", "nan", "inf", "1.0x", " 1", "00000000000000001", NULL};
+    for (int i = 0; bad[i]; i++) {
+        cr_assert_eq(nr_client_options(&o, 0, 0, NULL, NULL, e, sizeof e), 0);
+        cr_expect_eq(nr_client_options_speed(&o, bad[i], e, sizeof e), NR_EOPTION, "speed '%s' accepted", bad[i]);
+        cr_expect_eq(o.n, 0, "speed '%s' encoded", bad[i]);
+    }
+    EXPECT_USAGE("2.0", "speak", "hello", "-o", "x.wav", "--speed", "3");
+    EXPECT_USAGE("0.5", "submit", "a.jpg", "--speed", "fast");
+    nr_cli_t c;
+    char pe[512];
+    cr_assert_eq(PARSE(&c, pe, "submit", "a.jpg", "--speed", "0.75"), 0, "%s", pe);
+    cr_expect_str_eq(c.speed, "0.75");
+    nr_cli_clear(&c);
+}

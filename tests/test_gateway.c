@@ -494,8 +494,19 @@ Test(gateway, speak_done_audio_is_wav_and_resubmit_is_existing) {
     cJSON *timings = cJSON_GetObjectItemCaseSensitive(rec, "timings");
     s_require(timings && s_jnum(timings, "speech_ms") >= 0 && s_jnum(timings, "total_ms") >= 0,
               "no timings in the record");
+    s_require(!strcmp(s_jstr(speech, "engine"), "flite") && !strcmp(s_jstr(speech, "voice"), "kal"),
+              "the record does not name engine flite and voice kal");
     cJSON_Delete(rec);
     s_expect_audio(id);
+
+    /* The voices the live worker offers (READY -> broker STATS -> here). */
+    s_resp_t v = s_get("/v1/voices");
+    cJSON *vs = v.json ? cJSON_GetObjectItemCaseSensitive(v.json, "stages") : NULL;
+    char *list = vs ? cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(vs, "speech")) : NULL;
+    s_require(v.status == 200 && list && !strcmp(list, "[\"awb\",\"kal\",\"kal16\",\"rms\",\"slt\"]"),
+              "/v1/voices: HTTP %ld: %s", v.status, v.body);
+    free(list);
+    s_resp_free(&v);
 
     /* A HEAD of the audio answers like GET, without a body. */
     char path[128];
@@ -555,6 +566,21 @@ Test(gateway, speak_done_audio_is_wav_and_resubmit_is_existing) {
     s_require(cJSON_GetArraySize(jobs) == 1, "recent jobs: %s", r.body);
     s_require(!strcmp(s_jstr(cJSON_GetArrayItem(jobs, 0), "id"), id), "recent jobs: %s", r.body);
     s_resp_free(&r);
+
+    /* speed: another job (the id covers it), shorter audio. */
+    char fast_id[NR_PROTO_ID_MAX + 1];
+    s_speak(text, "?voice=kal&speed=2", fast_id);
+    s_require(strcmp(fast_id, id), "speed 2 gave the same job id");
+    cJSON *fast = s_wait_final(fast_id);
+    cJSON *fst = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(fast, "stages"), "speech");
+    cJSON *rec2 = s_wait_final(id);
+    cJSON *speech2 = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(rec2, "stages"), "speech");
+    s_require(fst && s_jnum(fst, "duration_ms") < s_jnum(speech2, "duration_ms") * 3 / 4,
+              "speed 2 is not shorter: %.0f ms against %.0f ms", fst ? s_jnum(fst, "duration_ms") : -1,
+              s_jnum(speech2, "duration_ms"));
+    cJSON_Delete(fast);
+    cJSON_Delete(rec2);
+
     s_end();
 }
 
@@ -783,6 +809,12 @@ Test(gateway, bad_requests_get_status_and_json_error) {
          400, "bad_option", "voice with a space"},
         {{.method = "POST", .path = "/v1/jobs?nope=1", .content_type = "image/png", .body = png, .size = png_size},
          400, "bad_option", "unknown option"},
+        {{.method = "POST", .path = "/v1/jobs?speed=3", .content_type = "image/png", .body = png, .size = png_size},
+         400, "bad_option", "speed out of range"},
+        {{.method = "POST", .path = "/v1/speak?speed=fast", .content_type = "text/plain", .body = "hi", .size = 2},
+         400, "bad_option", "speed not a number"},
+        {{.method = "POST", .path = "/v1/speak?speed=1&speed=1", .content_type = "text/plain", .body = "hi", .size = 2},
+         400, "bad_option", "speed given twice"},
         {{.method = "POST", .path = "/v1/jobs", .content_type = "image/png", .body = "", .size = 0},
          400, "invalid_argument", "empty image"},
         {{.method = "POST", .path = "/v1/jobs", .content_type = "image/png", .body = big, .size = big_size},

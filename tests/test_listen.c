@@ -157,7 +157,7 @@ static double s_say_and_hear(const char *text, const char *voice, uint32_t rate,
     size_t size;
     nr_speech_info_t info;
     char err[512];
-    cr_assert_eq(nr_speech_synthesize(s_voice, (const uint8_t *)text, strlen(text), voice, &wav, &size, &info,
+    cr_assert_eq(nr_speech_synthesize(s_voice, (const uint8_t *)text, strlen(text), voice, 1.0f, &wav, &size, &info,
                                       err, sizeof err), 0, "%s", err);
     nr_audio_t a, r;
     cr_assert_eq(nr_audio_parse_wav(wav, size, &a, err, sizeof err), 0, "%s", err);

@@ -1298,3 +1298,71 @@ Test(proto, regression_empty_string_keys) {
     cr_assert_eq(nr_proto_decode(empty_key, sizeof empty_key, &m, err, sizeof err), 0, "%s", err);
     cr_assert_eq(m.cmd, NR_CMD_HEARTBEAT);
 }
+
+/* ---- READY kv "voices" ---------------------------------------------------- */
+
+static const char *s_voices_val;
+static void p_kv_voices(msgpack_packer *pk) {
+    msgpack_pack_map(pk, 2);
+    msgpack_pack_str_with_body(pk, "model", 5);
+    msgpack_pack_str_with_body(pk, "kokoro", 6);
+    msgpack_pack_str_with_body(pk, "voices", 6);
+    msgpack_pack_str_with_body(pk, s_voices_val, strlen(s_voices_val));
+}
+
+/* A READY whose voice list is hostile is refused at decode (and a worker
+ * cannot encode one); a good one round-trips. */
+Test(proto, ready_voices_are_bounded_and_checked) {
+    static char many[8192], big[4096], dup[64];
+    size_t o = 0;
+    for (int i = 0; i <= NR_PROTO_VOICES_MAX; i++) o += (size_t)snprintf(many + o, sizeof many - o, "%sv%d", i ? "," : "", i);
+    memset(big, 'a', NR_PROTO_VOICES_BYTES + 1); /* one name, too long anyway */
+    for (size_t i = 20; i < NR_PROTO_VOICES_BYTES + 1; i += 21) big[i] = ',';
+    snprintf(dup, sizeof dup, "af_heart,bf_emma,af_heart");
+    struct {
+        const char *list;
+        int code;
+    } bad[] = {{"", NR_EPROTO},           {",", NR_EPROTO},          {"a,,b", NR_EPROTO},
+               {"a,", NR_EPROTO},         {"a b", NR_EPROTO},        {"<script>", NR_EPROTO},
+               {"caf\xC3\xA9", NR_EPROTO}, {"a\nb", NR_EPROTO},      {dup, NR_EPROTO},
+               {"abcdefghijklmnopqrstuvwxyz0123456", NR_EPROTO},     {many, NR_ETOOBIG},
+               {big, NR_ETOOBIG}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[ERRLEN] = "";
+        cr_assert_eq(nr_proto_voices_check(bad[i].list, NULL, err, sizeof err), bad[i].code, "case %zu", i);
+        s_voices_val = bad[i].list;
+        msgpack_sbuffer sb = s_replace(NR_CMD_READY, "kv", p_kv_voices);
+        const char *why = s_reject(sb.data, sb.size, bad[i].code);
+        cr_assert(strstr(why, "voices"), "case %zu: %s", i, why);
+        msgpack_sbuffer_destroy(&sb);
+        nr_msg_t m;
+        s_minimal(&m, NR_CMD_READY);
+        cr_assert_eq(nr_proto_kv_add(&m, "voices", bad[i].list), 0);
+        uint8_t *body = NULL;
+        size_t size;
+        cr_assert_neq(nr_proto_encode(&m, &body, &size, err, sizeof err), 0, "case %zu encoded", i);
+        cr_assert_null(body);
+        nr_proto_msg_clear(&m);
+    }
+    /* The same key is free text on other commands (a job option named voices). */
+    s_voices_val = "a,,b";
+    msgpack_sbuffer sb = s_replace(NR_CMD_JOB, "kv", p_kv_voices);
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    char err[ERRLEN] = "";
+    cr_assert_eq(nr_proto_decode((const uint8_t *)sb.data, sb.size, &m, err, sizeof err), 0, "%s", err);
+    nr_proto_msg_clear(&m);
+    msgpack_sbuffer_destroy(&sb);
+    /* Good lists: exactly at the limits. */
+    o = 0;
+    for (int i = 0; i < NR_PROTO_VOICES_MAX; i++) o += (size_t)snprintf(many + o, sizeof many - o, "%sv%d", i ? "," : "", i);
+    size_t n = 0;
+    cr_assert_eq(nr_proto_voices_check(many, &n, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(n, NR_PROTO_VOICES_MAX);
+    s_voices_val = "af_heart,am_michael,kal16,en-us.x";
+    sb = s_replace(NR_CMD_READY, "kv", p_kv_voices);
+    cr_assert_eq(nr_proto_decode((const uint8_t *)sb.data, sb.size, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(nr_proto_kv_get(&m, "voices"), "af_heart,am_michael,kal16,en-us.x");
+    nr_proto_msg_clear(&m);
+    msgpack_sbuffer_destroy(&sb);
+}

@@ -129,7 +129,6 @@ static const struct {
     {"h_legacy.bin", "legacy torch.save format"},
     {"h_bigendian.bin", "byteorder is 'big'"},
     {"h_five_dims.bin", "5 dimensions refused"},
-    {"h_not_dict.bin", "single tensor, not a state dict"},
     {"h_complex.bin", "refused global torch.ComplexFloatStorage"},
     {"h_memo_index.bin", "memo index 4294967295 over the limit"},
     {"h_self_dict.bin", "dicts nested deeper than 32"},
@@ -200,4 +199,21 @@ Test(torchzip, missing_file_is_bad_model) {
     nr_torchzip_t *tz = NULL;
     cr_assert_eq(nr_torchzip_open("/nonexistent/pytorch_model.bin", &tz, err, sizeof err), NR_EMODEL);
     cr_assert(strstr(err, "/nonexistent/pytorch_model.bin") != NULL);
+}
+
+/* torch.save(tensor) (a Kokoro voice pack's form) is one entry named "". */
+Test(torchzip, a_single_tensor_is_one_entry) {
+    char path[512], err[512];
+    s_path(path, sizeof path, "single_tensor.bin");
+    nr_torchzip_t *tz = NULL;
+    cr_assert_eq(nr_torchzip_open(path, &tz, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(nr_torchzip_count(tz), 1);
+    const nr_named_tensor_t *t = nr_torchzip_find(tz, "");
+    cr_assert_not_null(t);
+    cr_assert_eq(t->ndim, 2);
+    cr_assert_eq(t->shape[0], 1);
+    cr_assert_eq(t->shape[1], 3);
+    const float want[3] = {1.5f, -2.25f, 0.5f};
+    cr_assert_eq(memcmp(t->data, want, sizeof want), 0);
+    nr_torchzip_close(&tz);
 }

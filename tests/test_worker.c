@@ -7,6 +7,8 @@
 #include "common/error.h"
 #include "proto/proto.h"
 #include "tests/harness.h"
+#include "models/speech/g2p.h"
+#include "workers/speech/engine.h"
 #include "workers/speech/speech.h"
 #include "common/utf8.h"
 #include "workers/speech/wav.h"
@@ -178,7 +180,7 @@ Test(speech, sentence_gives_audible_audio_of_plausible_length) {
     size_t size = 0;
     nr_speech_info_t info;
     char err[256] = "";
-    int rc = nr_speech_synthesize(sp, (const uint8_t *)s_sentence, strlen(s_sentence), NULL, &wav,
+    int rc = nr_speech_synthesize(sp, (const uint8_t *)s_sentence, strlen(s_sentence), NULL, 0, &wav,
                                   &size, &info, err, sizeof err);
     cr_assert_eq(rc, 0, "%s", err);
     cr_assert_str_eq(info.voice, "slt");
@@ -200,7 +202,7 @@ Test(speech, sentence_gives_audible_audio_of_plausible_length) {
     const char *longer = "A cat is sitting on a couch next to another cat. Two dogs are running "
                          "across a green field under a blue sky.";
     nr_speech_info_t info2;
-    cr_assert_eq(nr_speech_synthesize(sp, (const uint8_t *)longer, strlen(longer), "slt", &wav,
+    cr_assert_eq(nr_speech_synthesize(sp, (const uint8_t *)longer, strlen(longer), "slt", 0, &wav,
                                       &size, &info2, err, sizeof err), 0, "%s", err);
     cr_assert_gt(info2.duration_ms, info.duration_ms + 1000);
     free(wav);
@@ -222,7 +224,7 @@ Test(speech, every_voice_works) {
         nr_speech_info_t info;
         char err[256] = "";
         cr_assert_eq(nr_speech_synthesize(sp, (const uint8_t *)s_sentence, strlen(s_sentence),
-                                          voices[i].name, &wav, &size, &info, err, sizeof err),
+                                          voices[i].name, 0, &wav, &size, &info, err, sizeof err),
                      0, "voice %s: %s", voices[i].name, err);
         cr_assert_str_eq(info.voice, voices[i].short_name);
         cr_assert_eq(info.sample_rate, voices[i].rate, "voice %s", voices[i].name);
@@ -243,7 +245,7 @@ static int s_synth_code(nr_speech_t *sp, const char *text, size_t len, const cha
     size_t size = 0;
     nr_speech_info_t info;
     err[0] = '\0';
-    int rc = nr_speech_synthesize(sp, (const uint8_t *)text, len, voice, &wav, &size, &info, err,
+    int rc = nr_speech_synthesize(sp, (const uint8_t *)text, len, voice, 0, &wav, &size, &info, err,
                                   errlen);
     free(wav);
     if (rc) cr_assert_null(wav == NULL ? NULL : wav);
@@ -300,7 +302,12 @@ Test(speech, non_ascii_is_folded_and_still_spoken) {
 }
 
 Test(speech, job_handler_fills_results_and_output_frame) {
-    nr_speech_t *sp = s_speech();
+    char err[256] = "";
+    nr_speech_engine_params_t ep = nr_speech_engine_default_params();
+    nr_speech_engine_t *sp = nr_speech_engine_new(&ep, err, sizeof err);
+    cr_assert_not_null(sp, "%s", err);
+    cr_assert_str_eq(nr_speech_engine_name(sp), "flite");
+    cr_assert_eq(nr_speech_engine_voice_count(sp), 5);
     nr_msg_t job, result;
     nr_proto_msg_init(&job);
     nr_proto_msg_init(&result);
@@ -309,10 +316,11 @@ Test(speech, job_handler_fills_results_and_output_frame) {
     snprintf(job.stage, sizeof job.stage, "speech");
     cr_assert_eq(nr_proto_kv_add(&job, "voice", "kal"), 0);
     cr_assert_eq(nr_proto_frame_add(&job, s_sentence, strlen(s_sentence)), 0);
-    char err[256] = "";
-    cr_assert_eq(nr_speech_run_job(sp, &job, &result, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(nr_speech_engine_run_job(sp, &job, &result, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(nr_proto_kv_get(&result, "engine"), "flite");
     cr_assert_str_eq(nr_proto_kv_get(&result, "voice"), "kal");
     cr_assert_str_eq(nr_proto_kv_get(&result, "sample_rate"), "8000");
+    cr_assert_str_eq(nr_proto_kv_get(&result, "speed"), "1");
     long ms = atol(nr_proto_kv_get(&result, "duration_ms"));
     cr_assert(ms > 1000, "duration_ms %ld", ms);
     cr_assert_eq(result.frames_len, 1);
@@ -322,16 +330,42 @@ Test(speech, job_handler_fills_results_and_output_frame) {
     cr_assert_eq((long)(w.num_samples * 1000 / 8000), ms);
     nr_proto_msg_clear(&result);
 
-    /* No frame and an unknown voice: final errors. */
+    /* speed 2 gives clearly shorter audio (Flite's duration_stretch). */
+    cr_assert_eq(nr_proto_kv_add(&job, "speed", "2.0"), 0);
+    cr_assert_eq(nr_speech_engine_run_job(sp, &job, &result, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(nr_proto_kv_get(&result, "speed"), "2");
+    long fast = atol(nr_proto_kv_get(&result, "duration_ms"));
+    cr_assert(fast < ms * 3 / 4, "speed 2: %ld ms against %ld ms", fast, ms);
+    nr_proto_msg_clear(&result);
+    const char *bad_speeds[] = {"0.4", "2.01", "fast", "1e0x", "-1", "nan", "inf", " 1", "01234567890123456"};
+    for (size_t i = 0; i < sizeof bad_speeds / sizeof bad_speeds[0]; i++) {
+        cr_assert_eq(nr_proto_kv_add(&job, "speed", bad_speeds[i]), 0);
+        cr_assert_eq(nr_speech_engine_run_job(sp, &job, &result, err, sizeof err), NR_EOPTION, "%s", bad_speeds[i]);
+        cr_assert(strstr(err, "0.5") && strstr(err, "2.0"), "%s", err);
+        nr_proto_msg_clear(&result);
+    }
+
+    /* No frame and an unknown voice: final errors; the message lists the voices. */
     nr_proto_msg_clear(&job);
     job.cmd = NR_CMD_JOB;
-    cr_assert_eq(nr_speech_run_job(sp, &job, &result, err, sizeof err), NR_ETEXT);
+    cr_assert_eq(nr_speech_engine_run_job(sp, &job, &result, err, sizeof err), NR_ETEXT);
     cr_assert_eq(nr_proto_kv_add(&job, "voice", "zz"), 0);
     cr_assert_eq(nr_proto_frame_add(&job, "hi", 2), 0);
-    cr_assert_eq(nr_speech_run_job(sp, &job, &result, err, sizeof err), NR_EVOICE);
+    cr_assert_eq(nr_speech_engine_run_job(sp, &job, &result, err, sizeof err), NR_EVOICE);
+    cr_assert(strstr(err, "zz") && strstr(err, "slt, kal, kal16, awb, rms"), "%s", err);
     nr_proto_msg_clear(&job);
     nr_proto_msg_clear(&result);
-    nr_speech_destroy(&sp);
+    nr_speech_engine_destroy(&sp);
+    nr_speech_engine_destroy(&sp);
+
+    /* Engines that cannot start say why. */
+    snprintf(ep.engine, sizeof ep.engine, "festival");
+    cr_assert_null(nr_speech_engine_new(&ep, err, sizeof err));
+    cr_assert(strstr(err, "flite, kokoro"), "%s", err);
+    snprintf(ep.engine, sizeof ep.engine, "kokoro");
+    ep.model_dir = "/nonexistent/kokoro";
+    cr_assert_null(nr_speech_engine_new(&ep, err, sizeof err));
+    cr_assert(strstr(err, nr_g2p_available() ? "/nonexistent/kokoro" : "espeak-ng"), "%s", err);
 }
 
 /* ======================================================================

@@ -198,6 +198,7 @@ nr_worker_t *nr_worker_new(const nr_worker_stage_t *stage, const nr_worker_setti
                   settings->log_level);
         return NULL;
     }
+    if (stage->voices && *stage->voices && nr_proto_voices_check(stage->voices, NULL, err, errlen)) return NULL;
     nr_worker_t *self = calloc(1, sizeof *self);
     if (!self) {
         nr_seterr(err, errlen, NR_ENOMEM, "worker");
@@ -215,6 +216,7 @@ nr_worker_t *nr_worker_new(const nr_worker_stage_t *stage, const nr_worker_setti
     snprintf(self->stage, sizeof self->stage, "%s", stage->name);
     snprintf(self->model, sizeof self->model, "%s", stage->model ? stage->model : "");
     snprintf(self->version, sizeof self->version, "%s", stage->version ? stage->version : NR_VERSION);
+    if (stage->voices && *stage->voices) snprintf(self->voices, sizeof self->voices, "%s", stage->voices);
     self->ctx = stage->ctx;
     self->run = stage->run;
     self->run_batch = stage->run_batch;
@@ -384,6 +386,7 @@ static int s_connect(nr_worker_t *self) {
     rc = rc ? rc : nr_proto_kv_add(&m, "device", self->settings.device);
     rc = rc ? rc : nr_proto_kv_add(&m, "version", self->version);
     rc = rc ? rc : nr_proto_kv_add(&m, "batch_size", batch);
+    if (*self->voices) rc = rc ? rc : nr_proto_kv_add(&m, "voices", self->voices);
     if (!rc) rc = s_send(self, &m);
     nr_proto_msg_clear(&m);
     if (rc) {

@@ -132,6 +132,8 @@ typedef struct {
     nr_worker_thread_fini_fn thread_fini; /* optional */
     const char *model;                /* READY kv "model" (may be NULL) */
     const char *version;              /* READY kv "version" (NULL = narrator's) */
+    const char *voices;               /* READY kv "voices": "v1,v2" (NULL/"" = none; see
+                                       * nr_proto_voices_check) */
 } nr_worker_stage_t;
 
 typedef struct nr_worker_t nr_worker_t;

@@ -31,6 +31,7 @@ struct nr_worker_t {
     char stage[NR_PROTO_NAME_MAX + 1];
     char model[NR_PROTO_VALUE_MAX > 256 ? 256 : NR_PROTO_VALUE_MAX];
     char version[64];
+    char voices[NR_PROTO_VOICES_BYTES + 1];
     void *ctx;
     nr_worker_run_fn run;
     nr_worker_run_batch_fn run_batch;

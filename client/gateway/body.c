@@ -34,6 +34,7 @@ static unsigned s_option_bit(const char *key) {
            : !strcmp(key, "beams")      ? 2u
            : !strcmp(key, "max_length") ? 4u
            : !strcmp(key, "prompt")     ? 8u
+           : !strcmp(key, "speed")      ? 16u
                                         : 0u;
 }
 
@@ -64,6 +65,18 @@ static int s_option(nr_gw_req_t *req, const char *key, const char *value, int al
         snprintf(o->voice, sizeof o->voice, "%s", value);
         return 0;
     }
+    if (!strcmp(key, "speed")) {
+        float v;
+        char why[160] = "";
+        if (nr_proto_speed_check(value, &v, why, sizeof why) || !value[0]) {
+            snprintf(req->opt_error, sizeof req->opt_error, "option 'speed': %s",
+                     value[0] ? why : "empty (give a number from 0.5 to 2.0)");
+            req->opt_code = NR_EOPTION;
+            return MHD_HTTP_BAD_REQUEST;
+        }
+        snprintf(o->speed, sizeof o->speed, "%s", value);
+        return 0;
+    }
     if (allow_image_opts && !strcmp(key, "prompt")) {
         /* An empty field is no prompt: the web form sends one when left blank. */
         char why[160] = "";
@@ -80,7 +93,7 @@ static int s_option(nr_gw_req_t *req, const char *key, const char *value, int al
     else if (allow_image_opts && !strcmp(key, "max_length")) target = &o->max_length, max = NR_GW_LENGTH_MAX;
     if (!target) {
         snprintf(req->opt_error, sizeof req->opt_error, "unknown option '%.64s' (known: %s)", key,
-                 allow_image_opts ? "voice, beams, max_length, prompt" : "voice");
+                 allow_image_opts ? "voice, speed, beams, max_length, prompt" : "voice, speed");
         return MHD_HTTP_BAD_REQUEST;
     }
     char *end;

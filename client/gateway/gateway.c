@@ -22,7 +22,7 @@
 
 const char *const nr_gw_route_names[NR_GW_R_COUNT] = {
     "static", "/v1/jobs", "/v1/jobs/{id}", "/v1/jobs/{id}/audio", "/v1/jobs/{id}/caption",
-    "/v1/speak", "/healthz", "/readyz", "/metrics", "/v1/runs/{run}", "/v1/jobs/{id}/image",
+    "/v1/speak", "/healthz", "/readyz", "/metrics", "/v1/voices", "/v1/runs/{run}", "/v1/jobs/{id}/image",
     "/v1/jobs/{id}/review", "unknown"};
 
 const char *const nr_gw_method_names[NR_GW_M_COUNT] = {"GET", "HEAD", "POST", "DELETE", "other"};
@@ -55,6 +55,7 @@ static void s_route(nr_gw_req_t *req, const char *url) {
     else if (!strcmp(url, "/metrics")) req->route = NR_GW_R_METRICS;
     else if (!strcmp(url, "/v1/jobs") || !strcmp(url, "/v1/jobs/")) req->route = NR_GW_R_JOBS;
     else if (!strcmp(url, "/v1/speak")) req->route = NR_GW_R_SPEAK;
+    else if (!strcmp(url, "/v1/voices")) req->route = NR_GW_R_VOICES;
     else if (!strncmp(url, "/v1/jobs/", 9)) {
         const char *id = url + 9, *slash = strchr(id, '/');
         size_t n = slash ? (size_t)(slash - id) : strlen(id);
@@ -135,11 +136,13 @@ static enum MHD_Result s_begin(struct MHD_Connection *conn, nr_gw_req_t *req, co
         return get ? nr_gw_handle_readyz(conn, req) : nr_gw_allow(conn, req, "GET, HEAD");
     case NR_GW_R_METRICS:
         return get ? nr_gw_handle_metrics(conn, req) : nr_gw_allow(conn, req, "GET, HEAD");
+    case NR_GW_R_VOICES:
+        return get ? nr_gw_handle_voices(conn, req) : nr_gw_allow(conn, req, "GET, HEAD");
     case NR_GW_R_PAGE:
         return get ? nr_gw_handle_static(conn, req, url) : nr_gw_allow(conn, req, "GET, HEAD");
     case NR_GW_R_UNKNOWN:
         return nr_gw_send_error(conn, req, MHD_HTTP_NOT_FOUND, NR_ENOTFOUND, NULL,
-                            "no route %s (see /v1/jobs, /v1/runs, /v1/speak, /healthz, /readyz, /metrics)",
+                            "no route %s (see /v1/jobs, /v1/runs, /v1/speak, /v1/voices, /healthz, /readyz, /metrics)",
                                 url);
     case NR_GW_R_RUN:
         if (!nr_client_id_valid(req->id))

@@ -154,6 +154,45 @@ enum MHD_Result nr_gw_handle_healthz(struct MHD_Connection *conn, nr_gw_req_t *r
     return nr_gw_send_json(conn, req, MHD_HTTP_OK, j, NULL);
 }
 
+/* GET /v1/voices: the voices the live workers offer, per stage (the
+ * broker's STATS "voices.<stage>"), each name checked again here. */
+enum MHD_Result nr_gw_handle_voices(struct MHD_Connection *conn, nr_gw_req_t *req) {
+    nr_client_t *c = nr_gw_client(req->gw);
+    if (!c) return s_no_client(conn, req);
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    int rc = nr_client_stats(c, &reply);
+    nr_gw_metrics_broker(req->gw, rc);
+    if (rc) {
+        nr_proto_msg_clear(&reply);
+        return nr_gw_send_broker_error(conn, req, rc, "STATS");
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON *stages = j ? cJSON_AddObjectToObject(j, "stages") : NULL;
+    if (!stages) {
+        cJSON_Delete(j);
+        nr_proto_msg_clear(&reply);
+        return MHD_NO;
+    }
+    for (uint32_t i = 0; i < reply.kv_len; i++) {
+        const char *k = reply.kv[i].key, *v = reply.kv[i].value;
+        if (strncmp(k, "voices.", 7) || !k[7] || cJSON_GetObjectItemCaseSensitive(stages, k + 7)) continue;
+        cJSON *list = cJSON_AddArrayToObject(stages, k + 7);
+        char name[NR_PROTO_VOICE_NAME_MAX + 1];
+        for (const char *p = v; *p && cJSON_GetArraySize(list) < 4 * NR_PROTO_VOICES_MAX;) {
+            size_t n = strcspn(p, ",");
+            if (n <= NR_PROTO_VOICE_NAME_MAX) {
+                memcpy(name, p, n);
+                name[n] = '\0';
+                if (nr_proto_voice_name_valid(name)) cJSON_AddItemToArray(list, cJSON_CreateString(name));
+            }
+            p += n + (p[n] == ',');
+        }
+    }
+    nr_proto_msg_clear(&reply);
+    return nr_gw_send_json(conn, req, MHD_HTTP_OK, j, NULL);
+}
+
 enum MHD_Result nr_gw_handle_readyz(struct MHD_Connection *conn, nr_gw_req_t *req) {
     nr_client_t *c = nr_gw_client(req->gw);
     if (!c) return s_no_client(conn, req);
@@ -403,6 +442,7 @@ enum MHD_Result nr_gw_handle_submit(struct MHD_Connection *conn, nr_gw_req_t *re
     char why[256] = "";
     int rc = nr_client_options(&opts, req->opts.beams, req->opts.max_length, req->opts.voice, req->opts.prompt,
                                why, sizeof why);
+    if (!rc) rc = nr_client_options_speed(&opts, req->opts.speed, why, sizeof why);
     if (rc) return nr_gw_send_error(conn, req, MHD_HTTP_BAD_REQUEST, rc, NULL, "%s", why);
     char id[NR_CLIENT_ID_HEX + 1];
     rc = nr_client_content_id(req->body, req->size, route, opts.kv, opts.n, id);

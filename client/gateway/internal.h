@@ -53,6 +53,7 @@ typedef enum {
     NR_GW_R_HEALTHZ,
     NR_GW_R_READYZ,
     NR_GW_R_METRICS,
+    NR_GW_R_VOICES,
     NR_GW_R_RUN,    /* GET /v1/runs/{run}: a page of a run's jobs */
     NR_GW_R_IMAGE,  /* GET /v1/jobs/{id}/image: the submitted image */
     NR_GW_R_REVIEW, /* POST /v1/jobs/{id}/review */
@@ -127,6 +128,7 @@ typedef enum { NR_GW_BODY_NONE = 0, NR_GW_BODY_RAW, NR_GW_BODY_MULTIPART, NR_GW_
 
 typedef struct {
     char voice[NR_GW_VOICE_MAX + 1];
+    char speed[NR_PROTO_SPEED_BYTES + 1];
     char prompt[NR_GW_PROMPT_MAX + 1]; /* "": not given */
     long beams, max_length; /* 0: not given */
     unsigned seen;          /* options given so far (bits of body.c's table), to refuse repeats */
@@ -192,6 +194,7 @@ enum MHD_Result nr_gw_allow(struct MHD_Connection *conn, nr_gw_req_t *req, const
 
 enum MHD_Result nr_gw_handle_healthz(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_readyz(struct MHD_Connection *conn, nr_gw_req_t *req);
+enum MHD_Result nr_gw_handle_voices(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_status(struct MHD_Connection *conn, nr_gw_req_t *req);
 /* Answers a failed broker request (what: "STATUS") with the HTTP status
  * that fits its code. */

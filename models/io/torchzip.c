@@ -361,9 +361,10 @@ static int s_parse(nr_torchzip_t *tz, char *err, size_t errlen) {
     if ((rc = nr_pickle_load(m + e->off, (size_t)e->size, p, &pk, err, errlen))) return rc;
     const nr_pickle_value_t *root = nr_pickle_root(pk);
     char name[S_MAX_NAME + 1] = "";
-    if (root->kind != NR_PICKLE_DICT)
-        rc = nr_seterr(err, errlen, NR_EMODEL, "%s: data.pkl holds a %s, not a state dict", p,
-                       root->kind == NR_PICKLE_TENSOR ? "single tensor" : "value other than a dict");
+    if (root->kind == NR_PICKLE_TENSOR) /* torch.save(tensor): a style pack, one entry named "" */
+        rc = s_add_tensor(tz, name, root, err, errlen);
+    else if (root->kind != NR_PICKLE_DICT)
+        rc = nr_seterr(err, errlen, NR_EMODEL, "%s: data.pkl holds a value other than a dict or a tensor", p);
     else
         rc = s_flatten(tz, root, name, 0, 0, err, errlen);
     nr_pickle_destroy(&pk);

@@ -21,6 +21,8 @@ typedef struct nr_torchzip nr_torchzip_t;
  * every view is checked to lie inside its storage (overflow-safe). A view
  * with non-row-major strides (a saved transpose) is copied into memory the
  * reader owns, and only if it has no more elements than its storage.
+ * A file holding one tensor (torch.save(tensor), e.g. a Kokoro voice pack)
+ * gives one entry named "" (the empty string).
  * Values that are not tensors or dicts (ints, strings, _metadata) are
  * skipped; int keys (optimizer state) become decimal name parts. Anything
  * else (another global, opcode, persistent id or shape, a compressed

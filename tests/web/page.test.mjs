@@ -5,11 +5,12 @@
 // Debian's chromium (/usr/bin/chromium, or $NR_CHROMIUM) headless: pick a
 // photo, upload it, wait for the caption, check the image's alt text is the
 // caption and that the <audio> element's src loads as audio/wav; drop an
-// image on the drop box; speak a text; upload a non-image and read the
-// error; check every form control has a label. With the model: review a
-// run that `narrate submit` made (gallery, only-failed filter, a caption
-// corrected and spoken again, approvals by mouse and keyboard, the export
-// downloaded), screenshots kept in NR_BUILD_DIR/test-output/.
+// image on the drop box; read the voice list the live speech worker
+// offers; speak a text with a voice and a speed; upload a non-image and
+// read the error; check every form control has a label. With the model:
+// review a run that `narrate submit` made (gallery, only-failed filter, a
+// caption corrected and spoken again, approvals by mouse and keyboard, the
+// export downloaded), screenshots kept in NR_BUILD_DIR/test-output/.
 //
 // Exits 0 when it passes, 1 when it fails, 77 (ctest: skipped) with a
 // message when node_modules (npm ci here), chromium or a program is missing.
@@ -333,12 +334,24 @@ try {
   // Speak a text.
   const before = await page.getAttribute('#record-link', 'href');
   await page.fill('#speak-text', 'Hello from the narrator web page.');
+  // The voice list comes from the live speech worker (GET /v1/voices):
+  // Flite's five voices after "worker default".
+  await page.waitForFunction(() => document.getElementById('voice').options.length > 1, null, { timeout: WAIT_MS });
+  const voices = await page.$$eval('#voice option', (os) => os.map((o) => o.value));
+  check(JSON.stringify(voices) === JSON.stringify(['', 'awb', 'kal', 'kal16', 'rms', 'slt']),
+    'voice list from the workers: ' + JSON.stringify(voices));
+  console.log('ok: voice list from the live worker: ' + voices.slice(1).join(', '));
   await page.selectOption('#voice', 'kal');
+  await page.fill('#speed', '1.5');
   await page.click('#speak');
   // The page shows the new job once its record link changes.
   await page.waitForFunction((old) => document.getElementById('record-link').getAttribute('href') !== old,
     before, { timeout: WAIT_MS });
   check(await waitJob() === 'done', 'speak job did not finish: ' + await page.textContent('#job-status'));
+  // The record the page links to names the voice and speed it was given.
+  const record = await (await page.request.get(new URL(await page.getAttribute('#record-link', 'href'), page.url()).href)).json();
+  check(record.options && record.options.voice === 'kal' && record.options.speed === '1.5',
+    'speak options in the record: ' + JSON.stringify(record.options));
   await checkAudio();
   console.log('ok: speak -> audio');
 

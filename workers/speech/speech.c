@@ -63,6 +63,10 @@ static s_voice_t *s_find_voice(const char *name) {
 
 const char *nr_speech_voice_list(void) { return "slt, kal, kal16, awb, rms"; }
 
+size_t nr_speech_voice_count(void) { return S_NVOICES; }
+
+const char *nr_speech_voice_name(size_t i) { return i < S_NVOICES ? s_voices[i].name : NULL; }
+
 nr_speech_params_t nr_speech_default_params(void) {
     nr_speech_params_t p;
     memset(&p, 0, sizeof p);
@@ -157,8 +161,22 @@ char *nr_speech_fold_ascii(const uint8_t *text, size_t len) {
     return out;
 }
 
+int nr_speech_check_text(const uint8_t *text, size_t len, size_t max_bytes, char *err, size_t errlen) {
+    if (len == 0) return nr_seterr(err, errlen, NR_ETEXT, "text is empty");
+    if (len > max_bytes)
+        return nr_seterr(err, errlen, NR_ETEXT, "text is %zu bytes; the limit is %zu", len,
+                         max_bytes);
+    if (memchr(text, 0, len))
+        return nr_seterr(err, errlen, NR_ETEXT, "text contains a NUL byte at offset %zu",
+                         (size_t)((const uint8_t *)memchr(text, 0, len) - text));
+    size_t bad;
+    if (nr_utf8_validate(text, len, &bad))
+        return nr_seterr(err, errlen, NR_ETEXT, "text is not valid UTF-8 (byte %zu)", bad);
+    return 0;
+}
+
 int nr_speech_synthesize(nr_speech_t *self, const uint8_t *text, size_t len, const char *voice,
-                         uint8_t **wav, size_t *wav_size, nr_speech_info_t *info, char *err,
+                         float speed, uint8_t **wav, size_t *wav_size, nr_speech_info_t *info, char *err,
                          size_t errlen) {
     if (!self || !wav || !wav_size || (len && !text))
         return nr_seterr(err, errlen, NR_EINVAL, "speech: missing argument");
@@ -167,16 +185,12 @@ int nr_speech_synthesize(nr_speech_t *self, const uint8_t *text, size_t len, con
     if (!v)
         return nr_seterr(err, errlen, NR_EVOICE, "unknown voice '%.64s' (voices: %s)", voice,
                          nr_speech_voice_list());
-    if (len == 0) return nr_seterr(err, errlen, NR_ETEXT, "text is empty");
-    if (len > self->params.max_text_bytes)
-        return nr_seterr(err, errlen, NR_ETEXT, "text is %zu bytes; the limit is %zu", len,
-                         self->params.max_text_bytes);
-    if (memchr(text, 0, len))
-        return nr_seterr(err, errlen, NR_ETEXT, "text contains a NUL byte at offset %zu",
-                         (size_t)((const uint8_t *)memchr(text, 0, len) - text));
-    size_t bad;
-    if (nr_utf8_validate(text, len, &bad))
-        return nr_seterr(err, errlen, NR_ETEXT, "text is not valid UTF-8 (byte %zu)", bad);
+    if (speed == 0.0f) speed = 1.0f;
+    if (!(speed >= NR_SPEECH_SPEED_MIN && speed <= NR_SPEECH_SPEED_MAX))
+        return nr_seterr(err, errlen, NR_EOPTION, "speed must be %.1f..%.1f", NR_SPEECH_SPEED_MIN,
+                         NR_SPEECH_SPEED_MAX);
+    int rc = nr_speech_check_text(text, len, self->params.max_text_bytes, err, errlen);
+    if (rc) return rc;
     char *ascii = nr_speech_fold_ascii(text, len);
     if (!ascii) return nr_seterr(err, errlen, NR_ENOMEM, "speech: folding text");
     int speakable = 0;
@@ -191,11 +205,14 @@ int nr_speech_synthesize(nr_speech_t *self, const uint8_t *text, size_t len, con
     jmp_buf jb;
     cst_wave *volatile w = NULL;
     int failed = 0;
+    /* Speed as Flite's duration_stretch, on the shared voice for this call only. */
+    float stretch = get_param_float(v->voice->features, "duration_stretch", 1.0f);
+    feat_set_float(v->voice->features, "duration_stretch", stretch / speed);
     cst_errjmp = &jb;
     if (setjmp(jb) == 0) w = flite_text_to_wave(ascii, v->voice);
     else failed = 1;
     cst_errjmp = NULL;
-    int rc = 0;
+    feat_set_float(v->voice->features, "duration_stretch", stretch);
     if (failed || !w || !w->samples || w->num_samples < 0 || w->sample_rate <= 0 ||
         w->num_channels != 1) {
         rc = nr_seterr(err, errlen, NR_EINTERNAL, "flite synthesis failed for voice %s", v->name);
@@ -217,29 +234,4 @@ int nr_speech_synthesize(nr_speech_t *self, const uint8_t *text, size_t len, con
     pthread_mutex_unlock(&s_flite_mu);
     free(ascii);
     return rc;
-}
-
-int nr_speech_run_job(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, size_t errlen) {
-    nr_speech_t *self = ctx;
-    if (job->frames_len < 1) return nr_seterr(err, errlen, NR_ETEXT, "job has no text frame");
-    const char *voice = nr_proto_kv_get(job, "voice");
-    uint8_t *wav = NULL;
-    size_t wav_size = 0;
-    nr_speech_info_t info;
-    int rc = nr_speech_synthesize(self, job->frames[0].data, job->frames[0].size, voice, &wav,
-                                  &wav_size, &info, err, errlen);
-    if (rc) return rc;
-    char rate[16], ms[24];
-    snprintf(rate, sizeof rate, "%u", (unsigned)info.sample_rate);
-    snprintf(ms, sizeof ms, "%llu", (unsigned long long)info.duration_ms);
-    if ((rc = nr_proto_kv_add(result, "voice", info.voice)) ||
-        (rc = nr_proto_kv_add(result, "sample_rate", rate)) ||
-        (rc = nr_proto_kv_add(result, "duration_ms", ms)) ||
-        (rc = nr_proto_frame_take(result, &wav, wav_size))) {
-        free(wav);
-        return nr_seterr(err, errlen, rc, "cannot add the result");
-    }
-    nr_log(NR_LOG_DEBUG, "job %s: %zu bytes of text -> %llu ms of audio (%s)", job->id,
-           job->frames[0].size, (unsigned long long)info.duration_ms, info.voice);
-    return 0;
 }

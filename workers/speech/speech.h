@@ -24,13 +24,14 @@
 
 #include "proto/proto.h"
 
+
 typedef struct {
     size_t max_text_bytes;     /* longest accepted input, in bytes (default 4000) */
     char default_voice[32];    /* voice when a job names none (default "slt") */
 } nr_speech_params_t;
 
 typedef struct {
-    char voice[16];            /* short name of the voice used */
+    char voice[64];            /* short name of the voice used */
     uint32_t sample_rate;
     size_t num_samples;
     uint64_t duration_ms;
@@ -42,6 +43,9 @@ nr_speech_params_t nr_speech_default_params(void);
 
 /* "slt, kal, kal16, awb, rms": the valid voice names. */
 const char *nr_speech_voice_list(void);
+/* The same voices one by one (short names); NULL past the end. */
+size_t nr_speech_voice_count(void);
+const char *nr_speech_voice_name(size_t i);
 
 /* Initialises Flite (once per process) and checks the params (default
  * voice must exist). Returns NULL with a message in err on failure. */
@@ -52,18 +56,21 @@ void nr_speech_destroy(nr_speech_t **self_p);
  * malloc'd NUL-terminated string. Returns NULL when out of memory. */
 char *nr_speech_fold_ascii(const uint8_t *text, size_t len);
 
+/* The job option "speed" (both engines): 0.5 (slower) .. 2.0 (faster). */
+#define NR_SPEECH_SPEED_MIN ((float)NR_PROTO_SPEED_MIN)
+#define NR_SPEECH_SPEED_MAX ((float)NR_PROTO_SPEED_MAX)
+
+/* The checks every engine makes on its text: not empty, at most max_bytes,
+ * no NUL, valid UTF-8. Returns 0 or NR_ETEXT with a message. */
+int nr_speech_check_text(const uint8_t *text, size_t len, size_t max_bytes, char *err, size_t errlen);
+
 /* Synthesizes text (len bytes, not NUL-terminated) with voice (NULL or ""
- * = default) into a malloc'd WAV (*wav, caller frees). Returns 0, NR_ETEXT
+ * = default) at speed (0 = 1.0; Flite's duration_stretch divided by it) into a malloc'd WAV (*wav, caller frees). Returns 0, NR_ETEXT
  * (empty, too long, not UTF-8, NUL byte, nothing speakable), NR_EVOICE
- * (message lists the valid voices), NR_EINTERNAL (Flite failed) or
+ * (message lists the valid voices), NR_EOPTION (speed), NR_EINTERNAL (Flite failed) or
  * NR_ENOMEM, with a message in err. Thread-safe (serialized). */
 int nr_speech_synthesize(nr_speech_t *self, const uint8_t *text, size_t len, const char *voice,
-                         uint8_t **wav, size_t *wav_size, nr_speech_info_t *info, char *err,
+                         float speed, uint8_t **wav, size_t *wav_size, nr_speech_info_t *info, char *err,
                          size_t errlen);
-
-/* The worker handler (nr_worker_run_fn): ctx is an nr_speech_t, input
- * frame 0 is the text, job option "voice"; output frame 0 is the WAV and
- * results kv voice, sample_rate, duration_ms. */
-int nr_speech_run_job(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, size_t errlen);
 
 #endif

@@ -177,7 +177,7 @@
     }
     const data = new FormData();
     data.append('image', file, file.name);
-    for (const name of ['voice', 'beams', 'max_length', 'prompt']) {
+    for (const name of ['voice', 'speed', 'beams', 'max_length', 'prompt']) {
       const value = $(name).value.trim();
       if (value) data.append(name, value);
     }
@@ -230,8 +230,12 @@
       $('speak-text').focus();
       return;
     }
-    const voice = $('voice').value;
-    const query = voice ? '?voice=' + encodeURIComponent(voice) : '';
+    const params = new URLSearchParams();
+    for (const name of ['voice', 'speed']) {
+      const value = $(name).value.trim();
+      if (value) params.append(name, value);
+    }
+    const query = params.toString() ? '?' + params.toString() : '';
     try {
       const response = await api('/v1/speak' + query, {
         method: 'POST', headers: {'Content-Type': 'text/plain; charset=utf-8'}, body: text});
@@ -280,5 +284,31 @@
 
   fetch('/healthz').then((r) => r.json()).then((h) => { maxBody = h.max_body_bytes || 0; })
     .catch(() => showError('Cannot reach the gateway.'));
+
+  // The voice list comes from the live speech workers (GET /v1/voices), not
+  // from a fixed list; names are set as text, never as HTML.
+  async function loadVoices() {
+    const select = $('voice');
+    try {
+      const body = await (await api('/v1/voices')).json();
+      const voices = (body.stages && body.stages.speech) || [];
+      const chosen = select.value;
+      while (select.options.length > 1) select.remove(1);
+      for (const name of voices) {
+        if (typeof name !== 'string') continue;
+        const option = document.createElement('option');
+        option.value = name;
+        option.textContent = name;
+        select.appendChild(option);
+      }
+      if (voices.includes(chosen)) select.value = chosen;
+      $('voice-hint').textContent = voices.length
+        ? 'The voices the running speech workers offer.'
+        : 'No speech worker is running now; the worker default will be used.';
+    } catch (e) {
+      $('voice-hint').textContent = 'The voice list is not available: ' + e.message;
+    }
+  }
+  loadVoices();
   refreshRecent();
 })();
