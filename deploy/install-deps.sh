@@ -8,6 +8,7 @@ packages=(
   libzmq3-dev libsodium-dev libhiredis-dev libmsgpack-dev
   libopenblas-dev libcjson-dev libminizip-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev
+  libtiff-dev libgif-dev libheif-dev
   flite1-dev
   libcriterion-dev redis-server
   python3 python3-yaml curl ca-certificates

@@ -684,7 +684,8 @@ Test(stages, forged_states_frames_fail) {
 /* Vision jobs fed directly: each image error keeps its own code. */
 Test(stages, vision_job_errors) {
     s_stage_workers(1);
-    s_expect_fail("vision", NULL, "GIF89a....", 10, "vision", "not_an_image", "GIF header");
+    s_expect_fail("vision", NULL, "GIF89a....", 10, "vision", "bad_image", "truncated GIF header");
+    s_expect_fail("vision", NULL, "%PDF-1.7\n%", 10, "vision", "not_an_image", "PDF header");
     s_expect_fail("vision", NULL, "", 0, "vision", "not_an_image", "empty input");
     const struct {
         const char *name, *error;
