@@ -37,7 +37,8 @@ static int s_skip(nr_files_t *self, const char *dir, int e) {
 }
 
 int nr_files_is_image_name(const char *name) {
-    static const char *const exts[] = {".jpg", ".jpeg", ".png", ".webp"};
+    static const char *const exts[] = {".jpg",  ".jpeg", ".png",  ".webp", ".tif",
+                                       ".tiff", ".gif",  ".bmp",  ".heic", ".heif", ".avif"};
     if (!name) return 0;
     const char *base = strrchr(name, '/');
     base = base ? base + 1 : name;

@@ -282,7 +282,7 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
     for (size_t i = 0; i < files.n_skipped; i++)
         nr_narrate_errorf(app, "warning: %s; skipping that folder", files.skipped[i]);
     if (files.len == 0) {
-        nr_narrate_errorf(app, "no images (.jpg .jpeg .png .webp) found in the paths given");
+        nr_narrate_errorf(app, "no images (.jpg .jpeg .png .webp .tif .tiff .gif .bmp .heic .heif .avif) found in the paths given");
         code = NR_EXIT_USAGE;
         goto done;
     }

@@ -960,7 +960,11 @@ Test(files, image_names) {
     cr_expect(nr_files_is_image_name("dir.png/a.JPEG"));
     cr_expect(nr_files_is_image_name("x.WebP"));
     cr_expect(nr_files_is_image_name("x.png"));
-    cr_expect(!nr_files_is_image_name("x.gif"));
+    cr_expect(nr_files_is_image_name("x.gif"));
+    cr_expect(nr_files_is_image_name("scan.TIF") && nr_files_is_image_name("a/b.tiff"));
+    cr_expect(nr_files_is_image_name("x.Bmp") && nr_files_is_image_name("IMG_1.HEIC"));
+    cr_expect(nr_files_is_image_name("x.heif") && nr_files_is_image_name("x.avif"));
+    cr_expect(!nr_files_is_image_name("x.pdf") && !nr_files_is_image_name("x.tif.txt"));
     cr_expect(!nr_files_is_image_name(".jpg"));
     cr_expect(!nr_files_is_image_name("x.jpg.bak"));
     cr_expect(!nr_files_is_image_name("jpg"));

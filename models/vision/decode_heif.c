@@ -53,6 +53,9 @@ int nr_image_decode_heif(const unsigned char *data, size_t size, nr_image_format
         goto done;
     }
     opt->convert_hdr_to_8bit = 1;
+    /* AV1 through libaom: Debian 12's libheif + dav1d leaks a buffer on
+     * every AVIF whose image item is empty (found by fuzz_heif). */
+    if (format == NR_IMAGE_AVIF && opt->version >= 4) opt->decoder_id = "aom";
     he = heif_decode_image(handle, &himg, heif_colorspace_RGB, heif_chroma_interleaved_RGB, opt);
     if (he.code != heif_error_Ok) {
         rc = nr_seterr(err, errlen, he.code == heif_error_Memory_allocation_error ? NR_ENOMEM : NR_EIMAGE,
