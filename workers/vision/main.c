@@ -1,4 +1,4 @@
-/* narrator-worker-vision: the vision stage; image bytes (JPEG/PNG/WebP) in,
+/* narrator-worker-vision: the vision stage; image bytes (JPEG/PNG/WebP/TIFF/GIF/BMP/HEIC/AVIF) in,
  * the image encoder's states out as one states frame naming the family
  * (models/states.h). Serves any captioner family (models/family.h).
  *
@@ -38,7 +38,8 @@ static const nr_config_option_t s_options[] = {
     NR_CONFIG_END};
 
 static const char s_usage[] =
-    "Vision stage worker: decodes each job's image (input frame 0: JPEG, PNG or WebP),\n"
+    "Vision stage worker: decodes each job's image (input frame 0: JPEG, PNG, WebP, TIFF,\n"
+    "GIF, BMP, HEIC or AVIF),\n"
     "preprocesses it as the checkpoint's image processor does and runs the image encoder\n"
     "of the checkpoint's family; the output (frame 0) is the encoder states\n"
     "as a states frame naming the family, for the text stage.\n"
