@@ -62,6 +62,9 @@ void nr_cli_usage(FILE *out) {
         "          --window N           jobs in flight at once (1..1024, default 8)\n"
         "          --no-wait            submit, print the job ids and return\n"
         "          --id-from content|random   how job ids are made (default content)\n"
+        "          --all-pages          every page of a multi-page TIFF is its own job,\n"
+        "                               written as <stem>@p1, <stem>@p2 ... (default:\n"
+        "                               the first page only, under <stem>)\n"
         "          --route R            stages, comma-separated (default vision,text,speech)\n"
         "          --voice V            speech voice (worker default if not given)\n"
         "          --beams N            beam search width (1..16, default: the model's)\n"
@@ -324,6 +327,10 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
                    (rc = s_opt(argc, argv, &i, "--no-wait", NULL, 0, &v, err, errlen))) {
             if (rc < 0) return rc;
             self->no_wait = 1;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--all-pages", NULL, 0, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            self->all_pages = 1;
         } else if (cmd == NR_CLI_SUBMIT &&
                    (rc = s_opt(argc, argv, &i, "--id-from", NULL, 1, &v, err, errlen))) {
             if (rc < 0) return rc;

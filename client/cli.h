@@ -82,6 +82,7 @@ typedef struct {
     long window;
     int no_wait;
     int id_random; /* --id-from random; content hash otherwise */
+    int all_pages; /* --all-pages: each page of a multi-page TIFF is a job */
     const char **paths; /* owned array of pointers into argv */
     size_t n_paths;
     /* status, wait, get, cancel */

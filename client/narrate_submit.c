@@ -11,9 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define S_BATCH_BYTES ((size_t)64 << 20) /* input read ahead for one SUBMIT batch */
+#define S_MAX_PAGES 1000                  /* --all-pages: pages of one TIFF (the vision worker's limit) */
 
 typedef enum { S_PENDING = 0, S_INFLIGHT, S_DONE, S_FAILED } s_job_state_t;
 
@@ -25,6 +27,10 @@ typedef struct {
     int64_t next_poll;
     int poll_ms;
     nr_narrate_noworker_t noworker;
+    int page;          /* --all-pages: the TIFF page this job reads (job option page), else -1 */
+    char page_str[8];  /* its decimal text */
+    char *own_stem;    /* stem made here for a page (freed with the run), else NULL */
+    nr_kv_t kv[5];     /* the options with page added (pages only) */
 } s_job_t;
 
 typedef struct {
@@ -202,15 +208,23 @@ static int s_submit_batch(s_run_t *run, size_t room) {
             s_job_failed(run, job, "", NULL, 1, 1, nr_errname(rc), err);
             continue;
         }
+        const nr_kv_t *kv = opts.kv;
+        size_t n_kv = opts.n;
+        if (job->page >= 0) { /* the page is an option: it goes into the job id too */
+            memcpy(job->kv, opts.kv, opts.n * sizeof *kv);
+            job->kv[opts.n] = (nr_kv_t){(char *)"page", job->page_str};
+            kv = job->kv;
+            n_kv = opts.n + 1;
+        }
         if (cli->id_random) rc = nr_client_random_id(job->id);
-        else rc = nr_client_content_id(data, size, cli->route, opts.kv, opts.n, job->id);
+        else rc = nr_client_content_id(data, size, cli->route, kv, n_kv, job->id);
         if (rc) {
             free(data);
             s_job_failed(run, job, "", NULL, 1, 1, nr_errname(rc), "cannot make a job id");
             continue;
         }
         which[n] = i;
-        jobs[n] = (nr_client_job_t){job->id, cli->route, opts.kv, opts.n, data, size}; /* owns data */
+        jobs[n] = (nr_client_job_t){job->id, cli->route, kv, n_kv, data, size}; /* owns data */
         bytes += size;
         n++;
     }
@@ -263,6 +277,53 @@ done:
     return ret;
 }
 
+/* --all-pages: a TIFF of N > 1 pages becomes N jobs, page k written as
+ * <stem>@p<k+1> ('@' never survives nr_output_stem, so no other image's
+ * stem can clash). Other files keep one job. Returns 0 or NR_ENOMEM. */
+static int s_expand_pages(s_run_t *run) {
+    size_t cap = run->n, n = 0;
+    s_job_t *jobs = calloc(cap, sizeof *jobs);
+    if (!jobs) return NR_ENOMEM;
+    for (size_t i = 0; i < run->n; i++) {
+        int pages = 1;
+        const char *dot = strrchr(run->jobs[i].path, '.');
+        if (dot && (!strcasecmp(dot, ".tif") || !strcasecmp(dot, ".tiff"))) {
+            uint8_t *data = NULL;
+            size_t size = 0;
+            char err[256];
+            if (nr_files_read(run->jobs[i].path, NR_PROTO_PAYLOAD_MAX, &data, &size, err, sizeof err) == 0)
+                pages = nr_files_tiff_pages(data, size, S_MAX_PAGES);
+            free(data); /* unreadable: one job, which then fails with the reason */
+        }
+        if (n + (size_t)pages > cap) {
+            cap = (n + (size_t)pages) * 2;
+            s_job_t *p = realloc(jobs, cap * sizeof *jobs);
+            if (!p) goto nomem;
+            jobs = p;
+        }
+        for (int k = 0; k < pages; k++) {
+            s_job_t *j = &jobs[n++];
+            *j = run->jobs[i];
+            j->page = -1;
+            if (pages == 1) break;
+            j->page = k;
+            snprintf(j->page_str, sizeof j->page_str, "%d", k);
+            size_t len = strlen(run->jobs[i].stem) + 16;
+            if (!(j->own_stem = malloc(len))) goto nomem;
+            snprintf(j->own_stem, len, "%s@p%d", run->jobs[i].stem, k + 1);
+            j->stem = j->own_stem;
+        }
+    }
+    free(run->jobs);
+    run->jobs = jobs;
+    run->n = n;
+    return 0;
+nomem:
+    for (size_t i = 0; i < n; i++) free(jobs[i].own_stem);
+    free(jobs);
+    return NR_ENOMEM;
+}
+
 int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
     const nr_cli_t *cli = app->cli;
     nr_files_t files;
@@ -303,6 +364,12 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
     for (size_t i = 0; i < files.len; i++) {
         run.jobs[i].path = files.paths[i];
         run.jobs[i].stem = stems[i];
+        run.jobs[i].page = -1;
+    }
+    if (cli->all_pages && s_expand_pages(&run)) {
+        nr_narrate_errorf(app, "out of memory");
+        code = NR_EXIT_FAILED;
+        goto done;
     }
 
     int64_t busy_until = 0;
@@ -400,6 +467,7 @@ done:
     if (stems)
         for (size_t i = 0; i < files.len; i++) free(stems[i]);
     free(stems);
+    for (size_t i = 0; run.jobs && i < run.n; i++) free(run.jobs[i].own_stem);
     free(run.jobs);
     nr_files_clear(&files);
     return code;

@@ -966,6 +966,32 @@ Test(integration, new_formats_are_captioned) {
     }
     s_require(s_redis_stat("submitted") == n, "narrator:stats submitted = %ld", s_redis_stat("submitted"));
 
+    /* --all-pages: each page of the 3-page TIFF is a job of its own (the
+     * page is a job option, so its id differs), written as pages@p1..3;
+     * a one-page TIFF keeps its plain name. */
+    char *pin = nr_harness_path(C.cl.dir, "pages-in");
+    char *pout = nr_harness_path(C.cl.dir, "pages-out");
+    cr_assert_eq(mkdir(pin, 0755), 0);
+    s_copy_format_fixture("tiff_multipage.tif", pin, "pages.tif");
+    s_copy_format_fixture("tiff_tiles.tif", pin, "one.tif");
+    const char *pargs[] = {"--timeout", "60", "submit", pin, "-o", pout, "--max-length", "8", "--all-pages", NULL};
+    code = s_narrate(pargs, "narrate-pages.log", &text);
+    s_require(code == 0, "narrate submit --all-pages exited %d: %s", code, text);
+    free(text);
+    const char *pstems[] = {"pages@p1", "pages@p2", "pages@p3", "one"};
+    for (int i = 0; i < 4; i++) {
+        char *json = nr_harness_path(pout, "%s.json", pstems[i]);
+        char *record = nr_harness_read_file(json, NULL);
+        s_require(record && strstr(record, "\"done\""), "%s: %s", json, record ? record : "missing");
+        free(record);
+        free(json);
+    }
+    /* one.tif's job is the same as SCAN.TIF's (same bytes and options). */
+    s_require(s_redis_stat("submitted") == n + 3, "--all-pages: submitted = %ld, want %d",
+              s_redis_stat("submitted"), n + 3);
+    free(pin);
+    free(pout);
+
     char *bad_dir = nr_harness_path(C.cl.dir, "bad");
     cr_assert_eq(mkdir(bad_dir, 0755), 0);
     s_copy_format_fixture("bad_truncated.heic", bad_dir, "cut.heic");

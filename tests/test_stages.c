@@ -700,6 +700,17 @@ Test(stages, vision_job_errors) {
         free(bytes);
         free(path);
     }
+    /* The page option (narrate submit --all-pages): not a page number is
+     * bad_option, a page the image does not have is bad_image. */
+    char *path = s_image_path("chelsea_317x211.jpg");
+    size_t size = 0;
+    char *bytes = nr_harness_read_file(path, &size);
+    cr_assert_not_null(bytes, "%s", path);
+    const char *bad_page[] = {"page", "two", NULL}, *no_page[] = {"page", "1", NULL};
+    s_expect_fail("vision", bad_page, bytes, size, "vision", "bad_option", "page=two");
+    s_expect_fail("vision", no_page, bytes, size, "vision", "bad_image", "page 1 of a JPEG");
+    free(bytes);
+    free(path);
     s_require(nr_harness_proc_running(C.cl.workers[0]), "the vision worker died");
 }
 
