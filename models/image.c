@@ -575,6 +575,12 @@ int nr_image_decode(const void *data, size_t size, const nr_image_params_t *para
     case NR_IMAGE_TIFF: return nr_image_decode_tiff(data, size, &p, out, err, errlen);
     case NR_IMAGE_GIF: return nr_image_decode_gif(data, size, &p, out, err, errlen);
     case NR_IMAGE_BMP: return nr_image_decode_bmp(data, size, &p, out, err, errlen);
-    default: return nr_image_decode_heif(data, size, f, &p, out, err, errlen);
+    default:
+#ifdef NR_HAVE_HEIF
+        return nr_image_decode_heif(data, size, f, &p, out, err, errlen);
+#else
+        return nr_seterr(err, errlen, NR_ENOTIMAGE, "%s images are not supported by this build (built with NR_HEIF=OFF)",
+                         f == NR_IMAGE_AVIF ? "AVIF" : "HEIC");
+#endif
     }
 }

@@ -23,7 +23,10 @@ set(NR_FUZZ_config_SOURCES ${NR_M}/config.c)
 # One target per newer format: each feeds its own seeds, and all compile
 # the whole decode path (image.c dispatches by magic bytes).
 set(NR_FUZZ_IMAGE_ALL ${NR_M}/image.c ${NR_M}/vision/decode_tiff.c ${NR_M}/vision/decode_gif.c
-  ${NR_M}/vision/decode_bmp.c ${NR_M}/vision/decode_heif.c)
+  ${NR_M}/vision/decode_bmp.c)
+if(NR_HEIF)
+  list(APPEND NR_FUZZ_IMAGE_ALL ${NR_M}/vision/decode_heif.c)
+endif()
 set(NR_FUZZ_image_SOURCES ${NR_FUZZ_IMAGE_ALL} ${NR_M}/preprocess.c)
 foreach(f tiff gif bmp heif)
   set(NR_FUZZ_${f}_SOURCES ${NR_FUZZ_IMAGE_ALL})
