@@ -84,6 +84,14 @@ static int s_on_warning(TIFF *tif, void *user, const char *module, const char *f
     return 1;
 }
 
+/* The largest single buffer a TIFF may need, here or inside libtiff: 8
+ * bytes a pixel of the largest image allowed (one strip of 16-bit RGBA),
+ * at most 1 GiB, so a header that lies about a strip cannot ask for more. */
+static uint64_t s_alloc_cap(const nr_image_params_t *p) {
+    uint64_t cap = p->max_pixels * 8 + ((uint64_t)1 << 20);
+    return cap > ((uint64_t)1 << 30) ? (uint64_t)1 << 30 : cap;
+}
+
 /* Opens the first directory; NULL with a message on failure. */
 static TIFF *s_open(s_src_t *src, const nr_image_params_t *p, char *err, size_t errlen) {
     TIFFOpenOptions *o = TIFFOpenOptionsAlloc();
@@ -91,12 +99,7 @@ static TIFF *s_open(s_src_t *src, const nr_image_params_t *p, char *err, size_t 
         nr_seterr(err, errlen, NR_ENOMEM, "cannot create a TIFF reader");
         return NULL;
     }
-    /* No single allocation inside libtiff larger than 8 bytes a pixel of
-     * the largest image allowed (a strip of 16-bit RGBA), so a header that
-     * lies about a strip's size cannot ask for gigabytes. */
-    uint64_t cap = p->max_pixels * 8 + ((uint64_t)1 << 20);
-    if (cap > ((uint64_t)1 << 30)) cap = (uint64_t)1 << 30;
-    TIFFOpenOptionsSetMaxSingleMemAlloc(o, (tmsize_t)cap);
+    TIFFOpenOptionsSetMaxSingleMemAlloc(o, (tmsize_t)s_alloc_cap(p));
     TIFFOpenOptionsSetErrorHandlerExtR(o, s_on_error, src);
     TIFFOpenOptionsSetWarningHandlerExtR(o, s_on_warning, src);
     /* "m": read through s_read, never a mapping of the caller's buffer. */
@@ -192,13 +195,16 @@ static int s_read_native(TIFF *tif, const s_layout_t *L, nr_image_t *img, s_src_
         TIFFGetFieldDefaulted(tif, TIFFTAG_ROWSPERSTRIP, &bh);
         if (bh == 0 || bh > L->height) bh = L->height;
     }
-    (void)p;
     const uint64_t spp_block = L->planar == PLANARCONFIG_CONTIG ? L->spp : 1;
     const uint64_t row_bytes = (bw * spp_block * L->bps + 7) / 8;
     const uint64_t block_bytes = row_bytes * bh;
     const tmsize_t lib_size = tiled ? TIFFTileSize(tif) : TIFFStripSize(tif);
     if (lib_size <= 0 || (uint64_t)lib_size < (tiled ? block_bytes : row_bytes))
         return nr_seterr(err, errlen, NR_EIMAGE, "corrupt TIFF: %s", src->msg[0] ? src->msg : "bad strip or tile size");
+    if (block_bytes > s_alloc_cap(p))
+        return nr_seterr(err, errlen, NR_EIMAGEBOMB, "TIFF %s of %llu bytes is over the limit of %llu bytes",
+                         tiled ? "tile" : "strip", (unsigned long long)block_bytes,
+                         (unsigned long long)s_alloc_cap(p));
     unsigned char *buf[4] = {0};
     int rc = 0;
     for (int c = 0; c < planes; c++)
