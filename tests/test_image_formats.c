@@ -307,6 +307,32 @@ Test(image_formats, tiff_orientation_can_be_turned_off) {
     free(d);
 }
 
+#ifdef NR_HAVE_HEIF
+/* Found by fuzz_heif: a 1.4 kB HEIC whose ispe says 47x35 but whose grid
+ * descriptor says 12032x8960; libheif 1.15 allocated 323 MB for it and
+ * decoded it. It is a bomb at the default limit; at a 4 Mpx limit
+ * libheif's side limit (2 x 2048 + 256) stops it before that allocation
+ * (fuzz_heif runs with -malloc_limit_mb=128 clean). */
+Test(image_formats, heif_grid_larger_than_ispe_is_a_bomb) {
+    const char *src = getenv("NR_SOURCE_DIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/fuzz/seeds/heif/grid_12032x8960_ispe_47x35.heic", src ? src : ".");
+    size_t n;
+    char *d = nr_harness_read_file(path, &n);
+    cr_assert_not_null(d, "%s", path);
+    char err[256] = "";
+    nr_image_t *img = NULL;
+    cr_assert_eq(nr_image_decode(d, n, NULL, &img, err, sizeof err), NR_EIMAGEBOMB, "%s", err);
+    cr_assert_null(img);
+    cr_assert_not_null(strstr(err, "12032x8960"), "%s", err);
+    nr_image_params_t p = nr_image_default_params();
+    p.max_pixels = (uint64_t)1 << 22;
+    cr_assert_eq(nr_image_decode(d, n, &p, &img, err, sizeof err), NR_EIMAGEBOMB, "%s", err);
+    cr_assert_not_null(strstr(err, "Security limit"), "libheif's limit stops it: %s", err);
+    free(d);
+}
+#endif
+
 #ifndef NR_HAVE_HEIF
 /* Built with NR_HEIF=OFF: HEIC and AVIF are refused, saying why. */
 Test(image_formats, heif_refused_without_libheif) {

@@ -6,6 +6,7 @@
  * and pillow-heif all follow that. HDR (10/12-bit) is reduced to 8 bits by
  * libheif; alpha is dropped. The size check uses the image's ispe box,
  * before anything is decoded. */
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -47,6 +48,27 @@ int nr_image_decode_heif(const unsigned char *data, size_t size, nr_image_format
     if ((rc = nr_image_check_size(fmt, (uint64_t)(iw > 0 ? iw : 0), (uint64_t)(ih > 0 ? ih : 0), p, err, errlen)) < 0 ||
         (rc = nr_image_check_size(fmt, (uint64_t)(w > 0 ? w : 0), (uint64_t)(h > 0 ? h : 0), p, err, errlen)) < 0)
         goto done;
+    /* libheif 1.15 sizes a grid image by the grid's own descriptor, not by
+     * ispe (fuzz_heif: 1.4 kB files whose ispe says 47x35 or 32303x35 made
+     * it allocate 323 MB for a 12032x8960 grid). Its only guard is one
+     * limit on either side, so: the longer side may be at most twice the
+     * side of a square at the pixel limit (14142 at 50 Mpx: a 12000x3000
+     * panorama passes), and libheif gets that side, plus 256 for coding
+     * blocks (64 for HEVC, 128 for AV1), as its limit. A hostile file can
+     * then make it allocate at most that side squared (about 4x the pixel
+     * limit), never more. */
+    int side = iw > ih ? iw : ih;
+    if (w > side) side = w;
+    if (h > side) side = h;
+    double cap = 2.0 * sqrt((double)p->max_pixels);
+    if (side > cap) {
+        rc = nr_seterr(err, errlen, NR_EIMAGEBOMB,
+                       "%s image is %dx%d: its longer side is over %.0f pixels, the most taken (twice the side "
+                       "of a square at the pixel limit)",
+                       fmt, w, h, cap);
+        goto done;
+    }
+    heif_context_set_maximum_image_size_limit(ctx, (int)cap + 256);
     opt = heif_decoding_options_alloc();
     if (!opt) {
         rc = nr_seterr(err, errlen, NR_ENOMEM, "cannot allocate %s decoding options", fmt);
@@ -58,7 +80,10 @@ int nr_image_decode_heif(const unsigned char *data, size_t size, nr_image_format
     if (format == NR_IMAGE_AVIF && opt->version >= 4) opt->decoder_id = "aom";
     he = heif_decode_image(handle, &himg, heif_colorspace_RGB, heif_chroma_interleaved_RGB, opt);
     if (he.code != heif_error_Ok) {
-        rc = nr_seterr(err, errlen, he.code == heif_error_Memory_allocation_error ? NR_ENOMEM : NR_EIMAGE,
+        rc = nr_seterr(err, errlen,
+                       he.subcode == heif_suberror_Security_limit_exceeded ? NR_EIMAGEBOMB
+                       : he.code == heif_error_Memory_allocation_error     ? NR_ENOMEM
+                                                                           : NR_EIMAGE,
                        "cannot decode %s: %s", fmt, he.message);
         goto done;
     }
