@@ -30,7 +30,10 @@
  * - HEIC and AVIF (libheif): the primary image, 8-bit RGB (HDR reduced to
  *   8 bits by libheif), with the HEIF transformations (irot, imir, clap)
  *   that libheif applies; an EXIF orientation inside a HEIF file is
- *   ignored, as the HEIF standard asks (it repeats irot/imir).
+ *   ignored, as the HEIF standard asks (it repeats irot/imir). The
+ *   longer side may be at most twice the side of a square at max_pixels
+ *   (libheif 1.15 sizes a grid by its own descriptor; this bounds it).
+ *   AV1 goes through libaom. Built with NR_HEIF=OFF, both are refused.
  * Alpha is dropped everywhere, as PIL's convert("RGB") does.
  * No global state: safe to call from several threads at once. */
 #ifndef NR_MODELS_IMAGE_H
