@@ -54,7 +54,8 @@ void nr_cli_usage(FILE *out) {
         "         [--run ID]\n"
         "         [--alt-text sidecar|embed [--in-place] [--overwrite]] [--skip-described]\n"
         "         [--manifest RUN.jsonl] [--manifest RUN.csv] [--files-from LIST]\n"
-        "        caption and narrate images (.jpg .jpeg .png .webp; folders are searched\n"
+        "        caption and narrate images (.jpg .jpeg .png .webp .tif .tiff .gif .bmp\n"
+        "        .heic .heif .avif, any case; folders are searched\n"
         "        recursively, in sorted order; files named directly are always taken;\n"
         "        a subfolder that cannot be read is skipped with a warning, exit 1).\n"
         "        The folder tree is mirrored under DIR: ROOT/a/b/001.jpg gives\n"
@@ -69,6 +70,9 @@ void nr_cli_usage(FILE *out) {
         "                               printed first (\"run run-20261206T071500Z-1a2b3c4d\");\n"
         "                               give an earlier run's ID to add to it\n"
         "          --id-from content|random   how job ids are made (default content)\n"
+        "          --all-pages          every page of a multi-page TIFF is its own job,\n"
+        "                               written as <stem>@p1, <stem>@p2 ... (default:\n"
+        "                               the first page only, under <stem>)\n"
         "          --route R            stages, comma-separated (default vision,text,speech)\n"
         "          --voice V            speech voice (worker default if not given)\n"
         "          --speed X            speaking pace, 0.5..2.0 (default 1)\n"
@@ -362,6 +366,10 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
                    (rc = s_opt(argc, argv, &i, "--no-wait", NULL, 0, &v, err, errlen))) {
             if (rc < 0) return rc;
             self->no_wait = 1;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--all-pages", NULL, 0, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            self->all_pages = 1;
         } else if (cmd == NR_CLI_SUBMIT &&
                    (rc = s_opt(argc, argv, &i, "--id-from", NULL, 1, &v, err, errlen))) {
             if (rc < 0) return rc;

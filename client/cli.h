@@ -86,6 +86,7 @@ typedef struct {
     int no_wait;
     int id_random; /* --id-from random; content hash otherwise */
     const char *run; /* submit: the run to join (NULL: a new one); status: the run to sum up */
+    int all_pages; /* --all-pages: each page of a multi-page TIFF is a job */
     const char **paths; /* owned array of pointers into argv */
     size_t n_paths;
     const char *files_from; /* --files-from LIST: more paths, one a line */

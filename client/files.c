@@ -39,7 +39,8 @@ static int s_skip(nr_files_t *self, const char *dir, int e) {
 }
 
 int nr_files_is_image_name(const char *name) {
-    static const char *const exts[] = {".jpg", ".jpeg", ".png", ".webp"};
+    static const char *const exts[] = {".jpg",  ".jpeg", ".png",  ".webp", ".tif",
+                                       ".tiff", ".gif",  ".bmp",  ".heic", ".heif", ".avif"};
     if (!name) return 0;
     const char *base = strrchr(name, '/');
     base = base ? base + 1 : name;
@@ -258,4 +259,39 @@ done:
     *data = buf;
     *size = len;
     return 0;
+}
+
+static uint64_t s_rd(const uint8_t *p, int bytes, int le) {
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++) v = v << 8 | p[le ? bytes - 1 - i : i];
+    return v;
+}
+
+int nr_files_tiff_pages(const uint8_t *d, size_t n, int max) {
+    if (!d || n < 8 || max < 1) return 1;
+    const int le = d[0] == 'I' && d[1] == 'I';
+    if (!le && !(d[0] == 'M' && d[1] == 'M')) return 1;
+    const uint64_t magic = s_rd(d + 2, 2, le);
+    const int big = magic == 43;
+    if (magic != 42 && !big) return 1;
+    if (big && n < 16) return 1;
+    /* Classic: 2-byte count, 12-byte entries, 4-byte next offset; BigTIFF:
+     * 8, 20 and 8. */
+    const uint64_t hdr = big ? 8 : 2, esz = big ? 20 : 12, nsz = big ? 8 : 4;
+    uint64_t off = big ? s_rd(d + 8, 8, le) : s_rd(d + 4, 4, le);
+    uint64_t seen[1000]; /* directories met, to stop at a loop */
+    if (max > 1000) max = 1000;
+    int count = 0;
+    while (off && count < max && off <= n && n - off >= hdr) {
+        for (int i = 0; i < count; i++)
+            if (seen[i] == off) return count;
+        seen[count] = off;
+        uint64_t entries = s_rd(d + off, (int)hdr, le);
+        if (entries > (n - off - hdr) / esz) break;
+        uint64_t next = off + hdr + entries * esz;
+        if (n - next < nsz) break;
+        count++;
+        off = s_rd(d + next, (int)nsz, le);
+    }
+    return count ? count : 1;
 }

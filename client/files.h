@@ -43,6 +43,11 @@ int nr_files_collect(nr_files_t *self, const char *path, char *err, size_t errle
  * cannot be read. */
 #define NR_FILES_LIST_MAX ((size_t)64 << 20)
 int nr_files_collect_list(nr_files_t *self, const char *list, char *err, size_t errlen);
+/* Pages (directories) of a TIFF (classic or BigTIFF) held in memory, by
+ * walking its directory chain without decoding: 1 for anything that is
+ * not a TIFF, at most `max` (and 1000); a loop or a cut chain ends the
+ * count. */
+int nr_files_tiff_pages(const uint8_t *data, size_t size, int max);
 
 /* Reads a whole file of at most `max` bytes into a malloc'd buffer (the
  * caller frees it; size 0 gives a valid 1-byte buffer). Returns 0, NR_EIO,

@@ -16,10 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define S_BATCH_BYTES ((size_t)64 << 20) /* input read ahead for one SUBMIT batch */
+#define S_MAX_PAGES 1000                  /* --all-pages: pages of one TIFF (the vision worker's limit) */
 
 typedef enum { S_PENDING = 0, S_INFLIGHT, S_DONE, S_FAILED, S_SKIPPED } s_job_state_t;
 
@@ -35,6 +37,9 @@ typedef struct {
     int64_t next_poll;
     int poll_ms;
     nr_narrate_noworker_t noworker;
+    int page;          /* --all-pages: the TIFF page this job reads (job option page), else -1 */
+    char page_str[8];  /* its decimal text */
+    nr_kv_t kv[sizeof ((nr_client_options_t *)0)->kv / sizeof (nr_kv_t) + 1]; /* the options with page added */
 } s_job_t;
 
 typedef struct {
@@ -281,13 +286,12 @@ static int s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
  * the image lands under -o ("a/b/001.jpg"), for the record and the review
  * page; not hashed, so moving an archive does not redo it. */
 typedef struct {
-    nr_kv_t kv[sizeof ((nr_client_options_t *)0)->kv / sizeof (nr_kv_t) + 1]; /* the run's, and source */
+    nr_kv_t kv[sizeof ((nr_client_options_t *)0)->kv / sizeof (nr_kv_t) + 2]; /* the run's, page, source */
     char source[1024];
 } s_job_opts_t;
 
-static size_t s_job_options(s_job_opts_t *o, const nr_client_options_t *opts, const s_job_t *job) {
-    size_t n = opts->n;
-    memcpy(o->kv, opts->kv, n * sizeof *o->kv);
+static size_t s_job_options(s_job_opts_t *o, const nr_kv_t *kv, size_t n, const s_job_t *job) {
+    memcpy(o->kv, kv, n * sizeof *o->kv);
     int len = snprintf(o->source, sizeof o->source, "%s%s%s", job->rel_dir, job->rel_dir[0] ? "/" : "",
                        job->stem);
     if (len > 0 && (size_t)len < sizeof o->source &&
@@ -344,15 +348,23 @@ static int s_submit_batch(s_run_t *run, size_t room) {
             s_job_failed(run, job, "", NULL, 1, 1, nr_errname(rc), err);
             continue;
         }
+        const nr_kv_t *kv = opts.kv;
+        size_t n_kv = opts.n;
+        if (job->page >= 0) { /* the page is an option: it goes into the job id too */
+            memcpy(job->kv, opts.kv, opts.n * sizeof *kv);
+            job->kv[opts.n] = (nr_kv_t){(char *)"page", job->page_str};
+            kv = job->kv;
+            n_kv = opts.n + 1;
+        }
         if (cli->id_random) rc = nr_client_random_id(job->id);
-        else rc = nr_client_content_id(data, size, cli->route, opts.kv, opts.n, job->id);
+        else rc = nr_client_content_id(data, size, cli->route, kv, n_kv, job->id);
         if (rc) {
             free(data);
             s_job_failed(run, job, "", NULL, 1, 1, nr_errname(rc), "cannot make a job id");
             continue;
         }
         which[n] = i;
-        size_t n_opts = s_job_options(&job_opts[n], &opts, job);
+        size_t n_opts = s_job_options(&job_opts[n], kv, n_kv, job);
         jobs[n] = (nr_client_job_t){job->id, cli->route, job_opts[n].kv, n_opts, data, size, run->run_id}; /* owns data */
         bytes += size;
         n++;
@@ -408,6 +420,17 @@ done:
     return ret;
 }
 
+/* Frees n jobs' strings and alt text state, and the array. */
+static void s_free_jobs(s_job_t *jobs, size_t n) {
+    for (size_t i = 0; jobs && i < n; i++) {
+        free(jobs[i].rel_dir);
+        free(jobs[i].dir);
+        free(jobs[i].stem);
+        nr_altjob_clear(&jobs[i].alt);
+    }
+    free(jobs);
+}
+
 /* Gives every image its place under -o (client/outtree.h). Returns an exit
  * code. */
 static int s_plan(s_run_t *run, const nr_files_t *files) {
@@ -422,6 +445,7 @@ static int s_plan(s_run_t *run, const nr_files_t *files) {
     for (size_t i = 0; ok && i < files->len; i++) {
         s_job_t *job = &run->jobs[i];
         job->path = files->paths[i];
+        job->page = -1;
         job->rel_dir = dirs[i];
         job->stem = names[i];
         size_t n = strlen(out) + strlen(dirs[i]) + 2;
@@ -434,6 +458,58 @@ static int s_plan(s_run_t *run, const nr_files_t *files) {
     if (ok) return NR_EXIT_OK;
     nr_narrate_errorf(run->app, "out of memory");
     return NR_EXIT_FAILED;
+}
+
+/* --all-pages: a TIFF of N > 1 pages becomes N jobs, page k written as
+ * <stem>@p<k+1> ('@' never survives nr_output_stem, so no other image's
+ * stem can clash). Other files keep one job. Returns 0 or NR_ENOMEM. */
+static int s_expand_pages(s_run_t *run) {
+    size_t cap = run->n, n = 0;
+    s_job_t *jobs = calloc(cap, sizeof *jobs);
+    if (!jobs) return NR_ENOMEM;
+    for (size_t i = 0; i < run->n; i++) {
+        int pages = 1;
+        const char *dot = strrchr(run->jobs[i].path, '.');
+        if (dot && (!strcasecmp(dot, ".tif") || !strcasecmp(dot, ".tiff"))) {
+            uint8_t *data = NULL;
+            size_t size = 0;
+            char err[256];
+            if (nr_files_read(run->jobs[i].path, NR_PROTO_PAYLOAD_MAX, &data, &size, err, sizeof err) == 0)
+                pages = nr_files_tiff_pages(data, size, S_MAX_PAGES);
+            free(data); /* unreadable: one job, which then fails with the reason */
+        }
+        if (n + (size_t)pages > cap) {
+            cap = (n + (size_t)pages) * 2;
+            s_job_t *p = realloc(jobs, cap * sizeof *jobs);
+            if (!p) goto nomem;
+            jobs = p;
+        }
+        s_job_t *orig = &run->jobs[i];
+        if (pages == 1) {
+            jobs[n++] = *orig; /* takes its strings */
+            memset(orig, 0, sizeof *orig);
+            continue;
+        }
+        for (int k = 0; k < pages; k++) { /* each page owns copies of the strings */
+            s_job_t *j = &jobs[n++];
+            *j = *orig;
+            memset(&j->alt, 0, sizeof j->alt); /* probed later, per page */
+            j->page = k;
+            snprintf(j->page_str, sizeof j->page_str, "%d", k);
+            size_t len = strlen(orig->stem) + 16;
+            j->rel_dir = strdup(orig->rel_dir);
+            j->dir = strdup(orig->dir);
+            if ((j->stem = malloc(len))) snprintf(j->stem, len, "%s@p%d", orig->stem, k + 1);
+            if (!j->rel_dir || !j->dir || !j->stem) goto nomem;
+        }
+    }
+    s_free_jobs(run->jobs, run->n);
+    run->jobs = jobs;
+    run->n = n;
+    return 0;
+nomem:
+    s_free_jobs(jobs, n);
+    return NR_ENOMEM;
 }
 
 int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
@@ -459,7 +535,7 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
     for (size_t i = 0; i < files.n_skipped; i++)
         nr_narrate_errorf(app, "warning: %s; skipping it", files.skipped[i]);
     if (files.len == 0) {
-        nr_narrate_errorf(app, "no images (.jpg .jpeg .png .webp) found in the paths given");
+        nr_narrate_errorf(app, "no images (.jpg .jpeg .png .webp .tif .tiff .gif .bmp .heic .heif .avif) found in the paths given");
         code = NR_EXIT_USAGE;
         goto done;
     }
@@ -473,6 +549,11 @@ int nr_narrate_cmd_submit(nr_narrate_app_t *app) {
         !(run.manifest = nr_manifest_new(cli->manifests, cli->n_manifests, err, sizeof err))) {
         nr_narrate_errorf(app, "%s", err);
         code = NR_EXIT_USAGE;
+        goto done;
+    }
+    if (cli->all_pages && s_expand_pages(&run)) {
+        nr_narrate_errorf(app, "out of memory");
+        code = NR_EXIT_FAILED;
         goto done;
     }
     if (cli->run) snprintf(run.run_id, sizeof run.run_id, "%s", cli->run);
@@ -573,13 +654,7 @@ stop:
                     cli->no_wait ? "submitted" : "done", run.failed, extra, run.n);
     }
 done:
-    for (size_t i = 0; run.jobs && i < run.n; i++) {
-        free(run.jobs[i].rel_dir);
-        free(run.jobs[i].dir);
-        free(run.jobs[i].stem);
-        nr_altjob_clear(&run.jobs[i].alt);
-    }
-    free(run.jobs);
+    s_free_jobs(run.jobs, run.n);
     nr_manifest_destroy(&run.manifest);
     nr_files_clear(&files);
     return code;

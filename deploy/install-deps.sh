@@ -8,6 +8,7 @@ packages=(
   libzmq3-dev libsodium-dev libhiredis-dev libmsgpack-dev
   libopenblas-dev libcjson-dev libminizip-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev
+  libtiff-dev libgif-dev libheif-dev
   libexempi-dev
   flite1-dev libpocketsphinx-dev pocketsphinx-en-us
   libespeak-ng-dev

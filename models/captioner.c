@@ -188,7 +188,13 @@ int nr_captioner_encode(const nr_captioner_t *c, const float *pixels, int n, flo
 
 int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes, const size_t *sizes, int n,
                                float *states, int *status, char *err, size_t errlen) {
+    return nr_captioner_encode_pages(c, bytes, sizes, NULL, n, states, status, err, errlen);
+}
+
+int nr_captioner_encode_pages(const nr_captioner_t *c, const void *const *bytes, const size_t *sizes,
+                              const int *pages, int n, float *states, int *status, char *err, size_t errlen) {
 #ifndef NR_HAVE_IMAGE
+    (void)pages;
     (void)c;
     (void)bytes;
     (void)sizes;
@@ -215,7 +221,9 @@ int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes
     for (int i = 0; i < n; i++) {
         nr_image_t *img = NULL;
         char ierr[256] = "";
-        status[i] = nr_image_decode(bytes[i], sizes[i], &c->ip, &img, ierr, sizeof ierr);
+        nr_image_params_t ip = c->ip;
+        ip.page = pages ? pages[i] : 0;
+        status[i] = nr_image_decode(bytes[i], sizes[i], &ip, &img, ierr, sizeof ierr);
         if (status[i] == 0) status[i] = nr_preprocess_image(img, &c->pp, px + (size_t)ok * in1, in1);
         nr_image_destroy(&img);
         memset(states + (size_t)i * out1, 0, out1 * sizeof(float));

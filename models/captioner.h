@@ -66,6 +66,10 @@ int nr_captioner_encode(const nr_captioner_t *c, const float *pixels, int n, flo
  * (NR_EUNSUPPORTED when built without the image module). */
 int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes, const size_t *sizes, int n,
                                float *states, int *status, char *err, size_t errlen);
+/* The same with pages[i] the page of image i (a multi-page TIFF; 0 = the
+ * first, what every other format has); pages NULL: all 0. */
+int nr_captioner_encode_pages(const nr_captioner_t *c, const void *const *bytes, const size_t *sizes,
+                              const int *pages, int n, float *states, int *status, char *err, size_t errlen);
 
 /* Text: states [n, seq, hidden] (host) -> ids. ids holds n * gen->max_length
  * ints: caption i at ids + i*max_length, start token first, eos included

@@ -1,5 +1,7 @@
-/* Image decoding: JPEG (libjpeg-turbo), PNG (libpng) and WebP (libwebp)
- * from memory to 8-bit RGB, with the EXIF orientation (libexif) applied.
+/* Image decoding: the entry point that sniffs the format, and JPEG
+ * (libjpeg-turbo), PNG (libpng) and WebP (libwebp) from memory to 8-bit
+ * RGB, with the EXIF orientation (libexif) applied. TIFF, GIF, BMP, HEIC
+ * and AVIF live in models/vision/decode_*.c.
  * Conversions follow PIL's Image.convert("RGB"): alpha is dropped, palette
  * entries looked up, CMYK/YCCK JPEG read as Adobe-inverted CMYK. Every
  * library error unwinds through setjmp/longjmp; nothing here exits. */
@@ -18,6 +20,7 @@
 #include <webp/demux.h>
 
 #include "common/error.h"
+#include "models/vision/decode.h"
 
 #define NR_IMAGE_DEFAULT_MAX_BYTES ((size_t)64 << 20)
 #define NR_IMAGE_DEFAULT_MAX_PIXELS ((uint64_t)50000000)
@@ -27,7 +30,30 @@ nr_image_params_t nr_image_default_params(void) {
     p.max_bytes = NR_IMAGE_DEFAULT_MAX_BYTES;
     p.max_pixels = NR_IMAGE_DEFAULT_MAX_PIXELS;
     p.apply_exif = 1;
+    p.page = 0;
     return p;
+}
+
+/* HEIC or AVIF from an ISO BMFF "ftyp" box: the major brand, else the
+ * compatible brands of a generic HEIF (mif1) file. Anything else (MP4,
+ * QuickTime) is not an image. */
+static nr_image_format_t s_heif_brand(const unsigned char *b) {
+    static const char *const heic[] = {"heic", "heix", "heim", "heis", "hevc", "hevx", "hevm", "hevs"};
+    if (memcmp(b, "avif", 4) == 0 || memcmp(b, "avis", 4) == 0) return NR_IMAGE_AVIF;
+    for (size_t i = 0; i < sizeof heic / sizeof heic[0]; i++)
+        if (memcmp(b, heic[i], 4) == 0) return NR_IMAGE_HEIC;
+    return NR_IMAGE_UNKNOWN;
+}
+
+static nr_image_format_t s_detect_heif(const unsigned char *d, size_t size) {
+    nr_image_format_t f = s_heif_brand(d + 8);
+    if (f != NR_IMAGE_UNKNOWN) return f;
+    if (memcmp(d + 8, "mif1", 4) && memcmp(d + 8, "msf1", 4) && memcmp(d + 8, "mif2", 4)) return NR_IMAGE_UNKNOWN;
+    size_t box = (size_t)d[0] << 24 | (size_t)d[1] << 16 | (size_t)d[2] << 8 | d[3];
+    if (box > size) box = size;
+    for (size_t off = 16; off + 4 <= box; off += 4)
+        if ((f = s_heif_brand(d + off)) != NR_IMAGE_UNKNOWN) return f;
+    return NR_IMAGE_UNKNOWN;
 }
 
 nr_image_format_t nr_image_detect(const void *data, size_t size) {
@@ -36,6 +62,17 @@ nr_image_format_t nr_image_detect(const void *data, size_t size) {
     if (size >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return NR_IMAGE_JPEG;
     if (size >= 8 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0) return NR_IMAGE_PNG;
     if (size >= 12 && memcmp(d, "RIFF", 4) == 0 && memcmp(d + 8, "WEBP", 4) == 0) return NR_IMAGE_WEBP;
+    /* Classic and Big TIFF, either byte order. */
+    if (size >= 4 && (memcmp(d, "II*\0", 4) == 0 || memcmp(d, "MM\0*", 4) == 0 || memcmp(d, "II+\0", 4) == 0 ||
+                      memcmp(d, "MM\0+", 4) == 0))
+        return NR_IMAGE_TIFF;
+    if (size >= 6 && (memcmp(d, "GIF87a", 6) == 0 || memcmp(d, "GIF89a", 6) == 0)) return NR_IMAGE_GIF;
+    /* "BM" alone is too weak (text can start so): the DIB header size too. */
+    if (size >= 18 && d[0] == 'B' && d[1] == 'M') {
+        uint32_t hs = (uint32_t)d[14] | (uint32_t)d[15] << 8 | (uint32_t)d[16] << 16 | (uint32_t)d[17] << 24;
+        if (hs == 12 || hs == 40 || hs == 52 || hs == 56 || hs == 64 || hs == 108 || hs == 124) return NR_IMAGE_BMP;
+    }
+    if (size >= 16 && memcmp(d + 4, "ftyp", 4) == 0) return s_detect_heif(d, size);
     return NR_IMAGE_UNKNOWN;
 }
 
@@ -44,6 +81,11 @@ const char *nr_image_format_name(nr_image_format_t format) {
     case NR_IMAGE_JPEG: return "jpeg";
     case NR_IMAGE_PNG: return "png";
     case NR_IMAGE_WEBP: return "webp";
+    case NR_IMAGE_TIFF: return "tiff";
+    case NR_IMAGE_GIF: return "gif";
+    case NR_IMAGE_BMP: return "bmp";
+    case NR_IMAGE_HEIC: return "heic";
+    case NR_IMAGE_AVIF: return "avif";
     default: return "unknown";
     }
 }
@@ -74,7 +116,7 @@ void nr_image_destroy(nr_image_t **img) {
 
 /* Rejects zero sizes and anything over the pixel limit; called with the
  * header's dimensions before any pixel buffer exists. */
-static int s_check_size(const char *fmt, uint64_t w, uint64_t h, const nr_image_params_t *p, char *err,
+int nr_image_check_size(const char *fmt, uint64_t w, uint64_t h, const nr_image_params_t *p, char *err,
                         size_t errlen) {
     if (w == 0 || h == 0)
         return nr_seterr(err, errlen, NR_EIMAGE, "%s image has zero size (%llux%llu)", fmt,
@@ -155,7 +197,7 @@ int nr_image_orient(nr_image_t *img, int orientation) {
 /* The end every decoder shares: turns img upright by its EXIF orientation
  * (1 = as stored) and records the orientation and the format. Returns 0 or
  * a negative code with a message; img stays the caller's either way. */
-static int s_finish(nr_image_t *img, int orientation, nr_image_format_t format, char *err, size_t errlen) {
+int nr_image_finish(nr_image_t *img, int orientation, nr_image_format_t format, char *err, size_t errlen) {
     if (orientation != 1) {
         int c = nr_image_orient(img, orientation);
         if (c < 0) return nr_seterr(err, errlen, c, "cannot apply EXIF orientation %d", orientation);
@@ -225,7 +267,7 @@ static int s_decode_jpeg(const unsigned char *data, size_t size, const nr_image_
     jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(&cinfo, TRUE);
     {
-        int c = s_check_size("JPEG", cinfo.image_width, cinfo.image_height, p, err, errlen);
+        int c = nr_image_check_size("JPEG", cinfo.image_width, cinfo.image_height, p, err, errlen);
         if (c < 0) {
             rc = c;
             goto done;
@@ -275,19 +317,13 @@ static int s_decode_jpeg(const unsigned char *data, size_t size, const nr_image_
             } else {
                 /* Adobe writes inverted CMYK; PIL reads every 4-channel
                  * JPEG as "CMYK;I", then cmyk2rgb: nk - c*nk/255 rounded. */
-                int nk = row[4 * x + 3]; /* = 255 - (255 - stored k) */
-                for (int c = 0; c < 3; c++) {
-                    int v = 255 - row[4 * x + c];
-                    int t = v * nk + 128;
-                    t = ((t >> 8) + t) >> 8;
-                    int o = nk - t;
-                    dst[3 * x + c] = (unsigned char)(o < 0 ? 0 : o > 255 ? 255 : o);
-                }
+                for (int c = 0; c < 3; c++)
+                    dst[3 * x + c] = nr_image_cmyk_channel(255 - row[4 * x + c], 255 - row[4 * x + 3]);
             }
         }
     }
     jpeg_finish_decompress(&cinfo);
-    rc = s_finish(img, orientation, NR_IMAGE_JPEG, err, errlen);
+    rc = nr_image_finish(img, orientation, NR_IMAGE_JPEG, err, errlen);
     if (rc) goto done;
     *out = img;
     img = NULL;
@@ -350,7 +386,7 @@ static int s_decode_png(const unsigned char *data, size_t size, const nr_image_p
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     {
-        int c = s_check_size("PNG", w, h, p, err, errlen);
+        int c = nr_image_check_size("PNG", w, h, p, err, errlen);
         if (c < 0) {
             rc = c;
             goto done;
@@ -400,7 +436,7 @@ static int s_decode_png(const unsigned char *data, size_t size, const nr_image_p
             orientation = s_exif_orientation_raw(exif, exif_len);
     }
 #endif
-    rc = s_finish(img, orientation, NR_IMAGE_PNG, err, errlen);
+    rc = nr_image_finish(img, orientation, NR_IMAGE_PNG, err, errlen);
     if (rc) goto done;
     *out = img;
     img = NULL;
@@ -434,7 +470,7 @@ static int s_decode_webp(const unsigned char *data, size_t size, const nr_image_
     VP8StatusCode st = WebPGetFeatures(data, size, &f);
     if (st != VP8_STATUS_OK)
         return nr_seterr(err, errlen, NR_EIMAGE, "corrupt or truncated WebP: %s", s_webp_status(st));
-    int c = s_check_size("WebP", (uint64_t)(f.width > 0 ? f.width : 0), (uint64_t)(f.height > 0 ? f.height : 0), p,
+    int c = nr_image_check_size("WebP", (uint64_t)(f.width > 0 ? f.width : 0), (uint64_t)(f.height > 0 ? f.height : 0), p,
                          err, errlen);
     if (c < 0) return c;
     if (f.has_animation) return nr_seterr(err, errlen, NR_EIMAGE, "animated WebP is not supported");
@@ -481,11 +517,43 @@ static int s_decode_webp(const unsigned char *data, size_t size, const nr_image_
             WebPDemuxDelete(dmx);
         }
     }
-    if ((c = s_finish(img, orientation, NR_IMAGE_WEBP, err, errlen)) < 0) {
+    if ((c = nr_image_finish(img, orientation, NR_IMAGE_WEBP, err, errlen)) < 0) {
         nr_image_destroy(&img);
         return c;
     }
     *out = img;
+    return 0;
+}
+
+/* The checks every entry point starts with; 1 to go on, else a code. */
+static int s_precheck(const void *data, size_t size, const nr_image_params_t *p, char *err, size_t errlen) {
+    if (!data || size == 0) return nr_seterr(err, errlen, NR_ENOTIMAGE, "empty input (0 bytes) is not an image");
+    if (p->max_bytes && size > p->max_bytes)
+        return nr_seterr(err, errlen, NR_ETOOBIG, "image is %zu bytes, over the limit of %zu bytes", size,
+                         p->max_bytes);
+    if (p->page < 0 || p->page >= NR_IMAGE_MAX_PAGES)
+        return nr_seterr(err, errlen, NR_EINVAL, "page %d is out of range (0 to %d)", p->page,
+                         NR_IMAGE_MAX_PAGES - 1);
+    if (nr_image_detect(data, size) == NR_IMAGE_UNKNOWN) {
+        const unsigned char *d = data;
+        return nr_seterr(err, errlen, NR_ENOTIMAGE,
+                         "not a JPEG, PNG, WebP, TIFF, GIF, BMP, HEIC or AVIF image (first bytes %02x %02x %02x "
+                         "%02x, %zu bytes)",
+                         d[0], size > 1 ? d[1] : 0, size > 2 ? d[2] : 0, size > 3 ? d[3] : 0, size);
+    }
+    return 1;
+}
+
+int nr_image_page_count(const void *data, size_t size, const nr_image_params_t *params, int *count, char *err,
+                        size_t errlen) {
+    if (!count) return nr_seterr(err, errlen, NR_EINVAL, "nr_image_page_count: no output pointer");
+    *count = 0;
+    nr_image_params_t p = params ? *params : nr_image_default_params();
+    p.page = 0;
+    int c = s_precheck(data, size, &p, err, errlen);
+    if (c <= 0) return c;
+    if (nr_image_detect(data, size) == NR_IMAGE_TIFF) return nr_image_tiff_pages(data, size, &p, count, err, errlen);
+    *count = 1;
     return 0;
 }
 
@@ -494,26 +562,25 @@ int nr_image_decode(const void *data, size_t size, const nr_image_params_t *para
     if (!out) return nr_seterr(err, errlen, NR_EINVAL, "nr_image_decode: no output pointer");
     *out = NULL;
     nr_image_params_t p = params ? *params : nr_image_default_params();
-    if (!data || size == 0) return nr_seterr(err, errlen, NR_ENOTIMAGE, "empty input (0 bytes) is not an image");
-    if (p.max_bytes && size > p.max_bytes)
-        return nr_seterr(err, errlen, NR_ETOOBIG, "image is %zu bytes, over the limit of %zu bytes", size,
-                         p.max_bytes);
-    switch (nr_image_detect(data, size)) {
+    int c = s_precheck(data, size, &p, err, errlen);
+    if (c <= 0) return c;
+    nr_image_format_t f = nr_image_detect(data, size);
+    if (p.page > 0 && f != NR_IMAGE_TIFF)
+        return nr_seterr(err, errlen, NR_EIMAGE, "%s images have one page; page %d does not exist",
+                         nr_image_format_name(f), p.page);
+    switch (f) {
     case NR_IMAGE_JPEG: return s_decode_jpeg(data, size, &p, out, err, errlen);
     case NR_IMAGE_PNG: return s_decode_png(data, size, &p, out, err, errlen);
     case NR_IMAGE_WEBP: return s_decode_webp(data, size, &p, out, err, errlen);
-    default: {
-        const unsigned char *d = data;
-        const char *other = size >= 6 && (memcmp(d, "GIF87a", 6) == 0 || memcmp(d, "GIF89a", 6) == 0) ? "GIF"
-                            : size >= 2 && memcmp(d, "BM", 2) == 0                                      ? "BMP"
-                            : size >= 4 && (memcmp(d, "II*", 4) == 0 || memcmp(d, "MM\0*", 4) == 0)   ? "TIFF"
-                            : size >= 12 && memcmp(d + 4, "ftyp", 4) == 0                               ? "HEIF/AVIF"
-                                                                                                        : NULL;
-        if (other)
-            return nr_seterr(err, errlen, NR_ENOTIMAGE, "%s images are not supported (JPEG, PNG and WebP are)", other);
-        return nr_seterr(err, errlen, NR_ENOTIMAGE,
-                         "not a JPEG, PNG or WebP image (first bytes %02x %02x %02x %02x, %zu bytes)", d[0],
-                         size > 1 ? d[1] : 0, size > 2 ? d[2] : 0, size > 3 ? d[3] : 0, size);
-    }
+    case NR_IMAGE_TIFF: return nr_image_decode_tiff(data, size, &p, out, err, errlen);
+    case NR_IMAGE_GIF: return nr_image_decode_gif(data, size, &p, out, err, errlen);
+    case NR_IMAGE_BMP: return nr_image_decode_bmp(data, size, &p, out, err, errlen);
+    default:
+#ifdef NR_HAVE_HEIF
+        return nr_image_decode_heif(data, size, f, &p, out, err, errlen);
+#else
+        return nr_seterr(err, errlen, NR_ENOTIMAGE, "%s images are not supported by this build (built with NR_HEIF=OFF)",
+                         f == NR_IMAGE_AVIF ? "AVIF" : "HEIC");
+#endif
     }
 }

@@ -8,6 +8,9 @@ if(TARGET nr_client)
     LIBS nr_test_harness nr_client nr_proto nr_common PkgConfig::NR_IT_ZMQ
     LABELS integration TIMEOUT 900
     PROGRAMS narrator-broker narrator-worker-test narrator-worker-speech narrate)
+  if(NOT NR_HEIF)
+    target_compile_definitions(test_integration PRIVATE NR_TEST_NO_HEIF) # HEIC/AVIF cases left out
+  endif()
 
   # deploy/local-cluster.sh itself, with real processes on free ports.
   add_test(NAME local_cluster COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/local_cluster_test.sh

@@ -976,11 +976,45 @@ Test(files, image_names) {
     cr_expect(nr_files_is_image_name("dir.png/a.JPEG"));
     cr_expect(nr_files_is_image_name("x.WebP"));
     cr_expect(nr_files_is_image_name("x.png"));
-    cr_expect(!nr_files_is_image_name("x.gif"));
+    cr_expect(nr_files_is_image_name("x.gif"));
+    cr_expect(nr_files_is_image_name("scan.TIF") && nr_files_is_image_name("a/b.tiff"));
+    cr_expect(nr_files_is_image_name("x.Bmp") && nr_files_is_image_name("IMG_1.HEIC"));
+    cr_expect(nr_files_is_image_name("x.heif") && nr_files_is_image_name("x.avif"));
+    cr_expect(!nr_files_is_image_name("x.pdf") && !nr_files_is_image_name("x.tif.txt"));
     cr_expect(!nr_files_is_image_name(".jpg"));
     cr_expect(!nr_files_is_image_name("x.jpg.bak"));
     cr_expect(!nr_files_is_image_name("jpg"));
     cr_expect(!nr_files_is_image_name(NULL));
+}
+
+/* --all-pages counts a TIFF's pages by walking its directory chain:
+ * classic and BigTIFF, both byte orders; anything else is one page; a
+ * loop, a cut chain or any prefix of a real file never over-counts. */
+Test(files, tiff_pages) {
+    char path[4096];
+    const char *src = getenv("NR_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/tests/fixtures/image_formats/tiff_multipage.tif", src ? src : ".");
+    uint8_t *d = NULL;
+    size_t n = 0;
+    char err[256];
+    cr_assert_eq(nr_files_read(path, 1 << 20, &d, &n, err, sizeof err), 0, "%s (NR_SOURCE_DIR set?)", err);
+    cr_expect_eq(nr_files_tiff_pages(d, n, 1000), 3);
+    cr_expect_eq(nr_files_tiff_pages(d, n, 2), 2);
+    for (size_t len = 0; len < n; len++) {
+        int p = nr_files_tiff_pages(d, len, 1000);
+        cr_assert(p >= 1 && p <= 3, "cut to %zu: %d pages", len, p);
+    }
+    free(d);
+    /* Two empty directories, big-endian, the second pointing back to the first. */
+    const uint8_t loop[] = {'M', 'M', 0, 42, 0, 0, 0, 8, 0, 0, 0, 0, 0, 14, 0, 0, 0, 0, 0, 8};
+    cr_expect_eq(nr_files_tiff_pages(loop, sizeof loop, 1000), 2);
+    /* BigTIFF, little-endian: one directory, then the end. */
+    uint8_t big[40] = {'I', 'I', 43, 0, 8, 0, 0, 0, 16};
+    cr_expect_eq(nr_files_tiff_pages(big, sizeof big, 1000), 1);
+    big[24] = 16; /* next = itself: a loop */
+    cr_expect_eq(nr_files_tiff_pages(big, sizeof big, 1000), 1);
+    cr_expect_eq(nr_files_tiff_pages((const uint8_t *)"\xff\xd8\xff\xe0 a JPEG", 12, 1000), 1);
+    cr_expect_eq(nr_files_tiff_pages(NULL, 0, 1000), 1);
 }
 
 Test(files, folders_recursed_sorted_filtered) {

@@ -776,6 +776,31 @@ Test(gateway, audio_409_until_done_and_cancel) {
     s_end();
 }
 
+/* A form part sent untyped (application/octet-stream, as some clients
+ * do) is taken when its bytes start like an image the vision worker
+ * reads, TIFF, GIF, BMP, HEIC and AVIF included; other bytes are 415. */
+Test(gateway, untyped_parts_are_sniffed_for_every_format) {
+    s_start_gateway(C.cl.client_ep, NULL);
+    const char *files[] = {"../image_formats/tiff_strips.tif", "../image_formats/gif_plain.gif",
+                           "../image_formats/bmp_4.bmp", "../image_formats/heic_photo.heic",
+                           "../image_formats/avif_photo.avif"};
+    const char *form[] = {"image", "@upload.bin:application/octet-stream", NULL};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        size_t size = 0;
+        char *data = s_fixture(files[i], &size);
+        s_req_t m = {.method = "POST", .path = "/v1/jobs", .form = form, .file = data, .file_size = size};
+        s_resp_t r = s_http(&m);
+        s_require(r.status == 202, "%s sent untyped: HTTP %ld: %s", files[i], r.status, r.body);
+        s_resp_free(&r);
+        free(data);
+    }
+    static const char pdf[] = "%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n";
+    s_req_t m = {.method = "POST", .path = "/v1/jobs", .form = form, .file = pdf, .file_size = sizeof pdf - 1};
+    s_resp_t r = s_http(&m);
+    s_expect_error(&r, 415, "not_an_image", "a PDF sent untyped");
+    s_resp_free(&r);
+}
+
 Test(gateway, bad_requests_get_status_and_json_error) {
     s_start_gateway(C.cl.client_ep, NULL);
     size_t png_size = 0;

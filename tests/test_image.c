@@ -72,7 +72,7 @@ Test(image, detect_by_magic_bytes) {
     cr_assert_eq(nr_image_detect("\x89PNG\r\n\x1a\n", 8), NR_IMAGE_PNG);
     cr_assert_eq(nr_image_detect("RIFF\0\0\0\0WEBPVP8 ", 16), NR_IMAGE_WEBP);
     cr_assert_eq(nr_image_detect("RIFF\0\0\0\0WAVEfmt ", 16), NR_IMAGE_UNKNOWN);
-    cr_assert_eq(nr_image_detect("GIF89a", 6), NR_IMAGE_UNKNOWN);
+    cr_assert_eq(nr_image_detect("GIF89a", 6), NR_IMAGE_GIF);
     cr_assert_eq(nr_image_detect("\xff\xd8", 2), NR_IMAGE_UNKNOWN);
     cr_assert_eq(nr_image_detect(NULL, 0), NR_IMAGE_UNKNOWN);
     cr_assert_str_eq(nr_image_format_name(NR_IMAGE_WEBP), "webp");

@@ -897,6 +897,130 @@ Test(integration, narrate_submit_full_route_tiny_checkpoint) {
     s_end();
 }
 
+/* Copies tests/fixtures/image_formats/<name> into dir as <as>. */
+static void s_copy_format_fixture(const char *name, const char *dir, const char *as) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "tests/fixtures/image_formats/%s", name);
+    char *src = nr_harness_source_path(rel);
+    cr_assert_not_null(src, "%s", nr_harness_error());
+    size_t size = 0;
+    char *data = nr_harness_read_file(src, &size);
+    cr_assert_not_null(data);
+    char *dst = nr_harness_path(dir, "%s", as);
+    cr_assert_eq(nr_harness_write_file(dst, data, size), 0);
+    free(dst);
+    free(data);
+    free(src);
+}
+
+/* TIFF (tiled, CMYK, multi-page), GIF, BMP, HEIC and AVIF files found by
+ * the folder walk (any case of extension) go through real vision, text
+ * and speech workers and come out captioned and spoken; a truncated HEIC
+ * and a TIFF bomb fail alone with their codes. */
+Test(integration, new_formats_are_captioned) {
+    if (!C.narrate_bin) s_skip("narrate is not built");
+    s_model_worker("vision", "vision-a");
+    s_model_worker("text", "text-a");
+    s_speech_worker("speech-a");
+    s_wait_workers("vision", 1);
+    s_wait_workers("text", 1);
+    s_wait_workers("speech", 1);
+    char *in = nr_harness_path(C.cl.dir, "in");
+    char *out = nr_harness_path(C.cl.dir, "out");
+    cr_assert_eq(mkdir(in, 0755), 0);
+    const char *files[7][2] = {{"tiff_tiles.tif", "SCAN.TIF"},       {"tiff_cmyk.tif", "print.tiff"},
+                              {"tiff_multipage.tif", "pages.tif"},  {"heic_photo.heic", "IMG_0001.HEIC"},
+                              {"avif_alpha.avif", "web.avif"},      {"gif_animated.gif", "anim.gif"},
+                              {"bmp_565_bitfields.bmp", "old.bmp"}};
+#ifdef NR_TEST_NO_HEIF
+    const int n = 4; /* built with NR_HEIF=OFF: the HEIC and AVIF files are left out */
+    memmove(files[3], files[5], 2 * sizeof files[0]);
+#else
+    const int n = (int)(sizeof files / sizeof files[0]);
+#endif
+    for (int i = 0; i < n; i++) s_copy_format_fixture(files[i][0], in, files[i][1]);
+    const char *args[] = {"--timeout", "60", "submit", in, "-o", out, "--max-length", "8", NULL};
+    char *text = NULL;
+    int code = s_narrate(args, "narrate-formats.log", &text);
+    s_require(code == 0, "narrate submit exited %d: %s", code, text);
+    free(text);
+    for (int i = 0; i < n; i++) {
+        char stem[64];
+        snprintf(stem, sizeof stem, "%s", files[i][1]);
+        *strrchr(stem, '.') = '\0';
+        char *txt = nr_harness_path(out, "%s.txt", stem);
+        char *wav = nr_harness_path(out, "%s.wav", stem);
+        char *json = nr_harness_path(out, "%s.json", stem);
+        size_t size = 0;
+        char *caption = nr_harness_read_file(txt, &size);
+        s_require(caption && size > 0, "%s (%s): no caption", txt, files[i][0]);
+        char *audio = nr_harness_read_file(wav, &size);
+        s_require(audio != NULL, "%s: missing", wav);
+        char why[128];
+        const char *bad = s_check_wav((const uint8_t *)audio, size, why, sizeof why);
+        s_require(bad == NULL, "%s: %s", wav, bad);
+        char *record = nr_harness_read_file(json, NULL);
+        s_require(record && strstr(record, "\"done\""), "%s: %s", json, record ? record : "missing");
+        cr_log_info("%s: %s", files[i][1], caption);
+        free(record);
+        free(audio);
+        free(caption);
+        free(json);
+        free(wav);
+        free(txt);
+    }
+    s_require(s_redis_stat("submitted") == n, "narrator:stats submitted = %ld", s_redis_stat("submitted"));
+
+    /* --all-pages: each page of the 3-page TIFF is a job of its own (the
+     * page is a job option, so its id differs), written as pages@p1..3;
+     * a one-page TIFF keeps its plain name. */
+    char *pin = nr_harness_path(C.cl.dir, "pages-in");
+    char *pout = nr_harness_path(C.cl.dir, "pages-out");
+    cr_assert_eq(mkdir(pin, 0755), 0);
+    s_copy_format_fixture("tiff_multipage.tif", pin, "pages.tif");
+    s_copy_format_fixture("tiff_tiles.tif", pin, "one.tif");
+    const char *pargs[] = {"--timeout", "60", "submit", pin, "-o", pout, "--max-length", "8", "--all-pages", NULL};
+    code = s_narrate(pargs, "narrate-pages.log", &text);
+    s_require(code == 0, "narrate submit --all-pages exited %d: %s", code, text);
+    free(text);
+    const char *pstems[] = {"pages@p1", "pages@p2", "pages@p3", "one"};
+    for (int i = 0; i < 4; i++) {
+        char *json = nr_harness_path(pout, "%s.json", pstems[i]);
+        char *record = nr_harness_read_file(json, NULL);
+        s_require(record && strstr(record, "\"done\""), "%s: %s", json, record ? record : "missing");
+        free(record);
+        free(json);
+    }
+    /* one.tif's job is the same as SCAN.TIF's (same bytes and options). */
+    s_require(s_redis_stat("submitted") == n + 3, "--all-pages: submitted = %ld, want %d",
+              s_redis_stat("submitted"), n + 3);
+    free(pin);
+    free(pout);
+
+    char *bad_dir = nr_harness_path(C.cl.dir, "bad");
+    cr_assert_eq(mkdir(bad_dir, 0755), 0);
+#ifdef NR_TEST_NO_HEIF
+    s_copy_format_fixture("bad_truncated.tif", bad_dir, "cut.tif");
+#else
+    s_copy_format_fixture("bad_truncated.heic", bad_dir, "cut.heic");
+#endif
+    s_copy_format_fixture("bomb_100000x100000.tif", bad_dir, "bomb.tif");
+    s_copy_format_fixture("bmp_4.bmp", bad_dir, "fine.bmp");
+    const char *bad_args[] = {"--timeout", "60", "submit", bad_dir, "-o", out, "--max-length", "8", NULL};
+    code = s_narrate(bad_args, "narrate-formats-bad.log", &text);
+    s_require(code == 1, "narrate with bad images exited %d: %s", code, text);
+    s_require(strstr(text, "bad_image") && strstr(text, "image_too_large"), "narrate said: %s", text);
+    free(text);
+    char *good = nr_harness_path(out, "fine.txt");
+    s_require(access(good, F_OK) == 0, "the good BMP next to the bad files has no caption");
+    free(good);
+    for (int i = 0; i < C.cl.n_workers; i++) s_require(nr_harness_proc_running(C.cl.workers[i]), "worker %d died", i);
+    free(bad_dir);
+    free(out);
+    free(in);
+    s_end();
+}
+
 /* A checkpoint folder under the cluster's folder: the tiny fixture's config
  * and tokenizer files plus `weights` (fixture paths), linked. */
 static char *s_checkpoint_dir(const char *name, const char *const *weights) {

@@ -681,7 +681,8 @@ Test(stages, forged_states_frames_fail) {
 /* Vision jobs fed directly: each image error keeps its own code. */
 Test(stages, vision_job_errors) {
     s_stage_workers(1);
-    s_expect_fail("vision", NULL, "GIF89a....", 10, "vision", "not_an_image", "GIF header");
+    s_expect_fail("vision", NULL, "GIF89a....", 10, "vision", "bad_image", "truncated GIF header");
+    s_expect_fail("vision", NULL, "%PDF-1.7\n%", 10, "vision", "not_an_image", "PDF header");
     s_expect_fail("vision", NULL, "", 0, "vision", "not_an_image", "empty input");
     const struct {
         const char *name, *error;
@@ -696,6 +697,17 @@ Test(stages, vision_job_errors) {
         free(bytes);
         free(path);
     }
+    /* The page option (narrate submit --all-pages): not a page number is
+     * bad_option, a page the image does not have is bad_image. */
+    char *path = s_image_path("chelsea_317x211.jpg");
+    size_t size = 0;
+    char *bytes = nr_harness_read_file(path, &size);
+    cr_assert_not_null(bytes, "%s", path);
+    const char *bad_page[] = {"page", "two", NULL}, *no_page[] = {"page", "1", NULL};
+    s_expect_fail("vision", bad_page, bytes, size, "vision", "bad_option", "page=two");
+    s_expect_fail("vision", no_page, bytes, size, "vision", "bad_image", "page 1 of a JPEG");
+    free(bytes);
+    free(path);
     s_require(nr_harness_proc_running(C.cl.workers[0]), "the vision worker died");
 }
 

@@ -218,8 +218,9 @@ static enum MHD_Result s_begin(struct MHD_Connection *conn, nr_gw_req_t *req, co
                                     "malformed multipart/form-data header (no boundary?)");
     } else {
         return nr_gw_send_error(conn, req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, NR_ENOTIMAGE, NULL,
-                            "POST /v1/jobs takes an image (Content-Type image/jpeg, image/png or "
-                            "image/webp) or multipart/form-data with an 'image' field, not '%s'",
+                            "POST /v1/jobs takes an image (Content-Type image/jpeg, image/png, "
+                            "image/webp, image/tiff, image/gif, image/bmp, image/heic or image/avif) or "
+                            "multipart/form-data with an 'image' field, not '%s'",
                                 media[0] ? media : "(none)");
     }
     const char *clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -274,7 +275,7 @@ static enum MHD_Result s_finish(struct MHD_Connection *conn, nr_gw_req_t *req) {
         int untyped = !req->image_type[0] || !strcmp(req->image_type, "application/octet-stream");
         if (!typed && !(untyped && nr_gw_sniff_image(req->body, req->size)))
             return nr_gw_send_error(conn, req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, NR_ENOTIMAGE, NULL,
-                                    "the 'image' part is '%s', not an image (JPEG, PNG or WebP)",
+                                    "the 'image' part is '%s', not an image (JPEG, PNG, WebP, TIFF, GIF, BMP, HEIC or AVIF)",
                                     req->image_type[0] ? req->image_type : "untyped");
     }
     return nr_gw_handle_submit(conn, req);

@@ -1,4 +1,4 @@
-/* narrator-worker-vision: the vision stage; image bytes (JPEG/PNG/WebP) in,
+/* narrator-worker-vision: the vision stage; image bytes (JPEG/PNG/WebP/TIFF/GIF/BMP/HEIC/AVIF) in,
  * the image encoder's states out as one states frame naming the family
  * (models/states.h). Serves any captioner family (models/family.h).
  *
@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "models/captioner.h"
+#include "models/image.h"
 #include "workers/model.h"
 
 #include <stddef.h>
@@ -38,10 +39,12 @@ static const nr_config_option_t s_options[] = {
     NR_CONFIG_END};
 
 static const char s_usage[] =
-    "Vision stage worker: decodes each job's image (input frame 0: JPEG, PNG or WebP),\n"
+    "Vision stage worker: decodes each job's image (input frame 0: JPEG, PNG, WebP, TIFF,\n"
+    "GIF, BMP, HEIC or AVIF),\n"
     "preprocesses it as the checkpoint's image processor does and runs the image encoder\n"
     "of the checkpoint's family; the output (frame 0) is the encoder states\n"
     "as a states frame naming the family, for the text stage.\n"
+    "Job option page=N (0..999): that page of a multi-page TIFF (narrate submit --all-pages).\n"
     "Results: model, family, image_bytes, ms. A bad image fails its job (not_an_image, bad_image,\n"
     "image_too_large, too_large; final) and the worker keeps serving.\n"
     "--model DIR is required (or NARRATOR_WORKER_MODEL). With --batch-size B > 1 up to\n"
@@ -56,6 +59,22 @@ typedef struct {
 static int s_input(const nr_msg_t *job, char *err, size_t errlen) {
     if (job->frames_len < 1) return nr_seterr(err, errlen, NR_ENOTIMAGE, "no input frame (expected image bytes)");
     if (job->frames[0].size == 0) return nr_seterr(err, errlen, NR_ENOTIMAGE, "empty input (expected image bytes)");
+    return 0;
+}
+
+/* The job option page (a multi-page TIFF's page, 0-based; absent: 0).
+ * NR_EOPTION for anything but a decimal 0..NR_IMAGE_MAX_PAGES-1. */
+static int s_page(const nr_msg_t *job, int *page, char *err, size_t errlen) {
+    const char *v = nr_proto_kv_get(job, "page");
+    *page = 0;
+    if (!v) return 0;
+    long x = 0;
+    size_t i = 0;
+    for (; v[i] >= '0' && v[i] <= '9' && i < 4; i++) x = x * 10 + (v[i] - '0');
+    if (i == 0 || v[i] || x >= NR_IMAGE_MAX_PAGES)
+        return nr_seterr(err, errlen, NR_EOPTION, "option page=\"%.16s\" is not a page number 0..%d", v,
+                         NR_IMAGE_MAX_PAGES - 1);
+    *page = (int)x;
     return 0;
 }
 
@@ -83,16 +102,19 @@ static int s_image_error(const s_vision_t *v, const nr_msg_t *job, float *scratc
                          size_t errlen) {
     const void *bytes[1] = {job->frames[0].data};
     size_t sizes[1] = {job->frames[0].size};
-    int status[1] = {0};
+    int status[1] = {0}, pages[1] = {0};
     char detail[512] = "";
-    int rc = nr_captioner_encode_images(v->cap, bytes, sizes, 1, scratch, status, detail, sizeof detail);
+    if (s_page(job, &pages[0], err, errlen)) return NR_EOPTION;
+    int rc = nr_captioner_encode_pages(v->cap, bytes, sizes, pages, 1, scratch, status, detail, sizeof detail);
     if (rc == 0 && status[0] != 0 && detail[0]) return nr_seterr(err, errlen, status[0], "%s", detail);
     return nr_seterr(err, errlen, code, "%s", nr_strerror(code));
 }
 
 static int s_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, size_t errlen) {
     const s_vision_t *v = ctx;
+    int pages[1] = {0};
     int rc = s_input(job, err, errlen);
+    if (rc == 0) rc = s_page(job, &pages[0], err, errlen);
     if (rc) return rc;
     float *states = malloc(v->states_floats * sizeof(float));
     if (!states) return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
@@ -100,7 +122,7 @@ static int s_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, si
     size_t sizes[1] = {job->frames[0].size};
     int status[1] = {0};
     char detail[512] = "";
-    rc = nr_captioner_encode_images(v->cap, bytes, sizes, 1, states, status, detail, sizeof detail);
+    rc = nr_captioner_encode_pages(v->cap, bytes, sizes, pages, 1, states, status, detail, sizeof detail);
     if (rc) {
         rc = nr_seterr(err, errlen, rc, "%s", detail);
     } else if (status[0]) {
@@ -119,14 +141,16 @@ static void s_run_batch(void *ctx, const nr_msg_t *const *jobs, size_t n, nr_msg
     size_t *sizes = calloc(n, sizeof(*sizes));
     size_t *which = calloc(n, sizeof(*which)); /* batch slot -> job index */
     int *status = calloc(n, sizeof(*status));
+    int *pages = calloc(n, sizeof(*pages));
     float *states = malloc((n + 1) * v->states_floats * sizeof(float)); /* + 1: scratch */
-    if (!bytes || !sizes || !which || !status || !states) {
+    if (!bytes || !sizes || !which || !status || !pages || !states) {
         for (size_t i = 0; i < n; i++) codes[i] = nr_seterr(errs[i], errlen, NR_ENOMEM, "out of memory");
         goto out;
     }
     int k = 0;
     for (size_t i = 0; i < n; i++) {
         codes[i] = s_input(jobs[i], errs[i], errlen);
+        if (codes[i] == 0) codes[i] = s_page(jobs[i], &pages[k], errs[i], errlen);
         if (codes[i]) continue;
         bytes[k] = jobs[i]->frames[0].data;
         sizes[k] = jobs[i]->frames[0].size;
@@ -134,7 +158,7 @@ static void s_run_batch(void *ctx, const nr_msg_t *const *jobs, size_t n, nr_msg
     }
     if (k > 0) {
         char detail[512] = "";
-        int rc = nr_captioner_encode_images(v->cap, bytes, sizes, k, states, status, detail, sizeof detail);
+        int rc = nr_captioner_encode_pages(v->cap, bytes, sizes, pages, k, states, status, detail, sizeof detail);
         float *scratch = states + (size_t)n * v->states_floats;
         for (int j = 0; j < k; j++) {
             size_t i = which[j];
@@ -152,6 +176,7 @@ out:
     free(sizes);
     free(which);
     free(status);
+    free(pages);
     free(states);
 }
 
