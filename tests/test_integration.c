@@ -945,9 +945,8 @@ Test(integration, new_formats_are_captioned) {
     s_require(code == 0, "narrate submit exited %d: %s", code, text);
     free(text);
     for (int i = 0; i < n; i++) {
-        char stem[64];
+        char stem[64]; /* outputs keep the image's whole name: SCAN.TIF.txt */
         snprintf(stem, sizeof stem, "%s", files[i][1]);
-        *strrchr(stem, '.') = '\0';
         char *txt = nr_harness_path(out, "%s.txt", stem);
         char *wav = nr_harness_path(out, "%s.wav", stem);
         char *json = nr_harness_path(out, "%s.json", stem);
@@ -983,7 +982,7 @@ Test(integration, new_formats_are_captioned) {
     code = s_narrate(pargs, "narrate-pages.log", &text);
     s_require(code == 0, "narrate submit --all-pages exited %d: %s", code, text);
     free(text);
-    const char *pstems[] = {"pages@p1", "pages@p2", "pages@p3", "one"};
+    const char *pstems[] = {"pages.tif@p1", "pages.tif@p2", "pages.tif@p3", "one.tif"};
     for (int i = 0; i < 4; i++) {
         char *json = nr_harness_path(pout, "%s.json", pstems[i]);
         char *record = nr_harness_read_file(json, NULL);
@@ -1011,7 +1010,7 @@ Test(integration, new_formats_are_captioned) {
     s_require(code == 1, "narrate with bad images exited %d: %s", code, text);
     s_require(strstr(text, "bad_image") && strstr(text, "image_too_large"), "narrate said: %s", text);
     free(text);
-    char *good = nr_harness_path(out, "fine.txt");
+    char *good = nr_harness_path(out, "fine.bmp.txt");
     s_require(access(good, F_OK) == 0, "the good BMP next to the bad files has no caption");
     free(good);
     for (int i = 0; i < C.cl.n_workers; i++) s_require(nr_harness_proc_running(C.cl.workers[i]), "worker %d died", i);
