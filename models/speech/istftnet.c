@@ -188,6 +188,9 @@ int nr_ko_generator_sizes_ok(const nr_ko_net_t *m) {
         if (m->ups_k[i] < m->ups_rate[i] || (m->ups_k[i] - m->ups_rate[i]) % 2) return 0;
         scale *= m->ups_rate[i];
     }
+    /* The STFT's reflect padding needs more samples than n_fft / 2 (two
+     * frames give 2 * scale), and the iSTFT's frames must overlap. */
+    if (2 * scale <= m->n_fft / 2 || m->hop > m->n_fft) return 0;
     for (int T2 = 2; T2 <= 5; T2++) {
         int hframes = T2 * scale / m->hop + 1, T = T2;
         for (int i = 0; i < m->n_ups; i++) {

@@ -107,7 +107,8 @@ int nr_ko_generator(const nr_ko_net_t *m, const float *x, int T2, const float *s
 
 /* 1 when the istftnet settings give the lengths the generator relies on
  * (each upsampling kernel minus its rate even and not negative, noise
- * convs landing on the upsampled lengths), else 0. */
+ * convs landing on the upsampled lengths, enough samples for the STFT's
+ * padding, hop <= n_fft), else 0. */
 int nr_ko_generator_sizes_ok(const nr_ko_net_t *m);
 
 /* Blocks shared by the predictor and the decoder (kokoro_net.c). */
