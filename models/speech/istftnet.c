@@ -182,6 +182,27 @@ static int s_istft(const float *mag, const float *phase, int frames, int nfft, i
     return 0;
 }
 
+int nr_ko_generator_sizes_ok(const nr_ko_net_t *m) {
+    int scale = m->hop;
+    for (int i = 0; i < m->n_ups; i++) {
+        if (m->ups_k[i] < m->ups_rate[i] || (m->ups_k[i] - m->ups_rate[i]) % 2) return 0;
+        scale *= m->ups_rate[i];
+    }
+    /* The STFT's reflect padding needs more samples than n_fft / 2 (two
+     * frames give 2 * scale), and the iSTFT's frames must overlap. */
+    if (2 * scale <= m->n_fft / 2 || m->hop > m->n_fft) return 0;
+    for (int T2 = 2; T2 <= 5; T2++) {
+        int hframes = T2 * scale / m->hop + 1, T = T2;
+        for (int i = 0; i < m->n_ups; i++) {
+            int last = i == m->n_ups - 1, sf = 1, Tn = T * m->ups_rate[i] + last;
+            for (int j = i + 1; j < m->n_ups; j++) sf *= m->ups_rate[j];
+            if ((last ? hframes : nr_conv1d_out_len(hframes, 2 * sf, sf, (sf + 1) / 2, 1)) != Tn) return 0;
+            T = Tn;
+        }
+    }
+    return 1;
+}
+
 int nr_ko_generator(const nr_ko_net_t *m, const float *x_in, int T2, const float *s, const float *f0, uint64_t seed,
                     float **pcm, size_t *n_samples, float **har_out, float **spec_out) {
     int scale = m->hop, nfft = m->n_fft, rc = NR_ENOMEM;

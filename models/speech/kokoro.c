@@ -450,10 +450,15 @@ static int s_config(nr_kokoro_t *k, const char *dir, char *err, size_t errlen) {
     const cJSON *dl = cJSON_GetObjectItemCaseSensitive(is, "resblock_dilation_sizes");
     nd = cJSON_IsArray(dl) ? cJSON_GetArraySize(dl) : -1;
     if (nk != m->n_ups || nd != m->n_kernels || m->b_hidden % m->b_heads || m->hidden % 2 || m->n_fft % 2 ||
-        (m->up_init >> m->n_ups) < 1) {
-        rc = nr_seterr(err, errlen, NR_EMODEL, "%s: inconsistent sizes (upsample lists, resblock lists, heads)", path);
+        (m->up_init >> m->n_ups) < 1 || m->te_kernel % 2 == 0 || !nr_ko_generator_sizes_ok(m)) {
+        rc = nr_seterr(err, errlen, NR_EMODEL, "%s: inconsistent sizes (upsample lists, resblock lists, heads, an even text encoder kernel, istftnet lengths)", path);
         goto out;
     }
+    for (int i = 0; i < m->n_kernels; i++)
+        if (m->rk[i] % 2 == 0) { /* "same" padding needs odd kernels */
+            rc = nr_seterr(err, errlen, NR_EMODEL, "%s: resblock_kernel_sizes must be odd", path);
+            goto out;
+        }
     for (int i = 0; i < nd; i++) {
         const cJSON *e = cJSON_GetArrayItem(dl, i);
         int c = cJSON_IsArray(e) ? cJSON_GetArraySize(e) : -1;

@@ -105,6 +105,12 @@ int nr_ko_decode(const nr_ko_net_t *m, const float *asr, int frames, const float
 int nr_ko_generator(const nr_ko_net_t *m, const float *x, int T2, const float *s, const float *f0, uint64_t seed,
                     float **pcm, size_t *n_samples, float **har_out, float **spec_out);
 
+/* 1 when the istftnet settings give the lengths the generator relies on
+ * (each upsampling kernel minus its rate even and not negative, noise
+ * convs landing on the upsampled lengths, enough samples for the STFT's
+ * padding, hop <= n_fft), else 0. */
+int nr_ko_generator_sizes_ok(const nr_ko_net_t *m);
+
 /* Blocks shared by the predictor and the decoder (kokoro_net.c). */
 int nr_ko_adain(const nr_ko_adain_t *a, const float *s, const float *x, int T, float *y);
 int nr_ko_resblk(const nr_ko_resblk_t *b, const float *s, const float *x, int T, float *y);
