@@ -13,6 +13,7 @@
 #include "tests/harness.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -421,5 +422,134 @@ Test(archive_it, thousand_images_in_nested_folders) {
     free(m);
     free(jsonl);
     free(csv);
+    s_stop();
+}
+
+static int s_strcmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The archive issue's acceptance run: 1,000 files of every format in 100
+ * nested folders (each image fixture of tests/fixtures/image_formats, good
+ * and hostile, in turn, with JPEG, PNG and WebP), one of them a JPEG whose
+ * XMP holds a person's alt text. One submit with sidecars and a manifest:
+ * every good file is captioned, every bad one fails alone with a clear
+ * code, the person's alt text is kept; a rerun does no new work for the
+ * captioned ones. */
+Test(archive_it, thousand_mixed_formats_with_sidecars_and_manifest) {
+    s_start();
+    char *dir = nr_harness_source_path("tests/fixtures/image_formats");
+    cr_assert_not_null(dir);
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d, "%s", dir);
+    char *names[160];
+    int n_names = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL && n_names < 157;) {
+        const char *dot = strrchr(e->d_name, '.');
+        /* Decoded references, the case list, and the MP4 (not an image name: the walk skips it). */
+        if (e->d_name[0] == '.' || !dot || strstr(e->d_name, ".dec.") || !strcmp(dot, ".json") || !strcmp(dot, ".mp4"))
+            continue;
+        names[n_names++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, (size_t)n_names, sizeof *names, s_strcmp);
+    /* The existing formats too, from tests/fixtures/images. */
+    names[n_names++] = strdup("../images/astronaut_50x40_up.jpg");
+    names[n_names++] = strdup("../images/astronaut_rgba.png");
+    names[n_names++] = strdup("../images/astronaut_1000x20.webp");
+    cr_assert_gt(n_names, 40);
+    cr_assert_eq(mkdir(C.in, 0700), 0);
+    static char rels[1000][96];
+    static int which[1000];
+    for (int a = 0, n = 0; a < 10; a++) {
+        char folder[64];
+        snprintf(folder, sizeof folder, "%d", 1990 + a);
+        char *p = s_at(C.in, folder);
+        cr_assert_eq(mkdir(p, 0700), 0);
+        free(p);
+        for (int b = 0; b < 10; b++) {
+            snprintf(folder, sizeof folder, "%d/box %02d", 1990 + a, b);
+            p = s_at(C.in, folder);
+            cr_assert_eq(mkdir(p, 0700), 0);
+            free(p);
+            for (int k = 0; k < 10; k++, n++) {
+                which[n] = n % n_names;
+                const char *name = names[which[n]], *ext = strrchr(name, '.');
+                snprintf(rels[n], sizeof rels[n], "%s/%03d%s", folder, k, ext);
+                char fixture[160];
+                snprintf(fixture, sizeof fixture, "../image_formats/%s", name);
+                if (n == 0) { /* the one a person described */
+                    snprintf(rels[n], sizeof rels[n], "%s/%03d.jpg", folder, k);
+                    s_jpeg_with_xmp(rels[n], s_packet("A person wrote this"));
+                    which[n] = -1;
+                } else {
+                    s_copy_fixture(fixture, rels[n]);
+                }
+            }
+        }
+    }
+    char *jsonl = nr_harness_path(C.cl.dir, "mixed.jsonl");
+    const char *args[] = {"--alt-text", "sidecar", "--window", "64", "--quiet", "--manifest", jsonl, NULL};
+    char *log = NULL;
+    int code = s_submit(C.out, args, &log);
+    s_require(code == 1, "exit %d (1: the bad files failed): %s", code, log);
+    free(log);
+    long done = nr_harness_stat(C.client, "jobs.done");
+    char *m = nr_harness_read_file(jsonl, NULL);
+    s_require(m && s_count(m, "\n") == 1000, "manifest rows: %d", s_count(m, "\n"));
+    int good = 0, bad = 0;
+    for (int n = 0; n < 1000; n++) {
+        char key[160];
+        snprintf(key, sizeof key, "%s/%s\"", C.in, rels[n]);
+        char *row = strstr(m, key);
+        s_require(row, "no manifest row for %s", rels[n]);
+        char *end = strchr(row, '\n');
+        *end = '\0';
+        const char *name = which[n] < 0 ? "human.jpg" : names[which[n]];
+        int hostile = !strncmp(name, "bad_", 4) || !strncmp(name, "bomb_", 5);
+        if (hostile) {
+            bad++;
+            s_require(strstr(row, "\"state\":\"failed\"") &&
+                          (strstr(row, "\"error\":\"bad_image\"") || strstr(row, "\"error\":\"not_an_image\"") ||
+                           strstr(row, "\"error\":\"image_too_large\"")) &&
+                          !strstr(row, "\"error_message\":null"),
+                      "%s (%s) did not fail with a clear error: %s", rels[n], name, row);
+        } else {
+            good++;
+            s_require(strstr(row, "\"state\":\"done\"") && !strstr(row, "\"caption\":null"),
+                      "%s (%s) was not captioned: %s", rels[n], name, row);
+            const char *action = which[n] < 0 ? "\"alt_text_action\":\"kept-existing\""
+                                               : "\"alt_text_action\":\"written\"";
+            s_require(strstr(row, action), "%s: %s", rels[n], row);
+            if (which[n] >= 0) {
+                char side[128];
+                snprintf(side, sizeof side, "%s.xmp", rels[n]);
+                for (char *c = side; *c; c++)
+                    if (*c == ' ') *c = '_'; /* names are made safe */
+                s_require(s_exists(C.out, side), "sidecar %s missing", side);
+            }
+        }
+        *end = '\n';
+    }
+    s_require(good > 500 && bad > 100, "%d good, %d bad", good, bad);
+    free(m);
+    /* The person's alt text is where it was, untouched. */
+    char *human = nr_harness_path(C.in, "%s", rels[0]);
+    char *alt = s_alt(human);
+    s_require(alt && !strcmp(alt, "A person wrote this"), "human alt text: %s", alt ? alt : "(none)");
+    free(alt);
+    free(human);
+
+    /* Rerun: no captioned image is done again, every row is written again. */
+    code = s_submit(C.out, args, &log);
+    s_require(code == 1, "rerun exit %d: %s", code, log);
+    free(log);
+    s_require(nr_harness_stat(C.client, "jobs.done") == done, "the rerun captioned again");
+    m = nr_harness_read_file(jsonl, NULL);
+    s_require(m && s_count(m, "\n") == 1000 && s_count(m, "\"alt_text_action\":\"kept-existing\"") == good,
+              "rerun rows: %d, kept: %d of %d", s_count(m, "\n"), s_count(m, "\"alt_text_action\":\"kept-existing\""),
+              good);
+    free(m);
+    free(jsonl);
+    for (int i = 0; i < n_names; i++) free(names[i]);
+    free(dir);
     s_stop();
 }
