@@ -93,7 +93,9 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
     if ((rc = c->fam->load(&c->cfg, c->ck, c->be, c->has_encoder, c->has_decoder, &c->fm, err, errlen))) goto fail;
     if (p.load_decoder && c->cfg.wordpiece && (rc = nr_wordpiece_load(dir, &c->wp, err, errlen))) goto fail;
 #ifdef NR_HAVE_TOKENIZER
-    if (p.load_decoder && !c->cfg.wordpiece && (rc = nr_tokenizer_load(dir, &c->tok, err, errlen))) goto fail;
+    if (p.load_decoder && !c->cfg.wordpiece && !c->cfg.gemma_tokenizer &&
+        (rc = nr_tokenizer_load(dir, &c->tok, err, errlen)))
+        goto fail;
 #endif
 #ifdef NR_HAVE_IMAGE
     c->ip = nr_image_default_params();
@@ -289,6 +291,8 @@ int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, co
     return nr_seterr(err, errlen, NR_EUNSUPPORTED, "caption: built without the tokenizer module");
 #else
     if (!c || !captions || n <= 0) return nr_seterr(err, errlen, NR_EINVAL, "caption: bad arguments");
+    if (c->has_decoder && !c->wp && !c->tok)
+        return nr_seterr(err, errlen, NR_EUNSUPPORTED, "caption: no tokenizer for %s in this build", c->name);
     nr_gen_config_t g = gen ? *gen : c->cfg.gen;
     for (int i = 0; i < n; i++) captions[i] = NULL;
     int *ids = malloc((size_t)n * (g.max_length > 0 ? g.max_length : 1) * sizeof(int));

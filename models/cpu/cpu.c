@@ -240,15 +240,34 @@ static int s_attention(void *ctx, const nr_attn_args_t *a) { return nr_cpu_atten
 static int s_embed(void *ctx, float *out, const float *wte, const float *wpe, const int *ids, const int *pos, int n,
                    int dim, int vocab, int n_positions) {
     for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= vocab || pos[i] < 0 || pos[i] >= n_positions) return NR_EINVAL;
+        if (ids[i] < 0 || ids[i] >= vocab || (wpe && (pos[i] < 0 || pos[i] >= n_positions))) return NR_EINVAL;
     for (int i = 0; i < n; i++) {
-        const float *t = wte + (size_t)ids[i] * dim, *p = wpe + (size_t)pos[i] * dim;
+        const float *t = wte + (size_t)ids[i] * dim;
         float *o = out + (size_t)i * dim;
+        if (!wpe) {
+            memcpy(o, t, (size_t)dim * sizeof(float));
+            continue;
+        }
+        const float *p = wpe + (size_t)pos[i] * dim;
         for (int d = 0; d < dim; d++) o[d] = t[d] + p[d];
     }
     return 0;
 }
 static int s_patch_embed(void *ctx, const nr_patch_args_t *a) { return nr_cpu_patch_embed(a); }
+static int s_rmsnorm(void *ctx, float *y, const float *x, const float *g, int M, int N, float eps) {
+    if (M < 0 || N <= 0) return NR_EINVAL;
+    nr_cpu_rmsnorm(y, x, g, M, N, eps);
+    return 0;
+}
+static int s_rotary(void *ctx, const nr_rotary_args_t *a) { return nr_cpu_rotary(a); }
+static int s_mul(void *ctx, float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] *= x[i];
+    return 0;
+}
+static int s_scale(void *ctx, float *x, size_t n, float sc) {
+    for (size_t i = 0; i < n; i++) x[i] *= sc;
+    return 0;
+}
 
 static const nr_backend_ops_t s_ops = {
     .name = "cpu",
@@ -270,6 +289,10 @@ static const nr_backend_ops_t s_ops = {
     .attention = s_attention,
     .embed = s_embed,
     .patch_embed = s_patch_embed,
+    .rmsnorm = s_rmsnorm,
+    .rotary = s_rotary,
+    .mul = s_mul,
+    .scale = s_scale,
 };
 
 int nr_cpu_precision_from_name(const char *name) {
