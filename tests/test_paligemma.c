@@ -37,7 +37,7 @@ typedef struct {
 } s_fix_t;
 
 static const char *s_fixtures[] = {"paligemma-tiny", "paligemma-tiny-bf16"};
-static const char *s_prompts[] = {"en", "es", "long"};
+static const char *s_prompts[] = {"en", "es", "de"}; /* "caption <language>" */
 
 static s_fix_t s_fix(const char *name) {
     s_fix_t f = {.name = name};
@@ -148,8 +148,8 @@ Test(paligemma, image_features_against_reference) {
     }
 }
 
-/* The decoder directly: the teacher text's logits with its first 4 tokens
- * (<bos>, prompt, "\n") as the prefix step, then token by token. */
+/* The decoder directly: the teacher text's logits with its first tokens
+ * (<bos>, "caption en", "\n") as the prefix step, then token by token. */
 Test(paligemma, logits_against_reference) {
     for (size_t k = 0; k < 2; k++) {
         s_fix_t f = s_fix(s_fixtures[k]);
@@ -166,7 +166,10 @@ Test(paligemma, logits_against_reference) {
         size_t ns, nl, ni;
         float *feats = s_ref(&f, "image_features", &ns), *want = s_ref(&f, "logits", &nl);
         float *idf = s_ref(&f, "input_ids", &ni);
-        const int T = (int)ni / 2, V = cfg.vocab_size, S = cfg.states_seq, P = 4;
+        int plen = 0;
+        free(nr_test_ref_ids(f.ref, "prompt_ids.en", &plen)); /* the teacher text starts <bos> "caption en\n" */
+        const int T = (int)ni / 2, V = cfg.vocab_size, S = cfg.states_seq, P = 1 + plen;
+        cr_assert(P < T && T <= 16);
         cr_assert_eq(nl, (size_t)2 * T * V);
         int *ids = malloc(ni * sizeof(int));
         for (size_t i = 0; i < ni; i++) ids[i] = (int)idf[i];
@@ -174,7 +177,7 @@ Test(paligemma, logits_against_reference) {
         cr_assert_null(d.ops->state_new(d.model, 2, T, 2, S + 1)); /* not this model's image tokens */
         void *s = d.ops->state_new(d.model, 2, T, 2, S);
         cr_assert_not_null(s);
-        int pre[8];
+        int pre[32];
         for (int r = 0; r < 2; r++) memcpy(pre + r * P, ids + r * T, P * sizeof(int));
         /* the prefix at once, every position's logits */
         cr_assert_eq(d.ops->set_encoder(d.model, s, feats, NULL), 0);
@@ -200,7 +203,7 @@ Test(paligemma, logits_against_reference) {
         cr_assert_eq(d.ops->step(d.model, s, pre, P, one, 0), 0);
         for (int r = 0; r < 2; r++)
             cr_assert(s_close(one + (size_t)r * V, want + ((size_t)r * T + P - 1) * V, V, NULL) <= 1);
-        int rest[2 * 8];
+        int rest[32];
         const int nr = T - P;
         for (int r = 0; r < 2; r++) memcpy(rest + r * nr, ids + r * T + P, (size_t)nr * sizeof(int));
         cr_assert_eq(d.ops->step(d.model, s, rest, nr, got, 1), 0);
@@ -263,8 +266,15 @@ Test(paligemma, generation_against_reference) {
         const float *sources[2] = {feats, own};
         for (size_t p = 0; p < sizeof s_prompts / sizeof *s_prompts; p++) {
             snprintf(name, sizeof name, "prompt_ids.%s", s_prompts[p]);
-            int plen = 0;
-            int *prompt = nr_test_ref_ids(f.ref, name, &plen);
+            int plen = 0, *prompt = nr_test_ref_ids(f.ref, name, &plen), *mine = NULL, nm = 0;
+            /* the language's prompt through the Gemma tokenizer: the reference's ids */
+            char text[64];
+            cr_assert_eq(nr_captioner_job_prompt(f.cap, NULL, s_prompts[p], text, sizeof text, err, sizeof err), 0,
+                         "%s", err);
+            cr_assert_eq(nr_captioner_prompt_ids(f.cap, text, &mine, &nm, err, sizeof err), 0, "%s", err);
+            cr_assert_eq(nm, plen);
+            cr_assert_eq(memcmp(mine, prompt, (size_t)plen * sizeof(int)), 0, "%s: ids of \"%s\"", f.name, text);
+            free(mine);
             nr_gen_config_t g = nr_captioner_gen_defaults(f.cap);
             cr_assert_eq(g.max_length, f.max_length);
             g.prompt_ids = prompt;
@@ -289,6 +299,23 @@ Test(paligemma, generation_against_reference) {
                         s_check_ids(&f, name, alone, len1);
                     }
                 }
+            /* the greedy captions: decoded after the prompt, special tokens skipped */
+            char *caps[2] = {NULL, NULL};
+            int nt[2];
+            g.num_beams = 1;
+            cr_assert_eq(nr_captioner_caption(f.cap, feats, 2, &g, caps, nt, err, sizeof err), 0, "%s", err);
+            for (int i = 0; i < 2; i++) {
+                snprintf(name, sizeof name, "greedy_caption.%s.%d", s_prompts[p], i);
+                size_t n = 0;
+                float *want = s_ref(&f, name, &n);
+                char *w = calloc(n + 1, 1);
+                for (size_t j = 0; j < n; j++) w[j] = (char)(unsigned char)want[j];
+                cr_assert_str_eq(caps[i], w, "%s %s", f.name, name);
+                fprintf(stderr, "%s %s: \"%s\" (%d tokens)\n", f.name, name, caps[i], nt[i]);
+                free(w);
+                free(want);
+                free(caps[i]);
+            }
             free(prompt);
         }
         free(feats);
@@ -296,6 +323,46 @@ Test(paligemma, generation_against_reference) {
         free(own);
         s_fix_free(&f);
     }
+}
+
+/* Prompts: "caption <language>" unless the job names a prompt; languages
+ * are codes; a family without languages refuses one, naming itself. */
+Test(paligemma, prompts_and_languages) {
+    s_fix_t f = s_fix("paligemma-tiny");
+    char out[300], err[512];
+    cr_assert(nr_captioner_takes_language(f.cap));
+    cr_assert_eq(nr_captioner_job_prompt(f.cap, NULL, NULL, out, sizeof out, err, sizeof err), 0);
+    cr_assert_str_eq(out, "caption en");
+    cr_assert_eq(nr_captioner_job_prompt(f.cap, "", "pt-BR", out, sizeof out, err, sizeof err), 0);
+    cr_assert_str_eq(out, "caption pt-BR");
+    cr_assert_eq(nr_captioner_job_prompt(f.cap, "answer en what is this?", "es", out, sizeof out, err, sizeof err), 0);
+    cr_assert_str_eq(out, "answer en what is this?");
+    const char *bad[] = {"e", "english", "EN", "en-", "en-x", "en_US", "en-US-", "es-abcdefghi", "zh-TW;rm", "e1",
+                         "abcdefghijklmnopq"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_assert_not(nr_captioner_language_valid(bad[i]), "%s", bad[i]);
+        cr_assert_eq(nr_captioner_job_prompt(f.cap, NULL, bad[i], out, sizeof out, err, sizeof err), NR_EOPTION);
+    }
+    const char *good[] = {"en", "es", "zh-TW", "pt-BR", "sr-Latn-RS", "yue"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) cr_assert(nr_captioner_language_valid(good[i]), "%s", good[i]);
+    /* the prompt's ids end with "\n"'s */
+    int *ids = NULL, n = 0;
+    cr_assert_eq(nr_captioner_prompt_ids(f.cap, "caption en", &ids, &n, err, sizeof err), 0, "%s", err);
+    cr_assert(n >= 2);
+    cr_assert_eq(ids[n - 1], 19);
+    free(ids);
+    s_fix_free(&f);
+    /* git: no languages, and its default is no prompt */
+    char dir[1200];
+    nr_captioner_t *git = NULL;
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/git-tiny", nr_test_src());
+    cr_assert_eq(nr_captioner_load(dir, NULL, &git, err, sizeof err), 0, "%s", err);
+    cr_assert_not(nr_captioner_takes_language(git));
+    cr_assert_eq(nr_captioner_job_prompt(git, NULL, "es", out, sizeof out, err, sizeof err), NR_EUNSUPPORTED);
+    cr_assert(strstr(err, "git") && strstr(err, "language"), "%s", err);
+    cr_assert_eq(nr_captioner_job_prompt(git, NULL, NULL, out, sizeof out, err, sizeof err), 0);
+    cr_assert_str_eq(out, "");
+    nr_captioner_destroy(&git);
 }
 
 /* Image bytes through the checkpoint's SiglipImageProcessor config give
