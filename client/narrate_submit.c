@@ -178,6 +178,7 @@ static int s_submit_batch(s_run_t *run, size_t room) {
     /* The command line was checked; a refusal here fails each job with it. */
     int opts_rc = nr_client_options(&opts, cli->beams, cli->max_length, cli->voice, cli->prompt, opts_err,
                                     sizeof opts_err);
+    if (opts_rc == 0) opts_rc = nr_client_options_language(&opts, cli->language, opts_err, sizeof opts_err);
     size_t *which = calloc(room, sizeof *which);
     nr_client_job_t *jobs = calloc(room, sizeof *jobs);
     nr_msg_t *replies = calloc(room, sizeof *replies);

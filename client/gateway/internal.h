@@ -125,6 +125,7 @@ typedef enum { NR_GW_BODY_NONE = 0, NR_GW_BODY_RAW, NR_GW_BODY_MULTIPART, NR_GW_
 typedef struct {
     char voice[NR_GW_VOICE_MAX + 1];
     char prompt[NR_GW_PROMPT_MAX + 1]; /* "": not given */
+    char language[NR_CLIENT_LANGUAGE_MAX + 1]; /* "": not given */
     long beams, max_length; /* 0: not given */
     unsigned seen;          /* options given so far (bits of body.c's table), to refuse repeats */
 } nr_gw_opts_t;
