@@ -60,6 +60,19 @@ static int s_exists(const char *path) {
     return stat(path, &sb) == 0;
 }
 
+/* The process's resident memory (VmRSS) in MiB, -1 when unknown: logged at
+ * load, where a 3B-parameter checkpoint's weights land. */
+static long s_resident_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+    fclose(f);
+    return kib < 0 ? -1 : kib / 1024;
+}
+
 int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_captioner_t **out, char *err,
                       size_t errlen) {
     if (!out || !dir) return nr_seterr(err, errlen, NR_EINVAL, "captioner: no checkpoint folder");
@@ -125,8 +138,9 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
         goto fail;
     }
 #endif
-    nr_log(NR_LOG_INFO, "models: loaded %s (family %s, states [%d, %d], vocabulary %d, device %s)", c->name,
-           c->fam->name, c->cfg.states_seq, c->cfg.states_hidden, c->cfg.vocab_size, p.device ? p.device : "cpu");
+    nr_log(NR_LOG_INFO, "models: loaded %s (family %s, states [%d, %d], vocabulary %d, device %s, resident %ld MiB)",
+           c->name, c->fam->name, c->cfg.states_seq, c->cfg.states_hidden, c->cfg.vocab_size,
+           p.device ? p.device : "cpu", s_resident_mib());
     *out = c;
     return 0;
 fail:
