@@ -108,15 +108,18 @@ Test(paligemma, config_and_shapes) {
     cr_assert_eq(c.paligemma.image_token_index, 257152);
     cr_assert_eq(c.gen.max_length, 32); /* none in the files */
     /* refused: heads that do not group, biases, a projection of another width, no room */
-    const char *bad[] = {
-        "{\"model_type\":\"paligemma\",\"vision_config\":{},\"text_config\":{\"num_attention_heads\":6,"
-        "\"num_key_value_heads\":4}}",
-        "{\"model_type\":\"paligemma\",\"vision_config\":{},\"text_config\":{\"attention_bias\":true}}",
-        "{\"model_type\":\"paligemma\",\"vision_config\":{\"projection_dim\":7},\"text_config\":{}}",
-        "{\"model_type\":\"paligemma\",\"vision_config\":{},\"text_config\":{\"max_position_embeddings\":190}}",
-        "{\"model_type\":\"paligemma\",\"vision_config\":{}}",
-        "{\"model_type\":\"paligemma\",\"vision_config\":{},\"text_config\":{\"head_dim\":7}}",
-    };
+    static const char heads[] = "{\"model_type\":\"paligemma\",\"vision_config\":{},\"text_config\":{"
+                                "\"num_attention_heads\":6,\"num_key_value_heads\":4}}";
+    static const char bias[] = "{\"model_type\":\"paligemma\",\"vision_config\":{},\"text_config\":{"
+                               "\"attention_bias\":true}}";
+    static const char proj[] = "{\"model_type\":\"paligemma\",\"vision_config\":{\"projection_dim\":7},"
+                               "\"text_config\":{}}";
+    static const char room[] = "{\"model_type\":\"paligemma\",\"vision_config\":{},\"text_config\":{"
+                               "\"max_position_embeddings\":190}}";
+    static const char notext[] = "{\"model_type\":\"paligemma\",\"vision_config\":{}}";
+    static const char odd[] = "{\"model_type\":\"paligemma\",\"vision_config\":{},\"text_config\":{"
+                              "\"head_dim\":7}}";
+    const char *bad[] = {heads, bias, proj, room, notext, odd};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         cr_assert_eq(nr_model_config_parse(bad[i], NULL, "x", &c, err, sizeof err), NR_EMODEL, "%s", bad[i]);
     /* a max_length that the image tokens use up */
