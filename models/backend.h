@@ -118,6 +118,13 @@ typedef struct nr_backend_ops {
      * so a backend with a reduced weight precision converts it before the
      * first request. 0 or NR_ENOMEM. */
     int (*prepare_matmul)(void *ctx, const float *w, nr_wlayout_t layout, int N, int K, int rows);
+    /* Optional (NULL: not offered). A BF16 weight (N x K bf16 values in
+     * `layout`, host memory: the checkpoint's mapping) that a backend
+     * multiplying by its own BF16 copies packs once and keys by the pointer
+     * w itself: later matmuls pass (const float *)w and never read it as
+     * F32, so no F32 copy is made. 0, NR_EUNSUPPORTED (this backend reads
+     * F32 weights: load an F32 copy instead), NR_ENOMEM. */
+    int (*adopt_bf16)(void *ctx, const void *w, nr_wlayout_t layout, int N, int K);
     int (*add_bias)(void *ctx, float *y, const float *b, int M, int N);
     int (*add)(void *ctx, float *y, const float *x, size_t n);
     int (*layernorm)(void *ctx, float *y, const float *x, const float *g, const float *b, int M, int N, float eps);

@@ -63,16 +63,23 @@ int nr_gemma_load(const nr_paligemma_config_t *cfg, const nr_checkpoint_t *ck, c
         snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);                                 \
         if ((rc = nr_wstore_get(ws, nm, &L->field, err, errlen, nd, __VA_ARGS__))) goto fail;     \
     } while (0)
+/* matmul weights: a BF16 file on cpu:bf16 keeps them in the mapping */
+#define WM(field, suffix, n, k)                                                                   \
+    do {                                                                                          \
+        snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);                                 \
+        if ((rc = nr_wstore_get_matmul(ws, nm, &L->field, err, errlen, I64(n), I64(k)))) goto fail; \
+    } while (0)
         W(ln1, "input_layernorm.weight", 1, I64(D));
-        W(wq, "self_attn.q_proj.weight", 2, I64(QW), I64(D));
-        W(wk, "self_attn.k_proj.weight", 2, I64(KW), I64(D));
-        W(wv, "self_attn.v_proj.weight", 2, I64(KW), I64(D));
-        W(wo, "self_attn.o_proj.weight", 2, I64(D), I64(QW));
+        WM(wq, "self_attn.q_proj.weight", QW, D);
+        WM(wk, "self_attn.k_proj.weight", KW, D);
+        WM(wv, "self_attn.v_proj.weight", KW, D);
+        WM(wo, "self_attn.o_proj.weight", D, QW);
         W(ln2, "post_attention_layernorm.weight", 1, I64(D));
-        W(wg, "mlp.gate_proj.weight", 2, I64(I), I64(D));
-        W(wu, "mlp.up_proj.weight", 2, I64(I), I64(D));
-        W(wd, "mlp.down_proj.weight", 2, I64(D), I64(I));
+        WM(wg, "mlp.gate_proj.weight", I, D);
+        WM(wu, "mlp.up_proj.weight", I, D);
+        WM(wd, "mlp.down_proj.weight", D, I);
 #undef W
+#undef WM
         /* decode steps multiply one row at a time: convert for that */
         if ((rc = nr_backend_prepare_matmul(be, L->wq, NR_W_OUT_IN, QW, D, 1)) ||
             (rc = nr_backend_prepare_matmul(be, L->wk, NR_W_OUT_IN, KW, D, 1)) ||

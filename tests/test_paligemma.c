@@ -22,6 +22,7 @@
 #include "models/io/checkpoint.h"
 #include "models/io/safetensors.h"
 #include "models/states.h"
+#include "models/weights.h"
 #include "model_ref.h"
 
 /* float32 engine against the float64 reference: accumulated rounding only */
@@ -326,6 +327,56 @@ Test(paligemma, generation_against_reference) {
         free(own);
         s_fix_free(&f);
     }
+}
+
+/* BF16 weights stay in the mapping on cpu:bf16 (the matmul weights'
+ * pointers are the file's; cpu:f32 gets an F32 copy), and the BF16
+ * checkpoint decoded that way (activations rounded to BF16 per matmul)
+ * still gives the reference's greedy ids. */
+Test(paligemma, bf16_weights_stay_in_the_mapping) {
+    s_fix_t f = s_fix("paligemma-tiny-bf16");
+    char err[512];
+    nr_checkpoint_t *ck = NULL;
+    cr_assert_eq(nr_checkpoint_open_dir(f.dir, &ck, err, sizeof err), 0, "%s", err);
+    const char *name = "language_model.model.layers.0.mlp.gate_proj.weight";
+    const nr_named_tensor_t *t = nr_checkpoint_find(ck, name);
+    cr_assert_not_null(t);
+    cr_assert_eq(t->dtype, NR_DTYPE_BF16);
+    const char *devs[2] = {"cpu:bf16", "cpu"};
+    for (int k = 0; k < 2; k++) {
+        nr_backend_t *be = nr_backend_new(devs[k], 1, err, sizeof err);
+        cr_assert_not_null(be, "%s", err);
+        nr_wstore_t ws = {.be = be, .ck = ck, .prefix = ""};
+        float *w = NULL;
+        cr_assert_eq(nr_wstore_get_matmul(&ws, name, &w, err, sizeof err, t->shape[0], t->shape[1]), 0, "%s", err);
+        if (k == 0) cr_assert_eq((const void *)w, t->data, "cpu:bf16 made a copy");
+        else cr_assert_neq((const void *)w, t->data, "cpu:f32 must read F32");
+        nr_wstore_free(&ws);
+        nr_backend_destroy(&be);
+    }
+    nr_captioner_params_t p = nr_captioner_default_params();
+    p.device = "cpu:bf16";
+    p.num_threads = 1;
+    nr_captioner_t *cap = NULL;
+    cr_assert_eq(nr_captioner_load(f.dir, &p, &cap, err, sizeof err), 0, "%s", err);
+    size_t nf;
+    float *feats = s_ref(&f, "image_features", &nf);
+    int plen = 0, *prompt = nr_test_ref_ids(f.ref, "prompt_ids.en", &plen);
+    nr_gen_config_t g = nr_captioner_gen_defaults(cap);
+    g.prompt_ids = prompt;
+    g.prompt_len = plen;
+    int ids[2 * 16], lens[2];
+    cr_assert_eq(nr_captioner_generate(cap, feats, 2, &g, ids, lens, err, sizeof err), 0, "%s", err);
+    for (int i = 0; i < 2; i++) {
+        char name2[64];
+        snprintf(name2, sizeof name2, "greedy_ids.en.%d", i);
+        s_check_ids(&f, name2, ids + i * g.max_length, lens[i]);
+    }
+    free(prompt);
+    free(feats);
+    nr_captioner_destroy(&cap);
+    nr_checkpoint_close(&ck);
+    s_fix_free(&f);
 }
 
 /* Prompts: "caption <language>" unless the job names a prompt; languages

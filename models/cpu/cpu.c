@@ -159,7 +159,15 @@ static int s_insert(s_cpu_t *c, s_conv_t *e) {
  * converting, so concurrent callers convert a weight once. NULL when out
  * of memory. Weights are read-only after load, so a pointer names one
  * weight for the backend's lifetime. */
+static const s_conv_t *s_converted_from(s_cpu_t *c, const float *w, const float *src, nr_wlayout_t layout, int N,
+                                        int K);
 static const s_conv_t *s_converted(s_cpu_t *c, const float *w, nr_wlayout_t layout, int N, int K) {
+    return s_converted_from(c, w, w, layout, N, K);
+}
+
+/* The same, the values read from src (F32) and the entry keyed by w. */
+static const s_conv_t *s_converted_from(s_cpu_t *c, const float *w, const float *src, nr_wlayout_t layout, int N,
+                                        int K) {
     const s_conv_t *found = s_find(atomic_load_explicit(&c->tab, memory_order_acquire), w, layout, N, K);
     if (found) return found;
     pthread_mutex_lock(&c->mu);
@@ -172,8 +180,8 @@ static const s_conv_t *s_converted(s_cpu_t *c, const float *w, nr_wlayout_t layo
             e->layout = (int)layout;
             e->N = N;
             e->K = K;
-            rc = c->precision == NR_CPU_BF16 ? nr_cpu_bf16w_make(&e->bf, w, layout, N, K)
-                                             : nr_cpu_i8w_make(&e->i8, w, layout, N, K);
+            rc = c->precision == NR_CPU_BF16 ? nr_cpu_bf16w_make(&e->bf, src, layout, N, K)
+                                             : nr_cpu_i8w_make(&e->i8, src, layout, N, K);
         }
         if (rc == 0) rc = s_insert(c, e);
         if (rc == 0) {
@@ -215,6 +223,25 @@ static int s_prepare(void *ctx, const float *w, nr_wlayout_t layout, int N, int 
     if (c->precision == NR_CPU_BF16 || (c->precision == NR_CPU_INT8 && rows <= S_INT8_MAX_ROWS))
         return s_converted(c, w, layout, N, K) ? 0 : NR_ENOMEM;
     return 0;
+}
+/* cpu:bf16 multiplies every matmul by its packed BF16 copy, so a BF16
+ * weight can stay in the mapping: packed through one F32 matrix at a time. */
+static int s_adopt_bf16(void *ctx, const void *w, nr_wlayout_t layout, int N, int K) {
+    s_cpu_t *c = ctx;
+    if (c->precision != NR_CPU_BF16) return NR_EUNSUPPORTED;
+    if (!w || N <= 0 || K <= 0) return NR_EINVAL;
+    const size_t n = (size_t)N * K;
+    float *tmp = malloc(n * sizeof(float));
+    if (!tmp) return NR_ENOMEM;
+    const unsigned char *b = w;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, b + 2 * i, 2); /* the mapping guarantees no alignment beyond the dtype's */
+        tmp[i] = nr_bf16_to_f32(h);
+    }
+    const s_conv_t *e = s_converted_from(c, (const float *)w, tmp, layout, N, K);
+    free(tmp);
+    return e ? 0 : NR_ENOMEM;
 }
 static int s_add_bias(void *ctx, float *y, const float *b, int M, int N) {
     nr_cpu_add_bias(y, b, M, N);
@@ -281,6 +308,7 @@ static const nr_backend_ops_t s_ops = {
     .synchronize = s_sync,
     .matmul = s_matmul,
     .prepare_matmul = s_prepare,
+    .adopt_bf16 = s_adopt_bf16,
     .add_bias = s_add_bias,
     .add = s_add,
     .layernorm = s_layernorm,
