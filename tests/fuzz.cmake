@@ -24,13 +24,15 @@ set(NR_FUZZ_image_SOURCES ${NR_M}/image.c ${NR_M}/preprocess.c)
 set(NR_FUZZ_tokenizer_SOURCES ${NR_M}/tokenizer.c ${NR_M}/text/cleanup.c)
 set(NR_FUZZ_states_SOURCES ${NR_M}/states.c ${NR_M}/tensor.c)
 set(NR_FUZZ_wordpiece_SOURCES ${NR_M}/text/wordpiece.c ${NR_M}/text/cleanup.c)
-foreach(t safetensors torchzip config image tokenizer states wordpiece)
+set(NR_FUZZ_gemma_tokenizer_SOURCES ${NR_M}/text/gemma_tokenizer.c)
+foreach(t safetensors torchzip config image tokenizer states wordpiece gemma_tokenizer)
   add_executable(fuzz_${t} ${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz_${t}.c ${NR_FUZZ_${t}_SOURCES})
   target_link_libraries(fuzz_${t} PRIVATE nr_models)
   target_include_directories(fuzz_${t} PRIVATE ${CMAKE_SOURCE_DIR})
   target_compile_definitions(fuzz_${t} PRIVATE
     NR_FUZZ_TOKENIZER_DIR="${CMAKE_SOURCE_DIR}/tests/fixtures/vit-gpt2-tiny"
-    NR_FUZZ_WORDPIECE_DIR="${CMAKE_SOURCE_DIR}/tests/fixtures/blip-tokenizer")
+    NR_FUZZ_WORDPIECE_DIR="${CMAKE_SOURCE_DIR}/tests/fixtures/blip-tokenizer"
+    NR_FUZZ_GEMMA_TOKENIZER="${CMAKE_SOURCE_DIR}/tests/fixtures/gemma-tokenizer/tokenizer.json")
   target_compile_options(fuzz_${t} PRIVATE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
   target_link_options(fuzz_${t} PRIVATE -fsanitize=fuzzer,address,undefined)
   set_target_properties(fuzz_${t} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)

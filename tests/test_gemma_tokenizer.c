@@ -239,6 +239,9 @@ static cJSON *s_model(cJSON *j) { return cJSON_GetObjectItem(j, "model"); }
 static void s_wordpiece(cJSON *j) { cJSON_ReplaceItemInObject(s_model(j), "type", cJSON_CreateString("WordPiece")); }
 static void s_bad_merge(cJSON *j) { cJSON_AddItemToArray(cJSON_GetObjectItem(s_model(j), "merges"), cJSON_CreateString("zz qq")); }
 static void s_three_merge(cJSON *j) { cJSON_AddItemToArray(cJSON_GetObjectItem(s_model(j), "merges"), cJSON_CreateString("a b c")); }
+static void s_mixed_merges(cJSON *j) {
+    cJSON_AddItemToArray(cJSON_GetObjectItem(s_model(j), "merges"), cJSON_Parse("[\"a\", \"b\"]"));
+}
 static void s_no_merges(cJSON *j) { cJSON_DeleteItemFromObject(s_model(j), "merges"); }
 static void s_unk(cJSON *j) { cJSON_ReplaceItemInObject(s_model(j), "unk_token", cJSON_CreateString("<nope>")); }
 static void s_dropout(cJSON *j) { cJSON_ReplaceItemInObject(s_model(j), "dropout", cJSON_CreateNumber(0.1)); }
@@ -256,6 +259,18 @@ static void s_lstrip(cJSON *j) {
 static void s_added_mismatch(cJSON *j) {
     cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "added_tokens"), 2), "id", cJSON_CreateNumber(1));
 }
+static void s_blowup(cJSON *j) {
+    cJSON_ReplaceItemInObject(j, "normalizer", cJSON_Parse("{\"type\":\"Sequence\",\"normalizers\":["
+                                                           "{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},\"content\":\"aaaaaaaaaa\"},"
+                                                           "{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},\"content\":\"aaaaaaaaaa\"}]}"));
+}
+static void s_added_long(cJSON *j) {
+    char long_token[1100];
+    memset(long_token, 'x', sizeof long_token - 1);
+    long_token[sizeof long_token - 1] = '\0';
+    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "added_tokens"), 5), "content",
+                              cJSON_CreateString(long_token));
+}
 static void s_added_big(cJSON *j) {
     cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "added_tokens"), 0), "id", cJSON_CreateNumber(1e12));
 }
@@ -272,6 +287,7 @@ Test(gemma_tokenizer, malformed_files) {
         {"bad_merge.json", s_bad_merge, "not in the vocabulary"},
         {"three_merge.json", s_three_merge, "two tokens"},
         {"no_merges.json", s_no_merges, "merges"},
+        {"mixed_merges.json", s_mixed_merges, "mixes"},
         {"unk.json", s_unk, "unk_token"},
         {"dropout.json", s_dropout, "dropout"},
         {"bad_id.json", s_bad_id, "bad id"},
@@ -283,6 +299,8 @@ Test(gemma_tokenizer, malformed_files) {
         {"lstrip.json", s_lstrip, "lstrip"},
         {"added_mismatch.json", s_added_mismatch, "vocabulary gives"},
         {"added_big.json", s_added_big, "bad id"},
+        {"added_long.json", s_added_long, "longer than"},
+        {"blowup.json", s_blowup, "lengthens text"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *path = s_variant(dir, cases[i].name, cases[i].edit);

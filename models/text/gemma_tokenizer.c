@@ -20,8 +20,10 @@
 #include "models/config.h"
 
 #define S_MAX_FILE ((size_t)256 << 20) /* the real file is about 34 MB */
-#define S_MAX_ID 16000000              /* ids beyond this are a corrupt file */
+#define S_MAX_ID 2000000               /* ids beyond this are a corrupt file (Gemma has 257k) */
 #define S_MAX_OPS 16                   /* steps of a normalizer or decoder sequence */
+#define S_MAX_GROWTH 64.0              /* how much a normalizer or decoder may lengthen text */
+#define S_MAX_ADDED_LEN 1024           /* bytes of an added token: bounds matching work per text byte */
 
 /* ---- hash maps ------------------------------------------------------------------- */
 
@@ -480,31 +482,40 @@ int nr_gemma_tokenizer_encode(const nr_gemma_tokenizer_t *tok, const char *text,
 
 /* ---- decoding -------------------------------------------------------------------------------- */
 
+/* A list of tokens: their bytes one after the other, and where each ends. */
 typedef struct {
-    s_buf_t *v;
+    s_buf_t bytes;
+    size_t *end;
     size_t n, cap;
 } s_toks_t;
 
 static void s_toks_free(s_toks_t *l) {
-    for (size_t i = 0; i < l->n; i++) free(l->v[i].s);
-    free(l->v);
+    free(l->bytes.s);
+    free(l->end);
     *l = (s_toks_t){0};
 }
 
-/* Appends a token (a copy of s[0..n)). */
-static int s_toks_add(s_toks_t *l, const char *s, size_t n) {
+static const char *s_tok(const s_toks_t *l, size_t i, size_t *n) {
+    size_t from = i ? l->end[i - 1] : 0;
+    *n = l->end[i] - from;
+    return l->bytes.s + from;
+}
+
+/* Closes the token made of the bytes appended since the previous one. */
+static int s_toks_close(s_toks_t *l) {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 32;
-        s_buf_t *p = realloc(l->v, cap * sizeof *p);
+        size_t *p = realloc(l->end, cap * sizeof *p);
         if (!p) return NR_ENOMEM;
-        l->v = p;
+        l->end = p;
         l->cap = cap;
     }
-    s_buf_t *b = &l->v[l->n];
-    *b = (s_buf_t){0};
-    if (s_buf_add(b, s, n)) return NR_ENOMEM;
-    l->n++;
+    l->end[l->n++] = l->bytes.n;
     return 0;
+}
+
+static int s_toks_add(s_toks_t *l, const char *s, size_t n) {
+    return s_buf_add(&l->bytes, s, n) ? NR_ENOMEM : s_toks_close(l);
 }
 
 static int s_hex(int c) {
@@ -516,10 +527,10 @@ static int s_hex(int c) {
 
 /* "<0xNN>" -> the byte, else -1. Two characters parsed as Rust's
  * u8::from_str_radix(_, 16) does (which also takes "+N"). */
-static int s_byte_token(const s_buf_t *b) {
-    if (b->n != 6 || memcmp(b->s, "<0x", 3) != 0 || b->s[5] != '>') return -1;
-    int hi = s_hex((uint8_t)b->s[3]), lo = s_hex((uint8_t)b->s[4]);
-    if (b->s[3] == '+' && lo >= 0) return lo;
+static int s_byte_token(const char *s, size_t n) {
+    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int hi = s_hex((uint8_t)s[3]), lo = s_hex((uint8_t)s[4]);
+    if (s[3] == '+' && lo >= 0) return lo;
     return hi >= 0 && lo >= 0 ? hi * 16 + lo : -1;
 }
 
@@ -537,24 +548,20 @@ static int s_flush_bytes(s_toks_t *out, s_buf_t *bytes) {
     return rc;
 }
 
-static int s_dec_step(const s_op_t *op, s_toks_t *in, s_toks_t *out) {
+static int s_dec_step(const s_op_t *op, const s_toks_t *in, s_toks_t *out) {
     int rc = 0;
-    if (op->kind == S_FUSE) {
-        s_buf_t all = {0};
-        for (size_t i = 0; i < in->n && !rc; i++) rc = s_buf_add(&all, in->v[i].s, in->v[i].n);
-        if (!rc) rc = s_toks_add(out, all.s ? all.s : "", all.n);
-        free(all.s);
-        return rc;
-    }
+    if (op->kind == S_FUSE) return in->n ? s_toks_add(out, in->bytes.s, in->bytes.n) : s_toks_add(out, "", 0);
     if (op->kind == S_BYTE_FALLBACK) {
         s_buf_t bytes = {0};
         for (size_t i = 0; i < in->n && !rc; i++) {
-            int b = s_byte_token(&in->v[i]);
+            size_t n;
+            const char *s = s_tok(in, i, &n);
+            int b = s_byte_token(s, n);
             if (b >= 0) {
                 char c = (char)b;
                 rc = s_buf_add(&bytes, &c, 1);
             } else if (!(rc = s_flush_bytes(out, &bytes))) {
-                rc = s_toks_add(out, in->v[i].s, in->v[i].n);
+                rc = s_toks_add(out, s, n);
             }
         }
         if (!rc) rc = s_flush_bytes(out, &bytes);
@@ -562,19 +569,18 @@ static int s_dec_step(const s_op_t *op, s_toks_t *in, s_toks_t *out) {
         return rc;
     }
     for (size_t i = 0; i < in->n && !rc; i++) {
-        const s_buf_t *b = &in->v[i];
+        size_t n;
+        const char *s = s_tok(in, i, &n);
         if (op->kind == S_REPLACE) {
-            s_buf_t r = {0};
-            rc = s_replace(b->s, b->n, op->pat, op->npat, op->content, op->ncontent, &r);
-            if (!rc) rc = s_toks_add(out, r.s ? r.s : "", r.n);
-            free(r.s);
+            rc = s_replace(s, n, op->pat, op->npat, op->content, op->ncontent, &out->bytes);
+            if (!rc) rc = s_toks_close(out);
             continue;
         }
         /* Strip: up to start leading and stop trailing copies of one character. */
-        size_t from = 0, to = b->n, c = op->ncontent;
-        for (int k = 0; k < op->start && from + c <= to && memcmp(b->s + from, op->content, c) == 0; k++) from += c;
-        for (int k = 0; k < op->stop && to >= from + c && memcmp(b->s + to - c, op->content, c) == 0; k++) to -= c;
-        rc = s_toks_add(out, b->s + from, to - from);
+        size_t from = 0, to = n, c = op->ncontent;
+        for (int k = 0; k < op->start && from + c <= to && memcmp(s + from, op->content, c) == 0; k++) from += c;
+        for (int k = 0; k < op->stop && to >= from + c && memcmp(s + to - c, op->content, c) == 0; k++) to -= c;
+        rc = s_toks_add(out, s + from, to - from);
     }
     return rc;
 }
@@ -615,10 +621,18 @@ int nr_gemma_tokenizer_decode(const nr_gemma_tokenizer_t *tok, const int *ids, s
         cur = next;
         next = (s_toks_t){0};
     }
+    /* The tokens' bytes lie one after the other: with a decoder the text is
+     * their concatenation, without one they are joined with spaces. */
     s_buf_t all = {0};
-    for (size_t i = 0; i < cur.n && !rc; i++) {
-        if (i > 0 && !tok->has_decoder) rc = s_buf_add(&all, " ", 1);
-        if (!rc) rc = s_buf_add(&all, cur.v[i].s, cur.v[i].n);
+    if (tok->has_decoder) {
+        all = cur.bytes;
+        cur.bytes = (s_buf_t){0};
+    }
+    for (size_t i = 0; i < cur.n && !rc && !tok->has_decoder; i++) {
+        size_t n;
+        const char *s = s_tok(&cur, i, &n);
+        if (i > 0) rc = s_buf_add(&all, " ", 1);
+        if (!rc) rc = s_buf_add(&all, s, n);
     }
     if (!rc && !all.s) rc = s_buf_add(&all, "", 0);
     s_toks_free(&cur);
@@ -779,6 +793,18 @@ static int s_parse_ops(const s_ctx_t *c, const cJSON *j, int decoder, s_op_t *op
     return rc;
 }
 
+/* The most a sequence of steps can multiply a text's length by: a Replace
+ * by content/pattern, a Prepend by 1 + its length (a piece is at least one
+ * byte). Bounded at load so that hostile steps cannot blow text up. */
+static double s_growth(const s_op_t *ops, int n) {
+    double g = 1.0;
+    for (int i = 0; i < n; i++) {
+        if (ops[i].kind == S_REPLACE && ops[i].ncontent > ops[i].npat) g *= (double)ops[i].ncontent / (double)ops[i].npat;
+        if (ops[i].kind == S_PREPEND) g *= 1.0 + (double)ops[i].ncontent;
+    }
+    return g;
+}
+
 static int s_parse_pre_tokenizer(nr_gemma_tokenizer_t *t, const s_ctx_t *c, const cJSON *j) {
     if (!j || cJSON_IsNull(j)) return 0;
     const cJSON *type = s_get(j, "type"), *beh = s_get(j, "behavior"), *inv = s_get(j, "invert");
@@ -849,7 +875,9 @@ static int s_parse_merges(nr_gemma_tokenizer_t *t, const s_ctx_t *c, const cJSON
     s_buf_t tmp = {0};
     int rank = 0;
     for (const cJSON *m = merges->child; m && rc == 0; m = m->next) {
-        if (cJSON_IsString(m)) { /* "a b"; "#version" lines are skipped, as upstream */
+        if (cJSON_IsString(m) != cJSON_IsString(merges->child)) { /* one form or the other, as upstream */
+            rc = S_BAD(c, "%s: model.merges[%d] mixes \"a b\" and [a, b] forms", c->path, rank);
+        } else if (cJSON_IsString(m)) { /* "a b"; "#version" lines are skipped, as upstream */
             const char *s = m->valuestring, *sp = strchr(s, ' ');
             if (strncmp(s, "#version", 8) == 0) continue;
             if (!sp || strchr(sp + 1, ' '))
@@ -914,6 +942,8 @@ static int s_parse_added(nr_gemma_tokenizer_t *t, const s_ctx_t *c, const cJSON 
         if (!cJSON_IsNumber(id) || id->valueint < 0 || id->valueint >= t->n_ids || !cJSON_IsString(content) ||
             !content->valuestring[0])
             return S_BAD(c, "%s: added_tokens[%zu]: bad id or content", c->path, t->n_added);
+        if (strlen(content->valuestring) > S_MAX_ADDED_LEN)
+            return S_BAD(c, "%s: added_tokens[%zu]: content longer than %d bytes", c->path, t->n_added, S_MAX_ADDED_LEN);
         const char *flags[] = {"single_word", "lstrip", "rstrip"};
         for (int k = 0; k < 3; k++)
             if (cJSON_IsTrue(s_get(e, flags[k])))
@@ -1011,32 +1041,43 @@ static int s_parse(nr_gemma_tokenizer_t *t, const s_ctx_t *c, const cJSON *root)
     const cJSON *dec = s_get(root, "decoder");
     t->has_decoder = dec && !cJSON_IsNull(dec);
     if (t->has_decoder && (rc = s_parse_ops(c, dec, 1, t->dec, &t->n_dec))) return rc;
+    if (s_growth(t->norm, t->n_norm) > S_MAX_GROWTH || s_growth(t->dec, t->n_dec) > S_MAX_GROWTH)
+        return S_BAD(c, "%s: normalizer or decoder lengthens text more than %.0fx", c->path, S_MAX_GROWTH);
 
     if ((rc = s_parse_added(t, c, added))) return rc;
     if ((rc = s_trie_build(t, &t->raw_trie, 0)) || (rc = s_trie_build(t, &t->norm_trie, 1))) return rc;
     return 0;
 }
 
-int nr_gemma_tokenizer_load(const char *tokenizer_json_path, nr_gemma_tokenizer_t **out, char *err, size_t errlen) {
-    if (!tokenizer_json_path || !out) return nr_seterr(err, errlen, NR_EINVAL, "gemma tokenizer: bad argument");
+int nr_gemma_tokenizer_parse(const char *json, size_t len, const char *name, nr_gemma_tokenizer_t **out, char *err,
+                             size_t errlen) {
+    if (!json || !out) return nr_seterr(err, errlen, NR_EINVAL, "gemma tokenizer: bad argument");
     *out = NULL;
-    s_ctx_t c = {tokenizer_json_path, err, errlen};
-    size_t len = 0;
-    char *text = nr_model_read_file(tokenizer_json_path, S_MAX_FILE, &len);
-    if (!text)
-        return nr_seterr(err, errlen, NR_EMODEL, "%s: missing, unreadable or larger than %zu MB", tokenizer_json_path,
-                         S_MAX_FILE >> 20);
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!root) return nr_seterr(err, errlen, NR_EMODEL, "%s: not valid JSON", tokenizer_json_path);
+    if (!name) name = "tokenizer.json";
+    s_ctx_t c = {name, err, errlen};
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root) return nr_seterr(err, errlen, NR_EMODEL, "%s: not valid JSON", name);
     nr_gemma_tokenizer_t *t = calloc(1, sizeof *t);
     int rc = t ? s_parse(t, &c, root) : NR_ENOMEM;
     cJSON_Delete(root);
     if (rc) {
-        if (rc == NR_ENOMEM) nr_seterr(err, errlen, rc, "%s: out of memory", tokenizer_json_path);
+        if (rc == NR_ENOMEM) nr_seterr(err, errlen, rc, "%s: out of memory", name);
         nr_gemma_tokenizer_destroy(&t);
         return rc;
     }
     *out = t;
     return 0;
+}
+
+int nr_gemma_tokenizer_load(const char *tokenizer_json_path, nr_gemma_tokenizer_t **out, char *err, size_t errlen) {
+    if (!tokenizer_json_path || !out) return nr_seterr(err, errlen, NR_EINVAL, "gemma tokenizer: bad argument");
+    *out = NULL;
+    size_t len = 0;
+    char *text = nr_model_read_file(tokenizer_json_path, S_MAX_FILE, &len);
+    if (!text)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: missing, unreadable or larger than %zu MB", tokenizer_json_path,
+                         S_MAX_FILE >> 20);
+    int rc = nr_gemma_tokenizer_parse(text, len, tokenizer_json_path, out, err, errlen);
+    free(text);
+    return rc;
 }

@@ -14,7 +14,8 @@
  * Prepend or a Sequence of those; pre_tokenizer null or Split (String
  * pattern, MergedWithPrevious, not inverted); decoder null or Replace
  * (String), ByteFallback, Fuse, Strip or a Sequence of those; added tokens
- * without single_word / lstrip / rstrip. The post-processor is not applied
+ * of at most 1024 bytes without single_word / lstrip / rstrip; normalizer and decoder steps that
+ * can lengthen text at most 64 times. The post-processor is not applied
  * (encode is add_special_tokens=False; the caller places <bos>).
  * A loaded tokenizer is read-only: share it between threads freely. */
 #ifndef NR_MODELS_TEXT_GEMMA_TOKENIZER_H
@@ -33,6 +34,11 @@ typedef struct nr_gemma_tokenizer nr_gemma_tokenizer_t;
  * Returns 0 and *out, or NR_EMODEL (missing, oversized, corrupt or
  * unsupported file; the file or field named in err), NR_ENOMEM, NR_EINVAL. */
 int nr_gemma_tokenizer_load(const char *tokenizer_json_path, nr_gemma_tokenizer_t **out, char *err, size_t errlen);
+
+/* The same from tokenizer.json's text in memory (json[0..len)); name
+ * stands for the file in error messages (NULL: "tokenizer.json"). */
+int nr_gemma_tokenizer_parse(const char *json, size_t len, const char *name, nr_gemma_tokenizer_t **out, char *err,
+                             size_t errlen);
 
 /* Frees; sets *tok to NULL; safe on NULL and twice. */
 void nr_gemma_tokenizer_destroy(nr_gemma_tokenizer_t **tok);
