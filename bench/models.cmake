@@ -26,3 +26,10 @@ if(TARGET nr_models)
   add_executable(bench_kokoro ${CMAKE_CURRENT_SOURCE_DIR}/bench_kokoro.c)
   target_link_libraries(bench_kokoro PRIVATE nr_models nr_common m)
 endif()
+
+# bench_paligemma: PaliGemma-3B-224 shapes (SigLIP-So400m, Gemma-2B layers,
+# scaled text depth and vocabulary) with random weights (bench/bench_paligemma.c).
+if(TARGET nr_models)
+  add_executable(bench_paligemma ${CMAKE_CURRENT_SOURCE_DIR}/bench_paligemma.c ${CMAKE_CURRENT_SOURCE_DIR}/random_weights.c)
+  target_link_libraries(bench_paligemma PRIVATE nr_models nr_common m)
+endif()

@@ -371,3 +371,88 @@ int nr_bench_random_blip(nr_model_config_t *cfg, unsigned char **buf, size_t *si
                          size_t errlen) {
     return s_random(s_blip_config, s_specs_blip, cfg, buf, size, ck, err, errlen);
 }
+
+/* ---- PaliGemma (google/paligemma-3b-*-224 shapes, text layers and
+ * vocabulary as asked) ---- */
+
+static struct {
+    int text_layers, vocab;
+} s_pg;
+
+static int s_specs_paligemma(s_specs_t *s) {
+    const int Dv = 1152, Iv = 4304, Lv = 27, S = 256, D = 2048, I = 16384, QW = 8 * 256, KW = 256;
+    char n[192];
+    int rc = 0;
+    const char *vm = "vision_tower.vision_model.";
+    snprintf(n, sizeof n, "%sembeddings.patch_embedding.weight", vm);
+    rc |= s_add(s, n, 0, 4, Dv, 3, 14, 14);
+    snprintf(n, sizeof n, "%sembeddings.patch_embedding.bias", vm);
+    rc |= s_add(s, n, 0, 1, Dv, 0, 0, 0);
+    snprintf(n, sizeof n, "%sembeddings.position_embedding.weight", vm);
+    rc |= s_add(s, n, 0, 2, S, Dv, 0, 0);
+    snprintf(n, sizeof n, "%spost_layernorm.weight", vm);
+    rc |= s_add(s, n, 1, 1, Dv, 0, 0, 0);
+    snprintf(n, sizeof n, "%spost_layernorm.bias", vm);
+    rc |= s_add(s, n, 0, 1, Dv, 0, 0, 0);
+    const char *vl[][3] = {{"self_attn.q_proj", "D", "D"}, {"self_attn.k_proj", "D", "D"},
+                           {"self_attn.v_proj", "D", "D"}, {"self_attn.out_proj", "D", "D"},
+                           {"mlp.fc1", "I", "D"},          {"mlp.fc2", "D", "I"}};
+    for (int l = 0; l < Lv; l++) {
+        for (int k = 0; k < 6; k++) {
+            int64_t o = vl[k][1][0] == 'I' ? Iv : Dv, in = vl[k][2][0] == 'I' ? Iv : Dv;
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, vl[k][0]);
+            rc |= s_add(s, n, 0, 2, o, in, 0, 0);
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, vl[k][0]);
+            rc |= s_add(s, n, 0, 1, o, 0, 0, 0);
+        }
+        const char *lns[] = {"layer_norm1", "layer_norm2"};
+        for (int k = 0; k < 2; k++) {
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, lns[k]);
+            rc |= s_add(s, n, 1, 1, Dv, 0, 0, 0);
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, lns[k]);
+            rc |= s_add(s, n, 0, 1, Dv, 0, 0, 0);
+        }
+    }
+    rc |= s_add(s, "multi_modal_projector.linear.weight", 0, 2, D, Dv, 0, 0);
+    rc |= s_add(s, "multi_modal_projector.linear.bias", 0, 1, D, 0, 0, 0);
+    rc |= s_add(s, "language_model.model.embed_tokens.weight", 0, 2, s_pg.vocab, D, 0, 0);
+    rc |= s_add(s, "language_model.model.norm.weight", 0, 1, D, 0, 0, 0);
+    const char *tl[][2] = {{"self_attn.q_proj", "QD"}, {"self_attn.k_proj", "KD"}, {"self_attn.v_proj", "KD"},
+                           {"self_attn.o_proj", "DQ"}, {"mlp.gate_proj", "ID"},    {"mlp.up_proj", "ID"},
+                           {"mlp.down_proj", "DI"}};
+    for (int l = 0; l < s_pg.text_layers; l++) {
+        for (int k = 0; k < 7; k++) {
+            int64_t dims[2];
+            for (int j = 0; j < 2; j++) {
+                char c = tl[k][1][j];
+                dims[j] = c == 'Q' ? QW : c == 'K' ? KW : c == 'I' ? I : D;
+            }
+            snprintf(n, sizeof n, "language_model.model.layers.%d.%s.weight", l, tl[k][0]);
+            rc |= s_add(s, n, 0, 2, dims[0], dims[1], 0, 0);
+        }
+        snprintf(n, sizeof n, "language_model.model.layers.%d.input_layernorm.weight", l);
+        rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+        snprintf(n, sizeof n, "language_model.model.layers.%d.post_attention_layernorm.weight", l);
+        rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+    }
+    return rc ? NR_ENOMEM : 0;
+}
+
+int nr_bench_random_paligemma(int text_layers, int vocab, nr_model_config_t *cfg, unsigned char **buf, size_t *size,
+                              nr_checkpoint_t **ck, char *err, size_t errlen) {
+    if (text_layers < 1 || text_layers > 18 || vocab < 300 || vocab > 257216)
+        return nr_seterr(err, errlen, NR_EINVAL, "text layers 1..18, vocabulary 300..257216");
+    s_pg.text_layers = text_layers;
+    s_pg.vocab = vocab;
+    char config[1024];
+    snprintf(config, sizeof config,
+             "{\"model_type\":\"paligemma\",\"bos_token_id\":2,\"eos_token_id\":1,\"pad_token_id\":0,"
+             "\"image_token_index\":%d,\"projection_dim\":2048,\"text_config\":{\"hidden_size\":2048,"
+             "\"intermediate_size\":16384,\"model_type\":\"gemma\",\"num_attention_heads\":8,"
+             "\"num_hidden_layers\":%d,\"num_key_value_heads\":1,\"vocab_size\":%d},\"vision_config\":{"
+             "\"hidden_size\":1152,\"intermediate_size\":4304,\"model_type\":\"siglip_vision_model\","
+             "\"num_attention_heads\":16,\"num_hidden_layers\":27,\"patch_size\":14,\"projection_dim\":2048,"
+             "\"vision_use_head\":false}}",
+             vocab - 1, text_layers, vocab);
+    return s_random(config, s_specs_paligemma, cfg, buf, size, ck, err, errlen);
+}

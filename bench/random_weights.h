@@ -34,4 +34,12 @@ int nr_bench_random_git(nr_model_config_t *cfg, unsigned char **buf, size_t *siz
 int nr_bench_random_blip(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck, char *err,
                          size_t errlen);
 
+/* The same for google/paligemma-3b-mix-224's shapes (SigLIP-So400m/14 at
+ * 224 px: 27 layers of 1152, 256 image tokens; projector to 2048; Gemma-2B
+ * layers: hidden 2048, 8 heads of 256, 1 KV head, MLP 16384) with
+ * text_layers of Gemma's 18 layers and a vocabulary of `vocab` (257216 in
+ * the model): 1.7 GB for the tower plus 0.44 GB per text layer, F32. */
+int nr_bench_random_paligemma(int text_layers, int vocab, nr_model_config_t *cfg, unsigned char **buf, size_t *size,
+                              nr_checkpoint_t **ck, char *err, size_t errlen);
+
 #endif

@@ -51,6 +51,7 @@ void nr_cli_usage(FILE *out) {
         "        is streamed into; a link, device or folder is refused\n"
         "  submit FILE|FOLDER... [-o DIR] [--window N] [--no-wait] [--id-from content|random]\n"
         "         [--route R] [--voice V] [--speed X] [--beams N] [--max-length N] [--prompt TEXT]\n"
+        "         [--language L]\n"
         "         [--run ID]\n"
         "         [--alt-text sidecar|embed [--in-place] [--overwrite]] [--skip-described]\n"
         "         [--manifest RUN.jsonl] [--manifest RUN.csv] [--files-from LIST]\n"
@@ -102,6 +103,9 @@ void nr_cli_usage(FILE *out) {
         "                               conditional captioning; 1..256 bytes of UTF-8. A\n"
         "                               captioner without prompts (vit-gpt2, git) fails\n"
         "                               the job with bad_option\n"
+        "          --language L         caption language (es, de, pt-BR ...): PaliGemma's\n"
+        "                               \"caption L\"; other captioners fail the job\n"
+        "                               with bad_option\n"
         "  status ID               print the job record\n"
         "  status --run ID         sum up a run: its jobs by state, and each failed one\n"
         "  wait ID [--timeout S]   wait until the job is done, failed or cancelled\n"
@@ -442,6 +446,13 @@ int nr_cli_parse(nr_cli_t *self, int argc, char **argv, char *err, size_t errlen
             if (nr_client_prompt_check(v, why, sizeof why))
                 return nr_seterr(err, errlen, NR_EINVAL, "--prompt: %s", why);
             self->prompt = v;
+        } else if (cmd == NR_CLI_SUBMIT &&
+                   (rc = s_opt(argc, argv, &i, "--language", NULL, 1, &v, err, errlen))) {
+            if (rc < 0) return rc;
+            if (!nr_client_language_valid(v))
+                return nr_seterr(err, errlen, NR_EINVAL,
+                                 "--language: \"%.32s\" is not a language code such as en, es, pt-BR or zh-TW", v);
+            self->language = v;
         } else {
             return nr_seterr(err, errlen, NR_EINVAL, "%s: unknown option '%s' (see narrate --help)",
                              word, arg);

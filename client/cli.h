@@ -80,6 +80,7 @@ typedef struct {
     long beams;
     long max_length;
     const char *prompt; /* submit: caption prompt (BLIP), borrowed from argv; NULL: none */
+    const char *language; /* submit: caption language (PaliGemma), borrowed from argv; NULL: none */
     /* submit */
     char route[NR_CLI_ROUTE_MAX + 1];
     long window;

@@ -158,9 +158,10 @@ int nr_client_random_id(char out[NR_CLIENT_ID_HEX + 1]);
 #define NR_CLIENT_LENGTH_MAX 1024L
 #define NR_CLIENT_VOICE_MAX 32
 #define NR_CLIENT_PROMPT_MAX 256 /* bytes of a caption prompt */
+#define NR_CLIENT_LANGUAGE_MAX 16 /* bytes of a caption language code */
 
 typedef struct {
-    nr_kv_t kv[5]; /* num_beams, max_length, voice, prompt, speed: those given, in that order */
+    nr_kv_t kv[6]; /* num_beams, max_length, voice, prompt, speed, language: those given, in that order */
     size_t n;
     char beams[24], length[24], speed[24];
 } nr_client_options_t;
@@ -185,6 +186,14 @@ int nr_client_voice_valid(const char *voice);
  * control characters (C0, DEL, C1: a prompt is one line of text); else
  * NR_EOPTION with the reason in err ("prompt is 300 bytes, at most 256"). */
 int nr_client_prompt_check(const char *prompt, char *err, size_t errlen);
+/* 1 when `lang` is a caption language code as the text worker takes it
+ * (models/captioner.h): 2-3 lower-case letters, then "-" subtags of 2-8
+ * letters or digits ("es", "pt-BR", "zh-TW"), 1..NR_CLIENT_LANGUAGE_MAX bytes. */
+int nr_client_language_valid(const char *lang);
+/* Appends "language" (a PaliGemma captioner's "caption <language>") to
+ * options nr_client_options filled, when `lang` is not NULL or ""; lang
+ * must outlive them. 0, or NR_EOPTION with the reason in err. */
+int nr_client_options_language(nr_client_options_t *out, const char *lang, char *err, size_t errlen);
 
 /* The fields of a job record (the kv of a STATUS, CANCEL, FETCH or SUBMIT
  * reply) that clients read. The strings borrow from the message and live

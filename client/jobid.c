@@ -137,6 +137,31 @@ int nr_client_prompt_check(const char *prompt, char *err, size_t errlen) {
     return 0;
 }
 
+int nr_client_language_valid(const char *lang) {
+    size_t n = lang ? strlen(lang) : 0, i = 0;
+    if (n == 0 || n > NR_CLIENT_LANGUAGE_MAX) return 0;
+    while (i < n && lang[i] >= 'a' && lang[i] <= 'z') i++;
+    if (i < 2 || i > 3) return 0;
+    while (i < n) {
+        if (lang[i++] != '-') return 0;
+        size_t k = 0;
+        while (i < n && ((lang[i] >= 'a' && lang[i] <= 'z') || (lang[i] >= 'A' && lang[i] <= 'Z') ||
+                         (lang[i] >= '0' && lang[i] <= '9')))
+            i++, k++;
+        if (k < 2 || k > 8) return 0;
+    }
+    return 1;
+}
+
+int nr_client_options_language(nr_client_options_t *out, const char *lang, char *err, size_t errlen) {
+    if (!lang || !lang[0]) return 0;
+    if (!nr_client_language_valid(lang))
+        return nr_seterr(err, errlen, NR_EOPTION,
+                         "language \"%.32s\" is not a language code such as en, es, pt-BR or zh-TW", lang);
+    out->kv[out->n++] = (nr_kv_t){(char *)"language", (char *)lang};
+    return 0;
+}
+
 int nr_client_voice_valid(const char *voice) {
     size_t n = voice ? strlen(voice) : 0;
     if (n == 0 || n > NR_CLIENT_VOICE_MAX) return 0;

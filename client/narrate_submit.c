@@ -315,6 +315,7 @@ static int s_submit_batch(s_run_t *run, size_t room) {
     int opts_rc = nr_client_options(&opts, cli->beams, cli->max_length, cli->voice, cli->prompt, opts_err,
                                     sizeof opts_err);
     if (!opts_rc) opts_rc = nr_client_options_speed(&opts, cli->speed, opts_err, sizeof opts_err);
+    if (!opts_rc) opts_rc = nr_client_options_language(&opts, cli->language, opts_err, sizeof opts_err);
     size_t *which = calloc(room, sizeof *which);
     nr_client_job_t *jobs = calloc(room, sizeof *jobs);
     s_job_opts_t *job_opts = calloc(room, sizeof *job_opts);

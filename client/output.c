@@ -430,6 +430,8 @@ void nr_output_record_json(nr_buf_t *b, const char *id, const nr_msg_t *r,
     s_field(b, "route", route, 0);
     s_field(b, "run", s_get(r, "run"), 0);
     s_field(b, "caption", s_get(r, "text.caption"), 0);
+    s_field(b, "prompt", s_get(r, "text.prompt"), 0);     /* what the caption was prompted with */
+    s_field(b, "language", s_get(r, "opt.language"), 0); /* PaliGemma's caption language, as submitted */
     nr_buf_puts(b, ",\"model\":{\"vision\":");
     nr_output_json_string(b, s_get(r, "vision.model"));
     nr_buf_puts(b, ",\"text\":");

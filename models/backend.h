@@ -23,6 +23,10 @@ typedef enum {
     NR_OP_EMBED,        /* token + position embeddings */
     NR_OP_PATCH_EMBED,  /* ViT embeddings: conv 16x16/16 (im2col + gemm), CLS, positions */
     NR_OP_COPY,         /* device-to-device copy */
+    NR_OP_RMSNORM,      /* Gemma: y = x / sqrt(mean(x^2) + eps) * (1 + g), per row */
+    NR_OP_ROTARY,       /* rotary position embeddings, rotate-half layout (Gemma, Llama) */
+    NR_OP_MUL,          /* y *= x elementwise (GeGLU) */
+    NR_OP_SCALE,        /* x *= s */
     NR_OP_COUNT
 } nr_op_t;
 
@@ -35,14 +39,17 @@ typedef enum {
 /* Attention over `batch` independent sequences with `n_head` heads of size
  * `head_dim`. For batch entry b, head h, query row i:
  *   q = q + b*q_bstride + i*q_rstride + h*head_dim      (head_dim floats)
- *   key/value row j (j < n_kv) at k/v + kb*kv_bstride + j*kv_rstride + h*head_dim,
+ *   key/value row j (j < n_kv) at k/v + kb*kv_bstride + j*kv_rstride + g*head_dim,
  *   where kb = kv_index ? kv_index[b] : b   (lets beams share encoder K/V)
+ *   and g = h / (n_head / n_kv_head), the key/value head of a group of query
+ *   heads (grouped-query attention; n_kv_head 0 means n_head, one each)
  *   out row at out + b*o_bstride + i*o_rstride + h*head_dim.
  * causal: query i (absolute position q_pos0 + i) sees keys j <= q_pos0 + i.
  * scale multiplies q.k (1/sqrt(head_dim) for ViT and GPT-2).
  * kv_index is a host array of `batch` ints (the backend copies it if needed). */
 typedef struct {
     int batch, n_head, head_dim;
+    int n_kv_head; /* 0: n_head; else divides n_head */
     int n_q, n_kv;
     int causal, q_pos0;
     float scale;
@@ -59,7 +66,9 @@ typedef struct {
 /* ViT embeddings for `batch` images: pixels [batch, C, H, W] (CHW floats),
  * w [D, C, P, P], b [D], cls [D], pos [(1 + (H/P)*(W/P)), D]. Writes
  * out [batch, 1 + (H/P)*(W/P), D]: row 0 = cls + pos[0], row 1 + (py*(W/P)+px)
- * = conv patch (py, px) + b + pos[row] (row-major patch order). */
+ * = conv patch (py, px) + b + pos[row] (row-major patch order).
+ * cls NULL (SigLIP): no class row; out [batch, (H/P)*(W/P), D], pos one row
+ * per patch. */
 typedef struct {
     int batch, channels, height, width, patch, dim;
     const float *pixels;
@@ -69,6 +78,19 @@ typedef struct {
     const float *pos;
     float *out;
 } nr_patch_args_t;
+
+/* Rotary position embeddings (transformers' apply_rotary_pos_emb, rotate-half
+ * layout) in place on x [M rows, ld floats apart], each row n_head heads of
+ * head_dim (even) floats at h*head_dim: row i has position
+ * pos0 + i % n_tok; with f_k = 1 / theta^(2k / head_dim) and a = pos * f_k
+ * (float), for k < head_dim/2: (x_k, x_{k+hd/2}) <- (x_k cos a - x_{k+hd/2} sin a,
+ * x_{k+hd/2} cos a + x_k sin a). */
+typedef struct {
+    float *x;
+    size_t ld;
+    int M, n_head, head_dim, n_tok, pos0;
+    float theta;
+} nr_rotary_args_t;
 
 typedef struct nr_backend_ops {
     const char *name;
@@ -96,6 +118,13 @@ typedef struct nr_backend_ops {
      * so a backend with a reduced weight precision converts it before the
      * first request. 0 or NR_ENOMEM. */
     int (*prepare_matmul)(void *ctx, const float *w, nr_wlayout_t layout, int N, int K, int rows);
+    /* Optional (NULL: not offered). A BF16 weight (N x K bf16 values in
+     * `layout`, host memory: the checkpoint's mapping) that a backend
+     * multiplying by its own BF16 copies packs once and keys by the pointer
+     * w itself: later matmuls pass (const float *)w and never read it as
+     * F32, so no F32 copy is made. 0, NR_EUNSUPPORTED (this backend reads
+     * F32 weights: load an F32 copy instead), NR_ENOMEM. */
+    int (*adopt_bf16)(void *ctx, const void *w, nr_wlayout_t layout, int N, int K);
     int (*add_bias)(void *ctx, float *y, const float *b, int M, int N);
     int (*add)(void *ctx, float *y, const float *x, size_t n);
     int (*layernorm)(void *ctx, float *y, const float *x, const float *g, const float *b, int M, int N, float eps);
@@ -105,10 +134,17 @@ typedef struct nr_backend_ops {
     int (*softmax)(void *ctx, float *x, int rows, int cols);
     int (*attention)(void *ctx, const nr_attn_args_t *a);
     /* out[i,:] = wte[ids[i],:] + wpe[pos[i],:] for i < n; ids/pos are host
-     * arrays, checked against vocab / n_positions (NR_EINVAL when outside). */
+     * arrays, checked against vocab / n_positions (NR_EINVAL when outside).
+     * wpe and pos NULL: out[i,:] = wte[ids[i],:] (no position table). */
     int (*embed)(void *ctx, float *out, const float *wte, const float *wpe, const int *ids, const int *pos, int n,
                  int dim, int vocab, int n_positions);
     int (*patch_embed)(void *ctx, const nr_patch_args_t *a);
+    /* Gemma's RMSNorm per row of N (y may be x): computed in float, weight
+     * applied as (1 + g). */
+    int (*rmsnorm)(void *ctx, float *y, const float *x, const float *g, int M, int N, float eps);
+    int (*rotary)(void *ctx, const nr_rotary_args_t *a);
+    int (*mul)(void *ctx, float *y, const float *x, size_t n);
+    int (*scale)(void *ctx, float *x, size_t n, float s);
 } nr_backend_ops_t;
 
 typedef struct nr_backend {

@@ -17,6 +17,7 @@
 #include "models/generate.h"
 #include "models/io/checkpoint.h"
 #include "models/states.h"
+#include "models/text/gemma_tokenizer.h"
 #include "models/text/wordpiece.h"
 #ifdef NR_HAVE_TOKENIZER
 #include "models/tokenizer.h"
@@ -38,7 +39,8 @@ struct nr_captioner {
     const nr_family_ops_t *fam;
     void *fm;            /* the family's loaded model */
     int has_encoder, has_decoder;
-    nr_wordpiece_t *wp; /* BERT WordPiece (cfg.wordpiece: GIT), else tok below */
+    nr_wordpiece_t *wp; /* BERT WordPiece (cfg.wordpiece: GIT), else gtok or tok below */
+    nr_gemma_tokenizer_t *gtok; /* cfg.gemma_tokenizer: PaliGemma's tokenizer.json */
 #ifdef NR_HAVE_TOKENIZER
     nr_tokenizer_t *tok;
 #endif
@@ -56,6 +58,19 @@ nr_captioner_params_t nr_captioner_default_params(void) {
 static int s_exists(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0;
+}
+
+/* The process's resident memory (VmRSS) in MiB, -1 when unknown: logged at
+ * load, where a 3B-parameter checkpoint's weights land. */
+static long s_resident_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+    fclose(f);
+    return kib < 0 ? -1 : kib / 1024;
 }
 
 int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_captioner_t **out, char *err,
@@ -92,8 +107,20 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
     c->has_decoder = p.load_decoder != 0;
     if ((rc = c->fam->load(&c->cfg, c->ck, c->be, c->has_encoder, c->has_decoder, &c->fm, err, errlen))) goto fail;
     if (p.load_decoder && c->cfg.wordpiece && (rc = nr_wordpiece_load(dir, &c->wp, err, errlen))) goto fail;
+    if (p.load_decoder && c->cfg.gemma_tokenizer) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        if ((rc = nr_gemma_tokenizer_load(path, &c->gtok, err, errlen))) goto fail;
+        if (nr_gemma_tokenizer_vocab_size(c->gtok) > c->cfg.vocab_size ||
+            nr_gemma_tokenizer_token_id(c->gtok, "\n") < 0) {
+            rc = nr_seterr(err, errlen, NR_EMODEL, "%s: %d ids (the model has %d) or no \"\\n\" token", path,
+                           nr_gemma_tokenizer_vocab_size(c->gtok), c->cfg.vocab_size);
+            goto fail;
+        }
+    }
 #ifdef NR_HAVE_TOKENIZER
-    if (p.load_decoder && !c->cfg.wordpiece && (rc = nr_tokenizer_load(dir, &c->tok, err, errlen))) goto fail;
+    if (p.load_decoder && !c->cfg.wordpiece && !c->cfg.gemma_tokenizer &&
+        (rc = nr_tokenizer_load(dir, &c->tok, err, errlen)))
+        goto fail;
 #endif
 #ifdef NR_HAVE_IMAGE
     c->ip = nr_image_default_params();
@@ -111,8 +138,9 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
         goto fail;
     }
 #endif
-    nr_log(NR_LOG_INFO, "models: loaded %s (family %s, states [%d, %d], vocabulary %d, device %s)", c->name,
-           c->fam->name, c->cfg.states_seq, c->cfg.states_hidden, c->cfg.vocab_size, p.device ? p.device : "cpu");
+    nr_log(NR_LOG_INFO, "models: loaded %s (family %s, states [%d, %d], vocabulary %d, device %s, resident %ld MiB)",
+           c->name, c->fam->name, c->cfg.states_seq, c->cfg.states_hidden, c->cfg.vocab_size,
+           p.device ? p.device : "cpu", s_resident_mib());
     *out = c;
     return 0;
 fail:
@@ -125,6 +153,7 @@ void nr_captioner_destroy(nr_captioner_t **pc) {
     nr_captioner_t *c = *pc;
     if (c->fam && c->fm) c->fam->destroy(&c->fm);
     nr_wordpiece_destroy(&c->wp);
+    nr_gemma_tokenizer_destroy(&c->gtok);
 #ifdef NR_HAVE_TOKENIZER
     nr_tokenizer_destroy(&c->tok);
 #endif
@@ -297,6 +326,8 @@ int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, co
     return nr_seterr(err, errlen, NR_EUNSUPPORTED, "caption: built without the tokenizer module");
 #else
     if (!c || !captions || n <= 0) return nr_seterr(err, errlen, NR_EINVAL, "caption: bad arguments");
+    if (c->has_decoder && !c->wp && !c->gtok && !c->tok)
+        return nr_seterr(err, errlen, NR_EUNSUPPORTED, "caption: no tokenizer for %s in this build", c->name);
     nr_gen_config_t g = gen ? *gen : c->cfg.gen;
     for (int i = 0; i < n; i++) captions[i] = NULL;
     int *ids = malloc((size_t)n * (g.max_length > 0 ? g.max_length : 1) * sizeof(int));
@@ -306,7 +337,11 @@ int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, co
     for (int i = 0; i < n && rc == 0; i++) {
         char *text = NULL;
         size_t tl = 0;
-        if (c->wp) /* batch_decode(skip_special_tokens=True), clean-up as tokenizer_config.json says */
+        if (c->gtok) { /* PaliGemma: the tokens after <bos>, prompt and "\n", decode(skip_special_tokens=True) */
+            const int skip = 1 + g.prompt_len < lens[i] ? 1 + g.prompt_len : lens[i];
+            rc = nr_gemma_tokenizer_decode(c->gtok, ids + (size_t)i * g.max_length + skip, (size_t)(lens[i] - skip),
+                                           NR_GEMMA_TOKENIZER_SKIP_SPECIAL, &text, &tl, err, errlen);
+        } else if (c->wp) /* batch_decode(skip_special_tokens=True), clean-up as tokenizer_config.json says */
             rc = nr_wordpiece_decode(c->wp, ids + (size_t)i * g.max_length, (size_t)lens[i],
                                      NR_WORDPIECE_SKIP_SPECIAL |
                                          (nr_wordpiece_cleanup_default(c->wp) ? NR_WORDPIECE_CLEANUP : 0u),
@@ -343,11 +378,23 @@ int nr_captioner_prompt_ids(const nr_captioner_t *c, const char *text, int **ids
     if (!c || !text || !ids || !n) return nr_seterr(err, errlen, NR_EINVAL, "prompt: bad arguments");
     *ids = NULL;
     *n = 0;
-    if (strcmp(c->fam->name, "blip") != 0 || !c->wp)
-        return nr_seterr(err, errlen, NR_EUNSUPPORTED, "prompt: %s (%s) takes no text prompt%s", c->name,
-                         c->fam->name, c->wp ? "" : " or its decoder is not loaded");
     size_t k = 0;
-    int rc = nr_wordpiece_encode(c->wp, text, strlen(text), 0, ids, &k, err, errlen);
+    int rc;
+    if (c->gtok) { /* PaliGemmaProcessor: <bos> + prompt + "\n", the text encoded as one */
+        size_t tl = strlen(text);
+        char *t = malloc(tl + 2);
+        if (!t) return nr_seterr(err, errlen, NR_ENOMEM, "prompt: out of memory");
+        memcpy(t, text, tl);
+        t[tl] = '\n';
+        t[tl + 1] = 0;
+        rc = nr_gemma_tokenizer_encode(c->gtok, t, tl + 1, ids, &k, err, errlen);
+        free(t);
+    } else if (strcmp(c->fam->name, "blip") == 0 && c->wp) {
+        rc = nr_wordpiece_encode(c->wp, text, strlen(text), 0, ids, &k, err, errlen);
+    } else {
+        return nr_seterr(err, errlen, NR_EUNSUPPORTED, "prompt: %s (%s) takes no text prompt%s", c->name,
+                         c->fam->name, c->wp || c->tok ? "" : " or its decoder is not loaded");
+    }
     if (rc) return rc;
     if (k > (size_t)c->cfg.max_positions - 2) {
         free(*ids);
@@ -356,6 +403,45 @@ int nr_captioner_prompt_ids(const nr_captioner_t *c, const char *text, int **ids
                          c->cfg.max_positions - 2);
     }
     *n = (int)k;
+    return 0;
+}
+
+int nr_captioner_takes_language(const nr_captioner_t *c) { return c && c->cfg.gemma_tokenizer; }
+
+int nr_captioner_language_valid(const char *lang) {
+    /* a primary subtag of 2-3 lower-case letters, then -subtags of 2-8 letters or digits */
+    size_t n = lang ? strlen(lang) : 0, i = 0;
+    if (n == 0 || n > NR_CAPTIONER_LANGUAGE_MAX) return 0;
+    while (i < n && lang[i] >= 'a' && lang[i] <= 'z') i++;
+    if (i < 2 || i > 3) return 0;
+    while (i < n) {
+        if (lang[i++] != '-') return 0;
+        size_t k = 0;
+        while (i < n && isalnum((unsigned char)lang[i])) i++, k++;
+        if (k < 2 || k > 8) return 0;
+    }
+    return 1;
+}
+
+int nr_captioner_job_prompt(const nr_captioner_t *c, const char *prompt, const char *language, char *out,
+                            size_t outlen, char *err, size_t errlen) {
+    if (!c || !out || outlen == 0) return nr_seterr(err, errlen, NR_EINVAL, "prompt: bad arguments");
+    out[0] = 0;
+    if (language && language[0] && !nr_captioner_takes_language(c))
+        return nr_seterr(err, errlen, NR_EUNSUPPORTED, "the %s captioner takes no language (model %s; only "
+                         "paligemma does)", c->fam->name, c->name);
+    if (language && language[0] && !nr_captioner_language_valid(language))
+        return nr_seterr(err, errlen, NR_EOPTION, "language \"%.32s\" is not a language code such as en, es, "
+                         "pt-BR or zh-TW", language);
+    const char *p = prompt && prompt[0] ? prompt : NULL;
+    char tmp[64];
+    if (!p && nr_captioner_takes_language(c)) { /* PaliGemma's captioning prompt */
+        snprintf(tmp, sizeof tmp, "caption %s", language && language[0] ? language : "en");
+        p = tmp;
+    }
+    if (!p) return 0;
+    if (strlen(p) >= outlen) return nr_seterr(err, errlen, NR_EOPTION, "prompt: longer than %zu bytes", outlen - 1);
+    snprintf(out, outlen, "%s", p);
     return 0;
 }
 

@@ -100,11 +100,31 @@ int nr_captioner_caption(const nr_captioner_t *c, const float *states, int n, co
  * encoding without [CLS] / [SEP], as BlipForConditionalGeneration.generate()
  * uses the processor's input_ids (its [CLS] becomes the start token [DEC],
  * its [SEP] is dropped). Captions then start with the prompt, as
- * transformers decodes them. *ids is new (free()), *n its count (0 for an
+ * transformers decodes them. PaliGemma ("caption en"): the Gemma
+ * tokenizer's encoding of the prompt + "\n" (PaliGemmaProcessor; <bos> is
+ * the start token); its captions are the tokens after the prompt, as the
+ * model card decodes them. *ids is new (free()), *n its count (0 for an
  * empty prompt: the same as none). Returns 0, NR_EUNSUPPORTED (a family
  * without prompts, or the decoder not loaded), NR_ETEXT (invalid UTF-8),
  * NR_EOPTION (more ids than max_positions - 2), NR_ENOMEM. */
 int nr_captioner_prompt_ids(const nr_captioner_t *c, const char *text, int **ids, int *n, char *err, size_t errlen);
+
+/* Languages (PaliGemma's "caption <language>" prompts). A language code
+ * here: 2-3 lower-case letters, then "-" subtags of 2-8 letters or digits
+ * ("en", "es", "pt-BR", "zh-TW"), at most NR_CAPTIONER_LANGUAGE_MAX bytes. */
+#define NR_CAPTIONER_LANGUAGE_MAX 16
+/* 1 when the family captions in a language it is asked for (paligemma). */
+int nr_captioner_takes_language(const nr_captioner_t *c);
+/* 1 when lang is such a code. */
+int nr_captioner_language_valid(const char *lang);
+/* The prompt text a job decodes with (then nr_captioner_prompt_ids):
+ * `prompt` when given (non-empty); else, for a family that takes a
+ * language, "caption <language>" ("caption en" without one); else none
+ * (out ""). Returns 0, NR_EUNSUPPORTED (a language for a family without
+ * languages: the family named in err), NR_EOPTION (a language that is no
+ * code, or a prompt of outlen bytes or more). */
+int nr_captioner_job_prompt(const nr_captioner_t *c, const char *prompt, const char *language, char *out,
+                            size_t outlen, char *err, size_t errlen);
 
 /* One image's states [seq, hidden] -> a new version 2 ("NRS2") frame
  * naming this model's family (models/states.h), F32. Returns 0, NR_ENOMEM. */

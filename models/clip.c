@@ -40,30 +40,30 @@ int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, c
     m->be = be;
     m->layout = layout;
     m->ws = (nr_wstore_t){.be = be, .ck = ck, .prefix = prefix ? prefix : ""};
-    const int blip = layout == NR_VISION_BLIP;
+    const int blip = layout == NR_VISION_BLIP, siglip = layout == NR_VISION_SIGLIP, clip = layout == NR_VISION_CLIP;
     const int D = cfg->hidden_size, C = cfg->num_channels, P = cfg->patch_size, I = cfg->intermediate_size;
     const int g = cfg->image_size / P;
-    m->t.seq = 1 + g * g;
+    m->t.seq = (siglip ? 0 : 1) + g * g;
     int rc;
     nr_wstore_t *ws = &m->ws;
     if ((rc = nr_wstore_get(ws, "embeddings.patch_embedding.weight", &m->t.patch_w, err, errlen, 4, I64(D), I64(C),
                             I64(P), I64(P))) ||
         /* CLIP: class_embedding (D), position_embedding an Embedding (S, D);
          * BLIP: both Parameters, (1, 1, D) and (1, S, D), no ".weight" */
-        (!blip && (rc = nr_wstore_get(ws, "embeddings.class_embedding", &m->t.cls, err, errlen, 1, I64(D)))) ||
+        (clip && (rc = nr_wstore_get(ws, "embeddings.class_embedding", &m->t.cls, err, errlen, 1, I64(D)))) ||
         (!blip && (rc = nr_wstore_get(ws, "embeddings.position_embedding.weight", &m->t.pos, err, errlen, 2,
                                       I64(m->t.seq), I64(D)))) ||
         (blip && (rc = nr_wstore_get(ws, "embeddings.class_embedding", &m->t.cls, err, errlen, 3, I64(1), I64(1),
                                      I64(D)))) ||
         (blip && (rc = nr_wstore_get(ws, "embeddings.position_embedding", &m->t.pos, err, errlen, 3, I64(1),
                                      I64(m->t.seq), I64(D)))) ||
-        (!blip && (rc = nr_wstore_get(ws, "pre_layrnorm.weight", &m->t.pre_g, err, errlen, 1, I64(D)))) ||
-        (!blip && (rc = nr_wstore_get(ws, "pre_layrnorm.bias", &m->t.pre_b, err, errlen, 1, I64(D)))) ||
-        (blip && (rc = nr_wstore_get(ws, "embeddings.patch_embedding.bias", &m->t.patch_b, err, errlen, 1, I64(D)))) ||
+        (clip && (rc = nr_wstore_get(ws, "pre_layrnorm.weight", &m->t.pre_g, err, errlen, 1, I64(D)))) ||
+        (clip && (rc = nr_wstore_get(ws, "pre_layrnorm.bias", &m->t.pre_b, err, errlen, 1, I64(D)))) ||
+        (!clip && (rc = nr_wstore_get(ws, "embeddings.patch_embedding.bias", &m->t.patch_b, err, errlen, 1, I64(D)))) ||
         (rc = nr_wstore_get(ws, "post_layernorm.weight", &m->t.post_g, err, errlen, 1, I64(D))) ||
         (rc = nr_wstore_get(ws, "post_layernorm.bias", &m->t.post_b, err, errlen, 1, I64(D))))
         goto fail;
-    if (!blip) {
+    if (clip) {
         float *zeros = calloc((size_t)D, sizeof(float));
         m->zero_b = m->t.patch_b = zeros ? nr_backend_upload_new(be, zeros, (size_t)D * sizeof(float)) : NULL;
         free(zeros);

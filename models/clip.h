@@ -6,7 +6,11 @@
  *     activation -> fc2), post_layernorm over every position;
  *   NR_VISION_BLIP: BlipVisionModel (models/blip/modeling_blip.py): the same
  *     layers without pre_layrnorm, the patch conv with a bias, attention as
- *     one fused `self_attn.qkv` Linear and `self_attn.projection`.
+ *     one fused `self_attn.qkv` Linear and `self_attn.projection`;
+ *   NR_VISION_SIGLIP: SiglipVisionTransformer (models/siglip/modeling_siglip.py,
+ *     PaliGemma's vision_tower): CLIP's layer names, the patch conv with a
+ *     bias, no class token (one position per patch), no pre_layrnorm; the
+ *     pooling head is not loaded (PaliGemma reads last_hidden_state).
  * The model is shared and read-only. */
 #ifndef NR_MODELS_CLIP_H
 #define NR_MODELS_CLIP_H
@@ -19,7 +23,7 @@
 
 typedef struct nr_clip_vision nr_clip_vision_t;
 
-typedef enum { NR_VISION_CLIP = 0, NR_VISION_BLIP = 1 } nr_vision_layout_t;
+typedef enum { NR_VISION_CLIP = 0, NR_VISION_BLIP = 1, NR_VISION_SIGLIP = 2 } nr_vision_layout_t;
 
 /* Loads prefix + the layout's names ("git.image_encoder.vision_model." in a
  * GIT checkpoint, "vision_model." in a BLIP one), checking shapes against

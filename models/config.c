@@ -407,6 +407,110 @@ static int s_blip(const cJSON *root, const char *src, nr_model_config_t *cfg, ch
     return 0;
 }
 
+/* model_type paligemma (transformers v4.46 configuration_paligemma.py):
+ * PaliGemmaConfig builds a SiglipVisionConfig from vision_config and a
+ * GemmaConfig from text_config, each key defaulting as there. The vision
+ * stage sends get_image_features' output: the projected image tokens,
+ * [image_seq_length, text hidden_size]. Lengths in this engine count the
+ * text only (<bos>, prompt, "\n", caption): a max_length from the files
+ * counts the image tokens too, as transformers' generate() does, and loses
+ * them here. */
+static int s_paligemma(const cJSON *root, const char *gen_json, const char *src, nr_model_config_t *cfg, char *err,
+                       size_t errlen) {
+    nr_paligemma_config_t *p = &cfg->paligemma;
+    nr_vit_config_t *v = &p->vision;
+    *v = (nr_vit_config_t){.hidden_size = 768, .num_hidden_layers = 12, .num_attention_heads = 12,
+                           .intermediate_size = 3072, .image_size = 224, .patch_size = 16, .num_channels = 3,
+                           .layer_norm_eps = 1e-6f, .hidden_act = NR_ACT_GELU_TANH, .qkv_bias = 1};
+    const cJSON *vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config");
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
+    if (!cJSON_IsObject(vc) || !cJSON_IsObject(tc))
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: vision_config and text_config must be objects", src);
+    int rc = s_vision_config(vc, src, v, err, errlen);
+    if (rc) return rc;
+    const char *w = "text_config.";
+    p->hidden_size = 3072;
+    p->num_hidden_layers = 28;
+    p->num_attention_heads = 16;
+    p->num_key_value_heads = 16;
+    p->head_dim = 256;
+    p->intermediate_size = 24576;
+    p->max_position_embeddings = 8192;
+    p->vocab_size = 256000;
+    p->rms_norm_eps = 1e-6f;
+    p->rope_theta = 10000.0f;
+    p->hidden_act = NR_ACT_GELU_TANH;
+    p->image_token_index = 256000;
+    DEF_INT(tc, "hidden_size", p->hidden_size, w);
+    DEF_INT(tc, "num_hidden_layers", p->num_hidden_layers, w);
+    DEF_INT(tc, "num_attention_heads", p->num_attention_heads, w);
+    DEF_INT(tc, "num_key_value_heads", p->num_key_value_heads, w);
+    DEF_INT(tc, "head_dim", p->head_dim, w);
+    DEF_INT(tc, "intermediate_size", p->intermediate_size, w);
+    DEF_INT(tc, "max_position_embeddings", p->max_position_embeddings, w);
+    DEF_INT(tc, "vocab_size", p->vocab_size, w);
+    if (s_float(tc, "rms_norm_eps", &p->rms_norm_eps) < 0 || p->rms_norm_eps < 0 ||
+        s_float(tc, "rope_theta", &p->rope_theta) < 0 || !(p->rope_theta > 1.0f))
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: text_config.rms_norm_eps must be >= 0 and rope_theta > 1", src);
+    if (s_act_key(tc, "hidden_activation", &p->hidden_act) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL,
+                         "%s: text_config.hidden_activation must be gelu, gelu_new, gelu_pytorch_tanh or quick_gelu",
+                         src);
+    int tie = 1, bias = 0;
+    if (s_bool(tc, "tie_word_embeddings", &tie) < 0 || s_bool(tc, "attention_bias", &bias) < 0 || !tie || bias)
+        return nr_seterr(err, errlen, NR_EMODEL,
+                         "%s: text_config: only tie_word_embeddings true and attention_bias false are supported", src);
+    if (p->num_attention_heads % p->num_key_value_heads || p->head_dim % 2 || p->head_dim > 2048)
+        return nr_seterr(err, errlen, NR_EMODEL,
+                         "%s: text_config: num_key_value_heads %d must divide num_attention_heads %d and head_dim %d "
+                         "be even (at most 2048)", src, p->num_key_value_heads, p->num_attention_heads, p->head_dim);
+    if (s_int(root, "image_token_index", &p->image_token_index) < 0)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: image_token_index must be an integer", src);
+    int pd = p->hidden_size;
+    if (s_int(vc, "projection_dim", &pd) < 0 || pd != p->hidden_size)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: vision_config.projection_dim must equal text_config.hidden_size %d",
+                         src, p->hidden_size);
+    const int g1 = v->image_size / v->patch_size;
+    p->image_seq_length = g1 * g1;
+    if (p->max_position_embeddings <= p->image_seq_length + 2)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: text_config.max_position_embeddings %d leaves no room after %d "
+                         "image tokens", src, p->max_position_embeddings, p->image_seq_length);
+    snprintf(cfg->family, sizeof cfg->family, "paligemma");
+    cfg->gemma_tokenizer = 1;
+    cfg->num_channels = v->num_channels;
+    cfg->image_size = v->image_size;
+    cfg->states_seq = p->image_seq_length;
+    cfg->states_hidden = p->hidden_size; /* get_image_features: projected and scaled */
+    cfg->dec_hidden = p->hidden_size;
+    cfg->max_positions = p->max_position_embeddings - p->image_seq_length;
+    cfg->vocab_size = p->vocab_size;
+    /* PaliGemmaConfig / GemmaConfig token ids: pad 0, eos 1, bos 2 */
+    cfg->gen.bos_token_id = 2;
+    cfg->gen.eos_token_id = 1;
+    cfg->gen.pad_token_id = 0;
+    cfg->gen.max_length = -1; /* unset: see below */
+    if ((rc = s_gen(root, src, &cfg->gen, err, errlen))) return rc;
+    if (gen_json) {
+        cJSON *g = cJSON_Parse(gen_json);
+        rc = cJSON_IsObject(g) ? s_gen(g, src, &cfg->gen, err, errlen)
+                               : nr_seterr(err, errlen, NR_EMODEL, "%s: generation_config.json is not a JSON object",
+                                           src);
+        cJSON_Delete(g);
+        if (rc) return rc;
+    }
+    /* transformers' default max_length 20 leaves no room after the image
+     * tokens; without one in the files, 32 text tokens */
+    if (cfg->gen.max_length < 0) cfg->gen.max_length = 32;
+    else cfg->gen.max_length -= p->image_seq_length;
+    if (cfg->gen.max_length < 2 || cfg->gen.max_length > cfg->max_positions)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: max_length leaves %d text tokens after %d image tokens (2..%d)",
+                         src, cfg->gen.max_length, p->image_seq_length, cfg->max_positions);
+    cfg->gen.decoder_start_token_id = cfg->gen.bos_token_id;
+    if (cfg->gen.bos_token_id < 0 || cfg->gen.bos_token_id >= p->vocab_size || cfg->gen.eos_token_id >= p->vocab_size)
+        return nr_seterr(err, errlen, NR_EMODEL, "%s: bos/eos_token_id outside the vocabulary", src);
+    return 0;
+}
+
 int nr_model_config_parse(const char *config_json, const char *gen_json, const char *what, nr_model_config_t *cfg,
                           char *err, size_t errlen) {
     char src[512];
@@ -427,6 +531,10 @@ int nr_model_config_parse(const char *config_json, const char *gen_json, const c
         if ((rc = s_gen(root, src, &cfg->gen, err, errlen)) != 0) goto out;
         goto generation;
     }
+    if (cJSON_IsString(mt) && strcmp(mt->valuestring, "paligemma") == 0) {
+        rc = s_paligemma(root, gen_json, src, cfg, err, errlen);
+        goto out;
+    }
     if (cJSON_IsString(mt) && strcmp(mt->valuestring, "blip") == 0) {
         /* no generation_config.json: text_decoder.generate() uses text_config's settings */
         rc = s_blip(root, src, cfg, err, errlen);
@@ -435,7 +543,8 @@ int nr_model_config_parse(const char *config_json, const char *gen_json, const c
     if (!cJSON_IsString(mt) || strcmp(mt->valuestring, "vision-encoder-decoder") != 0 || !cJSON_IsObject(enc) ||
         !cJSON_IsObject(dec)) {
         rc = nr_seterr(err, errlen, NR_EMODEL,
-                       "%s: model_type must be vision-encoder-decoder (with encoder and decoder objects), git or blip",
+                       "%s: model_type must be vision-encoder-decoder (with encoder and decoder objects), git, blip "
+                       "or paligemma",
                        src);
         goto out;
     }

@@ -72,6 +72,26 @@ typedef struct {
     int pad_token_id;         /* 0 */
 } nr_blip_config_t;
 
+/* PaliGemma (PaliGemmaForConditionalGeneration, transformers v4.46
+ * configuration_paligemma.py): a SiglipVisionConfig under vision_config, a
+ * GemmaConfig under text_config, each key defaulting as there. */
+typedef struct {
+    nr_vit_config_t vision;   /* SigLIP: 224 px, patch 16, gelu_pytorch_tanh, layer_norm_eps 1e-6 by default */
+    int hidden_size;          /* text_config.* from here (GemmaConfig's defaults) */
+    int num_hidden_layers;
+    int num_attention_heads;
+    int num_key_value_heads;  /* divides num_attention_heads (1: multi-query) */
+    int head_dim;             /* 256 by default, independent of hidden_size */
+    int intermediate_size;
+    int max_position_embeddings; /* 8192: image tokens + text */
+    int vocab_size;
+    float rms_norm_eps;       /* 1e-6 */
+    float rope_theta;         /* 10000 */
+    nr_act_t hidden_act;      /* hidden_activation, gelu_pytorch_tanh when null (GemmaMLP) */
+    int image_token_index;    /* the <image> placeholder id (its positions get the image features) */
+    int image_seq_length;     /* image tokens: (image_size / patch_size)^2 */
+} nr_paligemma_config_t;
+
 /* Generation settings: transformers' names and meanings. max_length counts
  * the decoder start token (and the prompt, when there is one). */
 typedef struct {
@@ -108,6 +128,8 @@ typedef struct {
     nr_gpt2_config_t gpt2;
     nr_git_config_t git;
     nr_blip_config_t blip;
+    nr_paligemma_config_t paligemma;
+    int gemma_tokenizer;      /* 1: the Gemma tokenizer (tokenizer.json, PaliGemma) */
     nr_gen_config_t gen;
     /* 1: VisionEncoderDecoderModel's enc_to_dec_proj, a Linear from the
      * encoder's hidden_size to the decoder's n_embd, applied to the encoder

@@ -4,7 +4,8 @@
 
 #include <string.h>
 
-static const nr_family_ops_t *const s_families[] = {&nr_family_vit_gpt2, &nr_family_git, &nr_family_blip};
+static const nr_family_ops_t *const s_families[] = {&nr_family_vit_gpt2, &nr_family_git, &nr_family_blip,
+                                                   &nr_family_paligemma};
 #define S_NFAMILIES (sizeof s_families / sizeof *s_families)
 
 const nr_family_ops_t *nr_family_find(const char *model_type) {
@@ -21,4 +22,4 @@ const nr_family_ops_t *nr_family_by_name(const char *name) {
     return NULL;
 }
 
-const char *nr_family_model_types(void) { return "vision-encoder-decoder, git, blip"; }
+const char *nr_family_model_types(void) { return "vision-encoder-decoder, git, blip, paligemma"; }

@@ -25,7 +25,7 @@
 #include "models/io/checkpoint.h"
 
 typedef struct nr_family_ops {
-    const char *name;       /* "vit-gpt2", "git", "blip": in states frames, logs and docs */
+    const char *name;       /* "vit-gpt2", "git", "blip", "paligemma": in states frames, logs and docs */
     const char *model_type; /* config.json's model_type it serves */
     /* Loads the encoder side and/or the decoder side from ck into *out (the
      * family's own struct). Returns 0, NR_EMODEL (tensor named in err),
@@ -48,6 +48,7 @@ typedef struct nr_family_ops {
 extern const nr_family_ops_t nr_family_vit_gpt2; /* vision-encoder-decoder: models/vit_gpt2.c */
 extern const nr_family_ops_t nr_family_git;      /* git: models/git.c */
 extern const nr_family_ops_t nr_family_blip;     /* blip: models/blip.c */
+extern const nr_family_ops_t nr_family_paligemma; /* paligemma: models/paligemma.c */
 
 /* The family serving a config.json model_type, or NULL. */
 const nr_family_ops_t *nr_family_find(const char *model_type);

@@ -424,7 +424,7 @@ static int s_json_triple(const cJSON *a, float v[3]) {
 
 static int s_json_flag(const cJSON *root, const char *key, int *out) {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!e) return 0;
+    if (!e || cJSON_IsNull(e)) return 0; /* None: the processor's default */
     if (!cJSON_IsBool(e)) return -1;
     *out = cJSON_IsTrue(e);
     return 0;
@@ -441,6 +441,8 @@ static nr_processor_t s_processor_of(const cJSON *root) {
         {"ViTFeatureExtractor", NR_PROCESSOR_VIT}, {"CLIPImageProcessor", NR_PROCESSOR_CLIP},
         {"CLIPImageProcessorFast", NR_PROCESSOR_CLIP}, {"CLIPFeatureExtractor", NR_PROCESSOR_CLIP},
         {"BlipImageProcessor", NR_PROCESSOR_BLIP}, {"BlipImageProcessorFast", NR_PROCESSOR_BLIP},
+        /* SiglipImageProcessor (v4.46): BLIP's steps (resize to size, rescale, normalize; no crop) */
+        {"SiglipImageProcessor", NR_PROCESSOR_BLIP}, {"SiglipImageProcessorFast", NR_PROCESSOR_BLIP},
     };
     const char *keys[] = {"image_processor_type", "feature_extractor_type"};
     for (int k = 0; k < 2; k++) {

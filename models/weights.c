@@ -103,6 +103,25 @@ int nr_wstore_concat_rows(nr_wstore_t *ws, const char *const *names, const int64
     return 0;
 }
 
+int nr_wstore_get_matmul(nr_wstore_t *ws, const char *name, float **out, char *err, size_t errlen, int64_t N,
+                         int64_t K) {
+    char full[512];
+    snprintf(full, sizeof full, "%s%s", ws->prefix, name);
+    const nr_named_tensor_t *t = nr_checkpoint_find(ws->ck, full);
+    if (t && t->dtype == NR_DTYPE_BF16 && ws->be->ops->adopt_bf16 && ws->be->host_memory && t->ndim == 2 &&
+        t->shape[0] == N && t->shape[1] == K && N <= INT32_MAX && K <= INT32_MAX) {
+        int rc = ws->be->ops->adopt_bf16(ws->be->ctx, t->data, NR_W_OUT_IN, (int)N, (int)K);
+        if (rc == 0) {
+            *out = (float *)(uintptr_t)t->data;
+            return 0;
+        }
+        if (rc != NR_EUNSUPPORTED)
+            return nr_seterr(err, errlen, rc, "%s: tensor %s: cannot pack for the backend", nr_checkpoint_path(ws->ck),
+                             full);
+    }
+    return nr_wstore_get(ws, name, out, err, errlen, 2, N, K);
+}
+
 void nr_wstore_free(nr_wstore_t *ws) {
     for (size_t i = 0; i < ws->n; i++) ws->be->ops->free(ws->be->ctx, ws->bufs[i]);
     free(ws->bufs);

@@ -435,6 +435,25 @@ Test(cli, submit_prompt) {
     EXPECT_USAGE("unknown option '--prompt'", "speak", "hello", "-o", "a.wav", "--prompt", "a");
 }
 
+/* --language L: PaliGemma's caption language, checked as a code here. */
+Test(cli, submit_language) {
+    nr_cli_t c;
+    char e[512];
+    cr_assert_eq(PARSE(&c, e, "submit", "a.jpg", "--language", "es"), 0, "%s", e);
+    cr_expect_str_eq(c.language, "es");
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "submit", "a.jpg", "--language=pt-BR"), 0, "%s", e);
+    cr_expect_str_eq(c.language, "pt-BR");
+    nr_cli_clear(&c);
+    cr_assert_eq(PARSE(&c, e, "submit", "a.jpg"), 0, "%s", e);
+    cr_expect_null(c.language);
+    nr_cli_clear(&c);
+    EXPECT_USAGE("not a language code", "submit", "x", "--language", "Spanish");
+    EXPECT_USAGE("not a language code", "submit", "x", "--language", "es_ES");
+    EXPECT_USAGE("needs a value", "submit", "x", "--language");
+    EXPECT_USAGE("unknown option '--language'", "speak", "hello", "-o", "a.wav", "--language", "es");
+}
+
 Test(cli, submit_errors) {
     EXPECT_USAGE("at least one FILE", "submit");
     EXPECT_USAGE("at least one FILE", "submit", "-o", "out");
@@ -593,6 +612,36 @@ Test(jobid, prompt_option) {
         cr_expect_eq(nr_client_options(&o, 0, 0, NULL, bad[i], e, sizeof e), NR_EOPTION, "prompt %d accepted", i);
     cr_expect_eq(nr_client_options(&o, 0, 0, "a b", NULL, e, sizeof e), NR_EOPTION, "a bad voice");
     cr_expect_eq(nr_client_prompt_check("\xe2\x80\x9cpicture\xe2\x80\x9d of a", e, sizeof e), 0, "%s", e);
+}
+
+/* The language option: appended after the others, checked as a code, and
+ * part of the content-hash id. */
+Test(jobid, language_option) {
+    nr_client_options_t o;
+    char e[256] = "";
+    cr_assert_eq(nr_client_options(&o, 3, 0, "kal", "caption", e, sizeof e), 0, "%s", e);
+    cr_assert_eq(nr_client_options_language(&o, "es", e, sizeof e), 0, "%s", e);
+    cr_assert_eq(o.n, 4);
+    cr_assert_str_eq(o.kv[3].key, "language");
+    cr_assert_str_eq(o.kv[3].value, "es");
+    char id_es[NR_CLIENT_ID_HEX + 1], id_de[NR_CLIENT_ID_HEX + 1];
+    cr_assert_eq(nr_client_content_id("img", 3, "vision,text", o.kv, o.n, id_es), 0);
+    cr_assert_eq(nr_client_options(&o, 3, 0, "kal", "caption", e, sizeof e), 0, "%s", e);
+    cr_assert_eq(nr_client_options_language(&o, "de", e, sizeof e), 0, "%s", e);
+    cr_assert_eq(nr_client_content_id("img", 3, "vision,text", o.kv, o.n, id_de), 0);
+    cr_expect_str_neq(id_es, id_de, "another language, another job");
+    cr_assert_eq(nr_client_options(&o, 0, 0, NULL, NULL, e, sizeof e), 0, "%s", e);
+    cr_assert_eq(nr_client_options_language(&o, "", e, sizeof e), 0);
+    cr_assert_eq(nr_client_options_language(&o, NULL, e, sizeof e), 0);
+    cr_assert_eq(o.n, 0);
+    const char *bad[] = {"e", "EN", "english", "en_US", "en-", "en-x", "es-abcdefghi", "zh;rm", "abcdefghijklmnopq"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_expect_not(nr_client_language_valid(bad[i]), "%s", bad[i]);
+        cr_expect_eq(nr_client_options_language(&o, bad[i], e, sizeof e), NR_EOPTION, "%s", bad[i]);
+    }
+    cr_assert_eq(o.n, 0);
+    const char *good[] = {"en", "yue", "pt-BR", "zh-TW", "sr-Latn-RS"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) cr_expect(nr_client_language_valid(good[i]), "%s", good[i]);
 }
 
 Test(jobid, options_encoding_and_record) {

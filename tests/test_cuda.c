@@ -336,30 +336,32 @@ Test(cuda_ops, gelu_both_forms_and_softmax) {
     s_pair_free(&p);
 }
 
-/* One attention case, laid out as the models do (q inside a fused QKV row,
- * K|V rows of 2D). */
-static void s_attn_case(int batch, int H, int hd, int n_q, int n_kv, int causal, int q_pos0, int use_index) {
+/* One attention case, laid out as the models do (q inside a fused row of
+ * 3D, K|V rows of 2 KVH hd), with KVH key/value heads (grouped-query
+ * attention when fewer than H). */
+static void s_attn_case_kv(int batch, int H, int KVH, int hd, int n_q, int n_kv, int causal, int q_pos0,
+                           int use_index) {
     s_pair_t p = s_pair();
-    const int D = H * hd;
+    const int D = H * hd, KD = KVH * hd;
     int idx[8] = {1, 0, 1, 1, 0, 0, 1, 0};
     const int nkvb = use_index ? 2 : batch;
-    const size_t nq = (size_t)batch * n_q * 3 * D, nkv = (size_t)nkvb * n_kv * 2 * D, no = (size_t)batch * n_q * D;
+    const size_t nq = (size_t)batch * n_q * 3 * D, nkv = (size_t)nkvb * n_kv * 2 * KD, no = (size_t)batch * n_q * D;
     float *q = s_randv(nq, 1), *kv = s_randv(nkv, 1), *out = s_randv(no, 1);
     float *dq = s_up(p.gpu, q, nq), *dkv = s_up(p.gpu, kv, nkv), *dout = s_up(p.gpu, out, no);
-    nr_attn_args_t a = {.batch = batch, .n_head = H, .head_dim = hd, .n_q = n_q, .n_kv = n_kv, .causal = causal,
-                        .q_pos0 = q_pos0, .scale = 1.0f / sqrtf((float)hd), .q = q, .k = kv, .v = kv + D, .out = out,
-                        .q_bstride = (size_t)n_q * 3 * D, .q_rstride = 3 * (size_t)D,
-                        .kv_bstride = (size_t)n_kv * 2 * D, .kv_rstride = 2 * (size_t)D,
+    nr_attn_args_t a = {.batch = batch, .n_head = H, .n_kv_head = KVH == H ? 0 : KVH, .head_dim = hd, .n_q = n_q,
+                        .n_kv = n_kv, .causal = causal, .q_pos0 = q_pos0, .scale = 1.0f / sqrtf((float)hd), .q = q,
+                        .k = kv, .v = kv + KD, .out = out, .q_bstride = (size_t)n_q * 3 * D,
+                        .q_rstride = 3 * (size_t)D, .kv_bstride = (size_t)n_kv * 2 * KD, .kv_rstride = 2 * (size_t)KD,
                         .o_bstride = (size_t)n_q * D, .o_rstride = (size_t)D, .kv_index = use_index ? idx : NULL};
     cr_assert_eq(p.cpu->ops->attention(p.cpu->ctx, &a), 0);
     a.q = dq;
     a.k = dkv;
-    a.v = dkv + D;
+    a.v = dkv + KD;
     a.out = dout;
     cr_assert_eq(p.gpu->ops->attention(p.gpu->ctx, &a), 0, "%s", nr_backend_cuda_last_error(p.gpu));
     char what[160];
-    snprintf(what, sizeof what, "attention batch %d heads %d hd %d n_q %d n_kv %d causal %d q_pos0 %d index %d", batch,
-             H, hd, n_q, n_kv, causal, q_pos0, use_index);
+    snprintf(what, sizeof what, "attention batch %d heads %d/%d hd %d n_q %d n_kv %d causal %d q_pos0 %d index %d",
+             batch, H, KVH, hd, n_q, n_kv, causal, q_pos0, use_index);
     s_check(p.gpu, dout, out, no, what);
     s_dfree(p.gpu, dq);
     s_dfree(p.gpu, dkv);
@@ -368,6 +370,19 @@ static void s_attn_case(int batch, int H, int hd, int n_q, int n_kv, int causal,
     free(kv);
     free(out);
     s_pair_free(&p);
+}
+
+static void s_attn_case(int batch, int H, int hd, int n_q, int n_kv, int causal, int q_pos0, int use_index) {
+    s_attn_case_kv(batch, H, H, hd, n_q, n_kv, causal, q_pos0, use_index);
+}
+
+/* Grouped-query attention (Gemma): the gemm path, the prefix with kv_index,
+ * cached decode steps; one KV head (PaliGemma's Gemma-2B) and several. */
+Test(cuda_ops, attention_grouped_kv_heads) {
+    s_attn_case_kv(2, 8, 1, 256, 260, 260, 0, 0, 0);
+    s_attn_case_kv(2, 6, 2, 8, 20, 20, 0, 0, 1);
+    s_attn_case_kv(3, 8, 1, 256, 1, 270, 1, 269, 0);
+    s_attn_case_kv(2, 4, 2, 10, 3, 30, 1, 27, 0);
 }
 
 /* Non-causal with n_q >= 16 and no kv_index: the gemm path (cuBLAS + softmax). */
@@ -386,6 +401,62 @@ Test(cuda_ops, attention_wide_heads) {
 Test(cuda_ops, attention_long_context) {
     s_attn_case(1, 2, 64, 2, 4000, 1, 3998, 0);
     s_attn_case(1, 1, 32, 1, 14000, 0, 0, 0); /* scores need more than 48 KB of shared memory */
+}
+
+/* Gemma's ops: RMSNorm (in place too), rotary embeddings on strided rows
+ * (q heads, then cached keys rs apart), elementwise mul and scale. */
+Test(cuda_ops, rmsnorm_rotary_mul_scale) {
+    s_pair_t p = s_pair();
+    int shapes[][2] = {{1, 1}, {3, 10}, {260, 32}, {5, 2048}, {2, 3000}};
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        const int M = shapes[k][0], N = shapes[k][1];
+        const size_t n = (size_t)M * N;
+        float *y = s_randv(n, 1), *x = s_randv(n, 3), *g = s_randv((size_t)N, 0.5f);
+        float *dy = s_up(p.gpu, y, n), *dx = s_up(p.gpu, x, n), *dg = s_up(p.gpu, g, N);
+        char what[64];
+        cr_assert_eq(p.cpu->ops->rmsnorm(p.cpu->ctx, y, x, g, M, N, 1e-6f), 0);
+        cr_assert_eq(p.gpu->ops->rmsnorm(p.gpu->ctx, dy, dx, dg, M, N, 1e-6f), 0);
+        snprintf(what, sizeof what, "rmsnorm %dx%d", M, N);
+        s_check(p.gpu, dy, y, n, what);
+        cr_assert_eq(p.cpu->ops->mul(p.cpu->ctx, y, x, n), 0);
+        cr_assert_eq(p.gpu->ops->mul(p.gpu->ctx, dy, dx, n), 0);
+        cr_assert_eq(p.cpu->ops->scale(p.cpu->ctx, y, n, 45.254834f), 0);
+        cr_assert_eq(p.gpu->ops->scale(p.gpu->ctx, dy, n, 45.254834f), 0);
+        snprintf(what, sizeof what, "mul, scale %dx%d", M, N);
+        s_check(p.gpu, dy, y, n, what);
+        cr_assert_eq(p.cpu->ops->rmsnorm(p.cpu->ctx, x, x, g, M, N, 1e-6f), 0);
+        cr_assert_eq(p.gpu->ops->rmsnorm(p.gpu->ctx, dx, dx, dg, M, N, 1e-6f), 0);
+        snprintf(what, sizeof what, "rmsnorm in place %dx%d", M, N);
+        s_check(p.gpu, dx, x, n, what);
+        s_dfree(p.gpu, dy);
+        s_dfree(p.gpu, dx);
+        s_dfree(p.gpu, dg);
+        free(y);
+        free(x);
+        free(g);
+    }
+    /* rotary: {M, n_head, head_dim, ld, n_tok, pos0, theta} */
+    const int rc[][6] = {{260, 8, 256, 8 * 256, 260, 1}, {3, 1, 256, 300 * 256, 1, 270}, {8, 6, 8, 60, 4, 17},
+                         {2, 4, 10, 40, 2, 1}};
+    const float theta[] = {10000.0f, 10000.0f, 500.0f, 10000.0f};
+    for (size_t k = 0; k < sizeof rc / sizeof *rc; k++) {
+        const int M = rc[k][0], H = rc[k][1], hd = rc[k][2], ld = rc[k][3];
+        const size_t n = (size_t)(M - 1) * ld + (size_t)H * hd;
+        float *x = s_randv(n, 2), *dx = s_up(p.gpu, x, n);
+        nr_rotary_args_t a = {.x = x, .ld = (size_t)ld, .M = M, .n_head = H, .head_dim = hd, .n_tok = rc[k][4],
+                              .pos0 = rc[k][5], .theta = theta[k]};
+        cr_assert_eq(p.cpu->ops->rotary(p.cpu->ctx, &a), 0);
+        a.x = dx;
+        cr_assert_eq(p.gpu->ops->rotary(p.gpu->ctx, &a), 0, "%s", nr_backend_cuda_last_error(p.gpu));
+        char what[96];
+        snprintf(what, sizeof what, "rotary M %d heads %d hd %d ld %d", M, H, hd, ld);
+        s_check(p.gpu, dx, x, n, what);
+        a.head_dim = 7;
+        cr_assert_eq(p.gpu->ops->rotary(p.gpu->ctx, &a), NR_EINVAL);
+        s_dfree(p.gpu, dx);
+        free(x);
+    }
+    s_pair_free(&p);
 }
 
 Test(cuda_ops, embed_and_bounds) {
@@ -407,6 +478,10 @@ Test(cuda_ops, embed_and_bounds) {
     ids[1] = 0;
     pos[0] = -1;
     cr_assert_eq(p.gpu->ops->embed(p.gpu->ctx, dout, dwte, dwpe, ids, pos, n, D, V, P), NR_EINVAL);
+    /* no position table (Gemma): the token rows alone, short and long lists */
+    cr_assert_eq(p.cpu->ops->embed(p.cpu->ctx, out, wte, NULL, ids, NULL, n, D, V, 0), 0);
+    cr_assert_eq(p.gpu->ops->embed(p.gpu->ctx, dout, dwte, NULL, ids, NULL, n, D, V, 0), 0);
+    s_check(p.gpu, dout, out, (size_t)n * D, "embed without positions");
     s_dfree(p.gpu, dwte);
     s_dfree(p.gpu, dwpe);
     s_dfree(p.gpu, dout);
@@ -442,6 +517,14 @@ Test(cuda_ops, patch_embed) {
         char what[96];
         snprintf(what, sizeof what, "patch_embed B %d C %d %dx%d P %d D %d", B, C, Hh, W, P, D);
         s_check(p.gpu, dout, out, no, what);
+        /* SigLIP: no class row, one position per patch */
+        a.cls = NULL;
+        a.pos = pos + D;
+        da.cls = NULL;
+        da.pos = dpos + D;
+        cr_assert_eq(p.cpu->ops->patch_embed(p.cpu->ctx, &a), 0);
+        cr_assert_eq(p.gpu->ops->patch_embed(p.gpu->ctx, &da), 0, "%s", nr_backend_cuda_last_error(p.gpu));
+        s_check(p.gpu, dout, out, no - (size_t)B * D, "patch_embed without a class token");
         da.patch = 5; /* 32 % 5 != 0 */
         cr_assert_eq(p.gpu->ops->patch_embed(p.gpu->ctx, &da), NR_EINVAL);
         s_dfree(p.gpu, dpx);
@@ -720,4 +803,52 @@ Test(cuda_fixture, concurrent_encodes) {
     free(bpx);
     free(bwant);
     s_fix_free(&f);
+}
+
+/* PaliGemma on cuda:0: the image features and greedy / beam ids of the
+ * tiny checkpoints against the PyTorch reference (tests/test_paligemma.c
+ * does the same on the CPU). */
+Test(cuda_fixture, paligemma_features_and_ids_match_reference) {
+    s_need_gpu();
+    const char *names[] = {"paligemma-tiny", "paligemma-tiny-bf16"};
+    for (int k = 0; k < 2; k++) {
+        char path[1024], err[1024];
+        nr_safetensors_t *ref = NULL;
+        snprintf(path, sizeof path, "%s/tests/fixtures/%s-reference.safetensors", s_src(), names[k]);
+        cr_assert_eq(nr_safetensors_open(path, &ref, err, sizeof err), 0, "%s", err);
+        snprintf(path, sizeof path, "%s/tests/fixtures/%s", s_src(), names[k]);
+        nr_captioner_params_t p = nr_captioner_default_params();
+        p.device = "cuda:0";
+        nr_captioner_t *cap = NULL;
+        cr_assert_eq(nr_captioner_load(path, &p, &cap, err, sizeof err), 0, "%s", err);
+        size_t np, nf;
+        float *px = nr_test_ref(ref, "pixel_values", &np), *want = nr_test_ref(ref, "image_features", &nf);
+        float *got = malloc(nf * sizeof(float));
+        cr_assert_eq(nr_captioner_encode(cap, px, 2, got, err, sizeof err), 0, "%s", err);
+        size_t w = 0;
+        double e = s_err(got, want, nf, &w);
+        cr_assert_leq(e, 1.0, "%s: image features off by %g of the bound", names[k], e);
+        int plen = 0, *prompt = nr_test_ref_ids(ref, "prompt_ids.es", &plen);
+        nr_gen_config_t g = nr_captioner_gen_defaults(cap);
+        g.prompt_ids = prompt;
+        g.prompt_len = plen;
+        int ids[64], lens[2];
+        for (int beams = 1; beams <= 2; beams++) {
+            g.num_beams = beams == 1 ? 1 : (k == 0 ? 3 : 2);
+            cr_assert_eq(nr_captioner_generate(cap, want, 2, &g, ids, lens, err, sizeof err), 0, "%s", err);
+            for (int i = 0; i < 2; i++) {
+                char name[64];
+                snprintf(name, sizeof name, "%s.es.%d", beams == 1 ? "greedy_ids" : "beam_ids", i);
+                int wn = 0, *wi = nr_test_ref_ids(ref, name, &wn);
+                s_check_ids(ids + i * g.max_length, lens[i], wi, wn, name);
+                free(wi);
+            }
+        }
+        free(prompt);
+        free(px);
+        free(want);
+        free(got);
+        nr_captioner_destroy(&cap);
+        nr_safetensors_close(&ref);
+    }
 }

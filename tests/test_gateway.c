@@ -739,6 +739,48 @@ Test(gateway, form_prompt_reaches_the_text_worker) {
     s_end();
 }
 
+/* The field language (PaliGemma's caption language) reaches the job as
+ * narrate sends it; a ViT-GPT2 text worker fails it with bad_option naming
+ * its family; a value that is no language code is refused with 400. */
+Test(gateway, form_language_reaches_the_text_worker) {
+    s_start_worker("vision");
+    s_start_worker("text");
+    s_start_gateway(C.cl.client_ep, NULL);
+    s_wait_stage("vision");
+    s_wait_stage("text");
+    size_t size = 0;
+    char *jpeg = s_fixture("chelsea_317x211.jpg", &size);
+    const char *form[] = {"image", "@chelsea.jpg:image/jpeg", "language", "pt-BR", NULL};
+    s_req_t m = {.method = "POST", .path = "/v1/jobs", .form = form, .file = jpeg, .file_size = size};
+    s_resp_t r = s_http(&m);
+    s_require(r.status == 202 && r.json, "multipart POST with language: HTTP %ld: %s", r.status, r.body);
+    char id[NR_PROTO_ID_MAX + 1];
+    snprintf(id, sizeof id, "%s", s_jstr(r.json, "id"));
+    s_resp_free(&r);
+    nr_client_options_t o;
+    char e[256] = "";
+    cr_assert_eq(nr_client_options(&o, 0, 0, NULL, NULL, e, sizeof e), 0, "%s", e);
+    cr_assert_eq(nr_client_options_language(&o, "pt-BR", e, sizeof e), 0, "%s", e);
+    char want[NR_CLIENT_ID_HEX + 1];
+    cr_assert_eq(nr_client_content_id(jpeg, size, "vision,text,speech", o.kv, o.n, want), 0);
+    s_require(!strcmp(id, want), "id %s, narrate's with the language would be %s", id, want);
+    cJSON *rec = s_wait_final(id);
+    const char *message = s_jstr(rec, "error_message");
+    s_require(!strcmp(s_jstr(rec, "state"), "failed") && !strcmp(s_jstr(rec, "error"), "bad_option") && message &&
+                  strstr(message, "the vit-gpt2 captioner takes no language"),
+              "language job at a vit-gpt2 worker: %s, %s (%s)", s_jstr(rec, "state"), s_jstr(rec, "error"),
+              message ? message : "");
+    cJSON_Delete(rec);
+    s_req_t q = {.method = "POST", .path = "/v1/jobs?language=Spanish", .content_type = "image/jpeg", .body = jpeg,
+                 .size = size};
+    r = s_http(&q);
+    s_expect_error(&r, 400, "bad_option", "a language that is no code");
+    s_require(strstr(s_jstr(r.json, "message"), "language code"), "message: %s", r.body);
+    s_resp_free(&r);
+    free(jpeg);
+    s_end();
+}
+
 Test(gateway, audio_409_until_done_and_cancel) {
     s_start_gateway(C.cl.client_ep, NULL); /* no speech worker: the job stays queued */
     char id[NR_PROTO_ID_MAX + 1];

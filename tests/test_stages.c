@@ -1091,6 +1091,28 @@ Test(stages_git, prompt_job_fails_naming_the_family) {
     free(frame);
 }
 
+/* A language job on the git-tiny workers fails for good with bad_option
+ * naming the family; the worker keeps serving. */
+Test(stages_git, language_job_fails_naming_the_family) {
+    s_stage_workers(1);
+    size_t len = 0;
+    unsigned char *frame = s_lib_frame("chelsea_317x211.jpg", &len);
+    const char *opts[] = {"language", "es", NULL};
+    s_expect_fail("text", opts, frame, len, "text", "bad_option", "language at a git worker");
+    char id[NR_PROTO_ID_MAX + 1];
+    s_submit("text", opts, frame, len, id);
+    nr_msg_t rec;
+    nr_proto_msg_init(&rec);
+    s_wait_final(id, &rec);
+    const char *message = nr_harness_kv(&rec, "error_message");
+    s_require(strstr(message, "the git captioner takes no language") != NULL, "message: %s", message);
+    nr_proto_msg_clear(&rec);
+    char *caption = s_text_caption(frame, len, NULL);
+    s_require(caption[0] != '\0', "no caption after the refused language");
+    free(caption);
+    free(frame);
+}
+
 /* ---- BLIP: conditional captioning through the workers ---- */
 
 static void s_setup_blip(void) {
@@ -1202,4 +1224,67 @@ Test(stages_blip, batch_groups_jobs_by_prompt) {
               "the two jobs with the same prompt were not decoded as one group of a batch of 4");
     s_require(strstr(log, "batch of 4: 1 decoded together") != NULL, "no group of one in the batch of 4");
     free(log);
+}
+
+/* ---- PaliGemma: captions in a language through the workers ---- */
+
+static void s_setup_paligemma(void) {
+    s_setup();
+    free(C.model_dir);
+    C.model_dir = nr_harness_source_path("tests/fixtures/paligemma-tiny");
+    nr_captioner_destroy(&C.cap);
+    char err[512] = "";
+    nr_captioner_params_t params = nr_captioner_default_params();
+    params.num_threads = 1;
+    cr_assert_eq(nr_captioner_load(C.model_dir, &params, &C.cap, err, sizeof err), 0, "%s", err);
+    int seq = 0, hidden = 0;
+    nr_captioner_states_shape(C.cap, &seq, &hidden);
+    C.states_floats = (size_t)seq * hidden;
+}
+
+TestSuite(stages_paligemma, .init = s_setup_paligemma, .fini = s_teardown, .timeout = 280);
+
+/* `narrate submit --language es` through vision and text workers on
+ * paligemma-tiny: the caption is the library's with "caption es", the
+ * record names model, prompt and language (as submitted); without a
+ * language the prompt is "caption en". */
+Test(stages_paligemma, narrate_language_caption_equals_library) {
+    s_stage_workers(1);
+    const char *names[] = {"chelsea_317x211.jpg", "astronaut_50x40_up.jpg", NULL};
+    char *in = s_input_dir("paligemma", names);
+    const char *langs[] = {"es", NULL};
+    for (int k = 0; k < 2; k++) {
+        char *out = nr_harness_path(C.cl.dir, langs[k] ? "out-pali-es" : "out-pali");
+        const char *extra[] = {"--route", "vision,text", langs[k] ? "--language" : NULL, langs[k], NULL};
+        int code = s_narrate_submit(in, out, extra);
+        s_require(code == 0, "narrate submit --language exited %d", code);
+        const char *prompt = langs[k] ? "caption es" : "caption en";
+        for (int i = 0; names[i]; i++) {
+            float *states = s_lib_states(names[i]);
+            char *want = s_lib_caption_prompt(states, prompt);
+            free(states);
+            size_t size = 0;
+            char *json = s_out_file(out, names[i], "json", &size);
+            s_require(json != NULL, "%s: no .json", names[i]);
+            cJSON *rec = cJSON_Parse(json);
+            s_require(rec != NULL, "%s: .json does not parse: %s", names[i], json);
+            s_require(s_json_str(rec, "caption") && !strcmp(s_json_str(rec, "caption"), want),
+                      "%s: record caption, library with \"%s\" \"%s\": %s", names[i], prompt, want, json);
+            s_require(s_json_str(rec, "prompt") && !strcmp(s_json_str(rec, "prompt"), prompt), "prompt: %s", json);
+            s_require(langs[k] ? s_json_str(rec, "language") && !strcmp(s_json_str(rec, "language"), "es")
+                               : !s_json_str(rec, "language"),
+                      "language: %s", json);
+            const cJSON *model = cJSON_GetObjectItemCaseSensitive(rec, "model");
+            const cJSON *family = cJSON_GetObjectItemCaseSensitive(rec, "family");
+            s_require(s_json_str(model, "text") && !strcmp(s_json_str(model, "text"), "paligemma-tiny"), "model: %s",
+                      json);
+            s_require(s_json_str(family, "vision") && !strcmp(s_json_str(family, "vision"), "paligemma"),
+                      "family: %s", json);
+            cJSON_Delete(rec);
+            free(json);
+            free(want);
+        }
+        free(out);
+    }
+    free(in);
 }

@@ -50,6 +50,7 @@ static unsigned s_option_bit(const char *key) {
            : !strcmp(key, "max_length") ? 4u
            : !strcmp(key, "prompt")     ? 8u
            : !strcmp(key, "speed")      ? 16u
+           : !strcmp(key, "language")   ? 16u
                                         : 0u;
 }
 
@@ -103,12 +104,22 @@ static int s_option(nr_gw_req_t *req, const char *key, const char *value, int al
         snprintf(o->prompt, sizeof o->prompt, "%s", value);
         return 0;
     }
+    if (allow_image_opts && !strcmp(key, "language")) { /* empty: none, as the form sends it */
+        if (value[0] && !nr_client_language_valid(value)) {
+            snprintf(req->opt_error, sizeof req->opt_error,
+                     "option 'language': \"%.32s\" is not a language code such as en, es, pt-BR or zh-TW", value);
+            req->opt_code = NR_EOPTION;
+            return MHD_HTTP_BAD_REQUEST;
+        }
+        snprintf(o->language, sizeof o->language, "%s", value);
+        return 0;
+    }
     long *target = NULL, max = 0;
     if (allow_image_opts && !strcmp(key, "beams")) target = &o->beams, max = NR_GW_BEAMS_MAX;
     else if (allow_image_opts && !strcmp(key, "max_length")) target = &o->max_length, max = NR_GW_LENGTH_MAX;
     if (!target) {
         snprintf(req->opt_error, sizeof req->opt_error, "unknown option '%.64s' (known: %s)", key,
-                 allow_image_opts ? "voice, speed, beams, max_length, prompt" : "voice, speed");
+                 allow_image_opts ? "voice, speed, beams, max_length, prompt, language" : "voice, speed");
         return MHD_HTTP_BAD_REQUEST;
     }
     char *end;
@@ -244,7 +255,7 @@ enum MHD_Result nr_gw_post_field(void *cls, enum MHD_ValueKind kind, const char 
         if (!s_option_bit(key)) {
             req->opt_status = MHD_HTTP_BAD_REQUEST;
             snprintf(req->opt_error, sizeof req->opt_error,
-                     "unknown form field '%.64s' (known: image, voice, beams, max_length, prompt)", key);
+                     "unknown form field '%.64s' (known: image, voice, beams, max_length, prompt, language)", key);
             return MHD_NO;
         }
         snprintf(req->field_key, sizeof req->field_key, "%s", key);

@@ -443,6 +443,7 @@ enum MHD_Result nr_gw_handle_submit(struct MHD_Connection *conn, nr_gw_req_t *re
     int rc = nr_client_options(&opts, req->opts.beams, req->opts.max_length, req->opts.voice, req->opts.prompt,
                                why, sizeof why);
     if (!rc) rc = nr_client_options_speed(&opts, req->opts.speed, why, sizeof why);
+    if (!rc) rc = nr_client_options_language(&opts, req->opts.language, why, sizeof why);
     if (rc) return nr_gw_send_error(conn, req, MHD_HTTP_BAD_REQUEST, rc, NULL, "%s", why);
     char id[NR_CLIENT_ID_HEX + 1];
     rc = nr_client_content_id(req->body, req->size, route, opts.kv, opts.n, id);

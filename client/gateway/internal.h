@@ -130,6 +130,7 @@ typedef struct {
     char voice[NR_GW_VOICE_MAX + 1];
     char speed[NR_PROTO_SPEED_BYTES + 1];
     char prompt[NR_GW_PROMPT_MAX + 1]; /* "": not given */
+    char language[NR_CLIENT_LANGUAGE_MAX + 1]; /* "": not given */
     long beams, max_length; /* 0: not given */
     unsigned seen;          /* options given so far (bits of body.c's table), to refuse repeats */
 } nr_gw_opts_t;

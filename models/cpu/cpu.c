@@ -159,7 +159,15 @@ static int s_insert(s_cpu_t *c, s_conv_t *e) {
  * converting, so concurrent callers convert a weight once. NULL when out
  * of memory. Weights are read-only after load, so a pointer names one
  * weight for the backend's lifetime. */
+static const s_conv_t *s_converted_from(s_cpu_t *c, const float *w, const float *src, nr_wlayout_t layout, int N,
+                                        int K);
 static const s_conv_t *s_converted(s_cpu_t *c, const float *w, nr_wlayout_t layout, int N, int K) {
+    return s_converted_from(c, w, w, layout, N, K);
+}
+
+/* The same, the values read from src (F32) and the entry keyed by w. */
+static const s_conv_t *s_converted_from(s_cpu_t *c, const float *w, const float *src, nr_wlayout_t layout, int N,
+                                        int K) {
     const s_conv_t *found = s_find(atomic_load_explicit(&c->tab, memory_order_acquire), w, layout, N, K);
     if (found) return found;
     pthread_mutex_lock(&c->mu);
@@ -172,8 +180,8 @@ static const s_conv_t *s_converted(s_cpu_t *c, const float *w, nr_wlayout_t layo
             e->layout = (int)layout;
             e->N = N;
             e->K = K;
-            rc = c->precision == NR_CPU_BF16 ? nr_cpu_bf16w_make(&e->bf, w, layout, N, K)
-                                             : nr_cpu_i8w_make(&e->i8, w, layout, N, K);
+            rc = c->precision == NR_CPU_BF16 ? nr_cpu_bf16w_make(&e->bf, src, layout, N, K)
+                                             : nr_cpu_i8w_make(&e->i8, src, layout, N, K);
         }
         if (rc == 0) rc = s_insert(c, e);
         if (rc == 0) {
@@ -216,6 +224,25 @@ static int s_prepare(void *ctx, const float *w, nr_wlayout_t layout, int N, int 
         return s_converted(c, w, layout, N, K) ? 0 : NR_ENOMEM;
     return 0;
 }
+/* cpu:bf16 multiplies every matmul by its packed BF16 copy, so a BF16
+ * weight can stay in the mapping: packed through one F32 matrix at a time. */
+static int s_adopt_bf16(void *ctx, const void *w, nr_wlayout_t layout, int N, int K) {
+    s_cpu_t *c = ctx;
+    if (c->precision != NR_CPU_BF16) return NR_EUNSUPPORTED;
+    if (!w || N <= 0 || K <= 0) return NR_EINVAL;
+    const size_t n = (size_t)N * K;
+    float *tmp = malloc(n * sizeof(float));
+    if (!tmp) return NR_ENOMEM;
+    const unsigned char *b = w;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, b + 2 * i, 2); /* the mapping guarantees no alignment beyond the dtype's */
+        tmp[i] = nr_bf16_to_f32(h);
+    }
+    const s_conv_t *e = s_converted_from(c, (const float *)w, tmp, layout, N, K);
+    free(tmp);
+    return e ? 0 : NR_ENOMEM;
+}
 static int s_add_bias(void *ctx, float *y, const float *b, int M, int N) {
     nr_cpu_add_bias(y, b, M, N);
     return 0;
@@ -240,15 +267,34 @@ static int s_attention(void *ctx, const nr_attn_args_t *a) { return nr_cpu_atten
 static int s_embed(void *ctx, float *out, const float *wte, const float *wpe, const int *ids, const int *pos, int n,
                    int dim, int vocab, int n_positions) {
     for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= vocab || pos[i] < 0 || pos[i] >= n_positions) return NR_EINVAL;
+        if (ids[i] < 0 || ids[i] >= vocab || (wpe && (pos[i] < 0 || pos[i] >= n_positions))) return NR_EINVAL;
     for (int i = 0; i < n; i++) {
-        const float *t = wte + (size_t)ids[i] * dim, *p = wpe + (size_t)pos[i] * dim;
+        const float *t = wte + (size_t)ids[i] * dim;
         float *o = out + (size_t)i * dim;
+        if (!wpe) {
+            memcpy(o, t, (size_t)dim * sizeof(float));
+            continue;
+        }
+        const float *p = wpe + (size_t)pos[i] * dim;
         for (int d = 0; d < dim; d++) o[d] = t[d] + p[d];
     }
     return 0;
 }
 static int s_patch_embed(void *ctx, const nr_patch_args_t *a) { return nr_cpu_patch_embed(a); }
+static int s_rmsnorm(void *ctx, float *y, const float *x, const float *g, int M, int N, float eps) {
+    if (M < 0 || N <= 0) return NR_EINVAL;
+    nr_cpu_rmsnorm(y, x, g, M, N, eps);
+    return 0;
+}
+static int s_rotary(void *ctx, const nr_rotary_args_t *a) { return nr_cpu_rotary(a); }
+static int s_mul(void *ctx, float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] *= x[i];
+    return 0;
+}
+static int s_scale(void *ctx, float *x, size_t n, float sc) {
+    for (size_t i = 0; i < n; i++) x[i] *= sc;
+    return 0;
+}
 
 static const nr_backend_ops_t s_ops = {
     .name = "cpu",
@@ -262,6 +308,7 @@ static const nr_backend_ops_t s_ops = {
     .synchronize = s_sync,
     .matmul = s_matmul,
     .prepare_matmul = s_prepare,
+    .adopt_bf16 = s_adopt_bf16,
     .add_bias = s_add_bias,
     .add = s_add,
     .layernorm = s_layernorm,
@@ -270,6 +317,10 @@ static const nr_backend_ops_t s_ops = {
     .attention = s_attention,
     .embed = s_embed,
     .patch_embed = s_patch_embed,
+    .rmsnorm = s_rmsnorm,
+    .rotary = s_rotary,
+    .mul = s_mul,
+    .scale = s_scale,
 };
 
 int nr_cpu_precision_from_name(const char *name) {

@@ -468,10 +468,15 @@ void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float
 
 /* Direct attention: one query row at a time (decode steps, short prefills,
  * causal masks). scores has room for n_kv floats. */
+/* The key/value head query head h reads (grouped-query attention). */
+static inline int s_kv_head(const nr_attn_args_t *a, int h) {
+    return a->n_kv_head > 0 ? h / (a->n_head / a->n_kv_head) : h;
+}
+
 static void s_attn_direct(const nr_attn_args_t *a, int b, int h, float *scores) {
-    int kb = a->kv_index ? a->kv_index[b] : b;
-    const float *kbase = a->k + (size_t)kb * a->kv_bstride + (size_t)h * a->head_dim;
-    const float *vbase = a->v + (size_t)kb * a->kv_bstride + (size_t)h * a->head_dim;
+    int kb = a->kv_index ? a->kv_index[b] : b, g = s_kv_head(a, h);
+    const float *kbase = a->k + (size_t)kb * a->kv_bstride + (size_t)g * a->head_dim;
+    const float *vbase = a->v + (size_t)kb * a->kv_bstride + (size_t)g * a->head_dim;
     const int hd = a->head_dim;
     for (int i = 0; i < a->n_q; i++) {
         const float *q = a->q + (size_t)b * a->q_bstride + (size_t)i * a->q_rstride + (size_t)h * hd;
@@ -576,8 +581,8 @@ static void s_attn_heads_part(void *p, int part, int nparts) {
     for (int bh = first; bh < last; bh++) {
         const int b = bh / a->n_head, h = bh % a->n_head, kb = a->kv_index ? a->kv_index[b] : b;
         const float *q = a->q + (size_t)b * a->q_bstride + (size_t)h * hd;
-        const float *k = a->k + (size_t)kb * a->kv_bstride + (size_t)h * hd;
-        const float *v = a->v + (size_t)kb * a->kv_bstride + (size_t)h * hd;
+        const float *k = a->k + (size_t)kb * a->kv_bstride + (size_t)s_kv_head(a, h) * hd;
+        const float *v = a->v + (size_t)kb * a->kv_bstride + (size_t)s_kv_head(a, h) * hd;
         float *o = a->out + (size_t)b * a->o_bstride + (size_t)h * hd;
         for (int j = 0; j < nkv; j++)
             for (int d = 0; d < hd; d++) kt[(size_t)d * nkv + j] = k[(size_t)j * a->kv_rstride + d];
@@ -593,6 +598,7 @@ static void s_attn_heads_part(void *p, int part, int nparts) {
 
 int nr_cpu_attention(const nr_attn_args_t *a) {
     if (a->batch <= 0 || a->n_head <= 0 || a->head_dim <= 0 || a->n_q <= 0 || a->n_kv <= 0) return NR_EINVAL;
+    if (a->n_kv_head < 0 || (a->n_kv_head > 0 && a->n_head % a->n_kv_head)) return NR_EINVAL;
     if (a->causal || a->n_q < 16) { /* decode steps: a few rows against the cache */
         float *s = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)a->n_kv * sizeof(float));
         if (!s) return NR_ENOMEM;
@@ -626,13 +632,51 @@ int nr_cpu_patch_embed(const nr_patch_args_t *a) {
                         memcpy(row + (c * P + ky) * P, img + ((size_t)c * H + py * P + ky) * W + px * P,
                                (size_t)P * sizeof(float));
             }
-        float *out = a->out + (size_t)b * (np + 1) * D;
-        nr_cpu_matmul(out + D, D, col, kk, a->w, NR_W_OUT_IN, np, D, kk, 0);
-        for (int d = 0; d < D; d++) out[d] = a->cls[d] + a->pos[d];
-        for (int r = 1; r <= np; r++) {
+        const int c0 = a->cls ? 1 : 0; /* SigLIP has no class row */
+        float *out = a->out + (size_t)b * (np + c0) * D;
+        nr_cpu_matmul(out + (size_t)c0 * D, D, col, kk, a->w, NR_W_OUT_IN, np, D, kk, 0);
+        if (a->cls)
+            for (int d = 0; d < D; d++) out[d] = a->cls[d] + a->pos[d];
+        for (int r = c0; r < np + c0; r++) {
             float *o = out + (size_t)r * D;
             const float *p = a->pos + (size_t)r * D;
             for (int d = 0; d < D; d++) o[d] = (o[d] + a->b[d]) + p[d];
+        }
+    }
+    return 0;
+}
+
+void nr_cpu_rmsnorm(float *y, const float *x, const float *g, int M, int N, float eps) {
+    for (int m = 0; m < M; m++) {
+        const float *xr = x + (size_t)m * N;
+        float *yr = y + (size_t)m * N;
+        double ss = 0.0; /* torch sums in float with pairwise blocks; a double sum is at least as close */
+        for (int n = 0; n < N; n++) ss += (double)xr[n] * xr[n];
+        const float r = 1.0f / sqrtf((float)(ss / N) + eps);
+        for (int n = 0; n < N; n++) yr[n] = (xr[n] * r) * (1.0f + g[n]);
+    }
+}
+
+int nr_cpu_rotary(const nr_rotary_args_t *a) {
+    const int hd = a->head_dim, half = hd / 2;
+    if (a->M < 0 || a->n_head <= 0 || hd <= 0 || hd % 2 || a->n_tok <= 0 || half > 1024) return NR_EINVAL;
+    float inv[1024], cs[1024], sn[1024];
+    /* transformers: inv_freq = 1 / theta ** (arange(0, hd, 2).float() / hd), in float */
+    for (int k = 0; k < half; k++) inv[k] = 1.0f / powf(a->theta, (float)(2 * k) / (float)hd);
+    for (int i = 0; i < a->M; i++) {
+        const float pos = (float)(a->pos0 + i % a->n_tok);
+        for (int k = 0; k < half; k++) {
+            const float ang = pos * inv[k];
+            cs[k] = cosf(ang);
+            sn[k] = sinf(ang);
+        }
+        for (int h = 0; h < a->n_head; h++) {
+            float *x = a->x + (size_t)i * a->ld + (size_t)h * hd;
+            for (int k = 0; k < half; k++) {
+                const float x1 = x[k], x2 = x[k + half];
+                x[k] = x1 * cs[k] - x2 * sn[k];
+                x[k + half] = x2 * cs[k] + x1 * sn[k];
+            }
         }
     }
     return 0;

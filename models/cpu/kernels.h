@@ -17,6 +17,9 @@ void nr_cpu_add(float *y, const float *x, size_t n);
 void nr_cpu_add_bias(float *y, const float *b, int M, int N);
 int nr_cpu_attention(const nr_attn_args_t *a);
 int nr_cpu_patch_embed(const nr_patch_args_t *a);
+/* Gemma RMSNorm (backend.h's rmsnorm op) and rotary embeddings (rotary op). */
+void nr_cpu_rmsnorm(float *y, const float *x, const float *g, int M, int N, float eps);
+int nr_cpu_rotary(const nr_rotary_args_t *a);
 /* Rows up to which matmul uses the streaming kernel instead of sgemm
  * (default 32; 0 = always sgemm; for tests and benchmarks). */
 extern int nr_cpu_skinny_max;

@@ -8,6 +8,7 @@
  *   4. out[d] = sum_j p_j v_j[d] / sum: thread t takes d = t % head_dim and
  *      every G-th key (G = threads / head_dim groups), partial sums meet in
  *      shared memory.
+ * Head h reads key/value head h / group (grouped-query attention).
  * Causal rows stop at key q_pos0 + i; kv_index[b] picks the K/V entry (beams
  * of one image share the encoder's; the parameters are __grid_constant__ so
  * the inline index table is read in place, never copied per thread). Shared memory: head_dim + n_kv + 32 +
@@ -22,8 +23,8 @@ static __global__ void k_attention(const __grid_constant__ nr_cuda_attn_t a) {
     const int lane = tid & 31, warp = tid >> 5, nw = nt >> 5;
     const size_t kb = (size_t)(a.use_inline ? a.kv_inline[b] : a.kv_index ? a.kv_index[b] : b);
     const float *q = a.q + (size_t)b * a.q_bstride + (size_t)i * a.q_rstride + (size_t)h * hd;
-    const float *kbase = a.k + kb * a.kv_bstride + (size_t)h * hd;
-    const float *vbase = a.v + kb * a.kv_bstride + (size_t)h * hd;
+    const float *kbase = a.k + kb * a.kv_bstride + (size_t)(h / a.group) * hd;
+    const float *vbase = a.v + kb * a.kv_bstride + (size_t)(h / a.group) * hd;
     float *o = a.out + (size_t)b * a.o_bstride + (size_t)i * a.o_rstride + (size_t)h * hd;
     int lim = a.n_kv;
     if (a.causal && a.q_pos0 + i + 1 < lim) lim = a.q_pos0 + i + 1;
@@ -82,6 +83,7 @@ extern "C" size_t nr_cuda_attention_smem(int head_dim, int n_kv) {
 
 extern "C" cudaError_t nr_cuda_attention(const nr_cuda_attn_t *a, size_t max_smem, cudaStream_t stream) {
     if (a->batch <= 0 || a->n_head <= 0 || a->n_q <= 0) return cudaSuccess;
+    if (a->group <= 0) return cudaErrorInvalidValue;
     if (a->n_head > 65535 || a->batch > 65535) return cudaErrorInvalidConfiguration;
     const size_t smem = nr_cuda_attention_smem(a->head_dim, a->n_kv);
     if (smem > max_smem) return cudaErrorInvalidConfiguration;

@@ -19,6 +19,7 @@ extern "C" {
  * kv_index[b] (a device array) when kv_index, else b. */
 typedef struct {
     int batch, n_head, head_dim, n_q, n_kv, causal, q_pos0;
+    int group; /* query heads per key/value head (grouped-query attention; 1: one each) */
     float scale;
     const float *q, *k, *v;
     float *out;

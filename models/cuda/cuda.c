@@ -32,7 +32,10 @@
 #include "models/cuda/embed.cuh"
 #include "models/cuda/gelu.cuh"
 #include "models/cuda/layernorm.cuh"
+#include "models/cuda/mul.cuh"
 #include "models/cuda/patch_embed.cuh"
+#include "models/cuda/rmsnorm.cuh"
+#include "models/cuda/rotary.cuh"
 #include "models/cuda/softmax.cuh"
 
 typedef struct {
@@ -371,23 +374,26 @@ out:
  * for all images of one head at once into scratch [batch, n_q, n_kv], then
  * out = P V. Row-major as column-major: S^T = K Q^T (A = K, op T), O^T =
  * V^T P^T (A = V, B = P, both op N). Called with the lock held. */
+/* Query heads per key/value head. */
+static int s_group(const nr_attn_args_t *a) { return a->n_kv_head > 0 ? a->n_head / a->n_kv_head : 1; }
+
 static int s_attention_gemm(s_cuda_t *c, const nr_attn_args_t *a) {
     int rc;
     const size_t per = (size_t)a->n_q * a->n_kv;
     if ((rc = s_scratch(c, (void **)&c->ascratch, &c->ascratch_n, per * a->batch, sizeof(float)))) return rc;
     const float one = 1.0f, zero = 0.0f;
     for (int h = 0; h < a->n_head; h++) {
-        const size_t ho = (size_t)h * a->head_dim;
+        const size_t ho = (size_t)h * a->head_dim, kvo = (size_t)(h / s_group(a)) * a->head_dim;
         S_CKB(c, "attention: scores (cublasGemmStridedBatchedEx)",
               cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, a->n_kv, a->n_q, a->head_dim, &a->scale,
-                                         a->k + ho, CUDA_R_32F, (int)a->kv_rstride, (long long)a->kv_bstride,
+                                         a->k + kvo, CUDA_R_32F, (int)a->kv_rstride, (long long)a->kv_bstride,
                                          a->q + ho, CUDA_R_32F, (int)a->q_rstride, (long long)a->q_bstride, &zero,
                                          c->ascratch, CUDA_R_32F, a->n_kv, (long long)per, a->batch,
                                          c->compute, CUBLAS_GEMM_DEFAULT));
         S_CK(c, "attention: softmax kernel", nr_cuda_softmax(c->ascratch, a->batch * a->n_q, a->n_kv, c->stream));
         S_CKB(c, "attention: weighted sum (cublasGemmStridedBatchedEx)",
               cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, a->head_dim, a->n_q, a->n_kv, &one,
-                                         a->v + ho, CUDA_R_32F, (int)a->kv_rstride, (long long)a->kv_bstride,
+                                         a->v + kvo, CUDA_R_32F, (int)a->kv_rstride, (long long)a->kv_bstride,
                                          c->ascratch, CUDA_R_32F, a->n_kv, (long long)per, &zero, a->out + ho,
                                          CUDA_R_32F, (int)a->o_rstride, (long long)a->o_bstride, a->batch,
                                          c->compute, CUBLAS_GEMM_DEFAULT));
@@ -405,6 +411,8 @@ static int s_attention(void *ctx, const nr_attn_args_t *a) {
             if (a->kv_index[b] < 0) return s_bad(c, "attention: negative kv_index");
     if (a->q_rstride > INT_MAX || a->kv_rstride > INT_MAX || a->o_rstride > INT_MAX)
         return s_bad(c, "attention: row strides too large");
+    if (a->n_kv_head < 0 || (a->n_kv_head > 0 && a->n_head % a->n_kv_head))
+        return s_bad(c, "attention: n_kv_head does not divide n_head");
     if (!a->causal && !a->kv_index && a->n_q >= c->attn_gemm_min_q &&
         (size_t)a->batch * a->n_q * a->n_kv <= ((size_t)1 << 28)) {
         int rc = s_enter(c);
@@ -426,6 +434,7 @@ static int s_attention(void *ctx, const nr_attn_args_t *a) {
                         .n_kv = a->n_kv,
                         .causal = a->causal,
                         .q_pos0 = a->q_pos0,
+                        .group = s_group(a),
                         .scale = a->scale,
                         .q = a->q,
                         .k = a->k,
@@ -461,16 +470,16 @@ out:
 static int s_embed(void *ctx, float *out, const float *wte, const float *wpe, const int *ids, const int *pos, int n,
                    int dim, int vocab, int n_positions) {
     s_cuda_t *c = ctx;
-    if (n < 0 || dim < 0 || !ids || !pos) return s_bad(c, "embed: bad arguments");
+    if (n < 0 || dim < 0 || !ids || (wpe && !pos)) return s_bad(c, "embed: bad arguments");
     for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= vocab || pos[i] < 0 || pos[i] >= n_positions) return NR_EINVAL;
+        if (ids[i] < 0 || ids[i] >= vocab || (wpe && (pos[i] < 0 || pos[i] >= n_positions))) return NR_EINVAL;
     if (n == 0) return 0;
     int rc = s_enter(c);
     if (rc) return rc;
     if (n <= NR_CUDA_INLINE_TOKENS) {
         /* Decode steps: ids and positions ride in the launch parameters. */
         memcpy(c->tokens.ids, ids, (size_t)n * sizeof(int));
-        memcpy(c->tokens.pos, pos, (size_t)n * sizeof(int));
+        if (pos) memcpy(c->tokens.pos, pos, (size_t)n * sizeof(int));
         S_CK(c, "embed kernel", nr_cuda_embed_inline(out, wte, wpe, &c->tokens, n, dim, c->stream));
         goto out;
     }
@@ -479,8 +488,9 @@ static int s_embed(void *ctx, float *out, const float *wte, const float *wpe, co
      * the copies have read them when cudaMemcpyAsync returns. */
     S_CK(c, "embed: uploading ids",
          cudaMemcpyAsync(c->iscratch, ids, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, c->stream));
-    S_CK(c, "embed: uploading positions",
-         cudaMemcpyAsync(c->iscratch + n, pos, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, c->stream));
+    if (pos)
+        S_CK(c, "embed: uploading positions",
+             cudaMemcpyAsync(c->iscratch + n, pos, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, c->stream));
     S_CK(c, "embed kernel", nr_cuda_embed(out, wte, wpe, c->iscratch, c->iscratch + n, n, dim, c->stream));
 out:
     s_leave(c);
@@ -500,16 +510,62 @@ static int s_patch_embed(void *ctx, const nr_patch_args_t *a) {
         goto out;
     S_CK(c, "patch_embed: im2col kernel", nr_cuda_im2col(c->fscratch, a->pixels, a->batch, C, H, W, P, c->stream));
     {
-        /* Per image: out rows 1..np (ld D) = col (np x kk) W^T, W [D, kk]. */
+        /* Per image: out rows 1..np (0..np-1 without a class row; ld D) =
+         * col (np x kk) W^T, W [D, kk]. */
         const float alpha = 1.0f, beta = 0.0f;
+        const int c0 = a->cls ? 1 : 0;
         S_CKB(c, "patch_embed: cublasGemmStridedBatchedEx",
               cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, D, np, kk, &alpha, a->w, CUDA_R_32F, kk, 0,
-                                         c->fscratch, CUDA_R_32F, kk, (long long)np * kk, &beta, a->out + D,
-                                         CUDA_R_32F, D, (long long)(np + 1) * D, a->batch, c->compute,
+                                         c->fscratch, CUDA_R_32F, kk, (long long)np * kk, &beta, a->out + (size_t)c0 * D,
+                                         CUDA_R_32F, D, (long long)(np + c0) * D, a->batch, c->compute,
                                          CUBLAS_GEMM_DEFAULT));
     }
     S_CK(c, "patch_embed: finishing kernel",
          nr_cuda_patch_finish(a->out, a->b, a->cls, a->pos, a->batch, np, D, c->stream));
+out:
+    s_leave(c);
+    return rc;
+}
+
+static int s_rmsnorm(void *ctx, float *y, const float *x, const float *g, int M, int N, float eps) {
+    s_cuda_t *c = ctx;
+    if (M < 0 || N <= 0) return s_bad(c, "rmsnorm: bad shape");
+    int rc = s_enter(c);
+    if (rc) return rc;
+    S_CK(c, "rmsnorm kernel", nr_cuda_rmsnorm(y, x, g, M, N, eps, c->stream));
+out:
+    s_leave(c);
+    return rc;
+}
+
+static int s_rotary(void *ctx, const nr_rotary_args_t *a) {
+    s_cuda_t *c = ctx;
+    if (!a || a->M < 0 || a->n_head <= 0 || a->head_dim <= 0 || a->head_dim % 2 || a->n_tok <= 0)
+        return s_bad(c, "rotary: bad shape");
+    int rc = s_enter(c);
+    if (rc) return rc;
+    S_CK(c, "rotary kernel",
+         nr_cuda_rotary(a->x, a->ld, a->M, a->n_head, a->head_dim, a->n_tok, a->pos0, a->theta, c->stream));
+out:
+    s_leave(c);
+    return rc;
+}
+
+static int s_mul(void *ctx, float *y, const float *x, size_t n) {
+    s_cuda_t *c = ctx;
+    int rc = s_enter(c);
+    if (rc) return rc;
+    S_CK(c, "mul kernel", nr_cuda_mul(y, x, n, c->stream));
+out:
+    s_leave(c);
+    return rc;
+}
+
+static int s_scale(void *ctx, float *x, size_t n, float sc) {
+    s_cuda_t *c = ctx;
+    int rc = s_enter(c);
+    if (rc) return rc;
+    S_CK(c, "scale kernel", nr_cuda_scale(x, n, sc, c->stream));
 out:
     s_leave(c);
     return rc;
@@ -558,6 +614,10 @@ static const nr_backend_ops_t s_ops = {
     .attention = s_attention,
     .embed = s_embed,
     .patch_embed = s_patch_embed,
+    .rmsnorm = s_rmsnorm,
+    .rotary = s_rotary,
+    .mul = s_mul,
+    .scale = s_scale,
 };
 
 int nr_cuda_device_count(char *why, size_t whylen) {

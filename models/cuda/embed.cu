@@ -5,16 +5,16 @@
 
 static __global__ void k_embed(float *out, const float *wte, const float *wpe, const int *ids, const int *pos,
                                int dim) {
-    const float *t = wte + (size_t)ids[blockIdx.x] * dim, *p = wpe + (size_t)pos[blockIdx.x] * dim;
+    const float *t = wte + (size_t)ids[blockIdx.x] * dim, *p = wpe ? wpe + (size_t)pos[blockIdx.x] * dim : NULL;
     float *o = out + (size_t)blockIdx.x * dim;
-    for (int d = threadIdx.x; d < dim; d += blockDim.x) o[d] = t[d] + p[d];
+    for (int d = threadIdx.x; d < dim; d += blockDim.x) o[d] = p ? t[d] + p[d] : t[d];
 }
 
 static __global__ void k_embed_inline(float *out, const float *wte, const float *wpe,
                                       const __grid_constant__ nr_cuda_tokens_t t, int dim) {
-    const float *te = wte + (size_t)t.ids[blockIdx.x] * dim, *p = wpe + (size_t)t.pos[blockIdx.x] * dim;
+    const float *te = wte + (size_t)t.ids[blockIdx.x] * dim, *p = wpe ? wpe + (size_t)t.pos[blockIdx.x] * dim : NULL;
     float *o = out + (size_t)blockIdx.x * dim;
-    for (int d = threadIdx.x; d < dim; d += blockDim.x) o[d] = te[d] + p[d];
+    for (int d = threadIdx.x; d < dim; d += blockDim.x) o[d] = p ? te[d] + p[d] : te[d];
 }
 
 extern "C" cudaError_t nr_cuda_embed_inline(float *out, const float *wte, const float *wpe, const nr_cuda_tokens_t *t,

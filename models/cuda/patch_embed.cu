@@ -22,7 +22,7 @@ static __global__ void k_patch_finish(float *out, const float *bias, const float
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const int d = (int)(i % (size_t)D);
         const int row = (int)((i / (size_t)D) % (size_t)rows);
-        if (row == 0) out[i] = cls[d] + pos[d];
+        if (cls && row == 0) out[i] = cls[d] + pos[d];
         else out[i] = (out[i] + bias[d]) + pos[(size_t)row * D + d];
     }
 }
@@ -39,9 +39,10 @@ extern "C" cudaError_t nr_cuda_im2col(float *col, const float *pixels, int batch
 
 extern "C" cudaError_t nr_cuda_patch_finish(float *out, const float *b, const float *cls, const float *pos, int batch,
                                             int np, int D, cudaStream_t stream) {
-    const size_t n = (size_t)batch * (np + 1) * D;
+    const int rows = np + (cls ? 1 : 0);
+    const size_t n = (size_t)batch * rows * D;
     if (n == 0) return cudaSuccess;
     k_patch_finish<<<nr_cuda_blocks(n, NR_CUDA_ELT_THREADS), NR_CUDA_ELT_THREADS, 0, stream>>>(out, b, cls, pos, n,
-                                                                                               np + 1, D);
+                                                                                               rows, D);
     return cudaGetLastError();
 }

@@ -15,7 +15,8 @@ extern "C" {
 cudaError_t nr_cuda_im2col(float *col, const float *pixels, int batch, int C, int H, int W, int P,
                            cudaStream_t stream);
 /* out [batch, 1+np, D]: row 0 = cls + pos[0]; rows 1.. (holding the conv
- * output) += b, then += pos[row] (the CPU kernel's order). */
+ * output) += b, then += pos[row] (the CPU kernel's order). cls NULL
+ * (SigLIP): out [batch, np, D], every row a patch. */
 cudaError_t nr_cuda_patch_finish(float *out, const float *b, const float *cls, const float *pos, int batch, int np,
                                  int D, cudaStream_t stream);
 

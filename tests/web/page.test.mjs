@@ -260,6 +260,12 @@ try {
     return el && el.name === 'prompt' && el.labels.length ? el.labels[0].textContent.trim() : null;
   });
   check(promptLabel === 'Caption starts with', 'prompt field label: ' + promptLabel);
+  // The caption language field (PaliGemma) too.
+  const languageLabel = await page.evaluate(() => {
+    const el = document.getElementById('language');
+    return el && el.name === 'language' && el.labels.length ? el.labels[0].textContent.trim() : null;
+  });
+  check(languageLabel === 'Caption language', 'language field label: ' + languageLabel);
 
   // Waits for the job box to reach a final state; returns it.
   async function waitJob() {

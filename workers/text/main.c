@@ -8,8 +8,11 @@
  * override the checkpoint's generation defaults; prompt (1..256 bytes of
  * UTF-8) starts the caption with that text, for a family that takes one
  * (blip: nr_captioner_prompt_ids), and the caption comes back with the
- * prompt at its front, as transformers decodes it. A bad option (a prompt
- * for a family without prompts included) or a frame that is malformed or
+ * prompt at its front, as transformers decodes it; PaliGemma's prompt is
+ * "caption <language>" from the language option (default en) unless the
+ * job gives a whole prompt, and its caption is what follows the prompt.
+ * A bad option (a prompt or language for a family without them included)
+ * or a frame that is malformed or
  * of another model's shape fails the job for good. With --batch-size B > 1
  * up to B jobs are decoded together, grouped by their generation settings
  * and prompt (one nr_captioner_caption call per group). */
@@ -55,11 +58,12 @@ static const char s_usage[] =
     "family (greedy or beam search), and writes it as UTF-8 (output frame 0). Job options:\n"
     "num_beams (1..16), max_length (1..1024, start token and prompt included; at most the\n"
     "model's position limit); unset ones come from the checkpoint's generation settings;\n"
-    "prompt (1..256 bytes of UTF-8; blip only): the caption starts with it, as\n"
-    "transformers decodes it (\"a picture of a dog\"). Results: caption, model (the\n"
-    "checkpoint folder's name), family, tokens, num_beams, max_length. A bad option\n"
-    "(bad_option; a prompt for a family that takes none, \"the git captioner takes no\n"
-    "prompt\") or\n"
+    "prompt (1..256 bytes of UTF-8; blip: the caption starts with it, as transformers\n"
+    "decodes it, \"a picture of a dog\"; paligemma: the whole prompt, \"caption es\");\n"
+    "language (paligemma: \"caption <language>\", default en; a code such as es, pt-BR).\n"
+    "Results: caption, model (the checkpoint folder's name), family, tokens, num_beams,\n"
+    "max_length, prompt (when one was used). A bad option (bad_option; a prompt or\n"
+    "language for a family that takes none, \"the git captioner takes no language\") or\n"
     "a states frame that is malformed, from another family or of another shape\n"
     "(malformed_message) fails its job for good. --model DIR is required (or\n"
     "NARRATOR_WORKER_MODEL). With --batch-size B > 1 up to B captions with the same\n"
@@ -85,21 +89,37 @@ static int s_option(const nr_msg_t *job, const char *key, long lo, long hi, int 
     return 0;
 }
 
-/* The job option prompt -> gen->prompt_ids (new, the caller frees) and
- * prompt_len; absent or "" leaves none. NR_EOPTION with the reason: a
- * family that takes no prompt, a prompt too long or not UTF-8. */
-static int s_prompt(const s_text_t *t, const nr_msg_t *job, nr_gen_config_t *gen, char *err, size_t errlen) {
-    const char *v = nr_proto_kv_get(job, "prompt");
-    if (!v || !v[0]) return 0;
-    size_t len = strlen(v);
+/* The job's prompt text (nr_captioner_job_prompt: its prompt option, else
+ * "caption <language>" for a family with languages) into out; "" when none.
+ * NR_EOPTION with the reason: a language for a family without languages
+ * (the family named), a language that is no code, an oversized prompt. */
+static int s_prompt_text(const s_text_t *t, const nr_msg_t *job, char *out, size_t outlen, char *err,
+                         size_t errlen) {
+    const char *v = nr_proto_kv_get(job, "prompt"), *lang = nr_proto_kv_get(job, "language");
+    size_t len = v ? strlen(v) : 0;
     if (len > S_PROMPT_MAX)
         return nr_seterr(err, errlen, NR_EOPTION, "option prompt is %zu bytes, at most %d", len, S_PROMPT_MAX);
+    char detail[256] = "";
+    int rc = nr_captioner_job_prompt(t->cap, v, lang, out, outlen, detail, sizeof detail);
+    if (rc == NR_EUNSUPPORTED)
+        return nr_seterr(err, errlen, NR_EOPTION, "%s: submit without the language option", detail);
+    if (rc) return nr_seterr(err, errlen, NR_EOPTION, "option language: %s", detail);
+    return 0;
+}
+
+/* The job's prompt -> gen->prompt_ids (new, the caller frees) and
+ * prompt_len; none leaves none. NR_EOPTION with the reason: a family that
+ * takes no prompt, a prompt too long or not UTF-8, a bad language. */
+static int s_prompt(const s_text_t *t, const nr_msg_t *job, nr_gen_config_t *gen, char *err, size_t errlen) {
+    char v[S_PROMPT_MAX + 1];
+    int rc = s_prompt_text(t, job, v, sizeof v, err, errlen);
+    if (rc || !v[0]) return rc;
     int *ids = NULL, n = 0;
     char detail[256] = "";
-    int rc = nr_captioner_prompt_ids(t->cap, v, &ids, &n, detail, sizeof detail);
+    rc = nr_captioner_prompt_ids(t->cap, v, &ids, &n, detail, sizeof detail);
     if (rc == NR_EUNSUPPORTED)
         return nr_seterr(err, errlen, NR_EOPTION,
-                         "the %s captioner takes no prompt (model %s; only the blip family does): "
+                         "the %s captioner takes no prompt (model %s; only the blip and paligemma families do): "
                          "submit without the prompt option",
                          nr_captioner_family(t->cap), nr_captioner_name(t->cap));
     if (rc) return nr_seterr(err, errlen, NR_EOPTION, "option prompt: %s", detail);
@@ -143,8 +163,13 @@ static int s_prepare(const s_text_t *t, const nr_msg_t *job, nr_gen_config_t *ge
 }
 
 /* Fills a result with a caption: frame 0 and the kv. */
-static int s_result(const s_text_t *t, const nr_gen_config_t *gen, const char *caption, int tokens,
-                    nr_msg_t *result, char *err, size_t errlen) {
+static int s_result(const s_text_t *t, const nr_msg_t *job, const nr_gen_config_t *gen, const char *caption,
+                    int tokens, nr_msg_t *result, char *err, size_t errlen) {
+    /* the record names the prompt the caption came from ("caption es");
+     * the language is there as the submitted option (a RESULT keeps at
+     * most NR_BROKER_RESULT_KV_MAX kv, the runtime's ms included) */
+    char prompt[S_PROMPT_MAX + 1] = "";
+    s_prompt_text(t, job, prompt, sizeof prompt, NULL, 0); /* checked in s_prepare */
     size_t len = strlen(caption);
     size_t kvlen = len;
     if (kvlen > S_CAPTION_KV_MAX) { /* cut at a UTF-8 character boundary */
@@ -165,6 +190,7 @@ static int s_result(const s_text_t *t, const nr_gen_config_t *gen, const char *c
     if (rc == 0) rc = nr_proto_kv_add(result, "tokens", ntok);
     if (rc == 0) rc = nr_proto_kv_add(result, "num_beams", beams);
     if (rc == 0) rc = nr_proto_kv_add(result, "max_length", length);
+    if (rc == 0 && prompt[0]) rc = nr_proto_kv_add(result, "prompt", prompt);
     if (rc == 0) rc = nr_proto_frame_add(result, caption, len);
     free(kv);
     if (rc) return nr_seterr(err, errlen, rc, "cannot build the result");
@@ -185,7 +211,7 @@ static int s_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, si
         if (rc)
             nr_seterr(err, errlen, rc, "%s", detail);
         else
-            rc = s_result(t, &gen, caption, tokens, result, err, errlen);
+            rc = s_result(t, job, &gen, caption, tokens, result, err, errlen);
         free(caption);
     }
     free((void *)gen.prompt_ids);
@@ -233,7 +259,7 @@ static void s_run_batch(void *ctx, const nr_msg_t *const *jobs, size_t n, nr_msg
             if (rc)
                 codes[i] = nr_seterr(errs[i], errlen, rc, "%s", detail);
             else
-                codes[i] = s_result(t, &gens[i], captions[j], tokens[j], results[i], errs[i], errlen);
+                codes[i] = s_result(t, jobs[i], &gens[i], captions[j], tokens[j], results[i], errs[i], errlen);
             free(captions[j]);
             captions[j] = NULL;
         }

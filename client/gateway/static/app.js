@@ -177,7 +177,7 @@
     }
     const data = new FormData();
     data.append('image', file, file.name);
-    for (const name of ['voice', 'speed', 'beams', 'max_length', 'prompt']) {
+    for (const name of ['voice', 'speed', 'beams', 'max_length', 'prompt', 'language']) {
       const value = $(name).value.trim();
       if (value) data.append(name, value);
     }

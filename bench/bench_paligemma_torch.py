@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""PyTorch counterpart of bench_paligemma (same shapes, F32, random weights):
+SigLIP-So400m/14 at 224 px + projector for one image; the prefix step (256
+image tokens + 5 text tokens through Gemma-2B layers, bidirectional) and
+greedy decode steps with a KV cache.  Written with torch.nn.functional the
+way transformers v4.46's modeling_siglip.py / modeling_gemma.py compute
+(eager attention, rotate-half rotary, RMSNorm (1 + w), GeGLU), without
+transformers itself (not installable here).
+
+    /usr/bin/python3 bench/bench_paligemma_torch.py [--threads 2] [--iters 3] [--tokens 16] [--layers 4] [--vocab 32768]
+
+Prints "result torch KEY VALUE" lines for bench/bench_paligemma.sh."""
+import argparse
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+Dv, Iv, Lv, Hv, P, IMG = 1152, 4304, 27, 16, 14, 224
+D, I, H, KV, HD = 2048, 16384, 8, 1, 256
+
+
+def rnd(*shape):
+    return torch.randn(*shape) * 0.02
+
+
+def siglip_weights():
+    w = {"patch": rnd(Dv, 3, P, P), "patch_b": rnd(Dv), "pos": rnd((IMG // P) ** 2, Dv),
+         "post_g": torch.ones(Dv), "post_b": torch.zeros(Dv), "proj": rnd(D, Dv), "proj_b": rnd(D), "layers": []}
+    for _ in range(Lv):
+        w["layers"].append({k: rnd(*s) for k, s in {
+            "q": (Dv, Dv), "k": (Dv, Dv), "v": (Dv, Dv), "o": (Dv, Dv), "qb": (Dv,), "kb": (Dv,), "vb": (Dv,),
+            "ob": (Dv,), "fc1": (Iv, Dv), "fc1b": (Iv,), "fc2": (Dv, Iv), "fc2b": (Dv,)}.items()}
+                           | {"ln1g": torch.ones(Dv), "ln1b": torch.zeros(Dv), "ln2g": torch.ones(Dv),
+                              "ln2b": torch.zeros(Dv)})
+    return w
+
+
+def siglip(w, px):
+    x = F.conv2d(px, w["patch"], w["patch_b"], stride=P).flatten(2).transpose(1, 2) + w["pos"][None]
+    B, S, _ = x.shape
+    hd = Dv // Hv
+    for L in w["layers"]:
+        h = F.layer_norm(x, (Dv,), L["ln1g"], L["ln1b"], 1e-6)
+        q, k, v = (F.linear(h, L[n], L[n + "b"]).view(B, S, Hv, hd).transpose(1, 2) for n in "qkv")
+        a = torch.softmax(q @ k.transpose(-1, -2) * hd ** -0.5, dim=-1) @ v
+        x = x + F.linear(a.transpose(1, 2).reshape(B, S, Dv), L["o"], L["ob"])
+        h = F.layer_norm(x, (Dv,), L["ln2g"], L["ln2b"], 1e-6)
+        x = x + F.linear(F.gelu(F.linear(h, L["fc1"], L["fc1b"]), approximate="tanh"), L["fc2"], L["fc2b"])
+    x = F.layer_norm(x, (Dv,), w["post_g"], w["post_b"], 1e-6)
+    return F.linear(x, w["proj"], w["proj_b"]) / D ** 0.5
+
+
+def gemma_weights(layers, vocab):
+    return {"emb": rnd(vocab, D), "norm": rnd(D), "layers": [
+        {"q": rnd(H * HD, D), "k": rnd(KV * HD, D), "v": rnd(KV * HD, D), "o": rnd(D, H * HD), "g": rnd(I, D),
+         "u": rnd(I, D), "d": rnd(D, I), "ln1": rnd(D), "ln2": rnd(D)} for _ in range(layers)]}
+
+
+def rms(x, w):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + w)
+
+
+def rotary(x, pos):
+    inv = 1.0 / (10000.0 ** (torch.arange(0, HD, 2).float() / HD))
+    emb = torch.cat([pos[:, None].float() * inv[None]] * 2, dim=-1)
+    h = HD // 2
+    return x * emb.cos() + torch.cat((-x[..., h:], x[..., :h]), dim=-1) * emb.sin()
+
+
+def gemma_step(w, x, cache, pos, causal):
+    """x [1, T, D] (already scaled embeddings); cache: per layer [k, v] or None."""
+    T = x.shape[1]
+    for i, L in enumerate(w["layers"]):
+        h = rms(x, L["ln1"])
+        q = F.linear(h, L["q"]).view(1, T, H, HD).transpose(1, 2)
+        k = F.linear(h, L["k"]).view(1, T, KV, HD).transpose(1, 2)
+        v = F.linear(h, L["v"]).view(1, T, KV, HD).transpose(1, 2)
+        q, k = rotary(q, pos), rotary(k, pos)
+        if cache[i] is not None:
+            k = torch.cat([cache[i][0], k], dim=2)
+            v = torch.cat([cache[i][1], v], dim=2)
+        cache[i] = [k, v]
+        s = q @ k.repeat_interleave(H // KV, 1).transpose(-1, -2) / math.sqrt(HD)
+        if causal and T > 1:
+            s = s + torch.full((T, k.shape[2]), float("-inf")).triu(k.shape[2] - T + 1)
+        a = torch.softmax(s, dim=-1) @ v.repeat_interleave(H // KV, 1)
+        x = x + F.linear(a.transpose(1, 2).reshape(1, T, H * HD), L["o"])
+        h = rms(x, L["ln2"])
+        x = x + F.linear(F.gelu(F.linear(h, L["g"]), approximate="tanh") * F.linear(h, L["u"]), L["d"])
+    return F.linear(rms(x[:, -1:], w["norm"]), w["emb"])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--vocab", type=int, default=32768)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    print("torch %s, threads %d, Gemma-2B layers x %d, vocab %d" % (torch.__version__, a.threads, a.layers, a.vocab))
+    with torch.no_grad():
+        sw = siglip_weights()
+        px = torch.randn(1, 3, IMG, IMG)
+        siglip(sw, px)
+        t = []
+        for _ in range(a.iters):
+            t0 = time.perf_counter()
+            feats = siglip(sw, px)
+            t.append(time.perf_counter() - t0)
+        enc = statistics.median(t)
+        print("SigLIP-So400m + projector, 1 image: %.1f ms" % (enc * 1e3))
+        del sw
+        gw = gemma_weights(a.layers, a.vocab)
+        norm = torch.tensor(D ** 0.5)
+        prompt = torch.tensor([2, 303, 5765, 1149, 108]) % a.vocab
+        tp, ts = [], []
+        for it in range(-1, a.iters):
+            cache = [None] * a.layers
+            t0 = time.perf_counter()
+            x = torch.cat([feats, gw["emb"][prompt][None]], dim=1) * norm
+            S0 = x.shape[1]
+            gemma_step(gw, x, cache, torch.arange(1, S0 + 1), causal=False)
+            t1 = time.perf_counter()
+            tok = 1000 % a.vocab
+            for st in range(a.tokens):
+                gemma_step(gw, gw["emb"][[tok]][None] * norm, cache, torch.tensor([S0 + 1 + st]), causal=True)
+                tok = (1000 + st * 7919) % a.vocab
+            if it >= 0:
+                tp.append(t1 - t0)
+                ts.append((time.perf_counter() - t1) / a.tokens)
+        pre, step = statistics.median(tp), statistics.median(ts)
+        print("prefix step: %.1f ms; decode %.2f ms/token" % (pre * 1e3, step * 1e3))
+        print("result torch siglip_ms %.1f\nresult torch prefix_ms %.1f\nresult torch decode_ms_tok %.2f"
+              % (enc * 1e3, pre * 1e3, step * 1e3))
+
+
+if __name__ == "__main__":
+    main()
