@@ -37,7 +37,9 @@ static void *s_worker(void *p) {
         int spins = 0;
         while ((g = atomic_load_explicit(&s_pool.gen, memory_order_acquire)) == seen && spins < 20000) {
             spins++;
+#if defined(__x86_64__)
             __builtin_ia32_pause();
+#endif
         }
         if (g == seen) {
             pthread_mutex_lock(&s_pool.m);
