@@ -3,7 +3,7 @@
  * the sizes of nlpconnect/vit-gpt2-image-captioning, with random weights
  * built in memory as a safetensors image (no file, no download).
  *   bench_models [--threads N] [--batch N] [--iters N] [--tokens N] [--precision f32,bf16,int8]
- *                [--paths LIST|all] [--blas] [--dump FILE]
+ *                [--paths LIST|all] [--no-gemm] [--blas] [--dump FILE]
  * First a GEMM table: for every CPU kernel path this CPU runs (dispatch.h),
  * F32, BF16 and INT8 GFLOP/s at the encoder's MLP shape and at decode
  * shapes, against the path's peak (cores x GHz x FLOP/cycle). Then, for
@@ -143,11 +143,12 @@ static void s_gemm_table(int threads, int gm, int I, int D, double bound[NR_CPU_
 int main(int argc, char **argv) {
     int threads = 0, batch = 8, iters = 3, tokens = 16;
     char precs[64] = "f32,bf16,int8", paths[96] = "";
+    int gemm_table = 1; /* --no-gemm: the model runs only */
     const char *dump = NULL; /* --dump FILE: encoder states + one step's logits (to compare builds bit for bit) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: bench_models [--threads N] [--batch N] [--iters N] [--tokens N] [--precision LIST] [--blas]\n"
-                   "                    [--paths LIST|all] [--dump FILE]  (encoder states + one decode step's logits)\n"
+                   "                    [--paths LIST|all] [--no-gemm] [--dump FILE]  (encoder states + one decode step's logits)\n"
                    "  A GEMM table per CPU kernel path, then the model on each path in --paths (default: the one\n"
                    "  in use: NR_CPU_PATH or the best; generic, avx2, avx512, avx512bf16, amx).\n"
                    "  ViT-B/16 encoder images/s (batch 1 and --batch, default 8) with achieved GFLOP/s against\n"
@@ -156,6 +157,10 @@ int main(int argc, char **argv) {
                    "  for each weight precision in LIST (comma-separated f32, bf16, int8; default all three:\n"
                    "  the devices cpu:f32, cpu:bf16, cpu:int8).\n");
             return 0;
+        }
+        if (!strcmp(argv[i], "--no-gemm")) {
+            gemm_table = 0;
+            continue;
         }
         if (!strcmp(argv[i], "--blas")) {
             nr_cpu_gemm_own = 0; /* OpenBLAS sgemm for every matmul above 32 rows */
@@ -198,8 +203,10 @@ int main(int argc, char **argv) {
            openblas_get_corename());
     const int gm = S * batch;
     double bound[NR_CPU_PATH_COUNT][2] = {{0}};
-    printf("gemm %dx%dx%d: OpenBLAS sgemm %.1f GFLOP/s\n", gm, I, D, s_gemm_gflops(0, gm, I, D));
-    s_gemm_table(threads, gm, I, D, bound);
+    if (gemm_table) {
+        printf("gemm %dx%dx%d: OpenBLAS sgemm %.1f GFLOP/s\n", gm, I, D, s_gemm_gflops(0, gm, I, D));
+        s_gemm_table(threads, gm, I, D, bound);
+    }
     nr_backend_destroy(&be0);
     const double vflops = s_vit_flops(S, D, I, L);
     float *px = malloc((size_t)batch * 3 * 224 * 224 * sizeof(float));
@@ -253,8 +260,10 @@ int main(int argc, char **argv) {
                 best = dt < best ? dt : best;
             }
             double gf = vflops * bs[k] / best / 1e9;
-            printf("vit-b16 encoder  batch %d: %8.1f ms/batch  %6.2f images/s  %6.1f GFLOP/s = %3.0f%% of the %s GEMM\n",
-                   bs[k], best * 1e3, bs[k] / best, gf, 100.0 * gf / bound, bf ? "BF16" : "F32");
+            printf("vit-b16 encoder  batch %d: %8.1f ms/batch  %6.2f images/s  %6.1f GFLOP/s", bs[k], best * 1e3,
+                   bs[k] / best, gf);
+            if (bound > 0) printf(" = %3.0f%% of the %s GEMM", 100.0 * gf / bound, bf ? "BF16" : "F32");
+            printf("\n");
         }
         if (dump) {
             FILE *f = fopen(dump, "wb");

@@ -93,19 +93,22 @@ typedef struct {
 /* Rows up to which the BF16 precision uses BF16 weights on the avx512bf16
  * path (no AMX): above, vdpbf16ps (one per cycle on Intel, half the F32
  * FMA rate in products) loses to the F32 GEMM; see s_lowp_rows. */
-#define S_BF16_VDP_MAX_ROWS 64
+#define S_BF16_VDP_MAX_ROWS 48
+/* Rows up to which INT8 weights pay on the avx2 path (measured at 1 and 4). */
+#define S_INT8_AVX2_MAX_ROWS 4
 #define S_TAB_MIN 256
 
 /* Rows up to which the backend's precision uses its converted weights on
  * the kernel path p (0: F32 for every matmul), chosen from measurements on
  * each path (bench/README.md): BF16 pays with AMX tiles at any size and
- * with vdpbf16ps for the memory-bound decode steps; INT8 pays with AVX-512
- * for decode steps. Without those instructions the plain C kernels are
- * slower than F32, so the precision runs as F32. */
+ * with vdpbf16ps for the memory-bound decode steps; INT8 pays for decode
+ * steps with AVX-512, and with AVX2 for a few rows. Elsewhere the C
+ * kernels are not faster than F32, so the precision runs as F32. */
 static int s_lowp_rows(nr_cpu_precision_t prec, nr_cpu_path_t p) {
     if (prec == NR_CPU_BF16)
         return p == NR_CPU_PATH_AMX ? INT_MAX : p == NR_CPU_PATH_AVX512BF16 ? S_BF16_VDP_MAX_ROWS : 0;
-    if (prec == NR_CPU_INT8) return p >= NR_CPU_PATH_AVX512 ? S_INT8_MAX_ROWS : 0;
+    if (prec == NR_CPU_INT8)
+        return p >= NR_CPU_PATH_AVX512 ? S_INT8_MAX_ROWS : p == NR_CPU_PATH_AVX2 ? S_INT8_AVX2_MAX_ROWS : 0;
     return 0;
 }
 
@@ -327,11 +330,11 @@ nr_backend_t *nr_cpu_backend_new_precision(int num_threads, nr_cpu_precision_t p
     if (precision != NR_CPU_F32 && rows == 0)
         nr_log(NR_LOG_INFO, "models: cpu:%s runs as f32 on the %s kernel path (%s would be slower than f32 here)",
                nr_cpu_precision_name(precision), nr_cpu_path_name(path),
-               precision == NR_CPU_BF16 ? "no AMX or AVX-512 BF16: plain C BF16" : "no AVX-512: plain C INT8");
+               precision == NR_CPU_BF16 ? "no AMX or AVX-512 BF16: C BF16 kernels" : "no AVX2: plain C INT8");
     else if (precision == NR_CPU_BF16)
         nr_log(NR_LOG_INFO, "models: cpu:bf16 on the %s kernel path: %s", nr_cpu_path_name(path),
                path == NR_CPU_PATH_AMX ? "AMX tiles (vdpbf16ps below 16 rows)"
-                                       : "vdpbf16ps up to 64 rows, f32 above (faster here than vdpbf16ps)");
+                                       : "vdpbf16ps up to 48 rows, f32 above (faster here than vdpbf16ps)");
     openblas_set_num_threads(num_threads);
     nr_cpu_pool_init(num_threads);
     s_check_blas_core();

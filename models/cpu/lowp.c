@@ -22,6 +22,7 @@
 #include "models/cpu/amx.h"
 #define S_T_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define S_T_512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+#define S_T_AVX2 __attribute__((target("avx2,fma")))
 #else
 #define S_X86 0
 #endif
@@ -120,7 +121,8 @@ typedef struct {
     size_t ldx;
     uint32_t *ap; /* [mpanels][P][8] bf16 pairs */
     const nr_cpu_bf16w_t *w;
-    int M, acc, use_bf16; /* use_bf16: vdpbf16ps, else plain C */
+    int M, acc;
+    nr_cpu_path_t path;
 } s_bf_t;
 
 /* Packs x rows into 8-row panels of BF16 pairs; part of the m panels. */
@@ -199,9 +201,10 @@ static S_T_BF16 void s_bf_tile_avx(float *y, size_t ldy, const uint32_t *ap, con
 }
 #endif
 
-/* Plain C: the same products (BF16 x BF16, F32 sums) in a different order. */
-static void s_bf_tile_plain(float *y, size_t ldy, const uint32_t *ap, const uint16_t *bp, int P, int mv, int nv,
-                            int acc) {
+/* Plain C: the same products (BF16 x BF16, F32 sums) in a different order;
+ * compiled for the baseline and, on x86, again for AVX2 + FMA. */
+static inline __attribute__((always_inline)) void s_bf_tile_c(float *y, size_t ldy, const uint32_t *ap,
+                                                              const uint16_t *bp, int P, int mv, int nv, int acc) {
     float c[8 * 32];
     for (int i = 0; i < mv; i++) {
         float *ci = c + i * 32;
@@ -215,6 +218,18 @@ static void s_bf_tile_plain(float *y, size_t ldy, const uint32_t *ap, const uint
     }
     s_store(y, ldy, c, mv, nv, acc);
 }
+
+static void s_bf_tile_plain(float *y, size_t ldy, const uint32_t *ap, const uint16_t *bp, int P, int mv, int nv,
+                            int acc) {
+    s_bf_tile_c(y, ldy, ap, bp, P, mv, nv, acc);
+}
+
+#if S_X86
+static S_T_AVX2 void s_bf_tile_avx2(float *y, size_t ldy, const uint32_t *ap, const uint16_t *bp, int P, int mv,
+                                    int nv, int acc) {
+    s_bf_tile_c(y, ldy, ap, bp, P, mv, nv, acc);
+}
+#endif
 
 static void s_bf_part(void *arg, int part, int nparts) {
     const s_bf_t *a = arg;
@@ -232,8 +247,12 @@ static void s_bf_part(void *arg, int part, int nparts) {
             const uint32_t *ap = a->ap + (size_t)(m0 / 8) * w->P * 8;
             float *y = a->y + (size_t)m0 * a->ldy + n0;
 #if S_X86
-            if (a->use_bf16) {
+            if (a->path >= NR_CPU_PATH_AVX512BF16) {
                 s_bf_tile_avx(y, a->ldy, ap, bp, w->P, mv, nv, a->acc);
+                continue;
+            }
+            if (a->path >= NR_CPU_PATH_AVX2) {
+                s_bf_tile_avx2(y, a->ldy, ap, bp, w->P, mv, nv, a->acc);
                 continue;
             }
 #endif
@@ -253,7 +272,7 @@ int nr_cpu_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, const n
     const int mp = (M + 7) / 8;
     uint32_t *ap = nr_cpu_scratch(NR_CPU_SCRATCH_BF16_A, (size_t)mp * w->P * 8 * sizeof(uint32_t));
     if (!ap) return NR_ENOMEM;
-    s_bf_t a = {y, ldy, x, ldx, ap, w, M, accumulate, path >= NR_CPU_PATH_AVX512BF16};
+    s_bf_t a = {y, ldy, x, ldx, ap, w, M, accumulate, path};
     const int big = (size_t)w->N * w->K >= 65536;
     if (big && mp > 8) nr_cpu_run(s_bf_pack, &a);
     else s_bf_pack(&a, 0, 1);
@@ -270,7 +289,8 @@ typedef struct {
     const float *x;
     size_t ldx;
     const nr_cpu_i8w_t *w;
-    int M, acc, use_512; /* AVX-512F, else plain C */
+    int M, acc;
+    nr_cpu_path_t path;
 } s_i8_t;
 
 #if S_X86
@@ -311,8 +331,10 @@ static S_T_512 void s_i8_tile_avx(float *y, size_t ldy, const float *x, size_t l
 }
 #endif
 
-static void s_i8_tile_plain(float *y, size_t ldy, const float *x, size_t ldx, const int8_t *q, const float *sc, int K,
-                            int mv, int nv, int acc) {
+/* Plain C, compiled for the baseline and, on x86, again for AVX2 + FMA. */
+static inline __attribute__((always_inline)) void s_i8_tile_c(float *y, size_t ldy, const float *x, size_t ldx,
+                                                              const int8_t *q, const float *sc, int K, int mv, int nv,
+                                                              int acc) {
     float c[4 * 64];
     for (int i = 0; i < mv; i++) {
         float *ci = c + i * 64;
@@ -330,6 +352,18 @@ static void s_i8_tile_plain(float *y, size_t ldy, const float *x, size_t ldx, co
     }
 }
 
+static void s_i8_tile_plain(float *y, size_t ldy, const float *x, size_t ldx, const int8_t *q, const float *sc, int K,
+                            int mv, int nv, int acc) {
+    s_i8_tile_c(y, ldy, x, ldx, q, sc, K, mv, nv, acc);
+}
+
+#if S_X86
+static S_T_AVX2 void s_i8_tile_avx2(float *y, size_t ldy, const float *x, size_t ldx, const int8_t *q, const float *sc,
+                                    int K, int mv, int nv, int acc) {
+    s_i8_tile_c(y, ldy, x, ldx, q, sc, K, mv, nv, acc);
+}
+#endif
+
 static void s_i8_part(void *arg, int part, int nparts) {
     const s_i8_t *a = arg;
     const nr_cpu_i8w_t *w = a->w;
@@ -343,8 +377,12 @@ static void s_i8_part(void *arg, int part, int nparts) {
             const float *x = a->x + (size_t)m0 * a->ldx;
             float *y = a->y + (size_t)m0 * a->ldy + n0;
 #if S_X86
-            if (a->use_512) {
+            if (a->path >= NR_CPU_PATH_AVX512) {
                 s_i8_tile_avx(y, a->ldy, x, a->ldx, q, sc, w->K, mv, nv, a->acc);
+                continue;
+            }
+            if (a->path >= NR_CPU_PATH_AVX2) {
+                s_i8_tile_avx2(y, a->ldy, x, a->ldx, q, sc, w->K, mv, nv, a->acc);
                 continue;
             }
 #endif
@@ -355,7 +393,7 @@ static void s_i8_part(void *arg, int part, int nparts) {
 
 int nr_cpu_matmul_i8(float *y, size_t ldy, const float *x, size_t ldx, const nr_cpu_i8w_t *w, int M, int accumulate) {
     if (M <= 0 || w->N <= 0 || w->K <= 0) return 0;
-    s_i8_t a = {y, ldy, x, ldx, w, M, accumulate, nr_cpu_path() >= NR_CPU_PATH_AVX512};
+    s_i8_t a = {y, ldy, x, ldx, w, M, accumulate, nr_cpu_path()};
     if ((size_t)w->N * w->K >= 65536) nr_cpu_run(s_i8_part, &a);
     else s_i8_part(&a, 0, 1);
     return 0;
