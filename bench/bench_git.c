@@ -24,6 +24,7 @@
 #include "common/error.h"
 #include "models/backend.h"
 #include "models/config.h"
+#include "models/cpu/dispatch.h"
 #include "models/cpu/lowp.h"
 #include "models/decoder.h"
 #include "models/family.h"
@@ -95,17 +96,16 @@ int main(int argc, char **argv) {
         return 1;
     }
     const int S = cfg.states_seq, D = cfg.states_hidden, V = cfg.vocab_size, IMG = cfg.image_size;
-    nr_cpu_lowp_init();
     if (blip)
         printf("bench_git: BLIP-base sizes (ViT-B/16 %d px, %d image tokens, text decoder %d layers x %d with "
-               "cross-attention, vocab %d), weights %.0f MB F32, threads %d, AVX-512 BF16 %s\n",
+               "cross-attention, vocab %d), weights %.0f MB F32, threads %d, CPU kernel path %s\n",
                IMG, S, cfg.blip.num_hidden_layers, cfg.blip.hidden_size, V, size / 1e6, threads,
-               nr_cpu_use_avx512bf16 ? "yes" : "no");
+               nr_cpu_path_name(nr_cpu_path()));
     else
         printf("bench_git: GIT-base sizes (CLIP ViT-B/16 %d px, %d image tokens, decoder %d layers x %d, vocab %d), "
-               "weights %.0f MB F32, threads %d, AVX-512 BF16 %s\n",
+               "weights %.0f MB F32, threads %d, CPU kernel path %s\n",
                IMG, S, cfg.git.num_hidden_layers, cfg.git.hidden_size, V, size / 1e6, threads,
-               nr_cpu_use_avx512bf16 ? "yes" : "no");
+               nr_cpu_path_name(nr_cpu_path()));
     const char *vname = blip ? "ViT-B/16 384 px" : "CLIP ViT-B/16 + projection";
     const size_t npx = (size_t)3 * IMG * IMG;
     float *px = malloc((size_t)batch * npx * sizeof(float));

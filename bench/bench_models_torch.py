@@ -4,8 +4,11 @@ GPT-2 decoder with cross-attention ms/token (1 row, 4 rows, and 4 / 16
 captions decoded together, KV cache), F32,
 random weights, the sizes of nlpconnect/vit-gpt2-image-captioning, written
 like transformers' modeling_vit.py / modeling_gpt2.py (eager attention).
-    /usr/bin/python3 bench/bench_models_torch.py [--threads N] [--batch N] [--iters N] [--tokens N]
+    /usr/bin/python3 bench/bench_models_torch.py [--threads N] [--batch N] [--iters N] [--tokens N] [--bf16]
+--bf16 runs the encoder under torch.autocast("cpu", torch.bfloat16) (oneDNN
+BF16 matmuls; the counterpart of cpu:bf16) and skips the decoder.
 """
+import contextlib
 import argparse
 import os
 import time
@@ -61,6 +64,7 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -70,15 +74,19 @@ def main():
         vw = vit_weights(torch.device("cpu"))
         vit_forward = make_vit(vw, "math")
         px = torch.randn(a.batch, 3, 224, 224)
-        for bs in (1, a.batch):
-            vit_forward(px[:bs])
-            dt = 1e9
-            for _ in range(a.iters):  # best of iters, as bench_models
-                t0 = time.perf_counter()
-                enc = vit_forward(px[:bs])
-                dt = min(dt, time.perf_counter() - t0)
-            print(f"vit-b16 encoder  batch {bs}: {dt * 1e3:8.1f} ms/batch  {bs / dt:6.2f} images/s  "
-                  f"{vit_flops() * bs / dt / 1e9:6.1f} GFLOP/s")
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if a.bf16 else contextlib.nullcontext()
+        with amp:
+            for bs in (1, a.batch):
+                vit_forward(px[:bs])
+                dt = 1e9
+                for _ in range(a.iters):  # best of iters, as bench_models
+                    t0 = time.perf_counter()
+                    enc = vit_forward(px[:bs])
+                    dt = min(dt, time.perf_counter() - t0)
+                print(f"vit-b16 encoder{' bf16' if a.bf16 else ''}  batch {bs}: {dt * 1e3:8.1f} ms/batch  "
+                      f"{bs / dt:6.2f} images/s  {vit_flops() * bs / dt / 1e9:6.1f} GFLOP/s")
+        if a.bf16:
+            return
         del vw, vit_forward
         gw = gpt2_weights(torch.device("cpu"))
         enc1 = enc[:1]

@@ -21,6 +21,7 @@
 #include "common/error.h"
 #include "models/backend.h"
 #include "models/config.h"
+#include "models/cpu/dispatch.h"
 #include "models/cpu/lowp.h"
 #include "models/decoder.h"
 #include "models/family.h"
@@ -89,10 +90,9 @@ int main(int argc, char **argv) {
     }
     const nr_family_ops_t *F = &nr_family_paligemma;
     const int S = cfg.states_seq, D = cfg.states_hidden, V = cfg.vocab_size, IMG = cfg.image_size;
-    nr_cpu_lowp_init();
     printf("bench_paligemma: SigLIP-So400m/14 %d px (%d image tokens) + Gemma-2B layers x %d (of 18), vocab %d "
-           "(of 257216), weights %.0f MB F32, threads %d, AVX-512 BF16 %s\n",
-           IMG, S, layers, V, size / 1e6, threads, nr_cpu_use_avx512bf16 ? "yes" : "no");
+           "(of 257216), weights %.0f MB F32, threads %d, CPU kernel path %s\n",
+           IMG, S, layers, V, size / 1e6, threads, nr_cpu_path_name(nr_cpu_path()));
     const size_t npx = (size_t)3 * IMG * IMG;
     float *px = malloc(npx * sizeof(float));
     float *states = nr_aligned_alloc((size_t)S * D * sizeof(float));

@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "models/cpu/cpu.h"
+#include "models/cpu/dispatch.h"
 #ifdef NR_HAVE_CUDA
 #include "models/cuda/backend_cuda.h"
 #endif
@@ -36,6 +37,7 @@ nr_backend_t *nr_backend_new(const char *device, int num_threads, char *err, siz
                 return NULL;
             }
         }
+        if (nr_cpu_path_init(err, errlen)) return NULL; /* NR_CPU_PATH names a path this CPU lacks */
         nr_backend_t *b = nr_cpu_backend_new_precision(num_threads, (nr_cpu_precision_t)pr);
         if (!b) nr_seterr(err, errlen, NR_ENOMEM, "cpu backend: out of memory");
         return s_complete(b, device ? device : "cpu", err, errlen);

@@ -6,7 +6,9 @@
  * backend's lock-free table of converted BF16/INT8 weights, whose entries
  * are made on first use while other threads look them up. The kernels
  * split work by output element only, so the result does not depend on who
- * ran which part: any difference is a race. */
+ * ran which part: any difference is a race. ctest runs this file once per
+ * CPU kernel path (NR_CPU_PATH, tests/precision.cmake); a path the CPU
+ * lacks skips. */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 
@@ -18,6 +20,7 @@
 
 #include "models/backend.h"
 #include "models/cpu/cpu.h"
+#include "models/cpu/dispatch.h"
 #include "models/cpu/kernels.h"
 
 #define S_THREADS 4
@@ -284,6 +287,9 @@ static void *s_thread(void *p) {
  * Criterion runs each test in its own process, and the first backend made
  * there starts the kernels' pool with 2 threads, whatever the core count. */
 static void s_check(int what) {
+    char why[256];
+    if (nr_cpu_path_init(why, sizeof why)) cr_skip_test("%s", why); /* NR_CPU_PATH names a path this CPU lacks */
+    cr_log_info("CPU kernel path %s", nr_cpu_path_name(nr_cpu_path()));
     s_inputs();
     nr_backend_t *bf_ref = nr_cpu_backend_new_precision(2, NR_CPU_BF16);
     nr_backend_t *i8_ref = nr_cpu_backend_new_precision(2, NR_CPU_INT8);

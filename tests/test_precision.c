@@ -1,9 +1,14 @@
-/* Tests of the CPU backend's weight precisions (cpu:bf16, cpu:int8):
- * each kernel (AVX-512 and plain C) against an exact double-precision
+/* Tests of the CPU backend's weight precisions (cpu:bf16, cpu:int8) and
+ * of the kernel paths (models/cpu/dispatch.h): each kernel (on the path in
+ * use, and on every path this CPU runs) against an exact double-precision
  * product of the same rounded operands and against the F32 product with a
- * normalized error bound, the device strings, F32 unchanged bit for bit,
- * and caption agreement with F32 on the tiny checkpoint: the reference
- * encoder states and 24 test photos, greedy and beam 4. */
+ * normalized error bound, the paths against each other and against the
+ * CPU flags the kernel reports, the device strings, F32 unchanged bit for
+ * bit, a precision that falls back to F32 bit-identical to it, and
+ * caption agreement with F32 on the tiny checkpoint: the reference encoder
+ * states and 24 test photos, greedy and beam 4. ctest runs this file once
+ * per path (NR_CPU_PATH, tests/precision.cmake); a path the CPU lacks
+ * skips every test. */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 
@@ -17,6 +22,7 @@
 #include "models/backend.h"
 #include "models/captioner.h"
 #include "models/cpu/cpu.h"
+#include "models/cpu/dispatch.h"
 #include "models/cpu/kernels.h"
 #include "models/cpu/lowp.h"
 #include "models/io/safetensors.h"
@@ -122,57 +128,66 @@ static void s_check_all(int prec) {
             for (int acc = 0; acc < 2; acc++) s_check_kernel(prec, layout, acc, &s_shapes[i]);
 }
 
-Test(precision, bf16_kernel_native) {
+/* Skips the test when NR_CPU_PATH forces a path this CPU cannot run. */
+static void s_need_path(void) {
+    char err[256];
+    if (nr_cpu_path_init(err, sizeof err)) cr_skip_test("%s", err);
     nr_cpu_pool_init(2);
-    nr_cpu_lowp_init();
-    if (!nr_cpu_use_avx512bf16) cr_log_warn("no AVX-512 BF16 on this CPU: the plain path runs twice");
+}
+
+Test(precision, bf16_kernel_this_path) {
+    s_need_path();
     s_check_all(NR_CPU_BF16);
 }
 
-Test(precision, bf16_kernel_plain) {
-    nr_cpu_pool_init(2);
-    nr_cpu_lowp_init();
-    nr_cpu_use_avx512bf16 = 0;
-    s_check_all(NR_CPU_BF16);
-}
-
-Test(precision, int8_kernel_native) {
-    nr_cpu_pool_init(2);
-    nr_cpu_lowp_init();
+Test(precision, int8_kernel_this_path) {
+    s_need_path();
     s_check_all(NR_CPU_INT8);
 }
 
-Test(precision, int8_kernel_plain) {
-    nr_cpu_pool_init(2);
-    nr_cpu_lowp_init();
-    nr_cpu_use_avx512 = 0;
-    s_check_all(NR_CPU_INT8);
+/* Every path this CPU runs, on the same checks (the plain C kernels on the
+ * generic path whatever the CPU). */
+Test(precision, kernels_on_every_path) {
+    s_need_path();
+    const nr_cpu_path_t keep = nr_cpu_path();
+    for (int p = 0; p < NR_CPU_PATH_COUNT; p++) {
+        if (nr_cpu_path_set((nr_cpu_path_t)p)) continue;
+        s_check_all(NR_CPU_BF16);
+        s_check_all(NR_CPU_INT8);
+    }
+    nr_cpu_path_set(keep);
 }
 
-/* The AVX-512 and plain paths agree (same products, other order). */
-Test(precision, native_equals_plain) {
-    nr_cpu_pool_init(2);
-    nr_cpu_lowp_init();
-    const int M = 6, N = 300, K = 200;
-    float *x = malloc(sizeof(float) * M * K), *w = malloc(sizeof(float) * N * K);
-    float *a = malloc(sizeof(float) * M * N), *b = malloc(sizeof(float) * M * N);
-    for (int i = 0; i < M * K; i++) x[i] = s_rand();
+/* The paths agree with the generic one (same products, other order): BF16
+ * at 6 rows (vdpbf16ps) and 70 rows (AMX tiles on the amx path), INT8. */
+Test(precision, paths_agree) {
+    s_need_path();
+    const int Ms[2] = {6, 70}, N = 300, K = 200;
+    float *x = malloc(sizeof(float) * 70 * K), *w = malloc(sizeof(float) * N * K);
+    float *a = malloc(sizeof(float) * 70 * N), *b = malloc(sizeof(float) * 70 * N);
+    for (int i = 0; i < 70 * K; i++) x[i] = s_rand();
     for (int i = 0; i < N * K; i++) w[i] = s_rand();
     nr_cpu_bf16w_t bw;
     nr_cpu_i8w_t qw;
     cr_assert_eq(nr_cpu_bf16w_make(&bw, w, NR_W_OUT_IN, N, K), 0);
     cr_assert_eq(nr_cpu_i8w_make(&qw, w, NR_W_IN_OUT, N, K), 0);
-    for (int p = 0; p < 2; p++) {
-        int save_bf = nr_cpu_use_avx512bf16, save_512 = nr_cpu_use_avx512;
-        if (p == 0) nr_cpu_matmul_bf16(a, N, x, K, &bw, M, 0);
-        else nr_cpu_matmul_i8(a, N, x, K, &qw, M, 0);
-        nr_cpu_use_avx512bf16 = nr_cpu_use_avx512 = 0;
-        if (p == 0) nr_cpu_matmul_bf16(b, N, x, K, &bw, M, 0);
-        else nr_cpu_matmul_i8(b, N, x, K, &qw, M, 0);
-        nr_cpu_use_avx512bf16 = save_bf;
-        nr_cpu_use_avx512 = save_512;
-        for (int i = 0; i < M * N; i++) cr_assert_float_eq(a[i], b[i], 1e-4f * (1.0f + fabsf(b[i])), "path %d i %d", p, i);
+    const nr_cpu_path_t keep = nr_cpu_path();
+    for (int p = 1; p < NR_CPU_PATH_COUNT; p++) {
+        if (!nr_cpu_path_supported((nr_cpu_path_t)p)) continue;
+        for (int kind = 0; kind < 3; kind++) {
+            const int M = kind == 1 ? Ms[1] : Ms[0];
+            for (int side = 0; side < 2; side++) {
+                cr_assert_eq(nr_cpu_path_set(side ? NR_CPU_PATH_GENERIC : (nr_cpu_path_t)p), 0);
+                float *y = side ? b : a;
+                if (kind < 2) cr_assert_eq(nr_cpu_matmul_bf16(y, N, x, K, &bw, M, 0), 0);
+                else cr_assert_eq(nr_cpu_matmul_i8(y, N, x, K, &qw, M, 0), 0);
+            }
+            for (int i = 0; i < M * N; i++)
+                cr_assert_float_eq(a[i], b[i], 1e-4f * (1.0f + fabsf(b[i])), "path %s kind %d i %d: %g vs generic %g",
+                                   nr_cpu_path_name((nr_cpu_path_t)p), kind, i, a[i], b[i]);
+        }
     }
+    nr_cpu_path_set(keep);
     nr_cpu_bf16w_free(&bw);
     nr_cpu_i8w_free(&qw);
     free(x);
@@ -181,9 +196,83 @@ Test(precision, native_equals_plain) {
     free(b);
 }
 
+/* The paths this CPU runs match the flags in /proc/cpuinfo (which the
+ * kernel clears for state it does not enable), forcing one it lacks is a
+ * clear error, and an unknown name is one too. */
+static int s_has_flag(const char *flags, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = flags; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == flags || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\n' || p[n] == 0)) return 1;
+    return 0;
+}
+
+/* The paths the flags in /proc/cpuinfo allow (0 when there are none). */
+static int s_flag_paths(int want[NR_CPU_PATH_COUNT]) {
+    static char flags[8192];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return 0;
+    while (fgets(flags, sizeof flags, f))
+        if (strncmp(flags, "flags", 5) == 0) break;
+    fclose(f);
+    if (strncmp(flags, "flags", 5) != 0) return 0;
+    const int avx2 = s_has_flag(flags, "avx2") && s_has_flag(flags, "fma");
+    const int a512 = avx2 && s_has_flag(flags, "avx512f") && s_has_flag(flags, "avx512bw") &&
+                     s_has_flag(flags, "avx512vl") && s_has_flag(flags, "avx512dq") && s_has_flag(flags, "avx512cd");
+    const int bf16 = a512 && s_has_flag(flags, "avx512_bf16");
+    const int amx = bf16 && s_has_flag(flags, "amx_tile") && s_has_flag(flags, "amx_bf16");
+    const int w[NR_CPU_PATH_COUNT] = {1, avx2, a512, bf16, amx};
+    memcpy(want, w, sizeof w);
+    return 1;
+}
+
+Test(precision, paths_match_cpu_flags) {
+    s_need_path();
+    int want[NR_CPU_PATH_COUNT];
+    if (!s_flag_paths(want)) cr_skip_test("no flags line in /proc/cpuinfo (not x86?)");
+    char desc[256];
+    nr_cpu_describe(desc, sizeof desc);
+    cr_log_info("CPU %s", desc);
+    for (int p = 0; p < NR_CPU_PATH_COUNT; p++) {
+        cr_assert_eq(nr_cpu_path_supported((nr_cpu_path_t)p), want[p], "path %s: supported %d, cpu flags say %d",
+                     nr_cpu_path_name((nr_cpu_path_t)p), nr_cpu_path_supported((nr_cpu_path_t)p), want[p]);
+        cr_assert_eq(nr_cpu_path_from_name(nr_cpu_path_name((nr_cpu_path_t)p)), p);
+        if (!want[p]) cr_assert_eq(nr_cpu_path_set((nr_cpu_path_t)p), NR_EUNSUPPORTED);
+    }
+    cr_assert_eq(nr_cpu_path_from_name("sse9"), -1);
+    cr_assert(nr_cpu_path_supported(nr_cpu_path_best()));
+}
+
+/* NR_CPU_PATH naming a path this CPU lacks, or an unknown one, fails the
+ * backend with the reason; the kernels still run, on a path the CPU has.
+ * Each Criterion test runs in its own process and the path is chosen at
+ * the first use, so the variable set here is the one read. */
+Test(precision, forced_lacking_path) {
+    int want[NR_CPU_PATH_COUNT], lacking = -1;
+    if (!s_flag_paths(want)) cr_skip_test("no flags line in /proc/cpuinfo (not x86?)");
+    for (int p = NR_CPU_PATH_COUNT - 1; p > 0; p--)
+        if (!want[p]) lacking = p;
+    if (lacking < 0) cr_skip_test("this CPU runs every path");
+    setenv("NR_CPU_PATH", nr_cpu_path_name((nr_cpu_path_t)lacking), 1);
+    char err[256] = "";
+    cr_assert_null(nr_backend_new("cpu", 1, err, sizeof err));
+    cr_assert(strstr(err, "cannot run") != NULL, "%s", err);
+    cr_assert(nr_cpu_path_supported(nr_cpu_path()));
+}
+
+Test(precision, forced_unknown_path) {
+    /* the name is checked before the CPU: this runs on every CPU */
+    setenv("NR_CPU_PATH", "avx1024", 1);
+    char err[256] = "";
+    nr_backend_t *b = nr_backend_new("cpu:bf16", 1, err, sizeof err);
+    cr_assert_null(b);
+    cr_assert(strstr(err, "NR_CPU_PATH=avx1024") && strstr(err, "unknown"), "%s", err);
+    cr_assert(nr_cpu_path_supported(nr_cpu_path()), "the kernels still run on a path the CPU has");
+}
+
 /* ---- device strings and the backend op ---- */
 
 Test(precision, device_names) {
+    s_need_path();
     char err[256];
     const char *ok[] = {"cpu", "cpu:f32", "cpu:bf16", "cpu:int8"};
     for (int i = 0; i < 4; i++) {
@@ -205,6 +294,7 @@ Test(precision, device_names) {
 /* Through the backend table: cpu and cpu:f32 give identical bits; bf16 and
  * int8 (decode-sized and, for int8, the F32 large path) are close. */
 Test(precision, backend_matmul) {
+    s_need_path();
     char err[256];
     nr_backend_t *be[4];
     const char *names[4] = {"cpu", "cpu:f32", "cpu:bf16", "cpu:int8"};
@@ -231,8 +321,13 @@ Test(precision, backend_matmul) {
             }
             double rel = sqrt(e2 / r2);
             cr_assert_leq(rel, i == 2 ? 1e-2 : 2e-2, "%s M %d: relative L2 error %.3g", names[i], M, rel);
-            if (i == 3 && M > 64) cr_assert_eq(memcmp(y[i], y[0], sizeof(float) * M * N), 0, "int8 M > 64 must be F32");
-            if (i == 3 && M <= 64) cr_assert(rel > 0, "int8 M <= 64 must use INT8 weights");
+            /* where the reduced precision does not pay on this path it
+             * runs as F32, bit for bit (models/cpu/cpu.c s_lowp_rows) */
+            const nr_cpu_path_t path = nr_cpu_path();
+            const int lowp = i == 2 ? path == NR_CPU_PATH_AMX || (path == NR_CPU_PATH_AVX512BF16 && M <= 48)
+                                    : (path >= NR_CPU_PATH_AVX512 && M <= 64) || (path == NR_CPU_PATH_AVX2 && M <= 4);
+            if (!lowp) cr_assert_eq(memcmp(y[i], y[0], sizeof(float) * M * N), 0, "%s M %d must be F32", names[i], M);
+            else cr_assert(rel > 0, "%s M %d must use the converted weights", names[i], M);
         }
         for (int i = 0; i < 4; i++) free(y[i]);
     }
@@ -329,6 +424,7 @@ static void s_agree(const s_caps_t *a, const s_caps_t *b, int *same, int *tok_sa
 }
 
 static void s_agreement_case(const char *device, int beams, int min_same, double min_tok) {
+    s_need_path();
     static s_caps_t ref, got;
     s_captions("cpu", beams, &ref);
     s_captions(device, beams, &got);

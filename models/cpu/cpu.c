@@ -1,7 +1,9 @@
 /* The CPU backend: the nr_backend_ops_t table over host memory, the
  * kernels in kernels.c (matmul: own streaming kernel and AVX-512 GEMM,
  * OpenBLAS sgemm where those do not apply) and, for the BF16 and INT8
- * precisions, the reduced-precision matmuls in lowp.c.
+ * precisions, the reduced-precision matmuls in lowp.c, on the instruction
+ * set chosen at run time (dispatch.h); a precision that would be slower
+ * than F32 on that path runs as F32 (s_lowp_rows), and says so.
  *
  * Threads: OpenBLAS (pthread build) is given num_threads threads, and the
  * first backend made starts the kernels' pool with as many (the pool is
@@ -19,6 +21,7 @@
  * single-thread results bit for bit. */
 #include "models/cpu/cpu.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -29,6 +32,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "models/cpu/dispatch.h"
 #include "models/cpu/kernels.h"
 #include "models/cpu/lowp.h"
 #include "models/tensor.h"
@@ -46,8 +50,7 @@ static void s_check_blas_core(void) {
     said = 1;
     const char *core = openblas_get_corename();
     if (!core || getenv("OPENBLAS_CORETYPE")) return;
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+    if (nr_cpu_path_supported(NR_CPU_PATH_AVX512) &&
         (strcasecmp(core, "Haswell") == 0 || strcasecmp(core, "Zen") == 0))
         nr_log(NR_LOG_WARN,
                "models: OpenBLAS uses its %s kernels on this AVX-512 CPU; set OPENBLAS_CORETYPE=SkylakeX in the "
@@ -87,7 +90,27 @@ typedef struct {
 
 /* Rows up to which the INT8 precision uses INT8 weights. */
 #define S_INT8_MAX_ROWS 64
+/* Rows up to which the BF16 precision uses BF16 weights on the avx512bf16
+ * path (no AMX): above, vdpbf16ps (one per cycle on Intel, half the F32
+ * FMA rate in products) loses to the F32 GEMM; see s_lowp_rows. */
+#define S_BF16_VDP_MAX_ROWS 48
+/* Rows up to which INT8 weights pay on the avx2 path (measured at 1 and 4). */
+#define S_INT8_AVX2_MAX_ROWS 4
 #define S_TAB_MIN 256
+
+/* Rows up to which the backend's precision uses its converted weights on
+ * the kernel path p (0: F32 for every matmul), chosen from measurements on
+ * each path (bench/README.md): BF16 pays with AMX tiles at any size and
+ * with vdpbf16ps for the memory-bound decode steps; INT8 pays for decode
+ * steps with AVX-512, and with AVX2 for a few rows. Elsewhere the C
+ * kernels are not faster than F32, so the precision runs as F32. */
+static int s_lowp_rows(nr_cpu_precision_t prec, nr_cpu_path_t p) {
+    if (prec == NR_CPU_BF16)
+        return p == NR_CPU_PATH_AMX ? INT_MAX : p == NR_CPU_PATH_AVX512BF16 ? S_BF16_VDP_MAX_ROWS : 0;
+    if (prec == NR_CPU_INT8)
+        return p >= NR_CPU_PATH_AVX512 ? S_INT8_MAX_ROWS : p == NR_CPU_PATH_AVX2 ? S_INT8_AVX2_MAX_ROWS : 0;
+    return 0;
+}
 
 static int s_supports(void *ctx, nr_op_t op) { return op >= 0 && op < NR_OP_COUNT; }
 static void s_destroy(void *ctx) {
@@ -208,7 +231,7 @@ static int s_matmul(void *ctx, float *y, size_t ldy, const float *x, size_t ldx,
     if (M < 0 || N < 0 || K < 0) return NR_EINVAL;
     s_cpu_t *c = ctx;
     if (M == 0 || N == 0 || K == 0) return 0;
-    if (c->precision == NR_CPU_BF16 || (c->precision == NR_CPU_INT8 && M <= S_INT8_MAX_ROWS)) {
+    if (M <= s_lowp_rows(c->precision, nr_cpu_path())) {
         const s_conv_t *e = s_converted(c, w, layout, N, K);
         if (!e) return NR_ENOMEM;
         if (c->precision == NR_CPU_BF16) return nr_cpu_matmul_bf16(y, ldy, x, ldx, &e->bf, M, accumulate);
@@ -220,7 +243,7 @@ static int s_matmul(void *ctx, float *y, size_t ldy, const float *x, size_t ldx,
 static int s_prepare(void *ctx, const float *w, nr_wlayout_t layout, int N, int K, int rows) {
     s_cpu_t *c = ctx;
     if (N <= 0 || K <= 0) return NR_EINVAL;
-    if (c->precision == NR_CPU_BF16 || (c->precision == NR_CPU_INT8 && rows <= S_INT8_MAX_ROWS))
+    if (rows <= s_lowp_rows(c->precision, nr_cpu_path()))
         return s_converted(c, w, layout, N, K) ? 0 : NR_ENOMEM;
     return 0;
 }
@@ -337,6 +360,7 @@ const char *nr_cpu_precision_name(nr_cpu_precision_t p) {
 
 nr_backend_t *nr_cpu_backend_new_precision(int num_threads, nr_cpu_precision_t precision) {
     if (precision != NR_CPU_F32 && precision != NR_CPU_BF16 && precision != NR_CPU_INT8) return NULL;
+    if (nr_cpu_path_init(NULL, 0)) return NULL; /* NR_CPU_PATH names a path this CPU lacks */
     nr_backend_t *b = calloc(1, sizeof(*b));
     s_cpu_t *c = calloc(1, sizeof(*c));
     if (!b || !c) {
@@ -352,10 +376,16 @@ nr_backend_t *nr_cpu_backend_new_precision(int num_threads, nr_cpu_precision_t p
     c->precision = precision;
     pthread_mutex_init(&c->mu, NULL);
     atomic_init(&c->tab, NULL);
-    nr_cpu_lowp_init();
-    if (precision == NR_CPU_BF16)
-        nr_log(NR_LOG_DEBUG, "models: cpu bf16 matmuls via %s",
-               nr_cpu_use_avx512bf16 ? "AVX-512 BF16 (vdpbf16ps)" : "plain C (no AVX-512 BF16 on this CPU)");
+    const nr_cpu_path_t path = nr_cpu_path();
+    const int rows = s_lowp_rows(precision, path);
+    if (precision != NR_CPU_F32 && rows == 0)
+        nr_log(NR_LOG_INFO, "models: cpu:%s runs as f32 on the %s kernel path (%s would be slower than f32 here)",
+               nr_cpu_precision_name(precision), nr_cpu_path_name(path),
+               precision == NR_CPU_BF16 ? "no AMX or AVX-512 BF16: C BF16 kernels" : "no AVX2: plain C INT8");
+    else if (precision == NR_CPU_BF16)
+        nr_log(NR_LOG_INFO, "models: cpu:bf16 on the %s kernel path: %s", nr_cpu_path_name(path),
+               path == NR_CPU_PATH_AMX ? "AMX tiles (vdpbf16ps below 16 rows)"
+                                       : "vdpbf16ps up to 48 rows, f32 above (faster here than vdpbf16ps)");
     openblas_set_num_threads(num_threads);
     nr_cpu_pool_init(num_threads);
     s_check_blas_core();

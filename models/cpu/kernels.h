@@ -1,6 +1,8 @@
-/* CPU kernels shared by the CPU backend and its op-level tests. Plain loops
- * written so that gcc/clang vectorize them (no libm calls in hot loops:
- * exp/erf/tanh are polynomial approximations with relative error < 2e-7). */
+/* CPU kernels shared by the CPU backend and its op-level tests; each call
+ * runs the kernel of the instruction-set path in use (dispatch.h). Plain
+ * loops written so that gcc/clang vectorize them (no libm calls in hot
+ * loops: exp/erf/tanh are polynomial approximations with relative error
+ * < 2e-7). */
 #ifndef NR_MODELS_CPU_KERNELS_H
 #define NR_MODELS_CPU_KERNELS_H
 
@@ -24,7 +26,7 @@ int nr_cpu_rotary(const nr_rotary_args_t *a);
  * (default 32; 0 = always sgemm; for tests and benchmarks). */
 extern int nr_cpu_skinny_max;
 /* 1 (default): matmuls above the streaming size use the own AVX-512 GEMM
- * when compiled for AVX-512; 0: OpenBLAS sgemm (for tests and benchmarks). */
+ * on the AVX-512 paths; 0: OpenBLAS sgemm (for tests and benchmarks). */
 extern int nr_cpu_gemm_own;
 void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M, int N,
                    int K, int accumulate);

@@ -1,8 +1,9 @@
-/* Reduced-precision matmuls for the CPU backend: packed BF16 weights
- * (AVX-512 BF16 vdpbf16ps, or a plain C loop on CPUs without it) and INT8
- * weights with per-output-channel scales (AVX-512F widening, or plain C).
- * The AVX-512 functions carry target attributes, so they are compiled
- * whatever -march says and chosen at run time from cpuid. */
+/* Reduced-precision matmuls for the CPU backend: packed BF16 weights (AMX
+ * tiles in amx.c, AVX-512 BF16 vdpbf16ps, or a plain C loop) and INT8
+ * weights with per-output-channel scales (AVX-512F widening, or plain C),
+ * each chosen by the kernel path (dispatch.h). The AVX-512 functions carry
+ * target attributes, so they are compiled whatever the build's target and
+ * run only on paths that have them. */
 #include "models/cpu/lowp.h"
 
 #include <math.h>
@@ -10,29 +11,21 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "models/cpu/dispatch.h"
 #include "models/cpu/kernels.h"
 #include "models/tensor.h"
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)
 #define S_X86 1
 #include <immintrin.h>
+
+#include "models/cpu/amx.h"
 #define S_T_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define S_T_512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+#define S_T_AVX2 __attribute__((target("avx2,fma")))
 #else
 #define S_X86 0
 #endif
-
-int nr_cpu_use_avx512bf16 = 0;
-int nr_cpu_use_avx512 = 0;
-
-void nr_cpu_lowp_init(void) {
-#if S_X86
-    __builtin_cpu_init();
-    nr_cpu_use_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                        __builtin_cpu_supports("avx512vl");
-    nr_cpu_use_avx512bf16 = nr_cpu_use_avx512 && __builtin_cpu_supports("avx512bf16");
-#endif
-}
 
 /* Round to nearest even, as vcvtneps2bf16 (activations are never NaN here). */
 static inline uint32_t s_bf16_bits(float f) {
@@ -55,7 +48,7 @@ static inline float s_w(const float *w, nr_wlayout_t layout, int N, int K, int k
 
 int nr_cpu_bf16w_make(nr_cpu_bf16w_t *out, const float *w, nr_wlayout_t layout, int N, int K) {
     memset(out, 0, sizeof(*out));
-    const int P = (K + 1) / 2, panels = (N + 31) / 32;
+    const int P = (K + 31) / 32 * 16, panels = (N + 31) / 32;
     uint16_t *d = nr_aligned_alloc((size_t)panels * P * 64 * sizeof(uint16_t));
     if (!d) return NR_ENOMEM;
     for (int pn = 0; pn < panels; pn++)
@@ -129,6 +122,7 @@ typedef struct {
     uint32_t *ap; /* [mpanels][P][8] bf16 pairs */
     const nr_cpu_bf16w_t *w;
     int M, acc;
+    nr_cpu_path_t path;
 } s_bf_t;
 
 /* Packs x rows into 8-row panels of BF16 pairs; part of the m panels. */
@@ -141,21 +135,25 @@ static void s_bf_pack(void *arg, int part, int nparts) {
         if (q * 8 + 8 <= a->M && K % 2 == 0) {
             const float *r[8];
             for (int i = 0; i < 8; i++) r[i] = a->x + (size_t)(q * 8 + i) * a->ldx;
-            for (int p = 0; p < P; p++)
+            for (int p = 0; p < K / 2; p++)
                 for (int i = 0; i < 8; i++)
                     dst[(size_t)p * 8 + i] = s_bf16_bits(r[i][2 * p]) | (s_bf16_bits(r[i][2 * p + 1]) << 16);
+            memset(dst + (size_t)(K / 2) * 8, 0, (size_t)(P - K / 2) * 8 * sizeof(uint32_t));
             continue;
         }
         for (int i = 0; i < 8; i++) {
             const int m = q * 8 + i;
-            if (m >= a->M) {
-                for (int p = 0; p < P; p++) dst[(size_t)p * 8 + i] = 0;
-                continue;
-            }
-            const float *xr = a->x + (size_t)m * a->ldx;
             int p = 0;
-            for (; 2 * p + 1 < K; p++) dst[(size_t)p * 8 + i] = s_bf16_bits(xr[2 * p]) | (s_bf16_bits(xr[2 * p + 1]) << 16);
-            if (p < P) dst[(size_t)p * 8 + i] = s_bf16_bits(xr[2 * p]);
+            if (m < a->M) {
+                const float *xr = a->x + (size_t)m * a->ldx;
+                for (; 2 * p + 1 < K; p++)
+                    dst[(size_t)p * 8 + i] = s_bf16_bits(xr[2 * p]) | (s_bf16_bits(xr[2 * p + 1]) << 16);
+                if (2 * p < K) {
+                    dst[(size_t)p * 8 + i] = s_bf16_bits(xr[2 * p]);
+                    p++;
+                }
+            }
+            for (; p < P; p++) dst[(size_t)p * 8 + i] = 0; /* past K, or a row past M */
         }
     }
 }
@@ -203,9 +201,10 @@ static S_T_BF16 void s_bf_tile_avx(float *y, size_t ldy, const uint32_t *ap, con
 }
 #endif
 
-/* Plain C: the same products (BF16 x BF16, F32 sums) in a different order. */
-static void s_bf_tile_plain(float *y, size_t ldy, const uint32_t *ap, const uint16_t *bp, int P, int mv, int nv,
-                            int acc) {
+/* Plain C: the same products (BF16 x BF16, F32 sums) in a different order;
+ * compiled for the baseline and, on x86, again for AVX2 + FMA. */
+static inline __attribute__((always_inline)) void s_bf_tile_c(float *y, size_t ldy, const uint32_t *ap,
+                                                              const uint16_t *bp, int P, int mv, int nv, int acc) {
     float c[8 * 32];
     for (int i = 0; i < mv; i++) {
         float *ci = c + i * 32;
@@ -219,6 +218,18 @@ static void s_bf_tile_plain(float *y, size_t ldy, const uint32_t *ap, const uint
     }
     s_store(y, ldy, c, mv, nv, acc);
 }
+
+static void s_bf_tile_plain(float *y, size_t ldy, const uint32_t *ap, const uint16_t *bp, int P, int mv, int nv,
+                            int acc) {
+    s_bf_tile_c(y, ldy, ap, bp, P, mv, nv, acc);
+}
+
+#if S_X86
+static S_T_AVX2 void s_bf_tile_avx2(float *y, size_t ldy, const uint32_t *ap, const uint16_t *bp, int P, int mv,
+                                    int nv, int acc) {
+    s_bf_tile_c(y, ldy, ap, bp, P, mv, nv, acc);
+}
+#endif
 
 static void s_bf_part(void *arg, int part, int nparts) {
     const s_bf_t *a = arg;
@@ -236,8 +247,12 @@ static void s_bf_part(void *arg, int part, int nparts) {
             const uint32_t *ap = a->ap + (size_t)(m0 / 8) * w->P * 8;
             float *y = a->y + (size_t)m0 * a->ldy + n0;
 #if S_X86
-            if (nr_cpu_use_avx512bf16) {
+            if (a->path >= NR_CPU_PATH_AVX512BF16) {
                 s_bf_tile_avx(y, a->ldy, ap, bp, w->P, mv, nv, a->acc);
+                continue;
+            }
+            if (a->path >= NR_CPU_PATH_AVX2) {
+                s_bf_tile_avx2(y, a->ldy, ap, bp, w->P, mv, nv, a->acc);
                 continue;
             }
 #endif
@@ -249,10 +264,15 @@ static void s_bf_part(void *arg, int part, int nparts) {
 int nr_cpu_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, const nr_cpu_bf16w_t *w, int M,
                        int accumulate) {
     if (M <= 0 || w->N <= 0 || w->K <= 0) return 0;
+    const nr_cpu_path_t path = nr_cpu_path();
+#if S_X86
+    if (path == NR_CPU_PATH_AMX && M >= NR_CPU_AMX_MIN_ROWS)
+        return nr_cpu_amx_matmul_bf16(y, ldy, x, ldx, w, M, accumulate);
+#endif
     const int mp = (M + 7) / 8;
     uint32_t *ap = nr_cpu_scratch(NR_CPU_SCRATCH_BF16_A, (size_t)mp * w->P * 8 * sizeof(uint32_t));
     if (!ap) return NR_ENOMEM;
-    s_bf_t a = {y, ldy, x, ldx, ap, w, M, accumulate};
+    s_bf_t a = {y, ldy, x, ldx, ap, w, M, accumulate, path};
     const int big = (size_t)w->N * w->K >= 65536;
     if (big && mp > 8) nr_cpu_run(s_bf_pack, &a);
     else s_bf_pack(&a, 0, 1);
@@ -270,6 +290,7 @@ typedef struct {
     size_t ldx;
     const nr_cpu_i8w_t *w;
     int M, acc;
+    nr_cpu_path_t path;
 } s_i8_t;
 
 #if S_X86
@@ -310,8 +331,10 @@ static S_T_512 void s_i8_tile_avx(float *y, size_t ldy, const float *x, size_t l
 }
 #endif
 
-static void s_i8_tile_plain(float *y, size_t ldy, const float *x, size_t ldx, const int8_t *q, const float *sc, int K,
-                            int mv, int nv, int acc) {
+/* Plain C, compiled for the baseline and, on x86, again for AVX2 + FMA. */
+static inline __attribute__((always_inline)) void s_i8_tile_c(float *y, size_t ldy, const float *x, size_t ldx,
+                                                              const int8_t *q, const float *sc, int K, int mv, int nv,
+                                                              int acc) {
     float c[4 * 64];
     for (int i = 0; i < mv; i++) {
         float *ci = c + i * 64;
@@ -329,6 +352,18 @@ static void s_i8_tile_plain(float *y, size_t ldy, const float *x, size_t ldx, co
     }
 }
 
+static void s_i8_tile_plain(float *y, size_t ldy, const float *x, size_t ldx, const int8_t *q, const float *sc, int K,
+                            int mv, int nv, int acc) {
+    s_i8_tile_c(y, ldy, x, ldx, q, sc, K, mv, nv, acc);
+}
+
+#if S_X86
+static S_T_AVX2 void s_i8_tile_avx2(float *y, size_t ldy, const float *x, size_t ldx, const int8_t *q, const float *sc,
+                                    int K, int mv, int nv, int acc) {
+    s_i8_tile_c(y, ldy, x, ldx, q, sc, K, mv, nv, acc);
+}
+#endif
+
 static void s_i8_part(void *arg, int part, int nparts) {
     const s_i8_t *a = arg;
     const nr_cpu_i8w_t *w = a->w;
@@ -342,8 +377,12 @@ static void s_i8_part(void *arg, int part, int nparts) {
             const float *x = a->x + (size_t)m0 * a->ldx;
             float *y = a->y + (size_t)m0 * a->ldy + n0;
 #if S_X86
-            if (nr_cpu_use_avx512) {
+            if (a->path >= NR_CPU_PATH_AVX512) {
                 s_i8_tile_avx(y, a->ldy, x, a->ldx, q, sc, w->K, mv, nv, a->acc);
+                continue;
+            }
+            if (a->path >= NR_CPU_PATH_AVX2) {
+                s_i8_tile_avx2(y, a->ldy, x, a->ldx, q, sc, w->K, mv, nv, a->acc);
                 continue;
             }
 #endif
@@ -354,7 +393,7 @@ static void s_i8_part(void *arg, int part, int nparts) {
 
 int nr_cpu_matmul_i8(float *y, size_t ldy, const float *x, size_t ldx, const nr_cpu_i8w_t *w, int M, int accumulate) {
     if (M <= 0 || w->N <= 0 || w->K <= 0) return 0;
-    s_i8_t a = {y, ldy, x, ldx, w, M, accumulate};
+    s_i8_t a = {y, ldy, x, ldx, w, M, accumulate, nr_cpu_path()};
     if ((size_t)w->N * w->K >= 65536) nr_cpu_run(s_i8_part, &a);
     else s_i8_part(&a, 0, 1);
     return 0;

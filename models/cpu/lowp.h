@@ -1,10 +1,10 @@
 /* Reduced-precision weights for the CPU backend: BF16 weights (F32
- * accumulation; activations rounded to BF16 per call, AVX-512 BF16
- * vdpbf16ps where the CPU has it) and INT8 weights with one F32 scale per
- * output channel (F32 activations, F32 accumulation; for the memory-bound
- * decode matmuls). Weights are converted once into packed copies; the
- * kernels pick their instruction set at run time (cpuid), so one binary
- * runs on CPUs with and without AVX-512 / AVX-512 BF16. */
+ * accumulation; activations rounded to BF16 per call; AMX tiles or AVX-512
+ * BF16 vdpbf16ps where the kernel path has them, dispatch.h, else plain C)
+ * and INT8 weights with one F32 scale per output channel (F32 activations,
+ * F32 accumulation; AVX-512 or plain C; for the memory-bound decode
+ * matmuls). Weights are converted once into packed copies; the kernels
+ * follow the path chosen at run time, so one binary runs on every CPU. */
 #ifndef NR_MODELS_CPU_LOWP_H
 #define NR_MODELS_CPU_LOWP_H
 
@@ -15,7 +15,8 @@
 
 /* BF16 weight of y[M,N] = x[M,K] W: 32-column panels, K in pairs:
  * w[((panel * P + p) * 2 + half) * 32 + 2 * j + t] = W(k = 2p + t, n = 32 panel + 16 half + j)
- * with P = ceil(K / 2); padding is zero. */
+ * with P = ceil(K / 32) * 16 (whole AMX B tiles of 16 pairs); padding is
+ * zero. */
 typedef struct {
     int N, K, P, panels;
     uint16_t *w;
@@ -29,11 +30,9 @@ typedef struct {
     float *scale; /* [panels * 64] */
 } nr_cpu_i8w_t;
 
-/* Runtime ISA choice, set by nr_cpu_lowp_init() from cpuid; tests may set
- * them to 0 to run the plain C fallbacks on any CPU. */
-extern int nr_cpu_use_avx512bf16;
-extern int nr_cpu_use_avx512;
-void nr_cpu_lowp_init(void);
+/* Rows from which BF16 matmuls use the AMX tiles on the amx path (fewer:
+ * vdpbf16ps, the weight streamed once either way). */
+#define NR_CPU_AMX_MIN_ROWS 16
 
 /* Packs W (either layout, [N,K] or [K,N] floats) once; NR_ENOMEM. */
 int nr_cpu_bf16w_make(nr_cpu_bf16w_t *out, const float *w, nr_wlayout_t layout, int N, int K);

@@ -26,6 +26,13 @@ static struct {
     void *arg;
 } s_pool = {.use = PTHREAD_MUTEX_INITIALIZER, .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
             .done = PTHREAD_COND_INITIALIZER, .n = 1};
+/* A spin-wait hint (x86 pause; nothing elsewhere). */
+static inline void s_pause(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+}
+
 static pthread_once_t s_pool_once = PTHREAD_ONCE_INIT;
 static int s_pool_want = 1;
 
@@ -37,7 +44,7 @@ static void *s_worker(void *p) {
         int spins = 0;
         while ((g = atomic_load_explicit(&s_pool.gen, memory_order_acquire)) == seen && spins < 20000) {
             spins++;
-            __builtin_ia32_pause();
+            s_pause();
         }
         if (g == seen) {
             pthread_mutex_lock(&s_pool.m);
@@ -93,7 +100,7 @@ void nr_cpu_run(nr_cpu_task_fn fn, void *arg) {
     int spins = 0;
     while (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0 && spins < 200000) {
         spins++;
-        __builtin_ia32_pause();
+        s_pause();
     }
     if (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0) {
         pthread_mutex_lock(&s_pool.m);

@@ -1,0 +1,15 @@
+/* BF16 matmul on Intel AMX tiles (amx.c; x86-64 only, compiled with the
+ * AMX flags and called only on the amx path, dispatch.h). */
+#ifndef NR_MODELS_CPU_AMX_H
+#define NR_MODELS_CPU_AMX_H
+
+#include <stddef.h>
+
+#include "models/cpu/lowp.h"
+
+/* y[M,N] = x[M,K] W (+ y when accumulate), BF16 products, F32 sums, as
+ * nr_cpu_matmul_bf16. 0 or NR_ENOMEM. */
+int nr_cpu_amx_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, const nr_cpu_bf16w_t *w, int M,
+                           int accumulate);
+
+#endif

@@ -1,0 +1,664 @@
+/* CPU kernels, compiled once per instruction set (dispatch.h): layer norm,
+ * GELU (erf and tanh forms), softmax, attention, ViT patch embedding, and
+ * matmul (a streaming kernel for a few rows; above that the own AVX-512
+ * GEMM in the AVX-512 build, OpenBLAS sgemm in the others, which picks its
+ * own kernels at run time). CMake builds this file as generic (the
+ * compiler's baseline), avx2 (-march=x86-64-v3) and avx512
+ * (-march=x86-64-v4) with NR_CPU_ISA set to that name; each build exports
+ * only its table, nr_cpu_kernels_<name>. Plain loops are written so that
+ * the compiler vectorizes them for the target; the AVX-512 intrinsics are
+ * compiled only where __AVX512F__ says the target has them.
+ *
+ * Threads: one process-wide pool (pool.h: nr_cpu_pool_init, sized by the
+ * first CPU backend) runs the larger matmuls (lowp.c's too, through nr_cpu_run),
+ * non-causal attention over (batch, head) pairs and the element-wise ops
+ * over large activations; small work stays on the caller. The pool runs
+ * one job at a time: a caller that finds it busy runs its job on its own
+ * thread. Work is split by output element, so a result is the same bit for
+ * bit whichever threads computed it.
+ *
+ * Concurrent callers are allowed: any number of threads may call these
+ * kernels at once (tests/test_kernels_mt.c checks that 4 callers get the
+ * single-thread results bit for bit). Temporary buffers are the calling
+ * thread's own scratch (nr_cpu_scratch, kernels.h), kept between calls and
+ * freed when the thread exits; the pool's threads write only into the
+ * scratch of the caller whose job they run. The tuning globals
+ * nr_cpu_skinny_max and nr_cpu_gemm_own must not change while kernels run. */
+#ifndef NR_CPU_ISA
+#error "kernels_isa.c is compiled with -DNR_CPU_ISA=generic|avx2|avx512 (models/CMakeLists.txt)"
+#endif
+#include "models/cpu/kernels.h"
+#include "models/cpu/dispatch.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "models/fastmath.h"
+#include "models/tensor.h"
+
+/* erf(x): Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7). */
+static inline float s_erf(float x) {
+    float ax = fabsf(x);
+    float t = 1.0f / (1.0f + 0.3275911f * ax);
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    float y = 1.0f - p * t * nr_fast_expf(-ax * ax);
+    return x < 0 ? -y : y;
+}
+
+static inline float s_tanh(float x) {
+    float ax = fabsf(x);
+    ax = ax > 9.0f ? 9.0f : ax;
+    float e = nr_fast_expf(2.0f * ax);
+    float y = 1.0f - 2.0f / (e + 1.0f);
+    return x < 0 ? -y : y;
+}
+
+/* Element-wise ops over the ViT's activations (197 x 3072 floats per image)
+ * run on the pool; a decode step's few rows stay on the caller. */
+#define S_POOL_MIN_ELEMS 65536
+
+static void s_gelu_range(float *x, size_t n, int tanh_form) {
+    if (tanh_form == 2) { /* quick_gelu: x * sigmoid(1.702 x), as torch computes it */
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            x[i] = v * (1.0f / (1.0f + expf(-1.702f * v)));
+        }
+    } else if (tanh_form) {
+        const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            x[i] = 0.5f * v * (1.0f + s_tanh(k * (v + 0.044715f * v * v * v)));
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            x[i] = 0.5f * v * (1.0f + s_erf(v * 0.7071067811865476f));
+        }
+    }
+}
+
+typedef struct {
+    float *x;
+    size_t n;
+    int tanh_form;
+} s_gelu_t;
+
+static void s_gelu_part(void *p, int part, int nparts) {
+    const s_gelu_t *g = p;
+    const size_t i0 = g->n * (size_t)part / (size_t)nparts, i1 = g->n * (size_t)(part + 1) / (size_t)nparts;
+    s_gelu_range(g->x + i0, i1 - i0, g->tanh_form);
+}
+
+static void s_gelu(float *x, size_t n, int tanh_form) {
+    s_gelu_t g = {x, n, tanh_form};
+    if (n >= S_POOL_MIN_ELEMS) nr_cpu_run(s_gelu_part, &g);
+    else s_gelu_range(x, n, tanh_form);
+}
+
+typedef struct {
+    float *y;
+    const float *x, *g, *b;
+    int M, N;
+    float eps;
+} s_rows_t;
+
+static void s_layernorm_part(void *p, int part, int nparts) {
+    const s_rows_t *a = p;
+    const int N = a->N, m0 = (int)((long)a->M * part / nparts), m1 = (int)((long)a->M * (part + 1) / nparts);
+    for (int m = m0; m < m1; m++) {
+        const float *xr = a->x + (size_t)m * N;
+        float *yr = a->y + (size_t)m * N;
+        float sum = 0.0f;
+        for (int i = 0; i < N; i++) sum += xr[i];
+        float mean = sum / (float)N;
+        float var = 0.0f;
+        for (int i = 0; i < N; i++) {
+            float d = xr[i] - mean;
+            var += d * d;
+        }
+        var /= (float)N;
+        float rs = 1.0f / sqrtf(var + a->eps);
+        for (int i = 0; i < N; i++) yr[i] = (xr[i] - mean) * rs * a->g[i] + a->b[i];
+    }
+}
+
+static void s_layernorm(float *y, const float *x, const float *g, const float *b, int M, int N, float eps) {
+    s_rows_t a = {y, x, g, b, M, N, eps};
+    if ((size_t)M * N >= S_POOL_MIN_ELEMS) nr_cpu_run(s_layernorm_part, &a);
+    else s_layernorm_part(&a, 0, 1);
+}
+
+static void s_softmax(float *x, int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        float *p = x + (size_t)r * cols;
+        float mx = p[0];
+        for (int i = 1; i < cols; i++) mx = p[i] > mx ? p[i] : mx;
+        float s = 0.0f;
+        for (int i = 0; i < cols; i++) {
+            p[i] = nr_fast_expf(p[i] - mx);
+            s += p[i];
+        }
+        float inv = 1.0f / s;
+        for (int i = 0; i < cols; i++) p[i] *= inv;
+    }
+}
+
+static void s_add(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+static void s_add_bias_part(void *p, int part, int nparts) {
+    const s_rows_t *a = p;
+    const int N = a->N, m0 = (int)((long)a->M * part / nparts), m1 = (int)((long)a->M * (part + 1) / nparts);
+    for (int m = m0; m < m1; m++) {
+        float *yr = a->y + (size_t)m * N;
+        for (int i = 0; i < N; i++) yr[i] += a->b[i];
+    }
+}
+
+static void s_add_bias(float *y, const float *b, int M, int N) {
+    s_rows_t a = {y, NULL, NULL, b, M, N, 0.0f};
+    if ((size_t)M * N >= S_POOL_MIN_ELEMS) nr_cpu_run(s_add_bias_part, &a);
+    else s_add_bias_part(&a, 0, 1);
+}
+
+/* Skinny matmuls (decode steps: M = rows of a batch, 1..32): stream each
+ * weight once instead of packing it as sgemm does (packing a 2304 x 768
+ * matrix to multiply one row costs more than the multiply). */
+#define S_SKINNY_MAX 8
+#define S_NB 64
+
+static inline __attribute__((always_inline)) void s_skinny_in_out(float *y, size_t ldy, const float *x, size_t ldx,
+                                                                  const float *w, int M, int N, int K, size_t ldw,
+                                                                  int acc) {
+    for (int n0 = 0; n0 < N; n0 += S_NB) {
+        const int nb = N - n0 < S_NB ? N - n0 : S_NB;
+        float a[S_SKINNY_MAX][S_NB];
+        for (int m = 0; m < M; m++)
+            for (int j = 0; j < S_NB; j++) a[m][j] = (acc && j < nb) ? y[m * ldy + n0 + j] : 0.0f;
+        if (nb == S_NB) {
+            for (int k = 0; k < K; k++) {
+                const float *wr = w + (size_t)k * ldw + n0;
+                for (int m = 0; m < M; m++) {
+                    const float xm = x[m * ldx + k];
+                    for (int j = 0; j < S_NB; j++) a[m][j] += xm * wr[j];
+                }
+            }
+        } else {
+            for (int k = 0; k < K; k++) {
+                const float *wr = w + (size_t)k * ldw + n0;
+                for (int m = 0; m < M; m++) {
+                    const float xm = x[m * ldx + k];
+                    for (int j = 0; j < nb; j++) a[m][j] += xm * wr[j];
+                }
+            }
+        }
+        for (int m = 0; m < M; m++)
+            for (int j = 0; j < nb; j++) y[m * ldy + n0 + j] = a[m][j];
+    }
+}
+
+static inline __attribute__((always_inline)) void s_skinny_out_in(float *y, size_t ldy, const float *x, size_t ldx,
+                                                                  const float *w, int M, int N, int K, int acc) {
+    for (int n = 0; n < N; n++) {
+        const float *wr = w + (size_t)n * K;
+        for (int m = 0; m < M; m++) {
+            const float *xr = x + m * ldx;
+            float s[16] = {0};
+            int k = 0;
+            for (; k + 16 <= K; k += 16)
+                for (int j = 0; j < 16; j++) s[j] += xr[k + j] * wr[k + j];
+            float t = 0.0f;
+            for (; k < K; k++) t += xr[k] * wr[k];
+            for (int j = 0; j < 16; j++) t += s[j];
+            y[m * ldy + n] = acc ? y[m * ldy + n] + t : t;
+        }
+    }
+}
+
+#define S_SKINNY_CASE(MM)                                                                          \
+    case MM:                                                                                       \
+        if (layout == NR_W_IN_OUT) s_skinny_in_out(y, ldy, x, ldx, w, MM, N, K, ldw, accumulate);      \
+        else s_skinny_out_in(y, ldy, x, ldx, w, MM, N, K, accumulate);                            \
+        return 1
+
+/* 1 when handled; ldw is the IN_OUT weight row stride. */
+static int s_skinny_ldw(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
+                        int N, int K, size_t ldw, int accumulate) {
+    switch (M) {
+        S_SKINNY_CASE(1);
+        S_SKINNY_CASE(2);
+        S_SKINNY_CASE(3);
+        S_SKINNY_CASE(4);
+        S_SKINNY_CASE(5);
+        S_SKINNY_CASE(6);
+        S_SKINNY_CASE(7);
+        S_SKINNY_CASE(8);
+    default: return 0;
+    }
+}
+
+static int s_skinny(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
+                    int N, int K, int accumulate) {
+    return s_skinny_ldw(y, ldy, x, ldx, w, layout, M, N, K, (size_t)N, accumulate);
+}
+
+static void s_skinny_strided(float *y, size_t ldy, const float *x, size_t ldx, const float *w, int M, int N, int K,
+                             size_t ldw, int acc) {
+    s_skinny_ldw(y, ldy, x, ldx, w, NR_W_IN_OUT, M, N, K, ldw, acc);
+}
+
+typedef struct {
+    float *y;
+    size_t ldy;
+    const float *x;
+    size_t ldx;
+    const float *w;
+    nr_wlayout_t layout;
+    int M, N, K, acc;
+} s_mm_t;
+
+static int s_skinny(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
+                    int N, int K, int accumulate);
+
+static void s_mm_part(void *p, int part, int nparts) {
+    const s_mm_t *a = p;
+    /* split N in multiples of S_NB; within a part, walk S_NB-column blocks
+     * and run every group of up to 8 rows on a block while it is in cache */
+    int chunks = (a->N + S_NB - 1) / S_NB;
+    int c0 = (int)((long)chunks * part / nparts), c1 = (int)((long)chunks * (part + 1) / nparts);
+    for (int c = c0; c < c1; c++) {
+        int n0 = c * S_NB, nb = a->N - n0 < S_NB ? a->N - n0 : S_NB;
+        for (int m0 = 0; m0 < a->M; m0 += S_SKINNY_MAX) {
+            int mb = a->M - m0 < S_SKINNY_MAX ? a->M - m0 : S_SKINNY_MAX;
+            const float *x = a->x + (size_t)m0 * a->ldx;
+            float *y = a->y + (size_t)m0 * a->ldy + n0;
+            if (a->layout == NR_W_IN_OUT)
+                s_skinny_strided(y, a->ldy, x, a->ldx, a->w + n0, mb, nb, a->K, a->N, a->acc);
+            else
+                s_skinny(y, a->ldy, x, a->ldx, a->w + (size_t)n0 * a->K, NR_W_OUT_IN, mb, nb, a->K, a->acc);
+        }
+    }
+}
+
+
+/* ---- own AVX-512 sgemm for M > 32 rows (ViT, cross-attention K/V) ----
+ * OpenBLAS 0.3.21 runs its AVX2 kernels on AMD Zen 4/5 (and the dev VM pins
+ * OPENBLAS_CORETYPE=Haswell), leaving half of the FMA width unused. This is
+ * a plain packed GEMM: A (activations) packed once per call into 8-row
+ * panels, blocks of 32-column panels of W packed on the fly (from either layout),
+ * an 8x32 register-blocked microkernel (16 zmm accumulators), column panels
+ * split over the pool. In the AVX-512 build only; the others call sgemm. */
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define S_MR 8
+#define S_NR 32
+#define S_KC 512
+#define S_NPB 8 /* weight panels packed together: 8 x 512 x 32 floats = 512 KiB */
+#define S_BLOCK ((size_t)S_NPB * S_KC * S_NR)
+
+static inline __attribute__((always_inline)) void s_kern(const float *ap, const float *bp, int kc, __m512 c[S_MR][2]) {
+    for (int k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(bp + (size_t)k * S_NR), b1 = _mm512_loadu_ps(bp + (size_t)k * S_NR + 16);
+        for (int i = 0; i < S_MR; i++) {
+            __m512 a = _mm512_set1_ps(ap[(size_t)k * S_MR + i]);
+            c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
+            c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+        }
+    }
+}
+
+typedef struct {
+    float *y;
+    size_t ldy;
+    const float *ap; /* packed A: [mp/8][K][8] */
+    const float *w;
+    nr_wlayout_t layout;
+    int M, N, K, acc;
+    float *bp;       /* per part: S_NPB packed weight panels (S_BLOCK floats) */
+} s_gemm_t;
+
+/* Packs W[k0:k0+kc, n0:n0+32] as [kc][32], zero-padded past N. */
+static void s_wpack(float *bp, const s_gemm_t *g, int n0, int k0, int kc) {
+    const int N = g->N, K = g->K, nv = N - n0 < S_NR ? N - n0 : S_NR;
+    if (g->layout == NR_W_IN_OUT) {
+        for (int k = 0; k < kc; k++) {
+            const float *src = g->w + (size_t)(k0 + k) * N + n0;
+            float *dst = bp + (size_t)k * S_NR;
+            int j = 0;
+            for (; j < nv; j++) dst[j] = src[j];
+            for (; j < S_NR; j++) dst[j] = 0.0f;
+        }
+    } else {
+        for (int j = 0; j < S_NR; j++) {
+            if (j < nv) {
+                const float *src = g->w + (size_t)(n0 + j) * K + k0;
+                for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = src[k];
+            } else {
+                for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Loop order (GotoBLAS-like): S_NPB weight panels x S_KC rows of K are packed
+ * into one block that stays in L2 (512 KiB), then every 8-row panel of A
+ * runs against all of them while it sits in L1. Packing one panel at a time
+ * streamed all of A from L3 once per 32 columns, which made the 1576-row
+ * (8-image) encoder slower per image than one image. The summation order
+ * per output is unchanged (k in order within a block, blocks added in
+ * order), so results are bit-identical. */
+static void s_gemm_part(void *p, int part, int nparts) {
+    const s_gemm_t *g = p;
+    const int K = g->K, N = g->N, M = g->M;
+    const int panels = (N + S_NR - 1) / S_NR;
+    const int p0 = (int)((long)panels * part / nparts), p1 = (int)((long)panels * (part + 1) / nparts);
+    if (p1 <= p0) return;
+    float *bp = g->bp + (size_t)part * S_BLOCK;
+    for (int pb = p0; pb < p1; pb += S_NPB) {
+        const int nb = p1 - pb < S_NPB ? p1 - pb : S_NPB;
+        for (int k0 = 0; k0 < K; k0 += S_KC) {
+            const int kc = K - k0 < S_KC ? K - k0 : S_KC;
+            for (int q = 0; q < nb; q++) s_wpack(bp + (size_t)q * S_KC * S_NR, g, (pb + q) * S_NR, k0, kc);
+            const int first = k0 == 0;
+            for (int m0 = 0; m0 < M; m0 += S_MR) {
+                const int mv = M - m0 < S_MR ? M - m0 : S_MR;
+                const float *ap = g->ap + ((size_t)(m0 / S_MR) * K + k0) * S_MR;
+                for (int q = 0; q < nb; q++) {
+                    const int n0 = (pb + q) * S_NR, nv = N - n0 < S_NR ? N - n0 : S_NR;
+                    __m512 c[S_MR][2];
+                    for (int i = 0; i < S_MR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+                    s_kern(ap, bp + (size_t)q * S_KC * S_NR, kc, c);
+                    /* y = (acc or not first block ? y : 0) + c, valid part only */
+                    __mmask16 m0k = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
+                    __mmask16 m1k = (__mmask16)(nv >= 32 ? 0xffff : nv > 16 ? (1u << (nv - 16)) - 1 : 0);
+                    for (int i = 0; i < mv; i++) {
+                        float *yr = g->y + (size_t)(m0 + i) * g->ldy + n0;
+                        __m512 r0 = c[i][0], r1 = c[i][1];
+                        if (g->acc || !first) {
+                            r0 = _mm512_add_ps(r0, _mm512_maskz_loadu_ps(m0k, yr));
+                            r1 = _mm512_add_ps(r1, _mm512_maskz_loadu_ps(m1k, yr + 16));
+                        }
+                        _mm512_mask_storeu_ps(yr, m0k, r0);
+                        _mm512_mask_storeu_ps(yr + 16, m1k, r1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Packs x into 8-row panels [mp/8][K][8] (zero rows past M); part of the
+ * panels, so the pool shares the packing. Values are copied, not changed. */
+typedef struct {
+    float *ap;
+    const float *x;
+    size_t ldx;
+    int M, K;
+} s_apack_t;
+
+static void s_apack_part(void *p, int part, int nparts) {
+    const s_apack_t *a = p;
+    const int panels = (a->M + S_MR - 1) / S_MR, K = a->K;
+    const int q0 = (int)((long)panels * part / nparts), q1 = (int)((long)panels * (part + 1) / nparts);
+    for (int q = q0; q < q1; q++) {
+        float *dst = a->ap + (size_t)q * K * S_MR;
+        const int m0 = q * S_MR;
+        if (m0 + S_MR <= a->M) {
+            const float *r[S_MR];
+            for (int i = 0; i < S_MR; i++) r[i] = a->x + (size_t)(m0 + i) * a->ldx;
+            for (int k = 0; k < K; k++)
+                for (int i = 0; i < S_MR; i++) dst[(size_t)k * S_MR + i] = r[i][k];
+            continue;
+        }
+        for (int i = 0; i < S_MR; i++) {
+            if (m0 + i < a->M) {
+                const float *src = a->x + (size_t)(m0 + i) * a->ldx;
+                for (int k = 0; k < K; k++) dst[(size_t)k * S_MR + i] = src[k];
+            } else {
+                for (int k = 0; k < K; k++) dst[(size_t)k * S_MR + i] = 0.0f;
+            }
+        }
+    }
+}
+
+/* 1 when done; 0 to fall back to sgemm (no memory). The packed buffers
+ * are the calling thread's scratch, reused from call to call. */
+static int s_gemm_own(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
+                      int N, int K, int accumulate) {
+    const int mp = (M + S_MR - 1) / S_MR * S_MR;
+    const int parts = nr_cpu_pool_size(); /* at least 1 */
+    float *ap = nr_cpu_scratch(NR_CPU_SCRATCH_GEMM_A, (size_t)mp * K * sizeof(float));
+    float *bp = nr_cpu_scratch(NR_CPU_SCRATCH_GEMM_B, (size_t)parts * S_BLOCK * sizeof(float));
+    if (!ap || !bp) return 0;
+    s_apack_t pk = {ap, x, ldx, M, K};
+    if (mp >= 8 * S_MR) nr_cpu_run(s_apack_part, &pk);
+    else s_apack_part(&pk, 0, 1);
+    s_gemm_t g = {y, ldy, ap, w, layout, M, N, K, accumulate, bp};
+    nr_cpu_run(s_gemm_part, &g);
+    return 1;
+}
+#endif
+
+static void s_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M, int N,
+                   int K, int accumulate) {
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    if (M <= nr_cpu_skinny_max && M <= 4 * S_SKINNY_MAX) {
+        s_mm_t a = {y, ldy, x, ldx, w, layout, M, N, K, accumulate};
+        if ((size_t)N * K >= 65536) nr_cpu_run(s_mm_part, &a);
+        else s_mm_part(&a, 0, 1);
+        return;
+    }
+#if defined(__AVX512F__)
+    if (nr_cpu_gemm_own && s_gemm_own(y, ldy, x, ldx, w, layout, M, N, K, accumulate)) return;
+#endif
+    if (layout == NR_W_OUT_IN)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, (int)ldx, w, K, accumulate ? 1.0f : 0.0f,
+                    y, (int)ldy);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, x, (int)ldx, w, N,
+                    accumulate ? 1.0f : 0.0f, y, (int)ldy);
+}
+
+/* Direct attention: one query row at a time (decode steps, short prefills,
+ * causal masks). scores has room for n_kv floats. */
+/* The key/value head query head h reads (grouped-query attention). */
+static inline int s_kv_head(const nr_attn_args_t *a, int h) {
+    return a->n_kv_head > 0 ? h / (a->n_head / a->n_kv_head) : h;
+}
+
+static void s_attn_direct(const nr_attn_args_t *a, int b, int h, float *scores) {
+    int kb = a->kv_index ? a->kv_index[b] : b, g = s_kv_head(a, h);
+    const float *kbase = a->k + (size_t)kb * a->kv_bstride + (size_t)g * a->head_dim;
+    const float *vbase = a->v + (size_t)kb * a->kv_bstride + (size_t)g * a->head_dim;
+    const int hd = a->head_dim;
+    for (int i = 0; i < a->n_q; i++) {
+        const float *q = a->q + (size_t)b * a->q_bstride + (size_t)i * a->q_rstride + (size_t)h * hd;
+        float *o = a->out + (size_t)b * a->o_bstride + (size_t)i * a->o_rstride + (size_t)h * hd;
+        int lim = a->n_kv;
+        if (a->causal && a->q_pos0 + i + 1 < lim) lim = a->q_pos0 + i + 1;
+        float mx = -INFINITY;
+        for (int j = 0; j < lim; j++) {
+            const float *k = kbase + (size_t)j * a->kv_rstride;
+            float s = 0.0f;
+            for (int d = 0; d < hd; d++) s += q[d] * k[d];
+            s *= a->scale;
+            scores[j] = s;
+            mx = s > mx ? s : mx;
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < lim; j++) {
+            scores[j] = nr_fast_expf(scores[j] - mx);
+            sum += scores[j];
+        }
+        float inv = 1.0f / sum;
+        for (int d = 0; d < hd; d++) o[d] = 0.0f;
+        for (int j = 0; j < lim; j++) {
+            const float *v = vbase + (size_t)j * a->kv_rstride;
+            float p = scores[j] * inv;
+            for (int d = 0; d < hd; d++) o[d] += p * v[d];
+        }
+    }
+}
+
+/* Non-causal attention over 16 or more query rows (the ViT; decode steps
+ * with many rows): (batch, head) pairs are spread over the pool; each head
+ * transposes its K once, then computes scores, softmax and the weighted
+ * sum of V four query rows at a time with AVX-512 (each loaded K^T or V
+ * vector serves four rows), else a row at a time in loops the compiler
+ * vectorizes. Calling OpenBLAS here (two small sgemms per head) woke its
+ * own threads, which then spun on a core the pool needed for the next
+ * GEMM: about 17% of the encoder's CPU samples. */
+typedef struct {
+    const nr_attn_args_t *a;
+    float *scratch; /* per part: [head_dim][n_kv] K transposed + [4][n_kv] scores */
+    size_t per_part;
+} s_attn_t;
+
+/* One query row: scores against kt ([hd][nkv]), softmax, o = p V. */
+static void s_attn_row(const nr_attn_args_t *a, const float *qi, const float *kt, const float *v, float *scores,
+                       float *oi) {
+    const int nkv = a->n_kv, hd = a->head_dim;
+    for (int j = 0; j < nkv; j++) scores[j] = 0.0f;
+    for (int d = 0; d < hd; d++) {
+        const float qd = qi[d], *ktd = kt + (size_t)d * nkv;
+        for (int j = 0; j < nkv; j++) scores[j] += qd * ktd[j];
+    }
+    for (int j = 0; j < nkv; j++) scores[j] *= a->scale;
+    s_softmax(scores, 1, nkv);
+    for (int d = 0; d < hd; d++) oi[d] = 0.0f;
+    for (int j = 0; j < nkv; j++) {
+        const float pj = scores[j], *vj = v + (size_t)j * a->kv_rstride;
+        for (int d = 0; d < hd; d++) oi[d] += pj * vj[d];
+    }
+}
+
+#if defined(__AVX512F__)
+/* Four query rows at once, head_dim a multiple of 16 (up to 128): each
+ * loaded K^T or V vector serves four rows from registers. */
+static void s_attn_rows4(const nr_attn_args_t *a, const float *q, const float *kt, const float *v, float *scores,
+                         float *o) {
+    const int nkv = a->n_kv, hd = a->head_dim, nv = hd / 16;
+    const size_t qs = a->q_rstride, os = a->o_rstride;
+    for (int j0 = 0; j0 < nkv; j0 += 16) {
+        const __mmask16 m = (__mmask16)(nkv - j0 >= 16 ? 0xffff : (1u << (nkv - j0)) - 1);
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int d = 0; d < hd; d++) {
+            const __m512 k = _mm512_maskz_loadu_ps(m, kt + (size_t)d * nkv + j0);
+            for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r * qs + d]), k, acc[r]);
+        }
+        for (int r = 0; r < 4; r++)
+            _mm512_mask_storeu_ps(scores + (size_t)r * nkv + j0, m, _mm512_mul_ps(acc[r], _mm512_set1_ps(a->scale)));
+    }
+    s_softmax(scores, 4, nkv);
+    __m512 acc[4][8];
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < nv; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int j = 0; j < nkv; j++) {
+        const float *vj = v + (size_t)j * a->kv_rstride;
+        for (int r = 0; r < 4; r++) {
+            const __m512 p = _mm512_set1_ps(scores[(size_t)r * nkv + j]);
+            for (int c = 0; c < nv; c++) acc[r][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * c), acc[r][c]);
+        }
+    }
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + r * os + 16 * c, acc[r][c]);
+}
+#endif
+
+static void s_attn_heads_part(void *p, int part, int nparts) {
+    const s_attn_t *t = p;
+    const nr_attn_args_t *a = t->a;
+    const int nq = a->n_q, nkv = a->n_kv, hd = a->head_dim, total = a->batch * a->n_head;
+    float *kt = t->scratch + (size_t)part * t->per_part, *scores = kt + (size_t)hd * nkv;
+    const int first = (int)((long)total * part / nparts), last = (int)((long)total * (part + 1) / nparts);
+    for (int bh = first; bh < last; bh++) {
+        const int b = bh / a->n_head, h = bh % a->n_head, kb = a->kv_index ? a->kv_index[b] : b;
+        const float *q = a->q + (size_t)b * a->q_bstride + (size_t)h * hd;
+        const float *k = a->k + (size_t)kb * a->kv_bstride + (size_t)s_kv_head(a, h) * hd;
+        const float *v = a->v + (size_t)kb * a->kv_bstride + (size_t)s_kv_head(a, h) * hd;
+        float *o = a->out + (size_t)b * a->o_bstride + (size_t)h * hd;
+        for (int j = 0; j < nkv; j++)
+            for (int d = 0; d < hd; d++) kt[(size_t)d * nkv + j] = k[(size_t)j * a->kv_rstride + d];
+        int i = 0;
+#if defined(__AVX512F__)
+        if (hd % 16 == 0 && hd <= 128)
+            for (; i + 4 <= nq; i += 4)
+                s_attn_rows4(a, q + (size_t)i * a->q_rstride, kt, v, scores, o + (size_t)i * a->o_rstride);
+#endif
+        for (; i < nq; i++) s_attn_row(a, q + (size_t)i * a->q_rstride, kt, v, scores, o + (size_t)i * a->o_rstride);
+    }
+}
+
+static int s_attention(const nr_attn_args_t *a) {
+    if (a->batch <= 0 || a->n_head <= 0 || a->head_dim <= 0 || a->n_q <= 0 || a->n_kv <= 0) return NR_EINVAL;
+    if (a->n_kv_head < 0 || (a->n_kv_head > 0 && a->n_head % a->n_kv_head)) return NR_EINVAL;
+    if (a->causal || a->n_q < 16) { /* decode steps: a few rows against the cache */
+        float *s = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)a->n_kv * sizeof(float));
+        if (!s) return NR_ENOMEM;
+        for (int b = 0; b < a->batch; b++)
+            for (int h = 0; h < a->n_head; h++) s_attn_direct(a, b, h, s);
+        return 0;
+    }
+    const int parts = nr_cpu_pool_size(); /* at least 1 */
+    s_attn_t t = {a, NULL, (size_t)a->n_kv * (4 + (size_t)a->head_dim)};
+    t.scratch = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)parts * t.per_part * sizeof(float));
+    if (!t.scratch) return NR_ENOMEM;
+    nr_cpu_run(s_attn_heads_part, &t);
+    return 0;
+}
+
+static int s_patch_embed(const nr_patch_args_t *a) {
+    const int C = a->channels, H = a->height, W = a->width, P = a->patch, D = a->dim;
+    if (a->batch <= 0 || P <= 0 || H % P || W % P || C <= 0 || D <= 0) return NR_EINVAL;
+    const int gh = H / P, gw = W / P, np = gh * gw, kk = C * P * P;
+    float *col = nr_cpu_scratch(NR_CPU_SCRATCH_COL, (size_t)np * kk * sizeof(float));
+    if (!col) return NR_ENOMEM;
+    for (int b = 0; b < a->batch; b++) {
+        const float *img = a->pixels + (size_t)b * C * H * W;
+        /* im2col: row (py*gw+px), column (c*P + ky)*P + kx, matching the
+         * conv weight layout [D, C, P, P]. */
+        for (int py = 0; py < gh; py++)
+            for (int px = 0; px < gw; px++) {
+                float *row = col + (size_t)(py * gw + px) * kk;
+                for (int c = 0; c < C; c++)
+                    for (int ky = 0; ky < P; ky++)
+                        memcpy(row + (c * P + ky) * P, img + ((size_t)c * H + py * P + ky) * W + px * P,
+                               (size_t)P * sizeof(float));
+            }
+        const int c0 = a->cls ? 1 : 0; /* SigLIP has no class row */
+        float *out = a->out + (size_t)b * (np + c0) * D;
+        s_matmul(out + (size_t)c0 * D, D, col, kk, a->w, NR_W_OUT_IN, np, D, kk, 0);
+        if (a->cls)
+            for (int d = 0; d < D; d++) out[d] = a->cls[d] + a->pos[d];
+        for (int r = c0; r < np + c0; r++) {
+            float *o = out + (size_t)r * D;
+            const float *p = a->pos + (size_t)r * D;
+            for (int d = 0; d < D; d++) o[d] = (o[d] + a->b[d]) + p[d];
+        }
+    }
+    return 0;
+}
+
+#define S_CAT2(a, b) a##_##b
+#define S_CAT(a, b) S_CAT2(a, b)
+const nr_cpu_kernels_t S_CAT(nr_cpu_kernels, NR_CPU_ISA) = {
+    .layernorm = s_layernorm,
+    .gelu = s_gelu,
+    .softmax = s_softmax,
+    .add = s_add,
+    .add_bias = s_add_bias,
+    .matmul = s_matmul,
+    .attention = s_attention,
+    .patch_embed = s_patch_embed,
+};
