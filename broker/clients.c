@@ -14,8 +14,6 @@
 
 /* ---- clients ---------------------------------------------------------- */
 
-#define S_ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
-
 static void s_reply_job(nr_broker_t *self, const uint8_t *identity, size_t size,
                         const nr_msg_t *req, const nr_broker_job_t *job, int code,
                         const char *message, int existing) {
@@ -560,7 +558,7 @@ static int s_review_fields(const nr_msg_t *msg, int64_t wall_ms, nr_kv_t out[4],
                 return nr_seterr(why, whylen, NR_EINVAL, "review approved must be 0 or 1");
             out[n++] = (nr_kv_t){"review.approved", (char *)v};
         } else if (!strcmp(k, "speech_job")) {
-            if (!*v || strlen(v) > NR_PROTO_ID_MAX || strspn(v, S_ID_CHARS) != strlen(v))
+            if (!nr_proto_id_valid(v))
                 return nr_seterr(why, whylen, NR_EINVAL, "review speech_job must be a job id");
             out[n++] = (nr_kv_t){"review.speech_job", (char *)v};
         } else {

@@ -11,18 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-int nr_client_id_valid(const char *id) {
-    if (!id) return 0;
-    size_t n = strlen(id);
-    if (n == 0 || n > NR_PROTO_ID_MAX) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
+int nr_client_id_valid(const char *id) { return nr_proto_id_valid(id); }
 
 static int s_kv_cmp(const void *a, const void *b) {
     const nr_kv_t *x = *(const nr_kv_t *const *)a, *y = *(const nr_kv_t *const *)b;

@@ -110,6 +110,8 @@ static int s_check_token(const char *what, const char *s, size_t max, bool (*ok)
     return 0;
 }
 
+int nr_proto_id_valid(const char *s) { return s && s_check_token("id", s, NR_PROTO_ID_MAX, s_id_char, NULL, 0) == 0; }
+
 static int s_check_text(const char *what, const char *s, size_t max, char *err, size_t errlen) {
     if (!s) return nr_seterr(err, errlen, NR_EPROTO, "%s: missing", what);
     if (strnlen(s, max + 1) > max)

@@ -95,6 +95,8 @@ typedef struct {
     char peer[NR_PROTO_PEER_MAX + 1];
 } nr_msg_t;
 
+/* 1 when s is a job or run id: 1..NR_PROTO_ID_MAX of [A-Za-z0-9._:-]. */
+int nr_proto_id_valid(const char *s);
 /* 1 when v is a voice name: 1..NR_PROTO_VOICE_NAME_MAX of [A-Za-z0-9_.-]. */
 int nr_proto_voice_name_valid(const char *v);
 /* Checks a READY's kv "voices": 1..NR_PROTO_VOICES_MAX distinct voice

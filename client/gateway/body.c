@@ -19,27 +19,34 @@ void nr_gw_media_type(const char *header, char *out, size_t size) {
     out[n] = '\0';
 }
 
-int nr_gw_sniff_image(const uint8_t *d, size_t n) {
-    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return 1;
-    if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return 1;
-    if (n >= 12 && !memcmp(d, "RIFF", 4) && !memcmp(d + 8, "WEBP", 4)) return 1;
+const char *nr_gw_image_type(const uint8_t *d, size_t n) {
+    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return "image/jpeg";
+    if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return "image/png";
+    if (n >= 12 && !memcmp(d, "RIFF", 4) && !memcmp(d + 8, "WEBP", 4)) return "image/webp";
     if (n >= 4 && (!memcmp(d, "II*\0", 4) || !memcmp(d, "MM\0*", 4) || !memcmp(d, "II+\0", 4) ||
                    !memcmp(d, "MM\0+", 4)))
-        return 1; /* TIFF, BigTIFF */
-    if (n >= 6 && (!memcmp(d, "GIF87a", 6) || !memcmp(d, "GIF89a", 6))) return 1;
+        return "image/tiff"; /* TIFF, BigTIFF */
+    if (n >= 6 && (!memcmp(d, "GIF87a", 6) || !memcmp(d, "GIF89a", 6))) return "image/gif";
     if (n >= 18 && d[0] == 'B' && d[1] == 'M' && d[15] == 0 && d[16] == 0 && d[17] == 0 &&
         (d[14] == 12 || d[14] == 40 || d[14] == 52 || d[14] == 56 || d[14] == 64 || d[14] == 108 || d[14] == 124))
-        return 1; /* BMP: "BM" and a known DIB header size */
+        return "image/bmp"; /* "BM" and a known DIB header size */
     /* HEIC/AVIF: an ISO BMFF ftyp box with an image brand; the vision
      * worker checks the rest. */
     if (n >= 12 && !memcmp(d + 4, "ftyp", 4)) {
-        static const char *const brands[] = {"heic", "heix", "heim", "heis", "hevc", "hevx",
-                                             "mif1", "msf1", "avif", "avis"};
+        static const struct {
+            char brand[5];
+            const char *type;
+        } brands[] = {{"heic", "image/heic"}, {"heix", "image/heic"}, {"heim", "image/heic"},
+                      {"heis", "image/heic"}, {"hevc", "image/heic"}, {"hevx", "image/heic"},
+                      {"mif1", "image/heic"}, {"msf1", "image/heic"}, {"avif", "image/avif"},
+                      {"avis", "image/avif"}};
         for (size_t i = 0; i < sizeof brands / sizeof brands[0]; i++)
-            if (!memcmp(d + 8, brands[i], 4)) return 1;
+            if (!memcmp(d + 8, brands[i].brand, 4)) return brands[i].type;
     }
-    return 0;
+    return NULL;
 }
+
+int nr_gw_sniff_image(const uint8_t *d, size_t n) { return nr_gw_image_type(d, n) != NULL; }
 
 /* ---- options ---- */
 

@@ -32,8 +32,7 @@ static long long s_kv_ll(const nr_msg_t *m, const char *key) {
 
 /* ---- broker errors ---- */
 
-/* 503 when this thread could not make its broker client. */
-static enum MHD_Result s_no_client(struct MHD_Connection *conn, nr_gw_req_t *req) {
+enum MHD_Result nr_gw_send_no_client(struct MHD_Connection *conn, nr_gw_req_t *req) {
     int code;
     const char *why = nr_gw_client_failure(&code);
     return nr_gw_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, code, NULL,
@@ -158,7 +157,7 @@ enum MHD_Result nr_gw_handle_healthz(struct MHD_Connection *conn, nr_gw_req_t *r
  * broker's STATS "voices.<stage>"), each name checked again here. */
 enum MHD_Result nr_gw_handle_voices(struct MHD_Connection *conn, nr_gw_req_t *req) {
     nr_client_t *c = nr_gw_client(req->gw);
-    if (!c) return s_no_client(conn, req);
+    if (!c) return nr_gw_send_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int rc = nr_client_stats(c, &reply);
@@ -195,7 +194,7 @@ enum MHD_Result nr_gw_handle_voices(struct MHD_Connection *conn, nr_gw_req_t *re
 
 enum MHD_Result nr_gw_handle_readyz(struct MHD_Connection *conn, nr_gw_req_t *req) {
     nr_client_t *c = nr_gw_client(req->gw);
-    if (!c) return s_no_client(conn, req);
+    if (!c) return nr_gw_send_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int rc = nr_client_stats(c, &reply);
@@ -242,7 +241,7 @@ enum MHD_Result nr_gw_handle_readyz(struct MHD_Connection *conn, nr_gw_req_t *re
 
 enum MHD_Result nr_gw_handle_status(struct MHD_Connection *conn, nr_gw_req_t *req) {
     nr_client_t *c = nr_gw_client(req->gw);
-    if (!c) return s_no_client(conn, req);
+    if (!c) return nr_gw_send_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int rc = req->method == NR_GW_M_DELETE ? nr_client_cancel(c, req->id, &reply)
@@ -323,7 +322,7 @@ static nr_client_t *s_job_status(struct MHD_Connection *conn, nr_gw_req_t *req, 
     nr_proto_msg_init(reply);
     nr_client_t *c = nr_gw_client(req->gw);
     if (!c) {
-        *ret = s_no_client(conn, req);
+        *ret = nr_gw_send_no_client(conn, req);
         return NULL;
     }
     int rc = nr_client_status(c, req->id, reply);
@@ -451,7 +450,7 @@ enum MHD_Result nr_gw_handle_submit(struct MHD_Connection *conn, nr_gw_req_t *re
                                     "cannot make a job id: %s", nr_strerror(rc));
     snprintf(req->id, sizeof req->id, "%s", id);
     nr_client_t *c = nr_gw_client(gw);
-    if (!c) return s_no_client(conn, req);
+    if (!c) return nr_gw_send_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     rc = nr_client_submit(c, id, route, opts.kv, opts.n, req->body, req->size, &reply);

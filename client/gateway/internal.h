@@ -197,6 +197,8 @@ enum MHD_Result nr_gw_handle_healthz(struct MHD_Connection *conn, nr_gw_req_t *r
 enum MHD_Result nr_gw_handle_readyz(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_voices(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_status(struct MHD_Connection *conn, nr_gw_req_t *req);
+/* 503 when this thread could not make its broker client. */
+enum MHD_Result nr_gw_send_no_client(struct MHD_Connection *conn, nr_gw_req_t *req);
 /* Answers a failed broker request (what: "STATUS") with the HTTP status
  * that fits its code. */
 enum MHD_Result nr_gw_send_broker_error(struct MHD_Connection *conn, nr_gw_req_t *req, int rc, const char *what);
@@ -236,7 +238,10 @@ size_t nr_gw_budget_used(nr_gateway_t *gw);
 int nr_gw_flush_field(nr_gw_req_t *req);
 /* "image/png; x=y" -> "image/png" into out (lower case). */
 void nr_gw_media_type(const char *header, char *out, size_t size);
-/* 1 for JPEG, PNG or WebP magic bytes. */
+/* The media type of an image the vision worker decodes, by its magic
+ * bytes ("image/jpeg" ... "image/heic", "image/avif"), or NULL. */
+const char *nr_gw_image_type(const uint8_t *d, size_t n);
+/* 1 when nr_gw_image_type knows the bytes. */
 int nr_gw_sniff_image(const uint8_t *d, size_t n);
 
 /* ---- record.c ---- */

@@ -15,13 +15,6 @@
 
 #define S_REVIEW_CAPTION_MAX 2000 /* bytes; the broker's NR_BROKER_REVIEW_CAPTION_MAX */
 
-static enum MHD_Result s_no_client(struct MHD_Connection *conn, nr_gw_req_t *req) {
-    int code = 0;
-    const char *why = nr_gw_client_failure(&code);
-    return nr_gw_send_error(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, code ? code : NR_ECONNECT, NULL,
-                            "cannot connect to the broker: %s", why);
-}
-
 /* The record of one job of a page as JSON; on a failed STATUS the state
  * the page gave and the error. */
 static cJSON *s_job_json(nr_client_t *c, nr_gateway_t *gw, const char *id, const char *state) {
@@ -54,7 +47,7 @@ enum MHD_Result nr_gw_handle_run(struct MHD_Connection *conn, nr_gw_req_t *req) 
                                     "offset must be a whole number 0..%u, not '%s'", UINT32_MAX, arg);
     }
     nr_client_t *c = nr_gw_client(req->gw);
-    if (!c) return s_no_client(conn, req);
+    if (!c) return nr_gw_send_no_client(conn, req);
     nr_msg_t page;
     nr_proto_msg_init(&page);
     int rc = nr_client_jobs(c, req->id, (uint32_t)offset, &page);
@@ -94,27 +87,9 @@ enum MHD_Result nr_gw_handle_run(struct MHD_Connection *conn, nr_gw_req_t *req) 
     return nr_gw_send_json(conn, req, MHD_HTTP_OK, j, NULL);
 }
 
-/* The media type of an image by its first bytes (what the decoders take);
- * application/octet-stream for anything else, never a type a browser would
- * run. */
-static const char *s_image_type(const uint8_t *d, size_t n) {
-    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return "image/jpeg";
-    if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return "image/png";
-    if (n >= 12 && !memcmp(d, "RIFF", 4) && !memcmp(d + 8, "WEBP", 4)) return "image/webp";
-    if (n >= 6 && (!memcmp(d, "GIF87a", 6) || !memcmp(d, "GIF89a", 6))) return "image/gif";
-    if (n >= 2 && d[0] == 'B' && d[1] == 'M') return "image/bmp";
-    if (n >= 4 && (!memcmp(d, "II*\0", 4) || !memcmp(d, "MM\0*", 4))) return "image/tiff";
-    if (n >= 12 && !memcmp(d + 4, "ftyp", 4)) {
-        if (!memcmp(d + 8, "avif", 4) || !memcmp(d + 8, "avis", 4)) return "image/avif";
-        if (!memcmp(d + 8, "heic", 4) || !memcmp(d + 8, "heix", 4) || !memcmp(d + 8, "mif1", 4))
-            return "image/heic";
-    }
-    return "application/octet-stream";
-}
-
 enum MHD_Result nr_gw_handle_image(struct MHD_Connection *conn, nr_gw_req_t *req) {
     nr_client_t *c = nr_gw_client(req->gw);
-    if (!c) return s_no_client(conn, req);
+    if (!c) return nr_gw_send_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
     int rc = nr_client_fetch(c, req->id, "input", &reply);
@@ -133,7 +108,8 @@ enum MHD_Result nr_gw_handle_image(struct MHD_Connection *conn, nr_gw_req_t *req
         uint8_t *data = reply.frames[0].data;
         size_t size = reply.frames[0].size;
         reply.frames[0].data = NULL; /* the response owns it now */
-        const char *type = s_image_type(data, size);
+        const char *type = nr_gw_image_type(data, size); /* never a type a browser would run */
+        if (!type) type = "application/octet-stream";
         char disposition[128];
         snprintf(disposition, sizeof disposition, "inline; filename=\"%s\"", req->id);
         const char *const h[] = {"Content-Disposition", disposition, "X-Content-Type-Options", "nosniff",
@@ -187,7 +163,7 @@ enum MHD_Result nr_gw_handle_review(struct MHD_Connection *conn, nr_gw_req_t *re
     nr_client_t *c = nr_gw_client(req->gw);
     if (!c) {
         cJSON_Delete(body);
-        return s_no_client(conn, req);
+        return nr_gw_send_no_client(conn, req);
     }
     nr_msg_t rec;
     nr_proto_msg_init(&rec);
