@@ -777,6 +777,11 @@ Test(gateway, form_language_reaches_the_text_worker) {
     s_expect_error(&r, 400, "bad_option", "a language that is no code");
     s_require(strstr(s_jstr(r.json, "message"), "language code"), "message: %s", r.body);
     s_resp_free(&r);
+    /* speed and language together are two options, not one given twice. */
+    q.path = "/v1/jobs?speed=1.5&language=es";
+    r = s_http(&q);
+    s_require(r.status == 202, "speed with language: HTTP %ld: %s", r.status, r.body);
+    s_resp_free(&r);
     free(jpeg);
     s_end();
 }

@@ -57,7 +57,7 @@ static unsigned s_option_bit(const char *key) {
            : !strcmp(key, "max_length") ? 4u
            : !strcmp(key, "prompt")     ? 8u
            : !strcmp(key, "speed")      ? 16u
-           : !strcmp(key, "language")   ? 16u
+           : !strcmp(key, "language")   ? 32u
                                         : 0u;
 }
 
