@@ -52,7 +52,7 @@ endforeach()
 # narrate eval: the WAV reader and resampler, the caption tokeniser and the
 # metrics (client/eval/), compiled in again for coverage.
 set(NR_E ${CMAKE_SOURCE_DIR}/client/eval)
-add_executable(fuzz_eval ${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz_eval.c ${NR_E}/audio.c ${NR_E}/tokenize.c
+add_executable(fuzz_eval ${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz_eval.c ${NR_E}/audio.c ${NR_E}/file.c ${NR_E}/tokenize.c
   ${NR_E}/ngram.c ${NR_E}/bleu.c ${NR_E}/rouge.c ${NR_E}/cider.c ${NR_E}/wer.c)
 target_link_libraries(fuzz_eval PRIVATE nr_common m)
 target_include_directories(fuzz_eval PRIVATE ${CMAKE_SOURCE_DIR})

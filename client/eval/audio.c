@@ -1,15 +1,12 @@
 /* PCM WAV reading and windowed-sinc resampling for the listener. */
 #include "client/eval/audio.h"
+#include "client/eval/file.h"
 #include "common/error.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define S_ZEROS 32    /* zero crossings of the sinc on each side */
 #define S_BETA 8.0    /* Kaiser window shape: about 80 dB stop band */
@@ -87,33 +84,12 @@ int nr_audio_parse_wav(const uint8_t *buf, size_t size, nr_audio_t *out, char *e
 
 int nr_audio_read_wav(const char *path, nr_audio_t *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return nr_seterr(err, errlen, NR_EIO, "cannot open %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return nr_seterr(err, errlen, NR_EIO, "%s is not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > NR_AUDIO_MAX_BYTES) {
-        close(fd);
-        return nr_seterr(err, errlen, NR_ETOOBIG, "%s is larger than %u MiB", path, NR_AUDIO_MAX_BYTES >> 20);
-    }
-    size_t size = (size_t)st.st_size, got = 0;
-    uint8_t *buf = malloc(size ? size : 1);
-    if (!buf) {
-        close(fd);
-        return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
-    }
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    int rc = got == size ? nr_audio_parse_wav(buf, size, out, err, errlen)
-                         : nr_seterr(err, errlen, NR_EIO, "cannot read %s", path);
-    if (rc && got == size) {
+    size_t size;
+    int rc;
+    char *buf = nr_ev_read_file(path, NR_AUDIO_MAX_BYTES, 0, "", &size, &rc, err, errlen);
+    if (!buf) return rc;
+    rc = nr_audio_parse_wav((const uint8_t *)buf, size, out, err, errlen);
+    if (rc) {
         char detail[512];
         snprintf(detail, sizeof detail, "%s", err);
         nr_seterr(err, errlen, rc, "%s: %s", path, detail);

@@ -1,18 +1,15 @@
 /* Loading reference captions (COCO JSON or TSV), keyed by base name. */
 #include "client/eval/refs.h"
+#include "client/eval/file.h"
 #include "client/eval/tokenize.h"
 #include "common/error.h"
 #include "common/utf8.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 struct nr_evrefs {
     nr_evref_t *items;
@@ -90,42 +87,6 @@ static int s_caption(nr_evrefs_t *self, nr_evref_t *r, const char *text, size_t 
     r->ncaptions++;
     self->captions++;
     return 0;
-}
-
-static char *s_read(const char *path, size_t *size, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        nr_seterr(err, errlen, NR_EIO, "cannot open refs %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        nr_seterr(err, errlen, NR_EIO, "refs %s is not a regular file", path);
-        return NULL;
-    }
-    if ((uint64_t)st.st_size > NR_EVREFS_MAX_BYTES) {
-        close(fd);
-        nr_seterr(err, errlen, NR_ETOOBIG, "refs %s is larger than %u MiB", path, NR_EVREFS_MAX_BYTES >> 20);
-        return NULL;
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (buf && got < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (!buf || got != (size_t)st.st_size) {
-        free(buf);
-        nr_seterr(err, errlen, buf ? NR_EIO : NR_ENOMEM, "cannot read refs %s", path);
-        return NULL;
-    }
-    buf[got] = '\0';
-    *size = got;
-    return buf;
 }
 
 /* COCO: image ids to base names, then annotations onto them. */
@@ -258,7 +219,8 @@ static int s_load_tsv(nr_evrefs_t *self, const char *path, char *text, char *err
 
 nr_evrefs_t *nr_evrefs_load(const char *path, char *err, size_t errlen) {
     size_t size = 0;
-    char *text = s_read(path, &size, err, errlen);
+    int code;
+    char *text = nr_ev_read_file(path, NR_EVREFS_MAX_BYTES, 1, "refs", &size, &code, err, errlen);
     if (!text) return NULL;
     nr_evrefs_t *self = calloc(1, sizeof *self);
     int rc = self ? 0 : nr_seterr(err, errlen, NR_ENOMEM, "out of memory");

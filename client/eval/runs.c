@@ -1,6 +1,7 @@
 /* Reading run results: output folders of .json records, and manifests. */
 #define _DEFAULT_SOURCE /* DT_* of readdir */
 #include "client/eval/runs.h"
+#include "client/eval/file.h"
 #include "common/buf.h"
 #include "common/error.h"
 
@@ -54,40 +55,6 @@ static nr_evitem_t *s_push(nr_evrun_t *run, char *err, size_t errlen) {
     return it;
 }
 
-/* Reads a regular file of at most max bytes (NUL-terminated copy). */
-static char *s_read(const char *path, size_t max, size_t *size, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
-    if (fd < 0) {
-        nr_seterr(err, errlen, NR_EIO, "cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
-        int big = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-        close(fd);
-        nr_seterr(err, errlen, big ? NR_ETOOBIG : NR_EIO, big ? "%s is larger than %zu bytes" : "%s is not a regular file",
-                  path, max);
-        return NULL;
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (buf && got < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (!buf || got != (size_t)st.st_size) {
-        free(buf);
-        nr_seterr(err, errlen, buf ? NR_EIO : NR_ENOMEM, "cannot read %s", path);
-        return NULL;
-    }
-    buf[got] = '\0';
-    *size = got;
-    return buf;
-}
-
 static int s_dup(char **dst, const char *s) {
     if (!s) return 0;
     *dst = strdup(s);
@@ -138,7 +105,8 @@ static const char *s_str(const cJSON *obj, const char *key) {
  * when named directly. */
 static int s_load_record(nr_evrun_t *run, const char *path, int named, char *err, size_t errlen) {
     size_t size;
-    char *text = s_read(path, NR_EVRUN_MAX_RECORD_BYTES, &size, err, errlen);
+    int code;
+    char *text = nr_ev_read_file(path, NR_EVRUN_MAX_RECORD_BYTES, 0, "", &size, &code, err, errlen);
     if (!text) return named ? NR_EIO : (run->ignored++, 0);
     cJSON *root = cJSON_ParseWithLength(text, size);
     free(text);
@@ -388,7 +356,8 @@ int nr_evrun_load(const char *path, nr_evrun_t *run, char *err, size_t errlen) {
                          ".jsonl or .csv manifest", path);
     run->kind = jsonl ? "jsonl" : "csv";
     size_t size;
-    char *text = s_read(path, NR_EVRUN_MAX_MANIFEST_BYTES, &size, err, errlen);
+    int code;
+    char *text = nr_ev_read_file(path, NR_EVRUN_MAX_MANIFEST_BYTES, 0, "", &size, &code, err, errlen);
     if (!text) return NR_EIO;
     char *dir = s_dirname(path);
     int rc = !dir ? nr_seterr(err, errlen, NR_ENOMEM, "out of memory")
