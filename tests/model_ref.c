@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "models/tensor.h"
@@ -11,6 +12,20 @@
 const char *nr_test_src(void) {
     const char *s = getenv("NR_SOURCE_DIR");
     return s ? s : ".";
+}
+
+void *nr_test_image(const char *name, size_t *size) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/tests/fixtures/images/%s", nr_test_src(), name);
+    FILE *fp = fopen(path, "rb");
+    cr_assert_not_null(fp, "%s", path);
+    fseek(fp, 0, SEEK_END);
+    *size = (size_t)ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    void *bytes = malloc(*size);
+    cr_assert_eq(fread(bytes, 1, *size, fp), *size);
+    fclose(fp);
+    return bytes;
 }
 
 float *nr_test_ref(const nr_safetensors_t *ref, const char *name, size_t *count) {

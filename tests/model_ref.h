@@ -1,6 +1,7 @@
 /* What the model tests against a PyTorch reference share (test_git.c,
- * test_blip.c): the source folder, tensors of a reference file as floats
- * or ids, and the normalized error of one array against another. For
+ * test_blip.c, test_paligemma.c ...): the source folder, a test image's
+ * bytes, tensors of a reference file as floats or ids, and the normalized
+ * error of one array against another. For
  * tests only: a missing tensor fails the test (Criterion). */
 #ifndef NR_TESTS_MODEL_REF_H
 #define NR_TESTS_MODEL_REF_H
@@ -11,6 +12,9 @@
 
 /* NR_SOURCE_DIR, or "." */
 const char *nr_test_src(void);
+/* The bytes of tests/fixtures/images/<name> (the caller frees); the
+ * size in *size. */
+void *nr_test_image(const char *name, size_t *size);
 /* The reference tensor `name` as floats (the caller frees); its element
  * count in *count when count is not NULL. */
 float *nr_test_ref(const nr_safetensors_t *ref, const char *name, size_t *count);

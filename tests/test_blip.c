@@ -351,22 +351,12 @@ Test(blip, images_and_frames) {
     static const char *images[2] = {"astronaut_rgba.png", "astronaut_50x40_up.jpg"};
     for (size_t k = 0; k < 2; k++) {
         s_fix_t f = s_fix(s_fixtures[k]);
-        char err[512], path[1200];
+        char err[512];
         size_t ns;
         float *want = s_ref(&f, "vision_states", &ns), *got = malloc(ns * sizeof(float));
         void *bytes[2];
         size_t sizes[2];
-        for (int i = 0; i < 2; i++) {
-            snprintf(path, sizeof path, "%s/tests/fixtures/images/%s", nr_test_src(), images[i]);
-            FILE *fp = fopen(path, "rb");
-            cr_assert_not_null(fp, "%s", path);
-            fseek(fp, 0, SEEK_END);
-            sizes[i] = (size_t)ftell(fp);
-            fseek(fp, 0, SEEK_SET);
-            bytes[i] = malloc(sizes[i]);
-            cr_assert_eq(fread(bytes[i], 1, sizes[i], fp), sizes[i]);
-            fclose(fp);
-        }
+        for (int i = 0; i < 2; i++) bytes[i] = nr_test_image(images[i], &sizes[i]);
         int status[2] = {-1, -1};
         int rc = nr_captioner_encode_images(f.cap, (const void *const *)bytes, sizes, 2, got, status, err, sizeof err);
         if (rc == NR_EUNSUPPORTED) {
