@@ -90,6 +90,33 @@ static int s_add(s_specs_t *s, const char *name, float fill, int ndim, int64_t a
     return 0;
 }
 
+/* The encoder layers of a CLIP or SigLIP vision tower under prefix vm:
+ * separate q/k/v/out projections and fc1/fc2 with biases, two layer norms. */
+static int s_add_vision_layers(s_specs_t *s, const char *vm, int L, int64_t D, int64_t I) {
+    char n[192];
+    int rc = 0;
+    const char *vl[][3] = {{"self_attn.q_proj", "D", "D"}, {"self_attn.k_proj", "D", "D"},
+                           {"self_attn.v_proj", "D", "D"}, {"self_attn.out_proj", "D", "D"},
+                           {"mlp.fc1", "I", "D"},          {"mlp.fc2", "D", "I"}};
+    for (int l = 0; l < L; l++) {
+        for (int k = 0; k < 6; k++) {
+            int64_t o = vl[k][1][0] == 'I' ? I : D, in = vl[k][2][0] == 'I' ? I : D;
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, vl[k][0]);
+            rc |= s_add(s, n, 0, 2, o, in, 0, 0);
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, vl[k][0]);
+            rc |= s_add(s, n, 0, 1, o, 0, 0, 0);
+        }
+        const char *lns[] = {"layer_norm1", "layer_norm2"};
+        for (int k = 0; k < 2; k++) {
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, lns[k]);
+            rc |= s_add(s, n, 1, 1, D, 0, 0, 0);
+            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, lns[k]);
+            rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
+        }
+    }
+    return rc;
+}
+
 /* Every tensor of the checkpoint, with HF names, in file order. */
 static int s_specs_vit_gpt2(s_specs_t *s) {
     const int D = S_D, I = S_I;
@@ -167,25 +194,7 @@ static int s_specs_git(s_specs_t *s) {
         snprintf(n, sizeof n, "%s%s.bias", vm, vln[k]);
         rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
     }
-    const char *vl[][3] = {{"self_attn.q_proj", "D", "D"}, {"self_attn.k_proj", "D", "D"},
-                           {"self_attn.v_proj", "D", "D"}, {"self_attn.out_proj", "D", "D"},
-                           {"mlp.fc1", "I", "D"},          {"mlp.fc2", "D", "I"}};
-    for (int l = 0; l < S_L; l++) {
-        for (int k = 0; k < 6; k++) {
-            int64_t o = vl[k][1][0] == 'I' ? I : D, in = vl[k][2][0] == 'I' ? I : D;
-            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, vl[k][0]);
-            rc |= s_add(s, n, 0, 2, o, in, 0, 0);
-            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, vl[k][0]);
-            rc |= s_add(s, n, 0, 1, o, 0, 0, 0);
-        }
-        const char *lns[] = {"layer_norm1", "layer_norm2"};
-        for (int k = 0; k < 2; k++) {
-            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, lns[k]);
-            rc |= s_add(s, n, 1, 1, D, 0, 0, 0);
-            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, lns[k]);
-            rc |= s_add(s, n, 0, 1, D, 0, 0, 0);
-        }
-    }
+    rc |= s_add_vision_layers(s, vm, S_L, D, I);
     rc |= s_add(s, "git.visual_projection.visual_projection.0.weight", 0, 2, D, D, 0, 0);
     rc |= s_add(s, "git.visual_projection.visual_projection.0.bias", 0, 1, D, 0, 0, 0);
     rc |= s_add(s, "git.visual_projection.visual_projection.1.weight", 1, 1, D, 0, 0, 0);
@@ -394,25 +403,7 @@ static int s_specs_paligemma(s_specs_t *s) {
     rc |= s_add(s, n, 1, 1, Dv, 0, 0, 0);
     snprintf(n, sizeof n, "%spost_layernorm.bias", vm);
     rc |= s_add(s, n, 0, 1, Dv, 0, 0, 0);
-    const char *vl[][3] = {{"self_attn.q_proj", "D", "D"}, {"self_attn.k_proj", "D", "D"},
-                           {"self_attn.v_proj", "D", "D"}, {"self_attn.out_proj", "D", "D"},
-                           {"mlp.fc1", "I", "D"},          {"mlp.fc2", "D", "I"}};
-    for (int l = 0; l < Lv; l++) {
-        for (int k = 0; k < 6; k++) {
-            int64_t o = vl[k][1][0] == 'I' ? Iv : Dv, in = vl[k][2][0] == 'I' ? Iv : Dv;
-            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, vl[k][0]);
-            rc |= s_add(s, n, 0, 2, o, in, 0, 0);
-            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, vl[k][0]);
-            rc |= s_add(s, n, 0, 1, o, 0, 0, 0);
-        }
-        const char *lns[] = {"layer_norm1", "layer_norm2"};
-        for (int k = 0; k < 2; k++) {
-            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.weight", vm, l, lns[k]);
-            rc |= s_add(s, n, 1, 1, Dv, 0, 0, 0);
-            snprintf(n, sizeof n, "%sencoder.layers.%d.%s.bias", vm, l, lns[k]);
-            rc |= s_add(s, n, 0, 1, Dv, 0, 0, 0);
-        }
-    }
+    rc |= s_add_vision_layers(s, vm, Lv, Dv, Iv);
     rc |= s_add(s, "multi_modal_projector.linear.weight", 0, 2, D, Dv, 0, 0);
     rc |= s_add(s, "multi_modal_projector.linear.bias", 0, 1, D, 0, 0, 0);
     rc |= s_add(s, "language_model.model.embed_tokens.weight", 0, 2, s_pg.vocab, D, 0, 0);
