@@ -39,7 +39,6 @@ typedef struct {
     nr_narrate_noworker_t noworker;
     int page;          /* --all-pages: the TIFF page this job reads (job option page), else -1 */
     char page_str[8];  /* its decimal text */
-    nr_kv_t kv[sizeof ((nr_client_options_t *)0)->kv / sizeof (nr_kv_t) + 1]; /* the options with page added */
 } s_job_t;
 
 typedef struct {
@@ -282,16 +281,21 @@ static int s_job_update(s_run_t *run, s_job_t *job, const nr_msg_t *record) {
     return 0;
 }
 
-/* One job's options: the run's (what its id hashes) and "source", where
- * the image lands under -o ("a/b/001.jpg"), for the record and the review
- * page; not hashed, so moving an archive does not redo it. */
+/* One job's options: the run's and, with --all-pages, its page (what its
+ * id hashes: the first *n_hashed), then "source", where the image lands
+ * under -o ("a/b/001.jpg"), for the record and the review page; not
+ * hashed, so moving an archive does not redo it. Returns the count. */
 typedef struct {
     nr_kv_t kv[sizeof ((nr_client_options_t *)0)->kv / sizeof (nr_kv_t) + 2]; /* the run's, page, source */
     char source[1024];
 } s_job_opts_t;
 
-static size_t s_job_options(s_job_opts_t *o, const nr_kv_t *kv, size_t n, const s_job_t *job) {
-    memcpy(o->kv, kv, n * sizeof *o->kv);
+static size_t s_job_options(s_job_opts_t *o, const nr_client_options_t *opts, const s_job_t *job,
+                            size_t *n_hashed) {
+    size_t n = opts->n;
+    memcpy(o->kv, opts->kv, n * sizeof *o->kv);
+    if (job->page >= 0) o->kv[n++] = (nr_kv_t){(char *)"page", (char *)job->page_str};
+    *n_hashed = n;
     int len = snprintf(o->source, sizeof o->source, "%s%s%s", job->rel_dir, job->rel_dir[0] ? "/" : "",
                        job->stem);
     if (len > 0 && (size_t)len < sizeof o->source &&
@@ -349,23 +353,15 @@ static int s_submit_batch(s_run_t *run, size_t room) {
             s_job_failed(run, job, "", NULL, 1, 1, nr_errname(rc), err);
             continue;
         }
-        const nr_kv_t *kv = opts.kv;
-        size_t n_kv = opts.n;
-        if (job->page >= 0) { /* the page is an option: it goes into the job id too */
-            memcpy(job->kv, opts.kv, opts.n * sizeof *kv);
-            job->kv[opts.n] = (nr_kv_t){(char *)"page", job->page_str};
-            kv = job->kv;
-            n_kv = opts.n + 1;
-        }
+        size_t n_hashed, n_opts = s_job_options(&job_opts[n], &opts, job, &n_hashed);
         if (cli->id_random) rc = nr_client_random_id(job->id);
-        else rc = nr_client_content_id(data, size, cli->route, kv, n_kv, job->id);
+        else rc = nr_client_content_id(data, size, cli->route, job_opts[n].kv, n_hashed, job->id);
         if (rc) {
             free(data);
             s_job_failed(run, job, "", NULL, 1, 1, nr_errname(rc), "cannot make a job id");
             continue;
         }
         which[n] = i;
-        size_t n_opts = s_job_options(&job_opts[n], kv, n_kv, job);
         jobs[n] = (nr_client_job_t){job->id, cli->route, job_opts[n].kv, n_opts, data, size, run->run_id}; /* owns data */
         bytes += size;
         n++;
