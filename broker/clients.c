@@ -313,7 +313,9 @@ static int s_fetch_start(nr_broker_t *self, const uint8_t *identity, size_t size
     f->tag = tag;
     f->identity_size = size < sizeof f->identity ? size : sizeof f->identity;
     memcpy(f->identity, identity, f->identity_size);
-    snprintf(f->what, sizeof f->what, stage ? "stage %s" : "input", stage);
+    if (!stage) snprintf(f->what, sizeof f->what, "input");
+    else if (!strcmp(stage, NR_BROKER_THUMB_STAGE)) snprintf(f->what, sizeof f->what, "thumbnail");
+    else snprintf(f->what, sizeof f->what, "stage %s", stage);
     rep->cmd = NR_CMD_REPLY;
     rep->seq = msg->seq;
     f->rep = *rep;
@@ -321,23 +323,28 @@ static int s_fetch_start(nr_broker_t *self, const uint8_t *identity, size_t size
     return 0;
 }
 
-/* FETCH of stage "input": the job's submitted input, as Redis keeps it
- * (until the retention after the job finished), or from memory while the
- * first stage has it and there is no Redis. */
-static void s_fetch_input(nr_broker_t *self, const uint8_t *identity, size_t size, const nr_msg_t *msg,
-                          const nr_broker_job_t *job) {
+/* FETCH of stage "input" (the job's submitted input) or "thumbnail" (the
+ * JPEG a worker sent with its RESULT), as Redis keeps them (until the
+ * retention after the job finished), or from memory: the input while the
+ * first stage has it and there is no Redis, the thumbnail until it is
+ * written (or for good without Redis). */
+static void s_fetch_kept(nr_broker_t *self, const uint8_t *identity, size_t size, const nr_msg_t *msg,
+                         const nr_broker_job_t *job) {
+    const int thumb = !strcmp(msg->stage, NR_BROKER_THUMB_STAGE);
     nr_msg_t rep;
     nr_proto_msg_init(&rep);
     snprintf(rep.id, sizeof rep.id, "%s", job->id);
     nr_broker_job_record(job, &rep, nr_bk_stage_workers(self, nr_broker_job_stage(job)));
     int rc;
-    if (job->stage_index == 0 && job->input && (!self->store || job->input_unsaved)) {
+    if (thumb && job->unsaved[NR_BROKER_THUMB_SLOT]) {
+        rc = nr_proto_frame_add(&rep, job->unsaved[NR_BROKER_THUMB_SLOT], job->unsaved_size[NR_BROKER_THUMB_SLOT]);
+    } else if (!thumb && job->stage_index == 0 && job->input && (!self->store || job->input_unsaved)) {
         rc = nr_proto_frame_add(&rep, job->input, job->input_size);
     } else if (!self->store) {
         rc = NR_ENOTFOUND;
     } else if (self->fetches_len == NR_STORE_READS_MAX) {
         rc = NR_EBUSY;
-    } else if (!(rc = s_fetch_start(self, identity, size, msg, &rep, job->id, NULL))) {
+    } else if (!(rc = s_fetch_start(self, identity, size, msg, &rep, job->id, thumb ? msg->stage : NULL))) {
         return;
     }
     if (rc) {
@@ -346,6 +353,7 @@ static void s_fetch_input(nr_broker_t *self, const uint8_t *identity, size_t siz
     }
     nr_bk_reply(self, identity, size, msg, &rep, rc, "%s",
                 rc == NR_EBUSY ? "too many outputs being read; retry later"
+                : rc == NR_ENOTFOUND && thumb ? "this job has no thumbnail (none was made, or no longer stored)"
                 : rc == NR_ENOTFOUND ? "the input of this job is no longer stored"
                 : rc ? nr_strerror(rc) : "");
     nr_proto_msg_clear(&rep);
@@ -356,8 +364,8 @@ static void s_on_fetch(nr_broker_t *self, const uint8_t *identity, size_t size, 
     if (s_lookup_or_reply(self, identity, size, msg, &job, &loaded)) return;
     int rc;
     int index = -1;
-    if (!strcmp(msg->stage, "input")) {
-        s_fetch_input(self, identity, size, msg, job);
+    if (!strcmp(msg->stage, "input") || !strcmp(msg->stage, NR_BROKER_THUMB_STAGE)) {
+        s_fetch_kept(self, identity, size, msg, job);
         nr_broker_job_destroy(&loaded);
         return;
     }

@@ -39,7 +39,7 @@ void nr_broker_job_destroy(nr_broker_job_t **p) {
     nr_broker_job_clear_fields(self, "");
     free(self->fields);
     free(self->input);
-    for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) free(self->unsaved[i]);
+    for (int i = 0; i < NR_BROKER_BLOB_SLOTS; i++) free(self->unsaved[i]);
     free(self);
     *p = NULL;
 }
@@ -110,6 +110,15 @@ void nr_broker_job_take_input(nr_broker_job_t *job, uint8_t **data, size_t size)
     job->input = data ? *data : NULL;
     job->input_size = job->input ? size : 0;
     if (data) *data = NULL;
+}
+
+const char *nr_broker_job_slot_name(const nr_broker_job_t *job, int slot) {
+    return slot == NR_BROKER_THUMB_SLOT ? NR_BROKER_THUMB_STAGE : job->route[slot];
+}
+
+int nr_broker_thumb_valid(const uint8_t *data, size_t size) {
+    return data && size >= 4 && size <= NR_BROKER_THUMB_MAX && data[0] == 0xFF && data[1] == 0xD8 &&
+           data[2] == 0xFF && data[size - 2] == 0xFF && data[size - 1] == 0xD9;
 }
 
 void nr_broker_job_route_string(const nr_broker_job_t *job, char *buf, size_t size) {

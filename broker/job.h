@@ -19,6 +19,15 @@ typedef enum {
 
 typedef struct nr_broker_worker nr_broker_worker_t;
 
+/* A job's thumbnail: a small JPEG a worker sends as frame 1 of a RESULT
+ * (the vision stage's), kept like an output under the reserved stage name
+ * "thumbnail" (P:out:thumbnail:<id>), in the slot after the route's. At
+ * most NR_BROKER_THUMB_MAX bytes; anything else is dropped. */
+#define NR_BROKER_THUMB_STAGE "thumbnail"
+#define NR_BROKER_THUMB_MAX 65536
+#define NR_BROKER_THUMB_SLOT NR_PROTO_ROUTE_MAX
+#define NR_BROKER_BLOB_SLOTS (NR_PROTO_ROUTE_MAX + 1)
+
 typedef struct nr_broker_job {
     char id[NR_PROTO_ID_MAX + 1];
     nr_job_state_t state;
@@ -40,9 +49,11 @@ typedef struct nr_broker_job {
      * must be read from the store first). */
     uint8_t *input;
     size_t input_size;
-    /* Outputs not yet written to the store (Redis was down): by route index. */
-    uint8_t *unsaved[NR_PROTO_ROUTE_MAX];
-    size_t unsaved_size[NR_PROTO_ROUTE_MAX];
+    /* Outputs not yet written to the store (Redis was down), or kept in
+     * memory without a store: by route index, then the thumbnail in slot
+     * NR_BROKER_THUMB_SLOT. */
+    uint8_t *unsaved[NR_BROKER_BLOB_SLOTS];
+    size_t unsaved_size[NR_BROKER_BLOB_SLOTS];
     int input_unsaved;     /* input not yet written to the store */
     int dirty;             /* state not yet written to the store, nor queued to be */
     int reset;             /* the store's old record must be dropped first */
@@ -91,6 +102,11 @@ const char *nr_broker_job_get(const nr_broker_job_t *job, const char *key);
 void nr_broker_job_clear_fields(nr_broker_job_t *job, const char *prefix);
 /* Replaces the in-memory input, taking ownership of *data. */
 void nr_broker_job_take_input(nr_broker_job_t *job, uint8_t **data, size_t size);
+/* The stage name a blob slot is stored under: route[i], or "thumbnail". */
+const char *nr_broker_job_slot_name(const nr_broker_job_t *job, int slot);
+/* 1 when data is a thumbnail the broker keeps: 4..NR_BROKER_THUMB_MAX
+ * bytes that start with a JPEG SOI marker and end with EOI. */
+int nr_broker_thumb_valid(const uint8_t *data, size_t size);
 /* Writes the route as "vision,text,speech" into buf. */
 void nr_broker_job_route_string(const nr_broker_job_t *job, char *buf, size_t size);
 /* Parses "a,b,c" into the route; NR_EINVAL if empty, too long or a bad name. */

@@ -53,9 +53,10 @@ static int s_check_stages(const char *spec, char *err, size_t errlen) {
             return nr_seterr(err, errlen, NR_EINVAL,
                              "stages: expected names of 1..%d characters [a-z0-9_-] separated by "
                              "commas, got '%s'", NR_PROTO_NAME_MAX, spec);
-        if (len == 5 && !strncmp(s, "input", 5))
+        if ((len == 5 && !strncmp(s, "input", 5)) || (len == 9 && !strncmp(s, NR_BROKER_THUMB_STAGE, 9)))
             return nr_seterr(err, errlen, NR_EINVAL,
-                             "stages: 'input' is reserved (FETCH of stage input reads a job's input)");
+                             "stages: '%.*s' is reserved (FETCH of stage input or thumbnail reads a job's "
+                             "input or thumbnail)", (int)len, s);
         for (const char *t = spec; t < s; t = strchr(t, ',') + 1)
             if (!strncmp(t, s, len) && t[len] == ',')
                 return nr_seterr(err, errlen, NR_EINVAL, "stages: '%.*s' is listed twice",

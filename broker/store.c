@@ -95,7 +95,7 @@ void nr_store_destroy(nr_store_t **p) {
     if ((*p)->ctx) redisFree((*p)->ctx);
     if ((*p)->rctx) redisFree((*p)->rctx);
     for (size_t i = 0; i < (*p)->n_saves; i++)
-        for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free((*p)->saves[i].outs[k]);
+        for (int k = 0; k < NR_BROKER_BLOB_SLOTS; k++) free((*p)->saves[i].outs[k]);
     free((*p)->saves);
     free((*p)->sent_txs);
     free((*p)->cmd);
@@ -374,7 +374,7 @@ int nr_st_close_tx(nr_store_t *self) {
 static void s_take_kept(struct nr_st_save *s, nr_broker_job_t *job) {
     for (size_t k = 0; k < S_N_COUNTERS; k++) s->counts[k] += job->stored.unsaved_counts[k];
     memset(job->stored.unsaved_counts, 0, sizeof job->stored.unsaved_counts);
-    for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) {
+    for (int i = 0; i < NR_BROKER_BLOB_SLOTS; i++) {
         s->outs[i] = job->unsaved[i], s->out_sizes[i] = job->unsaved_size[i];
         job->unsaved[i] = NULL, job->unsaved_size[i] = 0;
     }
@@ -389,7 +389,7 @@ static void s_take_kept(struct nr_st_save *s, nr_broker_job_t *job) {
  * meanwhile (a later save that failed at once) is newer and stays. */
 void nr_st_give_back(struct nr_st_save *s, nr_broker_job_t *job) {
     for (size_t k = 0; k < S_N_COUNTERS; k++) job->stored.unsaved_counts[k] += s->counts[k];
-    for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) {
+    for (int i = 0; i < NR_BROKER_BLOB_SLOTS; i++) {
         if (!s->outs[i]) continue;
         if (job->unsaved[i]) {
             free(s->outs[i]);
@@ -533,11 +533,11 @@ static void s_write_blobs(s_write_t *w) {
         if (w->final) nr_st_str(c, "EX"), s_int(c, w->ttl);
         s_end(w);
     }
-    for (uint32_t i = 0; i < job->route_len; i++) {
-        if (!w->s->outs[i]) continue;
+    for (int i = 0; i < NR_BROKER_BLOB_SLOTS; i++) {
+        if (!w->s->outs[i] || (i != NR_BROKER_THUMB_SLOT && (uint32_t)i >= job->route_len)) continue;
         s_begin(w);
         nr_st_str(c, "SET");
-        s_key(c, w->P, ":out:", job->route[i], ":", job->id, NULL);
+        s_key(c, w->P, ":out:", nr_broker_job_slot_name(job, i), ":", job->id, NULL);
         s_arg(c, w->s->outs[i], w->s->out_sizes[i]);
         if (w->final) nr_st_str(c, "EX"), s_int(c, w->ttl);
         s_end(w);
@@ -590,11 +590,11 @@ static void s_write_pending(s_write_t *w) {
         s_int(c, w->ttl);
         s_end(w);
     }
-    for (uint32_t i = 0; i < job->route_len; i++) {
-        if (w->wrote_out & (1u << i)) continue;
+    for (int i = 0; i < NR_BROKER_BLOB_SLOTS; i++) {
+        if ((w->wrote_out & (1u << i)) || (i != NR_BROKER_THUMB_SLOT && (uint32_t)i >= job->route_len)) continue;
         s_begin(w);
         nr_st_str(c, "EXPIRE");
-        s_key(c, w->P, ":out:", job->route[i], ":", job->id, NULL);
+        s_key(c, w->P, ":out:", nr_broker_job_slot_name(job, i), ":", job->id, NULL);
         s_int(c, w->ttl);
         s_end(w);
     }
@@ -640,7 +640,7 @@ static int s_save_landed(nr_store_t *self, nr_broker_job_t *job) {
     if (!s) return NR_EREDIS;
     s_take_kept(s, job);
     job->stored.record_saved = 0; /* what landed is not known field by field */
-    for (int i = 0; i < NR_PROTO_ROUTE_MAX; i++) free(s->outs[i]), s->outs[i] = NULL;
+    for (int i = 0; i < NR_BROKER_BLOB_SLOTS; i++) free(s->outs[i]), s->outs[i] = NULL;
     memset(s->counts, 0, sizeof s->counts);
     s->input = s->reset = 0;
     return 0;

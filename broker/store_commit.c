@@ -170,7 +170,7 @@ void nr_store_settle(nr_store_t *self, size_t n, void (*fn)(nr_broker_job_t *job
             job->guard = s->check_result;
         }
         s_note_record(s, job);
-        for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free(s->outs[k]);
+        for (int k = 0; k < NR_BROKER_BLOB_SLOTS; k++) free(s->outs[k]);
         if (job->saving) job->saving--;
         if (fn) fn(job, s->rc, arg);
     }
@@ -192,6 +192,6 @@ size_t nr_store_queued(const nr_store_t *self) { return self ? self->n_saves - s
 void nr_store_discard(nr_store_t *self) {
     nr_st_drain(self);
     for (size_t i = 0; i < self->n_saves; i++)
-        for (int k = 0; k < NR_PROTO_ROUTE_MAX; k++) free(self->saves[i].outs[k]);
+        for (int k = 0; k < NR_BROKER_BLOB_SLOTS; k++) free(self->saves[i].outs[k]);
     self->n_saves = self->n_read = self->n_sent = 0;
 }

@@ -65,8 +65,8 @@ struct nr_st_save {
     int rc;              /* 0 or NR_EREDIS once read */
     int unsure;          /* failed on a lost connection: may have been applied */
     uint32_t counts[8]; /* by s_counters index */
-    uint8_t *outs[NR_PROTO_ROUTE_MAX];
-    size_t out_sizes[NR_PROTO_ROUTE_MAX];
+    uint8_t *outs[NR_BROKER_BLOB_SLOTS]; /* by route index, then the thumbnail */
+    size_t out_sizes[NR_BROKER_BLOB_SLOTS];
     int input, reset;
     /* What the record holds once this save lands (job.h stored.record_saved),
      * when it writes the record: it sent commands and is no id check. */

@@ -123,6 +123,26 @@ static nr_broker_job_t *s_take_answer(nr_broker_t *self, nr_broker_worker_t *w,
     return job;
 }
 
+/* A RESULT's frame 1, when there is one, is the job's thumbnail (job.h):
+ * kept (replacing any earlier) when it is a JPEG within the bound, else
+ * dropped with a log line; the result stands either way. The job's next
+ * save carries it, as it does an output. */
+static void s_keep_thumbnail(nr_broker_job_t *job, const nr_broker_worker_t *w, nr_msg_t *msg) {
+    if (msg->frames_len < 2) return;
+    uint8_t *data = msg->frames[1].data;
+    size_t size = msg->frames[1].size;
+    if (!nr_broker_thumb_valid(data, size)) {
+        static nr_log_limit_t limit;
+        nr_log_limited(&limit, NR_LOG_WARN, "job %s: thumbnail from %s dropped (%zu bytes; a JPEG of at most %d "
+                       "bytes is kept)", job->id, w->label, size, NR_BROKER_THUMB_MAX);
+        return;
+    }
+    free(job->unsaved[NR_BROKER_THUMB_SLOT]);
+    job->unsaved[NR_BROKER_THUMB_SLOT] = data;
+    job->unsaved_size[NR_BROKER_THUMB_SLOT] = size;
+    msg->frames[1].data = NULL;
+}
+
 static void s_on_result(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg, int64_t now) {
     nr_broker_job_t *job = s_take_answer(self, w, msg);
     if (!job) return;
@@ -152,6 +172,7 @@ static void s_on_result(nr_broker_t *self, nr_broker_worker_t *w, nr_msg_t *msg,
     snprintf(key, sizeof key, "%s.worker", stage);
     nr_broker_job_set(job, key, w->label);
 
+    s_keep_thumbnail(job, w, msg);
     /* The output frame becomes the next stage's input. */
     uint8_t *out = NULL;
     size_t out_size = 0;

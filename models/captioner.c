@@ -222,8 +222,16 @@ int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes
 
 int nr_captioner_encode_pages(const nr_captioner_t *c, const void *const *bytes, const size_t *sizes,
                               const int *pages, int n, float *states, int *status, char *err, size_t errlen) {
+    return nr_captioner_encode_seen(c, bytes, sizes, pages, n, NULL, NULL, states, status, err, errlen);
+}
+
+int nr_captioner_encode_seen(const nr_captioner_t *c, const void *const *bytes, const size_t *sizes,
+                             const int *pages, int n, nr_captioner_seen_fn seen, void *arg, float *states,
+                             int *status, char *err, size_t errlen) {
 #ifndef NR_HAVE_IMAGE
     (void)pages;
+    (void)seen;
+    (void)arg;
     (void)c;
     (void)bytes;
     (void)sizes;
@@ -253,6 +261,7 @@ int nr_captioner_encode_pages(const nr_captioner_t *c, const void *const *bytes,
         nr_image_params_t ip = c->ip;
         ip.page = pages ? pages[i] : 0;
         status[i] = nr_image_decode(bytes[i], sizes[i], &ip, &img, ierr, sizeof ierr);
+        if (status[i] == 0 && seen) seen(arg, i, img);
         if (status[i] == 0) status[i] = nr_preprocess_image(img, &c->pp, px + (size_t)ok * in1, in1);
         nr_image_destroy(&img);
         memset(states + (size_t)i * out1, 0, out1 * sizeof(float));

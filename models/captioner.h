@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "models/config.h"
+#include "models/image.h"
 
 typedef struct nr_captioner nr_captioner_t;
 
@@ -70,6 +71,14 @@ int nr_captioner_encode_images(const nr_captioner_t *c, const void *const *bytes
  * first, what every other format has); pages NULL: all 0. */
 int nr_captioner_encode_pages(const nr_captioner_t *c, const void *const *bytes, const size_t *sizes,
                               const int *pages, int n, float *states, int *status, char *err, size_t errlen);
+
+/* The same, calling seen(arg, i, img) with image i once it is decoded
+ * (upright RGB, models/image.h), before preprocessing: the vision worker
+ * makes its thumbnail there without decoding twice. seen may be NULL. */
+typedef void (*nr_captioner_seen_fn)(void *arg, int i, const nr_image_t *img);
+int nr_captioner_encode_seen(const nr_captioner_t *c, const void *const *bytes, const size_t *sizes,
+                             const int *pages, int n, nr_captioner_seen_fn seen, void *arg, float *states,
+                             int *status, char *err, size_t errlen);
 
 /* Text: states [n, seq, hidden] (host) -> ids. ids holds n * gen->max_length
  * ints: caption i at ids + i*max_length, start token first, eos included

@@ -6,11 +6,17 @@
  * A job whose input is not a usable image fails alone and for good
  * (not_an_image, bad_image, image_too_large, too_large); the worker keeps
  * serving. With --batch-size B > 1 the runtime hands over up to B jobs at
- * once and their images go through the encoder in one call. */
+ * once and their images go through the encoder in one call.
+ *
+ * Each RESULT also carries, as frame 1, a small JPEG thumbnail of the
+ * decoded, upright image (models/vision/thumbnail.h) for the review
+ * gallery; the broker keeps it as the job's thumbnail. One that cannot be
+ * made is left out (logged): the job does not fail for it. */
 #include "common/error.h"
 #include "common/log.h"
 #include "models/captioner.h"
 #include "models/image.h"
+#include "models/vision/thumbnail.h"
 #include "workers/model.h"
 
 #include <stddef.h>
@@ -24,6 +30,7 @@ typedef struct {
     long threads;
     long max_input_bytes;
     long max_pixels;
+    long thumbnail_side;
 } s_settings_t;
 
 static const nr_config_option_t s_options[] = {
@@ -36,6 +43,8 @@ static const nr_config_option_t s_options[] = {
      "largest image file accepted, in bytes (larger: too_large)"},
     {"max-pixels", NR_CONFIG_INT, 1, 1000000000L, "50000000", offsetof(s_settings_t, max_pixels), 0,
      "largest width*height accepted, checked before decoding (larger: image_too_large)"},
+    {"thumbnail-side", NR_CONFIG_INT, 0, 1024, "256", offsetof(s_settings_t, thumbnail_side), 0,
+     "longer side of the JPEG thumbnail sent with each result (frame 1); 0 = none"},
     NR_CONFIG_END};
 
 static const char s_usage[] =
@@ -45,6 +54,7 @@ static const char s_usage[] =
     "of the checkpoint's family; the output (frame 0) is the encoder states\n"
     "as a states frame naming the family, for the text stage.\n"
     "Job option page=N (0..999): that page of a multi-page TIFF (narrate submit --all-pages).\n"
+    "Frame 1: a JPEG thumbnail (longer side thumbnail-side, at most 64 KiB) for the review page.\n"
     "Results: model, family, image_bytes, ms. A bad image fails its job (not_an_image, bad_image,\n"
     "image_too_large, too_large; final) and the worker keeps serving.\n"
     "--model DIR is required (or NARRATOR_WORKER_MODEL). With --batch-size B > 1 up to\n"
@@ -53,7 +63,23 @@ static const char s_usage[] =
 typedef struct {
     nr_captioner_t *cap;
     size_t states_floats; /* seq * hidden per image */
+    int thumbnail_side;   /* 0: no thumbnails */
 } s_vision_t;
+
+/* The thumbnails of one encode call, by image (seen callback). */
+typedef struct {
+    const s_vision_t *v;
+    unsigned char **jpeg;
+    size_t *len;
+} s_thumbs_t;
+
+static void s_thumb_seen(void *arg, int i, const nr_image_t *img) {
+    s_thumbs_t *t = arg;
+    char err[256] = "";
+    if (!t->v->thumbnail_side) return;
+    if (nr_thumbnail_jpeg(img, t->v->thumbnail_side, NR_THUMBNAIL_BYTES, &t->jpeg[i], &t->len[i], err, sizeof err))
+        nr_log(NR_LOG_WARN, "no thumbnail for a %dx%d image: %s", img->width, img->height, err);
+}
 
 /* The input check every job gets before decoding: a frame that is there. */
 static int s_input(const nr_msg_t *job, char *err, size_t errlen) {
@@ -78,9 +104,10 @@ static int s_page(const nr_msg_t *job, int *page, char *err, size_t errlen) {
     return 0;
 }
 
-/* Fills a job's result from its encoder states: frame 0 and the kv. */
-static int s_result(const s_vision_t *v, const nr_msg_t *job, const float *states, nr_msg_t *result, char *err,
-                    size_t errlen) {
+/* Fills a job's result from its encoder states: frame 0, the kv, and the
+ * thumbnail as frame 1 when there is one (taken: *thumb set to NULL). */
+static int s_result(const s_vision_t *v, const nr_msg_t *job, const float *states, unsigned char **thumb,
+                    size_t thumb_len, nr_msg_t *result, char *err, size_t errlen) {
     unsigned char *frame = NULL;
     size_t len = 0;
     int rc = nr_captioner_states_to_frame(v->cap, states, &frame, &len);
@@ -91,6 +118,7 @@ static int s_result(const s_vision_t *v, const nr_msg_t *job, const float *state
     if (rc == 0) rc = nr_proto_kv_add(result, "family", nr_captioner_family(v->cap));
     if (rc == 0) rc = nr_proto_kv_add(result, "image_bytes", bytes);
     if (rc == 0) rc = nr_proto_frame_take(result, &frame, len);
+    if (rc == 0 && *thumb) rc = nr_proto_frame_take(result, thumb, thumb_len);
     free(frame); /* NULL when taken */
     if (rc) return nr_seterr(err, errlen, rc, "cannot build the result");
     return 0;
@@ -122,14 +150,19 @@ static int s_run(void *ctx, const nr_msg_t *job, nr_msg_t *result, char *err, si
     size_t sizes[1] = {job->frames[0].size};
     int status[1] = {0};
     char detail[512] = "";
-    rc = nr_captioner_encode_pages(v->cap, bytes, sizes, pages, 1, states, status, detail, sizeof detail);
+    unsigned char *thumb[1] = {NULL};
+    size_t thumb_len[1] = {0};
+    s_thumbs_t t = {v, thumb, thumb_len};
+    rc = nr_captioner_encode_seen(v->cap, bytes, sizes, pages, 1, s_thumb_seen, &t, states, status, detail,
+                                  sizeof detail);
     if (rc) {
         rc = nr_seterr(err, errlen, rc, "%s", detail);
     } else if (status[0]) {
         rc = nr_seterr(err, errlen, status[0], "%s", detail[0] ? detail : nr_strerror(status[0]));
     } else {
-        rc = s_result(v, job, states, result, err, errlen);
+        rc = s_result(v, job, states, &thumb[0], thumb_len[0], result, err, errlen);
     }
+    free(thumb[0]);
     free(states);
     return rc;
 }
@@ -142,8 +175,10 @@ static void s_run_batch(void *ctx, const nr_msg_t *const *jobs, size_t n, nr_msg
     size_t *which = calloc(n, sizeof(*which)); /* batch slot -> job index */
     int *status = calloc(n, sizeof(*status));
     int *pages = calloc(n, sizeof(*pages));
+    unsigned char **thumb = calloc(n, sizeof(*thumb));
+    size_t *thumb_len = calloc(n, sizeof(*thumb_len));
     float *states = malloc((n + 1) * v->states_floats * sizeof(float)); /* + 1: scratch */
-    if (!bytes || !sizes || !which || !status || !pages || !states) {
+    if (!bytes || !sizes || !which || !status || !pages || !thumb || !thumb_len || !states) {
         for (size_t i = 0; i < n; i++) codes[i] = nr_seterr(errs[i], errlen, NR_ENOMEM, "out of memory");
         goto out;
     }
@@ -158,7 +193,9 @@ static void s_run_batch(void *ctx, const nr_msg_t *const *jobs, size_t n, nr_msg
     }
     if (k > 0) {
         char detail[512] = "";
-        int rc = nr_captioner_encode_pages(v->cap, bytes, sizes, pages, k, states, status, detail, sizeof detail);
+        s_thumbs_t t = {v, thumb, thumb_len}; /* by batch slot */
+        int rc = nr_captioner_encode_seen(v->cap, bytes, sizes, pages, k, s_thumb_seen, &t, states, status, detail,
+                                          sizeof detail);
         float *scratch = states + (size_t)n * v->states_floats;
         for (int j = 0; j < k; j++) {
             size_t i = which[j];
@@ -167,7 +204,8 @@ static void s_run_batch(void *ctx, const nr_msg_t *const *jobs, size_t n, nr_msg
             else if (status[j])
                 codes[i] = s_image_error(v, jobs[i], scratch, status[j], errs[i], errlen);
             else
-                codes[i] = s_result(v, jobs[i], states + (size_t)j * v->states_floats, results[i], errs[i], errlen);
+                codes[i] = s_result(v, jobs[i], states + (size_t)j * v->states_floats, &thumb[j], thumb_len[j],
+                                    results[i], errs[i], errlen);
         }
         nr_log(NR_LOG_DEBUG, "batch of %zu: %d encoded together", n, k);
     }
@@ -177,6 +215,9 @@ out:
     free(which);
     free(status);
     free(pages);
+    for (size_t i = 0; thumb && i < n; i++) free(thumb[i]);
+    free(thumb);
+    free(thumb_len);
     free(states);
 }
 
@@ -191,7 +232,7 @@ int main(int argc, char **argv) {
     params.load_decoder = 0;
     params.max_image_bytes = (size_t)settings.max_input_bytes;
     params.max_image_pixels = (uint64_t)settings.max_pixels;
-    s_vision_t vision = {0};
+    s_vision_t vision = {.thumbnail_side = (int)settings.thumbnail_side};
     if (nr_worker_model_load("vision", &settings.worker, settings.model, settings.threads, &params, &vision.cap))
         return 2;
     int seq = 0, hidden = 0;
