@@ -1,7 +1,7 @@
 /* A small JPEG of a decoded image, for galleries (the review page): the
  * image (already EXIF-oriented by nr_image_decode) shrunk so its longer
  * side is at most max_side, by area averaging (PIL's BOX filter through
- * nr_preprocess_resize), then encoded with libjpeg at quality 80, 4:2:0.
+ * nr_preprocess_resize), then encoded with libjpeg at quality 90, 4:4:4.
  * When that is over max_bytes the quality steps down, then the size halves,
  * until it fits. An image smaller than max_side keeps its size. */
 #ifndef NR_MODELS_VISION_THUMBNAIL_H
