@@ -323,6 +323,8 @@ static int s_fetch_start(nr_broker_t *self, const uint8_t *identity, size_t size
     return 0;
 }
 
+#define S_NO_THUMBNAIL "this job has no thumbnail (none was made, or it is no longer stored)"
+
 /* FETCH of stage "input" (the job's submitted input) or "thumbnail" (the
  * JPEG a worker sent with its RESULT), as Redis keeps them (until the
  * retention after the job finished), or from memory: the input while the
@@ -353,7 +355,7 @@ static void s_fetch_kept(nr_broker_t *self, const uint8_t *identity, size_t size
     }
     nr_bk_reply(self, identity, size, msg, &rep, rc, "%s",
                 rc == NR_EBUSY ? "too many outputs being read; retry later"
-                : rc == NR_ENOTFOUND && thumb ? "this job has no thumbnail (none was made, or no longer stored)"
+                : rc == NR_ENOTFOUND && thumb ? S_NO_THUMBNAIL
                 : rc == NR_ENOTFOUND ? "the input of this job is no longer stored"
                 : rc ? nr_strerror(rc) : "");
     nr_proto_msg_clear(&rep);
@@ -628,6 +630,8 @@ static void s_fetch_answer(nr_broker_t *self, nr_bk_fetch_t *f, int rc, uint8_t 
                      "%zu bytes of replies to this client are unread (limit %ld, setting "
                      "client-reply-bytes); read them and retry", queued,
                      self->params.client_reply_bytes);
+        else if (rc == NR_ENOTFOUND && !strcmp(f->what, "thumbnail"))
+            snprintf(rep->message, sizeof rep->message, "%s", S_NO_THUMBNAIL);
         else
             snprintf(rep->message, sizeof rep->message, "output of %s: %s", f->what,
                      rc == NR_ENOTFOUND ? "expired or missing" : nr_strerror(rc));
