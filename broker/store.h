@@ -3,7 +3,8 @@
  * Keys (P = prefix, default "narrator"):
  *   P:job:<id>           hash: the job record (CONTRACTS.md fields + stage_index)
  *   P:input:<id>         string: the submitted input frame
- *   P:out:<stage>:<id>   string: that stage's output frame
+ *   P:out:<stage>:<id>   string: that stage's output frame; stage "thumbnail"
+ *                        (reserved): the job's thumbnail (RESULT frame 1, job.h)
  *   P:pending:<stage>    sorted set: ids of unfinished jobs at that stage
  *                        (queued or running), score = enqueue time in ms
  *   P:stages             set: every stage name that ever had a pending job

@@ -1595,7 +1595,8 @@ static void s_twelve_stages(nr_broker_params_t *p) {
 
 /* The stages setting is checked; its most stages still fit in STATS. */
 Test(broker, stages_setting_is_checked_and_stats_fits_the_most_stages) {
-    const char *bad[] = {"", "vision,", "Vision", "a,b,a", "a,b,c,d,e,f,g,h,i,j,k,l,m", "vision,input", NULL};
+    const char *bad[] = {"", "vision,", "Vision", "a,b,a", "a,b,c,d,e,f,g,h,i,j,k,l,m", "vision,input",
+                         "thumbnail,text", NULL};
     for (int i = 0; bad[i]; i++) {
         nr_broker_params_t p;
         nr_broker_default_params(&p);
