@@ -202,6 +202,12 @@ static void s_check_thumbnail(const char *id, const nr_image_t *upright, const c
     s_require(rc == 0 && jpeg, "%s: FETCH thumbnail: %s (%s)", what, nr_strerror(rc), nr_client_error(C.client));
     s_require(n >= 4 && n <= NR_THUMBNAIL_BYTES && jpeg[0] == 0xFF && jpeg[1] == 0xD8 && jpeg[2] == 0xFF,
               "%s: %zu bytes, not a JPEG", what, n);
+    nr_msg_t rec;
+    nr_proto_msg_init(&rec);
+    s_require(nr_client_status(C.client, id, &rec) == 0, "status");
+    s_require(nr_harness_kv_long(&rec, "vision.thumbnail") == (long)n, "%s: record says vision.thumbnail=%s, sent %zu",
+              what, nr_harness_kv(&rec, "vision.thumbnail"), n);
+    nr_proto_msg_clear(&rec);
     nr_image_t *t = s_decode(jpeg, n);
     s_require(t->format == NR_IMAGE_JPEG, "%s: decoded as %s", what, nr_image_format_name(t->format));
     int w, h;

@@ -23,7 +23,7 @@
 const char *const nr_gw_route_names[NR_GW_R_COUNT] = {
     "static", "/v1/jobs", "/v1/jobs/{id}", "/v1/jobs/{id}/audio", "/v1/jobs/{id}/caption",
     "/v1/speak", "/healthz", "/readyz", "/metrics", "/v1/voices", "/v1/runs/{run}", "/v1/jobs/{id}/image",
-    "/v1/jobs/{id}/review", "unknown"};
+    "/v1/jobs/{id}/review", "/v1/jobs/{id}/thumbnail", "unknown"};
 
 const char *const nr_gw_method_names[NR_GW_M_COUNT] = {"GET", "HEAD", "POST", "DELETE", "other"};
 
@@ -65,6 +65,7 @@ static void s_route(nr_gw_req_t *req, const char *url) {
                       : !strcmp(rest, "/caption")  ? NR_GW_R_CAPTION
                       : !strcmp(rest, "/image")    ? NR_GW_R_IMAGE
                       : !strcmp(rest, "/review")   ? NR_GW_R_REVIEW
+                      : !strcmp(rest, "/thumbnail") ? NR_GW_R_THUMBNAIL
                                                    : NR_GW_R_UNKNOWN;
         if (r != NR_GW_R_UNKNOWN && n > 0 && n <= NR_PROTO_ID_MAX) {
             memcpy(req->id, id, n);
@@ -154,6 +155,7 @@ static enum MHD_Result s_begin(struct MHD_Connection *conn, nr_gw_req_t *req, co
     case NR_GW_R_AUDIO:
     case NR_GW_R_CAPTION:
     case NR_GW_R_IMAGE:
+    case NR_GW_R_THUMBNAIL:
     case NR_GW_R_REVIEW:
         if (!nr_client_id_valid(req->id))
             return nr_gw_send_error(conn, req, MHD_HTTP_BAD_REQUEST, NR_EINVAL, NULL,
@@ -161,6 +163,8 @@ static enum MHD_Result s_begin(struct MHD_Connection *conn, nr_gw_req_t *req, co
                                     req->id, NR_PROTO_ID_MAX);
         if (req->route == NR_GW_R_IMAGE)
             return get ? nr_gw_handle_image(conn, req) : nr_gw_allow(conn, req, "GET, HEAD");
+        if (req->route == NR_GW_R_THUMBNAIL)
+            return get ? nr_gw_handle_thumbnail(conn, req) : nr_gw_allow(conn, req, "GET, HEAD");
         if (req->route == NR_GW_R_REVIEW) {
             if (req->method != NR_GW_M_POST) return nr_gw_allow(conn, req, "POST");
             break; /* rate-limited below: an edited caption is a new speech job */

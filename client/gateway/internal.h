@@ -57,6 +57,7 @@ typedef enum {
     NR_GW_R_RUN,    /* GET /v1/runs/{run}: a page of a run's jobs */
     NR_GW_R_IMAGE,  /* GET /v1/jobs/{id}/image: the submitted image */
     NR_GW_R_REVIEW, /* POST /v1/jobs/{id}/review */
+    NR_GW_R_THUMBNAIL, /* GET /v1/jobs/{id}/thumbnail: the vision worker's small JPEG */
     NR_GW_R_UNKNOWN,
     NR_GW_R_COUNT
 } nr_gw_route_t;
@@ -202,11 +203,12 @@ enum MHD_Result nr_gw_send_no_client(struct MHD_Connection *conn, nr_gw_req_t *r
 /* Answers a failed broker request (what: "STATUS") with the HTTP status
  * that fits its code. */
 enum MHD_Result nr_gw_send_broker_error(struct MHD_Connection *conn, nr_gw_req_t *req, int rc, const char *what);
-/* review.c: a run's jobs page by page, a job's submitted image, and a
- * person's review (edited caption spoken again, approval). */
+/* review.c: a run's jobs page by page, a job's submitted image and its
+ * thumbnail, and a person's review (edited caption spoken again, approval). */
 #define NR_GW_REVIEW_BODY_MAX 16384 /* bytes of a review's JSON body */
 enum MHD_Result nr_gw_handle_run(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_image(struct MHD_Connection *conn, nr_gw_req_t *req);
+enum MHD_Result nr_gw_handle_thumbnail(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_review(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_audio(struct MHD_Connection *conn, nr_gw_req_t *req);
 enum MHD_Result nr_gw_handle_caption(struct MHD_Connection *conn, nr_gw_req_t *req);

@@ -1,6 +1,7 @@
 /* The review step of a run (client/gateway/API.md): a run's jobs page by
  * page with their records (JOBS, then STATUS of each), a job's submitted
- * image (FETCH of stage "input"), and a person's review: an edited
+ * image (FETCH of stage "input") and its thumbnail (FETCH of stage
+ * "thumbnail", the JPEG the vision worker made), and a person's review: an edited
  * caption is spoken again as a new speech job and stored with the
  * approval in the job's record (REVIEW), the worker's caption kept. */
 #include "client/gateway/internal.h"
@@ -87,15 +88,23 @@ enum MHD_Result nr_gw_handle_run(struct MHD_Connection *conn, nr_gw_req_t *req) 
     return nr_gw_send_json(conn, req, MHD_HTTP_OK, j, NULL);
 }
 
-enum MHD_Result nr_gw_handle_image(struct MHD_Connection *conn, nr_gw_req_t *req) {
+/* FETCH of stage "input" or "thumbnail" answered as the image bytes, typed
+ * by their magic (a thumbnail is always a JPEG: the broker checks it). */
+static enum MHD_Result s_send_image(struct MHD_Connection *conn, nr_gw_req_t *req, const char *stage) {
+    const int thumb = !strcmp(stage, "thumbnail");
     nr_client_t *c = nr_gw_client(req->gw);
     if (!c) return nr_gw_send_no_client(conn, req);
     nr_msg_t reply;
     nr_proto_msg_init(&reply);
-    int rc = nr_client_fetch(c, req->id, "input", &reply);
+    int rc = nr_client_fetch(c, req->id, stage, &reply);
     nr_gw_metrics_broker(req->gw, rc);
     enum MHD_Result ret;
-    if (rc == NR_ENOTFOUND) {
+    if (rc == NR_ENOTFOUND && thumb) {
+        ret = nr_gw_send_error(conn, req, MHD_HTTP_NOT_FOUND, rc, NULL,
+                               "no thumbnail for job '%s' (unknown job, one that never reached a vision "
+                               "worker, made before thumbnails, or kept no longer): GET /v1/jobs/%s/image "
+                               "has the original", req->id, req->id);
+    } else if (rc == NR_ENOTFOUND) {
         ret = nr_gw_send_error(conn, req, MHD_HTTP_NOT_FOUND, rc, NULL,
                                "no image for job '%s' (unknown job, or kept no longer: retention passed)",
                                req->id);
@@ -111,13 +120,21 @@ enum MHD_Result nr_gw_handle_image(struct MHD_Connection *conn, nr_gw_req_t *req
         const char *type = nr_gw_image_type(data, size); /* never a type a browser would run */
         if (!type) type = "application/octet-stream";
         char disposition[128];
-        snprintf(disposition, sizeof disposition, "inline; filename=\"%s\"", req->id);
+        snprintf(disposition, sizeof disposition, "inline; filename=\"%s%s\"", req->id, thumb ? ".jpg" : "");
         const char *const h[] = {"Content-Disposition", disposition, "X-Content-Type-Options", "nosniff",
                                  "Content-Security-Policy", "sandbox", NULL};
         ret = nr_gw_send(conn, req, MHD_HTTP_OK, type, data, size, h);
     }
     nr_proto_msg_clear(&reply);
     return ret;
+}
+
+enum MHD_Result nr_gw_handle_image(struct MHD_Connection *conn, nr_gw_req_t *req) {
+    return s_send_image(conn, req, "input");
+}
+
+enum MHD_Result nr_gw_handle_thumbnail(struct MHD_Connection *conn, nr_gw_req_t *req) {
+    return s_send_image(conn, req, "thumbnail");
 }
 
 /* Speaks the edited caption as a new speech job with the voice the job

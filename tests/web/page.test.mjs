@@ -106,9 +106,11 @@ function check(cond, message) {
   if (!cond) throw new Error(message);
 }
 
-// The review view, on a run of three images (one corrupt) narrated by
-// `narrate submit` through the cluster (max length 7: new jobs, not the
-// page's uploads, so their records name where narrate put them).
+// The review view, on a run of five images (one corrupt, a TIFF and a
+// HEIC that Chromium cannot draw itself: their cards show the vision
+// worker's JPEG thumbnails) narrated by `narrate submit` through the
+// cluster (max length 7: new jobs, not the page's uploads, so their
+// records name where narrate put them).
 async function reviewRun(page, clientEp) {
   const shots = path.join(build, 'test-output');
   mkdirSync(shots, { recursive: true });
@@ -119,6 +121,14 @@ async function reviewRun(page, clientEp) {
   copyFileSync(path.join(images, 'chelsea_317x211.jpg'), path.join(tree, 'a', 'cat.jpg'));
   copyFileSync(path.join(images, 'astronaut_rgba.png'), path.join(tree, 'b', 'astronaut.png'));
   copyFileSync(path.join(images, 'bad_truncated_header.jpg'), path.join(tree, 'b', 'broken.jpg'));
+  // HEIC only where the build decodes it (NR_HEIF, on by default).
+  const cache = path.join(build, 'CMakeCache.txt');
+  const heif = !existsSync(cache) || !/^NR_HEIF:BOOL=OFF$/m.test(readFileSync(cache, 'utf8'));
+  mkdirSync(path.join(tree, 'c'), { recursive: true });
+  const formats = path.join(source, 'tests/fixtures/image_formats');
+  copyFileSync(path.join(formats, 'tiff_strips.tif'), path.join(tree, 'c', 'scan.tif'));
+  if (heif) copyFileSync(path.join(formats, 'heic_photo.heic'), path.join(tree, 'c', 'photo.heic'));
+  const cards = heif ? 5 : 4;
   const out = spawnSync(bin('narrate'), ['--broker', clientEp, '--timeout', '60', 'submit', tree,
     '--max-length', '7', '-o', path.join(dir, 'narrated')], { encoding: 'utf8', timeout: WAIT_MS });
   const m = /^run (\S+)$/m.exec(out.stdout || '');
@@ -128,15 +138,30 @@ async function reviewRun(page, clientEp) {
 
   await page.fill('#run-id', run);
   await page.click('#run-load');
-  await page.waitForFunction(() => document.querySelectorAll('#gallery li.card').length === 3, null,
+  await page.waitForFunction((n) => document.querySelectorAll('#gallery li.card').length === n, cards,
     { timeout: WAIT_MS });
   const headings = await page.$$eval('#gallery li.card h3', (hs) => hs.map((h) => h.textContent).sort());
-  check(headings.join(' ') === 'a/cat.jpg b/astronaut.png b/broken.jpg', 'card headings: ' + headings.join(' '));
+  const want = 'a/cat.jpg b/astronaut.png b/broken.jpg' + (heif ? ' c/photo.heic' : '') + ' c/scan.tif';
+  check(headings.join(' ') === want, 'card headings: ' + headings.join(' '));
   const states = await page.$$eval('#gallery li.card', (lis) => lis.map((li) => li.dataset.state).sort());
-  check(states.join(' ') === 'done done failed', 'card states: ' + states.join(' '));
-  // Each done card shows its image as the browser decoded it.
+  check(states.join(' ') === 'done '.repeat(cards - 1) + 'failed', 'card states: ' + states.join(' '));
+  // Each done card shows its thumbnail as the browser decoded it, the
+  // TIFF's and the HEIC's too (the originals would say "No preview").
   await page.waitForFunction(() => [...document.querySelectorAll('#gallery li[data-state="done"] img')]
     .every((img) => img.complete && img.naturalWidth > 0), null, { timeout: WAIT_MS });
+  const drawn = await page.$$eval('#gallery li[data-state="done"]', (lis) => lis.map((li) => {
+    const img = li.querySelector('img');
+    return { name: li.querySelector('h3').textContent, src: img.getAttribute('src'), w: img.naturalWidth,
+             h: img.naturalHeight, alt: img.alt, original: li.querySelector('a.original').getAttribute('href') };
+  }));
+  for (const d of drawn) {
+    check(/\/thumbnail$/.test(d.src) && d.w > 0 && d.w <= 256 && d.h <= 256,
+      d.name + ': not its thumbnail: ' + JSON.stringify(d));
+    check(d.alt.length > 0 && d.original === d.src.replace(/thumbnail$/, 'image'), d.name + ': ' + JSON.stringify(d));
+  }
+  const named = (n) => drawn.find((d) => d.name === n);
+  check(named('c/scan.tif').w === 50 && named('c/scan.tif').h === 37, 'TIFF thumbnail ' + JSON.stringify(named('c/scan.tif')));
+  if (heif) check(named('c/photo.heic').w === 64 && named('c/photo.heic').h === 48, 'HEIC thumbnail');
   await page.screenshot({ path: path.join(shots, 'review-gallery.png'), fullPage: true });
 
   await page.check('#only-failed');
@@ -185,7 +210,7 @@ async function reviewRun(page, clientEp) {
   await page.keyboard.press('Enter');
   await page.waitForSelector('#gallery li[data-job="' + other + '"] button[aria-pressed="true"]', { timeout: WAIT_MS });
   const summaryText = await page.textContent('#run-summary');
-  check(summaryText.includes('3 of 3 images loaded, 1 failed, 2 approved'), 'summary: ' + summaryText);
+  check(summaryText.includes(cards + ' of ' + cards + ' images loaded, 1 failed, 2 approved'), 'summary: ' + summaryText);
 
   const unlabelled = await page.evaluate(() =>
     [...document.querySelectorAll('#review input, #review textarea')]
@@ -203,7 +228,10 @@ async function reviewRun(page, clientEp) {
     'export of the corrected image: ' + JSON.stringify(mine));
   // Each line names where narrate put the image's outputs.
   const sources = lines.map((l) => l.source).sort();
-  check(sources.join(' ') === 'a/cat.jpg b/astronaut.png', 'exported sources: ' + sources.join(' '));
+  const approved = (await page.$$eval('#gallery li', (lis) => lis
+    .filter((li) => li.querySelector('button[aria-pressed="true"]'))
+    .map((li) => li.querySelector('h3').textContent))).sort();
+  check(sources.join(' ') === approved.join(' '), 'exported sources: ' + sources.join(' ') + ', approved ' + approved);
   check(download.suggestedFilename() === 'alt-text-' + run + '.jsonl', 'file name: ' + download.suggestedFilename());
   console.log('ok: review of run ' + run + ': filter, correction spoken, 2 approved, export');
 }

@@ -55,7 +55,7 @@ static const char s_usage[] =
     "as a states frame naming the family, for the text stage.\n"
     "Job option page=N (0..999): that page of a multi-page TIFF (narrate submit --all-pages).\n"
     "Frame 1: a JPEG thumbnail (longer side thumbnail-side, at most 64 KiB) for the review page.\n"
-    "Results: model, family, image_bytes, ms. A bad image fails its job (not_an_image, bad_image,\n"
+    "Results: model, family, image_bytes, thumbnail (its bytes, when sent), ms. A bad image fails its job (not_an_image, bad_image,\n"
     "image_too_large, too_large; final) and the worker keeps serving.\n"
     "--model DIR is required (or NARRATOR_WORKER_MODEL). With --batch-size B > 1 up to\n"
     "B images are encoded in one call (capacity defaults to B).";
@@ -118,7 +118,12 @@ static int s_result(const s_vision_t *v, const nr_msg_t *job, const float *state
     if (rc == 0) rc = nr_proto_kv_add(result, "family", nr_captioner_family(v->cap));
     if (rc == 0) rc = nr_proto_kv_add(result, "image_bytes", bytes);
     if (rc == 0) rc = nr_proto_frame_take(result, &frame, len);
-    if (rc == 0 && *thumb) rc = nr_proto_frame_take(result, thumb, thumb_len);
+    if (rc == 0 && *thumb) {
+        char size[32];
+        snprintf(size, sizeof size, "%zu", thumb_len);
+        rc = nr_proto_kv_add(result, "thumbnail", size); /* the record says there is one */
+        if (rc == 0) rc = nr_proto_frame_take(result, thumb, thumb_len);
+    }
     free(frame); /* NULL when taken */
     if (rc) return nr_seterr(err, errlen, rc, "cannot build the result");
     return 0;

@@ -1,5 +1,6 @@
 // The review view of the narrator web page: a run's images as a gallery
-// (GET /v1/runs/{run}, page by page), each with its image, state, caption
+// (GET /v1/runs/{run}, page by page), each with its thumbnail (the original
+// one click away), state, caption
 // and audio; a caption can be corrected (POST /v1/jobs/{id}/review speaks
 // it again and keeps both) and approved, failed images filtered, and the
 // approved alt text exported as JSON Lines. Plain JavaScript, no build step.
@@ -75,18 +76,31 @@
     for (const li of gallery.children) li.hidden = onlyFailed.checked && li.dataset.state !== 'failed';
   }
 
-  // One card: image, state, caption (editable), audio, approve.
+  // One card: thumbnail, link to the original, state, caption (editable),
+  // audio, approve.
   function renderCard(job) {
     const li = el('li', { class: 'card', 'data-job': job.id, 'data-state': job.state });
     const headingId = 'card-' + job.id;
-    const img = el('img', { src: '/v1/jobs/' + encodeURIComponent(job.id) + '/image', alt: altText(job),
-                            loading: 'lazy' });
-    // TIFF and HEIC, or a corrupt file: the browser cannot draw them.
-    img.addEventListener('error', () => img.replaceWith(el('p', { class: 'no-preview' },
-      'No preview: this browser cannot show the file.')), { once: true });
+    const base = '/v1/jobs/' + encodeURIComponent(job.id);
+    // The vision worker's JPEG thumbnail (its RESULT says so: vision.thumbnail
+    // in the record): any format, a few kilobytes. Else the original.
+    const thumb = Object.values(job.stages || {}).some((s) => s && s.thumbnail);
+    const img = el('img', { src: base + (thumb ? '/thumbnail' : '/image'), alt: altText(job), loading: 'lazy' });
+    if (!thumb) img.dataset.original = '1';
+    img.addEventListener('error', () => {
+      if (img.dataset.original) {
+        // TIFF and HEIC, or a corrupt file: the browser cannot draw them.
+        img.replaceWith(el('p', { class: 'no-preview' }, 'No preview: this browser cannot show the file.'));
+        return;
+      }
+      img.dataset.original = '1'; // the thumbnail is gone (retention): the original
+      img.src = base + '/image';
+    });
     li.append(img);
     const source = job.options && job.options.source;
     li.append(el('h3', { id: headingId }, source || job.id));
+    li.append(el('a', { class: 'original', href: base + '/image', target: '_blank', rel: 'noopener',
+                        'aria-describedby': headingId }, 'Open the original'));
     li.append(el('p', { class: 'state state-' + job.state }, 'State: ' + job.state));
     if (job.state === 'failed' || job.state === 'cancelled') {
       li.append(el('p', { class: 'card-error' }, (job.error || job.state) + ': ' + (job.error_message || '')));
