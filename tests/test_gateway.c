@@ -1781,6 +1781,18 @@ Test(gateway, run_pages_images_and_reviews) {
     r = s_get("/v1/jobs/review-b/image");
     s_require(r.status == 200 && !strcmp(r.content_type, "image/png"), "png: %s", r.content_type);
     s_resp_free(&r);
+    /* The vision worker's thumbnail: a JPEG of the size its record names. */
+    rec = s_wait_final("review-b");
+    cJSON *stages = cJSON_GetObjectItemCaseSensitive(rec, "stages");
+    cJSON *vision = stages ? cJSON_GetObjectItemCaseSensitive(stages, "vision") : NULL;
+    const char *thumb_bytes = vision ? s_jstr(vision, "thumbnail") : NULL;
+    s_require(thumb_bytes && atol(thumb_bytes) > 0, "stages.vision.thumbnail missing");
+    r = s_get("/v1/jobs/review-b/thumbnail");
+    s_require(r.status == 200 && !strcmp(r.content_type, "image/jpeg") && r.size == (size_t)atol(thumb_bytes) &&
+                  r.size <= 65536 && (unsigned char)r.body[0] == 0xFF && (unsigned char)r.body[1] == 0xD8,
+              "thumbnail: HTTP %ld, %s, %zu bytes (record: %s)", r.status, r.content_type, r.size, thumb_bytes);
+    s_resp_free(&r);
+    cJSON_Delete(rec);
 
     const char *edit = "{\"caption\": \"a tabby cat on a wall\", \"approved\": true}";
     s_req_t q = {.method = "POST", .path = "/v1/jobs/review-a/review", .content_type = "application/json",
@@ -1830,6 +1842,20 @@ Test(gateway, run_pages_images_and_reviews) {
     q.path = "/v1/jobs/no-such-job/review";
     r = s_http(&q);
     s_expect_error(&r, 404, "not_found", "review of an unknown job");
+    s_resp_free(&r);
+    /* No thumbnail (a speech job never saw a vision worker): 404 naming
+     * the original; a POST: 405. */
+    char path[160];
+    snprintf(path, sizeof path, "/v1/jobs/%s/thumbnail", speech_job);
+    r = s_get(path);
+    s_expect_error(&r, 404, "not_found", "thumbnail of a speech job");
+    s_require(strstr(s_jstr(r.json, "message"), "no thumbnail") && strstr(s_jstr(r.json, "message"), "/image"),
+              "message: %s", r.body);
+    s_resp_free(&r);
+    s_req_t post = {.method = "POST", .path = "/v1/jobs/review-a/thumbnail", .content_type = "image/jpeg",
+                    .body = "x", .size = 1};
+    r = s_http(&post);
+    s_require(r.status == 405, "POST thumbnail: HTTP %ld", r.status);
     s_resp_free(&r);
     r = s_get("/v1/runs/no-such-run");
     s_expect_error(&r, 404, "not_found", "unknown run");
