@@ -427,13 +427,29 @@ Test(archive_it, thousand_images_in_nested_folders) {
 
 static int s_strcmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* The job of a manifest row has a thumbnail for the review gallery: a
+ * JPEG within 64 KiB, whatever the image's format. */
+static void s_require_thumbnail(const char *row, const char *rel) {
+    const char *at = strstr(row, "\"job_id\":\"");
+    s_require(at, "%s: no job_id: %s", rel, row);
+    char id[NR_PROTO_ID_MAX + 1];
+    snprintf(id, sizeof id, "%.*s", (int)strcspn(at + 10, "\""), at + 10);
+    nr_msg_t reply;
+    nr_proto_msg_init(&reply);
+    int rc = nr_client_fetch(C.client, id, "thumbnail", &reply);
+    s_require(rc == 0 && reply.frames_len == 1 && reply.frames[0].size <= 65536 && reply.frames[0].size > 3 &&
+                  !memcmp(reply.frames[0].data, "\xFF\xD8\xFF", 3),
+              "%s (job %s): no thumbnail: %s (%s)", rel, id, nr_strerror(rc), nr_client_error(C.client));
+    nr_proto_msg_clear(&reply);
+}
+
 /* The archive issue's acceptance run: 1,000 files of every format in 100
  * nested folders (each image fixture of tests/fixtures/image_formats, good
  * and hostile, in turn, with JPEG, PNG and WebP), one of them a JPEG whose
  * XMP holds a person's alt text. One submit with sidecars and a manifest:
  * every good file is captioned, every bad one fails alone with a clear
- * code, the person's alt text is kept; a rerun does no new work for the
- * captioned ones. */
+ * code, the person's alt text is kept, every captioned one has a
+ * thumbnail; a rerun does no new work for the captioned ones. */
 Test(archive_it, thousand_mixed_formats_with_sidecars_and_manifest) {
     s_start();
     char *dir = nr_harness_source_path("tests/fixtures/image_formats");
@@ -519,6 +535,7 @@ Test(archive_it, thousand_mixed_formats_with_sidecars_and_manifest) {
             const char *action = which[n] < 0 ? "\"alt_text_action\":\"kept-existing\""
                                                : "\"alt_text_action\":\"written\"";
             s_require(strstr(row, action), "%s: %s", rels[n], row);
+            s_require_thumbnail(row, rels[n]);
             if (which[n] >= 0) {
                 char side[128];
                 snprintf(side, sizeof side, "%s.xmp", rels[n]);
