@@ -1952,3 +1952,64 @@ Test(broker, stats_lists_the_union_of_live_workers_voices) {
     cr_assert_null(nr_proto_kv_get(st, "voices.speech"));
     nr_broker_destroy(&b);
 }
+
+/* A RESULT with frame 1 (a vision worker's thumbnail), memory only. */
+static void s_result_thumb(nr_broker_t *b, const char *w, const char *id, const char *stage, const char *output,
+                           const void *thumb, size_t size, int64_t now) {
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_RESULT;
+    snprintf(m.id, sizeof m.id, "%s", id);
+    snprintf(m.stage, sizeof m.stage, "%s", stage);
+    m.attempt = 1;
+    nr_proto_frame_add(&m, output, strlen(output));
+    nr_proto_frame_add(&m, thumb, size);
+    nr_broker_worker_message(b, (const uint8_t *)w, strlen(w), &m, now);
+    nr_proto_msg_clear(&m);
+}
+
+/* Without Redis the thumbnail stays with the job in memory: FETCH
+ * thumbnail returns it, FETCH of a stage still its output, the next stage
+ * gets the output alone; a frame 1 that is no JPEG or over 64 KiB is
+ * dropped and the job goes on. */
+Test(broker, thumbnail_kept_in_memory_and_hostile_ones_dropped) {
+    nr_broker_t *b = s_new(NULL, NULL);
+    s_ready(b, "v1", "vision", 4, 0);
+    s_ready(b, "t1", "text", 4, 0);
+    static const uint8_t jpeg[] = {0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 0xFF, 0xD9};
+    uint8_t *big = calloc(1, NR_BROKER_THUMB_MAX + 1);
+    memcpy(big, jpeg, 4);
+    big[NR_BROKER_THUMB_MAX - 1] = 0xFF, big[NR_BROKER_THUMB_MAX] = 0xD9;
+    const struct {
+        const char *id;
+        const void *thumb;
+        size_t size;
+        int kept;
+    } cases[] = {{"good", jpeg, sizeof jpeg, 1}, {"text", "not a jpeg", 10, 0},
+                 {"big", big, NR_BROKER_THUMB_MAX + 1, 0}, {"cut", jpeg, sizeof jpeg - 1, 0}};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(s_submit(b, cases[i].id, "vision,text", "image", 1 + i)->code, 0);
+        s_result_thumb(b, "v1", cases[i].id, "vision", "STATES", cases[i].thumb, cases[i].size, 1);
+        nr_msg_t *tj = s_last("t1", NR_CMD_JOB);
+        cr_assert(tj && !strcmp(tj->id, cases[i].id) && tj->frames_len == 1 && tj->frames[0].size == 6,
+                  "%s: the next stage gets the output alone", cases[i].id);
+        nr_msg_t *f = s_client(b, NR_CMD_FETCH, cases[i].id, "thumbnail", 10 + i);
+        if (cases[i].kept) {
+            cr_assert_eq(f->code, 0, "%s", f->message);
+            cr_assert(f->frames_len == 1 && f->frames[0].size == sizeof jpeg &&
+                      !memcmp(f->frames[0].data, jpeg, sizeof jpeg));
+        } else {
+            cr_assert_eq(f->code, NR_ENOTFOUND, "%s: %d", cases[i].id, f->code);
+            cr_assert(strstr(f->message, "no thumbnail"), "%s", f->message);
+        }
+        f = s_client(b, NR_CMD_FETCH, cases[i].id, "vision", 20 + i);
+        cr_assert(f->code == 0 && f->frames_len == 1 && !memcmp(f->frames[0].data, "STATES", 6),
+                  "%s: FETCH vision is the output", cases[i].id);
+        s_result(b, "t1", cases[i].id, "text", 1, "a cat", "caption", "a cat", 2);
+        cr_assert_str_eq(s_kv(s_client(b, NR_CMD_STATUS, cases[i].id, NULL, 30 + i), "state"), "done");
+    }
+    nr_msg_t *f = s_client(b, NR_CMD_FETCH, "good", "thumbnail", 40);
+    cr_assert_eq(f->code, 0, "still there once the job is done: %s", f->message);
+    free(big);
+    nr_broker_destroy(&b);
+}
