@@ -2013,3 +2013,34 @@ Test(broker, thumbnail_kept_in_memory_and_hostile_ones_dropped) {
     free(big);
     nr_broker_destroy(&b);
 }
+
+/* The thumbnail travels with the job's saves like an output: kept in
+ * memory (and served) while Redis is down, written with the retention
+ * TTL when it is back, then read from Redis. */
+Test(store, thumbnail_kept_while_redis_is_down_then_stored_with_the_retention) {
+    nr_broker_t *b = s_new(s_store, NULL);
+    cr_assert_eq(nr_broker_start(b, 0), 0, "%s", nr_store_error(s_store));
+    s_ready(b, "v", "vision", 1, 0);
+    cr_assert_eq(s_submit(b, "th", "vision", "image", 1)->code, 0);
+    cr_assert_eq(nr_harness_redis_stop(s_redis, 0), 0);
+    static const uint8_t jpeg[] = {0xFF, 0xD8, 0xFF, 0xDB, 9, 9, 0xFF, 0xD9};
+    s_result_thumb(b, "v", "th", "vision", "STATES", jpeg, sizeof jpeg, 2);
+    nr_msg_t *f = s_client(b, NR_CMD_FETCH, "th", "thumbnail", 3);
+    cr_assert_eq(f->code, 0, "unsaved thumbnail served from memory: %s", f->message);
+    cr_assert(f->frames_len == 1 && f->frames[0].size == sizeof jpeg);
+    cr_assert_eq(nr_harness_redis_start(s_redis), 0, "%s", nr_harness_error());
+    int64_t t = nr_harness_now_ms() + 40000;
+    while (nr_harness_now_ms() < t && (!nr_store_is_up(s_store) || nr_broker_find_job(b, "th"))) {
+        nr_broker_tick(b, nr_harness_now_ms() + 100000);
+        nr_harness_sleep_ms(50);
+    }
+    cr_assert_null(nr_broker_find_job(b, "th"), "flushed and evicted");
+    char out[64];
+    const char *ttl[] = {"TTL", "t:out:thumbnail:th"};
+    s_redis_cmd(out, sizeof out, 2, ttl);
+    cr_assert(atol(out) > 0, "TTL %s", out);
+    f = s_client(b, NR_CMD_FETCH, "th", "thumbnail", 4);
+    cr_assert_eq(f->code, 0, "read back from redis: %s", f->message);
+    cr_assert(f->frames_len == 1 && f->frames[0].size == sizeof jpeg && !memcmp(f->frames[0].data, jpeg, sizeof jpeg));
+    nr_broker_destroy(&b);
+}
