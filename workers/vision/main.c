@@ -55,8 +55,9 @@ static const char s_usage[] =
     "as a states frame naming the family, for the text stage.\n"
     "Job option page=N (0..999): that page of a multi-page TIFF (narrate submit --all-pages).\n"
     "Frame 1: a JPEG thumbnail (longer side thumbnail-side, at most 64 KiB) for the review page.\n"
-    "Results: model, family, image_bytes, thumbnail (its bytes, when sent), ms. A bad image fails its job (not_an_image, bad_image,\n"
-    "image_too_large, too_large; final) and the worker keeps serving.\n"
+    "Results: model, family, image_bytes, thumbnail (its bytes, when sent), ms.\n"
+    "A bad image fails its job (not_an_image, bad_image, image_too_large, too_large; final)\n"
+    "and the worker keeps serving.\n"
     "--model DIR is required (or NARRATOR_WORKER_MODEL). With --batch-size B > 1 up to\n"
     "B images are encoded in one call (capacity defaults to B).";
 
