@@ -336,6 +336,63 @@ Test(precision, backend_matmul) {
     free(x);
 }
 
+/* Attention through the backend table: cpu:bf16 on the amx path runs the
+ * non-causal attention on tiles (BF16 Q, K, V and probabilities), within
+ * a relative L2 error of 1e-2 of F32; causal attention, and every
+ * attention on the other paths, stays F32 bit for bit. Odd sizes (padding
+ * of keys, queries and head size), grouped K/V heads, shared K/V rows. */
+Test(precision, backend_attention) {
+    s_need_path();
+    char err[256];
+    nr_backend_t *f32 = nr_backend_new("cpu", 2, err, sizeof err), *bf = nr_backend_new("cpu:bf16", 2, err, sizeof err);
+    cr_assert(f32 && bf, "%s", err);
+    const struct {
+        int batch, heads, kv_heads, hd, nq, nkv, causal, shared;
+    } cases[] = {{2, 3, 0, 64, 37, 45, 0, 1}, {1, 4, 2, 72, 16, 17, 0, 0}, {1, 12, 0, 64, 197, 197, 0, 0},
+                 {2, 2, 0, 40, 20, 70, 0, 0}, {1, 2, 0, 64, 24, 24, 1, 0}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int B = cases[ci].batch, H = cases[ci].heads, G = cases[ci].kv_heads ? cases[ci].kv_heads : H;
+        const int hd = cases[ci].hd, nq = cases[ci].nq, nkv = cases[ci].nkv;
+        float *q = malloc(sizeof(float) * B * nq * H * hd), *k = malloc(sizeof(float) * B * nkv * G * hd);
+        float *v = malloc(sizeof(float) * B * nkv * G * hd), *o[2];
+        for (int i = 0; i < B * nq * H * hd; i++) q[i] = s_rand() * 2.0f;
+        for (int i = 0; i < B * nkv * G * hd; i++) {
+            k[i] = s_rand() * 2.0f;
+            v[i] = s_rand();
+        }
+        int kv_index[2] = {0, 0};
+        for (int t = 0; t < 2; t++) {
+            o[t] = calloc((size_t)B * nq * H * hd, sizeof(float));
+            nr_attn_args_t a = {.batch = B, .n_head = H, .head_dim = hd, .n_kv_head = cases[ci].kv_heads, .n_q = nq,
+                                .n_kv = nkv, .causal = cases[ci].causal, .q_pos0 = nkv - nq,
+                                .scale = 1.0f / sqrtf((float)hd), .q = q, .k = k, .v = v, .out = o[t],
+                                .q_bstride = (size_t)nq * H * hd, .q_rstride = (size_t)H * hd,
+                                .kv_bstride = (size_t)nkv * G * hd, .kv_rstride = (size_t)G * hd,
+                                .o_bstride = (size_t)nq * H * hd, .o_rstride = (size_t)H * hd,
+                                .kv_index = cases[ci].shared ? kv_index : NULL};
+            nr_backend_t *be = t ? bf : f32;
+            cr_assert_eq(be->ops->attention(be->ctx, &a), 0);
+        }
+        double e2 = 0, r2 = 0;
+        for (int i = 0; i < B * nq * H * hd; i++) {
+            e2 += (double)(o[1][i] - o[0][i]) * (o[1][i] - o[0][i]);
+            r2 += (double)o[0][i] * o[0][i];
+        }
+        const double rel = sqrt(e2 / r2);
+        cr_log_info("attention case %zu: relative L2 error %.3g", ci, rel);
+        cr_assert_leq(rel, 1e-2, "case %zu: relative L2 error %.3g", ci, rel);
+        if (nr_cpu_path() == NR_CPU_PATH_AMX && !cases[ci].causal) cr_assert(rel > 0, "case %zu: not on tiles", ci);
+        else cr_assert_eq(memcmp(o[0], o[1], sizeof(float) * B * nq * H * hd), 0, "case %zu must be F32", ci);
+        free(q);
+        free(k);
+        free(v);
+        free(o[0]);
+        free(o[1]);
+    }
+    nr_backend_destroy(&f32);
+    nr_backend_destroy(&bf);
+}
+
 /* ---- caption agreement on the tiny checkpoint ---- */
 
 #define S_MAXLEN 16

@@ -17,6 +17,7 @@
 #include "models/cpu/amx.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -148,5 +149,211 @@ int nr_cpu_amx_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, con
     if (Mp >= 64) nr_cpu_run(s_pack_part, &a);
     else s_pack_part(&a, 0, 1);
     nr_cpu_run(s_mm_part, &a);
+    return 0;
+}
+
+/* ---- attention on tiles ----
+ * Non-causal attention for cpu:bf16 (the vision towers), as torch runs it
+ * under autocast: Q, K, V and the softmax's probabilities rounded to BF16,
+ * scores, softmax and sums in F32. Per (batch, head) pair: K^T and V are
+ * packed once into B-tile order (K pairs: kt[p][j] holds K[j][2p], K[j][2p+1];
+ * key pairs: vp[p][c] holds V[2p][c], V[2p+1][c]), then 16 query rows at
+ * a time: scores on tiles, softmax on AVX-512, P V on tiles, and the row
+ * sums' reciprocals applied at the end. Head size padded to 32 (the K of a
+ * tile product) for Q K^T and to 16 for the output; keys padded to 32. */
+typedef struct {
+    const nr_attn_args_t *a;
+    unsigned char *scratch;
+    size_t per_part;
+    int hdp, hd16, nkvp;
+} s_att_t;
+
+static inline __m512 s_exp16(__m512 x) { /* nr_fast_expf (fastmath.h), 16 lanes */
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(e, _mm512_castsi512_ps(bits));
+}
+
+/* n floats (n <= 32, the rest zero) as 16 BF16 pairs. */
+static inline __m512i s_bf16x32(const float *src, int n) {
+    const __mmask16 ml = (__mmask16)(n >= 16 ? 0xffff : n > 0 ? (1u << n) - 1 : 0);
+    const __mmask16 mh = (__mmask16)(n >= 32 ? 0xffff : n > 16 ? (1u << (n - 16)) - 1 : 0);
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mh, src + 16), _mm512_maskz_loadu_ps(ml, src));
+}
+
+/* One 16-row block of query rows i0..: scores, softmax into pb, P V, out. */
+static void s_att_block(const s_att_t *t, const float *q, const uint32_t *kt, const uint32_t *vp, uint16_t *qb,
+                        float *sc, uint16_t *pb, float *ob, float *o, int i0) {
+    const nr_attn_args_t *a = t->a;
+    const int hd = a->head_dim, nkv = a->n_kv, hdp = t->hdp, hd16 = t->hd16, nkvp = t->nkvp;
+    const int rows = a->n_q - i0 < 16 ? a->n_q - i0 : 16;
+    for (int r = 0; r < 16; r++)
+        for (int d = 0; d < hdp; d += 32)
+            _mm512_storeu_si512((void *)(qb + (size_t)r * hdp + d),
+                                r < rows ? s_bf16x32(q + (size_t)(i0 + r) * a->q_rstride + d, hd - d)
+                                         : _mm512_setzero_si512());
+    const size_t ldq = (size_t)hdp * 2, ldk = (size_t)nkvp * 4;
+    for (int jb = 0; jb < nkvp / 16; jb += 4) { /* nkvp / 16 is even: 2 or 4 key blocks here */
+        const int nj = nkvp / 16 - jb < 4 ? nkvp / 16 - jb : 4;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int p = 0; p < hdp / 2; p += 16) {
+            const uint32_t *kp = kt + (size_t)p * nkvp + (size_t)jb * 16;
+            _tile_loadd(4, qb + 2 * p, ldq);
+            _tile_loadd(5, kp, ldk);
+            _tile_dpbf16ps(0, 4, 5);
+            _tile_loadd(6, kp + 16, ldk);
+            _tile_dpbf16ps(1, 4, 6);
+            if (nj > 2) {
+                _tile_loadd(7, kp + 32, ldk);
+                _tile_dpbf16ps(2, 4, 7);
+                _tile_loadd(5, kp + 48, ldk);
+                _tile_dpbf16ps(3, 4, 5);
+            }
+        }
+        _tile_stored(0, sc + (size_t)jb * 16, ldk);
+        _tile_stored(1, sc + (size_t)jb * 16 + 16, ldk);
+        if (nj > 2) {
+            _tile_stored(2, sc + (size_t)jb * 16 + 32, ldk);
+            _tile_stored(3, sc + (size_t)jb * 16 + 48, ldk);
+        }
+    }
+    float inv[16];
+    const __m512 scale = _mm512_set1_ps(a->scale);
+    for (int r = 0; r < 16; r++) {
+        float *s = sc + (size_t)r * nkvp;
+        uint16_t *pr = pb + (size_t)r * nkvp;
+        if (r >= rows) {
+            memset(pr, 0, (size_t)nkvp * sizeof(uint16_t));
+            continue;
+        }
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int j = 0; j < nkvp; j += 16) {
+            const __mmask16 m = (__mmask16)(nkv - j >= 16 ? 0xffff : nkv - j > 0 ? (1u << (nkv - j)) - 1 : 0);
+            const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(s + j), scale);
+            _mm512_storeu_ps(s + j, v);
+            mx = _mm512_mask_max_ps(mx, m, mx, v);
+        }
+        const __m512 vmx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 sum = _mm512_setzero_ps();
+        for (int j = 0; j < nkvp; j += 16) {
+            const __mmask16 m = (__mmask16)(nkv - j >= 16 ? 0xffff : nkv - j > 0 ? (1u << (nkv - j)) - 1 : 0);
+            const __m512 e = _mm512_maskz_mov_ps(m, s_exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), vmx)));
+            _mm512_storeu_ps(s + j, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
+        for (int j = 0; j < nkvp; j += 32)
+            _mm512_storeu_si512((void *)(pr + j), (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + j + 16),
+                                                                                 _mm512_loadu_ps(s + j)));
+    }
+    const size_t ldp = (size_t)nkvp * 2, ldv = (size_t)hd16 * 4, ldo = (size_t)hd16 * 4;
+    for (int cb = 0; cb < hd16 / 16; cb += 4) {
+        const int nc = hd16 / 16 - cb < 4 ? hd16 / 16 - cb : 4;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int p = 0; p < nkvp / 2; p += 16) {
+            const uint32_t *vb = vp + (size_t)p * hd16 + (size_t)cb * 16;
+            _tile_loadd(4, pb + 2 * p, ldp);
+            _tile_loadd(5, vb, ldv);
+            _tile_dpbf16ps(0, 4, 5);
+            if (nc > 1) {
+                _tile_loadd(6, vb + 16, ldv);
+                _tile_dpbf16ps(1, 4, 6);
+            }
+            if (nc > 2) {
+                _tile_loadd(7, vb + 32, ldv);
+                _tile_dpbf16ps(2, 4, 7);
+            }
+            if (nc > 3) {
+                _tile_loadd(5, vb + 48, ldv);
+                _tile_dpbf16ps(3, 4, 5);
+            }
+        }
+        _tile_stored(0, ob + (size_t)cb * 16, ldo);
+        if (nc > 1) _tile_stored(1, ob + (size_t)cb * 16 + 16, ldo);
+        if (nc > 2) _tile_stored(2, ob + (size_t)cb * 16 + 32, ldo);
+        if (nc > 3) _tile_stored(3, ob + (size_t)cb * 16 + 48, ldo);
+    }
+    for (int r = 0; r < rows; r++) {
+        float *orow = o + (size_t)(i0 + r) * a->o_rstride;
+        const __m512 s = _mm512_set1_ps(inv[r]);
+        for (int d = 0; d < hd; d += 16) {
+            const __mmask16 m = (__mmask16)(hd - d >= 16 ? 0xffff : (1u << (hd - d)) - 1);
+            _mm512_mask_storeu_ps(orow + d, m, _mm512_mul_ps(_mm512_loadu_ps(ob + (size_t)r * hd16 + d), s));
+        }
+    }
+}
+
+static void s_att_part(void *arg, int part, int nparts) {
+    const s_att_t *t = arg;
+    const nr_attn_args_t *a = t->a;
+    const int total = a->batch * a->n_head;
+    const int first = (int)((long)total * part / nparts), last = (int)((long)total * (part + 1) / nparts);
+    if (last <= first) return;
+    s_configure();
+    const int hd = a->head_dim, nkv = a->n_kv, hdp = t->hdp, hd16 = t->hd16, nkvp = t->nkvp;
+    unsigned char *buf = t->scratch + (size_t)part * t->per_part;
+    uint32_t *kt = (uint32_t *)(void *)buf;                      /* [hdp / 2][nkvp] */
+    uint32_t *vp = kt + (size_t)(hdp / 2) * nkvp;                /* [nkvp / 2][hd16] */
+    float *sc = (float *)(void *)(vp + (size_t)(nkvp / 2) * hd16); /* [16][nkvp] */
+    float *ob = sc + (size_t)16 * nkvp;                          /* [16][hd16] */
+    uint16_t *pb = (uint16_t *)(void *)(ob + (size_t)16 * hd16); /* [16][nkvp] */
+    uint16_t *qb = pb + (size_t)16 * nkvp;                       /* [16][hdp] */
+    uint32_t krow[64];
+    for (int bh = first; bh < last; bh++) {
+        const int b = bh / a->n_head, h = bh % a->n_head, kb = a->kv_index ? a->kv_index[b] : b;
+        const int g = a->n_kv_head > 0 ? h / (a->n_head / a->n_kv_head) : h;
+        const float *k = a->k + (size_t)kb * a->kv_bstride + (size_t)g * hd;
+        const float *v = a->v + (size_t)kb * a->kv_bstride + (size_t)g * hd;
+        for (int j = 0; j < nkvp; j++) {
+            for (int d = 0; d < hdp; d += 32)
+                _mm512_storeu_si512((void *)(krow + d / 2), j < nkv ? s_bf16x32(k + (size_t)j * a->kv_rstride + d, hd - d)
+                                                                     : _mm512_setzero_si512());
+            for (int p = 0; p < hdp / 2; p++) kt[(size_t)p * nkvp + j] = krow[p];
+        }
+        for (int p = 0; p < nkvp / 2; p++) {
+            const float *v0 = v + (size_t)(2 * p) * a->kv_rstride, *v1 = v0 + a->kv_rstride;
+            for (int c = 0; c < hd16; c += 16) {
+                const __mmask16 m = (__mmask16)(hd - c >= 16 ? 0xffff : (1u << (hd - c)) - 1);
+                const __mmask16 m0 = 2 * p < nkv ? m : 0, m1 = 2 * p + 1 < nkv ? m : 0;
+                const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m0, v0 + c)));
+                const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m1, v1 + c)));
+                _mm512_storeu_si512((void *)(vp + (size_t)p * hd16 + c), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+            }
+        }
+        const float *q = a->q + (size_t)b * a->q_bstride + (size_t)h * hd;
+        float *o = a->out + (size_t)b * a->o_bstride + (size_t)h * hd;
+        for (int i0 = 0; i0 < a->n_q; i0 += 16) s_att_block(t, q, kt, vp, qb, sc, pb, ob, o, i0);
+    }
+}
+
+int nr_cpu_amx_attention(const nr_attn_args_t *a) {
+    if (a->batch <= 0 || a->n_head <= 0 || a->head_dim <= 0 || a->head_dim > 128 || a->n_q <= 0 || a->n_kv <= 0 ||
+        a->causal)
+        return NR_EINVAL;
+    if (a->n_kv_head < 0 || (a->n_kv_head > 0 && a->n_head % a->n_kv_head)) return NR_EINVAL;
+    s_att_t t = {a, NULL, 0, (a->head_dim + 31) / 32 * 32, (a->head_dim + 15) / 16 * 16, (a->n_kv + 31) / 32 * 32};
+    t.per_part = ((size_t)(t.hdp / 2) * t.nkvp * 4 + (size_t)(t.nkvp / 2) * t.hd16 * 4 + (size_t)16 * t.nkvp * 4 +
+                  (size_t)16 * t.hd16 * 4 + (size_t)16 * t.nkvp * 2 + (size_t)16 * t.hdp * 2 + 63) / 64 * 64;
+    const int parts = nr_cpu_pool_size();
+    t.scratch = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)parts * t.per_part);
+    if (!t.scratch) return NR_ENOMEM;
+    nr_cpu_run(s_att_part, &t);
     return 0;
 }

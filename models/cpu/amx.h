@@ -5,11 +5,17 @@
 
 #include <stddef.h>
 
+#include "models/backend.h"
 #include "models/cpu/lowp.h"
 
 /* y[M,N] = x[M,K] W (+ y when accumulate), BF16 products, F32 sums, as
  * nr_cpu_matmul_bf16. 0 or NR_ENOMEM. */
 int nr_cpu_amx_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, const nr_cpu_bf16w_t *w, int M,
                            int accumulate);
+
+/* Non-causal attention (nr_attn_args_t, head_dim <= 128) with Q, K, V and
+ * the probabilities in BF16 on tiles, softmax in F32: cpu:bf16's attention
+ * on the amx path. 0, NR_EINVAL or NR_ENOMEM. */
+int nr_cpu_amx_attention(const nr_attn_args_t *a);
 
 #endif

@@ -33,6 +33,9 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "models/cpu/dispatch.h"
+#if defined(__x86_64__)
+#include "models/cpu/amx.h"
+#endif
 #include "models/cpu/kernels.h"
 #include "models/cpu/lowp.h"
 #include "models/tensor.h"
@@ -286,7 +289,16 @@ static int s_softmax(void *ctx, float *x, int rows, int cols) {
     nr_cpu_softmax(x, rows, cols);
     return 0;
 }
-static int s_attention(void *ctx, const nr_attn_args_t *a) { return nr_cpu_attention(a); }
+static int s_attention(void *ctx, const nr_attn_args_t *a) {
+#if defined(__x86_64__)
+    /* cpu:bf16 on AMX: the encoders' attention on tiles (BF16 operands) */
+    const s_cpu_t *c = ctx;
+    if (c->precision == NR_CPU_BF16 && nr_cpu_path() == NR_CPU_PATH_AMX && !a->causal && a->n_q >= 16 &&
+        a->head_dim <= 128)
+        return nr_cpu_amx_attention(a);
+#endif
+    return nr_cpu_attention(a);
+}
 static int s_embed(void *ctx, float *out, const float *wte, const float *wpe, const int *ids, const int *pos, int n,
                    int dim, int vocab, int n_positions) {
     for (int i = 0; i < n; i++)
