@@ -5,15 +5,18 @@
  * The packed weight of lowp.h is already the layout a B tile wants: in a
  * 32-column panel, one K pair for 16 columns is 64 bytes (column j's two
  * BF16 values side by side, "VNNI" order) and the next pair is 128 bytes
- * on. x is rounded to BF16 into row-major [Mp][2P] (Mp = M rounded up to
- * 32; zero rows past M, zero columns past K; 2P is a multiple of 32). Each
+ * on. x is rounded to BF16 in tile order, each 16 rows x 32 values of K
+ * one contiguous KiB (Mp = M rounded up to 32; zero rows past M, zero
+ * columns past K; 2P is a multiple of 32), so a tile load reads 1 KiB in a
+ * row instead of 16 lines 2P apart. Each
  * 32 x 32 block of y is four 16 x 16 F32 accumulator tiles (0-3) fed, 32
  * values of K at a time, by two A tiles (4, 5: 16 rows x 32 BF16) and two
  * B tiles (6, 7: 16 K pairs x 16 columns). Every tile is 16 rows of 64
  * bytes, so one configuration, loaded once per thread, serves every call
  * (nothing else in the process uses the tiles). Work is split over the
  * pool by column panels, and rows are walked in chunks whose packed BF16
- * rows fit in L2 while the part's weight panels stream past them. */
+ * rows fit in L2 while the part's weight panels stream past them, each
+ * panel in K blocks that stay in L1 (S_KB). */
 #include "models/cpu/amx.h"
 
 #include <immintrin.h>
@@ -45,12 +48,20 @@ static void s_configure(void) {
     s_configured = 1;
 }
 
+/* K pairs per block of a weight panel: the block (16 KiB) stays in L1
+ * while the chunk's row blocks pass, their partial sums kept in memory
+ * between blocks; meanwhile the next block is prefetched into L2, a few
+ * lines per step (the weights come from memory: 4.7 MB for the ViT MLP). */
+#define S_KB 128
+#define S_PF_LINES 4
+
 typedef struct {
     float *y;
     size_t ldy;
     const float *x;
     size_t ldx;
-    uint16_t *ap; /* [Mp][2P] BF16 */
+    uint16_t *ap; /* [Mp / 16][2P / 32][16][32] BF16: tile order */
+    float *cpart; /* per part: [chunk][32] partial sums over K blocks */
     const nr_cpu_bf16w_t *w;
     int M, Mp, chunk, acc;
 } s_amx_t;
@@ -62,9 +73,11 @@ static void s_pack_part(void *arg, int part, int nparts) {
     const int K = a->w->K, kp = 2 * a->w->P, groups = a->Mp / 16;
     const int g0 = (int)((long)groups * part / nparts), g1 = (int)((long)groups * (part + 1) / nparts);
     for (int m = g0 * 16; m < g1 * 16; m++) {
-        uint16_t *dst = a->ap + (size_t)m * kp;
+        /* tile order: 16-row groups, in each one 1 KiB tile per 32 values of K */
+        uint16_t *dst = a->ap + (size_t)(m / 16) * 16 * kp + (size_t)(m % 16) * 32;
         if (m >= a->M) {
-            memset(dst, 0, (size_t)kp * sizeof(uint16_t));
+            for (int k0 = 0; k0 < kp; k0 += 32)
+                _mm512_storeu_si512((void *)(dst + (size_t)k0 * 16), _mm512_setzero_si512());
             continue;
         }
         const float *src = a->x + (size_t)m * a->ldx;
@@ -73,7 +86,7 @@ static void s_pack_part(void *arg, int part, int nparts) {
             const __mmask16 ml = (__mmask16)(lo >= 16 ? 0xffff : lo > 0 ? (1u << lo) - 1 : 0);
             const __mmask16 mh = (__mmask16)(hi >= 16 ? 0xffff : hi > 0 ? (1u << hi) - 1 : 0);
             const __m512 vl = _mm512_maskz_loadu_ps(ml, src + k0), vh = _mm512_maskz_loadu_ps(mh, src + k0 + 16);
-            _mm512_storeu_si512((void *)(dst + k0), (__m512i)_mm512_cvtne2ps_pbh(vh, vl));
+            _mm512_storeu_si512((void *)(dst + (size_t)k0 * 16), (__m512i)_mm512_cvtne2ps_pbh(vh, vl));
         }
     }
 }
@@ -103,34 +116,51 @@ static void s_mm_part(void *arg, int part, int nparts) {
     const int p0 = (int)((long)w->panels * part / nparts), p1 = (int)((long)w->panels * (part + 1) / nparts);
     if (p1 <= p0) return;
     s_configure();
-    const size_t lda = (size_t)kp * sizeof(uint16_t);
     float c[32 * 32] __attribute__((aligned(64)));
+    float *cp = a->cpart + (size_t)part * a->chunk * 32; /* partial sums, [chunk][32] */
     for (int mc = 0; mc < a->Mp; mc += a->chunk) {
         const int mend = a->Mp - mc < a->chunk ? a->Mp : mc + a->chunk;
         for (int pn = p0; pn < p1; pn++) {
             const uint16_t *bp = w->w + (size_t)pn * P * 64;
             const int n0 = pn * 32, nv = w->N - n0 < 32 ? w->N - n0 : 32;
-            for (int m0 = mc; m0 < mend; m0 += 32) {
-                const uint16_t *a0 = a->ap + (size_t)m0 * kp, *a1 = a0 + (size_t)16 * kp;
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-                for (int p = 0; p < P; p += 16) {
-                    _tile_loadd(4, a0 + 2 * p, lda);
-                    _tile_loadd(5, a1 + 2 * p, lda);
-                    _tile_loadd(6, bp + (size_t)p * 64, 128);
-                    _tile_loadd(7, bp + (size_t)p * 64 + 32, 128);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
+            for (int kb = 0; kb < P; kb += S_KB) {
+                const int ke = P - kb < S_KB ? P : kb + S_KB;
+                /* the block after this one, of this panel or the next (it follows in memory) */
+                const char *pf = (const char *)(bp + (size_t)ke * 64);
+                int pf_lines = ke < P || pn + 1 < p1 ? 2 * (S_KB < P ? S_KB : P) : 0;
+                for (int m0 = mc; m0 < mend; m0 += 32) {
+                    const uint16_t *a0 = a->ap + (size_t)m0 * kp, *a1 = a0 + (size_t)16 * kp;
+                    float *cm = cp + (size_t)(m0 - mc) * 32;
+                    if (kb == 0) {
+                        _tile_zero(0);
+                        _tile_zero(1);
+                        _tile_zero(2);
+                        _tile_zero(3);
+                    } else {
+                        _tile_loadd(0, cm, 128);
+                        _tile_loadd(1, cm + 16, 128);
+                        _tile_loadd(2, cm + 16 * 32, 128);
+                        _tile_loadd(3, cm + 16 * 32 + 16, 128);
+                    }
+                    for (int p = kb; p < ke; p += 16) {
+                        for (int l = 0; l < S_PF_LINES && pf_lines > 0; l++, pf_lines--, pf += 64)
+                            _mm_prefetch(pf, _MM_HINT_T1);
+                        _tile_loadd(4, a0 + 32 * p, 64);
+                        _tile_loadd(6, bp + (size_t)p * 64, 128);
+                        _tile_loadd(7, bp + (size_t)p * 64 + 32, 128);
+                        _tile_dpbf16ps(0, 4, 6);
+                        _tile_loadd(5, a1 + 32 * p, 64);
+                        _tile_dpbf16ps(1, 4, 7);
+                        _tile_dpbf16ps(2, 5, 6);
+                        _tile_dpbf16ps(3, 5, 7);
+                    }
+                    float *dst = ke == P ? c : cm;
+                    _tile_stored(0, dst, 128);
+                    _tile_stored(1, dst + 16, 128);
+                    _tile_stored(2, dst + 16 * 32, 128);
+                    _tile_stored(3, dst + 16 * 32 + 16, 128);
+                    if (ke == P && m0 < a->M) s_store(a, c, m0, n0, nv);
                 }
-                _tile_stored(0, c, 128);
-                _tile_stored(1, c + 16, 128);
-                _tile_stored(2, c + 16 * 32, 128);
-                _tile_stored(3, c + 16 * 32 + 16, 128);
-                if (m0 < a->M) s_store(a, c, m0, n0, nv);
             }
         }
     }
@@ -140,12 +170,14 @@ int nr_cpu_amx_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, con
                            int accumulate) {
     if (M <= 0 || w->N <= 0 || w->K <= 0) return 0;
     const int Mp = (M + 31) / 32 * 32, kp = 2 * w->P;
-    uint16_t *ap = nr_cpu_scratch(NR_CPU_SCRATCH_BF16_A, (size_t)Mp * kp * sizeof(uint16_t));
-    if (!ap) return NR_ENOMEM;
-    /* rows per chunk: about 1 MiB of packed activations */
-    int chunk = (int)((1u << 20) / ((size_t)kp * sizeof(uint16_t))) / 32 * 32;
-    chunk = chunk < 32 ? 32 : chunk;
-    s_amx_t a = {y, ldy, x, ldx, ap, w, M, Mp, chunk, accumulate};
+    /* rows per chunk: about 1.5 MiB of packed activations (in L2) */
+    int chunk = (int)((3u << 19) / ((size_t)kp * sizeof(uint16_t))) / 32 * 32;
+    chunk = chunk < 32 ? 32 : chunk > Mp ? Mp : chunk;
+    const size_t abytes = (size_t)Mp * kp * sizeof(uint16_t);
+    unsigned char *buf =
+        nr_cpu_scratch(NR_CPU_SCRATCH_BF16_A, abytes + (size_t)nr_cpu_pool_size() * chunk * 32 * sizeof(float));
+    if (!buf) return NR_ENOMEM;
+    s_amx_t a = {y, ldy, x, ldx, (uint16_t *)(void *)buf, (float *)(void *)(buf + abytes), w, M, Mp, chunk, accumulate};
     if (Mp >= 64) nr_cpu_run(s_pack_part, &a);
     else s_pack_part(&a, 0, 1);
     nr_cpu_run(s_mm_part, &a);
