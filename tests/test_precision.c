@@ -336,6 +336,54 @@ Test(precision, backend_matmul) {
     free(x);
 }
 
+/* A linear layer in one call (bias and GELU applied as the product leaves
+ * the kernel on the amx path) against matmul, add_bias and gelu in turn on
+ * the same backend: the same products, so within F32 rounding of the bias
+ * sum and the GELU's reciprocals on tiles, bit for bit elsewhere. Every
+ * GELU form, with and without bias, accumulate, rows ldy apart. */
+Test(precision, backend_linear) {
+    s_need_path();
+    char err[256];
+    nr_backend_t *be = nr_backend_new("cpu:bf16", 2, err, sizeof err);
+    cr_assert_not_null(be, "%s", err);
+    const int K = 96, Ms[3] = {16, 37, 200}, Ns[2] = {100, 257};
+    float *w = malloc(sizeof(float) * 257 * K), *x = malloc(sizeof(float) * 200 * K), *b = malloc(sizeof(float) * 257);
+    float *y0 = malloc(sizeof(float) * 200 * 260), *y1 = malloc(sizeof(float) * 200 * 260);
+    for (int i = 0; i < 257 * K; i++) w[i] = s_rand() * 0.3f;
+    for (int i = 0; i < 200 * K; i++) x[i] = s_rand();
+    for (int i = 0; i < 257; i++) b[i] = s_rand();
+    double worst = 0;
+    for (int mi = 0; mi < 3; mi++)
+        for (int ni = 0; ni < 2; ni++)
+            for (int act = -1; act <= 2; act++)
+                for (int v = 0; v < 4; v++) { /* bit 0: bias; bit 1: accumulate (act -1), else ldy = N + 3 */
+                    const int M = Ms[mi], N = Ns[ni], acc = (v & 2) && act < 0, ldy = (v & 2) && act >= 0 ? N + 3 : N;
+                    const float *bias = v & 1 ? b : NULL;
+                    for (int i = 0; i < M * ldy; i++) y0[i] = y1[i] = s_rand();
+                    cr_assert_eq(be->ops->linear(be->ctx, y1, ldy, x, K, w, NR_W_OUT_IN, bias, M, N, K, act, acc), 0);
+                    cr_assert_eq(be->ops->matmul(be->ctx, y0, ldy, x, K, w, NR_W_OUT_IN, M, N, K, acc), 0);
+                    for (int m = 0; m < M; m++) {
+                        if (bias) cr_assert_eq(be->ops->add_bias(be->ctx, y0 + (size_t)m * ldy, bias, 1, N), 0);
+                        if (act >= 0) cr_assert_eq(be->ops->gelu(be->ctx, y0 + (size_t)m * ldy, (size_t)N, act), 0);
+                    }
+                    for (int i = 0; i < M * ldy; i++) {
+                        const double d = fabs((double)y1[i] - y0[i]), tol = 1e-6 * (1.0 + fabs(y0[i]));
+                        worst = d / tol > worst ? d / tol : worst;
+                        cr_assert_leq(d, tol, "M %d N %d act %d case %d: [%d] %.9g vs %.9g", M, N, act, v, i, y1[i], y0[i]);
+                        if (nr_cpu_path() != NR_CPU_PATH_AMX)
+                            cr_assert_eq(y1[i], y0[i], "M %d N %d act %d case %d: not bit for bit", M, N, act, v);
+                    }
+                }
+    cr_log_info("linear vs matmul + bias + gelu: worst %.3g of the bound", worst);
+    cr_assert_eq(be->ops->linear(be->ctx, y1, 257, x, K, w, NR_W_OUT_IN, b, 16, 257, K, 0, 1), NR_EINVAL);
+    nr_backend_destroy(&be);
+    free(w);
+    free(x);
+    free(b);
+    free(y0);
+    free(y1);
+}
+
 /* Attention through the backend table: cpu:bf16 on the amx path runs the
  * non-causal attention on tiles (BF16 Q, K, V and probabilities), within
  * a relative L2 error of 1e-2 of F32; causal attention, and every

@@ -64,6 +64,8 @@ typedef struct {
     float *cpart; /* per part: [chunk][32] partial sums over K blocks */
     const nr_cpu_bf16w_t *w;
     int M, Mp, chunk, acc;
+    const float *bias; /* NULL: none */
+    int act;           /* -1, or the GELU form */
 } s_amx_t;
 
 /* Rounds rows of x to BF16 (round to nearest even, as the other BF16
@@ -91,15 +93,78 @@ static void s_pack_part(void *arg, int part, int nparts) {
     }
 }
 
+static inline __m512 s_exp16(__m512 x) { /* nr_fast_expf (fastmath.h), 16 lanes */
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(e, _mm512_castsi512_ps(bits));
+}
+
+/* 1 / d: rcp14 and one Newton step (about 2^-28 relative). */
+static inline __m512 s_rcp16(__m512 d) {
+    const __m512 r = _mm512_rcp14_ps(d);
+    return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+}
+
+/* The GELU forms of the F32 kernels (kernels_isa.c s_gelu_range, nr_act_t
+ * order: 0 erf by Abramowitz & Stegun 7.1.26, 1 tanh, 2 quick_gelu), 16
+ * lanes, with a reciprocal in place of each division. */
+static inline __m512 s_gelu16(__m512 v, int form) {
+    const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
+    if (form == 2)
+        return _mm512_mul_ps(v, s_rcp16(_mm512_add_ps(one, s_exp16(_mm512_mul_ps(v, _mm512_set1_ps(-1.702f))))));
+    if (form == 1) {
+        const __m512 u = _mm512_mul_ps(
+            _mm512_set1_ps(0.7978845608028654f),
+            _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v), _mm512_mul_ps(v, v), v));
+        const __m512 au = _mm512_min_ps(_mm512_abs_ps(u), _mm512_set1_ps(9.0f));
+        const __m512 e = s_exp16(_mm512_add_ps(au, au));
+        __m512 t = _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), s_rcp16(_mm512_add_ps(e, one)), one);
+        t = _mm512_mask_sub_ps(t, _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps(), t);
+        return _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, t));
+    }
+    const __m512 x = _mm512_mul_ps(v, _mm512_set1_ps(0.7071067811865476f)), ax = _mm512_abs_ps(x);
+    const __m512 t = s_rcp16(_mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one));
+    __m512 p = _mm512_set1_ps(1.061405429f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+    __m512 y = _mm512_fnmadd_ps(_mm512_mul_ps(p, t), s_exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), ax), ax)), one);
+    y = _mm512_mask_sub_ps(y, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps(), y);
+    return _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, y));
+}
+
 /* y rows m0.. (at most 32, valid mv) and columns n0.. (valid nv) from the
- * 32 x 32 F32 block c. */
+ * 32 x 32 F32 block c: + bias, GELU, + y (the epilogue of a linear layer,
+ * done while the block is in L1). */
 static void s_store(const s_amx_t *a, const float *c, int m0, int n0, int nv) {
     const int mv = a->M - m0 < 32 ? a->M - m0 : 32;
     const __mmask16 k0 = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
     const __mmask16 k1 = (__mmask16)(nv >= 32 ? 0xffff : nv > 16 ? (1u << (nv - 16)) - 1 : 0);
+    const __m512 b0 = a->bias ? _mm512_maskz_loadu_ps(k0, a->bias + n0) : _mm512_setzero_ps();
+    const __m512 b1 = a->bias ? _mm512_maskz_loadu_ps(k1, a->bias + n0 + 16) : _mm512_setzero_ps();
     for (int i = 0; i < mv; i++) {
         float *yr = a->y + (size_t)(m0 + i) * a->ldy + n0;
         __m512 r0 = _mm512_load_ps(c + 32 * i), r1 = _mm512_load_ps(c + 32 * i + 16);
+        if (a->bias) {
+            r0 = _mm512_add_ps(r0, b0);
+            r1 = _mm512_add_ps(r1, b1);
+        }
+        if (a->act >= 0) {
+            r0 = s_gelu16(r0, a->act);
+            r1 = s_gelu16(r1, a->act);
+        }
         if (a->acc) {
             r0 = _mm512_add_ps(r0, _mm512_maskz_loadu_ps(k0, yr));
             r1 = _mm512_add_ps(r1, _mm512_maskz_loadu_ps(k1, yr + 16));
@@ -168,6 +233,11 @@ static void s_mm_part(void *arg, int part, int nparts) {
 
 int nr_cpu_amx_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, const nr_cpu_bf16w_t *w, int M,
                            int accumulate) {
+    return nr_cpu_amx_linear_bf16(y, ldy, x, ldx, w, M, NULL, -1, accumulate);
+}
+
+int nr_cpu_amx_linear_bf16(float *y, size_t ldy, const float *x, size_t ldx, const nr_cpu_bf16w_t *w, int M,
+                           const float *bias, int act, int accumulate) {
     if (M <= 0 || w->N <= 0 || w->K <= 0) return 0;
     const int Mp = (M + 31) / 32 * 32, kp = 2 * w->P;
     /* rows per chunk: about 1.5 MiB of packed activations (in L2) */
@@ -177,7 +247,8 @@ int nr_cpu_amx_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, con
     unsigned char *buf =
         nr_cpu_scratch(NR_CPU_SCRATCH_BF16_A, abytes + (size_t)nr_cpu_pool_size() * chunk * 32 * sizeof(float));
     if (!buf) return NR_ENOMEM;
-    s_amx_t a = {y, ldy, x, ldx, (uint16_t *)(void *)buf, (float *)(void *)(buf + abytes), w, M, Mp, chunk, accumulate};
+    s_amx_t a = {y, ldy, x, ldx, (uint16_t *)(void *)buf, (float *)(void *)(buf + abytes), w, M, Mp, chunk, accumulate,
+                 bias, act};
     if (Mp >= 64) nr_cpu_run(s_pack_part, &a);
     else s_pack_part(&a, 0, 1);
     nr_cpu_run(s_mm_part, &a);
@@ -199,23 +270,6 @@ typedef struct {
     size_t per_part;
     int hdp, hd16, nkvp;
 } s_att_t;
-
-static inline __m512 s_exp16(__m512 x) { /* nr_fast_expf (fastmath.h), 16 lanes */
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(e, _mm512_castsi512_ps(bits));
-}
 
 /* n floats (n <= 32, the rest zero) as 16 BF16 pairs. */
 static inline __m512i s_bf16x32(const float *src, int n) {

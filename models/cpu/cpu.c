@@ -243,6 +243,30 @@ static int s_matmul(void *ctx, float *y, size_t ldy, const float *x, size_t ldx,
     nr_cpu_matmul(y, ldy, x, ldx, w, layout, M, N, K, accumulate);
     return 0;
 }
+/* A linear layer: on the amx path cpu:bf16 applies bias and GELU to each
+ * block as it leaves the tiles (and saves the passes over y and their pool
+ * jobs); elsewhere matmul, bias and GELU in turn, as the model would. */
+static int s_linear(void *ctx, float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout,
+                    const float *b, int M, int N, int K, int act, int accumulate) {
+    if (M < 0 || N < 0 || K < 0 || (act >= 0 && accumulate)) return NR_EINVAL;
+    s_cpu_t *c = ctx;
+    if (M == 0 || N == 0) return 0;
+#if defined(__x86_64__)
+    if (c->precision == NR_CPU_BF16 && nr_cpu_path() == NR_CPU_PATH_AMX && M >= NR_CPU_AMX_MIN_ROWS && K > 0) {
+        const s_conv_t *e = s_converted(c, w, layout, N, K);
+        if (!e) return NR_ENOMEM;
+        return nr_cpu_amx_linear_bf16(y, ldy, x, ldx, &e->bf, M, b, act, accumulate);
+    }
+#endif
+    int rc = s_matmul(ctx, y, ldy, x, ldx, w, layout, M, N, K, accumulate);
+    const int rows = ldy == (size_t)N ? M : 1; /* y in one piece, or row by row */
+    for (int m = 0; rc == 0 && (b || act >= 0) && m < M; m += rows) {
+        float *yr = y + (size_t)m * ldy;
+        if (b) nr_cpu_add_bias(yr, b, rows, N);
+        if (act >= 0) nr_cpu_gelu(yr, (size_t)rows * N, act);
+    }
+    return rc;
+}
 static int s_prepare(void *ctx, const float *w, nr_wlayout_t layout, int N, int K, int rows) {
     s_cpu_t *c = ctx;
     if (N <= 0 || K <= 0) return NR_EINVAL;
@@ -343,6 +367,7 @@ static const nr_backend_ops_t s_ops = {
     .synchronize = s_sync,
     .matmul = s_matmul,
     .prepare_matmul = s_prepare,
+    .linear = s_linear,
     .adopt_bf16 = s_adopt_bf16,
     .add_bias = s_add_bias,
     .add = s_add,
