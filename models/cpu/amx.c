@@ -6,17 +6,18 @@
  * 32-column panel, one K pair for 16 columns is 64 bytes (column j's two
  * BF16 values side by side, "VNNI" order) and the next pair is 128 bytes
  * on. x is rounded to BF16 in tile order, each 16 rows x 32 values of K
- * one contiguous KiB (Mp = M rounded up to 32; zero rows past M, zero
+ * one contiguous KiB (Mp = M rounded up to 16; zero rows past M, zero
  * columns past K; 2P is a multiple of 32), so a tile load reads 1 KiB in a
- * row instead of 16 lines 2P apart. Each
- * 32 x 32 block of y is four 16 x 16 F32 accumulator tiles (0-3) fed, 32
- * values of K at a time, by two A tiles (4, 5: 16 rows x 32 BF16) and two
- * B tiles (6, 7: 16 K pairs x 16 columns). Every tile is 16 rows of 64
- * bytes, so one configuration, loaded once per thread, serves every call
- * (nothing else in the process uses the tiles). Work is split over the
- * pool by column panels, and rows are walked in chunks whose packed BF16
- * rows fit in L2 while the part's weight panels stream past them, each
- * panel in K blocks that stay in L1 (S_KB). */
+ * row instead of 16 lines 2P apart. Each 16 x 64 block of y (two weight
+ * panels) is four 16 x 16 F32 accumulator tiles (0-3) fed, 32 values of K
+ * at a time, by one A tile (4: 16 rows x 32 BF16) and four B tiles (5, 6,
+ * 7, 5: 16 K pairs x 16 columns): the A tile, which comes from L2, serves
+ * four products. Every tile is 16 rows of 64 bytes, so one configuration,
+ * loaded once per thread, serves every call (nothing else in the process
+ * uses the tiles). Work is split over the pool by pairs of column panels,
+ * and rows are walked in chunks whose packed BF16 rows fit in L2 while the
+ * part's weight panels stream past them, in K blocks that stay in L1
+ * (S_KB). */
 #include "models/cpu/amx.h"
 
 #include <immintrin.h>
@@ -48,10 +49,11 @@ static void s_configure(void) {
     s_configured = 1;
 }
 
-/* K pairs per block of a weight panel: the block (16 KiB) stays in L1
- * while the chunk's row blocks pass, their partial sums kept in memory
+/* K pairs per block of two weight panels: the block (32 KiB) stays in L1
+ * while the chunk's row groups pass, their partial sums kept in memory
  * between blocks; meanwhile the next block is prefetched into L2, a few
- * lines per step (the weights come from memory: 4.7 MB for the ViT MLP). */
+ * lines per step (the weights come from memory: 4.7 MB for the ViT MLP).
+ * Measured at 32-256: 128 is best (one thread, 197 rows). */
 #define S_KB 128
 #define S_PF_LINES 4
 
@@ -61,7 +63,7 @@ typedef struct {
     const float *x;
     size_t ldx;
     uint16_t *ap; /* [Mp / 16][2P / 32][16][32] BF16: tile order */
-    float *cpart; /* per part: [chunk][32] partial sums over K blocks */
+    float *cpart; /* per part: [chunk][64] partial sums over K blocks */
     const nr_cpu_bf16w_t *w;
     int M, Mp, chunk, acc;
     const float *bias; /* NULL: none */
@@ -148,15 +150,15 @@ static inline __m512 s_gelu16(__m512 v, int form) {
 /* y rows m0.. (at most 32, valid mv) and columns n0.. (valid nv) from the
  * 32 x 32 F32 block c: + bias, GELU, + y (the epilogue of a linear layer,
  * done while the block is in L1). */
-static void s_store(const s_amx_t *a, const float *c, int m0, int n0, int nv) {
-    const int mv = a->M - m0 < 32 ? a->M - m0 : 32;
+static void s_store(const s_amx_t *a, const float *c, int ldc, int rows, int m0, int n0, int nv) {
+    const int mv = a->M - m0 < rows ? a->M - m0 : rows;
     const __mmask16 k0 = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
     const __mmask16 k1 = (__mmask16)(nv >= 32 ? 0xffff : nv > 16 ? (1u << (nv - 16)) - 1 : 0);
     const __m512 b0 = a->bias ? _mm512_maskz_loadu_ps(k0, a->bias + n0) : _mm512_setzero_ps();
     const __m512 b1 = a->bias ? _mm512_maskz_loadu_ps(k1, a->bias + n0 + 16) : _mm512_setzero_ps();
     for (int i = 0; i < mv; i++) {
         float *yr = a->y + (size_t)(m0 + i) * a->ldy + n0;
-        __m512 r0 = _mm512_load_ps(c + 32 * i), r1 = _mm512_load_ps(c + 32 * i + 16);
+        __m512 r0 = _mm512_load_ps(c + (size_t)ldc * i), r1 = _mm512_load_ps(c + (size_t)ldc * i + 16);
         if (a->bias) {
             r0 = _mm512_add_ps(r0, b0);
             r1 = _mm512_add_ps(r1, b1);
@@ -174,57 +176,71 @@ static void s_store(const s_amx_t *a, const float *c, int m0, int n0, int nv) {
     }
 }
 
+/* One 16-row group against two weight panels (64 columns): four
+ * accumulator tiles (0-3) fed by one A tile (4) and four B tiles (5, 6, 7,
+ * then 5 again), so each A tile, the part streamed from L2, serves four
+ * products. np: panels here (2, or 1 for a part's odd last panel). */
 static void s_mm_part(void *arg, int part, int nparts) {
     const s_amx_t *a = arg;
     const nr_cpu_bf16w_t *w = a->w;
-    const int P = w->P, kp = 2 * P;
-    const int p0 = (int)((long)w->panels * part / nparts), p1 = (int)((long)w->panels * (part + 1) / nparts);
-    if (p1 <= p0) return;
+    const int P = w->P, kp = 2 * P, pairs = (w->panels + 1) / 2;
+    const int q0 = (int)((long)pairs * part / nparts), q1 = (int)((long)pairs * (part + 1) / nparts);
+    if (q1 <= q0) return;
     s_configure();
-    float c[32 * 32] __attribute__((aligned(64)));
-    float *cp = a->cpart + (size_t)part * a->chunk * 32; /* partial sums, [chunk][32] */
+    float c[16 * 64] __attribute__((aligned(64)));
+    float *cp = a->cpart + (size_t)part * a->chunk * 64; /* partial sums, [chunk][64] */
     for (int mc = 0; mc < a->Mp; mc += a->chunk) {
         const int mend = a->Mp - mc < a->chunk ? a->Mp : mc + a->chunk;
-        for (int pn = p0; pn < p1; pn++) {
-            const uint16_t *bp = w->w + (size_t)pn * P * 64;
-            const int n0 = pn * 32, nv = w->N - n0 < 32 ? w->N - n0 : 32;
+        for (int q = q0; q < q1; q++) {
+            const int pn = 2 * q, np = pn + 1 < w->panels ? 2 : 1;
+            const uint16_t *b0 = w->w + (size_t)pn * P * 64, *b1 = b0 + (size_t)P * 64;
             for (int kb = 0; kb < P; kb += S_KB) {
                 const int ke = P - kb < S_KB ? P : kb + S_KB;
-                /* the block after this one, of this panel or the next (it follows in memory) */
-                const char *pf = (const char *)(bp + (size_t)ke * 64);
-                int pf_lines = ke < P || pn + 1 < p1 ? 2 * (S_KB < P ? S_KB : P) : 0;
-                for (int m0 = mc; m0 < mend; m0 += 32) {
-                    const uint16_t *a0 = a->ap + (size_t)m0 * kp, *a1 = a0 + (size_t)16 * kp;
-                    float *cm = cp + (size_t)(m0 - mc) * 32;
+                /* the block after this one, of these panels or the next two */
+                const char *pf0 = (const char *)(ke < P ? b0 + (size_t)ke * 64 : b0 + (size_t)2 * P * 64);
+                const char *pf1 = (const char *)(ke < P ? b1 + (size_t)ke * 64 : b1 + (size_t)2 * P * 64);
+                int pf_lines = ke < P || q + 1 < q1 ? 2 * (S_KB < P ? S_KB : P) : 0;
+                for (int m0 = mc; m0 < mend; m0 += 16) {
+                    const uint16_t *a0 = a->ap + (size_t)m0 * kp;
+                    float *cm = cp + (size_t)(m0 - mc) * 64;
                     if (kb == 0) {
                         _tile_zero(0);
                         _tile_zero(1);
                         _tile_zero(2);
                         _tile_zero(3);
                     } else {
-                        _tile_loadd(0, cm, 128);
-                        _tile_loadd(1, cm + 16, 128);
-                        _tile_loadd(2, cm + 16 * 32, 128);
-                        _tile_loadd(3, cm + 16 * 32 + 16, 128);
+                        _tile_loadd(0, cm, 256);
+                        _tile_loadd(1, cm + 16, 256);
+                        _tile_loadd(2, cm + 32, 256);
+                        _tile_loadd(3, cm + 48, 256);
                     }
                     for (int p = kb; p < ke; p += 16) {
-                        for (int l = 0; l < S_PF_LINES && pf_lines > 0; l++, pf_lines--, pf += 64)
-                            _mm_prefetch(pf, _MM_HINT_T1);
+                        for (int l = 0; l < S_PF_LINES && pf_lines > 0; l++, pf_lines--, pf0 += 64, pf1 += 64) {
+                            _mm_prefetch(pf0, _MM_HINT_T1);
+                            _mm_prefetch(pf1, _MM_HINT_T1);
+                        }
                         _tile_loadd(4, a0 + 32 * p, 64);
-                        _tile_loadd(6, bp + (size_t)p * 64, 128);
-                        _tile_loadd(7, bp + (size_t)p * 64 + 32, 128);
-                        _tile_dpbf16ps(0, 4, 6);
-                        _tile_loadd(5, a1 + 32 * p, 64);
-                        _tile_dpbf16ps(1, 4, 7);
-                        _tile_dpbf16ps(2, 5, 6);
-                        _tile_dpbf16ps(3, 5, 7);
+                        _tile_loadd(5, b0 + (size_t)p * 64, 128);
+                        _tile_dpbf16ps(0, 4, 5);
+                        _tile_loadd(6, b0 + (size_t)p * 64 + 32, 128);
+                        _tile_dpbf16ps(1, 4, 6);
+                        if (np == 2) {
+                            _tile_loadd(7, b1 + (size_t)p * 64, 128);
+                            _tile_dpbf16ps(2, 4, 7);
+                            _tile_loadd(5, b1 + (size_t)p * 64 + 32, 128);
+                            _tile_dpbf16ps(3, 4, 5);
+                        }
                     }
                     float *dst = ke == P ? c : cm;
-                    _tile_stored(0, dst, 128);
-                    _tile_stored(1, dst + 16, 128);
-                    _tile_stored(2, dst + 16 * 32, 128);
-                    _tile_stored(3, dst + 16 * 32 + 16, 128);
-                    if (ke == P && m0 < a->M) s_store(a, c, m0, n0, nv);
+                    _tile_stored(0, dst, 256);
+                    _tile_stored(1, dst + 16, 256);
+                    _tile_stored(2, dst + 32, 256);
+                    _tile_stored(3, dst + 48, 256);
+                    if (ke == P && m0 < a->M)
+                        for (int t = 0; t < np; t++) {
+                            const int n0 = (pn + t) * 32;
+                            s_store(a, c + 32 * t, 64, 16, m0, n0, w->N - n0 < 32 ? w->N - n0 : 32);
+                        }
                 }
             }
         }
@@ -239,13 +255,13 @@ int nr_cpu_amx_matmul_bf16(float *y, size_t ldy, const float *x, size_t ldx, con
 int nr_cpu_amx_linear_bf16(float *y, size_t ldy, const float *x, size_t ldx, const nr_cpu_bf16w_t *w, int M,
                            const float *bias, int act, int accumulate) {
     if (M <= 0 || w->N <= 0 || w->K <= 0) return 0;
-    const int Mp = (M + 31) / 32 * 32, kp = 2 * w->P;
+    const int Mp = (M + 15) / 16 * 16, kp = 2 * w->P;
     /* rows per chunk: about 1.5 MiB of packed activations (in L2) */
-    int chunk = (int)((3u << 19) / ((size_t)kp * sizeof(uint16_t))) / 32 * 32;
-    chunk = chunk < 32 ? 32 : chunk > Mp ? Mp : chunk;
+    int chunk = (int)((3u << 19) / ((size_t)kp * sizeof(uint16_t))) / 16 * 16;
+    chunk = chunk < 16 ? 16 : chunk > Mp ? Mp : chunk;
     const size_t abytes = (size_t)Mp * kp * sizeof(uint16_t);
     unsigned char *buf =
-        nr_cpu_scratch(NR_CPU_SCRATCH_BF16_A, abytes + (size_t)nr_cpu_pool_size() * chunk * 32 * sizeof(float));
+        nr_cpu_scratch(NR_CPU_SCRATCH_BF16_A, abytes + (size_t)nr_cpu_pool_size() * chunk * 64 * sizeof(float));
     if (!buf) return NR_ENOMEM;
     s_amx_t a = {y, ldy, x, ldx, (uint16_t *)(void *)buf, (float *)(void *)(buf + abytes), w, M, Mp, chunk, accumulate,
                  bias, act};
