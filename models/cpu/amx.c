@@ -147,9 +147,9 @@ static inline __m512 s_gelu16(__m512 v, int form) {
     return _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, y));
 }
 
-/* y rows m0.. (at most 32, valid mv) and columns n0.. (valid nv) from the
- * 32 x 32 F32 block c: + bias, GELU, + y (the epilogue of a linear layer,
- * done while the block is in L1). */
+/* y rows m0.. (at most `rows`, fewer past M) and columns n0.. (valid nv of
+ * 32) from the F32 block c (rows ldc floats apart): + bias, GELU, + y (the
+ * epilogue of a linear layer, done while the block is in L1). */
 static void s_store(const s_amx_t *a, const float *c, int ldc, int rows, int m0, int n0, int nv) {
     const int mv = a->M - m0 < rows ? a->M - m0 : rows;
     const __mmask16 k0 = (__mmask16)(nv >= 16 ? 0xffff : (1u << nv) - 1);
