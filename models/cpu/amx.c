@@ -424,6 +424,8 @@ static void s_att_part(void *arg, int part, int nparts) {
         const float *k = a->k + (size_t)kb * a->kv_bstride + (size_t)g * hd;
         const float *v = a->v + (size_t)kb * a->kv_bstride + (size_t)g * hd;
         for (int j = 0; j < nkvp; j++) {
+            if (j + 8 < nkv) /* K rows are 3 D floats apart: fetch ahead */
+                for (int d = 0; d < hd; d += 16) _mm_prefetch((const char *)(k + (size_t)(j + 8) * a->kv_rstride + d), _MM_HINT_T0);
             for (int d = 0; d < hdp; d += 32)
                 _mm512_storeu_si512((void *)(krow + d / 2), j < nkv ? s_bf16x32(k + (size_t)j * a->kv_rstride + d, hd - d)
                                                                      : _mm512_setzero_si512());
@@ -431,6 +433,11 @@ static void s_att_part(void *arg, int part, int nparts) {
         }
         for (int p = 0; p < nkvp / 2; p++) {
             const float *v0 = v + (size_t)(2 * p) * a->kv_rstride, *v1 = v0 + a->kv_rstride;
+            if (2 * p + 9 < nkv)
+                for (int d = 0; d < hd; d += 16) {
+                    _mm_prefetch((const char *)(v0 + 8 * a->kv_rstride + d), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(v1 + 8 * a->kv_rstride + d), _MM_HINT_T0);
+                }
             for (int c = 0; c < hd16; c += 16) {
                 const __mmask16 m = (__mmask16)(hd - c >= 16 ? 0xffff : (1u << (hd - c)) - 1);
                 const __mmask16 m0 = 2 * p < nkv ? m : 0, m1 = 2 * p + 1 < nkv ? m : 0;
