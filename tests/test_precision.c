@@ -384,6 +384,54 @@ Test(precision, backend_linear) {
     free(y1);
 }
 
+/* The ViT patch embedding through the backend table: cpu:bf16 on the amx
+ * path multiplies on tiles (BF16 pixels and weights) within a relative L2
+ * error of 1e-2 of F32; F32 bit for bit on the other paths. With a class
+ * row (ViT, CLIP) and without (SigLIP), two images, patch 16 and 14. */
+Test(precision, backend_patch_embed) {
+    s_need_path();
+    char err[256];
+    nr_backend_t *f32 = nr_backend_new("cpu", 2, err, sizeof err), *bf = nr_backend_new("cpu:bf16", 2, err, sizeof err);
+    cr_assert(f32 && bf, "%s", err);
+    const int B = 2, C = 3, D = 40;
+    for (int ci = 0; ci < 2; ci++) {
+        const int P = ci ? 14 : 16, HW = ci ? 56 : 64, np = (HW / P) * (HW / P), rows = np + (ci ? 0 : 1);
+        float *px = malloc(sizeof(float) * B * C * HW * HW), *w = malloc(sizeof(float) * D * C * P * P);
+        float *bias = malloc(sizeof(float) * D), *cls = malloc(sizeof(float) * D), *pos = malloc(sizeof(float) * rows * D);
+        float *o[2];
+        for (int i = 0; i < B * C * HW * HW; i++) px[i] = s_rand();
+        for (int i = 0; i < D * C * P * P; i++) w[i] = s_rand() * 0.05f;
+        for (int i = 0; i < D; i++) bias[i] = cls[i] = s_rand();
+        for (int i = 0; i < rows * D; i++) pos[i] = s_rand();
+        for (int t = 0; t < 2; t++) {
+            o[t] = malloc(sizeof(float) * B * rows * D);
+            nr_patch_args_t a = {.batch = B, .channels = C, .height = HW, .width = HW, .patch = P, .dim = D, .pixels = px,
+                                 .w = w, .b = bias, .cls = ci ? NULL : cls, .pos = pos, .out = o[t]};
+            nr_backend_t *be = t ? bf : f32;
+            cr_assert_eq(be->ops->patch_embed(be->ctx, &a), 0);
+        }
+        double e2 = 0, r2 = 0;
+        for (int i = 0; i < B * rows * D; i++) {
+            e2 += (double)(o[1][i] - o[0][i]) * (o[1][i] - o[0][i]);
+            r2 += (double)o[0][i] * o[0][i];
+        }
+        const double rel = sqrt(e2 / r2);
+        cr_log_info("patch embedding case %d: relative L2 error %.3g", ci, rel);
+        cr_assert_leq(rel, 1e-2, "case %d: relative L2 error %.3g", ci, rel);
+        if (nr_cpu_path() == NR_CPU_PATH_AMX) cr_assert(rel > 0, "case %d: not on tiles", ci);
+        else cr_assert_eq(memcmp(o[0], o[1], sizeof(float) * B * rows * D), 0, "case %d must be F32", ci);
+        free(px);
+        free(w);
+        free(bias);
+        free(cls);
+        free(pos);
+        free(o[0]);
+        free(o[1]);
+    }
+    nr_backend_destroy(&f32);
+    nr_backend_destroy(&bf);
+}
+
 /* Attention through the backend table: cpu:bf16 on the amx path runs the
  * non-causal attention on tiles (BF16 Q, K, V and probabilities), within
  * a relative L2 error of 1e-2 of F32; causal attention, and every

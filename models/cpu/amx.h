@@ -23,4 +23,8 @@ int nr_cpu_amx_linear_bf16(float *y, size_t ldy, const float *x, size_t ldx, con
  * on the amx path. 0, NR_EINVAL or NR_ENOMEM. */
 int nr_cpu_amx_attention(const nr_attn_args_t *a);
 
+/* The ViT patch embedding (nr_patch_args_t) with its matmul on tiles; w is
+ * the BF16 copy of a->w ([D, C*P*P]). 0, NR_EINVAL or NR_ENOMEM. */
+int nr_cpu_amx_patch_embed(const nr_patch_args_t *a, const nr_cpu_bf16w_t *w);
+
 #endif

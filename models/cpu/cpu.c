@@ -339,7 +339,18 @@ static int s_embed(void *ctx, float *out, const float *wte, const float *wpe, co
     }
     return 0;
 }
-static int s_patch_embed(void *ctx, const nr_patch_args_t *a) { return nr_cpu_patch_embed(a); }
+static int s_patch_embed(void *ctx, const nr_patch_args_t *a) {
+#if defined(__x86_64__)
+    s_cpu_t *c = ctx;
+    const int K = a->channels * a->patch * a->patch;
+    if (c->precision == NR_CPU_BF16 && nr_cpu_path() == NR_CPU_PATH_AMX && a->dim > 0 && K > 0) {
+        const s_conv_t *e = s_converted(c, a->w, NR_W_OUT_IN, a->dim, K);
+        if (!e) return NR_ENOMEM;
+        return nr_cpu_amx_patch_embed(a, &e->bf);
+    }
+#endif
+    return nr_cpu_patch_embed(a);
+}
 static int s_rmsnorm(void *ctx, float *y, const float *x, const float *g, int M, int N, float eps) {
     if (M < 0 || N <= 0) return NR_EINVAL;
     nr_cpu_rmsnorm(y, x, g, M, N, eps);
