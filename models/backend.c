@@ -107,6 +107,18 @@ int nr_backend_prepare_matmul(const nr_backend_t *b, const float *w, nr_wlayout_
     return b->ops->prepare_matmul ? b->ops->prepare_matmul(b->ctx, w, layout, N, K, rows) : 0;
 }
 
+int nr_backend_linear(const nr_backend_t *be, float *y, size_t ldy, const float *x, size_t ldx, const float *w,
+                      nr_wlayout_t layout, const float *b, int M, int N, int K, int act, int accumulate) {
+    if (act >= 0 && accumulate) return NR_EINVAL;
+    const nr_backend_ops_t *o = be->ops;
+    if (o->linear) return o->linear(be->ctx, y, ldy, x, ldx, w, layout, b, M, N, K, act, accumulate);
+    if ((b || act >= 0) && ldy != (size_t)N) return NR_EINVAL;
+    int rc = o->matmul(be->ctx, y, ldy, x, ldx, w, layout, M, N, K, accumulate);
+    if (rc == 0 && b) rc = o->add_bias(be->ctx, y, b, M, N);
+    if (rc == 0 && act >= 0) rc = o->gelu(be->ctx, y, (size_t)M * N, act);
+    return rc;
+}
+
 void nr_backend_free(const nr_backend_t *b, void *p) {
     if (p) b->ops->free(b->ctx, p);
 }

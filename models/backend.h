@@ -125,6 +125,14 @@ typedef struct nr_backend_ops {
      * F32, so no F32 copy is made. 0, NR_EUNSUPPORTED (this backend reads
      * F32 weights: load an F32 copy instead), NR_ENOMEM. */
     int (*adopt_bf16)(void *ctx, const void *w, nr_wlayout_t layout, int N, int K);
+    /* Optional (NULL: not offered; nr_backend_linear runs matmul, add_bias
+     * and gelu instead). A linear layer in one call, so a backend can
+     * apply bias and activation as the product leaves its kernel:
+     * y = act(x W + b) (+ y when accumulate); b NULL for none, act -1 for
+     * none or a gelu form; act and accumulate not both. The same result up
+     * to the backend's rounding. */
+    int (*linear)(void *ctx, float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout,
+                  const float *b, int M, int N, int K, int act, int accumulate);
     int (*add_bias)(void *ctx, float *y, const float *b, int M, int N);
     int (*add)(void *ctx, float *y, const float *x, size_t n);
     int (*layernorm)(void *ctx, float *y, const float *x, const float *g, const float *b, int M, int N, float eps);
@@ -164,6 +172,10 @@ void nr_backend_destroy(nr_backend_t **b);
 void *nr_backend_upload_new(nr_backend_t *b, const void *host, size_t bytes);
 /* b->ops->prepare_matmul when the backend has it, else 0 (nothing to do). */
 int nr_backend_prepare_matmul(const nr_backend_t *b, const float *w, nr_wlayout_t layout, int N, int K, int rows);
+/* b->ops->linear when the backend has it, else matmul, add_bias (b not
+ * NULL) and gelu (act >= 0) in turn; y rows ldy == N floats apart then. */
+int nr_backend_linear(const nr_backend_t *be, float *y, size_t ldy, const float *x, size_t ldx, const float *w,
+                      nr_wlayout_t layout, const float *b, int M, int N, int K, int act, int accumulate);
 /* Frees a buffer from b->ops->alloc; NULL is ignored. */
 void nr_backend_free(const nr_backend_t *b, void *p);
 

@@ -336,6 +336,159 @@ Test(precision, backend_matmul) {
     free(x);
 }
 
+/* A linear layer in one call (bias and GELU applied as the product leaves
+ * the kernel on the amx path) against matmul, add_bias and gelu in turn on
+ * the same backend: the same products, so within F32 rounding of the bias
+ * sum and the GELU's reciprocals on tiles, bit for bit elsewhere. Every
+ * GELU form, with and without bias, accumulate, rows ldy apart. */
+Test(precision, backend_linear) {
+    s_need_path();
+    char err[256];
+    nr_backend_t *be = nr_backend_new("cpu:bf16", 2, err, sizeof err);
+    cr_assert_not_null(be, "%s", err);
+    const int K = 96, Ms[3] = {16, 37, 200}, Ns[2] = {100, 257};
+    float *w = malloc(sizeof(float) * 257 * K), *x = malloc(sizeof(float) * 200 * K), *b = malloc(sizeof(float) * 257);
+    float *y0 = malloc(sizeof(float) * 200 * 260), *y1 = malloc(sizeof(float) * 200 * 260);
+    for (int i = 0; i < 257 * K; i++) w[i] = s_rand() * 0.3f;
+    for (int i = 0; i < 200 * K; i++) x[i] = s_rand();
+    for (int i = 0; i < 257; i++) b[i] = s_rand();
+    double worst = 0;
+    for (int mi = 0; mi < 3; mi++)
+        for (int ni = 0; ni < 2; ni++)
+            for (int act = -1; act <= 2; act++)
+                for (int v = 0; v < 4; v++) { /* bit 0: bias; bit 1: accumulate (act -1), else ldy = N + 3 */
+                    const int M = Ms[mi], N = Ns[ni], acc = (v & 2) && act < 0, ldy = (v & 2) && act >= 0 ? N + 3 : N;
+                    const float *bias = v & 1 ? b : NULL;
+                    for (int i = 0; i < M * ldy; i++) y0[i] = y1[i] = s_rand();
+                    cr_assert_eq(be->ops->linear(be->ctx, y1, ldy, x, K, w, NR_W_OUT_IN, bias, M, N, K, act, acc), 0);
+                    cr_assert_eq(be->ops->matmul(be->ctx, y0, ldy, x, K, w, NR_W_OUT_IN, M, N, K, acc), 0);
+                    for (int m = 0; m < M; m++) {
+                        if (bias) cr_assert_eq(be->ops->add_bias(be->ctx, y0 + (size_t)m * ldy, bias, 1, N), 0);
+                        if (act >= 0) cr_assert_eq(be->ops->gelu(be->ctx, y0 + (size_t)m * ldy, (size_t)N, act), 0);
+                    }
+                    for (int i = 0; i < M * ldy; i++) {
+                        const double d = fabs((double)y1[i] - y0[i]), tol = 1e-6 * (1.0 + fabs(y0[i]));
+                        worst = d / tol > worst ? d / tol : worst;
+                        cr_assert_leq(d, tol, "M %d N %d act %d case %d: [%d] %.9g vs %.9g", M, N, act, v, i, y1[i], y0[i]);
+                        if (nr_cpu_path() != NR_CPU_PATH_AMX)
+                            cr_assert_eq(y1[i], y0[i], "M %d N %d act %d case %d: not bit for bit", M, N, act, v);
+                    }
+                }
+    cr_log_info("linear vs matmul + bias + gelu: worst %.3g of the bound", worst);
+    cr_assert_eq(be->ops->linear(be->ctx, y1, 257, x, K, w, NR_W_OUT_IN, b, 16, 257, K, 0, 1), NR_EINVAL);
+    nr_backend_destroy(&be);
+    free(w);
+    free(x);
+    free(b);
+    free(y0);
+    free(y1);
+}
+
+/* The ViT patch embedding through the backend table: cpu:bf16 on the amx
+ * path multiplies on tiles (BF16 pixels and weights) within a relative L2
+ * error of 1e-2 of F32; F32 bit for bit on the other paths. With a class
+ * row (ViT, CLIP) and without (SigLIP), two images, patch 16 and 14. */
+Test(precision, backend_patch_embed) {
+    s_need_path();
+    char err[256];
+    nr_backend_t *f32 = nr_backend_new("cpu", 2, err, sizeof err), *bf = nr_backend_new("cpu:bf16", 2, err, sizeof err);
+    cr_assert(f32 && bf, "%s", err);
+    const int B = 2, C = 3, D = 40;
+    for (int ci = 0; ci < 2; ci++) {
+        const int P = ci ? 14 : 16, HW = ci ? 56 : 64, np = (HW / P) * (HW / P), rows = np + (ci ? 0 : 1);
+        float *px = malloc(sizeof(float) * B * C * HW * HW), *w = malloc(sizeof(float) * D * C * P * P);
+        float *bias = malloc(sizeof(float) * D), *cls = malloc(sizeof(float) * D), *pos = malloc(sizeof(float) * rows * D);
+        float *o[2];
+        for (int i = 0; i < B * C * HW * HW; i++) px[i] = s_rand();
+        for (int i = 0; i < D * C * P * P; i++) w[i] = s_rand() * 0.05f;
+        for (int i = 0; i < D; i++) bias[i] = cls[i] = s_rand();
+        for (int i = 0; i < rows * D; i++) pos[i] = s_rand();
+        for (int t = 0; t < 2; t++) {
+            o[t] = malloc(sizeof(float) * B * rows * D);
+            nr_patch_args_t a = {.batch = B, .channels = C, .height = HW, .width = HW, .patch = P, .dim = D, .pixels = px,
+                                 .w = w, .b = bias, .cls = ci ? NULL : cls, .pos = pos, .out = o[t]};
+            nr_backend_t *be = t ? bf : f32;
+            cr_assert_eq(be->ops->patch_embed(be->ctx, &a), 0);
+        }
+        double e2 = 0, r2 = 0;
+        for (int i = 0; i < B * rows * D; i++) {
+            e2 += (double)(o[1][i] - o[0][i]) * (o[1][i] - o[0][i]);
+            r2 += (double)o[0][i] * o[0][i];
+        }
+        const double rel = sqrt(e2 / r2);
+        cr_log_info("patch embedding case %d: relative L2 error %.3g", ci, rel);
+        cr_assert_leq(rel, 1e-2, "case %d: relative L2 error %.3g", ci, rel);
+        if (nr_cpu_path() == NR_CPU_PATH_AMX) cr_assert(rel > 0, "case %d: not on tiles", ci);
+        else cr_assert_eq(memcmp(o[0], o[1], sizeof(float) * B * rows * D), 0, "case %d must be F32", ci);
+        free(px);
+        free(w);
+        free(bias);
+        free(cls);
+        free(pos);
+        free(o[0]);
+        free(o[1]);
+    }
+    nr_backend_destroy(&f32);
+    nr_backend_destroy(&bf);
+}
+
+/* Attention through the backend table: cpu:bf16 on the amx path runs the
+ * non-causal attention on tiles (BF16 Q, K, V and probabilities), within
+ * a relative L2 error of 1e-2 of F32; causal attention, and every
+ * attention on the other paths, stays F32 bit for bit. Odd sizes (padding
+ * of keys, queries and head size), grouped K/V heads, shared K/V rows. */
+Test(precision, backend_attention) {
+    s_need_path();
+    char err[256];
+    nr_backend_t *f32 = nr_backend_new("cpu", 2, err, sizeof err), *bf = nr_backend_new("cpu:bf16", 2, err, sizeof err);
+    cr_assert(f32 && bf, "%s", err);
+    const struct {
+        int batch, heads, kv_heads, hd, nq, nkv, causal, shared;
+    } cases[] = {{2, 3, 0, 64, 37, 45, 0, 1}, {1, 4, 2, 72, 16, 17, 0, 0}, {1, 12, 0, 64, 197, 197, 0, 0},
+                 {2, 2, 0, 40, 20, 70, 0, 0}, {1, 2, 0, 64, 24, 24, 1, 0}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int B = cases[ci].batch, H = cases[ci].heads, G = cases[ci].kv_heads ? cases[ci].kv_heads : H;
+        const int hd = cases[ci].hd, nq = cases[ci].nq, nkv = cases[ci].nkv;
+        float *q = malloc(sizeof(float) * B * nq * H * hd), *k = malloc(sizeof(float) * B * nkv * G * hd);
+        float *v = malloc(sizeof(float) * B * nkv * G * hd), *o[2];
+        for (int i = 0; i < B * nq * H * hd; i++) q[i] = s_rand() * 2.0f;
+        for (int i = 0; i < B * nkv * G * hd; i++) {
+            k[i] = s_rand() * 2.0f;
+            v[i] = s_rand();
+        }
+        int kv_index[2] = {0, 0};
+        for (int t = 0; t < 2; t++) {
+            o[t] = calloc((size_t)B * nq * H * hd, sizeof(float));
+            nr_attn_args_t a = {.batch = B, .n_head = H, .head_dim = hd, .n_kv_head = cases[ci].kv_heads, .n_q = nq,
+                                .n_kv = nkv, .causal = cases[ci].causal, .q_pos0 = nkv - nq,
+                                .scale = 1.0f / sqrtf((float)hd), .q = q, .k = k, .v = v, .out = o[t],
+                                .q_bstride = (size_t)nq * H * hd, .q_rstride = (size_t)H * hd,
+                                .kv_bstride = (size_t)nkv * G * hd, .kv_rstride = (size_t)G * hd,
+                                .o_bstride = (size_t)nq * H * hd, .o_rstride = (size_t)H * hd,
+                                .kv_index = cases[ci].shared ? kv_index : NULL};
+            nr_backend_t *be = t ? bf : f32;
+            cr_assert_eq(be->ops->attention(be->ctx, &a), 0);
+        }
+        double e2 = 0, r2 = 0;
+        for (int i = 0; i < B * nq * H * hd; i++) {
+            e2 += (double)(o[1][i] - o[0][i]) * (o[1][i] - o[0][i]);
+            r2 += (double)o[0][i] * o[0][i];
+        }
+        const double rel = sqrt(e2 / r2);
+        cr_log_info("attention case %zu: relative L2 error %.3g", ci, rel);
+        cr_assert_leq(rel, 1e-2, "case %zu: relative L2 error %.3g", ci, rel);
+        if (nr_cpu_path() == NR_CPU_PATH_AMX && !cases[ci].causal) cr_assert(rel > 0, "case %zu: not on tiles", ci);
+        else cr_assert_eq(memcmp(o[0], o[1], sizeof(float) * B * nq * H * hd), 0, "case %zu must be F32", ci);
+        free(q);
+        free(k);
+        free(v);
+        free(o[0]);
+        free(o[1]);
+    }
+    nr_backend_destroy(&f32);
+    nr_backend_destroy(&bf);
+}
+
 /* ---- caption agreement on the tiny checkpoint ---- */
 
 #define S_MAXLEN 16

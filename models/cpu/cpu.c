@@ -33,6 +33,9 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "models/cpu/dispatch.h"
+#if defined(__x86_64__)
+#include "models/cpu/amx.h"
+#endif
 #include "models/cpu/kernels.h"
 #include "models/cpu/lowp.h"
 #include "models/tensor.h"
@@ -240,6 +243,30 @@ static int s_matmul(void *ctx, float *y, size_t ldy, const float *x, size_t ldx,
     nr_cpu_matmul(y, ldy, x, ldx, w, layout, M, N, K, accumulate);
     return 0;
 }
+/* A linear layer: on the amx path cpu:bf16 applies bias and GELU to each
+ * block as it leaves the tiles (and saves the passes over y and their pool
+ * jobs); elsewhere matmul, bias and GELU in turn, as the model would. */
+static int s_linear(void *ctx, float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout,
+                    const float *b, int M, int N, int K, int act, int accumulate) {
+    if (M < 0 || N < 0 || K < 0 || (act >= 0 && accumulate)) return NR_EINVAL;
+    s_cpu_t *c = ctx;
+    if (M == 0 || N == 0) return 0;
+#if defined(__x86_64__)
+    if (c->precision == NR_CPU_BF16 && nr_cpu_path() == NR_CPU_PATH_AMX && M >= NR_CPU_AMX_MIN_ROWS && K > 0) {
+        const s_conv_t *e = s_converted(c, w, layout, N, K);
+        if (!e) return NR_ENOMEM;
+        return nr_cpu_amx_linear_bf16(y, ldy, x, ldx, &e->bf, M, b, act, accumulate);
+    }
+#endif
+    int rc = s_matmul(ctx, y, ldy, x, ldx, w, layout, M, N, K, accumulate);
+    const int rows = ldy == (size_t)N ? M : 1; /* y in one piece, or row by row */
+    for (int m = 0; rc == 0 && (b || act >= 0) && m < M; m += rows) {
+        float *yr = y + (size_t)m * ldy;
+        if (b) nr_cpu_add_bias(yr, b, rows, N);
+        if (act >= 0) nr_cpu_gelu(yr, (size_t)rows * N, act);
+    }
+    return rc;
+}
 static int s_prepare(void *ctx, const float *w, nr_wlayout_t layout, int N, int K, int rows) {
     s_cpu_t *c = ctx;
     if (N <= 0 || K <= 0) return NR_EINVAL;
@@ -286,7 +313,16 @@ static int s_softmax(void *ctx, float *x, int rows, int cols) {
     nr_cpu_softmax(x, rows, cols);
     return 0;
 }
-static int s_attention(void *ctx, const nr_attn_args_t *a) { return nr_cpu_attention(a); }
+static int s_attention(void *ctx, const nr_attn_args_t *a) {
+#if defined(__x86_64__)
+    /* cpu:bf16 on AMX: the encoders' attention on tiles (BF16 operands) */
+    const s_cpu_t *c = ctx;
+    if (c->precision == NR_CPU_BF16 && nr_cpu_path() == NR_CPU_PATH_AMX && !a->causal && a->n_q >= 16 &&
+        a->head_dim <= 128)
+        return nr_cpu_amx_attention(a);
+#endif
+    return nr_cpu_attention(a);
+}
 static int s_embed(void *ctx, float *out, const float *wte, const float *wpe, const int *ids, const int *pos, int n,
                    int dim, int vocab, int n_positions) {
     for (int i = 0; i < n; i++)
@@ -303,7 +339,18 @@ static int s_embed(void *ctx, float *out, const float *wte, const float *wpe, co
     }
     return 0;
 }
-static int s_patch_embed(void *ctx, const nr_patch_args_t *a) { return nr_cpu_patch_embed(a); }
+static int s_patch_embed(void *ctx, const nr_patch_args_t *a) {
+#if defined(__x86_64__)
+    s_cpu_t *c = ctx;
+    const int K = a->channels * a->patch * a->patch;
+    if (c->precision == NR_CPU_BF16 && nr_cpu_path() == NR_CPU_PATH_AMX && a->dim > 0 && K > 0) {
+        const s_conv_t *e = s_converted(c, a->w, NR_W_OUT_IN, a->dim, K);
+        if (!e) return NR_ENOMEM;
+        return nr_cpu_amx_patch_embed(a, &e->bf);
+    }
+#endif
+    return nr_cpu_patch_embed(a);
+}
 static int s_rmsnorm(void *ctx, float *y, const float *x, const float *g, int M, int N, float eps) {
     if (M < 0 || N <= 0) return NR_EINVAL;
     nr_cpu_rmsnorm(y, x, g, M, N, eps);
@@ -331,6 +378,7 @@ static const nr_backend_ops_t s_ops = {
     .synchronize = s_sync,
     .matmul = s_matmul,
     .prepare_matmul = s_prepare,
+    .linear = s_linear,
     .adopt_bf16 = s_adopt_bf16,
     .add_bias = s_add_bias,
     .add = s_add,

@@ -111,21 +111,36 @@ typedef struct {
     float eps;
 } s_rows_t;
 
+/* Sum of x[i] (sq 0) or of (x[i] - mean)^2 (sq 1) in 16 interleaved
+ * partial sums, added pairwise at the end: the loop vectorizes on every
+ * target with the same result (one running sum cannot, float addition not
+ * being reassociated, and its 4-cycle chain made layer norm 10% of the
+ * BF16 encoder's time). */
+static float s_row_sum(const float *x, int n, float mean, int sq) {
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) {
+            const float d = x[i + j] - mean;
+            acc[j] += sq ? d * d : x[i + j];
+        }
+    for (; i < n; i++) {
+        const float d = x[i] - mean;
+        acc[i % 16] += sq ? d * d : x[i];
+    }
+    for (int w = 8; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    return acc[0];
+}
+
 static void s_layernorm_part(void *p, int part, int nparts) {
     const s_rows_t *a = p;
     const int N = a->N, m0 = (int)((long)a->M * part / nparts), m1 = (int)((long)a->M * (part + 1) / nparts);
     for (int m = m0; m < m1; m++) {
         const float *xr = a->x + (size_t)m * N;
         float *yr = a->y + (size_t)m * N;
-        float sum = 0.0f;
-        for (int i = 0; i < N; i++) sum += xr[i];
-        float mean = sum / (float)N;
-        float var = 0.0f;
-        for (int i = 0; i < N; i++) {
-            float d = xr[i] - mean;
-            var += d * d;
-        }
-        var /= (float)N;
+        const float mean = s_row_sum(xr, N, 0.0f, 0) / (float)N;
+        const float var = s_row_sum(xr, N, mean, 1) / (float)N;
         float rs = 1.0f / sqrtf(var + a->eps);
         for (int i = 0; i < N; i++) yr[i] = (xr[i] - mean) * rs * a->g[i] + a->b[i];
     }

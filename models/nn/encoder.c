@@ -57,8 +57,7 @@ int nr_enc_tower_forward(const nr_backend_t *be, const nr_vit_config_t *c, const
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const nr_enc_layer_t *L = &t->layers[l];
         CK(o->layernorm(ctx, h, x, L->ln1_g, L->ln1_b, M, D, eps));
-        CK(o->matmul(ctx, qkv, 3 * D, h, D, L->wqkv, NR_W_OUT_IN, M, 3 * D, D, 0));
-        if (L->bqkv) CK(o->add_bias(ctx, qkv, L->bqkv, M, 3 * D));
+        CK(nr_backend_linear(be, qkv, 3 * D, h, D, L->wqkv, NR_W_OUT_IN, L->bqkv, M, 3 * D, D, -1, 0));
         nr_attn_args_t aa = {.batch = batch,
                              .n_head = H,
                              .head_dim = hd,
@@ -77,14 +76,10 @@ int nr_enc_tower_forward(const nr_backend_t *be, const nr_vit_config_t *c, const
                              .o_bstride = (size_t)S * D,
                              .o_rstride = (size_t)D};
         CK(o->attention(ctx, &aa));
-        CK(o->matmul(ctx, x, D, att, D, L->wo, NR_W_OUT_IN, M, D, D, 1));
-        CK(o->add_bias(ctx, x, L->bo, M, D));
+        CK(nr_backend_linear(be, x, D, att, D, L->wo, NR_W_OUT_IN, L->bo, M, D, D, -1, 1));
         CK(o->layernorm(ctx, h, x, L->ln2_g, L->ln2_b, M, D, eps));
-        CK(o->matmul(ctx, mlp, I, h, D, L->w1, NR_W_OUT_IN, M, I, D, 0));
-        CK(o->add_bias(ctx, mlp, L->b1, M, I));
-        CK(o->gelu(ctx, mlp, (size_t)M * I, t->gelu_form));
-        CK(o->matmul(ctx, x, D, mlp, I, L->w2, NR_W_OUT_IN, M, D, I, 1));
-        CK(o->add_bias(ctx, x, L->b2, M, D));
+        CK(nr_backend_linear(be, mlp, I, h, D, L->w1, NR_W_OUT_IN, L->b1, M, I, D, t->gelu_form, 0));
+        CK(nr_backend_linear(be, x, D, mlp, I, L->w2, NR_W_OUT_IN, L->b2, M, D, I, -1, 1));
     }
     CK(o->layernorm(ctx, x, x, t->post_g, t->post_b, M, D, eps));
     CK(o->synchronize(ctx));
