@@ -111,21 +111,33 @@ typedef struct {
     float eps;
 } s_rows_t;
 
+/* Sum of x[i] (squares: sum of (x[i] - c)^2) over 16 lanes, then the
+ * lanes: a single running sum kept the loop scalar. */
+static inline float s_sum16(const float *x, int n, float c, int squares) {
+    float a[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            const float d = x[i + l] - c;
+            a[l] += squares ? d * d : x[i + l];
+        }
+    float t = 0.0f;
+    for (; i < n; i++) {
+        const float d = x[i] - c;
+        t += squares ? d * d : x[i];
+    }
+    for (int l = 0; l < 16; l++) t += a[l];
+    return t;
+}
+
 static void s_layernorm_part(void *p, int part, int nparts) {
     const s_rows_t *a = p;
     const int N = a->N, m0 = (int)((long)a->M * part / nparts), m1 = (int)((long)a->M * (part + 1) / nparts);
     for (int m = m0; m < m1; m++) {
         const float *xr = a->x + (size_t)m * N;
         float *yr = a->y + (size_t)m * N;
-        float sum = 0.0f;
-        for (int i = 0; i < N; i++) sum += xr[i];
-        float mean = sum / (float)N;
-        float var = 0.0f;
-        for (int i = 0; i < N; i++) {
-            float d = xr[i] - mean;
-            var += d * d;
-        }
-        var /= (float)N;
+        float mean = s_sum16(xr, N, 0.0f, 0) / (float)N;
+        float var = s_sum16(xr, N, mean, 1) / (float)N;
         float rs = 1.0f / sqrtf(var + a->eps);
         for (int i = 0; i < N; i++) yr[i] = (xr[i] - mean) * rs * a->g[i] + a->b[i];
     }
@@ -137,17 +149,34 @@ static void s_layernorm(float *y, const float *x, const float *g, const float *b
     else s_layernorm_part(&a, 0, 1);
 }
 
+/* One row's max, exp(x - max) in place and their sum, over 16 lanes and
+ * then the lanes, so that the exponentials vectorize (a single running sum
+ * kept the loop scalar: a fifth of the ViT's attention time). */
+static float s_softmax_row(float *p, int n) {
+    float mx16[16], s16[16];
+    for (int l = 0; l < 16; l++) mx16[l] = -INFINITY, s16[l] = 0.0f;
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) mx16[l] = p[j + l] > mx16[l] ? p[j + l] : mx16[l];
+    float mx = -INFINITY;
+    for (int l = 0; l < 16; l++) mx = mx16[l] > mx ? mx16[l] : mx;
+    for (; j < n; j++) mx = p[j] > mx ? p[j] : mx;
+    j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) {
+            p[j + l] = nr_fast_expf(p[j + l] - mx);
+            s16[l] += p[j + l];
+        }
+    float s = 0.0f;
+    for (; j < n; j++) s += p[j] = nr_fast_expf(p[j] - mx);
+    for (int l = 0; l < 16; l++) s += s16[l];
+    return s;
+}
+
 static void s_softmax(float *x, int rows, int cols) {
     for (int r = 0; r < rows; r++) {
         float *p = x + (size_t)r * cols;
-        float mx = p[0];
-        for (int i = 1; i < cols; i++) mx = p[i] > mx ? p[i] : mx;
-        float s = 0.0f;
-        for (int i = 0; i < cols; i++) {
-            p[i] = nr_fast_expf(p[i] - mx);
-            s += p[i];
-        }
-        float inv = 1.0f / s;
+        const float inv = 1.0f / s_softmax_row(p, cols);
         for (int i = 0; i < cols; i++) p[i] *= inv;
     }
 }
@@ -560,28 +589,6 @@ typedef struct {
     float *scores;    /* per part: S_FEW_R x n_kv */
 } s_few_t;
 
-/* Row max, exp(x - max) in place, their sum: 16 lanes, then the lanes. */
-static float s_few_softmax(float *p, int n) {
-    float mx16[16], s16[16];
-    for (int l = 0; l < 16; l++) mx16[l] = -INFINITY, s16[l] = 0.0f;
-    int j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int l = 0; l < 16; l++) mx16[l] = p[j + l] > mx16[l] ? p[j + l] : mx16[l];
-    float mx = -INFINITY;
-    for (int l = 0; l < 16; l++) mx = mx16[l] > mx ? mx16[l] : mx;
-    for (; j < n; j++) mx = p[j] > mx ? p[j] : mx;
-    j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int l = 0; l < 16; l++) {
-            p[j + l] = nr_fast_expf(p[j + l] - mx);
-            s16[l] += p[j + l];
-        }
-    float s = 0.0f;
-    for (; j < n; j++) s += p[j] = nr_fast_expf(p[j] - mx);
-    for (int l = 0; l < 16; l++) s += s16[l];
-    return s;
-}
-
 /* Query rows q[r] (r < R) against keys 0..lim-1 of one head: sc[r][j] =
  * scale * q[r].k[j] for j < lim[r]. */
 static void s_few_scores(const nr_attn_args_t *a, const float *const *q, const int *lim, int R, int maxlim,
@@ -684,7 +691,7 @@ static void s_few_part(void *p, int part, int nparts) {
                 s_few_scores(a, q, lim, R, maxlim, k, sc);
                 for (int r = 0; r < R; r++) {
                     float *pr = sc + (size_t)r * a->n_kv;
-                    const float inv = 1.0f / s_few_softmax(pr, lim[r]);
+                    const float inv = 1.0f / s_softmax_row(pr, lim[r]);
                     for (int j = 0; j < lim[r]; j++) pr[j] *= inv;
                 }
                 s_few_values(a, o, lim, R, maxlim, v, sc);
