@@ -436,13 +436,16 @@ static void s_wpack(float *bp, const s_gemm_t *g, int n0, int k0, int kc) {
             for (; j < S_NR; j++) dst[j] = 0.0f;
         }
     } else {
-        for (int j = 0; j < S_NR; j++) {
-            if (j < nv) {
-                const float *src = g->w + (size_t)(n0 + j) * K + k0;
-                for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = src[k];
-            } else {
-                for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = 0.0f;
-            }
+        /* transposed: 16 weight rows gathered per k (a scalar copy wrote a
+         * cache line per float, a fifth of the ViT's GEMM time) */
+        const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32(K));
+        for (int h = 0; h < S_NR; h += 16) {
+            const __mmask16 m = (__mmask16)(nv - h >= 16 ? 0xffff : nv > h ? (1u << (nv - h)) - 1 : 0);
+            const float *src = g->w + (size_t)(n0 + (m ? h : 0)) * K + k0;
+            for (int k = 0; k < kc; k++)
+                _mm512_storeu_ps(bp + (size_t)k * S_NR + h,
+                                 _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + k, 4));
         }
     }
 }
