@@ -11,7 +11,8 @@
  *
  * Threads: one process-wide pool (pool.h: nr_cpu_pool_init, sized by the
  * first CPU backend) runs the larger matmuls (lowp.c's too, through nr_cpu_run),
- * non-causal attention over (batch, head) pairs and the element-wise ops
+ * attention over (batch, head) pairs (decode steps: large ones, over
+ * (rows sharing a K/V, head)) and the element-wise ops
  * over large activations; small work stays on the caller. The pool runs
  * one job at a time: a caller that finds it busy runs its job on its own
  * thread. Work is split by output element, so a result is the same bit for
