@@ -12,6 +12,7 @@
  *     start token + 19 tokens; beam 4 and greedy)
  * for each weight precision (devices cpu:f32, cpu:bf16, cpu:int8).
  *   bench_git [--family git|blip] [--threads N] [--batch N] [--iters N] [--tokens N] [--precision f32,bf16,int8]
+ *             [--only encoder|decoder|caption] [--cpu-time]
  * Every figure is the median of --iters timed runs after one warm-up; the
  * last lines ("result PREC KEY VALUE") are for bench/bench_git.sh.
  * PyTorch counterparts: bench/bench_git_torch.py, bench/bench_blip_torch.py. */
@@ -32,9 +33,14 @@
 #include "models/io/checkpoint.h"
 #include "models/tensor.h"
 
+/* --cpu-time: the process's CPU time instead of the wall clock, for A/B
+ * runs with --threads 1 on a machine other work shares (a loaded core
+ * stretches the wall clock, much less the CPU time). */
+static clockid_t s_clock = CLOCK_MONOTONIC;
+
 static double s_now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(s_clock, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -57,6 +63,7 @@ static double s_median(double *v, int n) {
 int main(int argc, char **argv) {
     int threads = 0, batch = 8, iters = 3, tokens = 19;
     char precs[64] = "f32,bf16,int8";
+    const char *only = NULL; /* one part of the bench (quick A/B runs); every part by default */
     const char *family = NR_BENCH_FAMILY;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -65,8 +72,14 @@ int main(int argc, char **argv) {
                    "  random weights: vision images/s at batch 1 and --batch (default 8); set_encoder (GIT: image\n"
                    "  K/V, BLIP: cross K/V); decode ms/token greedy and beam 4 over --tokens\n"
                    "  steps (default 19); a whole caption (encode + max_length 20, beam 4 and greedy) per image.\n"
-                   "  Medians of --iters (default 3) runs, for each precision in LIST (f32, bf16, int8).\n");
+                   "  Medians of --iters (default 3) runs, for each precision in LIST (f32, bf16, int8).\n"
+                   "  --only encoder|decoder|caption runs that part alone (no result lines); --cpu-time times\n"
+                   "  with the process's CPU time (for A/B runs with --threads 1 on a shared machine).\n");
             return 0;
+        }
+        if (!strcmp(argv[i], "--cpu-time")) {
+            s_clock = CLOCK_PROCESS_CPUTIME_ID;
+            continue;
         }
         if (i + 1 >= argc) break;
         if (!strcmp(argv[i], "--family")) family = argv[++i];
@@ -75,6 +88,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--precision")) snprintf(precs, sizeof precs, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--only")) only = argv[++i];
+    }
+    if (only && strcmp(only, "encoder") && strcmp(only, "decoder") && strcmp(only, "caption")) {
+        fprintf(stderr, "bench_git: --only takes encoder, decoder or caption\n");
+        return 2;
     }
     if (batch < 1 || iters < 1 || iters > MAXIT || tokens < 1 || tokens > 1000) {
         fprintf(stderr, "bench_git: bad --batch/--iters/--tokens\n");
@@ -113,6 +131,7 @@ int main(int argc, char **argv) {
     float *logits = malloc((size_t)4 * V * sizeof(float));
     if (!px || !states || !logits) return 1;
     for (size_t i = 0; i < (size_t)batch * npx; i++) px[i] = nr_bench_rand() * 30;
+    for (size_t i = 0; i < (size_t)batch * S * D; i++) states[i] = nr_bench_rand(); /* until an encode writes them */
     char plist[64];
     snprintf(plist, sizeof plist, "%s", precs);
     for (char *save = NULL, *prec = strtok_r(plist, ",", &save); prec; prec = strtok_r(NULL, ",", &save)) {
@@ -130,7 +149,7 @@ int main(int argc, char **argv) {
         /* vision: CLIP + projection */
         int bs[2] = {1, batch};
         double ips[2];
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < 2 && (!only || !strcmp(only, "encoder")); k++) {
             F->encode(fam, px, bs[k], states); /* warm-up (and lazy weight conversions) */
             for (int it = 0; it < iters; it++) {
                 double t0 = s_now();
@@ -139,13 +158,14 @@ int main(int argc, char **argv) {
             }
             double md = s_median(t, iters);
             ips[k] = bs[k] / md;
-            printf("encoder (%s) batch %d: %8.1f ms/batch  %6.2f images/s\n", vname, bs[k], md * 1e3, ips[k]);
+            printf("encoder (%s) batch %d: %8.1f ms/batch  %6.2f images/s (fastest %.1f ms)\n", vname, bs[k], md * 1e3,
+                   ips[k], t[0] * 1e3); /* t sorted by s_median */
         }
         nr_decoder_t dec = F->decoder(fam);
         /* decode steps: greedy (1 row) and beam 4 (4 rows, one image) */
         double setup = 0, msg[2];
         int rows_list[2] = {1, 4};
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < 2 && (!only || !strcmp(only, "decoder")); k++) {
             int rows = rows_list[k];
             void *s = dec.ops->state_new(dec.model, rows, tokens + 1, 1, S);
             if (!s) return 1;
@@ -165,14 +185,16 @@ int main(int argc, char **argv) {
             dec.ops->state_destroy(&s);
             msg[k] = s_median(ts, iters);
             if (k == 0) setup = s_median(tx, iters);
-            printf("decoder %s: %8.2f ms/token (step of %d row%s, %d steps), %s K/V setup %.1f ms\n",
-                   rows == 1 ? "greedy" : "beam 4", msg[k] * 1e3, rows, rows > 1 ? "s" : "", tokens,
-                   blip ? "cross" : "image", s_median(tx, iters) * 1e3);
+            const double setup_k = s_median(tx, iters);
+            printf("decoder %s: %8.2f ms/token (step of %d row%s, %d steps; fastest %.2f), %s K/V setup %.1f ms "
+                   "(fastest %.1f)\n",
+                   rows == 1 ? "greedy" : "beam 4", msg[k] * 1e3, rows, rows > 1 ? "s" : "", tokens, ts[0] * 1e3,
+                   blip ? "cross" : "image", setup_k * 1e3, tx[0] * 1e3);
         }
         /* a whole caption per image: encode + generate, max_length 20 */
         double cap[2];
         int beams_list[2] = {4, 1};
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < 2 && (!only || !strcmp(only, "caption")); k++) {
             nr_gen_config_t g = cfg.gen;
             g.num_beams = beams_list[k];
             g.max_length = 20;
@@ -188,10 +210,11 @@ int main(int argc, char **argv) {
                 if (it >= 0) t[it] = s_now() - t0;
             }
             cap[k] = s_median(t, iters);
-            printf("caption (encode + generate), beams %d, max_length 20: %8.1f ms per image (%d ids)\n", g.num_beams,
-                   cap[k] * 1e3, out_len[0]);
+            printf("caption (encode + generate), beams %d, max_length 20: %8.1f ms per image (%d ids; fastest %.1f)\n",
+                   g.num_beams, cap[k] * 1e3, out_len[0], t[0] * 1e3);
         }
-        printf("result %s enc_b1_ips %.3f\nresult %s enc_b%d_ips %.3f\nresult %s kv_setup_ms %.2f\n"
+        if (!only)
+            printf("result %s enc_b1_ips %.3f\nresult %s enc_b%d_ips %.3f\nresult %s kv_setup_ms %.2f\n"
                "result %s greedy_ms_tok %.3f\nresult %s beam4_ms_step %.3f\nresult %s caption_beam4_ms %.1f\n"
                "result %s caption_greedy_ms %.1f\n",
                prec, ips[0], prec, batch, ips[1], prec, setup * 1e3, prec, msg[0] * 1e3, prec, msg[1] * 1e3, prec,

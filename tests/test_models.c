@@ -249,11 +249,11 @@ static void s_attn_ref(const nr_attn_args_t *a) {
     free(sc);
 }
 
-static void s_attn_case(int batch, int n_q, int n_kv, int causal, int q_pos0, int use_index) {
+/* idx: batch rows -> K/V rows (0 or 1), or NULL: one K/V per row. */
+static void s_attn_case_hd(int batch, int n_q, int n_kv, int causal, int q_pos0, const int *idx, int hd) {
     nr_backend_t *b = s_cpu();
-    const int H = 3, hd = 16, D = H * hd;
-    int idx[4] = {1, 0, 1, 0};
-    int nkvb = use_index ? 2 : batch;
+    const int H = 3, D = H * hd;
+    int nkvb = idx ? 2 : batch;
     float *q = s_randv((size_t)batch * n_q * 3 * D, 1);
     float *kv = s_randv((size_t)nkvb * n_kv * 2 * D, 1);
     float *out = calloc((size_t)batch * n_q * D, sizeof(float)), *ref = calloc((size_t)batch * n_q * D, sizeof(float));
@@ -261,7 +261,7 @@ static void s_attn_case(int batch, int n_q, int n_kv, int causal, int q_pos0, in
                         .q_pos0 = q_pos0, .scale = 0.25f, .q = q, .k = kv, .v = kv + D, .out = out,
                         .q_bstride = (size_t)n_q * 3 * D, .q_rstride = 3 * D, .kv_bstride = (size_t)n_kv * 2 * D,
                         .kv_rstride = 2 * D, .o_bstride = (size_t)n_q * D, .o_rstride = D,
-                        .kv_index = use_index ? idx : NULL};
+                        .kv_index = idx};
     cr_assert_eq(b->ops->attention(b->ctx, &a), 0);
     a.out = ref;
     s_attn_ref(&a);
@@ -274,11 +274,26 @@ static void s_attn_case(int batch, int n_q, int n_kv, int causal, int q_pos0, in
     nr_backend_destroy(&b);
 }
 
+static void s_attn_case(int batch, int n_q, int n_kv, int causal, int q_pos0, int use_index) {
+    static const int idx[4] = {1, 0, 1, 0};
+    s_attn_case_hd(batch, n_q, n_kv, causal, q_pos0, use_index ? idx : NULL, 16);
+}
+
 Test(models_ops, attention_noncausal_gemm_path) { s_attn_case(2, 50, 50, 0, 0, 0); }
 Test(models_ops, attention_cross_with_kv_index) { s_attn_case(4, 1, 37, 0, 0, 1); }
 Test(models_ops, attention_causal_prefill) { s_attn_case(2, 6, 6, 1, 0, 0); }
 Test(models_ops, attention_causal_cached_step) { s_attn_case(3, 1, 9, 1, 8, 0); }
 Test(models_ops, attention_causal_chunk_after_cache) { s_attn_case(2, 20, 25, 1, 5, 0); }
+/* Decode steps: beams of one image share its K/V (runs of 1, 5 and 2
+ * rows; 4 rows at a time), the AVX-512 head size 64 and two that are not
+ * multiples of 16; enough keys to run on the pool. */
+Test(models_ops, attention_beams_share_kv) {
+    static const int idx[8] = {0, 1, 1, 1, 1, 1, 0, 0};
+    s_attn_case_hd(8, 1, 577, 0, 0, idx, 64);
+    s_attn_case_hd(8, 2, 101, 0, 0, idx, 20);
+    s_attn_case_hd(3, 1, 40, 1, 39, NULL, 72);
+    s_attn_case_hd(2, 6, 300, 1, 294, NULL, 64);
+}
 
 Test(models_ops, embed_and_bounds) {
     nr_backend_t *b = s_cpu();

@@ -11,7 +11,8 @@
  *
  * Threads: one process-wide pool (pool.h: nr_cpu_pool_init, sized by the
  * first CPU backend) runs the larger matmuls (lowp.c's too, through nr_cpu_run),
- * non-causal attention over (batch, head) pairs and the element-wise ops
+ * attention over (batch, head) pairs (decode steps: large ones, over
+ * (rows sharing a K/V, head)) and the element-wise ops
  * over large activations; small work stays on the caller. The pool runs
  * one job at a time: a caller that finds it busy runs its job on its own
  * thread. Work is split by output element, so a result is the same bit for
@@ -152,17 +153,34 @@ static void s_layernorm(float *y, const float *x, const float *g, const float *b
     else s_layernorm_part(&a, 0, 1);
 }
 
+/* One row's max, exp(x - max) in place and their sum, over 16 lanes and
+ * then the lanes, so that the exponentials vectorize (a single running sum
+ * kept the loop scalar: a fifth of the ViT's attention time). */
+static float s_softmax_row(float *p, int n) {
+    float mx16[16], s16[16];
+    for (int l = 0; l < 16; l++) mx16[l] = -INFINITY, s16[l] = 0.0f;
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) mx16[l] = p[j + l] > mx16[l] ? p[j + l] : mx16[l];
+    float mx = -INFINITY;
+    for (int l = 0; l < 16; l++) mx = mx16[l] > mx ? mx16[l] : mx;
+    for (; j < n; j++) mx = p[j] > mx ? p[j] : mx;
+    j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) {
+            p[j + l] = nr_fast_expf(p[j + l] - mx);
+            s16[l] += p[j + l];
+        }
+    float s = 0.0f;
+    for (; j < n; j++) s += p[j] = nr_fast_expf(p[j] - mx);
+    for (int l = 0; l < 16; l++) s += s16[l];
+    return s;
+}
+
 static void s_softmax(float *x, int rows, int cols) {
     for (int r = 0; r < rows; r++) {
         float *p = x + (size_t)r * cols;
-        float mx = p[0];
-        for (int i = 1; i < cols; i++) mx = p[i] > mx ? p[i] : mx;
-        float s = 0.0f;
-        for (int i = 0; i < cols; i++) {
-            p[i] = nr_fast_expf(p[i] - mx);
-            s += p[i];
-        }
-        float inv = 1.0f / s;
+        const float inv = 1.0f / s_softmax_row(p, cols);
         for (int i = 0; i < cols; i++) p[i] *= inv;
     }
 }
@@ -262,8 +280,75 @@ static int s_skinny_ldw(float *y, size_t ldy, const float *x, size_t ldx, const 
     }
 }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* Skinny matmul, weights [N][K] (torch's Linear layout), AVX-512: 4
+ * weight rows x up to 4 activation rows per pass, 16 accumulators, each
+ * loaded weight vector serving every activation row; the 4 x 4 dot
+ * products are reduced together at the end. The plain-C kernel above
+ * reduced every output's 16 lanes one float at a time, which made a beam
+ * step (4 rows) compute-bound. An output's sum runs in the same order
+ * whichever rows share its pass. */
+static inline __attribute__((always_inline)) __m128 s_sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)); /* (a, b, c, d) sums */
+}
+
+static void s_skinny_oi512(float *y, size_t ldy, const float *x, size_t ldx, const float *w, int M, int N, int K,
+                           int acc) {
+    const int kt = K % 16;
+    const __mmask16 km = (__mmask16)((1u << kt) - 1);
+    for (int n0 = 0; n0 < N; n0 += 4) {
+        const int nv = N - n0 < 4 ? N - n0 : 4;
+        const float *wr[4];
+        for (int j = 0; j < 4; j++) wr[j] = w + (size_t)(n0 + (j < nv ? j : 0)) * K;
+        for (int m0 = 0; m0 < M; m0 += 4) {
+            const int mv = M - m0 < 4 ? M - m0 : 4;
+            const float *xr[4];
+            for (int i = 0; i < 4; i++) xr[i] = x + (size_t)(m0 + (i < mv ? i : 0)) * ldx;
+            __m512 c[4][4];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) c[i][j] = _mm512_setzero_ps();
+            int k = 0;
+            for (; k + 16 <= K; k += 16) {
+                __m512 wv[4];
+                for (int j = 0; j < 4; j++) wv[j] = _mm512_loadu_ps(wr[j] + k);
+                for (int i = 0; i < mv; i++) {
+                    const __m512 xv = _mm512_loadu_ps(xr[i] + k);
+                    for (int j = 0; j < 4; j++) c[i][j] = _mm512_fmadd_ps(xv, wv[j], c[i][j]);
+                }
+            }
+            if (kt) {
+                __m512 wv[4];
+                for (int j = 0; j < 4; j++) wv[j] = _mm512_maskz_loadu_ps(km, wr[j] + k);
+                for (int i = 0; i < mv; i++) {
+                    const __m512 xv = _mm512_maskz_loadu_ps(km, xr[i] + k);
+                    for (int j = 0; j < 4; j++) c[i][j] = _mm512_fmadd_ps(xv, wv[j], c[i][j]);
+                }
+            }
+            for (int i = 0; i < mv; i++) {
+                float s[4], *yr = y + (size_t)(m0 + i) * ldy + n0;
+                _mm_storeu_ps(s, s_sum4(c[i][0], c[i][1], c[i][2], c[i][3]));
+                for (int j = 0; j < nv; j++) yr[j] = acc ? yr[j] + s[j] : s[j];
+            }
+        }
+    }
+}
+#endif
+
 static int s_skinny(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
                     int N, int K, int accumulate) {
+#if defined(__AVX512F__)
+    if (layout == NR_W_OUT_IN && M <= S_SKINNY_MAX) {
+        s_skinny_oi512(y, ldy, x, ldx, w, M, N, K, accumulate);
+        return 1;
+    }
+#endif
     return s_skinny_ldw(y, ldy, x, ldx, w, layout, M, N, K, (size_t)N, accumulate);
 }
 
@@ -355,13 +440,16 @@ static void s_wpack(float *bp, const s_gemm_t *g, int n0, int k0, int kc) {
             for (; j < S_NR; j++) dst[j] = 0.0f;
         }
     } else {
-        for (int j = 0; j < S_NR; j++) {
-            if (j < nv) {
-                const float *src = g->w + (size_t)(n0 + j) * K + k0;
-                for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = src[k];
-            } else {
-                for (int k = 0; k < kc; k++) bp[(size_t)k * S_NR + j] = 0.0f;
-            }
+        /* transposed: 16 weight rows gathered per k (a scalar copy wrote a
+         * cache line per float, a fifth of the ViT's GEMM time) */
+        const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32(K));
+        for (int h = 0; h < S_NR; h += 16) {
+            const __mmask16 m = (__mmask16)(nv - h >= 16 ? 0xffff : nv > h ? (1u << (nv - h)) - 1 : 0);
+            const float *src = g->w + (size_t)(n0 + (m ? h : 0)) * K + k0;
+            for (int k = 0; k < kc; k++)
+                _mm512_storeu_ps(bp + (size_t)k * S_NR + h,
+                                 _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + k, 4));
         }
     }
 }
@@ -485,45 +573,156 @@ static void s_matmul(float *y, size_t ldy, const float *x, size_t ldx, const flo
                     accumulate ? 1.0f : 0.0f, y, (int)ldy);
 }
 
-/* Direct attention: one query row at a time (decode steps, short prefills,
- * causal masks). scores has room for n_kv floats. */
 /* The key/value head query head h reads (grouped-query attention). */
 static inline int s_kv_head(const nr_attn_args_t *a, int h) {
     return a->n_kv_head > 0 ? h / (a->n_head / a->n_kv_head) : h;
 }
 
-static void s_attn_direct(const nr_attn_args_t *a, int b, int h, float *scores) {
-    int kb = a->kv_index ? a->kv_index[b] : b, g = s_kv_head(a, h);
-    const float *kbase = a->k + (size_t)kb * a->kv_bstride + (size_t)g * a->head_dim;
-    const float *vbase = a->v + (size_t)kb * a->kv_bstride + (size_t)g * a->head_dim;
-    const int hd = a->head_dim;
-    for (int i = 0; i < a->n_q; i++) {
-        const float *q = a->q + (size_t)b * a->q_bstride + (size_t)i * a->q_rstride + (size_t)h * hd;
-        float *o = a->out + (size_t)b * a->o_bstride + (size_t)i * a->o_rstride + (size_t)h * hd;
-        int lim = a->n_kv;
-        if (a->causal && a->q_pos0 + i + 1 < lim) lim = a->q_pos0 + i + 1;
-        float mx = -INFINITY;
-        for (int j = 0; j < lim; j++) {
-            const float *k = kbase + (size_t)j * a->kv_rstride;
-            float s = 0.0f;
-            for (int d = 0; d < hd; d++) s += q[d] * k[d];
-            s *= a->scale;
-            scores[j] = s;
-            mx = s > mx ? s : mx;
+/* Attention for a few query rows per K/V (decode steps, short prefills,
+ * causal masks): one job per (group, head), spread over the pool when the
+ * step is large (cross-attention to 577 image tokens). A group is a run of
+ * batch rows reading the same K/V (cross-attention: the beams of one
+ * image, through kv_index), so each key and value row is loaded once for
+ * up to S_FEW_R query rows; causal rows are each their own group. A
+ * query row's result does not depend on which rows share its group or
+ * which thread computes it: the same operations in the same order. */
+#define S_FEW_R 4
+#define S_FEW_POOL_MIN 65536 /* multiply-adds of Q K^T below which the caller runs it alone */
+
+typedef struct {
+    const nr_attn_args_t *a;
+    const int *start; /* group g: batch rows start[g] .. start[g + 1] - 1 */
+    int n_groups;
+    float *scores;    /* per part: S_FEW_R x n_kv */
+} s_few_t;
+
+/* Query rows q[r] (r < R) against keys 0..lim-1 of one head: sc[r][j] =
+ * scale * q[r].k[j] for j < lim[r]. */
+static void s_few_scores(const nr_attn_args_t *a, const float *const *q, const int *lim, int R, int maxlim,
+                         const float *k, float *sc) {
+    const int hd = a->head_dim, nkv = a->n_kv;
+#if defined(__AVX512F__)
+    if (hd % 16 == 0 && hd <= 128) {
+        const int nv = hd / 16;
+        for (int j = 0; j < maxlim; j++) {
+            const float *kj = k + (size_t)j * a->kv_rstride;
+            __m512 acc[S_FEW_R];
+            for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+            for (int c = 0; c < nv; c++) {
+                const __m512 kc = _mm512_loadu_ps(kj + 16 * c);
+                for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(q[r] + 16 * c), kc, acc[r]);
+            }
+            for (int r = 0; r < R; r++)
+                if (j < lim[r]) sc[(size_t)r * nkv + j] = _mm512_reduce_add_ps(acc[r]) * a->scale;
         }
-        float sum = 0.0f;
-        for (int j = 0; j < lim; j++) {
-            scores[j] = nr_fast_expf(scores[j] - mx);
-            sum += scores[j];
-        }
-        float inv = 1.0f / sum;
-        for (int d = 0; d < hd; d++) o[d] = 0.0f;
-        for (int j = 0; j < lim; j++) {
-            const float *v = vbase + (size_t)j * a->kv_rstride;
-            float p = scores[j] * inv;
-            for (int d = 0; d < hd; d++) o[d] += p * v[d];
+        return;
+    }
+#endif
+    for (int j = 0; j < maxlim; j++) {
+        const float *kj = k + (size_t)j * a->kv_rstride;
+        for (int r = 0; r < R; r++) {
+            if (j >= lim[r]) continue;
+            float acc[16] = {0};
+            int d = 0;
+            for (; d + 16 <= hd; d += 16)
+                for (int l = 0; l < 16; l++) acc[l] += q[r][d + l] * kj[d + l];
+            float t = 0.0f;
+            for (; d < hd; d++) t += q[r][d] * kj[d];
+            for (int l = 0; l < 16; l++) t += acc[l];
+            sc[(size_t)r * nkv + j] = t * a->scale;
         }
     }
+}
+
+/* o[r] = sum_j p[r][j] v[j] over j < lim[r], p already normalised. */
+static void s_few_values(const nr_attn_args_t *a, float *const *o, const int *lim, int R, int maxlim, const float *v,
+                         const float *p) {
+    const int hd = a->head_dim, nkv = a->n_kv;
+#if defined(__AVX512F__)
+    if (hd % 16 == 0 && hd <= 128) {
+        for (int d0 = 0; d0 < hd; d0 += 64) { /* 4 rows x 4 vectors of accumulators */
+            const int nv = hd - d0 < 64 ? (hd - d0) / 16 : 4;
+            __m512 acc[S_FEW_R][4];
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < nv; c++) acc[r][c] = _mm512_setzero_ps();
+            for (int j = 0; j < maxlim; j++) {
+                const float *vj = v + (size_t)j * a->kv_rstride + d0;
+                __m512 vc[4];
+                for (int c = 0; c < nv; c++) vc[c] = _mm512_loadu_ps(vj + 16 * c);
+                for (int r = 0; r < R; r++) {
+                    if (j >= lim[r]) continue;
+                    const __m512 pj = _mm512_set1_ps(p[(size_t)r * nkv + j]);
+                    for (int c = 0; c < nv; c++) acc[r][c] = _mm512_fmadd_ps(pj, vc[c], acc[r][c]);
+                }
+            }
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < nv; c++) _mm512_storeu_ps(o[r] + d0 + 16 * c, acc[r][c]);
+        }
+        return;
+    }
+#endif
+    for (int r = 0; r < R; r++)
+        for (int d = 0; d < hd; d++) o[r][d] = 0.0f;
+    for (int j = 0; j < maxlim; j++) {
+        const float *vj = v + (size_t)j * a->kv_rstride;
+        for (int r = 0; r < R; r++) {
+            if (j >= lim[r]) continue;
+            const float pj = p[(size_t)r * nkv + j];
+            for (int d = 0; d < hd; d++) o[r][d] += pj * vj[d];
+        }
+    }
+}
+
+static void s_few_part(void *p, int part, int nparts) {
+    const s_few_t *t = p;
+    const nr_attn_args_t *a = t->a;
+    const int hd = a->head_dim, total = t->n_groups * a->n_head;
+    float *sc = t->scores + (size_t)part * S_FEW_R * a->n_kv;
+    const int first = (int)((long)total * part / nparts), last = (int)((long)total * (part + 1) / nparts);
+    for (int gh = first; gh < last; gh++) {
+        const int g = gh / a->n_head, h = gh % a->n_head, b0 = t->start[g], b1 = t->start[g + 1];
+        const int kb = a->kv_index ? a->kv_index[b0] : b0, kvh = s_kv_head(a, h);
+        const float *k = a->k + (size_t)kb * a->kv_bstride + (size_t)kvh * hd;
+        const float *v = a->v + (size_t)kb * a->kv_bstride + (size_t)kvh * hd;
+        const float *q[S_FEW_R];
+        float *o[S_FEW_R];
+        int lim[S_FEW_R], R = 0, maxlim = 0;
+        /* query rows (b, i) of the group in order, S_FEW_R at a time */
+        for (int b = b0; b < b1; b++)
+            for (int i = 0; i < a->n_q; i++) {
+                q[R] = a->q + (size_t)b * a->q_bstride + (size_t)i * a->q_rstride + (size_t)h * hd;
+                o[R] = a->out + (size_t)b * a->o_bstride + (size_t)i * a->o_rstride + (size_t)h * hd;
+                lim[R] = a->causal && a->q_pos0 + i + 1 < a->n_kv ? a->q_pos0 + i + 1 : a->n_kv;
+                maxlim = lim[R] > maxlim ? lim[R] : maxlim;
+                if (++R < S_FEW_R && !(b == b1 - 1 && i == a->n_q - 1)) continue;
+                s_few_scores(a, q, lim, R, maxlim, k, sc);
+                for (int r = 0; r < R; r++) {
+                    float *pr = sc + (size_t)r * a->n_kv;
+                    const float inv = 1.0f / s_softmax_row(pr, lim[r]);
+                    for (int j = 0; j < lim[r]; j++) pr[j] *= inv;
+                }
+                s_few_values(a, o, lim, R, maxlim, v, sc);
+                R = maxlim = 0;
+            }
+    }
+}
+
+static int s_attn_few(const nr_attn_args_t *a) {
+    const int parts = nr_cpu_pool_size(); /* at least 1 */
+    const size_t ints = ((size_t)a->batch + 1 + 15) / 16 * 16; /* group starts, then the scores */
+    float *scratch = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN,
+                                    (ints + (size_t)parts * S_FEW_R * a->n_kv) * sizeof(float));
+    if (!scratch) return NR_ENOMEM;
+    int *start = (int *)scratch;
+    int n_groups = 0;
+    for (int b = 0; b < a->batch; b++) /* a run of rows on one K/V (never for causal rows) */
+        if (b == 0 || a->causal || !a->kv_index || a->kv_index[b] != a->kv_index[b - 1]) start[n_groups++] = b;
+    start[n_groups] = a->batch;
+    s_few_t t = {a, start, n_groups, scratch + ints};
+    const double work = (double)a->batch * a->n_q * a->n_head * a->n_kv * a->head_dim;
+    if (work >= S_FEW_POOL_MIN && n_groups * a->n_head > 1) nr_cpu_run(s_few_part, &t);
+    else s_few_part(&t, 0, 1);
+    return 0;
 }
 
 /* Non-causal attention over 16 or more query rows (the ViT; decode steps
@@ -618,13 +817,7 @@ static void s_attn_heads_part(void *p, int part, int nparts) {
 static int s_attention(const nr_attn_args_t *a) {
     if (a->batch <= 0 || a->n_head <= 0 || a->head_dim <= 0 || a->n_q <= 0 || a->n_kv <= 0) return NR_EINVAL;
     if (a->n_kv_head < 0 || (a->n_kv_head > 0 && a->n_head % a->n_kv_head)) return NR_EINVAL;
-    if (a->causal || a->n_q < 16) { /* decode steps: a few rows against the cache */
-        float *s = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)a->n_kv * sizeof(float));
-        if (!s) return NR_ENOMEM;
-        for (int b = 0; b < a->batch; b++)
-            for (int h = 0; h < a->n_head; h++) s_attn_direct(a, b, h, s);
-        return 0;
-    }
+    if (a->causal || a->n_q < 16) return s_attn_few(a); /* decode steps: a few rows against the cache */
     const int parts = nr_cpu_pool_size(); /* at least 1 */
     s_attn_t t = {a, NULL, (size_t)a->n_kv * (4 + (size_t)a->head_dim)};
     t.scratch = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)parts * t.per_part * sizeof(float));
