@@ -413,9 +413,10 @@ Test(paligemma, bf16_weights_stay_in_the_mapping) {
 
 /* A mapped BF16 weight too large for one block of the F32 widening (8 MB)
  * multiplies as the F32 matmul of the same values, on every precision
- * where these rows run as F32. */
-Test(paligemma, mapped_bf16_weight_widened_in_blocks) {
-    const int N = 2100, K = 1100, M = 5; /* 9.2 MB of F32: two blocks and a tail */
+ * where these rows run as F32: decode-sized (each pool part its own
+ * blocks) and prefix-sized (blocks shared by the parts). */
+static void s_widened(int M) {
+    const int N = 2100, K = 1100; /* 9.2 MB of F32: two blocks and a tail */
     uint16_t *w16 = malloc((size_t)N * K * sizeof(uint16_t));
     float *w = malloc((size_t)N * K * sizeof(float)), *x = malloc((size_t)M * K * sizeof(float));
     float *want = malloc((size_t)M * N * sizeof(float)), *got = malloc((size_t)M * N * sizeof(float));
@@ -427,7 +428,7 @@ Test(paligemma, mapped_bf16_weight_widened_in_blocks) {
     }
     for (size_t i = 0; i < (size_t)M * K; i++) x[i] = (float)((i * 7919) % 101) / 50.0f - 1.0f;
     char err[256];
-    nr_backend_t *ref = nr_backend_new("cpu", 1, err, sizeof err);
+    nr_backend_t *ref = nr_backend_new("cpu", 2, err, sizeof err); /* the first: a pool of two, parts split W */
     cr_assert_not_null(ref, "%s", err);
     cr_assert_eq(ref->ops->matmul(ref->ctx, want, N, x, K, w, NR_W_OUT_IN, M, N, K, 0), 0);
     const char *devs[3] = {"cpu", "cpu:bf16", "cpu:int8"};
@@ -446,7 +447,7 @@ Test(paligemma, mapped_bf16_weight_widened_in_blocks) {
                 const double d = fabs(got[i] - (want[i] + (acc ? 1.0 : 0.0)));
                 worst = d > worst ? d : worst;
             }
-            cr_assert_lt(worst, 1e-5, "%s accumulate %d: %g", devs[k], acc, worst);
+            cr_assert_lt(worst, 1e-5, "%s, %d rows, accumulate %d: %g", devs[k], M, acc, worst);
         }
         nr_backend_destroy(&be);
     }
@@ -456,6 +457,10 @@ Test(paligemma, mapped_bf16_weight_widened_in_blocks) {
     free(x);
     free(want);
     free(got);
+}
+
+Test(paligemma, mapped_bf16_weight_widened_in_blocks) {
+    for (int M = 5; M <= 40; M += 35) s_widened(M);
 }
 
 /* Prompts: "caption <language>" unless the job names a prompt; languages

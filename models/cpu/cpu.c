@@ -256,6 +256,37 @@ static void s_widen_part(void *arg, int part, int nparts) {
     s_widen(a->dst + lo, a->src + lo, hi - lo);
 }
 
+/* Decode-sized matmuls (the streaming kernel's rows): one pool job whose
+ * parts each widen and multiply their own rows of W, block by block in
+ * their own thread's scratch (a kernel called inside a pool part runs on
+ * that thread): one dispatch per matmul instead of two per block. */
+typedef struct {
+    float *y;
+    size_t ldy;
+    const float *x;
+    size_t ldx;
+    const uint16_t *w;
+    int M, N, K, nb, accumulate;
+    _Atomic int rc;
+} s_widen_mm_t;
+
+static void s_widen_mm_part(void *arg, int part, int nparts) {
+    s_widen_mm_t *a = arg;
+    const int lo = (int)((long)a->N * part / nparts) / 16 * 16;
+    const int hi = part == nparts - 1 ? a->N : (int)((long)a->N * (part + 1) / nparts) / 16 * 16;
+    if (lo >= hi) return;
+    float *blk = nr_cpu_scratch(NR_CPU_SCRATCH_WIDEN, (size_t)a->nb * a->K * sizeof(float));
+    if (!blk) {
+        atomic_store(&a->rc, NR_ENOMEM);
+        return;
+    }
+    for (int n0 = lo; n0 < hi; n0 += a->nb) {
+        const int n = hi - n0 < a->nb ? hi - n0 : a->nb;
+        s_widen(blk, a->w + (size_t)n0 * a->K, (size_t)n * a->K);
+        nr_cpu_matmul(a->y + n0, a->ldy, a->x, a->ldx, blk, NR_W_OUT_IN, a->M, n, a->K, a->accumulate);
+    }
+}
+
 /* y = x W^T for an adopted BF16 weight (N, K) read in place: each block of
  * rows of W widened to F32 (exact), then the F32 kernels, so the result is
  * the F32 matmul of the same values without an F32 copy of the weight. */
@@ -263,6 +294,13 @@ static int s_matmul_widen(float *y, size_t ldy, const float *x, size_t ldx, cons
                           int accumulate) {
     int nb = (int)(S_WIDEN_BYTES / sizeof(float) / (size_t)K) / 16 * 16;
     if (nb < 16) nb = 16;
+    if (M <= nr_cpu_skinny_max) { /* blocks of a quarter: each part's stay in its cache */
+        s_widen_mm_t a = {.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w, .M = M, .N = N, .K = K,
+                          .nb = nb / 4 < 16 ? 16 : nb / 4, .accumulate = accumulate};
+        atomic_init(&a.rc, 0);
+        nr_cpu_run(s_widen_mm_part, &a);
+        return atomic_load(&a.rc);
+    }
     if (nb > N) nb = N;
     float *blk = nr_cpu_scratch(NR_CPU_SCRATCH_WIDEN, (size_t)nb * K * sizeof(float));
     if (!blk) return NR_ENOMEM;
@@ -317,8 +355,8 @@ static int s_adopt_bf16(void *ctx, const float *key, const void *w, nr_wlayout_t
     const s_conv_t *found = s_find(atomic_load_explicit(&c->tab, memory_order_relaxed), key, layout, N, K);
     s_conv_t *e = found ? NULL : calloc(1, sizeof(*e));
     float *tmp = pack && e ? malloc((size_t)N * K * sizeof(float)) : NULL;
-    if (found) {
-        rc = found->src ? 1 : 0;
+    if (found) { /* adopted before: only the same bytes may be read under this key */
+        rc = !found->src ? 0 : found->src == src ? 1 : NR_EUNSUPPORTED;
     } else if (!e || (pack && !tmp)) {
         rc = NR_ENOMEM;
     } else {
