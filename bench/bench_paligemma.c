@@ -8,8 +8,14 @@
  * for each weight precision (cpu:f32, cpu:bf16, cpu:int8). The real text
  * side has 18 layers and 257216 ids (10 GB in F32): --layers (default 4)
  * and --vocab (default 32768) scale it to what the machine holds; the
- * per-layer cost is printed so the full model can be estimated.
- *   bench_paligemma [--threads N] [--iters N] [--tokens N] [--layers N] [--vocab N] [--precision LIST]
+ * per-layer cost is printed so the full model can be estimated. --dir DIR
+ * reads a checkpoint folder instead (bench/make_paligemma_checkpoint.py:
+ * the full 3B shape in BF16, sharded safetensors, mapped as the workers
+ * map it) and reports the load time, the resident memory after load (and
+ * how much of it is mapped files) and the process's peak; --load-only stops
+ * there.
+ *   bench_paligemma [--threads N] [--iters N] [--tokens N] [--layers N] [--vocab N] [--precision LIST] [--dir DIR]
+ *                   [--load-only]
  * Medians of --iters runs after one warm-up; "result PREC KEY VALUE" lines
  * for bench/bench_paligemma.sh. PyTorch counterpart: bench_paligemma_torch.py. */
 #include <stdio.h>
@@ -44,14 +50,15 @@ static double s_median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Resident memory in MB (VmRSS), -1 when unknown. */
-static long s_rss_mb(void) {
+/* A /proc/self/status field in MB (VmRSS, RssFile, VmHWM), -1 when unknown. */
+static long s_status_mb(const char *key) {
     FILE *f = fopen("/proc/self/status", "r");
     if (!f) return -1;
     char line[256];
     long kb = -1;
+    const size_t n = strlen(key);
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
+        if (!strncmp(line, key, n) && line[n] == ':' && sscanf(line + n + 1, "%ld", &kb) == 1) break;
     fclose(f);
     return kb < 0 ? -1 : kb / 1024;
 }
@@ -61,11 +68,17 @@ static long s_rss_mb(void) {
 int main(int argc, char **argv) {
     int threads = 0, iters = 3, tokens = 16, layers = 4, vocab = 32768;
     char precs[64] = "f32,bf16,int8";
+    const char *dir = NULL;
+    int load_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: bench_paligemma [--threads N] [--iters N] [--tokens N] [--layers N] [--vocab N] "
-                   "[--precision LIST]\n");
+                   "[--precision LIST] [--dir DIR] [--load-only]\n");
             return 0;
+        }
+        if (!strcmp(argv[i], "--load-only")) {
+            load_only = 1;
+            continue;
         }
         if (i + 1 >= argc) break;
         if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
@@ -74,6 +87,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--layers")) layers = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--vocab")) vocab = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--precision")) snprintf(precs, sizeof precs, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--dir")) dir = argv[++i];
     }
     if (iters < 1 || iters > MAXIT || tokens < 1 || tokens > 200) {
         fprintf(stderr, "bench_paligemma: bad --iters/--tokens\n");
@@ -84,15 +98,17 @@ int main(int argc, char **argv) {
     size_t size;
     unsigned char *buf = NULL;
     nr_checkpoint_t *ck = NULL;
-    if (nr_bench_random_paligemma(layers, vocab, &cfg, &buf, &size, &ck, err, sizeof err)) {
+    if (dir ? (nr_model_config_load(dir, &cfg, err, sizeof err) || nr_checkpoint_open_dir(dir, &ck, err, sizeof err))
+            : nr_bench_random_paligemma(layers, vocab, &cfg, &buf, &size, &ck, err, sizeof err)) {
         fprintf(stderr, "bench_paligemma: %s\n", err);
         return 1;
     }
     const nr_family_ops_t *F = &nr_family_paligemma;
     const int S = cfg.states_seq, D = cfg.states_hidden, V = cfg.vocab_size, IMG = cfg.image_size;
+    if (dir) layers = cfg.paligemma.num_hidden_layers;
     printf("bench_paligemma: SigLIP-So400m/14 %d px (%d image tokens) + Gemma-2B layers x %d (of 18), vocab %d "
-           "(of 257216), weights %.0f MB F32, threads %d, CPU kernel path %s\n",
-           IMG, S, layers, V, size / 1e6, threads, nr_cpu_path_name(nr_cpu_path()));
+           "(of 257216), weights %s, threads %d, CPU kernel path %s\n",
+           IMG, S, layers, V, dir ? dir : "random F32 in memory", threads, nr_cpu_path_name(nr_cpu_path()));
     const size_t npx = (size_t)3 * IMG * IMG;
     float *px = malloc(npx * sizeof(float));
     float *states = nr_aligned_alloc((size_t)S * D * sizeof(float));
@@ -113,8 +129,18 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_paligemma: %s\n", be ? err : "no backend");
             return 1;
         }
-        printf("== precision %s (device %s): load %.0f ms, resident %ld MB\n", prec, dev, (s_now() - tl) * 1e3,
-               s_rss_mb());
+        const double load = s_now() - tl;
+        const long rss = s_status_mb("VmRSS"), file = s_status_mb("RssFile");
+        printf("== precision %s (device %s): load %.0f ms, resident %ld MB (%ld MB of it mapped files)\n", prec, dev,
+               load * 1e3, rss, file);
+        printf("result %s load_s %.2f\nresult %s rss_load_mb %ld\nresult %s rss_file_mb %ld\n", prec, load, prec, rss,
+               prec, file);
+        if (load_only) {
+            printf("result %s rss_peak_mb %ld\n", prec, s_status_mb("VmHWM"));
+            F->destroy(&fam);
+            nr_backend_destroy(&be);
+            continue;
+        }
         double t[MAXIT], tp[MAXIT], ts[MAXIT];
         F->encode(fam, px, 1, states); /* warm-up (and lazy weight conversions) */
         for (int it = 0; it < iters; it++) {
@@ -159,6 +185,7 @@ int main(int argc, char **argv) {
                pre * 1e3, step * 1e3, tokens);
         printf("result %s siglip_ms %.1f\nresult %s prefix_ms %.1f\nresult %s decode_ms_tok %.2f\n", prec, enc * 1e3,
                prec, pre * 1e3, prec, step * 1e3);
+        printf("result %s rss_peak_mb %ld\n", prec, s_status_mb("VmHWM"));
         fflush(stdout);
         F->destroy(&fam);
         nr_backend_destroy(&be);

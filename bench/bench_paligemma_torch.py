@@ -8,8 +8,19 @@ way transformers v4.46's modeling_siglip.py / modeling_gemma.py compute
 transformers itself (not installable here).
 
     /usr/bin/python3 bench/bench_paligemma_torch.py [--threads 2] [--iters 3] [--tokens 16] [--layers 4] [--vocab 32768]
+        [--dir DIR]
+
+--dir DIR reads a BF16 checkpoint folder (bench/make_paligemma_checkpoint.py,
+sharded safetensors: each tensor read into its own BF16 tensor, as
+from_pretrained(torch_dtype=torch.bfloat16) holds them) and runs in BF16 the
+way transformers does in that dtype (RMSNorm and rotary in float32, cast
+back); it reports the load time and resident memory as bench_paligemma does.
 
 Prints "result torch KEY VALUE" lines for bench/bench_paligemma.sh."""
+import json
+import os
+import resource
+import struct
 import argparse
 import math
 import statistics
@@ -59,15 +70,63 @@ def gemma_weights(layers, vocab):
          "u": rnd(I, D), "d": rnd(D, I), "ln1": rnd(D), "ln2": rnd(D)} for _ in range(layers)]}
 
 
-def rms(x, w):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + w)
+def rms(x, w):  # GemmaRMSNorm: in float32, cast back
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + w.float())).type_as(x)
 
 
 def rotary(x, pos):
     inv = 1.0 / (10000.0 ** (torch.arange(0, HD, 2).float() / HD))
     emb = torch.cat([pos[:, None].float() * inv[None]] * 2, dim=-1)
     h = HD // 2
-    return x * emb.cos() + torch.cat((-x[..., h:], x[..., :h]), dim=-1) * emb.sin()
+    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+    return x * cos + torch.cat((-x[..., h:], x[..., :h]), dim=-1) * sin
+
+
+def status_mb(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) // 1024
+    return -1
+
+
+def load_dir(folder):
+    """The checkpoint's tensors (BF16, each in its own storage), the SigLIP
+    and Gemma weight dicts of this script, the number of layers and ids."""
+    index = json.load(open(os.path.join(folder, "model.safetensors.index.json")))
+    t = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        with open(os.path.join(folder, shard), "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n))
+            base = 8 + n
+            for name, e in header.items():
+                if name == "__metadata__":
+                    continue
+                assert e["dtype"] == "BF16", name
+                a, b = e["data_offsets"]
+                f.seek(base + a)
+                t[name] = torch.frombuffer(bytearray(f.read(b - a)), dtype=torch.bfloat16).view(e["shape"])
+    v = "vision_tower.vision_model."
+    sw = {"patch": t[v + "embeddings.patch_embedding.weight"], "patch_b": t[v + "embeddings.patch_embedding.bias"],
+          "pos": t[v + "embeddings.position_embedding.weight"], "post_g": t[v + "post_layernorm.weight"],
+          "post_b": t[v + "post_layernorm.bias"], "proj": t["multi_modal_projector.linear.weight"],
+          "proj_b": t["multi_modal_projector.linear.bias"], "layers": []}
+    names = {"q": "self_attn.q_proj.weight", "k": "self_attn.k_proj.weight", "v": "self_attn.v_proj.weight",
+             "o": "self_attn.out_proj.weight", "qb": "self_attn.q_proj.bias", "kb": "self_attn.k_proj.bias",
+             "vb": "self_attn.v_proj.bias", "ob": "self_attn.out_proj.bias", "fc1": "mlp.fc1.weight",
+             "fc1b": "mlp.fc1.bias", "fc2": "mlp.fc2.weight", "fc2b": "mlp.fc2.bias", "ln1g": "layer_norm1.weight",
+             "ln1b": "layer_norm1.bias", "ln2g": "layer_norm2.weight", "ln2b": "layer_norm2.bias"}
+    for i in range(Lv):
+        sw["layers"].append({k: t[v + "encoder.layers.%d.%s" % (i, n)] for k, n in names.items()})
+    lm = "language_model.model."
+    layers = 1 + max(int(k.split(".")[3]) for k in t if k.startswith(lm + "layers."))
+    gnames = {"q": "self_attn.q_proj.weight", "k": "self_attn.k_proj.weight", "v": "self_attn.v_proj.weight",
+              "o": "self_attn.o_proj.weight", "g": "mlp.gate_proj.weight", "u": "mlp.up_proj.weight",
+              "d": "mlp.down_proj.weight", "ln1": "input_layernorm.weight", "ln2": "post_attention_layernorm.weight"}
+    gw = {"emb": t[lm + "embed_tokens.weight"], "norm": t[lm + "norm.weight"],
+          "layers": [{k: t[lm + "layers.%d.%s" % (i, n)] for k, n in gnames.items()} for i in range(layers)]}
+    return sw, gw, layers, gw["emb"].shape[0]
 
 
 def gemma_step(w, x, cache, pos, causal):
@@ -100,13 +159,25 @@ def main():
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=32768)
+    ap.add_argument("--dir")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    print("torch %s, threads %d, Gemma-2B layers x %d, vocab %d" % (torch.__version__, a.threads, a.layers, a.vocab))
+    dtype = torch.float32
+    if a.dir:
+        t0 = time.perf_counter()
+        sw, gwd, a.layers, a.vocab = load_dir(a.dir)
+        dtype = torch.bfloat16
+        load, rss = time.perf_counter() - t0, status_mb("VmRSS")
+        print("load %.2f s, resident %d MB" % (load, rss))
+        print("result torch load_s %.2f\nresult torch rss_load_mb %d\nresult torch rss_file_mb %d"
+              % (load, rss, status_mb("RssFile")))
+    print("torch %s, threads %d, Gemma-2B layers x %d, vocab %d, %s" % (torch.__version__, a.threads, a.layers,
+                                                                       a.vocab, dtype))
     with torch.no_grad():
-        sw = siglip_weights()
-        px = torch.randn(1, 3, IMG, IMG)
+        if not a.dir:
+            sw = siglip_weights()
+        px = torch.randn(1, 3, IMG, IMG).to(dtype)
         siglip(sw, px)
         t = []
         for _ in range(a.iters):
@@ -116,8 +187,8 @@ def main():
         enc = statistics.median(t)
         print("SigLIP-So400m + projector, 1 image: %.1f ms" % (enc * 1e3))
         del sw
-        gw = gemma_weights(a.layers, a.vocab)
-        norm = torch.tensor(D ** 0.5)
+        gw = gwd if a.dir else gemma_weights(a.layers, a.vocab)
+        norm = torch.tensor(D ** 0.5, dtype=dtype)
         prompt = torch.tensor([2, 303, 5765, 1149, 108]) % a.vocab
         tp, ts = [], []
         for it in range(-1, a.iters):
@@ -138,6 +209,7 @@ def main():
         print("prefix step: %.1f ms; decode %.2f ms/token" % (pre * 1e3, step * 1e3))
         print("result torch siglip_ms %.1f\nresult torch prefix_ms %.1f\nresult torch decode_ms_tok %.2f"
               % (enc * 1e3, pre * 1e3, step * 1e3))
+        print("result torch rss_peak_mb %d" % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024))
 
 
 if __name__ == "__main__":

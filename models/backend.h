@@ -118,13 +118,17 @@ typedef struct nr_backend_ops {
      * so a backend with a reduced weight precision converts it before the
      * first request. 0 or NR_ENOMEM. */
     int (*prepare_matmul)(void *ctx, const float *w, nr_wlayout_t layout, int N, int K, int rows);
-    /* Optional (NULL: not offered). A BF16 weight (N x K bf16 values in
-     * `layout`, host memory: the checkpoint's mapping) that a backend
-     * multiplying by its own BF16 copies packs once and keys by the pointer
-     * w itself: later matmuls pass (const float *)w and never read it as
-     * F32, so no F32 copy is made. 0, NR_EUNSUPPORTED (this backend reads
-     * F32 weights: load an F32 copy instead), NR_ENOMEM. */
-    int (*adopt_bf16)(void *ctx, const void *w, nr_wlayout_t layout, int N, int K);
+    /* Optional (NULL: not offered). A BF16 matmul weight w (N x K bf16
+     * values, NR_W_OUT_IN, host memory: the checkpoint's mapping) that the
+     * backend multiplies with no F32 copy, keyed by `key`: later matmuls
+     * and prepare_matmul pass key as their w and never read it as F32. The
+     * backend packs its reduced-precision copy now when it will multiply
+     * `rows` rows by one (as prepare_matmul), and reads w itself, widened
+     * to F32 block by block, for every other matmul. Returns 0 (the packed
+     * copy serves every row count: w is not read again), 1 (later matmuls
+     * read w: keep it for the backend's life), NR_EUNSUPPORTED (load an F32
+     * copy instead), NR_EINVAL, NR_ENOMEM. */
+    int (*adopt_bf16)(void *ctx, const float *key, const void *w, nr_wlayout_t layout, int N, int K, int rows);
     /* Optional (NULL: not offered; nr_backend_linear runs matmul, add_bias
      * and gelu instead). A linear layer in one call, so a backend can
      * apply bias and activation as the product leaves its kernel:

@@ -60,17 +60,20 @@ static int s_exists(const char *path) {
     return stat(path, &sb) == 0;
 }
 
-/* The process's resident memory (VmRSS) in MiB, -1 when unknown: logged at
- * load, where a 3B-parameter checkpoint's weights land. */
-static long s_resident_mib(void) {
+/* The process's resident memory (VmRSS) and the part of it that is pages
+ * of mapped files (RssFile: weights read in place) in MiB, -1 when
+ * unknown: logged at load, where a 3B-parameter checkpoint's weights land. */
+static void s_resident_mib(long *rss, long *file) {
+    *rss = *file = -1;
     FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
+    if (!f) return;
     char line[256];
-    long kib = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+    long kib;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) *rss = kib / 1024;
+        if (sscanf(line, "RssFile: %ld kB", &kib) == 1) *file = kib / 1024;
+    }
     fclose(f);
-    return kib < 0 ? -1 : kib / 1024;
 }
 
 int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_captioner_t **out, char *err,
@@ -138,9 +141,13 @@ int nr_captioner_load(const char *dir, const nr_captioner_params_t *params, nr_c
         goto fail;
     }
 #endif
-    nr_log(NR_LOG_INFO, "models: loaded %s (family %s, states [%d, %d], vocabulary %d, device %s, resident %ld MiB)",
+    long rss, file;
+    s_resident_mib(&rss, &file);
+    nr_log(NR_LOG_INFO,
+           "models: loaded %s (family %s, states [%d, %d], vocabulary %d, device %s, resident %ld MiB, "
+           "%ld MiB of it mapped files)",
            c->name, c->fam->name, c->cfg.states_seq, c->cfg.states_hidden, c->cfg.vocab_size,
-           p.device ? p.device : "cpu", s_resident_mib());
+           p.device ? p.device : "cpu", rss, file);
     *out = c;
     return 0;
 fail:

@@ -92,7 +92,9 @@ int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, c
             }
             const char *wn[3] = {n[0], n[1], n[2]}, *bn[3] = {n[3], n[4], n[5]};
             int64_t rows[3] = {D, D, D};
-            if ((rc = nr_wstore_concat_rows(ws, wn, rows, 3, D, &L->wqkv, err, errlen)) ||
+            /* SigLIP (PaliGemma's 3B checkpoints): BF16 matmul weights stay mapped, weights.h */
+            if ((siglip ? (rc = nr_wstore_concat_matmul(ws, wn, rows, 3, D, m->t.seq, &L->wqkv, err, errlen))
+                        : (rc = nr_wstore_concat_rows(ws, wn, rows, 3, D, &L->wqkv, err, errlen))) ||
                 (rc = nr_wstore_concat_rows(ws, bn, rows, 3, 1, &L->bqkv, err, errlen)))
                 goto fail;
         }
@@ -103,17 +105,25 @@ int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, c
         snprintf(nm, sizeof nm, base, l, suffix);                                                 \
         if ((rc = nr_wstore_get(ws, nm, &L->field, err, errlen, nd, __VA_ARGS__))) goto fail;     \
     } while (0)
+#define WM(field, suffix, n, k)                                                                             \
+    do {                                                                                                    \
+        snprintf(nm, sizeof nm, base, l, suffix);                                                           \
+        if ((rc = siglip ? nr_wstore_get_matmul(ws, nm, &L->field, err, errlen, n, k, m->t.seq)             \
+                         : nr_wstore_get(ws, nm, &L->field, err, errlen, 2, n, k)))                         \
+            goto fail;                                                                                      \
+    } while (0)
         W(ln1_g, "layer_norm1.weight", 1, I64(D));
         W(ln1_b, "layer_norm1.bias", 1, I64(D));
-        W(wo, oname, 2, I64(D), I64(D));
+        WM(wo, oname, I64(D), I64(D));
         W(bo, obname, 1, I64(D));
         W(ln2_g, "layer_norm2.weight", 1, I64(D));
         W(ln2_b, "layer_norm2.bias", 1, I64(D));
-        W(w1, "mlp.fc1.weight", 2, I64(I), I64(D));
+        WM(w1, "mlp.fc1.weight", I64(I), I64(D));
         W(b1, "mlp.fc1.bias", 1, I64(I));
-        W(w2, "mlp.fc2.weight", 2, I64(D), I64(I));
+        WM(w2, "mlp.fc2.weight", I64(D), I64(I));
         W(b2, "mlp.fc2.bias", 1, I64(D));
 #undef W
+#undef WM
         if ((rc = nr_enc_layer_prepare(be, L, D, I, m->t.seq))) {
             nr_seterr(err, errlen, rc, "clip: layer %d: cannot convert weights for the backend", l);
             goto fail;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "models/tensor.h"
 #include "models/weights.h"
 
 #define I64(x) ((int64_t)(x))
@@ -30,7 +31,8 @@ struct nr_gemma {
     nr_paligemma_config_t cfg;
     nr_backend_t *be;
     nr_wstore_t ws;
-    float *wte;  /* (V, D) embed_tokens, also the lm_head */
+    float *wte;  /* (V, D) embed_tokens, also the lm_head (a matmul key when wte16) */
+    const uint16_t *wte16; /* the same in the mapping when BF16 and adopted, else NULL */
     float *norm; /* (D) */
     s_layer_t *layers;
 };
@@ -47,9 +49,14 @@ int nr_gemma_load(const nr_paligemma_config_t *cfg, const nr_checkpoint_t *ck, c
     const int D = cfg->hidden_size, V = cfg->vocab_size, I = cfg->intermediate_size;
     const int QW = cfg->num_attention_heads * cfg->head_dim, KW = cfg->num_key_value_heads * cfg->head_dim;
     int rc;
-    if ((rc = nr_wstore_get(ws, "model.embed_tokens.weight", &m->wte, err, errlen, 2, I64(V), I64(D))) ||
+    /* the embeddings as the lm_head's weight: a BF16 file keeps them mapped */
+    if ((rc = nr_wstore_get_matmul(ws, "model.embed_tokens.weight", &m->wte, err, errlen, I64(V), I64(D), 1)) ||
         (rc = nr_wstore_get(ws, "model.norm.weight", &m->norm, err, errlen, 1, I64(D))))
         goto fail;
+    char full[512];
+    snprintf(full, sizeof full, "%smodel.embed_tokens.weight", ws->prefix);
+    const nr_named_tensor_t *te = nr_checkpoint_find(ck, full);
+    if (te && te->dtype == NR_DTYPE_BF16 && te->data == (const void *)m->wte) m->wte16 = te->data;
     m->layers = calloc((size_t)cfg->num_hidden_layers, sizeof(s_layer_t));
     if (!m->layers) {
         rc = nr_seterr(err, errlen, NR_ENOMEM, "gemma: out of memory");
@@ -63,11 +70,12 @@ int nr_gemma_load(const nr_paligemma_config_t *cfg, const nr_checkpoint_t *ck, c
         snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);                                 \
         if ((rc = nr_wstore_get(ws, nm, &L->field, err, errlen, nd, __VA_ARGS__))) goto fail;     \
     } while (0)
-/* matmul weights: a BF16 file on cpu:bf16 keeps them in the mapping */
-#define WM(field, suffix, n, k)                                                                   \
-    do {                                                                                          \
-        snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);                                 \
-        if ((rc = nr_wstore_get_matmul(ws, nm, &L->field, err, errlen, I64(n), I64(k)))) goto fail; \
+/* matmul weights, made ready for decode steps (one row at a time): a BF16
+ * file keeps them in the mapping */
+#define WM(field, suffix, n, k)                                                                      \
+    do {                                                                                             \
+        snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);                                    \
+        if ((rc = nr_wstore_get_matmul(ws, nm, &L->field, err, errlen, I64(n), I64(k), 1))) goto fail; \
     } while (0)
         W(ln1, "input_layernorm.weight", 1, I64(D));
         WM(wq, "self_attn.q_proj.weight", QW, D);
@@ -80,21 +88,6 @@ int nr_gemma_load(const nr_paligemma_config_t *cfg, const nr_checkpoint_t *ck, c
         WM(wd, "mlp.down_proj.weight", D, I);
 #undef W
 #undef WM
-        /* decode steps multiply one row at a time: convert for that */
-        if ((rc = nr_backend_prepare_matmul(be, L->wq, NR_W_OUT_IN, QW, D, 1)) ||
-            (rc = nr_backend_prepare_matmul(be, L->wk, NR_W_OUT_IN, KW, D, 1)) ||
-            (rc = nr_backend_prepare_matmul(be, L->wv, NR_W_OUT_IN, KW, D, 1)) ||
-            (rc = nr_backend_prepare_matmul(be, L->wo, NR_W_OUT_IN, D, QW, 1)) ||
-            (rc = nr_backend_prepare_matmul(be, L->wg, NR_W_OUT_IN, I, D, 1)) ||
-            (rc = nr_backend_prepare_matmul(be, L->wu, NR_W_OUT_IN, I, D, 1)) ||
-            (rc = nr_backend_prepare_matmul(be, L->wd, NR_W_OUT_IN, D, I, 1))) {
-            nr_seterr(err, errlen, rc, "gemma: layer %d: cannot convert weights for the backend", l);
-            goto fail;
-        }
-    }
-    if ((rc = nr_backend_prepare_matmul(be, m->wte, NR_W_OUT_IN, V, D, 1))) {
-        nr_seterr(err, errlen, rc, "gemma: cannot convert the lm_head for the backend");
-        goto fail;
     }
     *out = m;
     return 0;
@@ -295,6 +288,18 @@ out:
     return rc;
 }
 
+/* Embedding rows of n ids into out: the backend's op, or from the mapped
+ * BF16 table (host memory), widened. */
+static int s_embed(const nr_gemma_t *m, float *out, const int *ids, int n) {
+    const int D = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    if (!m->wte16) return m->be->ops->embed(m->be->ctx, out, m->wte, NULL, ids, NULL, n, D, V, 0);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V) return NR_EINVAL;
+    for (int i = 0; i < n; i++)
+        for (int d = 0; d < D; d++) out[(size_t)i * D + d] = nr_bf16_to_f32(m->wte16[(size_t)ids[i] * D + d]);
+    return 0;
+}
+
 /* Final norm and lm_head over `n` hidden rows (hs may be s->h), to host
  * logits. */
 static int s_logits(const nr_gemma_t *m, s_state_t *s, const float *hs, int n, float *host) {
@@ -341,7 +346,7 @@ static int s_prefix_step(const nr_gemma_t *m, s_state_t *s, const int *ids, int 
         const int r = s->uniq[u];
         float *xu = s->x + (size_t)u * L0 * D;
         CK(o->copy(ctx, xu, s->enc + (size_t)s->enc_index[r] * S * D, (size_t)S * D * sizeof(float)));
-        CK(o->embed(ctx, xu + (size_t)S * D, m->wte, NULL, ids + (size_t)r * n_tok, NULL, n_tok, D, V, 0));
+        CK(s_embed(m, xu + (size_t)S * D, ids + (size_t)r * n_tok, n_tok));
     }
     /* GemmaModel: inputs_embeds * sqrt(hidden_size), the image features included */
     CK(o->scale(ctx, s->x, (size_t)U * L0 * D, (float)sqrt((double)D)));
@@ -386,11 +391,11 @@ static int s_step(const void *model, void *state, const int *ids, int n_tok, flo
     if (s->len == 0) return s_prefix_step(m, s, ids, n_tok, logits, all_logits);
     const nr_backend_ops_t *o = m->be->ops;
     void *ctx = m->be->ctx;
-    const int D = c->hidden_size, V = c->vocab_size, R = s->rows, T = R * n_tok, p0 = s->enc_len + s->len;
+    const int D = c->hidden_size, R = s->rows, T = R * n_tok, p0 = s->enc_len + s->len;
     const int outn = all_logits ? T : R;
     int rc;
     CK(s_scratch(m, s, T, outn));
-    CK(o->embed(ctx, s->x, m->wte, NULL, ids, NULL, T, D, V, 0));
+    CK(s_embed(m, s->x, ids, T));
     CK(o->scale(ctx, s->x, (size_t)T * D, (float)sqrt((double)D)));
     for (int l = 0; l < c->num_hidden_layers; l++) CK(s_layer(m, s, l, R, n_tok, NULL, p0, 0));
     s->len += n_tok;

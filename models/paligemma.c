@@ -23,7 +23,7 @@ typedef struct {
     nr_backend_t *be;
     nr_clip_vision_t *siglip; /* vision_tower.vision_model */
     nr_wstore_t pws;          /* multi_modal_projector.linear */
-    float *proj_w, *proj_b;   /* (D, Dv), (D) */
+    float *proj_w, *proj_b;   /* (D, Dv) (a matmul key when mapped BF16), (D) */
     nr_gemma_t *dec;          /* language_model */
 } s_pali_t;
 
@@ -53,13 +53,9 @@ static int s_load(const nr_model_config_t *cfg, const nr_checkpoint_t *ck, nr_ba
                                       err, errlen)))
             goto fail;
         f->pws = (nr_wstore_t){.be = be, .ck = ck, .prefix = "multi_modal_projector.linear."};
-        if ((rc = nr_wstore_get(&f->pws, "weight", &f->proj_w, err, errlen, 2, I64(D), I64(Dv))) ||
+        if ((rc = nr_wstore_get_matmul(&f->pws, "weight", &f->proj_w, err, errlen, I64(D), I64(Dv), cfg->states_seq)) ||
             (rc = nr_wstore_get(&f->pws, "bias", &f->proj_b, err, errlen, 1, I64(D))))
             goto fail;
-        if ((rc = nr_backend_prepare_matmul(be, f->proj_w, NR_W_OUT_IN, D, Dv, cfg->states_seq))) {
-            nr_seterr(err, errlen, rc, "paligemma: cannot convert the projector for the backend");
-            goto fail;
-        }
     }
     if (load_decoder && (rc = nr_gemma_load(p, ck, "language_model.", be, &f->dec, err, errlen))) goto fail;
     *out = f;

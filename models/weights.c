@@ -2,6 +2,7 @@
 #include "models/weights.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,22 +105,56 @@ int nr_wstore_concat_rows(nr_wstore_t *ws, const char *const *names, const int64
 }
 
 int nr_wstore_get_matmul(nr_wstore_t *ws, const char *name, float **out, char *err, size_t errlen, int64_t N,
-                         int64_t K) {
-    char full[512];
-    snprintf(full, sizeof full, "%s%s", ws->prefix, name);
-    const nr_named_tensor_t *t = nr_checkpoint_find(ws->ck, full);
-    if (t && t->dtype == NR_DTYPE_BF16 && ws->be->ops->adopt_bf16 && ws->be->host_memory && t->ndim == 2 &&
-        t->shape[0] == N && t->shape[1] == K && N <= INT32_MAX && K <= INT32_MAX) {
-        int rc = ws->be->ops->adopt_bf16(ws->be->ctx, t->data, NR_W_OUT_IN, (int)N, (int)K);
-        if (rc == 0) {
-            *out = (float *)(uintptr_t)t->data;
+                         int64_t K, int rows) {
+    return nr_wstore_concat_matmul(ws, &name, &N, 1, K, rows, out, err, errlen);
+}
+
+/* Parts of a fused matmul weight at most (q|k|v). */
+#define S_MAX_PARTS 4
+
+int nr_wstore_concat_matmul(nr_wstore_t *ws, const char *const *names, const int64_t *rows, int count, int64_t K,
+                            int mrows, float **out, char *err, size_t errlen) {
+    if (count < 1 || count > S_MAX_PARTS) return nr_seterr(err, errlen, NR_EINVAL, "weights: bad part count");
+    const nr_named_tensor_t *t[S_MAX_PARTS];
+    int64_t N = 0;
+    int bf16 = ws->be->ops->adopt_bf16 && ws->be->host_memory;
+    for (int i = 0; i < count; i++) {
+        char full[512];
+        snprintf(full, sizeof full, "%s%s", ws->prefix, names[i]);
+        t[i] = nr_checkpoint_find(ws->ck, full);
+        bf16 = bf16 && t[i] && t[i]->dtype == NR_DTYPE_BF16 && t[i]->ndim == 2 && t[i]->shape[0] == rows[i] &&
+               t[i]->shape[1] == K;
+        N += rows[i];
+    }
+    if (bf16 && N <= INT32_MAX && K <= INT32_MAX) {
+        /* one part: the mapping itself; several: one BF16 copy of them stacked */
+        const float *key = (const float *)t[0]->data; /* the first part's address names the whole */
+        uint16_t *cat = NULL;
+        if (count > 1 && !(cat = nr_aligned_alloc((size_t)(N * K) * sizeof(uint16_t))))
+            return nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+        for (int i = 0, off = 0; cat && i < count; off += (int)rows[i], i++)
+            memcpy(cat + (size_t)off * K, t[i]->data, t[i]->nbytes);
+        int rc = ws->be->ops->adopt_bf16(ws->be->ctx, key, cat ? (const void *)cat : t[0]->data, NR_W_OUT_IN, (int)N,
+                                         (int)K, mrows);
+        if (rc == 1 && cat && s_keep(ws, cat) != 0) rc = NR_ENOMEM; /* the backend reads the copy */
+        if (rc == 0 || rc == 1) {
+            if (rc == 0 || cat) /* packed or copied: the mapped pages are not read again */
+                for (int i = 0; i < count; i++) nr_checkpoint_drop_pages(ws->ck, t[i]);
+            if (rc == 0) free(cat);
+            *out = (float *)(uintptr_t)key;
             return 0;
         }
+        free(cat);
         if (rc != NR_EUNSUPPORTED)
-            return nr_seterr(err, errlen, rc, "%s: tensor %s: cannot pack for the backend", nr_checkpoint_path(ws->ck),
-                             full);
+            return nr_seterr(err, errlen, rc, "%s: tensor %s%s: cannot pack for the backend", nr_checkpoint_path(ws->ck),
+                             ws->prefix, names[0]);
     }
-    return nr_wstore_get(ws, name, out, err, errlen, 2, N, K);
+    int rc = count == 1 ? nr_wstore_get(ws, names[0], out, err, errlen, 2, N, K)
+                        : nr_wstore_concat_rows(ws, names, rows, count, K, out, err, errlen);
+    if (rc == 0 && (rc = nr_backend_prepare_matmul(ws->be, *out, NR_W_OUT_IN, (int)N, (int)K, mrows)))
+        nr_seterr(err, errlen, rc, "%s: tensor %s%s: cannot convert for the backend", nr_checkpoint_path(ws->ck),
+                  ws->prefix, names[0]);
+    return rc;
 }
 
 void nr_wstore_free(nr_wstore_t *ws) {

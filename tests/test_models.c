@@ -265,8 +265,8 @@ static void s_attn_case_hd(int batch, int n_q, int n_kv, int causal, int q_pos0,
     cr_assert_eq(b->ops->attention(b->ctx, &a), 0);
     a.out = ref;
     s_attn_ref(&a);
-    cr_assert_leq(s_err(out, ref, (size_t)batch * n_q * D, NULL), 0.1, "batch %d n_q %d n_kv %d causal %d", batch, n_q,
-                  n_kv, causal);
+    cr_assert_leq(s_err(out, ref, (size_t)batch * n_q * D, NULL), 0.1, "batch %d n_q %d n_kv %d causal %d head_dim %d",
+                  batch, n_q, n_kv, causal, hd);
     free(q);
     free(kv);
     free(out);
@@ -280,6 +280,12 @@ static void s_attn_case(int batch, int n_q, int n_kv, int causal, int q_pos0, in
 }
 
 Test(models_ops, attention_noncausal_gemm_path) { s_attn_case(2, 50, 50, 0, 0, 0); }
+/* head sizes off the 16-float vectors (SigLIP's 72) and above 128 (Gemma's
+ * 256: V's columns in blocks), with a query-row tail */
+Test(models_ops, attention_noncausal_any_head_size) {
+    const int hds[] = {4, 12, 72, 200, 256};
+    for (size_t i = 0; i < sizeof hds / sizeof *hds; i++) s_attn_case_hd(2, 19, 23, 0, 0, NULL, hds[i]);
+}
 Test(models_ops, attention_cross_with_kv_index) { s_attn_case(4, 1, 37, 0, 0, 1); }
 Test(models_ops, attention_causal_prefill) { s_attn_case(2, 6, 6, 1, 0, 0); }
 Test(models_ops, attention_causal_cached_step) { s_attn_case(3, 1, 9, 1, 8, 0); }

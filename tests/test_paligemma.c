@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +19,12 @@
 #include "models/backend.h"
 #include "models/captioner.h"
 #include "models/config.h"
+#include "models/cpu/dispatch.h"
 #include "models/gemma.h"
 #include "models/io/checkpoint.h"
 #include "models/io/safetensors.h"
 #include "models/states.h"
+#include "models/tensor.h"
 #include "models/weights.h"
 #include "model_ref.h"
 
@@ -329,54 +332,135 @@ Test(paligemma, generation_against_reference) {
     }
 }
 
-/* BF16 weights stay in the mapping on cpu:bf16 (the matmul weights'
- * pointers are the file's; cpu:f32 gets an F32 copy), and the BF16
- * checkpoint decoded that way (activations rounded to BF16 per matmul)
- * still gives the reference's greedy ids. */
+/* A BF16 checkpoint keeps its matmul weights in the mapping (Gemma's,
+ * SigLIP's fused q|k|v, out_proj and MLP, the projector, the tied
+ * embeddings) on every CPU precision and kernel path, packed or widened to
+ * F32 per block where the path runs a precision as F32; encoded from its
+ * own pixels that way, it gives the reference's greedy ids. */
 Test(paligemma, bf16_weights_stay_in_the_mapping) {
     s_fix_t f = s_fix("paligemma-tiny-bf16");
     char err[512];
     nr_checkpoint_t *ck = NULL;
     cr_assert_eq(nr_checkpoint_open_dir(f.dir, &ck, err, sizeof err), 0, "%s", err);
-    const char *name = "language_model.model.layers.0.mlp.gate_proj.weight";
-    const nr_named_tensor_t *t = nr_checkpoint_find(ck, name);
-    cr_assert_not_null(t);
-    cr_assert_eq(t->dtype, NR_DTYPE_BF16);
-    const char *devs[2] = {"cpu:bf16", "cpu"};
-    for (int k = 0; k < 2; k++) {
-        nr_backend_t *be = nr_backend_new(devs[k], 1, err, sizeof err);
-        cr_assert_not_null(be, "%s", err);
-        nr_wstore_t ws = {.be = be, .ck = ck, .prefix = ""};
-        float *w = NULL;
-        cr_assert_eq(nr_wstore_get_matmul(&ws, name, &w, err, sizeof err, t->shape[0], t->shape[1]), 0, "%s", err);
-        if (k == 0) cr_assert_eq((const void *)w, t->data, "cpu:bf16 made a copy");
-        else cr_assert_neq((const void *)w, t->data, "cpu:f32 must read F32");
-        nr_wstore_free(&ws);
-        nr_backend_destroy(&be);
-    }
-    nr_captioner_params_t p = nr_captioner_default_params();
-    p.device = "cpu:bf16";
-    p.num_threads = 1;
-    nr_captioner_t *cap = NULL;
-    cr_assert_eq(nr_captioner_load(f.dir, &p, &cap, err, sizeof err), 0, "%s", err);
-    size_t nf;
-    float *feats = s_ref(&f, "image_features", &nf);
+    const char *one[] = {"language_model.model.layers.0.mlp.gate_proj.weight", "language_model.model.embed_tokens.weight",
+                         "vision_tower.vision_model.encoder.layers.0.mlp.fc2.weight", "multi_modal_projector.linear.weight"};
+    const char *qkv[3] = {"encoder.layers.0.self_attn.q_proj.weight", "encoder.layers.0.self_attn.k_proj.weight",
+                          "encoder.layers.0.self_attn.v_proj.weight"};
+    size_t np;
+    float *px = s_ref(&f, "pixel_values", &np);
     int plen = 0, *prompt = nr_test_ref_ids(f.ref, "prompt_ids.en", &plen);
-    nr_gen_config_t g = nr_captioner_gen_defaults(cap);
-    g.prompt_ids = prompt;
-    g.prompt_len = plen;
-    int ids[2 * 16], lens[2];
-    cr_assert_eq(nr_captioner_generate(cap, feats, 2, &g, ids, lens, err, sizeof err), 0, "%s", err);
-    for (int i = 0; i < 2; i++) {
-        char name2[64];
-        snprintf(name2, sizeof name2, "greedy_ids.en.%d", i);
-        s_check_ids(&f, name2, ids + i * g.max_length, lens[i]);
+    const nr_cpu_path_t was = nr_cpu_path();
+    const char *devs[3] = {"cpu", "cpu:bf16", "cpu:int8"};
+    int runs = 0;
+    for (int path = 0; path < NR_CPU_PATH_COUNT; path++) {
+        if (!nr_cpu_path_supported((nr_cpu_path_t)path)) continue;
+        cr_assert_eq(nr_cpu_path_set((nr_cpu_path_t)path), 0);
+        for (int k = 0; k < 3; k++) {
+            nr_backend_t *be = nr_backend_new(devs[k], 1, err, sizeof err);
+            cr_assert_not_null(be, "%s", err);
+            for (size_t i = 0; i < sizeof one / sizeof *one; i++) {
+                const nr_named_tensor_t *t = nr_checkpoint_find(ck, one[i]);
+                cr_assert(t && t->dtype == NR_DTYPE_BF16 && t->ndim == 2);
+                nr_wstore_t ws = {.be = be, .ck = ck, .prefix = ""};
+                float *w = NULL;
+                cr_assert_eq(nr_wstore_get_matmul(&ws, one[i], &w, err, sizeof err, t->shape[0], t->shape[1], 1), 0,
+                             "%s", err);
+                cr_assert_eq((const void *)w, t->data, "%s: %s made a copy", devs[k], one[i]);
+                nr_wstore_free(&ws);
+            }
+            nr_wstore_t ws = {.be = be, .ck = ck, .prefix = "vision_tower.vision_model."};
+            const nr_named_tensor_t *q = nr_checkpoint_find(ck, "vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight");
+            cr_assert_not_null(q);
+            int64_t rows[3] = {q->shape[0], q->shape[0], q->shape[0]};
+            float *w = NULL;
+            cr_assert_eq(nr_wstore_concat_matmul(&ws, qkv, rows, 3, q->shape[1], 9, &w, err, sizeof err), 0, "%s", err);
+            cr_assert_eq((const void *)w, q->data, "%s: q|k|v not keyed by the mapping", devs[k]);
+            nr_wstore_free(&ws);
+            nr_backend_destroy(&be);
+            /* the whole model, from its own pixels */
+            nr_captioner_params_t p = nr_captioner_default_params();
+            p.device = devs[k];
+            p.num_threads = 1;
+            nr_captioner_t *cap = NULL;
+            cr_assert_eq(nr_captioner_load(f.dir, &p, &cap, err, sizeof err), 0, "%s", err);
+            int S, D;
+            nr_captioner_states_shape(cap, &S, &D);
+            float *feats = malloc((size_t)2 * S * D * sizeof(float));
+            cr_assert_eq(nr_captioner_encode(cap, px, 2, feats, err, sizeof err), 0, "%s", err);
+            nr_gen_config_t g = nr_captioner_gen_defaults(cap);
+            g.prompt_ids = prompt;
+            g.prompt_len = plen;
+            int ids[2 * 16], lens[2];
+            cr_assert_eq(nr_captioner_generate(cap, feats, 2, &g, ids, lens, err, sizeof err), 0, "%s", err);
+            fprintf(stderr, "%s mapped, %s on %s:\n", f.name, devs[k], nr_cpu_path_name((nr_cpu_path_t)path));
+            for (int i = 0; i < 2; i++) {
+                char name[64];
+                snprintf(name, sizeof name, "greedy_ids.en.%d", i);
+                s_check_ids(&f, name, ids + i * g.max_length, lens[i]);
+            }
+            free(feats);
+            nr_captioner_destroy(&cap);
+            runs++;
+        }
     }
+    cr_assert_eq(nr_cpu_path_set(was), 0);
+    cr_assert_geq(runs, 3);
     free(prompt);
-    free(feats);
-    nr_captioner_destroy(&cap);
+    free(px);
     nr_checkpoint_close(&ck);
     s_fix_free(&f);
+}
+
+/* A mapped BF16 weight too large for one block of the F32 widening (8 MB)
+ * multiplies as the F32 matmul of the same values, on every precision
+ * where these rows run as F32: decode-sized (each pool part its own
+ * blocks) and prefix-sized (blocks shared by the parts). */
+static void s_widened(int M) {
+    const int N = 2100, K = 1100; /* 9.2 MB of F32: two blocks and a tail */
+    uint16_t *w16 = malloc((size_t)N * K * sizeof(uint16_t));
+    float *w = malloc((size_t)N * K * sizeof(float)), *x = malloc((size_t)M * K * sizeof(float));
+    float *want = malloc((size_t)M * N * sizeof(float)), *got = malloc((size_t)M * N * sizeof(float));
+    uint32_t r = 12345;
+    for (size_t i = 0; i < (size_t)N * K; i++) {
+        r = r * 1664525u + 1013904223u;
+        w16[i] = nr_f32_to_bf16(((float)(r >> 8) / 16777216.0f - 0.5f) * 0.1f);
+        w[i] = nr_bf16_to_f32(w16[i]);
+    }
+    for (size_t i = 0; i < (size_t)M * K; i++) x[i] = (float)((i * 7919) % 101) / 50.0f - 1.0f;
+    char err[256];
+    nr_backend_t *ref = nr_backend_new("cpu", 2, err, sizeof err); /* the first: a pool of two, parts split W */
+    cr_assert_not_null(ref, "%s", err);
+    cr_assert_eq(ref->ops->matmul(ref->ctx, want, N, x, K, w, NR_W_OUT_IN, M, N, K, 0), 0);
+    const char *devs[3] = {"cpu", "cpu:bf16", "cpu:int8"};
+    for (int k = 0; k < 3; k++) {
+        nr_backend_t *be = nr_backend_new(devs[k], 1, err, sizeof err);
+        cr_assert_not_null(be, "%s", err);
+        /* prepared for more rows than a precision packs for (AMX BF16
+         * packs for any: nothing to widen there), it is read in place */
+        const int rc = be->ops->adopt_bf16(be->ctx, (const float *)w16, w16, NR_W_OUT_IN, N, K, 1 << 30);
+        cr_assert(rc == 1 || (rc == 0 && k == 1 && nr_cpu_path() == NR_CPU_PATH_AMX), "%s: %d", devs[k], rc);
+        for (int acc = 0; acc < 2 * rc; acc++) {
+            for (size_t i = 0; i < (size_t)M * N; i++) got[i] = acc ? 1.0f : -7.0f;
+            cr_assert_eq(be->ops->matmul(be->ctx, got, N, x, K, (const float *)w16, NR_W_OUT_IN, M, N, K, acc), 0);
+            double worst = 0;
+            for (size_t i = 0; i < (size_t)M * N; i++) {
+                const double d = fabs(got[i] - (want[i] + (acc ? 1.0 : 0.0)));
+                worst = d > worst ? d : worst;
+            }
+            cr_assert_lt(worst, 1e-5, "%s, %d rows, accumulate %d: %g", devs[k], M, acc, worst);
+        }
+        nr_backend_destroy(&be);
+    }
+    nr_backend_destroy(&ref);
+    free(w16);
+    free(w);
+    free(x);
+    free(want);
+    free(got);
+}
+
+Test(paligemma, mapped_bf16_weight_widened_in_blocks) {
+    for (int M = 5; M <= 40; M += 35) s_widened(M);
 }
 
 /* Prompts: "caption <language>" unless the job names a prompt; languages

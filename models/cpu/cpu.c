@@ -63,10 +63,14 @@ static void s_check_blas_core(void) {
         nr_log(NR_LOG_DEBUG, "models: OpenBLAS kernels: %s", core);
 }
 
-/* A converted copy of one matmul weight, keyed by its F32 pointer and shape. */
+/* A converted copy of one matmul weight, keyed by its F32 pointer and shape;
+ * or an adopted BF16 weight (adopt_bf16), keyed by the model's key: packed
+ * or not, src its BF16 values when matmuls still read them. */
 typedef struct {
     const float *w;
     int layout, N, K;
+    int packed;          /* bf or i8 below holds the precision's copy */
+    const uint16_t *src; /* adopted: (N, K) BF16 read by the F32 matmuls, else NULL */
     nr_cpu_bf16w_t bf;
     nr_cpu_i8w_t i8;
 } s_conv_t;
@@ -206,6 +210,7 @@ static const s_conv_t *s_converted_from(s_cpu_t *c, const float *w, const float 
             e->layout = (int)layout;
             e->N = N;
             e->K = K;
+            e->packed = 1;
             rc = c->precision == NR_CPU_BF16 ? nr_cpu_bf16w_make(&e->bf, src, layout, N, K)
                                              : nr_cpu_i8w_make(&e->i8, src, layout, N, K);
         }
@@ -229,17 +234,103 @@ static int s_copy(void *ctx, void *dst, const void *src, size_t bytes) {
 }
 static int s_sync(void *ctx) { return 0; }
 
+/* Columns of a mapped BF16 weight widened per block: about 8 MB of F32, so
+ * a block stays in cache for the F32 kernel and the activations are packed
+ * a few times per matmul at most. */
+#define S_WIDEN_BYTES (8u << 20)
+
+typedef struct {
+    float *dst;
+    const uint16_t *src;
+    size_t n;
+} s_widen_t;
+
+/* BF16 -> F32, exact; inline so that the loops vectorize. */
+static void s_widen(float *dst, const uint16_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t b = (uint32_t)src[i] << 16;
+        memcpy(dst + i, &b, sizeof b);
+    }
+}
+
+static void s_widen_part(void *arg, int part, int nparts) {
+    const s_widen_t *a = arg;
+    const size_t lo = a->n * (size_t)part / (size_t)nparts, hi = a->n * (size_t)(part + 1) / (size_t)nparts;
+    s_widen(a->dst + lo, a->src + lo, hi - lo);
+}
+
+/* Decode-sized matmuls (the streaming kernel's rows): one pool job whose
+ * parts each widen and multiply their own rows of W, block by block in
+ * their own thread's scratch (a kernel called inside a pool part runs on
+ * that thread): one dispatch per matmul instead of two per block. */
+typedef struct {
+    float *y;
+    size_t ldy;
+    const float *x;
+    size_t ldx;
+    const uint16_t *w;
+    int M, N, K, nb, accumulate;
+    _Atomic int rc;
+} s_widen_mm_t;
+
+static void s_widen_mm_part(void *arg, int part, int nparts) {
+    s_widen_mm_t *a = arg;
+    const int lo = (int)((long)a->N * part / nparts) / 16 * 16;
+    const int hi = part == nparts - 1 ? a->N : (int)((long)a->N * (part + 1) / nparts) / 16 * 16;
+    if (lo >= hi) return;
+    float *blk = nr_cpu_scratch(NR_CPU_SCRATCH_WIDEN, (size_t)a->nb * a->K * sizeof(float));
+    if (!blk) {
+        atomic_store(&a->rc, NR_ENOMEM);
+        return;
+    }
+    for (int n0 = lo; n0 < hi; n0 += a->nb) {
+        const int n = hi - n0 < a->nb ? hi - n0 : a->nb;
+        s_widen(blk, a->w + (size_t)n0 * a->K, (size_t)n * a->K);
+        nr_cpu_matmul(a->y + n0, a->ldy, a->x, a->ldx, blk, NR_W_OUT_IN, a->M, n, a->K, a->accumulate);
+    }
+}
+
+/* y = x W^T for an adopted BF16 weight (N, K) read in place: each block of
+ * rows of W widened to F32 (exact), then the F32 kernels, so the result is
+ * the F32 matmul of the same values without an F32 copy of the weight. */
+static int s_matmul_widen(float *y, size_t ldy, const float *x, size_t ldx, const uint16_t *w, int M, int N, int K,
+                          int accumulate) {
+    int nb = (int)(S_WIDEN_BYTES / sizeof(float) / (size_t)K) / 16 * 16;
+    if (nb < 16) nb = 16;
+    if (M <= nr_cpu_skinny_max) { /* blocks of a quarter: each part's stay in its cache */
+        s_widen_mm_t a = {.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w, .M = M, .N = N, .K = K,
+                          .nb = nb / 4 < 16 ? 16 : nb / 4, .accumulate = accumulate};
+        atomic_init(&a.rc, 0);
+        nr_cpu_run(s_widen_mm_part, &a);
+        return atomic_load(&a.rc);
+    }
+    if (nb > N) nb = N;
+    float *blk = nr_cpu_scratch(NR_CPU_SCRATCH_WIDEN, (size_t)nb * K * sizeof(float));
+    if (!blk) return NR_ENOMEM;
+    for (int n0 = 0; n0 < N; n0 += nb) {
+        const int n = N - n0 < nb ? N - n0 : nb;
+        s_widen_t a = {.dst = blk, .src = w + (size_t)n0 * K, .n = (size_t)n * K};
+        nr_cpu_run(s_widen_part, &a);
+        nr_cpu_matmul(y + n0, ldy, x, ldx, blk, NR_W_OUT_IN, M, n, K, accumulate);
+    }
+    return 0;
+}
+
 static int s_matmul(void *ctx, float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout,
                     int M, int N, int K, int accumulate) {
     if (M < 0 || N < 0 || K < 0) return NR_EINVAL;
     s_cpu_t *c = ctx;
     if (M == 0 || N == 0 || K == 0) return 0;
+    const s_conv_t *e;
     if (M <= s_lowp_rows(c->precision, nr_cpu_path())) {
-        const s_conv_t *e = s_converted(c, w, layout, N, K);
+        e = s_converted(c, w, layout, N, K);
         if (!e) return NR_ENOMEM;
-        if (c->precision == NR_CPU_BF16) return nr_cpu_matmul_bf16(y, ldy, x, ldx, &e->bf, M, accumulate);
-        return nr_cpu_matmul_i8(y, ldy, x, ldx, &e->i8, M, accumulate);
+        if (e->packed && c->precision == NR_CPU_BF16) return nr_cpu_matmul_bf16(y, ldy, x, ldx, &e->bf, M, accumulate);
+        if (e->packed) return nr_cpu_matmul_i8(y, ldy, x, ldx, &e->i8, M, accumulate);
+    } else {
+        e = s_find(atomic_load_explicit(&c->tab, memory_order_acquire), w, layout, N, K);
     }
+    if (e && e->src) return s_matmul_widen(y, ldy, x, ldx, e->src, M, N, K, accumulate);
     nr_cpu_matmul(y, ldy, x, ldx, w, layout, M, N, K, accumulate);
     return 0;
 }
@@ -255,7 +346,7 @@ static int s_linear(void *ctx, float *y, size_t ldy, const float *x, size_t ldx,
     if (c->precision == NR_CPU_BF16 && nr_cpu_path() == NR_CPU_PATH_AMX && M >= NR_CPU_AMX_MIN_ROWS && K > 0) {
         const s_conv_t *e = s_converted(c, w, layout, N, K);
         if (!e) return NR_ENOMEM;
-        return nr_cpu_amx_linear_bf16(y, ldy, x, ldx, &e->bf, M, b, act, accumulate);
+        if (e->packed) return nr_cpu_amx_linear_bf16(y, ldy, x, ldx, &e->bf, M, b, act, accumulate);
     }
 #endif
     int rc = s_matmul(ctx, y, ldy, x, ldx, w, layout, M, N, K, accumulate);
@@ -271,27 +362,51 @@ static int s_prepare(void *ctx, const float *w, nr_wlayout_t layout, int N, int 
     s_cpu_t *c = ctx;
     if (N <= 0 || K <= 0) return NR_EINVAL;
     if (rows <= s_lowp_rows(c->precision, nr_cpu_path()))
-        return s_converted(c, w, layout, N, K) ? 0 : NR_ENOMEM;
+        return s_converted(c, w, layout, N, K) ? 0 : NR_ENOMEM; /* an adopted key is found as it is */
     return 0;
 }
-/* cpu:bf16 multiplies every matmul by its packed BF16 copy, so a BF16
- * weight can stay in the mapping: packed through one F32 matrix at a time. */
-static int s_adopt_bf16(void *ctx, const void *w, nr_wlayout_t layout, int N, int K) {
+/* Every precision keeps a BF16 weight where it is: packed once (through
+ * one F32 matrix) when the precision multiplies `rows` rows by its own copy
+ * on this path, and read in place, widened per block, by every matmul the
+ * packed copy does not serve (all of them for cpu:f32 and on the paths
+ * where the precision runs as F32). */
+static int s_adopt_bf16(void *ctx, const float *key, const void *w, nr_wlayout_t layout, int N, int K, int rows) {
     s_cpu_t *c = ctx;
-    if (c->precision != NR_CPU_BF16) return NR_EUNSUPPORTED;
-    if (!w || N <= 0 || K <= 0) return NR_EINVAL;
-    const size_t n = (size_t)N * K;
-    float *tmp = malloc(n * sizeof(float));
-    if (!tmp) return NR_ENOMEM;
-    const unsigned char *b = w;
-    for (size_t i = 0; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, b + 2 * i, 2); /* the mapping guarantees no alignment beyond the dtype's */
-        tmp[i] = nr_bf16_to_f32(h);
+    if (layout != NR_W_OUT_IN || ((uintptr_t)w & 1)) return NR_EUNSUPPORTED; /* an odd offset: F32 copy */
+    if (!key || !w || N <= 0 || K <= 0) return NR_EINVAL;
+    const int lowp = s_lowp_rows(c->precision, nr_cpu_path());
+    const int pack = rows <= lowp, all = pack && lowp == INT_MAX;
+    const uint16_t *src = w;
+    int rc = 0;
+    pthread_mutex_lock(&c->mu);
+    const s_conv_t *found = s_find(atomic_load_explicit(&c->tab, memory_order_relaxed), key, layout, N, K);
+    s_conv_t *e = found ? NULL : calloc(1, sizeof(*e));
+    float *tmp = pack && e ? malloc((size_t)N * K * sizeof(float)) : NULL;
+    if (found) { /* adopted before: only the same bytes may be read under this key */
+        rc = !found->src ? 0 : found->src == src ? 1 : NR_EUNSUPPORTED;
+    } else if (!e || (pack && !tmp)) {
+        rc = NR_ENOMEM;
+    } else {
+        *e = (s_conv_t){.w = key, .layout = (int)layout, .N = N, .K = K, .packed = pack, .src = all ? NULL : src};
+        if (pack) {
+            s_widen(tmp, src, (size_t)N * K);
+            rc = c->precision == NR_CPU_BF16 ? nr_cpu_bf16w_make(&e->bf, tmp, layout, N, K)
+                                             : nr_cpu_i8w_make(&e->i8, tmp, layout, N, K);
+        }
+        if (rc == 0) rc = s_insert(c, e);
+        if (rc == 0) {
+            e = NULL;
+            rc = all ? 0 : 1;
+        }
     }
-    const s_conv_t *e = s_converted_from(c, (const float *)w, tmp, layout, N, K);
+    if (e) {
+        nr_cpu_bf16w_free(&e->bf);
+        nr_cpu_i8w_free(&e->i8);
+        free(e);
+    }
+    pthread_mutex_unlock(&c->mu);
     free(tmp);
-    return e ? 0 : NR_ENOMEM;
+    return rc;
 }
 static int s_add_bias(void *ctx, float *y, const float *b, int M, int N) {
     nr_cpu_add_bias(y, b, M, N);

@@ -758,11 +758,13 @@ static void s_attn_row(const nr_attn_args_t *a, const float *qi, const float *kt
 }
 
 #if defined(__AVX512F__)
-/* Four query rows at once, head_dim a multiple of 16 (up to 128): each
- * loaded K^T or V vector serves four rows from registers. */
+/* Four query rows at once, any head_dim: each loaded K^T or V vector serves
+ * four rows from registers. V's columns go in blocks of up to 128 (eight
+ * vectors of accumulators per row), the block's last vector masked when
+ * head_dim is not a multiple of 16 (SigLIP's 72). */
 static void s_attn_rows4(const nr_attn_args_t *a, const float *q, const float *kt, const float *v, float *scores,
                          float *o) {
-    const int nkv = a->n_kv, hd = a->head_dim, nv = hd / 16;
+    const int nkv = a->n_kv, hd = a->head_dim;
     const size_t qs = a->q_rstride, os = a->o_rstride;
     for (int j0 = 0; j0 < nkv; j0 += 16) {
         const __mmask16 m = (__mmask16)(nkv - j0 >= 16 ? 0xffff : (1u << (nkv - j0)) - 1);
@@ -775,18 +777,25 @@ static void s_attn_rows4(const nr_attn_args_t *a, const float *q, const float *k
             _mm512_mask_storeu_ps(scores + (size_t)r * nkv + j0, m, _mm512_mul_ps(acc[r], _mm512_set1_ps(a->scale)));
     }
     s_softmax(scores, 4, nkv);
-    __m512 acc[4][8];
-    for (int r = 0; r < 4; r++)
-        for (int c = 0; c < nv; c++) acc[r][c] = _mm512_setzero_ps();
-    for (int j = 0; j < nkv; j++) {
-        const float *vj = v + (size_t)j * a->kv_rstride;
-        for (int r = 0; r < 4; r++) {
-            const __m512 p = _mm512_set1_ps(scores[(size_t)r * nkv + j]);
-            for (int c = 0; c < nv; c++) acc[r][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * c), acc[r][c]);
+    for (int c0 = 0; c0 < hd; c0 += 128) {
+        const int w = hd - c0 < 128 ? hd - c0 : 128, nv = (w + 15) / 16;
+        const __mmask16 tail = (__mmask16)(w % 16 ? (1u << (w % 16)) - 1 : 0xffff);
+        __m512 acc[4][8];
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < nv; c++) acc[r][c] = _mm512_setzero_ps();
+        for (int j = 0; j < nkv; j++) {
+            const float *vj = v + (size_t)j * a->kv_rstride + c0;
+            for (int r = 0; r < 4; r++) {
+                const __m512 p = _mm512_set1_ps(scores[(size_t)r * nkv + j]);
+                for (int c = 0; c < nv; c++)
+                    acc[r][c] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(c == nv - 1 ? tail : 0xffff, vj + 16 * c),
+                                                acc[r][c]);
+            }
         }
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < nv; c++)
+                _mm512_mask_storeu_ps(o + r * os + c0 + 16 * c, c == nv - 1 ? tail : 0xffff, acc[r][c]);
     }
-    for (int r = 0; r < 4; r++)
-        for (int c = 0; c < nv; c++) _mm512_storeu_ps(o + r * os + 16 * c, acc[r][c]);
 }
 #endif
 
@@ -806,9 +815,8 @@ static void s_attn_heads_part(void *p, int part, int nparts) {
             for (int d = 0; d < hd; d++) kt[(size_t)d * nkv + j] = k[(size_t)j * a->kv_rstride + d];
         int i = 0;
 #if defined(__AVX512F__)
-        if (hd % 16 == 0 && hd <= 128)
-            for (; i + 4 <= nq; i += 4)
-                s_attn_rows4(a, q + (size_t)i * a->q_rstride, kt, v, scores, o + (size_t)i * a->o_rstride);
+        for (; i + 4 <= nq; i += 4)
+            s_attn_rows4(a, q + (size_t)i * a->q_rstride, kt, v, scores, o + (size_t)i * a->o_rstride);
 #endif
         for (; i < nq; i++) s_attn_row(a, q + (size_t)i * a->q_rstride, kt, v, scores, o + (size_t)i * a->o_rstride);
     }

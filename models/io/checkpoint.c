@@ -303,6 +303,11 @@ const char *nr_checkpoint_file_of(const nr_checkpoint_t *ck, const nr_named_tens
     return e && e->t == t ? ck->files[e->file].path : ck->path;
 }
 
+void nr_checkpoint_drop_pages(const nr_checkpoint_t *ck, const nr_named_tensor_t *t) {
+    const s_entry_t *e = t ? s_find(ck, t->name) : NULL;
+    if (e && e->t == t && ck->files[e->file].st) nr_safetensors_drop_pages(ck->files[e->file].st, t->data, t->nbytes);
+}
+
 int nr_checkpoint_load_f32(const nr_checkpoint_t *ck, const char *name, int ndim, const int64_t *shape, float **out,
                            char *err, size_t errlen) {
     *out = NULL;

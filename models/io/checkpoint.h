@@ -41,6 +41,10 @@ const nr_named_tensor_t *nr_checkpoint_find(const nr_checkpoint_t *ck, const cha
 /* The file holding entry `t` (a shard's path), for messages. */
 const char *nr_checkpoint_file_of(const nr_checkpoint_t *ck, const nr_named_tensor_t *t);
 
+/* Gives back the process's pages of tensor t where its file is mapped
+ * (safetensors; nr_safetensors_drop_pages), once it is copied elsewhere. */
+void nr_checkpoint_drop_pages(const nr_checkpoint_t *ck, const nr_named_tensor_t *t);
+
 /* Looks `name` up, checks its shape equals shape[0..ndim) (ndim < 0: any
  * shape) and converts it (F32, F16, BF16) to a new 64-byte aligned F32
  * buffer (*out, caller frees with free()). Returns 0, NR_EMODEL (missing

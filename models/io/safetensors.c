@@ -238,6 +238,15 @@ int nr_safetensors_open_memory(const void *data, size_t size, const char *name, 
     return s_open_finish(st, out, err, errlen);
 }
 
+void nr_safetensors_drop_pages(const nr_safetensors_t *st, const void *data, size_t n) {
+    if (!st || !st->mapped || !data) return;
+    const uintptr_t lo = (uintptr_t)data, hi = lo + n, m = (uintptr_t)st->map;
+    if (lo < m || hi > m + st->map_size || hi < lo) return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = (lo + page - 1) / page * page, b = hi / page * page;
+    /* a private read-only file mapping: the pages come back from the file */
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 void nr_safetensors_close(nr_safetensors_t **pst) {
     if (!pst || !*pst) return;
     nr_safetensors_t *st = *pst;

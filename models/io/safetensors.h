@@ -30,6 +30,11 @@ int nr_safetensors_open_memory(const void *data, size_t size, const char *name, 
 /* Unmaps and frees; sets *st to NULL; safe twice. */
 void nr_safetensors_close(nr_safetensors_t **st);
 
+/* Gives back this process's pages of [data, data + n) in a mapped file
+ * (the whole pages inside; read from the file again if touched): for
+ * tensors copied elsewhere at load. Nothing for a reader over memory. */
+void nr_safetensors_drop_pages(const nr_safetensors_t *st, const void *data, size_t n);
+
 const char *nr_safetensors_path(const nr_safetensors_t *st);
 size_t nr_safetensors_count(const nr_safetensors_t *st);
 /* Entry i (0 <= i < count), in the file's data order. */
