@@ -20,6 +20,7 @@
 #include <unistd.h>
 #define S_X86 1
 #else
+#include <sys/utsname.h>
 #define S_X86 0
 #endif
 
@@ -160,9 +161,9 @@ const nr_cpu_kernels_t *nr_cpu_kernels(void) {
 }
 
 void nr_cpu_describe(char *buf, size_t len) {
+#if S_X86
     char vendor[13] = "", model[49] = "";
     int family = 0, modelno = 0;
-#if S_X86
     unsigned a, b, c, d;
     if (__get_cpuid(0, &a, &b, &c, &d)) {
         memcpy(vendor, &b, 4);
@@ -180,10 +181,14 @@ void nr_cpu_describe(char *buf, size_t len) {
         for (unsigned i = 0; i < 3; i++) __get_cpuid(0x80000002 + i, &r[4 * i], &r[4 * i + 1], &r[4 * i + 2], &r[4 * i + 3]);
         memcpy(model, r, 48);
     }
-#endif
     const char *m = model;
     while (*m == ' ') m++;
-    int n = snprintf(buf, len, "%s %s (family %d model %d), paths:", vendor[0] ? vendor : "non-x86", m, family, modelno);
+    int n = snprintf(buf, len, "%s %s (family %d model %d), paths:", vendor, m, family, modelno);
+#else
+    /* no cpuid here: the architecture's name, and the generic path */
+    struct utsname u;
+    int n = snprintf(buf, len, "%s, paths:", uname(&u) == 0 ? u.machine : "not x86-64");
+#endif
     for (int i = 0; i < NR_CPU_PATH_COUNT && n > 0 && (size_t)n < len; i++)
         if (s_supported[i]) n += snprintf(buf + n, len - (size_t)n, " %s", s_names[i]);
 }

@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# The engine's CPU kernel and model tests on CPUs this machine is not:
+# older x86-64 CPUs (no AVX-512, no AVX2, no AVX) and an AMD one under
+# QEMU user-mode emulation, and an aarch64 (arm64) build, cross-compiled,
+# under qemu-aarch64. See "Other CPUs" in README.md.
+#
+#   tests/cross/run.sh [--quick] [x86|arm64|all]     (default: all)
+#
+# Each emulated CPU runs cpu_path_probe (the path the dispatcher picks on
+# its own, logged; OpenBLAS's kernel set; a forced path the CPU lacks is
+# an error), then test_kernels_mt, test_precision and test_models with
+# the path the CPU picks (and, on AVX2 CPUs, with NR_CPU_PATH=generic).
+# TCG is 30-80x slower than the host: the full run takes hours on 2
+# cores; --quick runs the fast tests only (a few minutes, what CI runs).
+# An illegal instruction anywhere (an instruction the emulated CPU lacks,
+# from our code or a library's) fails the run.
+#
+# Installs what it needs with apt-get (qemu-user, gcc-aarch64-linux-gnu);
+# the arm64 libraries are downloaded with apt into a private state folder
+# and unpacked into a sysroot (NARRATOR_CROSS_DIR, default build-cross/):
+# nothing arm64 is installed on the host, no foreign architecture added.
+#
+# Environment: NARRATOR_CROSS_DIR, NARRATOR_JOBS (build jobs, default
+# nproc), NARRATOR_CROSS_X86 / NARRATOR_CROSS_ARM (the CPU models to run,
+# "model:expected-path ..." / "model ..."), NARRATOR_CROSS_TESTS (the
+# test programs, default all three).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+SRC=$PWD
+
+quick=0
+what=all
+for a in "$@"; do
+  case "$a" in
+    --quick) quick=1 ;;
+    x86 | arm64 | all) what=$a ;;
+    *) echo "usage: tests/cross/run.sh [--quick] [x86|arm64|all]" >&2; exit 2 ;;
+  esac
+done
+DIR=${NARRATOR_CROSS_DIR:-build-cross}
+mkdir -p "$DIR"
+DIR=$(cd "$DIR" && pwd)
+JOBS=${NARRATOR_JOBS:-$(nproc)}
+TESTS=${NARRATOR_CROSS_TESTS:-test_kernels_mt test_precision test_models}
+# QEMU 7.2's TCG runs x86-64 up to AVX2 (no AVX-512, no AMX). Each entry:
+# a QEMU CPU model and the path the dispatcher must pick on it.
+#   qemu64: x86-64 baseline with SSE3 (AMD vendor string); Nehalem: x86-64-v2;
+#   SandyBridge: AVX without AVX2/FMA; Haswell-v4: x86-64-v3 (Intel);
+#   EPYC-Rome: x86-64-v3 (AMD Zen 2).
+X86_CPUS=${NARRATOR_CROSS_X86:-"Haswell-v4:avx2 EPYC-Rome:avx2 SandyBridge:generic Nehalem:generic qemu64:generic"}
+ARM_CPUS=${NARRATOR_CROSS_ARM:-"neoverse-n1 cortex-a72"}
+TARGETS="cpu_path_probe $TESTS"
+fails=0
+summary=()
+
+s_log() { printf 'cross: %s\n' "$*"; }
+
+s_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  s_log "installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# The /proc/cpuinfo the emulated program reads: qemu-user shows the host's,
+# whose flags (AVX-512, AMX here) are not the emulated CPU's. QEMU looks up
+# absolute paths in its prefix (-L) first, so each CPU gets a flags line
+# with what its QEMU model has (QEMU's target/i386/cpu.c), which
+# test_precision's paths_match_cpu_flags compares with cpuid.
+s_x86_flags() {
+  local base="fpu tsc cx8 cmov mmx fxsr sse sse2 syscall nx lm"
+  case "$1" in
+    qemu64*) echo "$base pni cx16 lahf_lm" ;;
+    Nehalem*) echo "$base pni ssse3 cx16 sse4_1 sse4_2 popcnt lahf_lm" ;;
+    SandyBridge*) echo "$base pni pclmulqdq ssse3 cx16 sse4_1 sse4_2 popcnt aes xsave avx lahf_lm" ;;
+    Haswell* | EPYC-Rome*) echo "$base pni pclmulqdq ssse3 fma cx16 sse4_1 sse4_2 movbe popcnt aes xsave avx f16c rdrand lahf_lm abm bmi1 avx2 bmi2" ;;
+    *) return 1 ;;
+  esac
+}
+
+# One test program under the emulator; $1 a label, the rest the command.
+# Passes when Criterion says nothing failed or crashed and no program
+# died of an illegal instruction.
+s_run() {
+  local label=$1 log
+  shift
+  log="$DIR/logs/$(echo "$label" | tr ' /=' '___').log"
+  mkdir -p "$DIR/logs"
+  local t0=$SECONDS rc=0
+  "$@" >"$log" 2>&1 || rc=$?
+  local synth
+  synth=$(grep -a 'Synthesis:' "$log" | tail -1 | sed 's/.*Synthesis: //' || true)
+  if grep -aq 'Illegal instruction\|target signal 4' "$log"; then
+    s_log "FAIL $label: illegal instruction (see $log)"
+    fails=$((fails + 1))
+  elif [ $rc -ne 0 ] || [ -z "$synth" ]; then
+    s_log "FAIL $label: exit $rc ${synth:-no Criterion summary} (see $log)"
+    grep -a '\[FAIL\]\|\[----\].*[Ff]ail' "$log" | head -20 || true
+    fails=$((fails + 1))
+  else
+    s_log "ok   $label: $synth ($((SECONDS - t0)) s)"
+  fi
+  summary+=("$label: ${synth:-exit $rc}")
+}
+
+# The tests of one CPU: $1 label, $2 build dir, then the emulator command.
+s_tests() {
+  local label=$1 build=$2
+  shift 2
+  for t in $TESTS; do
+    local args=(--jobs 1 --timeout 7200 --verbose)
+    if [ $quick = 1 ]; then
+      case $t in
+        test_kernels_mt) continue ;; # 4 threads x 4 repetitions of ViT-sized work: an hour under TCG
+        test_precision) args+=(--filter 'precision/!(agreement_*)') ;;
+        test_models) args+=(--filter 'models_ops/*') ;;
+      esac
+    fi
+    s_run "$label $t" env NR_SOURCE_DIR="$SRC" NR_BUILD_DIR="$build" "$@" "$build/tests/$t" "${args[@]}"
+  done
+}
+
+# The path the dispatcher picked, from the probe's log line.
+s_picked() { sed -n 's/.*cpu kernels: \([a-z0-9]*\) path.*/\1/p' "$1" | head -1; }
+
+s_x86() {
+  s_apt qemu-user
+  local build="$DIR/x86"
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNR_CUDA=OFF >/dev/null
+  cmake --build "$build" -j"$JOBS" --target $TARGETS
+  gcc -O2 -Wall -Wextra -shared -fPIC -o "$DIR/qemu_exec_x86_64.so" tests/cross/qemu_exec.c -ldl
+  for spec in $X86_CPUS; do
+    local cpu=${spec%%:*} want=${spec#*:} prefix="$DIR/x86-proc/${spec%%:*}"
+    mkdir -p "$prefix/proc"
+    printf 'processor\t: 0\nflags\t\t: %s\n\n' "$(s_x86_flags "$cpu")" >"$prefix/proc/cpuinfo"
+    local q=(env QEMU_CPU="$cpu" QEMU_LD_PREFIX="$prefix" NR_QEMU="$(command -v qemu-x86_64)"
+      qemu-x86_64 -E LD_PRELOAD="$DIR/qemu_exec_x86_64.so")
+    # the dispatcher's own choice, logged, and OpenBLAS's kernel set
+    local plog="$DIR/logs/probe-$cpu.log" got core
+    mkdir -p "$DIR/logs"
+    OPENBLAS_VERBOSE=2 "${q[@]}" "$build/tests/cpu_path_probe" generic >"$plog" 2>&1 || true
+    got=$(s_picked "$plog")
+    core=$(sed -n 's/^Core: //p' "$plog" | head -1)
+    if [ "$got" = "$want" ] && ! grep -q 'target signal' "$plog"; then
+      s_log "ok   $cpu: dispatcher picked $got, OpenBLAS core $core"
+    else
+      s_log "FAIL $cpu: dispatcher picked '${got}', want $want (see $plog)"
+      fails=$((fails + 1))
+    fi
+    summary+=("$cpu: path $got, OpenBLAS $core")
+    # a forced path the CPU lacks: a clear error, the kernels stay usable
+    local lacking=avx512
+    [ "$want" = generic ] && lacking=avx2
+    local flog="$DIR/logs/forced-$cpu.log"
+    NR_CPU_PATH=$lacking "${q[@]}" "$build/tests/cpu_path_probe" generic >"$flog" 2>&1 || true
+    if grep -q "NR_CPU_PATH=$lacking: this CPU (or its OS) cannot run the $lacking kernels; the best it runs is $want" "$flog"; then
+      s_log "ok   $cpu: NR_CPU_PATH=$lacking refused"
+    else
+      s_log "FAIL $cpu: NR_CPU_PATH=$lacking not refused as expected (see $flog)"
+      fails=$((fails + 1))
+    fi
+    s_tests "$cpu" "$build" "${q[@]}"
+    if [ "$want" != generic ] && [ $quick = 0 ]; then
+      s_tests "$cpu NR_CPU_PATH=generic" "$build" env NR_CPU_PATH=generic "${q[@]}"
+    fi
+  done
+}
+
+# arm64: the libraries from Debian's arm64 archive, resolved and downloaded
+# by apt with its own (empty) state, so nothing on the host changes.
+s_arm64_sysroot() {
+  local root="$DIR/arm64" pkgs
+  pkgs=$(sed -n '/^packages=(/,/^)/p' deploy/install-deps.sh | tr ' ' '\n' |
+    grep -E -- "-dev$" | sort -u | tr '\n' ' ')
+  [ -f "$root/sysroot/.done" ] && [ "$(cat "$root/sysroot/.done")" = "$pkgs" ] && return 0
+  mkdir -p "$root/apt/lists/partial" "$root/apt/cache/archives/partial"
+  touch "$root/apt/status"
+  local apt=(apt-get -q -o APT::Architecture=arm64 -o APT::Architectures::=arm64
+    -o Dir::State::Lists="$root/apt/lists" -o Dir::State::status="$root/apt/status"
+    -o Dir::Cache="$root/apt/cache" -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+  s_log "arm64 sysroot: $pkgs"
+  "${apt[@]}" update >/dev/null
+  # shellcheck disable=SC2086
+  "${apt[@]}" install -y --download-only --no-install-recommends $pkgs >/dev/null
+  rm -rf "$root/sysroot"
+  mkdir -p "$root/sysroot"
+  for deb in "$root"/apt/cache/archives/*.deb; do dpkg -x "$deb" "$root/sysroot"; done
+  # absolute links (libm.so -> /lib/...) made relative, inside the sysroot
+  (cd "$root/sysroot" && find . -type l -lname '/*' | while read -r l; do
+    ln -sfn "$(realpath -m --relative-to="$(dirname "$l")" ".$(readlink "$l")")" "$l"
+  done)
+  # what Debian's alternatives would link: OpenBLAS as the BLAS
+  for f in libopenblas.so.0 libblas.so.3 liblapack.so.3; do
+    ln -sfn "openblas-pthread/$f" "$root/sysroot/usr/lib/aarch64-linux-gnu/$f"
+  done
+  # an arm64 /proc/cpuinfo (no x86 flags line) instead of the host's
+  mkdir -p "$root/sysroot/proc"
+  printf 'processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU architecture: 8\n\n' \
+    >"$root/sysroot/proc/cpuinfo"
+  echo "$pkgs" >"$root/sysroot/.done"
+}
+
+s_arm64() {
+  s_apt qemu-user gcc-aarch64-linux-gnu
+  s_arm64_sysroot
+  local sysroot="$DIR/arm64/sysroot" build="$DIR/arm64/build"
+  NR_CROSS_SYSROOT="$sysroot" cmake -S . -B "$build" -DCMAKE_TOOLCHAIN_FILE="$SRC/tests/cross/aarch64-toolchain.cmake" \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNR_CUDA=OFF >/dev/null
+  NR_CROSS_SYSROOT="$sysroot" cmake --build "$build" -j"$JOBS" --target $TARGETS
+  aarch64-linux-gnu-gcc --sysroot="$sysroot" -O2 -Wall -Wextra -shared -fPIC -o "$DIR/qemu_exec_arm64.so" \
+    tests/cross/qemu_exec.c -ldl
+  for cpu in $ARM_CPUS; do
+    local q=(env QEMU_CPU="$cpu" QEMU_LD_PREFIX="$sysroot" NR_QEMU="$(command -v qemu-aarch64)"
+      qemu-aarch64 -E LD_PRELOAD="$DIR/qemu_exec_arm64.so")
+    local plog="$DIR/logs/probe-$cpu.log" got core
+    mkdir -p "$DIR/logs"
+    OPENBLAS_VERBOSE=2 "${q[@]}" "$build/tests/cpu_path_probe" generic >"$plog" 2>&1 || true
+    got=$(s_picked "$plog")
+    core=$(sed -n 's/^Core: //p' "$plog" | head -1)
+    if [ "$got" = generic ] && grep -q 'aarch64, paths: generic' "$plog"; then
+      s_log "ok   $cpu: dispatcher picked $got, OpenBLAS core $core"
+    else
+      s_log "FAIL $cpu: dispatcher picked '${got}' (see $plog)"
+      fails=$((fails + 1))
+    fi
+    summary+=("$cpu: path $got, OpenBLAS $core")
+    s_tests "$cpu" "$build" "${q[@]}"
+  done
+}
+
+case $what in
+  x86) s_x86 ;;
+  arm64) s_arm64 ;;
+  all) s_x86; s_arm64 ;;
+esac
+s_log "summary:"
+for l in "${summary[@]}"; do s_log "  $l"; done
+[ $fails -eq 0 ] || { s_log "$fails check(s) failed"; exit 1; }
+s_log "all passed"
