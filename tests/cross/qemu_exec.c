@@ -1,8 +1,8 @@
 /* Preloaded into a program that runs under QEMU user-mode emulation
- * (tests/cross/run.sh): an ELF program it starts with execve runs under the
- * same emulator too. Without it, qemu-user hands execve to the host kernel,
- * so Criterion's test workers (the test binary started again) would run
- * natively, on the build machine's CPU, not the emulated one.
+ * (tests/cross/run.sh): a program for the emulated machine that it starts
+ * with execve runs under the same emulator too. Without it, qemu-user hands
+ * execve to the host kernel, so Criterion's test workers (the test binary
+ * started again) would run natively, on the build machine's CPU.
  *
  * NR_QEMU names the emulator (qemu-x86_64, qemu-aarch64); the emulated CPU
  * and library prefix travel in QEMU_CPU and QEMU_LD_PREFIX, which the
@@ -20,13 +20,24 @@
 
 typedef int (*s_execve_fn)(const char *, char *const[], char *const[]);
 
-static int s_is_elf(const char *path) {
-    char magic[4];
+/* The ELF machine this library is built for: the emulated one. */
+#if defined(__aarch64__)
+#define S_MACHINE 183 /* EM_AARCH64 */
+#elif defined(__x86_64__)
+#define S_MACHINE 62 /* EM_X86_64 */
+#else
+#error "tests/cross/qemu_exec.c: add this architecture's ELF machine"
+#endif
+
+/* An ELF program for the emulated machine (a host program the guest starts,
+ * e.g. an x86-64 redis-server from an arm64 test, runs natively). */
+static int s_is_guest_elf(const char *path) {
+    unsigned char h[20];
     const int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
-    const ssize_t n = read(fd, magic, sizeof magic);
+    const ssize_t n = read(fd, h, sizeof h);
     close(fd);
-    return n == 4 && memcmp(magic, "\177ELF", 4) == 0;
+    return n == (ssize_t)sizeof h && memcmp(h, "\177ELF", 4) == 0 && (h[18] | h[19] << 8) == S_MACHINE;
 }
 
 int execve(const char *path, char *const argv[], char *const envp[]) {
@@ -36,7 +47,7 @@ int execve(const char *path, char *const argv[], char *const envp[]) {
         errno = ENOSYS;
         return -1;
     }
-    if (!qemu || !*qemu || !s_is_elf(path)) return real(path, argv, envp);
+    if (!qemu || !*qemu || !s_is_guest_elf(path)) return real(path, argv, envp);
 
     static char *args[S_MAX_ARGS], *env[S_MAX_ARGS], preload[4096];
     size_t na = 0, ne = 0;
