@@ -20,11 +20,16 @@
 
 typedef int (*s_execve_fn)(const char *, char *const[], char *const[]);
 
-/* The ELF machine this library is built for: the emulated one. */
+/* The ELF machine this library is built for: the emulated one. A host
+ * program the guest starts runs natively: with this library preloaded
+ * where the host is the same architecture (its children are then
+ * emulated too), without it elsewhere (the host's loader cannot load it). */
 #if defined(__aarch64__)
 #define S_MACHINE 183 /* EM_AARCH64 */
+#define S_HOST_KEEPS_PRELOAD 0
 #elif defined(__x86_64__)
 #define S_MACHINE 62 /* EM_X86_64 */
+#define S_HOST_KEEPS_PRELOAD 1
 #else
 #error "tests/cross/qemu_exec.c: add this architecture's ELF machine"
 #endif
@@ -47,7 +52,9 @@ int execve(const char *path, char *const argv[], char *const envp[]) {
         errno = ENOSYS;
         return -1;
     }
-    if (!qemu || !*qemu || !s_is_guest_elf(path)) return real(path, argv, envp);
+    if (!qemu || !*qemu) return real(path, argv, envp);
+    const int guest = s_is_guest_elf(path);
+    if (!guest && S_HOST_KEEPS_PRELOAD) return real(path, argv, envp);
 
     static char *args[S_MAX_ARGS], *env[S_MAX_ARGS], preload[4096];
     size_t na = 0, ne = 0;
@@ -59,6 +66,7 @@ int execve(const char *path, char *const argv[], char *const envp[]) {
             env[ne++] = envp[i];
     }
     env[ne] = NULL;
+    if (!guest) return real(path, argv, env);
     args[na++] = (char *)qemu;
     if (argv[0]) {
         args[na++] = "-0";
