@@ -53,6 +53,11 @@ static double s_err(const float *a, const float *b, size_t n, size_t *worst) {
     return m;
 }
 
+/* fmax for the reference loops: Debian 12's aarch64 gcc 12.2 crashes
+ * (internal compiler error in the vectorizer) on an fmax reduction of
+ * floats into a double over a known count. The same answer, NaN ignored. */
+static inline double s_fmax(double m, double v) { return v > m ? v : m; }
+
 static uint64_t s_rng = 88172645463325252ull;
 static float s_rand(void) {
     s_rng ^= s_rng << 13;
@@ -189,11 +194,11 @@ Test(models_ops, gelu_both_forms_and_exp) {
         cr_assert_eq(b->ops->gelu(b->ctx, y, n, form), 0);
         /* absolute error below 1e-6 (|gelu| up to 12) */
         double m = 0;
-        for (int i = 0; i < n; i++) m = fmax(m, fabs((double)y[i] - ref[i]));
+        for (int i = 0; i < n; i++) m = s_fmax(m, fabs((double)y[i] - ref[i]));
         cr_assert_lt(m, 2e-6, "form %d max abs error %g", form, m);
     }
     double m = 0;
-    for (float v = -80.0f; v < 80.0f; v += 0.01f) m = fmax(m, fabs(nr_cpu_expf(v) / exp(v) - 1));
+    for (float v = -80.0f; v < 80.0f; v += 0.01f) m = s_fmax(m, fabs(nr_cpu_expf(v) / exp(v) - 1));
     cr_assert_lt(m, 5e-7, "exp relative error %g", m);
     free(x);
     free(y);
@@ -207,7 +212,7 @@ Test(models_ops, softmax) {
     float *x = s_randv((size_t)R * C, 20), *ref = malloc((size_t)R * C * sizeof(float));
     for (int r = 0; r < R; r++) {
         double mx = -1e30, s = 0;
-        for (int i = 0; i < C; i++) mx = fmax(mx, x[r * C + i]);
+        for (int i = 0; i < C; i++) mx = s_fmax(mx, x[r * C + i]);
         for (int i = 0; i < C; i++) s += exp(x[r * C + i] - mx);
         for (int i = 0; i < C; i++) ref[r * C + i] = (float)(exp(x[r * C + i] - mx) / s);
     }
@@ -234,7 +239,7 @@ static void s_attn_ref(const nr_attn_args_t *a) {
                     double d = 0;
                     for (int e = 0; e < a->head_dim; e++) d += (double)q[e] * k[e];
                     sc[j] = d * a->scale;
-                    mx = fmax(mx, sc[j]);
+                    mx = s_fmax(mx, sc[j]);
                 }
                 for (int j = 0; j < lim; j++) s += (sc[j] = exp(sc[j] - mx));
                 float *o = a->out + b * a->o_bstride + i * a->o_rstride + h * a->head_dim;
@@ -813,7 +818,7 @@ Test(models_fixture, encoder_batch_equals_unbatched) {
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(nr_captioner_encode(f.cap, px + i * (np / 3), 1, one, err, sizeof err), 0);
         double d = 0;
-        for (size_t k = 0; k < ns / 3; k++) d = fmax(d, fabs(one[k] - got[i * (ns / 3) + k]));
+        for (size_t k = 0; k < ns / 3; k++) d = s_fmax(d, fabs(one[k] - got[i * (ns / 3) + k]));
         cr_assert_leq(d, 1e-5, "image %d: batched vs unbatched differ by %g", i, d);
     }
     free(px);
@@ -1042,7 +1047,7 @@ Test(models_fixture, encode_images_batch_with_a_bad_image) {
     cr_assert_eq(nr_preprocess_image(img, &pp, px, 3 * 224 * 224), 0);
     cr_assert_eq(nr_captioner_encode(f.cap, px, 1, want, err, sizeof err), 0);
     double d = 0;
-    for (size_t i = 0; i < one; i++) d = fmax(d, fmax(fabs(states[i] - want[i]), fabs(states[2 * one + i] - want[i])));
+    for (size_t i = 0; i < one; i++) d = s_fmax(d, s_fmax(fabs(states[i] - want[i]), fabs(states[2 * one + i] - want[i])));
     cr_assert_leq(d, 1e-5, "batched image path differs by %g", d);
     nr_image_destroy(&img);
     free(px);

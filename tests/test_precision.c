@@ -598,8 +598,10 @@ static void s_agreement_case(const char *device, int beams, int min_same, double
  * small logit margins, so one flipped token changes the rest of a caption;
  * the floors (half the captions, 80% of the tokens) leave room for other
  * CPUs (plain C paths sum in another order) and sit far above a broken
- * path (a wrong layout or scale agrees on a few percent of the tokens). */
-Test(precision, agreement_bf16_greedy, .timeout = 300) { s_agreement_case("cpu:bf16", 1, S_NIMG / 2, 0.80); }
-Test(precision, agreement_bf16_beam4, .timeout = 300) { s_agreement_case("cpu:bf16", 4, S_NIMG / 2, 0.80); }
-Test(precision, agreement_int8_greedy, .timeout = 300) { s_agreement_case("cpu:int8", 1, S_NIMG / 2, 0.80); }
-Test(precision, agreement_int8_beam4, .timeout = 300) { s_agreement_case("cpu:int8", 4, S_NIMG / 2, 0.80); }
+ * path (a wrong layout or scale agrees on a few percent of the tokens).
+ * No Criterion timeout: ctest's guards a hang, and under CPU emulation
+ * (tests/cross/run.sh) each takes many minutes. */
+Test(precision, agreement_bf16_greedy) { s_agreement_case("cpu:bf16", 1, S_NIMG / 2, 0.80); }
+Test(precision, agreement_bf16_beam4) { s_agreement_case("cpu:bf16", 4, S_NIMG / 2, 0.80); }
+Test(precision, agreement_int8_greedy) { s_agreement_case("cpu:int8", 1, S_NIMG / 2, 0.80); }
+Test(precision, agreement_int8_beam4) { s_agreement_case("cpu:int8", 4, S_NIMG / 2, 0.80); }

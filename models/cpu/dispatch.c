@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -20,6 +21,7 @@
 #include <unistd.h>
 #define S_X86 1
 #else
+#include <sys/utsname.h>
 #define S_X86 0
 #endif
 
@@ -67,8 +69,30 @@ static void s_detect(void) {
     if (s_supported[NR_CPU_PATH_AVX512BF16] && amx_tile && amx_bf16 && (xcr0 & 0x60000) == 0x60000)
         s_supported[NR_CPU_PATH_AMX] = syscall(SYS_arch_prctl, S_ARCH_REQ_XCOMP_PERM, S_XFEATURE_XTILEDATA) == 0;
 }
+
+char *openblas_get_corename(void);
+
+/* OpenBLAS (0.3.21) runs its Opteron kernels on every AMD family-15 CPU,
+ * and they use 3DNow! (femms). QEMU's qemu64 and kvm64 CPU models, a VM's
+ * default, report such a CPU without 3DNow! (no AMD CPU since 2011 has
+ * it; nor has any Intel one): the first large matmul would die of SIGILL
+ * (OpenBLAS issues 2794 and 5831). OPENBLAS_CORETYPE, read when the
+ * library loads, is the way out; `best` picks the kernels to name. */
+static int s_blas_core_unsafe(char *why, size_t len, int best) {
+    const char *core = openblas_get_corename();
+    unsigned a, b, c, d;
+    if (!core || strncasecmp(core, "opteron", 7) != 0) return 0;
+    if (__get_cpuid(0x80000001, &a, &b, &c, &d) && ((d >> 31) & 1)) return 0; /* 3DNow! */
+    snprintf(why, len,
+             "OpenBLAS chose its %s kernels, which use 3DNow! instructions this CPU lacks (a VM's qemu64 or kvm64 CPU "
+             "model?): start the program with OPENBLAS_CORETYPE=%s in its environment, or give the VM the host's CPU "
+             "model",
+             core, best >= NR_CPU_PATH_AVX2 ? "Haswell" : "Prescott");
+    return 1;
+}
 #else
 static void s_detect(void) { s_supported[NR_CPU_PATH_GENERIC] = 1; }
+static int s_blas_core_unsafe(char *why, size_t len, int best) { return 0; }
 #endif
 
 static const nr_cpu_kernels_t *s_table_for(nr_cpu_path_t p) {
@@ -112,6 +136,7 @@ static void s_init(void) {
             p = want;
         }
     }
+    if (!s_init_rc && s_blas_core_unsafe(s_init_err, sizeof s_init_err, best)) s_init_rc = NR_EUNSUPPORTED;
     s_use((nr_cpu_path_t)p);
     char desc[256];
     nr_cpu_describe(desc, sizeof desc);
@@ -160,9 +185,9 @@ const nr_cpu_kernels_t *nr_cpu_kernels(void) {
 }
 
 void nr_cpu_describe(char *buf, size_t len) {
+#if S_X86
     char vendor[13] = "", model[49] = "";
     int family = 0, modelno = 0;
-#if S_X86
     unsigned a, b, c, d;
     if (__get_cpuid(0, &a, &b, &c, &d)) {
         memcpy(vendor, &b, 4);
@@ -180,10 +205,14 @@ void nr_cpu_describe(char *buf, size_t len) {
         for (unsigned i = 0; i < 3; i++) __get_cpuid(0x80000002 + i, &r[4 * i], &r[4 * i + 1], &r[4 * i + 2], &r[4 * i + 3]);
         memcpy(model, r, 48);
     }
-#endif
     const char *m = model;
     while (*m == ' ') m++;
-    int n = snprintf(buf, len, "%s %s (family %d model %d), paths:", vendor[0] ? vendor : "non-x86", m, family, modelno);
+    int n = snprintf(buf, len, "%s %s (family %d model %d), paths:", vendor, m, family, modelno);
+#else
+    /* no cpuid here: the architecture's name, and the generic path */
+    struct utsname u;
+    int n = snprintf(buf, len, "%s, paths:", uname(&u) == 0 ? u.machine : "not x86-64");
+#endif
     for (int i = 0; i < NR_CPU_PATH_COUNT && n > 0 && (size_t)n < len; i++)
         if (s_supported[i]) n += snprintf(buf + n, len - (size_t)n, " %s", s_names[i]);
 }

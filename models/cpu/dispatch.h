@@ -39,8 +39,10 @@ typedef struct {
 
 /* Chooses the path once (later calls return the first answer): 0, or
  * NR_EINVAL with the reason in err when NR_CPU_PATH names an unknown path
- * or one this CPU cannot run. Logs the choice once. On error the kernels
- * still run, on the best path the CPU has. */
+ * or one this CPU cannot run, or NR_EUNSUPPORTED when OpenBLAS chose
+ * kernels with instructions this CPU lacks (its Opteron kernels on a VM's
+ * qemu64 CPU). Logs the choice once. On error the kernels still run, on
+ * the best path the CPU has. */
 int nr_cpu_path_init(char *err, size_t errlen);
 /* The path in use (after nr_cpu_path_init, which it calls when needed). */
 nr_cpu_path_t nr_cpu_path(void);
