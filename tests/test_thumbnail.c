@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "models/image.h"
 #include "models/vision/thumbnail.h"
+#include "tests/area_diff.h"
 
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -23,29 +24,6 @@ static nr_image_t *s_card(int w, int h) {
             p[2] = ((x / 40 + y / 40) & 1) ? 220 : 30;
         }
     return img;
-}
-
-/* Mean absolute difference per channel value between thumb (tw x th) and
- * the source averaged over each thumbnail pixel's footprint. */
-static double s_area_diff(const nr_image_t *src, const nr_image_t *thumb) {
-    double sum = 0;
-    for (int ty = 0; ty < thumb->height; ty++) {
-        int y0 = (int)((long long)ty * src->height / thumb->height);
-        int y1 = (int)((long long)(ty + 1) * src->height / thumb->height);
-        for (int tx = 0; tx < thumb->width; tx++) {
-            int x0 = (int)((long long)tx * src->width / thumb->width);
-            int x1 = (int)((long long)(tx + 1) * src->width / thumb->width);
-            for (int c = 0; c < 3; c++) {
-                double acc = 0;
-                for (int y = y0; y < y1; y++)
-                    for (int x = x0; x < x1; x++) acc += src->data[((size_t)y * src->width + x) * 3 + c];
-                acc /= (double)(y1 - y0) * (x1 - x0);
-                double t = thumb->data[((size_t)ty * thumb->width + tx) * 3 + c];
-                sum += acc > t ? acc - t : t - acc;
-            }
-        }
-    }
-    return sum / ((double)thumb->width * thumb->height * 3);
 }
 
 static nr_image_t *s_decode(const unsigned char *jpeg, size_t len) {
@@ -78,13 +56,13 @@ Test(thumbnail, downscaled_card_matches_an_area_average) {
     cr_assert(jpeg[0] == 0xFF && jpeg[1] == 0xD8 && jpeg[len - 2] == 0xFF && jpeg[len - 1] == 0xD9);
     nr_image_t *t = s_decode(jpeg, len);
     cr_assert(t->width == 256 && t->height == 171, "%dx%d", t->width, t->height);
-    double d = s_area_diff(src, t);
+    double d = nr_test_area_diff(src, t);
     cr_assert_lt(d, 5.0, "mean difference %.2f from the area average", d);
     /* A wrong picture is far off: the card flipped. */
     nr_image_t *flipped = nr_image_new(900, 600);
     for (int y = 0; y < 600; y++)
         memcpy(flipped->data + (size_t)y * 900 * 3, src->data + (size_t)(599 - y) * 900 * 3, 900 * 3);
-    cr_assert_gt(s_area_diff(flipped, t), 20.0);
+    cr_assert_gt(nr_test_area_diff(flipped, t), 20.0);
     nr_image_destroy(&flipped);
     nr_image_destroy(&t);
     free(jpeg);
@@ -99,7 +77,7 @@ Test(thumbnail, small_image_keeps_its_size) {
     cr_assert_eq(nr_thumbnail_jpeg(src, 256, NR_THUMBNAIL_BYTES, &jpeg, &len, err, sizeof err), 0, "%s", err);
     nr_image_t *t = s_decode(jpeg, len);
     cr_assert(t->width == 120 && t->height == 80, "%dx%d", t->width, t->height);
-    cr_assert_lt(s_area_diff(src, t), 4.0);
+    cr_assert_lt(nr_test_area_diff(src, t), 4.0);
     nr_image_destroy(&t);
     free(jpeg);
     nr_image_destroy(&src);

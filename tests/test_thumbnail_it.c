@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "models/image.h"
 #include "models/vision/thumbnail.h"
+#include "tests/area_diff.h"
 #include "tests/harness.h"
 
 #include <criterion/criterion.h>
@@ -152,29 +153,6 @@ static uint8_t *s_tiff(const uint8_t *rgb, int w, int h, int orientation, size_t
     return t;
 }
 
-/* Mean absolute difference per channel value between thumb and src
- * averaged over each thumbnail pixel's footprint. */
-static double s_area_diff(const nr_image_t *src, const nr_image_t *thumb) {
-    double sum = 0;
-    for (int ty = 0; ty < thumb->height; ty++) {
-        int y0 = (int)((long long)ty * src->height / thumb->height);
-        int y1 = (int)((long long)(ty + 1) * src->height / thumb->height);
-        for (int tx = 0; tx < thumb->width; tx++) {
-            int x0 = (int)((long long)tx * src->width / thumb->width);
-            int x1 = (int)((long long)(tx + 1) * src->width / thumb->width);
-            for (int c = 0; c < 3; c++) {
-                double acc = 0;
-                for (int y = y0; y < y1; y++)
-                    for (int x = x0; x < x1; x++) acc += src->data[((size_t)y * src->width + x) * 3 + c];
-                acc /= (double)(y1 - y0) * (x1 - x0);
-                double t = thumb->data[((size_t)ty * thumb->width + tx) * 3 + c];
-                sum += acc > t ? acc - t : t - acc;
-            }
-        }
-    }
-    return sum / ((double)thumb->width * thumb->height * 3);
-}
-
 static nr_image_t *s_decode(const void *data, size_t size) {
     nr_image_t *img = NULL;
     char err[256] = "";
@@ -214,7 +192,7 @@ static void s_check_thumbnail(const char *id, const nr_image_t *upright, const c
     nr_thumbnail_size(upright->width, upright->height, 256, &w, &h);
     s_require(t->width == w && t->height == h, "%s: thumbnail %dx%d, want %dx%d (of %dx%d)", what, t->width,
               t->height, w, h, upright->width, upright->height);
-    double d = s_area_diff(upright, t);
+    double d = nr_test_area_diff(upright, t);
     cr_log_info("%s: %dx%d thumbnail, %zu bytes, %.2f levels from the area average", what, t->width, t->height, n,
                 d);
     s_require(d < 8.0, "%s: %.2f levels from the area average of the source", what, d);

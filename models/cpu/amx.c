@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "models/cpu/kernels.h"
 #include "models/cpu/pool.h"
 
 typedef struct {
@@ -475,19 +476,11 @@ int nr_cpu_amx_patch_embed(const nr_patch_args_t *a, const nr_cpu_bf16w_t *w) {
     const int C = a->channels, H = a->height, W = a->width, P = a->patch, D = a->dim;
     if (a->batch <= 0 || P <= 0 || H % P || W % P || C <= 0 || D <= 0 || w->N != D || w->K != C * P * P)
         return NR_EINVAL;
-    const int gh = H / P, gw = W / P, np = gh * gw, kk = C * P * P, c0 = a->cls ? 1 : 0;
+    const int np = (H / P) * (W / P), kk = C * P * P, c0 = a->cls ? 1 : 0;
     float *col = nr_cpu_scratch(NR_CPU_SCRATCH_COL, (size_t)np * kk * sizeof(float));
     if (!col) return NR_ENOMEM;
     for (int b = 0; b < a->batch; b++) {
-        const float *img = a->pixels + (size_t)b * C * H * W;
-        for (int py = 0; py < gh; py++) /* row py*gw+px, column (c*P + ky)*P + kx: the conv weight's order */
-            for (int px = 0; px < gw; px++) {
-                float *row = col + (size_t)(py * gw + px) * kk;
-                for (int c = 0; c < C; c++)
-                    for (int ky = 0; ky < P; ky++)
-                        memcpy(row + (c * P + ky) * P, img + ((size_t)c * H + py * P + ky) * W + px * P,
-                               (size_t)P * sizeof(float));
-            }
+        nr_cpu_im2col_patches(col, a->pixels + (size_t)b * C * H * W, C, H, W, P);
         float *out = a->out + (size_t)b * (np + c0) * D;
         const int rc = nr_cpu_amx_linear_bf16(out + (size_t)c0 * D, D, col, kk, w, np, a->b, -1, 0);
         if (rc) return rc;

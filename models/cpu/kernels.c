@@ -9,6 +9,7 @@
 #include "models/fastmath.h"
 
 #include <math.h>
+#include <string.h>
 
 int nr_cpu_skinny_max = 32;
 int nr_cpu_gemm_own = 1;
@@ -24,6 +25,17 @@ void nr_cpu_add(float *y, const float *x, size_t n) { nr_cpu_kernels()->add(y, x
 void nr_cpu_add_bias(float *y, const float *b, int M, int N) { nr_cpu_kernels()->add_bias(y, b, M, N); }
 int nr_cpu_attention(const nr_attn_args_t *a) { return nr_cpu_kernels()->attention(a); }
 int nr_cpu_patch_embed(const nr_patch_args_t *a) { return nr_cpu_kernels()->patch_embed(a); }
+void nr_cpu_im2col_patches(float *col, const float *img, int C, int H, int W, int P) {
+    const int gh = H / P, gw = W / P, kk = C * P * P;
+    for (int py = 0; py < gh; py++)
+        for (int px = 0; px < gw; px++) {
+            float *row = col + (size_t)(py * gw + px) * kk;
+            for (int c = 0; c < C; c++)
+                for (int ky = 0; ky < P; ky++)
+                    memcpy(row + (c * P + ky) * P, img + ((size_t)c * H + py * P + ky) * W + px * P,
+                           (size_t)P * sizeof(float));
+        }
+}
 void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M, int N,
                    int K, int accumulate) {
     nr_cpu_kernels()->matmul(y, ldy, x, ldx, w, layout, M, N, K, accumulate);

@@ -19,6 +19,9 @@ void nr_cpu_add(float *y, const float *x, size_t n);
 void nr_cpu_add_bias(float *y, const float *b, int M, int N);
 int nr_cpu_attention(const nr_attn_args_t *a);
 int nr_cpu_patch_embed(const nr_patch_args_t *a);
+/* im2col of one C x H x W image into P x P patches: row py*(W/P)+px,
+ * column (c*P + ky)*P + kx, the conv weight's [D, C, P, P] order. */
+void nr_cpu_im2col_patches(float *col, const float *img, int C, int H, int W, int P);
 /* Gemma RMSNorm (backend.h's rmsnorm op) and rotary embeddings (rotary op). */
 void nr_cpu_rmsnorm(float *y, const float *x, const float *g, int M, int N, float eps);
 int nr_cpu_rotary(const nr_rotary_args_t *a);

@@ -837,21 +837,11 @@ static int s_attention(const nr_attn_args_t *a) {
 static int s_patch_embed(const nr_patch_args_t *a) {
     const int C = a->channels, H = a->height, W = a->width, P = a->patch, D = a->dim;
     if (a->batch <= 0 || P <= 0 || H % P || W % P || C <= 0 || D <= 0) return NR_EINVAL;
-    const int gh = H / P, gw = W / P, np = gh * gw, kk = C * P * P;
+    const int np = (H / P) * (W / P), kk = C * P * P;
     float *col = nr_cpu_scratch(NR_CPU_SCRATCH_COL, (size_t)np * kk * sizeof(float));
     if (!col) return NR_ENOMEM;
     for (int b = 0; b < a->batch; b++) {
-        const float *img = a->pixels + (size_t)b * C * H * W;
-        /* im2col: row (py*gw+px), column (c*P + ky)*P + kx, matching the
-         * conv weight layout [D, C, P, P]. */
-        for (int py = 0; py < gh; py++)
-            for (int px = 0; px < gw; px++) {
-                float *row = col + (size_t)(py * gw + px) * kk;
-                for (int c = 0; c < C; c++)
-                    for (int ky = 0; ky < P; ky++)
-                        memcpy(row + (c * P + ky) * P, img + ((size_t)c * H + py * P + ky) * W + px * P,
-                               (size_t)P * sizeof(float));
-            }
+        nr_cpu_im2col_patches(col, a->pixels + (size_t)b * C * H * W, C, H, W, P);
         const int c0 = a->cls ? 1 : 0; /* SigLIP has no class row */
         float *out = a->out + (size_t)b * (np + c0) * D;
         s_matmul(out + (size_t)c0 * D, D, col, kk, a->w, NR_W_OUT_IN, np, D, kk, 0);
