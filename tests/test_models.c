@@ -285,11 +285,15 @@ static void s_attn_case(int batch, int n_q, int n_kv, int causal, int q_pos0, in
 }
 
 Test(models_ops, attention_noncausal_gemm_path) { s_attn_case(2, 50, 50, 0, 0, 0); }
-/* head sizes off the 16-float vectors (SigLIP's 72) and above 128 (Gemma's
- * 256: V's columns in blocks), with a query-row tail */
+/* head sizes off the 16-float vectors (SigLIP's 72) and above 64 (Gemma's
+ * 256: V's columns in blocks), with a query-row tail; keys past a block of
+ * 64 with a tail (150 = 2 x 64 + 22) */
 Test(models_ops, attention_noncausal_any_head_size) {
     const int hds[] = {4, 12, 72, 200, 256};
-    for (size_t i = 0; i < sizeof hds / sizeof *hds; i++) s_attn_case_hd(2, 19, 23, 0, 0, NULL, hds[i]);
+    for (size_t i = 0; i < sizeof hds / sizeof *hds; i++) {
+        s_attn_case_hd(2, 19, 23, 0, 0, NULL, hds[i]);
+        s_attn_case_hd(1, 17, 150, 0, 0, NULL, hds[i]);
+    }
 }
 Test(models_ops, attention_cross_with_kv_index) { s_attn_case(4, 1, 37, 0, 0, 1); }
 Test(models_ops, attention_causal_prefill) { s_attn_case(2, 6, 6, 1, 0, 0); }

@@ -759,42 +759,60 @@ static void s_attn_row(const nr_attn_args_t *a, const float *qi, const float *kt
 
 #if defined(__AVX512F__)
 /* Four query rows at once, any head_dim: each loaded K^T or V vector serves
- * four rows from registers. V's columns go in blocks of up to 128 (eight
- * vectors of accumulators per row), the block's last vector masked when
- * head_dim is not a multiple of 16 (SigLIP's 72). */
+ * four rows from registers. Keys and V's columns go 64 at a time, vectors
+ * past the end masked (SigLIP's head_dim 72 is 64 + 8). */
 static void s_attn_rows4(const nr_attn_args_t *a, const float *q, const float *kt, const float *v, float *scores,
                          float *o) {
     const int nkv = a->n_kv, hd = a->head_dim;
     const size_t qs = a->q_rstride, os = a->o_rstride;
-    for (int j0 = 0; j0 < nkv; j0 += 16) {
-        const __mmask16 m = (__mmask16)(nkv - j0 >= 16 ? 0xffff : (1u << (nkv - j0)) - 1);
-        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (int d = 0; d < hd; d++) {
-            const __m512 k = _mm512_maskz_loadu_ps(m, kt + (size_t)d * nkv + j0);
-            for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r * qs + d]), k, acc[r]);
+    /* scores: 4 rows x 64 keys per pass, 16 accumulators (4 left the FMA
+     * units waiting on their latency half the time) */
+    for (int j0 = 0; j0 < nkv; j0 += 64) {
+        __mmask16 m[4];
+        for (int c = 0; c < 4; c++) {
+            const int left = nkv - j0 - 16 * c;
+            m[c] = (__mmask16)(left >= 16 ? 0xffff : left > 0 ? (1u << left) - 1 : 0);
         }
+        __m512 acc[4][4];
         for (int r = 0; r < 4; r++)
-            _mm512_mask_storeu_ps(scores + (size_t)r * nkv + j0, m, _mm512_mul_ps(acc[r], _mm512_set1_ps(a->scale)));
-    }
-    s_softmax(scores, 4, nkv);
-    for (int c0 = 0; c0 < hd; c0 += 128) {
-        const int w = hd - c0 < 128 ? hd - c0 : 128, nv = (w + 15) / 16;
-        const __mmask16 tail = (__mmask16)(w % 16 ? (1u << (w % 16)) - 1 : 0xffff);
-        __m512 acc[4][8];
-        for (int r = 0; r < 4; r++)
-            for (int c = 0; c < nv; c++) acc[r][c] = _mm512_setzero_ps();
-        for (int j = 0; j < nkv; j++) {
-            const float *vj = v + (size_t)j * a->kv_rstride + c0;
+            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+        for (int d = 0; d < hd; d++) {
+            const float *ktd = kt + (size_t)d * nkv + j0;
+            __m512 k[4];
+            for (int c = 0; c < 4; c++) k[c] = _mm512_maskz_loadu_ps(m[c], ktd + 16 * c);
             for (int r = 0; r < 4; r++) {
-                const __m512 p = _mm512_set1_ps(scores[(size_t)r * nkv + j]);
-                for (int c = 0; c < nv; c++)
-                    acc[r][c] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(c == nv - 1 ? tail : 0xffff, vj + 16 * c),
-                                                acc[r][c]);
+                const __m512 qd = _mm512_set1_ps(q[r * qs + d]);
+                for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(qd, k[c], acc[r][c]);
             }
         }
         for (int r = 0; r < 4; r++)
-            for (int c = 0; c < nv; c++)
-                _mm512_mask_storeu_ps(o + r * os + c0 + 16 * c, c == nv - 1 ? tail : 0xffff, acc[r][c]);
+            for (int c = 0; c < 4; c++)
+                _mm512_mask_storeu_ps(scores + (size_t)r * nkv + j0 + 16 * c, m[c],
+                                      _mm512_mul_ps(acc[r][c], _mm512_set1_ps(a->scale)));
+    }
+    s_softmax(scores, 4, nkv);
+    /* o = p V: 64 columns per pass, 16 accumulators; the loop bounds are
+     * constants so they stay in registers (a variable count spilled them) */
+    for (int c0 = 0; c0 < hd; c0 += 64) {
+        __mmask16 m[4];
+        for (int c = 0; c < 4; c++) {
+            const int left = hd - c0 - 16 * c;
+            m[c] = (__mmask16)(left >= 16 ? 0xffff : left > 0 ? (1u << left) - 1 : 0);
+        }
+        __m512 acc[4][4];
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+        for (int j = 0; j < nkv; j++) {
+            const float *vj = v + (size_t)j * a->kv_rstride + c0;
+            __m512 vv[4];
+            for (int c = 0; c < 4; c++) vv[c] = _mm512_maskz_loadu_ps(m[c], vj + 16 * c);
+            for (int r = 0; r < 4; r++) {
+                const __m512 p = _mm512_set1_ps(scores[(size_t)r * nkv + j]);
+                for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(p, vv[c], acc[r][c]);
+            }
+        }
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < 4; c++) _mm512_mask_storeu_ps(o + r * os + c0 + 16 * c, m[c], acc[r][c]);
     }
 }
 #endif
