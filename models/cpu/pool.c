@@ -11,21 +11,32 @@
 #include <string.h>
 
 /* ---- the thread pool ----
- * Workers spin briefly, then sleep on a condition variable; sgemm calls
- * (OpenBLAS's own threads) never overlap a pool job, so the two never
- * compete for the cores. */
+ * A job is cut into S_PARTS_PER_THREAD parts per thread, which the caller
+ * and the workers take one at a time from a shared ticket: a worker that
+ * is asleep, late or sharing its core with another process leaves its
+ * parts to the others instead of holding the whole job up (with one fixed
+ * part per thread, one busy CPU made a caption 6x slower). The ticket
+ * packs the job's generation, its part count and the next part into one
+ * word, so taking a part is one compare-and-swap that fails for a job
+ * that has moved on. Workers spin briefly, then sleep on a condition
+ * variable; sgemm calls (OpenBLAS's own threads) never overlap a pool job,
+ * so the two never compete for the cores. */
+#define S_PARTS_PER_THREAD 4
+#define S_WORKER_SPINS 20000 /* pauses before a worker sleeps (about a millisecond) */
+#define S_CALLER_SPINS 2000  /* pauses before a caller sleeps on parts others hold */
 
 static struct {
     pthread_mutex_t use, m;
-    pthread_cond_t cv, done;
-    int n;                 /* threads including the caller */
+    pthread_cond_t cv, done_cv;
+    int n;                  /* threads including the caller */
     pthread_t th[63];
-    atomic_uint gen;
-    atomic_int remaining;
-    nr_cpu_task_fn fn;
+    uint32_t gen;           /* the last job's generation (under use) */
+    _Atomic uint64_t ticket; /* generation << 32 | parts << 16 | next part */
+    atomic_int done;        /* parts of the current job finished */
+    nr_cpu_task_fn fn;      /* read only by a thread that holds one of the job's parts */
     void *arg;
 } s_pool = {.use = PTHREAD_MUTEX_INITIALIZER, .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
-            .done = PTHREAD_COND_INITIALIZER, .n = 1};
+            .done_cv = PTHREAD_COND_INITIALIZER, .n = 1};
 /* A spin-wait hint (x86 pause; nothing elsewhere). */
 static inline void s_pause(void) {
 #if defined(__x86_64__)
@@ -36,27 +47,56 @@ static inline void s_pause(void) {
 static pthread_once_t s_pool_once = PTHREAD_ONCE_INIT;
 static int s_pool_want = 1;
 
-static void *s_worker(void *p) {
-    int id = (int)(intptr_t)p;
-    unsigned seen = 0;
+static inline uint32_t s_gen_of(uint64_t t) { return (uint32_t)(t >> 32); }
+
+/* Takes the next part of job gen: 1 with *part and *nparts set, 0 when
+ * every part is taken or the job is over. */
+static int s_take(uint32_t gen, int *part, int *nparts) {
+    uint64_t t = atomic_load_explicit(&s_pool.ticket, memory_order_acquire);
     for (;;) {
-        unsigned g;
+        const int np = (int)((t >> 16) & 0xffff), next = (int)(t & 0xffff);
+        if (s_gen_of(t) != gen || next >= np) return 0;
+        if (atomic_compare_exchange_weak_explicit(&s_pool.ticket, &t, t + 1, memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+            *part = next;
+            *nparts = np;
+            return 1;
+        }
+    }
+}
+
+/* Runs parts of job gen until none is left; 1 when this thread finished
+ * the job's last part. */
+static int s_work(uint32_t gen) {
+    int part, nparts, last = 0;
+    while (s_take(gen, &part, &nparts)) {
+        s_pool.fn(s_pool.arg, part, nparts);
+        last = atomic_fetch_add_explicit(&s_pool.done, 1, memory_order_acq_rel) + 1 == nparts;
+    }
+    return last;
+}
+
+static void *s_worker(void *p) {
+    (void)p;
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t g;
         int spins = 0;
-        while ((g = atomic_load_explicit(&s_pool.gen, memory_order_acquire)) == seen && spins < 20000) {
+        while ((g = s_gen_of(atomic_load_explicit(&s_pool.ticket, memory_order_acquire))) == seen &&
+               spins < S_WORKER_SPINS) {
             spins++;
             s_pause();
         }
         if (g == seen) {
             pthread_mutex_lock(&s_pool.m);
-            while ((g = atomic_load_explicit(&s_pool.gen, memory_order_acquire)) == seen)
+            while ((g = s_gen_of(atomic_load_explicit(&s_pool.ticket, memory_order_acquire))) == seen)
                 pthread_cond_wait(&s_pool.cv, &s_pool.m);
             pthread_mutex_unlock(&s_pool.m);
         }
         seen = g;
-        s_pool.fn(s_pool.arg, id, s_pool.n);
-        if (atomic_fetch_sub_explicit(&s_pool.remaining, 1, memory_order_acq_rel) == 1) {
+        if (s_work(g)) {
             pthread_mutex_lock(&s_pool.m);
-            pthread_cond_signal(&s_pool.done);
+            pthread_cond_signal(&s_pool.done_cv);
             pthread_mutex_unlock(&s_pool.m);
         }
     }
@@ -70,7 +110,7 @@ static void s_pool_init(void) {
         pthread_attr_t at;
         pthread_attr_init(&at);
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&s_pool.th[i - 1], &at, s_worker, (void *)(intptr_t)i) == 0) started++;
+        if (pthread_create(&s_pool.th[i - 1], &at, s_worker, NULL) == 0) started++;
         pthread_attr_destroy(&at);
         if (started != i + 1) break;
     }
@@ -84,28 +124,33 @@ void nr_cpu_pool_init(int threads) {
 
 int nr_cpu_pool_size(void) { return s_pool.n; }
 
+int nr_cpu_pool_parts(void) { return s_pool.n <= 1 ? 1 : s_pool.n * S_PARTS_PER_THREAD; }
+
 void nr_cpu_run(nr_cpu_task_fn fn, void *arg) {
     if (s_pool.n <= 1 || pthread_mutex_trylock(&s_pool.use) != 0) {
         fn(arg, 0, 1);
         return;
     }
+    const int nparts = nr_cpu_pool_parts();
+    const uint32_t gen = ++s_pool.gen;
     s_pool.fn = fn;
     s_pool.arg = arg;
-    atomic_store_explicit(&s_pool.remaining, s_pool.n - 1, memory_order_release);
+    atomic_store_explicit(&s_pool.done, 0, memory_order_relaxed);
+    atomic_store_explicit(&s_pool.ticket, (uint64_t)gen << 32 | (uint64_t)nparts << 16, memory_order_release);
     pthread_mutex_lock(&s_pool.m);
-    atomic_fetch_add_explicit(&s_pool.gen, 1, memory_order_acq_rel);
     pthread_cond_broadcast(&s_pool.cv);
     pthread_mutex_unlock(&s_pool.m);
-    fn(arg, 0, s_pool.n);
+    s_work(gen);
+    /* every part is taken; wait for those other threads still run */
     int spins = 0;
-    while (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0 && spins < 200000) {
+    while (atomic_load_explicit(&s_pool.done, memory_order_acquire) < nparts && spins < S_CALLER_SPINS) {
         spins++;
         s_pause();
     }
-    if (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0) {
+    if (atomic_load_explicit(&s_pool.done, memory_order_acquire) < nparts) {
         pthread_mutex_lock(&s_pool.m);
-        while (atomic_load_explicit(&s_pool.remaining, memory_order_acquire) > 0)
-            pthread_cond_wait(&s_pool.done, &s_pool.m);
+        while (atomic_load_explicit(&s_pool.done, memory_order_acquire) < nparts)
+            pthread_cond_wait(&s_pool.done_cv, &s_pool.m);
         pthread_mutex_unlock(&s_pool.m);
     }
     pthread_mutex_unlock(&s_pool.use);
