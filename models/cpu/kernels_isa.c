@@ -759,61 +759,81 @@ static void s_attn_row(const nr_attn_args_t *a, const float *qi, const float *kt
 
 #if defined(__AVX512F__)
 /* Four query rows at once, any head_dim: each loaded K^T or V vector serves
- * four rows from registers. Keys and V's columns go 64 at a time, vectors
- * past the end masked (SigLIP's head_dim 72 is 64 + 8). */
+ * four rows from registers. */
+/* Masks of the NV vectors from 16-float offset 0 with `left` valid floats. */
+static inline __attribute__((always_inline)) void s_masks(__mmask16 *m, int nv, int left) {
+    for (int c = 0; c < nv; c++, left -= 16) m[c] = (__mmask16)(left >= 16 ? 0xffff : left > 0 ? (1u << left) - 1 : 0);
+}
+
+/* Scores of 4 query rows against NV x 16 keys from j0: 4 x NV accumulators. */
+static inline __attribute__((always_inline)) void s_scores4(const nr_attn_args_t *a, const float *q, const float *kt,
+                                                            float *scores, int j0, const int NV) {
+    const int nkv = a->n_kv, hd = a->head_dim;
+    const size_t qs = a->q_rstride;
+    __mmask16 m[4];
+    s_masks(m, NV, nkv - j0);
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < NV; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d++) {
+        const float *ktd = kt + (size_t)d * nkv + j0;
+        __m512 k[4];
+        for (int c = 0; c < NV; c++) k[c] = _mm512_maskz_loadu_ps(m[c], ktd + 16 * c);
+        for (int r = 0; r < 4; r++) {
+            const __m512 qd = _mm512_set1_ps(q[r * qs + d]);
+            for (int c = 0; c < NV; c++) acc[r][c] = _mm512_fmadd_ps(qd, k[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < NV; c++)
+            _mm512_mask_storeu_ps(scores + (size_t)r * nkv + j0 + 16 * c, m[c],
+                                  _mm512_mul_ps(acc[r][c], _mm512_set1_ps(a->scale)));
+}
+
+/* o = p V for 4 rows, NV x 16 of V's columns from c0. */
+static inline __attribute__((always_inline)) void s_values4(const nr_attn_args_t *a, const float *v,
+                                                            const float *scores, float *o, int c0, const int NV) {
+    const int nkv = a->n_kv;
+    const size_t os = a->o_rstride;
+    __mmask16 m[4];
+    s_masks(m, NV, a->head_dim - c0);
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < NV; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int j = 0; j < nkv; j++) {
+        const float *vj = v + (size_t)j * a->kv_rstride + c0;
+        __m512 vv[4];
+        for (int c = 0; c < NV; c++) vv[c] = _mm512_maskz_loadu_ps(m[c], vj + 16 * c);
+        for (int r = 0; r < 4; r++) {
+            const __m512 p = _mm512_set1_ps(scores[(size_t)r * nkv + j]);
+            for (int c = 0; c < NV; c++) acc[r][c] = _mm512_fmadd_ps(p, vv[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < NV; c++) _mm512_mask_storeu_ps(o + r * os + c0 + 16 * c, m[c], acc[r][c]);
+}
+
+/* Keys and V's columns go 64 at a time (16 accumulators; with 4 the FMA
+ * units waited on their latency half the time), the last block in as few
+ * vectors as it needs (BLIP's 577 keys end in one; SigLIP's head_dim 72 is
+ * 64 + 8). NV is a constant in each case, so the accumulators stay in
+ * registers (indexed by a run-time count they went to the stack). */
 static void s_attn_rows4(const nr_attn_args_t *a, const float *q, const float *kt, const float *v, float *scores,
                          float *o) {
     const int nkv = a->n_kv, hd = a->head_dim;
-    const size_t qs = a->q_rstride, os = a->o_rstride;
-    /* scores: 4 rows x 64 keys per pass, 16 accumulators (4 left the FMA
-     * units waiting on their latency half the time) */
-    for (int j0 = 0; j0 < nkv; j0 += 64) {
-        __mmask16 m[4];
-        for (int c = 0; c < 4; c++) {
-            const int left = nkv - j0 - 16 * c;
-            m[c] = (__mmask16)(left >= 16 ? 0xffff : left > 0 ? (1u << left) - 1 : 0);
+    for (int j0 = 0; j0 < nkv; j0 += 64) switch (nkv - j0 >= 64 ? 4 : (nkv - j0 + 15) / 16) {
+        case 1: s_scores4(a, q, kt, scores, j0, 1); break;
+        case 2: s_scores4(a, q, kt, scores, j0, 2); break;
+        case 3: s_scores4(a, q, kt, scores, j0, 3); break;
+        default: s_scores4(a, q, kt, scores, j0, 4); break;
         }
-        __m512 acc[4][4];
-        for (int r = 0; r < 4; r++)
-            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
-        for (int d = 0; d < hd; d++) {
-            const float *ktd = kt + (size_t)d * nkv + j0;
-            __m512 k[4];
-            for (int c = 0; c < 4; c++) k[c] = _mm512_maskz_loadu_ps(m[c], ktd + 16 * c);
-            for (int r = 0; r < 4; r++) {
-                const __m512 qd = _mm512_set1_ps(q[r * qs + d]);
-                for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(qd, k[c], acc[r][c]);
-            }
-        }
-        for (int r = 0; r < 4; r++)
-            for (int c = 0; c < 4; c++)
-                _mm512_mask_storeu_ps(scores + (size_t)r * nkv + j0 + 16 * c, m[c],
-                                      _mm512_mul_ps(acc[r][c], _mm512_set1_ps(a->scale)));
-    }
     s_softmax(scores, 4, nkv);
-    /* o = p V: 64 columns per pass, 16 accumulators; the loop bounds are
-     * constants so they stay in registers (a variable count spilled them) */
-    for (int c0 = 0; c0 < hd; c0 += 64) {
-        __mmask16 m[4];
-        for (int c = 0; c < 4; c++) {
-            const int left = hd - c0 - 16 * c;
-            m[c] = (__mmask16)(left >= 16 ? 0xffff : left > 0 ? (1u << left) - 1 : 0);
+    for (int c0 = 0; c0 < hd; c0 += 64) switch (hd - c0 >= 64 ? 4 : (hd - c0 + 15) / 16) {
+        case 1: s_values4(a, v, scores, o, c0, 1); break;
+        case 2: s_values4(a, v, scores, o, c0, 2); break;
+        case 3: s_values4(a, v, scores, o, c0, 3); break;
+        default: s_values4(a, v, scores, o, c0, 4); break;
         }
-        __m512 acc[4][4];
-        for (int r = 0; r < 4; r++)
-            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
-        for (int j = 0; j < nkv; j++) {
-            const float *vj = v + (size_t)j * a->kv_rstride + c0;
-            __m512 vv[4];
-            for (int c = 0; c < 4; c++) vv[c] = _mm512_maskz_loadu_ps(m[c], vj + 16 * c);
-            for (int r = 0; r < 4; r++) {
-                const __m512 p = _mm512_set1_ps(scores[(size_t)r * nkv + j]);
-                for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(p, vv[c], acc[r][c]);
-            }
-        }
-        for (int r = 0; r < 4; r++)
-            for (int c = 0; c < 4; c++) _mm512_mask_storeu_ps(o + r * os + c0 + 16 * c, m[c], acc[r][c]);
-    }
 }
 #endif
 
