@@ -31,8 +31,12 @@ over beams x vocab, self K/V reordered with index_select as _reorder_cache)
 and greedy.
 
     /usr/bin/python3 bench/bench_blip_torch.py [--threads 1] [--batch 8] [--iters 3] [--tokens 19]
-        [--no-hf] [--hf-caption]
-F32 only (torch 1.13's CPU autocast to bf16 stops at the first layer_norm).
+        [--no-hf] [--hf-caption] [--device cpu|cuda[:N]] [--autocast bf16|f16]
+F32 only on the CPU (torch 1.13's CPU autocast to bf16 stops at the first
+layer_norm). --device cuda runs the same code on a GPU, eager, F32 with
+TF32 off (the counterpart of bench_blip --device cuda:0; --autocast bf16 of
+cuda:0:bf16): each decode step copies its logits to the host, as
+narrator's step does, and every timer reads after torch.cuda.synchronize.
 --threads 1 is PyTorch's best here (as for bench_git_torch.py).
 Prints "result torch KEY VALUE" lines for bench/bench_git.sh --family blip.
 """
@@ -43,14 +47,17 @@ import time
 import torch
 import torch.nn.functional as F
 
+import torch_device as tdev
+
 D, H, I, L_VIS, L_TXT, V, IMG, P_SZ, NPOS = 768, 12, 3072, 12, 12, 30524, 384, 16, 512
 S = (IMG // P_SZ) ** 2 + 1
 HD = D // H
 DEC_ID = 30522  # text_config.bos_token_id, [DEC]
+DEV = torch.device("cpu")  # --device: every tensor is made there
 
 
 def rnd(*shape):
-    return torch.randn(*shape) * 0.02
+    return torch.randn(*shape, device=DEV) * 0.02
 
 
 def lin(o, i):
@@ -58,7 +65,7 @@ def lin(o, i):
 
 
 def ln():
-    return torch.ones(D), torch.zeros(D)
+    return torch.ones(D, device=DEV), torch.zeros(D, device=DEV)
 
 
 def weights():
@@ -141,8 +148,8 @@ def step_hf(txt, ids, past, img_rows):
 
 
 def caption(next_logits, reorder, beams, steps):
-    ids = torch.full((beams, 1), DEC_ID, dtype=torch.long)
-    scores = torch.zeros(beams)
+    ids = torch.full((beams, 1), DEC_ID, dtype=torch.long, device=DEV)
+    scores = torch.zeros(beams, device=DEV)
     scores[1:] = -1e9  # the first step expands beam 0 only, as transformers
     for _ in range(steps):
         lp = F.log_softmax(next_logits(ids[:, -1:]), dim=-1)
@@ -169,11 +176,18 @@ def main():
     ap.add_argument("--cpu-time", action="store_true",
                     help="time with the process's CPU time (A/B runs on a shared machine: --threads 1 with "
                          "OPENBLAS_NUM_THREADS=1, against bench_blip --threads 1 --cpu-time)")
+    tdev.add_args(ap)
     a = ap.parse_args()
-    clock = time.process_time if a.cpu_time else time.perf_counter
+    global DEV
+    DEV = tdev.setup(a)
+
+    def clock():  # after the device's queued work
+        tdev.sync(DEV)
+        return time.process_time() if a.cpu_time else time.perf_counter()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    print(f"bench_blip_torch: torch {torch.__version__}, threads {torch.get_num_threads()}, F32")
+    print(f"bench_blip_torch: torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{'F32' if DEV.type == 'cpu' else tdev.describe(DEV, a)}")
     res = {}
 
     def timed(fn, iters=a.iters):
@@ -185,9 +199,9 @@ def main():
             ts.append(clock() - t0)
         return statistics.median(ts)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), tdev.autocast(DEV, a):
         vis, txt = weights()
-        px = torch.randn(a.batch, 3, IMG, IMG)
+        px = torch.randn(a.batch, 3, IMG, IMG, device=DEV)
         for bs in (1, a.batch):
             dt = timed(lambda: encode(vis, px[:bs]))
             res[f"enc_b{bs}_ips"] = bs / dt
@@ -200,11 +214,11 @@ def main():
                                    for k, v in cross_kv(txt, img)]
             img_rows = img.repeat_interleave(rows, dim=0)  # _expand_inputs_for_generation
             past, n = [None] * L_TXT, a.tokens if not hf else 3
-            ids = torch.full((rows, 1), DEC_ID, dtype=torch.long)
+            ids = torch.full((rows, 1), DEC_ID, dtype=torch.long, device=DEV)
             t0 = clock()
             for t in range(n):
-                step_hf(txt, ids, past, img_rows) if hf else step(txt, ids, past, xkv)
-                ids = torch.tensor([[1000 + (t * 7919 + r * 104729) % (V - 1000)] for r in range(rows)])
+                (step_hf(txt, ids, past, img_rows) if hf else step(txt, ids, past, xkv)).cpu()  # host logits
+                ids = torch.tensor([[1000 + (t * 7919 + r * 104729) % (V - 1000)] for r in range(rows)], device=DEV)
             return (clock() - t0) / n
 
         for rows, key in ((1, "greedy_ms_tok"), (4, "beam4_ms_step")):

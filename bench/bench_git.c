@@ -10,11 +10,15 @@
  *     ms/token greedy (1 row) and beam 4 (4 rows, one image)
  *   - a whole caption per image: encode + generate (max_length 20 = the
  *     start token + 19 tokens; beam 4 and greedy)
- * for each weight precision (devices cpu:f32, cpu:bf16, cpu:int8).
+ * for each weight precision (devices cpu:f32, cpu:bf16, cpu:int8), or for
+ * each device of --device LIST instead (cuda:0, cuda:0:bf16, cpu ...: the
+ * GPU runs, against bench_git_torch.py / bench_blip_torch.py --device cuda;
+ * images and states then live in the device's memory, as in a worker).
  *   bench_git [--family git|blip] [--threads N] [--batch N] [--iters N] [--tokens N] [--precision f32,bf16,int8]
- *             [--only encoder|decoder|caption] [--cpu-time]
+ *             [--device LIST] [--only encoder|decoder|caption] [--cpu-time]
  * Every figure is the median of --iters timed runs after one warm-up; the
- * last lines ("result PREC KEY VALUE") are for bench/bench_git.sh.
+ * last lines ("result PREC KEY VALUE", the device name for PREC with
+ * --device) are for bench/bench_git.sh and bench/gpu_compare.py.
  * PyTorch counterparts: bench/bench_git_torch.py, bench/bench_blip_torch.py. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,17 +66,19 @@ static double s_median(double *v, int n) {
 
 int main(int argc, char **argv) {
     int threads = 0, batch = 8, iters = 3, tokens = 19;
-    char precs[64] = "f32,bf16,int8";
+    char precs[64] = "f32,bf16,int8", devices[128] = "";
     const char *only = NULL; /* one part of the bench (quick A/B runs); every part by default */
     const char *family = NR_BENCH_FAMILY;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: bench_git [--family git|blip] [--threads N] [--batch N] [--iters N] [--tokens N] [--precision LIST]\n"
+                   "                 [--device LIST]\n"
                    "  GIT-base (default of bench_git) or BLIP-base (--family blip, default of bench_blip) sizes,\n"
                    "  random weights: vision images/s at batch 1 and --batch (default 8); set_encoder (GIT: image\n"
                    "  K/V, BLIP: cross K/V); decode ms/token greedy and beam 4 over --tokens\n"
                    "  steps (default 19); a whole caption (encode + max_length 20, beam 4 and greedy) per image.\n"
-                   "  Medians of --iters (default 3) runs, for each precision in LIST (f32, bf16, int8).\n"
+                   "  Medians of --iters (default 3) runs, for each precision in LIST (f32, bf16, int8), or for\n"
+                   "  each device of --device LIST instead (e.g. cuda:0,cuda:0:bf16 or cpu).\n"
                    "  --only encoder|decoder|caption runs that part alone (no result lines); --cpu-time times\n"
                    "  with the process's CPU time (for A/B runs with --threads 1 on a shared machine).\n");
             return 0;
@@ -88,6 +94,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--precision")) snprintf(precs, sizeof precs, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--device")) snprintf(devices, sizeof devices, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--only")) only = argv[++i];
     }
     if (only && strcmp(only, "encoder") && strcmp(only, "decoder") && strcmp(only, "caption")) {
@@ -132,16 +139,23 @@ int main(int argc, char **argv) {
     if (!px || !states || !logits) return 1;
     for (size_t i = 0; i < (size_t)batch * npx; i++) px[i] = nr_bench_rand() * 30;
     for (size_t i = 0; i < (size_t)batch * S * D; i++) states[i] = nr_bench_rand(); /* until an encode writes them */
-    char plist[64];
-    snprintf(plist, sizeof plist, "%s", precs);
+    char plist[128];
+    snprintf(plist, sizeof plist, "%s", devices[0] ? devices : precs);
     for (char *save = NULL, *prec = strtok_r(plist, ",", &save); prec; prec = strtok_r(NULL, ",", &save)) {
-        char dev[32];
-        snprintf(dev, sizeof dev, "cpu:%s", prec);
+        char dev[64];
+        snprintf(dev, sizeof dev, devices[0] ? "%s" : "cpu:%s", prec);
         double tl = s_now();
         nr_backend_t *be = nr_backend_new(dev, threads, err, sizeof err);
         void *fam = NULL;
         if (!be || F->load(&cfg, ck, be, 1, 1, &fam, err, sizeof err)) {
-            fprintf(stderr, "bench_git: %s\n", be ? err : "no backend");
+            fprintf(stderr, "bench_git: %s\n", err);
+            return 1;
+        }
+        /* images and states in the backend's memory (the same buffers on the CPU) */
+        float *dpx = be->host_memory ? px : nr_backend_upload_new(be, px, (size_t)batch * npx * sizeof(float));
+        float *dst = be->host_memory ? states : nr_backend_upload_new(be, states, (size_t)batch * S * D * sizeof(float));
+        if (!dpx || !dst) {
+            fprintf(stderr, "bench_git: %s: cannot place the images and states\n", dev);
             return 1;
         }
         printf("== precision %s (device %s): load %.0f ms\n", prec, dev, (s_now() - tl) * 1e3);
@@ -150,10 +164,10 @@ int main(int argc, char **argv) {
         int bs[2] = {1, batch};
         double ips[2];
         for (int k = 0; k < 2 && (!only || !strcmp(only, "encoder")); k++) {
-            F->encode(fam, px, bs[k], states); /* warm-up (and lazy weight conversions) */
+            F->encode(fam, dpx, bs[k], dst); /* warm-up (and lazy weight conversions) */
             for (int it = 0; it < iters; it++) {
                 double t0 = s_now();
-                if (F->encode(fam, px, bs[k], states)) return 1;
+                if (F->encode(fam, dpx, bs[k], dst)) return 1;
                 t[it] = s_now() - t0;
             }
             double md = s_median(t, iters);
@@ -173,7 +187,7 @@ int main(int argc, char **argv) {
             double ts[MAXIT], tx[MAXIT];
             for (int it = -1; it < iters; it++) { /* it -1 warms up */
                 double t0 = s_now();
-                if (dec.ops->set_encoder(dec.model, s, states, eidx)) return 1;
+                if (dec.ops->set_encoder(dec.model, s, dst, eidx)) return 1;
                 double t1 = s_now();
                 for (int r = 0; r < rows; r++) ids[r] = cfg.gen.decoder_start_token_id;
                 for (int st = 0; st < tokens; st++) {
@@ -202,8 +216,8 @@ int main(int argc, char **argv) {
             int out_ids[20], out_len[1];
             for (int it = -1; it < iters; it++) {
                 double t0 = s_now();
-                if (F->encode(fam, px, 1, states) ||
-                    nr_generate(&dec, states, 1, S, &g, out_ids, out_len, err, sizeof err)) {
+                if (F->encode(fam, dpx, 1, dst) ||
+                    nr_generate(&dec, dst, 1, S, &g, out_ids, out_len, err, sizeof err)) {
                     fprintf(stderr, "bench_git: %s\n", err);
                     return 1;
                 }
@@ -221,6 +235,8 @@ int main(int argc, char **argv) {
                cap[0] * 1e3, prec, cap[1] * 1e3);
         fflush(stdout);
         F->destroy(&fam);
+        if (dpx != px) nr_backend_free(be, dpx);
+        if (dst != states) nr_backend_free(be, dst);
         nr_backend_destroy(&be);
     }
     free(logits);

@@ -23,7 +23,11 @@ and greedy. For hf the caption is 19 x its median step (each step costs the
 same: the image is redone every time); --hf-caption measures it instead.
 
     /usr/bin/python3 bench/bench_git_torch.py [--threads 2] [--batch 8] [--iters 3] [--tokens 19]
-        [--no-hf] [--hf-caption]
+        [--no-hf] [--hf-caption] [--device cpu|cuda[:N]] [--autocast bf16|f16]
+--device cuda runs the same code on a GPU, eager, F32 with TF32 off (the
+counterpart of bench_git --device cuda:0; --autocast bf16 of cuda:0:bf16):
+each decode step copies its logits to the host, as narrator's step does,
+and every timer reads after torch.cuda.synchronize (bench/torch_device.py).
 F32 only: torch 1.13's CPU autocast to bf16 stops at the first layer_norm
 ("expected scalar type BFloat16 but found Float": bf16 activations, F32
 LayerNorm weights), so F32 is what a user runs on CPU with this torch.
@@ -38,14 +42,17 @@ import time
 import torch
 import torch.nn.functional as F
 
+import torch_device as tdev
+
 D, H, I, L_VIS, L_TXT, V, IMG, P_SZ = 768, 12, 3072, 12, 6, 30522, 224, 16
 S = (IMG // P_SZ) ** 2 + 1
 HD = D // H
 CLS_ID = 101
+DEV = torch.device("cpu")  # --device: every tensor is made there
 
 
 def rnd(*shape):
-    return torch.randn(*shape) * 0.02
+    return torch.randn(*shape, device=DEV) * 0.02
 
 
 def lin(o, i):
@@ -53,7 +60,7 @@ def lin(o, i):
 
 
 def ln():
-    return torch.ones(D), torch.zeros(D)
+    return torch.ones(D, device=DEV), torch.zeros(D, device=DEV)
 
 
 def weights():
@@ -117,7 +124,7 @@ def layer(l, x, mask, past, cutoff):
 
 
 def embed(txt, ids, pos0):
-    pos = torch.arange(pos0, pos0 + ids.shape[1])
+    pos = torch.arange(pos0, pos0 + ids.shape[1], device=DEV)
     return F.layer_norm(txt["wte"][ids] + txt["wpe"][pos], (D,), *txt["emb_ln"], eps=1e-12)
 
 
@@ -157,7 +164,7 @@ def git_mask(n_img, n_past, n_new):
     """GitModel.create_attention_mask for the new queries (image rows: image
     only; text rows: all image + causal text), additive."""
     tot = n_img + n_past + n_new
-    m = torch.full((n_img + n_new, tot), float("-inf"))
+    m = torch.full((n_img + n_new, tot), float("-inf"), device=DEV)
     m[:n_img, :n_img] = 0
     for t in range(n_new):
         m[n_img + t, :n_img + n_past + t + 1] = 0
@@ -180,8 +187,8 @@ def step_hf(vis, txt, px_rows, ids, past):
 
 def caption(next_logits, reorder, beams, steps):
     """Greedy / beam search over next_logits(ids [R,1]) -> logits [R, V]."""
-    ids = torch.full((beams, 1), CLS_ID, dtype=torch.long)
-    scores = torch.zeros(beams)
+    ids = torch.full((beams, 1), CLS_ID, dtype=torch.long, device=DEV)
+    scores = torch.zeros(beams, device=DEV)
     scores[1:] = -1e9  # the first step expands beam 0 only, as transformers
     for _ in range(steps):
         lp = F.log_softmax(next_logits(ids[:, -1:]), dim=-1)
@@ -206,26 +213,31 @@ def main():
     ap.add_argument("--tokens", type=int, default=19)
     ap.add_argument("--no-hf", action="store_true", help="skip transformers' decode (image redone every step)")
     ap.add_argument("--hf-caption", action="store_true", help="time hf captions instead of 19 x the hf step")
+    tdev.add_args(ap)
     a = ap.parse_args()
+    global DEV
+    DEV = tdev.setup(a)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     tag = "torch"
     print(f"bench_git_torch: torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          "F32")
+          f"{'F32' if DEV.type == 'cpu' else tdev.describe(DEV, a)}")
     res = {}
 
     def timed(fn):
         fn()  # warm-up
         ts = []
         for _ in range(a.iters):
+            tdev.sync(DEV)
             t0 = time.perf_counter()
             fn()
+            tdev.sync(DEV)
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), tdev.autocast(DEV, a):
         vis, txt = weights()
-        px = torch.randn(a.batch, 3, IMG, IMG)
+        px = torch.randn(a.batch, 3, IMG, IMG, device=DEV)
         for bs in (1, a.batch):
             dt = timed(lambda: encode(vis, txt, px[:bs]))
             res[f"enc_b{bs}_ips"] = bs / dt
@@ -236,11 +248,13 @@ def main():
         for rows, key in ((1, "greedy_ms_tok"), (4, "beam4_ms_step")):
             def run():
                 cache = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in image_kv(txt, img)]
+                tdev.sync(DEV)
                 t0 = time.perf_counter()
-                ids = torch.full((rows, 1), CLS_ID, dtype=torch.long)
+                ids = torch.full((rows, 1), CLS_ID, dtype=torch.long, device=DEV)
                 for t in range(a.tokens):
-                    step_cached(txt, ids, cache)
-                    ids = torch.tensor([[1000 + (t * 7919 + r * 104729) % (V - 1000)] for r in range(rows)])
+                    step_cached(txt, ids, cache).cpu()  # host logits, as narrator's step
+                    ids = torch.tensor([[1000 + (t * 7919 + r * 104729) % (V - 1000)] for r in range(rows)],
+                                       device=DEV)
                 return (time.perf_counter() - t0) / a.tokens
             run()
             res[key] = statistics.median(run() for _ in range(a.iters)) * 1e3
@@ -266,10 +280,12 @@ def main():
                 pxr = px[:1].repeat_interleave(rows, dim=0)  # _expand_inputs_for_generation
 
                 def run3():
-                    past, ids = None, torch.full((rows, 1), CLS_ID, dtype=torch.long)
+                    past, ids = None, torch.full((rows, 1), CLS_ID, dtype=torch.long, device=DEV)
+                    tdev.sync(DEV)
                     t0 = time.perf_counter()
                     for _ in range(3):
-                        _, past = step_hf(vis, txt, pxr, ids, past)
+                        lg, past = step_hf(vis, txt, pxr, ids, past)
+                        lg.cpu()
                     return (time.perf_counter() - t0) / 3
                 run3()
                 res[key] = statistics.median(run3() for _ in range(max(1, a.iters - 1))) * 1e3
@@ -285,8 +301,10 @@ def main():
 
                     def reorder(src):
                         past[0] = [(k.index_select(0, src), v.index_select(0, src)) for k, v in past[0]]
+                    tdev.sync(DEV)
                     t0 = time.perf_counter()
                     caption(nxt, reorder, rows, 19)
+                    tdev.sync(DEV)
                     print(f"  measured hf caption, beams {rows}: {(time.perf_counter() - t0) * 1e3:8.0f} ms")
     for k, v in res.items():
         print(f"result {tag} {k} {v:.3f}")

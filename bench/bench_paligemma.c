@@ -5,7 +5,9 @@
  *   - text: the prefix step (256 image tokens + <bos> "caption en\n", 6
  *     text tokens, bidirectional) and greedy decode steps (1 row) over
  *     Gemma-2B layers (hidden 2048, 8 heads of 256, 1 KV head, MLP 16384)
- * for each weight precision (cpu:f32, cpu:bf16, cpu:int8). The real text
+ * for each weight precision (cpu:f32, cpu:bf16, cpu:int8), or each device
+ * of --device LIST instead (cuda:0, cuda:0:bf16 ...: against
+ * bench_paligemma_torch.py --device cuda). The real text
  * side has 18 layers and 257216 ids (10 GB in F32): --layers (default 4)
  * and --vocab (default 32768) scale it to what the machine holds; the
  * per-layer cost is printed so the full model can be estimated. --dir DIR
@@ -15,7 +17,7 @@
  * how much of it is mapped files) and the process's peak; --load-only stops
  * there.
  *   bench_paligemma [--threads N] [--iters N] [--tokens N] [--layers N] [--vocab N] [--precision LIST] [--dir DIR]
- *                   [--load-only]
+ *                   [--device LIST] [--load-only]
  * Medians of --iters runs after one warm-up; "result PREC KEY VALUE" lines
  * for bench/bench_paligemma.sh. PyTorch counterpart: bench_paligemma_torch.py. */
 #include <stdio.h>
@@ -67,13 +69,14 @@ static long s_status_mb(const char *key) {
 
 int main(int argc, char **argv) {
     int threads = 0, iters = 3, tokens = 16, layers = 4, vocab = 32768;
-    char precs[64] = "f32,bf16,int8";
+    char precs[64] = "f32,bf16,int8", devices[128] = "";
     const char *dir = NULL;
     int load_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: bench_paligemma [--threads N] [--iters N] [--tokens N] [--layers N] [--vocab N] "
-                   "[--precision LIST] [--dir DIR] [--load-only]\n");
+                   "[--precision LIST] [--dir DIR] [--device LIST] [--load-only]\n"
+                   "  --device LIST: these devices (cuda:0,cuda:0:bf16, cpu ...) instead of cpu:PREC per precision\n");
             return 0;
         }
         if (!strcmp(argv[i], "--load-only")) {
@@ -88,6 +91,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--vocab")) vocab = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--precision")) snprintf(precs, sizeof precs, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--dir")) dir = argv[++i];
+        else if (!strcmp(argv[i], "--device")) snprintf(devices, sizeof devices, "%s", argv[++i]);
     }
     if (iters < 1 || iters > MAXIT || tokens < 1 || tokens > 200) {
         fprintf(stderr, "bench_paligemma: bad --iters/--tokens\n");
@@ -117,16 +121,23 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < npx; i++) px[i] = nr_bench_rand() * 30;
     int prompt[5] = {2, 303, 5765, 1149, 108}; /* stand-ins for <bos> "caption en" "\n" */
     for (int k = 0; k < 5; k++) prompt[k] %= V;
-    char plist[64];
-    snprintf(plist, sizeof plist, "%s", precs);
+    char plist[128];
+    snprintf(plist, sizeof plist, "%s", devices[0] ? devices : precs);
     for (char *save = NULL, *prec = strtok_r(plist, ",", &save); prec; prec = strtok_r(NULL, ",", &save)) {
-        char dev[32];
-        snprintf(dev, sizeof dev, "cpu:%s", prec);
+        char dev[64];
+        snprintf(dev, sizeof dev, devices[0] ? "%s" : "cpu:%s", prec);
         double tl = s_now();
         nr_backend_t *be = nr_backend_new(dev, threads, err, sizeof err);
         void *fam = NULL;
         if (!be || F->load(&cfg, ck, be, 1, 1, &fam, err, sizeof err)) {
-            fprintf(stderr, "bench_paligemma: %s\n", be ? err : "no backend");
+            fprintf(stderr, "bench_paligemma: %s\n", err);
+            return 1;
+        }
+        /* the image and the states in the backend's memory (the same buffers on the CPU) */
+        float *dpx = be->host_memory ? px : nr_backend_upload_new(be, px, npx * sizeof(float));
+        float *dst = be->host_memory ? states : be->ops->alloc(be->ctx, (size_t)S * D * sizeof(float));
+        if (!dpx || !dst) {
+            fprintf(stderr, "bench_paligemma: %s: cannot place the image and states\n", dev);
             return 1;
         }
         const double load = s_now() - tl;
@@ -138,14 +149,16 @@ int main(int argc, char **argv) {
         if (load_only) {
             printf("result %s rss_peak_mb %ld\n", prec, s_status_mb("VmHWM"));
             F->destroy(&fam);
+            if (dpx != px) nr_backend_free(be, dpx);
+            if (dst != states) nr_backend_free(be, dst);
             nr_backend_destroy(&be);
             continue;
         }
         double t[MAXIT], tp[MAXIT], ts[MAXIT];
-        F->encode(fam, px, 1, states); /* warm-up (and lazy weight conversions) */
+        F->encode(fam, dpx, 1, dst); /* warm-up (and lazy weight conversions) */
         for (int it = 0; it < iters; it++) {
             double t0 = s_now();
-            int rc = F->encode(fam, px, 1, states);
+            int rc = F->encode(fam, dpx, 1, dst);
             if (rc) {
                 fprintf(stderr, "bench_paligemma: encode: %s\n", nr_strerror(rc));
                 return 1;
@@ -162,7 +175,7 @@ int main(int argc, char **argv) {
         }
         for (int it = -1; it < iters; it++) {
             double t0 = s_now();
-            int rc = dec.ops->set_encoder(dec.model, s, states, NULL);
+            int rc = dec.ops->set_encoder(dec.model, s, dst, NULL);
             if (rc == 0) rc = dec.ops->step(dec.model, s, prompt, 5, logits, 0);
             if (rc) {
                 fprintf(stderr, "bench_paligemma: the prefix step: %s\n", nr_strerror(rc));
@@ -188,6 +201,8 @@ int main(int argc, char **argv) {
         printf("result %s rss_peak_mb %ld\n", prec, s_status_mb("VmHWM"));
         fflush(stdout);
         F->destroy(&fam);
+        if (dpx != px) nr_backend_free(be, dpx);
+        if (dst != states) nr_backend_free(be, dst);
         nr_backend_destroy(&be);
     }
     nr_checkpoint_close(&ck);

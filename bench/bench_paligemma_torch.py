@@ -8,7 +8,12 @@ way transformers v4.46's modeling_siglip.py / modeling_gemma.py compute
 transformers itself (not installable here).
 
     /usr/bin/python3 bench/bench_paligemma_torch.py [--threads 2] [--iters 3] [--tokens 16] [--layers 4] [--vocab 32768]
-        [--dir DIR]
+        [--dir DIR] [--device cpu|cuda[:N]] [--autocast bf16|f16]
+
+--device cuda runs the same code on a GPU, eager, F32 with TF32 off (the
+counterpart of bench_paligemma --device cuda:0; --autocast bf16 of
+cuda:0:bf16): each decode step copies its logits to the host, as narrator's
+step does, and every timer reads after torch.cuda.synchronize.
 
 --dir DIR reads a BF16 checkpoint folder (bench/make_paligemma_checkpoint.py,
 sharded safetensors: each tensor read into its own BF16 tensor, as
@@ -29,23 +34,26 @@ import time
 import torch
 import torch.nn.functional as F
 
+import torch_device as tdev
+
 Dv, Iv, Lv, Hv, P, IMG = 1152, 4304, 27, 16, 14, 224
 D, I, H, KV, HD = 2048, 16384, 8, 1, 256
+DEV = torch.device("cpu")  # --device: every tensor is made there
 
 
 def rnd(*shape):
-    return torch.randn(*shape) * 0.02
+    return torch.randn(*shape, device=DEV) * 0.02
 
 
 def siglip_weights():
     w = {"patch": rnd(Dv, 3, P, P), "patch_b": rnd(Dv), "pos": rnd((IMG // P) ** 2, Dv),
-         "post_g": torch.ones(Dv), "post_b": torch.zeros(Dv), "proj": rnd(D, Dv), "proj_b": rnd(D), "layers": []}
+         "post_g": torch.ones(Dv, device=DEV), "post_b": torch.zeros(Dv, device=DEV), "proj": rnd(D, Dv), "proj_b": rnd(D), "layers": []}
     for _ in range(Lv):
         w["layers"].append({k: rnd(*s) for k, s in {
             "q": (Dv, Dv), "k": (Dv, Dv), "v": (Dv, Dv), "o": (Dv, Dv), "qb": (Dv,), "kb": (Dv,), "vb": (Dv,),
             "ob": (Dv,), "fc1": (Iv, Dv), "fc1b": (Iv,), "fc2": (Dv, Iv), "fc2b": (Dv,)}.items()}
-                           | {"ln1g": torch.ones(Dv), "ln1b": torch.zeros(Dv), "ln2g": torch.ones(Dv),
-                              "ln2b": torch.zeros(Dv)})
+                           | {"ln1g": torch.ones(Dv, device=DEV), "ln1b": torch.zeros(Dv, device=DEV),
+                              "ln2g": torch.ones(Dv, device=DEV), "ln2b": torch.zeros(Dv, device=DEV)})
     return w
 
 
@@ -76,7 +84,7 @@ def rms(x, w):  # GemmaRMSNorm: in float32, cast back
 
 
 def rotary(x, pos):
-    inv = 1.0 / (10000.0 ** (torch.arange(0, HD, 2).float() / HD))
+    inv = 1.0 / (10000.0 ** (torch.arange(0, HD, 2, device=DEV).float() / HD))
     emb = torch.cat([pos[:, None].float() * inv[None]] * 2, dim=-1)
     h = HD // 2
     cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
@@ -129,6 +137,15 @@ def load_dir(folder):
     return sw, gw, layers, gw["emb"].shape[0]
 
 
+def to_dev(w):
+    """A weight dict (of dicts, lists, tensors) on DEV."""
+    if isinstance(w, dict):
+        return {k: to_dev(v) for k, v in w.items()}
+    if isinstance(w, list):
+        return [to_dev(v) for v in w]
+    return w.to(DEV)
+
+
 def gemma_step(w, x, cache, pos, causal):
     """x [1, T, D] (already scaled embeddings); cache: per layer [k, v] or None."""
     T = x.shape[1]
@@ -144,7 +161,7 @@ def gemma_step(w, x, cache, pos, causal):
         cache[i] = [k, v]
         s = q @ k.repeat_interleave(H // KV, 1).transpose(-1, -2) / math.sqrt(HD)
         if causal and T > 1:
-            s = s + torch.full((T, k.shape[2]), float("-inf")).triu(k.shape[2] - T + 1)
+            s = s + torch.full((T, k.shape[2]), float("-inf"), device=DEV).triu(k.shape[2] - T + 1)
         a = torch.softmax(s, dim=-1) @ v.repeat_interleave(H // KV, 1)
         x = x + F.linear(a.transpose(1, 2).reshape(1, T, H * HD), L["o"])
         h = rms(x, L["ln2"])
@@ -160,51 +177,61 @@ def main():
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=32768)
     ap.add_argument("--dir")
+    tdev.add_args(ap)
     a = ap.parse_args()
+    global DEV
+    DEV = tdev.setup(a)
+
+    def now():  # after the device's queued work
+        tdev.sync(DEV)
+        return time.perf_counter()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dtype = torch.float32
     if a.dir:
         t0 = time.perf_counter()
         sw, gwd, a.layers, a.vocab = load_dir(a.dir)
+        if DEV.type != "cpu":
+            sw, gwd = to_dev(sw), to_dev(gwd)
         dtype = torch.bfloat16
         load, rss = time.perf_counter() - t0, status_mb("VmRSS")
         print("load %.2f s, resident %d MB" % (load, rss))
         print("result torch load_s %.2f\nresult torch rss_load_mb %d\nresult torch rss_file_mb %d"
               % (load, rss, status_mb("RssFile")))
-    print("torch %s, threads %d, Gemma-2B layers x %d, vocab %d, %s" % (torch.__version__, a.threads, a.layers,
-                                                                       a.vocab, dtype))
-    with torch.no_grad():
+    print("torch %s, threads %d, Gemma-2B layers x %d, vocab %d, %s, %s" % (
+        torch.__version__, a.threads, a.layers, a.vocab, dtype, tdev.describe(DEV, a)))
+    with torch.no_grad(), tdev.autocast(DEV, a):
         if not a.dir:
             sw = siglip_weights()
-        px = torch.randn(1, 3, IMG, IMG).to(dtype)
+        px = torch.randn(1, 3, IMG, IMG, device=DEV).to(dtype)
         siglip(sw, px)
         t = []
         for _ in range(a.iters):
-            t0 = time.perf_counter()
+            t0 = now()
             feats = siglip(sw, px)
-            t.append(time.perf_counter() - t0)
+            t.append(now() - t0)
         enc = statistics.median(t)
         print("SigLIP-So400m + projector, 1 image: %.1f ms" % (enc * 1e3))
         del sw
         gw = gwd if a.dir else gemma_weights(a.layers, a.vocab)
-        norm = torch.tensor(D ** 0.5, dtype=dtype)
-        prompt = torch.tensor([2, 303, 5765, 1149, 108]) % a.vocab
+        norm = torch.tensor(D ** 0.5, dtype=dtype, device=DEV)
+        prompt = torch.tensor([2, 303, 5765, 1149, 108], device=DEV) % a.vocab
         tp, ts = [], []
         for it in range(-1, a.iters):
             cache = [None] * a.layers
-            t0 = time.perf_counter()
+            t0 = now()
             x = torch.cat([feats, gw["emb"][prompt][None]], dim=1) * norm
             S0 = x.shape[1]
-            gemma_step(gw, x, cache, torch.arange(1, S0 + 1), causal=False)
-            t1 = time.perf_counter()
+            gemma_step(gw, x, cache, torch.arange(1, S0 + 1, device=DEV), causal=False).cpu()  # host logits
+            t1 = now()
             tok = 1000 % a.vocab
             for st in range(a.tokens):
-                gemma_step(gw, gw["emb"][[tok]][None] * norm, cache, torch.tensor([S0 + 1 + st]), causal=True)
+                gemma_step(gw, gw["emb"][[tok]][None] * norm, cache, torch.tensor([S0 + 1 + st], device=DEV),
+                           causal=True).cpu()
                 tok = (1000 + st * 7919) % a.vocab
             if it >= 0:
                 tp.append(t1 - t0)
-                ts.append((time.perf_counter() - t1) / a.tokens)
+                ts.append((now() - t1) / a.tokens)
         pre, step = statistics.median(tp), statistics.median(ts)
         print("prefix step: %.1f ms; decode %.2f ms/token" % (pre * 1e3, step * 1e3))
         print("result torch siglip_ms %.1f\nresult torch prefix_ms %.1f\nresult torch decode_ms_tok %.2f"

@@ -3,7 +3,8 @@
  * |cuda - cpu| / (atol + rtol |cpu|) <= 1, F32: atol = rtol = 1e-4), then
  * the tiny ViT-GPT2 checkpoint through the captioner on "cuda:0" against
  * the PyTorch reference and the CPU captioner: encoder states and logits
- * within the same tolerance, greedy and beam ids identical.
+ * within the same tolerance, greedy and beam ids identical. GIT, BLIP and
+ * PaliGemma on cuda:0: tests/test_cuda_families.c (the same binary).
  *
  * With no usable GPU (cudaGetDeviceCount fails or finds none) every GPU
  * test skips with "no CUDA device: <reason>" and the binary exits 0; the
@@ -803,52 +804,4 @@ Test(cuda_fixture, concurrent_encodes) {
     free(bpx);
     free(bwant);
     s_fix_free(&f);
-}
-
-/* PaliGemma on cuda:0: the image features and greedy / beam ids of the
- * tiny checkpoints against the PyTorch reference (tests/test_paligemma.c
- * does the same on the CPU). */
-Test(cuda_fixture, paligemma_features_and_ids_match_reference) {
-    s_need_gpu();
-    const char *names[] = {"paligemma-tiny", "paligemma-tiny-bf16"};
-    for (int k = 0; k < 2; k++) {
-        char path[1024], err[1024];
-        nr_safetensors_t *ref = NULL;
-        snprintf(path, sizeof path, "%s/tests/fixtures/%s-reference.safetensors", s_src(), names[k]);
-        cr_assert_eq(nr_safetensors_open(path, &ref, err, sizeof err), 0, "%s", err);
-        snprintf(path, sizeof path, "%s/tests/fixtures/%s", s_src(), names[k]);
-        nr_captioner_params_t p = nr_captioner_default_params();
-        p.device = "cuda:0";
-        nr_captioner_t *cap = NULL;
-        cr_assert_eq(nr_captioner_load(path, &p, &cap, err, sizeof err), 0, "%s", err);
-        size_t np, nf;
-        float *px = nr_test_ref(ref, "pixel_values", &np), *want = nr_test_ref(ref, "image_features", &nf);
-        float *got = malloc(nf * sizeof(float));
-        cr_assert_eq(nr_captioner_encode(cap, px, 2, got, err, sizeof err), 0, "%s", err);
-        size_t w = 0;
-        double e = s_err(got, want, nf, &w);
-        cr_assert_leq(e, 1.0, "%s: image features off by %g of the bound", names[k], e);
-        int plen = 0, *prompt = nr_test_ref_ids(ref, "prompt_ids.es", &plen);
-        nr_gen_config_t g = nr_captioner_gen_defaults(cap);
-        g.prompt_ids = prompt;
-        g.prompt_len = plen;
-        int ids[64], lens[2];
-        for (int beams = 1; beams <= 2; beams++) {
-            g.num_beams = beams == 1 ? 1 : (k == 0 ? 3 : 2);
-            cr_assert_eq(nr_captioner_generate(cap, want, 2, &g, ids, lens, err, sizeof err), 0, "%s", err);
-            for (int i = 0; i < 2; i++) {
-                char name[64];
-                snprintf(name, sizeof name, "%s.es.%d", beams == 1 ? "greedy_ids" : "beam_ids", i);
-                int wn = 0, *wi = nr_test_ref_ids(ref, name, &wn);
-                s_check_ids(ids + i * g.max_length, lens[i], wi, wn, name);
-                free(wi);
-            }
-        }
-        free(prompt);
-        free(px);
-        free(want);
-        free(got);
-        nr_captioner_destroy(&cap);
-        nr_safetensors_close(&ref);
-    }
 }
