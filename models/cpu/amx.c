@@ -262,7 +262,7 @@ int nr_cpu_amx_linear_bf16(float *y, size_t ldy, const float *x, size_t ldx, con
     chunk = chunk < 16 ? 16 : chunk > Mp ? Mp : chunk;
     const size_t abytes = (size_t)Mp * kp * sizeof(uint16_t);
     unsigned char *buf =
-        nr_cpu_scratch(NR_CPU_SCRATCH_BF16_A, abytes + (size_t)nr_cpu_pool_parts() * chunk * 64 * sizeof(float));
+        nr_cpu_scratch(NR_CPU_SCRATCH_BF16_A, abytes + (size_t)nr_cpu_pool_size() * chunk * 64 * sizeof(float));
     if (!buf) return NR_ENOMEM;
     s_amx_t a = {y, ldy, x, ldx, (uint16_t *)(void *)buf, (float *)(void *)(buf + abytes), w, M, Mp, chunk, accumulate,
                  bias, act};
@@ -461,7 +461,7 @@ int nr_cpu_amx_attention(const nr_attn_args_t *a) {
     s_att_t t = {a, NULL, 0, (a->head_dim + 31) / 32 * 32, (a->head_dim + 15) / 16 * 16, (a->n_kv + 31) / 32 * 32};
     t.per_part = ((size_t)(t.hdp / 2) * t.nkvp * 4 + (size_t)(t.nkvp / 2) * t.hd16 * 4 + (size_t)16 * t.nkvp * 4 +
                   (size_t)16 * t.hd16 * 4 + (size_t)16 * t.nkvp * 2 + (size_t)16 * t.hdp * 2 + 63) / 64 * 64;
-    const int parts = nr_cpu_pool_parts();
+    const int parts = nr_cpu_pool_size();
     t.scratch = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)parts * t.per_part);
     if (!t.scratch) return NR_ENOMEM;
     nr_cpu_run(s_att_part, &t);

@@ -540,7 +540,7 @@ static void s_apack_part(void *p, int part, int nparts) {
 static int s_gemm_own(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
                       int N, int K, int accumulate) {
     const int mp = (M + S_MR - 1) / S_MR * S_MR;
-    const int parts = nr_cpu_pool_parts(); /* at least 1 */
+    const int parts = nr_cpu_pool_size(); /* at least 1 */
     float *ap = nr_cpu_scratch(NR_CPU_SCRATCH_GEMM_A, (size_t)mp * K * sizeof(float));
     float *bp = nr_cpu_scratch(NR_CPU_SCRATCH_GEMM_B, (size_t)parts * S_BLOCK * sizeof(float));
     if (!ap || !bp) return 0;
@@ -708,7 +708,7 @@ static void s_few_part(void *p, int part, int nparts) {
 }
 
 static int s_attn_few(const nr_attn_args_t *a) {
-    const int parts = nr_cpu_pool_parts(); /* at least 1 */
+    const int parts = nr_cpu_pool_size(); /* at least 1 */
     const size_t ints = ((size_t)a->batch + 1 + 15) / 16 * 16; /* group starts, then the scores */
     float *scratch = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN,
                                     (ints + (size_t)parts * S_FEW_R * a->n_kv) * sizeof(float));
@@ -864,7 +864,7 @@ static int s_attention(const nr_attn_args_t *a) {
     if (a->batch <= 0 || a->n_head <= 0 || a->head_dim <= 0 || a->n_q <= 0 || a->n_kv <= 0) return NR_EINVAL;
     if (a->n_kv_head < 0 || (a->n_kv_head > 0 && a->n_head % a->n_kv_head)) return NR_EINVAL;
     if (a->causal || a->n_q < 16) return s_attn_few(a); /* decode steps: a few rows against the cache */
-    const int parts = nr_cpu_pool_parts(); /* at least 1 */
+    const int parts = nr_cpu_pool_size(); /* at least 1 */
     s_attn_t t = {a, NULL, (size_t)a->n_kv * (4 + (size_t)a->head_dim)};
     t.scratch = nr_cpu_scratch(NR_CPU_SCRATCH_ATTN, (size_t)parts * t.per_part * sizeof(float));
     if (!t.scratch) return NR_ENOMEM;

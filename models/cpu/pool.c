@@ -11,17 +11,18 @@
 #include <string.h>
 
 /* ---- the thread pool ----
- * A job is cut into S_PARTS_PER_THREAD parts per thread, which the caller
- * and the workers take one at a time from a shared ticket: a worker that
- * is asleep, late or sharing its core with another process leaves its
- * parts to the others instead of holding the whole job up (with one fixed
- * part per thread, one busy CPU made a caption 6x slower). The ticket
- * packs the job's generation, its part count and the next part into one
- * word, so taking a part is one compare-and-swap that fails for a job
- * that has moved on. Workers spin briefly, then sleep on a condition
- * variable; sgemm calls (OpenBLAS's own threads) never overlap a pool job,
- * so the two never compete for the cores. */
-#define S_PARTS_PER_THREAD 4
+ * A job has one part per thread, and the caller and the workers take the
+ * parts from a shared ticket in any order: a worker that is asleep, late
+ * or sharing its core with another process leaves its part to the caller
+ * instead of holding the whole job up (with a fixed part per thread, one
+ * busy-looping process on the 2 cores made a caption 6x slower; cutting
+ * jobs into 4 parts per thread did no better under load and cost 5-10%
+ * on a quiet machine). The ticket packs the job's generation, its part
+ * count and the next part into one word, so taking a part is one
+ * compare-and-swap that fails for a job that has moved on. Workers spin
+ * briefly, then sleep on a condition variable; sgemm calls (OpenBLAS's
+ * own threads) never overlap a pool job, so the two never compete for
+ * the cores. */
 #define S_WORKER_SPINS 20000 /* pauses before a worker sleeps (about a millisecond) */
 #define S_CALLER_SPINS 2000  /* pauses before a caller sleeps on parts others hold */
 
@@ -124,14 +125,12 @@ void nr_cpu_pool_init(int threads) {
 
 int nr_cpu_pool_size(void) { return s_pool.n; }
 
-int nr_cpu_pool_parts(void) { return s_pool.n <= 1 ? 1 : s_pool.n * S_PARTS_PER_THREAD; }
-
 void nr_cpu_run(nr_cpu_task_fn fn, void *arg) {
     if (s_pool.n <= 1 || pthread_mutex_trylock(&s_pool.use) != 0) {
         fn(arg, 0, 1);
         return;
     }
-    const int nparts = nr_cpu_pool_parts();
+    const int nparts = s_pool.n;
     const uint32_t gen = ++s_pool.gen;
     s_pool.fn = fn;
     s_pool.arg = arg;

@@ -8,17 +8,16 @@
 
 /* Starts the kernel thread pool once (threads including the caller). */
 void nr_cpu_pool_init(int threads);
-/* Runs fn(arg, part, nparts) once for each part 0..nparts-1
- * (nparts = nr_cpu_pool_parts()) and returns when all are done; the
- * caller and the pool's threads take the parts in any order, so a part
- * must not depend on which thread runs it (per-part scratch is indexed by
- * part). A caller that finds the pool busy runs fn(arg, 0, 1). */
+/* Runs fn(arg, part, nparts) once for each part 0..nparts-1 (nparts =
+ * nr_cpu_pool_size()) and returns when all are done; the caller and the
+ * pool's threads take the parts in any order (the caller may run them
+ * all), so a part must not depend on which thread runs it (per-part
+ * scratch is indexed by part). A caller that finds the pool busy runs
+ * fn(arg, 0, 1). */
 typedef void (*nr_cpu_task_fn)(void *arg, int part, int nparts);
 void nr_cpu_run(nr_cpu_task_fn fn, void *arg);
 /* Threads of the pool, the caller included (1 before nr_cpu_pool_init). */
 int nr_cpu_pool_size(void);
-/* The most parts nr_cpu_run cuts a job into (1 without a pool). */
-int nr_cpu_pool_parts(void);
 
 /* Per-thread scratch memory for the kernels, kept between calls so that a
  * hot loop does not allocate (a fresh multi-MB buffer is an mmap, page
