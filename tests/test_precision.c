@@ -252,14 +252,16 @@ static void s_check_pack(int N, int K, int layout) {
         cr_assert(q[v].N == N && q[v].K == K && q[v].panels == qp);
         for (int n = 0; n < qp * 64; n++) {
             float mx = 0.0f;
-#define S_W(k) (v == 1 ? hw[(size_t)n * K + (k)] : layout == NR_W_IN_OUT ? w[(size_t)(k) * N + n] : w[(size_t)n * K + (k)])
+#define S_W(k)                                                                                      \
+    (v == 1 ? hw[(size_t)n * K + (k)] : layout == NR_W_IN_OUT ? w[(size_t)(k) * N + n] : w[(size_t)n * K + (k)])
             for (int k = 0; n < N && k < K; k++) mx = fabsf(S_W(k)) > mx ? fabsf(S_W(k)) : mx;
             const float sc = mx > 0.0f ? mx / 127.0f : 1.0f;
             cr_assert_eq(q[v].scale[n], sc, "int8 src %d N %d K %d: scale[%d]", v, N, K, n);
             for (int k = 0; k < K; k++) {
                 const long r = n < N ? lrintf(S_W(k) * (1.0f / sc)) : 0;
-                cr_assert_eq(q[v].q[((size_t)(n / 64) * K + k) * 64 + n % 64], (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r),
-                             "int8 src %d N %d K %d: W(%d, %d)", v, N, K, k, n);
+                const int8_t want = (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
+                cr_assert_eq(q[v].q[((size_t)(n / 64) * K + k) * 64 + n % 64], want, "int8 src %d N %d K %d: W(%d, %d)",
+                             v, N, K, k, n);
             }
 #undef S_W
         }

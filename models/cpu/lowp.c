@@ -103,7 +103,8 @@ static void s_bf_pack_panel(const s_pack_t *a, int pn, float *col) {
         const int n = pn * 32 + j;
         if (n < a->N) s_column(a, n, col);
         uint16_t *o = d + (j / 16) * 32 + 2 * (j % 16);
-        for (int k = 0; k < 2 * a->P; k++) o[(size_t)(k / 2) * 64 + (k & 1)] = n < a->N && k < a->K ? s_bf16_round(col[k]) : 0;
+        for (int k = 0; k < 2 * a->P; k++)
+            o[(size_t)(k / 2) * 64 + (k & 1)] = n < a->N && k < a->K ? s_bf16_round(col[k]) : 0;
     }
 }
 
