@@ -15,7 +15,13 @@
  * GPU runs, against bench_git_torch.py / bench_blip_torch.py --device cuda;
  * images and states then live in the device's memory, as in a worker).
  *   bench_git [--family git|blip] [--threads N] [--batch N] [--iters N] [--tokens N] [--precision f32,bf16,int8]
- *             [--device LIST] [--only encoder|decoder|caption] [--cpu-time]
+ *             [--device LIST] [--only encoder|decoder|caption] [--cpu-time] [--dir DIR [--load-only]]
+ *             [--write-bf16 DIR]
+ * --write-bf16 DIR writes the random checkpoint as a BF16 one (config.json,
+ * model.safetensors) and stops; --dir DIR maps a checkpoint folder instead
+ * of building the weights in memory; --load-only reports, per precision,
+ * the load time and the resident memory after it (VmRSS, of it RssFile:
+ * pages of the mapped file; VmHWM the peak), and stops there.
  * Every figure is the median of --iters timed runs after one warm-up; the
  * last lines ("result PREC KEY VALUE", the device name for PREC with
  * --device) are for bench/bench_git.sh and bench/gpu_compare.py.
@@ -60,6 +66,19 @@ static double s_median(double *v, int n) {
 
 #define MAXIT 64
 
+/* A line of /proc/self/status in MB (-1 when missing). */
+static long s_status_mb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    const size_t n = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n) && line[n] == ':' && sscanf(line + n + 1, "%ld", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : kb / 1024;
+}
+
 #ifndef NR_BENCH_FAMILY
 #define NR_BENCH_FAMILY "git"
 #endif
@@ -69,10 +88,12 @@ int main(int argc, char **argv) {
     char precs[64] = "f32,bf16,int8", devices[128] = "";
     const char *only = NULL; /* one part of the bench (quick A/B runs); every part by default */
     const char *family = NR_BENCH_FAMILY;
+    const char *dir = NULL, *write_dir = NULL;
+    int load_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: bench_git [--family git|blip] [--threads N] [--batch N] [--iters N] [--tokens N] [--precision LIST]\n"
-                   "                 [--device LIST]\n"
+                   "                 [--device LIST] [--only PART] [--cpu-time] [--dir DIR [--load-only]] [--write-bf16 DIR]\n"
                    "  GIT-base (default of bench_git) or BLIP-base (--family blip, default of bench_blip) sizes,\n"
                    "  random weights: vision images/s at batch 1 and --batch (default 8); set_encoder (GIT: image\n"
                    "  K/V, BLIP: cross K/V); decode ms/token greedy and beam 4 over --tokens\n"
@@ -80,11 +101,17 @@ int main(int argc, char **argv) {
                    "  Medians of --iters (default 3) runs, for each precision in LIST (f32, bf16, int8), or for\n"
                    "  each device of --device LIST instead (e.g. cuda:0,cuda:0:bf16 or cpu).\n"
                    "  --only encoder|decoder|caption runs that part alone (no result lines); --cpu-time times\n"
-                   "  with the process's CPU time (for A/B runs with --threads 1 on a shared machine).\n");
+                   "  with the process's CPU time (for A/B runs with --threads 1 on a shared machine).\n"
+                   "  --write-bf16 DIR writes the weights as a BF16 checkpoint and stops; --dir DIR maps a\n"
+                   "  checkpoint folder instead; --load-only reports load time and resident memory, then stops.\n");
             return 0;
         }
         if (!strcmp(argv[i], "--cpu-time")) {
             s_clock = CLOCK_PROCESS_CPUTIME_ID;
+            continue;
+        }
+        if (!strcmp(argv[i], "--load-only")) {
+            load_only = 1;
             continue;
         }
         if (i + 1 >= argc) break;
@@ -96,6 +123,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--precision")) snprintf(precs, sizeof precs, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--device")) snprintf(devices, sizeof devices, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--only")) only = argv[++i];
+        else if (!strcmp(argv[i], "--dir")) dir = argv[++i];
+        else if (!strcmp(argv[i], "--write-bf16")) write_dir = argv[++i];
     }
     if (only && strcmp(only, "encoder") && strcmp(only, "decoder") && strcmp(only, "caption")) {
         fprintf(stderr, "bench_git: --only takes encoder, decoder or caption\n");
@@ -112,24 +141,33 @@ int main(int argc, char **argv) {
     }
     const nr_family_ops_t *F = blip ? &nr_family_blip : &nr_family_git;
     char err[1024];
+    if (write_dir) {
+        const int rc = nr_bench_write_bf16(family, write_dir, err, sizeof err);
+        if (rc) fprintf(stderr, "bench_git: %s\n", err);
+        return rc ? 1 : 0;
+    }
     nr_model_config_t cfg;
-    size_t size;
+    size_t size = 0;
     unsigned char *buf = NULL;
     nr_checkpoint_t *ck = NULL;
-    if ((blip ? nr_bench_random_blip : nr_bench_random_git)(&cfg, &buf, &size, &ck, err, sizeof err)) {
+    if (dir ? (nr_model_config_load(dir, &cfg, err, sizeof err) || nr_checkpoint_open_dir(dir, &ck, err, sizeof err))
+            : (blip ? nr_bench_random_blip : nr_bench_random_git)(&cfg, &buf, &size, &ck, err, sizeof err)) {
         fprintf(stderr, "bench_git: %s\n", err);
         return 1;
     }
     const int S = cfg.states_seq, D = cfg.states_hidden, V = cfg.vocab_size, IMG = cfg.image_size;
+    char wdesc[1100];
+    if (dir) snprintf(wdesc, sizeof wdesc, "from %s", dir);
+    else snprintf(wdesc, sizeof wdesc, "%.0f MB F32", size / 1e6);
     if (blip)
         printf("bench_git: BLIP-base sizes (ViT-B/16 %d px, %d image tokens, text decoder %d layers x %d with "
-               "cross-attention, vocab %d), weights %.0f MB F32, threads %d, CPU kernel path %s\n",
-               IMG, S, cfg.blip.num_hidden_layers, cfg.blip.hidden_size, V, size / 1e6, threads,
+               "cross-attention, vocab %d), weights %s, threads %d, CPU kernel path %s\n",
+               IMG, S, cfg.blip.num_hidden_layers, cfg.blip.hidden_size, V, wdesc, threads,
                nr_cpu_path_name(nr_cpu_path()));
     else
         printf("bench_git: GIT-base sizes (CLIP ViT-B/16 %d px, %d image tokens, decoder %d layers x %d, vocab %d), "
-               "weights %.0f MB F32, threads %d, CPU kernel path %s\n",
-               IMG, S, cfg.git.num_hidden_layers, cfg.git.hidden_size, V, size / 1e6, threads,
+               "weights %s, threads %d, CPU kernel path %s\n",
+               IMG, S, cfg.git.num_hidden_layers, cfg.git.hidden_size, V, wdesc, threads,
                nr_cpu_path_name(nr_cpu_path()));
     const char *vname = blip ? "ViT-B/16 384 px" : "CLIP ViT-B/16 + projection";
     const size_t npx = (size_t)3 * IMG * IMG;
@@ -158,7 +196,13 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_git: %s: cannot place the images and states\n", dev);
             return 1;
         }
-        printf("== precision %s (device %s): load %.0f ms\n", prec, dev, (s_now() - tl) * 1e3);
+        printf("== precision %s (device %s): load %.0f ms, resident %ld MB (%ld MB of it mapped files, peak %ld MB)\n",
+               prec, dev, (s_now() - tl) * 1e3, s_status_mb("VmRSS"), s_status_mb("RssFile"), s_status_mb("VmHWM"));
+        if (load_only) {
+            F->destroy(&fam);
+            nr_backend_destroy(&be);
+            continue;
+        }
         double t[MAXIT];
         /* vision: CLIP + projection */
         int bs[2] = {1, batch};

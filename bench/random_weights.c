@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "models/io/safetensors.h"
 #include "models/tensor.h"
 
 #define S_D 768
@@ -379,6 +380,59 @@ int nr_bench_random_git(nr_model_config_t *cfg, unsigned char **buf, size_t *siz
 int nr_bench_random_blip(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck, char *err,
                          size_t errlen) {
     return s_random(s_blip_config, s_specs_blip, cfg, buf, size, ck, err, errlen);
+}
+
+int nr_bench_write_bf16(const char *family, const char *dir, char *err, size_t errlen) {
+    const int blip = !strcmp(family, "blip");
+    if (!blip && strcmp(family, "git")) return nr_seterr(err, errlen, NR_EINVAL, "family must be git or blip");
+    nr_model_config_t cfg;
+    unsigned char *buf = NULL;
+    size_t size;
+    nr_checkpoint_t *ck = NULL;
+    int rc = (blip ? nr_bench_random_blip : nr_bench_random_git)(&cfg, &buf, &size, &ck, err, errlen);
+    if (rc) return rc;
+    nr_checkpoint_close(&ck);
+    nr_safetensors_t *st = NULL;
+    nr_named_tensor_t *t = NULL;
+    size_t n = 0;
+    if ((rc = nr_safetensors_open_memory(buf, size, "random-weights", &st, err, errlen))) goto out;
+    n = nr_safetensors_count(st);
+    if (!(t = calloc(n, sizeof(*t)))) {
+        rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        t[i] = *nr_safetensors_at(st, i);
+        const size_t count = t[i].nbytes / sizeof(float);
+        uint16_t *h = malloc(count * sizeof(uint16_t));
+        if (!h) {
+            rc = nr_seterr(err, errlen, NR_ENOMEM, "out of memory");
+            goto out;
+        }
+        const float *f = t[i].data;
+        for (size_t j = 0; j < count; j++) h[j] = nr_f32_to_bf16(f[j]);
+        t[i] = (nr_named_tensor_t){.name = t[i].name, .dtype = NR_DTYPE_BF16, .ndim = t[i].ndim, .data = h,
+                                   .nbytes = count * sizeof(uint16_t)};
+        memcpy(t[i].shape, nr_safetensors_at(st, i)->shape, sizeof t[i].shape);
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *fp = fopen(path, "w");
+    int ok = fp && fputs(blip ? s_blip_config : s_git_config, fp) >= 0;
+    if (fp && fclose(fp) != 0) ok = 0;
+    if (!ok) {
+        rc = nr_seterr(err, errlen, NR_EIO, "%s: cannot write", path);
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    rc = nr_safetensors_write(path, t, n, err, errlen);
+out:
+    for (size_t i = 0; t && i < n; i++)
+        if (t[i].dtype == NR_DTYPE_BF16) free((void *)t[i].data);
+    free(t);
+    nr_safetensors_close(&st);
+    free(buf);
+    return rc;
 }
 
 /* ---- PaliGemma (google/paligemma-3b-*-224 shapes, text layers and

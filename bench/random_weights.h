@@ -34,6 +34,12 @@ int nr_bench_random_git(nr_model_config_t *cfg, unsigned char **buf, size_t *siz
 int nr_bench_random_blip(nr_model_config_t *cfg, unsigned char **buf, size_t *size, nr_checkpoint_t **ck, char *err,
                          size_t errlen);
 
+/* Writes the GIT-base (family "git") or BLIP-base ("blip") checkpoint
+ * above to dir as one published in bfloat16: config.json and
+ * model.safetensors with every tensor rounded to BF16. For measuring what
+ * a BF16 checkpoint keeps resident (bench_git --write-bf16, --dir). */
+int nr_bench_write_bf16(const char *family, const char *dir, char *err, size_t errlen);
+
 /* The same for google/paligemma-3b-mix-224's shapes (SigLIP-So400m/14 at
  * 224 px: 27 layers of 1152, 256 image tokens; projector to 2048; Gemma-2B
  * layers: hidden 2048, 8 heads of 256, 1 KV head, MLP 16384) with

@@ -12,7 +12,6 @@
 
 int nr_bert_attn_load(nr_wstore_t *ws, const char *prefix, int D, int kv_dim, nr_bert_attn_t *a, char *err,
                       size_t errlen) {
-    nr_backend_t *be = ws->be;
     char n[6][200], nm[200];
     const char *proj[3] = {"query", "key", "value"};
     for (int k = 0; k < 3; k++) {
@@ -24,36 +23,30 @@ int nr_bert_attn_load(nr_wstore_t *ws, const char *prefix, int D, int kv_dim, nr
     if (kv_dim <= 0) {
         const char *wn[3] = {n[0], n[1], n[2]}, *bn[3] = {n[3], n[4], n[5]};
         int64_t rows[3] = {D, D, D};
-        if ((rc = nr_wstore_concat_rows(ws, wn, rows, 3, D, &a->wq, err, errlen)) ||
+        if ((rc = nr_wstore_concat_matmul(ws, wn, rows, 3, D, 1, &a->wq, err, errlen)) ||
             (rc = nr_wstore_concat_rows(ws, bn, rows, 3, 1, &a->bq, err, errlen)))
             return rc;
     } else {
         const char *wn[2] = {n[1], n[2]}, *bn[2] = {n[4], n[5]};
         int64_t rows[2] = {D, D};
-        if ((rc = nr_wstore_get(ws, n[0], &a->wq, err, errlen, 2, I64(D), I64(D))) ||
+        if ((rc = nr_wstore_get_matmul(ws, n[0], &a->wq, err, errlen, I64(D), I64(D), 1)) ||
             (rc = nr_wstore_get(ws, n[3], &a->bq, err, errlen, 1, I64(D))) ||
-            (rc = nr_wstore_concat_rows(ws, wn, rows, 2, kv_dim, &a->wkv, err, errlen)) ||
+            (rc = nr_wstore_concat_matmul(ws, wn, rows, 2, kv_dim, 1 << 20, &a->wkv, err, errlen)) ||
             (rc = nr_wstore_concat_rows(ws, bn, rows, 2, 1, &a->bkv, err, errlen)))
             return rc;
     }
     snprintf(nm, sizeof nm, "%soutput.dense.weight", prefix);
-    if ((rc = nr_wstore_get(ws, nm, &a->wo, err, errlen, 2, I64(D), I64(D)))) return rc;
+    if ((rc = nr_wstore_get_matmul(ws, nm, &a->wo, err, errlen, I64(D), I64(D), 1))) return rc;
     snprintf(nm, sizeof nm, "%soutput.dense.bias", prefix);
     if ((rc = nr_wstore_get(ws, nm, &a->bo, err, errlen, 1, I64(D)))) return rc;
     snprintf(nm, sizeof nm, "%soutput.LayerNorm.weight", prefix);
     if ((rc = nr_wstore_get(ws, nm, &a->ln_g, err, errlen, 1, I64(D)))) return rc;
     snprintf(nm, sizeof nm, "%soutput.LayerNorm.bias", prefix);
     if ((rc = nr_wstore_get(ws, nm, &a->ln_b, err, errlen, 1, I64(D)))) return rc;
-    /* decode steps multiply a few rows; cross K/V the encoder's sequence */
-    if ((rc = nr_backend_prepare_matmul(be, a->wq, NR_W_OUT_IN, kv_dim > 0 ? D : 3 * D, D, 1)) ||
-        (kv_dim > 0 && (rc = nr_backend_prepare_matmul(be, a->wkv, NR_W_OUT_IN, 2 * D, kv_dim, 1 << 20))) ||
-        (rc = nr_backend_prepare_matmul(be, a->wo, NR_W_OUT_IN, D, D, 1)))
-        return nr_seterr(err, errlen, rc, "%s: cannot convert weights for the backend", prefix);
     return 0;
 }
 
 int nr_bert_ffn_load(nr_wstore_t *ws, const char *prefix, int D, int I, nr_bert_ffn_t *f, char *err, size_t errlen) {
-    nr_backend_t *be = ws->be;
     char nm[200];
     int rc;
     *f = (nr_bert_ffn_t){0};
@@ -62,17 +55,15 @@ int nr_bert_ffn_load(nr_wstore_t *ws, const char *prefix, int D, int I, nr_bert_
         snprintf(nm, sizeof nm, "%s%s", prefix, suffix);                                          \
         if ((rc = nr_wstore_get(ws, nm, &f->field, err, errlen, nd, __VA_ARGS__))) return rc;     \
     } while (0)
-    W(w1, "intermediate.dense.weight", 2, I64(I), I64(D));
     W(b1, "intermediate.dense.bias", 1, I64(I));
-    W(w2, "output.dense.weight", 2, I64(D), I64(I));
     W(b2, "output.dense.bias", 1, I64(D));
     W(ln_g, "output.LayerNorm.weight", 1, I64(D));
     W(ln_b, "output.LayerNorm.bias", 1, I64(D));
 #undef W
-    if ((rc = nr_backend_prepare_matmul(be, f->w1, NR_W_OUT_IN, I, D, 1)) ||
-        (rc = nr_backend_prepare_matmul(be, f->w2, NR_W_OUT_IN, D, I, 1)))
-        return nr_seterr(err, errlen, rc, "%s: cannot convert weights for the backend", prefix);
-    return 0;
+    snprintf(nm, sizeof nm, "%sintermediate.dense.weight", prefix);
+    if ((rc = nr_wstore_get_matmul(ws, nm, &f->w1, err, errlen, I64(I), I64(D), 1))) return rc;
+    snprintf(nm, sizeof nm, "%soutput.dense.weight", prefix);
+    return nr_wstore_get_matmul(ws, nm, &f->w2, err, errlen, I64(D), I64(I), 1);
 }
 
 int nr_bert_attn_output(const nr_backend_t *be, const nr_bert_attn_t *a, float *x, const float *att, int M, int D,

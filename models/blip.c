@@ -57,8 +57,8 @@ int nr_blip_decoder_load(const nr_blip_config_t *cfg, const nr_checkpoint_t *ck,
                             I64(cfg->max_position_embeddings), I64(D))) ||
         (rc = nr_wstore_get(ws, "bert.embeddings.LayerNorm.weight", &m->emb_g, err, errlen, 1, I64(D))) ||
         (rc = nr_wstore_get(ws, "bert.embeddings.LayerNorm.bias", &m->emb_b, err, errlen, 1, I64(D))) ||
-        (rc = nr_wstore_get(ws, "cls.predictions.transform.dense.weight", &m->tr_w, err, errlen, 2, I64(D),
-                            I64(D))) ||
+        (rc = nr_wstore_get_matmul(ws, "cls.predictions.transform.dense.weight", &m->tr_w, err, errlen, I64(D),
+                                   I64(D), 1)) ||
         (rc = nr_wstore_get(ws, "cls.predictions.transform.dense.bias", &m->tr_b, err, errlen, 1, I64(D))) ||
         (rc = nr_wstore_get(ws, "cls.predictions.transform.LayerNorm.weight", &m->tr_g, err, errlen, 1, I64(D))) ||
         (rc = nr_wstore_get(ws, "cls.predictions.transform.LayerNorm.bias", &m->tr_lb, err, errlen, 1, I64(D))))
@@ -70,10 +70,15 @@ int nr_blip_decoder_load(const nr_blip_config_t *cfg, const nr_checkpoint_t *ck,
                                                                    : "cls.predictions.decoder.bias";
     if ((rc = nr_wstore_get(ws, bname, &m->dec_b, err, errlen, 1, I64(V)))) goto fail;
     if (nr_wstore_has(ws, "cls.predictions.decoder.weight") || !cfg->tie_word_embeddings) {
-        if ((rc = nr_wstore_get(ws, "cls.predictions.decoder.weight", &m->dec_w, err, errlen, 2, I64(V), I64(D))))
+        if ((rc = nr_wstore_get_matmul(ws, "cls.predictions.decoder.weight", &m->dec_w, err, errlen, I64(V), I64(D),
+                                       1)))
             goto fail;
-    } else {
+    } else { /* read as floats by the embedding too: an F32 copy */
         m->dec_w = m->wte;
+        if ((rc = nr_backend_prepare_matmul(be, m->dec_w, NR_W_OUT_IN, V, D, 1))) {
+            nr_seterr(err, errlen, rc, "blip: cannot convert the prediction head for the backend");
+            goto fail;
+        }
     }
     m->layers = calloc((size_t)cfg->num_hidden_layers, sizeof(s_layer_t));
     if (!m->layers) {
@@ -89,11 +94,6 @@ int nr_blip_decoder_load(const nr_blip_config_t *cfg, const nr_checkpoint_t *ck,
         if ((rc = nr_bert_attn_load(ws, pre, D, Dv, &L->cross, err, errlen))) goto fail;
         snprintf(pre, sizeof pre, "bert.encoder.layer.%d.", l);
         if ((rc = nr_bert_ffn_load(ws, pre, D, I, &L->ffn, err, errlen))) goto fail;
-    }
-    if ((rc = nr_backend_prepare_matmul(be, m->tr_w, NR_W_OUT_IN, D, D, 1)) ||
-        (rc = nr_backend_prepare_matmul(be, m->dec_w, NR_W_OUT_IN, V, D, 1))) {
-        nr_seterr(err, errlen, rc, "blip: cannot convert the prediction head for the backend");
-        goto fail;
     }
     *out = m;
     return 0;

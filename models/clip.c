@@ -81,7 +81,7 @@ int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, c
         char nm[160];
         if (blip) { /* BlipAttention.qkv: one Linear (3D, D), rows query|key|value */
             snprintf(nm, sizeof nm, "encoder.layers.%d.self_attn.qkv.weight", l);
-            if ((rc = nr_wstore_get(ws, nm, &L->wqkv, err, errlen, 2, I64(3 * D), I64(D)))) goto fail;
+            if ((rc = nr_wstore_get_matmul(ws, nm, &L->wqkv, err, errlen, I64(3 * D), I64(D), m->t.seq))) goto fail;
             snprintf(nm, sizeof nm, "encoder.layers.%d.self_attn.qkv.bias", l);
             if ((rc = nr_wstore_get(ws, nm, &L->bqkv, err, errlen, 1, I64(3 * D)))) goto fail;
         } else {
@@ -92,9 +92,7 @@ int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, c
             }
             const char *wn[3] = {n[0], n[1], n[2]}, *bn[3] = {n[3], n[4], n[5]};
             int64_t rows[3] = {D, D, D};
-            /* SigLIP (PaliGemma's 3B checkpoints): BF16 matmul weights stay mapped, weights.h */
-            if ((siglip ? (rc = nr_wstore_concat_matmul(ws, wn, rows, 3, D, m->t.seq, &L->wqkv, err, errlen))
-                        : (rc = nr_wstore_concat_rows(ws, wn, rows, 3, D, &L->wqkv, err, errlen))) ||
+            if ((rc = nr_wstore_concat_matmul(ws, wn, rows, 3, D, m->t.seq, &L->wqkv, err, errlen)) ||
                 (rc = nr_wstore_concat_rows(ws, bn, rows, 3, 1, &L->bqkv, err, errlen)))
                 goto fail;
         }
@@ -105,12 +103,11 @@ int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, c
         snprintf(nm, sizeof nm, base, l, suffix);                                                 \
         if ((rc = nr_wstore_get(ws, nm, &L->field, err, errlen, nd, __VA_ARGS__))) goto fail;     \
     } while (0)
+/* matmul weights: a BF16 checkpoint's stay mapped (weights.h) */
 #define WM(field, suffix, n, k)                                                                             \
     do {                                                                                                    \
         snprintf(nm, sizeof nm, base, l, suffix);                                                           \
-        if ((rc = siglip ? nr_wstore_get_matmul(ws, nm, &L->field, err, errlen, n, k, m->t.seq)             \
-                         : nr_wstore_get(ws, nm, &L->field, err, errlen, 2, n, k)))                         \
-            goto fail;                                                                                      \
+        if ((rc = nr_wstore_get_matmul(ws, nm, &L->field, err, errlen, n, k, m->t.seq))) goto fail;         \
     } while (0)
         W(ln1_g, "layer_norm1.weight", 1, I64(D));
         W(ln1_b, "layer_norm1.bias", 1, I64(D));
@@ -124,10 +121,6 @@ int nr_clip_vision_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, c
         W(b2, "mlp.fc2.bias", 1, I64(D));
 #undef W
 #undef WM
-        if ((rc = nr_enc_layer_prepare(be, L, D, I, m->t.seq))) {
-            nr_seterr(err, errlen, rc, "clip: layer %d: cannot convert weights for the backend", l);
-            goto fail;
-        }
     }
     *out = m;
     return 0;

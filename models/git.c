@@ -57,8 +57,8 @@ int nr_git_decoder_load(const nr_git_config_t *cfg, const nr_checkpoint_t *ck, n
         (rc = nr_wstore_get(ws, "git.embeddings.LayerNorm.bias", &m->emb_b, err, errlen, 1, I64(D))) ||
         (rc = nr_wstore_get(ws, "output.bias", &m->out_b, err, errlen, 1, I64(V))))
         goto fail;
-    if (cfg->tie_word_embeddings) m->out_w = m->wte;
-    else if ((rc = nr_wstore_get(ws, "output.weight", &m->out_w, err, errlen, 2, I64(V), I64(D)))) goto fail;
+    if (cfg->tie_word_embeddings) m->out_w = m->wte; /* read as floats by the embedding: its F32 copy */
+    else if ((rc = nr_wstore_get_matmul(ws, "output.weight", &m->out_w, err, errlen, I64(V), I64(D), 1))) goto fail;
     m->layers = calloc((size_t)cfg->num_hidden_layers, sizeof(s_layer_t));
     if (!m->layers) {
         rc = nr_seterr(err, errlen, NR_ENOMEM, "git: out of memory");
@@ -72,7 +72,7 @@ int nr_git_decoder_load(const nr_git_config_t *cfg, const nr_checkpoint_t *ck, n
         snprintf(pre, sizeof pre, "git.encoder.layer.%d.", l);
         if ((rc = nr_bert_ffn_load(ws, pre, D, I, &L->ffn, err, errlen))) goto fail;
     }
-    if ((rc = nr_backend_prepare_matmul(be, m->out_w, NR_W_OUT_IN, V, D, 1))) {
+    if (cfg->tie_word_embeddings && (rc = nr_backend_prepare_matmul(be, m->out_w, NR_W_OUT_IN, V, D, 1))) {
         nr_seterr(err, errlen, rc, "git: cannot convert output for the backend");
         goto fail;
     }
@@ -109,8 +109,10 @@ static void *s_state_new(const void *model, int rows, int max_len, int n_enc, in
     } while (0)
 
 /* The image tokens through the layers (attending to image tokens only):
- * each layer's keys/values land in the cache of the first row using that
- * encoder output, then are copied to the other rows. */
+ * each layer's q|k|v in one matmul by the fused weight as a whole (a
+ * mapped BF16 weight has no F32 rows to point into), keys and values
+ * copied into the cache of the first row using that encoder output, then
+ * to the other rows. */
 static int s_set_encoder(const void *model, void *state, const float *enc, const int *enc_index) {
     const nr_git_decoder_t *m = model;
     nr_dec_state_t *s = state;
@@ -134,27 +136,26 @@ static int s_set_encoder(const void *model, void *state, const float *enc, const
             return NR_EINVAL;
         }
     float *x = o->alloc(ctx, (size_t)M * D * sizeof(float));
-    float *q = o->alloc(ctx, (size_t)M * D * sizeof(float));
+    float *qkv = o->alloc(ctx, (size_t)M * 3 * D * sizeof(float));
     float *att = o->alloc(ctx, (size_t)M * D * sizeof(float));
     float *mlp = o->alloc(ctx, (size_t)M * I * sizeof(float));
-    if (!x || !q || !att || !mlp) {
+    if (!x || !qkv || !att || !mlp) {
         rc = NR_ENOMEM;
         goto out;
     }
     CK(o->copy(ctx, x, enc, (size_t)M * D * sizeof(float)));
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const s_layer_t *L = &m->layers[l];
-        for (int e = 0; e < s->n_enc; e++) { /* K and V of the image tokens, straight into the cache */
-            float *kd = s->kc[l] + (size_t)first[e] * s->rs, *vd = s->vc[l] + (size_t)first[e] * s->rs;
-            const float *xe = x + (size_t)e * Si * D;
-            CK(o->matmul(ctx, kd, D, xe, D, L->att.wq + (size_t)D * D, NR_W_OUT_IN, Si, D, D, 0));
-            CK(o->add_bias(ctx, kd, L->att.bq + D, Si, D));
-            CK(o->matmul(ctx, vd, D, xe, D, L->att.wq + (size_t)2 * D * D, NR_W_OUT_IN, Si, D, D, 0));
-            CK(o->add_bias(ctx, vd, L->att.bq + 2 * D, Si, D));
-        }
+        CK(o->matmul(ctx, qkv, 3 * D, x, D, L->att.wq, NR_W_OUT_IN, M, 3 * D, D, 0));
+        CK(o->add_bias(ctx, qkv, L->att.bq, M, 3 * D));
+        for (int e = 0; e < s->n_enc; e++)
+            for (int i = 0; i < Si; i++) {
+                const float *src = qkv + ((size_t)e * Si + i) * 3 * D;
+                const size_t at = (size_t)first[e] * s->rs + (size_t)i * D;
+                CK(o->copy(ctx, s->kc[l] + at, src + D, (size_t)D * sizeof(float)));
+                CK(o->copy(ctx, s->vc[l] + at, src + 2 * D, (size_t)D * sizeof(float)));
+            }
         if (l == c->num_hidden_layers - 1) break; /* the last layer's image outputs feed nothing */
-        CK(o->matmul(ctx, q, D, x, D, L->att.wq, NR_W_OUT_IN, M, D, D, 0));
-        CK(o->add_bias(ctx, q, L->att.bq, M, D));
         nr_attn_args_t aa = {.batch = s->n_enc,
                              .n_head = H,
                              .head_dim = hd,
@@ -162,12 +163,12 @@ static int s_set_encoder(const void *model, void *state, const float *enc, const
                              .n_kv = Si,
                              .causal = 0,
                              .scale = 1.0f / sqrtf((float)hd),
-                             .q = q,
+                             .q = qkv,
                              .k = s->kc[l],
                              .v = s->vc[l],
                              .out = att,
-                             .q_bstride = (size_t)Si * D,
-                             .q_rstride = (size_t)D,
+                             .q_bstride = (size_t)Si * 3 * D,
+                             .q_rstride = (size_t)3 * D,
                              .kv_bstride = s->rs,
                              .kv_rstride = (size_t)D,
                              .o_bstride = (size_t)Si * D,
@@ -189,7 +190,7 @@ static int s_set_encoder(const void *model, void *state, const float *enc, const
 out:
     free(first);
     nr_backend_free(m->be, x);
-    nr_backend_free(m->be, q);
+    nr_backend_free(m->be, qkv);
     nr_backend_free(m->be, att);
     nr_backend_free(m->be, mlp);
     return rc;
@@ -286,15 +287,12 @@ static int s_load(const nr_model_config_t *cfg, const nr_checkpoint_t *ck, nr_ba
                                       &f->clip, err, errlen)))
             goto fail;
         f->pws = (nr_wstore_t){.be = be, .ck = ck, .prefix = "git.visual_projection.visual_projection."};
-        if ((rc = nr_wstore_get(&f->pws, "0.weight", &f->proj_w, err, errlen, 2, I64(D), I64(Dv))) ||
+        if ((rc = nr_wstore_get_matmul(&f->pws, "0.weight", &f->proj_w, err, errlen, I64(D), I64(Dv),
+                                       cfg->states_seq)) ||
             (rc = nr_wstore_get(&f->pws, "0.bias", &f->proj_b, err, errlen, 1, I64(D))) ||
             (rc = nr_wstore_get(&f->pws, "1.weight", &f->pln_g, err, errlen, 1, I64(D))) ||
             (rc = nr_wstore_get(&f->pws, "1.bias", &f->pln_b, err, errlen, 1, I64(D))))
             goto fail;
-        if ((rc = nr_backend_prepare_matmul(be, f->proj_w, NR_W_OUT_IN, D, Dv, cfg->states_seq))) {
-            nr_seterr(err, errlen, rc, "git: cannot convert the visual projection for the backend");
-            goto fail;
-        }
     }
     if (load_decoder && (rc = nr_git_decoder_load(&cfg->git, ck, be, &f->dec, err, errlen))) goto fail;
     *out = f;

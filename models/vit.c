@@ -62,7 +62,8 @@ int nr_vit_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const cha
         snprintf(n[5], sizeof n[5], base, l, "attention.attention.value.bias");
         const char *wn[3] = {n[0], n[1], n[2]}, *bn[3] = {n[3], n[4], n[5]};
         int64_t rows[3] = {D, D, D};
-        if ((rc = nr_wstore_concat_rows(ws, wn, rows, 3, D, &L->wqkv, err, errlen))) goto fail;
+        /* matmul weights: a BF16 checkpoint's stay mapped (weights.h) */
+        if ((rc = nr_wstore_concat_matmul(ws, wn, rows, 3, D, m->t.seq, &L->wqkv, err, errlen))) goto fail;
         if (cfg->qkv_bias) {
             if ((rc = nr_wstore_concat_rows(ws, bn, rows, 3, 1, &L->bqkv, err, errlen))) goto fail;
         } else {
@@ -74,21 +75,23 @@ int nr_vit_load(const nr_vit_config_t *cfg, const nr_checkpoint_t *ck, const cha
         snprintf(nm, sizeof nm, base, l, suffix);                                                 \
         if ((rc = nr_wstore_get(ws, nm, &L->field, err, errlen, nd, __VA_ARGS__))) goto fail;     \
     } while (0)
+#define WM(field, suffix, n, k)                                                                       \
+    do {                                                                                          \
+        snprintf(nm, sizeof nm, base, l, suffix);                                                 \
+        if ((rc = nr_wstore_get_matmul(ws, nm, &L->field, err, errlen, n, k, m->t.seq))) goto fail; \
+    } while (0)
         W(ln1_g, "layernorm_before.weight", 1, I64(D));
         W(ln1_b, "layernorm_before.bias", 1, I64(D));
-        W(wo, "attention.output.dense.weight", 2, I64(D), I64(D));
+        WM(wo, "attention.output.dense.weight", I64(D), I64(D));
         W(bo, "attention.output.dense.bias", 1, I64(D));
         W(ln2_g, "layernorm_after.weight", 1, I64(D));
         W(ln2_b, "layernorm_after.bias", 1, I64(D));
-        W(w1, "intermediate.dense.weight", 2, I64(I), I64(D));
+        WM(w1, "intermediate.dense.weight", I64(I), I64(D));
         W(b1, "intermediate.dense.bias", 1, I64(I));
-        W(w2, "output.dense.weight", 2, I64(D), I64(I));
+        WM(w2, "output.dense.weight", I64(D), I64(I));
         W(b2, "output.dense.bias", 1, I64(D));
 #undef W
-        if ((rc = nr_enc_layer_prepare(be, L, D, I, m->t.seq))) {
-            nr_seterr(err, errlen, rc, "vit: layer %d: cannot convert weights for the backend", l);
-            goto fail;
-        }
+#undef WM
     }
     *out = m;
     return 0;

@@ -45,14 +45,10 @@ static int s_load(const nr_model_config_t *cfg, const nr_checkpoint_t *ck, nr_ba
     if (load_decoder && cfg->enc_to_dec_proj) { /* part of the text side: the frame carries encoder states */
         const int De = cfg->vit.hidden_size, Dd = cfg->gpt2.n_embd;
         f->pws = (nr_wstore_t){.be = be, .ck = ck, .prefix = ""};
-        if ((rc = nr_wstore_get(&f->pws, "enc_to_dec_proj.weight", &f->proj_w, err, errlen, 2, (int64_t)Dd,
-                                (int64_t)De)) ||
+        if ((rc = nr_wstore_get_matmul(&f->pws, "enc_to_dec_proj.weight", &f->proj_w, err, errlen, (int64_t)Dd,
+                                       (int64_t)De, cfg->states_seq)) ||
             (rc = nr_wstore_get(&f->pws, "enc_to_dec_proj.bias", &f->proj_b, err, errlen, 1, (int64_t)Dd)))
             goto fail;
-        if ((rc = nr_backend_prepare_matmul(be, f->proj_w, NR_W_OUT_IN, Dd, De, cfg->states_seq))) {
-            nr_seterr(err, errlen, rc, "captioner: cannot convert enc_to_dec_proj for the backend");
-            goto fail;
-        }
     }
     *out = f;
     return 0;

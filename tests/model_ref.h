@@ -24,4 +24,14 @@ int *nr_test_ref_ids(const nr_safetensors_t *ref, const char *name, int *count);
  * the largest |a - b| in *max_abs when not NULL. */
 double nr_test_close(const float *a, const float *b, size_t n, double tol_abs, double tol_rel, double *max_abs);
 
+/* A BF16 checkpoint of fixture `name` keeps its matmul weights mapped
+ * (models/weights.h): writes it (every F32 tensor of the fixture's
+ * model.safetensors rounded to BF16, as a BF16 checkpoint is published)
+ * and its F32 twin (the same values widened) into a temporary folder, and
+ * checks that on every kernel path this CPU runs and every CPU precision
+ * the two give the same image states (within 1e-5 normalized) and the
+ * same greedy and beam ids (max_length, beams), from the reference's
+ * pixel_values. The folder is removed. */
+void nr_test_bf16_twins_agree(const char *name, int max_length, int beams);
+
 #endif

@@ -4,7 +4,8 @@
  * safetensors without the tied decoder copies, 40 px) and blip-tiny-bin (F16
  * pytorch_model.bin with them, 48 px): vision states, per-step logits
  * (whole, token by token through the cache, chunked), greedy and beam ids
- * with and without a text prompt, the BlipImageProcessor path, frames. */
+ * with and without a text prompt, the BlipImageProcessor path, frames; a
+ * BF16 copy of blip-tiny (weights mapped) against its F32 twin. */
 #include <criterion/criterion.h>
 
 #include <math.h>
@@ -388,3 +389,9 @@ Test(blip, images_and_frames) {
         s_fix_free(&f);
     }
 }
+
+/* A BF16 checkpoint keeps the matmul weights of the vision tower, the
+ * prediction head and the decoder mapped (models/weights.h): on every kernel path
+ * and CPU precision it gives what the F32 checkpoint of the same values
+ * gives. */
+Test(blip, bf16_checkpoint_stays_mapped) { nr_test_bf16_twins_agree("blip-tiny", 12, 3); }

@@ -3,7 +3,8 @@
  * checkpoints in the published layout: git-tiny (F32 safetensors, 32 px)
  * and git-tiny-bin (F16 pytorch_model.bin, 48 px): image states after the
  * projection, per-step logits (whole, token by token through the cache,
- * chunked), greedy and beam ids, the CLIP preprocessing path, frames. */
+ * chunked), greedy and beam ids, the CLIP preprocessing path, frames; a
+ * BF16 copy of git-tiny (weights mapped) against its F32 twin. */
 #include <criterion/criterion.h>
 
 #include <math.h>
@@ -307,3 +308,9 @@ Test(git, images_and_frames) {
         s_fix_free(&f);
     }
 }
+
+/* A BF16 checkpoint keeps the matmul weights of the vision tower, the
+ * projection and the decoder mapped (models/weights.h): on every kernel path
+ * and CPU precision it gives what the F32 checkpoint of the same values
+ * gives. */
+Test(git, bf16_checkpoint_stays_mapped) { nr_test_bf16_twins_agree("git-tiny", 12, 3); }

@@ -196,6 +196,95 @@ Test(precision, paths_agree) {
     free(b);
 }
 
+/* Packing (on the pool, each part its own panels) gives the layouts
+ * lowp.h documents, element by element as a single loop would: F32 in both
+ * layouts and BF16 read in place (its copy the same as its F32 widening's);
+ * BF16 rounding to nearest even, NaN kept quiet, Inf kept; INT8 scales
+ * max|W| / 127 per column (1 for an all-zero or padding column). */
+static void s_check_pack(int N, int K, int layout) {
+    uint16_t *h = malloc(sizeof(uint16_t) * N * K);
+    float *hw = malloc(sizeof(float) * N * K), *w = malloc(sizeof(float) * N * K);
+    cr_assert(h && hw && w);
+    for (int i = 0; i < N * K; i++) {
+        w[i] = s_rand() * 0.1f;
+        h[i] = nr_f32_to_bf16(s_rand());
+    }
+    if (N * K > 7) { /* specials (BF16 only: INT8 of a NaN is undefined), and a zero column */
+        w[3] = -0.0f;
+        h[1] = 0x7f81; /* a signalling NaN: made quiet */
+        h[5] = 0xff80; /* -Inf */
+        w[6] = 0x1.01p-3f; /* ties: to even, down and up */
+        w[7] = 0x1.03p-3f;
+    }
+    for (int k = 0; k < K; k++) w[layout == NR_W_IN_OUT ? (size_t)k * N + N - 1 : (size_t)(N - 1) * K + k] = 0.0f;
+    for (int i = 0; i < N * K; i++) hw[i] = nr_bf16_to_f32(h[i]);
+    nr_cpu_bf16w_t b[3];
+    cr_assert_eq(nr_cpu_bf16w_make(&b[0], w, (nr_wlayout_t)layout, N, K), 0);
+    cr_assert_eq(nr_cpu_bf16w_make_bf16(&b[1], h, N, K), 0);
+    cr_assert_eq(nr_cpu_bf16w_make(&b[2], hw, NR_W_OUT_IN, N, K), 0);
+    const int P = (K + 31) / 32 * 16, panels = (N + 31) / 32;
+    for (int v = 0; v < 2; v++) {
+        cr_assert(b[v].N == N && b[v].K == K && b[v].P == P && b[v].panels == panels);
+        for (int pn = 0; pn < panels; pn++)
+            for (int p = 0; p < P; p++)
+                for (int half = 0; half < 2; half++)
+                    for (int j = 0; j < 16; j++)
+                        for (int t = 0; t < 2; t++) {
+                            const int k = 2 * p + t, n = 32 * pn + 16 * half + j;
+                            const float x = n >= N || k >= K ? 0.0f
+                                            : v == 1 ? hw[(size_t)n * K + k]
+                                            : layout == NR_W_IN_OUT ? w[(size_t)k * N + n]
+                                                                    : w[(size_t)n * K + k];
+                            const uint16_t got = b[v].w[(((size_t)pn * P + p) * 2 + half) * 32 + 2 * j + t];
+                            cr_assert_eq(got, nr_f32_to_bf16(x), "bf16 src %d N %d K %d layout %d: W(%d, %d)", v, N,
+                                         K, layout, k, n);
+                        }
+    }
+    cr_assert_eq(memcmp(b[1].w, b[2].w, sizeof(uint16_t) * panels * P * 64), 0, "BF16 read in place vs widened");
+    for (int i = 0; i < N * K; i++) /* INT8 gets finite values */
+        if (!isfinite(hw[i])) hw[i] = 0.5f, h[i] = nr_f32_to_bf16(0.5f);
+    nr_cpu_i8w_t q[3];
+    cr_assert_eq(nr_cpu_i8w_make(&q[0], w, (nr_wlayout_t)layout, N, K), 0);
+    cr_assert_eq(nr_cpu_i8w_make_bf16(&q[1], h, N, K), 0);
+    cr_assert_eq(nr_cpu_i8w_make(&q[2], hw, NR_W_OUT_IN, N, K), 0);
+    const int qp = (N + 63) / 64;
+    for (int v = 0; v < 2; v++) {
+        cr_assert(q[v].N == N && q[v].K == K && q[v].panels == qp);
+        for (int n = 0; n < qp * 64; n++) {
+            float mx = 0.0f;
+#define S_W(k)                                                                                      \
+    (v == 1 ? hw[(size_t)n * K + (k)] : layout == NR_W_IN_OUT ? w[(size_t)(k) * N + n] : w[(size_t)n * K + (k)])
+            for (int k = 0; n < N && k < K; k++) mx = fabsf(S_W(k)) > mx ? fabsf(S_W(k)) : mx;
+            const float sc = mx > 0.0f ? mx / 127.0f : 1.0f;
+            cr_assert_eq(q[v].scale[n], sc, "int8 src %d N %d K %d: scale[%d]", v, N, K, n);
+            for (int k = 0; k < K; k++) {
+                const long r = n < N ? lrintf(S_W(k) * (1.0f / sc)) : 0;
+                const int8_t want = (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
+                cr_assert_eq(q[v].q[((size_t)(n / 64) * K + k) * 64 + n % 64], want, "int8 src %d N %d K %d: W(%d, %d)",
+                             v, N, K, k, n);
+            }
+#undef S_W
+        }
+    }
+    cr_assert_eq(memcmp(q[1].q, q[2].q, (size_t)qp * K * 64), 0);
+    cr_assert_eq(memcmp(q[1].scale, q[2].scale, sizeof(float) * qp * 64), 0);
+    for (int v = 0; v < 3; v++) {
+        nr_cpu_bf16w_free(&b[v]);
+        nr_cpu_i8w_free(&q[v]);
+    }
+    free(h);
+    free(hw);
+    free(w);
+}
+
+Test(precision, packing_layouts) {
+    s_need_path();
+    cr_assert_geq(nr_cpu_pool_size(), 2, "the pool must split the packing");
+    const int shapes[][2] = {{1, 1}, {2, 3}, {33, 65}, {100, 7}, {300, 200}, {513, 96}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int layout = 0; layout < 2; layout++) s_check_pack(shapes[i][0], shapes[i][1], layout);
+}
+
 /* The paths this CPU runs match the flags in /proc/cpuinfo (which the
  * kernel clears for state it does not enable), forcing one it lacks is a
  * clear error, and an unknown name is one too. */

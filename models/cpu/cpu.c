@@ -14,8 +14,8 @@
  * ops at once (the kernels keep per-thread scratch, see kernels.h), except
  * destroy, which must come after the last call. Converted BF16/INT8
  * weights live in a table keyed by the F32 weight pointer: lookups take no
- * lock; the first use of a weight converts it under the backend's mutex,
- * so racing callers convert it once; a full table is replaced by a larger
+ * lock; the first use of a weight converts it under the backend's mutex
+ * (packing runs on the kernels' pool), so racing callers convert it once; a full table is replaced by a larger
  * copy and the old ones are kept until destroy. tests/test_kernels_mt.c
  * checks that 4 callers, converting weights at first use, get the
  * single-thread results bit for bit. */
@@ -365,8 +365,8 @@ static int s_prepare(void *ctx, const float *w, nr_wlayout_t layout, int N, int 
         return s_converted(c, w, layout, N, K) ? 0 : NR_ENOMEM; /* an adopted key is found as it is */
     return 0;
 }
-/* Every precision keeps a BF16 weight where it is: packed once (through
- * one F32 matrix) when the precision multiplies `rows` rows by its own copy
+/* Every precision keeps a BF16 weight where it is: packed once (from the
+ * BF16 values, on the pool) when the precision multiplies `rows` rows by its own copy
  * on this path, and read in place, widened per block, by every matmul the
  * packed copy does not serve (all of them for cpu:f32 and on the paths
  * where the precision runs as F32). */
@@ -381,18 +381,15 @@ static int s_adopt_bf16(void *ctx, const float *key, const void *w, nr_wlayout_t
     pthread_mutex_lock(&c->mu);
     const s_conv_t *found = s_find(atomic_load_explicit(&c->tab, memory_order_relaxed), key, layout, N, K);
     s_conv_t *e = found ? NULL : calloc(1, sizeof(*e));
-    float *tmp = pack && e ? malloc((size_t)N * K * sizeof(float)) : NULL;
     if (found) { /* adopted before: only the same bytes may be read under this key */
         rc = !found->src ? 0 : found->src == src ? 1 : NR_EUNSUPPORTED;
-    } else if (!e || (pack && !tmp)) {
+    } else if (!e) {
         rc = NR_ENOMEM;
     } else {
         *e = (s_conv_t){.w = key, .layout = (int)layout, .N = N, .K = K, .packed = pack, .src = all ? NULL : src};
-        if (pack) {
-            s_widen(tmp, src, (size_t)N * K);
-            rc = c->precision == NR_CPU_BF16 ? nr_cpu_bf16w_make(&e->bf, tmp, layout, N, K)
-                                             : nr_cpu_i8w_make(&e->i8, tmp, layout, N, K);
-        }
+        if (pack)
+            rc = c->precision == NR_CPU_BF16 ? nr_cpu_bf16w_make_bf16(&e->bf, src, N, K)
+                                             : nr_cpu_i8w_make_bf16(&e->i8, src, N, K);
         if (rc == 0) rc = s_insert(c, e);
         if (rc == 0) {
             e = NULL;
@@ -405,7 +402,6 @@ static int s_adopt_bf16(void *ctx, const float *key, const void *w, nr_wlayout_t
         free(e);
     }
     pthread_mutex_unlock(&c->mu);
-    free(tmp);
     return rc;
 }
 static int s_add_bias(void *ctx, float *y, const float *b, int M, int N) {

@@ -7,6 +7,7 @@
 #include "models/cpu/lowp.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,31 +42,104 @@ static inline float s_bf16_f32(uint32_t h) {
     return f;
 }
 
-/* W(k, n) from either layout. */
-static inline float s_w(const float *w, nr_wlayout_t layout, int N, int K, int k, int n) {
-    return layout == NR_W_IN_OUT ? w[(size_t)k * N + n] : w[(size_t)n * K + k];
+/* ---- packing ----
+ * A weight's source: F32 in either layout, or BF16 (N, K) read in place
+ * (an adopted checkpoint weight). The packed copies are the same whatever
+ * the source: a BF16 value widens to F32 exactly. Packing runs on the
+ * kernels' pool, each part its own panels, so every core packs and the
+ * result does not depend on the number of parts. */
+typedef struct {
+    const float *f;    /* F32 source, or NULL */
+    const uint16_t *h; /* BF16 source (N, K), or NULL */
+    nr_wlayout_t layout;
+    int N, K;
+    int8_t *q;   /* INT8: q and scale; BF16: d */
+    float *scale;
+    uint16_t *d;
+    int P, panels;
+    _Atomic int rc;
+} s_pack_t;
+
+/* Column n of W (W(k, n), k < K) into col, as F32. */
+static void s_column(const s_pack_t *a, int n, float *col) {
+    if (a->h) {
+        const uint16_t *r = a->h + (size_t)n * a->K;
+        for (int k = 0; k < a->K; k++) col[k] = s_bf16_f32(r[k]);
+    } else if (a->layout == NR_W_IN_OUT) {
+        for (int k = 0; k < a->K; k++) col[k] = a->f[(size_t)k * a->N + n];
+    } else {
+        memcpy(col, a->f + (size_t)n * a->K, (size_t)a->K * sizeof(float));
+    }
+}
+
+/* nr_f32_to_bf16, inline: round to nearest even, a NaN kept quiet. */
+static inline uint16_t s_bf16_round(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+/* The same of a BF16 value's widening: itself, a NaN made quiet. */
+static inline uint32_t s_bf16_keep(uint32_t h) { return (h & 0x7fffu) > 0x7f80u ? h | 0x40u : h; }
+
+/* One 32-column panel. A whole panel of a BF16 source with K even is a
+ * transpose of 32-bit pairs: pair p of column j goes to d + 64 p + 2 j. */
+static void s_bf_pack_panel(const s_pack_t *a, int pn, float *col) {
+    uint16_t *d = a->d + (size_t)pn * a->P * 64;
+    if (a->h && pn * 32 + 32 <= a->N && a->K % 2 == 0) {
+        const int half = a->K / 2;
+        const uint16_t *r = a->h + (size_t)pn * 32 * a->K;
+        for (int j = 0; j < 32; j++, r += a->K)
+            for (int p = 0; p < half; p++) {
+                const uint32_t v = s_bf16_keep(r[2 * p]) | s_bf16_keep(r[2 * p + 1]) << 16;
+                memcpy(d + (size_t)p * 64 + 2 * j, &v, sizeof v);
+            }
+        memset(d + (size_t)half * 64, 0, (size_t)(a->P - half) * 64 * sizeof(uint16_t));
+        return;
+    }
+    for (int j = 0; j < 32; j++) {
+        const int n = pn * 32 + j;
+        if (n < a->N) s_column(a, n, col);
+        uint16_t *o = d + (j / 16) * 32 + 2 * (j % 16);
+        for (int k = 0; k < 2 * a->P; k++)
+            o[(size_t)(k / 2) * 64 + (k & 1)] = n < a->N && k < a->K ? s_bf16_round(col[k]) : 0;
+    }
+}
+
+static void s_bf_make_part(void *arg, int part, int nparts) {
+    s_pack_t *a = arg;
+    const int p0 = (int)((long)a->panels * part / nparts), p1 = (int)((long)a->panels * (part + 1) / nparts);
+    float *col = p0 < p1 ? nr_cpu_scratch(NR_CPU_SCRATCH_PACK, (size_t)a->K * sizeof(float)) : NULL;
+    if (p0 < p1 && !col) atomic_store(&a->rc, NR_ENOMEM);
+    for (int pn = p0; col && pn < p1; pn++) s_bf_pack_panel(a, pn, col);
+}
+
+static int s_bf16w_make(nr_cpu_bf16w_t *out, s_pack_t *a) {
+    memset(out, 0, sizeof(*out));
+    a->P = (a->K + 31) / 32 * 16;
+    a->panels = (a->N + 31) / 32;
+    a->d = nr_aligned_alloc((size_t)a->panels * a->P * 64 * sizeof(uint16_t));
+    if (!a->d) return NR_ENOMEM;
+    atomic_init(&a->rc, 0);
+    nr_cpu_run(s_bf_make_part, a);
+    if (atomic_load(&a->rc)) {
+        free(a->d);
+        return NR_ENOMEM;
+    }
+    *out = (nr_cpu_bf16w_t){.N = a->N, .K = a->K, .P = a->P, .panels = a->panels, .w = a->d};
+    return 0;
 }
 
 int nr_cpu_bf16w_make(nr_cpu_bf16w_t *out, const float *w, nr_wlayout_t layout, int N, int K) {
-    memset(out, 0, sizeof(*out));
-    const int P = (K + 31) / 32 * 16, panels = (N + 31) / 32;
-    uint16_t *d = nr_aligned_alloc((size_t)panels * P * 64 * sizeof(uint16_t));
-    if (!d) return NR_ENOMEM;
-    for (int pn = 0; pn < panels; pn++)
-        for (int j = 0; j < 32; j++) {
-            const int n = pn * 32 + j;
-            uint16_t *col = d + (size_t)pn * P * 64 + (j / 16) * 32 + 2 * (j % 16);
-            for (int k = 0; k < 2 * P; k++) {
-                float v = (n < N && k < K) ? s_w(w, layout, N, K, k, n) : 0.0f;
-                col[(size_t)(k / 2) * 64 + (k & 1)] = nr_f32_to_bf16(v);
-            }
-        }
-    out->N = N;
-    out->K = K;
-    out->P = P;
-    out->panels = panels;
-    out->w = d;
-    return 0;
+    s_pack_t a = {.f = w, .layout = layout, .N = N, .K = K};
+    return s_bf16w_make(out, &a);
+}
+
+int nr_cpu_bf16w_make_bf16(nr_cpu_bf16w_t *out, const uint16_t *w, int N, int K) {
+    s_pack_t a = {.h = w, .layout = NR_W_OUT_IN, .N = N, .K = K};
+    return s_bf16w_make(out, &a);
 }
 
 void nr_cpu_bf16w_free(nr_cpu_bf16w_t *w) {
@@ -73,37 +147,86 @@ void nr_cpu_bf16w_free(nr_cpu_bf16w_t *w) {
     memset(w, 0, sizeof(*w));
 }
 
-int nr_cpu_i8w_make(nr_cpu_i8w_t *out, const float *w, nr_wlayout_t layout, int N, int K) {
-    memset(out, 0, sizeof(*out));
-    const int panels = (N + 63) / 64;
-    int8_t *q = nr_aligned_alloc((size_t)panels * K * 64);
-    float *sc = nr_aligned_alloc((size_t)panels * 64 * sizeof(float));
-    if (!q || !sc) {
-        free(q);
-        free(sc);
-        return NR_ENOMEM;
-    }
-    for (int n = 0; n < panels * 64; n++) {
+/* max |col[k]|, NaNs skipped as `v > mx ? v : mx` skips them (the order
+ * does not matter: eight running maxima for speed). */
+static float s_absmax(const float *col, int K) {
+    float m[8] = {0};
+    int k = 0;
+    for (; k + 8 <= K; k += 8)
+        for (int i = 0; i < 8; i++) {
+            const float v = fabsf(col[k + i]);
+            m[i] = v > m[i] ? v : m[i];
+        }
+    for (; k < K; k++) m[0] = fabsf(col[k]) > m[0] ? fabsf(col[k]) : m[0];
+    for (int i = 1; i < 8; i++) m[0] = m[i] > m[0] ? m[i] : m[0];
+    return m[0];
+}
+
+/* One 64-column panel, column by column: the scale, then the values. */
+static void s_i8_pack_panel(const s_pack_t *a, int pn, float *col) {
+    int8_t *q = a->q + (size_t)pn * a->K * 64;
+    for (int j = 0; j < 64; j++) {
+        const int n = pn * 64 + j;
         float mx = 0.0f;
-        for (int k = 0; n < N && k < K; k++) {
-            float a = fabsf(s_w(w, layout, N, K, k, n));
-            mx = a > mx ? a : mx;
+        if (n < a->N) {
+            s_column(a, n, col);
+            mx = s_absmax(col, a->K);
         }
         const float s = mx > 0.0f ? mx / 127.0f : 1.0f, inv = 1.0f / s;
-        sc[n] = s;
-        int8_t *col = q + (size_t)(n / 64) * K * 64 + (n % 64);
-        for (int k = 0; k < K; k++) {
-            float v = n < N ? s_w(w, layout, N, K, k, n) * inv : 0.0f;
-            long r = lrintf(v);
-            col[(size_t)k * 64] = (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
+        a->scale[n] = s;
+        int8_t *qc = q + j;
+        if (n >= a->N) {
+            for (int k = 0; k < a->K; k++) qc[(size_t)k * 64] = 0;
+        } else if (s >= 0x1p-126f && mx <= 0x1p127f) {
+            /* |col[k] * inv| <= 127 (+ rounding): lrintf's round to nearest
+             * even is exactly the magic-number sum (|v| < 2^22), the
+             * clamp is the same (a NaN among finite values takes lrintf) */
+            for (int k = 0; k < a->K; k++) {
+                const float v = col[k] * inv;
+                const long r = v == v ? (long)((v + 0x1.8p23f) - 0x1.8p23f) : lrintf(v);
+                qc[(size_t)k * 64] = (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
+            }
+        } else {
+            for (int k = 0; k < a->K; k++) {
+                const long r = lrintf(col[k] * inv);
+                qc[(size_t)k * 64] = (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
+            }
         }
     }
-    out->N = N;
-    out->K = K;
-    out->panels = panels;
-    out->q = q;
-    out->scale = sc;
+}
+
+static void s_i8_make_part(void *arg, int part, int nparts) {
+    s_pack_t *a = arg;
+    const int p0 = (int)((long)a->panels * part / nparts), p1 = (int)((long)a->panels * (part + 1) / nparts);
+    float *col = p0 < p1 ? nr_cpu_scratch(NR_CPU_SCRATCH_PACK, (size_t)a->K * sizeof(float)) : NULL;
+    if (p0 < p1 && !col) atomic_store(&a->rc, NR_ENOMEM);
+    for (int pn = p0; col && pn < p1; pn++) s_i8_pack_panel(a, pn, col);
+}
+
+static int s_i8w_make(nr_cpu_i8w_t *out, s_pack_t *a) {
+    memset(out, 0, sizeof(*out));
+    a->panels = (a->N + 63) / 64;
+    a->q = nr_aligned_alloc((size_t)a->panels * a->K * 64);
+    a->scale = nr_aligned_alloc((size_t)a->panels * 64 * sizeof(float));
+    atomic_init(&a->rc, a->q && a->scale ? 0 : NR_ENOMEM);
+    if (!atomic_load(&a->rc)) nr_cpu_run(s_i8_make_part, a);
+    if (atomic_load(&a->rc)) {
+        free(a->q);
+        free(a->scale);
+        return NR_ENOMEM;
+    }
+    *out = (nr_cpu_i8w_t){.N = a->N, .K = a->K, .panels = a->panels, .q = a->q, .scale = a->scale};
     return 0;
+}
+
+int nr_cpu_i8w_make(nr_cpu_i8w_t *out, const float *w, nr_wlayout_t layout, int N, int K) {
+    s_pack_t a = {.f = w, .layout = layout, .N = N, .K = K};
+    return s_i8w_make(out, &a);
+}
+
+int nr_cpu_i8w_make_bf16(nr_cpu_i8w_t *out, const uint16_t *w, int N, int K) {
+    s_pack_t a = {.h = w, .layout = NR_W_OUT_IN, .N = N, .K = K};
+    return s_i8w_make(out, &a);
 }
 
 void nr_cpu_i8w_free(nr_cpu_i8w_t *w) {

@@ -34,10 +34,15 @@ typedef struct {
  * vdpbf16ps, the weight streamed once either way). */
 #define NR_CPU_AMX_MIN_ROWS 16
 
-/* Packs W (either layout, [N,K] or [K,N] floats) once; NR_ENOMEM. */
+/* Packs W (either layout, [N,K] or [K,N] floats) once, on the kernels'
+ * pool (pool.h; the same copy whatever the number of threads); NR_ENOMEM.
+ * The _bf16 forms pack a BF16 (N, K) weight read in place: the same copy
+ * as packing its F32 values, without them. */
 int nr_cpu_bf16w_make(nr_cpu_bf16w_t *out, const float *w, nr_wlayout_t layout, int N, int K);
+int nr_cpu_bf16w_make_bf16(nr_cpu_bf16w_t *out, const uint16_t *w, int N, int K);
 void nr_cpu_bf16w_free(nr_cpu_bf16w_t *w);
 int nr_cpu_i8w_make(nr_cpu_i8w_t *out, const float *w, nr_wlayout_t layout, int N, int K);
+int nr_cpu_i8w_make_bf16(nr_cpu_i8w_t *out, const uint16_t *w, int N, int K);
 void nr_cpu_i8w_free(nr_cpu_i8w_t *w);
 
 /* y[M,N] = x[M,K] W (+ y when accumulate). 0 or NR_ENOMEM. Any M. The BF16

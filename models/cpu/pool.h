@@ -34,6 +34,7 @@ typedef enum {
     NR_CPU_SCRATCH_COL,    /* patch embedding: im2col */
     NR_CPU_SCRATCH_BF16_A, /* BF16 matmul: packed BF16 activations */
     NR_CPU_SCRATCH_WIDEN,  /* a mapped BF16 weight's block widened to F32 (cpu.c) */
+    NR_CPU_SCRATCH_PACK,   /* packing a weight: one column as F32 (lowp.c) */
     NR_CPU_SCRATCH_COUNT
 } nr_cpu_scratch_slot_t;
 /* At least bytes of 64-byte-aligned memory, the calling thread's for slot,

@@ -7,16 +7,6 @@
 
 #include "common/error.h"
 
-int nr_enc_layer_prepare(const nr_backend_t *be, const nr_enc_layer_t *L, int D, int I, int rows) {
-    int rc = 0;
-    if ((rc = nr_backend_prepare_matmul(be, L->wqkv, NR_W_OUT_IN, 3 * D, D, rows)) ||
-        (rc = nr_backend_prepare_matmul(be, L->wo, NR_W_OUT_IN, D, D, rows)) ||
-        (rc = nr_backend_prepare_matmul(be, L->w1, NR_W_OUT_IN, I, D, rows)) ||
-        (rc = nr_backend_prepare_matmul(be, L->w2, NR_W_OUT_IN, D, I, rows)))
-        return rc;
-    return 0;
-}
-
 #define CK(call)                                                                                  \
     do {                                                                                          \
         if ((rc = (call)) != 0) goto out;                                                         \

@@ -32,10 +32,6 @@ typedef struct {
     int gelu_form;            /* the backend gelu op's form for the MLP */
 } nr_enc_tower_t;
 
-/* Converts a layer's matmul weights for the backend (rows: the sequence
- * they multiply). 0, NR_ENOMEM or a backend error. */
-int nr_enc_layer_prepare(const nr_backend_t *be, const nr_enc_layer_t *L, int D, int I, int rows);
-
 /* pixels [batch, C, H, W] -> out [batch, S, D] (both backend memory) with
  * cfg's sizes and layer_norm_eps. 0, NR_EINVAL, NR_ENOMEM or a backend
  * error. Thread-safe (scratch per call). */
