@@ -425,6 +425,47 @@ Test(precision, backend_matmul) {
     free(x);
 }
 
+/* BF16 weights read in place by the skinny matmul (decode steps on a BF16
+ * checkpoint at F32): bit for bit nr_cpu_matmul on the weights widened to
+ * F32, for 1..32 rows (groups of 8 and 4 and their tails), K with and
+ * without a 16-float tail, N off the 4-row and 64-column blocks, rows
+ * ldx/ldy apart, accumulate; on the AVX-512 paths (the others widen
+ * blocks of W themselves and return 0). */
+Test(precision, matmul_bf16_weights_in_place) {
+    s_need_path();
+    const int avx512 = nr_cpu_path() >= NR_CPU_PATH_AVX512;
+    const int Ms[] = {1, 3, 4, 5, 8, 9, 13, 32}, Ks[] = {768, 100, 7}, Ns[] = {2304, 67, 3};
+    const size_t ld = 800;
+    float *x = malloc(sizeof(float) * 32 * ld), *wf = malloc(sizeof(float) * 2304 * 768);
+    float *y0 = malloc(sizeof(float) * 32 * 2400), *y1 = malloc(sizeof(float) * 32 * 2400);
+    uint16_t *wb = malloc(sizeof(uint16_t) * 2304 * 768);
+    cr_assert(x && wf && y0 && y1 && wb);
+    for (size_t i = 0; i < 32 * ld; i++) x[i] = s_rand();
+    for (size_t i = 0; i < 2304 * 768; i++) {
+        wb[i] = nr_f32_to_bf16(s_rand() * 0.1f);
+        wf[i] = nr_bf16_to_f32(wb[i]);
+    }
+    for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+        for (size_t ki = 0; ki < 3; ki++)
+            for (size_t ni = 0; ni < 3; ni++)
+                for (int acc = 0; acc < 2; acc++) {
+                    const int M = Ms[mi], K = Ks[ki], N = Ns[ni];
+                    for (size_t i = 0; i < 32 * 2400; i++) y0[i] = y1[i] = s_rand();
+                    nr_cpu_matmul(y0, 2400, x, ld, wf, NR_W_OUT_IN, M, N, K, acc);
+                    const int done = nr_cpu_matmul_bf16w(y1, 2400, x, ld, wb, M, N, K, acc);
+                    cr_assert_eq(done, avx512, "M %d: done %d on path %d", M, done, (int)nr_cpu_path());
+                    if (done)
+                        cr_assert_eq(memcmp(y0, y1, sizeof(float) * 32 * 2400), 0, "M %d N %d K %d acc %d differ", M,
+                                     N, K, acc);
+                }
+    cr_assert_eq(nr_cpu_matmul_bf16w(y1, 2400, x, ld, wb, 33, 67, 100, 0), 0, "33 rows are not skinny");
+    free(x);
+    free(wf);
+    free(y0);
+    free(y1);
+    free(wb);
+}
+
 /* A linear layer in one call (bias and GELU applied as the product leaves
  * the kernel on the amx path) against matmul, add_bias and gelu in turn on
  * the same backend: the same products, so within F32 rounding of the bias

@@ -11,6 +11,7 @@
 #define NR_MODELS_CPU_DISPATCH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "models/backend.h"
 
@@ -33,6 +34,11 @@ typedef struct {
     void (*add_bias)(float *y, const float *b, int M, int N);
     void (*matmul)(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M,
                    int N, int K, int accumulate);
+    /* y = x W^T with W (N, K) in BF16 and M <= 32 rows: 1 when done (each
+     * output bit for bit as matmul with W widened to F32), 0 when this
+     * instruction set has no such kernel */
+    int (*matmul_bf16w)(float *y, size_t ldy, const float *x, size_t ldx, const uint16_t *w, int M, int N, int K,
+                        int accumulate);
     int (*attention)(const nr_attn_args_t *a);
     int (*patch_embed)(const nr_patch_args_t *a);
 } nr_cpu_kernels_t;

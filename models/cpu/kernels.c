@@ -41,6 +41,11 @@ void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float
     nr_cpu_kernels()->matmul(y, ldy, x, ldx, w, layout, M, N, K, accumulate);
 }
 
+int nr_cpu_matmul_bf16w(float *y, size_t ldy, const float *x, size_t ldx, const uint16_t *w, int M, int N, int K,
+                        int accumulate) {
+    return nr_cpu_kernels()->matmul_bf16w(y, ldy, x, ldx, w, M, N, K, accumulate);
+}
+
 void nr_cpu_rmsnorm(float *y, const float *x, const float *g, int M, int N, float eps) {
     for (int m = 0; m < M; m++) {
         const float *xr = x + (size_t)m * N;

@@ -7,6 +7,7 @@
 #define NR_MODELS_CPU_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "models/backend.h"
 #include "models/cpu/pool.h"
@@ -33,5 +34,10 @@ extern int nr_cpu_skinny_max;
 extern int nr_cpu_gemm_own;
 void nr_cpu_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M, int N,
                    int K, int accumulate);
+/* nr_cpu_matmul for W (N, K) in BF16 and at most nr_cpu_skinny_max rows,
+ * read in place: 1 when done (bit for bit nr_cpu_matmul on W widened to
+ * F32), 0 when the path has no such kernel (the caller widens W itself). */
+int nr_cpu_matmul_bf16w(float *y, size_t ldy, const float *x, size_t ldx, const uint16_t *w, int M, int N, int K,
+                        int accumulate);
 
 #endif

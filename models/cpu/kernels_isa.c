@@ -299,14 +299,27 @@ static inline __attribute__((always_inline)) __m128 s_sum4(__m512 a, __m512 b, _
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)); /* (a, b, c, d) sums */
 }
 
-static void s_skinny_oi512(float *y, size_t ldy, const float *x, size_t ldx, const float *w, int M, int N, int K,
-                           int acc) {
+/* 16 weights from w + k (F32, or BF16 widened exactly: its bits are the
+ * float's upper half), the lanes of mask m only. */
+static inline __attribute__((always_inline)) __m512 s_wload(const void *w, int bf16, size_t k, __mmask16 m) {
+    if (bf16)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w + k)), 16));
+    return _mm512_maskz_loadu_ps(m, (const float *)w + k);
+}
+
+/* bf16 is a constant at each call: one copy of the loop per weight type,
+ * the same sums in the same order. */
+static inline __attribute__((always_inline)) void s_skinny_oi512_any(float *y, size_t ldy, const float *x, size_t ldx,
+                                                                     const void *w, int bf16, int M, int N, int K,
+                                                                     int acc) {
     const int kt = K % 16;
     const __mmask16 km = (__mmask16)((1u << kt) - 1);
+    const size_t esz = bf16 ? sizeof(uint16_t) : sizeof(float);
     for (int n0 = 0; n0 < N; n0 += 4) {
         const int nv = N - n0 < 4 ? N - n0 : 4;
-        const float *wr[4];
-        for (int j = 0; j < 4; j++) wr[j] = w + (size_t)(n0 + (j < nv ? j : 0)) * K;
+        const char *wr[4];
+        for (int j = 0; j < 4; j++) wr[j] = (const char *)w + (size_t)(n0 + (j < nv ? j : 0)) * K * esz;
         for (int m0 = 0; m0 < M; m0 += 4) {
             const int mv = M - m0 < 4 ? M - m0 : 4;
             const float *xr[4];
@@ -317,7 +330,7 @@ static void s_skinny_oi512(float *y, size_t ldy, const float *x, size_t ldx, con
             int k = 0;
             for (; k + 16 <= K; k += 16) {
                 __m512 wv[4];
-                for (int j = 0; j < 4; j++) wv[j] = _mm512_loadu_ps(wr[j] + k);
+                for (int j = 0; j < 4; j++) wv[j] = s_wload(wr[j], bf16, (size_t)k, 0xffff);
                 for (int i = 0; i < mv; i++) {
                     const __m512 xv = _mm512_loadu_ps(xr[i] + k);
                     for (int j = 0; j < 4; j++) c[i][j] = _mm512_fmadd_ps(xv, wv[j], c[i][j]);
@@ -325,7 +338,7 @@ static void s_skinny_oi512(float *y, size_t ldy, const float *x, size_t ldx, con
             }
             if (kt) {
                 __m512 wv[4];
-                for (int j = 0; j < 4; j++) wv[j] = _mm512_maskz_loadu_ps(km, wr[j] + k);
+                for (int j = 0; j < 4; j++) wv[j] = s_wload(wr[j], bf16, (size_t)k, km);
                 for (int i = 0; i < mv; i++) {
                     const __m512 xv = _mm512_maskz_loadu_ps(km, xr[i] + k);
                     for (int j = 0; j < 4; j++) c[i][j] = _mm512_fmadd_ps(xv, wv[j], c[i][j]);
@@ -338,6 +351,15 @@ static void s_skinny_oi512(float *y, size_t ldy, const float *x, size_t ldx, con
             }
         }
     }
+}
+
+static void s_skinny_oi512(float *y, size_t ldy, const float *x, size_t ldx, const float *w, int M, int N, int K,
+                           int acc) {
+    s_skinny_oi512_any(y, ldy, x, ldx, w, 0, M, N, K, acc);
+}
+static void s_skinny_oi512_bf16(float *y, size_t ldy, const float *x, size_t ldx, const uint16_t *w, int M, int N,
+                                int K, int acc) {
+    s_skinny_oi512_any(y, ldy, x, ldx, w, 1, M, N, K, acc);
 }
 #endif
 
@@ -363,6 +385,7 @@ typedef struct {
     const float *x;
     size_t ldx;
     const float *w;
+    const uint16_t *wb; /* instead of w: BF16 (N, K) (AVX-512 only) */
     nr_wlayout_t layout;
     int M, N, K, acc;
 } s_mm_t;
@@ -382,6 +405,11 @@ static void s_mm_part(void *p, int part, int nparts) {
             int mb = a->M - m0 < S_SKINNY_MAX ? a->M - m0 : S_SKINNY_MAX;
             const float *x = a->x + (size_t)m0 * a->ldx;
             float *y = a->y + (size_t)m0 * a->ldy + n0;
+#if defined(__AVX512F__)
+            if (a->wb)
+                s_skinny_oi512_bf16(y, a->ldy, x, a->ldx, a->wb + (size_t)n0 * a->K, mb, nb, a->K, a->acc);
+            else
+#endif
             if (a->layout == NR_W_IN_OUT)
                 s_skinny_strided(y, a->ldy, x, a->ldx, a->w + n0, mb, nb, a->K, a->N, a->acc);
             else
@@ -557,7 +585,7 @@ static void s_matmul(float *y, size_t ldy, const float *x, size_t ldx, const flo
                    int K, int accumulate) {
     if (M <= 0 || N <= 0 || K <= 0) return;
     if (M <= nr_cpu_skinny_max && M <= 4 * S_SKINNY_MAX) {
-        s_mm_t a = {y, ldy, x, ldx, w, layout, M, N, K, accumulate};
+        s_mm_t a = {y, ldy, x, ldx, w, NULL, layout, M, N, K, accumulate};
         if ((size_t)N * K >= 65536) nr_cpu_run(s_mm_part, &a);
         else s_mm_part(&a, 0, 1);
         return;
@@ -571,6 +599,24 @@ static void s_matmul(float *y, size_t ldy, const float *x, size_t ldx, const flo
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, x, (int)ldx, w, N,
                     accumulate ? 1.0f : 0.0f, y, (int)ldy);
+}
+
+/* The skinny matmul reading BF16 weights where they are (decode steps on
+ * a BF16 checkpoint at F32): half the bytes of an F32 copy, widened in
+ * registers; the same parts and sums as s_matmul's, so bit for bit its
+ * result on the widened weights. */
+static int s_matmul_bf16w(float *y, size_t ldy, const float *x, size_t ldx, const uint16_t *w, int M, int N, int K,
+                          int accumulate) {
+#if defined(__AVX512F__)
+    if (M <= 0 || N <= 0 || K <= 0 || M > nr_cpu_skinny_max || M > 4 * S_SKINNY_MAX) return 0;
+    s_mm_t a = {y, ldy, x, ldx, NULL, w, NR_W_OUT_IN, M, N, K, accumulate};
+    if ((size_t)N * K >= 65536) nr_cpu_run(s_mm_part, &a);
+    else s_mm_part(&a, 0, 1);
+    return 1;
+#else
+    (void)y, (void)ldy, (void)x, (void)ldx, (void)w, (void)M, (void)N, (void)K, (void)accumulate;
+    return 0;
+#endif
 }
 
 /* The key/value head query head h reads (grouped-query attention). */
@@ -903,6 +949,7 @@ const nr_cpu_kernels_t S_CAT(nr_cpu_kernels, NR_CPU_ISA) = {
     .add = s_add,
     .add_bias = s_add_bias,
     .matmul = s_matmul,
+    .matmul_bf16w = s_matmul_bf16w,
     .attention = s_attention,
     .patch_embed = s_patch_embed,
 };
