@@ -15,8 +15,9 @@
  * destroy, which must come after the last call. Converted BF16/INT8
  * weights live in a table keyed by the F32 weight pointer: lookups take no
  * lock; the first use of a weight converts it under the backend's mutex
- * (packing runs on the kernels' pool), so racing callers convert it once; a full table is replaced by a larger
- * copy and the old ones are kept until destroy. tests/test_kernels_mt.c
+ * (packing runs on the kernels' pool), so racing callers convert it once;
+ * a full table is replaced by a larger copy and the old ones are kept
+ * until destroy. tests/test_kernels_mt.c
  * checks that 4 callers, converting weights at first use, get the
  * single-thread results bit for bit. */
 #include "models/cpu/cpu.h"
@@ -290,9 +291,11 @@ static void s_widen_mm_part(void *arg, int part, int nparts) {
     }
 }
 
-/* y = x W^T for an adopted BF16 weight (N, K) read in place: each block of
- * rows of W widened to F32 (exact), then the F32 kernels, so the result is
- * the F32 matmul of the same values without an F32 copy of the weight. */
+/* y = x W^T for an adopted BF16 weight (N, K) read in place: decode steps
+ * by the streaming kernel, widening in registers where the path has it;
+ * otherwise each block of rows of W widened to F32 (exact), then the F32
+ * kernels. Either way the F32 matmul of the same values, bit for bit,
+ * without an F32 copy of the weight. */
 static int s_matmul_widen(float *y, size_t ldy, const float *x, size_t ldx, const uint16_t *w, int M, int N, int K,
                           int accumulate) {
     int nb = (int)(S_WIDEN_BYTES / sizeof(float) / (size_t)K) / 16 * 16;
@@ -367,10 +370,10 @@ static int s_prepare(void *ctx, const float *w, nr_wlayout_t layout, int N, int 
     return 0;
 }
 /* Every precision keeps a BF16 weight where it is: packed once (from the
- * BF16 values, on the pool) when the precision multiplies `rows` rows by its own copy
- * on this path, and read in place, widened per block, by every matmul the
- * packed copy does not serve (all of them for cpu:f32 and on the paths
- * where the precision runs as F32). */
+ * BF16 values, on the pool) when the precision multiplies `rows` rows by
+ * its own copy on this path, and read in place (s_matmul_widen) by every
+ * matmul the packed copy does not serve (all of them for cpu:f32 and on
+ * the paths where the precision runs as F32). */
 static int s_adopt_bf16(void *ctx, const float *key, const void *w, nr_wlayout_t layout, int N, int K, int rows) {
     s_cpu_t *c = ctx;
     if (layout != NR_W_OUT_IN || ((uintptr_t)w & 1)) return NR_EUNSUPPORTED; /* an odd offset: F32 copy */
