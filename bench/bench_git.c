@@ -66,18 +66,6 @@ static double s_median(double *v, int n) {
 
 #define MAXIT 64
 
-/* A line of /proc/self/status in MB (-1 when missing). */
-static long s_status_mb(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long kb = -1;
-    const size_t n = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, key, n) && line[n] == ':' && sscanf(line + n + 1, "%ld", &kb) == 1) break;
-    fclose(f);
-    return kb < 0 ? -1 : kb / 1024;
-}
 
 #ifndef NR_BENCH_FAMILY
 #define NR_BENCH_FAMILY "git"
@@ -197,7 +185,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         printf("== precision %s (device %s): load %.0f ms, resident %ld MB (%ld MB of it mapped files, peak %ld MB)\n",
-               prec, dev, (s_now() - tl) * 1e3, s_status_mb("VmRSS"), s_status_mb("RssFile"), s_status_mb("VmHWM"));
+               prec, dev, (s_now() - tl) * 1e3, nr_bench_status_mb("VmRSS"), nr_bench_status_mb("RssFile"), nr_bench_status_mb("VmHWM"));
         if (load_only) {
             F->destroy(&fam);
             nr_backend_destroy(&be);

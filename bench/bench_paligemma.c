@@ -52,18 +52,6 @@ static double s_median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* A /proc/self/status field in MB (VmRSS, RssFile, VmHWM), -1 when unknown. */
-static long s_status_mb(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long kb = -1;
-    const size_t n = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, key, n) && line[n] == ':' && sscanf(line + n + 1, "%ld", &kb) == 1) break;
-    fclose(f);
-    return kb < 0 ? -1 : kb / 1024;
-}
 
 #define MAXIT 32
 
@@ -141,13 +129,13 @@ int main(int argc, char **argv) {
             return 1;
         }
         const double load = s_now() - tl;
-        const long rss = s_status_mb("VmRSS"), file = s_status_mb("RssFile");
+        const long rss = nr_bench_status_mb("VmRSS"), file = nr_bench_status_mb("RssFile");
         printf("== precision %s (device %s): load %.0f ms, resident %ld MB (%ld MB of it mapped files)\n", prec, dev,
                load * 1e3, rss, file);
         printf("result %s load_s %.2f\nresult %s rss_load_mb %ld\nresult %s rss_file_mb %ld\n", prec, load, prec, rss,
                prec, file);
         if (load_only) {
-            printf("result %s rss_peak_mb %ld\n", prec, s_status_mb("VmHWM"));
+            printf("result %s rss_peak_mb %ld\n", prec, nr_bench_status_mb("VmHWM"));
             F->destroy(&fam);
             if (dpx != px) nr_backend_free(be, dpx);
             if (dst != states) nr_backend_free(be, dst);
@@ -198,7 +186,7 @@ int main(int argc, char **argv) {
                pre * 1e3, step * 1e3, tokens);
         printf("result %s siglip_ms %.1f\nresult %s prefix_ms %.1f\nresult %s decode_ms_tok %.2f\n", prec, enc * 1e3,
                prec, pre * 1e3, prec, step * 1e3);
-        printf("result %s rss_peak_mb %ld\n", prec, s_status_mb("VmHWM"));
+        printf("result %s rss_peak_mb %ld\n", prec, nr_bench_status_mb("VmHWM"));
         fflush(stdout);
         F->destroy(&fam);
         if (dpx != px) nr_backend_free(be, dpx);

@@ -501,3 +501,15 @@ int nr_bench_random_paligemma(int text_layers, int vocab, nr_model_config_t *cfg
              vocab - 1, text_layers, vocab);
     return s_random(config, s_specs_paligemma, cfg, buf, size, ck, err, errlen);
 }
+
+long nr_bench_status_mb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    const size_t n = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n) && line[n] == ':' && sscanf(line + n + 1, "%ld", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : kb / 1024;
+}

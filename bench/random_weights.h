@@ -48,4 +48,8 @@ int nr_bench_write_bf16(const char *family, const char *dir, char *err, size_t e
 int nr_bench_random_paligemma(int text_layers, int vocab, nr_model_config_t *cfg, unsigned char **buf, size_t *size,
                               nr_checkpoint_t **ck, char *err, size_t errlen);
 
+/* A /proc/self/status field in MB (VmRSS, RssFile, VmHWM), -1 when unknown:
+ * what the benchmarks report as the memory a model holds. */
+long nr_bench_status_mb(const char *key);
+
 #endif

@@ -67,6 +67,16 @@ double nr_test_close(const float *a, const float *b, size_t n, double tol_abs, d
     return worst;
 }
 
+double nr_test_rel_l2(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
 static void s_copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
     cr_assert(in && out, "copy %s -> %s", from, to);

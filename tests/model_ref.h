@@ -23,6 +23,8 @@ int *nr_test_ref_ids(const nr_safetensors_t *ref, const char *name, int *count);
 /* Max of |a - b| / (tol_abs + tol_rel |b|) over n values (<= 1 passes);
  * the largest |a - b| in *max_abs when not NULL. */
 double nr_test_close(const float *a, const float *b, size_t n, double tol_abs, double tol_rel, double *max_abs);
+/* ||a - b|| / ||b|| over n values (||a - b|| when b is all zeros). */
+double nr_test_rel_l2(const float *a, const float *b, size_t n);
 
 /* A BF16 checkpoint of fixture `name` keeps its matmul weights mapped
  * (models/weights.h): writes it (every F32 tensor of the fixture's

@@ -219,16 +219,6 @@ Test(cuda_ops, matmul_layouts_strides_accumulate) {
     s_pair_free(&p);
 }
 
-/* ||a - b|| / ||b|| */
-static double s_rel_l2(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
 
 /* TF32 / BF16 / F16 matmul against the CPU's F32, by relative L2 error:
  * the rounding of 10 (tf32, f16) or 7 (bf16) mantissa bits. */
@@ -253,7 +243,7 @@ Test(cuda_ops, matmul_reduced_precision) {
                 cr_assert_eq(g->ops->matmul(g->ctx, dy, ldy, dx, ldx, dw, (nr_wlayout_t)layout, M, N, K, 1), 0, "%s",
                              nr_backend_cuda_last_error(g));
                 float *got = s_down(g, dy, (size_t)M * ldy);
-                double e = s_rel_l2(got, y, (size_t)M * ldy);
+                double e = nr_test_rel_l2(got, y, (size_t)M * ldy);
                 fprintf(stderr, "%s matmul layout %d: relative L2 error %.3g\n", dev[p], layout, e);
                 cr_assert_leq(e, tol[p], "%s layout %d round %d: relative L2 error %g", dev[p], layout, round, e);
                 free(got);
@@ -635,7 +625,7 @@ Test(cuda_fixture, reduced_precision_encoder_and_captions) {
         nr_captioner_t *cap = NULL;
         cr_assert_eq(nr_captioner_load(path, &cp, &cap, err, sizeof err), 0, "%s", err);
         cr_assert_eq(nr_captioner_encode(cap, px, 1, got, err, sizeof err), 0, "%s", err);
-        double e = s_rel_l2(got, want, ns);
+        double e = nr_test_rel_l2(got, want, ns);
         fprintf(stderr, "%s encoder.hidden_states: relative L2 error %.3g\n", dev[p], e);
         cr_assert_leq(e, tol[p], "%s: %g", dev[p], e);
         int ids[16], len;

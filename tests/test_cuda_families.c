@@ -104,16 +104,6 @@ static double s_close(const float *a, const float *b, size_t n, double *max_abs)
     return nr_test_close(a, b, n, TOL_ABS, TOL_REL, max_abs);
 }
 
-/* ||a - b|| / ||b|| */
-static double s_rel_l2(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
 
 typedef struct {
     const s_fam_t *fx;
@@ -364,7 +354,7 @@ static void s_bf16_case(const char *name) {
     float *px = nr_test_ref(r.ref, "pixel_values", &np), *want = nr_test_ref(r.ref, r.fx->states, &ns);
     float *got = malloc(ns * sizeof(float));
     cr_assert_eq(nr_captioner_encode(r.cap, px, 2, got, err, sizeof err), 0, "%s", err);
-    const double es = s_rel_l2(got, want, ns);
+    const double es = nr_test_rel_l2(got, want, ns);
     /* teacher text logits: their error sets the tie margin below */
     s_text_t t = s_text(&r);
     size_t nl;
@@ -374,7 +364,7 @@ static void s_bf16_case(const char *name) {
     const int T = ni / 2, V = t.cfg.vocab_size;
     float *dstates = s_up(t.be, want, ns);
     float *lg = s_teacher_logits(&t, dstates, ids, T, s_first_chunk(&r, T));
-    const double el = s_rel_l2(lg, lwant, nl);
+    const double el = nr_test_rel_l2(lg, lwant, nl);
     double margin = 0;
     for (size_t i = 0; i < nl; i++) margin = fmax(margin, fabs((double)lg[i] - lwant[i]));
     margin *= 4;
