@@ -144,7 +144,7 @@ void nr_cpu_run(nr_cpu_task_fn fn, void *arg) {
     pthread_cond_broadcast(&s_pool.cv);
     pthread_mutex_unlock(&s_pool.m);
     s_work(gen);
-    /* every part is taken; wait for those other threads still run */
+    /* every part is taken; wait for the ones other threads still run */
     int spins = 0;
     while (atomic_load_explicit(&s_pool.done, memory_order_acquire) < nparts && spins < S_CALLER_SPINS) {
         spins++;
