@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zmq.h>
 
 extern char **environ;
 
@@ -913,6 +914,37 @@ const char *nr_harness_kv(const nr_msg_t *msg, const char *key) {
 long nr_harness_kv_long(const nr_msg_t *msg, const char *key) {
     const char *v = nr_proto_kv_get(msg, key);
     return v ? strtol(v, NULL, 10) : -1;
+}
+
+void *nr_harness_fake_worker(void *zctx, const char *endpoint, const char *stage, const char *name,
+                             uint32_t capacity) {
+    void *s = zmq_socket(zctx, ZMQ_DEALER);
+    if (!s) {
+        s_fail(NR_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+        return NULL;
+    }
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(s, endpoint) != 0) {
+        s_fail(NR_EIO, "zmq_connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return NULL;
+    }
+    nr_msg_t m;
+    nr_proto_msg_init(&m);
+    m.cmd = NR_CMD_READY;
+    snprintf(m.stage, sizeof m.stage, "%s", stage);
+    snprintf(m.name, sizeof m.name, "%s", name);
+    m.capacity = capacity;
+    char err[256];
+    const int rc = nr_proto_send(s, NULL, 0, &m, err, sizeof err);
+    nr_proto_msg_clear(&m);
+    if (rc) {
+        s_fail(rc, "READY: %s", err);
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
 }
 
 int nr_harness_job_final(const char *state) {

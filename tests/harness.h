@@ -16,6 +16,7 @@
 #include "client/client.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Detail of the last error in this thread ("" when none). */
@@ -213,6 +214,12 @@ void nr_harness_cluster_stop(nr_harness_cluster_t *self);
 const char *nr_harness_kv(const nr_msg_t *msg, const char *key);
 /* The value of key in a reply's kv as an integer, or -1 when it has none. */
 long nr_harness_kv_long(const nr_msg_t *msg, const char *key);
+/* A raw DEALER connected to a broker's worker endpoint that has said READY
+ * for `stage` as `name` with `capacity` (through proto/, like a worker, but
+ * then does only what the test makes it do: a hostile or silent worker).
+ * NULL with nr_harness_error() set when it cannot connect or send. */
+void *nr_harness_fake_worker(void *zctx, const char *endpoint, const char *stage, const char *name,
+                             uint32_t capacity);
 /* 1 when a job in `state` will not change any more (done, failed, cancelled). */
 int nr_harness_job_final(const char *state);
 /* A STATS value as an integer, or -1 when the broker does not answer or

@@ -1135,22 +1135,10 @@ Test(integration, redis_killed_and_restarted_mid_run) {
     s_end();
 }
 
-/* A raw DEALER that speaks the protocol through proto/: READY for stage
- * with capacity, at endpoint. */
+/* A fake worker at the cluster's worker endpoint (tests/harness.h). */
 static void *s_fake_worker(void *zctx, const char *stage, const char *name, uint32_t capacity) {
-    void *s = zmq_socket(zctx, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    cr_assert_eq(zmq_connect(s, C.cl.worker_ep), 0);
-    nr_msg_t m;
-    nr_proto_msg_init(&m);
-    m.cmd = NR_CMD_READY;
-    snprintf(m.stage, sizeof m.stage, "%s", stage);
-    snprintf(m.name, sizeof m.name, "%s", name);
-    m.capacity = capacity;
-    char err[256];
-    cr_assert_eq(nr_proto_send(s, NULL, 0, &m, err, sizeof err), 0, "%s", err);
-    nr_proto_msg_clear(&m);
+    void *s = nr_harness_fake_worker(zctx, C.cl.worker_ep, stage, name, capacity);
+    cr_assert_not_null(s, "%s", nr_harness_error());
     return s;
 }
 

@@ -302,21 +302,10 @@ Test(thumbnail_it, vision_jobs_get_thumbnails) {
     s_end();
 }
 
-/* A raw DEALER speaking the protocol through proto/: READY for vision. */
+/* A fake vision worker (tests/harness.h). */
 static void *s_fake_worker(void *zctx) {
-    void *s = zmq_socket(zctx, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    cr_assert_eq(zmq_connect(s, C.cl.worker_ep), 0);
-    nr_msg_t m;
-    nr_proto_msg_init(&m);
-    m.cmd = NR_CMD_READY;
-    snprintf(m.stage, sizeof m.stage, "vision");
-    snprintf(m.name, sizeof m.name, "hostile");
-    m.capacity = 8;
-    char err[256];
-    cr_assert_eq(nr_proto_send(s, NULL, 0, &m, err, sizeof err), 0, "%s", err);
-    nr_proto_msg_clear(&m);
+    void *s = nr_harness_fake_worker(zctx, C.cl.worker_ep, "vision", "hostile", 8);
+    cr_assert_not_null(s, "%s", nr_harness_error());
     return s;
 }
 

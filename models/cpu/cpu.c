@@ -298,9 +298,9 @@ static void s_widen_mm_part(void *arg, int part, int nparts) {
  * without an F32 copy of the weight. */
 static int s_matmul_widen(float *y, size_t ldy, const float *x, size_t ldx, const uint16_t *w, int M, int N, int K,
                           int accumulate) {
+    if (nr_cpu_matmul_bf16w(y, ldy, x, ldx, w, M, N, K, accumulate)) return 0;
     int nb = (int)(S_WIDEN_BYTES / sizeof(float) / (size_t)K) / 16 * 16;
     if (nb < 16) nb = 16;
-    if (nr_cpu_matmul_bf16w(y, ldy, x, ldx, w, M, N, K, accumulate)) return 0;
     if (M <= nr_cpu_skinny_max) { /* blocks of a quarter: each part's stay in its cache */
         s_widen_mm_t a = {.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w, .M = M, .N = N, .K = K,
                           .nb = nb / 4 < 16 ? 16 : nb / 4, .accumulate = accumulate};

@@ -581,13 +581,17 @@ static int s_gemm_own(float *y, size_t ldy, const float *x, size_t ldx, const fl
 }
 #endif
 
+/* A skinny matmul: on the pool when the weight is large enough to pay. */
+static void s_mm_run(s_mm_t *a) {
+    if ((size_t)a->N * a->K >= 65536) nr_cpu_run(s_mm_part, a);
+    else s_mm_part(a, 0, 1);
+}
+
 static void s_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, nr_wlayout_t layout, int M, int N,
                    int K, int accumulate) {
     if (M <= 0 || N <= 0 || K <= 0) return;
     if (M <= nr_cpu_skinny_max && M <= 4 * S_SKINNY_MAX) {
-        s_mm_t a = {y, ldy, x, ldx, w, NULL, layout, M, N, K, accumulate};
-        if ((size_t)N * K >= 65536) nr_cpu_run(s_mm_part, &a);
-        else s_mm_part(&a, 0, 1);
+        s_mm_run(&(s_mm_t){y, ldy, x, ldx, w, NULL, layout, M, N, K, accumulate});
         return;
     }
 #if defined(__AVX512F__)
@@ -609,9 +613,7 @@ static int s_matmul_bf16w(float *y, size_t ldy, const float *x, size_t ldx, cons
                           int accumulate) {
 #if defined(__AVX512F__)
     if (M <= 0 || N <= 0 || K <= 0 || M > nr_cpu_skinny_max || M > 4 * S_SKINNY_MAX) return 0;
-    s_mm_t a = {y, ldy, x, ldx, NULL, w, NR_W_OUT_IN, M, N, K, accumulate};
-    if ((size_t)N * K >= 65536) nr_cpu_run(s_mm_part, &a);
-    else s_mm_part(&a, 0, 1);
+    s_mm_run(&(s_mm_t){y, ldy, x, ldx, NULL, w, NR_W_OUT_IN, M, N, K, accumulate});
     return 1;
 #else
     (void)y, (void)ldy, (void)x, (void)ldx, (void)w, (void)M, (void)N, (void)K, (void)accumulate;

@@ -48,7 +48,7 @@ static inline float s_bf16_f32(uint32_t h) {
  * the source: a BF16 value widens to F32 exactly. Packing runs on the
  * kernels' pool, each part its own panels, so every core packs and the
  * result does not depend on the number of parts. */
-typedef struct {
+typedef struct s_pack {
     const float *f;    /* F32 source, or NULL */
     const uint16_t *h; /* BF16 source (N, K), or NULL */
     nr_wlayout_t layout;
@@ -58,6 +58,7 @@ typedef struct {
     uint16_t *d;
     int P, panels;
     _Atomic int rc;
+    void (*panel)(const struct s_pack *a, int pn, float *col); /* packs panel pn; col: K floats of scratch */
 } s_pack_t;
 
 /* Column n of W (W(k, n), k < K) into col, as F32. */
@@ -108,12 +109,13 @@ static void s_bf_pack_panel(const s_pack_t *a, int pn, float *col) {
     }
 }
 
-static void s_bf_make_part(void *arg, int part, int nparts) {
+/* Part of a weight's panels, by a->panel (on the kernels' pool). */
+static void s_make_part(void *arg, int part, int nparts) {
     s_pack_t *a = arg;
     const int p0 = (int)((long)a->panels * part / nparts), p1 = (int)((long)a->panels * (part + 1) / nparts);
     float *col = p0 < p1 ? nr_cpu_scratch(NR_CPU_SCRATCH_PACK, (size_t)a->K * sizeof(float)) : NULL;
     if (p0 < p1 && !col) atomic_store(&a->rc, NR_ENOMEM);
-    for (int pn = p0; col && pn < p1; pn++) s_bf_pack_panel(a, pn, col);
+    for (int pn = p0; col && pn < p1; pn++) a->panel(a, pn, col);
 }
 
 static int s_bf16w_make(nr_cpu_bf16w_t *out, s_pack_t *a) {
@@ -123,7 +125,8 @@ static int s_bf16w_make(nr_cpu_bf16w_t *out, s_pack_t *a) {
     a->d = nr_aligned_alloc((size_t)a->panels * a->P * 64 * sizeof(uint16_t));
     if (!a->d) return NR_ENOMEM;
     atomic_init(&a->rc, 0);
-    nr_cpu_run(s_bf_make_part, a);
+    a->panel = s_bf_pack_panel;
+    nr_cpu_run(s_make_part, a);
     if (atomic_load(&a->rc)) {
         free(a->d);
         return NR_ENOMEM;
@@ -195,13 +198,6 @@ static void s_i8_pack_panel(const s_pack_t *a, int pn, float *col) {
     }
 }
 
-static void s_i8_make_part(void *arg, int part, int nparts) {
-    s_pack_t *a = arg;
-    const int p0 = (int)((long)a->panels * part / nparts), p1 = (int)((long)a->panels * (part + 1) / nparts);
-    float *col = p0 < p1 ? nr_cpu_scratch(NR_CPU_SCRATCH_PACK, (size_t)a->K * sizeof(float)) : NULL;
-    if (p0 < p1 && !col) atomic_store(&a->rc, NR_ENOMEM);
-    for (int pn = p0; col && pn < p1; pn++) s_i8_pack_panel(a, pn, col);
-}
 
 static int s_i8w_make(nr_cpu_i8w_t *out, s_pack_t *a) {
     memset(out, 0, sizeof(*out));
@@ -209,7 +205,8 @@ static int s_i8w_make(nr_cpu_i8w_t *out, s_pack_t *a) {
     a->q = nr_aligned_alloc((size_t)a->panels * a->K * 64);
     a->scale = nr_aligned_alloc((size_t)a->panels * 64 * sizeof(float));
     atomic_init(&a->rc, a->q && a->scale ? 0 : NR_ENOMEM);
-    if (!atomic_load(&a->rc)) nr_cpu_run(s_i8_make_part, a);
+    a->panel = s_i8_pack_panel;
+    if (!atomic_load(&a->rc)) nr_cpu_run(s_make_part, a);
     if (atomic_load(&a->rc)) {
         free(a->q);
         free(a->scale);
